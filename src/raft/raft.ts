@@ -1,0 +1,761 @@
+import { DropReason, ProposalDroppedError, RaftError, invariant } from './errors.js';
+import { RaftLog } from './log.js';
+import { Progress, ProgressState } from './progress.js';
+import { VoteResult, committedIndex, hasQuorum, tally } from './quorum.js';
+import type { Storage } from './storage.js';
+import {
+  EntryKind,
+  MessageType,
+  Role,
+  entriesSize,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type Heartbeat,
+  type HeartbeatResponse,
+  type Index,
+  type Message,
+  type NodeId,
+  type ReadState,
+  type Snapshot,
+  type SnapshotRequest,
+  type Term,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.js';
+
+export interface Config {
+  readonly id: NodeId;
+  /** The voters of a new group; ignored when storage already knows them (from a snapshot). */
+  readonly voters?: readonly NodeId[];
+  /** Ticks without hearing from a leader before campaigning; the actual timeout is random in [n, 2n). */
+  readonly electionTick: number;
+  /** Ticks between a leader's heartbeats. Must be below electionTick. */
+  readonly heartbeatTick: number;
+  /** Injected randomness: an integer in [0, n). The core never touches Math.random. */
+  readonly random: (n: number) => number;
+  /** Index the state machine has applied (durably); entries after it are handed out again. */
+  readonly applied?: Index;
+  /** Payload bytes per append message (at least one entry is always sent). */
+  readonly maxSizePerMsg?: number;
+  /** Appends in flight to one follower before the leader waits (pipelining window). */
+  readonly maxInflightMsgs?: number;
+  /** Payload bytes in flight to one follower before the leader waits; 0 for no limit. */
+  readonly maxInflightBytes?: number;
+  /** Uncommitted payload bytes the leader accepts before refusing proposals; 0 for no limit. */
+  readonly maxUncommittedBytes?: number;
+  /** Payload bytes of committed entries handed out in one Ready. */
+  readonly maxCommittedSizePerReady?: number;
+  /** Thesis §9.6: ask for votes without raising the term first, so a rejoining node disrupts nobody. */
+  readonly preVote?: boolean;
+  /** Thesis §6.2: a leader steps down when it has not heard from a majority for an election timeout. */
+  readonly checkQuorum?: boolean;
+}
+
+export interface ProposalTicket {
+  readonly term: Term;
+  readonly firstIndex: Index;
+  readonly lastIndex: Index;
+}
+
+interface PendingRead {
+  readonly round: number;
+  readonly index: Index;
+  readonly context: unknown;
+  readonly acks: Set<NodeId>;
+}
+
+const CampaignType = { PreElection: 'pre-election', Election: 'election', Transfer: 'transfer' } as const;
+type CampaignType = (typeof CampaignType)[keyof typeof CampaignType];
+
+/**
+ * The Raft state machine of one replica (§5 of the Raft paper, with PreVote, CheckQuorum, ReadIndex
+ * and leadership transfer from Ongaro's thesis). Pure: driven by tick() and step(); what it wants
+ * done comes out through RawNode's Ready.
+ */
+export class Raft {
+  readonly id: NodeId;
+  readonly voters: readonly NodeId[];
+  readonly log: RaftLog;
+
+  /** Latest term seen (Figure 2: currentTerm). Never decreases. */
+  term: Term = 0;
+  /** Candidate voted for in `term` (Figure 2: votedFor). */
+  vote: NodeId | null = null;
+  role: Role = Role.Follower;
+  /** The leader of `term` as far as this node knows. */
+  lead: NodeId | null = null;
+
+  /** Messages to send once the Ready that carries them has been persisted. */
+  msgs: Message[] = [];
+  readStates: ReadState[] = [];
+  abortedReads: unknown[] = [];
+
+  /** Leader only: every voter's progress, this node's included (its match = its durable last index). */
+  readonly progress = new Map<NodeId, Progress>();
+  /** Candidate only: the answers received in this campaign. */
+  private readonly votes = new Map<NodeId, boolean>();
+
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  /** Leader only: the target of a leadership transfer in progress. */
+  leadTransferee: NodeId | null = null;
+  /** Leader only: a change of commit index followers have not been told of yet. */
+  private commitUnannounced = false;
+  /** Leader only: payload bytes appended but not yet applied (back-pressure). */
+  private uncommittedBytes = 0;
+
+  /** ReadIndex rounds: each confirms leadership with one heartbeat round (thesis §6.4). */
+  private readRound = 0;
+  private pendingReads: PendingRead[] = [];
+  /** Reads asked for before this leader committed an entry of its own term. */
+  private readsAwaitingCommit: { context: unknown }[] = [];
+
+  readonly electionTick: number;
+  readonly heartbeatTick: number;
+  private readonly random: (n: number) => number;
+  readonly maxSizePerMsg: number;
+  private readonly maxInflightMsgs: number;
+  private readonly maxInflightBytes: number;
+  private readonly maxUncommittedBytes: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+
+  constructor(cfg: Config, storage: Storage) {
+    invariant(cfg.heartbeatTick > 0 && cfg.electionTick > cfg.heartbeatTick, 'electionTick must exceed heartbeatTick');
+    this.id = cfg.id;
+    this.random = cfg.random;
+    this.electionTick = cfg.electionTick;
+    this.heartbeatTick = cfg.heartbeatTick;
+    this.maxSizePerMsg = cfg.maxSizePerMsg ?? 1024 * 1024;
+    this.maxInflightMsgs = cfg.maxInflightMsgs ?? 256;
+    this.maxInflightBytes = cfg.maxInflightBytes ?? 0;
+    this.maxUncommittedBytes = cfg.maxUncommittedBytes ?? 0;
+    this.preVote = cfg.preVote ?? true;
+    this.checkQuorum = cfg.checkQuorum ?? true;
+
+    const { hardState, voters } = storage.initialState();
+    this.voters = voters.length > 0 ? [...voters] : [...(cfg.voters ?? [])];
+    invariant(this.voters.length > 0, 'a group needs voters');
+    invariant(new Set(this.voters).size === this.voters.length, 'voters must be distinct');
+
+    this.log = new RaftLog(storage, cfg.applied ?? 0);
+    invariant(
+      hardState.commit <= this.log.lastIndex(),
+      `durable commit ${hardState.commit} is past the durable log's end ${this.log.lastIndex()}: the log lost entries`,
+    );
+    invariant(this.log.applied <= this.log.lastIndex(), 'applied past the end of the log');
+    this.term = hardState.term;
+    this.vote = hardState.vote;
+    // Whatever the state machine applied was committed, even if the lazily persisted commit lags.
+    this.log.commitTo(Math.max(hardState.commit, this.log.applied));
+    this.becomeFollower(this.term, null);
+  }
+
+  // ---- queries ----
+
+  promotable(): boolean {
+    return this.voters.includes(this.id);
+  }
+
+  hardState(): { term: Term; vote: NodeId | null; commit: Index } {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private committedInCurrentTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  // ---- role changes ----
+
+  private reset(term: Term): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = null;
+    }
+    this.lead = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.electionTick + this.random(this.electionTick);
+    this.leadTransferee = null;
+    this.votes.clear();
+    this.progress.clear();
+    this.uncommittedBytes = 0;
+    this.commitUnannounced = false;
+    this.abortReads();
+  }
+
+  private abortReads(): void {
+    for (const r of this.pendingReads) this.abortedReads.push(r.context);
+    for (const r of this.readsAwaitingCommit) this.abortedReads.push(r.context);
+    this.pendingReads = [];
+    this.readsAwaitingCommit = [];
+  }
+
+  becomeFollower(term: Term, lead: NodeId | null): void {
+    this.reset(term);
+    this.role = Role.Follower;
+    this.lead = lead;
+  }
+
+  private becomePreCandidate(): void {
+    invariant(this.role !== Role.Leader, 'a leader cannot become a pre-candidate');
+    // PreVote changes neither term nor vote (thesis §9.6): a node that cannot win disturbs no one.
+    this.votes.clear();
+    this.lead = null;
+    this.role = Role.PreCandidate;
+  }
+
+  private becomeCandidate(): void {
+    invariant(this.role !== Role.Leader, 'a leader cannot become a candidate');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+  }
+
+  private becomeLeader(): void {
+    invariant(this.role === Role.Candidate, 'only a candidate becomes leader');
+    this.reset(this.term);
+    this.role = Role.Leader;
+    this.lead = this.id;
+    const last = this.log.lastIndex();
+    for (const v of this.voters) {
+      const pr = new Progress(last + 1, this.maxInflightMsgs, this.maxInflightBytes);
+      // Our own match is what is durable here, not what is merely appended (§5.3 with a parallel write).
+      if (v === this.id) pr.match = this.log.stableLastIndex();
+      pr.recentActive = true;
+      this.progress.set(v, pr);
+    }
+    // §5.4.2 and §8: a no-op of the new term lets the leader commit what earlier terms left behind.
+    this.appendEntries([{ term: this.term, index: last + 1, kind: EntryKind.Noop, data: new Uint8Array(0) }]);
+  }
+
+  // ---- time ----
+
+  tick(): void {
+    if (this.role === Role.Leader) this.tickHeartbeat();
+    else this.tickElection();
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(this.preVote ? CampaignType.PreElection : CampaignType.Election);
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.electionTick) {
+      this.electionElapsed = 0;
+      if (this.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.term, null);
+        return;
+      }
+      // A transfer that did not finish within an election timeout is abandoned (thesis §3.10).
+      this.leadTransferee = null;
+    }
+    for (const pr of this.progress.values()) {
+      if (pr.state === ProgressState.Snapshot) {
+        pr.snapshotTicks++;
+        // A snapshot lost on the way would pause the follower forever: probe again after a while.
+        if (pr.snapshotTicks >= this.electionTick * 2) pr.becomeProbe();
+      }
+    }
+    if (this.heartbeatElapsed >= this.heartbeatTick) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+    }
+  }
+
+  /** CheckQuorum: whether a majority has been heard from since the last check; resets the marks. */
+  private quorumActive(): boolean {
+    const active = hasQuorum(this.voters, (id) => id === this.id || this.progress.get(id)?.recentActive === true);
+    for (const [id, pr] of this.progress) pr.recentActive = id === this.id;
+    return active;
+  }
+
+  // ---- elections (§5.2) ----
+
+  /** Start an election now, as if the election timeout had passed. */
+  campaignNow(): void {
+    if (this.role === Role.Leader) return;
+    this.hup(this.preVote ? CampaignType.PreElection : CampaignType.Election);
+  }
+
+  private hup(t: CampaignType): void {
+    if (this.role === Role.Leader || !this.promotable()) return;
+    // Entries we have committed but not applied could be a snapshot we have not installed yet; that
+    // is fine for elections: the log, not the state machine, decides who may lead.
+    this.campaign(t);
+  }
+
+  private campaign(t: CampaignType): void {
+    let voteTerm: Term;
+    let type: typeof MessageType.Vote | typeof MessageType.PreVote;
+    if (t === CampaignType.PreElection) {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = MessageType.PreVote;
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = MessageType.Vote;
+    }
+    this.votes.set(this.id, true);
+    if (this.tallyAndAct()) return;
+    const lastLogIndex = this.log.lastIndex();
+    const lastLogTerm = this.log.lastTerm();
+    for (const v of this.voters) {
+      if (v === this.id) continue;
+      const m: VoteRequest = {
+        type,
+        from: this.id,
+        to: v,
+        term: voteTerm,
+        lastLogIndex,
+        lastLogTerm,
+        transfer: t === CampaignType.Transfer,
+      };
+      this.msgs.push(m);
+    }
+  }
+
+  /** Acts on the current tally; returns true when the campaign ended. */
+  private tallyAndAct(): boolean {
+    const r = tally(this.voters, this.votes);
+    if (r === VoteResult.Won) {
+      if (this.role === Role.PreCandidate) this.campaign(CampaignType.Election);
+      else this.becomeLeader();
+      return true;
+    }
+    if (r === VoteResult.Lost) {
+      this.becomeFollower(this.term, null);
+      return true;
+    }
+    return false;
+  }
+
+  // ---- messages ----
+
+  step(m: Message): void {
+    invariant(m.to === this.id, `message for ${m.to} stepped into ${this.id}`);
+    if (!this.voters.includes(m.from)) return;
+    // §5.1: settle terms first.
+    if (m.term > this.term) {
+      if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+        // Thesis §4.2.3: while a follower hears from a live leader, it ignores campaigns (unless the
+        // leader itself asked for one by TimeoutNow), so a flapping node cannot depose it.
+        const inLease = this.checkQuorum && this.lead !== null && this.electionElapsed < this.electionTick;
+        if (inLease && !m.transfer) return;
+      }
+      if (m.type === MessageType.PreVote) {
+        // A pre-vote does not move our term.
+      } else if (m.type === MessageType.PreVoteResp && !m.reject) {
+        // A granted pre-vote echoes the term the candidate would campaign in.
+      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if ((this.checkQuorum || this.preVote) && (m.type === MessageType.App || m.type === MessageType.Heartbeat)) {
+        // A stale leader (or one that was cut off while we moved on) learns our term from this answer
+        // and steps down; without it a node isolated with a higher term could never rejoin.
+        this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: 0, reject: true, hintIndex: 0, hintTerm: 0 });
+      } else if (m.type === MessageType.PreVote) {
+        this.send({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true });
+      }
+      return;
+    }
+
+    if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+      this.handleVoteRequest(m);
+      return;
+    }
+    switch (this.role) {
+      case Role.Leader:
+        this.stepLeader(m);
+        break;
+      case Role.Candidate:
+      case Role.PreCandidate:
+        this.stepCandidate(m);
+        break;
+      case Role.Follower:
+        this.stepFollower(m);
+        break;
+    }
+  }
+
+  private handleVoteRequest(m: VoteRequest): void {
+    // §5.2: one vote per term, first come first served; a pre-vote for a future term binds nothing.
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === null && this.lead === null) ||
+      (m.type === MessageType.PreVote && m.term > this.term);
+    // §5.4.1: only for a candidate whose log is at least as up-to-date as ours.
+    if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
+      const respType = m.type === MessageType.Vote ? MessageType.VoteResp : MessageType.PreVoteResp;
+      this.send({ type: respType, to: m.from, term: m.term, reject: false });
+      if (m.type === MessageType.Vote) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+      return;
+    }
+    const respType = m.type === MessageType.Vote ? MessageType.VoteResp : MessageType.PreVoteResp;
+    this.send({ type: respType, to: m.from, term: this.term, reject: true });
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case MessageType.TimeoutNow:
+        // Thesis §3.10: the leader asked us to take over; campaign at once, skipping PreVote.
+        if (this.promotable()) this.campaign(CampaignType.Transfer);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        // §5.2: a leader of our term exists; return to follower.
+        this.becomeFollower(m.term, m.from);
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.becomeFollower(m.term, m.from);
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.becomeFollower(m.term, m.from);
+        this.handleSnapshot(m);
+        return;
+      case MessageType.VoteResp:
+      case MessageType.PreVoteResp: {
+        const expected = this.role === Role.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
+        if (m.type !== expected) return;
+        if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
+        this.tallyAndAct();
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+      case MessageType.Heartbeat:
+      case MessageType.Snap:
+        invariant(false, `two leaders in term ${this.term}: ${m.from} and ${this.id}`);
+        return;
+      case MessageType.AppResp:
+        this.handleAppendResponse(m);
+        return;
+      case MessageType.HeartbeatResp:
+        this.handleHeartbeatResponse(m);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---- follower side of replication (§5.3) ----
+
+  private handleAppend(m: AppendRequest): void {
+    if (m.prevIndex < this.log.committed) {
+      // Everything up to commit matches the leader already (§5.4.3); say so and let it move on.
+      this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: this.log.committed, reject: false, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.commit, m.entries);
+    if (lastNew !== null) {
+      this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: lastNew, reject: false, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    // Consistency check failed. Point the leader at the last entry that can possibly match, so a
+    // whole term of conflicting entries is skipped in one round trip.
+    const hintIndex = this.log.findConflictByTerm(Math.min(m.prevIndex, this.log.lastIndex()), m.prevTerm);
+    const hintTerm = this.log.term(hintIndex) ?? 0;
+    this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: m.prevIndex, reject: true, hintIndex, hintTerm });
+  }
+
+  private handleHeartbeat(m: Heartbeat): void {
+    // The leader sends min(commit, our match), which we hold; the min guards a log cut short by hand.
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, readRound: m.readRound });
+  }
+
+  private handleSnapshot(m: SnapshotRequest): void {
+    if (this.restore(m.snapshot)) {
+      this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: this.log.lastIndex(), reject: false, hintIndex: 0, hintTerm: 0 });
+    } else {
+      this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: this.log.committed, reject: false, hintIndex: 0, hintTerm: 0 });
+    }
+  }
+
+  /** Installs a snapshot unless the log already covers it; returns whether it did. */
+  private restore(s: Snapshot): boolean {
+    if (s.meta.index <= this.log.committed) return false;
+    if (this.log.matchTerm(s.meta.index, s.meta.term)) {
+      // We hold the entry the snapshot ends with, so the prefix matches: just move commit forward.
+      this.log.commitTo(s.meta.index);
+      return false;
+    }
+    this.log.restore(s);
+    return true;
+  }
+
+  // ---- leader side of replication (§5.3, §5.4) ----
+
+  private handleAppendResponse(m: AppendResponse): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (m.reject) {
+      // A stale-term rejection (index 0 from a node with a higher term) never reaches here.
+      let next = m.hintIndex;
+      if (m.hintTerm > 0) next = this.log.findConflictByTerm(m.hintIndex, m.hintTerm);
+      // The next flush() probes again from the new position.
+      pr.maybeDecrTo(m.index, next);
+      return;
+    }
+    invariant(m.index <= this.log.lastIndex(), `${m.from} acknowledged ${m.index} past the leader's last index`);
+    if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state !== ProgressState.Replicate)) {
+      if (pr.state === ProgressState.Probe) {
+        pr.becomeReplicate();
+      } else if (pr.state === ProgressState.Snapshot && pr.match + 1 >= this.log.firstIndex()) {
+        pr.becomeProbe();
+        pr.becomeReplicate();
+      } else if (pr.state === ProgressState.Replicate) {
+        pr.inflights.freeLE(m.index);
+      }
+      if (this.maybeCommit()) this.commitUnannounced = true;
+      if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+        this.sendTimeoutNow(m.from);
+      }
+    }
+  }
+
+  private handleHeartbeatResponse(m: HeartbeatResponse): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    pr.probeSent = false;
+    // A full window whose acknowledgements were lost would stall replication: free one slot so the
+    // next append goes out, is rejected or accepted, and the progress recovers.
+    if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirst();
+    if (m.readRound > 0) this.ackReads(m.from, m.readRound);
+  }
+
+  /** §5.3/§5.4.2: commit the highest index a majority holds, but only by counting our own term's entries. */
+  maybeCommit(): boolean {
+    const mci = committedIndex(this.voters, (id) => this.progress.get(id)?.match ?? 0);
+    if (mci <= this.log.committed) return false;
+    if (this.log.term(mci) !== this.term) return false;
+    this.log.commitTo(mci);
+    this.releaseReadsAwaitingCommit();
+    return true;
+  }
+
+  /** Sends appends to every follower that can take them: new entries, or a new commit index. */
+  flush(): void {
+    if (this.role !== Role.Leader) return;
+    const announce = this.commitUnannounced;
+    this.commitUnannounced = false;
+    for (const v of this.voters) {
+      if (v === this.id) continue;
+      if (!this.maybeSendAppend(v, announce)) continue;
+      // Pipelining: keep sending while the follower replicates and the window has room.
+      while (this.maybeSendAppend(v, false)) {
+        /* each call sends one append */
+      }
+    }
+  }
+
+  /** Sends one append (or a snapshot) to `to` if its progress allows; returns whether it sent. */
+  private maybeSendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.progress.get(to);
+    if (pr === undefined || pr.paused()) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    if (prevTerm === undefined) return this.sendSnapshot(to, pr);
+    const last = this.log.lastIndex();
+    let entries: Entry[] = [];
+    if (pr.next <= last) {
+      entries = this.log.slice(pr.next, last + 1, this.maxSizePerMsg);
+    }
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    const m: AppendRequest = {
+      type: MessageType.App,
+      from: this.id,
+      to,
+      term: this.term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: this.log.committed,
+    };
+    this.msgs.push(m);
+    const lastSent = entries.length > 0 ? entries[entries.length - 1]!.index : prevIndex;
+    pr.sentEntries(lastSent, entries.length, entriesSize(entries));
+    return entries.length > 0;
+  }
+
+  private sendSnapshot(to: NodeId, pr: Progress): boolean {
+    if (!pr.recentActive) return false; // do not ship a snapshot to a node we cannot hear
+    const snapshot = this.log.snapshot();
+    invariant(snapshot.meta.index > 0, 'log compacted without a snapshot');
+    pr.becomeSnapshot(snapshot.meta.index);
+    this.msgs.push({ type: MessageType.Snap, from: this.id, to, term: this.term, snapshot });
+    return false;
+  }
+
+  /** The caller's transport reports a snapshot it could not deliver: probe again. */
+  reportSnapshotFailed(to: NodeId): void {
+    const pr = this.progress.get(to);
+    if (pr?.state === ProgressState.Snapshot) pr.becomeProbe();
+  }
+
+  private broadcastHeartbeat(): void {
+    for (const v of this.voters) {
+      if (v === this.id) continue;
+      const pr = this.progress.get(v)!;
+      const hb: Heartbeat = {
+        type: MessageType.Heartbeat,
+        from: this.id,
+        to: v,
+        term: this.term,
+        commit: Math.min(pr.match, this.log.committed),
+        readRound: this.readRound,
+      };
+      this.msgs.push(hb);
+    }
+  }
+
+  private appendEntries(ents: Entry[]): void {
+    this.log.append(ents);
+    // Our own entries count towards commit only once durable: see RawNode.advance().
+  }
+
+  // ---- the caller's requests ----
+
+  /** Appends commands to the log (leader only). Throws ProposalDroppedError when it cannot. */
+  propose(datas: readonly Uint8Array[]): ProposalTicket {
+    if (datas.length === 0) throw new RaftError('propose needs at least one command');
+    if (this.role !== Role.Leader) throw new ProposalDroppedError(DropReason.NotLeader, this.lead);
+    if (this.leadTransferee !== null) throw new ProposalDroppedError(DropReason.Transferring, this.lead);
+    let bytes = 0;
+    for (const d of datas) bytes += d.byteLength;
+    if (this.maxUncommittedBytes > 0 && this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.maxUncommittedBytes) {
+      throw new ProposalDroppedError(DropReason.Overloaded, this.lead);
+    }
+    this.uncommittedBytes += bytes;
+    const first = this.log.lastIndex() + 1;
+    const ents: Entry[] = datas.map((data, i) => ({ term: this.term, index: first + i, kind: EntryKind.Normal, data }));
+    this.appendEntries(ents);
+    if (this.voters.length === 1) this.maybeCommit();
+    return { term: this.term, firstIndex: first, lastIndex: first + ents.length - 1 };
+  }
+
+  /** Applied entries leave the uncommitted budget. */
+  reduceUncommitted(bytes: number): void {
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - bytes);
+  }
+
+  /**
+   * ReadIndex (thesis §6.4): a linearizable read without a log write. The context comes back in a
+   * ReadState once a heartbeat round proves this node is still leader; serve the read when applied
+   * reaches its index. Throws ProposalDroppedError on a non-leader.
+   */
+  readIndex(context: unknown): void {
+    if (this.role !== Role.Leader) throw new ProposalDroppedError(DropReason.NotLeader, this.lead);
+    if (!this.committedInCurrentTerm()) {
+      // Until an entry of its own term commits, a new leader does not know the latest commit index.
+      this.readsAwaitingCommit.push({ context });
+      return;
+    }
+    this.startRead(context);
+  }
+
+  private startRead(context: unknown): void {
+    if (this.voters.length === 1) {
+      this.readStates.push({ index: this.log.committed, context });
+      return;
+    }
+    this.readRound++;
+    this.pendingReads.push({ round: this.readRound, index: this.log.committed, context, acks: new Set([this.id]) });
+    this.broadcastHeartbeat();
+  }
+
+  private releaseReadsAwaitingCommit(): void {
+    if (this.readsAwaitingCommit.length === 0 || !this.committedInCurrentTerm()) return;
+    const waiting = this.readsAwaitingCommit;
+    this.readsAwaitingCommit = [];
+    for (const r of waiting) this.startRead(r.context);
+  }
+
+  private ackReads(from: NodeId, round: number): void {
+    for (const r of this.pendingReads) {
+      if (r.round > round) break;
+      r.acks.add(from);
+    }
+    // An ack of round n acknowledges every earlier round too, so reads are released in order.
+    while (this.pendingReads.length > 0) {
+      const r = this.pendingReads[0]!;
+      if (!hasQuorum(this.voters, (id) => r.acks.has(id))) break;
+      this.pendingReads.shift();
+      this.readStates.push({ index: r.index, context: r.context });
+    }
+  }
+
+  /** Leadership transfer (thesis §3.10): bring `to` up to date, then tell it to campaign. */
+  transferLeadership(to: NodeId): void {
+    if (this.role !== Role.Leader) throw new ProposalDroppedError(DropReason.NotLeader, this.lead);
+    if (!this.voters.includes(to)) throw new RaftError(`${to} is not a voter of this group`);
+    if (to === this.id || this.leadTransferee === to) return;
+    this.leadTransferee = to;
+    // The transfer must finish within an election timeout or it is abandoned.
+    this.electionElapsed = 0;
+    // If it is behind, flush() keeps replicating and the acknowledgement that catches it up sends
+    // TimeoutNow (handleAppendResponse).
+    if (this.progress.get(to)!.match === this.log.lastIndex()) this.sendTimeoutNow(to);
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.msgs.push({ type: MessageType.TimeoutNow, from: this.id, to, term: this.term });
+  }
+
+  /** Called by RawNode once this node's own entries up to `index` (of `term`) are durable. */
+  selfPersisted(index: Index): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.progress.get(this.id)!;
+    if (pr.maybeUpdate(index) && this.maybeCommit()) this.commitUnannounced = true;
+  }
+
+  private send(m: Omit<VoteResponse, 'from'> | Omit<AppendResponse, 'from'> | Omit<HeartbeatResponse, 'from'>): void {
+    this.msgs.push({ ...m, from: this.id } as Message);
+  }
+}

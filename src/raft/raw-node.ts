@@ -1,0 +1,168 @@
+import { invariant } from './errors.js';
+import { Raft, type Config, type ProposalTicket } from './raft.js';
+import type { Storage } from './storage.js';
+import type { Entry, HardState, Index, Message, NodeId, ReadState, Role, Snapshot, Term } from './types.js';
+import { entriesSize } from './types.js';
+
+export interface SoftState {
+  readonly leader: NodeId | null;
+  readonly role: Role;
+  readonly term: Term;
+}
+
+/**
+ * What the core asks the caller to do, in this order:
+ * 1. Persist `snapshot` (if any), `entries` (truncating any conflicting suffix at entries[0].index)
+ *    and `hardState` (if any) in one atomic write, synced to disk when `mustSync`. A snapshot's data
+ *    must reach the state machine before or atomically with the log being cut to it.
+ * 2. Send `messages`. They may depend on step 1 (a granted vote, an append acknowledgement): never
+ *    send them before it is durable.
+ * 3. Apply `committedEntries` in order; serve `readStates` once applied reaches their index; fail the
+ *    reads in `abortedReads` (leadership was lost).
+ * 4. Call advance(ready).
+ * Between ready() and advance() the caller may keep calling tick(), step() and propose(); it may not
+ * call ready() again.
+ */
+export interface Ready {
+  /** Set when leader, role or term changed since the last Ready. */
+  readonly softState: SoftState | null;
+  /** Set when term, vote or commit changed since the last persisted hard state. */
+  readonly hardState: HardState | null;
+  readonly entries: readonly Entry[];
+  readonly snapshot: Snapshot | null;
+  readonly mustSync: boolean;
+  readonly messages: readonly Message[];
+  readonly committedEntries: readonly Entry[];
+  readonly readStates: readonly ReadState[];
+  readonly abortedReads: readonly unknown[];
+}
+
+/** The Raft core as the caller drives it: tick, step, propose, then ready/advance. */
+export class RawNode {
+  readonly raft: Raft;
+  private prevSoft: SoftState;
+  private prevHard: HardState;
+  private outstanding = false;
+  private readonly maxCommittedSizePerReady: number;
+
+  constructor(cfg: Config, storage: Storage) {
+    this.raft = new Raft(cfg, storage);
+    this.prevSoft = this.softState();
+    this.prevHard = storage.initialState().hardState;
+    this.maxCommittedSizePerReady = cfg.maxCommittedSizePerReady ?? 4 * 1024 * 1024;
+  }
+
+  tick(): void {
+    this.raft.tick();
+  }
+
+  step(m: Message): void {
+    this.raft.step(m);
+  }
+
+  propose(datas: readonly Uint8Array[]): ProposalTicket {
+    return this.raft.propose(datas);
+  }
+
+  readIndex(context: unknown): void {
+    this.raft.readIndex(context);
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.raft.transferLeadership(to);
+  }
+
+  campaign(): void {
+    this.raft.campaignNow();
+  }
+
+  reportSnapshotFailed(to: NodeId): void {
+    this.raft.reportSnapshotFailed(to);
+  }
+
+  softState(): SoftState {
+    return { leader: this.raft.lead, role: this.raft.role, term: this.raft.term };
+  }
+
+  status(): { id: NodeId; soft: SoftState; hard: HardState; applied: Index; lastIndex: Index; match: ReadonlyMap<NodeId, Index> } {
+    const match = new Map<NodeId, Index>();
+    for (const [id, pr] of this.raft.progress) match.set(id, pr.match);
+    return {
+      id: this.raft.id,
+      soft: this.softState(),
+      hard: this.raft.hardState(),
+      applied: this.raft.log.applied,
+      lastIndex: this.raft.log.lastIndex(),
+      match,
+    };
+  }
+
+  hasReady(): boolean {
+    if (this.outstanding) return false;
+    this.raft.flush();
+    const r = this.raft;
+    const soft = this.softState();
+    if (!sameSoft(soft, this.prevSoft)) return true;
+    if (!sameHard(r.hardState(), this.prevHard)) return true;
+    if (r.log.unstable.pending().length > 0) return true;
+    if (r.log.unstable.snapshot !== null && !r.log.unstable.snapshotInProgress) return true;
+    if (r.msgs.length > 0 || r.readStates.length > 0 || r.abortedReads.length > 0) return true;
+    return r.log.committed > r.log.applied && r.log.nextCommitted(1).length > 0;
+  }
+
+  ready(): Ready {
+    invariant(!this.outstanding, 'ready() called twice without advance()');
+    const r = this.raft;
+    r.flush();
+    const soft = this.softState();
+    const hard = r.hardState();
+    const entries = r.log.unstable.pending();
+    const unstableSnap = r.log.unstable.snapshot;
+    const snapshot = unstableSnap !== null && !r.log.unstable.snapshotInProgress ? unstableSnap : null;
+    r.log.unstable.acceptInProgress();
+    const rd: Ready = {
+      softState: sameSoft(soft, this.prevSoft) ? null : soft,
+      hardState: sameHard(hard, this.prevHard) ? null : hard,
+      entries,
+      snapshot,
+      mustSync: entries.length > 0 || snapshot !== null || hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote,
+      messages: r.msgs,
+      committedEntries: r.log.nextCommitted(this.maxCommittedSizePerReady),
+      readStates: r.readStates,
+      abortedReads: r.abortedReads,
+    };
+    r.msgs = [];
+    r.readStates = [];
+    r.abortedReads = [];
+    if (rd.softState !== null) this.prevSoft = soft;
+    this.outstanding = true;
+    return rd;
+  }
+
+  advance(rd: Ready): void {
+    invariant(this.outstanding, 'advance() without ready()');
+    this.outstanding = false;
+    const r = this.raft;
+    if (rd.hardState !== null) this.prevHard = rd.hardState;
+    if (rd.snapshot !== null) {
+      r.log.unstable.stableSnapTo(rd.snapshot.meta.index);
+      if (rd.snapshot.meta.index > r.log.applied) r.log.applied = rd.snapshot.meta.index;
+    }
+    const last = rd.entries[rd.entries.length - 1];
+    if (last !== undefined) r.log.unstable.stableTo(last.index, last.term);
+    r.selfPersisted(r.log.stableLastIndex());
+    const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
+    if (lastApplied !== undefined) {
+      r.log.appliedTo(lastApplied.index);
+      r.reduceUncommitted(entriesSize(rd.committedEntries));
+    }
+  }
+}
+
+function sameSoft(a: SoftState, b: SoftState): boolean {
+  return a.leader === b.leader && a.role === b.role && a.term === b.term;
+}
+
+function sameHard(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
