@@ -77,6 +77,8 @@ export class Progress {
   pendingSnapshot: Index = 0;
   /** In Snapshot: leader ticks since the snapshot was sent (to give up on a lost one). */
   snapshotTicks = 0;
+  /** The follower answered a heartbeat while behind: send it an append even if it carries nothing. */
+  needsAppend = false;
   /** Heard from since the last CheckQuorum round (§6.2 of the thesis: leader steps down otherwise). */
   recentActive = false;
   readonly inflights: Inflights;

@@ -358,6 +358,13 @@ export class Raft {
         // A granted pre-vote echoes the term the candidate would campaign in.
       } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
         this.becomeFollower(m.term, m.from);
+      } else if (m.type === MessageType.Vote) {
+        // Figure 2: the election timer restarts on hearing from a leader or granting a vote, not on
+        // merely seeing a higher term. Restarting it here would let candidates that cannot win (their
+        // logs are behind) keep the one node that could win from ever timing out.
+        const elapsed = this.electionElapsed;
+        this.becomeFollower(m.term, null);
+        this.electionElapsed = elapsed;
       } else {
         this.becomeFollower(m.term, null);
       }
@@ -567,6 +574,10 @@ export class Raft {
     // A full window whose acknowledgements were lost would stall replication: free one slot so the
     // next append goes out, is rejected or accepted, and the progress recovers.
     if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirst();
+    // §5.3: the leader retries until the follower holds every entry. Appends to it may have been lost
+    // with `next` already past them; an append from `next` (empty if need be) is rejected and the
+    // rejection starts backtracking.
+    if (pr.match < this.log.lastIndex()) pr.needsAppend = true;
     if (m.readRound > 0) this.ackReads(m.from, m.readRound);
   }
 
@@ -587,7 +598,10 @@ export class Raft {
     this.commitUnannounced = false;
     for (const v of this.voters) {
       if (v === this.id) continue;
-      if (!this.maybeSendAppend(v, announce)) continue;
+      const pr = this.progress.get(v)!;
+      const force = announce || pr.needsAppend;
+      pr.needsAppend = false;
+      if (!this.maybeSendAppend(v, force)) continue;
       // Pipelining: keep sending while the follower replicates and the window has room.
       while (this.maybeSendAppend(v, false)) {
         /* each call sends one append */

@@ -40,6 +40,7 @@ export const MIXES: Record<string, Mix> = {
   lossy: { name: 'lossy', drop: 0.1, dup: 0.05, maxDelay: 40, partition: 0, crash: 0, crashInReady: 0, compact: 0.002, transfer: 0 },
   partitions: { name: 'partitions', drop: 0.02, dup: 0.02, maxDelay: 20, partition: 0.004, crash: 0, crashInReady: 0, compact: 0.002, transfer: 0.001 },
   crashes: { name: 'crashes', drop: 0.02, dup: 0.02, maxDelay: 20, partition: 0, crash: 0.002, crashInReady: 0.003, compact: 0.003, transfer: 0.001 },
+  storms: { name: 'storms', drop: 0.1, dup: 0.1, maxDelay: 80, partition: 0.01, crash: 0.003, crashInReady: 0.01, compact: 0.003, transfer: 0.002 },
   chaos: { name: 'chaos', drop: 0.08, dup: 0.05, maxDelay: 40, partition: 0.003, crash: 0.0015, crashInReady: 0.003, compact: 0.004, transfer: 0.002 },
 };
 
@@ -53,6 +54,13 @@ export interface SimOptions {
   readonly liveness: boolean;
   /** Keep a trace of events for the report of a failure. */
   readonly trace?: boolean;
+  /** The core's knobs, drawn per run so every configuration meets every fault. */
+  readonly maxSizePerMsg: number;
+  readonly maxInflightMsgs: number;
+  /** Back-pressure: without it a slow configuration builds an unbounded backlog. */
+  readonly maxUncommittedBytes: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
 }
 
 export const TICK = 10;
@@ -67,6 +75,14 @@ export class Violation extends Error {
 interface SimEntryState {
   readonly term: Term;
   readonly payload: string;
+}
+
+interface CommittedEntry extends SimEntryState {
+  /**
+   * The lowest current term of a node seen holding the entry as committed. The entry was committed
+   * in this term or before, so every leader of a later term must hold it (Leader Completeness).
+   */
+  seenInTerm: Term;
 }
 
 type ProposalStatus = 'pending' | 'dropped' | 'acked' | 'failed';
@@ -150,16 +166,19 @@ export class Simulation {
   now = 0;
   private seq = 0;
   private queue: InFlight[] = [];
+  /** Per directed link, the latest delivery time scheduled (for FIFO delivery). */
+  private readonly linkClock = new Map<string, number>();
   /** Directed links that are cut: "a>b". Value: time the cut heals. */
   private cuts = new Map<string, number>();
   private drop: number;
   private dup: number;
   private crashInReady: number;
+  private maxDelay: number;
 
   // What the checker knows.
   private readonly leaders = new Map<Term, NodeId>();
   /** Entries known committed (some node's commit covered them), by index. */
-  private readonly committed = new Map<Index, SimEntryState>();
+  private readonly committed = new Map<Index, CommittedEntry>();
   private committedMax = 0;
   /** Entries applied by any node, by index: every other node must apply the same. */
   private readonly appliedAt = new Map<Index, SimEntryState>();
@@ -175,6 +194,7 @@ export class Simulation {
     this.drop = opts.mix.drop;
     this.dup = opts.mix.dup;
     this.crashInReady = opts.mix.crashInReady;
+    this.maxDelay = opts.mix.maxDelay;
     for (const id of this.ids) {
       const n = new SimNode(id, this.ids, this.rng.fork());
       this.nodes.set(id, n);
@@ -202,8 +222,11 @@ export class Simulation {
         heartbeatTick: 1,
         random: (k) => rng.int(k),
         applied: n.fsm.applied,
-        maxSizePerMsg: 4096,
-        maxInflightMsgs: 8,
+        maxSizePerMsg: this.opts.maxSizePerMsg,
+        maxInflightMsgs: this.opts.maxInflightMsgs,
+        maxUncommittedBytes: this.opts.maxUncommittedBytes,
+        preVote: this.opts.preVote,
+        checkQuorum: this.opts.checkQuorum,
       },
       n.storage,
     );
@@ -230,8 +253,12 @@ export class Simulation {
   private send(m: Message): void {
     if (this.rng.chance(this.drop)) return;
     const copies = this.rng.chance(this.dup) ? 2 : 1;
+    const link = `${m.from}>${m.to}`;
     for (let i = 0; i < copies; i++) {
-      const at = this.now + this.rng.range(1, this.opts.mix.maxDelay);
+      let at = this.now + this.rng.range(1, this.maxDelay);
+      // Links are mostly FIFO, as a TCP connection is; one message in ten may overtake others.
+      if (!this.rng.chance(0.1)) at = Math.max(at, this.linkClock.get(link) ?? 0);
+      this.linkClock.set(link, at);
       this.queue.push({ at, seq: this.seq++, m });
     }
     if (m.type === 'snap') this.stats.snapshotsSent++;
@@ -267,7 +294,11 @@ export class Simulation {
     if (kind === 0 || (kind === 1 && leader !== null)) {
       // One node (the leader, for kind 1) isolated, both ways.
       const a = kind === 1 && leader !== null ? leader : this.rng.pick(this.ids);
-      for (const b of this.ids) if (b !== a) (cut(a, b), cut(b, a));
+      for (const b of this.ids) {
+        if (b === a) continue;
+        cut(a, b);
+        cut(b, a);
+      }
       this.trace(`partition: isolate ${a} until ${until}`);
     } else if (kind === 2) {
       // A random split into two sides.
@@ -278,7 +309,11 @@ export class Simulation {
       // Asymmetric: one node can send but not receive, or the other way round.
       const a = this.rng.pick(this.ids);
       const inbound = this.rng.chance(0.5);
-      for (const b of this.ids) if (b !== a) (inbound ? cut(b, a) : cut(a, b));
+      for (const b of this.ids) {
+        if (b === a) continue;
+        if (inbound) cut(b, a);
+        else cut(a, b);
+      }
       this.trace(`partition: one-way ${inbound ? 'into' : 'out of'} ${a} until ${until}`);
     }
   }
@@ -338,7 +373,10 @@ export class Simulation {
       const rd = n.raw.ready();
       // Where, if anywhere, this Ready is interrupted by a crash: 0 before persisting, 1 before
       // sending, 2 part-way through applying, 3 before advance.
-      const crashAt = this.rng.chance(this.crashInReady) ? this.rng.int(4) : -1;
+      // Crashes are ten times likelier while the Ready holds a write that is not synced: that is
+      // when a missing sync would lose something.
+      const unsynced = rd.hardState !== null && !rd.mustSync;
+      const crashAt = this.rng.chance(this.crashInReady * (unsynced ? 10 : 1)) ? this.rng.int(4) : -1;
       if (crashAt === 0) return this.crash(n, 'before persist');
       this.persist(n, rd);
       if (crashAt === 1) return this.crash(n, 'after persist');
@@ -454,14 +492,16 @@ export class Simulation {
         const term = r.log.term(i);
         if (term === undefined) this.fail(`${n.id} committed ${i} but has no entry there`);
         const [e] = r.log.slice(i, i + 1, Infinity);
-        this.committed.set(i, { term, payload: e!.kind === 0 ? new TextDecoder().decode(e!.data) : '' });
+        this.committed.set(i, { term, payload: e!.kind === 0 ? new TextDecoder().decode(e!.data) : '', seenInTerm: r.term });
       }
       if (c > this.committedMax) this.committedMax = c;
       for (let i = Math.max(r.log.firstIndex(), c - 20); i <= c; i++) {
         const known = this.committed.get(i);
-        if (known !== undefined && r.log.term(i) !== known.term) {
+        if (known === undefined) continue;
+        if (r.log.term(i) !== known.term) {
           this.fail(`${n.id} has committed ${i} with term ${r.log.term(i)}, committed was term ${known.term}`);
         }
+        if (r.term < known.seenInTerm) known.seenInTerm = r.term;
       }
     }
   }
@@ -471,7 +511,7 @@ export class Simulation {
     const log = n.raw!.raft.log;
     for (let i = log.firstIndex(); i <= this.committedMax; i++) {
       const c = this.committed.get(i);
-      if (c !== undefined && log.term(i) !== c.term) {
+      if (c !== undefined && c.seenInTerm < n.raw!.raft.term && log.term(i) !== c.term) {
         this.fail(`leader ${n.id} of term ${n.raw!.raft.term} lacks committed entry ${i}/${c.term}`);
       }
     }
@@ -578,6 +618,8 @@ export class Simulation {
     this.drop = 0;
     this.dup = 0;
     this.crashInReady = 0;
+    // Healed links are fast again: Raft needs a round trip well inside the election timeout (§5.6).
+    this.maxDelay = Math.min(this.maxDelay, TICK);
     const keepDown = this.rng.chance(0.5) ? this.rng.int(Math.floor((this.opts.nodes - 1) / 2) + 1) : 0;
     const down = new Set(this.rng.shuffle([...this.ids]).slice(0, keepDown));
     this.cuts.clear();
@@ -589,7 +631,11 @@ export class Simulation {
           this.crash(n, 'kept down');
           n.downUntil = Number.MAX_SAFE_INTEGER;
         } else {
-          for (const b of this.ids) if (b !== id) (this.cuts.set(`${id}>${b}`, Infinity), this.cuts.set(`${b}>${id}`, Infinity));
+          for (const b of this.ids) {
+            if (b === id) continue;
+            this.cuts.set(`${id}>${b}`, Infinity);
+            this.cuts.set(`${b}>${id}`, Infinity);
+          }
         }
       } else if (n.raw === null) {
         this.start(n);
@@ -624,21 +670,14 @@ export class Simulation {
       }
     }
     if (committedAt < 0) this.fail(`no commit within ${LIVENESS_ELECTIONS} election timeouts after healing a majority`);
-    // Convergence: the healed majority applies everything the leader committed.
+    // Convergence: the healed majority applies everything any node ever saw committed, which
+    // includes every acknowledged proposal.
     const deadline = this.now + bound;
     const healed = this.ids.filter((i) => !down.has(i)).map((i) => this.nodes.get(i)!);
-    while (this.now < deadline) {
-      this.step();
-      const leader = this.currentLeader();
-      if (leader === null) continue;
-      const c = this.nodes.get(leader)!.raw!.raft.log.committed;
-      if (healed.every((n) => n.raw !== null && n.fsm.applied >= c)) break;
-    }
-    const leader = this.currentLeader();
-    if (leader === null) this.fail('no leader after healing');
-    const c = this.nodes.get(leader)!.raw!.raft.log.committed;
+    const converged = (): boolean => healed.every((n) => n.raw !== null && n.fsm.applied >= this.committedMax);
+    while (this.now < deadline && !converged()) this.step();
     for (const n of healed) {
-      if (n.fsm.applied < c) this.fail(`${n.id} applied ${n.fsm.applied}, behind commit ${c} after healing`);
+      if (n.fsm.applied < this.committedMax) this.fail(`${n.id} applied ${n.fsm.applied}, behind commit ${this.committedMax} after healing`);
       for (const p of this.acked) if (!n.fsm.set.has(p)) this.fail(`${n.id} lacks acknowledged ${p}`);
     }
     return committedAt - healedAt;
@@ -651,6 +690,23 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+function pickFlowControl(rng: Rng): { maxSizePerMsg: number; maxInflightMsgs: number; maxUncommittedBytes: number } {
+  const maxSizePerMsg = rng.pick([1, 100, 4096]);
+  // One entry per append and one append in flight is too slow for the liveness bound; not a bug.
+  const maxInflightMsgs = maxSizePerMsg === 1 ? 16 : rng.pick([1, 4, 16]);
+  // Payloads are about 5 bytes: 256 bytes of back-pressure is about 50 uncommitted entries.
+  const maxUncommittedBytes = maxSizePerMsg === 4096 ? rng.pick([0, 256]) : rng.pick([64, 256]);
+  return { maxSizePerMsg, maxInflightMsgs, maxUncommittedBytes };
+}
+
+function pickElectionMode(rng: Rng): { preVote: boolean; checkQuorum: boolean } {
+  const r = rng.int(10);
+  if (r < 7) return { preVote: true, checkQuorum: true };
+  if (r < 8) return { preVote: true, checkQuorum: false };
+  if (r < 9) return { preVote: false, checkQuorum: true };
+  return { preVote: false, checkQuorum: false };
+}
+
 /** Derives a run's shape from its seed, so that one number replays it exactly. */
 export function optionsForSeed(seed: number, overrides: Partial<SimOptions> = {}): SimOptions {
   const rng = new Rng(seed ^ 0x5eed);
@@ -661,6 +717,8 @@ export function optionsForSeed(seed: number, overrides: Partial<SimOptions> = {}
     mix: MIXES[names[seed % names.length]!]!,
     duration: 6000,
     liveness: true,
+    ...pickFlowControl(rng),
+    ...pickElectionMode(rng),
     ...overrides,
   };
 }
