@@ -239,7 +239,8 @@ export class Simulation {
     n.raw = null;
     // Every write not yet synced is lost: only the commit index of the hard state can be unsynced.
     n.storage.setHardState(n.durableHard);
-    n.downUntil = this.now + this.rng.range(TICK, 40 * TICK);
+    // Mostly a quick restart (a process manager), sometimes a long outage.
+    n.downUntil = this.now + (this.rng.chance(0.5) ? this.rng.range(1, 3 * TICK) : this.rng.range(TICK, 40 * TICK));
     this.stats.crashes++;
     this.trace(`${n.id} crash (${why})`);
   }
@@ -373,14 +374,14 @@ export class Simulation {
       const rd = n.raw.ready();
       // Where, if anywhere, this Ready is interrupted by a crash: 0 before persisting, 1 before
       // sending, 2 part-way through applying, 3 before advance.
-      // Crashes are ten times likelier while the Ready holds a write that is not synced: that is
-      // when a missing sync would lose something.
-      const unsynced = rd.hardState !== null && !rd.mustSync;
-      const crashAt = this.rng.chance(this.crashInReady * (unsynced ? 10 : 1)) ? this.rng.int(4) : -1;
+      const crashAt = this.crashPoint(n, rd);
       if (crashAt === 0) return this.crash(n, 'before persist');
       this.persist(n, rd);
       if (crashAt === 1) return this.crash(n, 'after persist');
-      for (const m of rd.messages) this.send(m);
+      for (const m of rd.messages) {
+        this.checkDurableBeforeSend(n, m);
+        this.send(m);
+      }
       const applyCount = crashAt === 2 ? this.rng.int(rd.committedEntries.length + 1) : rd.committedEntries.length;
       for (let i = 0; i < applyCount; i++) this.apply(n, rd.committedEntries[i]!);
       if (crashAt === 2) return this.crash(n, `applying (${applyCount} of ${rd.committedEntries.length})`);
@@ -389,6 +390,37 @@ export class Simulation {
       if (rd.softState !== null) this.onSoftState(n, rd);
       n.raw.advance(rd);
       this.serveReads(n);
+    }
+  }
+
+  /**
+   * Where, if anywhere, this Ready is interrupted by a crash. The nemesis aims at writes that are not
+   * synced: ten times likelier while the Ready holds one, and very likely (after its messages left)
+   * when the unsynced write is a term or a vote, which the core must never leave unsynced.
+   */
+  private crashPoint(n: SimNode, rd: Ready): number {
+    if (this.crashInReady === 0) return -1;
+    const unsynced = rd.hardState !== null && !rd.mustSync;
+    if (unsynced && (rd.hardState!.term !== n.durableHard.term || rd.hardState!.vote !== n.durableHard.vote)) {
+      if (this.rng.chance(0.5)) return this.rng.range(2, 3);
+    }
+    return this.rng.chance(this.crashInReady * (unsynced ? 10 : 1)) ? this.rng.int(4) : -1;
+  }
+
+  /**
+   * The persistence contract: a message that depends on a term or vote leaves only once that term
+   * and vote are synced (a vote granted and then forgotten in a crash allows a second vote in the same
+   * term, and two leaders). Entries are always synced with their Ready in this model.
+   */
+  private checkDurableBeforeSend(n: SimNode, m: Message): void {
+    const d = n.durableHard;
+    if (m.type === 'pre-vote' || m.type === 'pre-vote-resp') return;
+    if (d.term < m.term) this.fail(`${n.id} sends ${m.type} of term ${m.term} with only term ${d.term} synced`);
+    if (m.type === 'vote-resp' && !m.reject && d.term === m.term && d.vote !== m.to) {
+      this.fail(`${n.id} grants its vote in term ${m.term} to ${m.to} before the vote is synced`);
+    }
+    if (m.type === 'vote' && d.term === m.term && d.vote !== n.id) {
+      this.fail(`${n.id} campaigns in term ${m.term} before its vote for itself is synced`);
     }
   }
 
