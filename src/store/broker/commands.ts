@@ -1,0 +1,123 @@
+// The commands a partition's log carries, and what applying one answers. A command is built and
+// validated by the node that received the request (limits, names, bcrypt hashing), stamped with the
+// leader's time, and applied by every replica. Apply checks permissions against the replicated state.
+
+export interface MessageInput {
+  readonly body: string;
+  readonly attributes: Readonly<Record<string, string>>;
+  readonly delaySeconds?: number;
+  readonly deduplicationId?: string;
+}
+
+export type QueueAction = 'send' | 'receive';
+export type TopicAction = 'publish' | 'subscribe';
+
+/** A queue, or one subscription of a topic: everything that receives, acks and leases. */
+export type ChannelRef = { readonly queue: string } | { readonly topic: string; readonly subscription: string };
+
+export type Command =
+  | { readonly type: 'user.register'; readonly username: string; readonly passwordHash: string }
+  | {
+      readonly type: 'queue.create';
+      readonly name: string;
+      readonly visibilityTimeoutSeconds: number;
+      readonly maxDeliveries: number | null;
+      readonly deadLetterQueue: string | null;
+      readonly delaySeconds: number;
+      readonly retentionSeconds: number;
+    }
+  | { readonly type: 'queue.delete'; readonly name: string }
+  | { readonly type: 'queue.purge'; readonly name: string }
+  | { readonly type: 'grant.put'; readonly kind: 'queue' | 'topic'; readonly name: string; readonly username: string; readonly actions: readonly string[] }
+  | { readonly type: 'grant.delete'; readonly kind: 'queue' | 'topic'; readonly name: string; readonly username: string }
+  | { readonly type: 'queue.send'; readonly name: string; readonly messages: readonly MessageInput[] }
+  | { readonly type: 'receive'; readonly channel: ChannelRef; readonly maxMessages: number; readonly visibilityTimeoutSeconds: number | null }
+  | { readonly type: 'ack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[] }
+  | { readonly type: 'nack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly delaySeconds: number }
+  | { readonly type: 'lease'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly visibilityTimeoutSeconds: number }
+  | { readonly type: 'topic.create'; readonly name: string; readonly subscribe: 'anyone' | 'granted' }
+  | { readonly type: 'topic.delete'; readonly name: string }
+  | { readonly type: 'topic.publish'; readonly name: string; readonly messages: readonly MessageInput[] }
+  | {
+      readonly type: 'subscription.create';
+      readonly topic: string;
+      readonly name: string;
+      readonly visibilityTimeoutSeconds: number;
+      readonly maxDeliveries: number | null;
+      readonly deadLetterQueue: string | null;
+      readonly filter: Readonly<Record<string, string>> | null;
+    }
+  | { readonly type: 'subscription.delete'; readonly topic: string; readonly name: string }
+  /** From a partition's dead-letter forwarder: deliver messages into a dead-letter queue. */
+  | {
+      readonly type: 'deadletter.deliver';
+      readonly queue: string;
+      readonly expectedOwner: string;
+      readonly messages: readonly { readonly messageId: string; readonly body: string; readonly attributes: Readonly<Record<string, string>> }[];
+    }
+  /** The forwarder delivered these outbox rows; forget them. */
+  | { readonly type: 'outbox.done'; readonly ids: readonly number[] };
+
+/** What a log entry holds: the command, who asks, and the leader's clock when it proposed it. */
+export interface Envelope {
+  /** Milliseconds; the state machine's clock is the maximum of the stamps it has applied. */
+  readonly time: number;
+  /** The authenticated user, or null for the system (forwarders). */
+  readonly actor: string | null;
+  /** Idempotency-Key: a repeated key of the same actor replays the first result. */
+  readonly idempotencyKey?: string;
+  readonly command: Command;
+}
+
+export const ErrorCode = {
+  ValidationFailed: 'validation_failed',
+  Forbidden: 'forbidden',
+  NotFound: 'not_found',
+  Conflict: 'conflict',
+  PayloadTooLarge: 'payload_too_large',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface Failure {
+  readonly ok: false;
+  readonly code: ErrorCode;
+  readonly detail: string;
+}
+
+export interface Success<T = unknown> {
+  readonly ok: true;
+  readonly value: T;
+}
+
+export type Result<T = unknown> = Success<T> | Failure;
+
+export const fail = (code: ErrorCode, detail: string): Failure => ({ ok: false, code, detail });
+export const ok = <T>(value: T): Success<T> => ({ ok: true, value });
+
+export interface SentMessage {
+  readonly messageId: string;
+  readonly sequence: number;
+}
+
+export interface ReceivedMessage {
+  readonly messageId: string;
+  readonly sequence: number;
+  readonly body: string;
+  readonly attributes: Record<string, string>;
+  readonly receiptHandle: string;
+  readonly deliveryCount: number;
+  readonly sentAt: string;
+}
+
+export interface HandleOutcome {
+  readonly acked: string[];
+  readonly failed: { receiptHandle: string; code: 'receipt_invalid' | 'receipt_stale' }[];
+}
+
+export function encodeEnvelope(e: Envelope): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(e));
+}
+
+export function decodeEnvelope(data: Uint8Array): Envelope {
+  return JSON.parse(new TextDecoder().decode(data)) as Envelope;
+}

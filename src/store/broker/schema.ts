@@ -1,0 +1,138 @@
+// The broker's state in one partition's SQLite database, as Kysely sees it. Times are milliseconds
+// of the partition's own clock (the largest leader stamp applied so far), never the local clock.
+import type { Selectable } from 'kysely';
+
+export interface MetaTable {
+  key: string;
+  value: number;
+}
+
+export interface UsersTable {
+  username: string;
+  password_hash: string;
+  created_at: number;
+}
+
+/** A channel is what holds messages: a queue, or one subscription of a topic. */
+export interface ChannelsTable {
+  /** The log index of the entry that created it: unique, and the same on every replica. */
+  id: number;
+  kind: 'queue' | 'subscription';
+  owner: string;
+  visibility_timeout_ms: number;
+  /** Deliveries after which a message is dead-lettered; null for no limit. */
+  max_deliveries: number | null;
+  dead_letter_queue: string | null;
+  delay_ms: number;
+  retention_ms: number;
+  /** The next message's sequence: grows strictly, never reused. */
+  next_seq: number;
+  /** Row counts by state (exact stats without scanning). */
+  n_ready: number;
+  n_leased: number;
+  n_delayed: number;
+  /** Messages dropped after maxDeliveries with no dead-letter queue. */
+  n_dropped: number;
+  created_at: number;
+}
+
+export interface QueuesTable {
+  name: string;
+  channel_id: number;
+}
+
+export interface TopicsTable {
+  name: string;
+  /** The log index of the entry that created it (scopes its deduplication ids). */
+  id: number;
+  owner: string;
+  subscribe_policy: 'anyone' | 'granted';
+  next_seq: number;
+  published: number;
+  created_at: number;
+}
+
+export interface SubscriptionsTable {
+  topic: string;
+  name: string;
+  channel_id: number;
+  /** JSON object of attribute equalities, or null to receive everything. */
+  filter: string | null;
+}
+
+export interface GrantsTable {
+  resource_kind: 'queue' | 'topic';
+  resource_name: string;
+  username: string;
+  /** JSON array of actions. */
+  actions: string;
+}
+
+/**
+ * Message states. A message is visible when state is Ready, or when its `visible_at` has passed
+ * (an expired lease or an elapsed delay): leases need no timers, only comparisons with the clock.
+ */
+export const MessageState = { Ready: 0, Leased: 1, Delayed: 2 } as const;
+export type MessageState = (typeof MessageState)[keyof typeof MessageState];
+
+export interface MessagesTable {
+  channel_id: number;
+  seq: number;
+  message_id: string;
+  body: string;
+  /** JSON object of string pairs. */
+  attributes: string;
+  sent_at: number;
+  state: MessageState;
+  /** For Leased and Delayed: when the message becomes visible again. */
+  visible_at: number;
+  delivery_count: number;
+  /** The log index of the receive that leased it: receipt handles name it. */
+  lease_id: number;
+  expires_at: number;
+}
+
+export interface DedupTable {
+  channel_id: number;
+  dedup_id: string;
+  message_id: string;
+  seq: number;
+  expires_at: number;
+}
+
+export interface IdempotencyTable {
+  username: string;
+  key: string;
+  /** JSON of the command's result, replayed for a repeated key. */
+  result: string;
+  expires_at: number;
+}
+
+/** Dead-lettered messages waiting to be delivered to their dead-letter queue's partition. */
+export interface OutboxTable {
+  id: number;
+  target_queue: string;
+  expected_owner: string;
+  message_id: string;
+  body: string;
+  attributes: string;
+  created_at: number;
+}
+
+export interface BrokerDatabase {
+  meta: MetaTable;
+  users: UsersTable;
+  channels: ChannelsTable;
+  queues: QueuesTable;
+  topics: TopicsTable;
+  subscriptions: SubscriptionsTable;
+  grants: GrantsTable;
+  messages: MessagesTable;
+  dedup: DedupTable;
+  idempotency: IdempotencyTable;
+  outbox: OutboxTable;
+}
+
+export type ChannelRow = Selectable<ChannelsTable>;
+export type MessageRow = Selectable<MessagesTable>;
+export type TopicRow = Selectable<TopicsTable>;

@@ -1,0 +1,34 @@
+// Opening a SQLite database: better-sqlite3 underneath, Kysely (its own SqliteDialect) for the schema
+// and migrations. The apply path runs synchronously on better-sqlite3 prepared statements: a batch
+// of entries is one better-sqlite3 transaction, and a promise-based query builder cannot run inside
+// one (the transaction would span event-loop turns).
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect, type MigrationProvider } from 'kysely';
+
+export type Sqlite = Database.Database;
+
+export interface OpenOptions {
+  /**
+   * FULL: every commit is on disk when it returns (the Raft log). NORMAL: in WAL mode a commit may be
+   * lost on power loss but the file stays consistent; used only where the lost tail is replayed from
+   * the Raft log on start (the broker state, whose applied index commits with it).
+   */
+  readonly synchronous: 'FULL' | 'NORMAL';
+}
+
+export async function openSqlite<DB>(path: string, migrations: MigrationProvider, opts: OpenOptions): Promise<{ sqlite: Sqlite; kysely: Kysely<DB> }> {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new Database(path);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma(`synchronous = ${opts.synchronous}`);
+  sqlite.pragma('foreign_keys = OFF');
+  const kysely = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const { error, results } = await new Migrator({ db: kysely, provider: migrations }).migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`migration ${failed} failed`, { cause: error });
+  }
+  return { sqlite, kysely };
+}

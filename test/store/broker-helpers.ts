@@ -1,0 +1,75 @@
+// Helpers for the state machine's tests: a store in a temporary folder and a way to apply commands
+// as the log would deliver them.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BrokerStateMachine, encodeEnvelope, type Applied, type Command, type Result } from '../../src/store/broker/index.js';
+
+export class TestStore {
+  index = 0;
+  time = 1_700_000_000_000;
+  private constructor(
+    readonly sm: BrokerStateMachine,
+    readonly dir: string,
+  ) {}
+
+  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-'))): Promise<TestStore> {
+    const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition);
+    const s = new TestStore(sm, dir);
+    s.index = sm.applied().index;
+    return s;
+  }
+
+  /** Applies one command as the next log entry, at the current time. */
+  apply(actor: string | null, command: Command, idempotencyKey?: string): Applied {
+    this.index++;
+    const env = idempotencyKey === undefined ? { time: this.time, actor, command } : { time: this.time, actor, command, idempotencyKey };
+    const [a] = this.sm.apply([{ index: this.index, term: 1, kind: 0, data: encodeEnvelope(env) }]);
+    return a!;
+  }
+
+  run(actor: string | null, command: Command, idempotencyKey?: string): Result {
+    return this.apply(actor, command, idempotencyKey).result;
+  }
+
+  /** Applies and returns the value, failing loudly on a refusal. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read results by shape
+  must<T = any>(actor: string | null, command: Command): T {
+    const r = this.run(actor, command);
+    if (!r.ok) throw new Error(`${command.type} refused: ${r.code} ${r.detail}`);
+    return r.value as T;
+  }
+
+  advance(seconds: number): void {
+    this.time += seconds * 1000;
+  }
+
+  async close(remove = true): Promise<void> {
+    await this.sm.close();
+    if (remove) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export const queue = (name: string, extra: Partial<Extract<Command, { type: 'queue.create' }>> = {}): Command => ({
+  type: 'queue.create',
+  name,
+  visibilityTimeoutSeconds: 30,
+  maxDeliveries: null,
+  deadLetterQueue: null,
+  delaySeconds: 0,
+  retentionSeconds: 345600,
+  ...extra,
+});
+
+export const send = (name: string, ...bodies: string[]): Command => ({
+  type: 'queue.send',
+  name,
+  messages: bodies.map((body) => ({ body, attributes: {} })),
+});
+
+export const receive = (name: string, maxMessages = 10, visibilityTimeoutSeconds: number | null = null): Command => ({
+  type: 'receive',
+  channel: { queue: name },
+  maxMessages,
+  visibilityTimeoutSeconds,
+});
