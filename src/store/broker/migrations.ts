@@ -93,6 +93,7 @@ const m001: Migration = {
       .createTable('idempotency')
       .addColumn('username', 'text', (c) => c.notNull())
       .addColumn('key', 'text', (c) => c.notNull())
+      .addColumn('fingerprint', 'text', (c) => c.notNull())
       .addColumn('result', 'text', (c) => c.notNull())
       .addColumn('expires_at', 'integer', (c) => c.notNull())
       .addPrimaryKeyConstraint('idempotency_pk', ['username', 'key'])

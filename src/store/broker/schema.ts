@@ -103,6 +103,8 @@ export interface DedupTable {
 export interface IdempotencyTable {
   username: string;
   key: string;
+  /** SHA-256 of the command: a key reused for a different request is refused, not replayed. */
+  fingerprint: string;
   /** JSON of the command's result, replayed for a repeated key. */
   result: string;
   expires_at: number;

@@ -6,6 +6,7 @@
 // - Exactly once: the applied index is written in the same transaction as the changes it covers.
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
 import type { Kysely } from 'kysely';
 import type { Statement } from 'better-sqlite3';
@@ -195,9 +196,13 @@ export class BrokerStateMachine {
   private applyEnvelope(env: Envelope, ctx: Ctx): Result {
     this.st.pruneIdempotency.run(ctx.now);
     const key = env.idempotencyKey;
+    const fingerprint = key === undefined ? '' : createHash('sha256').update(JSON.stringify(env.command)).digest('hex');
     if (key !== undefined && env.actor !== null) {
-      const prior = this.st.getIdempotency.get(env.actor, key) as { result: string } | undefined;
-      if (prior !== undefined) return JSON.parse(prior.result) as Result;
+      const prior = this.st.getIdempotency.get(env.actor, key) as { fingerprint: string; result: string } | undefined;
+      if (prior !== undefined) {
+        if (prior.fingerprint !== fingerprint) return fail(ErrorCode.Conflict, 'this Idempotency-Key was used for a different request');
+        return JSON.parse(prior.result) as Result;
+      }
     }
     let result: Result;
     try {
@@ -207,7 +212,7 @@ export class BrokerStateMachine {
       else throw err;
     }
     if (key !== undefined && env.actor !== null) {
-      this.st.putIdempotency.run(env.actor, key, JSON.stringify(result), ctx.now + IDEMPOTENCY_WINDOW_MS);
+      this.st.putIdempotency.run(env.actor, key, fingerprint, JSON.stringify(result), ctx.now + IDEMPOTENCY_WINDOW_MS);
     }
     return result;
   }
@@ -899,8 +904,8 @@ function prepare(db: Sqlite) {
     ),
     pruneDedup: s('delete from dedup where channel_id = ? and expires_at <= ?'),
     deleteDedup: s('delete from dedup where channel_id = ?'),
-    getIdempotency: s('select result from idempotency where username = ? and key = ?'),
-    putIdempotency: s('insert into idempotency (username, key, result, expires_at) values (?, ?, ?, ?)'),
+    getIdempotency: s('select fingerprint, result from idempotency where username = ? and key = ?'),
+    putIdempotency: s('insert into idempotency (username, key, fingerprint, result, expires_at) values (?, ?, ?, ?, ?)'),
     pruneIdempotency: s('delete from idempotency where expires_at <= ?'),
     getTopic: s('select * from topics where name = ?'),
     insertTopic: s('insert into topics (name, id, owner, subscribe_policy, next_seq, published, created_at) values (?, ?, ?, ?, 1, 0, ?)'),
