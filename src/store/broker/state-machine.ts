@@ -897,7 +897,8 @@ function prepare(db: Sqlite) {
     ),
     expiredByState: s('select state, count(*) as n from messages indexed by messages_expiry where channel_id = ? and expires_at <= ? group by state'),
     deleteExpired: s('delete from messages where channel_id = ? and expires_at <= ?'),
-    oldest: s('select sent_at from messages where channel_id = ? and expires_at > ? order by seq limit 1'),
+    // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
+    oldest: s('select sent_at from messages indexed by messages_expiry where channel_id = ? and expires_at > ? order by expires_at limit 1'),
     getDedup: s('select message_id, seq from dedup where channel_id = ? and dedup_id = ? and expires_at > ?'),
     putDedup: s(
       'insert into dedup (channel_id, dedup_id, message_id, seq, expires_at) values (?, ?, ?, ?, ?) on conflict (channel_id, dedup_id) do update set message_id = excluded.message_id, seq = excluded.seq, expires_at = excluded.expires_at',
