@@ -6,3 +6,4 @@ export { Progress, ProgressState, Inflights } from './progress.js';
 export { RaftLog } from './log.js';
 export { Raft, type Config, type ProposalTicket } from './raft.js';
 export { RawNode, type Ready, type SoftState } from './raw-node.js';
+export { ProposalTracker, Outcome } from './proposals.js';
