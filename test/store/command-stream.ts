@@ -77,14 +77,15 @@ export class CommandStream {
     else if (k < 89) command = { type: 'queue.purge', name: queue };
     else if (k < 92) command = { type: 'grant.put', kind: 'queue', name: queue, username: this.rng.pick(USERS), actions: this.rng.chance(0.5) ? ['send'] : ['receive', 'send'] };
     else if (k < 94) command = { type: 'grant.delete', kind: 'queue', name: queue, username: this.rng.pick(USERS) };
-    else if (k < 96) command = { type: 'outbox.done', ids: [this.rng.range(1, 10)] };
+    else if (k < 95) command = { type: 'outbox.done', ids: [this.rng.range(1, 10)] };
+    else if (k < 96) command = { type: 'sweep' };
     else if (k < 98) {
       // Delete and recreate: a new queue of the same name must never see the old one's data.
       command = this.rng.chance(0.5)
         ? { type: 'queue.delete', name: queue }
         : { type: 'queue.create', name: queue, visibilityTimeoutSeconds: 5, maxDeliveries: 2, deadLetterQueue: queue === 'dlq' ? null : 'dlq', delaySeconds: 0, retentionSeconds: 600 };
     } else command = { type: 'deadletter.deliver', queue: 'dlq', expectedOwner: 'alice', messages: [{ messageId: `x${this.rng.int(5)}`, body: 'dead', attributes: {} }] };
-    const env: Envelope = { time: this.time, actor: command.type === 'deadletter.deliver' || command.type === 'outbox.done' ? null : actor, command };
+    const env: Envelope = { time: this.time, actor: command.type === 'deadletter.deliver' || command.type === 'outbox.done' || command.type === 'sweep' ? null : actor, command };
     return this.rng.chance(0.1) ? { ...env, idempotencyKey: `k${this.rng.int(10)}` } : env;
   }
 

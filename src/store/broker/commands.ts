@@ -55,6 +55,11 @@ export type Command =
       readonly expectedOwner: string;
       readonly messages: readonly { readonly messageId: string; readonly body: string; readonly attributes: Readonly<Record<string, string>> }[];
     }
+  /**
+   * Proposed periodically by the leader: deletes messages past their retention and dead-letters
+   * messages whose last allowed lease expired, so that both happen even when nobody receives.
+   */
+  | { readonly type: 'sweep' }
   /** The forwarder delivered these outbox rows; forget them. */
   | { readonly type: 'outbox.done'; readonly ids: readonly number[] };
 

@@ -168,29 +168,41 @@ export class BrokerStateMachine {
         if (e.index <= applied) continue;
         if (e.index !== applied + 1) throw new Error(`apply of ${e.index} after ${applied}: a gap in the log`);
         applied = e.index;
+        this.st.setMeta.run(e.term, 'applied_term');
         if (e.kind !== 0) {
           out.push({ index: e.index, result: ok(null), woke: [] });
-          this.st.setMeta.run(e.term, 'applied_term');
           continue;
         }
-        let env: Envelope;
-        try {
-          env = decodeEnvelope(e.data);
-        } catch {
+        const env = parseEnvelope(e.data);
+        if (env === null) {
           out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [] });
           continue;
         }
-        if (Number.isFinite(env.time) && env.time > clock) clock = env.time;
+        if (env.time > clock) clock = env.time;
         const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Set() };
-        const result = this.applyEnvelope(env, ctx);
-        out.push({ index: e.index, result, woke: [...ctx.woke] });
-        this.st.setMeta.run(e.term, 'applied_term');
+        out.push({ index: e.index, result: this.applyGuarded(env, ctx), woke: [...ctx.woke] });
       }
       this.st.setMeta.run(applied, 'applied_index');
       this.st.setMeta.run(clock, 'clock');
     });
     run();
     return out;
+  }
+
+  /**
+   * Applies one command inside a savepoint. A command that breaks an assumption of the code (a
+   * malformed field that slipped through, a constraint) fails alone, the same way on every replica,
+   * instead of halting the partition at that index forever. Storage failures (I/O, full disk,
+   * corruption) are not the command's fault and stop the apply.
+   */
+  private applyGuarded(env: Envelope, ctx: Ctx): Result {
+    try {
+      return this.sqlite.transaction(() => this.applyEnvelope(env, ctx))();
+    } catch (err) {
+      if (isStorageFailure(err)) throw err;
+      ctx.woke.clear();
+      return fail(ErrorCode.ValidationFailed, 'malformed command');
+    }
   }
 
   private applyEnvelope(env: Envelope, ctx: Ctx): Result {
@@ -255,6 +267,8 @@ export class BrokerStateMachine {
         return this.deliverDeadLetters(c, ctx);
       case 'outbox.done':
         return this.outboxDone(c.ids, ctx);
+      case 'sweep':
+        return this.sweep(ctx);
       default:
         return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
     }
@@ -368,7 +382,9 @@ export class BrokerStateMachine {
     const user = this.requireActor(ctx);
     const q = this.visibleQueue(name, user);
     this.requireOwner(q.owner, user, `purge queue '${name}'`);
-    const purged = q.n_ready + q.n_leased + q.n_delayed;
+    this.expire(q, ctx.now);
+    const c = this.st.getChannel.get(q.id) as ChannelRow;
+    const purged = c.n_ready + c.n_leased + c.n_delayed;
     this.st.deleteMessages.run(q.id);
     this.st.setCounts.run(0, 0, 0, q.id);
     return ok({ purged });
@@ -426,12 +442,13 @@ export class BrokerStateMachine {
   }
 
   /** Adds one message to a channel, or returns the first one sent with the same deduplication id. */
-  private enqueue(ch: ChannelRow, m: MessageInput, messageId: string, ctx: Ctx, dedupWindow: number): SentMessage {
+  private enqueue(ch: ChannelRow, m: MessageInput, messageId: string, ctx: Ctx, dedupWindow: number, topicSeq?: number): SentMessage {
     if (m.deduplicationId !== undefined) {
       const d = this.st.getDedup.get(ch.id, m.deduplicationId, ctx.now) as { message_id: string; seq: number } | undefined;
       if (d !== undefined) return { messageId: d.message_id, sequence: d.seq };
     }
-    const seq = this.nextSeq(ch.id);
+    // A subscription's copy keeps the topic's sequence: subscribers see what publish answered.
+    const seq = topicSeq ?? this.nextSeq(ch.id);
     const delay = m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms;
     const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
     this.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
@@ -446,11 +463,35 @@ export class BrokerStateMachine {
   }
 
   /** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
-  private expire(ch: ChannelRow, now: number): void {
+  private expire(ch: ChannelRow, now: number): number {
     const rows = this.st.expiredByState.all(ch.id, now) as { state: MessageState; n: number }[];
-    if (rows.length === 0) return;
-    for (const r of rows) this.st.bumpCount[r.state].run(-r.n, ch.id);
+    if (rows.length === 0) return 0;
+    let n = 0;
+    for (const r of rows) {
+      this.st.bumpCount[r.state].run(-r.n, ch.id);
+      n += r.n;
+    }
     this.st.deleteExpired.run(ch.id, now);
+    return n;
+  }
+
+  /** At most this many messages are dead-lettered by one sweep, to bound the entry's apply time. */
+  static readonly SWEEP_BUDGET = 1000;
+
+  private sweep(ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
+    if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system sweeps');
+    let expired = 0;
+    let deadLettered = 0;
+    for (const ch of this.st.allChannels.all() as ChannelRow[]) {
+      expired += this.expire(ch, ctx.now);
+      if (ch.max_deliveries === null) continue;
+      const budget = BrokerStateMachine.SWEEP_BUDGET - deadLettered;
+      if (budget <= 0) break;
+      const dead = this.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, budget) as { seq: number }[];
+      for (const m of dead) this.deadLetter(ch, m.seq, MessageState.Leased, ctx);
+      deadLettered += dead.length;
+    }
+    return ok({ expired, deadLettered });
   }
 
   /**
@@ -620,7 +661,7 @@ export class BrokerStateMachine {
       let delivered = 0;
       for (const s of subs) {
         if (!matchesFilter(s.filter, m.attributes)) continue;
-        this.enqueue(s, { body: m.body, attributes: m.attributes }, messageId, ctx, 0);
+        this.enqueue(s, { body: m.body, attributes: m.attributes }, messageId, ctx, 0, sequence);
         delivered++;
       }
       if (m.deduplicationId !== undefined) this.st.putDedup.run(-t.id, m.deduplicationId, messageId, sequence, ctx.now + DEDUP_WINDOW_MS);
@@ -716,12 +757,14 @@ export class BrokerStateMachine {
     const ready = ch.n_ready - (expired.get(MessageState.Ready) ?? 0);
     const leased = ch.n_leased - (expired.get(MessageState.Leased) ?? 0);
     const delayed = ch.n_delayed - (expired.get(MessageState.Delayed) ?? 0);
-    const oldest = this.st.oldest.get(ch.id, now) as { sent_at: number } | undefined;
+    const oldest = this.st.oldest.get({ channel: ch.id, now, max: ch.max_deliveries ?? Number.MAX_SAFE_INTEGER }) as { sent_at: number } | undefined;
     return {
       visible: ready + (due.leased_alive ?? 0) + (due.delayed ?? 0),
       inFlight: leased - (due.leased ?? 0),
       delayed: delayed - (due.delayed ?? 0),
-      dropped: ch.n_dropped,
+      // A message whose last allowed lease expired is gone from the consumer's view at once: dropped
+      // (no dead-letter queue) or on its way to the dead-letter queue, which the next sweep completes.
+      dropped: ch.n_dropped + (ch.dead_letter_queue === null ? (due.leased ?? 0) - (due.leased_alive ?? 0) : 0),
       oldestMessageAgeSeconds: oldest === undefined ? 0 : Math.max(0, Math.floor((now - oldest.sent_at) / 1000)),
     };
   }
@@ -826,6 +869,29 @@ export class BrokerStateMachine {
   }
 }
 
+function isStorageFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^SQLITE_(IOERR|FULL|CORRUPT|NOTADB|CANTOPEN|READONLY|NOMEM|BUSY|LOCKED)/.test(code);
+}
+
+/** Decodes an entry's envelope, or null when it is not one (never trusts the bytes' shape). */
+function parseEnvelope(data: Uint8Array): Envelope | null {
+  let v: unknown;
+  try {
+    v = decodeEnvelope(data);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const e = v as Record<string, unknown>;
+  if (typeof e.time !== 'number' || !Number.isFinite(e.time)) return null;
+  if (e.actor !== null && typeof e.actor !== 'string') return null;
+  if (e.idempotencyKey !== undefined && typeof e.idempotencyKey !== 'string') return null;
+  const c = e.command as Record<string, unknown> | null;
+  if (typeof c !== 'object' || c === null || typeof c.type !== 'string') return null;
+  return v as Envelope;
+}
+
 /** A refusal raised deep in a check; apply turns it into the command's result. */
 class Refusal extends Error {
   constructor(readonly failure: Failure) {
@@ -859,6 +925,11 @@ function prepare(db: Sqlite) {
          and q.name > ? order by q.name limit ?`,
     ),
     getChannel: s(`select ${channelCols} from channels c where c.id = ?`),
+    allChannels: s(`select ${channelCols} from channels c order by c.id`),
+    dueDead: s(
+      `select seq from messages indexed by messages_due
+       where channel_id = ? and state = ${MessageState.Leased} and visible_at <= ? and delivery_count >= ? order by seq limit ?`,
+    ),
     insertChannel: s(
       `insert into channels (id, kind, owner, visibility_timeout_ms, max_deliveries, dead_letter_queue, delay_ms, retention_ms, next_seq, n_ready, n_leased, n_delayed, n_dropped, created_at)
        values (?, ?, ?, ?, ?, ?, ?, ?, 1, 0, 0, 0, 0, ?)`,
@@ -898,7 +969,12 @@ function prepare(db: Sqlite) {
     expiredByState: s('select state, count(*) as n from messages indexed by messages_expiry where channel_id = ? and expires_at <= ? group by state'),
     deleteExpired: s('delete from messages where channel_id = ? and expires_at <= ?'),
     // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
-    oldest: s('select sent_at from messages indexed by messages_expiry where channel_id = ? and expires_at > ? order by expires_at limit 1'),
+    // Messages whose last lease expired (about to be dead-lettered) are skipped: they are gone for consumers.
+    oldest: s(
+      `select sent_at from messages indexed by messages_expiry
+       where channel_id = @channel and expires_at > @now and not (state = ${MessageState.Leased} and visible_at <= @now and delivery_count >= @max)
+       order by expires_at limit 1`,
+    ),
     getDedup: s('select message_id, seq from dedup where channel_id = ? and dedup_id = ? and expires_at > ?'),
     putDedup: s(
       'insert into dedup (channel_id, dedup_id, message_id, seq, expires_at) values (?, ?, ?, ?, ?) on conflict (channel_id, dedup_id) do update set message_id = excluded.message_id, seq = excluded.seq, expires_at = excluded.expires_at',

@@ -1,0 +1,487 @@
+// Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
+// with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
+import t from 'tap';
+import type { ReceivedMessage } from '../../src/store/broker/index.js';
+import { queue } from './broker-helpers.js';
+import {
+  ack,
+  code,
+  grant,
+  handles,
+  lease,
+  msg,
+  nack,
+  openStore,
+  publish,
+  recv,
+  stats,
+  sub,
+  subStats,
+  subscription,
+  take,
+  topic,
+} from './broker-unit-kit.js';
+
+const T0 = new Date(1_700_000_000_000).toISOString();
+
+type Sent = { items: { messageId: string; sequence: number; subscriptions: number }[] };
+
+const topicStats = (s: Awaited<ReturnType<typeof openStore>>, name: string, user = 'alice') => {
+  const r = s.sm.getTopic(name, user);
+  if (!r.ok) throw new Error(`getTopic ${name}: ${r.code}`);
+  return r.value.stats;
+};
+
+// ---- create and visibility ----
+
+t.test("topic.create answers the topic with its owner, policy (default 'anyone') and empty stats", async (t) => {
+  const s = await openStore(t, 'alice');
+  const expected = { name: 'news', owner: 'alice', subscribe: 'anyone', createdAt: T0, stats: { subscriptions: 0, published: 0 } };
+  t.strictSame(s.must('alice', topic('news')), expected);
+  t.strictSame(s.sm.getTopic('news', 'alice'), { ok: true, value: expected });
+  t.match(s.must('alice', topic('private', 'granted')), { name: 'private', subscribe: 'granted' });
+});
+
+t.test('topic.create of an existing name is a conflict, for anyone, and keeps the first topic', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news', 'granted'));
+  t.equal(code(s.run('alice', topic('news'))), 'conflict');
+  t.equal(code(s.run('bob', topic('news'))), 'conflict');
+  t.match(s.sm.getTopic('news', 'alice'), { ok: true, value: { owner: 'alice', subscribe: 'granted' } });
+});
+
+t.test('topic.create needs a user: the system actor is forbidden', async (t) => {
+  const s = await openStore(t, 'alice');
+  t.equal(code(s.run(null, topic('news'))), 'forbidden');
+  t.equal(code(s.sm.getTopic('news', 'alice')), 'not_found');
+});
+
+t.test("getTopic: an 'anyone' topic is visible to all; a 'granted' topic only to its owner and grantees", async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('open'));
+  s.must('alice', topic('closed', 'granted'));
+  s.must('alice', grant('topic', 'closed', 'bob', 'publish'));
+  t.match(s.sm.getTopic('open', 'carol'), { ok: true, value: { name: 'open', owner: 'alice' } });
+  t.match(s.sm.getTopic('closed', 'alice'), { ok: true, value: { name: 'closed' } });
+  t.match(s.sm.getTopic('closed', 'bob'), { ok: true, value: { name: 'closed' } });
+  const hidden = s.sm.getTopic('closed', 'carol');
+  const missing = s.sm.getTopic('nope', 'carol');
+  t.equal(code(hidden), 'not_found');
+  if (!hidden.ok && !missing.ok) t.equal(hidden.detail, missing.detail.replace('nope', 'closed'), 'worded as for a missing topic');
+});
+
+t.test('listTopics lists owned and granted topics in name order, with after and limit', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('c'));
+  s.must('alice', topic('a'));
+  s.must('bob', topic('b', 'granted'));
+  s.must('bob', topic('d', 'granted'));
+  s.must('bob', grant('topic', 'd', 'alice', 'subscribe'));
+  t.strictSame(s.sm.listTopics('alice', '', 10), ['a', 'c', 'd']);
+  t.strictSame(s.sm.listTopics('alice', 'a', 1), ['c']);
+  t.strictSame(s.sm.listTopics('bob', '', 10), ['b', 'd']);
+});
+
+// ---- publish ----
+
+t.test('publish by the owner answers {messageId, sequence, subscriptions} and counts as published', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1'));
+  const r = s.must<Sent>('alice', publish('news', msg('a'), msg('b')));
+  t.equal(r.items.length, 2);
+  t.match(r.items, [
+    { sequence: 1, subscriptions: 1 },
+    { sequence: 2, subscriptions: 1 },
+  ]);
+  t.not(r.items[0]!.messageId, r.items[1]!.messageId);
+  t.equal(s.must<Sent>('alice', publish('news', msg('c'))).items[0]!.sequence, 3, 'sequences grow strictly');
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 3 });
+});
+
+t.test('publish with no subscriptions is accepted and reaches nobody', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  t.match(s.must('alice', publish('news', msg('a'))), { items: [{ sequence: 1, subscriptions: 0 }] });
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 0, published: 1 });
+});
+
+t.test("a 'publish' grantee may publish", async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news', 'granted'));
+  s.must('alice', subscription('news', 's1'));
+  s.must('alice', grant('topic', 'news', 'bob', 'publish'));
+  t.match(s.must('bob', publish('news', msg('from bob'))), { items: [{ sequence: 1, subscriptions: 1 }] });
+  t.match(take(s, 'alice', sub('news', 's1')), [{ body: 'from bob' }]);
+});
+
+t.test('publish without the right: forbidden when the topic is visible, not_found when it is not; nothing stored', async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('open'));
+  s.must('alice', topic('closed', 'granted'));
+  s.must('alice', subscription('open', 's1'));
+  s.must('alice', subscription('closed', 's1'));
+  s.must('alice', grant('topic', 'closed', 'bob', 'subscribe'));
+  t.equal(code(s.run('carol', publish('open', msg('x')))), 'forbidden', "stranger on an 'anyone' topic");
+  t.equal(code(s.run('bob', publish('closed', msg('x')))), 'forbidden', "'subscribe' grantee");
+  t.equal(code(s.run('carol', publish('closed', msg('x')))), 'not_found', "stranger on a 'granted' topic");
+  t.equal(code(s.run('carol', publish('missing', msg('x')))), 'not_found', 'missing topic');
+  t.equal(code(s.run(null, publish('open', msg('x')))), 'forbidden', 'the system actor');
+  t.strictSame(topicStats(s, 'open'), { subscriptions: 1, published: 0 });
+  t.strictSame(topicStats(s, 'closed'), { subscriptions: 1, published: 0 });
+  t.strictSame(subStats(s, 'open', 's1'), stats(0, 0, 0, 0, 0));
+  t.strictSame(subStats(s, 'closed', 's1'), stats(0, 0, 0, 0, 0));
+});
+
+t.test('publishing an empty batch is validation_failed', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  t.equal(code(s.run('alice', publish('news'))), 'validation_failed');
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 0, published: 0 });
+});
+
+// ---- fan-out ----
+
+t.test('every subscription gets its own copy, with its own leases and acks', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'a-sub'));
+  s.must('bob', subscription('news', 'b-sub'));
+  const sent = s.must<Sent>('alice', publish('news', msg('hello', { attributes: { k: 'v' } })));
+  t.equal(sent.items[0]!.subscriptions, 2);
+  const [ma] = take(s, 'alice', sub('news', 'a-sub'));
+  t.match(ma, { messageId: sent.items[0]!.messageId, body: 'hello', attributes: { k: 'v' }, deliveryCount: 1 });
+  t.strictSame(subStats(s, 'news', 'b-sub', 'bob'), stats(1, 0, 0, 0, 0), "a lease in a-sub does not hide b-sub's copy");
+  t.strictSame(handles(s, 'alice', ack(sub('news', 'a-sub'), ma!.receiptHandle)), { acked: [ma!.receiptHandle], failed: [] });
+  t.strictSame(subStats(s, 'news', 'a-sub'), stats(0, 0, 0, 0, 0));
+  const [mb] = take(s, 'bob', sub('news', 'b-sub'));
+  t.match(mb, { messageId: sent.items[0]!.messageId, body: 'hello', deliveryCount: 1 }, 'the ack in a-sub left b-sub its copy');
+  t.strictSame(handles(s, 'bob', ack(sub('news', 'b-sub'), ma!.receiptHandle)).failed, [{ receiptHandle: ma!.receiptHandle, code: 'receipt_invalid' }], "a-sub's handle means nothing in b-sub");
+});
+
+t.test('a subscriber sees a message under the messageId and sequence that publish answered', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', publish('news', msg('before')));
+  s.must('alice', subscription('news', 's1'));
+  const sent = s.must<Sent>('alice', publish('news', msg('after')));
+  t.match(take(s, 'alice', sub('news', 's1')), [{ messageId: sent.items[0]!.messageId, sequence: sent.items[0]!.sequence, body: 'after' }]);
+});
+
+t.test('a subscription created after a publish does not get the earlier messages', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'early'));
+  s.must('alice', publish('news', msg('one')));
+  s.must('alice', subscription('news', 'late'));
+  t.strictSame(subStats(s, 'news', 'late'), stats(0, 0, 0, 0, 0));
+  t.match(s.must('alice', publish('news', msg('two'))), { items: [{ subscriptions: 2 }] });
+  t.strictSame(
+    take(s, 'alice', sub('news', 'late')).map((m) => m.body),
+    ['two'],
+  );
+  t.strictSame(
+    take(s, 'alice', sub('news', 'early')).map((m) => m.body),
+    ['one', 'two'],
+  );
+});
+
+t.test('attribute filters: only matching subscriptions get the message, and subscriptions counts them', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'all'));
+  s.must('alice', subscription('news', 'red', { filter: { color: 'red' } }));
+  s.must('alice', subscription('news', 'red-big', { filter: { color: 'red', size: 'big' } }));
+  const r = s.must<Sent>(
+    'alice',
+    publish(
+      'news',
+      msg('red', { attributes: { color: 'red' } }),
+      msg('blue', { attributes: { color: 'blue' } }),
+      msg('red big', { attributes: { color: 'red', size: 'big', extra: 'x' } }),
+      msg('plain'),
+    ),
+  );
+  t.strictSame(
+    r.items.map((i) => i.subscriptions),
+    [2, 1, 3, 1],
+  );
+  const bodies = (name: string) => take(s, 'alice', sub('news', name)).map((m) => m.body);
+  t.strictSame(bodies('all'), ['red', 'blue', 'red big', 'plain']);
+  t.strictSame(bodies('red'), ['red', 'red big']);
+  t.strictSame(bodies('red-big'), ['red big']);
+});
+
+// ---- subscriptions ----
+
+t.test('subscription.create answers the subscription, owned by the caller, with its settings and empty stats', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  const v = s.must('bob', subscription('news', 'mine', { visibilityTimeoutSeconds: 12, maxDeliveries: 4, deadLetterQueue: 'bob-dlq', filter: { k: 'v' } }));
+  const expected = {
+    topic: 'news',
+    name: 'mine',
+    owner: 'bob',
+    visibilityTimeoutSeconds: 12,
+    maxDeliveries: 4,
+    deadLetterQueue: 'bob-dlq',
+    filter: { k: 'v' },
+    createdAt: T0,
+    stats: stats(0, 0, 0, 0, 0),
+  };
+  t.strictSame(v, expected);
+  t.strictSame(s.sm.getSubscription('news', 'mine', 'bob', s.time), { ok: true, value: expected });
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 0 });
+});
+
+t.test("subscribing needs ownership, a 'subscribe' grant or an 'anyone' topic", async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol', 'dave');
+  s.must('alice', topic('open'));
+  s.must('alice', topic('closed', 'granted'));
+  s.must('alice', grant('topic', 'closed', 'bob', 'subscribe'));
+  s.must('alice', grant('topic', 'closed', 'carol', 'publish'));
+  t.match(s.run('alice', subscription('closed', 'owner-sub')), { ok: true }, 'owner');
+  t.match(s.run('bob', subscription('closed', 'bob-sub')), { ok: true }, "'subscribe' grantee");
+  t.match(s.run('dave', subscription('open', 'dave-sub')), { ok: true }, "anyone on an 'anyone' topic");
+  t.equal(code(s.run('carol', subscription('closed', 'carol-sub'))), 'forbidden', "'publish' grantee");
+  t.equal(code(s.run('dave', subscription('closed', 'dave-sub'))), 'not_found', "stranger on a 'granted' topic");
+  t.equal(code(s.run('dave', subscription('missing', 'dave-sub'))), 'not_found', 'missing topic');
+  t.strictSame(topicStats(s, 'closed'), { subscriptions: 2, published: 0 });
+});
+
+t.test('a subscription name taken on the topic is a conflict; names are per topic', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('alice', topic('sport'));
+  s.must('alice', subscription('news', 's1', { visibilityTimeoutSeconds: 10 }));
+  t.equal(code(s.run('alice', subscription('news', 's1'))), 'conflict');
+  t.equal(code(s.run('bob', subscription('news', 's1'))), 'conflict');
+  t.match(s.sm.getSubscription('news', 's1', 'alice', s.time), { ok: true, value: { owner: 'alice', visibilityTimeoutSeconds: 10 } });
+  t.match(s.run('bob', subscription('sport', 's1')), { ok: true, value: { topic: 'sport', name: 's1', owner: 'bob' } });
+});
+
+t.test("only the subscription's owner consumes: the topic owner sees it but is forbidden, a stranger gets not_found", async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('news'));
+  s.must('bob', subscription('news', 'bob-sub'));
+  s.must('alice', publish('news', msg('a')));
+  const [m] = take(s, 'bob', sub('news', 'bob-sub'));
+  const ref = sub('news', 'bob-sub');
+  t.match(s.sm.getSubscription('news', 'bob-sub', 'alice', s.time), { ok: true, value: { owner: 'bob', stats: { inFlight: 1 } } }, 'the topic owner sees it');
+  for (const c of [recv(ref), ack(ref, m!.receiptHandle), nack(ref, 0, m!.receiptHandle), lease(ref, 60, m!.receiptHandle)]) {
+    t.equal(code(s.run('alice', c)), 'forbidden', `topic owner: ${c.type}`);
+    t.equal(code(s.run('carol', c)), 'not_found', `stranger: ${c.type}`);
+  }
+  t.equal(code(s.sm.getSubscription('news', 'bob-sub', 'carol', s.time)), 'not_found');
+  t.strictSame(subStats(s, 'news', 'bob-sub', 'bob'), stats(0, 1, 0, 0, 0), 'the lease is untouched');
+  t.strictSame(handles(s, 'bob', ack(ref, m!.receiptHandle)), { acked: [m!.receiptHandle], failed: [] });
+});
+
+t.test("a subscription's own visibility timeout governs its leases and redeliveries", async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1', { visibilityTimeoutSeconds: 10 }));
+  s.must('alice', publish('news', msg('a')));
+  const [m1] = take(s, 'alice', sub('news', 's1'));
+  s.advance(9);
+  t.strictSame(take(s, 'alice', sub('news', 's1')), []);
+  s.advance(1);
+  const [m2] = take(s, 'alice', sub('news', 's1'));
+  t.match(m2, { messageId: m1!.messageId, deliveryCount: 2 });
+  t.strictSame(handles(s, 'alice', ack(sub('news', 's1'), m1!.receiptHandle)).failed, [{ receiptHandle: m1!.receiptHandle, code: 'receipt_stale' }]);
+});
+
+t.test("a subscription's maxDeliveries dead-letters to its dead-letter queue under the subscription owner's name", async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('bob', subscription('news', 'bob-sub', { maxDeliveries: 1, deadLetterQueue: 'bob-dlq' }));
+  const sent = s.must<Sent>('alice', publish('news', msg('poison', { attributes: { a: '1' } })));
+  const [m] = take(s, 'bob', sub('news', 'bob-sub'));
+  s.must('bob', nack(sub('news', 'bob-sub'), 0, m!.receiptHandle));
+  t.strictSame(s.sm.outbox(10), [{ id: 1, targetQueue: 'bob-dlq', expectedOwner: 'bob', messageId: sent.items[0]!.messageId, body: 'poison', attributes: { a: '1' } }]);
+  t.strictSame(subStats(s, 'news', 'bob-sub', 'bob'), stats(0, 0, 0, 0, 0));
+});
+
+t.test('listSubscriptions: all of them for the topic owner, only their own for others', async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol', 'dave');
+  s.must('alice', topic('news'));
+  s.must('carol', subscription('news', 'c1'));
+  s.must('bob', subscription('news', 'b2'));
+  s.must('alice', subscription('news', 'a1'));
+  s.must('bob', subscription('news', 'b1'));
+  const names = (user: string) => {
+    const r = s.sm.listSubscriptions('news', user, s.time);
+    return r.ok ? r.value.map((v) => `${v.name}:${v.owner}`) : r.code;
+  };
+  t.strictSame(names('alice'), ['a1:alice', 'b1:bob', 'b2:bob', 'c1:carol']);
+  t.strictSame(names('bob'), ['b1:bob', 'b2:bob']);
+  t.strictSame(names('dave'), []);
+  s.must('alice', topic('closed', 'granted'));
+  t.equal(code(s.sm.listSubscriptions('closed', 'dave', s.time)), 'not_found', "a 'granted' topic is hidden from a stranger");
+});
+
+t.test("subscription.delete by the subscription's owner removes it and its messages", async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('bob', subscription('news', 'bob-sub'));
+  s.must('alice', publish('news', msg('a'), msg('b')));
+  const [m] = take(s, 'bob', sub('news', 'bob-sub'), 1);
+  t.strictSame(s.run('bob', { type: 'subscription.delete', topic: 'news', name: 'bob-sub' }), { ok: true, value: null });
+  t.equal(code(s.sm.getSubscription('news', 'bob-sub', 'bob', s.time)), 'not_found');
+  t.equal(code(s.run('bob', ack(sub('news', 'bob-sub'), m!.receiptHandle))), 'not_found');
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 0, published: 2 });
+  t.equal((s.sm.sqlite.prepare('select count(*) as n from messages').get() as { n: number }).n, 0, 'its messages are gone');
+  s.must('bob', subscription('news', 'bob-sub'));
+  t.strictSame(take(s, 'bob', sub('news', 'bob-sub')), [], 'a new subscription of the same name starts empty');
+});
+
+t.test('subscription.delete by the topic owner is allowed; by anyone else it is not_found', async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('news'));
+  s.must('bob', subscription('news', 'bob-sub'));
+  s.must('carol', subscription('news', 'carol-sub'));
+  t.equal(code(s.run('carol', { type: 'subscription.delete', topic: 'news', name: 'bob-sub' })), 'not_found');
+  t.equal(code(s.run('alice', { type: 'subscription.delete', topic: 'news', name: 'missing' })), 'not_found');
+  t.match(s.sm.getSubscription('news', 'bob-sub', 'bob', s.time), { ok: true });
+  t.strictSame(s.run('alice', { type: 'subscription.delete', topic: 'news', name: 'bob-sub' }), { ok: true, value: null });
+  t.equal(code(s.sm.getSubscription('news', 'bob-sub', 'bob', s.time)), 'not_found');
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 0 });
+});
+
+// ---- topic delete ----
+
+t.test('topic.delete by the owner removes the topic, every subscription and their messages', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'a-sub'));
+  s.must('bob', subscription('news', 'b-sub'));
+  s.must('alice', publish('news', msg('a')));
+  const [old] = take(s, 'bob', sub('news', 'b-sub'));
+  t.strictSame(s.run('alice', { type: 'topic.delete', name: 'news' }), { ok: true, value: null });
+  t.equal(code(s.sm.getTopic('news', 'alice')), 'not_found');
+  t.equal(code(s.sm.getSubscription('news', 'b-sub', 'bob', s.time)), 'not_found');
+  t.equal(code(s.run('bob', recv(sub('news', 'b-sub')))), 'not_found');
+  t.equal((s.sm.sqlite.prepare('select count(*) as n from messages').get() as { n: number }).n, 0, 'no messages outlive it');
+  t.equal((s.sm.sqlite.prepare('select count(*) as n from subscriptions').get() as { n: number }).n, 0, 'no subscriptions outlive it');
+  s.must('alice', topic('news'));
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 0, published: 0 }, 'a new topic of the same name starts empty');
+  s.must('bob', subscription('news', 'b-sub'));
+  t.match(s.must('alice', publish('news', msg('b'))), { items: [{ sequence: 1, subscriptions: 1 }] });
+  const out = handles(s, 'bob', ack(sub('news', 'b-sub'), old!.receiptHandle));
+  t.equal(out.acked.length, 0, 'an old handle does not ack in the new subscription');
+});
+
+t.test('topic.delete by a non-owner: forbidden when the topic is visible, not_found when not', async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('open'));
+  s.must('alice', topic('closed', 'granted'));
+  s.must('alice', grant('topic', 'closed', 'bob', 'publish', 'subscribe'));
+  t.equal(code(s.run('carol', { type: 'topic.delete', name: 'open' })), 'forbidden');
+  t.equal(code(s.run('bob', { type: 'topic.delete', name: 'closed' })), 'forbidden');
+  t.equal(code(s.run('carol', { type: 'topic.delete', name: 'closed' })), 'not_found');
+  t.equal(code(s.run('alice', { type: 'topic.delete', name: 'missing' })), 'not_found');
+  t.match(s.sm.getTopic('open', 'alice'), { ok: true });
+  t.match(s.sm.getTopic('closed', 'alice'), { ok: true });
+});
+
+t.test('topic.delete removes its grants: a recreated topic is not shared', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news', 'granted'));
+  s.must('alice', grant('topic', 'news', 'bob', 'publish'));
+  s.must('alice', { type: 'topic.delete', name: 'news' });
+  s.must('alice', topic('news', 'granted'));
+  t.equal(code(s.sm.getTopic('news', 'bob')), 'not_found');
+  t.equal(code(s.run('bob', publish('news', msg('x')))), 'not_found');
+});
+
+// ---- topic grants ----
+
+t.test('topic grants: put (sorted, deduplicated), list (owner only), delete; queue actions are invalid', async (t) => {
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('news', 'granted'));
+  t.strictSame(s.run('alice', grant('topic', 'news', 'bob', 'subscribe', 'publish', 'subscribe')), { ok: true, value: { username: 'bob', actions: ['publish', 'subscribe'] } });
+  t.equal(code(s.run('alice', grant('topic', 'news', 'carol', 'send'))), 'validation_failed');
+  t.equal(code(s.run('alice', grant('topic', 'news', 'carol'))), 'validation_failed');
+  t.equal(code(s.run('alice', grant('topic', 'news', 'alice', 'publish'))), 'validation_failed', 'the owner');
+  t.equal(code(s.run('bob', grant('topic', 'news', 'carol', 'publish'))), 'forbidden', 'a grantee may not grant');
+  t.equal(code(s.run('carol', grant('topic', 'news', 'carol', 'publish'))), 'not_found', 'a stranger does not see the topic');
+  t.strictSame(s.sm.listGrants('topic', 'news', 'alice'), { ok: true, value: [{ username: 'bob', actions: ['publish', 'subscribe'] }] });
+  t.equal(code(s.sm.listGrants('topic', 'news', 'bob')), 'forbidden');
+  t.equal(code(s.sm.listGrants('topic', 'news', 'carol')), 'not_found');
+  t.strictSame(s.run('alice', { type: 'grant.delete', kind: 'topic', name: 'news', username: 'bob' }), { ok: true, value: null });
+  t.equal(code(s.run('alice', { type: 'grant.delete', kind: 'topic', name: 'news', username: 'bob' })), 'not_found');
+  t.equal(code(s.sm.getTopic('news', 'bob')), 'not_found');
+});
+
+// ---- deduplication ----
+
+t.test('a topic deduplicationId within 5 minutes answers the first messageId and sequence and delivers no second copy', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1'));
+  const first = s.must<Sent>('alice', publish('news', msg('a', { deduplicationId: 'd1' })));
+  s.advance(299);
+  const again = s.must<Sent>('alice', publish('news', msg('a', { deduplicationId: 'd1' })));
+  t.equal(again.items[0]!.messageId, first.items[0]!.messageId);
+  t.equal(again.items[0]!.sequence, first.items[0]!.sequence);
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 1 });
+  t.strictSame(subStats(s, 'news', 's1'), stats(1, 0, 0, 0, 299));
+  s.advance(1);
+  const later = s.must<Sent>('alice', publish('news', msg('a', { deduplicationId: 'd1' })));
+  t.not(later.items[0]!.messageId, first.items[0]!.messageId, 'after 5 minutes it is a new message');
+  t.match(later.items[0], { sequence: 2, subscriptions: 1 });
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 2 });
+});
+
+t.test('duplicates inside one publish batch are delivered once', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1'));
+  const r = s.must<Sent>('alice', publish('news', msg('a', { deduplicationId: 'd1' }), msg('b', { deduplicationId: 'd1' }), msg('c')));
+  t.equal(r.items[1]!.messageId, r.items[0]!.messageId);
+  t.strictSame(
+    r.items.map((i) => i.sequence),
+    [1, 1, 2],
+  );
+  t.strictSame(
+    take(s, 'alice', sub('news', 's1')).map((m: ReceivedMessage) => m.body),
+    ['a', 'c'],
+  );
+});
+
+t.test('deduplication ids of a deleted topic do not suppress publishes to a recreated one', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  const first = s.must<Sent>('alice', publish('news', msg('a', { deduplicationId: 'd1' })));
+  s.must('alice', { type: 'topic.delete', name: 'news' });
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1'));
+  const second = s.must<Sent>('alice', publish('news', msg('b', { deduplicationId: 'd1' })));
+  t.not(second.items[0]!.messageId, first.items[0]!.messageId);
+  t.match(second.items[0], { sequence: 1, subscriptions: 1 });
+});
+
+t.test('topic and queue deduplication ids are independent', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', queue('news'));
+  s.must('alice', { type: 'queue.send', name: 'news', messages: [msg('q', { deduplicationId: 'd1' })] });
+  t.match(s.must('alice', publish('news', msg('t', { deduplicationId: 'd1' }))), { items: [{ sequence: 1 }] });
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 0, published: 1 });
+});
+
+// ---- stats ----
+
+t.test('topic stats count subscriptions and published messages (filtered out or not)', async (t) => {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 's1', { filter: { k: 'v' } }));
+  s.must('bob', subscription('news', 's2', { filter: { k: 'v' } }));
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 2, published: 0 });
+  s.must('alice', publish('news', msg('match', { attributes: { k: 'v' } }), msg('nomatch')));
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 2, published: 2 });
+  t.strictSame(topicStats(s, 'news', 'bob'), { subscriptions: 2, published: 2 }, 'the same for anyone who sees the topic');
+  s.must('bob', { type: 'subscription.delete', topic: 'news', name: 's2' });
+  t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 2 });
+  t.strictSame(subStats(s, 'news', 's1'), stats(1, 0, 0, 0, 0));
+});

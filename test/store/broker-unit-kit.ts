@@ -1,0 +1,93 @@
+// Small builders shared by broker-users-queues, broker-messages and broker-topics tests (on top of
+// broker-helpers.ts, which is not ours to change).
+import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage, Result } from '../../src/store/broker/index.js';
+import { TestStore } from './broker-helpers.js';
+
+/** Opens a store in a temp dir, closed and removed when the test ends; registers the given users. */
+export async function openStore(t: { teardown(fn: () => unknown): void }, ...users: string[]): Promise<TestStore> {
+  const s = await TestStore.open();
+  t.teardown(() => s.close());
+  for (const u of users) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
+  return s;
+}
+
+export const q = (queue: string): ChannelRef => ({ queue });
+export const sub = (topic: string, subscription: string): ChannelRef => ({ topic, subscription });
+
+export const msg = (body: string, extra: Partial<MessageInput> = {}): MessageInput => ({ body, attributes: {}, ...extra });
+
+export const sendMsgs = (name: string, ...messages: MessageInput[]): Command => ({ type: 'queue.send', name, messages });
+
+export const recv = (channel: ChannelRef, maxMessages = 10, visibilityTimeoutSeconds: number | null = null): Command => ({
+  type: 'receive',
+  channel,
+  maxMessages,
+  visibilityTimeoutSeconds,
+});
+
+export const ack = (channel: ChannelRef, ...receiptHandles: string[]): Command => ({ type: 'ack', channel, receiptHandles });
+export const nack = (channel: ChannelRef, delaySeconds: number, ...receiptHandles: string[]): Command => ({ type: 'nack', channel, receiptHandles, delaySeconds });
+export const lease = (channel: ChannelRef, visibilityTimeoutSeconds: number, ...receiptHandles: string[]): Command => ({
+  type: 'lease',
+  channel,
+  receiptHandles,
+  visibilityTimeoutSeconds,
+});
+
+export const grant = (kind: 'queue' | 'topic', name: string, username: string, ...actions: string[]): Command => ({
+  type: 'grant.put',
+  kind,
+  name,
+  username,
+  actions,
+});
+
+export const topic = (name: string, subscribe: 'anyone' | 'granted' = 'anyone'): Command => ({ type: 'topic.create', name, subscribe });
+export const publish = (name: string, ...messages: MessageInput[]): Command => ({ type: 'topic.publish', name, messages });
+export const subscription = (
+  topicName: string,
+  name: string,
+  extra: Partial<Extract<Command, { type: 'subscription.create' }>> = {},
+): Command => ({
+  type: 'subscription.create',
+  topic: topicName,
+  name,
+  visibilityTimeoutSeconds: 30,
+  maxDeliveries: null,
+  deadLetterQueue: null,
+  filter: null,
+  ...extra,
+});
+
+/** Receives and returns the messages, failing loudly on a refusal. */
+export function take(s: TestStore, actor: string, channel: ChannelRef, max = 10, vt: number | null = null): ReceivedMessage[] {
+  return s.must<{ messages: ReceivedMessage[] }>(actor, recv(channel, max, vt)).messages;
+}
+
+export function handles(s: TestStore, actor: string, command: Command): HandleOutcome {
+  return s.must<HandleOutcome>(actor, command);
+}
+
+/** A queue's stats as read at the test's current time (not the store's last-entry clock). */
+export function queueStats(s: TestStore, name: string, user = 'alice') {
+  const r = s.sm.getQueue(name, user, s.time);
+  if (!r.ok) throw new Error(`getQueue ${name}: ${r.code}`);
+  return r.value.stats;
+}
+
+export function subStats(s: TestStore, topicName: string, name: string, user = 'alice') {
+  const r = s.sm.getSubscription(topicName, name, user, s.time);
+  if (!r.ok) throw new Error(`getSubscription ${topicName}/${name}: ${r.code}`);
+  return r.value.stats;
+}
+
+export const stats = (visible: number, inFlight: number, delayed: number, dropped: number, oldestMessageAgeSeconds: number) => ({
+  visible,
+  inFlight,
+  delayed,
+  dropped,
+  oldestMessageAgeSeconds,
+});
+
+/** The refusal code of a result, or 'ok'. */
+export const code = (r: Result): string => (r.ok ? 'ok' : r.code);
