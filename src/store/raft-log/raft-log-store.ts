@@ -1,0 +1,811 @@
+// The durable Raft log of a node: one SQLite database holding the logs, hard states and snapshot
+// metadata of ALL the node's partitions, so that one transaction (one fsync) persists the Readies of
+// every group of a loop turn (DESIGN.md, Persistence). Each partition gets a view implementing the
+// core's `Storage` interface exactly as MemoryStorage does (the reference).
+//
+// Why two SQLite APIs. The Raft core reads `Storage` synchronously, in the middle of step(), and the
+// loop must persist a Ready before it sends that Ready's messages, so the hot paths (read entries,
+// persist a batch) must be synchronous: they are better-sqlite3 prepared statements. Kysely's API is
+// promise-based; it is used where that costs nothing: migrations (run once in `open()`, through
+// Kysely's own SqliteDialect over the same connection) and compiling the SQL of the prepared
+// statements from the typed `RaftLogDatabase`, so a renamed column fails `tsc`, not production.
+//
+// The durability argument.
+// 1. Atomicity: persist() writes a whole batch (snapshot meta, truncation, entries, hard state, for
+//    every partition in it) in one SQLite transaction. SQLite's WAL makes a transaction all-or-nothing
+//    across crashes: a commit record that did not fully reach the WAL is ignored on recovery. So after
+//    any crash the database holds a prefix of the persist() calls, each whole.
+// 2. Durability: WAL with `synchronous=FULL` fsyncs the WAL at every commit, before the commit
+//    returns. With `synchronous=NORMAL` WAL only syncs at checkpoints, so transactions that returned
+//    can be lost on power loss (not on a process crash): a vote or an acknowledged append that the
+//    rest of the cluster already counted would vanish, which Raft's safety argument forbids (§5.2,
+//    §5.4). Hence FULL always. The first creation of the file is made durable by fsyncing its folder.
+//    persist() returns only after the fsync, so the caller may send the Ready's messages after it.
+//    If persist() throws an I/O error the node must stop and restart from disk, never retry: after a
+//    failed fsync the kernel may have dropped the dirty pages, so a retry could "succeed" without
+//    the data (PostgreSQL's fsyncgate).
+// 3. Integrity: SQLite pages carry no checksum, so every row carries a CRC32 of its contents, checked
+//    whenever it is read (entries(), opening a partition, verify()), and open() runs
+//    `PRAGMA quick_check`. A mismatch throws StorageCorruptError: the node refuses to serve that
+//    partition rather than vote or acknowledge with wrong data.
+// 4. Invariants: every write checks what Raft guarantees of a correct caller (no gap, no truncation
+//    of committed or snapshotted entries, terms and commit never going back, one vote per term,
+//    commit <= last index, compaction never past a durable snapshot). A violation throws
+//    InvariantError inside the transaction, which rolls the whole batch back.
+//
+// Other processes: the connection holds SQLite's EXCLUSIVE lock for its whole life (locking_mode), so
+// a second process, or a second store in this one, cannot open the same log; two writers of one Raft
+// log would break every guarantee above.
+import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { crc32 } from 'node:zlib';
+import Sqlite from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect, type CompiledQuery } from 'kysely';
+import {
+  CompactedError,
+  EntryKind,
+  UnavailableError,
+  emptyHardState,
+  invariant,
+  type Entry,
+  type HardState,
+  type Index,
+  type NodeId,
+  type Snapshot,
+  type SnapshotMeta,
+  type Storage,
+  type Term,
+} from '../../raft/index.js';
+import {
+  RAFT_LOG_MIGRATION_LOCK_TABLE,
+  RAFT_LOG_MIGRATION_TABLE,
+  raftLogMigrationProvider,
+} from './migrations.js';
+import type {
+  RaftHardStateRow,
+  RaftLogDatabase,
+  RaftLogEntryRow,
+  RaftLogTruncatedRow,
+  RaftSnapshotRow,
+} from './schema.js';
+
+type SqliteConnection = Sqlite.Database;
+type SqliteStatement = Sqlite.Statement;
+
+// ---------------------------------------------------------------------------------------------------
+// Errors
+
+/** What is known of where corruption was found. */
+export interface CorruptionSite {
+  readonly path: string;
+  /** Null when the damage is not tied to one partition (a broken page, a failed quick_check). */
+  readonly partition: number | null;
+  readonly index: Index | null;
+}
+
+/**
+ * The Raft log on disk is damaged: a row fails its CRC, the log has a hole, SQLite reports a malformed
+ * page. Never retry or repair silently: the partition (or node) must not start on it.
+ */
+export class StorageCorruptError extends Error {
+  override name = 'StorageCorruptError';
+  readonly path: string;
+  readonly partition: number | null;
+  readonly index: Index | null;
+
+  constructor(site: CorruptionSite, detail: string, options?: ErrorOptions) {
+    const where = [
+      site.partition === null ? null : `partition ${site.partition}`,
+      site.index === null ? null : `index ${site.index}`,
+    ].filter((w) => w !== null);
+    super(`raft log storage corrupt (${site.path}${where.length > 0 ? `, ${where.join(', ')}` : ''}): ${detail}`, options);
+    this.path = site.path;
+    this.partition = site.partition;
+    this.index = site.index;
+  }
+}
+
+function isSqliteCorruption(err: unknown): err is Error & { code: string } {
+  if (!(err instanceof Sqlite.SqliteError)) return false;
+  return err.code.startsWith('SQLITE_CORRUPT') || err.code === 'SQLITE_NOTADB';
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CRC32 of rows. Numbers are encoded as 8-byte big-endian doubles (exact for safe integers), strings
+// as UTF-8 preceded by their length (so that ("ab", "c") and ("a", "bc") differ), null as length -1.
+// The partition is part of every CRC, so a row misplaced into another partition's key fails too.
+
+const ENTRY_HEADER = Buffer.alloc(3 * 8 + 1);
+const NUMBER = Buffer.alloc(8);
+
+/** CRC32 of an entry row: (partition, index, term, kind, data). */
+export function entryCrc(partition: number, e: Entry): number {
+  ENTRY_HEADER.writeDoubleBE(partition, 0);
+  ENTRY_HEADER.writeDoubleBE(e.index, 8);
+  ENTRY_HEADER.writeDoubleBE(e.term, 16);
+  ENTRY_HEADER.writeUInt8(e.kind, 24);
+  const head = crc32(ENTRY_HEADER);
+  // Not crc32(empty, head): an empty typed array may have no backing store, and zlib's crc32 of a
+  // NULL buffer is 0 whatever the starting value (seen on Node 20), which would make the CRC of a
+  // no-op entry depend on how its empty array was created.
+  return e.data.byteLength === 0 ? head : crc32(e.data, head);
+}
+
+function fieldsCrc(fields: readonly (number | string | null)[]): number {
+  let crc = 0;
+  for (const f of fields) {
+    if (typeof f === 'number') {
+      NUMBER.writeDoubleBE(f);
+      crc = crc32(NUMBER, crc);
+      continue;
+    }
+    const bytes = f === null ? null : Buffer.from(f, 'utf8');
+    NUMBER.writeDoubleBE(bytes === null ? -1 : bytes.byteLength);
+    crc = crc32(NUMBER, crc);
+    if (bytes !== null && bytes.byteLength > 0) crc = crc32(bytes, crc); // (see entryCrc on empty arrays)
+  }
+  return crc;
+}
+
+const hardStateCrc = (p: number, hs: HardState): number => fieldsCrc([p, hs.term, hs.vote, hs.commit]);
+const snapshotCrc = (p: number, idx: Index, term: Term, voters: string, ref: string): number =>
+  fieldsCrc([p, idx, term, voters, ref]);
+const truncatedCrc = (p: number, idx: Index, term: Term): number => fieldsCrc([p, idx, term]);
+
+// ---------------------------------------------------------------------------------------------------
+// The in-memory picture of one partition's log. Immutable: a write builds the next LogState and the
+// view adopts it only once the transaction has committed, so a rolled-back batch leaves every cache
+// exactly as it was.
+
+export interface SnapshotRecord {
+  readonly meta: SnapshotMeta;
+  /** Names the state machine image (a file kept by the broker); Storage.snapshot().data is its UTF-8. */
+  readonly ref: string;
+}
+
+interface LogState {
+  readonly hard: HardState;
+  readonly snap: SnapshotRecord | null;
+  /**
+   * The last entry removed from the front (or the installed snapshot's point): firstIndex() - 1.
+   * Invariant: offset <= snap.meta.index, and offset === 0 while there is no snapshot.
+   */
+  readonly offset: Index;
+  readonly offsetTerm: Term;
+  /** Invariant: offset <= last, hard.commit <= last, snap.meta.index <= last; offset+1..last are in SQLite. */
+  readonly last: Index;
+  /**
+   * Terms of entries offset+1..last, run-length encoded (terms never decrease along a Raft log, so
+   * there are as many runs as terms seen): run k covers runStarts[k] up to runStarts[k+1]-1 (or last).
+   */
+  readonly runStarts: readonly Index[];
+  readonly runTerms: readonly Term[];
+}
+
+/** Term of entry i; the caller guarantees offset <= i <= last. */
+function termAt(s: LogState, i: Index): Term {
+  if (i === s.offset) return s.offsetTerm;
+  let lo = 0;
+  let hi = s.runStarts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (s.runStarts[mid]! <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return s.runTerms[lo]!;
+}
+
+/** Drops entries from..last. */
+function truncated(s: LogState, from: Index): LogState {
+  let k = s.runStarts.length;
+  while (k > 0 && s.runStarts[k - 1]! >= from) k--;
+  return { ...s, last: from - 1, runStarts: s.runStarts.slice(0, k), runTerms: s.runTerms.slice(0, k) };
+}
+
+/** Adds entries right after last (the caller has checked contiguity and truncated). */
+function appended(s: LogState, entries: readonly Entry[]): LogState {
+  const starts = s.runStarts.slice();
+  const terms = s.runTerms.slice();
+  for (const e of entries) {
+    if (terms.length === 0 || terms[terms.length - 1] !== e.term) {
+      starts.push(e.index);
+      terms.push(e.term);
+    }
+  }
+  return { ...s, last: entries[entries.length - 1]!.index, runStarts: starts, runTerms: terms };
+}
+
+/** Drops entries offset+1..index, keeping index as the new offset. */
+function compacted(s: LogState, index: Index): LogState {
+  const offsetTerm = termAt(s, index);
+  let k = 0;
+  // Skip the runs that end at or before index.
+  while (k < s.runStarts.length && (s.runStarts[k + 1] ?? s.last + 1) - 1 <= index) k++;
+  const starts = s.runStarts.slice(k);
+  const terms = s.runTerms.slice(k);
+  if (starts.length > 0) starts[0] = Math.max(starts[0]!, index + 1);
+  return { ...s, offset: index, offsetTerm, runStarts: starts, runTerms: terms };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Prepared statements, their SQL compiled by Kysely. Parameters bind positionally, in the order the
+// builder mentions them; `prepare` checks the count so that a reordered builder fails loudly.
+
+interface Statements {
+  insertEntry: SqliteStatement; // partition, idx, term, kind, data, crc
+  deleteEntriesFrom: SqliteStatement; // partition, idx (>=)
+  deleteEntriesThrough: SqliteStatement; // partition, idx (<=)
+  deleteAllEntries: SqliteStatement; // partition
+  selectEntries: SqliteStatement; // partition, lo (>=), hi (<)
+  selectRuns: SqliteStatement; // partition
+  selectHard: SqliteStatement; // partition
+  upsertHard: SqliteStatement; // partition, term, vote, commit_idx, crc
+  selectSnapshot: SqliteStatement; // partition
+  upsertSnapshot: SqliteStatement; // partition, idx, term, voters, ref, crc
+  selectTruncated: SqliteStatement; // partition
+  upsertTruncated: SqliteStatement; // partition, idx, term, crc
+}
+
+function prepareStatements(db: SqliteConnection, k: Kysely<RaftLogDatabase>): Statements {
+  const prepare = (q: CompiledQuery, arity: number): SqliteStatement => {
+    invariant(q.parameters.length === arity, `statement has ${q.parameters.length} parameters, expected ${arity}: ${q.sql}`);
+    return db.prepare(q.sql);
+  };
+  const entry = { partition: 0, idx: 0, term: 0, kind: 0, data: new Uint8Array(0), crc: 0 };
+  return {
+    insertEntry: prepare(k.insertInto('raft_log_entry').values(entry).compile(), 6),
+    deleteEntriesFrom: prepare(
+      k.deleteFrom('raft_log_entry').where('partition', '=', 0).where('idx', '>=', 0).compile(),
+      2,
+    ),
+    deleteEntriesThrough: prepare(
+      k.deleteFrom('raft_log_entry').where('partition', '=', 0).where('idx', '<=', 0).compile(),
+      2,
+    ),
+    deleteAllEntries: prepare(k.deleteFrom('raft_log_entry').where('partition', '=', 0).compile(), 1),
+    selectEntries: prepare(
+      k
+        .selectFrom('raft_log_entry')
+        .select(['idx', 'term', 'kind', 'data', 'crc'])
+        .where('partition', '=', 0)
+        .where('idx', '>=', 0)
+        .where('idx', '<', 0)
+        .orderBy('idx')
+        .compile(),
+      3,
+    ),
+    // One row per term: with terms non-decreasing along the log, these are the runs of LogState.
+    selectRuns: prepare(
+      k
+        .selectFrom('raft_log_entry')
+        .select((eb) => [
+          'term',
+          eb.fn.min<number>('idx').as('lo'),
+          eb.fn.max<number>('idx').as('hi'),
+          eb.fn.countAll<number>().as('n'),
+        ])
+        .where('partition', '=', 0)
+        .groupBy('term')
+        .orderBy('lo')
+        .compile(),
+      1,
+    ),
+    selectHard: prepare(k.selectFrom('raft_hard_state').selectAll().where('partition', '=', 0).compile(), 1),
+    upsertHard: prepare(
+      k.insertInto('raft_hard_state').orReplace().values({ partition: 0, term: 0, vote: null, commit_idx: 0, crc: 0 }).compile(),
+      5,
+    ),
+    selectSnapshot: prepare(k.selectFrom('raft_snapshot').selectAll().where('partition', '=', 0).compile(), 1),
+    upsertSnapshot: prepare(
+      k.insertInto('raft_snapshot').orReplace().values({ partition: 0, idx: 0, term: 0, voters: '', ref: '', crc: 0 }).compile(),
+      6,
+    ),
+    selectTruncated: prepare(k.selectFrom('raft_log_truncated').selectAll().where('partition', '=', 0).compile(), 1),
+    upsertTruncated: prepare(
+      k.insertInto('raft_log_truncated').orReplace().values({ partition: 0, idx: 0, term: 0, crc: 0 }).compile(),
+      4,
+    ),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The store
+
+/** One partition's share of a loop turn's Ready, as persist() takes it. */
+export interface PersistItem {
+  readonly partition: number;
+  readonly hardState: HardState | null;
+  /** Appended after truncating any conflicting suffix at entries[0].index. */
+  readonly entries: readonly Entry[];
+  /** A snapshot received from the leader; its image must already be durable where `ref` says. */
+  readonly snapshot: SnapshotRecord | null;
+}
+
+/** What verify() checked. */
+export interface VerifyReport {
+  readonly partition: number;
+  readonly firstIndex: Index;
+  readonly lastIndex: Index;
+  readonly entries: number;
+}
+
+/** A partition's log as the Raft core reads it, plus what its host needs on start. */
+export interface PartitionLog extends Storage {
+  readonly partition: number;
+  hardState(): HardState;
+  /** The ref of the latest snapshot's image, or null before the first snapshot. */
+  snapshotRef(): string | null;
+  /** Reads the whole log of the partition back and checks every CRC; throws StorageCorruptError. */
+  verify(): VerifyReport;
+}
+
+interface Site {
+  readonly path: string;
+  readonly stmts: Statements;
+}
+
+export class RaftLogStore {
+  private readonly views = new Map<number, PartitionView>();
+  private readonly persistTx: (batch: readonly PersistItem[], next: Map<number, LogState>) => void;
+  private readonly compactTx: (p: number, s: LogState, index: Index) => LogState;
+  private readonly recordSnapshotTx: (p: number, s: LogState, snap: SnapshotRecord, compactTo: Index) => LogState;
+
+  private constructor(
+    readonly path: string,
+    private readonly db: SqliteConnection,
+    private readonly stmts: Statements,
+  ) {
+    // better-sqlite3 transactions: BEGIN, the function, COMMIT; ROLLBACK and rethrow if it throws.
+    this.persistTx = db.transaction((batch: readonly PersistItem[], next: Map<number, LogState>) => {
+      for (const item of batch) {
+        const before = next.get(item.partition) ?? this.view(item.partition).state;
+        next.set(item.partition, this.writeItem(item, before));
+      }
+    });
+    this.compactTx = db.transaction((p: number, s: LogState, index: Index) => this.writeCompaction(p, s, index));
+    this.recordSnapshotTx = db.transaction((p: number, s: LogState, snap: SnapshotRecord, compactTo: Index) => {
+      this.checkLocalSnapshot(p, s, snap.meta, compactTo);
+      return this.writeCompaction(p, this.writeSnapshotMeta(p, s, snap), compactTo);
+    });
+  }
+
+  /**
+   * Opens (creating the folder and file if needed) the node's Raft log database, checks it, and
+   * brings its schema to the latest migration. Throws StorageCorruptError on a damaged file.
+   */
+  static async open(path: string): Promise<RaftLogStore> {
+    const file = resolve(path);
+    mkdirSync(dirname(file), { recursive: true });
+    // timeout 0: the only other holder of the lock can be another live process using the same log,
+    // which is a configuration error to report at once, not to wait out.
+    const db = new Sqlite(file, { timeout: 0 });
+    try {
+      configure(db);
+      quickCheck(db, file);
+      const k = new Kysely<RaftLogDatabase>({ dialect: new SqliteDialect({ database: db }) });
+      await migrate(k);
+      const stmts = prepareStatements(db, k);
+      // Kysely is not destroyed: that would close the connection the statements run on.
+      fsyncFolder(dirname(file));
+      return new RaftLogStore(file, db, stmts);
+    } catch (err) {
+      db.close();
+      if (isSqliteCorruption(err)) throw new StorageCorruptError({ path: file, partition: null, index: null }, err.message, { cause: err });
+      throw err;
+    }
+  }
+
+  /**
+   * The view of partition p, loading its state from disk on first use. `voters` are the group's
+   * voters before its first snapshot (MemoryStorage's constructor argument); later the snapshot's.
+   * Throws StorageCorruptError if the partition's rows are inconsistent or fail their CRC.
+   */
+  partition(p: number, voters: readonly NodeId[]): PartitionLog {
+    const existing = this.views.get(p);
+    if (existing !== undefined) {
+      invariant(sameVoters(existing.voters, voters), `partition ${p} reopened with other voters`);
+      return existing;
+    }
+    invariant(Number.isSafeInteger(p) && p >= 0, `partition ${p} is not a non-negative integer`);
+    const site = { path: this.path, stmts: this.stmts };
+    const view = new PartitionView(site, p, voters.slice(), guarded(site, p, null, () => loadState(site, p)));
+    this.views.set(p, view);
+    return view;
+  }
+
+  /**
+   * Persists a loop turn's Readies, of any number of partitions, in ONE transaction, synced before it
+   * returns. Per item: install the snapshot (replacing the whole log, as MemoryStorage.applySnapshot),
+   * truncate the suffix from entries[0].index and append, then save the hard state.
+   *
+   * `_mustSync` (the Ready's mustSync) is accepted for the Ready contract but every transaction is
+   * synced (synchronous=FULL): the turns it could spare carry only a commit index change, and one
+   * fsync per node per turn is already the budget.
+   */
+  persist(batch: readonly PersistItem[], _mustSync: boolean): void {
+    if (batch.every((i) => i.snapshot === null && i.entries.length === 0 && i.hardState === null)) return;
+    const next = new Map<number, LogState>();
+    guarded(this, null, null, () => this.persistTx(batch, next));
+    for (const [p, s] of next) this.view(p).state = s;
+  }
+
+  /**
+   * Drops partition p's entries up to and including `index` (a no-op at or below the current first
+   * index - 1). Never past the recorded snapshot: the log is the only copy of entries the snapshot
+   * does not cover.
+   */
+  compact(p: number, index: Index): void {
+    const view = this.view(p);
+    view.state = guarded(this, p, null, () => this.compactTx(p, view.state, index));
+  }
+
+  /**
+   * Records a snapshot taken locally (its image already durable where `ref` says) and, in the same
+   * transaction, compacts the log to `compactTo` (default: the snapshot's index; lower keeps a tail
+   * for followers that are slightly behind, sparing them a snapshot).
+   */
+  recordSnapshot(p: number, meta: SnapshotMeta, ref: string, compactTo: Index = meta.index): void {
+    const view = this.view(p);
+    view.state = guarded(this, p, null, () => this.recordSnapshotTx(p, view.state, { meta, ref }, compactTo));
+  }
+
+  /** Reads partition p's whole log back, checking every CRC and the cached picture. */
+  verify(p: number): VerifyReport {
+    return this.view(p).verify();
+  }
+
+  /** Runs `PRAGMA quick_check` now; throws StorageCorruptError unless it says ok. */
+  quickCheck(): void {
+    guarded(this, null, null, () => quickCheck(this.db, this.path));
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+    this.views.clear();
+  }
+
+  private view(p: number): PartitionView {
+    const v = this.views.get(p);
+    invariant(v !== undefined, `partition ${p} used before partition(${p}, voters) opened it`);
+    return v;
+  }
+
+  // --- writes, inside a transaction; each returns the next state of the partition -------------------
+
+  private writeItem(item: PersistItem, before: LogState): LogState {
+    const p = item.partition;
+    let s = before;
+    if (item.snapshot !== null) s = this.writeInstalledSnapshot(p, s, item.snapshot);
+    if (item.entries.length > 0) s = this.writeEntries(p, s, item.entries);
+    if (item.hardState !== null) s = this.writeHardState(p, s, item.hardState);
+    return s;
+  }
+
+  private writeInstalledSnapshot(p: number, s: LogState, snap: SnapshotRecord): LogState {
+    const { index, term } = snap.meta;
+    invariant(index >= (s.snap?.meta.index ?? 0), `partition ${p}: snapshot at ${index} older than the one at ${s.snap?.meta.index}`);
+    invariant(index >= s.hard.commit, `partition ${p}: snapshot at ${index} behind the durable commit ${s.hard.commit}`);
+    const withMeta = this.writeSnapshotMeta(p, s, snap);
+    this.stmts.deleteAllEntries.run(p);
+    this.stmts.upsertTruncated.run(p, index, term, truncatedCrc(p, index, term));
+    return { ...withMeta, offset: index, offsetTerm: term, last: index, runStarts: [], runTerms: [] };
+  }
+
+  private writeSnapshotMeta(p: number, s: LogState, snap: SnapshotRecord): LogState {
+    const { index, term, voters } = snap.meta;
+    const json = JSON.stringify(voters);
+    this.stmts.upsertSnapshot.run(p, index, term, json, snap.ref, snapshotCrc(p, index, term, json, snap.ref));
+    return { ...s, snap: { meta: { index, term, voters: voters.slice() }, ref: snap.ref } };
+  }
+
+  private writeEntries(p: number, s: LogState, entries: readonly Entry[]): LogState {
+    const first = entries[0]!.index;
+    invariant(first > s.offset, `partition ${p}: append at ${first} below the compacted log at ${s.offset}`);
+    invariant(first <= s.last + 1, `partition ${p}: append at ${first} leaves a gap after ${s.last}`);
+    let prevTerm = termAt(s, first - 1);
+    for (let k = 0; k < entries.length; k++) {
+      const e = entries[k]!;
+      invariant(e.index === first + k, `partition ${p}: entries not contiguous at ${e.index}`);
+      invariant(e.term >= prevTerm, `partition ${p}: term ${e.term} at ${e.index} below the previous ${prevTerm}`);
+      invariant(e.kind === EntryKind.Normal || e.kind === EntryKind.Noop, `partition ${p}: unknown entry kind ${e.kind}`);
+      prevTerm = e.term;
+    }
+    let next = s;
+    if (first <= s.last) {
+      // Only uncommitted entries may conflict (§5.3, Log Matching; §5.4 Leader Completeness).
+      const floor = Math.max(s.hard.commit, s.snap?.meta.index ?? 0);
+      invariant(first > floor, `partition ${p}: truncating at ${first} would drop committed entries (through ${floor})`);
+      this.stmts.deleteEntriesFrom.run(p, first);
+      next = truncated(s, first);
+    }
+    for (const e of entries) this.stmts.insertEntry.run(p, e.index, e.term, e.kind, e.data, entryCrc(p, e));
+    return appended(next, entries);
+  }
+
+  private writeHardState(p: number, s: LogState, hs: HardState): LogState {
+    const old = s.hard;
+    invariant(hs.term >= old.term, `partition ${p}: term going back from ${old.term} to ${hs.term}`);
+    invariant(
+      hs.term > old.term || old.vote === null || hs.vote === old.vote,
+      `partition ${p}: second vote in term ${hs.term} (${old.vote} then ${hs.vote})`,
+    );
+    invariant(hs.commit >= old.commit, `partition ${p}: commit going back from ${old.commit} to ${hs.commit}`);
+    invariant(hs.commit <= s.last, `partition ${p}: commit ${hs.commit} past the last index ${s.last}`);
+    this.stmts.upsertHard.run(p, hs.term, hs.vote, hs.commit, hardStateCrc(p, hs));
+    return { ...s, hard: { term: hs.term, vote: hs.vote, commit: hs.commit } };
+  }
+
+  private writeCompaction(p: number, s: LogState, index: Index): LogState {
+    if (index <= s.offset) return s;
+    const snapIndex = s.snap?.meta.index ?? 0;
+    invariant(index <= snapIndex, `partition ${p}: compacting to ${index} past the snapshot at ${snapIndex}`);
+    invariant(index <= s.last, `partition ${p}: compacting to ${index} past the last index ${s.last}`);
+    const next = compacted(s, index);
+    this.stmts.deleteEntriesThrough.run(p, index);
+    this.stmts.upsertTruncated.run(p, index, next.offsetTerm, truncatedCrc(p, index, next.offsetTerm));
+    return next;
+  }
+
+  /** What must hold of a snapshot taken locally (MemoryStorage.createSnapshot's checks, and more). */
+  private checkLocalSnapshot(p: number, s: LogState, meta: SnapshotMeta, compactTo: Index): void {
+    const current = s.snap?.meta.index ?? 0;
+    invariant(meta.index > current, `partition ${p}: snapshot at ${meta.index} not newer than the one at ${current}`);
+    invariant(meta.index <= s.last, `partition ${p}: snapshot at ${meta.index} past the last index ${s.last}`);
+    invariant(meta.index <= s.hard.commit, `partition ${p}: snapshot at ${meta.index} of uncommitted entries (commit ${s.hard.commit})`);
+    invariant(meta.term === termAt(s, meta.index), `partition ${p}: snapshot term ${meta.term} but entry ${meta.index} has term ${termAt(s, meta.index)}`);
+    invariant(compactTo <= meta.index, `partition ${p}: compacting to ${compactTo} past the new snapshot at ${meta.index}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The per-partition view
+
+const utf8 = new TextEncoder();
+
+class PartitionView implements PartitionLog {
+  /** Replaced (never mutated) by the store after each committed write. */
+  state: LogState;
+
+  constructor(
+    private readonly site: Site,
+    readonly partition: number,
+    readonly voters: readonly NodeId[],
+    initial: LogState,
+  ) {
+    this.state = initial;
+  }
+
+  initialState(): { hardState: HardState; voters: readonly NodeId[] } {
+    return { hardState: this.state.hard, voters: this.state.snap?.meta.voters ?? this.voters };
+  }
+
+  hardState(): HardState {
+    return this.state.hard;
+  }
+
+  entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
+    const s = this.state;
+    if (lo <= s.offset) throw new CompactedError(lo);
+    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
+    if (hi <= lo) return [];
+    return guarded(this.site, this.partition, lo, () => readEntries(this.site, this.partition, s, lo, hi, maxBytes));
+  }
+
+  term(i: Index): Term {
+    const s = this.state;
+    if (i < s.offset) throw new CompactedError(i);
+    if (i > s.last) throw new UnavailableError(i);
+    return termAt(s, i);
+  }
+
+  firstIndex(): Index {
+    return this.state.offset + 1;
+  }
+
+  lastIndex(): Index {
+    return this.state.last;
+  }
+
+  snapshot(): Snapshot {
+    const snap = this.state.snap;
+    if (snap === null) return { meta: { index: 0, term: 0, voters: this.voters }, data: new Uint8Array(0) };
+    return { meta: snap.meta, data: utf8.encode(snap.ref) };
+  }
+
+  snapshotRef(): string | null {
+    return this.state.snap?.ref ?? null;
+  }
+
+  verify(): VerifyReport {
+    const s = this.state;
+    const p = this.partition;
+    return guarded(this.site, p, null, () => {
+      // The small rows first: the cache must be exactly what is on disk.
+      const disk = loadState(this.site, p);
+      const corrupt = (detail: string): StorageCorruptError =>
+        new StorageCorruptError({ path: this.site.path, partition: p, index: null }, detail);
+      if (!sameHard(disk.hard, s.hard)) throw corrupt('hard state on disk differs from the one persisted');
+      if (disk.offset !== s.offset || disk.offsetTerm !== s.offsetTerm || disk.last !== s.last) {
+        throw corrupt(`log bounds on disk (${disk.offset}, ${disk.last}] differ from (${s.offset}, ${s.last}]`);
+      }
+      if ((disk.snap?.meta.index ?? 0) !== (s.snap?.meta.index ?? 0) || disk.snap?.ref !== s.snap?.ref) {
+        throw corrupt('snapshot metadata on disk differs from the one persisted');
+      }
+      const n = s.last - s.offset;
+      if (n > 0) readEntries(this.site, p, s, s.offset + 1, s.last + 1, Infinity);
+      return { partition: p, firstIndex: s.offset + 1, lastIndex: s.last, entries: n };
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading
+
+/**
+ * Entries [lo, hi) from SQLite, at most maxBytes of payload but at least one. Every row is checked:
+ * present (no hole), CRC, and term equal to the cached one.
+ */
+function readEntries(site: Site, p: number, s: LogState, lo: Index, hi: Index, maxBytes: number): Entry[] {
+  const out: Entry[] = [];
+  let size = 0;
+  let expect = lo;
+  let full = false;
+  for (const raw of site.stmts.selectEntries.iterate(p, lo, hi)) {
+    const row = raw as RaftLogEntryRow;
+    if (row.idx !== expect) throw corruptEntry(site, p, expect, `entry missing (next stored index is ${row.idx})`);
+    // A view, not a copy: the Buffer better-sqlite3 returns is this row's own.
+    const data = new Uint8Array(row.data.buffer, row.data.byteOffset, row.data.byteLength);
+    const e: Entry = { index: row.idx, term: row.term, kind: row.kind as EntryKind, data };
+    if (entryCrc(p, e) !== row.crc) throw corruptEntry(site, p, expect, 'entry fails its CRC');
+    const cached = termAt(s, e.index);
+    if (e.term !== cached) throw corruptEntry(site, p, expect, `entry has term ${e.term}, the log's index says ${cached}`);
+    size += data.byteLength;
+    if (out.length > 0 && size > maxBytes) {
+      full = true;
+      break;
+    }
+    out.push(e);
+    expect++;
+  }
+  if (!full && expect !== hi) throw corruptEntry(site, p, expect, 'entry missing');
+  return out;
+}
+
+/** The first index in lo..hi without a row (the caller knows there is one). */
+function firstMissing(site: Site, p: number, lo: Index, hi: Index): Index {
+  let expect = lo;
+  for (const raw of site.stmts.selectEntries.iterate(p, lo, hi + 1)) {
+    if ((raw as RaftLogEntryRow).idx !== expect) break;
+    expect++;
+  }
+  return expect;
+}
+
+function corruptEntry(site: Site, p: number, index: Index, detail: string): StorageCorruptError {
+  return new StorageCorruptError({ path: site.path, partition: p, index }, detail);
+}
+
+/** Builds a partition's LogState from its rows, checking CRCs and the invariants between them. */
+function loadState(site: Site, p: number): LogState {
+  const corrupt = (detail: string, index: Index | null = null): StorageCorruptError =>
+    new StorageCorruptError({ path: site.path, partition: p, index }, detail);
+
+  let hard = emptyHardState;
+  const hardRow = site.stmts.selectHard.get(p) as RaftHardStateRow | undefined;
+  if (hardRow !== undefined) {
+    hard = { term: hardRow.term, vote: hardRow.vote as NodeId | null, commit: hardRow.commit_idx };
+    if (hardStateCrc(p, hard) !== hardRow.crc) throw corrupt('hard state fails its CRC');
+  }
+
+  let snap: SnapshotRecord | null = null;
+  const snapRow = site.stmts.selectSnapshot.get(p) as RaftSnapshotRow | undefined;
+  if (snapRow !== undefined) {
+    if (snapshotCrc(p, snapRow.idx, snapRow.term, snapRow.voters, snapRow.ref) !== snapRow.crc) {
+      throw corrupt('snapshot metadata fails its CRC', snapRow.idx);
+    }
+    const voters = JSON.parse(snapRow.voters) as NodeId[];
+    snap = { meta: { index: snapRow.idx, term: snapRow.term, voters }, ref: snapRow.ref };
+  }
+
+  let offset = 0;
+  let offsetTerm = 0;
+  const truncRow = site.stmts.selectTruncated.get(p) as RaftLogTruncatedRow | undefined;
+  if (truncRow !== undefined) {
+    if (truncatedCrc(p, truncRow.idx, truncRow.term) !== truncRow.crc) throw corrupt('compaction point fails its CRC', truncRow.idx);
+    offset = truncRow.idx;
+    offsetTerm = truncRow.term;
+  }
+  const snapIndex = snap?.meta.index ?? 0;
+  if (offset > snapIndex) throw corrupt(`log compacted to ${offset}, past the snapshot at ${snapIndex}`);
+  if (snap !== null && truncRow === undefined) throw corrupt('snapshot without a compaction point');
+  if (snap !== null && offset === snapIndex && offsetTerm !== snap.meta.term) {
+    throw corrupt(`compaction point term ${offsetTerm} differs from the snapshot's ${snap.meta.term}`, offset);
+  }
+
+  const runStarts: Index[] = [];
+  const runTerms: Term[] = [];
+  let last = offset;
+  let lastTerm = offsetTerm;
+  for (const raw of site.stmts.selectRuns.all(p)) {
+    const run = raw as { term: Term; lo: Index; hi: Index; n: number };
+    if (run.lo !== last + 1) throw corrupt(`log not contiguous: entry ${last + 1} missing`, last + 1);
+    if (run.hi - run.lo + 1 !== run.n) {
+      const missing = firstMissing(site, p, run.lo, run.hi);
+      throw corrupt(`log not contiguous: entry ${missing} missing (term ${run.term} spans ${run.lo}..${run.hi})`, missing);
+    }
+    if (run.term < lastTerm) throw corrupt(`term ${run.term} at ${run.lo} below the previous ${lastTerm}`, run.lo);
+    runStarts.push(run.lo);
+    runTerms.push(run.term);
+    last = run.hi;
+    lastTerm = run.term;
+  }
+  if (last < snapIndex) throw corrupt(`log ends at ${last}, before the snapshot at ${snapIndex}`);
+  if (hard.commit > last) throw corrupt(`commit ${hard.commit} past the last index ${last}`);
+  return { hard, snap, offset, offsetTerm, last, runStarts, runTerms };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+/** Runs fn, turning SQLite's corruption errors into StorageCorruptError. */
+function guarded<T>(site: { readonly path: string }, partition: number | null, index: Index | null, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (isSqliteCorruption(err)) throw new StorageCorruptError({ path: site.path, partition, index }, err.message, { cause: err });
+    throw err;
+  }
+}
+
+function configure(db: SqliteConnection): void {
+  // EXCLUSIVE before WAL: the WAL index then lives in heap memory (no -shm file) and the lock is
+  // held until close (see the header).
+  db.pragma('locking_mode = EXCLUSIVE');
+  const mode = db.pragma('journal_mode = WAL', { simple: true });
+  if (mode !== 'wal') throw new Error(`cannot put the raft log into WAL mode (journal_mode is ${String(mode)})`);
+  // FULL, not NORMAL: see the header, point 2.
+  db.pragma('synchronous = FULL');
+  // Cheap extra checks of b-tree cells as pages are read: corruption surfaces as SQLITE_CORRUPT
+  // instead of wrong answers.
+  db.pragma('cell_size_check = ON');
+}
+
+function quickCheck(db: SqliteConnection, path: string): void {
+  const rows = db.pragma('quick_check') as { quick_check: string }[];
+  const problems = rows.map((r) => r.quick_check).filter((r) => r !== 'ok');
+  if (problems.length > 0) {
+    throw new StorageCorruptError({ path, partition: null, index: null }, `quick_check: ${problems.slice(0, 5).join('; ')}`);
+  }
+}
+
+async function migrate(k: Kysely<RaftLogDatabase>): Promise<void> {
+  const migrator = new Migrator({
+    db: k,
+    provider: raftLogMigrationProvider,
+    migrationTableName: RAFT_LOG_MIGRATION_TABLE,
+    migrationLockTableName: RAFT_LOG_MIGRATION_LOCK_TABLE,
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+    throw new Error(`raft log migration ${failed ?? ''} failed`, { cause: error });
+  }
+}
+
+/** Makes a newly created file's directory entry durable (SQLite syncs file contents, not folders). */
+function fsyncFolder(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sameHard(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function sameVoters(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
