@@ -14,7 +14,8 @@ export interface SoftState {
  * What the core asks the caller to do, in this order:
  * 1. Persist `snapshot` (if any), `entries` (truncating any conflicting suffix at entries[0].index)
  *    and `hardState` (if any) in one atomic write, synced to disk when `mustSync`. A snapshot's data
- *    must reach the state machine before or atomically with the log being cut to it.
+ *    must be durable before the log is cut to it, and reach the state machine before the committed
+ *    entries after it are applied (a state machine found behind the log on restart is reloaded from it).
  * 2. Send `messages`. They may depend on step 1 (a granted vote, an append acknowledgement): never
  *    send them before it is durable.
  * 3. Apply `committedEntries` in order; serve `readStates` once applied reaches their index; fail the

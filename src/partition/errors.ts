@@ -1,0 +1,30 @@
+import type { NodeId } from '../raft/index.js';
+
+/** This node does not lead the partition; `leader` is the one it knows of (forward there), if any. */
+export class NotLeaderError extends Error {
+  override name = 'NotLeaderError';
+  constructor(
+    readonly partition: number,
+    readonly leader: NodeId | null,
+  ) {
+    super(`not the leader of partition ${partition}${leader === null ? '' : ` (leader: ${leader})`}`);
+  }
+}
+
+/**
+ * The write's outcome is unknown: leadership moved or the wait ran out before the entry was applied
+ * here. It may still apply; a client retries with its Idempotency-Key, which makes that safe.
+ */
+export class OutcomeUnknownError extends Error {
+  override name = 'OutcomeUnknownError';
+}
+
+/** The proposal was overwritten by another leader's entry: it never applied and never will. */
+export class NotCommittedError extends Error {
+  override name = 'NotCommittedError';
+}
+
+/** The replica is shutting down or its storage failed. */
+export class ReplicaClosedError extends Error {
+  override name = 'ReplicaClosedError';
+}

@@ -1,0 +1,220 @@
+// One partition's replica on this node: the Raft core, its log (a view of the node's log store) and
+// the broker state it applies to. The node host drives every replica's Ready in one loop; this class
+// holds what is per partition: proposals waiting for their entry to apply, reads waiting for their
+// ReadIndex, and long polls waiting for messages.
+import {
+  DropReason,
+  Outcome,
+  ProposalDroppedError,
+  ProposalTracker,
+  RawNode,
+  type Entry,
+  type NodeId,
+  type Ready,
+} from '../raft/index.js';
+import type { PartitionLog } from '../store/raft-log/index.js';
+import { encodeEnvelope, type Command, type Result } from '../store/broker/index.js';
+import type { BrokerStateMachine } from '../store/broker/index.js';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
+
+export interface ReplicaConfig {
+  readonly partition: number;
+  readonly self: NodeId;
+  readonly voters: readonly NodeId[];
+  readonly electionTick: number;
+  readonly heartbeatTick: number;
+  readonly random: (n: number) => number;
+  /** The leader's clock, for stamping entries. */
+  readonly now: () => number;
+  /** How long a proposal waits for its entry to apply before its outcome is reported unknown. */
+  readonly proposalTimeoutMs: number;
+}
+
+interface Waiter {
+  resolve(r: Result): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+interface ReadWaiter {
+  run(): void;
+  reject(e: Error): void;
+  /** Set once the ReadState came back: the read may run when applied reaches it. */
+  index: number | null;
+}
+
+export class PartitionReplica {
+  readonly raw: RawNode;
+  private readonly proposals = new ProposalTracker<Waiter>();
+  private readonly reads = new Map<number, ReadWaiter>();
+  private readSeq = 0;
+  private readonly wakeListeners = new Set<(channelId: number) => void>();
+  private closed = false;
+
+  constructor(
+    readonly cfg: ReplicaConfig,
+    readonly log: PartitionLog,
+    public state: BrokerStateMachine,
+  ) {
+    this.raw = new RawNode(
+      {
+        id: cfg.self,
+        voters: cfg.voters,
+        electionTick: cfg.electionTick,
+        heartbeatTick: cfg.heartbeatTick,
+        random: cfg.random,
+        applied: state.applied().index,
+        maxSizePerMsg: 1 << 20,
+        maxInflightMsgs: 256,
+        maxUncommittedBytes: 64 << 20,
+        maxCommittedSizePerReady: 8 << 20,
+      },
+      log,
+    );
+  }
+
+  get partition(): number {
+    return this.cfg.partition;
+  }
+
+  isLeader(): boolean {
+    return this.raw.softState().role === 'leader';
+  }
+
+  leader(): NodeId | null {
+    return this.raw.softState().leader;
+  }
+
+  /**
+   * Proposes a command, stamped with this leader's clock; resolves with the command's result once its
+   * entry is applied here. Rejects with NotLeaderError (nothing appended: forward or retry),
+   * NotCommittedError (overwritten: never applied) or OutcomeUnknownError (may still apply).
+   */
+  propose(actor: string | null, command: Command, idempotencyKey?: string): Promise<Result> {
+    if (this.closed) return Promise.reject(new ReplicaClosedError('replica closed'));
+    const env = idempotencyKey === undefined ? { time: this.cfg.now(), actor, command } : { time: this.cfg.now(), actor, command, idempotencyKey };
+    let ticket;
+    try {
+      ticket = this.raw.propose([encodeEnvelope(env)]);
+    } catch (err) {
+      if (err instanceof ProposalDroppedError) {
+        if (err.reason === DropReason.NotLeader) return Promise.reject(new NotLeaderError(this.partition, err.leader));
+        return Promise.reject(new OutcomeUnknownError(`proposal refused: ${err.reason}`, { cause: err }));
+      }
+      return Promise.reject(err as Error);
+    }
+    return new Promise<Result>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          // Stop waiting; the tracker entry stays so a late apply is simply ignored.
+          waiter.resolve = () => undefined;
+          waiter.reject = () => undefined;
+          reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`));
+        }, this.cfg.proposalTimeoutMs),
+      };
+      this.proposals.track(ticket, [waiter]);
+    });
+  }
+
+  /**
+   * A linearizable read (ReadIndex): runs `fn` on the local state once this node has confirmed it is
+   * still leader and has applied everything committed when the read arrived.
+   */
+  read<T>(fn: (state: BrokerStateMachine) => T): Promise<T> {
+    if (this.closed) return Promise.reject(new ReplicaClosedError('replica closed'));
+    const seq = ++this.readSeq;
+    return new Promise<T>((resolve, reject) => {
+      const w: ReadWaiter = {
+        index: null,
+        run: () => {
+          try {
+            resolve(fn(this.state));
+          } catch (err) {
+            reject(err as Error);
+          }
+        },
+        reject,
+      };
+      try {
+        this.raw.readIndex(seq);
+      } catch (err) {
+        if (err instanceof ProposalDroppedError) reject(new NotLeaderError(this.partition, err.leader));
+        else reject(err as Error);
+        return;
+      }
+      this.reads.set(seq, w);
+    });
+  }
+
+  /** Calls `fn` whenever apply made messages visible on a channel (for long polls). */
+  onWake(fn: (channelId: number) => void): () => void {
+    this.wakeListeners.add(fn);
+    return () => this.wakeListeners.delete(fn);
+  }
+
+  /** Step 3 of a Ready: apply committed entries, settle proposals, serve and fail reads. */
+  applyReady(rd: Ready): void {
+    if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
+    for (const rs of rd.readStates) {
+      const w = this.reads.get(rs.context as number);
+      if (w !== undefined) w.index = rs.index;
+    }
+    for (const ctx of rd.abortedReads) {
+      const w = this.reads.get(ctx as number);
+      if (w === undefined) continue;
+      this.reads.delete(ctx as number);
+      w.reject(new NotLeaderError(this.partition, this.leader()));
+    }
+    this.serveReads();
+    if (rd.softState !== null && rd.softState.role !== 'leader') {
+      // Leadership moved: what this node proposed may or may not commit under the next leader.
+      for (const w of this.proposals.drain()) {
+        clearTimeout(w.timer);
+        w.reject(new OutcomeUnknownError('leadership changed before the write applied'));
+      }
+    }
+  }
+
+  private applyEntries(entries: readonly Entry[]): void {
+    const applied = this.state.apply(entries);
+    const byIndex = new Map(applied.map((a) => [a.index, a]));
+    this.proposals.settle(entries, (w, outcome, e) => {
+      clearTimeout(w.timer);
+      if (outcome === Outcome.Overwritten) return w.reject(new NotCommittedError('another leader’s entry took its place'));
+      const a = byIndex.get(e.index);
+      if (a === undefined) return w.reject(new OutcomeUnknownError('entry applied before this node started'));
+      w.resolve(a.result);
+    });
+    for (const a of applied) for (const ch of a.woke) for (const fn of this.wakeListeners) fn(ch);
+  }
+
+  private serveReads(): void {
+    const applied = this.state.applied().index;
+    for (const [seq, w] of this.reads) {
+      if (w.index === null || w.index > applied) continue;
+      this.reads.delete(seq);
+      w.run();
+    }
+  }
+
+  /** After a snapshot replaced the state: proposals up to it have unknown outcomes here. */
+  snapshotInstalled(index: number): void {
+    for (const w of this.proposals.dropUpTo(index)) {
+      clearTimeout(w.timer);
+      w.reject(new OutcomeUnknownError('a snapshot replaced the log before the write applied here'));
+    }
+    this.serveReads();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.proposals.drain()) {
+      clearTimeout(w.timer);
+      w.reject(new ReplicaClosedError('replica closed'));
+    }
+    for (const w of this.reads.values()) w.reject(new ReplicaClosedError('replica closed'));
+    this.reads.clear();
+  }
+}

@@ -1,0 +1,84 @@
+// Three node hosts in one process, joined by an in-memory outbox that delivers asynchronously and can
+// cut nodes off: the partition layer tested without HTTP.
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
+import { NodeHost, type Outbox } from '../../src/partition/host.js';
+
+export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);
+
+export class LocalCluster {
+  readonly hosts = new Map<NodeId, NodeHost>();
+  readonly down = new Set<NodeId>();
+  readonly root = mkdtempSync(join(tmpdir(), 'mom-host-'));
+
+  constructor(readonly partitions: number, readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number } = {}) {}
+
+  outbox(self: NodeId): Outbox {
+    return {
+      send: (items) => {
+        const byPeer = new Map<NodeId, { partition: number; message: Message }[]>();
+        for (const it of items) {
+          const list = byPeer.get(it.message.to) ?? [];
+          list.push(it);
+          byPeer.set(it.message.to, list);
+        }
+        for (const [peer, list] of byPeer) {
+          setImmediate(() => {
+            if (this.down.has(peer) || this.down.has(self)) return;
+            this.hosts.get(peer)?.receive(self, list);
+          });
+        }
+      },
+      fetchSnapshot: async (peer, partition, ref, dest) => {
+        const src = this.hosts.get(peer)?.snapshotFile(partition, ref);
+        if (src === null || src === undefined || this.down.has(peer)) throw new Error('no such snapshot');
+        copyFileSync(src, dest);
+      },
+    };
+  }
+
+  async start(id: NodeId): Promise<NodeHost> {
+    const host = await NodeHost.open({
+      self: id,
+      voters: IDS,
+      partitions: this.partitions,
+      dataDir: join(this.root, id),
+      outbox: this.outbox(id),
+      tickMs: 10,
+      ...this.extra,
+    });
+    this.hosts.set(id, host);
+    host.start();
+    return host;
+  }
+
+  async startAll(): Promise<void> {
+    for (const id of IDS) await this.start(id);
+  }
+
+  async stop(id: NodeId): Promise<void> {
+    await this.hosts.get(id)?.close();
+    this.hosts.delete(id);
+  }
+
+  leaderOf(p: number): NodeHost | null {
+    for (const h of this.hosts.values()) if (!this.down.has(h.opts.self) && h.replica(p).isLeader()) return h;
+    return null;
+  }
+
+  /** Waits (bounded by iterations, not a wall-clock assertion) until `pred` holds. */
+  async until(pred: () => boolean, what: string, rounds = 3000): Promise<void> {
+    for (let i = 0; i < rounds; i++) {
+      if (pred()) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new Error(`gave up waiting for: ${what}`);
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.hosts.keys()]) await this.stop(id);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,99 @@
+// The node host on three in-process nodes: elections in every partition, writes applied on every
+// replica, linearizable reads, a leader lost and the others going on, a restarted node catching up by
+// snapshot after compaction with identical state.
+import t from 'tap';
+import { stateHash } from '../../src/store/broker/index.js';
+import { NotLeaderError } from '../../src/partition/errors.js';
+import { IDS, LocalCluster } from './host-helpers.js';
+
+const queue = (name: string) => ({
+  type: 'queue.create' as const,
+  name,
+  visibilityTimeoutSeconds: 30,
+  maxDeliveries: null,
+  deadLetterQueue: null,
+  delaySeconds: 0,
+  retentionSeconds: 3600,
+});
+
+t.test('every partition elects a leader and a write applies on all three replicas', async (t) => {
+  const c = new LocalCluster(4);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => [0, 1, 2, 3].every((p) => c.leaderOf(p) !== null), 'leaders everywhere');
+  const leader = c.leaderOf(2)!;
+  const r = await leader.replica(2).propose('alice', queue('orders'));
+  t.ok(r.ok, 'created');
+  const sent = await leader.replica(2).propose('alice', { type: 'queue.send', name: 'orders', messages: [{ body: 'hello', attributes: {} }] });
+  t.ok(sent.ok);
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(2).state.applied().index >= leader.replica(2).state.applied().index), 'followers applied');
+  const hashes = new Set([...c.hosts.values()].map((h) => stateHash(h.replica(2).state.sqlite)));
+  t.equal(hashes.size, 1, 'identical state on every replica');
+  const stats = await leader.replica(2).read((s) => s.getQueue('orders', 'alice', Date.now()));
+  t.ok(stats.ok && stats.value.stats.visible === 1, 'a linearizable read sees the write');
+  const follower = [...c.hosts.values()].find((h) => h !== leader)!;
+  await t.rejects(follower.replica(2).propose('alice', queue('x')), NotLeaderError, 'a follower refuses and names the leader');
+});
+
+t.test('many concurrent writes share loop turns and all apply', async (t) => {
+  const c = new LocalCluster(2);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  const leader = c.leaderOf(0)!;
+  await leader.replica(0).propose('alice', queue('q'));
+  const before = { ...leader.counters };
+  const results = await Promise.all(
+    Array.from({ length: 200 }, (_, i) => leader.replica(0).propose('alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })),
+  );
+  t.ok(results.every((r) => r.ok), '200 sends acknowledged');
+  const persists = leader.counters.persists - before.persists;
+  const entries = leader.counters.entries - before.entries;
+  t.equal(entries, 200, 'one log entry per write');
+  t.ok(persists <= 20, `the leader persisted 200 entries in ${persists} synced transactions (group commit)`);
+});
+
+t.test('the leader stops; the others elect a new one and go on; it comes back and catches up by snapshot', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 50, keepBehindSnapshot: 5 });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  const first = c.leaderOf(0)!;
+  await first.replica(0).propose('alice', queue('q'));
+  const lost = first.opts.self;
+  c.down.add(lost);
+  await c.stop(lost);
+  await c.until(() => c.leaderOf(0) !== null, 'a new leader among the other two');
+  const second = c.leaderOf(0)!;
+  t.not(second.opts.self, lost);
+  // Enough writes for the survivors to snapshot and compact past what the stopped node has.
+  for (let i = 0; i < 120; i++) {
+    const r = await second.replica(0).propose('alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] });
+    t.ok(r.ok, `write ${i} acknowledged by the two survivors`);
+  }
+  t.ok(second.replica(0).log.firstIndex() > 10, `the leader compacted its log (first index ${second.replica(0).log.firstIndex()})`);
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  const target = second.replica(0).state.applied().index;
+  await c.until(() => back.replica(0).state.applied().index >= target, 'the restarted node caught up');
+  t.equal(stateHash(back.replica(0).state.sqlite), stateHash(second.replica(0).state.sqlite), 'identical state after the snapshot');
+  const q = back.replica(0).state.getQueue('q', 'alice', Date.now());
+  t.ok(q.ok && q.value.stats.visible === 120, 'all 120 messages are there');
+});
+
+t.test('with a majority down, a write is not acknowledged', async (t) => {
+  const c = new LocalCluster(1);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  const leader = c.leaderOf(0)!;
+  for (const id of IDS) if (id !== leader.opts.self) c.down.add(id);
+  const outcome = await leader
+    .replica(0)
+    .propose('alice', queue('never'))
+    .then(
+      () => 'acknowledged',
+      (err: Error) => err.name,
+    );
+  t.not(outcome, 'acknowledged', `the write failed with ${outcome}`);
+});
