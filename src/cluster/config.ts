@@ -1,0 +1,182 @@
+// A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
+// (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
+// that names the setting and says what is expected.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { nodeId, type NodeId } from '../raft/index.js';
+
+export interface PeerAddress {
+  readonly id: NodeId;
+  /** Base URL other nodes use to reach it (http://host:port or https://host:port). */
+  readonly url: string;
+}
+
+export interface NodeConfig {
+  readonly nodeId: NodeId;
+  readonly host: string;
+  readonly port: number;
+  readonly advertisedUrl: string;
+  /** Every voter of the cluster, this node included, in a fixed order. */
+  readonly peers: readonly PeerAddress[];
+  readonly dataDir: string;
+  readonly clusterSecret: string;
+  readonly jwtSecret: string;
+  /** Fixed when the cluster is first created. */
+  readonly partitions: number;
+  readonly tls: { readonly cert: string; readonly key: string; readonly ca: string } | null;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The settings, each with its flag, environment variable and file key. */
+const SETTINGS = {
+  nodeId: { flag: 'node-id', env: 'MOM_NODE_ID', what: 'this node’s id, one of the ids in --peers' },
+  listen: { flag: 'listen', env: 'MOM_LISTEN', what: 'host:port to listen on, e.g. 0.0.0.0:8080' },
+  advertisedUrl: { flag: 'advertised-url', env: 'MOM_ADVERTISED_URL', what: 'the URL peers use to reach this node' },
+  peers: { flag: 'peers', env: 'MOM_PEERS', what: 'every node as id=url, comma-separated, e.g. n1=http://10.0.0.1:8080,...' },
+  dataDir: { flag: 'data-dir', env: 'MOM_DATA_DIR', what: 'folder for this node’s data' },
+  clusterSecret: { flag: 'cluster-secret', env: 'MOM_CLUSTER_SECRET', what: 'shared secret of the nodes, at least 16 characters' },
+  jwtSecret: { flag: 'jwt-secret', env: 'MOM_JWT_SECRET', what: 'key that signs access tokens, at least 32 characters, the same on every node' },
+  partitions: { flag: 'partitions', env: 'MOM_PARTITIONS', what: 'number of partitions, 1 to 1024 (default 16), fixed at cluster creation' },
+  tlsCert: { flag: 'tls-cert', env: 'MOM_TLS_CERT', what: 'PEM certificate file for HTTPS' },
+  tlsKey: { flag: 'tls-key', env: 'MOM_TLS_KEY', what: 'PEM private key file for HTTPS' },
+  tlsCa: { flag: 'tls-ca', env: 'MOM_TLS_CA', what: 'PEM CA file that signed every node’s certificate' },
+} as const;
+type Key = keyof typeof SETTINGS;
+
+export function parseArgs(argv: readonly string[]): { values: Partial<Record<Key | 'config', string>> } {
+  const byFlag = new Map<string, Key | 'config'>(Object.entries(SETTINGS).map(([k, s]) => [s.flag, k as Key]));
+  byFlag.set('config', 'config');
+  const values: Partial<Record<Key | 'config', string>> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument '${arg}'`);
+    const eq = arg.indexOf('=');
+    const flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+    const key = byFlag.get(flag);
+    if (key === undefined) throw new ConfigError(`unknown option --${flag}; known: ${[...byFlag.keys()].map((f) => `--${f}`).join(' ')}`);
+    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined || value === '') throw new ConfigError(`--${flag} needs a value: ${key === 'config' ? 'a JSON file' : SETTINGS[key].what}`);
+    values[key] = value;
+  }
+  return { values };
+}
+
+export function loadConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): NodeConfig {
+  const { values: flags } = parseArgs(argv);
+  const file = flags.config ?? env.MOM_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (file !== undefined) {
+    try {
+      fromFile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`cannot read the configuration file ${file}: ${(err as Error).message}`);
+    }
+    if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) throw new ConfigError(`${file} must hold a JSON object`);
+  }
+  const get = (k: Key): string | undefined => {
+    const v = flags[k] ?? env[SETTINGS[k].env] ?? fromFile[k];
+    if (v === undefined) return undefined;
+    if (typeof v === 'number') return String(v);
+    if (typeof v !== 'string') throw new ConfigError(`${k} in ${file} must be a string`);
+    return v;
+  };
+  const need = (k: Key): string => {
+    const v = get(k);
+    if (v === undefined || v === '') throw new ConfigError(`missing ${k} (--${SETTINGS[k].flag} or ${SETTINGS[k].env}): ${SETTINGS[k].what}`);
+    return v;
+  };
+
+  const id = need('nodeId');
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ConfigError(`nodeId '${id}' must match [A-Za-z0-9_-]{1,64}`);
+  const peers = parsePeers(need('peers'));
+  if (!peers.some((p) => p.id === id)) throw new ConfigError(`nodeId '${id}' is not among the peers (${peers.map((p) => p.id).join(', ')})`);
+  const [host, port] = parseListen(need('listen'));
+  const advertisedUrl = get('advertisedUrl') ?? peers.find((p) => p.id === id)!.url;
+  checkUrl('advertisedUrl', advertisedUrl);
+  const clusterSecret = need('clusterSecret');
+  if (clusterSecret.length < 16) throw new ConfigError('clusterSecret must be at least 16 characters');
+  const jwtSecret = need('jwtSecret');
+  if (jwtSecret.length < 32) throw new ConfigError('jwtSecret must be at least 32 characters');
+  const partitionsText = get('partitions') ?? '16';
+  const partitions = Number(partitionsText);
+  if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);
+  const cert = get('tlsCert');
+  const key = get('tlsKey');
+  const ca = get('tlsCa');
+  const tlsParts = [cert, key, ca].filter((x) => x !== undefined).length;
+  if (tlsParts !== 0 && tlsParts !== 3) throw new ConfigError('TLS needs all three of tlsCert, tlsKey and tlsCa');
+  return {
+    nodeId: nodeId(id),
+    host,
+    port,
+    advertisedUrl,
+    peers,
+    dataDir: need('dataDir'),
+    clusterSecret,
+    jwtSecret,
+    partitions,
+    tls: tlsParts === 3 ? { cert: cert!, key: key!, ca: ca! } : null,
+  };
+}
+
+function parsePeers(text: string): PeerAddress[] {
+  const peers: PeerAddress[] = [];
+  for (const part of text.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`peer '${part}' must be id=url`);
+    const id = part.slice(0, eq);
+    const url = part.slice(eq + 1).replace(/\/+$/, '');
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ConfigError(`peer id '${id}' must match [A-Za-z0-9_-]{1,64}`);
+    checkUrl(`peer ${id}`, url);
+    if (peers.some((p) => p.id === id)) throw new ConfigError(`peer id '${id}' appears twice`);
+    peers.push({ id: nodeId(id), url });
+  }
+  if (peers.length !== 3) throw new ConfigError(`a cluster has exactly three nodes; --peers names ${peers.length}`);
+  return peers;
+}
+
+function parseListen(text: string): [string, number] {
+  const m = /^(.+):(\d{1,5})$/.exec(text);
+  const port = m === null ? NaN : Number(m[2]);
+  if (m === null || port > 65535) throw new ConfigError(`listen '${text}' must be host:port`);
+  return [m[1]!.replace(/^\[(.*)\]$/, '$1'), port];
+}
+
+function checkUrl(what: string, url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`${what}: '${url}' is not a URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(`${what}: '${url}' must be http or https`);
+}
+
+/**
+ * The partition count and the node ids are fixed when a node's data folder is first used: a later
+ * start with other values would route names to the wrong partitions, so it is refused.
+ */
+export function checkClusterIdentity(cfg: NodeConfig): void {
+  const path = `${cfg.dataDir}/cluster.json`;
+  const mine = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  let existing: typeof mine | null = null;
+  try {
+    existing = JSON.parse(readFileSync(path, 'utf8')) as typeof mine;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (existing === null) {
+    mkdirSync(cfg.dataDir, { recursive: true });
+    writeFileSync(path, JSON.stringify(mine, null, 2) + '\n');
+    return;
+  }
+  if (existing.partitions !== mine.partitions) {
+    throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.partitions} partitions; partitions=${mine.partitions} would misroute every name`);
+  }
+  if (existing.nodeId !== mine.nodeId) throw new ConfigError(`${cfg.dataDir} holds the data of node ${existing.nodeId}, not ${mine.nodeId}`);
+  if (existing.peers.join(',') !== mine.peers.join(',')) {
+    throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.peers.join(', ')}; changing members is not supported`);
+  }
+}
