@@ -1,0 +1,6 @@
+export { ConfigError, checkClusterIdentity, loadConfig, type NodeConfig, type PeerAddress } from './config.js';
+export { ClusterNode, type NodeOptions } from './node.js';
+export { HttpTransport, SnapshotFetchError, type TransportOptions, type TransportStats } from './transport.js';
+export { internalRoutes, type InternalRoutesOptions } from './internal-routes.js';
+export { encodeBatch, decodeBatch, WireFormatError, type BatchItem } from './wire.js';
+export { secretsEqual } from './secret.js';

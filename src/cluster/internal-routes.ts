@@ -1,0 +1,185 @@
+// The inter-node routes: Raft message batches in, snapshot files out.
+//
+// Not part of the public API: hidden from the OpenAPI document and refused (401) to any caller without
+// the cluster secret. The secret is checked in onRequest, before a body is read, so a caller without
+// it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
+// octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
+import { open, type FileHandle } from 'node:fs/promises';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { NodeId } from '../raft/index.js';
+import { MAX_PARTITIONS } from '../partition/routing.js';
+import { assertUsableSecret, bearerToken, secretsEqual } from './secret.js';
+import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
+
+declare module 'fastify' {
+  interface FastifySchema {
+    /** Leaves the route out of the OpenAPI document (the flag @fastify/swagger reads). */
+    hide?: boolean;
+  }
+}
+
+export const RAFT_PATH = '/internal/raft';
+export const SNAPSHOT_PATH = '/internal/snapshot';
+export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
+
+export interface InternalRoutesOptions {
+  readonly clusterSecret: string;
+  /**
+   * Every batch that passed the secret and validation. The answer (204) waits for a returned promise,
+   * so a slow receiver slows its sender, which keeps one request in flight per peer.
+   */
+  onMessages(from: NodeId, items: BatchItem[]): void | Promise<void>;
+  /**
+   * The file holding the snapshot `ref` of `partition`, or null when there is none. `ref` is whatever
+   * an authenticated peer asked for: look it up among known snapshots, never join it into a path.
+   */
+  snapshotFile(partition: number, ref: string): string | null | Promise<string | null>;
+  /**
+   * This node's id. When set, a batch holding a message for another node is refused with 421: the
+   * sender's peer table points this node's URL at the wrong id, and feeding those messages to the
+   * local groups would be worse than losing them.
+   */
+  readonly self?: NodeId;
+  /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
+  readonly bodyLimit?: number;
+}
+
+interface SnapshotParams {
+  partition: number;
+  ref: string;
+}
+
+export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesOptions): Promise<void> {
+  assertUsableSecret(opts.clusterSecret);
+  const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+
+  // Replace, inside this context only, whatever octet-stream parser an outer context may have.
+  if (app.hasContentTypeParser('application/octet-stream')) app.removeContentTypeParser('application/octet-stream');
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => {
+    done(null, body);
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    const token = bearerToken(request.headers.authorization);
+    if (token !== null && secretsEqual(token, opts.clusterSecret)) return;
+    // Never log the token: a wrong one may be a typo of the real secret.
+    request.log.warn(
+      { remoteAddress: request.ip, method: request.method, url: request.url, credentials: token === null ? 'missing' : 'wrong' },
+      'inter-node request refused: no valid cluster secret',
+    );
+    return problem(reply, 401, 'unauthorized', 'a valid cluster secret is required');
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const status = err.statusCode ?? 500;
+    if (status >= 500) {
+      request.log.error({ err }, 'inter-node request failed');
+      return problem(reply, 500, 'internal', 'internal error');
+    }
+    return problem(reply, status, codeOf(status), err.message);
+  });
+
+  app.post(
+    RAFT_PATH,
+    // Every peer posts here several times per loop turn: keep per-request info logs off.
+    { schema: { hide: true }, bodyLimit, logLevel: 'warn' },
+    async (request, reply) => {
+      const body = request.body;
+      if (!Buffer.isBuffer(body)) {
+        return problem(reply, 400, 'validation_failed', 'expected an application/octet-stream batch');
+      }
+      let batch;
+      try {
+        batch = decodeBatch(body);
+      } catch (err) {
+        if (!(err instanceof WireFormatError)) throw err;
+        request.log.warn({ remoteAddress: request.ip, err: err.message }, 'inter-node batch refused: malformed');
+        return problem(reply, 400, 'validation_failed', err.message);
+      }
+      const misdirected = opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self);
+      if (misdirected !== undefined) {
+        request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
+        return problem(reply, 421, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
+      }
+      await opts.onMessages(batch.from, batch.items);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get<{ Params: SnapshotParams }>(
+    `${SNAPSHOT_PATH}/:partition/:ref`,
+    {
+      // A HEAD twin would open the file for nothing.
+      exposeHeadRoute: false,
+      schema: {
+        hide: true,
+        params: {
+          type: 'object',
+          properties: {
+            partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
+            ref: { type: 'string', minLength: 1, maxLength: MAX_SNAPSHOT_REF_BYTES },
+          },
+          required: ['partition', 'ref'],
+        },
+      },
+    },
+    async (request, reply) => {
+      const { partition, ref } = request.params;
+      const path = await opts.snapshotFile(partition, ref);
+      const file = path === null ? null : await openIfExists(path);
+      if (file === null) return problem(reply, 404, 'not_found', `no snapshot ${ref} for partition ${partition}`);
+      let size: number;
+      try {
+        size = (await file.stat()).size;
+      } catch (err) {
+        await file.close();
+        throw err;
+      }
+      // content-length lets the receiver tell a complete file from one cut short.
+      reply.header('content-length', size).type('application/octet-stream');
+      return reply.send(file.createReadStream());
+    },
+  );
+}
+
+async function openIfExists(path: string): Promise<FileHandle | null> {
+  try {
+    return await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  404: 'Not Found',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  421: 'Misdirected Request',
+  500: 'Internal Server Error',
+};
+
+function codeOf(status: number): string {
+  switch (status) {
+    case 401:
+      return 'unauthorized';
+    case 404:
+      return 'not_found';
+    case 413:
+      return 'payload_too_large';
+    case 415:
+      return 'unsupported_media_type';
+    default:
+      return 'validation_failed';
+  }
+}
+
+/** An RFC 9457 problem, shaped as the public API's errors are. */
+function problem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
+  return reply
+    .code(status)
+    .type('application/problem+json')
+    .send({ type: 'about:blank', title: TITLES[status] ?? 'Error', status, code, detail });
+}

@@ -1,0 +1,79 @@
+// One node of the cluster: its partitions (the node host), the HTTP transport to its peers, and the
+// HTTP server that receives their messages. The REST API mounts on the same server.
+import { readFileSync } from 'node:fs';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { NodeHost, type PartitionStatus } from '../partition/host.js';
+import { checkClusterIdentity, type NodeConfig } from './config.js';
+import { internalRoutes } from './internal-routes.js';
+import { HttpTransport } from './transport.js';
+
+export interface NodeOptions {
+  /** Milliseconds per Raft tick (default 100: elections after 1 to 2 s of silence). */
+  readonly tickMs?: number;
+  readonly snapshotEvery?: number;
+  readonly keepBehindSnapshot?: number;
+  /** Fastify's logger setting (pino); false in tests. */
+  readonly logger?: boolean | object;
+}
+
+export class ClusterNode {
+  private constructor(
+    readonly cfg: NodeConfig,
+    readonly host: NodeHost,
+    readonly transport: HttpTransport,
+    readonly app: FastifyInstance,
+  ) {}
+
+  static async start(cfg: NodeConfig, opts: NodeOptions = {}): Promise<ClusterNode> {
+    checkClusterIdentity(cfg);
+    const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+    const app = Fastify({
+      logger: opts.logger ?? false,
+      ...(tls === null ? {} : { https: { cert: tls.cert, key: tls.key } }),
+    });
+    const transport = new HttpTransport({
+      self: cfg.nodeId,
+      peers: cfg.peers,
+      clusterSecret: cfg.clusterSecret,
+      ...(tls === null ? {} : { tls: { ca: tls.ca } }),
+      logger: { warn: (obj, msg) => app.log.warn(obj, msg) },
+    });
+    const host = await NodeHost.open({
+      self: cfg.nodeId,
+      voters: cfg.peers.map((p) => p.id),
+      partitions: cfg.partitions,
+      dataDir: cfg.dataDir,
+      outbox: transport,
+      ...(opts.tickMs === undefined ? {} : { tickMs: opts.tickMs }),
+      ...(opts.snapshotEvery === undefined ? {} : { snapshotEvery: opts.snapshotEvery }),
+      ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
+      logger: { warn: (obj, msg) => app.log.warn(obj, msg), error: (obj, msg) => app.log.error(obj, msg) },
+    });
+    await app.register(internalRoutes, {
+      clusterSecret: cfg.clusterSecret,
+      self: cfg.nodeId,
+      onMessages: (from, items) => host.receive(from, items),
+      snapshotFile: (partition, ref) => host.snapshotFile(partition, ref),
+    });
+    app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+    app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+      const missing = host.status().filter((s) => s.leader === null).map((s) => s.partition);
+      if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready', partitionsWithoutLeader: missing });
+      return { status: 'ready' };
+    });
+    await app.listen({ host: cfg.host, port: cfg.port });
+    host.start();
+    return new ClusterNode(cfg, host, transport, app);
+  }
+
+  status(): PartitionStatus[] {
+    return this.host.status();
+  }
+
+  /** Stops serving, then the partitions, then the transport. */
+  async close(): Promise<void> {
+    await this.app.close();
+    await this.host.close();
+    await this.transport.close();
+  }
+}

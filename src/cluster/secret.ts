@@ -1,0 +1,36 @@
+// The cluster secret every inter-node request carries as `authorization: Bearer <secret>`.
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Constant-time comparison. Both sides are hashed first: timingSafeEqual wants equal lengths, and
+ * comparing digests, which always have the same length, leaks neither the secret's length nor how
+ * much of a guess matched.
+ */
+export function secretsEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+export function bearer(secret: string): string {
+  return `Bearer ${secret}`;
+}
+
+/** The token of an `authorization: Bearer <token>` header, or null when there is none. */
+export function bearerToken(header: string | undefined): string | null {
+  if (header === undefined) return null;
+  const match = /^Bearer +(\S+) *$/i.exec(header);
+  return match?.[1] ?? null;
+}
+
+/**
+ * Visible ASCII only, at least one character: a secret with a space or a control character could not
+ * travel in the header, and an empty one would admit anybody.
+ */
+export function assertUsableSecret(secret: string): void {
+  if (!/^[\x21-\x7e]+$/.test(secret)) {
+    throw new TypeError('the cluster secret must be one or more visible ASCII characters (no spaces)');
+  }
+}

@@ -1,0 +1,439 @@
+// HttpTransport: carries Raft messages of every partition to the peers over HTTP, and fetches
+// snapshot files from them.
+//
+// Per peer: a bounded FIFO of messages and at most one POST in flight. What is queued while a POST is
+// in flight leaves in the next one, so the messages of all partitions bound for one peer in one loop
+// turn travel together, and a slow peer gets fewer, larger requests instead of a growing backlog of
+// small ones. Nothing is retried: Raft repairs loss (a heartbeat or append is re-sent on its own
+// schedule), and a full queue drops its oldest messages, which are the stalest. After a failed POST
+// the next one waits a little (doubling from 20 ms up to 1 s while failures go on), so a dead peer
+// that refuses connections at once costs a connection attempt per backoff, not one per loop turn.
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Pool } from 'undici';
+import { MAX_PARTITIONS } from '../partition/routing.js';
+import { MessageType, type Message, type NodeId } from '../raft/index.js';
+import { RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { assertUsableSecret, bearer } from './secret.js';
+import { encodeBatch, type BatchItem } from './wire.js';
+
+export interface TransportLogger {
+  warn(obj: object, msg: string): void;
+}
+
+export interface TransportOptions {
+  readonly self: NodeId;
+  /** Every other node. An entry for `self` is ignored, so the whole member list may be passed. */
+  readonly peers: readonly { readonly id: NodeId; readonly url: string }[];
+  readonly clusterSecret: string;
+  /** Messages queued per peer before the oldest are dropped. Default 10,000. */
+  readonly maxQueuedPerPeer?: number;
+  /** Connect, headers and body deadline of one POST of messages, in ms. Default 2,000. */
+  readonly requestTimeoutMs?: number;
+  /** Idle deadline of a snapshot download (headers, and each gap in the body), in ms. Default 60,000. */
+  readonly snapshotTimeoutMs?: number;
+  /**
+   * Payload bytes (entry and snapshot data) per POST; what does not fit waits for the next one.
+   * Default 16 MiB, well under the receiver's 64 MiB body limit. A single larger message still goes.
+   */
+  readonly maxBatchBytes?: number;
+  /** For https peer URLs signed by a private CA. */
+  readonly tls?: { readonly ca: string | Buffer };
+  /** Default: console.warn. */
+  readonly logger?: TransportLogger;
+}
+
+/** Counters in messages, since the transport was created. */
+export interface TransportStats {
+  /** Delivered: the peer answered 2xx to the request carrying them. */
+  readonly sent: number;
+  /** Never sent: pushed out of a full queue, addressed to an unknown node, or queued at close(). */
+  readonly dropped: number;
+  /** Lost with a request that failed: refused connection, timeout, non-2xx answer. */
+  readonly failed: number;
+  /** Waiting in the queues now (not counting those in flight). */
+  readonly queued: number;
+}
+
+export class SnapshotFetchError extends Error {
+  override name = 'SnapshotFetchError';
+  constructor(
+    message: string,
+    /** The peer's HTTP status, when it answered. */
+    readonly status?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export const DEFAULT_MAX_QUEUED_PER_PEER = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
+export const DEFAULT_SNAPSHOT_TIMEOUT_MS = 60_000;
+export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
+/** A failing peer is reported at most once per this interval. */
+export const WARN_INTERVAL_MS = 10_000;
+const BACKOFF_FIRST_MS = 20;
+const BACKOFF_MAX_MS = 1_000;
+/** Rough header cost of a message, so that a batch of empty messages is bounded too. */
+const MESSAGE_OVERHEAD_BYTES = 64;
+
+const consoleLogger: TransportLogger = { warn: (obj, msg) => console.warn(msg, obj) };
+
+interface Peer {
+  readonly id: NodeId;
+  readonly url: string;
+  /** Path prefix of the peer's URL, without a trailing slash. */
+  readonly basePath: string;
+  readonly pool: Pool;
+  /** Created on the first fetch: a long download must not hold up the Raft traffic. */
+  snapshotPool: Pool | null;
+  readonly queue: MessageQueue;
+  /** True while a POST is outstanding; at most one is, per peer. */
+  inFlight: boolean;
+  /** True while a flush is scheduled for the end of the current turn. */
+  scheduled: boolean;
+  /** Failed POSTs in a row; 0 after a success. */
+  failures: number;
+  /** Set while waiting out the backoff after a failure; no POST starts meanwhile. */
+  backoff: NodeJS.Timeout | null;
+}
+
+export class HttpTransport {
+  private readonly self: NodeId;
+  private readonly peers = new Map<NodeId, Peer>();
+  private readonly authorization: string;
+  private readonly requestTimeoutMs: number;
+  private readonly snapshotTimeoutMs: number;
+  private readonly maxBatchBytes: number;
+  private readonly tls: { readonly ca: string | Buffer } | undefined;
+  private readonly warnings: RateLimitedWarnings;
+  private closed = false;
+  private sent = 0;
+  private dropped = 0;
+  private failed = 0;
+
+  constructor(opts: TransportOptions) {
+    assertUsableSecret(opts.clusterSecret);
+    const maxQueued = opts.maxQueuedPerPeer ?? DEFAULT_MAX_QUEUED_PER_PEER;
+    if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) throw new RangeError(`maxQueuedPerPeer must be a positive integer, got ${maxQueued}`);
+    this.self = opts.self;
+    this.authorization = bearer(opts.clusterSecret);
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.snapshotTimeoutMs = opts.snapshotTimeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
+    this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    this.tls = opts.tls;
+    this.warnings = new RateLimitedWarnings(opts.logger ?? consoleLogger, WARN_INTERVAL_MS);
+
+    for (const { id, url } of opts.peers) {
+      if (id === opts.self) continue;
+      if (this.peers.has(id)) throw new TypeError(`peer ${id} is listed twice`);
+      const parsed = new URL(url);
+      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new TypeError(`peer ${id}: ${url} is not an http(s) URL`);
+      this.peers.set(id, {
+        id,
+        url,
+        basePath: parsed.pathname.replace(/\/+$/, ''),
+        pool: this.newPool(parsed.origin, 2, this.requestTimeoutMs),
+        snapshotPool: null,
+        queue: new MessageQueue(maxQueued),
+        inFlight: false,
+        scheduled: false,
+        failures: 0,
+        backoff: null,
+      });
+    }
+  }
+
+  /**
+   * Queues messages for their destinations (`message.to`); never waits and never fails on a peer's
+   * account. The POSTs leave at the end of the current turn, so several calls in one turn still make
+   * one request per peer. Throws only on a caller's bug: a partition out of range, or a message that
+   * is not from this node.
+   */
+  send(items: readonly BatchItem[]): void {
+    for (const item of items) {
+      const { partition, message } = item;
+      if (!Number.isInteger(partition) || partition < 0 || partition >= MAX_PARTITIONS) {
+        throw new RangeError(`partition ${partition} is out of range 0 to ${MAX_PARTITIONS - 1}`);
+      }
+      if (message.from !== this.self) throw new TypeError(`a ${message.type} from ${message.from} is not this node's (${this.self})`);
+    }
+    if (this.closed) {
+      this.dropped += items.length;
+      return;
+    }
+    for (const item of items) {
+      const peer = this.peers.get(item.message.to);
+      if (peer === undefined) {
+        this.dropped++;
+        this.warnings.warn(`unknown:${item.message.to}`, { to: item.message.to }, 'message for an unknown node dropped');
+        continue;
+      }
+      this.dropped += peer.queue.push(item);
+      this.schedule(peer);
+    }
+  }
+
+  /**
+   * Downloads snapshot `ref` of `partition` from `peer` into `destPath`: written to `destPath.part`,
+   * fsynced, renamed, and the directory fsynced, so `destPath` is either absent or complete. Rejects
+   * with SnapshotFetchError on a non-200 answer, a cut-short body, a timeout or an unknown peer.
+   */
+  async fetchSnapshot(peerId: NodeId, partition: number, ref: string, destPath: string): Promise<void> {
+    const peer = this.peers.get(peerId);
+    if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);
+    if (this.closed) throw new SnapshotFetchError('the transport is closed');
+    peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
+    const what = `snapshot ${ref} of partition ${partition} from ${peerId}`;
+
+    let res;
+    try {
+      res = await peer.snapshotPool.request({
+        method: 'GET',
+        path: `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`,
+        headers: { authorization: this.authorization },
+      });
+    } catch (cause) {
+      throw new SnapshotFetchError(`fetching ${what} failed: ${errorText(cause)}`, undefined, { cause });
+    }
+    if (res.statusCode !== 200) {
+      const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
+      throw new SnapshotFetchError(`fetching ${what}: the peer answered ${res.statusCode} ${detail}`, res.statusCode);
+    }
+    const length = res.headers['content-length'];
+    const expected = typeof length === 'string' ? Number(length) : undefined;
+
+    const part = `${destPath}.part`;
+    let file: FileHandle | undefined;
+    try {
+      file = await open(part, 'w');
+      let written = 0;
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        await writeAll(file, chunk);
+        written += chunk.byteLength;
+      }
+      if (expected !== undefined && written !== expected) {
+        throw new SnapshotFetchError(`fetching ${what}: got ${written} of ${expected} bytes`, res.statusCode);
+      }
+      await file.sync();
+      await file.close();
+      file = undefined;
+      await rename(part, destPath);
+      await syncDirectory(dirname(destPath));
+    } catch (cause) {
+      res.body.destroy();
+      await file?.close().catch(() => undefined);
+      await unlink(part).catch(() => undefined);
+      if (cause instanceof SnapshotFetchError) throw cause;
+      throw new SnapshotFetchError(`fetching ${what} failed: ${errorText(cause)}`, res.statusCode, { cause });
+    }
+  }
+
+  stats(): TransportStats {
+    let queued = 0;
+    for (const peer of this.peers.values()) queued += peer.queue.length;
+    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued };
+  }
+
+  /**
+   * Drops what is queued, aborts what is in flight (downloads included) and closes the connections.
+   * Later sends are dropped; later fetches reject.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const pools: Pool[] = [];
+    for (const peer of this.peers.values()) {
+      this.dropped += peer.queue.clear();
+      if (peer.backoff !== null) clearTimeout(peer.backoff);
+      peer.backoff = null;
+      pools.push(peer.pool);
+      if (peer.snapshotPool !== null) pools.push(peer.snapshotPool);
+    }
+    await Promise.all(pools.map((p) => p.destroy()));
+  }
+
+  private newPool(origin: string, connections: number, timeoutMs: number): Pool {
+    return new Pool(origin, {
+      connections,
+      pipelining: 1,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connect: { timeout: Math.min(timeoutMs, this.requestTimeoutMs), ...(this.tls === undefined ? {} : { ca: this.tls.ca }) },
+    });
+  }
+
+  /** Flushes `peer` once the current turn's synchronous sends are done. */
+  private schedule(peer: Peer): void {
+    if (peer.inFlight || peer.scheduled || peer.backoff !== null) return;
+    peer.scheduled = true;
+    queueMicrotask(() => {
+      peer.scheduled = false;
+      this.flush(peer);
+    });
+  }
+
+  private flush(peer: Peer): void {
+    if (this.closed || peer.inFlight || peer.backoff !== null || peer.queue.length === 0) return;
+    const batch = peer.queue.take(this.maxBatchBytes);
+    peer.inFlight = true;
+    void this.post(peer, batch).then((ok) => {
+      peer.inFlight = false;
+      if (ok) {
+        peer.failures = 0;
+        this.flush(peer);
+        return;
+      }
+      if (this.closed) return;
+      peer.failures++;
+      const delay = Math.min(BACKOFF_FIRST_MS * 2 ** (peer.failures - 1), BACKOFF_MAX_MS);
+      peer.backoff = setTimeout(() => {
+        peer.backoff = null;
+        this.flush(peer);
+      }, delay);
+      // The transport alone must not keep the process alive.
+      peer.backoff.unref();
+    });
+  }
+
+  /** Whether the peer took the batch. Never rejects: a failure is counted and reported. */
+  private async post(peer: Peer, batch: BatchItem[]): Promise<boolean> {
+    try {
+      const res = await peer.pool.request({
+        method: 'POST',
+        path: `${peer.basePath}${RAFT_PATH}`,
+        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream' },
+        body: encodeBatch(this.self, batch),
+        // Covers connecting, sending the body and the answer as a whole.
+        signal: AbortSignal.timeout(this.requestTimeoutMs),
+      });
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        await res.body.dump();
+        this.sent += batch.length;
+        return true;
+      }
+      const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
+      this.fail(peer, batch.length, `answered ${res.statusCode} ${detail}`);
+    } catch (err) {
+      this.fail(peer, batch.length, errorText(err));
+    }
+    return false;
+  }
+
+  private fail(peer: Peer, messages: number, reason: string): void {
+    this.failed += messages;
+    if (this.closed) return;
+    this.warnings.warn(`peer:${peer.id}`, { peer: peer.id, url: peer.url, reason, messages }, 'inter-node request failed; its messages are dropped');
+  }
+}
+
+/**
+ * A FIFO of at most `capacity` messages that makes room by dropping its oldest. Amortised O(1) per
+ * message: dropping and taking move `head`, and the array is compacted only when `head` is past half.
+ */
+class MessageQueue {
+  private items: BatchItem[] = [];
+  /** Index of the oldest message; items before it are dead. head <= items.length. */
+  private head = 0;
+
+  constructor(private readonly capacity: number) {}
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  /** Appends `item`; returns how many old messages were dropped to make room (0 or 1). */
+  push(item: BatchItem): number {
+    this.items.push(item);
+    if (this.length <= this.capacity) return 0;
+    this.head++;
+    this.compact();
+    return 1;
+  }
+
+  /** Removes and returns the oldest messages whose payloads fit in `maxBytes`, at least one. */
+  take(maxBytes: number): BatchItem[] {
+    let end = this.head;
+    let bytes = 0;
+    while (end < this.items.length) {
+      bytes += approximateBytes((this.items[end] as BatchItem).message);
+      if (bytes > maxBytes && end > this.head) break;
+      end++;
+    }
+    const out = this.items.slice(this.head, end);
+    this.head = end;
+    this.compact();
+    return out;
+  }
+
+  /** Empties the queue; returns how many messages it held. */
+  clear(): number {
+    const n = this.length;
+    this.items = [];
+    this.head = 0;
+    return n;
+  }
+
+  private compact(): void {
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+function approximateBytes(m: Message): number {
+  let n = MESSAGE_OVERHEAD_BYTES;
+  if (m.type === MessageType.App) for (const e of m.entries) n += e.data.byteLength + 16;
+  else if (m.type === MessageType.Snap) n += m.snapshot.data.byteLength;
+  return n;
+}
+
+/** One warning per key per interval; the next one says how many were held back. */
+class RateLimitedWarnings {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly logger: TransportLogger,
+    private readonly intervalMs: number,
+  ) {}
+
+  warn(key: string, obj: object, msg: string): void {
+    const now = Date.now();
+    const prev = this.last.get(key);
+    if (prev !== undefined && now - prev.at < this.intervalMs) {
+      prev.suppressed++;
+      return;
+    }
+    this.last.set(key, { at: now, suppressed: 0 });
+    this.logger.warn({ ...obj, suppressedSinceLastWarning: prev?.suppressed ?? 0 }, msg);
+  }
+}
+
+async function writeAll(file: FileHandle, chunk: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await file.write(chunk, offset, chunk.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+/** Makes a rename in `dir` durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${code}: ${err.message}` : err.message;
+}

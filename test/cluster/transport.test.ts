@@ -1,0 +1,450 @@
+// HttpTransport and the internal routes over real HTTP on 127.0.0.1: one request per peer per turn,
+// order, the cluster secret, a dead peer, malformed bodies, and snapshot downloads.
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import t, { type Test } from 'tap';
+import { request } from 'undici';
+import { internalRoutes } from '../../src/cluster/internal-routes.js';
+import { HttpTransport, SnapshotFetchError, type TransportOptions } from '../../src/cluster/transport.js';
+import { encodeBatch, type BatchItem } from '../../src/cluster/wire.js';
+import { EntryKind, MessageType, nodeId, type Message, type NodeId } from '../../src/raft/index.js';
+
+const SECRET = 'cluster-secret-4f1c9a';
+const WRONG = 'cluster-secret-4f1c9b';
+const a = nodeId('node-a');
+const b = nodeId('node-b');
+
+const dir = mkdtempSync(join(tmpdir(), 'mom-transport-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Polls `predicate` until it holds; fails after `tries` rounds of 10 ms instead of hanging. */
+async function until(what: string, predicate: () => boolean, tries = 500): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (predicate()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+interface Received {
+  from: NodeId;
+  items: BatchItem[];
+}
+
+interface Node {
+  id: NodeId;
+  app: FastifyInstance;
+  url: string;
+  /** One element per request that reached onMessages. */
+  received: Received[];
+  /** Every log line the node wrote at warn and above. */
+  logs: string[];
+  /** Snapshot files by `${partition}/${ref}`. */
+  snapshots: Map<string, string>;
+  /** When set, onMessages waits for it: holds a request in flight. */
+  gate: Promise<void> | null;
+  /** When set, snapshotFile waits for it: holds a download before its headers. */
+  snapshotGate: Promise<void> | null;
+  /** Every route registered, with whether its schema hides it from the OpenAPI document. */
+  routes: { route: string; hidden: boolean }[];
+}
+
+/** A Fastify server with the internal routes on 127.0.0.1, closed at the end of the test. */
+async function startNode(t: Test, id: NodeId): Promise<Node> {
+  const logs: string[] = [];
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => void logs.push(line) } } });
+  const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, routes: [] };
+  app.addHook('onRoute', (route) => {
+    node.routes.push({ route: `${String(route.method)} ${route.url}`, hidden: route.schema?.hide === true });
+  });
+  await app.register(internalRoutes, {
+    clusterSecret: SECRET,
+    self: id,
+    onMessages: async (from, items) => {
+      node.received.push({ from, items });
+      await node.gate;
+    },
+    snapshotFile: async (partition, ref) => {
+      await node.snapshotGate;
+      return node.snapshots.get(`${partition}/${ref}`) ?? null;
+    },
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  node.url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  t.teardown(() => app.close());
+  return node;
+}
+
+function transport(t: Test, self: NodeId, peers: TransportOptions['peers'], extra: Partial<TransportOptions> = {}) {
+  const warnings: { obj: object; msg: string }[] = [];
+  const tr = new HttpTransport({
+    self,
+    peers,
+    clusterSecret: SECRET,
+    logger: { warn: (obj, msg) => void warnings.push({ obj, msg }) },
+    ...extra,
+  });
+  t.teardown(() => tr.close());
+  return { tr, warnings };
+}
+
+const heartbeat = (from: NodeId, to: NodeId, term: number): Message => ({ type: MessageType.Heartbeat, from, to, term, commit: 0, readRound: 0 });
+
+/** A mix of message types for `partitions` partitions, in a recognisable order. */
+function turnOf(from: NodeId, to: NodeId, partitions: number, term = 1): BatchItem[] {
+  const items: BatchItem[] = [];
+  for (let p = 0; p < partitions; p++) {
+    const data = new Uint8Array([p, 0, 255, 0]);
+    items.push({
+      partition: p,
+      message: { type: MessageType.App, from, to, term, prevIndex: p, prevTerm: 1, commit: p, entries: [{ term, index: p + 1, kind: EntryKind.Normal, data }] },
+    });
+    items.push({ partition: p, message: heartbeat(from, to, term) });
+  }
+  return items;
+}
+
+const order = (items: readonly BatchItem[]) => items.map((it) => `${it.partition}:${it.message.type}:${it.message.term}`);
+
+/** A port nobody listens on: bound, then released. */
+async function deadPort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+async function post(url: string, headers: Record<string, string>, body?: Buffer | string) {
+  const res = await request(`${url}/internal/raft`, { method: 'POST', headers, body });
+  const text = await res.body.text();
+  return { status: res.statusCode, type: String(res.headers['content-type']), json: text === '' ? undefined : (JSON.parse(text) as Record<string, unknown>) };
+}
+
+t.test('the messages of all partitions sent in one turn travel in one request, in order', async (t) => {
+  const nodeA = await startNode(t, a);
+  const nodeB = await startNode(t, b);
+  const { tr: trA } = transport(t, a, [nodeA, nodeB]);
+  const { tr: trB } = transport(t, b, [nodeA, nodeB]);
+
+  const items = turnOf(a, b, 16);
+  trA.send(items);
+  await until('the batch', () => trA.stats().sent === items.length);
+  t.equal(nodeB.received.length, 1, 'one request');
+  t.equal(nodeB.received[0]?.from, a);
+  t.strictSame(order(nodeB.received[0]?.items ?? []), order(items), 'in order');
+  t.same(nodeB.received[0]?.items, items, 'intact, binary data included');
+
+  // Several send() calls in one synchronous turn (one per partition, say) still make one request.
+  const perPartition = [0, 1, 2, 3].map((p) => turnOf(a, b, 1, 2).map((it) => ({ ...it, partition: p })));
+  for (const part of perPartition) trA.send(part);
+  await until('the second batch', () => trA.stats().sent === items.length + 8);
+  t.equal(nodeB.received.length, 2, 'one more request');
+  t.strictSame(order(nodeB.received[1]?.items ?? []), order(perPartition.flat()));
+
+  // And the other way round.
+  trB.send(turnOf(b, a, 3));
+  await until('the reply', () => nodeA.received.length === 1);
+  t.equal(nodeA.received[0]?.from, b);
+  t.equal(nodeA.received[0]?.items.length, 6);
+  t.same(trA.stats(), { sent: items.length + 8, dropped: 0, failed: 0, queued: 0 });
+  t.equal(nodeB.logs.length, 0, 'nothing logged on the happy path');
+});
+
+t.test('what is queued while a request is in flight leaves in the next single request', async (t) => {
+  const nodeB = await startNode(t, b);
+  const { tr } = transport(t, a, [nodeB]);
+  let release = () => {};
+  nodeB.gate = new Promise((resolve) => (release = resolve));
+
+  tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+  await until('the first request', () => nodeB.received.length === 1);
+  for (let term = 2; term <= 4; term++) {
+    tr.send([
+      { partition: 1, message: heartbeat(a, b, term) },
+      { partition: 2, message: heartbeat(a, b, term) },
+    ]);
+    await nextTurn();
+  }
+  t.equal(tr.stats().queued, 6, 'queued behind the request in flight');
+  t.equal(nodeB.received.length, 1, 'no second request while the first is in flight');
+  nodeB.gate = null;
+  release();
+  await until('everything', () => tr.stats().sent === 7);
+  t.equal(nodeB.received.length, 2, 'the rest in one request');
+  t.strictSame(order(nodeB.received[1]?.items ?? []), ['1:heartbeat:2', '2:heartbeat:2', '1:heartbeat:3', '2:heartbeat:3', '1:heartbeat:4', '2:heartbeat:4']);
+});
+
+t.test('a batch is split by payload bytes, never by partition order', async (t) => {
+  const nodeB = await startNode(t, b);
+  const { tr } = transport(t, a, [nodeB], { maxBatchBytes: 10_000 });
+  const big = (p: number): BatchItem => ({
+    partition: p,
+    message: { type: MessageType.App, from: a, to: b, term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [{ term: 1, index: 1, kind: EntryKind.Normal, data: new Uint8Array(6_000) }] },
+  });
+  tr.send([big(0), big(1), big(2)]);
+  await until('all three', () => tr.stats().sent === 3);
+  t.strictSame(nodeB.received.map((r) => r.items.map((it) => it.partition)), [[0], [1], [2]]);
+});
+
+t.test('the cluster secret', async (t) => {
+  const nodeB = await startNode(t, b);
+  const good = encodeBatch(a, [{ partition: 0, message: heartbeat(a, b, 1) }]);
+  const octets = { 'content-type': 'application/octet-stream' };
+
+  t.test('raw requests without it are refused with 401 problem+json', async (t) => {
+    const attempts: [string, Record<string, string>][] = [
+      ['no authorization', octets],
+      ['an empty bearer', { ...octets, authorization: 'Bearer ' }],
+      ['a wrong secret', { ...octets, authorization: `Bearer ${WRONG}` }],
+      ['a prefix of the secret', { ...octets, authorization: `Bearer ${SECRET.slice(0, -1)}` }],
+      ['the secret and more', { ...octets, authorization: `Bearer ${SECRET}x` }],
+      ['the secret in another scheme', { ...octets, authorization: `Basic ${SECRET}` }],
+      ['the bare secret', { ...octets, authorization: SECRET }],
+    ];
+    for (const [name, headers] of attempts) {
+      const res = await post(nodeB.url, headers, good);
+      t.equal(res.status, 401, name);
+      t.match(res.type, /^application\/problem\+json/, name);
+      t.match(res.json, { type: String, title: 'Unauthorized', status: 401, code: 'unauthorized', detail: String }, name);
+    }
+    const snap = await request(`${nodeB.url}/internal/snapshot/0/x`, { headers: { authorization: `Bearer ${WRONG}` } });
+    await snap.body.dump();
+    t.equal(snap.statusCode, 401, 'the snapshot route too');
+
+    t.equal(nodeB.received.length, 0, 'onMessages was never called');
+    const refusals = nodeB.logs.filter((l) => l.includes('inter-node request refused'));
+    t.equal(refusals.length, attempts.length + 1, 'each refusal is logged');
+    t.notOk(nodeB.logs.some((l) => l.includes(WRONG) || l.includes(SECRET)), 'no secret, right or wrong, in the log');
+
+    const ok = await post(nodeB.url, { ...octets, authorization: `Bearer ${SECRET}` }, good);
+    t.equal(ok.status, 204, 'while the secret is accepted');
+    t.equal(nodeB.received.length, 1);
+  });
+
+  t.test('a transport with a wrong secret fails, counts and warns once', async (t) => {
+    nodeB.received.length = 0;
+    const { tr, warnings } = transport(t, a, [nodeB], { clusterSecret: WRONG });
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await until('the first failure', () => tr.stats().failed === 1);
+    tr.send([{ partition: 0, message: heartbeat(a, b, 2) }]);
+    tr.send([{ partition: 1, message: heartbeat(a, b, 2) }]);
+    await until('the second failure', () => tr.stats().failed === 3);
+    t.same(tr.stats(), { sent: 0, dropped: 0, failed: 3, queued: 0 });
+    t.equal(nodeB.received.length, 0, 'onMessages was never called');
+    t.equal(warnings.length, 1, 'one warning per peer per interval');
+    t.match(warnings[0]?.obj, { peer: b, reason: /^answered 401/ });
+    t.notOk(JSON.stringify(warnings).includes(WRONG), 'the warning does not carry the secret');
+  });
+
+  t.test('an empty secret is refused up front', async (t) => {
+    t.throws(() => new HttpTransport({ self: a, peers: [], clusterSecret: '' }), TypeError);
+    t.throws(() => new HttpTransport({ self: a, peers: [], clusterSecret: 'with space' }), TypeError);
+    const app = Fastify();
+    t.teardown(() => app.close());
+    await t.rejects(async () => {
+      await app.register(internalRoutes, { clusterSecret: '', onMessages: () => {}, snapshotFile: () => null });
+      await app.ready();
+    }, TypeError);
+  });
+});
+
+t.test('malformed bodies get 400 and the server keeps serving', async (t) => {
+  const nodeB = await startNode(t, b);
+  const auth = { authorization: `Bearer ${SECRET}` };
+  const octets = { ...auth, 'content-type': 'application/octet-stream' };
+  const bad: [string, Record<string, string>, Buffer | string | undefined][] = [
+    ['garbage', octets, Buffer.from('definitely not a batch')],
+    ['a JSON header of the wrong shape', octets, Buffer.concat([Buffer.from([1, 0, 0, 0, 2]), Buffer.from('{}')])],
+    ['no body', octets, undefined],
+    ['a JSON body', { ...auth, 'content-type': 'application/json' }, '{"from":"node-a","items":[]}'],
+  ];
+  for (const [name, headers, body] of bad) {
+    const res = await post(nodeB.url, headers, body);
+    t.equal(res.status, 400, name);
+    t.match(res.type, /^application\/problem\+json/, name);
+    t.match(res.json, { status: 400, code: 'validation_failed', detail: String }, name);
+  }
+  const text = await post(nodeB.url, { ...auth, 'content-type': 'text/html' }, '<p>');
+  t.equal(text.status, 415, 'an unknown content type');
+  t.match(text.json, { status: 415 });
+  t.equal(nodeB.received.length, 0);
+
+  const { tr } = transport(t, a, [nodeB]);
+  tr.send(turnOf(a, b, 2));
+  await until('a good batch after the bad ones', () => nodeB.received.length === 1);
+  t.equal(tr.stats().sent, 4);
+});
+
+t.test('a body over the limit gets 413', async (t) => {
+  const app = Fastify();
+  await app.register(internalRoutes, { clusterSecret: SECRET, bodyLimit: 1024, onMessages: () => {}, snapshotFile: () => null });
+  t.teardown(() => app.close());
+  const res = await app.inject({
+    method: 'POST',
+    url: '/internal/raft',
+    headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/octet-stream' },
+    payload: Buffer.alloc(2048),
+  });
+  t.equal(res.statusCode, 413);
+  t.match(res.json(), { status: 413, code: 'payload_too_large' });
+});
+
+t.test('a batch for another node is refused with 421', async (t) => {
+  const nodeB = await startNode(t, b);
+  const c = nodeId('node-c');
+  // A peer table that puts node-c at node-b's address.
+  const { tr, warnings } = transport(t, a, [{ id: c, url: nodeB.url }]);
+  tr.send([{ partition: 0, message: heartbeat(a, c, 1) }]);
+  await until('the failure', () => tr.stats().failed === 1);
+  t.equal(nodeB.received.length, 0);
+  t.match(warnings[0]?.obj, { peer: c, reason: /^answered 421/ });
+});
+
+t.test('a dead peer: send drops instead of throwing, and the queue stays bounded', async (t) => {
+  const dead = { id: b, url: `http://127.0.0.1:${await deadPort()}` };
+  const maxQueuedPerPeer = 1_000;
+  const { tr, warnings } = transport(t, a, [dead], { maxQueuedPerPeer });
+
+  let most = 0;
+  for (let i = 0; i < 50_000; i++) {
+    tr.send([{ partition: i % 1024, message: heartbeat(a, b, i) }]);
+    most = Math.max(most, tr.stats().queued);
+  }
+  t.equal(most, maxQueuedPerPeer, 'never more than maxQueuedPerPeer queued');
+  t.equal(tr.stats().dropped, 50_000 - maxQueuedPerPeer, 'the oldest were dropped');
+  await until('the request to fail', () => tr.stats().failed === maxQueuedPerPeer);
+  t.same(tr.stats(), { sent: 0, dropped: 49_000, failed: 1_000, queued: 0 });
+
+  // One send of 50,000 at once, and again while the peer is in backoff.
+  tr.send(Array.from({ length: 50_000 }, (_, i) => ({ partition: 7, message: heartbeat(a, b, i) })));
+  t.equal(tr.stats().queued, maxQueuedPerPeer);
+  await until('the second failure', () => tr.stats().failed === 2_000);
+  tr.send(Array.from({ length: 5 }, (_, i) => ({ partition: 7, message: heartbeat(a, b, i) })));
+  await until('the third failure', () => tr.stats().failed === 2_005);
+  t.same(tr.stats(), { sent: 0, dropped: 98_000, failed: 2_005, queued: 0 });
+  t.equal(warnings.length, 1, 'reported once in ten seconds');
+  t.match(warnings[0], { obj: { peer: b, url: dead.url, reason: /ECONNREFUSED/ }, msg: String });
+
+  tr.send([{ partition: 0, message: heartbeat(a, nodeId('nobody'), 1) }]);
+  t.equal(tr.stats().dropped, 98_001, 'a message for an unknown node is dropped and counted');
+});
+
+t.test('send() throws only on a caller bug', async (t) => {
+  const { tr } = transport(t, a, []);
+  t.throws(() => tr.send([{ partition: 1024, message: heartbeat(a, b, 1) }]), RangeError);
+  t.throws(() => tr.send([{ partition: 0, message: heartbeat(b, a, 1) }]), TypeError, 'a message from another node');
+  t.same(tr.stats(), { sent: 0, dropped: 0, failed: 0, queued: 0 }, 'and then queues nothing at all');
+});
+
+t.test('fetchSnapshot', async (t) => {
+  const nodeB = await startNode(t, b);
+  const { tr } = transport(t, a, [nodeB], { snapshotTimeoutMs: 300 });
+  const content = randomBytes(3 * 1024 * 1024 + 17);
+  content[0] = 0;
+  const source = join(dir, 'source.snap');
+  writeFileSync(source, content);
+  const ref = 'p3/i100 t4+ü.snap';
+  nodeB.snapshots.set(`3/${ref}`, source);
+
+  t.test('copies the file byte for byte, through .part', async (t) => {
+    const dest = join(dir, 'fetched.snap');
+    await tr.fetchSnapshot(b, 3, ref, dest);
+    t.ok(readFileSync(dest).equals(content), 'identical');
+    t.notOk(existsSync(`${dest}.part`), 'no .part left');
+  });
+
+  t.test('an empty file', async (t) => {
+    const empty = join(dir, 'empty.snap');
+    writeFileSync(empty, '');
+    nodeB.snapshots.set('4/empty', empty);
+    const dest = join(dir, 'fetched-empty.snap');
+    await tr.fetchSnapshot(b, 4, 'empty', dest);
+    t.equal(readFileSync(dest).length, 0);
+  });
+
+  t.test('a missing ref rejects with 404 and leaves nothing behind', async (t) => {
+    const dest = join(dir, 'missing.snap');
+    await t.rejects(tr.fetchSnapshot(b, 3, 'no-such-ref', dest), { name: 'SnapshotFetchError', status: 404 });
+    await t.rejects(tr.fetchSnapshot(b, 2, ref, dest), SnapshotFetchError, 'the right ref of another partition');
+    nodeB.snapshots.set('5/gone', join(dir, 'deleted.snap'));
+    await t.rejects(tr.fetchSnapshot(b, 5, 'gone', dest), { name: 'SnapshotFetchError', status: 404 }, 'a ref whose file is gone');
+    t.notOk(existsSync(dest));
+    t.notOk(existsSync(`${dest}.part`));
+  });
+
+  t.test('a destination folder that does not exist rejects, and the connection is released', async (t) => {
+    await t.rejects(tr.fetchSnapshot(b, 3, ref, join(dir, 'no-such-dir', 'x.snap')), { name: 'SnapshotFetchError', message: /ENOENT/ });
+    const dest = join(dir, 'after-enoent.snap');
+    await tr.fetchSnapshot(b, 3, ref, dest);
+    t.ok(readFileSync(dest).equals(content));
+  });
+
+  t.test('an unknown peer or a bad partition rejects', async (t) => {
+    await t.rejects(tr.fetchSnapshot(nodeId('nobody'), 3, ref, join(dir, 'x')), SnapshotFetchError);
+    await t.rejects(tr.fetchSnapshot(b, 5000, ref, join(dir, 'x')), { name: 'SnapshotFetchError', status: 400 });
+  });
+
+  t.test('a body cut short rejects and leaves nothing behind', async (t) => {
+    // A fake peer that promises 1000 bytes, sends 10 and hangs up.
+    const fake = createHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '1000' });
+      res.write(Buffer.alloc(10), () => res.destroy());
+    });
+    fake.listen(0, '127.0.0.1');
+    await once(fake, 'listening');
+    t.teardown(() => new Promise<void>((resolve) => fake.close(() => resolve())));
+    const { tr: toFake } = transport(t, a, [{ id: b, url: `http://127.0.0.1:${(fake.address() as AddressInfo).port}` }]);
+    const dest = join(dir, 'cut.snap');
+    await t.rejects(toFake.fetchSnapshot(b, 3, ref, dest), { name: 'SnapshotFetchError' });
+    t.notOk(existsSync(dest));
+    t.notOk(existsSync(`${dest}.part`));
+  });
+
+  t.test('a peer that does not answer in time rejects', async (t) => {
+    let release = () => {};
+    nodeB.snapshotGate = new Promise((resolve) => (release = resolve));
+    t.teardown(() => {
+      nodeB.snapshotGate = null;
+      release();
+    });
+    const dest = join(dir, 'slow.snap');
+    await t.rejects(tr.fetchSnapshot(b, 3, ref, dest), { name: 'SnapshotFetchError', message: /Headers Timeout|timeout/i });
+    t.notOk(existsSync(dest));
+  });
+});
+
+t.test('the internal routes are hidden from the public document', async (t) => {
+  const nodeB = await startNode(t, b);
+  const internal = nodeB.routes.filter((r) => r.route.includes(' /internal/'));
+  t.strictSame(
+    internal.map((r) => r.route).sort(),
+    ['GET /internal/snapshot/:partition/:ref', 'POST /internal/raft'],
+  );
+  t.ok(internal.every((r) => r.hidden), 'every one has schema.hide');
+});
+
+t.test('close() drops what is queued and refuses further work', async (t) => {
+  const dead = { id: b, url: `http://127.0.0.1:${await deadPort()}` };
+  const { tr } = transport(t, a, [dead]);
+  tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+  tr.send([{ partition: 0, message: heartbeat(a, b, 2) }]);
+  t.equal(tr.stats().queued, 2);
+  await tr.close();
+  t.equal(tr.stats().queued, 0);
+  t.equal(tr.stats().dropped, 2);
+  tr.send([{ partition: 0, message: heartbeat(a, b, 3) }]);
+  t.equal(tr.stats().dropped, 3);
+  await t.rejects(tr.fetchSnapshot(b, 0, 'x', join(dir, 'after-close')), SnapshotFetchError);
+  await tr.close();
+});
