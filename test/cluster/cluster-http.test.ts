@@ -51,7 +51,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const opts = { tickMs: 20, snapshotEvery: 40, keepBehindSnapshot: 5 };
   const nodes = await Promise.all(cfgs.map((c) => ClusterNode.start(c, opts)));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
-  await until(() => [0, 1, 2, 3].every((p) => leaderOf(nodes, p) !== undefined), 'a leader in every partition');
+  await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition');
   const ready = await Promise.all(cfgs.map((c) => request(`http://127.0.0.1:${c.port}/readyz`)));
   t.same(ready.map((r) => r.statusCode), [200, 200, 200], '/readyz on every node');
   await Promise.all(ready.map((r) => r.body.dump()));
