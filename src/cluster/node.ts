@@ -70,6 +70,15 @@ export class ClusterNode {
     return this.host.status();
   }
 
+  /**
+   * A planned stop (SIGTERM): hand leadership over so clients wait for no election, stop accepting
+   * requests and finish those in flight, then close the partitions and their databases.
+   */
+  async shutdown(): Promise<void> {
+    await this.host.handOverLeadership();
+    await this.close();
+  }
+
   /** Stops serving, then the partitions, then the transport. */
   async close(): Promise<void> {
     await this.app.close();

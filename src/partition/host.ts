@@ -128,10 +128,54 @@ export class NodeHost {
 
   start(): void {
     if (this.tickTimer !== null) return;
+    let ticks = 0;
     this.tickTimer = setInterval(() => {
       for (const r of this.replicas) r.raw.tick();
+      // Every election timeout or so, hand partitions back to their preferred leaders.
+      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) this.balanceLeaders();
       this.schedule();
     }, this.opts.tickMs ?? 100);
+  }
+
+  /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */
+  preferredLeader(p: number): NodeId {
+    return this.opts.voters[p % this.opts.voters.length]!;
+  }
+
+  /**
+   * Leaders spread over the nodes (thesis §3.10 leadership transfer): a partition led here but
+   * preferring another node is handed to it once that node holds the whole log. A restarted node
+   * thus takes its share back as soon as it has caught up.
+   */
+  balanceLeaders(): void {
+    for (const r of this.replicas) {
+      if (!r.isLeader()) continue;
+      const preferred = this.preferredLeader(r.partition);
+      if (preferred === this.opts.self) continue;
+      const s = r.raw.status();
+      if (s.match.get(preferred) !== s.lastIndex) continue;
+      r.raw.transferLeadership(preferred);
+    }
+    this.schedule();
+  }
+
+  /**
+   * Before a planned stop: hand every partition led here to a caught-up peer, and wait (bounded) for
+   * the transfers, so that clients see no election timeout.
+   */
+  async handOverLeadership(maxWaitMs = 3000): Promise<void> {
+    const deadline = Date.now() + maxWaitMs;
+    while (Date.now() < deadline) {
+      const led = this.replicas.filter((r) => r.isLeader());
+      if (led.length === 0) return;
+      for (const r of led) {
+        const s = r.raw.status();
+        const target = [...s.match].filter(([id]) => id !== this.opts.self).sort((a, b) => b[1] - a[1])[0];
+        if (target !== undefined) r.raw.transferLeadership(target[0]);
+      }
+      this.schedule();
+      await new Promise((res) => setTimeout(res, this.opts.tickMs ?? 100));
+    }
   }
 
   replica(p: number): PartitionReplica {

@@ -97,3 +97,42 @@ t.test('with a majority down, a write is not acknowledged', async (t) => {
     );
   t.not(outcome, 'acknowledged', `the write failed with ${outcome}`);
 });
+
+t.test('leaders spread over the three nodes, and a restarted node takes its share back', async (t) => {
+  const c = new LocalCluster(6);
+  t.teardown(() => c.close());
+  await c.startAll();
+  const share = (): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (let p = 0; p < 6; p++) {
+      const l = c.leaderOf(p);
+      if (l !== null) m.set(l.opts.self, (m.get(l.opts.self) ?? 0) + 1);
+    }
+    return m;
+  };
+  const balanced = (): boolean => IDS.every((id) => share().get(id) === 2);
+  await c.until(balanced, 'two partitions led by each node');
+  t.ok(balanced(), `shares: ${JSON.stringify([...share()])}`);
+  const victim = IDS[0]!;
+  c.down.add(victim);
+  await c.stop(victim);
+  await c.until(() => [0, 1, 2, 3, 4, 5].every((p) => c.leaderOf(p) !== null), 'the others lead everything');
+  t.notOk(share().has(victim));
+  c.down.delete(victim);
+  await c.start(victim);
+  await c.until(balanced, 'the restarted node leads its two partitions again');
+  t.ok(balanced());
+});
+
+t.test('a planned stop hands leadership over first', async (t) => {
+  const c = new LocalCluster(3);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null), 'leaders');
+  const node = c.hosts.get(IDS[0]!)!;
+  await c.until(() => node.replicas.some((r) => r.isLeader()), 'node 1 leads something');
+  await node.handOverLeadership();
+  t.notOk(node.replicas.some((r) => r.isLeader()), 'it leads nothing any more');
+  await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null && c.leaderOf(p) !== node), 'the others lead every partition');
+  t.pass('handed over without waiting for an election timeout');
+});
