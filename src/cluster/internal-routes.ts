@@ -8,6 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { NodeId } from '../raft/index.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
+import type { TLSSocket } from 'node:tls';
 import { assertUsableSecret, bearerToken, secretsEqual } from './secret.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
 
@@ -40,6 +41,12 @@ export interface InternalRoutesOptions {
    * local groups would be worse than losing them.
    */
   readonly self?: NodeId;
+  /**
+   * With TLS: refuse a peer that did not present a certificate signed by the cluster's CA (mutual
+   * TLS). The server asks every client for a certificate but lets API clients without one through;
+   * only these routes require it.
+   */
+  readonly requireClientCert?: boolean;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
   readonly bodyLimit?: number;
 }
@@ -60,6 +67,10 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   });
 
   app.addHook('onRequest', async (request, reply) => {
+    if (opts.requireClientCert === true && (request.raw.socket as TLSSocket).authorized !== true) {
+      request.log.warn({ remoteAddress: request.ip, method: request.method, url: request.url }, 'inter-node request refused: no peer certificate signed by the cluster CA');
+      return problem(reply, 401, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
+    }
     const token = bearerToken(request.headers.authorization);
     if (token !== null && secretsEqual(token, opts.clusterSecret)) return;
     // Never log the token: a wrong one may be a typo of the real secret.

@@ -29,13 +29,15 @@ export class ClusterNode {
     const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
     const app = Fastify({
       logger: opts.logger ?? false,
-      ...(tls === null ? {} : { https: { cert: tls.cert, key: tls.key } }),
+      // Mutual TLS between nodes: every client is asked for a certificate; the inter-node routes
+      // require one signed by the cluster CA, API clients need none.
+      ...(tls === null ? {} : { https: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false } }),
     });
     const transport = new HttpTransport({
       self: cfg.nodeId,
       peers: cfg.peers,
       clusterSecret: cfg.clusterSecret,
-      ...(tls === null ? {} : { tls: { ca: tls.ca } }),
+      ...(tls === null ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
       logger: { warn: (obj, msg) => app.log.warn(obj, msg) },
     });
     const host = await NodeHost.open({
@@ -52,6 +54,7 @@ export class ClusterNode {
     await app.register(internalRoutes, {
       clusterSecret: cfg.clusterSecret,
       self: cfg.nodeId,
+      requireClientCert: tls !== null,
       onMessages: (from, items) => host.receive(from, items),
       snapshotFile: (partition, ref) => host.snapshotFile(partition, ref),
     });

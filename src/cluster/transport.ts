@@ -38,7 +38,7 @@ export interface TransportOptions {
    */
   readonly maxBatchBytes?: number;
   /** For https peer URLs signed by a private CA. */
-  readonly tls?: { readonly ca: string | Buffer };
+  readonly tls?: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer };
   /** Default: console.warn. */
   readonly logger?: TransportLogger;
 }
@@ -106,7 +106,7 @@ export class HttpTransport {
   private readonly requestTimeoutMs: number;
   private readonly snapshotTimeoutMs: number;
   private readonly maxBatchBytes: number;
-  private readonly tls: { readonly ca: string | Buffer } | undefined;
+  private readonly tls: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer } | undefined;
   private readonly warnings: RateLimitedWarnings;
   private closed = false;
   private sent = 0;
@@ -260,7 +260,7 @@ export class HttpTransport {
       pipelining: 1,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
-      connect: { timeout: Math.min(timeoutMs, this.requestTimeoutMs), ...(this.tls === undefined ? {} : { ca: this.tls.ca }) },
+      connect: { timeout: Math.min(timeoutMs, this.requestTimeoutMs), ...(this.tls === undefined ? {} : { ...this.tls }) },
     });
   }
 

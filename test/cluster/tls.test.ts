@@ -1,0 +1,83 @@
+// The cluster over TLS: a CA made with openssl signs each node's certificate (for 127.0.0.1); nodes
+// serve HTTPS to peers and verify each other's certificates; a peer whose certificate another CA
+// signed cannot join.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { ClusterNode, loadConfig } from '../../src/cluster/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mom-tls-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+const openssl = (...args: string[]): void => {
+  execFileSync('openssl', args, { stdio: 'ignore' });
+};
+
+function makeCa(name: string): { key: string; cert: string } {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.pem`);
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`);
+  return { key, cert };
+}
+
+function makeCert(ca: { key: string; cert: string }, name: string): { key: string; cert: string } {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const cert = join(dir, `${name}.pem`);
+  const ext = join(dir, `${name}.ext`);
+  writeFileSync(ext, 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`);
+  openssl('x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext);
+  return { key, cert };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until(pred: () => boolean, what: string, rounds = 2000): Promise<boolean> {
+  for (let i = 0; i < rounds; i++) {
+    if (pred()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`gave up waiting for: ${what}`);
+}
+
+t.test('three nodes over HTTPS elect, replicate, and refuse a peer of another CA', async (t) => {
+  const ca = makeCa('ca');
+  const rogueCa = makeCa('rogue-ca');
+  const certs = [makeCert(ca, 'n1'), makeCert(ca, 'n2'), makeCert(rogueCa, 'n3')];
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p, i) => `n${i + 1}=https://127.0.0.1:${p}`).join(',');
+  const cfg = (i: number) =>
+    loadConfig(
+      [
+        '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${ports[i]}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`),
+        '--cluster-secret', 's'.repeat(24), '--jwt-secret', 'j'.repeat(32), '--partitions', '2',
+        '--tls-cert', certs[i]!.cert, '--tls-key', certs[i]!.key, '--tls-ca', ca.cert,
+      ],
+      {},
+    );
+  const nodes = await Promise.all([0, 1, 2].map((i) => ClusterNode.start(cfg(i), { tickMs: 20 })));
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
+  const [a, b, rogue] = nodes as [ClusterNode, ClusterNode, ClusterNode];
+  await until(() => [0, 1].every((p) => a.host.replica(p).isLeader() || b.host.replica(p).isLeader()), 'n1 and n2 lead both partitions');
+  const leader = a.host.replica(0).isLeader() ? a : b;
+  const r = await leader.host.replica(0).propose('alice', { type: 'queue.create', name: 'q', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 60 });
+  t.ok(r.ok, 'a write commits over TLS');
+  const follower = leader === a ? b : a;
+  await until(() => follower.host.replica(0).state.applied().index >= leader.host.replica(0).state.applied().index, 'the other good node applied it');
+  t.equal(rogue.host.replica(0).state.applied().index, 0, 'the node with a certificate of another CA got nothing');
+  await until(() => rogue.transport.stats().failed > 0, 'the rogue node’s own requests are refused');
+  t.ok(rogue.transport.stats().failed > 0, 'its requests are refused: its certificate is not the cluster CA’s');
+  t.equal(rogue.host.replica(0).raw.status().hard.term <= leader.host.replica(0).raw.status().hard.term, true, 'it disturbed no one');
+});
