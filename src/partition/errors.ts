@@ -1,6 +1,9 @@
 import type { NodeId } from '../raft/index.js';
 
-/** This node does not lead the partition; `leader` is the one it knows of (forward there), if any. */
+/**
+ * Nothing was appended: this node does not lead the partition, or is handing leadership over. Forward
+ * to `leader` if known, or retry shortly (an election or transfer is under way).
+ */
 export class NotLeaderError extends Error {
   override name = 'NotLeaderError';
   constructor(
@@ -22,6 +25,11 @@ export class OutcomeUnknownError extends Error {
 /** The proposal was overwritten by another leader's entry: it never applied and never will. */
 export class NotCommittedError extends Error {
   override name = 'NotCommittedError';
+}
+
+/** The leader holds as many uncommitted bytes as it accepts: nothing was appended; retry later. */
+export class OverloadedError extends Error {
+  override name = 'OverloadedError';
 }
 
 /** The replica is shutting down or its storage failed. */

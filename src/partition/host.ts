@@ -40,6 +40,8 @@ export interface HostOptions {
   /** Entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot. */
   readonly keepBehindSnapshot?: number;
   readonly proposalTimeoutMs?: number;
+  /** Hand partitions to their preferred leaders (default true; tests of one leader turn it off). */
+  readonly balanceLeaders?: boolean;
   readonly now?: () => number;
   readonly random?: () => number;
   readonly logger?: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
@@ -132,7 +134,7 @@ export class NodeHost {
     this.tickTimer = setInterval(() => {
       for (const r of this.replicas) r.raw.tick();
       // Every election timeout or so, hand partitions back to their preferred leaders.
-      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) this.balanceLeaders();
+      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0 && this.opts.balanceLeaders !== false) this.balanceLeaders();
       this.schedule();
     }, this.opts.tickMs ?? 100);
   }

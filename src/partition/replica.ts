@@ -15,7 +15,7 @@ import {
 import type { PartitionLog } from '../store/raft-log/index.js';
 import { encodeEnvelope, type Command, type Result } from '../store/broker/index.js';
 import type { BrokerStateMachine } from '../store/broker/index.js';
-import { NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';
 
 export interface ReplicaConfig {
   readonly partition: number;
@@ -98,8 +98,9 @@ export class PartitionReplica {
       ticket = this.raw.propose([encodeEnvelope(env)]);
     } catch (err) {
       if (err instanceof ProposalDroppedError) {
-        if (err.reason === DropReason.NotLeader) return Promise.reject(new NotLeaderError(this.partition, err.leader));
-        return Promise.reject(new OutcomeUnknownError(`proposal refused: ${err.reason}`, { cause: err }));
+        // Refused before appending: never applied, safe to retry (at the leader, or shortly).
+        if (err.reason === DropReason.Overloaded) return Promise.reject(new OverloadedError(`partition ${this.partition} is overloaded`, { cause: err }));
+        return Promise.reject(new NotLeaderError(this.partition, err.reason === DropReason.NotLeader ? err.leader : null));
       }
       return Promise.reject(err as Error);
     }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ClusterNode, loadConfig } from '../../src/cluster/index.js';
+import { submit } from '../partition/host-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -71,9 +72,9 @@ t.test('three nodes over HTTPS elect, replicate, and refuse a peer of another CA
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   const [a, b, rogue] = nodes as [ClusterNode, ClusterNode, ClusterNode];
   await until(() => [0, 1].every((p) => a.host.replica(p).isLeader() || b.host.replica(p).isLeader()), 'n1 and n2 lead both partitions');
-  const leader = a.host.replica(0).isLeader() ? a : b;
-  const r = await leader.host.replica(0).propose('alice', { type: 'queue.create', name: 'q', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 60 });
+  const r = await submit([a.host, b.host], 0, 'alice', { type: 'queue.create', name: 'q', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 60 });
   t.ok(r.ok, 'a write commits over TLS');
+  const leader = a.host.replica(0).isLeader() ? a : b;
   const follower = leader === a ? b : a;
   await until(() => follower.host.replica(0).state.applied().index >= leader.host.replica(0).state.applied().index, 'the other good node applied it');
   t.equal(rogue.host.replica(0).state.applied().index, 0, 'the node with a certificate of another CA got nothing');

@@ -5,6 +5,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 import { NodeHost, type Outbox } from '../../src/partition/host.js';
+import { NotLeaderError } from '../../src/partition/errors.js';
+import type { Command, Result } from '../../src/store/broker/index.js';
+
+/** Proposes at the current leader of `p` among `hosts`, retrying (bounded) while there is none. */
+export async function submit(hosts: readonly NodeHost[], p: number, actor: string, command: Command): Promise<Result> {
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const leader = hosts.find((h) => h.replica(p).isLeader());
+    if (leader !== undefined) {
+      try {
+        return await leader.replica(p).propose(actor, command);
+      } catch (err) {
+        if (!(err instanceof NotLeaderError)) throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no leader took the write on partition ${p}`);
+}
 
 export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);
 
@@ -13,7 +31,15 @@ export class LocalCluster {
   readonly down = new Set<NodeId>();
   readonly root = mkdtempSync(join(tmpdir(), 'mom-host-'));
 
-  constructor(readonly partitions: number, readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number } = {}) {}
+  constructor(
+    readonly partitions: number,
+    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean } = {},
+  ) {}
+
+  /** Proposes at whichever node leads `p`, retrying while leadership moves: what a client does. */
+  async submit(p: number, actor: string, command: Command): Promise<Result> {
+    return submit([...this.hosts.values()].filter((h) => !this.down.has(h.opts.self)), p, actor, command);
+  }
 
   outbox(self: NodeId): Outbox {
     return {
