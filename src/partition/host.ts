@@ -134,9 +134,24 @@ export class NodeHost {
     this.tickTimer = setInterval(() => {
       for (const r of this.replicas) r.raw.tick();
       // Every election timeout or so, hand partitions back to their preferred leaders.
-      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0 && this.opts.balanceLeaders !== false) this.balanceLeaders();
+      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
+        if (this.opts.balanceLeaders !== false) this.balanceLeaders();
+        this.sweep();
+      }
       this.schedule();
     }, this.opts.tickMs ?? 100);
+  }
+
+  /**
+   * Retention and dead-lettering must happen even when nobody receives: a leader whose partition has
+   * expired messages or exhausted leases proposes a sweep (a replicated command like any other).
+   */
+  private sweep(): void {
+    const now = (this.opts.now ?? Date.now)();
+    for (const r of this.replicas) {
+      if (!r.isLeader() || !r.state.needsSweep(now)) continue;
+      r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
+    }
   }
 
   /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */

@@ -136,3 +136,20 @@ t.test('a planned stop hands leadership over first', async (t) => {
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null && c.leaderOf(p) !== node), 'the others lead every partition');
   t.pass('handed over without waiting for an election timeout');
 });
+
+t.test('the leader sweeps on its own: an exhausted lease is dead-lettered with no receive', async (t) => {
+  const c = new LocalCluster(1, { balanceLeaders: false });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.submit(0, 'alice', { ...queue('jobs'), visibilityTimeoutSeconds: 1, maxDeliveries: 1 });
+  await c.submit(0, 'alice', { type: 'queue.send', name: 'jobs', messages: [{ body: 'poison', attributes: {} }] });
+  const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'jobs' }, maxMessages: 1, visibilityTimeoutSeconds: null });
+  t.ok(r.ok);
+  // Nobody receives again; the lease runs out after a second and the leader's sweep drops the message.
+  const rows = (): number => (c.leaderOf(0)!.replica(0).state.sqlite.prepare('select count(*) as n from messages').get() as { n: number }).n;
+  await c.until(() => c.leaderOf(0) !== null && rows() === 0, 'the sweep removed the message');
+  const q = c.leaderOf(0)!.replica(0).state.getQueue('jobs', 'alice', Date.now());
+  t.ok(q.ok && q.value.stats.dropped === 1, 'counted as dropped');
+  t.pass('dropped and counted without any receive');
+});

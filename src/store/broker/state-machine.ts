@@ -722,6 +722,16 @@ export class BrokerStateMachine {
     return ok(null);
   }
 
+  /** Whether a sweep would do anything now: cheap index probes, for the leader to decide to propose one. */
+  needsSweep(now: number): boolean {
+    const at = Math.max(now, this.clock());
+    for (const ch of this.st.allChannels.all() as ChannelRow[]) {
+      if (this.st.anyExpired.get(ch.id, at) !== undefined) return true;
+      if (ch.max_deliveries !== null && this.st.dueDead.get(ch.id, at, ch.max_deliveries, 1) !== undefined) return true;
+    }
+    return false;
+  }
+
   /** Dead letters waiting for delivery, oldest first (read by the leader's forwarder). */
   outbox(limit: number): { id: number; targetQueue: string; expectedOwner: string; messageId: string; body: string; attributes: Record<string, string> }[] {
     const rows = this.st.listOutbox.all(limit) as { id: number; target_queue: string; expected_owner: string; message_id: string; body: string; attributes: string }[];
@@ -968,6 +978,7 @@ function prepare(db: Sqlite) {
     ),
     expiredByState: s('select state, count(*) as n from messages indexed by messages_expiry where channel_id = ? and expires_at <= ? group by state'),
     deleteExpired: s('delete from messages where channel_id = ? and expires_at <= ?'),
+    anyExpired: s('select 1 from messages indexed by messages_expiry where channel_id = ? and expires_at <= ? limit 1'),
     // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
     // Messages whose last lease expired (about to be dead-lettered) are skipped: they are gone for consumers.
     oldest: s(
