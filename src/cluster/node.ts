@@ -64,6 +64,13 @@ export class ClusterNode {
       if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready', partitionsWithoutLeader: missing });
       return { status: 'ready' };
     });
+    // This node's view of the cluster (API.md, Cluster and operations). The REST API will describe
+    // it in the OpenAPI document; it reveals no secret and no user data.
+    app.get('/v1/cluster', async () => ({
+      node: cfg.nodeId,
+      nodes: cfg.peers.map((p) => ({ id: p.id, url: p.url })),
+      partitions: host.status(),
+    }));
     await app.listen({ host: cfg.host, port: cfg.port });
     host.start();
     return new ClusterNode(cfg, host, transport, app);

@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// `npm start`: a local three-node cluster on 127.0.0.1:8080, 8081 and 8082, data under ./data.
+// Secrets are generated on the first start and kept in ./data/secrets.json (never printed).
+// Ctrl-C stops all three nodes gracefully.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fetch } from 'undici';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const dataDir = resolve(process.env.MOM_LOCAL_DATA ?? join(root, 'data'));
+const basePort = Number(process.env.MOM_LOCAL_PORT ?? 8080);
+const ids = ['n1', 'n2', 'n3'];
+const urls = ids.map((_, i) => `http://127.0.0.1:${basePort + i}`);
+
+mkdirSync(dataDir, { recursive: true });
+const secretsFile = join(dataDir, 'secrets.json');
+if (!existsSync(secretsFile)) {
+  const secrets = { clusterSecret: randomBytes(32).toString('base64url'), jwtSecret: randomBytes(48).toString('base64url') };
+  writeFileSync(secretsFile, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
+}
+const secrets = JSON.parse(readFileSync(secretsFile, 'utf8'));
+
+const children = ids.map((id, i) => {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(root, 'src', 'main.ts'), '--node-id', id, '--listen', `127.0.0.1:${basePort + i}`, '--peers', ids.map((n, k) => `${n}=${urls[k]}`).join(','), '--data-dir', join(dataDir, id)],
+    {
+      cwd: root,
+      // Secrets go by environment, not argv: argv is visible to every user in `ps`.
+      env: { ...process.env, MOM_CLUSTER_SECRET: secrets.clusterSecret, MOM_JWT_SECRET: secrets.jwtSecret, MOM_LOG_LEVEL: process.env.MOM_LOG_LEVEL ?? 'warn' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  child.on('exit', (code, signal) => {
+    if (!stopping) console.error(`node ${id} exited (${signal ?? code}); stopping the others`);
+    stopAll();
+  });
+  return child;
+});
+
+let stopping = false;
+function stopAll() {
+  if (stopping) return;
+  stopping = true;
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+}
+process.on('SIGINT', stopAll);
+process.on('SIGTERM', stopAll);
+
+async function waitReady() {
+  for (let i = 0; i < 300 && !stopping; i++) {
+    const ok = await Promise.all(urls.map((u) => fetch(`${u}/readyz`).then((r) => r.ok, () => false)));
+    if (ok.every(Boolean)) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+if (await waitReady()) {
+  console.log(`mom: three nodes ready, data under ${dataDir}`);
+  for (const [i, u] of urls.entries()) console.log(`  ${ids[i]}  ${u}`);
+  console.log(`  cluster status:  curl ${urls[0]}/v1/cluster`);
+  console.log('Ctrl-C stops all three.');
+}

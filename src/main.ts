@@ -1,0 +1,46 @@
+// One node of a mom cluster. Configuration by flags, MOM_* environment variables or a JSON file (see
+// src/cluster/config.ts); `node --import tsx src/main.ts --help` lists the settings.
+//
+//   node --import tsx src/main.ts --node-id n1 --listen 0.0.0.0:8080 \
+//     --peers n1=http://10.0.0.1:8080,n2=http://10.0.0.2:8080,n3=http://10.0.0.3:8080 \
+//     --data-dir /var/lib/mom --cluster-secret ... --jwt-secret ...
+//
+// SIGTERM or SIGINT: hand leadership over, finish requests in flight, close the databases, exit 0.
+import { ClusterNode, ConfigError, loadConfig } from './cluster/index.js';
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--help')) {
+    console.log('usage: main.ts --node-id ID --listen HOST:PORT --peers ID=URL,ID=URL,ID=URL --data-dir DIR');
+    console.log('       --cluster-secret S --jwt-secret S [--advertised-url URL] [--partitions N]');
+    console.log('       [--tls-cert F --tls-key F --tls-ca F] [--config FILE]   (or MOM_* variables)');
+    return;
+  }
+  let node: ClusterNode;
+  try {
+    const cfg = loadConfig(process.argv.slice(2), process.env);
+    node = await ClusterNode.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' } });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`mom: bad configuration: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    node.app.log.info({ signal }, 'shutting down: handing leadership over');
+    node
+      .shutdown()
+      .then(() => process.exit(0))
+      .catch((err: unknown) => {
+        console.error('mom: shutdown failed', err);
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+await main();

@@ -1,0 +1,127 @@
+// Real node processes on loopback, started as an operator would (src/main.ts): the leader's process
+// killed with SIGKILL is replaced by an election among the other two; restarted, it rejoins and takes
+// its share of leaders back; a SIGTERM hands leadership over and exits cleanly; bad configuration
+// stops a node with a clear message and exit code 2.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+
+const root = mkdtempSync(join(tmpdir(), 'mom-procs-'));
+t.teardown(() => rmSync(root, { recursive: true, force: true }));
+const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface PartitionView {
+  partition: number;
+  role: string;
+  leader: string | null;
+  term: number;
+  appliedIndex: number;
+}
+
+async function cluster(port: number): Promise<PartitionView[] | null> {
+  try {
+    const r = await request(`http://127.0.0.1:${port}/v1/cluster`);
+    if (r.statusCode !== 200) {
+      await r.body.dump();
+      return null;
+    }
+    return ((await r.body.json()) as { partitions: PartitionView[] }).partitions;
+  } catch {
+    return null;
+  }
+}
+
+async function until(pred: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`gave up waiting for: ${what}`);
+}
+
+t.test('SIGKILL of a leader, restart, and a graceful SIGTERM', async (t) => {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
+  const env = { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'error', MOM_PARTITIONS: '3' };
+  const procs: (ChildProcess | null)[] = [null, null, null];
+  const start = (i: number): ChildProcess => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${ports[i]}`, '--peers', peers, '--data-dir', join(root, `n${i + 1}`)], {
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    procs[i] = child;
+    return child;
+  };
+  t.teardown(() => {
+    for (const p of procs) if (p !== null && p.exitCode === null) p.kill('SIGKILL');
+  });
+  [0, 1, 2].forEach(start);
+  const allLed = async (idx: number[]): Promise<boolean> => {
+    for (const i of idx) {
+      const v = await cluster(ports[i]!);
+      if (v === null || v.some((p) => p.leader === null)) return false;
+    }
+    return true;
+  };
+  await until(() => allLed([0, 1, 2]), 'every node knows a leader for every partition');
+
+  const before = (await cluster(ports[0]!))!;
+  const victimId = before[0]!.leader!;
+  const victim = Number(victimId.slice(1)) - 1;
+  const exited = new Promise((r) => procs[victim]!.once('exit', r));
+  procs[victim]!.kill('SIGKILL');
+  await exited;
+  const others = [0, 1, 2].filter((i) => i !== victim);
+  await until(async () => {
+    const v = await cluster(ports[others[0]!]!);
+    return v !== null && v[0]!.leader !== null && v[0]!.leader !== victimId && v[0]!.term > before[0]!.term;
+  }, 'a new leader of partition 0 in a later term');
+  t.pass(`after SIGKILL of ${victimId}, partition 0 has a new leader`);
+
+  start(victim);
+  // Partition p prefers node p mod 3: the restarted node leads its partition again once caught up.
+  await until(async () => {
+    const v = await cluster(ports[victim]!);
+    return v !== null && v[victim]!.role === 'leader';
+  }, 'the restarted node takes its partition back');
+  t.pass(`${victimId} restarted and leads partition ${victim} again`);
+
+  // A planned stop: SIGTERM hands leadership over, and the process exits 0.
+  const leaving = others[0]!;
+  const code = await new Promise<number | null>((resolve) => {
+    procs[leaving]!.once('exit', (c) => resolve(c));
+    procs[leaving]!.kill('SIGTERM');
+  });
+  t.equal(code, 0, 'exit code 0 after SIGTERM');
+  const staying = [0, 1, 2].filter((i) => i !== leaving);
+  await until(async () => {
+    const v = await cluster(ports[staying[0]!]!);
+    return v !== null && v.every((p) => p.leader !== null && p.leader !== `n${leaving + 1}`);
+  }, 'the two remaining nodes lead every partition');
+  t.pass('the remaining two lead every partition');
+});
+
+t.test('bad configuration stops the node with a message and exit code 2', async (t) => {
+  const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--node-id', 'n1', '--listen', 'nowhere'], { env: { ...process.env, MOM_CLUSTER_SECRET: '', MOM_JWT_SECRET: '' } });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => resolve({ code, err }));
+  });
+  t.equal(r.code, 2);
+  t.match(r.err, /bad configuration: missing peers/);
+});
