@@ -72,7 +72,8 @@ export class LocalCluster {
       partitions: this.partitions,
       dataDir: join(this.root, id),
       outbox: this.outbox(id),
-      tickMs: 10,
+      // Elections after 250-500 ms of silence: short for a test, long enough for a loaded CI machine.
+      tickMs: 25,
       ...this.extra,
     });
     this.hosts.set(id, host);
