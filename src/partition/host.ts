@@ -11,7 +11,7 @@
 //
 // Many client requests proposed between two turns share the turn's one append and one fsync (group
 // commit). Messages leave only after step 2, so nothing depends on a write that is not durable.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Message, NodeId, Ready } from '../raft/index.js';
 import { BrokerStateMachine } from '../store/broker/index.js';
@@ -63,9 +63,14 @@ export class NodeHost {
   private tickTimer: NodeJS.Timeout | null = null;
   private turnScheduled = false;
   private turnRunning = false;
+  private turnAgain = false;
   private closed = false;
   /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
   private readonly fetching = new Set<string>();
+  /** When each peer was last heard from (any message of any partition). */
+  private readonly lastHeard = new Map<NodeId, number>();
+  /** Set by a planned stop: refuse leadership handed to this node. */
+  private leaving = false;
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
 
@@ -165,15 +170,23 @@ export class NodeHost {
    * thus takes its share back as soon as it has caught up.
    */
   balanceLeaders(): void {
+    if (this.leaving) return;
     for (const r of this.replicas) {
-      if (!r.isLeader()) continue;
+      if (!r.isLeader() || r.raw.raft.leadTransferee !== null) continue;
       const preferred = this.preferredLeader(r.partition);
-      if (preferred === this.opts.self) continue;
+      if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
       const s = r.raw.status();
-      if (s.match.get(preferred) !== s.lastIndex) continue;
+      // Nearly caught up is enough: the transfer itself waits for the last entries (§3.10).
+      if (s.lastIndex - (s.match.get(preferred) ?? 0) > 64) continue;
       r.raw.transferLeadership(preferred);
     }
     this.schedule();
+  }
+
+  /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
+  private recentlyHeard(peer: NodeId): boolean {
+    const at = this.lastHeard.get(peer);
+    return at !== undefined && Date.now() - at < (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10);
   }
 
   /**
@@ -181,13 +194,18 @@ export class NodeHost {
    * the transfers, so that clients see no election timeout.
    */
   async handOverLeadership(maxWaitMs = 3000): Promise<void> {
+    // From now on this node takes no leadership back (TimeoutNow is dropped, no balancing).
+    this.leaving = true;
     const deadline = Date.now() + maxWaitMs;
     while (Date.now() < deadline) {
       const led = this.replicas.filter((r) => r.isLeader());
       if (led.length === 0) return;
       for (const r of led) {
+        if (r.raw.raft.leadTransferee !== null) continue;
         const s = r.raw.status();
-        const target = [...s.match].filter(([id]) => id !== this.opts.self).sort((a, b) => b[1] - a[1])[0];
+        const target = [...s.match]
+          .filter(([id]) => id !== this.opts.self && this.recentlyHeard(id))
+          .sort((a, b) => b[1] - a[1])[0];
         if (target !== undefined) r.raw.transferLeadership(target[0]);
       }
       this.schedule();
@@ -204,6 +222,7 @@ export class NodeHost {
   /** Messages from a peer. A snapshot's image is fetched before its message reaches the core. */
   receive(from: NodeId, items: { partition: number; message: Message }[]): void {
     if (this.closed) return;
+    this.lastHeard.set(from, Date.now());
     for (const { partition, message } of items) {
       const r = this.replicas[partition];
       if (r === undefined) continue;
@@ -211,6 +230,7 @@ export class NodeHost {
         this.receiveSnapshot(from, r, message);
         continue;
       }
+      if (message.type === 'timeout-now' && this.leaving) continue;
       r.raw.step(message);
     }
     this.schedule();
@@ -251,7 +271,8 @@ export class NodeHost {
   private async turn(): Promise<void> {
     if (this.closed) return;
     if (this.turnRunning) {
-      this.schedule();
+      // A turn awaiting a snapshot install: run again when it ends, without spinning meanwhile.
+      this.turnAgain = true;
       return;
     }
     this.turnRunning = true;
@@ -291,6 +312,10 @@ export class NodeHost {
       throw err;
     } finally {
       this.turnRunning = false;
+      if (this.turnAgain) {
+        this.turnAgain = false;
+        this.schedule();
+      }
     }
   }
 
@@ -302,22 +327,32 @@ export class NodeHost {
     r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition);
   }
 
-  /** Local compaction: snapshot the state, make it durable, then drop the log behind it. */
+  /** Local compaction: snapshot the state (durably), then drop the log behind it. */
   private maybeCompact(r: PartitionReplica): void {
     const every = this.opts.snapshotEvery ?? 10_000;
     const applied = r.state.applied();
-    if (applied.index - r.log.firstIndex() + 1 < every) return;
+    const lastSnapshot = r.log.snapshot().meta.index;
+    // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
+    if (applied.index - lastSnapshot < every) return;
     const ref = `p${r.partition}-${applied.index}-${applied.term}`;
-    const path = this.snapshotPath(ref);
-    r.state.snapshotTo(path);
-    const fd = openSync(path, 'r');
-    fsyncSync(fd);
-    closeSync(fd);
+    r.state.snapshotTo(this.snapshotPath(ref));
     const keep = this.opts.keepBehindSnapshot ?? 1000;
     const compactTo = Math.max(r.log.firstIndex() - 1, applied.index - keep);
     this.logStore.recordSnapshot(r.partition, { index: applied.index, term: applied.term, voters: this.opts.voters }, ref, compactTo);
-    for (const f of readdirSync(join(this.opts.dataDir, 'snapshots'))) {
-      if (f.startsWith(`p${r.partition}-`) && f !== `${ref}.db`) rmSync(join(this.opts.dataDir, 'snapshots', f), { force: true });
+    this.removeOldImages(r.partition, applied.index);
+  }
+
+  /**
+   * Deletes images of `partition` older than the one just recorded. Never a download in progress, nor
+   * an image fetched from the leader and not yet installed: the log may be about to record it.
+   */
+  private removeOldImages(partition: number, recorded: number): void {
+    const dir = join(this.opts.dataDir, 'snapshots');
+    for (const f of readdirSync(dir)) {
+      const m = /^p(\d+)-(\d+)-(\d+)\.db$/.exec(f);
+      if (m === null || Number(m[1]) !== partition || Number(m[2]) >= recorded) continue;
+      if (this.fetching.has(`${partition}/${f.slice(0, -3)}`)) continue;
+      rmSync(join(dir, f), { force: true });
     }
   }
 
@@ -330,7 +365,8 @@ export class NodeHost {
         leader: s.soft.leader,
         term: s.hard.term,
         commitIndex: s.hard.commit,
-        appliedIndex: r.state.applied().index,
+        // The core's applied index: the state database may be closed for a snapshot install.
+        appliedIndex: s.applied,
         lastIndex: s.lastIndex,
         match: Object.fromEntries(s.match),
       };

@@ -188,7 +188,18 @@ export class PartitionReplica {
       if (a === undefined) return w.reject(new OutcomeUnknownError('entry applied before this node started'));
       w.resolve(a.result);
     });
-    for (const a of applied) for (const ch of a.woke) for (const fn of this.wakeListeners) fn(ch);
+    for (const a of applied) {
+      for (const ch of a.woke) {
+        for (const fn of this.wakeListeners) {
+          // A waiting request's callback must never break the loop that applies for everyone.
+          try {
+            fn(ch);
+          } catch {
+            this.wakeListeners.delete(fn);
+          }
+        }
+      }
+    }
   }
 
   private serveReads(): void {

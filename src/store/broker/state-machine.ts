@@ -7,7 +7,8 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Statement } from 'better-sqlite3';
 import {
@@ -859,23 +860,44 @@ export class BrokerStateMachine {
 
   // ---- snapshots ----
 
-  /** A consistent copy of this partition's state (VACUUM INTO), for log compaction. */
+  /**
+   * A consistent copy of this partition's state (VACUUM INTO), for log compaction. Durable when it
+   * returns: written under a temporary name, fsynced, renamed, and the folder fsynced, so a crash never
+   * leaves a partial image under the final name.
+   */
   snapshotTo(path: string): { index: number; term: number } {
-    if (existsSync(path)) rmSync(path);
+    const tmp = `${path}.tmp`;
+    if (existsSync(tmp)) rmSync(tmp);
     const at = this.applied();
-    this.sqlite.prepare('VACUUM INTO ?').run(path);
+    this.sqlite.prepare('VACUUM INTO ?').run(tmp);
+    fsyncFile(tmp);
+    renameSync(tmp, path);
+    fsyncFile(dirname(path));
     return at;
   }
 
   /**
-   * Replaces the state database at `dbPath` with a snapshot file received from the leader. The caller
-   * has closed the state machine; it reopens it afterwards.
+   * Replaces the state database at `dbPath` with a snapshot image (closed state machine; the caller
+   * reopens it). Each step is synced before the next, so a power cut leaves either the old database or
+   * the new one, never a torn file or the old one's write-ahead log applied to the new one.
    */
   static installSnapshot(dbPath: string, snapshotPath: string): void {
     const tmp = `${dbPath}.installing`;
     copyFileSync(snapshotPath, tmp);
+    fsyncFile(tmp);
     for (const suffix of ['-wal', '-shm']) if (existsSync(dbPath + suffix)) rmSync(dbPath + suffix);
+    fsyncFile(dirname(dbPath));
     renameSync(tmp, dbPath);
+    fsyncFile(dirname(dbPath));
+  }
+}
+
+function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
