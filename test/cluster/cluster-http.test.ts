@@ -2,7 +2,6 @@
 // partition elects a leader, writes replicate, a stopped leader is replaced, the stopped node comes
 // back and catches up by snapshot with identical state, and a wrong cluster secret is refused.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -10,19 +9,11 @@ import { request } from 'undici';
 import { ClusterNode, loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
 import { submit } from '../partition/host-helpers.js';
+import { freePort } from './net-helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-cluster-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function configs(partitions: number, secret = 's'.repeat(24)): Promise<NodeConfig[]> {
   const ports = [await freePort(), await freePort(), await freePort()];

@@ -4,25 +4,16 @@
 // stops a node with a clear message and exit code 2.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
+import { freePort } from './net-helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-procs-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface PartitionView {
   partition: number;

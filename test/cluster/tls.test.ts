@@ -3,12 +3,12 @@
 // signed cannot join.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ClusterNode, loadConfig } from '../../src/cluster/index.js';
 import { submit } from '../partition/host-helpers.js';
+import { freePort } from './net-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,15 +35,6 @@ function makeCert(ca: { key: string; cert: string }, name: string): { key: strin
   return { key, cert };
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function until(pred: () => boolean, what: string, rounds = 2000): Promise<boolean> {
   for (let i = 0; i < rounds; i++) {
