@@ -35,17 +35,28 @@ const children = ids.map((id, i) => {
     },
   );
   child.on('exit', (code, signal) => {
-    if (!stopping) console.error(`node ${id} exited (${signal ?? code}); stopping the others`);
+    if (!stopping) {
+      console.error(`node ${id} exited (${signal ?? code}); stopping the others`);
+      failed = true;
+    } else if (code !== 0 && signal !== 'SIGTERM') {
+      failed = true;
+    }
     stopAll();
+    if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) process.exit(failed ? 1 : 0);
   });
   return child;
 });
 
 let stopping = false;
+let failed = false;
 function stopAll() {
   if (stopping) return;
   stopping = true;
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  // Nodes hand leadership over and close within seconds; one that does not is killed.
+  setTimeout(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }, 20_000).unref();
 }
 process.on('SIGINT', stopAll);
 process.on('SIGTERM', stopAll);

@@ -28,8 +28,13 @@ async function main(): Promise<void> {
   }
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    // A second signal, or a shutdown stuck past its deadline, stops at once.
+    if (stopping) process.exit(1);
     stopping = true;
+    setTimeout(() => {
+      console.error('mom: shutdown took longer than 15 s; exiting');
+      process.exit(1);
+    }, 15_000).unref();
     node.app.log.info({ signal }, 'shutting down: handing leadership over');
     node
       .shutdown()
