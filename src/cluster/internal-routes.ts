@@ -21,6 +21,7 @@ declare module 'fastify' {
 
 export const RAFT_PATH = '/internal/raft';
 export const SNAPSHOT_PATH = '/internal/snapshot';
+export const PROPOSE_PATH = '/internal/propose';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 
 export interface InternalRoutesOptions {
@@ -47,6 +48,11 @@ export interface InternalRoutesOptions {
    * only these routes require it.
    */
   readonly requireClientCert?: boolean;
+  /**
+   * A system command (dead-letter delivery and the like) forwarded by a peer to this node as the
+   * partition's leader. Answers the command's result, or throws the partition layer's NotLeaderError.
+   */
+  onPropose?(partition: number, command: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
   readonly bodyLimit?: number;
 }
@@ -114,6 +120,32 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       }
       await opts.onMessages(batch.from, batch.items);
       return reply.code(204).send();
+    },
+  );
+
+  app.post<{ Body: { partition: number; command: unknown } }>(
+    PROPOSE_PATH,
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          properties: { partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 }, command: { type: 'object' } },
+          required: ['partition', 'command'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (opts.onPropose === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      try {
+        return { result: await opts.onPropose(request.body.partition, request.body.command) };
+      } catch (err) {
+        const e = err as { name?: string; leader?: unknown; message?: string };
+        if (e.name === 'NotLeaderError') return problem(reply, 421, 'not_leader', `not the leader; leader: ${String(e.leader ?? 'unknown')}`);
+        if (e.name === 'CommandRefusedError') return problem(reply, 400, 'validation_failed', e.message ?? 'refused');
+        return problem(reply, 503, 'unavailable', 'the command was not applied here; retry');
+      }
     },
   );
 

@@ -57,6 +57,7 @@ export class ClusterNode {
       requireClientCert: tls !== null,
       onMessages: (from, items) => host.receive(from, items),
       snapshotFile: (partition, ref) => host.snapshotFile(partition, ref),
+      onPropose: (partition, command) => host.proposeForwarded(partition, command),
     });
     app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
     app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {

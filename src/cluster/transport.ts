@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
-import { RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { PROPOSE_PATH, RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { encodeBatch, type BatchItem } from './wire.js';
 
@@ -180,6 +180,27 @@ export class HttpTransport {
    * fsynced, renamed, and the directory fsynced, so `destPath` is either absent or complete. Rejects
    * with SnapshotFetchError on a non-200 answer, a cut-short body, a timeout or an unknown peer.
    */
+  /**
+   * Asks `peerId`, the leader of `partition`, to propose a system command there; resolves with the
+   * command's result. Rejects when the peer is not the leader or cannot be reached: the caller retries.
+   */
+  async forward(peerId: NodeId, partition: number, command: unknown): Promise<unknown> {
+    const peer = this.peers.get(peerId);
+    if (peer === undefined) throw new Error(`unknown peer ${peerId}`);
+    if (this.closed) throw new Error('the transport is closed');
+    peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
+    const res = await peer.snapshotPool.request({
+      method: 'POST',
+      path: `${peer.basePath}${PROPOSE_PATH}`,
+      headers: { authorization: this.authorization, 'content-type': 'application/json' },
+      body: JSON.stringify({ partition, command }),
+      signal: AbortSignal.timeout(this.requestTimeoutMs * 5),
+    });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`forwarding to ${peerId} answered ${res.statusCode}: ${text.slice(0, 200)}`);
+    return (JSON.parse(text) as { result: unknown }).result;
+  }
+
   async fetchSnapshot(peerId: NodeId, partition: number, ref: string, destPath: string): Promise<void> {
     const peer = this.peers.get(peerId);
     if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);

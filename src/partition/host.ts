@@ -14,13 +14,24 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Message, NodeId, Ready } from '../raft/index.js';
-import { BrokerStateMachine } from '../store/broker/index.js';
+import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
 import { RaftLogStore, type PersistItem } from '../store/raft-log/index.js';
+import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
+import { partitionOf } from './routing.js';
+
+/** The commands a peer may forward to this node as a partition's leader: system work only. */
+const FORWARDABLE: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
+
+export class CommandRefusedError extends Error {
+  override name = 'CommandRefusedError';
+}
 
 /** What the host needs from the network (the cluster's HTTP transport implements it). */
 export interface Outbox {
   send(items: { partition: number; message: Message }[]): void;
+  /** Asks `peer`, the leader of `partition`, to propose a system command; resolves with its result. */
+  forward(peer: NodeId, partition: number, command: Command): Promise<unknown>;
   /** Copies the snapshot image `ref` of `partition` from `peer` to `dest` (durably). */
   fetchSnapshot(peer: NodeId, partition: number, ref: string, dest: string): Promise<void>;
 }
@@ -67,6 +78,8 @@ export class NodeHost {
   private closed = false;
   /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
   private readonly fetching = new Set<string>();
+  /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
+  private readonly forwarding = new Set<string>();
   /** When each peer was last heard from (any message of any partition). */
   private readonly lastHeard = new Map<NodeId, number>();
   /** Set by a planned stop: refuse leadership handed to this node. */
@@ -142,6 +155,7 @@ export class NodeHost {
       if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
         if (this.opts.balanceLeaders !== false) this.balanceLeaders();
         this.sweep();
+        this.forwardDeadLetters();
       }
       this.schedule();
     }, this.opts.tickMs ?? 100);
@@ -157,6 +171,55 @@ export class NodeHost {
       if (!r.isLeader() || !r.state.needsSweep(now)) continue;
       r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
     }
+  }
+
+  /**
+   * Moves dead letters from each led partition's outbox to their dead-letter queue's partition, then
+   * clears them. At least once: a retry after a lost answer is deduplicated by the original message id.
+   */
+  private forwardDeadLetters(): void {
+    for (const r of this.replicas) {
+      if (!r.isLeader()) continue;
+      const rows = r.state.outbox(100).filter((row) => !this.forwarding.has(`${r.partition}/${row.id}`));
+      const groups = new Map<string, typeof rows>();
+      for (const row of rows) {
+        const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
+        groups.set(key, [...(groups.get(key) ?? []), row]);
+      }
+      for (const group of groups.values()) {
+        const first = group[0]!;
+        const ids = group.map((g) => g.id);
+        for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
+        const deliver: Command = {
+          type: 'deadletter.deliver',
+          queue: first.targetQueue,
+          expectedOwner: first.expectedOwner,
+          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes })),
+        };
+        this.submitSystem(partitionOf(first.targetQueue, this.opts.partitions), deliver)
+          .then(() => r.propose(null, { type: 'outbox.done', ids }))
+          .catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition }, 'dead letters not delivered yet; will retry'))
+          .finally(() => {
+            for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
+          });
+      }
+    }
+  }
+
+  /** Proposes a system command on partition p, here if this node leads it, else at its leader. */
+  private async submitSystem(p: number, command: Command): Promise<unknown> {
+    const r = this.replica(p);
+    if (r.isLeader()) return r.propose(null, command);
+    const leader = r.leader();
+    if (leader === null || leader === this.opts.self) throw new NotLeaderError(p, null);
+    return this.opts.outbox.forward(leader, p, command);
+  }
+
+  /** A system command forwarded by a peer to this node as leader of `p` (see FORWARDABLE). */
+  async proposeForwarded(p: number, command: unknown): Promise<Result> {
+    const type = (command as { type?: unknown } | null)?.type;
+    if (typeof type !== 'string' || !FORWARDABLE.includes(type)) throw new CommandRefusedError(`a peer may not forward '${String(type)}'`);
+    return this.replica(p).propose(null, command as Command);
   }
 
   /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */

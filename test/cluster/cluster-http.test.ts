@@ -81,3 +81,29 @@ t.test('a node with the wrong cluster secret is refused and cannot join', async 
   t.equal(r.statusCode, 401);
   await r.body.dump();
 });
+
+t.test('forwarded system commands: only to the leader, only system work, only with the secret', async (t) => {
+  const cfgs = await configs(1);
+  const nodes = await Promise.all(cfgs.map((c) => ClusterNode.start(c, { tickMs: 20 })));
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
+  // Partition 0 prefers n1 as leader: wait for that, so balancing moves nothing during the test.
+  await until(() => nodes.every((n) => n.status()[0]!.leader === 'n1'), 'n1 leads partition 0, as all know');
+  const leader = nodes[0]!;
+  const follower = nodes.find((n) => n !== leader)!;
+  const post = async (node: ClusterNode, body: unknown, secret = node.cfg.clusterSecret): Promise<{ status: number; json: unknown }> => {
+    const r = await request(`http://127.0.0.1:${node.cfg.port}/internal/propose`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+    });
+    return { status: r.statusCode, json: await r.body.json() };
+  };
+  const sweep = { partition: 0, command: { type: 'sweep' } };
+  const ok = await post(leader, sweep);
+  t.equal(ok.status, 200);
+  t.same(ok.json, { result: { ok: true, value: { expired: 0, deadLettered: 0 } } }, 'the leader applied it');
+  t.equal((await post(follower, sweep)).status, 421, 'a follower says it is not the leader');
+  t.equal((await post(leader, { partition: 0, command: queue('sneaky') })).status, 400, 'user commands cannot be forwarded this way');
+  t.equal((await post(leader, sweep, 'w'.repeat(24))).status, 401, 'a wrong secret is refused');
+  t.equal((await post(leader, { partition: 0 })).status, 400, 'a malformed body is refused');
+});

@@ -57,6 +57,11 @@ export class LocalCluster {
           });
         }
       },
+      forward: async (peer, partition, command) => {
+        const h = this.hosts.get(peer);
+        if (h === undefined || this.down.has(peer) || this.down.has(self)) throw new Error('unreachable');
+        return h.proposeForwarded(partition, command);
+      },
       fetchSnapshot: async (peer, partition, ref, dest) => {
         const src = this.hosts.get(peer)?.snapshotFile(partition, ref);
         if (src === null || src === undefined || this.down.has(peer)) throw new Error('no such snapshot');

@@ -4,6 +4,7 @@
 import t from 'tap';
 import { stateHash } from '../../src/store/broker/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
+import { partitionOf } from '../../src/partition/routing.js';
 import { IDS, LocalCluster } from './host-helpers.js';
 
 const queue = (name: string) => ({
@@ -199,4 +200,30 @@ t.test('a kept tail longer than the snapshot interval neither retriggers compact
   const leader = c.leaderOf(0)!;
   t.ok(leader.replica(0).log.snapshot().meta.index >= 40, `snapshots were taken (last at ${leader.replica(0).log.snapshot().meta.index})`);
   t.equal(leader.replica(0).log.firstIndex(), 1, 'the kept tail holds the whole short log');
+});
+
+t.test('a dead letter reaches its dead-letter queue in another partition', async (t) => {
+  const c = new LocalCluster(4);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => [0, 1, 2, 3].every((p) => c.leaderOf(p) !== null), 'leaders');
+  const pJobs = partitionOf('jobs', 4);
+  const pDead = partitionOf('graveyard', 4);
+  t.not(pJobs, pDead, 'the queue and its dead-letter queue live in different partitions');
+  t.ok((await c.submit(pDead, 'alice', queue('graveyard'))).ok);
+  t.ok((await c.submit(pJobs, 'alice', { ...queue('jobs'), visibilityTimeoutSeconds: 1, maxDeliveries: 1, deadLetterQueue: 'graveyard' })).ok);
+  const sent = await c.submit(pJobs, 'alice', { type: 'queue.send', name: 'jobs', messages: [{ body: 'poison', attributes: { k: 'v' } }] });
+  const messageId = sent.ok ? (sent.value as { items: { messageId: string }[] }).items[0]!.messageId : '';
+  t.ok((await c.submit(pJobs, 'alice', { type: 'receive', channel: { queue: 'jobs' }, maxMessages: 1, visibilityTimeoutSeconds: null })).ok);
+  // Nobody acks: the lease runs out, the sweep dead-letters it, the forwarder delivers it.
+  const visibleInDlq = (): boolean => {
+    const q = c.leaderOf(pDead)?.replica(pDead).state.getQueue('graveyard', 'alice', Date.now());
+    return q !== undefined && q.ok && q.value.stats.visible === 1;
+  };
+  await c.until(visibleInDlq, 'the message is in the dead-letter queue');
+  const r = await c.submit(pDead, 'alice', { type: 'receive', channel: { queue: 'graveyard' }, maxMessages: 10, visibilityTimeoutSeconds: null });
+  const got = r.ok ? (r.value as { messages: { messageId: string; body: string; attributes: Record<string, string> }[] }).messages : [];
+  t.same(got.map((m) => [m.messageId, m.body, m.attributes]), [[messageId, 'poison', { k: 'v' }]], 'same id, body and attributes');
+  await c.until(() => c.leaderOf(pJobs)?.replica(pJobs).state.outbox(10).length === 0, 'the outbox is cleared');
+  t.pass('delivered once, outbox empty');
 });
