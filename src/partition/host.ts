@@ -141,7 +141,7 @@ export class NodeHost {
 
   /** The image file of a snapshot this node holds, for a follower fetching it; null if unknown. */
   snapshotFile(partition: number, ref: string): string | null {
-    if (!/^p\d+-\d+-\d+$/.test(ref) || !ref.startsWith(`p${partition}-`)) return null;
+    if (!isImageRef(partition, ref)) return null;
     const path = this.snapshotPath(ref);
     return existsSync(path) ? path : null;
   }
@@ -301,7 +301,7 @@ export class NodeHost {
 
   private receiveSnapshot(from: NodeId, r: PartitionReplica, m: Extract<Message, { type: 'snap' }>): void {
     const ref = new TextDecoder().decode(m.snapshot.data);
-    if (this.snapshotFile(r.partition, ref) === null && !/^p\d+-\d+-\d+$/.test(ref)) return;
+    if (!isImageRef(r.partition, ref)) return;
     const path = this.snapshotPath(ref);
     if (existsSync(path)) {
       r.raw.step(m);
@@ -393,10 +393,11 @@ export class NodeHost {
   /** Local compaction: snapshot the state (durably), then drop the log behind it. */
   private maybeCompact(r: PartitionReplica): void {
     const every = this.opts.snapshotEvery ?? 10_000;
-    const applied = r.state.applied();
     const lastSnapshot = r.log.snapshot().meta.index;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
-    if (applied.index - lastSnapshot < every) return;
+    // The core's applied index (no query) decides; the state database is read only to snapshot.
+    if (r.raw.raft.log.applied - lastSnapshot < every) return;
+    const applied = r.state.applied();
     const ref = `p${r.partition}-${applied.index}-${applied.term}`;
     r.state.snapshotTo(this.snapshotPath(ref));
     const keep = this.opts.keepBehindSnapshot ?? 1000;
@@ -446,4 +447,9 @@ export class NodeHost {
     for (const r of this.replicas) await r.state.close();
     this.logStore.close();
   }
+}
+
+/** Names of snapshot images: p<partition>-<index>-<term>. A peer's ref is checked before any file use. */
+function isImageRef(partition: number, ref: string): boolean {
+  return /^p\d+-\d+-\d+$/.test(ref) && ref.startsWith(`p${partition}-`);
 }

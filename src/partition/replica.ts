@@ -203,6 +203,7 @@ export class PartitionReplica {
   }
 
   private serveReads(): void {
+    if (this.reads.size === 0) return;
     const applied = this.state.applied().index;
     for (const [seq, w] of this.reads) {
       if (w.index === null || w.index > applied) continue;

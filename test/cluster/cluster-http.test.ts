@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { ClusterNode, loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
 import { submit } from '../partition/host-helpers.js';
-import { freePort } from './net-helpers.js';
+import { freePort, until } from './net-helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-cluster-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -26,13 +26,6 @@ async function configs(partitions: number, secret = 's'.repeat(24)): Promise<Nod
   );
 }
 
-async function until(pred: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (pred()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`gave up waiting for: ${what}`);
-}
 
 const leaderOf = (nodes: ClusterNode[], p: number): ClusterNode | undefined => nodes.find((n) => n.host.replica(p).isLeader());
 const queue = (name: string) => ({ type: 'queue.create' as const, name, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 });

@@ -11,3 +11,12 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** Waits until `pred` holds, polling every 10 ms for a bounded number of rounds (no timing assertion). */
+export async function until(pred: () => boolean, what: string, rounds = 2000): Promise<void> {
+  for (let i = 0; i < rounds; i++) {
+    if (pred()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`gave up waiting for: ${what}`);
+}

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { ClusterNode, loadConfig } from '../../src/cluster/index.js';
 import { submit } from '../partition/host-helpers.js';
-import { freePort } from './net-helpers.js';
+import { freePort, until } from './net-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -36,13 +36,6 @@ function makeCert(ca: { key: string; cert: string }, name: string): { key: strin
 }
 
 
-async function until(pred: () => boolean, what: string, rounds = 2000): Promise<boolean> {
-  for (let i = 0; i < rounds; i++) {
-    if (pred()) return true;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`gave up waiting for: ${what}`);
-}
 
 t.test('three nodes over HTTPS elect, replicate, and refuse a peer of another CA', async (t) => {
   const ca = makeCa('ca');
