@@ -6,7 +6,8 @@
 //     --data-dir /var/lib/mom --cluster-secret ... --jwt-secret ...
 //
 // SIGTERM or SIGINT: hand leadership over, finish requests in flight, close the databases, exit 0.
-import { ClusterNode, ConfigError, loadConfig } from './cluster/index.js';
+import { MomServer } from './api/index.js';
+import { ConfigError, loadConfig } from './cluster/index.js';
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
@@ -15,10 +16,10 @@ async function main(): Promise<void> {
     console.log('       [--tls-cert F --tls-key F --tls-ca F] [--config FILE]   (or MOM_* variables)');
     return;
   }
-  let node: ClusterNode;
+  let node: MomServer;
   try {
     const cfg = loadConfig(process.argv.slice(2), process.env);
-    node = await ClusterNode.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' } });
+    node = await MomServer.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' }, processMetrics: true });
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`mom: bad configuration: ${err.message}`);
@@ -35,7 +36,7 @@ async function main(): Promise<void> {
       console.error('mom: shutdown took longer than 15 s; exiting');
       process.exit(1);
     }, 15_000).unref();
-    node.app.log.info({ signal }, 'shutting down: handing leadership over');
+    node.log.info({ signal }, 'shutting down: handing leadership over');
     node
       .shutdown()
       .then(() => process.exit(0))

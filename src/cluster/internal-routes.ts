@@ -22,6 +22,8 @@ declare module 'fastify' {
 export const RAFT_PATH = '/internal/raft';
 export const SNAPSHOT_PATH = '/internal/snapshot';
 export const PROPOSE_PATH = '/internal/propose';
+export const COMMAND_PATH = '/internal/command';
+export const QUERY_PATH = '/internal/query';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 
 export interface InternalRoutesOptions {
@@ -53,6 +55,13 @@ export interface InternalRoutesOptions {
    * partition's leader. Answers the command's result, or throws the partition layer's NotLeaderError.
    */
   onPropose?(partition: number, command: unknown): Promise<unknown>;
+  /**
+   * A client's command forwarded by the node that received it, to this node as the partition's
+   * leader, under the client's identity. Answers a router Answer (see router.ts).
+   */
+  onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined): Promise<unknown>;
+  /** A client's read forwarded likewise; runs with a ReadIndex here. */
+  onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
   readonly bodyLimit?: number;
 }
@@ -146,6 +155,50 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         if (e.name === 'CommandRefusedError') return problem(reply, 400, 'validation_failed', e.message ?? 'refused');
         return problem(reply, 503, 'unavailable', 'the command was not applied here; retry');
       }
+    },
+  );
+
+  app.post<{ Body: { partition: number; actor: string | null; command: unknown; idempotencyKey?: string } }>(
+    COMMAND_PATH,
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          properties: {
+            partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
+            actor: { type: ['string', 'null'], minLength: 1, maxLength: 64 },
+            idempotencyKey: { type: 'string', minLength: 1, maxLength: 255 },
+            command: { type: 'object' },
+          },
+          required: ['partition', 'actor', 'command'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      const { partition, actor, command, idempotencyKey } = request.body;
+      return opts.onCommand(partition, actor, command, idempotencyKey);
+    },
+  );
+
+  app.post<{ Body: { partition: number; query: unknown } }>(
+    QUERY_PATH,
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          properties: { partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 }, query: { type: 'object' } },
+          required: ['partition', 'query'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (opts.onQuery === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded reads');
+      return opts.onQuery(request.body.partition, request.body.query);
     },
   );
 

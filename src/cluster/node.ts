@@ -1,10 +1,13 @@
-// One node of the cluster: its partitions (the node host), the HTTP transport to its peers, and the
-// HTTP server that receives their messages. The REST API mounts on the same server.
+// One node of the cluster without its HTTP server: its partitions (the node host), the HTTP transport
+// to its peers, and the router that takes requests to their partitions' leaders. The server
+// (src/api/server.ts) mounts the inter-node routes this node answers next to the REST API.
 import { readFileSync } from 'node:fs';
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { NodeHost, type PartitionStatus } from '../partition/host.js';
+import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, type NodeConfig } from './config.js';
-import { internalRoutes } from './internal-routes.js';
+import type { InternalRoutesOptions } from './internal-routes.js';
+import { Router } from './router.js';
 import { HttpTransport } from './transport.js';
 
 export interface NodeOptions {
@@ -12,8 +15,17 @@ export interface NodeOptions {
   readonly tickMs?: number;
   readonly snapshotEvery?: number;
   readonly keepBehindSnapshot?: number;
-  /** Fastify's logger setting (pino); false in tests. */
-  readonly logger?: boolean | object;
+  /** How long a request waits for a reachable leader before its 503 (default 5 s). */
+  readonly leaderWaitMs?: number;
+}
+
+/** Commands only the nodes themselves propose; a forwarded client command may not be one. */
+const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
+
+export interface TlsMaterial {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
 }
 
 export class ClusterNode {
@@ -21,78 +33,74 @@ export class ClusterNode {
     readonly cfg: NodeConfig,
     readonly host: NodeHost,
     readonly transport: HttpTransport,
-    readonly app: FastifyInstance,
+    readonly router: Router,
+    readonly tls: TlsMaterial | null,
   ) {}
 
-  static async start(cfg: NodeConfig, opts: NodeOptions = {}): Promise<ClusterNode> {
+  /** Opens the partitions and the transport; nothing runs until start(). */
+  static async open(cfg: NodeConfig, logger: Logger, opts: NodeOptions = {}): Promise<ClusterNode> {
     checkClusterIdentity(cfg);
     const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
-    const app = Fastify({
-      logger: opts.logger ?? false,
-      // Mutual TLS between nodes: every client is asked for a certificate; the inter-node routes
-      // require one signed by the cluster CA, API clients need none.
-      ...(tls === null ? {} : { https: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false } }),
-    });
     const transport = new HttpTransport({
       self: cfg.nodeId,
       peers: cfg.peers,
       clusterSecret: cfg.clusterSecret,
       ...(tls === null ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
-      logger: { warn: (obj, msg) => app.log.warn(obj, msg) },
+      logger: { warn: (obj, msg) => logger.warn(obj, msg) },
     });
+    const tickMs = opts.tickMs ?? 100;
     const host = await NodeHost.open({
       self: cfg.nodeId,
       voters: cfg.peers.map((p) => p.id),
       partitions: cfg.partitions,
       dataDir: cfg.dataDir,
       outbox: transport,
-      ...(opts.tickMs === undefined ? {} : { tickMs: opts.tickMs }),
+      tickMs,
       ...(opts.snapshotEvery === undefined ? {} : { snapshotEvery: opts.snapshotEvery }),
       ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
-      logger: { warn: (obj, msg) => app.log.warn(obj, msg), error: (obj, msg) => app.log.error(obj, msg) },
+      logger: { warn: (obj, msg) => logger.warn(obj, msg), error: (obj, msg) => logger.error(obj, msg) },
     });
-    await app.register(internalRoutes, {
-      clusterSecret: cfg.clusterSecret,
+    const router = new Router(host, transport, {
       self: cfg.nodeId,
-      requireClientCert: tls !== null,
-      onMessages: (from, items) => host.receive(from, items),
-      snapshotFile: (partition, ref) => host.snapshotFile(partition, ref),
-      onPropose: (partition, command) => host.proposeForwarded(partition, command),
+      partitions: cfg.partitions,
+      pollMs: Math.max(10, Math.min(tickMs, 100)),
+      ...(opts.leaderWaitMs === undefined ? {} : { leaderWaitMs: opts.leaderWaitMs }),
     });
-    app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-    app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
-      const missing = host.status().filter((s) => s.leader === null).map((s) => s.partition);
-      if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready', partitionsWithoutLeader: missing });
-      return { status: 'ready' };
-    });
-    // This node's view of the cluster (API.md, Cluster and operations). The REST API will describe
-    // it in the OpenAPI document; it reveals no secret and no user data.
-    app.get('/v1/cluster', async () => ({
-      node: cfg.nodeId,
-      nodes: cfg.peers.map((p) => ({ id: p.id, url: p.url })),
-      partitions: host.status(),
-    }));
-    await app.listen({ host: cfg.host, port: cfg.port });
-    host.start();
-    return new ClusterNode(cfg, host, transport, app);
+    return new ClusterNode(cfg, host, transport, router, tls);
+  }
+
+  /** What the inter-node routes of this node answer with (see internal-routes.ts). */
+  internalRoutes(): InternalRoutesOptions {
+    return {
+      clusterSecret: this.cfg.clusterSecret,
+      self: this.cfg.nodeId,
+      requireClientCert: this.tls !== null,
+      onMessages: (from, items) => this.host.receive(from, items),
+      snapshotFile: (partition, ref) => this.host.snapshotFile(partition, ref),
+      onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
+      onCommand: async (partition, actor, command, idempotencyKey) => {
+        const type = (command as { type?: unknown }).type;
+        if (typeof type !== 'string' || SYSTEM_COMMANDS.includes(type)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
+        if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
+        return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
+      },
+      onQuery: async (partition, query) => {
+        if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
+        return this.router.queryHere(partition, query as Parameters<Router['queryHere']>[1]);
+      },
+    };
+  }
+
+  start(): void {
+    this.host.start();
   }
 
   status(): PartitionStatus[] {
     return this.host.status();
   }
 
-  /**
-   * A planned stop (SIGTERM): hand leadership over so clients wait for no election, stop accepting
-   * requests and finish those in flight, then close the partitions and their databases.
-   */
-  async shutdown(): Promise<void> {
-    await this.host.handOverLeadership();
-    await this.close();
-  }
-
-  /** Stops serving, then the partitions, then the transport. */
+  /** Closes the partitions and their databases, then the transport. */
   async close(): Promise<void> {
-    await this.app.close();
     await this.host.close();
     await this.transport.close();
   }

@@ -72,6 +72,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
 export const DEFAULT_SNAPSHOT_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
 /** A failing peer is reported at most once per this interval. */
+/** Connections per peer for forwarded requests: each holds one request until its write applies. */
+export const RPC_CONNECTIONS = 64;
 export const WARN_INTERVAL_MS = 10_000;
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 1_000;
@@ -88,6 +90,8 @@ interface Peer {
   readonly pool: Pool;
   /** Created on the first fetch: a long download must not hold up the Raft traffic. */
   snapshotPool: Pool | null;
+  /** Forwarded commands and reads (call()); opened on first use. */
+  rpcPool: Pool | null;
   readonly queue: MessageQueue;
   /** True while a POST is outstanding; at most one is, per peer. */
   inFlight: boolean;
@@ -136,6 +140,7 @@ export class HttpTransport {
         basePath: parsed.pathname.replace(/\/+$/, ''),
         pool: this.newPool(parsed.origin, 2, this.requestTimeoutMs),
         snapshotPool: null,
+        rpcPool: null,
         queue: new MessageQueue(maxQueued),
         inFlight: false,
         scheduled: false,
@@ -176,31 +181,51 @@ export class HttpTransport {
   }
 
   /**
-   * Downloads snapshot `ref` of `partition` from `peer` into `destPath`: written to `destPath.part`,
-   * fsynced, renamed, and the directory fsynced, so `destPath` is either absent or complete. Rejects
-   * with SnapshotFetchError on a non-200 answer, a cut-short body, a timeout or an unknown peer.
-   */
-  /**
    * Asks `peerId`, the leader of `partition`, to propose a system command there; resolves with the
    * command's result. Rejects when the peer is not the leader or cannot be reached: the caller retries.
    */
   async forward(peerId: NodeId, partition: number, command: unknown): Promise<unknown> {
+    const res = await this.call(peerId, PROPOSE_PATH, { partition, command }, { timeoutMs: this.requestTimeoutMs * 5 });
+    if (res.status !== 200) throw new Error(`forwarding to ${peerId} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 200)}`);
+    return (res.body as { result: unknown }).result;
+  }
+
+  /**
+   * One JSON request to an inter-node route of `peerId` (forwarded commands and reads), on a pool of
+   * its own so that a slow call never holds up Raft messages. Resolves with any HTTP answer; rejects
+   * with undici's error when no answer came (refused, reset, timed out). `requestId` travels along so
+   * that the leader's log lines carry the client's request id.
+   */
+  async call(peerId: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }> {
     const peer = this.peers.get(peerId);
     if (peer === undefined) throw new Error(`unknown peer ${peerId}`);
     if (this.closed) throw new Error('the transport is closed');
-    peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
-    const res = await peer.snapshotPool.request({
+    // The pool's own deadlines are loose; each call's signal is the real bound.
+    peer.rpcPool ??= this.newPool(new URL(peer.url).origin, RPC_CONNECTIONS, 60_000);
+    const headers: Record<string, string> = { authorization: this.authorization, 'content-type': 'application/json' };
+    if (opts.requestId !== undefined) headers['x-request-id'] = opts.requestId;
+    const res = await peer.rpcPool.request({
       method: 'POST',
-      path: `${peer.basePath}${PROPOSE_PATH}`,
-      headers: { authorization: this.authorization, 'content-type': 'application/json' },
-      body: JSON.stringify({ partition, command }),
-      signal: AbortSignal.timeout(this.requestTimeoutMs * 5),
+      path: `${peer.basePath}${path}`,
+      headers,
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(opts.timeoutMs),
     });
     const text = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`forwarding to ${peerId} answered ${res.statusCode}: ${text.slice(0, 200)}`);
-    return (JSON.parse(text) as { result: unknown }).result;
+    let parsed: unknown = null;
+    try {
+      parsed = text.length === 0 ? null : JSON.parse(text);
+    } catch {
+      parsed = { detail: text.slice(0, 200) };
+    }
+    return { status: res.statusCode, body: parsed };
   }
 
+  /**
+   * Downloads snapshot `ref` of `partition` from `peer` into `destPath`: written to `destPath.part`,
+   * fsynced, renamed, and the directory fsynced, so `destPath` is either absent or complete. Rejects
+   * with SnapshotFetchError on a non-200 answer, a cut-short body, a timeout or an unknown peer.
+   */
   async fetchSnapshot(peerId: NodeId, partition: number, ref: string, destPath: string): Promise<void> {
     const peer = this.peers.get(peerId);
     if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);
@@ -271,6 +296,7 @@ export class HttpTransport {
       peer.backoff = null;
       pools.push(peer.pool);
       if (peer.snapshotPool !== null) pools.push(peer.snapshotPool);
+      if (peer.rpcPool !== null) pools.push(peer.rpcPool);
     }
     await Promise.all(pools.map((p) => p.destroy()));
   }

@@ -20,6 +20,13 @@ export class NotLeaderError extends Error {
  */
 export class OutcomeUnknownError extends Error {
   override name = 'OutcomeUnknownError';
+  constructor(
+    message: string,
+    /** True when the wait ran out (the entry may be stuck behind an unreachable majority). */
+    readonly timedOut = false,
+  ) {
+    super(message);
+  }
 }
 
 /** The proposal was overwritten by another leader's entry: it never applied and never will. */

@@ -112,7 +112,7 @@ export class PartitionReplica {
           // Stop waiting; the tracker entry stays so a late apply is simply ignored.
           waiter.resolve = () => undefined;
           waiter.reject = () => undefined;
-          reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`));
+          reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`, true));
         }, this.cfg.proposalTimeoutMs),
       };
       this.proposals.track(ticket, [waiter]);

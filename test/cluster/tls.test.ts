@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { ClusterNode, loadConfig } from '../../src/cluster/index.js';
+import { MomServer as ClusterNode } from '../../src/api/index.js';
+import { loadConfig } from '../../src/cluster/index.js';
 import { submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
 

@@ -224,7 +224,10 @@ export class BrokerStateMachine {
       if (err instanceof Refusal) result = err.failure;
       else throw err;
     }
-    if (key !== undefined && env.actor !== null) {
+    // A receive that leased nothing changed nothing: its key stays free, so that a long poll may
+    // propose again under the same Idempotency-Key and bind it to the receive that finds messages.
+    const emptyReceive = env.command.type === 'receive' && result.ok && (result.value as { messages: unknown[] }).messages.length === 0;
+    if (key !== undefined && env.actor !== null && !emptyReceive) {
       this.st.putIdempotency.run(env.actor, key, fingerprint, JSON.stringify(result), ctx.now + IDEMPOTENCY_WINDOW_MS);
     }
     return result;
@@ -858,6 +861,26 @@ export class BrokerStateMachine {
     return this.stats(ch, Math.max(now, this.clock())).visible > 0;
   }
 
+  /** The fullest queues' message counters (as of the last apply; time-based changes not counted). */
+  queueDepths(limit: number): { queue: string; ready: number; leased: number; delayed: number }[] {
+    return this.st.queueDepths.all(limit) as { queue: string; ready: number; leased: number; delayed: number }[];
+  }
+
+  /** The channel id of a queue or subscription, or null when there is none (for long polls). */
+  channelIdOf(ref: ChannelRef): number | null {
+    const row = ('queue' in ref ? this.st.getQueue.get(ref.queue) : this.st.getSubscription.get(ref.topic, ref.subscription)) as ChannelRow | undefined;
+    return row === undefined ? null : row.id;
+  }
+
+  /**
+   * When the next leased or delayed message of a channel becomes visible (ms), or null: time alone
+   * makes those visible, with no entry to wake a long poll, so it sets a timer for this.
+   */
+  nextVisibleAt(channelId: number): number | null {
+    const r = this.st.nextDue.get(channelId) as { at: number };
+    return r.at === Number.MAX_SAFE_INTEGER ? null : r.at;
+  }
+
   // ---- snapshots ----
 
   /**
@@ -985,6 +1008,17 @@ function prepare(db: Sqlite) {
     due: s(
       `select seq, state, delivery_count from messages indexed by messages_due
        where channel_id = ? and state in (${MessageState.Leased}, ${MessageState.Delayed}) and visible_at <= ? order by seq`,
+    ),
+    queueDepths: s(
+      `select q.name as queue, c.n_ready as ready, c.n_leased as leased, c.n_delayed as delayed
+       from queues q join channels c on c.id = q.channel_id order by c.n_ready + c.n_leased + c.n_delayed desc, q.name limit ?`,
+    ),
+    nextDue: s(
+      // Two indexed min() lookups rather than one scan over every message in flight.
+      `select min(
+         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = ?1 and state = ${MessageState.Leased}), ${Number.MAX_SAFE_INTEGER}),
+         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = ?1 and state = ${MessageState.Delayed}), ${Number.MAX_SAFE_INTEGER})
+       ) as at`,
     ),
     dueCounts: s(
       `select sum(state = ${MessageState.Leased}) as leased,

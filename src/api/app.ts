@@ -1,0 +1,94 @@
+// buildApp(deps): the REST API of ../shared/API.md as a Fastify app, plus the inter-node routes when
+// given. It never listens: src/api/server.ts does, and tests use inject() or listen themselves.
+import { randomUUID } from 'node:crypto';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Ajv, { type Options as AjvOptions } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { internalRoutes } from '../cluster/internal-routes.js';
+import { authPlugin } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { errorHandler, sendProblem } from './errors.js';
+import { metricsPlugin } from './metrics.js';
+import { authRoutes } from './routes/auth.js';
+import { opsRoutes } from './routes/ops.js';
+import { queueRoutes } from './routes/queues.js';
+import { topicRoutes } from './routes/topics.js';
+import { Problem } from './schemas.js';
+
+/** Body limit of routes that take no messages. */
+export const DEFAULT_BODY_LIMIT = 64 * 1024;
+export const API_VERSION = '1.0.0';
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Two validators: bodies are taken as sent (a string where an integer belongs is a 400, never
+ * coerced; an unknown field is a 400, never dropped), while path, query and headers, which are text
+ * by nature, are coerced to their schema's types.
+ */
+function validatorCompiler(): (route: { schema: object; httpPart?: string }) => (data: unknown) => boolean | { error?: Error; value?: unknown } {
+  const common: AjvOptions = { strict: false, allErrors: false, useDefaults: true, removeAdditional: false };
+  const body = new Ajv.default({ ...common, coerceTypes: false });
+  const text = new Ajv.default({ ...common, coerceTypes: 'array' });
+  addFormats.default(body);
+  addFormats.default(text);
+  for (const ajv of [body, text]) ajv.addSchema(Problem);
+  return ({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema) as unknown as (data: unknown) => boolean;
+}
+
+export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean } = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger ?? pino({ level: 'silent' }),
+    bodyLimit: DEFAULT_BODY_LIMIT,
+    requestIdHeader: false,
+    // A caller's (or a forwarding node's) X-Request-Id is kept when it is sane, so one request has one
+    // id in every node's log.
+    genReqId: (req) => {
+      const id = req.headers['x-request-id'];
+      return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID();
+    },
+    routerOptions: { maxParamLength: 256 },
+    ...(deps.https === undefined ? {} : { https: { cert: deps.https.cert, key: deps.https.key, ca: deps.https.ca, requestCert: true, rejectUnauthorized: false } }),
+  });
+  app.setValidatorCompiler(validatorCompiler());
+  app.addSchema(Problem);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', String(request.id));
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'mom: a replicated message broker',
+        version: API_VERSION,
+        description:
+          'Queues (competing consumers) and topics (publish to many subscriptions) on a three-node Raft cluster. Any node serves any request. A 2xx on a write means the change is committed on a majority of nodes, fsynced there, and applied. Errors are application/problem+json.',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The accessToken of POST /v1/auth/login.' } } },
+      tags: [
+        { name: 'auth', description: 'Users and access tokens' },
+        { name: 'queues', description: 'Queues, grants and messages' },
+        { name: 'topics', description: 'Topics, grants, publishing and subscriptions' },
+        { name: 'operations', description: 'Health, readiness, cluster state and metrics' },
+      ],
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: true, tryItOutEnabled: false } });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(authPlugin, { deps });
+  await app.register(metricsPlugin, { deps, processMetrics: opts.processMetrics ?? false });
+  await app.register(opsRoutes, { deps });
+  await app.register(authRoutes, { deps });
+  await app.register(queueRoutes, { deps });
+  await app.register(topicRoutes, { deps });
+  if (deps.internal !== undefined) await app.register(internalRoutes, deps.internal);
+  return app as unknown as FastifyInstance;
+}

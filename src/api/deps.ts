@@ -1,0 +1,88 @@
+// What the API needs from the rest of the node. buildApp(deps) takes it; src/api/server.ts wires the
+// real cluster in, and `npm run openapi` builds the app with a broker that is never called.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { InternalRoutesOptions } from '../cluster/internal-routes.js';
+import type { RequestContext } from '../cluster/router.js';
+import type { PartitionStatus } from '../partition/host.js';
+import { partitionOf } from '../partition/routing.js';
+import type { ChannelRef, Command, Query, Result } from '../store/broker/index.js';
+import { ApiError, fromFailure } from './errors.js';
+
+/** The router's surface (src/cluster/router.ts). */
+export interface Broker {
+  readonly partitions: number;
+  propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx?: RequestContext): Promise<Result>;
+  query(p: number, query: Query, ctx?: RequestContext): Promise<Result>;
+  staleQuery(p: number, query: Query): { result: Result; appliedIndex: number };
+  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<void>; cancel(): void };
+  waiting(): number;
+}
+
+export interface ClusterView {
+  readonly nodeId: string;
+  readonly nodes: readonly { readonly id: string; readonly url: string }[];
+  status(): PartitionStatus[];
+  /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
+  queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
+}
+
+export interface ApiDeps {
+  readonly broker: Broker;
+  readonly cluster: ClusterView;
+  /** Signs and checks access tokens (HS256); the same on every node. */
+  readonly jwtSecret: string;
+  /** Default 3600. */
+  readonly tokenTtlSeconds?: number;
+  /** bcrypt cost; default 10 (the floor). */
+  readonly bcryptCost?: number;
+  /** A pino logger; silent when absent. */
+  readonly logger?: Logger;
+  /** Serve HTTPS (and ask clients for certificates, for the inter-node routes). */
+  readonly https?: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** The inter-node routes, mounted on the same server; none when absent. */
+  readonly internal?: InternalRoutesOptions;
+  readonly now?: () => number;
+}
+
+export const ctxOf = (request: FastifyRequest): RequestContext => ({ requestId: String(request.id) });
+
+/** The Idempotency-Key header, validated by the route's header schema. */
+export const idempotencyKeyOf = (request: FastifyRequest): string | undefined => {
+  const k = request.headers['idempotency-key'];
+  return typeof k === 'string' ? k : undefined;
+};
+
+export const actorOf = (request: FastifyRequest): string => {
+  const sub = (request.user as { sub?: unknown } | undefined)?.sub;
+  if (typeof sub !== 'string') throw new ApiError('unauthorized', 'a bearer token is required');
+  return sub;
+};
+
+/** Proposes a command on the partition of `name` as the caller; answers its value or throws its failure. */
+export async function write<T>(deps: ApiDeps, request: FastifyRequest, name: string, command: Command, opts: { idempotent?: boolean } = {}): Promise<T> {
+  const p = partitionOf(name, deps.broker.partitions);
+  const key = opts.idempotent === false ? undefined : idempotencyKeyOf(request);
+  const r = await deps.broker.propose(p, actorOf(request), command, key, ctxOf(request));
+  if (!r.ok) throw fromFailure(r);
+  return r.value as T;
+}
+
+/**
+ * Reads from the partition of `name`: linearizable by default; with ?consistency=stale from this
+ * node's replica, marked with X-Stale and X-Applied-Index.
+ */
+export async function read<T>(deps: ApiDeps, request: FastifyRequest, reply: FastifyReply, name: string, query: Query): Promise<T> {
+  const p = partitionOf(name, deps.broker.partitions);
+  const stale = (request.query as { consistency?: string } | undefined)?.consistency === 'stale';
+  let r: Result;
+  if (stale) {
+    const s = deps.broker.staleQuery(p, query);
+    reply.header('x-stale', 'true').header('x-applied-index', String(s.appliedIndex));
+    r = s.result;
+  } else {
+    r = await deps.broker.query(p, query, ctxOf(request));
+  }
+  if (!r.ok) throw fromFailure(r);
+  return r.value as T;
+}

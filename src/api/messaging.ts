@@ -1,0 +1,123 @@
+// What queues and subscriptions share: message limits, and receiving with long polling.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage } from '../store/broker/index.js';
+import { write, type ApiDeps } from './deps.js';
+import { ApiError } from './errors.js';
+import { LIMITS } from './schemas.js';
+
+interface MessageFields {
+  body: string;
+  attributes?: Record<string, string>;
+  delaySeconds?: number;
+  deduplicationId?: string;
+}
+
+const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
+
+function attributeBytes(a: Record<string, string> | undefined): number {
+  let n = 0;
+  if (a !== undefined) for (const [k, v] of Object.entries(a)) n += utf8Bytes(k) + utf8Bytes(v);
+  return n;
+}
+
+/** The messages as commands carry them, after the byte limits the schema cannot express (413). */
+export function toMessageInputs(messages: readonly MessageFields[]): MessageInput[] {
+  let total = 0;
+  const out: MessageInput[] = [];
+  for (const [i, m] of messages.entries()) {
+    const bytes = utf8Bytes(m.body);
+    if (bytes > LIMITS.bodyBytes) {
+      throw new ApiError('payload_too_large', `message ${i}: the body is ${bytes} bytes; the limit is ${LIMITS.bodyBytes}`);
+    }
+    total += bytes + attributeBytes(m.attributes);
+    const input: { -readonly [K in keyof MessageInput]: MessageInput[K] } = { body: m.body, attributes: m.attributes ?? {} };
+    if (m.delaySeconds !== undefined) input.delaySeconds = m.delaySeconds;
+    if (m.deduplicationId !== undefined) input.deduplicationId = m.deduplicationId;
+    out.push(input);
+  }
+  if (total > LIMITS.batchBytes) throw new ApiError('payload_too_large', `the batch holds ${total} bytes of bodies and attributes; the limit is ${LIMITS.batchBytes}`);
+  return out;
+}
+
+/** Body limit of routes that take messages: escaped JSON of a full batch, with room. */
+export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
+
+/**
+ * A receive, with long polling. Each attempt is a replicated write (a lease), so an idle poll proposes
+ * only when woken: by the local replica applying messages to this channel, by the next lease or
+ * delay ending, or by the end of the wait. A client gone while waiting stops the loop; one gone
+ * after messages were leased for it gets them released (nacked) at once, so nothing stays leased to
+ * nobody for a visibility timeout.
+ */
+export async function receive(
+  deps: ApiDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  partitionKey: string,
+  channel: ChannelRef,
+  body: { maxMessages?: number; visibilityTimeoutSeconds?: number; waitSeconds?: number },
+  partition: number,
+): Promise<{ messages: ReceivedMessage[] }> {
+  const now = deps.now ?? Date.now;
+  const deadline = now() + (body.waitSeconds ?? 0) * 1000;
+  let gone = false;
+  let wakeGone = (): void => undefined;
+  const goneP = new Promise<void>((resolve) => {
+    wakeGone = resolve;
+  });
+  const onClose = (): void => {
+    if (reply.raw.writableFinished) return;
+    gone = true;
+    wakeGone();
+  };
+  reply.raw.on('close', onClose);
+  const command: Command = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null };
+  try {
+    for (;;) {
+      const waiting = deadline > now();
+      // Registered before the receive, so that no wake-up can fall between the two.
+      const watch = waiting ? deps.broker.watch(partition, channel, deadline) : null;
+      let result: { messages: ReceivedMessage[] };
+      try {
+        result = await write<{ messages: ReceivedMessage[] }>(deps, request, partitionKey, command);
+      } catch (err) {
+        watch?.cancel();
+        throw err;
+      }
+      if (result.messages.length > 0 || watch === null || gone) {
+        watch?.cancel();
+        if (gone) {
+          void release(deps, request, partitionKey, channel, result.messages);
+          return { messages: [] };
+        }
+        releaseIfUndelivered(deps, request, reply, partitionKey, channel, result.messages);
+        return result;
+      }
+      await Promise.race([watch.woken, goneP]);
+      watch.cancel();
+      if (gone) return { messages: [] };
+    }
+  } finally {
+    reply.raw.off('close', onClose);
+  }
+}
+
+/** When the answer does not reach the client in full, its messages go back to the queue. */
+function releaseIfUndelivered(deps: ApiDeps, request: FastifyRequest, reply: FastifyReply, key: string, channel: ChannelRef, messages: ReceivedMessage[]): void {
+  if (messages.length === 0) return;
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) void release(deps, request, key, channel, messages);
+  });
+}
+
+async function release(deps: ApiDeps, request: FastifyRequest, key: string, channel: ChannelRef, messages: ReceivedMessage[]): Promise<void> {
+  if (messages.length === 0) return;
+  try {
+    // Without the client's Idempotency-Key: this nack is the node's own, not the client's request.
+    const nack: Command = { type: 'nack', channel, receiptHandles: messages.map((m) => m.receiptHandle), delaySeconds: 0 };
+    await write<HandleOutcome>(deps, request, key, nack, { idempotent: false });
+    request.log.info({ released: messages.length }, 'client left before its messages were delivered: released them');
+  } catch (err) {
+    request.log.warn({ err: String(err) }, 'could not release the messages of a client that left; they return when their lease expires');
+  }
+}

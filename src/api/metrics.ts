@@ -1,0 +1,80 @@
+// Prometheus metrics (prom-client), in a registry of this app's own so that several nodes can live in
+// one process (tests). Request metrics come from hooks; Raft and queue gauges are read at scrape time.
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ApiDeps } from './deps.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Registry;
+  }
+}
+
+/** Queues reported per scrape at most (label cardinality stays bounded). */
+export const MAX_QUEUE_SERIES = 1000;
+
+async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetrics: boolean }): Promise<void> {
+  const { deps } = opts;
+  const registry = new Registry();
+  if (opts.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'mom_' });
+  const labelNames = ['method', 'route', 'status'] as const;
+  const requests = new Counter({ name: 'mom_http_requests_total', help: 'HTTP requests answered, by route and status.', labelNames, registers: [registry] });
+  const latency = new Histogram({
+    name: 'mom_http_request_duration_seconds',
+    help: 'Time to answer, by route and status.',
+    labelNames,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25],
+    registers: [registry],
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const labels = { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) };
+    requests.inc(labels);
+    latency.observe(labels, reply.elapsedTime / 1000);
+  });
+
+  const partitionGauge = (name: string, help: string, value: (s: ReturnType<ApiDeps['cluster']['status']>[number]) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['partition'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of deps.cluster.status()) this.set({ partition: String(s.partition) }, value(s));
+      },
+    });
+  };
+  partitionGauge('mom_raft_term', 'Current Raft term, per partition.', (s) => s.term);
+  partitionGauge('mom_raft_is_leader', '1 where this node leads the partition.', (s) => (s.role === 'leader' ? 1 : 0));
+  partitionGauge('mom_raft_last_index', 'Last log index on this node.', (s) => s.lastIndex);
+  partitionGauge('mom_raft_commit_index', 'Commit index known to this node.', (s) => s.commitIndex);
+  partitionGauge('mom_raft_applied_index', 'Applied index of this node\'s state.', (s) => s.appliedIndex);
+  partitionGauge('mom_raft_commit_lag', 'Entries in this node\'s log not yet known committed.', (s) => s.lastIndex - s.commitIndex);
+  partitionGauge('mom_raft_apply_lag', 'Committed entries not yet applied here.', (s) => s.commitIndex - s.appliedIndex);
+  new Gauge({
+    name: 'mom_queue_messages',
+    help: `Messages per queue and state (ready, leased, delayed), for queues of the partitions this node leads; at most ${MAX_QUEUE_SERIES} queues.`,
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const q of deps.cluster.queueDepths(MAX_QUEUE_SERIES)) {
+        this.set({ queue: q.queue, state: 'ready' }, q.ready);
+        this.set({ queue: q.queue, state: 'leased' }, q.leased);
+        this.set({ queue: q.queue, state: 'delayed' }, q.delayed);
+      }
+    },
+  });
+  new Gauge({
+    name: 'mom_long_polls_waiting',
+    help: 'Receives waiting for messages on this node.',
+    registers: [registry],
+    collect() {
+      this.set(deps.broker.waiting());
+    },
+  });
+  app.decorate('metrics', registry);
+}
+
+export const metricsPlugin = fp(metrics, { name: 'mom-metrics', fastify: '5.x' });

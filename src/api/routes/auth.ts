@@ -1,0 +1,86 @@
+// /v1/auth: register, login, me. Passwords are hashed here, on the node that received the request
+// (bcrypt is slow on purpose and not deterministic), and only the hash is proposed.
+import bcrypt from 'bcryptjs';
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { userPartition } from '../../partition/routing.js';
+import { ctxOf, type ApiDeps } from '../deps.js';
+import { ApiError, fromFailure } from '../errors.js';
+import { RateLimiter } from '../rate-limit.js';
+import { Credentials, Me, Registered, Token } from '../schemas.js';
+import { problems } from './common.js';
+
+export const LOGIN_LIMITS = { perAddress: 30, perUser: 10, windowMs: 60_000 } as const;
+export const REGISTER_LIMITS = { perAddress: 20, windowMs: 60_000 } as const;
+
+export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { deps } = opts;
+  const now = deps.now ?? Date.now;
+  const cost = Math.max(10, deps.bcryptCost ?? 10);
+  const ttl = deps.tokenTtlSeconds ?? 3600;
+  const loginByAddress = new RateLimiter(LOGIN_LIMITS.perAddress, LOGIN_LIMITS.windowMs, now);
+  const loginByUser = new RateLimiter(LOGIN_LIMITS.perUser, LOGIN_LIMITS.windowMs, now);
+  const registerByAddress = new RateLimiter(REGISTER_LIMITS.perAddress, REGISTER_LIMITS.windowMs, now);
+  // Compared against when the user is unknown, so that both failures take as long.
+  const dummyHash = bcrypt.hashSync('not a password of anyone', cost);
+
+  const limit = (limiter: RateLimiter, key: string, what: string): void => {
+    const wait = limiter.hit(key);
+    if (wait > 0) throw new ApiError('rate_limited', `too many ${what}; retry in ${wait} s`, wait);
+  };
+
+  app.post(
+    '/v1/auth/register',
+    {
+      schema: {
+        tags: ['auth'],
+        summary: 'Register a user',
+        description: `Creates a user. Limited to ${REGISTER_LIMITS.perAddress} registrations per minute per client address on each node.`,
+        body: Credentials,
+        response: { 201: Registered, ...problems(400, 409, 429, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      limit(registerByAddress, request.ip, 'registrations from this address');
+      const { username, password } = request.body;
+      const passwordHash = await bcrypt.hash(password, cost);
+      const r = await deps.broker.propose(userPartition(username, deps.broker.partitions), null, { type: 'user.register', username, passwordHash }, undefined, ctxOf(request));
+      if (!r.ok) throw fromFailure(r);
+      return reply.code(201).send(r.value as { username: string; createdAt: string });
+    },
+  );
+
+  app.post(
+    '/v1/auth/login',
+    {
+      schema: {
+        tags: ['auth'],
+        summary: 'Log in: get an access token',
+        description: `401 alike for an unknown user and a wrong password. Limited to ${LOGIN_LIMITS.perAddress} attempts per minute per client address and ${LOGIN_LIMITS.perUser} per minute per username, on each node.`,
+        body: Credentials,
+        response: { 200: Token, ...problems(400, 401, 429, 503, 504) },
+      },
+    },
+    async (request) => {
+      const { username, password } = request.body;
+      limit(loginByAddress, request.ip, 'login attempts from this address');
+      limit(loginByUser, username, 'login attempts for this user');
+      const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
+      const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
+      const good = await bcrypt.compare(password, hash);
+      if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
+      const accessToken = app.jwt.sign({ sub: username });
+      return { accessToken, tokenType: 'Bearer' as const, expiresIn: ttl };
+    },
+  );
+
+  app.get(
+    '/v1/auth/me',
+    {
+      onRequest: [app.authenticate],
+      schema: { tags: ['auth'], summary: 'Who the token names', security: [{ bearerAuth: [] }], response: { 200: Me, ...problems(401, 503) } },
+    },
+    async (request) => ({ username: request.user.sub }),
+  );
+}

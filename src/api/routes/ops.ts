@@ -1,0 +1,87 @@
+// Operations: liveness, readiness, the cluster's state and Prometheus metrics. No token needed: they
+// reveal no user data, and load balancers and scrapers must reach them.
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import type { ApiDeps } from '../deps.js';
+
+const PartitionState = Type.Object({
+  partition: Type.Integer(),
+  role: Type.String({ description: 'This node\'s role: leader, follower, candidate or pre-candidate.' }),
+  leader: Type.Union([Type.String(), Type.Null()], { description: 'The leader this node knows of; null during an election.' }),
+  term: Type.Integer(),
+  commitIndex: Type.Integer(),
+  appliedIndex: Type.Integer(),
+  lastIndex: Type.Integer(),
+  match: Type.Record(Type.String(), Type.Integer(), { description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
+});
+
+export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { deps } = opts;
+  const tags = ['operations'];
+
+  app.get(
+    '/healthz',
+    { logLevel: 'warn', schema: { tags, summary: 'Liveness: 200 while the process serves', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    async () => ({ status: 'ok' as const }),
+  );
+
+  app.get(
+    '/readyz',
+    {
+      logLevel: 'warn',
+      schema: {
+        tags,
+        summary: 'Readiness: 200 when every partition has a known leader',
+        response: {
+          200: Type.Object({ status: Type.Literal('ready') }),
+          503: Type.Object({ status: Type.Literal('not ready'), partitionsWithoutLeader: Type.Array(Type.Integer()) }, { description: 'Some partition has no known leader; Retry-After says when to look again.' }),
+        },
+      },
+    },
+    async (_request, reply) => {
+      const missing = deps.cluster.status().filter((s) => s.leader === null).map((s) => s.partition);
+      if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing });
+      return { status: 'ready' as const };
+    },
+  );
+
+  app.get(
+    '/v1/cluster',
+    {
+      schema: {
+        tags,
+        summary: 'The cluster as this node sees it',
+        description: 'The nodes, and per partition its leader, term, commit and applied index and, on the leader, each replica\'s match index. A smart client or load balancer may send a partition\'s requests to its leader directly (partition = SHA-1 of the name, first 4 bytes big-endian, modulo the partition count).',
+        response: {
+          200: Type.Object({
+            node: Type.String({ description: 'The node that answered.' }),
+            partitionCount: Type.Integer(),
+            nodes: Type.Array(Type.Object({ id: Type.String(), url: Type.String() })),
+            partitions: Type.Array(PartitionState),
+          }),
+        },
+      },
+    },
+    async () => {
+      const partitions = deps.cluster.status();
+      return { node: deps.cluster.nodeId, partitionCount: partitions.length, nodes: deps.cluster.nodes.map((n) => ({ id: n.id, url: n.url })), partitions };
+    },
+  );
+
+  app.get(
+    '/metrics',
+    {
+      logLevel: 'warn',
+      schema: {
+        tags,
+        summary: 'Prometheus metrics',
+        description: 'Requests and latencies by route and status, Raft term, commit and applied index and lags per partition, queue depths of the partitions led here, waiting long polls.',
+        produces: ['text/plain'],
+        response: { 200: { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      },
+    },
+    async (_request, reply) => reply.type(app.metrics.contentType).send(await app.metrics.metrics()),
+  );
+}

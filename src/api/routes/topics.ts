@@ -1,0 +1,355 @@
+// /v1/topics: topics, their grants, publishing, and subscriptions with their own leases and acks.
+// A topic's subscriptions live in the topic's partition, so a publish reaches all of them in one
+// entry.
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import { partitionOf } from '../../partition/routing.js';
+import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
+import { actorOf, read, write, type ApiDeps } from '../deps.js';
+import { listAcross } from '../listing.js';
+import { MESSAGES_BODY_LIMIT, receive, toMessageInputs } from '../messaging.js';
+import {
+  AckRequest,
+  ConsistencyQuery,
+  Grant,
+  Grants,
+  HandleOutcome as HandleOutcomeSchema,
+  IdempotencyHeaders,
+  LeaseRequest,
+  ListQuery,
+  NackRequest,
+  Published,
+  ReceiveRequest,
+  Received,
+  Subscription,
+  SubscriptionCreate,
+  SubscriptionParams,
+  Subscriptions,
+  Topic,
+  TopicCreate,
+  TopicGrantParams,
+  TopicGrantPut,
+  TopicMessageInput,
+  TopicParams,
+  batchOf,
+  pageOf,
+} from '../schemas.js';
+import { bearer, problems } from './common.js';
+import { checkDeadLetterQueue, requireUser } from './queues.js';
+
+type PublishedItem = { messageId: string; sequence: number; subscriptions: number };
+
+export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { deps } = opts;
+  app.addHook('onRequest', app.authenticate);
+  const tags = ['topics'];
+  const security = bearer;
+
+  app.post(
+    '/v1/topics',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Create a topic',
+        description: 'The caller owns the new topic. Names are global: 409 if any user has a topic of this name.',
+        headers: IdempotencyHeaders,
+        body: TopicCreate,
+        response: { 201: Topic, ...problems(400, 401, 409, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const { name, subscribe } = request.body;
+      return reply.code(201).send(await write<TopicView>(deps, request, name, { type: 'topic.create', name, subscribe: subscribe ?? 'anyone' }));
+    },
+  );
+
+  app.get(
+    '/v1/topics',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'List topics',
+        description: 'The topics the caller owns or has a grant on, in name order, a page at a time.',
+        querystring: ListQuery,
+        response: { 200: pageOf(Topic), ...problems(400, 401, 503) },
+      },
+    },
+    async (request) => listAcross<TopicView>(deps, request, 'topic.list', request.query),
+  );
+
+  app.get(
+    '/v1/topics/:topic',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Get a topic with its stats',
+        params: TopicParams,
+        querystring: ConsistencyQuery,
+        response: { 200: Topic, ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request, reply) => read<TopicView>(deps, request, reply, request.params.topic, { type: 'topic.get', name: request.params.topic, user: actorOf(request) }),
+  );
+
+  app.delete(
+    '/v1/topics/:topic',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Delete a topic and its subscriptions (owner only)',
+        headers: IdempotencyHeaders,
+        params: TopicParams,
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      await write(deps, request, request.params.topic, { type: 'topic.delete', name: request.params.topic });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.put(
+    '/v1/topics/:topic/grants/:username',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Grant a user rights on a topic (owner only)',
+        description: 'Replaces the user\'s rights on the topic. 404 when the user does not exist.',
+        headers: IdempotencyHeaders,
+        params: TopicGrantParams,
+        body: TopicGrantPut,
+        response: { 200: Grant, ...problems(400, 401, 403, 404, 503, 504) },
+      },
+    },
+    async (request) => {
+      await requireUser(deps, request, request.params.username);
+      return write(deps, request, request.params.topic, {
+        type: 'grant.put',
+        kind: 'topic',
+        name: request.params.topic,
+        username: request.params.username,
+        actions: request.body.actions,
+      });
+    },
+  );
+
+  app.get(
+    '/v1/topics/:topic/grants',
+    { schema: { tags, security, summary: 'List the grants of a topic (owner only)', params: TopicParams, response: { 200: Grants, ...problems(400, 401, 403, 404, 503) } } },
+    async (request, reply) => ({
+      items: await read<{ username: string; actions: string[] }[]>(deps, request, reply, request.params.topic, {
+        type: 'grant.list',
+        kind: 'topic',
+        name: request.params.topic,
+        user: actorOf(request),
+      }),
+    }),
+  );
+
+  app.delete(
+    '/v1/topics/:topic/grants/:username',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Revoke a user\'s rights on a topic (owner only)',
+        headers: IdempotencyHeaders,
+        params: TopicGrantParams,
+        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      await write(deps, request, request.params.topic, { type: 'grant.delete', kind: 'topic', name: request.params.topic, username: request.params.username });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/v1/topics/:topic/messages',
+    {
+      bodyLimit: MESSAGES_BODY_LIMIT,
+      schema: {
+        tags,
+        security,
+        summary: 'Publish a message to every subscription',
+        description: 'Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches.',
+        headers: IdempotencyHeaders,
+        params: TopicParams,
+        body: TopicMessageInput,
+        response: { 201: Published, ...problems(400, 401, 403, 404, 413, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const r = await write<{ items: PublishedItem[] }>(deps, request, request.params.topic, {
+        type: 'topic.publish',
+        name: request.params.topic,
+        messages: toMessageInputs([request.body]),
+      });
+      return reply.code(201).send(r.items[0]!);
+    },
+  );
+
+  app.post(
+    '/v1/topics/:topic/messages/batch',
+    {
+      bodyLimit: MESSAGES_BODY_LIMIT,
+      schema: {
+        tags,
+        security,
+        summary: 'Publish up to 100 messages, all or none',
+        headers: IdempotencyHeaders,
+        params: TopicParams,
+        body: batchOf(TopicMessageInput),
+        response: { 201: Type.Object({ items: Type.Array(Published) }), ...problems(400, 401, 403, 404, 413, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const r = await write<{ items: PublishedItem[] }>(deps, request, request.params.topic, {
+        type: 'topic.publish',
+        name: request.params.topic,
+        messages: toMessageInputs(request.body.messages),
+      });
+      return reply.code(201).send(r);
+    },
+  );
+
+  app.post(
+    '/v1/topics/:topic/subscriptions',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Subscribe: create a subscription owned by the caller',
+        description: 'Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone.',
+        headers: IdempotencyHeaders,
+        params: TopicParams,
+        body: SubscriptionCreate,
+        response: { 201: Subscription, ...problems(400, 401, 403, 404, 409, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      await checkDeadLetterQueue(deps, request, b.deadLetterQueue, b.maxDeliveries);
+      const s = await write<SubscriptionView>(deps, request, request.params.topic, {
+        type: 'subscription.create',
+        topic: request.params.topic,
+        name: b.name,
+        visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 30,
+        maxDeliveries: b.maxDeliveries ?? null,
+        deadLetterQueue: b.deadLetterQueue ?? null,
+        filter: b.filter?.attributes ?? null,
+      });
+      return reply.code(201).send(s);
+    },
+  );
+
+  app.get(
+    '/v1/topics/:topic/subscriptions',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'List subscriptions',
+        description: 'All of them for the topic\'s owner; one\'s own for anybody else.',
+        params: TopicParams,
+        response: { 200: Subscriptions, ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request, reply) => ({
+      items: await read<SubscriptionView[]>(deps, request, reply, request.params.topic, { type: 'subscription.list', topic: request.params.topic, user: actorOf(request) }),
+    }),
+  );
+
+  app.get(
+    '/v1/topics/:topic/subscriptions/:subscription',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Get a subscription with its stats',
+        params: SubscriptionParams,
+        querystring: ConsistencyQuery,
+        response: { 200: Subscription, ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request, reply) =>
+      read<SubscriptionView>(deps, request, reply, request.params.topic, {
+        type: 'subscription.get',
+        topic: request.params.topic,
+        name: request.params.subscription,
+        user: actorOf(request),
+      }),
+  );
+
+  app.delete(
+    '/v1/topics/:topic/subscriptions/:subscription',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Delete a subscription (its owner or the topic\'s owner)',
+        headers: IdempotencyHeaders,
+        params: SubscriptionParams,
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      await write(deps, request, request.params.topic, { type: 'subscription.delete', topic: request.params.topic, name: request.params.subscription });
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/v1/topics/:topic/subscriptions/:subscription/receive',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Receive from a subscription (its owner only), as for queues',
+        headers: IdempotencyHeaders,
+        params: SubscriptionParams,
+        body: Type.Optional(ReceiveRequest),
+        response: { 200: Received, ...problems(400, 401, 403, 404, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const { topic, subscription } = request.params;
+      return receive(deps, request, reply, topic, { topic, subscription }, request.body ?? {}, partitionOf(topic, deps.broker.partitions));
+    },
+  );
+
+  const handleRoute = (op: 'ack' | 'nack' | 'lease', summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
+    app.post(
+      `/v1/topics/:topic/subscriptions/:subscription/${op}`,
+      {
+        schema: {
+          tags,
+          security,
+          summary,
+          headers: IdempotencyHeaders,
+          params: SubscriptionParams,
+          body,
+          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 503, 504) },
+        },
+      },
+      async (request) => {
+        const { topic, subscription } = request.params as { topic: string; subscription: string };
+        const b = request.body as { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number };
+        const channel = { topic, subscription };
+        if (op === 'ack') return write<HandleOutcome>(deps, request, topic, { type: 'ack', channel, receiptHandles: b.receiptHandles });
+        if (op === 'nack') return write<HandleOutcome>(deps, request, topic, { type: 'nack', channel, receiptHandles: b.receiptHandles, delaySeconds: b.delaySeconds ?? 0 });
+        return write<HandleOutcome>(deps, request, topic, { type: 'lease', channel, receiptHandles: b.receiptHandles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 });
+      },
+    );
+  };
+  handleRoute('ack', 'Acknowledge subscription messages', AckRequest);
+  handleRoute('nack', 'Negative-acknowledge subscription messages', NackRequest);
+  handleRoute('lease', 'Extend the leases of subscription messages', LeaseRequest);
+}

@@ -1,0 +1,94 @@
+// A running node: the cluster node (partitions, transport, router) and the HTTP server that carries
+// both the REST API and the inter-node routes. src/main.ts runs one; tests run three in a process.
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger, type LoggerOptions } from 'pino';
+import { ClusterNode, type NodeOptions } from '../cluster/node.js';
+import type { NodeConfig } from '../cluster/config.js';
+import { buildApp } from './app.js';
+
+export interface ServerOptions extends NodeOptions {
+  /** pino options, or false for none (tests). */
+  readonly logger?: false | LoggerOptions;
+  /** bcrypt cost (default 10). */
+  readonly bcryptCost?: number;
+  readonly tokenTtlSeconds?: number;
+  /** Process metrics (CPU, memory, event loop) in /metrics; on in main.ts, off in tests. */
+  readonly processMetrics?: boolean;
+}
+
+export class MomServer {
+  private constructor(
+    readonly node: ClusterNode,
+    readonly app: FastifyInstance,
+    readonly log: Logger,
+  ) {}
+
+  get cfg(): NodeConfig {
+    return this.node.cfg;
+  }
+
+  get host(): ClusterNode['host'] {
+    return this.node.host;
+  }
+
+  get transport(): ClusterNode['transport'] {
+    return this.node.transport;
+  }
+
+  status(): ReturnType<ClusterNode['status']> {
+    return this.node.status();
+  }
+
+  /** Opens the node, builds the app, listens, then starts the partitions' loop. */
+  static async start(cfg: NodeConfig, opts: ServerOptions = {}): Promise<MomServer> {
+    const log = opts.logger === false || opts.logger === undefined ? pino({ level: 'silent' }) : pino(opts.logger);
+    const node = await ClusterNode.open(cfg, log, opts);
+    let app: FastifyInstance;
+    try {
+      app = await buildApp(
+        {
+          broker: node.router,
+          cluster: {
+            nodeId: cfg.nodeId,
+            nodes: cfg.peers,
+            status: () => node.status(),
+            queueDepths: (limit) =>
+              node.host.replicas
+                .filter((r) => r.isLeader())
+                .flatMap((r) => r.state.queueDepths(limit).map((q) => ({ ...q, partition: r.partition })))
+                .sort((a, b) => b.ready + b.leased + b.delayed - (a.ready + a.leased + a.delayed))
+                .slice(0, limit),
+          },
+          jwtSecret: cfg.jwtSecret,
+          logger: log,
+          internal: node.internalRoutes(),
+          ...(opts.bcryptCost === undefined ? {} : { bcryptCost: opts.bcryptCost }),
+          ...(opts.tokenTtlSeconds === undefined ? {} : { tokenTtlSeconds: opts.tokenTtlSeconds }),
+          ...(node.tls === null ? {} : { https: node.tls }),
+        },
+        { processMetrics: opts.processMetrics ?? false },
+      );
+      await app.listen({ host: cfg.host, port: cfg.port });
+    } catch (err) {
+      await node.close();
+      throw err;
+    }
+    node.start();
+    return new MomServer(node, app, log);
+  }
+
+  /**
+   * A planned stop (SIGTERM): hand leadership over so clients wait for no election, stop accepting
+   * requests and finish those in flight, then close the partitions and their databases.
+   */
+  async shutdown(): Promise<void> {
+    await this.node.host.handOverLeadership();
+    await this.close();
+  }
+
+  /** Stops serving (waiting for requests in flight), then the partitions, then the transport. */
+  async close(): Promise<void> {
+    await this.app.close();
+    await this.node.close();
+  }
+}

@@ -1,0 +1,247 @@
+// The router: how a request that arrived at this node reaches its partition's leader.
+//
+// The node that received a client's request does the work that needs no replicated state: it
+// validates, authenticates the caller, hashes passwords. What is left is a command (a write) or a
+// query (a read) of one partition. The router runs it on the local replica when this node leads the
+// partition, and otherwise sends it to the leader over the authenticated inter-node route, where it
+// runs under the same caller's identity and request id. It follows a changing leader a bounded number
+// of hops, waits a bounded time for an election, and then gives up with a 503.
+//
+// Only what the router knows to be unapplied is retried on the caller's behalf: a refusal by a
+// non-leader, an overwritten entry, a peer that could not be connected to. A write whose fate is
+// unknown (a lost answer, leadership lost while waiting) is retried only when it carries an
+// Idempotency-Key, which makes the retry a replay; otherwise the client hears 503 or 504 and decides.
+import type { NodeId } from '../raft/index.js';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError } from '../partition/errors.js';
+import type { NodeHost } from '../partition/host.js';
+import { runQuery, type ChannelRef, type Command, type Query, type Result } from '../store/broker/index.js';
+import { UnavailableError } from './errors.js';
+import { COMMAND_PATH, QUERY_PATH } from './internal-routes.js';
+
+
+/** What a leader answers a forwarded command or query; the router's own calls answer the same. */
+export type Answer =
+  | { readonly kind: 'ok'; readonly result: Result }
+  /** Nothing was done here: this node does not lead; `leader` is its hint. */
+  | { readonly kind: 'not_leader'; readonly leader: NodeId | null }
+  /** Nothing was applied and nothing will be: safe to retry anywhere. */
+  | { readonly kind: 'retry'; readonly detail: string }
+  /** The write may or may not apply (timedOut: the wait for it ran out). */
+  | { readonly kind: 'unknown'; readonly detail: string; readonly timedOut: boolean };
+
+/** The inter-node call the router needs (HttpTransport.call). */
+export interface PeerCaller {
+  call(peer: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }>;
+}
+
+export interface RouterOptions {
+  readonly self: NodeId;
+  readonly partitions: number;
+  /** Milliseconds between looks at the local replica while waiting for a leader. */
+  readonly pollMs: number;
+  /** How long a request waits for a reachable leader before the 503 (default 5 s). */
+  readonly leaderWaitMs?: number;
+  /** Leaders a request may be sent to in turn (default 3). */
+  readonly maxHops?: number;
+  /** The local clock, for reads ("now" in stats). */
+  readonly now?: () => number;
+}
+
+export interface RequestContext {
+  readonly requestId?: string;
+}
+
+/** Forwarded writes may wait for the leader's proposal timeout (10 s) and its answer. */
+const COMMAND_TIMEOUT_MS = 15_000;
+const QUERY_TIMEOUT_MS = 10_000;
+
+export class Router {
+  private readonly leaderWaitMs: number;
+  private readonly maxHops: number;
+  private readonly now: () => number;
+  /** Long polls waiting on this node, by partition and channel id; one wake listener per replica. */
+  private readonly watchers = new Map<number, Map<number, Set<() => void>>>();
+
+  constructor(
+    private readonly host: NodeHost,
+    private readonly peers: PeerCaller,
+    private readonly opts: RouterOptions,
+  ) {
+    this.leaderWaitMs = opts.leaderWaitMs ?? 5_000;
+    this.maxHops = opts.maxHops ?? 3;
+    this.now = opts.now ?? Date.now;
+    for (let p = 0; p < opts.partitions; p++) {
+      const byChannel = new Map<number, Set<() => void>>();
+      this.watchers.set(p, byChannel);
+      host.replica(p).onWake((channelId) => {
+        const fns = byChannel.get(channelId);
+        if (fns !== undefined) for (const fn of [...fns]) fn();
+      });
+    }
+  }
+
+  get partitions(): number {
+    return this.opts.partitions;
+  }
+
+  /** Proposes `command` as `actor` on partition `p`, wherever its leader is; resolves once applied. */
+  async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
+    const body = idempotencyKey === undefined ? { partition: p, actor, command } : { partition: p, actor, command, idempotencyKey };
+    return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) =>
+      this.remote(leader, COMMAND_PATH, body, COMMAND_TIMEOUT_MS, true, ctx),
+    );
+  }
+
+  /** A linearizable read of partition `p` (ReadIndex on its leader). */
+  async query(p: number, query: Query, ctx: RequestContext = {}): Promise<Result> {
+    return this.route(p, 'read', true, () => this.queryHere(p, query), (leader) =>
+      this.remote(leader, QUERY_PATH, { partition: p, query }, QUERY_TIMEOUT_MS, false, ctx),
+    );
+  }
+
+  /** A read of the local replica as it is, leader or not: may miss the latest writes. */
+  staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
+    const state = this.host.replica(p).state;
+    return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
+  }
+
+  /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
+  proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
+    return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+  }
+
+  /** A query forwarded by a peer, or this node's own: ReadIndex here, if this node leads `p`. */
+  queryHere(p: number, query: Query): Promise<Answer> {
+    return settle(this.host.replica(p).read((state) => runQuery(state, query, this.now())));
+  }
+
+  /**
+   * Registers a long poll's interest in a channel of partition `p`: `woken` resolves when the local
+   * replica applies an entry that makes messages visible on it, or at `until` (ms) at the latest.
+   * Register before proposing the receive, so that no wake-up falls between the two.
+   */
+  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<void>; cancel(): void } {
+    const byChannel = this.watchers.get(p);
+    const state = this.host.replica(p).state;
+    const channelId = state.channelIdOf(ref);
+    let done = (): void => undefined;
+    const woken = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    // Leases and delays end by time alone, with no entry to wake us: wake when the next one ends.
+    const next = channelId === null ? null : state.nextVisibleAt(channelId);
+    const at = Math.min(until, next ?? until, this.now() + MAX_IDLE_MS);
+    const timer = setTimeout(() => cancel(), Math.max(0, at - this.now()));
+    const fn = (): void => cancel();
+    const cancel = (): void => {
+      clearTimeout(timer);
+      if (channelId !== null) {
+        const set = byChannel?.get(channelId);
+        set?.delete(fn);
+        if (set?.size === 0) byChannel?.delete(channelId);
+      }
+      done();
+    };
+    if (channelId !== null && byChannel !== undefined) {
+      let set = byChannel.get(channelId);
+      if (set === undefined) byChannel.set(channelId, (set = new Set()));
+      set.add(fn);
+    }
+    return { woken, cancel };
+  }
+
+  /** Long polls waiting on this node (for metrics). */
+  waiting(): number {
+    let n = 0;
+    for (const byChannel of this.watchers.values()) for (const set of byChannel.values()) n += set.size;
+    return n;
+  }
+
+  private async route(
+    p: number,
+    what: 'write' | 'read',
+    retryUnknown: boolean,
+    here: () => Promise<Answer>,
+    there: (leader: NodeId) => Promise<Answer>,
+  ): Promise<Result> {
+    if (!Number.isInteger(p) || p < 0 || p >= this.opts.partitions) throw new RangeError(`no partition ${p}`);
+    const deadline = this.now() + this.leaderWaitMs;
+    let hint: NodeId | null = null;
+    let hops = 0;
+    let last = 'no leader is known';
+    for (;;) {
+      const replica = this.host.replica(p);
+      const target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
+      hint = null;
+      let answer: Answer | null = null;
+      if (target !== null && (target !== this.opts.self || replica.isLeader())) {
+        answer = target === this.opts.self ? await here() : await there(target);
+        if (answer.kind === 'ok') return answer.result;
+        if (answer.kind === 'unknown' && !retryUnknown) {
+          throw new UnavailableError(
+            `the ${what}'s outcome is unknown (${answer.detail}); retry with the same Idempotency-Key`,
+            answer.timedOut ? 504 : 503,
+            true,
+          );
+        }
+        if (answer.kind === 'not_leader') {
+          hops++;
+          if (hops > this.maxHops) throw new UnavailableError(`partition ${p}: leadership moved ${hops} times; retry shortly`);
+          last = `${target} is not the leader`;
+          hint = answer.leader === target ? null : answer.leader;
+          if (hint !== null) continue;
+        } else {
+          last = answer.detail;
+        }
+      }
+      if (this.now() >= deadline) throw new UnavailableError(`partition ${p} has no reachable leader (${last}); retry shortly`);
+      await sleep(this.opts.pollMs);
+    }
+  }
+
+  private async remote(leader: NodeId, path: string, body: unknown, timeoutMs: number, isWrite: boolean, ctx: RequestContext): Promise<Answer> {
+    let res;
+    try {
+      res = await this.peers.call(leader, path, body, { timeoutMs, ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }) });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      const detail = `${leader} could not be reached (${code || (err as Error).name})`;
+      // Not connected: nothing was sent. Anything later: the peer may have acted on the write.
+      if (!isWrite || NOT_SENT.has(code)) return { kind: 'retry', detail };
+      return { kind: 'unknown', detail, timedOut: (err as Error).name === 'TimeoutError' };
+    }
+    return decodeAnswer(res.status, res.body);
+  }
+}
+
+/** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */
+const MAX_IDLE_MS = 5_000;
+
+/** undici's codes for a connection that never opened: the request was certainly not sent. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Turns the partition layer's outcome into an Answer (what a leader sends back to a peer). */
+async function settle(run: Promise<Result>): Promise<Answer> {
+  try {
+    return { kind: 'ok', result: await run };
+  } catch (err) {
+    if (err instanceof NotLeaderError) return { kind: 'not_leader', leader: err.leader };
+    if (err instanceof OverloadedError || err instanceof NotCommittedError) return { kind: 'retry', detail: err.message };
+    if (err instanceof OutcomeUnknownError) return { kind: 'unknown', detail: err.message, timedOut: err.timedOut };
+    const name = (err as Error).name;
+    if (name === 'ReplicaClosedError') return { kind: 'retry', detail: 'the replica is closing' };
+    throw err;
+  }
+}
+
+/** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */
+export function decodeAnswer(status: number, body: unknown): Answer {
+  const b = (body ?? {}) as { kind?: unknown; result?: unknown; leader?: unknown; detail?: unknown; timedOut?: unknown };
+  if (status === 200 && b.kind === 'ok' && typeof b.result === 'object' && b.result !== null) return { kind: 'ok', result: b.result as Result };
+  if (status === 200 && b.kind === 'not_leader') return { kind: 'not_leader', leader: typeof b.leader === 'string' ? (b.leader as NodeId) : null };
+  if (status === 200 && b.kind === 'unknown') return { kind: 'unknown', detail: String(b.detail), timedOut: b.timedOut === true };
+  if (status === 200 && b.kind === 'retry') return { kind: 'retry', detail: String(b.detail) };
+  return { kind: 'unknown', detail: `the peer answered ${status}`, timedOut: false };
+}
