@@ -39,6 +39,16 @@ function validatorCompiler(): (route: { schema: object; httpPart?: string }) => 
   return ({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema) as unknown as (data: unknown) => boolean;
 }
 
+/** One validation error as a client can act on it: where, and what is wrong ("body.bogus: unknown field"). */
+function describeValidation(errors: { instancePath: string; message?: string; keyword: string; params: Record<string, unknown> }[], dataVar: string): string {
+  const e = errors[0];
+  if (e === undefined) return `${dataVar} is invalid`;
+  const where = `${dataVar}${e.instancePath.replaceAll('/', '.')}`;
+  if (e.keyword === 'additionalProperties') return `${where}.${String(e.params.additionalProperty)}: unknown field`;
+  if (e.keyword === 'required') return `${where}.${String(e.params.missingProperty)}: required`;
+  return `${where}: ${e.message ?? 'invalid'}`;
+}
+
 export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean } = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger ?? pino({ level: 'silent' }),
@@ -51,6 +61,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID();
     },
     routerOptions: { maxParamLength: 256 },
+    schemaErrorFormatter: (errors, dataVar) => new Error(describeValidation(errors, dataVar)),
     ...(deps.https === undefined ? {} : { https: { cert: deps.https.cert, key: deps.https.key, ca: deps.https.ca, requestCert: true, rejectUnauthorized: false } }),
   });
   app.setValidatorCompiler(validatorCompiler());

@@ -15,7 +15,7 @@ export interface Broker {
   propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx?: RequestContext): Promise<Result>;
   query(p: number, query: Query, ctx?: RequestContext): Promise<Result>;
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number };
-  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<void>; cancel(): void };
+  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<boolean>; cancel(): void };
   waiting(): number;
 }
 

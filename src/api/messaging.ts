@@ -39,6 +39,15 @@ export function toMessageInputs(messages: readonly MessageFields[]): MessageInpu
   return out;
 }
 
+export type HandleOp = 'ack' | 'nack' | 'lease';
+
+/** The command of an ack, nack or lease request on a channel. */
+export function handleCommand(op: HandleOp, channel: ChannelRef, b: { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number }): Command {
+  if (op === 'ack') return { type: 'ack', channel, receiptHandles: b.receiptHandles };
+  if (op === 'nack') return { type: 'nack', channel, receiptHandles: b.receiptHandles, delaySeconds: b.delaySeconds ?? 0 };
+  return { type: 'lease', channel, receiptHandles: b.receiptHandles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 };
+}
+
 /** Body limit of routes that take messages: escaped JSON of a full batch, with room. */
 export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
 
@@ -62,8 +71,8 @@ export async function receive(
   const deadline = now() + (body.waitSeconds ?? 0) * 1000;
   let gone = false;
   let wakeGone = (): void => undefined;
-  const goneP = new Promise<void>((resolve) => {
-    wakeGone = resolve;
+  const goneP = new Promise<boolean>((resolve) => {
+    wakeGone = () => resolve(true);
   });
   const onClose = (): void => {
     if (reply.raw.writableFinished) return;
@@ -74,9 +83,8 @@ export async function receive(
   const command: Command = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null };
   try {
     for (;;) {
-      const waiting = deadline > now();
       // Registered before the receive, so that no wake-up can fall between the two.
-      const watch = waiting ? deps.broker.watch(partition, channel, deadline) : null;
+      const watch = deadline > now() ? deps.broker.watch(partition, channel, deadline) : null;
       let result: { messages: ReceivedMessage[] };
       try {
         result = await write<{ messages: ReceivedMessage[] }>(deps, request, partitionKey, command);
@@ -84,18 +92,21 @@ export async function receive(
         watch?.cancel();
         throw err;
       }
-      if (result.messages.length > 0 || watch === null || gone) {
+      if (gone) {
         watch?.cancel();
-        if (gone) {
-          void release(deps, request, partitionKey, channel, result.messages);
-          return { messages: [] };
-        }
+        void release(deps, request, partitionKey, channel, result.messages);
+        return { messages: [] };
+      }
+      if (result.messages.length > 0 || watch === null) {
+        watch?.cancel();
         releaseIfUndelivered(deps, request, reply, partitionKey, channel, result.messages);
         return result;
       }
-      await Promise.race([watch.woken, goneP]);
+      // Nothing yet. The wait ends with nothing when its time is up: anything that became visible
+      // before then woke us.
+      const over = await Promise.race([watch.woken, goneP]);
       watch.cancel();
-      if (gone) return { messages: [] };
+      if (over || gone) return { messages: [] };
     }
   } finally {
     reply.raw.off('close', onClose);

@@ -17,6 +17,8 @@ export interface NodeOptions {
   readonly keepBehindSnapshot?: number;
   /** How long a request waits for a reachable leader before its 503 (default 5 s). */
   readonly leaderWaitMs?: number;
+  /** Longest sleep of an idle long poll before it proposes a receive anyway (default 5 s). */
+  readonly maxIdleMs?: number;
 }
 
 /** Commands only the nodes themselves propose; a forwarded client command may not be one. */
@@ -65,6 +67,7 @@ export class ClusterNode {
       partitions: cfg.partitions,
       pollMs: Math.max(10, Math.min(tickMs, 100)),
       ...(opts.leaderWaitMs === undefined ? {} : { leaderWaitMs: opts.leaderWaitMs }),
+      ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }),
     });
     return new ClusterNode(cfg, host, transport, router, tls);
   }

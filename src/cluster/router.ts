@@ -45,6 +45,8 @@ export interface RouterOptions {
   readonly maxHops?: number;
   /** The local clock, for reads ("now" in stats). */
   readonly now?: () => number;
+  /** Longest sleep of an idle long poll before it asks again anyway (default 5 s; a guard only). */
+  readonly maxIdleMs?: number;
 }
 
 export interface RequestContext {
@@ -117,30 +119,35 @@ export class Router {
 
   /**
    * Registers a long poll's interest in a channel of partition `p`: `woken` resolves when the local
-   * replica applies an entry that makes messages visible on it, or at `until` (ms) at the latest.
+   * replica applies an entry that makes messages visible on it, when the next lease or delay of the
+   * channel ends, or at `until` (ms) at the latest, with `true` for that last case: the wait is over.
    * Register before proposing the receive, so that no wake-up falls between the two.
    */
-  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<void>; cancel(): void } {
+  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<boolean>; cancel(): void } {
     const byChannel = this.watchers.get(p);
     const state = this.host.replica(p).state;
     const channelId = state.channelIdOf(ref);
-    let done = (): void => undefined;
-    const woken = new Promise<void>((resolve) => {
+    let done = (_expired: boolean): void => undefined;
+    const woken = new Promise<boolean>((resolve) => {
       done = resolve;
     });
     // Leases and delays end by time alone, with no entry to wake us: wake when the next one ends.
-    const next = channelId === null ? null : state.nextVisibleAt(channelId);
-    const at = Math.min(until, next ?? until, this.now() + MAX_IDLE_MS);
-    const timer = setTimeout(() => cancel(), Math.max(0, at - this.now()));
+    // An unknown channel: this replica has not applied its creation yet (the leader knew it, or the
+    // receive would have failed). Look again shortly.
+    const next = channelId === null ? this.now() : state.nextVisibleAt(channelId);
+    const at = Math.min(next ?? until, this.now() + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
+    // Never sooner than pollMs: this replica may not have applied yet what made the time come.
+    const timer = at < until ? setTimeout(() => cancel(), Math.max(this.opts.pollMs, at - this.now())) : setTimeout(() => finish(true), Math.max(0, until - this.now()));
     const fn = (): void => cancel();
-    const cancel = (): void => {
+    const cancel = (): void => finish(false);
+    const finish = (expired: boolean): void => {
       clearTimeout(timer);
       if (channelId !== null) {
         const set = byChannel?.get(channelId);
         set?.delete(fn);
         if (set?.size === 0) byChannel?.delete(channelId);
       }
-      done();
+      done(expired);
     };
     if (channelId !== null && byChannel !== undefined) {
       let set = byChannel.get(channelId);
@@ -215,7 +222,7 @@ export class Router {
 }
 
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */
-const MAX_IDLE_MS = 5_000;
+const DEFAULT_MAX_IDLE_MS = 5_000;
 
 /** undici's codes for a connection that never opened: the request was certainly not sent. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);

@@ -7,7 +7,7 @@ import type { HandleOutcome, QueueView, SentMessage } from '../../store/broker/i
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { listAcross } from '../listing.js';
-import { MESSAGES_BODY_LIMIT, receive, toMessageInputs } from '../messaging.js';
+import { MESSAGES_BODY_LIMIT, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   AckRequest,
   ConsistencyQuery,
@@ -254,7 +254,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  const handleRoute = (op: 'ack' | 'nack' | 'lease', summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
+  const handleRoute = (op: HandleOp, summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
     app.post(
       `/v1/queues/:queue/${op}`,
       {
@@ -271,11 +271,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
       async (request) => {
         const name = (request.params as { queue: string }).queue;
-        const b = request.body as { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number };
-        const channel = { queue: name };
-        if (op === 'ack') return write<HandleOutcome>(deps, request, name, { type: 'ack', channel, receiptHandles: b.receiptHandles });
-        if (op === 'nack') return write<HandleOutcome>(deps, request, name, { type: 'nack', channel, receiptHandles: b.receiptHandles, delaySeconds: b.delaySeconds ?? 0 });
-        return write<HandleOutcome>(deps, request, name, { type: 'lease', channel, receiptHandles: b.receiptHandles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 });
+        return write<HandleOutcome>(deps, request, name, handleCommand(op, { queue: name }, request.body as Parameters<typeof handleCommand>[2]));
       },
     );
   };

@@ -8,7 +8,7 @@ import { partitionOf } from '../../partition/routing.js';
 import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
-import { MESSAGES_BODY_LIMIT, receive, toMessageInputs } from '../messaging.js';
+import { MESSAGES_BODY_LIMIT, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   AckRequest,
   ConsistencyQuery,
@@ -325,7 +325,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  const handleRoute = (op: 'ack' | 'nack' | 'lease', summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
+  const handleRoute = (op: HandleOp, summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
     app.post(
       `/v1/topics/:topic/subscriptions/:subscription/${op}`,
       {
@@ -341,11 +341,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
       async (request) => {
         const { topic, subscription } = request.params as { topic: string; subscription: string };
-        const b = request.body as { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number };
-        const channel = { topic, subscription };
-        if (op === 'ack') return write<HandleOutcome>(deps, request, topic, { type: 'ack', channel, receiptHandles: b.receiptHandles });
-        if (op === 'nack') return write<HandleOutcome>(deps, request, topic, { type: 'nack', channel, receiptHandles: b.receiptHandles, delaySeconds: b.delaySeconds ?? 0 });
-        return write<HandleOutcome>(deps, request, topic, { type: 'lease', channel, receiptHandles: b.receiptHandles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 });
+        return write<HandleOutcome>(deps, request, topic, handleCommand(op, { topic, subscription }, request.body as Parameters<typeof handleCommand>[2]));
       },
     );
   };

@@ -877,7 +877,7 @@ export class BrokerStateMachine {
    * makes those visible, with no entry to wake a long poll, so it sets a timer for this.
    */
   nextVisibleAt(channelId: number): number | null {
-    const r = this.st.nextDue.get(channelId) as { at: number };
+    const r = this.st.nextDue.get({ channel: channelId }) as { at: number };
     return r.at === Number.MAX_SAFE_INTEGER ? null : r.at;
   }
 
@@ -1016,8 +1016,8 @@ function prepare(db: Sqlite) {
     nextDue: s(
       // Two indexed min() lookups rather than one scan over every message in flight.
       `select min(
-         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = ?1 and state = ${MessageState.Leased}), ${Number.MAX_SAFE_INTEGER}),
-         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = ?1 and state = ${MessageState.Delayed}), ${Number.MAX_SAFE_INTEGER})
+         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = @channel and state = ${MessageState.Leased}), ${Number.MAX_SAFE_INTEGER}),
+         coalesce((select min(visible_at) from messages indexed by messages_due where channel_id = @channel and state = ${MessageState.Delayed}), ${Number.MAX_SAFE_INTEGER})
        ) as at`,
     ),
     dueCounts: s(

@@ -1,0 +1,97 @@
+// Long polling across nodes: a receive waiting on one node is woken by a send through another (by
+// the local replica's apply, not by asking again), a delayed message wakes it when its delay ends,
+// and a client that leaves while waiting leaves nothing leased. The idle guard of the router is set
+// to ten minutes here, so that only the wake-ups under test can end a wait early.
+import t from 'tap';
+import { request } from 'undici';
+import { partitionOf } from '../../src/partition/routing.js';
+import { until } from '../cluster/net-helpers.js';
+import { call, startCluster, userToken } from './api-helpers.js';
+
+const cluster = await startCluster({ maxIdleMs: 600_000 });
+t.teardown(() => cluster.close());
+const [a, b] = cluster.urls as [string, string, string];
+const token = await userToken(a, 'poller');
+
+/** The index of a node that does not lead the queue's partition: it waits on its own replica. */
+function followerOf(name: string): number {
+  const p = partitionOf(name, cluster.configs[0]!.partitions);
+  return cluster.servers.findIndex((s) => !s.host.replica(p).isLeader());
+}
+
+async function waitingOn(node: number, n: number): Promise<void> {
+  await until(() => cluster.servers[node]!.node.router.waiting() === n, `${n} long poll(s) waiting on node ${node}`);
+}
+
+t.test('a send through another node wakes a long poll at once', async (t) => {
+  const name = 'wake';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const url = cluster.urls[node]!;
+  const poll = call(url, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await waitingOn(node, 1);
+  const other = cluster.urls[(node + 1) % 3]!;
+  t.equal((await call(other, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'hi' } })).status, 201);
+  const res = await poll;
+  t.equal(res.status, 200);
+  // Only a wake-up can deliver it: without one, the wait would end empty after 20 s.
+  t.same((res.body as { messages: { body: string }[] }).messages.map((m) => m.body), ['hi']);
+  t.equal(cluster.servers[node]!.node.router.waiting(), 0, 'nothing left waiting');
+});
+
+t.test('a delayed message wakes a long poll when its delay ends', async (t) => {
+  const name = 'delayed';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'later', delaySeconds: 1 } })).status, 201);
+  const now = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: {} });
+  t.same((now.body as { messages: unknown[] }).messages, [], 'not visible before its delay');
+  const res = await call(cluster.urls[followerOf(name)]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  t.equal(res.status, 200, JSON.stringify(res.body));
+  t.same((res.body as { messages: { body: string }[] }).messages.map((m) => m.body), ['later']);
+});
+
+t.test('a wait that ends with nothing answers an empty list', async (t) => {
+  const name = 'quiet';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const res = await call(b, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 1 } });
+  t.equal(res.status, 200);
+  t.same(res.body, { messages: [] });
+});
+
+t.test('a client that leaves while waiting leaves nothing leased', async (t) => {
+  const name = 'leaver';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const url = cluster.urls[node]!;
+  const abort = new AbortController();
+  const poll = request(`${url}/v1/queues/${name}/receive`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ waitSeconds: 20 }),
+    signal: abort.signal,
+  }).catch((err: unknown) => err);
+  await waitingOn(node, 1);
+  abort.abort();
+  await poll;
+  await waitingOn(node, 0);
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'kept' } })).status, 201);
+  const q = await call(a, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { stats: { visible: 1, inFlight: 0 } }, 'the message is visible, leased to nobody');
+  const got = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: {} });
+  t.match(got.body, { messages: [{ body: 'kept', deliveryCount: 1 }] }, 'its first delivery is to a client that is there');
+});
+
+t.test('an empty receive does not bind its Idempotency-Key; the one that finds messages does', async (t) => {
+  const name = 'idem-receive';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const headers = { 'idempotency-key': 'receive-1' };
+  const empty = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: {}, headers });
+  t.same(empty.body, { messages: [] });
+  await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'one' } });
+  const first = await call(b, 'POST', `/v1/queues/${name}/receive`, { token, body: {}, headers });
+  t.match(first.body, { messages: [{ body: 'one' }] });
+  const replay = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: {}, headers });
+  t.same(replay.body, first.body, 'a retry replays the same delivery, with the same receipt handle');
+  const q = await call(a, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { stats: { inFlight: 1, visible: 0 } }, 'leased once');
+});

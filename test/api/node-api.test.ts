@@ -1,0 +1,103 @@
+// What a node adds around the routes: forwarding to leaders with the caller's request id, the
+// operational routes and metrics, login limits, and reads when the leader is out of reach (stale
+// reads answer, linearizable reads and writes get 503 with Retry-After, nothing hangs).
+import t from 'tap';
+import { request } from 'undici';
+import { partitionOf } from '../../src/partition/routing.js';
+import { LOGIN_LIMITS } from '../../src/api/routes/auth.js';
+import { until } from '../cluster/net-helpers.js';
+import { call, startCluster, userToken } from './api-helpers.js';
+
+const cluster = await startCluster({ leaderWaitMs: 1500 });
+t.teardown(() => cluster.close());
+const urls = cluster.urls;
+const token = await userToken(urls[0]!, 'operator');
+const P = cluster.configs[0]!.partitions;
+
+const leaderIndex = (name: string): number => cluster.servers.findIndex((s) => s.host.replica(partitionOf(name, P)).isLeader());
+
+t.test('a request through a follower is served by the leader, under the caller’s request id', async (t) => {
+  const name = 'forwarded';
+  t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const follower = urls[(leaderIndex(name) + 1) % 3]!;
+  const res = await call(follower, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' }, headers: { 'x-request-id': 'req-abc.123' } });
+  t.equal(res.status, 201);
+  t.equal(res.headers['x-request-id'], 'req-abc.123', 'the id comes back');
+  const q = await call(follower, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { owner: 'operator', stats: { visible: 1 } }, 'written as the caller, read back linearizably through the follower');
+  const odd = await call(follower, 'GET', '/healthz', { headers: { 'x-request-id': 'no spaces or\tcontrol' } });
+  t.not(odd.headers['x-request-id'], 'no spaces or\tcontrol', 'an unusable id is replaced');
+});
+
+t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a problem', async (t) => {
+  t.same((await call(urls[1]!, 'GET', '/healthz')).body, { status: 'ok' });
+  t.same((await call(urls[1]!, 'GET', '/readyz')).body, { status: 'ready' });
+  const c = await call(urls[2]!, 'GET', '/v1/cluster');
+  t.match(c.body, { node: 'n3', partitionCount: P, nodes: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }] });
+  const parts = (c.body as { partitions: { leader: string | null; match: Record<string, number> }[] }).partitions;
+  t.equal(parts.length, P);
+  t.ok(parts.every((p) => p.leader !== null), 'every partition has a leader');
+
+  const name = 'measured';
+  await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } });
+  await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } });
+  const leader = urls[leaderIndex(name)]!;
+  const m = await call(leader, 'GET', '/metrics').catch(() => null);
+  t.equal(m, null, 'metrics are text, not JSON');
+  const res = await request(`${leader}/metrics`);
+  const text = await res.body.text();
+  t.match(res.headers['content-type'], /text\/plain/);
+  t.match(text, /mom_http_requests_total\{method="POST",route="\/v1\/queues\/:queue\/messages",status="201"\} \d+/);
+  t.match(text, /mom_http_request_duration_seconds_bucket\{/);
+  t.match(text, /mom_raft_term\{partition="0"\} \d+/);
+  t.match(text, /mom_raft_commit_index\{partition="\d+"\} \d+/);
+  t.match(text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
+  t.match(text, new RegExp(`mom_queue_messages\\{queue="${name}",state="ready"\\} 1`), 'the depth of a queue led here');
+
+  const missing = await call(urls[0]!, 'GET', '/v1/nothing-here');
+  t.equal(missing.status, 404);
+  t.match(missing.headers['content-type'], /application\/problem\+json/);
+  t.match(missing.body, { code: 'not_found', status: 404 });
+});
+
+t.test('login attempts are limited per user: 429 with Retry-After', async (t) => {
+  t.equal((await call(urls[0]!, 'POST', '/v1/auth/register', { body: { username: 'guessed', password: 'password-guessed' } })).status, 201);
+  let last = null as Awaited<ReturnType<typeof call>> | null;
+  for (let i = 0; i <= LOGIN_LIMITS.perUser; i++) {
+    last = await call(urls[0]!, 'POST', '/v1/auth/login', { body: { username: 'guessed', password: 'wrong-password' } });
+    if (i < LOGIN_LIMITS.perUser) t.equal(last.status, 401, `attempt ${i + 1}: wrong password`);
+  }
+  t.equal(last!.status, 429);
+  t.match(last!.body, { code: 'rate_limited' });
+  t.ok(Number(last!.headers['retry-after']) >= 1, 'Retry-After in seconds');
+  const other = await call(urls[1]!, 'POST', '/v1/auth/login', { body: { username: 'guessed', password: 'password-guessed' } });
+  t.equal(other.status, 200, 'the limit is per node: another node still answers');
+});
+
+t.test('with the leader out of reach: stale reads answer, strong reads and writes get 503', async (t) => {
+  const name = 'isolated';
+  t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } })).status, 201);
+  // Keep one node that is not the queue's leader; stop the two others (a majority).
+  const keep = (leaderIndex(name) + 1) % 3;
+  const survivor = cluster.servers[keep]!;
+  const applied = Math.max(...cluster.servers.map((s) => s.host.replica(partitionOf(name, P)).state.applied().index));
+  await until(() => survivor.host.replica(partitionOf(name, P)).state.applied().index >= applied, 'the survivor applied the send');
+  await Promise.all(cluster.servers.filter((_, i) => i !== keep).map((s) => s.close()));
+  const url = urls[keep]!;
+
+  const stale = await call(url, 'GET', `/v1/queues/${name}?consistency=stale`, { token });
+  t.equal(stale.status, 200);
+  t.equal(stale.headers['x-stale'], 'true');
+  t.ok(Number(stale.headers['x-applied-index']) >= applied, 'X-Applied-Index says how fresh it is');
+  t.match(stale.body, { name, stats: { visible: 1 } });
+
+  const strong = await call(url, 'GET', `/v1/queues/${name}`, { token });
+  t.equal(strong.status, 503);
+  t.match(strong.body, { code: 'unavailable' });
+  t.ok(strong.headers['retry-after'] !== undefined, 'Retry-After');
+
+  const send = await call(url, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'lost?' } });
+  t.ok(send.status === 503 || send.status === 504, `a write without a majority is refused (${send.status})`);
+  t.equal(survivor.host.replica(partitionOf(name, P)).state.getQueue(name, 'operator', Date.now()).ok, true);
+});
