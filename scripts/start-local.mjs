@@ -71,8 +71,15 @@ async function waitReady() {
 }
 
 if (await waitReady()) {
+  const u = urls[0];
   console.log(`mom: three nodes ready, data under ${dataDir}`);
-  for (const [i, u] of urls.entries()) console.log(`  ${ids[i]}  ${u}`);
-  console.log(`  cluster status:  curl ${urls[0]}/v1/cluster`);
+  for (const [i, url] of urls.entries()) console.log(`  ${ids[i]}  ${url}`);
+  console.log(`  Swagger UI:      ${u}/docs   (any node; OpenAPI at ${u}/openapi.json)`);
+  console.log(`  cluster status:  curl ${u}/v1/cluster`);
+  console.log('Try it (any node answers any request):');
+  console.log(`  curl -s -XPOST ${u}/v1/auth/register -H 'content-type: application/json' -d '{"username":"alice","password":"correct-horse"}'`);
+  console.log(`  TOKEN=$(curl -s -XPOST ${u}/v1/auth/login -H 'content-type: application/json' -d '{"username":"alice","password":"correct-horse"}' | sed -E 's/.*"accessToken":"([^"]+)".*/\\1/')`);
+  console.log(`  curl -s -XPOST ${urls[1]}/v1/queues -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"name":"orders"}'`);
+  console.log('  (README.md goes on: send, receive, ack.)');
   console.log('Ctrl-C stops all three.');
 }
