@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { internalRoutes } from '../cluster/internal-routes.js';
 import { authPlugin } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { errorHandler, sendProblem } from './errors.js';
+import { ApiError, PROBLEM_TYPE_BASE, errorHandler, sendProblem } from './errors.js';
 import { metricsPlugin } from './metrics.js';
 import { authRoutes } from './routes/auth.js';
 import { opsRoutes } from './routes/ops.js';
@@ -23,6 +23,7 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024;
 export const API_VERSION = '1.0.0';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Two validators: bodies are taken as sent (a string where an integer belongs is a 400, never
@@ -62,9 +63,44 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     },
     routerOptions: { maxParamLength: 256 },
     schemaErrorFormatter: (errors, dataVar) => new Error(describeValidation(errors, dataVar)),
+    // The router's own refusals (a malformed %-escape, a path segment over 256 characters) are problems too.
+    frameworkErrors: (err, _request, reply) => {
+      sendProblem(reply, 'validation_failed', err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path segment is longer than 256 characters' : 'the URL is malformed');
+    },
+    // What Node's HTTP parser refuses never reaches a route: answer it as a problem on the socket.
+    clientErrorHandler: (err, socket) => {
+      const code = (err as { code?: string }).code;
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      const title = status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+      const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}validation_failed`, title, status, code: 'validation_failed', detail: 'the HTTP request is malformed' });
+      if (socket.writable) {
+        socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      } else {
+        socket.destroy();
+      }
+    },
     ...(deps.https === undefined ? {} : { https: { cert: deps.https.cert, key: deps.https.key, ca: deps.https.ca, requestCert: true, rejectUnauthorized: false } }),
   });
   app.setValidatorCompiler(validatorCompiler());
+  // JSON bodies must be UTF-8: bytes that are not would be replaced by U+FFFD and stored as other text.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    let text: string;
+    try {
+      text = strictUtf8.decode(body as Buffer);
+    } catch {
+      done(new ApiError('validation_failed', 'the body is not valid UTF-8'), undefined);
+      return;
+    }
+    parseJson(request, text, (err, value) => {
+      if (err !== null && /__proto__|constructor/.test(err.message)) {
+        done(new ApiError('validation_failed', 'the names __proto__ and constructor.prototype are refused in JSON bodies'), undefined);
+        return;
+      }
+      done(err, value);
+    });
+  });
   app.addSchema(Problem);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
@@ -89,10 +125,27 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
         { name: 'operations', description: 'Health, readiness, cluster state and metrics' },
       ],
     },
+    // Swagger UI's own routes are hidden by its plugin; the contract lists /docs, so say it here.
+    transformObject: (documentObject) => {
+      if (!('openapiObject' in documentObject)) return documentObject.swaggerObject;
+      const doc = documentObject.openapiObject;
+      const docs = {
+        get: {
+          tags: ['operations'],
+          summary: 'Swagger UI: browse this document and try the calls (Authorize with a token first)',
+          responses: { 200: { description: 'The Swagger UI page.', content: { 'text/html': { schema: { type: 'string' } } } } },
+        },
+      };
+      return { ...doc, paths: { ...doc.paths, '/docs': docs } };
+    },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: true, tryItOutEnabled: false } });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get(
+    '/openapi.json',
+    { schema: { tags: ['operations'], summary: 'This OpenAPI 3.1 document', response: { 200: { description: 'The document.', type: 'object', additionalProperties: true } } } },
+    async () => app.swagger(),
+  );
 
   await app.register(authPlugin, { deps });
   await app.register(metricsPlugin, { deps, processMetrics: opts.processMetrics ?? false });

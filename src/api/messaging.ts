@@ -20,11 +20,24 @@ function attributeBytes(a: Record<string, string> | undefined): number {
   return n;
 }
 
-/** The messages as commands carry them, after the byte limits the schema cannot express (413). */
+/** A lone surrogate has no UTF-8 form: stored, it would come back as other text. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** 400 unless every key and value of `map` is a string UTF-8 can hold. */
+export function checkUnicode(map: Record<string, string> | undefined, where: string): void {
+  if (map === undefined) return;
+  for (const [k, v] of Object.entries(map)) {
+    if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw new ApiError('validation_failed', `${where}: a lone UTF-16 surrogate is not text UTF-8 can hold`);
+  }
+}
+
+/** The messages as commands carry them, after the limits the schema cannot express (413, 400). */
 export function toMessageInputs(messages: readonly MessageFields[]): MessageInput[] {
   let total = 0;
   const out: MessageInput[] = [];
   for (const [i, m] of messages.entries()) {
+    if (LONE_SURROGATE.test(m.body)) throw new ApiError('validation_failed', `message ${i}: the body holds a lone UTF-16 surrogate, which is not text UTF-8 can hold`);
+    checkUnicode(m.attributes, `message ${i}: attributes`);
     const bytes = utf8Bytes(m.body);
     if (bytes > LIMITS.bodyBytes) {
       throw new ApiError('payload_too_large', `message ${i}: the body is ${bytes} bytes; the limit is ${LIMITS.bodyBytes}`);
@@ -74,8 +87,8 @@ export async function receive(
   const goneP = new Promise<boolean>((resolve) => {
     wakeGone = () => resolve(true);
   });
+  // While waiting nothing was written, so a close is the client leaving.
   const onClose = (): void => {
-    if (reply.raw.writableFinished) return;
     gone = true;
     wakeGone();
   };
@@ -116,8 +129,12 @@ export async function receive(
 /** When the answer does not reach the client in full, its messages go back to the queue. */
 function releaseIfUndelivered(deps: ApiDeps, request: FastifyRequest, reply: FastifyReply, key: string, channel: ChannelRef, messages: ReceivedMessage[]): void {
   if (messages.length === 0) return;
+  let finished = false;
+  reply.raw.once('finish', () => {
+    finished = true;
+  });
   reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) void release(deps, request, key, channel, messages);
+    if (!finished) void release(deps, request, key, channel, messages);
   });
 }
 

@@ -21,6 +21,13 @@ export const LIMITS = {
   listLimitMax: 100,
 } as const;
 
+/**
+ * A string map in a response. Not Type.Record: its `^.*$` pattern does not match keys holding a line
+ * terminator, which the serializer would then drop silently.
+ */
+const StringMap = (description?: string) =>
+  Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: { type: 'string' }, ...(description === undefined ? {} : { description }) });
+
 const nullable = <T extends TSchema>(s: T, description: string) => Type.Union([s, Type.Null()], { description });
 
 export const Username = Type.String({
@@ -215,7 +222,7 @@ export const ReceivedMessage = Type.Object({
   messageId: Type.String(),
   sequence: Type.Integer(),
   body: Type.String(),
-  attributes: Type.Record(Type.String(), Type.String()),
+  attributes: StringMap(),
   receiptHandle: Type.String({ description: 'Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again.' }),
   deliveryCount: Type.Integer({ description: '1 on the first delivery.' }),
   sentAt: Type.String({ format: 'date-time' }),
@@ -284,7 +291,7 @@ export const Subscription = Type.Object({
   visibilityTimeoutSeconds: Type.Integer(),
   maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
   deadLetterQueue: nullable(Type.String(), 'null: none.'),
-  filter: nullable(Type.Record(Type.String(), Type.String()), 'null: every message.'),
+  filter: nullable(StringMap(), 'null: every message.'),
   createdAt: Type.String({ format: 'date-time' }),
   stats: ChannelStats,
 });
@@ -314,7 +321,7 @@ export const IdempotencyHeaders = Type.Object({
   'idempotency-key': Type.Optional(
     Type.String({
       pattern: '^[\\x21-\\x7e]{1,255}$',
-      description: 'The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters.',
+      description: 'The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters.',
     }),
   ),
 });

@@ -135,6 +135,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   app.post<{ Body: { partition: number; command: unknown } }>(
     PROPOSE_PATH,
     {
+      bodyLimit,
       schema: {
         hide: true,
         body: {
@@ -161,6 +162,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   app.post<{ Body: { partition: number; actor: string | null; command: unknown; idempotencyKey?: string } }>(
     COMMAND_PATH,
     {
+      // A forwarded command carries a whole batch of messages: the public route's limit, and more.
+      bodyLimit,
       schema: {
         hide: true,
         body: {

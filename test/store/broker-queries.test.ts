@@ -62,3 +62,14 @@ t.test('an empty receive leaves its Idempotency-Key free; a receive that leased 
   t.match(first, { ok: true, value: { messages: [{ body: 'm' }] } }, 'the same key proposes again and finds the message');
   t.strictSame(s.run('alice', receive, 'k1'), first, 'and now replays it');
 });
+
+t.test('an Idempotency-Key is scoped per user and resource: the same key on another queue is another request', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', queue('one'));
+  s.must('alice', queue('two'));
+  const first = s.run('alice', send('one', 'a'), 'k');
+  t.strictSame(s.run('alice', send('one', 'a'), 'k'), first, 'replayed on the same queue');
+  t.match(s.run('alice', send('one', 'b'), 'k'), { ok: false, code: 'conflict' }, 'another request under the same key: 409');
+  t.match(s.run('alice', send('two', 'b'), 'k'), { ok: true }, 'the same key on another queue is applied');
+  t.match(s.sm.getQueue('two', 'alice', s.time), { ok: true, value: { stats: { visible: 1 } } });
+});

@@ -1,5 +1,6 @@
 // /v1/auth: register, login, me. Passwords are hashed here, on the node that received the request
 // (bcrypt is slow on purpose and not deterministic), and only the hash is proposed.
+import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -9,6 +10,12 @@ import { ApiError, fromFailure } from '../errors.js';
 import { RateLimiter } from '../rate-limit.js';
 import { Credentials, Me, Registered, Token } from '../schemas.js';
 import { problems } from './common.js';
+
+/**
+ * bcrypt reads only the first 72 bytes of a password, and passwords may be up to 256 characters: it
+ * is given the SHA-256 of the password (base64, 44 bytes) instead, so every byte counts.
+ */
+export const prehash = (password: string): string => createHash('sha256').update(password, 'utf8').digest('base64');
 
 export const LOGIN_LIMITS = { perAddress: 30, perUser: 10, windowMs: 60_000 } as const;
 export const REGISTER_LIMITS = { perAddress: 20, windowMs: 60_000 } as const;
@@ -44,7 +51,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     async (request, reply) => {
       limit(registerByAddress, request.ip, 'registrations from this address');
       const { username, password } = request.body;
-      const passwordHash = await bcrypt.hash(password, cost);
+      const passwordHash = await bcrypt.hash(prehash(password), cost);
       const r = await deps.broker.propose(userPartition(username, deps.broker.partitions), null, { type: 'user.register', username, passwordHash }, undefined, ctxOf(request));
       if (!r.ok) throw fromFailure(r);
       return reply.code(201).send(r.value as { username: string; createdAt: string });
@@ -68,7 +75,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       limit(loginByUser, username, 'login attempts for this user');
       const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
-      const good = await bcrypt.compare(password, hash);
+      const good = await bcrypt.compare(prehash(password), hash);
       if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
       const accessToken = app.jwt.sign({ sub: username });
       return { accessToken, tokenType: 'Bearer' as const, expiresIn: ttl };

@@ -13,7 +13,7 @@ const PartitionState = Type.Object({
   commitIndex: Type.Integer(),
   appliedIndex: Type.Integer(),
   lastIndex: Type.Integer(),
-  match: Type.Record(Type.String(), Type.Integer(), { description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
+  match: Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer' }, description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
 });
 
 export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {

@@ -121,7 +121,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Delete a queue and its messages (owner only)',
         headers: IdempotencyHeaders,
         params: QueueParams,
-        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -141,7 +141,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: QueueGrantParams,
         body: QueueGrantPut,
-        response: { 200: Grant, ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request) => {
@@ -175,7 +175,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Revoke a user\'s rights on a queue (owner only)',
         headers: IdempotencyHeaders,
         params: QueueGrantParams,
-        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -196,7 +196,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: QueueParams,
         body: QueueMessageInput,
-        response: { 201: Sent, ...problems(400, 401, 403, 404, 413, 503, 504) },
+        response: { 201: Sent, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -220,7 +220,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: QueueParams,
         body: batchOf(QueueMessageInput),
-        response: { 201: Type.Object({ items: Type.Array(Sent) }), ...problems(400, 401, 403, 404, 413, 503, 504) },
+        response: { 201: Type.Object({ items: Type.Array(Sent) }), ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -245,7 +245,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: QueueParams,
         body: Type.Optional(ReceiveRequest),
-        response: { 200: Received, ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -266,7 +266,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
           headers: IdempotencyHeaders,
           params: QueueParams,
           body,
-          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 503, 504) },
+          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 409, 503, 504) },
         },
       },
       async (request) => {
@@ -288,7 +288,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Delete every message of a queue (owner only)',
         headers: IdempotencyHeaders,
         params: QueueParams,
-        response: { 200: Purged, ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 200: Purged, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request) => write(deps, request, request.params.queue, { type: 'queue.purge', name: request.params.queue }),

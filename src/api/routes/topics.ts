@@ -8,7 +8,7 @@ import { partitionOf } from '../../partition/routing.js';
 import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
-import { MESSAGES_BODY_LIMIT, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { MESSAGES_BODY_LIMIT, checkUnicode, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   AckRequest,
   ConsistencyQuery,
@@ -105,7 +105,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Delete a topic and its subscriptions (owner only)',
         headers: IdempotencyHeaders,
         params: TopicParams,
-        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -125,7 +125,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: TopicGrantParams,
         body: TopicGrantPut,
-        response: { 200: Grant, ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request) => {
@@ -162,7 +162,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Revoke a user\'s rights on a topic (owner only)',
         headers: IdempotencyHeaders,
         params: TopicGrantParams,
-        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -183,7 +183,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: TopicMessageInput,
-        response: { 201: Published, ...problems(400, 401, 403, 404, 413, 503, 504) },
+        response: { 201: Published, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -207,7 +207,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: batchOf(TopicMessageInput),
-        response: { 201: Type.Object({ items: Type.Array(Published) }), ...problems(400, 401, 403, 404, 413, 503, 504) },
+        response: { 201: Type.Object({ items: Type.Array(Published) }), ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -223,6 +223,8 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
   app.post(
     '/v1/topics/:topic/subscriptions',
     {
+      // A filter within its limits (16 pairs of 128 + 1024 characters) can pass 64 KiB as escaped JSON.
+      bodyLimit: 256 * 1024,
       schema: {
         tags,
         security,
@@ -236,6 +238,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
     async (request, reply) => {
       const b = request.body;
+      if (b.filter !== undefined) checkUnicode(b.filter.attributes, 'filter.attributes');
       await checkDeadLetterQueue(deps, request, b.deadLetterQueue, b.maxDeliveries);
       const s = await write<SubscriptionView>(deps, request, request.params.topic, {
         type: 'subscription.create',
@@ -297,7 +300,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         summary: 'Delete a subscription (its owner or the topic\'s owner)',
         headers: IdempotencyHeaders,
         params: SubscriptionParams,
-        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -316,7 +319,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: SubscriptionParams,
         body: Type.Optional(ReceiveRequest),
-        response: { 200: Received, ...problems(400, 401, 403, 404, 503, 504) },
+        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -336,7 +339,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
           headers: IdempotencyHeaders,
           params: SubscriptionParams,
           body,
-          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 503, 504) },
+          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 409, 503, 504) },
         },
       },
       async (request) => {

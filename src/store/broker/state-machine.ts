@@ -107,6 +107,34 @@ function matchesFilter(filter: string | null, attributes: Readonly<Record<string
   return true;
 }
 
+/** The queue or topic a command acts on, which scopes its Idempotency-Key. */
+function resourceOf(c: Command): string {
+  switch (c.type) {
+    case 'queue.create':
+    case 'queue.delete':
+    case 'queue.purge':
+    case 'queue.send':
+      return `queue:${c.name}`;
+    case 'topic.create':
+    case 'topic.delete':
+    case 'topic.publish':
+      return `topic:${c.name}`;
+    case 'grant.put':
+    case 'grant.delete':
+      return `${c.kind}:${c.name}`;
+    case 'subscription.create':
+    case 'subscription.delete':
+      return `topic:${c.topic}`;
+    case 'receive':
+    case 'ack':
+    case 'nack':
+    case 'lease':
+      return 'queue' in c.channel ? `queue:${c.channel.queue}` : `topic:${c.channel.topic}`;
+    default:
+      return c.type;
+  }
+}
+
 function parseActions(json: string): string[] {
   return JSON.parse(json) as string[];
 }
@@ -208,7 +236,9 @@ export class BrokerStateMachine {
 
   private applyEnvelope(env: Envelope, ctx: Ctx): Result {
     this.st.pruneIdempotency.run(ctx.now);
-    const key = env.idempotencyKey;
+    // Keys are scoped per user and resource: the same key on another queue or topic is another
+    // request, wherever its partition is (a partition cannot see the keys of the others).
+    const key = env.idempotencyKey === undefined ? undefined : `${resourceOf(env.command)}\u0000${env.idempotencyKey}`;
     const fingerprint = key === undefined ? '' : createHash('sha256').update(JSON.stringify(env.command)).digest('hex');
     if (key !== undefined && env.actor !== null) {
       const prior = this.st.getIdempotency.get(env.actor, key) as { fingerprint: string; result: string } | undefined;

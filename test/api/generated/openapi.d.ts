@@ -4,6 +4,44 @@
  */
 
 export interface paths {
+    "/openapi.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This OpenAPI 3.1 document */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The document. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -555,7 +593,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path?: never;
@@ -782,7 +820,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -839,6 +877,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -880,7 +927,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -954,6 +1001,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -980,7 +1036,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1035,6 +1091,15 @@ export interface paths {
                 };
                 /** @description not_found: no such resource, or one the caller may not see. */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1176,7 +1241,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1255,6 +1320,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
                 413: {
                     headers: {
@@ -1304,7 +1378,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1388,6 +1462,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
                 413: {
                     headers: {
@@ -1440,7 +1523,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1531,6 +1614,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -1574,7 +1666,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1648,6 +1740,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -1691,7 +1792,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1770,6 +1871,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -1813,7 +1923,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1889,6 +1999,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -1929,7 +2048,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -1983,6 +2102,15 @@ export interface paths {
                 };
                 /** @description not_found: no such resource, or one the caller may not see. */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2102,7 +2230,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path?: never;
@@ -2287,7 +2415,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -2344,6 +2472,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -2385,7 +2522,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -2459,6 +2596,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -2485,7 +2631,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -2540,6 +2686,15 @@ export interface paths {
                 };
                 /** @description not_found: no such resource, or one the caller may not see. */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2681,7 +2836,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -2758,6 +2913,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
                 413: {
                     headers: {
@@ -2807,7 +2971,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -2882,6 +3046,15 @@ export interface paths {
                 };
                 /** @description not_found: no such resource, or one the caller may not see. */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3035,7 +3208,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3294,7 +3467,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3356,6 +3529,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -3395,7 +3577,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3491,6 +3673,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -3531,7 +3722,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3610,6 +3801,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -3650,7 +3850,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3734,6 +3934,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -3774,7 +3983,7 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description The same key from the same user within 24 hours replays the first response (status and body) without applying the write again; reused for a different request it answers 409. 1 to 255 printable ASCII characters. */
+                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
                     "idempotency-key"?: string;
                 };
                 path: {
@@ -3855,6 +4064,15 @@ export interface paths {
                         "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
+                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
                 /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
                 503: {
                     headers: {
@@ -3875,6 +4093,42 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/docs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Swagger UI: browse this document and try the calls (Authorize with a token first) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The Swagger UI page. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/html": string;
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
