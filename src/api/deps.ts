@@ -23,6 +23,8 @@ export interface ClusterView {
   readonly nodeId: string;
   readonly nodes: readonly { readonly id: string; readonly url: string }[];
   status(): PartitionStatus[];
+  /** Partitions without a known leader for longer than `graceMs`. */
+  leaderless(graceMs: number): number[];
   /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
 }

@@ -52,6 +52,7 @@ export class MomServer {
             nodeId: cfg.nodeId,
             nodes: cfg.peers,
             status: () => node.status(),
+            leaderless: (graceMs) => node.host.leaderless(graceMs),
             queueDepths: (limit) =>
               node.host.replicas
                 .filter((r) => r.isLeader())

@@ -84,6 +84,8 @@ export class NodeHost {
   private readonly lastHeard = new Map<NodeId, number>();
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leaving = false;
+  /** When each partition last had a known leader here (ms), sampled every tick. */
+  private readonly leaderSeenAt: number[] = [];
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
 
@@ -150,7 +152,11 @@ export class NodeHost {
     if (this.tickTimer !== null) return;
     let ticks = 0;
     this.tickTimer = setInterval(() => {
-      for (const r of this.replicas) r.raw.tick();
+      const now = Date.now();
+      for (const r of this.replicas) {
+        if (r.leader() !== null) this.leaderSeenAt[r.partition] = now;
+        r.raw.tick();
+      }
       // Every election timeout or so, hand partitions back to their preferred leaders.
       if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
         if (this.opts.balanceLeaders !== false) this.balanceLeaders();
@@ -435,6 +441,15 @@ export class NodeHost {
         match: Object.fromEntries(s.match),
       };
     });
+  }
+
+  /**
+   * Partitions with no known leader for longer than `graceMs` (for readiness). A leadership transfer
+   * or a quick election leaves a partition leaderless for a moment; that is not unreadiness.
+   */
+  leaderless(graceMs: number): number[] {
+    const now = Date.now();
+    return this.replicas.filter((r) => r.leader() === null && now - (this.leaderSeenAt[r.partition] ?? 0) > graceMs).map((r) => r.partition);
   }
 
   async close(): Promise<void> {

@@ -16,6 +16,9 @@ const PartitionState = Type.Object({
   match: Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer' }, description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
 });
 
+/** How long a partition may be without a known leader before the node reports unready. */
+export const READY_GRACE_MS = 2_000;
+
 export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { deps } = opts;
@@ -34,6 +37,7 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
       schema: {
         tags,
         summary: 'Readiness: 200 when every partition has a known leader',
+        description: 'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced.',
         response: {
           200: Type.Object({ status: Type.Literal('ready') }),
           503: Type.Object({ status: Type.Literal('not ready'), partitionsWithoutLeader: Type.Array(Type.Integer()) }, { description: 'Some partition has no known leader; Retry-After says when to look again.' }),
@@ -41,7 +45,7 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
       },
     },
     async (_request, reply) => {
-      const missing = deps.cluster.status().filter((s) => s.leader === null).map((s) => s.partition);
+      const missing = deps.cluster.leaderless(READY_GRACE_MS);
       if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing });
       return { status: 'ready' as const };
     },

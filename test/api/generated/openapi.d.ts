@@ -88,7 +88,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 200 when every partition has a known leader */
+        /**
+         * Readiness: 200 when every partition has a known leader
+         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced.
+         */
         get: {
             parameters: {
                 query?: never;
