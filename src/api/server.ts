@@ -89,7 +89,15 @@ export class MomServer {
 
   /** Stops serving (waiting for requests in flight), then the partitions, then the transport. */
   async close(): Promise<void> {
-    await this.app.close();
+    this.node.router.stopWaiting();
+    // A connection whose request was in flight when the close began stays open, idle, for the
+    // keep-alive timeout (72 s) after its answer: close such connections as they fall idle.
+    const idle = setInterval(() => this.app.server.closeIdleConnections(), 50);
+    try {
+      await this.app.close();
+    } finally {
+      clearInterval(idle);
+    }
     await this.node.close();
   }
 }

@@ -63,6 +63,9 @@ export class Router {
   private readonly now: () => number;
   /** Long polls waiting on this node, by partition and channel id; one wake listener per replica. */
   private readonly watchers = new Map<number, Map<number, Set<() => void>>>();
+  /** Every watch not yet finished, so that a shutdown can end them. */
+  private readonly open = new Set<(expired: boolean) => void>();
+  private stopped = false;
 
   constructor(
     private readonly host: NodeHost,
@@ -142,6 +145,7 @@ export class Router {
     const cancel = (): void => finish(false);
     const finish = (expired: boolean): void => {
       clearTimeout(timer);
+      this.open.delete(finish);
       if (channelId !== null) {
         const set = byChannel?.get(channelId);
         set?.delete(fn);
@@ -154,7 +158,18 @@ export class Router {
       if (set === undefined) byChannel.set(channelId, (set = new Set()));
       set.add(fn);
     }
+    this.open.add(finish);
+    if (this.stopped) finish(true);
     return { woken, cancel };
+  }
+
+  /**
+   * Ends every long poll as if its wait were over (they answer what they have: nothing), so that a
+   * shutdown does not wait up to 20 s for them. Later polls end at once.
+   */
+  stopWaiting(): void {
+    this.stopped = true;
+    for (const finish of [...this.open]) finish(true);
   }
 
   /** Long polls waiting on this node (for metrics). */

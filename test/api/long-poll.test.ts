@@ -95,3 +95,19 @@ t.test('an empty receive does not bind its Idempotency-Key; the one that finds m
   const q = await call(a, 'GET', `/v1/queues/${name}`, { token });
   t.match(q.body, { stats: { inFlight: 1, visible: 0 } }, 'leased once');
 });
+
+// Last: it stops a node.
+t.test('a node shutting down ends its long polls with an empty answer instead of holding the shutdown', async (t) => {
+  const name = 'shutdown';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const poll = call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await waitingOn(node, 1);
+  const closed = cluster.servers[node]!.close();
+  const res = await poll;
+  t.equal(res.status, 200);
+  t.same(res.body, { messages: [] }, 'answered, with nothing leased');
+  await closed;
+  const q = await call(cluster.urls[(node + 1) % 3]!, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { stats: { inFlight: 0 } });
+});
