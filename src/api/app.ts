@@ -62,6 +62,8 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       return typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID();
     },
     routerOptions: { maxParamLength: 256 },
+    // Per-address limits count the client, not the load balancer, when the balancer is trusted.
+    ...(deps.trustProxy !== undefined && deps.trustProxy.length > 0 ? { trustProxy: [...deps.trustProxy] } : {}),
     schemaErrorFormatter: (errors, dataVar) => new Error(describeValidation(errors, dataVar)),
     // The router's own refusals (a malformed %-escape, a path segment over 256 characters) are problems too.
     frameworkErrors: (err, _request, reply) => {

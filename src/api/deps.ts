@@ -45,6 +45,8 @@ export interface ApiDeps {
   /** The inter-node routes, mounted on the same server; none when absent. */
   readonly internal?: InternalRoutesOptions;
   readonly now?: () => number;
+  /** Load balancers whose X-Forwarded-For is believed (addresses or CIDR ranges); none by default. */
+  readonly trustProxy?: readonly string[];
 }
 
 export const ctxOf = (request: FastifyRequest): RequestContext => ({ requestId: String(request.id) });

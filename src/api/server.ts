@@ -61,6 +61,7 @@ export class MomServer {
                 .slice(0, limit),
           },
           jwtSecret: cfg.jwtSecret,
+          trustProxy: cfg.trustProxy,
           logger: log,
           internal: node.internalRoutes(),
           ...(opts.bcryptCost === undefined ? {} : { bcryptCost: opts.bcryptCost }),

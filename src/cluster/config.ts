@@ -23,6 +23,11 @@ export interface NodeConfig {
   /** Fixed when the cluster is first created. */
   readonly partitions: number;
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string } | null;
+  /**
+   * Addresses or CIDR ranges of the load balancers in front of the node, whose X-Forwarded-For is
+   * believed: the client address of per-address limits. Empty: the connection's address.
+   */
+  readonly trustProxy: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -42,6 +47,7 @@ const SETTINGS = {
   tlsCert: { flag: 'tls-cert', env: 'MOM_TLS_CERT', what: 'PEM certificate file for HTTPS' },
   tlsKey: { flag: 'tls-key', env: 'MOM_TLS_KEY', what: 'PEM private key file for HTTPS' },
   tlsCa: { flag: 'tls-ca', env: 'MOM_TLS_CA', what: 'PEM CA file that signed every node’s certificate' },
+  trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
 } as const;
 type Key = keyof typeof SETTINGS;
 
@@ -118,6 +124,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     jwtSecret,
     partitions,
     tls: tlsParts === 3 ? { cert: cert!, key: key!, ca: ca! } : null,
+    trustProxy: parseTrustProxy(get('trustProxy') ?? ''),
   };
 }
 
@@ -135,6 +142,14 @@ function parsePeers(text: string): PeerAddress[] {
   }
   if (peers.length !== 3) throw new ConfigError(`a cluster has exactly three nodes; --peers names ${peers.length}`);
   return peers;
+}
+
+function parseTrustProxy(text: string): string[] {
+  const items = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  for (const item of items) {
+    if (!/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(item)) throw new ConfigError(`trustProxy: '${item}' is not an IP address or CIDR range`);
+  }
+  return items;
 }
 
 function parseListen(text: string): [string, number] {

@@ -26,6 +26,8 @@ t.test('flags give a complete configuration with defaults', async (t) => {
   t.equal(c.advertisedUrl, 'http://127.0.0.1:8080', 'advertised URL defaults to this node’s peer URL');
   t.equal(c.peers.length, 3);
   t.equal(c.tls, null);
+  t.strictSame(c.trustProxy, [], 'no load balancer is believed unless named');
+  t.strictSame(loadConfig(base, { MOM_TRUST_PROXY: '10.0.0.5, 10.1.0.0/16' }).trustProxy, ['10.0.0.5', '10.1.0.0/16']);
 });
 
 t.test('flags win over environment, environment over the file', async (t) => {
@@ -51,6 +53,7 @@ t.test('every mistake is refused with a message that names the setting', async (
     [base.map((a) => (a.startsWith('n1=') ? 'n1=ftp://a:1,n2=http://b:2,n3=http://c:3' : a)), {}, /must be http or https/],
     [base.map((a) => (a === '127.0.0.1:8080' ? 'nowhere' : a)), {}, /must be host:port/],
     [[...base, '--tls-cert', '/x.pem'], {}, /TLS needs all three/],
+    [[...base, '--trust-proxy', 'everyone'], {}, /trustProxy: 'everyone' is not an IP address/],
     [[...base, '--config', join(dir, 'missing.json')], {}, /cannot read the configuration file/],
   ];
   for (const [argv, env, re] of cases) {
