@@ -10,6 +10,7 @@ import { userPartition } from '../partition/routing.js';
 import type { ApiDeps } from './deps.js';
 import { ctxOf } from './deps.js';
 import { ApiError } from './errors.js';
+import type { Result } from '../store/broker/index.js';
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -46,13 +47,22 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     const p = userPartition(username, deps.broker.partitions);
     const query = { type: 'user.get', username } as const;
     // A user on the local replica is committed; only a miss needs the leader.
-    let r = deps.broker.staleQuery(p, query).result;
+    let r = localUser(p, query);
     if (!r.ok) r = await deps.broker.query(p, query, ctxOf(request));
     if (!r.ok) return null;
     const at = Date.parse((r.value as { createdAt: string }).createdAt);
     if (known.size >= MAX_KNOWN_USERS) known.clear();
     known.set(username, at);
     return at;
+  };
+
+  /** The user on this node's replica; a miss when there is none, or no readable replica right now. */
+  const localUser = (p: number, query: { type: 'user.get'; username: string }): Result => {
+    try {
+      return deps.broker.staleQuery(p, query).result;
+    } catch {
+      return { ok: false, code: 'not_found', detail: 'not on this replica' };
+    }
   };
 
   app.decorate('authenticate', async (request: FastifyRequest) => {

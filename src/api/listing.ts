@@ -42,5 +42,8 @@ export async function listAcross<T extends { name: string }>(
   );
   const all = parts.flat().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const items = all.slice(0, limit);
-  return { items, nextCursor: all.length > limit ? encodeCursor(items[items.length - 1]!.name) : null };
+  // More exist when the merge overflowed, or when one partition filled a page on its own (it may
+  // hold more than it was asked for).
+  const more = all.length > limit || parts.some((p) => p.length >= limit);
+  return { items, nextCursor: more && items.length > 0 ? encodeCursor(items[items.length - 1]!.name) : null };
 }

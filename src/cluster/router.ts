@@ -19,6 +19,12 @@ import { UnavailableError } from './errors.js';
 import { COMMAND_PATH, QUERY_PATH } from './internal-routes.js';
 
 
+/** A waiting long poll: woken to receive again, or told that a lease or delay changed the next time. */
+interface Watcher {
+  wake(): void;
+  retime(): void;
+}
+
 /** What a leader answers a forwarded command or query; the router's own calls answer the same. */
 export type Answer =
   | { readonly kind: 'ok'; readonly result: Result }
@@ -62,7 +68,7 @@ export class Router {
   private readonly maxHops: number;
   private readonly now: () => number;
   /** Long polls waiting on this node, by partition and channel id; one wake listener per replica. */
-  private readonly watchers = new Map<number, Map<number, Set<() => void>>>();
+  private readonly watchers = new Map<number, Map<number, Set<Watcher>>>();
   /** Every watch not yet finished, so that a shutdown can end them. */
   private readonly open = new Set<(expired: boolean) => void>();
   private stopped = false;
@@ -76,11 +82,11 @@ export class Router {
     this.maxHops = opts.maxHops ?? 3;
     this.now = opts.now ?? Date.now;
     for (let p = 0; p < opts.partitions; p++) {
-      const byChannel = new Map<number, Set<() => void>>();
+      const byChannel = new Map<number, Set<Watcher>>();
       this.watchers.set(p, byChannel);
-      host.replica(p).onWake((channelId) => {
-        const fns = byChannel.get(channelId);
-        if (fns !== undefined) for (const fn of [...fns]) fn();
+      host.replica(p).onWake((channelId, retimed) => {
+        const set = byChannel.get(channelId);
+        if (set !== undefined) for (const w of [...set]) (retimed ? w.retime : w.wake)();
       });
     }
   }
@@ -107,6 +113,8 @@ export class Router {
   /** A read of the local replica as it is, leader or not: may miss the latest writes. */
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
     const state = this.host.replica(p).state;
+    // Between closing the old state and opening the installed snapshot, there is nothing to read.
+    if (!state.sqlite.open) throw new UnavailableError(`partition ${p}: this node is installing a snapshot; retry shortly`);
     return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
   }
 
@@ -128,39 +136,50 @@ export class Router {
    */
   watch(p: number, ref: ChannelRef, until: number): { woken: Promise<boolean>; cancel(): void } {
     const byChannel = this.watchers.get(p);
-    const state = this.host.replica(p).state;
-    const channelId = state.channelIdOf(ref);
-    let done = (_expired: boolean): void => undefined;
-    const woken = new Promise<boolean>((resolve) => {
-      done = resolve;
+    if (byChannel === undefined) throw new RangeError(`no partition ${p}`);
+    const initial = this.host.replica(p).state;
+    // While a snapshot is being installed the state is closed: look again shortly, as for a channel
+    // this replica has not applied yet (the leader knew it, or the receive would have failed).
+    const channelId = initial.sqlite.open ? initial.channelIdOf(ref) : null;
+    let resolve = (_expired: boolean): void => undefined;
+    const woken = new Promise<boolean>((r) => {
+      resolve = r;
     });
-    // Leases and delays end by time alone, with no entry to wake us: wake when the next one ends.
-    // An unknown channel: this replica has not applied its creation yet (the leader knew it, or the
-    // receive would have failed). Look again shortly.
-    const next = channelId === null ? this.now() : state.nextVisibleAt(channelId);
-    const at = Math.min(next ?? until, this.now() + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
-    // Never sooner than pollMs: this replica may not have applied yet what made the time come.
-    const timer = at < until ? setTimeout(() => cancel(), Math.max(this.opts.pollMs, at - this.now())) : setTimeout(() => finish(true), Math.max(0, until - this.now()));
-    const fn = (): void => cancel();
-    const cancel = (): void => finish(false);
+    let timer: NodeJS.Timeout | null = null;
+    let settled = false;
     const finish = (expired: boolean): void => {
-      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
       this.open.delete(finish);
       if (channelId !== null) {
-        const set = byChannel?.get(channelId);
-        set?.delete(fn);
-        if (set?.size === 0) byChannel?.delete(channelId);
+        const set = byChannel.get(channelId);
+        set?.delete(watcher);
+        if (set?.size === 0) byChannel.delete(channelId);
       }
-      done(expired);
+      resolve(expired);
     };
-    if (channelId !== null && byChannel !== undefined) {
+    // Leases and delays end by time alone, with no entry to wake us: wake when the next one ends.
+    const arm = (): void => {
+      if (settled) return;
+      const state = this.host.replica(p).state;
+      const now = this.now();
+      const next = channelId === null || !state.sqlite.open ? now : state.nextVisibleAt(channelId);
+      const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
+      if (timer !== null) clearTimeout(timer);
+      // Never sooner than pollMs: this replica may not have applied yet what made the time come.
+      timer = at < until ? setTimeout(() => finish(false), Math.max(this.opts.pollMs, at - now)) : setTimeout(() => finish(true), Math.max(0, until - now));
+    };
+    const watcher: Watcher = { wake: () => finish(false), retime: arm };
+    if (channelId !== null) {
       let set = byChannel.get(channelId);
       if (set === undefined) byChannel.set(channelId, (set = new Set()));
-      set.add(fn);
+      set.add(watcher);
     }
     this.open.add(finish);
+    arm();
     if (this.stopped) finish(true);
-    return { woken, cancel };
+    return { woken, cancel: () => finish(false) };
   }
 
   /**
@@ -191,32 +210,37 @@ export class Router {
     let hint: NodeId | null = null;
     let hops = 0;
     let last = 'no leader is known';
+    /** An answer of unknown outcome, when retried (with an Idempotency-Key) until the deadline. */
+    let unknown: Extract<Answer, { kind: 'unknown' }> | null = null;
     for (;;) {
       const replica = this.host.replica(p);
       const target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
+      const followed = hint !== null;
       hint = null;
-      let answer: Answer | null = null;
       if (target !== null && (target !== this.opts.self || replica.isLeader())) {
-        answer = target === this.opts.self ? await here() : await there(target);
+        const answer: Answer = target === this.opts.self ? await here() : await there(target);
         if (answer.kind === 'ok') return answer.result;
-        if (answer.kind === 'unknown' && !retryUnknown) {
-          throw new UnavailableError(
-            `the ${what}'s outcome is unknown (${answer.detail}); retry with the same Idempotency-Key`,
-            answer.timedOut ? 504 : 503,
-            true,
-          );
+        if (answer.kind === 'unknown') {
+          if (!retryUnknown) throw unknownOutcome(what, answer);
+          // A read changes nothing: its failure is just a reason to try again.
+          if (what === 'write') unknown = answer;
         }
         if (answer.kind === 'not_leader') {
-          hops++;
-          if (hops > this.maxHops) throw new UnavailableError(`partition ${p}: leadership moved ${hops} times; retry shortly`);
+          // A hop is a redirection followed; a leader handing over (no hint yet) is waited out.
+          if (followed && ++hops > this.maxHops) throw new UnavailableError(`partition ${p}: leadership moved ${hops} times; retry shortly`);
           last = `${target} is not the leader`;
-          hint = answer.leader === target ? null : answer.leader;
-          if (hint !== null) continue;
+          if (answer.leader !== null && answer.leader !== target) {
+            hint = answer.leader;
+            continue;
+          }
         } else {
           last = answer.detail;
         }
       }
-      if (this.now() >= deadline) throw new UnavailableError(`partition ${p} has no reachable leader (${last}); retry shortly`);
+      if (this.now() >= deadline) {
+        if (unknown !== null) throw unknownOutcome(what, unknown);
+        throw new UnavailableError(`partition ${p} has no reachable leader (${last}); retry shortly`);
+      }
       await sleep(this.opts.pollMs);
     }
   }
@@ -234,6 +258,10 @@ export class Router {
     }
     return decodeAnswer(res.status, res.body);
   }
+}
+
+function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' }>): UnavailableError {
+  return new UnavailableError(`the ${what}'s outcome is unknown (${answer.detail}); retry with the same Idempotency-Key`, answer.timedOut ? 504 : 503, true);
 }
 
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */

@@ -48,7 +48,7 @@ export class PartitionReplica {
   private readonly proposals = new ProposalTracker<Waiter>();
   private readonly reads = new Map<number, ReadWaiter>();
   private readSeq = 0;
-  private readonly wakeListeners = new Set<(channelId: number) => void>();
+  private readonly wakeListeners = new Set<(channelId: number, retimed: boolean) => void>();
   private closed = false;
 
   constructor(
@@ -149,8 +149,11 @@ export class PartitionReplica {
     });
   }
 
-  /** Calls `fn` whenever apply made messages visible on a channel (for long polls). */
-  onWake(fn: (channelId: number) => void): () => void {
+  /**
+   * Calls `fn(channel, false)` whenever apply made messages visible on a channel, and `fn(channel,
+   * true)` when it gave one a message that becomes visible later by time alone (for long polls).
+   */
+  onWake(fn: (channelId: number, retimed: boolean) => void): () => void {
     this.wakeListeners.add(fn);
     return () => this.wakeListeners.delete(fn);
   }
@@ -189,15 +192,18 @@ export class PartitionReplica {
       w.resolve(a.result);
     });
     for (const a of applied) {
-      for (const ch of a.woke) {
-        for (const fn of this.wakeListeners) {
-          // A waiting request's callback must never break the loop that applies for everyone.
-          try {
-            fn(ch);
-          } catch {
-            this.wakeListeners.delete(fn);
-          }
-        }
+      for (const ch of a.woke) this.wake(ch, false);
+      for (const ch of a.retimed) this.wake(ch, true);
+    }
+  }
+
+  private wake(channelId: number, retimed: boolean): void {
+    for (const fn of this.wakeListeners) {
+      // A waiting request's callback must never break the loop that applies for everyone.
+      try {
+        fn(channelId, retimed);
+      } catch {
+        this.wakeListeners.delete(fn);
       }
     }
   }
@@ -225,7 +231,8 @@ export class PartitionReplica {
     this.closed = true;
     for (const w of this.proposals.drain()) {
       clearTimeout(w.timer);
-      w.reject(new ReplicaClosedError('replica closed'));
+      // Appended (maybe committed) already: it may still apply under the next leader.
+      w.reject(new OutcomeUnknownError('the replica closed before the write applied here'));
     }
     for (const w of this.reads.values()) w.reject(new ReplicaClosedError('replica closed'));
     this.reads.clear();

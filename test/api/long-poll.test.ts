@@ -96,6 +96,31 @@ t.test('an empty receive does not bind its Idempotency-Key; the one that finds m
   t.match(q.body, { stats: { inFlight: 1, visible: 0 } }, 'leased once');
 });
 
+t.test('a delay that starts after the poll began still wakes it when it ends', async (t) => {
+  const name = 'delayed-later';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const poll = call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await waitingOn(node, 1);
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'soon', delaySeconds: 1 } })).status, 201);
+  // With the idle guard at ten minutes, only the delay's own wake-up can deliver it within the wait.
+  t.match((await poll).body, { messages: [{ body: 'soon' }] });
+});
+
+t.test('a nack with a delay, by another consumer, wakes a poll when the delay ends', async (t) => {
+  const name = 'nacked-later';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(a, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'retry me' } })).status, 201);
+  const held = await call(b, 'POST', `/v1/queues/${name}/receive`, { token, body: { visibilityTimeoutSeconds: 600 } });
+  const handle = (held.body as { messages: { receiptHandle: string }[] }).messages[0]!.receiptHandle;
+  const node = followerOf(name);
+  // The poll registers while the lease has ten minutes to go: it would sleep past its wait.
+  const poll = call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await waitingOn(node, 1);
+  t.match((await call(a, 'POST', `/v1/queues/${name}/nack`, { token, body: { receiptHandles: [handle], delaySeconds: 1 } })).body, { acked: [handle] });
+  t.match((await poll).body, { messages: [{ body: 'retry me', deliveryCount: 2 }] });
+});
+
 // Last: it stops a node.
 t.test('a node shutting down ends its long polls with an empty answer instead of holding the shutdown', async (t) => {
   const name = 'shutdown';

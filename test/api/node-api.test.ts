@@ -60,6 +60,25 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   t.match(missing.body, { code: 'not_found', status: 404 });
 });
 
+t.test('listing pages through a partition that fills a page on its own', async (t) => {
+  // Two queues of one partition, so that with limit=1 the page is full before any merging.
+  const names = Array.from({ length: 100 }, (_, i) => `page-${i}`);
+  const p0 = partitionOf(names[0]!, P);
+  const same = names.filter((n) => partitionOf(n, P) === p0).slice(0, 2);
+  const lister = await userToken(urls[0]!, 'lister');
+  for (const name of same) t.equal((await call(urls[1]!, 'POST', '/v1/queues', { token: lister, body: { name } })).status, 201);
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < 5; page++) {
+    const res = await call(urls[page % 3]!, 'GET', `/v1/queues?limit=1${cursor === null ? '' : `&cursor=${cursor}`}`, { token: lister });
+    const body = res.body as { items: { name: string }[]; nextCursor: string | null };
+    seen.push(...body.items.map((i) => i.name));
+    cursor = body.nextCursor;
+    if (cursor === null) break;
+  }
+  t.strictSame(seen, [...same].sort(), 'every queue, once, in name order');
+});
+
 t.test('login attempts are limited per user: 429 with Retry-After', async (t) => {
   t.equal((await call(urls[0]!, 'POST', '/v1/auth/register', { body: { username: 'guessed', password: 'password-guessed' } })).status, 201);
   let last = null as Awaited<ReturnType<typeof call>> | null;

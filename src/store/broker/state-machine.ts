@@ -48,6 +48,11 @@ export interface Applied {
   readonly result: Result;
   /** Channels that gained visible messages: long polls waiting on them should wake. */
   readonly woke: readonly number[];
+  /**
+   * Channels that gained a message that becomes visible later by time alone (a delay, a lease): long
+   * polls waiting on them should look again at when that is.
+   */
+  readonly retimed: readonly number[];
 }
 
 export interface QueueView {
@@ -145,6 +150,7 @@ interface Ctx {
   readonly now: number;
   readonly actor: string | null;
   woke: Set<number>;
+  retimed: Set<number>;
 }
 
 export class BrokerStateMachine {
@@ -199,17 +205,17 @@ export class BrokerStateMachine {
         applied = e.index;
         this.st.setMeta.run(e.term, 'applied_term');
         if (e.kind !== 0) {
-          out.push({ index: e.index, result: ok(null), woke: [] });
+          out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
           continue;
         }
         const env = parseEnvelope(e.data);
         if (env === null) {
-          out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [] });
+          out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [] });
           continue;
         }
         if (env.time > clock) clock = env.time;
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Set() };
-        out.push({ index: e.index, result: this.applyGuarded(env, ctx), woke: [...ctx.woke] });
+        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Set(), retimed: new Set() };
+        out.push({ index: e.index, result: this.applyGuarded(env, ctx), woke: [...ctx.woke], retimed: [...ctx.retimed] });
       }
       this.st.setMeta.run(applied, 'applied_index');
       this.st.setMeta.run(clock, 'clock');
@@ -230,6 +236,7 @@ export class BrokerStateMachine {
     } catch (err) {
       if (isStorageFailure(err)) throw err;
       ctx.woke.clear();
+      ctx.retimed.clear();
       return fail(ErrorCode.ValidationFailed, 'malformed command');
     }
   }
@@ -487,7 +494,7 @@ export class BrokerStateMachine {
     const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
     this.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
     this.st.bumpCount[state].run(1, ch.id);
-    if (state === MessageState.Ready) ctx.woke.add(ch.id);
+    (state === MessageState.Ready ? ctx.woke : ctx.retimed).add(ch.id);
     if (m.deduplicationId !== undefined) this.st.putDedup.run(ch.id, m.deduplicationId, messageId, seq, ctx.now + dedupWindow);
     return { messageId, sequence: seq };
   }
@@ -582,6 +589,7 @@ export class BrokerStateMachine {
     if (rows.length > 0) {
       this.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
       this.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
+      ctx.retimed.add(ch.id);
     }
     return ok({ messages });
   }
@@ -637,7 +645,7 @@ export class BrokerStateMachine {
         this.st.release.run(state, ctx.now + delaySeconds * 1000, m.seq, ch.id);
         this.st.bumpCount[m.state].run(-1, ch.id);
         this.st.bumpCount[state].run(1, ch.id);
-        if (state === MessageState.Ready) ctx.woke.add(ch.id);
+        (state === MessageState.Ready ? ctx.woke : ctx.retimed).add(ch.id);
         return true;
       }),
     );
