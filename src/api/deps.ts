@@ -27,6 +27,8 @@ export interface ClusterView {
   leaderless(graceMs: number): number[];
   /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
+  /** Messages per partition led here, by state (counters as of the last apply). */
+  partitionDepths(): { partition: number; ready: number; leased: number; delayed: number }[];
 }
 
 export interface ApiDeps {
@@ -47,6 +49,8 @@ export interface ApiDeps {
   readonly now?: () => number;
   /** Load balancers whose X-Forwarded-For is believed (addresses or CIDR ranges); none by default. */
   readonly trustProxy?: readonly string[];
+  /** When set, /metrics needs `Authorization: Bearer <token>` and shows per-queue series. */
+  readonly metricsToken?: string | null;
 }
 
 export const ctxOf = (request: FastifyRequest): RequestContext => ({ requestId: String(request.id) });

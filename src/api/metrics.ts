@@ -53,19 +53,32 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
   partitionGauge('mom_raft_commit_lag', 'Entries in this node\'s log not yet known committed.', (s) => s.lastIndex - s.commitIndex);
   partitionGauge('mom_raft_apply_lag', 'Committed entries not yet applied here.', (s) => s.commitIndex - s.appliedIndex);
   new Gauge({
-    name: 'mom_queue_messages',
-    help: `Messages per queue and state (ready, leased, delayed), for queues of the partitions this node leads; at most ${MAX_QUEUE_SERIES} queues.`,
-    labelNames: ['queue', 'state'],
+    name: 'mom_partition_messages',
+    help: 'Messages of every queue and subscription, per partition led here and state (ready, leased, delayed).',
+    labelNames: ['partition', 'state'],
     registers: [registry],
     collect() {
       this.reset();
-      for (const q of deps.cluster.queueDepths(MAX_QUEUE_SERIES)) {
-        this.set({ queue: q.queue, state: 'ready' }, q.ready);
-        this.set({ queue: q.queue, state: 'leased' }, q.leased);
-        this.set({ queue: q.queue, state: 'delayed' }, q.delayed);
+      for (const d of deps.cluster.partitionDepths()) {
+        for (const state of ['ready', 'leased', 'delayed'] as const) this.set({ partition: String(d.partition), state }, d[state]);
       }
     },
   });
+  // Queue names are user data: per-queue series only for a scraper that presents the metrics token.
+  if (typeof deps.metricsToken === 'string') {
+    new Gauge({
+      name: 'mom_queue_messages',
+      help: `Messages per queue and state (ready, leased, delayed), for queues of the partitions this node leads; at most ${MAX_QUEUE_SERIES} queues, fullest first.`,
+      labelNames: ['queue', 'state'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const q of deps.cluster.queueDepths(MAX_QUEUE_SERIES)) {
+          for (const state of ['ready', 'leased', 'delayed'] as const) this.set({ queue: q.queue, state }, q[state]);
+        }
+      },
+    });
+  }
   new Gauge({
     name: 'mom_long_polls_waiting',
     help: 'Receives waiting for messages on this node.',

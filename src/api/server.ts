@@ -53,15 +53,17 @@ export class MomServer {
             nodes: cfg.peers,
             status: () => node.status(),
             leaderless: (graceMs) => node.host.leaderless(graceMs),
+            partitionDepths: () => node.host.replicas.filter((r) => r.isLeader() && r.state.sqlite.open).map((r) => ({ partition: r.partition, ...r.state.messageTotals() })),
             queueDepths: (limit) =>
               node.host.replicas
-                .filter((r) => r.isLeader())
+                .filter((r) => r.isLeader() && r.state.sqlite.open)
                 .flatMap((r) => r.state.queueDepths(limit).map((q) => ({ ...q, partition: r.partition })))
                 .sort((a, b) => b.ready + b.leased + b.delayed - (a.ready + a.leased + a.delayed))
                 .slice(0, limit),
           },
           jwtSecret: cfg.jwtSecret,
           trustProxy: cfg.trustProxy,
+          metricsToken: cfg.metricsToken,
           logger: log,
           internal: node.internalRoutes(),
           ...(opts.bcryptCost === undefined ? {} : { bcryptCost: opts.bcryptCost }),

@@ -28,6 +28,11 @@ export interface NodeConfig {
    * believed: the client address of per-address limits. Empty: the connection's address.
    */
   readonly trustProxy: readonly string[];
+  /**
+   * Bearer token a scraper presents to /metrics. With it, /metrics needs it and shows per-queue
+   * depths; without, /metrics is open and shows per-partition totals only (no names leak).
+   */
+  readonly metricsToken: string | null;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +52,7 @@ const SETTINGS = {
   tlsCert: { flag: 'tls-cert', env: 'MOM_TLS_CERT', what: 'PEM certificate file for HTTPS' },
   tlsKey: { flag: 'tls-key', env: 'MOM_TLS_KEY', what: 'PEM private key file for HTTPS' },
   tlsCa: { flag: 'tls-ca', env: 'MOM_TLS_CA', what: 'PEM CA file that signed every node’s certificate' },
+  metricsToken: { flag: 'metrics-token', env: 'MOM_METRICS_TOKEN', what: 'bearer token for /metrics (at least 16 characters); enables per-queue series' },
   trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
 } as const;
 type Key = keyof typeof SETTINGS;
@@ -105,6 +111,8 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
   if (clusterSecret.length < 16) throw new ConfigError('clusterSecret must be at least 16 characters');
   const jwtSecret = need('jwtSecret');
   if (jwtSecret.length < 32) throw new ConfigError('jwtSecret must be at least 32 characters');
+  const metricsToken = get('metricsToken') ?? null;
+  if (metricsToken !== null && metricsToken.length < 16) throw new ConfigError('metricsToken must be at least 16 characters');
   const partitionsText = get('partitions') ?? '16';
   const partitions = Number(partitionsText);
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);
@@ -125,6 +133,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     partitions,
     tls: tlsParts === 3 ? { cert: cert!, key: key!, ca: ca! } : null,
     trustProxy: parseTrustProxy(get('trustProxy') ?? ''),
+    metricsToken,
   };
 }
 

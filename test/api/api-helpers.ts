@@ -18,7 +18,7 @@ export interface TestCluster {
 
 export const TEST_JWT_SECRET = 'j'.repeat(40);
 
-export async function startCluster(opts: ServerOptions & { partitions?: number } = {}): Promise<TestCluster> {
+export async function startCluster(opts: ServerOptions & { partitions?: number; metricsToken?: string } = {}): Promise<TestCluster> {
   const root = mkdtempSync(join(tmpdir(), 'mom-api-'));
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
@@ -32,6 +32,7 @@ export async function startCluster(opts: ServerOptions & { partitions?: number }
         '--cluster-secret', 's'.repeat(32),
         '--jwt-secret', TEST_JWT_SECRET,
         '--partitions', String(opts.partitions ?? 4),
+        ...(opts.metricsToken === undefined ? [] : ['--metrics-token', opts.metricsToken]),
       ],
       {},
     ),

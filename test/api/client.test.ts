@@ -161,6 +161,7 @@ t.test('health, readiness, cluster state and metrics, on every node', async (t) 
     t.equal(m.response.status, 200, 'metrics');
     t.match(m.response.headers.get('content-type'), /^text\/plain/);
     t.match(m.data, /mom_http_requests_total/, 'Prometheus text with the request counter');
+    t.notMatch(m.data, /mom_queue_messages/, 'without a metrics token, no queue name is shown');
     // Not in the document (hidden routes), so plain fetch: the document this node serves is the committed one.
     const served = await fetch(`${cluster.urls[i]}/openapi.json`);
     t.same(await served.json(), COMMITTED_DOCUMENT, '/openapi.json is openapi/openapi.json');

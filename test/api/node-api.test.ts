@@ -8,7 +8,8 @@ import { LOGIN_LIMITS } from '../../src/api/routes/auth.js';
 import { until } from '../cluster/net-helpers.js';
 import { call, startCluster, userToken } from './api-helpers.js';
 
-const cluster = await startCluster({ leaderWaitMs: 1500 });
+const METRICS_TOKEN = 'm'.repeat(24);
+const cluster = await startCluster({ leaderWaitMs: 1500, metricsToken: METRICS_TOKEN });
 t.teardown(() => cluster.close());
 const urls = cluster.urls;
 const token = await userToken(urls[0]!, 'operator');
@@ -42,9 +43,10 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } });
   await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } });
   const leader = urls[leaderIndex(name)]!;
-  const m = await call(leader, 'GET', '/metrics').catch(() => null);
-  t.equal(m, null, 'metrics are text, not JSON');
-  const res = await request(`${leader}/metrics`);
+  const refused = await call(leader, 'GET', '/metrics');
+  t.equal(refused.status, 401, 'a node with a metrics token wants it');
+  t.match(refused.body, { code: 'unauthorized' });
+  const res = await request(`${leader}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
   const text = await res.body.text();
   t.match(res.headers['content-type'], /text\/plain/);
   t.match(text, /mom_http_requests_total\{method="POST",route="\/v1\/queues\/:queue\/messages",status="201"\} \d+/);
@@ -53,6 +55,7 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   t.match(text, /mom_raft_commit_index\{partition="\d+"\} \d+/);
   t.match(text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
   t.match(text, new RegExp(`mom_queue_messages\\{queue="${name}",state="ready"\\} 1`), 'the depth of a queue led here');
+  t.match(text, /mom_partition_messages\{partition="\d+",state="ready"\} \d+/);
 
   const missing = await call(urls[0]!, 'GET', '/v1/nothing-here');
   t.equal(missing.status, 404);

@@ -45,7 +45,7 @@ async function app(trustProxy?: string[]) {
       watch: never,
       waiting: () => 0,
     },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [] },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [] },
     jwtSecret: 'x'.repeat(32),
     ...(trustProxy === undefined ? {} : { trustProxy }),
   };

@@ -3,7 +3,10 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
+import { secretsEqual } from '../../cluster/secret.js';
 import type { ApiDeps } from '../deps.js';
+import { ApiError } from '../errors.js';
+import { problems } from './common.js';
 
 const PartitionState = Type.Object({
   partition: Type.Integer(),
@@ -81,11 +84,19 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
       schema: {
         tags,
         summary: 'Prometheus metrics',
-        description: 'Requests and latencies by route and status, Raft term, commit and applied index and lags per partition, queue depths of the partitions led here, waiting long polls.',
+        description:
+          'Requests and latencies by route and status; Raft term, commit and applied index and lags per partition; message counts per partition led here; waiting long polls. A node started with a metrics token requires it as a bearer token here, and adds depths per queue (mom_queue_messages); without one, no queue name is shown.',
         produces: ['text/plain'],
-        response: { 200: { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        response: { 200: { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } }, ...problems(401) },
       },
     },
-    async (_request, reply) => reply.type(app.metrics.contentType).send(await app.metrics.metrics()),
+    async (request, reply) => {
+      const token = deps.metricsToken;
+      if (typeof token === 'string') {
+        const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+        if (given === undefined || !secretsEqual(given, token)) throw new ApiError('unauthorized', 'this node\'s /metrics needs its metrics token (Authorization: Bearer <token>)');
+      }
+      return reply.type(app.metrics.contentType).send(await app.metrics.metrics());
+    },
   );
 }

@@ -904,6 +904,12 @@ export class BrokerStateMachine {
     return this.st.queueDepths.all(limit) as { queue: string; ready: number; leased: number; delayed: number }[];
   }
 
+  /** Messages of every queue and subscription of the partition, by state (counters, for metrics). */
+  messageTotals(): { ready: number; leased: number; delayed: number } {
+    const r = this.st.messageTotals.get() as { ready: number | null; leased: number | null; delayed: number | null };
+    return { ready: r.ready ?? 0, leased: r.leased ?? 0, delayed: r.delayed ?? 0 };
+  }
+
   /** The channel id of a queue or subscription, or null when there is none (for long polls). */
   channelIdOf(ref: ChannelRef): number | null {
     const row = ('queue' in ref ? this.st.getQueue.get(ref.queue) : this.st.getSubscription.get(ref.topic, ref.subscription)) as ChannelRow | undefined;
@@ -1047,6 +1053,7 @@ function prepare(db: Sqlite) {
       `select seq, state, delivery_count from messages indexed by messages_due
        where channel_id = ? and state in (${MessageState.Leased}, ${MessageState.Delayed}) and visible_at <= ? order by seq`,
     ),
+    messageTotals: s('select sum(n_ready) as ready, sum(n_leased) as leased, sum(n_delayed) as delayed from channels'),
     queueDepths: s(
       `select q.name as queue, c.n_ready as ready, c.n_leased as leased, c.n_delayed as delayed
        from queues q join channels c on c.id = q.channel_id order by c.n_ready + c.n_leased + c.n_delayed desc, q.name limit ?`,

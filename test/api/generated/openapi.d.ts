@@ -207,7 +207,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics
-         * @description Requests and latencies by route and status, Raft term, commit and applied index and lags per partition, queue depths of the partitions led here, waiting long polls.
+         * @description Requests and latencies by route and status; Raft term, commit and applied index and lags per partition; message counts per partition led here; waiting long polls. A node started with a metrics token requires it as a bearer token here, and adds depths per queue (mom_queue_messages); without one, no queue name is shown.
          */
         get: {
             parameters: {
@@ -225,6 +225,15 @@ export interface paths {
                     };
                     content: {
                         "text/plain": string;
+                    };
+                };
+                /** @description unauthorized: no token, or an invalid or expired one. */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
                     };
                 };
             };
