@@ -27,6 +27,7 @@ t.test('flags give a complete configuration with defaults', async (t) => {
   t.equal(c.peers.length, 3);
   t.equal(c.tls, null);
   t.strictSame(c.trustProxy, [], 'no load balancer is believed unless named');
+  t.equal(c.metricsToken, null, 'metrics open, without queue names, unless a token is set');
   t.strictSame(loadConfig(base, { MOM_TRUST_PROXY: '10.0.0.5, 10.1.0.0/16' }).trustProxy, ['10.0.0.5', '10.1.0.0/16']);
 });
 
@@ -54,6 +55,7 @@ t.test('every mistake is refused with a message that names the setting', async (
     [base.map((a) => (a === '127.0.0.1:8080' ? 'nowhere' : a)), {}, /must be host:port/],
     [[...base, '--tls-cert', '/x.pem'], {}, /TLS needs all three/],
     [[...base, '--trust-proxy', 'everyone'], {}, /trustProxy: 'everyone' is not an IP address/],
+    [[...base, '--metrics-token', 'short'], {}, /metricsToken must be at least 16/],
     [[...base, '--config', join(dir, 'missing.json')], {}, /cannot read the configuration file/],
   ];
   for (const [argv, env, re] of cases) {
