@@ -73,3 +73,16 @@ t.test('an Idempotency-Key is scoped per user and resource: the same key on anot
   t.match(s.run('alice', send('two', 'b'), 'k'), { ok: true }, 'the same key on another queue is applied');
   t.match(s.sm.getQueue('two', 'alice', s.time), { ok: true, value: { stats: { visible: 1 } } });
 });
+
+t.test('apply reports the channels a long poll must look at again: woke (visible now) and retimed (later)', async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', queue('orders'));
+  const id = s.sm.channelIdOf({ queue: 'orders' })!;
+  t.match(s.apply('alice', send('orders', 'now')), { woke: [id], retimed: [] }, 'a send: visible now');
+  t.match(s.apply('alice', sendMsgs('orders', msg('later', { delaySeconds: 5 }))), { woke: [], retimed: [id] }, 'a delayed send: visible later');
+  const leased = s.apply('alice', { type: 'receive', channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: 10 });
+  t.match(leased, { woke: [], retimed: [id] }, 'a lease: visible again when it ends');
+  const handle = (leased.result as { value: { messages: { receiptHandle: string }[] } }).value.messages[0]!.receiptHandle;
+  t.match(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [handle], delaySeconds: 3 }), { woke: [], retimed: [id] }, 'a delayed nack');
+  t.match(s.apply('alice', { type: 'receive', channel: { queue: 'nowhere' }, maxMessages: 1, visibilityTimeoutSeconds: null }), { woke: [], retimed: [] }, 'a refusal reports nothing');
+});
