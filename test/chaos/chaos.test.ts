@@ -1,0 +1,30 @@
+// The short chaos variant: a fixed seed, ~35 s of workload and faults on three real node processes,
+// then heal, drain and check (about a minute in all). It asserts the checker's verdict only; the
+// availability figures are reported as comments, never asserted (timing on a shared machine varies).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { runChaos } from './scenario.js';
+
+t.setTimeout(300_000);
+const SEED = 7;
+const runDir = mkdtempSync(join(tmpdir(), 'mom-chaos-run-'));
+
+t.test(`chaos, seed ${SEED}: no acknowledged message lost, nothing unexpected, duplicates explained, order kept, replicas agree`, async (t) => {
+  const res = await runChaos({ seed: SEED, durationMs: 35_000, runDir, log: (s) => t.comment(s) });
+  for (const line of res.summary.split('\n')) t.comment(line);
+  const r = res.report;
+  t.ok(r.counts.sends.ok > 0 && r.counts.publishes.ok > 0 && r.counts.deliveries > 0, 'the workload did something');
+  t.ok(r.counts.faults > 0, 'faults happened');
+  t.same(r.lost, [], 'lost: 0');
+  t.same(r.unexpected, [], 'unexpected: 0');
+  t.same(r.duplicates.unexplained, [], 'unexplained duplicates: 0');
+  t.same(r.ordering.violations, [], 'first deliveries in sequence order');
+  t.same(r.replicas.divergent, [], 'every node\'s replica agrees after quiescence');
+  t.same(r.serverErrors, [], 'no answer a correct client must not get');
+  t.same(res.undrained, [], 'every channel drained');
+  t.same(res.nodeErrors, [], 'no node logged an error');
+  t.ok(res.ok, res.ok ? 'clean' : `failed; the run's files are kept in ${runDir}`);
+  if (res.ok) rmSync(runDir, { recursive: true, force: true });
+});
