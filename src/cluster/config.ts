@@ -33,6 +33,8 @@ export interface NodeConfig {
    * depths; without, /metrics is open and shows per-partition totals only (no names leak).
    */
   readonly metricsToken: string | null;
+  /** Applied entries between two snapshots of a partition (log compaction); default 10,000. */
+  readonly snapshotEvery: number;
 }
 
 export class ConfigError extends Error {
@@ -52,6 +54,7 @@ const SETTINGS = {
   tlsCert: { flag: 'tls-cert', env: 'MOM_TLS_CERT', what: 'PEM certificate file for HTTPS' },
   tlsKey: { flag: 'tls-key', env: 'MOM_TLS_KEY', what: 'PEM private key file for HTTPS' },
   tlsCa: { flag: 'tls-ca', env: 'MOM_TLS_CA', what: 'PEM CA file that signed every node’s certificate' },
+  snapshotEvery: { flag: 'snapshot-every', env: 'MOM_SNAPSHOT_EVERY', what: 'applied entries between two snapshots of a partition, 100 to 10000000 (default 10000)' },
   metricsToken: { flag: 'metrics-token', env: 'MOM_METRICS_TOKEN', what: 'bearer token for /metrics (at least 16 characters); enables per-queue series' },
   trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
 } as const;
@@ -113,6 +116,11 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
   if (jwtSecret.length < 32) throw new ConfigError('jwtSecret must be at least 32 characters');
   const metricsToken = get('metricsToken') ?? null;
   if (metricsToken !== null && metricsToken.length < 16) throw new ConfigError('metricsToken must be at least 16 characters');
+  const snapshotText = get('snapshotEvery') ?? '10000';
+  const snapshotEvery = Number(snapshotText);
+  if (!Number.isInteger(snapshotEvery) || snapshotEvery < 100 || snapshotEvery > 10_000_000) {
+    throw new ConfigError(`snapshotEvery must be an integer from 100 to 10000000, got '${snapshotText}'`);
+  }
   const partitionsText = get('partitions') ?? '16';
   const partitions = Number(partitionsText);
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);
@@ -134,6 +142,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     tls: tlsParts === 3 ? { cert: cert!, key: key!, ca: ca! } : null,
     trustProxy: parseTrustProxy(get('trustProxy') ?? ''),
     metricsToken,
+    snapshotEvery,
   };
 }
 
