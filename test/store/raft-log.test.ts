@@ -223,6 +223,23 @@ t.test('recordSnapshot may keep a tail; compact() later never passes the snapsho
   t.same(log.verify(), { partition: 0, firstIndex: 5, lastIndex: 6, entries: 2 });
 });
 
+t.test('a snapshot that keeps the whole log reopens (regression: chaos run, --snapshot-every 200 under a 1000-entry tail)', async (t) => {
+  const path = tempDb(t);
+  const store = await openStore(t, path);
+  const log = store.partition(0, voters);
+  store.persist([item(0, run(1, [1, 1, 1, 1]), hs(1, 4))], true);
+  // The host keeps keepBehindSnapshot entries: a snapshot at 3 then compacts to max(0, 3 - 1000) = 0.
+  store.recordSnapshot(0, { index: 3, term: 1, voters }, 'early-3', 0);
+  t.equal(log.firstIndex(), 1, 'nothing compacted');
+  store.close();
+  const again = await openStore(t, path);
+  const reopened = again.partition(0, voters);
+  t.equal(reopened.snapshotRef(), 'early-3', 'the snapshot is there');
+  t.equal(reopened.firstIndex(), 1);
+  t.same(show(reopened.entries(1, 5, Infinity)), ['1/1:e1t1', '2/1:e2t1', '3/1:e3t1', '4/1:e4t1']);
+  t.equal(again.verify(0).entries, 4);
+});
+
 t.test('writes a correct node never makes are refused, and leave everything as it was', async (t) => {
   const store = await openStore(t, tempDb(t));
   const log = store.partition(0, voters);

@@ -717,7 +717,8 @@ function loadState(site: Site, p: number): LogState {
   }
   const snapIndex = snap?.meta.index ?? 0;
   if (offset > snapIndex) throw corrupt(`log compacted to ${offset}, past the snapshot at ${snapIndex}`);
-  if (snap !== null && truncRow === undefined) throw corrupt('snapshot without a compaction point');
+  // A snapshot taken while the whole log is kept (its tail reaches back to index 1) has no compaction
+  // point: offset 0 is then right.
   if (snap !== null && offset === snapIndex && offsetTerm !== snap.meta.term) {
     throw corrupt(`compaction point term ${offsetTerm} differs from the snapshot's ${snap.meta.term}`, offset);
   }
