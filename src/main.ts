@@ -13,7 +13,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
     console.log('usage: main.ts --node-id ID --listen HOST:PORT --peers ID=URL,ID=URL,ID=URL --data-dir DIR');
     console.log('       --cluster-secret S --jwt-secret S [--advertised-url URL] [--partitions N]');
-    console.log('       [--tls-cert F --tls-key F --tls-ca F] [--trust-proxy CIDR,...] [--metrics-token T] [--snapshot-every N] [--config FILE]   (or MOM_* variables)');
+    console.log('       [--tls-cert F --tls-key F --tls-ca F] [--trust-proxy CIDR,...] [--metrics-token T] [--snapshot-every N] [--keep-behind-snapshot N] [--config FILE]   (or MOM_* variables)');
     return;
   }
   let node: MomServer;

@@ -42,7 +42,7 @@ export class MomServer {
   /** Opens the node, builds the app, listens, then starts the partitions' loop. */
   static async start(cfg: NodeConfig, opts: ServerOptions = {}): Promise<MomServer> {
     const log = opts.logger === false || opts.logger === undefined ? pino({ level: 'silent' }) : pino(opts.logger);
-    const node = await ClusterNode.open(cfg, log, { snapshotEvery: cfg.snapshotEvery, ...opts });
+    const node = await ClusterNode.open(cfg, log, { snapshotEvery: cfg.snapshotEvery, keepBehindSnapshot: cfg.keepBehindSnapshot, ...opts });
     let app: FastifyInstance;
     try {
       app = await buildApp(

@@ -35,6 +35,8 @@ export interface NodeConfig {
   readonly metricsToken: string | null;
   /** Applied entries between two snapshots of a partition (log compaction); default 10,000. */
   readonly snapshotEvery: number;
+  /** Log entries kept behind a snapshot, so a briefly slow follower catches up without one; default 1000. */
+  readonly keepBehindSnapshot: number;
 }
 
 export class ConfigError extends Error {
@@ -55,6 +57,7 @@ const SETTINGS = {
   tlsKey: { flag: 'tls-key', env: 'MOM_TLS_KEY', what: 'PEM private key file for HTTPS' },
   tlsCa: { flag: 'tls-ca', env: 'MOM_TLS_CA', what: 'PEM CA file that signed every node’s certificate' },
   snapshotEvery: { flag: 'snapshot-every', env: 'MOM_SNAPSHOT_EVERY', what: 'applied entries between two snapshots of a partition, 100 to 10000000 (default 10000)' },
+  keepBehindSnapshot: { flag: 'keep-behind-snapshot', env: 'MOM_KEEP_BEHIND_SNAPSHOT', what: 'log entries kept behind a snapshot, 0 to 10000000 (default 1000)' },
   metricsToken: { flag: 'metrics-token', env: 'MOM_METRICS_TOKEN', what: 'bearer token for /metrics (at least 16 characters); enables per-queue series' },
   trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
 } as const;
@@ -121,6 +124,11 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
   if (!Number.isInteger(snapshotEvery) || snapshotEvery < 100 || snapshotEvery > 10_000_000) {
     throw new ConfigError(`snapshotEvery must be an integer from 100 to 10000000, got '${snapshotText}'`);
   }
+  const keepText = get('keepBehindSnapshot') ?? '1000';
+  const keepBehindSnapshot = Number(keepText);
+  if (!Number.isInteger(keepBehindSnapshot) || keepBehindSnapshot < 0 || keepBehindSnapshot > 10_000_000) {
+    throw new ConfigError(`keepBehindSnapshot must be an integer from 0 to 10000000, got '${keepText}'`);
+  }
   const partitionsText = get('partitions') ?? '16';
   const partitions = Number(partitionsText);
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);
@@ -143,6 +151,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     trustProxy: parseTrustProxy(get('trustProxy') ?? ''),
     metricsToken,
     snapshotEvery,
+    keepBehindSnapshot,
   };
 }
 

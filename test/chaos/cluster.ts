@@ -2,14 +2,24 @@
 // temporary data folder, 4 partitions; start, SIGKILL, SIGSTOP/SIGCONT, restart; who leads a
 // partition. Every node's stdout and stderr go to files in the run's folder. Every child is killed
 // (SIGKILL) on teardown, on this process's exit and on SIGINT/SIGTERM/SIGHUP.
+//
+// Network cuts: every node runs with the fault layer net-faults.ts preloaded and a control file
+// <runDir>/net-<id>.json naming the peers it may not send to; cut() and healNet() rewrite those files
+// (temp + rename) and wait until each running node reports the new version applied.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import type { NetControl, NetState } from './net-faults.js';
 
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
+const NET_FAULTS = join(import.meta.dirname, 'net-faults.ts');
+/** Applied entries between two snapshots of a partition: often, so installs happen during faults. */
+export const SNAPSHOT_EVERY = 200;
+/** Log entries kept behind a snapshot (default 1000, no flag: set through net-faults.ts), so a follower cut off for seconds needs an install. */
+export const KEEP_BEHIND_SNAPSHOT = 50;
 
 export interface PartitionView {
   partition: number;
@@ -45,6 +55,11 @@ export class Cluster {
   private readonly procs: (ChildProcess | null)[] = [null, null, null];
   private readonly paused = [false, false, false];
   private readonly dataRoot: string;
+  /** Per node: the peers (indexes) it may not send to, as last written; and the control version. */
+  private readonly blocked: Set<number>[] = [new Set(), new Set(), new Set()];
+  private netVersion = 0;
+  /** Nodes that exited without being killed by this manager (a crash: see the node's log). */
+  readonly crashes: { node: string; pid: number | undefined; code: number | null; signal: string | null; at: string }[] = [];
 
   private constructor(
     readonly ports: number[],
@@ -54,6 +69,8 @@ export class Cluster {
   ) {
     this.urls = ports.map((p) => `http://127.0.0.1:${p}`);
     this.dataRoot = mkdtempSync(join(tmpdir(), 'mom-chaos-'));
+    // A reused run folder must not hold an older run's control or state files.
+    for (const id of this.ids) for (const f of [`net-${id}.json`, `net-${id}.json.state.json`]) rmSync(join(runDir, f), { force: true });
   }
 
   static async create(runDir: string, partitions = 4): Promise<Cluster> {
@@ -76,13 +93,27 @@ export class Cluster {
   start(i: number): void {
     if (this.procs[i] !== null) throw new Error(`${this.ids[i]} is running`);
     const peers = this.ports.map((p, k) => `${this.ids[k]}=http://127.0.0.1:${p}`).join(',');
-    const env = { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'warn', MOM_PARTITIONS: String(this.partitions) };
+    const env = {
+      ...process.env,
+      MOM_CLUSTER_SECRET: 'c'.repeat(32),
+      MOM_JWT_SECRET: 'j'.repeat(48),
+      MOM_LOG_LEVEL: 'warn',
+      MOM_PARTITIONS: String(this.partitions),
+      MOM_CHAOS_NET: this.netControl(i),
+    };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', join(this.dataRoot, this.ids[i]!)], {
+    const args = ['--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', join(this.dataRoot, this.ids[i]!), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
+    const child = spawn(process.execPath, args, {
       env,
       stdio: ['ignore', log, log],
     });
     closeSync(log);
+    child.once('exit', (code, signal) => {
+      if (this.procs[i] !== child) return; // killed here
+      this.procs[i] = null;
+      this.paused[i] = false;
+      this.crashes.push({ node: this.ids[i]!, pid: child.pid, code, signal, at: new Date().toISOString() });
+    });
     this.procs[i] = child;
     this.paused[i] = false;
   }
@@ -116,6 +147,61 @@ export class Cluster {
     if (p === null || p === undefined) return;
     p.kill('SIGCONT');
     this.paused[i] = false;
+  }
+
+  /** The control file of node i's network fault layer. */
+  netControl(i: number): string {
+    return join(this.runDir, `net-${this.ids[i]}.json`);
+  }
+
+  /** What node i's network fault layer last reported (net-faults.ts), or null. */
+  netState(i: number): NetState | null {
+    try {
+      return JSON.parse(readFileSync(`${this.netControl(i)}.state.json`, 'utf8')) as NetState;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The peers node i may not send to now. */
+  cutFrom(i: number): number[] {
+    return [...this.blocked[i]!].sort();
+  }
+
+  /**
+   * Node `from` can no longer send to the nodes `to` (added to what is cut already). Answers whether
+   * every running node applied it within 2 s (a paused node cannot; a stopped one reads it on start).
+   */
+  async cut(from: number, to: number[]): Promise<boolean> {
+    for (const k of to) if (k !== from) this.blocked[from]!.add(k);
+    return this.writeNet();
+  }
+
+  /** Node i can no longer send to anyone, nor anyone to it. */
+  async isolate(i: number): Promise<boolean> {
+    for (const k of [0, 1, 2]) {
+      if (k === i) continue;
+      this.blocked[i]!.add(k);
+      this.blocked[k]!.add(i);
+    }
+    return this.writeNet();
+  }
+
+  /** Every cut is lifted. */
+  async healNet(): Promise<boolean> {
+    for (const b of this.blocked) b.clear();
+    return this.writeNet();
+  }
+
+  private async writeNet(): Promise<boolean> {
+    const version = ++this.netVersion;
+    for (const i of [0, 1, 2]) {
+      const control: NetControl = { version, blocked: [...this.blocked[i]!].sort().map((k) => this.ids[k]!) };
+      const file = this.netControl(i);
+      writeFileSync(`${file}.tmp`, JSON.stringify(control));
+      renameSync(`${file}.tmp`, file);
+    }
+    return Cluster.until(async () => [0, 1, 2].every((i) => !this.isUp(i) || (this.netState(i)?.version ?? 0) >= version), 2_000);
   }
 
   /** Node i's /v1/cluster partitions, or null. */
@@ -171,8 +257,9 @@ export class Cluster {
     return false;
   }
 
-  /** Resumes paused nodes and starts stopped ones. */
-  heal(): void {
+  /** Lifts every network cut, resumes paused nodes and starts stopped ones. */
+  async heal(): Promise<void> {
+    if (this.blocked.some((b) => b.size > 0)) await this.healNet();
     for (const i of [0, 1, 2]) {
       if (this.paused[i]) this.resume(i);
       if (this.procs[i] === null) this.start(i);

@@ -1,42 +1,110 @@
-// Faults on a seeded schedule, one at a time (never more than one node down or paused, so a majority
-// is always up): SIGKILL of the leader of a partition then restart; SIGKILL of a random node then
-// restart; SIGSTOP of a node for longer than the election timeout (100 ms ticks x 10 -> 1-2 s; the
-// pause is 3-5 s) then SIGCONT. Each fault is recorded in the history. Also: availability figures
+// Faults on a seeded schedule, one at a time (never more than one node down, paused or cut off, so a
+// majority can always talk), each healed before the next:
+//   kill-leader     SIGKILL of the leader of a partition, restart after 1-4 s;
+//   kill-node       SIGKILL of a random node, restart after 1-4 s;
+//   pause           SIGSTOP of a node for longer than the election timeout (100 ms ticks x 10 -> 1-2 s;
+//                   the pause is 3-5 s), then SIGCONT;
+//   isolate-node    a random node can neither send to nor be sent to by the others for 3-6 s;
+//   isolate-leader  the same for the leader of a partition;
+//   cut-one-way     one node cannot send to one other for 3-6 s (which can still send to it).
+// The network cuts are made by the fault layer every node preloads (net-faults.ts, driven through
+// Cluster.cut/isolate/healNet). Each fault is recorded in the history. Also: availability figures
 // computed from a history.
 import { Cluster, sleep } from './cluster.js';
-import type { FaultKind, History, Recorder } from './history.js';
+import { FAULT_KINDS, NETWORK_FAULTS, type FaultKind, type History, type Recorder } from './history.js';
+import type { NetState } from './net-faults.js';
 import { Rng } from './rng.js';
 
 export interface PlannedFault {
   /** When to begin, in ms after the previous fault healed (or after the start). */
   gapMs: number;
   kind: FaultKind;
-  /** kill-leader: the partition; kill-node and pause: the node index. */
+  /** kill-leader and isolate-leader: the partition; the others: the node index (cut-one-way: the sender). */
   target: number;
-  /** How long the node stays down or paused. */
+  /** cut-one-way: the node index the sender cannot reach. */
+  to?: number;
+  /** How long the node stays down, paused or cut off. */
   downMs: number;
 }
 
+export interface ScheduleOptions {
+  /** Kinds that come first, once each, in an order drawn from the seed (the short variant covers kinds this way). */
+  cover?: readonly FaultKind[];
+  /** The gap before each fault, drawn in [lo, hi] ms. Default [2000, 5000]. */
+  gapMs?: readonly [number, number];
+  /** Time budgeted after each fault for the cluster to settle, when fitting faults into the duration. Default 5000. */
+  settleMs?: number;
+}
+
+/** Draw weights of the kinds after the covered ones. */
+const WEIGHTS: readonly [FaultKind, number][] = [
+  ['kill-leader', 0.25],
+  ['kill-node', 0.15],
+  ['pause', 0.15],
+  ['isolate-node', 0.15],
+  ['isolate-leader', 0.15],
+  ['cut-one-way', 0.15],
+];
+
+function drawKind(rng: Rng): FaultKind {
+  let r = rng.next();
+  for (const [k, w] of WEIGHTS) {
+    if (r < w) return k;
+    r -= w;
+  }
+  return 'kill-leader';
+}
+
 /** The schedule: a pure function of the seed (no Math.random), as many faults as fit in `durationMs`. */
-export function schedule(seed: number, durationMs: number, partitions: number): PlannedFault[] {
+export function schedule(seed: number, durationMs: number, partitions: number, opts: ScheduleOptions = {}): PlannedFault[] {
   const rng = new Rng(seed ^ 0x5eed);
+  const [gapLo, gapHi] = opts.gapMs ?? [2_000, 5_000];
+  const settle = opts.settleMs ?? 5_000;
+  const cover = [...(opts.cover ?? [])];
+  for (let i = cover.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [cover[i], cover[j]] = [cover[j]!, cover[i]!];
+  }
   const out: PlannedFault[] = [];
   let t = 0;
   while (t < durationMs) {
-    const r = rng.next();
-    const kind: FaultKind = r < 0.4 ? 'kill-leader' : r < 0.7 ? 'kill-node' : 'pause';
+    const kind: FaultKind = cover.shift() ?? drawKind(rng);
+    const leaderKind = kind === 'kill-leader' || kind === 'isolate-leader';
+    const target = leaderKind ? rng.int(0, partitions - 1) : rng.int(0, 2);
     const f: PlannedFault = {
-      gapMs: rng.int(2_000, 5_000),
+      gapMs: rng.int(gapLo, gapHi),
       kind,
-      target: kind === 'kill-leader' ? rng.int(0, partitions - 1) : rng.int(0, 2),
-      downMs: kind === 'pause' ? rng.int(3_000, 5_000) : rng.int(1_000, 4_000),
+      target,
+      ...(kind === 'cut-one-way' ? { to: (target + rng.int(1, 2)) % 3 } : {}),
+      downMs: kind === 'pause' ? rng.int(3_000, 5_000) : NETWORK_FAULTS.includes(kind) ? rng.int(3_000, 6_000) : rng.int(1_000, 4_000),
     };
-    // the fault, then up to ~5 s for the cluster to settle
-    t += f.gapMs + f.downMs + 5_000;
+    // the fault, then time for the cluster to settle
+    t += f.gapMs + f.downMs + settle;
     if (t > durationMs) break;
     out.push(f);
   }
   return out;
+}
+
+type Counters = NetState['counters'];
+
+/** The network fault layers' counters summed over the running nodes. */
+function netCounters(cluster: Cluster): Counters {
+  const sum: Counters = { post: { calls: 0, blocked: 0 }, call: { calls: 0, blocked: 0 }, forward: { calls: 0, blocked: 0 }, fetchSnapshot: { calls: 0, blocked: 0 } };
+  for (const i of [0, 1, 2]) {
+    const s = cluster.netState(i);
+    if (s === null) continue;
+    for (const m of Object.keys(sum) as (keyof Counters)[]) {
+      sum[m].calls += s.counters[m]?.calls ?? 0;
+      sum[m].blocked += s.counters[m]?.blocked ?? 0;
+    }
+  }
+  return sum;
+}
+
+function refusedText(before: Counters, after: Counters): string {
+  const d = (m: keyof Counters): number => after[m].blocked - before[m].blocked;
+  return `the fault layer refused ${d('post')} Raft POST(s), ${d('call')} forwarded request(s), ${d('forward')} system command(s), ${d('fetchSnapshot')} snapshot fetch(es)`;
 }
 
 /** Runs the schedule until it ends or `stop()` answers true; heals after each fault. */
@@ -46,7 +114,7 @@ export async function runFaults(cluster: Cluster, rec: Recorder, plan: PlannedFa
     if (stop()) return;
     let node = f.target;
     let partition: number | undefined;
-    if (f.kind === 'kill-leader') {
+    if (f.kind === 'kill-leader' || f.kind === 'isolate-leader') {
       partition = f.target;
       const p = partition;
       let leader = -1;
@@ -57,26 +125,50 @@ export async function runFaults(cluster: Cluster, rec: Recorder, plan: PlannedFa
       }
       node = leader;
     }
+    const to = f.to;
     const id = rec.id();
-    const start = rec.now();
-    if (f.kind === 'pause') cluster.pause(node);
-    else await cluster.kill(node);
-    log(`${(start / 1000).toFixed(1)} s: ${f.kind} ${cluster.ids[node]}${partition === undefined ? '' : ` (leader of partition ${partition})`} for ${f.downMs} ms`);
-    await sleep(f.downMs);
-    if (f.kind === 'pause') cluster.resume(node);
-    else cluster.start(node);
-    const end = rec.now();
+    const what = `${f.kind} ${cluster.ids[node]}${to === undefined ? '' : ` -> ${cluster.ids[to]}`}${partition === undefined ? '' : ` (leader of partition ${partition})`} for ${f.downMs} ms`;
+    let detail: string;
+    let before: Counters | null = null;
+    let start: number;
+    let end: number;
+    if (NETWORK_FAULTS.includes(f.kind)) {
+      before = netCounters(cluster);
+      start = rec.now();
+      const applied = f.kind === 'cut-one-way' ? await cluster.cut(node, [to!]) : await cluster.isolate(node);
+      const appliedMs = rec.now() - start;
+      log(`${(start / 1000).toFixed(1)} s: ${what}${applied ? '' : ' (warning: not every node confirmed the cut within 2 s)'}`);
+      await sleep(Math.max(0, f.downMs - appliedMs));
+      const healed = await cluster.healNet();
+      end = rec.now();
+      if (!healed) log(`${(end / 1000).toFixed(1)} s: warning: not every node confirmed the heal within 2 s`);
+      const how = f.kind === 'cut-one-way' ? `${cluster.ids[node]} cannot send to ${cluster.ids[to!]} (the other way works)` : `${cluster.ids[node]} cut off from both others, both ways`;
+      detail = `${how} for ${f.downMs} ms (cut confirmed by every node: ${applied ? `yes, in ${appliedMs} ms` : 'NO'}; heal confirmed: ${healed ? 'yes' : 'NO'}); ${refusedText(before, netCounters(cluster))}`;
+    } else {
+      start = rec.now();
+      if (f.kind === 'pause') cluster.pause(node);
+      else await cluster.kill(node);
+      log(`${(start / 1000).toFixed(1)} s: ${what}`);
+      await sleep(f.downMs);
+      if (f.kind === 'pause') cluster.resume(node);
+      else cluster.start(node);
+      end = rec.now();
+      detail = f.kind === 'pause' ? `SIGSTOP for ${f.downMs} ms, then SIGCONT` : `SIGKILL, restarted after ${f.downMs} ms`;
+    }
     const healed = await Cluster.until(() => cluster.led(), 30_000);
+    // (the layers' counters are written once a second: the figure may miss the last second)
+    if (before !== null) detail += `; ${netCounters(cluster).fetchSnapshot.calls - before.fetchSnapshot.calls} snapshot fetch(es) from the cut until every node knew a leader again`;
     rec.fault({
       type: 'fault',
       id,
       kind: f.kind,
       node: cluster.ids[node]!,
+      ...(to === undefined ? {} : { to: cluster.ids[to]! }),
       ...(partition === undefined ? {} : { partition }),
       start,
       end,
       healedAt: healed ? rec.now() : null,
-      detail: f.kind === 'pause' ? `SIGSTOP for ${f.downMs} ms, then SIGCONT` : `SIGKILL, restarted after ${f.downMs} ms`,
+      detail,
     });
   }
 }
@@ -86,27 +178,61 @@ async function sleepUnless(ms: number, stop: () => boolean): Promise<void> {
   while (!stop() && Date.now() < until) await sleep(Math.min(200, until - Date.now()));
 }
 
+export interface LeaderFault {
+  faultId: number;
+  node: string;
+  partition: number;
+  /** ms from the fault to the first acknowledged write on that partition started after it (null: none). */
+  recoveryMs: number | null;
+}
+
+export interface KindFigures {
+  faults: number;
+  /** HTTP attempts started inside the windows of the faults of this kind, and those that failed (not 2xx). */
+  attempts: number;
+  failed: number;
+  failedShare: number;
+  /** The worst single fault's share. */
+  maxFailedShare: number;
+  /** Median and max of the windows (fault start to healedAt). */
+  windowMedianMs: number | null;
+  windowMaxMs: number | null;
+}
+
 export interface Availability {
   /** For each leader kill: ms from the kill to the first acknowledged write on that partition started after it (null: none). */
-  leaderKills: { faultId: number; node: string; partition: number; recoveryMs: number | null }[];
+  leaderKills: LeaderFault[];
   recoveryMedianMs: number | null;
   recoveryMaxMs: number | null;
+  /** The same for each leader isolated by a network cut. */
+  leaderIsolations: LeaderFault[];
+  isolationRecoveryMedianMs: number | null;
+  isolationRecoveryMaxMs: number | null;
   /** Per fault: HTTP attempts made while it lasted (start to healedAt) and the share that failed (not 2xx). */
-  perFault: { faultId: number; kind: FaultKind; node: string; durationMs: number; attempts: number; failed: number; failedShare: number }[];
+  perFault: { faultId: number; kind: FaultKind; node: string; to?: string; partition?: number; durationMs: number; attempts: number; failed: number; failedShare: number }[];
+  /** Per kind (every kind, faults 0 when none happened). */
+  byKind: Record<FaultKind, KindFigures>;
   /** Outside every fault. */
   baseline: { attempts: number; failed: number; failedShare: number };
 }
 
+const median = (xs: number[]): number | null => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? null : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
 export function availability(h: History): Availability {
   const writes = h.ops.filter((o) => (o.type === 'send' || o.type === 'publish') && o.outcome === 'ok').sort((a, b) => a.end - b.end);
-  const leaderKills = h.faults
-    .filter((f) => f.kind === 'kill-leader' && f.partition !== undefined)
-    .map((f) => {
-      const next = writes.find((o) => o.partition === f.partition && o.start >= f.start);
-      return { faultId: f.id, node: f.node, partition: f.partition!, recoveryMs: next === undefined ? null : next.end - f.start };
-    });
-  const rec = leaderKills.map((k) => k.recoveryMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
-  const median = rec.length === 0 ? null : rec.length % 2 === 1 ? rec[(rec.length - 1) / 2]! : (rec[rec.length / 2 - 1]! + rec[rec.length / 2]!) / 2;
+  const leaderFaults = (kind: FaultKind): LeaderFault[] =>
+    h.faults
+      .filter((f) => f.kind === kind && f.partition !== undefined)
+      .map((f) => {
+        const next = writes.find((o) => o.partition === f.partition && o.start >= f.start);
+        return { faultId: f.id, node: f.node, partition: f.partition!, recoveryMs: next === undefined ? null : next.end - f.start };
+      });
+  const recovered = (xs: LeaderFault[]): number[] => xs.map((k) => k.recoveryMs).filter((x): x is number => x !== null);
+  const leaderKills = leaderFaults('kill-leader');
+  const leaderIsolations = leaderFaults('isolate-leader');
   const attempts = h.ops.flatMap((o) => o.attempts);
   const failed = (st: number): boolean => st < 200 || st >= 300;
   const windows = h.faults.map((f) => [f.start, f.healedAt ?? f.end] as const);
@@ -114,15 +240,49 @@ export function availability(h: History): Availability {
     const [a, b] = windows[k]!;
     const inside = attempts.filter(([s]) => s >= a && s <= b);
     const nFailed = inside.filter(([, , , st]) => failed(st)).length;
-    return { faultId: f.id, kind: f.kind, node: f.node, durationMs: b - a, attempts: inside.length, failed: nFailed, failedShare: inside.length === 0 ? 0 : nFailed / inside.length };
+    return {
+      faultId: f.id,
+      kind: f.kind,
+      node: f.node,
+      ...(f.to === undefined ? {} : { to: f.to }),
+      ...(f.partition === undefined ? {} : { partition: f.partition }),
+      durationMs: b - a,
+      attempts: inside.length,
+      failed: nFailed,
+      failedShare: inside.length === 0 ? 0 : nFailed / inside.length,
+    };
   });
+  const byKind = Object.fromEntries(
+    FAULT_KINDS.map((kind) => {
+      const mine = perFault.filter((f) => f.kind === kind);
+      const att = mine.reduce((n, f) => n + f.attempts, 0);
+      const fl = mine.reduce((n, f) => n + f.failed, 0);
+      const durations = mine.map((f) => f.durationMs);
+      const figures: KindFigures = {
+        faults: mine.length,
+        attempts: att,
+        failed: fl,
+        failedShare: att === 0 ? 0 : fl / att,
+        maxFailedShare: Math.max(0, ...mine.map((f) => f.failedShare)),
+        windowMedianMs: median(durations),
+        windowMaxMs: durations.length === 0 ? null : Math.max(...durations),
+      };
+      return [kind, figures];
+    }),
+  ) as Record<FaultKind, KindFigures>;
   const outside = attempts.filter(([s]) => !windows.some(([a, b]) => s >= a && s <= b));
   const outFailed = outside.filter(([, , , st]) => failed(st)).length;
+  const killRec = recovered(leaderKills);
+  const isoRec = recovered(leaderIsolations);
   return {
     leaderKills,
-    recoveryMedianMs: median,
-    recoveryMaxMs: rec.length === 0 ? null : rec[rec.length - 1]!,
+    recoveryMedianMs: median(killRec),
+    recoveryMaxMs: killRec.length === 0 ? null : Math.max(...killRec),
+    leaderIsolations,
+    isolationRecoveryMedianMs: median(isoRec),
+    isolationRecoveryMaxMs: isoRec.length === 0 ? null : Math.max(...isoRec),
     perFault,
+    byKind,
     baseline: { attempts: outside.length, failed: outFailed, failedShare: outside.length === 0 ? 0 : outFailed / outside.length },
   };
 }

@@ -85,17 +85,27 @@ export interface SettleOp extends OpBase {
 
 export type ClientOp = SendOp | PublishOp | ReceiveOp | SettleOp;
 
-export type FaultKind = 'kill-leader' | 'kill-node' | 'pause';
+/** Process faults (SIGKILL, SIGSTOP) and network cuts (by the fault layer net-faults.ts). */
+export type FaultKind = 'kill-leader' | 'kill-node' | 'pause' | 'isolate-node' | 'isolate-leader' | 'cut-one-way';
+
+export const PROCESS_FAULTS: readonly FaultKind[] = ['kill-leader', 'kill-node', 'pause'];
+export const NETWORK_FAULTS: readonly FaultKind[] = ['isolate-node', 'isolate-leader', 'cut-one-way'];
+export const FAULT_KINDS: readonly FaultKind[] = [...PROCESS_FAULTS, ...NETWORK_FAULTS];
 
 export interface FaultEvent {
   type: 'fault';
   id: number;
   kind: FaultKind;
-  /** The node the fault hit (n1..n3). */
+  /** The node the fault hit (n1..n3); for cut-one-way, the node that cannot send. */
   node: string;
-  /** For kill-leader: the partition whose leader was killed. */
+  /** For cut-one-way: the node it cannot send to (which can still send to it). */
+  to?: string;
+  /** For kill-leader and isolate-leader: the partition whose leader was hit. */
   partition?: number;
-  /** When the fault began (SIGKILL / SIGSTOP sent) and ended (restarted / SIGCONT sent). */
+  /**
+   * When the fault began (SIGKILL / SIGSTOP sent; a cut applied by every running node) and ended
+   * (restarted / SIGCONT sent; the cut lifted).
+   */
   start: number;
   end: number;
   /** When the cluster was seen led again on every partition after the fault ended (null: not seen). */

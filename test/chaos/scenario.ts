@@ -6,8 +6,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { check, type Report } from './checker.js';
 import { Cluster, sleep } from './cluster.js';
-import { availability, runFaults, schedule, type Availability } from './faults.js';
-import { Recorder, type ChannelStats, type History } from './history.js';
+import { availability, runFaults, schedule, type Availability, type ScheduleOptions } from './faults.js';
+import { FAULT_KINDS, Recorder, type ChannelStats, type History } from './history.js';
+import type { NetState } from './net-faults.js';
 import { Rng } from './rng.js';
 import { Client, http, Workload, type ChannelSpec } from './workload.js';
 
@@ -16,6 +17,8 @@ export interface ChaosOptions {
   durationMs: number;
   runDir: string;
   partitions?: number;
+  /** How the fault schedule is drawn (faults.ts); the short variant covers given kinds first. */
+  schedule?: ScheduleOptions;
   log?: (s: string) => void;
 }
 
@@ -30,6 +33,12 @@ export interface ChaosResult {
   failures: string[];
   runDir: string;
   history: History;
+  /**
+   * What each node's network fault layer (net-faults.ts) reported last, before teardown: requests
+   * through the hooked transport methods and those it refused; null when a node never reported
+   * (the hook was not active there).
+   */
+  netHooks: (NetState | null)[];
   summary: string;
 }
 
@@ -47,33 +56,44 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     await workload.setup();
     log(`cluster up, channels: ${workload.channels.map((c) => `${c.id} (p${c.partition})`).join(', ')}`);
 
-    const plan = schedule(o.seed, o.durationMs, cluster.partitions);
+    const plan = schedule(o.seed, o.durationMs, cluster.partitions, o.schedule);
+    log(`fault plan: ${plan.map((f) => f.kind).join(', ') || 'none'}`);
     const endAt = Date.now() + o.durationMs;
     workload.start();
-    await runFaults(cluster, rec, plan, () => Date.now() >= endAt, log);
-    while (Date.now() < endAt) await sleep(200);
+    // A node that exits on its own (it crashed: see its log) ends the run at once: healing and
+    // draining would only wait out their bounds.
+    const crashed = (): boolean => cluster.crashes.length > 0;
+    await runFaults(cluster, rec, plan, () => Date.now() >= endAt || crashed(), log);
+    while (Date.now() < endAt && !crashed()) await sleep(200);
     await workload.stop();
     log(`workload stopped at ${(rec.now() / 1000).toFixed(1)} s: ${rec.history.ops.length} ops, ${rec.history.faults.length} faults`);
 
-    cluster.heal();
-    if (!(await Cluster.until(() => cluster.led(), 60_000))) log('warning: after healing, not every node knows a leader for every partition within 60 s');
-    // Leases of the workload (at most 3 s) run out, and every replica applies everything.
-    await sleep(3_500);
-    await finalReads(cluster, client, rec, workload.channels, 'healed');
-
-    const undrained = await drain(workload, client);
-    await finalReads(cluster, client, rec, workload.channels, 'drained');
+    let undrained: string[] = [];
+    if (!crashed()) {
+      await cluster.heal();
+      if (!(await Cluster.until(() => cluster.led(), 60_000))) log('warning: after healing, not every node knows a leader for every partition within 60 s');
+      // Leases of the workload (at most 3 s) run out, and every replica applies everything.
+      await sleep(3_500);
+      await finalReads(cluster, client, rec, workload.channels, 'healed');
+      if (!crashed()) {
+        undrained = await drain(workload, client);
+        await finalReads(cluster, client, rec, workload.channels, 'drained');
+      }
+    }
 
     const report = check(rec.history);
     const avail = availability(rec.history);
     const nodeErrors = cluster.ids.flatMap((id) => errorLines(join(o.runDir, `${id}.log`)).map((l) => `${id}: ${l}`));
-    const failures = [...report.failures];
+    const failures = cluster.crashes.map((c) => `crash: ${c.node} (pid ${c.pid}) exited on its own at ${c.at} (code ${c.code}, signal ${c.signal}); see ${join(o.runDir, `${c.node}.log`)}; the run stopped there (no drain, so "lost" means nothing)`);
+    failures.push(...report.failures);
     if (undrained.length > 0) failures.push(`drain: ${undrained.join(', ')} not empty within the bound`);
     if (nodeErrors.length > 0) failures.push(`nodes: ${nodeErrors.length} line(s) logged at level error or above`);
-    const result: ChaosResult = { ok: failures.length === 0, report, availability: avail, nodeErrors, undrained, failures, runDir: o.runDir, history: rec.history, summary: '' };
+    const netHooks = [0, 1, 2].map((i) => cluster.netState(i));
+    if (netHooks.some((s) => s === null || s.counters.post.calls === 0)) failures.push('net hook: a node never reported Raft traffic through the hooked transport');
+    const result: ChaosResult = { ok: failures.length === 0, report, availability: avail, nodeErrors, undrained, failures, runDir: o.runDir, history: rec.history, netHooks, summary: '' };
     result.summary = summarize(result, o);
     writeFileSync(join(o.runDir, 'history.json'), JSON.stringify(rec.history));
-    writeFileSync(join(o.runDir, 'report.json'), JSON.stringify({ seed: o.seed, durationMs: o.durationMs, ok: result.ok, failures, report, availability: avail, nodeErrors, undrained, plan }, null, 2));
+    writeFileSync(join(o.runDir, 'report.json'), JSON.stringify({ seed: o.seed, durationMs: o.durationMs, ok: result.ok, failures, report, availability: avail, nodeErrors, undrained, plan, netHooks }, null, 2));
     writeFileSync(join(o.runDir, 'summary.txt'), result.summary);
     if (!result.ok) writeFileSync(join(o.runDir, 'relevant-history.json'), JSON.stringify(relevantHistory(rec.history, report), null, 1));
     return result;
@@ -222,13 +242,33 @@ export function summarize(res: ChaosResult, o: ChaosOptions): string {
       ['undrained channels', String(res.undrained.length)],
     ]),
     '',
+    `fault kinds: ${FAULT_KINDS.join(', ')} (network cuts by the transport fault layer, test build only)`,
     `leader kills: ${a.leaderKills.length}; time from kill to next acknowledged write on the partition: median ${ms(a.recoveryMedianMs)}, max ${ms(a.recoveryMaxMs)}`,
+    `leader isolations: ${a.leaderIsolations.length}; time from isolation to next acknowledged write on the partition: median ${ms(a.isolationRecoveryMedianMs)}, max ${ms(a.isolationRecoveryMaxMs)}`,
     '',
     table([
-      ['fault', 'kind', 'node', 'window', 'attempts', 'failed', 'share'],
-      ...a.perFault.map((f) => [String(f.faultId), f.kind, f.node, ms(f.durationMs), String(f.attempts), String(f.failed), pct(f.failedShare)]),
-      ['-', 'none', '-', '-', String(a.baseline.attempts), String(a.baseline.failed), pct(a.baseline.failedShare)],
+      ['kind', 'faults', 'window median', 'window max', 'attempts', 'failed', 'share', 'worst fault'],
+      ...FAULT_KINDS.map((k) => {
+        const f = a.byKind[k];
+        return [k, String(f.faults), ms(f.windowMedianMs), ms(f.windowMaxMs), String(f.attempts), String(f.failed), pct(f.failedShare), pct(f.maxFailedShare)];
+      }),
+      ['none', '-', '-', '-', String(a.baseline.attempts), String(a.baseline.failed), pct(a.baseline.failedShare), '-'],
     ]),
+    '',
+    table([
+      ['fault', 'kind', 'node', 'partition', 'window', 'attempts', 'failed', 'share'],
+      ...a.perFault.map((f) => [String(f.faultId), f.kind, f.to === undefined ? f.node : `${f.node}->${f.to}`, f.partition === undefined ? '-' : String(f.partition), ms(f.durationMs), String(f.attempts), String(f.failed), pct(f.failedShare)]),
+    ]),
+    '',
+    'faults:',
+    ...res.history.faults.map((f) => `  ${f.id} ${f.kind} at ${ms(f.start)}-${ms(f.end)}, healed ${ms(f.healedAt)}: ${f.detail}`),
+    '',
+    'network fault layer per node (requests through the hooked transport methods / refused; last process of each node):',
+    ...res.netHooks.map((h, i) =>
+      h === null
+        ? `  ${res.history.nodes[i]}: NO REPORT (hook not active)`
+        : `  ${h.node} pid ${h.pid}: ${Object.entries(h.counters).map(([m, c]) => `${m} ${c.calls}/${c.blocked}`).join(', ')}; control version ${h.version}, blocked now [${h.blocked.join(', ')}]`,
+    ),
   ];
   if (!res.ok) lines.push('', 'FAILURES:', ...res.failures.map((f) => `  ${f}`), `relevant history: ${join(res.runDir, 'relevant-history.json')}`);
   return lines.join('\n') + '\n';

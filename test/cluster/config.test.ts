@@ -29,6 +29,7 @@ t.test('flags give a complete configuration with defaults', async (t) => {
   t.strictSame(c.trustProxy, [], 'no load balancer is believed unless named');
   t.equal(c.metricsToken, null, 'metrics open, without queue names, unless a token is set');
   t.equal(c.snapshotEvery, 10_000);
+  t.equal(c.keepBehindSnapshot, 1000);
   t.strictSame(loadConfig(base, { MOM_TRUST_PROXY: '10.0.0.5, 10.1.0.0/16' }).trustProxy, ['10.0.0.5', '10.1.0.0/16']);
 });
 
@@ -58,6 +59,7 @@ t.test('every mistake is refused with a message that names the setting', async (
     [[...base, '--trust-proxy', 'everyone'], {}, /trustProxy: 'everyone' is not an IP address/],
     [[...base, '--metrics-token', 'short'], {}, /metricsToken must be at least 16/],
     [[...base, '--snapshot-every', '5'], {}, /snapshotEvery must be an integer from 100/],
+    [[...base, '--keep-behind-snapshot', '-1'], {}, /keepBehindSnapshot must be an integer from 0/],
     [[...base, '--config', join(dir, 'missing.json')], {}, /cannot read the configuration file/],
   ];
   for (const [argv, env, re] of cases) {
