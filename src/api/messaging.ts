@@ -1,6 +1,7 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage } from '../store/broker/index.js';
+import { partitionOf } from '../partition/routing.js';
 import { write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 import { LIMITS } from './schemas.js';
@@ -78,9 +79,9 @@ export async function receive(
   partitionKey: string,
   channel: ChannelRef,
   body: { maxMessages?: number; visibilityTimeoutSeconds?: number; waitSeconds?: number },
-  partition: number,
 ): Promise<{ messages: ReceivedMessage[] }> {
   const now = deps.now ?? Date.now;
+  const partition = partitionOf(partitionKey, deps.broker.partitions);
   const deadline = now() + (body.waitSeconds ?? 0) * 1000;
   let gone = false;
   let wakeGone = (): void => undefined;

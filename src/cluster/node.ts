@@ -3,7 +3,7 @@
 // (src/api/server.ts) mounts the inter-node routes this node answers next to the REST API.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { NodeHost, type PartitionStatus } from '../partition/host.js';
+import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, type NodeConfig } from './config.js';
 import type { InternalRoutesOptions } from './internal-routes.js';
@@ -20,9 +20,6 @@ export interface NodeOptions {
   /** Longest sleep of an idle long poll before it proposes a receive anyway (default 5 s). */
   readonly maxIdleMs?: number;
 }
-
-/** Commands only the nodes themselves propose; a forwarded client command may not be one. */
-const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
 
 export interface TlsMaterial {
   readonly cert: Buffer;

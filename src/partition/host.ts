@@ -20,8 +20,11 @@ import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
 import { partitionOf } from './routing.js';
 
-/** The commands a peer may forward to this node as a partition's leader: system work only. */
-const FORWARDABLE: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
+/**
+ * The system's own commands: a peer may forward only these to this node as a partition's leader
+ * (proposeForwarded), and a client's forwarded command may never be one.
+ */
+export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
 
 export class CommandRefusedError extends Error {
   override name = 'CommandRefusedError';
@@ -221,10 +224,10 @@ export class NodeHost {
     return this.opts.outbox.forward(leader, p, command);
   }
 
-  /** A system command forwarded by a peer to this node as leader of `p` (see FORWARDABLE). */
+  /** A system command forwarded by a peer to this node as leader of `p` (see SYSTEM_COMMANDS). */
   async proposeForwarded(p: number, command: unknown): Promise<Result> {
     const type = (command as { type?: unknown } | null)?.type;
-    if (typeof type !== 'string' || !FORWARDABLE.includes(type)) throw new CommandRefusedError(`a peer may not forward '${String(type)}'`);
+    if (typeof type !== 'string' || !SYSTEM_COMMANDS.includes(type)) throw new CommandRefusedError(`a peer may not forward '${String(type)}'`);
     return this.replica(p).propose(null, command as Command);
   }
 

@@ -2,7 +2,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { partitionOf, userPartition } from '../../partition/routing.js';
+import { partitionOf } from '../../partition/routing.js';
 import type { HandleOutcome, QueueView, SentMessage } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
@@ -11,8 +11,6 @@ import { MESSAGES_BODY_LIMIT, handleCommand, receive, toMessageInputs, type Hand
 import {
   AckRequest,
   ConsistencyQuery,
-  Grants,
-  Grant,
   HandleOutcome as HandleOutcomeSchema,
   IdempotencyHeaders,
   LeaseRequest,
@@ -21,8 +19,6 @@ import {
   Purged,
   Queue,
   QueueCreate,
-  QueueGrantParams,
-  QueueGrantPut,
   QueueMessageInput,
   QueueParams,
   ReceiveRequest,
@@ -32,6 +28,7 @@ import {
   pageOf,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
+import { grantRoutes } from './grants.js';
 
 /** A dead-letter queue must exist and be the caller's own: checked here, and again on delivery. */
 export async function checkDeadLetterQueue(deps: ApiDeps, request: FastifyRequest, dlq: string | undefined, maxDeliveries: number | undefined): Promise<void> {
@@ -130,59 +127,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  app.put(
-    '/v1/queues/:queue/grants/:username',
-    {
-      schema: {
-        tags,
-        security,
-        summary: 'Grant a user rights on a queue (owner only)',
-        description: 'Replaces the user\'s rights on the queue. 404 when the user does not exist.',
-        headers: IdempotencyHeaders,
-        params: QueueGrantParams,
-        body: QueueGrantPut,
-        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request) => {
-      await requireUser(deps, request, request.params.username);
-      return write(deps, request, request.params.queue, {
-        type: 'grant.put',
-        kind: 'queue',
-        name: request.params.queue,
-        username: request.params.username,
-        actions: request.body.actions,
-      });
-    },
-  );
-
-  app.get(
-    '/v1/queues/:queue/grants',
-    {
-      schema: { tags, security, summary: 'List the grants of a queue (owner only)', params: QueueParams, response: { 200: Grants, ...problems(400, 401, 403, 404, 503) } },
-    },
-    async (request, reply) => ({
-      items: await read<{ username: string; actions: string[] }[]>(deps, request, reply, request.params.queue, { type: 'grant.list', kind: 'queue', name: request.params.queue, user: actorOf(request) }),
-    }),
-  );
-
-  app.delete(
-    '/v1/queues/:queue/grants/:username',
-    {
-      schema: {
-        tags,
-        security,
-        summary: 'Revoke a user\'s rights on a queue (owner only)',
-        headers: IdempotencyHeaders,
-        params: QueueGrantParams,
-        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      await write(deps, request, request.params.queue, { type: 'grant.delete', kind: 'queue', name: request.params.queue, username: request.params.username });
-      return reply.code(204).send(null);
-    },
-  );
+  grantRoutes(fastify, deps, 'queue');
 
   app.post(
     '/v1/queues/:queue/messages',
@@ -250,7 +195,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
     async (request, reply) => {
       const name = request.params.queue;
-      return receive(deps, request, reply, name, { queue: name }, request.body ?? {}, partitionOf(name, deps.broker.partitions));
+      return receive(deps, request, reply, name, { queue: name }, request.body ?? {});
     },
   );
 
@@ -293,10 +238,4 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
     async (request) => write(deps, request, request.params.queue, { type: 'queue.purge', name: request.params.queue }),
   );
-}
-
-/** 404 unless `username` exists (grants name real users). */
-export async function requireUser(deps: ApiDeps, request: FastifyRequest, username: string): Promise<void> {
-  const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
-  if (!r.ok) throw new ApiError('not_found', `user '${username}' not found`);
 }

@@ -4,7 +4,6 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
-import { partitionOf } from '../../partition/routing.js';
 import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
@@ -12,8 +11,6 @@ import { MESSAGES_BODY_LIMIT, checkUnicode, handleCommand, receive, toMessageInp
 import {
   AckRequest,
   ConsistencyQuery,
-  Grant,
-  Grants,
   HandleOutcome as HandleOutcomeSchema,
   IdempotencyHeaders,
   LeaseRequest,
@@ -28,15 +25,14 @@ import {
   Subscriptions,
   Topic,
   TopicCreate,
-  TopicGrantParams,
-  TopicGrantPut,
   TopicMessageInput,
   TopicParams,
   batchOf,
   pageOf,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
-import { checkDeadLetterQueue, requireUser } from './queues.js';
+import { grantRoutes } from './grants.js';
+import { checkDeadLetterQueue } from './queues.js';
 
 type PublishedItem = { messageId: string; sequence: number; subscriptions: number };
 
@@ -114,62 +110,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  app.put(
-    '/v1/topics/:topic/grants/:username',
-    {
-      schema: {
-        tags,
-        security,
-        summary: 'Grant a user rights on a topic (owner only)',
-        description: 'Replaces the user\'s rights on the topic. 404 when the user does not exist.',
-        headers: IdempotencyHeaders,
-        params: TopicGrantParams,
-        body: TopicGrantPut,
-        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request) => {
-      await requireUser(deps, request, request.params.username);
-      return write(deps, request, request.params.topic, {
-        type: 'grant.put',
-        kind: 'topic',
-        name: request.params.topic,
-        username: request.params.username,
-        actions: request.body.actions,
-      });
-    },
-  );
-
-  app.get(
-    '/v1/topics/:topic/grants',
-    { schema: { tags, security, summary: 'List the grants of a topic (owner only)', params: TopicParams, response: { 200: Grants, ...problems(400, 401, 403, 404, 503) } } },
-    async (request, reply) => ({
-      items: await read<{ username: string; actions: string[] }[]>(deps, request, reply, request.params.topic, {
-        type: 'grant.list',
-        kind: 'topic',
-        name: request.params.topic,
-        user: actorOf(request),
-      }),
-    }),
-  );
-
-  app.delete(
-    '/v1/topics/:topic/grants/:username',
-    {
-      schema: {
-        tags,
-        security,
-        summary: 'Revoke a user\'s rights on a topic (owner only)',
-        headers: IdempotencyHeaders,
-        params: TopicGrantParams,
-        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      await write(deps, request, request.params.topic, { type: 'grant.delete', kind: 'topic', name: request.params.topic, username: request.params.username });
-      return reply.code(204).send(null);
-    },
-  );
+  grantRoutes(fastify, deps, 'topic');
 
   app.post(
     '/v1/topics/:topic/messages',
@@ -324,7 +265,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
     async (request, reply) => {
       const { topic, subscription } = request.params;
-      return receive(deps, request, reply, topic, { topic, subscription }, request.body ?? {}, partitionOf(topic, deps.broker.partitions));
+      return receive(deps, request, reply, topic, { topic, subscription }, request.body ?? {});
     },
   );
 

@@ -1,0 +1,75 @@
+// The grant routes, the same for queues and topics: PUT, GET and DELETE under /v1/<kind>s/{name}/grants.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { userPartition } from '../../partition/routing.js';
+import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
+import { ApiError } from '../errors.js';
+import { Grant, Grants, IdempotencyHeaders, QueueGrantParams, QueueGrantPut, QueueParams, TopicGrantParams, TopicGrantPut, TopicParams } from '../schemas.js';
+import { bearer, problems } from './common.js';
+
+const SCHEMAS = {
+  queue: { params: QueueParams, grantParams: QueueGrantParams, put: QueueGrantPut },
+  topic: { params: TopicParams, grantParams: TopicGrantParams, put: TopicGrantPut },
+} as const;
+
+export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' | 'topic'): void {
+  const tags = [`${kind}s`];
+  const security = bearer;
+  const path = `/v1/${kind}s/:${kind}/grants`;
+  const s = SCHEMAS[kind];
+  const nameOf = (request: FastifyRequest): string => (request.params as Record<string, string>)[kind]!;
+  const userOf = (request: FastifyRequest): string => (request.params as { username: string }).username;
+
+  app.put(
+    `${path}/:username`,
+    {
+      schema: {
+        tags,
+        security,
+        summary: `Grant a user rights on a ${kind} (owner only)`,
+        description: `Replaces the user's rights on the ${kind}. 404 when the user does not exist.`,
+        headers: IdempotencyHeaders,
+        params: s.grantParams,
+        body: s.put,
+        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
+      },
+    },
+    async (request) => {
+      await requireUser(deps, request, userOf(request));
+      const actions = (request.body as { actions: string[] }).actions;
+      return write(deps, request, nameOf(request), { type: 'grant.put', kind, name: nameOf(request), username: userOf(request), actions });
+    },
+  );
+
+  app.get(
+    path,
+    { schema: { tags, security, summary: `List the grants of a ${kind} (owner only)`, params: s.params, response: { 200: Grants, ...problems(400, 401, 403, 404, 503) } } },
+    async (request, reply) => ({
+      items: await read<{ username: string; actions: string[] }[]>(deps, request, reply, nameOf(request), { type: 'grant.list', kind, name: nameOf(request), user: actorOf(request) }),
+    }),
+  );
+
+  app.delete(
+    `${path}/:username`,
+    {
+      schema: {
+        tags,
+        security,
+        summary: `Revoke a user's rights on a ${kind} (owner only)`,
+        headers: IdempotencyHeaders,
+        params: s.grantParams,
+        response: { 204: Type.Null({ description: 'Revoked.' }), ...problems(400, 401, 403, 404, 409, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      await write(deps, request, nameOf(request), { type: 'grant.delete', kind, name: nameOf(request), username: userOf(request) });
+      return reply.code(204).send(null);
+    },
+  );
+}
+
+/** 404 unless `username` exists (grants name real users). */
+async function requireUser(deps: ApiDeps, request: FastifyRequest, username: string): Promise<void> {
+  const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
+  if (!r.ok) throw new ApiError('not_found', `user '${username}' not found`);
+}
