@@ -1,8 +1,9 @@
 // A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
 // (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
 // that names the setting and says what is expected.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { nodeId, type NodeId } from '../raft/index.js';
+import { writeFileDurably } from '../store/durable.js';
 
 export interface PeerAddress {
   readonly id: NodeId;
@@ -211,7 +212,9 @@ export function checkClusterIdentity(cfg: NodeConfig): void {
   }
   if (existing === null) {
     mkdirSync(cfg.dataDir, { recursive: true });
-    writeFileSync(path, JSON.stringify(mine, null, 2) + '\n');
+    // Durably: after a power cut an empty or torn file would keep the node from starting (found by
+    // the chaos run's power-loss fault).
+    writeFileDurably(path, JSON.stringify(mine, null, 2) + '\n');
     return;
   }
   if (existing.partitions !== mine.partitions) {

@@ -3,6 +3,9 @@
 // partition. Every node's stdout and stderr go to files in the run's folder. Every child is killed
 // (SIGKILL) on teardown, on this process's exit and on SIGINT/SIGTERM/SIGHUP.
 //
+// Power cuts: every node runs with the storage fault layer (lose-unsynced.c, LD_PRELOAD) journaling
+// its unsynced writes; powerCut() kills the node and takes its files back to their last fsync.
+//
 // Network cuts: every node runs with the fault layer net-faults.ts preloaded and a control file
 // <runDir>/net-<id>.json naming the peers it may not send to; cut() and healNet() rewrite those files
 // (temp + rename) and wait until each running node reports the new version applied.
@@ -12,12 +15,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import { buildDiskShim, diskShimEnv, loseUnsynced, type LostWrites } from './disk-faults.js';
 import type { NetControl, NetState } from './net-faults.js';
 
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 const NET_FAULTS = join(import.meta.dirname, 'net-faults.ts');
 /** Applied entries between two snapshots of a partition: often, so installs happen during faults. */
-export const SNAPSHOT_EVERY = 200;
+export const SNAPSHOT_EVERY = 100;
 /** Log entries kept behind a snapshot (default 1000, no flag: set through net-faults.ts), so a follower cut off for seconds needs an install. */
 export const KEEP_BEHIND_SNAPSHOT = 50;
 
@@ -58,6 +62,11 @@ export class Cluster {
   /** Per node: the peers (indexes) it may not send to, as last written; and the control version. */
   private readonly blocked: Set<number>[] = [new Set(), new Set(), new Set()];
   private netVersion = 0;
+  /** Processes stopped on purpose with SIGTERM: their exit is not a crash if it is clean. */
+  private readonly terminated = new Set<ChildProcess>();
+  private readonly diskShim = buildDiskShim();
+  /** Every power cut of the run and what it undid. */
+  readonly powerCuts: { node: string; lost: LostWrites }[] = [];
   /** Nodes that exited without being killed by this manager (a crash: see the node's log). */
   readonly crashes: { node: string; pid: number | undefined; code: number | null; signal: string | null; at: string }[] = [];
 
@@ -85,6 +94,16 @@ export class Cluster {
     return this.dataRoot;
   }
 
+  /** Node i's data folder. */
+  nodeDir(i: number): string {
+    return join(this.dataRoot, this.ids[i]!);
+  }
+
+  /** Where node i's storage fault layer keeps its undo journals (outside its data folder). */
+  undoDir(i: number): string {
+    return join(this.dataRoot, `undo-${this.ids[i]}`);
+  }
+
   isUp(i: number): boolean {
     return this.procs[i] !== null && !this.paused[i];
   }
@@ -100,9 +119,10 @@ export class Cluster {
       MOM_LOG_LEVEL: 'warn',
       MOM_PARTITIONS: String(this.partitions),
       MOM_CHAOS_NET: this.netControl(i),
+      ...diskShimEnv(this.diskShim, this.nodeDir(i), this.undoDir(i)),
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
-    const args = ['--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', join(this.dataRoot, this.ids[i]!), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
+    const args = ['--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
     const child = spawn(process.execPath, args, {
       env,
       stdio: ['ignore', log, log],
@@ -112,6 +132,7 @@ export class Cluster {
       if (this.procs[i] !== child) return; // killed here
       this.procs[i] = null;
       this.paused[i] = false;
+      if (this.terminated.delete(child) && code === 0) return; // a clean planned stop
       this.crashes.push({ node: this.ids[i]!, pid: child.pid, code, signal, at: new Date().toISOString() });
     });
     this.procs[i] = child;
@@ -124,10 +145,36 @@ export class Cluster {
     if (p === null || p === undefined) return;
     this.procs[i] = null;
     this.paused[i] = false;
+    this.terminated.delete(p);
     if (p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await exited;
+  }
+
+  /**
+   * A power cut: SIGKILL, then every file of the node's data folder back to its content at its last
+   * fsync (disk-faults.ts). Answers what was lost.
+   */
+  async powerCut(i: number): Promise<LostWrites> {
+    await this.kill(i);
+    const lost = loseUnsynced(this.nodeDir(i), this.undoDir(i));
+    this.powerCuts.push({ node: this.ids[i]!, lost });
+    return lost;
+  }
+
+  /** SIGTERM (a planned stop: the node hands its leaderships over, then exits 0); does not wait. */
+  terminate(i: number): void {
+    const p = this.procs[i];
+    if (p === null || p === undefined) throw new Error(`${this.ids[i]} is not running`);
+    this.terminated.add(p);
+    p.kill('SIGTERM');
+  }
+
+  /** Whether node i's process is still running (also while stopping after SIGTERM). */
+  running(i: number): boolean {
+    const p = this.procs[i];
+    return p !== null && p !== undefined && p.exitCode === null && p.signalCode === null;
   }
 
   async restart(i: number): Promise<void> {
@@ -247,12 +294,12 @@ export class Cluster {
     return true;
   }
 
-  /** Polls `pred` every 100 ms for at most `ms`; answers whether it came true. */
-  static async until(pred: () => Promise<boolean>, ms: number): Promise<boolean> {
+  /** Polls `pred` every `everyMs` (100) for at most `ms`; answers whether it came true. */
+  static async until(pred: () => Promise<boolean>, ms: number, everyMs = 100): Promise<boolean> {
     const deadline = Date.now() + ms;
     while (Date.now() < deadline) {
       if (await pred()) return true;
-      await sleep(100);
+      await sleep(everyMs);
     }
     return false;
   }

@@ -6,11 +6,19 @@
 //                   the pause is 3-5 s), then SIGCONT;
 //   isolate-node    a random node can neither send to nor be sent to by the others for 3-6 s;
 //   isolate-leader  the same for the leader of a partition;
-//   cut-one-way     one node cannot send to one other for 3-6 s (which can still send to it).
+//   cut-one-way     one node cannot send to one other for 3-6 s (which can still send to it);
+//   power-loss      SIGKILL of a random node, and every write it had not fsynced is lost (its files
+//                   go back to their last fsync: disk-faults.ts); restart after 1-4 s;
+//   snapshot-install  a random node is cut off for 8-12 s, so the leaders compact their logs past it;
+//                   once healed, as soon as it starts fetching a snapshot image, a power cut hits it
+//                   0-200 ms later (mid-fetch or mid-install); restart after 1-3 s;
+//   transfer-kill   SIGTERM of the leader of a partition (a planned stop: it hands its leaderships
+//                   over), then 0-400 ms later, mid-hand-over, a power cut; restart after 1-4 s.
 // The network cuts are made by the fault layer every node preloads (net-faults.ts, driven through
 // Cluster.cut/isolate/healNet). Each fault is recorded in the history. Also: availability figures
 // computed from a history.
 import { Cluster, sleep } from './cluster.js';
+import { describeLost } from './disk-faults.js';
 import { FAULT_KINDS, NETWORK_FAULTS, type FaultKind, type History, type Recorder } from './history.js';
 import type { NetState } from './net-faults.js';
 import { Rng } from './rng.js';
@@ -25,7 +33,13 @@ export interface PlannedFault {
   to?: number;
   /** How long the node stays down, paused or cut off. */
   downMs: number;
+  /** snapshot-install: how long the node is cut off first. */
+  isolateMs?: number;
+  /** snapshot-install: from the fetch seen to the power cut; transfer-kill: from SIGTERM to the power cut. */
+  delayMs?: number;
 }
+
+const LEADER_KINDS: readonly FaultKind[] = ['kill-leader', 'isolate-leader', 'transfer-kill'];
 
 export interface ScheduleOptions {
   /** Kinds that come first, once each, in an order drawn from the seed (the short variant covers kinds this way). */
@@ -38,12 +52,15 @@ export interface ScheduleOptions {
 
 /** Draw weights of the kinds after the covered ones. */
 const WEIGHTS: readonly [FaultKind, number][] = [
-  ['kill-leader', 0.25],
-  ['kill-node', 0.15],
-  ['pause', 0.15],
-  ['isolate-node', 0.15],
-  ['isolate-leader', 0.15],
-  ['cut-one-way', 0.15],
+  ['kill-leader', 0.15],
+  ['kill-node', 0.1],
+  ['pause', 0.1],
+  ['isolate-node', 0.1],
+  ['isolate-leader', 0.1],
+  ['cut-one-way', 0.1],
+  ['power-loss', 0.15],
+  ['snapshot-install', 0.1],
+  ['transfer-kill', 0.1],
 ];
 
 function drawKind(rng: Rng): FaultKind {
@@ -69,17 +86,15 @@ export function schedule(seed: number, durationMs: number, partitions: number, o
   let t = 0;
   while (t < durationMs) {
     const kind: FaultKind = cover.shift() ?? drawKind(rng);
-    const leaderKind = kind === 'kill-leader' || kind === 'isolate-leader';
-    const target = leaderKind ? rng.int(0, partitions - 1) : rng.int(0, 2);
-    const f: PlannedFault = {
-      gapMs: rng.int(gapLo, gapHi),
-      kind,
-      target,
-      ...(kind === 'cut-one-way' ? { to: (target + rng.int(1, 2)) % 3 } : {}),
-      downMs: kind === 'pause' ? rng.int(3_000, 5_000) : NETWORK_FAULTS.includes(kind) ? rng.int(3_000, 6_000) : rng.int(1_000, 4_000),
-    };
+    const target = LEADER_KINDS.includes(kind) ? rng.int(0, partitions - 1) : rng.int(0, 2);
+    const gapMs = rng.int(gapLo, gapHi);
+    let f: PlannedFault;
+    if (kind === 'snapshot-install') f = { gapMs, kind, target, isolateMs: rng.int(8_000, 12_000), delayMs: rng.int(0, 200), downMs: rng.int(1_000, 3_000) };
+    else if (kind === 'transfer-kill') f = { gapMs, kind, target, delayMs: rng.int(0, 400), downMs: rng.int(1_000, 4_000) };
+    else if (kind === 'cut-one-way') f = { gapMs, kind, target, to: (target + rng.int(1, 2)) % 3, downMs: rng.int(3_000, 6_000) };
+    else f = { gapMs, kind, target, downMs: kind === 'pause' ? rng.int(3_000, 5_000) : NETWORK_FAULTS.includes(kind) ? rng.int(3_000, 6_000) : rng.int(1_000, 4_000) };
     // the fault, then time for the cluster to settle
-    t += f.gapMs + f.downMs + settle;
+    t += f.gapMs + (f.isolateMs ?? 0) + f.downMs + settle;
     if (t > durationMs) break;
     out.push(f);
   }
@@ -114,7 +129,7 @@ export async function runFaults(cluster: Cluster, rec: Recorder, plan: PlannedFa
     if (stop()) return;
     let node = f.target;
     let partition: number | undefined;
-    if (f.kind === 'kill-leader' || f.kind === 'isolate-leader') {
+    if (LEADER_KINDS.includes(f.kind)) {
       partition = f.target;
       const p = partition;
       let leader = -1;
@@ -127,37 +142,15 @@ export async function runFaults(cluster: Cluster, rec: Recorder, plan: PlannedFa
     }
     const to = f.to;
     const id = rec.id();
-    const what = `${f.kind} ${cluster.ids[node]}${to === undefined ? '' : ` -> ${cluster.ids[to]}`}${partition === undefined ? '' : ` (leader of partition ${partition})`} for ${f.downMs} ms`;
-    let detail: string;
-    let before: Counters | null = null;
-    let start: number;
-    let end: number;
-    if (NETWORK_FAULTS.includes(f.kind)) {
-      before = netCounters(cluster);
-      start = rec.now();
-      const applied = f.kind === 'cut-one-way' ? await cluster.cut(node, [to!]) : await cluster.isolate(node);
-      const appliedMs = rec.now() - start;
-      log(`${(start / 1000).toFixed(1)} s: ${what}${applied ? '' : ' (warning: not every node confirmed the cut within 2 s)'}`);
-      await sleep(Math.max(0, f.downMs - appliedMs));
-      const healed = await cluster.healNet();
-      end = rec.now();
-      if (!healed) log(`${(end / 1000).toFixed(1)} s: warning: not every node confirmed the heal within 2 s`);
-      const how = f.kind === 'cut-one-way' ? `${cluster.ids[node]} cannot send to ${cluster.ids[to!]} (the other way works)` : `${cluster.ids[node]} cut off from both others, both ways`;
-      detail = `${how} for ${f.downMs} ms (cut confirmed by every node: ${applied ? `yes, in ${appliedMs} ms` : 'NO'}; heal confirmed: ${healed ? 'yes' : 'NO'}); ${refusedText(before, netCounters(cluster))}`;
-    } else {
-      start = rec.now();
-      if (f.kind === 'pause') cluster.pause(node);
-      else await cluster.kill(node);
-      log(`${(start / 1000).toFixed(1)} s: ${what}`);
-      await sleep(f.downMs);
-      if (f.kind === 'pause') cluster.resume(node);
-      else cluster.start(node);
-      end = rec.now();
-      detail = f.kind === 'pause' ? `SIGSTOP for ${f.downMs} ms, then SIGCONT` : `SIGKILL, restarted after ${f.downMs} ms`;
-    }
+    const what = `${f.kind} ${cluster.ids[node]}${to === undefined ? '' : ` -> ${cluster.ids[to]}`}${partition === undefined ? '' : ` (leader of partition ${partition})`}`;
+    const before = netCounters(cluster);
+    const start = rec.now();
+    log(`${(start / 1000).toFixed(1)} s: ${what}`);
+    let detail = await inflict(cluster, f, node, log);
+    const end = rec.now();
     const healed = await Cluster.until(() => cluster.led(), 30_000);
     // (the layers' counters are written once a second: the figure may miss the last second)
-    if (before !== null) detail += `; ${netCounters(cluster).fetchSnapshot.calls - before.fetchSnapshot.calls} snapshot fetch(es) from the cut until every node knew a leader again`;
+    if (NETWORK_FAULTS.includes(f.kind)) detail += `; ${refusedText(before, netCounters(cluster))}; ${netCounters(cluster).fetchSnapshot.calls - before.fetchSnapshot.calls} snapshot fetch(es) from the cut until every node knew a leader again`;
     rec.fault({
       type: 'fault',
       id,
@@ -170,6 +163,72 @@ export async function runFaults(cluster: Cluster, rec: Recorder, plan: PlannedFa
       healedAt: healed ? rec.now() : null,
       detail,
     });
+  }
+}
+
+/** Makes fault `f` happen to node `node` and ends it (restart, SIGCONT, heal); answers what happened. */
+async function inflict(cluster: Cluster, f: PlannedFault, node: number, log: (s: string) => void): Promise<string> {
+  const ids = cluster.ids;
+  switch (f.kind) {
+    case 'kill-leader':
+    case 'kill-node':
+      await cluster.kill(node);
+      await sleep(f.downMs);
+      cluster.start(node);
+      return `SIGKILL, restarted after ${f.downMs} ms`;
+    case 'pause':
+      cluster.pause(node);
+      await sleep(f.downMs);
+      cluster.resume(node);
+      return `SIGSTOP for ${f.downMs} ms, then SIGCONT`;
+    case 'power-loss': {
+      const lost = await cluster.powerCut(node);
+      await sleep(f.downMs);
+      cluster.start(node);
+      return `power cut (SIGKILL; ${describeLost(lost)}), restarted after ${f.downMs} ms`;
+    }
+    case 'transfer-kill': {
+      cluster.terminate(node);
+      await sleep(f.delayMs ?? 0);
+      const stoppedAlready = !cluster.running(node);
+      const lost = await cluster.powerCut(node);
+      await sleep(f.downMs);
+      cluster.start(node);
+      return `SIGTERM (hand leadership over, then stop), power cut ${f.delayMs} ms later (${stoppedAlready ? 'it had already exited cleanly' : 'mid-stop'}; ${describeLost(lost)}), restarted after ${f.downMs} ms`;
+    }
+    case 'snapshot-install': {
+      // What this node's snapshot fetches have been, before the cut (its layer's counters).
+      const fetched = (): number => {
+        const c = cluster.netState(node)?.counters.fetchSnapshot;
+        return c === undefined ? 0 : c.calls - c.blocked;
+      };
+      const fetchedBefore = fetched();
+      const t0 = Date.now();
+      const applied = await cluster.isolate(node);
+      await sleep(Math.max(0, (f.isolateMs ?? 0) - (Date.now() - t0)));
+      const healedNet = await cluster.healNet();
+      const t1 = Date.now();
+      const seen = await Cluster.until(async () => fetched() > fetchedBefore, 8_000, 10);
+      const seenAfterMs = Date.now() - t1;
+      if (seen) await sleep(f.delayMs ?? 0);
+      const lost = await cluster.powerCut(node);
+      await sleep(f.downMs);
+      cluster.start(node);
+      if (!seen) log(`  (no snapshot fetch by ${ids[node]} within 8 s of the heal; power cut anyway)`);
+      return (
+        `${ids[node]} cut off for ${f.isolateMs} ms (cut confirmed: ${applied ? 'yes' : 'NO'}; heal confirmed: ${healedNet ? 'yes' : 'NO'}); ` +
+        (seen ? `a snapshot fetch began ${seenAfterMs} ms after the heal; power cut ${f.delayMs} ms later` : 'no snapshot fetch within 8 s of the heal; power cut then') +
+        ` (${describeLost(lost)}); restarted after ${f.downMs} ms`
+      );
+    }
+    default: {
+      const to = f.to;
+      const applied = f.kind === 'cut-one-way' ? await cluster.cut(node, [to!]) : await cluster.isolate(node);
+      await sleep(f.downMs);
+      const healed = await cluster.healNet();
+      const how = f.kind === 'cut-one-way' ? `${ids[node]} cannot send to ${ids[to!]} (the other way works)` : `${ids[node]} cut off from both others, both ways`;
+      return `${how} for ${f.downMs} ms (cut confirmed by every node: ${applied ? 'yes' : 'NO'}; heal confirmed: ${healed ? 'yes' : 'NO'})`;
+    }
   }
 }
 
@@ -208,6 +267,10 @@ export interface Availability {
   leaderIsolations: LeaderFault[];
   isolationRecoveryMedianMs: number | null;
   isolationRecoveryMaxMs: number | null;
+  /** The same for each leader stopped with SIGTERM (and cut mid-hand-over: transfer-kill). */
+  leaderStops: LeaderFault[];
+  stopRecoveryMedianMs: number | null;
+  stopRecoveryMaxMs: number | null;
   /** Per fault: HTTP attempts made while it lasted (start to healedAt) and the share that failed (not 2xx). */
   perFault: { faultId: number; kind: FaultKind; node: string; to?: string; partition?: number; durationMs: number; attempts: number; failed: number; failedShare: number }[];
   /** Per kind (every kind, faults 0 when none happened). */
@@ -233,6 +296,7 @@ export function availability(h: History): Availability {
   const recovered = (xs: LeaderFault[]): number[] => xs.map((k) => k.recoveryMs).filter((x): x is number => x !== null);
   const leaderKills = leaderFaults('kill-leader');
   const leaderIsolations = leaderFaults('isolate-leader');
+  const leaderStops = leaderFaults('transfer-kill');
   const attempts = h.ops.flatMap((o) => o.attempts);
   const failed = (st: number): boolean => st < 200 || st >= 300;
   const windows = h.faults.map((f) => [f.start, f.healedAt ?? f.end] as const);
@@ -274,6 +338,7 @@ export function availability(h: History): Availability {
   const outFailed = outside.filter(([, , , st]) => failed(st)).length;
   const killRec = recovered(leaderKills);
   const isoRec = recovered(leaderIsolations);
+  const stopRec = recovered(leaderStops);
   return {
     leaderKills,
     recoveryMedianMs: median(killRec),
@@ -281,6 +346,9 @@ export function availability(h: History): Availability {
     leaderIsolations,
     isolationRecoveryMedianMs: median(isoRec),
     isolationRecoveryMaxMs: isoRec.length === 0 ? null : Math.max(...isoRec),
+    leaderStops,
+    stopRecoveryMedianMs: median(stopRec),
+    stopRecoveryMaxMs: stopRec.length === 0 ? null : Math.max(...stopRec),
     perFault,
     byKind,
     baseline: { attempts: outside.length, failed: outFailed, failedShare: outside.length === 0 ? 0 : outFailed / outside.length },

@@ -14,7 +14,7 @@ export type ChannelId = string;
 export const queueChannel = (name: string): ChannelId => `queue:${name}`;
 export const subChannel = (topic: string, sub: string): ChannelId => `sub:${topic}/${sub}`;
 
-/** One HTTP attempt of an operation: [start, end, node index, status (0: connection error, -1: client timeout)]. */
+/** One HTTP attempt of an operation: [start, end, entry index (the node, or 0 for the load balancer), status (0: connection error, -1: client timeout)]. */
 export type Attempt = [number, number, number, number];
 
 interface OpBase {
@@ -85,12 +85,14 @@ export interface SettleOp extends OpBase {
 
 export type ClientOp = SendOp | PublishOp | ReceiveOp | SettleOp;
 
-/** Process faults (SIGKILL, SIGSTOP) and network cuts (by the fault layer net-faults.ts). */
-export type FaultKind = 'kill-leader' | 'kill-node' | 'pause' | 'isolate-node' | 'isolate-leader' | 'cut-one-way';
-
+/** Process faults (SIGKILL, SIGSTOP), network cuts (net-faults.ts) and power cuts (disk-faults.ts). */
+export type FaultKind = 'kill-leader' | 'kill-node' | 'pause' | 'isolate-node' | 'isolate-leader' | 'cut-one-way' | 'power-loss' | 'snapshot-install' | 'transfer-kill';
+/** Faults on processes, on the network (the transport fault layer), and the storage and composite ones. */
 export const PROCESS_FAULTS: readonly FaultKind[] = ['kill-leader', 'kill-node', 'pause'];
 export const NETWORK_FAULTS: readonly FaultKind[] = ['isolate-node', 'isolate-leader', 'cut-one-way'];
-export const FAULT_KINDS: readonly FaultKind[] = [...PROCESS_FAULTS, ...NETWORK_FAULTS];
+/** power-loss: a crash losing every unsynced write; snapshot-install: one during an install; transfer-kill: one during a leadership hand-over. */
+export const STORAGE_FAULTS: readonly FaultKind[] = ['power-loss', 'snapshot-install', 'transfer-kill'];
+export const FAULT_KINDS: readonly FaultKind[] = [...PROCESS_FAULTS, ...NETWORK_FAULTS, ...STORAGE_FAULTS];
 
 export interface FaultEvent {
   type: 'fault';
@@ -100,7 +102,7 @@ export interface FaultEvent {
   node: string;
   /** For cut-one-way: the node it cannot send to (which can still send to it). */
   to?: string;
-  /** For kill-leader and isolate-leader: the partition whose leader was hit. */
+  /** For kill-leader, isolate-leader and transfer-kill: the partition whose leader was hit. */
   partition?: number;
   /**
    * When the fault began (SIGKILL / SIGSTOP sent; a cut applied by every running node) and ended

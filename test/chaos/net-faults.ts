@@ -19,7 +19,7 @@
 //
 // The control file is JSON {"version": n, "blocked": ["n2", ...]}; it is re-read when its mtime
 // changes (fs.watchFile, 50 ms stat polling, unref'd). After each change, and every second while the
-// counters move, the layer writes <control>.state.json (temp + rename): the version it applied, what
+// counters move (and at once when a snapshot fetch starts), the layer writes <control>.state.json (temp + rename): the version it applied, what
 // it blocks, its pid, and per method how many requests passed through the wrapped methods and how
 // many were blocked. The harness waits for the version (cut and heal take effect before they are
 // recorded), and the counters prove the hook sits in the node's own transport: only requests that go
@@ -118,7 +118,11 @@ function install(controlPath: string): void {
     throw refused(peerId);
   };
   proto.fetchSnapshot = async function (this: unknown, peerId: string, partition: number, ref: string, ...rest: unknown[]): Promise<unknown> {
-    if (pass('fetchSnapshot', peerId)) return orig.fetchSnapshot.call(this, peerId, partition, ref, ...rest);
+    if (pass('fetchSnapshot', peerId)) {
+      // at once, not within the second: the harness aims a power cut at the install that follows
+      writeState();
+      return orig.fetchSnapshot.call(this, peerId, partition, ref, ...rest);
+    }
     const cause = refused(peerId);
     throw new SnapshotFetchError(`fetching snapshot ${ref} of partition ${partition} from ${peerId} failed: ECONNREFUSED: ${cause.message}`, undefined, { cause });
   };

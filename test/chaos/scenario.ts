@@ -6,9 +6,11 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { check, type Report } from './checker.js';
 import { Cluster, sleep } from './cluster.js';
+import type { LostWrites } from './disk-faults.js';
 import { availability, runFaults, schedule, type Availability, type ScheduleOptions } from './faults.js';
 import { FAULT_KINDS, Recorder, type ChannelStats, type History } from './history.js';
 import type { NetState } from './net-faults.js';
+import { LoadBalancer } from './nginx.js';
 import { Rng } from './rng.js';
 import { Client, http, Workload, type ChannelSpec } from './workload.js';
 
@@ -17,6 +19,8 @@ export interface ChaosOptions {
   durationMs: number;
   runDir: string;
   partitions?: number;
+  /** Where the workload's requests go: round-robin over the nodes (default), or nginx in front of them. */
+  via?: 'nodes' | 'nginx';
   /** How the fault schedule is drawn (faults.ts); the short variant covers given kinds first. */
   schedule?: ScheduleOptions;
   log?: (s: string) => void;
@@ -39,6 +43,8 @@ export interface ChaosResult {
    * (the hook was not active there).
    */
   netHooks: (NetState | null)[];
+  /** Every power cut and what the storage fault layer undid (writes not yet fsynced). */
+  powerCuts: { node: string; lost: LostWrites }[];
   summary: string;
 }
 
@@ -46,11 +52,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const log = o.log ?? ((s: string) => console.log(s));
   mkdirSync(o.runDir, { recursive: true });
   const cluster = await Cluster.create(o.runDir, o.partitions ?? 4);
+  let lb: LoadBalancer | null = null;
   try {
     const rec = new Recorder(o.seed, cluster.ids, cluster.partitions);
     [0, 1, 2].forEach((i) => cluster.start(i));
     if (!(await Cluster.until(() => cluster.led(), 60_000))) throw new Error('the cluster did not elect leaders within 60 s');
-    const client = new Client(cluster, rec);
+    if (o.via === 'nginx') {
+      lb = await LoadBalancer.start(join(o.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`), log);
+      log(`load balancer: nginx on ${lb.url} in front of the three nodes`);
+    }
+    const client = new Client(cluster, rec, lb === null ? undefined : { urls: [lb.url], names: ['lb'] });
     const rng = new Rng(o.seed);
     const workload = new Workload(client, { rng: rng.fork(), tag: `s${o.seed}-${Date.now().toString(36)}` });
     await workload.setup();
@@ -90,14 +101,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     if (nodeErrors.length > 0) failures.push(`nodes: ${nodeErrors.length} line(s) logged at level error or above`);
     const netHooks = [0, 1, 2].map((i) => cluster.netState(i));
     if (netHooks.some((s) => s === null || s.counters.post.calls === 0)) failures.push('net hook: a node never reported Raft traffic through the hooked transport');
-    const result: ChaosResult = { ok: failures.length === 0, report, availability: avail, nodeErrors, undrained, failures, runDir: o.runDir, history: rec.history, netHooks, summary: '' };
+    if (cluster.powerCuts.length > 0 && cluster.powerCuts.every((c) => c.lost.records === 0)) failures.push('storage hook: no power cut found an unsynced write to lose (is the LD_PRELOAD layer active?)');
+    const result: ChaosResult = { ok: failures.length === 0, report, availability: avail, nodeErrors, undrained, failures, runDir: o.runDir, history: rec.history, netHooks, powerCuts: [...cluster.powerCuts], summary: '' };
     result.summary = summarize(result, o);
     writeFileSync(join(o.runDir, 'history.json'), JSON.stringify(rec.history));
-    writeFileSync(join(o.runDir, 'report.json'), JSON.stringify({ seed: o.seed, durationMs: o.durationMs, ok: result.ok, failures, report, availability: avail, nodeErrors, undrained, plan, netHooks }, null, 2));
+    writeFileSync(join(o.runDir, 'report.json'), JSON.stringify({ seed: o.seed, durationMs: o.durationMs, via: o.via ?? 'nodes', ok: result.ok, failures, report, availability: avail, nodeErrors, undrained, plan, netHooks, powerCuts: cluster.powerCuts }, null, 2));
     writeFileSync(join(o.runDir, 'summary.txt'), result.summary);
     if (!result.ok) writeFileSync(join(o.runDir, 'relevant-history.json'), JSON.stringify(relevantHistory(rec.history, report), null, 1));
     return result;
   } finally {
+    await lb?.close();
     await cluster.close();
   }
 }
@@ -216,7 +229,7 @@ export function summarize(res: ChaosResult, o: ChaosOptions): string {
   const c = r.counts;
   const t3 = (x: Record<'ok' | 'fail' | 'unknown', number>): string[] => [String(x.ok), String(x.fail), String(x.unknown)];
   const lines = [
-    `chaos run: seed ${o.seed}, ${(o.durationMs / 1000).toFixed(0)} s of workload and faults, ${res.ok ? 'PASSED' : 'FAILED'}`,
+    `chaos run: seed ${o.seed}, ${(o.durationMs / 1000).toFixed(0)} s of workload and faults, requests ${o.via === 'nginx' ? 'through nginx in front of the nodes' : 'round-robin over the nodes'}, ${res.ok ? 'PASSED' : 'FAILED'}`,
     `folder: ${res.runDir}`,
     '',
     table([
@@ -242,9 +255,11 @@ export function summarize(res: ChaosResult, o: ChaosOptions): string {
       ['undrained channels', String(res.undrained.length)],
     ]),
     '',
-    `fault kinds: ${FAULT_KINDS.join(', ')} (network cuts by the transport fault layer, test build only)`,
+    `fault kinds: ${FAULT_KINDS.join(', ')} (network cuts by the transport fault layer, power cuts by the storage fault layer; test build only)`,
     `leader kills: ${a.leaderKills.length}; time from kill to next acknowledged write on the partition: median ${ms(a.recoveryMedianMs)}, max ${ms(a.recoveryMaxMs)}`,
     `leader isolations: ${a.leaderIsolations.length}; time from isolation to next acknowledged write on the partition: median ${ms(a.isolationRecoveryMedianMs)}, max ${ms(a.isolationRecoveryMaxMs)}`,
+    `leader stops (SIGTERM, cut mid-hand-over): ${a.leaderStops.length}; time from SIGTERM to next acknowledged write on the partition: median ${ms(a.stopRecoveryMedianMs)}, max ${ms(a.stopRecoveryMaxMs)}`,
+    `power cuts: ${res.powerCuts.length}; unsynced writes undone: ${res.powerCuts.map((c) => `${c.node} ${c.lost.records}`).join(', ') || '-'}`,
     '',
     table([
       ['kind', 'faults', 'window median', 'window max', 'attempts', 'failed', 'share', 'worst fault'],

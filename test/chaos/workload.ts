@@ -1,7 +1,8 @@
 // The chaos workload: producers send uniquely numbered messages to three queues on different
 // partitions and publish to a topic with two subscriptions (one filtered); consumers receive (some
 // long polls), ack, sometimes nack, sometimes let the (short) lease expire. Every request goes
-// round-robin through all three nodes (a node that is down answers nothing: the client moves on), and
+// round-robin through all three nodes (a node that is down answers nothing: the client moves on), or
+// in the load-balancer variant through nginx in front of them (nginx.ts), and
 // every write is retried with the SAME Idempotency-Key on 503, 504 and connection errors, within a
 // bounded time per request and per operation. Everything is recorded (history.ts).
 import { randomUUID } from 'node:crypto';
@@ -74,15 +75,31 @@ export function pickNames(partitions: number, nQueues: number, tag: string): { q
   return { queues, topic };
 }
 
+/** Where the client's requests go: the nodes themselves, or one load balancer in front of them. */
+export interface Entry {
+  urls: string[];
+  /** Recorded as the op's node (n1..n3, or "lb"). */
+  names: string[];
+}
+
 /** The client: issues one logical operation as retried requests, and records it. */
 export class Client {
   private rr = 0;
   token = '';
+  readonly entry: Entry;
 
   constructor(
     readonly cluster: Cluster,
     readonly rec: Recorder,
-  ) {}
+    entry?: Entry,
+  ) {
+    this.entry = entry ?? { urls: cluster.urls, names: cluster.ids };
+  }
+
+  /** The recorded name of entry point k. */
+  nameOf(k: number): string {
+    return this.entry.names[k]!;
+  }
 
   /**
    * POSTs `body` to `path` with the Idempotency-Key `key`, round-robin over the nodes, retrying on
@@ -97,10 +114,10 @@ export class Client {
     let error: string | undefined;
     let node = 0;
     for (;;) {
-      node = this.rr++ % 3;
+      node = this.rr++ % this.entry.urls.length;
       const t = this.rec.now();
       try {
-        const r = await http(this.cluster.urls[node]!, 'POST', path, { token: this.token, body, key, timeoutMs: ATTEMPT_TIMEOUT_MS + (opts.extraTimeoutMs ?? 0) });
+        const r = await http(this.entry.urls[node]!, 'POST', path, { token: this.token, body, key, timeoutMs: ATTEMPT_TIMEOUT_MS + (opts.extraTimeoutMs ?? 0) });
         attempts.push([t, this.rec.now(), node, r.status]);
         last = r;
         if (r.status === opts.okStatus) return { res: r, outcome: 'ok', attempts, node };
@@ -212,7 +229,7 @@ export class Workload {
       id: this.rec.id(),
       type: 'send',
       process: `producer-${queue}`,
-      node: this.client.cluster.ids[r.node]!,
+      node: this.client.nameOf(r.node),
       start,
       end: this.rec.now(),
       outcome: r.outcome,
@@ -239,7 +256,7 @@ export class Workload {
         id: this.rec.id(),
         type: 'publish',
         process: 'publisher',
-        node: this.client.cluster.ids[r.node]!,
+        node: this.client.nameOf(r.node),
         start,
         end: this.rec.now(),
         outcome: r.outcome,
@@ -284,7 +301,7 @@ export class Workload {
       id: this.rec.id(),
       type: 'receive',
       process: proc,
-      node: this.client.cluster.ids[r.node]!,
+      node: this.client.nameOf(r.node),
       start,
       end: this.rec.now(),
       outcome: r.outcome,
@@ -309,7 +326,7 @@ export class Workload {
       id: this.rec.id(),
       type,
       process: proc,
-      node: this.client.cluster.ids[r.node]!,
+      node: this.client.nameOf(r.node),
       start,
       end: this.rec.now(),
       outcome: r.outcome,

@@ -7,7 +7,7 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Statement } from 'better-sqlite3';
@@ -26,6 +26,7 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
+import { fsyncPath } from '../durable.js';
 import { brokerMigrations } from './migrations.js';
 import { MessageState, type BrokerDatabase, type ChannelRow, type MessageRow, type TopicRow } from './schema.js';
 import { openSqlite, type Sqlite } from './sqlite.js';
@@ -937,9 +938,9 @@ export class BrokerStateMachine {
     if (existsSync(tmp)) rmSync(tmp);
     const at = this.applied();
     this.sqlite.prepare('VACUUM INTO ?').run(tmp);
-    fsyncFile(tmp);
+    fsyncPath(tmp);
     renameSync(tmp, path);
-    fsyncFile(dirname(path));
+    fsyncPath(dirname(path));
     return at;
   }
 
@@ -951,20 +952,11 @@ export class BrokerStateMachine {
   static installSnapshot(dbPath: string, snapshotPath: string): void {
     const tmp = `${dbPath}.installing`;
     copyFileSync(snapshotPath, tmp);
-    fsyncFile(tmp);
+    fsyncPath(tmp);
     for (const suffix of ['-wal', '-shm']) if (existsSync(dbPath + suffix)) rmSync(dbPath + suffix);
-    fsyncFile(dirname(dbPath));
+    fsyncPath(dirname(dbPath));
     renameSync(tmp, dbPath);
-    fsyncFile(dirname(dbPath));
-  }
-}
-
-function fsyncFile(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    fsyncPath(dirname(dbPath));
   }
 }
 

@@ -36,7 +36,7 @@
 // Other processes: the connection holds SQLite's EXCLUSIVE lock for its whole life (locking_mode), so
 // a second process, or a second store in this one, cannot open the same log; two writers of one Raft
 // log would break every guarantee above.
-import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import Sqlite from 'better-sqlite3';
@@ -56,6 +56,7 @@ import {
   type Storage,
   type Term,
 } from '../../raft/index.js';
+import { fsyncPath } from '../durable.js';
 import {
   RAFT_LOG_MIGRATION_LOCK_TABLE,
   RAFT_LOG_MIGRATION_TABLE,
@@ -386,7 +387,7 @@ export class RaftLogStore {
       await migrate(k);
       const stmts = prepareStatements(db, k);
       // Kysely is not destroyed: that would close the connection the statements run on.
-      fsyncFolder(dirname(file));
+      fsyncPath(dirname(file)); // the new file's directory entry (SQLite syncs contents, not folders)
       return new RaftLogStore(file, db, stmts);
     } catch (err) {
       db.close();
@@ -790,16 +791,6 @@ async function migrate(k: Kysely<RaftLogDatabase>): Promise<void> {
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
     throw new Error(`raft log migration ${failed ?? ''} failed`, { cause: error });
-  }
-}
-
-/** Makes a newly created file's directory entry durable (SQLite syncs file contents, not folders). */
-function fsyncFolder(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -1,0 +1,33 @@
+// Durable small-file writes, for files a node reads back after a power cut (its cluster identity,
+// snapshot images). A write that returned is only in the page cache until an fsync: a power cut can
+// leave the file empty or torn. Written under a temporary name, fsynced, renamed over the final name,
+// and the folder fsynced (the rename is a change of the folder), the file holds either its old
+// content or the new one, whole.
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** fsync of a file or a folder (opened read-only: enough for fsync on Linux). */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes `data` to `path` so that after a crash the file holds either its old content or `data`. */
+export function writeFileDurably(path: string, data: string | Uint8Array): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let done = 0;
+    while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  fsyncPath(dirname(path));
+}

@@ -1,0 +1,85 @@
+// The chaos runs' load balancer repeats a request on another node only when that is safe: a GET, or a
+// write with an Idempotency-Key. A write without one is passed on only when it never reached a node.
+// nginx (Debian's package; .ci/run installs it) in front of two stand-in nodes: one answers 503, the
+// other 200, and each counts what reached it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { freePort } from '../cluster/net-helpers.js';
+import { LoadBalancer } from './nginx.js';
+
+interface Stand {
+  server: Server;
+  port: number;
+  hits: string[];
+}
+
+async function stand(status: number): Promise<Stand> {
+  const hits: string[] = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      hits.push(`${req.method} ${req.url} ${req.headers['idempotency-key'] ?? '-'}`);
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ from: status }));
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return { server, port, hits };
+}
+
+async function send(url: string, method: 'GET' | 'POST', key?: string): Promise<number> {
+  const res = await request(url, { method, headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }) }, ...(method === 'POST' ? { body: '{}' } : {}) });
+  await res.body.dump();
+  return res.statusCode;
+}
+
+t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
+  const busy = await stand(503);
+  const fine = await stand(200);
+  const lb = await LoadBalancer.start(dir, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
+  t.teardown(async () => {
+    await lb.close();
+    for (const s of [busy, fine]) {
+      s.server.closeAllConnections();
+      s.server.close();
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // /healthz probes of the start went through too
+  busy.hits.length = 0;
+  fine.hits.length = 0;
+  const gets: number[] = [];
+  for (let i = 0; i < 6; i++) gets.push(await send(`${lb.url}/v1/queues/q`, 'GET'));
+  t.same(gets, [200, 200, 200, 200, 200, 200], 'every GET answered 200 (those that met the 503 were repeated)');
+  const keyed: number[] = [];
+  for (let i = 0; i < 6; i++) keyed.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST', `k${i}`));
+  t.same(keyed, [200, 200, 200, 200, 200, 200], 'every keyed write answered 200');
+  const keyedHits = [...busy.hits, ...fine.hits].filter((h) => /^POST \S+ k\d$/.test(h));
+  t.ok(busy.hits.some((h) => /^POST \S+ k\d$/.test(h)) && keyedHits.length > 6, 'keyed writes that met the 503 were repeated on the other node');
+  const before = busy.hits.length + fine.hits.length;
+  const unkeyed: number[] = [];
+  for (let i = 0; i < 6; i++) unkeyed.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
+  t.ok(unkeyed.includes(503), 'a write without a key that met the 503 got the 503');
+  t.equal(busy.hits.length + fine.hits.length - before, 6, 'each write without a key reached exactly one node');
+});
+
+t.test('nginx passes a write without a key on when the node refused the connection (it never reached it)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
+  const fine = await stand(200);
+  const closedPort = await freePort();
+  const lb = await LoadBalancer.start(dir, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
+  t.teardown(async () => {
+    await lb.close();
+    fine.server.closeAllConnections();
+    fine.server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const got: number[] = [];
+  for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
+  t.same(got, [200, 200, 200, 200]);
+});

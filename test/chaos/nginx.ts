@@ -1,0 +1,154 @@
+// The load-balancer variant of the chaos runs: nginx (Debian's package, installed by the runner when
+// missing) in front of the three nodes, as an operator would put it, and the workload talking only to
+// it. Retries by nginx follow the API's rules: a request is passed to another node after a connection
+// error, a timeout or a 502/503/504 only when it is safe to repeat: a GET, or a write that carries an
+// Idempotency-Key. Other writes are passed on only when they never reached a node (nginx's default for
+// non-idempotent methods).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { freePort } from '../cluster/net-helpers.js';
+import { sleep } from './cluster.js';
+
+const CANDIDATES = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'];
+
+/** The nginx binary; installed from Debian's packages (apt-get, as root) when there is none. */
+export function ensureNginx(log: (s: string) => void = () => {}): string {
+  const found = CANDIDATES.find((p) => existsSync(p));
+  if (found !== undefined) return found;
+  if (process.getuid?.() !== 0) throw new Error('nginx is not installed and this is not root: apt-get install nginx-light (or nginx), then run again');
+  log('nginx missing: apt-get install -y nginx-light');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  try {
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'nginx-light'], { env, stdio: 'ignore' });
+  } catch {
+    execFileSync('apt-get', ['update'], { env, stdio: 'ignore' });
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'nginx-light'], { env, stdio: 'ignore' });
+  }
+  const now = CANDIDATES.find((p) => existsSync(p));
+  if (now === undefined) throw new Error('apt-get installed nginx-light, but no nginx binary was found');
+  return now;
+}
+
+export interface NginxOptions {
+  /** Where nginx keeps its pid, logs and temporary files. */
+  dir: string;
+  port: number;
+  /** host:port of each node. */
+  upstreams: string[];
+  /** Failures after which a node is left out for 2 s (0: never; tests of the retry rules). Default 1. */
+  maxFails?: number;
+}
+
+/** nginx.conf for a balancer on 127.0.0.1:`port` in front of `upstreams`. */
+export function nginxConf(o: NginxOptions): string {
+  const { dir, port, upstreams } = o;
+  const asRoot = process.getuid?.() === 0;
+  const proxy = `
+      proxy_pass http://mom;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_connect_timeout 1s;
+      # long polls wait up to 20 s on the node
+      proxy_read_timeout 40s;
+      proxy_send_timeout 10s;
+      proxy_buffering off;
+      proxy_next_upstream_tries 2;
+      proxy_next_upstream_timeout 6s;`;
+  return `# generated for a chaos run (test/chaos/nginx.ts)
+${asRoot ? 'user root;\n' : ''}worker_processes 1;
+daemon off;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'nginx-error.log')} warn;
+events { worker_connections 2048; }
+http {
+  access_log ${join(dir, 'nginx-access.log')};
+  client_body_temp_path ${join(dir, 'tmp', 'body')};
+  proxy_temp_path ${join(dir, 'tmp', 'proxy')};
+  fastcgi_temp_path ${join(dir, 'tmp', 'fastcgi')};
+  uwsgi_temp_path ${join(dir, 'tmp', 'uwsgi')};
+  scgi_temp_path ${join(dir, 'tmp', 'scgi')};
+  # the API's own limit on a body is 1 MiB for a batch (docs/api.md); a little room for JSON
+  client_max_body_size 2m;
+  upstream mom {
+${upstreams.map((u) => `    server ${u} max_fails=${o.maxFails ?? 1} fail_timeout=2s;`).join('\n')}
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    # a keyed write may be repeated: another node answers it from its idempotency record
+    location @keyed {${proxy}
+      proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+    }
+    location / {
+      error_page 418 = @keyed;
+      if ($http_idempotency_key != "") { return 418; }${proxy}
+      # GETs are repeated; other writes only when they never reached a node
+      proxy_next_upstream error timeout http_502 http_503 http_504;
+    }
+  }
+}
+`;
+}
+
+export class LoadBalancer {
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly url: string,
+    readonly dir: string,
+  ) {}
+
+  /** Starts nginx in front of `upstreams` (host:port), its files in `dir`; resolves once it answers. */
+  static async start(dir: string, upstreams: string[], log: (s: string) => void = () => {}, extra: Pick<NginxOptions, 'maxFails'> = {}): Promise<LoadBalancer> {
+    const bin = ensureNginx(log);
+    for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, 'tmp', d), { recursive: true });
+    const port = await freePort();
+    const conf = join(dir, 'nginx.conf');
+    writeFileSync(conf, nginxConf({ dir, port, upstreams, ...extra }));
+    execFileSync(bin, ['-t', '-q', '-p', dir, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // its own process group: the master and its worker are killed together
+    const proc = spawn(bin, ['-p', dir, '-c', conf], { stdio: 'ignore', detached: true });
+    const lb = new LoadBalancer(proc, `http://127.0.0.1:${port}`, dir);
+    const killGroup = (): void => lb.killNow();
+    process.once('exit', killGroup);
+    proc.once('exit', () => process.removeListener('exit', killGroup));
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      try {
+        const res = await request(`${lb.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        await res.body.dump();
+        return lb;
+      } catch {
+        if (proc.exitCode !== null) break;
+        await sleep(100);
+      }
+    }
+    await lb.close();
+    throw new Error(`nginx did not answer on ${lb.url} within 10 s; see ${join(dir, 'nginx-error.log')}`);
+  }
+
+  /** SIGKILL of nginx's process group (master and worker), synchronously (exit hooks). */
+  killNow(): void {
+    try {
+      if (this.proc.pid !== undefined) process.kill(-this.proc.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    // TERM: fast shutdown; nginx's master ends its worker and exits
+    this.proc.kill('SIGTERM');
+    const quit = await Promise.race([exited.then(() => true), sleep(5_000).then(() => false)]);
+    if (!quit) {
+      this.killNow();
+      await exited;
+    }
+  }
+}
