@@ -5,15 +5,13 @@
 //   round-robin  requests spread over the three nodes: two thirds are forwarded to the leader
 // `clients` loops each keep one request in flight (1 KiB bodies). The load generator shares the
 // machine's two cores with the three nodes. Prints a table; writes bench/results/api.json.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { partitionOf } from '../src/partition/routing.js';
+import { startNodes } from './cluster.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name: string, fallback: number): number => {
@@ -24,16 +22,6 @@ const SECONDS = arg('seconds', 10);
 const CLIENTS = arg('clients', 64);
 const PARTITIONS = 16;
 const BODY = 'x'.repeat(1024);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const dispatcher = new Agent({ connections: CLIENTS, pipelining: 1 });
 
@@ -92,27 +80,12 @@ async function drive(way: string, urls: string[], queue: string, token: string):
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'mom-bench-api-'));
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  const peers = urls.map((u, i) => `n${i + 1}=${u}`).join(',');
-  const env = { ...process.env, MOM_CLUSTER_SECRET: randomBytes(24).toString('base64url'), MOM_JWT_SECRET: randomBytes(48).toString('base64url'), MOM_LOG_LEVEL: 'warn' };
-  const nodes: ChildProcess[] = ports.map((p, i) =>
-    spawn(process.execPath, ['--import', 'tsx', join(root, 'src', 'main.ts'), '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), '--partitions', String(PARTITIONS)], {
-      cwd: root,
-      env,
-      stdio: ['ignore', 'ignore', 'inherit'],
-    }),
-  );
+  const nodes = await startNodes(dir, { partitions: PARTITIONS }, (u) => json('GET', `${u}/readyz`).then((r) => r.status === 200, () => false));
+  const urls = nodes.map((n) => n.url);
   const stop = (): void => {
-    for (const n of nodes) n.kill('SIGKILL');
+    for (const n of nodes) n.proc.kill('SIGKILL');
   };
-  process.on('exit', stop);
   try {
-    for (let i = 0; i < 600; i++) {
-      const ready = await Promise.all(urls.map((u) => json('GET', `${u}/readyz`).then((r) => r.status === 200, () => false)));
-      if (ready.every(Boolean)) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
     await json('POST', `${urls[0]}/v1/auth/register`, { username: 'bench', password: 'bench-password' });
     const login = await json('POST', `${urls[0]}/v1/auth/login`, { username: 'bench', password: 'bench-password' });
     const token = (login.body as { accessToken: string }).accessToken;

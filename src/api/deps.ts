@@ -29,6 +29,8 @@ export interface ClusterView {
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
   /** Messages per partition led here, by state (counters as of the last apply). */
   partitionDepths(): { partition: number; ready: number; leased: number; delayed: number }[];
+  /** Synced transactions of this node's Raft log since it started (one fsync each). */
+  logSyncs(): number;
 }
 
 export interface ApiDeps {

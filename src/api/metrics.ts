@@ -79,6 +79,15 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       },
     });
   }
+  new Counter({
+    name: 'mom_raft_log_syncs_total',
+    help: 'Synced transactions of this node\'s Raft log (one fsync of its write-ahead log each): one per loop turn that persisted anything, for all partitions together, plus compactions.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(deps.cluster.logSyncs());
+    },
+  });
   new Gauge({
     name: 'mom_long_polls_waiting',
     help: 'Receives waiting for messages on this node.',

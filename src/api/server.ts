@@ -53,6 +53,7 @@ export class MomServer {
             nodes: cfg.peers,
             status: () => node.status(),
             leaderless: (graceMs) => node.host.leaderless(graceMs),
+            logSyncs: () => node.host.logStore.syncs,
             partitionDepths: () => node.host.replicas.filter((r) => r.isLeader() && r.state.sqlite.open).map((r) => ({ partition: r.partition, ...r.state.messageTotals() })),
             queueDepths: (limit) =>
               node.host.replicas

@@ -7,6 +7,9 @@
 // runs under the same caller's identity and request id. It follows a changing leader a bounded number
 // of hops, waits a bounded time for an election, and then gives up with a 503.
 //
+// A node that has heard from no peer for two election timeouts (cut off) does not wait: it answers
+// 503 at once, so that a client or load balancer tries another node.
+//
 // Only what the router knows to be unapplied is retried on the caller's behalf: a refusal by a
 // non-leader, an overwritten entry, a peer that could not be connected to. A write whose fate is
 // unknown (a lost answer, leadership lost while waiting) is retried only when it carries an
@@ -237,8 +240,11 @@ export class Router {
           last = answer.detail;
         }
       }
-      if (this.now() >= deadline) {
+      const cutOff = this.host.cutOffFor();
+      if (this.now() >= deadline || cutOff > 0) {
         if (unknown !== null) throw unknownOutcome(what, unknown);
+        // Cut off from every peer: no leader can be reached from here; waiting helps no one.
+        if (cutOff > 0) throw new UnavailableError(`this node has heard from no other node for ${(cutOff / 1000).toFixed(1)} s, so it cannot reach partition ${p}'s leader (${last}); retry on another node`);
         throw new UnavailableError(`partition ${p} has no reachable leader (${last}); retry shortly`);
       }
       await sleep(this.opts.pollMs);

@@ -85,6 +85,8 @@ export class NodeHost {
   private readonly forwarding = new Set<string>();
   /** When each peer was last heard from (any message of any partition). */
   private readonly lastHeard = new Map<NodeId, number>();
+  /** When any peer was last heard from, or the loop started (ms; null before start). */
+  private lastHeardAny: number | null = null;
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leaving = false;
   /** When each partition last had a known leader here (ms), sampled every tick. */
@@ -153,6 +155,7 @@ export class NodeHost {
 
   start(): void {
     if (this.tickTimer !== null) return;
+    this.lastHeardAny = Date.now();
     let ticks = 0;
     this.tickTimer = setInterval(() => {
       const now = Date.now();
@@ -255,6 +258,17 @@ export class NodeHost {
     this.schedule();
   }
 
+  /**
+   * How long this node has heard from no peer at all (ms), once that is longer than two election
+   * timeouts; else 0. A node cut off from every other can lead nothing and reach no leader: its
+   * router answers 503 at once, so that clients try another node instead of waiting.
+   */
+  cutOffFor(): number {
+    if (this.lastHeardAny === null) return 0;
+    const silent = Date.now() - this.lastHeardAny;
+    return silent > 2 * (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10) ? silent : 0;
+  }
+
   /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
   private recentlyHeard(peer: NodeId): boolean {
     const at = this.lastHeard.get(peer);
@@ -294,7 +308,9 @@ export class NodeHost {
   /** Messages from a peer. A snapshot's image is fetched before its message reaches the core. */
   receive(from: NodeId, items: { partition: number; message: Message }[]): void {
     if (this.closed) return;
-    this.lastHeard.set(from, Date.now());
+    const now = Date.now();
+    this.lastHeard.set(from, now);
+    this.lastHeardAny = now;
     for (const { partition, message } of items) {
       const r = this.replicas[partition];
       if (r === undefined) continue;

@@ -347,6 +347,7 @@ interface Site {
 
 export class RaftLogStore {
   private readonly views = new Map<number, PartitionView>();
+  private syncedTransactions = 0;
   private readonly persistTx: (batch: readonly PersistItem[], next: Map<number, LogState>) => void;
   private readonly compactTx: (p: number, s: LogState, index: Index) => LogState;
   private readonly recordSnapshotTx: (p: number, s: LogState, snap: SnapshotRecord, compactTo: Index) => LogState;
@@ -427,7 +428,13 @@ export class RaftLogStore {
     if (batch.every((i) => i.snapshot === null && i.entries.length === 0 && i.hardState === null)) return;
     const next = new Map<number, LogState>();
     guarded(this, null, null, () => this.persistTx(batch, next));
+    this.syncedTransactions++;
     for (const [p, s] of next) this.view(p).state = s;
+  }
+
+  /** Transactions committed (each one fsync of the write-ahead log) since open: persists, compactions, snapshots. */
+  get syncs(): number {
+    return this.syncedTransactions;
   }
 
   /**
@@ -438,6 +445,7 @@ export class RaftLogStore {
   compact(p: number, index: Index): void {
     const view = this.view(p);
     view.state = guarded(this, p, null, () => this.compactTx(p, view.state, index));
+    this.syncedTransactions++;
   }
 
   /**
@@ -448,6 +456,7 @@ export class RaftLogStore {
   recordSnapshot(p: number, meta: SnapshotMeta, ref: string, compactTo: Index = meta.index): void {
     const view = this.view(p);
     view.state = guarded(this, p, null, () => this.recordSnapshotTx(p, view.state, { meta, ref }, compactTo));
+    this.syncedTransactions++;
   }
 
   /** Reads partition p's whole log back, checking every CRC and the cached picture. */

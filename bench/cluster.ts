@@ -1,0 +1,68 @@
+// The benchmarks' cluster: three `src/main.ts` processes on loopback with fresh data folders under
+// `dir`, as `npm start` runs them (secrets generated for the run, passed by environment).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+const root = join(import.meta.dirname, '..');
+
+export interface BenchNode {
+  id: string;
+  url: string;
+  proc: ChildProcess;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the three nodes (extra settings as flags, e.g. { partitions: 16 }; `nodeArgs` for Node
+ * itself, e.g. --cpu-prof) and resolves once `ready(url)` holds for each; they are SIGKILLed when
+ * this process exits.
+ */
+export async function startNodes(dir: string, flags: Record<string, string | number>, ready: (url: string) => Promise<boolean>, nodeArgs: string[] = []): Promise<BenchNode[]> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const peers = urls.map((u, i) => `n${i + 1}=${u}`).join(',');
+  const env = { ...process.env, MOM_CLUSTER_SECRET: randomBytes(24).toString('base64url'), MOM_JWT_SECRET: randomBytes(48).toString('base64url'), MOM_LOG_LEVEL: 'warn' };
+  const extra = Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]);
+  const nodes = ports.map((p, i) => ({
+    id: `n${i + 1}`,
+    url: urls[i]!,
+    proc: spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(root, 'src', 'main.ts'), '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    }),
+  }));
+  process.on('exit', () => nodes.forEach((n) => n.proc.kill('SIGKILL')));
+  for (const n of nodes) n.proc.once('exit', (code, signal) => signal !== 'SIGKILL' && signal !== 'SIGTERM' && code !== 0 && console.error(`node ${n.id} exited (${code ?? signal})`));
+  for (let i = 0; i < 600; i++) {
+    if ((await Promise.all(urls.map(ready))).every(Boolean)) return nodes;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  nodes.forEach((n) => n.proc.kill('SIGKILL'));
+  throw new Error('the cluster was not ready within 120 s');
+}
+
+/** SIGTERM (a clean stop: profiles get written), then SIGKILL after 20 s. */
+export async function stopNodes(nodes: BenchNode[]): Promise<void> {
+  await Promise.all(
+    nodes.map(async (n) => {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) return;
+      const exited = new Promise((r) => n.proc.once('exit', r));
+      n.proc.kill('SIGTERM');
+      const timer = setTimeout(() => n.proc.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
+}
