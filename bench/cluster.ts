@@ -1,11 +1,15 @@
-// The benchmarks' cluster: three `src/main.ts` processes on loopback with fresh data folders under
-// `dir`, as `npm start` runs them (secrets generated for the run, passed by environment).
+// The benchmarks' cluster: three node processes on loopback with fresh data folders under `dir`, as
+// `npm start` runs them: the bundle of src/main.ts (scripts/build.mjs), secrets generated for the run
+// and passed by environment.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+// @ts-expect-error: a plain .mjs script without types
+import { buildMain } from '../scripts/build.mjs';
 
 const root = join(import.meta.dirname, '..');
+const buildMainTyped = buildMain as () => Promise<string>;
 
 export interface BenchNode {
   id: string;
@@ -29,6 +33,7 @@ export async function freePort(): Promise<number> {
  * this process exits.
  */
 export async function startNodes(dir: string, flags: Record<string, string | number>, ready: (url: string) => Promise<boolean>, nodeArgs: string[] = []): Promise<BenchNode[]> {
+  const main = await buildMainTyped();
   const ports = [await freePort(), await freePort(), await freePort()];
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
   const peers = urls.map((u, i) => `n${i + 1}=${u}`).join(',');
@@ -37,7 +42,7 @@ export async function startNodes(dir: string, flags: Record<string, string | num
   const nodes = ports.map((p, i) => ({
     id: `n${i + 1}`,
     url: urls[i]!,
-    proc: spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(root, 'src', 'main.ts'), '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
+    proc: spawn(process.execPath, [...nodeArgs, main, '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
       cwd: root,
       env,
       stdio: ['ignore', 'ignore', 'inherit'],

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fetch } from 'undici';
+import { buildMain } from './build.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dataDir = resolve(process.env.MOM_LOCAL_DATA ?? join(root, 'data'));
@@ -23,10 +24,12 @@ if (!existsSync(secretsFile)) {
 }
 const secrets = JSON.parse(readFileSync(secretsFile, 'utf8'));
 
+// The nodes run the bundle of src/main.ts (scripts/build.mjs), rebuilt on every start (under a second).
+const main = await buildMain();
 const children = ids.map((id, i) => {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(root, 'src', 'main.ts'), '--node-id', id, '--listen', `127.0.0.1:${basePort + i}`, '--peers', ids.map((n, k) => `${n}=${urls[k]}`).join(','), '--data-dir', join(dataDir, id)],
+    ['--enable-source-maps', main, '--node-id', id, '--listen', `127.0.0.1:${basePort + i}`, '--peers', ids.map((n, k) => `${n}=${urls[k]}`).join(','), '--data-dir', join(dataDir, id)],
     {
       cwd: root,
       // Secrets go by environment, not argv: argv is visible to every user in `ps`.
