@@ -23,6 +23,9 @@ export const RAFT_PATH = '/internal/raft';
 export const SNAPSHOT_PATH = '/internal/snapshot';
 export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
+export const COMMANDS_PATH = '/internal/commands';
+/** Commands in one forwarded batch at most. */
+export const MAX_FORWARDED_BATCH = 4096;
 export const QUERY_PATH = '/internal/query';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 
@@ -159,30 +162,59 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     },
   );
 
-  app.post<{ Body: { partition: number; actor: string | null; command: unknown; idempotencyKey?: string } }>(
+  const forwardedCommand = {
+    type: 'object',
+    properties: {
+      partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
+      actor: { type: ['string', 'null'], minLength: 1, maxLength: 64 },
+      idempotencyKey: { type: 'string', minLength: 1, maxLength: 255 },
+      command: { type: 'object' },
+    },
+    required: ['partition', 'actor', 'command'],
+    additionalProperties: false,
+  } as const;
+  type Forwarded = { partition: number; actor: string | null; command: unknown; idempotencyKey?: string };
+
+  app.post<{ Body: Forwarded }>(
     COMMAND_PATH,
+    // A forwarded command carries a whole batch of messages: the public route's limit, and more.
+    { bodyLimit, schema: { hide: true, body: forwardedCommand } },
+    async (request, reply) => {
+      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      const { partition, actor, command, idempotencyKey } = request.body;
+      return opts.onCommand(partition, actor, command, idempotencyKey);
+    },
+  );
+
+  // The commands a node forwarded to this leader in one loop turn, in one request: each is proposed
+  // at once, and the answer (one Answer per command, in order) waits for all of them.
+  app.post<{ Body: { items: Forwarded[] } }>(
+    COMMANDS_PATH,
     {
-      // A forwarded command carries a whole batch of messages: the public route's limit, and more.
       bodyLimit,
       schema: {
         hide: true,
         body: {
           type: 'object',
-          properties: {
-            partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
-            actor: { type: ['string', 'null'], minLength: 1, maxLength: 64 },
-            idempotencyKey: { type: 'string', minLength: 1, maxLength: 255 },
-            command: { type: 'object' },
-          },
-          required: ['partition', 'actor', 'command'],
+          properties: { items: { type: 'array', minItems: 1, maxItems: MAX_FORWARDED_BATCH, items: forwardedCommand } },
+          required: ['items'],
           additionalProperties: false,
         },
       },
     },
     async (request, reply) => {
-      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
-      const { partition, actor, command, idempotencyKey } = request.body;
-      return opts.onCommand(partition, actor, command, idempotencyKey);
+      const onCommand = opts.onCommand;
+      if (onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      const answers = await Promise.all(
+        request.body.items.map(({ partition, actor, command, idempotencyKey }) =>
+          // one command's failure is that command's unknown outcome, as a 500 is for a single one
+          onCommand(partition, actor, command, idempotencyKey).catch((err: unknown) => {
+            request.log.error({ err }, 'forwarded command failed');
+            return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
+          }),
+        ),
+      );
+      return { answers };
     },
   );
 

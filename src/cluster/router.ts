@@ -19,28 +19,17 @@ import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError
 import type { NodeHost } from '../partition/host.js';
 import { runQuery, type ChannelRef, type Command, type Query, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
-import { COMMAND_PATH, QUERY_PATH } from './internal-routes.js';
+import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
+import { ForwardBatcher } from './forward-batch.js';
+import { QUERY_PATH } from './internal-routes.js';
 
+
+export type { Answer, PeerCaller } from './answer.js';
 
 /** A waiting long poll: woken to receive again, or told that a lease or delay changed the next time. */
 interface Watcher {
   wake(): void;
   retime(): void;
-}
-
-/** What a leader answers a forwarded command or query; the router's own calls answer the same. */
-export type Answer =
-  | { readonly kind: 'ok'; readonly result: Result }
-  /** Nothing was done here: this node does not lead; `leader` is its hint. */
-  | { readonly kind: 'not_leader'; readonly leader: NodeId | null }
-  /** Nothing was applied and nothing will be: safe to retry anywhere. */
-  | { readonly kind: 'retry'; readonly detail: string }
-  /** The write may or may not apply (timedOut: the wait for it ran out). */
-  | { readonly kind: 'unknown'; readonly detail: string; readonly timedOut: boolean };
-
-/** The inter-node call the router needs (HttpTransport.call). */
-export interface PeerCaller {
-  call(peer: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }>;
 }
 
 export interface RouterOptions {
@@ -75,12 +64,15 @@ export class Router {
   /** Every watch not yet finished, so that a shutdown can end them. */
   private readonly open = new Set<(expired: boolean) => void>();
   private stopped = false;
+  /** Forwarded commands leave in one request per leader and loop turn. */
+  private readonly batcher: ForwardBatcher;
 
   constructor(
     private readonly host: NodeHost,
     private readonly peers: PeerCaller,
     private readonly opts: RouterOptions,
   ) {
+    this.batcher = new ForwardBatcher(peers, COMMAND_TIMEOUT_MS);
     this.leaderWaitMs = opts.leaderWaitMs ?? 5_000;
     this.maxHops = opts.maxHops ?? 3;
     this.now = opts.now ?? Date.now;
@@ -99,18 +91,14 @@ export class Router {
   }
 
   /** Proposes `command` as `actor` on partition `p`, wherever its leader is; resolves once applied. */
-  async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
+  async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, _ctx: RequestContext = {}): Promise<Result> {
     const body = idempotencyKey === undefined ? { partition: p, actor, command } : { partition: p, actor, command, idempotencyKey };
-    return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) =>
-      this.remote(leader, COMMAND_PATH, body, COMMAND_TIMEOUT_MS, true, ctx),
-    );
+    return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) => this.batcher.forward(leader, body));
   }
 
   /** A linearizable read of partition `p` (ReadIndex on its leader). */
   async query(p: number, query: Query, ctx: RequestContext = {}): Promise<Result> {
-    return this.route(p, 'read', true, () => this.queryHere(p, query), (leader) =>
-      this.remote(leader, QUERY_PATH, { partition: p, query }, QUERY_TIMEOUT_MS, false, ctx),
-    );
+    return this.route(p, 'read', true, () => this.queryHere(p, query), (leader) => this.remoteQuery(leader, { partition: p, query }, ctx));
   }
 
   /** A read of the local replica as it is, leader or not: may miss the latest writes. */
@@ -251,18 +239,15 @@ export class Router {
     }
   }
 
-  private async remote(leader: NodeId, path: string, body: unknown, timeoutMs: number, isWrite: boolean, ctx: RequestContext): Promise<Answer> {
-    let res;
+  /** A read on the leader; any failure is a reason to try again (a read changes nothing). */
+  private async remoteQuery(leader: NodeId, body: unknown, ctx: RequestContext): Promise<Answer> {
     try {
-      res = await this.peers.call(leader, path, body, { timeoutMs, ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }) });
+      const res = await this.peers.call(leader, QUERY_PATH, body, { timeoutMs: QUERY_TIMEOUT_MS, ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }) });
+      return decodeAnswer(res.status, res.body);
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
-      const detail = `${leader} could not be reached (${code || (err as Error).name})`;
-      // Not connected: nothing was sent. Anything later: the peer may have acted on the write.
-      if (!isWrite || NOT_SENT.has(code)) return { kind: 'retry', detail };
-      return { kind: 'unknown', detail, timedOut: (err as Error).name === 'TimeoutError' };
+      return { kind: 'retry', detail: `${leader} could not be reached (${code || (err as Error).name})` };
     }
-    return decodeAnswer(res.status, res.body);
   }
 }
 
@@ -272,9 +257,6 @@ function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' 
 
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */
 const DEFAULT_MAX_IDLE_MS = 5_000;
-
-/** undici's codes for a connection that never opened: the request was certainly not sent. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -290,14 +272,4 @@ async function settle(run: Promise<Result>): Promise<Answer> {
     if (name === 'ReplicaClosedError') return { kind: 'retry', detail: 'the replica is closing' };
     throw err;
   }
-}
-
-/** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */
-export function decodeAnswer(status: number, body: unknown): Answer {
-  const b = (body ?? {}) as { kind?: unknown; result?: unknown; leader?: unknown; detail?: unknown; timedOut?: unknown };
-  if (status === 200 && b.kind === 'ok' && typeof b.result === 'object' && b.result !== null) return { kind: 'ok', result: b.result as Result };
-  if (status === 200 && b.kind === 'not_leader') return { kind: 'not_leader', leader: typeof b.leader === 'string' ? (b.leader as NodeId) : null };
-  if (status === 200 && b.kind === 'unknown') return { kind: 'unknown', detail: String(b.detail), timedOut: b.timedOut === true };
-  if (status === 200 && b.kind === 'retry') return { kind: 'retry', detail: String(b.detail) };
-  return { kind: 'unknown', detail: `the peer answered ${status}`, timedOut: false };
 }

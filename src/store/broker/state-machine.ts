@@ -33,6 +33,8 @@ import { openSqlite, type Sqlite } from './sqlite.js';
 
 export const DEDUP_WINDOW_MS = 5 * 60 * 1000;
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+/** Expired idempotency records and deduplication ids are deleted at every entry index divisible by this. */
+export const HOUSEKEEPING_EVERY = 64;
 /** Dead-letter deliveries are deduplicated by the original message id for a day: forwarder retries. */
 const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
 
@@ -200,11 +202,19 @@ export class BrokerStateMachine {
     const run = this.sqlite.transaction(() => {
       let applied = this.meta('applied_index');
       let clock = this.meta('clock');
+      let term: number | null = null;
       for (const e of entries) {
         if (e.index <= applied) continue;
         if (e.index !== applied + 1) throw new Error(`apply of ${e.index} after ${applied}: a gap in the log`);
         applied = e.index;
-        this.st.setMeta.run(e.term, 'applied_term');
+        term = e.term;
+        // Housekeeping at fixed log positions (not per apply call, whose batches differ between
+        // replicas), so that every replica holds the same rows at the same index. Lookups check
+        // expiry themselves: pruning only frees space.
+        if (e.index % HOUSEKEEPING_EVERY === 0) {
+          this.st.pruneIdempotency.run(clock);
+          this.st.pruneAllDedup.run(clock);
+        }
         if (e.kind !== 0) {
           out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
           continue;
@@ -219,6 +229,7 @@ export class BrokerStateMachine {
         out.push({ index: e.index, result: this.applyGuarded(env, ctx), woke: [...ctx.woke], retimed: [...ctx.retimed] });
       }
       this.st.setMeta.run(applied, 'applied_index');
+      if (term !== null) this.st.setMeta.run(term, 'applied_term');
       this.st.setMeta.run(clock, 'clock');
     });
     run();
@@ -243,13 +254,12 @@ export class BrokerStateMachine {
   }
 
   private applyEnvelope(env: Envelope, ctx: Ctx): Result {
-    this.st.pruneIdempotency.run(ctx.now);
     // Keys are scoped per user and resource: the same key on another queue or topic is another
     // request, wherever its partition is (a partition cannot see the keys of the others).
     const key = env.idempotencyKey === undefined ? undefined : `${resourceOf(env.command)}\u0000${env.idempotencyKey}`;
     const fingerprint = key === undefined ? '' : createHash('sha256').update(JSON.stringify(env.command)).digest('hex');
     if (key !== undefined && env.actor !== null) {
-      const prior = this.st.getIdempotency.get(env.actor, key) as { fingerprint: string; result: string } | undefined;
+      const prior = this.st.getIdempotency.get(env.actor, key, ctx.now) as { fingerprint: string; result: string } | undefined;
       if (prior !== undefined) {
         if (prior.fingerprint !== fingerprint) return fail(ErrorCode.Conflict, 'this Idempotency-Key was used for a different request');
         return JSON.parse(prior.result) as Result;
@@ -478,7 +488,6 @@ export class BrokerStateMachine {
     const q = this.visibleQueue(name, user);
     this.requireQueueRight(q, user, 'send');
     if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
-    this.st.pruneDedup.run(q.id, ctx.now);
     const items = messages.map((m, i) => this.enqueue(q, m, `${this.partition}-${ctx.index}-${i}`, ctx, DEDUP_WINDOW_MS));
     return ok({ items });
   }
@@ -692,7 +701,6 @@ export class BrokerStateMachine {
       return fail(ErrorCode.Forbidden, `no 'publish' right on topic '${name}'`);
     }
     if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
-    this.st.pruneDedup.run(-t.id, ctx.now);
     const subs = this.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[];
     const items = messages.map((m, i) => {
       if (m.deduplicationId !== undefined) {
@@ -1083,10 +1091,13 @@ function prepare(db: Sqlite) {
     putDedup: s(
       'insert into dedup (channel_id, dedup_id, message_id, seq, expires_at) values (?, ?, ?, ?, ?) on conflict (channel_id, dedup_id) do update set message_id = excluded.message_id, seq = excluded.seq, expires_at = excluded.expires_at',
     ),
-    pruneDedup: s('delete from dedup where channel_id = ? and expires_at <= ?'),
+    pruneAllDedup: s('delete from dedup where expires_at <= ?'),
     deleteDedup: s('delete from dedup where channel_id = ?'),
-    getIdempotency: s('select fingerprint, result from idempotency where username = ? and key = ?'),
-    putIdempotency: s('insert into idempotency (username, key, fingerprint, result, expires_at) values (?, ?, ?, ?, ?)'),
+    getIdempotency: s('select fingerprint, result from idempotency where username = ? and key = ? and expires_at > ?'),
+    // An expired record not yet pruned is replaced.
+    putIdempotency: s(
+      'insert into idempotency (username, key, fingerprint, result, expires_at) values (?, ?, ?, ?, ?) on conflict (username, key) do update set fingerprint = excluded.fingerprint, result = excluded.result, expires_at = excluded.expires_at',
+    ),
     pruneIdempotency: s('delete from idempotency where expires_at <= ?'),
     getTopic: s('select * from topics where name = ?'),
     insertTopic: s('insert into topics (name, id, owner, subscribe_policy, next_seq, published, created_at) values (?, ?, ?, ?, 1, 0, ?)'),

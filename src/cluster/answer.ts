@@ -1,0 +1,29 @@
+// What a leader answers a command or query forwarded to it, and how the router reads the answer of a
+// peer (router.ts, forward-batch.ts).
+import type { NodeId } from '../raft/index.js';
+import type { Result } from '../store/broker/index.js';
+
+/** What a leader answers a forwarded command or query; the router's own calls answer the same. */
+export type Answer =
+  | { readonly kind: 'ok'; readonly result: Result }
+  /** Nothing was done here: this node does not lead; `leader` is its hint. */
+  | { readonly kind: 'not_leader'; readonly leader: NodeId | null }
+  /** Nothing was applied and nothing will be: safe to retry anywhere. */
+  | { readonly kind: 'retry'; readonly detail: string }
+  /** The write may or may not apply (timedOut: the wait for it ran out). */
+  | { readonly kind: 'unknown'; readonly detail: string; readonly timedOut: boolean };
+
+/** The inter-node call the router needs (HttpTransport.call). */
+export interface PeerCaller {
+  call(peer: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }>;
+}
+
+/** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */
+export function decodeAnswer(status: number, body: unknown): Answer {
+  const b = (body ?? {}) as { kind?: unknown; result?: unknown; leader?: unknown; detail?: unknown; timedOut?: unknown };
+  if (status === 200 && b.kind === 'ok' && typeof b.result === 'object' && b.result !== null) return { kind: 'ok', result: b.result as Result };
+  if (status === 200 && b.kind === 'not_leader') return { kind: 'not_leader', leader: typeof b.leader === 'string' ? (b.leader as NodeId) : null };
+  if (status === 200 && b.kind === 'unknown') return { kind: 'unknown', detail: String(b.detail), timedOut: b.timedOut === true };
+  if (status === 200 && b.kind === 'retry') return { kind: 'retry', detail: String(b.detail) };
+  return { kind: 'unknown', detail: `the peer answered ${status}`, timedOut: false };
+}

@@ -1,0 +1,125 @@
+// Forwarded commands travel in batches: what a node forwards to one leader within one turn of its
+// event loop (the requests that arrived together) goes in one POST to /internal/commands, instead of
+// one request per command. The leader proposes them all at once and answers one Answer per command,
+// in order. A leader that does not know the batch route (an older version during a rolling upgrade)
+// answers 404, and the batch is sent again one command per request.
+import type { NodeId } from '../raft/index.js';
+import { COMMAND_PATH, COMMANDS_PATH, MAX_FORWARDED_BATCH } from './internal-routes.js';
+import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
+
+/** A forwarded command, as /internal/command and /internal/commands take it. */
+export interface ForwardedCommand {
+  readonly partition: number;
+  readonly actor: string | null;
+  readonly command: unknown;
+  readonly idempotencyKey?: string;
+}
+
+interface Pending {
+  readonly body: ForwardedCommand;
+  readonly bytes: number;
+  readonly resolve: (a: Answer) => void;
+}
+
+/** Serialized bytes of a batch at most (the leader's limit is 64 MiB); a batch that would pass it leaves at once. */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+
+/** undici's codes for a connection that never opened: the request was certainly not sent. */
+export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+export class ForwardBatcher {
+  private readonly open = new Map<NodeId, { items: Pending[]; bytes: number }>();
+  /** Leaders that answered 404 to the batch route: commands go to them one by one. */
+  private readonly single = new Set<NodeId>();
+
+  constructor(
+    private readonly peers: PeerCaller,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Sends `body` to `leader` with the others of this turn; resolves with its Answer. */
+  forward(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
+    if (this.single.has(leader)) return this.one(leader, body);
+    // The size decides when a batch is full; JSON.stringify of the command is done once more by the
+    // transport, which costs less than a request per command.
+    const bytes = approximateBytes(body);
+    return new Promise<Answer>((resolve) => {
+      let batch = this.open.get(leader);
+      if (batch !== undefined && (batch.bytes + bytes > MAX_BATCH_BYTES || batch.items.length >= MAX_FORWARDED_BATCH)) {
+        this.open.delete(leader);
+        void this.send(leader, batch.items);
+        batch = undefined;
+      }
+      if (batch === undefined) {
+        const fresh = { items: [] as Pending[], bytes: 0 };
+        batch = fresh;
+        this.open.set(leader, fresh);
+        // After the current I/O callbacks: every request that arrived with this one joins it.
+        setImmediate(() => {
+          if (this.open.get(leader) !== fresh) return;
+          this.open.delete(leader);
+          void this.send(leader, fresh.items);
+        });
+      }
+      batch.items.push({ body, bytes, resolve });
+      batch.bytes += bytes;
+    });
+  }
+
+  private async send(leader: NodeId, items: Pending[]): Promise<void> {
+    if (items.length === 1) {
+      items[0]!.resolve(await this.one(leader, items[0]!.body));
+      return;
+    }
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.peers.call(leader, COMMANDS_PATH, { items: items.map((i) => i.body) }, { timeoutMs: this.timeoutMs });
+    } catch (err) {
+      const answer = failed(leader, err);
+      for (const i of items) i.resolve(answer);
+      return;
+    }
+    if (res.status === 404) {
+      // An older leader: one request per command from now on.
+      this.single.add(leader);
+      await Promise.all(items.map(async (i) => i.resolve(await this.one(leader, i.body))));
+      return;
+    }
+    const answers = (res.body as { answers?: unknown } | null)?.answers;
+    if (res.status !== 200 || !Array.isArray(answers) || answers.length !== items.length) {
+      const answer = decodeAnswer(res.status === 200 ? 500 : res.status, res.body);
+      for (const i of items) i.resolve(answer);
+      return;
+    }
+    items.forEach((i, k) => i.resolve(decodeAnswer(200, answers[k])));
+  }
+
+  private async one(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
+    try {
+      const res = await this.peers.call(leader, COMMAND_PATH, body, { timeoutMs: this.timeoutMs });
+      return decodeAnswer(res.status, res.body);
+    } catch (err) {
+      return failed(leader, err);
+    }
+  }
+}
+
+/** A forward that failed in the transport: certainly not sent (retry), or perhaps applied (unknown). */
+export function failed(leader: NodeId, err: unknown): Answer {
+  const code = (err as { code?: string }).code ?? '';
+  const detail = `${leader} could not be reached (${code || (err as Error).name})`;
+  if (NOT_SENT.has(code)) return { kind: 'retry', detail };
+  return { kind: 'unknown', detail, timedOut: (err as Error).name === 'TimeoutError' };
+}
+
+/** The serialized size of a command, closely enough to bound a batch: bodies dominate. */
+function approximateBytes(body: ForwardedCommand): number {
+  const c = body.command as { messages?: { body?: unknown; attributes?: Record<string, unknown> }[] };
+  let n = 256;
+  if (!Array.isArray(c.messages)) return n;
+  for (const m of c.messages) {
+    n += 128 + (typeof m.body === 'string' ? m.body.length * 2 : 0);
+    for (const [k, v] of Object.entries(m.attributes ?? {})) n += 2 * (k.length + (typeof v === 'string' ? v.length : 0)) + 8;
+  }
+  return n;
+}

@@ -1,0 +1,69 @@
+// Forwarded commands of one loop turn travel in one request per leader, and each caller gets its own
+// command's answer; a transport failure answers every command of the batch the same way; a leader
+// without the batch route (404) gets the commands one by one from then on.
+import t from 'tap';
+import type { PeerCaller } from '../../src/cluster/answer.js';
+import { ForwardBatcher, type ForwardedCommand } from '../../src/cluster/forward-batch.js';
+import { COMMAND_PATH, COMMANDS_PATH } from '../../src/cluster/internal-routes.js';
+import type { NodeId } from '../../src/raft/index.js';
+
+const n2 = 'n2' as NodeId;
+const n3 = 'n3' as NodeId;
+const cmd = (k: number): ForwardedCommand => ({ partition: k % 4, actor: 'alice', command: { type: 'queue.send', name: `q${k}`, messages: [{ body: `m${k}`, attributes: {} }] } });
+const ok = (k: unknown) => ({ kind: 'ok', result: { ok: true, value: k } });
+
+class FakePeers implements PeerCaller {
+  calls: { peer: NodeId; path: string; body: unknown }[] = [];
+  constructor(private readonly answer: (peer: NodeId, path: string, body: unknown) => Promise<{ status: number; body: unknown }>) {}
+  call(peer: NodeId, path: string, body: unknown): Promise<{ status: number; body: unknown }> {
+    this.calls.push({ peer, path, body });
+    return this.answer(peer, path, body);
+  }
+}
+
+const echo = async (_peer: NodeId, path: string, body: unknown): Promise<{ status: number; body: unknown }> => {
+  if (path === COMMANDS_PATH) return { status: 200, body: { answers: (body as { items: ForwardedCommand[] }).items.map((i) => ok((i.command as { name: string }).name)) } };
+  return { status: 200, body: ok((body as ForwardedCommand & { command: { name: string } }).command.name) };
+};
+
+t.test('commands forwarded in one turn leave in one request per leader; each caller gets its own answer', async (t) => {
+  const peers = new FakePeers(echo);
+  const b = new ForwardBatcher(peers, 1000);
+  const answers = await Promise.all([b.forward(n2, cmd(1)), b.forward(n3, cmd(2)), b.forward(n2, cmd(3)), b.forward(n2, cmd(4))]);
+  t.same(answers, [ok('q1'), ok('q2'), ok('q3'), ok('q4')]);
+  t.same(
+    peers.calls.map((c) => [c.peer, c.path]),
+    [
+      [n2, COMMANDS_PATH],
+      [n3, COMMAND_PATH],
+    ],
+    'one batch for n2 (three commands), a lone command to n3 goes on the single route',
+  );
+  t.equal((peers.calls[0]!.body as { items: unknown[] }).items.length, 3);
+  // the next turn is a new batch
+  await Promise.all([b.forward(n2, cmd(5)), b.forward(n2, cmd(6))]);
+  t.equal(peers.calls.length, 3);
+});
+
+t.test('a refused connection means not sent (retry); any other failure means unknown, for every command of the batch', async (t) => {
+  const refused = new ForwardBatcher(new FakePeers(() => Promise.reject(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))), 1000);
+  const r = await Promise.all([refused.forward(n2, cmd(1)), refused.forward(n2, cmd(2))]);
+  t.match(r, [{ kind: 'retry' }, { kind: 'retry' }]);
+  const reset = new ForwardBatcher(new FakePeers(() => Promise.reject(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))), 1000);
+  const u = await Promise.all([reset.forward(n2, cmd(1)), reset.forward(n2, cmd(2))]);
+  t.match(u, [{ kind: 'unknown' }, { kind: 'unknown' }]);
+  const short = new ForwardBatcher(new FakePeers(async () => ({ status: 200, body: { answers: [ok(1)] } })), 1000);
+  const s = await Promise.all([short.forward(n2, cmd(1)), short.forward(n2, cmd(2))]);
+  t.match(s, [{ kind: 'unknown' }, { kind: 'unknown' }], 'an answer list of the wrong length decides nothing');
+});
+
+t.test('a leader without the batch route (404) gets the batch again one by one, and single requests from then on', async (t) => {
+  const peers = new FakePeers(async (peer, path, body) => (path === COMMANDS_PATH ? { status: 404, body: { code: 'not_found' } } : echo(peer, path, body)));
+  const b = new ForwardBatcher(peers, 1000);
+  t.same(await Promise.all([b.forward(n2, cmd(1)), b.forward(n2, cmd(2))]), [ok('q1'), ok('q2')]);
+  t.same(await Promise.all([b.forward(n2, cmd(3)), b.forward(n2, cmd(4))]), [ok('q3'), ok('q4')]);
+  t.same(
+    peers.calls.map((c) => c.path),
+    [COMMANDS_PATH, COMMAND_PATH, COMMAND_PATH, COMMAND_PATH, COMMAND_PATH],
+  );
+});
