@@ -406,8 +406,8 @@ async function main(): Promise<void> {
       await stopNodes(nodes);
       for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
         const a = analyze(JSON.parse(readFileSync(join(profDir, f), 'utf8')));
-        console.log(`\n== ${join(profDir, f)}: ${(a.totalMs / 1000).toFixed(1)} s sampled; self time by area:`);
-        for (const [k, ms] of a.byArea.slice(0, 20)) console.log(`${((ms / a.totalMs) * 100).toFixed(1).padStart(5)}%  ${k}`);
+        console.log(`\n== ${join(profDir, f)}: ${(a.totalMs / 1000).toFixed(1)} s sampled, ${(a.busyMs / 1000).toFixed(1)} s busy; self time by area, shares of the busy time:`);
+        for (const [k, ms] of a.byArea.slice(0, 20)) console.log(`${((ms / a.busyMs) * 100).toFixed(1).padStart(5)}%  ${k}`);
       }
       console.log('(details: npx tsx bench/profile.ts <file>)');
     }

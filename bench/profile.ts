@@ -1,4 +1,4 @@
-// `npx tsx bench/profile.ts <file.cpuprofile>...`: where a node's CPU time went, from V8 profiles
+// `npx tsx bench/profile.ts [--from S] <file.cpuprofile>...`: where a node's CPU time went, from V8 profiles
 // (`node --cpu-prof`; `npm run bench -- --profile` writes one per node). Prints self time by area
 // (our layers, each dependency, Node internals, garbage collection, idle), then the top functions by
 // self time and by inclusive time, and writes <file>.folded (folded stacks, for flame graph tools).
@@ -25,6 +25,7 @@ interface Profile {
 /** The area a frame belongs to: a folder of src/, a dependency, Node itself, or V8's own entries. */
 export function area(f: CallFrame): string {
   const name = f.functionName;
+  if (f.url.endsWith('/dist/main.js')) return 'dist/main.js (our code, bundled)';
   if (f.url === '') {
     if (name === '(idle)' || name === '(program)' || name === '(garbage collector)' || name === '(root)') return name;
     return '(native)';
@@ -41,13 +42,20 @@ export function area(f: CallFrame): string {
 
 const label = (f: CallFrame): string => `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(src|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
 
-export function analyze(p: Profile): { totalMs: number; byArea: [string, number][]; selfTop: [string, number][]; inclusiveTop: [string, number][]; folded: string } {
+export function analyze(p: Profile, fromMs = 0): { totalMs: number; busyMs: number; byArea: [string, number][]; selfTop: [string, number][]; inclusiveTop: [string, number][]; folded: string } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const selfUs = new Map<number, number>();
-  p.samples.forEach((id, k) => selfUs.set(id, (selfUs.get(id) ?? 0) + (p.timeDeltas[k] ?? 0)));
+  // samples after `fromMs` into the profile only (skip start-up)
+  let at = 0;
+  p.samples.forEach((id, k) => {
+    at += p.timeDeltas[k] ?? 0;
+    if (at >= fromMs * 1000) selfUs.set(id, (selfUs.get(id) ?? 0) + (p.timeDeltas[k] ?? 0));
+  });
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+  const idleIds = p.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id);
+  const busy = total - idleIds.reduce((a, id) => a + (selfUs.get(id) ?? 0), 0);
   const areas = new Map<string, number>();
   const selfBy = new Map<string, number>();
   const inclBy = new Map<string, number>();
@@ -70,6 +78,7 @@ export function analyze(p: Profile): { totalMs: number; byArea: [string, number]
   const top = (m: Map<string, number>, n: number): [string, number][] => [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, v / 1000]);
   return {
     totalMs: total / 1000,
+    busyMs: busy / 1000,
     byArea: top(areas, 40),
     selfTop: top(selfBy, 40),
     inclusiveTop: top(inclBy, 60),
@@ -78,10 +87,13 @@ export function analyze(p: Profile): { totalMs: number; byArea: [string, number]
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const file of process.argv.slice(2)) {
-    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile);
-    const pct = (ms: number): string => `${((ms / a.totalMs) * 100).toFixed(1).padStart(5)}%`;
-    console.log(`\n== ${file}: ${(a.totalMs / 1000).toFixed(1)} s sampled`);
+  const fromAt = process.argv.indexOf('--from');
+  const fromMs = fromAt < 0 ? 0 : Number(process.argv[fromAt + 1]) * 1000;
+  for (const file of process.argv.slice(2).filter((a, k, all) => a !== '--from' && all[k - 1] !== '--from')) {
+    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile, fromMs);
+    // shares of the busy time (everything but idle)
+    const pct = (ms: number): string => `${((ms / a.busyMs) * 100).toFixed(1).padStart(5)}%`;
+    console.log(`\n== ${file}: ${(a.totalMs / 1000).toFixed(1)} s sampled${fromMs > 0 ? ` after the first ${fromMs / 1000} s` : ''}, ${(a.busyMs / 1000).toFixed(1)} s busy; shares of the busy time`);
     console.log('\n-- self time by area');
     for (const [k, ms] of a.byArea) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- top functions, self time');

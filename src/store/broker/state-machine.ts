@@ -499,18 +499,20 @@ export class BrokerStateMachine {
       if (d !== undefined) return { messageId: d.message_id, sequence: d.seq };
     }
     // A subscription's copy keeps the topic's sequence: subscribers see what publish answered.
-    const seq = topicSeq ?? this.nextSeq(ch.id);
     const delay = m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms;
     const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
+    // One update of the channel row takes the next sequence number and counts the message.
+    let seq: number;
+    if (topicSeq === undefined) {
+      seq = (this.st.nextSeqCounting[state === MessageState.Ready ? 'ready' : 'delayed'].get(ch.id) as { seq: number }).seq;
+    } else {
+      seq = topicSeq;
+      this.st.bumpCount[state].run(1, ch.id);
+    }
     this.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
-    this.st.bumpCount[state].run(1, ch.id);
     (state === MessageState.Ready ? ctx.woke : ctx.retimed).add(ch.id);
     if (m.deduplicationId !== undefined) this.st.putDedup.run(ch.id, m.deduplicationId, messageId, seq, ctx.now + dedupWindow);
     return { messageId, sequence: seq };
-  }
-
-  private nextSeq(channelId: number): number {
-    return (this.st.nextSeq.get(channelId) as { seq: number }).seq;
   }
 
   /** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
@@ -1034,7 +1036,10 @@ function prepare(db: Sqlite) {
        values (?, ?, ?, ?, ?, ?, ?, ?, 1, 0, 0, 0, 0, ?)`,
     ),
     deleteChannel: s('delete from channels where id = ?'),
-    nextSeq: s('update channels set next_seq = next_seq + 1 where id = ? returning next_seq - 1 as seq'),
+    nextSeqCounting: {
+      ready: s('update channels set next_seq = next_seq + 1, n_ready = n_ready + 1 where id = ? returning next_seq - 1 as seq'),
+      delayed: s('update channels set next_seq = next_seq + 1, n_delayed = n_delayed + 1 where id = ? returning next_seq - 1 as seq'),
+    },
     setCounts: s('update channels set n_ready = ?, n_leased = ?, n_delayed = ? where id = ?'),
     bumpCount: { [MessageState.Ready]: bump('n_ready'), [MessageState.Leased]: bump('n_leased'), [MessageState.Delayed]: bump('n_delayed') } as Record<
       MessageState,
