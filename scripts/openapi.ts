@@ -13,7 +13,7 @@ const unused = (): never => {
 export async function openapiDocument(): Promise<string> {
   const deps: ApiDeps = {
     broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, waiting: () => 0 },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0 },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
   };
   const app = await buildApp(deps);

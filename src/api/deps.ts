@@ -31,6 +31,8 @@ export interface ClusterView {
   partitionDepths(): { partition: number; ready: number; leased: number; delayed: number }[];
   /** Synced transactions of this node's Raft log since it started (one fsync each). */
   logSyncs(): number;
+  /** How long this node has heard from no peer, once past two election timeouts (ms); else 0. */
+  cutOffFor(): number;
 }
 
 export interface ApiDeps {

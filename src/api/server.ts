@@ -54,6 +54,7 @@ export class MomServer {
             status: () => node.status(),
             leaderless: (graceMs) => node.host.leaderless(graceMs),
             logSyncs: () => node.host.logStore.syncs,
+            cutOffFor: () => node.host.cutOffFor(),
             partitionDepths: () => node.host.replicas.filter((r) => r.isLeader() && r.state.sqlite.open).map((r) => ({ partition: r.partition, ...r.state.messageTotals() })),
             queueDepths: (limit) =>
               node.host.replicas

@@ -1,4 +1,4 @@
-// A node cut off from every other node answers 503 at once instead of holding requests for the
+// A node cut off from every other node is not ready (/readyz) and answers 503 at once instead of holding requests for the
 // leader wait (here 10 minutes, so only the cut-off rule can answer within the test), so that a
 // client or a load balancer moves on to another node. Found by the chaos runs: round-robin clients
 // stalled for 5 s on every request that reached an isolated node.
@@ -24,4 +24,7 @@ t.test('a node that hears from no other node answers 503 at once, saying so', as
   const read = await call(cluster.urls[keep]!, 'GET', `/v1/queues/${name}`, { token });
   t.equal(read.status, 503);
   t.match(read.body, { detail: /heard from no other node/ });
+  const ready = await call(cluster.urls[keep]!, 'GET', '/readyz');
+  t.equal(ready.status, 503, 'and it is not ready, so a balancer sends nothing its way');
+  t.match(ready.body, { status: 'not ready', cutOff: true });
 });

@@ -45,7 +45,7 @@ async function app(trustProxy?: string[]) {
       watch: never,
       waiting: () => 0,
     },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0 },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
     ...(trustProxy === undefined ? {} : { trustProxy }),
   };

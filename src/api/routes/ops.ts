@@ -39,16 +39,26 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
       logLevel: 'warn',
       schema: {
         tags,
-        summary: 'Readiness: 200 when every partition has a known leader',
-        description: 'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced.',
+        summary: 'Readiness: 200 when every partition has a known leader and this node hears its peers',
+        description:
+          'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.',
         response: {
           200: Type.Object({ status: Type.Literal('ready') }),
-          503: Type.Object({ status: Type.Literal('not ready'), partitionsWithoutLeader: Type.Array(Type.Integer()) }, { description: 'Some partition has no known leader; Retry-After says when to look again.' }),
+          503: Type.Object(
+            {
+              status: Type.Literal('not ready'),
+              partitionsWithoutLeader: Type.Array(Type.Integer()),
+              cutOff: Type.Optional(Type.Boolean({ description: 'True when this node has heard from no other node for two election timeouts.' })),
+            },
+            { description: 'Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again.' },
+          ),
         },
       },
     },
     async (_request, reply) => {
-      const missing = deps.cluster.leaderless(READY_GRACE_MS);
+      const cutOff = deps.cluster.cutOffFor() > 0;
+      const missing = deps.cluster.leaderless(cutOff ? 0 : READY_GRACE_MS);
+      if (cutOff) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing, cutOff: true });
       if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing });
       return { status: 'ready' as const };
     },

@@ -89,8 +89,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: 200 when every partition has a known leader
-         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced.
+         * Readiness: 200 when every partition has a known leader and this node hears its peers
+         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.
          */
         get: {
             parameters: {
@@ -113,7 +113,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description Some partition has no known leader; Retry-After says when to look again. */
+                /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -123,6 +123,8 @@ export interface paths {
                             /** @enum {string} */
                             status: "not ready";
                             partitionsWithoutLeader: number[];
+                            /** @description True when this node has heard from no other node for two election timeouts. */
+                            cutOff?: boolean;
                         };
                     };
                 };
