@@ -1,6 +1,8 @@
-// Forwarded commands travel in batches: what a node forwards to one leader within one turn of its
-// event loop (the requests that arrived together) goes in one POST to /internal/commands, instead of
-// one request per command. The leader proposes them all at once and answers one Answer per command,
+// Forwarded commands travel in batches: what a node forwards to one leader for one partition within
+// one turn of its event loop (the requests that arrived together) goes in one POST to
+// /internal/commands, instead of one request per command. Batches are per partition because the
+// leader answers a batch when all of its commands are settled: commands of one partition share one
+// commit pipeline anyway, while a slow partition must not hold up the others. The leader proposes them all at once and answers one Answer per command,
 // in order. A leader that does not know the batch route (an older version during a rolling upgrade)
 // answers 404, and the batch is sent again one command per request.
 import type { NodeId } from '../raft/index.js';
@@ -28,7 +30,8 @@ const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 export class ForwardBatcher {
-  private readonly open = new Map<NodeId, { items: Pending[]; bytes: number }>();
+  /** Batches being filled, by leader and partition. */
+  private readonly open = new Map<string, { items: Pending[]; bytes: number }>();
   /** Leaders that answered 404 to the batch route: commands go to them one by one. */
   private readonly single = new Set<NodeId>();
 
@@ -43,21 +46,22 @@ export class ForwardBatcher {
     // The size decides when a batch is full; JSON.stringify of the command is done once more by the
     // transport, which costs less than a request per command.
     const bytes = approximateBytes(body);
+    const key = `${leader}/${body.partition}`;
     return new Promise<Answer>((resolve) => {
-      let batch = this.open.get(leader);
+      let batch = this.open.get(key);
       if (batch !== undefined && (batch.bytes + bytes > MAX_BATCH_BYTES || batch.items.length >= MAX_FORWARDED_BATCH)) {
-        this.open.delete(leader);
+        this.open.delete(key);
         void this.send(leader, batch.items);
         batch = undefined;
       }
       if (batch === undefined) {
         const fresh = { items: [] as Pending[], bytes: 0 };
         batch = fresh;
-        this.open.set(leader, fresh);
+        this.open.set(key, fresh);
         // After the current I/O callbacks: every request that arrived with this one joins it.
         setImmediate(() => {
-          if (this.open.get(leader) !== fresh) return;
-          this.open.delete(leader);
+          if (this.open.get(key) !== fresh) return;
+          this.open.delete(key);
           void this.send(leader, fresh.items);
         });
       }
@@ -112,14 +116,18 @@ export function failed(leader: NodeId, err: unknown): Answer {
   return { kind: 'unknown', detail, timedOut: (err as Error).name === 'TimeoutError' };
 }
 
-/** The serialized size of a command, closely enough to bound a batch: bodies dominate. */
+/**
+ * An upper bound of a command's serialized size, to bound a batch: bodies, attributes and receipt
+ * handles, each character counted as the 6 bytes of a JSON escape at worst.
+ */
 function approximateBytes(body: ForwardedCommand): number {
-  const c = body.command as { messages?: { body?: unknown; attributes?: Record<string, unknown> }[] };
-  let n = 256;
-  if (!Array.isArray(c.messages)) return n;
-  for (const m of c.messages) {
-    n += 128 + (typeof m.body === 'string' ? m.body.length * 2 : 0);
-    for (const [k, v] of Object.entries(m.attributes ?? {})) n += 2 * (k.length + (typeof v === 'string' ? v.length : 0)) + 8;
+  const c = body.command as { messages?: { body?: unknown; attributes?: Record<string, unknown> }[]; receiptHandles?: unknown[] };
+  const str = (v: unknown): number => (typeof v === 'string' ? 6 * v.length + 2 : 16);
+  let n = 512;
+  for (const h of Array.isArray(c.receiptHandles) ? c.receiptHandles : []) n += str(h) + 1;
+  for (const m of Array.isArray(c.messages) ? c.messages : []) {
+    n += 128 + str(m.body);
+    for (const [k, v] of Object.entries(m.attributes ?? {})) n += str(k) + str(v) + 2;
   }
   return n;
 }

@@ -25,7 +25,7 @@ export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
 export const COMMANDS_PATH = '/internal/commands';
 /** Commands in one forwarded batch at most. */
-export const MAX_FORWARDED_BATCH = 4096;
+export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 

@@ -157,8 +157,13 @@ export class NodeHost {
     if (this.tickTimer !== null) return;
     this.lastHeardAny = Date.now();
     let ticks = 0;
+    let lastTick = Date.now();
     this.tickTimer = setInterval(() => {
       const now = Date.now();
+      // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
+      // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
+      if (now - lastTick > (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10)) this.lastHeardAny = now;
+      lastTick = now;
       for (const r of this.replicas) {
         if (r.leader() !== null) this.leaderSeenAt[r.partition] = now;
         r.raw.tick();

@@ -26,42 +26,60 @@ const echo = async (_peer: NodeId, path: string, body: unknown): Promise<{ statu
   return { status: 200, body: ok((body as ForwardedCommand & { command: { name: string } }).command.name) };
 };
 
-t.test('commands forwarded in one turn leave in one request per leader; each caller gets its own answer', async (t) => {
+t.test('commands forwarded in one turn leave in one request per leader and partition; each caller gets its own answer', async (t) => {
   const peers = new FakePeers(echo);
   const b = new ForwardBatcher(peers, 1000);
-  const answers = await Promise.all([b.forward(n2, cmd(1)), b.forward(n3, cmd(2)), b.forward(n2, cmd(3)), b.forward(n2, cmd(4))]);
-  t.same(answers, [ok('q1'), ok('q2'), ok('q3'), ok('q4')]);
+  // cmd(k) is for partition k % 4: 1, 5 and 9 share partition 1; 2 and 4 are alone on theirs
+  const answers = await Promise.all([b.forward(n2, cmd(1)), b.forward(n3, cmd(2)), b.forward(n2, cmd(5)), b.forward(n2, cmd(9)), b.forward(n2, cmd(4))]);
+  t.same(answers, [ok('q1'), ok('q2'), ok('q5'), ok('q9'), ok('q4')]);
   t.same(
     peers.calls.map((c) => [c.peer, c.path]),
     [
       [n2, COMMANDS_PATH],
       [n3, COMMAND_PATH],
+      [n2, COMMAND_PATH],
     ],
-    'one batch for n2 (three commands), a lone command to n3 goes on the single route',
+    'one batch for n2 and partition 1 (three commands); the lone commands go on the single route',
   );
-  t.equal((peers.calls[0]!.body as { items: unknown[] }).items.length, 3);
+  t.same((peers.calls[0]!.body as { items: ForwardedCommand[] }).items.map((i) => i.partition), [1, 1, 1]);
   // the next turn is a new batch
-  await Promise.all([b.forward(n2, cmd(5)), b.forward(n2, cmd(6))]);
-  t.equal(peers.calls.length, 3);
+  await Promise.all([b.forward(n2, cmd(5)), b.forward(n2, cmd(9))]);
+  t.equal(peers.calls.length, 4);
+});
+
+t.test('a slow partition does not hold up another one forwarded to the same leader', async (t) => {
+  let release = (): void => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  const peers = new FakePeers(async (peer, path, body) => {
+    const items = path === COMMANDS_PATH ? (body as { items: ForwardedCommand[] }).items : [body as ForwardedCommand];
+    if (items.some((i) => i.partition === 1)) await gate;
+    return echo(peer, path, body);
+  });
+  const b = new ForwardBatcher(peers, 1000);
+  const slow = Promise.all([b.forward(n2, cmd(1)), b.forward(n2, cmd(5))]);
+  const fast = await Promise.all([b.forward(n2, cmd(2)), b.forward(n2, cmd(6))]);
+  t.same(fast, [ok('q2'), ok('q6')], 'partition 2 answered while partition 1 still waits');
+  release();
+  t.same(await slow, [ok('q1'), ok('q5')]);
 });
 
 t.test('a refused connection means not sent (retry); any other failure means unknown, for every command of the batch', async (t) => {
   const refused = new ForwardBatcher(new FakePeers(() => Promise.reject(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))), 1000);
-  const r = await Promise.all([refused.forward(n2, cmd(1)), refused.forward(n2, cmd(2))]);
+  const r = await Promise.all([refused.forward(n2, cmd(1)), refused.forward(n2, cmd(5))]);
   t.match(r, [{ kind: 'retry' }, { kind: 'retry' }]);
   const reset = new ForwardBatcher(new FakePeers(() => Promise.reject(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))), 1000);
-  const u = await Promise.all([reset.forward(n2, cmd(1)), reset.forward(n2, cmd(2))]);
+  const u = await Promise.all([reset.forward(n2, cmd(1)), reset.forward(n2, cmd(5))]);
   t.match(u, [{ kind: 'unknown' }, { kind: 'unknown' }]);
   const short = new ForwardBatcher(new FakePeers(async () => ({ status: 200, body: { answers: [ok(1)] } })), 1000);
-  const s = await Promise.all([short.forward(n2, cmd(1)), short.forward(n2, cmd(2))]);
+  const s = await Promise.all([short.forward(n2, cmd(1)), short.forward(n2, cmd(5))]);
   t.match(s, [{ kind: 'unknown' }, { kind: 'unknown' }], 'an answer list of the wrong length decides nothing');
 });
 
 t.test('a leader without the batch route (404) gets the batch again one by one, and single requests from then on', async (t) => {
   const peers = new FakePeers(async (peer, path, body) => (path === COMMANDS_PATH ? { status: 404, body: { code: 'not_found' } } : echo(peer, path, body)));
   const b = new ForwardBatcher(peers, 1000);
-  t.same(await Promise.all([b.forward(n2, cmd(1)), b.forward(n2, cmd(2))]), [ok('q1'), ok('q2')]);
-  t.same(await Promise.all([b.forward(n2, cmd(3)), b.forward(n2, cmd(4))]), [ok('q3'), ok('q4')]);
+  t.same(await Promise.all([b.forward(n2, cmd(1)), b.forward(n2, cmd(5))]), [ok('q1'), ok('q5')]);
+  t.same(await Promise.all([b.forward(n2, cmd(3)), b.forward(n2, cmd(7))]), [ok('q3'), ok('q7')]);
   t.same(
     peers.calls.map((c) => c.path),
     [COMMANDS_PATH, COMMAND_PATH, COMMAND_PATH, COMMAND_PATH, COMMAND_PATH],

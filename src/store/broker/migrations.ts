@@ -118,16 +118,6 @@ const m001: Migration = {
   },
 };
 
-/** Expired deduplication ids are pruned for every channel at once (state-machine.ts, housekeeping). */
-const m002: Migration = {
-  async up(db: Kysely<unknown>): Promise<void> {
-    await db.schema.createIndex('dedup_expires_at').on('dedup').columns(['expires_at']).execute();
-  },
-  async down(db: Kysely<unknown>): Promise<void> {
-    await db.schema.dropIndex('dedup_expires_at').execute();
-  },
-};
-
 export const brokerMigrations: MigrationProvider = {
-  getMigrations: async () => ({ '001_initial': m001, '002_dedup_expiry': m002 }),
+  getMigrations: async () => ({ '001_initial': m001 }),
 };

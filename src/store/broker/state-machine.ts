@@ -171,6 +171,10 @@ export class BrokerStateMachine {
   /** Opens (creating and migrating if needed) the state database of one partition. */
   static async open(path: string, partition: number, synchronous: 'FULL' | 'NORMAL' = 'NORMAL'): Promise<BrokerStateMachine> {
     const { sqlite, kysely } = await openSqlite<BrokerDatabase>(path, brokerMigrations, { synchronous });
+    // Housekeeping prunes expired deduplication ids of every channel at once. An index, not a
+    // migration: snapshot images carry the migration table, and a node of the previous version must
+    // still open an image made by this one during a rolling upgrade (an extra index is harmless).
+    sqlite.exec('create index if not exists dedup_expires_at on dedup (expires_at)');
     return new BrokerStateMachine(sqlite, kysely, partition, path);
   }
 
