@@ -3,8 +3,8 @@
 // and passed by environment.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../test/cluster/net-helpers.js';
 // @ts-expect-error: a plain .mjs script without types
 import { buildMain } from '../scripts/build.mjs';
 
@@ -15,16 +15,6 @@ export interface BenchNode {
   id: string;
   url: string;
   proc: ChildProcess;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -27,7 +27,7 @@ interface Pending {
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 
 /** undici's codes for a connection that never opened: the request was certainly not sent. */
-export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 export class ForwardBatcher {
   /** Batches being filled, by leader and partition. */
@@ -109,7 +109,7 @@ export class ForwardBatcher {
 }
 
 /** A forward that failed in the transport: certainly not sent (retry), or perhaps applied (unknown). */
-export function failed(leader: NodeId, err: unknown): Answer {
+function failed(leader: NodeId, err: unknown): Answer {
   const code = (err as { code?: string }).code ?? '';
   const detail = `${leader} could not be reached (${code || (err as Error).name})`;
   if (NOT_SENT.has(code)) return { kind: 'retry', detail };

@@ -22,7 +22,7 @@ const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 const NET_FAULTS = join(import.meta.dirname, 'net-faults.ts');
 /** Applied entries between two snapshots of a partition: often, so installs happen during faults. */
 export const SNAPSHOT_EVERY = 100;
-/** Log entries kept behind a snapshot (default 1000, no flag: set through net-faults.ts), so a follower cut off for seconds needs an install. */
+/** Log entries kept behind a snapshot (--keep-behind-snapshot; default 1000), so a follower cut off for seconds needs an install. */
 export const KEEP_BEHIND_SNAPSHOT = 50;
 
 export interface PartitionView {

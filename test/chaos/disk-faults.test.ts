@@ -2,35 +2,12 @@
 // preloaded library, is SIGKILLed, and loseUnsynced() must leave each file as it was at its last
 // fsync. SQLite in WAL mode with synchronous=NORMAL (the brokers' state databases) loses its commits
 // since the last checkpoint; with synchronous=FULL (the Raft log) it loses nothing.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
-import { buildDiskShim, diskShimEnv, loseUnsynced } from './disk-faults.js';
-
-const shim = buildDiskShim();
-
-/** Runs `code` (an ES module) in a child with the layer preloaded for `root`; SIGKILLs it once it prints "ready". */
-async function runAndKill(code: string, root: string, undo: string): Promise<void> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
-    cwd: join(import.meta.dirname, '..', '..'),
-    env: { ...process.env, ...diskShimEnv(shim, root, undo), ROOT: root },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`child exited (${code}) before it was ready: ${out}`)));
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
-}
+import { loseUnsynced, runUntilReadyThenKill } from './disk-faults.js';
 
 function folders(t: Test): { root: string; undo: string } {
   const base = mkdtempSync(join(tmpdir(), 'mom-disk-'));
@@ -40,7 +17,7 @@ function folders(t: Test): { root: string; undo: string } {
 
 t.test('a plain file goes back to its content at its last fsync', async (t) => {
   const { root, undo } = folders(t);
-  await runAndKill(
+  await runUntilReadyThenKill(
     `import { mkdirSync, openSync, writeSync, fsyncSync } from 'node:fs';
      const root = process.env.ROOT; mkdirSync(root, { recursive: true });
      const fd = openSync(root + '/a.bin', 'w');
@@ -92,7 +69,7 @@ function rows(root: string): { count: number; integrity: string } {
 
 t.test('SQLite WAL with synchronous=NORMAL loses the commits since the last checkpoint, and opens intact', async (t) => {
   const { root, undo } = folders(t);
-  await runAndKill(sqliteChild('NORMAL'), root, undo);
+  await runUntilReadyThenKill(sqliteChild('NORMAL'), root, undo);
   const lost = loseUnsynced(root, undo);
   t.ok(lost.records > 0, 'the unsynced write-ahead log frames were undone');
   t.same(rows(root), { count: 1, integrity: 'ok' });
@@ -100,7 +77,7 @@ t.test('SQLite WAL with synchronous=NORMAL loses the commits since the last chec
 
 t.test('SQLite WAL with synchronous=FULL loses nothing that committed', async (t) => {
   const { root, undo } = folders(t);
-  await runAndKill(sqliteChild('FULL'), root, undo);
+  await runUntilReadyThenKill(sqliteChild('FULL'), root, undo);
   const lost = loseUnsynced(root, undo);
   t.equal(lost.records, 0, 'every commit was synced');
   t.same(rows(root), { count: 101, integrity: 'ok' });

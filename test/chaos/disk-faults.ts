@@ -6,7 +6,7 @@
 // last fsync. After a SIGKILL, loseUnsynced() applies the journals backwards: each file is back to its
 // content at its last fsync, as after a power cut, and SQLite's -shm index files are removed (they
 // live in memory and are rebuilt from the write-ahead log).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +39,30 @@ export function buildDiskShim(): string {
 export function diskShimEnv(shim: string, root: string, undoDir: string): Record<string, string> {
   mkdirSync(undoDir, { recursive: true });
   return { LD_PRELOAD: shim, MOM_CHAOS_DISK_ROOT: root, MOM_CHAOS_DISK_UNDO: undoDir };
+}
+
+/**
+ * Runs `code` (an ES module, TypeScript allowed, from the repository's root) in a child process with
+ * the storage fault layer journaling under `root`, and SIGKILLs it once it prints "ready". `ROOT` in
+ * the child's environment is `root`. The caller then cuts the power: loseUnsynced(root, undoDir).
+ */
+export async function runUntilReadyThenKill(code: string, root: string, undoDir: string): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: join(import.meta.dirname, '..', '..'),
+    env: { ...process.env, ...diskShimEnv(buildDiskShim(), root, undoDir), ROOT: root },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+    });
+    child.once('exit', (c) => reject(new Error(`child exited (${c}) before it was ready: ${out}`)));
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
 }
 
 export interface LostWrites {

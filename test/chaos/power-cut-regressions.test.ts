@@ -1,41 +1,24 @@
 // Regressions found by the chaos runs' power-loss fault, reproduced at the lowest level: a child
 // process runs the node's own code under the storage fault layer (disk-faults.ts), is SIGKILLed, and
 // everything it had not fsynced is lost.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { checkClusterIdentity, type NodeConfig } from '../../src/cluster/config.js';
-import { buildDiskShim, diskShimEnv, loseUnsynced } from './disk-faults.js';
-
-const ROOT = join(import.meta.dirname, '..', '..');
-
-async function runAndKill(code: string, env: Record<string, string>): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready')) resolve();
-    });
-    child.once('exit', (c) => reject(new Error(`child exited (${c}) before it was ready: ${out}`)));
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
-}
+import { loseUnsynced, runUntilReadyThenKill } from './disk-faults.js';
 
 t.test('the cluster identity file written at a first start survives a power cut (it was written without fsync: the node then refused to start)', async (t) => {
   const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const dataDir = join(base, 'data');
   const cfg = { dataDir, partitions: 4, nodeId: 'n1', peers: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }] } as unknown as NodeConfig;
-  await runAndKill(
+  await runUntilReadyThenKill(
     `import { checkClusterIdentity } from './src/cluster/config.ts';
      checkClusterIdentity(${JSON.stringify(cfg)});
      console.log('ready'); setInterval(() => {}, 1000);`,
-    diskShimEnv(buildDiskShim(), dataDir, join(base, 'undo')),
+    dataDir,
+    join(base, 'undo'),
   );
   loseUnsynced(dataDir, join(base, 'undo'));
   t.doesNotThrow(() => checkClusterIdentity(cfg), 'the restarted node reads its identity');
@@ -47,7 +30,7 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const dataDir = join(base, 'data');
   const file = join(dataDir, 'raft-log.db');
-  await runAndKill(
+  await runUntilReadyThenKill(
     `import { mkdirSync } from 'node:fs';
      import { RaftLogStore } from './src/store/raft-log/index.ts';
      mkdirSync(${JSON.stringify(dataDir)}, { recursive: true });
@@ -58,7 +41,8 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
      store.persist([{ partition: 0, hardState: { term: 2, vote: 'a', commit: 3 }, entries: [], snapshot: null }], false);
      console.log(store.partition(0, ['a', 'b', 'c']).hardState().commit === 3 ? 'ready' : 'not written');
      setInterval(() => {}, 1000);`,
-    diskShimEnv(buildDiskShim(), dataDir, join(base, 'undo')),
+    dataDir,
+    join(base, 'undo'),
   );
   const lost = loseUnsynced(dataDir, join(base, 'undo'));
   t.ok(lost.records > 0, 'the commit-only turn was written without an fsync, and lost');

@@ -19,6 +19,7 @@ export const OP_DEADLINE_MS = 30_000;
 
 export interface Res {
   status: number;
+  headers: Record<string, string | string[] | undefined>;
   body: unknown;
 }
 
@@ -41,10 +42,10 @@ export async function http(base: string, method: string, path: string, opts: { t
   } catch {
     // not JSON: keep the text
   }
-  return { status: res.statusCode, body };
+  return { status: res.statusCode, headers: res.headers, body };
 }
 
-const isTimeout = (err: unknown): boolean => {
+export const isTimeout = (err: unknown): boolean => {
   const name = (err as Error).name;
   return name === 'TimeoutError' || name === 'AbortError';
 };
@@ -74,6 +75,9 @@ export function pickNames(partitions: number, nQueues: number, tag: string): { q
   }
   return { queues, topic };
 }
+
+/** What Client.post answers. */
+type Posted = Awaited<ReturnType<Client['post']>>;
 
 /** Where the client's requests go: the nodes themselves, or one load balancer in front of them. */
 export interface Entry {
@@ -226,17 +230,8 @@ export class Workload {
     const r = await this.client.post(`/v1/queues/${queue}/messages`, { body }, `send-${randomUUID()}`, { okStatus: 201 });
     const b = (r.res?.body ?? {}) as { messageId?: string; sequence?: number };
     this.rec.op({
-      id: this.rec.id(),
+      ...this.recorded(`producer-${queue}`, start, r, partitionOf(queue, this.client.cluster.partitions)),
       type: 'send',
-      process: `producer-${queue}`,
-      node: this.client.nameOf(r.node),
-      start,
-      end: this.rec.now(),
-      outcome: r.outcome,
-      status: r.res?.status ?? 0,
-      ...(r.error === undefined ? {} : { error: r.error }),
-      attempts: r.attempts,
-      partition: partitionOf(queue, this.client.cluster.partitions),
       channel: queueChannel(queue),
       body,
       ...(r.outcome === 'ok' ? { messageId: b.messageId!, sequence: b.sequence! } : {}),
@@ -253,17 +248,8 @@ export class Workload {
       const r = await this.client.post(`/v1/topics/${this.topic}/messages`, { body, attributes: { kind } }, `pub-${randomUUID()}`, { okStatus: 201 });
       const b = (r.res?.body ?? {}) as { messageId?: string; sequence?: number };
       this.rec.op({
-        id: this.rec.id(),
+        ...this.recorded('publisher', start, r, partitionOf(this.topic, this.client.cluster.partitions)),
         type: 'publish',
-        process: 'publisher',
-        node: this.client.nameOf(r.node),
-        start,
-        end: this.rec.now(),
-        outcome: r.outcome,
-        status: r.res?.status ?? 0,
-        ...(r.error === undefined ? {} : { error: r.error }),
-        attempts: r.attempts,
-        partition: partitionOf(this.topic, this.client.cluster.partitions),
         topic: this.topic,
         body,
         attributes: { kind },
@@ -292,23 +278,19 @@ export class Workload {
     }
   }
 
+  /** The fields every recorded operation has, from the client's answer. */
+  private recorded(process: string, start: number, r: Posted, partition: number) {
+    return { id: this.rec.id(), process, node: this.client.nameOf(r.node), start, end: this.rec.now(), outcome: r.outcome, status: r.res?.status ?? 0, ...(r.error === undefined ? {} : { error: r.error }), attempts: r.attempts, partition };
+  }
+
   /** One receive (retried with its own Idempotency-Key), recorded; answers what it got. */
   async receive(ch: ChannelSpec, proc: string, maxMessages: number, waitSeconds: number, visibilityTimeoutSeconds: number): Promise<Delivery[]> {
     const start = this.rec.now();
     const r = await this.client.post(`${ch.path}/receive`, { maxMessages, waitSeconds, visibilityTimeoutSeconds }, `recv-${randomUUID()}`, { okStatus: 200, extraTimeoutMs: waitSeconds * 1000 });
     const messages = r.outcome === 'ok' ? ((r.res!.body as { messages: Delivery[] }).messages ?? []).map((m) => ({ body: m.body, messageId: m.messageId, sequence: m.sequence, deliveryCount: m.deliveryCount, receiptHandle: m.receiptHandle })) : [];
     this.rec.op({
-      id: this.rec.id(),
+      ...this.recorded(proc, start, r, ch.partition),
       type: 'receive',
-      process: proc,
-      node: this.client.nameOf(r.node),
-      start,
-      end: this.rec.now(),
-      outcome: r.outcome,
-      status: r.res?.status ?? 0,
-      ...(r.error === undefined ? {} : { error: r.error }),
-      attempts: r.attempts,
-      partition: ch.partition,
       channel: ch.id,
       maxMessages,
       waitSeconds,
@@ -323,17 +305,8 @@ export class Workload {
     const r = await this.client.post(`${ch.path}/${type}`, { receiptHandles }, `${type}-${randomUUID()}`, { okStatus: 200 });
     const b = (r.outcome === 'ok' ? r.res!.body : {}) as { acked?: string[]; failed?: { receiptHandle: string; code: string }[] };
     this.rec.op({
-      id: this.rec.id(),
+      ...this.recorded(proc, start, r, ch.partition),
       type,
-      process: proc,
-      node: this.client.nameOf(r.node),
-      start,
-      end: this.rec.now(),
-      outcome: r.outcome,
-      status: r.res?.status ?? 0,
-      ...(r.error === undefined ? {} : { error: r.error }),
-      attempts: r.attempts,
-      partition: ch.partition,
       channel: ch.id,
       receiptHandles,
       acked: b.acked ?? [],

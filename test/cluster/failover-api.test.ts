@@ -17,8 +17,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { partitionOf } from '../../src/partition/routing.js';
+import type { PartitionView } from '../chaos/cluster.js';
+import { http as chaosHttp, isTimeout, type Res } from '../chaos/workload.js';
 import { freePort } from './net-helpers.js';
 
 // Run directly (npx tsx ...), tap's default 30 s would cut the file short; under the runner .taprc says 600.
@@ -41,50 +42,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 // ---------------------------------------------------------------------------------------------------
 // HTTP
 
-interface Res {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: unknown;
-}
-
-/** One JSON request with a hard client-side timeout; throws on connection errors and on the timeout. */
-async function http(base: string, method: string, path: string, opts: { token?: string; body?: unknown; key?: string; timeoutMs?: number } = {}): Promise<Res> {
-  const headers: Record<string, string> = {};
-  if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  if (opts.key !== undefined) headers['idempotency-key'] = opts.key;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await request(`${base}${path}`, {
-    method: method as 'GET',
-    headers,
-    signal: AbortSignal.timeout(opts.timeoutMs ?? REQUEST_TIMEOUT_MS),
-    ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
-  });
-  const text = await res.body.text();
-  let body: unknown = text;
-  try {
-    body = text.length === 0 ? null : JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: res.statusCode, headers: res.headers, body };
-}
-
-const isTimeout = (err: unknown): boolean => {
-  const name = (err as Error).name;
-  return name === 'TimeoutError' || name === 'AbortError';
-};
+/** One JSON request (test/chaos/workload.ts), with this test's bound by default. */
+const http = (base: string, method: string, path: string, opts: Parameters<typeof chaosHttp>[3] = {}): Promise<Res> => chaosHttp(base, method, path, { timeoutMs: REQUEST_TIMEOUT_MS, ...opts });
 
 // ---------------------------------------------------------------------------------------------------
 // The cluster: three processes of src/main.ts
-
-interface PartitionView {
-  partition: number;
-  role: string;
-  leader: string | null;
-  term: number;
-  commitIndex: number;
-  appliedIndex: number;
-}
 
 interface QueueStats {
   visible: number;
