@@ -11,10 +11,11 @@
 //
 // Many client requests proposed between two turns share the turn's one append and one fsync (group
 // commit). Messages leave only after step 2, so nothing depends on a write that is not durable.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Message, NodeId, Ready } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
+import { fsyncPath } from '../store/durable.js';
 import { RaftLogStore, type PersistItem } from '../store/raft-log/index.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
@@ -49,7 +50,7 @@ export interface HostOptions {
   readonly tickMs?: number;
   readonly electionTick?: number;
   readonly heartbeatTick?: number;
-  /** Applied entries between two local snapshots (log compaction). */
+  /** Applied entries between two local snapshots (log compaction), at least (see LARGE_IMAGE). */
   readonly snapshotEvery?: number;
   /** Entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot. */
   readonly keepBehindSnapshot?: number;
@@ -72,6 +73,14 @@ export interface PartitionStatus {
   match: Record<string, number>;
 }
 
+/**
+ * Past this size (bytes) a partition's snapshot waits also for the log to have written half the last
+ * image's size since: copying the state then costs at most twice what the log wrote, however large
+ * the state grows (a million-message backlog is a gigabyte to copy). Smaller states are copied every
+ * `snapshotEvery` entries.
+ */
+const LARGE_IMAGE = 32 * 1024 * 1024;
+
 export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
   private tickTimer: NodeJS.Timeout | null = null;
@@ -91,6 +100,11 @@ export class NodeHost {
   private leaving = false;
   /** When each partition last had a known leader here (ms), sampled every tick. */
   private readonly leaderSeenAt: number[] = [];
+  /** Partitions whose state is being copied for a local snapshot. */
+  private readonly compacting = new Set<number>();
+  /** Per partition: log entry bytes written since the last snapshot, and that snapshot's image size. */
+  private readonly logBytes: number[] = [];
+  private readonly imageBytes: number[] = [];
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
 
@@ -115,9 +129,11 @@ export class NodeHost {
       let state = await BrokerStateMachine.open(statePath, p);
       if (ref !== null && state.applied().index < log.firstIndex() - 1) {
         await state.close();
-        BrokerStateMachine.installSnapshot(statePath, host.snapshotPath(ref));
+        await BrokerStateMachine.installSnapshot(statePath, host.snapshotPath(ref));
         state = await BrokerStateMachine.open(statePath, p);
       }
+      host.logBytes.push(0);
+      host.imageBytes.push(ref !== null && existsSync(host.snapshotPath(ref)) ? statSync(host.snapshotPath(ref)).size : 0);
       host.replicas.push(
         new PartitionReplica(
           {
@@ -382,7 +398,10 @@ export class NodeHost {
       if (batch.length > 0) {
         this.logStore.persist(batch, readies.some(([, rd]) => rd.mustSync));
         this.counters.persists++;
-        for (const b of batch) this.counters.entries += b.entries.length;
+        for (const b of batch) {
+          this.counters.entries += b.entries.length;
+          for (const e of b.entries) this.logBytes[b.partition]! += e.data.length;
+        }
       }
       // The image is durable (fetched and fsynced) before the log is cut to it, so a crash right here
       // is mended on open: a state database behind the compacted log is replaced by the image.
@@ -416,24 +435,56 @@ export class NodeHost {
   private async installSnapshot(r: PartitionReplica, rd: Ready): Promise<void> {
     const ref = new TextDecoder().decode(rd.snapshot!.data);
     await r.state.close();
-    BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
+    await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
     r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition);
+    this.logBytes[r.partition] = 0;
+    this.imageBytes[r.partition] = statSync(this.snapshotPath(ref)).size;
   }
 
-  /** Local compaction: snapshot the state (durably), then drop the log behind it. */
+  /**
+   * Local compaction, when due: copy the state (durably, in the background), then drop the log
+   * behind the copy. One copy per partition at a time.
+   */
   private maybeCompact(r: PartitionReplica): void {
+    const p = r.partition;
+    if (this.compacting.has(p) || this.closed) return;
     const every = this.opts.snapshotEvery ?? 10_000;
     const lastSnapshot = r.log.snapshot().meta.index;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
     // The core's applied index (no query) decides; the state database is read only to snapshot.
     if (r.raw.raft.log.applied - lastSnapshot < every) return;
-    const applied = r.state.applied();
-    const ref = `p${r.partition}-${applied.index}-${applied.term}`;
-    r.state.snapshotTo(this.snapshotPath(ref));
+    const image = this.imageBytes[p]!;
+    if (image > LARGE_IMAGE && this.logBytes[p]! < image / 2) return;
+    this.compacting.add(p);
+    void this.compact(r)
+      .catch((err: unknown) => {
+        // The copy failed (say the disk is full): the log keeps everything, and the next due turn tries again.
+        if (!this.closed) this.opts.logger?.warn({ err, partition: p }, 'local snapshot failed; the log is kept');
+      })
+      .finally(() => this.compacting.delete(p));
+  }
+
+  private async compact(r: PartitionReplica): Promise<void> {
+    const p = r.partition;
+    const state = r.state;
+    const pending = join(this.opts.dataDir, 'snapshots', `p${p}-local.db`);
+    const loggedBefore = this.logBytes[p]!;
+    const at = await state.snapshotTo(pending);
+    // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
+    // state reopened), or the node stopped: then this copy is of no use.
+    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) {
+      rmSync(pending, { force: true });
+      return;
+    }
+    const ref = `p${p}-${at.index}-${at.term}`;
+    renameSync(pending, this.snapshotPath(ref));
+    fsyncPath(join(this.opts.dataDir, 'snapshots'));
     const keep = this.opts.keepBehindSnapshot ?? 1000;
-    const compactTo = Math.max(r.log.firstIndex() - 1, applied.index - keep);
-    this.logStore.recordSnapshot(r.partition, { index: applied.index, term: applied.term, voters: this.opts.voters }, ref, compactTo);
-    this.removeOldImages(r.partition, applied.index);
+    const compactTo = Math.max(r.log.firstIndex() - 1, at.index - keep);
+    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, ref, compactTo);
+    this.logBytes[p] = Math.max(0, this.logBytes[p]! - loggedBefore);
+    this.imageBytes[p] = at.bytes;
+    this.removeOldImages(p, at.index);
   }
 
   /**

@@ -4,6 +4,7 @@
 // and the folder fsynced (the rename is a change of the folder), the file holds either its old
 // content or the new one, whole.
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** fsync of a file or a folder (opened read-only: enough for fsync on Linux). */
@@ -13,6 +14,16 @@ export function fsyncPath(path: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** fsync of a file or a folder on libuv's thread pool: a large file's flush does not stall the node. */
+export async function fsyncPathAsync(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { MomServer as ClusterNode } from '../../src/api/index.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
-import { submit } from '../partition/host-helpers.js';
+import { appliedIndex, submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-cluster-'));
@@ -56,7 +56,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const back = await ClusterNode.start(stopped.cfg, opts);
   t.teardown(() => back.close());
   const target = second.host.replica(p).state.applied().index;
-  await until(() => back.host.replica(p).state.applied().index >= target, 'the restarted node caught up');
+  await until(() => appliedIndex(back.host.replica(p)) >= target, 'the restarted node caught up');
   t.equal(stateHash(back.host.replica(p).state.sqlite), stateHash(second.host.replica(p).state.sqlite), 'identical state');
   nodes.splice(nodes.indexOf(stopped), 1, back);
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 import { NodeHost, type Outbox } from '../../src/partition/host.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
-import type { Command, Result } from '../../src/store/broker/index.js';
+import type { BrokerStateMachine, Command, Result } from '../../src/store/broker/index.js';
 
 /** Proposes at the current leader of `p` among `hosts`, retrying (bounded) while there is none. */
 export async function submit(hosts: readonly NodeHost[], p: number, actor: string, command: Command): Promise<Result> {
@@ -22,6 +22,14 @@ export async function submit(hosts: readonly NodeHost[], p: number, actor: strin
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`no leader took the write on partition ${p}`);
+}
+
+/**
+ * The index a replica's state has applied, or -1 while it installs a snapshot (the state database is
+ * closed between the old state and the installed image, a copy that spans event-loop turns).
+ */
+export function appliedIndex(r: { state: BrokerStateMachine }): number {
+  return r.state.sqlite.open ? r.state.applied().index : -1;
 }
 
 export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);

@@ -5,7 +5,7 @@ import t from 'tap';
 import { stateHash } from '../../src/store/broker/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { partitionOf } from '../../src/partition/routing.js';
-import { IDS, LocalCluster } from './host-helpers.js';
+import { IDS, LocalCluster, appliedIndex } from './host-helpers.js';
 
 const queue = (name: string) => ({
   type: 'queue.create' as const,
@@ -77,7 +77,7 @@ t.test('the leader stops; the others elect a new one and go on; it comes back an
   c.down.delete(lost);
   const back = await c.start(lost);
   const target = second.replica(0).state.applied().index;
-  await c.until(() => back.replica(0).state.applied().index >= target, 'the restarted node caught up');
+  await c.until(() => appliedIndex(back.replica(0)) >= target, 'the restarted node caught up');
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(second.replica(0).state.sqlite), 'identical state after the snapshot');
   const q = back.replica(0).state.getQueue('q', 'alice', Date.now());
   t.ok(q.ok && q.value.stats.visible === 120, 'all 120 messages are there');
@@ -183,7 +183,7 @@ t.test('an acknowledged write survives the loss of any one node', async (t) => {
     await c.start(lost);
     // Leases of 1 s run out before the next round; wait for the node to catch up first.
     const target = c.leaderOf(0)!.replica(0).state.applied().index;
-    await c.until(() => c.hosts.get(lost)!.replica(0).state.applied().index >= target, `${lost} caught up`);
+    await c.until(() => appliedIndex(c.hosts.get(lost)!.replica(0)) >= target, `${lost} caught up`);
     await new Promise((r) => setTimeout(r, 1100));
   }
 });

@@ -2,7 +2,7 @@
 // replicas applying the same log in different batches end byte-identical (same state hash), a
 // replayed log changes nothing, counts always equal the rows, and no message is handed to a second
 // consumer while its lease is alive.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -137,14 +137,56 @@ t.test('a snapshot installed elsewhere gives the same state, and both go on iden
   const ref = await open();
   ref.apply(log.slice(0, cut));
   const snapFile = join(dir, 'snap.db');
-  const at = ref.snapshotTo(snapFile);
+  const at = await ref.snapshotTo(snapFile);
   t.equal(at.index, cut);
   const target = join(dir, 'installed.db');
-  BrokerStateMachine.installSnapshot(target, snapFile);
+  await BrokerStateMachine.installSnapshot(target, snapFile);
   const installed = await BrokerStateMachine.open(target, 3);
   t.equal(installed.applied().index, cut, 'the applied index comes with the snapshot');
   t.equal(stateHash(installed.sqlite), stateHash(ref.sqlite));
   installed.apply(log.slice(cut));
   t.equal(stateHash(installed.sqlite), stateHash(a.sqlite), 'after the rest of the log, same as a replica that never compacted');
   await Promise.all([a.close(), ref.close(), installed.close()]);
+});
+
+t.test('a snapshot copied while entries go on applying is exactly the state at the index it names', async (t) => {
+  const log = generate(await open(), 23, 3000);
+  const start = 1000;
+  const source = await open();
+  source.apply(log.slice(0, start));
+  const snapFile = join(dir, 'snap-live.db');
+  let next = start;
+  let copying = true;
+  // One entry per event-loop turn while the copy runs, as the node's loop would apply them.
+  const pump = (): void => {
+    if (!copying || next >= log.length) return;
+    source.apply([log[next++]!]);
+    setImmediate(pump);
+  };
+  const copy = source.snapshotTo(snapFile);
+  setImmediate(pump);
+  const at = await copy;
+  copying = false;
+  t.ok(next > start + 1, `entries were applied during the copy (${next - start})`);
+  t.ok(at.index > log[start - 1]!.index && at.index <= log[next - 1]!.index, `the image names an index applied during the copy (${at.index})`);
+  const target = join(dir, 'installed-live.db');
+  await BrokerStateMachine.installSnapshot(target, snapFile);
+  const installed = await BrokerStateMachine.open(target, 3);
+  t.equal(installed.applied().index, at.index);
+  const ref = await open();
+  ref.apply(log.filter((e) => e.index <= at.index));
+  t.equal(stateHash(installed.sqlite), stateHash(ref.sqlite), 'the image is the state after exactly the entries up to that index');
+  await Promise.all([source.close(), installed.close(), ref.close()]);
+});
+
+t.test('a snapshot of a state closed during the copy fails, and leaves no image', async (t) => {
+  const log = generate(await open(), 29, 2000);
+  const source = await open();
+  source.apply(log);
+  const snapFile = join(dir, 'snap-closed.db');
+  const copy = source.snapshotTo(snapFile);
+  await new Promise((r) => setImmediate(r));
+  await source.close();
+  await t.rejects(copy, /not open/);
+  t.notOk(existsSync(snapFile), 'no image under the final name');
 });

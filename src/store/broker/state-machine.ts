@@ -7,10 +7,10 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { copyFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
-import type { Statement } from 'better-sqlite3';
+import Database, { type Statement } from 'better-sqlite3';
 import {
   ErrorCode,
   decodeEnvelope,
@@ -26,7 +26,7 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
-import { fsyncPath } from '../durable.js';
+import { fsyncPathAsync } from '../durable.js';
 import { brokerMigrations } from './migrations.js';
 import { MessageState, type BrokerDatabase, type ChannelRow, type MessageRow, type TopicRow } from './schema.js';
 import { openSqlite, type Sqlite } from './sqlite.js';
@@ -37,6 +37,11 @@ export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 export const HOUSEKEEPING_EVERY = 64;
 /** Dead-letter deliveries are deduplicated by the original message id for a day: forwarder retries. */
 const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
+/**
+ * Pages (4 KiB) a snapshot copies per event-loop turn: about a millisecond of work, so requests and
+ * the Raft loop interleave with a copy of any size.
+ */
+const SNAPSHOT_PAGES_PER_STEP = 64;
 
 export interface ApplyEntry {
   readonly index: number;
@@ -943,34 +948,48 @@ export class BrokerStateMachine {
   // ---- snapshots ----
 
   /**
-   * A consistent copy of this partition's state (VACUUM INTO), for log compaction. Durable when it
-   * returns: written under a temporary name, fsynced, renamed, and the folder fsynced, so a crash never
-   * leaves a partial image under the final name.
+   * A consistent copy of this partition's state, for log compaction, and the applied position it
+   * holds. SQLite's online backup copies a few pages per event-loop turn, so the node goes on serving
+   * and applying meanwhile; what this connection applies during the copy is carried into it, so the
+   * image is the state as of the copy's last step, and its own meta table says which index that is.
+   * Durable when it returns: written under a temporary name, fsynced, renamed, and the folder
+   * fsynced, so a crash never leaves a partial image under the final name. Rejects if the state is
+   * closed meanwhile (a snapshot from the leader replaced it).
    */
-  snapshotTo(path: string): { index: number; term: number } {
+  async snapshotTo(path: string): Promise<{ index: number; term: number; bytes: number }> {
     const tmp = `${path}.tmp`;
-    if (existsSync(tmp)) rmSync(tmp);
-    const at = this.applied();
-    this.sqlite.prepare('VACUUM INTO ?').run(tmp);
-    fsyncPath(tmp);
-    renameSync(tmp, path);
-    fsyncPath(dirname(path));
-    return at;
+    await rm(tmp, { force: true });
+    await this.sqlite.backup(tmp, { progress: () => SNAPSHOT_PAGES_PER_STEP });
+    const image = new Database(tmp, { fileMustExist: true });
+    let at: { index: number; term: number };
+    try {
+      // The copy carries the write-ahead-log mode in its header; an image is one self-contained file.
+      image.pragma('journal_mode = DELETE');
+      const get = image.prepare('select value from meta where key = ?');
+      at = { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
+    } finally {
+      image.close();
+    }
+    await fsyncPathAsync(tmp);
+    await rename(tmp, path);
+    await fsyncPathAsync(dirname(path));
+    return { ...at, bytes: (await stat(path)).size };
   }
 
   /**
    * Replaces the state database at `dbPath` with a snapshot image (closed state machine; the caller
    * reopens it). Each step is synced before the next, so a power cut leaves either the old database or
-   * the new one, never a torn file or the old one's write-ahead log applied to the new one.
+   * the new one, never a torn file or the old one's write-ahead log applied to the new one. The copy
+   * and its flush run off the event loop (an image can be gigabytes).
    */
-  static installSnapshot(dbPath: string, snapshotPath: string): void {
+  static async installSnapshot(dbPath: string, snapshotPath: string): Promise<void> {
     const tmp = `${dbPath}.installing`;
-    copyFileSync(snapshotPath, tmp);
-    fsyncPath(tmp);
-    for (const suffix of ['-wal', '-shm']) if (existsSync(dbPath + suffix)) rmSync(dbPath + suffix);
-    fsyncPath(dirname(dbPath));
-    renameSync(tmp, dbPath);
-    fsyncPath(dirname(dbPath));
+    await copyFile(snapshotPath, tmp);
+    await fsyncPathAsync(tmp);
+    for (const suffix of ['-wal', '-shm']) await rm(dbPath + suffix, { force: true });
+    await fsyncPathAsync(dirname(dbPath));
+    await rename(tmp, dbPath);
+    await fsyncPathAsync(dirname(dbPath));
   }
 }
 
