@@ -18,12 +18,14 @@
 // /metrics). The machine's two cores are shared by the nodes and this load generator. Writes
 // bench/results/bench.{json,md,svg}; --quick (short phases, 50,000 backlog) ends within two minutes.
 // --only a,b runs only those workloads (no files written); --profile runs the nodes with --cpu-prof and
-// prints where their time went (bench/profile.ts), profiles kept under data/profiles/.
+// prints where their time went (bench/profile.ts), profiles kept under data/profiles/. --vs nats then
+// runs the NATS JetStream peer (../shared/peers/nats, bench/nats.ts) and prints the ratios.
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startNodes, stopNodes, type BenchNode as Node } from './cluster.js';
+import { compare, comparisonMarkdown, runNatsPeer, type Comparison, type PeerResult } from './nats.js';
 import { analyze } from './profile.js';
 
 const root = join(import.meta.dirname, '..');
@@ -33,6 +35,12 @@ const arg = (name: string, fallback: number): number => {
   return i < 0 ? fallback : Number(process.argv[i + 1]);
 };
 const QUICK = has('quick');
+const VS_NATS = (() => {
+  const i = process.argv.indexOf('--vs');
+  if (i < 0) return false;
+  if (process.argv[i + 1] !== 'nats') throw new Error(`--vs: the only peer is nats, got '${process.argv[i + 1] ?? ''}'`);
+  return true;
+})();
 const PROFILE = has('profile');
 const ONLY = (() => {
   const i = process.argv.indexOf('--only');
@@ -376,6 +384,7 @@ function svg(rows: Row[], title: string): string {
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'mom-bench-'));
   const started = Date.now();
+  let rows: Row[] = [];
   const profDir = join(root, 'data', 'profiles', new Date().toISOString().replace(/[:.]/g, '-'));
   const nodes = await startNodes(dir, {}, (u) => call('GET', `${u}/readyz`).then((r) => r.status === 200, () => false), PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []);
   try {
@@ -411,30 +420,37 @@ async function main(): Promise<void> {
       }
       console.log('(details: npx tsx bench/profile.ts <file>)');
     }
-    if (ONLY !== null) return;
-    const meta = {
-      when: new Date().toISOString(),
-      command: `npm run bench${QUICK ? ' -- --quick' : ''}`,
-      cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
-      seconds: SECONDS,
-      backlog: BACKLOG,
-      bodyBytes: BODY.length,
-      node: process.version,
-      totalSeconds: Math.round((Date.now() - started) / 1000),
-    };
-    const out = join(root, 'bench', 'results');
-    const md = markdown(b.rows, meta);
-    writeFileSync(join(out, 'bench.json'), JSON.stringify({ ...meta, rows: b.rows }, null, 2) + '\n');
-    writeFileSync(join(out, 'bench.md'), md);
-    writeFileSync(join(out, 'bench.svg'), svg(b.rows, `mom, 3 nodes on ${cpus().length} cores, 1 KiB, fsync before every ack (${meta.when.slice(0, 10)})`));
-    console.log('');
-    console.log(md);
-    console.log(`bench/results/bench.{json,md,svg} written; ${meta.totalSeconds} s in all`);
+    rows = b.rows;
   } finally {
     for (const n of nodes) n.proc.kill('SIGKILL');
     await dispatcher.close();
     rmSync(dir, { recursive: true, force: true });
   }
+  // The peer runs once the broker's nodes are gone, on the same machine.
+  let peer: { result: PeerResult; comparisons: Comparison[] } | null = null;
+  if (VS_NATS) {
+    const result = await runNatsPeer(join(root, '..', 'shared', 'peers', 'nats'));
+    peer = { result, comparisons: compare(rows, result) };
+  }
+  const meta = {
+    when: new Date().toISOString(),
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+    seconds: SECONDS,
+    backlog: BACKLOG,
+    bodyBytes: BODY.length,
+    node: process.version,
+    totalSeconds: Math.round((Date.now() - started) / 1000),
+  };
+  const md = markdown(rows, meta) + (peer === null ? '' : '\n' + comparisonMarkdown(peer.comparisons, peer.result));
+  console.log('');
+  console.log(md);
+  if (ONLY !== null) return;
+  const out = join(root, 'bench', 'results');
+  writeFileSync(join(out, 'bench.json'), JSON.stringify({ ...meta, rows, ...(peer === null ? {} : { nats: peer.result, vsNats: peer.comparisons }) }, null, 2) + '\n');
+  writeFileSync(join(out, 'bench.md'), md);
+  writeFileSync(join(out, 'bench.svg'), svg(rows, `mom, 3 nodes on ${cpus().length} cores, 1 KiB, fsync before every ack (${meta.when.slice(0, 10)})`));
+  console.log(`bench/results/bench.{json,md,svg} written; ${meta.totalSeconds} s in all`);
 }
 
 await main();
