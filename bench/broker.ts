@@ -89,6 +89,13 @@ interface Usage {
   peakRssMb: number[];
   /** All nodes' Raft log syncs per second. */
   fsyncsPerSecond: number;
+  /** Bytes all nodes had written to storage (/proc/<pid>/io write_bytes), MB per second. */
+  diskMbPerSecond: number;
+}
+
+function writeBytes(pid: number): number {
+  const m = /^write_bytes: (\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+  return m === null ? 0 : Number(m[1]);
 }
 
 function cpuTicks(pid: number): number {
@@ -118,6 +125,7 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<{ res
   const peak = pids.map(rssMb);
   const timer = setInterval(() => pids.forEach((p, i) => (peak[i] = Math.max(peak[i]!, rssMb(p)))), 100);
   const ticks0 = pids.map(cpuTicks);
+  const written0 = pids.map(writeBytes);
   const syncs0 = await syncs(nodes);
   const t0 = performance.now();
   try {
@@ -125,7 +133,9 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<{ res
     const seconds = (performance.now() - t0) / 1000;
     const cpuPct = pids.map((p, i) => Math.round(((cpuTicks(p) - ticks0[i]!) / CLK_TCK / seconds) * 100));
     const fsyncsPerSecond = Math.round(((await syncs(nodes)) - syncs0) / seconds);
-    return { result, usage: { cpuPct, peakRssMb: peak.map((x) => Math.round(x)), fsyncsPerSecond }, seconds };
+    const written = pids.reduce((sum, p, i) => sum + writeBytes(p) - written0[i]!, 0);
+    const diskMbPerSecond = Math.round(written / 1e6 / seconds);
+    return { result, usage: { cpuPct, peakRssMb: peak.map((x) => Math.round(x)), fsyncsPerSecond, diskMbPerSecond }, seconds };
   } finally {
     clearInterval(timer);
   }
@@ -186,6 +196,7 @@ interface Row {
   cpuPct: number[];
   peakRssMb: number[];
   fsyncsPerSecond: number;
+  diskMbPerSecond: number;
 }
 
 function row(workload: string, what: string, m: { result: Load; usage: Usage; seconds: number }): Row {
@@ -223,7 +234,7 @@ class Bench {
 
   private add(r: Row): void {
     this.rows.push(r);
-    console.log(`${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  p999 ${r.p999Ms} ms  cpu ${r.cpuPct.join('/')}%  rss ${r.peakRssMb.join('/')} MB  fsync/s ${r.fsyncsPerSecond}${r.failed > 0 ? `  FAILED ${r.failed}` : ''}`);
+    console.log(`${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  p999 ${r.p999Ms} ms  cpu ${r.cpuPct.join('/')}%  rss ${r.peakRssMb.join('/')} MB  fsync/s ${r.fsyncsPerSecond}  disk ${r.diskMbPerSecond} MB/s${r.failed > 0 ? `  FAILED ${r.failed}` : ''}`);
   }
 
   async send(workload: string, queue: string, clients: number, batch: number, seconds: number, what: string): Promise<void> {
@@ -335,9 +346,9 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
   const lines = [
     `Measured ${String(meta.when)} with \`${String(meta.command)}\`: three nodes and the load generator on one machine (${String(meta.cpus)}), 1 KiB bodies, requests round-robin over the nodes, every 2xx fsynced on a majority and applied.`,
     '',
-    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU % per node | peak RSS MB per node | fsyncs/s | failed |',
-    '|---|---:|---:|---:|---:|---|---|---:|---:|',
-    ...rows.map((r) => `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${r.cpuPct.join(' / ')} | ${r.peakRssMb.join(' / ')} | ${r.fsyncsPerSecond} | ${r.failed} |`),
+    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU % per node | peak RSS MB per node | fsyncs/s | disk MB/s | failed |',
+    '|---|---:|---:|---:|---:|---|---|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${r.cpuPct.join(' / ')} | ${r.peakRssMb.join(' / ')} | ${r.fsyncsPerSecond} | ${r.diskMbPerSecond} | ${r.failed} |`),
     '',
     ...rows.map((r) => `- **${r.workload}**: ${r.what}.`),
   ];
