@@ -1,41 +1,14 @@
-// The chaos runs' load balancer repeats a request on another node only when that is safe: a GET, or a
+// deploy/nginx/mom.conf, which the chaos runs use as their load balancer, repeats a request on another node only when that is safe: a GET, or a
 // write with an Idempotency-Key. A write without one is passed on only when it never reached a node.
 // nginx (Debian's package; .ci/run installs it) in front of two stand-in nodes: one answers 503, the
 // other 200, and each counts what reached it.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import { send, stand } from '../deploy/stand-ins.js';
 import { LoadBalancer } from './nginx.js';
-
-interface Stand {
-  server: Server;
-  port: number;
-  hits: string[];
-}
-
-async function stand(status: number): Promise<Stand> {
-  const hits: string[] = [];
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      hits.push(`${req.method} ${req.url} ${req.headers['idempotency-key'] ?? '-'}`);
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ from: status }));
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  return { server, port, hits };
-}
-
-async function send(url: string, method: 'GET' | 'POST', key?: string): Promise<number> {
-  const res = await request(url, { method, headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }) }, ...(method === 'POST' ? { body: '{}' } : {}) });
-  await res.body.dump();
-  return res.statusCode;
-}
 
 t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
@@ -44,10 +17,8 @@ t.test('nginx retries GETs and keyed writes on a 503, never a write without a ke
   const lb = await LoadBalancer.start(dir, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
   t.teardown(async () => {
     await lb.close();
-    for (const s of [busy, fine]) {
-      s.server.closeAllConnections();
-      s.server.close();
-    }
+    busy.close();
+    fine.close();
     rmSync(dir, { recursive: true, force: true });
   });
   // /healthz probes of the start went through too
@@ -75,8 +46,7 @@ t.test('nginx passes a write without a key on when the node refused the connecti
   const lb = await LoadBalancer.start(dir, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
   t.teardown(async () => {
     await lb.close();
-    fine.server.closeAllConnections();
-    fine.server.close();
+    fine.close();
     rmSync(dir, { recursive: true, force: true });
   });
   const got: number[] = [];

@@ -5,7 +5,7 @@
 // Idempotency-Key. Other writes are passed on only when they never reached a node (nginx's default for
 // non-idempotent methods).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
@@ -41,25 +41,32 @@ export interface NginxOptions {
   maxFails?: number;
 }
 
-/** nginx.conf for a balancer on 127.0.0.1:`port` in front of `upstreams`. */
+/** The project's nginx configuration (an http-context file), as operators deploy it. */
+export const DEPLOY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'nginx', 'mom.conf');
+
+/**
+ * deploy/nginx/mom.conf for a balancer on 127.0.0.1:`port` in front of `upstreams`: its listen line,
+ * upstream servers and max_fails rewritten, nothing else. Throws if the file no longer has the lines
+ * this rewrites, so the tests never run a configuration other than the deployed one.
+ */
+export function deployedSite(o: Pick<NginxOptions, 'port' | 'upstreams' | 'maxFails'>): string {
+  const text = readFileSync(DEPLOY_CONF, 'utf8');
+  const servers = [...text.matchAll(/^(\s*)server 127\.0\.0\.1:\d+ max_fails=\d+ (fail_timeout=\S+;)$/gm)];
+  const listens = [...text.matchAll(/^\s*listen 8000;$/gm)];
+  if (servers.length !== 3 || listens.length !== 1) throw new Error(`${DEPLOY_CONF}: expected 3 upstream server lines and one 'listen 8000;'`);
+  const indent = servers[0]![1]!;
+  const tail = servers[0]![2]!;
+  const upstream = o.upstreams.map((u) => `${indent}server ${u} max_fails=${o.maxFails ?? 1} ${tail}`).join('\n');
+  let out = text.slice(0, servers[0]!.index) + upstream + text.slice(servers[2]!.index! + servers[2]![0].length);
+  out = out.replace(/^(\s*)listen 8000;$/m, `$1listen 127.0.0.1:${o.port};`);
+  return out;
+}
+
+/** nginx.conf for a balancer on 127.0.0.1:`port` in front of `upstreams`: the deployed site, wrapped. */
 export function nginxConf(o: NginxOptions): string {
-  const { dir, port, upstreams } = o;
+  const { dir } = o;
   const asRoot = process.getuid?.() === 0;
-  const proxy = `
-      proxy_pass http://mom;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_connect_timeout 1s;
-      # long polls wait up to 20 s on the node
-      proxy_read_timeout 40s;
-      proxy_send_timeout 10s;
-      proxy_buffering off;
-      proxy_next_upstream_tries 2;
-      proxy_next_upstream_timeout 6s;`;
-  return `# generated for a chaos run (test/chaos/nginx.ts)
+  return `# generated for a test or a chaos run (test/chaos/nginx.ts): deploy/nginx/mom.conf in a main file
 ${asRoot ? 'user root;\n' : ''}worker_processes 1;
 daemon off;
 pid ${join(dir, 'nginx.pid')};
@@ -72,25 +79,7 @@ http {
   fastcgi_temp_path ${join(dir, 'tmp', 'fastcgi')};
   uwsgi_temp_path ${join(dir, 'tmp', 'uwsgi')};
   scgi_temp_path ${join(dir, 'tmp', 'scgi')};
-  # the API's own limit on a body is 1 MiB for a batch (docs/api.md); a little room for JSON
-  client_max_body_size 2m;
-  upstream mom {
-${upstreams.map((u) => `    server ${u} max_fails=${o.maxFails ?? 1} fail_timeout=2s;`).join('\n')}
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    # a keyed write may be repeated: another node answers it from its idempotency record
-    location @keyed {${proxy}
-      proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
-    }
-    location / {
-      error_page 418 = @keyed;
-      if ($http_idempotency_key != "") { return 418; }${proxy}
-      # GETs are repeated; other writes only when they never reached a node
-      proxy_next_upstream error timeout http_502 http_503 http_504;
-    }
-  }
+${deployedSite(o)}
 }
 `;
 }

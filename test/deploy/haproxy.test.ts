@@ -1,0 +1,85 @@
+// deploy/haproxy/haproxy.cfg repeats a request on another node only when that is safe (a GET, or a
+// write with an Idempotency-Key), passes on any request that never reached a node, leaves out a node
+// whose /readyz fails, and gives every request an X-Request-Id. Stand-in nodes count what reached them.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { freePort } from '../cluster/net-helpers.js';
+import { Haproxy } from './haproxy.js';
+import { send, stand } from './stand-ins.js';
+
+const keyedPost = /^POST \S+ k\d$/;
+
+t.test('haproxy retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
+  const busy = await stand(503);
+  const fine = await stand(200);
+  const lb = await Haproxy.start(dir, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], false);
+  t.teardown(async () => {
+    await lb.close();
+    busy.close();
+    fine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  busy.hits.length = 0;
+  fine.hits.length = 0;
+  const gets: number[] = [];
+  for (let i = 0; i < 6; i++) gets.push(await send(`${lb.url}/v1/queues/q`, 'GET'));
+  t.same(gets, [200, 200, 200, 200, 200, 200], 'every GET answered 200 (those that met the 503 were repeated)');
+  t.ok(busy.hits.some((h) => h.startsWith('GET ')), 'some GETs met the 503 first');
+  const keyed: number[] = [];
+  for (let i = 0; i < 6; i++) keyed.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST', `k${i}`));
+  t.same(keyed, [200, 200, 200, 200, 200, 200], 'every keyed write answered 200');
+  t.ok(busy.hits.some((h) => keyedPost.test(h)) && [...busy.hits, ...fine.hits].filter((h) => keyedPost.test(h)).length > 6, 'keyed writes that met the 503 were repeated on the other node');
+  const before = busy.hits.length + fine.hits.length;
+  const unkeyed: number[] = [];
+  for (let i = 0; i < 6; i++) unkeyed.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
+  t.ok(unkeyed.includes(503), 'a write without a key that met the 503 got the 503');
+  t.equal(busy.hits.length + fine.hits.length - before, 6, 'each write without a key reached exactly one node');
+});
+
+t.test('haproxy passes a write without a key on when the node refused the connection', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
+  const fine = await stand(200);
+  const closedPort = await freePort();
+  const lb = await Haproxy.start(dir, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], false);
+  t.teardown(async () => {
+    await lb.close();
+    fine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const got: number[] = [];
+  for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
+  t.same(got, [200, 200, 200, 200]);
+});
+
+t.test('haproxy leaves out a node whose /readyz fails and sets X-Request-Id', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
+  // Answers 200 to requests but is not ready: the health check must keep requests away from it.
+  const unready = await stand(200, 503);
+  const ready = await stand(200);
+  const lb = await Haproxy.start(dir, [`127.0.0.1:${unready.port}`, `127.0.0.1:${ready.port}`]);
+  t.teardown(async () => {
+    await lb.close();
+    unready.close();
+    ready.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // Two failed checks, 2 s apart, mark it down; then no request reaches it.
+  const deadline = Date.now() + 30_000;
+  let streak = 0;
+  while (streak < 10 && Date.now() < deadline) {
+    const before = unready.hits.length;
+    await send(`${lb.url}/v1/queues/q`, 'GET');
+    streak = unready.hits.length === before ? streak + 1 : 0;
+    if (streak === 0) await new Promise((r) => setTimeout(r, 200));
+  }
+  t.equal(streak, 10, 'ten requests in a row went to the ready node only');
+  const res = await request(`${lb.url}/v1/queues/q`);
+  const body = (await res.body.json()) as { requestId: string | null };
+  t.ok(typeof body.requestId === 'string' && body.requestId.length > 0, `haproxy set X-Request-Id (${body.requestId})`);
+  const own = await request(`${lb.url}/v1/queues/q`, { headers: { 'x-request-id': 'client-chosen-1' } });
+  t.equal(((await own.body.json()) as { requestId: string }).requestId, 'client-chosen-1', "a client's own X-Request-Id is kept");
+});

@@ -1,0 +1,72 @@
+// deploy/haproxy/haproxy.cfg run for a test: Debian's haproxy (.ci/run installs it) on loopback, the
+// file's bind port and server addresses rewritten, nothing else.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { freePort } from '../cluster/net-helpers.js';
+
+export const HAPROXY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'haproxy', 'haproxy.cfg');
+const CANDIDATES = ['/usr/sbin/haproxy', '/usr/bin/haproxy', '/usr/local/sbin/haproxy'];
+
+export function haproxyBinary(): string {
+  const found = CANDIDATES.find((p) => existsSync(p));
+  if (found === undefined) throw new Error('haproxy is not installed: apt-get install haproxy (.ci/run does)');
+  return found;
+}
+
+/**
+ * The deployed file for `upstreams` (host:port) and a bind on 127.0.0.1:`port`. `checks: false`
+ * drops the health checks, so that a stand-in answering 503 still gets requests (the retry tests).
+ * Throws when the file no longer has the lines this rewrites.
+ */
+export function deployedHaproxy(o: { port: number; upstreams: string[]; checks?: boolean }): string {
+  const text = readFileSync(HAPROXY_CONF, 'utf8');
+  const servers = [...text.matchAll(/^(\s*)server n\d 127\.0\.0\.1:\d+ check$/gm)];
+  if (servers.length !== 3 || !/^\s*bind :8000$/m.test(text)) throw new Error(`${HAPROXY_CONF}: expected 3 'server nN 127.0.0.1:P check' lines and 'bind :8000'`);
+  const indent = servers[0]![1]!;
+  const lines = o.upstreams.map((u, i) => `${indent}server n${i + 1} ${u}${o.checks === false ? '' : ' check'}`).join('\n');
+  const out = text.slice(0, servers[0]!.index) + lines + text.slice(servers[2]!.index! + servers[2]![0].length);
+  return out.replace(/^(\s*)bind :8000$/m, `$1bind 127.0.0.1:${o.port}`);
+}
+
+export class Haproxy {
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly url: string,
+  ) {}
+
+  /** Starts haproxy in front of `upstreams`, its file in `dir`; resolves once it answers. */
+  static async start(dir: string, upstreams: string[], checks = true): Promise<Haproxy> {
+    const bin = haproxyBinary();
+    const port = await freePort();
+    const conf = join(dir, 'haproxy.cfg');
+    writeFileSync(conf, deployedHaproxy({ port, upstreams, checks }));
+    execFileSync(bin, ['-c', '-q', '-f', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(bin, ['-db', '-f', conf], { stdio: 'ignore' });
+    const lb = new Haproxy(proc, `http://127.0.0.1:${port}`);
+    const kill = (): void => void proc.kill('SIGKILL');
+    process.once('exit', kill);
+    proc.once('exit', () => process.removeListener('exit', kill));
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      try {
+        const res = await request(`${lb.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        await res.body.dump();
+        return lb;
+      } catch {
+        if (proc.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await lb.close();
+    throw new Error(`haproxy did not answer on ${lb.url} within 10 s`);
+  }
+
+  async close(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGTERM');
+    await exited;
+  }
+}
