@@ -15,6 +15,8 @@ export interface ForwardedCommand {
   readonly actor: string | null;
   readonly command: unknown;
   readonly idempotencyKey?: string;
+  /** The client request's id here: the leader logs the command under it. */
+  readonly requestId?: string;
 }
 
 interface Pending {
@@ -100,7 +102,7 @@ export class ForwardBatcher {
 
   private async one(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
     try {
-      const res = await this.peers.call(leader, COMMAND_PATH, body, { timeoutMs: this.timeoutMs });
+      const res = await this.peers.call(leader, COMMAND_PATH, body, { timeoutMs: this.timeoutMs, ...(body.requestId === undefined ? {} : { requestId: body.requestId }) });
       return decodeAnswer(res.status, res.body);
     } catch (err) {
       return failed(leader, err);

@@ -5,7 +5,7 @@
 // it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
 // octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
 import { open, type FileHandle } from 'node:fs/promises';
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { NodeId } from '../raft/index.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
@@ -28,6 +28,14 @@ export const COMMANDS_PATH = '/internal/commands';
 export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
+
+/** Where a forwarded command's lines go: the leader's log, under the client request's id. */
+export type CommandLog = Pick<FastifyBaseLogger, 'debug' | 'error'>;
+
+/** The request's logger, with the forwarding node's request id for the command when it sent one. */
+function commandLog(log: FastifyBaseLogger, requestId: string | undefined): CommandLog {
+  return requestId === undefined ? log : log.child({ forwardedRequestId: requestId });
+}
 
 export interface InternalRoutesOptions {
   readonly clusterSecret: string;
@@ -62,7 +70,7 @@ export interface InternalRoutesOptions {
    * A client's command forwarded by the node that received it, to this node as the partition's
    * leader, under the client's identity. Answers a router Answer (see router.ts).
    */
-  onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined): Promise<unknown>;
+  onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): Promise<unknown>;
   /** A client's read forwarded likewise; runs with a ReadIndex here. */
   onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
@@ -168,12 +176,14 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
       actor: { type: ['string', 'null'], minLength: 1, maxLength: 64 },
       idempotencyKey: { type: 'string', minLength: 1, maxLength: 255 },
+      // the client request's id at the node that forwarded it, so one request has one id in every log
+      requestId: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' },
       command: { type: 'object' },
     },
     required: ['partition', 'actor', 'command'],
     additionalProperties: false,
   } as const;
-  type Forwarded = { partition: number; actor: string | null; command: unknown; idempotencyKey?: string };
+  type Forwarded = { partition: number; actor: string | null; command: unknown; idempotencyKey?: string; requestId?: string };
 
   app.post<{ Body: Forwarded }>(
     COMMAND_PATH,
@@ -181,8 +191,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     { bodyLimit, schema: { hide: true, body: forwardedCommand } },
     async (request, reply) => {
       if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
-      const { partition, actor, command, idempotencyKey } = request.body;
-      return opts.onCommand(partition, actor, command, idempotencyKey);
+      const { partition, actor, command, idempotencyKey, requestId } = request.body;
+      return opts.onCommand(partition, actor, command, idempotencyKey, commandLog(request.log, requestId));
     },
   );
 
@@ -206,13 +216,14 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       const onCommand = opts.onCommand;
       if (onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
       const answers = await Promise.all(
-        request.body.items.map(({ partition, actor, command, idempotencyKey }) =>
+        request.body.items.map(({ partition, actor, command, idempotencyKey, requestId }) => {
+          const log = commandLog(request.log, requestId);
           // one command's failure is that command's unknown outcome, as a 500 is for a single one
-          onCommand(partition, actor, command, idempotencyKey).catch((err: unknown) => {
-            request.log.error({ err }, 'forwarded command failed');
+          return onCommand(partition, actor, command, idempotencyKey, log).catch((err: unknown) => {
+            log.error({ err }, 'forwarded command failed');
             return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
-          }),
-        ),
+          });
+        }),
       );
       return { answers };
     },

@@ -78,8 +78,9 @@ export class ClusterNode {
       onMessages: (from, items) => this.host.receive(from, items),
       snapshotFile: (partition, ref) => this.host.snapshotFile(partition, ref),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
-      onCommand: async (partition, actor, command, idempotencyKey) => {
+      onCommand: async (partition, actor, command, idempotencyKey, log) => {
         const type = (command as { type?: unknown }).type;
+        log.debug({ partition, command: type, actor }, 'forwarded command');
         if (typeof type !== 'string' || SYSTEM_COMMANDS.includes(type)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);

@@ -91,8 +91,14 @@ export class Router {
   }
 
   /** Proposes `command` as `actor` on partition `p`, wherever its leader is; resolves once applied. */
-  async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, _ctx: RequestContext = {}): Promise<Result> {
-    const body = idempotencyKey === undefined ? { partition: p, actor, command } : { partition: p, actor, command, idempotencyKey };
+  async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
+    const body = {
+      partition: p,
+      actor,
+      command,
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+      ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }),
+    };
     return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) => this.batcher.forward(leader, body));
   }
 

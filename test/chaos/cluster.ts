@@ -75,6 +75,7 @@ export class Cluster {
     /** Where node logs go (n1.log, ...). */
     readonly runDir: string,
     readonly partitions: number,
+    private readonly logLevel: string,
   ) {
     this.urls = ports.map((p) => `http://127.0.0.1:${p}`);
     this.dataRoot = mkdtempSync(join(tmpdir(), 'mom-chaos-'));
@@ -82,9 +83,10 @@ export class Cluster {
     for (const id of this.ids) for (const f of [`net-${id}.json`, `net-${id}.json.state.json`]) rmSync(join(runDir, f), { force: true });
   }
 
-  static async create(runDir: string, partitions = 4): Promise<Cluster> {
+  /** `logLevel`: the nodes' (pino) level; warn by default. */
+  static async create(runDir: string, partitions = 4, logLevel = 'warn'): Promise<Cluster> {
     const ports = [await freePort(), await freePort(), await freePort()];
-    const c = new Cluster(ports, runDir, partitions);
+    const c = new Cluster(ports, runDir, partitions, logLevel);
     live.add(c);
     hookExit();
     return c;
@@ -116,7 +118,7 @@ export class Cluster {
       ...process.env,
       MOM_CLUSTER_SECRET: 'c'.repeat(32),
       MOM_JWT_SECRET: 'j'.repeat(48),
-      MOM_LOG_LEVEL: 'warn',
+      MOM_LOG_LEVEL: this.logLevel,
       MOM_PARTITIONS: String(this.partitions),
       MOM_CHAOS_NET: this.netControl(i),
       ...diskShimEnv(this.diskShim, this.nodeDir(i), this.undoDir(i)),

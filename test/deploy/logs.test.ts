@@ -1,0 +1,103 @@
+// The nodes' logs: JSON lines (pino), a client's X-Request-Id follows its write to the partition's
+// leader when another node forwards it, and no line holds a password, a token or a secret. Three
+// real node processes at debug level (the most they ever log), driven with a known password and
+// token, then every line of every log is searched for them.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { partitionOf } from '../../src/partition/routing.js';
+import { Cluster, sleep } from '../chaos/cluster.js';
+
+const PARTITIONS = 4;
+const PASSWORD = 'pw-Zq8-never-in-a-log';
+
+async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await request(`${url}${path}`, {
+    method: method as 'POST',
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+}
+
+t.test('request ids follow forwarded writes; no password, token or secret is logged', async (t) => {
+  const runDir = mkdtempSync(join(tmpdir(), 'mom-logs-'));
+  const cluster = await Cluster.create(runDir, PARTITIONS, 'debug');
+  for (const i of [0, 1, 2]) cluster.start(i);
+  t.teardown(async () => {
+    await cluster.close();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+  t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
+  const [u0, u1, u2] = cluster.urls as [string, string, string];
+
+  t.equal((await call(u0, 'POST', '/v1/auth/register', { username: 'logged', password: PASSWORD })).status, 201);
+  t.equal((await call(u1, 'POST', '/v1/auth/login', { username: 'logged', password: 'a-wrong-password-1' })).status, 401, 'a failed login (a password in the body) is logged too');
+  const token = (await call(u2, 'POST', '/v1/auth/login', { username: 'logged', password: PASSWORD })).body.accessToken as string;
+  const auth = { authorization: `Bearer ${token}` };
+  t.equal((await call(u0, 'GET', '/v1/queues/none', undefined, { authorization: `Bearer ${token}x` })).status, 401, 'a bad token is refused (and logged)');
+
+  const queue = 'traced';
+  t.equal((await call(u0, 'POST', '/v1/queues', { name: queue }, auth)).status, 201);
+  const leader = await cluster.leaderOf(partitionOf(queue, PARTITIONS));
+  t.ok(leader >= 0, `the queue's partition is led by n${leader + 1}`);
+  const via = [0, 1, 2].find((i) => i !== leader)!;
+  const traceId = `trace-${process.pid}-1`;
+  const sent = await call(cluster.urls[via]!, 'POST', `/v1/queues/${queue}/messages`, { body: 'hello' }, { ...auth, 'x-request-id': traceId, 'idempotency-key': 'log-test-1' });
+  t.equal(sent.status, 201, `sent through n${via + 1}, which forwards to the leader`);
+
+  // A planned stop flushes each node's log.
+  for (const i of [0, 1, 2]) cluster.terminate(i);
+  t.ok(await Cluster.until(async () => [0, 1, 2].every((i) => !cluster.running(i)), 30_000), 'the nodes stopped');
+  await sleep(100);
+
+  const lines = [0, 1, 2].flatMap((i) =>
+    readFileSync(join(runDir, `n${i + 1}.log`), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((text) => ({ node: i, text })),
+  );
+  t.ok(lines.length > 20, `${lines.length} lines logged`);
+  const notJson = lines.filter((l) => {
+    try {
+      return typeof JSON.parse(l.text) !== 'object';
+    } catch {
+      return true;
+    }
+  });
+  t.same(notJson.map((l) => l.text.slice(0, 120)), [], 'every line is a JSON object');
+
+  const atLeader = lines.filter((l) => l.node === leader && l.text.includes(traceId)).map((l) => JSON.parse(l.text) as { msg?: string; forwardedRequestId?: string; reqId?: string });
+  t.ok(
+    atLeader.some((l) => l.forwardedRequestId === traceId && l.msg === 'forwarded command'),
+    `the leader logged the forwarded command under the client's request id (${atLeader.length} lines)`,
+  );
+  t.ok(
+    lines.some((l) => l.node === via && l.text.includes(traceId)),
+    'the node that took the request logged it under the same id',
+  );
+
+  const secrets: [string, string][] = [
+    ['the password', PASSWORD],
+    ['the wrong password', 'a-wrong-password-1'],
+    ['the token', token],
+    ["the token's signature", token.split('.')[2]!],
+    ['the cluster secret', 'c'.repeat(32)],
+    ['the JWT secret', 'j'.repeat(48)],
+  ];
+  for (const [what, secret] of secrets) {
+    t.same(
+      lines.filter((l) => l.text.includes(secret)).map((l) => l.text.slice(0, 160)),
+      [],
+      `no line holds ${what}`,
+    );
+  }
+  t.same(
+    lines.filter((l) => /authorization|bearer /i.test(l.text)).map((l) => l.text.slice(0, 160)),
+    [],
+    'no line holds an Authorization header',
+  );
+});
