@@ -38,6 +38,11 @@ export interface NodeConfig {
   readonly snapshotEvery: number;
   /** Log entries kept behind a snapshot, so a briefly slow follower catches up without one; default 1000. */
   readonly keepBehindSnapshot: number;
+  /**
+   * The data folder may be older than the cluster (restored from a backup): vote only after catching
+   * up from the partitions' leaders, as a node with an empty data folder always does.
+   */
+  readonly rejoin: boolean;
 }
 
 export class ConfigError extends Error {
@@ -61,7 +66,10 @@ const SETTINGS = {
   keepBehindSnapshot: { flag: 'keep-behind-snapshot', env: 'MOM_KEEP_BEHIND_SNAPSHOT', what: 'log entries kept behind a snapshot, 0 to 10000000 (default 1000)' },
   metricsToken: { flag: 'metrics-token', env: 'MOM_METRICS_TOKEN', what: 'bearer token for /metrics (at least 16 characters); enables per-queue series' },
   trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
+  rejoin: { flag: 'rejoin', env: 'MOM_REJOIN', what: 'after restoring the data folder from a backup: vote only once caught up from the leaders (a switch; default false)' },
 } as const;
+/** Settings that are switches: `--flag` alone means true. */
+const SWITCHES = new Set<string>(['rejoin']);
 type Key = keyof typeof SETTINGS;
 
 export function parseArgs(argv: readonly string[]): { values: Partial<Record<Key | 'config', string>> } {
@@ -75,7 +83,8 @@ export function parseArgs(argv: readonly string[]): { values: Partial<Record<Key
     const flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
     const key = byFlag.get(flag);
     if (key === undefined) throw new ConfigError(`unknown option --${flag}; known: ${[...byFlag.keys()].map((f) => `--${f}`).join(' ')}`);
-    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+    const next = argv[i + 1];
+    const value = eq >= 0 ? arg.slice(eq + 1) : SWITCHES.has(key) && (next === undefined || next.startsWith('--')) ? 'true' : argv[++i];
     if (value === undefined || value === '') throw new ConfigError(`--${flag} needs a value: ${key === 'config' ? 'a JSON file' : SETTINGS[key].what}`);
     values[key] = value;
   }
@@ -153,7 +162,14 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     metricsToken,
     snapshotEvery,
     keepBehindSnapshot,
+    rejoin: parseSwitch('rejoin', get('rejoin')),
   };
+}
+
+function parseSwitch(name: string, text: string | undefined): boolean {
+  if (text === undefined || text === '' || text === 'false' || text === '0') return false;
+  if (text === 'true' || text === '1') return true;
+  throw new ConfigError(`${name} must be true or false, got '${text}'`);
 }
 
 function parsePeers(text: string): PeerAddress[] {
@@ -201,12 +217,30 @@ function checkUrl(what: string, url: string): void {
  * The partition count and the node ids are fixed when a node's data folder is first used: a later
  * start with other values would route names to the wrong partitions, so it is refused.
  */
-export function checkClusterIdentity(cfg: NodeConfig): void {
+interface ClusterIdentity {
+  partitions: number;
+  nodeId: string;
+  peers: string[];
+  /**
+   * Set while this data folder may be older than the cluster (new or emptied, or restored from a
+   * backup with --rejoin) and some partition has not yet caught up from its leader: until then the
+   * node grants no vote and never campaigns (Raft.suspendVoting). Cleared once all have.
+   */
+  catchingUp?: true;
+}
+
+/**
+ * Checks that the data folder belongs to this node and cluster, creating its identity file on first
+ * use. Answers whether the node must catch up from the partitions' leaders before it may vote: a new
+ * folder cannot tell a new cluster from a lost disk, and a restored one may have voted and
+ * acknowledged entries since its backup.
+ */
+export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   const path = `${cfg.dataDir}/cluster.json`;
-  const mine = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
-  let existing: typeof mine | null = null;
+  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  let existing: ClusterIdentity | null = null;
   try {
-    existing = JSON.parse(readFileSync(path, 'utf8')) as typeof mine;
+    existing = JSON.parse(readFileSync(path, 'utf8')) as ClusterIdentity;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
   }
@@ -214,8 +248,8 @@ export function checkClusterIdentity(cfg: NodeConfig): void {
     mkdirSync(cfg.dataDir, { recursive: true });
     // Durably: after a power cut an empty or torn file would keep the node from starting (found by
     // the chaos run's power-loss fault).
-    writeFileDurably(path, JSON.stringify(mine, null, 2) + '\n');
-    return;
+    writeFileDurably(path, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+    return { catchingUp: true };
   }
   if (existing.partitions !== mine.partitions) {
     throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.partitions} partitions; partitions=${mine.partitions} would misroute every name`);
@@ -224,4 +258,12 @@ export function checkClusterIdentity(cfg: NodeConfig): void {
   if (existing.peers.join(',') !== mine.peers.join(',')) {
     throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.peers.join(', ')}; changing members is not supported`);
   }
+  if (cfg.rejoin && existing.catchingUp !== true) writeFileDurably(path, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+  return { catchingUp: cfg.rejoin || existing.catchingUp === true };
+}
+
+/** Records that every partition caught up (after that was persisted): later starts vote at once. */
+export function markCaughtUp(cfg: NodeConfig): void {
+  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify(mine, null, 2) + '\n');
 }

@@ -24,6 +24,7 @@ export const SNAPSHOT_PATH = '/internal/snapshot';
 export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
 export const COMMANDS_PATH = '/internal/commands';
+export const POSITIONS_PATH = '/internal/positions';
 /** Commands in one forwarded batch at most. */
 export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
@@ -71,6 +72,8 @@ export interface InternalRoutesOptions {
    * leader, under the client's identity. Answers a router Answer (see router.ts).
    */
   onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): Promise<unknown>;
+  /** Each partition's term and last log index here (a new node deciding whether the cluster is new). */
+  positions?(): { terms: number[]; lastIndexes: number[] };
   /** A client's read forwarded likewise; runs with a ReadIndex here. */
   onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
@@ -228,6 +231,11 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return { answers };
     },
   );
+
+  app.post(POSITIONS_PATH, { schema: { hide: true } }, async (_request, reply) => {
+    if (opts.positions === undefined) return problem(reply, 404, 'not_found', 'this node does not tell its log positions');
+    return opts.positions();
+  });
 
   app.post<{ Body: { partition: number; query: unknown } }>(
     QUERY_PATH,

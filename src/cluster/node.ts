@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';
 import type { Command } from '../store/broker/index.js';
-import { checkClusterIdentity, type NodeConfig } from './config.js';
+import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
+import { POSITIONS_PATH } from './internal-routes.js';
 import type { InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
 import { HttpTransport } from './transport.js';
@@ -34,11 +35,14 @@ export class ClusterNode {
     readonly transport: HttpTransport,
     readonly router: Router,
     readonly tls: TlsMaterial | null,
+    private readonly logger: Logger,
   ) {}
+
+  private closed = false;
 
   /** Opens the partitions and the transport; nothing runs until start(). */
   static async open(cfg: NodeConfig, logger: Logger, opts: NodeOptions = {}): Promise<ClusterNode> {
-    checkClusterIdentity(cfg);
+    const identity = checkClusterIdentity(cfg);
     const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
     const transport = new HttpTransport({
       self: cfg.nodeId,
@@ -66,7 +70,46 @@ export class ClusterNode {
       ...(opts.leaderWaitMs === undefined ? {} : { leaderWaitMs: opts.leaderWaitMs }),
       ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }),
     });
-    return new ClusterNode(cfg, host, transport, router, tls);
+    if (identity.catchingUp) {
+      logger.info('this data folder is new, emptied or restored: no votes until every partition caught up from its leader');
+      host.suspendVotingUntilCaughtUp(() => {
+        markCaughtUp(cfg);
+        logger.info('every partition caught up from its leader; voting');
+      });
+    }
+    return new ClusterNode(cfg, host, transport, router, tls, logger);
+  }
+
+  /**
+   * A cluster whose members are all new has no leader to catch up from: when every peer that answers
+   * (at least one, so a majority with this node) has an empty log in every partition, and so has this
+   * node, voting starts at once. Asked every half second while votes are suspended.
+   */
+  private async bootstrapIfNew(): Promise<void> {
+    const others = this.cfg.peers.filter((p) => p.id !== this.cfg.nodeId);
+    while (!this.closed && this.host.votingSuspended) {
+      const mine = this.host.logPositions();
+      const empty = (p: { terms: number[]; lastIndexes: number[] }): boolean =>
+        p.terms.length === this.cfg.partitions && p.terms.every((x) => x === 0) && p.lastIndexes.every((x) => x === 0);
+      if (empty(mine)) {
+        const answers = await Promise.all(
+          others.map((p) =>
+            this.transport.call(p.id, POSITIONS_PATH, {}, { timeoutMs: 2_000 }).then(
+              (r) => (r.status === 200 ? (r.body as { terms: number[]; lastIndexes: number[] }) : null),
+              () => null,
+            ),
+          ),
+        );
+        type Positions = { terms: number[]; lastIndexes: number[] };
+        const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes));
+        if (got.length > 0 && got.every(empty) && empty(this.host.logPositions())) {
+          this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
+          this.host.resumeVoting();
+          return;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   /** What the inter-node routes of this node answer with (see internal-routes.ts). */
@@ -85,6 +128,7 @@ export class ClusterNode {
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
       },
+      positions: () => this.host.logPositions(),
       onQuery: async (partition, query) => {
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.queryHere(partition, query as Parameters<Router['queryHere']>[1]);
@@ -94,6 +138,7 @@ export class ClusterNode {
 
   start(): void {
     this.host.start();
+    if (this.host.votingSuspended) void this.bootstrapIfNew();
   }
 
   status(): PartitionStatus[] {
@@ -102,6 +147,7 @@ export class ClusterNode {
 
   /** Closes the partitions and their databases, then the transport. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.host.close();
     await this.transport.close();
   }

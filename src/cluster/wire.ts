@@ -105,7 +105,8 @@ function toWire(m: Message, add: (data: Uint8Array) => number): object {
     case MessageType.Heartbeat:
       return { type: m.type, to: m.to, term: m.term, commit: m.commit, readRound: m.readRound };
     case MessageType.HeartbeatResp:
-      return { type: m.type, to: m.to, term: m.term, readRound: m.readRound };
+      // lastIndex only when set (a follower that lost its log), so other nodes never see a fifth field.
+      return { type: m.type, to: m.to, term: m.term, readRound: m.readRound, ...(m.lastIndex === undefined ? {} : { lastIndex: m.lastIndex }) };
     case MessageType.Snap: {
       const { meta, data } = m.snapshot;
       return { type: m.type, to: m.to, term: m.term, meta: { index: meta.index, term: meta.term, voters: meta.voters }, data: add(data) };
@@ -215,8 +216,12 @@ function messageAt(v: unknown, i: number, from: NodeId, payloads: PayloadReader)
       fieldCount(v, i, '', 5);
       return { type, from, to, term, commit: uintAt(v.commit, i, 'commit'), readRound: uintAt(v.readRound, i, 'readRound') };
     case MessageType.HeartbeatResp:
-      fieldCount(v, i, '', 4);
-      return { type, from, to, term, readRound: uintAt(v.readRound, i, 'readRound') };
+      if (v.lastIndex === undefined) {
+        fieldCount(v, i, '', 4);
+        return { type, from, to, term, readRound: uintAt(v.readRound, i, 'readRound') };
+      }
+      fieldCount(v, i, '', 5);
+      return { type, from, to, term, readRound: uintAt(v.readRound, i, 'readRound'), lastIndex: uintAt(v.lastIndex, i, 'lastIndex') };
     case MessageType.Snap: {
       fieldCount(v, i, '', 5);
       const meta = v.meta;

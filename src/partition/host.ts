@@ -98,6 +98,11 @@ export class NodeHost {
   private lastHeardAny: number | null = null;
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leaving = false;
+  /**
+   * Set while some partition's voting is suspended (Raft.suspendVoting: an empty or restored disk),
+   * until every partition has caught up and a turn has persisted that; then onCaughtUp is called.
+   */
+  private catchingUp: { onCaughtUp: () => void } | null = null;
   /** When each partition last had a known leader here (ms), sampled every tick. */
   private readonly leaderSeenAt: number[] = [];
   /** Partitions whose state is being copied for a local snapshot. */
@@ -415,6 +420,8 @@ export class NodeHost {
         if (rd.snapshot !== null) r.snapshotInstalled(rd.snapshot.meta.index);
         this.maybeCompact(r);
       }
+      // A suspension ended while stepping messages before this turn: what ended it is persisted now.
+      if (this.catchingUp !== null) this.checkCaughtUp();
       this.schedule();
     } catch (err) {
       // A storage failure leaves the core and the disk out of step: stop rather than go on wrongly.
@@ -499,6 +506,42 @@ export class NodeHost {
       if (this.fetching.has(`${partition}/${f.slice(0, -3)}`)) continue;
       rmSync(join(dir, f), { force: true });
     }
+  }
+
+  /**
+   * For a data folder that may be older than the cluster (new, emptied, or restored from a backup):
+   * every partition's voting is suspended until it holds what its leader committed. `onCaughtUp`
+   * runs once all have, after a turn persisted the entries that got them there.
+   */
+  suspendVotingUntilCaughtUp(onCaughtUp: () => void): void {
+    for (const r of this.replicas) r.raw.raft.suspendVoting();
+    this.catchingUp = { onCaughtUp };
+  }
+
+  /** Whether some partition still waits to catch up before it may vote. */
+  get votingSuspended(): boolean {
+    return this.catchingUp !== null;
+  }
+
+  /** Ends every suspension at once: only when every member of the cluster is new (nothing to catch up on). */
+  resumeVoting(): void {
+    for (const r of this.replicas) r.raw.raft.resumeVoting();
+    this.checkCaughtUp();
+  }
+
+  private checkCaughtUp(): void {
+    if (this.catchingUp === null) return;
+    // Caught up, and durably: the stored log reaches what is committed (entries stepped in while a
+    // turn awaited a snapshot install are not stored yet; a later turn's end looks again).
+    if (this.replicas.some((r) => r.raw.raft.votingIsSuspended || r.log.lastIndex() < r.raw.raft.log.committed)) return;
+    const { onCaughtUp } = this.catchingUp;
+    this.catchingUp = null;
+    onCaughtUp();
+  }
+
+  /** Each partition's stored term and last log index (a peer deciding whether the cluster is new). */
+  logPositions(): { terms: number[]; lastIndexes: number[] } {
+    return { terms: this.replicas.map((r) => r.raw.raft.term), lastIndexes: this.replicas.map((r) => r.raw.raft.log.lastIndex()) };
   }
 
   status(): PartitionStatus[] {

@@ -101,6 +101,8 @@ export class Raft {
   private randomizedElectionTimeout = 0;
   /** Leader only: the target of a leadership transfer in progress. */
   leadTransferee: NodeId | null = null;
+  /** See suspendVoting. */
+  private votingSuspended = false;
   /** Leader only: a change of commit index followers have not been told of yet. */
   private commitUnannounced = false;
   /** Leader only: payload bytes appended but not yet applied (back-pressure). */
@@ -156,7 +158,28 @@ export class Raft {
   // ---- queries ----
 
   promotable(): boolean {
-    return this.voters.includes(this.id);
+    return !this.votingSuspended && this.voters.includes(this.id);
+  }
+
+  /**
+   * For a node whose stored state may be older than the cluster (an empty disk, or one restored from
+   * a backup): it may have voted, and acknowledged entries, in terms it no longer remembers. Until it
+   * holds everything a leader had committed, it grants no vote and never campaigns, so a leader is
+   * elected by the other voters, whose logs hold every committed entry, and this node catches up from
+   * it. An append that brings its log up to the leader's commit index ends the suspension; the
+   * node's later votes are in that leader's term or later, where it has not voted before.
+   */
+  suspendVoting(): void {
+    this.votingSuspended = true;
+  }
+
+  /** Ends the suspension without catching up: only for a cluster every member of which is new. */
+  resumeVoting(): void {
+    this.votingSuspended = false;
+  }
+
+  get votingIsSuspended(): boolean {
+    return this.votingSuspended;
   }
 
   hardState(): { term: Term; vote: NodeId | null; commit: Index } {
@@ -400,9 +423,10 @@ export class Raft {
   private handleVoteRequest(m: VoteRequest): void {
     // §5.2: one vote per term, first come first served; a pre-vote for a future term binds nothing.
     const canVote =
-      this.vote === m.from ||
+      !this.votingSuspended &&
+      (this.vote === m.from ||
       (this.vote === null && this.lead === null) ||
-      (m.type === MessageType.PreVote && m.term > this.term);
+      (m.type === MessageType.PreVote && m.term > this.term));
     // §5.4.1: only for a candidate whose log is at least as up-to-date as ours.
     if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
       const respType = m.type === MessageType.Vote ? MessageType.VoteResp : MessageType.PreVoteResp;
@@ -499,6 +523,8 @@ export class Raft {
     }
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.commit, m.entries);
     if (lastNew !== null) {
+      // Holding all the leader had committed, a node that forgot its votes may vote again.
+      if (this.votingSuspended && m.commit <= lastNew) this.votingSuspended = false;
       this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: lastNew, reject: false, hintIndex: 0, hintTerm: 0 });
       return;
     }
@@ -512,7 +538,9 @@ export class Raft {
   private handleHeartbeat(m: Heartbeat): void {
     // The leader sends min(commit, our match), which we hold; the min guards a log cut short by hand.
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, readRound: m.readRound });
+    const last = this.log.lastIndex();
+    // The leader sent min(commit, our match): more than we hold means our log was lost or rolled back.
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, readRound: m.readRound, ...(m.commit > last ? { lastIndex: last } : {}) });
   }
 
   private handleSnapshot(m: SnapshotRequest): void {
@@ -574,6 +602,12 @@ export class Raft {
     // A full window whose acknowledgements were lost would stall replication: free one slot so the
     // next append goes out, is rejected or accepted, and the progress recovers.
     if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirst();
+    // A follower whose log lost what it had acknowledged (a lost or restored disk): replicate to it
+    // again from where its log ends, probing back as for any follower that is behind.
+    if (m.lastIndex !== undefined && m.lastIndex < pr.match) {
+      pr.match = m.lastIndex;
+      pr.becomeProbe();
+    }
     // §5.3: the leader retries until the follower holds every entry. Appends to it may have been lost
     // with `next` already past them; an append from `next` (empty if need be) is rejected and the
     // rejection starts backtracking.

@@ -135,6 +135,12 @@ export interface Heartbeat extends Envelope {
 export interface HeartbeatResponse extends Envelope {
   readonly type: typeof MessageType.HeartbeatResp;
   readonly readRound: number;
+  /**
+   * Only from a follower missing entries the leader believes it holds (the heartbeat's commit is past
+   * its log: its disk was lost or restored from a backup): how far its log goes, so that the leader
+   * replicates to it again instead of waiting for a new entry to find out.
+   */
+  readonly lastIndex?: Index;
 }
 
 /** InstallSnapshot (§7). */

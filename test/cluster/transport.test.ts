@@ -431,7 +431,7 @@ t.test('the internal routes are hidden from the public document', async (t) => {
   const internal = nodeB.routes.filter((r) => r.route.includes(' /internal/'));
   t.strictSame(
     internal.map((r) => r.route).sort(),
-    ['GET /internal/snapshot/:partition/:ref', 'POST /internal/command', 'POST /internal/commands', 'POST /internal/propose', 'POST /internal/query', 'POST /internal/raft'],
+    ['GET /internal/snapshot/:partition/:ref', 'POST /internal/command', 'POST /internal/commands', 'POST /internal/positions', 'POST /internal/propose', 'POST /internal/query', 'POST /internal/raft'],
   );
   t.ok(internal.every((r) => r.hidden), 'every one has schema.hide');
 });

@@ -48,6 +48,8 @@ const everyType: Message[] = [
   { type: MessageType.AppResp, from: a, to: b, term: 3, index: 20, reject: true, hintIndex: 12, hintTerm: 2 },
   { type: MessageType.Heartbeat, from: a, to: b, term: 3, commit: 15, readRound: 4 },
   { type: MessageType.HeartbeatResp, from: a, to: b, term: 3, readRound: 4 },
+  // from a follower that lost its log
+  { type: MessageType.HeartbeatResp, from: a, to: b, term: 3, readRound: 0, lastIndex: 0 },
   {
     type: MessageType.Snap,
     from: a,
@@ -291,6 +293,7 @@ const messageArb: fc.Arbitrary<Omit<Message, 'from'>> = fc.oneof(
   }),
   record({ type: fc.constant(MessageType.Heartbeat), to: id, term: uint, commit: uint, readRound: uint }),
   record({ type: fc.constant(MessageType.HeartbeatResp), to: id, term: uint, readRound: uint }),
+  record({ type: fc.constant(MessageType.HeartbeatResp), to: id, term: uint, readRound: uint, lastIndex: uint }),
   record({
     type: fc.constant(MessageType.Snap),
     to: id,

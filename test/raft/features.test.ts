@@ -856,3 +856,55 @@ t.test('a single-voter group commits and serves reads on its own', async (t) => 
   settle(net, trace);
   t.same(trace.readys.flatMap((r) => r.rd.readStates), [{ index: net.node(n1).raft.log.committed, context: 'solo' }]);
 });
+
+t.test('suspended voting: a node that lost its disk grants no vote and never campaigns until it holds what the leader committed', async (t) => {
+  const net = new Network(voters3());
+  net.elect(n1);
+  t.equal(net.leader(), n1);
+  for (let i = 0; i < 5; i++) net.node(n1).propose([enc(`e${i}`)]);
+  net.stabilize();
+  const committed = net.node(n1).raft.log.committed;
+
+  // n3 comes back with an empty disk, votes suspended.
+  const fresh = newTestRaft(n3, voters3());
+  const r3 = fresh.raft;
+  r3.suspendVoting();
+  t.notOk(r3.promotable(), 'it does not campaign');
+  for (let i = 0; i < 50; i++) r3.tick();
+  t.equal(r3.role, Role.Follower, 'no election however long it hears nothing');
+  t.equal(readMessages(r3).length, 0);
+  const leaderTerm = net.node(n1).raft.term;
+  r3.step({ type: MessageType.Vote, from: n2, to: n3, term: leaderTerm, lastLogIndex: 0, lastLogTerm: 0, transfer: false } as VoteRequest);
+  t.match(readMessages(r3)[0], { type: MessageType.VoteResp, to: n2, reject: true }, 'a vote request is refused, though its log is as up to date');
+  t.equal(r3.vote, null);
+
+  // An append that leaves it short of the leader's commit index does not end it.
+  const all = net.storages.get(n1)!.entries(1, committed + 1, Infinity);
+  r3.step({ type: MessageType.App, from: n1, to: n3, term: leaderTerm, prevIndex: 0, prevTerm: 0, entries: all.slice(0, 2), commit: committed } as Message);
+  t.ok(r3.votingIsSuspended, 'two entries of ' + committed + ': still suspended');
+  r3.step({ type: MessageType.App, from: n1, to: n3, term: leaderTerm, prevIndex: 2, prevTerm: all[1]!.term, entries: all.slice(2), commit: committed } as Message);
+  t.notOk(r3.votingIsSuspended, 'holding everything the leader committed: it may vote again');
+  t.ok(r3.promotable());
+});
+
+t.test('a follower that lost its log is found by the next heartbeat and caught up, on an idle group', async (t) => {
+  const net = new Network(voters3());
+  net.elect(n1);
+  for (let i = 0; i < 4; i++) net.node(n1).propose([enc(`e${i}`)]);
+  net.stabilize();
+  const leader = net.node(n1).raft;
+  const last = leader.log.lastIndex();
+  t.equal(leader.progress.get(n3)!.match, last, 'n3 had acknowledged everything');
+
+  // n3's disk is lost: it restarts empty, votes suspended. No new entry will come (an idle group).
+  const n3node = restartNode(net, n3, new MemoryStorage(voters3()));
+  n3node.raft.suspendVoting();
+  for (let i = 0; i < 3; i++) {
+    net.tickAll();
+    net.stabilize();
+  }
+  t.equal(net.storages.get(n3)!.lastIndex(), last, 'the heartbeat answer told the leader; it replicated everything again');
+  t.notOk(n3node.raft.votingIsSuspended, 'holding what the leader committed, n3 may vote again');
+  t.equal(leader.progress.get(n3)!.match, last);
+  t.equal(leader.role, Role.Leader, 'the leader never stepped down');
+});
