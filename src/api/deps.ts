@@ -28,7 +28,7 @@ export interface ClusterView {
   /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
   /** Messages per partition led here, by state (counters as of the last apply). */
-  partitionDepths(): { partition: number; ready: number; leased: number; delayed: number }[];
+  partitionDepths(): { partition: number; ready: number; leased: number; delayed: number; oldestSentAt: number | null }[];
   /** Synced transactions of this node's Raft log since it started (one fsync each). */
   logSyncs(): number;
   /** How long this node has heard from no peer, once past two election timeouts (ms); else 0. */

@@ -64,6 +64,17 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       }
     },
   });
+  new Gauge({
+    name: 'mom_partition_oldest_message_age_seconds',
+    help: 'Age of the oldest message not yet acknowledged (and not expired) of any queue or subscription, per partition led here; 0 when there is none.',
+    labelNames: ['partition'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const d of deps.cluster.partitionDepths()) this.set({ partition: String(d.partition) }, d.oldestSentAt === null ? 0 : Math.max(0, (now - d.oldestSentAt) / 1000));
+    },
+  });
   // Queue names are user data: per-queue series only for a scraper that presents the metrics token.
   if (typeof deps.metricsToken === 'string') {
     new Gauge({

@@ -55,7 +55,10 @@ export class MomServer {
             leaderless: (graceMs) => node.host.leaderless(graceMs),
             logSyncs: () => node.host.logStore.syncs,
             cutOffFor: () => node.host.cutOffFor(),
-            partitionDepths: () => node.host.replicas.filter((r) => r.isLeader() && r.state.sqlite.open).map((r) => ({ partition: r.partition, ...r.state.messageTotals() })),
+            partitionDepths: () =>
+              node.host.replicas
+                .filter((r) => r.isLeader() && r.state.sqlite.open)
+                .map((r) => ({ partition: r.partition, ...r.state.messageTotals(), oldestSentAt: r.state.oldestSentAt(Date.now()) })),
             queueDepths: (limit) =>
               node.host.replicas
                 .filter((r) => r.isLeader() && r.state.sqlite.open)

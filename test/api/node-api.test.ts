@@ -56,6 +56,10 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   t.match(text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
   t.match(text, new RegExp(`mom_queue_messages\\{queue="${name}",state="ready"\\} 1`), 'the depth of a queue led here');
   t.match(text, /mom_partition_messages\{partition="\d+",state="ready"\} \d+/);
+  // The message just sent is the oldest of its partition: a small age, never 0 while it waits.
+  const ages = [...text.matchAll(new RegExp(`mom_partition_oldest_message_age_seconds\\{partition="${partitionOf(name, P)}"\\} ([0-9.e-]+)`, 'g'))].map((m) => Number(m[1]));
+  t.equal(ages.length, 1, 'the age of the oldest message of the queue’s partition, on its leader');
+  t.ok(ages[0]! > 0 && ages[0]! < 600, `age ${ages[0]} s`);
 
   const missing = await call(urls[0]!, 'GET', '/v1/nothing-here');
   t.equal(missing.status, 404);

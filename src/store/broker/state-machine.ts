@@ -919,6 +919,15 @@ export class BrokerStateMachine {
     return this.stats(ch, Math.max(now, this.clock())).visible > 0;
   }
 
+  /**
+   * When the oldest live message of any queue or subscription of the partition was sent (ms), or null
+   * when there is none: for the oldest-message-age metric and its alert.
+   */
+  oldestSentAt(now: number): number | null {
+    const r = this.st.oldestOfAll.get({ now: Math.max(now, this.clock()) }) as { at: number | null };
+    return r.at;
+  }
+
   /** The fullest queues' message counters (as of the last apply; time-based changes not counted). */
   queueDepths(limit: number): { queue: string; ready: number; leased: number; delayed: number }[] {
     return this.st.queueDepths.all(limit) as { queue: string; ready: number; leased: number; delayed: number }[];
@@ -1114,6 +1123,11 @@ function prepare(db: Sqlite) {
       `select sent_at from messages indexed by messages_expiry
        where channel_id = @channel and expires_at > @now and not (state = ${MessageState.Leased} and visible_at <= @now and delivery_count >= @max)
        order by expires_at limit 1`,
+    ),
+    // One index probe per channel (see `oldest`).
+    oldestOfAll: s(
+      `select min((select sent_at from messages indexed by messages_expiry where channel_id = c.id and expires_at > @now order by expires_at limit 1)) as at
+       from channels c`,
     ),
     getDedup: s('select message_id, seq from dedup where channel_id = ? and dedup_id = ? and expires_at > ?'),
     putDedup: s(

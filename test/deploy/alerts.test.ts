@@ -1,0 +1,102 @@
+// deploy/prometheus/alerts.yml: valid rules (promtool check rules), each alert fires on synthetic
+// series of the situation it is for and stays quiet otherwise (promtool test rules), and every metric
+// it reads is one the node exports. promtool comes with Debian's prometheus package (.ci/run installs it).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { parse, stringify } from 'yaml';
+
+const root = join(import.meta.dirname, '..', '..');
+const RULES = join(root, 'deploy', 'prometheus', 'alerts.yml');
+
+interface Rule {
+  alert: string;
+  expr: string;
+  annotations: Record<string, string>;
+}
+const rules = (parse(readFileSync(RULES, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+
+function promtool(args: string[]): { code: number; out: string } {
+  const r = spawnSync('promtool', args, { encoding: 'utf8' });
+  if (r.error !== undefined) throw new Error(`promtool is not installed (.ci/run installs Debian's prometheus): ${r.error.message}`);
+  return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
+/** An alert's annotations as Prometheus renders them for these labels and value. */
+function annotations(alert: string, labels: Record<string, string>, value: string): Record<string, string> {
+  const rule = rules.find((r) => r.alert === alert)!;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(rule.annotations)) {
+    out[k] = v.replace(/\{\{ \$labels\.(\w+) \}\}/g, (_, name: string) => labels[name] ?? '').replace(/\{\{ \$value \}\}/g, value);
+  }
+  return out;
+}
+
+const fires = (alert: string, labels: Record<string, string>, value: string) => ({ exp_labels: labels, exp_annotations: annotations(alert, labels, value) });
+
+t.test('promtool accepts the rules', async (t) => {
+  const r = promtool(['check', 'rules', RULES]);
+  t.equal(r.code, 0, r.out);
+  t.same(rules.map((r) => r.alert).sort(), ['MomApplyLag', 'MomNodeDown', 'MomOldestMessageAgeGrowing', 'MomPartitionWithoutLeader']);
+});
+
+t.test('each alert fires in its situation and not otherwise', async (t) => {
+  const tests = [
+    {
+      interval: '1m',
+      input_series: [
+        { series: 'up{job="mom",instance="n1"}', values: '1 1 0 0 0 0 0' },
+        { series: 'up{job="mom",instance="n2"}', values: '1 1 1 1 1 1 1' },
+        // partition 0 loses its leader at 2m; partition 1 keeps one
+        { series: 'mom_raft_is_leader{job="mom",instance="n1",partition="0"}', values: '1 1 0 0 0 0 0' },
+        { series: 'mom_raft_is_leader{job="mom",instance="n2",partition="0"}', values: '0 0 0 0 0 0 0' },
+        { series: 'mom_raft_is_leader{job="mom",instance="n2",partition="1"}', values: '1 1 1 1 1 1 1' },
+      ],
+      alert_rule_test: [
+        { eval_time: '2m', alertname: 'MomNodeDown', exp_alerts: [] },
+        { eval_time: '5m', alertname: 'MomNodeDown', exp_alerts: [fires('MomNodeDown', { job: 'mom', instance: 'n1', severity: 'page' }, '0')] },
+        { eval_time: '2m', alertname: 'MomPartitionWithoutLeader', exp_alerts: [] },
+        { eval_time: '5m', alertname: 'MomPartitionWithoutLeader', exp_alerts: [fires('MomPartitionWithoutLeader', { partition: '0', severity: 'page' }, '0')] },
+      ],
+    },
+    {
+      interval: '1m',
+      input_series: [
+        { series: 'mom_raft_apply_lag{job="mom",instance="n3",partition="2"}', values: '0 2000x12' },
+        { series: 'mom_raft_apply_lag{job="mom",instance="n1",partition="2"}', values: '0 5x12' },
+      ],
+      alert_rule_test: [
+        { eval_time: '3m', alertname: 'MomApplyLag', exp_alerts: [] },
+        { eval_time: '10m', alertname: 'MomApplyLag', exp_alerts: [fires('MomApplyLag', { instance: 'n3', partition: '2', severity: 'warn' }, '2000')] },
+      ],
+    },
+    {
+      interval: '1m',
+      input_series: [
+        // partition 1: nobody consumes, the oldest message ages a minute a minute
+        { series: 'mom_partition_oldest_message_age_seconds{job="mom",instance="n1",partition="1"}', values: '0+60x45' },
+        // partition 2: old messages, but consumers keep the age from growing
+        { series: 'mom_partition_oldest_message_age_seconds{job="mom",instance="n2",partition="2"}', values: '1200x45' },
+      ],
+      alert_rule_test: [
+        { eval_time: '20m', alertname: 'MomOldestMessageAgeGrowing', exp_alerts: [] },
+        { eval_time: '40m', alertname: 'MomOldestMessageAgeGrowing', exp_alerts: [fires('MomOldestMessageAgeGrowing', { partition: '1', severity: 'warn' }, '2400')] },
+      ],
+    },
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'mom-alerts-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'alerts.test.yml');
+  writeFileSync(file, stringify({ rule_files: [RULES], evaluation_interval: '1m', tests }));
+  const r = promtool(['test', 'rules', file]);
+  t.equal(r.code, 0, r.out);
+});
+
+t.test('every metric the rules read is one the node exports', async (t) => {
+  const exported = readFileSync(join(root, 'src', 'api', 'metrics.ts'), 'utf8');
+  const used = new Set(rules.flatMap((r) => [...r.expr.matchAll(/\b(mom_[a-z_]+)\b/g)].map((m) => m[1]!)));
+  t.ok(used.size >= 3, [...used].join(', '));
+  for (const name of used) t.ok(exported.includes(`'${name}'`), `${name} is exported (src/api/metrics.ts)`);
+});
