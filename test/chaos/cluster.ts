@@ -110,8 +110,8 @@ export class Cluster {
     return this.procs[i] !== null && !this.paused[i];
   }
 
-  /** Starts node i (its data folder is kept across restarts). */
-  start(i: number): void {
+  /** Starts node i (its data folder is kept across restarts); `env`: extra settings, e.g. MOM_REJOIN. */
+  start(i: number, extraEnv: Record<string, string> = {}): void {
     if (this.procs[i] !== null) throw new Error(`${this.ids[i]} is running`);
     const peers = this.ports.map((p, k) => `${this.ids[k]}=http://127.0.0.1:${p}`).join(',');
     const env = {
@@ -122,6 +122,7 @@ export class Cluster {
       MOM_PARTITIONS: String(this.partitions),
       MOM_CHAOS_NET: this.netControl(i),
       ...diskShimEnv(this.diskShim, this.nodeDir(i), this.undoDir(i)),
+      ...extraEnv,
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
     const args = ['--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
