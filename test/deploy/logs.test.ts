@@ -10,6 +10,9 @@ import { request } from 'undici';
 import { partitionOf } from '../../src/partition/routing.js';
 import { Cluster, sleep } from '../chaos/cluster.js';
 
+// Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
+t.setTimeout(300_000);
+
 const PARTITIONS = 4;
 const PASSWORD = 'pw-Zq8-never-in-a-log';
 

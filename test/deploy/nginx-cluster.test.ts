@@ -11,6 +11,9 @@ import { request } from 'undici';
 import { Cluster, sleep } from '../chaos/cluster.js';
 import { LoadBalancer } from '../chaos/nginx.js';
 
+// Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
+t.setTimeout(300_000);
+
 interface Reply {
   status: number;
   body: Record<string, unknown>;

@@ -12,6 +12,9 @@ import t from 'tap';
 import { request } from 'undici';
 import { Cluster, sleep, type PartitionView } from '../chaos/cluster.js';
 
+// Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
+t.setTimeout(300_000);
+
 const PARTITIONS = 4;
 
 async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {

@@ -10,6 +10,9 @@ import t from 'tap';
 import { request } from 'undici';
 import { Cluster, sleep } from '../chaos/cluster.js';
 
+// Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
+t.setTimeout(300_000);
+
 interface Sent {
   ok: number;
   failed: string[];
