@@ -104,8 +104,10 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) throw new ConfigError(`${file} must hold a JSON object`);
   }
   const get = (k: Key): string | undefined => {
-    const v = flags[k] ?? env[SETTINGS[k].env] ?? fromFile[k];
-    if (v === undefined) return undefined;
+    // An empty variable is an unset one (compose's ${MOM_METRICS_TOKEN:-} when the operator sets none).
+    const fromEnv = env[SETTINGS[k].env];
+    const v = flags[k] ?? (fromEnv === '' ? undefined : fromEnv) ?? fromFile[k];
+    if (v === undefined || v === '') return undefined;
     if (typeof v === 'number') return String(v);
     if (typeof v !== 'string') throw new ConfigError(`${k} in ${file} must be a string`);
     return v;
