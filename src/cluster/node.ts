@@ -81,36 +81,50 @@ export class ClusterNode {
   }
 
   /**
-   * A cluster whose members are all new has no leader to catch up from: when every peer that answers
-   * (at least one, so a majority with this node) has an empty log in every partition, and so has this
-   * node, voting starts at once. Asked every half second while votes are suspended.
+   * For a node that may have lost its state (see NodeHost.suspendVotingUntilCaughtUp): before it takes
+   * part at all, learn each partition's highest term from every peer, so that it never acknowledges
+   * a leader of a term older than one it may have voted or acknowledged in. All peers must answer: a
+   * term it took part in may live on one of them only. The exception is a new cluster: when every
+   * peer that answers (at least one, a majority with this node) and this node have empty logs in every
+   * partition, there is nothing to learn and nobody to catch up from, and voting starts at once.
+   * Asked every half second until then; meanwhile peers' messages are dropped.
    */
-  private async bootstrapIfNew(): Promise<void> {
+  private async learnTerms(): Promise<void> {
+    type Positions = { terms: number[]; lastIndexes: number[] };
     const others = this.cfg.peers.filter((p) => p.id !== this.cfg.nodeId);
-    while (!this.closed && this.host.votingSuspended) {
-      const mine = this.host.logPositions();
-      const empty = (p: { terms: number[]; lastIndexes: number[] }): boolean =>
-        p.terms.length === this.cfg.partitions && p.terms.every((x) => x === 0) && p.lastIndexes.every((x) => x === 0);
-      if (empty(mine)) {
-        const answers = await Promise.all(
-          others.map((p) =>
-            this.transport.call(p.id, POSITIONS_PATH, {}, { timeoutMs: 2_000 }).then(
-              (r) => (r.status === 200 ? (r.body as { terms: number[]; lastIndexes: number[] }) : null),
-              () => null,
-            ),
+    const empty = (p: Positions): boolean => p.terms.length === this.cfg.partitions && p.terms.every((x) => x === 0) && p.lastIndexes.every((x) => x === 0);
+    let waited = 0;
+    while (!this.closed && this.host.holdingForTerms) {
+      const answers = await Promise.all(
+        others.map((p) =>
+          this.transport.call(p.id, POSITIONS_PATH, {}, { timeoutMs: 2_000 }).then(
+            (r) => (r.status === 200 ? (r.body as Positions) : null),
+            () => null,
           ),
-        );
-        type Positions = { terms: number[]; lastIndexes: number[] };
-        const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes));
-        if (got.length > 0 && got.every(empty) && empty(this.host.logPositions())) {
-          this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
-          this.host.resumeVoting();
-          return;
-        }
+        ),
+      );
+      if (this.closed) return;
+      const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes) && a.terms.length === this.cfg.partitions);
+      const mineEmpty = empty(this.host.logPositions());
+      if (got.length > 0 && mineEmpty && got.every(empty)) {
+        this.host.applyTermFloors([]);
+        this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
+        this.host.resumeVoting();
+        return;
+      }
+      if (got.length === others.length) {
+        const floors = Array.from({ length: this.cfg.partitions }, (_, p) => Math.max(0, ...got.map((a) => a.terms[p] ?? 0)));
+        this.host.applyTermFloors(floors);
+        this.logger.info('learned every partition’s term from all peers; catching up before voting');
+        return;
+      }
+      if (++waited % 20 === 0) {
+        this.logger.warn({ answered: got.length, of: others.length }, 'this data folder is new or restored: waiting for every peer to answer before taking part');
       }
       await new Promise((r) => setTimeout(r, 500));
     }
   }
+
 
   /** What the inter-node routes of this node answer with (see internal-routes.ts). */
   internalRoutes(): InternalRoutesOptions {
@@ -138,7 +152,7 @@ export class ClusterNode {
 
   start(): void {
     this.host.start();
-    if (this.host.votingSuspended) void this.bootstrapIfNew();
+    if (this.host.holdingForTerms) void this.learnTerms();
   }
 
   status(): PartitionStatus[] {

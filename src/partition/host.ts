@@ -103,6 +103,12 @@ export class NodeHost {
    * until every partition has caught up and a turn has persisted that; then onCaughtUp is called.
    */
   private catchingUp: { onCaughtUp: () => void } | null = null;
+  /**
+   * Set while such a node has not yet learned each partition's highest term from every peer: peers'
+   * messages are dropped, so it acknowledges nothing to a leader of a term older than one it may have
+   * taken part in before its state was lost.
+   */
+  private awaitingTerms = false;
   /** When each partition last had a known leader here (ms), sampled every tick. */
   private readonly leaderSeenAt: number[] = [];
   /** Partitions whose state is being copied for a local snapshot. */
@@ -333,7 +339,7 @@ export class NodeHost {
 
   /** Messages from a peer. A snapshot's image is fetched before its message reaches the core. */
   receive(from: NodeId, items: { partition: number; message: Message }[]): void {
-    if (this.closed) return;
+    if (this.closed || this.awaitingTerms) return;
     const now = Date.now();
     this.lastHeard.set(from, now);
     this.lastHeardAny = now;
@@ -516,6 +522,28 @@ export class NodeHost {
   suspendVotingUntilCaughtUp(onCaughtUp: () => void): void {
     for (const r of this.replicas) r.raw.raft.suspendVoting();
     this.catchingUp = { onCaughtUp };
+    this.awaitingTerms = true;
+  }
+
+  /** Whether peers' messages are dropped until applyTermFloors. */
+  get holdingForTerms(): boolean {
+    return this.awaitingTerms;
+  }
+
+  /**
+   * Raises each partition's term to floors[p] (the highest term any peer holds), durably, then takes
+   * peers' messages again.
+   */
+  applyTermFloors(floors: readonly number[]): void {
+    const batch: PersistItem[] = [];
+    for (const r of this.replicas) {
+      const floor = floors[r.partition] ?? 0;
+      if (floor <= r.raw.raft.term) continue;
+      r.raw.raft.raiseTerm(floor);
+      batch.push({ partition: r.partition, hardState: r.raw.raft.hardState(), entries: [], snapshot: null });
+    }
+    if (batch.length > 0) this.logStore.persist(batch, true);
+    this.awaitingTerms = false;
   }
 
   /** Whether some partition still waits to catch up before it may vote. */
@@ -533,7 +561,13 @@ export class NodeHost {
     if (this.catchingUp === null) return;
     // Caught up, and durably: the stored log reaches what is committed (entries stepped in while a
     // turn awaited a snapshot install are not stored yet; a later turn's end looks again).
-    if (this.replicas.some((r) => r.raw.raft.votingIsSuspended || r.log.lastIndex() < r.raw.raft.log.committed)) return;
+    const pending = (r: PartitionReplica): boolean => {
+      const log = r.raw.raft.log;
+      // Nothing unstable (entries stepped in during a snapshot install's await, a truncated tail not
+      // yet rewritten), and the stored log reaches what is committed.
+      return r.raw.raft.votingIsSuspended || log.stableLastIndex() !== log.lastIndex() || r.log.lastIndex() < log.committed;
+    };
+    if (this.replicas.some(pending)) return;
     const { onCaughtUp } = this.catchingUp;
     this.catchingUp = null;
     onCaughtUp();

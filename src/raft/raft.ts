@@ -166,8 +166,10 @@ export class Raft {
    * a backup): it may have voted, and acknowledged entries, in terms it no longer remembers. Until it
    * holds everything a leader had committed, it grants no vote and never campaigns, so a leader is
    * elected by the other voters, whose logs hold every committed entry, and this node catches up from
-   * it. An append that brings its log up to the leader's commit index ends the suspension; the
-   * node's later votes are in that leader's term or later, where it has not voted before.
+   * it. An append that brings its log up to the leader's commit index ends the suspension, and the
+   * node's vote in that term goes to that leader (it may have voted in this term before its disk was
+   * lost, so it must not vote for anyone else in it). Terms it may have voted in before come from its
+   * peers first (raiseTerm): it never acknowledges a leader of an older term.
    */
   suspendVoting(): void {
     this.votingSuspended = true;
@@ -180,6 +182,14 @@ export class Raft {
 
   get votingIsSuspended(): boolean {
     return this.votingSuspended;
+  }
+
+  /**
+   * Moves to `term` as a follower (no effect at or below the current term): for a node that lost its
+   * state, the highest term its peers hold, so that it never acknowledges a leader of an older term.
+   */
+  raiseTerm(term: Term): void {
+    if (term > this.term) this.becomeFollower(term, null);
   }
 
   hardState(): { term: Term; vote: NodeId | null; commit: Index } {
@@ -524,7 +534,11 @@ export class Raft {
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.commit, m.entries);
     if (lastNew !== null) {
       // Holding all the leader had committed, a node that forgot its votes may vote again.
-      if (this.votingSuspended && m.commit <= lastNew) this.votingSuspended = false;
+      if (this.votingSuspended && m.commit <= lastNew) {
+        this.votingSuspended = false;
+        // This term's vote, if it was ever cast, went to the leader it elected: say so, durably.
+        if (this.vote === null) this.vote = m.from;
+      }
       this.send({ type: MessageType.AppResp, to: m.from, term: this.term, index: lastNew, reject: false, hintIndex: 0, hintTerm: 0 });
       return;
     }

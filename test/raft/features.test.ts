@@ -885,6 +885,9 @@ t.test('suspended voting: a node that lost its disk grants no vote and never cam
   r3.step({ type: MessageType.App, from: n1, to: n3, term: leaderTerm, prevIndex: 2, prevTerm: all[1]!.term, entries: all.slice(2), commit: committed } as Message);
   t.notOk(r3.votingIsSuspended, 'holding everything the leader committed: it may vote again');
   t.ok(r3.promotable());
+  t.equal(r3.vote, n1, "this term's vote is the leader's: it may have voted in this term before its disk was lost");
+  r3.step({ type: MessageType.Vote, from: n2, to: n3, term: leaderTerm, lastLogIndex: 99, lastLogTerm: leaderTerm, transfer: false } as VoteRequest);
+  t.match(readMessages(r3).find((m) => m.type === MessageType.VoteResp), { reject: true }, 'no second vote in the leader’s term');
 });
 
 t.test('a follower that lost its log is found by the next heartbeat and caught up, on an idle group', async (t) => {
