@@ -13,11 +13,11 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-export async function buildMain() {
-  await buildCli();
+/** One entry point bundled to `dist/<out>` (ESM, Node 20, packages external, a linked source map). */
+async function bundle(entry, out) {
   await build({
-    entryPoints: [join(root, 'src', 'main.ts')],
-    outfile: join(root, 'dist', 'main.js'),
+    entryPoints: [join(root, 'src', ...entry)],
+    outfile: join(root, 'dist', out),
     bundle: true,
     packages: 'external',
     platform: 'node',
@@ -26,23 +26,18 @@ export async function buildMain() {
     sourcemap: 'linked',
     logLevel: 'warning',
   });
-  return join(root, 'dist', 'main.js');
+  return join(root, 'dist', out);
+}
+
+/** src/main.ts into dist/main.js, and the CLI with it. */
+export async function buildMain() {
+  await buildCli();
+  return bundle(['main.ts'], 'main.js');
 }
 
 /** src/cli/mom.ts, the `mom` command (bin/mom.mjs runs it), into dist/cli.js. */
-export async function buildCli() {
-  await build({
-    entryPoints: [join(root, 'src', 'cli', 'mom.ts')],
-    outfile: join(root, 'dist', 'cli.js'),
-    bundle: true,
-    packages: 'external',
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    sourcemap: 'linked',
-    logLevel: 'warning',
-  });
-  return join(root, 'dist', 'cli.js');
+export function buildCli() {
+  return bundle(['cli', 'mom.ts'], 'cli.js');
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -546,11 +546,6 @@ export class NodeHost {
     this.awaitingTerms = false;
   }
 
-  /** Whether some partition still waits to catch up before it may vote. */
-  get votingSuspended(): boolean {
-    return this.catchingUp !== null;
-  }
-
   /** Ends every suspension at once: only when every member of the cluster is new (nothing to catch up on). */
   resumeVoting(): void {
     for (const r of this.replicas) r.raw.raft.resumeVoting();

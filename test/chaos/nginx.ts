@@ -84,6 +84,22 @@ ${deployedSite(o)}
 `;
 }
 
+/** Whether `url` answers (any status) within `ms`; false at once if `proc`, the balancer, exits. */
+export async function answersWithin(url: string, proc: ChildProcess, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      const res = await request(url, { signal: AbortSignal.timeout(1_000) });
+      await res.body.dump();
+      return true;
+    } catch {
+      if (proc.exitCode !== null) return false;
+      await sleep(100);
+    }
+  }
+  return false;
+}
+
 export class LoadBalancer {
   private constructor(
     private readonly proc: ChildProcess,
@@ -105,17 +121,7 @@ export class LoadBalancer {
     const killGroup = (): void => lb.killNow();
     process.once('exit', killGroup);
     proc.once('exit', () => process.removeListener('exit', killGroup));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      try {
-        const res = await request(`${lb.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
-        await res.body.dump();
-        return lb;
-      } catch {
-        if (proc.exitCode !== null) break;
-        await sleep(100);
-      }
-    }
+    if (await answersWithin(`${lb.url}/healthz`, proc, 10_000)) return lb;
     await lb.close();
     throw new Error(`nginx did not answer on ${lb.url} within 10 s; see ${join(dir, 'nginx-error.log')}`);
   }

@@ -5,36 +5,20 @@
 // The restored node is older than the cluster: it may have voted and acknowledged entries since the
 // copy. It grants no vote until it caught up from the leaders, then holds everything written after
 // the backup as well as before, and later starts need no --rejoin.
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { Cluster } from '../chaos/cluster.js';
+import { call, threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
 t.setTimeout(300_000);
 
-async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await request(`${url}${path}`, {
-    method: method as 'POST',
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
-}
 
 const identity = (dir: string): { catchingUp?: boolean } => JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as { catchingUp?: boolean };
 
 t.test('a node backed up, then restored from its backup with --rejoin, catches up and keeps everything', async (t) => {
-  const runDir = mkdtempSync(join(tmpdir(), 'mom-backup-'));
-  const cluster = await Cluster.create(runDir, 4);
-  for (const i of [0, 1, 2]) cluster.start(i);
-  t.teardown(async () => {
-    await cluster.close();
-    rmSync(runDir, { recursive: true, force: true });
-  });
+  const cluster = await threeNodes(t, 'backup');
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   const u = cluster.urls[0]!;
   t.equal((await call(u, 'POST', '/v1/auth/register', { username: 'ops', password: 'ops-password' })).status, 201);
@@ -48,7 +32,7 @@ t.test('a node backed up, then restored from its backup with --rejoin, catches u
   t.ok(await Cluster.until(() => cluster.quiescent(), 30_000));
 
   // Back up n3: a planned stop, a copy of the folder, a start.
-  const backup = join(runDir, 'n3-backup');
+  const backup = join(cluster.runDir, 'n3-backup');
   cluster.terminate(2);
   t.ok(await Cluster.until(async () => !cluster.running(2), 30_000), 'n3 stopped cleanly');
   cpSync(cluster.nodeDir(2), backup, { recursive: true });

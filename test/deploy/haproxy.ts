@@ -3,8 +3,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import { answersWithin } from '../chaos/nginx.js';
 
 export const HAPROXY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'haproxy', 'haproxy.cfg');
 const CANDIDATES = ['/usr/sbin/haproxy', '/usr/bin/haproxy', '/usr/local/sbin/haproxy'];
@@ -48,17 +48,7 @@ export class Haproxy {
     const kill = (): void => void proc.kill('SIGKILL');
     process.once('exit', kill);
     proc.once('exit', () => process.removeListener('exit', kill));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      try {
-        const res = await request(`${lb.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
-        await res.body.dump();
-        return lb;
-      } catch {
-        if (proc.exitCode !== null) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    if (await answersWithin(`${lb.url}/healthz`, proc, 10_000)) return lb;
     await lb.close();
     throw new Error(`haproxy did not answer on ${lb.url} within 10 s`);
   }

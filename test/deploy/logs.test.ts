@@ -2,13 +2,12 @@
 // leader when another node forwards it, and no line holds a password, a token or a secret. Three
 // real node processes at debug level (the most they ever log), driven with a known password and
 // token, then every line of every log is searched for them.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { partitionOf } from '../../src/partition/routing.js';
 import { Cluster, sleep } from '../chaos/cluster.js';
+import { call, threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
 t.setTimeout(300_000);
@@ -16,24 +15,9 @@ t.setTimeout(300_000);
 const PARTITIONS = 4;
 const PASSWORD = 'pw-Zq8-never-in-a-log';
 
-async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await request(`${url}${path}`, {
-    method: method as 'POST',
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
-}
 
 t.test('request ids follow forwarded writes; no password, token or secret is logged', async (t) => {
-  const runDir = mkdtempSync(join(tmpdir(), 'mom-logs-'));
-  const cluster = await Cluster.create(runDir, PARTITIONS, 'debug');
-  for (const i of [0, 1, 2]) cluster.start(i);
-  t.teardown(async () => {
-    await cluster.close();
-    rmSync(runDir, { recursive: true, force: true });
-  });
+  const cluster = await threeNodes(t, 'logs', 'debug');
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   const [u0, u1, u2] = cluster.urls as [string, string, string];
 
@@ -58,7 +42,7 @@ t.test('request ids follow forwarded writes; no password, token or secret is log
   await sleep(100);
 
   const lines = [0, 1, 2].flatMap((i) =>
-    readFileSync(join(runDir, `n${i + 1}.log`), 'utf8')
+    readFileSync(join(cluster.runDir, `n${i + 1}.log`), 'utf8')
       .split('\n')
       .filter((l) => l !== '')
       .map((text) => ({ node: i, text })),

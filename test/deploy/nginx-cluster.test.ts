@@ -3,13 +3,12 @@
 // client does what the docs ask of one behind a load balancer: every write carries an
 // Idempotency-Key, and a 503/504 is retried with the same key until a deadline. Nothing may fail
 // for good, and no keyed write may take effect twice.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { Cluster, sleep } from '../chaos/cluster.js';
 import { LoadBalancer } from '../chaos/nginx.js';
+import { threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
 t.setTimeout(300_000);
@@ -102,15 +101,9 @@ async function useCases(t: Test, c: Client, tag: string): Promise<void> {
 }
 
 t.test('the use cases through nginx, with all three nodes and with one killed', async (t) => {
-  const runDir = mkdtempSync(join(tmpdir(), 'mom-nginx-e2e-'));
-  const cluster = await Cluster.create(runDir, 4);
-  for (const i of [0, 1, 2]) cluster.start(i);
-  const lb = await LoadBalancer.start(join(runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`));
-  t.teardown(async () => {
-    await lb.close();
-    await cluster.close();
-    rmSync(runDir, { recursive: true, force: true });
-  });
+  const cluster = await threeNodes(t, 'nginx-e2e');
+  const lb = await LoadBalancer.start(join(cluster.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`));
+  t.teardown(() => lb.close());
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   const c = new Client(lb.url);
   await useCases(t, c, 'all-up');

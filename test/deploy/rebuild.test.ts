@@ -5,27 +5,17 @@
 // Three real node processes; n3's folder is deleted while n2 is down too, so that for a while only
 // n1 and the empty n3 run: partitions n1 does not lead stay leaderless rather than trust n3's empty
 // log, and come back when n2 does.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { Cluster, sleep, type PartitionView } from '../chaos/cluster.js';
+import { call, threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
 t.setTimeout(300_000);
 
 const PARTITIONS = 4;
 
-async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await request(`${url}${path}`, {
-    method: method as 'POST',
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
-}
 
 const catchingUp = (dir: string): boolean => {
   const file = join(dir, 'cluster.json');
@@ -33,13 +23,7 @@ const catchingUp = (dir: string): boolean => {
 };
 
 t.test('a node rebuilt from its peers after losing its disk votes only once caught up, and has every message', async (t) => {
-  const runDir = mkdtempSync(join(tmpdir(), 'mom-rebuild-'));
-  const cluster = await Cluster.create(runDir, PARTITIONS);
-  for (const i of [0, 1, 2]) cluster.start(i);
-  t.teardown(async () => {
-    await cluster.close();
-    rmSync(runDir, { recursive: true, force: true });
-  });
+  const cluster = await threeNodes(t, 'rebuild');
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   t.ok(await Cluster.until(async () => ![0, 1, 2].some((i) => catchingUp(cluster.nodeDir(i))), 30_000), 'a new cluster votes at once: every member was empty');
   const [u1] = cluster.urls as [string];

@@ -3,12 +3,10 @@
 // and the next one waits until /readyz says ready and every partition has caught up. Clients send with
 // an Idempotency-Key and retry a 503/504 or a refused connection with the same key on the next node.
 // No send may fail for good, and none may be stored twice.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
 import { Cluster, sleep } from '../chaos/cluster.js';
+import { threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
 t.setTimeout(300_000);
@@ -20,13 +18,7 @@ interface Sent {
 }
 
 t.test('restarting the nodes one by one under load loses no keyed write', async (t) => {
-  const runDir = mkdtempSync(join(tmpdir(), 'mom-rolling-'));
-  const cluster = await Cluster.create(runDir, 4);
-  for (const i of [0, 1, 2]) cluster.start(i);
-  t.teardown(async () => {
-    await cluster.close();
-    rmSync(runDir, { recursive: true, force: true });
-  });
+  const cluster = await threeNodes(t, 'rolling');
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   const json = async (i: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> => {
     const res = await request(`${cluster.urls[i]}${path}`, {
