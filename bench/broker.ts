@@ -19,7 +19,8 @@
 // bench/results/bench.{json,md,svg}; --quick (short phases, 50,000 backlog) ends within two minutes.
 // --only a,b runs only those workloads (no files written); --profile runs the nodes with --cpu-prof and
 // prints where their time went (bench/profile.ts), profiles kept under data/profiles/. --vs nats then
-// runs the NATS JetStream peer (../shared/peers/nats, bench/nats.ts) and prints the ratios.
+// runs the NATS JetStream peer (bench/nats.ts) and prints the ratios. The peers' harnesses are not
+// part of this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/.
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +31,14 @@ import { analyze } from './profile.js';
 
 const root = join(import.meta.dirname, '..');
 const has = (flag: string): boolean => process.argv.includes(`--${flag}`);
+
+/** The folder of the peers' harnesses (nats/, rabbitmq/), which live outside this repository. */
+function peersDir(): string {
+  const i = process.argv.indexOf('--peers');
+  const dir = i < 0 ? process.env.MOM_PEERS_DIR : process.argv[i + 1];
+  if (dir === undefined || dir === '') throw new Error('--vs needs the peers\' harnesses: pass --peers DIR (or set MOM_PEERS_DIR), the folder that holds nats/bench.sh');
+  return dir;
+}
 const arg = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? fallback : Number(process.argv[i + 1]);
@@ -440,7 +449,7 @@ async function main(): Promise<void> {
   // The peer runs once the broker's nodes are gone, on the same machine.
   let peer: { result: PeerResult; comparisons: Comparison[] } | null = null;
   if (VS_NATS) {
-    const result = await runNatsPeer(join(root, '..', 'shared', 'peers', 'nats'));
+    const result = await runNatsPeer(join(peersDir(), 'nats'));
     peer = { result, comparisons: compare(rows, result) };
   }
   const meta = {

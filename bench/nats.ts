@@ -1,5 +1,5 @@
 // `npm run bench -- --vs nats`: the peer of issue #7, NATS JetStream (three nodes, R3 file storage),
-// measured by ../shared/peers/nats/bench.sh in the same invocation, after the broker's own run, so
+// measured by the peer's own harness (<peers>/nats/bench.sh, see bench/broker.ts --peers) in the same invocation, after the broker's own run, so
 // both see the same machine. The peer's folder may be read-only: it is copied to a temporary folder,
 // where its own script installs what it needs (Debian's nats-server, its npm dependencies).
 //

@@ -4,13 +4,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
 import { buildApp, type ApiDeps } from '../src/api/index.js';
 
 const unused = (): never => {
   throw new Error('the OpenAPI build serves no request');
 };
 
-export async function openapiDocument(): Promise<string> {
+/** The public app (no inter-node routes), ready, over a broker and cluster that are never called. */
+export async function documentApp(): Promise<FastifyInstance> {
   const deps: ApiDeps = {
     broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, waiting: () => 0 },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },
@@ -18,6 +20,11 @@ export async function openapiDocument(): Promise<string> {
   };
   const app = await buildApp(deps);
   await app.ready();
+  return app;
+}
+
+export async function openapiDocument(): Promise<string> {
+  const app = await documentApp();
   const doc = JSON.stringify(app.swagger(), null, 2) + '\n';
   await app.close();
   return doc;

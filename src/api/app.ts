@@ -1,4 +1,4 @@
-// buildApp(deps): the REST API of ../shared/API.md as a Fastify app, plus the inter-node routes when
+// buildApp(deps): the REST API of docs/api.md as a Fastify app, plus the inter-node routes when
 // given. It never listens: src/api/server.ts does, and tests use inject() or listen themselves.
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
@@ -16,11 +16,12 @@ import { authRoutes } from './routes/auth.js';
 import { opsRoutes } from './routes/ops.js';
 import { queueRoutes } from './routes/queues.js';
 import { topicRoutes } from './routes/topics.js';
-import { Problem } from './schemas.js';
+import { finishDocument } from './openapi.js';
+import { Problem, SCHEMA_NAME } from './schemas.js';
 
 /** Body limit of routes that take no messages. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
-export const API_VERSION = '1.0.0';
+export const API_VERSION = '1.1.0';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -119,7 +120,13 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
         description:
           'Queues (competing consumers) and topics (publish to many subscriptions) on a three-node Raft cluster. Any node serves any request. A 2xx on a write means the change is committed on a majority of nodes, fsynced there, and applied. Errors are application/problem+json.',
       },
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The accessToken of POST /v1/auth/login.' } } },
+      servers: [{ url: 'http://127.0.0.1:8080', description: 'The first node of `npm start`; every node, and a load balancer in front of them, serves the same API.' }],
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The accessToken of POST /v1/auth/login.' },
+          metricsToken: { type: 'http', scheme: 'bearer', description: 'The metrics token of a node started with --metrics-token (MOM_METRICS_TOKEN); /metrics needs none otherwise.' },
+        },
+      },
       tags: [
         { name: 'auth', description: 'Users and access tokens' },
         { name: 'queues', description: 'Queues, grants and messages' },
@@ -133,19 +140,29 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       const doc = documentObject.openapiObject;
       const docs = {
         get: {
+          operationId: 'getSwaggerUi',
           tags: ['operations'],
+          security: [],
           summary: 'Swagger UI: browse this document and try the calls (Authorize with a token first)',
           responses: { 200: { description: 'The Swagger UI page.', content: { 'text/html': { schema: { type: 'string' } } } } },
         },
       };
-      return { ...doc, paths: { ...doc.paths, '/docs': docs } };
+      return finishDocument({ ...doc, paths: { ...doc.paths, '/docs': docs } } as Parameters<typeof finishDocument>[0]);
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: true, tryItOutEnabled: false } });
   app.get(
     '/openapi.json',
-    { schema: { tags: ['operations'], summary: 'This OpenAPI 3.1 document', response: { 200: { description: 'The document.', type: 'object', additionalProperties: true } } } },
+    {
+      schema: {
+        operationId: 'getOpenApiDocument',
+        tags: ['operations'],
+        security: [],
+        summary: 'This OpenAPI 3.1 document',
+        response: { 200: { description: 'The document.', type: 'object', additionalProperties: true, [SCHEMA_NAME]: 'OpenApiDocument' } },
+      },
+    },
     async () => app.swagger(),
   );
 

@@ -1,10 +1,11 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Static } from 'typebox';
 import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import { write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
-import { LIMITS } from './schemas.js';
+import { AckRequest, AckResult, LIMITS, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas.js';
 
 interface MessageFields {
   body: string;
@@ -54,6 +55,23 @@ export function toMessageInputs(messages: readonly MessageFields[]): MessageInpu
 }
 
 export type HandleOp = 'ack' | 'nack' | 'lease';
+
+/** The request and answer schemas of each receipt-handle operation. */
+export const HANDLE_SCHEMAS = {
+  ack: { body: AckRequest, result: AckResult },
+  nack: { body: NackRequest, result: NackResult },
+  lease: { body: LeaseRequest, result: LeaseResult },
+} as const;
+
+/**
+ * The answer of an ack, nack or lease: the handles that took effect, in a list named for the
+ * operation. Nack and lease answered them as `acked` before API 1.1.0 and still do, until 2.0.0.
+ */
+export function handleAnswer(op: HandleOp, r: HandleOutcome): Static<(typeof HANDLE_SCHEMAS)[HandleOp]['result']> {
+  if (op === 'ack') return { acked: r.acked, failed: r.failed };
+  if (op === 'nack') return { nacked: r.acked, failed: r.failed, acked: r.acked };
+  return { extended: r.acked, failed: r.failed, acked: r.acked };
+}
 
 /** The command of an ack, nack or lease request on a channel. */
 export function handleCommand(op: HandleOp, channel: ChannelRef, b: { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number }): Command {

@@ -1,7 +1,10 @@
 // The API's schemas (TypeBox): the one source of request validation, TypeScript types and the OpenAPI
-// document. Every limit of ../shared/API.md is here, in the field's description too, so that the
-// document a client generates from says what the server enforces.
+// document. Every limit of docs/api.md is here, in the field's description too, so that the
+// document a client generates from says what the server enforces. A schema given a name (`named`)
+// becomes a component of the document (src/api/openapi.ts), so a generated SDK has one `Queue`
+// type wherever a queue appears.
 import { Type, type Static, type TSchema } from 'typebox';
+import { Problems, type ProblemCode } from './errors.js';
 
 export const LIMITS = {
   bodyBytes: 256 * 1024,
@@ -21,12 +24,15 @@ export const LIMITS = {
   listLimitMax: 100,
 } as const;
 
-/**
- * A string map in a response. Not Type.Record: its `^.*$` pattern does not match keys holding a line
- * terminator, which the serializer would then drop silently.
- */
-const StringMap = (description?: string) =>
-  Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: { type: 'string' }, ...(description === undefined ? {} : { description }) });
+/** The annotation that names a schema in the OpenAPI document; src/api/openapi.ts reads and removes it. */
+export const SCHEMA_NAME = 'x-schema-name';
+
+/** `schema` as the component `name` of the OpenAPI document. */
+export const named = <T extends TSchema>(name: string, schema: T): T => ({ ...schema, [SCHEMA_NAME]: name });
+
+/** A plain `enum` of strings (a union of literals would reach generators as anyOf of one-value enums). */
+export const StringEnum = <const T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options });
 
 const nullable = <T extends TSchema>(s: T, description: string) => Type.Union([s, Type.Null()], { description });
 
@@ -42,7 +48,12 @@ export const Name = Type.String({
   examples: ['orders'],
 });
 
+/**
+ * Not Type.Record: its `^.*$` key pattern does not match keys holding a line terminator, which the
+ * response serializer would then drop silently.
+ */
 export const Attributes = Type.Unsafe<Record<string, string>>({
+  [SCHEMA_NAME]: 'Attributes',
   type: 'object',
   description: `Up to ${LIMITS.attributes} string attributes; keys of 1 to ${LIMITS.attributeKeyChars} characters, values up to ${LIMITS.attributeValueChars} characters.`,
   maxProperties: LIMITS.attributes,
@@ -67,13 +78,13 @@ export const QueueMessageInput = Type.Object(
     ),
     deduplicationId: Type.Optional(DeduplicationId),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'Message', description: 'A message to send to a queue.' },
 );
 export const TopicMessageInput = Type.Object(
   { body: MessageBody, attributes: Type.Optional(Attributes), deduplicationId: Type.Optional(DeduplicationId) },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'TopicMessage', description: 'A message to publish to a topic.' },
 );
-export const batchOf = <T extends TSchema>(item: T) =>
+export const batchOf = <T extends TSchema>(name: string, item: T) =>
   Type.Object(
     {
       messages: Type.Array(item, {
@@ -82,26 +93,39 @@ export const batchOf = <T extends TSchema>(item: T) =>
         description: `1 to ${LIMITS.batchMessages} messages, at most 1 MiB of bodies and attributes in all (413 beyond). Stored all or none.`,
       }),
     },
-    { additionalProperties: false },
+    { additionalProperties: false, [SCHEMA_NAME]: name },
   );
+export const MessageBatch = batchOf('MessageBatch', QueueMessageInput);
+export const TopicMessageBatch = batchOf('TopicMessageBatch', TopicMessageInput);
 
-export const Sent = Type.Object({
-  messageId: Type.String({ description: 'Unique in the cluster.' }),
-  sequence: Type.Integer({ description: 'Grows strictly within the queue (or topic).' }),
-});
-export const Published = Type.Object({
-  messageId: Type.String(),
-  sequence: Type.Integer(),
-  subscriptions: Type.Integer({ description: 'How many subscriptions got the message (after their filters).' }),
-});
+export const Sent = Type.Object(
+  {
+    messageId: Type.String({ description: 'Unique in the cluster.' }),
+    sequence: Type.Integer({ description: 'Grows strictly within the queue (or topic).' }),
+  },
+  { [SCHEMA_NAME]: 'SentMessage' },
+);
+export const SentBatch = Type.Object({ items: Type.Array(Sent, { description: 'One per message, in the order sent.' }) }, { [SCHEMA_NAME]: 'SentMessages' });
+export const Published = Type.Object(
+  {
+    messageId: Type.String({ description: 'Unique in the cluster.' }),
+    sequence: Type.Integer({ description: 'Grows strictly within the topic.' }),
+    subscriptions: Type.Integer({ description: 'How many subscriptions got the message (after their filters).' }),
+  },
+  { [SCHEMA_NAME]: 'PublishedMessage' },
+);
+export const PublishedBatch = Type.Object({ items: Type.Array(Published, { description: 'One per message, in the order sent.' }) }, { [SCHEMA_NAME]: 'PublishedMessages' });
 
-export const ChannelStats = Type.Object({
-  visible: Type.Integer({ description: 'Messages a receive would get now.' }),
-  inFlight: Type.Integer({ description: 'Leased messages whose lease has not expired.' }),
-  delayed: Type.Integer({ description: 'Messages waiting for their delay or nack delay.' }),
-  dropped: Type.Integer({ description: 'Messages dropped after maxDeliveries with no dead-letter queue.' }),
-  oldestMessageAgeSeconds: Type.Integer({ description: 'Age of the oldest message still to be consumed; 0 when none.' }),
-});
+export const ChannelStats = Type.Object(
+  {
+    visible: Type.Integer({ description: 'Messages a receive would get now.' }),
+    inFlight: Type.Integer({ description: 'Leased messages whose lease has not expired.' }),
+    delayed: Type.Integer({ description: 'Messages waiting for their delay or nack delay.' }),
+    dropped: Type.Integer({ description: 'Messages dropped after maxDeliveries with no dead-letter queue.' }),
+    oldestMessageAgeSeconds: Type.Integer({ description: 'Age of the oldest message still to be consumed; 0 when none.' }),
+  },
+  { [SCHEMA_NAME]: 'QueueStats', description: 'Exact message counts of a queue or a subscription.' },
+);
 
 const VisibilityTimeout = Type.Integer({
   minimum: 0,
@@ -136,21 +160,24 @@ export const QueueCreate = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'CreateQueueRequest' },
 );
 export type QueueCreate = Static<typeof QueueCreate>;
 
-export const Queue = Type.Object({
-  name: Type.String(),
-  owner: Type.String(),
-  visibilityTimeoutSeconds: Type.Integer(),
-  maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
-  deadLetterQueue: nullable(Type.String(), 'null: none.'),
-  delaySeconds: Type.Integer(),
-  retentionSeconds: Type.Integer(),
-  createdAt: Type.String({ format: 'date-time' }),
-  stats: ChannelStats,
-});
+export const Queue = Type.Object(
+  {
+    name: Type.String(),
+    owner: Type.String(),
+    visibilityTimeoutSeconds: Type.Integer(),
+    maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
+    deadLetterQueue: nullable(Type.String(), 'null: none.'),
+    delaySeconds: Type.Integer(),
+    retentionSeconds: Type.Integer(),
+    createdAt: Type.String({ format: 'date-time' }),
+    stats: ChannelStats,
+  },
+  { [SCHEMA_NAME]: 'Queue' },
+);
 
 export const ListQuery = Type.Object(
   {
@@ -159,16 +186,21 @@ export const ListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
-export const pageOf = <T extends TSchema>(item: T) =>
-  Type.Object({
-    items: Type.Array(item),
-    nextCursor: nullable(Type.String(), 'Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item.'),
-  });
+export const pageOf = <T extends TSchema>(name: string, item: T) =>
+  Type.Object(
+    {
+      items: Type.Array(item),
+      nextCursor: nullable(Type.String(), 'Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item.'),
+    },
+    { [SCHEMA_NAME]: name },
+  );
+export const QueuePage = pageOf('QueuePage', Queue);
 
 export const ConsistencyQuery = Type.Object(
   {
     consistency: Type.Optional(
-      Type.Union([Type.Literal('strong'), Type.Literal('stale')], {
+      StringEnum(['strong', 'stale'], {
+        [SCHEMA_NAME]: 'Consistency',
         default: 'strong',
         description: 'strong (default): linearizable, through the partition leader. stale: from this node\'s replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index.',
       }),
@@ -183,25 +215,24 @@ export const SubscriptionParams = Type.Object({ topic: Name, subscription: Name 
 export const QueueGrantParams = Type.Object({ queue: Name, username: Username });
 export const TopicGrantParams = Type.Object({ topic: Name, username: Username });
 
-export const Grant = Type.Object({ username: Type.String(), actions: Type.Array(Type.String()) });
-export const QueueGrantPut = Type.Object(
+export const QueueAction = StringEnum(['send', 'receive'], { [SCHEMA_NAME]: 'QueueAction', description: 'send; receive (which covers ack, nack and lease).' });
+export const TopicAction = StringEnum(['publish', 'subscribe'], { [SCHEMA_NAME]: 'TopicAction', description: 'publish; subscribe.' });
+export const Grant = Type.Object(
   {
-    actions: Type.Array(Type.Union([Type.Literal('send'), Type.Literal('receive')]), {
-      minItems: 1,
-      maxItems: 2,
-      uniqueItems: true,
-      description: 'send, and/or receive (which covers ack, nack and lease).',
-    }),
+    username: Type.String(),
+    actions: Type.Array(Type.String(), { description: 'QueueAction values on a queue, TopicAction values on a topic.' }),
   },
-  { additionalProperties: false },
+  { [SCHEMA_NAME]: 'Grant', description: 'A user\'s rights on a queue or topic.' },
+);
+export const QueueGrantPut = Type.Object(
+  { actions: Type.Array(QueueAction, { minItems: 1, maxItems: 2, uniqueItems: true, description: 'send, and/or receive (which covers ack, nack and lease).' }) },
+  { additionalProperties: false, [SCHEMA_NAME]: 'QueueGrantRequest' },
 );
 export const TopicGrantPut = Type.Object(
-  {
-    actions: Type.Array(Type.Union([Type.Literal('publish'), Type.Literal('subscribe')]), { minItems: 1, maxItems: 2, uniqueItems: true, description: 'publish, and/or subscribe.' }),
-  },
-  { additionalProperties: false },
+  { actions: Type.Array(TopicAction, { minItems: 1, maxItems: 2, uniqueItems: true, description: 'publish, and/or subscribe.' }) },
+  { additionalProperties: false, [SCHEMA_NAME]: 'TopicGrantRequest' },
 );
-export const Grants = Type.Object({ items: Type.Array(Grant) });
+export const Grants = Type.Object({ items: Type.Array(Grant) }, { [SCHEMA_NAME]: 'GrantList' });
 
 export const ReceiveRequest = Type.Object(
   {
@@ -216,103 +247,130 @@ export const ReceiveRequest = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'ReceiveRequest' },
 );
-export const ReceivedMessage = Type.Object({
-  messageId: Type.String(),
-  sequence: Type.Integer(),
-  body: Type.String(),
-  attributes: StringMap(),
-  receiptHandle: Type.String({ description: 'Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again.' }),
-  deliveryCount: Type.Integer({ description: '1 on the first delivery.' }),
-  sentAt: Type.String({ format: 'date-time' }),
-});
-export const Received = Type.Object({ messages: Type.Array(ReceivedMessage) });
+export const ReceivedMessage = Type.Object(
+  {
+    messageId: Type.String(),
+    sequence: Type.Integer(),
+    body: Type.String(),
+    attributes: Attributes,
+    receiptHandle: Type.String({ description: 'Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again.' }),
+    deliveryCount: Type.Integer({ description: '1 on the first delivery.' }),
+    sentAt: Type.String({ format: 'date-time' }),
+  },
+  { [SCHEMA_NAME]: 'ReceivedMessage' },
+);
+export const Received = Type.Object({ messages: Type.Array(ReceivedMessage, { description: 'Empty when nothing was visible before the wait ended.' }) }, { [SCHEMA_NAME]: 'ReceivedMessages' });
 
 const ReceiptHandles = Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { minItems: 1, maxItems: LIMITS.handlesMax, description: `1 to ${LIMITS.handlesMax} receipt handles.` });
-export const AckRequest = Type.Object({ receiptHandles: ReceiptHandles }, { additionalProperties: false });
+export const AckRequest = Type.Object({ receiptHandles: ReceiptHandles }, { additionalProperties: false, [SCHEMA_NAME]: 'AckRequest' });
 export const NackRequest = Type.Object(
   {
     receiptHandles: ReceiptHandles,
     delaySeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: LIMITS.delayMaxSeconds, default: 0, description: 'Seconds before the messages become visible again.' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'NackRequest' },
 );
 export const LeaseRequest = Type.Object(
   { receiptHandles: ReceiptHandles, visibilityTimeoutSeconds: { ...VisibilityTimeout, description: 'The new lease, counted from now.' } },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'LeaseRequest' },
 );
-export const HandleOutcome = Type.Object({
-  acked: Type.Array(Type.String(), { description: 'The handles that took effect.' }),
-  failed: Type.Array(
-    Type.Object({
-      receiptHandle: Type.String(),
-      code: Type.String({ description: 'receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again).' }),
-    }),
-  ),
-});
-export const Purged = Type.Object({ purged: Type.Integer() });
 
+export const ReceiptFailureCode = StringEnum(['receipt_invalid', 'receipt_stale'], {
+  [SCHEMA_NAME]: 'ReceiptFailureCode',
+  description: 'receipt_invalid: not a handle of this queue or subscription. receipt_stale: the message was acked, or delivered again since.',
+});
+const Failed = Type.Array(Type.Object({ receiptHandle: Type.String(), code: ReceiptFailureCode }, { [SCHEMA_NAME]: 'ReceiptFailure' }), {
+  description: 'The handles that took no effect, each with why.',
+});
+const Handles = (description: string) => Type.Array(Type.String(), { description });
+const DEPRECATED_ACKED = 'Deprecated: the same list under its old name; removed in API 2.0.0. Read the list named for the operation.';
+export const AckResult = Type.Object({ acked: Handles('The handles whose messages were deleted.'), failed: Failed }, { [SCHEMA_NAME]: 'AckResult' });
+export const NackResult = Type.Object(
+  { nacked: Handles('The handles whose messages are visible again (after delaySeconds).'), failed: Failed, acked: Type.Optional({ ...Handles(DEPRECATED_ACKED), deprecated: true }) },
+  { [SCHEMA_NAME]: 'NackResult' },
+);
+export const LeaseResult = Type.Object(
+  { extended: Handles('The handles whose leases now end visibilityTimeoutSeconds from now.'), failed: Failed, acked: Type.Optional({ ...Handles(DEPRECATED_ACKED), deprecated: true }) },
+  { [SCHEMA_NAME]: 'LeaseResult' },
+);
+export const Purged = Type.Object({ purged: Type.Integer({ description: 'How many messages were deleted.' }) }, { [SCHEMA_NAME]: 'PurgeResult' });
+
+export const SubscribePolicy = StringEnum(['anyone', 'granted'], {
+  [SCHEMA_NAME]: 'SubscribePolicy',
+  description: 'anyone: every user may see the topic and subscribe; granted: only the owner and users with a subscribe grant.',
+});
 export const TopicCreate = Type.Object(
+  { name: Name, subscribe: Type.Optional({ ...SubscribePolicy, default: 'anyone' }) },
+  { additionalProperties: false, [SCHEMA_NAME]: 'CreateTopicRequest' },
+);
+export const Topic = Type.Object(
   {
-    name: Name,
-    subscribe: Type.Optional(
-      Type.Union([Type.Literal('anyone'), Type.Literal('granted')], { default: 'anyone', description: 'anyone: every user may see the topic and subscribe; granted: only the owner and users with a subscribe grant.' }),
+    name: Type.String(),
+    owner: Type.String(),
+    subscribe: SubscribePolicy,
+    createdAt: Type.String({ format: 'date-time' }),
+    stats: Type.Object(
+      { subscriptions: Type.Integer({ description: 'Subscriptions of the topic now.' }), published: Type.Integer({ description: 'Messages published since the topic was created.' }) },
+      { [SCHEMA_NAME]: 'TopicStats' },
     ),
   },
-  { additionalProperties: false },
+  { [SCHEMA_NAME]: 'Topic' },
 );
-export const Topic = Type.Object({
-  name: Type.String(),
-  owner: Type.String(),
-  subscribe: Type.String(),
-  createdAt: Type.String({ format: 'date-time' }),
-  stats: Type.Object({ subscriptions: Type.Integer(), published: Type.Integer() }),
-});
+export const TopicPage = pageOf('TopicPage', Topic);
+export const SubscriptionFilter = Type.Object(
+  { attributes: Attributes },
+  { additionalProperties: false, [SCHEMA_NAME]: 'SubscriptionFilter', description: 'Deliver only messages whose attributes hold every one of these pairs.' },
+);
 export const SubscriptionCreate = Type.Object(
   {
     name: Name,
     visibilityTimeoutSeconds: Type.Optional({ ...VisibilityTimeout, default: 30 }),
     maxDeliveries: Type.Optional(MaxDeliveries),
     deadLetterQueue: Type.Optional(DeadLetterQueue),
-    filter: Type.Optional(
-      Type.Object(
-        { attributes: Attributes },
-        { additionalProperties: false, description: 'Deliver only messages whose attributes hold every one of these pairs.' },
-      ),
-    ),
+    filter: Type.Optional(SubscriptionFilter),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, [SCHEMA_NAME]: 'CreateSubscriptionRequest' },
 );
-export const Subscription = Type.Object({
-  topic: Type.String(),
-  name: Type.String(),
-  owner: Type.String(),
-  visibilityTimeoutSeconds: Type.Integer(),
-  maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
-  deadLetterQueue: nullable(Type.String(), 'null: none.'),
-  filter: nullable(StringMap(), 'null: every message.'),
-  createdAt: Type.String({ format: 'date-time' }),
-  stats: ChannelStats,
-});
-export const Subscriptions = Type.Object({ items: Type.Array(Subscription) });
+export const Subscription = Type.Object(
+  {
+    topic: Type.String(),
+    name: Type.String(),
+    owner: Type.String(),
+    visibilityTimeoutSeconds: Type.Integer(),
+    maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
+    deadLetterQueue: nullable(Type.String(), 'null: none.'),
+    filter: nullable(SubscriptionFilter, 'null: every message. The same shape as in the create request.'),
+    createdAt: Type.String({ format: 'date-time' }),
+    stats: ChannelStats,
+  },
+  { [SCHEMA_NAME]: 'Subscription' },
+);
+export const Subscriptions = Type.Object({ items: Type.Array(Subscription) }, { [SCHEMA_NAME]: 'SubscriptionList' });
 
-export const Credentials = Type.Object({ username: Username, password: Password }, { additionalProperties: false });
-export const Registered = Type.Object({ username: Type.String(), createdAt: Type.String({ format: 'date-time' }) });
-export const Token = Type.Object({
-  accessToken: Type.String({ description: 'A JWT (HS256); send it as Authorization: Bearer <token> to any node.' }),
-  tokenType: Type.Literal('Bearer'),
-  expiresIn: Type.Integer({ description: 'Seconds until the token expires.' }),
-});
-export const Me = Type.Object({ username: Type.String() });
+export const Credentials = Type.Object({ username: Username, password: Password }, { additionalProperties: false, [SCHEMA_NAME]: 'Credentials' });
+export const Registered = Type.Object({ username: Type.String(), createdAt: Type.String({ format: 'date-time' }) }, { [SCHEMA_NAME]: 'User' });
+export const Token = Type.Object(
+  {
+    accessToken: Type.String({ description: 'A JWT (HS256); send it as Authorization: Bearer <token> to any node.' }),
+    tokenType: StringEnum(['Bearer']),
+    expiresIn: Type.Integer({ description: 'Seconds until the token expires.' }),
+  },
+  { [SCHEMA_NAME]: 'Token' },
+);
+export const Me = Type.Object({ username: Type.String() }, { [SCHEMA_NAME]: 'CurrentUser' });
 
 export const Problem = Type.Object(
   {
-    type: Type.String(),
+    type: Type.String({ description: 'A URI naming the problem\'s kind; ends with the code.' }),
     title: Type.String(),
     status: Type.Integer(),
-    code: Type.String({ description: 'validation_failed, unauthorized, forbidden, not_found, conflict, payload_too_large, rate_limited, unavailable, timeout or internal.' }),
-    detail: Type.String(),
+    code: StringEnum(Object.keys(Problems) as ProblemCode[], {
+      [SCHEMA_NAME]: 'ProblemCode',
+      description: 'What went wrong, for programs: each code has one status (docs/api.md#errors).',
+    }),
+    detail: Type.String({ description: 'What went wrong, for people. A 5xx never carries internal messages.' }),
   },
   { $id: 'Problem', description: 'An RFC 9457 problem (application/problem+json).' },
 );

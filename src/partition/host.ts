@@ -13,7 +13,7 @@
 // commit). Messages leave only after step 2, so nothing depends on a write that is not durable.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Message, NodeId, Ready } from '../raft/index.js';
+import type { Message, NodeId, Ready, Role } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
 import { RaftLogStore, type PersistItem } from '../store/raft-log/index.js';
@@ -64,7 +64,7 @@ export interface HostOptions {
 
 export interface PartitionStatus {
   partition: number;
-  role: string;
+  role: Role;
   leader: NodeId | null;
   term: number;
   commitIndex: number;

@@ -1115,10 +1115,11 @@ t.test('round trip: any text in bodies and attributes comes back byte for byte',
       const wanted = Object.fromEntries(Object.entries(attrs).slice(0, 4));
       const filter = Object.keys(wanted).length === 0 ? undefined : { attributes: wanted };
       const sub = (await must(201, 'POST', `/v1/topics/${RTT}/subscriptions`, { name: RT_FILTERED, ...(filter === undefined ? {} : { filter }) }, rtToken)) as {
-        filter: Record<string, string> | null;
+        filter: { attributes: Record<string, string> } | null;
       };
       try {
-        if (filter !== undefined && (sub.filter === null || !sameAttributes(sub.filter, wanted))) throw new Error(`filter ${JSON.stringify(sub.filter)} stored for ${JSON.stringify(wanted)}`);
+        // The filter comes back in the shape it was sent.
+        if (filter !== undefined && (sub.filter === null || !sameAttributes(sub.filter.attributes, wanted))) throw new Error(`filter ${JSON.stringify(sub.filter)} stored for ${JSON.stringify(wanted)}`);
         const published = (await must(201, 'POST', `/v1/topics/${RTT}/messages`, { body, attributes: attrs }, rtToken)) as { messageId: string; subscriptions: number };
         if (published.subscriptions !== 2) throw new Error(`delivered to ${published.subscriptions} subscriptions, not 2`);
         for (const s of [RT_ALL, RT_FILTERED]) {

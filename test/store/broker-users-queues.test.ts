@@ -1,5 +1,5 @@
 // Users, queues and queue grants in the broker's state machine: each command's effect and each
-// refusal, with the codes of ../shared/API.md (403 for a visible resource, 404 so names do not leak).
+// refusal, with the codes of docs/api.md (403 for a visible resource, 404 so names do not leak).
 import t from 'tap';
 import type { Result } from '../../src/store/broker/index.js';
 import { queue, send } from './broker-helpers.js';

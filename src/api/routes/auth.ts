@@ -41,11 +41,13 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     '/v1/auth/register',
     {
       schema: {
+        operationId: 'registerUser',
         tags: ['auth'],
+        security: [],
         summary: 'Register a user',
         description: `Creates a user. Limited to ${REGISTER_LIMITS.perAddress} registrations per minute per client address on each node.`,
         body: Credentials,
-        response: { 201: Registered, ...problems(400, 409, 429, 503, 504) },
+        response: { 201: Registered, ...problems(400, 409, 413, 429, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -62,11 +64,13 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     '/v1/auth/login',
     {
       schema: {
+        operationId: 'login',
         tags: ['auth'],
+        security: [],
         summary: 'Log in: get an access token',
         description: `401 alike for an unknown user and a wrong password. Limited to ${LOGIN_LIMITS.perAddress} attempts per minute per client address and ${LOGIN_LIMITS.perUser} per minute per username, on each node.`,
         body: Credentials,
-        response: { 200: Token, ...problems(400, 401, 429, 503, 504) },
+        response: { 200: Token, ...problems(400, 401, 413, 429, 503, 504) },
       },
     },
     async (request) => {
@@ -86,7 +90,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     '/v1/auth/me',
     {
       onRequest: [app.authenticate],
-      schema: { tags: ['auth'], summary: 'Who the token names', security: [{ bearerAuth: [] }], response: { 200: Me, ...problems(401, 503) } },
+      schema: { operationId: 'getCurrentUser', tags: ['auth'], summary: 'Who the token names', security: [{ bearerAuth: [] }], response: { 200: Me, ...problems(401, 503) } },
     },
     async (request) => ({ username: request.user.sub }),
   );

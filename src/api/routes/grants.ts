@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { userPartition } from '../../partition/routing.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError } from '../errors.js';
-import { Grant, Grants, IdempotencyHeaders, QueueGrantParams, QueueGrantPut, QueueParams, TopicGrantParams, TopicGrantPut, TopicParams } from '../schemas.js';
+import { ConsistencyQuery, Grant, Grants, IdempotencyHeaders, QueueGrantParams, QueueGrantPut, QueueParams, TopicGrantParams, TopicGrantPut, TopicParams } from '../schemas.js';
 import { bearer, problems } from './common.js';
 
 const SCHEMAS = {
@@ -17,6 +17,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
   const security = bearer;
   const path = `/v1/${kind}s/:${kind}/grants`;
   const s = SCHEMAS[kind];
+  const Kind = kind === 'queue' ? 'Queue' : 'Topic';
   const nameOf = (request: FastifyRequest): string => (request.params as Record<string, string>)[kind]!;
   const userOf = (request: FastifyRequest): string => (request.params as { username: string }).username;
 
@@ -24,6 +25,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
     `${path}/:username`,
     {
       schema: {
+        operationId: `set${Kind}Grant`,
         tags,
         security,
         summary: `Grant a user rights on a ${kind} (owner only)`,
@@ -43,7 +45,17 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
 
   app.get(
     path,
-    { schema: { tags, security, summary: `List the grants of a ${kind} (owner only)`, params: s.params, response: { 200: Grants, ...problems(400, 401, 403, 404, 503) } } },
+    {
+      schema: {
+        operationId: `list${Kind}Grants`,
+        tags,
+        security,
+        summary: `List the grants of a ${kind} (owner only)`,
+        params: s.params,
+        querystring: ConsistencyQuery,
+        response: { 200: Grants, ...problems(400, 401, 403, 404, 503) },
+      },
+    },
     async (request, reply) => ({
       items: await read<{ username: string; actions: string[] }[]>(deps, request, reply, nameOf(request), { type: 'grant.list', kind, name: nameOf(request), user: actorOf(request) }),
     }),
@@ -53,6 +65,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
     `${path}/:username`,
     {
       schema: {
+        operationId: `delete${Kind}Grant`,
         tags,
         security,
         summary: `Revoke a user's rights on a ${kind} (owner only)`,

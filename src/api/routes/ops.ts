@@ -6,18 +6,41 @@ import { Type } from 'typebox';
 import { secretsEqual } from '../../cluster/secret.js';
 import type { ApiDeps } from '../deps.js';
 import { ApiError } from '../errors.js';
+import { SCHEMA_NAME, StringEnum } from '../schemas.js';
 import { problems } from './common.js';
 
-const PartitionState = Type.Object({
-  partition: Type.Integer(),
-  role: Type.String({ description: 'This node\'s role: leader, follower, candidate or pre-candidate.' }),
-  leader: Type.Union([Type.String(), Type.Null()], { description: 'The leader this node knows of; null during an election.' }),
-  term: Type.Integer(),
-  commitIndex: Type.Integer(),
-  appliedIndex: Type.Integer(),
-  lastIndex: Type.Integer(),
-  match: Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer' }, description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
-});
+const PartitionState = Type.Object(
+  {
+    partition: Type.Integer(),
+    role: StringEnum(['leader', 'follower', 'candidate', 'pre-candidate'], { [SCHEMA_NAME]: 'RaftRole', description: 'This node\'s role in the partition\'s Raft group.' }),
+    leader: Type.Union([Type.String(), Type.Null()], { description: 'The leader this node knows of; null during an election.' }),
+    term: Type.Integer(),
+    commitIndex: Type.Integer(),
+    appliedIndex: Type.Integer(),
+    lastIndex: Type.Integer(),
+    match: Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer' }, description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
+  },
+  { [SCHEMA_NAME]: 'PartitionState' },
+);
+const ClusterState = Type.Object(
+  {
+    node: Type.String({ description: 'The node that answered.' }),
+    partitionCount: Type.Integer(),
+    nodes: Type.Array(Type.Object({ id: Type.String(), url: Type.String() }, { [SCHEMA_NAME]: 'ClusterNode' })),
+    partitions: Type.Array(PartitionState),
+  },
+  { [SCHEMA_NAME]: 'ClusterState' },
+);
+const Health = Type.Object({ status: StringEnum(['ok']) }, { [SCHEMA_NAME]: 'Health' });
+const Ready = Type.Object({ status: StringEnum(['ready']) }, { [SCHEMA_NAME]: 'Ready' });
+const NotReady = Type.Object(
+  {
+    status: StringEnum(['not ready']),
+    partitionsWithoutLeader: Type.Array(Type.Integer()),
+    cutOff: Type.Optional(Type.Boolean({ description: 'True when this node has heard from no other node for two election timeouts.' })),
+  },
+  { [SCHEMA_NAME]: 'NotReady', description: 'Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again.' },
+);
 
 /** How long a partition may be without a known leader before the node reports unready. */
 export const READY_GRACE_MS = 2_000;
@@ -29,7 +52,7 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
 
   app.get(
     '/healthz',
-    { logLevel: 'warn', schema: { tags, summary: 'Liveness: 200 while the process serves', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    { logLevel: 'warn', schema: { operationId: 'getHealth', tags, security: [], summary: 'Liveness: 200 while the process serves', response: { 200: Health } } },
     async () => ({ status: 'ok' as const }),
   );
 
@@ -38,21 +61,13 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
     {
       logLevel: 'warn',
       schema: {
+        operationId: 'getReadiness',
         tags,
+        security: [],
         summary: 'Readiness: 200 when every partition has a known leader and this node hears its peers',
         description:
           'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.',
-        response: {
-          200: Type.Object({ status: Type.Literal('ready') }),
-          503: Type.Object(
-            {
-              status: Type.Literal('not ready'),
-              partitionsWithoutLeader: Type.Array(Type.Integer()),
-              cutOff: Type.Optional(Type.Boolean({ description: 'True when this node has heard from no other node for two election timeouts.' })),
-            },
-            { description: 'Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again.' },
-          ),
-        },
+        response: { 200: Ready, 503: NotReady },
       },
     },
     async (_request, reply) => {
@@ -68,17 +83,12 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
     '/v1/cluster',
     {
       schema: {
+        operationId: 'getCluster',
         tags,
+        security: [],
         summary: 'The cluster as this node sees it',
         description: 'The nodes, and per partition its leader, term, commit and applied index and, on the leader, each replica\'s match index. A smart client or load balancer may send a partition\'s requests to its leader directly (partition = SHA-1 of the name, first 4 bytes big-endian, modulo the partition count).',
-        response: {
-          200: Type.Object({
-            node: Type.String({ description: 'The node that answered.' }),
-            partitionCount: Type.Integer(),
-            nodes: Type.Array(Type.Object({ id: Type.String(), url: Type.String() })),
-            partitions: Type.Array(PartitionState),
-          }),
-        },
+        response: { 200: ClusterState },
       },
     },
     async () => {
@@ -92,7 +102,10 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
     {
       logLevel: 'warn',
       schema: {
+        operationId: 'getMetrics',
         tags,
+        // Open, or with the node's metrics token when it has one.
+        security: [{}, { metricsToken: [] }],
         summary: 'Prometheus metrics',
         description:
           'Requests and latencies by route and status; Raft term, commit and applied index and lags per partition; message counts per partition led here; waiting long polls. A node started with a metrics token requires it as a bearer token here, and adds depths per queue (mom_queue_messages); without one, no queue name is shown.',

@@ -7,25 +7,22 @@ import type { HandleOutcome, QueueView, SentMessage } from '../../store/broker/i
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { listAcross } from '../listing.js';
-import { MESSAGES_BODY_LIMIT, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
-  AckRequest,
   ConsistencyQuery,
-  HandleOutcome as HandleOutcomeSchema,
   IdempotencyHeaders,
-  LeaseRequest,
   ListQuery,
-  NackRequest,
+  MessageBatch,
   Purged,
   Queue,
   QueueCreate,
   QueueMessageInput,
+  QueuePage,
   QueueParams,
   ReceiveRequest,
   Received,
   Sent,
-  batchOf,
-  pageOf,
+  SentBatch,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
@@ -51,6 +48,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/queues',
     {
       schema: {
+        operationId: 'createQueue',
         tags,
         security,
         summary: 'Create a queue',
@@ -80,12 +78,13 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/queues',
     {
       schema: {
+        operationId: 'listQueues',
         tags,
         security,
         summary: 'List queues',
         description: 'The queues the caller owns or has a grant on, in name order, a page at a time.',
         querystring: ListQuery,
-        response: { 200: pageOf(Queue), ...problems(400, 401, 503) },
+        response: { 200: QueuePage, ...problems(400, 401, 503) },
       },
     },
     async (request) => listAcross<QueueView>(deps, request, 'queue.list', request.query),
@@ -95,6 +94,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/queues/:queue',
     {
       schema: {
+        operationId: 'getQueue',
         tags,
         security,
         summary: 'Get a queue with exact stats',
@@ -113,6 +113,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/queues/:queue',
     {
       schema: {
+        operationId: 'deleteQueue',
         tags,
         security,
         summary: 'Delete a queue and its messages (owner only)',
@@ -134,6 +135,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     {
       bodyLimit: MESSAGES_BODY_LIMIT,
       schema: {
+        operationId: 'sendMessage',
         tags,
         security,
         summary: 'Send a message',
@@ -159,13 +161,14 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     {
       bodyLimit: MESSAGES_BODY_LIMIT,
       schema: {
+        operationId: 'sendMessageBatch',
         tags,
         security,
         summary: 'Send up to 100 messages, all or none',
         headers: IdempotencyHeaders,
         params: QueueParams,
-        body: batchOf(QueueMessageInput),
-        response: { 201: Type.Object({ items: Type.Array(Sent) }), ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
+        body: MessageBatch,
+        response: { 201: SentBatch, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -182,6 +185,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/queues/:queue/receive',
     {
       schema: {
+        operationId: 'receiveMessages',
         tags,
         security,
         summary: 'Receive messages with a lease (long polling with waitSeconds)',
@@ -199,35 +203,37 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  const handleRoute = (op: HandleOp, summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
+  const handleRoute = (op: HandleOp, operationId: string, summary: string): void => {
     app.post(
       `/v1/queues/:queue/${op}`,
       {
         schema: {
+          operationId,
           tags,
           security,
           summary,
-          description: 'Each handle succeeds or fails on its own: see acked and failed.',
+          description: 'Each handle succeeds or fails on its own: see failed.',
           headers: IdempotencyHeaders,
           params: QueueParams,
-          body,
-          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 409, 503, 504) },
+          body: HANDLE_SCHEMAS[op].body,
+          response: { 200: HANDLE_SCHEMAS[op].result, ...problems(400, 401, 403, 404, 409, 503, 504) },
         },
       },
       async (request) => {
         const name = (request.params as { queue: string }).queue;
-        return write<HandleOutcome>(deps, request, name, handleCommand(op, { queue: name }, request.body as Parameters<typeof handleCommand>[2]));
+        return handleAnswer(op, await write<HandleOutcome>(deps, request, name, handleCommand(op, { queue: name }, request.body as Parameters<typeof handleCommand>[2])));
       },
     );
   };
-  handleRoute('ack', 'Acknowledge: delete the received messages', AckRequest);
-  handleRoute('nack', 'Negative-acknowledge: make the messages visible again (after delaySeconds)', NackRequest);
-  handleRoute('lease', 'Extend the leases of received messages', LeaseRequest);
+  handleRoute('ack', 'ackMessages', 'Acknowledge: delete the received messages');
+  handleRoute('nack', 'nackMessages', 'Negative-acknowledge: make the messages visible again (after delaySeconds)');
+  handleRoute('lease', 'extendLeases', 'Extend the leases of received messages');
 
   app.post(
     '/v1/queues/:queue/purge',
     {
       schema: {
+        operationId: 'purgeQueue',
         tags,
         security,
         summary: 'Delete every message of a queue (owner only)',

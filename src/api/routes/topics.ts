@@ -7,16 +7,13 @@ import { Type } from 'typebox';
 import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
-import { MESSAGES_BODY_LIMIT, checkUnicode, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, checkUnicode, handleAnswer, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
-  AckRequest,
   ConsistencyQuery,
-  HandleOutcome as HandleOutcomeSchema,
   IdempotencyHeaders,
-  LeaseRequest,
   ListQuery,
-  NackRequest,
   Published,
+  PublishedBatch,
   ReceiveRequest,
   Received,
   Subscription,
@@ -25,16 +22,19 @@ import {
   Subscriptions,
   Topic,
   TopicCreate,
+  TopicMessageBatch,
   TopicMessageInput,
+  TopicPage,
   TopicParams,
-  batchOf,
-  pageOf,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
 import { checkDeadLetterQueue } from './queues.js';
 
 type PublishedItem = { messageId: string; sequence: number; subscriptions: number };
+
+/** A subscription as the API shows it: its filter in the shape it was created with. */
+const subscriptionOut = (s: SubscriptionView) => ({ ...s, filter: s.filter === null ? null : { attributes: s.filter } });
 
 export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -47,6 +47,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics',
     {
       schema: {
+        operationId: 'createTopic',
         tags,
         security,
         summary: 'Create a topic',
@@ -66,12 +67,13 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics',
     {
       schema: {
+        operationId: 'listTopics',
         tags,
         security,
         summary: 'List topics',
         description: 'The topics the caller owns or has a grant on, in name order, a page at a time.',
         querystring: ListQuery,
-        response: { 200: pageOf(Topic), ...problems(400, 401, 503) },
+        response: { 200: TopicPage, ...problems(400, 401, 503) },
       },
     },
     async (request) => listAcross<TopicView>(deps, request, 'topic.list', request.query),
@@ -81,6 +83,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics/:topic',
     {
       schema: {
+        operationId: 'getTopic',
         tags,
         security,
         summary: 'Get a topic with its stats',
@@ -96,6 +99,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics/:topic',
     {
       schema: {
+        operationId: 'deleteTopic',
         tags,
         security,
         summary: 'Delete a topic and its subscriptions (owner only)',
@@ -117,6 +121,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     {
       bodyLimit: MESSAGES_BODY_LIMIT,
       schema: {
+        operationId: 'publishMessage',
         tags,
         security,
         summary: 'Publish a message to every subscription',
@@ -142,13 +147,14 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     {
       bodyLimit: MESSAGES_BODY_LIMIT,
       schema: {
+        operationId: 'publishMessageBatch',
         tags,
         security,
         summary: 'Publish up to 100 messages, all or none',
         headers: IdempotencyHeaders,
         params: TopicParams,
-        body: batchOf(TopicMessageInput),
-        response: { 201: Type.Object({ items: Type.Array(Published) }), ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
+        body: TopicMessageBatch,
+        response: { 201: PublishedBatch, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
       },
     },
     async (request, reply) => {
@@ -167,6 +173,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       // A filter within its limits (16 pairs of 128 + 1024 characters) can pass 64 KiB as escaped JSON.
       bodyLimit: 256 * 1024,
       schema: {
+        operationId: 'createSubscription',
         tags,
         security,
         summary: 'Subscribe: create a subscription owned by the caller',
@@ -190,7 +197,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         deadLetterQueue: b.deadLetterQueue ?? null,
         filter: b.filter?.attributes ?? null,
       });
-      return reply.code(201).send(s);
+      return reply.code(201).send(subscriptionOut(s));
     },
   );
 
@@ -198,16 +205,18 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics/:topic/subscriptions',
     {
       schema: {
+        operationId: 'listSubscriptions',
         tags,
         security,
         summary: 'List subscriptions',
         description: 'All of them for the topic\'s owner; one\'s own for anybody else.',
         params: TopicParams,
+        querystring: ConsistencyQuery,
         response: { 200: Subscriptions, ...problems(400, 401, 404, 503) },
       },
     },
     async (request, reply) => ({
-      items: await read<SubscriptionView[]>(deps, request, reply, request.params.topic, { type: 'subscription.list', topic: request.params.topic, user: actorOf(request) }),
+      items: (await read<SubscriptionView[]>(deps, request, reply, request.params.topic, { type: 'subscription.list', topic: request.params.topic, user: actorOf(request) })).map(subscriptionOut),
     }),
   );
 
@@ -215,6 +224,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics/:topic/subscriptions/:subscription',
     {
       schema: {
+        operationId: 'getSubscription',
         tags,
         security,
         summary: 'Get a subscription with its stats',
@@ -224,18 +234,21 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
     },
     async (request, reply) =>
-      read<SubscriptionView>(deps, request, reply, request.params.topic, {
-        type: 'subscription.get',
-        topic: request.params.topic,
-        name: request.params.subscription,
-        user: actorOf(request),
-      }),
+      subscriptionOut(
+        await read<SubscriptionView>(deps, request, reply, request.params.topic, {
+          type: 'subscription.get',
+          topic: request.params.topic,
+          name: request.params.subscription,
+          user: actorOf(request),
+        }),
+      ),
   );
 
   app.delete(
     '/v1/topics/:topic/subscriptions/:subscription',
     {
       schema: {
+        operationId: 'deleteSubscription',
         tags,
         security,
         summary: 'Delete a subscription (its owner or the topic\'s owner)',
@@ -254,6 +267,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     '/v1/topics/:topic/subscriptions/:subscription/receive',
     {
       schema: {
+        operationId: 'receiveSubscriptionMessages',
         tags,
         security,
         summary: 'Receive from a subscription (its owner only), as for queues',
@@ -269,27 +283,29 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  const handleRoute = (op: HandleOp, summary: string, body: typeof AckRequest | typeof NackRequest | typeof LeaseRequest): void => {
+  const handleRoute = (op: HandleOp, operationId: string, summary: string): void => {
     app.post(
       `/v1/topics/:topic/subscriptions/:subscription/${op}`,
       {
         schema: {
+          operationId,
           tags,
           security,
           summary,
+          description: 'Each handle succeeds or fails on its own: see failed.',
           headers: IdempotencyHeaders,
           params: SubscriptionParams,
-          body,
-          response: { 200: HandleOutcomeSchema, ...problems(400, 401, 403, 404, 409, 503, 504) },
+          body: HANDLE_SCHEMAS[op].body,
+          response: { 200: HANDLE_SCHEMAS[op].result, ...problems(400, 401, 403, 404, 409, 503, 504) },
         },
       },
       async (request) => {
         const { topic, subscription } = request.params as { topic: string; subscription: string };
-        return write<HandleOutcome>(deps, request, topic, handleCommand(op, { topic, subscription }, request.body as Parameters<typeof handleCommand>[2]));
+        return handleAnswer(op, await write<HandleOutcome>(deps, request, topic, handleCommand(op, { topic, subscription }, request.body as Parameters<typeof handleCommand>[2])));
       },
     );
   };
-  handleRoute('ack', 'Acknowledge subscription messages', AckRequest);
-  handleRoute('nack', 'Negative-acknowledge subscription messages', NackRequest);
-  handleRoute('lease', 'Extend the leases of subscription messages', LeaseRequest);
+  handleRoute('ack', 'ackSubscriptionMessages', 'Acknowledge subscription messages');
+  handleRoute('nack', 'nackSubscriptionMessages', 'Negative-acknowledge subscription messages');
+  handleRoute('lease', 'extendSubscriptionLeases', 'Extend the leases of subscription messages');
 }

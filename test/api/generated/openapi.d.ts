@@ -12,28 +12,7 @@ export interface paths {
             cookie?: never;
         };
         /** This OpenAPI 3.1 document */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The document. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            [key: string]: unknown;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getOpenApiDocument"];
         put?: never;
         post?: never;
         delete?: never;
@@ -50,29 +29,7 @@ export interface paths {
             cookie?: never;
         };
         /** Liveness: 200 while the process serves */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @enum {string} */
-                            status: "ok";
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -92,44 +49,7 @@ export interface paths {
          * Readiness: 200 when every partition has a known leader and this node hears its peers
          * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @enum {string} */
-                            status: "ready";
-                        };
-                    };
-                };
-                /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @enum {string} */
-                            status: "not ready";
-                            partitionsWithoutLeader: number[];
-                            /** @description True when this node has heard from no other node for two election timeouts. */
-                            cutOff?: boolean;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getReadiness"];
         put?: never;
         post?: never;
         delete?: never;
@@ -149,49 +69,7 @@ export interface paths {
          * The cluster as this node sees it
          * @description The nodes, and per partition its leader, term, commit and applied index and, on the leader, each replica's match index. A smart client or load balancer may send a partition's requests to its leader directly (partition = SHA-1 of the name, first 4 bytes big-endian, modulo the partition count).
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The node that answered. */
-                            node: string;
-                            partitionCount: number;
-                            nodes: {
-                                id: string;
-                                url: string;
-                            }[];
-                            partitions: {
-                                partition: number;
-                                /** @description This node's role: leader, follower, candidate or pre-candidate. */
-                                role: string;
-                                /** @description The leader this node knows of; null during an election. */
-                                leader: string | null;
-                                term: number;
-                                commitIndex: number;
-                                appliedIndex: number;
-                                lastIndex: number;
-                                /** @description On the leader: each replica's match index. Empty elsewhere. */
-                                match: {
-                                    [key: string]: number;
-                                };
-                            }[];
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["getCluster"];
         put?: never;
         post?: never;
         delete?: never;
@@ -211,35 +89,7 @@ export interface paths {
          * Prometheus metrics
          * @description Requests and latencies by route and status; Raft term, commit and applied index and lags per partition; message counts per partition led here; waiting long polls. A node started with a metrics token requires it as a bearer token here, and adds depths per queue (mom_queue_messages); without one, no queue name is shown.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Prometheus text format 0.0.4. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/plain": string;
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["getMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -261,87 +111,7 @@ export interface paths {
          * Register a user
          * @description Creates a user. Limited to 20 registrations per minute per client address on each node.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                         * @example alice
-                         */
-                        username: string;
-                        /** @description A password of 8 to 256 characters. */
-                        password: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            username: string;
-                            /** Format: date-time */
-                            createdAt: string;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description rate_limited: retry after Retry-After seconds. */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["registerUser"];
         delete?: never;
         options?: never;
         head?: never;
@@ -361,90 +131,7 @@ export interface paths {
          * Log in: get an access token
          * @description 401 alike for an unknown user and a wrong password. Limited to 30 attempts per minute per client address and 10 per minute per username, on each node.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                         * @example alice
-                         */
-                        username: string;
-                        /** @description A password of 8 to 256 characters. */
-                        password: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description A JWT (HS256); send it as Authorization: Bearer <token> to any node. */
-                            accessToken: string;
-                            /** @enum {string} */
-                            tokenType: "Bearer";
-                            /** @description Seconds until the token expires. */
-                            expiresIn: number;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description rate_limited: retry after Retry-After seconds. */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["login"];
         delete?: never;
         options?: never;
         head?: never;
@@ -459,46 +146,7 @@ export interface paths {
             cookie?: never;
         };
         /** Who the token names */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            username: string;
-                        };
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["getCurrentUser"];
         put?: never;
         post?: never;
         delete?: never;
@@ -518,212 +166,13 @@ export interface paths {
          * List queues
          * @description The queues the caller owns or has a grant on, in name order, a page at a time.
          */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description Items per page (1 to 100). */
-                    limit?: number;
-                    /** @description nextCursor of the previous page. */
-                    cursor?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                name: string;
-                                owner: string;
-                                visibilityTimeoutSeconds: number;
-                                /** @description null: unlimited. */
-                                maxDeliveries: number | null;
-                                /** @description null: none. */
-                                deadLetterQueue: string | null;
-                                delaySeconds: number;
-                                retentionSeconds: number;
-                                /** Format: date-time */
-                                createdAt: string;
-                                stats: {
-                                    /** @description Messages a receive would get now. */
-                                    visible: number;
-                                    /** @description Leased messages whose lease has not expired. */
-                                    inFlight: number;
-                                    /** @description Messages waiting for their delay or nack delay. */
-                                    delayed: number;
-                                    /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                    dropped: number;
-                                    /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                    oldestMessageAgeSeconds: number;
-                                };
-                            }[];
-                            /** @description Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item. */
-                            nextCursor: string | null;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["listQueues"];
         put?: never;
         /**
          * Create a queue
          * @description The caller owns the new queue. Names are global in the cluster: 409 if any user has a queue of this name.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                         * @example orders
-                         */
-                        name: string;
-                        /**
-                         * @description Seconds a received message stays leased (0 to 43200).
-                         * @default 30
-                         */
-                        visibilityTimeoutSeconds?: number;
-                        /** @description Deliveries without an ack before the message goes to deadLetterQueue, or is dropped and counted when none is set (1 to 1000). Unlimited when absent. */
-                        maxDeliveries?: number;
-                        /** @description An existing queue of the same owner that receives messages past maxDeliveries (needs maxDeliveries). */
-                        deadLetterQueue?: string;
-                        /**
-                         * @description Default delay of new messages (0 to 900 s).
-                         * @default 0
-                         */
-                        delaySeconds?: number;
-                        /**
-                         * @description Seconds a message is kept before it is deleted unconsumed (60 to 1209600; 4 days by default).
-                         * @default 345600
-                         */
-                        retentionSeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            name: string;
-                            owner: string;
-                            visibilityTimeoutSeconds: number;
-                            /** @description null: unlimited. */
-                            maxDeliveries: number | null;
-                            /** @description null: none. */
-                            deadLetterQueue: string | null;
-                            delaySeconds: number;
-                            retentionSeconds: number;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                /** @description Messages a receive would get now. */
-                                visible: number;
-                                /** @description Leased messages whose lease has not expired. */
-                                inFlight: number;
-                                /** @description Messages waiting for their delay or nack delay. */
-                                delayed: number;
-                                /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                dropped: number;
-                                /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                oldestMessageAgeSeconds: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["createQueue"];
         delete?: never;
         options?: never;
         head?: never;
@@ -738,188 +187,11 @@ export interface paths {
             cookie?: never;
         };
         /** Get a queue with exact stats */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
-                    consistency?: "strong" | "stale";
-                };
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The queue. With consistency=stale, the headers X-Stale: true and X-Applied-Index (the replica's applied log index) come along. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            name: string;
-                            owner: string;
-                            visibilityTimeoutSeconds: number;
-                            /** @description null: unlimited. */
-                            maxDeliveries: number | null;
-                            /** @description null: none. */
-                            deadLetterQueue: string | null;
-                            delaySeconds: number;
-                            retentionSeconds: number;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                /** @description Messages a receive would get now. */
-                                visible: number;
-                                /** @description Leased messages whose lease has not expired. */
-                                inFlight: number;
-                                /** @description Messages waiting for their delay or nack delay. */
-                                delayed: number;
-                                /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                dropped: number;
-                                /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                oldestMessageAgeSeconds: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["getQueue"];
         put?: never;
         post?: never;
         /** Delete a queue and its messages (owner only) */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Deleted. */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        delete: operations["deleteQueue"];
         options?: never;
         head?: never;
         patch?: never;
@@ -937,210 +209,10 @@ export interface paths {
          * Grant a user rights on a queue (owner only)
          * @description Replaces the user's rights on the queue. 404 when the user does not exist.
          */
-        put: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                    /**
-                     * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                     * @example alice
-                     */
-                    username: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description send, and/or receive (which covers ack, nack and lease). */
-                        actions: ("send" | "receive")[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            username: string;
-                            actions: string[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        put: operations["setQueueGrant"];
         post?: never;
         /** Revoke a user's rights on a queue (owner only) */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                    /**
-                     * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                     * @example alice
-                     */
-                    username: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Revoked. */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        delete: operations["deleteQueueGrant"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1154,82 +226,7 @@ export interface paths {
             cookie?: never;
         };
         /** List the grants of a queue (owner only) */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                username: string;
-                                actions: string[];
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["listQueueGrants"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1251,127 +248,7 @@ export interface paths {
          * Send a message
          * @description Needs ownership or a send grant. The 201 means the message is committed on a majority of nodes, fsynced there, and applied.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
-                        body: string;
-                        /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
-                        attributes?: {
-                            [key: string]: string;
-                        };
-                        /** @description Seconds before the message becomes visible (0 to 900); the queue's delay by default. */
-                        delaySeconds?: number;
-                        /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
-                        deduplicationId?: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description Unique in the cluster. */
-                            messageId: string;
-                            /** @description Grows strictly within the queue (or topic). */
-                            sequence: number;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["sendMessage"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1388,132 +265,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Send up to 100 messages, all or none */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 messages, at most 1 MiB of bodies and attributes in all (413 beyond). Stored all or none. */
-                        messages: {
-                            /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
-                            body: string;
-                            /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
-                            attributes?: {
-                                [key: string]: string;
-                            };
-                            /** @description Seconds before the message becomes visible (0 to 900); the queue's delay by default. */
-                            delaySeconds?: number;
-                            /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
-                            deduplicationId?: string;
-                        }[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                /** @description Unique in the cluster. */
-                                messageId: string;
-                                /** @description Grows strictly within the queue (or topic). */
-                                sequence: number;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["sendMessageBatch"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1533,130 +285,7 @@ export interface paths {
          * Receive messages with a lease (long polling with waitSeconds)
          * @description Oldest visible messages first. Each is leased for the visibility timeout: ack deletes it; nack or an expired lease makes it visible again. A receive is a write (the lease is replicated).
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description 1 to 100.
-                         * @default 1
-                         */
-                        maxMessages?: number;
-                        /** @description Lease length for these messages; the queue's by default. */
-                        visibilityTimeoutSeconds?: number;
-                        /**
-                         * @description Long polling (0 to 20): hold the request until a message is available or the wait ends. A client that disconnects while waiting leaves nothing leased.
-                         * @default 0
-                         */
-                        waitSeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            messages: {
-                                messageId: string;
-                                sequence: number;
-                                body: string;
-                                attributes: {
-                                    [key: string]: string;
-                                };
-                                /** @description Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again. */
-                                receiptHandle: string;
-                                /** @description 1 on the first delivery. */
-                                deliveryCount: number;
-                                /** Format: date-time */
-                                sentAt: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["receiveMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1674,115 +303,9 @@ export interface paths {
         put?: never;
         /**
          * Acknowledge: delete the received messages
-         * @description Each handle succeeds or fails on its own: see acked and failed.
+         * @description Each handle succeeds or fails on its own: see failed.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["ackMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1800,120 +323,9 @@ export interface paths {
         put?: never;
         /**
          * Negative-acknowledge: make the messages visible again (after delaySeconds)
-         * @description Each handle succeeds or fails on its own: see acked and failed.
+         * @description Each handle succeeds or fails on its own: see failed.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                        /**
-                         * @description Seconds before the messages become visible again.
-                         * @default 0
-                         */
-                        delaySeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["nackMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1931,117 +343,9 @@ export interface paths {
         put?: never;
         /**
          * Extend the leases of received messages
-         * @description Each handle succeeds or fails on its own: see acked and failed.
+         * @description Each handle succeeds or fails on its own: see failed.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                        /** @description The new lease, counted from now. */
-                        visibilityTimeoutSeconds: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["extendLeases"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2058,100 +362,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Delete every message of a queue (owner only) */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    queue: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            purged: number;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["purgeQueue"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2169,170 +380,13 @@ export interface paths {
          * List topics
          * @description The topics the caller owns or has a grant on, in name order, a page at a time.
          */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description Items per page (1 to 100). */
-                    limit?: number;
-                    /** @description nextCursor of the previous page. */
-                    cursor?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                name: string;
-                                owner: string;
-                                subscribe: string;
-                                /** Format: date-time */
-                                createdAt: string;
-                                stats: {
-                                    subscriptions: number;
-                                    published: number;
-                                };
-                            }[];
-                            /** @description Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item. */
-                            nextCursor: string | null;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["listTopics"];
         put?: never;
         /**
          * Create a topic
          * @description The caller owns the new topic. Names are global: 409 if any user has a topic of this name.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                         * @example orders
-                         */
-                        name: string;
-                        /**
-                         * @description anyone: every user may see the topic and subscribe; granted: only the owner and users with a subscribe grant.
-                         * @default anyone
-                         */
-                        subscribe?: "anyone" | "granted";
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            name: string;
-                            owner: string;
-                            subscribe: string;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                subscriptions: number;
-                                published: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["createTopic"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2347,174 +401,11 @@ export interface paths {
             cookie?: never;
         };
         /** Get a topic with its stats */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
-                    consistency?: "strong" | "stale";
-                };
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            name: string;
-                            owner: string;
-                            subscribe: string;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                subscriptions: number;
-                                published: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["getTopic"];
         put?: never;
         post?: never;
         /** Delete a topic and its subscriptions (owner only) */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Deleted. */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        delete: operations["deleteTopic"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2532,210 +423,10 @@ export interface paths {
          * Grant a user rights on a topic (owner only)
          * @description Replaces the user's rights on the topic. 404 when the user does not exist.
          */
-        put: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                     * @example alice
-                     */
-                    username: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description publish, and/or subscribe. */
-                        actions: ("publish" | "subscribe")[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            username: string;
-                            actions: string[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        put: operations["setTopicGrant"];
         post?: never;
         /** Revoke a user's rights on a topic (owner only) */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
-                     * @example alice
-                     */
-                    username: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Revoked. */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        delete: operations["deleteTopicGrant"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2749,82 +440,7 @@ export interface paths {
             cookie?: never;
         };
         /** List the grants of a topic (owner only) */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                username: string;
-                                actions: string[];
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["listTopicGrants"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2846,125 +462,7 @@ export interface paths {
          * Publish a message to every subscription
          * @description Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
-                        body: string;
-                        /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
-                        attributes?: {
-                            [key: string]: string;
-                        };
-                        /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
-                        deduplicationId?: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            messageId: string;
-                            sequence: number;
-                            /** @description How many subscriptions got the message (after their filters). */
-                            subscriptions: number;
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["publishMessage"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2981,130 +479,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Publish up to 100 messages, all or none */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 messages, at most 1 MiB of bodies and attributes in all (413 beyond). Stored all or none. */
-                        messages: {
-                            /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
-                            body: string;
-                            /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
-                            attributes?: {
-                                [key: string]: string;
-                            };
-                            /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
-                            deduplicationId?: string;
-                        }[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                messageId: string;
-                                sequence: number;
-                                /** @description How many subscriptions got the message (after their filters). */
-                                subscriptions: number;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["publishMessageBatch"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3122,247 +497,13 @@ export interface paths {
          * List subscriptions
          * @description All of them for the topic's owner; one's own for anybody else.
          */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            items: {
-                                topic: string;
-                                name: string;
-                                owner: string;
-                                visibilityTimeoutSeconds: number;
-                                /** @description null: unlimited. */
-                                maxDeliveries: number | null;
-                                /** @description null: none. */
-                                deadLetterQueue: string | null;
-                                /** @description null: every message. */
-                                filter: {
-                                    [key: string]: string;
-                                } | null;
-                                /** Format: date-time */
-                                createdAt: string;
-                                stats: {
-                                    /** @description Messages a receive would get now. */
-                                    visible: number;
-                                    /** @description Leased messages whose lease has not expired. */
-                                    inFlight: number;
-                                    /** @description Messages waiting for their delay or nack delay. */
-                                    delayed: number;
-                                    /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                    dropped: number;
-                                    /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                    oldestMessageAgeSeconds: number;
-                                };
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["listSubscriptions"];
         put?: never;
         /**
          * Subscribe: create a subscription owned by the caller
          * @description Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                         * @example orders
-                         */
-                        name: string;
-                        /**
-                         * @description Seconds a received message stays leased (0 to 43200).
-                         * @default 30
-                         */
-                        visibilityTimeoutSeconds?: number;
-                        /** @description Deliveries without an ack before the message goes to deadLetterQueue, or is dropped and counted when none is set (1 to 1000). Unlimited when absent. */
-                        maxDeliveries?: number;
-                        /** @description An existing queue of the same owner that receives messages past maxDeliveries (needs maxDeliveries). */
-                        deadLetterQueue?: string;
-                        /** @description Deliver only messages whose attributes hold every one of these pairs. */
-                        filter?: {
-                            /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
-                            attributes: {
-                                [key: string]: string;
-                            };
-                        };
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            topic: string;
-                            name: string;
-                            owner: string;
-                            visibilityTimeoutSeconds: number;
-                            /** @description null: unlimited. */
-                            maxDeliveries: number | null;
-                            /** @description null: none. */
-                            deadLetterQueue: string | null;
-                            /** @description null: every message. */
-                            filter: {
-                                [key: string]: string;
-                            } | null;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                /** @description Messages a receive would get now. */
-                                visible: number;
-                                /** @description Leased messages whose lease has not expired. */
-                                inFlight: number;
-                                /** @description Messages waiting for their delay or nack delay. */
-                                delayed: number;
-                                /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                dropped: number;
-                                /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                oldestMessageAgeSeconds: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["createSubscription"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3377,201 +518,11 @@ export interface paths {
             cookie?: never;
         };
         /** Get a subscription with its stats */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
-                    consistency?: "strong" | "stale";
-                };
-                header?: never;
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            topic: string;
-                            name: string;
-                            owner: string;
-                            visibilityTimeoutSeconds: number;
-                            /** @description null: unlimited. */
-                            maxDeliveries: number | null;
-                            /** @description null: none. */
-                            deadLetterQueue: string | null;
-                            /** @description null: every message. */
-                            filter: {
-                                [key: string]: string;
-                            } | null;
-                            /** Format: date-time */
-                            createdAt: string;
-                            stats: {
-                                /** @description Messages a receive would get now. */
-                                visible: number;
-                                /** @description Leased messages whose lease has not expired. */
-                                inFlight: number;
-                                /** @description Messages waiting for their delay or nack delay. */
-                                delayed: number;
-                                /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
-                                dropped: number;
-                                /** @description Age of the oldest message still to be consumed; 0 when none. */
-                                oldestMessageAgeSeconds: number;
-                            };
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        get: operations["getSubscription"];
         put?: never;
         post?: never;
         /** Delete a subscription (its owner or the topic's owner) */
-        delete: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Deleted. */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        delete: operations["deleteSubscription"];
         options?: never;
         head?: never;
         patch?: never;
@@ -3587,135 +538,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Receive from a subscription (its owner only), as for queues */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /**
-                         * @description 1 to 100.
-                         * @default 1
-                         */
-                        maxMessages?: number;
-                        /** @description Lease length for these messages; the queue's by default. */
-                        visibilityTimeoutSeconds?: number;
-                        /**
-                         * @description Long polling (0 to 20): hold the request until a message is available or the wait ends. A client that disconnects while waiting leaves nothing leased.
-                         * @default 0
-                         */
-                        waitSeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            messages: {
-                                messageId: string;
-                                sequence: number;
-                                body: string;
-                                attributes: {
-                                    [key: string]: string;
-                                };
-                                /** @description Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again. */
-                                receiptHandle: string;
-                                /** @description 1 on the first delivery. */
-                                deliveryCount: number;
-                                /** Format: date-time */
-                                sentAt: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        post: operations["receiveSubscriptionMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3731,119 +554,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Acknowledge subscription messages */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        /**
+         * Acknowledge subscription messages
+         * @description Each handle succeeds or fails on its own: see failed.
+         */
+        post: operations["ackSubscriptionMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3859,124 +574,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Negative-acknowledge subscription messages */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                        /**
-                         * @description Seconds before the messages become visible again.
-                         * @default 0
-                         */
-                        delaySeconds?: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        /**
+         * Negative-acknowledge subscription messages
+         * @description Each handle succeeds or fails on its own: see failed.
+         */
+        post: operations["nackSubscriptionMessages"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3992,121 +594,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Extend the leases of subscription messages */
-        post: {
-            parameters: {
-                query?: never;
-                header?: {
-                    /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
-                    "idempotency-key"?: string;
-                };
-                path: {
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    topic: string;
-                    /**
-                     * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
-                     * @example orders
-                     */
-                    subscription: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        /** @description 1 to 100 receipt handles. */
-                        receiptHandles: string[];
-                        /** @description The new lease, counted from now. */
-                        visibilityTimeoutSeconds: number;
-                    };
-                };
-            };
-            responses: {
-                /** @description Default Response */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": {
-                            /** @description The handles that took effect. */
-                            acked: string[];
-                            failed: {
-                                receiptHandle: string;
-                                /** @description receipt_invalid (not a handle of this queue) or receipt_stale (the message was acked, or delivered again). */
-                                code: string;
-                            }[];
-                        };
-                    };
-                };
-                /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unauthorized: no token, or an invalid or expired one. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description not_found: no such resource, or one the caller may not see. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-                /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
-                504: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": components["schemas"]["Problem"];
-                    };
-                };
-            };
-        };
+        /**
+         * Extend the leases of subscription messages
+         * @description Each handle succeeds or fails on its own: see failed.
+         */
+        post: operations["extendSubscriptionLeases"];
         delete?: never;
         options?: never;
         head?: never;
@@ -4121,26 +613,7 @@ export interface paths {
             cookie?: never;
         };
         /** Swagger UI: browse this document and try the calls (Authorize with a token first) */
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The Swagger UI page. */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "text/html": string;
-                    };
-                };
-            };
-        };
+        get: operations["getSwaggerUi"];
         put?: never;
         post?: never;
         delete?: never;
@@ -4153,21 +626,4557 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AckRequest: {
+            /** @description 1 to 100 receipt handles. */
+            receiptHandles: string[];
+        };
+        AckResult: {
+            /** @description The handles whose messages were deleted. */
+            acked: string[];
+            /** @description The handles that took no effect, each with why. */
+            failed: components["schemas"]["ReceiptFailure"][];
+        };
+        /** @description Up to 16 string attributes; keys of 1 to 128 characters, values up to 1024 characters. */
+        Attributes: {
+            [key: string]: string;
+        };
+        ClusterNode: {
+            id: string;
+            url: string;
+        };
+        ClusterState: {
+            /** @description The node that answered. */
+            node: string;
+            partitionCount: number;
+            nodes: components["schemas"]["ClusterNode"][];
+            partitions: components["schemas"]["PartitionState"][];
+        };
+        /**
+         * @default strong
+         * @enum {string}
+         */
+        Consistency: "strong" | "stale";
+        CreateQueueRequest: {
+            /**
+             * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+             * @example orders
+             */
+            name: string;
+            /**
+             * @description Seconds a received message stays leased (0 to 43200).
+             * @default 30
+             */
+            visibilityTimeoutSeconds?: number;
+            /** @description Deliveries without an ack before the message goes to deadLetterQueue, or is dropped and counted when none is set (1 to 1000). Unlimited when absent. */
+            maxDeliveries?: number;
+            /** @description An existing queue of the same owner that receives messages past maxDeliveries (needs maxDeliveries). */
+            deadLetterQueue?: string;
+            /**
+             * @description Default delay of new messages (0 to 900 s).
+             * @default 0
+             */
+            delaySeconds?: number;
+            /**
+             * @description Seconds a message is kept before it is deleted unconsumed (60 to 1209600; 4 days by default).
+             * @default 345600
+             */
+            retentionSeconds?: number;
+        };
+        CreateSubscriptionRequest: {
+            /**
+             * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+             * @example orders
+             */
+            name: string;
+            /**
+             * @description Seconds a received message stays leased (0 to 43200).
+             * @default 30
+             */
+            visibilityTimeoutSeconds?: number;
+            /** @description Deliveries without an ack before the message goes to deadLetterQueue, or is dropped and counted when none is set (1 to 1000). Unlimited when absent. */
+            maxDeliveries?: number;
+            /** @description An existing queue of the same owner that receives messages past maxDeliveries (needs maxDeliveries). */
+            deadLetterQueue?: string;
+            filter?: components["schemas"]["SubscriptionFilter"];
+        };
+        CreateTopicRequest: {
+            /**
+             * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+             * @example orders
+             */
+            name: string;
+            subscribe?: components["schemas"]["SubscribePolicy"];
+        };
+        Credentials: {
+            /**
+             * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
+             * @example alice
+             */
+            username: string;
+            /** @description A password of 8 to 256 characters. */
+            password: string;
+        };
+        CurrentUser: {
+            username: string;
+        };
+        /** @description A user's rights on a queue or topic. */
+        Grant: {
+            username: string;
+            /** @description QueueAction values on a queue, TopicAction values on a topic. */
+            actions: string[];
+        };
+        GrantList: {
+            items: components["schemas"]["Grant"][];
+        };
+        Health: {
+            /** @enum {string} */
+            status: "ok";
+        };
+        LeaseRequest: {
+            /** @description 1 to 100 receipt handles. */
+            receiptHandles: string[];
+            /** @description The new lease, counted from now. */
+            visibilityTimeoutSeconds: number;
+        };
+        LeaseResult: {
+            /** @description The handles whose leases now end visibilityTimeoutSeconds from now. */
+            extended: string[];
+            /** @description The handles that took no effect, each with why. */
+            failed: components["schemas"]["ReceiptFailure"][];
+            /**
+             * @deprecated
+             * @description Deprecated: the same list under its old name; removed in API 2.0.0. Read the list named for the operation.
+             */
+            acked?: string[];
+        };
+        /** @description A message to send to a queue. */
+        Message: {
+            /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
+            body: string;
+            attributes?: components["schemas"]["Attributes"];
+            /** @description Seconds before the message becomes visible (0 to 900); the queue's delay by default. */
+            delaySeconds?: number;
+            /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
+            deduplicationId?: string;
+        };
+        MessageBatch: {
+            /** @description 1 to 100 messages, at most 1 MiB of bodies and attributes in all (413 beyond). Stored all or none. */
+            messages: components["schemas"]["Message"][];
+        };
+        NackRequest: {
+            /** @description 1 to 100 receipt handles. */
+            receiptHandles: string[];
+            /**
+             * @description Seconds before the messages become visible again.
+             * @default 0
+             */
+            delaySeconds?: number;
+        };
+        NackResult: {
+            /** @description The handles whose messages are visible again (after delaySeconds). */
+            nacked: string[];
+            /** @description The handles that took no effect, each with why. */
+            failed: components["schemas"]["ReceiptFailure"][];
+            /**
+             * @deprecated
+             * @description Deprecated: the same list under its old name; removed in API 2.0.0. Read the list named for the operation.
+             */
+            acked?: string[];
+        };
+        /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
+        NotReady: {
+            /** @enum {string} */
+            status: "not ready";
+            partitionsWithoutLeader: number[];
+            /** @description True when this node has heard from no other node for two election timeouts. */
+            cutOff?: boolean;
+        };
+        /** @description The document. */
+        OpenApiDocument: {
+            [key: string]: unknown;
+        };
+        PartitionState: {
+            partition: number;
+            role: components["schemas"]["RaftRole"];
+            /** @description The leader this node knows of; null during an election. */
+            leader: string | null;
+            term: number;
+            commitIndex: number;
+            appliedIndex: number;
+            lastIndex: number;
+            /** @description On the leader: each replica's match index. Empty elsewhere. */
+            match: {
+                [key: string]: number;
+            };
+        };
         /** @description An RFC 9457 problem (application/problem+json). */
         Problem: {
+            /** @description A URI naming the problem's kind; ends with the code. */
             type: string;
             title: string;
             status: number;
-            /** @description validation_failed, unauthorized, forbidden, not_found, conflict, payload_too_large, rate_limited, unavailable, timeout or internal. */
-            code: string;
+            code: components["schemas"]["ProblemCode"];
+            /** @description What went wrong, for people. A 5xx never carries internal messages. */
             detail: string;
+        };
+        /**
+         * @description What went wrong, for programs: each code has one status (docs/api.md#errors).
+         * @enum {string}
+         */
+        ProblemCode: "validation_failed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "timeout";
+        PublishedMessage: {
+            /** @description Unique in the cluster. */
+            messageId: string;
+            /** @description Grows strictly within the topic. */
+            sequence: number;
+            /** @description How many subscriptions got the message (after their filters). */
+            subscriptions: number;
+        };
+        PublishedMessages: {
+            /** @description One per message, in the order sent. */
+            items: components["schemas"]["PublishedMessage"][];
+        };
+        PurgeResult: {
+            /** @description How many messages were deleted. */
+            purged: number;
+        };
+        Queue: {
+            name: string;
+            owner: string;
+            visibilityTimeoutSeconds: number;
+            /** @description null: unlimited. */
+            maxDeliveries: number | null;
+            /** @description null: none. */
+            deadLetterQueue: string | null;
+            delaySeconds: number;
+            retentionSeconds: number;
+            /** Format: date-time */
+            createdAt: string;
+            stats: components["schemas"]["QueueStats"];
+        };
+        /**
+         * @description send; receive (which covers ack, nack and lease).
+         * @enum {string}
+         */
+        QueueAction: "send" | "receive";
+        QueueGrantRequest: {
+            /** @description send, and/or receive (which covers ack, nack and lease). */
+            actions: components["schemas"]["QueueAction"][];
+        };
+        QueuePage: {
+            items: components["schemas"]["Queue"][];
+            /** @description Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item. */
+            nextCursor: string | null;
+        };
+        /** @description Exact message counts of a queue or a subscription. */
+        QueueStats: {
+            /** @description Messages a receive would get now. */
+            visible: number;
+            /** @description Leased messages whose lease has not expired. */
+            inFlight: number;
+            /** @description Messages waiting for their delay or nack delay. */
+            delayed: number;
+            /** @description Messages dropped after maxDeliveries with no dead-letter queue. */
+            dropped: number;
+            /** @description Age of the oldest message still to be consumed; 0 when none. */
+            oldestMessageAgeSeconds: number;
+        };
+        /**
+         * @description This node's role in the partition's Raft group.
+         * @enum {string}
+         */
+        RaftRole: "leader" | "follower" | "candidate" | "pre-candidate";
+        Ready: {
+            /** @enum {string} */
+            status: "ready";
+        };
+        ReceiptFailure: {
+            receiptHandle: string;
+            code: components["schemas"]["ReceiptFailureCode"];
+        };
+        /**
+         * @description receipt_invalid: not a handle of this queue or subscription. receipt_stale: the message was acked, or delivered again since.
+         * @enum {string}
+         */
+        ReceiptFailureCode: "receipt_invalid" | "receipt_stale";
+        ReceiveRequest: {
+            /**
+             * @description 1 to 100.
+             * @default 1
+             */
+            maxMessages?: number;
+            /** @description Lease length for these messages; the queue's by default. */
+            visibilityTimeoutSeconds?: number;
+            /**
+             * @description Long polling (0 to 20): hold the request until a message is available or the wait ends. A client that disconnects while waiting leaves nothing leased.
+             * @default 0
+             */
+            waitSeconds?: number;
+        };
+        ReceivedMessage: {
+            messageId: string;
+            sequence: number;
+            body: string;
+            attributes: components["schemas"]["Attributes"];
+            /** @description Names this delivery: ack, nack and lease take it. Stale once the lease expired and the message was delivered again. */
+            receiptHandle: string;
+            /** @description 1 on the first delivery. */
+            deliveryCount: number;
+            /** Format: date-time */
+            sentAt: string;
+        };
+        ReceivedMessages: {
+            /** @description Empty when nothing was visible before the wait ended. */
+            messages: components["schemas"]["ReceivedMessage"][];
+        };
+        SentMessage: {
+            /** @description Unique in the cluster. */
+            messageId: string;
+            /** @description Grows strictly within the queue (or topic). */
+            sequence: number;
+        };
+        SentMessages: {
+            /** @description One per message, in the order sent. */
+            items: components["schemas"]["SentMessage"][];
+        };
+        /**
+         * @description anyone: every user may see the topic and subscribe; granted: only the owner and users with a subscribe grant.
+         * @default anyone
+         * @enum {string}
+         */
+        SubscribePolicy: "anyone" | "granted";
+        Subscription: {
+            topic: string;
+            name: string;
+            owner: string;
+            visibilityTimeoutSeconds: number;
+            /** @description null: unlimited. */
+            maxDeliveries: number | null;
+            /** @description null: none. */
+            deadLetterQueue: string | null;
+            /** @description null: every message. The same shape as in the create request. */
+            filter: components["schemas"]["SubscriptionFilter"] | null;
+            /** Format: date-time */
+            createdAt: string;
+            stats: components["schemas"]["QueueStats"];
+        };
+        /** @description Deliver only messages whose attributes hold every one of these pairs. */
+        SubscriptionFilter: {
+            attributes: components["schemas"]["Attributes"];
+        };
+        SubscriptionList: {
+            items: components["schemas"]["Subscription"][];
+        };
+        Token: {
+            /** @description A JWT (HS256); send it as Authorization: Bearer <token> to any node. */
+            accessToken: string;
+            /** @enum {string} */
+            tokenType: "Bearer";
+            /** @description Seconds until the token expires. */
+            expiresIn: number;
+        };
+        Topic: {
+            name: string;
+            owner: string;
+            subscribe: components["schemas"]["SubscribePolicy"];
+            /** Format: date-time */
+            createdAt: string;
+            stats: components["schemas"]["TopicStats"];
+        };
+        /**
+         * @description publish; subscribe.
+         * @enum {string}
+         */
+        TopicAction: "publish" | "subscribe";
+        TopicGrantRequest: {
+            /** @description publish, and/or subscribe. */
+            actions: components["schemas"]["TopicAction"][];
+        };
+        /** @description A message to publish to a topic. */
+        TopicMessage: {
+            /** @description The message: a UTF-8 string of at most 262144 bytes (262,144; larger answers 413). */
+            body: string;
+            attributes?: components["schemas"]["Attributes"];
+            /** @description A second send with the same id within 5 minutes returns the first messageId and stores nothing. 1 to 128 printable ASCII characters. */
+            deduplicationId?: string;
+        };
+        TopicMessageBatch: {
+            /** @description 1 to 100 messages, at most 1 MiB of bodies and attributes in all (413 beyond). Stored all or none. */
+            messages: components["schemas"]["TopicMessage"][];
+        };
+        TopicPage: {
+            items: components["schemas"]["Topic"][];
+            /** @description Pass as cursor for the next page; null on the last page. Stable: items created or deleted meanwhile never make a page repeat or skip another item. */
+            nextCursor: string | null;
+        };
+        TopicStats: {
+            /** @description Subscriptions of the topic now. */
+            subscriptions: number;
+            /** @description Messages published since the topic was created. */
+            published: number;
+        };
+        User: {
+            username: string;
+            /** Format: date-time */
+            createdAt: string;
         };
     };
     responses: never;
-    parameters: never;
+    parameters: {
+        /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+        RequestId: string;
+    };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The request's id: the caller's own X-Request-Id when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-", else a new UUID. Every node the request passed through logs it. */
+        "X-Request-Id": string;
+        /** @description Seconds to wait before retrying. */
+        "Retry-After": number;
+        /** @description Present, and "true", on an answer with consistency=stale: read from this node's replica, which may be behind the leader. */
+        "X-Stale": "true";
+        /** @description With consistency=stale: the replica's applied log index the answer reflects. */
+        "X-Applied-Index": number;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
-export type operations = Record<string, never>;
+export interface operations {
+    getOpenApiDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenApiDocument"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getHealth: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a Health. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getReadiness: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a Ready. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Ready"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotReady"];
+                };
+            };
+        };
+    };
+    getCluster: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a ClusterState. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClusterState"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text format 0.0.4. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    registerUser: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Credentials"];
+            };
+        };
+        responses: {
+            /** @description Created: a User. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Credentials"];
+            };
+        };
+        responses: {
+            /** @description OK: a Token. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Token"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getCurrentUser: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a CurrentUser. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CurrentUser"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listQueues: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1 to 100). */
+                limit?: number;
+                /** @description nextCursor of the previous page. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a QueuePage. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueuePage"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createQueue: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateQueueRequest"];
+            };
+        };
+        responses: {
+            /** @description Created: a Queue. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Queue"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getQueue: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue. With consistency=stale, the headers X-Stale: true and X-Applied-Index (the replica's applied log index) come along. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Queue"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteQueue: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setQueueGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+                /**
+                 * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
+                 * @example alice
+                 */
+                username: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["QueueGrantRequest"];
+            };
+        };
+        responses: {
+            /** @description A user's rights on a queue or topic. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Grant"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteQueueGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+                /**
+                 * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
+                 * @example alice
+                 */
+                username: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked. */
+            204: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listQueueGrants: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a GrantList. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantList"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sendMessage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        /** @description A message to send to a queue. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Message"];
+            };
+        };
+        responses: {
+            /** @description Created: a SentMessage. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SentMessage"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sendMessageBatch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessageBatch"];
+            };
+        };
+        responses: {
+            /** @description Created: a SentMessages. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SentMessages"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    receiveMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReceiveRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a ReceivedMessages. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReceivedMessages"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ackMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AckRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a AckResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AckResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    nackMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NackRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a NackResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NackResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    extendLeases: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaseRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a LeaseResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    purgeQueue: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a PurgeResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurgeResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTopics: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1 to 100). */
+                limit?: number;
+                /** @description nextCursor of the previous page. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a TopicPage. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopicPage"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createTopic: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateTopicRequest"];
+            };
+        };
+        responses: {
+            /** @description Created: a Topic. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Topic"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getTopic: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a Topic. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Topic"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteTopic: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setTopicGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
+                 * @example alice
+                 */
+                username: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TopicGrantRequest"];
+            };
+        };
+        responses: {
+            /** @description A user's rights on a queue or topic. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Grant"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteTopicGrant: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A username: 3 to 64 of A-Z, a-z, 0-9, "_", "." and "-".
+                 * @example alice
+                 */
+                username: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked. */
+            204: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTopicGrants: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a GrantList. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantList"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    publishMessage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        /** @description A message to publish to a topic. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TopicMessage"];
+            };
+        };
+        responses: {
+            /** @description Created: a PublishedMessage. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PublishedMessage"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    publishMessageBatch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TopicMessageBatch"];
+            };
+        };
+        responses: {
+            /** @description Created: a PublishedMessages. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PublishedMessages"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listSubscriptions: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a SubscriptionList. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionList"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createSubscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSubscriptionRequest"];
+            };
+        };
+        responses: {
+            /** @description Created: a Subscription. */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getSubscription: {
+        parameters: {
+            query?: {
+                /** @description strong (default): linearizable, through the partition leader. stale: from this node's replica, even when the leader cannot be reached; the answer carries X-Stale: true and X-Applied-Index. */
+                consistency?: components["schemas"]["Consistency"];
+            };
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK: a Subscription. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "X-Stale": components["headers"]["X-Stale"];
+                    "X-Applied-Index": components["headers"]["X-Applied-Index"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteSubscription: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    receiveSubscriptionMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReceiveRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a ReceivedMessages. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReceivedMessages"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ackSubscriptionMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AckRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a AckResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AckResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    nackSubscriptionMessages: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NackRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a NackResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NackResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    extendSubscriptionLeases: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The same key from the same user on the same queue or topic within 24 hours replays the first response (status and body) without applying the write again; reused there for a different request it answers 409. Keys are scoped per user and resource: the same key on another queue or topic is another request. An empty receive does not use up its key. 1 to 255 printable ASCII characters. */
+                "Idempotency-Key"?: string;
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path: {
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                topic: string;
+                /**
+                 * @description A queue, topic or subscription name: 1 to 128 of A-Z, a-z, 0-9, "_" and "-". Names are global: one queue of a name in the cluster.
+                 * @example orders
+                 */
+                subscription: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaseRequest"];
+            };
+        };
+        responses: {
+            /** @description OK: a LeaseResult. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseResult"];
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: no token, or an invalid or expired one. */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such resource, or one the caller may not see. */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description conflict: the name exists, or the Idempotency-Key was used for another request. */
+            409: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description payload_too_large: a message body, a batch or the request is larger than its limit. */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the partition has no reachable leader, or the write's outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write). */
+            503: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key. */
+            504: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getSwaggerUi: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description An id for this request, kept when it is 1 to 128 of A-Z, a-z, 0-9, ".", "_", ":" and "-"; it follows the request to the leader and comes back in the answer. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The Swagger UI page. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs. */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+}
