@@ -8,14 +8,19 @@
 // TypeScript sources through tsx. Transpiling takes well under a second; types are checked by
 // `npm run typecheck`.
 import { build } from 'esbuild';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** One entry point bundled to `dist/<out>` (ESM, Node 20, packages external, a linked source map). */
+/**
+ * One entry point bundled to `dist/<out>` (ESM, Node 20, packages external, a linked source map).
+ * Each file is written under a temporary name and renamed over the old one, so that a node started
+ * while another build runs (tests, benchmarks, `npm run node`) never loads a half-written bundle.
+ */
 async function bundle(entry, out) {
-  await build({
+  const result = await build({
     entryPoints: [join(root, 'src', ...entry)],
     outfile: join(root, 'dist', out),
     bundle: true,
@@ -25,7 +30,14 @@ async function bundle(entry, out) {
     target: 'node20',
     sourcemap: 'linked',
     logLevel: 'warning',
+    write: false,
   });
+  for (const file of result.outputFiles) {
+    mkdirSync(dirname(file.path), { recursive: true });
+    const tmp = `${file.path}.${process.pid}.tmp`;
+    writeFileSync(tmp, file.contents);
+    renameSync(tmp, file.path);
+  }
   return join(root, 'dist', out);
 }
 

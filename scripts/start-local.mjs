@@ -1,88 +1,111 @@
 #!/usr/bin/env node
-// `npm start`: a local three-node cluster on 127.0.0.1:8080, 8081 and 8082, data under ./data.
-// Secrets are generated on the first start and kept in ./data/secrets.json (never printed).
-// Ctrl-C stops all three nodes gracefully.
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// `npm start`: a local three-node cluster on 127.0.0.1:8080, 8081 and 8082, data under ./data
+// (MOM_LOCAL_PORT and MOM_LOCAL_DATA move them; scripts/local-cluster.mjs). Secrets are generated on the
+// first start and kept in ./data/secrets.json (never printed).
+//
+// A node that exits (kill -9 is the first thing to try) leaves the other two serving: two of three are
+// a majority. The script says how it ended and how to start it again alone on its data
+// (`npm run node -- n3`, scripts/node-local.mjs), where it catches up from the leaders. Ctrl-C, SIGTERM
+// or SIGHUP stops the nodes still running here, each handing its leaderships over. The script exits
+// once none is left: 0 when it was asked to stop and each of them stopped cleanly, 1 otherwise (all
+// three died on their own, or one did not stop cleanly).
 import { fetch } from 'undici';
-import { buildMain } from './build.mjs';
+import { buildMain, describeExit, isRunning, localCluster, localSecrets, notStartedHint, onStopSignal, restartCommand, spawnNode, stopNode } from './local-cluster.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const dataDir = resolve(process.env.MOM_LOCAL_DATA ?? join(root, 'data'));
-const basePort = Number(process.env.MOM_LOCAL_PORT ?? 8080);
-const ids = ['n1', 'n2', 'n3'];
-const urls = ids.map((_, i) => `http://127.0.0.1:${basePort + i}`);
+const cluster = localCluster();
+const secrets = localSecrets(cluster);
 
-mkdirSync(dataDir, { recursive: true });
-const secretsFile = join(dataDir, 'secrets.json');
-if (!existsSync(secretsFile)) {
-  const secrets = { clusterSecret: randomBytes(32).toString('base64url'), jwtSecret: randomBytes(48).toString('base64url') };
-  writeFileSync(secretsFile, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
-}
-const secrets = JSON.parse(readFileSync(secretsFile, 'utf8'));
+/** Set by the first stop signal: from then on an exit is expected, and only its cleanliness counts. */
+let stopping = false;
+/** Whether some node asked to stop did not stop cleanly; decides the exit code. */
+let unclean = false;
+/** Whether the banner was printed: a node that exits before that most likely could not start. */
+let ready = false;
+/** id -> child process, filled once the bundle is built. */
+const children = new Map();
+
+onStopSignal(() => {
+  stopping = true;
+  const running = runningIds();
+  if (running.length === 0) process.exit(0); // still building: nothing runs yet
+  console.error(`\nmom: stopping ${list(running)} (each hands its leaderships over first)`);
+  for (const c of children.values()) stopNode(c);
+});
 
 // The nodes run the bundle of src/main.ts (scripts/build.mjs), rebuilt on every start (under a second).
 const main = await buildMain();
-const children = ids.map((id, i) => {
-  const child = spawn(
-    process.execPath,
-    ['--enable-source-maps', main, '--node-id', id, '--listen', `127.0.0.1:${basePort + i}`, '--peers', ids.map((n, k) => `${n}=${urls[k]}`).join(','), '--data-dir', join(dataDir, id)],
-    {
-      cwd: root,
-      // Secrets go by environment, not argv: argv is visible to every user in `ps`.
-      env: { ...process.env, MOM_CLUSTER_SECRET: secrets.clusterSecret, MOM_JWT_SECRET: secrets.jwtSecret, MOM_LOG_LEVEL: process.env.MOM_LOG_LEVEL ?? 'warn' },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    },
-  );
-  child.on('exit', (code, signal) => {
-    if (!stopping) {
-      console.error(`node ${id} exited (${signal ?? code}); stopping the others`);
-      failed = true;
-    } else if (code !== 0 && signal !== 'SIGTERM') {
-      failed = true;
-    }
-    stopAll();
-    if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) process.exit(failed ? 1 : 0);
-  });
-  return child;
-});
-
-let stopping = false;
-let failed = false;
-function stopAll() {
-  if (stopping) return;
-  stopping = true;
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  // Nodes hand leadership over and close within seconds; one that does not is killed.
-  setTimeout(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  }, 20_000).unref();
+if (!stopping) {
+  for (const { id } of cluster.nodes) {
+    const child = spawnNode(cluster, id, main, secrets);
+    children.set(id, child);
+    child.on('exit', (code, signal) => onExit(id, code, signal));
+  }
+  console.log(`mom: starting ${list([...children].map(([id, c]) => `${id} (pid ${c.pid})`))}`);
 }
-process.on('SIGINT', stopAll);
-process.on('SIGTERM', stopAll);
 
+function runningIds() {
+  return [...children].filter(([, c]) => isRunning(c)).map(([id]) => id);
+}
+
+function onExit(id, code, signal) {
+  const running = runningIds();
+  if (stopping) {
+    if (code !== 0 && signal !== 'SIGTERM') unclean = true; // SIGTERM itself: it had not set up its handler yet
+  } else {
+    reportExit(id, code, signal, running);
+  }
+  if (running.length > 0) return;
+  if (!stopping) console.error('mom: no node is left running here; exiting. npm start starts all three again on the same data.');
+  process.exit(stopping && !unclean ? 0 : 1);
+}
+
+function reportExit(id, code, signal, running) {
+  const node = cluster.nodes.find((n) => n.id === id);
+  if (!ready) {
+    console.error(`mom: node ${id} ${describeExit(code, signal)} before the cluster was ready (${notStartedHint(node)} MOM_LOCAL_PORT moves all three).`);
+    if (running.length === 0) return;
+    console.error(`     ${list(running)} keep running (a cluster on new data needs all three nodes up once before two can serve).`);
+  } else {
+    console.error(`mom: node ${id} ${describeExit(code, signal)}.`);
+    if (running.length === 0) return;
+    if (running.length === 2) console.error(`     ${list(running)} go on serving: two of the three nodes are a majority.`);
+    else console.error(`     ${running[0]} is the last node running here, and a node alone cannot serve: every write needs two of the three.`);
+  }
+  console.error(`     To start ${id} again on its data (it catches up from the others), in another terminal:`);
+  console.error(`       ${restartCommand(cluster, id)}`);
+}
+
+function list(ids) {
+  return ids.length === 1 ? ids[0] : `${ids.slice(0, -1).join(', ')} and ${ids.at(-1)}`;
+}
+
+/** Until every node still running answers /readyz (there is a leader for every partition). */
 async function waitReady() {
-  for (let i = 0; i < 300 && !stopping; i++) {
-    const ok = await Promise.all(urls.map((u) => fetch(`${u}/readyz`).then((r) => r.ok, () => false)));
+  for (;;) {
+    const running = cluster.nodes.filter((n) => isRunning(children.get(n.id)));
+    if (stopping || running.length === 0) return false;
+    const ok = await Promise.all(running.map((n) => fetch(`${n.url}/readyz`).then((r) => r.ok, () => false)));
     if (ok.every(Boolean)) return true;
     await new Promise((r) => setTimeout(r, 200));
   }
-  return false;
 }
 
 if (await waitReady()) {
-  const u = urls[0];
-  console.log(`mom: three nodes ready, data under ${dataDir}`);
-  for (const [i, url] of urls.entries()) console.log(`  ${ids[i]}  ${url}`);
+  ready = true;
+  const u = cluster.nodes[0].url;
+  const all = [...children.values()].every(isRunning);
+  console.log(`mom: ${all ? 'three nodes' : 'the cluster is'} ready, data under ${cluster.dataDir}`);
+  for (const n of cluster.nodes) {
+    const c = children.get(n.id);
+    console.log(`  ${n.id}  ${n.url}  ${isRunning(c) ? `pid ${c.pid}` : 'down'}`);
+  }
   console.log(`  Swagger UI:      ${u}/docs   (any node; OpenAPI at ${u}/openapi.json)`);
   console.log(`  cluster status:  curl ${u}/v1/cluster`);
   console.log('Try it (any node answers any request):');
   console.log(`  curl -s -XPOST ${u}/v1/auth/register -H 'content-type: application/json' -d '{"username":"alice","password":"correct-horse"}'`);
   console.log(`  TOKEN=$(curl -s -XPOST ${u}/v1/auth/login -H 'content-type: application/json' -d '{"username":"alice","password":"correct-horse"}' | sed -E 's/.*"accessToken":"([^"]+)".*/\\1/')`);
-  console.log(`  curl -s -XPOST ${urls[1]}/v1/queues -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"name":"orders"}'`);
+  console.log(`  curl -s -XPOST ${cluster.nodes[1].url}/v1/queues -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"name":"orders"}'`);
   console.log('  (README.md goes on: send, receive, ack.)');
-  console.log('Ctrl-C stops all three.');
+  if (all) console.log('Stop one node (kill -9 <pid>) and the other two go on serving. Ctrl-C stops all three.');
+  else console.log('Ctrl-C stops the nodes running here.');
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: lint, typecheck, then every test/**/*.test.ts under tap, and a
-// closing line `N passed, N failed`. Exit code 0 only if all three stages pass.
+// closing line `N passed, N failed, N skipped`. Exit code 0 only if all three
+// stages pass (with CI=true, also only if nothing was skipped: see below).
 //
 //   node scripts/test.mjs [--skip-checks] [tap options] [files or dirs...]
 //
@@ -15,7 +16,14 @@
 //     `t.test(...)` subtest and every assertion made directly on the root `t`
 //     (TAP depth 1). Assertions inside a subtest are not counted separately:
 //     a subtest with any failing assertion is one failure.
-//   - `# SKIP` / `# TODO` points count as neither passed nor failed.
+//   - `# SKIP` points count as skipped: a test whose system tool is missing
+//     skips itself (test/tools.ts); a whole file that tap reports skipped
+//     (`ok N - file # SKIP ...` at depth 0) counts as 1 skipped. Each skip is
+//     listed, file, test name and reason, before the closing line.
+//   - with CI=true in the environment (CI installs every tool the tests use:
+//     .ci/run), each skip also counts as 1 failed, and its line says so: CI
+//     cannot pass with a test left out.
+//   - `# TODO` points count as none of the three.
 //   - a test file that fails without any failing top-level point (crash while
 //     importing, non-zero exit, timeout outside a subtest, ...) is 1 failed.
 //   - a failed lint or typecheck stage is 1 failed each (passing stages add 0).
@@ -83,10 +91,12 @@ function findTests(dir) {
 function countTap(text) {
   let passed = 0;
   let failed = 0;
+  const skips = []; // { file, name, reason }; name null for a whole file
   let yamlIndent = null; // inside a YAML block that started with `${yamlIndent}---`
   let lastPointIndent = null; // indent of the previous test point (YAML may follow it)
   let fileFailed = 0; // failing depth-1 points seen for the current file
   let openFile = null; // buffered form: { ok } of an open `ok N - file {` block
+  let file = null; // the test file whose points come now
 
   const finishFile = (ok) => {
     if (!ok && fileFailed === 0) failed++;
@@ -115,6 +125,8 @@ function countTap(text) {
       failed++;
       continue;
     }
+    const subtest = /^# Subtest: (.*)$/.exec(line);
+    if (subtest) file = subtest[1];
 
     const m = /^( *)(not )?ok\b(.*)$/.exec(line);
     if (!m) {
@@ -125,11 +137,19 @@ function countTap(text) {
     const ok = !m[2];
     const rest = m[3];
     lastPointIndent = indent;
+    const point = parsePoint(rest);
     if (indent === 0) {
-      if (/\{\s*$/.test(rest)) openFile = { ok };
-      else finishFile(ok);
+      if (point.skip !== null) skips.push({ file: point.name, name: null, reason: point.skip });
+      if (/\{\s*$/.test(rest)) {
+        openFile = { ok };
+        file = point.name;
+      } else finishFile(ok);
     } else if (indent === 4) {
-      if (/(^|[^\\])#\s*(SKIP|TODO)\b/i.test(rest)) continue;
+      if (point.todo) continue;
+      if (point.skip !== null) {
+        skips.push({ file, name: point.name, reason: point.skip });
+        continue;
+      }
       if (ok) passed++;
       else {
         failed++;
@@ -138,7 +158,21 @@ function countTap(text) {
     }
   }
   if (openFile) finishFile(openFile.ok);
-  return { passed, failed };
+  return { passed, failed, skips };
+}
+
+/**
+ * The name and directive of a test point, from what follows `ok`: ` 3 - name # SKIP reason {`.
+ * In the name, tap escapes `#` and `\` with a backslash; a directive starts at an unescaped `#`.
+ */
+function parsePoint(rest) {
+  const body = rest.replace(/\s*\{\s*$/, '').replace(/^\s*\d+\s*(-\s*)?/, '');
+  const hash = /(^|[^\\])#/.exec(body);
+  const cut = hash === null ? body.length : hash.index + hash[1].length;
+  const name = body.slice(0, cut).trim().replace(/\\([\\#])/g, '$1');
+  const directive = /^#\s*(SKIP|TODO)\b\S*\s*(.*)$/i.exec(body.slice(cut));
+  const kind = directive?.[1].toUpperCase();
+  return { name, skip: kind === 'SKIP' ? directive[2].trim() : null, todo: kind === 'TODO' };
 }
 
 /**
@@ -183,6 +217,7 @@ async function main() {
 
   let passed = 0;
   let failed = 0;
+  const skips = [];
   for (const m of missing) {
     console.error(`test.mjs: no such test file or directory: ${m}`);
     failed++;
@@ -246,12 +281,21 @@ async function main() {
     const counts = countTap(rawText);
     passed += counts.passed;
     failed += counts.failed;
+    skips.push(...counts.skips);
     if (code !== 0 && counts.failed === 0) failed++;
     console.log(`# tests: ${code === 0 ? 'ok' : 'FAILED'} (${secs(Date.now() - tStage)})`);
   }
 
   console.log(`# total ${secs(Date.now() - t0)}`);
-  console.log(`${passed} passed, ${failed} failed`);
+  // CI installs every tool the tests use (.ci/run): a skip there means a test silently left out.
+  const ci = process.env.CI === 'true';
+  skips.sort((a, b) => (a.file ?? '').localeCompare(b.file ?? ''));
+  for (const s of skips) {
+    const what = s.name === null ? `${s.file} (the whole file)` : `${s.file ?? '?'} > ${s.name}`;
+    console.log(`SKIPPED${ci ? ' (counted as failed: CI=true)' : ''}: ${what}: ${s.reason || 'no reason given'}`);
+  }
+  if (ci) failed += skips.length;
+  console.log(`${passed} passed, ${failed} failed, ${skips.length} skipped`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
 

@@ -120,7 +120,6 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
         description:
           'Queues (competing consumers) and topics (publish to many subscriptions) on a three-node Raft cluster. Any node serves any request. A 2xx on a write means the change is committed on a majority of nodes, fsynced there, and applied. Errors are application/problem+json.',
       },
-      servers: [{ url: 'http://127.0.0.1:8080', description: 'The first node of `npm start`; every node, and a load balancer in front of them, serves the same API.' }],
       components: {
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The accessToken of POST /v1/auth/login.' },

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { MomServer, type ServerOptions } from '../../src/api/index.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
+import { partitionOf } from '../../src/partition/routing.js';
 import { freePort, until } from '../cluster/net-helpers.js';
 
 export interface TestCluster {
@@ -78,4 +79,33 @@ export async function userToken(base: string, username: string): Promise<string>
   const login = await call(base, 'POST', '/v1/auth/login', { body: { username, password } });
   if (login.status !== 200) throw new Error(`login ${username}: ${login.status} ${JSON.stringify(login.body)}`);
   return (login.body as { accessToken: string }).accessToken;
+}
+
+/**
+ * Calls `get` until `done` holds of its answer or `ms` pass, and answers the last answer, for the
+ * caller to assert on. The bound only keeps a broken test from hanging: it is not a timing assertion.
+ */
+export async function pollUntil<T>(get: () => Promise<T>, done: (v: T) => boolean, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get();
+    if (done(v) || Date.now() >= deadline) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * The index (in `cluster.urls`) of the node leading the partition of queue or topic `name`, as
+ * GET /v1/cluster tells it, once every node names the same leader: where leaders are is up to the
+ * elections (and to a loaded machine's timing), never something a test may assume.
+ */
+export async function leaderOf(cluster: TestCluster, name: string): Promise<number> {
+  const p = partitionOf(name, cluster.configs[0]!.partitions);
+  const views = await pollUntil(
+    () => Promise.all(cluster.urls.map(async (u) => ((await call(u, 'GET', '/v1/cluster')).body as { partitions?: { partition: number; leader: string | null }[] } | null)?.partitions?.find((x) => x.partition === p)?.leader ?? null)),
+    (leaders) => leaders[0] !== null && leaders.every((l) => l === leaders[0]),
+  );
+  const i = cluster.configs.findIndex((c) => c.nodeId === views[0]);
+  if (i < 0 || views.some((l) => l !== views[0])) throw new Error(`the nodes name no common leader of partition ${p}: ${views.join(', ')}`);
+  return i;
 }

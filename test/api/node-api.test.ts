@@ -1,12 +1,14 @@
 // What a node adds around the routes: forwarding to leaders with the caller's request id, the
 // operational routes and metrics, login limits, and reads when the leader is out of reach (stale
 // reads answer, linearizable reads and writes get 503 with Retry-After, nothing hangs).
+// Which node leads which partition is up to the elections: every test asks GET /v1/cluster, and
+// waits (bounded) for what it checks rather than assuming where leaders are or how fast things go.
 import t from 'tap';
 import { request } from 'undici';
 import { partitionOf } from '../../src/partition/routing.js';
 import { LOGIN_LIMITS } from '../../src/api/routes/auth.js';
 import { until } from '../cluster/net-helpers.js';
-import { call, startCluster, userToken } from './api-helpers.js';
+import { call, leaderOf, pollUntil, startCluster, userToken } from './api-helpers.js';
 
 const METRICS_TOKEN = 'm'.repeat(24);
 const cluster = await startCluster({ leaderWaitMs: 1500, metricsToken: METRICS_TOKEN });
@@ -15,12 +17,17 @@ const urls = cluster.urls;
 const token = await userToken(urls[0]!, 'operator');
 const P = cluster.configs[0]!.partitions;
 
-const leaderIndex = (name: string): number => cluster.servers.findIndex((s) => s.host.replica(partitionOf(name, P)).isLeader());
+/** A node's /metrics, with the metrics token: its content type and text. */
+async function scrape(url: string): Promise<{ contentType: string | string[] | undefined; text: string }> {
+  const res = await request(`${url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+  return { contentType: res.headers['content-type'], text: await res.body.text() };
+}
 
 t.test('a request through a follower is served by the leader, under the caller’s request id', async (t) => {
   const name = 'forwarded';
   t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
-  const follower = urls[(leaderIndex(name) + 1) % 3]!;
+  // Should leadership move to this node meanwhile, it serves the request itself: the assertions hold.
+  const follower = urls[((await leaderOf(cluster, name)) + 1) % 3]!;
   const res = await call(follower, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' }, headers: { 'x-request-id': 'req-abc.123' } });
   t.equal(res.status, 201);
   t.equal(res.headers['x-request-id'], 'req-abc.123', 'the id comes back');
@@ -32,32 +39,49 @@ t.test('a request through a follower is served by the leader, under the caller�
 
 t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a problem', async (t) => {
   t.same((await call(urls[1]!, 'GET', '/healthz')).body, { status: 'ok' });
-  t.same((await call(urls[1]!, 'GET', '/readyz')).body, { status: 'ready' });
-  const c = await call(urls[2]!, 'GET', '/v1/cluster');
+  // Ready once every partition has had a known leader for the last 2 s: an election on a loaded
+  // machine may make it wait, never fail.
+  const ready = await pollUntil(() => call(urls[1]!, 'GET', '/readyz'), (r) => r.status === 200);
+  t.same(ready.body, { status: 'ready' });
+  type ClusterView = { partitions: { leader: string | null; match: Record<string, number> }[] };
+  const c = await pollUntil(
+    () => call(urls[2]!, 'GET', '/v1/cluster'),
+    (r) => r.status === 200 && (r.body as ClusterView).partitions.every((p) => p.leader !== null),
+  );
   t.match(c.body, { node: 'n3', partitionCount: P, nodes: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }] });
-  const parts = (c.body as { partitions: { leader: string | null; match: Record<string, number> }[] }).partitions;
+  const parts = (c.body as ClusterView).partitions;
   t.equal(parts.length, P);
   t.ok(parts.every((p) => p.leader !== null), 'every partition has a leader');
 
   const name = 'measured';
-  await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } });
-  await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } });
-  const leader = urls[leaderIndex(name)]!;
-  const refused = await call(leader, 'GET', '/metrics');
+  t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } })).status, 201);
+  const refused = await call(urls[0]!, 'GET', '/metrics');
   t.equal(refused.status, 401, 'a node with a metrics token wants it');
   t.match(refused.body, { code: 'unauthorized' });
-  const res = await request(`${leader}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
-  const text = await res.body.text();
-  t.match(res.headers['content-type'], /text\/plain/);
-  t.match(text, /mom_http_requests_total\{method="POST",route="\/v1\/queues\/:queue\/messages",status="201"\} \d+/);
-  t.match(text, /mom_http_request_duration_seconds_bucket\{/);
-  t.match(text, /mom_raft_term\{partition="0"\} \d+/);
-  t.match(text, /mom_raft_commit_index\{partition="\d+"\} \d+/);
-  t.match(text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
-  t.match(text, new RegExp(`mom_queue_messages\\{queue="${name}",state="ready"\\} 1`), 'the depth of a queue led here');
-  t.match(text, /mom_partition_messages\{partition="\d+",state="ready"\} \d+/);
+  // Request metrics are counted by the node that answered the client (n1 here), whoever leads;
+  // Raft's gauges are on every node.
+  const n1 = await scrape(urls[0]!);
+  t.match(n1.contentType, /text\/plain/);
+  t.match(n1.text, /mom_http_requests_total\{method="POST",route="\/v1\/queues\/:queue\/messages",status="201"\} \d+/);
+  t.match(n1.text, /mom_http_request_duration_seconds_bucket\{/);
+  t.match(n1.text, /mom_raft_term\{partition="0"\} \d+/);
+  t.match(n1.text, /mom_raft_commit_index\{partition="\d+"\} \d+/);
+  t.match(n1.text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
+
+  // Depths and ages are reported by a partition's leader only. Scrape the node /v1/cluster names as
+  // the queue's leader; should leadership move before the scrape (or the new leader not have applied
+  // the send yet), ask again.
+  const depth = new RegExp(`mom_queue_messages\\{queue="${name}",state="ready"\\} 1`);
+  const age = new RegExp(`mom_partition_oldest_message_age_seconds\\{partition="${partitionOf(name, P)}"\\} ([0-9.e-]+)`, 'g');
+  const led = await pollUntil(
+    async () => (await scrape(urls[await leaderOf(cluster, name)]!)).text,
+    (text) => depth.test(text) && [...text.matchAll(age)].length > 0,
+  );
+  t.match(led, depth, 'the depth of a queue led here');
+  t.match(led, /mom_partition_messages\{partition="\d+",state="ready"\} \d+/);
   // The message just sent is the oldest of its partition: a small age, never 0 while it waits.
-  const ages = [...text.matchAll(new RegExp(`mom_partition_oldest_message_age_seconds\\{partition="${partitionOf(name, P)}"\\} ([0-9.e-]+)`, 'g'))].map((m) => Number(m[1]));
+  const ages = [...led.matchAll(age)].map((m) => Number(m[1]));
   t.equal(ages.length, 1, 'the age of the oldest message of the queue’s partition, on its leader');
   t.ok(ages[0]! > 0 && ages[0]! < 600, `age ${ages[0]} s`);
 
@@ -105,7 +129,7 @@ t.test('with the leader out of reach: stale reads answer, strong reads and write
   t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
   t.equal((await call(urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } })).status, 201);
   // Keep one node that is not the queue's leader; stop the two others (a majority).
-  const keep = (leaderIndex(name) + 1) % 3;
+  const keep = ((await leaderOf(cluster, name)) + 1) % 3;
   const survivor = cluster.servers[keep]!;
   const applied = Math.max(...cluster.servers.map((s) => s.host.replica(partitionOf(name, P)).state.applied().index));
   await until(() => survivor.host.replica(partitionOf(name, P)).state.applied().index >= applied, 'the survivor applied the send');

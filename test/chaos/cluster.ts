@@ -4,7 +4,9 @@
 // (SIGKILL) on teardown, on this process's exit and on SIGINT/SIGTERM/SIGHUP.
 //
 // Power cuts: every node runs with the storage fault layer (lose-unsynced.c, LD_PRELOAD) journaling
-// its unsynced writes; powerCut() kills the node and takes its files back to their last fsync.
+// its unsynced writes; powerCut() kills the node and takes its files back to their last fsync. The
+// layer is built with the machine's C compiler: a cluster created with `powerCuts: false` (the tests
+// on real nodes that cut no power) runs without it, and so needs no compiler.
 //
 // Network cuts: every node runs with the fault layer net-faults.ts preloaded and a control file
 // <runDir>/net-<id>.json naming the peers it may not send to; cut() and healNet() rewrite those files
@@ -64,7 +66,8 @@ export class Cluster {
   private netVersion = 0;
   /** Processes stopped on purpose with SIGTERM: their exit is not a crash if it is clean. */
   private readonly terminated = new Set<ChildProcess>();
-  private readonly diskShim = buildDiskShim();
+  /** The storage fault layer every node is started with; null without power cuts. */
+  private readonly diskShim: string | null;
   /** Every power cut of the run and what it undid. */
   readonly powerCuts: { node: string; lost: LostWrites }[] = [];
   /** Nodes that exited without being killed by this manager (a crash: see the node's log). */
@@ -76,17 +79,23 @@ export class Cluster {
     readonly runDir: string,
     readonly partitions: number,
     private readonly logLevel: string,
+    powerCuts: boolean,
   ) {
     this.urls = ports.map((p) => `http://127.0.0.1:${p}`);
+    this.diskShim = powerCuts ? buildDiskShim() : null;
     this.dataRoot = mkdtempSync(join(tmpdir(), 'mom-chaos-'));
     // A reused run folder must not hold an older run's control or state files.
     for (const id of this.ids) for (const f of [`net-${id}.json`, `net-${id}.json.state.json`]) rmSync(join(runDir, f), { force: true });
   }
 
-  /** `logLevel`: the nodes' (pino) level; warn by default. */
-  static async create(runDir: string, partitions = 4, logLevel = 'warn'): Promise<Cluster> {
+  /**
+   * `logLevel`: the nodes' (pino) level; warn by default. `powerCuts`: start every node with the
+   * storage fault layer, so that powerCut() can lose its unsynced writes (needs a C compiler); on by
+   * default, as the chaos runs cut power.
+   */
+  static async create(runDir: string, partitions = 4, logLevel = 'warn', opts: { powerCuts?: boolean } = {}): Promise<Cluster> {
     const ports = [await freePort(), await freePort(), await freePort()];
-    const c = new Cluster(ports, runDir, partitions, logLevel);
+    const c = new Cluster(ports, runDir, partitions, logLevel, opts.powerCuts ?? true);
     live.add(c);
     hookExit();
     return c;
@@ -121,7 +130,7 @@ export class Cluster {
       MOM_LOG_LEVEL: this.logLevel,
       MOM_PARTITIONS: String(this.partitions),
       MOM_CHAOS_NET: this.netControl(i),
-      ...diskShimEnv(this.diskShim, this.nodeDir(i), this.undoDir(i)),
+      ...(this.diskShim === null ? {} : diskShimEnv(this.diskShim, this.nodeDir(i), this.undoDir(i))),
       ...extraEnv,
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
@@ -160,6 +169,7 @@ export class Cluster {
    * fsync (disk-faults.ts). Answers what was lost.
    */
   async powerCut(i: number): Promise<LostWrites> {
+    if (this.diskShim === null) throw new Error('this cluster was created without power cuts (powerCuts: false)');
     await this.kill(i);
     const lost = loseUnsynced(this.nodeDir(i), this.undoDir(i));
     this.powerCuts.push({ node: this.ids[i]!, lost });

@@ -1,7 +1,8 @@
 // The storage fault of the chaos runs: a power cut that loses every write not yet synced.
 //
 // Nodes of a chaos run are started with LD_PRELOAD=lose-unsynced.so (built here from
-// lose-unsynced.c with the machine's C compiler, as better-sqlite3's install already needs one). The
+// lose-unsynced.c with the machine's C compiler `cc`; a test that needs it calls needTool(t, 'cc')
+// first and is skipped without one: test/tools.ts). The
 // library keeps, per file of the node's data folder, an undo journal of every write since the file's
 // last fsync. After a SIGKILL, loseUnsynced() applies the journals backwards: each file is back to its
 // content at its last fsync, as after a power cut, and SQLite's -shm index files are removed (they
@@ -11,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TOOLS, findTool } from '../tools.js';
 
 const SOURCE = join(import.meta.dirname, 'lose-unsynced.c');
 const MAGIC = 0x554e444f;
@@ -23,10 +25,12 @@ export function buildDiskShim(): string {
   const dir = join(tmpdir(), 'mom-chaos-shim');
   const out = join(dir, `lose-unsynced-${hash}.so`);
   if (existsSync(out)) return out;
+  const cc = findTool('cc');
+  if (cc === null) throw new Error(`building the storage fault layer needs a C compiler (cc): ${TOOLS.cc}`);
   mkdirSync(dir, { recursive: true });
   const tmp = `${out}.${process.pid}.tmp`;
   try {
-    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-Wall', '-Werror', '-o', tmp, SOURCE, '-ldl', '-lpthread'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(cc, ['-shared', '-fPIC', '-O2', '-Wall', '-Werror', '-o', tmp, SOURCE, '-ldl', '-lpthread'], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     const stderr = (err as { stderr?: Buffer }).stderr?.toString() ?? '';
     throw new Error(`building the storage fault layer (cc ${SOURCE}) failed: ${stderr || String(err)}`);

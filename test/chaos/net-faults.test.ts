@@ -25,6 +25,12 @@ process.env.MOM_CHAOS_NET = control;
 await import('./net-faults.js');
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
+/** Polls `pred` until it holds or 30 s pass (a guard against hanging; the caller asserts after). */
+async function eventually(pred: () => boolean): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!pred() && Date.now() < deadline) await sleep(20);
+}
+
 const n1 = 'n1' as NodeId;
 const n2 = 'n2' as NodeId;
 // Nobody listens on these ports: an unblocked request is refused by the kernel.
@@ -39,7 +45,8 @@ t.teardown(() => tr.close());
 t.test('blocked: every kind of request fails as refused, without a connection', async (t) => {
   t.equal(state().version, 1, 'the layer applied the control file at load');
   tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: n1, to: n2, term: 1, commit: 0, readRound: 0 } }]);
-  await sleep(50);
+  // send() is fire-and-forget: wait for its outcome (bounded), not for a fixed while.
+  await eventually(() => tr.stats().failed >= 1);
   t.equal(tr.stats().failed, 1, 'the Raft POST counted as failed');
   t.match(warnings[0], /^ECONNREFUSED: .*chaos net-faults: .* -> n2 cut/, 'reported as a refused connection');
   const callErr = await tr.call(n2, '/internal/query', {}, { timeoutMs: 1_000 }).then(() => null, (e: unknown) => e);
@@ -49,15 +56,18 @@ t.test('blocked: every kind of request fails as refused, without a connection', 
   const snapErr = await tr.fetchSnapshot(n2, 0, 'p0-1-1', join(dir, 'x.db')).then(() => null, (e: unknown) => e);
   t.ok(snapErr instanceof SnapshotFetchError, 'fetchSnapshot rejects with SnapshotFetchError');
   t.equal(codeOf((snapErr as { cause?: unknown }).cause), 'ECONNREFUSED', 'caused by ECONNREFUSED');
-  await sleep(1_100);
-  const c = state().counters;
-  t.same([c.post.blocked, c.call.blocked, c.forward.blocked, c.fetchSnapshot.blocked], [1, 1, 1, 1], 'the state file counts them');
+  // The layer writes its state file about once a second after its counters move: wait until it has.
+  const counted = (): number[] => {
+    const c = state().counters;
+    return [c.post.blocked, c.call.blocked, c.forward.blocked, c.fetchSnapshot.blocked];
+  };
+  await eventually(() => counted().every((n) => n >= 1));
+  t.same(counted(), [1, 1, 1, 1], 'the state file counts them');
 });
 
 t.test('healed: the control file is re-read, and requests go out again', async (t) => {
   writeControl(2, []);
-  const deadline = Date.now() + 2_000;
-  while (state().version !== 2 && Date.now() < deadline) await sleep(20);
+  await eventually(() => state().version === 2);
   t.equal(state().version, 2, 'the change was picked up');
   const err = await tr.call(n2, '/internal/query', {}, { timeoutMs: 1_000 }).then(() => null, (e: unknown) => e);
   t.equal(codeOf(err), 'ECONNREFUSED', 'refused by the kernel now');

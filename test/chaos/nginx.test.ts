@@ -1,26 +1,42 @@
 // deploy/nginx/mom.conf, which the chaos runs use as their load balancer, repeats a request on another node only when that is safe: a GET, or a
 // write with an Idempotency-Key. A write without one is passed on only when it never reached a node.
-// nginx (Debian's package; .ci/run installs it) in front of two stand-in nodes: one answers 503, the
-// other 200, and each counts what reached it.
+// nginx (Debian's package; .ci/run installs it; without it each test is skipped: test/tools.ts) in
+// front of two stand-in nodes: one answers 503, the other 200, and each counts what reached it.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { freePort } from '../cluster/net-helpers.js';
-import { send, stand } from '../deploy/stand-ins.js';
+import { send, stand, type Stand } from '../deploy/stand-ins.js';
+import { needTool } from '../tools.js';
 import { LoadBalancer } from './nginx.js';
 
-t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+/** A stand-in node answering `status`, closed when `t` ends. */
+async function standIn(t: Test, status: number): Promise<Stand> {
+  const s = await stand(status);
+  t.teardown(() => s.close());
+  return s;
+}
+
+/**
+ * nginx (`bin`) in front of `upstreams`, never leaving a node out (the retry rules are under test), in
+ * a temporary folder; stopped and removed when `t` ends. Each teardown is registered as soon as its
+ * resource exists, so that a balancer that fails to start leaves nothing running.
+ */
+async function balancer(t: Test, bin: string, upstreams: string[]): Promise<LoadBalancer> {
   const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
-  const busy = await stand(503);
-  const fine = await stand(200);
-  const lb = await LoadBalancer.start(dir, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
-  t.teardown(async () => {
-    await lb.close();
-    busy.close();
-    fine.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const lb = await LoadBalancer.start(bin, dir, upstreams, { maxFails: 0 });
+  t.teardown(() => lb.close());
+  return lb;
+}
+
+t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const busy = await standIn(t, 503);
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`]);
   // /healthz probes of the start went through too
   busy.hits.length = 0;
   fine.hits.length = 0;
@@ -40,15 +56,11 @@ t.test('nginx retries GETs and keyed writes on a 503, never a write without a ke
 });
 
 t.test('nginx passes a write without a key on when the node refused the connection (it never reached it)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
-  const fine = await stand(200);
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const fine = await standIn(t, 200);
   const closedPort = await freePort();
-  const lb = await LoadBalancer.start(dir, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], () => {}, { maxFails: 0 });
-  t.teardown(async () => {
-    await lb.close();
-    fine.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const lb = await balancer(t, bin, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`]);
   const got: number[] = [];
   for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
   t.same(got, [200, 200, 200, 200]);

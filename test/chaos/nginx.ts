@@ -1,23 +1,27 @@
-// The load-balancer variant of the chaos runs: nginx (Debian's package, installed by the runner when
-// missing) in front of the three nodes, as an operator would put it, and the workload talking only to
-// it. Retries by nginx follow the API's rules: a request is passed to another node after a connection
-// error, a timeout or a 502/503/504 only when it is safe to repeat: a GET, or a write that carries an
-// Idempotency-Key. Other writes are passed on only when they never reached a node (nginx's default for
-// non-idempotent methods).
+// The load-balancer variant of the chaos runs: nginx (Debian's package) in front of the three nodes,
+// as an operator would put it, and the workload talking only to it. Retries by nginx follow the API's
+// rules: a request is passed to another node after a connection error, a timeout or a 502/503/504 only
+// when it is safe to repeat: a GET, or a write that carries an Idempotency-Key. Other writes are passed
+// on only when they never reached a node (nginx's default for non-idempotent methods).
+//
+// Tests find nginx with needTool (test/tools.ts) and are skipped without it; only the chaos runner
+// (`npm run chaos -- --via nginx`, run by hand) installs it when it is missing: ensureNginx.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import { TOOLS, findTool } from '../tools.js';
 import { sleep } from './cluster.js';
 
-const CANDIDATES = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'];
-
-/** The nginx binary; installed from Debian's packages (apt-get, as root) when there is none. */
+/**
+ * The nginx binary for the chaos runner, installed from Debian's packages (apt-get, as root) when
+ * there is none. Never for a test: a test skips instead of installing (and waiting for) packages.
+ */
 export function ensureNginx(log: (s: string) => void = () => {}): string {
-  const found = CANDIDATES.find((p) => existsSync(p));
-  if (found !== undefined) return found;
-  if (process.getuid?.() !== 0) throw new Error('nginx is not installed and this is not root: apt-get install nginx-light (or nginx), then run again');
+  const found = findTool('nginx');
+  if (found !== null) return found;
+  if (process.getuid?.() !== 0) throw new Error(`nginx is not installed and this is not root: ${TOOLS.nginx}, then run again`);
   log('nginx missing: apt-get install -y nginx-light');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   try {
@@ -26,8 +30,8 @@ export function ensureNginx(log: (s: string) => void = () => {}): string {
     execFileSync('apt-get', ['update'], { env, stdio: 'ignore' });
     execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'nginx-light'], { env, stdio: 'ignore' });
   }
-  const now = CANDIDATES.find((p) => existsSync(p));
-  if (now === undefined) throw new Error('apt-get installed nginx-light, but no nginx binary was found');
+  const now = findTool('nginx');
+  if (now === null) throw new Error('apt-get installed nginx-light, but no nginx binary was found');
   return now;
 }
 
@@ -107,9 +111,8 @@ export class LoadBalancer {
     readonly dir: string,
   ) {}
 
-  /** Starts nginx in front of `upstreams` (host:port), its files in `dir`; resolves once it answers. */
-  static async start(dir: string, upstreams: string[], log: (s: string) => void = () => {}, extra: Pick<NginxOptions, 'maxFails'> = {}): Promise<LoadBalancer> {
-    const bin = ensureNginx(log);
+  /** Starts nginx (the binary `bin`) in front of `upstreams` (host:port), its files in `dir`; resolves once it answers. */
+  static async start(bin: string, dir: string, upstreams: string[], extra: Pick<NginxOptions, 'maxFails'> = {}): Promise<LoadBalancer> {
     for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, 'tmp', d), { recursive: true });
     const port = await freePort();
     const conf = join(dir, 'nginx.conf');

@@ -1,14 +1,17 @@
 // Regressions found by the chaos runs' power-loss fault, reproduced at the lowest level: a child
 // process runs the node's own code under the storage fault layer (disk-faults.ts), is SIGKILLed, and
-// everything it had not fsynced is lost.
+// everything it had not fsynced is lost. The layer is built with the machine's C compiler: without
+// one each test is skipped (test/tools.ts).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { checkClusterIdentity, type NodeConfig } from '../../src/cluster/config.js';
+import { needTool } from '../tools.js';
 import { loseUnsynced, runUntilReadyThenKill } from './disk-faults.js';
 
 t.test('the cluster identity file written at a first start survives a power cut (it was written without fsync: the node then refused to start)', async (t) => {
+  if (needTool(t, 'cc') === null) return;
   const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const dataDir = join(base, 'data');
@@ -26,6 +29,7 @@ t.test('the cluster identity file written at a first start survives a power cut 
 });
 
 t.test('Raft log: a turn that only moves the commit index is not synced; a power cut may take it back, never an entry or a vote', async (t) => {
+  if (needTool(t, 'cc') === null) return;
   const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const dataDir = join(base, 'data');

@@ -10,7 +10,7 @@ import type { LostWrites } from './disk-faults.js';
 import { availability, runFaults, schedule, type Availability, type ScheduleOptions } from './faults.js';
 import { FAULT_KINDS, Recorder, type ChannelStats, type History } from './history.js';
 import type { NetState } from './net-faults.js';
-import { LoadBalancer } from './nginx.js';
+import { LoadBalancer, ensureNginx } from './nginx.js';
 import { Rng } from './rng.js';
 import { Client, http, Workload, type ChannelSpec } from './workload.js';
 
@@ -19,7 +19,11 @@ export interface ChaosOptions {
   durationMs: number;
   runDir: string;
   partitions?: number;
-  /** Where the workload's requests go: round-robin over the nodes (default), or nginx in front of them. */
+  /**
+   * Where the workload's requests go: round-robin over the nodes (default), or nginx in front of them
+   * (installed when missing, for the runner: a test that runs via nginx calls needTool(t, 'nginx')
+   * first and is skipped without it). Every run needs a C compiler: needTool(t, 'cc').
+   */
   via?: 'nodes' | 'nginx';
   /** How the fault schedule is drawn (faults.ts); the short variant covers given kinds first. */
   schedule?: ScheduleOptions;
@@ -51,14 +55,16 @@ export interface ChaosResult {
 export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const log = o.log ?? ((s: string) => console.log(s));
   mkdirSync(o.runDir, { recursive: true });
+  // Before any node starts: nginx missing and not installable ends the run at once.
+  const nginx = o.via === 'nginx' ? ensureNginx(log) : null;
   const cluster = await Cluster.create(o.runDir, o.partitions ?? 4);
   let lb: LoadBalancer | null = null;
   try {
     const rec = new Recorder(o.seed, cluster.ids, cluster.partitions);
     [0, 1, 2].forEach((i) => cluster.start(i));
     if (!(await Cluster.until(() => cluster.led(), 60_000))) throw new Error('the cluster did not elect leaders within 60 s');
-    if (o.via === 'nginx') {
-      lb = await LoadBalancer.start(join(o.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`), log);
+    if (nginx !== null) {
+      lb = await LoadBalancer.start(nginx, join(o.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`));
       log(`load balancer: nginx on ${lb.url} in front of the three nodes`);
     }
     const client = new Client(cluster, rec, lb === null ? undefined : { urls: [lb.url], names: ['lb'] });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { startCluster } from '../api/api-helpers.js';
+import { until } from '../cluster/net-helpers.js';
 // @ts-expect-error: a plain .mjs script without types
 import { buildCli } from '../../scripts/build.mjs';
 
@@ -103,7 +104,10 @@ t.test('queues: create, list, show with stats, send, receive with --ack, delete'
 t.test('receive --wait and --follow get what is sent while they wait', async (t) => {
   t.equal((await mom(['queues', 'create', 'cli-live'])).code, 0);
   const waiting = mom(['receive', 'cli-live', '--wait', '20']);
-  await new Promise((r) => setTimeout(r, 500));
+  // Send once the long poll waits on the node (its router counts it), not after a fixed pause that a
+  // slow start of the command could outlast.
+  const node = cluster.servers[1]!.node.router;
+  await until(() => node.waiting() >= 1, 'the receive waits on the node', 6000);
   t.equal((await mom(['send', 'cli-live', 'awaited'])).code, 0);
   const w = await waiting;
   t.match(w.stdout, /awaited/, 'the long poll got it');

@@ -68,8 +68,12 @@ t.test('a node with the wrong cluster secret is refused and cannot join', async 
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   await until(() => leaderOf(nodes.slice(0, 2), 0) !== undefined, 'the two good nodes elect a leader');
   t.ok((await submit(nodes.slice(0, 2).map((n) => n.host), 0, 'alice', queue('q'))).ok, 'the good majority commits');
-  // The bad node never gets the entry: its messages are refused and it refuses the others'.
-  await new Promise((r) => setTimeout(r, 300));
+  // The bad node never gets the entry: its messages are refused and it refuses the others'. Look once
+  // the good nodes have sent to it, and been refused, a few more times since the commit (counted by
+  // their transports), rather than after a fixed pause that a slow machine could fill with nothing.
+  const refused = (): number => nodes.slice(0, 2).reduce((n, node) => n + node.transport.stats().failed, 0);
+  const atCommit = refused();
+  await until(() => refused() >= atCommit + 3, 'the good nodes were refused by the bad one since the commit');
   t.equal(nodes[2]!.host.replica(0).state.applied().index, 0, 'nothing reached the node with the wrong secret');
   const r = await request(`http://127.0.0.1:${good[0]!.port}/internal/raft`, { method: 'POST', body: Buffer.from('x'), headers: { authorization: 'Bearer wrong-secret-wrong', 'content-type': 'application/octet-stream' } });
   t.equal(r.statusCode, 401);

@@ -1,6 +1,6 @@
 // The cluster over TLS: a CA made with openssl signs each node's certificate (for 127.0.0.1); nodes
 // serve HTTPS to peers and verify each other's certificates; a peer whose certificate another CA
-// signed cannot join.
+// signed cannot join. Without openssl the test is skipped (test/tools.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,39 +10,43 @@ import { MomServer as ClusterNode } from '../../src/api/index.js';
 import { loadConfig } from '../../src/cluster/index.js';
 import { POSITIONS_PATH } from '../../src/cluster/internal-routes.js';
 import { submit } from '../partition/host-helpers.js';
+import { needTool } from '../tools.js';
 import { freePort, until } from './net-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-const openssl = (...args: string[]): void => {
-  execFileSync('openssl', args, { stdio: 'ignore' });
+/** Runs openssl (the binary `bin`) quietly; throws if it fails. */
+const openssl = (bin: string, ...args: string[]): void => {
+  execFileSync(bin, args, { stdio: 'ignore' });
 };
 
-function makeCa(name: string): { key: string; cert: string } {
+function makeCa(bin: string, name: string): { key: string; cert: string } {
   const key = join(dir, `${name}.key`);
   const cert = join(dir, `${name}.pem`);
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`);
+  openssl(bin, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`);
   return { key, cert };
 }
 
-function makeCert(ca: { key: string; cert: string }, name: string): { key: string; cert: string } {
+function makeCert(bin: string, ca: { key: string; cert: string }, name: string): { key: string; cert: string } {
   const key = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const cert = join(dir, `${name}.pem`);
   const ext = join(dir, `${name}.ext`);
   writeFileSync(ext, 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`);
-  openssl('x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext);
+  openssl(bin, 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`);
+  openssl(bin, 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext);
   return { key, cert };
 }
 
 
 
 t.test('three nodes over HTTPS elect, replicate, and refuse a peer of another CA', async (t) => {
-  const ca = makeCa('ca');
-  const rogueCa = makeCa('rogue-ca');
-  const certs = [makeCert(ca, 'n1'), makeCert(ca, 'n2'), makeCert(rogueCa, 'n3')];
+  const bin = needTool(t, 'openssl');
+  if (bin === null) return;
+  const ca = makeCa(bin, 'ca');
+  const rogueCa = makeCa(bin, 'rogue-ca');
+  const certs = [makeCert(bin, ca, 'n1'), makeCert(bin, ca, 'n2'), makeCert(bin, rogueCa, 'n3')];
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => `n${i + 1}=https://127.0.0.1:${p}`).join(',');
   const cfg = (i: number) =>

