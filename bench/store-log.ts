@@ -1,22 +1,28 @@
-// `npx tsx bench/store-log.ts [--dir <folder>]`: the fsync-bound commit rate of RaftLogStore.persist()
-// (WAL, synchronous=FULL, 1 KiB entries), and what one node-wide transaction per loop turn saves over
-// one transaction per partition (DESIGN.md, Persistence). Each persist() blocks the event loop for
-// its fsync: the latency columns are that blocking time. The first row is the floor: a bare
-// append + fsync of 1 KiB to a plain file on the same file system.
+// `npx tsx bench/store-log.ts [--dir <folder>]`: the node's Raft log, the write-ahead log of
+// src/store/wal (WalStore) against the SQLite log it replaced (RaftLogStore: WAL mode,
+// synchronous=FULL), with 1 KiB entries: persist() calls per second, CPU microseconds and bytes
+// written to disk per entry (this process's /proc/self/io), and what one node-wide write per loop turn
+// saves over one per partition (DESIGN.md, Persistence). Each persist() blocks the event loop for its
+// fsync: the latency columns are that blocking time. The first row is the floor: a bare append +
+// fsync of 1 KiB to a plain file on the same file system.
 // Prints a table and writes bench/results/store-log.json. The database goes to a fresh folder under
 // --dir (default: the OS temp folder); fsync cost depends entirely on that file system and device.
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EntryKind, nodeId, type Entry } from '../src/raft/index.js';
-import { RaftLogStore, type PersistItem } from '../src/store/raft-log/index.js';
+import { RaftLogStore } from '../src/store/raft-log/index.js';
+import { WalStore, type PersistItem } from '../src/store/wal/index.js';
+
+type Kind = 'wal' | 'sqlite';
 
 const PAYLOAD = new Uint8Array(1024).fill(7);
 const voters = [nodeId('a'), nodeId('b'), nodeId('c')];
 
 interface Row {
   workload: string;
+  store: Kind | 'file';
   transactions: number;
   entries: number;
   seconds: number;
@@ -25,14 +31,32 @@ interface Row {
   mibPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  cpuUsPerEntry: number;
+  diskBytesPerEntry: number;
 }
 
-function row(workload: string, latencies: number[], entries: number): Row {
+/** Bytes this process has had written to storage so far (Linux). */
+function writtenBytes(): number {
+  const m = /write_bytes: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
+  return m === null ? 0 : Number(m[1]);
+}
+
+/** CPU microseconds and disk bytes that `f` costs. */
+async function measured<T>(f: () => Promise<T>): Promise<{ value: T; cpuUs: number; bytes: number }> {
+  const cpu0 = process.cpuUsage();
+  const bytes0 = writtenBytes();
+  const value = await f();
+  const cpu = process.cpuUsage(cpu0);
+  return { value, cpuUs: cpu.user + cpu.system, bytes: writtenBytes() - bytes0 };
+}
+
+function row(workload: string, store: Row['store'], latencies: number[], entries: number): Row {
   const seconds = latencies.reduce((a, b) => a + b, 0) / 1000;
   const sorted = latencies.slice().sort((a, b) => a - b);
   const pct = (q: number): number => Number(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!.toFixed(3));
   return {
     workload,
+    store,
     transactions: latencies.length,
     entries,
     seconds: Number(seconds.toFixed(3)),
@@ -41,6 +65,8 @@ function row(workload: string, latencies: number[], entries: number): Row {
     mibPerSecond: Number(((entries * PAYLOAD.byteLength) / seconds / 2 ** 20).toFixed(2)),
     p50Ms: pct(0.5),
     p99Ms: pct(0.99),
+    cpuUsPerEntry: 0,
+    diskBytesPerEntry: 0,
   };
 }
 
@@ -59,7 +85,7 @@ function bareFsync(dir: string, n: number): Row {
         fsyncSync(fd);
       }),
     );
-    return row('floor: append 1 KiB + fsync, plain file', latencies, n);
+    return row('floor: append 1 KiB + fsync, plain file', 'file', latencies, n);
   } finally {
     closeSync(fd);
   }
@@ -71,11 +97,19 @@ function bareFsync(dir: string, n: number): Row {
  */
 async function persistRate(
   dir: string,
+  kind: Kind,
   workload: string,
   o: { turns: number; partitions: number; perPartition: number; perPartitionTx?: boolean },
 ): Promise<Row> {
-  const path = join(dir, `${workload.replace(/\W+/g, '-')}.db`);
-  const store = await RaftLogStore.open(path);
+  const { value, cpuUs, bytes } = await measured(() => persistRun(dir, kind, workload, o));
+  value.cpuUsPerEntry = Math.round(cpuUs / value.entries);
+  value.diskBytesPerEntry = Math.round(bytes / value.entries);
+  return value;
+}
+
+async function persistRun(dir: string, kind: Kind, workload: string, o: { turns: number; partitions: number; perPartition: number; perPartitionTx?: boolean }): Promise<Row> {
+  const path = join(dir, `${kind}-${workload.replace(/\W+/g, '-')}`);
+  const store = kind === 'wal' ? await WalStore.open(path) : await RaftLogStore.open(`${path}.db`);
   try {
     const next: number[] = [];
     for (let p = 0; p < o.partitions; p++) next.push(store.partition(p, voters).lastIndex() + 1);
@@ -95,7 +129,7 @@ async function persistRate(
         latencies.push(time(() => store.persist(items, true)));
       }
     }
-    const r = row(workload, latencies, o.turns * o.partitions * o.perPartition);
+    const r = row(workload, kind, latencies, o.turns * o.partitions * o.perPartition);
     if (o.perPartitionTx === true) r.transactions *= o.partitions;
     r.transactionsPerSecond = Math.round(r.transactions / r.seconds);
     return r;
@@ -114,30 +148,27 @@ mkdirSync(base, { recursive: true });
 const dir = mkdtempSync(join(base, 'mom-bench-store-log-'));
 let rows: Row[];
 try {
-  // Warm up SQLite, the JIT and the file system.
-  await persistRate(dir, 'warm-up', { turns: 100, partitions: 1, perPartition: 1 });
-  rows = [
-    bareFsync(dir, 1000),
-    await persistRate(dir, '1 entry per transaction', { turns: 2000, partitions: 1, perPartition: 1 }),
-    await persistRate(dir, '100 entries per transaction', { turns: 200, partitions: 1, perPartition: 100 }),
-    await persistRate(dir, '16 partitions x 1 entry, one transaction per turn', { turns: 500, partitions: 16, perPartition: 1 }),
-    await persistRate(dir, '16 partitions x 1 entry, one transaction per partition', {
-      turns: 125,
-      partitions: 16,
-      perPartition: 1,
-      perPartitionTx: true,
-    }),
-  ];
+  rows = [bareFsync(dir, 1000)];
+  for (const kind of ['wal', 'sqlite'] as const) {
+    // Warm up the store, the JIT and the file system.
+    await persistRate(dir, kind, 'warm-up', { turns: 100, partitions: 1, perPartition: 1 });
+    rows.push(
+      await persistRate(dir, kind, '1 entry per persist', { turns: 2000, partitions: 1, perPartition: 1 }),
+      await persistRate(dir, kind, '100 entries per persist', { turns: 200, partitions: 1, perPartition: 100 }),
+      await persistRate(dir, kind, '16 partitions x 1 entry, one persist per turn', { turns: 500, partitions: 16, perPartition: 1 }),
+      await persistRate(dir, kind, '16 partitions x 1 entry, one persist per partition', { turns: 125, partitions: 16, perPartition: 1, perPartitionTx: true }),
+    );
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
 
-console.log(`database folder: under ${base}; entries of ${PAYLOAD.byteLength} bytes; WAL, synchronous=FULL\n`);
-console.log('| workload | transactions | entries | seconds | tx/s | entries/s | MiB/s | p50 ms | p99 ms |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+console.log(`folder: under ${base}; entries of ${PAYLOAD.byteLength} bytes; wal: src/store/wal; sqlite: WAL mode, synchronous=FULL\n`);
+console.log('| store | workload | persists | entries | seconds | persists/s | entries/s | MiB/s | p50 ms | p99 ms | CPU µs/entry | disk B/entry |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   console.log(
-    `| ${r.workload} | ${r.transactions} | ${r.entries} | ${r.seconds} | ${r.transactionsPerSecond} | ${r.entriesPerSecond} | ${r.mibPerSecond} | ${r.p50Ms} | ${r.p99Ms} |`,
+    `| ${r.store} | ${r.workload} | ${r.transactions} | ${r.entries} | ${r.seconds} | ${r.transactionsPerSecond} | ${r.entriesPerSecond} | ${r.mibPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerEntry || ''} | ${r.diskBytesPerEntry || ''} |`,
   );
 }
 const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'store-log.json');
@@ -149,10 +180,11 @@ writeFileSync(
       benchmark: 'store-log',
       node: process.version,
       payloadBytes: PAYLOAD.byteLength,
+      wal: 'src/store/wal: one writev + fdatasync per persist, 64 MiB segments',
       sqlite: 'WAL, synchronous=FULL, locking_mode=EXCLUSIVE',
       folder: base,
       date: new Date().toISOString(),
-      note: 'p50/p99 are per loop turn: the time persist() blocks the event loop (per-partition rows: the sum of a turn\'s 16 calls)',
+      note: 'p50/p99 are per loop turn: the time persist() blocks the event loop (per-partition rows: the sum of a turn\'s 16 calls); CPU and disk bytes per entry include opening the store',
       rows,
     },
     null,

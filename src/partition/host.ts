@@ -3,7 +3,7 @@
 //   tick timer ──► tick every replica
 //   any input  ──► schedule one loop turn:
 //     1. collect the Ready of every replica that has one
-//     2. persist every Ready's log writes in ONE synced transaction (one fsync per turn, not per group)
+//     2. persist every Ready's log writes in ONE write and fdatasync of the write-ahead log (not one per group)
 //     3. install received snapshots into the state databases
 //     4. send every message, grouped by peer by the transport
 //     5. apply committed entries (each partition's state database), settle waiting requests
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { Message, NodeId, Ready, Role } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
-import { RaftLogStore, type PersistItem } from '../store/raft-log/index.js';
+import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
 import { partitionOf } from './routing.js';
@@ -121,13 +121,13 @@ export class NodeHost {
 
   private constructor(
     readonly opts: HostOptions,
-    readonly logStore: RaftLogStore,
+    readonly logStore: WalStore,
   ) {}
 
   static async open(opts: HostOptions): Promise<NodeHost> {
     mkdirSync(join(opts.dataDir, 'state'), { recursive: true });
     mkdirSync(join(opts.dataDir, 'snapshots'), { recursive: true });
-    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft-log.db'));
+    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters);
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;
     for (let p = 0; p < opts.partitions; p++) {

@@ -12,7 +12,7 @@ import {
   type NodeId,
   type Ready,
 } from '../raft/index.js';
-import type { PartitionLog } from '../store/raft-log/index.js';
+import type { PartitionLog } from '../store/wal/index.js';
 import { encodeEnvelope, type Command, type Result } from '../store/broker/index.js';
 import type { BrokerStateMachine } from '../store/broker/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';

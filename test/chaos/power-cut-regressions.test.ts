@@ -33,12 +33,12 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
   const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const dataDir = join(base, 'data');
-  const file = join(dataDir, 'raft-log.db');
+  const file = join(dataDir, 'wal');
   await runUntilReadyThenKill(
     `import { mkdirSync } from 'node:fs';
-     import { RaftLogStore } from './src/store/raft-log/index.ts';
+     import { WalStore } from './src/store/wal/index.ts';
      mkdirSync(${JSON.stringify(dataDir)}, { recursive: true });
-     const store = await RaftLogStore.open(${JSON.stringify(file)});
+     const store = await WalStore.open(${JSON.stringify(file)});
      store.partition(0, ['a', 'b', 'c']);
      const e = (i) => ({ index: i, term: 2, kind: 0, data: new TextEncoder().encode('entry ' + i) });
      store.persist([{ partition: 0, hardState: { term: 2, vote: 'a', commit: 1 }, entries: [e(1), e(2), e(3)], snapshot: null }], true);
@@ -50,8 +50,8 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
   );
   const lost = loseUnsynced(dataDir, join(base, 'undo'));
   t.ok(lost.records > 0, 'the commit-only turn was written without an fsync, and lost');
-  const { RaftLogStore } = await import('../../src/store/raft-log/index.js');
-  const store = await RaftLogStore.open(file);
+  const { WalStore } = await import('../../src/store/wal/index.js');
+  const store = await WalStore.open(file);
   t.teardown(() => store.close());
   const log = store.partition(0, ['a', 'b', 'c'] as never);
   t.same(log.hardState(), { term: 2, vote: 'a', commit: 1 }, 'the synced hard state: term and vote kept, commit back to 1');

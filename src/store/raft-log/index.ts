@@ -1,9 +1,8 @@
 // The node's durable Raft log: one SQLite database for the logs of all its partitions.
+export { StorageCorruptError, type CorruptionSite } from '../storage-errors.js';
 export {
   RaftLogStore,
-  StorageCorruptError,
   entryCrc,
-  type CorruptionSite,
   type PartitionLog,
   type PersistItem,
   type SnapshotRecord,

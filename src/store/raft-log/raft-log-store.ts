@@ -58,6 +58,7 @@ import {
   type Term,
 } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
+import { StorageCorruptError } from '../storage-errors.js';
 import {
   RAFT_LOG_MIGRATION_LOCK_TABLE,
   RAFT_LOG_MIGRATION_TABLE,
@@ -76,36 +77,6 @@ type SqliteStatement = Sqlite.Statement;
 
 // ---------------------------------------------------------------------------------------------------
 // Errors
-
-/** What is known of where corruption was found. */
-export interface CorruptionSite {
-  readonly path: string;
-  /** Null when the damage is not tied to one partition (a broken page, a failed quick_check). */
-  readonly partition: number | null;
-  readonly index: Index | null;
-}
-
-/**
- * The Raft log on disk is damaged: a row fails its CRC, the log has a hole, SQLite reports a malformed
- * page. Never retry or repair silently: the partition (or node) must not start on it.
- */
-export class StorageCorruptError extends Error {
-  override name = 'StorageCorruptError';
-  readonly path: string;
-  readonly partition: number | null;
-  readonly index: Index | null;
-
-  constructor(site: CorruptionSite, detail: string, options?: ErrorOptions) {
-    const where = [
-      site.partition === null ? null : `partition ${site.partition}`,
-      site.index === null ? null : `index ${site.index}`,
-    ].filter((w) => w !== null);
-    super(`raft log storage corrupt (${site.path}${where.length > 0 ? `, ${where.join(', ')}` : ''}): ${detail}`, options);
-    this.path = site.path;
-    this.partition = site.partition;
-    this.index = site.index;
-  }
-}
 
 function isSqliteCorruption(err: unknown): err is Error & { code: string } {
   if (!(err instanceof Sqlite.SqliteError)) return false;

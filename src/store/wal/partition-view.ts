@@ -1,0 +1,216 @@
+// One partition's log as the Raft core reads it (the `Storage` of src/raft, answering exactly as
+// MemoryStorage, the reference), over the shared write-ahead log: its LogState, where each entry lies,
+// and the newest entries kept in memory, so that apply and replication to a follower that keeps up
+// never read the disk.
+import {
+  CompactedError,
+  UnavailableError,
+  type Entry,
+  type EntryKind,
+  type HardState,
+  type Index,
+  type NodeId,
+  type Snapshot,
+  type Storage,
+  type Term,
+} from '../../raft/index.js';
+import { StorageCorruptError } from '../storage-errors.js';
+import { emptyLogState, termAt, type LogState } from './log-state.js';
+import { Locations } from './locations.js';
+import { RecordKind, decodeRecord } from './record.js';
+
+/** Bytes of recent entries a partition keeps in memory. */
+export const CACHE_BYTES = 4 * 1024 * 1024;
+
+/** Reads bytes of a segment (the store keeps the files open). */
+export interface SegmentReader {
+  read(segment: number, offset: number, bytes: number): Buffer;
+  path(segment: number): string;
+}
+
+/** What verify() checked. */
+export interface VerifyReport {
+  readonly partition: number;
+  readonly firstIndex: Index;
+  readonly lastIndex: Index;
+  readonly entries: number;
+}
+
+/** A partition's log as the Raft core reads it, plus what its host needs on start. */
+export interface PartitionLog extends Storage {
+  readonly partition: number;
+  hardState(): HardState;
+  /** The ref of the latest snapshot's image, or null before the first snapshot. */
+  snapshotRef(): string | null;
+  /** Reads the whole log of the partition back from disk and checks every record; throws StorageCorruptError. */
+  verify(): VerifyReport;
+}
+
+const utf8 = new TextEncoder();
+
+export class PartitionView implements PartitionLog {
+  /** Replaced, never changed in place, once a write is on disk. */
+  state: LogState = emptyLogState;
+  readonly locations = new Locations();
+  /** Entries cacheFirst..cacheFirst+cache.length-1, the newest of the log. Invariant: within offset+1..last. */
+  private cache: Entry[] = [];
+  private cacheFirst = 1;
+  private cacheBytes = 0;
+  /** The group's voters before its first snapshot (MemoryStorage's constructor argument). */
+  voters: readonly NodeId[] = [];
+
+  constructor(
+    readonly partition: number,
+    private readonly reader: SegmentReader,
+  ) {}
+
+  initialState(): { hardState: HardState; voters: readonly NodeId[] } {
+    return { hardState: this.state.hard, voters: this.state.snap?.meta.voters ?? this.voters };
+  }
+
+  hardState(): HardState {
+    return this.state.hard;
+  }
+
+  entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
+    const s = this.state;
+    if (lo <= s.offset) throw new CompactedError(lo);
+    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
+    const out: Entry[] = [];
+    let size = 0;
+    let i = lo;
+    while (i < hi) {
+      const cached = this.cached(i);
+      const run = cached === null ? this.readRun(i, hi) : [cached];
+      for (const e of run) {
+        size += e.data.byteLength;
+        if (out.length > 0 && size > maxBytes) return out;
+        out.push(e);
+      }
+      i += run.length;
+    }
+    return out;
+  }
+
+  term(i: Index): Term {
+    const s = this.state;
+    if (i < s.offset) throw new CompactedError(i);
+    if (i > s.last) throw new UnavailableError(i);
+    return termAt(s, i);
+  }
+
+  firstIndex(): Index {
+    return this.state.offset + 1;
+  }
+
+  lastIndex(): Index {
+    return this.state.last;
+  }
+
+  snapshot(): Snapshot {
+    const snap = this.state.snap;
+    if (snap === null) return { meta: { index: 0, term: 0, voters: this.voters }, data: new Uint8Array(0) };
+    return { meta: snap.meta, data: utf8.encode(snap.ref) };
+  }
+
+  snapshotRef(): string | null {
+    return this.state.snap?.ref ?? null;
+  }
+
+  verify(): VerifyReport {
+    const s = this.state;
+    const unknown = this.locations.firstUnknown();
+    if (unknown !== null) throw this.corrupt(unknown, 'entry missing from every segment');
+    if (this.locations.size !== s.last - s.offset || (s.last > s.offset && this.locations.first !== s.offset + 1)) {
+      throw this.corrupt(null, `the index holds ${this.locations.size} entries from ${this.locations.first}, the log (${s.offset}, ${s.last}]`);
+    }
+    for (let i = s.offset + 1; i <= s.last; ) i += this.readRun(i, s.last + 1).length;
+    return { partition: this.partition, firstIndex: s.offset + 1, lastIndex: s.last, entries: s.last - s.offset };
+  }
+
+  // --- what the store does after a write is on disk ---------------------------------------------
+
+  /** Entries appended (after cutting at entries[0].index), at their places in a segment. */
+  noteAppended(entries: readonly Entry[], segment: number, offsets: readonly number[], sizes: readonly number[]): void {
+    const first = entries[0]!.index;
+    this.locations.truncateFrom(first);
+    if (this.locations.size === 0) this.locations.reset(first);
+    for (let k = 0; k < entries.length; k++) this.locations.push(segment, offsets[k]!, sizes[k]!);
+    if (first < this.cacheFirst + this.cache.length) this.dropCacheFrom(first);
+    if (this.cache.length === 0) this.cacheFirst = first;
+    for (const e of entries) {
+      this.cache.push(e);
+      this.cacheBytes += e.data.byteLength;
+    }
+    while (this.cacheBytes > CACHE_BYTES && this.cache.length > 1) {
+      this.cacheBytes -= this.cache.shift()!.data.byteLength;
+      this.cacheFirst++;
+    }
+  }
+
+  /** The log restarted after `index` (a snapshot installed). */
+  noteRestarted(index: Index): void {
+    this.locations.reset(index + 1);
+    this.cache = [];
+    this.cacheBytes = 0;
+    this.cacheFirst = index + 1;
+  }
+
+  /** Entries through `index` dropped. */
+  noteCompacted(index: Index): void {
+    this.locations.dropThrough(index);
+    while (this.cache.length > 0 && this.cacheFirst <= index) {
+      this.cacheBytes -= this.cache.shift()!.data.byteLength;
+      this.cacheFirst++;
+    }
+    if (this.cache.length === 0) this.cacheFirst = Math.max(this.cacheFirst, index + 1);
+  }
+
+  // --- reading ------------------------------------------------------------------------------------
+
+  private cached(i: Index): Entry | null {
+    const k = i - this.cacheFirst;
+    return k >= 0 && k < this.cache.length ? this.cache[k]! : null;
+  }
+
+  private dropCacheFrom(i: Index): void {
+    const keep = Math.max(0, i - this.cacheFirst);
+    for (const e of this.cache.splice(keep)) this.cacheBytes -= e.data.byteLength;
+  }
+
+  /**
+   * Entries from `lo` on, read from disk in one read: those lying one after the other in one segment,
+   * up to 1 MiB or the first cached one. Each is checked: its record holds, names this partition
+   * and index, and has the term the log's index says.
+   */
+  private readRun(lo: Index, hi: Index): Entry[] {
+    const locs = this.locations;
+    if (!locs.has(lo) || locs.segment(lo) === 0) throw this.corrupt(lo, 'entry missing from every segment');
+    const segment = locs.segment(lo);
+    const start = locs.offset(lo);
+    let end = start + locs.bytes(lo);
+    let j = lo + 1;
+    while (j < hi && end - start < 1 << 20 && this.cached(j) === null && locs.segment(j) === segment && locs.offset(j) === end) {
+      end += locs.bytes(j);
+      j++;
+    }
+    const buf = this.reader.read(segment, start, end - start);
+    const out: Entry[] = [];
+    let at = 0;
+    for (let i = lo; i < j; i++) {
+      const r = decodeRecord(buf, at, segment, start);
+      if (r === null || (r.kind !== RecordKind.Entry && r.kind !== RecordKind.Copy) || r.partition !== this.partition || r.index !== i) {
+        throw this.corrupt(i, `the record at ${this.reader.path(segment)}:${start + at} is not this entry's`);
+      }
+      const term = termAt(this.state, i);
+      if (r.term !== term) throw this.corrupt(i, `entry has term ${r.term}, the log's index says ${term}`);
+      out.push({ index: i, term: r.term, kind: r.entryKind as EntryKind, data: r.payload });
+      at += r.size;
+    }
+    return out;
+  }
+
+  private corrupt(index: Index | null, detail: string): StorageCorruptError {
+    return new StorageCorruptError({ path: this.reader.path(this.locations.has(index ?? -1) ? this.locations.segment(index!) : 0), partition: this.partition, index }, detail);
+  }
+}

@@ -1,0 +1,529 @@
+// The durable Raft log of a node: one append-only stream of records for the logs, hard states and
+// snapshot points of ALL its partitions, cut into preallocated segment files, so that one write and
+// one fdatasync persist the Readies of every group of a loop turn (docs/storage.md; DESIGN.md,
+// Persistence). Modelled on etcd's server/storage/wal (records with CRCs, torn-tail repair) and
+// tikv/raft-engine (one log for many Raft groups, an index in memory, purge by rewriting forward).
+//
+// The durability argument.
+// 1. Order: a turn's records go out in one writev at the end of the newest segment, then one
+//    fdatasync when the turn must be synced (new entries, a snapshot, a term or a vote). persist()
+//    returns after the sync, so the caller may send what depends on it. A turn that only moves commit
+//    indexes is written without one: losing it in a power cut loses only commit indexes, which Raft
+//    learns again; the next synced turn syncs it too (the same file).
+// 2. Atomicity: a crash can tear only what was not synced, at the end of the newest segment. On open
+//    the first record that fails its check ends the log there; the bytes after it are zeroed, unless
+//    a later record says they had been synced (segment.ts): that is damage, and the log refuses to
+//    open. So after any crash the log holds every synced turn, whole, and unsynced ones in order.
+// 3. Integrity: every record carries a CRC (seeded with its segment, holding its own offset), checked
+//    on every read; replay re-checks every invariant of transitions.ts; each segment starts with a
+//    checkpoint of every partition, which must agree with what replay built. A mismatch throws
+//    StorageCorruptError: the node refuses to start on a log it cannot trust.
+// 4. Failed I/O: after a failed write or fdatasync the store refuses every later write: the kernel
+//    may have dropped the dirty pages, so a retry could "succeed" without the data (fsyncgate). The
+//    node stops and restarts from disk.
+// 5. Deletion: a segment is deleted once no partition holds a live entry in it (compaction moved
+//    past them, or the few left were copied forward) and the next segment's checkpoint is synced.
+//
+// One writer: a LOCK file names the process holding the log; a second open fails while it lives.
+import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
+import { fsyncPath } from '../durable.js';
+import { StorageCorruptError } from '../storage-errors.js';
+import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
+import { PartitionView, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
+import { RecordKind, encodeRecord, jsonPayload, parseJsonPayload, recordSize, type DecodedRecord, type RecordFields } from './record.js';
+import { SEGMENT_HEADER_BYTES, createSegment, listSegments, scanSegment, segmentName, writeAll, zeroRange } from './segment.js';
+import { appendEntries, compactTo, installSnapshot, localSnapshot, setHardState } from './transitions.js';
+
+/** One partition's share of a loop turn's Ready, as persist() takes it. */
+export interface PersistItem {
+  readonly partition: number;
+  readonly hardState: HardState | null;
+  /** Appended after truncating any conflicting suffix at entries[0].index. */
+  readonly entries: readonly Entry[];
+  /** A snapshot received from the leader; its image must already be durable where `ref` says. */
+  readonly snapshot: SnapshotRecord | null;
+}
+
+export interface WalOptions {
+  /** Nominal size of a segment file (preallocated); a turn larger than that gets a larger segment. */
+  readonly segmentBytes?: number;
+}
+
+export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+
+/** A record to write: its fields and payload, and where it went once written. */
+interface Pending {
+  readonly fields: RecordFields;
+  readonly payload: Uint8Array;
+  segment: number;
+  offset: number;
+  size: number;
+}
+
+interface Segment {
+  readonly seq: number;
+  readonly fd: number;
+  /** Where the next record goes. */
+  end: number;
+  /** Offset below which the segment is known synced. Invariant: durable <= end. */
+  durable: number;
+  /** End of the checkpoint records that open the segment. */
+  checkpointEnd: number;
+}
+
+/** The checkpoint payload: a partition's LogState. */
+interface CheckpointPayload {
+  readonly hard: HardState;
+  readonly snap: SnapshotRecord | null;
+  readonly offset: Index;
+  readonly offsetTerm: number;
+  readonly last: Index;
+  readonly runStarts: readonly Index[];
+  readonly runTerms: readonly number[];
+}
+
+const held = new Set<string>();
+
+export class WalStore {
+  private readonly views = new Map<number, PartitionView>();
+  private readonly segments = new Map<number, Segment>();
+  private active!: Segment;
+  private failure: unknown = null;
+  private syncedWrites = 0;
+  private unsyncedWrites = 0;
+  private readonly reader: SegmentReader;
+
+  private constructor(
+    readonly dir: string,
+    private readonly segmentBytes: number,
+  ) {
+    this.reader = {
+      read: (seq, offset, bytes) => {
+        const s = this.segments.get(seq);
+        if (s === undefined) throw new StorageCorruptError({ path: this.segmentPath(seq), partition: null, index: null }, 'read of a deleted segment');
+        const buf = Buffer.allocUnsafe(bytes);
+        let done = 0;
+        while (done < bytes) {
+          const n = readSync(s.fd, buf, done, bytes - done, offset + done);
+          if (n === 0) break;
+          done += n;
+        }
+        return done === bytes ? buf : buf.subarray(0, done);
+      },
+      path: (seq) => this.segmentPath(seq),
+    };
+  }
+
+  /**
+   * Opens the log in `dir` (creating it), replays every segment, cuts a torn tail, and checks what
+   * it read. Throws StorageCorruptError on damage, and an Error when another process holds the log.
+   */
+  static async open(dir: string, opts: WalOptions = {}): Promise<WalStore> {
+    const abs = resolve(dir);
+    mkdirSync(abs, { recursive: true });
+    lock(abs);
+    try {
+      const store = new WalStore(abs, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES);
+      store.replay();
+      return store;
+    } catch (err) {
+      unlock(abs);
+      throw err;
+    }
+  }
+
+  /**
+   * The view of partition p. `voters` are the group's voters before its first snapshot
+   * (MemoryStorage's constructor argument); later the snapshot's.
+   */
+  partition(p: number, voters: readonly NodeId[]): PartitionLog {
+    invariant(Number.isSafeInteger(p) && p >= 0 && p < 2 ** 32, `partition ${p} is not a non-negative 32-bit integer`);
+    const view = this.view(p);
+    if (view.voters.length > 0) invariant(sameVoters(view.voters, voters), `partition ${p} reopened with other voters`);
+    view.voters = voters.slice();
+    return view;
+  }
+
+  /**
+   * Persists a loop turn's Readies, of any number of partitions, in one write. Per item: install the
+   * snapshot (the log restarts after it), cut the suffix from entries[0].index and append, then save
+   * the hard state. Synced before it returns when `mustSync`. Every item is checked first: a refused
+   * item (InvariantError) writes nothing of the batch.
+   */
+  persist(batch: readonly PersistItem[], mustSync: boolean): void {
+    if (batch.every((i) => i.snapshot === null && i.entries.length === 0 && i.hardState === null)) return;
+    const next = new Map<number, LogState>();
+    const records: Pending[] = [];
+    for (const item of batch) {
+      const p = item.partition;
+      let s = next.get(p) ?? this.view(p).state;
+      if (item.snapshot !== null) {
+        s = installSnapshot(p, s, item.snapshot);
+        records.push(pending(RecordKind.InstalledSnapshot, p, item.snapshot.meta.term, item.snapshot.meta.index, jsonPayload(item.snapshot)));
+      }
+      if (item.entries.length > 0) {
+        s = appendEntries(p, s, item.entries);
+        for (const e of item.entries) records.push(pending(RecordKind.Entry, p, e.term, e.index, e.data, e.kind));
+      }
+      if (item.hardState !== null) {
+        s = setHardState(p, s, item.hardState);
+        records.push(pending(RecordKind.HardState, p, item.hardState.term, item.hardState.commit, jsonPayload({ vote: item.hardState.vote })));
+      }
+      next.set(p, s);
+    }
+    this.write(records, mustSync);
+    // On disk: now the views follow, record by record, in the order written.
+    let k = 0;
+    for (const item of batch) {
+      const view = this.view(item.partition);
+      if (item.snapshot !== null) {
+        view.noteRestarted(item.snapshot.meta.index);
+        k++;
+      }
+      if (item.entries.length > 0) {
+        const written = records.slice(k, k + item.entries.length);
+        view.noteAppended(item.entries, written[0]!.segment, written.map((r) => r.offset), written.map((r) => r.size));
+        k += item.entries.length;
+      }
+      if (item.hardState !== null) k++;
+    }
+    for (const [p, s] of next) this.view(p).state = s;
+  }
+
+  /** Synced writes (each one fdatasync) since open: persists, compactions, snapshots, rewrites. */
+  get syncs(): number {
+    return this.syncedWrites;
+  }
+
+  /** Writes without an fdatasync (commit indexes only) since open. */
+  get unsynced(): number {
+    return this.unsyncedWrites;
+  }
+
+  /** Segment files now, oldest first. */
+  segmentFiles(): string[] {
+    return [...this.segments.keys()].sort((a, b) => a - b).map((seq) => this.segmentPath(seq));
+  }
+
+  /**
+   * Drops partition p's entries up to and including `index` (a no-op at or below the current first
+   * index - 1). Never past the recorded snapshot: the log is the only copy of entries the snapshot
+   * does not cover.
+   */
+  compact(p: number, index: Index): void {
+    const view = this.view(p);
+    const s = compactTo(p, view.state, index);
+    if (s === view.state) return;
+    this.write([pending(RecordKind.Compaction, p, s.offsetTerm, index, new Uint8Array(0))], true);
+    view.state = s;
+    view.noteCompacted(index);
+    this.purge();
+  }
+
+  /**
+   * Records a snapshot taken locally (its image already durable where `ref` says) and compacts the
+   * log to `to` (default: the snapshot's index; lower keeps a tail for followers slightly behind,
+   * sparing them a snapshot).
+   */
+  recordSnapshot(p: number, meta: SnapshotMeta, ref: string, to: Index = meta.index): void {
+    const view = this.view(p);
+    const s = localSnapshot(p, view.state, meta, ref, to);
+    this.write([pending(RecordKind.LocalSnapshot, p, meta.term, meta.index, jsonPayload({ meta, ref, compactTo: to }))], true);
+    view.state = s;
+    view.noteCompacted(s.offset);
+    this.purge();
+  }
+
+  /**
+   * Writes `log`, a partition's whole log from another store (the SQLite log this one replaced), as
+   * partition p's: its snapshot point and hard state, and its entries, in one synced write. The
+   * partition must be empty here.
+   */
+  adopt(p: number, log: { hardState(): HardState; snapshotRef(): string | null; snapshot(): { meta: SnapshotMeta }; firstIndex(): Index; lastIndex(): Index; term(i: Index): number; entries(lo: Index, hi: Index, maxBytes: number): Entry[] }): void {
+    const view = this.view(p);
+    invariant(view.state === emptyLogState, `partition ${p} is not empty: nothing is adopted over it`);
+    const ref = log.snapshotRef();
+    const offset = log.firstIndex() - 1;
+    const hard = log.hardState();
+    const start: CheckpointPayload = {
+      hard: { ...hard, commit: Math.min(hard.commit, offset) },
+      snap: ref === null ? null : { meta: log.snapshot().meta, ref },
+      offset,
+      offsetTerm: log.term(offset),
+      last: offset,
+      runStarts: [],
+      runTerms: [],
+    };
+    const records = [pending(RecordKind.Checkpoint, p, hard.term, offset, jsonPayload(start))];
+    const last = log.lastIndex();
+    if (last > offset) for (const e of log.entries(offset + 1, last + 1, Infinity)) records.push(pending(RecordKind.Entry, p, e.term, e.index, e.data, e.kind));
+    records.push(pending(RecordKind.HardState, p, hard.term, hard.commit, jsonPayload({ vote: hard.vote })));
+    this.write(records, true);
+    // The view follows exactly as a replay of these records would make it.
+    for (const r of records) {
+      const written: DecodedRecord = { ...r.fields, offset: r.offset, size: r.size, frontier: 0, payload: r.payload };
+      this.replayRecord(written, r.segment, this.segmentPath(r.segment));
+    }
+  }
+
+  /** Reads partition p's whole log back from disk, checking every record. */
+  verify(p: number): VerifyReport {
+    return this.view(p).verify();
+  }
+
+  close(): void {
+    for (const s of this.segments.values()) closeSync(s.fd);
+    this.segments.clear();
+    this.views.clear();
+    unlock(this.dir);
+  }
+
+  // --- writing ------------------------------------------------------------------------------------
+
+  /** Appends `records` at the end of the newest segment (a new one when full), synced if `sync`. */
+  private write(records: Pending[], sync: boolean): void {
+    if (this.failure !== null) throw new Error('the write-ahead log failed a write earlier; restart the node', { cause: this.failure });
+    try {
+      const bytes = records.reduce((n, r) => n + recordSize(r.payload.byteLength), 0);
+      if (this.active.end + bytes > this.segmentBytes && this.active.end > this.active.checkpointEnd) this.rollover();
+      const seg = this.active;
+      const buffers: Uint8Array[] = [];
+      let pos = seg.end;
+      for (const r of records) {
+        buffers.push(...encodeRecord(r.fields, r.payload, pos, seg.durable, seg.seq));
+        r.segment = seg.seq;
+        r.offset = pos;
+        r.size = recordSize(r.payload.byteLength);
+        pos += r.size;
+      }
+      writeAll(seg.fd, buffers, seg.end);
+      seg.end = pos;
+      if (sync) {
+        fdatasyncSync(seg.fd);
+        seg.durable = pos;
+        this.syncedWrites++;
+      } else {
+        this.unsyncedWrites++;
+      }
+    } catch (err) {
+      if (!(err instanceof InvariantError)) this.failure = err;
+      throw err;
+    }
+  }
+
+  /** Closes the newest segment (synced whole) and starts the next with a checkpoint of every partition. */
+  private rollover(): void {
+    const old = this.active;
+    if (old.durable < old.end) {
+      fdatasyncSync(old.fd);
+      old.durable = old.end;
+    }
+    this.startSegment(old.seq + 1);
+  }
+
+  private startSegment(seq: number): void {
+    const fd = createSegment(this.dir, seq, this.segmentBytes);
+    const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES };
+    this.segments.set(seq, seg);
+    this.active = seg;
+    const checkpoints: Pending[] = [];
+    for (const view of [...this.views.values()].sort((a, b) => a.partition - b.partition)) {
+      const s = view.state;
+      if (s === emptyLogState) continue;
+      const payload: CheckpointPayload = { hard: s.hard, snap: s.snap, offset: s.offset, offsetTerm: s.offsetTerm, last: s.last, runStarts: s.runStarts, runTerms: s.runTerms };
+      checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
+    }
+    if (checkpoints.length > 0) this.write(checkpoints, true);
+    seg.checkpointEnd = seg.end;
+  }
+
+  /**
+   * Deletes the oldest segments no partition needs. When only a few entries hold the oldest one
+   * back (a partition whose snapshot lags), they are copied forward first, as raft-engine purges.
+   */
+  private purge(): void {
+    for (;;) {
+      const seqs = [...this.segments.keys()].sort((a, b) => a - b);
+      const oldest = seqs[0]!;
+      if (oldest === this.active.seq) return;
+      const holders = [...this.views.values()].filter((v) => v.locations.holds(oldest));
+      if (holders.length > 0 && !this.copyForward(oldest, holders)) return;
+      const seg = this.segments.get(oldest)!;
+      closeSync(seg.fd);
+      this.segments.delete(oldest);
+      rmSync(this.segmentPath(oldest), { force: true });
+      fsyncPath(this.dir);
+    }
+  }
+
+  /** Copies the live entries of `segment` forward when they are few; whether it did. */
+  private copyForward(segment: number, holders: PartitionView[]): boolean {
+    const moves: { view: PartitionView; index: Index }[] = [];
+    let bytes = 0;
+    for (const view of holders) {
+      for (const index of view.locations.indexesIn(segment)) {
+        moves.push({ view, index });
+        bytes += view.locations.bytes(index);
+      }
+    }
+    // Copy at most a quarter of a segment, and only once the log holds three segments: a partition
+    // that holds more is about to snapshot, and copying would only write the same bytes twice.
+    if (this.segments.size < 3 || bytes > this.segmentBytes / 4) return false;
+    const records: Pending[] = [];
+    for (const { view, index } of moves) {
+      const e = view.entries(index, index + 1, Infinity)[0]!;
+      records.push(pending(RecordKind.Copy, view.partition, e.term, e.index, e.data, e.kind));
+    }
+    this.write(records, true);
+    records.forEach((r, k) => moves[k]!.view.locations.set(moves[k]!.index, r.segment, r.offset, r.size));
+    return true;
+  }
+
+  // --- replay -------------------------------------------------------------------------------------
+
+  private replay(): void {
+    const seqs = listSegments(this.dir);
+    if (seqs.length === 0) {
+      this.startSegment(1);
+      return;
+    }
+    for (const [k, seq] of seqs.entries()) {
+      const path = this.segmentPath(seq);
+      const newest = k === seqs.length - 1;
+      const fd = openSync(path, newest ? 'r+' : 'r');
+      const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES };
+      this.segments.set(seq, seg);
+      const scanned = scanSegment(readFileSync(path), seq, path, newest);
+      let checkpoints = true;
+      for (const r of scanned.records) {
+        if (r.kind !== RecordKind.Checkpoint) checkpoints = false;
+        this.replayRecord(r, seq, path);
+        if (checkpoints) seg.checkpointEnd = r.offset + r.size;
+      }
+      seg.end = scanned.end;
+      if (newest) {
+        // A torn tail is cut before anything is appended there; what was read is synced now (a
+        // crash of the process leaves it in the page cache only).
+        if (scanned.dirtyTo > scanned.end) zeroRange(fd, scanned.end, scanned.dirtyTo);
+        else fdatasyncSync(fd);
+      }
+      seg.durable = seg.end;
+      this.active = seg;
+    }
+    for (const view of this.views.values()) {
+      const unknown = view.locations.firstUnknown();
+      if (unknown !== null) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: unknown }, 'entry missing from every segment');
+      const s = view.state;
+      if (s.hard.commit > s.last) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: null }, `commit ${s.hard.commit} past the last index ${s.last}`);
+    }
+  }
+
+  private replayRecord(r: DecodedRecord, seq: number, path: string): void {
+    const p = r.partition;
+    const view = this.view(p);
+    const corrupt = (detail: string, cause?: unknown): StorageCorruptError =>
+      new StorageCorruptError({ path, partition: p, index: r.index }, `${detail} (record at ${r.offset})`, cause === undefined ? undefined : { cause });
+    try {
+      switch (r.kind) {
+        case RecordKind.Entry: {
+          const entry: Entry = { index: r.index, term: r.term, kind: r.entryKind as Entry['kind'], data: new Uint8Array(0) };
+          view.state = appendEntries(p, view.state, [entry]);
+          view.locations.truncateFrom(r.index);
+          if (view.locations.size === 0) view.locations.reset(r.index);
+          view.locations.push(seq, r.offset, r.size);
+          break;
+        }
+        case RecordKind.Copy:
+          if (view.locations.has(r.index) && r.index > view.state.offset && r.index <= view.state.last && view.term(r.index) === r.term) {
+            view.locations.set(r.index, seq, r.offset, r.size);
+          }
+          break;
+        case RecordKind.HardState: {
+          const { vote } = parseJsonPayload(r.payload) as { vote: NodeId | null };
+          view.state = setHardState(p, view.state, { term: r.term, vote, commit: r.index });
+          break;
+        }
+        case RecordKind.InstalledSnapshot:
+          view.state = installSnapshot(p, view.state, parseJsonPayload(r.payload) as SnapshotRecord);
+          view.locations.reset(r.index + 1);
+          break;
+        case RecordKind.LocalSnapshot: {
+          const { meta, ref, compactTo: to } = parseJsonPayload(r.payload) as { meta: SnapshotMeta; ref: string; compactTo: Index };
+          view.state = localSnapshot(p, view.state, meta, ref, to);
+          view.locations.dropThrough(view.state.offset);
+          break;
+        }
+        case RecordKind.Compaction:
+          view.state = compactTo(p, view.state, r.index);
+          view.locations.dropThrough(view.state.offset);
+          break;
+        case RecordKind.Checkpoint: {
+          const c = parseJsonPayload(r.payload) as CheckpointPayload;
+          const s: LogState = { hard: c.hard, snap: c.snap, offset: c.offset, offsetTerm: c.offsetTerm, last: c.last, runStarts: c.runStarts, runTerms: c.runTerms };
+          if (view.state === emptyLogState) {
+            // The segments before this one are gone: the entries' places come from copies further on.
+            view.state = s;
+            view.locations.reset(s.offset + 1);
+            for (let i = s.offset + 1; i <= s.last; i++) view.locations.push(0, 0, 0);
+          } else if (!sameLogState(view.state, s)) {
+            throw corrupt('the checkpoint disagrees with the log before it');
+          }
+          break;
+        }
+        default:
+          throw corrupt(`unknown record kind ${String(r.kind)}`);
+      }
+    } catch (err) {
+      if (err instanceof StorageCorruptError) throw err;
+      throw corrupt(`replay refused the record: ${(err as Error).message}`, err);
+    }
+  }
+
+  private view(p: number): PartitionView {
+    let v = this.views.get(p);
+    if (v === undefined) {
+      v = new PartitionView(p, this.reader);
+      this.views.set(p, v);
+    }
+    return v;
+  }
+
+  private segmentPath(seq: number): string {
+    return join(this.dir, segmentName(seq));
+  }
+}
+
+function pending(kind: RecordKind, partition: number, term: number, index: number, payload: Uint8Array, entryKind = 0): Pending {
+  return { fields: { kind, entryKind, partition, term, index }, payload, segment: 0, offset: 0, size: 0 };
+}
+
+/**
+ * Takes the log's LOCK file for this process: refused while the process it names lives (or another
+ * store of this process holds the log).
+ */
+function lock(dir: string): void {
+  if (held.has(dir)) throw new Error(`the write-ahead log in ${dir} is already open in this process`);
+  const file = join(dir, 'LOCK');
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`the write-ahead log in ${dir} is held by process ${pid}`);
+  }
+  writeFileSync(file, `${process.pid}\n`);
+  held.add(dir);
+}
+
+function unlock(dir: string): void {
+  if (!held.delete(dir)) return;
+  rmSync(join(dir, 'LOCK'), { force: true });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
