@@ -1146,12 +1146,11 @@ t.test('round trip: attribute keys with line breaks', async (t) => {
   // Compared as printable text: raw line breaks would break TAP's own output.
   const names = (o: Record<string, string> | null | undefined): string[] => Object.keys(o ?? {}).map(printable).sort();
   t.same(names(got?.attributes), names(attrs), 'every key comes back from receive');
-  const sub = (await must(201, 'POST', `/v1/topics/${RTT}/subscriptions`, { name: 'bi-rt-breaks', filter: { attributes: attrs } }, rtToken)) as {
-    filter: Record<string, string> | null;
-  };
-  t.same(names(sub.filter), names(attrs), 'every key of the filter comes back in the 201');
-  const read = (await must(200, 'GET', `/v1/topics/${RTT}/subscriptions/bi-rt-breaks`, undefined, rtToken)) as { filter: Record<string, string> | null };
-  t.same(names(read.filter), names(attrs), 'and from GET');
+  type Filtered = { filter: { attributes: Record<string, string> } | null };
+  const sub = (await must(201, 'POST', `/v1/topics/${RTT}/subscriptions`, { name: 'bi-rt-breaks', filter: { attributes: attrs } }, rtToken)) as Filtered;
+  t.same(names(sub.filter?.attributes), names(attrs), 'every key of the filter comes back in the 201');
+  const read = (await must(200, 'GET', `/v1/topics/${RTT}/subscriptions/bi-rt-breaks`, undefined, rtToken)) as Filtered;
+  t.same(names(read.filter?.attributes), names(attrs), 'and from GET');
   await must(204, 'DELETE', `/v1/topics/${RTT}/subscriptions/bi-rt-breaks`, undefined, rtToken);
 });
 
