@@ -3,17 +3,21 @@
 //   tick timer ──► tick every replica
 //   any input  ──► schedule one loop turn:
 //     1. collect the Ready of every replica that has one
-//     2. persist every Ready's log writes in ONE write and fdatasync of the write-ahead log (not one per group)
+//     2. write every Ready's log writes in ONE write of the write-ahead log (not one per group), send
+//        the leaders' appends and heartbeats, and await ONE fdatasync on the thread pool
 //     3. install received snapshots into the state databases
-//     4. send every message, grouped by peer by the transport
+//     4. send every other message, grouped by peer by the transport
 //     5. apply committed entries (each partition's state database), settle waiting requests
 //     6. advance
 //
-// Many client requests proposed between two turns share the turn's one append and one fsync (group
-// commit). Messages leave only after step 2, so nothing depends on a write that is not durable.
+// Many client requests proposed between two turns share the turn's one write and one fsync (group
+// commit), and while a sync is in flight the event loop goes on: requests arrive and the next turn's
+// batch grows. Acknowledgements and votes leave only after step 2's sync, and a leader counts itself
+// toward a commit only at advance (pipelined persistence, Raft thesis §10.2.1), so nothing depends
+// on a write that is not durable.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Message, NodeId, Ready, Role } from '../raft/index.js';
+import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
@@ -406,19 +410,35 @@ export class NodeHost {
         const snapshot = rd.snapshot === null ? null : { meta: rd.snapshot.meta, ref: new TextDecoder().decode(rd.snapshot.data) };
         batch.push({ partition: r.partition, hardState: rd.hardState, entries: rd.entries, snapshot });
       }
+      const early = new Set<Message>();
       if (batch.length > 0) {
-        this.logStore.persist(batch, readies.some(([, rd]) => rd.mustSync));
+        this.logStore.append(batch);
         this.counters.persists++;
         for (const b of batch) {
           this.counters.entries += b.entries.length;
           for (const e of b.entries) this.logBytes[b.partition]! += e.data.length;
+        }
+        if (readies.some(([, rd]) => rd.mustSync)) {
+          // Pipelined persistence (Raft thesis §10.2.1): a leader's appends and heartbeats leave
+          // while its own write is synced on the thread pool; it counts itself toward a commit only
+          // at advance(), after the sync. Acknowledgements and votes wait for the sync.
+          const out: { partition: number; message: Message }[] = [];
+          for (const [r, rd] of readies) {
+            for (const message of rd.messages) {
+              if (!sendableBeforePersist(rd, message)) continue;
+              early.add(message);
+              out.push({ partition: r.partition, message });
+            }
+          }
+          if (out.length > 0) this.opts.outbox.send(out);
+          await this.logStore.sync();
         }
       }
       // The image is durable (fetched and fsynced) before the log is cut to it, so a crash right here
       // is mended on open: a state database behind the compacted log is replaced by the image.
       for (const [r, rd] of readies) if (rd.snapshot !== null) await this.installSnapshot(r, rd);
       const out: { partition: number; message: Message }[] = [];
-      for (const [r, rd] of readies) for (const message of rd.messages) out.push({ partition: r.partition, message });
+      for (const [r, rd] of readies) for (const message of rd.messages) if (!early.has(message)) out.push({ partition: r.partition, message });
       if (out.length > 0) this.opts.outbox.send(out);
       for (const [r, rd] of readies) {
         r.applyReady(rd);

@@ -5,5 +5,5 @@ export { majority, committedIndex, tally, hasQuorum, VoteResult } from './quorum
 export { Progress, ProgressState, Inflights } from './progress.js';
 export { RaftLog } from './log.js';
 export { Raft, type Config, type ProposalTicket } from './raft.js';
-export { RawNode, type Ready, type SoftState } from './raw-node.js';
+export { RawNode, sendableBeforePersist, type Ready, type SoftState } from './raw-node.js';
 export { ProposalTracker, Outcome } from './proposals.js';

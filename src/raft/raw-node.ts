@@ -2,7 +2,7 @@ import { invariant } from './errors.js';
 import { Raft, type Config, type ProposalTicket } from './raft.js';
 import type { Storage } from './storage.js';
 import type { Entry, HardState, Index, Message, NodeId, ReadState, Role, Snapshot, Term } from './types.js';
-import { entriesSize } from './types.js';
+import { entriesSize, isResponse } from './types.js';
 
 export interface SoftState {
   readonly leader: NodeId | null;
@@ -17,7 +17,8 @@ export interface SoftState {
  *    must be durable before the log is cut to it, and reach the state machine before the committed
  *    entries after it are applied (a state machine found behind the log on restart is reloaded from it).
  * 2. Send `messages`. They may depend on step 1 (a granted vote, an append acknowledgement): never
- *    send them before it is durable.
+ *    send them before it is durable, except those `sendableBeforePersist` allows (a leader's appends
+ *    and heartbeats: pipelined persistence, Raft thesis §10.2.1).
  * 3. Apply `committedEntries` in order; serve `readStates` once applied reaches their index; fail the
  *    reads in `abortedReads` (leadership was lost).
  * 4. Call advance(ready).
@@ -32,6 +33,8 @@ export interface Ready {
   readonly entries: readonly Entry[];
   readonly snapshot: Snapshot | null;
   readonly mustSync: boolean;
+  /** Whether the hard state's term or vote changed: then every message waits for the sync. */
+  readonly termOrVoteChanged: boolean;
   readonly messages: readonly Message[];
   readonly committedEntries: readonly Entry[];
   readonly readStates: readonly ReadState[];
@@ -127,6 +130,7 @@ export class RawNode {
       entries,
       snapshot,
       mustSync: entries.length > 0 || snapshot !== null || hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote,
+      termOrVoteChanged: hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote,
       messages: r.msgs,
       committedEntries: r.log.nextCommitted(this.maxCommittedSizePerReady),
       readStates: r.readStates,
@@ -158,6 +162,18 @@ export class RawNode {
       r.reduceUncommitted(entriesSize(rd.committedEntries));
     }
   }
+}
+
+/**
+ * Whether `m`, a message of `rd`, may leave while rd's write is still being synced (pipelined
+ * persistence, Raft thesis §10.2.1). A leader's appends and heartbeats may: it counts itself toward a
+ * commit only once its own write is durable (advance() is called after the sync), and a follower
+ * acknowledges only what it made durable itself. Never a response (an acknowledgement, a granted
+ * vote), nor anything of a Ready that installs a snapshot or changes the term or the vote: a vote or
+ * term forgotten in a crash would allow two leaders in one term.
+ */
+export function sendableBeforePersist(rd: Ready, m: Message): boolean {
+  return !rd.termOrVoteChanged && rd.snapshot === null && !isResponse(m);
 }
 
 function sameSoft(a: SoftState, b: SoftState): boolean {

@@ -5,11 +5,12 @@
 // tikv/raft-engine (one log for many Raft groups, an index in memory, purge by rewriting forward).
 //
 // The durability argument.
-// 1. Order: a turn's records go out in one writev at the end of the newest segment, then one
-//    fdatasync when the turn must be synced (new entries, a snapshot, a term or a vote). persist()
-//    returns after the sync, so the caller may send what depends on it. A turn that only moves commit
-//    indexes is written without one: losing it in a power cut loses only commit indexes, which Raft
-//    learns again; the next synced turn syncs it too (the same file).
+// 1. Order: a turn's records go out in one writev at the end of the newest segment (append()), then
+//    one fdatasync when the turn must be synced (new entries, a snapshot, a term or a vote), on the
+//    thread pool (sync()); the caller sends what depends on the turn only once sync() resolved.
+//    persist() does both on the event loop. A turn that only moves commit indexes is written without
+//    a sync: losing it in a power cut loses only commit indexes, which Raft learns again; the next
+//    sync covers it too (the same file).
 // 2. Atomicity: a crash can tear only what was not synced, at the end of the newest segment. On open
 //    the first record that fails its check ends the log there; the bytes after it are zeroed, unless
 //    a later record says they had been synced (segment.ts): that is damage, and the log refuses to
@@ -25,7 +26,8 @@
 //    past them, or the few left were copied forward) and the next segment's checkpoint is synced.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
@@ -85,6 +87,7 @@ interface CheckpointPayload {
 }
 
 const held = new Set<string>();
+const fdatasyncAsync = promisify(fdatasync);
 
 export class WalStore {
   private readonly views = new Map<number, PartitionView>();
@@ -153,6 +156,16 @@ export class WalStore {
    * item (InvariantError) writes nothing of the batch.
    */
   persist(batch: readonly PersistItem[], mustSync: boolean): void {
+    this.append(batch);
+    if (mustSync) this.syncNow();
+  }
+
+  /**
+   * Writes a loop turn's batch as persist() does, without syncing it: sync() makes it durable. The
+   * views answer with it at once (the core reads what it handed out), but nothing that depends on it
+   * may leave the node before sync() resolved.
+   */
+  append(batch: readonly PersistItem[]): void {
     if (batch.every((i) => i.snapshot === null && i.entries.length === 0 && i.hardState === null)) return;
     const next = new Map<number, LogState>();
     const records: Pending[] = [];
@@ -173,8 +186,8 @@ export class WalStore {
       }
       next.set(p, s);
     }
-    this.write(records, mustSync);
-    // On disk: now the views follow, record by record, in the order written.
+    this.write(records, false);
+    // Written: now the views follow, record by record, in the order written.
     let k = 0;
     for (const item of batch) {
       const view = this.view(item.partition);
@@ -192,12 +205,51 @@ export class WalStore {
     for (const [p, s] of next) this.view(p).state = s;
   }
 
-  /** Synced writes (each one fdatasync) since open: persists, compactions, snapshots, rewrites. */
+  /**
+   * Makes everything written so far durable: one fdatasync of the newest segment on libuv's thread
+   * pool, so the event loop goes on (requests arrive, the next turn's batch grows) while the disk
+   * works. A failure fails every later write too (see the header, point 4).
+   */
+  async sync(): Promise<void> {
+    this.checkUsable();
+    const seg = this.active;
+    const target = seg.end;
+    if (seg.durable >= target) return;
+    try {
+      await fdatasyncAsync(seg.fd);
+    } catch (err) {
+      this.failure = err;
+      throw err;
+    }
+    seg.durable = Math.max(seg.durable, target);
+    this.syncedWrites++;
+  }
+
+  /** sync(), on the event loop: for writes that are rare or must be durable before the call returns. */
+  private syncNow(): void {
+    this.checkUsable();
+    const seg = this.active;
+    if (seg.durable >= seg.end) return;
+    try {
+      fdatasyncSync(seg.fd);
+    } catch (err) {
+      this.failure = err;
+      throw err;
+    }
+    seg.durable = seg.end;
+    this.syncedWrites++;
+  }
+
+  private checkUsable(): void {
+    if (this.failure !== null) throw new Error('the write-ahead log failed a write earlier; restart the node', { cause: this.failure });
+  }
+
+  /** fdatasync calls since open: persists, compactions, snapshots, copies forward. */
   get syncs(): number {
     return this.syncedWrites;
   }
 
-  /** Writes without an fdatasync (commit indexes only) since open. */
+  /** Writes not synced by themselves (a turn's batch before its sync, a commit index) since open. */
   get unsynced(): number {
     return this.unsyncedWrites;
   }
@@ -284,7 +336,7 @@ export class WalStore {
 
   /** Appends `records` at the end of the newest segment (a new one when full), synced if `sync`. */
   private write(records: Pending[], sync: boolean): void {
-    if (this.failure !== null) throw new Error('the write-ahead log failed a write earlier; restart the node', { cause: this.failure });
+    this.checkUsable();
     try {
       const bytes = records.reduce((n, r) => n + recordSize(r.payload.byteLength), 0);
       if (this.active.end + bytes > this.segmentBytes && this.active.end > this.active.checkpointEnd) this.rollover();

@@ -1,6 +1,10 @@
 // A deterministic simulator of a Raft group: a virtual clock, a seeded network that drops, duplicates,
 // delays and reorders messages, partitions (symmetric and one-way), crashes at any point of a Ready
 // (losing every write not yet synced), restarts, compaction with snapshots and leadership transfers.
+// Persistence is pipelined as the node host does it (Raft thesis §10.2.1): a Ready's write is done at
+// once but synced some time later; meanwhile the node steps messages and proposals, and a leader's
+// appends and heartbeats leave before the sync (sendableBeforePersist); the rest of the Ready (its
+// other messages, apply, advance) waits for the sync. A crash before the sync loses the write.
 // After every step it checks the safety properties of §5 (see checkNow and the apply/persist hooks);
 // in liveness mode it then heals a majority and requires progress within a bound.
 import {
@@ -8,6 +12,7 @@ import {
   ProposalDroppedError,
   RawNode,
   nodeId,
+  sendableBeforePersist,
   type Entry,
   type HardState,
   type Index,
@@ -61,7 +66,15 @@ export interface SimOptions {
   readonly maxUncommittedBytes: number;
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
+  /**
+   * Sends acknowledgements before their write is synced: a deliberately broken host, for the test
+   * that shows the simulator catches it. Never set otherwise.
+   */
+  readonly brokenEarlyAcks?: boolean;
 }
+
+/** Time units a sync may take: 0 completes it in the next step. */
+const MAX_SYNC_DELAY = 4;
 
 export const TICK = 10;
 export const ELECTION_TICK = 10;
@@ -126,6 +139,11 @@ class SimNode {
   tickPhase: number;
   /** ReadStates waiting for apply: [readIndex, acked count when the read was issued]. */
   reads: [Index, number][] = [];
+  /**
+   * The Ready whose write is done but not yet synced: until `at`, when the rest of it runs. `before`
+   * is the storage as it was durable; a crash meanwhile goes back to it.
+   */
+  syncing: { readonly rd: Ready; readonly at: number; readonly before: MemoryStorage; readonly early: ReadonlySet<Message> } | null = null;
 
   constructor(
     readonly id: NodeId,
@@ -237,7 +255,13 @@ export class Simulation {
   private crash(n: SimNode, why: string): void {
     if (n.raw === null) return;
     n.raw = null;
-    // Every write not yet synced is lost: only the commit index of the hard state can be unsynced.
+    // Every write not yet synced is lost: a Ready whose sync was in flight, and a hard state's commit
+    // index written without a sync.
+    if (n.syncing !== null) {
+      n.storage = n.syncing.before;
+      n.syncing = null;
+    }
+    this.pendingCrash.delete(n);
     n.storage.setHardState(n.durableHard);
     // Mostly a quick restart (a process manager), sometimes a long outage.
     n.downUntil = this.now + (this.rng.chance(0.5) ? this.rng.range(1, 3 * TICK) : this.rng.range(TICK, 40 * TICK));
@@ -370,15 +394,60 @@ export class Simulation {
   // ---- the Ready loop, with the crash model ----
 
   private handleReadies(n: SimNode): void {
-    while (n.raw !== null && n.raw.hasReady()) {
+    while (n.raw !== null && n.syncing === null && n.raw.hasReady()) {
       const rd = n.raw.ready();
-      // Where, if anywhere, this Ready is interrupted by a crash: 0 before persisting, 1 before
-      // sending, 2 part-way through applying, 3 before advance.
+      // Where, if anywhere, this Ready is interrupted by a crash: 0 before its write, 1 after the write
+      // (and the messages that may leave before the sync) but before the sync, 2 part-way through
+      // applying, 3 before advance.
       const crashAt = this.crashPoint(n, rd);
       if (crashAt === 0) return this.crash(n, 'before persist');
+      // A snapshot is installed and synced in line, as the host does; a write that needs no sync (a
+      // commit index) needs no wait.
+      const pipelined = rd.mustSync && rd.snapshot === null;
+      const before = pipelined ? n.storage.clone() : null;
       this.persist(n, rd);
-      if (crashAt === 1) return this.crash(n, 'after persist');
+      if (before === null) {
+        if (rd.mustSync) n.durableHard = n.storage.hardState();
+        if (crashAt === 1) return this.crash(n, 'after persist');
+        this.finishReady(n, rd, crashAt, new Set());
+        continue;
+      }
+      const early = new Set(rd.messages.filter((m) => sendableBeforePersist(rd, m) || (this.opts.brokenEarlyAcks === true && m.type === 'app-resp' && !rd.termOrVoteChanged)));
+      for (const m of early) {
+        this.checkDurableBeforeSend(n, m);
+        this.send(m);
+      }
+      if (crashAt === 1) {
+        n.syncing = { rd, at: this.now, before, early };
+        return this.crash(n, 'before the sync');
+      }
+      n.syncing = { rd, at: this.now + this.rng.int(MAX_SYNC_DELAY + 1), before, early };
+      if (crashAt >= 2) this.pendingCrash.set(n, crashAt);
+    }
+  }
+
+  /** Crash points (2, 3) drawn for a Ready whose sync was in flight, taken once it completes. */
+  private readonly pendingCrash = new Map<SimNode, number>();
+
+  /** Completes the syncs that are due, and runs the rest of their Readies. */
+  private completeSyncs(): void {
+    for (const n of this.nodes.values()) {
+      const s = n.syncing;
+      if (n.raw === null || s === null || s.at > this.now) continue;
+      n.syncing = null;
+      n.durableHard = n.storage.hardState();
+      const crashAt = this.pendingCrash.get(n) ?? -1;
+      this.pendingCrash.delete(n);
+      this.finishReady(n, s.rd, crashAt, s.early);
+    }
+  }
+
+  /** A Ready once its write is durable: its other messages, apply, reads, advance. */
+  private finishReady(n: SimNode, rd: Ready, crashAt: number, sent: ReadonlySet<Message>): void {
+    if (n.raw === null) return;
+    {
       for (const m of rd.messages) {
+        if (sent.has(m)) continue;
         this.checkDurableBeforeSend(n, m);
         this.send(m);
       }
@@ -395,8 +464,9 @@ export class Simulation {
 
   /**
    * Where, if anywhere, this Ready is interrupted by a crash. The nemesis aims at writes that are not
-   * synced: ten times likelier while the Ready holds one, and very likely (after its messages left)
-   * when the unsynced write is a term or a vote, which the core must never leave unsynced.
+   * synced: ten times likelier while the Ready holds one, very likely (after its messages left) when
+   * the unsynced write is a term or a vote, which the core must never leave unsynced, and likelier
+   * between a follower's write of entries and its sync, the window that pipelining opens.
    */
   private crashPoint(n: SimNode, rd: Ready): number {
     if (this.crashInReady === 0) return -1;
@@ -404,6 +474,7 @@ export class Simulation {
     if (unsynced && (rd.hardState!.term !== n.durableHard.term || rd.hardState!.vote !== n.durableHard.vote)) {
       if (this.rng.chance(0.5)) return this.rng.range(2, 3);
     }
+    if (rd.entries.length > 0 && rd.messages.some((m) => m.type === 'app-resp') && this.rng.chance(this.crashInReady * 20)) return 1;
     return this.rng.chance(this.crashInReady * (unsynced ? 10 : 1)) ? this.rng.int(4) : -1;
   }
 
@@ -448,7 +519,6 @@ export class Simulation {
       s.append(rd.entries);
     }
     if (rd.hardState !== null) s.setHardState(rd.hardState);
-    if (rd.mustSync) n.durableHard = s.hardState();
   }
 
   private apply(n: SimNode, e: Entry): void {
@@ -579,6 +649,7 @@ export class Simulation {
     this.now++;
     this.healExpired();
     this.deliverDue();
+    this.completeSyncs();
     for (const n of this.nodes.values()) {
       if (n.raw === null) {
         if (this.now >= n.downUntil && n.downUntil > 0) this.start(n);

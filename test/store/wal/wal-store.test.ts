@@ -280,3 +280,19 @@ t.test('segment files are preallocated to their nominal size', async (t) => {
   await openStore(t, dir, 1 << 20);
   t.equal(statSync(join(dir, segments(dir)[0]!)).size, 1 << 20);
 });
+
+t.test('append() writes a turn for the views at once; sync() makes it durable with one fdatasync off the event loop', async (t) => {
+  const dir = tempDir(t);
+  const store = await openStore(t, dir);
+  const log = store.partition(0, voters);
+  const synced = store.syncs;
+  store.append([item(0, run(1, [1, 1]), hs(1, 0, 'a'))]);
+  t.equal(store.syncs, synced, 'nothing synced yet');
+  t.same(show(log.entries(1, 3, Infinity)), ['1/1:e1t1', '2/1:e2t1'], 'the core reads what it handed out');
+  const sync = store.sync();
+  t.type(sync, Promise, 'the sync is awaited, not waited for');
+  await sync;
+  t.equal(store.syncs, synced + 1, 'one fdatasync');
+  await store.sync();
+  t.equal(store.syncs, synced + 1, 'nothing new to sync: no fdatasync');
+});
