@@ -693,6 +693,27 @@ t.test('an entry that is JSON but not an envelope answers validation_failed inst
   }
 });
 
+t.test('a command that breaks the code fails alone: the batch around it applies, the same on every replica', async (t) => {
+  const a = await ordersStore(t);
+  const b = await ordersStore(t);
+  // Passes the envelope's shape check, then breaks apply (no messages array).
+  const broken = { type: 'queue.send', name: 'orders', messages: null } as unknown as Parameters<TestStore['run']>[1];
+  const batch = (s: TestStore) => [
+    entry(s.index + 1, env(s, 'alice', send('orders', 'before'))),
+    entry(s.index + 2, env(s, 'alice', broken)),
+    entry(s.index + 3, env(s, 'alice', send('orders', 'after'))),
+  ];
+  const out = a.sm.apply(batch(a));
+  a.index += 3;
+  t.match(out, [{ result: { ok: true } }, { result: { ok: false, code: 'validation_failed', detail: 'malformed command' } }, { result: { ok: true } }]);
+  t.strictSame(queueStats(a, 'orders'), stats(2, 0, 0, 0, 0), 'the commands before and after it applied');
+  t.equal(a.sm.applied().index, a.index);
+  // Another replica applies the same entries one at a time: the same state.
+  for (const e of batch(b)) b.sm.apply([e]);
+  b.index += 3;
+  t.equal(hash(a), hash(b), 'byte-identical state');
+});
+
 t.test('the clock never goes backwards: an older leader stamp does not make later messages older', async (t) => {
   const s = await ordersStore(t);
   const t0 = s.time;
