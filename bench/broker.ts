@@ -1,67 +1,77 @@
-// `npm run bench [-- --quick] [-- --seconds S --backlog N]`: the broker's throughput and latency, as a
-// user sees them. It starts a local three-node cluster (three `src/main.ts` processes, fresh data
-// folders, default settings: every 2xx means fsynced on a majority and applied) and drives it over
-// HTTP from this process, 1 KiB bodies, requests spread round-robin over the three nodes:
+// `npm run bench [-- --quick] [-- --seconds S --backlog N]`: the broker's throughput, latency and cost
+// per message, measured as its peers are. It starts a local three-node cluster (the bundle of
+// src/main.ts, fresh data folders, default settings: every 2xx means fsynced on a majority and
+// applied; bench/cluster.ts), sets it up from this process (user, queues, topic), and drives HTTP with
+// wrk (bench/wrk.ts, Lua scripts in bench/wrk/): one wrk process per node, in parallel, 1 KiB bodies.
 //
-//   send-1          one message per request, 64 clients each keeping one request in flight
-//   send-100        batches of 100, 16 clients
-//   receive-ack-10  receive up to 10, then ack them in one request; 16 consumers drain what send-1 sent
-//   receive-ack-100 the same with 100, 8 consumers, draining what send-100 sent
-//   publish-3       topic publish (one per request, 64 clients), 3 subscriptions
-//   drain-3         the 3 subscriptions drained with receive+ack of 100, 8 consumers each
-//   wake-up         8 long polls wait on a queue; one sender sends a message every 10 ms; the time
-//                   from the send's 2xx to a waiting receiver having it
-//   send-1-backlog  send-1 again, on a queue already holding --backlog messages (default 1,000,000)
+//   send-1          one message per request; 63 connections (21 per node)
+//   send-100        batches of 100; 15 connections
+//   receive-ack-10  receive up to 10, then ack them in one request; 15 connections; drains what send-1 sent
+//   receive-ack-100 the same with 100; 9 connections; drains what send-100 sent
+//   publish-3       topic publish, one per request, 63 connections; the topic has 3 subscriptions
+//   drain-3         the 3 subscriptions drained with receive+ack of 100; 27 connections (3 per node and subscription)
+//   wake-up         a measurement of its own, from this process: 8 long polls wait on a queue, one sender
+//                   sends every 10 ms; the time from the send's 2xx to a waiting receiver having it
+//   backlog-fill    batches of 100 until the backlog queue holds --backlog messages (default 1,000,000)
+//   send-1-backlog  send-1 again, on that queue
 //
-// For each: messages per second, latency p50/p99/p999 (per request; wake-up: per message), CPU (% of
-// one core) and peak RSS of each node, and fsyncs per second (the nodes' Raft log syncs, from
-// /metrics). The machine's two cores are shared by the nodes and this load generator. Writes
-// bench/results/bench.{json,md,svg}; --quick (short phases, 50,000 backlog) ends within two minutes.
-// --only a,b runs only those workloads (no files written); --profile runs the nodes with --cpu-prof and
-// prints where their time went (bench/profile.ts), profiles kept under data/profiles/. --vs nats then
-// runs the NATS JetStream peer (bench/nats.ts) and prints the ratios. The peers' harnesses are not
-// part of this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+// For each: messages per second (acknowledged: 2xx answers times the messages each carried), latency
+// p50/p99/p999 per request (wrk's), CPU µs per message of each node and of the three (/proc/<pid>/stat
+// before and after), bytes written to storage per message by each node (/proc/<pid>/io write_bytes),
+// peak RSS of each node (VmRSS every 100 ms), non-2xx answers and requests with no answer, and the load
+// generator's own CPU. Writes bench/results/bench.{json,md,svg}. --quick: 5 s phases, a 50,000 backlog.
+// --only a,b runs only those workloads (and what they drain); no files are written. --profile runs the
+// nodes with --cpu-prof and prints where their time went by area and by stage (bench/profile.ts);
+// profiles kept under data/profiles/. --vs nats, --vs rabbitmq (either or both) then run the peers'
+// harnesses (bench/nats.ts, bench/rabbitmq.ts) and print the ratios; their harnesses are not part of
+// this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/ and rabbitmq/.
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startNodes, stopNodes, type BenchNode as Node } from './cluster.js';
-import { compare, comparisonMarkdown, runNatsPeer, type Comparison, type PeerResult } from './nats.js';
-import { analyze } from './profile.js';
+import { compare, comparisonMarkdown, runNatsPeer, type PeerResult } from './nats.js';
+import { peersDir, type Comparison } from './peers.js';
+import { analyze, resolver } from './profile.js';
+import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
+import { pooledQuantileUs, runWrk, sumWrk, wrkVersion, WRK_INSTALL, type WrkJob } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
-const has = (flag: string): boolean => process.argv.includes(`--${flag}`);
-
-/** The folder of the peers' harnesses (nats/, rabbitmq/), which live outside this repository. */
-function peersDir(): string {
-  const i = process.argv.indexOf('--peers');
-  const dir = i < 0 ? process.env.MOM_PEERS_DIR : process.argv[i + 1];
-  if (dir === undefined || dir === '') throw new Error('--vs needs the peers\' harnesses: pass --peers DIR (or set MOM_PEERS_DIR), the folder that holds nats/bench.sh');
-  return dir;
-}
+const argv = process.argv.slice(2);
+const has = (flag: string): boolean => argv.includes(`--${flag}`);
 const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
+  const i = argv.indexOf(`--${name}`);
+  return i < 0 ? fallback : Number(argv[i + 1]);
 };
 const QUICK = has('quick');
-const VS_NATS = (() => {
-  const i = process.argv.indexOf('--vs');
-  if (i < 0) return false;
-  if (process.argv[i + 1] !== 'nats') throw new Error(`--vs: the only peer is nats, got '${process.argv[i + 1] ?? ''}'`);
-  return true;
-})();
+const PEERS = ['nats', 'rabbitmq'] as const;
+type Peer = (typeof PEERS)[number];
+/** --vs nats --vs rabbitmq, or --vs nats,rabbitmq. */
+const VS: Peer[] = argv.flatMap((a, i) => (a === '--vs' ? (argv[i + 1] ?? '').split(',') : [])).map((p) => {
+  if (!(PEERS as readonly string[]).includes(p)) throw new Error(`--vs: the peers are ${PEERS.join(' and ')}, got '${p}'`);
+  return p as Peer;
+});
 const PROFILE = has('profile');
 const ONLY = (() => {
-  const i = process.argv.indexOf('--only');
-  return i < 0 ? null : new Set(process.argv[i + 1]!.split(','));
+  const i = argv.indexOf('--only');
+  return i < 0 ? null : new Set(argv[i + 1]!.split(','));
 })();
 const runs = (w: string): boolean => ONLY === null || ONLY.has(w);
 const SECONDS = arg('seconds', QUICK ? 5 : 20);
 const BACKLOG = arg('backlog', QUICK ? 50_000 : 1_000_000);
 const BODY = 'x'.repeat(1024);
-const CLK_TCK = 100; // Linux USER_HZ
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
 
-const dispatcher = new Agent({ connections: 128, pipelining: 1, keepAliveTimeout: 30_000 });
+// ---- setup over HTTP from this process (not measured) ----
+
+const dispatcher = new Agent({ connections: 32, pipelining: 1, keepAliveTimeout: 30_000 });
 
 interface Res {
   status: number;
@@ -89,18 +99,7 @@ async function must(method: string, url: string, body: unknown, token: string | 
   return r;
 }
 
-// ---- the nodes, and what they use ----
-
-interface Usage {
-  /** Per node: % of one core over the phase. */
-  cpuPct: number[];
-  /** Per node: the largest resident set seen (sampled every 100 ms), MB. */
-  peakRssMb: number[];
-  /** All nodes' Raft log syncs per second. */
-  fsyncsPerSecond: number;
-  /** Bytes all nodes had written to storage (/proc/<pid>/io write_bytes), MB per second. */
-  diskMbPerSecond: number;
-}
+// ---- what the nodes use over a phase ----
 
 function writeBytes(pid: number): number {
   const m = /^write_bytes: (\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
@@ -128,177 +127,201 @@ async function syncs(nodes: Node[]): Promise<number> {
   return n;
 }
 
+/** The machine's busy cores over a second (all processes), from /proc/stat. */
+async function busyCores(): Promise<number> {
+  const read = (): number[] => readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const a = read();
+  await new Promise((r) => setTimeout(r, 1_000));
+  const b = read();
+  const d = b.map((x, i) => x - a[i]!);
+  const idle = d[3]! + d[4]!; // idle, iowait
+  const all = d.slice(0, 8).reduce((s, x) => s + x, 0);
+  return Number(((all - idle) / CLK_TCK).toFixed(2));
+}
+
+interface Measured<T> {
+  result: T;
+  wallSeconds: number;
+  /** Per node, CPU seconds (user + system) over the phase. */
+  nodeCpuSeconds: number[];
+  /** Per node, bytes written to storage over the phase. */
+  writtenBytes: number[];
+  /** Per node, the largest resident set seen, MB. */
+  peakRssMb: number[];
+  fsyncs: number;
+  /** This process's own CPU seconds over the phase (the load generator of the wake-up measurement). */
+  selfCpuSeconds: number;
+}
+
 /** Runs `work` while sampling the nodes; answers its result and the nodes' usage over it. */
-async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<{ result: T; usage: Usage; seconds: number }> {
+async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measured<T>> {
   const pids = nodes.map((n) => n.proc.pid!);
   const peak = pids.map(rssMb);
   const timer = setInterval(() => pids.forEach((p, i) => (peak[i] = Math.max(peak[i]!, rssMb(p)))), 100);
-  const ticks0 = pids.map(cpuTicks);
-  const written0 = pids.map(writeBytes);
-  const syncs0 = await syncs(nodes);
-  const t0 = performance.now();
   try {
+    const syncs0 = await syncs(nodes);
+    const ticks0 = pids.map(cpuTicks);
+    const written0 = pids.map(writeBytes);
+    const self0 = process.cpuUsage();
+    const t0 = performance.now();
     const result = await work();
-    const seconds = (performance.now() - t0) / 1000;
-    const cpuPct = pids.map((p, i) => Math.round(((cpuTicks(p) - ticks0[i]!) / CLK_TCK / seconds) * 100));
-    const fsyncsPerSecond = Math.round(((await syncs(nodes)) - syncs0) / seconds);
-    const written = pids.reduce((sum, p, i) => sum + writeBytes(p) - written0[i]!, 0);
-    const diskMbPerSecond = Math.round(written / 1e6 / seconds);
-    return { result, usage: { cpuPct, peakRssMb: peak.map((x) => Math.round(x)), fsyncsPerSecond, diskMbPerSecond }, seconds };
+    const wallSeconds = (performance.now() - t0) / 1000;
+    const self = process.cpuUsage(self0);
+    const nodeCpuSeconds = pids.map((p, i) => (cpuTicks(p) - ticks0[i]!) / CLK_TCK);
+    const writtenBytes = pids.map((p, i) => writeBytes(p) - written0[i]!);
+    const fsyncs = (await syncs(nodes)) - syncs0;
+    return { result, wallSeconds, nodeCpuSeconds, writtenBytes, peakRssMb: peak.map((x) => Math.round(x)), fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
   } finally {
     clearInterval(timer);
   }
 }
 
-// ---- closed-loop load ----
-
-interface Load {
-  messages: number;
-  requests: number;
-  failed: number;
-  latencies: number[];
-}
-
-/**
- * `clients` loops, each with one request in flight, until `until()` says stop. `step(client, i)`
- * sends one request and answers the messages it moved (0 ends that client: nothing left to do).
- */
-async function closedLoop(clients: number, until: () => boolean, step: (c: number, i: number) => Promise<number | null>): Promise<Load> {
-  const load: Load = { messages: 0, requests: 0, failed: 0, latencies: [] };
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      for (let i = 0; !until(); i++) {
-        const t0 = performance.now();
-        let n: number | null;
-        try {
-          n = await step(c, i);
-        } catch {
-          n = null;
-        }
-        load.requests++;
-        if (n === null) {
-          load.failed++;
-          continue;
-        }
-        load.latencies.push(performance.now() - t0);
-        load.messages += n;
-        if (n === 0) return;
-      }
-    }),
-  );
-  return load;
-}
-
-const pct = (sorted: number[], q: number): number => Number((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0).toFixed(1));
+// ---- rows ----
 
 interface Row {
   workload: string;
   what: string;
+  /** What drove it: wrk, or this process (the wake-up measurement). */
+  driver: 'wrk' | 'node';
+  connections: number;
+  /** Messages acknowledged: 2xx answers times the messages each carried (acks: the messages acked). */
   messages: number;
   seconds: number;
   messagesPerSecond: number;
   requests: number;
-  failed: number;
+  /** Answers with a status outside 2xx. */
+  non2xx: number;
+  statuses: Record<string, number>;
+  /** Requests with no answer: socket errors and timeouts (15 s). */
+  noAnswer: number;
+  /** Receipt handles that acks answered with 2xx listed as failed. */
+  ackFailed: number;
   p50Ms: number;
   p99Ms: number;
   p999Ms: number;
-  cpuPct: number[];
+  /** CPU (user + system) per acknowledged message, µs: each node's and the three together. */
+  cpuUsPerMessage: { perNode: number[]; total: number };
+  /** Each node's CPU over the phase, in cores. */
+  nodeCpuCores: number[];
+  /** Bytes each node wrote to storage per acknowledged message. */
+  diskBytesPerMessage: number[];
   peakRssMb: number[];
   fsyncsPerSecond: number;
-  diskMbPerSecond: number;
+  /** The load generator's own CPU: wrk's processes, or this process for the wake-up measurement. */
+  loadGenerator: { cpuUsPerMessage: number; cores: number };
+  /** Why the phase ended before its time (the backlog filled, the queue drained). */
+  endedEarly?: string;
+  commands: string[];
+  /** Each wrk process's own figures (a node's leaderships make its latencies differ from the others'). */
+  wrkProcesses?: { target: string; requests: number; messages: number; p50Ms: number; p99Ms: number; cpuTicks: number }[];
 }
 
-function row(workload: string, what: string, m: { result: Load; usage: Usage; seconds: number }): Row {
-  const sorted = [...m.result.latencies].sort((a, b) => a - b);
+interface Load {
+  messages: number;
+  requests: number;
+  non2xx: number;
+  statuses: Record<string, number>;
+  noAnswer: number;
+  ackFailed: number;
+  seconds: number;
+  latencyMs: { p50: number; p99: number; p999: number };
+  loadGeneratorCpuSeconds: number;
+  endedEarly?: string;
+}
+
+/** µs per message: whole above 10, one decimal below (the load generator's figures are small). */
+const perMessageUs = (cpuSeconds: number, messages: number): number => {
+  const us = messages === 0 ? 0 : (cpuSeconds * 1e6) / messages;
+  return us >= 10 ? Math.round(us) : Number(us.toFixed(1));
+};
+const ms = (us: number): number => Number((us / 1000).toFixed(1));
+
+function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' | 'commands' | 'wrkProcesses'>, load: Load, m: Measured<unknown>): Row {
+  const n = load.messages;
+  const perNode = m.nodeCpuSeconds.map((s) => perMessageUs(s, n));
   return {
-    workload,
-    what,
-    messages: m.result.messages,
-    seconds: Number(m.seconds.toFixed(1)),
-    messagesPerSecond: Math.round(m.result.messages / m.seconds),
-    requests: m.result.requests,
-    failed: m.result.failed,
-    p50Ms: pct(sorted, 0.5),
-    p99Ms: pct(sorted, 0.99),
-    p999Ms: pct(sorted, 0.999),
-    ...m.usage,
+    ...head,
+    messages: n,
+    seconds: Number(load.seconds.toFixed(1)),
+    messagesPerSecond: load.seconds === 0 ? 0 : Math.round(n / load.seconds),
+    requests: load.requests,
+    non2xx: load.non2xx,
+    statuses: load.statuses,
+    noAnswer: load.noAnswer,
+    ackFailed: load.ackFailed,
+    p50Ms: load.latencyMs.p50,
+    p99Ms: load.latencyMs.p99,
+    p999Ms: load.latencyMs.p999,
+    cpuUsPerMessage: { perNode, total: perMessageUs(m.nodeCpuSeconds.reduce((a, b) => a + b, 0), n) },
+    nodeCpuCores: m.nodeCpuSeconds.map((s) => Number((s / m.wallSeconds).toFixed(2))),
+    diskBytesPerMessage: m.writtenBytes.map((b) => (n === 0 ? 0 : Math.round(b / n))),
+    peakRssMb: m.peakRssMb,
+    fsyncsPerSecond: Math.round(m.fsyncs / m.wallSeconds),
+    loadGenerator: { cpuUsPerMessage: perMessageUs(load.loadGeneratorCpuSeconds, n), cores: Number((load.loadGeneratorCpuSeconds / m.wallSeconds).toFixed(2)) },
+    ...(load.endedEarly === undefined ? {} : { endedEarly: load.endedEarly }),
   };
+}
+
+function printRow(r: Row): void {
+  const lg = `${r.driver === 'wrk' ? 'wrk' : 'this process'} ${r.loadGenerator.cpuUsPerMessage} µs/msg (${r.loadGenerator.cores} cores)`;
+  console.log(
+    `${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} p99 ${r.p99Ms} p999 ${r.p999Ms} ms  cpu ${r.cpuUsPerMessage.perNode.join('/')} = ${r.cpuUsPerMessage.total} µs/msg  disk ${r.diskBytesPerMessage.join('/')} B/msg  rss ${r.peakRssMb.join('/')} MB  non-2xx ${r.non2xx}  no answer ${r.noAnswer}${r.ackFailed === 0 ? '' : `  ack failed ${r.ackFailed}`}  load generator ${lg}${r.endedEarly === undefined ? '' : `  (${r.endedEarly})`}`,
+  );
 }
 
 // ---- the workloads ----
 
 class Bench {
   rows: Row[] = [];
-  private rr = 0;
 
   constructor(
     readonly nodes: Node[],
     readonly token: string,
   ) {}
 
-  /** The next node, round-robin. */
-  url(): string {
-    return this.nodes[this.rr++ % this.nodes.length]!.url;
+  /** One wrk process per node on `path`. */
+  perNode(path: string, script: WrkJob['script'], args: (string | number)[], connections: number): WrkJob[] {
+    return this.nodes.map((n) => ({ url: `${n.url}${path}`, script, args, connections }));
   }
 
-  private add(r: Row): void {
-    this.rows.push(r);
-    console.log(`${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  p999 ${r.p999Ms} ms  cpu ${r.cpuPct.join('/')}%  rss ${r.peakRssMb.join('/')} MB  fsync/s ${r.fsyncsPerSecond}  disk ${r.diskMbPerSecond} MB/s${r.failed > 0 ? `  FAILED ${r.failed}` : ''}`);
-  }
-
-  async send(workload: string, queue: string, clients: number, batch: number, seconds: number, what: string): Promise<void> {
-    const end = Date.now() + seconds * 1000;
-    const m = await measured(this.nodes, () =>
-      closedLoop(clients, () => Date.now() >= end, async () => {
-        const r =
-          batch === 1
-            ? await call('POST', `${this.url()}/v1/queues/${queue}/messages`, { body: BODY }, this.token)
-            : await call('POST', `${this.url()}/v1/queues/${queue}/messages/batch`, { messages: Array.from({ length: batch }, () => ({ body: BODY })) }, this.token);
-        return r.status === 201 ? batch : null;
-      }),
-    );
-    this.add(row(workload, what, m));
-  }
-
-  /** Receive up to `max` and ack them, until the channel is empty. */
-  async drain(workload: string, paths: string[], consumers: number, max: number, what: string): Promise<void> {
-    const m = await measured(this.nodes, () =>
-      Promise.all(paths.map((path) => closedLoop(consumers, () => false, async () => this.receiveAck(path, max)))).then((loads) => ({
-        messages: loads.reduce((n, l) => n + l.messages, 0),
-        requests: loads.reduce((n, l) => n + l.requests, 0),
-        failed: loads.reduce((n, l) => n + l.failed, 0),
-        latencies: loads.flatMap((l) => l.latencies),
-      })),
-    );
-    this.add(row(workload, what, m));
-  }
-
-  private async receiveAck(path: string, max: number): Promise<number | null> {
-    const got = await call('POST', `${this.url()}${path}/receive`, { maxMessages: max, visibilityTimeoutSeconds: 60 }, this.token);
-    if (got.status !== 200) return null;
-    const handles = (got.body as { messages: { receiptHandle: string }[] }).messages.map((x) => x.receiptHandle);
-    if (handles.length === 0) return 0;
-    const acked = await call('POST', `${this.url()}${path}/ack`, { receiptHandles: handles }, this.token);
-    return acked.status === 200 ? handles.length : null;
-  }
-
-  async publish(topic: string, clients: number, seconds: number): Promise<void> {
-    const end = Date.now() + seconds * 1000;
-    const m = await measured(this.nodes, () =>
-      closedLoop(clients, () => Date.now() >= end, async () => {
-        const r = await call('POST', `${this.url()}/v1/topics/${topic}/messages`, { body: BODY }, this.token);
-        return r.status === 201 ? 1 : null;
-      }),
-    );
-    this.add(row('publish-3', 'topic publish, 1 per request, 64 clients, 3 subscriptions (messages published)', m));
+  /** Runs the wrk processes together for up to `seconds` and adds the phase's row. */
+  async wrk(workload: string, what: string, jobs: WrkJob[], seconds: number, keep = true): Promise<Row> {
+    // let the nodes finish what the previous phase left (answers to requests cut off, applies)
+    await new Promise((r) => setTimeout(r, 1_000));
+    const m = await measured(this.nodes, () => runWrk(jobs, seconds, this.token));
+    const sum = sumWrk(m.result);
+    const early = m.result.filter((r) => r.finishedEarly).length;
+    const load: Load = {
+      ...sum,
+      noAnswer: sum.socketErrors,
+      latencyMs: { p50: ms(pooledQuantileUs(m.result, 0.5)), p99: ms(pooledQuantileUs(m.result, 0.99)), p999: ms(pooledQuantileUs(m.result, 0.999)) },
+      loadGeneratorCpuSeconds: sum.cpuTicks / CLK_TCK,
+      ...(early === 0 ? {} : { endedEarly: `${early} of ${jobs.length} wrk processes were done after ${sum.seconds.toFixed(1)} s` }),
+    };
+    const wrkProcesses = m.result.map((r, i) => ({
+      target: jobs[i]!.url,
+      requests: r.requests,
+      messages: r.messages,
+      p50Ms: ms(pooledQuantileUs([r], 0.5)),
+      p99Ms: ms(pooledQuantileUs([r], 0.99)),
+      cpuTicks: r.cpuTicks,
+    }));
+    const row = makeRow({ workload, what, driver: 'wrk', connections: jobs.reduce((n, j) => n + j.connections, 0), commands: m.result.map((r) => r.command), wrkProcesses }, load, m);
+    if (keep) {
+      this.rows.push(row);
+      printRow(row);
+    }
+    return row;
   }
 
   /** Long polls waiting; one sender; per message: from the send's 2xx to a receiver holding it. */
   async wakeUp(queue: string, receivers: number, seconds: number): Promise<void> {
     const acked = new Map<string, number>();
     const got = new Map<string, number>();
+    const statuses: Record<string, number> = {};
     let stop = false;
-    const end = Date.now() + seconds * 1000;
+    let noAnswer = 0;
+    await new Promise((r) => setTimeout(r, 1_000));
     const m = await measured(this.nodes, async () => {
       const waiting = Array.from({ length: receivers }, async (_, c) => {
         const url = this.nodes[c % this.nodes.length]!.url;
@@ -315,51 +338,68 @@ class Bench {
       // let the polls arrive first
       await new Promise((r) => setTimeout(r, 500));
       let n = 0;
-      let failed = 0;
+      const t0 = performance.now();
+      const end = Date.now() + seconds * 1000;
       while (Date.now() < end) {
-        const body = `wake-${n++}`;
-        const r = await call('POST', `${this.url()}/v1/queues/${queue}/messages`, { body }, this.token).catch(() => null);
+        const body = `wake-${n}`;
+        const r = await call('POST', `${this.nodes[n++ % this.nodes.length]!.url}/v1/queues/${queue}/messages`, { body }, this.token).catch(() => null);
+        if (r === null) noAnswer++;
+        else statuses[r.status] = (statuses[r.status] ?? 0) + 1;
         if (r?.status === 201) acked.set(body, performance.now());
-        else failed++;
         await new Promise((res) => setTimeout(res, 10));
       }
+      const sendSeconds = (performance.now() - t0) / 1000;
       await new Promise((r) => setTimeout(r, 1_000));
       stop = true;
       await Promise.all(waiting);
-      const latencies = [...acked].map(([b, t]) => (got.has(b) ? Math.max(0, got.get(b)! - t) : Number.POSITIVE_INFINITY));
-      return { messages: acked.size, requests: n, failed: failed + latencies.filter((x) => !Number.isFinite(x)).length, latencies: latencies.filter(Number.isFinite) };
+      return { requests: n, sendSeconds };
     });
-    this.add(row('wake-up', `${receivers} long polls waiting, one send every 10 ms; latency from the send's 2xx to the receiver having it`, m));
-  }
-
-  /** Fills `queue` with `n` messages (batches of 100, 16 clients); answers the phase's usage row. */
-  async fill(queue: string, n: number): Promise<void> {
-    let sent = 0;
-    const m = await measured(this.nodes, () =>
-      closedLoop(16, () => sent >= n, async () => {
-        const k = Math.min(100, n - sent);
-        if (k <= 0) return 0;
-        sent += k;
-        const r = await call('POST', `${this.url()}/v1/queues/${queue}/messages/batch`, { messages: Array.from({ length: k }, () => ({ body: BODY })) }, this.token);
-        if (r.status !== 201) sent -= k;
-        return r.status === 201 ? k : null;
-      }),
-    );
-    this.add(row('backlog-fill', `filling the backlog queue with ${n.toLocaleString('en')} messages (batches of 100, 16 clients)`, m));
+    const latencies = [...acked].flatMap(([b, t]) => (got.has(b) ? [Math.max(0, got.get(b)! - t)] : [])).sort((a, b) => a - b);
+    const q = (p: number): number => Number((latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0).toFixed(1));
+    const missed = acked.size - latencies.length;
+    const load: Load = {
+      messages: acked.size,
+      requests: m.result.requests,
+      non2xx: Object.entries(statuses).reduce((s, [k, v]) => (k.startsWith('2') ? s : s + v), 0),
+      statuses,
+      noAnswer,
+      ackFailed: 0,
+      // messages per second over the sending; CPU, disk and the load generator over the whole phase
+      seconds: m.result.sendSeconds,
+      latencyMs: { p50: q(0.5), p99: q(0.99), p999: q(0.999) },
+      loadGeneratorCpuSeconds: m.selfCpuSeconds,
+      ...(missed === 0 ? {} : { endedEarly: `${missed} sent messages were not received within 1 s of the last send` }),
+    };
+    const what = `${receivers} long polls waiting (waitSeconds 2), one send every 10 ms round-robin over the nodes; latency from the send's 2xx to a receiver holding the message. Measured from this process (Node, undici), not wrk: it times two requests against each other`;
+    const row = makeRow({ workload: 'wake-up', what, driver: 'node', connections: receivers + 1, commands: [] }, load, m);
+    this.rows.push(row);
+    printRow(row);
   }
 }
 
 // ---- output ----
 
-function markdown(rows: Row[], meta: Record<string, unknown>): string {
+const join3 = (xs: number[]): string => xs.map((x) => x.toLocaleString('en')).join(' / ');
+
+/** The distinct command lines of a row, with the node's address left as <node>. */
+const commandsOf = (r: Row): string[] => [...new Set(r.commands.map((c) => c.replace(/http:\/\/127\.0\.0\.1:\d+/, 'http://<node>')))];
+
+function markdown(rows: Row[], meta: Meta): string {
   const lines = [
-    `Measured ${String(meta.when)} with \`${String(meta.command)}\`: three nodes and the load generator on one machine (${String(meta.cpus)}), 1 KiB bodies, requests round-robin over the nodes, every 2xx fsynced on a majority and applied.`,
+    `Measured ${meta.when} with \`${meta.command}\` on ${meta.machine.cpus} (${meta.machine.memoryGb} GB, Linux ${meta.machine.kernel}; busy ${meta.machine.busyCoresBefore} cores before the start, load average ${meta.machine.loadAverage}): three nodes and the load generator on one machine, 1 KiB bodies, ${meta.wrk}, one wrk process per node, every 2xx fsynced on a majority and applied.`,
     '',
-    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU % per node | peak RSS MB per node | fsyncs/s | disk MB/s | failed |',
-    '|---|---:|---:|---:|---:|---|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${r.cpuPct.join(' / ')} | ${r.peakRssMb.join(' / ')} | ${r.fsyncsPerSecond} | ${r.diskMbPerSecond} | ${r.failed} |`),
+    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU µs/msg per node | CPU µs/msg, 3 nodes | disk bytes/msg per node | peak RSS MB per node | non-2xx | no answer | load generator CPU µs/msg (cores) |',
+    '|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${join3(r.cpuUsPerMessage.perNode)} | ${r.cpuUsPerMessage.total.toLocaleString('en')} | ${join3(r.diskBytesPerMessage)} | ${join3(r.peakRssMb)} | ${r.non2xx} | ${r.noAnswer} | ${r.loadGenerator.cpuUsPerMessage} (${r.loadGenerator.cores})${r.driver === 'node' ? ' Node' : ''} |`,
+    ),
     '',
-    ...rows.map((r) => `- **${r.workload}**: ${r.what}.`),
+    ...rows.map((r) => `- **${r.workload}**: ${r.what}.${r.endedEarly === undefined ? '' : ` Ended early: ${r.endedEarly}.`}${r.ackFailed === 0 ? '' : ` Acks answered 2xx but listed ${r.ackFailed} handles as failed.`}${Object.keys(r.statuses).some((k) => !k.startsWith('2')) ? ` Statuses: ${JSON.stringify(r.statuses)}.` : ''}`),
+    '',
+    'wrk command lines (one process per node, all at once; `<node>` is each node in turn, `$TOKEN` the bench user\'s token):',
+    '',
+    ...rows.filter((r) => r.driver === 'wrk').flatMap((r) => commandsOf(r).map((c) => `- ${r.workload}: \`${c}\``)),
   ];
   return lines.join('\n') + '\n';
 }
@@ -399,46 +439,93 @@ function svg(rows: Row[], title: string): string {
   return parts.join('\n') + '\n';
 }
 
+interface Meta {
+  when: string;
+  command: string;
+  machine: { cpus: string; memoryGb: number; kernel: string; busyCoresBefore: number; loadAverage: string };
+  node: string;
+  wrk: string;
+  seconds: number;
+  backlog: number;
+  bodyBytes: number;
+  totalSeconds: number;
+}
+
+/** Where each node's time went (bench/profile.ts), from the profiles of this run. */
+function reportProfiles(profDir: string, nodes: Node[], fromMs: number): { node: string; file: string; fromSeconds: number; busySeconds: number; byStage: [string, number][] }[] {
+  const resolve = resolver(join(profDir, 'main.js.map'));
+  const out = [];
+  for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
+    const pid = Number(f.split('.')[3]); // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile
+    const node = nodes.find((n) => n.proc.pid === pid)?.id ?? `pid ${pid}`;
+    const a = analyze(JSON.parse(readFileSync(join(profDir, f), 'utf8')), fromMs, resolve);
+    const share = (x: number): number => Number(((x / a.busyMs) * 100).toFixed(1));
+    const from = Number((fromMs / 1000).toFixed(1));
+    console.log(`\n== ${node}: ${join(profDir, f)}: ${(a.totalMs / 1000).toFixed(1)} s sampled after its first ${from} s (start-up and set-up left out), ${(a.busyMs / 1000).toFixed(1)} s busy; shares of the busy time`);
+    console.log('-- by area (self time)');
+    for (const [k, x] of a.byArea.filter(([k]) => k !== '(idle)').slice(0, 15)) console.log(`${share(x).toFixed(1).padStart(5)}%  ${k}`);
+    console.log('-- by stage (each sample charged to the nearest frame of ours on its stack, by its source file)');
+    for (const [k, x] of a.byStage) console.log(`${share(x).toFixed(1).padStart(5)}%  ${k}`);
+    out.push({ node, file: join(profDir, f), fromSeconds: from, busySeconds: Number((a.busyMs / 1000).toFixed(1)), byStage: a.byStage.map(([k, x]): [string, number] => [k, share(x)]) });
+  }
+  console.log(`(details: npx tsx bench/profile.ts --from ${(fromMs / 1000).toFixed(1)} <file>; the bundle's source map is kept next to the profiles)`);
+  return out;
+}
+
 // ---- main ----
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'mom-bench-'));
+  const wrk = wrkVersion();
+  if (wrk === null) {
+    console.error(WRK_INSTALL);
+    process.exit(1);
+  }
+  const peers = VS.length === 0 ? '' : peersDir(argv);
+  for (const p of VS) if (!existsSync(join(peers, p, 'bench.sh'))) throw new Error(`--vs ${p}: no ${join(peers, p, 'bench.sh')}`);
+
+  const busyBefore = await busyCores();
   const started = Date.now();
+  const dir = mkdtempSync(join(tmpdir(), 'mom-bench-'));
   let rows: Row[] = [];
+  let profiles: ReturnType<typeof reportProfiles> | null = null;
   const profDir = join(root, 'data', 'profiles', new Date().toISOString().replace(/[:.]/g, '-'));
+  if (PROFILE) mkdirSync(profDir, { recursive: true });
+  // the profiles start with the nodes; what comes before the first workload is left out of their summary
+  const spawned = performance.now();
+  let measuredFrom = spawned;
   const nodes = await startNodes(dir, {}, (u) => call('GET', `${u}/readyz`).then((r) => r.status === 200, () => false), PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []);
+  // the map of the bundle these nodes run, before anyone builds another
+  if (PROFILE) copyFileSync(join(root, 'dist', 'main.js.map'), join(profDir, 'main.js.map'));
   try {
     const u = nodes[0]!.url;
     await must('POST', `${u}/v1/auth/register`, { username: 'bench', password: 'bench-password' }, undefined, 201);
     const token = ((await must('POST', `${u}/v1/auth/login`, { username: 'bench', password: 'bench-password' }, undefined, 200)).body as { accessToken: string }).accessToken;
     for (const q of ['b-warm', 'b-send1', 'b-send100', 'b-wake', 'b-backlog']) await must('POST', `${u}/v1/queues`, { name: q }, token, 201);
     await must('POST', `${u}/v1/topics`, { name: 'b-topic' }, token, 201);
-    for (const s of ['s1', 's2', 's3']) await must('POST', `${u}/v1/topics/b-topic/subscriptions`, { name: s }, token, 201);
+    const subs = ['s1', 's2', 's3'];
+    for (const s of subs) await must('POST', `${u}/v1/topics/b-topic/subscriptions`, { name: s }, token, 201);
     // leaders settle on their preferred nodes (the balancer), connections and JIT warm up
     await new Promise((r) => setTimeout(r, 2_000));
     const b = new Bench(nodes, token);
-    await b.send('warm-up', 'b-warm', 16, 1, 2, 'warm-up');
-    b.rows.length = 0;
+    measuredFrom = performance.now();
+    await b.wrk('warm-up', 'warm-up', b.perNode('/v1/queues/b-warm/messages', 'send', [1], 5), 2, false);
 
-    if (runs('send-1') || runs('receive-ack-10')) await b.send('send-1', 'b-send1', 64, 1, SECONDS, 'send, one message per request, 64 clients');
-    if (runs('send-100') || runs('receive-ack-100')) await b.send('send-100', 'b-send100', 16, 100, SECONDS, 'send, batches of 100, 16 clients');
-    if (runs('receive-ack-10')) await b.drain('receive-ack-10', ['/v1/queues/b-send1'], 16, 10, 'receive up to 10 then ack them, 16 consumers, draining what send-1 sent');
-    if (runs('receive-ack-100')) await b.drain('receive-ack-100', ['/v1/queues/b-send100'], 8, 100, 'receive up to 100 then ack them, 8 consumers, draining what send-100 sent');
-    if (runs('publish-3') || runs('drain-3')) await b.publish('b-topic', 64, SECONDS);
-    if (runs('drain-3')) await b.drain('drain-3', ['s1', 's2', 's3'].map((s) => `/v1/topics/b-topic/subscriptions/${s}`), 8, 100, 'the 3 subscriptions drained together, receive+ack of 100, 8 consumers each (deliveries)');
+    if (runs('send-1') || runs('receive-ack-10')) await b.wrk('send-1', 'send, one message per request, 63 connections (21 per node)', b.perNode('/v1/queues/b-send1/messages', 'send', [1], 21), SECONDS);
+    if (runs('send-100') || runs('receive-ack-100')) await b.wrk('send-100', 'send, batches of 100, 15 connections (5 per node)', b.perNode('/v1/queues/b-send100/messages/batch', 'send', [100], 5), SECONDS);
+    if (runs('receive-ack-10')) await b.wrk('receive-ack-10', 'receive up to 10, then ack them in one request; 15 connections (5 per node), draining what send-1 sent; latency per request, receives and acks alike', b.perNode('/v1/queues/b-send1', 'receive-ack', [10], 5), SECONDS);
+    if (runs('receive-ack-100')) await b.wrk('receive-ack-100', 'receive up to 100, then ack them in one request; 9 connections (3 per node), draining what send-100 sent; latency per request, receives and acks alike', b.perNode('/v1/queues/b-send100', 'receive-ack', [100], 3), SECONDS);
+    if (runs('publish-3') || runs('drain-3')) await b.wrk('publish-3', 'topic publish, one per request, 63 connections (21 per node), 3 subscriptions; messages published (each delivered 3 times)', b.perNode('/v1/topics/b-topic/messages', 'send', [1], 21), SECONDS);
+    if (runs('drain-3')) await b.wrk('drain-3', 'the 3 subscriptions drained together, receive+ack of 100, 27 connections (3 per node and subscription, one wrk process each); messages are deliveries acked', subs.flatMap((s) => b.perNode(`/v1/topics/b-topic/subscriptions/${s}`, 'receive-ack', [100], 3)), SECONDS);
     if (runs('wake-up')) await b.wakeUp('b-wake', 8, SECONDS);
-    if (runs('send-1-backlog')) {
-      await b.fill('b-backlog', BACKLOG);
-      await b.send('send-1-backlog', 'b-backlog', 64, 1, SECONDS, `send-1 on a queue holding ${BACKLOG.toLocaleString('en')} messages`);
+    if (runs('backlog') || runs('backlog-fill') || runs('send-1-backlog')) {
+      // each of the three wrk processes stops once its third is acknowledged; the -d is a cap
+      const third = Math.ceil(BACKLOG / 3);
+      await b.wrk('backlog-fill', `batches of 100 into the backlog queue until it holds ${BACKLOG.toLocaleString('en')} messages, 15 connections (5 per node)`, b.perNode('/v1/queues/b-backlog/messages/batch', 'send', [100, third], 5), Math.max(120, Math.ceil(BACKLOG / 500)));
+      await b.wrk('send-1-backlog', `send-1 on the queue holding ${BACKLOG.toLocaleString('en')} messages, 63 connections (21 per node)`, b.perNode('/v1/queues/b-backlog/messages', 'send', [1], 21), SECONDS);
     }
     if (PROFILE) {
       await stopNodes(nodes);
-      for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
-        const a = analyze(JSON.parse(readFileSync(join(profDir, f), 'utf8')));
-        console.log(`\n== ${join(profDir, f)}: ${(a.totalMs / 1000).toFixed(1)} s sampled, ${(a.busyMs / 1000).toFixed(1)} s busy; self time by area, shares of the busy time:`);
-        for (const [k, ms] of a.byArea.slice(0, 20)) console.log(`${((ms / a.busyMs) * 100).toFixed(1).padStart(5)}%  ${k}`);
-      }
-      console.log('(details: npx tsx bench/profile.ts <file>)');
+      profiles = reportProfiles(profDir, nodes, measuredFrom - spawned);
     }
     rows = b.rows;
   } finally {
@@ -446,30 +533,46 @@ async function main(): Promise<void> {
     await dispatcher.close();
     rmSync(dir, { recursive: true, force: true });
   }
-  // The peer runs once the broker's nodes are gone, on the same machine.
-  let peer: { result: PeerResult; comparisons: Comparison[] } | null = null;
-  if (VS_NATS) {
-    const result = await runNatsPeer(join(peersDir(), 'nats'));
-    peer = { result, comparisons: compare(rows, result) };
+  // The peers run once the broker's nodes are gone, on the same machine.
+  let nats: { result: PeerResult; comparisons: Comparison[] } | null = null;
+  let rabbitmq: { result: RabbitResult; comparisons: Comparison[] } | null = null;
+  if (VS.includes('nats')) {
+    const result = await runNatsPeer(peers);
+    nats = { result, comparisons: compare(rows, result) };
   }
-  const meta = {
+  if (VS.includes('rabbitmq')) {
+    const result = await runRabbitPeer(peers);
+    rabbitmq = { result, comparisons: compareRabbit(rows, result) };
+  }
+  const meta: Meta = {
     when: new Date().toISOString(),
-    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
-    cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+    // the peers' folder is this machine's business, not the results'
+    command: `npm run bench${argv.length > 0 ? ` -- ${argv.map((a, i) => (argv[i - 1] === '--peers' ? 'DIR' : a)).join(' ')}` : ''}`,
+    machine: {
+      cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+      memoryGb: Math.round(totalmem() / 1e9),
+      kernel: release(),
+      busyCoresBefore: busyBefore,
+      loadAverage: loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' '),
+    },
+    node: process.version,
+    wrk,
     seconds: SECONDS,
     backlog: BACKLOG,
     bodyBytes: BODY.length,
-    node: process.version,
     totalSeconds: Math.round((Date.now() - started) / 1000),
   };
-  const md = markdown(rows, meta) + (peer === null ? '' : '\n' + comparisonMarkdown(peer.comparisons, peer.result));
+  const md =
+    markdown(rows, meta) + (nats === null ? '' : '\n' + comparisonMarkdown(nats.comparisons, nats.result)) + (rabbitmq === null ? '' : '\n' + rabbitMarkdown(rabbitmq.comparisons, rabbitmq.result));
   console.log('');
   console.log(md);
   if (ONLY !== null) return;
   const out = join(root, 'bench', 'results');
-  writeFileSync(join(out, 'bench.json'), JSON.stringify({ ...meta, rows, ...(peer === null ? {} : { nats: peer.result, vsNats: peer.comparisons }) }, null, 2) + '\n');
+  writeFileSync(join(out, 'bench.json'), JSON.stringify({ ...meta, rows, ...(profiles === null ? {} : { profiles }), ...(nats === null ? {} : { nats }), ...(rabbitmq === null ? {} : { rabbitmq }) }, null, 2) + '\n');
   writeFileSync(join(out, 'bench.md'), md);
-  writeFileSync(join(out, 'bench.svg'), svg(rows, `mom, 3 nodes on ${cpus().length} cores, 1 KiB, fsync before every ack (${meta.when.slice(0, 10)})`));
+  writeFileSync(join(out, 'bench.svg'), svg(rows, `mom, 3 nodes on ${cpus().length} cores, 1 KiB, fsync before every ack, driven by wrk (${meta.when.slice(0, 10)})`));
   console.log(`bench/results/bench.{json,md,svg} written; ${meta.totalSeconds} s in all`);
 }
 

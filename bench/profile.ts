@@ -1,13 +1,34 @@
-// `npx tsx bench/profile.ts [--from S] <file.cpuprofile>...`: where a node's CPU time went, from V8 profiles
-// (`node --cpu-prof`; `npm run bench -- --profile` writes one per node). Prints self time by area
-// (our layers, each dependency, Node internals, garbage collection, idle), then the top functions by
-// self time and by inclusive time, and writes <file>.folded (folded stacks, for flame graph tools).
-import { readFileSync, writeFileSync } from 'node:fs';
+// `npx tsx bench/profile.ts [--from S] [--map FILE] <file.cpuprofile>...`: where a node's CPU time went,
+// from V8 profiles (`node --cpu-prof`; `npm run bench -- --profile` writes one per node, with a copy of
+// the bundle's source map next to them). Prints self time by area (our layers, each dependency, Node
+// internals, garbage collection, idle), time by stage (below), then the top functions by self time and
+// by inclusive time, and writes <file>.folded (folded stacks, for flame graph tools).
+//
+// The nodes run the esbuild bundle (dist/main.js); its frames are mapped back to their source files
+// through the bundle's source map: --map FILE, else main.js.map next to the profile, else the bundle's
+// own dist/main.js.map (right only while the bundle is the one profiled).
+//
+// Stages: each sample is charged to the nearest frame of ours on its stack (the innermost frame whose
+// source is under src/), by that frame's file: src/api is HTTP in and the answer, src/cluster/router and
+// forward-batch forwarding, src/cluster/transport, wire and internal-routes the inter-node calls
+// (replication), src/raft the Raft core, src/partition the loop that proposes, persists, sends and
+// applies, src/store/wal and raft-log the log write, src/store/broker the apply. So a library, SQLite or
+// Node's own code runs on the account of the code of ours that called it. Samples with no frame of
+// ours on the stack are the HTTP client between nodes (undici: answers to appends and forwarded
+// requests) or the HTTP server (Node's http and net, fastify) when such frames are on it, else garbage
+// collection, V8 and native work, or other. HTTP in and the answer are one stage: both are src/api.
+// It is a classification of stacks by file, not a trace of requests: work a stage causes later (a
+// timer, a callback from the thread pool, a socket's answer) is charged to whatever runs that callback.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
+  columnNumber: number;
 }
 interface ProfileNode {
   id: number;
@@ -22,16 +43,39 @@ interface Profile {
   endTime: number;
 }
 
+/**
+ * Where a frame's code comes from: `src/...` for our code (through the source map for the bundle's
+ * frames, or from the path when the nodes ran the TypeScript sources), else the frame's URL.
+ */
+export type Resolve = (f: CallFrame) => string;
+
+export function resolver(mapFile: string | null): Resolve {
+  const map = mapFile !== null && existsSync(mapFile) ? new SourceMap(JSON.parse(readFileSync(mapFile, 'utf8')) as ConstructorParameters<typeof SourceMap>[0]) : null;
+  const cache = new Map<string, string>();
+  return (f) => {
+    if (f.url.includes('node_modules')) return f.url;
+    if (!f.url.endsWith('/dist/main.js')) return /\/(src\/.*)$/.exec(f.url)?.[1] ?? f.url;
+    if (map === null) return f.url;
+    const key = `${f.lineNumber}:${f.columnNumber}`;
+    let src = cache.get(key);
+    if (src === undefined) {
+      const e = map.findEntry(f.lineNumber, f.columnNumber) as { originalSource?: string };
+      src = /(?:^|\/)(src\/.*)$/.exec(e.originalSource ?? '')?.[1] ?? f.url;
+      cache.set(key, src);
+    }
+    return src;
+  };
+}
+
 /** The area a frame belongs to: a folder of src/, a dependency, Node itself, or V8's own entries. */
-export function area(f: CallFrame): string {
+export function area(f: CallFrame, source: string): string {
   const name = f.functionName;
-  if (f.url.endsWith('/dist/main.js')) return 'dist/main.js (our code, bundled)';
   if (f.url === '') {
     if (name === '(idle)' || name === '(program)' || name === '(garbage collector)' || name === '(root)') return name;
     return '(native)';
   }
-  const src = /\/src\/([^/]+)\//.exec(f.url);
-  if (src !== null && !f.url.includes('node_modules')) return `src/${src[1]}`;
+  if (source.startsWith('src/')) return source.split('/').slice(0, 2).join('/');
+  if (f.url.endsWith('/dist/main.js')) return 'dist/main.js (our code, bundled, no source map)';
   const dep = /node_modules\/((?:@[^/]+\/)?[^/]+)/g;
   let last: string | null = null;
   for (let m = dep.exec(f.url); m !== null; m = dep.exec(f.url)) last = m[1]!;
@@ -40,12 +84,40 @@ export function area(f: CallFrame): string {
   return f.url;
 }
 
-const label = (f: CallFrame): string => `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(src|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
+/** The stage of our code a source file belongs to (see the top of this file), or null when it is not ours. */
+export function stageOf(source: string): string | null {
+  if (!source.startsWith('src/')) return null;
+  if (source.startsWith('src/api/')) return 'HTTP in and answer (src/api)';
+  if (/^src\/cluster\/(router|forward)/.test(source)) return 'forwarding to the leader (src/cluster/router, forward-batch)';
+  if (/^src\/cluster\/(transport|wire|internal-routes)/.test(source)) return 'replication and inter-node calls (src/cluster/transport, wire, internal-routes)';
+  if (source.startsWith('src/raft/')) return 'Raft core (src/raft)';
+  if (source.startsWith('src/partition/')) return 'partition loop: propose, persist, send, apply (src/partition)';
+  if (/^src\/store\/(wal|raft-log)\//.test(source)) return 'log write (src/store/wal, raft-log)';
+  if (source.startsWith('src/store/broker/')) return 'apply: the state machine (src/store/broker)';
+  return `other code of ours (${source.split('/').slice(0, 2).join('/')})`;
+}
 
-export function analyze(p: Profile, fromMs = 0): { totalMs: number; busyMs: number; byArea: [string, number][]; selfTop: [string, number][]; inclusiveTop: [string, number][]; folded: string } {
+const HTTP_CLIENT = /node_modules\/undici\//;
+const HTTP_SERVER = /^node:(_http_|net$|internal\/(http|net|stream|streams\/|js_stream)|stream$)|node_modules\/(fastify|@fastify|find-my-way|avvio|light-my-request|fast-json-stringify|secure-json-parse|pino)/;
+
+const label = (f: CallFrame, source: string): string =>
+  `${f.functionName || '(anonymous)'} ${source.startsWith('src/') ? source : `${f.url.replace(/^.*\/(node_modules)\//, '$1/')}:${f.lineNumber + 1}`}`;
+
+export interface Analysis {
+  totalMs: number;
+  busyMs: number;
+  byArea: [string, number][];
+  byStage: [string, number][];
+  selfTop: [string, number][];
+  inclusiveTop: [string, number][];
+  folded: string;
+}
+
+export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null)): Analysis {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const sourceOf = new Map(p.nodes.map((n) => [n.id, resolve(n.callFrame)]));
   const selfUs = new Map<number, number>();
   // samples after `fromMs` into the profile only (skip start-up)
   let at = 0;
@@ -56,21 +128,40 @@ export function analyze(p: Profile, fromMs = 0): { totalMs: number; busyMs: numb
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
   const idleIds = p.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id);
   const busy = total - idleIds.reduce((a, id) => a + (selfUs.get(id) ?? 0), 0);
+  const add = (m: Map<string, number>, k: string, us: number): void => void m.set(k, (m.get(k) ?? 0) + us);
   const areas = new Map<string, number>();
+  const stages = new Map<string, number>();
   const selfBy = new Map<string, number>();
   const inclBy = new Map<string, number>();
   const folded = new Map<string, number>();
   for (const [id, us] of selfUs) {
     const n = byId.get(id)!;
-    areas.set(area(n.callFrame), (areas.get(area(n.callFrame)) ?? 0) + us);
-    selfBy.set(label(n.callFrame), (selfBy.get(label(n.callFrame)) ?? 0) + us);
+    const name = n.callFrame.functionName;
+    add(areas, area(n.callFrame, sourceOf.get(id)!), us);
+    add(selfBy, label(n.callFrame, sourceOf.get(id)!), us);
     const stack: string[] = [];
     const seen = new Set<string>();
+    let stage: string | null = null;
+    let client = false;
+    let server = false;
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
-      const l = label(byId.get(cur)!.callFrame);
+      const f = byId.get(cur)!.callFrame;
+      const source = sourceOf.get(cur)!;
+      stage ??= stageOf(source);
+      client ||= HTTP_CLIENT.test(f.url);
+      server ||= HTTP_SERVER.test(f.url);
+      const l = label(f, source);
       stack.push(l);
       if (!seen.has(l)) inclBy.set(l, (inclBy.get(l) ?? 0) + us);
       seen.add(l);
+    }
+    if (name !== '(idle)') {
+      if (stage !== null) add(stages, stage, us);
+      else if (client) add(stages, 'HTTP client between nodes, no frame of ours on the stack (undici)', us);
+      else if (server) add(stages, 'HTTP server and sockets, no frame of ours on the stack (Node http/net, fastify)', us);
+      else if (name === '(garbage collector)') add(stages, '(garbage collector)', us);
+      else if (name === '(program)') add(stages, '(program): V8 and native work outside JavaScript', us);
+      else add(stages, 'other, no frame of ours on the stack', us);
     }
     const key = stack.reverse().join(';');
     folded.set(key, (folded.get(key) ?? 0) + us);
@@ -80,22 +171,38 @@ export function analyze(p: Profile, fromMs = 0): { totalMs: number; busyMs: numb
     totalMs: total / 1000,
     busyMs: busy / 1000,
     byArea: top(areas, 40),
+    byStage: top(stages, 40),
     selfTop: top(selfBy, 40),
     inclusiveTop: top(inclBy, 60),
     folded: [...folded].map(([k, v]) => `${k} ${Math.round(v)}`).join('\n') + '\n',
   };
 }
 
+/** The source map for a profile: `explicit`, else main.js.map next to it, else the bundle's own. */
+export function mapFor(profileFile: string, explicit: string | null): string | null {
+  if (explicit !== null) return explicit;
+  const beside = join(dirname(profileFile), 'main.js.map');
+  if (existsSync(beside)) return beside;
+  const bundled = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js.map');
+  return existsSync(bundled) ? bundled : null;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const fromAt = process.argv.indexOf('--from');
-  const fromMs = fromAt < 0 ? 0 : Number(process.argv[fromAt + 1]) * 1000;
-  for (const file of process.argv.slice(2).filter((a, k, all) => a !== '--from' && all[k - 1] !== '--from')) {
-    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile, fromMs);
+  const opt = (name: string): string | null => {
+    const i = process.argv.indexOf(name);
+    return i < 0 ? null : process.argv[i + 1]!;
+  };
+  const fromMs = Number(opt('--from') ?? 0) * 1000;
+  const files = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && all[k - 1] !== '--from' && all[k - 1] !== '--map');
+  for (const file of files) {
+    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile, fromMs, resolver(mapFor(file, opt('--map'))));
     // shares of the busy time (everything but idle)
     const pct = (ms: number): string => `${((ms / a.busyMs) * 100).toFixed(1).padStart(5)}%`;
     console.log(`\n== ${file}: ${(a.totalMs / 1000).toFixed(1)} s sampled${fromMs > 0 ? ` after the first ${fromMs / 1000} s` : ''}, ${(a.busyMs / 1000).toFixed(1)} s busy; shares of the busy time`);
     console.log('\n-- self time by area');
     for (const [k, ms] of a.byArea) console.log(`${pct(ms)}  ${k}`);
+    console.log('\n-- by stage (each sample charged to the nearest frame of ours on its stack, by its file)');
+    for (const [k, ms] of a.byStage) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- top functions, self time');
     for (const [k, ms] of a.selfTop) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- top functions, inclusive time');
