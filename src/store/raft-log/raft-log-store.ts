@@ -59,6 +59,8 @@ import {
 } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
+import { sameHard, sameVoters, termAt, type LogState, type SnapshotRecord } from '../wal/log-state.js';
+import { appendEntries, compactTo, installSnapshot, localSnapshot, setHardState } from '../wal/transitions.js';
 import {
   RAFT_LOG_MIGRATION_LOCK_TABLE,
   RAFT_LOG_MIGRATION_TABLE,
@@ -129,76 +131,6 @@ const truncatedCrc = (p: number, idx: Index, term: Term): number => fieldsCrc([p
 // The in-memory picture of one partition's log. Immutable: a write builds the next LogState and the
 // view adopts it only once the transaction has committed, so a rolled-back batch leaves every cache
 // exactly as it was.
-
-export interface SnapshotRecord {
-  readonly meta: SnapshotMeta;
-  /** Names the state machine image (a file kept by the broker); Storage.snapshot().data is its UTF-8. */
-  readonly ref: string;
-}
-
-interface LogState {
-  readonly hard: HardState;
-  readonly snap: SnapshotRecord | null;
-  /**
-   * The last entry removed from the front (or the installed snapshot's point): firstIndex() - 1.
-   * Invariant: offset <= snap.meta.index, and offset === 0 while there is no snapshot.
-   */
-  readonly offset: Index;
-  readonly offsetTerm: Term;
-  /** Invariant: offset <= last, hard.commit <= last, snap.meta.index <= last; offset+1..last are in SQLite. */
-  readonly last: Index;
-  /**
-   * Terms of entries offset+1..last, run-length encoded (terms never decrease along a Raft log, so
-   * there are as many runs as terms seen): run k covers runStarts[k] up to runStarts[k+1]-1 (or last).
-   */
-  readonly runStarts: readonly Index[];
-  readonly runTerms: readonly Term[];
-}
-
-/** Term of entry i; the caller guarantees offset <= i <= last. */
-function termAt(s: LogState, i: Index): Term {
-  if (i === s.offset) return s.offsetTerm;
-  let lo = 0;
-  let hi = s.runStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (s.runStarts[mid]! <= i) lo = mid;
-    else hi = mid - 1;
-  }
-  return s.runTerms[lo]!;
-}
-
-/** Drops entries from..last. */
-function truncated(s: LogState, from: Index): LogState {
-  let k = s.runStarts.length;
-  while (k > 0 && s.runStarts[k - 1]! >= from) k--;
-  return { ...s, last: from - 1, runStarts: s.runStarts.slice(0, k), runTerms: s.runTerms.slice(0, k) };
-}
-
-/** Adds entries right after last (the caller has checked contiguity and truncated). */
-function appended(s: LogState, entries: readonly Entry[]): LogState {
-  const starts = s.runStarts.slice();
-  const terms = s.runTerms.slice();
-  for (const e of entries) {
-    if (terms.length === 0 || terms[terms.length - 1] !== e.term) {
-      starts.push(e.index);
-      terms.push(e.term);
-    }
-  }
-  return { ...s, last: entries[entries.length - 1]!.index, runStarts: starts, runTerms: terms };
-}
-
-/** Drops entries offset+1..index, keeping index as the new offset. */
-function compacted(s: LogState, index: Index): LogState {
-  const offsetTerm = termAt(s, index);
-  let k = 0;
-  // Skip the runs that end at or before index.
-  while (k < s.runStarts.length && (s.runStarts[k + 1] ?? s.last + 1) - 1 <= index) k++;
-  const starts = s.runStarts.slice(k);
-  const terms = s.runTerms.slice(k);
-  if (starts.length > 0) starts[0] = Math.max(starts[0]!, index + 1);
-  return { ...s, offset: index, offsetTerm, runStarts: starts, runTerms: terms };
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Prepared statements, their SQL compiled by Kysely. Parameters bind positionally, in the order the
@@ -338,10 +270,7 @@ export class RaftLogStore {
       }
     });
     this.compactTx = db.transaction((p: number, s: LogState, index: Index) => this.writeCompaction(p, s, index));
-    this.recordSnapshotTx = db.transaction((p: number, s: LogState, snap: SnapshotRecord, compactTo: Index) => {
-      this.checkLocalSnapshot(p, s, snap.meta, compactTo);
-      return this.writeCompaction(p, this.writeSnapshotMeta(p, s, snap), compactTo);
-    });
+    this.recordSnapshotTx = db.transaction((p: number, s: LogState, snap: SnapshotRecord, compactTo: Index) => this.writeLocalSnapshot(p, s, snap, compactTo));
   }
 
   /**
@@ -483,79 +412,55 @@ export class RaftLogStore {
     return s;
   }
 
+  // The checks and the next state are the write-ahead log's (src/store/wal/transitions.ts); the
+  // statements below only store what they decided.
+
   private writeInstalledSnapshot(p: number, s: LogState, snap: SnapshotRecord): LogState {
-    const { index, term } = snap.meta;
-    invariant(index >= (s.snap?.meta.index ?? 0), `partition ${p}: snapshot at ${index} older than the one at ${s.snap?.meta.index}`);
-    invariant(index >= s.hard.commit, `partition ${p}: snapshot at ${index} behind the durable commit ${s.hard.commit}`);
-    const withMeta = this.writeSnapshotMeta(p, s, snap);
+    const next = installSnapshot(p, s, snap);
+    this.writeSnapshotRow(p, snap);
     this.stmts.deleteAllEntries.run(p);
-    this.stmts.upsertTruncated.run(p, index, term, truncatedCrc(p, index, term));
-    return { ...withMeta, offset: index, offsetTerm: term, last: index, runStarts: [], runTerms: [] };
-  }
-
-  private writeSnapshotMeta(p: number, s: LogState, snap: SnapshotRecord): LogState {
-    const { index, term, voters } = snap.meta;
-    const json = JSON.stringify(voters);
-    this.stmts.upsertSnapshot.run(p, index, term, json, snap.ref, snapshotCrc(p, index, term, json, snap.ref));
-    return { ...s, snap: { meta: { index, term, voters: voters.slice() }, ref: snap.ref } };
-  }
-
-  private writeEntries(p: number, s: LogState, entries: readonly Entry[]): LogState {
-    const first = entries[0]!.index;
-    invariant(first > s.offset, `partition ${p}: append at ${first} below the compacted log at ${s.offset}`);
-    invariant(first <= s.last + 1, `partition ${p}: append at ${first} leaves a gap after ${s.last}`);
-    let prevTerm = termAt(s, first - 1);
-    for (let k = 0; k < entries.length; k++) {
-      const e = entries[k]!;
-      invariant(e.index === first + k, `partition ${p}: entries not contiguous at ${e.index}`);
-      invariant(e.term >= prevTerm, `partition ${p}: term ${e.term} at ${e.index} below the previous ${prevTerm}`);
-      invariant(e.kind === EntryKind.Normal || e.kind === EntryKind.Noop, `partition ${p}: unknown entry kind ${e.kind}`);
-      prevTerm = e.term;
-    }
-    let next = s;
-    if (first <= s.last) {
-      // Only uncommitted entries may conflict (§5.3, Log Matching; §5.4 Leader Completeness).
-      const floor = Math.max(s.hard.commit, s.snap?.meta.index ?? 0);
-      invariant(first > floor, `partition ${p}: truncating at ${first} would drop committed entries (through ${floor})`);
-      this.stmts.deleteEntriesFrom.run(p, first);
-      next = truncated(s, first);
-    }
-    for (const e of entries) this.stmts.insertEntry.run(p, e.index, e.term, e.kind, e.data, entryCrc(p, e));
-    return appended(next, entries);
-  }
-
-  private writeHardState(p: number, s: LogState, hs: HardState): LogState {
-    const old = s.hard;
-    invariant(hs.term >= old.term, `partition ${p}: term going back from ${old.term} to ${hs.term}`);
-    invariant(
-      hs.term > old.term || old.vote === null || hs.vote === old.vote,
-      `partition ${p}: second vote in term ${hs.term} (${old.vote} then ${hs.vote})`,
-    );
-    invariant(hs.commit >= old.commit, `partition ${p}: commit going back from ${old.commit} to ${hs.commit}`);
-    invariant(hs.commit <= s.last, `partition ${p}: commit ${hs.commit} past the last index ${s.last}`);
-    this.stmts.upsertHard.run(p, hs.term, hs.vote, hs.commit, hardStateCrc(p, hs));
-    return { ...s, hard: { term: hs.term, vote: hs.vote, commit: hs.commit } };
-  }
-
-  private writeCompaction(p: number, s: LogState, index: Index): LogState {
-    if (index <= s.offset) return s;
-    const snapIndex = s.snap?.meta.index ?? 0;
-    invariant(index <= snapIndex, `partition ${p}: compacting to ${index} past the snapshot at ${snapIndex}`);
-    invariant(index <= s.last, `partition ${p}: compacting to ${index} past the last index ${s.last}`);
-    const next = compacted(s, index);
-    this.stmts.deleteEntriesThrough.run(p, index);
-    this.stmts.upsertTruncated.run(p, index, next.offsetTerm, truncatedCrc(p, index, next.offsetTerm));
+    this.stmts.upsertTruncated.run(p, next.offset, next.offsetTerm, truncatedCrc(p, next.offset, next.offsetTerm));
     return next;
   }
 
-  /** What must hold of a snapshot taken locally (MemoryStorage.createSnapshot's checks, and more). */
-  private checkLocalSnapshot(p: number, s: LogState, meta: SnapshotMeta, compactTo: Index): void {
-    const current = s.snap?.meta.index ?? 0;
-    invariant(meta.index > current, `partition ${p}: snapshot at ${meta.index} not newer than the one at ${current}`);
-    invariant(meta.index <= s.last, `partition ${p}: snapshot at ${meta.index} past the last index ${s.last}`);
-    invariant(meta.index <= s.hard.commit, `partition ${p}: snapshot at ${meta.index} of uncommitted entries (commit ${s.hard.commit})`);
-    invariant(meta.term === termAt(s, meta.index), `partition ${p}: snapshot term ${meta.term} but entry ${meta.index} has term ${termAt(s, meta.index)}`);
-    invariant(compactTo <= meta.index, `partition ${p}: compacting to ${compactTo} past the new snapshot at ${meta.index}`);
+  private writeSnapshotRow(p: number, snap: SnapshotRecord): void {
+    const { index, term, voters } = snap.meta;
+    const json = JSON.stringify(voters);
+    this.stmts.upsertSnapshot.run(p, index, term, json, snap.ref, snapshotCrc(p, index, term, json, snap.ref));
+  }
+
+  private writeEntries(p: number, s: LogState, entries: readonly Entry[]): LogState {
+    const next = appendEntries(p, s, entries);
+    const first = entries[0]!.index;
+    if (first <= s.last) this.stmts.deleteEntriesFrom.run(p, first);
+    for (const e of entries) this.stmts.insertEntry.run(p, e.index, e.term, e.kind, e.data, entryCrc(p, e));
+    return next;
+  }
+
+  private writeHardState(p: number, s: LogState, hs: HardState): LogState {
+    const next = setHardState(p, s, hs);
+    this.stmts.upsertHard.run(p, hs.term, hs.vote, hs.commit, hardStateCrc(p, hs));
+    return next;
+  }
+
+  private writeCompaction(p: number, s: LogState, index: Index): LogState {
+    const next = compactTo(p, s, index);
+    if (next === s) return s;
+    this.writeFront(p, next);
+    return next;
+  }
+
+  /** Drops the rows through the state's offset and records it. */
+  private writeFront(p: number, next: LogState): void {
+    this.stmts.deleteEntriesThrough.run(p, next.offset);
+    this.stmts.upsertTruncated.run(p, next.offset, next.offsetTerm, truncatedCrc(p, next.offset, next.offsetTerm));
+  }
+
+  private writeLocalSnapshot(p: number, s: LogState, snap: SnapshotRecord, to: Index): LogState {
+    const next = localSnapshot(p, s, snap.meta, snap.ref, to);
+    this.writeSnapshotRow(p, snap);
+    if (next.offset !== s.offset) this.writeFront(p, next);
+    return next;
   }
 }
 
@@ -793,12 +698,4 @@ async function migrate(k: Kysely<RaftLogDatabase>): Promise<void> {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
     throw new Error(`raft log migration ${failed ?? ''} failed`, { cause: error });
   }
-}
-
-function sameHard(a: HardState, b: HardState): boolean {
-  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
-}
-
-function sameVoters(a: readonly NodeId[], b: readonly NodeId[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
 }
