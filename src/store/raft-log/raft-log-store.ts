@@ -43,23 +43,20 @@ import { crc32 } from 'node:zlib';
 import Sqlite from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type CompiledQuery } from 'kysely';
 import {
-  CompactedError,
   EntryKind,
-  UnavailableError,
   emptyHardState,
   invariant,
   type Entry,
   type HardState,
   type Index,
   type NodeId,
-  type Snapshot,
   type SnapshotMeta,
   type Storage,
   type Term,
 } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
-import { sameHard, sameVoters, termAt, type LogState, type SnapshotRecord } from '../wal/log-state.js';
+import { LogStateStorage, sameHard, sameVoters, termAt, type LogState, type SnapshotRecord } from '../wal/log-state.js';
 import { appendEntries, compactTo, installSnapshot, localSnapshot, setHardState } from '../wal/transitions.js';
 import {
   RAFT_LOG_MIGRATION_LOCK_TABLE,
@@ -467,60 +464,20 @@ export class RaftLogStore {
 // ---------------------------------------------------------------------------------------------------
 // The per-partition view
 
-const utf8 = new TextEncoder();
-
-class PartitionView implements PartitionLog {
-  /** Replaced (never mutated) by the store after each committed write. */
-  state: LogState;
-
+class PartitionView extends LogStateStorage implements PartitionLog {
   constructor(
     private readonly site: Site,
-    readonly partition: number,
-    readonly voters: readonly NodeId[],
+    partition: number,
+    voters: readonly NodeId[],
     initial: LogState,
   ) {
+    super(partition, voters);
     this.state = initial;
   }
 
-  initialState(): { hardState: HardState; voters: readonly NodeId[] } {
-    return { hardState: this.state.hard, voters: this.state.snap?.meta.voters ?? this.voters };
-  }
-
-  hardState(): HardState {
-    return this.state.hard;
-  }
-
-  entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
+  protected readEntries(lo: Index, hi: Index, maxBytes: number): Entry[] {
     const s = this.state;
-    if (lo <= s.offset) throw new CompactedError(lo);
-    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
-    if (hi <= lo) return [];
     return guarded(this.site, this.partition, lo, () => readEntries(this.site, this.partition, s, lo, hi, maxBytes));
-  }
-
-  term(i: Index): Term {
-    const s = this.state;
-    if (i < s.offset) throw new CompactedError(i);
-    if (i > s.last) throw new UnavailableError(i);
-    return termAt(s, i);
-  }
-
-  firstIndex(): Index {
-    return this.state.offset + 1;
-  }
-
-  lastIndex(): Index {
-    return this.state.last;
-  }
-
-  snapshot(): Snapshot {
-    const snap = this.state.snap;
-    if (snap === null) return { meta: { index: 0, term: 0, voters: this.voters }, data: new Uint8Array(0) };
-    return { meta: snap.meta, data: utf8.encode(snap.ref) };
-  }
-
-  snapshotRef(): string | null {
-    return this.state.snap?.ref ?? null;
   }
 
   verify(): VerifyReport {

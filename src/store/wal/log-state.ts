@@ -1,8 +1,7 @@
 // What the log knows of one partition besides its entries' bytes: hard state, snapshot, bounds and
 // the term of every entry. Values are replaced, never changed in place, so a write computes the next
 // state first and commits it only once the bytes are on disk.
-import type { HardState, Index, NodeId, SnapshotMeta, Term } from '../../raft/index.js';
-import { emptyHardState } from '../../raft/index.js';
+import { CompactedError, UnavailableError, emptyHardState, type Entry, type HardState, type Index, type NodeId, type Snapshot, type SnapshotMeta, type Storage, type Term } from '../../raft/index.js';
 
 export interface SnapshotRecord {
   readonly meta: SnapshotMeta;
@@ -103,4 +102,65 @@ export function sameLogState(a: LogState, b: LogState): boolean {
     (a.snap?.meta.term ?? 0) === (b.snap?.meta.term ?? 0) &&
     a.snap?.ref === b.snap?.ref
   );
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * The core's Storage over a LogState, answering exactly as MemoryStorage (the reference); a store
+ * adds how entries are read.
+ */
+export abstract class LogStateStorage implements Storage {
+  /** Replaced, never changed in place, once a write is done. */
+  state: LogState = emptyLogState;
+
+  constructor(
+    readonly partition: number,
+    /** The group's voters before its first snapshot (MemoryStorage's constructor argument). */
+    public voters: readonly NodeId[],
+  ) {}
+
+  /** Entries [lo, hi) with offset < lo <= hi <= last + 1, at most maxBytes but at least one. */
+  protected abstract readEntries(lo: Index, hi: Index, maxBytes: number): Entry[];
+
+  initialState(): { hardState: HardState; voters: readonly NodeId[] } {
+    return { hardState: this.state.hard, voters: this.state.snap?.meta.voters ?? this.voters };
+  }
+
+  hardState(): HardState {
+    return this.state.hard;
+  }
+
+  entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
+    const s = this.state;
+    if (lo <= s.offset) throw new CompactedError(lo);
+    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
+    if (hi <= lo) return [];
+    return this.readEntries(lo, hi, maxBytes);
+  }
+
+  term(i: Index): Term {
+    const s = this.state;
+    if (i < s.offset) throw new CompactedError(i);
+    if (i > s.last) throw new UnavailableError(i);
+    return termAt(s, i);
+  }
+
+  firstIndex(): Index {
+    return this.state.offset + 1;
+  }
+
+  lastIndex(): Index {
+    return this.state.last;
+  }
+
+  snapshot(): Snapshot {
+    const snap = this.state.snap;
+    if (snap === null) return { meta: { index: 0, term: 0, voters: this.voters }, data: new Uint8Array(0) };
+    return { meta: snap.meta, data: utf8.encode(snap.ref) };
+  }
+
+  snapshotRef(): string | null {
+    return this.state.snap?.ref ?? null;
+  }
 }

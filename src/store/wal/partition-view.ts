@@ -2,20 +2,9 @@
 // MemoryStorage, the reference), over the shared write-ahead log: its LogState, where each entry lies,
 // and the newest entries kept in memory, so that apply and replication to a follower that keeps up
 // never read the disk.
-import {
-  CompactedError,
-  UnavailableError,
-  type Entry,
-  type EntryKind,
-  type HardState,
-  type Index,
-  type NodeId,
-  type Snapshot,
-  type Storage,
-  type Term,
-} from '../../raft/index.js';
+import type { Entry, EntryKind, HardState, Index, Storage } from '../../raft/index.js';
 import { StorageCorruptError } from '../storage-errors.js';
-import { emptyLogState, termAt, type LogState } from './log-state.js';
+import { LogStateStorage, termAt } from './log-state.js';
 import { Locations } from './locations.js';
 import { RecordKind, decodeRecord } from './record.js';
 
@@ -46,36 +35,22 @@ export interface PartitionLog extends Storage {
   verify(): VerifyReport;
 }
 
-const utf8 = new TextEncoder();
 
-export class PartitionView implements PartitionLog {
-  /** Replaced, never changed in place, once a write is on disk. */
-  state: LogState = emptyLogState;
+export class PartitionView extends LogStateStorage implements PartitionLog {
   readonly locations = new Locations();
   /** Entries cacheFirst..cacheFirst+cache.length-1, the newest of the log. Invariant: within offset+1..last. */
   private cache: Entry[] = [];
   private cacheFirst = 1;
   private cacheBytes = 0;
-  /** The group's voters before its first snapshot (MemoryStorage's constructor argument). */
-  voters: readonly NodeId[] = [];
 
   constructor(
-    readonly partition: number,
+    partition: number,
     private readonly reader: SegmentReader,
-  ) {}
-
-  initialState(): { hardState: HardState; voters: readonly NodeId[] } {
-    return { hardState: this.state.hard, voters: this.state.snap?.meta.voters ?? this.voters };
+  ) {
+    super(partition, []);
   }
 
-  hardState(): HardState {
-    return this.state.hard;
-  }
-
-  entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
-    const s = this.state;
-    if (lo <= s.offset) throw new CompactedError(lo);
-    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
+  protected readEntries(lo: Index, hi: Index, maxBytes: number): Entry[] {
     const out: Entry[] = [];
     let size = 0;
     let i = lo;
@@ -90,31 +65,6 @@ export class PartitionView implements PartitionLog {
       i += run.length;
     }
     return out;
-  }
-
-  term(i: Index): Term {
-    const s = this.state;
-    if (i < s.offset) throw new CompactedError(i);
-    if (i > s.last) throw new UnavailableError(i);
-    return termAt(s, i);
-  }
-
-  firstIndex(): Index {
-    return this.state.offset + 1;
-  }
-
-  lastIndex(): Index {
-    return this.state.last;
-  }
-
-  snapshot(): Snapshot {
-    const snap = this.state.snap;
-    if (snap === null) return { meta: { index: 0, term: 0, voters: this.voters }, data: new Uint8Array(0) };
-    return { meta: snap.meta, data: utf8.encode(snap.ref) };
-  }
-
-  snapshotRef(): string | null {
-    return this.state.snap?.ref ?? null;
   }
 
   verify(): VerifyReport {

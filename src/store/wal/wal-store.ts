@@ -76,15 +76,7 @@ interface Segment {
 }
 
 /** The checkpoint payload: a partition's LogState. */
-interface CheckpointPayload {
-  readonly hard: HardState;
-  readonly snap: SnapshotRecord | null;
-  readonly offset: Index;
-  readonly offsetTerm: number;
-  readonly last: Index;
-  readonly runStarts: readonly Index[];
-  readonly runTerms: readonly number[];
-}
+type CheckpointPayload = LogState;
 
 const held = new Set<string>();
 const fdatasyncAsync = promisify(fdatasync);
@@ -384,7 +376,7 @@ export class WalStore {
     for (const view of [...this.views.values()].sort((a, b) => a.partition - b.partition)) {
       const s = view.state;
       if (s === emptyLogState) continue;
-      const payload: CheckpointPayload = { hard: s.hard, snap: s.snap, offset: s.offset, offsetTerm: s.offsetTerm, last: s.last, runStarts: s.runStarts, runTerms: s.runTerms };
+      const payload: CheckpointPayload = s;
       checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
     }
     if (checkpoints.length > 0) this.write(checkpoints, true);
@@ -512,8 +504,7 @@ export class WalStore {
           view.locations.dropThrough(view.state.offset);
           break;
         case RecordKind.Checkpoint: {
-          const c = parseJsonPayload(r.payload) as CheckpointPayload;
-          const s: LogState = { hard: c.hard, snap: c.snap, offset: c.offset, offsetTerm: c.offsetTerm, last: c.last, runStarts: c.runStarts, runTerms: c.runTerms };
+          const s = parseJsonPayload(r.payload) as CheckpointPayload;
           if (view.state === emptyLogState) {
             // The segments before this one are gone: the entries' places come from copies further on.
             view.state = s;
