@@ -51,11 +51,12 @@ import {
   type Index,
   type NodeId,
   type SnapshotMeta,
-  type Storage,
   type Term,
 } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
+import type { PersistItem } from '../wal/wal-store.js';
+import type { PartitionLog, VerifyReport } from '../wal/partition-view.js';
 import { LogStateStorage, sameHard, sameVoters, termAt, type LogState, type SnapshotRecord } from '../wal/log-state.js';
 import { appendEntries, compactTo, installSnapshot, localSnapshot, setHardState } from '../wal/transitions.js';
 import {
@@ -213,33 +214,6 @@ function prepareStatements(db: SqliteConnection, k: Kysely<RaftLogDatabase>): St
 // ---------------------------------------------------------------------------------------------------
 // The store
 
-/** One partition's share of a loop turn's Ready, as persist() takes it. */
-export interface PersistItem {
-  readonly partition: number;
-  readonly hardState: HardState | null;
-  /** Appended after truncating any conflicting suffix at entries[0].index. */
-  readonly entries: readonly Entry[];
-  /** A snapshot received from the leader; its image must already be durable where `ref` says. */
-  readonly snapshot: SnapshotRecord | null;
-}
-
-/** What verify() checked. */
-export interface VerifyReport {
-  readonly partition: number;
-  readonly firstIndex: Index;
-  readonly lastIndex: Index;
-  readonly entries: number;
-}
-
-/** A partition's log as the Raft core reads it, plus what its host needs on start. */
-export interface PartitionLog extends Storage {
-  readonly partition: number;
-  hardState(): HardState;
-  /** The ref of the latest snapshot's image, or null before the first snapshot. */
-  snapshotRef(): string | null;
-  /** Reads the whole log of the partition back and checks every CRC; throws StorageCorruptError. */
-  verify(): VerifyReport;
-}
 
 interface Site {
   readonly path: string;
