@@ -5,7 +5,7 @@
 //
 //   0  u32  body length (bytes 8 .. 8+length: the fields below and the payload, not the padding)
 //   4  u32  CRC-32 of the body, seeded with the segment's sequence number
-//   8  u8   kind               9  u8  entry kind (ENTRY, COPY)     10 u16 0
+//   8  u8   kind               9  u8  entry kind (ENTRY, COPY)     10 u16 flags (1: ends a write)
 //   12 u32  partition
 //   16 u32  this record's offset in its segment
 //   20 u32  the durable frontier: the offset below which the segment was fsynced when this was written
@@ -14,7 +14,9 @@
 //
 // Seeding the CRC with the segment's number and holding the record's own offset make a stale record
 // (one from another segment, or left at another place) fail its check. The frontier tells a torn tail
-// from damage (segment.ts): a tail is torn only where nothing later says it had been synced.
+// from damage (segment.ts): a tail is torn only where nothing later says it had been synced. The last
+// record of each write says so (END): a write is kept whole or not at all, since a crash can cut a
+// write short (a process killed in the middle of writev, pages lost in a power cut).
 //
 // CRC-32 rather than CRC-32C: Node's zlib.crc32 is native; a CRC-32C in JavaScript costs several times
 // the CPU per byte, and both detect every burst of up to 32 bits and the torn writes this log meets.
@@ -52,7 +54,12 @@ export interface RecordFields {
   readonly index: number;
 }
 
+/** Flag of the last record of a write: the records since the previous one are one batch. */
+export const END = 1;
+
 export interface DecodedRecord extends RecordFields {
+  /** Whether this record ends its write. */
+  readonly end: boolean;
   /** Offset of the record in its segment. */
   readonly offset: number;
   /** Bytes the record takes, padding included: the next record starts at offset + size. */
@@ -72,12 +79,12 @@ const ZEROS = new Uint8Array(8);
  * The buffers of one record, for writev: its header, then the payload as given (never copied), then
  * padding. `seed` is the segment's sequence number.
  */
-export function encodeRecord(fields: RecordFields, payload: Uint8Array, offset: number, frontier: number, seed: number): Uint8Array[] {
+export function encodeRecord(fields: RecordFields, payload: Uint8Array, offset: number, frontier: number, seed: number, end: boolean): Uint8Array[] {
   const header = Buffer.allocUnsafe(HEADER_BYTES);
   header.writeUInt32LE(FIXED_BODY_BYTES + payload.byteLength, 0);
   header.writeUInt8(fields.kind, 8);
   header.writeUInt8(fields.entryKind, 9);
-  header.writeUInt16LE(0, 10);
+  header.writeUInt16LE(end ? END : 0, 10);
   header.writeUInt32LE(fields.partition, 12);
   header.writeUInt32LE(offset, 16);
   header.writeUInt32LE(frontier, 20);
@@ -111,6 +118,7 @@ export function decodeRecord(b: Buffer, at: number, seed: number, position = 0):
   return {
     kind: kind as RecordKind,
     entryKind: b.readUInt8(at + 9),
+    end: (b.readUInt16LE(at + 10) & END) !== 0,
     partition: b.readUInt32LE(at + 12),
     offset,
     size: padded(8 + bodyLen),

@@ -3,9 +3,9 @@
 //
 // Opening a segment tells three endings apart (etcd's wal/repair.go, made stricter):
 // - a clean end: nothing but zeros after the last record that holds;
-// - a torn tail: bytes after it that are not a valid record, and no later record says the log had
-//   been synced past them: a write that a crash cut short, never acknowledged. It is cut off
-//   (zeroed), and everything before it kept;
+// - a torn tail: bytes after it that are not a valid record, or records after the last one that
+//   ends a write, and no later record says the log had been synced past them: a write that a crash
+//   cut short, never acknowledged. It is cut off whole (zeroed), and everything before it kept;
 // - damage: a later valid record whose durable frontier lies past the bad bytes, so they had been
 //   synced, and acknowledged. That is corruption: StorageCorruptError, never a silent cut.
 // Only the newest segment can have a torn tail: an older one was synced whole before the next began.
@@ -103,17 +103,21 @@ export function scanSegment(b: Buffer, seq: number, path: string, newest: boolea
     records.push(r);
     pos += r.size;
   }
-  const dirtyTo = lastNonZero(b);
-  if (dirtyTo <= pos) return { records, end: pos, dirtyTo: pos };
-  if (!newest) throw corrupt(`bytes at offset ${pos} are not a record, in a segment that was synced whole`);
-  // A torn tail is all unsynced: no record after the bad bytes may say they had been synced.
-  for (let q = pos + 8; q < dirtyTo; q += 8) {
+  // Records after the last one that ends a write belong to a write cut short.
+  let whole = records.length;
+  while (whole > 0 && !records[whole - 1]!.end) whole--;
+  const cut = whole === 0 ? SEGMENT_HEADER_BYTES : records[whole - 1]!.offset + records[whole - 1]!.size;
+  const dirtyTo = Math.max(lastNonZero(b), pos);
+  if (dirtyTo <= cut) return { records, end: cut, dirtyTo: cut };
+  if (!newest) throw corrupt(`bytes at offset ${cut} are not a whole write, in a segment that was synced whole`);
+  // A torn tail is all unsynced: no record after the cut may say it had been synced.
+  for (let q = cut; q < dirtyTo; q += 8) {
     const later = decodeRecord(b, q, seq);
-    if (later !== null && later.frontier > pos) {
-      throw corrupt(`bytes at offset ${pos} are not a record, but the record at ${q} says the segment was synced through ${later.frontier}`);
+    if (later !== null && later.frontier > cut) {
+      throw corrupt(`the write at offset ${cut} is not whole, but the record at ${q} says the segment was synced through ${later.frontier}`);
     }
   }
-  return { records, end: pos, dirtyTo };
+  return { records: records.slice(0, whole), end: cut, dirtyTo };
 }
 
 /** Zeroes [from, to) of a segment and syncs it: a torn tail is cut before anything is appended there. */

@@ -307,7 +307,7 @@ export class WalStore {
     this.write(records, true);
     // The view follows exactly as a replay of these records would make it.
     for (const r of records) {
-      const written: DecodedRecord = { ...r.fields, offset: r.offset, size: r.size, frontier: 0, payload: r.payload };
+      const written: DecodedRecord = { ...r.fields, offset: r.offset, size: r.size, frontier: 0, end: false, payload: r.payload };
       this.replayRecord(written, r.segment, this.segmentPath(r.segment));
     }
   }
@@ -335,8 +335,8 @@ export class WalStore {
       const seg = this.active;
       const buffers: Uint8Array[] = [];
       let pos = seg.end;
-      for (const r of records) {
-        buffers.push(...encodeRecord(r.fields, r.payload, pos, seg.durable, seg.seq));
+      for (const [k, r] of records.entries()) {
+        buffers.push(...encodeRecord(r.fields, r.payload, pos, seg.durable, seg.seq, k === records.length - 1));
         r.segment = seg.seq;
         r.offset = pos;
         r.size = recordSize(r.payload.byteLength);
