@@ -138,12 +138,16 @@ static struct entry *entry_of(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return NULL;
   struct entry *e = &table[fd];
-  if (e->state == 0 || e->dev != st.st_dev || e->ino != st.st_ino) {
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, e->path, sizeof e->path - 1);
-    if (n < 0) return NULL;
-    e->path[n] = '\0';
+  /* The name is read again every time: libuv closes descriptors with a raw system call, which this
+     library does not see, so a descriptor number may come back for the same file (same device and
+     inode) under another name, after a rename. */
+  char link[64], now[PATH_MAX];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, now, sizeof now - 1);
+  if (n < 0) return NULL;
+  now[n] = '\0';
+  if (e->state == 0 || e->dev != st.st_dev || e->ino != st.st_ino || strcmp(e->path, now) != 0) {
+    memcpy(e->path, now, (size_t)n + 1);
     e->dev = st.st_dev;
     e->ino = st.st_ino;
     e->state = under_root(e->path) ? 1 : 2;

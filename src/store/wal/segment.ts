@@ -9,7 +9,7 @@
 // - damage: a later valid record whose durable frontier lies past the bad bytes, so they had been
 //   synced, and acknowledged. That is corruption: StorageCorruptError, never a silent cut.
 // Only the newest segment can have a torn tail: an older one was synced whole before the next began.
-import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, renameSync, rmSync, writeSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncPath } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
@@ -37,21 +37,34 @@ function header(seq: number): Buffer {
 }
 
 /**
- * A new segment, durable before it is used: header written, file sized to `bytes`, file and folder
- * synced. Returns its descriptor, open for reading and writing.
+ * A new segment, whole and durable before it is used: its header and `initial` records (the
+ * checkpoints) written under a temporary name, the file sized to `bytes`, synced, renamed to its
+ * name and the folder synced. A crash or a failed write leaves only the temporary file (deleted on
+ * open), never a segment without its checkpoints. Returns its descriptor, open for reading and
+ * writing.
  */
-export function createSegment(dir: string, seq: number, bytes: number): number {
-  const fd = openSync(join(dir, segmentName(seq)), 'wx+', 0o600);
+export function createSegment(dir: string, seq: number, bytes: number, initial: readonly Uint8Array[]): number {
+  const tmp = join(dir, `${segmentName(seq)}.tmp`);
+  const path = join(dir, segmentName(seq));
   try {
-    writeAll(fd, [header(seq)], 0);
-    ftruncateSync(fd, bytes);
-    fdatasyncSync(fd);
+    const fd = openSync(tmp, 'w+', 0o600);
+    try {
+      writeAll(fd, [header(seq), ...initial], 0);
+      const written = initial.reduce((n, b) => n + b.byteLength, SEGMENT_HEADER_BYTES);
+      ftruncateSync(fd, Math.max(bytes, written));
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
     fsyncPath(dir);
-    return fd;
   } catch (err) {
-    closeSync(fd);
+    rmSync(tmp, { force: true });
     throw err;
   }
+  // Opened again by its name rather than kept open across the rename: whatever watches the file by
+  // the name it was opened under (the chaos runs' storage fault layer) sees the segment's writes.
+  return openSync(path, 'r+');
 }
 
 /** Writes every byte of `buffers` at `position` (writev may write less than asked). */

@@ -20,17 +20,22 @@
 //    checkpoint of every partition, which must agree with what replay built. A mismatch throws
 //    StorageCorruptError: the node refuses to start on a log it cannot trust.
 // 4. Failed I/O: after a failed write or fdatasync the store refuses every later write: the kernel
-//    may have dropped the dirty pages, so a retry could "succeed" without the data (fsyncgate). The
-//    node stops and restarts from disk.
-// 5. Deletion: a segment is deleted once no partition holds a live entry in it (compaction moved
-//    past them, or the few left were copied forward) and the next segment's checkpoint is synced.
+//    may have dropped the dirty pages, so a retry could "succeed" without the data (fsyncgate). It
+//    notes durably (SYNC-FAILED) where the segment was last known synced; the node stops, and the
+//    next open cuts the log there, since the page cache may still hold, marked clean, records that
+//    never reached the disk.
+// 5. Segments: one is created whole (header and checkpoints) under a temporary name and renamed once
+//    synced, so every segment holds its checkpoints. A segment is deleted once no partition holds a
+//    live entry in it (compaction moved past them, or the few left were copied forward).
+// 6. What the frontier cannot tell: damage to the last synced write, which no later record vouches
+//    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
-import { fsyncPath } from '../durable.js';
+import { fsyncPath, writeFileDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
 import { PartitionView, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
@@ -73,12 +78,18 @@ interface Segment {
   durable: number;
   /** End of the checkpoint records that open the segment. */
   checkpointEnd: number;
+  /** fdatasync calls in flight on the thread pool: the descriptor is closed only once they are done. */
+  syncing: number;
+  /** Deleted while a sync was in flight: close the descriptor when it ends. */
+  closeWhenIdle: boolean;
 }
 
 /** The checkpoint payload: a partition's LogState. */
 type CheckpointPayload = LogState;
 
 const held = new Set<string>();
+/** The note of a failed write or sync (failed()). */
+const SYNC_FAILED = 'SYNC-FAILED';
 const fdatasyncAsync = promisify(fdatasync);
 
 export class WalStore {
@@ -207,11 +218,15 @@ export class WalStore {
     const seg = this.active;
     const target = seg.end;
     if (seg.durable >= target) return;
+    seg.syncing++;
     try {
       await fdatasyncAsync(seg.fd);
     } catch (err) {
-      this.failure = err;
+      this.failed(err, seg);
       throw err;
+    } finally {
+      seg.syncing--;
+      if (seg.syncing === 0 && seg.closeWhenIdle) closeSync(seg.fd);
     }
     seg.durable = Math.max(seg.durable, target);
     this.syncedWrites++;
@@ -225,7 +240,7 @@ export class WalStore {
     try {
       fdatasyncSync(seg.fd);
     } catch (err) {
-      this.failure = err;
+      this.failed(err, seg);
       throw err;
     }
     seg.durable = seg.end;
@@ -333,15 +348,7 @@ export class WalStore {
       const bytes = records.reduce((n, r) => n + recordSize(r.payload.byteLength), 0);
       if (this.active.end + bytes > this.segmentBytes && this.active.end > this.active.checkpointEnd) this.rollover();
       const seg = this.active;
-      const buffers: Uint8Array[] = [];
-      let pos = seg.end;
-      for (const [k, r] of records.entries()) {
-        buffers.push(...encodeRecord(r.fields, r.payload, pos, seg.durable, seg.seq, k === records.length - 1));
-        r.segment = seg.seq;
-        r.offset = pos;
-        r.size = recordSize(r.payload.byteLength);
-        pos += r.size;
-      }
+      const { buffers, end: pos } = encodeWrite(records, seg.seq, seg.end, seg.durable);
       writeAll(seg.fd, buffers, seg.end);
       seg.end = pos;
       if (sync) {
@@ -352,7 +359,7 @@ export class WalStore {
         this.unsyncedWrites++;
       }
     } catch (err) {
-      if (!(err instanceof InvariantError)) this.failure = err;
+      if (!(err instanceof InvariantError)) this.failed(err, this.active);
       throw err;
     }
   }
@@ -367,11 +374,13 @@ export class WalStore {
     this.startSegment(old.seq + 1);
   }
 
+  /**
+   * A new newest segment, opening with a checkpoint of every partition. It is created whole under a
+   * temporary name and renamed once synced, so that a segment file always holds its header and all
+   * its checkpoints: a crash or a failed write in between leaves only a temporary file, deleted on
+   * open (replay and purge rely on every segment's checkpoints being there).
+   */
   private startSegment(seq: number): void {
-    const fd = createSegment(this.dir, seq, this.segmentBytes);
-    const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES };
-    this.segments.set(seq, seg);
-    this.active = seg;
     const checkpoints: Pending[] = [];
     for (const view of [...this.views.values()].sort((a, b) => a.partition - b.partition)) {
       const s = view.state;
@@ -379,8 +388,12 @@ export class WalStore {
       const payload: CheckpointPayload = s;
       checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
     }
-    if (checkpoints.length > 0) this.write(checkpoints, true);
-    seg.checkpointEnd = seg.end;
+    const { buffers, end } = encodeWrite(checkpoints, seq, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
+    const fd = createSegment(this.dir, seq, this.segmentBytes, buffers);
+    if (checkpoints.length > 0) this.syncedWrites++;
+    const seg: Segment = { seq, fd, end, durable: end, checkpointEnd: end, syncing: 0, closeWhenIdle: false };
+    this.segments.set(seq, seg);
+    this.active = seg;
   }
 
   /**
@@ -395,7 +408,8 @@ export class WalStore {
       const holders = [...this.views.values()].filter((v) => v.locations.holds(oldest));
       if (holders.length > 0 && !this.copyForward(oldest, holders)) return;
       const seg = this.segments.get(oldest)!;
-      closeSync(seg.fd);
+      if (seg.syncing === 0) closeSync(seg.fd);
+      else seg.closeWhenIdle = true;
       this.segments.delete(oldest);
       rmSync(this.segmentPath(oldest), { force: true });
       fsyncPath(this.dir);
@@ -428,7 +442,10 @@ export class WalStore {
   // --- replay -------------------------------------------------------------------------------------
 
   private replay(): void {
+    // A segment left half-created by a crash or a failed write never held anything acknowledged.
+    for (const f of readdirSync(this.dir)) if (f.endsWith('.wal.tmp')) rmSync(join(this.dir, f), { force: true });
     const seqs = listSegments(this.dir);
+    const failedSync = this.readSyncFailure(seqs);
     if (seqs.length === 0) {
       this.startSegment(1);
       return;
@@ -437,9 +454,14 @@ export class WalStore {
       const path = this.segmentPath(seq);
       const newest = k === seqs.length - 1;
       const fd = openSync(path, newest ? 'r+' : 'r');
-      const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES };
+      const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, closeWhenIdle: false };
       this.segments.set(seq, seg);
-      const scanned = scanSegment(readFileSync(path), seq, path, newest);
+      let scanned = scanSegment(readFileSync(path), seq, path, newest);
+      if (newest && failedSync !== null && scanned.end > failedSync.durable) {
+        // What follows the last successful sync may be in the page cache only, marked clean after
+        // the failed writeback: never acknowledged, and not to be trusted now.
+        scanned = { records: scanned.records.filter((r) => r.offset < failedSync.durable), end: failedSync.durable, dirtyTo: Math.max(scanned.dirtyTo, scanned.end) };
+      }
       let checkpoints = true;
       for (const r of scanned.records) {
         if (r.kind !== RecordKind.Checkpoint) checkpoints = false;
@@ -456,12 +478,38 @@ export class WalStore {
       seg.durable = seg.end;
       this.active = seg;
     }
+    if (failedSync !== null) rmSync(join(this.dir, SYNC_FAILED), { force: true });
     for (const view of this.views.values()) {
       const unknown = view.locations.firstUnknown();
       if (unknown !== null) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: unknown }, 'entry missing from every segment');
       const s = view.state;
       if (s.hard.commit > s.last) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: null }, `commit ${s.hard.commit} past the last index ${s.last}`);
     }
+  }
+
+  /**
+   * A failed write or fdatasync: the store refuses every later write (the kernel may have dropped
+   * the dirty pages, so a retry could "succeed" without the data), and notes durably where the
+   * segment was last known synced, for the next open to cut the log there (fsyncgate).
+   */
+  private failed(err: unknown, seg: Segment): void {
+    this.failure = err;
+    try {
+      writeFileDurably(join(this.dir, SYNC_FAILED), JSON.stringify({ segment: seg.seq, durable: seg.durable }));
+    } catch {
+      // The disk refuses even this: the node stops anyway, and the next open finds what it finds.
+    }
+  }
+
+  /** The note of a failed sync, checked against the segments it must be about (the newest). */
+  private readSyncFailure(seqs: readonly number[]): { segment: number; durable: number } | null {
+    const file = join(this.dir, SYNC_FAILED);
+    if (!existsSync(file)) return null;
+    const note = JSON.parse(readFileSync(file, 'utf8')) as { segment: number; durable: number };
+    if (note.segment !== seqs.at(-1)) {
+      throw new StorageCorruptError({ path: file, partition: null, index: null }, `a sync of segment ${note.segment} failed, but the newest segment is ${String(seqs.at(-1))}`);
+    }
+    return note;
   }
 
   private replayRecord(r: DecodedRecord, seq: number, path: string): void {
@@ -536,6 +584,20 @@ export class WalStore {
   private segmentPath(seq: number): string {
     return join(this.dir, segmentName(seq));
   }
+}
+
+/** One write's buffers: `records` from offset `pos` of segment `seq`, the last one marked END. */
+function encodeWrite(records: Pending[], seq: number, pos: number, frontier: number): { buffers: Uint8Array[]; end: number } {
+  const buffers: Uint8Array[] = [];
+  let at = pos;
+  for (const [k, r] of records.entries()) {
+    buffers.push(...encodeRecord(r.fields, r.payload, at, frontier, seq, k === records.length - 1));
+    r.segment = seq;
+    r.offset = at;
+    r.size = recordSize(r.payload.byteLength);
+    at += r.size;
+  }
+  return { buffers, end: at };
 }
 
 function pending(kind: RecordKind, partition: number, term: number, index: number, payload: Uint8Array, entryKind = 0): Pending {

@@ -322,3 +322,50 @@ t.test('a write cut short keeps none of its records: a batch is whole or absent'
   store = await openStore(t, dir);
   t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:e1t1', '2/3:e2t3'], 'the log goes on after the cut');
 });
+
+t.test('a segment left half-created by a crash is deleted on open: segments always hold their checkpoints', async (t) => {
+  const dir = tempDir(t);
+  let store = await openStore(t, dir, 4096);
+  store.partition(1, voters);
+  store.persist([item(1, [], hs(7, 0, 'b'))], true);
+  store.close();
+  // A rollover cut short before its rename: the next segment exists only under its temporary name.
+  writeFileSync(join(dir, '0000000000000002.wal.tmp'), Buffer.alloc(100));
+  store = await openStore(t, dir, 4096);
+  t.notOk(existsSync(join(dir, '0000000000000002.wal.tmp')), 'the temporary file is gone');
+  t.same(store.partition(1, voters).hardState(), hs(7, 0, 'b'), 'the vote is kept');
+  // Segments roll over and the old ones go; every partition's state survives, vote included.
+  store.partition(0, voters);
+  for (let i = 1; i <= 30; i++) {
+    store.persist([item(0, [entry(i, 1, 'x'.repeat(300))], hs(1, i))], true);
+    store.recordSnapshot(0, { index: i, term: 1, voters }, `p0-${i}-1`);
+  }
+  t.notOk(existsSync(join(dir, '0000000000000001.wal')), 'the first segment was deleted');
+  store.close();
+  store = await openStore(t, dir, 4096);
+  t.same(store.partition(1, voters).hardState(), hs(7, 0, 'b'), 'the vote came through every checkpoint');
+  t.equal(store.partition(0, voters).lastIndex(), 30);
+});
+
+t.test('after a failed sync, the next open cuts the log where it was last known synced', async (t) => {
+  const dir = tempDir(t);
+  let store = await openStore(t, dir);
+  store.partition(0, voters);
+  store.persist([item(0, [entry(1, 1, 'synced')], hs(1, 1))], true);
+  store.persist([item(0, [entry(2, 1, 'after the last good sync')], hs(1, 2))], true);
+  store.close();
+  const file = join(dir, segments(dir).at(-1)!);
+  const second = readFileSync(file).indexOf('after the last good sync') - 40;
+  // What failed() writes when an fdatasync fails: the second write's sync, say, failed after a
+  // writeback error left its pages clean in the cache.
+  writeFileSync(join(dir, 'SYNC-FAILED'), JSON.stringify({ segment: 1, durable: second }));
+  store = await openStore(t, dir);
+  const log = store.partition(0, voters);
+  t.equal(log.lastIndex(), 1, 'only what was synced');
+  t.same(log.hardState(), hs(1, 1));
+  t.notOk(existsSync(join(dir, 'SYNC-FAILED')), 'the note is gone once the log is cut');
+  store.persist([item(0, [entry(2, 1, 'again')], hs(1, 2))], true);
+  store.close();
+  store = await openStore(t, dir);
+  t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:synced', '2/1:again']);
+});
