@@ -714,6 +714,24 @@ t.test('a command that breaks the code fails alone: the batch around it applies,
   t.equal(hash(a), hash(b), 'byte-identical state');
 });
 
+t.test('within one batch, a send sees a queue deleted and made again by someone else before it', async (t) => {
+  const s = await ordersStore(t);
+  const out = s.sm.apply([
+    entry(s.index + 1, env(s, 'alice', send('orders', 'a'))),
+    entry(s.index + 2, env(s, 'alice', { type: 'queue.delete', name: 'orders' })),
+    entry(s.index + 3, env(s, 'bob', queue('orders'))),
+    entry(s.index + 4, env(s, 'alice', send('orders', 'b'))),
+    entry(s.index + 5, env(s, 'bob', send('orders', 'c'))),
+  ]);
+  s.index += 5;
+  t.match(
+    out.map((a) => a.result),
+    [{ ok: true }, { ok: true }, { ok: true }, { ok: false, code: 'not_found' }, { ok: true }],
+    'alice\'s second send finds bob\'s queue, hidden from her, not hers',
+  );
+  t.strictSame(queueStats(s, 'orders', 'bob'), stats(1, 0, 0, 0, 0), 'only bob\'s message is in bob\'s queue');
+});
+
 t.test('the clock never goes backwards: an older leader stamp does not make later messages older', async (t) => {
   const s = await ordersStore(t);
   const t0 = s.time;

@@ -222,6 +222,7 @@ export class BrokerStateMachine {
   }
 
   private applyBatch(entries: readonly ApplyEntry[], guarded: boolean): Applied[] {
+    this.sendTargets.clear();
     const out: Applied[] = [];
     const run = this.sqlite.transaction(() => {
       let applied = this.meta('applied_index');
@@ -315,7 +316,30 @@ export class BrokerStateMachine {
     return result;
   }
 
+  /**
+   * Queues as sends read them (name, owner, id, delay, retention: what only queue.create and
+   * queue.delete change), so that a send does not query the queue for every message. Any command
+   * that may change a queue or a grant empties it, and so does every batch's start (a rolled-back
+   * batch leaves nothing behind): replicas answer the same with or without it.
+   */
+  private readonly sendTargets = new Map<string, ChannelRow & { name: string }>();
+
+  /** The commands that change no queue definition and no grant: the send-target cache survives them. */
+  private static readonly KEEPS_SEND_TARGETS: ReadonlySet<Command['type']> = new Set<Command['type']>([
+    'queue.send',
+    'receive',
+    'ack',
+    'nack',
+    'lease',
+    'topic.publish',
+    'sweep',
+    'outbox.done',
+    'deadletter.deliver',
+    'queue.purge',
+  ]);
+
   private dispatch(c: Command, ctx: Ctx): Result {
+    if (!BrokerStateMachine.KEEPS_SEND_TARGETS.has(c.type)) this.sendTargets.clear();
     switch (c.type) {
       case 'user.register':
         return this.register(c.username, c.passwordHash, ctx);
@@ -519,8 +543,12 @@ export class BrokerStateMachine {
 
   private sendToQueue(name: string, messages: readonly MessageInput[], ctx: Ctx): Result<{ items: SentMessage[] }> {
     const user = this.requireActor(ctx);
-    const q = this.visibleQueue(name, user);
-    this.requireQueueRight(q, user, 'send');
+    let q = this.sendTargets.get(name);
+    if (q === undefined || q.owner !== user) {
+      q = this.visibleQueue(name, user);
+      this.requireQueueRight(q, user, 'send');
+      if (q.owner === user) this.sendTargets.set(name, q);
+    }
     if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
     const items = messages.map((m, i) => this.enqueue(q, m, `${this.partition}-${ctx.index}-${i}`, ctx, DEDUP_WINDOW_MS));
     return ok({ items });
