@@ -31,7 +31,7 @@
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
@@ -609,18 +609,35 @@ function pending(kind: RecordKind, partition: number, term: number, index: numbe
  * store of this process holds the log).
  */
 function lock(dir: string): void {
-  if (held.has(dir)) throw new Error(`the write-ahead log in ${dir} is already open in this process`);
+  const key = realpathSync(dir);
+  if (held.has(key)) throw new Error(`the write-ahead log in ${dir} is already open in this process`);
   const file = join(dir, 'LOCK');
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`the write-ahead log in ${dir} is held by process ${pid}`);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      // Created exclusively: of two processes starting at once, one gets the log.
+      const fd = openSync(file, 'wx', 0o600);
+      writeFileSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+      // A LOCK left by a process that died (or by this one, before a restart in the same process).
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`the write-ahead log in ${dir} is held by process ${pid}`);
+      rmSync(file, { force: true });
+    }
   }
-  writeFileSync(file, `${process.pid}\n`);
-  held.add(dir);
+  held.add(key);
 }
 
 function unlock(dir: string): void {
-  if (!held.delete(dir)) return;
+  let key: string;
+  try {
+    key = realpathSync(dir);
+  } catch {
+    return; // the folder is gone, and its LOCK with it
+  }
+  if (!held.delete(key)) return;
   rmSync(join(dir, 'LOCK'), { force: true });
 }
 
