@@ -472,6 +472,27 @@ t.test('a batch without the right to send stores nothing (all or none)', async (
   t.equal(s.must('alice', send('orders', 'x')).items[0].sequence, 1, 'no sequence was used up');
 });
 
+t.test('a batch stored in bulk holds the same rows and counts as one stored a message at a time', async (t) => {
+  // Without deduplication ids a batch takes its sequences in one update and is inserted in bulk;
+  // with one it goes a message at a time. Both must leave the same messages and counts.
+  const batch = (dedup: boolean) =>
+    sendMsgs(
+      'orders',
+      ...Array.from({ length: 150 }, (_, i) =>
+        msg(`m${i}`, { attributes: { i: String(i) }, ...(i % 3 === 0 ? { delaySeconds: 5 } : {}), ...(dedup && i === 149 ? { deduplicationId: 'last' } : {}) }),
+      ),
+    );
+  const bulk = await ordersStore(t);
+  const single = await ordersStore(t);
+  const a = bulk.must('alice', batch(false)).items as { sequence: number }[];
+  const b = single.must('alice', batch(true)).items as { sequence: number }[];
+  t.strictSame(a.map((i) => i.sequence), b.map((i) => i.sequence), 'the same sequences, 1 to 150');
+  t.strictSame(queueStats(bulk, 'orders'), queueStats(single, 'orders'), 'the same ready and delayed counts');
+  t.strictSame(queueStats(bulk, 'orders'), stats(100, 0, 50, 0, 0));
+  const rows = (s: TestStore) => s.sm.sqlite.prepare('select seq, body, attributes, state, visible_at, expires_at from messages order by seq').all();
+  t.strictSame(rows(bulk), rows(single), 'the same rows');
+});
+
 t.test('an empty batch is validation_failed', async (t) => {
   const s = await ordersStore(t);
   t.equal(code(s.run('alice', sendMsgs('orders'))), 'validation_failed');
@@ -712,6 +733,36 @@ t.test('a command that breaks the code fails alone: the batch around it applies,
   for (const e of batch(b)) b.sm.apply([e]);
   b.index += 3;
   t.equal(hash(a), hash(b), 'byte-identical state');
+});
+
+t.test('single sends applied in one batch (stored in bulk) and one entry at a time answer and store the same', async (t) => {
+  const a = await ordersStore(t);
+  const b = await ordersStore(t);
+  a.must('bob', queue('other'));
+  b.must('bob', queue('other'));
+  // Owner's sends (gathered), a delayed one, a send by someone else, one with a key, one with a
+  // deduplication id, and a receive in between: only runs of plain sends by the owner go together.
+  const commands: [string, Parameters<TestStore['run']>[1], string?][] = [];
+  for (let i = 0; i < 70; i++) {
+    const n = i % 10;
+    if (n === 3) commands.push(['alice', sendMsgs('orders', msg(`d${i}`, { delaySeconds: 2 }))]);
+    else if (n === 5) commands.push(['bob', send('other', `o${i}`)]);
+    else if (n === 6) commands.push(['alice', send('orders', `k${i}`), `key-${i}`]);
+    else if (n === 7) commands.push(['alice', sendMsgs('orders', msg(`x${i}`, { deduplicationId: `dd${i % 20}` }))]);
+    else if (n === 9) commands.push(['alice', { type: 'receive', channel: q('orders'), maxMessages: 2, visibilityTimeoutSeconds: 30 }]);
+    else commands.push(['alice', send('orders', `m${i}`, `n${i}`)]);
+  }
+  const entries = (s: TestStore) =>
+    commands.map(([actor, command, key], k) =>
+      entry(s.index + 1 + k, encodeEnvelope({ time: s.time + k, actor, command, ...(key === undefined ? {} : { idempotencyKey: key }) })),
+    );
+  const together = a.sm.apply(entries(a));
+  const oneByOne = entries(b).flatMap((e) => b.sm.apply([e]));
+  a.index += commands.length;
+  b.index += commands.length;
+  t.strictSame(together, oneByOne, 'the same answers, woken channels included');
+  t.equal(hash(a), hash(b), 'byte-identical state');
+  t.ok(together.every((o) => o.result.ok), 'every command went through');
 });
 
 t.test('within one batch, a send sees a queue deleted and made again by someone else before it', async (t) => {

@@ -42,6 +42,8 @@ const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
  * the Raft loop interleave with a copy of any size.
  */
 const SNAPSHOT_PAGES_PER_STEP = 64;
+/** Message rows one insert statement carries (9 parameters each; SQLite allows 32,766). */
+const INSERT_ROWS = 100;
 
 export interface ApplyEntry {
   readonly index: number;
@@ -228,6 +230,12 @@ export class BrokerStateMachine {
       let applied = this.meta('applied_index');
       let clock = this.meta('clock');
       let term: number | null = null;
+      // Single sends to one queue by its owner, one entry after another: stored together (sends()).
+      let sends: PendingSends | null = null;
+      const flush = (): void => {
+        if (sends !== null) this.storeSends(sends, out);
+        sends = null;
+      };
       for (const e of entries) {
         if (e.index <= applied) continue;
         if (e.index !== applied + 1) throw new Error(`apply of ${e.index} after ${applied}: a gap in the log`);
@@ -237,22 +245,32 @@ export class BrokerStateMachine {
         // replicas), so that every replica holds the same rows at the same index. Lookups check
         // expiry themselves: pruning only frees space.
         if (e.index % HOUSEKEEPING_EVERY === 0) {
+          flush();
           this.st.pruneIdempotency.run(clock);
           this.st.pruneAllDedup.run(clock);
         }
+        const env = e.kind === 0 ? parseEnvelope(e.data) : null;
+        if (env !== null && env.time > clock) clock = env.time;
+        const ch = guarded || env === null ? undefined : this.bulkSendTarget(env);
+        if (ch === undefined || (sends !== null && sends.ch.id !== ch.id)) flush();
         if (e.kind !== 0) {
           out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
           continue;
         }
-        const env = parseEnvelope(e.data);
         if (env === null) {
           out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [] });
           continue;
         }
-        if (env.time > clock) clock = env.time;
         const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Set(), retimed: new Set() };
+        if (ch !== undefined) {
+          sends ??= { ch, sends: [] };
+          sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });
+          out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
+          continue;
+        }
         out.push({ index: e.index, result: guarded ? this.applyGuarded(env, ctx) : this.applyUnguarded(env, ctx), woke: [...ctx.woke], retimed: [...ctx.retimed] });
       }
+      flush();
       this.st.setMeta.run(applied, 'applied_index');
       if (term !== null) this.st.setMeta.run(term, 'applied_term');
       this.st.setMeta.run(clock, 'clock');
@@ -323,6 +341,8 @@ export class BrokerStateMachine {
    * batch leaves nothing behind): replicas answer the same with or without it.
    */
   private readonly sendTargets = new Map<string, ChannelRow & { name: string }>();
+  /** Multi-row message inserts, by row count (enqueueMany). */
+  private readonly insertStatements = new Map<number, Statement>();
 
   /** The commands that change no queue definition and no grant: the send-target cache survives them. */
   private static readonly KEEPS_SEND_TARGETS: ReadonlySet<Command['type']> = new Set<Command['type']>([
@@ -550,8 +570,75 @@ export class BrokerStateMachine {
       if (q.owner === user) this.sendTargets.set(name, q);
     }
     if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
-    const items = messages.map((m, i) => this.enqueue(q, m, `${this.partition}-${ctx.index}-${i}`, ctx, DEDUP_WINDOW_MS));
-    return ok({ items });
+    const ids = messages.map((_, i) => `${this.partition}-${ctx.index}-${i}`);
+    // Deduplication ids are looked up one message at a time (a batch may repeat one); the rest go in
+    // bulk: one update takes every sequence number and counts the messages, a few multi-row inserts.
+    if (messages.some((m) => m.deduplicationId !== undefined)) return ok({ items: messages.map((m, i) => this.enqueue(q, m, ids[i]!, ctx, DEDUP_WINDOW_MS)) });
+    return ok({ items: this.enqueueMany(q, messages, ids, messages.map(() => ctx.now), ctx) });
+  }
+
+  /**
+   * The queue of a send that can be stored in bulk with the sends around it: by the queue's owner
+   * (read from the send-target cache, so visible and allowed), no Idempotency-Key, messages without
+   * deduplication ids. Anything else is applied on its own.
+   */
+  private bulkSendTarget(env: Envelope): (ChannelRow & { name: string }) | undefined {
+    const c = env.command;
+    if (c.type !== 'queue.send' || env.idempotencyKey !== undefined || env.actor === null) return undefined;
+    if (!Array.isArray(c.messages) || c.messages.length === 0 || c.messages.some((m) => m.deduplicationId !== undefined)) return undefined;
+    const q = this.sendTargets.get(c.name);
+    return q !== undefined && q.owner === env.actor ? q : undefined;
+  }
+
+  /**
+   * Stores sends gathered by applyBatch, in their order: one update takes all their sequence numbers
+   * and counts, multi-row inserts store them; each send's result is what sendToQueue would answer.
+   */
+  private storeSends(p: PendingSends, out: Applied[]): void {
+    const messages = p.sends.flatMap((s) => s.messages);
+    const ids = p.sends.flatMap((s) => s.messages.map((_, i) => `${this.partition}-${s.ctx.index}-${i}`));
+    const nows = p.sends.flatMap((s) => s.messages.map(() => s.ctx.now));
+    const items = this.enqueueMany(p.ch, messages, ids, nows);
+    let k = 0;
+    for (const s of p.sends) {
+      const mine = items.slice(k, k + s.messages.length);
+      k += s.messages.length;
+      const woke = s.messages.some((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : p.ch.delay_ms) === 0);
+      const retimed = s.messages.some((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : p.ch.delay_ms) > 0);
+      out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: woke ? [p.ch.id] : [], retimed: retimed ? [p.ch.id] : [] };
+    }
+  }
+
+  /** Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by one. */
+  private enqueueMany(ch: ChannelRow, messages: readonly MessageInput[], ids: readonly string[], nows: readonly number[], ctx?: Ctx): SentMessage[] {
+    const delays = messages.map((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms));
+    const delayed = delays.filter((d) => d > 0).length;
+    const first = (this.st.takeSeqs.get(messages.length, messages.length - delayed, delayed, ch.id, messages.length) as { first: number }).first;
+    const rows: unknown[][] = messages.map((m, i) => {
+      const state = delays[i]! > 0 ? MessageState.Delayed : MessageState.Ready;
+      const now = nows[i]!;
+      return [ch.id, first + i, ids[i]!, m.body, JSON.stringify(m.attributes), now, state, now + delays[i]!, now + ch.retention_ms];
+    });
+    for (let k = 0; k < rows.length; k += INSERT_ROWS) {
+      const chunk = rows.slice(k, k + INSERT_ROWS);
+      this.insertRows(chunk.length).run(...chunk.flat());
+    }
+    if (delayed < messages.length) ctx?.woke.add(ch.id);
+    if (delayed > 0) ctx?.retimed.add(ch.id);
+    return messages.map((_, i) => ({ messageId: ids[i]!, sequence: first + i }));
+  }
+
+  /** The insert of `n` message rows, prepared once per row count. */
+  private insertRows(n: number): Statement {
+    let st = this.insertStatements.get(n);
+    if (st === undefined) {
+      const row = '(?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)';
+      st = this.sqlite.prepare(
+        `insert into messages (channel_id, seq, message_id, body, attributes, sent_at, state, visible_at, delivery_count, lease_id, expires_at) values ${Array.from({ length: n }, () => row).join(', ')}`,
+      );
+      this.insertStatements.set(n, st);
+    }
+    return st;
   }
 
   /** Adds one message to a channel, or returns the first one sent with the same deduplication id. */
@@ -1086,6 +1173,12 @@ function parseEnvelope(data: Uint8Array): Envelope | null {
   return v as Envelope;
 }
 
+/** Sends gathered for storeSends(): to one queue, each with its place in the batch's results. */
+interface PendingSends {
+  readonly ch: ChannelRow & { name: string };
+  readonly sends: { readonly at: number; readonly ctx: Ctx; readonly messages: readonly MessageInput[] }[];
+}
+
 /** A refusal raised deep in a check; apply turns it into the command's result. */
 class Refusal extends Error {
   constructor(readonly failure: Failure) {
@@ -1129,6 +1222,8 @@ function prepare(db: Sqlite) {
        values (?, ?, ?, ?, ?, ?, ?, ?, 1, 0, 0, 0, 0, ?)`,
     ),
     deleteChannel: s('delete from channels where id = ?'),
+    /** Takes n sequence numbers (returns the first) and counts ready and delayed messages: (n, ready, delayed, id, n). */
+    takeSeqs: s('update channels set next_seq = next_seq + ?, n_ready = n_ready + ?, n_delayed = n_delayed + ? where id = ? returning next_seq - ? as first'),
     nextSeqCounting: {
       ready: s('update channels set next_seq = next_seq + 1, n_ready = n_ready + 1 where id = ? returning next_seq - 1 as seq'),
       delayed: s('update channels set next_seq = next_seq + 1, n_delayed = n_delayed + 1 where id = ? returning next_seq - 1 as seq'),
