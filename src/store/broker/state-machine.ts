@@ -611,6 +611,12 @@ export class BrokerStateMachine {
 
   /** Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by one. */
   private enqueueMany(ch: ChannelRow, messages: readonly MessageInput[], ids: readonly string[], nows: readonly number[], ctx?: Ctx): SentMessage[] {
+    if (messages.length === 1) {
+      // One message: the two single-row statements cost less than the bulk ones (measured in process).
+      const m = messages[0]!;
+      const sent = this.enqueue(ch, m, ids[0]!, { index: 0, now: nows[0]!, actor: null, woke: ctx?.woke ?? new Set(), retimed: ctx?.retimed ?? new Set() }, 0);
+      return [sent];
+    }
     const delays = messages.map((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms));
     const delayed = delays.filter((d) => d > 0).length;
     const first = (this.st.takeSeqs.get(messages.length, messages.length - delayed, delayed, ch.id, messages.length) as { first: number }).first;
