@@ -71,10 +71,12 @@ export interface SimOptions {
    * that shows the simulator catches it. Never set otherwise.
    */
   readonly brokenEarlyAcks?: boolean;
+  /**
+   * Time units a sync may take (0 completes it in the next step). Drawn per seed: short, or as long
+   * as message delays and more, since an fsync can be slower than a round trip to a peer.
+   */
+  readonly maxSyncDelay: number;
 }
-
-/** Time units a sync may take: 0 completes it in the next step. */
-const MAX_SYNC_DELAY = 4;
 
 export const TICK = 10;
 export const ELECTION_TICK = 10;
@@ -421,7 +423,7 @@ export class Simulation {
         n.syncing = { rd, at: this.now, before, early };
         return this.crash(n, 'before the sync');
       }
-      n.syncing = { rd, at: this.now + this.rng.int(MAX_SYNC_DELAY + 1), before, early };
+      n.syncing = { rd, at: this.now + this.rng.int(this.opts.maxSyncDelay + 1), before, early };
       if (crashAt >= 2) this.pendingCrash.set(n, crashAt);
     }
   }
@@ -822,6 +824,7 @@ export function optionsForSeed(seed: number, overrides: Partial<SimOptions> = {}
     liveness: true,
     ...pickFlowControl(rng),
     ...pickElectionMode(rng),
+    maxSyncDelay: rng.chance(0.5) ? 4 : rng.range(10, 100),
     ...overrides,
   };
 }
