@@ -279,12 +279,6 @@ export class BrokerStateMachine {
     return out;
   }
 
-  /**
-   * Applies one command inside a savepoint. A command that breaks an assumption of the code (a
-   * malformed field that slipped through, a constraint) fails alone, the same way on every replica,
-   * instead of halting the partition at that index forever. Storage failures (I/O, full disk,
-   * corruption) are not the command's fault and stop the apply.
-   */
   /** Applies one command in the batch's transaction; an error of the code aborts the batch (apply()). */
   private applyUnguarded(env: Envelope, ctx: Ctx): Result {
     try {
@@ -295,6 +289,12 @@ export class BrokerStateMachine {
     }
   }
 
+  /**
+   * Applies one command inside a savepoint. A command that breaks an assumption of the code (a
+   * malformed field that slipped through, a constraint) fails alone, the same way on every replica,
+   * instead of halting the partition at that index forever. Storage failures (I/O, full disk,
+   * corruption) are not the command's fault and stop the apply.
+   */
   private applyGuarded(env: Envelope, ctx: Ctx): Result {
     try {
       return this.sqlite.transaction(() => this.applyEnvelope(env, ctx))();
@@ -603,21 +603,15 @@ export class BrokerStateMachine {
     for (const s of p.sends) {
       const mine = items.slice(k, k + s.messages.length);
       k += s.messages.length;
-      const woke = s.messages.some((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : p.ch.delay_ms) === 0);
-      const retimed = s.messages.some((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : p.ch.delay_ms) > 0);
+      const woke = s.messages.some((m) => delayOf(p.ch, m) === 0);
+      const retimed = s.messages.some((m) => delayOf(p.ch, m) > 0);
       out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: woke ? [p.ch.id] : [], retimed: retimed ? [p.ch.id] : [] };
     }
   }
 
   /** Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by one. */
   private enqueueMany(ch: ChannelRow, messages: readonly MessageInput[], ids: readonly string[], nows: readonly number[], ctx?: Ctx): SentMessage[] {
-    if (messages.length === 1) {
-      // One message: the two single-row statements cost less than the bulk ones (measured in process).
-      const m = messages[0]!;
-      const sent = this.enqueue(ch, m, ids[0]!, { index: 0, now: nows[0]!, actor: null, woke: ctx?.woke ?? new Set(), retimed: ctx?.retimed ?? new Set() }, 0);
-      return [sent];
-    }
-    const delays = messages.map((m) => (m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms));
+    const delays = messages.map((m) => delayOf(ch, m));
     const delayed = delays.filter((d) => d > 0).length;
     const first = (this.st.takeSeqs.get(messages.length, messages.length - delayed, delayed, ch.id, messages.length) as { first: number }).first;
     const rows: unknown[][] = messages.map((m, i) => {
@@ -654,7 +648,7 @@ export class BrokerStateMachine {
       if (d !== undefined) return { messageId: d.message_id, sequence: d.seq };
     }
     // A subscription's copy keeps the topic's sequence: subscribers see what publish answered.
-    const delay = m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms;
+    const delay = delayOf(ch, m);
     const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
     // One update of the channel row takes the next sequence number and counts the message.
     let seq: number;
@@ -1146,6 +1140,11 @@ export class BrokerStateMachine {
     await rename(tmp, dbPath);
     await fsyncPathAsync(dirname(dbPath));
   }
+}
+
+/** Milliseconds before a message becomes visible: its own delay, or its channel's. */
+function delayOf(ch: ChannelRow, m: MessageInput): number {
+  return m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms;
 }
 
 /** A command broke an assumption of the code while applied without a savepoint (apply()). */

@@ -351,27 +351,18 @@ export class WalStore {
       const { buffers, end: pos } = encodeWrite(records, seg.seq, seg.end, seg.durable);
       writeAll(seg.fd, buffers, seg.end);
       seg.end = pos;
-      if (sync) {
-        fdatasyncSync(seg.fd);
-        seg.durable = pos;
-        this.syncedWrites++;
-      } else {
-        this.unsyncedWrites++;
-      }
     } catch (err) {
       if (!(err instanceof InvariantError)) this.failed(err, this.active);
       throw err;
     }
+    if (sync) this.syncNow();
+    else this.unsyncedWrites++;
   }
 
   /** Closes the newest segment (synced whole) and starts the next with a checkpoint of every partition. */
   private rollover(): void {
-    const old = this.active;
-    if (old.durable < old.end) {
-      fdatasyncSync(old.fd);
-      old.durable = old.end;
-    }
-    this.startSegment(old.seq + 1);
+    this.syncNow();
+    this.startSegment(this.active.seq + 1);
   }
 
   /**

@@ -31,6 +31,13 @@ const show = (es: Entry[]): string[] => es.map((e) => `${e.index}/${e.term}:${Bu
 const hs = (term: number, commit: number, vote: string | null = null): HardState => ({ term, vote: vote === null ? null : nodeId(vote), commit });
 const segments = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('.wal')).sort();
 
+/** Overwrites bytes of a closed segment file, as damage or a torn write would. */
+function patch(file: string, at: number, bytes: Uint8Array): void {
+  const fd = openSync(file, 'r+');
+  writeSync(fd, bytes, 0, bytes.byteLength, at);
+  closeSync(fd);
+}
+
 t.test('a new partition answers like a new MemoryStorage', async (t) => {
   const store = await openStore(t, tempDir(t));
   const log = store.partition(0, voters);
@@ -186,9 +193,7 @@ t.test('a torn tail is cut and the log goes on; everything synced before it is k
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
   end = (end + 7) & ~7;
-  const fd = openSync(file, 'r+');
-  writeSync(fd, bytes.subarray(16, 16 + 30), 0, 30, end);
-  closeSync(fd);
+  patch(file, end, bytes.subarray(16, 16 + 30));
 
   store = await openStore(t, dir);
   const log = store.partition(0, voters);
@@ -210,9 +215,7 @@ t.test('damage to a synced record is refused, never cut away', async (t) => {
   const file = join(dir, segments(dir).at(-1)!);
   const bytes = readFileSync(file);
   const at = bytes.indexOf('first entry, synced');
-  const fd = openSync(file, 'r+');
-  writeSync(fd, Buffer.from('F'), 0, 1, at);
-  closeSync(fd);
+  patch(file, at, Buffer.from('F'));
   await t.rejects(WalStore.open(dir), StorageCorruptError, 'the later record says the damaged one had been synced');
   // The damage is still there for an operator to look at: nothing was cut.
   t.equal(readFileSync(file).indexOf('second entry') > 0, true, 'the later record is untouched');
@@ -229,9 +232,7 @@ t.test('damage in an older segment is refused', async (t) => {
   const file = join(dir, segments(dir)[0]!);
   const bytes = readFileSync(file);
   const at = bytes.indexOf('entry 1 ');
-  const fd = openSync(file, 'r+');
-  writeSync(fd, Buffer.from('X'), 0, 1, at);
-  closeSync(fd);
+  patch(file, at, Buffer.from('X'));
   await t.rejects(WalStore.open(dir), StorageCorruptError);
 });
 
@@ -310,9 +311,7 @@ t.test('a write cut short keeps none of its records: a batch is whole or absent'
   const bytes = readFileSync(file);
   const last = bytes.lastIndexOf(Buffer.from('{"vote":null}'));
   t.ok(last > 0, 'the write\'s last record, its hard state, is found');
-  const fd = openSync(file, 'r+');
-  writeSync(fd, Buffer.alloc(64), 0, 64, last - 40);
-  closeSync(fd);
+  patch(file, last - 40, Buffer.alloc(64));
   store = await openStore(t, dir);
   const log = store.partition(0, voters);
   t.equal(log.lastIndex(), 1, 'none of the cut write\'s entries');
