@@ -74,8 +74,15 @@ function start(i: number): void {
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
+  child.once('exit', (code, signal) => {
+    // A node this file did not kill (kill() clears procs[i] first): a crash, or a port taken by another.
+    if (procs[i] === child) crashes.push(`${ids[i]} exited on its own (code ${code}, signal ${signal}); it wrote:\n${output[i]!.slice(-4000)}`);
+  });
   procs[i] = child;
 }
+
+/** Nodes that exited without being killed here, with what they wrote. */
+const crashes: string[] = [];
 
 async function kill(i: number): Promise<void> {
   const p = procs[i];
@@ -117,10 +124,12 @@ async function clusterView(i: number): Promise<PartitionView[] | null> {
 async function until(pred: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
+    if (crashes.length > 0) throw new Error(`waiting for ${what}: ${crashes.join('\n')}`);
     if (await pred()) return;
     await sleep(100);
   }
-  throw new Error(`gave up after ${ms} ms waiting for: ${what}`);
+  const views = await Promise.all([0, 1, 2].map(async (i) => `${ids[i]}: ${JSON.stringify(await clusterView(i))}\n${output[i]!.slice(-2000)}`));
+  throw new Error(`gave up after ${ms} ms waiting for: ${what}; what each node says of its partitions, and wrote:\n${views.join('\n')}`);
 }
 
 const up = (): number[] => [0, 1, 2].filter((i) => procs[i] !== null);

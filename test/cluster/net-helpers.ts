@@ -1,8 +1,44 @@
 // Shared by the cluster tests that start servers on loopback.
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** A port nobody listens on right now, on 127.0.0.1. */
+/**
+ * The kernel's ephemeral range, from which it picks both `listen(0)` ports and the local ports of
+ * outgoing connections. A port found free by `listen(0)` and released can be taken by any connection
+ * a test makes before the node binds it; ports below that range are never handed out by the kernel.
+ */
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    return 32768;
+  }
+}
+
+const LOW = 10_000;
+const HIGH = Math.min(ephemeralLow(), 65_536);
+const handedOut = new Set<number>();
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port nobody listens on right now, on 127.0.0.1, below the kernel's ephemeral range (chosen at
+ * random there, so concurrent test files rarely try the same one) and never twice in one process.
+ */
 export async function freePort(): Promise<number> {
+  for (let tries = 0; HIGH - LOW > 1000 && tries < 200; tries++) {
+    const port = LOW + Math.floor(Math.random() * (HIGH - LOW));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    if (await canListen(port)) return port;
+  }
+  // No room below the ephemeral range on this machine: let the kernel choose.
   return new Promise((resolve) => {
     const s = createServer();
     s.listen(0, '127.0.0.1', () => {
