@@ -15,11 +15,10 @@
 // batch grows. Acknowledgements and votes leave only after step 2's sync, and a leader counts itself
 // toward a commit only at advance (pipelined persistence, Raft thesis §10.2.1), so nothing depends
 // on a write that is not durable.
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
-import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
@@ -54,7 +53,7 @@ export interface HostOptions {
   readonly tickMs?: number;
   readonly electionTick?: number;
   readonly heartbeatTick?: number;
-  /** Applied entries between two local snapshots (log compaction), at least (see LARGE_IMAGE). */
+  /** Applied entries between two local snapshots (log compaction). */
   readonly snapshotEvery?: number;
   /** Entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot. */
   readonly keepBehindSnapshot?: number;
@@ -76,16 +75,6 @@ export interface PartitionStatus {
   lastIndex: number;
   match: Record<string, number>;
 }
-
-/**
- * Past this size (bytes) a partition's snapshot waits also for the log to have written as much as the
- * last image since: copying the state then costs at most what the log wrote, however large the state
- * grows (a million-message backlog is a gigabyte to copy). The write-ahead log keeps that much at
- * the cost of disk space and of reading it on start. (Against half the image, as under the SQLite
- * log: send-1 for 15 s, 492 -> 429 µs of CPU and 9.7 -> 8.7 KB written per message, three nodes.)
- * Smaller states are copied every `snapshotEvery` entries.
- */
-const LARGE_IMAGE = 8 * 1024 * 1024;
 
 export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
@@ -117,11 +106,11 @@ export class NodeHost {
   private awaitingTerms = false;
   /** When each partition last had a known leader here (ms), sampled every tick. */
   private readonly leaderSeenAt: number[] = [];
-  /** Partitions whose state is being copied for a local snapshot. */
+  /** Partitions whose state is being made durable for a local snapshot. */
   private readonly compacting = new Set<number>();
-  /** Per partition: log entry bytes written since the last snapshot, and that snapshot's image size. */
-  private readonly logBytes: number[] = [];
-  private readonly imageBytes: number[] = [];
+  /** Images of partitions' states made for followers (snapshotFile), at most one per partition. */
+  private readonly served = new Map<number, { path: string; ready: Promise<string> }>();
+  private servedSeq = 0;
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
 
@@ -133,6 +122,8 @@ export class NodeHost {
   static async open(opts: HostOptions): Promise<NodeHost> {
     mkdirSync(join(opts.dataDir, 'state'), { recursive: true });
     mkdirSync(join(opts.dataDir, 'snapshots'), { recursive: true });
+    // Images made for followers by an earlier run: nobody is fetching them now.
+    for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f)) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
     const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters);
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;
@@ -140,17 +131,21 @@ export class NodeHost {
       const log = logStore.partition(p, opts.voters);
       log.verify();
       const statePath = host.statePath(p);
-      // The state database is synced lazily; if it fell behind the compacted log (power loss after a
-      // compaction), start again from the snapshot image the compaction kept.
+      // The log is compacted only behind a point the state database had made durable (compact()),
+      // or behind an image fetched from the leader, durable before the log recorded it. A state
+      // behind the compacted log is an install that a crash cut short: its image is still there.
       const ref = log.snapshotRef();
       let state = await BrokerStateMachine.open(statePath, p);
-      if (ref !== null && state.applied().index < log.firstIndex() - 1) {
+      const applied = state.applied().index;
+      if (ref !== null && applied < log.firstIndex() - 1) {
         await state.close();
-        await BrokerStateMachine.installSnapshot(statePath, host.snapshotPath(ref));
+        const image = host.snapshotPath(ref);
+        if (!existsSync(image)) {
+          throw new Error(`partition ${p}: the state database holds entries up to ${applied}, the log starts after ${log.firstIndex() - 1}, and the image ${ref} is gone: this disk lost writes it had synced`);
+        }
+        await BrokerStateMachine.installSnapshot(statePath, image);
         state = await BrokerStateMachine.open(statePath, p);
       }
-      host.logBytes.push(0);
-      host.imageBytes.push(ref !== null && existsSync(host.snapshotPath(ref)) ? statSync(host.snapshotPath(ref)).size : 0);
       host.replicas.push(
         new PartitionReplica(
           {
@@ -179,11 +174,43 @@ export class NodeHost {
     return join(this.opts.dataDir, 'snapshots', `${ref}.db`);
   }
 
-  /** The image file of a snapshot this node holds, for a follower fetching it; null if unknown. */
-  snapshotFile(partition: number, ref: string): string | null {
-    if (!isImageRef(partition, ref)) return null;
-    const path = this.snapshotPath(ref);
-    return existsSync(path) ? path : null;
+  /**
+   * An image for a follower that asked for snapshot `ref` of `partition`; null if this node never
+   * recorded that far. Snapshots are points the state was durable at, not copies: the image is made
+   * on demand, from the state as it is now (SQLite's online backup, a few pages per event-loop turn),
+   * and shared by the fetches that come before the next local snapshot. It holds every entry up to
+   * `ref` and maybe more, all committed; the follower's core restarts at `ref`, and its state machine
+   * skips the entries the image already holds.
+   */
+  async snapshotFile(partition: number, ref: string): Promise<string | null> {
+    const r = this.replicas[partition];
+    if (!isImageRef(partition, ref) || r === undefined) return null;
+    const kept = this.snapshotPath(ref);
+    if (existsSync(kept)) return kept;
+    if (Number(ref.split('-')[1]) > r.log.snapshot().meta.index) return null;
+    let s = this.served.get(partition);
+    if (s === undefined) {
+      const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
+      const made: { path: string; ready: Promise<string> } = { path, ready: r.state.snapshotTo(path).then(() => path) };
+      made.ready.catch(() => {
+        if (this.served.get(partition) === made) this.served.delete(partition);
+        rmSync(path, { force: true });
+      });
+      this.served.set(partition, made);
+      s = made;
+    }
+    return s.ready;
+  }
+
+  /** Forgets the image made for followers: the next fetch gets a newer one. Streams in progress go on. */
+  private dropServed(partition: number): void {
+    const s = this.served.get(partition);
+    if (s === undefined) return;
+    this.served.delete(partition);
+    s.ready.then(
+      (path) => rmSync(path, { force: true }),
+      () => undefined,
+    );
   }
 
   start(): void {
@@ -416,10 +443,7 @@ export class NodeHost {
       if (batch.length > 0) {
         this.logStore.append(batch);
         this.counters.persists++;
-        for (const b of batch) {
-          this.counters.entries += b.entries.length;
-          for (const e of b.entries) this.logBytes[b.partition]! += e.data.length;
-        }
+        for (const b of batch) this.counters.entries += b.entries.length;
         if (readies.some(([, rd]) => rd.mustSync)) {
           // Pipelined persistence (Raft thesis §10.2.1): a leader's appends and heartbeats leave
           // while its own write is synced on the thread pool; it counts itself toward a commit only
@@ -472,28 +496,26 @@ export class NodeHost {
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
     r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition);
-    this.logBytes[r.partition] = 0;
-    this.imageBytes[r.partition] = statSync(this.snapshotPath(ref)).size;
+    this.dropServed(r.partition);
   }
 
   /**
-   * Local compaction, when due: copy the state (durably, in the background), then drop the log
-   * behind the copy. One copy per partition at a time.
+   * Local compaction, when due: make the state database durable up to its applied index (an
+   * fdatasync of its files on the thread pool; nothing is copied, however large the state), then
+   * record that point as the partition's snapshot and drop the log behind it, less the entries kept
+   * for slow followers. One at a time per partition.
    */
   private maybeCompact(r: PartitionReplica): void {
     const p = r.partition;
     if (this.compacting.has(p) || this.closed) return;
     const every = this.opts.snapshotEvery ?? 10_000;
-    const lastSnapshot = r.log.snapshot().meta.index;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
-    // The core's applied index (no query) decides; the state database is read only to snapshot.
-    if (r.raw.raft.log.applied - lastSnapshot < every) return;
-    const image = this.imageBytes[p]!;
-    if (image > LARGE_IMAGE && this.logBytes[p]! < image) return;
+    // The core's applied index (no query) decides.
+    if (r.raw.raft.log.applied - r.log.snapshot().meta.index < every) return;
     this.compacting.add(p);
     void this.compact(r)
       .catch((err: unknown) => {
-        // The copy failed (say the disk is full): the log keeps everything, and the next due turn tries again.
+        // The sync failed (an I/O error): the log keeps everything, and the next due turn tries again.
         if (!this.closed) this.opts.logger?.warn({ err, partition: p }, 'local snapshot failed; the log is kept');
       })
       .finally(() => this.compacting.delete(p));
@@ -502,23 +524,16 @@ export class NodeHost {
   private async compact(r: PartitionReplica): Promise<void> {
     const p = r.partition;
     const state = r.state;
-    const pending = join(this.opts.dataDir, 'snapshots', `p${p}-local.db`);
-    const loggedBefore = this.logBytes[p]!;
-    const at = await state.snapshotTo(pending);
+    // Read before the sync: the sync covers every commit made before it started.
+    const at = state.applied();
+    await state.durable();
     // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
-    // state reopened), or the node stopped: then this copy is of no use.
-    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) {
-      rmSync(pending, { force: true });
-      return;
-    }
-    const ref = `p${p}-${at.index}-${at.term}`;
-    renameSync(pending, this.snapshotPath(ref));
-    fsyncPath(join(this.opts.dataDir, 'snapshots'));
+    // state reopened), or the node stopped: then this point is of no use.
+    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) return;
     const keep = this.opts.keepBehindSnapshot ?? 1000;
     const compactTo = Math.max(r.log.firstIndex() - 1, at.index - keep);
-    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, ref, compactTo);
-    this.logBytes[p] = Math.max(0, this.logBytes[p]! - loggedBefore);
-    this.imageBytes[p] = at.bytes;
+    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, `p${p}-${at.index}-${at.term}`, compactTo);
+    this.dropServed(p);
     this.removeOldImages(p, at.index);
   }
 

@@ -17,9 +17,18 @@ export function fsyncPath(path: string): void {
   }
 }
 
-/** fsync of a file or a folder on libuv's thread pool: a large file's flush does not stall the node. */
-export async function fsyncPathAsync(path: string): Promise<void> {
-  const handle = await open(path, 'r');
+/**
+ * fsync of a file or a folder on libuv's thread pool: a large file's flush does not stall the node.
+ * With `missingOk`, a file that does not exist is nothing to sync.
+ */
+export async function fsyncPathAsync(path: string, opts: { missingOk?: boolean } = {}): Promise<void> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    if (opts.missingOk === true && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
   try {
     await handle.sync();
   } finally {

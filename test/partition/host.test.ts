@@ -1,6 +1,8 @@
 // The node host on three in-process nodes: elections in every partition, writes applied on every
 // replica, linearizable reads, a leader lost and the others going on, a restarted node catching up by
 // snapshot after compaction with identical state.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import { stateHash } from '../../src/store/broker/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
@@ -74,10 +76,14 @@ t.test('the leader stops; the others elect a new one and go on; it comes back an
   }
   const second = c.leaderOf(0)!;
   t.ok(second.replica(0).log.firstIndex() > 10, `the leader compacted its log (first index ${second.replica(0).log.firstIndex()})`);
+  const images = (id: string): string[] => readdirSync(join(c.root, id, 'snapshots'));
+  t.same(images(second.opts.self), [], 'a local snapshot copies nothing: the state database made durable is the snapshot');
   c.down.delete(lost);
   const back = await c.start(lost);
   const target = second.replica(0).state.applied().index;
   await c.until(() => appliedIndex(back.replica(0)) >= target, 'the restarted node caught up');
+  t.ok(back.replica(0).log.snapshot().meta.index > 0, 'by a snapshot: an image made on demand by the leader');
+  t.same(images(lost), [], 'moved into place, not copied');
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(second.replica(0).state.sqlite), 'identical state after the snapshot');
   const q = back.replica(0).state.getQueue('q', 'alice', Date.now());
   t.ok(q.ok && q.value.stats.visible === 120, 'all 120 messages are there');

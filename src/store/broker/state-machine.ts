@@ -7,7 +7,7 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 import { createHash } from 'node:crypto';
-import { copyFile, rename, rm, stat } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database, { type Statement } from 'better-sqlite3';
@@ -1105,6 +1105,20 @@ export class BrokerStateMachine {
    * fsynced, so a crash never leaves a partial image under the final name. Rejects if the state is
    * closed meanwhile (a snapshot from the leader replaced it).
    */
+  /**
+   * Makes every transaction committed so far durable, without copying anything: what it answers is
+   * on disk when the promise resolves. The state commits with synchronous=NORMAL, so a commit is
+   * written to the -wal file and not synced; a checkpoint syncs the WAL before it copies pages into
+   * the database and syncs the database after, and only then may the WAL be restarted. Syncing the
+   * -wal file therefore covers every commit it still holds, and the database file every commit
+   * checkpointed out of it. The syncs run on the thread pool; the caller reads `applied()` first.
+   */
+  async durable(): Promise<void> {
+    if (this.path === ':memory:') return;
+    await fsyncPathAsync(`${this.path}-wal`, { missingOk: true });
+    await fsyncPathAsync(this.path);
+  }
+
   async snapshotTo(path: string): Promise<{ index: number; term: number; bytes: number }> {
     const tmp = `${path}.tmp`;
     await rm(tmp, { force: true });
@@ -1127,18 +1141,18 @@ export class BrokerStateMachine {
 
   /**
    * Replaces the state database at `dbPath` with a snapshot image (closed state machine; the caller
-   * reopens it). Each step is synced before the next, so a power cut leaves either the old database or
-   * the new one, never a torn file or the old one's write-ahead log applied to the new one. The copy
-   * and its flush run off the event loop (an image can be gigabytes).
+   * reopens it). The image is moved, not copied (an image can be gigabytes): it is synced, the old
+   * database's -wal and -shm are removed and the folder synced (so the old WAL is never applied to
+   * the new file), then the image is renamed into place and the folder synced again. A power cut
+   * leaves either the image still in place, which the next open installs again, or the new database.
    */
   static async installSnapshot(dbPath: string, snapshotPath: string): Promise<void> {
-    const tmp = `${dbPath}.installing`;
-    await copyFile(snapshotPath, tmp);
-    await fsyncPathAsync(tmp);
+    await fsyncPathAsync(snapshotPath);
     for (const suffix of ['-wal', '-shm']) await rm(dbPath + suffix, { force: true });
     await fsyncPathAsync(dirname(dbPath));
-    await rename(tmp, dbPath);
+    await rename(snapshotPath, dbPath);
     await fsyncPathAsync(dirname(dbPath));
+    if (dirname(snapshotPath) !== dirname(dbPath)) await fsyncPathAsync(dirname(snapshotPath));
   }
 }
 
