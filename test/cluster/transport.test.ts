@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type ServerResponse } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -449,4 +449,22 @@ t.test('close() drops what is queued and refuses further work', async (t) => {
   t.equal(tr.stats().dropped, 3);
   await t.rejects(tr.fetchSnapshot(b, 0, 'x', join(dir, 'after-close')), SnapshotFetchError);
   await tr.close();
+});
+
+t.test('a call that gets no answer in time fails as a timeout (the forwarder answers 504 for it), and a prompt one answers', async (t) => {
+  const held: ServerResponse[] = [];
+  const server = createHttpServer((req, res) => {
+    if (req.url?.endsWith('/slow') === true) return void held.push(res);
+    res.setHeader('content-type', 'application/json');
+    res.end('{"result":1}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const res of held) res.destroy();
+    server.close();
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { tr } = transport(t, a, [{ id: b, url }]);
+  t.same(await tr.call(b, '/fast', {}, { timeoutMs: 5_000 }), { status: 200, body: { result: 1 } });
+  await t.rejects(tr.call(b, '/slow', {}, { timeoutMs: 200 }), { name: 'TimeoutError' });
 });
