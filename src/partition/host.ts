@@ -524,8 +524,11 @@ export class NodeHost {
   private async compact(r: PartitionReplica): Promise<void> {
     const p = r.partition;
     const state = r.state;
-    // Read before the sync: the sync covers every commit made before it started.
-    const at = state.applied();
+    // Read before the sync: the sync covers every commit made before it started. The core's applied
+    // index, which its log holds: an image installed from the leader may be ahead of the log (see
+    // snapshotFile), and the state holds every entry up to either.
+    const index = Math.min(r.raw.raft.log.applied, state.applied().index);
+    const at = { index, term: r.log.term(index) };
     await state.durable();
     // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
     // state reopened), or the node stopped: then this point is of no use.

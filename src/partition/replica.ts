@@ -63,7 +63,9 @@ export class PartitionReplica {
         electionTick: cfg.electionTick,
         heartbeatTick: cfg.heartbeatTick,
         random: cfg.random,
-        applied: state.applied().index,
+        // An image installed from the leader may hold entries the log has not received yet (it is
+        // made when the follower asks, past the snapshot's index); the state machine skips them.
+        applied: Math.min(state.applied().index, log.lastIndex()),
         maxSizePerMsg: 1 << 20,
         maxInflightMsgs: 256,
         maxUncommittedBytes: 64 << 20,

@@ -37,6 +37,8 @@ export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);
 export class LocalCluster {
   readonly hosts = new Map<NodeId, NodeHost>();
   readonly down = new Set<NodeId>();
+  /** Called when a node has fetched a snapshot image, before its core sees the snapshot. */
+  afterFetch: ((self: NodeId) => void) | null = null;
   readonly root = mkdtempSync(join(tmpdir(), 'mom-host-'));
 
   constructor(
@@ -74,6 +76,7 @@ export class LocalCluster {
         const src = await this.hosts.get(peer)?.snapshotFile(partition, ref);
         if (src === null || src === undefined || this.down.has(peer)) throw new Error('no such snapshot');
         copyFileSync(src, dest);
+        this.afterFetch?.(self);
       },
     };
   }

@@ -89,6 +89,36 @@ t.test('the leader stops; the others elect a new one and go on; it comes back an
   t.ok(q.ok && q.value.stats.visible === 120, 'all 120 messages are there');
 });
 
+t.test('a node restarted right after installing an image that is ahead of its log starts and catches up (chaos seed 1111)', async (t) => {
+  // The leader makes an image when a follower asks, from its state as it is then: past the
+  // snapshot's index. A follower cut off right after installing it holds a state ahead of its log;
+  // on restart the core refused it ("applied past the end of the log").
+  const c = new LocalCluster(1, { snapshotEvery: 50, keepBehindSnapshot: 5 });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.submit(0, 'alice', queue('q'));
+  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  c.down.add(lost);
+  await c.stop(lost);
+  for (let i = 0; i < 120; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
+  const leader = c.leaderOf(0)!;
+  t.ok(leader.replica(0).state.applied().index > leader.replica(0).log.snapshot().meta.index, 'the leader applied past its last snapshot');
+  c.afterFetch = (self) => {
+    if (self === lost) c.down.add(lost);
+  };
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && back.replica(0).state.applied().index > back.replica(0).log.lastIndex(), 'the image installed, its state ahead of the log');
+  await c.stop(lost);
+  c.afterFetch = null;
+  c.down.delete(lost);
+  const again = await c.start(lost);
+  const target = leader.replica(0).state.applied().index;
+  await c.until(() => again.replica(0).state.applied().index >= target, 'the restarted node caught up');
+  t.equal(stateHash(again.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'identical state');
+});
+
 t.test('with a majority down, a write is not acknowledged', async (t) => {
   const c = new LocalCluster(1, { balanceLeaders: false });
   t.teardown(() => c.close());
