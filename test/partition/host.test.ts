@@ -109,7 +109,14 @@ t.test('a node restarted right after installing an image that is ahead of its lo
   };
   c.down.delete(lost);
   const back = await c.start(lost);
-  await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && back.replica(0).state.applied().index > back.replica(0).log.lastIndex(), 'the image installed, its state ahead of the log');
+  const installedAhead = (): boolean => {
+    try {
+      return back.replica(0).log.snapshot().meta.index > 0 && back.replica(0).state.applied().index > back.replica(0).log.lastIndex();
+    } catch {
+      return false; // the state database is closed while the image is moved into place
+    }
+  };
+  await c.until(installedAhead, 'the image installed, its state ahead of the log');
   await c.stop(lost);
   c.afterFetch = null;
   c.down.delete(lost);
