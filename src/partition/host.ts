@@ -15,10 +15,11 @@
 // batch grows. Acknowledgements and votes leave only after step 2's sync, and a leader counts itself
 // toward a commit only at advance (pipelined persistence, Raft thesis §10.2.1), so nothing depends
 // on a write that is not durable.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
+import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
@@ -76,6 +77,23 @@ export interface PartitionStatus {
   match: Record<string, number>;
 }
 
+/** An image of a partition's state made for followers. */
+interface ServedImage {
+  readonly path: string;
+  /** The state's applied index when the copy began: the image holds at least that. */
+  readonly from: number;
+  /** The image's own applied index, once made. */
+  index: number | null;
+  /** When a fetch last asked for it (ms). */
+  usedAt: number;
+  ready: Promise<string>;
+}
+
+/** An image nobody asked for this long is deleted, and the log no longer kept for it. */
+const SERVED_IDLE_MS = 5 * 60_000;
+/** A retired image stays this long for a fetch that got its path just before. */
+const SERVED_GRACE_MS = 60_000;
+
 export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
   private tickTimer: NodeJS.Timeout | null = null;
@@ -108,8 +126,8 @@ export class NodeHost {
   private readonly leaderSeenAt: number[] = [];
   /** Partitions whose state is being made durable for a local snapshot. */
   private readonly compacting = new Set<number>();
-  /** Images of partitions' states made for followers (snapshotFile), at most one per partition. */
-  private readonly served = new Map<number, { path: string; ready: Promise<string> }>();
+  /** The image of each partition's state made for followers (snapshotFile), while in use. */
+  private readonly served = new Map<number, ServedImage>();
   private servedSeq = 0;
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
@@ -178,37 +196,51 @@ export class NodeHost {
    * An image for a follower that asked for snapshot `ref` of `partition`; null if this node never
    * recorded that far. Snapshots are points the state was durable at, not copies: the image is made
    * on demand, from the state as it is now (SQLite's online backup, a few pages per event-loop turn),
-   * and shared by the fetches that come before the next local snapshot. It holds every entry up to
-   * `ref` and maybe more, all committed; the follower's core restarts at `ref`, and its state machine
-   * skips the entries the image already holds.
+   * so it holds every entry up to `ref` and maybe more, all committed. The follower restarts its log
+   * at the image's own index (receiveSnapshot), and while the image is in use this node keeps the log
+   * after it (compact()), so the follower can go on from there. One image per partition serves every
+   * fetch whose ref it covers; a fetch for a newer ref gets a newer image.
    */
   async snapshotFile(partition: number, ref: string): Promise<string | null> {
     const r = this.replicas[partition];
     if (!isImageRef(partition, ref) || r === undefined) return null;
     const kept = this.snapshotPath(ref);
     if (existsSync(kept)) return kept;
-    if (Number(ref.split('-')[1]) > r.log.snapshot().meta.index) return null;
+    const wanted = Number(ref.split('-')[1]);
+    if (wanted > r.log.snapshot().meta.index) return null;
     let s = this.served.get(partition);
-    if (s === undefined) {
+    if (s === undefined || s.from < wanted) {
+      if (s !== undefined) this.retireServed(partition);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
-      const made: { path: string; ready: Promise<string> } = { path, ready: r.state.snapshotTo(path).then(() => path) };
-      made.ready.catch(() => {
-        if (this.served.get(partition) === made) this.served.delete(partition);
-        rmSync(path, { force: true });
-      });
+      const made: ServedImage = { path, from: r.state.applied().index, index: null, usedAt: Date.now(), ready: Promise.resolve(path) };
+      made.ready = r.state.snapshotTo(path).then(
+        (at) => {
+          made.index = at.index;
+          return path;
+        },
+        (err: unknown) => {
+          if (this.served.get(partition) === made) this.served.delete(partition);
+          rmSync(path, { force: true });
+          throw err;
+        },
+      );
       this.served.set(partition, made);
       s = made;
     }
+    s.usedAt = Date.now();
     return s.ready;
   }
 
-  /** Forgets the image made for followers: the next fetch gets a newer one. Streams in progress go on. */
-  private dropServed(partition: number): void {
+  /**
+   * Stops using the image of `partition`. A fetch that got its path a moment ago has yet to open it,
+   * so the file goes a minute later (a download in progress reads on from its open file).
+   */
+  private retireServed(partition: number): void {
     const s = this.served.get(partition);
     if (s === undefined) return;
     this.served.delete(partition);
-    s.ready.then(
-      (path) => rmSync(path, { force: true }),
+    void s.ready.then(
+      (path) => setTimeout(() => rmSync(path, { force: true }), SERVED_GRACE_MS).unref(),
       () => undefined,
     );
   }
@@ -393,7 +425,9 @@ export class NodeHost {
     const ref = new TextDecoder().decode(m.snapshot.data);
     if (!isImageRef(r.partition, ref)) return;
     const path = this.snapshotPath(ref);
-    if (existsSync(path)) {
+    // Already covered (a repeated message, or the log caught up meanwhile): the core answers with
+    // its commit index, and nothing is fetched.
+    if (existsSync(path) || m.snapshot.meta.index <= r.raw.raft.log.committed) {
       r.raw.step(m);
       return;
     }
@@ -404,11 +438,31 @@ export class NodeHost {
       .fetchSnapshot(from, r.partition, ref, path)
       .then(() => {
         if (this.closed) return;
-        r.raw.step(m);
+        r.raw.step(this.snapshotAsImaged(r.partition, m, path));
         this.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))
       .finally(() => this.fetching.delete(key));
+  }
+
+  /**
+   * The leader makes an image when asked, from its state as it is then: it may hold entries past the
+   * snapshot its message named (all committed: the leader had applied them). The snapshot is taken
+   * at the image's own index and term, under a ref that names them, so the log restarts where the
+   * state is, and the leader, which keeps its log after the image while it is in use, goes on from
+   * there. An image behind the message's snapshot is refused (and the fetch tried again later).
+   */
+  private snapshotAsImaged(partition: number, m: Extract<Message, { type: 'snap' }>, path: string): Extract<Message, { type: 'snap' }> {
+    const at = BrokerStateMachine.imageApplied(path);
+    if (at.index < m.snapshot.meta.index) {
+      rmSync(path, { force: true });
+      throw new Error(`the image holds entries up to ${at.index}, behind the snapshot at ${m.snapshot.meta.index}`);
+    }
+    if (at.index === m.snapshot.meta.index) return m;
+    const ref = `p${partition}-${at.index}-${at.term}`;
+    renameSync(path, this.snapshotPath(ref));
+    fsyncPath(join(this.opts.dataDir, 'snapshots'));
+    return { ...m, snapshot: { meta: { ...m.snapshot.meta, index: at.index, term: at.term }, data: new TextEncoder().encode(ref) } };
   }
 
   /** Runs a loop turn soon: after the current I/O callbacks, so a burst of requests shares it. */
@@ -496,7 +550,7 @@ export class NodeHost {
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
     r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition);
-    this.dropServed(r.partition);
+    this.retireServed(r.partition);
   }
 
   /**
@@ -534,9 +588,14 @@ export class NodeHost {
     // state reopened), or the node stopped: then this point is of no use.
     if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) return;
     const keep = this.opts.keepBehindSnapshot ?? 1000;
-    const compactTo = Math.max(r.log.firstIndex() - 1, at.index - keep);
+    let upTo = at.index - keep;
+    // A follower installing the image made for it goes on from the image's index: keep the log after
+    // it while the image is in use (asked for within SERVED_IDLE_MS).
+    const served = this.served.get(p);
+    if (served !== undefined && Date.now() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
+    else if (served !== undefined) upTo = Math.min(upTo, served.index ?? served.from);
+    const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
     this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, `p${p}-${at.index}-${at.term}`, compactTo);
-    this.dropServed(p);
     this.removeOldImages(p, at.index);
   }
 

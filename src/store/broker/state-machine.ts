@@ -1139,6 +1139,17 @@ export class BrokerStateMachine {
     return { ...at, bytes: (await stat(path)).size };
   }
 
+  /** The entry an image's state holds everything up to (read from the closed image file). */
+  static imageApplied(path: string): { index: number; term: number } {
+    const image = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      const get = image.prepare('select value from meta where key = ?');
+      return { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
+    } finally {
+      image.close();
+    }
+  }
+
   /**
    * Replaces the state database at `dbPath` with a snapshot image (closed state machine; the caller
    * reopens it). The image is moved, not copied (an image can be gigabytes): it is synced, the old
