@@ -453,10 +453,14 @@ export class NodeHost {
    * there. An image behind the message's snapshot is refused (and the fetch tried again later).
    */
   private snapshotAsImaged(partition: number, m: Extract<Message, { type: 'snap' }>, path: string): Extract<Message, { type: 'snap' }> {
-    const at = BrokerStateMachine.imageApplied(path);
-    if (at.index < m.snapshot.meta.index) {
+    let at: { index: number; term: number };
+    try {
+      at = BrokerStateMachine.imageApplied(path);
+      if (at.index < m.snapshot.meta.index) throw new Error(`the image holds entries up to ${at.index}, behind the snapshot at ${m.snapshot.meta.index}`);
+    } catch (err) {
+      // Not an image to install: gone, so the next snapshot message fetches again.
       rmSync(path, { force: true });
-      throw new Error(`the image holds entries up to ${at.index}, behind the snapshot at ${m.snapshot.meta.index}`);
+      throw err;
     }
     if (at.index === m.snapshot.meta.index) return m;
     const ref = `p${partition}-${at.index}-${at.term}`;
