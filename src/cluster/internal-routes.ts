@@ -9,7 +9,7 @@ import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } f
 import type { NodeId } from '../raft/index.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
-import { assertUsableSecret, bearerToken, secretsEqual } from './secret.js';
+import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
 
 declare module 'fastify' {
@@ -87,6 +87,7 @@ interface SnapshotParams {
 
 export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesOptions): Promise<void> {
   assertUsableSecret(opts.clusterSecret);
+  const isClusterSecret = secretMatcher(opts.clusterSecret);
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
 
   // Replace, inside this context only, whatever octet-stream parser an outer context may have.
@@ -101,7 +102,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return problem(reply, 401, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
     }
     const token = bearerToken(request.headers.authorization);
-    if (token !== null && secretsEqual(token, opts.clusterSecret)) return;
+    if (token !== null && isClusterSecret(token)) return;
     // Never log the token: a wrong one may be a typo of the real secret.
     request.log.warn(
       { remoteAddress: request.ip, method: request.method, url: request.url, credentials: token === null ? 'missing' : 'wrong' },
