@@ -82,11 +82,9 @@ interface ServedImage {
   readonly path: string;
   /** The state's applied index when the copy began: the image holds at least that. */
   readonly from: number;
-  /** The image's own applied index, once made. */
-  index: number | null;
   /** When a fetch last asked for it (ms). */
   usedAt: number;
-  ready: Promise<string>;
+  readonly ready: Promise<string>;
 }
 
 /** An image nobody asked for this long is deleted, and the log no longer kept for it. */
@@ -212,18 +210,19 @@ export class NodeHost {
     if (s === undefined || s.from < wanted) {
       if (s !== undefined) this.retireServed(partition);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
-      const made: ServedImage = { path, from: r.state.applied().index, index: null, usedAt: Date.now(), ready: Promise.resolve(path) };
-      made.ready = r.state.snapshotTo(path).then(
-        (at) => {
-          made.index = at.index;
-          return path;
-        },
-        (err: unknown) => {
-          if (this.served.get(partition) === made) this.served.delete(partition);
-          rmSync(path, { force: true });
-          throw err;
-        },
-      );
+      const made: ServedImage = {
+        path,
+        from: r.state.applied().index,
+        usedAt: Date.now(),
+        ready: r.state.snapshotTo(path).then(
+          () => path,
+          (err: unknown) => {
+            if (this.served.get(partition) === made) this.served.delete(partition);
+            rmSync(path, { force: true });
+            throw err;
+          },
+        ),
+      };
       this.served.set(partition, made);
       s = made;
     }
@@ -463,7 +462,7 @@ export class NodeHost {
       throw err;
     }
     if (at.index === m.snapshot.meta.index) return m;
-    const ref = `p${partition}-${at.index}-${at.term}`;
+    const ref = imageRef(partition, at.index, at.term);
     renameSync(path, this.snapshotPath(ref));
     fsyncPath(join(this.opts.dataDir, 'snapshots'));
     return { ...m, snapshot: { meta: { ...m.snapshot.meta, index: at.index, term: at.term }, data: new TextEncoder().encode(ref) } };
@@ -597,9 +596,9 @@ export class NodeHost {
     // it while the image is in use (asked for within SERVED_IDLE_MS).
     const served = this.served.get(p);
     if (served !== undefined && Date.now() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
-    else if (served !== undefined) upTo = Math.min(upTo, served.index ?? served.from);
+    else if (served !== undefined) upTo = Math.min(upTo, served.from);
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
-    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, `p${p}-${at.index}-${at.term}`, compactTo);
+    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo);
     this.removeOldImages(p, at.index);
   }
 
@@ -714,7 +713,12 @@ export class NodeHost {
   }
 }
 
-/** Names of snapshot images: p<partition>-<index>-<term>. A peer's ref is checked before any file use. */
+/** The name of a snapshot (and of its image file): p<partition>-<index>-<term>. */
+function imageRef(partition: number, index: number, term: number): string {
+  return `p${partition}-${index}-${term}`;
+}
+
+/** Whether `ref` names a snapshot of `partition` (imageRef). A peer's ref is checked before any file use. */
 function isImageRef(partition: number, ref: string): boolean {
   return /^p\d+-\d+-\d+$/.test(ref) && ref.startsWith(`p${partition}-`);
 }

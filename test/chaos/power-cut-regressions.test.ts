@@ -5,34 +5,37 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { checkClusterIdentity, type NodeConfig } from '../../src/cluster/config.js';
 import { needTool } from '../tools.js';
 import { loseUnsynced, runUntilReadyThenKill } from './disk-faults.js';
 
-t.test('the cluster identity file written at a first start survives a power cut (it was written without fsync: the node then refused to start)', async (t) => {
-  if (needTool(t, 'cc') === null) return;
+/** A data folder for the child and an undo folder for the fault layer, removed after the test. */
+function folders(t: Test): { dataDir: string; undo: string } {
   const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
-  const dataDir = join(base, 'data');
+  return { dataDir: join(base, 'data'), undo: join(base, 'undo') };
+}
+
+t.test('the cluster identity file written at a first start survives a power cut (it was written without fsync: the node then refused to start)', async (t) => {
+  if (needTool(t, 'cc') === null) return;
+  const { dataDir, undo } = folders(t);
   const cfg = { dataDir, partitions: 4, nodeId: 'n1', peers: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }] } as unknown as NodeConfig;
   await runUntilReadyThenKill(
     `import { checkClusterIdentity } from './src/cluster/config.ts';
      checkClusterIdentity(${JSON.stringify(cfg)});
      console.log('ready'); setInterval(() => {}, 1000);`,
     dataDir,
-    join(base, 'undo'),
+    undo,
   );
-  loseUnsynced(dataDir, join(base, 'undo'));
+  loseUnsynced(dataDir, undo);
   t.doesNotThrow(() => checkClusterIdentity(cfg), 'the restarted node reads its identity');
   t.throws(() => checkClusterIdentity({ ...cfg, partitions: 8 }), /4 partitions/, 'and still guards it');
 });
 
 t.test('Raft log: a turn that only moves the commit index is not synced; a power cut may take it back, never an entry or a vote', async (t) => {
   if (needTool(t, 'cc') === null) return;
-  const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
-  t.teardown(() => rmSync(base, { recursive: true, force: true }));
-  const dataDir = join(base, 'data');
+  const { dataDir, undo } = folders(t);
   const file = join(dataDir, 'wal');
   await runUntilReadyThenKill(
     `import { mkdirSync } from 'node:fs';
@@ -46,9 +49,9 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
      console.log(store.partition(0, ['a', 'b', 'c']).hardState().commit === 3 ? 'ready' : 'not written');
      setInterval(() => {}, 1000);`,
     dataDir,
-    join(base, 'undo'),
+    undo,
   );
-  const lost = loseUnsynced(dataDir, join(base, 'undo'));
+  const lost = loseUnsynced(dataDir, undo);
   t.ok(lost.records > 0, 'the commit-only turn was written without an fsync, and lost');
   const { WalStore } = await import('../../src/store/wal/index.js');
   const store = await WalStore.open(file);
@@ -61,9 +64,7 @@ t.test('Raft log: a turn that only moves the commit index is not synced; a power
 
 t.test('state database: what durable() answered survives a power cut (local snapshots copy nothing and cut the log behind that point)', async (t) => {
   if (needTool(t, 'cc') === null) return;
-  const base = mkdtempSync(join(tmpdir(), 'mom-powercut-'));
-  t.teardown(() => rmSync(base, { recursive: true, force: true }));
-  const dataDir = join(base, 'data');
+  const { dataDir, undo } = folders(t);
   const path = join(dataDir, 'p0.db');
   await runUntilReadyThenKill(
     `import { BrokerStateMachine, encodeEnvelope } from './src/store/broker/index.ts';
@@ -75,9 +76,9 @@ t.test('state database: what durable() answered survives a power cut (local snap
      console.log(state.applied().index === 100 ? 'ready' : 'not applied');
      setInterval(() => {}, 1000);`,
     dataDir,
-    join(base, 'undo'),
+    undo,
   );
-  const lost = loseUnsynced(dataDir, join(base, 'undo'));
+  const lost = loseUnsynced(dataDir, undo);
   t.ok(lost.records > 0, 'the commits after durable() were not synced, and are lost');
   const { BrokerStateMachine } = await import('../../src/store/broker/index.js');
   const state = await BrokerStateMachine.open(path, 0);

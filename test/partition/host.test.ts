@@ -3,7 +3,7 @@
 // snapshot after compaction with identical state.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { partitionOf } from '../../src/partition/routing.js';
@@ -18,6 +18,22 @@ const queue = (name: string) => ({
   delaySeconds: 0,
   retentionSeconds: 3600,
 });
+
+/**
+ * A cluster of one partition (settings `extra`), led, with alice's queue 'q'. `send(n, label?)` sends
+ * n single messages to it, each acknowledged.
+ */
+async function queueCluster(t: Test, extra: ConstructorParameters<typeof LocalCluster>[1]): Promise<{ c: LocalCluster; send: (n: number, label?: (i: number) => string) => Promise<void> }> {
+  const c = new LocalCluster(1, extra);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.submit(0, 'alice', queue('q'));
+  const send = async (n: number, label?: (i: number) => string): Promise<void> => {
+    for (let i = 0; i < n; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok, ...(label === undefined ? [] : [label(i)]));
+  };
+  return { c, send };
+}
 
 t.test('every partition elects a leader and a write applies on all three replicas', async (t) => {
   const c = new LocalCluster(4, { balanceLeaders: false });
@@ -58,11 +74,7 @@ t.test('many concurrent writes share loop turns and all apply', async (t) => {
 });
 
 t.test('the leader stops; the others elect a new one and go on; it comes back and catches up by snapshot', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 50, keepBehindSnapshot: 5 });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.submit(0, 'alice', queue('q'));
+  const { c, send } = await queueCluster(t, { snapshotEvery: 50, keepBehindSnapshot: 5 });
   const first = c.leaderOf(0)!;
   const lost = first.opts.self;
   c.down.add(lost);
@@ -70,10 +82,7 @@ t.test('the leader stops; the others elect a new one and go on; it comes back an
   await c.until(() => c.leaderOf(0) !== null, 'a new leader among the other two');
   t.not(c.leaderOf(0)!.opts.self, lost);
   // Enough writes for the survivors to snapshot and compact past what the stopped node has.
-  for (let i = 0; i < 120; i++) {
-    const r = await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] });
-    t.ok(r.ok, `write ${i} acknowledged by the two survivors`);
-  }
+  await send(120, (i) => `write ${i} acknowledged by the two survivors`);
   const second = c.leaderOf(0)!;
   t.ok(second.replica(0).log.firstIndex() > 10, `the leader compacted its log (first index ${second.replica(0).log.firstIndex()})`);
   const images = (id: string): string[] => readdirSync(join(c.root, id, 'snapshots'));
@@ -94,15 +103,11 @@ t.test("a follower takes the snapshot at the image's own index; restarted right 
   // snapshot's index. The follower restarts its log at the image's index (at the snapshot's, its state
   // was ahead of its log, and on restart the core refused it: "applied past the end of the log",
   // chaos seed 1111).
-  const c = new LocalCluster(1, { snapshotEvery: 50, keepBehindSnapshot: 5 });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.submit(0, 'alice', queue('q'));
+  const { c, send } = await queueCluster(t, { snapshotEvery: 50, keepBehindSnapshot: 5 });
   const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
   c.down.add(lost);
   await c.stop(lost);
-  for (let i = 0; i < 120; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
+  await send(120);
   const leader = c.leaderOf(0)!;
   const recorded = leader.replica(0).log.snapshot().meta.index;
   t.ok(leader.replica(0).state.applied().index > recorded, 'the leader applied past its last snapshot');
@@ -133,14 +138,7 @@ t.test("a follower takes the snapshot at the image's own index; restarted right 
 t.test('while an image made for a follower is in use, local snapshots keep the log after it', async (t) => {
   // Review finding: local snapshots are cheap and frequent, so a follower installing a large image
   // found the leader's log compacted past it and needed another image, and another.
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5 });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.submit(0, 'alice', queue('q'));
-  const send = async (n: number): Promise<void> => {
-    for (let i = 0; i < n; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
-  };
+  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5 });
   await send(60);
   const leader = c.leaderOf(0)!;
   const snap = leader.replica(0).log.snapshot().meta;

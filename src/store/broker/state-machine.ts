@@ -7,7 +7,7 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 import { createHash } from 'node:crypto';
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database, { type Statement } from 'better-sqlite3';
@@ -1097,15 +1097,6 @@ export class BrokerStateMachine {
   // ---- snapshots ----
 
   /**
-   * A consistent copy of this partition's state, for log compaction, and the applied position it
-   * holds. SQLite's online backup copies a few pages per event-loop turn, so the node goes on serving
-   * and applying meanwhile; what this connection applies during the copy is carried into it, so the
-   * image is the state as of the copy's last step, and its own meta table says which index that is.
-   * Durable when it returns: written under a temporary name, fsynced, renamed, and the folder
-   * fsynced, so a crash never leaves a partial image under the final name. Rejects if the state is
-   * closed meanwhile (a snapshot from the leader replaced it).
-   */
-  /**
    * Makes every transaction committed so far durable, without copying anything: what it answers is
    * on disk when the promise resolves. The state commits with synchronous=NORMAL, so a commit is
    * written to the -wal file and not synced; a checkpoint syncs the WAL before it copies pages into
@@ -1119,7 +1110,15 @@ export class BrokerStateMachine {
     await fsyncPathAsync(this.path);
   }
 
-  async snapshotTo(path: string): Promise<{ index: number; term: number; bytes: number }> {
+  /**
+   * A consistent copy of this partition's state, for a follower, and the applied position it holds. SQLite's online backup copies a few pages per event-loop turn, so the node goes on serving
+   * and applying meanwhile; what this connection applies during the copy is carried into it, so the
+   * image is the state as of the copy's last step, and its own meta table says which index that is.
+   * Durable when it returns: written under a temporary name, fsynced, renamed, and the folder
+   * fsynced, so a crash never leaves a partial image under the final name. Rejects if the state is
+   * closed meanwhile (a snapshot from the leader replaced it).
+   */
+  async snapshotTo(path: string): Promise<{ index: number; term: number }> {
     const tmp = `${path}.tmp`;
     await rm(tmp, { force: true });
     await this.sqlite.backup(tmp, { progress: () => SNAPSHOT_PAGES_PER_STEP });
@@ -1128,23 +1127,21 @@ export class BrokerStateMachine {
     try {
       // The copy carries the write-ahead-log mode in its header; an image is one self-contained file.
       image.pragma('journal_mode = DELETE');
-      const get = image.prepare('select value from meta where key = ?');
-      at = { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
+      at = appliedOf(image);
     } finally {
       image.close();
     }
     await fsyncPathAsync(tmp);
     await rename(tmp, path);
     await fsyncPathAsync(dirname(path));
-    return { ...at, bytes: (await stat(path)).size };
+    return at;
   }
 
   /** The entry an image's state holds everything up to (read from the closed image file). */
   static imageApplied(path: string): { index: number; term: number } {
     const image = new Database(path, { readonly: true, fileMustExist: true });
     try {
-      const get = image.prepare('select value from meta where key = ?');
-      return { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
+      return appliedOf(image);
     } finally {
       image.close();
     }
@@ -1165,6 +1162,12 @@ export class BrokerStateMachine {
     await fsyncPathAsync(dirname(dbPath));
     if (dirname(snapshotPath) !== dirname(dbPath)) await fsyncPathAsync(dirname(snapshotPath));
   }
+}
+
+/** The applied position an image's meta table records. */
+function appliedOf(image: Sqlite): { index: number; term: number } {
+  const get = image.prepare('select value from meta where key = ?');
+  return { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
 }
 
 /** Milliseconds before a message becomes visible: its own delay, or its channel's. */
