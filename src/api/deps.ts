@@ -3,7 +3,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { InternalRoutesOptions } from '../cluster/internal-routes.js';
-import type { RequestContext } from '../cluster/router.js';
+import type { RequestContext, Watch } from '../cluster/router.js';
 import type { PartitionStatus } from '../partition/host.js';
 import { partitionOf } from '../partition/routing.js';
 import type { ChannelRef, Command, Query, Result } from '../store/broker/index.js';
@@ -15,7 +15,7 @@ export interface Broker {
   propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx?: RequestContext): Promise<Result>;
   query(p: number, query: Query, ctx?: RequestContext): Promise<Result>;
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number };
-  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<boolean>; cancel(): void };
+  watch(p: number, ref: ChannelRef, until: number, want?: number): Watch;
   waiting(): number;
 }
 

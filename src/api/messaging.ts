@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
+import type { Watch } from '../cluster/router.js';
 import { write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 import { AckRequest, AckResult, LIMITS, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas.js';
@@ -113,19 +114,25 @@ export async function receive(
   };
   reply.raw.on('close', onClose);
   const command: Command = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null };
+  // The wait whose wake-up the current attempt answers: if the attempt cannot take the messages, the
+  // wake-up goes to the next poll waiting on this node (only as many polls as messages are woken).
+  let wokenBy: Watch | null = null;
   try {
     for (;;) {
       // Registered before the receive, so that no wake-up can fall between the two.
-      const watch = deadline > now() ? deps.broker.watch(partition, channel, deadline) : null;
+      const watch = deadline > now() ? deps.broker.watch(partition, channel, deadline, command.maxMessages) : null;
       let result: { messages: ReceivedMessage[] };
       try {
         result = await write<{ messages: ReceivedMessage[] }>(deps, request, partitionKey, command);
       } catch (err) {
         watch?.cancel();
+        wokenBy?.passOn();
         throw err;
       }
       if (gone) {
         watch?.cancel();
+        // Messages taken are released, which wakes the next poll; a wake-up not acted on is passed on.
+        if (result.messages.length === 0) wokenBy?.passOn();
         void release(deps, request, partitionKey, channel, result.messages);
         return { messages: [] };
       }
@@ -138,7 +145,9 @@ export async function receive(
       // before then woke us.
       const over = await Promise.race([watch.woken, goneP]);
       watch.cancel();
+      if (gone) watch.passOn();
       if (over || gone) return { messages: [] };
+      wokenBy = watch;
     }
   } finally {
     reply.raw.off('close', onClose);

@@ -28,8 +28,23 @@ export type { Answer, PeerCaller } from './answer.js';
 
 /** A waiting long poll: woken to receive again, or told that a lease or delay changed the next time. */
 interface Watcher {
-  wake(): void;
+  /** Messages its receive takes at most. */
+  readonly want: number;
+  /** Ends the wait to receive again; false if the wait had already ended. */
+  wake(): boolean;
   retime(): void;
+}
+
+/** A long poll's registration (Router.watch). */
+export interface Watch {
+  /** Resolves when the poll should receive again (false), or when its wait is over (true). */
+  readonly woken: Promise<boolean>;
+  cancel(): void;
+  /**
+   * The poll was woken but will not receive (its client left, its receive failed): if messages are
+   * still visible here, the next poll waiting on the channel is woken in its place.
+   */
+  passOn(): void;
 }
 
 export interface RouterOptions {
@@ -79,9 +94,11 @@ export class Router {
     for (let p = 0; p < opts.partitions; p++) {
       const byChannel = new Map<number, Set<Watcher>>();
       this.watchers.set(p, byChannel);
-      host.replica(p).onWake((channelId, retimed) => {
+      host.replica(p).onWake((channelId, visible) => {
         const set = byChannel.get(channelId);
-        if (set !== undefined) for (const w of [...set]) (retimed ? w.retime : w.wake)();
+        if (set === undefined) return;
+        if (visible === 0) for (const w of [...set]) w.retime();
+        else wakeFor(set, visible);
       });
     }
   }
@@ -130,8 +147,12 @@ export class Router {
    * replica applies an entry that makes messages visible on it, when the next lease or delay of the
    * channel ends, or at `until` (ms) at the latest, with `true` for that last case: the wait is over.
    * Register before proposing the receive, so that no wake-up falls between the two.
+   *
+   * An apply that makes n messages visible wakes the polls that waited longest, as many as take n
+   * messages between them (`want` each), not every poll: each woken poll is a replicated receive,
+   * and the others would find nothing.
    */
-  watch(p: number, ref: ChannelRef, until: number): { woken: Promise<boolean>; cancel(): void } {
+  watch(p: number, ref: ChannelRef, until: number, want = 1): Watch {
     const byChannel = this.watchers.get(p);
     if (byChannel === undefined) throw new RangeError(`no partition ${p}`);
     const initial = this.host.replica(p).state;
@@ -167,7 +188,17 @@ export class Router {
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
       timer = at < until ? setTimeout(() => finish(false), Math.max(this.opts.pollMs, at - now)) : setTimeout(() => finish(true), Math.max(0, until - now));
     };
-    const watcher: Watcher = { wake: () => finish(false), retime: arm };
+    let woke = false;
+    const watcher: Watcher = {
+      want: Math.max(1, want),
+      wake: () => {
+        if (settled) return false;
+        woke = true;
+        finish(false);
+        return true;
+      },
+      retime: arm,
+    };
     if (channelId !== null) {
       let set = byChannel.get(channelId);
       if (set === undefined) byChannel.set(channelId, (set = new Set()));
@@ -176,7 +207,14 @@ export class Router {
     this.open.add(finish);
     arm();
     if (this.stopped) finish(true);
-    return { woken, cancel: () => finish(false) };
+    const passOn = (): void => {
+      if (!woke || channelId === null) return;
+      woke = false;
+      const state = this.host.replica(p).state;
+      const set = byChannel.get(channelId);
+      if (set !== undefined && state.sqlite.open && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
+    };
+    return { woken, cancel: () => finish(false), passOn };
   }
 
   /**
@@ -263,6 +301,15 @@ function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' 
 
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */
 const DEFAULT_MAX_IDLE_MS = 5_000;
+
+/** Wakes the watchers that waited longest (a Set keeps insertion order) until they take `visible` messages. */
+function wakeFor(set: ReadonlySet<Watcher>, visible: number): void {
+  let left = visible;
+  for (const w of [...set]) {
+    if (left <= 0) return;
+    if (w.wake()) left -= w.want;
+  }
+}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

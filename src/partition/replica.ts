@@ -48,7 +48,7 @@ export class PartitionReplica {
   private readonly proposals = new ProposalTracker<Waiter>();
   private readonly reads = new Map<number, ReadWaiter>();
   private readSeq = 0;
-  private readonly wakeListeners = new Set<(channelId: number, retimed: boolean) => void>();
+  private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private closed = false;
 
   constructor(
@@ -152,10 +152,10 @@ export class PartitionReplica {
   }
 
   /**
-   * Calls `fn(channel, false)` whenever apply made messages visible on a channel, and `fn(channel,
-   * true)` when it gave one a message that becomes visible later by time alone (for long polls).
+   * Calls `fn(channel, n)` whenever apply made n messages visible on a channel, and `fn(channel, 0)`
+   * when it gave one a message that becomes visible later by time alone (for long polls).
    */
-  onWake(fn: (channelId: number, retimed: boolean) => void): () => void {
+  onWake(fn: (channelId: number, visible: number) => void): () => void {
     this.wakeListeners.add(fn);
     return () => this.wakeListeners.delete(fn);
   }
@@ -194,16 +194,16 @@ export class PartitionReplica {
       w.resolve(a.result);
     });
     for (const a of applied) {
-      for (const ch of a.woke) this.wake(ch, false);
-      for (const ch of a.retimed) this.wake(ch, true);
+      for (const [ch, n] of a.woke) this.wake(ch, n);
+      for (const ch of a.retimed) this.wake(ch, 0);
     }
   }
 
-  private wake(channelId: number, retimed: boolean): void {
+  private wake(channelId: number, visible: number): void {
     for (const fn of this.wakeListeners) {
       // A waiting request's callback must never break the loop that applies for everyone.
       try {
-        fn(channelId, retimed);
+        fn(channelId, visible);
       } catch {
         this.wakeListeners.delete(fn);
       }

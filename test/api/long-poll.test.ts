@@ -121,6 +121,67 @@ t.test('a nack with a delay, by another consumer, wakes a poll when the delay en
   t.match((await poll).body, { messages: [{ body: 'retry me', deliveryCount: 2 }] });
 });
 
+t.test('a message wakes one long poll, not every poll waiting on the channel', async (t) => {
+  const name = 'herd';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const p = partitionOf(name, cluster.configs[0]!.partitions);
+  // A poll on a node that has not applied the queue yet looks again shortly instead of waiting.
+  await until(() => cluster.servers[node]!.host.replica(p).state.channelIdOf({ queue: name }) !== null, 'the node applied the queue');
+  const router = cluster.servers[node]!.node.router;
+  // Count the receives the node proposes: each woken poll proposes one.
+  let receives = 0;
+  const propose = router.propose.bind(router);
+  router.propose = (partition, actor, command, key, ctx) => {
+    if (command.type === 'receive') receives++;
+    return propose(partition, actor, command, key, ctx);
+  };
+  t.teardown(() => {
+    delete (router as { propose?: unknown }).propose;
+  });
+  const answers: { body: string }[][] = [];
+  const polls = [0, 1, 2].map(() =>
+    call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } }).then((r) => {
+      answers.push((r.body as { messages: { body: string }[] }).messages);
+    }),
+  );
+  await waitingOn(node, 3);
+  t.equal(receives, 3, 'each poll received once, found nothing, and waits');
+  const other = cluster.urls[(node + 1) % 3]!;
+  for (const [i, body] of ['one', 'two', 'three'].entries()) {
+    t.equal((await call(other, 'POST', `/v1/queues/${name}/messages`, { token, body: { body } })).status, 201);
+    await until(() => answers.length === i + 1, `poll ${i + 1} answered`);
+  }
+  await Promise.all(polls);
+  t.same(answers.map((m) => m.map((x) => x.body)).sort(), [['one'], ['three'], ['two']], 'each poll got one message');
+  t.equal(receives, 6, 'one receive per message: only the poll that waited longest was woken each time');
+});
+
+t.test('a wake-up that a poll does not act on goes to the next poll', async (t) => {
+  const name = 'pass-on';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const p = partitionOf(name, cluster.configs[0]!.partitions);
+  const replica = cluster.servers[node]!.host.replica(p);
+  await until(() => replica.state.channelIdOf({ queue: name }) !== null, 'the node applied the queue');
+  const router = cluster.servers[node]!.node.router;
+  const deadline = Date.now() + 20_000;
+  const first = router.watch(p, { queue: name }, deadline, 1);
+  const second = router.watch(p, { queue: name }, deadline, 1);
+  let secondWoken = false;
+  void second.woken.then(() => {
+    secondWoken = true;
+  });
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'once' } })).status, 201);
+  t.equal(await first.woken, false, 'the poll that waited longest is woken');
+  // A wake-up is delivered synchronously to every watcher it picks: one turn later, all have it.
+  await new Promise((r) => setImmediate(r));
+  t.notOk(secondWoken, 'the other still waits: one message wakes one poll');
+  first.passOn();
+  t.equal(await second.woken, false, 'the first did not receive, so the second is woken in its place');
+  second.cancel();
+});
+
 // Last: it stops a node.
 t.test('a node shutting down ends its long polls with an empty answer instead of holding the shutdown', async (t) => {
   const name = 'shutdown';

@@ -74,15 +74,19 @@ t.test('an Idempotency-Key is scoped per user and resource: the same key on anot
   t.match(s.sm.getQueue('two', 'alice', s.time), { ok: true, value: { stats: { visible: 1 } } });
 });
 
-t.test('apply reports the channels a long poll must look at again: woke (visible now) and retimed (later)', async (t) => {
+t.test('apply reports the channels a long poll must look at again: woke (how many visible now) and retimed (later)', async (t) => {
   const s = await openStore(t, 'alice');
   s.must('alice', queue('orders'));
   const id = s.sm.channelIdOf({ queue: 'orders' })!;
-  t.match(s.apply('alice', send('orders', 'now')), { woke: [id], retimed: [] }, 'a send: visible now');
-  t.match(s.apply('alice', sendMsgs('orders', msg('later', { delaySeconds: 5 }))), { woke: [], retimed: [id] }, 'a delayed send: visible later');
-  const leased = s.apply('alice', { type: 'receive', channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: 10 });
-  t.match(leased, { woke: [], retimed: [id] }, 'a lease: visible again when it ends');
-  const handle = (leased.result as { value: { messages: { receiptHandle: string }[] } }).value.messages[0]!.receiptHandle;
-  t.match(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [handle], delaySeconds: 3 }), { woke: [], retimed: [id] }, 'a delayed nack');
-  t.match(s.apply('alice', { type: 'receive', channel: { queue: 'nowhere' }, maxMessages: 1, visibilityTimeoutSeconds: null }), { woke: [], retimed: [] }, 'a refusal reports nothing');
+  const wakes = (a: { woke: unknown; retimed: unknown }): unknown => ({ woke: a.woke, retimed: a.retimed });
+  t.strictSame(wakes(s.apply('alice', send('orders', 'now'))), { woke: [[id, 1]], retimed: [] }, 'a send: visible now');
+  t.strictSame(wakes(s.apply('alice', sendMsgs('orders', msg('a'), msg('b'), msg('c', { delaySeconds: 5 })))), { woke: [[id, 2]], retimed: [id] }, 'a batch: two visible now, one later');
+  t.strictSame(wakes(s.apply('alice', sendMsgs('orders', msg('d', { deduplicationId: 'd' }), msg('e', { deduplicationId: 'e' })))), { woke: [[id, 2]], retimed: [] }, 'deduplicated sends count too');
+  t.strictSame(wakes(s.apply('alice', sendMsgs('orders', msg('later', { delaySeconds: 5 })))), { woke: [], retimed: [id] }, 'a delayed send: visible later');
+  const leased = s.apply('alice', { type: 'receive', channel: { queue: 'orders' }, maxMessages: 2, visibilityTimeoutSeconds: 10 });
+  t.strictSame(wakes(leased), { woke: [], retimed: [id] }, 'a lease: visible again when it ends');
+  const [h1, h2] = (leased.result as { value: { messages: { receiptHandle: string }[] } }).value.messages.map((m) => m.receiptHandle);
+  t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h1!], delaySeconds: 3 })), { woke: [], retimed: [id] }, 'a delayed nack');
+  t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h2!], delaySeconds: 0 })), { woke: [[id, 1]], retimed: [] }, 'a nack: visible again now');
+  t.strictSame(wakes(s.apply('alice', { type: 'receive', channel: { queue: 'nowhere' }, maxMessages: 1, visibilityTimeoutSeconds: null })), { woke: [], retimed: [] }, 'a refusal reports nothing');
 });

@@ -56,8 +56,11 @@ export interface ApplyEntry {
 export interface Applied {
   readonly index: number;
   readonly result: Result;
-  /** Channels that gained visible messages: long polls waiting on them should wake. */
-  readonly woke: readonly number[];
+  /**
+   * Channels that gained visible messages, with how many: that many long polls' worth waiting on
+   * them should wake (a poll takes up to its maxMessages).
+   */
+  readonly woke: readonly (readonly [channelId: number, visible: number])[];
   /**
    * Channels that gained a message that becomes visible later by time alone (a delay, a lease): long
    * polls waiting on them should look again at when that is.
@@ -159,8 +162,13 @@ interface Ctx {
   readonly index: number;
   readonly now: number;
   readonly actor: string | null;
-  woke: Set<number>;
+  /** Channel id → messages made visible by this command. */
+  woke: Map<number, number>;
   retimed: Set<number>;
+}
+
+function wokeUp(ctx: Ctx, channelId: number, visible: number): void {
+  if (visible > 0) ctx.woke.set(channelId, (ctx.woke.get(channelId) ?? 0) + visible);
 }
 
 export class BrokerStateMachine {
@@ -261,7 +269,7 @@ export class BrokerStateMachine {
           out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [] });
           continue;
         }
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Set(), retimed: new Set() };
+        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set() };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
           sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });
@@ -603,9 +611,9 @@ export class BrokerStateMachine {
     for (const s of p.sends) {
       const mine = items.slice(k, k + s.messages.length);
       k += s.messages.length;
-      const woke = s.messages.some((m) => delayOf(p.ch, m) === 0);
-      const retimed = s.messages.some((m) => delayOf(p.ch, m) > 0);
-      out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: woke ? [p.ch.id] : [], retimed: retimed ? [p.ch.id] : [] };
+      const visible = s.messages.filter((m) => delayOf(p.ch, m) === 0).length;
+      const retimed = visible < s.messages.length;
+      out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: visible > 0 ? [[p.ch.id, visible]] : [], retimed: retimed ? [p.ch.id] : [] };
     }
   }
 
@@ -623,7 +631,7 @@ export class BrokerStateMachine {
       const chunk = rows.slice(k, k + INSERT_ROWS);
       this.insertRows(chunk.length).run(...chunk.flat());
     }
-    if (delayed < messages.length) ctx?.woke.add(ch.id);
+    if (ctx !== undefined) wokeUp(ctx, ch.id, messages.length - delayed);
     if (delayed > 0) ctx?.retimed.add(ch.id);
     return messages.map((_, i) => ({ messageId: ids[i]!, sequence: first + i }));
   }
@@ -659,7 +667,8 @@ export class BrokerStateMachine {
       this.st.bumpCount[state].run(1, ch.id);
     }
     this.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
-    (state === MessageState.Ready ? ctx.woke : ctx.retimed).add(ch.id);
+    if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
+    else ctx.retimed.add(ch.id);
     if (m.deduplicationId !== undefined) this.st.putDedup.run(ch.id, m.deduplicationId, messageId, seq, ctx.now + dedupWindow);
     return { messageId, sequence: seq };
   }
@@ -710,7 +719,7 @@ export class BrokerStateMachine {
       this.st.setState.run(MessageState.Ready, ctx.now, m.seq, ch.id);
       this.st.bumpCount[m.state].run(-1, ch.id);
       this.st.bumpCount[MessageState.Ready].run(1, ch.id);
-      ctx.woke.add(ch.id);
+      wokeUp(ctx, ch.id, 1);
     }
   }
 
@@ -806,7 +815,8 @@ export class BrokerStateMachine {
         this.st.release.run(state, ctx.now + delaySeconds * 1000, m.seq, ch.id);
         this.st.bumpCount[m.state].run(-1, ch.id);
         this.st.bumpCount[state].run(1, ch.id);
-        (state === MessageState.Ready ? ctx.woke : ctx.retimed).add(ch.id);
+        if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
+        else ctx.retimed.add(ch.id);
         return true;
       }),
     );
