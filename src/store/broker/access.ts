@@ -1,0 +1,117 @@
+// Who may do what: users, grants, and the checks every command makes against the replicated state
+// (ownership, rights, what a user may see). A check that fails throws a Refusal, which apply turns
+// into the command's result; a hidden resource answers 404, like one that does not exist.
+import { ErrorCode, fail, ok, type ChannelRef, type Result } from './commands.js';
+import { Refusal, iso, read, type Ctx, type QueueRow, type Store } from './context.js';
+import type { ChannelRow, TopicRow } from './schema.js';
+
+function parseActions(json: string): string[] {
+  return JSON.parse(json) as string[];
+}
+
+export function requireActor(ctx: Ctx): string {
+  if (ctx.actor === null) throw new Refusal(fail(ErrorCode.Forbidden, 'this command needs a user'));
+  return ctx.actor;
+}
+
+// ---- users ----
+
+export function register(s: Store, username: string, passwordHash: string, ctx: Ctx): Result {
+  if (s.st.getUser.get(username) !== undefined) return fail(ErrorCode.Conflict, `user '${username}' exists`);
+  s.st.insertUser.run(username, passwordHash, ctx.now);
+  return ok({ username, createdAt: iso(ctx.now) });
+}
+
+export function getUser(s: Store, username: string): { username: string; passwordHash: string; createdAt: string } | null {
+  const u = s.st.getUser.get(username) as { username: string; password_hash: string; created_at: number } | undefined;
+  return u === undefined ? null : { username: u.username, passwordHash: u.password_hash, createdAt: iso(u.created_at) };
+}
+
+// ---- checks ----
+
+export function grantActions(s: Store, kind: 'queue' | 'topic', name: string, user: string): string[] {
+  const g = s.st.getGrant.get(kind, name, user) as { actions: string } | undefined;
+  return g === undefined ? [] : parseActions(g.actions);
+}
+
+/** The queue and its channel, if `user` may see it (owner or any grant); otherwise a 404. */
+export function visibleQueue(s: Store, name: string, user: string): QueueRow {
+  const q = s.st.getQueue.get(name) as QueueRow | undefined;
+  if (q === undefined) throw new Refusal(fail(ErrorCode.NotFound, `queue '${name}' not found`));
+  if (q.owner !== user && grantActions(s, 'queue', name, user).length === 0) {
+    throw new Refusal(fail(ErrorCode.NotFound, `queue '${name}' not found`));
+  }
+  return q;
+}
+
+export function requireQueueRight(s: Store, q: QueueRow, user: string, action: 'send' | 'receive'): void {
+  if (q.owner === user) return;
+  if (!grantActions(s, 'queue', q.name, user).includes(action)) {
+    throw new Refusal(fail(ErrorCode.Forbidden, `no '${action}' right on queue '${q.name}'`));
+  }
+}
+
+export function requireOwner(owner: string, user: string, what: string): void {
+  if (owner !== user) throw new Refusal(fail(ErrorCode.Forbidden, `only the owner may ${what}`));
+}
+
+/** A topic is visible to its owner, to grantees, and to everyone when anyone may subscribe. */
+export function visibleTopic(s: Store, name: string, user: string): TopicRow {
+  const t = s.st.getTopic.get(name) as TopicRow | undefined;
+  const hidden = (): never => {
+    throw new Refusal(fail(ErrorCode.NotFound, `topic '${name}' not found`));
+  };
+  if (t === undefined) return hidden();
+  if (t.owner !== user && t.subscribe_policy !== 'anyone' && grantActions(s, 'topic', name, user).length === 0) hidden();
+  return t;
+}
+
+/** Resolves a receive/ack/nack/lease target and checks the caller may consume from it. */
+export function consumable(s: Store, ref: ChannelRef, user: string): ChannelRow {
+  if ('queue' in ref) {
+    const q = visibleQueue(s, ref.queue, user);
+    requireQueueRight(s, q, user, 'receive');
+    return q;
+  }
+  const sub = s.st.getSubscription.get(ref.topic, ref.subscription) as (ChannelRow & { topic_owner: string }) | undefined;
+  if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
+    throw new Refusal(fail(ErrorCode.NotFound, `subscription '${ref.subscription}' of topic '${ref.topic}' not found`));
+  }
+  // The topic's owner may see and delete a subscription, but only its owner consumes from it.
+  if (sub.owner !== user) throw new Refusal(fail(ErrorCode.Forbidden, 'only the subscription owner may consume from it'));
+  return sub;
+}
+
+// ---- grants ----
+
+export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, actions: readonly string[], ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const owner = kind === 'queue' ? visibleQueue(s, name, user).owner : visibleTopic(s, name, user).owner;
+  requireOwner(owner, user, `grant rights on ${kind} '${name}'`);
+  const allowed = kind === 'queue' ? ['send', 'receive'] : ['publish', 'subscribe'];
+  if (actions.length === 0 || !actions.every((a) => allowed.includes(a))) {
+    return fail(ErrorCode.ValidationFailed, `actions must be a non-empty subset of ${allowed.join(', ')}`);
+  }
+  if (username === owner) return fail(ErrorCode.ValidationFailed, 'the owner already has every right');
+  const sorted = [...new Set(actions)].sort();
+  s.st.putGrant.run(kind, name, username, JSON.stringify(sorted));
+  return ok({ username, actions: sorted });
+}
+
+export function deleteGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const owner = kind === 'queue' ? visibleQueue(s, name, user).owner : visibleTopic(s, name, user).owner;
+  requireOwner(owner, user, `revoke rights on ${kind} '${name}'`);
+  const r = s.st.deleteGrant.run(kind, name, username);
+  if (r.changes === 0) return fail(ErrorCode.NotFound, `no grant for '${username}'`);
+  return ok(null);
+}
+
+export function listGrants(s: Store, kind: 'queue' | 'topic', name: string, user: string): Result<{ username: string; actions: string[] }[]> {
+  return read(() => {
+    const owner = kind === 'queue' ? visibleQueue(s, name, user).owner : visibleTopic(s, name, user).owner;
+    requireOwner(owner, user, `list the grants of ${kind} '${name}'`);
+    const rows = s.st.listGrants.all(kind, name) as { username: string; actions: string }[];
+    return rows.map((r) => ({ username: r.username, actions: parseActions(r.actions) }));
+  });
+}

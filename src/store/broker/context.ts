@@ -1,0 +1,67 @@
+// What the parts of the state machine share (access, queues, messages, topics, views): the partition's
+// store, which outlives commands, and the context of the one command being applied.
+import { ok, type Failure, type Result } from './commands.js';
+import type { ChannelRow } from './schema.js';
+import type { Statements } from './statements.js';
+
+export const DEDUP_WINDOW_MS = 5 * 60 * 1000;
+export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+/** A queue's channel row with the queue's name. */
+export type QueueRow = ChannelRow & { name: string };
+
+/** One partition's state as every part works on it: made once when the state machine opens. */
+export interface Store {
+  readonly st: Statements;
+  readonly partition: number;
+  /**
+   * Queues as sends read them (name, owner, id, delay, retention: what only queue.create and
+   * queue.delete change), so that a send does not query the queue for every message. Any command
+   * that may change a queue or a grant empties it, and so does every batch's start (a rolled-back
+   * batch leaves nothing behind): replicas answer the same with or without it.
+   */
+  readonly sendTargets: Map<string, QueueRow>;
+}
+
+/** The per-apply context: the entry's position and the clock. */
+export interface Ctx {
+  readonly index: number;
+  readonly now: number;
+  readonly actor: string | null;
+  /** Channel id → messages made visible by this command. */
+  woke: Map<number, number>;
+  retimed: Set<number>;
+}
+
+export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {
+  if (visible > 0) ctx.woke.set(channelId, (ctx.woke.get(channelId) ?? 0) + visible);
+}
+
+/** A refusal raised deep in a check; apply turns it into the command's result. */
+export class Refusal extends Error {
+  constructor(readonly failure: Failure) {
+    super(failure.detail);
+  }
+}
+
+/** Runs a read, answering a refusal raised in its checks as its result. */
+export function read<T>(f: () => T): Result<T> {
+  try {
+    return ok(f());
+  } catch (err) {
+    if (err instanceof Refusal) return err.failure;
+    throw err;
+  }
+}
+
+export function meta(s: Store, key: 'applied_index' | 'applied_term' | 'clock'): number {
+  return (s.st.getMeta.get(key) as { value: number }).value;
+}
+
+/** The partition's clock: the largest leader stamp applied. */
+export function clock(s: Store): number {
+  return meta(s, 'clock');
+}
+
+export const iso = (ms: number): string => new Date(ms).toISOString();
+export const seconds = (ms: number): number => Math.round(ms / 1000);

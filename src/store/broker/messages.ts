@@ -1,0 +1,308 @@
+// Messages in channels (a queue, or one subscription of a topic): sending, receiving under a lease,
+// acknowledging, giving back, extending leases; time making leased and delayed messages visible
+// again; retention; dead-lettering after maxDeliveries, through the outbox to another partition.
+//
+// Every write keeps the channel's counters (n_ready, n_leased, n_delayed) equal to its rows by state:
+// the stats are computed from them without a scan.
+import {
+  ErrorCode,
+  fail,
+  ok,
+  type ChannelRef,
+  type Command,
+  type HandleOutcome,
+  type MessageInput,
+  type ReceivedMessage,
+  type Result,
+  type SentMessage,
+} from './commands.js';
+import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
+import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
+import { MessageState, type ChannelRow, type MessageRow } from './schema.js';
+import { INSERT_ROWS } from './statements.js';
+
+/** Dead-letter deliveries are deduplicated by the original message id for a day: forwarder retries. */
+const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
+
+/** At most this many messages are dead-lettered by one sweep, to bound the entry's apply time. */
+export const SWEEP_BUDGET = 1000;
+
+/** Receipt handles name one delivery: channel, message sequence and the lease (receive entry index). */
+export function encodeReceipt(channelId: number, seq: number, leaseId: number): string {
+  return Buffer.from(`${channelId}.${seq}.${leaseId}`).toString('base64url');
+}
+
+function decodeReceipt(h: string): { channelId: number; seq: number; leaseId: number } | null {
+  if (h.length === 0 || h.length > 200) return null;
+  const parts = Buffer.from(h, 'base64url').toString('utf8').split('.');
+  if (parts.length !== 3 || !parts.every((p) => /^\d{1,15}$/.test(p))) return null;
+  const [channelId, seq, leaseId] = parts.map(Number) as [number, number, number];
+  // Lease ids are log indexes of receives, so never 0: a message never leased has no valid handle.
+  if (leaseId === 0) return null;
+  return { channelId, seq, leaseId };
+}
+
+/** Milliseconds before a message becomes visible: its own delay, or its channel's. */
+export function delayOf(ch: ChannelRow, m: MessageInput): number {
+  return m.delaySeconds !== undefined ? m.delaySeconds * 1000 : ch.delay_ms;
+}
+
+// ---- sending ----
+
+export function sendToQueue(s: Store, name: string, messages: readonly MessageInput[], ctx: Ctx): Result<{ items: SentMessage[] }> {
+  const user = requireActor(ctx);
+  let q = s.sendTargets.get(name);
+  if (q === undefined || q.owner !== user) {
+    q = visibleQueue(s, name, user);
+    requireQueueRight(s, q, user, 'send');
+    if (q.owner === user) s.sendTargets.set(name, q);
+  }
+  if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
+  const ids = messages.map((_, i) => `${s.partition}-${ctx.index}-${i}`);
+  // Deduplication ids are looked up one message at a time (a batch may repeat one); the rest go in
+  // bulk: one update takes every sequence number and counts the messages, a few multi-row inserts.
+  if (messages.some((m) => m.deduplicationId !== undefined)) return ok({ items: messages.map((m, i) => enqueue(s, q, m, ids[i]!, ctx, DEDUP_WINDOW_MS)) });
+  return ok({ items: enqueueMany(s, q, messages, ids, messages.map(() => ctx.now), ctx) });
+}
+
+/** Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by one. */
+export function enqueueMany(s: Store, ch: ChannelRow, messages: readonly MessageInput[], ids: readonly string[], nows: readonly number[], ctx?: Ctx): SentMessage[] {
+  const delays = messages.map((m) => delayOf(ch, m));
+  const delayed = delays.filter((d) => d > 0).length;
+  const first = (s.st.takeSeqs.get(messages.length, messages.length - delayed, delayed, ch.id, messages.length) as { first: number }).first;
+  const rows: unknown[][] = messages.map((m, i) => {
+    const state = delays[i]! > 0 ? MessageState.Delayed : MessageState.Ready;
+    const now = nows[i]!;
+    return [ch.id, first + i, ids[i]!, m.body, JSON.stringify(m.attributes), now, state, now + delays[i]!, now + ch.retention_ms];
+  });
+  for (let k = 0; k < rows.length; k += INSERT_ROWS) {
+    const chunk = rows.slice(k, k + INSERT_ROWS);
+    s.st.insertMessages(chunk.length).run(...chunk.flat());
+  }
+  if (ctx !== undefined) wokeUp(ctx, ch.id, messages.length - delayed);
+  if (delayed > 0) ctx?.retimed.add(ch.id);
+  return messages.map((_, i) => ({ messageId: ids[i]!, sequence: first + i }));
+}
+
+/** Adds one message to a channel, or returns the first one sent with the same deduplication id. */
+export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: string, ctx: Ctx, dedupWindow: number, topicSeq?: number): SentMessage {
+  if (m.deduplicationId !== undefined) {
+    const d = s.st.getDedup.get(ch.id, m.deduplicationId, ctx.now) as { message_id: string; seq: number } | undefined;
+    if (d !== undefined) return { messageId: d.message_id, sequence: d.seq };
+  }
+  // A subscription's copy keeps the topic's sequence: subscribers see what publish answered.
+  const delay = delayOf(ch, m);
+  const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
+  // One update of the channel row takes the next sequence number and counts the message.
+  let seq: number;
+  if (topicSeq === undefined) {
+    seq = (s.st.nextSeqCounting[state === MessageState.Ready ? 'ready' : 'delayed'].get(ch.id) as { seq: number }).seq;
+  } else {
+    seq = topicSeq;
+    s.st.bumpCount[state].run(1, ch.id);
+  }
+  s.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
+  if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
+  else ctx.retimed.add(ch.id);
+  if (m.deduplicationId !== undefined) s.st.putDedup.run(ch.id, m.deduplicationId, messageId, seq, ctx.now + dedupWindow);
+  return { messageId, sequence: seq };
+}
+
+// ---- time: retention, due messages, dead letters ----
+
+/** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
+export function expire(s: Store, ch: ChannelRow, now: number): number {
+  const rows = s.st.expiredByState.all(ch.id, now) as { state: MessageState; n: number }[];
+  if (rows.length === 0) return 0;
+  let n = 0;
+  for (const r of rows) {
+    s.st.bumpCount[r.state].run(-r.n, ch.id);
+    n += r.n;
+  }
+  s.st.deleteExpired.run(ch.id, now);
+  return n;
+}
+
+export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
+  if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system sweeps');
+  let expired = 0;
+  let deadLettered = 0;
+  for (const ch of s.st.allChannels.all() as ChannelRow[]) {
+    expired += expire(s, ch, ctx.now);
+    if (ch.max_deliveries === null) continue;
+    const budget = SWEEP_BUDGET - deadLettered;
+    if (budget <= 0) break;
+    const dead = s.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, budget) as { seq: number }[];
+    for (const m of dead) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
+    deadLettered += dead.length;
+  }
+  return ok({ expired, deadLettered });
+}
+
+/**
+ * Leased and delayed messages whose time has come become ready again; one that has been delivered
+ * maxDeliveries times is dead-lettered instead.
+ */
+function promoteDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
+  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count'>[];
+  for (const m of due) {
+    if (m.state === MessageState.Leased && ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
+      deadLetter(s, ch, m.seq, m.state, ctx);
+      continue;
+    }
+    s.st.setState.run(MessageState.Ready, ctx.now, m.seq, ch.id);
+    s.st.bumpCount[m.state].run(-1, ch.id);
+    s.st.bumpCount[MessageState.Ready].run(1, ch.id);
+    wokeUp(ctx, ch.id, 1);
+  }
+}
+
+function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, ctx: Ctx): void {
+  const m = s.st.getMessage.get(ch.id, seq) as MessageRow;
+  s.st.deleteMessage.run(ch.id, seq);
+  s.st.bumpCount[state].run(-1, ch.id);
+  if (ch.dead_letter_queue === null) {
+    s.st.bumpDropped.run(ch.id);
+    return;
+  }
+  const id = (s.st.nextOutbox.get() as { value: number }).value;
+  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, m.body, m.attributes, ctx.now);
+}
+
+// ---- consuming ----
+
+export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: number | null, ctx: Ctx): Result<{ messages: ReceivedMessage[] }> {
+  const user = requireActor(ctx);
+  const ch = consumable(s, ref, user);
+  if (!Number.isInteger(max) || max < 1 || max > 100) return fail(ErrorCode.ValidationFailed, 'maxMessages must be 1 to 100');
+  expire(s, ch, ctx.now);
+  promoteDue(s, ch, ctx);
+  const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
+  const rows = s.st.ready.all(ch.id, max) as MessageRow[];
+  const messages: ReceivedMessage[] = [];
+  for (const m of rows) {
+    s.st.lease.run(ctx.now + vt, ctx.index, ch.id, m.seq);
+    messages.push({
+      messageId: m.message_id,
+      sequence: m.seq,
+      body: m.body,
+      attributes: JSON.parse(m.attributes) as Record<string, string>,
+      receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
+      deliveryCount: m.delivery_count + 1,
+      sentAt: iso(m.sent_at),
+    });
+  }
+  if (rows.length > 0) {
+    s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
+    s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
+    ctx.retimed.add(ch.id);
+  }
+  return ok({ messages });
+}
+
+/**
+ * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
+ * gone or was delivered again (a newer lease).
+ */
+function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: MessageRow) => boolean): HandleOutcome {
+  const out: HandleOutcome = { acked: [], failed: [] };
+  for (const h of receiptHandles) {
+    const r = decodeReceipt(h);
+    if (r === null || r.channelId !== ch.id) {
+      out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
+      continue;
+    }
+    const m = s.st.getMessage.get(ch.id, r.seq) as MessageRow | undefined;
+    if (m === undefined || m.lease_id !== r.leaseId || !each(m)) {
+      out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
+      continue;
+    }
+    out.acked.push(h);
+  }
+  return out;
+}
+
+export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  return ok(
+    handles(s, ch, receiptHandles, (m) => {
+      s.st.deleteMessage.run(ch.id, m.seq);
+      s.st.bumpCount[m.state].run(-1, ch.id);
+      return true;
+    }),
+  );
+}
+
+export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  return ok(
+    handles(s, ch, receiptHandles, (m) => {
+      if (m.state !== MessageState.Leased) return false;
+      if (ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
+        deadLetter(s, ch, m.seq, m.state, ctx);
+        return true;
+      }
+      // Giving the lease up makes the handle stale: the next delivery gets a new one.
+      const state = delaySeconds > 0 ? MessageState.Delayed : MessageState.Ready;
+      s.st.release.run(state, ctx.now + delaySeconds * 1000, m.seq, ch.id);
+      s.st.bumpCount[m.state].run(-1, ch.id);
+      s.st.bumpCount[state].run(1, ch.id);
+      if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
+      else ctx.retimed.add(ch.id);
+      return true;
+    }),
+  );
+}
+
+export function extendLeases(s: Store, ref: ChannelRef, receiptHandles: readonly string[], vtSeconds: number, ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  return ok(
+    handles(s, ch, receiptHandles, (m) => {
+      // An expired lease can no longer be extended: the message is visible to others already.
+      if (m.state !== MessageState.Leased || m.visible_at <= ctx.now) return false;
+      s.st.setState.run(MessageState.Leased, ctx.now + vtSeconds * 1000, m.seq, ch.id);
+      return true;
+    }),
+  );
+}
+
+// ---- whole channels ----
+
+export function purgeQueue(s: Store, name: string, ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const q = visibleQueue(s, name, user);
+  requireOwner(q.owner, user, `purge queue '${name}'`);
+  expire(s, q, ctx.now);
+  const c = s.st.getChannel.get(q.id) as ChannelRow;
+  const purged = c.n_ready + c.n_leased + c.n_delayed;
+  s.st.deleteMessages.run(q.id);
+  s.st.setCounts.run(0, 0, 0, q.id);
+  return ok({ purged });
+}
+
+/** Deletes a channel with its messages and deduplication ids: a new one of the same name starts empty. */
+export function dropChannel(s: Store, id: number): void {
+  s.st.deleteMessages.run(id);
+  s.st.deleteDedup.run(id);
+  s.st.deleteChannel.run(id);
+}
+
+// ---- dead letters across partitions ----
+
+export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx): Result {
+  if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system delivers dead letters');
+  const q = s.st.getQueue.get(c.queue) as QueueRow | undefined;
+  // The dead-letter queue must still be the owner's: one deleted and recreated by someone else
+  // must not receive another user's messages.
+  if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
+  for (const m of c.messages) {
+    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: `dl:${m.messageId}` }, m.messageId, ctx, DEADLETTER_DEDUP_MS);
+  }
+  return ok({ delivered: c.messages.length, dropped: 0 });
+}
+
+export function outboxDone(s: Store, ids: readonly number[], ctx: Ctx): Result {
+  if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system clears the outbox');
+  for (const id of ids) s.st.deleteOutbox.run(id);
+  return ok(null);
+}

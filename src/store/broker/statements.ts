@@ -1,0 +1,524 @@
+// The prepared statements of a partition's state machine. Their SQL is compiled by Kysely from the
+// typed BrokerDatabase (schema.ts), as src/store/raft-log does, so that a renamed column fails `tsc`,
+// not production; it is compiled and prepared once, when the state machine opens, and the apply path
+// runs it synchronously on better-sqlite3 (sqlite.ts says why).
+//
+// What must hold: every replica touches the same rows in the same order and writes the same values,
+// or replicas stop being byte-identical. So the SQL says everything that decides this (orderings,
+// conflict targets, the index a scan must use), and the constants a statement always uses (a message
+// state, a resource kind, a new counter's start) are SQL literals, not parameters.
+//
+// Parameters bind positionally, in the order the builder mentions them (set, where, returning,
+// limit); the comment on each statement lists them, and `prepare` checks their count, so that a
+// reordered builder fails when the state machine opens rather than in the middle of an apply.
+import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
+import type { Statement } from 'better-sqlite3';
+import { MessageState, type BrokerDatabase, type MessagesTable } from './schema.js';
+import type { Sqlite } from './sqlite.js';
+
+type Db = Kysely<BrokerDatabase>;
+
+/** Message rows one multi-row insert carries (9 parameters each; SQLite allows 32,766). */
+export const INSERT_ROWS = 100;
+
+function prepare(db: Sqlite, q: CompiledQuery, arity: number): Statement {
+  if (q.parameters.length !== arity) throw new Error(`statement has ${q.parameters.length} parameters, expected ${arity}: ${q.sql}`);
+  return db.prepare(q.sql);
+}
+
+/** A constant written into the SQL text (a parameter's placeholder value is only a type witness). */
+const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
+
+/**
+ * `messages` scanned through one index (SQLite's INDEXED BY). Kysely has no INDEXED BY, so the clause
+ * rides in the table's raw alias: `"messages" as "messages" indexed by "<index>"`.
+ */
+function messagesBy(index: 'messages_due' | 'messages_expiry') {
+  return sql<MessagesTable>`${sql.table('messages')}`.as<'messages'>(sql`${sql.table('messages')} indexed by ${sql.id(index)}`);
+}
+
+/** Every column of a channel row, read through the alias `c`. */
+const CHANNEL = [
+  'c.id',
+  'c.kind',
+  'c.owner',
+  'c.visibility_timeout_ms',
+  'c.max_deliveries',
+  'c.dead_letter_queue',
+  'c.delay_ms',
+  'c.retention_ms',
+  'c.next_seq',
+  'c.n_ready',
+  'c.n_leased',
+  'c.n_delayed',
+  'c.n_dropped',
+  'c.created_at',
+] as const;
+
+/** A message row as inserted: never delivered, never leased. */
+function newMessage() {
+  return {
+    channel_id: 0,
+    seq: 0,
+    message_id: '',
+    body: '',
+    attributes: '',
+    sent_at: 0,
+    state: MessageState.Ready,
+    visible_at: 0,
+    delivery_count: lit(0),
+    lease_id: lit(0),
+    expires_at: 0,
+  };
+}
+
+/** The statement reading one meta value: (key). */
+const metaValue = (k: Db) => k.selectFrom('meta').select('value').where('key', '=', '');
+
+export function prepareStatements(db: Sqlite, k: Db) {
+  const s = (q: { compile(): CompiledQuery }, arity: number): Statement => prepare(db, q.compile(), arity);
+  /** (delta, id) */
+  const bump = (col: 'n_ready' | 'n_leased' | 'n_delayed'): Statement =>
+    s(k.updateTable('channels').set(col, (eb) => eb(col, '+', 0)).where('id', '=', 0), 2);
+  /** When the next message of a channel in `state` becomes visible, null if none: (channel). */
+  const firstDue = (state: MessageState) =>
+    k.selectFrom(messagesBy('messages_due')).select((eb) => eb.fn.min('visible_at').as('at')).where('channel_id', '=', 0).where('state', '=', lit(state));
+  const inserts = new Map<number, Statement>();
+  return {
+    /** (key) */
+    getMeta: s(metaValue(k), 1),
+    /** (value, key) */
+    setMeta: s(k.updateTable('meta').set({ value: 0 }).where('key', '=', ''), 2),
+    /** (username) */
+    getUser: s(k.selectFrom('users').select(['username', 'password_hash', 'created_at']).where('username', '=', ''), 1),
+    /** (username, password_hash, created_at) */
+    insertUser: s(k.insertInto('users').values({ username: '', password_hash: '', created_at: 0 }), 3),
+    /** (resource_kind, resource_name, username) */
+    getGrant: s(
+      k.selectFrom('grants').select('actions').where('resource_kind', '=', 'queue').where('resource_name', '=', '').where('username', '=', ''),
+      3,
+    ),
+    /** (resource_kind, resource_name, username, actions) */
+    putGrant: s(
+      k
+        .insertInto('grants')
+        .values({ resource_kind: 'queue', resource_name: '', username: '', actions: '' })
+        .onConflict((oc) => oc.columns(['resource_kind', 'resource_name', 'username']).doUpdateSet((eb) => ({ actions: eb.ref('excluded.actions') }))),
+      4,
+    ),
+    /** (resource_kind, resource_name, username) */
+    deleteGrant: s(
+      k.deleteFrom('grants').where('resource_kind', '=', 'queue').where('resource_name', '=', '').where('username', '=', ''),
+      3,
+    ),
+    /** (resource_kind, resource_name) */
+    deleteGrants: s(k.deleteFrom('grants').where('resource_kind', '=', 'queue').where('resource_name', '=', ''), 2),
+    /** (resource_kind, resource_name) */
+    listGrants: s(
+      k.selectFrom('grants').select(['username', 'actions']).where('resource_kind', '=', 'queue').where('resource_name', '=', '').orderBy('username'),
+      2,
+    ),
+    /** (name) */
+    getQueue: s(k.selectFrom('queues as q').innerJoin('channels as c', 'c.id', 'q.channel_id').select(['q.name', ...CHANNEL]).where('q.name', '=', ''), 1),
+    /** (name, channel_id) */
+    insertQueue: s(k.insertInto('queues').values({ name: '', channel_id: 0 }), 2),
+    /** (name) */
+    deleteQueue: s(k.deleteFrom('queues').where('name', '=', ''), 1),
+    /** (owner, username, after, limit) */
+    listQueues: s(
+      k
+        .selectFrom('queues as q')
+        .innerJoin('channels as c', 'c.id', 'q.channel_id')
+        .select('q.name')
+        .where((eb) =>
+          eb.or([
+            eb('c.owner', '=', ''),
+            eb.exists(
+              eb
+                .selectFrom('grants as g')
+                .select(eb.lit(1).as('one'))
+                .where('g.resource_kind', '=', lit('queue'))
+                .whereRef('g.resource_name', '=', 'q.name')
+                .where('g.username', '=', ''),
+            ),
+          ]),
+        )
+        .where('q.name', '>', '')
+        .orderBy('q.name')
+        .limit(0),
+      4,
+    ),
+    /** (id) */
+    getChannel: s(k.selectFrom('channels as c').select(CHANNEL).where('c.id', '=', 0), 1),
+    allChannels: s(k.selectFrom('channels as c').select(CHANNEL).orderBy('c.id'), 0),
+    /** (channel_id, now, max_deliveries, limit) */
+    dueDead: s(
+      k
+        .selectFrom(messagesBy('messages_due'))
+        .select('seq')
+        .where('channel_id', '=', 0)
+        .where('state', '=', lit(MessageState.Leased))
+        .where('visible_at', '<=', 0)
+        .where('delivery_count', '>=', 0)
+        .orderBy('seq')
+        .limit(0),
+      4,
+    ),
+    /** (id, kind, owner, visibility_timeout_ms, max_deliveries, dead_letter_queue, delay_ms, retention_ms, created_at) */
+    insertChannel: s(
+      k.insertInto('channels').values({
+        id: 0,
+        kind: 'queue',
+        owner: '',
+        visibility_timeout_ms: 0,
+        max_deliveries: 0,
+        dead_letter_queue: '',
+        delay_ms: 0,
+        retention_ms: 0,
+        next_seq: lit(1),
+        n_ready: lit(0),
+        n_leased: lit(0),
+        n_delayed: lit(0),
+        n_dropped: lit(0),
+        created_at: 0,
+      }),
+      9,
+    ),
+    /** (id) */
+    deleteChannel: s(k.deleteFrom('channels').where('id', '=', 0), 1),
+    /** Takes n sequence numbers (returns the first) and counts ready and delayed messages: (n, ready, delayed, id, n). */
+    takeSeqs: s(
+      k
+        .updateTable('channels')
+        .set((eb) => ({ next_seq: eb('next_seq', '+', 0), n_ready: eb('n_ready', '+', 0), n_delayed: eb('n_delayed', '+', 0) }))
+        .where('id', '=', 0)
+        .returning((eb) => eb('next_seq', '-', 0).as('first')),
+      5,
+    ),
+    /** Takes the next sequence number and counts the message: (id). */
+    nextSeqCounting: {
+      ready: s(
+        k
+          .updateTable('channels')
+          .set((eb) => ({ next_seq: eb('next_seq', '+', lit(1)), n_ready: eb('n_ready', '+', lit(1)) }))
+          .where('id', '=', 0)
+          .returning((eb) => eb('next_seq', '-', lit(1)).as('seq')),
+        1,
+      ),
+      delayed: s(
+        k
+          .updateTable('channels')
+          .set((eb) => ({ next_seq: eb('next_seq', '+', lit(1)), n_delayed: eb('n_delayed', '+', lit(1)) }))
+          .where('id', '=', 0)
+          .returning((eb) => eb('next_seq', '-', lit(1)).as('seq')),
+        1,
+      ),
+    },
+    /** (n_ready, n_leased, n_delayed, id) */
+    setCounts: s(k.updateTable('channels').set({ n_ready: 0, n_leased: 0, n_delayed: 0 }).where('id', '=', 0), 4),
+    /** By the state counted: (delta, id). */
+    bumpCount: { [MessageState.Ready]: bump('n_ready'), [MessageState.Leased]: bump('n_leased'), [MessageState.Delayed]: bump('n_delayed') } as Record<
+      MessageState,
+      Statement
+    >,
+    /** (id) */
+    bumpDropped: s(k.updateTable('channels').set((eb) => ({ n_dropped: eb('n_dropped', '+', lit(1)) })).where('id', '=', 0), 1),
+    /** (channel_id, seq, message_id, body, attributes, sent_at, state, visible_at, expires_at) */
+    insertMessage: s(k.insertInto('messages').values(newMessage()), 9),
+    /**
+     * The insert of `n` message rows, 9 parameters each as insertMessage, compiled and prepared once
+     * per row count (at most INSERT_ROWS of them).
+     */
+    insertMessages(n: number): Statement {
+      let st = inserts.get(n);
+      if (st === undefined) {
+        st = s(k.insertInto('messages').values(Array.from({ length: n }, newMessage)), 9 * n);
+        inserts.set(n, st);
+      }
+      return st;
+    },
+    /** (channel_id, seq) */
+    getMessage: s(k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('seq', '=', 0), 2),
+    /** (channel_id, seq) */
+    deleteMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0), 2),
+    /** (channel_id) */
+    deleteMessages: s(k.deleteFrom('messages').where('channel_id', '=', 0), 1),
+    /** (channel_id, limit) */
+    ready: s(
+      k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
+      2,
+    ),
+    /** (channel_id, now) */
+    due: s(
+      k
+        .selectFrom(messagesBy('messages_due'))
+        .select(['seq', 'state', 'delivery_count'])
+        .where('channel_id', '=', 0)
+        .where('state', 'in', [lit(MessageState.Leased), lit(MessageState.Delayed)])
+        .where('visible_at', '<=', 0)
+        .orderBy('seq'),
+      2,
+    ),
+    messageTotals: s(
+      k
+        .selectFrom('channels')
+        .select((eb) => [eb.fn.sum<number | null>('n_ready').as('ready'), eb.fn.sum<number | null>('n_leased').as('leased'), eb.fn.sum<number | null>('n_delayed').as('delayed')]),
+      0,
+    ),
+    /** (limit) */
+    queueDepths: s(
+      k
+        .selectFrom('queues as q')
+        .innerJoin('channels as c', 'c.id', 'q.channel_id')
+        .select(['q.name as queue', 'c.n_ready as ready', 'c.n_leased as leased', 'c.n_delayed as delayed'])
+        .orderBy((eb) => eb(eb('c.n_ready', '+', eb.ref('c.n_leased')), '+', eb.ref('c.n_delayed')), 'desc')
+        .orderBy('q.name')
+        .limit(0),
+      1,
+    ),
+    // Two indexed min() lookups rather than one scan over every message in flight: (channel, channel).
+    nextDue: s(
+      k.selectNoFrom((eb) =>
+        eb
+          .fn<number>('min', [
+            eb.fn.coalesce(firstDue(MessageState.Leased), lit(Number.MAX_SAFE_INTEGER)),
+            eb.fn.coalesce(firstDue(MessageState.Delayed), lit(Number.MAX_SAFE_INTEGER)),
+          ])
+          .as('at'),
+      ),
+      2,
+    ),
+    /** (max_deliveries, channel_id, now, now) */
+    dueCounts: s(
+      k
+        .selectFrom(messagesBy('messages_due'))
+        .select((eb) => [
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
+          eb.fn.sum<number | null>(eb.and([eb('state', '=', lit(MessageState.Leased)), eb('delivery_count', '<', 0)])).as('leased_alive'),
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
+        ])
+        .where('channel_id', '=', 0)
+        .where('state', 'in', [lit(MessageState.Leased), lit(MessageState.Delayed)])
+        .where('visible_at', '<=', 0)
+        .where('expires_at', '>', 0),
+      4,
+    ),
+    /** (state, visible_at, seq, channel_id) */
+    setState: s(k.updateTable('messages').set({ state: MessageState.Ready, visible_at: 0 }).where('seq', '=', 0).where('channel_id', '=', 0), 4),
+    /** (state, visible_at, seq, channel_id) */
+    release: s(
+      k.updateTable('messages').set({ state: MessageState.Ready, visible_at: 0, lease_id: lit(0) }).where('seq', '=', 0).where('channel_id', '=', 0),
+      4,
+    ),
+    /** (visible_at, lease_id, channel_id, seq) */
+    lease: s(
+      k
+        .updateTable('messages')
+        .set((eb) => ({ state: lit(MessageState.Leased), visible_at: 0, delivery_count: eb('delivery_count', '+', lit(1)), lease_id: 0 }))
+        .where('channel_id', '=', 0)
+        .where('seq', '=', 0),
+      4,
+    ),
+    /** (channel_id, now) */
+    expiredByState: s(
+      k
+        .selectFrom(messagesBy('messages_expiry'))
+        .select((eb) => ['state', eb.fn.countAll<number>().as('n')])
+        .where('channel_id', '=', 0)
+        .where('expires_at', '<=', 0)
+        .groupBy('state'),
+      2,
+    ),
+    /** (channel_id, now) */
+    deleteExpired: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('expires_at', '<=', 0), 2),
+    /** (channel_id, now) */
+    anyExpired: s(
+      k
+        .selectFrom(messagesBy('messages_expiry'))
+        .select((eb) => eb.lit(1).as('one'))
+        .where('channel_id', '=', 0)
+        .where('expires_at', '<=', 0)
+        .limit(lit(1)),
+      2,
+    ),
+    // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
+    // Messages whose last lease expired (about to be dead-lettered) are skipped: they are gone for consumers.
+    /** (channel, now, now, max) */
+    oldest: s(
+      k
+        .selectFrom(messagesBy('messages_expiry'))
+        .select('sent_at')
+        .where('channel_id', '=', 0)
+        .where('expires_at', '>', 0)
+        .where((eb) => eb.not(eb.and([eb('state', '=', lit(MessageState.Leased)), eb('visible_at', '<=', 0), eb('delivery_count', '>=', 0)])))
+        .orderBy('expires_at')
+        .limit(lit(1)),
+      4,
+    ),
+    // One index probe per channel (see `oldest`): (now).
+    oldestOfAll: s(
+      k.selectFrom('channels as c').select((eb) =>
+        eb.fn
+          .min<number | null>(
+            eb
+              .selectFrom(messagesBy('messages_expiry'))
+              .select('sent_at')
+              .whereRef('channel_id', '=', 'c.id')
+              .where('expires_at', '>', 0)
+              .orderBy('expires_at')
+              .limit(lit(1)),
+          )
+          .as('at'),
+      ),
+      1,
+    ),
+    /** (channel_id, dedup_id, now) */
+    getDedup: s(k.selectFrom('dedup').select(['message_id', 'seq']).where('channel_id', '=', 0).where('dedup_id', '=', '').where('expires_at', '>', 0), 3),
+    /** (channel_id, dedup_id, message_id, seq, expires_at) */
+    putDedup: s(
+      k
+        .insertInto('dedup')
+        .values({ channel_id: 0, dedup_id: '', message_id: '', seq: 0, expires_at: 0 })
+        .onConflict((oc) =>
+          oc.columns(['channel_id', 'dedup_id']).doUpdateSet((eb) => ({
+            message_id: eb.ref('excluded.message_id'),
+            seq: eb.ref('excluded.seq'),
+            expires_at: eb.ref('excluded.expires_at'),
+          })),
+        ),
+      5,
+    ),
+    /** (now) */
+    pruneAllDedup: s(k.deleteFrom('dedup').where('expires_at', '<=', 0), 1),
+    /** (channel_id) */
+    deleteDedup: s(k.deleteFrom('dedup').where('channel_id', '=', 0), 1),
+    /** (username, key, now) */
+    getIdempotency: s(
+      k.selectFrom('idempotency').select(['fingerprint', 'result']).where('username', '=', '').where('key', '=', '').where('expires_at', '>', 0),
+      3,
+    ),
+    // An expired record not yet pruned is replaced: (username, key, fingerprint, result, expires_at).
+    putIdempotency: s(
+      k
+        .insertInto('idempotency')
+        .values({ username: '', key: '', fingerprint: '', result: '', expires_at: 0 })
+        .onConflict((oc) =>
+          oc.columns(['username', 'key']).doUpdateSet((eb) => ({
+            fingerprint: eb.ref('excluded.fingerprint'),
+            result: eb.ref('excluded.result'),
+            expires_at: eb.ref('excluded.expires_at'),
+          })),
+        ),
+      5,
+    ),
+    /** (now) */
+    pruneIdempotency: s(k.deleteFrom('idempotency').where('expires_at', '<=', 0), 1),
+    /** (name) */
+    getTopic: s(k.selectFrom('topics').selectAll().where('name', '=', ''), 1),
+    /** (name, id, owner, subscribe_policy, created_at) */
+    insertTopic: s(
+      k.insertInto('topics').values({ name: '', id: 0, owner: '', subscribe_policy: 'anyone', next_seq: lit(1), published: lit(0), created_at: 0 }),
+      5,
+    ),
+    /** (name) */
+    deleteTopic: s(k.deleteFrom('topics').where('name', '=', ''), 1),
+    /** (name) */
+    nextTopicSeq: s(
+      k
+        .updateTable('topics')
+        .set((eb) => ({ next_seq: eb('next_seq', '+', lit(1)), published: eb('published', '+', lit(1)) }))
+        .where('name', '=', '')
+        .returning((eb) => eb('next_seq', '-', lit(1)).as('seq')),
+      1,
+    ),
+    /** (owner, username, after, limit) */
+    listTopics: s(
+      k
+        .selectFrom('topics as t')
+        .select('t.name')
+        .where((eb) =>
+          eb.or([
+            eb('t.owner', '=', ''),
+            eb.exists(
+              eb
+                .selectFrom('grants as g')
+                .select(eb.lit(1).as('one'))
+                .where('g.resource_kind', '=', lit('topic'))
+                .whereRef('g.resource_name', '=', 't.name')
+                .where('g.username', '=', ''),
+            ),
+          ]),
+        )
+        .where('t.name', '>', '')
+        .orderBy('t.name')
+        .limit(0),
+      4,
+    ),
+    /** (topic, name) */
+    getSubscription: s(
+      k
+        .selectFrom('subscriptions as s')
+        .innerJoin('channels as c', 'c.id', 's.channel_id')
+        .innerJoin('topics as t', 't.name', 's.topic')
+        .select(['s.name', 's.filter', 't.owner as topic_owner', ...CHANNEL])
+        .where('s.topic', '=', '')
+        .where('s.name', '=', ''),
+      2,
+    ),
+    /** (topic, name, channel_id, filter) */
+    insertSubscription: s(k.insertInto('subscriptions').values({ topic: '', name: '', channel_id: 0, filter: '' }), 4),
+    /** (topic, name) */
+    deleteSubscription: s(k.deleteFrom('subscriptions').where('topic', '=', '').where('name', '=', ''), 2),
+    /** (topic) */
+    deleteSubscriptions: s(k.deleteFrom('subscriptions').where('topic', '=', ''), 1),
+    /** (topic) */
+    listSubscriptions: s(
+      k
+        .selectFrom('subscriptions as s')
+        .innerJoin('channels as c', 'c.id', 's.channel_id')
+        .select(['s.name', 's.channel_id', 'c.owner'])
+        .where('s.topic', '=', '')
+        .orderBy('s.name'),
+      1,
+    ),
+    /** (topic) */
+    listSubscriptionChannels: s(
+      k
+        .selectFrom('subscriptions as s')
+        .innerJoin('channels as c', 'c.id', 's.channel_id')
+        .select(['s.filter', ...CHANNEL])
+        .where('s.topic', '=', '')
+        .orderBy('s.name'),
+      1,
+    ),
+    /** (topic) */
+    countSubscriptions: s(k.selectFrom('subscriptions').select((eb) => eb.fn.countAll<number>().as('n')).where('topic', '=', ''), 1),
+    nextOutbox: s(
+      k
+        .updateTable('meta')
+        .set((eb) => ({ value: eb('value', '+', lit(1)) }))
+        .where('key', '=', lit('outbox_seq'))
+        .returning('value'),
+      0,
+    ),
+    /** (id, target_queue, expected_owner, message_id, body, attributes, created_at) */
+    insertOutbox: s(
+      k.insertInto('outbox').values({ id: 0, target_queue: '', expected_owner: '', message_id: '', body: '', attributes: '', created_at: 0 }),
+      7,
+    ),
+    /** (id) */
+    deleteOutbox: s(k.deleteFrom('outbox').where('id', '=', 0), 1),
+    /** (limit) */
+    listOutbox: s(k.selectFrom('outbox').selectAll().orderBy('id').limit(0), 1),
+  };
+}
+
+export type Statements = ReturnType<typeof prepareStatements>;
+
+/**
+ * The statement reading one meta value (key) of a snapshot image, which is a connection of its own.
+ * The Kysely over it only compiles (nothing runs through it), so it needs no destroy().
+ */
+export function prepareImageMeta(image: Sqlite): Statement {
+  return prepare(image, metaValue(new Kysely<BrokerDatabase>({ dialect: new SqliteDialect({ database: image }) })).compile(), 1);
+}

@@ -1,0 +1,93 @@
+// Topics and their subscriptions: creating and deleting them, and publishing, which fans a message
+// out to every subscription whose filter it matches (each subscription is a channel of its own).
+import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type SentMessage } from './commands.js';
+import { grantActions, requireActor, requireOwner, visibleTopic } from './access.js';
+import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
+import { dropChannel, enqueue } from './messages.js';
+import type { ChannelRow, TopicRow } from './schema.js';
+import { subscriptionView, topicView } from './views.js';
+
+function matchesFilter(filter: string | null, attributes: Readonly<Record<string, string>>): boolean {
+  if (filter === null) return true;
+  const f = JSON.parse(filter) as Record<string, string>;
+  for (const [k, v] of Object.entries(f)) if (attributes[k] !== v) return false;
+  return true;
+}
+
+export function createTopic(s: Store, name: string, subscribe: 'anyone' | 'granted', ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  if (s.st.getTopic.get(name) !== undefined) return fail(ErrorCode.Conflict, `topic '${name}' exists`);
+  s.st.insertTopic.run(name, ctx.index, user, subscribe, ctx.now);
+  return ok(topicView(s, s.st.getTopic.get(name) as TopicRow));
+}
+
+export function deleteTopic(s: Store, name: string, ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const t = visibleTopic(s, name, user);
+  requireOwner(t.owner, user, `delete topic '${name}'`);
+  for (const sub of s.st.listSubscriptions.all(name) as { channel_id: number }[]) dropChannel(s, sub.channel_id);
+  s.st.deleteSubscriptions.run(name);
+  s.st.deleteDedup.run(-t.id);
+  s.st.deleteTopic.run(name);
+  s.st.deleteGrants.run('topic', name);
+  return ok(null);
+}
+
+export function publish(s: Store, name: string, messages: readonly MessageInput[], ctx: Ctx): Result<{ items: (SentMessage & { subscriptions: number })[] }> {
+  const user = requireActor(ctx);
+  const t = visibleTopic(s, name, user);
+  if (t.owner !== user && !grantActions(s, 'topic', name, user).includes('publish')) {
+    return fail(ErrorCode.Forbidden, `no 'publish' right on topic '${name}'`);
+  }
+  if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
+  const subs = s.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[];
+  const items = messages.map((m, i) => {
+    if (m.deduplicationId !== undefined) {
+      const d = s.st.getDedup.get(-t.id, m.deduplicationId, ctx.now) as { message_id: string; seq: number } | undefined;
+      if (d !== undefined) return { messageId: d.message_id, sequence: d.seq, subscriptions: 0 };
+    }
+    const messageId = `${s.partition}-${ctx.index}-${i}`;
+    const sequence = (s.st.nextTopicSeq.get(name) as { seq: number }).seq;
+    let delivered = 0;
+    for (const sub of subs) {
+      if (!matchesFilter(sub.filter, m.attributes)) continue;
+      enqueue(s, sub, { body: m.body, attributes: m.attributes }, messageId, ctx, 0, sequence);
+      delivered++;
+    }
+    if (m.deduplicationId !== undefined) s.st.putDedup.run(-t.id, m.deduplicationId, messageId, sequence, ctx.now + DEDUP_WINDOW_MS);
+    return { messageId, sequence, subscriptions: delivered };
+  });
+  return ok({ items });
+}
+
+export function createSubscription(s: Store, c: Extract<Command, { type: 'subscription.create' }>, ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const t = visibleTopic(s, c.topic, user);
+  const may = t.owner === user || t.subscribe_policy === 'anyone' || grantActions(s, 'topic', c.topic, user).includes('subscribe');
+  if (!may) return fail(ErrorCode.Forbidden, `no 'subscribe' right on topic '${c.topic}'`);
+  if (s.st.getSubscription.get(c.topic, c.name) !== undefined) return fail(ErrorCode.Conflict, `subscription '${c.name}' exists`);
+  s.st.insertChannel.run(
+    ctx.index,
+    'subscription',
+    user,
+    c.visibilityTimeoutSeconds * 1000,
+    c.maxDeliveries,
+    c.deadLetterQueue,
+    0,
+    4 * 24 * 3600 * 1000,
+    ctx.now,
+  );
+  s.st.insertSubscription.run(c.topic, c.name, ctx.index, c.filter === null ? null : JSON.stringify(c.filter));
+  return ok(subscriptionView(s, c.topic, c.name, ctx.now));
+}
+
+export function deleteSubscription(s: Store, topic: string, name: string, ctx: Ctx): Result {
+  const user = requireActor(ctx);
+  const sub = s.st.getSubscription.get(topic, name) as (ChannelRow & { topic_owner: string }) | undefined;
+  if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
+    return fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`);
+  }
+  dropChannel(s, sub.id);
+  s.st.deleteSubscription.run(topic, name);
+  return ok(null);
+}

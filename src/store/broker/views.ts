@@ -1,0 +1,201 @@
+// The read-only side of the state machine: what queues, topics and subscriptions look like to a user,
+// their stats, and the probes the node makes (long polls, metrics, the leader's sweep and forwarder).
+// Reads are not entries: `now` is the caller's best clock, never below the partition's.
+import { ErrorCode, fail, type ChannelRef, type Result } from './commands.js';
+import { visibleQueue, visibleTopic } from './access.js';
+import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
+import { MessageState, type ChannelRow, type TopicRow } from './schema.js';
+
+export interface QueueView {
+  name: string;
+  owner: string;
+  visibilityTimeoutSeconds: number;
+  maxDeliveries: number | null;
+  deadLetterQueue: string | null;
+  delaySeconds: number;
+  retentionSeconds: number;
+  createdAt: string;
+  stats: { visible: number; inFlight: number; delayed: number; dropped: number; oldestMessageAgeSeconds: number };
+}
+
+export interface TopicView {
+  name: string;
+  owner: string;
+  subscribe: 'anyone' | 'granted';
+  createdAt: string;
+  stats: { subscriptions: number; published: number };
+}
+
+export interface SubscriptionView {
+  topic: string;
+  name: string;
+  owner: string;
+  visibilityTimeoutSeconds: number;
+  maxDeliveries: number | null;
+  deadLetterQueue: string | null;
+  filter: Record<string, string> | null;
+  createdAt: string;
+  stats: { visible: number; inFlight: number; delayed: number; dropped: number; oldestMessageAgeSeconds: number };
+}
+
+function stats(s: Store, ch: ChannelRow, now: number): QueueView['stats'] {
+  const expired = new Map<number, number>();
+  for (const r of s.st.expiredByState.all(ch.id, now) as { state: number; n: number }[]) expired.set(r.state, r.n);
+  const due = s.st.dueCounts.get(ch.max_deliveries ?? Number.MAX_SAFE_INTEGER, ch.id, now, now) as {
+    leased: number | null;
+    leased_alive: number | null;
+    delayed: number | null;
+  };
+  const ready = ch.n_ready - (expired.get(MessageState.Ready) ?? 0);
+  const leased = ch.n_leased - (expired.get(MessageState.Leased) ?? 0);
+  const delayed = ch.n_delayed - (expired.get(MessageState.Delayed) ?? 0);
+  const oldest = s.st.oldest.get(ch.id, now, now, ch.max_deliveries ?? Number.MAX_SAFE_INTEGER) as { sent_at: number } | undefined;
+  return {
+    visible: ready + (due.leased_alive ?? 0) + (due.delayed ?? 0),
+    inFlight: leased - (due.leased ?? 0),
+    delayed: delayed - (due.delayed ?? 0),
+    // A message whose last allowed lease expired is gone from the consumer's view at once: dropped
+    // (no dead-letter queue) or on its way to the dead-letter queue, which the next sweep completes.
+    dropped: ch.n_dropped + (ch.dead_letter_queue === null ? (due.leased ?? 0) - (due.leased_alive ?? 0) : 0),
+    oldestMessageAgeSeconds: oldest === undefined ? 0 : Math.max(0, Math.floor((now - oldest.sent_at) / 1000)),
+  };
+}
+
+export function queueView(s: Store, q: QueueRow, now: number): QueueView {
+  return {
+    name: q.name,
+    owner: q.owner,
+    visibilityTimeoutSeconds: seconds(q.visibility_timeout_ms),
+    maxDeliveries: q.max_deliveries,
+    deadLetterQueue: q.dead_letter_queue,
+    delaySeconds: seconds(q.delay_ms),
+    retentionSeconds: seconds(q.retention_ms),
+    createdAt: iso(q.created_at),
+    stats: stats(s, q, now),
+  };
+}
+
+export function getQueue(s: Store, name: string, user: string, now: number): Result<QueueView> {
+  return read(() => queueView(s, visibleQueue(s, name, user), Math.max(now, clock(s))));
+}
+
+/** Names of the queues `user` owns or has a grant on, after `after`, in name order. */
+export function listQueues(s: Store, user: string, after: string, limit: number): string[] {
+  return (s.st.listQueues.all(user, user, after, limit) as { name: string }[]).map((r) => r.name);
+}
+
+export function topicView(s: Store, t: TopicRow): TopicView {
+  const n = (s.st.countSubscriptions.get(t.name) as { n: number }).n;
+  return { name: t.name, owner: t.owner, subscribe: t.subscribe_policy, createdAt: iso(t.created_at), stats: { subscriptions: n, published: t.published } };
+}
+
+export function getTopic(s: Store, name: string, user: string): Result<TopicView> {
+  return read(() => topicView(s, visibleTopic(s, name, user)));
+}
+
+export function listTopics(s: Store, user: string, after: string, limit: number): string[] {
+  return (s.st.listTopics.all(user, user, after, limit) as { name: string }[]).map((r) => r.name);
+}
+
+export function subscriptionView(s: Store, topic: string, name: string, now: number): SubscriptionView {
+  const sub = s.st.getSubscription.get(topic, name) as ChannelRow & { filter: string | null; name: string };
+  return {
+    topic,
+    name,
+    owner: sub.owner,
+    visibilityTimeoutSeconds: seconds(sub.visibility_timeout_ms),
+    maxDeliveries: sub.max_deliveries,
+    deadLetterQueue: sub.dead_letter_queue,
+    filter: sub.filter === null ? null : (JSON.parse(sub.filter) as Record<string, string>),
+    createdAt: iso(sub.created_at),
+    stats: stats(s, sub, now),
+  };
+}
+
+export function getSubscription(s: Store, topic: string, name: string, user: string, now: number): Result<SubscriptionView> {
+  return read(() => {
+    const sub = s.st.getSubscription.get(topic, name) as (ChannelRow & { topic_owner: string }) | undefined;
+    if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
+      throw new Refusal(fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`));
+    }
+    return subscriptionView(s, topic, name, Math.max(now, clock(s)));
+  });
+}
+
+/** All subscriptions for the topic's owner; one's own for anybody else. */
+export function listSubscriptions(s: Store, topic: string, user: string, now: number): Result<SubscriptionView[]> {
+  return read(() => {
+    const t = visibleTopic(s, topic, user);
+    const rows = s.st.listSubscriptions.all(topic) as { name: string; owner: string }[];
+    const at = Math.max(now, clock(s));
+    return rows.filter((r) => t.owner === user || r.owner === user).map((r) => subscriptionView(s, topic, r.name, at));
+  });
+}
+
+/** Whether a channel has a message ready now (for long polls to decide whether to propose). */
+export function hasVisible(s: Store, channelId: number, now: number): boolean {
+  const ch = s.st.getChannel.get(channelId) as ChannelRow | undefined;
+  if (ch === undefined) return false;
+  return stats(s, ch, Math.max(now, clock(s))).visible > 0;
+}
+
+/**
+ * When the oldest live message of any queue or subscription of the partition was sent (ms), or null
+ * when there is none: for the oldest-message-age metric and its alert.
+ */
+export function oldestSentAt(s: Store, now: number): number | null {
+  const r = s.st.oldestOfAll.get(Math.max(now, clock(s))) as { at: number | null };
+  return r.at;
+}
+
+/** The fullest queues' message counters (as of the last apply; time-based changes not counted). */
+export function queueDepths(s: Store, limit: number): { queue: string; ready: number; leased: number; delayed: number }[] {
+  return s.st.queueDepths.all(limit) as { queue: string; ready: number; leased: number; delayed: number }[];
+}
+
+/** Messages of every queue and subscription of the partition, by state (counters, for metrics). */
+export function messageTotals(s: Store): { ready: number; leased: number; delayed: number } {
+  const r = s.st.messageTotals.get() as { ready: number | null; leased: number | null; delayed: number | null };
+  return { ready: r.ready ?? 0, leased: r.leased ?? 0, delayed: r.delayed ?? 0 };
+}
+
+/** The channel id of a queue or subscription, or null when there is none (for long polls). */
+export function channelIdOf(s: Store, ref: ChannelRef): number | null {
+  const row = ('queue' in ref ? s.st.getQueue.get(ref.queue) : s.st.getSubscription.get(ref.topic, ref.subscription)) as ChannelRow | undefined;
+  return row === undefined ? null : row.id;
+}
+
+/**
+ * When the next leased or delayed message of a channel becomes visible (ms), or null: time alone
+ * makes those visible, with no entry to wake a long poll, so it sets a timer for this.
+ */
+export function nextVisibleAt(s: Store, channelId: number): number | null {
+  const r = s.st.nextDue.get(channelId, channelId) as { at: number };
+  return r.at === Number.MAX_SAFE_INTEGER ? null : r.at;
+}
+
+/** Whether a sweep would do anything now: cheap index probes, for the leader to decide to propose one. */
+export function needsSweep(s: Store, now: number): boolean {
+  const at = Math.max(now, clock(s));
+  for (const ch of s.st.allChannels.all() as ChannelRow[]) {
+    if (s.st.anyExpired.get(ch.id, at) !== undefined) return true;
+    if (ch.max_deliveries !== null && s.st.dueDead.get(ch.id, at, ch.max_deliveries, 1) !== undefined) return true;
+  }
+  return false;
+}
+
+/** Dead letters waiting for delivery, oldest first (read by the leader's forwarder). */
+export function outbox(
+  s: Store,
+  limit: number,
+): { id: number; targetQueue: string; expectedOwner: string; messageId: string; body: string; attributes: Record<string, string> }[] {
+  const rows = s.st.listOutbox.all(limit) as { id: number; target_queue: string; expected_owner: string; message_id: string; body: string; attributes: string }[];
+  return rows.map((r) => ({
+    id: r.id,
+    targetQueue: r.target_queue,
+    expectedOwner: r.expected_owner,
+    messageId: r.message_id,
+    body: r.body,
+    attributes: JSON.parse(r.attributes) as Record<string, string>,
+  }));
+}
