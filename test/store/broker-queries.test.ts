@@ -2,7 +2,7 @@
 // lookups and next-visibility time long polls wait on, queue depths for metrics, and the rule that an
 // empty receive leaves its Idempotency-Key free.
 import t from 'tap';
-import { runQuery } from '../../src/store/broker/index.js';
+import { runQuery, STATE_CACHE_KIB } from '../../src/store/broker/index.js';
 import { queue, send } from './broker-helpers.js';
 import { msg, openStore, q, sendMsgs, take } from './broker-unit-kit.js';
 
@@ -89,4 +89,10 @@ t.test('apply reports the channels a long poll must look at again: woke (how man
   t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h1!], delaySeconds: 3 })), { woke: [], retimed: [id] }, 'a delayed nack');
   t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h2!], delaySeconds: 0 })), { woke: [[id, 1]], retimed: [] }, 'a nack: visible again now');
   t.strictSame(wakes(s.apply('alice', { type: 'receive', channel: { queue: 'nowhere' }, maxMessages: 1, visibilityTimeoutSeconds: null })), { woke: [], retimed: [] }, 'a refusal reports nothing');
+});
+
+t.test('a partition state database bounds its page cache, since a node holds one per partition', async (t) => {
+  const s = await openStore(t, 'alice');
+  t.equal(s.sm.sqlite.pragma('cache_size', { simple: true }), -STATE_CACHE_KIB, `${STATE_CACHE_KIB} KiB, not SQLite's default 2 MiB`);
+  t.ok(STATE_CACHE_KIB <= 1024, 'at most 1 MiB: 16 partitions take at most 16 MiB');
 });
