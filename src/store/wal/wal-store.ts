@@ -59,6 +59,13 @@ export interface WalOptions {
 }
 
 export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+/**
+ * Offsets within a segment are kept in 32-bit slots (Locations). A segment may pass segmentBytes by
+ * one write (the first after its checkpoints), so segmentBytes is capped well below 4 GiB, and a
+ * write that would end past the slots' range is refused before a byte is written.
+ */
+export const MAX_SEGMENT_BYTES = 2 ** 31;
+const MAX_SEGMENT_END = 2 ** 32 - 1;
 
 /** A record to write: its fields and payload, and where it went once written. */
 interface Pending {
@@ -127,11 +134,15 @@ export class WalStore {
    * it read. Throws StorageCorruptError on damage, and an Error when another process holds the log.
    */
   static async open(dir: string, opts: WalOptions = {}): Promise<WalStore> {
+    const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    if (!Number.isSafeInteger(segmentBytes) || segmentBytes < 1 || segmentBytes > MAX_SEGMENT_BYTES) {
+      throw new RangeError(`segmentBytes must be an integer from 1 to ${MAX_SEGMENT_BYTES}, not ${segmentBytes}`);
+    }
     const abs = resolve(dir);
     mkdirSync(abs, { recursive: true });
     lock(abs);
     try {
-      const store = new WalStore(abs, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES);
+      const store = new WalStore(abs, segmentBytes);
       store.replay();
       return store;
     } catch (err) {
@@ -348,6 +359,7 @@ export class WalStore {
       const bytes = records.reduce((n, r) => n + recordSize(r.payload.byteLength), 0);
       if (this.active.end + bytes > this.segmentBytes && this.active.end > this.active.checkpointEnd) this.rollover();
       const seg = this.active;
+      invariant(seg.end + bytes <= MAX_SEGMENT_END, `a write of ${bytes} bytes at ${seg.end} would pass the 32-bit offsets of a segment`);
       const { buffers, end: pos } = encodeWrite(records, seg.seq, seg.end, seg.durable);
       writeAll(seg.fd, buffers, seg.end);
       seg.end = pos;

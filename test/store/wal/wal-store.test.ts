@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { CompactedError, EntryKind, InvariantError, MemoryStorage, UnavailableError, emptyHardState, nodeId, type Entry, type HardState } from '../../../src/raft/index.js';
-import { StorageCorruptError, WalStore, type PersistItem } from '../../../src/store/wal/index.js';
+import { MAX_SEGMENT_BYTES, StorageCorruptError, WalStore, type PersistItem } from '../../../src/store/wal/index.js';
 import { Workload, applyOp, describe, openPartitions, voters } from '../fixtures/raft-log-writer.js';
 
 function tempDir(t: Test): string {
@@ -367,4 +367,16 @@ t.test('after a failed sync, the next open cuts the log where it was last known 
   store.close();
   store = await openStore(t, dir);
   t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:synced', '2/1:again']);
+});
+
+t.test('a segment size past what 32-bit offsets can address is refused when the log opens', async (t) => {
+  const dir = tempDir(t);
+  for (const segmentBytes of [2 ** 32, MAX_SEGMENT_BYTES + 1, 0, 1.5]) {
+    await t.rejects(WalStore.open(dir, { segmentBytes }), RangeError, `segmentBytes ${segmentBytes}`);
+  }
+  // Not the largest allowed size itself: a segment file is allocated whole.
+  const store = await openStore(t, dir, 1024 * 1024);
+  store.append([item(0, run(1, [1, 1]))]);
+  await store.sync();
+  t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:e1t1', '2/1:e2t1'], 'no refused open held the lock');
 });
