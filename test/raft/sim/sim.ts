@@ -1,6 +1,7 @@
 // A deterministic simulator of a Raft group: a virtual clock, a seeded network that drops, duplicates,
 // delays and reorders messages, partitions (symmetric and one-way), crashes at any point of a Ready
-// (losing every write not yet synced), restarts, compaction with snapshots and leadership transfers.
+// (losing every write not yet synced, or in the crashes mix sometimes keeping a prefix of it, as a
+// torn write does), restarts, compaction with snapshots and leadership transfers.
 // Persistence is pipelined as the node host does it (Raft thesis §10.2.1): a Ready's write is done at
 // once but synced some time later; meanwhile the node steps messages and proposals, and a leader's
 // appends and heartbeats leave before the sync (sendableBeforePersist); the rest of the Ready (its
@@ -38,13 +39,21 @@ export interface Mix {
   readonly crashInReady: number;
   readonly compact: number;
   readonly transfer: number;
+  /**
+   * Probability that a crash with a write in flight keeps part of it, as a disk may have written some
+   * of its pages before the power went: a prefix of its entries (any length, all of them included),
+   * and the hard state after them only if every entry was kept (the node's log writes a partition's
+   * entries, then its hard state, and cuts a torn tail at the first damaged record). Otherwise the
+   * whole unsynced write is lost.
+   */
+  readonly tornWrites?: number;
 }
 
 export const MIXES: Record<string, Mix> = {
   clean: { name: 'clean', drop: 0, dup: 0, maxDelay: 5, partition: 0, crash: 0, crashInReady: 0, compact: 0, transfer: 0 },
   lossy: { name: 'lossy', drop: 0.1, dup: 0.05, maxDelay: 40, partition: 0, crash: 0, crashInReady: 0, compact: 0.002, transfer: 0 },
   partitions: { name: 'partitions', drop: 0.02, dup: 0.02, maxDelay: 20, partition: 0.004, crash: 0, crashInReady: 0, compact: 0.002, transfer: 0.001 },
-  crashes: { name: 'crashes', drop: 0.02, dup: 0.02, maxDelay: 20, partition: 0, crash: 0.002, crashInReady: 0.003, compact: 0.003, transfer: 0.001 },
+  crashes: { name: 'crashes', drop: 0.02, dup: 0.02, maxDelay: 20, partition: 0, crash: 0.002, crashInReady: 0.003, compact: 0.003, transfer: 0.001, tornWrites: 0.5 },
   storms: { name: 'storms', drop: 0.1, dup: 0.1, maxDelay: 80, partition: 0.01, crash: 0.003, crashInReady: 0.01, compact: 0.003, transfer: 0.002 },
   chaos: { name: 'chaos', drop: 0.08, dup: 0.05, maxDelay: 40, partition: 0.003, crash: 0.0015, crashInReady: 0.003, compact: 0.004, transfer: 0.002 },
 };
@@ -71,6 +80,11 @@ export interface SimOptions {
    * that shows the simulator catches it. Never set otherwise.
    */
   readonly brokenEarlyAcks?: boolean;
+  /**
+   * For the simulator's own test: a log that writes a partition's hard state before its entries, so
+   * that a torn write can keep a commit index without the entries it counts.
+   */
+  readonly brokenTornOrder?: boolean;
   /**
    * Time units a sync may take (0 completes it in the next step). Drawn per seed: short, or as long
    * as message delays and more, since an fsync can be slower than a round trip to a peer.
@@ -173,6 +187,8 @@ export interface SimResult {
   readonly committed: number;
   readonly elections: number;
   readonly crashes: number;
+  /** Crashes that kept part of an unsynced write (Mix.tornWrites). */
+  readonly tornWrites: number;
   readonly snapshotsSent: number;
   readonly reads: number;
   /** Time units from healing to the first commit, in liveness mode. */
@@ -193,6 +209,7 @@ export class Simulation {
   private drop: number;
   private dup: number;
   private crashInReady: number;
+  private readonly tornWrites: number;
   private maxDelay: number;
 
   // What the checker knows.
@@ -205,7 +222,7 @@ export class Simulation {
   private readonly proposals = new Map<string, Proposal>();
   private readonly acked: string[] = [];
   private proposalSeq = 0;
-  private stats = { elections: 0, crashes: 0, snapshotsSent: 0, reads: 0 };
+  private stats = { elections: 0, crashes: 0, tornWrites: 0, snapshotsSent: 0, reads: 0 };
   readonly traceLines: string[] = [];
 
   constructor(readonly opts: SimOptions) {
@@ -214,6 +231,7 @@ export class Simulation {
     this.drop = opts.mix.drop;
     this.dup = opts.mix.dup;
     this.crashInReady = opts.mix.crashInReady;
+    this.tornWrites = opts.mix.tornWrites ?? 0;
     this.maxDelay = opts.mix.maxDelay;
     for (const id of this.ids) {
       const n = new SimNode(id, this.ids, this.rng.fork());
@@ -257,11 +275,20 @@ export class Simulation {
   private crash(n: SimNode, why: string): void {
     if (n.raw === null) return;
     n.raw = null;
-    // Every write not yet synced is lost: a Ready whose sync was in flight, and a hard state's commit
-    // index written without a sync.
+    // Every write not yet synced is lost, or part of it kept (Mix.tornWrites): a Ready whose sync was
+    // in flight, and a hard state's commit index written without a sync.
     if (n.syncing !== null) {
-      n.storage = n.syncing.before;
+      const { rd, before } = n.syncing;
+      n.storage = before;
       n.syncing = null;
+      if (this.tornWrites > 0 && this.rng.chance(this.tornWrites)) {
+        const kept = this.rng.int(rd.entries.length + 1);
+        if (kept > 0) before.append(rd.entries.slice(0, kept));
+        const hardKept = kept === rd.entries.length || this.opts.brokenTornOrder === true;
+        if (hardKept && rd.hardState !== null && this.rng.chance(0.5)) n.durableHard = rd.hardState;
+        if (kept > 0) this.stats.tornWrites++;
+        this.trace(`${n.id} keeps ${kept} of ${rd.entries.length} unsynced entries${n.durableHard === rd.hardState ? ' and the hard state' : ''}`);
+      }
     }
     this.pendingCrash.delete(n);
     n.storage.setHardState(n.durableHard);
@@ -707,6 +734,7 @@ export class Simulation {
       committed: this.committedMax,
       elections: this.stats.elections,
       crashes: this.stats.crashes,
+      tornWrites: this.stats.tornWrites,
       snapshotsSent: this.stats.snapshotsSent,
       reads: this.stats.reads,
       recovery,
