@@ -8,8 +8,18 @@ import { LogStateStorage, termAt } from './log-state.js';
 import { Locations } from './locations.js';
 import { RecordKind, decodeRecord } from './record.js';
 
-/** Bytes of recent entries a partition keeps in memory. */
+/** Bytes of recent entries a partition keeps in memory at most. */
 export const CACHE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The bytes of cached entries of every partition of a node together, kept under `limit` by the store
+ * (WalStore.trimCaches): one hot partition may keep its CACHE_BYTES, sixteen may not keep sixteen times
+ * that. What is evicted is read back from the segments when asked for.
+ */
+export interface CacheBudget {
+  readonly limit: number;
+  used: number;
+}
 
 /** Reads bytes of a segment (the store keeps the files open). */
 export interface SegmentReader {
@@ -46,8 +56,21 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
   constructor(
     partition: number,
     private readonly reader: SegmentReader,
+    private readonly budget: CacheBudget = { limit: Infinity, used: 0 },
   ) {
     super(partition, []);
+  }
+
+  /** Bytes of entries this partition keeps in memory. */
+  get cachedBytes(): number {
+    return this.cacheBytes;
+  }
+
+  /** Drops the oldest cached entry (the node's budget is exceeded); false when none is left to drop. */
+  evictOldest(): boolean {
+    if (this.cache.length === 0) return false;
+    this.dropFront();
+    return true;
   }
 
   protected readEntries(lo: Index, hi: Index, maxBytes: number): Entry[] {
@@ -91,16 +114,15 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
     for (const e of entries) {
       this.cache.push(e);
       this.cacheBytes += e.data.byteLength;
+      this.budget.used += e.data.byteLength;
     }
-    while (this.cacheBytes > CACHE_BYTES && this.cache.length > 1) {
-      this.cacheBytes -= this.cache.shift()!.data.byteLength;
-      this.cacheFirst++;
-    }
+    while (this.cacheBytes > CACHE_BYTES && this.cache.length > 1) this.dropFront();
   }
 
   /** The log restarted after `index` (a snapshot installed). */
   noteRestarted(index: Index): void {
     this.locations.reset(index + 1);
+    this.budget.used -= this.cacheBytes;
     this.cache = [];
     this.cacheBytes = 0;
     this.cacheFirst = index + 1;
@@ -109,10 +131,7 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
   /** Entries through `index` dropped. */
   noteCompacted(index: Index): void {
     this.locations.dropThrough(index);
-    while (this.cache.length > 0 && this.cacheFirst <= index) {
-      this.cacheBytes -= this.cache.shift()!.data.byteLength;
-      this.cacheFirst++;
-    }
+    while (this.cache.length > 0 && this.cacheFirst <= index) this.dropFront();
     if (this.cache.length === 0) this.cacheFirst = Math.max(this.cacheFirst, index + 1);
   }
 
@@ -123,9 +142,19 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
     return k >= 0 && k < this.cache.length ? this.cache[k]! : null;
   }
 
+  private dropFront(): void {
+    const bytes = this.cache.shift()!.data.byteLength;
+    this.cacheBytes -= bytes;
+    this.budget.used -= bytes;
+    this.cacheFirst++;
+  }
+
   private dropCacheFrom(i: Index): void {
     const keep = Math.max(0, i - this.cacheFirst);
-    for (const e of this.cache.splice(keep)) this.cacheBytes -= e.data.byteLength;
+    for (const e of this.cache.splice(keep)) {
+      this.cacheBytes -= e.data.byteLength;
+      this.budget.used -= e.data.byteLength;
+    }
   }
 
   /**

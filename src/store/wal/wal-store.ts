@@ -38,7 +38,7 @@ import { InvariantError, invariant, type Entry, type HardState, type Index, type
 import { fsyncPath, writeFileDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
-import { PartitionView, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
+import { PartitionView, type CacheBudget, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
 import { RecordKind, encodeRecord, jsonPayload, parseJsonPayload, recordSize, type DecodedRecord, type RecordFields } from './record.js';
 import { SEGMENT_HEADER_BYTES, createSegment, listSegments, scanSegment, segmentName, writeAll, zeroRange } from './segment.js';
 import { appendEntries, compactTo, installSnapshot, localSnapshot, setHardState } from './transitions.js';
@@ -56,7 +56,15 @@ export interface PersistItem {
 export interface WalOptions {
   /** Nominal size of a segment file (preallocated); a turn larger than that gets a larger segment. */
   readonly segmentBytes?: number;
+  /** Bytes of recent entries kept in memory for every partition together (default NODE_CACHE_BYTES). */
+  readonly cacheBytes?: number;
 }
+
+/**
+ * The entries a node keeps in memory, all partitions together: four partitions' worth of
+ * CACHE_BYTES, so that sixteen busy partitions take 16 MiB, not 64.
+ */
+export const NODE_CACHE_BYTES = 16 * 1024 * 1024;
 
 export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 /**
@@ -107,11 +115,14 @@ export class WalStore {
   private syncedWrites = 0;
   private unsyncedWrites = 0;
   private readonly reader: SegmentReader;
+  private readonly cache: CacheBudget;
 
   private constructor(
     readonly dir: string,
     private readonly segmentBytes: number,
+    cacheBytes: number,
   ) {
+    this.cache = { limit: cacheBytes, used: 0 };
     this.reader = {
       read: (seq, offset, bytes) => {
         const s = this.segments.get(seq);
@@ -142,7 +153,7 @@ export class WalStore {
     mkdirSync(abs, { recursive: true });
     lock(abs);
     try {
-      const store = new WalStore(abs, segmentBytes);
+      const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES);
       store.replay();
       return store;
     } catch (err) {
@@ -217,6 +228,21 @@ export class WalStore {
       if (item.hardState !== null) k++;
     }
     for (const [p, s] of next) this.view(p).state = s;
+    this.trimCaches();
+  }
+
+  /** Bytes of entries kept in memory, every partition together (at most the budget after a write). */
+  cachedBytes(): number {
+    return this.cache.used;
+  }
+
+  /** Evicts the oldest entries of the partitions that keep the most until the node's budget holds. */
+  private trimCaches(): void {
+    while (this.cache.used > this.cache.limit) {
+      let largest: PartitionView | null = null;
+      for (const v of this.views.values()) if (largest === null || v.cachedBytes > largest.cachedBytes) largest = v;
+      if (largest === null || !largest.evictOldest()) return;
+    }
   }
 
   /**
@@ -578,7 +604,7 @@ export class WalStore {
   private view(p: number): PartitionView {
     let v = this.views.get(p);
     if (v === undefined) {
-      v = new PartitionView(p, this.reader);
+      v = new PartitionView(p, this.reader, this.cache);
       this.views.set(p, v);
     }
     return v;

@@ -380,3 +380,21 @@ t.test('a segment size past what 32-bit offsets can address is refused when the 
   await store.sync();
   t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:e1t1', '2/1:e2t1'], 'no refused open held the lock');
 });
+
+t.test('the entries kept in memory stay within the node budget, and evicted ones are read back from disk', async (t) => {
+  const dir = tempDir(t);
+  const budget = 64 * 1024;
+  const s = await WalStore.open(dir, { cacheBytes: budget });
+  t.teardown(() => s.close());
+  const body = (p: number, i: number): string => `p${p}e${i}`.padEnd(4096, '.');
+  for (let round = 0; round < 8; round++) {
+    s.append([0, 1, 2, 3].map((p) => item(p, [entry(round + 1, 1, body(p, round + 1))])));
+    await s.sync();
+    t.ok(s.cachedBytes() <= budget, `round ${round}: ${s.cachedBytes()} bytes kept, budget ${budget}`);
+  }
+  t.ok(s.cachedBytes() > budget / 2, 'the budget is used, not emptied');
+  for (const p of [0, 1, 2, 3]) {
+    const got = s.partition(p, voters).entries(1, 9, Infinity);
+    t.same(got.map((e) => Buffer.from(e.data).toString()), Array.from({ length: 8 }, (_, i) => body(p, i + 1)), `partition ${p}: every entry, from memory or from disk`);
+  }
+});
