@@ -36,12 +36,15 @@ async function cluster(port: number): Promise<PartitionView[] | null> {
   }
 }
 
+/** What each node says of its partitions (or that it does not answer), for a failure's message. */
+let describeNodes = async (): Promise<string> => '';
+
 async function until(pred: () => Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 600; i++) {
     if (await pred()) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`gave up waiting for: ${what}`);
+  throw new Error(`gave up waiting for: ${what}\n${await describeNodes()}`);
 }
 
 t.test('SIGKILL of a leader, restart, and a graceful SIGTERM', async (t) => {
@@ -60,6 +63,18 @@ t.test('SIGKILL of a leader, restart, and a graceful SIGTERM', async (t) => {
   t.teardown(() => {
     for (const p of procs) if (p !== null && p.exitCode === null) p.kill('SIGKILL');
   });
+  describeNodes = async () => {
+    const lines = await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const p = procs[i] ?? null;
+        const state = p === null ? 'not started' : p.exitCode !== null || p.signalCode !== null ? `exited (${p.exitCode ?? p.signalCode})` : `pid ${p.pid}`;
+        const v = await cluster(ports[i]!);
+        const parts = v === null ? 'no answer from /v1/cluster' : v.map((x) => `p${x.partition} ${x.role} leader=${x.leader} term=${x.term} applied=${x.appliedIndex}`).join('; ');
+        return `  n${i + 1} on port ${ports[i]}: ${state}; ${parts}`;
+      }),
+    );
+    return lines.join('\n');
+  };
   [0, 1, 2].forEach(start);
   const allLed = async (idx: number[]): Promise<boolean> => {
     for (const i of idx) {
