@@ -125,19 +125,19 @@ export async function receive(
       try {
         result = await write<{ messages: ReceivedMessage[] }>(deps, request, partitionKey, command);
       } catch (err) {
-        watch?.cancel();
+        leave(watch);
         wokenBy?.passOn();
         throw err;
       }
       if (gone) {
-        watch?.cancel();
+        leave(watch);
         // Messages taken are released, which wakes the next poll; a wake-up not acted on is passed on.
         if (result.messages.length === 0) wokenBy?.passOn();
         void release(deps, request, partitionKey, channel, result.messages);
         return { messages: [] };
       }
       if (result.messages.length > 0 || watch === null) {
-        watch?.cancel();
+        leave(watch);
         releaseIfUndelivered(deps, request, reply, partitionKey, channel, result.messages);
         return result;
       }
@@ -152,6 +152,16 @@ export async function receive(
   } finally {
     reply.raw.off('close', onClose);
   }
+}
+
+/**
+ * Ends a wait that will not be waited on. It was registered before the receive, so a wake-up may
+ * have picked it while the receive was in flight (for messages that receive did not take): that
+ * wake-up goes to the next poll waiting on the channel.
+ */
+function leave(watch: Watch | null): void {
+  watch?.cancel();
+  watch?.passOn();
 }
 
 /** When the answer does not reach the client in full, its messages go back to the queue. */

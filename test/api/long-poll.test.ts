@@ -157,6 +157,50 @@ t.test('a message wakes one long poll, not every poll waiting on the channel', a
   t.equal(receives, 6, 'one receive per message: only the poll that waited longest was woken each time');
 });
 
+t.test('a poll that answers with other messages passes on a wake-up it took while receiving', async (t) => {
+  const name = 'taken-meanwhile';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const url = cluster.urls[node]!;
+  const other = cluster.urls[(node + 1) % 3]!;
+  t.equal((await call(other, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'first' } })).status, 201);
+  const p = partitionOf(name, cluster.configs[0]!.partitions);
+  const replica = cluster.servers[node]!.host.replica(p);
+  await until(() => {
+    const id = replica.state.channelIdOf({ queue: name });
+    return id !== null && replica.state.hasVisible(id, Date.now());
+  }, 'the node applied the first message');
+  // Hold the answer of poll A's receive (it takes "first") until a second message has been applied
+  // here: A's next wait, registered before that receive, is then the one waiting longest.
+  const router = cluster.servers[node]!.node.router;
+  const propose = router.propose.bind(router);
+  let held = false;
+  let open = (): void => undefined;
+  const gate = new Promise<void>((r) => (open = r));
+  router.propose = (partition, actor, command, key, ctx) => {
+    const res = propose(partition, actor, command, key, ctx);
+    if (command.type !== 'receive' || held) return res;
+    held = true;
+    return res.then(async (v) => {
+      await gate;
+      return v;
+    });
+  };
+  t.teardown(() => {
+    delete (router as { propose?: unknown }).propose;
+  });
+  const pollA = call(url, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await until(() => held && router.waiting() === 1, 'poll A is receiving, its next wait registered');
+  const pollB = call(url, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
+  await waitingOn(node, 2);
+  t.equal((await call(other, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'second' } })).status, 201);
+  await waitingOn(node, 1);
+  open();
+  t.match((await pollA).body, { messages: [{ body: 'first' }] }, 'A answers with the message its receive took');
+  // The wake-up for "second" went to A's wait; A did not use it, so B gets it now, not after 20 s.
+  t.match((await pollB).body, { messages: [{ body: 'second' }] }, 'B is woken in A’s place');
+});
+
 t.test('a wake-up that a poll does not act on goes to the next poll', async (t) => {
   const name = 'pass-on';
   t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
