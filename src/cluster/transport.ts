@@ -292,6 +292,11 @@ export class HttpTransport {
     return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued };
   }
 
+  /** Each peer's queue and request state, for an operator or a test that gave up waiting. */
+  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean }[] {
+    return [...this.peers.values()].map((p) => ({ peer: p.id, queued: p.queue.length, inFlight: p.inFlight, failures: p.failures, backingOff: p.backoff !== null }));
+  }
+
   /**
    * Drops what is queued, aborts what is in flight (downloads included) and closes the connections.
    * Later sends are dropped; later fetches reject.

@@ -11,6 +11,7 @@ import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
+import { describeNodes } from './node-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-cluster-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -37,7 +38,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const opts = { tickMs: 20, snapshotEvery: 40, keepBehindSnapshot: 5 };
   const nodes = await Promise.all(cfgs.map((c) => ClusterNode.start(c, opts)));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
-  await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition');
+  await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition', 2000, () => describeNodes(nodes));
   const ready = await Promise.all(cfgs.map((c) => request(`http://127.0.0.1:${c.port}/readyz`)));
   t.same(ready.map((r) => r.statusCode), [200, 200, 200], '/readyz on every node');
   await Promise.all(ready.map((r) => r.body.dump()));
@@ -48,7 +49,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const stopped = first;
   await stopped.close();
   const live = nodes.filter((n) => n !== stopped);
-  await until(() => leaderOf(live, p) !== undefined, 'a new leader among the two others');
+  await until(() => leaderOf(live, p) !== undefined, 'a new leader among the two others', 2000, () => describeNodes(nodes));
   for (let i = 0; i < 100; i++) t.ok((await submit(live.map((n) => n.host), p, 'alice', send('orders', `m${i}`))).ok, `write ${i} through the new leader`);
   const second = leaderOf(live, p)!;
   t.ok(second.host.replica(p).log.firstIndex() > 10, 'the survivors compacted their log');
@@ -56,7 +57,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const back = await ClusterNode.start(stopped.cfg, opts);
   t.teardown(() => back.close());
   const target = second.host.replica(p).state.applied().index;
-  await until(() => appliedIndex(back.host.replica(p)) >= target, 'the restarted node caught up');
+  await until(() => appliedIndex(back.host.replica(p)) >= target, 'the restarted node caught up', 2000, () => describeNodes([...live, back]));
   t.equal(stateHash(back.host.replica(p).state.sqlite), stateHash(second.host.replica(p).state.sqlite), 'identical state');
   nodes.splice(nodes.indexOf(stopped), 1, back);
 });

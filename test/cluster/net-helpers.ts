@@ -48,11 +48,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Waits until `pred` holds, polling every 10 ms for a bounded number of rounds (no timing assertion). */
-export async function until(pred: () => boolean, what: string, rounds = 2000): Promise<void> {
+/**
+ * Waits until `pred` holds, polling every 10 ms for a bounded number of rounds (no timing assertion).
+ * When it gives up, the error carries `describe()`: what the nodes reported at that moment.
+ */
+export async function until(pred: () => boolean, what: string, rounds = 2000, describe?: () => string): Promise<void> {
   for (let i = 0; i < rounds; i++) {
     if (pred()) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error(`gave up waiting for: ${what}`);
+  throw new Error(`gave up waiting for: ${what}${describe === undefined ? '' : `\n${describe()}`}`);
 }
