@@ -91,7 +91,7 @@ function measure(workload: string, backlog: number, seconds: number, step: () =>
 }
 
 async function workloads(backlog: number): Promise<Row[]> {
-  const sm = await BrokerStateMachine.open(join(dir, `state-${backlog}.db`), 0, 'FULL');
+  const sm = await BrokerStateMachine.open(join(dir, `state-${backlog}.db`), 0, { synchronous: 'FULL' });
   const d = new Driver(sm);
   d.apply([{ type: 'queue.create', name: 'q', visibilityTimeoutSeconds: 3600, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 345600 }]);
   d.apply([{ type: 'queue.create', name: 'work', visibilityTimeoutSeconds: 3600, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 345600 }]);

@@ -285,16 +285,19 @@ export function program(): Command {
       const r = (await anonymous(g()).call('GET', '/v1/cluster')) as {
         node: string;
         nodes: { id: string; url: string }[];
-        partitions: { partition: number; leader: string | null; term: number; commitIndex: number; appliedIndex: number; match: Record<string, number> }[];
+        partitions: { partition: number; leader: string | null; term: number; commitIndex: number; appliedIndex: number; match: Record<string, number>; format?: number; halted?: string | null }[];
       };
       print(g(), r, () => {
         const ids = r.nodes.map((n) => n.id);
-        const rows = r.partitions.map((pt) => [pt.partition, pt.leader ?? 'NONE', pt.term, pt.commitIndex, pt.appliedIndex, ...ids.map((id) => (pt.match[id] === undefined ? '-' : String(Math.max(0, pt.commitIndex - pt.match[id]!))))]);
+        const rows = r.partitions.map((pt) => [pt.partition, pt.leader ?? 'NONE', pt.term, pt.commitIndex, pt.appliedIndex, pt.format ?? 1, ...ids.map((id) => (pt.match[id] === undefined ? '-' : String(Math.max(0, pt.commitIndex - pt.match[id]!))))]);
         const leaderless = r.partitions.filter((pt) => pt.leader === null).length;
+        // An older node answers without these fields.
+        const halted = r.partitions.filter((pt) => typeof pt.halted === 'string');
         return [
           `answered by ${r.node}; nodes: ${r.nodes.map((n) => `${n.id} ${n.url}`).join(', ')}`,
-          table(['PARTITION', 'LEADER', 'TERM', 'COMMIT', 'APPLIED', ...ids.map((id) => `LAG ${id}`)], rows),
+          table(['PARTITION', 'LEADER', 'TERM', 'COMMIT', 'APPLIED', 'FORMAT', ...ids.map((id) => `LAG ${id}`)], rows),
           leaderless === 0 ? 'every partition has a leader' : `${leaderless} partition(s) without a leader`,
+          ...halted.map((pt) => `partition ${pt.partition} HALTED on ${r.node}: ${pt.halted}`),
         ].join('\n');
       });
     });

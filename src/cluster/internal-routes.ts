@@ -29,6 +29,11 @@ export const POSITIONS_PATH = '/internal/positions';
 export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
+/**
+ * On Raft requests: the newest log format the sender reads (src/store/broker/format.ts). Builds
+ * before formats send none, and read format 1.
+ */
+export const FORMAT_HEADER = 'x-mom-format';
 
 /** Where a forwarded command's lines go: the leader's log, under the client request's id. */
 export type CommandLog = Pick<FastifyBaseLogger, 'debug' | 'error'>;
@@ -44,7 +49,7 @@ export interface InternalRoutesOptions {
    * Every batch that passed the secret and validation. The answer (204) waits for a returned promise,
    * so a slow receiver slows its sender, which keeps one request in flight per peer.
    */
-  onMessages(from: NodeId, items: BatchItem[]): void | Promise<void>;
+  onMessages(from: NodeId, items: BatchItem[], format: number): void | Promise<void>;
   /**
    * The file holding the snapshot `ref` of `partition`, or null when there is none. `ref` is whatever
    * an authenticated peer asked for: look it up among known snapshots, never join it into a path.
@@ -73,7 +78,7 @@ export interface InternalRoutesOptions {
    */
   onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): Promise<unknown>;
   /** Each partition's term and last log index here (a new node deciding whether the cluster is new). */
-  positions?(): { terms: number[]; lastIndexes: number[] };
+  positions?(): { terms: number[]; lastIndexes: number[]; untouchedBy: string[] };
   /** A client's read forwarded likewise; runs with a ReadIndex here. */
   onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
@@ -142,7 +147,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
         return problem(reply, 421, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
       }
-      await opts.onMessages(batch.from, batch.items);
+      await opts.onMessages(batch.from, batch.items, readableFormat(request.headers[FORMAT_HEADER]));
       return reply.code(204).send();
     },
   );
@@ -333,4 +338,9 @@ function problem(reply: FastifyReply, status: number, code: string, detail: stri
     .code(status)
     .type('application/problem+json')
     .send({ type: 'about:blank', title: TITLES[status] ?? 'Error', status, code, detail });
+}
+
+/** The format a peer said it reads (FORMAT_HEADER): 1 when it said nothing, or nothing usable. */
+function readableFormat(header: string | string[] | undefined): number {
+  return typeof header === 'string' && /^[1-9][0-9]{0,8}$/.test(header) ? Number(header) : 1;
 }

@@ -20,6 +20,8 @@ export interface NodeOptions {
   readonly leaderWaitMs?: number;
   /** Longest sleep of an idle long poll before it proposes a receive anyway (default 5 s). */
   readonly maxIdleMs?: number;
+  /** The newest log format this node reads (default the build's; tests play other versions with it). */
+  readonly format?: number;
 }
 
 export interface TlsMaterial {
@@ -50,6 +52,7 @@ export class ClusterNode {
       clusterSecret: cfg.clusterSecret,
       ...(tls === null ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg) },
+      ...(opts.format === undefined ? {} : { format: opts.format }),
     });
     const tickMs = opts.tickMs ?? 100;
     const host = await NodeHost.open({
@@ -61,6 +64,7 @@ export class ClusterNode {
       tickMs,
       ...(opts.snapshotEvery === undefined ? {} : { snapshotEvery: opts.snapshotEvery }),
       ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
+      ...(opts.format === undefined ? {} : { format: opts.format }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg), error: (obj, msg) => logger.error(obj, msg) },
     });
     const router = new Router(host, transport, {
@@ -84,13 +88,15 @@ export class ClusterNode {
    * For a node that may have lost its state (see NodeHost.suspendVotingUntilCaughtUp): before it takes
    * part at all, learn each partition's highest term from every peer, so that it never acknowledges
    * a leader of a term older than one it may have voted or acknowledged in. All peers must answer: a
-   * term it took part in may live on one of them only. The exception is a new cluster: when every
+   * term it took part in may live on one of them only. Two exceptions, both a new cluster: when every
    * peer that answers (at least one, a majority with this node) and this node have empty logs in every
-   * partition, there is nothing to learn and nobody to catch up from, and voting starts at once.
-   * Asked every half second until then; meanwhile peers' messages are dropped.
+   * partition, there is nothing to learn and nobody to catch up from, and voting starts at once; and
+   * when every peer has run since its log was empty and has had no Raft message from this node (it
+   * started late), nothing of this node's counts anywhere, and voting starts once the terms are
+   * learned. Asked every half second until then; meanwhile peers' messages are dropped.
    */
   private async learnTerms(): Promise<void> {
-    type Positions = { terms: number[]; lastIndexes: number[] };
+    type Positions = { terms: number[]; lastIndexes: number[]; untouchedBy?: unknown };
     const others = this.cfg.peers.filter((p) => p.id !== this.cfg.nodeId);
     const empty = (p: Positions): boolean => p.terms.length === this.cfg.partitions && p.terms.every((x) => x === 0) && p.lastIndexes.every((x) => x === 0);
     let waited = 0;
@@ -115,6 +121,16 @@ export class ClusterNode {
       if (got.length === others.length) {
         const floors = Array.from({ length: this.cfg.partitions }, (_, p) => Math.max(0, ...got.map((a) => a.terms[p] ?? 0)));
         this.host.applyTermFloors(floors);
+        // A new cluster that started without this node: every peer has run since its own log was
+        // empty and has had no Raft message from this node, so no vote or acknowledgement of this
+        // node's counts anywhere, and it may vote at once (in terms past the floors). Otherwise a
+        // partition whose leader failed before this node caught up would wait for that leader.
+        const untouched = got.every((a) => Array.isArray(a.untouchedBy) && a.untouchedBy.includes(this.cfg.nodeId));
+        if (mineEmpty && untouched) {
+          this.logger.info('a new cluster that started without this node, which none of its peers has heard from: voting');
+          this.host.resumeVoting();
+          return;
+        }
         this.logger.info('learned every partition’s term from all peers; catching up before voting');
         return;
       }
@@ -132,7 +148,7 @@ export class ClusterNode {
       clusterSecret: this.cfg.clusterSecret,
       self: this.cfg.nodeId,
       requireClientCert: this.tls !== null,
-      onMessages: (from, items) => this.host.receive(from, items),
+      onMessages: (from, items, format) => this.host.receive(from, items, format),
       snapshotFile: (partition, ref) => this.host.snapshotFile(partition, ref),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
       onCommand: async (partition, actor, command, idempotencyKey, log) => {

@@ -13,7 +13,8 @@ import { dirname } from 'node:path';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
-import { PROPOSE_PATH, RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { FORMAT } from '../store/broker/format.js';
+import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { encodeBatch, type BatchItem } from './wire.js';
 
@@ -41,6 +42,11 @@ export interface TransportOptions {
   readonly tls?: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer };
   /** Default: console.warn. */
   readonly logger?: TransportLogger;
+  /**
+   * The newest log format this node reads (src/store/broker/format.ts), said in every Raft request
+   * (FORMAT_HEADER) so that leaders know when they may raise a partition's format. Default: the build's.
+   */
+  readonly format?: number;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -107,6 +113,7 @@ export class HttpTransport {
   private readonly self: NodeId;
   private readonly peers = new Map<NodeId, Peer>();
   private readonly authorization: string;
+  private readonly format: string;
   private readonly requestTimeoutMs: number;
   private readonly snapshotTimeoutMs: number;
   private readonly maxBatchBytes: number;
@@ -123,6 +130,7 @@ export class HttpTransport {
     if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) throw new RangeError(`maxQueuedPerPeer must be a positive integer, got ${maxQueued}`);
     this.self = opts.self;
     this.authorization = bearer(opts.clusterSecret);
+    this.format = String(opts.format ?? FORMAT);
     this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.snapshotTimeoutMs = opts.snapshotTimeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
@@ -365,7 +373,7 @@ export class HttpTransport {
       const res = await peer.pool.request({
         method: 'POST',
         path: `${peer.basePath}${RAFT_PATH}`,
-        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream' },
+        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream', [FORMAT_HEADER]: this.format },
         body: encodeBatch(this.self, batch),
         // No signal: this pool's own deadlines (connect, headers, body: requestTimeoutMs each) bound
         // the request, and it never waits for a connection (one POST in flight per peer, two

@@ -18,7 +18,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BrokerStateMachine, type Command, type Result } from '../store/broker/index.js';
+import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
@@ -29,7 +29,7 @@ import { partitionOf } from './routing.js';
  * The system's own commands: a peer may forward only these to this node as a partition's leader
  * (proposeForwarded), and a client's forwarded command may never be one.
  */
-export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep'];
+export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
 
 export class CommandRefusedError extends Error {
   override name = 'CommandRefusedError';
@@ -64,6 +64,11 @@ export interface HostOptions {
   readonly now?: () => number;
   readonly random?: () => number;
   readonly logger?: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /**
+   * The newest log format this node reads (src/store/broker/format.ts). Default: the build's FORMAT;
+   * tests give an older or newer one to play a node of another version.
+   */
+  readonly format?: number;
 }
 
 export interface PartitionStatus {
@@ -75,6 +80,10 @@ export interface PartitionStatus {
   appliedIndex: number;
   lastIndex: number;
   match: Record<string, number>;
+  /** The partition's log format in force (src/store/broker/format.ts). */
+  format: number;
+  /** Why this node stopped applying the partition (a format its build cannot read), or null. */
+  halted: string | null;
 }
 
 /** An image of a partition's state made for followers. */
@@ -97,6 +106,14 @@ export class NodeHost {
   private tickTimer: NodeJS.Timeout | null = null;
   private turnScheduled = false;
   private turnRunning = false;
+  /** The newest log format each peer said it reads, in its latest Raft request. */
+  private readonly peerFormats = new Map<NodeId, number>();
+  /** Partitions whose format.raise is proposed and not yet applied. */
+  private readonly raisingFormat = new Set<number>();
+  /** Whether every partition's log and term were empty when this process opened them. */
+  private startedEmpty = false;
+  /** The nodes this process has received Raft messages from (logPositions). */
+  private readonly heardFrom = new Set<NodeId>();
   private turnAgain = false;
   private closed = false;
   /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
@@ -151,7 +168,8 @@ export class NodeHost {
       // or behind an image fetched from the leader, durable before the log recorded it. A state
       // behind the compacted log is an install that a crash cut short: its image is still there.
       const ref = log.snapshotRef();
-      let state = await BrokerStateMachine.open(statePath, p);
+      const readable = opts.format ?? FORMAT;
+      let state = await BrokerStateMachine.open(statePath, p, { readable });
       const applied = state.applied().index;
       if (ref !== null && applied < log.firstIndex() - 1) {
         await state.close();
@@ -160,10 +178,9 @@ export class NodeHost {
           throw new Error(`partition ${p}: the state database holds entries up to ${applied}, the log starts after ${log.firstIndex() - 1}, and the image ${ref} is gone: this disk lost writes it had synced`);
         }
         await BrokerStateMachine.installSnapshot(statePath, image);
-        state = await BrokerStateMachine.open(statePath, p);
+        state = await BrokerStateMachine.open(statePath, p, { readable });
       }
-      host.replicas.push(
-        new PartitionReplica(
+      const replica = new PartitionReplica(
           {
             partition: p,
             self: opts.self,
@@ -176,8 +193,11 @@ export class NodeHost {
           },
           log,
           state,
-        ),
-      );
+        );
+      host.replicas.push(replica);
+      if (p === 0) host.startedEmpty = true;
+      if (log.lastIndex() !== 0 || replica.raw.raft.term !== 0) host.startedEmpty = false;
+      if (state.format() > readable) host.halt(replica, new FormatTooNewError(state.format(), readable));
     }
     return host;
   }
@@ -256,6 +276,7 @@ export class NodeHost {
       if (now - lastTick > (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10)) this.lastHeardAny = now;
       lastTick = now;
       for (const r of this.replicas) {
+        if (r.halted !== null) continue;
         if (r.leader() !== null) this.leaderSeenAt[r.partition] = now;
         r.raw.tick();
       }
@@ -264,6 +285,7 @@ export class NodeHost {
         if (this.opts.balanceLeaders !== false) this.balanceLeaders();
         this.sweep();
         this.forwardDeadLetters();
+        this.raiseFormats();
       }
       this.schedule();
     }, this.opts.tickMs ?? 100);
@@ -312,6 +334,33 @@ export class NodeHost {
           });
       }
     }
+  }
+
+  /**
+   * Raises each partition led here to the newest log format every voter reads (format.ts), known from
+   * their Raft requests. A voter not heard from since this node started holds every raise back.
+   */
+  private raiseFormats(): void {
+    let target = this.opts.format ?? FORMAT;
+    for (const v of this.opts.voters) {
+      if (v === this.opts.self) continue;
+      const f = this.peerFormats.get(v);
+      if (f === undefined) return;
+      target = Math.min(target, f);
+    }
+    for (const r of this.replicas) {
+      if (!r.isLeader() || r.state.format() >= target || this.raisingFormat.has(r.partition)) continue;
+      this.raisingFormat.add(r.partition);
+      r.propose(null, { type: 'format.raise', format: target })
+        .catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition, format: target }, 'log format not raised yet; will retry'))
+        .finally(() => this.raisingFormat.delete(r.partition));
+    }
+  }
+
+  /** Stops driving partition r here: its log needs a newer build (PartitionReplica.halt). */
+  private halt(r: PartitionReplica, err: FormatTooNewError): void {
+    r.halt(err);
+    this.opts.logger?.error({ partition: r.partition, format: err.format, readable: err.readable }, `partition ${r.partition} halted on this node: ${err.message}`);
   }
 
   /** Proposes a system command on partition p, here if this node leads it, else at its leader. */
@@ -401,15 +450,20 @@ export class NodeHost {
     return r;
   }
 
-  /** Messages from a peer. A snapshot's image is fetched before its message reaches the core. */
-  receive(from: NodeId, items: { partition: number; message: Message }[]): void {
+  /**
+   * Messages from a peer, which reads log formats up to `format`. A snapshot's image is fetched before
+   * its message reaches the core.
+   */
+  receive(from: NodeId, items: { partition: number; message: Message }[], format = 1): void {
+    this.peerFormats.set(from, format);
+    this.heardFrom.add(from);
     if (this.closed || this.awaitingTerms) return;
     const now = Date.now();
     this.lastHeard.set(from, now);
     this.lastHeardAny = now;
     for (const { partition, message } of items) {
       const r = this.replicas[partition];
-      if (r === undefined) continue;
+      if (r === undefined || r.halted !== null) continue;
       if (message.type === 'snap') {
         this.receiveSnapshot(from, r, message);
         continue;
@@ -488,7 +542,7 @@ export class NodeHost {
     this.turnRunning = true;
     try {
       const readies: [PartitionReplica, Ready][] = [];
-      for (const r of this.replicas) if (r.raw.hasReady()) readies.push([r, r.raw.ready()]);
+      for (const r of this.replicas) if (r.halted === null && r.raw.hasReady()) readies.push([r, r.raw.ready()]);
       if (readies.length === 0) return;
       const batch: PersistItem[] = [];
       for (const [r, rd] of readies) {
@@ -524,7 +578,14 @@ export class NodeHost {
       for (const [r, rd] of readies) for (const message of rd.messages) if (!early.has(message)) out.push({ partition: r.partition, message });
       if (out.length > 0) this.opts.outbox.send(out);
       for (const [r, rd] of readies) {
-        r.applyReady(rd);
+        try {
+          r.applyReady(rd);
+        } catch (err) {
+          if (!(err instanceof FormatTooNewError)) throw err;
+          // Persisted, not applied: a newer build applies it from the state's applied index.
+          this.halt(r, err);
+          continue;
+        }
         r.raw.advance(rd);
         if (rd.snapshot !== null) r.snapshotInstalled(rd.snapshot.meta.index);
         this.maybeCompact(r);
@@ -552,7 +613,7 @@ export class NodeHost {
     const ref = new TextDecoder().decode(rd.snapshot!.data);
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
-    r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition);
+    r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.opts.format ?? FORMAT });
     this.retireServed(r.partition);
   }
 
@@ -670,9 +731,14 @@ export class NodeHost {
     onCaughtUp();
   }
 
-  /** Each partition's stored term and last log index (a peer deciding whether the cluster is new). */
-  logPositions(): { terms: number[]; lastIndexes: number[] } {
-    return { terms: this.replicas.map((r) => r.raw.raft.term), lastIndexes: this.replicas.map((r) => r.raw.raft.log.lastIndex()) };
+  /**
+   * Each partition's stored term and last log index, and the nodes this process has had no Raft
+   * message from since it started on an empty log (a peer deciding whether the cluster is new, or
+   * whether it may vote at once: see ClusterNode.learnTerms).
+   */
+  logPositions(): { terms: number[]; lastIndexes: number[]; untouchedBy: NodeId[] } {
+    const untouchedBy = this.startedEmpty ? this.opts.voters.filter((v) => v !== this.opts.self && !this.heardFrom.has(v)) : [];
+    return { terms: this.replicas.map((r) => r.raw.raft.term), lastIndexes: this.replicas.map((r) => r.raw.raft.log.lastIndex()), untouchedBy };
   }
 
   status(): PartitionStatus[] {
@@ -680,14 +746,17 @@ export class NodeHost {
       const s = r.raw.status();
       return {
         partition: r.partition,
-        role: s.soft.role,
-        leader: s.soft.leader,
+        // A halted replica follows nobody: its core's last view is stale.
+        role: r.halted === null ? s.soft.role : 'follower',
+        leader: r.leader(),
         term: s.hard.term,
         commitIndex: s.hard.commit,
         // The core's applied index: the state database may be closed for a snapshot install.
         appliedIndex: s.applied,
         lastIndex: s.lastIndex,
         match: Object.fromEntries(s.match),
+        format: r.state.format(),
+        halted: r.halted?.message ?? null,
       };
     });
   }

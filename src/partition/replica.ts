@@ -13,7 +13,7 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, type Command, type Result } from '../store/broker/index.js';
+import { encodeEnvelope, type Command, type FormatTooNewError, type Result } from '../store/broker/index.js';
 import type { BrokerStateMachine } from '../store/broker/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';
 
@@ -50,6 +50,8 @@ export class PartitionReplica {
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private closed = false;
+  /** Set when this build cannot read the partition's log format: the host no longer drives it. */
+  private haltedBy: FormatTooNewError | null = null;
 
   constructor(
     readonly cfg: ReplicaConfig,
@@ -80,11 +82,28 @@ export class PartitionReplica {
   }
 
   isLeader(): boolean {
-    return this.raw.softState().role === 'leader';
+    return this.haltedBy === null && this.raw.softState().role === 'leader';
   }
 
+  /** The leader this replica knows; null while halted, since it no longer follows the group. */
   leader(): NodeId | null {
-    return this.raw.softState().leader;
+    return this.haltedBy === null ? this.raw.softState().leader : null;
+  }
+
+  /** Why this replica stopped, or null while it runs (see halt). */
+  get halted(): FormatTooNewError | null {
+    return this.haltedBy;
+  }
+
+  /**
+   * Stops this replica for good, in this process: its log holds entries in a format this build cannot
+   * read, and applying them anyway would part its state from the others'. The host neither ticks nor
+   * steps nor applies it again; waiting requests fail as on close. A newer build applies on from the
+   * state's applied index, the entry before the one that stopped it.
+   */
+  halt(reason: FormatTooNewError): void {
+    this.haltedBy = reason;
+    this.close();
   }
 
   /**

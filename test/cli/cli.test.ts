@@ -146,7 +146,7 @@ t.test('topics: grant, subscribe, publish, receive from topic/subscription', asy
 t.test('cluster status: a readable table, and --json', async (t) => {
   const s = await mom(['--url', url, 'cluster', 'status']);
   t.equal(s.code, 0, s.stderr);
-  t.match(s.stdout, /^PARTITION\s+LEADER\s+TERM\s+COMMIT\s+APPLIED\s+LAG n1\s+LAG n2\s+LAG n3$/m);
+  t.match(s.stdout, /^PARTITION\s+LEADER\s+TERM\s+COMMIT\s+APPLIED\s+FORMAT\s+LAG n1\s+LAG n2\s+LAG n3$/m);
   t.match(s.stdout, /every partition has a leader/);
   const j = JSON.parse((await mom(['--json', '--url', url, 'cluster', 'status'])).stdout) as { partitions: unknown[] };
   t.equal(j.partitions.length, cluster.configs[0]!.partitions);

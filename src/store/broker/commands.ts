@@ -61,7 +61,12 @@ export type Command =
    */
   | { readonly type: 'sweep' }
   /** The forwarder delivered these outbox rows; forget them. */
-  | { readonly type: 'outbox.done'; readonly ids: readonly number[] };
+  | { readonly type: 'outbox.done'; readonly ids: readonly number[] }
+  /**
+   * Proposed by a leader once every voter reads `format` (format.ts): entries after this one may use
+   * it. A replica of an older build stops applying the partition here.
+   */
+  | { readonly type: 'format.raise'; readonly format: number };
 
 /** What a log entry holds: the command, who asks, and the leader's clock when it proposed it. */
 export interface Envelope {

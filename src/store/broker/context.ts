@@ -58,6 +58,11 @@ export function meta(s: Store, key: 'applied_index' | 'applied_term' | 'clock'):
   return (s.st.getMeta.get(key) as { value: number }).value;
 }
 
+/** The partition's log format in force (format.ts): 1 where no entry raised it. */
+export function format(s: Store): number {
+  return (s.st.getMeta.get('format') as { value: number } | undefined)?.value ?? 1;
+}
+
 /** The partition's clock: the largest leader stamp applied. */
 export function clock(s: Store): number {
   return meta(s, 'clock');

@@ -18,7 +18,7 @@ import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
 import { ErrorCode, decodeEnvelope, fail, ok, type ChannelRef, type Command, type Envelope, type MessageInput, type Result } from './commands.js';
 import * as access from './access.js';
-import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, meta, type Ctx, type QueueRow, type Store } from './context.js';
+import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import { fsyncPathAsync } from '../durable.js';
 import {
   SWEEP_BUDGET,
@@ -34,6 +34,7 @@ import {
   sendToQueue,
   sweep,
 } from './messages.js';
+import { FORMAT, FormatTooNewError, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -121,13 +122,23 @@ export class BrokerStateMachine {
     private readonly kysely: Kysely<BrokerDatabase>,
     readonly partition: number,
     readonly path: string,
+    /** The newest log format this replica reads (format.ts): the build's, or an older one in tests. */
+    readonly readable: number,
   ) {
     this.st = prepareStatements(sqlite, kysely);
     this.store = { st: this.st, partition, sendTargets: new Map() };
+    this.formatInForce = format(this.store);
   }
 
-  /** Opens (creating and migrating if needed) the state database of one partition. */
-  static async open(path: string, partition: number, synchronous: 'FULL' | 'NORMAL' = 'NORMAL'): Promise<BrokerStateMachine> {
+  /** The partition's format, as applied (format.ts); set by format.raise. */
+  private formatInForce: number;
+
+  /**
+   * Opens (creating and migrating if needed) the state database of one partition. `readable` is the
+   * newest log format this replica reads: the build's FORMAT unless a test plays another version.
+   */
+  static async open(path: string, partition: number, opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number } = {}): Promise<BrokerStateMachine> {
+    const synchronous = opts.synchronous ?? 'NORMAL';
     const { sqlite, kysely } = await openSqlite<BrokerDatabase>(path, brokerMigrations, { synchronous });
     // Housekeeping prunes expired deduplication ids of every channel at once. An index, not a
     // migration: snapshot images carry the migration table, and a node of the previous version must
@@ -140,7 +151,7 @@ export class BrokerStateMachine {
     // SQLite's defaults: 8 and 16 KiB pages wrote 1.7 and 3 times the bytes per message, and a node
     // without automatic checkpoints was slower (bench/README.md, "State databases").
     sqlite.pragma(`cache_size = -${STATE_CACHE_KIB}`);
-    return new BrokerStateMachine(sqlite, kysely, partition, path);
+    return new BrokerStateMachine(sqlite, kysely, partition, path, opts.readable ?? FORMAT);
   }
 
   async close(): Promise<void> {
@@ -149,6 +160,11 @@ export class BrokerStateMachine {
 
   applied(): { index: number; term: number } {
     return { index: meta(this.store, 'applied_index'), term: meta(this.store, 'applied_term') };
+  }
+
+  /** The partition's log format in force (format.ts): what a leader may write into its log now. */
+  format(): number {
+    return this.formatInForce;
   }
 
   /** The partition's clock: the largest leader stamp applied. */
@@ -169,9 +185,15 @@ export class BrokerStateMachine {
    * A savepoint for every command cost about a tenth of a node's busy time under single sends.
    */
   apply(entries: readonly ApplyEntry[]): Applied[] {
+    // A state in a format this build cannot read: an image from a newer leader, or a database a newer
+    // build applied. Applying on would part this replica from the others.
+    if (this.formatInForce > this.readable) throw new FormatTooNewError(this.formatInForce, this.readable);
+    const formatBefore = this.formatInForce;
     try {
       return this.applyBatch(entries, false);
     } catch (err) {
+      // Rolled back: so is a format.raise of the batch.
+      this.formatInForce = formatBefore;
       if (!(err instanceof MalformedCommand)) throw err;
       return this.applyBatch(entries, true);
     }
@@ -238,7 +260,7 @@ export class BrokerStateMachine {
     try {
       return this.applyEnvelope(env, ctx);
     } catch (err) {
-      if (isStorageFailure(err)) throw err;
+      if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
       throw new MalformedCommand(err);
     }
   }
@@ -253,7 +275,7 @@ export class BrokerStateMachine {
     try {
       return this.sqlite.transaction(() => this.applyEnvelope(env, ctx))();
     } catch (err) {
-      if (isStorageFailure(err)) throw err;
+      if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
       ctx.woke.clear();
       ctx.retimed.clear();
       return fail(ErrorCode.ValidationFailed, 'malformed command');
@@ -300,6 +322,7 @@ export class BrokerStateMachine {
     'outbox.done',
     'deadletter.deliver',
     'queue.purge',
+    'format.raise',
   ]);
 
   private dispatch(c: Command, ctx: Ctx): Result {
@@ -344,9 +367,25 @@ export class BrokerStateMachine {
         return outboxDone(s, c.ids, ctx);
       case 'sweep':
         return sweep(s, ctx);
+      case 'format.raise':
+        return this.raiseFormat(c.format);
       default:
         return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
     }
+  }
+
+  /**
+   * Puts `to` in force from the next entry on (format.ts). A format this replica cannot read stops the
+   * apply here (FormatTooNewError): the batch rolls back and the partition halts at the entry before.
+   */
+  private raiseFormat(to: number): Result {
+    if (!isFormat(to)) return fail(ErrorCode.ValidationFailed, 'format.raise needs a format, a positive integer');
+    if (to > this.readable) throw new FormatTooNewError(to, this.readable);
+    if (to > this.formatInForce) {
+      this.st.putMeta.run('format', to);
+      this.formatInForce = to;
+    }
+    return ok({ format: this.formatInForce });
   }
 
   // ---- bulk sends ----

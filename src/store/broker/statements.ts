@@ -89,6 +89,8 @@ export function prepareStatements(db: Sqlite, k: Db) {
     getMeta: s(metaValue(k), 1),
     /** (value, key) */
     setMeta: s(k.updateTable('meta').set({ value: 0 }).where('key', '=', ''), 2),
+    /** (key, value): for keys later versions added, absent from older databases and images. */
+    putMeta: s(k.insertInto('meta').values({ key: '', value: 0 }).onConflict((oc) => oc.column('key').doUpdateSet((eb) => ({ value: eb.ref('excluded.value') }))), 2),
     /** (username) */
     getUser: s(k.selectFrom('users').select(['username', 'password_hash', 'created_at']).where('username', '=', ''), 1),
     /** (username, password_hash, created_at) */

@@ -808,6 +808,10 @@ export interface components {
             match: {
                 [key: string]: number;
             };
+            /** @description The log format in force in the partition: raised by its leader once every node reads the next one (docs/operations.md, rolling upgrades). */
+            format: number;
+            /** @description Why this node stopped applying the partition (its log is in a format this build cannot read: upgrade the node), or null. */
+            halted: string | null;
         };
         /** @description An RFC 9457 problem (application/problem+json). */
         Problem: {

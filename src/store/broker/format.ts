@@ -1,0 +1,34 @@
+// The log's format: what a leader may write into a partition's log, and so what every replica must
+// read alike. Replicas apply the same entries to byte-identical states only if they read them the
+// same way, and during a rolling upgrade two builds share a group. So a new encoding is never written
+// before every voter can read it:
+//
+//   - a build reads every format up to its own FORMAT;
+//   - each node says which format it reads in every Raft request it sends (transport);
+//   - a partition's state records the format in force (1 until raised, the JSON envelopes of every
+//     build before formats existed), and its leader raises it with a `format.raise` entry once every
+//     voter has said it reads the new one (partition host);
+//   - a leader writes the new encoding only once that entry has applied, so it never precedes the
+//     entry in the log;
+//   - a replica whose build is older than a format it meets (a node downgraded after the raise, or
+//     restored onto an older build) stops applying that partition instead of applying the entries
+//     differently: FormatTooNewError, which the host turns into a halted partition.
+
+/** The newest log format this build reads. Format 1: commands as JSON envelopes. */
+export const FORMAT = 1;
+
+/** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
+export class FormatTooNewError extends Error {
+  override name = 'FormatTooNewError';
+  constructor(
+    readonly format: number,
+    readonly readable: number,
+  ) {
+    super(`the partition's log is in format ${format}; this build reads up to format ${readable}: upgrade this node`);
+  }
+}
+
+/** Whether `n` can be a format: a positive safe integer. */
+export function isFormat(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 1;
+}

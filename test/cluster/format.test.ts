@@ -1,0 +1,83 @@
+// Rolling upgrades and the log format (src/store/broker/format.ts), with three in-process nodes over
+// real HTTP. A node's build reads formats up to some number; here each node is told which, to play
+// builds of different versions:
+//
+//   - while one node reads only format 1, no partition is raised past it;
+//   - a raise that node cannot read (as after a downgrade) stops that partition on it alone, at the
+//     entry before; the other two go on taking writes;
+//   - restarted with a build that reads the format, it applies on and catches up, and once every node
+//     reads format 2 the leaders raise every partition to it, alike on every replica;
+//   - a node restarted onto an older build again halts every partition whose state is newer.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { MomServer } from '../../src/api/index.js';
+import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
+import { stateHash, type Command } from '../../src/store/broker/index.js';
+import { appliedIndex, submit } from '../partition/host-helpers.js';
+import { freePort, until } from './net-helpers.js';
+import { describeNodes } from './node-view.js';
+
+const root = mkdtempSync(join(tmpdir(), 'mom-format-'));
+t.teardown(() => rmSync(root, { recursive: true, force: true }));
+
+const PARTITIONS = 4;
+const opts = { tickMs: 20 };
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const queue = (name: string): Command => ({ type: 'queue.create', name, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 });
+const send = (name: string, body: string): Command => ({ type: 'queue.send', name, messages: [{ body, attributes: {} }] });
+
+t.test('formats across a rolling upgrade, a premature raise and a downgrade', async (t) => {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
+  const cfgs: NodeConfig[] = ports.map((p, i) =>
+    loadConfig(['--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(root, `n${i + 1}`), '--cluster-secret', 's'.repeat(24), '--jwt-secret', 'j'.repeat(32), '--partitions', String(PARTITIONS)], {}),
+  );
+  // n1 and n2 run a build that reads format 2; n3 one that reads format 1 only.
+  const nodes = await Promise.all(cfgs.map((c, i) => MomServer.start(c, { ...opts, format: i < 2 ? 2 : 1 })));
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
+  const show = (): string => describeNodes(nodes);
+  const formats = (n: MomServer): number[] => n.status().map((s) => s.format);
+  await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition', 2000, show);
+  for (let p = 0; p < PARTITIONS; p++) t.ok((await submit(nodes.map((n) => n.host), p, 'alice', queue(`q${p}`))).ok, `a write to partition ${p}`);
+  // Twenty ticks make a raise period: give the leaders several, with every node heard from.
+  await sleep(1_500);
+  t.same(nodes.map(formats), [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], 'nothing raised while n3 reads format 1 only');
+
+  // A raise n3 cannot read, on a partition led by n1 or n2 (as if n3 had been downgraded after it
+  // said it reads format 2).
+  const [n1, n2, n3] = nodes as [MomServer, MomServer, MomServer];
+  let p = -1;
+  await until(() => (p = [...Array(PARTITIONS).keys()].find((q) => n1.host.replica(q).isLeader() || n2.host.replica(q).isLeader()) ?? -1) >= 0, 'a partition led by n1 or n2', 2000, show);
+  const leader = n1.host.replica(p).isLeader() ? n1 : n2;
+  t.same(await leader.host.replica(p).propose(null, { type: 'format.raise', format: 2 }), { ok: true, value: { format: 2 } });
+  // Nothing else writes to p meanwhile: the raise is the entry the leader applied last.
+  const raiseAt = leader.host.replica(p).state.applied().index;
+  await until(() => n3.status()[p]!.halted !== null, `n3 halts partition ${p}`, 2000, show);
+  const halted = n3.status()[p]!;
+  t.match(halted.halted, /format 2.*reads up to format 1/, 'it says why');
+  t.equal(halted.leader, null, 'and follows no leader there');
+  t.equal(n3.host.replica(p).state.format(), 1, 'its state is still in format 1');
+  t.ok(appliedIndex(n3.host.replica(p)) < raiseAt, `and applied nothing from the raise (${raiseAt}) on`);
+  for (let i = 0; i < 5; i++) t.ok((await submit([n1.host, n2.host], p, 'alice', send(`q${p}`, `m${i}`))).ok, `n1 and n2 take write ${i} on partition ${p}`);
+  t.same(n3.status().filter((s) => s.partition !== p).map((s) => s.halted), [null, null, null], 'n3 runs its other partitions');
+
+  // n3 upgraded: it applies the raise, catches up, and the leaders raise every other partition.
+  await n3.close();
+  const n3b = await MomServer.start(cfgs[2]!, { ...opts, format: 2 });
+  nodes[2] = n3b;
+  await until(() => nodes.every((n) => formats(n).every((f) => f === 2)), 'every partition in format 2 on every node', 2000, show);
+  t.ok((await submit(nodes.map((n) => n.host), p, 'alice', send(`q${p}`, 'after'))).ok);
+  const target = leader.host.replica(p).state.applied().index;
+  await until(() => nodes.every((n) => appliedIndex(n.host.replica(p)) >= target), `every node applied partition ${p} to ${target}`, 2000, show);
+  const hashes = nodes.map((n) => stateHash(n.host.replica(p).state.sqlite));
+  t.equal(new Set(hashes).size, 1, `partition ${p} byte-identical on the three nodes`);
+
+  // Downgraded again: every partition's state is newer than the build, so each halts at once.
+  await n3b.close();
+  const n3c = await MomServer.start(cfgs[2]!, { ...opts, format: 1 });
+  nodes[2] = n3c;
+  t.same(n3c.status().map((s) => s.halted === null), [false, false, false, false], 'an older build halts every partition in a newer format');
+  for (let q = 0; q < PARTITIONS; q++) t.ok((await submit([n1.host, n2.host], q, 'alice', send(`q${q}`, 'still'))).ok, `n1 and n2 still take writes on partition ${q}`);
+});
