@@ -106,14 +106,15 @@ export class NodeHost {
   private tickTimer: NodeJS.Timeout | null = null;
   private turnScheduled = false;
   private turnRunning = false;
-  /** The newest log format each peer said it reads, in its latest Raft request. */
+  /**
+   * The newest log format each peer said it reads, in its latest Raft request; a peer missing here
+   * has sent this process no Raft message at all (logPositions).
+   */
   private readonly peerFormats = new Map<NodeId, number>();
   /** Partitions whose format.raise is proposed and not yet applied. */
   private readonly raisingFormat = new Set<number>();
   /** Whether every partition's log and term were empty when this process opened them. */
   private startedEmpty = false;
-  /** The nodes this process has received Raft messages from (logPositions). */
-  private readonly heardFrom = new Set<NodeId>();
   private turnAgain = false;
   private closed = false;
   /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
@@ -168,7 +169,7 @@ export class NodeHost {
       // or behind an image fetched from the leader, durable before the log recorded it. A state
       // behind the compacted log is an install that a crash cut short: its image is still there.
       const ref = log.snapshotRef();
-      const readable = opts.format ?? FORMAT;
+      const readable = host.readable;
       let state = await BrokerStateMachine.open(statePath, p, { readable });
       const applied = state.applied().index;
       if (ref !== null && applied < log.firstIndex() - 1) {
@@ -181,25 +182,29 @@ export class NodeHost {
         state = await BrokerStateMachine.open(statePath, p, { readable });
       }
       const replica = new PartitionReplica(
-          {
-            partition: p,
-            self: opts.self,
-            voters: opts.voters,
-            electionTick: opts.electionTick ?? 10,
-            heartbeatTick: opts.heartbeatTick ?? 1,
-            random: (n) => Math.floor(random() * n),
-            now: opts.now ?? Date.now,
-            proposalTimeoutMs: opts.proposalTimeoutMs ?? 10_000,
-          },
-          log,
-          state,
-        );
+        {
+          partition: p,
+          self: opts.self,
+          voters: opts.voters,
+          electionTick: opts.electionTick ?? 10,
+          heartbeatTick: opts.heartbeatTick ?? 1,
+          random: (n) => Math.floor(random() * n),
+          now: opts.now ?? Date.now,
+          proposalTimeoutMs: opts.proposalTimeoutMs ?? 10_000,
+        },
+        log,
+        state,
+      );
       host.replicas.push(replica);
-      if (p === 0) host.startedEmpty = true;
-      if (log.lastIndex() !== 0 || replica.raw.raft.term !== 0) host.startedEmpty = false;
       if (state.format() > readable) host.halt(replica, new FormatTooNewError(state.format(), readable));
     }
+    host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.raft.term === 0);
     return host;
+  }
+
+  /** The newest log format this node reads (format.ts). */
+  private get readable(): number {
+    return this.opts.format ?? FORMAT;
   }
 
   statePath(p: number): string {
@@ -341,7 +346,7 @@ export class NodeHost {
    * their Raft requests. A voter not heard from since this node started holds every raise back.
    */
   private raiseFormats(): void {
-    let target = this.opts.format ?? FORMAT;
+    let target = this.readable;
     for (const v of this.opts.voters) {
       if (v === this.opts.self) continue;
       const f = this.peerFormats.get(v);
@@ -456,7 +461,6 @@ export class NodeHost {
    */
   receive(from: NodeId, items: { partition: number; message: Message }[], format = 1): void {
     this.peerFormats.set(from, format);
-    this.heardFrom.add(from);
     if (this.closed || this.awaitingTerms) return;
     const now = Date.now();
     this.lastHeard.set(from, now);
@@ -613,7 +617,7 @@ export class NodeHost {
     const ref = new TextDecoder().decode(rd.snapshot!.data);
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
-    r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.opts.format ?? FORMAT });
+    r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.readable });
     this.retireServed(r.partition);
   }
 
@@ -737,7 +741,7 @@ export class NodeHost {
    * whether it may vote at once: see ClusterNode.learnTerms).
    */
   logPositions(): { terms: number[]; lastIndexes: number[]; untouchedBy: NodeId[] } {
-    const untouchedBy = this.startedEmpty ? this.opts.voters.filter((v) => v !== this.opts.self && !this.heardFrom.has(v)) : [];
+    const untouchedBy = this.startedEmpty ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
     return { terms: this.replicas.map((r) => r.raw.raft.term), lastIndexes: this.replicas.map((r) => r.raw.raft.log.lastIndex()), untouchedBy };
   }
 

@@ -16,6 +16,11 @@ const open = (readable: number): Promise<BrokerStateMachine> => BrokerStateMachi
 const entry = (index: number, command: Command, actor: string | null = 'alice'): ApplyEntry => ({ index, term: 1, kind: 0, data: encodeEnvelope({ time: 1_700_000_000_000 + index, actor, command }) });
 const send = (body: string): Command => ({ type: 'queue.send', name: 'q', messages: [{ body, attributes: {} }] });
 const raise = (format: number): Command => ({ type: 'format.raise', format });
+/** Closes `sm` and opens its database again, as a restart of the node would. */
+async function reopen(sm: BrokerStateMachine, readable: number): Promise<BrokerStateMachine> {
+  await sm.close();
+  return BrokerStateMachine.open(sm.path, 0, { readable });
+}
 
 t.test('a new partition is in format 1, and this build reads it', async (t) => {
   const sm = await open(FORMAT);
@@ -41,9 +46,7 @@ t.test('format.raise puts the format in force on every replica that reads it, al
   t.same(again.map((x) => x.result), [{ ok: true, value: { format: 2 } }, { ok: true, value: { format: 2 } }]);
   t.same(a.apply([entry(7, raise(0), null)])[0]!.result.ok, false, 'a format must be a positive integer');
 
-  const path = a.path;
-  await a.close();
-  const reopened = await BrokerStateMachine.open(path, 0, { readable: 2 });
+  const reopened = await reopen(a, 2);
   t.equal(reopened.format(), 2, 'kept across a restart');
   await reopened.close();
   await b.close();
@@ -67,10 +70,8 @@ t.test('a replica of an older build stops at a raise past what it reads, its sta
 t.test('a state already in a newer format is not applied by an older build', async (t) => {
   const newer = await open(2);
   newer.apply([entry(1, queue('q')), entry(2, raise(2), null)]);
-  const path = newer.path;
-  await newer.close();
   // An image from a newer leader, or a database a newer build applied, opened by an older build.
-  const old = await BrokerStateMachine.open(path, 0, { readable: 1 });
+  const old = await reopen(newer, 1);
   t.equal(old.format(), 2);
   const err = t.throws(() => old.apply([entry(3, send('x'))]), FormatTooNewError) as FormatTooNewError;
   t.match(err, { format: 2, readable: 1 });
@@ -91,9 +92,7 @@ t.test('a raise rolled back with its batch is not in force (the batch redone com
   twin.apply([entry(3, bad)]);
   t.equal(sm.format(), 2);
   t.equal(stateHash(sm.sqlite), stateHash(twin.sqlite), 'the same state as a replica that applied them apart');
-  const path = sm.path;
-  await sm.close();
-  const reopened = await BrokerStateMachine.open(path, 0, { readable: 2 });
+  const reopened = await reopen(sm, 2);
   t.equal(reopened.format(), 2, 'the raise was written, not just remembered');
   await reopened.close();
   await twin.close();

@@ -3,4 +3,4 @@ export { BrokerStateMachine, DEDUP_WINDOW_MS, STATE_CACHE_KIB, IDEMPOTENCY_WINDO
 export { stateHash } from './state-hash.js';
 export { MessageState, type BrokerDatabase } from './schema.js';
 export * from './queries.js';
-export { FORMAT, FormatTooNewError, isFormat } from './format.js';
+export { FORMAT, FormatTooNewError } from './format.js';
