@@ -1,15 +1,18 @@
 // `npm run bench:store`: how fast one partition's state machine applies commands, with 1 KiB bodies
 // and every transaction synced (synchronous=FULL), on an empty queue and on one with a large backlog.
 // Also measures this disk's fsync latency, which bounds every synced commit.
-// Prints a table and writes bench/results/store.json. `-- --quick` uses a 100,000-message backlog.
+// Prints a table and writes bench/results/store.json. `-- --quick` uses a 100,000-message backlog;
+// `-- --format N` applies entries in log format N (format.ts; default this build's, as clusters run).
 import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BrokerStateMachine, encodeEnvelope, type Command } from '../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT, encodeEnvelope, type Command } from '../src/store/broker/index.js';
 
 const quick = process.argv.includes('--quick');
+const formatArg = process.argv.indexOf('--format');
+const format = formatArg > 0 ? Number(process.argv[formatArg + 1]) : FORMAT;
 const BACKLOG = quick ? 100_000 : 1_000_000;
 const BODY = 'x'.repeat(1024);
 const dir = mkdtempSync(join(tmpdir(), 'mom-bench-store-'));
@@ -42,7 +45,7 @@ class Driver {
       index: ++this.index,
       term: 1,
       kind: 0,
-      data: encodeEnvelope({ time: this.time, actor: 'alice', command }),
+      data: encodeEnvelope({ time: this.time, actor: 'alice', command }, this.sm.format()),
     }));
     return this.sm.apply(entries).map((a) => {
       if (!a.result.ok) throw new Error(`${a.result.code}: ${a.result.detail}`);
@@ -93,6 +96,8 @@ function measure(workload: string, backlog: number, seconds: number, step: () =>
 async function workloads(backlog: number): Promise<Row[]> {
   const sm = await BrokerStateMachine.open(join(dir, `state-${backlog}.db`), 0, { synchronous: 'FULL' });
   const d = new Driver(sm);
+  // Entries in this build's format, as a cluster raises every partition to it (or --format's).
+  if (format > 1) d.apply([{ type: 'format.raise', format }]);
   d.apply([{ type: 'queue.create', name: 'q', visibilityTimeoutSeconds: 3600, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 345600 }]);
   d.apply([{ type: 'queue.create', name: 'work', visibilityTimeoutSeconds: 3600, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 345600 }]);
   // The backlog sits in the queue under test, ahead of everything the workloads send.
@@ -135,6 +140,6 @@ console.log('|---|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.workload} | ${r.backlog} | ${r.commandsPerSecond} | ${r.messagesPerSecond} | ${r.transactions} | ${r.seconds} |`);
 const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'store.json');
 mkdirSync(dirname(out), { recursive: true });
-writeFileSync(out, JSON.stringify({ benchmark: 'store', node: process.version, bodyBytes: 1024, synchronous: 'FULL', fsync, date: new Date().toISOString(), rows }, null, 2) + '\n');
+writeFileSync(out, JSON.stringify({ benchmark: 'store', node: process.version, format, bodyBytes: 1024, synchronous: 'FULL', fsync, date: new Date().toISOString(), rows }, null, 2) + '\n');
 console.log(`\nwrote ${out}`);
 rmSync(dir, { recursive: true, force: true });

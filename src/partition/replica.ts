@@ -116,7 +116,7 @@ export class PartitionReplica {
     const env = idempotencyKey === undefined ? { time: this.cfg.now(), actor, command } : { time: this.cfg.now(), actor, command, idempotencyKey };
     let ticket;
     try {
-      ticket = this.raw.propose([encodeEnvelope(env)]);
+      ticket = this.raw.propose([encodeEnvelope(env, this.state.format())]);
     } catch (err) {
       if (err instanceof ProposalDroppedError) {
         // Refused before appending: never applied, safe to retry (at the leader, or shortly).

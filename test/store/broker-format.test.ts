@@ -13,7 +13,13 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 let n = 0;
 const open = (readable: number): Promise<BrokerStateMachine> => BrokerStateMachine.open(join(dir, `s${++n}.db`), 0, { readable });
-const entry = (index: number, command: Command, actor: string | null = 'alice'): ApplyEntry => ({ index, term: 1, kind: 0, data: encodeEnvelope({ time: 1_700_000_000_000 + index, actor, command }) });
+/** A log entry; `format` is the partition's format its leader encodes for (1 unless given). */
+const entry = (index: number, command: Command, actor: string | null = 'alice', format = 1): ApplyEntry => ({
+  index,
+  term: 1,
+  kind: 0,
+  data: encodeEnvelope({ time: 1_700_000_000_000 + index, actor, command }, format),
+});
 const send = (body: string): Command => ({ type: 'queue.send', name: 'q', messages: [{ body, attributes: {} }] });
 const raise = (format: number): Command => ({ type: 'format.raise', format });
 /** Closes `sm` and opens its database again, as a restart of the node would. */
@@ -96,4 +102,73 @@ t.test('a raise rolled back with its batch is not in force (the batch redone com
   t.equal(reopened.format(), 2, 'the raise was written, not just remembered');
   await reopened.close();
   await twin.close();
+});
+
+// ---- format 2: message bodies as bytes ----
+
+const receiveAll = (): Command => ({ type: 'receive', channel: { queue: 'q' }, maxMessages: 10, visibilityTimeoutSeconds: null });
+const bodiesOf = (r: { result: { ok: boolean; value?: unknown } }): unknown => (r.result.value as { messages: { body: string; attributes: unknown }[] }).messages.map((m) => [m.body, m.attributes]);
+
+t.test('format 2: a body goes into the entry and its row as bytes, and comes back as the same text', async (t) => {
+  const sm = await open(2);
+  sm.apply([entry(1, queue('q')), entry(2, send('text row, from format 1')), entry(3, raise(2), null)]);
+  const bodies = ['héllo ✓ 😀', '', 'x'.repeat(70_000)];
+  const command: Command = { type: 'queue.send', name: 'q', messages: bodies.map((body, i) => ({ body, attributes: { n: String(i) } })) };
+  const e = entry(4, command, 'alice', 2);
+  t.equal(e.data[0], 2, 'not JSON: the encoding with bodies');
+  t.ok(Buffer.from(e.data).includes(Buffer.from(bodies[0]!, 'utf8')), 'the body is in the entry as its UTF-8, not escaped');
+  t.ok(sm.apply([e])[0]!.result.ok);
+  t.same(
+    sm.sqlite.prepare('select typeof(body) as t from messages order by seq').all().map((r) => (r as { t: string }).t),
+    ['text', 'blob', 'blob', 'blob'],
+    'rows written before the raise keep their text; after it, bytes',
+  );
+  t.same(bodiesOf(sm.apply([entry(5, receiveAll())])[0]!), [['text row, from format 1', {}], ...bodies.map((b, i) => [b, { n: String(i) }])]);
+  await sm.close();
+});
+
+t.test('format 2: a replica applying it in bulk and one applying entry by entry end byte-identical', async (t) => {
+  const [a, b] = [await open(2), await open(2)];
+  const log = [entry(1, queue('q')), entry(2, raise(2), null)];
+  for (let i = 3; i < 40; i++) log.push(entry(i, i % 7 === 0 ? receiveAll() : send(`m${i} ✓`), 'alice', 2));
+  a.apply(log);
+  for (const e of log) b.apply([e]);
+  t.equal(stateHash(a.sqlite), stateHash(b.sqlite));
+  await a.close();
+  await b.close();
+});
+
+t.test('a format 2 entry in a partition still in format 1 is refused alike by both builds', async (t) => {
+  const [old, upgraded] = [await open(1), await open(2)];
+  // A leader must not write it before the raise; if one did, neither build may apply it.
+  const log = [entry(1, queue('q')), entry(2, send('bytes too early'), 'alice', 2), entry(3, send('json'))];
+  const [ro, ru] = [old.apply(log), upgraded.apply(log)];
+  t.match(ro[1]!.result, { ok: false, code: 'validation_failed' });
+  t.match(ru[1]!.result, { ok: false, code: 'validation_failed' });
+  t.ok(ru[2]!.result.ok, 'the entries after it apply');
+  t.equal(stateHash(old.sqlite), stateHash(upgraded.sqlite));
+  await old.close();
+  await upgraded.close();
+});
+
+t.test('format 2: bytes that are not an envelope fail alone, and change nothing', async (t) => {
+  const sm = await open(2);
+  sm.apply([entry(1, queue('q')), entry(2, raise(2), null)]);
+  const good = Buffer.from(entry(0, send('abc'), 'alice', 2).data);
+  const bad = [
+    good.subarray(0, good.length - 1), // a body cut short
+    Buffer.concat([good, Buffer.from([0])]), // bytes after the last body
+    Buffer.from([2, 0xff, 0xff, 0xff, 0xff]), // a head past the end
+    Buffer.from([2, 1, 0, 0, 0, 0x31]), // a head that is not an envelope
+    (() => {
+      const b = Buffer.from(good);
+      b.writeUInt32LE(0xffffffff, b.length - 7); // a body length past the end
+      return b;
+    })(),
+  ];
+  const out = sm.apply(bad.map((data, i) => ({ index: 3 + i, term: 1, kind: 0, data })));
+  for (const r of out) t.match(r.result, { ok: false, code: 'validation_failed' });
+  t.same(bodiesOf(sm.apply([entry(3 + bad.length, receiveAll())])[0]!), [], 'nothing was stored');
+  t.ok(sm.apply([{ index: 4 + bad.length, term: 1, kind: 0, data: good }])[0]!.result.ok, 'a good one after them applies');
+  await sm.close();
 });

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BrokerStateMachine, encodeEnvelope, type Applied, type Command, type Result } from '../../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT, encodeEnvelope, type Applied, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
 
 export class TestStore {
   index = 0;
@@ -13,18 +13,25 @@ export class TestStore {
     readonly dir: string,
   ) {}
 
-  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-'))): Promise<TestStore> {
+  /** Opens a store; a new one is raised to `format` (this build's, unless given) by its first entry. */
+  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-')), format = FORMAT): Promise<TestStore> {
     const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition);
     const s = new TestStore(sm, dir);
     s.index = sm.applied().index;
+    if (sm.format() < format) s.must(null, { type: 'format.raise', format });
     return s;
+  }
+
+  /** A log entry's bytes for `env`, encoded as a leader of this partition would encode them. */
+  encode(env: Envelope): Uint8Array {
+    return encodeEnvelope(env, this.sm.format());
   }
 
   /** Applies one command as the next log entry, at the current time. */
   apply(actor: string | null, command: Command, idempotencyKey?: string): Applied {
     this.index++;
     const env = idempotencyKey === undefined ? { time: this.time, actor, command } : { time: this.time, actor, command, idempotencyKey };
-    const [a] = this.sm.apply([{ index: this.index, term: 1, kind: 0, data: encodeEnvelope(env) }]);
+    const [a] = this.sm.apply([{ index: this.index, term: 1, kind: 0, data: this.encode(env) }]);
     return a!;
   }
 

@@ -2,7 +2,7 @@
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
 import t from 'tap';
-import { encodeEnvelope, encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
 import { queue, send, type TestStore } from './broker-helpers.js';
 import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, stats, take } from './broker-unit-kit.js';
 
@@ -632,7 +632,7 @@ function dumpState(s: TestStore): Record<string, unknown[]> {
   return out;
 }
 const entry = (index: number, data: Uint8Array, term = 1, kind = 0) => ({ index, term, kind, data });
-const env = (s: TestStore, actor: string | null, command: Parameters<TestStore['run']>[1]) => encodeEnvelope({ time: s.time, actor, command });
+const env = (s: TestStore, actor: string | null, command: Parameters<TestStore['run']>[1]) => s.encode({ time: s.time, actor, command });
 
 t.test('an entry at or below the applied index is skipped: applying it again changes nothing', async (t) => {
   const s = await ordersStore(t);
@@ -754,7 +754,7 @@ t.test('single sends applied in one batch (stored in bulk) and one entry at a ti
   }
   const entries = (s: TestStore) =>
     commands.map(([actor, command, key], k) =>
-      entry(s.index + 1 + k, encodeEnvelope({ time: s.time + k, actor, command, ...(key === undefined ? {} : { idempotencyKey: key }) })),
+      entry(s.index + 1 + k, s.encode({ time: s.time + k, actor, command, ...(key === undefined ? {} : { idempotencyKey: key }) })),
     );
   const together = a.sm.apply(entries(a));
   const oneByOne = entries(b).flatMap((e) => b.sm.apply([e]));

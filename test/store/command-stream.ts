@@ -1,7 +1,7 @@
 // A seeded stream of broker commands over a small world (three users, two queues, a topic), for the
 // determinism, invariant and crash tests. Commands that need state (ack a receipt handle) are made
 // from what earlier commands answered, so the same seed always yields the same log.
-import { encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../src/store/broker/index.js';
+import { FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../src/store/broker/index.js';
 import { Rng } from '../raft/sim/rng.js';
 
 export const USERS = ['alice', 'bob', 'carol'] as const;
@@ -22,7 +22,9 @@ export class CommandStream {
   /** The setup every stream starts with: users, queues with grants, a topic with subscriptions. */
   setup(): Envelope[] {
     const env = (actor: string, command: Command): Envelope => ({ time: this.time, actor, command });
-    const out: Envelope[] = USERS.map((u) => env(u, { type: 'user.register', username: u, passwordHash: `hash-${u}` }));
+    // The partition is raised to this build's format first, so the stream's messages use its encoding.
+    const out: Envelope[] = [{ time: this.time, actor: null, command: { type: 'format.raise', format: FORMAT } }];
+    out.push(...USERS.map((u) => env(u, { type: 'user.register', username: u, passwordHash: `hash-${u}` })));
     out.push(env('alice', { type: 'queue.create', name: 'dlq', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 }));
     out.push(env('alice', { type: 'queue.create', name: 'q1', visibilityTimeoutSeconds: 5, maxDeliveries: 3, deadLetterQueue: 'dlq', delaySeconds: 0, retentionSeconds: 600 }));
     out.push(env('bob', { type: 'queue.create', name: 'q2', visibilityTimeoutSeconds: 10, maxDeliveries: 2, deadLetterQueue: null, delaySeconds: 1, retentionSeconds: 3600 }));
@@ -91,6 +93,6 @@ export class CommandStream {
 
   /** Wraps envelopes as the next log entries. */
   entries(envs: readonly Envelope[]): ApplyEntry[] {
-    return envs.map((e) => ({ index: ++this.index, term: 1, kind: 0, data: encodeEnvelope(e) }));
+    return envs.map((e) => ({ index: ++this.index, term: 1, kind: 0, data: encodeEnvelope(e, FORMAT) }));
   }
 }

@@ -14,8 +14,12 @@
 //     restored onto an older build) stops applying that partition instead of applying the entries
 //     differently: FormatTooNewError, which the host turns into a halted partition.
 
-/** The newest log format this build reads. Format 1: commands as JSON envelopes. */
-export const FORMAT = 1;
+/**
+ * The newest log format this build reads (envelope.ts). Format 1: commands as JSON envelopes.
+ * Format 2: commands that carry message bodies hold them as bytes after a JSON head, and rows store
+ * them as BLOBs.
+ */
+export const FORMAT = 2;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

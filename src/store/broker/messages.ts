@@ -16,6 +16,7 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
+import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type MessageRow } from './schema.js';
@@ -185,7 +186,7 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
     messages.push({
       messageId: m.message_id,
       sequence: m.seq,
-      body: m.body,
+      body: bodyText(m.body),
       attributes: JSON.parse(m.attributes) as Record<string, string>,
       receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
       deliveryCount: m.delivery_count + 1,

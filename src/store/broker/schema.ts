@@ -79,7 +79,8 @@ export interface MessagesTable {
   channel_id: number;
   seq: number;
   message_id: string;
-  body: string;
+  /** TEXT from format 1 entries, a BLOB of its UTF-8 from format 2 ones (envelope.ts). */
+  body: string | Uint8Array;
   /** JSON object of string pairs. */
   attributes: string;
   sent_at: number;
@@ -116,7 +117,8 @@ export interface OutboxTable {
   target_queue: string;
   expected_owner: string;
   message_id: string;
-  body: string;
+  /** TEXT from format 1 entries, a BLOB of its UTF-8 from format 2 ones (envelope.ts). */
+  body: string | Uint8Array;
   attributes: string;
   created_at: number;
 }

@@ -16,7 +16,7 @@ import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
-import { ErrorCode, decodeEnvelope, fail, ok, type ChannelRef, type Command, type Envelope, type MessageInput, type Result } from './commands.js';
+import { ErrorCode, fail, ok, type ChannelRef, type Command, type Envelope, type MessageInput, type Result } from './commands.js';
 import * as access from './access.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import { fsyncPathAsync } from '../durable.js';
@@ -34,6 +34,7 @@ import {
   sendToQueue,
   sweep,
 } from './messages.js';
+import { decodeEnvelope } from './envelope.js';
 import { FORMAT, FormatTooNewError, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
@@ -225,7 +226,7 @@ export class BrokerStateMachine {
           this.st.pruneIdempotency.run(clock);
           this.st.pruneAllDedup.run(clock);
         }
-        const env = e.kind === 0 ? parseEnvelope(e.data) : null;
+        const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
         if (env !== null && env.time > clock) clock = env.time;
         const ch = guarded || env === null ? undefined : this.bulkSendTarget(env);
         if (ch === undefined || (sends !== null && sends.ch.id !== ch.id)) flush();
@@ -594,10 +595,10 @@ function isStorageFailure(err: unknown): boolean {
 }
 
 /** Decodes an entry's envelope, or null when it is not one (never trusts the bytes' shape). */
-function parseEnvelope(data: Uint8Array): Envelope | null {
+function parseEnvelope(data: Uint8Array, format: number): Envelope | null {
   let v: unknown;
   try {
-    v = decodeEnvelope(data);
+    v = decodeEnvelope(data, format);
   } catch {
     return null;
   }

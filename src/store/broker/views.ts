@@ -1,7 +1,8 @@
 // The read-only side of the state machine: what queues, topics and subscriptions look like to a user,
 // their stats, and the probes the node makes (long polls, metrics, the leader's sweep and forwarder).
 // Reads are not entries: `now` is the caller's best clock, never below the partition's.
-import { ErrorCode, fail, type ChannelRef, type Result } from './commands.js';
+import { ErrorCode, fail, type Body, type ChannelRef, type Result } from './commands.js';
+import { bodyText } from './envelope.js';
 import { visibleQueue, visibleTopic } from './access.js';
 import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type TopicRow } from './schema.js';
@@ -189,13 +190,14 @@ export function outbox(
   s: Store,
   limit: number,
 ): { id: number; targetQueue: string; expectedOwner: string; messageId: string; body: string; attributes: Record<string, string> }[] {
-  const rows = s.st.listOutbox.all(limit) as { id: number; target_queue: string; expected_owner: string; message_id: string; body: string; attributes: string }[];
+  const rows = s.st.listOutbox.all(limit) as { id: number; target_queue: string; expected_owner: string; message_id: string; body: Body; attributes: string }[];
   return rows.map((r) => ({
     id: r.id,
     targetQueue: r.target_queue,
     expectedOwner: r.expected_owner,
     messageId: r.message_id,
-    body: r.body,
+    // As text: the forwarder's command may cross to another node as JSON.
+    body: bodyText(r.body),
     attributes: JSON.parse(r.attributes) as Record<string, string>,
   }));
 }
