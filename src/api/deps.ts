@@ -3,7 +3,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { InternalRoutesOptions } from '../cluster/internal-routes.js';
-import type { RequestContext, Watch } from '../cluster/router.js';
+import type { Parking, RequestContext, Watch } from '../cluster/router.js';
 import type { PartitionStatus } from '../partition/host.js';
 import { partitionOf } from '../partition/routing.js';
 import type { ChannelRef, Command, Query, Result } from '../store/broker/index.js';
@@ -16,6 +16,10 @@ export interface Broker {
   query(p: number, query: Query, ctx?: RequestContext): Promise<Result>;
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number };
   watch(p: number, ref: ChannelRef, until: number, want?: number): Watch;
+  /** The log format partition `p` is in, as this node applied it. */
+  format(p: number): number;
+  /** A long poll that parks in the partition's state (format 3). */
+  park(): Parking;
   waiting(): number;
 }
 

@@ -1,7 +1,7 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
-import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage } from '../store/broker/index.js';
+import type { ChannelRef, Command, HandleOutcome, MessageInput, Received, ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
 import { write, type ApiDeps } from './deps.js';
@@ -90,6 +90,11 @@ export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
  * delay ending, or by the end of the wait. A client gone while waiting stops the loop; one gone
  * after messages were leased for it gets them released (nacked) at once, so nothing stays leased to
  * nobody for a visibility timeout.
+ *
+ * In a partition of format 3 the poll also parks in the partition's state (Router.park): the apply
+ * that makes messages visible leases them to it in the same entry, and this node answers from its
+ * own apply of that entry, with no receive of its own. Its last look, when the wait is over or the
+ * client left, takes it out of the state (or learns that it was served in the meantime).
  */
 export async function receive(
   deps: ApiDeps,
@@ -113,46 +118,115 @@ export async function receive(
     wakeGone();
   };
   reply.raw.on('close', onClose);
-  const command: Command = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null };
+  const base = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
+  const parking = deadline > now() && deps.broker.format(partition) >= PARKED_FORMAT ? deps.broker.park() : null;
+  const releaseLate = (messages: ReceivedMessage[]): void => void release(deps, request, partitionKey, channel, messages);
+  /** Whether the poll is parked in the state now (its last receive parked it). */
+  let parked = false;
+  /** Takes a parked poll nobody waits for out of the state; what it was given goes back. */
+  const lastLook = (): void => {
+    const p = parking!;
+    const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true } };
+    write<Received>(deps, request, partitionKey, command).then(
+      (r) => {
+        if (r.parked === 'gone') p.abandon(releaseLate, PARK_GRACE_MS);
+        else {
+          p.done();
+          releaseLate(r.messages);
+        }
+      },
+      (err: unknown) => {
+        request.log.warn({ err: String(err) }, 'a parked long poll could not leave the state; it expires at the end of its wait');
+        p.abandon(releaseLate, PARK_GRACE_MS);
+      },
+    );
+  };
   // The wait whose wake-up the current attempt answers: if the attempt cannot take the messages, the
   // wake-up goes to the next poll waiting on this node (only as many polls as messages are woken).
   let wokenBy: Watch | null = null;
   try {
     for (;;) {
       // Registered before the receive, so that no wake-up can fall between the two.
-      const watch = deadline > now() ? deps.broker.watch(partition, channel, deadline, command.maxMessages) : null;
-      let result: { messages: ReceivedMessage[] };
+      const watch = deadline > now() && !gone ? deps.broker.watch(partition, channel, deadline, base.maxMessages) : null;
+      const command: Command =
+        parking === null ? base : { ...base, wait: { tag: parking.tag, ms: watch === null ? 0 : Math.ceil(deadline - now()), again: parked } };
+      let result: Received;
       try {
-        result = await write<{ messages: ReceivedMessage[] }>(deps, request, partitionKey, command);
+        result = await write<Received>(deps, request, partitionKey, command);
       } catch (err) {
         leave(watch);
         wokenBy?.passOn();
+        parking?.abandon(releaseLate, PARK_GRACE_MS);
         throw err;
+      }
+      parked = result.parked === 'parked';
+      if (result.parked === 'gone') {
+        // Served between this node's last look and this one: the messages come with this node's
+        // apply of the entry that leased them.
+        leave(watch);
+        const messages = await Promise.race([parking!.delivered, sleep(DELIVERY_WAIT_MS).then(() => null), goneP.then(() => null)]);
+        if (messages === null || gone) {
+          if (messages === null) parking!.abandon(releaseLate, PARK_GRACE_MS);
+          else releaseLate(messages);
+          return { messages: [] };
+        }
+        releaseIfUndelivered(deps, request, reply, partitionKey, channel, messages);
+        return { messages };
       }
       if (gone) {
         leave(watch);
         // Messages taken are released, which wakes the next poll; a wake-up not acted on is passed on.
         if (result.messages.length === 0) wokenBy?.passOn();
-        void release(deps, request, partitionKey, channel, result.messages);
+        releaseLate(result.messages);
+        if (parked) lastLook();
+        else parking?.done();
         return { messages: [] };
       }
       if (result.messages.length > 0 || watch === null) {
         leave(watch);
+        parking?.done();
         releaseIfUndelivered(deps, request, reply, partitionKey, channel, result.messages);
         return result;
       }
       // Nothing yet. The wait ends with nothing when its time is up: anything that became visible
-      // before then woke us.
-      const over = await Promise.race([watch.woken, goneP]);
+      // before then woke us, or was leased to this poll where it parked.
+      const woke = await Promise.race([watch.woken.then((over) => ({ over })), (parking?.delivered ?? NEVER).then((messages) => ({ messages })), goneP.then(() => ({ over: true }))]);
       watch.cancel();
+      if ('messages' in woke) {
+        watch.passOn();
+        if (gone) {
+          releaseLate(woke.messages);
+          return { messages: [] };
+        }
+        releaseIfUndelivered(deps, request, reply, partitionKey, channel, woke.messages);
+        return { messages: woke.messages };
+      }
       if (gone) watch.passOn();
-      if (over || gone) return { messages: [] };
-      wokenBy = watch;
+      if (woke.over || gone) {
+        if (!parked) return { messages: [] };
+        // The client left, or this node is shutting down (the wait ended early): answer now, and
+        // take the poll out of the state behind the answer.
+        if (gone || now() < deadline) {
+          lastLook();
+          return { messages: [] };
+        }
+        // The wait is over: one more look (ms 0) takes the poll out of the state, or finds it served.
+      }
+      wokenBy = woke.over ? null : watch;
     }
   } finally {
     reply.raw.off('close', onClose);
   }
 }
+
+/** The format in which long polls park in the partition's state (format.ts). */
+const PARKED_FORMAT = 3;
+/** How long a poll whose waiter was served waits for this node to apply the delivery. */
+const DELIVERY_WAIT_MS = 5_000;
+/** How long deliveries to an abandoned poll are still caught and released (a park lasts at most 20 s). */
+const PARK_GRACE_MS = 30_000;
+const NEVER = new Promise<never>(() => undefined);
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
 /**
  * Ends a wait that will not be waited on. It was registered before the receive, so a wake-up may

@@ -17,7 +17,8 @@
 import type { NodeId } from '../raft/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError } from '../partition/errors.js';
 import type { NodeHost } from '../partition/host.js';
-import { runQuery, type ChannelRef, type Command, type Query, type Result } from '../store/broker/index.js';
+import { randomBytes } from 'node:crypto';
+import { runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
 import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
@@ -33,6 +34,20 @@ interface Watcher {
   /** Ends the wait to receive again; false if the wait had already ended. */
   wake(): boolean;
   retime(): void;
+}
+
+/** A long poll parked in the partition's state under `tag` (Router.park). */
+export interface Parking {
+  readonly tag: string;
+  /** Resolves with the messages an apply on this node leased to the poll. */
+  readonly delivered: Promise<ReceivedMessage[]>;
+  /**
+   * The poll will not take a delivery any more (its client left, its wait failed): one that still
+   * comes within `graceMs` goes to `release` (to be given back), not to nobody.
+   */
+  abandon(release: (messages: ReceivedMessage[]) => void, graceMs: number): void;
+  /** The poll is answered: no delivery can come any more. */
+  done(): void;
 }
 
 /** A long poll's registration (Router.watch). */
@@ -81,6 +96,11 @@ export class Router {
   private stopped = false;
   /** Forwarded commands leave in one request per leader and loop turn. */
   private readonly batcher: ForwardBatcher;
+  /** Parked polls of this process by tag: what an apply here delivers to them goes to these. */
+  private readonly parked = new Map<string, (messages: ReceivedMessage[]) => void>();
+  /** Makes this process's tags unique across restarts. */
+  private readonly nonce = randomBytes(6).toString('base64url');
+  private tags = 0;
 
   constructor(
     private readonly host: NodeHost,
@@ -100,7 +120,44 @@ export class Router {
         if (visible === 0) for (const w of [...set]) w.retime();
         else wakeFor(set, visible);
       });
+      host.replica(p).onDeliver((d) => this.parked.get(d.tag)?.(d.messages));
     }
+  }
+
+  /** The log format partition `p` is in, as this node's replica applied it (format.ts). */
+  format(p: number): number {
+    return this.host.replica(p).state.format();
+  }
+
+  /**
+   * A tag for a long poll that parks in the state (format 3), listened for here from now on:
+   * register before proposing the receive, as the delivery may be applied here before its answer.
+   */
+  park(): Parking {
+    const tag = `${this.opts.self}.${this.nonce}.${++this.tags}`;
+    let resolve = (_: ReceivedMessage[]): void => undefined;
+    const delivered = new Promise<ReceivedMessage[]>((r) => {
+      resolve = r;
+    });
+    this.parked.set(tag, (messages) => {
+      this.parked.delete(tag);
+      resolve(messages);
+    });
+    return {
+      tag,
+      delivered,
+      abandon: (release, graceMs) => {
+        if (!this.parked.has(tag)) return;
+        this.parked.set(tag, (messages) => {
+          this.parked.delete(tag);
+          release(messages);
+        });
+        setTimeout(() => this.parked.delete(tag), graceMs).unref();
+      },
+      done: () => {
+        this.parked.delete(tag);
+      },
+    };
   }
 
   get partitions(): number {

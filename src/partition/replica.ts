@@ -13,7 +13,7 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, type Command, type FormatTooNewError, type Result } from '../store/broker/index.js';
+import { encodeEnvelope, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
 import type { BrokerStateMachine } from '../store/broker/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';
 
@@ -49,6 +49,7 @@ export class PartitionReplica {
   private readonly reads = new Map<number, ReadWaiter>();
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
+  private readonly deliverListeners = new Set<(delivery: Delivery) => void>();
   private closed = false;
   /** Set when this build cannot read the partition's log format: the host no longer drives it. */
   private haltedBy: FormatTooNewError | null = null;
@@ -174,6 +175,12 @@ export class PartitionReplica {
    * Calls `fn(channel, n)` whenever apply made n messages visible on a channel, and `fn(channel, 0)`
    * when it gave one a message that becomes visible later by time alone (for long polls).
    */
+  /** Calls `fn` with the messages each apply leased to a parked long poll (format 3), on every replica. */
+  onDeliver(fn: (delivery: Delivery) => void): () => void {
+    this.deliverListeners.add(fn);
+    return () => this.deliverListeners.delete(fn);
+  }
+
   onWake(fn: (channelId: number, visible: number) => void): () => void {
     this.wakeListeners.add(fn);
     return () => this.wakeListeners.delete(fn);
@@ -213,8 +220,19 @@ export class PartitionReplica {
       w.resolve(a.result);
     });
     for (const a of applied) {
+      for (const d of a.delivered) this.deliver(d);
       for (const [ch, n] of a.woke) this.wake(ch, n);
       for (const ch of a.retimed) this.wake(ch, 0);
+    }
+  }
+
+  private deliver(d: Delivery): void {
+    for (const fn of this.deliverListeners) {
+      try {
+        fn(d);
+      } catch {
+        this.deliverListeners.delete(fn);
+      }
     }
   }
 

@@ -43,6 +43,8 @@ async function app(trustProxy?: string[]) {
       query: never,
       staleQuery: never,
       watch: never,
+      format: never,
+      park: never,
       waiting: () => 0,
     },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },

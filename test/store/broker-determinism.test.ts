@@ -43,8 +43,10 @@ class LeaseChecker {
     if (!applied.result.ok) return;
     const now = sm.clock();
     const v = applied.result.value as { messages?: { receiptHandle: string }[]; acked?: string[] };
-    if (type === 'receive') {
-      for (const m of v.messages ?? []) {
+    // Messages leased to parked polls (by any command that made them visible) are receives too.
+    const leased = [...(type === 'receive' ? (v.messages ?? []) : []), ...applied.delivered.flatMap((d) => d.messages)];
+    if (leased.length > 0) {
+      for (const m of leased) {
         const [channel, seq] = Buffer.from(m.receiptHandle, 'base64url').toString().split('.');
         const key = `${channel}.${seq}`;
         const until = this.live.get(key);
@@ -52,7 +54,8 @@ class LeaseChecker {
         const row = sm.sqlite.prepare('select visible_at from messages where channel_id = ? and seq = ?').get(Number(channel), Number(seq)) as { visible_at: number };
         this.live.set(key, row.visible_at);
       }
-    } else if (type === 'ack' || type === 'nack') {
+    }
+    if (type === 'ack' || type === 'nack') {
       for (const h of v.acked ?? []) {
         const [channel, seq] = Buffer.from(h, 'base64url').toString().split('.');
         this.live.delete(`${channel}.${seq}`);

@@ -685,7 +685,7 @@ t.test('a Raft no-op only advances the applied index and term', async (t) => {
   s.advance(100);
   const [a] = s.sm.apply([entry(s.index + 1, new Uint8Array(0), 2, 1)]);
   s.index++;
-  t.strictSame(a, { index: s.index, result: { ok: true, value: null }, woke: [], retimed: [] });
+  t.strictSame(a, { index: s.index, result: { ok: true, value: null }, woke: [], retimed: [], delivered: [] });
   t.strictSame(s.sm.applied(), { index: s.index, term: 2 });
   t.equal(s.sm.clock(), clock, 'the clock did not move');
   t.strictSame(dumpState(s), before, 'every other row is unchanged');

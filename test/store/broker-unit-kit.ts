@@ -1,5 +1,5 @@
 // Small builders shared by broker-users-queues, broker-messages and broker-topics tests (on top of
-// broker-helpers.ts, which is not ours to change).
+// broker-helpers.ts).
 import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage, Result } from '../../src/store/broker/index.js';
 import { TestStore } from './broker-helpers.js';
 

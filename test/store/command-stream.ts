@@ -38,6 +38,8 @@ export class CommandStream {
   /** Feeds the answer of an applied command back, to collect receipt handles. */
   observe(env: Envelope, applied: Applied): void {
     const c = env.command;
+    // Deliveries to parked polls name no channel here; acks of them are tried on any.
+    for (const d of applied.delivered) for (const m of d.messages) this.handles.push({ queue: '?', handle: m.receiptHandle });
     if (c.type !== 'receive' || !applied.result.ok) return;
     const name = 'queue' in c.channel ? c.channel.queue : `${c.channel.topic}/${c.channel.subscription}`;
     const v = applied.result.value as { messages: { receiptHandle: string }[] };
@@ -72,7 +74,11 @@ export class CommandStream {
     let command: Command;
     if (k < 30) command = { type: 'queue.send', name: queue, messages: Array.from({ length: this.rng.range(1, 5) }, () => this.message()) };
     else if (k < 40) command = { type: 'topic.publish', name: 't1', messages: [this.message()] };
-    else if (k < 60) command = { type: 'receive', channel, maxMessages: this.rng.range(1, 10), visibilityTimeoutSeconds: this.rng.chance(0.3) ? this.rng.range(1, 20) : null };
+    else if (k < 60) {
+      command = { type: 'receive', channel, maxMessages: this.rng.range(1, 10), visibilityTimeoutSeconds: this.rng.chance(0.3) ? this.rng.range(1, 20) : null };
+      // Long polls parking in the state (format 3), some of them looking again or for the last time.
+      if (this.rng.chance(0.6)) command = { ...command, wait: { tag: `w${this.rng.int(8)}`, ms: this.rng.chance(0.1) ? 0 : this.rng.int(20_000), again: this.rng.chance(0.15) } };
+    }
     else if (k < 75) command = { type: 'ack', channel, receiptHandles: pickHandles() };
     else if (k < 82) command = { type: 'nack', channel, receiptHandles: pickHandles(), delaySeconds: this.rng.int(3) };
     else if (k < 87) command = { type: 'lease', channel, receiptHandles: pickHandles(), visibilityTimeoutSeconds: this.rng.range(1, 30) };

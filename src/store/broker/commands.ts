@@ -37,7 +37,14 @@ export type Command =
   | { readonly type: 'grant.put'; readonly kind: 'queue' | 'topic'; readonly name: string; readonly username: string; readonly actions: readonly string[] }
   | { readonly type: 'grant.delete'; readonly kind: 'queue' | 'topic'; readonly name: string; readonly username: string }
   | { readonly type: 'queue.send'; readonly name: string; readonly messages: readonly MessageInput[] }
-  | { readonly type: 'receive'; readonly channel: ChannelRef; readonly maxMessages: number; readonly visibilityTimeoutSeconds: number | null }
+  | {
+      readonly type: 'receive';
+      readonly channel: ChannelRef;
+      readonly maxMessages: number;
+      readonly visibilityTimeoutSeconds: number | null;
+      /** A long poll that parks in the state when nothing is visible (format 3; ParkedWait). */
+      readonly wait?: ParkedWait;
+    }
   | { readonly type: 'ack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[] }
   | { readonly type: 'nack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly delaySeconds: number }
   | { readonly type: 'lease'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly visibilityTimeoutSeconds: number }
@@ -73,6 +80,36 @@ export type Command =
    * it. A replica of an older build stops applying the partition here.
    */
   | { readonly type: 'format.raise'; readonly format: number };
+
+/**
+ * A long poll parked in the partition's state (format 3): when its receive finds nothing, it waits
+ * there, and the first apply that makes messages visible leases them to it (Delivery). In a partition
+ * of an older format the field is ignored, as a build of that format ignores it.
+ */
+export interface ParkedWait {
+  /** Names the poll, unique across the cluster; chosen by the node holding its request. */
+  readonly tag: string;
+  /** How long it may wait, from the entry's time; 0 parks nothing (the poll's last look). */
+  readonly ms: number;
+  /**
+   * The poll parked before under this tag: the receive takes its place. If that waiter is gone
+   * (delivered, or past its deadline), the receive looks no further: its messages are on their way.
+   */
+  readonly again: boolean;
+}
+
+/** Messages an apply leased to a parked poll: the node holding its request answers with them. */
+export interface Delivery {
+  readonly tag: string;
+  readonly messages: ReceivedMessage[];
+}
+
+/** What a receive answers: what it leased, and, for a long poll, whether it parked. */
+export interface Received {
+  readonly messages: ReceivedMessage[];
+  /** 'parked': waiting in the state; 'gone': the waiter it was to replace had been served or expired. */
+  readonly parked?: 'parked' | 'gone';
+}
 
 /** What a log entry holds: the command, who asks, and the leader's clock when it proposed it. */
 export interface Envelope {

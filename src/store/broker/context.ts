@@ -1,6 +1,6 @@
 // What the parts of the state machine share (access, queues, messages, topics, views): the partition's
 // store, which outlives commands, and the context of the one command being applied.
-import { ok, type Failure, type Result } from './commands.js';
+import { ok, type Delivery, type Failure, type Result } from './commands.js';
 import type { ChannelRow } from './schema.js';
 import type { Statements } from './statements.js';
 
@@ -31,6 +31,8 @@ export interface Ctx {
   /** Channel id → messages made visible by this command. */
   woke: Map<number, number>;
   retimed: Set<number>;
+  /** Messages leased to parked long polls by this command (format 3). */
+  delivered: Delivery[];
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

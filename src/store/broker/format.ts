@@ -17,9 +17,10 @@
 /**
  * The newest log format this build reads (envelope.ts). Format 1: commands as JSON envelopes.
  * Format 2: commands that carry message bodies hold them as bytes after a JSON head, and rows store
- * them as BLOBs.
+ * them as BLOBs. Format 3: a long poll parks in the state (a receive's `wait`), and the apply that
+ * makes messages visible leases them to it (messages.ts, serveWaiters).
  */
-export const FORMAT = 2;
+export const FORMAT = 3;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

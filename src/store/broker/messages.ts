@@ -12,6 +12,8 @@ import {
   type Command,
   type HandleOutcome,
   type MessageInput,
+  type ParkedWait,
+  type Received,
   type ReceivedMessage,
   type Result,
   type SentMessage,
@@ -19,7 +21,7 @@ import {
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
-import { MessageState, type ChannelRow, type MessageRow } from './schema.js';
+import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
 import { INSERT_ROWS } from './statements.js';
 
 /** Dead-letter deliveries are deduplicated by the original message id for a day: forwarder retries. */
@@ -172,13 +174,60 @@ function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, 
 
 // ---- consuming ----
 
-export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: number | null, ctx: Ctx): Result<{ messages: ReceivedMessage[] }> {
+/** The longest a parked poll may wait (the API allows 20 s; a node's clock may run a little apart). */
+const MAX_PARK_MS = 60_000;
+
+export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: number | null, ctx: Ctx, wait?: ParkedWait): Result<Received> {
   const user = requireActor(ctx);
   const ch = consumable(s, ref, user);
   if (!Number.isInteger(max) || max < 1 || max > 100) return fail(ErrorCode.ValidationFailed, 'maxMessages must be 1 to 100');
+  if (wait !== undefined) {
+    if (typeof wait !== 'object' || wait === null || typeof wait.tag !== 'string' || wait.tag.length === 0 || wait.tag.length > 200) {
+      return fail(ErrorCode.ValidationFailed, 'a parked wait needs a tag');
+    }
+    if (!Number.isSafeInteger(wait.ms) || wait.ms < 0 || wait.ms > MAX_PARK_MS) return fail(ErrorCode.ValidationFailed, `a parked wait lasts 0 to ${MAX_PARK_MS} ms`);
+    const before = s.st.waiterByTag.get(wait.tag) as { channel_id: number; id: number } | undefined;
+    if (before !== undefined) s.st.unparkWaiter.run(before.channel_id, before.id);
+    // Served (or expired) since: what it was given is on its way to the poll; it looks no further.
+    else if (wait.again === true) return ok({ messages: [], parked: 'gone' });
+  }
+  const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
+  const messages = leaseReady(s, ch, max, vt, ctx);
+  if (messages.length > 0 || wait === undefined || wait.ms === 0) return ok({ messages });
+  s.st.parkWaiter.run(ch.id, ctx.index, wait.tag, max, vtSeconds === null ? null : vt, ctx.now + wait.ms);
+  return ok({ messages: [], parked: 'parked' });
+}
+
+/**
+ * Leases to parked polls the messages an apply made visible on a channel, the polls that waited
+ * longest first, each up to its maxMessages; a poll served leaves the state. Answers how many
+ * messages remain visible for polls that wait on nodes only (older formats, or still proposing).
+ */
+export function serveWaiters(s: Store, channelId: number, visible: number, ctx: Ctx): number {
+  if (s.st.anyWaiter.get(channelId) === undefined) return visible;
+  const ch = s.st.getChannel.get(channelId) as ChannelRow | undefined;
+  if (ch === undefined) return visible;
+  let left = visible;
+  // While messages are visible: more than this apply made visible may be (leases that ended by time).
+  for (const w of s.st.waitersOf.all(channelId) as WaiterRow[]) {
+    // Past its deadline, its node has answered (or will answer) empty: it takes nothing.
+    if (w.deadline <= ctx.now) {
+      s.st.unparkWaiter.run(w.channel_id, w.id);
+      continue;
+    }
+    const messages = leaseReady(s, ch, w.max_messages, w.vt_ms ?? ch.visibility_timeout_ms, ctx);
+    if (messages.length === 0) break;
+    s.st.unparkWaiter.run(w.channel_id, w.id);
+    ctx.delivered.push({ tag: w.tag, messages });
+    left -= messages.length;
+  }
+  return Math.max(0, left);
+}
+
+/** Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive. */
+function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
   expire(s, ch, ctx.now);
   promoteDue(s, ch, ctx);
-  const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
   const rows = s.st.ready.all(ch.id, max) as MessageRow[];
   const messages: ReceivedMessage[] = [];
   for (const m of rows) {
@@ -198,7 +247,7 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
     s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
     ctx.retimed.add(ch.id);
   }
-  return ok({ messages });
+  return messages;
 }
 
 /**
@@ -284,6 +333,7 @@ export function purgeQueue(s: Store, name: string, ctx: Ctx): Result {
 /** Deletes a channel with its messages and deduplication ids: a new one of the same name starts empty. */
 export function dropChannel(s: Store, id: number): void {
   s.st.deleteMessages.run(id);
+  s.st.deleteWaiters.run(id);
   s.st.deleteDedup.run(id);
   s.st.deleteChannel.run(id);
 }

@@ -123,6 +123,25 @@ export interface OutboxTable {
   created_at: number;
 }
 
+/**
+ * Long polls parked in the state (format 3): a receive that found nothing waits here, and the apply
+ * that makes messages visible leases them to the polls that waited longest, in the same entry. The
+ * node holding the poll's request answers from its own apply. Created at open, not by a migration:
+ * a node of the previous version must still open an image made by this one.
+ */
+export interface WaitersTable {
+  channel_id: number;
+  /** The index of the receive that parked it: waiters are served in this order. */
+  id: number;
+  /** Chosen by the node holding the request: `<node>.<process nonce>.<counter>`. */
+  tag: string;
+  max_messages: number;
+  /** The receive's visibility timeout, or null for the channel's. */
+  vt_ms: number | null;
+  /** In the state's clock: a waiter past it is gone (its node answered empty by then). */
+  deadline: number;
+}
+
 export interface BrokerDatabase {
   meta: MetaTable;
   users: UsersTable;
@@ -135,8 +154,10 @@ export interface BrokerDatabase {
   dedup: DedupTable;
   idempotency: IdempotencyTable;
   outbox: OutboxTable;
+  waiters: WaitersTable;
 }
 
 export type ChannelRow = Selectable<ChannelsTable>;
+export type WaiterRow = Selectable<WaitersTable>;
 export type MessageRow = Selectable<MessagesTable>;
 export type TopicRow = Selectable<TopicsTable>;

@@ -15,6 +15,7 @@ const TABLES: readonly [string, string][] = [
   ['dedup', 'channel_id, dedup_id'],
   ['idempotency', 'username, key'],
   ['outbox', 'id'],
+  ['waiters', 'channel_id, id'],
 ];
 
 export function stateHash(db: Sqlite): string {

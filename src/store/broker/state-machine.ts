@@ -16,7 +16,7 @@ import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
-import { ErrorCode, fail, ok, type ChannelRef, type Command, type Envelope, type MessageInput, type Result } from './commands.js';
+import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Result } from './commands.js';
 import * as access from './access.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import { fsyncPathAsync } from '../durable.js';
@@ -32,6 +32,7 @@ import {
   purgeQueue,
   receive,
   sendToQueue,
+  serveWaiters,
   sweep,
 } from './messages.js';
 import { decodeEnvelope } from './envelope.js';
@@ -77,6 +78,8 @@ export interface Applied {
    * polls waiting on them should look again at when that is.
    */
   readonly retimed: readonly number[];
+  /** Messages leased to parked long polls (format 3): the node holding each poll answers it. */
+  readonly delivered: readonly Delivery[];
 }
 
 /** The queue or topic a command acts on, which scopes its Idempotency-Key. */
@@ -145,6 +148,12 @@ export class BrokerStateMachine {
     // migration: snapshot images carry the migration table, and a node of the previous version must
     // still open an image made by this one during a rolling upgrade (an extra index is harmless).
     sqlite.exec('create index if not exists dedup_expires_at on dedup (expires_at)');
+    // Parked long polls (format 3; schema.ts): a table the previous version's images lack and ignore.
+    sqlite.exec(
+      'create table if not exists waiters (channel_id integer not null, id integer not null, tag text not null, max_messages integer not null, ' +
+        'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
+    );
+    sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
     // A node holds one connection per partition: SQLite's default page cache (2 MiB each) would let
     // 16 partitions take 32 MiB. 512 KiB applied sends and receive+ack as fast, also over a
     // 300,000-message backlog (pages missed come from the OS page cache), so that is the bound.
@@ -225,27 +234,28 @@ export class BrokerStateMachine {
           flush();
           this.st.pruneIdempotency.run(clock);
           this.st.pruneAllDedup.run(clock);
+          this.st.pruneWaiters.run(clock);
         }
         const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
         if (env !== null && env.time > clock) clock = env.time;
         const ch = guarded || env === null ? undefined : this.bulkSendTarget(env);
         if (ch === undefined || (sends !== null && sends.ch.id !== ch.id)) flush();
         if (e.kind !== 0) {
-          out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
+          out.push({ index: e.index, result: ok(null), woke: [], retimed: [], delivered: [] });
           continue;
         }
         if (env === null) {
-          out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [] });
+          out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [], delivered: [] });
           continue;
         }
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set() };
+        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [] };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
           sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });
-          out.push({ index: e.index, result: ok(null), woke: [], retimed: [] });
+          out.push({ index: e.index, result: ok(null), woke: [], retimed: [], delivered: [] });
           continue;
         }
-        out.push({ index: e.index, result: guarded ? this.applyGuarded(env, ctx) : this.applyUnguarded(env, ctx), woke: [...ctx.woke], retimed: [...ctx.retimed] });
+        out.push({ index: e.index, result: guarded ? this.applyGuarded(env, ctx) : this.applyUnguarded(env, ctx), woke: [...ctx.woke], retimed: [...ctx.retimed], delivered: ctx.delivered });
       }
       flush();
       this.st.setMeta.run(applied, 'applied_index');
@@ -279,6 +289,7 @@ export class BrokerStateMachine {
       if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
       ctx.woke.clear();
       ctx.retimed.clear();
+      ctx.delivered.length = 0;
       return fail(ErrorCode.ValidationFailed, 'malformed command');
     }
   }
@@ -302,6 +313,7 @@ export class BrokerStateMachine {
       if (err instanceof Refusal) result = err.failure;
       else throw err;
     }
+    if (this.formatInForce >= 3 && ctx.woke.size > 0) this.serveWaiters(ctx);
     // A receive that leased nothing changed nothing: its key stays free, so that a long poll may
     // propose again under the same Idempotency-Key and bind it to the receive that finds messages.
     const emptyReceive = env.command.type === 'receive' && result.ok && (result.value as { messages: unknown[] }).messages.length === 0;
@@ -345,7 +357,8 @@ export class BrokerStateMachine {
       case 'queue.send':
         return sendToQueue(s, c.name, c.messages, ctx);
       case 'receive':
-        return receive(s, c.channel, c.maxMessages, c.visibilityTimeoutSeconds, ctx);
+        // A parked wait is a format 3 command: before, it is ignored, as a build of format 2 ignores it.
+        return receive(s, c.channel, c.maxMessages, c.visibilityTimeoutSeconds, ctx, this.formatInForce >= 3 ? c.wait : undefined);
       case 'ack':
         return ack(s, c.channel, c.receiptHandles, ctx);
       case 'nack':
@@ -389,6 +402,20 @@ export class BrokerStateMachine {
     return ok({ format: this.formatInForce });
   }
 
+  /**
+   * Leases what the command made visible to the long polls parked on those channels (format 3), in
+   * the same entry; what they do not take still wakes the polls that wait on nodes.
+   */
+  private serveWaiters(ctx: Ctx): void {
+    const woke = [...ctx.woke];
+    const left = new Map<number, number>();
+    for (const [channelId, visible] of woke) {
+      const n = serveWaiters(this.store, channelId, visible, ctx);
+      if (n > 0) left.set(channelId, n);
+    }
+    ctx.woke = left;
+  }
+
   // ---- bulk sends ----
 
   /**
@@ -401,7 +428,9 @@ export class BrokerStateMachine {
     if (c.type !== 'queue.send' || env.idempotencyKey !== undefined || env.actor === null) return undefined;
     if (!Array.isArray(c.messages) || c.messages.length === 0 || c.messages.some((m) => m.deduplicationId !== undefined)) return undefined;
     const q = this.store.sendTargets.get(c.name);
-    return q !== undefined && q.owner === env.actor ? q : undefined;
+    // A poll parked on the queue is served by the send's own entry, which bulk storing would blur.
+    if (q === undefined || q.owner !== env.actor || this.st.anyWaiter.get(q.id) !== undefined) return undefined;
+    return q;
   }
 
   /**
@@ -419,7 +448,7 @@ export class BrokerStateMachine {
       k += s.messages.length;
       const visible = s.messages.filter((m) => delayOf(p.ch, m) === 0).length;
       const retimed = visible < s.messages.length;
-      out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: visible > 0 ? [[p.ch.id, visible]] : [], retimed: retimed ? [p.ch.id] : [] };
+      out[s.at] = { index: s.ctx.index, result: ok({ items: mine }), woke: visible > 0 ? [[p.ch.id, visible]] : [], retimed: retimed ? [p.ch.id] : [], delivered: [] };
     }
   }
 

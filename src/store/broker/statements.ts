@@ -390,6 +390,21 @@ export function prepareStatements(db: Sqlite, k: Db) {
         ),
       5,
     ),
+    // ---- parked long polls (schema.ts, WaitersTable) ----
+    /** (channel_id, id, tag, max_messages, vt_ms, deadline) */
+    parkWaiter: s(k.insertInto('waiters').values({ channel_id: 0, id: 0, tag: '', max_messages: 0, vt_ms: 0, deadline: 0 }), 6),
+    /** (tag): the waiter a poll parked, if still there. */
+    waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id']).where('tag', '=', ''), 1),
+    /** (channel_id): whether any poll waits on the channel. */
+    anyWaiter: s(k.selectFrom('waiters').select('id').where('channel_id', '=', 0).limit(lit(1)), 1),
+    /** (channel_id): in the order they parked. */
+    waitersOf: s(k.selectFrom('waiters').selectAll().where('channel_id', '=', 0).orderBy('id'), 1),
+    /** (channel_id, id) */
+    unparkWaiter: s(k.deleteFrom('waiters').where('channel_id', '=', 0).where('id', '=', 0), 2),
+    /** (channel_id) */
+    deleteWaiters: s(k.deleteFrom('waiters').where('channel_id', '=', 0), 1),
+    /** (now) */
+    pruneWaiters: s(k.deleteFrom('waiters').where('deadline', '<=', 0), 1),
     /** (now) */
     pruneAllDedup: s(k.deleteFrom('dedup').where('expires_at', '<=', 0), 1),
     /** (channel_id) */
