@@ -191,6 +191,7 @@ export class NodeHost {
           random: (n) => Math.floor(random() * n),
           now: opts.now ?? Date.now,
           proposalTimeoutMs: opts.proposalTimeoutMs ?? 10_000,
+          schedule: () => host.schedule(),
         },
         log,
         state,

@@ -28,6 +28,11 @@ export interface ReplicaConfig {
   readonly now: () => number;
   /** How long a proposal waits for its entry to apply before its outcome is reported unknown. */
   readonly proposalTimeoutMs: number;
+  /**
+   * Asks the node's loop for a turn: a proposal or a read gave the core work (entries to persist and
+   * send, a heartbeat round). Without it the work would wait for the next tick or peer message.
+   */
+  readonly schedule: () => void;
 }
 
 interface Waiter {
@@ -118,6 +123,7 @@ export class PartitionReplica {
     let ticket;
     try {
       ticket = this.raw.propose([encodeEnvelope(env, this.state.format())]);
+      this.cfg.schedule();
     } catch (err) {
       if (err instanceof ProposalDroppedError) {
         // Refused before appending: never applied, safe to retry (at the leader, or shortly).
@@ -162,6 +168,7 @@ export class PartitionReplica {
       };
       try {
         this.raw.readIndex(seq);
+        this.cfg.schedule();
       } catch (err) {
         if (err instanceof ProposalDroppedError) reject(new NotLeaderError(this.partition, err.leader));
         else reject(err as Error);

@@ -81,7 +81,8 @@ export class LocalCluster {
     };
   }
 
-  async start(id: NodeId): Promise<NodeHost> {
+  /** Opens node `id`; with `ticking` false its clock never ticks (no heartbeats, no elections by time). */
+  async start(id: NodeId, ticking = true): Promise<NodeHost> {
     const host = await NodeHost.open({
       self: id,
       voters: IDS,
@@ -93,7 +94,7 @@ export class LocalCluster {
       ...this.extra,
     });
     this.hosts.set(id, host);
-    host.start();
+    if (ticking) host.start();
     return host;
   }
 

@@ -54,6 +54,28 @@ t.test('every partition elects a leader and a write applies on all three replica
   await t.rejects(follower.replica(2).propose('alice', queue('x')), NotLeaderError, 'a follower refuses and names the leader');
 });
 
+t.test('a proposal or a read on an idle node goes out at once: it waits for no tick', async (t) => {
+  // No node ticks: nothing but the proposal, the read and the peers' answers can run a loop turn.
+  const c = new LocalCluster(1, { balanceLeaders: false });
+  t.teardown(() => c.close());
+  for (const id of IDS) await c.start(id, false);
+  const first = c.hosts.get(IDS[0]!)!;
+  first.replica(0).raw.campaign();
+  first.schedule();
+  await c.until(() => c.leaderOf(0) !== null, 'an elected leader');
+  const leader = c.leaderOf(0)!;
+  // The election's traffic is over: the new leader applied its first entry, and the answers to its
+  // commit notice have had time to arrive.
+  const last = leader.replica(0).raw.raft.log.lastIndex();
+  await c.until(() => appliedIndex(leader.replica(0)) === last, 'the first entry applied');
+  await new Promise((r) => setTimeout(r, 200));
+  // Without a turn on its own, the entry would wait for a heartbeat that never comes, and the
+  // proposal would end with an unknown outcome after its timeout.
+  t.ok((await leader.replica(0).propose('alice', queue('q'))).ok, 'the proposal applied');
+  const got = await leader.replica(0).read((s) => s.getQueue('q', 'alice', Date.now()));
+  t.ok(got.ok, 'the read was confirmed by a round of its own');
+});
+
 t.test('many concurrent writes share loop turns and all apply', async (t) => {
   // One partition, so that the counters see only these writes (another group's election would add a no-op).
   const c = new LocalCluster(1, { balanceLeaders: false });
