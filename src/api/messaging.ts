@@ -4,7 +4,7 @@ import type { Static } from 'typebox';
 import type { ChannelRef, Command, HandleOutcome, MessageInput, Received, ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
-import { write, type ApiDeps } from './deps.js';
+import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 import { AckRequest, AckResult, LIMITS, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas.js';
 
@@ -119,7 +119,10 @@ export async function receive(
   };
   reply.raw.on('close', onClose);
   const base = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
-  const parking = deadline > now() && deps.broker.format(partition) >= PARKED_FORMAT ? deps.broker.park() : null;
+  // A poll with an Idempotency-Key waits on this node only: the receive that finds its messages binds
+  // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
+  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_FORMAT && idempotencyKeyOf(request) === undefined;
+  const parking = parks ? deps.broker.park() : null;
   const releaseLate = (messages: ReceivedMessage[]): void => void release(deps, request, partitionKey, channel, messages);
   /** Whether the poll is parked in the state now (its last receive parked it). */
   let parked = false;

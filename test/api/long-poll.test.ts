@@ -116,6 +116,21 @@ t.test('an empty receive does not bind its Idempotency-Key; the one that finds m
   t.match(q.body, { stats: { inFlight: 1, visible: 0 } }, 'leased once');
 });
 
+t.test('a long poll with an Idempotency-Key binds it to the delivery that woke it: a retry replays it', async (t) => {
+  const name = 'idem-poll';
+  t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  const node = followerOf(name);
+  const headers = { 'idempotency-key': 'poll-1' };
+  const poll = call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 }, headers });
+  await waitingOn(node, 1);
+  t.same(parkedOn(name), [0, 0, 0], 'it waits on its node, not parked in the state');
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'once' } })).status, 201);
+  const first = await poll;
+  t.match(first.body, { messages: [{ body: 'once' }] });
+  const replay = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 }, headers });
+  t.same(replay.body, first.body, 'the retry answers the same delivery, at once');
+});
+
 t.test('a delay that starts after the poll began still wakes it when it ends', async (t) => {
   const name = 'delayed-later';
   t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);

@@ -102,6 +102,22 @@ t.test("a poll's last look (ms 0) takes it out of the state, with what is visibl
   t.same(s.must('alice', park('q', 'p2', { ms: 0 })).messages.map((m: { body: string }) => m.body), ['for others']);
 });
 
+t.test("a user who loses the right to receive is served no more: their parked polls are dropped", async (t) => {
+  const s = await store(t);
+  s.must('alice', { type: 'user.register', username: 'bob', passwordHash: 'x' });
+  const bobPark = (tag: string): Command => park('q', tag);
+  s.must('alice', { type: 'grant.put', kind: 'queue', name: 'q', username: 'bob', actions: ['receive', 'send'] });
+  t.same(s.must('bob', bobPark('bob-1')), { messages: [], parked: 'parked' });
+  s.must('alice', { type: 'grant.put', kind: 'queue', name: 'q', username: 'bob', actions: ['send'] });
+  t.same(s.apply('alice', send('q', 'not for bob')).delivered, [], 'narrowed to send: dropped');
+  s.must('alice', { type: 'grant.put', kind: 'queue', name: 'q', username: 'bob', actions: ['receive'] });
+  s.must('alice', { type: 'ack', channel: { queue: 'q' }, receiptHandles: (s.must('alice', park('q', 'drain', { ms: 0 })) as { messages: { receiptHandle: string }[] }).messages.map((m) => m.receiptHandle) });
+  t.same(s.must('bob', bobPark('bob-2')), { messages: [], parked: 'parked' });
+  s.must('alice', { type: 'grant.delete', kind: 'queue', name: 'q', username: 'bob' });
+  t.same(s.apply('alice', send('q', 'still not')).delivered, [], 'revoked: dropped');
+  t.equal(waiting(s), 0);
+});
+
 t.test('deleting a queue drops the polls parked on it', async (t) => {
   const s = await store(t);
   s.must('alice', park('q', 'p'));

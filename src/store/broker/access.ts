@@ -86,7 +86,8 @@ export function consumable(s: Store, ref: ChannelRef, user: string): ChannelRow 
 
 export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, actions: readonly string[], ctx: Ctx): Result {
   const user = requireActor(ctx);
-  const owner = kind === 'queue' ? visibleQueue(s, name, user).owner : visibleTopic(s, name, user).owner;
+  const queue = kind === 'queue' ? visibleQueue(s, name, user) : null;
+  const owner = queue !== null ? queue.owner : visibleTopic(s, name, user).owner;
   requireOwner(owner, user, `grant rights on ${kind} '${name}'`);
   const allowed = kind === 'queue' ? ['send', 'receive'] : ['publish', 'subscribe'];
   if (actions.length === 0 || !actions.every((a) => allowed.includes(a))) {
@@ -95,15 +96,20 @@ export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, userna
   if (username === owner) return fail(ErrorCode.ValidationFailed, 'the owner already has every right');
   const sorted = [...new Set(actions)].sort();
   s.st.putGrant.run(kind, name, username, JSON.stringify(sorted));
+  // Without the right to receive, the user's parked polls are served no more (deleteGrant too).
+  if (queue !== null && !sorted.includes('receive')) s.st.dropWaitersOf.run(queue.id, username);
   return ok({ username, actions: sorted });
 }
 
 export function deleteGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
-  const owner = kind === 'queue' ? visibleQueue(s, name, user).owner : visibleTopic(s, name, user).owner;
+  const queue = kind === 'queue' ? visibleQueue(s, name, user) : null;
+  const owner = queue !== null ? queue.owner : visibleTopic(s, name, user).owner;
   requireOwner(owner, user, `revoke rights on ${kind} '${name}'`);
   const r = s.st.deleteGrant.run(kind, name, username);
   if (r.changes === 0) return fail(ErrorCode.NotFound, `no grant for '${username}'`);
+  // A parked poll must not be served after its right is gone (its node's next look is refused).
+  if (queue !== null) s.st.dropWaitersOf.run(queue.id, username);
   return ok(null);
 }
 

@@ -194,7 +194,7 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
   const messages = leaseReady(s, ch, max, vt, ctx);
   if (messages.length > 0 || wait === undefined || wait.ms === 0) return ok({ messages });
-  s.st.parkWaiter.run(ch.id, ctx.index, wait.tag, max, vtSeconds === null ? null : vt, ctx.now + wait.ms);
+  s.st.parkWaiter.run(ch.id, ctx.index, wait.tag, user, max, vtSeconds === null ? null : vt, ctx.now + wait.ms);
   return ok({ messages: [], parked: 'parked' });
 }
 

@@ -135,6 +135,8 @@ export interface WaitersTable {
   id: number;
   /** Chosen by the node holding the request: `<node>.<process nonce>.<counter>`. */
   tag: string;
+  /** Who polls: a revoked receive right drops the user's parked polls. */
+  actor: string;
   max_messages: number;
   /** The receive's visibility timeout, or null for the channel's. */
   vt_ms: number | null;

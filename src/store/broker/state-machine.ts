@@ -150,7 +150,7 @@ export class BrokerStateMachine {
     sqlite.exec('create index if not exists dedup_expires_at on dedup (expires_at)');
     // Parked long polls (format 3; schema.ts): a table the previous version's images lack and ignore.
     sqlite.exec(
-      'create table if not exists waiters (channel_id integer not null, id integer not null, tag text not null, max_messages integer not null, ' +
+      'create table if not exists waiters (channel_id integer not null, id integer not null, tag text not null, actor text not null, max_messages integer not null, ' +
         'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
     );
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');

@@ -391,8 +391,10 @@ export function prepareStatements(db: Sqlite, k: Db) {
       5,
     ),
     // ---- parked long polls (schema.ts, WaitersTable) ----
-    /** (channel_id, id, tag, max_messages, vt_ms, deadline) */
-    parkWaiter: s(k.insertInto('waiters').values({ channel_id: 0, id: 0, tag: '', max_messages: 0, vt_ms: 0, deadline: 0 }), 6),
+    /** (channel_id, id, tag, actor, max_messages, vt_ms, deadline) */
+    parkWaiter: s(k.insertInto('waiters').values({ channel_id: 0, id: 0, tag: '', actor: '', max_messages: 0, vt_ms: 0, deadline: 0 }), 7),
+    /** (channel_id, actor): the polls of a user who lost the right to receive. */
+    dropWaitersOf: s(k.deleteFrom('waiters').where('channel_id', '=', 0).where('actor', '=', ''), 2),
     /** (tag): the waiter a poll parked, if still there. */
     waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id']).where('tag', '=', ''), 1),
     /** (channel_id): whether any poll waits on the channel. */
