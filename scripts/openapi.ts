@@ -14,7 +14,7 @@ const unused = (): never => {
 /** The public app (no inter-node routes), ready, over a broker and cluster that are never called. */
 export async function documentApp(): Promise<FastifyInstance> {
   const deps: ApiDeps = {
-    broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, format: unused, park: unused, waiting: () => 0 },
+    broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, format: unused, park: unused, afterAnswer: unused, waiting: () => 0 },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
   };

@@ -20,6 +20,8 @@ export interface Broker {
   format(p: number): number;
   /** A long poll that parks in the partition's state (format 3). */
   park(): Parking;
+  /** Work that runs after its request was answered; the node waits for it before it stops. */
+  afterAnswer(work: Promise<unknown>): void;
   waiting(): number;
 }
 

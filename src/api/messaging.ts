@@ -123,14 +123,14 @@ export async function receive(
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
   const parks = deadline > now() && deps.broker.format(partition) >= PARKED_FORMAT && idempotencyKeyOf(request) === undefined;
   const parking = parks ? deps.broker.park() : null;
-  const releaseLate = (messages: ReceivedMessage[]): void => void release(deps, request, partitionKey, channel, messages);
+  const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */
   let parked = false;
   /** Takes a parked poll nobody waits for out of the state; what it was given goes back. */
   const lastLook = (): void => {
     const p = parking!;
     const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true } };
-    write<Received>(deps, request, partitionKey, command).then(
+    const look = write<Received>(deps, request, partitionKey, command).then(
       (r) => {
         if (r.parked === 'gone') p.abandon(releaseLate, PARK_GRACE_MS);
         else {
@@ -143,6 +143,7 @@ export async function receive(
         p.abandon(releaseLate, PARK_GRACE_MS);
       },
     );
+    deps.broker.afterAnswer(look);
   };
   // The wait whose wake-up the current attempt answers: if the attempt cannot take the messages, the
   // wake-up goes to the next poll waiting on this node (only as many polls as messages are woken).
@@ -249,7 +250,7 @@ function releaseIfUndelivered(deps: ApiDeps, request: FastifyRequest, reply: Fas
     finished = true;
   });
   reply.raw.once('close', () => {
-    if (!finished) void release(deps, request, key, channel, messages);
+    if (!finished) deps.broker.afterAnswer(release(deps, request, key, channel, messages));
   });
 }
 

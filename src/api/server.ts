@@ -106,6 +106,9 @@ export class MomServer {
     } finally {
       clearInterval(idle);
     }
+    // Polls answered early take themselves out of the partitions' state (their last looks), and
+    // messages of clients that left go back, while this node can still reach the leaders.
+    await this.node.router.settleBehind(2_000);
     await this.node.close();
   }
 }

@@ -96,6 +96,8 @@ export class Router {
   private stopped = false;
   /** Forwarded commands leave in one request per leader and loop turn. */
   private readonly batcher: ForwardBatcher;
+  /** Writes that run after their request was answered (a poll's last look, a release): close awaits them. */
+  private readonly behind = new Set<Promise<unknown>>();
   /** Parked polls of this process by tag: what an apply here delivers to them goes to these. */
   private readonly parked = new Map<string, (messages: ReceivedMessage[]) => void>();
   /** Makes this process's tags unique across restarts. */
@@ -272,6 +274,20 @@ export class Router {
       if (set !== undefined && state.sqlite.open && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
     };
     return { woken, cancel: () => finish(false), passOn };
+  }
+
+  /** Runs `work` after its request's answer; a shutdown waits for it (settleBehind). */
+  afterAnswer(work: Promise<unknown>): void {
+    const p = work.catch(() => undefined).finally(() => this.behind.delete(p));
+    this.behind.add(p);
+  }
+
+  /** Waits (at most `maxMs`) for the writes that run after their answers: before the node stops. */
+  async settleBehind(maxMs: number): Promise<void> {
+    if (this.behind.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.behind]), new Promise((r) => (timer = setTimeout(r, maxMs)))]);
+    clearTimeout(timer);
   }
 
   /**

@@ -29,7 +29,11 @@ function followerOf(name: string): number {
 /** Polls parked in the state of each replica of the queue's partition (format 3). */
 function parkedOn(name: string): number[] {
   const p = partitionOf(name, cluster.configs[0]!.partitions);
-  return cluster.servers.map((s) => (s.host.replica(p).state.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n);
+  return cluster.servers.map((s) => {
+    const state = s.host.replica(p).state;
+    // A stopped node's state is closed: nothing parked there counts.
+    return state.sqlite.open ? (state.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n : 0;
+  });
 }
 
 async function waitingOn(node: number, n: number): Promise<void> {
@@ -274,11 +278,17 @@ t.test('a node shutting down ends its long polls with an empty answer instead of
   const node = followerOf(name);
   const poll = call(cluster.urls[node]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });
   await waitingOn(node, 1);
+  if (format >= 3) await until(() => parkedOn(name)[node] === 1, 'the poll parked in the state');
   const closed = cluster.servers[node]!.close();
   const res = await poll;
   t.equal(res.status, 200);
   t.same(res.body, { messages: [] }, 'answered, with nothing leased');
   await closed;
-  const q = await call(cluster.urls[(node + 1) % 3]!, 'GET', `/v1/queues/${name}`, { token });
-  t.match(q.body, { stats: { inFlight: 0 } });
+  // Before it stopped, the node took its poll out of the state: a message sent now is not leased to it.
+  const others = [0, 1, 2].filter((i) => i !== node);
+  await until(() => others.every((i) => parkedOn(name)[i] === 0), 'no poll parked on the other replicas');
+  const other = cluster.urls[others[0]!]!;
+  t.equal((await call(other, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'after' } })).status, 201);
+  const q = await call(other, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { stats: { inFlight: 0, visible: 1 } });
 });

@@ -45,6 +45,7 @@ async function app(trustProxy?: string[]) {
       watch: never,
       format: never,
       park: never,
+      afterAnswer: never,
       waiting: () => 0,
     },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, cutOffFor: () => 0 },
