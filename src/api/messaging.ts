@@ -126,10 +126,10 @@ export async function receive(
   const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */
   let parked = false;
-  /** Takes a parked poll nobody waits for out of the state; what it was given goes back. */
+  /** Takes a parked poll nobody waits for out of the state, leasing nothing; what it was given goes back. */
   const lastLook = (): void => {
     const p = parking!;
-    const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true } };
+    const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true, leave: true } };
     const look = write<Received>(deps, request, partitionKey, command).then(
       (r) => {
         if (r.parked === 'gone') p.abandon(releaseLate, PARK_GRACE_MS);
@@ -170,10 +170,10 @@ export async function receive(
         leave(watch);
         const messages = await Promise.race([parking!.delivered, sleep(DELIVERY_WAIT_MS).then(() => null), goneP.then(() => null)]);
         if (messages === null || gone) {
-          if (messages === null) parking!.abandon(releaseLate, PARK_GRACE_MS);
-          else releaseLate(messages);
+          parking!.abandon(releaseLate, PARK_GRACE_MS);
           return { messages: [] };
         }
+        parking!.done();
         releaseIfUndelivered(deps, request, reply, partitionKey, channel, messages);
         return { messages };
       }
@@ -194,20 +194,26 @@ export async function receive(
       }
       // Nothing yet. The wait ends with nothing when its time is up: anything that became visible
       // before then woke us, or was leased to this poll where it parked.
-      const woke = await Promise.race([watch.woken.then((over) => ({ over })), (parking?.delivered ?? NEVER).then((messages) => ({ messages })), goneP.then(() => ({ over: true }))]);
+      const waits: Promise<{ over: boolean } | { messages: ReceivedMessage[] }>[] = [watch.woken.then((over) => ({ over })), goneP.then(() => ({ over: true }))];
+      if (parking !== null) waits.push(parking.delivered.then((messages) => ({ messages })));
+      const woke = await Promise.race(waits);
       watch.cancel();
       if ('messages' in woke) {
         watch.passOn();
         if (gone) {
-          releaseLate(woke.messages);
+          parking!.abandon(releaseLate, PARK_GRACE_MS);
           return { messages: [] };
         }
+        parking!.done();
         releaseIfUndelivered(deps, request, reply, partitionKey, channel, woke.messages);
         return { messages: woke.messages };
       }
       if (gone) watch.passOn();
       if (woke.over || gone) {
-        if (!parked) return { messages: [] };
+        if (!parked) {
+          parking?.done();
+          return { messages: [] };
+        }
         // The client left, or this node is shutting down (the wait ended early): answer now, and
         // take the poll out of the state behind the answer.
         if (gone || now() < deadline) {
@@ -229,7 +235,6 @@ const PARKED_FORMAT = 3;
 const DELIVERY_WAIT_MS = 5_000;
 /** How long deliveries to an abandoned poll are still caught and released (a park lasts at most 20 s). */
 const PARK_GRACE_MS = 30_000;
-const NEVER = new Promise<never>(() => undefined);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
 /**

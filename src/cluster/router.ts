@@ -42,11 +42,12 @@ export interface Parking {
   /** Resolves with the messages an apply on this node leased to the poll. */
   readonly delivered: Promise<ReceivedMessage[]>;
   /**
-   * The poll will not take a delivery any more (its client left, its wait failed): one that still
-   * comes within `graceMs` goes to `release` (to be given back), not to nobody.
+   * The poll will not take a delivery any more (its client left, its wait failed): one that came
+   * and was not answered with, or that still comes within `graceMs`, goes to `release` (to be given
+   * back), not to nobody.
    */
   abandon(release: (messages: ReceivedMessage[]) => void, graceMs: number): void;
-  /** The poll is answered: no delivery can come any more. */
+  /** The poll is answered (with a delivery, if it took one): nothing is released. */
   done(): void;
 }
 
@@ -141,14 +142,27 @@ export class Router {
     const delivered = new Promise<ReceivedMessage[]>((r) => {
       resolve = r;
     });
+    /** A delivery that came and that the poll has not answered with (yet). */
+    let unclaimed: ReceivedMessage[] | null = null;
+    let settled = false;
     this.parked.set(tag, (messages) => {
       this.parked.delete(tag);
+      unclaimed = messages;
       resolve(messages);
     });
     return {
       tag,
       delivered,
       abandon: (release, graceMs) => {
+        if (settled) return;
+        settled = true;
+        // Delivered while nobody was waiting for it (the poll's last look was in flight, or its
+        // receive failed): it goes back now.
+        if (unclaimed !== null) {
+          release(unclaimed);
+          unclaimed = null;
+          return;
+        }
         if (!this.parked.has(tag)) return;
         this.parked.set(tag, (messages) => {
           this.parked.delete(tag);
@@ -157,6 +171,8 @@ export class Router {
         setTimeout(() => this.parked.delete(tag), graceMs).unref();
       },
       done: () => {
+        settled = true;
+        unclaimed = null;
         this.parked.delete(tag);
       },
     };

@@ -135,6 +135,27 @@ t.test('a long poll with an Idempotency-Key binds it to the delivery that woke i
   t.same(replay.body, first.body, 'the retry answers the same delivery, at once');
 });
 
+// Parking is format 3's (long-poll-format2.test.ts runs this file without it).
+if (format >= 3) {
+  t.test('a delivery that came while nobody waited for it goes back when its poll gives up', async (t) => {
+    const name = 'unclaimed';
+    t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+    const node = followerOf(name);
+    const router = cluster.servers[node]!.node.router;
+    const p = partitionOf(name, cluster.configs[0]!.partitions);
+    // A poll parked, as the receive handler parks it, with a visibility timeout of ten minutes.
+    const parking = router.park();
+    const wait = { tag: parking.tag, ms: 20_000, again: false };
+    t.match(await router.propose(p, 'poller', { type: 'receive', channel: { queue: name }, maxMessages: 1, visibilityTimeoutSeconds: 600, wait }, undefined), { ok: true, value: { parked: 'parked' } });
+    t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' } })).status, 201);
+    // Applied here, while the poll was busy elsewhere (its last look in flight, say): nobody took it.
+    t.same((await parking.delivered).map((m) => m.body), ['x']);
+    let released: string[] = [];
+    parking.abandon((messages) => (released = messages.map((m) => m.body)), 1000);
+    t.same(released, ['x'], 'given back at once, not left leased for ten minutes');
+  });
+}
+
 t.test('a delay that starts after the poll began still wakes it when it ends', async (t) => {
   const name = 'delayed-later';
   t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);

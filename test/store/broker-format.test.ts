@@ -151,6 +151,17 @@ t.test('a format 2 entry in a partition still in format 1 is refused alike by bo
   await upgraded.close();
 });
 
+t.test('format 2: a body that is neither text nor bytes (a peer’s malformed command) goes as JSON and is refused', async (t) => {
+  const sm = await open(2);
+  sm.apply([entry(1, queue('q')), entry(2, raise(2), null)]);
+  const bad = { type: 'queue.send', name: 'q', messages: [{ body: { byteLength: 64 }, attributes: {} }] } as unknown as Command;
+  const e = entry(3, bad, 'alice', 2);
+  t.equal(e.data[0], 0x7b, 'JSON, not 64 bytes of whatever memory held');
+  t.match(sm.apply([e])[0]!.result, { ok: false });
+  t.same(bodiesOf(sm.apply([entry(4, receiveAll())])[0]!), []);
+  await sm.close();
+});
+
 t.test('format 2: bytes that are not an envelope fail alone, and change nothing', async (t) => {
   const sm = await open(2);
   sm.apply([entry(1, queue('q')), entry(2, raise(2), null)]);

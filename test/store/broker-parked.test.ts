@@ -70,7 +70,7 @@ t.test('messages made visible by a nack or a publish serve parked polls too', as
   t.same(s.apply('alice', { type: 'topic.publish', name: 'news', messages: [{ body: 'extra', attributes: {} }] }).delivered.map(bodies), [['reader', ['extra']]]);
 });
 
-t.test('a poll past its deadline takes nothing: the message stays visible for others', async (t) => {
+t.test('a poll past its deadline takes nothing, and stays until its last look: "gone" means served', async (t) => {
   const s = await store(t);
   s.must('alice', park('q', 'late', { ms: 1000 }));
   s.advance(2);
@@ -78,7 +78,35 @@ t.test('a poll past its deadline takes nothing: the message stays visible for ot
   t.same(a.delivered, []);
   t.equal(a.woke.length, 1, 'it wakes polls waiting on nodes instead');
   t.match(stats(s, 'q'), { visible: 1, inFlight: 0 });
-  t.equal(waiting(s), 0, 'and the expired waiter is gone');
+  // Its node's clock ran behind the state's: the poll looks again, finds its row, and takes the message.
+  t.same(s.must('alice', park('q', 'late', { ms: 0, again: true })).messages.map((m: { body: string }) => m.body), ['kept']);
+  t.equal(waiting(s), 0);
+});
+
+t.test('a leaving look takes the poll out and leases nothing, even what is visible', async (t) => {
+  const s = await store(t);
+  s.must('alice', park('q', 'p'));
+  s.must('alice', { type: 'queue.send', name: 'q', messages: [{ body: 'later', attributes: {}, delaySeconds: 1 }] });
+  s.advance(2);
+  t.same(s.must('alice', { ...park('q', 'p', { ms: 0, again: true }), wait: { tag: 'p', ms: 0, again: true, leave: true } } as Command), { messages: [] });
+  t.equal(waiting(s), 0);
+  t.match(stats(s, 'q'), { visible: 1, inFlight: 0 }, 'the message that became visible by time is nobody’s');
+});
+
+t.test('a lease of 0 seconds given to one parked poll is not given to the next in the same entry', async (t) => {
+  const s = await store(t);
+  s.must('alice', park('q', 'a', { vt: 0 }));
+  s.must('alice', park('q', 'b', { vt: 0 }));
+  t.same(s.apply('alice', send('q', 'once')).delivered.map(bodies), [['a', ['once']]]);
+  t.equal(waiting(s), 1, 'b waits on');
+});
+
+t.test('a send retried with its Idempotency-Key across the raise to format 2 replays, not 409', async (t) => {
+  const s = await store(t, 1);
+  const command = send('q', 'same request');
+  const first = s.run('alice', command, 'k1');
+  s.must(null, { type: 'format.raise', format: 2 });
+  t.same(s.run('alice', command, 'k1'), first, 'the same result: bodies as text in the fingerprint');
 });
 
 t.test('looking again replaces the parked poll; once it was served, the look takes nothing', async (t) => {

@@ -93,9 +93,11 @@ export interface ParkedWait {
   readonly ms: number;
   /**
    * The poll parked before under this tag: the receive takes its place. If that waiter is gone
-   * (delivered, or past its deadline), the receive looks no further: its messages are on their way.
+   * (served), the receive looks no further: its messages are on their way.
    */
   readonly again: boolean;
+  /** The poll's node gives it up (its client left, the node stops): take it out, lease nothing. */
+  readonly leave?: boolean;
 }
 
 /** Messages an apply leased to a parked poll: the node holding its request answers with them. */
@@ -107,7 +109,7 @@ export interface Delivery {
 /** What a receive answers: what it leased, and, for a long poll, whether it parked. */
 export interface Received {
   readonly messages: ReceivedMessage[];
-  /** 'parked': waiting in the state; 'gone': the waiter it was to replace had been served or expired. */
+  /** 'parked': waiting in the state; 'gone': the waiter it was to replace had been served. */
   readonly parked?: 'parked' | 'gone';
 }
 

@@ -177,6 +177,9 @@ function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, 
 /** The longest a parked poll may wait (the API allows 20 s; a node's clock may run a little apart). */
 const MAX_PARK_MS = 60_000;
 
+/** Parked polls past their deadline by this much are pruned at housekeeping: their node is gone. */
+export const WAITER_PRUNE_MS = 5 * 60 * 1000;
+
 export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: number | null, ctx: Ctx, wait?: ParkedWait): Result<Received> {
   const user = requireActor(ctx);
   const ch = consumable(s, ref, user);
@@ -188,10 +191,13 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
     if (!Number.isSafeInteger(wait.ms) || wait.ms < 0 || wait.ms > MAX_PARK_MS) return fail(ErrorCode.ValidationFailed, `a parked wait lasts 0 to ${MAX_PARK_MS} ms`);
     const before = s.st.waiterByTag.get(wait.tag) as { channel_id: number; id: number } | undefined;
     if (before !== undefined) s.st.unparkWaiter.run(before.channel_id, before.id);
-    // Served (or expired) since: what it was given is on its way to the poll; it looks no further.
+    // Served since: what it was given is on its way to the poll; it looks no further.
     else if (wait.again === true) return ok({ messages: [], parked: 'gone' });
+    if (wait.leave === true) return ok({ messages: [] });
   }
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
+  expire(s, ch, ctx.now);
+  promoteDue(s, ch, ctx);
   const messages = leaseReady(s, ch, max, vt, ctx);
   if (messages.length > 0 || wait === undefined || wait.ms === 0) return ok({ messages });
   s.st.parkWaiter.run(ch.id, ctx.index, wait.tag, user, max, vtSeconds === null ? null : vt, ctx.now + wait.ms);
@@ -208,13 +214,15 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
   const ch = s.st.getChannel.get(channelId) as ChannelRow | undefined;
   if (ch === undefined) return visible;
   let left = visible;
+  // Once per serving: a lease of 0 seconds ends at once, and must not make its message visible to
+  // the next poll in the same entry.
+  expire(s, ch, ctx.now);
+  promoteDue(s, ch, ctx);
   // While messages are visible: more than this apply made visible may be (leases that ended by time).
   for (const w of s.st.waitersOf.all(channelId) as WaiterRow[]) {
-    // Past its deadline, its node has answered (or will answer) empty: it takes nothing.
-    if (w.deadline <= ctx.now) {
-      s.st.unparkWaiter.run(w.channel_id, w.id);
-      continue;
-    }
+    // Past its deadline it takes nothing, and stays until its poll's last look takes it out: then
+    // 'gone' means served. (Housekeeping prunes what a crashed node left, long after.)
+    if (w.deadline <= ctx.now) continue;
     const messages = leaseReady(s, ch, w.max_messages, w.vt_ms ?? ch.visibility_timeout_ms, ctx);
     if (messages.length === 0) break;
     s.st.unparkWaiter.run(w.channel_id, w.id);
@@ -224,10 +232,11 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
   return Math.max(0, left);
 }
 
-/** Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive. */
+/**
+ * Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive (the
+ * caller expired and promoted what time made due).
+ */
 function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
-  expire(s, ch, ctx.now);
-  promoteDue(s, ch, ctx);
   const rows = s.st.ready.all(ch.id, max) as MessageRow[];
   const messages: ReceivedMessage[] = [];
   for (const m of rows) {

@@ -22,6 +22,7 @@ import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, format, meta, type Ctx, type Que
 import { fsyncPathAsync } from '../durable.js';
 import {
   SWEEP_BUDGET,
+  WAITER_PRUNE_MS,
   ack,
   delayOf,
   deliverDeadLetters,
@@ -35,7 +36,7 @@ import {
   serveWaiters,
   sweep,
 } from './messages.js';
-import { decodeEnvelope } from './envelope.js';
+import { bodyText, decodeEnvelope } from './envelope.js';
 import { FORMAT, FormatTooNewError, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
@@ -234,7 +235,7 @@ export class BrokerStateMachine {
           flush();
           this.st.pruneIdempotency.run(clock);
           this.st.pruneAllDedup.run(clock);
-          this.st.pruneWaiters.run(clock);
+          this.st.pruneWaiters.run(clock - WAITER_PRUNE_MS);
         }
         const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
         if (env !== null && env.time > clock) clock = env.time;
@@ -298,7 +299,7 @@ export class BrokerStateMachine {
     // Keys are scoped per user and resource: the same key on another queue or topic is another
     // request, wherever its partition is (a partition cannot see the keys of the others).
     const key = env.idempotencyKey === undefined ? undefined : `${resourceOf(env.command)}\u0000${env.idempotencyKey}`;
-    const fingerprint = key === undefined ? '' : createHash('sha256').update(JSON.stringify(env.command)).digest('hex');
+    const fingerprint = key === undefined ? '' : createHash('sha256').update(commandText(env.command)).digest('hex');
     if (key !== undefined && env.actor !== null) {
       const prior = this.st.getIdempotency.get(env.actor, key, ctx.now) as { fingerprint: string; result: string } | undefined;
       if (prior !== undefined) {
@@ -621,6 +622,17 @@ class MalformedCommand extends Error {
 function isStorageFailure(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' && /^SQLITE_(IOERR|FULL|CORRUPT|NOTADB|CANTOPEN|READONLY|NOMEM|BUSY|LOCKED)/.test(code);
+}
+
+/**
+ * A command as the Idempotency-Key's fingerprint reads it: its JSON, bodies as text, so that a retry
+ * is the same request whether its entry carried the bodies as JSON (format 1) or as bytes.
+ */
+function commandText(c: Command): string {
+  if ((c.type === 'queue.send' || c.type === 'topic.publish') && Array.isArray(c.messages) && c.messages.some((m) => typeof m?.body !== 'string')) {
+    return JSON.stringify({ ...c, messages: c.messages.map((m) => (m?.body instanceof Uint8Array ? { ...m, body: bodyText(m.body) } : m)) });
+  }
+  return JSON.stringify(c);
 }
 
 /** Decodes an entry's envelope, or null when it is not one (never trusts the bytes' shape). */
