@@ -1,7 +1,7 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
-import type { ChannelRef, Command, HandleOutcome, MessageInput, Received, ReceivedMessage } from '../store/broker/index.js';
+import { PARKED_POLLS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type Received, type ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
 import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
@@ -121,7 +121,7 @@ export async function receive(
   const base = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
   // A poll with an Idempotency-Key waits on this node only: the receive that finds its messages binds
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
-  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_FORMAT && idempotencyKeyOf(request) === undefined;
+  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined;
   const parking = parks ? deps.broker.park() : null;
   const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */
@@ -131,13 +131,8 @@ export async function receive(
     const p = parking!;
     const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true, leave: true } };
     const look = write<Received>(deps, request, partitionKey, command).then(
-      (r) => {
-        if (r.parked === 'gone') p.abandon(releaseLate, PARK_GRACE_MS);
-        else {
-          p.done();
-          releaseLate(r.messages);
-        }
-      },
+      // Served before this look: its delivery goes back. Otherwise nothing was leased, nor will be.
+      (r) => (r.parked === 'gone' ? p.abandon(releaseLate, PARK_GRACE_MS) : p.done()),
       (err: unknown) => {
         request.log.warn({ err: String(err) }, 'a parked long poll could not leave the state; it expires at the end of its wait');
         p.abandon(releaseLate, PARK_GRACE_MS);
@@ -229,8 +224,6 @@ export async function receive(
   }
 }
 
-/** The format in which long polls park in the partition's state (format.ts). */
-const PARKED_FORMAT = 3;
 /** How long a poll whose waiter was served waits for this node to apply the delivery. */
 const DELIVERY_WAIT_MS = 5_000;
 /** How long deliveries to an abandoned poll are still caught and released (a park lasts at most 20 s). */

@@ -144,9 +144,11 @@ export class Router {
     });
     /** A delivery that came and that the poll has not answered with (yet). */
     let unclaimed: ReceivedMessage[] | null = null;
-    let settled = false;
+    /** Set once the poll gave up: a delivery goes there instead. */
+    let releaseTo: ((messages: ReceivedMessage[]) => void) | null = null;
     this.parked.set(tag, (messages) => {
       this.parked.delete(tag);
+      if (releaseTo !== null) return releaseTo(messages);
       unclaimed = messages;
       resolve(messages);
     });
@@ -154,24 +156,17 @@ export class Router {
       tag,
       delivered,
       abandon: (release, graceMs) => {
-        if (settled) return;
-        settled = true;
         // Delivered while nobody was waiting for it (the poll's last look was in flight, or its
         // receive failed): it goes back now.
         if (unclaimed !== null) {
           release(unclaimed);
           unclaimed = null;
-          return;
+        } else if (this.parked.has(tag)) {
+          releaseTo = release;
+          setTimeout(() => this.parked.delete(tag), graceMs).unref();
         }
-        if (!this.parked.has(tag)) return;
-        this.parked.set(tag, (messages) => {
-          this.parked.delete(tag);
-          release(messages);
-        });
-        setTimeout(() => this.parked.delete(tag), graceMs).unref();
       },
       done: () => {
-        settled = true;
         unclaimed = null;
         this.parked.delete(tag);
       },

@@ -227,32 +227,12 @@ export class PartitionReplica {
       w.resolve(a.result);
     });
     for (const a of applied) {
-      for (const d of a.delivered) this.deliver(d);
-      for (const [ch, n] of a.woke) this.wake(ch, n);
-      for (const ch of a.retimed) this.wake(ch, 0);
+      for (const d of a.delivered) notify(this.deliverListeners, d);
+      for (const [ch, n] of a.woke) notify(this.wakeListeners, ch, n);
+      for (const ch of a.retimed) notify(this.wakeListeners, ch, 0);
     }
   }
 
-  private deliver(d: Delivery): void {
-    for (const fn of this.deliverListeners) {
-      try {
-        fn(d);
-      } catch {
-        this.deliverListeners.delete(fn);
-      }
-    }
-  }
-
-  private wake(channelId: number, visible: number): void {
-    for (const fn of this.wakeListeners) {
-      // A waiting request's callback must never break the loop that applies for everyone.
-      try {
-        fn(channelId, visible);
-      } catch {
-        this.wakeListeners.delete(fn);
-      }
-    }
-  }
 
   private serveReads(): void {
     if (this.reads.size === 0) return;
@@ -282,5 +262,16 @@ export class PartitionReplica {
     }
     for (const w of this.reads.values()) w.reject(new ReplicaClosedError('replica closed'));
     this.reads.clear();
+  }
+}
+
+/** Calls every listener; a waiting request's callback must never break the loop that applies for everyone. */
+function notify<A extends unknown[]>(listeners: Set<(...args: A) => void>, ...args: A): void {
+  for (const fn of listeners) {
+    try {
+      fn(...args);
+    } catch {
+      listeners.delete(fn);
+    }
   }
 }

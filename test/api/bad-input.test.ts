@@ -20,7 +20,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { stateHash } from '../../src/store/broker/index.js';
+import { FORMAT, stateHash } from '../../src/store/broker/index.js';
 import { until } from '../cluster/net-helpers.js';
 import { TEST_JWT_SECRET, call, startCluster, userToken } from './api-helpers.js';
 
@@ -114,14 +114,15 @@ const partitions = servers[0]!.status().length;
 
 /**
  * Every replica caught up, and every partition led by its preferred node: leadership balancing
- * (a new term, a no-op entry) would otherwise move the applied index during the barrage.
+ * (a new term, a no-op entry) would otherwise move the applied index during the barrage. Every
+ * partition raised to this build's log format too: a raise would otherwise change the state.
  */
 async function settle(): Promise<void> {
   const caughtUp = (): boolean => {
     for (let p = 0; p < partitions; p++) {
       const st = servers.map((s) => s.status()[p]!);
       const last = Math.max(...st.map((x) => x.lastIndex));
-      if (!st.every((x) => x.leader !== null && x.leader === st[0]!.leader && x.appliedIndex === last && x.commitIndex === last)) return false;
+      if (!st.every((x) => x.leader !== null && x.leader === st[0]!.leader && x.appliedIndex === last && x.commitIndex === last && x.format === FORMAT)) return false;
     }
     return true;
   };

@@ -22,6 +22,11 @@
  */
 export const FORMAT = 3;
 
+/** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
+export const BODIES_AS_BYTES = 2;
+/** From this format on, long polls park in the partition's state (messages.ts, serveWaiters). */
+export const PARKED_POLLS = 3;
+
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {
   override name = 'FormatTooNewError';

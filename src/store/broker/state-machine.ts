@@ -37,7 +37,7 @@ import {
   sweep,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { FORMAT, FormatTooNewError, isFormat } from './format.js';
+import { FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -314,7 +314,7 @@ export class BrokerStateMachine {
       if (err instanceof Refusal) result = err.failure;
       else throw err;
     }
-    if (this.formatInForce >= 3 && ctx.woke.size > 0) this.serveWaiters(ctx);
+    if (this.formatInForce >= PARKED_POLLS && ctx.woke.size > 0) this.serveWaiters(ctx);
     // A receive that leased nothing changed nothing: its key stays free, so that a long poll may
     // propose again under the same Idempotency-Key and bind it to the receive that finds messages.
     const emptyReceive = env.command.type === 'receive' && result.ok && (result.value as { messages: unknown[] }).messages.length === 0;
@@ -359,7 +359,7 @@ export class BrokerStateMachine {
         return sendToQueue(s, c.name, c.messages, ctx);
       case 'receive':
         // A parked wait is a format 3 command: before, it is ignored, as a build of format 2 ignores it.
-        return receive(s, c.channel, c.maxMessages, c.visibilityTimeoutSeconds, ctx, this.formatInForce >= 3 ? c.wait : undefined);
+        return receive(s, c.channel, c.maxMessages, c.visibilityTimeoutSeconds, ctx, this.formatInForce >= PARKED_POLLS ? c.wait : undefined);
       case 'ack':
         return ack(s, c.channel, c.receiptHandles, ctx);
       case 'nack':
