@@ -556,6 +556,8 @@ export class NodeHost {
         batch.push({ partition: r.partition, hardState: rd.hardState, entries: rd.entries, snapshot });
       }
       const early = new Set<Message>();
+      /** Replicas whose Ready was applied while the turn's write was being synced, or that halted. */
+      const applied = new Set<PartitionReplica>();
       if (batch.length > 0) {
         this.logStore.append(batch);
         this.counters.persists++;
@@ -573,7 +575,21 @@ export class NodeHost {
             }
           }
           if (out.length > 0) this.opts.outbox.send(out);
-          await this.logStore.sync();
+          const syncing = this.logStore.sync();
+          // Awaited below; a failure while the applies run must not count as unhandled meanwhile.
+          syncing.catch(() => undefined);
+          // Committed entries are durable on a majority already: apply them while this node's own
+          // write is on its way to the disk, instead of after (the apply and the fdatasync overlap).
+          // A follower may apply entries its own log has not synced yet; after a crash its state is
+          // then ahead of its log: on restart the core starts from the log's end and the state machine
+          // skips the entries it holds, as after an image installed ahead of the log.
+          // A Ready with a snapshot waits: its image is installed after the sync, before its entries.
+          for (const [r, rd] of readies) {
+            if (rd.snapshot !== null) continue;
+            this.applyOrHalt(r, rd);
+            applied.add(r);
+          }
+          await syncing;
         }
       }
       // The image is durable (fetched and fsynced) before the log is cut to it, so a crash right here
@@ -583,14 +599,8 @@ export class NodeHost {
       for (const [r, rd] of readies) for (const message of rd.messages) if (!early.has(message)) out.push({ partition: r.partition, message });
       if (out.length > 0) this.opts.outbox.send(out);
       for (const [r, rd] of readies) {
-        try {
-          r.applyReady(rd);
-        } catch (err) {
-          if (!(err instanceof FormatTooNewError)) throw err;
-          // Persisted, not applied: a newer build applies it from the state's applied index.
-          this.halt(r, err);
-          continue;
-        }
+        if (!applied.has(r)) this.applyOrHalt(r, rd);
+        if (r.halted !== null) continue;
         r.raw.advance(rd);
         if (rd.snapshot !== null) r.snapshotInstalled(rd.snapshot.meta.index);
         this.maybeCompact(r);
@@ -610,6 +620,20 @@ export class NodeHost {
         this.turnAgain = false;
         this.schedule();
       }
+    }
+  }
+
+  /**
+   * Applies a Ready's committed entries and reads, or halts the partition when its log holds a format
+   * this build cannot read: persisted, not applied, a newer build applies it from the state's applied
+   * index.
+   */
+  private applyOrHalt(r: PartitionReplica, rd: Ready): void {
+    try {
+      r.applyReady(rd);
+    } catch (err) {
+      if (!(err instanceof FormatTooNewError)) throw err;
+      this.halt(r, err);
     }
   }
 
