@@ -545,6 +545,8 @@ export class NodeHost {
       return;
     }
     this.turnRunning = true;
+    /** The turn's fdatasync while it is in flight: a failing turn waits for it before closing the log. */
+    let syncing: Promise<void> | null = null;
     try {
       const readies: [PartitionReplica, Ready][] = [];
       for (const r of this.replicas) if (r.halted === null && r.raw.hasReady()) readies.push([r, r.raw.ready()]);
@@ -558,6 +560,12 @@ export class NodeHost {
       const early = new Set<Message>();
       /** Replicas whose Ready was applied while the turn's write was being synced, or that halted. */
       const applied = new Set<PartitionReplica>();
+      // Readies whose write cuts the log (a follower replacing entries of an older term): applied only
+      // once it is durable. If such a write were lost after its entries were applied, the replaced
+      // entries would be back in the log on restart, below a state that holds the new ones, and the
+      // core would take them for the committed prefix the state applied.
+      const cutting = new Set<PartitionReplica>();
+      for (const [r, rd] of readies) if (rd.entries.length > 0 && rd.entries[0]!.index <= r.log.lastIndex()) cutting.add(r);
       if (batch.length > 0) {
         this.logStore.append(batch);
         this.counters.persists++;
@@ -575,7 +583,7 @@ export class NodeHost {
             }
           }
           if (out.length > 0) this.opts.outbox.send(out);
-          const syncing = this.logStore.sync();
+          syncing = this.logStore.sync();
           // Awaited below; a failure while the applies run must not count as unhandled meanwhile.
           syncing.catch(() => undefined);
           // Committed entries are durable on a majority already: apply them while this node's own
@@ -585,11 +593,12 @@ export class NodeHost {
           // skips the entries it holds, as after an image installed ahead of the log.
           // A Ready with a snapshot waits: its image is installed after the sync, before its entries.
           for (const [r, rd] of readies) {
-            if (rd.snapshot !== null) continue;
+            if (rd.snapshot !== null || cutting.has(r)) continue;
             this.applyOrHalt(r, rd);
             applied.add(r);
           }
           await syncing;
+          syncing = null;
         }
       }
       // The image is durable (fetched and fsynced) before the log is cut to it, so a crash right here
@@ -611,6 +620,8 @@ export class NodeHost {
     } catch (err) {
       // A storage failure leaves the core and the disk out of step: stop rather than go on wrongly.
       this.opts.logger?.error({ err }, 'loop turn failed; stopping the node host');
+      // An apply failed while the write was being synced: the log's files close once it is done.
+      if (syncing !== null) await syncing.catch(() => undefined);
       this.turnRunning = false;
       await this.close();
       throw err;
