@@ -4,10 +4,13 @@
 //   any input  ──► schedule one loop turn:
 //     1. collect the Ready of every replica that has one
 //     2. write every Ready's log writes in ONE write of the write-ahead log (not one per group), send
-//        the leaders' appends and heartbeats, and await ONE fdatasync on the thread pool
+//        the leaders' appends and heartbeats, and start ONE fdatasync on the thread pool; while it
+//        runs, apply the committed entries (each partition's state database) and settle waiting
+//        requests, then await it (a Ready with a snapshot, or whose write cuts the log, is applied
+//        after the sync, at step 5)
 //     3. install received snapshots into the state databases
 //     4. send every other message, grouped by peer by the transport
-//     5. apply committed entries (each partition's state database), settle waiting requests
+//     5. apply what step 2 did not
 //     6. advance
 //
 // Many client requests proposed between two turns share the turn's one write and one fsync (group
