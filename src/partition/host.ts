@@ -561,14 +561,14 @@ export class NodeHost {
         batch.push({ partition: r.partition, hardState: rd.hardState, entries: rd.entries, snapshot });
       }
       const early = new Set<Message>();
-      /** Replicas whose Ready was applied while the turn's write was being synced, or that halted. */
-      const applied = new Set<PartitionReplica>();
-      // Readies whose write cuts the log (a follower replacing entries of an older term): applied only
-      // once it is durable. If such a write were lost after its entries were applied, the replaced
-      // entries would be back in the log on restart, below a state that holds the new ones, and the
-      // core would take them for the committed prefix the state applied.
-      const cutting = new Set<PartitionReplica>();
-      for (const [r, rd] of readies) if (rd.entries.length > 0 && rd.entries[0]!.index <= r.log.lastIndex()) cutting.add(r);
+      // The replicas whose Ready may be applied while the turn's write is being synced: not one with a
+      // snapshot (its image is installed after the sync, before its entries), nor one whose write cuts
+      // the log (a follower replacing entries of an older term). If such a write were lost after its
+      // entries were applied, the replaced entries would be back in the log on restart, below a state
+      // that holds the new ones, and the core would take them for the committed prefix the state applied.
+      const whileSyncing = new Set<PartitionReplica>();
+      for (const [r, rd] of readies) if (rd.snapshot === null && !(rd.entries.length > 0 && rd.entries[0]!.index <= r.log.lastIndex())) whileSyncing.add(r);
+      let appliedWhileSyncing = false;
       if (batch.length > 0) {
         this.logStore.append(batch);
         this.counters.persists++;
@@ -594,12 +594,8 @@ export class NodeHost {
           // A follower may apply entries its own log has not synced yet; after a crash its state is
           // then ahead of its log: on restart the core starts from the log's end and the state machine
           // skips the entries it holds, as after an image installed ahead of the log.
-          // A Ready with a snapshot waits: its image is installed after the sync, before its entries.
-          for (const [r, rd] of readies) {
-            if (rd.snapshot !== null || cutting.has(r)) continue;
-            this.applyOrHalt(r, rd);
-            applied.add(r);
-          }
+          for (const [r, rd] of readies) if (whileSyncing.has(r)) this.applyOrHalt(r, rd);
+          appliedWhileSyncing = true;
           await syncing;
           syncing = null;
         }
@@ -611,7 +607,7 @@ export class NodeHost {
       for (const [r, rd] of readies) for (const message of rd.messages) if (!early.has(message)) out.push({ partition: r.partition, message });
       if (out.length > 0) this.opts.outbox.send(out);
       for (const [r, rd] of readies) {
-        if (!applied.has(r)) this.applyOrHalt(r, rd);
+        if (!appliedWhileSyncing || !whileSyncing.has(r)) this.applyOrHalt(r, rd);
         if (r.halted !== null) continue;
         r.raw.advance(rd);
         if (rd.snapshot !== null) r.snapshotInstalled(rd.snapshot.meta.index);

@@ -233,7 +233,6 @@ export class PartitionReplica {
     }
   }
 
-
   private serveReads(): void {
     if (this.reads.size === 0) return;
     const applied = this.state.applied().index;
