@@ -14,8 +14,9 @@
 //
 // CPU is read from /proc (user + system) for each node before and after a phase, split into the
 // main thread (JavaScript, SQLite, and the kernel work of its system calls) and the process's other
-// threads (V8's garbage collector and compiler, libuv's pool: the log's fdatasync). Raft POSTs per
-// request are counted from each node's /metrics. Prints a table; writes bench/results/split.json.
+// threads (V8's garbage collector and compiler, libuv's pool: the log's fdatasync). Raft batches
+// between nodes per request (frames of Raft streams, or POSTs) are counted from each node's /metrics
+// (mom_peer_batches_total). Prints a table; writes bench/results/split.json.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -63,11 +64,11 @@ async function json(method: string, url: string, body?: unknown, token?: string)
   return { status: res.status, body: text.length > 0 ? JSON.parse(text) : null };
 }
 
-async function raftPosts(nodes: BenchNode[]): Promise<number> {
+async function raftBatches(nodes: BenchNode[]): Promise<number> {
   let n = 0;
   for (const node of nodes) {
     const text = await (await fetch(`${node.url}/metrics`)).text();
-    for (const line of text.split('\n')) if (line.startsWith('mom_http_requests_total') && line.includes('route="/internal/raft"')) n += Number(line.split(' ').pop());
+    for (const line of text.split('\n')) if (line.startsWith('mom_peer_batches_total ')) n += Number(line.split(' ').pop());
   }
   return n;
 }
@@ -80,12 +81,12 @@ interface Row {
   /** Per node, in the nodes' order: main thread and other threads, µs per request. */
   cpuUsPerRequest: { node: string; main: number; others: number }[];
   totalUsPerRequest: number;
-  raftPostsPerRequest: number;
+  raftBatchesPerRequest: number;
   non2xx: number;
 }
 
 async function phase(nodes: BenchNode[], token: string, label: string, target: BenchNode, role: Row['role'], path: string, send: boolean, seconds: number): Promise<Row> {
-  const posts0 = await raftPosts(nodes);
+  const batches0 = await raftBatches(nodes);
   const before = nodes.map((n) => cpuOf(n.proc.pid!));
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '15s', '-H', `Authorization: Bearer ${token}`];
   if (send) args.push('-s', join('bench', 'wrk', 'send.lua'));
@@ -93,7 +94,7 @@ async function phase(nodes: BenchNode[], token: string, label: string, target: B
   if (send) args.push('--', '1');
   const out = execFileSync('wrk', args, { cwd: root, encoding: 'utf8', env: { ...process.env, LUA_PATH: 'bench/wrk/?.lua;;', MOM_BENCH_TOKEN: token } });
   const after = nodes.map((n) => cpuOf(n.proc.pid!));
-  const posts = (await raftPosts(nodes)) - posts0;
+  const batches = (await raftBatches(nodes)) - batches0;
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
   const non2xx = send ? Object.entries(JSON.parse(/WRK_RESULT (.*)/.exec(out)![1]!).statuses as Record<string, number>).reduce((a, [s, n]) => a + (s.startsWith('2') ? 0 : n), 0) : Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const us = (t: number): number => Math.round((t * 1e6) / CLK_TCK / Math.max(1, requests));
@@ -105,14 +106,14 @@ async function phase(nodes: BenchNode[], token: string, label: string, target: B
     requestsPerSecond: Math.round(requests / seconds),
     cpuUsPerRequest: cpu,
     totalUsPerRequest: cpu.reduce((a, c) => a + c.main + c.others, 0),
-    raftPostsPerRequest: Number((posts / Math.max(1, requests)).toFixed(3)),
+    raftBatchesPerRequest: Number((batches / Math.max(1, requests)).toFixed(3)),
     non2xx,
   };
 }
 
 function print(r: Row): void {
   const perNode = r.cpuUsPerRequest.map((c) => `${c.node} ${c.main}+${c.others}`).join(' / ');
-  console.log(`| ${r.request} | ${r.node} (${r.role}) | ${r.requestsPerSecond.toLocaleString('en')} | ${perNode} | ${r.totalUsPerRequest} | ${r.raftPostsPerRequest} | ${r.non2xx} |`);
+  console.log(`| ${r.request} | ${r.node} (${r.role}) | ${r.requestsPerSecond.toLocaleString('en')} | ${perNode} | ${r.totalUsPerRequest} | ${r.raftBatchesPerRequest} | ${r.non2xx} |`);
 }
 
 async function main(): Promise<void> {
@@ -141,7 +142,7 @@ async function main(): Promise<void> {
     await phase(nodes, token, 'warm-up', leader, 'leader', send, true, WARMUP);
 
     console.log(`\nCPU µs per request, each node as main thread + other threads (wrk, ${CONNECTIONS} connections to one node, ${SECONDS} s per row)\n`);
-    console.log('| request | to node | req/s | CPU µs per request, per node (main + others) | CPU µs, 3 nodes | Raft POSTs per request | non-2xx |');
+    console.log('| request | to node | req/s | CPU µs per request, per node (main + others) | CPU µs, 3 nodes | Raft batches per request | non-2xx |');
     console.log('|---|---|---:|---|---:|---:|---:|');
     for (const [label, path] of [
       ['GET /healthz', '/healthz'],

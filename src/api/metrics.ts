@@ -101,6 +101,36 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       this.inc(deps.cluster.logSyncs());
     },
   });
+  new Counter({
+    name: 'mom_peer_messages_total',
+    help: 'Raft messages to the other nodes, by outcome: sent (the peer took them), dropped (a full queue, an unknown node), failed (lost with a batch the peer did not take).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+    collect() {
+      const t = deps.cluster.peerTraffic();
+      this.reset();
+      this.inc({ outcome: 'sent' }, t.sent);
+      this.inc({ outcome: 'dropped' }, t.dropped);
+      this.inc({ outcome: 'failed' }, t.failed);
+    },
+  });
+  new Counter({
+    name: 'mom_peer_batches_total',
+    help: 'Batches of Raft messages the other nodes took (each a frame of a Raft stream, or a POST to a build without streams).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(deps.cluster.peerTraffic().batches);
+    },
+  });
+  new Gauge({
+    name: 'mom_peer_messages_queued',
+    help: 'Raft messages waiting to leave for the other nodes.',
+    registers: [registry],
+    collect() {
+      this.set(deps.cluster.peerTraffic().queued);
+    },
+  });
   new Gauge({
     name: 'mom_long_polls_waiting',
     help: 'Receives waiting for messages on this node.',

@@ -54,6 +54,7 @@ export class MomServer {
             status: () => node.status(),
             leaderless: (graceMs) => node.host.leaderless(graceMs),
             logSyncs: () => node.host.logStore.syncs,
+            peerTraffic: () => node.transport.stats(),
             cutOffFor: () => node.host.cutOffFor(),
             partitionDepths: () =>
               node.host.replicas

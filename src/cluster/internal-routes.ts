@@ -1,4 +1,5 @@
-// The inter-node routes: Raft message batches in, snapshot files out.
+// The inter-node routes: Raft message batches in (a Raft stream of frames, frames.ts, or one batch per
+// POST from builds without streams), forwarded commands and reads, snapshot files out.
 //
 // Not part of the public API: hidden from the OpenAPI document and refused (401) to any caller without
 // the cluster secret. The secret is checked in onRequest, before a body is read, so a caller without
@@ -9,6 +10,8 @@ import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } f
 import type { NodeId } from '../raft/index.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
+import type { Readable } from 'node:stream';
+import { ChunkReader, FRAMES_TYPE, FrameError, REFUSED, ackWord } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
 
@@ -20,6 +23,8 @@ declare module 'fastify' {
 }
 
 export const RAFT_PATH = '/internal/raft';
+/** One long-lived POST per peer carrying frames of Raft batches (frames.ts); RAFT_PATH takes one batch. */
+export const RAFT_STREAM_PATH = '/internal/raft-stream';
 export const SNAPSHOT_PATH = '/internal/snapshot';
 export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
@@ -46,8 +51,9 @@ function commandLog(log: FastifyBaseLogger, requestId: string | undefined): Comm
 export interface InternalRoutesOptions {
   readonly clusterSecret: string;
   /**
-   * Every batch that passed the secret and validation. The answer (204) waits for a returned promise,
-   * so a slow receiver slows its sender, which keeps one request in flight per peer.
+   * Every batch that passed the secret and validation. The answer (204, or a stream's
+   * acknowledgement) waits for a returned promise, so a slow receiver slows its sender, which keeps
+   * one batch in flight per peer.
    */
   onMessages(from: NodeId, items: BatchItem[], format: number): void | Promise<void>;
   /**
@@ -83,7 +89,15 @@ export interface InternalRoutesOptions {
   onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
   readonly bodyLimit?: number;
+  /**
+   * A Raft stream that carries nothing for this long is cut (ms; default STREAM_IDLE_MS). A sender
+   * replaces its streams every minute while it sends, so this frees the streams of senders that went
+   * away without a word (a cut network, a frozen host).
+   */
+  readonly streamIdleMs?: number;
 }
+
+export const STREAM_IDLE_MS = 120_000;
 
 interface SnapshotParams {
   partition: number;
@@ -99,6 +113,17 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   if (app.hasContentTypeParser('application/octet-stream')) app.removeContentTypeParser('application/octet-stream');
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => {
     done(null, body);
+  });
+
+  // A Raft stream's body is read as it comes, frame by frame: no parser buffers it.
+  app.addContentTypeParser(FRAMES_TYPE, (_req, payload, done) => {
+    done(null, payload);
+  });
+  // Streams stay open until their sender ends them: a closing node cuts the ones it serves, or its
+  // close would wait for its peers.
+  const streams = new Set<Readable>();
+  app.addHook('preClose', async () => {
+    for (const s of streams) s.destroy();
   });
 
   app.addHook('onRequest', async (request, reply) => {
@@ -151,6 +176,57 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return reply.code(204).send();
     },
   );
+
+  app.post(RAFT_STREAM_PATH, { schema: { hide: true }, logLevel: 'warn' }, async (request, reply) => {
+    if (request.headers['content-type'] !== FRAMES_TYPE) {
+      return problem(reply, 415, 'unsupported_media_type', `expected ${FRAMES_TYPE}`);
+    }
+    const body = request.body as Readable;
+    const format = readableFormat(request.headers[FORMAT_HEADER]);
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': FRAMES_TYPE });
+    res.setTimeout(opts.streamIdleMs ?? STREAM_IDLE_MS, () => res.destroy());
+    streams.add(body);
+    const reader = new ChunkReader();
+    let taken = 0;
+    const refuse = (detail: string, log: object): void => {
+      request.log.warn({ remoteAddress: request.ip, ...log }, `inter-node stream refused: ${detail}`);
+      res.end(Buffer.concat([ackWord(REFUSED), Buffer.from(detail, 'utf8')]));
+      body.destroy();
+    };
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        reader.push(chunk);
+        for (let frame = reader.nextFrame(bodyLimit); frame !== null; frame = reader.nextFrame(bodyLimit)) {
+          const batch = decodeBatch(frame);
+          const misdirected = opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self);
+          if (misdirected !== undefined) {
+            refuse(`this is node ${opts.self}, not ${misdirected.message.to}`, { from: batch.from, to: misdirected.message.to });
+            return;
+          }
+          await opts.onMessages(batch.from, batch.items, format);
+          res.write(ackWord(++taken));
+        }
+      }
+      if (reader.pending > 0) request.log.warn({ remoteAddress: request.ip, bytes: reader.pending }, 'inter-node stream ended inside a frame');
+      res.end();
+    } catch (err) {
+      if (err instanceof WireFormatError || err instanceof FrameError) {
+        refuse(err.message, {});
+        return;
+      }
+      // The sender went away (its node closed, the connection broke) or this node is closing.
+      if (body.destroyed || res.destroyed) {
+        res.destroy();
+        return;
+      }
+      request.log.error({ err }, 'inter-node stream failed');
+      res.destroy();
+    } finally {
+      streams.delete(body);
+    }
+  });
 
   app.post<{ Body: { partition: number; command: unknown } }>(
     PROPOSE_PATH,

@@ -1,20 +1,30 @@
 // HttpTransport: carries Raft messages of every partition to the peers over HTTP, and fetches
 // snapshot files from them.
 //
-// Per peer: a bounded FIFO of messages and at most one POST in flight. What is queued while a POST is
+// Per peer: a bounded FIFO of messages and at most one batch in flight. What is queued while a batch is
 // in flight leaves in the next one, so the messages of all partitions bound for one peer in one loop
-// turn travel together, and a slow peer gets fewer, larger requests instead of a growing backlog of
+// turn travel together, and a slow peer gets fewer, larger batches instead of a growing backlog of
 // small ones. Nothing is retried: Raft repairs loss (a heartbeat or append is re-sent on its own
-// schedule), and a full queue drops its oldest messages, which are the stalest. After a failed POST
+// schedule), and a full queue drops its oldest messages, which are the stalest. After a failed batch
 // the next one waits a little (doubling from 20 ms up to 1 s while failures go on), so a dead peer
 // that refuses connections at once costs a connection attempt per backoff, not one per loop turn.
+//
+// A batch travels as a frame of a Raft stream (frames.ts): one long-lived POST per peer whose body
+// carries the batches and whose answer acknowledges each as the peer takes it, so a batch costs a
+// write and a small read at each end instead of an HTTP request. The stream keeps the rules above:
+// the next frame waits for the last one's acknowledgement, and one not acknowledged within the
+// request timeout fails the batch and the stream. A stream is replaced after a minute. A
+// peer without the stream route (an older build, answering 404) gets one POST per batch instead
+// (RAFT_PATH), and the stream is tried again after STREAM_RETRY_MS.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, REFUSED, sealFrame } from './frames.js';
+import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { encodeBatch, type BatchItem } from './wire.js';
 
@@ -47,6 +57,10 @@ export interface TransportOptions {
    * (FORMAT_HEADER) so that leaders know when they may raise a partition's format. Default: the build's.
    */
   readonly format?: number;
+  /** Batches as frames of a Raft stream (default), or false: one POST per batch, as older builds. */
+  readonly streams?: boolean;
+  /** A Raft stream is replaced by a new one this long after it opened. Default STREAM_MAX_AGE_MS. */
+  readonly streamMaxAgeMs?: number;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -59,6 +73,8 @@ export interface TransportStats {
   readonly failed: number;
   /** Waiting in the queues now (not counting those in flight). */
   readonly queued: number;
+  /** Batches delivered: frames of Raft streams and POSTs. */
+  readonly batches: number;
 }
 
 export class SnapshotFetchError extends Error {
@@ -81,6 +97,10 @@ export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
 /** Connections per peer for forwarded requests: each holds one request until its write applies. */
 export const RPC_CONNECTIONS = 64;
 export const WARN_INTERVAL_MS = 10_000;
+/** A Raft stream is replaced by a new one this long after it opened. */
+export const STREAM_MAX_AGE_MS = 60_000;
+/** After a peer answered a stream with 404 (a build without the route), POSTs until this has passed. */
+export const STREAM_RETRY_MS = 30_000;
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 1_000;
 /** Rough header cost of a message, so that a batch of empty messages is bounded too. */
@@ -98,12 +118,18 @@ interface Peer {
   snapshotPool: Pool | null;
   /** Forwarded commands and reads (call()); opened on first use. */
   rpcPool: Pool | null;
+  /** Raft streams; opened on first use. Its answers have no body deadline: a stream may idle. */
+  streamPool: Pool | null;
+  /** The stream batches go into; null until the first, and after one fails. */
+  stream: RaftStream | null;
+  /** Batches go as POSTs until then (Date.now()): the peer had no stream route. */
+  postsUntil: number;
   readonly queue: MessageQueue;
-  /** True while a POST is outstanding; at most one is, per peer. */
+  /** True while a batch is outstanding; at most one is, per peer. */
   inFlight: boolean;
   /** True while a flush is scheduled for the end of the current turn. */
   scheduled: boolean;
-  /** Failed POSTs in a row; 0 after a success. */
+  /** Failed batches in a row; 0 after a success. */
   failures: number;
   /** Set while waiting out the backoff after a failure; no POST starts meanwhile. */
   backoff: NodeJS.Timeout | null;
@@ -117,12 +143,15 @@ export class HttpTransport {
   private readonly requestTimeoutMs: number;
   private readonly snapshotTimeoutMs: number;
   private readonly maxBatchBytes: number;
+  private readonly streams: boolean;
+  private readonly streamMaxAgeMs: number;
   private readonly tls: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer } | undefined;
   private readonly warnings: RateLimitedWarnings;
   private closed = false;
   private sent = 0;
   private dropped = 0;
   private failed = 0;
+  private batches = 0;
 
   constructor(opts: TransportOptions) {
     assertUsableSecret(opts.clusterSecret);
@@ -134,6 +163,8 @@ export class HttpTransport {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.snapshotTimeoutMs = opts.snapshotTimeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    this.streams = opts.streams ?? true;
+    this.streamMaxAgeMs = opts.streamMaxAgeMs ?? STREAM_MAX_AGE_MS;
     this.tls = opts.tls;
     this.warnings = new RateLimitedWarnings(opts.logger ?? consoleLogger, WARN_INTERVAL_MS);
 
@@ -149,6 +180,9 @@ export class HttpTransport {
         pool: this.newPool(parsed.origin, 2, this.requestTimeoutMs),
         snapshotPool: null,
         rpcPool: null,
+        streamPool: null,
+        stream: null,
+        postsUntil: 0,
         queue: new MessageQueue(maxQueued),
         inFlight: false,
         scheduled: false,
@@ -297,12 +331,19 @@ export class HttpTransport {
   stats(): TransportStats {
     let queued = 0;
     for (const peer of this.peers.values()) queued += peer.queue.length;
-    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued };
+    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued, batches: this.batches };
   }
 
   /** Each peer's queue and request state, for an operator or a test that gave up waiting. */
-  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean }[] {
-    return [...this.peers.values()].map((p) => ({ peer: p.id, queued: p.queue.length, inFlight: p.inFlight, failures: p.failures, backingOff: p.backoff !== null }));
+  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean; streaming: boolean }[] {
+    return [...this.peers.values()].map((p) => ({
+      peer: p.id,
+      queued: p.queue.length,
+      inFlight: p.inFlight,
+      failures: p.failures,
+      backingOff: p.backoff !== null,
+      streaming: p.stream !== null,
+    }));
   }
 
   /**
@@ -317,19 +358,22 @@ export class HttpTransport {
       this.dropped += peer.queue.clear();
       if (peer.backoff !== null) clearTimeout(peer.backoff);
       peer.backoff = null;
+      peer.stream?.close('the transport is closed');
+      peer.stream = null;
       pools.push(peer.pool);
+      if (peer.streamPool !== null) pools.push(peer.streamPool);
       if (peer.snapshotPool !== null) pools.push(peer.snapshotPool);
       if (peer.rpcPool !== null) pools.push(peer.rpcPool);
     }
     await Promise.all(pools.map((p) => p.destroy()));
   }
 
-  private newPool(origin: string, connections: number, timeoutMs: number): Pool {
+  private newPool(origin: string, connections: number, timeoutMs: number, bodyTimeoutMs = timeoutMs): Pool {
     return new Pool(origin, {
       connections,
       pipelining: 1,
       headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
+      bodyTimeout: bodyTimeoutMs,
       connect: { timeout: Math.min(timeoutMs, this.requestTimeoutMs), ...(this.tls === undefined ? {} : { ...this.tls }) },
     });
   }
@@ -348,7 +392,7 @@ export class HttpTransport {
     if (this.closed || peer.inFlight || peer.backoff !== null || peer.queue.length === 0) return;
     const batch = peer.queue.take(this.maxBatchBytes);
     peer.inFlight = true;
-    void this.post(peer, batch).then((ok) => {
+    void this.deliver(peer, batch).then((ok) => {
       peer.inFlight = false;
       if (ok) {
         peer.failures = 0;
@@ -367,6 +411,48 @@ export class HttpTransport {
     });
   }
 
+  /**
+   * Whether the peer took the batch: as a frame of its Raft stream, or as a POST to a peer without
+   * streams. Never rejects: a failure is counted and reported.
+   */
+  private deliver(peer: Peer, batch: BatchItem[]): Promise<boolean> {
+    return this.streams && Date.now() >= peer.postsUntil ? this.stream(peer, batch) : this.post(peer, batch);
+  }
+
+  /** Whether the peer took the batch, sent as a frame of its stream. Never rejects, as post(). */
+  private async stream(peer: Peer, batch: BatchItem[]): Promise<boolean> {
+    let stream = peer.stream;
+    if (stream === null || !stream.fresh(Date.now(), this.streamMaxAgeMs)) {
+      stream?.retire(this.requestTimeoutMs);
+      peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
+      const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format };
+      const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, Date.now(), () => {
+        if (peer.stream === opened) peer.stream = null;
+      });
+      stream = peer.stream = opened;
+    }
+    let frame: Buffer;
+    try {
+      frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES));
+    } catch (err) {
+      this.fail(peer, batch.length, errorText(err));
+      return false;
+    }
+    const outcome = await stream.send(frame, this.requestTimeoutMs);
+    if (outcome === null) {
+      this.sent += batch.length;
+      this.batches++;
+      return true;
+    }
+    if (outcome.status === 404) {
+      // A build without streams: this batch and the next ones as POSTs, for a while.
+      peer.postsUntil = Date.now() + STREAM_RETRY_MS;
+      return this.post(peer, batch);
+    }
+    this.fail(peer, batch.length, outcome.reason);
+    return false;
+  }
+
   /** Whether the peer took the batch. Never rejects: a failure is counted and reported. */
   private async post(peer: Peer, batch: BatchItem[]): Promise<boolean> {
     try {
@@ -382,6 +468,7 @@ export class HttpTransport {
       if (res.statusCode >= 200 && res.statusCode < 300) {
         await res.body.dump();
         this.sent += batch.length;
+        this.batches++;
         return true;
       }
       const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
@@ -396,6 +483,111 @@ export class HttpTransport {
     this.failed += messages;
     if (this.closed) return;
     this.warnings.warn(`peer:${peer.id}`, { peer: peer.id, url: peer.url, reason, messages }, 'inter-node request failed; its messages are dropped');
+  }
+}
+
+/** Why a frame was not acknowledged; `status` when the peer answered the stream with another one. */
+interface StreamFailure {
+  readonly reason: string;
+  readonly status?: number;
+}
+
+/**
+ * One Raft stream to a peer: a POST whose body is written frame by frame, and whose answer counts the
+ * frames taken. One frame at a time is unacknowledged (the transport sends one batch at a time).
+ * The first failure ends it for good: `onClosed` tells the owner, and a new stream replaces it.
+ */
+class RaftStream {
+  private readonly body = new PassThrough();
+  /** Ends the request and its answer, however far they got. */
+  private readonly abort = new AbortController();
+  private readonly answers = new ChunkReader();
+  private frames = 0;
+  private refused = false;
+  private closed: StreamFailure | null = null;
+  private waiting: { readonly resolve: (outcome: StreamFailure | null) => void; readonly timer: NodeJS.Timeout } | null = null;
+
+  constructor(
+    pool: Pool,
+    path: string,
+    headers: Record<string, string>,
+    private readonly openedAt: number,
+    private readonly onClosed: () => void,
+  ) {
+    pool.request({ method: 'POST', path, headers, body: this.body, signal: this.abort.signal }).then(
+      (res) => {
+        if (res.statusCode !== 200) {
+          void res.body.text().then(
+            (text) => this.close(`answered ${res.statusCode} ${text.slice(0, 300)}`, res.statusCode),
+            () => this.close(`answered ${res.statusCode}`, res.statusCode),
+          );
+          return;
+        }
+        res.body.on('data', (chunk: Buffer) => this.answer(chunk));
+        res.body.on('end', () => this.close(this.refused ? `refused: ${this.answers.rest().toString('utf8').slice(0, 300)}` : 'the peer ended the stream'));
+        res.body.on('error', (err) => this.close(errorText(err)));
+      },
+      (err: unknown) => this.close(errorText(err)),
+    );
+  }
+
+  /** Whether a new frame may go into this stream, or a new stream should replace it. */
+  fresh(now: number, maxAgeMs: number): boolean {
+    return this.closed === null && this.frames < MAX_STREAM_FRAMES && now - this.openedAt < maxAgeMs;
+  }
+
+  /** Resolves with null once the peer took `frame`, or with why it did not. */
+  send(frame: Buffer, timeoutMs: number): Promise<StreamFailure | null> {
+    if (this.closed !== null) return Promise.resolve(this.closed);
+    this.frames++;
+    this.body.write(frame);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.close(`no acknowledgement within ${timeoutMs} ms`), timeoutMs);
+      timer.unref();
+      this.waiting = { resolve, timer };
+    });
+  }
+
+  /**
+   * Ends the stream's body after the frames sent, which the peer still takes: a stream is replaced
+   * only while none waits for its acknowledgement. A peer that has not ended its answer within
+   * `timeoutMs` is cut off, so that no retired stream holds a connection.
+   */
+  retire(timeoutMs: number): void {
+    if (this.closed !== null) return;
+    this.closed = { reason: 'replaced by a new stream' };
+    this.body.end();
+    setTimeout(() => this.abort.abort(), timeoutMs).unref();
+  }
+
+  /** Ends the stream at once; a frame waiting for its acknowledgement fails with `reason`. */
+  close(reason: string, status?: number): void {
+    if (this.closed !== null) return;
+    this.closed = status === undefined ? { reason } : { reason, status };
+    this.body.destroy();
+    this.abort.abort();
+    this.settle(this.closed);
+    this.onClosed();
+  }
+
+  private answer(chunk: Buffer): void {
+    this.answers.push(chunk);
+    if (this.refused) return;
+    for (let word = this.answers.nextWord(); word !== null; word = this.answers.nextWord()) {
+      if (word === REFUSED) {
+        this.refused = true;
+        return;
+      }
+      if (word === this.frames) this.settle(null);
+    }
+  }
+
+  private settle(outcome: StreamFailure | null): void {
+    const waiting = this.waiting;
+    if (waiting === null) return;
+    this.waiting = null;
+    clearTimeout(waiting.timer);
+    waiting.resolve(outcome);
   }
 }
 

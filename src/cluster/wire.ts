@@ -52,9 +52,10 @@ type WireEntry = [term: number, index: number, kind: number, size: number];
 /**
  * Encodes `items`, all sent by `from`. Throws WireFormatError when an item could never be decoded
  * (partition out of range, a message from another node): failing here names the bug, failing at
- * the peer would only lose every batch that carries the item.
+ * the peer would only lose every batch that carries the item. `leading` bytes are left unwritten
+ * before the batch, for the caller's own prefix (a frame's length), so the batch is not copied again.
  */
-export function encodeBatch(from: NodeId, items: readonly BatchItem[]): Buffer {
+export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading = 0): Buffer {
   const payloads: Uint8Array[] = [];
   let payloadBytes = 0;
   const add = (data: Uint8Array): number => {
@@ -69,11 +70,11 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[]): Buffer {
   });
   const header = JSON.stringify({ from, items: wireItems });
   const headerBytes = Buffer.byteLength(header, 'utf8');
-  const out = Buffer.allocUnsafe(PREFIX_BYTES + headerBytes + payloadBytes);
-  out.writeUInt8(WIRE_VERSION, 0);
-  out.writeUInt32BE(headerBytes, 1);
-  out.write(header, PREFIX_BYTES, 'utf8');
-  let offset = PREFIX_BYTES + headerBytes;
+  const out = Buffer.allocUnsafe(leading + PREFIX_BYTES + headerBytes + payloadBytes);
+  out.writeUInt8(WIRE_VERSION, leading);
+  out.writeUInt32BE(headerBytes, leading + 1);
+  out.write(header, leading + PREFIX_BYTES, 'utf8');
+  let offset = leading + PREFIX_BYTES + headerBytes;
   for (const p of payloads) {
     out.set(p, offset);
     offset += p.byteLength;

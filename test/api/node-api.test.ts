@@ -68,6 +68,10 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   t.match(n1.text, /mom_raft_term\{partition="0"\} \d+/);
   t.match(n1.text, /mom_raft_commit_index\{partition="\d+"\} \d+/);
   t.match(n1.text, /mom_raft_apply_lag\{partition="\d+"\} \d+/);
+  // Heartbeats at least have gone to the peers, in batches they took.
+  t.match(n1.text, /mom_peer_messages_total\{outcome="sent"\} [1-9]\d*/);
+  t.match(n1.text, /mom_peer_batches_total [1-9]\d*/);
+  t.match(n1.text, /mom_peer_messages_queued \d+/);
 
   // Depths and ages are reported by a partition's leader only. Scrape the node /v1/cluster names as
   // the queue's leader; should leadership move before the scrape (or the new leader not have applied

@@ -26,7 +26,7 @@ t.test(`chaos, seed ${SEED}: no acknowledged message lost, nothing unexpected, d
   t.ok(r.counts.sends.ok > 0 && r.counts.publishes.ok > 0 && r.counts.deliveries > 0, 'the workload did something');
   t.ok(r.counts.faults > 0, 'faults happened');
   t.ok(res.history.faults.some((f) => NETWORK_FAULTS.includes(f.kind)), 'network cuts happened');
-  t.ok(res.netHooks.every((h) => h !== null && h.counters.post.calls > 0), 'the network fault layer is active in every node (Raft POSTs went through it)');
+  t.ok(res.netHooks.every((h) => h !== null && h.counters.deliver.calls > 0), 'the network fault layer is active in every node (Raft batches went through it)');
   t.ok(res.powerCuts.length >= 2 && res.powerCuts.some((c) => c.lost.records > 0), 'power cuts happened, and the storage fault layer undid unsynced writes');
   t.same(r.lost, [], 'lost: 0');
   t.same(r.unexpected, [], 'unexpected: 0');

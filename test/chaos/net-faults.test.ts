@@ -1,5 +1,5 @@
 // The network fault layer (net-faults.ts) in one process: a request to a blocked peer fails as a
-// refused connection would (Raft POSTs counted failed through the transport's own fail(), call and
+// refused connection would (Raft batches counted failed through the transport's own fail(), call and
 // forward reject with code ECONNREFUSED, fetchSnapshot with SnapshotFetchError caused by one), the
 // control file is re-read when it changes, and the state file reports the counters.
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -47,7 +47,7 @@ t.test('blocked: every kind of request fails as refused, without a connection', 
   tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: n1, to: n2, term: 1, commit: 0, readRound: 0 } }]);
   // send() is fire-and-forget: wait for its outcome (bounded), not for a fixed while.
   await eventually(() => tr.stats().failed >= 1);
-  t.equal(tr.stats().failed, 1, 'the Raft POST counted as failed');
+  t.equal(tr.stats().failed, 1, 'the Raft batch counted as failed');
   t.match(warnings[0], /^ECONNREFUSED: .*chaos net-faults: .* -> n2 cut/, 'reported as a refused connection');
   const callErr = await tr.call(n2, '/internal/query', {}, { timeoutMs: 1_000 }).then(() => null, (e: unknown) => e);
   t.equal(codeOf(callErr), 'ECONNREFUSED', 'call rejects with ECONNREFUSED');
@@ -59,7 +59,7 @@ t.test('blocked: every kind of request fails as refused, without a connection', 
   // The layer writes its state file about once a second after its counters move: wait until it has.
   const counted = (): number[] => {
     const c = state().counters;
-    return [c.post.blocked, c.call.blocked, c.forward.blocked, c.fetchSnapshot.blocked];
+    return [c.deliver.blocked, c.call.blocked, c.forward.blocked, c.fetchSnapshot.blocked];
   };
   await eventually(() => counted().every((n) => n >= 1));
   t.same(counted(), [1, 1, 1, 1], 'the state file counts them');

@@ -6,10 +6,11 @@
 // resolves both specifiers to the one file: URL, and Node keeps one instance per URL), and wraps
 // methods of HttpTransport.prototype so that a request to a peer the control file lists as blocked
 // fails as a refused connection would:
-//   post           the Raft batch POST: counted as failed through the transport's own fail() with an
-//                  ECONNREFUSED reason, and answers false, so the peer's queue backs off as after a
-//                  real refusal. Raft responses are messages of their own, POSTed the other way, so
-//                  blocking A -> B alone is a true one-way cut for Raft traffic.
+//   deliver        a batch of Raft messages (a frame of the Raft stream, or a POST): counted as failed
+//                  through the transport's own fail() with an ECONNREFUSED reason, and answers false,
+//                  so the peer's queue backs off as after a real refusal. Raft responses are messages
+//                  of their own, sent the other way, so blocking A -> B alone is a true one-way cut
+//                  for Raft traffic. A stream already open stays open; its next frames are refused.
 //   call, forward  reject with an Error whose code is 'ECONNREFUSED' (what undici rejects with), which
 //                  the router treats as "certainly not sent".
 //   fetchSnapshot  rejects with SnapshotFetchError whose cause has code 'ECONNREFUSED' (what the
@@ -28,8 +29,8 @@
 import { readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
 import { HttpTransport, SnapshotFetchError } from '../../src/cluster/transport.js';
 
-type Method = 'post' | 'call' | 'forward' | 'fetchSnapshot';
-const METHODS: readonly Method[] = ['post', 'call', 'forward', 'fetchSnapshot'];
+type Method = 'deliver' | 'call' | 'forward' | 'fetchSnapshot';
+const METHODS: readonly Method[] = ['deliver', 'call', 'forward', 'fetchSnapshot'];
 
 export interface NetControl {
   version: number;
@@ -103,9 +104,9 @@ function install(controlPath: string): void {
   const orig = Object.fromEntries(METHODS.map((m) => [m, proto[m] as Fn])) as Record<Method, Fn>;
   for (const m of METHODS) if (typeof orig[m] !== 'function') throw new Error(`net-faults: HttpTransport.prototype.${m} is not a method; the transport changed`);
 
-  // post(peer: Peer, batch: BatchItem[]): Promise<boolean>; never rejects, reports through fail().
-  proto.post = async function (this: { fail(peer: unknown, n: number, reason: string): void }, peer: { id: string }, batch: unknown[]): Promise<unknown> {
-    if (pass('post', peer.id)) return orig.post.call(this, peer, batch);
+  // deliver(peer: Peer, batch: BatchItem[]): Promise<boolean>; never rejects, reports through fail().
+  proto.deliver = async function (this: { fail(peer: unknown, n: number, reason: string): void }, peer: { id: string }, batch: unknown[]): Promise<unknown> {
+    if (pass('deliver', peer.id)) return orig.deliver.call(this, peer, batch);
     this.fail(peer, batch.length, `ECONNREFUSED: ${refused(peer.id).message}`);
     return false;
   };

@@ -109,7 +109,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     if (undrained.length > 0) failures.push(`drain: ${undrained.join(', ')} not empty within the bound`);
     if (nodeErrors.length > 0) failures.push(`nodes: ${nodeErrors.length} line(s) logged at level error or above`);
     const netHooks = [0, 1, 2].map((i) => cluster.netState(i));
-    if (netHooks.some((s) => s === null || s.counters.post.calls === 0)) failures.push('net hook: a node never reported Raft traffic through the hooked transport');
+    if (netHooks.some((s) => s === null || s.counters.deliver.calls === 0)) failures.push('net hook: a node never reported Raft traffic through the hooked transport');
     if (cluster.powerCuts.length > 0 && cluster.powerCuts.every((c) => c.lost.records === 0)) failures.push('storage hook: no power cut found an unsynced write to lose (is the LD_PRELOAD layer active?)');
     const result: ChaosResult = { ok: failures.length === 0, report, availability: avail, nodeErrors, undrained, failures, runDir: o.runDir, history: rec.history, netHooks, powerCuts: [...cluster.powerCuts], summary: '' };
     result.summary = summarize(result, o);

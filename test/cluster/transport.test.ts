@@ -1,5 +1,6 @@
-// HttpTransport and the internal routes over real HTTP on 127.0.0.1: one request per peer per turn,
-// order, the cluster secret, a dead peer, malformed bodies, and snapshot downloads.
+// HttpTransport and the internal routes over real HTTP on 127.0.0.1: one batch per peer per turn,
+// order, Raft streams (one request for many batches, acknowledgements, a build without streams), the
+// cluster secret, a dead peer, malformed bodies, and snapshot downloads.
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,7 +13,8 @@ import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { internalRoutes } from '../../src/cluster/internal-routes.js';
 import { HttpTransport, SnapshotFetchError, type TransportOptions } from '../../src/cluster/transport.js';
-import { encodeBatch, type BatchItem } from '../../src/cluster/wire.js';
+import { FRAMES_TYPE, REFUSED } from '../../src/cluster/frames.js';
+import { decodeBatch, encodeBatch, type BatchItem } from '../../src/cluster/wire.js';
 import { EntryKind, MessageType, nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 
 const SECRET = 'cluster-secret-4f1c9a';
@@ -55,17 +57,26 @@ interface Node {
   snapshotGate: Promise<void> | null;
   /** Every route registered, with whether its schema hides it from the OpenAPI document. */
   routes: { route: string; hidden: boolean }[];
+  /** The path of every request that came in. */
+  requests: string[];
+  /** The path of every request whose answer was sent to its end. */
+  answered: string[];
 }
 
 /** A Fastify server with the internal routes on 127.0.0.1, closed at the end of the test. */
-async function startNode(t: Test, id: NodeId): Promise<Node> {
+async function startNode(t: Test, id: NodeId, extra: { streamIdleMs?: number } = {}): Promise<Node> {
   const logs: string[] = [];
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => void logs.push(line) } } });
-  const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, routes: [] };
+  const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, routes: [], requests: [], answered: [] };
   app.addHook('onRoute', (route) => {
     node.routes.push({ route: `${String(route.method)} ${route.url}`, hidden: route.schema?.hide === true });
   });
+  app.addHook('onRequest', async (request, reply) => {
+    node.requests.push(request.url);
+    reply.raw.once('finish', () => node.answered.push(request.url));
+  });
   await app.register(internalRoutes, {
+    ...extra,
     clusterSecret: SECRET,
     self: id,
     onMessages: async (from, items) => {
@@ -157,7 +168,7 @@ t.test('the messages of all partitions sent in one turn travel in one request, i
   await until('the reply', () => nodeA.received.length === 1);
   t.equal(nodeA.received[0]?.from, b);
   t.equal(nodeA.received[0]?.items.length, 6);
-  t.same(trA.stats(), { sent: items.length + 8, dropped: 0, failed: 0, queued: 0 });
+  t.match(trA.stats(), { sent: items.length + 8, dropped: 0, failed: 0, queued: 0 });
   t.equal(nodeB.logs.length, 0, 'nothing logged on the happy path');
 });
 
@@ -240,7 +251,7 @@ t.test('the cluster secret', async (t) => {
     tr.send([{ partition: 0, message: heartbeat(a, b, 2) }]);
     tr.send([{ partition: 1, message: heartbeat(a, b, 2) }]);
     await until('the second failure', () => tr.stats().failed === 3);
-    t.same(tr.stats(), { sent: 0, dropped: 0, failed: 3, queued: 0 });
+    t.match(tr.stats(), { sent: 0, dropped: 0, failed: 3, queued: 0 });
     t.equal(nodeB.received.length, 0, 'onMessages was never called');
     t.equal(warnings.length, 1, 'one warning per peer per interval');
     t.match(warnings[0]?.obj, { peer: b, reason: /^answered 401/ });
@@ -302,15 +313,137 @@ t.test('a body over the limit gets 413', async (t) => {
   t.match(res.json(), { status: 413, code: 'payload_too_large' });
 });
 
-t.test('a batch for another node is refused with 421', async (t) => {
+t.test('a batch for another node is refused: 421 to a POST, a refusal that ends a stream', async (t) => {
   const nodeB = await startNode(t, b);
   const c = nodeId('node-c');
   // A peer table that puts node-c at node-b's address.
-  const { tr, warnings } = transport(t, a, [{ id: c, url: nodeB.url }]);
-  tr.send([{ partition: 0, message: heartbeat(a, c, 1) }]);
-  await until('the failure', () => tr.stats().failed === 1);
-  t.equal(nodeB.received.length, 0);
-  t.match(warnings[0]?.obj, { peer: c, reason: /^answered 421/ });
+  for (const streams of [true, false]) {
+    const { tr, warnings } = transport(t, a, [{ id: c, url: nodeB.url }], { streams });
+    tr.send([{ partition: 0, message: heartbeat(a, c, 1) }]);
+    await until('the failure', () => tr.stats().failed === 1);
+    t.equal(nodeB.received.length, 0);
+    t.match(warnings[0]?.obj, { peer: c, reason: streams ? /^refused: this is node node-b, not node-c/ : /^answered 421/ });
+  }
+});
+
+t.test('Raft streams', async (t) => {
+  t.test('one request carries many batches, each acknowledged before the next leaves', async (t) => {
+    const nodeB = await startNode(t, b);
+    const { tr } = transport(t, a, [nodeB]);
+    for (let term = 1; term <= 20; term++) {
+      tr.send(turnOf(a, b, 3, term));
+      await until(`batch ${term}`, () => tr.stats().sent === term * 6);
+    }
+    t.equal(nodeB.received.length, 20, 'twenty batches');
+    t.strictSame(nodeB.received.map((r) => r.items[0]?.message.term), Array.from({ length: 20 }, (_, i) => i + 1), 'in order');
+    t.same(nodeB.received[19]?.items, turnOf(a, b, 3, 20), 'intact');
+    t.strictSame(nodeB.requests, ['/internal/raft-stream'], 'in one request');
+    t.match(tr.peerStates(), [{ peer: b, streaming: true, inFlight: false, failures: 0 }]);
+  });
+
+  t.test('a stream is replaced when it is old, and nothing is lost at the change', async (t) => {
+    const nodeB = await startNode(t, b);
+    const { tr } = transport(t, a, [nodeB], { streamMaxAgeMs: 30 });
+    for (let term = 1; term <= 4; term++) {
+      tr.send(turnOf(a, b, 2, term));
+      await until(`batch ${term}`, () => tr.stats().sent === term * 4);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    t.equal(nodeB.requests.length, 4, 'a new request per batch, each older than 30 ms');
+    t.equal(nodeB.received.length, 4);
+    t.match(tr.stats(), { sent: 16, dropped: 0, failed: 0, queued: 0 });
+    await until('the three old streams to end', () => nodeB.answered.length === 3);
+    t.equal(nodeB.logs.length, 0, 'an old stream ends cleanly, not inside a frame');
+  });
+
+  t.test('a frame not acknowledged in time fails its batch and the stream; the next batch opens another', async (t) => {
+    const nodeB = await startNode(t, b);
+    const { tr, warnings } = transport(t, a, [nodeB], { requestTimeoutMs: 200 });
+    let release = () => {};
+    nodeB.gate = new Promise((resolve) => (release = resolve));
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await until('the failure', () => tr.stats().failed === 1);
+    t.match(warnings[0]?.obj, { peer: b, reason: /no acknowledgement within 200 ms/ });
+    nodeB.gate = null;
+    release();
+    tr.send([{ partition: 0, message: heartbeat(a, b, 2) }]);
+    await until('the next batch', () => tr.stats().sent === 1);
+    t.equal(nodeB.requests.length, 2, 'in a new stream');
+    t.strictSame(nodeB.received.map((r) => r.items[0]?.message.term), [1, 2], 'the first was taken late, which Raft allows');
+  });
+
+  t.test('a peer without the stream route (an older build) gets one POST per batch', async (t) => {
+    const received: BatchItem[][] = [];
+    const urls: string[] = [];
+    const app = Fastify();
+    app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+    app.addHook('onRequest', async (request) => void urls.push(request.url));
+    app.post('/internal/raft', async (request, reply) => {
+      received.push(decodeBatch(request.body as Buffer).items);
+      return reply.code(204).send();
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    t.teardown(() => app.close());
+    const { tr, warnings } = transport(t, a, [{ id: b, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` }]);
+    for (let term = 1; term <= 3; term++) {
+      tr.send(turnOf(a, b, 2, term));
+      await until(`batch ${term}`, () => tr.stats().sent === term * 4);
+    }
+    t.strictSame(urls, ['/internal/raft-stream', '/internal/raft', '/internal/raft', '/internal/raft'], 'one refused stream, then POSTs');
+    t.same(received, [1, 2, 3].map((term) => turnOf(a, b, 2, term)), 'every batch, the first included');
+    t.match(tr.stats(), { sent: 12, dropped: 0, failed: 0, queued: 0 });
+    t.equal(warnings.length, 0, 'nothing to warn about');
+  });
+
+  t.test('a malformed stream is refused and the server keeps serving', async (t) => {
+    const nodeB = await startNode(t, b);
+    const headers = { authorization: `Bearer ${SECRET}`, 'content-type': FRAMES_TYPE };
+    const frame = (bytes: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, bytes.byteLength]), bytes]);
+    const bad: [string, Buffer, RegExp][] = [
+      ['garbage in a frame', frame(Buffer.from('definitely not a batch')), /.+/],
+      ['an empty frame', Buffer.from([0, 0, 0, 0]), /a frame of 0 bytes/],
+      ['a frame past the limit', Buffer.from([0x7f, 0, 0, 0]), /a frame of 2130706432 bytes/],
+    ];
+    for (const [name, body, detail] of bad) {
+      const res = await request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers, body });
+      const answer = Buffer.from(await res.body.arrayBuffer());
+      t.equal(res.statusCode, 200, name);
+      t.equal(answer.readUInt32BE(0), REFUSED, `${name}: refused`);
+      t.match(answer.subarray(4).toString('utf8'), detail, name);
+    }
+    const good = encodeBatch(a, [{ partition: 0, message: heartbeat(a, b, 1) }]);
+    const res = await request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers, body: Buffer.concat([frame(good).subarray(0, 4), good, frame(good).subarray(0, 4), good]) });
+    t.strictSame([...Buffer.from(await res.body.arrayBuffer())], [0, 0, 0, 1, 0, 0, 0, 2], 'two good frames, two acknowledgements');
+    const json = await request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{}' });
+    t.equal(json.statusCode, 415, 'another content type');
+    await json.body.dump();
+    const anonymous = await request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers: { 'content-type': FRAMES_TYPE }, body: frame(good) });
+    t.equal(anonymous.statusCode, 401, 'no secret');
+    await anonymous.body.dump();
+    t.equal(nodeB.received.length, 2, 'only the good frames reached the node');
+  });
+
+  t.test('a stream idle past the receiver\'s limit is cut; the next batch opens another', async (t) => {
+    const nodeB = await startNode(t, b, { streamIdleMs: 100 });
+    const { tr } = transport(t, a, [nodeB]);
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await until('the batch', () => tr.stats().sent === 1);
+    await until('the stream to be cut', () => tr.peerStates()[0]?.streaming === false);
+    tr.send([{ partition: 0, message: heartbeat(a, b, 2) }]);
+    await until('the next batch', () => tr.stats().sent === 2);
+    t.equal(nodeB.requests.length, 2, 'in a new stream');
+    t.match(tr.stats(), { failed: 0, dropped: 0 });
+  });
+
+  t.test('a closing node cuts the streams it serves instead of waiting for them', async (t) => {
+    const nodeB = await startNode(t, b);
+    const { tr } = transport(t, a, [nodeB]);
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await until('the batch', () => tr.stats().sent === 1);
+    t.match(tr.peerStates(), [{ streaming: true }]);
+    await nodeB.app.close();
+    await until('the stream to end', () => tr.peerStates()[0]?.streaming === false);
+  });
 });
 
 t.test('a dead peer: send drops instead of throwing, and the queue stays bounded', async (t) => {
@@ -326,7 +459,7 @@ t.test('a dead peer: send drops instead of throwing, and the queue stays bounded
   t.equal(most, maxQueuedPerPeer, 'never more than maxQueuedPerPeer queued');
   t.equal(tr.stats().dropped, 50_000 - maxQueuedPerPeer, 'the oldest were dropped');
   await until('the request to fail', () => tr.stats().failed === maxQueuedPerPeer);
-  t.same(tr.stats(), { sent: 0, dropped: 49_000, failed: 1_000, queued: 0 });
+  t.match(tr.stats(), { sent: 0, dropped: 49_000, failed: 1_000, queued: 0 });
 
   // One send of 50,000 at once, and again while the peer is in backoff.
   tr.send(Array.from({ length: 50_000 }, (_, i) => ({ partition: 7, message: heartbeat(a, b, i) })));
@@ -334,7 +467,7 @@ t.test('a dead peer: send drops instead of throwing, and the queue stays bounded
   await until('the second failure', () => tr.stats().failed === 2_000);
   tr.send(Array.from({ length: 5 }, (_, i) => ({ partition: 7, message: heartbeat(a, b, i) })));
   await until('the third failure', () => tr.stats().failed === 2_005);
-  t.same(tr.stats(), { sent: 0, dropped: 98_000, failed: 2_005, queued: 0 });
+  t.match(tr.stats(), { sent: 0, dropped: 98_000, failed: 2_005, queued: 0 });
   t.equal(warnings.length, 1, 'reported once in ten seconds');
   t.match(warnings[0], { obj: { peer: b, url: dead.url, reason: /ECONNREFUSED/ }, msg: String });
 
@@ -346,7 +479,7 @@ t.test('send() throws only on a caller bug', async (t) => {
   const { tr } = transport(t, a, []);
   t.throws(() => tr.send([{ partition: 1024, message: heartbeat(a, b, 1) }]), RangeError);
   t.throws(() => tr.send([{ partition: 0, message: heartbeat(b, a, 1) }]), TypeError, 'a message from another node');
-  t.same(tr.stats(), { sent: 0, dropped: 0, failed: 0, queued: 0 }, 'and then queues nothing at all');
+  t.match(tr.stats(), { sent: 0, dropped: 0, failed: 0, queued: 0 }, 'and then queues nothing at all');
 });
 
 t.test('fetchSnapshot', async (t) => {
@@ -431,7 +564,16 @@ t.test('the internal routes are hidden from the public document', async (t) => {
   const internal = nodeB.routes.filter((r) => r.route.includes(' /internal/'));
   t.strictSame(
     internal.map((r) => r.route).sort(),
-    ['GET /internal/snapshot/:partition/:ref', 'POST /internal/command', 'POST /internal/commands', 'POST /internal/positions', 'POST /internal/propose', 'POST /internal/query', 'POST /internal/raft'],
+    [
+      'GET /internal/snapshot/:partition/:ref',
+      'POST /internal/command',
+      'POST /internal/commands',
+      'POST /internal/positions',
+      'POST /internal/propose',
+      'POST /internal/query',
+      'POST /internal/raft',
+      'POST /internal/raft-stream',
+    ],
   );
   t.ok(internal.every((r) => r.hidden), 'every one has schema.hide');
 });

@@ -1,0 +1,104 @@
+// Frames of a Raft stream: one long-lived inter-node POST per peer (RAFT_STREAM_PATH) carries
+// batches of Raft messages in its body, and the answer's body acknowledges them as they are taken.
+//
+//   request body   frames: bytes 0..3 the batch's length N (unsigned big-endian, 1 to the body
+//                  limit), then N bytes of one encoded batch (wire.ts)
+//   answer body    4-byte words, unsigned big-endian: the number of frames taken so far, once per
+//                  frame taken; or REFUSED followed by a problem text in UTF-8 to the end, when the
+//                  receiver refuses the stream (a malformed frame, a batch for another node)
+//
+// A stream carries fewer than MAX_STREAM_FRAMES frames, so a count never reaches REFUSED.
+
+/** The content type of a Raft stream's request and answer. */
+export const FRAMES_TYPE = 'application/x-mom-raft-frames';
+/** In the answer: the receiver refused the stream; a problem text follows. */
+export const REFUSED = 0xffff_ffff;
+/** A sender opens a new stream before this many frames. */
+export const MAX_STREAM_FRAMES = 1_000_000;
+
+/** Bytes before a frame's batch: its length. */
+export const FRAME_HEAD_BYTES = 4;
+
+/** Makes `buf`, a batch encoded after FRAME_HEAD_BYTES unwritten bytes, one frame. */
+export function sealFrame(buf: Buffer): Buffer {
+  buf.writeUInt32BE(buf.byteLength - FRAME_HEAD_BYTES, 0);
+  return buf;
+}
+
+/** One acknowledgement word: `count` frames taken since the stream began. */
+export function ackWord(count: number): Buffer {
+  const word = Buffer.allocUnsafe(4);
+  word.writeUInt32BE(count, 0);
+  return word;
+}
+
+/** A length prefix out of range: the stream cannot be read past it. */
+export class FrameError extends Error {
+  override name = 'FrameError';
+}
+
+/**
+ * Cuts a byte stream, received in chunks of any size, into 4-byte words or length-prefixed frames.
+ * Chunks are kept as they come and joined once per frame, so a 16 MiB frame in 64 KiB chunks is
+ * copied once, not once per chunk.
+ */
+export class ChunkReader {
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+  /** The length of the frame whose prefix was read, or -1 between frames. */
+  private need = -1;
+
+  push(chunk: Buffer): void {
+    if (chunk.byteLength === 0) return;
+    this.chunks.push(chunk);
+    this.bytes += chunk.byteLength;
+  }
+
+  /** Bytes received and not yet taken, a partial prefix or frame included. */
+  get pending(): number {
+    return this.bytes + (this.need >= 0 ? 4 : 0);
+  }
+
+  /** The next complete frame, or null until more bytes come. Throws FrameError for a bad prefix. */
+  nextFrame(maxBytes: number): Buffer | null {
+    if (this.need < 0) {
+      if (this.bytes < 4) return null;
+      const n = this.take(4).readUInt32BE(0);
+      if (n === 0 || n > maxBytes) throw new FrameError(`a frame of ${n} bytes (1 to ${maxBytes} allowed)`);
+      this.need = n;
+    }
+    if (this.bytes < this.need) return null;
+    const frame = this.take(this.need);
+    this.need = -1;
+    return frame;
+  }
+
+  /** The next 4-byte word, or null until more bytes come. */
+  nextWord(): number | null {
+    return this.bytes < 4 ? null : this.take(4).readUInt32BE(0);
+  }
+
+  /** Everything not yet taken, as one buffer. */
+  rest(): Buffer {
+    const all = Buffer.concat(this.chunks, this.bytes);
+    this.chunks = [];
+    this.bytes = 0;
+    return all;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    let out: Buffer;
+    if (first.byteLength >= n) {
+      out = first.subarray(0, n);
+      if (first.byteLength === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      const all = Buffer.concat(this.chunks, this.bytes);
+      out = all.subarray(0, n);
+      this.chunks = all.byteLength > n ? [all.subarray(n)] : [];
+    }
+    this.bytes -= n;
+    return out;
+  }
+}
