@@ -30,7 +30,8 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
   app.addHook('onResponse', async (request, reply) => {
     const labels = { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) };
     requests.inc(labels);
-    latency.observe(labels, reply.elapsedTime / 1000);
+    // A long-lived request (a Raft stream, open for a minute) would only fill the top bucket.
+    if ((request.routeOptions.config as { longLived?: boolean } | undefined)?.longLived !== true) latency.observe(labels, reply.elapsedTime / 1000);
   });
 
   const partitionGauge = (name: string, help: string, value: (s: ReturnType<ApiDeps['cluster']['status']>[number]) => number): void => {

@@ -39,38 +39,57 @@ export class FrameError extends Error {
 
 /**
  * Cuts a byte stream, received in chunks of any size, into 4-byte words or length-prefixed frames.
- * Chunks are kept as they come and joined once per frame, so a 16 MiB frame in 64 KiB chunks is
- * copied once, not once per chunk.
+ * Once a frame's length is known, its buffer is allocated and each chunk is copied into it as it
+ * comes: one copy per byte, and no object kept per chunk, however small the chunks.
  */
 export class ChunkReader {
+  /** Bytes not yet taken, outside a frame being filled. */
   private chunks: Buffer[] = [];
   private bytes = 0;
-  /** The length of the frame whose prefix was read, or -1 between frames. */
-  private need = -1;
+  /** The frame being filled, once its length was read and its bytes had not all come. */
+  private frame: Buffer | null = null;
+  private filled = 0;
 
   push(chunk: Buffer): void {
-    if (chunk.byteLength === 0) return;
-    this.chunks.push(chunk);
-    this.bytes += chunk.byteLength;
+    let rest = chunk;
+    if (this.frame !== null) {
+      const n = Math.min(rest.byteLength, this.frame.byteLength - this.filled);
+      rest.copy(this.frame, this.filled, 0, n);
+      this.filled += n;
+      rest = rest.subarray(n);
+    }
+    if (rest.byteLength === 0) return;
+    this.chunks.push(rest);
+    this.bytes += rest.byteLength;
   }
 
   /** Bytes received and not yet taken, a partial prefix or frame included. */
   get pending(): number {
-    return this.bytes + (this.need >= 0 ? 4 : 0);
+    return this.bytes + (this.frame === null ? 0 : FRAME_HEAD_BYTES + this.filled);
   }
 
   /** The next complete frame, or null until more bytes come. Throws FrameError for a bad prefix. */
   nextFrame(maxBytes: number): Buffer | null {
-    if (this.need < 0) {
-      if (this.bytes < 4) return null;
-      const n = this.take(4).readUInt32BE(0);
-      if (n === 0 || n > maxBytes) throw new FrameError(`a frame of ${n} bytes (1 to ${maxBytes} allowed)`);
-      this.need = n;
+    if (this.frame !== null) {
+      if (this.filled < this.frame.byteLength) return null;
+      const done = this.frame;
+      this.frame = null;
+      // What came after it waits in `chunks`.
+      return done;
     }
-    if (this.bytes < this.need) return null;
-    const frame = this.take(this.need);
-    this.need = -1;
-    return frame;
+    if (this.bytes < FRAME_HEAD_BYTES) return null;
+    const n = this.take(FRAME_HEAD_BYTES).readUInt32BE(0);
+    if (n === 0 || n > maxBytes) throw new FrameError(`a frame of ${n} bytes (1 to ${maxBytes} allowed)`);
+    if (this.bytes >= n) return this.take(n);
+    this.frame = Buffer.allocUnsafe(n);
+    this.filled = 0;
+    for (const c of this.chunks) {
+      c.copy(this.frame, this.filled);
+      this.filled += c.byteLength;
+    }
+    this.chunks = [];
+    this.bytes = 0;
+    return null;
   }
 
   /** The next 4-byte word, or null until more bytes come. */
@@ -86,6 +105,7 @@ export class ChunkReader {
     return all;
   }
 
+  /** The first `n` bytes of `chunks` (n <= bytes), joined only when they span chunks. */
   private take(n: number): Buffer {
     const first = this.chunks[0] as Buffer;
     let out: Buffer;

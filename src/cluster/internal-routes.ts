@@ -11,7 +11,8 @@ import type { NodeId } from '../raft/index.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { ChunkReader, FRAMES_TYPE, FrameError, REFUSED, ackWord } from './frames.js';
+import type { ServerResponse } from 'node:http';
+import { ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, ackWord } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
 
@@ -122,7 +123,9 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   // Streams stay open until their sender ends them: a closing node cuts the ones it serves, or its
   // close would wait for its peers.
   const streams = new Set<Readable>();
+  let closing = false;
   app.addHook('preClose', async () => {
+    closing = true;
     for (const s of streams) s.destroy();
   });
 
@@ -177,10 +180,12 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     },
   );
 
-  app.post(RAFT_STREAM_PATH, { schema: { hide: true }, logLevel: 'warn' }, async (request, reply) => {
+  app.post(RAFT_STREAM_PATH, { schema: { hide: true }, logLevel: 'warn', config: { longLived: true } }, async (request, reply) => {
     if (request.headers['content-type'] !== FRAMES_TYPE) {
       return problem(reply, 415, 'unsupported_media_type', `expected ${FRAMES_TYPE}`);
     }
+    // A stream that reached its handler after preClose ran would hold the close up.
+    if (closing) return problem(reply, 503, 'unavailable', 'this node is closing');
     const body = request.body as Readable;
     const format = readableFormat(request.headers[FORMAT_HEADER]);
     reply.hijack();
@@ -190,15 +195,20 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     streams.add(body);
     const reader = new ChunkReader();
     let taken = 0;
+    /** Answers REFUSED and why; the connection goes once the answer is out. */
     const refuse = (detail: string, log: object): void => {
       request.log.warn({ remoteAddress: request.ip, ...log }, `inter-node stream refused: ${detail}`);
-      res.end(Buffer.concat([ackWord(REFUSED), Buffer.from(detail, 'utf8')]));
-      body.destroy();
+      res.end(Buffer.concat([ackWord(REFUSED), Buffer.from(detail, 'utf8')]), () => body.destroy());
     };
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      // Leaving the loop early must not destroy the body before a refusal is out: refuse() does.
+      for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         reader.push(chunk);
         for (let frame = reader.nextFrame(bodyLimit); frame !== null; frame = reader.nextFrame(bodyLimit)) {
+          if (taken >= MAX_STREAM_FRAMES) {
+            refuse(`more than ${MAX_STREAM_FRAMES} frames in one stream`, {});
+            return;
+          }
           const batch = decodeBatch(frame);
           const misdirected = opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self);
           if (misdirected !== undefined) {
@@ -206,7 +216,9 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
             return;
           }
           await opts.onMessages(batch.from, batch.items, format);
-          res.write(ackWord(++taken));
+          // A sender that does not read its acknowledgements is not read either.
+          if (!res.write(ackWord(++taken))) await drained(res);
+          if (res.destroyed) return;
         }
       }
       if (reader.pending > 0) request.log.warn({ remoteAddress: request.ip, bytes: reader.pending }, 'inter-node stream ended inside a frame');
@@ -217,11 +229,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         return;
       }
       // The sender went away (its node closed, the connection broke) or this node is closing.
-      if (body.destroyed || res.destroyed) {
-        res.destroy();
-        return;
-      }
-      request.log.error({ err }, 'inter-node stream failed');
+      if (!body.destroyed && !res.destroyed) request.log.error({ err }, 'inter-node stream failed');
+      body.destroy();
       res.destroy();
     } finally {
       streams.delete(body);
@@ -372,6 +381,19 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return reply.send(file.createReadStream());
     },
   );
+}
+
+/** Resolves once `res` can take more, or is gone. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 async function openIfExists(path: string): Promise<FileHandle | null> {

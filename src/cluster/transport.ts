@@ -39,12 +39,15 @@ export interface TransportOptions {
   readonly clusterSecret: string;
   /** Messages queued per peer before the oldest are dropped. Default 10,000. */
   readonly maxQueuedPerPeer?: number;
-  /** Connect, headers and body deadline of one POST of messages, in ms. Default 2,000. */
+  /**
+   * Deadline of one batch, in ms: its stream frame's acknowledgement, or the connect, headers and
+   * body of its POST. Default 2,000.
+   */
   readonly requestTimeoutMs?: number;
   /** Idle deadline of a snapshot download (headers, and each gap in the body), in ms. Default 60,000. */
   readonly snapshotTimeoutMs?: number;
   /**
-   * Payload bytes (entry and snapshot data) per POST; what does not fit waits for the next one.
+   * Payload bytes (entry and snapshot data) per batch; what does not fit waits for the next one.
    * Default 16 MiB, well under the receiver's 64 MiB body limit. A single larger message still goes.
    */
   readonly maxBatchBytes?: number;
@@ -122,7 +125,7 @@ interface Peer {
   streamPool: Pool | null;
   /** The stream batches go into; null until the first, and after one fails. */
   stream: RaftStream | null;
-  /** Batches go as POSTs until then (Date.now()): the peer had no stream route. */
+  /** Batches go as POSTs until then (performance.now()): the peer had no stream route. */
   postsUntil: number;
   readonly queue: MessageQueue;
   /** True while a batch is outstanding; at most one is, per peer. */
@@ -131,7 +134,7 @@ interface Peer {
   scheduled: boolean;
   /** Failed batches in a row; 0 after a success. */
   failures: number;
-  /** Set while waiting out the backoff after a failure; no POST starts meanwhile. */
+  /** Set while waiting out the backoff after a failure; no batch leaves meanwhile. */
   backoff: NodeJS.Timeout | null;
 }
 
@@ -194,8 +197,8 @@ export class HttpTransport {
 
   /**
    * Queues messages for their destinations (`message.to`); never waits and never fails on a peer's
-   * account. The POSTs leave at the end of the current turn, so several calls in one turn still make
-   * one request per peer. Throws only on a caller's bug: a partition out of range, or a message that
+   * account. The batches leave at the end of the current turn, so several calls in one turn still make
+   * one batch per peer. Throws only on a caller's bug: a partition out of range, or a message that
    * is not from this node.
    */
   send(items: readonly BatchItem[]): void {
@@ -416,17 +419,17 @@ export class HttpTransport {
    * streams. Never rejects: a failure is counted and reported.
    */
   private deliver(peer: Peer, batch: BatchItem[]): Promise<boolean> {
-    return this.streams && Date.now() >= peer.postsUntil ? this.stream(peer, batch) : this.post(peer, batch);
+    return this.streams && performance.now() >= peer.postsUntil ? this.stream(peer, batch) : this.post(peer, batch);
   }
 
   /** Whether the peer took the batch, sent as a frame of its stream. Never rejects, as post(). */
   private async stream(peer: Peer, batch: BatchItem[]): Promise<boolean> {
     let stream = peer.stream;
-    if (stream === null || !stream.fresh(Date.now(), this.streamMaxAgeMs)) {
+    if (stream === null || !stream.fresh(performance.now(), this.streamMaxAgeMs)) {
       stream?.retire(this.requestTimeoutMs);
       peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
       const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format };
-      const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, Date.now(), () => {
+      const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), () => {
         if (peer.stream === opened) peer.stream = null;
       });
       stream = peer.stream = opened;
@@ -446,7 +449,7 @@ export class HttpTransport {
     }
     if (outcome.status === 404) {
       // A build without streams: this batch and the next ones as POSTs, for a while.
-      peer.postsUntil = Date.now() + STREAM_RETRY_MS;
+      peer.postsUntil = performance.now() + STREAM_RETRY_MS;
       return this.post(peer, batch);
     }
     this.fail(peer, batch.length, outcome.reason);

@@ -435,6 +435,37 @@ t.test('Raft streams', async (t) => {
     t.match(tr.stats(), { failed: 0, dropped: 0 });
   });
 
+  t.test('a stream that reaches its handler after the close began is refused, and the close does not wait for it', async (t) => {
+    const app = Fastify();
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let arrived = () => {};
+    const atHook = new Promise<void>((resolve) => (arrived = resolve));
+    // Holds the stream's request between its hooks and its handler while the close begins.
+    app.addHook('onRequest', async () => {
+      arrived();
+      await held;
+    });
+    await app.register(internalRoutes, { clusterSecret: SECRET, self: b, onMessages: () => {}, snapshotFile: () => null });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { tr } = transport(t, a, [{ id: b, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` }]);
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await atHook;
+    const closed = app.close();
+    // The server stops listening after every preClose hook ran: only then does the request go on.
+    while (app.server.listening) await new Promise((resolve) => setTimeout(resolve, 5));
+    release();
+    // The sender keeps sending meanwhile; the close must not wait for its stream.
+    let term = 1;
+    let done = false;
+    void closed.then(() => (done = true));
+    while (!done) {
+      tr.send([{ partition: 0, message: heartbeat(a, b, ++term) }]);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    t.ok(done, 'closed while the sender went on sending (it hangs until the sender stops without the refusal)');
+  });
+
   t.test('a closing node cuts the streams it serves instead of waiting for them', async (t) => {
     const nodeB = await startNode(t, b);
     const { tr } = transport(t, a, [nodeB]);
