@@ -238,9 +238,10 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
  */
 function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
   const rows = s.st.ready.all(ch.id, max) as MessageRow[];
+  // One update for them all: the rows read are every ready message up to the last one's sequence.
+  if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
   const messages: ReceivedMessage[] = [];
   for (const m of rows) {
-    s.st.lease.run(ctx.now + vt, ctx.index, ch.id, m.seq);
     messages.push({
       messageId: m.message_id,
       sequence: m.seq,
@@ -263,7 +264,10 @@ function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx)
  * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
  * gone or was delivered again (a newer lease).
  */
-function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: MessageRow) => boolean): HandleOutcome {
+/** The columns of a message a receipt handle is checked and acted on with. */
+type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
+
+function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: LeaseRow) => boolean): HandleOutcome {
   const out: HandleOutcome = { acked: [], failed: [] };
   for (const h of receiptHandles) {
     const r = decodeReceipt(h);
@@ -271,7 +275,7 @@ function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], ea
       out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
       continue;
     }
-    const m = s.st.getMessage.get(ch.id, r.seq) as MessageRow | undefined;
+    const m = s.st.getLease.get(ch.id, r.seq) as LeaseRow | undefined;
     if (m === undefined || m.lease_id !== r.leaseId || !each(m)) {
       out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
       continue;
@@ -283,13 +287,17 @@ function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], ea
 
 export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
-  return ok(
-    handles(s, ch, receiptHandles, (m) => {
-      s.st.deleteMessage.run(ch.id, m.seq);
-      s.st.bumpCount[m.state].run(-1, ch.id);
-      return true;
-    }),
-  );
+  // The channel's counts change once per state, after the deletes.
+  const gone = [0, 0, 0];
+  const out = handles(s, ch, receiptHandles, (m) => {
+    s.st.deleteMessage.run(ch.id, m.seq);
+    gone[m.state]!++;
+    return true;
+  });
+  gone.forEach((n, state) => {
+    if (n > 0) s.st.bumpCount[state as MessageState].run(-n, ch.id);
+  });
+  return ok(out);
 }
 
 export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {

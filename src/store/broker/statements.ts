@@ -241,6 +241,8 @@ export function prepareStatements(db: Sqlite, k: Db) {
     },
     /** (channel_id, seq) */
     getMessage: s(k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('seq', '=', 0), 2),
+    /** (channel_id, seq): what a receipt handle is checked against, without the body. */
+    getLease: s(k.selectFrom('messages').select(['seq', 'state', 'lease_id', 'delivery_count', 'visible_at']).where('channel_id', '=', 0).where('seq', '=', 0), 2),
     /** (channel_id, seq) */
     deleteMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0), 2),
     /** (channel_id) */
@@ -312,13 +314,17 @@ export function prepareStatements(db: Sqlite, k: Db) {
       k.updateTable('messages').set({ state: MessageState.Ready, visible_at: 0, lease_id: lit(0) }).where('seq', '=', 0).where('channel_id', '=', 0),
       4,
     ),
-    /** (visible_at, lease_id, channel_id, seq) */
-    lease: s(
+    /**
+     * (visible_at, lease_id, channel_id, seq): leases every ready message of the channel up to `seq`,
+     * which are exactly the ones `ready` just read when `seq` is the last of them.
+     */
+    leaseReadyUpTo: s(
       k
         .updateTable('messages')
         .set((eb) => ({ state: lit(MessageState.Leased), visible_at: 0, delivery_count: eb('delivery_count', '+', lit(1)), lease_id: 0 }))
         .where('channel_id', '=', 0)
-        .where('seq', '=', 0),
+        .where('state', '=', lit(MessageState.Ready))
+        .where('seq', '<=', 0),
       4,
     ),
     /** (channel_id, now) */
