@@ -115,13 +115,14 @@ export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: st
 
 /** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
 export function expire(s: Store, ch: ChannelRow, now: number): number {
-  const rows = s.st.expiredByState.all(ch.id, now) as { state: MessageState; n: number }[];
-  if (rows.length === 0) return 0;
+  const c = s.st.expiredByState.get(ch.id, now) as { ready: number | null; leased: number | null; delayed: number | null };
+  const byState = [c.ready ?? 0, c.leased ?? 0, c.delayed ?? 0];
   let n = 0;
-  for (const r of rows) {
-    s.st.bumpCount[r.state].run(-r.n, ch.id);
-    n += r.n;
-  }
+  byState.forEach((k, state) => {
+    if (k > 0) s.st.bumpCount[state as MessageState].run(-k, ch.id);
+    n += k;
+  });
+  if (n === 0) return 0;
   s.st.deleteExpired.run(ch.id, now);
   return n;
 }

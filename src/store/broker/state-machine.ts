@@ -206,7 +206,15 @@ export class BrokerStateMachine {
       // Rolled back: so is a format.raise of the batch.
       this.formatInForce = formatBefore;
       if (!(err instanceof MalformedCommand)) throw err;
-      return this.applyBatch(entries, true);
+      // A savepoint keeps every page its command changes, to undo it: in a temporary file here, not
+      // in memory as statement journals are (sqlite.ts), or the delete of a queue of a million
+      // messages in such a batch would hold the whole queue in memory, on every replica at once.
+      this.sqlite.pragma('temp_store = FILE');
+      try {
+        return this.applyBatch(entries, true);
+      } finally {
+        this.sqlite.pragma('temp_store = MEMORY');
+      }
     }
   }
 

@@ -331,10 +331,14 @@ export function prepareStatements(db: Sqlite, k: Db) {
     expiredByState: s(
       k
         .selectFrom(messagesBy('messages_expiry'))
-        .select((eb) => ['state', eb.fn.countAll<number>().as('n')])
+        // Sums, not a GROUP BY: a grouping sorts every expired row in a temporary B-tree (in memory).
+        .select((eb) => [
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Ready))).as('ready'),
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
+        ])
         .where('channel_id', '=', 0)
-        .where('expires_at', '<=', 0)
-        .groupBy('state'),
+        .where('expires_at', '<=', 0),
       2,
     ),
     /** (channel_id, now) */

@@ -40,16 +40,15 @@ export interface SubscriptionView {
 }
 
 function stats(s: Store, ch: ChannelRow, now: number): QueueView['stats'] {
-  const expired = new Map<number, number>();
-  for (const r of s.st.expiredByState.all(ch.id, now) as { state: number; n: number }[]) expired.set(r.state, r.n);
+  const expired = s.st.expiredByState.get(ch.id, now) as { ready: number | null; leased: number | null; delayed: number | null };
   const due = s.st.dueCounts.get(ch.max_deliveries ?? Number.MAX_SAFE_INTEGER, ch.id, now, now) as {
     leased: number | null;
     leased_alive: number | null;
     delayed: number | null;
   };
-  const ready = ch.n_ready - (expired.get(MessageState.Ready) ?? 0);
-  const leased = ch.n_leased - (expired.get(MessageState.Leased) ?? 0);
-  const delayed = ch.n_delayed - (expired.get(MessageState.Delayed) ?? 0);
+  const ready = ch.n_ready - (expired.ready ?? 0);
+  const leased = ch.n_leased - (expired.leased ?? 0);
+  const delayed = ch.n_delayed - (expired.delayed ?? 0);
   const oldest = s.st.oldest.get(ch.id, now, now, ch.max_deliveries ?? Number.MAX_SAFE_INTEGER) as { sent_at: number } | undefined;
   return {
     visible: ready + (due.leased_alive ?? 0) + (due.delayed ?? 0),
