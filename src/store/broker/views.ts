@@ -5,7 +5,7 @@ import { ErrorCode, fail, type Body, type ChannelRef, type Result } from './comm
 import { bodyText } from './envelope.js';
 import { visibleQueue, visibleTopic } from './access.js';
 import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
-import { MessageState, type ChannelRow, type TopicRow } from './schema.js';
+import type { ChannelRow, TopicRow } from './schema.js';
 
 export interface QueueView {
   name: string;
