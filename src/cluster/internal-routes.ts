@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, ackWord } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
-import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type BatchItem } from './wire.js';
+import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem } from './wire.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -116,6 +116,9 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     done(null, body);
   });
 
+  /** A message of `batch` for another node than this one, if any (see `self`). */
+  const misdirectedIn = (batch: Batch): BatchItem | undefined => (opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self));
+
   // A Raft stream's body is read as it comes, frame by frame: no parser buffers it.
   app.addContentTypeParser(FRAMES_TYPE, (_req, payload, done) => {
     done(null, payload);
@@ -170,7 +173,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         request.log.warn({ remoteAddress: request.ip, err: err.message }, 'inter-node batch refused: malformed');
         return problem(reply, 400, 'validation_failed', err.message);
       }
-      const misdirected = opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self);
+      const misdirected = misdirectedIn(batch);
       if (misdirected !== undefined) {
         request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
         return problem(reply, 421, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
@@ -210,7 +213,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
             return;
           }
           const batch = decodeBatch(frame);
-          const misdirected = opts.self === undefined ? undefined : batch.items.find((it) => it.message.to !== opts.self);
+          const misdirected = misdirectedIn(batch);
           if (misdirected !== undefined) {
             refuse(`this is node ${opts.self}, not ${misdirected.message.to}`, { from: batch.from, to: misdirected.message.to });
             return;

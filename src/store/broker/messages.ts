@@ -115,16 +115,27 @@ export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: st
 
 /** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
 export function expire(s: Store, ch: ChannelRow, now: number): number {
-  const c = s.st.expiredByState.get(ch.id, now) as { ready: number | null; leased: number | null; delayed: number | null };
+  const c = s.st.expiredByState.get(ch.id, now) as StateSums;
   const byState = [c.ready ?? 0, c.leased ?? 0, c.delayed ?? 0];
-  let n = 0;
-  byState.forEach((k, state) => {
-    if (k > 0) s.st.bumpCount[state as MessageState].run(-k, ch.id);
-    n += k;
-  });
+  const n = byState[0]! + byState[1]! + byState[2]!;
   if (n === 0) return 0;
+  takeCounts(s, ch.id, byState);
   s.st.deleteExpired.run(ch.id, now);
   return n;
+}
+
+/** Messages per state, as sums over rows (null where no row matched). */
+export interface StateSums {
+  ready: number | null;
+  leased: number | null;
+  delayed: number | null;
+}
+
+/** Takes `byState[state]` messages off the channel's count of each state: one update per state. */
+function takeCounts(s: Store, channelId: number, byState: readonly number[]): void {
+  byState.forEach((n, state) => {
+    if (n > 0) s.st.bumpCount[state as MessageState].run(-n, channelId);
+  });
 }
 
 export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
@@ -261,13 +272,13 @@ function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx)
   return messages;
 }
 
+/** The columns of a message a receipt handle is checked and acted on with. */
+type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
+
 /**
  * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
  * gone or was delivered again (a newer lease).
  */
-/** The columns of a message a receipt handle is checked and acted on with. */
-type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
-
 function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: LeaseRow) => boolean): HandleOutcome {
   const out: HandleOutcome = { acked: [], failed: [] };
   for (const h of receiptHandles) {
@@ -295,9 +306,7 @@ export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[]
     gone[m.state]!++;
     return true;
   });
-  gone.forEach((n, state) => {
-    if (n > 0) s.st.bumpCount[state as MessageState].run(-n, ch.id);
-  });
+  takeCounts(s, ch.id, gone);
   return ok(out);
 }
 

@@ -5,6 +5,7 @@ import { ErrorCode, fail, type Body, type ChannelRef, type Result } from './comm
 import { bodyText } from './envelope.js';
 import { visibleQueue, visibleTopic } from './access.js';
 import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
+import type { StateSums } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
 
 export interface QueueView {
@@ -40,7 +41,7 @@ export interface SubscriptionView {
 }
 
 function stats(s: Store, ch: ChannelRow, now: number): QueueView['stats'] {
-  const expired = s.st.expiredByState.get(ch.id, now) as { ready: number | null; leased: number | null; delayed: number | null };
+  const expired = s.st.expiredByState.get(ch.id, now) as StateSums;
   const due = s.st.dueCounts.get(ch.max_deliveries ?? Number.MAX_SAFE_INTEGER, ch.id, now, now) as {
     leased: number | null;
     leased_alive: number | null;
