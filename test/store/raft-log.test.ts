@@ -75,7 +75,7 @@ t.test('a new partition answers like a new MemoryStorage', async (t) => {
   t.same(log.initialState(), { hardState: emptyHardState, voters });
   t.equal(log.snapshotRef(), null);
   t.throws(() => log.term(1), UnavailableError);
-  t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0 });
+  t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0, kept: 0 });
 });
 
 t.test('the views answer like MemoryStorage over seeded random workloads, across reopens', async (t) => {
@@ -220,7 +220,7 @@ t.test('recordSnapshot may keep a tail; compact() later never passes the snapsho
   store.compact(0, 4);
   t.equal(log.firstIndex(), 5);
   t.equal(log.term(4), 2);
-  t.same(log.verify(), { partition: 0, firstIndex: 5, lastIndex: 6, entries: 2 });
+  t.same(log.verify(), { partition: 0, firstIndex: 5, lastIndex: 6, entries: 2, kept: 0 });
 });
 
 t.test('a snapshot that keeps the whole log reopens (regression: chaos run, --snapshot-every 200 under a 1000-entry tail)', async (t) => {
@@ -268,7 +268,7 @@ t.test('writes a correct node never makes are refused, and leave everything as i
   ];
   for (const [what, write] of bad) t.throws(write, InvariantError, what);
   t.same(describe(log), before, 'cache unchanged');
-  t.same(log.verify(), { partition: 0, firstIndex: 3, lastIndex: 4, entries: 2 }, 'disk unchanged');
+  t.same(log.verify(), { partition: 0, firstIndex: 3, lastIndex: 4, entries: 2, kept: 0 }, 'disk unchanged');
 });
 
 t.test('an entry whose bytes changed under its CRC is reported, naming partition and index', async (t) => {

@@ -454,6 +454,15 @@ class PartitionView extends LogStateStorage implements PartitionLog {
     return guarded(this.site, this.partition, lo, () => readEntries(this.site, this.partition, s, lo, hi, maxBytes));
   }
 
+  /** The SQLite log keeps no entries below its compacted log: it predates message bodies in the log. */
+  body(index: Index): Entry | null {
+    return index > this.state.offset ? this.entries(index, index + 1, Infinity)[0]! : null;
+  }
+
+  keptBodies(): Index[] {
+    return [];
+  }
+
   verify(): VerifyReport {
     const s = this.state;
     const p = this.partition;
@@ -471,7 +480,7 @@ class PartitionView extends LogStateStorage implements PartitionLog {
       }
       const n = s.last - s.offset;
       if (n > 0) readEntries(this.site, p, s, s.offset + 1, s.last + 1, Infinity);
-      return { partition: p, firstIndex: s.offset + 1, lastIndex: s.last, entries: n };
+      return { partition: p, firstIndex: s.offset + 1, lastIndex: s.last, entries: n, kept: 0 };
     });
   }
 }

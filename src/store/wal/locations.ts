@@ -70,6 +70,13 @@ export class Locations {
     return this.lens[this.start + index - this.base]!;
   }
 
+  /** Bytes of every entry's record. */
+  totalBytes(): number {
+    let n = 0;
+    for (let k = this.start; k < this.start + this.count; k++) n += this.lens[k]!;
+    return n;
+  }
+
   /** Moves an entry (a copy written forward). */
   set(index: number, segment: number, offset: number, bytes: number): void {
     this.segs[this.start + index - this.base] = segment;

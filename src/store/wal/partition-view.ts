@@ -4,6 +4,7 @@
 // never read the disk.
 import type { Entry, EntryKind, HardState, Index, Storage } from '../../raft/index.js';
 import { StorageCorruptError } from '../storage-errors.js';
+import { KeptBodies } from './kept-bodies.js';
 import { LogStateStorage, termAt } from './log-state.js';
 import { Locations } from './locations.js';
 import { RecordKind, decodeRecord } from './record.js';
@@ -33,6 +34,8 @@ export interface VerifyReport {
   readonly firstIndex: Index;
   readonly lastIndex: Index;
   readonly entries: number;
+  /** Entries kept below the log for the bodies they carry, each read back and checked. */
+  readonly kept: number;
 }
 
 /** A partition's log as the Raft core reads it, plus what its host needs on start. */
@@ -43,11 +46,21 @@ export interface PartitionLog extends Storage {
   snapshotRef(): string | null;
   /** Reads the whole log of the partition back from disk and checks every record; throws StorageCorruptError. */
   verify(): VerifyReport;
+  /**
+   * The entry at `index` as it was written, from the Raft log or, below it, from the entries kept for
+   * their bodies (WalStore.recordSnapshot's `keep`); null when it was compacted and not kept. Throws
+   * UnavailableError past the last index.
+   */
+  body(index: Index): Entry | null;
+  /** The indexes kept below the Raft log for their bodies, ascending. */
+  keptBodies(): Index[];
 }
 
 
 export class PartitionView extends LogStateStorage implements PartitionLog {
   readonly locations = new Locations();
+  /** Entries below the Raft log kept for their bodies. Invariant: every index kept is <= offset. */
+  readonly kept = new KeptBodies();
   /** Entries cacheFirst..cacheFirst+cache.length-1, the newest of the log. Invariant: within offset+1..last. */
   private cache: Entry[] = [];
   private cacheFirst = 1;
@@ -98,7 +111,29 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
       throw this.corrupt(null, `the index holds ${this.locations.size} entries from ${this.locations.first}, the log (${s.offset}, ${s.last}]`);
     }
     for (let i = s.offset + 1; i <= s.last; ) i += this.readRun(i, s.last + 1).length;
-    return { partition: this.partition, firstIndex: s.offset + 1, lastIndex: s.last, entries: s.last - s.offset };
+    const keptUnknown = this.kept.firstUnknown();
+    if (keptUnknown !== null) throw this.corrupt(keptUnknown, 'kept entry missing from every segment');
+    const kept = this.kept.indexes();
+    if (kept.length > 0 && kept[kept.length - 1]! > s.offset) throw this.corrupt(kept[kept.length - 1]!, `entry kept for its bodies above the compacted log at ${s.offset}`);
+    for (const i of kept) this.body(i);
+    return { partition: this.partition, firstIndex: s.offset + 1, lastIndex: s.last, entries: s.last - s.offset, kept: kept.length };
+  }
+
+  body(index: Index): Entry | null {
+    if (index > this.state.offset) return this.entries(index, index + 1, Infinity)[0]!;
+    const place = this.kept.place(index);
+    if (place === null) return null;
+    if (place.segment === 0) throw this.corrupt(index, 'kept entry missing from every segment');
+    const buf = this.reader.read(place.segment, place.offset, place.bytes);
+    const r = decodeRecord(buf, 0, place.segment, place.offset);
+    if (r === null || (r.kind !== RecordKind.Entry && r.kind !== RecordKind.Copy) || r.partition !== this.partition || r.index !== index) {
+      throw new StorageCorruptError({ path: this.reader.path(place.segment), partition: this.partition, index }, `the record at ${place.offset} is not this kept entry's`);
+    }
+    return { index, term: r.term, kind: r.entryKind as EntryKind, data: r.payload };
+  }
+
+  keptBodies(): Index[] {
+    return this.kept.indexes();
   }
 
   // --- what the store does after a write is on disk ---------------------------------------------
@@ -119,18 +154,21 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
     while (this.cacheBytes > CACHE_BYTES && this.cache.length > 1) this.dropFront();
   }
 
-  /** The log restarted after `index` (a snapshot installed). */
+  /** The log restarted after `index` (a snapshot installed): nothing before it is kept. */
   noteRestarted(index: Index): void {
     this.locations.reset(index + 1);
+    this.kept.clear();
     this.budget.used -= this.cacheBytes;
     this.cache = [];
     this.cacheBytes = 0;
     this.cacheFirst = index + 1;
   }
 
-  /** Entries through `index` dropped. */
-  noteCompacted(index: Index): void {
-    this.locations.dropThrough(index);
+  /** Entries through `index` dropped, but those at `keep` (ascending, above the kept ones), kept for their bodies. */
+  noteCompacted(index: Index, keep: readonly Index[] = []): void {
+    const locs = this.locations;
+    for (const i of keep) this.kept.push(i, locs.has(i) ? locs.segment(i) : 0, locs.has(i) ? locs.offset(i) : 0, locs.has(i) ? locs.bytes(i) : 0);
+    locs.dropThrough(index);
     while (this.cache.length > 0 && this.cacheFirst <= index) this.dropFront();
     if (this.cache.length === 0) this.cacheFirst = Math.max(this.cacheFirst, index + 1);
   }

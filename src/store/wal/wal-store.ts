@@ -37,6 +37,7 @@ import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
 import { fsyncPath, writeFileDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
+import { fromRuns, toRuns } from './kept-bodies.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
 import { PartitionView, type CacheBudget, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
 import { RecordKind, encodeRecord, jsonPayload, parseJsonPayload, recordSize, type DecodedRecord, type RecordFields } from './record.js';
@@ -99,8 +100,22 @@ interface Segment {
   closeWhenIdle: boolean;
 }
 
-/** The checkpoint payload: a partition's LogState. */
-type CheckpointPayload = LogState;
+/**
+ * The checkpoint payload: a partition's LogState, and the entries it keeps below its log for their
+ * bodies as runs (toRuns), when it keeps any.
+ */
+type CheckpointPayload = LogState & { readonly kept?: number[] };
+
+/**
+ * The payload of a Compaction record: the entries of the compacted range kept for their bodies
+ * (`keep`), or kept entries let go (`drop`, in a record at the partition's current offset, which
+ * compacts nothing). Both as runs. A compaction that keeps nothing has an empty payload, as before
+ * bodies were kept; builds that predate them read these records as the compaction they are.
+ */
+interface CompactionPayload {
+  readonly keep?: number[];
+  readonly drop?: number[];
+}
 
 const held = new Set<string>();
 /** The note of a failed write or sync (failed()). */
@@ -308,27 +323,52 @@ export class WalStore {
    * index - 1). Never past the recorded snapshot: the log is the only copy of entries the snapshot
    * does not cover.
    */
-  compact(p: number, index: Index): void {
+  compact(p: number, index: Index, keep: readonly Index[] = []): void {
     const view = this.view(p);
     const s = compactTo(p, view.state, index);
+    checkKeep(p, view.state, s, keep);
     if (s === view.state) return;
-    this.write([pending(RecordKind.Compaction, p, s.offsetTerm, index, new Uint8Array(0))], true);
+    const payload = keep.length === 0 ? new Uint8Array(0) : jsonPayload({ keep: toRuns(keep) } satisfies CompactionPayload);
+    this.write([pending(RecordKind.Compaction, p, s.offsetTerm, index, payload)], true);
     view.state = s;
-    view.noteCompacted(index);
+    view.noteCompacted(index, keep);
+    this.purge();
+  }
+
+  /**
+   * Lets go of entries kept below partition p's log for their bodies (none of the state's messages
+   * points at them any more): their segments may then be deleted. Not synced by itself: a segment is
+   * deleted only after a sync, and a release lost in a crash only keeps the entries longer.
+   */
+  releaseBodies(p: number, indexes: readonly Index[]): void {
+    if (indexes.length === 0) return;
+    const view = this.view(p);
+    for (let k = 0; k < indexes.length; k++) {
+      const i = indexes[k]!;
+      invariant(k === 0 || i > indexes[k - 1]!, `partition ${p}: bodies to release are not ascending at ${i}`);
+      invariant(view.kept.has(i), `partition ${p}: entry ${i} is not kept for its bodies`);
+    }
+    const s = view.state;
+    this.write([pending(RecordKind.Compaction, p, s.offsetTerm, s.offset, jsonPayload({ drop: toRuns(indexes) } satisfies CompactionPayload))], false);
+    view.kept.remove(indexes);
     this.purge();
   }
 
   /**
    * Records a snapshot taken locally (its image already durable where `ref` says) and compacts the
    * log to `to` (default: the snapshot's index; lower keeps a tail for followers slightly behind,
-   * sparing them a snapshot).
+   * sparing them a snapshot). The entries at `keep` (ascending, within the range compacted now)
+   * stay readable through body() after the compaction, until releaseBodies() lets them go: the
+   * broker's state points at the message bodies they carry.
    */
-  recordSnapshot(p: number, meta: SnapshotMeta, ref: string, to: Index = meta.index): void {
+  recordSnapshot(p: number, meta: SnapshotMeta, ref: string, to: Index = meta.index, keep: readonly Index[] = []): void {
     const view = this.view(p);
     const s = localSnapshot(p, view.state, meta, ref, to);
-    this.write([pending(RecordKind.LocalSnapshot, p, meta.term, meta.index, jsonPayload({ meta, ref, compactTo: to }))], true);
+    checkKeep(p, view.state, s, keep);
+    const payload = keep.length === 0 ? { meta, ref, compactTo: to } : { meta, ref, compactTo: to, keep: toRuns(keep) };
+    this.write([pending(RecordKind.LocalSnapshot, p, meta.term, meta.index, jsonPayload(payload))], true);
     view.state = s;
-    view.noteCompacted(s.offset);
+    view.noteCompacted(s.offset, keep);
     this.purge();
   }
 
@@ -414,7 +454,7 @@ export class WalStore {
     for (const view of [...this.views.values()].sort((a, b) => a.partition - b.partition)) {
       const s = view.state;
       if (s === emptyLogState) continue;
-      const payload: CheckpointPayload = s;
+      const payload: CheckpointPayload = view.kept.size === 0 ? s : { ...s, kept: toRuns(view.kept.indexes()) };
       checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
     }
     const { buffers, end } = encodeWrite(checkpoints, seq, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
@@ -434,8 +474,11 @@ export class WalStore {
       const seqs = [...this.segments.keys()].sort((a, b) => a - b);
       const oldest = seqs[0]!;
       if (oldest === this.active.seq) return;
-      const holders = [...this.views.values()].filter((v) => v.locations.holds(oldest));
+      const holders = [...this.views.values()].filter((v) => v.locations.holds(oldest) || v.kept.holds(oldest));
       if (holders.length > 0 && !this.copyForward(oldest, holders)) return;
+      // Releases written since the last sync must be durable before the segment they free goes:
+      // replayed without them, the log would look for kept entries in a segment that is gone.
+      this.syncNow();
       const seg = this.segments.get(oldest)!;
       if (seg.syncing === 0) closeSync(seg.fd);
       else seg.closeWhenIdle = true;
@@ -445,27 +488,53 @@ export class WalStore {
     }
   }
 
-  /** Copies the live entries of `segment` forward when they are few; whether it did. */
+  /**
+   * Copies the live entries of `segment` forward (those of the Raft logs, and those kept for their
+   * bodies) when they are few, or when the log has outgrown what lives in it; whether it did.
+   */
   private copyForward(segment: number, holders: PartitionView[]): boolean {
-    const moves: { view: PartitionView; index: Index }[] = [];
+    const moves: { view: PartitionView; index: Index; kept: boolean }[] = [];
     let bytes = 0;
     for (const view of holders) {
       for (const index of view.locations.indexesIn(segment)) {
-        moves.push({ view, index });
+        moves.push({ view, index, kept: false });
         bytes += view.locations.bytes(index);
+      }
+      for (const index of view.kept.indexesIn(segment)) {
+        moves.push({ view, index, kept: true });
+        bytes += view.kept.place(index)!.bytes;
       }
     }
     // Copy at most a quarter of a segment, and only once the log holds three segments: a partition
-    // that holds more is about to snapshot, and copying would only write the same bytes twice.
-    if (this.segments.size < 3 || bytes > this.segmentBytes / 4) return false;
+    // that holds more is about to snapshot, and copying would only write the same bytes twice. But a
+    // backlog that stays (bodies kept for a long time) must not hold every later segment back: once
+    // the segments take more than four times what lives in them, the oldest one's live entries are
+    // copied whatever their size, so the disk stays within about four times the live bytes, and a
+    // live byte is copied again only after about three more have been written (tikv/raft-engine's
+    // purge by rewrite).
+    if (this.segments.size < 3) return false;
+    if (bytes > this.segmentBytes / 4 && !this.outgrown()) return false;
     const records: Pending[] = [];
     for (const { view, index } of moves) {
-      const e = view.entries(index, index + 1, Infinity)[0]!;
+      const e = view.body(index)!;
       records.push(pending(RecordKind.Copy, view.partition, e.term, e.index, e.data, e.kind));
     }
     this.write(records, true);
-    records.forEach((r, k) => moves[k]!.view.locations.set(moves[k]!.index, r.segment, r.offset, r.size));
+    records.forEach((r, k) => {
+      const { view, index, kept } = moves[k]!;
+      if (kept) view.kept.set(index, r.segment, r.offset, r.size);
+      else view.locations.set(index, r.segment, r.offset, r.size);
+    });
     return true;
+  }
+
+  /** Whether the segments hold more than four times the bytes of live entries, and two segments more. */
+  private outgrown(): boolean {
+    let live = 0;
+    for (const v of this.views.values()) live += v.locations.totalBytes() + v.kept.bytes();
+    let used = 0;
+    for (const s of this.segments.values()) used += s.end;
+    return used > 4 * live + 2 * this.segmentBytes;
   }
 
   // --- replay -------------------------------------------------------------------------------------
@@ -511,6 +580,8 @@ export class WalStore {
     for (const view of this.views.values()) {
       const unknown = view.locations.firstUnknown();
       if (unknown !== null) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: unknown }, 'entry missing from every segment');
+      const keptUnknown = view.kept.firstUnknown();
+      if (keptUnknown !== null) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: keptUnknown }, 'kept entry missing from every segment');
       const s = view.state;
       if (s.hard.commit > s.last) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: null }, `commit ${s.hard.commit} past the last index ${s.last}`);
     }
@@ -559,6 +630,8 @@ export class WalStore {
         case RecordKind.Copy:
           if (view.locations.has(r.index) && r.index > view.state.offset && r.index <= view.state.last && view.term(r.index) === r.term) {
             view.locations.set(r.index, seq, r.offset, r.size);
+          } else if (r.index <= view.state.offset) {
+            view.kept.set(r.index, seq, r.offset, r.size);
           }
           break;
         case RecordKind.HardState: {
@@ -569,26 +642,47 @@ export class WalStore {
         case RecordKind.InstalledSnapshot:
           view.state = installSnapshot(p, view.state, parseJsonPayload(r.payload) as SnapshotRecord);
           view.locations.reset(r.index + 1);
+          view.kept.clear();
           break;
         case RecordKind.LocalSnapshot: {
-          const { meta, ref, compactTo: to } = parseJsonPayload(r.payload) as { meta: SnapshotMeta; ref: string; compactTo: Index };
-          view.state = localSnapshot(p, view.state, meta, ref, to);
-          view.locations.dropThrough(view.state.offset);
+          const { meta, ref, compactTo: to, keep } = parseJsonPayload(r.payload) as { meta: SnapshotMeta; ref: string; compactTo: Index; keep?: unknown };
+          const before = view.state;
+          view.state = localSnapshot(p, before, meta, ref, to);
+          const kept = keep === undefined ? [] : fromRuns(keep);
+          if (kept === null) throw corrupt('the entries kept for their bodies are not a list of runs');
+          checkKeep(p, before, view.state, kept);
+          view.noteCompacted(view.state.offset, kept);
           break;
         }
-        case RecordKind.Compaction:
-          view.state = compactTo(p, view.state, r.index);
-          view.locations.dropThrough(view.state.offset);
+        case RecordKind.Compaction: {
+          const payload = (r.payload.byteLength === 0 ? {} : parseJsonPayload(r.payload)) as { keep?: unknown; drop?: unknown };
+          const keep = payload.keep === undefined ? [] : fromRuns(payload.keep);
+          const drop = payload.drop === undefined ? [] : fromRuns(payload.drop);
+          if (keep === null || drop === null) throw corrupt('the entries kept for their bodies are not a list of runs');
+          const before = view.state;
+          view.state = compactTo(p, before, r.index);
+          checkKeep(p, before, view.state, keep);
+          view.noteCompacted(view.state.offset, keep);
+          const unknown = drop.find((i) => !view.kept.has(i));
+          if (unknown !== undefined) throw corrupt(`entry ${unknown} released, but it is not kept`);
+          view.kept.remove(drop);
           break;
+        }
         case RecordKind.Checkpoint: {
-          const s = parseJsonPayload(r.payload) as CheckpointPayload;
+          const { kept: keptRuns, ...s } = parseJsonPayload(r.payload) as CheckpointPayload;
+          const kept = keptRuns === undefined ? [] : fromRuns(keptRuns);
+          if (kept === null) throw corrupt('the entries kept for their bodies are not a list of runs');
           if (view.state === emptyLogState) {
             // The segments before this one are gone: the entries' places come from copies further on.
             view.state = s;
             view.locations.reset(s.offset + 1);
             for (let i = s.offset + 1; i <= s.last; i++) view.locations.push(0, 0, 0);
+            view.kept.clear();
+            for (const i of kept) view.kept.push(i, 0, 0, 0);
           } else if (!sameLogState(view.state, s)) {
             throw corrupt('the checkpoint disagrees with the log before it');
+          } else if (!sameIndexes(view.kept.indexes(), kept)) {
+            throw corrupt('the checkpoint disagrees with the log before it on the entries kept for their bodies');
           }
           break;
         }
@@ -628,6 +722,20 @@ function encodeWrite(records: Pending[], seq: number, pos: number, frontier: num
   }
   return { buffers, end: at };
 }
+
+/**
+ * Checks the entries a compaction from `before` to `after` keeps for their bodies: ascending, and all
+ * within the range it compacts (so above every entry kept before, and none when it compacts nothing).
+ */
+function checkKeep(p: number, before: LogState, after: LogState, keep: readonly Index[]): void {
+  for (let k = 0; k < keep.length; k++) {
+    const i = keep[k]!;
+    invariant(k === 0 || i > keep[k - 1]!, `partition ${p}: entries to keep are not ascending at ${i}`);
+    invariant(i > before.offset && i <= after.offset, `partition ${p}: entry ${i} to keep is outside the compacted range (${before.offset}, ${after.offset}]`);
+  }
+}
+
+const sameIndexes = (a: readonly Index[], b: readonly Index[]): boolean => a.length === b.length && a.every((x, k) => x === b[k]);
 
 function pending(kind: RecordKind, partition: number, term: number, index: number, payload: Uint8Array, entryKind = 0): Pending {
   return { fields: { kind, entryKind, partition, term, index }, payload, segment: 0, offset: 0, size: 0 };

@@ -3,7 +3,7 @@
 // moment (after it printed a random number of lines), reopens the log and checks that it holds
 // exactly the model's state after some step j >= the last step printed: nothing reported durable is
 // lost (j >= k) and no batch is half-applied (the state is one of the model's states, each of which is
-// a whole number of operations). Then the next child resumes the workload from j on the same file,
+// a whole number of operations), the entries kept below each log for their bodies included. Then the next child resumes the workload from j on the same file,
 // so recovery is followed by more writes and another kill. Its segments are small, so kills land
 // around rollovers, checkpoints, deletions and copies forward too. Timing never decides the verdict: the
 // parent waits on the child's output and exit, not on the clock.
@@ -16,7 +16,7 @@ import t from 'tap';
 import { crc32 } from 'node:zlib';
 import { WalStore } from '../../../src/store/wal/index.js';
 import { seededRandom } from '../../raft/helpers.js';
-import { CRASH_WORKLOAD, WRITER_SEGMENT_BYTES, Workload, describe, openPartitions, summary } from '../fixtures/raft-log-writer.js';
+import { CRASH_WORKLOAD, WRITER_SEGMENT_BYTES, Workload, describe, describeKept, describeKeptModel, summary, voters } from '../fixtures/raft-log-writer.js';
 
 const WRITER = fileURLToPath(new URL('../fixtures/raft-log-writer.ts', import.meta.url));
 const KILLS = 5;
@@ -93,21 +93,22 @@ t.test(`${KILLS} SIGKILLs at random moments lose nothing reported durable and te
 
     const store = await WalStore.open(path, { segmentBytes: WRITER_SEGMENT_BYTES });
     try {
-      const logs = openPartitions(store, n);
-      for (const log of logs) log.verify(); // every CRC, contiguity, cache == disk
+      const logs = Array.from({ length: n }, (_, p) => store.partition(p, voters));
+      let keptEntries = 0;
+      for (const log of logs) keptEntries += log.verify().kept; // every CRC, contiguity, cache == disk
 
       // Find the step j >= k whose model state the disk holds, exactly.
-      const disk = logs.map((l) => ({ sum: summary(l), full: JSON.stringify(describe(l)) }));
+      const disk = logs.map((l) => ({ sum: summary(l), full: JSON.stringify([describe(l), describeKept(l)]) }));
       let j = -1;
       for (let guard = 0; guard < 100_000; guard++) {
-        const matches = w.models.every((m, p) => summary(m) === disk[p]!.sum && JSON.stringify(describe(m)) === disk[p]!.full);
+        const matches = w.models.every((m, p) => summary(m) === disk[p]!.sum && JSON.stringify([describe(m), describeKeptModel(w.kept[p]!)]) === disk[p]!.full);
         if (matches) {
           j = w.step;
           break;
         }
         w.next();
       }
-      t.ok(j >= k, `kill ${kill}: the disk holds exactly the model's state after step ${j} (>= ${k}, last reported)`);
+      t.ok(j >= k, `kill ${kill}: the disk holds exactly the model's state after step ${j} (>= ${k}, last reported), with ${keptEntries} entries kept for their bodies`);
       if (j < 0) break;
 
       for (let p = 0; p < n; p++) {

@@ -2,41 +2,13 @@
 // (across reopens, segment rollovers, deletions and copies forward), a refused batch writes nothing,
 // invariants are enforced, a torn tail is cut while damage to synced records is refused, and one
 // process holds the log at a time.
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
-import { CompactedError, EntryKind, InvariantError, MemoryStorage, UnavailableError, emptyHardState, nodeId, type Entry, type HardState } from '../../../src/raft/index.js';
-import { MAX_SEGMENT_BYTES, StorageCorruptError, WalStore, type PersistItem } from '../../../src/store/wal/index.js';
+import t from 'tap';
+import { CompactedError, InvariantError, MemoryStorage, UnavailableError, emptyHardState } from '../../../src/raft/index.js';
+import { MAX_SEGMENT_BYTES, StorageCorruptError, WalStore } from '../../../src/store/wal/index.js';
 import { Workload, applyOp, describe, openPartitions, voters } from '../fixtures/raft-log-writer.js';
-
-function tempDir(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mom-wal-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return join(dir, 'wal');
-}
-
-/** Opens a store that the test closes on teardown (closing twice is harmless). */
-async function openStore(t: Test, dir: string, segmentBytes?: number): Promise<WalStore> {
-  const s = await WalStore.open(dir, segmentBytes === undefined ? {} : { segmentBytes });
-  t.teardown(() => s.close());
-  return s;
-}
-
-const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const entry = (index: number, term: number, data = `e${index}t${term}`): Entry => ({ index, term, kind: EntryKind.Normal, data: text(data) });
-const run = (first: number, terms: number[]): Entry[] => terms.map((term, i) => entry(first + i, term));
-const item = (partition: number, entries: Entry[], hardState: HardState | null = null): PersistItem => ({ partition, hardState, entries, snapshot: null });
-const show = (es: Entry[]): string[] => es.map((e) => `${e.index}/${e.term}:${Buffer.from(e.data).toString()}`);
-const hs = (term: number, commit: number, vote: string | null = null): HardState => ({ term, vote: vote === null ? null : nodeId(vote), commit });
-const segments = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('.wal')).sort();
-
-/** Overwrites bytes of a closed segment file, as damage or a torn write would. */
-function patch(file: string, at: number, bytes: Uint8Array): void {
-  const fd = openSync(file, 'r+');
-  writeSync(fd, bytes, 0, bytes.byteLength, at);
-  closeSync(fd);
-}
+import { entry, hs, item, openStore, patch, run, segments, show, tempDir } from './wal-helpers.js';
 
 t.test('a new partition answers like a new MemoryStorage', async (t) => {
   const store = await openStore(t, tempDir(t));
@@ -45,7 +17,7 @@ t.test('a new partition answers like a new MemoryStorage', async (t) => {
   t.same(log.initialState(), { hardState: emptyHardState, voters });
   t.equal(log.snapshotRef(), null);
   t.throws(() => log.term(1), UnavailableError);
-  t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0 });
+  t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0, kept: 0 });
 });
 
 t.test('the views answer like MemoryStorage over seeded random workloads, across reopens, rollovers and deletions', async (t) => {
