@@ -13,10 +13,21 @@ export class TestStore {
     readonly dir: string,
   ) {}
 
-  /** Opens a store; a new one is raised to `format` (this build's, unless given) by its first entry. */
-  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-')), format = FORMAT): Promise<TestStore> {
-    const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition);
+  /**
+   * The log's entries as applied, by index: where rows of format 4 read their bodies (bodies.ts), as
+   * a node's state machine reads them from its write-ahead log. A test deletes one to play a log that
+   * lost it.
+   */
+  readonly entries = new Map<number, Uint8Array>();
+
+  /**
+   * Opens a store; a new one is raised to `format` (this build's, unless given) by its first entry.
+   * `readable` is the newest format it reads: this build's, or one it reads but does not raise yet.
+   */
+  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-')), format = FORMAT, readable = Math.max(format, FORMAT)): Promise<TestStore> {
+    const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition, { readable });
     const s = new TestStore(sm, dir);
+    sm.attachBodies({ entry: (i) => s.entries.get(i) ?? null });
     s.index = sm.applied().index;
     if (sm.format() < format) s.must(null, { type: 'format.raise', format });
     return s;
@@ -31,7 +42,9 @@ export class TestStore {
   apply(actor: string | null, command: Command, idempotencyKey?: string): Applied {
     this.index++;
     const env = idempotencyKey === undefined ? { time: this.time, actor, command } : { time: this.time, actor, command, idempotencyKey };
-    const [a] = this.sm.apply([{ index: this.index, term: 1, kind: 0, data: this.encode(env) }]);
+    const data = this.encode(env);
+    this.entries.set(this.index, data);
+    const [a] = this.sm.apply([{ index: this.index, term: 1, kind: 0, data }]);
     return a!;
   }
 

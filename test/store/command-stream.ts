@@ -15,15 +15,19 @@ export class CommandStream {
   private handles: { queue: string; handle: string }[] = [];
   private seq = 0;
 
-  constructor(seed: number) {
+  /** `format`: the one the stream raises the partition to first and encodes its entries in. */
+  constructor(
+    seed: number,
+    readonly format = FORMAT,
+  ) {
     this.rng = new Rng(seed);
   }
 
   /** The setup every stream starts with: users, queues with grants, a topic with subscriptions. */
   setup(): Envelope[] {
     const env = (actor: string, command: Command): Envelope => ({ time: this.time, actor, command });
-    // The partition is raised to this build's format first, so the stream's messages use its encoding.
-    const out: Envelope[] = [{ time: this.time, actor: null, command: { type: 'format.raise', format: FORMAT } }];
+    // The partition is raised to the stream's format first, so the stream's messages use its encoding.
+    const out: Envelope[] = [{ time: this.time, actor: null, command: { type: 'format.raise', format: this.format } }];
     out.push(...USERS.map((u) => env(u, { type: 'user.register', username: u, passwordHash: `hash-${u}` })));
     out.push(env('alice', { type: 'queue.create', name: 'dlq', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 }));
     out.push(env('alice', { type: 'queue.create', name: 'q1', visibilityTimeoutSeconds: 5, maxDeliveries: 3, deadLetterQueue: 'dlq', delaySeconds: 0, retentionSeconds: 600 }));
@@ -99,6 +103,6 @@ export class CommandStream {
 
   /** Wraps envelopes as the next log entries. */
   entries(envs: readonly Envelope[]): ApplyEntry[] {
-    return envs.map((e) => ({ index: ++this.index, term: 1, kind: 0, data: encodeEnvelope(e, FORMAT) }));
+    return envs.map((e) => ({ index: ++this.index, term: 1, kind: 0, data: encodeEnvelope(e, this.format) }));
   }
 }

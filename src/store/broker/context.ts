@@ -1,5 +1,6 @@
 // What the parts of the state machine share (access, queues, messages, topics, views): the partition's
 // store, which outlives commands, and the context of the one command being applied.
+import type { BodySource } from './bodies.js';
 import { ok, type Delivery, type Failure, type Result } from './commands.js';
 import type { ChannelRow } from './schema.js';
 import type { Statements } from './statements.js';
@@ -21,6 +22,15 @@ export interface Store {
    * batch leaves nothing behind): replicas answer the same with or without it.
    */
   readonly sendTargets: Map<string, QueueRow>;
+  /** Where rows of format 4 read their bodies: the partition's log, once its host attaches it. */
+  bodies: BodySource | null;
+  /**
+   * Rows with a sequence from this one on hold their bodies in the log (bodies.ts): set by the raise
+   * to format 4, Infinity before it.
+   */
+  bodiesFrom: number;
+  /** The entry a body was read from last: the messages of one batch read it once. */
+  lastBodyEntry: { readonly index: number; readonly data: Uint8Array } | null;
 }
 
 /** The per-apply context: the entry's position and the clock. */
@@ -63,6 +73,11 @@ export function meta(s: Store, key: 'applied_index' | 'applied_term' | 'clock'):
 /** The partition's log format in force (format.ts): 1 where no entry raised it. */
 export function format(s: Store): number {
   return (s.st.getMeta.get('format') as { value: number } | undefined)?.value ?? 1;
+}
+
+/** The first sequence of rows whose bodies are in the log (bodies.ts), or Infinity before format 4. */
+export function bodiesFrom(s: Store): number {
+  return (s.st.getMeta.get('bodies_from') as { value: number } | undefined)?.value ?? Infinity;
 }
 
 /** The partition's clock: the largest leader stamp applied. */

@@ -19,6 +19,10 @@
  * Format 2: commands that carry message bodies hold them as bytes after a JSON head, and rows store
  * them as BLOBs. Format 3: a long poll parks in the state (a receive's `wait`), and the apply that
  * makes messages visible leases them to it (messages.ts, serveWaiters).
+ *
+ * Format 4 (BODIES_IN_LOG) is read by this build but not raised yet: new rows leave their bodies in
+ * the log (bodies.ts), which needs images that carry them to a follower behind the compacted log
+ * (docs/design/bodies-in-log.md, step 3). FORMAT becomes 4 when they do.
  */
 export const FORMAT = 3;
 
@@ -26,6 +30,8 @@ export const FORMAT = 3;
 export const BODIES_AS_BYTES = 2;
 /** From this format on, long polls park in the partition's state (messages.ts, serveWaiters). */
 export const PARKED_POLLS = 3;
+/** From this format on, new rows leave their message bodies in the Raft log (bodies.ts). */
+export const BODIES_IN_LOG = 4;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

@@ -4,4 +4,5 @@ export { BrokerStateMachine, DEDUP_WINDOW_MS, STATE_CACHE_KIB, IDEMPOTENCY_WINDO
 export { stateHash } from './state-hash.js';
 export { MessageState, type BrokerDatabase } from './schema.js';
 export * from './queries.js';
-export { FORMAT, PARKED_POLLS, FormatTooNewError } from './format.js';
+export { FORMAT, PARKED_POLLS, BODIES_IN_LOG, FormatTooNewError } from './format.js';
+export { BodyMissingError, SLOTS, type BodySource } from './bodies.js';

@@ -8,6 +8,7 @@ import {
   ErrorCode,
   fail,
   ok,
+  type Body,
   type ChannelRef,
   type Command,
   type HandleOutcome,
@@ -18,6 +19,7 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
+import { BodyMissingError, bodyAt, bodyPlace, logSeq } from './bodies.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
@@ -64,19 +66,37 @@ export function sendToQueue(s: Store, name: string, messages: readonly MessageIn
   const ids = messages.map((_, i) => `${s.partition}-${ctx.index}-${i}`);
   // Deduplication ids are looked up one message at a time (a batch may repeat one); the rest go in
   // bulk: one update takes every sequence number and counts the messages, a few multi-row inserts.
-  if (messages.some((m) => m.deduplicationId !== undefined)) return ok({ items: messages.map((m, i) => enqueue(s, q, m, ids[i]!, ctx, DEDUP_WINDOW_MS)) });
-  return ok({ items: enqueueMany(s, q, messages, ids, messages.map(() => ctx.now), ctx) });
+  const seqs = inLog(s) ? messages.map((_, i) => logSeq(ctx.index, i)) : null;
+  if (messages.some((m) => m.deduplicationId !== undefined)) {
+    return ok({ items: messages.map((m, i) => enqueue(s, q, m, ids[i]!, ctx, DEDUP_WINDOW_MS, seqs?.[i])) });
+  }
+  return ok({ items: enqueueMany(s, q, messages, ids, messages.map(() => ctx.now), seqs, ctx) });
 }
 
-/** Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by one. */
-export function enqueueMany(s: Store, ch: ChannelRow, messages: readonly MessageInput[], ids: readonly string[], nows: readonly number[], ctx?: Ctx): SentMessage[] {
+/** Whether new rows leave their bodies in the log (format 4, bodies.ts). */
+export const inLog = (s: Store): boolean => s.bodiesFrom !== Infinity;
+
+/**
+ * Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by
+ * one. `seqs` are theirs in format 4 (bodies.ts); before it, the channel's next ones.
+ */
+export function enqueueMany(
+  s: Store,
+  ch: ChannelRow,
+  messages: readonly MessageInput[],
+  ids: readonly string[],
+  nows: readonly number[],
+  seqs: readonly number[] | null,
+  ctx?: Ctx,
+): SentMessage[] {
   const delays = messages.map((m) => delayOf(ch, m));
   const delayed = delays.filter((d) => d > 0).length;
   const first = (s.st.takeSeqs.get(messages.length, messages.length - delayed, delayed, ch.id, messages.length) as { first: number }).first;
+  const seqOf = (i: number): number => seqs?.[i] ?? first + i;
   const rows: unknown[][] = messages.map((m, i) => {
     const state = delays[i]! > 0 ? MessageState.Delayed : MessageState.Ready;
     const now = nows[i]!;
-    return [ch.id, first + i, ids[i]!, m.body, JSON.stringify(m.attributes), now, state, now + delays[i]!, now + ch.retention_ms];
+    return [ch.id, seqOf(i), ids[i]!, seqs === null ? m.body : '', JSON.stringify(m.attributes), now, state, now + delays[i]!, now + ch.retention_ms];
   });
   for (let k = 0; k < rows.length; k += INSERT_ROWS) {
     const chunk = rows.slice(k, k + INSERT_ROWS);
@@ -84,27 +104,31 @@ export function enqueueMany(s: Store, ch: ChannelRow, messages: readonly Message
   }
   if (ctx !== undefined) wokeUp(ctx, ch.id, messages.length - delayed);
   if (delayed > 0) ctx?.retimed.add(ch.id);
-  return messages.map((_, i) => ({ messageId: ids[i]!, sequence: first + i }));
+  return messages.map((_, i) => ({ messageId: ids[i]!, sequence: seqOf(i) }));
 }
 
-/** Adds one message to a channel, or returns the first one sent with the same deduplication id. */
-export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: string, ctx: Ctx, dedupWindow: number, topicSeq?: number): SentMessage {
+/**
+ * Adds one message to a channel, or returns the first one sent with the same deduplication id.
+ * `given` is its sequence when the caller has one: a subscription's copy keeps the topic's, and in
+ * format 4 a sequence says where the body is (bodies.ts); otherwise the channel's next.
+ */
+export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: string, ctx: Ctx, dedupWindow: number, given?: number): SentMessage {
   if (m.deduplicationId !== undefined) {
     const d = s.st.getDedup.get(ch.id, m.deduplicationId, ctx.now) as { message_id: string; seq: number } | undefined;
     if (d !== undefined) return { messageId: d.message_id, sequence: d.seq };
   }
-  // A subscription's copy keeps the topic's sequence: subscribers see what publish answered.
   const delay = delayOf(ch, m);
   const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
   // One update of the channel row takes the next sequence number and counts the message.
   let seq: number;
-  if (topicSeq === undefined) {
+  if (given === undefined) {
     seq = (s.st.nextSeqCounting[state === MessageState.Ready ? 'ready' : 'delayed'].get(ch.id) as { seq: number }).seq;
   } else {
-    seq = topicSeq;
+    seq = given;
     s.st.bumpCount[state].run(1, ch.id);
   }
-  s.st.insertMessage.run(ch.id, seq, messageId, m.body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
+  const body = seq >= s.bodiesFrom ? '' : m.body;
+  s.st.insertMessage.run(ch.id, seq, messageId, body, JSON.stringify(m.attributes), ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
   if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
   else ctx.retimed.add(ch.id);
   if (m.deduplicationId !== undefined) s.st.putDedup.run(ch.id, m.deduplicationId, messageId, seq, ctx.now + dedupWindow);
@@ -181,7 +205,22 @@ function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, 
     return;
   }
   const id = (s.st.nextOutbox.get() as { value: number }).value;
-  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, m.body, m.attributes, ctx.now);
+  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, rowBody(s, m), m.attributes, ctx.now);
+}
+
+/** A row's body: inline, or (format 4) read from the entry its sequence names (bodies.ts). */
+export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
+  if (m.seq < s.bodiesFrom) return m.body;
+  const { index, slot } = bodyPlace(m.seq);
+  let entry = s.lastBodyEntry;
+  if (entry?.index !== index) {
+    if (s.bodies === null) throw new BodyMissingError(s.partition, index, 'cannot be read: no log is attached');
+    const data = s.bodies.entry(index);
+    if (data === null) throw new BodyMissingError(s.partition, index, 'is gone from the log');
+    entry = { index, data };
+    s.lastBodyEntry = entry;
+  }
+  return bodyAt(s.partition, index, entry.data, slot);
 }
 
 // ---- consuming ----
@@ -257,7 +296,7 @@ function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx)
     messages.push({
       messageId: m.message_id,
       sequence: m.seq,
-      body: bodyText(m.body),
+      body: bodyText(rowBody(s, m)),
       attributes: JSON.parse(m.attributes) as Record<string, string>,
       receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
       deliveryCount: m.delivery_count + 1,
@@ -373,9 +412,10 @@ export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadle
   // The dead-letter queue must still be the owner's: one deleted and recreated by someone else
   // must not receive another user's messages.
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
-  for (const m of c.messages) {
-    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: `dl:${m.messageId}` }, m.messageId, ctx, DEADLETTER_DEDUP_MS);
-  }
+  c.messages.forEach((m, k) => {
+    const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;
+    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: `dl:${m.messageId}` }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
+  });
   return ok({ delivered: c.messages.length, dropped: 0 });
 }
 

@@ -18,7 +18,8 @@ import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
 import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Result } from './commands.js';
 import * as access from './access.js';
-import { IDEMPOTENCY_WINDOW_MS, Refusal, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
+import { BodyMissingError, SLOTS, logSeq, type BodySource } from './bodies.js';
+import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import { fsyncPathAsync } from '../durable.js';
 import {
   SWEEP_BUDGET,
@@ -27,6 +28,7 @@ import {
   delayOf,
   deliverDeadLetters,
   enqueueMany,
+  inLog,
   extendLeases,
   nack,
   outboxDone,
@@ -37,7 +39,7 @@ import {
   sweep,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
+import { BODIES_IN_LOG, FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -131,8 +133,9 @@ export class BrokerStateMachine {
     readonly readable: number,
   ) {
     this.st = prepareStatements(sqlite, kysely);
-    this.store = { st: this.st, partition, sendTargets: new Map() };
+    this.store = { st: this.st, partition, sendTargets: new Map(), bodies: null, bodiesFrom: Infinity, lastBodyEntry: null };
     this.formatInForce = format(this.store);
+    this.store.bodiesFrom = bodiesFrom(this.store);
   }
 
   /** The partition's format, as applied (format.ts); set by format.raise. */
@@ -178,6 +181,27 @@ export class BrokerStateMachine {
     return this.formatInForce;
   }
 
+  /** Where rows of format 4 read their bodies (bodies.ts): the partition's log. */
+  attachBodies(source: BodySource): void {
+    this.store.bodies = source;
+    this.store.lastBodyEntry = null;
+  }
+
+  /**
+   * The entries from `lo` to `hi` that rows point at for their bodies (format 4; bodies.ts), ascending:
+   * what the log must keep when it compacts them. One range scan of the primary key per channel.
+   */
+  referencedEntries(lo: number, hi: number): number[] {
+    const from = Math.max(logSeq(lo, 0), this.store.bodiesFrom);
+    const to = logSeq(hi, SLOTS - 1);
+    if (from > to) return [];
+    const out = new Set<number>();
+    for (const ch of this.st.allChannels.all() as { id: number }[]) {
+      for (const r of this.st.entriesOfSeqs.all(ch.id, from, to) as { entry: number }[]) out.add(r.entry);
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
   /** The partition's clock: the largest leader stamp applied. */
   clock(): number {
     return clock(this.store);
@@ -200,11 +224,13 @@ export class BrokerStateMachine {
     // build applied. Applying on would part this replica from the others.
     if (this.formatInForce > this.readable) throw new FormatTooNewError(this.formatInForce, this.readable);
     const formatBefore = this.formatInForce;
+    const bodiesFromBefore = this.store.bodiesFrom;
     try {
       return this.applyBatch(entries, false);
     } catch (err) {
       // Rolled back: so is a format.raise of the batch.
       this.formatInForce = formatBefore;
+      this.store.bodiesFrom = bodiesFromBefore;
       if (!(err instanceof MalformedCommand)) throw err;
       // A savepoint keeps every page its command changes, to undo it: in a temporary file here, not
       // in memory as statement journals are (sqlite.ts), or the delete of a queue of a million
@@ -391,7 +417,7 @@ export class BrokerStateMachine {
       case 'sweep':
         return sweep(s, ctx);
       case 'format.raise':
-        return this.raiseFormat(c.format);
+        return this.raiseFormat(c.format, ctx);
       default:
         return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
     }
@@ -401,10 +427,19 @@ export class BrokerStateMachine {
    * Puts `to` in force from the next entry on (format.ts). A format this replica cannot read stops the
    * apply here (FormatTooNewError): the batch rolls back and the partition halts at the entry before.
    */
-  private raiseFormat(to: number): Result {
+  private raiseFormat(to: number, ctx: Ctx): Result {
     if (!isFormat(to)) return fail(ErrorCode.ValidationFailed, 'format.raise needs a format, a positive integer');
     if (to > this.readable) throw new FormatTooNewError(to, this.readable);
     if (to > this.formatInForce) {
+      if (to >= BODIES_IN_LOG && this.formatInForce < BODIES_IN_LOG) {
+        // Rows from the next entry on leave their bodies in the log, under sequences above every
+        // one given so far, so that sequences keep growing along each channel (bodies.ts).
+        const from = logSeq(ctx.index + 1, 0);
+        const top = (this.st.highestSeq.get() as { top: number | null }).top ?? 0;
+        if (top >= from) return fail(ErrorCode.ValidationFailed, `sequences already reach ${top}, past the first one of format ${BODIES_IN_LOG} (${from})`);
+        this.st.putMeta.run('bodies_from', from);
+        this.store.bodiesFrom = from;
+      }
       this.st.putMeta.run('format', to);
       this.formatInForce = to;
     }
@@ -450,7 +485,8 @@ export class BrokerStateMachine {
     const messages = p.sends.flatMap((s) => s.messages);
     const ids = p.sends.flatMap((s) => s.messages.map((_, i) => `${this.partition}-${s.ctx.index}-${i}`));
     const nows = p.sends.flatMap((s) => s.messages.map(() => s.ctx.now));
-    const items = enqueueMany(this.store, p.ch, messages, ids, nows);
+    const seqs = inLog(this.store) ? p.sends.flatMap((s) => s.messages.map((_, i) => logSeq(s.ctx.index, i))) : null;
+    const items = enqueueMany(this.store, p.ch, messages, ids, nows, seqs);
     let k = 0;
     for (const s of p.sends) {
       const mine = items.slice(k, k + s.messages.length);
@@ -628,6 +664,7 @@ class MalformedCommand extends Error {
 }
 
 function isStorageFailure(err: unknown): boolean {
+  if (err instanceof BodyMissingError) return true;
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' && /^SQLITE_(IOERR|FULL|CORRUPT|NOTADB|CANTOPEN|READONLY|NOMEM|BUSY|LOCKED)/.test(code);
 }

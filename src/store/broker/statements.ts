@@ -13,6 +13,7 @@
 // reordered builder fails when the state machine opens rather than in the middle of an apply.
 import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
+import { SLOTS } from './bodies.js';
 import { MessageState, type BrokerDatabase, type MessagesTable } from './schema.js';
 import type { Sqlite } from './sqlite.js';
 
@@ -153,6 +154,24 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (id) */
     getChannel: s(k.selectFrom('channels as c').select(CHANNEL).where('c.id', '=', 0), 1),
     allChannels: s(k.selectFrom('channels as c').select(CHANNEL).orderBy('c.id'), 0),
+    /** (channel_id, from, to): the entries whose bodies the channel's rows with sequences from..to point at (bodies.ts). */
+    entriesOfSeqs: s(
+      k
+        .selectFrom('messages')
+        .select(sql<number>`${sql.ref('seq')} / ${lit(SLOTS)}`.as('entry'))
+        .distinct()
+        .where('channel_id', '=', 0)
+        .where('seq', '>=', 0)
+        .where('seq', '<=', 0),
+      3,
+    ),
+    /** (): the highest sequence any channel or topic has given, or null (format 4's raise checks it). */
+    highestSeq: s(
+      k
+        .selectFrom((eb) => eb.selectFrom('channels').select((e) => e.fn.max('next_seq').as('next')).unionAll(eb.selectFrom('topics').select((e) => e.fn.max('next_seq').as('next'))).as('n'))
+        .select((eb) => sql<number | null>`${eb.fn.max('n.next')} - 1`.as('top')),
+      0,
+    ),
     /** (channel_id, now, max_deliveries, limit) */
     dueDead: s(
       k

@@ -3,7 +3,8 @@
 import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type SentMessage } from './commands.js';
 import { grantActions, requireActor, requireOwner, visibleTopic } from './access.js';
 import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
-import { dropChannel, enqueue } from './messages.js';
+import { logSeq } from './bodies.js';
+import { dropChannel, enqueue, inLog } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
 import { subscriptionView, topicView } from './views.js';
 
@@ -47,7 +48,9 @@ export function publish(s: Store, name: string, messages: readonly MessageInput[
       if (d !== undefined) return { messageId: d.message_id, sequence: d.seq, subscriptions: 0 };
     }
     const messageId = `${s.partition}-${ctx.index}-${i}`;
-    const sequence = (s.st.nextTopicSeq.get(name) as { seq: number }).seq;
+    // Counts the publication; in format 4 the sequence says where the body is (bodies.ts).
+    const next = (s.st.nextTopicSeq.get(name) as { seq: number }).seq;
+    const sequence = inLog(s) ? logSeq(ctx.index, i) : next;
     let delivered = 0;
     for (const sub of subs) {
       if (!matchesFilter(sub.filter, m.attributes)) continue;

@@ -1,0 +1,75 @@
+// Message bodies kept in the Raft log instead of the state (format 4, BODIES_IN_LOG; design in
+// docs/design/bodies-in-log.md). A row written in that format holds an empty body, and its sequence
+// says where the body is: the entry that created the row (a send, a publish, a dead-letter delivery)
+// and the message's position in that entry's command,
+//
+//   seq = index * SLOTS + slot.
+//
+// The same on every replica, so states stay byte-identical. Sequences still grow strictly along a
+// channel, as the contract says: the index grows along the log, and rows of the format before keep
+// their smaller sequences (the raise checks it), with their bodies inline. Rows point only at the
+// entry that created them, so once none points at an entry, none ever will again.
+import type { Body } from './commands.js';
+import { decodeEnvelope } from './envelope.js';
+
+/** Positions per entry in a sequence: far more than a command's messages (at most 100; a sweep's 1,000). */
+export const SLOTS = 65_536;
+
+/** The sequence of the message at `slot` of the entry at `index`. */
+export const logSeq = (index: number, slot: number): number => index * SLOTS + slot;
+
+/** Where the body of the row with sequence `seq` is (rows of format 4 only). */
+export const bodyPlace = (seq: number): { index: number; slot: number } => ({ index: Math.floor(seq / SLOTS), slot: seq % SLOTS });
+
+/** Reads entries of the partition's log: from the Raft log, or kept below it for their bodies. */
+export interface BodySource {
+  /** The entry's data as written, or null when the log has it no more. */
+  entry(index: number): Uint8Array | null;
+}
+
+/**
+ * A row points at an entry the log does not have: the log lost what the state relies on. Never a
+ * command's fault: the apply stops (a storage failure), rather than answer a message without its body.
+ */
+export class BodyMissingError extends Error {
+  override name = 'BodyMissingError';
+  readonly code = 'MOM_BODY_MISSING';
+  constructor(
+    readonly partition: number,
+    readonly index: number,
+    detail: string,
+  ) {
+    super(`partition ${partition}: the body at entry ${index} ${detail}`);
+  }
+}
+
+/**
+ * The body at `slot` of an entry's command: in the bytes after the head (format 2's layout, walking
+ * the lengths, without parsing the head), or in its JSON (an entry a leader wrote before it applied
+ * the raise to format 2). Throws BodyMissingError when the entry has no such body.
+ */
+export function bodyAt(partition: number, index: number, data: Uint8Array, slot: number): Body {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const missing = (detail: string): BodyMissingError => new BodyMissingError(partition, index, detail);
+  if (bytes[0] === 0x7b) {
+    let messages: unknown;
+    try {
+      messages = (decodeEnvelope(bytes, 1) as { command?: { messages?: unknown } }).command?.messages;
+    } catch {
+      throw missing('is in an entry that is not an envelope');
+    }
+    const body: unknown = Array.isArray(messages) ? (messages[slot] as { body?: unknown } | undefined)?.body : undefined;
+    if (typeof body !== 'string') throw missing(`has no message ${slot}`);
+    return body;
+  }
+  if (bytes.length < 5) throw missing('is in an entry that is not an envelope');
+  let at = 5 + bytes.readUInt32LE(1);
+  for (let k = 0; ; k++) {
+    if (at + 4 > bytes.length) throw missing(`has no message ${slot}`);
+    const n = bytes.readUInt32LE(at);
+    at += 4;
+    if (at + n > bytes.length) throw missing('runs past its entry');
+    if (k === slot) return bytes.subarray(at, at + n);
+    at += n;
+  }
+}

@@ -1,0 +1,180 @@
+// Format 4 (bodies.ts): rows leave their message bodies in the Raft log, and their sequences say where
+// (entry index and position). Sends (single, batched, bulk-applied, deduplicated), publishes, dead
+// letters and deliveries read back the bodies they were sent with; sequences keep growing across the
+// raise; the state can name the entries its rows point at (what the log must keep); and a row whose
+// entry the log lost stops the apply instead of answering without its body.
+import t from 'tap';
+import { BODIES_IN_LOG, BodyMissingError, FORMAT, SLOTS, stateHash } from '../../src/store/broker/index.js';
+import { TestStore, queue, send } from './broker-helpers.js';
+import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './broker-unit-kit.js';
+
+/** The bodies stored in the state's rows, in channel and sequence order: empty for those left in the log. */
+const rowBodies = (s: TestStore): string[] =>
+  (s.sm.sqlite.prepare('select body from messages order by channel_id, seq').all() as { body: string | Buffer }[]).map((r) => String(r.body));
+
+const seq = (index: number, slot: number): number => index * SLOTS + slot;
+
+async function open(t: Parameters<typeof openStore>[0]): Promise<TestStore> {
+  const s = await TestStore.open(0, undefined, BODIES_IN_LOG);
+  t.teardown(() => s.close());
+  s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+  return s;
+}
+
+t.test('sends read back their bodies from the log; rows keep none, and sequences say where the bodies are', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  const a = s.must('alice', send('orders', 'a'));
+  const aAt = s.index;
+  const bc = s.must('alice', send('orders', 'b', 'c'));
+  const bcAt = s.index;
+  const d = s.must('alice', sendMsgs('orders', msg('d', { deduplicationId: 'k' }), msg('dup', { deduplicationId: 'k' })));
+  const dAt = s.index;
+  t.strictSame(
+    [...a.items, ...bc.items, ...d.items].map((i: { sequence: number }) => i.sequence),
+    [seq(aAt, 0), seq(bcAt, 0), seq(bcAt, 1), seq(dAt, 0), seq(dAt, 0)],
+    'entry index and position; the duplicate answers the first',
+  );
+  t.strictSame(rowBodies(s), ['', '', '', ''], 'no body in any row');
+  t.strictSame(
+    take(s, 'alice', q('orders'), 10).map((m) => [m.sequence, m.body]),
+    [
+      [seq(aAt, 0), 'a'],
+      [seq(bcAt, 0), 'b'],
+      [seq(bcAt, 1), 'c'],
+      [seq(dAt, 0), 'd'],
+    ],
+  );
+});
+
+t.test('sends applied in bulk and one by one store the same rows and read back the same bodies', async (t) => {
+  const [bulk, single] = [await open(t), await open(t)];
+  const entries: Uint8Array[] = [];
+  for (const s of [bulk, single]) s.must('alice', queue('orders'));
+  for (let i = 0; i < 6; i++) {
+    bulk.index++;
+    const data = bulk.encode({ time: bulk.time, actor: 'alice', command: send('orders', `m${i}`, `n${i}`) });
+    bulk.entries.set(bulk.index, data);
+    single.entries.set(bulk.index, data);
+    entries.push(data);
+  }
+  const first = bulk.index - 5;
+  bulk.sm.apply(entries.map((data, k) => ({ index: first + k, term: 1, kind: 0, data })));
+  entries.forEach((data, k) => single.sm.apply([{ index: first + k, term: 1, kind: 0, data }]));
+  single.index = bulk.index;
+  t.equal(stateHash(bulk.sm.sqlite), stateHash(single.sm.sqlite), 'byte-identical');
+  const want = Array.from({ length: 6 }, (_, i) => [`m${i}`, `n${i}`]).flat();
+  t.strictSame(
+    take(bulk, 'alice', q('orders'), 100).map((m) => m.body),
+    want,
+  );
+});
+
+t.test('rows written before the raise keep their bodies, and come first: sequences grow across it', async (t) => {
+  const s = await TestStore.open(0, undefined, FORMAT, BODIES_IN_LOG);
+  t.teardown(() => s.close());
+  s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  s.must('alice', send('orders', 'old-1', 'old-2'));
+  s.must(null, { type: 'format.raise', format: BODIES_IN_LOG });
+  s.must('alice', send('orders', 'new'));
+  t.strictSame(rowBodies(s), ['old-1', 'old-2', ''], 'the old rows keep theirs');
+  const got = take(s, 'alice', q('orders'), 10);
+  t.strictSame(
+    got.map((m) => m.body),
+    ['old-1', 'old-2', 'new'],
+  );
+  t.ok(got[1]!.sequence < got[2]!.sequence, `${got[1]!.sequence} < ${got[2]!.sequence}`);
+});
+
+t.test('a publish leaves one body in the log for every subscription; each reads it back', async (t) => {
+  const s = await open(t);
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'one'));
+  s.must('alice', subscription('news', 'two'));
+  const p = s.must('alice', publish('news', msg('hello'), msg('world')));
+  t.strictSame(
+    p.items.map((i: { sequence: number }) => i.sequence),
+    [seq(s.index, 0), seq(s.index, 1)],
+  );
+  for (const name of ['one', 'two']) {
+    t.strictSame(
+      take(s, 'alice', sub('news', name), 10).map((m) => m.body),
+      ['hello', 'world'],
+      name,
+    );
+  }
+  t.strictSame(rowBodies(s), ['', '', '', '']);
+});
+
+t.test('a dead letter carries its body from the log into the outbox; a delivery points at its own entry', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('dlq'));
+  s.must('alice', queue('orders', { maxDeliveries: 1, deadLetterQueue: 'dlq' }));
+  s.must('alice', send('orders', 'poison'));
+  take(s, 'alice', q('orders'), 1);
+  s.advance(31);
+  t.strictSame(take(s, 'alice', q('orders'), 1), [], 'dead-lettered at the lease end');
+  const [out] = s.sm.outbox(10);
+  t.equal(out?.body, 'poison', 'the outbox holds the body as text');
+  s.must(null, { type: 'deadletter.deliver', queue: 'dlq', expectedOwner: 'alice', messages: [{ messageId: out!.messageId, body: out!.body, attributes: out!.attributes }] });
+  const deliveredAt = s.index;
+  const [m] = take(s, 'alice', q('dlq'), 1);
+  t.match(m, { messageId: out!.messageId, body: 'poison', sequence: seq(deliveredAt, 0) });
+});
+
+t.test('the state names the entries its rows point at, and forgets each once no row does', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'one'));
+  s.must('alice', subscription('news', 'two'));
+  const from = s.index + 1;
+  s.must('alice', send('orders', 'a'));
+  const a = s.index;
+  s.must('alice', send('orders', 'b', 'c'));
+  const bc = s.index;
+  s.must('alice', publish('news', msg('p')));
+  const p = s.index;
+  t.strictSame(s.sm.referencedEntries(from, s.index), [a, bc, p]);
+  t.strictSame(s.sm.referencedEntries(bc, bc), [bc], 'a range of one');
+  t.strictSame(s.sm.referencedEntries(1, from - 1), [], 'none before the sends');
+
+  const [ma, mb] = take(s, 'alice', q('orders'), 2);
+  s.must('alice', ack(q('orders'), ma!.receiptHandle, mb!.receiptHandle));
+  t.strictSame(s.sm.referencedEntries(from, s.index), [bc, p], "c still points at its entry, though b's row is gone");
+  const [one] = take(s, 'alice', sub('news', 'one'), 1);
+  s.must('alice', ack(sub('news', 'one'), one!.receiptHandle));
+  t.strictSame(s.sm.referencedEntries(from, s.index), [bc, p], "subscription two's copy still points at the publish");
+  s.must('alice', { type: 'subscription.delete', topic: 'news', name: 'two' });
+  s.must('alice', { type: 'queue.purge', name: 'orders' });
+  t.strictSame(s.sm.referencedEntries(from, s.index), [], 'acked, purged, deleted: nothing points at any entry');
+});
+
+t.test('a row whose entry the log lost stops the apply: never a message without its body', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  s.must('alice', send('orders', 'a'));
+  s.entries.delete(s.index);
+  const before = stateHash(s.sm.sqlite);
+  const applied = s.sm.applied().index;
+  t.throws(() => s.apply('alice', recv(q('orders'), 1)), BodyMissingError);
+  t.equal(s.sm.applied().index, applied, 'the receive is not applied');
+  t.equal(stateHash(s.sm.sqlite), before, 'nothing changed');
+});
+
+t.test('the raise to format 4 is refused while a sequence already reaches past its first', async (t) => {
+  const s = await TestStore.open(0, undefined, FORMAT, BODIES_IN_LOG);
+  t.teardown(() => s.close());
+  s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  // Sequences given so far must stay below those of the entries after the raise (at s.index + 1):
+  // here one has been given at the first of them.
+  s.sm.sqlite.prepare('update channels set next_seq = ?').run(seq(s.index + 2, 0) + 1);
+  const r = s.run(null, { type: 'format.raise', format: BODIES_IN_LOG });
+  t.match(r, { ok: false, code: 'validation_failed' });
+  t.equal(s.sm.format(), FORMAT, 'not raised');
+  s.sm.sqlite.prepare('update channels set next_seq = 10').run();
+  s.must(null, { type: 'format.raise', format: BODIES_IN_LOG });
+  t.equal(s.sm.format(), BODIES_IN_LOG);
+});
