@@ -20,10 +20,10 @@
 // on a write that is not durable.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
+import { UnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
-import { openNodeLog, type PersistItem, type WalStore } from '../store/wal/index.js';
+import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica } from './replica.js';
 import { partitionOf } from './routing.js';
@@ -72,6 +72,8 @@ export interface HostOptions {
    * tests give an older or newer one to play a node of another version.
    */
   readonly format?: number;
+  /** The write-ahead log's options (segment size, cache): defaults in src/store/wal. */
+  readonly log?: WalOptions;
 }
 
 export interface PartitionStatus {
@@ -145,6 +147,8 @@ export class NodeHost {
   private readonly leaderSeenAt: number[] = [];
   /** Partitions whose state is being made durable for a local snapshot. */
   private readonly compacting = new Set<number>();
+  /** A pass of releaseBodies() is running. */
+  private releasing = false;
   /** The image of each partition's state made for followers (snapshotFile), while in use. */
   private readonly served = new Map<number, ServedImage>();
   private servedSeq = 0;
@@ -161,7 +165,7 @@ export class NodeHost {
     mkdirSync(join(opts.dataDir, 'snapshots'), { recursive: true });
     // Images made for followers by an earlier run: nobody is fetching them now.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f)) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
-    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters);
+    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;
     for (let p = 0; p < opts.partitions; p++) {
@@ -173,7 +177,7 @@ export class NodeHost {
       // behind the compacted log is an install that a crash cut short: its image is still there.
       const ref = log.snapshotRef();
       const readable = host.readable;
-      let state = await BrokerStateMachine.open(statePath, p, { readable });
+      let state = readsBodiesFrom(log, await BrokerStateMachine.open(statePath, p, { readable }));
       const applied = state.applied().index;
       if (ref !== null && applied < log.firstIndex() - 1) {
         await state.close();
@@ -182,7 +186,7 @@ export class NodeHost {
           throw new Error(`partition ${p}: the state database holds entries up to ${applied}, the log starts after ${log.firstIndex() - 1}, and the image ${ref} is gone: this disk lost writes it had synced`);
         }
         await BrokerStateMachine.installSnapshot(statePath, image);
-        state = await BrokerStateMachine.open(statePath, p, { readable });
+        state = readsBodiesFrom(log, await BrokerStateMachine.open(statePath, p, { readable }));
       }
       const replica = new PartitionReplica(
         {
@@ -652,7 +656,7 @@ export class NodeHost {
     const ref = new TextDecoder().decode(rd.snapshot!.data);
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
-    r.state = await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.readable });
+    r.state = readsBodiesFrom(r.log, await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.readable }));
     this.retireServed(r.partition);
   }
 
@@ -686,20 +690,60 @@ export class NodeHost {
     // snapshotFile), and the state holds every entry up to either.
     const index = Math.min(r.raw.raft.log.applied, state.applied().index);
     const at = { index, term: r.log.term(index) };
+    // The entries about to be compacted that rows point at for their bodies (format 4): the log keeps
+    // them. Read before the state is made durable, so that a row gone from the state read here is
+    // gone from the state on disk too: rows point only at the entry that made them, so none comes
+    // back, and a replay after a crash finds every body its rows need (docs/design/bodies-in-log.md).
+    const referenced = state.referencedEntries(r.log.firstIndex(), index);
     await state.durable();
     // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
     // state reopened), or the node stopped: then this point is of no use.
     if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) return;
-    const keep = this.opts.keepBehindSnapshot ?? 1000;
-    let upTo = at.index - keep;
+    let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
     // A follower installing the image made for it goes on from the image's index: keep the log after
     // it while the image is in use (asked for within SERVED_IDLE_MS).
     const served = this.served.get(p);
     if (served !== undefined && Date.now() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
     else if (served !== undefined) upTo = Math.min(upTo, served.from);
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
-    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo);
+    const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);
+    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
     this.removeOldImages(p, at.index);
+    await this.releaseBodies();
+  }
+
+  /**
+   * Lets go of the entries kept for their bodies that hold the log's oldest segment back and that no
+   * row points at any more, so that the segment can be deleted: for each partition holding some, its
+   * state names those still pointed at, is made durable (the same order as compact()'s), and the log
+   * releases the others. Segment after segment, while that frees one. One pass at a time per node.
+   */
+  private async releaseBodies(): Promise<void> {
+    if (this.releasing) return;
+    this.releasing = true;
+    try {
+      for (let freed = true; freed && !this.closed; ) {
+        freed = false;
+        for (const [p, held] of this.logStore.keptInOldestSegment()) {
+          const r = this.replicas[p]!;
+          const state = r.state;
+          // Closed between the old state and an installed image: the next pass asks the new one.
+          if (!state.sqlite.open) continue;
+          const live = new Set(state.referencedEntries(held[0]!, held[held.length - 1]!));
+          const dead = held.filter((i) => !live.has(i));
+          if (dead.length === 0) continue;
+          await state.durable();
+          // Meanwhile an image from the leader may have replaced the state (and what the log kept).
+          if (this.closed || r.state !== state) continue;
+          const still = this.logStore.stillKept(p, dead);
+          if (still.length === 0) continue;
+          this.logStore.releaseBodies(p, still);
+          freed = true;
+        }
+      }
+    } finally {
+      this.releasing = false;
+    }
   }
 
   /**
@@ -829,4 +873,22 @@ function imageRef(partition: number, index: number, term: number): string {
 /** Whether `ref` names a snapshot of `partition` (imageRef). A peer's ref is checked before any file use. */
 function isImageRef(partition: number, ref: string): boolean {
   return /^p\d+-\d+-\d+$/.test(ref) && ref.startsWith(`p${partition}-`);
+}
+
+/**
+ * Gives a partition's state its log to read bodies from (format 4; src/store/broker/bodies.ts): the
+ * Raft log, or the entries kept below it. An index past the log's end is an entry the log lost.
+ */
+function readsBodiesFrom(log: PartitionLog, state: BrokerStateMachine): BrokerStateMachine {
+  state.attachBodies({
+    entry: (i) => {
+      try {
+        return log.body(i)?.data ?? null;
+      } catch (err) {
+        if (err instanceof UnavailableError) return null;
+        throw err;
+      }
+    },
+  });
+  return state;
 }

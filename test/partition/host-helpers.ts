@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 import { NodeHost, type Outbox } from '../../src/partition/host.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
-import type { BrokerStateMachine, Command, Result } from '../../src/store/broker/index.js';
+import { FORMAT, type BrokerStateMachine, type Command, type Result } from '../../src/store/broker/index.js';
+import type { WalOptions } from '../../src/store/wal/index.js';
 
 /** Proposes at the current leader of `p` among `hosts`, retrying (bounded) while there is none. */
 export async function submit(hosts: readonly NodeHost[], p: number, actor: string, command: Command): Promise<Result> {
@@ -43,7 +44,7 @@ export class LocalCluster {
 
   constructor(
     readonly partitions: number,
-    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean } = {},
+    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions } = {},
   ) {}
 
   /** Proposes at whichever node leads `p`, retrying while leadership moves: what a client does. */
@@ -63,7 +64,8 @@ export class LocalCluster {
         for (const [peer, list] of byPeer) {
           setImmediate(() => {
             if (this.down.has(peer) || this.down.has(self)) return;
-            this.hosts.get(peer)?.receive(self, list);
+            // Each Raft request says which log format its sender reads, as the HTTP transport's do.
+            this.hosts.get(peer)?.receive(self, list, this.hosts.get(self)?.opts.format ?? FORMAT);
           });
         }
       },

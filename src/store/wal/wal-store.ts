@@ -246,6 +246,28 @@ export class WalStore {
     this.trimCaches();
   }
 
+  /**
+   * Per partition, the entries kept for their bodies (recordSnapshot's `keep`) that lie in the oldest
+   * segment, when that segment could be deleted at all (it is not the newest): what releaseBodies()
+   * could free it of.
+   */
+  keptInOldestSegment(): Map<number, Index[]> {
+    const out = new Map<number, Index[]>();
+    const oldest = Math.min(...this.segments.keys());
+    if (oldest === this.active.seq) return out;
+    for (const view of this.views.values()) {
+      const held = view.kept.indexesIn(oldest);
+      if (held.length > 0) out.set(view.partition, held);
+    }
+    return out;
+  }
+
+  /** Those of `indexes` (ascending) that partition p still keeps for their bodies. */
+  stillKept(p: number, indexes: readonly Index[]): Index[] {
+    const kept = this.view(p).kept;
+    return indexes.filter((i) => kept.has(i));
+  }
+
   /** Bytes of entries kept in memory, every partition together (at most the budget after a write). */
   cachedBytes(): number {
     return this.cache.used;

@@ -1,0 +1,72 @@
+// Format 4 (message bodies left in the Raft log; docs/design/bodies-in-log.md) on three in-process
+// nodes: the log keeps the entries that unacknowledged messages point at through compactions and
+// segment deletions, every node reads those bodies back after a restart, and once the messages are
+// acknowledged the log lets the entries go and deletes the segments they held.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { BODIES_IN_LOG } from '../../src/store/broker/index.js';
+import { IDS, LocalCluster } from './host-helpers.js';
+
+const queue = (name: string) => ({
+  type: 'queue.create' as const,
+  name,
+  visibilityTimeoutSeconds: 30,
+  maxDeliveries: null,
+  deadLetterQueue: null,
+  delaySeconds: 0,
+  retentionSeconds: 3600,
+});
+
+const body = (label: string, i: number): string => `${label}-${i}-`.padEnd(1000, '.');
+const segmentNames = (c: LocalCluster, id: string): string[] => readdirSync(join(c.root, id, 'wal')).filter((f) => f.endsWith('.wal')).sort();
+
+t.test('format 4: bodies kept in the log through compactions, deletions and restarts; released once acknowledged', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG, log: { segmentBytes: 32 * 1024 } });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4 raised on every replica');
+  for (const name of ['keep', 'churn']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
+  const sent: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    const r = await c.submit(0, 'alice', { type: 'queue.send', name: 'keep', messages: [{ body: body('keep', i), attributes: {} }] });
+    if (r.ok) sent.push(body('keep', i));
+  }
+  t.equal(sent.length, 30, '30 messages acknowledged');
+  const sendsEnd = c.leaderOf(0)!.replica(0).log.lastIndex();
+
+  /** One message sent to 'churn', received and acknowledged: three entries and a body through the log. */
+  let n = 0;
+  const churn = async (): Promise<void> => {
+    await c.submit(0, 'alice', { type: 'queue.send', name: 'churn', messages: [{ body: body('churn', n++), attributes: {} }] });
+    const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'churn' }, maxMessages: 10, visibilityTimeoutSeconds: 30 });
+    const handles = r.ok ? (r.value as { messages: { receiptHandle: string }[] }).messages.map((m) => m.receiptHandle) : [];
+    if (handles.length > 0) await c.submit(0, 'alice', { type: 'ack', channel: { queue: 'churn' }, receiptHandles: handles });
+  };
+  for (let i = 0; i < 150; i++) await churn();
+  for (const id of IDS) {
+    const log = c.hosts.get(id)!.replica(0).log;
+    t.ok(log.firstIndex() > sendsEnd, `${id}: the log is compacted past the sends (first index ${log.firstIndex()}, sends up to ${sendsEnd})`);
+    t.equal(log.keptBodies().filter((i) => i <= sendsEnd).length, 30, `${id}: the 30 entries the queued messages point at are kept`);
+    t.notOk(segmentNames(c, id).includes('0000000000000001.wal'), `${id}: the first segment is deleted (${segmentNames(c, id).length} segments now)`);
+  }
+
+  // Every node stops and starts again: the kept entries come back from the segments.
+  for (const id of IDS) await c.stop(id);
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader after the restart');
+  const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'keep' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
+  const got = r.ok ? (r.value as { messages: { body: string; receiptHandle: string }[] }).messages : [];
+  t.same(
+    got.map((m) => m.body),
+    sent,
+    'every body read back, in order',
+  );
+  t.ok((await c.submit(0, 'alice', { type: 'ack', channel: { queue: 'keep' }, receiptHandles: got.map((m) => m.receiptHandle) })).ok);
+
+  // Acknowledged: as the log goes on, every node lets the entries go.
+  const anyKept = (): boolean => IDS.some((id) => c.hosts.get(id)!.replica(0).log.keptBodies().some((i) => i <= sendsEnd));
+  for (let i = 0; i < 400 && anyKept(); i++) await churn();
+  t.notOk(anyKept(), 'no node keeps the entries of the acknowledged messages');
+});
