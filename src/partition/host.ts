@@ -149,6 +149,12 @@ export class NodeHost {
   private readonly compacting = new Set<number>();
   /** A pass of releaseBodies() is running. */
   private releasing = false;
+  /**
+   * Images being made, per partition (snapshotFile). Meanwhile the partition is neither compacted nor
+   * released of kept entries: the image takes the bodies of its rows from the log (format 4), and its
+   * rows are those of the state when the copy ended, which may be gone from the state since.
+   */
+  private readonly imaging = new Map<number, number>();
   /** The image of each partition's state made for followers (snapshotFile), while in use. */
   private readonly served = new Map<number, ServedImage>();
   private servedSeq = 0;
@@ -243,18 +249,22 @@ export class NodeHost {
     if (s === undefined || s.from < wanted) {
       if (s !== undefined) this.retireServed(partition);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
+      this.imaging.set(partition, (this.imaging.get(partition) ?? 0) + 1);
       const made: ServedImage = {
         path,
         from: r.state.applied().index,
         usedAt: Date.now(),
-        ready: r.state.snapshotTo(path).then(
-          () => path,
-          (err: unknown) => {
-            if (this.served.get(partition) === made) this.served.delete(partition);
-            rmSync(path, { force: true });
-            throw err;
-          },
-        ),
+        ready: r.state
+          .snapshotTo(path)
+          .finally(() => this.imaging.set(partition, this.imaging.get(partition)! - 1))
+          .then(
+            () => path,
+            (err: unknown) => {
+              if (this.served.get(partition) === made) this.served.delete(partition);
+              rmSync(path, { force: true });
+              throw err;
+            },
+          ),
       };
       this.served.set(partition, made);
       s = made;
@@ -668,7 +678,7 @@ export class NodeHost {
    */
   private maybeCompact(r: PartitionReplica): void {
     const p = r.partition;
-    if (this.compacting.has(p) || this.closed) return;
+    if (this.compacting.has(p) || this.isImaging(p) || this.closed) return;
     const every = this.opts.snapshotEvery ?? 10_000;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
     // The core's applied index (no query) decides.
@@ -698,7 +708,7 @@ export class NodeHost {
     await state.durable();
     // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
     // state reopened), or the node stopped: then this point is of no use.
-    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index) return;
+    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
     let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
     // A follower installing the image made for it goes on from the image's index: keep the log after
     // it while the image is in use (asked for within SERVED_IDLE_MS).
@@ -710,6 +720,10 @@ export class NodeHost {
     this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
     this.removeOldImages(p, at.index);
     await this.releaseBodies();
+  }
+
+  private isImaging(p: number): boolean {
+    return (this.imaging.get(p) ?? 0) > 0;
   }
 
   /**
@@ -728,13 +742,14 @@ export class NodeHost {
           const r = this.replicas[p]!;
           const state = r.state;
           // Closed between the old state and an installed image: the next pass asks the new one.
-          if (!state.sqlite.open) continue;
+          if (!state.sqlite.open || this.isImaging(p)) continue;
           const live = new Set(state.referencedEntries(held[0]!, held[held.length - 1]!));
           const dead = held.filter((i) => !live.has(i));
           if (dead.length === 0) continue;
           await state.durable();
-          // Meanwhile an image from the leader may have replaced the state (and what the log kept).
-          if (this.closed || r.state !== state) continue;
+          // Meanwhile an image from the leader may have replaced the state (and what the log kept),
+          // or an image began here, which may hold rows gone from the state since.
+          if (this.closed || r.state !== state || this.isImaging(p)) continue;
           const still = this.logStore.stillKept(p, dead);
           if (still.length === 0) continue;
           this.logStore.releaseBodies(p, still);

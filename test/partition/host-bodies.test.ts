@@ -1,11 +1,12 @@
 // Format 4 (message bodies left in the Raft log; docs/design/bodies-in-log.md) on three in-process
 // nodes: the log keeps the entries that unacknowledged messages point at through compactions and
 // segment deletions, every node reads those bodies back after a restart, and once the messages are
-// acknowledged the log lets the entries go and deletes the segments they held.
+// acknowledged the log lets the entries go and deletes the segments they held; a follower behind the
+// compacted log installs an image that carries the bodies of its rows.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BODIES_IN_LOG } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, stateHash } from '../../src/store/broker/index.js';
 import { IDS, LocalCluster } from './host-helpers.js';
 
 const queue = (name: string) => ({
@@ -69,4 +70,61 @@ t.test('format 4: bodies kept in the log through compactions, deletions and rest
   const anyKept = (): boolean => IDS.some((id) => c.hosts.get(id)!.replica(0).log.keptBodies().some((i) => i <= sendsEnd));
   for (let i = 0; i < 400 && anyKept(); i++) await churn();
   t.notOk(anyKept(), 'no node keeps the entries of the acknowledged messages');
+});
+
+t.test('format 4: a follower behind the compacted log installs an image that carries the bodies, and serves them as leader', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4 raised on every replica');
+  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
+  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  c.down.add(lost);
+  await c.stop(lost);
+  const sent: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    if ((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: body('m', i), attributes: {} }, { body: `short-${i}`, attributes: {} }] })).ok) {
+      sent.push(body('m', i), `short-${i}`);
+    }
+  }
+  const leader = c.leaderOf(0)!;
+  t.ok(leader.replica(0).log.firstIndex() > 10, `the leader compacted past what ${lost} has (first index ${leader.replica(0).log.firstIndex()})`);
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  const target = leader.replica(0).state.applied().index;
+  await c.until(() => {
+    try {
+      return back.replica(0).log.snapshot().meta.index > 0 && back.replica(0).state.applied().index >= target;
+    } catch {
+      return false; // the state database is closed while the image is moved into place
+    }
+  }, `${lost} caught up by an image`);
+  const rows = back.replica(0).state.sqlite.prepare('select body from messages order by seq').all() as { body: unknown }[];
+  t.ok(
+    rows.every((r) => Buffer.isBuffer(r.body)),
+    'every row installed from the image holds its body',
+  );
+  t.same(
+    rows.map((r) => String(r.body)),
+    sent,
+    'the bodies sent',
+  );
+  t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'the same state as the leader, whose rows leave their bodies in the log');
+  t.same(back.replica(0).log.keptBodies(), [], 'its log keeps nothing for them');
+
+  // The other two stop: the follower leads with one of them, and hands out every body.
+  const others = IDS.filter((id) => id !== lost);
+  c.down.add(others[0]!);
+  await c.stop(others[0]!);
+  await c.until(() => c.leaderOf(0) !== null, 'a leader without the old one');
+  if (c.leaderOf(0) !== back) {
+    c.down.add(others[1]!);
+    await c.stop(others[1]!);
+    c.down.delete(others[0]!);
+    await c.start(others[0]!);
+    await c.until(() => c.leaderOf(0) !== null, 'a leader');
+  }
+  const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'q' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
+  t.same(r.ok ? (r.value as { messages: { body: string }[] }).messages.map((m) => m.body) : r, sent.slice(0, 100), 'received with their bodies');
 });

@@ -208,9 +208,12 @@ function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, 
   s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, rowBody(s, m), m.attributes, ctx.now);
 }
 
-/** A row's body: inline, or (format 4) read from the entry its sequence names (bodies.ts). */
+/**
+ * A row's body: inline, or (format 4) read from the entry its sequence names (bodies.ts). A row of
+ * format 4 installed from an image holds its body inline, as bytes (state-machine.ts snapshotTo).
+ */
 export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
-  if (m.seq < s.bodiesFrom) return m.body;
+  if (m.seq < s.bodiesFrom || typeof m.body !== 'string') return m.body;
   const { index, slot } = bodyPlace(m.seq);
   let entry = s.lastBodyEntry;
   if (entry?.index !== index) {

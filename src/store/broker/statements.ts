@@ -162,7 +162,9 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .distinct()
         .where('channel_id', '=', 0)
         .where('seq', '>=', 0)
-        .where('seq', '<=', 0),
+        .where('seq', '<=', 0)
+        // A row installed from an image holds its body (a blob): it points at no entry.
+        .where(sql<string>`typeof(${sql.ref('body')})`, '=', lit('text')),
       3,
     ),
     /** (): the highest sequence any channel or topic has given, or null (format 4's raise checks it). */
@@ -568,5 +570,34 @@ export type Statements = ReturnType<typeof prepareStatements>;
  * The Kysely over it only compiles (nothing runs through it), so it needs no destroy().
  */
 export function prepareImageMeta(image: Sqlite): Statement {
-  return prepare(image, metaValue(new Kysely<BrokerDatabase>({ dialect: new SqliteDialect({ database: image }) })).compile(), 1);
+  return prepare(image, metaValue(imageKysely(image)).compile(), 1);
+}
+
+const imageKysely = (image: Sqlite): Db => new Kysely<BrokerDatabase>({ dialect: new SqliteDialect({ database: image }) });
+
+/**
+ * What filling an image's rows with their bodies needs (format 4; state-machine.ts snapshotTo): the
+ * next rows that leave theirs in the log, and an update that puts a body in a row.
+ */
+export function prepareImageBodies(image: Sqlite): { next: Statement; fill: Statement } {
+  const k = imageKysely(image);
+  return {
+    /** (channel_id, channel_id, seq, from, limit): rows after (channel_id, seq) with bodies in the log, in key order. */
+    next: prepare(
+      image,
+      k
+        .selectFrom('messages')
+        .select(['channel_id', 'seq'])
+        .where((eb) => eb.or([eb('channel_id', '>', 0), eb.and([eb('channel_id', '=', 0), eb('seq', '>', 0)])]))
+        .where('seq', '>=', 0)
+        .where(sql<string>`typeof(${sql.ref('body')})`, '=', lit('text'))
+        .orderBy('channel_id')
+        .orderBy('seq')
+        .limit(0)
+        .compile(),
+      5,
+    ),
+    /** (body, channel_id, seq) */
+    fill: prepare(image, k.updateTable('messages').set({ body: '' }).where('channel_id', '=', 0).where('seq', '=', 0).compile(), 3),
+  };
 }
