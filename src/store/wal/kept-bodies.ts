@@ -1,6 +1,6 @@
 // The entries one partition keeps below its compacted Raft log, because its state still points at the
 // message bodies they carry (docs/design/bodies-in-log.md): index -> (segment, offset, bytes), sorted
-// by index, in typed arrays (20 bytes an entry: 16 MiB for a backlog of 1,000,000 single sends, 160
+// by index, in typed arrays (20 bytes an entry: 20 MiB for a backlog of 1,000,000 single sends, 200
 // KiB for the same messages sent in batches of 100). The Raft core never sees them; Locations keeps
 // the places of the Raft log's own entries. Segment 0 marks an entry whose place is not known yet
 // (replay fills it from a copy further on, or the log is damaged).

@@ -131,6 +131,15 @@ export class WalStore {
   private unsyncedWrites = 0;
   private readonly reader: SegmentReader;
   private readonly cache: CacheBudget;
+  /** Bytes of records written since open. */
+  private written = 0;
+  /**
+   * The oldest segment as purge() last left it, held back by live entries too many to copy, and the
+   * bytes written then. Weighing what to copy costs a pass over every kept entry (a backlog of a
+   * million single sends keeps a million), so while entries still hold it, it is weighed again only
+   * after a release, or once another segment's worth was written (outgrown() may have turned).
+   */
+  private heldBack: { readonly segment: number; readonly written: number } | null = null;
 
   private constructor(
     readonly dir: string,
@@ -373,6 +382,7 @@ export class WalStore {
     const s = view.state;
     this.write([pending(RecordKind.Compaction, p, s.offsetTerm, s.offset, jsonPayload({ drop: toRuns(indexes) } satisfies CompactionPayload))], false);
     view.kept.remove(indexes);
+    this.heldBack = null;
     this.purge();
   }
 
@@ -450,6 +460,7 @@ export class WalStore {
       invariant(seg.end + bytes <= MAX_SEGMENT_END, `a write of ${bytes} bytes at ${seg.end} would pass the 32-bit offsets of a segment`);
       const { buffers, end: pos } = encodeWrite(records, seg.seq, seg.end, seg.durable);
       writeAll(seg.fd, buffers, seg.end);
+      this.written += pos - seg.end;
       seg.end = pos;
     } catch (err) {
       if (!(err instanceof InvariantError)) this.failed(err, this.active);
@@ -492,12 +503,22 @@ export class WalStore {
    * back (a partition whose snapshot lags), they are copied forward first, as raft-engine purges.
    */
   private purge(): void {
+    // Only segments older than the newest one at the start: copies forward may roll over into new
+    // segments, whose checkpoints list every kept entry, and a pass that went on into those could
+    // copy and roll over forever (review of 416b3c7).
+    const newestAtStart = this.active.seq;
     for (;;) {
       const seqs = [...this.segments.keys()].sort((a, b) => a - b);
       const oldest = seqs[0]!;
-      if (oldest === this.active.seq) return;
+      if (oldest >= newestAtStart) return;
       const holders = [...this.views.values()].filter((v) => v.locations.holds(oldest) || v.kept.holds(oldest));
-      if (holders.length > 0 && !this.copyForward(oldest, holders)) return;
+      if (holders.length > 0) {
+        if (this.heldBack?.segment === oldest && this.written - this.heldBack.written < this.segmentBytes) return;
+        if (!this.copyForward(oldest, holders)) {
+          this.heldBack = { segment: oldest, written: this.written };
+          return;
+        }
+      }
       // Releases written since the last sync must be durable before the segment they free goes:
       // replayed without them, the log would look for kept entries in a segment that is gone.
       this.syncNow();
@@ -550,12 +571,15 @@ export class WalStore {
     return true;
   }
 
-  /** Whether the segments hold more than four times the bytes of live entries, and two segments more. */
+  /**
+   * Whether the segments' records hold more than four times the bytes of live entries, and two
+   * segments more. Checkpoints are left out: they are rewritten at every rollover whatever is copied.
+   */
   private outgrown(): boolean {
     let live = 0;
     for (const v of this.views.values()) live += v.locations.totalBytes() + v.kept.bytes();
     let used = 0;
-    for (const s of this.segments.values()) used += s.end;
+    for (const s of this.segments.values()) used += s.end - s.checkpointEnd;
     return used > 4 * live + 2 * this.segmentBytes;
   }
 
