@@ -36,7 +36,11 @@ function fsyncLatency(): { medianMs: number; p99Ms: number } {
 class Driver {
   index = 0;
   time = 1_700_000_000_000;
-  constructor(readonly sm: BrokerStateMachine) {}
+  /** The log's entries: rows of format 4 read their bodies from them, as a node's from its log. */
+  readonly log = new Map<number, Uint8Array>();
+  constructor(readonly sm: BrokerStateMachine) {
+    sm.attachBodies({ entry: (i) => this.log.get(i) ?? null });
+  }
 
   /** Applies commands as consecutive entries in one transaction (one synced commit). */
   apply(commands: Command[]): unknown[] {
@@ -47,6 +51,7 @@ class Driver {
       kind: 0,
       data: encodeEnvelope({ time: this.time, actor: 'alice', command }, this.sm.format()),
     }));
+    for (const e of entries) this.log.set(e.index, e.data);
     return this.sm.apply(entries).map((a) => {
       if (!a.result.ok) throw new Error(`${a.result.code}: ${a.result.detail}`);
       return a.result.value;

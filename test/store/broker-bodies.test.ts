@@ -4,7 +4,7 @@
 // raise; the state can name the entries its rows point at (what the log must keep); and a row whose
 // entry the log lost stops the apply instead of answering without its body.
 import t from 'tap';
-import { BODIES_IN_LOG, BodyMissingError, FORMAT, SLOTS, stateHash } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BodyMissingError, PARKED_POLLS, SLOTS, stateHash } from '../../src/store/broker/index.js';
 import { TestStore, queue, send } from './broker-helpers.js';
 import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './broker-unit-kit.js';
 
@@ -71,7 +71,7 @@ t.test('sends applied in bulk and one by one store the same rows and read back t
 });
 
 t.test('rows written before the raise keep their bodies, and come first: sequences grow across it', async (t) => {
-  const s = await TestStore.open(0, undefined, FORMAT, BODIES_IN_LOG);
+  const s = await TestStore.open(0, undefined, PARKED_POLLS, BODIES_IN_LOG);
   t.teardown(() => s.close());
   s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
   s.must('alice', queue('orders'));
@@ -164,7 +164,7 @@ t.test('a row whose entry the log lost stops the apply: never a message without 
 });
 
 t.test('the raise to format 4 is refused while a sequence already reaches past its first', async (t) => {
-  const s = await TestStore.open(0, undefined, FORMAT, BODIES_IN_LOG);
+  const s = await TestStore.open(0, undefined, PARKED_POLLS, BODIES_IN_LOG);
   t.teardown(() => s.close());
   s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
   s.must('alice', queue('orders'));
@@ -173,7 +173,7 @@ t.test('the raise to format 4 is refused while a sequence already reaches past i
   s.sm.sqlite.prepare('update channels set next_seq = ?').run(seq(s.index + 2, 0) + 1);
   const r = s.run(null, { type: 'format.raise', format: BODIES_IN_LOG });
   t.match(r, { ok: false, code: 'validation_failed' });
-  t.equal(s.sm.format(), FORMAT, 'not raised');
+  t.equal(s.sm.format(), PARKED_POLLS, 'not raised');
   s.sm.sqlite.prepare('update channels set next_seq = 10').run();
   s.must(null, { type: 'format.raise', format: BODIES_IN_LOG });
   t.equal(s.sm.format(), BODIES_IN_LOG);

@@ -9,17 +9,18 @@ import { join } from 'node:path';
 import t from 'tap';
 import { BrokerStateMachine, stateHash, type ApplyEntry } from '../../src/store/broker/index.js';
 import { Rng } from '../raft/sim/rng.js';
+import { bodiesOf } from './broker-helpers.js';
 import { CommandStream } from './command-stream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-crash-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 async function makeLog(length: number): Promise<{ log: ApplyEntry[]; hashes: Map<number, string> }> {
-  const ref = await BrokerStateMachine.open(join(dir, 'ref.db'), 3);
+  const log: ApplyEntry[] = [];
+  const ref = await BrokerStateMachine.open(join(dir, 'ref.db'), 3, { bodies: bodiesOf(log) });
   const stream = new CommandStream(99);
   const envs = stream.setup();
   for (let i = 0; i < length; i++) envs.push(stream.next());
-  const log: ApplyEntry[] = [];
   const hashes = new Map<number, string>();
   for (const env of envs) {
     const [e] = stream.entries([env]);
@@ -67,7 +68,7 @@ t.test('SIGKILL during apply loses nothing and repeats nothing', async (t) => {
   for (let round = 0; round < 6 && !finished; round++) {
     const r = await runAndKill(db, logFile, rng.range(2, 12));
     finished = r.finished;
-    const sm = await BrokerStateMachine.open(db, 3);
+    const sm = await BrokerStateMachine.open(db, 3, { bodies: bodiesOf(log) });
     const applied = sm.applied().index;
     t.ok(applied >= r.reported, `round ${round}: applied ${applied} >= last reported ${r.reported}`);
     t.equal(applied % 10 === 0 || applied === log.length, true, `round ${round}: a whole batch or none (applied ${applied})`);
@@ -75,7 +76,7 @@ t.test('SIGKILL during apply loses nothing and repeats nothing', async (t) => {
     t.equal((sm.sqlite.pragma('quick_check', { simple: true }) as string), 'ok');
     await sm.close();
   }
-  const sm = await BrokerStateMachine.open(db, 3);
+  const sm = await BrokerStateMachine.open(db, 3, { bodies: bodiesOf(log) });
   sm.apply(log);
   t.equal(sm.applied().index, log.length);
   t.equal(stateHash(sm.sqlite), hashes.get(log.length), 'after the rest of the log: identical to the store that never crashed');

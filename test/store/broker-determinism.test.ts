@@ -8,18 +8,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, PARKED_POLLS, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope } from '../../src/store/broker/index.js';
+import { bodiesOf } from './broker-helpers.js';
 import { CommandStream } from './command-stream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-determinism-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
-/** A replica in `format`; in format 4 it reads bodies from `log`, the entries by index. */
-const open = async (format = FORMAT, log: readonly ApplyEntry[] = []): Promise<BrokerStateMachine> => {
-  const sm = await BrokerStateMachine.open(join(dir, `s${n++}.db`), 3, { readable: Math.max(format, FORMAT) });
-  sm.attachBodies({ entry: (i) => log[i - 1]?.data ?? null });
-  return sm;
-};
+/** A replica that reads `format`, and (format 4) reads its bodies from `log`. */
+const open = (log: readonly ApplyEntry[], format = FORMAT): Promise<BrokerStateMachine> =>
+  BrokerStateMachine.open(join(dir, `s${n++}.db`), 3, { readable: Math.max(format, FORMAT), bodies: bodiesOf(log) });
 
 /** Row counts by state must equal the counters the stats are computed from. */
 function checkCounts(sm: BrokerStateMachine): void {
@@ -126,13 +124,13 @@ function generate(sm: BrokerStateMachine, seed: number, length: number, format =
   return log;
 }
 
-for (const format of [FORMAT, BODIES_IN_LOG]) {
+for (const format of [PARKED_POLLS, BODIES_IN_LOG]) {
 t.test(`format ${format}: replicas applying the same log in different batches reach the same state, and receive what was sent`, async (t) => {
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 - 1 }), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 20 }), async (seed, cuts) => {
       const log: ApplyEntry[] = [];
-      const a = await open(format, log);
-      const b = await open(format, log);
+      const a = await open(log, format);
+      const b = await open(log, format);
       try {
         generate(a, seed, 300, format, log);
         // Replica b gets the same entries in batches of the generated sizes.
@@ -162,9 +160,10 @@ t.test(`format ${format}: replicas applying the same log in different batches re
 }
 
 t.test('the state hash tells different states apart', async (t) => {
-  const a = await open();
-  const b = await open();
-  const log = generate(a, 7, 50);
+  const log: ApplyEntry[] = [];
+  const a = await open(log);
+  const b = await open(log);
+  generate(a, 7, 50, FORMAT, log);
   b.apply(log.slice(0, 49));
   t.not(stateHash(b.sqlite), stateHash(a.sqlite), 'one entry fewer gives another hash');
   b.apply(log.slice(49));
@@ -174,17 +173,18 @@ t.test('the state hash tells different states apart', async (t) => {
 });
 
 t.test('a snapshot installed elsewhere gives the same state, and both go on identically', async (t) => {
-  const a = await open();
-  const log = generate(a, 11, 400);
+  const log: ApplyEntry[] = [];
+  const a = await open(log);
+  generate(a, 11, 400, FORMAT, log);
   const cut = 250;
-  const ref = await open();
+  const ref = await open(log);
   ref.apply(log.slice(0, cut));
   const snapFile = join(dir, 'snap.db');
   const at = await ref.snapshotTo(snapFile);
   t.equal(at.index, cut);
   const target = join(dir, 'installed.db');
   await BrokerStateMachine.installSnapshot(target, snapFile);
-  const installed = await BrokerStateMachine.open(target, 3);
+  const installed = await BrokerStateMachine.open(target, 3, { bodies: bodiesOf(log) });
   t.equal(installed.applied().index, cut, 'the applied index comes with the snapshot');
   t.equal(stateHash(installed.sqlite), stateHash(ref.sqlite));
   installed.apply(log.slice(cut));
@@ -193,9 +193,10 @@ t.test('a snapshot installed elsewhere gives the same state, and both go on iden
 });
 
 t.test('a snapshot copied while entries go on applying is exactly the state at the index it names', async (t) => {
-  const log = generate(await open(), 23, 3000);
+  const log: ApplyEntry[] = [];
+  generate(await open(log), 23, 3000, FORMAT, log);
   const start = 1000;
-  const source = await open();
+  const source = await open(log);
   source.apply(log.slice(0, start));
   const snapFile = join(dir, 'snap-live.db');
   let next = start;
@@ -214,17 +215,18 @@ t.test('a snapshot copied while entries go on applying is exactly the state at t
   t.ok(at.index > log[start - 1]!.index && at.index <= log[next - 1]!.index, `the image names an index applied during the copy (${at.index})`);
   const target = join(dir, 'installed-live.db');
   await BrokerStateMachine.installSnapshot(target, snapFile);
-  const installed = await BrokerStateMachine.open(target, 3);
+  const installed = await BrokerStateMachine.open(target, 3, { bodies: bodiesOf(log) });
   t.equal(installed.applied().index, at.index);
-  const ref = await open();
+  const ref = await open(log);
   ref.apply(log.filter((e) => e.index <= at.index));
   t.equal(stateHash(installed.sqlite), stateHash(ref.sqlite), 'the image is the state after exactly the entries up to that index');
   await Promise.all([source.close(), installed.close(), ref.close()]);
 });
 
 t.test('a snapshot of a state closed during the copy fails, and leaves no image', async (t) => {
-  const log = generate(await open(), 29, 2000);
-  const source = await open();
+  const log: ApplyEntry[] = [];
+  generate(await open(log), 29, 2000, FORMAT, log);
+  const source = await open(log);
   source.apply(log);
   const snapFile = join(dir, 'snap-closed.db');
   const copy = source.snapshotTo(snapFile);

@@ -3,7 +3,20 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BrokerStateMachine, FORMAT, encodeEnvelope, type Applied, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type BodySource, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
+
+/**
+ * A log's entries as the source rows of format 4 read their bodies from (bodies.ts), as a node's
+ * state reads them from its write-ahead log. The log may grow after this is made.
+ */
+export function bodiesOf(log: readonly ApplyEntry[]): BodySource {
+  return {
+    entry: (i) => {
+      const e = log[i - (log[0]?.index ?? 1)];
+      return e?.index === i ? e.data : (log.find((x) => x.index === i)?.data ?? null);
+    },
+  };
+}
 
 export class TestStore {
   index = 0;

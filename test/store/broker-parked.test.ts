@@ -185,6 +185,8 @@ t.test('replicas applying parked polls in different batches end byte-identical, 
       envs.push({ time, actor: command.type === 'sweep' ? null : 'alice', command });
     }
     const entries = envs.map((e, i) => ({ index: a.index + 1 + i, term: 1, kind: 0, data: a.encode(e) }));
+    // Both replicas' logs hold them: bodies are read from there (format 4).
+    for (const s of [a, b]) for (const e of entries) s.entries.set(e.index, e.data);
     const one: Applied[] = entries.flatMap((e) => a.sm.apply([e]));
     const batched: Applied[] = [];
     for (let at = 0; at < entries.length; ) {

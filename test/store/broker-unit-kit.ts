@@ -1,11 +1,18 @@
 // Small builders shared by broker-users-queues, broker-messages and broker-topics tests (on top of
 // broker-helpers.ts).
-import type { ChannelRef, Command, HandleOutcome, MessageInput, ReceivedMessage, Result } from '../../src/store/broker/index.js';
+import { PARKED_POLLS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../src/store/broker/index.js';
 import { TestStore } from './broker-helpers.js';
 
-/** Opens a store in a temp dir, closed and removed when the test ends; registers the given users. */
+/**
+ * Opens a store in a temp dir, closed and removed when the test ends; registers the given users.
+ *
+ * In format 3: there every channel's sequences count 1, 2, 3, ..., which the expectations of the
+ * suites built on this kit (queues, messages, topics) are written in. The same rules in format 4,
+ * where sequences are log positions and bodies stay in the log, are tested by broker-bodies.test.ts,
+ * the determinism property (both formats) and the API tests, which run at the build's format.
+ */
 export async function openStore(t: { teardown(fn: () => unknown): void }, ...users: string[]): Promise<TestStore> {
-  const s = await TestStore.open();
+  const s = await TestStore.open(0, undefined, PARKED_POLLS);
   t.teardown(() => s.close());
   for (const u of users) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
   return s;

@@ -18,13 +18,10 @@
  * The newest log format this build reads (envelope.ts). Format 1: commands as JSON envelopes.
  * Format 2: commands that carry message bodies hold them as bytes after a JSON head, and rows store
  * them as BLOBs. Format 3: a long poll parks in the state (a receive's `wait`), and the apply that
- * makes messages visible leases them to it (messages.ts, serveWaiters).
- *
- * Format 4 (BODIES_IN_LOG) is read by this build but not raised yet: new rows leave their bodies in
- * the log (bodies.ts), which needs images that carry them to a follower behind the compacted log
- * (docs/design/bodies-in-log.md, step 3). FORMAT becomes 4 when they do.
+ * makes messages visible leases them to it (messages.ts, serveWaiters). Format 4 (BODIES_IN_LOG): new
+ * rows leave their bodies in the Raft log, and their sequences say where (bodies.ts).
  */
-export const FORMAT = 3;
+export const FORMAT = 4;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;

@@ -149,7 +149,7 @@ export class BrokerStateMachine {
    * Opens (creating and migrating if needed) the state database of one partition. `readable` is the
    * newest log format this replica reads: the build's FORMAT unless a test plays another version.
    */
-  static async open(path: string, partition: number, opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number } = {}): Promise<BrokerStateMachine> {
+  static async open(path: string, partition: number, opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number; bodies?: BodySource } = {}): Promise<BrokerStateMachine> {
     const synchronous = opts.synchronous ?? 'NORMAL';
     const { sqlite, kysely } = await openSqlite<BrokerDatabase>(path, brokerMigrations, { synchronous });
     // Housekeeping prunes expired deduplication ids of every channel at once. An index, not a
@@ -169,7 +169,9 @@ export class BrokerStateMachine {
     // SQLite's defaults: 8 and 16 KiB pages wrote 1.7 and 3 times the bytes per message, and a node
     // without automatic checkpoints was slower (bench/README.md, "State databases").
     sqlite.pragma(`cache_size = -${STATE_CACHE_KIB}`);
-    return new BrokerStateMachine(sqlite, kysely, partition, path, opts.readable ?? FORMAT);
+    const sm = new BrokerStateMachine(sqlite, kysely, partition, path, opts.readable ?? FORMAT);
+    if (opts.bodies !== undefined) sm.attachBodies(opts.bodies);
+    return sm;
   }
 
   async close(): Promise<void> {
