@@ -181,13 +181,16 @@ export class NodeHost {
       // The log is compacted only behind a point the state database had made durable (compact()),
       // or behind an image fetched from the leader, durable before the log recorded it. A state
       // behind the compacted log is an install that a crash cut short: its image is still there.
+      // So is one whose state was ahead (a power cut had left it past its log): the install is done
+      // again all the same, since the log restarted at the image and keeps nothing the old state's
+      // rows point at (format 4). An image is moved away only by a completed install.
       const ref = log.snapshotRef();
       const readable = host.readable;
       let state = readsBodiesFrom(log, await BrokerStateMachine.open(statePath, p, { readable }));
       const applied = state.applied().index;
-      if (ref !== null && applied < log.firstIndex() - 1) {
+      const image = ref === null ? null : host.snapshotPath(ref);
+      if (image !== null && (applied < log.firstIndex() - 1 || existsSync(image))) {
         await state.close();
-        const image = host.snapshotPath(ref);
         if (!existsSync(image)) {
           throw new Error(`partition ${p}: the state database holds entries up to ${applied}, the log starts after ${log.firstIndex() - 1}, and the image ${ref} is gone: this disk lost writes it had synced`);
         }
@@ -249,10 +252,11 @@ export class NodeHost {
     if (s === undefined || s.from < wanted) {
       if (s !== undefined) this.retireServed(partition);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
+      const from = r.state.applied().index;
       this.imaging.set(partition, (this.imaging.get(partition) ?? 0) + 1);
       const made: ServedImage = {
         path,
-        from: r.state.applied().index,
+        from,
         usedAt: Date.now(),
         ready: r.state
           .snapshotTo(path)
@@ -743,7 +747,7 @@ export class NodeHost {
           const state = r.state;
           // Closed between the old state and an installed image: the next pass asks the new one.
           if (!state.sqlite.open || this.isImaging(p)) continue;
-          const live = new Set(state.referencedEntries(held[0]!, held[held.length - 1]!));
+          const live = new Set(state.referencedAmong(held));
           const dead = held.filter((i) => !live.has(i));
           if (dead.length === 0) continue;
           await state.durable();

@@ -6,7 +6,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BODIES_IN_LOG, stateHash } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
 import { IDS, LocalCluster } from './host-helpers.js';
 
 const queue = (name: string) => ({
@@ -127,4 +127,51 @@ t.test('format 4: a follower behind the compacted log installs an image that car
   }
   const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'q' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
   t.same(r.ok ? (r.value as { messages: { body: string }[] }).messages.map((m) => m.body) : r, sent.slice(0, 100), 'received with their bodies');
+});
+
+t.test('format 4: a fetch for an image that arrives while this node installs one does not stop its compactions (review)', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
+  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  c.down.add(lost);
+  await c.stop(lost);
+  for (let i = 0; i < 60; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] });
+
+  // A peer's fetch for an image of partition 0 reaches `lost` while it moves the leader's image into
+  // place (its state closed): as an HTTP request may, at any event-loop turn.
+  const orig = BrokerStateMachine.installSnapshot.bind(BrokerStateMachine);
+  let fetchError: unknown = 'not called';
+  BrokerStateMachine.installSnapshot = async (db: string, image: string): Promise<void> => {
+    const h = c.hosts.get(lost);
+    if (h !== undefined && db.includes(`/${lost}/`) && fetchError === 'not called') {
+      const meta = h.replica(0).log.snapshot().meta;
+      // A ref this node has no image file for (an older point than the one being installed).
+      const ref = `p0-${meta.index - 1}-${meta.term}`;
+      try {
+        await h.snapshotFile(0, ref);
+        fetchError = null;
+      } catch (err) {
+        fetchError = err;
+      }
+    }
+    return orig(db, image);
+  };
+  t.teardown(() => {
+    BrokerStateMachine.installSnapshot = orig;
+  });
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  await c.until(() => fetchError !== 'not called' && back.replica(0).state.sqlite.open && back.replica(0).state.applied().index >= back.replica(0).log.snapshot().meta.index && back.replica(0).log.snapshot().meta.index > 0, 'image installed');
+  t.comment(`the fetch during the install: ${fetchError === null ? 'served' : String(fetchError)}`);
+  const installedAt = back.replica(0).log.snapshot().meta.index;
+  for (let i = 0; i < 100; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `n${i}`, attributes: {} }] });
+  await c.until(() => back.replica(0).state.applied().index >= c.leaderOf(0)!.replica(0).state.applied().index, 'caught up');
+  const leaderSnap = c.leaderOf(0)!.replica(0).log.snapshot().meta.index;
+  const mine = back.replica(0).log.snapshot().meta.index;
+  t.comment(`${lost}: snapshot at ${mine} (installed at ${installedAt}), log from ${back.replica(0).log.firstIndex()}; leader's snapshot at ${leaderSnap}`);
+  t.ok(mine > installedAt, `${lost} compacted again after 100 more entries (snapshotEvery 20)`);
 });

@@ -1,10 +1,13 @@
 // Format 4 (bodies.ts): rows leave their message bodies in the Raft log, and their sequences say where
 // (entry index and position). Sends (single, batched, bulk-applied, deduplicated), publishes, dead
 // letters and deliveries read back the bodies they were sent with; sequences keep growing across the
-// raise; the state can name the entries its rows point at (what the log must keep); and a row whose
-// entry the log lost stops the apply instead of answering without its body.
+// raise; the state can name the entries its rows point at (what the log must keep); a row whose
+// entry the log lost stops the apply instead of answering without its body; and what a review found:
+// sequences past 15 digits, commands of more messages than an entry has places, bodies that are not
+// text, and outbox bodies alike on a replica installed from an image.
 import t from 'tap';
-import { BODIES_IN_LOG, BodyMissingError, PARKED_POLLS, SLOTS, stateHash } from '../../src/store/broker/index.js';
+import { join } from 'node:path';
+import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, encodeEnvelope, stateHash, type Command } from '../../src/store/broker/index.js';
 import { TestStore, queue, send } from './broker-helpers.js';
 import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './broker-unit-kit.js';
 
@@ -177,4 +180,80 @@ t.test('the raise to format 4 is refused while a sequence already reaches past i
   s.sm.sqlite.prepare('update channels set next_seq = 10').run();
   s.must(null, { type: 'format.raise', format: BODIES_IN_LOG });
   t.equal(s.sm.format(), BODIES_IN_LOG);
+});
+
+t.test('a receipt handle still acks once sequences pass 15 digits (after about 15e9 entries; review)', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  // Play a partition that has applied ~1.5e10 entries (e.g. 1,000 entries/s for 177 days).
+  const far = Math.ceil(1e15 / SLOTS);
+  s.sm.sqlite.prepare(`update meta set value = ? where key = 'applied_index'`).run(far);
+  s.index = far;
+  s.must('alice', send('orders', 'hello'));
+  const [m] = take(s, 'alice', q('orders'), 1);
+  t.comment(`sequence ${m!.sequence} (${String(m!.sequence).length} digits), handle ${m!.receiptHandle}`);
+  const out = s.must<{ acked: string[]; failed: { code: string }[] }>('alice', ack(q('orders'), m!.receiptHandle));
+  t.strictSame(out.failed, [], 'ack accepted');
+});
+
+t.test('a command of more than 65,536 messages is refused: it cannot take the next entry\'s sequences and bodies (review)', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  const many = Array.from({ length: SLOTS + 1 }, (_, i) => msg(`m${i}`));
+  // Only a peer could propose this (the public API caps a batch at 100; internal routes take any command).
+  const r = s.run('alice', sendMsgs('orders', ...many));
+  t.match(r, { ok: false, code: 'validation_failed' }, `a send of ${many.length} is refused`);
+  const next = s.run('alice', send('orders', 'NEXT'));
+  t.ok(next.ok, "the next entry's send is stored");
+  t.strictSame(
+    take(s, 'alice', q('orders'), 100).map((m) => m.body),
+    ['NEXT'],
+    'and reads its own body',
+  );
+});
+
+t.test('a send whose message has no text body is refused, not stored to halt every later receive (review)', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('orders'));
+  // A JSON entry (a peer's command with a non-text body is encoded as JSON, envelope.ts).
+  const bad = { type: 'queue.send', name: 'orders', messages: [{ body: 42, attributes: {} }] } as unknown as Command;
+  const r = s.run('alice', bad);
+  t.match(r, { ok: false, code: 'validation_failed' }, 'a send with body 42 is refused');
+  let err: unknown = null;
+  try {
+    s.run('alice', recv(q('orders'), 1));
+  } catch (e) {
+    err = e;
+  }
+  t.comment(`receive: ${err === null ? 'applied' : `threw ${(err as Error).name}: ${(err as Error).message}`}`);
+  t.notOk(err instanceof BodyMissingError, 'the receive does not throw BodyMissingError (a storage failure: the node stops, on every replica, at every restart)');
+});
+
+t.test('a replica installed from an image hashes like the leader after dead-lettering a row whose entry is JSON (review)', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('dlq'));
+  s.must('alice', queue('orders', { maxDeliveries: 1, deadLetterQueue: 'dlq' }));
+  // An entry a leader encoded before it applied the raise (JSON), applied in format 4.
+  s.index++;
+  const data = encodeEnvelope({ time: s.time, actor: 'alice', command: send('orders', 'json-body') }, 1);
+  s.entries.set(s.index, data);
+  s.sm.apply([{ index: s.index, term: 1, kind: 0, data }]);
+  const image = join(s.dir, 'image.db');
+  await s.sm.snapshotTo(image);
+  const follower = await BrokerStateMachine.open(image, 0, { readable: BODIES_IN_LOG });
+  t.teardown(() => follower.close());
+  follower.attachBodies({ entry: (i) => s.entries.get(i) ?? null });
+  t.equal(stateHash(follower.sqlite), stateHash(s.sm.sqlite), 'equal after the install');
+  const next = (command: Command): void => {
+    s.index++;
+    const d = s.encode({ time: s.time, actor: command.type === 'sweep' ? null : 'alice', command });
+    s.entries.set(s.index, d);
+    for (const sm of [s.sm, follower]) sm.apply([{ index: s.index, term: 1, kind: 0, data: d }]);
+  };
+  next(recv(q('orders'), 1));
+  s.advance(31);
+  next({ type: 'sweep' });
+  const types = (sm: BrokerStateMachine): unknown => sm.sqlite.prepare('select typeof(body) t, body from outbox').all();
+  t.comment(`leader outbox ${JSON.stringify(types(s.sm))}; follower outbox ${JSON.stringify(types(follower))}`);
+  t.equal(stateHash(follower.sqlite), stateHash(s.sm.sqlite), 'equal after the dead letter');
 });

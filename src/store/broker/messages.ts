@@ -19,7 +19,7 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
-import { BodyMissingError, bodyAt, bodyPlace, logSeq } from './bodies.js';
+import { BodyMissingError, SLOTS, bodyAt, bodyPlace, logSeq } from './bodies.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
@@ -40,8 +40,10 @@ export function encodeReceipt(channelId: number, seq: number, leaseId: number): 
 function decodeReceipt(h: string): { channelId: number; seq: number; leaseId: number } | null {
   if (h.length === 0 || h.length > 200) return null;
   const parts = Buffer.from(h, 'base64url').toString('utf8').split('.');
-  if (parts.length !== 3 || !parts.every((p) => /^\d{1,15}$/.test(p))) return null;
+  // 16 digits: format 4's sequences (entry index x 65,536) pass 15 after about 15e9 entries.
+  if (parts.length !== 3 || !parts.every((p) => /^\d{1,16}$/.test(p))) return null;
   const [channelId, seq, leaseId] = parts.map(Number) as [number, number, number];
+  if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(channelId) || !Number.isSafeInteger(leaseId)) return null;
   // Lease ids are log indexes of receives, so never 0: a message never leased has no valid handle.
   if (leaseId === 0) return null;
   return { channelId, seq, leaseId };
@@ -63,6 +65,8 @@ export function sendToQueue(s: Store, name: string, messages: readonly MessageIn
     if (q.owner === user) s.sendTargets.set(name, q);
   }
   if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
+  const refused = unplaceable(s, messages);
+  if (refused !== null) return refused;
   const ids = messages.map((_, i) => `${s.partition}-${ctx.index}-${i}`);
   // Deduplication ids are looked up one message at a time (a batch may repeat one); the rest go in
   // bulk: one update takes every sequence number and counts the messages, a few multi-row inserts.
@@ -75,6 +79,18 @@ export function sendToQueue(s: Store, name: string, messages: readonly MessageIn
 
 /** Whether new rows leave their bodies in the log (format 4, bodies.ts). */
 export const inLog = (s: Store): boolean => s.bodiesFrom !== Infinity;
+
+/**
+ * Why a command's messages cannot leave their bodies in its entry (format 4), or null: more than an
+ * entry has places for, or a body that is neither text nor bytes (a peer's malformed command),
+ * which a later read would not find. Refused alike on every replica.
+ */
+export function unplaceable(s: Store, messages: readonly { readonly body: unknown }[]): Result<never> | null {
+  if (!inLog(s)) return null;
+  if (messages.length > SLOTS) return fail(ErrorCode.ValidationFailed, `at most ${SLOTS} messages in a command`);
+  if (messages.some((m) => typeof m?.body !== 'string' && !(m?.body instanceof Uint8Array))) return fail(ErrorCode.ValidationFailed, 'a message body must be text');
+  return null;
+}
 
 /**
  * Adds messages without deduplication ids to a channel: the same rows and counts as enqueue() one by
@@ -205,7 +221,11 @@ function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, 
     return;
   }
   const id = (s.st.nextOutbox.get() as { value: number }).value;
-  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, rowBody(s, m), m.attributes, ctx.now);
+  // As bytes for a row of format 4, whether its body came from the log (as text from a JSON entry,
+  // or bytes) or with an image (bytes): replicas keep the same outbox either way.
+  const body = rowBody(s, m);
+  const stored = m.seq >= s.bodiesFrom && typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, stored, m.attributes, ctx.now);
 }
 
 /**
@@ -414,6 +434,8 @@ export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadle
   const q = s.st.getQueue.get(c.queue) as QueueRow | undefined;
   // The dead-letter queue must still be the owner's: one deleted and recreated by someone else
   // must not receive another user's messages.
+  const refused = unplaceable(s, c.messages);
+  if (refused !== null) return refused;
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
   c.messages.forEach((m, k) => {
     const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;

@@ -29,6 +29,7 @@ import {
   deliverDeadLetters,
   enqueueMany,
   inLog,
+  unplaceable,
   extendLeases,
   nack,
   outboxDone,
@@ -198,12 +199,31 @@ export class BrokerStateMachine {
    * what the log must keep when it compacts them. One range scan of the primary key per channel.
    */
   referencedEntries(lo: number, hi: number): number[] {
-    const from = Math.max(logSeq(lo, 0), this.store.bodiesFrom);
-    const to = logSeq(hi, SLOTS - 1);
-    if (from > to) return [];
+    return this.referencedIn([[lo, hi]]);
+  }
+
+  /**
+   * Those of `indexes` (ascending) that rows point at: ranges of the primary key over each run of
+   * consecutive indexes, so that entries kept far apart do not make it scan every row between them.
+   */
+  referencedAmong(indexes: readonly number[]): number[] {
+    const runs: [number, number][] = [];
+    for (const i of indexes) {
+      const last = runs[runs.length - 1];
+      if (last !== undefined && last[1] + 1 === i) last[1] = i;
+      else runs.push([i, i]);
+    }
+    return this.referencedIn(runs);
+  }
+
+  private referencedIn(ranges: readonly (readonly [number, number])[]): number[] {
+    const channels = this.st.allChannels.all() as { id: number }[];
     const out = new Set<number>();
-    for (const ch of this.st.allChannels.all() as { id: number }[]) {
-      for (const r of this.st.entriesOfSeqs.all(ch.id, from, to) as { entry: number }[]) out.add(r.entry);
+    for (const [lo, hi] of ranges) {
+      const from = Math.max(logSeq(lo, 0), this.store.bodiesFrom);
+      const to = logSeq(hi, SLOTS - 1);
+      if (from > to) continue;
+      for (const ch of channels) for (const r of this.st.entriesOfSeqs.all(ch.id, from, to) as { entry: number }[]) out.add(r.entry);
     }
     return [...out].sort((a, b) => a - b);
   }
@@ -477,6 +497,8 @@ export class BrokerStateMachine {
     const c = env.command;
     if (c.type !== 'queue.send' || env.idempotencyKey !== undefined || env.actor === null) return undefined;
     if (!Array.isArray(c.messages) || c.messages.length === 0 || c.messages.some((m) => m.deduplicationId !== undefined)) return undefined;
+    // One that sendToQueue would refuse is applied on its own, to be refused there.
+    if (unplaceable(this.store, c.messages) !== null) return undefined;
     const q = this.store.sendTargets.get(c.name);
     // A poll parked on the queue is served by the send's own entry, which bulk storing would blur.
     if (q === undefined || q.owner !== env.actor || this.st.anyWaiter.get(q.id) !== undefined) return undefined;
@@ -643,7 +665,7 @@ export class BrokerStateMachine {
     const { next, fill } = prepareImageBodies(image);
     let after = { channel: -1, seq: -1 };
     for (;;) {
-      const rows = next.all(after.channel, after.channel, after.seq, from, IMAGE_FILL_ROWS) as { channel_id: number; seq: number }[];
+      const rows = next.all(after.channel, after.seq, from, IMAGE_FILL_ROWS) as { channel_id: number; seq: number }[];
       if (rows.length === 0) return;
       image.transaction(() => {
         for (const r of rows) {

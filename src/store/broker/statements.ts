@@ -582,20 +582,24 @@ const imageKysely = (image: Sqlite): Db => new Kysely<BrokerDatabase>({ dialect:
 export function prepareImageBodies(image: Sqlite): { next: Statement; fill: Statement } {
   const k = imageKysely(image);
   return {
-    /** (channel_id, channel_id, seq, from, limit): rows after (channel_id, seq) with bodies in the log, in key order. */
+    /**
+     * (channel_id, seq, from, limit): rows after (channel_id, seq) with bodies in the log, in key
+     * order. A row value, so that SQLite seeks to it in the primary key: an OR of the two columns
+     * scanned from the start for every page (review).
+     */
     next: prepare(
       image,
       k
         .selectFrom('messages')
         .select(['channel_id', 'seq'])
-        .where((eb) => eb.or([eb('channel_id', '>', 0), eb.and([eb('channel_id', '=', 0), eb('seq', '>', 0)])]))
+        .where(sql<boolean>`(${sql.ref('channel_id')}, ${sql.ref('seq')}) > (${0}, ${0})`)
         .where('seq', '>=', 0)
         .where(sql<string>`typeof(${sql.ref('body')})`, '=', lit('text'))
         .orderBy('channel_id')
         .orderBy('seq')
         .limit(0)
         .compile(),
-      5,
+      4,
     ),
     /** (body, channel_id, seq) */
     fill: prepare(image, k.updateTable('messages').set({ body: '' }).where('channel_id', '=', 0).where('seq', '=', 0).compile(), 3),

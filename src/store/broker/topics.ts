@@ -4,7 +4,7 @@ import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type
 import { grantActions, requireActor, requireOwner, visibleTopic } from './access.js';
 import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
 import { logSeq } from './bodies.js';
-import { dropChannel, enqueue, inLog } from './messages.js';
+import { dropChannel, enqueue, inLog, unplaceable } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
 import { subscriptionView, topicView } from './views.js';
 
@@ -41,6 +41,8 @@ export function publish(s: Store, name: string, messages: readonly MessageInput[
     return fail(ErrorCode.Forbidden, `no 'publish' right on topic '${name}'`);
   }
   if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
+  const refused = unplaceable(s, messages);
+  if (refused !== null) return refused;
   const subs = s.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[];
   const items = messages.map((m, i) => {
     if (m.deduplicationId !== undefined) {
