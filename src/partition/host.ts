@@ -504,14 +504,17 @@ export class NodeHost {
     const ref = new TextDecoder().decode(m.snapshot.data);
     if (!isImageRef(r.partition, ref)) return;
     const path = this.snapshotPath(ref);
+    const key = `${r.partition}/${ref}`;
+    // Being fetched: the fetch steps it. Its file may already be in place, and is then renamed to
+    // the image's own index: a repeat stepped meanwhile had the core hand out a snapshot whose file
+    // was gone when the turn installed it (chaos seed 3315).
+    if (this.fetching.has(key)) return;
     // Already covered (a repeated message, or the log caught up meanwhile): the core answers with
     // its commit index, and nothing is fetched.
     if (existsSync(path) || m.snapshot.meta.index <= r.raw.raft.log.committed) {
       r.raw.step(m);
       return;
     }
-    const key = `${r.partition}/${ref}`;
-    if (this.fetching.has(key)) return;
     this.fetching.add(key);
     this.opts.outbox
       .fetchSnapshot(from, r.partition, ref, path)

@@ -4,7 +4,8 @@
 import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT, stateHash } from '../../src/store/broker/index.js';
+import type { Message } from '../../src/raft/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { IDS, LocalCluster, appliedIndex } from './host-helpers.js';
@@ -372,4 +373,62 @@ t.test('a dead letter reaches its dead-letter queue in another partition', async
   t.same(got.map((m) => [m.messageId, m.body, m.attributes]), [[messageId, 'poison', { k: 'v' }]], 'same id, body and attributes');
   await c.until(() => c.leaderOf(pJobs)?.replica(pJobs).state.outbox(10).length === 0, 'the outbox is cleared');
   t.pass('delivered once, outbox empty');
+});
+
+t.test('a snapshot message repeated while its image is being fetched waits for the fetch (chaos seed 3315: the image was renamed under a pending install)', async (t) => {
+  // The fetched file is in place under the message's ref before the fetch resolves and renames it to
+  // the image's own index. A repeat of the message in between found the file and went to the core;
+  // the install that followed looked for the file the fetch had renamed meanwhile: ENOENT, and the
+  // node stopped. Played here in that order: the repeat once the file is in place, the fetch
+  // resolving only once the install has begun.
+  const { c, send } = await queueCluster(t, { snapshotEvery: 50, keepBehindSnapshot: 5, balanceLeaders: false });
+  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  c.down.add(lost);
+  await c.stop(lost);
+  await send(120);
+  const leader = c.leaderOf(0)!;
+  t.ok(leader.replica(0).state.applied().index > leader.replica(0).log.snapshot().meta.index, 'the leader applied past its snapshot: the fetched image will be renamed');
+  let snap: Message | null = null;
+  const leaderOutbox = leader.opts.outbox;
+  const leaderSend = leaderOutbox.send.bind(leaderOutbox);
+  leaderOutbox.send = (items) => {
+    for (const it of items) if (it.message.type === 'snap' && it.message.to === lost) snap = it.message;
+    leaderSend(items);
+  };
+  let installBegan = (): void => undefined;
+  const installing = new Promise<void>((resolve) => (installBegan = resolve));
+  const install = BrokerStateMachine.installSnapshot.bind(BrokerStateMachine);
+  BrokerStateMachine.installSnapshot = async (db: string, image: string): Promise<void> => {
+    if (db.includes(`/${lost}/`)) {
+      installBegan();
+      await new Promise((r) => setTimeout(r, 20)); // the fetch's own continuation runs meanwhile
+    }
+    return install(db, image);
+  };
+  t.teardown(() => {
+    BrokerStateMachine.installSnapshot = install;
+  });
+  const outboxOf = c.outbox.bind(c);
+  let repeated = false;
+  c.outbox = (self) => {
+    const o = outboxOf(self);
+    if (self !== lost) return o;
+    return {
+      ...o,
+      fetchSnapshot: async (peer, partition, ref, dest) => {
+        await o.fetchSnapshot(peer, partition, ref, dest);
+        if (snap !== null && !repeated) {
+          repeated = true;
+          c.hosts.get(lost)!.receive(leader.opts.self, [{ partition, message: snap }], FORMAT);
+          await Promise.race([installing, new Promise((r) => setTimeout(r, 500))]);
+        }
+      },
+    };
+  };
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  const target = leader.replica(0).state.applied().index;
+  await c.until(() => appliedIndex(back.replica(0)) >= target, 'the restarted node caught up by the image');
+  t.ok(repeated, 'the message was repeated during the fetch');
+  t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'and holds the same state');
 });
