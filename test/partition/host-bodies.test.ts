@@ -7,17 +7,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BODIES_IN_LOG, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
-import { IDS, LocalCluster } from './host-helpers.js';
-
-const queue = (name: string) => ({
-  type: 'queue.create' as const,
-  name,
-  visibilityTimeoutSeconds: 30,
-  maxDeliveries: null,
-  deadLetterQueue: null,
-  delaySeconds: 0,
-  retentionSeconds: 3600,
-});
+import { IDS, LocalCluster, queue } from './host-helpers.js';
 
 const body = (label: string, i: number): string => `${label}-${i}-`.padEnd(1000, '.');
 const segmentNames = (c: LocalCluster, id: string): string[] => readdirSync(join(c.root, id, 'wal')).filter((f) => f.endsWith('.wal')).sort();

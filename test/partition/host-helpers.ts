@@ -35,6 +35,17 @@ export function appliedIndex(r: { state: BrokerStateMachine }): number {
 
 export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);
 
+/** Alice's queue `name` as a command: 30 s leases, no dead letters, an hour of retention. */
+export const queue = (name: string) => ({
+  type: 'queue.create' as const,
+  name,
+  visibilityTimeoutSeconds: 30,
+  maxDeliveries: null,
+  deadLetterQueue: null,
+  delaySeconds: 0,
+  retentionSeconds: 3600,
+});
+
 export class LocalCluster {
   readonly hosts = new Map<NodeId, NodeHost>();
   readonly down = new Set<NodeId>();

@@ -8,17 +8,7 @@ import { BrokerStateMachine, FORMAT, stateHash } from '../../src/store/broker/in
 import type { Message } from '../../src/raft/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { partitionOf } from '../../src/partition/routing.js';
-import { IDS, LocalCluster, appliedIndex } from './host-helpers.js';
-
-const queue = (name: string) => ({
-  type: 'queue.create' as const,
-  name,
-  visibilityTimeoutSeconds: 30,
-  maxDeliveries: null,
-  deadLetterQueue: null,
-  delaySeconds: 0,
-  retentionSeconds: 3600,
-});
+import { IDS, LocalCluster, appliedIndex, queue } from './host-helpers.js';
 
 /**
  * A cluster of one partition (settings `extra`), led, with alice's queue 'q'. `send(n, label?)` sends

@@ -431,11 +431,11 @@ export function dropChannel(s: Store, id: number): void {
 
 export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx): Result {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system delivers dead letters');
+  const refused = unplaceable(s, c.messages);
+  if (refused !== null) return refused;
   const q = s.st.getQueue.get(c.queue) as QueueRow | undefined;
   // The dead-letter queue must still be the owner's: one deleted and recreated by someone else
   // must not receive another user's messages.
-  const refused = unplaceable(s, c.messages);
-  if (refused !== null) return refused;
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
   c.messages.forEach((m, k) => {
     const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;

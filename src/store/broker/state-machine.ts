@@ -217,6 +217,8 @@ export class BrokerStateMachine {
   }
 
   private referencedIn(ranges: readonly (readonly [number, number])[]): number[] {
+    // Before format 4 no row points at an entry: nothing to ask, not even the channels.
+    if (!inLog(this.store)) return [];
     const channels = this.st.allChannels.all() as { id: number }[];
     const out = new Set<number>();
     for (const [lo, hi] of ranges) {

@@ -167,7 +167,10 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
   /** Entries through `index` dropped, but those at `keep` (ascending, above the kept ones), kept for their bodies. */
   noteCompacted(index: Index, keep: readonly Index[] = []): void {
     const locs = this.locations;
-    for (const i of keep) this.kept.push(i, locs.has(i) ? locs.segment(i) : 0, locs.has(i) ? locs.offset(i) : 0, locs.has(i) ? locs.bytes(i) : 0);
+    for (const i of keep) {
+      if (locs.has(i)) this.kept.push(i, locs.segment(i), locs.offset(i), locs.bytes(i));
+      else this.kept.push(i, 0, 0, 0); // its place comes from a copy further on (replay), or the log is damaged
+    }
     locs.dropThrough(index);
     while (this.cache.length > 0 && this.cacheFirst <= index) this.dropFront();
     if (this.cache.length === 0) this.cacheFirst = Math.max(this.cacheFirst, index + 1);
