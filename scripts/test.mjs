@@ -28,6 +28,8 @@
 //     importing, non-zero exit, timeout outside a subtest, ...) is 1 failed.
 //   - a failed lint or typecheck stage is 1 failed each (passing stages add 0).
 //   - if tap exits non-zero but nothing above explains it, 1 failed.
+//   - every failure is listed again, file, test name and its first failing
+//     assertion, just before the closing line, so a log's tail names them.
 //   - tap 21 quirk: when a file hits the per-file timeout, tap emits an extra
 //     top-level `not ok - timeout!` and loses the result of the run's last
 //     file; that extra point counts as 1 failed (standing in for that file).
@@ -92,15 +94,21 @@ function countTap(text) {
   let passed = 0;
   let failed = 0;
   const skips = []; // { file, name, reason }; name null for a whole file
+  const failures = []; // { file, name, detail }; name null for a file that failed without a failing point
+  let detail = null; // the first failing assertion nested below the depth-1 point that comes next
   let yamlIndent = null; // inside a YAML block that started with `${yamlIndent}---`
   let lastPointIndent = null; // indent of the previous test point (YAML may follow it)
   let fileFailed = 0; // failing depth-1 points seen for the current file
   let openFile = null; // buffered form: { ok } of an open `ok N - file {` block
   let file = null; // the test file whose points come now
 
-  const finishFile = (ok) => {
-    if (!ok && fileFailed === 0) failed++;
+  const finishFile = (ok, name) => {
+    if (!ok && fileFailed === 0) {
+      failed++;
+      failures.push({ file: name ?? file, name: null, detail });
+    }
     fileFailed = 0;
+    detail = null;
   };
 
   for (const line of text.split(/\r?\n/)) {
@@ -116,13 +124,14 @@ function countTap(text) {
     if (line.trim() === '') continue;
 
     if (/^}\s*$/.test(line) && openFile) {
-      finishFile(openFile.ok);
+      finishFile(openFile.ok, openFile.name);
       openFile = null;
       lastPointIndent = null;
       continue;
     }
     if (/^Bail out!/.test(line)) {
       failed++;
+      failures.push({ file, name: line, detail: null });
       continue;
     }
     const subtest = /^# Subtest: (.*)$/.exec(line);
@@ -141,10 +150,12 @@ function countTap(text) {
     if (indent === 0) {
       if (point.skip !== null) skips.push({ file: point.name, name: null, reason: point.skip });
       if (/\{\s*$/.test(rest)) {
-        openFile = { ok };
+        openFile = { ok, name: point.name };
         file = point.name;
-      } else finishFile(ok);
+      } else finishFile(ok, point.name);
     } else if (indent === 4) {
+      const below = detail;
+      detail = null;
       if (point.todo) continue;
       if (point.skip !== null) {
         skips.push({ file, name: point.name, reason: point.skip });
@@ -154,11 +165,14 @@ function countTap(text) {
       else {
         failed++;
         fileFailed++;
+        failures.push({ file, name: point.name, detail: below });
       }
+    } else if (indent > 4 && !ok && detail === null && !point.todo) {
+      detail = point.name;
     }
   }
-  if (openFile) finishFile(openFile.ok);
-  return { passed, failed, skips };
+  if (openFile) finishFile(openFile.ok, openFile.name);
+  return { passed, failed, skips, failures };
 }
 
 /**
@@ -218,6 +232,7 @@ async function main() {
   let passed = 0;
   let failed = 0;
   const skips = [];
+  const failures = [];
   for (const m of missing) {
     console.error(`test.mjs: no such test file or directory: ${m}`);
     failed++;
@@ -231,7 +246,10 @@ async function main() {
   };
   const stageDone = (name, code) => {
     console.log(`# ${name}: ${code === 0 ? 'ok' : 'FAILED'} (${secs(Date.now() - tStage)})`);
-    if (code !== 0) failed++;
+    if (code !== 0) {
+      failed++;
+      failures.push({ file: name, name: null, detail: null });
+    }
   };
 
   if (!skipChecks) {
@@ -282,6 +300,7 @@ async function main() {
     passed += counts.passed;
     failed += counts.failed;
     skips.push(...counts.skips);
+    failures.push(...counts.failures);
     if (code !== 0 && counts.failed === 0) failed++;
     console.log(`# tests: ${code === 0 ? 'ok' : 'FAILED'} (${secs(Date.now() - tStage)})`);
   }
@@ -295,6 +314,11 @@ async function main() {
     console.log(`SKIPPED${ci ? ' (counted as failed: CI=true)' : ''}: ${what}: ${s.reason || 'no reason given'}`);
   }
   if (ci) failed += skips.length;
+  // The failures again, last, so that the tail of a long log names them.
+  for (const f of failures) {
+    const what = f.name === null ? `${f.file ?? '?'} (failed as a whole: a crash, an exit code, a timeout or a failed stage)` : `${f.file ?? '?'} > ${f.name}`;
+    console.log(`FAILED: ${what}${f.detail ? ` (first failing assertion: ${f.detail})` : ''}`);
+  }
   console.log(`${passed} passed, ${failed} failed, ${skips.length} skipped`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
