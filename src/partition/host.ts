@@ -21,11 +21,11 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
+import { BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { NotLeaderError } from './errors.js';
-import { PartitionReplica } from './replica.js';
+import { PartitionReplica, type HaltReason } from './replica.js';
 import { partitionOf } from './routing.js';
 
 /**
@@ -87,7 +87,7 @@ export interface PartitionStatus {
   match: Record<string, number>;
   /** The partition's log format in force (src/store/broker/format.ts). */
   format: number;
-  /** Why this node stopped applying the partition (a format its build cannot read), or null. */
+  /** Why this node stopped applying the partition (a format its build cannot read, bodies its log lost), or null. */
   halted: string | null;
 }
 
@@ -214,6 +214,10 @@ export class NodeHost {
       );
       host.replicas.push(replica);
       if (state.format() > readable) host.halt(replica, new FormatTooNewError(state.format(), readable));
+      else {
+        const lost = bodiesLost(log, state);
+        if (lost !== null) host.halt(replica, lost);
+      }
     }
     host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.raft.term === 0);
     return host;
@@ -384,10 +388,14 @@ export class NodeHost {
     }
   }
 
-  /** Stops driving partition r here: its log needs a newer build (PartitionReplica.halt). */
-  private halt(r: PartitionReplica, err: FormatTooNewError): void {
+  /**
+   * Stops driving partition r here (PartitionReplica.halt): its log needs a newer build, or its state
+   * points at entries its log lost.
+   */
+  private halt(r: PartitionReplica, err: HaltReason): void {
     r.halt(err);
-    this.opts.logger?.error({ partition: r.partition, format: err.format, readable: err.readable }, `partition ${r.partition} halted on this node: ${err.message}`);
+    const detail = err instanceof FormatTooNewError ? { format: err.format, readable: err.readable } : { index: err.index };
+    this.opts.logger?.error({ partition: r.partition, ...detail }, `partition ${r.partition} halted on this node: ${err.message}`);
   }
 
   /** Proposes a system command on partition p, here if this node leads it, else at its leader. */
@@ -895,6 +903,35 @@ function imageRef(partition: number, index: number, term: number): string {
 /** Whether `ref` names a snapshot of `partition` (imageRef). A peer's ref is checked before any file use. */
 function isImageRef(partition: number, ref: string): boolean {
   return /^p\d+-\d+-\d+$/.test(ref) && ref.startsWith(`p${partition}-`);
+}
+
+/**
+ * Whether every entry below the Raft log that the state's rows point at for their bodies (format 4) is
+ * kept by the log; if not, the error to halt the partition with. Entries from the log's first index
+ * on are the Raft log's own. A node that ran an older build on this disk (rolled back past format 4)
+ * let such entries go: its state would fail at the first receive of those messages, so the partition
+ * stops at start instead, and the node is rebuilt from its peers (docs/operations.md). One range scan
+ * of the primary key per channel: a start with a backlog of 1,000,000 rows reads them once.
+ */
+function bodiesLost(log: PartitionLog, state: BrokerStateMachine): BodyMissingError | null {
+  const below = log.firstIndex() - 1;
+  if (below < 1) return null;
+  const referenced = state.referencedEntries(1, below);
+  if (referenced.length === 0) return null;
+  const kept = log.keptBodies();
+  const missing: number[] = [];
+  let k = 0;
+  for (const i of referenced) {
+    while (k < kept.length && kept[k]! < i) k++;
+    if (k >= kept.length || kept[k] !== i) missing.push(i);
+  }
+  if (missing.length === 0) return null;
+  const more = missing.length === 1 ? '' : ` (and ${missing.length - 1} more entries rows point at)`;
+  return new BodyMissingError(
+    state.partition,
+    missing[0]!,
+    `is gone from the log${more}: the log let go of entries the state's rows still point at (a node rolled back past format 4 ran on this disk, or the disk lost writes). Rebuild this node from its peers (docs/operations.md)`,
+  );
 }
 
 /**

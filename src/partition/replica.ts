@@ -13,7 +13,10 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
+import { encodeEnvelope, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
+
+/** Why a replica stopped for good in this process (PartitionReplica.halt). */
+export type HaltReason = FormatTooNewError | BodyMissingError;
 import type { BrokerStateMachine } from '../store/broker/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';
 
@@ -56,8 +59,11 @@ export class PartitionReplica {
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private readonly deliverListeners = new Set<(delivery: Delivery) => void>();
   private closed = false;
-  /** Set when this build cannot read the partition's log format: the host no longer drives it. */
-  private haltedBy: FormatTooNewError | null = null;
+  /**
+   * Set when this build cannot read the partition's log format, or when its state points at log
+   * entries the log no longer holds: the host no longer drives it.
+   */
+  private haltedBy: HaltReason | null = null;
 
   constructor(
     readonly cfg: ReplicaConfig,
@@ -97,17 +103,18 @@ export class PartitionReplica {
   }
 
   /** Why this replica stopped, or null while it runs (see halt). */
-  get halted(): FormatTooNewError | null {
+  get halted(): HaltReason | null {
     return this.haltedBy;
   }
 
   /**
    * Stops this replica for good, in this process: its log holds entries in a format this build cannot
-   * read, and applying them anyway would part its state from the others'. The host neither ticks nor
-   * steps nor applies it again; waiting requests fail as on close. A newer build applies on from the
-   * state's applied index, the entry before the one that stopped it.
+   * read, and applying them anyway would part its state from the others' (a newer build applies on
+   * from the state's applied index, the entry before the one that stopped it); or its state points
+   * at entries its log lost (the replica is rebuilt from its peers). The host neither ticks nor
+   * steps nor applies it again; waiting requests fail as on close.
    */
-  halt(reason: FormatTooNewError): void {
+  halt(reason: HaltReason): void {
     this.haltedBy = reason;
     this.close();
   }

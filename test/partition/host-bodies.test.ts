@@ -2,11 +2,13 @@
 // nodes: the log keeps the entries that unacknowledged messages point at through compactions and
 // segment deletions, every node reads those bodies back after a restart, and once the messages are
 // acknowledged the log lets the entries go and deletes the segments they held; a follower behind the
-// compacted log installs an image that carries the bodies of its rows.
+// compacted log installs an image that carries the bodies of its rows; a node whose log let such
+// entries go halts that partition at start.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BODIES_IN_LOG, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
+import { WalStore } from '../../src/store/wal/index.js';
 import { IDS, LocalCluster, queue } from './host-helpers.js';
 
 const body = (label: string, i: number): string => `${label}-${i}-`.padEnd(1000, '.');
@@ -164,4 +166,39 @@ t.test('format 4: a fetch for an image that arrives while this node installs one
   const mine = back.replica(0).log.snapshot().meta.index;
   t.comment(`${lost}: snapshot at ${mine} (installed at ${installedAt}), log from ${back.replica(0).log.firstIndex()}; leader's snapshot at ${leaderSnap}`);
   t.ok(mine > installedAt, `${lost} compacted again after 100 more entries (snapshotEvery 20)`);
+});
+
+t.test('format 4: a node whose log let go of entries its rows point at halts that partition at start; the others serve it', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  for (const name of ['keep', 'churn']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
+  const sent: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    if ((await c.submit(0, 'alice', { type: 'queue.send', name: 'keep', messages: [{ body: body('keep', i), attributes: {} }] })).ok) sent.push(body('keep', i));
+  }
+  for (let i = 0; i < 60; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'churn', messages: [{ body: `c${i}`, attributes: {} }] });
+  const victim = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  await c.until(() => c.hosts.get(victim)!.replica(0).log.keptBodies().length >= 10, `${victim} compacted past the sends and keeps their entries`);
+
+  // What an older build does to this disk (it keeps no entry for its rows): the entries go.
+  c.down.add(victim);
+  await c.stop(victim);
+  const wal = await WalStore.open(join(c.root, victim, 'wal'));
+  const log = wal.partition(0, IDS);
+  const kept = log.keptBodies();
+  wal.releaseBodies(0, kept);
+  await wal.sync();
+  wal.close();
+
+  c.down.delete(victim);
+  const back = await c.start(victim);
+  const halted = back.replica(0).halted;
+  t.ok(halted instanceof BodyMissingError, `${victim} halts partition 0 at start: ${String(halted)}`);
+  t.equal((halted as BodyMissingError).index, kept[0], 'the error names the first entry gone');
+  t.match(back.status()[0]!.halted, /Rebuild this node from its peers/, 'its status says what to do');
+  const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'keep' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
+  t.same(r.ok ? (r.value as { messages: { body: string }[] }).messages.map((m) => m.body) : r, sent, 'the other two serve every body');
 });

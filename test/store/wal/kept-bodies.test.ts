@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { InvariantError, type SnapshotMeta } from '../../../src/raft/index.js';
 import { StorageCorruptError, WalStore } from '../../../src/store/wal/index.js';
+import { KeptBodies } from '../../../src/store/wal/kept-bodies.js';
+import { seededRandom } from '../../raft/helpers.js';
 import { loseUnsynced, runUntilReadyThenKill } from '../../chaos/disk-faults.js';
 import { needTool } from '../../tools.js';
 import { Workload, applyOp, describe, describeKept, describeKeptModel, voters } from '../fixtures/raft-log-writer.js';
@@ -215,4 +217,46 @@ t.test('a power cut may lose a release, never one that a segment was deleted for
   t.same(log.keptBodies(), [3, 5], 'the first release survived (a segment was deleted for it); the second is lost, and 5 is kept longer');
   t.same(show([log.body(3)!, log.body(5)!]).map((s) => s.slice(0, 8)), ['3/1:3...', '5/1:5...']);
   t.equal(log.body(1), null);
+});
+
+t.test('the per-segment counts answer like a scan of every kept entry, through pushes, moves, removals and clears', async (t) => {
+  for (const seed of [1, 2, 3]) {
+    const rnd = seededRandom(seed);
+    const kept = new KeptBodies();
+    const model = new Map<number, { segment: number; bytes: number }>();
+    let next = 1;
+    let mismatches = 0;
+    for (let step = 0; step < 3000; step++) {
+      const op = rnd(100);
+      if (op < 50) {
+        next += 1 + rnd(3);
+        const place = { segment: rnd(6), bytes: 1 + rnd(2000) };
+        kept.push(next, place.segment, 64, place.bytes);
+        model.set(next, place);
+      } else if (op < 75 && model.size > 0) {
+        const keys = [...model.keys()];
+        const i = keys[rnd(keys.length)]!;
+        const place = { segment: 1 + rnd(8), bytes: 1 + rnd(2000) };
+        kept.set(i, place.segment, 128, place.bytes);
+        model.set(i, place);
+      } else if (op < 98) {
+        const drop = [...model.keys()].filter(() => rnd(4) === 0).sort((a, b) => a - b);
+        kept.remove(drop);
+        for (const i of drop) model.delete(i);
+      } else {
+        kept.clear();
+        model.clear();
+      }
+      const entries = [...model.entries()].sort((a, b) => a[0] - b[0]);
+      const bytes = entries.reduce((n, [, p]) => n + p.bytes, 0);
+      const unknown = entries.find(([, p]) => p.segment === 0)?.[0] ?? null;
+      let same = kept.size === model.size && kept.bytes() === bytes && kept.firstUnknown() === unknown;
+      for (let seg = 0; seg <= 9 && same; seg++) {
+        const inSeg = entries.filter(([, p]) => p.segment === seg).map(([i]) => i);
+        same = JSON.stringify(kept.indexesIn(seg)) === JSON.stringify(inSeg) && kept.holds(seg) === entries.some(([, p]) => p.segment <= seg);
+      }
+      if (!same) mismatches++;
+    }
+    t.equal(mismatches, 0, `seed ${seed}: size, bytes, firstUnknown, indexesIn and holds match the model at every step`);
+  }
 });
