@@ -54,7 +54,7 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
   partitionGauge('mom_raft_commit_lag', 'Entries in this node\'s log not yet known committed.', (s) => s.lastIndex - s.commitIndex);
   partitionGauge('mom_raft_apply_lag', 'Committed entries not yet applied here.', (s) => s.commitIndex - s.appliedIndex);
   partitionGauge('mom_partition_format', 'The log format in force in the partition (raised once every node reads the next).', (s) => s.format);
-  partitionGauge('mom_partition_halted', '1 where this node stopped applying the partition: its log is in a format this build cannot read.', (s) => (s.halted === null ? 0 : 1));
+  partitionGauge('mom_partition_halted', '1 where this node stopped applying the partition: its log is in a format this build cannot read, or its log let go of entries its state points at.', (s) => (s.halted === null ? 0 : 1));
   new Gauge({
     name: 'mom_partition_messages',
     help: 'Messages of every queue and subscription, per partition led here and state (ready, leased, delayed).',

@@ -20,7 +20,7 @@ const PartitionState = Type.Object(
     lastIndex: Type.Integer(),
     match: Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer' }, description: 'On the leader: each replica\'s match index. Empty elsewhere.' }),
     format: Type.Integer({ minimum: 1, description: 'The log format in force in the partition: raised by its leader once every node reads the next one (docs/operations.md, rolling upgrades).' }),
-    halted: Type.Union([Type.String(), Type.Null()], { description: 'Why this node stopped applying the partition (its log is in a format this build cannot read: upgrade the node), or null.' }),
+    halted: Type.Union([Type.String(), Type.Null()], { description: 'Why this node stopped applying the partition, or null: its log is in a format this build cannot read (upgrade the node), or its state points at log entries its log let go (rebuild the node from its peers).' }),
   },
   { [SCHEMA_NAME]: 'PartitionState' },
 );
