@@ -4,6 +4,7 @@
 // never read the disk.
 import type { Entry, EntryKind, HardState, Index, Storage } from '../../raft/index.js';
 import { StorageCorruptError } from '../storage-errors.js';
+import { Deque } from './deque.js';
 import { KeptBodies } from './kept-bodies.js';
 import { LogStateStorage, termAt } from './log-state.js';
 import { Locations } from './locations.js';
@@ -62,7 +63,7 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
   /** Entries below the Raft log kept for their bodies. Invariant: every index kept is <= offset. */
   readonly kept = new KeptBodies();
   /** Entries cacheFirst..cacheFirst+cache.length-1, the newest of the log. Invariant: within offset+1..last. */
-  private cache: Entry[] = [];
+  private cache = new Deque<Entry>();
   private cacheFirst = 1;
   private cacheBytes = 0;
 
@@ -159,7 +160,7 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
     this.locations.reset(index + 1);
     this.kept.clear();
     this.budget.used -= this.cacheBytes;
-    this.cache = [];
+    this.cache.clear();
     this.cacheBytes = 0;
     this.cacheFirst = index + 1;
   }
@@ -180,7 +181,7 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
 
   private cached(i: Index): Entry | null {
     const k = i - this.cacheFirst;
-    return k >= 0 && k < this.cache.length ? this.cache[k]! : null;
+    return this.cache.at(k) ?? null;
   }
 
   private dropFront(): void {
@@ -192,7 +193,7 @@ export class PartitionView extends LogStateStorage implements PartitionLog {
 
   private dropCacheFrom(i: Index): void {
     const keep = Math.max(0, i - this.cacheFirst);
-    for (const e of this.cache.splice(keep)) {
+    for (const e of this.cache.truncate(keep)) {
       this.cacheBytes -= e.data.byteLength;
       this.budget.used -= e.data.byteLength;
     }
