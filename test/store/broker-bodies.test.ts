@@ -4,10 +4,14 @@
 // raise; the state can name the entries its rows point at (what the log must keep); a row whose
 // entry the log lost stops the apply instead of answering without its body; and what a review found:
 // sequences past 15 digits, commands of more messages than an entry has places, bodies that are not
-// text, and outbox bodies alike on a replica installed from an image.
-import t from 'tap';
+// text, and outbox bodies alike on a replica installed from an image. New state databases have 2 KiB
+// pages (rows without bodies are small); older ones keep theirs.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, encodeEnvelope, stateHash, type Command } from '../../src/store/broker/index.js';
+import Database from 'better-sqlite3';
+import t from 'tap';
+import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, STATE_PAGE_BYTES, encodeEnvelope, stateHash, type Command } from '../../src/store/broker/index.js';
 import { TestStore, queue, send } from './broker-helpers.js';
 import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './broker-unit-kit.js';
 
@@ -256,4 +260,27 @@ t.test('a replica installed from an image hashes like the leader after dead-lett
   const types = (sm: BrokerStateMachine): unknown => sm.sqlite.prepare('select typeof(body) t, body from outbox').all();
   t.comment(`leader outbox ${JSON.stringify(types(s.sm))}; follower outbox ${JSON.stringify(types(follower))}`);
   t.equal(stateHash(follower.sqlite), stateHash(s.sm.sqlite), 'equal after the dead letter');
+});
+
+t.test('a new state database has 2 KiB pages; one made with 4 KiB pages opens with its pages and rows as they were', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-pages-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const fresh = await BrokerStateMachine.open(join(dir, 'new.db'), 0);
+  t.equal(fresh.sqlite.pragma('page_size', { simple: true }), STATE_PAGE_BYTES, 'a new database takes STATE_PAGE_BYTES');
+  await fresh.close();
+
+  // A database of the previous build: SQLite's 4 KiB pages, a queue in it.
+  const old = new Database(join(dir, 'old.db'));
+  old.pragma('page_size = 4096');
+  old.pragma('journal_mode = WAL');
+  old.close();
+  let sm = await BrokerStateMachine.open(join(dir, 'old.db'), 0);
+  sm.apply([{ index: 1, term: 1, kind: 0, data: encodeEnvelope({ time: 1, actor: null, command: { type: 'user.register', username: 'alice', passwordHash: 'h' } }, 1) }]);
+  const before = stateHash(sm.sqlite);
+  await sm.close();
+  sm = await BrokerStateMachine.open(join(dir, 'old.db'), 0);
+  t.teardown(() => sm.close());
+  t.equal(sm.sqlite.pragma('page_size', { simple: true }), 4096, 'it keeps its 4 KiB pages');
+  t.equal(stateHash(sm.sqlite), before, 'and its rows');
+  t.equal(sm.applied().index, 1);
 });

@@ -16,11 +16,16 @@ export interface OpenOptions {
    * the Raft log on start (the broker state, whose applied index commits with it).
    */
   readonly synchronous: 'FULL' | 'NORMAL';
+  /** The page size of a database created now; one that exists keeps its own. SQLite's default: 4096. */
+  readonly pageSize?: number;
 }
 
 export async function openSqlite<DB>(path: string, migrations: MigrationProvider, opts: OpenOptions): Promise<{ sqlite: Sqlite; kysely: Kysely<DB> }> {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new Database(path);
+  // Only a database without pages takes a page size (SQLite ignores it on one that has some, in WAL
+  // mode); so it is set before anything else writes the file.
+  if (opts.pageSize !== undefined) sqlite.pragma(`page_size = ${opts.pageSize}`);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma(`synchronous = ${opts.synchronous}`);
   sqlite.pragma('foreign_keys = OFF');
