@@ -41,6 +41,13 @@ export class TestStore {
     const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition, { readable });
     const s = new TestStore(sm, dir);
     sm.attachBodies({ entry: (i) => s.entries.get(i) ?? null });
+    // Whatever a test applies, through apply() or straight to the state machine, is in the log, as
+    // every entry a node applies is in its own.
+    const apply = sm.apply.bind(sm);
+    sm.apply = (entries) => {
+      for (const e of entries) s.entries.set(e.index, e.data);
+      return apply(entries);
+    };
     s.index = sm.applied().index;
     if (sm.format() < format) s.must(null, { type: 'format.raise', format });
     return s;

@@ -1,21 +1,34 @@
 // Small builders shared by broker-users-queues, broker-messages and broker-topics tests (on top of
 // broker-helpers.ts).
-import { PARKED_POLLS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, FORMAT, SLOTS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../src/store/broker/index.js';
 import { TestStore } from './broker-helpers.js';
 
 /**
- * Opens a store in a temp dir, closed and removed when the test ends; registers the given users.
- *
- * In format 3: there every channel's sequences count 1, 2, 3, ..., which the expectations of the
- * suites built on this kit (queues, messages, topics) are written in. The same rules in format 4,
- * where sequences are log positions and bodies stay in the log, are tested by broker-bodies.test.ts,
- * the determinism property (both formats) and the API tests, which run at the build's format.
+ * Opens a store in a temp dir, closed and removed when the test ends; registers the given users. At
+ * this build's format (4: bodies stay in the log, and a message's sequence is its entry's index x
+ * 65,536 + its place there), as clusters run; `KIT_FORMAT=3` runs a suite at the format before, where
+ * a channel's sequences count 1, 2, 3, ... Expectations go through seqs() where the two differ.
  */
 export async function openStore(t: { teardown(fn: () => unknown): void }, ...users: string[]): Promise<TestStore> {
-  const s = await TestStore.open(0, undefined, PARKED_POLLS);
+  const s = await TestStore.open(0, undefined, Number(process.env.KIT_FORMAT ?? FORMAT));
   t.teardown(() => s.close());
   for (const u of users) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
   return s;
+}
+
+/**
+ * Whether sequences are the log's places (format 4) rather than a count per channel: then a
+ * deduplicated or refused send uses none up only in the sense that no row takes one, and gaps are
+ * normal.
+ */
+export const seqsInLog = (s: TestStore): boolean => s.sm.format() >= BODIES_IN_LOG;
+
+/**
+ * The sequences of the messages of entry `index` (positions 0..n-1): index x 65,536 + position in
+ * format 4; in format 3 `counted` (the channel's own count, which the caller knows), 1-based.
+ */
+export function seqs(s: TestStore, index: number, n: number, counted: number): number[] {
+  return Array.from({ length: n }, (_, k) => (seqsInLog(s) ? index * SLOTS + k : counted + k));
 }
 
 export const q = (queue: string): ChannelRef => ({ queue });
