@@ -124,9 +124,9 @@ export const STATE_CACHE_KIB = 512;
 /**
  * The page size of a new state database. Format 4's rows are small (no body), and every commit writes
  * each page it changed to SQLite's WAL whole: 2 KiB pages wrote 21-23% fewer bytes per message than
- * SQLite's 4 KiB in send-1 and receive+ack of 100 (alternated pairs on three nodes), cut send-1's p99
- * from 130-143 ms to 50 ms (a checkpoint copies half as much), and cost 3% more CPU (bench/README.md,
- * "State databases"). A database made before keeps its 4 KiB; an image carries its leader's.
+ * SQLite's 4 KiB in send-1 and receive+ack of 100 (alternated pairs on three nodes), for about 3% more
+ * CPU (bench/README.md, "State databases"). A database made before keeps its 4 KiB; an image carries
+ * its leader's.
  */
 export const STATE_PAGE_BYTES = 2048;
 
