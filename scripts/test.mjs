@@ -236,6 +236,7 @@ async function main() {
   for (const m of missing) {
     console.error(`test.mjs: no such test file or directory: ${m}`);
     failed++;
+    failures.push({ file: m, name: 'no such test file or directory', detail: null });
   }
   const t0 = Date.now();
   let tStage = t0;
@@ -301,7 +302,10 @@ async function main() {
     failed += counts.failed;
     skips.push(...counts.skips);
     failures.push(...counts.failures);
-    if (code !== 0 && counts.failed === 0) failed++;
+    if (code !== 0 && counts.failed === 0) {
+      failed++;
+      failures.push({ file: 'tap', name: `exited with code ${code}, no failing test named`, detail: null });
+    }
     console.log(`# tests: ${code === 0 ? 'ok' : 'FAILED'} (${secs(Date.now() - tStage)})`);
   }
 
@@ -313,7 +317,10 @@ async function main() {
     const what = s.name === null ? `${s.file} (the whole file)` : `${s.file ?? '?'} > ${s.name}`;
     console.log(`SKIPPED${ci ? ' (counted as failed: CI=true)' : ''}: ${what}: ${s.reason || 'no reason given'}`);
   }
-  if (ci) failed += skips.length;
+  if (ci) {
+    failed += skips.length;
+    for (const s of skips) failures.push({ file: s.file, name: `${s.name ?? '(the whole file)'}: skipped, counted as failed (CI=true)`, detail: null });
+  }
   // The failures again, last, so that the tail of a long log names them.
   for (const f of failures) {
     const what = f.name === null ? `${f.file ?? '?'} (failed as a whole: a crash, an exit code, a timeout or a failed stage)` : `${f.file ?? '?'} > ${f.name}`;

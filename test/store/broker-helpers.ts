@@ -42,10 +42,13 @@ export class TestStore {
     const s = new TestStore(sm, dir);
     sm.attachBodies({ entry: (i) => s.entries.get(i) ?? null });
     // Whatever a test applies, through apply() or straight to the state machine, is in the log, as
-    // every entry a node applies is in its own.
+    // every entry a node applies is in its own; an entry the state skips (applied already) does not
+    // replace what the log holds at its index, nor does one that a test removed to play a lost entry
+    // come back by being applied again at an index already applied.
     const apply = sm.apply.bind(sm);
     sm.apply = (entries) => {
-      for (const e of entries) s.entries.set(e.index, e.data);
+      const applied = sm.applied().index;
+      for (const e of entries) if (e.index > applied && !s.entries.has(e.index)) s.entries.set(e.index, e.data);
       return apply(entries);
     };
     s.index = sm.applied().index;

@@ -57,10 +57,10 @@ export type { QueueView, SubscriptionView, TopicView } from './views.js';
 /** Expired idempotency records and deduplication ids are deleted at every entry index divisible by this. */
 export const HOUSEKEEPING_EVERY = 64;
 /**
- * Pages (4 KiB) a snapshot copies per event-loop turn: about a millisecond of work, so requests and
- * the Raft loop interleave with a copy of any size.
+ * Bytes a snapshot copies per event-loop turn (64 pages of 4 KiB, 128 of 2 KiB): about a millisecond
+ * of work, so requests and the Raft loop interleave with a copy of any size.
  */
-const SNAPSHOT_PAGES_PER_STEP = 64;
+const SNAPSHOT_BYTES_PER_STEP = 256 * 1024;
 
 export interface ApplyEntry {
   readonly index: number;
@@ -645,7 +645,8 @@ export class BrokerStateMachine {
   async snapshotTo(path: string): Promise<{ index: number; term: number }> {
     const tmp = `${path}.tmp`;
     await rm(tmp, { force: true });
-    await this.sqlite.backup(tmp, { progress: () => SNAPSHOT_PAGES_PER_STEP });
+    const pages = Math.max(1, Math.floor(SNAPSHOT_BYTES_PER_STEP / (this.sqlite.pragma('page_size', { simple: true }) as number)));
+    await this.sqlite.backup(tmp, { progress: () => pages });
     const image = new Database(tmp, { fileMustExist: true });
     let at: { index: number; term: number };
     try {

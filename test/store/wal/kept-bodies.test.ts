@@ -219,44 +219,53 @@ t.test('a power cut may lose a release, never one that a segment was deleted for
   t.equal(log.body(1), null);
 });
 
-t.test('the per-segment counts answer like a scan of every kept entry, through pushes, moves, removals and clears', async (t) => {
+t.test('the per-segment counts answer like a scan of every kept entry, through pushes, moves, removals, shrinks and clears', async (t) => {
   for (const seed of [1, 2, 3]) {
     const rnd = seededRandom(seed);
     const kept = new KeptBodies();
     const model = new Map<number, { segment: number; bytes: number }>();
     let next = 1;
     let mismatches = 0;
+    let largest = 0;
     for (let step = 0; step < 3000; step++) {
       const op = rnd(100);
-      if (op < 50) {
-        next += 1 + rnd(3);
-        const place = { segment: rnd(6), bytes: 1 + rnd(2000) };
-        kept.push(next, place.segment, 64, place.bytes);
-        model.set(next, place);
-      } else if (op < 75 && model.size > 0) {
-        const keys = [...model.keys()];
-        const i = keys[rnd(keys.length)]!;
+      if (op < 45) {
+        // Runs of pushes: the arrays grow past 64 and shrink again as removals empty them.
+        for (let k = rnd(40); k >= 0; k--) {
+          next += 1 + rnd(3);
+          const place = { segment: rnd(6), bytes: 1 + rnd(2000) };
+          kept.push(next, place.segment, 64, place.bytes);
+          model.set(next, place);
+        }
+      } else if (op < 70) {
+        // A move of a kept entry, or of one not kept (refused, nothing counted).
+        const i = rnd(3) === 0 ? next + 1 + rnd(5) : ([...model.keys()][rnd(Math.max(1, model.size))] ?? next + 1);
         const place = { segment: 1 + rnd(8), bytes: 1 + rnd(2000) };
-        kept.set(i, place.segment, 128, place.bytes);
-        model.set(i, place);
+        if (kept.set(i, place.segment, 128, place.bytes) !== model.has(i)) mismatches++;
+        if (model.has(i)) model.set(i, place);
       } else if (op < 98) {
-        const drop = [...model.keys()].filter(() => rnd(4) === 0).sort((a, b) => a - b);
+        // Releases: some kept, some repeated, some never kept.
+        const drop = [...model.keys()].filter(() => rnd(3) !== 0);
+        for (let k = rnd(3); k > 0; k--) drop.push(next + 1 + rnd(10), drop[rnd(Math.max(1, drop.length))] ?? 1);
+        drop.sort((a, b) => a - b);
         kept.remove(drop);
         for (const i of drop) model.delete(i);
       } else {
         kept.clear();
         model.clear();
       }
+      largest = Math.max(largest, model.size);
       const entries = [...model.entries()].sort((a, b) => a[0] - b[0]);
       const bytes = entries.reduce((n, [, p]) => n + p.bytes, 0);
       const unknown = entries.find(([, p]) => p.segment === 0)?.[0] ?? null;
-      let same = kept.size === model.size && kept.bytes() === bytes && kept.firstUnknown() === unknown;
+      let same = kept.size === model.size && kept.bytes() === bytes && kept.firstUnknown() === unknown && JSON.stringify(kept.indexes()) === JSON.stringify(entries.map(([i]) => i));
       for (let seg = 0; seg <= 9 && same; seg++) {
         const inSeg = entries.filter(([, p]) => p.segment === seg).map(([i]) => i);
         same = JSON.stringify(kept.indexesIn(seg)) === JSON.stringify(inSeg) && kept.holds(seg) === entries.some(([, p]) => p.segment <= seg);
       }
       if (!same) mismatches++;
     }
-    t.equal(mismatches, 0, `seed ${seed}: size, bytes, firstUnknown, indexesIn and holds match the model at every step`);
+    t.ok(largest > 200, `seed ${seed}: up to ${largest} entries kept at once (the arrays grew and shrank)`);
+    t.equal(mismatches, 0, `seed ${seed}: size, bytes, indexes, firstUnknown, indexesIn, holds and set() match the model at every step`);
   }
 });
