@@ -810,7 +810,7 @@ export interface components {
             };
             /** @description The log format in force in the partition: raised by its leader once every node reads the next one (docs/operations.md, rolling upgrades). */
             format: number;
-            /** @description Why this node stopped applying the partition (its log is in a format this build cannot read: upgrade the node), or null. */
+            /** @description Why this node stopped applying the partition, or null: its log is in a format this build cannot read (upgrade the node), or its state points at log entries its log let go (rebuild the node from its peers). */
             halted: string | null;
         };
         /** @description An RFC 9457 problem (application/problem+json). */
