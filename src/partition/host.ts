@@ -101,6 +101,9 @@ interface ServedImage {
   readonly ready: Promise<string>;
 }
 
+/** Kept entries asked about per turn when looking for ones to release (NodeHost.deadAmong). */
+export const RELEASE_CHUNK = 1000;
+
 /** An image nobody asked for this long is deleted, and the log no longer kept for it. */
 const SERVED_IDLE_MS = 5 * 60_000;
 /** A retired image stays this long for a fetch that got its path just before. */
@@ -758,9 +761,8 @@ export class NodeHost {
           const state = r.state;
           // Closed between the old state and an installed image: the next pass asks the new one.
           if (!state.sqlite.open || this.isImaging(p)) continue;
-          const live = new Set(state.referencedAmong(held));
-          const dead = held.filter((i) => !live.has(i));
-          if (dead.length === 0) continue;
+          const dead = await this.deadAmong(r, state, held);
+          if (dead === null || dead.length === 0) continue;
           await state.durable();
           // Meanwhile an image from the leader may have replaced the state (and what the log kept),
           // or an image began here, which may hold rows gone from the state since.
@@ -774,6 +776,26 @@ export class NodeHost {
     } finally {
       this.releasing = false;
     }
+  }
+
+  /**
+   * Those of `held` (ascending) that no row of `state` points at, asked RELEASE_CHUNK entries at a
+   * time, oldest first, with a turn of the event loop between two asks; null when the state was
+   * replaced meanwhile. It stops after the first chunk with an entry still pointed at: the segment
+   * cannot be freed then, and asking about every entry of a segment of unacknowledged messages (50,000
+   * of them) after each compaction held the event loop 100-250 ms (send-1 on a queue with a backlog).
+   */
+  private async deadAmong(r: PartitionReplica, state: BrokerStateMachine, held: readonly number[]): Promise<number[] | null> {
+    const dead: number[] = [];
+    for (let k = 0; k < held.length; k += RELEASE_CHUNK) {
+      if (k > 0) await new Promise((res) => setImmediate(res));
+      if (this.closed || r.state !== state || !state.sqlite.open || this.isImaging(r.partition)) return null;
+      const chunk = held.slice(k, k + RELEASE_CHUNK);
+      const live = new Set(state.referencedAmong(chunk));
+      for (const i of chunk) if (!live.has(i)) dead.push(i);
+      if (live.size > 0) break;
+    }
+    return dead;
   }
 
   /**

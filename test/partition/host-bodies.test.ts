@@ -8,6 +8,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
+import { RELEASE_CHUNK } from '../../src/partition/host.js';
 import { WalStore } from '../../src/store/wal/index.js';
 import { IDS, LocalCluster, queue } from './host-helpers.js';
 
@@ -201,4 +202,46 @@ t.test('format 4: a node whose log let go of entries its rows point at halts tha
   t.match(back.status()[0]!.halted, /Rebuild this node from its peers/, 'its status says what to do');
   const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'keep' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
   t.same(r.ok ? (r.value as { messages: { body: string }[] }).messages.map((m) => m.body) : r, sent, 'the other two serve every body');
+});
+
+t.test('format 4: looking for entries to release asks about at most RELEASE_CHUNK kept entries a turn, and stops at a segment of unacknowledged messages', async (t) => {
+  const c = new LocalCluster(1, { snapshotEvery: 200, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG, log: { segmentBytes: 2 * 1024 * 1024 } });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  for (const name of ['backlog', 'other']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
+  // Every state's referencedAmong, watched: how many entries each call asks about.
+  const asked: number[] = [];
+  const orig = BrokerStateMachine.prototype.referencedAmong;
+  BrokerStateMachine.prototype.referencedAmong = function (this: BrokerStateMachine, indexes: readonly number[]) {
+    asked.push(indexes.length);
+    return orig.call(this, indexes);
+  };
+  t.teardown(() => {
+    BrokerStateMachine.prototype.referencedAmong = orig;
+  });
+  // 3,000 unacknowledged single sends of 1 KiB: the first segment fills with kept entries.
+  const bodies = Array.from({ length: 3000 }, (_, i) => body('b', i));
+  for (const b of bodies) await c.submit(0, 'alice', { type: 'queue.send', name: 'backlog', messages: [{ body: b, attributes: {} }] });
+  const leader = c.leaderOf(0)!;
+  const backlogEnd = leader.replica(0).log.lastIndex();
+  const heldFirst = leader.logStore.keptInOldestSegment().get(0)?.length ?? 0;
+  t.ok(heldFirst > RELEASE_CHUNK, `the oldest segment holds ${heldFirst} kept entries, more than a chunk`);
+  t.ok(asked.length > 0, `releases were looked for (${asked.length} asks)`);
+  t.ok(Math.max(...asked) <= RELEASE_CHUNK, `no ask was about more than ${RELEASE_CHUNK} entries (largest ${Math.max(...asked)})`);
+  // Received and acknowledged, the entries go after all, chunk after chunk.
+  for (let left = bodies.length; left > 0; ) {
+    const r = await c.submit(0, 'alice', { type: 'receive', channel: { queue: 'backlog' }, maxMessages: 100, visibilityTimeoutSeconds: 60 });
+    const handles = r.ok ? (r.value as { messages: { receiptHandle: string }[] }).messages.map((m) => m.receiptHandle) : [];
+    if (handles.length === 0) break;
+    await c.submit(0, 'alice', { type: 'ack', channel: { queue: 'backlog' }, receiptHandles: handles });
+    left -= handles.length;
+  }
+  const backlogKept = (): number => leader.replica(0).log.keptBodies().filter((i) => i <= backlogEnd).length;
+  // Entries are let go from the oldest segment that is not the one being written: write on past it.
+  for (let i = 0; i < 5000 && backlogKept() > 0; i++) {
+    await c.submit(0, 'alice', { type: 'queue.send', name: 'other', messages: [{ body: body('tail', i), attributes: {} }] });
+  }
+  t.equal(backlogKept(), 0, 'once acknowledged, the leader keeps none of the backlog\'s entries');
 });
