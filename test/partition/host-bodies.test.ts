@@ -6,21 +6,35 @@
 // entries go halts that partition at start.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
 import { RELEASE_CHUNK } from '../../src/partition/host.js';
 import { WalStore } from '../../src/store/wal/index.js';
+import type { NodeId } from '../../src/raft/index.js';
 import { IDS, LocalCluster, queue } from './host-helpers.js';
 
 const body = (label: string, i: number): string => `${label}-${i}-`.padEnd(1000, '.');
 const segmentNames = (c: LocalCluster, id: string): string[] => readdirSync(join(c.root, id, 'wal')).filter((f) => f.endsWith('.wal')).sort();
 
-t.test('format 4: bodies kept in the log through compactions, deletions and restarts; released once acknowledged', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG, log: { segmentBytes: 32 * 1024 } });
+/**
+ * One partition on three in-process nodes at format 4, a local snapshot every `snapshotEvery` entries
+ * with no log kept behind it; closed when the test ends. Resolves once a leader is elected and every
+ * replica applied the raise.
+ */
+async function formatFourCluster(t: Test, snapshotEvery: number, segmentBytes?: number): Promise<LocalCluster> {
+  const c = new LocalCluster(1, { snapshotEvery, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG, ...(segmentBytes === undefined ? {} : { log: { segmentBytes } }) });
   t.teardown(() => c.close());
   await c.startAll();
   await c.until(() => c.leaderOf(0) !== null, 'leader');
   await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4 raised on every replica');
+  return c;
+}
+
+/** A node that does not lead partition 0 now. */
+const aFollower = (c: LocalCluster): NodeId => (c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!);
+
+t.test('format 4: bodies kept in the log through compactions, deletions and restarts; released once acknowledged', async (t) => {
+  const c = await formatFourCluster(t, 20, 32 * 1024);
   for (const name of ['keep', 'churn']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
   const sent: string[] = [];
   for (let i = 0; i < 30; i++) {
@@ -66,13 +80,9 @@ t.test('format 4: bodies kept in the log through compactions, deletions and rest
 });
 
 t.test('format 4: a follower behind the compacted log installs an image that carries the bodies, and serves them as leader', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4 raised on every replica');
+  const c = await formatFourCluster(t, 20);
   t.ok((await c.submit(0, 'alice', queue('q'))).ok);
-  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  const lost = aFollower(c);
   c.down.add(lost);
   await c.stop(lost);
   const sent: string[] = [];
@@ -123,13 +133,9 @@ t.test('format 4: a follower behind the compacted log installs an image that car
 });
 
 t.test('format 4: a fetch for an image that arrives while this node installs one does not stop its compactions (review)', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  const c = await formatFourCluster(t, 20);
   t.ok((await c.submit(0, 'alice', queue('q'))).ok);
-  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  const lost = aFollower(c);
   c.down.add(lost);
   await c.stop(lost);
   for (let i = 0; i < 60; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] });
@@ -170,18 +176,14 @@ t.test('format 4: a fetch for an image that arrives while this node installs one
 });
 
 t.test('format 4: a node whose log let go of entries its rows point at halts that partition at start; the others serve it', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  const c = await formatFourCluster(t, 20);
   for (const name of ['keep', 'churn']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
   const sent: string[] = [];
   for (let i = 0; i < 10; i++) {
     if ((await c.submit(0, 'alice', { type: 'queue.send', name: 'keep', messages: [{ body: body('keep', i), attributes: {} }] })).ok) sent.push(body('keep', i));
   }
   for (let i = 0; i < 60; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'churn', messages: [{ body: `c${i}`, attributes: {} }] });
-  const victim = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  const victim = aFollower(c);
   await c.until(() => c.hosts.get(victim)!.replica(0).log.keptBodies().length >= 10, `${victim} compacted past the sends and keeps their entries`);
 
   // What an older build does to this disk (it keeps no entry for its rows): the entries go.
@@ -205,11 +207,7 @@ t.test('format 4: a node whose log let go of entries its rows point at halts tha
 });
 
 t.test('format 4: looking for entries to release asks about at most RELEASE_CHUNK kept entries a turn, and stops at a segment of unacknowledged messages', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 200, keepBehindSnapshot: 0, balanceLeaders: false, format: BODIES_IN_LOG, log: { segmentBytes: 2 * 1024 * 1024 } });
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => c.leaderOf(0) !== null, 'leader');
-  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === BODIES_IN_LOG), 'format 4');
+  const c = await formatFourCluster(t, 200, 2 * 1024 * 1024);
   for (const name of ['backlog', 'other']) t.ok((await c.submit(0, 'alice', queue(name))).ok);
   // Every state's referencedAmong, watched: how many entries each call asks about.
   const asked: number[] = [];
