@@ -224,7 +224,8 @@ export class PartitionReplica {
   }
 
   private applyEntries(entries: readonly Entry[]): void {
-    const applied = this.state.apply(entries);
+    // Committed by the host on its schedule (NodeHost.commitDueStates).
+    const applied = this.state.apply(entries, { defer: true });
     const byIndex = new Map(applied.map((a) => [a.index, a]));
     this.proposals.settle(entries, (w, outcome, e) => {
       clearTimeout(w.timer);

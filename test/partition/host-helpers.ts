@@ -55,7 +55,7 @@ export class LocalCluster {
 
   constructor(
     readonly partitions: number,
-    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions } = {},
+    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions; now?: () => number } = {},
   ) {}
 
   /** Proposes at whichever node leads `p`, retrying while leadership moves: what a client does. */

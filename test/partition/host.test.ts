@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import { BrokerStateMachine, FORMAT, stateHash } from '../../src/store/broker/index.js';
 import type { Message } from '../../src/raft/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
+import { STATE_COMMIT_MS } from '../../src/partition/host.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { IDS, LocalCluster, appliedIndex, queue } from './host-helpers.js';
 
@@ -65,6 +66,32 @@ t.test('a proposal or a read on an idle node goes out at once: it waits for no t
   t.ok((await leader.replica(0).propose('alice', queue('q'))).ok, 'the proposal applied');
   const got = await leader.replica(0).read((s) => s.getQueue('q', 'alice', Date.now()));
   t.ok(got.ok, 'the read was confirmed by a round of its own');
+});
+
+t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed on the host's clock, and at close", async (t) => {
+  let now = 1_700_000_000_000;
+  const c = new LocalCluster(1, { balanceLeaders: false, now: () => now });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'a leader');
+  t.ok((await c.submit(0, 'alice', queue('orders'))).ok);
+  const hosts = [...c.hosts.values()];
+  const last = c.leaderOf(0)!.replica(0).raw.raft.log.lastIndex();
+  await c.until(() => hosts.every((h) => appliedIndex(h.replica(0)) === last), 'applied everywhere');
+  // The clock stands still: ticks run turns, and none commits.
+  for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 25));
+  t.ok(hosts.every((h) => h.replica(0).state.uncommitted()), 'applied, not committed yet, on every replica');
+  now += STATE_COMMIT_MS;
+  await c.until(() => hosts.every((h) => !h.replica(0).state.uncommitted()), 'committed once the time passed');
+  t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'orders', messages: [{ body: 'x', attributes: {} }] })).ok);
+  const leader = c.leaderOf(0)!;
+  t.ok(leader.replica(0).state.uncommitted());
+  const at = leader.replica(0).state.applied().index;
+  const path = leader.statePath(0);
+  await c.stop(leader.opts.self);
+  const reopened = await BrokerStateMachine.open(path, 0);
+  t.teardown(() => reopened.close());
+  t.equal(reopened.applied().index, at, 'close committed it');
 });
 
 t.test('many concurrent writes share loop turns and all apply', async (t) => {

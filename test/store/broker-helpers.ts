@@ -46,10 +46,10 @@ export class TestStore {
     // replace what the log holds at its index, nor does one that a test removed to play a lost entry
     // come back by being applied again at an index already applied.
     const apply = sm.apply.bind(sm);
-    sm.apply = (entries) => {
+    sm.apply = (entries, opts) => {
       const applied = sm.applied().index;
       for (const e of entries) if (e.index > applied && !s.entries.has(e.index)) s.entries.set(e.index, e.data);
-      return apply(entries);
+      return apply(entries, opts);
     };
     s.index = sm.applied().index;
     if (sm.format() < format) s.must(null, { type: 'format.raise', format });

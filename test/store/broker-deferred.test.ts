@@ -1,0 +1,115 @@
+// Deferred commits (BrokerStateMachine.apply with `defer`, as a node host applies): batches join one
+// open transaction until commit(). What they applied is read here at once and reaches the database
+// file only at a commit; durable(), a snapshot and close() commit first; a crash loses only the open
+// group, which the log replays; a command that breaks the code rolls the group back, and the group is
+// applied again, to the same state and answers as a replica that committed every batch.
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import t from 'tap';
+import { BrokerStateMachine, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
+import { queue, send, TestStore } from './broker-helpers.js';
+import { openStore, queueStats, stats } from './broker-unit-kit.js';
+
+/** A store with alice's queue 'orders'. */
+async function ordersStore(t: Parameters<typeof openStore>[0]): Promise<TestStore> {
+  const s = await openStore(t, 'alice');
+  s.must('alice', queue('orders'));
+  return s;
+}
+
+/** The next `commands` as log entries of `s`, one each. */
+function next(s: TestStore, ...commands: Command[]): ApplyEntry[] {
+  return commands.map((command) => ({ index: ++s.index, term: 1, kind: 0, data: s.encode({ time: s.time, actor: 'alice', command }) }));
+}
+
+/** The applied index a second connection reads from the database file: what is committed. */
+function committedIndex(s: TestStore): number {
+  const other = new Database(join(s.dir, 'state.db'), { readonly: true, fileMustExist: true });
+  try {
+    return (other.prepare("select value from meta where key = 'applied_index'").get() as { value: number }).value;
+  } finally {
+    other.close();
+  }
+}
+
+t.test('deferred batches are read here at once, and are in the file only once committed', async (t) => {
+  const s = await ordersStore(t);
+  const before = s.index;
+  t.equal(committedIndex(s), before);
+  s.sm.apply(next(s, send('orders', 'a'), send('orders', 'b')), { defer: true });
+  s.sm.apply(next(s, send('orders', 'c')), { defer: true });
+  t.ok(s.sm.uncommitted());
+  t.equal(s.sm.applied().index, s.index, 'this connection reads what the group applied');
+  t.strictSame(queueStats(s, 'orders'), stats(3, 0, 0, 0, 0));
+  t.equal(committedIndex(s), before, 'the file does not hold it yet');
+  s.sm.commit();
+  t.notOk(s.sm.uncommitted());
+  t.equal(committedIndex(s), s.index, 'committed');
+
+  s.sm.apply(next(s, send('orders', 'd')), { defer: true });
+  await s.sm.durable();
+  t.equal(committedIndex(s), s.index, 'durable() commits first');
+
+  s.sm.apply(next(s, send('orders', 'e')), { defer: true });
+  s.sm.apply(next(s, send('orders', 'f')));
+  t.notOk(s.sm.uncommitted(), 'a batch without defer commits the group with it');
+  t.equal(committedIndex(s), s.index);
+
+  s.sm.apply(next(s, send('orders', 'g')), { defer: true });
+  const at = s.index;
+  await s.close(false);
+  const reopened = await TestStore.open(0, s.dir);
+  t.teardown(() => reopened.close());
+  t.equal(reopened.sm.applied().index, at, 'close() commits');
+});
+
+t.test('a crash loses the open group only, and the log replays it to the same state', async (t) => {
+  const s = await ordersStore(t);
+  const committed = next(s, send('orders', 'a'), send('orders', 'b'));
+  s.sm.apply(committed, { defer: true });
+  s.sm.commit();
+  const open = next(s, send('orders', 'c'), send('orders', 'd'));
+  s.sm.apply(open, { defer: true });
+  // What a crash leaves on disk now: the files as they are, the group's transaction never committed.
+  const crashed = join(s.dir, 'crashed');
+  mkdirSync(crashed);
+  for (const f of ['state.db', 'state.db-wal']) if (existsSync(join(s.dir, f))) copyFileSync(join(s.dir, f), join(crashed, f));
+  const after = await TestStore.open(0, crashed);
+  t.teardown(() => after.close());
+  t.equal(after.sm.applied().index, committed[committed.length - 1]!.index, 'the state is back at the last commit');
+  for (const [i, data] of s.entries) after.entries.set(i, data);
+  after.sm.apply([...committed, ...open]);
+  t.equal(stateHash(after.sm.sqlite), stateHash(s.sm.sqlite), 'the replay of the log gives the state the group held');
+});
+
+t.test('a command that breaks the code in a group: the group applies again, and the state and answers are those of committing every batch', async (t) => {
+  const a = await ordersStore(t);
+  const b = await ordersStore(t);
+  // Passes the envelope's shape check, then breaks apply (no messages array).
+  const broken = { type: 'queue.send', name: 'orders', messages: null } as unknown as Command;
+  const batches = (s: TestStore): ApplyEntry[][] => [next(s, send('orders', 'a'), send('orders', 'b')), next(s, send('orders', 'c')), next(s, send('orders', 'd'), broken, send('orders', 'e'))];
+  const deferred = batches(a).map((batch) => a.sm.apply(batch, { defer: true }));
+  const plain = batches(b).map((batch) => b.sm.apply(batch));
+  t.strictSame(deferred, plain, 'the same answers');
+  t.match(deferred[2], [{ result: { ok: true } }, { result: { ok: false, code: 'validation_failed', detail: 'malformed command' } }, { result: { ok: true } }]);
+  t.strictSame(queueStats(a, 'orders'), stats(5, 0, 0, 0, 0), 'every other send applied once');
+  t.equal(stateHash(a.sm.sqlite), stateHash(b.sm.sqlite), 'byte-identical state');
+  t.equal(committedIndex(a), a.index, 'the group went in with the failing batch');
+  t.notOk(a.sm.uncommitted());
+});
+
+t.test('a snapshot taken while a group is open holds the group', async (t) => {
+  const s = await ordersStore(t);
+  s.sm.apply(next(s, send('orders', 'a'), send('orders', 'b')), { defer: true });
+  const image = join(s.dir, 'image.db');
+  const copying = s.sm.snapshotTo(image);
+  // Applied while the copy runs: committed at once, not deferred (the copy reads committed pages).
+  s.sm.apply(next(s, send('orders', 'c')), { defer: true });
+  t.notOk(s.sm.uncommitted(), 'no group while a copy runs');
+  const at = await copying;
+  t.ok(at.index >= s.index - 1, 'the image holds the group');
+  const copy = await BrokerStateMachine.open(image, 0);
+  t.teardown(() => copy.close());
+  t.equal(copy.applied().index, at.index);
+});
