@@ -666,7 +666,7 @@ export class NodeHost {
       // An apply failed while the write was being synced: the log's files close once it is done.
       if (syncing !== null) await syncing.catch(() => undefined);
       this.turnRunning = false;
-      await this.close();
+      await this.close().catch((closing: unknown) => this.opts.logger?.error({ err: closing }, 'closing the node host after a failed turn failed'));
       throw err;
     } finally {
       this.turnRunning = false;
@@ -682,8 +682,12 @@ export class NodeHost {
    * (BrokerStateMachine.apply, `defer`). Every turn looks, and the tick schedules one.
    */
   private commitDueStates(): void {
-    const now = (this.opts.now ?? Date.now)();
+    // A monotonic clock unless a test drives one: a wall clock set back would hold groups open.
+    const now = this.opts.now?.() ?? performance.now();
     for (const r of this.replicas) {
+      // A commit failed (in a local snapshot's sync): the state lost applies already answered. The
+      // turn fails and the host stops; the next start replays them from the log.
+      if (r.state.failure !== null) throw r.state.failure;
       if (!r.state.uncommitted()) {
         this.uncommittedSince.delete(r.partition);
         continue;
@@ -737,7 +741,9 @@ export class NodeHost {
     void this.compact(r)
       .catch((err: unknown) => {
         // The sync failed (an I/O error): the log keeps everything, and the next due turn tries again.
+        // If the state's commit failed, that turn stops the host (commitDueStates): run it now.
         if (!this.closed) this.opts.logger?.warn({ err, partition: p }, 'local snapshot failed; the log is kept');
+        this.schedule();
       })
       .finally(() => this.compacting.delete(p));
   }
@@ -944,8 +950,18 @@ export class NodeHost {
     // A turn in progress finishes its Ready first: closing the databases under it would fail it.
     while (this.turnRunning) await new Promise((r) => setImmediate(r));
     for (const r of this.replicas) r.close();
-    for (const r of this.replicas) await r.state.close();
+    // Every database and the log close, whatever one of them throws (a state whose last commit
+    // fails); the first error is thrown after.
+    let failed: unknown = null;
+    for (const r of this.replicas) {
+      try {
+        await r.state.close();
+      } catch (err) {
+        failed ??= err;
+      }
+    }
     this.logStore.close();
+    if (failed !== null) throw failed;
   }
 }
 

@@ -2,12 +2,15 @@
 // open transaction until commit(). What they applied is read here at once and reaches the database
 // file only at a commit; durable(), a snapshot and close() commit first; a crash loses only the open
 // group, which the log replays; a command that breaks the code rolls the group back, and the group is
-// applied again, to the same state and answers as a replica that committed every batch.
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+// applied again, to the same state and answers as a replica that committed every batch; a commit
+// that fails stops every later apply.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
-import { BrokerStateMachine, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT, FormatTooNewError, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
 import { queue, send, TestStore } from './broker-helpers.js';
 import { openStore, queueStats, stats } from './broker-unit-kit.js';
 
@@ -112,4 +115,34 @@ t.test('a snapshot taken while a group is open holds the group', async (t) => {
   const copy = await BrokerStateMachine.open(image, 0);
   t.teardown(() => copy.close());
   t.equal(copy.applied().index, at.index);
+});
+
+t.test('a commit that fails leaves the state at its last commit, and every later apply throws (the node stops and replays)', async (t) => {
+  // A file size limit makes SQLite's commit fail with an I/O error (test/store/fixtures/commit-fail.ts).
+  const dir = join(mkdtempSync(join(tmpdir(), 'mom-commit-fail-')), 'state');
+  t.teardown(() => rmSync(dirname(dir), { recursive: true, force: true }));
+  const fixture = join(import.meta.dirname, 'fixtures', 'commit-fail.ts');
+  const run = spawnSync('bash', ['-c', `ulimit -f 2048 && exec "${process.execPath}" --import tsx "${fixture}" "${dir}" 2048`], { encoding: 'utf8' });
+  t.equal(run.status, 0, run.stderr);
+  const out = JSON.parse(run.stdout) as Record<string, unknown>;
+  t.equal(out.applied, (out.committed as number) + 20, 'the group applied 20 entries');
+  t.match(out.durable, /I\/O error/, 'durable() throws the commit\'s error');
+  t.match(out.failure, /I\/O error/);
+  t.equal(out.after, out.committed, 'the state is back at its last commit, and says so');
+  t.equal(out.uncommitted, false);
+  t.match(out.next, /I\/O error/, 'the next apply throws it too: nothing is applied over the gap');
+  t.equal(out.close, 'ok', 'close() does not throw again');
+});
+
+t.test('an entry in a format this build cannot read, in a group: the group\'s earlier entries are committed, and the apply throws', async (t) => {
+  const s = await ordersStore(t);
+  const first = next(s, send('orders', 'a'));
+  s.sm.apply(first, { defer: true });
+  s.sm.apply(next(s, send('orders', 'b')), { defer: true });
+  const before = s.index;
+  const tooNew = next(s, send('orders', 'c'), { type: 'format.raise', format: FORMAT + 1 });
+  t.throws(() => s.sm.apply(tooNew, { defer: true }), FormatTooNewError);
+  t.equal(s.sm.applied().index, before, 'the partition halts after the entries before the batch');
+  t.equal(committedIndex(s), before, 'which are committed');
+  t.strictSame(queueStats(s, 'orders'), stats(2, 0, 0, 0, 0));
 });

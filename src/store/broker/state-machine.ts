@@ -119,8 +119,8 @@ function resourceOf(c: Command): string {
  * A group of deferred batches (apply()) is committed once it holds this many entries or bytes of
  * entries, whatever the host's schedule: it keeps them to apply again should a batch fail.
  */
-const GROUP_MAX_ENTRIES = 10_000;
-const GROUP_MAX_BYTES = 16 * 1024 * 1024;
+const GROUP_MAX_ENTRIES = 4096;
+const GROUP_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Rows an image gets their bodies in per event-loop turn (fillBodies). */
 const IMAGE_FILL_ROWS = 1000;
@@ -153,6 +153,8 @@ export class BrokerStateMachine {
   private group: { entries: ApplyEntry[]; bytes: number; formatInForce: number; bodiesFrom: number } | null = null;
   /** snapshotTo() calls copying this state: while one runs, every apply() commits. */
   private copying = 0;
+  /** Why a commit failed (commit()); null while every commit went in. */
+  private failed: Error | null = null;
 
   private constructor(
     readonly sqlite: Sqlite,
@@ -204,7 +206,7 @@ export class BrokerStateMachine {
   /** Commits what apply() deferred, and closes the database. */
   async close(): Promise<void> {
     try {
-      this.commit();
+      if (this.failed === null) this.commit();
     } finally {
       await this.kysely.destroy();
     }
@@ -291,6 +293,8 @@ export class BrokerStateMachine {
    * While snapshotTo() copies the state, every batch commits.
    */
   apply(entries: readonly ApplyEntry[], opts: { defer?: boolean } = {}): Applied[] {
+    // A commit failed: the state went back to before entries already answered (commit()).
+    if (this.failed !== null) throw this.failed;
     // A state in a format this build cannot read: an image from a newer leader, or a database a newer
     // build applied. Applying on would part this replica from the others.
     if (this.formatInForce > this.readable) throw new FormatTooNewError(this.formatInForce, this.readable);
@@ -317,7 +321,10 @@ export class BrokerStateMachine {
       // Rolled back: so is a format.raise of the batch.
       this.formatInForce = formatBefore;
       this.store.bodiesFrom = bodiesFromBefore;
-      if (defer) this.rollBackGroup(err instanceof MalformedCommand);
+      // A batch the code cannot apply, or one in a format this build cannot read: the group's
+      // earlier entries go in again without it (the partition halts after them, at the latter). A
+      // storage failure: nothing more is written.
+      if (defer) this.rollBackGroup(err instanceof MalformedCommand || err instanceof FormatTooNewError);
       if (!(err instanceof MalformedCommand)) throw err;
       // A savepoint keeps every page its command changes, to undo it: in a temporary file here, not
       // in memory as statement journals are (sqlite.ts), or the delete of a queue of a million
@@ -331,11 +338,26 @@ export class BrokerStateMachine {
     }
   }
 
-  /** Commits the batches apply() deferred, if any. */
+  /**
+   * Commits the batches apply() deferred, if any. A commit that fails (an I/O error, a full disk)
+   * leaves the state without them, though they were answered: every later apply() throws that
+   * error, so that the node stops and replays them from its log on the next start.
+   */
   commit(): void {
     if (this.group === null) return;
-    this.tx.commit.run();
-    this.group = null;
+    try {
+      this.tx.commit.run();
+      this.group = null;
+    } catch (err) {
+      this.failed = err as Error;
+      this.rollBackGroup(false);
+      throw err;
+    }
+  }
+
+  /** The error of a failed commit (commit()), or null. */
+  get failure(): Error | null {
+    return this.failed;
   }
 
   /** Whether apply() left batches uncommitted (see apply()). */
@@ -353,6 +375,8 @@ export class BrokerStateMachine {
     if (group === null) return;
     this.group = null;
     try {
+      // A failed statement or commit may have ended the transaction already (SQLite rolls some
+      // back by itself).
       if (this.sqlite.inTransaction) this.tx.rollback.run();
     } catch (err) {
       // After a storage failure the caller throws that one; closing the connection rolls back.
