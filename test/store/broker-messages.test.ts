@@ -722,6 +722,17 @@ t.test('an entry that is JSON but not an envelope answers validation_failed inst
   }
 });
 
+t.test('sends after a queue is deleted, and after it is created again, in later batches: refused, then stored in the new queue (the send-target cache outlives batches)', async (t) => {
+  const s = await ordersStore(t);
+  s.must('alice', send('orders', 'old'));
+  s.must('alice', { type: 'queue.delete', name: 'orders' });
+  t.equal(code(s.run('alice', send('orders', 'lost'))), 'not_found', 'a send to the deleted queue is refused');
+  s.must('alice', queue('orders'));
+  s.must('alice', send('orders', 'new'));
+  t.strictSame(queueStats(s, 'orders'), stats(1, 0, 0, 0, 0), 'only the send after the new create, in the new queue');
+  t.strictSame(take(s, 'alice', q('orders')).map((m) => m.body), ['new']);
+});
+
 t.test('a command that breaks the code fails alone: the batch around it applies, the same on every replica', async (t) => {
   const a = await ordersStore(t);
   const b = await ordersStore(t);

@@ -18,8 +18,10 @@ export interface Store {
   /**
    * Queues as sends read them (name, owner, id, delay, retention: what only queue.create and
    * queue.delete change), so that a send does not query the queue for every message. Any command
-   * that may change a queue or a grant empties it, and so does every batch's start (a rolled-back
-   * batch leaves nothing behind): replicas answer the same with or without it.
+   * that may change a queue or a grant empties it, and so does every rollback (of a command, a
+   * batch or a group, whose rows it may have cached): replicas answer the same with or without it.
+   * It outlives batches, so the first send of a batch finds it too. Its rows' counters and next
+   * sequence go stale: sends read neither (enqueueMany takes sequences with an update).
    */
   readonly sendTargets: Map<string, QueueRow>;
   /** Where rows of format 4 read their bodies: the partition's log, once its host attaches it. */

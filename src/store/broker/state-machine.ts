@@ -318,9 +318,10 @@ export class BrokerStateMachine {
       }
       return out;
     } catch (err) {
-      // Rolled back: so is a format.raise of the batch.
+      // Rolled back: so is a format.raise of the batch, and what the batch cached.
       this.formatInForce = formatBefore;
       this.store.bodiesFrom = bodiesFromBefore;
+      this.store.sendTargets.clear();
       // A batch the code cannot apply, or one in a format this build cannot read: the group's
       // earlier entries go in again without it (the partition halts after them, at the latter). A
       // storage failure: nothing more is written.
@@ -384,11 +385,11 @@ export class BrokerStateMachine {
     }
     this.formatInForce = group.formatInForce;
     this.store.bodiesFrom = group.bodiesFrom;
+    this.store.sendTargets.clear();
     if (reapply && group.entries.length > 0) this.applyBatch(group.entries, false, false);
   }
 
   private applyBatch(entries: readonly ApplyEntry[], guarded: boolean, inGroup: boolean): Applied[] {
-    this.store.sendTargets.clear();
     const out: Applied[] = [];
     const run = (): void => {
       let applied = meta(this.store, 'applied_index');
@@ -467,6 +468,7 @@ export class BrokerStateMachine {
       return this.sqlite.transaction(() => this.applyEnvelope(env, ctx))();
     } catch (err) {
       if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
+      this.store.sendTargets.clear();
       ctx.woke.clear();
       ctx.retimed.clear();
       ctx.delivered.length = 0;
