@@ -27,7 +27,7 @@ export async function startNodes(dir: string, flags: Record<string, string | num
   const ports = [await freePort(), await freePort(), await freePort()];
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
   const peers = urls.map((u, i) => `n${i + 1}=${u}`).join(',');
-  const env = { ...process.env, MOM_CLUSTER_SECRET: randomBytes(24).toString('base64url'), MOM_JWT_SECRET: randomBytes(48).toString('base64url'), MOM_LOG_LEVEL: 'warn' };
+  const env = { ...process.env, MOM_CLUSTER_SECRET: randomBytes(24).toString('base64url'), MOM_JWT_SECRET: randomBytes(48).toString('base64url'), MOM_LOG_LEVEL: process.env.MOM_BENCH_LOG_LEVEL ?? 'warn' };
   const extra = Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const nodes = ports.map((p, i) => ({
     id: `n${i + 1}`,
