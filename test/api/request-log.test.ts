@@ -1,0 +1,46 @@
+// Request lines: one per request at debug (method, URL, status, time, reqId), none at info, where a
+// line per request would cost a fifth to a third more CPU per single send (docs/operations.md).
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import t from 'tap';
+import { buildApp, type ApiDeps } from '../../src/api/index.js';
+
+/** An app whose logger writes JSON lines into `lines`, at `level`. */
+async function appLoggingAt(level: string, lines: Record<string, unknown>[]) {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  const never = (): never => {
+    throw new Error('not used');
+  };
+  const deps: ApiDeps = {
+    broker: { partitions: 4, propose: never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0 }), cutOffFor: () => 0 },
+    jwtSecret: 'x'.repeat(32),
+    logger: pino({ level }, sink),
+  };
+  const app = await buildApp(deps);
+  t.teardown(() => app.close());
+  return app;
+}
+
+t.test('at debug, every request is one line with its id, method, URL and status', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const app = await appLoggingAt('debug', lines);
+  const res = await app.inject({ method: 'GET', url: '/v1/queues', headers: { 'x-request-id': 'trace-42' } });
+  t.equal(res.statusCode, 401);
+  const done = lines.filter((l) => l.msg === 'request completed');
+  t.equal(done.length, 1);
+  t.match(done[0], { reqId: 'trace-42', req: { method: 'GET', url: '/v1/queues' }, res: { statusCode: 401 } });
+  t.type(done[0]!.responseTime, 'number');
+});
+
+t.test('at info, requests log no line of their own', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const app = await appLoggingAt('info', lines);
+  for (let i = 0; i < 3; i++) t.equal((await app.inject({ method: 'GET', url: '/v1/queues' })).statusCode, 401);
+  t.strictSame(lines.filter((l) => typeof l.reqId === 'string'), [], 'no line per request');
+});
