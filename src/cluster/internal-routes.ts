@@ -274,6 +274,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         const e = err as { name?: string; leader?: unknown; message?: string };
         if (e.name === 'NotLeaderError') return problem(reply, 421, 'not_leader', `not the leader; leader: ${String(e.leader ?? 'unknown')}`);
         if (e.name === 'CommandRefusedError') return problem(reply, 400, 'validation_failed', e.message ?? 'refused');
+        request.log.warn({ err }, 'a system command forwarded by a peer was not applied');
         return problem(reply, 503, 'unavailable', 'the command was not applied here; retry');
       }
     },

@@ -2,7 +2,7 @@
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
 import t from 'tap';
-import { encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
 import { queue, send, type TestStore } from './broker-helpers.js';
 import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './broker-unit-kit.js';
 
@@ -731,6 +731,23 @@ t.test('sends after a queue is deleted, and after it is created again, in later 
   s.must('alice', send('orders', 'new'));
   t.strictSame(queueStats(s, 'orders'), stats(1, 0, 0, 0, 0), 'only the send after the new create, in the new queue');
   t.strictSame(take(s, 'alice', q('orders')).map((m) => m.body), ['new']);
+});
+
+t.test('a batch redone command by command that fails again leaves nothing behind, not even in the send-target cache (review)', async (t) => {
+  const s = await ordersStore(t);
+  const broken = { type: 'queue.send', name: 'orders', messages: null } as unknown as Parameters<TestStore['run']>[1];
+  const at = s.index;
+  const batch = [
+    entry(at + 1, env(s, 'alice', broken)),
+    entry(at + 2, env(s, 'alice', queue('x'))),
+    entry(at + 3, env(s, 'alice', send('x', 'a'))),
+    entry(at + 4, env(s, null, { type: 'format.raise', format: FORMAT + 1 })),
+  ];
+  t.throws(() => s.sm.apply(batch), FormatTooNewError, 'the redo meets a format this build cannot read');
+  t.equal(s.sm.applied().index, at, 'rolled back');
+  // What a replica that never saw the batch answers: queue x does not exist.
+  const [again] = s.sm.apply([entry(at + 1, env(s, 'alice', send('x', 'b')))]);
+  t.match(again!.result, { ok: false, code: 'not_found' });
 });
 
 t.test('a command that breaks the code fails alone: the batch around it applies, the same on every replica', async (t) => {

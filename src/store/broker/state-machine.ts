@@ -333,6 +333,12 @@ export class BrokerStateMachine {
       this.sqlite.pragma('temp_store = FILE');
       try {
         return this.applyBatch(entries, true, false);
+      } catch (retried) {
+        // Rolled back as well (a format this build cannot read, a storage failure).
+        this.formatInForce = formatBefore;
+        this.store.bodiesFrom = bodiesFromBefore;
+        this.store.sendTargets.clear();
+        throw retried;
       } finally {
         this.sqlite.pragma('temp_store = MEMORY');
       }
@@ -386,7 +392,17 @@ export class BrokerStateMachine {
     this.formatInForce = group.formatInForce;
     this.store.bodiesFrom = group.bodiesFrom;
     this.store.sendTargets.clear();
-    if (reapply && group.entries.length > 0) this.applyBatch(group.entries, false, false);
+    if (reapply && group.entries.length > 0) {
+      try {
+        this.applyBatch(group.entries, false, false);
+      } catch (err) {
+        // Rolled back: the state is where the group began (a storage failure; the host stops).
+        this.formatInForce = group.formatInForce;
+        this.store.bodiesFrom = group.bodiesFrom;
+        this.store.sendTargets.clear();
+        throw err;
+      }
+    }
   }
 
   private applyBatch(entries: readonly ApplyEntry[], guarded: boolean, inGroup: boolean): Applied[] {
