@@ -11,15 +11,8 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { BrokerStateMachine, FORMAT, FormatTooNewError, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
-import { queue, send, TestStore } from './broker-helpers.js';
-import { openStore, queueStats, stats } from './broker-unit-kit.js';
-
-/** A store with alice's queue 'orders'. */
-async function ordersStore(t: Parameters<typeof openStore>[0]): Promise<TestStore> {
-  const s = await openStore(t, 'alice');
-  s.must('alice', queue('orders'));
-  return s;
-}
+import { send, TestStore } from './broker-helpers.js';
+import { ordersStore, queueStats, stats } from './broker-unit-kit.js';
 
 /** The next `commands` as log entries of `s`, one each. */
 function next(s: TestStore, ...commands: Command[]): ApplyEntry[] {

@@ -4,16 +4,9 @@
 import t from 'tap';
 import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
 import { queue, send, type TestStore } from './broker-helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './broker-unit-kit.js';
+import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './broker-unit-kit.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
-
-/** A store with alice's queue 'orders' (visibility timeout 30 s unless overridden). */
-async function ordersStore(t: Parameters<typeof openStore>[0], extra: Parameters<typeof queue>[1] = {}): Promise<TestStore> {
-  const s = await openStore(t, 'alice', 'bob');
-  s.must('alice', queue('orders', extra));
-  return s;
-}
 
 const one = (s: TestStore, actor = 'alice', vt: number | null = null): ReceivedMessage | undefined => take(s, actor, q('orders'), 1, vt)[0];
 

@@ -1,7 +1,7 @@
-// Small builders shared by broker-users-queues, broker-messages and broker-topics tests (on top of
+// Small builders shared by the state machine's unit tests (on top of
 // broker-helpers.ts).
 import { BODIES_IN_LOG, FORMAT, SLOTS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../src/store/broker/index.js';
-import { TestStore } from './broker-helpers.js';
+import { TestStore, queue } from './broker-helpers.js';
 
 /**
  * Opens a store in a temp dir, closed and removed when the test ends; registers the given users. At
@@ -13,6 +13,13 @@ export async function openStore(t: { teardown(fn: () => unknown): void }, ...use
   const s = await TestStore.open(0, undefined, Number(process.env.KIT_FORMAT ?? FORMAT));
   t.teardown(() => s.close());
   for (const u of users) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
+  return s;
+}
+
+/** A store with users alice and bob, and alice's queue 'orders' (visibility timeout 30 s unless overridden). */
+export async function ordersStore(t: { teardown(fn: () => unknown): void }, extra: Parameters<typeof queue>[1] = {}): Promise<TestStore> {
+  const s = await openStore(t, 'alice', 'bob');
+  s.must('alice', queue('orders', extra));
   return s;
 }
 

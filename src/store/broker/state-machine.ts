@@ -319,9 +319,7 @@ export class BrokerStateMachine {
       return out;
     } catch (err) {
       // Rolled back: so is a format.raise of the batch, and what the batch cached.
-      this.formatInForce = formatBefore;
-      this.store.bodiesFrom = bodiesFromBefore;
-      this.store.sendTargets.clear();
+      this.rewind(formatBefore, bodiesFromBefore);
       // A batch the code cannot apply, or one in a format this build cannot read: the group's
       // earlier entries go in again without it (the partition halts after them, at the latter). A
       // storage failure: nothing more is written.
@@ -335,9 +333,7 @@ export class BrokerStateMachine {
         return this.applyBatch(entries, true, false);
       } catch (retried) {
         // Rolled back as well (a format this build cannot read, a storage failure).
-        this.formatInForce = formatBefore;
-        this.store.bodiesFrom = bodiesFromBefore;
-        this.store.sendTargets.clear();
+        this.rewind(formatBefore, bodiesFromBefore);
         throw retried;
       } finally {
         this.sqlite.pragma('temp_store = MEMORY');
@@ -389,20 +385,27 @@ export class BrokerStateMachine {
       // After a storage failure the caller throws that one; closing the connection rolls back.
       if (reapply) throw err;
     }
-    this.formatInForce = group.formatInForce;
-    this.store.bodiesFrom = group.bodiesFrom;
-    this.store.sendTargets.clear();
+    this.rewind(group.formatInForce, group.bodiesFrom);
     if (reapply && group.entries.length > 0) {
       try {
         this.applyBatch(group.entries, false, false);
       } catch (err) {
         // Rolled back: the state is where the group began (a storage failure; the host stops).
-        this.formatInForce = group.formatInForce;
-        this.store.bodiesFrom = group.bodiesFrom;
-        this.store.sendTargets.clear();
+        this.rewind(group.formatInForce, group.bodiesFrom);
         throw err;
       }
     }
+  }
+
+  /**
+   * What every rollback puts back in memory: the format in force and the bodies mark as they were
+   * before what was rolled back (a format.raise among it), and no send target (it may have cached
+   * rows that are gone).
+   */
+  private rewind(formatInForce: number, bodiesFrom: number): void {
+    this.formatInForce = formatInForce;
+    this.store.bodiesFrom = bodiesFrom;
+    this.store.sendTargets.clear();
   }
 
   private applyBatch(entries: readonly ApplyEntry[], guarded: boolean, inGroup: boolean): Applied[] {
