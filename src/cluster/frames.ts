@@ -8,6 +8,13 @@
 //                  receiver refuses the stream (a malformed frame, a batch for another node)
 //
 // A stream carries fewer than MAX_STREAM_FRAMES frames, so a count never reaches REFUSED.
+//
+// Acknowledgements are cumulative. A sender that may have several frames unacknowledged says how many
+// in WINDOW_HEADER; the receiver then acknowledges once per half a window of frames taken, or within
+// ACK_DELAY_MS of the first frame it has not yet acknowledged, and at the end of the stream: on a busy
+// stream, one write and one wake-up of the sender per many frames instead of per frame. Without the
+// header (a build from before windows) every frame is acknowledged at once, as that sender waits for
+// each; and a sender reads any mix of counts, so either side may be the older build.
 
 /** The content type of a Raft stream's request and answer. */
 export const FRAMES_TYPE = 'application/x-mom-raft-frames';
@@ -15,6 +22,24 @@ export const FRAMES_TYPE = 'application/x-mom-raft-frames';
 export const REFUSED = 0xffff_ffff;
 /** A sender opens a new stream before this many frames. */
 export const MAX_STREAM_FRAMES = 1_000_000;
+
+/** A request header: how many frames the sender may leave unacknowledged (1 to MAX_STREAM_WINDOW). */
+export const WINDOW_HEADER = 'x-mom-stream-window';
+/** The largest window a receiver accepts; a larger one is taken as this. */
+export const MAX_STREAM_WINDOW = 1024;
+/** A frame taken is acknowledged within this long (ms), when its window allows the wait. */
+export const ACK_DELAY_MS = 5;
+
+/** The window a stream's sender announced: 1 (a frame at a time) when absent or malformed. */
+export function streamWindow(header: string | string[] | undefined): number {
+  const n = typeof header === 'string' && /^[0-9]{1,5}$/.test(header) ? Number(header) : 1;
+  return Math.min(Math.max(n, 1), MAX_STREAM_WINDOW);
+}
+
+/** Frames a receiver takes before it acknowledges at once, for a sender's window. */
+export function ackEvery(window: number): number {
+  return Math.ceil(window / 2);
+}
 
 /** Bytes before a frame's batch: its length. */
 export const FRAME_HEAD_BYTES = 4;

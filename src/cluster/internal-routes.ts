@@ -12,7 +12,7 @@ import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
-import { ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, ackWord } from './frames.js';
+import { ACK_DELAY_MS, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem } from './wire.js';
 
@@ -209,10 +209,23 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     res.setTimeout(opts.streamIdleMs ?? STREAM_IDLE_MS, () => res.destroy());
     streams.add(body);
     const reader = new ChunkReader();
+    const every = ackEvery(streamWindow(request.headers[WINDOW_HEADER]));
     let taken = 0;
+    let acked = 0;
+    /** Set while a frame taken waits for its acknowledgement (ACK_DELAY_MS at most). */
+    let ackTimer: NodeJS.Timeout | null = null;
+    /** The count of frames taken, unless already said; false when the answer should drain first. */
+    const acknowledge = (): boolean => {
+      if (ackTimer !== null) clearTimeout(ackTimer);
+      ackTimer = null;
+      if (acked === taken || res.destroyed || res.writableEnded) return true;
+      acked = taken;
+      return res.write(ackWord(taken));
+    };
     /** Answers REFUSED and why; the connection goes once the answer is out. */
     const refuse = (detail: string, log: object): void => {
       request.log.warn({ remoteAddress: request.ip, ...log }, `inter-node stream refused: ${detail}`);
+      acknowledge();
       res.end(Buffer.concat([ackWord(REFUSED), Buffer.from(detail, 'utf8')]), () => body.destroy());
     };
     try {
@@ -231,12 +244,18 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
             return;
           }
           await opts.onMessages(batch.from, batch.items, format);
-          // A sender that does not read its acknowledgements is not read either.
-          if (!res.write(ackWord(++taken))) await drained(res);
+          taken++;
+          if (taken - acked >= every) {
+            // A sender that does not read its acknowledgements is not read either.
+            if (!acknowledge()) await drained(res);
+          } else {
+            ackTimer ??= setTimeout(acknowledge, ACK_DELAY_MS).unref();
+          }
           if (res.destroyed) return;
         }
       }
       if (reader.pending > 0) request.log.warn({ remoteAddress: request.ip, bytes: reader.pending }, 'inter-node stream ended inside a frame');
+      acknowledge();
       res.end();
     } catch (err) {
       if (err instanceof WireFormatError || err instanceof FrameError) {
@@ -248,6 +267,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       body.destroy();
       res.destroy();
     } finally {
+      if (ackTimer !== null) clearTimeout(ackTimer);
       streams.delete(body);
     }
   });

@@ -1,21 +1,22 @@
 // HttpTransport: carries Raft messages of every partition to the peers over HTTP, and fetches
 // snapshot files from them.
 //
-// Per peer: a bounded FIFO of messages and at most one batch in flight. What is queued while a batch is
-// in flight leaves in the next one, so the messages of all partitions bound for one peer in one loop
-// turn travel together, and a slow peer gets fewer, larger batches instead of a growing backlog of
-// small ones. Nothing is retried: Raft repairs loss (a heartbeat or append is re-sent on its own
-// schedule), and a full queue drops its oldest messages, which are the stalest. After a failed batch
-// the next one waits a little (doubling from 20 ms up to 1 s while failures go on), so a dead peer
-// that refuses connections at once costs a connection attempt per backoff, not one per loop turn.
-//
-// A batch travels as a frame of a Raft stream (frames.ts): one long-lived POST per peer whose body
-// carries the batches and whose answer acknowledges each as the peer takes it, so a batch costs a
-// write and a small read at each end instead of an HTTP request. The stream keeps the rules above:
-// the next frame waits for the last one's acknowledgement, and one not acknowledged within the
-// request timeout fails the batch and the stream. A stream is replaced after a minute. A
+// Per peer: a bounded FIFO of messages. What one loop turn queues for a peer leaves in one batch at
+// the end of the turn, the messages of all partitions together. A batch travels as a frame of a Raft
+// stream (frames.ts): one long-lived POST per peer whose body carries the batches and whose answer
+// acknowledges them as the peer takes them, so a batch costs a write and no HTTP request. Up to
+// STREAM_WINDOW frames may be unacknowledged; what is queued while the window is full leaves in the
+// next batch, so a slow peer gets fewer, larger batches instead of a growing backlog of small ones.
+// The peer acknowledges once per half a window or within a few milliseconds, not per frame: on
+// loopback each acknowledgement was a write and a wake-up of the other process, per frame and peer,
+// both ways. Nothing is retried: Raft repairs loss (a heartbeat or append is re-sent on its own
+// schedule), and a full queue drops its oldest messages, which are the stalest. A frame not
+// acknowledged within the request timeout ends its stream, and what the stream had not had
+// acknowledged counts as lost. After a failure the next batch waits a little (doubling from 20 ms
+// up to 1 s while failures go on), so a dead peer that refuses connections at once costs a
+// connection attempt per backoff, not one per loop turn. A stream is replaced after a minute. A
 // peer without the stream route (an older build, answering 404) gets one POST per batch instead
-// (RAFT_PATH), and the stream is tried again after STREAM_RETRY_MS.
+// (RAFT_PATH), one at a time, and the stream is tried again after STREAM_RETRY_MS.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -23,7 +24,7 @@ import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, REFUSED, sealFrame } from './frames.js';
+import { ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
 import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { encodeBatch, type BatchItem } from './wire.js';
@@ -64,6 +65,8 @@ export interface TransportOptions {
   readonly streams?: boolean;
   /** A Raft stream is replaced by a new one this long after it opened. Default STREAM_MAX_AGE_MS. */
   readonly streamMaxAgeMs?: number;
+  /** Frames of a Raft stream that may be unacknowledged (frames.ts). Default STREAM_WINDOW. */
+  readonly streamWindow?: number;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -102,6 +105,11 @@ export const RPC_CONNECTIONS = 64;
 export const WARN_INTERVAL_MS = 10_000;
 /** A Raft stream is replaced by a new one this long after it opened. */
 export const STREAM_MAX_AGE_MS = 60_000;
+/**
+ * Frames of a Raft stream that may be unacknowledged. The peer acknowledges once per half of it or
+ * within ACK_DELAY_MS, so that a busy stream costs an acknowledgement per many frames.
+ */
+export const STREAM_WINDOW = 32;
 /** After a peer answered a stream with 404 (a build without the route), POSTs until this has passed. */
 export const STREAM_RETRY_MS = 30_000;
 const BACKOFF_FIRST_MS = 20;
@@ -128,7 +136,7 @@ interface Peer {
   /** Batches go as POSTs until then (performance.now()): the peer had no stream route. */
   postsUntil: number;
   readonly queue: MessageQueue;
-  /** True while a batch is outstanding; at most one is, per peer. */
+  /** True while a batch waits: for room in the stream's window, or for its POST's answer. */
   inFlight: boolean;
   /** True while a flush is scheduled for the end of the current turn. */
   scheduled: boolean;
@@ -148,6 +156,7 @@ export class HttpTransport {
   private readonly maxBatchBytes: number;
   private readonly streams: boolean;
   private readonly streamMaxAgeMs: number;
+  private readonly streamWindow: number;
   private readonly tls: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer } | undefined;
   private readonly warnings: RateLimitedWarnings;
   private closed = false;
@@ -168,6 +177,10 @@ export class HttpTransport {
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
     this.streams = opts.streams ?? true;
     this.streamMaxAgeMs = opts.streamMaxAgeMs ?? STREAM_MAX_AGE_MS;
+    this.streamWindow = opts.streamWindow ?? STREAM_WINDOW;
+    if (!Number.isSafeInteger(this.streamWindow) || this.streamWindow < 1 || this.streamWindow > MAX_STREAM_WINDOW) {
+      throw new RangeError(`streamWindow must be an integer from 1 to ${MAX_STREAM_WINDOW}, got ${this.streamWindow}`);
+    }
     this.tls = opts.tls;
     this.warnings = new RateLimitedWarnings(opts.logger ?? consoleLogger, WARN_INTERVAL_MS);
 
@@ -398,20 +411,24 @@ export class HttpTransport {
     void this.deliver(peer, batch).then((ok) => {
       peer.inFlight = false;
       if (ok) {
-        peer.failures = 0;
         this.flush(peer);
         return;
       }
       if (this.closed) return;
       peer.failures++;
-      const delay = Math.min(BACKOFF_FIRST_MS * 2 ** (peer.failures - 1), BACKOFF_MAX_MS);
-      peer.backoff = setTimeout(() => {
-        peer.backoff = null;
-        this.flush(peer);
-      }, delay);
-      // The transport alone must not keep the process alive.
-      peer.backoff.unref();
+      this.backOff(peer);
     });
+  }
+
+  /** No batch leaves for a while, doubling with the failures in a row. */
+  private backOff(peer: Peer): void {
+    const delay = Math.min(BACKOFF_FIRST_MS * 2 ** (peer.failures - 1), BACKOFF_MAX_MS);
+    peer.backoff = setTimeout(() => {
+      peer.backoff = null;
+      this.flush(peer);
+    }, delay);
+    // The transport alone must not keep the process alive.
+    peer.backoff.unref();
   }
 
   /**
@@ -422,17 +439,16 @@ export class HttpTransport {
     return this.streams && performance.now() >= peer.postsUntil ? this.stream(peer, batch) : this.post(peer, batch);
   }
 
-  /** Whether the peer took the batch, sent as a frame of its stream. Never rejects, as post(). */
+  /**
+   * Writes the batch as a frame of the peer's stream. Resolves with true once another batch may
+   * follow (the stream's window has room), false when the stream ended first: its events count
+   * what it lost and hand a peer without streams its batches back. Never rejects, as post().
+   */
   private async stream(peer: Peer, batch: BatchItem[]): Promise<boolean> {
     let stream = peer.stream;
     if (stream === null || !stream.fresh(performance.now(), this.streamMaxAgeMs)) {
       stream?.retire(this.requestTimeoutMs);
-      peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
-      const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format };
-      const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), () => {
-        if (peer.stream === opened) peer.stream = null;
-      });
-      stream = peer.stream = opened;
+      stream = peer.stream = this.openStream(peer);
     }
     let frame: Buffer;
     try {
@@ -441,19 +457,53 @@ export class HttpTransport {
       this.fail(peer, batch.length, errorText(err));
       return false;
     }
-    const outcome = await stream.send(frame, this.requestTimeoutMs);
-    if (outcome === null) {
-      this.sent += batch.length;
-      this.batches++;
-      return true;
+    if (!stream.send(frame, batch)) {
+      this.fail(peer, batch.length, 'the stream ended');
+      return false;
     }
-    if (outcome.status === 404) {
-      // A build without streams: this batch and the next ones as POSTs, for a while.
+    const outcome = await stream.room();
+    // A peer without the stream route: the batches go back to the queue, as POSTs (streamOver).
+    return outcome === null || outcome.status === 404;
+  }
+
+  private openStream(peer: Peer): RaftStream {
+    peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
+    const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format, [WINDOW_HEADER]: String(this.streamWindow) };
+    const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
+    const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
+      acked: (frames, messages) => {
+        this.sent += messages;
+        this.batches += frames;
+        peer.failures = 0;
+      },
+      over: (failure, unacknowledged, retired) => {
+        if (peer.stream === opened) peer.stream = null;
+        this.streamOver(peer, failure, unacknowledged, retired);
+      },
+    });
+    return opened;
+  }
+
+  /** Counts what an ended stream lost, and has the next batches wait out a failure. */
+  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: BatchItem[][], retired: boolean): void {
+    if (this.closed) {
+      this.failed += unacknowledged.reduce((n, b) => n + b.length, 0);
+      return;
+    }
+    if (failure.status === 404) {
+      // A build without streams took none of them: this batch and the next ones as POSTs, for a while.
       peer.postsUntil = performance.now() + STREAM_RETRY_MS;
-      return this.post(peer, batch);
+      this.dropped += peer.queue.requeue(unacknowledged.flat());
+      this.schedule(peer);
+      return;
     }
-    this.fail(peer, batch.length, outcome.reason);
-    return false;
+    const lost = unacknowledged.reduce((n, b) => n + b.length, 0);
+    if (lost > 0) this.fail(peer, lost, failure.reason);
+    // A retired stream that ended with everything taken ended well. A failure while a batch waits
+    // for room is that batch's: flush() backs off. Otherwise the backoff starts here.
+    if ((retired && lost === 0) || peer.inFlight || peer.backoff !== null) return;
+    peer.failures++;
+    this.backOff(peer);
   }
 
   /** Whether the peer took the batch. Never rejects: a failure is counted and reported. */
@@ -472,6 +522,7 @@ export class HttpTransport {
         await res.body.dump();
         this.sent += batch.length;
         this.batches++;
+        peer.failures = 0;
         return true;
       }
       const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
@@ -489,33 +540,64 @@ export class HttpTransport {
   }
 }
 
-/** Why a frame was not acknowledged; `status` when the peer answered the stream with another one. */
+/** Why a stream ended; `status` when the peer answered it with another one than 200. */
 interface StreamFailure {
   readonly reason: string;
   readonly status?: number;
 }
 
+/** What a Raft stream tells the transport that owns it. */
+interface StreamEvents {
+  /** The peer acknowledged `frames` more frames, carrying `messages` messages. */
+  acked(frames: number, messages: number): void;
+  /**
+   * The stream is over: no frame goes into it and no acknowledgement comes. `unacknowledged` are the
+   * batches written that the peer did not acknowledge, oldest first; `retired` whether it was
+   * replaced by a new stream before it ended.
+   */
+  over(failure: StreamFailure, unacknowledged: BatchItem[][], retired: boolean): void;
+}
+
+/** A frame written and not yet acknowledged. */
+interface PendingFrame {
+  readonly batch: BatchItem[];
+  readonly bytes: number;
+  /** performance.now() when it was written. */
+  readonly at: number;
+}
+
 /**
  * One Raft stream to a peer: a POST whose body is written frame by frame, and whose answer counts the
- * frames taken. One frame at a time is unacknowledged (the transport sends one batch at a time).
- * The first failure ends it for good: `onClosed` tells the owner, and a new stream replaces it.
+ * frames taken (frames.ts). Up to `window` frames, and `maxBytes` bytes beyond the first of them, may
+ * be unacknowledged; the oldest must be acknowledged within `timeoutMs`. The first failure ends it for
+ * good: `events.over` tells the owner, and a new stream replaces it.
  */
 class RaftStream {
   private readonly body = new PassThrough();
   /** Ends the request and its answer, however far they got. */
   private readonly abort = new AbortController();
   private readonly answers = new ChunkReader();
+  /** Frames written since the stream began. */
   private frames = 0;
+  /** Frames written and not acknowledged, oldest first. */
+  private pending: PendingFrame[] = [];
+  private pendingBytes = 0;
+  /** Armed while a frame is unacknowledged: fires at the oldest one's deadline, or later. */
+  private deadline: NodeJS.Timeout | null = null;
   private refused = false;
-  private closed: StreamFailure | null = null;
-  private waiting: { readonly resolve: (outcome: StreamFailure | null) => void; readonly timer: NodeJS.Timeout } | null = null;
+  /** Set by retire(): no frame goes in, the ones written are still acknowledged. */
+  private retired = false;
+  private ended: StreamFailure | null = null;
+  /** The sender waiting for room in the window. */
+  private waiting: ((outcome: StreamFailure | null) => void) | null = null;
 
   constructor(
     pool: Pool,
     path: string,
     headers: Record<string, string>,
     private readonly openedAt: number,
-    private readonly onClosed: () => void,
+    private readonly limits: { readonly window: number; readonly maxBytes: number; readonly timeoutMs: number },
+    private readonly events: StreamEvents,
   ) {
     pool.request({ method: 'POST', path, headers, body: this.body, signal: this.abort.signal }).then(
       (res) => {
@@ -536,41 +618,72 @@ class RaftStream {
 
   /** Whether a new frame may go into this stream, or a new stream should replace it. */
   fresh(now: number, maxAgeMs: number): boolean {
-    return this.closed === null && this.frames < MAX_STREAM_FRAMES && now - this.openedAt < maxAgeMs;
-  }
-
-  /** Resolves with null once the peer took `frame`, or with why it did not. */
-  send(frame: Buffer, timeoutMs: number): Promise<StreamFailure | null> {
-    if (this.closed !== null) return Promise.resolve(this.closed);
-    this.frames++;
-    this.body.write(frame);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => this.close(`no acknowledgement within ${timeoutMs} ms`), timeoutMs);
-      timer.unref();
-      this.waiting = { resolve, timer };
-    });
+    return !this.retired && this.ended === null && this.frames < MAX_STREAM_FRAMES && now - this.openedAt < maxAgeMs;
   }
 
   /**
-   * Ends the stream's body after the frames sent, which the peer still takes: a stream is replaced
-   * only while none waits for its acknowledgement. A peer that has not ended its answer within
-   * `timeoutMs` is cut off, so that no retired stream holds a connection.
+   * Writes `frame`, which carries `batch`; false when the stream is over and nothing was written.
+   * The batch is then the stream's until the peer acknowledges it or the stream ends (`events`).
+   */
+  send(frame: Buffer, batch: BatchItem[]): boolean {
+    if (this.retired || this.ended !== null) return false;
+    this.frames++;
+    this.pending.push({ batch, bytes: frame.byteLength, at: performance.now() });
+    this.pendingBytes += frame.byteLength;
+    this.body.write(frame);
+    if (this.deadline === null) this.armDeadline(this.limits.timeoutMs);
+    return true;
+  }
+
+  /** Resolves with null once another frame may be written, or with why the stream ended first. */
+  room(): Promise<StreamFailure | null> {
+    if (this.ended !== null) return Promise.resolve(this.ended);
+    if (this.hasRoom()) return Promise.resolve(null);
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+
+  /**
+   * Ends the stream's body after the frames written, which the peer still takes and acknowledges. A
+   * peer that has not ended its answer within `timeoutMs` is cut off, so that no retired stream
+   * holds a connection; what it had not acknowledged is then lost.
    */
   retire(timeoutMs: number): void {
-    if (this.closed !== null) return;
-    this.closed = { reason: 'replaced by a new stream' };
+    if (this.retired || this.ended !== null) return;
+    this.retired = true;
     this.body.end();
     setTimeout(() => this.abort.abort(), timeoutMs).unref();
   }
 
-  /** Ends the stream at once; a frame waiting for its acknowledgement fails with `reason`. */
+  /** Ends the stream at once; the frames not acknowledged are lost with `reason`. */
   close(reason: string, status?: number): void {
-    if (this.closed !== null) return;
-    this.closed = status === undefined ? { reason } : { reason, status };
+    if (this.ended !== null) return;
+    const ended: StreamFailure = status === undefined ? { reason } : { reason, status };
+    this.ended = ended;
     this.body.destroy();
     this.abort.abort();
-    this.settle(this.closed);
-    this.onClosed();
+    if (this.deadline !== null) clearTimeout(this.deadline);
+    this.deadline = null;
+    const lost = this.pending.map((f) => f.batch);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.events.over(ended, lost, this.retired);
+    this.settle(ended);
+  }
+
+  private hasRoom(): boolean {
+    return this.pending.length === 0 || (this.pending.length < this.limits.window && this.pendingBytes < this.limits.maxBytes);
+  }
+
+  private armDeadline(ms: number): void {
+    this.deadline = setTimeout(() => {
+      this.deadline = null;
+      const oldest = this.pending[0];
+      if (oldest === undefined) return;
+      const left = oldest.at + this.limits.timeoutMs - performance.now();
+      if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`);
+      else this.armDeadline(left);
+    }, ms);
+    this.deadline.unref();
   }
 
   private answer(chunk: Buffer): void {
@@ -581,16 +694,25 @@ class RaftStream {
         this.refused = true;
         return;
       }
-      if (word === this.frames) this.settle(null);
+      // Counts are cumulative: a word may acknowledge several frames, or none it had not already.
+      let frames = 0;
+      let messages = 0;
+      while (this.pending.length > 0 && this.frames - this.pending.length < word) {
+        const taken = this.pending.shift() as PendingFrame;
+        this.pendingBytes -= taken.bytes;
+        frames++;
+        messages += taken.batch.length;
+      }
+      if (frames > 0) this.events.acked(frames, messages);
     }
+    if (this.waiting !== null && this.hasRoom()) this.settle(null);
   }
 
   private settle(outcome: StreamFailure | null): void {
     const waiting = this.waiting;
     if (waiting === null) return;
     this.waiting = null;
-    clearTimeout(waiting.timer);
-    waiting.resolve(outcome);
+    waiting(outcome);
   }
 }
 
@@ -631,6 +753,20 @@ class MessageQueue {
     this.head = end;
     this.compact();
     return out;
+  }
+
+  /**
+   * Puts `items`, taken earlier, back before everything queued, in their order; returns how many of
+   * the oldest were dropped to stay within the capacity.
+   */
+  requeue(items: readonly BatchItem[]): number {
+    if (items.length === 0) return 0;
+    this.items = [...items, ...this.items.slice(this.head)];
+    this.head = 0;
+    const over = Math.max(0, this.length - this.capacity);
+    this.head = over;
+    this.compact();
+    return over;
   }
 
   /** Empties the queue; returns how many messages it held. */

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type ServerResponse } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -13,7 +14,7 @@ import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { internalRoutes } from '../../src/cluster/internal-routes.js';
 import { HttpTransport, SnapshotFetchError, type TransportOptions } from '../../src/cluster/transport.js';
-import { FRAMES_TYPE, REFUSED } from '../../src/cluster/frames.js';
+import { FRAMES_TYPE, REFUSED, WINDOW_HEADER } from '../../src/cluster/frames.js';
 import { decodeBatch, encodeBatch, type BatchItem } from '../../src/cluster/wire.js';
 import { EntryKind, MessageType, nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 
@@ -172,28 +173,34 @@ t.test('the messages of all partitions sent in one turn travel in one request, i
   t.equal(nodeB.logs.length, 0, 'nothing logged on the happy path');
 });
 
-t.test('what is queued while a request is in flight leaves in the next single request', async (t) => {
-  const nodeB = await startNode(t, b);
-  const { tr } = transport(t, a, [nodeB]);
-  let release = () => {};
-  nodeB.gate = new Promise((resolve) => (release = resolve));
+t.test('what is queued while the stream\'s window is full leaves in the next single batch', async (t) => {
+  for (const streamWindow of [1, 2]) {
+    const nodeB = await startNode(t, b);
+    const { tr } = transport(t, a, [nodeB], { streamWindow });
+    let release = () => {};
+    nodeB.gate = new Promise((resolve) => (release = resolve));
 
-  tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
-  await until('the first request', () => nodeB.received.length === 1);
-  for (let term = 2; term <= 4; term++) {
-    tr.send([
-      { partition: 1, message: heartbeat(a, b, term) },
-      { partition: 2, message: heartbeat(a, b, term) },
-    ]);
-    await nextTurn();
+    tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+    await until('the first batch', () => nodeB.received.length === 1);
+    for (let term = 2; term <= 4; term++) {
+      tr.send([
+        { partition: 1, message: heartbeat(a, b, term) },
+        { partition: 2, message: heartbeat(a, b, term) },
+      ]);
+      await nextTurn();
+    }
+    // The peer holds the first batch: the window's other frames left, the rest waits.
+    const waiting = streamWindow === 1 ? 6 : 4;
+    t.equal(tr.stats().queued, waiting, `window ${streamWindow}: queued behind the full window`);
+    t.match(tr.peerStates(), [{ inFlight: true }], 'a batch waits for room');
+    nodeB.gate = null;
+    release();
+    await until('everything', () => tr.stats().sent === 7);
+    t.equal(nodeB.received.length, streamWindow + 1, 'the rest in one batch');
+    t.strictSame(order(nodeB.received.at(-1)?.items ?? []), ['1:heartbeat:2', '2:heartbeat:2', '1:heartbeat:3', '2:heartbeat:3', '1:heartbeat:4', '2:heartbeat:4'].slice(-waiting));
+    t.strictSame(nodeB.requests, ['/internal/raft-stream'], 'in one stream');
+    t.match(tr.stats(), { sent: 7, failed: 0, dropped: 0, batches: streamWindow + 1 });
   }
-  t.equal(tr.stats().queued, 6, 'queued behind the request in flight');
-  t.equal(nodeB.received.length, 1, 'no second request while the first is in flight');
-  nodeB.gate = null;
-  release();
-  await until('everything', () => tr.stats().sent === 7);
-  t.equal(nodeB.received.length, 2, 'the rest in one request');
-  t.strictSame(order(nodeB.received[1]?.items ?? []), ['1:heartbeat:2', '2:heartbeat:2', '1:heartbeat:3', '2:heartbeat:3', '1:heartbeat:4', '2:heartbeat:4']);
 });
 
 t.test('a batch is split by payload bytes, never by partition order', async (t) => {
@@ -327,7 +334,7 @@ t.test('a batch for another node is refused: 421 to a POST, a refusal that ends 
 });
 
 t.test('Raft streams', async (t) => {
-  t.test('one request carries many batches, each acknowledged before the next leaves', async (t) => {
+  t.test('one request carries many batches', async (t) => {
     const nodeB = await startNode(t, b);
     const { tr } = transport(t, a, [nodeB]);
     for (let term = 1; term <= 20; term++) {
@@ -354,6 +361,53 @@ t.test('Raft streams', async (t) => {
     t.match(tr.stats(), { sent: 16, dropped: 0, failed: 0, queued: 0 });
     await until('the three old streams to end', () => nodeB.answered.length === 3);
     t.equal(nodeB.logs.length, 0, 'an old stream ends cleanly, not inside a frame');
+  });
+
+  t.test('a stream retired with frames unacknowledged still has them taken and acknowledged', async (t) => {
+    const nodeB = await startNode(t, b);
+    const { tr } = transport(t, a, [nodeB], { streamMaxAgeMs: 30 });
+    let release = () => {};
+    nodeB.gate = new Promise((resolve) => (release = resolve));
+    tr.send(turnOf(a, b, 2, 1));
+    await until('the first batch', () => nodeB.received.length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    tr.send(turnOf(a, b, 2, 2));
+    await until('the second stream', () => nodeB.requests.length === 2);
+    t.equal(tr.stats().sent, 0, 'nothing acknowledged yet');
+    nodeB.gate = null;
+    release();
+    await until('both batches', () => tr.stats().sent === 8);
+    t.match(tr.stats(), { sent: 8, failed: 0, dropped: 0, batches: 2 });
+    await until('the old stream to end', () => nodeB.answered.length === 1);
+    t.equal(nodeB.logs.length, 0, 'the old stream ended cleanly');
+  });
+
+  t.test('the receiver acknowledges once per half the sender\'s window, at the end, and within a few ms', async (t) => {
+    const nodeB = await startNode(t, b);
+    const base = { authorization: `Bearer ${SECRET}`, 'content-type': FRAMES_TYPE };
+    const good = encodeBatch(a, [{ partition: 0, message: heartbeat(a, b, 1) }]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, good.byteLength]), good]);
+    const words = async (headers: Record<string, string>, frames: number) => {
+      const res = await request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers: { ...base, ...headers }, body: Buffer.concat(Array.from({ length: frames }, () => frame)) });
+      const answer = Buffer.from(await res.body.arrayBuffer());
+      return Array.from({ length: answer.byteLength / 4 }, (_, i) => answer.readUInt32BE(i * 4));
+    };
+    t.strictSame(await words({}, 5), [1, 2, 3, 4, 5], 'no window said (an older sender): every frame');
+    t.strictSame(await words({ [WINDOW_HEADER]: '1' }, 3), [1, 2, 3], 'a window of 1: every frame');
+    t.strictSame(await words({ [WINDOW_HEADER]: '4' }, 9), [2, 4, 6, 8, 9], 'a window of 4: every second frame, and the last at the end');
+    t.strictSame(await words({ [WINDOW_HEADER]: '32' }, 40), [16, 32, 40], 'a window of 32');
+    t.strictSame(await words({ [WINDOW_HEADER]: 'lots' }, 2), [1, 2], 'a malformed window is 1');
+
+    // A frame alone in an open stream is acknowledged without waiting for more.
+    const body = new PassThrough();
+    // The answer's headers leave with its first word.
+    const answered = request(`${nodeB.url}/internal/raft-stream`, { method: 'POST', headers: { ...base, [WINDOW_HEADER]: '32' }, body });
+    body.write(frame);
+    const res = await answered;
+    const [first] = (await once(res.body, 'data')) as [Buffer];
+    t.equal(first.readUInt32BE(0), 1, 'acknowledged while the stream stays open');
+    body.end();
+    await res.body.dump();
   });
 
   t.test('a frame not acknowledged in time fails its batch and the stream; the next batch opens another', async (t) => {
