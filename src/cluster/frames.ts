@@ -3,8 +3,8 @@
 //
 //   request body   frames: bytes 0..3 the batch's length N (unsigned big-endian, 1 to the body
 //                  limit), then N bytes of one encoded batch (wire.ts)
-//   answer body    4-byte words, unsigned big-endian: the number of frames taken so far, once per
-//                  frame taken; or REFUSED followed by a problem text in UTF-8 to the end, when the
+//   answer body    4-byte words, unsigned big-endian: the number of frames taken so far (when, see
+//                  below); or REFUSED followed by a problem text in UTF-8 to the end, when the
 //                  receiver refuses the stream (a malformed frame, a batch for another node)
 //
 // A stream carries fewer than MAX_STREAM_FRAMES frames, so a count never reaches REFUSED.

@@ -66,7 +66,7 @@ export interface InternalRoutesOptions {
   /**
    * Every batch that passed the secret and validation. The answer (204, or a stream's
    * acknowledgement) waits for a returned promise, so a slow receiver slows its sender, which keeps
-   * one batch in flight per peer.
+   * one POST, or a window of stream frames, in flight per peer.
    */
   onMessages(from: NodeId, items: BatchItem[], format: number): void | Promise<void>;
   /**

@@ -14,7 +14,8 @@
 // acknowledged within the request timeout ends its stream, and what the stream had not had
 // acknowledged counts as lost. After a failure the next batch waits a little (doubling from 20 ms
 // up to 1 s while failures go on), so a dead peer that refuses connections at once costs a
-// connection attempt per backoff, not one per loop turn. A stream is replaced after a minute. A
+// connection attempt per backoff, not one per loop turn. A stream is replaced after a minute, once
+// the peer acknowledged everything it holds, so that batches never overtake each other. A
 // peer without the stream route (an older build, answering 404) gets one POST per batch instead
 // (RAFT_PATH), one at a time, and the stream is tried again after STREAM_RETRY_MS.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
@@ -71,11 +72,14 @@ export interface TransportOptions {
 
 /** Counters in messages, since the transport was created. */
 export interface TransportStats {
-  /** Delivered: the peer answered 2xx to the request carrying them. */
+  /** Delivered: the peer answered 2xx to the POST carrying them, or acknowledged their frame. */
   readonly sent: number;
   /** Never sent: pushed out of a full queue, addressed to an unknown node, or queued at close(). */
   readonly dropped: number;
-  /** Lost with a request that failed: refused connection, timeout, non-2xx answer. */
+  /**
+   * Lost with a request that failed (refused connection, timeout, non-2xx answer), or in a stream
+   * that ended before the peer acknowledged their frame (the peer may have taken some of those).
+   */
   readonly failed: number;
   /** Waiting in the queues now (not counting those in flight). */
   readonly queued: number;
@@ -447,6 +451,10 @@ export class HttpTransport {
   private async stream(peer: Peer, batch: BatchItem[]): Promise<boolean> {
     let stream = peer.stream;
     if (stream === null || !stream.fresh(performance.now(), this.streamMaxAgeMs)) {
+      // Frames of the old stream would race the new one's; Raft takes reordered messages, but as
+      // rejections that send replication back to probing. So the old one is let go once the peer
+      // acknowledged all it holds (within ACK_DELAY_MS of its last frame), or once it failed.
+      if (stream !== null) await stream.room(true);
       stream?.retire(this.requestTimeoutMs);
       stream = peer.stream = this.openStream(peer);
     }
@@ -476,16 +484,16 @@ export class HttpTransport {
         this.batches += frames;
         peer.failures = 0;
       },
-      over: (failure, unacknowledged, retired) => {
+      over: (failure, unacknowledged) => {
         if (peer.stream === opened) peer.stream = null;
-        this.streamOver(peer, failure, unacknowledged, retired);
+        this.streamOver(peer, failure, unacknowledged);
       },
     });
     return opened;
   }
 
   /** Counts what an ended stream lost, and has the next batches wait out a failure. */
-  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: BatchItem[][], retired: boolean): void {
+  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: BatchItem[][]): void {
     if (this.closed) {
       this.failed += unacknowledged.reduce((n, b) => n + b.length, 0);
       return;
@@ -498,10 +506,12 @@ export class HttpTransport {
       return;
     }
     const lost = unacknowledged.reduce((n, b) => n + b.length, 0);
-    if (lost > 0) this.fail(peer, lost, failure.reason);
-    // A retired stream that ended with everything taken ended well. A failure while a batch waits
-    // for room is that batch's: flush() backs off. Otherwise the backoff starts here.
-    if ((retired && lost === 0) || peer.inFlight || peer.backoff !== null) return;
+    // A stream that ended with everything acknowledged lost nothing: retired, cut while idle by the
+    // peer, or the peer closing. The next batch opens another, and if that fails, it backs off.
+    if (lost === 0) return;
+    this.fail(peer, lost, failure.reason);
+    // A failure while a batch waits for room is that batch's: flush() backs off. Otherwise here.
+    if (peer.inFlight || peer.backoff !== null) return;
     peer.failures++;
     this.backOff(peer);
   }
@@ -552,10 +562,9 @@ interface StreamEvents {
   acked(frames: number, messages: number): void;
   /**
    * The stream is over: no frame goes into it and no acknowledgement comes. `unacknowledged` are the
-   * batches written that the peer did not acknowledge, oldest first; `retired` whether it was
-   * replaced by a new stream before it ended.
+   * batches written that the peer did not acknowledge, oldest first (it may have taken some).
    */
-  over(failure: StreamFailure, unacknowledged: BatchItem[][], retired: boolean): void;
+  over(failure: StreamFailure, unacknowledged: BatchItem[][]): void;
 }
 
 /** A frame written and not yet acknowledged. */
@@ -588,8 +597,11 @@ class RaftStream {
   /** Set by retire(): no frame goes in, the ones written are still acknowledged. */
   private retired = false;
   private ended: StreamFailure | null = null;
-  /** The sender waiting for room in the window. */
+  /** The sender waiting for room in the window, or for every frame to be acknowledged. */
   private waiting: ((outcome: StreamFailure | null) => void) | null = null;
+  private waitingForAll = false;
+  /** performance.now() of the last acknowledgement that took a frame, or of the first frame. */
+  private progressAt = 0;
 
   constructor(
     pool: Pool,
@@ -628,17 +640,23 @@ class RaftStream {
   send(frame: Buffer, batch: BatchItem[]): boolean {
     if (this.retired || this.ended !== null) return false;
     this.frames++;
-    this.pending.push({ batch, bytes: frame.byteLength, at: performance.now() });
+    const now = performance.now();
+    if (this.pending.length === 0) this.progressAt = now;
+    this.pending.push({ batch, bytes: frame.byteLength, at: now });
     this.pendingBytes += frame.byteLength;
     this.body.write(frame);
     if (this.deadline === null) this.armDeadline(this.limits.timeoutMs);
     return true;
   }
 
-  /** Resolves with null once another frame may be written, or with why the stream ended first. */
-  room(): Promise<StreamFailure | null> {
+  /**
+   * Resolves with null once another frame may be written (`all`: once every frame written was
+   * acknowledged), or with why the stream ended first.
+   */
+  room(all = false): Promise<StreamFailure | null> {
     if (this.ended !== null) return Promise.resolve(this.ended);
-    if (this.hasRoom()) return Promise.resolve(null);
+    this.waitingForAll = all;
+    if (this.roomMade()) return Promise.resolve(null);
     return new Promise((resolve) => (this.waiting = resolve));
   }
 
@@ -666,20 +684,26 @@ class RaftStream {
     const lost = this.pending.map((f) => f.batch);
     this.pending = [];
     this.pendingBytes = 0;
-    this.events.over(ended, lost, this.retired);
+    this.events.over(ended, lost);
     this.settle(ended);
   }
 
-  private hasRoom(): boolean {
-    return this.pending.length === 0 || (this.pending.length < this.limits.window && this.pendingBytes < this.limits.maxBytes);
+  private roomMade(): boolean {
+    if (this.pending.length === 0) return true;
+    return !this.waitingForAll && this.pending.length < this.limits.window && this.pendingBytes < this.limits.maxBytes;
   }
 
+  /**
+   * The peer must acknowledge a frame within `timeoutMs` of the oldest one being written or of its
+   * last acknowledgement, whichever is later: a deadline for progress, so that a full window of
+   * large frames on a slow link is not cut while its first frames are still being taken.
+   */
   private armDeadline(ms: number): void {
     this.deadline = setTimeout(() => {
       this.deadline = null;
       const oldest = this.pending[0];
       if (oldest === undefined) return;
-      const left = oldest.at + this.limits.timeoutMs - performance.now();
+      const left = Math.max(oldest.at, this.progressAt) + this.limits.timeoutMs - performance.now();
       if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`);
       else this.armDeadline(left);
     }, ms);
@@ -703,9 +727,12 @@ class RaftStream {
         frames++;
         messages += taken.batch.length;
       }
-      if (frames > 0) this.events.acked(frames, messages);
+      if (frames > 0) {
+        this.progressAt = performance.now();
+        this.events.acked(frames, messages);
+      }
     }
-    if (this.waiting !== null && this.hasRoom()) this.settle(null);
+    if (this.waiting !== null && this.roomMade()) this.settle(null);
   }
 
   private settle(outcome: StreamFailure | null): void {
