@@ -494,8 +494,9 @@ export class HttpTransport {
 
   /** Counts what an ended stream lost, and has the next batches wait out a failure. */
   private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: BatchItem[][]): void {
+    const lost = unacknowledged.reduce((n, b) => n + b.length, 0);
     if (this.closed) {
-      this.failed += unacknowledged.reduce((n, b) => n + b.length, 0);
+      this.failed += lost;
       return;
     }
     if (failure.status === 404) {
@@ -505,7 +506,6 @@ export class HttpTransport {
       this.schedule(peer);
       return;
     }
-    const lost = unacknowledged.reduce((n, b) => n + b.length, 0);
     // A stream that ended with everything acknowledged lost nothing: retired, cut while idle by the
     // peer, or the peer closing. The next batch opens another, and if that fails, it backs off.
     if (lost === 0) return;
@@ -571,8 +571,6 @@ interface StreamEvents {
 interface PendingFrame {
   readonly batch: BatchItem[];
   readonly bytes: number;
-  /** performance.now() when it was written. */
-  readonly at: number;
 }
 
 /**
@@ -600,7 +598,10 @@ class RaftStream {
   /** The sender waiting for room in the window, or for every frame to be acknowledged. */
   private waiting: ((outcome: StreamFailure | null) => void) | null = null;
   private waitingForAll = false;
-  /** performance.now() of the last acknowledgement that took a frame, or of the first frame. */
+  /**
+   * performance.now() of the last acknowledgement that took a frame, or of the oldest frame's write
+   * when none was acknowledged since: never before the oldest unacknowledged frame was written.
+   */
   private progressAt = 0;
 
   constructor(
@@ -640,9 +641,8 @@ class RaftStream {
   send(frame: Buffer, batch: BatchItem[]): boolean {
     if (this.retired || this.ended !== null) return false;
     this.frames++;
-    const now = performance.now();
-    if (this.pending.length === 0) this.progressAt = now;
-    this.pending.push({ batch, bytes: frame.byteLength, at: now });
+    if (this.pending.length === 0) this.progressAt = performance.now();
+    this.pending.push({ batch, bytes: frame.byteLength });
     this.pendingBytes += frame.byteLength;
     this.body.write(frame);
     if (this.deadline === null) this.armDeadline(this.limits.timeoutMs);
@@ -695,15 +695,14 @@ class RaftStream {
 
   /**
    * The peer must acknowledge a frame within `timeoutMs` of the oldest one being written or of its
-   * last acknowledgement, whichever is later: a deadline for progress, so that a full window of
-   * large frames on a slow link is not cut while its first frames are still being taken.
+   * last acknowledgement, whichever is later (`progressAt`): a deadline for progress, so that a full
+   * window of large frames on a slow link is not cut while its first frames are still being taken.
    */
   private armDeadline(ms: number): void {
     this.deadline = setTimeout(() => {
       this.deadline = null;
-      const oldest = this.pending[0];
-      if (oldest === undefined) return;
-      const left = Math.max(oldest.at, this.progressAt) + this.limits.timeoutMs - performance.now();
+      if (this.pending.length === 0) return;
+      const left = this.progressAt + this.limits.timeoutMs - performance.now();
       if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`);
       else this.armDeadline(left);
     }, ms);
@@ -789,8 +788,7 @@ class MessageQueue {
   requeue(items: readonly BatchItem[]): number {
     if (items.length === 0) return 0;
     this.items = [...items, ...this.items.slice(this.head)];
-    this.head = 0;
-    const over = Math.max(0, this.length - this.capacity);
+    const over = Math.max(0, this.items.length - this.capacity);
     this.head = over;
     this.compact();
     return over;
