@@ -124,6 +124,18 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       this.inc(deps.cluster.peerTraffic().batches);
     },
   });
+  new Counter({
+    name: 'mom_peer_carried_total',
+    help: 'Forwarded client commands this node sent to leaders inside Raft stream frames (kind "command"), and answers it sent back to the nodes that forwarded them (kind "answer"); commands to a leader that does not read them there go by HTTP.',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      const t = deps.cluster.peerTraffic();
+      this.reset();
+      this.inc({ kind: 'command' }, t.carriedCommands);
+      this.inc({ kind: 'answer' }, t.carriedAnswers);
+    },
+  });
   new Gauge({
     name: 'mom_peer_messages_queued',
     help: 'Raft messages waiting to leave for the other nodes.',

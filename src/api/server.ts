@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import { ClusterNode, type NodeOptions } from '../cluster/node.js';
 import type { NodeConfig } from '../cluster/config.js';
+import { CLOSE_SETTLE_MS } from '../cluster/internal-routes.js';
 import { buildApp } from './app.js';
 
 export interface ServerOptions extends NodeOptions {
@@ -99,6 +100,9 @@ export class MomServer {
   /** Stops serving (waiting for requests in flight), then the partitions, then the transport. */
   async close(): Promise<void> {
     this.node.router.stopWaiting();
+    // Commands this node forwarded inside its Raft streams get their answers in the streams it
+    // serves, which the app's close ends: wait for them first (new ones go by HTTP meanwhile).
+    await this.node.transport.settle(CLOSE_SETTLE_MS);
     // A connection whose request was in flight when the close began stays open, idle, for the
     // keep-alive timeout (72 s) after its answer: close such connections as they fall idle.
     const idle = setInterval(() => this.app.server.closeIdleConnections(), 50);

@@ -13,9 +13,23 @@ export type Answer =
   /** The write may or may not apply (timedOut: the wait for it ran out). */
   | { readonly kind: 'unknown'; readonly detail: string; readonly timedOut: boolean };
 
-/** The inter-node call the router needs (HttpTransport.call). */
+/** The inter-node calls the router needs (HttpTransport's). */
 export interface PeerCaller {
   call(peer: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }>;
+  /**
+   * Sends a forwarded command in the Raft stream to `peer` and resolves with its Answer, or returns
+   * null when the peer does not read commands there (HttpTransport.carry).
+   */
+  carry?(peer: NodeId, command: CarriedCommandBody, timeoutMs: number): Promise<Answer> | null;
+}
+
+/** A forwarded client command as it rides in a Raft stream (wire.ts's CarriedCommand without its id). */
+export interface CarriedCommandBody {
+  readonly partition: number;
+  readonly actor: string | null;
+  readonly command: Record<string, unknown>;
+  readonly idempotencyKey?: string;
+  readonly requestId?: string;
 }
 
 /** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */

@@ -1,10 +1,13 @@
-// Forwarded commands travel in batches: what a node forwards to one leader for one partition within
-// one turn of its event loop (the requests that arrived together) goes in one POST to
-// /internal/commands, instead of one request per command. Batches are per partition because the
-// leader answers a batch when all of its commands are settled: commands of one partition share one
-// commit pipeline anyway, while a slow partition must not hold up the others. The leader proposes them all at once and answers one Answer per command,
-// in order. A leader that does not know the batch route (an older version during a rolling upgrade)
-// answers 404, and the batch is sent again one command per request.
+// How a forwarded client command reaches its partition's leader. It rides in the Raft stream to the
+// leader when the leader said it reads commands there (HttpTransport.carry: no HTTP request of its
+// own). Otherwise (an older leader during a rolling upgrade, or a stream not yet open) what a node
+// forwards to one leader for one partition within one turn of its event loop (the requests that
+// arrived together) goes in one POST to /internal/commands, instead of one request per command.
+// Batches are per partition because the leader answers a batch when all of its commands are
+// settled: commands of one partition share one commit pipeline anyway, while a slow partition must
+// not hold up the others. The leader proposes them all at once and answers one Answer per command,
+// in order. A leader that does not know the batch route (older still) answers 404, and the batch is
+// sent again one command per request.
 import type { NodeId } from '../raft/index.js';
 import { COMMAND_PATH, COMMANDS_PATH, MAX_FORWARDED_BATCH } from './internal-routes.js';
 import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
@@ -44,6 +47,8 @@ export class ForwardBatcher {
 
   /** Sends `body` to `leader` with the others of this turn; resolves with its Answer. */
   forward(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
+    const carried = this.peers.carry?.(leader, body as ForwardedCommand & { command: Record<string, unknown> }, this.timeoutMs);
+    if (carried !== null && carried !== undefined) return carried;
     if (this.single.has(leader)) return this.one(leader, body);
     // The size decides when a batch is full; JSON.stringify of the command is done once more by the
     // transport, which costs less than a request per command.

@@ -2,7 +2,9 @@
 // batches of Raft messages in its body, and the answer's body acknowledges them as they are taken.
 //
 //   request body   frames: bytes 0..3 the batch's length N (unsigned big-endian, 1 to the body
-//                  limit), then N bytes of one encoded batch (wire.ts)
+//                  limit), then N bytes of one encoded batch (wire.ts), which may also carry
+//                  forwarded commands and answers to them when the receiver said it reads them
+//                  (CARRIES_HEADER)
 //   answer body    4-byte words, unsigned big-endian: the number of frames taken so far (when, see
 //                  below); or REFUSED followed by a problem text in UTF-8 to the end, when the
 //                  receiver refuses the stream (a malformed frame, a batch for another node)
@@ -25,6 +27,12 @@ export const MAX_STREAM_FRAMES = 1_000_000;
 
 /** A request header: how many frames the sender may leave unacknowledged (1 to MAX_STREAM_WINDOW). */
 export const WINDOW_HEADER = 'x-mom-stream-window';
+/**
+ * An answer header: '1' when the receiver reads forwarded commands and their answers in frames
+ * (wire.ts's Carried). A sender puts none in a stream before a receiver said so: an older build
+ * refuses a frame with fields it does not know.
+ */
+export const CARRIES_HEADER = 'x-mom-stream-carries';
 /** The largest window a receiver accepts; a larger one is taken as this. */
 export const MAX_STREAM_WINDOW = 1024;
 /** A frame taken is acknowledged within this long (ms), when its window allows the wait. */

@@ -12,9 +12,9 @@ import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
-import { ACK_DELAY_MS, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
+import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
-import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem } from './wire.js';
+import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -96,6 +96,16 @@ export interface InternalRoutesOptions {
    * leader, under the client's identity. Answers a router Answer (see router.ts).
    */
   onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): Promise<unknown>;
+  /**
+   * Forwarded commands and answers riding in Raft stream frames (wire.ts's Carried). When set, with
+   * onCommand, a stream's answer says that this node reads them (CARRIES_HEADER). Each carried
+   * command runs as onCommand, and its Answer goes to `answer`, to leave in a frame of this node's
+   * own stream to the sender; answers to this node's commands go to `answered`.
+   */
+  readonly carried?: {
+    answer(to: NodeId, id: string, answer: unknown): void;
+    answered(from: NodeId, answers: readonly CarriedAnswer[]): void;
+  };
   /** Each partition's term and last log index here (a new node deciding whether the cluster is new). */
   positions?(): { terms: number[]; lastIndexes: number[]; untouchedBy: string[] };
   /** A client's read forwarded likewise; runs with a ReadIndex here. */
@@ -111,6 +121,8 @@ export interface InternalRoutesOptions {
 }
 
 export const STREAM_IDLE_MS = 120_000;
+/** A closing node waits this long at most for the answers of carried commands before it ends its streams. */
+export const CLOSE_SETTLE_MS = 10_000;
 
 interface SnapshotParams {
   partition: number;
@@ -135,13 +147,26 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   app.addContentTypeParser(FRAMES_TYPE, (_req, payload, done) => {
     done(null, payload);
   });
-  // Streams stay open until their sender ends them: a closing node cuts the ones it serves, or its
-  // close would wait for its peers.
-  const streams = new Set<Readable>();
+  // Streams stay open until their sender ends them: a closing node ends the ones it serves, or its
+  // close would wait for its peers. It ends them once it owes no answer to a carried command (within
+  // CLOSE_SETTLE_MS), and cleanly: every frame taken acknowledged, then the end, so that a sender
+  // knows the frames after them were not taken. (A node that forwards its own commands in streams
+  // waits for their answers before it closes at all: HttpTransport.settle.)
+  const streams = new Map<Readable, () => void>();
   let closing = false;
+  /** Carried commands taken and not yet answered; `idle` is called when that falls to 0. */
+  let inProgress = 0;
+  let idle: (() => void) | null = null;
   app.addHook('preClose', async () => {
     closing = true;
-    for (const s of streams) s.destroy();
+    const until = performance.now() + CLOSE_SETTLE_MS;
+    // Commands may still come in the streams while the ones taken are being answered.
+    while (inProgress > 0 && performance.now() < until) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((resolve) => (idle = resolve)), new Promise((resolve) => (timer = setTimeout(resolve, until - performance.now())))]);
+      clearTimeout(timer);
+    }
+    for (const stop of streams.values()) stop();
   });
 
   app.addHook('onRequest', async (request, reply) => {
@@ -185,6 +210,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         request.log.warn({ remoteAddress: request.ip, err: err.message }, 'inter-node batch refused: malformed');
         return problem(reply, 400, 'validation_failed', err.message);
       }
+      if (batch.carried !== undefined) return problem(reply, 400, 'validation_failed', 'forwarded commands travel in Raft streams only');
       const misdirected = misdirectedIn(batch);
       if (misdirected !== undefined) {
         request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
@@ -194,6 +220,31 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return reply.code(204).send();
     },
   );
+
+  /**
+   * Answers carried by a peer go to their waiting callers; each carried command is proposed at once,
+   * not awaited (the stream goes on), and its Answer leaves in a frame to the peer. Commands log on
+   * the node's logger, at its level: the stream's own requests log at warn only.
+   */
+  const takeCarried = (from: NodeId, carried: Carried): void => {
+    const log = app.log;
+    const { carried: sink, onCommand } = opts;
+    if (sink === undefined || onCommand === undefined) return;
+    if (carried.answers.length > 0) sink.answered(from, carried.answers);
+    for (const c of carried.commands) {
+      const clog = commandLog(log, c.requestId);
+      inProgress++;
+      void onCommand(c.partition, c.actor, c.command, c.idempotencyKey, clog)
+        .catch((err: unknown) => {
+          clog.error({ err }, 'forwarded command failed');
+          return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
+        })
+        .then((answer) => {
+          sink.answer(from, c.id, answer);
+          if (--inProgress === 0) idle?.();
+        });
+    }
+  };
 
   app.post(RAFT_STREAM_PATH, { schema: { hide: true }, logLevel: 'warn', config: { longLived: true } }, async (request, reply) => {
     if (request.headers['content-type'] !== FRAMES_TYPE) {
@@ -205,9 +256,11 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     const format = readableFormat(request.headers[FORMAT_HEADER]);
     reply.hijack();
     const res = reply.raw;
-    res.writeHead(200, { 'content-type': FRAMES_TYPE });
+    const carries = opts.carried !== undefined && opts.onCommand !== undefined;
+    res.writeHead(200, carries ? { 'content-type': FRAMES_TYPE, [CARRIES_HEADER]: '1' } : { 'content-type': FRAMES_TYPE });
+    // The headers now, not with the first acknowledgement: the sender carries commands once it knows.
+    res.flushHeaders();
     res.setTimeout(opts.streamIdleMs ?? STREAM_IDLE_MS, () => res.destroy());
-    streams.add(body);
     const reader = new ChunkReader();
     const every = ackEvery(streamWindow(request.headers[WINDOW_HEADER]));
     let taken = 0;
@@ -228,11 +281,28 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       acknowledge();
       res.end(Buffer.concat([ackWord(REFUSED), Buffer.from(detail, 'utf8')]), () => body.destroy());
     };
+    /** Set by the node's close: no frame is taken after it, and the answer ends after the last one taken. */
+    let stopped = false;
+    let busy = false;
+    const end = (): void => {
+      acknowledge();
+      if (!res.writableEnded && !res.destroyed) res.end(() => body.destroy());
+    };
+    streams.set(body, () => {
+      stopped = true;
+      if (!busy) end();
+    });
     try {
       // Leaving the loop early must not destroy the body before a refusal is out: refuse() does.
       for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+        if (stopped) return;
         reader.push(chunk);
         for (let frame = reader.nextFrame(bodyLimit); frame !== null; frame = reader.nextFrame(bodyLimit)) {
+          // Stopped while waiting for the answer to drain: this frame is not taken (end() said so).
+          if (stopped) {
+            end();
+            return;
+          }
           if (taken >= MAX_STREAM_FRAMES) {
             refuse(`more than ${MAX_STREAM_FRAMES} frames in one stream`, {});
             return;
@@ -243,8 +313,21 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
             refuse(`this is node ${opts.self}, not ${misdirected.message.to}`, { from: batch.from, to: misdirected.message.to });
             return;
           }
+          if (batch.carried !== undefined) {
+            if (!carries) {
+              refuse('this node takes no forwarded commands in a stream', { from: batch.from });
+              return;
+            }
+            takeCarried(batch.from, batch.carried);
+          }
+          busy = true;
           await opts.onMessages(batch.from, batch.items, format);
+          busy = false;
           taken++;
+          if (stopped) {
+            end();
+            return;
+          }
           if (taken - acked >= every) {
             // A sender that does not read its acknowledgements is not read either.
             if (!acknowledge()) await drained(res);
@@ -263,7 +346,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         return;
       }
       // The sender went away (its node closed, the connection broke) or this node is closing.
-      if (!body.destroyed && !res.destroyed) request.log.error({ err }, 'inter-node stream failed');
+      if (!body.destroyed && !res.destroyed && !stopped) request.log.error({ err }, 'inter-node stream failed');
       body.destroy();
       res.destroy();
     } finally {

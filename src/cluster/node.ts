@@ -9,6 +9,7 @@ import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js
 import { POSITIONS_PATH } from './internal-routes.js';
 import type { InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
+import type { Answer } from './answer.js';
 import { HttpTransport } from './transport.js';
 
 export interface NodeOptions {
@@ -157,6 +158,10 @@ export class ClusterNode {
         if (typeof type !== 'string' || SYSTEM_COMMANDS.includes(type)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
+      },
+      carried: {
+        answer: (to, id, answer) => this.transport.answer(to, id, answer as Answer),
+        answered: (from, answers) => this.transport.answered(from, answers),
       },
       positions: () => this.host.logPositions(),
       onQuery: async (partition, query) => {

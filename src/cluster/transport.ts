@@ -18,6 +18,12 @@
 // the peer acknowledged everything it holds, so that batches never overtake each other. A
 // peer without the stream route (an older build, answering 404) gets one POST per batch instead
 // (RAFT_PATH), one at a time, and the stream is tried again after STREAM_RETRY_MS.
+//
+// Forwarded client commands ride in the same frames (carry(), wire.ts's Carried) once the peer said
+// in a stream's answer that it reads them (CARRIES_HEADER): no HTTP request and answer of their own
+// per forwarded batch. The leader answers them in frames of its own stream to the sender (answer()).
+// What a command's answer depends on, and what a lost frame means for it, is told at carry().
+import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -25,10 +31,11 @@ import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
+import { decodeAnswer, type Answer } from './answer.js';
+import { CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
 import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
-import { encodeBatch, type BatchItem } from './wire.js';
+import { encodeBatch, type BatchItem, type Carried, type CarriedAnswer, type CarriedCommand } from './wire.js';
 
 export interface TransportLogger {
   warn(obj: object, msg: string): void;
@@ -68,6 +75,8 @@ export interface TransportOptions {
   readonly streamMaxAgeMs?: number;
   /** Frames of a Raft stream that may be unacknowledged (frames.ts). Default STREAM_WINDOW. */
   readonly streamWindow?: number;
+  /** Forwarded commands in stream frames when the peer reads them (default), or false: never, as older builds. */
+  readonly carry?: boolean;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -85,6 +94,9 @@ export interface TransportStats {
   readonly queued: number;
   /** Batches delivered: frames of Raft streams and POSTs. */
   readonly batches: number;
+  /** Forwarded commands sent in stream frames (carry()), and answers to a peer's (answer()). */
+  readonly carriedCommands: number;
+  readonly carriedAnswers: number;
 }
 
 export class SnapshotFetchError extends Error {
@@ -116,12 +128,39 @@ export const STREAM_MAX_AGE_MS = 60_000;
 export const STREAM_WINDOW = 32;
 /** After a peer answered a stream with 404 (a build without the route), POSTs until this has passed. */
 export const STREAM_RETRY_MS = 30_000;
+/** Carried commands and answers per frame, in approximate bytes; the rest waits for the next frame. */
+export const MAX_CARRIED_BYTES = 8 * 1024 * 1024;
+/**
+ * An answer not delivered within this long is dropped: the peer that forwarded its command has
+ * given up on it (its callers wait 15 s), or is gone.
+ */
+export const ANSWER_TTL_MS = 30_000;
+/** How long close() waits for the answers it owes to be acknowledged. */
+const ANSWERS_AT_CLOSE_MS = 1_000;
+/** How often commands awaiting an answer are checked against their deadlines. */
+const AWAIT_SWEEP_MS = 250;
+/** undici's codes for a connection that never opened: what was written to it was certainly not sent. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 1_000;
 /** Rough header cost of a message, so that a batch of empty messages is bounded too. */
 const MESSAGE_OVERHEAD_BYTES = 64;
 
 const consoleLogger: TransportLogger = { warn: (obj, msg) => console.warn(msg, obj) };
+
+/** An answer to a peer's carried command, with when it was queued (performance.now()). */
+interface QueuedAnswer extends CarriedAnswer {
+  readonly at: number;
+}
+
+/** A carried command's caller, until its answer comes or its fate is known without one. */
+interface Awaiting {
+  readonly resolve: (answer: Answer) => void;
+  /** performance.now() after which it is answered `unknown`, timed out. */
+  readonly deadline: number;
+  /** Written into a frame: from then on a lost stream leaves its fate unknown. */
+  sent: boolean;
+}
 
 interface Peer {
   readonly id: NodeId;
@@ -146,6 +185,16 @@ interface Peer {
   scheduled: boolean;
   /** Failed batches in a row; 0 after a success. */
   failures: number;
+  /** The peer said in its last stream's answer that it reads carried commands (CARRIES_HEADER). */
+  carries: boolean;
+  /** Commands and answers waiting for the next frame, and their approximate bytes. */
+  commands: CarriedCommand[];
+  answers: QueuedAnswer[];
+  carriedBytes: number;
+  /** Set while a flush of carried items alone is scheduled (setImmediate). */
+  carryScheduled: boolean;
+  /** Commands sent to the peer (or waiting to be) whose answers have not come, by id. */
+  readonly awaiting: Map<string, Awaiting>;
   /** Set while waiting out the backoff after a failure; no batch leaves meanwhile. */
   backoff: NodeJS.Timeout | null;
 }
@@ -168,6 +217,19 @@ export class HttpTransport {
   private dropped = 0;
   private failed = 0;
   private batches = 0;
+  private readonly carry_: boolean;
+  /** Set by settle(): no new command is carried (answers still are). */
+  private settling = false;
+  /**
+   * Carried commands' ids are this process's random nonce and a counter: an answer a peer held for
+   * this node's previous process matches no command of this one.
+   */
+  private readonly nonce = randomBytes(12).toString('base64url');
+  private commandCount = 0;
+  private carriedCommands = 0;
+  private carriedAnswers = 0;
+  /** Checks deadlines of carried commands while any await an answer. */
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(opts: TransportOptions) {
     assertUsableSecret(opts.clusterSecret);
@@ -186,6 +248,7 @@ export class HttpTransport {
       throw new RangeError(`streamWindow must be an integer from 1 to ${MAX_STREAM_WINDOW}, got ${this.streamWindow}`);
     }
     this.tls = opts.tls;
+    this.carry_ = opts.carry ?? true;
     this.warnings = new RateLimitedWarnings(opts.logger ?? consoleLogger, WARN_INTERVAL_MS);
 
     for (const { id, url } of opts.peers) {
@@ -208,6 +271,12 @@ export class HttpTransport {
         scheduled: false,
         failures: 0,
         backoff: null,
+        carries: false,
+        commands: [],
+        answers: [],
+        carriedBytes: 0,
+        carryScheduled: false,
+        awaiting: new Map(),
       });
     }
   }
@@ -250,6 +319,67 @@ export class HttpTransport {
     const res = await this.call(peerId, PROPOSE_PATH, { partition, command }, { timeoutMs: this.requestTimeoutMs * 5 });
     if (res.status !== 200) throw new Error(`forwarding to ${peerId} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 200)}`);
     return (res.body as { result: unknown }).result;
+  }
+
+  /**
+   * Sends a client command forwarded to `peerId`, its partition's leader, in the next frame of the
+   * Raft stream to it, and resolves with the leader's answer. Returns null when the peer does not
+   * read carried commands (not yet said, or an older build): the caller sends it by HTTP instead.
+   *
+   * The answer comes in a frame of the leader's own stream to this node. Without one, the command is:
+   * - `retry` when the peer certainly did not take it: its frame was never written, the stream never
+   *   connected or was answered another status than 200, or the peer ended or refused the stream
+   *   after acknowledging every frame it took, and not this one;
+   * - `unknown` when its frame was written and the connection then broke (the leader may have
+   *   proposed it: a broken stream is also how a leader's crash shows here), or when no answer came
+   *   within `timeoutMs`. A stream cut by this node's own deadline (a slow peer) leaves the command
+   *   waiting for its answer: the leader answers it on its own stream.
+   */
+  carry(peerId: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null {
+    const peer = this.peers.get(peerId);
+    if (peer === undefined || this.settling || !this.carrying(peer)) return null;
+    const carried: CarriedCommand = { id: `${this.nonce}.${(this.commandCount++).toString(36)}`, ...command };
+    return new Promise<Answer>((resolve) => {
+      peer.awaiting.set(carried.id, { resolve, deadline: performance.now() + timeoutMs, sent: false });
+      this.sweeper ??= setInterval(() => this.sweep(), AWAIT_SWEEP_MS).unref();
+      peer.commands.push(carried);
+      peer.carriedBytes += approximateCarriedBytes(carried.command);
+      this.carrySoon(peer);
+    });
+  }
+
+  /**
+   * For a node that starts to close: carries no new command from now on (carry() answers null, and
+   * the caller forwards by HTTP), and resolves once no carried command awaits its answer (each has
+   * its deadline). Answers to the peers' commands still go.
+   */
+  async settle(maxMs: number): Promise<void> {
+    this.settling = true;
+    const until = performance.now() + maxMs;
+    const awaiting = (): number => [...this.peers.values()].reduce((n, p) => n + p.awaiting.size, 0);
+    while (awaiting() > 0 && !this.closed && performance.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (const peer of this.peers.values()) this.settleAwaiting(peer, () => true, { kind: 'unknown', detail: 'this node is closing', timedOut: false });
+  }
+
+  /** Queues the answer to command `id` that `peerId` carried to this node; it leaves in a frame of the stream to it. */
+  answer(peerId: NodeId, id: string, answer: Answer): void {
+    const peer = this.peers.get(peerId);
+    if (peer === undefined || this.closed) return;
+    peer.answers.push({ id, answer, at: performance.now() });
+    peer.carriedBytes += approximateCarriedBytes(answer);
+    this.carrySoon(peer);
+  }
+
+  /** Answers that `peerId` sent to commands this node carried to it; unknown ids (answered already, timed out) are ignored. */
+  answered(peerId: NodeId, answers: readonly CarriedAnswer[]): void {
+    const peer = this.peers.get(peerId);
+    if (peer === undefined) return;
+    for (const { id, answer } of answers) {
+      const waiting = peer.awaiting.get(id);
+      if (waiting === undefined) continue;
+      peer.awaiting.delete(id);
+      waiting.resolve(decodeAnswer(200, answer));
+    }
   }
 
   /**
@@ -351,11 +481,11 @@ export class HttpTransport {
   stats(): TransportStats {
     let queued = 0;
     for (const peer of this.peers.values()) queued += peer.queue.length;
-    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued, batches: this.batches };
+    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued, batches: this.batches, carriedCommands: this.carriedCommands, carriedAnswers: this.carriedAnswers };
   }
 
   /** Each peer's queue and request state, for an operator or a test that gave up waiting. */
-  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean; streaming: boolean }[] {
+  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean; streaming: boolean; carries: boolean; awaiting: number }[] {
     return [...this.peers.values()].map((p) => ({
       peer: p.id,
       queued: p.queue.length,
@@ -363,6 +493,8 @@ export class HttpTransport {
       failures: p.failures,
       backingOff: p.backoff !== null,
       streaming: p.stream !== null,
+      carries: p.carries,
+      awaiting: p.awaiting.size,
     }));
   }
 
@@ -372,19 +504,28 @@ export class HttpTransport {
    */
   async close(): Promise<void> {
     if (this.closed) return;
+    // Answers to the peers' carried commands are let go first (within a second): their callers wait.
+    const owed = (): boolean => [...this.peers.values()].some((p) => (p.answers.length > 0 && p.carries) || p.stream?.holdsAnswers() === true);
+    for (const until = performance.now() + ANSWERS_AT_CLOSE_MS; owed() && performance.now() < until; ) await new Promise((resolve) => setTimeout(resolve, 10));
+    if (this.closed) return;
     this.closed = true;
     const pools: Pool[] = [];
     for (const peer of this.peers.values()) {
       this.dropped += peer.queue.clear();
       if (peer.backoff !== null) clearTimeout(peer.backoff);
       peer.backoff = null;
-      peer.stream?.close('the transport is closed');
+      peer.stream?.close('the transport is closed', 'closed');
       peer.stream = null;
+      this.settleAwaiting(peer, () => true, { kind: 'unknown', detail: 'this node is closing', timedOut: false });
+      peer.commands = [];
+      peer.answers = [];
       pools.push(peer.pool);
       if (peer.streamPool !== null) pools.push(peer.streamPool);
       if (peer.snapshotPool !== null) pools.push(peer.snapshotPool);
       if (peer.rpcPool !== null) pools.push(peer.rpcPool);
     }
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
     await Promise.all(pools.map((p) => p.destroy()));
   }
 
@@ -409,10 +550,13 @@ export class HttpTransport {
   }
 
   private flush(peer: Peer): void {
-    if (this.closed || peer.inFlight || peer.backoff !== null || peer.queue.length === 0) return;
+    if (this.closed || peer.inFlight || peer.backoff !== null) return;
+    const carrying = this.carrying(peer) && (peer.commands.length > 0 || peer.answers.length > 0);
+    if (peer.queue.length === 0 && !carrying) return;
     const batch = peer.queue.take(this.maxBatchBytes);
+    const carried = carrying ? this.takeCarried(peer) : null;
     peer.inFlight = true;
-    void this.deliver(peer, batch).then((ok) => {
+    void this.deliver(peer, batch, carried).then((ok) => {
       peer.inFlight = false;
       if (ok) {
         this.flush(peer);
@@ -437,10 +581,120 @@ export class HttpTransport {
 
   /**
    * Whether the peer took the batch: as a frame of its Raft stream, or as a POST to a peer without
-   * streams. Never rejects: a failure is counted and reported.
+   * streams (which carries nothing: `carried` is taken only while the peer reads it in its stream).
+   * Never rejects: a failure is counted and reported.
    */
-  private deliver(peer: Peer, batch: BatchItem[]): Promise<boolean> {
-    return this.streams && performance.now() >= peer.postsUntil ? this.stream(peer, batch) : this.post(peer, batch);
+  private deliver(peer: Peer, batch: BatchItem[], carried: Carried | null): Promise<boolean> {
+    return this.streams && performance.now() >= peer.postsUntil ? this.stream(peer, batch, carried) : this.post(peer, batch);
+  }
+
+  /** Whether commands may ride in frames to `peer` now: it said it reads them, and batches go by stream. */
+  private carrying(peer: Peer): boolean {
+    return this.carry_ && this.streams && !this.closed && peer.carries && performance.now() >= peer.postsUntil;
+  }
+
+  /**
+   * Flushes `peer` after the current I/O callbacks rather than at the end of this one: the commands
+   * of every request that arrived together, and the answers of every command one apply settled,
+   * leave in one frame (with the turn's Raft messages, when those leave then too).
+   */
+  private carrySoon(peer: Peer): void {
+    if (peer.carryScheduled) return;
+    peer.carryScheduled = true;
+    setImmediate(() => {
+      peer.carryScheduled = false;
+      this.flush(peer);
+    });
+  }
+
+  /** The oldest carried commands and answers within MAX_CARRIED_BYTES (at least one), marked as sent. */
+  private takeCarried(peer: Peer): Carried {
+    // Answers the forwarder gave up on, and commands whose callers were answered meanwhile, stay.
+    const stale = performance.now() - ANSWER_TTL_MS;
+    if (peer.answers.length > 0 && peer.answers[0]!.at < stale) peer.answers = peer.answers.filter((a) => a.at >= stale);
+    if (peer.commands.some((c) => !peer.awaiting.has(c.id))) peer.commands = peer.commands.filter((c) => peer.awaiting.has(c.id));
+    let commands = peer.commands;
+    let answers = peer.answers;
+    if (peer.carriedBytes <= MAX_CARRIED_BYTES) {
+      peer.commands = [];
+      peer.answers = [];
+      peer.carriedBytes = 0;
+    } else {
+      let bytes = 0;
+      const fits = (item: unknown): boolean => {
+        const n = approximateCarriedBytes(item);
+        if (bytes > 0 && bytes + n > MAX_CARRIED_BYTES) return false;
+        bytes += n;
+        return true;
+      };
+      let a = 0;
+      while (a < answers.length && fits(answers[a]!.answer)) a++;
+      let c = 0;
+      if (a === answers.length) while (c < commands.length && fits(commands[c]!.command)) c++;
+      peer.answers = answers.slice(a);
+      peer.commands = commands.slice(c);
+      answers = answers.slice(0, a);
+      commands = commands.slice(0, c);
+      peer.carriedBytes = Math.max(0, peer.carriedBytes - bytes);
+    }
+    return { commands, answers };
+  }
+
+  /**
+   * Carried items that may not have reached the peer: answers go back to the queue, to leave in a
+   * later frame (the sender ignores one it had already); commands are answered `retry` when the peer
+   * certainly did not take them, `unknown` when it may have, or left `waiting` for their answers
+   * (which the peer sends on its own stream if it took them) or their deadline.
+   */
+  private carriedLost(peer: Peer, carried: Carried, fate: 'retry' | 'unknown' | 'waiting', detail: string): void {
+    if (carried.answers.length > 0 && !this.closed && peer.carries) {
+      peer.answers = [...(carried.answers as QueuedAnswer[]), ...peer.answers];
+      for (const a of carried.answers) peer.carriedBytes += approximateCarriedBytes(a.answer);
+      this.carrySoon(peer);
+    }
+    if (fate === 'waiting' || carried.commands.length === 0) return;
+    const ids = new Set(carried.commands.map((c) => c.id));
+    this.settleAwaiting(peer, (id) => ids.has(id), fate === 'retry' ? { kind: 'retry', detail } : { kind: 'unknown', detail, timedOut: false });
+  }
+
+  /** Answers the awaiting commands of `peer` that `which` picks with `answer`. */
+  private settleAwaiting(peer: Peer, which: (id: string, waiting: Awaiting) => boolean, answer: Answer): void {
+    for (const [id, waiting] of peer.awaiting) {
+      if (!which(id, waiting)) continue;
+      peer.awaiting.delete(id);
+      waiting.resolve(answer);
+    }
+  }
+
+  /** Answers `unknown` the carried commands whose deadline passed; stops once none await. */
+  private sweep(): void {
+    const now = performance.now();
+    let left = 0;
+    for (const peer of this.peers.values()) {
+      // Never written into a frame (no room in the stream all that time): it never left.
+      this.settleAwaiting(peer, (_, w) => w.deadline <= now && !w.sent, { kind: 'retry', detail: `no room in the stream to ${peer.id}` });
+      this.settleAwaiting(peer, (_, w) => w.deadline <= now, { kind: 'unknown', detail: `${peer.id} did not answer in time`, timedOut: true });
+      left += peer.awaiting.size;
+    }
+    if (left === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+  }
+
+  /** What a stream's answer said about carried commands; a peer that stopped reading them gets none. */
+  private setCarries(peer: Peer, carries: boolean): void {
+    const was = peer.carries;
+    peer.carries = carries;
+    // Answers held while no stream said so leave now.
+    if (carries && (peer.answers.length > 0 || peer.commands.length > 0)) this.carrySoon(peer);
+    if (!was || carries) return;
+    // An older build now answers there (a rolling downgrade): what waits for a frame goes by HTTP.
+    const unsent = peer.commands;
+    peer.commands = [];
+    peer.answers = [];
+    peer.carriedBytes = 0;
+    this.carriedLost(peer, { commands: unsent, answers: [] }, 'retry', `${peer.id} no longer reads forwarded commands in its Raft stream`);
   }
 
   /**
@@ -448,7 +702,7 @@ export class HttpTransport {
    * follow (the stream's window has room), false when the stream ended first: its events count
    * what it lost and hand a peer without streams its batches back. Never rejects, as post().
    */
-  private async stream(peer: Peer, batch: BatchItem[]): Promise<boolean> {
+  private async stream(peer: Peer, batch: BatchItem[], carried: Carried | null): Promise<boolean> {
     let stream = peer.stream;
     if (stream === null || !stream.fresh(performance.now(), this.streamMaxAgeMs)) {
       // Frames of the old stream would race the new one's; Raft takes reordered messages, but as
@@ -460,14 +714,24 @@ export class HttpTransport {
     }
     let frame: Buffer;
     try {
-      frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES));
+      frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES, carried ?? undefined));
     } catch (err) {
       this.fail(peer, batch.length, errorText(err));
+      if (carried !== null) this.carriedLost(peer, carried, 'retry', 'the frame could not be encoded');
       return false;
     }
-    if (!stream.send(frame, batch)) {
+    if (!stream.send(frame, batch, carried)) {
       this.fail(peer, batch.length, 'the stream ended');
+      if (carried !== null) this.carriedLost(peer, carried, 'retry', 'the stream ended before the frame was written');
       return false;
+    }
+    if (carried !== null) {
+      for (const c of carried.commands) {
+        const waiting = peer.awaiting.get(c.id);
+        if (waiting !== undefined) waiting.sent = true;
+      }
+      this.carriedCommands += carried.commands.length;
+      this.carriedAnswers += carried.answers.length;
     }
     const outcome = await stream.room();
     // A peer without the stream route: the batches go back to the queue, as POSTs (streamOver).
@@ -479,6 +743,9 @@ export class HttpTransport {
     const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format, [WINDOW_HEADER]: String(this.streamWindow) };
     const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
     const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
+      opened: (carries) => {
+        if (peer.stream === opened) this.setCarries(peer, carries);
+      },
       acked: (frames, messages) => {
         this.sent += messages;
         this.batches += frames;
@@ -492,9 +759,25 @@ export class HttpTransport {
     return opened;
   }
 
-  /** Counts what an ended stream lost, and has the next batches wait out a failure. */
-  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: BatchItem[][]): void {
-    const lost = unacknowledged.reduce((n, b) => n + b.length, 0);
+  /**
+   * Counts what an ended stream lost, settles or requeues the commands and answers it carried, and
+   * has the next batches wait out a failure.
+   */
+  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: PendingFrame[]): void {
+    let lost = 0;
+    let lostCarried = 0;
+    const fate = carriedFate(failure);
+    for (const f of unacknowledged) {
+      lost += f.batch.length;
+      if (f.carried === null) continue;
+      lostCarried += f.carried.commands.length + f.carried.answers.length;
+      this.carriedLost(peer, f.carried, fate, `the stream to ${peer.id} ${failure.reason}`);
+    }
+    // A broken connection is how a peer's crash shows: the answers it owed may never come. (A peer
+    // that closes ends its streams cleanly, after answering what it took.)
+    if (failure.how === 'broken') {
+      this.settleAwaiting(peer, (_, w) => w.sent, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
+    }
     if (this.closed) {
       this.failed += lost;
       return;
@@ -502,14 +785,15 @@ export class HttpTransport {
     if (failure.status === 404) {
       // A build without streams took none of them: this batch and the next ones as POSTs, for a while.
       peer.postsUntil = performance.now() + STREAM_RETRY_MS;
-      this.dropped += peer.queue.requeue(unacknowledged.flat());
+      this.setCarries(peer, false);
+      this.dropped += peer.queue.requeue(unacknowledged.flatMap((f) => f.batch));
       this.schedule(peer);
       return;
     }
     // A stream that ended with everything acknowledged lost nothing: retired, cut while idle by the
     // peer, or the peer closing. The next batch opens another, and if that fails, it backs off.
-    if (lost === 0) return;
-    this.fail(peer, lost, failure.reason);
+    if (lost === 0 && lostCarried === 0) return;
+    if (lost > 0) this.fail(peer, lost, failure.reason);
     // A failure while a batch waits for room is that batch's: flush() backs off. Otherwise here.
     if (peer.inFlight || peer.backoff !== null) return;
     peer.failures++;
@@ -550,26 +834,36 @@ export class HttpTransport {
   }
 }
 
-/** Why a stream ended; `status` when the peer answered it with another one than 200. */
+/**
+ * Why a stream ended; `status` when the peer answered it with another one than 200. `how`: the peer
+ * ended its answer (`ended`, as it does for a stream this node retired or one idle too long); the
+ * peer refused the stream or answered another status (`refused`, `answered`); the connection broke
+ * (`broken`) or never opened (`not-sent`); this node cut it (`timeout`: no acknowledgement in time;
+ * `closed`: the transport closed).
+ */
 interface StreamFailure {
   readonly reason: string;
+  readonly how: 'ended' | 'refused' | 'answered' | 'broken' | 'not-sent' | 'timeout' | 'closed';
   readonly status?: number;
 }
 
 /** What a Raft stream tells the transport that owns it. */
 interface StreamEvents {
+  /** The peer answered the stream with 200; `carries`: it reads carried commands (CARRIES_HEADER). */
+  opened(carries: boolean): void;
   /** The peer acknowledged `frames` more frames, carrying `messages` messages. */
   acked(frames: number, messages: number): void;
   /**
    * The stream is over: no frame goes into it and no acknowledgement comes. `unacknowledged` are the
-   * batches written that the peer did not acknowledge, oldest first (it may have taken some).
+   * frames written that the peer did not acknowledge, oldest first (it may have taken some).
    */
-  over(failure: StreamFailure, unacknowledged: BatchItem[][]): void;
+  over(failure: StreamFailure, unacknowledged: PendingFrame[]): void;
 }
 
 /** A frame written and not yet acknowledged. */
 interface PendingFrame {
   readonly batch: BatchItem[];
+  readonly carried: Carried | null;
   readonly bytes: number;
 }
 
@@ -616,17 +910,25 @@ class RaftStream {
       (res) => {
         if (res.statusCode !== 200) {
           void res.body.text().then(
-            (text) => this.close(`answered ${res.statusCode} ${text.slice(0, 300)}`, res.statusCode),
-            () => this.close(`answered ${res.statusCode}`, res.statusCode),
+            (text) => this.close(`answered ${res.statusCode} ${text.slice(0, 300)}`, 'answered', res.statusCode),
+            () => this.close(`answered ${res.statusCode}`, 'answered', res.statusCode),
           );
           return;
         }
+        this.events.opened(res.headers[CARRIES_HEADER] === '1');
         res.body.on('data', (chunk: Buffer) => this.answer(chunk));
-        res.body.on('end', () => this.close(this.refused ? `refused: ${this.answers.rest().toString('utf8').slice(0, 300)}` : 'the peer ended the stream'));
-        res.body.on('error', (err) => this.close(errorText(err)));
+        res.body.on('end', () =>
+          this.refused ? this.close(`refused: ${this.answers.rest().toString('utf8').slice(0, 300)}`, 'refused') : this.close('the peer ended the stream', 'ended'),
+        );
+        res.body.on('error', (err) => this.close(errorText(err), 'broken'));
       },
-      (err: unknown) => this.close(errorText(err)),
+      (err: unknown) => this.close(errorText(err), NOT_SENT.has((err as { code?: string }).code ?? '') ? 'not-sent' : 'broken'),
     );
+  }
+
+  /** Whether a frame written and not acknowledged carries answers to the peer's commands. */
+  holdsAnswers(): boolean {
+    return this.pending.some((f) => f.carried !== null && f.carried.answers.length > 0);
   }
 
   /** Whether a new frame may go into this stream, or a new stream should replace it. */
@@ -638,11 +940,11 @@ class RaftStream {
    * Writes `frame`, which carries `batch`; false when the stream is over and nothing was written.
    * The batch is then the stream's until the peer acknowledges it or the stream ends (`events`).
    */
-  send(frame: Buffer, batch: BatchItem[]): boolean {
+  send(frame: Buffer, batch: BatchItem[], carried: Carried | null = null): boolean {
     if (this.retired || this.ended !== null) return false;
     this.frames++;
     if (this.pending.length === 0) this.progressAt = performance.now();
-    this.pending.push({ batch, bytes: frame.byteLength });
+    this.pending.push({ batch, carried, bytes: frame.byteLength });
     this.pendingBytes += frame.byteLength;
     this.body.write(frame);
     if (this.deadline === null) this.armDeadline(this.limits.timeoutMs);
@@ -669,19 +971,19 @@ class RaftStream {
     if (this.retired || this.ended !== null) return;
     this.retired = true;
     this.body.end();
-    setTimeout(() => this.abort.abort(), timeoutMs).unref();
+    setTimeout(() => this.close(`retired, and not ended by the peer within ${timeoutMs} ms`, 'timeout'), timeoutMs).unref();
   }
 
   /** Ends the stream at once; the frames not acknowledged are lost with `reason`. */
-  close(reason: string, status?: number): void {
+  close(reason: string, how: StreamFailure['how'], status?: number): void {
     if (this.ended !== null) return;
-    const ended: StreamFailure = status === undefined ? { reason } : { reason, status };
+    const ended: StreamFailure = status === undefined ? { reason, how } : { reason, how, status };
     this.ended = ended;
     this.body.destroy();
     this.abort.abort();
     if (this.deadline !== null) clearTimeout(this.deadline);
     this.deadline = null;
-    const lost = this.pending.map((f) => f.batch);
+    const lost = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
     this.events.over(ended, lost);
@@ -703,7 +1005,7 @@ class RaftStream {
       this.deadline = null;
       if (this.pending.length === 0) return;
       const left = this.progressAt + this.limits.timeoutMs - performance.now();
-      if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`);
+      if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`, 'timeout');
       else this.armDeadline(left);
     }, ms);
     this.deadline.unref();
@@ -811,6 +1113,45 @@ class MessageQueue {
       this.head = 0;
     }
   }
+}
+
+/**
+ * What the commands in a stream's unacknowledged frames are answered, by how the stream ended. The
+ * peer took none of them when the stream never connected or was answered another status than 200
+ * (the route answers 200 before it reads a frame), or when the peer ended or refused it (it
+ * acknowledges every frame it took before either). A broken connection may have lost them after the
+ * peer took them. A stream this node cut for a late acknowledgement, or closed, leaves them waiting:
+ * a peer that took them answers on its own stream.
+ */
+function carriedFate(failure: StreamFailure): 'retry' | 'unknown' | 'waiting' {
+  switch (failure.how) {
+    case 'not-sent':
+    case 'answered':
+    case 'refused':
+    case 'ended':
+      return 'retry';
+    case 'broken':
+      return 'unknown';
+    case 'timeout':
+    case 'closed':
+      return 'waiting';
+    default:
+      return unreachableHow(failure.how);
+  }
+}
+
+function unreachableHow(how: never): never {
+  throw new Error(`unknown stream ending ${String(how)}`);
+}
+
+/** An upper bound of a carried command's or answer's JSON: every character of its strings as a 6-byte escape. */
+function approximateCarriedBytes(v: unknown): number {
+  if (typeof v === 'string') return 6 * v.length + 2;
+  if (typeof v !== 'object' || v === null) return 24;
+  let n = 16;
+  if (Array.isArray(v)) for (const x of v) n += approximateCarriedBytes(x) + 1;
+  else for (const k in v) n += 6 * k.length + 4 + approximateCarriedBytes((v as Record<string, unknown>)[k]);
+  return n;
 }
 
 function approximateBytes(m: Message): number {

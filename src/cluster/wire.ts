@@ -2,7 +2,10 @@
 //
 //   byte 0        format version (1)
 //   bytes 1..4    header length H, unsigned big-endian
-//   bytes 5..5+H  header: UTF-8 JSON {"from": NodeId, "items": [[partition, message], ...]}
+//   bytes 5..5+H  header: UTF-8 JSON {"from": NodeId, "items": [[partition, message], ...]}, and in
+//                 a Raft stream's frame to a peer that said it reads them (CARRIES_HEADER), also
+//                 "commands" (client commands forwarded to a leader) and "answers" (a leader's
+//                 answers to them), each only when not empty: see Carried below
 //   the rest      every byte payload (entry data, snapshot data), concatenated in header order
 //
 // In the header each payload is replaced by its length, so no payload is base64-encoded or escaped.
@@ -37,7 +40,46 @@ export interface BatchItem {
 export interface Batch {
   readonly from: NodeId;
   readonly items: BatchItem[];
+  /** Forwarded commands and answers riding in the frame (a Raft stream's only); absent when none. */
+  readonly carried?: Carried;
 }
+
+/**
+ * A client command forwarded by the node that received it to the partition's leader, inside the
+ * Raft stream it sends on anyway, instead of an HTTP request of its own (src/cluster/carry.ts).
+ * The leader answers it by `id` in a frame of its own stream to the sender.
+ */
+export interface CarriedCommand {
+  /**
+   * The sender's: its process's random nonce, a dot, and a counter (CARRIED_ID), so that an answer
+   * held for a sender that restarted since matches none of the new process's commands.
+   */
+  readonly id: string;
+  readonly partition: number;
+  readonly actor: string | null;
+  readonly command: Record<string, unknown>;
+  readonly idempotencyKey?: string;
+  /** The client request's id at the sender: the leader logs the command under it. */
+  readonly requestId?: string;
+}
+
+/** A leader's answer to a carried command: a router Answer, read by decodeAnswer. */
+export interface CarriedAnswer {
+  readonly id: string;
+  readonly answer: unknown;
+}
+
+export interface Carried {
+  readonly commands: readonly CarriedCommand[];
+  readonly answers: readonly CarriedAnswer[];
+}
+
+/** Longest actor (a user name) in a carried command, as the forwarded routes take it. */
+export const MAX_ACTOR_LENGTH = 64;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A carried command's id: a process nonce, a dot, a counter in base 36. */
+export const CARRIED_ID = /^[A-Za-z0-9_-]{1,24}\.[0-9a-z]{1,16}$/;
 
 /** Bytes that are not a batch this node can read. */
 export class WireFormatError extends Error {
@@ -55,7 +97,7 @@ type WireEntry = [term: number, index: number, kind: number, size: number];
  * the peer would only lose every batch that carries the item. `leading` bytes are left unwritten
  * before the batch, for the caller's own prefix (a frame's length), so the batch is not copied again.
  */
-export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading = 0): Buffer {
+export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading = 0, carried?: Carried): Buffer {
   const payloads: Uint8Array[] = [];
   let payloadBytes = 0;
   const add = (data: Uint8Array): number => {
@@ -68,7 +110,10 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading =
     if (message.from !== from) throw new WireFormatError(`items[${i}]: message from ${message.from}, batch from ${from}`);
     return [partition, toWire(message, add)];
   });
-  const header = JSON.stringify({ from, items: wireItems });
+  const head: { from: NodeId; items: unknown[]; commands?: readonly CarriedCommand[]; answers?: unknown[] } = { from, items: wireItems };
+  if (carried !== undefined && carried.commands.length > 0) head.commands = carried.commands;
+  if (carried !== undefined && carried.answers.length > 0) head.answers = carried.answers.map((a) => [a.id, a.answer]);
+  const header = JSON.stringify(head);
   const headerBytes = Buffer.byteLength(header, 'utf8');
   const out = Buffer.allocUnsafe(leading + PREFIX_BYTES + headerBytes + payloadBytes);
   out.writeUInt8(WIRE_VERSION, leading);
@@ -144,7 +189,14 @@ export function decodeBatch(buf: Uint8Array): Batch {
   } catch (cause) {
     throw new WireFormatError('header is not UTF-8 JSON', { cause });
   }
-  if (!isRecord(header) || Object.keys(header).length !== 2) fail('header: expected {from, items}');
+  if (!isRecord(header)) fail('header: expected {from, items}');
+  let keys = 0;
+  for (const k in header) {
+    if (!Object.hasOwn(header, k)) continue;
+    if (k !== 'from' && k !== 'items' && k !== 'commands' && k !== 'answers') fail(`header: unknown field ${JSON.stringify(k).slice(0, 40)}`);
+    keys++;
+  }
+  if (keys < 2 || header.from === undefined || header.items === undefined) fail('header: expected {from, items}');
   const from = header.from;
   if (!isNodeId(from)) fail(`from: ${NODE_ID}`);
   const rawItems = header.items;
@@ -160,7 +212,39 @@ export function decodeBatch(buf: Uint8Array): Batch {
     items[i] = { partition, message: messageAt(item[1], i, from, payloads) };
   }
   payloads.end();
-  return { from, items };
+  if (header.commands === undefined && header.answers === undefined) return { from, items };
+  return { from, items, carried: { commands: commandsIn(header.commands), answers: answersIn(header.answers) } };
+}
+
+function commandsIn(v: unknown): CarriedCommand[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) fail('commands: expected an array');
+  return v.map((c: unknown, j): CarriedCommand => {
+    const at = (field: string, what: string): never => fail(`commands[${j}].${field}: ${what}`);
+    if (!isRecord(c)) return fail(`commands[${j}]: expected an object`);
+    let n = 0;
+    for (const k in c) if (Object.hasOwn(c, k)) n++;
+    const { id, partition, actor, command, idempotencyKey, requestId } = c;
+    if (typeof id !== 'string' || !CARRIED_ID.test(id)) at('id', `expected a string matching ${CARRIED_ID.source}`);
+    if (!isPartition(partition)) at('partition', `expected an integer 0 to ${MAX_PARTITIONS - 1}`);
+    if (actor !== null && !(typeof actor === 'string' && actor.length > 0 && actor.length <= MAX_ACTOR_LENGTH)) at('actor', `expected null or a string of 1 to ${MAX_ACTOR_LENGTH} characters`);
+    if (!isRecord(command)) at('command', 'expected an object');
+    if (idempotencyKey !== undefined && !(typeof idempotencyKey === 'string' && idempotencyKey.length > 0 && idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH)) {
+      at('idempotencyKey', `expected a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+    }
+    if (requestId !== undefined && !(typeof requestId === 'string' && REQUEST_ID.test(requestId))) at('requestId', `expected a string matching ${REQUEST_ID.source}`);
+    if (n !== 4 + (idempotencyKey === undefined ? 0 : 1) + (requestId === undefined ? 0 : 1)) fail(`commands[${j}]: unknown fields`);
+    return c as unknown as CarriedCommand;
+  });
+}
+
+function answersIn(v: unknown): CarriedAnswer[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) fail('answers: expected an array');
+  return v.map((a: unknown, j): CarriedAnswer => {
+    if (!Array.isArray(a) || a.length !== 2 || typeof a[0] !== 'string' || !CARRIED_ID.test(a[0]) || !isRecord(a[1])) return fail(`answers[${j}]: expected [id, answer]`);
+    return { id: a[0], answer: a[1] };
+  });
 }
 
 // The checks below take the item's position and a field name instead of a ready path: building a

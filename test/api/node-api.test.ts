@@ -28,11 +28,23 @@ t.test('a request through a follower is served by the leader, under the callerâ€
   t.equal((await call(urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
   // Should leadership move to this node meanwhile, it serves the request itself: the assertions hold.
   const follower = urls[((await leaderOf(cluster, name)) + 1) % 3]!;
+  const commandPosts = async (): Promise<number> => {
+    const texts = await Promise.all(urls.map(async (u) => (await scrape(u)).text));
+    let n = 0;
+    for (const m of texts.join('\n').matchAll(/mom_http_requests_total\{[^}]*route="\/internal\/commands?"[^}]*\} (\d+)/g)) n += Number(m[1]);
+    return n;
+  };
+  const postsBefore = await commandPosts();
   const res = await call(follower, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' }, headers: { 'x-request-id': 'req-abc.123' } });
   t.equal(res.status, 201);
   t.equal(res.headers['x-request-id'], 'req-abc.123', 'the id comes back');
   const q = await call(follower, 'GET', `/v1/queues/${name}`, { token });
   t.match(q.body, { owner: 'operator', stats: { visible: 1 } }, 'written as the caller, read back linearizably through the follower');
+  // The command rode in the follower's Raft stream to the leader, with no HTTP request of its own:
+  // unless leadership moved to the follower meanwhile, and it served the request itself.
+  const carried = /mom_peer_carried_total\{kind="command"\} (\d+)/.exec((await scrape(follower)).text)?.[1];
+  if (urls[await leaderOf(cluster, name)] !== follower) t.ok(Number(carried) >= 1, 'carried in the Raft stream');
+  t.equal(await commandPosts(), postsBefore, 'no node served a forwarded command over HTTP meanwhile');
   const odd = await call(follower, 'GET', '/healthz', { headers: { 'x-request-id': 'no spaces or\tcontrol' } });
   t.not(odd.headers['x-request-id'], 'no spaces or\tcontrol', 'an unusable id is replaced');
 });
@@ -72,6 +84,7 @@ t.test('operational routes: healthz, readyz, cluster, metrics, and 404 as a prob
   t.match(n1.text, /mom_peer_messages_total\{outcome="sent"\} [1-9]\d*/);
   t.match(n1.text, /mom_peer_batches_total [1-9]\d*/);
   t.match(n1.text, /mom_peer_messages_queued \d+/);
+  t.match(n1.text, /mom_peer_carried_total\{kind="command"\} \d+/);
 
   // Depths and ages are reported by a partition's leader only. Scrape the node /v1/cluster names as
   // the queue's leader; should leadership move before the scrape (or the new leader not have applied

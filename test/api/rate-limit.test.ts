@@ -48,7 +48,7 @@ async function app(trustProxy?: string[]) {
       afterAnswer: never,
       waiting: () => 0,
     },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0 }), cutOffFor: () => 0 },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
     ...(trustProxy === undefined ? {} : { trustProxy }),
   };

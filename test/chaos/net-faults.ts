@@ -6,8 +6,10 @@
 // resolves both specifiers to the one file: URL, and Node keeps one instance per URL), and wraps
 // methods of HttpTransport.prototype so that a request to a peer the control file lists as blocked
 // fails as a refused connection would:
-//   deliver        a batch of Raft messages (a frame of the Raft stream, or a POST): counted as failed
-//                  through the transport's own fail() with an ECONNREFUSED reason, and answers false,
+//   deliver        a batch of Raft messages (a frame of the Raft stream, or a POST), with the forwarded
+//                  commands and answers it carries: counted as failed through the transport's own
+//                  fail() with an ECONNREFUSED reason (carried commands answered as never sent,
+//                  carried answers kept to go again), and answers false,
 //                  so the peer's queue backs off as after a real refusal. Raft responses are messages
 //                  of their own, sent the other way, so blocking A -> B alone is a true one-way cut
 //                  for Raft traffic. A stream already open stays open; its next frames are refused.
@@ -103,11 +105,16 @@ function install(controlPath: string): void {
   type Fn = (this: unknown, ...args: unknown[]) => Promise<unknown>;
   const orig = Object.fromEntries(METHODS.map((m) => [m, proto[m] as Fn])) as Record<Method, Fn>;
   for (const m of METHODS) if (typeof orig[m] !== 'function') throw new Error(`net-faults: HttpTransport.prototype.${m} is not a method; the transport changed`);
+  if (typeof proto.carriedLost !== 'function') throw new Error('net-faults: HttpTransport.prototype.carriedLost is not a method; the transport changed');
 
-  // deliver(peer: Peer, batch: BatchItem[]): Promise<boolean>; never rejects, reports through fail().
-  proto.deliver = async function (this: { fail(peer: unknown, n: number, reason: string): void }, peer: { id: string }, batch: unknown[]): Promise<unknown> {
-    if (pass('deliver', peer.id)) return orig.deliver.call(this, peer, batch);
-    this.fail(peer, batch.length, `ECONNREFUSED: ${refused(peer.id).message}`);
+  // deliver(peer: Peer, batch: BatchItem[], carried: Carried | null): Promise<boolean>; never rejects,
+  // reports through fail(); forwarded commands it carries never left (retry), answers wait to go again.
+  type Transport = { fail(peer: unknown, n: number, reason: string): void; carriedLost(peer: unknown, carried: unknown, notSent: boolean, detail: string): void };
+  proto.deliver = async function (this: Transport, peer: { id: string }, batch: unknown[], carried: unknown): Promise<unknown> {
+    if (pass('deliver', peer.id)) return orig.deliver.call(this, peer, batch, carried);
+    const reason = `ECONNREFUSED: ${refused(peer.id).message}`;
+    this.fail(peer, batch.length, reason);
+    if (carried !== null && carried !== undefined) this.carriedLost(peer, carried, true, reason);
     return false;
   };
   proto.call = async function (this: unknown, peerId: string, ...rest: unknown[]): Promise<unknown> {

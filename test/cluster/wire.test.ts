@@ -370,3 +370,58 @@ t.test('property: a corrupted header is decoded or refused, never crashes', asyn
   );
   t.pass();
 });
+
+// Forwarded commands and answers riding in a Raft stream's frame (Carried).
+const command = <I,>(id: I, extra: Record<string, unknown> = {}) => ({
+  id,
+  partition: 3,
+  actor: 'alice',
+  command: { type: 'send', queue: 'orders', messages: [{ body: 'héllo "wörld"\n' }] },
+  ...extra,
+});
+
+t.test('carried commands and answers round-trip, and a batch without them has none', async (t) => {
+  const commands = [command('Xy_9-ab.1'), command('Xy_9-ab.zz3', { actor: null, idempotencyKey: 'k-1', requestId: 'req.7:a_b-c' })];
+  const answers = [
+    { id: 'Qq.9', answer: { kind: 'ok', result: { ok: true, value: { sequence: 4 } } } },
+    { id: 'Qq.a', answer: { kind: 'not_leader', leader: 'node-c' } },
+  ];
+  const items = [{ partition: 1, message: everyType[0]! }];
+  const decoded = decodeBatch(encodeBatch(a, items, 0, { commands, answers }));
+  t.same(plain(decoded.items), plain(items));
+  t.same(decoded.carried, { commands, answers });
+  // commands alone, with no Raft message in the frame
+  t.same(decodeBatch(encodeBatch(a, [], 0, { commands, answers: [] })).carried, { commands, answers: [] });
+  t.equal(decodeBatch(encodeBatch(a, items, 0, { commands: [], answers: [] })).carried, undefined, 'empty lists are left out');
+  t.equal(decodeBatch(encodeBatch(a, items)).carried, undefined);
+  // and an older reader, which knows {from, items} only, is never sent the fields (see CARRIES_HEADER)
+  t.notMatch(encodeBatch(a, items, 0, { commands: [], answers: [] }).toString('latin1'), /commands|answers/);
+});
+
+t.test('malformed carried commands and answers are refused', async (t) => {
+  const base = batchOf(heartbeat());
+  const cases: [string, unknown][] = [
+    ['commands an object', { ...base, commands: {} }],
+    ['a command not an object', { ...base, commands: [7] }],
+    ['id a number', { ...base, commands: [command(1)] }],
+    ['id without its nonce', { ...base, commands: [command('.1')] }],
+    ['id with a space', { ...base, commands: [command('ab .1')] }],
+    ['id counter in capitals', { ...base, commands: [command('ab.1A')] }],
+    ['partition out of range', { ...base, commands: [command('n.1', { partition: 1_000_000 })] }],
+    ['actor empty', { ...base, commands: [command('n.1', { actor: '' })] }],
+    ['actor too long', { ...base, commands: [command('n.1', { actor: 'x'.repeat(65) })] }],
+    ['actor a number', { ...base, commands: [command('n.1', { actor: 5 })] }],
+    ['command an array', { ...base, commands: [command('n.1', { command: [] })] }],
+    ['command missing', { ...base, commands: [{ id: 'n.1', partition: 0, actor: null }] }],
+    ['idempotency key empty', { ...base, commands: [command('n.1', { idempotencyKey: '' })] }],
+    ['idempotency key too long', { ...base, commands: [command('n.1', { idempotencyKey: 'k'.repeat(256) })] }],
+    ['request id with a space', { ...base, commands: [command('n.1', { requestId: 'a b' })] }],
+    ['an unknown field', { ...base, commands: [command('n.1', { extra: true })] }],
+    ['answers an object', { ...base, answers: {} }],
+    ['an answer not a pair', { ...base, answers: [[1]] }],
+    ['an answer id a number', { ...base, answers: [[1, { kind: 'ok' }]] }],
+    ['an answer not an object', { ...base, answers: [['n.1', 'ok']] }],
+    ['another unknown header field', { ...base, commands: [], other: 1 }],
+  ];
+  for (const [what, header] of cases) t.throws(() => decodeBatch(frame(header)), WireFormatError, what);
+});

@@ -1,0 +1,225 @@
+// Forwarded client commands carried in the Raft streams (HttpTransport.carry, wire.ts's Carried): two
+// nodes, each with the inter-node routes and a transport to the other, wired as src/cluster/node.ts
+// wires them. What a forwarding node's client depends on: the leader's answer comes back, nothing
+// goes over the HTTP command routes, and when the answer cannot come, the command is answered at
+// once with what is known of its fate (retry: it never left; unknown: it may apply).
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import t, { type Test } from 'tap';
+import type { Answer } from '../../src/cluster/answer.js';
+import { internalRoutes } from '../../src/cluster/internal-routes.js';
+import { HttpTransport } from '../../src/cluster/transport.js';
+import { MessageType, nodeId, type NodeId } from '../../src/raft/index.js';
+
+const SECRET = 'cluster-secret-7d2e4b';
+const a = nodeId('node-a');
+const b = nodeId('node-b');
+
+async function until(what: string, predicate: () => boolean, tries = 1000): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (predicate()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+interface Side {
+  readonly id: NodeId;
+  app: FastifyInstance;
+  port: number;
+  tr: HttpTransport;
+  /** Frames (or POSTs) whose Raft messages reached this node, one element each. */
+  frames: number;
+  /** Paths of every inter-node request that reached this node. */
+  readonly requests: string[];
+  /** Commands carried to this node, in the order they came. */
+  readonly commands: { partition: number; actor: string | null; command: unknown; idempotencyKey: string | undefined }[];
+  /** What this node answers a carried command with; default: an `ok` echoing the command. */
+  onCommand: (command: unknown) => Promise<unknown>;
+}
+
+async function listen(t: Test, side: Side, opts: { carries: boolean; port?: number }): Promise<void> {
+  const app = Fastify({ logger: false });
+  app.addHook('onRequest', async (request) => void side.requests.push(request.url));
+  await app.register(internalRoutes, {
+    clusterSecret: SECRET,
+    self: side.id,
+    onMessages: () => void side.frames++,
+    snapshotFile: () => null,
+    onCommand: async (partition, actor, command, idempotencyKey) => {
+      side.commands.push({ partition, actor, command, idempotencyKey });
+      return side.onCommand(command);
+    },
+    // An older build: no `carried`, so its streams do not say that it reads commands.
+    ...(opts.carries
+      ? {
+          carried: {
+            answer: (to: NodeId, id: string, answer: unknown) => side.tr.answer(to, id, answer as Answer),
+            answered: (from: NodeId, answers: Parameters<HttpTransport['answered']>[1]) => side.tr.answered(from, answers),
+          },
+        }
+      : {}),
+  });
+  await app.listen({ host: '127.0.0.1', port: opts.port ?? 0 });
+  side.app = app;
+  side.port = (app.server.address() as AddressInfo).port;
+  t.teardown(() => app.close());
+}
+
+/** Nodes A and B with their streams open both ways (heartbeats sent and acknowledged). */
+async function pair(t: Test, opts: { bCarries?: boolean; timeoutMs?: number } = {}): Promise<{ A: Side; B: Side }> {
+  const side = (id: NodeId): Side => ({
+    id,
+    app: null as unknown as FastifyInstance,
+    port: 0,
+    tr: null as unknown as HttpTransport,
+    frames: 0,
+    requests: [],
+    commands: [],
+    onCommand: async (command) => ({ kind: 'ok', result: { ok: true, value: { echo: command } } }),
+  });
+  const A = side(a);
+  const B = side(b);
+  await listen(t, A, { carries: true });
+  await listen(t, B, { carries: opts.bCarries ?? true });
+  const transport = (self: NodeId, to: Side) =>
+    new HttpTransport({ self, peers: [{ id: to.id, url: `http://127.0.0.1:${to.port}` }], clusterSecret: SECRET, logger: { warn: () => undefined }, requestTimeoutMs: opts.timeoutMs ?? 2_000 });
+  A.tr = transport(a, B);
+  B.tr = transport(b, A);
+  t.teardown(() => Promise.all([A.tr.close(), B.tr.close()]));
+  A.tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: a, to: b, term: 1, commit: 0, readRound: 0 } }]);
+  B.tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: b, to: a, term: 1, commit: 0, readRound: 0 } }]);
+  await until('both streams acknowledged a frame', () => A.tr.stats().batches > 0 && B.tr.stats().batches > 0);
+  return { A, B };
+}
+
+const carry = (from: Side, n: number, timeoutMs = 60_000): Promise<Answer> => {
+  const answer = from.tr.carry(b, { partition: 2, actor: 'alice', command: { type: 'send', queue: 'q', n }, idempotencyKey: `key-${n}` }, timeoutMs);
+  if (answer === null) throw new Error('the peer does not read carried commands');
+  return answer;
+};
+
+t.test('forwarded commands ride in the Raft streams both ways, those of one turn in one frame', async (t) => {
+  const { A, B } = await pair(t);
+  t.ok(A.tr.peerStates()[0]!.carries, 'B said that it reads carried commands');
+  const framesBefore = B.frames;
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, n) => carry(A, n)));
+  t.same(
+    answers,
+    Array.from({ length: 20 }, (_, n) => ({ kind: 'ok', result: { ok: true, value: { echo: { type: 'send', queue: 'q', n } } } })),
+    'each caller has the answer to its own command',
+  );
+  t.same(B.commands[7], { partition: 2, actor: 'alice', command: { type: 'send', queue: 'q', n: 7 }, idempotencyKey: 'key-7' });
+  t.equal(B.frames - framesBefore, 1, 'the twenty commands of one turn went in one frame');
+  t.same(
+    B.requests.filter((r) => r !== '/internal/raft-stream'),
+    [],
+    'no HTTP request of their own',
+  );
+  t.same(A.requests.filter((r) => r !== '/internal/raft-stream'), []);
+  t.match(A.tr.stats(), { carriedCommands: 20, carriedAnswers: 0 });
+  t.match(B.tr.stats(), { carriedCommands: 0, carriedAnswers: 20 });
+  t.equal(A.tr.peerStates()[0]!.awaiting, 0, 'nothing left waiting');
+});
+
+t.test('a leader that does not read carried commands (an older build) gets none', async (t) => {
+  const { A, B } = await pair(t, { bCarries: false });
+  t.notOk(A.tr.peerStates()[0]!.carries);
+  t.equal(A.tr.carry(b, { partition: 0, actor: null, command: { type: 'x' } }, 1_000), null, 'the caller is told to use HTTP');
+  t.same(B.commands, []);
+});
+
+t.test('a leader that goes away while a command awaits its answer: unknown at once, not at the deadline', async (t) => {
+  const { A, B } = await pair(t);
+  let proposed = (): void => undefined;
+  const reached = new Promise<void>((resolve) => (proposed = resolve));
+  let finish = (): void => undefined;
+  B.onCommand = () => {
+    proposed();
+    return new Promise((resolve) => (finish = () => resolve({ kind: 'ok', result: { ok: true, value: {} } })));
+  };
+  const answer = carry(A, 1, 600_000);
+  await reached;
+  // A crash, as the peer sees it: every connection of B's cut at once.
+  B.app.server.closeAllConnections();
+  const got = await answer;
+  t.match(got, { kind: 'unknown', timedOut: false }, 'it may have applied: the client hears 503, or retries with its key');
+  finish();
+});
+
+/** B takes commands and answers each `{ done: command }` once `release` is called. */
+function holdAnswers(B: Side): () => void {
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  B.onCommand = async (command) => {
+    await gate;
+    return { kind: 'ok', result: { ok: true, value: { done: command } } };
+  };
+  return release;
+}
+
+t.test('a leader that closes answers the commands it took before it ends its streams', async (t) => {
+  const { A, B } = await pair(t);
+  const release = holdAnswers(B);
+  const answer = carry(A, 3, 600_000);
+  await until('B took the command', () => B.commands.length === 1);
+  const closed = B.app.close();
+  // Later than the close's start, though nothing waits for it: without the wait, the answer is lost.
+  setTimeout(release, 50);
+  t.same(await answer, { kind: 'ok', result: { ok: true, value: { done: { type: 'send', queue: 'q', n: 3 } } } });
+  await closed;
+});
+
+t.test('a forwarding node that closes carries no new command, and keeps its streams until its answers came', async (t) => {
+  const { A, B } = await pair(t);
+  const release = holdAnswers(B);
+  const answer = carry(A, 4, 600_000);
+  await until('B took the command', () => B.commands.length === 1);
+  // As MomServer.close does it: the transport settles, then the app closes.
+  const closed = A.tr.settle(600_000).then(() => A.app.close());
+  t.equal(A.tr.carry(b, { partition: 0, actor: null, command: { type: 'x' } }, 1_000), null, 'a new command goes by HTTP');
+  release();
+  t.same(await answer, { kind: 'ok', result: { ok: true, value: { done: { type: 'send', queue: 'q', n: 4 } } } }, 'the answer came through the stream A serves');
+  await closed;
+});
+
+t.test('no answer within the deadline: unknown, timed out', async (t) => {
+  const { A, B } = await pair(t);
+  let finish = (): void => undefined;
+  B.onCommand = () => new Promise((resolve) => (finish = () => resolve({ kind: 'ok', result: { ok: true, value: {} } })));
+  t.match(await carry(A, 1, 200), { kind: 'unknown', timedOut: true });
+  t.equal(A.tr.peerStates()[0]!.awaiting, 0);
+  // the late answer is ignored
+  finish();
+  await until('B sent the late answer', () => B.tr.stats().carriedAnswers === 1);
+});
+
+t.test('a command whose stream never connected is answered retry: it never left', async (t) => {
+  const { A, B } = await pair(t);
+  await B.app.close();
+  await until('the stream to B ended', () => !A.tr.peerStates()[0]!.streaming);
+  t.match(await carry(A, 1), { kind: 'retry' });
+  t.same(B.commands, []);
+});
+
+t.test('an answer lost with its stream is sent again on the next one', async (t) => {
+  const { A, B } = await pair(t);
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  B.onCommand = async (command) => {
+    await gate;
+    return { kind: 'ok', result: { ok: true, value: { late: command } } };
+  };
+  const answer = carry(A, 5);
+  await until('B took the command', () => B.commands.length === 1);
+  // A's server goes away as in a crash, though A's transport lives on: B's answer cannot reach A
+  // until A listens again on the same port.
+  const port = A.port;
+  A.app.server.close();
+  A.app.server.closeAllConnections();
+  release();
+  // Backing off, not re-sending the answer in a loop of failed streams.
+  await until('B failed to send the answer and backs off', () => B.tr.peerStates()[0]!.failures > 0);
+  await listen(t, A, { carries: true, port });
+  t.same(await answer, { kind: 'ok', result: { ok: true, value: { late: { type: 'send', queue: 'q', n: 5 } } } });
+});
