@@ -15,7 +15,7 @@ export async function threeNodes(t: Test, name: string, logLevel = 'warn'): Prom
   for (const i of [0, 1, 2]) cluster.start(i);
   t.teardown(async () => {
     await cluster.close();
-    if (process.env.MOM_KEEP_RUN !== "1") rmSync(runDir, { recursive: true, force: true });
+    if (process.env.MOM_KEEP_RUN !== '1') rmSync(runDir, { recursive: true, force: true });
   });
   return cluster;
 }
