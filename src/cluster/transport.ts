@@ -324,7 +324,8 @@ export class HttpTransport {
   /**
    * Sends a client command forwarded to `peerId`, its partition's leader, in the next frame of the
    * Raft stream to it, and resolves with the leader's answer. Returns null when the peer does not
-   * read carried commands (not yet said, or an older build): the caller sends it by HTTP instead.
+   * read carried commands (not yet said, or an older build), or while batches to it back off after
+   * a failure: the caller sends it by HTTP instead.
    *
    * The answer comes in a frame of the leader's own stream to this node. Without one, the command is:
    * - `retry` when the peer certainly did not take it: its frame was never written, the stream never
@@ -337,7 +338,8 @@ export class HttpTransport {
    */
   carry(peerId: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null {
     const peer = this.peers.get(peerId);
-    if (peer === undefined || this.settling || !this.carrying(peer)) return null;
+    // Not into a stream that is failing: the command would wait out its backoff.
+    if (peer === undefined || this.settling || peer.backoff !== null || !this.carrying(peer)) return null;
     const carried: CarriedCommand = { id: `${this.nonce}.${(this.commandCount++).toString(36)}`, ...command };
     return new Promise<Answer>((resolve) => {
       peer.awaiting.set(carried.id, { resolve, deadline: performance.now() + timeoutMs, sent: false });
@@ -571,6 +573,14 @@ export class HttpTransport {
   /** No batch leaves for a while, doubling with the failures in a row. */
   private backOff(peer: Peer): void {
     const delay = Math.min(BACKOFF_FIRST_MS * 2 ** (peer.failures - 1), BACKOFF_MAX_MS);
+    // Commands waiting for a frame do not wait out the backoff: they never left, and their callers
+    // try again at once (by HTTP while this lasts, see carry(), or at another leader).
+    if (peer.commands.length > 0) {
+      const unsent = peer.commands;
+      peer.commands = [];
+      for (const c of unsent) peer.carriedBytes -= approximateCarriedBytes(c.command);
+      this.carriedLost(peer, { commands: unsent, answers: [] }, 'retry', `the stream to ${peer.id} is failing`);
+    }
     peer.backoff = setTimeout(() => {
       peer.backoff = null;
       this.flush(peer);

@@ -200,6 +200,11 @@ t.test('a command whose stream never connected is answered retry: it never left'
   await until('the stream to B ended', () => !A.tr.peerStates()[0]!.streaming);
   t.match(await carry(A, 1), { kind: 'retry' });
   t.same(B.commands, []);
+  // While the stream backs off (set by the same failure, before the loop's next timers run), a
+  // command goes by HTTP rather than wait in the queue.
+  await new Promise((resolve) => setImmediate(resolve));
+  t.ok(A.tr.peerStates()[0]!.backingOff);
+  t.equal(A.tr.carry(b, { partition: 0, actor: null, command: { type: 'x' } }, 1_000), null);
 });
 
 t.test('an answer lost with its stream is sent again on the next one', async (t) => {
