@@ -36,6 +36,8 @@ interface Side {
   readonly commands: { partition: number; actor: string | null; command: unknown; idempotencyKey: string | undefined }[];
   /** What this node answers a carried command with; default: an `ok` echoing the command. */
   onCommand: (command: unknown) => Promise<unknown>;
+  /** When set, the Raft messages of a frame wait for it: the stream takes no next frame meanwhile. */
+  gate: Promise<void> | null;
 }
 
 async function listen(t: Test, side: Side, opts: { carries: boolean; port?: number }): Promise<void> {
@@ -44,7 +46,10 @@ async function listen(t: Test, side: Side, opts: { carries: boolean; port?: numb
   await app.register(internalRoutes, {
     clusterSecret: SECRET,
     self: side.id,
-    onMessages: () => void side.frames++,
+    onMessages: async () => {
+      side.frames++;
+      await side.gate;
+    },
     snapshotFile: () => null,
     onCommand: async (partition, actor, command, idempotencyKey) => {
       side.commands.push({ partition, actor, command, idempotencyKey });
@@ -77,6 +82,7 @@ async function pair(t: Test, opts: { bCarries?: boolean; timeoutMs?: number } = 
     requests: [],
     commands: [],
     onCommand: async (command) => ({ kind: 'ok', result: { ok: true, value: { echo: command } } }),
+    gate: null,
   });
   const A = side(a);
   const B = side(b);
@@ -227,4 +233,23 @@ t.test('an answer lost with its stream is sent again on the next one', async (t)
   await until('B failed to send the answer and backs off', () => B.tr.peerStates()[0]!.failures > 0);
   await listen(t, A, { carries: true, port });
   t.same(await answer, { kind: 'ok', result: { ok: true, value: { late: { type: 'send', queue: 'q', n: 5 } } } });
+});
+
+t.test('a leader that ends its streams answers retry only for the commands it did not take', async (t) => {
+  const { A, B } = await pair(t);
+  // B holds a frame of Raft messages; the frame carrying the command comes behind it.
+  let release = (): void => undefined;
+  B.gate = new Promise<void>((resolve) => (release = resolve));
+  const framesBefore = B.frames;
+  A.tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: a, to: b, term: 1, commit: 0, readRound: 0 } }]);
+  await until('B holds the frame', () => B.frames > framesBefore);
+  const answer = carry(A, 6, 600_000);
+  await until('the command left in a frame', () => A.tr.stats().carriedCommands === 1);
+  // B closes: it ends the stream once the held frame is taken, with that frame acknowledged and
+  // the one behind it not taken.
+  const closed = B.app.close();
+  setTimeout(release, 50);
+  t.match(await answer, { kind: 'retry' }, 'answered retry: the router may send it again');
+  t.same(B.commands, [], 'and B never took it: retried, it is not proposed twice');
+  await closed;
 });
