@@ -2,6 +2,7 @@
 // peer (router.ts, forward-batch.ts).
 import type { NodeId } from '../raft/index.js';
 import type { Result } from '../store/broker/index.js';
+import type { CarriedCommand } from './wire.js';
 
 /** What a leader answers a forwarded command or query; the router's own calls answer the same. */
 export type Answer =
@@ -20,17 +21,11 @@ export interface PeerCaller {
    * Sends a forwarded command in the Raft stream to `peer` and resolves with its Answer, or returns
    * null when the peer does not read commands there (HttpTransport.carry).
    */
-  carry?(peer: NodeId, command: CarriedCommandBody, timeoutMs: number): Promise<Answer> | null;
+  carry?(peer: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null;
 }
 
-/** A forwarded client command as it rides in a Raft stream (wire.ts's CarriedCommand without its id). */
-export interface CarriedCommandBody {
-  readonly partition: number;
-  readonly actor: string | null;
-  readonly command: Record<string, unknown>;
-  readonly idempotencyKey?: string;
-  readonly requestId?: string;
-}
+/** undici's codes for a connection that never opened: what was to go over it was certainly not sent. */
+export const NOT_SENT_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */
 export function decodeAnswer(status: number, body: unknown): Answer {

@@ -10,7 +10,7 @@
 // sent again one command per request.
 import type { NodeId } from '../raft/index.js';
 import { COMMAND_PATH, COMMANDS_PATH, MAX_FORWARDED_BATCH } from './internal-routes.js';
-import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
+import { NOT_SENT_CODES, decodeAnswer, type Answer, type PeerCaller } from './answer.js';
 
 /** A forwarded command, as /internal/command and /internal/commands take it. */
 export interface ForwardedCommand {
@@ -31,8 +31,6 @@ interface Pending {
 /** Serialized bytes of a batch at most (the leader's limit is 64 MiB); a batch that would pass it leaves at once. */
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 
-/** undici's codes for a connection that never opened: the request was certainly not sent. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 export class ForwardBatcher {
   /** Batches being filled, by leader and partition. */
@@ -119,7 +117,7 @@ export class ForwardBatcher {
 function failed(leader: NodeId, err: unknown): Answer {
   const code = (err as { code?: string }).code ?? '';
   const detail = `${leader} could not be reached (${code || (err as Error).name})`;
-  if (NOT_SENT.has(code)) return { kind: 'retry', detail };
+  if (NOT_SENT_CODES.has(code)) return { kind: 'retry', detail };
   return { kind: 'unknown', detail, timedOut: (err as Error).name === 'TimeoutError' };
 }
 

@@ -222,27 +222,34 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   );
 
   /**
+   * Runs a command a peer forwarded (in a POST or a stream's frame) under its request id: its Answer.
+   * One command's failure is that command's unknown outcome, as a 500 is for a single one.
+   */
+  const runForwarded = (c: { partition: number; actor: string | null; command: unknown; idempotencyKey?: string | undefined; requestId?: string | undefined }, base: FastifyBaseLogger): Promise<unknown> => {
+    const log = commandLog(base, c.requestId);
+    const onCommand = opts.onCommand;
+    if (onCommand === undefined) return Promise.resolve({ kind: 'retry', detail: 'this node takes no forwarded commands' });
+    return onCommand(c.partition, c.actor, c.command, c.idempotencyKey, log).catch((err: unknown) => {
+      log.error({ err }, 'forwarded command failed');
+      return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
+    });
+  };
+
+  /**
    * Answers carried by a peer go to their waiting callers; each carried command is proposed at once,
    * not awaited (the stream goes on), and its Answer leaves in a frame to the peer. Commands log on
    * the node's logger, at its level: the stream's own requests log at warn only.
    */
   const takeCarried = (from: NodeId, carried: Carried): void => {
-    const log = app.log;
-    const { carried: sink, onCommand } = opts;
-    if (sink === undefined || onCommand === undefined) return;
+    const sink = opts.carried;
+    if (sink === undefined) return;
     if (carried.answers.length > 0) sink.answered(from, carried.answers);
     for (const c of carried.commands) {
-      const clog = commandLog(log, c.requestId);
       inProgress++;
-      void onCommand(c.partition, c.actor, c.command, c.idempotencyKey, clog)
-        .catch((err: unknown) => {
-          clog.error({ err }, 'forwarded command failed');
-          return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
-        })
-        .then((answer) => {
-          sink.answer(from, c.id, answer);
-          if (--inProgress === 0) idle?.();
-        });
+      void runForwarded(c, app.log).then((answer) => {
+        sink.answer(from, c.id, answer);
+        if (--inProgress === 0) idle?.();
+      });
     }
   };
 
@@ -426,19 +433,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       },
     },
     async (request, reply) => {
-      const onCommand = opts.onCommand;
-      if (onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
-      const answers = await Promise.all(
-        request.body.items.map(({ partition, actor, command, idempotencyKey, requestId }) => {
-          const log = commandLog(request.log, requestId);
-          // one command's failure is that command's unknown outcome, as a 500 is for a single one
-          return onCommand(partition, actor, command, idempotencyKey, log).catch((err: unknown) => {
-            log.error({ err }, 'forwarded command failed');
-            return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
-          });
-        }),
-      );
-      return { answers };
+      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      return { answers: await Promise.all(request.body.items.map((item) => runForwarded(item, request.log))) };
     },
   );
 

@@ -31,7 +31,7 @@ import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { decodeAnswer, type Answer } from './answer.js';
+import { NOT_SENT_CODES, decodeAnswer, type Answer } from './answer.js';
 import { CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
 import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
@@ -75,8 +75,6 @@ export interface TransportOptions {
   readonly streamMaxAgeMs?: number;
   /** Frames of a Raft stream that may be unacknowledged (frames.ts). Default STREAM_WINDOW. */
   readonly streamWindow?: number;
-  /** Forwarded commands in stream frames when the peer reads them (default), or false: never, as older builds. */
-  readonly carry?: boolean;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -139,8 +137,6 @@ export const ANSWER_TTL_MS = 30_000;
 const ANSWERS_AT_CLOSE_MS = 1_000;
 /** How often commands awaiting an answer are checked against their deadlines. */
 const AWAIT_SWEEP_MS = 250;
-/** undici's codes for a connection that never opened: what was written to it was certainly not sent. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 1_000;
 /** Rough header cost of a message, so that a batch of empty messages is bounded too. */
@@ -217,7 +213,6 @@ export class HttpTransport {
   private dropped = 0;
   private failed = 0;
   private batches = 0;
-  private readonly carry_: boolean;
   /** Set by settle(): no new command is carried (answers still are). */
   private settling = false;
   /**
@@ -248,7 +243,6 @@ export class HttpTransport {
       throw new RangeError(`streamWindow must be an integer from 1 to ${MAX_STREAM_WINDOW}, got ${this.streamWindow}`);
     }
     this.tls = opts.tls;
-    this.carry_ = opts.carry ?? true;
     this.warnings = new RateLimitedWarnings(opts.logger ?? consoleLogger, WARN_INTERVAL_MS);
 
     for (const { id, url } of opts.peers) {
@@ -600,7 +594,7 @@ export class HttpTransport {
 
   /** Whether commands may ride in frames to `peer` now: it said it reads them, and batches go by stream. */
   private carrying(peer: Peer): boolean {
-    return this.carry_ && this.streams && !this.closed && peer.carries && performance.now() >= peer.postsUntil;
+    return this.streams && !this.closed && peer.carries && performance.now() >= peer.postsUntil;
   }
 
   /**
@@ -617,7 +611,7 @@ export class HttpTransport {
     });
   }
 
-  /** The oldest carried commands and answers within MAX_CARRIED_BYTES (at least one), marked as sent. */
+  /** The oldest carried commands and answers within MAX_CARRIED_BYTES (at least one). */
   private takeCarried(peer: Peer): Carried {
     // Answers the forwarder gave up on, and commands whose callers were answered meanwhile, stay.
     const stale = performance.now() - ANSWER_TTL_MS;
@@ -932,7 +926,7 @@ class RaftStream {
         );
         res.body.on('error', (err) => this.close(errorText(err), 'broken'));
       },
-      (err: unknown) => this.close(errorText(err), NOT_SENT.has((err as { code?: string }).code ?? '') ? 'not-sent' : 'broken'),
+      (err: unknown) => this.close(errorText(err), NOT_SENT_CODES.has((err as { code?: string }).code ?? '') ? 'not-sent' : 'broken'),
     );
   }
 
