@@ -1,8 +1,8 @@
 // Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
 // with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
 import t from 'tap';
-import type { ReceivedMessage } from '../../src/store/broker/index.js';
-import { queue } from './broker-helpers.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { TestStore, queue } from './broker-helpers.js';
 import {
   ack,
   code,
@@ -489,4 +489,63 @@ t.test('topic stats count subscriptions and published messages (filtered out or 
   s.must('bob', { type: 'subscription.delete', topic: 'news', name: 's2' });
   t.strictSame(topicStats(s, 'news'), { subscriptions: 1, published: 2 });
   t.strictSame(subStats(s, 'news', 's1'), stats(1, 0, 0, 0, 0));
+});
+
+// ---- fan-out limits (format 5, BOUNDED_FANOUT): no entry's apply holds a node for long ----
+
+/** A store in `format` with the given users, whatever format the rest of this file runs in. */
+async function storeIn(t: { teardown(fn: () => unknown): void }, format: number, ...users: string[]): Promise<TestStore> {
+  const s = await TestStore.open(0, undefined, format);
+  t.teardown(() => s.close());
+  for (const u of users) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
+  return s;
+}
+
+t.test(`a topic holds at most ${MAX_SUBSCRIPTIONS} subscriptions: the next is a conflict, and a delete makes room`, async (t) => {
+  const s = await storeIn(t, BOUNDED_FANOUT, 'alice', 'bob');
+  s.must('alice', topic('news'));
+  for (let i = 0; i < MAX_SUBSCRIPTIONS; i++) s.must(i % 2 === 0 ? 'alice' : 'bob', subscription('news', `s${i}`));
+  const r = s.run('bob', subscription('news', 'one-more'));
+  t.match(r, { ok: false, code: 'conflict', detail: `topic 'news' has ${MAX_SUBSCRIPTIONS} subscriptions, the most a topic holds` });
+  t.equal(code(s.sm.getSubscription('news', 'one-more', 'bob', s.time)), 'not_found', 'not created');
+  t.equal(topicStats(s, 'news').subscriptions, MAX_SUBSCRIPTIONS);
+  // An existing name is still answered as such, not as the limit.
+  t.match(s.run('alice', subscription('news', 's0')), { ok: false, code: 'conflict', detail: "subscription 's0' exists" });
+  s.must('alice', { type: 'subscription.delete', topic: 'news', name: 's0' });
+  t.match(s.must('bob', subscription('news', 'one-more')), { name: 'one-more' });
+});
+
+t.test(`one publish stores at most ${MAX_FANOUT} copies (messages × subscriptions): past it, nothing is stored`, async (t) => {
+  const s = await storeIn(t, BOUNDED_FANOUT, 'alice');
+  s.must('alice', topic('news'));
+  const subs = 20;
+  // A filter that matches nothing still counts: the limit is known to the publisher beforehand.
+  for (let i = 0; i < subs; i++) s.must('alice', subscription('news', `s${i}`, i === 0 ? { filter: { kind: 'never' } } : {}));
+  const most = MAX_FANOUT / subs;
+  const over = s.run('alice', publish('news', ...Array.from({ length: most + 1 }, (_, i) => msg(`m${i}`))));
+  t.match(over, { ok: false, code: 'payload_too_large' });
+  t.match((over as { detail: string }).detail, `would be ${(most + 1) * subs} copies; one publish stores at most ${MAX_FANOUT}: publish at most ${most} messages per request`);
+  t.equal(topicStats(s, 'news').published, 0, 'nothing published');
+  t.equal(subStats(s, 'news', 's1').visible, 0, 'nothing stored');
+  // At the limit, every copy is stored.
+  const sent = s.must<Sent>('alice', publish('news', ...Array.from({ length: most }, (_, i) => msg(`m${i}`))));
+  t.equal(sent.items.length, most);
+  t.ok(sent.items.every((it) => it.subscriptions === subs - 1), 'each message reached every subscription its filter lets through');
+  t.equal(subStats(s, 'news', 's1').visible, most);
+  t.equal(subStats(s, 'news', 's0').visible, 0);
+  const got = s.must<{ messages: ReceivedMessage[] }>('alice', recv(sub('news', 's19'), 100));
+  t.strictSame(
+    got.messages.map((m) => m.body),
+    Array.from({ length: most }, (_, i) => `m${i}`),
+    'in order, with their bodies',
+  );
+});
+
+t.test('before format 5 the fan-out limits do not apply: a replica of an older build stores the same', async (t) => {
+  const s = await storeIn(t, BODIES_IN_LOG, 'alice');
+  s.must('alice', topic('news'));
+  for (let i = 0; i < 11; i++) s.must('alice', subscription('news', `s${i}`));
+  const sent = s.must<Sent>('alice', publish('news', ...Array.from({ length: 100 }, (_, i) => msg(`m${i}`))));
+  t.equal(sent.items.length, 100, `1,100 copies, past ${MAX_FANOUT}, stored in format ${BODIES_IN_LOG}`);
+  t.equal(subStats(s, 'news', 's10').visible, 100);
 });

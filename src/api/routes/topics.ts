@@ -4,7 +4,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
-import type { HandleOutcome, SubscriptionView, TopicView } from '../../store/broker/index.js';
+import { MAX_FANOUT, MAX_SUBSCRIPTIONS, type HandleOutcome, type SubscriptionView, type TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
 import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, checkUnicode, handleAnswer, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
@@ -125,7 +125,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         tags,
         security,
         summary: 'Publish a message to every subscription',
-        description: 'Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches.',
+        description: `Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches. One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not); 413 beyond.`,
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: TopicMessageInput,
@@ -151,6 +151,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         tags,
         security,
         summary: 'Publish up to 100 messages, all or none',
+        description: `Needs ownership or a publish grant. One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not); 413 beyond, and nothing is stored.`,
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: TopicMessageBatch,
@@ -177,7 +178,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         tags,
         security,
         summary: 'Subscribe: create a subscription owned by the caller',
-        description: 'Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone.',
+        description: `Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone. A topic holds at most ${MAX_SUBSCRIPTIONS} subscriptions; 409 beyond.`,
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: SubscriptionCreate,

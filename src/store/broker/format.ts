@@ -19,9 +19,11 @@
  * Format 2: commands that carry message bodies hold them as bytes after a JSON head, and rows store
  * them as BLOBs. Format 3: a long poll parks in the state (a receive's `wait`), and the apply that
  * makes messages visible leases them to it (messages.ts, serveWaiters). Format 4 (BODIES_IN_LOG): new
- * rows leave their bodies in the Raft log, and their sequences say where (bodies.ts).
+ * rows leave their bodies in the Raft log, and their sequences say where (bodies.ts). Format 5
+ * (BOUNDED_FANOUT): a topic holds at most MAX_SUBSCRIPTIONS subscriptions and one publish stores at
+ * most MAX_FANOUT copies (topics.ts), so that no entry's apply holds a node's loop for long.
  */
-export const FORMAT = 4;
+export const FORMAT = 5;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -29,6 +31,8 @@ export const BODIES_AS_BYTES = 2;
 export const PARKED_POLLS = 3;
 /** From this format on, new rows leave their message bodies in the Raft log (bodies.ts). */
 export const BODIES_IN_LOG = 4;
+/** From this format on, apply refuses a subscription or a publish past the fan-out limits (topics.ts). */
+export const BOUNDED_FANOUT = 5;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

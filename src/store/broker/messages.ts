@@ -123,6 +123,39 @@ export function enqueueMany(
   return messages.map((_, i) => ({ messageId: ids[i]!, sequence: seqOf(i) }));
 }
 
+/** One copy of a published message for a subscription: the topic's sequence and message id. */
+export interface Copy {
+  readonly m: MessageInput;
+  readonly messageId: string;
+  readonly seq: number;
+  /** The message's attributes as stored (JSON), encoded once for all its copies. */
+  readonly attributes: string;
+}
+
+/**
+ * Adds copies of published messages to one subscription's channel: the same rows and counts as
+ * enqueue() of each with its given sequence, in one count update per state and multi-row inserts.
+ */
+export function enqueueCopies(s: Store, ch: ChannelRow, copies: readonly Copy[], ctx: Ctx): void {
+  const byState = [0, 0, 0];
+  const rows: unknown[] = [];
+  for (const c of copies) {
+    const delay = delayOf(ch, c.m);
+    const state = delay > 0 ? MessageState.Delayed : MessageState.Ready;
+    byState[state]!++;
+    rows.push(ch.id, c.seq, c.messageId, c.seq >= s.bodiesFrom ? '' : c.m.body, c.attributes, ctx.now, state, ctx.now + delay, ctx.now + ch.retention_ms);
+  }
+  byState.forEach((n, state) => {
+    if (n > 0) s.st.bumpCount[state as MessageState].run(n, ch.id);
+  });
+  for (let k = 0; k < copies.length; k += INSERT_ROWS) {
+    const n = Math.min(INSERT_ROWS, copies.length - k);
+    s.st.insertMessages(n).run(...rows.slice(k * 9, (k + n) * 9));
+  }
+  wokeUp(ctx, ch.id, byState[MessageState.Ready]!);
+  if (byState[MessageState.Delayed]! > 0) ctx.retimed.add(ch.id);
+}
+
 /**
  * Adds one message to a channel, or returns the first one sent with the same deduplication id.
  * `given` is its sequence when the caller has one: a subscription's copy keeps the topic's, and in

@@ -41,7 +41,7 @@ import {
   sweep,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -570,10 +570,11 @@ export class BrokerStateMachine {
         return createTopic(s, c.name, c.subscribe, ctx);
       case 'topic.delete':
         return deleteTopic(s, c.name, ctx);
+      // The fan-out limits hold from format 5 on: before, every build stores what it was asked to.
       case 'topic.publish':
-        return publish(s, c.name, c.messages, ctx);
+        return publish(s, c.name, c.messages, ctx, this.formatInForce >= BOUNDED_FANOUT);
       case 'subscription.create':
-        return createSubscription(s, c, ctx);
+        return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT);
       case 'subscription.delete':
         return deleteSubscription(s, c.topic, c.name, ctx);
       case 'deadletter.deliver':

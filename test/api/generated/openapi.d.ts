@@ -460,7 +460,7 @@ export interface paths {
         put?: never;
         /**
          * Publish a message to every subscription
-         * @description Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches.
+         * @description Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches. One publish stores at most 1000 copies (messages × the topic's subscriptions, filters or not); 413 beyond.
          */
         post: operations["publishMessage"];
         delete?: never;
@@ -478,7 +478,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Publish up to 100 messages, all or none */
+        /**
+         * Publish up to 100 messages, all or none
+         * @description Needs ownership or a publish grant. One publish stores at most 1000 copies (messages × the topic's subscriptions, filters or not); 413 beyond, and nothing is stored.
+         */
         post: operations["publishMessageBatch"];
         delete?: never;
         options?: never;
@@ -501,7 +504,7 @@ export interface paths {
         put?: never;
         /**
          * Subscribe: create a subscription owned by the caller
-         * @description Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone.
+         * @description Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone. A topic holds at most 1000 subscriptions; 409 beyond.
          */
         post: operations["createSubscription"];
         delete?: never;

@@ -1,0 +1,64 @@
+// What one user with an account can do to others and to the cluster (issue #16), through three real
+// nodes: each case is a way in that a review found, and the test fails on the code before its fix.
+import t from 'tap';
+import { FORMAT, MAX_FANOUT, MAX_SUBSCRIPTIONS } from '../../src/store/broker/index.js';
+import { until } from '../cluster/net-helpers.js';
+import { partitionOf } from '../../src/partition/routing.js';
+import { call, startCluster, userToken } from './api-helpers.js';
+
+// Three nodes in this process share the machine with the other test files.
+t.setTimeout(300_000);
+
+const cluster = await startCluster();
+t.teardown(() => cluster.close());
+const [url0, url1, url2] = cluster.urls as [string, string, string];
+const partitions = cluster.configs[0]!.partitions;
+// The rules below are this build's log format's: a new cluster raises its partitions to it within
+// moments of start.
+await until(() => cluster.servers.every((s) => s.status().every((p) => p.format === FORMAT)), `every partition in format ${FORMAT}`);
+
+const alice = await userToken(url0, 'alice-h');
+const mallory = await userToken(url1, 'mallory-h');
+
+const problem = (status: number, code: string) => ({ status, headers: { 'content-type': /^application\/problem\+json/ }, body: { status, code } });
+
+/** Runs `f` over `items`, `width` at a time. */
+async function inWaves<T>(items: readonly T[], width: number, f: (x: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += width) await Promise.all(items.slice(i, i + width).map(f));
+}
+
+t.test(`fan-out: ${MAX_SUBSCRIPTIONS} subscriptions a topic, ${MAX_FANOUT} copies a publish; other partitions write meanwhile`, async (t) => {
+  const topic = 'fan-bomb';
+  // A queue of another partition, written while the largest allowed publish is applied.
+  let other = 'fan-other';
+  for (let i = 0; partitionOf(other, partitions) === partitionOf(topic, partitions); i++) other = `fan-other-${i}`;
+  t.equal((await call(url0, 'POST', '/v1/topics', { token: mallory, body: { name: topic } })).status, 201);
+  t.equal((await call(url1, 'POST', '/v1/queues', { token: alice, body: { name: other } })).status, 201);
+
+  const names = Array.from({ length: MAX_SUBSCRIPTIONS }, (_, i) => `s${i}`);
+  await inWaves(names, 50, async (name) => {
+    const r = await call(cluster.urls[Number(name.slice(1)) % 3]!, 'POST', `/v1/topics/${topic}/subscriptions`, { token: mallory, body: { name } });
+    if (r.status !== 201) throw new Error(`subscription ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+  });
+  t.match(await call(url2, 'POST', `/v1/topics/${topic}/subscriptions`, { token: mallory, body: { name: 'one-more' } }), problem(409, 'conflict'), 'one more subscription');
+
+  // The issue's bomb: a batch of 100 to every subscription.
+  const bomb = await call(url0, 'POST', `/v1/topics/${topic}/messages/batch`, {
+    token: mallory,
+    body: { messages: Array.from({ length: 100 }, (_, i) => ({ body: `${i}`.padEnd(2048, 'x') })) },
+  });
+  t.match(bomb, problem(413, 'payload_too_large'), 'the batch is refused whole');
+  t.match((bomb.body as { detail: string }).detail, `would be ${100 * MAX_SUBSCRIPTIONS} copies; one publish stores at most ${MAX_FANOUT}`);
+  t.match((await call(url1, 'GET', `/v1/topics/${topic}`, { token: mallory })).body, { stats: { subscriptions: MAX_SUBSCRIPTIONS, published: 0 } }, 'nothing published');
+
+  // The largest allowed publish, with another partition's sends on the other nodes meanwhile.
+  const [published, ...sends] = await Promise.all([
+    call(url0, 'POST', `/v1/topics/${topic}/messages`, { token: mallory, body: { body: 'to everyone' } }),
+    ...Array.from({ length: 30 }, (_, i) => call(i % 2 === 0 ? url1 : url2, 'POST', `/v1/queues/${other}/messages`, { token: alice, body: { body: `m${i}` } })),
+  ]);
+  t.match(published, { status: 201, body: { subscriptions: MAX_SUBSCRIPTIONS } });
+  t.ok(sends.every((r) => r.status === 201), 'every send to the other partition succeeded');
+  t.match((await call(url2, 'GET', `/v1/queues/${other}`, { token: alice })).body, { stats: { visible: 30 } });
+  const got = await call(url2, 'POST', `/v1/topics/${topic}/subscriptions/s${MAX_SUBSCRIPTIONS - 1}/receive`, { token: mallory, body: {} });
+  t.match(got, { status: 200, body: { messages: [{ body: 'to everyone' }] } }, 'the last subscription got its copy');
+});
