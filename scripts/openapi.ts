@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { buildApp, type ApiDeps } from '../src/api/index.js';
+import { Receipts, buildApp, type ApiDeps } from '../src/api/index.js';
 
 const unused = (): never => {
   throw new Error('the OpenAPI build serves no request');
@@ -17,6 +17,7 @@ export async function documentApp(): Promise<FastifyInstance> {
     broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, format: unused, park: unused, afterAnswer: unused, waiting: () => 0 },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
+    receipts: new Receipts('r'.repeat(32)),
   };
   const app = await buildApp(deps);
   await app.ready();

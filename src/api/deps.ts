@@ -8,6 +8,7 @@ import type { PartitionStatus } from '../partition/host.js';
 import { partitionOf } from '../partition/routing.js';
 import type { ChannelRef, Command, Query, Result } from '../store/broker/index.js';
 import { ApiError, fromFailure } from './errors.js';
+import type { Receipts } from './receipts.js';
 
 /** The router's surface (src/cluster/router.ts). */
 export interface Broker {
@@ -48,6 +49,8 @@ export interface ApiDeps {
   readonly cluster: ClusterView;
   /** Signs and checks access tokens (HS256); the same on every node. */
   readonly jwtSecret: string;
+  /** Seals and opens receipt handles (receipts.ts): keyed by the cluster secret, the same on every node. */
+  readonly receipts: Receipts;
   /** Default 3600. */
   readonly tokenTtlSeconds?: number;
   /** bcrypt cost; default 10 (the floor). */

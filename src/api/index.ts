@@ -3,3 +3,4 @@ export { MomServer, type ServerOptions } from './server.js';
 export type { ApiDeps, Broker, ClusterView } from './deps.js';
 export { ApiError, Problems, type ProblemCode } from './errors.js';
 export { LIMITS } from './schemas.js';
+export { Receipts } from './receipts.js';

@@ -74,11 +74,49 @@ export function handleAnswer(op: HandleOp, r: HandleOutcome): Static<(typeof HAN
   return { extended: r.acked, failed: r.failed, acked: r.acked };
 }
 
-/** The command of an ack, nack or lease request on a channel. */
-export function handleCommand(op: HandleOp, channel: ChannelRef, b: { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number }): Command {
-  if (op === 'ack') return { type: 'ack', channel, receiptHandles: b.receiptHandles };
-  if (op === 'nack') return { type: 'nack', channel, receiptHandles: b.receiptHandles, delaySeconds: b.delaySeconds ?? 0 };
-  return { type: 'lease', channel, receiptHandles: b.receiptHandles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 };
+/** The command of an ack, nack or lease of the state machine's `handles` on a channel. */
+function handleCommand(op: HandleOp, channel: ChannelRef, handles: string[], b: { delaySeconds?: number; visibilityTimeoutSeconds?: number }): Command {
+  if (op === 'ack') return { type: 'ack', channel, receiptHandles: handles };
+  if (op === 'nack') return { type: 'nack', channel, receiptHandles: handles, delaySeconds: b.delaySeconds ?? 0 };
+  return { type: 'lease', channel, receiptHandles: handles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 };
+}
+
+/**
+ * An ack, nack or lease request: the handles this API issued for the channel go to its partition
+ * as the state machine's; any other is receipt_invalid here, and a request with none writes nothing.
+ * The outcome names the client's handles, in the order sent.
+ */
+export async function handleWrite(
+  deps: ApiDeps,
+  request: FastifyRequest,
+  partitionKey: string,
+  op: HandleOp,
+  channel: ChannelRef,
+  b: { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number },
+): Promise<HandleOutcome> {
+  const inner = b.receiptHandles.map((h) => deps.receipts.open(channel, h));
+  const valid = inner.filter((h): h is string => h !== null);
+  const r: HandleOutcome = valid.length === 0 ? { acked: [], failed: [] } : await write<HandleOutcome>(deps, request, partitionKey, handleCommand(op, channel, valid, b));
+  // The state machine lists each handle it was given once, in acked or in failed, both in order.
+  const out: HandleOutcome = { acked: [], failed: [] };
+  let a = 0;
+  let f = 0;
+  b.receiptHandles.forEach((h, i) => {
+    const mine = inner[i]!;
+    if (mine === null) out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
+    else if (r.acked[a] === mine) {
+      out.acked.push(h);
+      a++;
+    } else {
+      out.failed.push({ receiptHandle: h, code: r.failed[f++]?.code ?? 'receipt_stale' });
+    }
+  });
+  return out;
+}
+
+/** Received messages with their handles as this API issues them (receipts.ts). */
+export function sealed(deps: ApiDeps, channel: ChannelRef, r: { messages: ReceivedMessage[] }): { messages: ReceivedMessage[] } {
+  return { messages: r.messages.map((m) => ({ ...m, receiptHandle: deps.receipts.seal(channel, m.receiptHandle) })) };
 }
 
 /** Body limit of routes that take messages: escaped JSON of a full batch, with room. */
@@ -97,6 +135,18 @@ export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
  * client left, takes it out of the state (or learns that it was served in the meantime).
  */
 export async function receive(
+  deps: ApiDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  partitionKey: string,
+  channel: ChannelRef,
+  body: { maxMessages?: number; visibilityTimeoutSeconds?: number; waitSeconds?: number },
+): Promise<{ messages: ReceivedMessage[] }> {
+  return sealed(deps, channel, await leaseMessages(deps, request, reply, partitionKey, channel, body));
+}
+
+/** receive() with the state machine's own handles, which its releases use. */
+async function leaseMessages(
   deps: ApiDeps,
   request: FastifyRequest,
   reply: FastifyReply,

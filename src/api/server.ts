@@ -6,6 +6,7 @@ import { ClusterNode, type NodeOptions } from '../cluster/node.js';
 import type { NodeConfig } from '../cluster/config.js';
 import { CLOSE_SETTLE_MS } from '../cluster/internal-routes.js';
 import { buildApp } from './app.js';
+import { Receipts } from './receipts.js';
 
 export interface ServerOptions extends NodeOptions {
   /** pino options, or false for none (tests). */
@@ -69,6 +70,7 @@ export class MomServer {
                 .slice(0, limit),
           },
           jwtSecret: cfg.jwtSecret,
+          receipts: new Receipts(cfg.clusterSecret),
           trustProxy: cfg.trustProxy,
           metricsToken: cfg.metricsToken,
           logger: log,

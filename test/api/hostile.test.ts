@@ -62,3 +62,36 @@ t.test(`fan-out: ${MAX_SUBSCRIPTIONS} subscriptions a topic, ${MAX_FANOUT} copie
   const got = await call(url2, 'POST', `/v1/topics/${topic}/subscriptions/s${MAX_SUBSCRIPTIONS - 1}/receive`, { token: mallory, body: {} });
   t.match(got, { status: 200, body: { messages: [{ body: 'to everyone' }] } }, 'the last subscription got its copy');
 });
+
+t.test("receipt handles cannot be forged: a grantee cannot ack another consumer's delivery by its fields", async (t) => {
+  const q = 'receipts-q';
+  const other = 'receipts-other';
+  t.equal((await call(url0, 'POST', '/v1/queues', { token: alice, body: { name: q } })).status, 201);
+  t.equal((await call(url0, 'POST', '/v1/queues', { token: alice, body: { name: other } })).status, 201);
+  t.equal((await call(url1, 'PUT', `/v1/queues/${q}/grants/mallory-h`, { token: alice, body: { actions: ['receive'] } })).status, 200);
+  for (const body of ['for alice', 'for mallory']) t.equal((await call(url2, 'POST', `/v1/queues/${q}/messages`, { token: alice, body: { body } })).status, 201);
+  type Got = { messages: { body: string; receiptHandle: string }[] };
+  const mine = ((await call(url0, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {} })).body as Got).messages[0]!;
+  const theirs = ((await call(url1, 'POST', `/v1/queues/${q}/receive`, { token: mallory, body: {} })).body as Got).messages[0]!;
+  const innerOf = (h: string): string => h.slice(0, h.lastIndexOf('.'));
+  const macOf = (h: string): string => h.slice(h.lastIndexOf('.') + 1);
+  // What a guesser builds: the fields of alice's delivery (channel, sequence, lease), as handles were
+  // before they carried a MAC, or under the MAC of mallory's own handle.
+  const forged = [innerOf(mine.receiptHandle), `${innerOf(mine.receiptHandle)}.${macOf(theirs.receiptHandle)}`];
+  for (const op of ['ack', 'nack', 'lease'] as const) {
+    const r = await call(cluster.urls[forged.length % 3]!, 'POST', `/v1/queues/${q}/${op}`, { token: mallory, body: { receiptHandles: forged, ...(op === 'lease' ? { visibilityTimeoutSeconds: 600 } : {}) } });
+    t.match(r, { status: 200, body: { failed: forged.map((receiptHandle) => ({ receiptHandle, code: 'receipt_invalid' })) } }, op);
+  }
+  // A real handle on another queue is not a handle there.
+  t.match(await call(url2, 'POST', `/v1/queues/${other}/ack`, { token: alice, body: { receiptHandles: [mine.receiptHandle] } }), {
+    status: 200,
+    body: { acked: [], failed: [{ receiptHandle: mine.receiptHandle, code: 'receipt_invalid' }] },
+  });
+  // Alice's lease held through all of it; a mix answers each handle in the order sent.
+  const both = [forged[0]!, mine.receiptHandle, theirs.receiptHandle];
+  t.match(await call(url1, 'POST', `/v1/queues/${q}/ack`, { token: alice, body: { receiptHandles: both } }), {
+    status: 200,
+    body: { acked: [mine.receiptHandle, theirs.receiptHandle], failed: [{ receiptHandle: forged[0], code: 'receipt_invalid' }] },
+  });
+  t.match((await call(url0, 'GET', `/v1/queues/${q}`, { token: alice })).body, { stats: { visible: 0, inFlight: 0 } });
+});

@@ -1,7 +1,7 @@
 // The login and registration limits: fixed windows per key with an injected clock, and the client
 // address they count, which is the load balancer's unless the balancer is trusted (--trust-proxy).
 import t from 'tap';
-import { buildApp, type ApiDeps } from '../../src/api/index.js';
+import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
 import { REGISTER_LIMITS } from '../../src/api/routes/auth.js';
 import { RateLimiter } from '../../src/api/rate-limit.js';
 import { ok, type Command } from '../../src/store/broker/index.js';
@@ -50,6 +50,7 @@ async function app(trustProxy?: string[]) {
     },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
+    receipts: new Receipts('r'.repeat(32)),
     ...(trustProxy === undefined ? {} : { trustProxy }),
   };
   return { app: await buildApp(deps), proposed };

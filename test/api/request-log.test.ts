@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
-import { buildApp, type ApiDeps } from '../../src/api/index.js';
+import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
 
 /** An app whose logger writes JSON lines into `lines`, at `level`. */
 async function appLoggingAt(level: string, lines: Record<string, unknown>[]) {
@@ -20,6 +20,7 @@ async function appLoggingAt(level: string, lines: Record<string, unknown>[]) {
     broker: { partitions: 4, propose: never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
+    receipts: new Receipts('r'.repeat(32)),
     logger: pino({ level }, sink),
   };
   const app = await buildApp(deps);

@@ -3,11 +3,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { partitionOf } from '../../partition/routing.js';
-import type { HandleOutcome, QueueView, SentMessage } from '../../store/broker/index.js';
+import type { QueueView, SentMessage } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { listAcross } from '../listing.js';
-import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   ConsistencyQuery,
   IdempotencyHeaders,
@@ -221,7 +221,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
       async (request) => {
         const name = (request.params as { queue: string }).queue;
-        return handleAnswer(op, await write<HandleOutcome>(deps, request, name, handleCommand(op, { queue: name }, request.body as Parameters<typeof handleCommand>[2])));
+        return handleAnswer(op, await handleWrite(deps, request, name, op, { queue: name }, request.body as Parameters<typeof handleWrite>[5]));
       },
     );
   };

@@ -4,10 +4,10 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
-import { MAX_FANOUT, MAX_SUBSCRIPTIONS, type HandleOutcome, type SubscriptionView, type TopicView } from '../../store/broker/index.js';
+import { MAX_FANOUT, MAX_SUBSCRIPTIONS, type SubscriptionView, type TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
-import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, checkUnicode, handleAnswer, handleCommand, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, checkUnicode, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   ConsistencyQuery,
   IdempotencyHeaders,
@@ -302,7 +302,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
       async (request) => {
         const { topic, subscription } = request.params as { topic: string; subscription: string };
-        return handleAnswer(op, await write<HandleOutcome>(deps, request, topic, handleCommand(op, { topic, subscription }, request.body as Parameters<typeof handleCommand>[2])));
+        return handleAnswer(op, await handleWrite(deps, request, topic, op, { topic, subscription }, request.body as Parameters<typeof handleWrite>[5]));
       },
     );
   };
