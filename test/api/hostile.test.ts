@@ -95,3 +95,15 @@ t.test("receipt handles cannot be forged: a grantee cannot ack another consumer'
   });
   t.match((await call(url0, 'GET', `/v1/queues/${q}`, { token: alice })).body, { stats: { visible: 0, inFlight: 0 } });
 });
+
+t.test("revoking 'subscribe' stops every delivery to that user's subscriptions: they are deleted", async (t) => {
+  const topic = 'revoke-t';
+  t.equal((await call(url0, 'POST', '/v1/topics', { token: alice, body: { name: topic, subscribe: 'granted' } })).status, 201);
+  t.equal((await call(url1, 'PUT', `/v1/topics/${topic}/grants/mallory-h`, { token: alice, body: { actions: ['subscribe'] } })).status, 200);
+  t.equal((await call(url2, 'POST', `/v1/topics/${topic}/subscriptions`, { token: mallory, body: { name: 'm' } })).status, 201);
+  t.match(await call(url0, 'POST', `/v1/topics/${topic}/messages`, { token: alice, body: { body: 'granted' } }), { status: 201, body: { subscriptions: 1 } });
+  t.equal((await call(url1, 'DELETE', `/v1/topics/${topic}/grants/mallory-h`, { token: alice })).status, 204);
+  t.match(await call(url2, 'POST', `/v1/topics/${topic}/messages`, { token: alice, body: { body: 'revoked' } }), { status: 201, body: { subscriptions: 0 } });
+  t.match(await call(url0, 'POST', `/v1/topics/${topic}/subscriptions/m/receive`, { token: mallory, body: { maxMessages: 10 } }), problem(404, 'not_found'), 'nothing more to receive');
+  t.match(await call(url1, 'GET', `/v1/topics/${topic}/subscriptions/m`, { token: alice }), problem(404, 'not_found'), 'the topic owner sees it gone');
+});

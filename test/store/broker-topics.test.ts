@@ -1,7 +1,7 @@
 // Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
 // with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
 import t from 'tap';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../src/store/broker/index.js';
 import { TestStore, queue } from './broker-helpers.js';
 import {
   ack,
@@ -548,4 +548,53 @@ t.test('before format 5 the fan-out limits do not apply: a replica of an older b
   const sent = s.must<Sent>('alice', publish('news', ...Array.from({ length: 100 }, (_, i) => msg(`m${i}`))));
   t.equal(sent.items.length, 100, `1,100 copies, past ${MAX_FANOUT}, stored in format ${BODIES_IN_LOG}`);
   t.equal(subStats(s, 'news', 's10').visible, 100);
+});
+
+// ---- revoking the right to subscribe (format 6, REVOKE_UNSUBSCRIBES) ----
+
+t.test("revoking 'subscribe' deletes the user's subscriptions of the topic: nothing more reaches them", async (t) => {
+  for (const revoke of ['delete the grant', 'a grant without subscribe'] as const) {
+    const s = await storeIn(t, REVOKE_UNSUBSCRIBES, 'alice', 'bob', 'carol');
+    s.must('alice', topic('closed', 'granted'));
+    s.must('alice', grant('topic', 'closed', 'bob', 'subscribe'));
+    s.must('alice', grant('topic', 'closed', 'carol', 'subscribe'));
+    s.must('bob', subscription('closed', 'bob-1'));
+    s.must('bob', subscription('closed', 'bob-2'));
+    s.must('carol', subscription('closed', 'carol-1'));
+    s.must('alice', subscription('closed', 'alice-1'));
+    s.must('alice', publish('closed', msg('before')));
+    if (revoke === 'delete the grant') s.must('alice', { type: 'grant.delete', kind: 'topic', name: 'closed', username: 'bob' });
+    else s.must('alice', grant('topic', 'closed', 'bob', 'publish'));
+    for (const name of ['bob-1', 'bob-2']) {
+      t.equal(code(s.sm.getSubscription('closed', name, 'alice', s.time)), 'not_found', `${revoke}: ${name} is gone`);
+      t.equal(code(s.run('bob', recv(sub('closed', name)))), 'not_found', `${revoke}: bob receives nothing from ${name}`);
+    }
+    const sent = s.must<Sent>('alice', publish('closed', msg('after')));
+    t.equal(sent.items[0]!.subscriptions, 2, `${revoke}: published to carol's and alice's only`);
+    t.equal(subStats(s, 'closed', 'carol-1', 'carol').visible, 2, "others' subscriptions keep everything");
+    t.equal(topicStats(s, 'closed').subscriptions, 2);
+    // A new grant lets bob subscribe again, from then on.
+    s.must('alice', grant('topic', 'closed', 'bob', 'subscribe'));
+    s.must('bob', subscription('closed', 'bob-1'));
+    t.equal(subStats(s, 'closed', 'bob-1', 'bob').visible, 0);
+  }
+});
+
+t.test("on an 'anyone' topic a grant adds nothing to subscribe, so its revoke takes no subscription", async (t) => {
+  const s = await storeIn(t, REVOKE_UNSUBSCRIBES, 'alice', 'bob');
+  s.must('alice', topic('open'));
+  s.must('alice', grant('topic', 'open', 'bob', 'subscribe'));
+  s.must('bob', subscription('open', 'bob-1'));
+  s.must('alice', { type: 'grant.delete', kind: 'topic', name: 'open', username: 'bob' });
+  t.equal(s.must<Sent>('alice', publish('open', msg('x'))).items[0]!.subscriptions, 1);
+  t.equal(subStats(s, 'open', 'bob-1', 'bob').visible, 1);
+});
+
+t.test('before format 6 a revoke leaves the subscriptions, as an older build applies it', async (t) => {
+  const s = await storeIn(t, BOUNDED_FANOUT, 'alice', 'bob');
+  s.must('alice', topic('closed', 'granted'));
+  s.must('alice', grant('topic', 'closed', 'bob', 'subscribe'));
+  s.must('bob', subscription('closed', 'bob-1'));
+  s.must('alice', { type: 'grant.delete', kind: 'topic', name: 'closed', username: 'bob' });
+  t.equal(s.must<Sent>('alice', publish('closed', msg('x'))).items[0]!.subscriptions, 1);
 });

@@ -21,9 +21,11 @@
  * makes messages visible leases them to it (messages.ts, serveWaiters). Format 4 (BODIES_IN_LOG): new
  * rows leave their bodies in the Raft log, and their sequences say where (bodies.ts). Format 5
  * (BOUNDED_FANOUT): a topic holds at most MAX_SUBSCRIPTIONS subscriptions and one publish stores at
- * most MAX_FANOUT copies (topics.ts), so that no entry's apply holds a node's loop for long.
+ * most MAX_FANOUT copies (topics.ts), so that no entry's apply holds a node's loop for long. Format 6
+ * (REVOKE_UNSUBSCRIBES): revoking a user's right to subscribe to a topic deletes the subscriptions
+ * that user holds on it (topics.ts, dropUnsubscribed).
  */
-export const FORMAT = 5;
+export const FORMAT = 6;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -33,6 +35,8 @@ export const PARKED_POLLS = 3;
 export const BODIES_IN_LOG = 4;
 /** From this format on, apply refuses a subscription or a publish past the fan-out limits (topics.ts). */
 export const BOUNDED_FANOUT = 5;
+/** From this format on, a revoked right to subscribe takes the user's subscriptions with it (topics.ts). */
+export const REVOKE_UNSUBSCRIBES = 6;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

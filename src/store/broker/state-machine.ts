@@ -41,13 +41,13 @@ import {
   sweep,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, PARKED_POLLS, isFormat } from './format.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
 import { openSqlite, type Sqlite } from './sqlite.js';
 import { prepareImageBodies, prepareImageMeta, prepareStatements, type Statements } from './statements.js';
-import { createSubscription, createTopic, deleteSubscription, deleteTopic, publish } from './topics.js';
+import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish } from './topics.js';
 import * as views from './views.js';
 
 export { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS } from './context.js';
@@ -552,9 +552,12 @@ export class BrokerStateMachine {
       case 'queue.purge':
         return purgeQueue(s, c.name, ctx);
       case 'grant.put':
-        return access.putGrant(s, c.kind, c.name, c.username, c.actions, ctx);
-      case 'grant.delete':
-        return access.deleteGrant(s, c.kind, c.name, c.username, ctx);
+      case 'grant.delete': {
+        const r = c.type === 'grant.put' ? access.putGrant(s, c.kind, c.name, c.username, c.actions, ctx) : access.deleteGrant(s, c.kind, c.name, c.username, ctx);
+        // From format 6, a user who may no longer subscribe keeps no subscription of the topic.
+        if (r.ok && c.kind === 'topic' && this.formatInForce >= REVOKE_UNSUBSCRIBES) dropUnsubscribed(s, c.name, c.username);
+        return r;
+      }
       case 'queue.send':
         return sendToQueue(s, c.name, c.messages, ctx);
       case 'receive':

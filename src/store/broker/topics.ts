@@ -114,6 +114,23 @@ export function createSubscription(s: Store, c: Extract<Command, { type: 'subscr
   return ok(subscriptionView(s, c.topic, c.name, ctx.now));
 }
 
+/**
+ * After a change of `username`'s grant on topic `name`: when that user may no longer subscribe (a
+ * topic of subscribe policy 'granted', no 'subscribe' right left), the subscriptions the user holds
+ * on it go, with their messages and parked polls (format 6). The topic's owner controls who reads
+ * its messages: a revoke stops every delivery to that user, as deleting each subscription would.
+ */
+export function dropUnsubscribed(s: Store, name: string, username: string): void {
+  const t = s.st.getTopic.get(name) as TopicRow | undefined;
+  if (t === undefined || t.subscribe_policy === 'anyone' || t.owner === username) return;
+  if (grantActions(s, 'topic', name, username).includes('subscribe')) return;
+  for (const sub of s.st.listSubscriptions.all(name) as { name: string; channel_id: number; owner: string }[]) {
+    if (sub.owner !== username) continue;
+    dropChannel(s, sub.channel_id);
+    s.st.deleteSubscription.run(name, sub.name);
+  }
+}
+
 export function deleteSubscription(s: Store, topic: string, name: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
   const sub = s.st.getSubscription.get(topic, name) as (ChannelRow & { topic_owner: string }) | undefined;
