@@ -65,3 +65,38 @@ t.test('nginx passes a write without a key on when the node refused the connecti
   for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
   t.same(got, [200, 200, 200, 200]);
 });
+
+t.test('nginx gives a PUT or DELETE without a key its own, the same on the repeat, so the repeat is answered from the record', async (t) => {
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const busy = await standIn(t, 503);
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`]);
+  busy.hits.length = 0;
+  fine.hits.length = 0;
+  for (const method of ['PUT', 'DELETE'] as const) {
+    const got: number[] = [];
+    for (let i = 0; i < 6; i++) got.push(await send(`${lb.url}/v1/queues/q-${method}-${i}`, method));
+    t.same(got, [200, 200, 200, 200, 200, 200], `${method}: every one answered 200`);
+    for (let i = 0; i < 6; i++) {
+      const hits = [...busy.hits, ...fine.hits].filter((h) => h.startsWith(`${method} /v1/queues/q-${method}-${i} `));
+      const keys = new Set(hits.map((h) => h.split(' ')[2]));
+      t.ok(hits.length >= 1 && keys.size === 1 && !keys.has('-'), `${method} ${i}: every attempt carried one key nginx gave it (${hits.join(' | ')})`);
+    }
+    t.ok(busy.hits.some((h) => h.startsWith(`${method} `)), `${method}: some met the 503 and were repeated`);
+  }
+  const keys = [...busy.hits, ...fine.hits].map((h) => h.split(' ')[2]);
+  t.ok(new Set(keys).size >= 12, 'each request its own key');
+  // A client's own key is kept; GETs and POSTs without one get none.
+  busy.hits.length = 0;
+  fine.hits.length = 0;
+  t.equal(await send(`${lb.url}/v1/queues/mine`, 'DELETE', 'client-key'), 200);
+  t.equal(await send(`${lb.url}/v1/queues/mine`, 'GET'), 200);
+  t.ok([...busy.hits, ...fine.hits].every((h) => h === 'DELETE /v1/queues/mine client-key' || h === 'GET /v1/queues/mine -'), [...busy.hits, ...fine.hits].join(' | '));
+  const before = busy.hits.length + fine.hits.length;
+  const unkeyed: number[] = [];
+  for (let i = 0; i < 6; i++) unkeyed.push(await send(`${lb.url}/v1/queues/q/messages`, 'POST'));
+  t.ok(unkeyed.includes(503), 'a POST without a key that met the 503 got the 503');
+  t.equal(busy.hits.length + fine.hits.length - before, 6, 'and reached exactly one node, without a key');
+  t.same([...busy.hits, ...fine.hits].filter((h) => h.startsWith('POST ')), Array(6).fill('POST /v1/queues/q/messages -'), 'no key was added to a POST');
+});

@@ -37,8 +37,9 @@ export async function stand(status: number, readyz = status): Promise<Stand> {
 }
 
 /** One request through the balancer; its status. */
-export async function send(url: string, method: 'GET' | 'POST', key?: string): Promise<number> {
-  const res = await request(url, { method, headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }) }, ...(method === 'POST' ? { body: '{}' } : {}) });
+export async function send(url: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', key?: string): Promise<number> {
+  const body = method === 'POST' || method === 'PUT';
+  const res = await request(url, { method, headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(key === undefined ? {} : { 'idempotency-key': key }) }, ...(body ? { body: '{}' } : {}) });
   await res.body.dump();
   return res.statusCode;
 }
