@@ -107,3 +107,24 @@ t.test("revoking 'subscribe' stops every delivery to that user's subscriptions: 
   t.match(await call(url0, 'POST', `/v1/topics/${topic}/subscriptions/m/receive`, { token: mallory, body: { maxMessages: 10 } }), problem(404, 'not_found'), 'nothing more to receive');
   t.match(await call(url1, 'GET', `/v1/topics/${topic}/subscriptions/m`, { token: alice }), problem(404, 'not_found'), 'the topic owner sees it gone');
 });
+
+t.test("a grant tells only the resource's owner whether a username exists", async (t) => {
+  const q = 'enum-q';
+  const closed = 'enum-t';
+  t.equal((await call(url0, 'POST', '/v1/queues', { token: alice, body: { name: q } })).status, 201);
+  t.equal((await call(url0, 'POST', '/v1/topics', { token: alice, body: { name: closed, subscribe: 'granted' } })).status, 201);
+  t.equal((await call(url0, 'PUT', `/v1/queues/${q}/grants/mallory-h`, { token: alice, body: { actions: ['send'] } })).status, 200);
+  const put = (path: string, user: string, actions: string[]) => call(cluster.urls[user.length % 3]!, 'PUT', `${path}/grants/${user}`, { token: mallory, body: { actions } });
+  for (const [path, actions, status] of [
+    [`/v1/queues/${q}`, ['send'], 403], // visible to mallory (a grantee), not hers
+    [`/v1/topics/${closed}`, ['publish'], 404], // not visible to her at all
+    ['/v1/queues/enum-nowhere', ['send'], 404],
+  ] as const) {
+    const known = await put(path, 'alice-h', [...actions]);
+    const unknown = await put(path, 'nobody-at-all', [...actions]);
+    t.match(known, problem(status, status === 403 ? 'forbidden' : 'not_found'), `${path}: a user who exists`);
+    t.same({ status: unknown.status, body: unknown.body }, { status: known.status, body: known.body }, `${path}: the same answer for one who does not`);
+  }
+  // The owner is told.
+  t.match(await call(url1, 'PUT', `/v1/queues/${q}/grants/nobody-at-all`, { token: alice, body: { actions: ['send'] } }), problem(404, 'not_found'));
+});

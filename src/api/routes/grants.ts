@@ -1,9 +1,9 @@
 // The grant routes, the same for queues and topics: PUT, GET and DELETE under /v1/<kind>s/{name}/grants.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { userPartition } from '../../partition/routing.js';
+import { partitionOf, userPartition } from '../../partition/routing.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
-import { ApiError } from '../errors.js';
+import { ApiError, fromFailure } from '../errors.js';
 import { ConsistencyQuery, Grant, Grants, IdempotencyHeaders, QueueGrantParams, QueueGrantPut, QueueParams, TopicGrantParams, TopicGrantPut, TopicParams } from '../schemas.js';
 import { bearer, problems } from './common.js';
 
@@ -29,7 +29,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
         tags,
         security,
         summary: `Grant a user rights on a ${kind} (owner only)`,
-        description: `Replaces the user's rights on the ${kind}. 404 when the user does not exist.`,
+        description: `Replaces the user's rights on the ${kind}. 404 when the user does not exist, answered to the ${kind}'s owner only: anyone else gets the same 403 or 404 whether the user exists or not.`,
         headers: IdempotencyHeaders,
         params: s.grantParams,
         body: s.put,
@@ -37,6 +37,8 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
       },
     },
     async (request) => {
+      // Only the owner learns whether the user exists: anyone else is refused first, the same either way.
+      await requireOwner(deps, request, kind, nameOf(request));
       await requireUser(deps, request, userOf(request));
       const actions = (request.body as { actions: string[] }).actions;
       return write(deps, request, nameOf(request), { type: 'grant.put', kind, name: nameOf(request), username: userOf(request), actions });
@@ -79,6 +81,12 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
       return reply.code(204).send(null);
     },
   );
+}
+
+/** The refusal a grant's write would answer the caller (404 unseen, 403 not the owner), before anything else is looked up. */
+async function requireOwner(deps: ApiDeps, request: FastifyRequest, kind: 'queue' | 'topic', name: string): Promise<void> {
+  const r = await deps.broker.query(partitionOf(name, deps.broker.partitions), { type: 'grant.list', kind, name, user: actorOf(request) }, ctxOf(request));
+  if (!r.ok) throw fromFailure(r);
 }
 
 /** 404 unless `username` exists (grants name real users). */

@@ -207,7 +207,7 @@ export interface paths {
         get?: never;
         /**
          * Grant a user rights on a queue (owner only)
-         * @description Replaces the user's rights on the queue. 404 when the user does not exist.
+         * @description Replaces the user's rights on the queue. 404 when the user does not exist, answered to the queue's owner only: anyone else gets the same 403 or 404 whether the user exists or not.
          */
         put: operations["setQueueGrant"];
         post?: never;
@@ -421,7 +421,7 @@ export interface paths {
         get?: never;
         /**
          * Grant a user rights on a topic (owner only)
-         * @description Replaces the user's rights on the topic. 404 when the user does not exist.
+         * @description Replaces the user's rights on the topic. 404 when the user does not exist, answered to the topic's owner only: anyone else gets the same 403 or 404 whether the user exists or not.
          */
         put: operations["setTopicGrant"];
         post?: never;
