@@ -74,8 +74,9 @@ function fastifyClientError(err: FastifyError): { code: ProblemCode; detail: str
 export function errorHandler(err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   if (err instanceof ApiError) return sendProblem(reply, err.code, err.message, err.retryAfterSeconds);
   if (err instanceof UnavailableError) {
+    // What happened inside the cluster (node ids, error codes) is for the log, with the request id.
     request.log.warn({ detail: err.message }, 'request not served');
-    return sendProblem(reply, err.status === 504 ? 'timeout' : 'unavailable', err.message, err.retryAfterSeconds);
+    return sendProblem(reply, err.status === 504 ? 'timeout' : 'unavailable', err.publicDetail, err.retryAfterSeconds);
   }
   const client = fastifyClientError(err as FastifyError);
   if (client !== null) return sendProblem(reply, client.code, client.detail);

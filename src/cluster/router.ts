@@ -198,7 +198,7 @@ export class Router {
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
     const state = this.host.replica(p).state;
     // Between closing the old state and opening the installed snapshot, there is nothing to read.
-    if (!state.sqlite.open) throw new UnavailableError(`partition ${p}: this node is installing a snapshot; retry shortly`);
+    if (!state.sqlite.open) throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
     return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
   }
 
@@ -346,7 +346,7 @@ export class Router {
         }
         if (answer.kind === 'not_leader') {
           // A hop is a redirection followed; a leader handing over (no hint yet) is waited out.
-          if (followed && ++hops > this.maxHops) throw new UnavailableError(`partition ${p}: leadership moved ${hops} times; retry shortly`);
+          if (followed && ++hops > this.maxHops) throw new UnavailableError('leader_moving', `partition ${p}: leadership moved ${hops} times`);
           last = `${target} is not the leader`;
           if (answer.leader !== null && answer.leader !== target) {
             hint = answer.leader;
@@ -360,8 +360,8 @@ export class Router {
       if (this.now() >= deadline || cutOff > 0) {
         if (unknown !== null) throw unknownOutcome(what, unknown);
         // Cut off from every peer: no leader can be reached from here; waiting helps no one.
-        if (cutOff > 0) throw new UnavailableError(`this node has heard from no other node for ${(cutOff / 1000).toFixed(1)} s, so it cannot reach partition ${p}'s leader (${last}); retry on another node`);
-        throw new UnavailableError(`partition ${p} has no reachable leader (${last}); retry shortly`);
+        if (cutOff > 0) throw new UnavailableError('cut_off', `this node has heard from no other node for ${(cutOff / 1000).toFixed(1)} s, so it cannot reach partition ${p}'s leader (${last})`);
+        throw new UnavailableError('no_leader', `partition ${p} has no reachable leader (${last})`);
       }
       await sleep(this.opts.pollMs);
     }
@@ -380,7 +380,7 @@ export class Router {
 }
 
 function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' }>): UnavailableError {
-  return new UnavailableError(`the ${what}'s outcome is unknown (${answer.detail}); retry with the same Idempotency-Key`, answer.timedOut ? 504 : 503, true);
+  return new UnavailableError(what === 'write' ? 'write_unknown' : 'read_unknown', `the ${what}'s outcome is unknown (${answer.detail})`, answer.timedOut ? 504 : 503, true);
 }
 
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */

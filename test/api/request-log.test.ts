@@ -4,9 +4,10 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
 import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
+import { UNAVAILABLE, UnavailableError } from '../../src/cluster/errors.js';
 
 /** An app whose logger writes JSON lines into `lines`, at `level`. */
-async function appLoggingAt(level: string, lines: Record<string, unknown>[]) {
+async function appLoggingAt(level: string, lines: Record<string, unknown>[], propose?: ApiDeps['broker']['propose']) {
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
@@ -17,7 +18,7 @@ async function appLoggingAt(level: string, lines: Record<string, unknown>[]) {
     throw new Error('not used');
   };
   const deps: ApiDeps = {
-    broker: { partitions: 4, propose: never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
+    broker: { partitions: 4, propose: propose ?? never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
     cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
     jwtSecret: 'x'.repeat(32),
     receipts: new Receipts('r'.repeat(32)),
@@ -44,4 +45,24 @@ t.test('at info, requests log no line of their own', async (t) => {
   const app = await appLoggingAt('info', lines);
   for (let i = 0; i < 3; i++) t.equal((await app.inject({ method: 'GET', url: '/v1/queues' })).statusCode, 401);
   t.strictSame(lines.filter((l) => typeof l.reqId === 'string'), [], 'no line per request');
+});
+
+t.test('a 503 tells the client a stable reason; the node ids and error codes behind it go to the log', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const inside = 'partition 2 has no reachable leader (n2 could not be reached (ECONNRESET))';
+  const app = await appLoggingAt('info', lines, () => Promise.reject(new UnavailableError('no_leader', inside)));
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/register',
+    headers: { 'x-request-id': 'trace-503', 'content-type': 'application/json' },
+    payload: JSON.stringify({ username: 'someone', password: 'long enough' }),
+  });
+  t.equal(res.statusCode, 503);
+  t.match(res.json(), { code: 'unavailable', detail: UNAVAILABLE.no_leader });
+  t.notMatch(res.body, /n2|ECONNRESET|partition/, 'nothing of the inside');
+  t.match(
+    lines.filter((l) => l.msg === 'request not served'),
+    [{ reqId: 'trace-503', detail: inside }],
+    'the log has it, under the request id',
+  );
 });
