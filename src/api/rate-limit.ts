@@ -1,4 +1,4 @@
-// Fixed-window counters for the login and registration limits. Per node: behind a load balancer a
+// Fixed-window counters for the registration limit and failed logins, and the login guard. Per node: behind a load balancer a
 // client meets up to three such limits, so the limits are set with that in mind. The clock is
 // injected; the table forgets keys whose window ended, so it cannot grow without bound.
 
@@ -28,6 +28,14 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((w.start + this.windowMs - now) / 1000));
   }
 
+  /** Seconds until `key` may be counted again without passing the limit: 0 when it may now. Counts nothing. */
+  peek(key: string): number {
+    const now = this.now();
+    const w = this.windows.get(key);
+    if (w === undefined || now - w.start >= this.windowMs || w.count < this.limit) return 0;
+    return Math.max(1, Math.ceil((w.start + this.windowMs - now) / 1000));
+  }
+
   private prune(now: number): void {
     for (const [k, w] of this.windows) if (now - w.start >= this.windowMs) this.windows.delete(k);
     // Still full: every key is in a live window. Drop the oldest half rather than grow.
@@ -40,3 +48,75 @@ export class RateLimiter {
     }
   }
 }
+
+/**
+ * Failed logins, counted per client address and per (username, address) pair; successful logins
+ * count nowhere. A pair that failed `free` times waits 1 s before its next attempt, then twice as
+ * long after each further failure, up to `maxBackoffMs`; a success, or `forgetMs` without a failure,
+ * clears it. An address that failed `perAddress` times in a window waits for the window's end. So a
+ * guesser slows down on its own address only: the user it targets still logs in from any other
+ * address, where an attempt-count per username (before) let anyone keep a user out.
+ */
+export class LoginGuard {
+  private readonly pairs = new Map<string, { failures: number; until: number; last: number }>();
+  private readonly byAddress: RateLimiter;
+
+  constructor(
+    private readonly limits: { readonly free: number; readonly maxBackoffMs: number; readonly forgetMs: number; readonly perAddress: number; readonly windowMs: number },
+    private readonly now: () => number,
+    private readonly maxKeys = 100_000,
+  ) {
+    this.byAddress = new RateLimiter(limits.perAddress, limits.windowMs, now, maxKeys);
+  }
+
+  /** Seconds before `username` may try again from `address`: 0 when it may now. */
+  wait(username: string, address: string): number {
+    const now = this.now();
+    const byAddress = this.byAddress.peek(address);
+    const p = this.pair(username, address, now);
+    const byPair = p === undefined || p.until <= now ? 0 : Math.max(1, Math.ceil((p.until - now) / 1000));
+    return Math.max(byAddress, byPair);
+  }
+
+  failed(username: string, address: string): void {
+    const now = this.now();
+    this.byAddress.hit(address);
+    const key = pairKey(username, address);
+    let p = this.pair(username, address, now);
+    if (p === undefined) {
+      if (this.pairs.size >= this.maxKeys) this.prune(now);
+      p = { failures: 0, until: 0, last: now };
+      this.pairs.set(key, p);
+    }
+    p.failures++;
+    p.last = now;
+    if (p.failures >= this.limits.free) p.until = now + Math.min(this.limits.maxBackoffMs, 1000 * 2 ** Math.min(30, p.failures - this.limits.free));
+  }
+
+  succeeded(username: string, address: string): void {
+    this.pairs.delete(pairKey(username, address));
+  }
+
+  private pair(username: string, address: string, now: number): { failures: number; until: number; last: number } | undefined {
+    const key = pairKey(username, address);
+    const p = this.pairs.get(key);
+    if (p !== undefined && now - p.last >= this.limits.forgetMs && p.until <= now) {
+      this.pairs.delete(key);
+      return undefined;
+    }
+    return p;
+  }
+
+  private prune(now: number): void {
+    for (const [k, p] of this.pairs) if (now - p.last >= this.limits.forgetMs && p.until <= now) this.pairs.delete(k);
+    if (this.pairs.size >= this.maxKeys) {
+      let n = Math.floor(this.maxKeys / 2);
+      for (const k of this.pairs.keys()) {
+        if (n-- <= 0) break;
+        this.pairs.delete(k);
+      }
+    }
+  }
+}
+
+const pairKey = (username: string, address: string): string => `${username}\u0000${address}`;

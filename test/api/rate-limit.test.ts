@@ -1,10 +1,12 @@
-// The login and registration limits: fixed windows per key with an injected clock, and the client
-// address they count, which is the load balancer's unless the balancer is trusted (--trust-proxy).
+// The login and registration limits: fixed windows per key and the failed-login guard, with an
+// injected clock, and the client address they count, which is the load balancer's unless the
+// balancer is trusted (--trust-proxy).
 import t from 'tap';
 import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
-import { REGISTER_LIMITS } from '../../src/api/routes/auth.js';
-import { RateLimiter } from '../../src/api/rate-limit.js';
-import { ok, type Command } from '../../src/store/broker/index.js';
+import bcrypt from 'bcryptjs';
+import { LOGIN_LIMITS, REGISTER_LIMITS, prehash } from '../../src/api/routes/auth.js';
+import { LoginGuard, RateLimiter } from '../../src/api/rate-limit.js';
+import { fail, ok, type Command } from '../../src/store/broker/index.js';
 
 t.test('RateLimiter: a window allows `limit` hits per key, then says how long to wait', async (t) => {
   let now = 1_000_000;
@@ -81,4 +83,80 @@ t.test('behind a trusted proxy, each client address has its own budget', async (
   for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) t.equal((await register(a, i, '10.0.0.1')).statusCode, 201);
   t.equal((await register(a, 98, '10.0.0.1')).statusCode, 429, 'one client over its budget');
   t.equal((await register(a, 99, '10.0.0.2')).statusCode, 201, 'another client is not');
+});
+
+t.test('LoginGuard: failures of one (user, address) back off, doubling; a success clears them; successes count nowhere', async (t) => {
+  let now = 1_000_000;
+  const g = new LoginGuard({ free: 3, maxBackoffMs: 8_000, forgetMs: 60_000, perAddress: 100, windowMs: 60_000 }, () => now);
+  for (let i = 0; i < 50; i++) g.succeeded('alice', '10.0.0.1');
+  t.equal(g.wait('alice', '10.0.0.1'), 0, 'successes are free');
+  g.failed('alice', '10.0.0.1');
+  g.failed('alice', '10.0.0.1');
+  t.equal(g.wait('alice', '10.0.0.1'), 0, 'under the free failures');
+  g.failed('alice', '10.0.0.1');
+  t.equal(g.wait('alice', '10.0.0.1'), 1, 'then 1 s');
+  t.equal(g.wait('alice', '10.0.0.2'), 0, 'the same user from another address is not held');
+  t.equal(g.wait('bob', '10.0.0.1'), 0, 'another user from the same address is not held');
+  const waits: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    now += g.wait('alice', '10.0.0.1') * 1000;
+    g.failed('alice', '10.0.0.1');
+    waits.push(g.wait('alice', '10.0.0.1'));
+  }
+  t.strictSame(waits, [2, 4, 8, 8, 8], 'doubling, up to the most');
+  now += 8_000;
+  g.succeeded('alice', '10.0.0.1');
+  g.failed('alice', '10.0.0.1');
+  t.equal(g.wait('alice', '10.0.0.1'), 0, 'a success started the count again');
+  now += 60_000;
+  g.failed('alice', '10.0.0.1');
+  g.failed('alice', '10.0.0.1');
+  t.equal(g.wait('alice', '10.0.0.1'), 0, 'old failures are forgotten');
+});
+
+t.test('LoginGuard: an address that fails for many users waits for the window; the table stays bounded', async (t) => {
+  let now = 0;
+  const g = new LoginGuard({ free: 5, maxBackoffMs: 8_000, forgetMs: 1_000, perAddress: 10, windowMs: 60_000 }, () => now, 100);
+  for (let i = 0; i < 10; i++) g.failed(`user${i}`, '10.0.0.66');
+  t.equal(g.wait('someone-else', '10.0.0.66'), 60, 'spraying passwords over users');
+  t.equal(g.wait('someone-else', '10.0.0.7'), 0);
+  for (let i = 0; i < 1000; i++) g.failed(`u${i}`, `10.1.${i >> 8}.${i & 255}`);
+  t.ok((g as unknown as { pairs: Map<string, unknown> }).pairs.size <= 100);
+  now += 60_000;
+  t.equal(g.wait('someone-else', '10.0.0.66'), 0, 'a new window');
+});
+
+t.test("a guesser cannot keep a user out: its failures hold its own address, not the user's", async (t) => {
+  const hash = bcrypt.hashSync(prehash('right-password'), 10);
+  const never = (): never => {
+    throw new Error('not used by login');
+  };
+  const deps: ApiDeps = {
+    broker: {
+      partitions: 4,
+      propose: never,
+      query: async (_p, q) => (q.type === 'user.get' && q.username === 'victim' ? ok({ username: 'victim', passwordHash: hash, createdAt: 0 }) : fail('not_found', 'no such user')),
+      staleQuery: never,
+      watch: never,
+      format: never,
+      park: never,
+      afterAnswer: never,
+      waiting: () => 0,
+    },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
+    jwtSecret: 'x'.repeat(32),
+    receipts: new Receipts('r'.repeat(32)),
+    trustProxy: ['127.0.0.1'],
+  };
+  const a = await buildApp(deps);
+  t.teardown(() => a.close());
+  const login = (from: string, password: string) =>
+    a.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '127.0.0.1', headers: { 'x-forwarded-for': from }, payload: { username: 'victim', password } });
+  const guesses: number[] = [];
+  for (let i = 0; i < LOGIN_LIMITS.free + 6; i++) guesses.push((await login('10.0.0.66', `wrong-guess-${i}`)).statusCode);
+  t.strictSame(guesses, [...Array(LOGIN_LIMITS.free).fill(401), ...Array(6).fill(429)], 'the guesser is held after its free failures');
+  const held = await login('10.0.0.66', 'right-password');
+  t.equal(held.statusCode, 429, 'even with the right password, from its address');
+  t.ok(Number(held.headers['retry-after']) >= 1);
+  for (let i = 0; i < 3; i++) t.equal((await login('10.0.0.7', 'right-password')).statusCode, 200, `the user from its own address, login ${i + 1}`);
 });

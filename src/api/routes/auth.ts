@@ -7,7 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { userPartition } from '../../partition/routing.js';
 import { ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
-import { RateLimiter } from '../rate-limit.js';
+import { LoginGuard, RateLimiter } from '../rate-limit.js';
 import { Credentials, Me, Registered, Token } from '../schemas.js';
 import { problems } from './common.js';
 
@@ -17,7 +17,12 @@ import { problems } from './common.js';
  */
 export const prehash = (password: string): string => createHash('sha256').update(password, 'utf8').digest('base64');
 
-export const LOGIN_LIMITS = { perAddress: 30, perUser: 10, windowMs: 60_000 } as const;
+/**
+ * Failed logins (LoginGuard): per (username, address), 5 free, then 1 s, 2 s, 4 s ... up to 15 min
+ * between attempts, cleared by a success or 15 min without a failure; per address, 30 failures a
+ * minute. Successful logins count nowhere.
+ */
+export const LOGIN_LIMITS = { free: 5, maxBackoffMs: 15 * 60_000, forgetMs: 15 * 60_000, perAddress: 30, windowMs: 60_000 } as const;
 export const REGISTER_LIMITS = { perAddress: 20, windowMs: 60_000 } as const;
 
 export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
@@ -26,8 +31,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const now = deps.now ?? Date.now;
   const cost = Math.max(10, deps.bcryptCost ?? 10);
   const ttl = deps.tokenTtlSeconds ?? 3600;
-  const loginByAddress = new RateLimiter(LOGIN_LIMITS.perAddress, LOGIN_LIMITS.windowMs, now);
-  const loginByUser = new RateLimiter(LOGIN_LIMITS.perUser, LOGIN_LIMITS.windowMs, now);
+  const logins = new LoginGuard(LOGIN_LIMITS, now);
   const registerByAddress = new RateLimiter(REGISTER_LIMITS.perAddress, REGISTER_LIMITS.windowMs, now);
   // Compared against when the user is unknown, so that both failures take as long.
   const dummyHash = bcrypt.hashSync('not a password of anyone', cost);
@@ -68,19 +72,23 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         security: [],
         summary: 'Log in: get an access token',
-        description: `401 alike for an unknown user and a wrong password. Limited to ${LOGIN_LIMITS.perAddress} attempts per minute per client address and ${LOGIN_LIMITS.perUser} per minute per username, on each node.`,
+        description: `401 alike for an unknown user and a wrong password. Failures only are counted, on each node: after ${LOGIN_LIMITS.free} failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to ${LOGIN_LIMITS.maxBackoffMs / 60_000} min; a success clears it), and an address waits after ${LOGIN_LIMITS.perAddress} failures in a minute: 429 with Retry-After.`,
         body: Credentials,
         response: { 200: Token, ...problems(400, 401, 413, 429, 503, 504) },
       },
     },
     async (request) => {
       const { username, password } = request.body;
-      limit(loginByAddress, request.ip, 'login attempts from this address');
-      limit(loginByUser, username, 'login attempts for this user');
+      const wait = logins.wait(username, request.ip);
+      if (wait > 0) throw new ApiError('rate_limited', `too many failed logins from this address; retry in ${wait} s`, wait);
       const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
       const good = await bcrypt.compare(prehash(password), hash);
-      if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
+      if (!r.ok || !good) {
+        logins.failed(username, request.ip);
+        throw new ApiError('unauthorized', 'unknown user or wrong password');
+      }
+      logins.succeeded(username, request.ip);
       const accessToken = app.jwt.sign({ sub: username });
       return { accessToken, tokenType: 'Bearer' as const, expiresIn: ttl };
     },

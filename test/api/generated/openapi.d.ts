@@ -129,7 +129,7 @@ export interface paths {
         put?: never;
         /**
          * Log in: get an access token
-         * @description 401 alike for an unknown user and a wrong password. Limited to 30 attempts per minute per client address and 10 per minute per username, on each node.
+         * @description 401 alike for an unknown user and a wrong password. Failures only are counted, on each node: after 5 failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to 15 min; a success clears it), and an address waits after 30 failures in a minute: 429 with Retry-After.
          */
         post: operations["login"];
         delete?: never;
