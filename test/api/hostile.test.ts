@@ -128,3 +128,18 @@ t.test("a grant tells only the resource's owner whether a username exists", asyn
   // The owner is told.
   t.match(await call(url1, 'PUT', `/v1/queues/${q}/grants/nobody-at-all`, { token: alice, body: { actions: ['send'] } }), problem(404, 'not_found'));
 });
+
+t.test("a keyed receive's replay holds no body once the delivery is over", async (t) => {
+  const q = 'keyed-q';
+  t.equal((await call(url0, 'POST', '/v1/queues', { token: alice, body: { name: q } })).status, 201);
+  t.equal((await call(url1, 'POST', `/v1/queues/${q}/messages`, { token: alice, body: { body: 'private' } })).status, 201);
+  const key = { 'idempotency-key': 'keyed-receive-1' };
+  const first = await call(url2, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {}, headers: key });
+  t.match(first, { status: 200, body: { messages: [{ body: 'private' }] } });
+  t.same((await call(url0, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {}, headers: key })).body, first.body, 'replayed while leased');
+  const handle = (first.body as { messages: { receiptHandle: string }[] }).messages[0]!.receiptHandle;
+  t.match(await call(url1, 'POST', `/v1/queues/${q}/ack`, { token: alice, body: { receiptHandles: [handle] } }), { status: 200, body: { acked: [handle] } });
+  const after = await call(url2, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {}, headers: key });
+  t.match(after, problem(409, 'conflict'), 'acked: nothing to replay');
+  t.notMatch(JSON.stringify(after.body), /private/);
+});

@@ -1,10 +1,10 @@
 // What the API reads from a replica besides the views: queries as data (runQuery), the channel
-// lookups and next-visibility time long polls wait on, queue depths for metrics, and the rule that an
-// empty receive leaves its Idempotency-Key free.
+// lookups and next-visibility time long polls wait on, queue depths for metrics, the rule that an
+// empty receive leaves its Idempotency-Key free, and a keyed receive's replay (no bodies kept).
 import t from 'tap';
-import { runQuery, STATE_CACHE_KIB } from '../../src/store/broker/index.js';
-import { queue, send } from './broker-helpers.js';
-import { msg, openStore, q, sendMsgs, take } from './broker-unit-kit.js';
+import { KEYED_RECEIVE_WITHOUT_BODIES, REVOKE_UNSUBSCRIBES, runQuery, STATE_CACHE_KIB, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { TestStore, queue, send } from './broker-helpers.js';
+import { grant, msg, openStore, q, sendMsgs, take } from './broker-unit-kit.js';
 
 t.test('runQuery answers the views, refuses what the caller may not see, and hides nothing else', async (t) => {
   const s = await openStore(t, 'alice', 'bob');
@@ -95,4 +95,67 @@ t.test('a partition state database bounds its page cache, since a node holds one
   const s = await openStore(t, 'alice');
   t.equal(s.sm.sqlite.pragma('cache_size', { simple: true }), -STATE_CACHE_KIB, `${STATE_CACHE_KIB} KiB, not SQLite's default 2 MiB`);
   t.ok(STATE_CACHE_KIB <= 1024, 'at most 1 MiB: 16 partitions take at most 16 MiB');
+});
+
+// ---- a keyed receive keeps no bodies (format 7, KEYED_RECEIVE_WITHOUT_BODIES) ----
+
+t.test('a keyed receive keeps its result without bodies; its replay reads them again while the leases live', async (t) => {
+  const s = await TestStore.open(0, undefined, KEYED_RECEIVE_WITHOUT_BODIES);
+  t.teardown(() => s.close());
+  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
+  s.must('alice', queue('orders', { visibilityTimeoutSeconds: 30 }));
+  const body = 'secret '.repeat(2000);
+  s.must('alice', { type: 'queue.send', name: 'orders', messages: [{ body, attributes: { kind: 'a' } }, { body: 'two', attributes: {} }] });
+  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 10, visibilityTimeoutSeconds: null };
+  const first = s.run('alice', receive, 'rk');
+  t.match(first, { ok: true, value: { messages: [{ body, attributes: { kind: 'a' } }, { body: 'two' }] } });
+  const kept = s.sm.sqlite.prepare('select result from idempotency').all() as { result: string }[];
+  t.equal(kept.length, 1);
+  t.notOk(kept[0]!.result.includes('secret'), 'no body in the idempotency table');
+  t.notOk(kept[0]!.result.includes('kind'), 'nor attributes');
+  s.advance(10);
+  t.strictSame(s.run('alice', receive, 'rk'), first, 'replayed whole while both leases live');
+  // One acked: the replay answers the other.
+  const [h1, h2] = (first as { value: { messages: ReceivedMessage[] } }).value.messages.map((m) => m.receiptHandle);
+  s.must('alice', { type: 'ack', channel: { queue: 'orders' }, receiptHandles: [h1!] });
+  t.match(s.run('alice', receive, 'rk'), { ok: true, value: { messages: [{ body: 'two', receiptHandle: h2 }] } });
+  t.equal((s.run('alice', receive, 'rk') as { value: { messages: unknown[] } }).value.messages.length, 1);
+  // Its lease ends: nothing is left to replay, and the replay says so.
+  s.advance(30);
+  t.match(s.run('alice', receive, 'rk'), { ok: false, code: 'conflict' });
+  // Delivered again to someone else, under a new lease: still not the key's.
+  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  t.match(s.must('bob', receive), { messages: [{ body: 'two' }] });
+  t.match(s.run('alice', receive, 'rk'), { ok: false, code: 'conflict' });
+});
+
+t.test("a keyed receive's replay checks the right to receive again, and a purge leaves nothing to replay", async (t) => {
+  const s = await TestStore.open(0, undefined, KEYED_RECEIVE_WITHOUT_BODIES);
+  t.teardown(() => s.close());
+  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  s.must('alice', send('orders', 'a'));
+  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+  t.match(s.run('bob', receive, 'rk'), { ok: true, value: { messages: [{ body: 'a' }] } });
+  s.must('alice', { type: 'grant.delete', kind: 'queue', name: 'orders', username: 'bob' });
+  t.match(s.run('bob', receive, 'rk'), { ok: false, code: 'not_found' }, 'revoked: no replay');
+  s.must('alice', send('orders', 'b'));
+  const mine = s.run('alice', receive, 'ak');
+  t.match(mine, { ok: true, value: { messages: [{ body: 'b' }] } });
+  s.must('alice', { type: 'queue.purge', name: 'orders' });
+  t.match(s.run('alice', receive, 'ak'), { ok: false, code: 'conflict' }, 'purged: nothing to replay');
+});
+
+t.test('before format 7 a keyed receive keeps its bodies, as an older build does', async (t) => {
+  const s = await TestStore.open(0, undefined, REVOKE_UNSUBSCRIBES);
+  t.teardown(() => s.close());
+  s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  s.must('alice', send('orders', 'kept'));
+  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+  const first = s.run('alice', receive, 'rk');
+  t.ok((s.sm.sqlite.prepare('select result from idempotency').get() as { result: string }).result.includes('kept'));
+  s.advance(60);
+  t.strictSame(s.run('alice', receive, 'rk'), first, 'replayed as kept, lease or not');
 });

@@ -23,9 +23,11 @@
  * (BOUNDED_FANOUT): a topic holds at most MAX_SUBSCRIPTIONS subscriptions and one publish stores at
  * most MAX_FANOUT copies (topics.ts), so that no entry's apply holds a node's loop for long. Format 6
  * (REVOKE_UNSUBSCRIBES): revoking a user's right to subscribe to a topic deletes the subscriptions
- * that user holds on it (topics.ts, dropUnsubscribed).
+ * that user holds on it (topics.ts, dropUnsubscribed). Format 7 (KEYED_RECEIVE_WITHOUT_BODIES): a
+ * receive's Idempotency-Key keeps its result without message bodies, and a replay reads them again
+ * while the leases live (messages.ts, replayReceive).
  */
-export const FORMAT = 6;
+export const FORMAT = 7;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -37,6 +39,8 @@ export const BODIES_IN_LOG = 4;
 export const BOUNDED_FANOUT = 5;
 /** From this format on, a revoked right to subscribe takes the user's subscriptions with it (topics.ts). */
 export const REVOKE_UNSUBSCRIBES = 6;
+/** From this format on, a keyed receive's kept result holds no message bodies (messages.ts, withoutBodies). */
+export const KEYED_RECEIVE_WITHOUT_BODIES = 7;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

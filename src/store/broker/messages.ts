@@ -22,7 +22,7 @@ import {
 import { BodyMissingError, SLOTS, bodyAt, bodyPlace, logSeq } from './bodies.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
-import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
+import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
 import { INSERT_ROWS } from './statements.js';
 
@@ -365,6 +365,50 @@ function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx)
     ctx.retimed.add(ch.id);
   }
   return messages;
+}
+
+/** A receive's result as its Idempotency-Key keeps it from format 7: the messages without bodies or attributes. */
+export function withoutBodies(r: Received): Received {
+  return { ...r, messages: r.messages.map(({ body: _b, attributes: _a, ...m }) => m as ReceivedMessage) };
+}
+
+/**
+ * A keyed receive's replay. A result kept whole (before format 7) is answered as kept. One kept
+ * without bodies (withoutBodies) is answered with the messages still leased under it, their bodies
+ * and attributes read again, after the caller's right to receive is checked again: a delivery that
+ * is over (acked, given back, its lease ended) is left out, and when none is left the replay says so
+ * (409). So the idempotency table never holds message bodies, nor outlives an ack, a purge or a delete.
+ */
+export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): Result {
+  if (!r.ok) return r;
+  const kept = r.value as Received;
+  if (kept.messages.every((m) => 'body' in m)) return r;
+  let ch: ChannelRow;
+  try {
+    ch = consumable(s, ref, requireActor(ctx));
+  } catch (err) {
+    if (err instanceof Refusal) return err.failure;
+    throw err;
+  }
+  const messages: ReceivedMessage[] = [];
+  for (const m of kept.messages) {
+    const lease = decodeReceipt(m.receiptHandle);
+    const row = lease === null || lease.channelId !== ch.id ? undefined : (s.st.getMessage.get(ch.id, m.sequence) as MessageRow | undefined);
+    if (row === undefined || row.state !== MessageState.Leased || row.lease_id !== lease!.leaseId || row.visible_at <= ctx.now) continue;
+    messages.push({
+      messageId: m.messageId,
+      sequence: m.sequence,
+      body: bodyText(rowBody(s, row)),
+      attributes: JSON.parse(row.attributes) as Record<string, string>,
+      receiptHandle: m.receiptHandle,
+      deliveryCount: m.deliveryCount,
+      sentAt: m.sentAt,
+    });
+  }
+  if (messages.length === 0) {
+    return fail(ErrorCode.Conflict, 'the messages this Idempotency-Key received are no longer leased under it (acked, given back, or their lease ended): receive again under a new key');
+  }
+  return ok({ ...kept, messages });
 }
 
 /** The columns of a message a receipt handle is checked and acted on with. */

@@ -16,7 +16,7 @@ import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
-import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Result } from './commands.js';
+import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Received, type Result } from './commands.js';
 import * as access from './access.js';
 import { BodyMissingError, SLOTS, logSeq, type BodySource } from './bodies.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
@@ -35,13 +35,15 @@ import {
   outboxDone,
   purgeQueue,
   receive,
+  replayReceive,
   rowBody,
   sendToQueue,
   serveWaiters,
   sweep,
+  withoutBodies,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -504,7 +506,8 @@ export class BrokerStateMachine {
       const prior = this.st.getIdempotency.get(env.actor, key, ctx.now) as { fingerprint: string; result: string } | undefined;
       if (prior !== undefined) {
         if (prior.fingerprint !== fingerprint) return fail(ErrorCode.Conflict, 'this Idempotency-Key was used for a different request');
-        return JSON.parse(prior.result) as Result;
+        const kept = JSON.parse(prior.result) as Result;
+        return env.command.type === 'receive' ? replayReceive(this.store, env.command.channel, kept, ctx) : kept;
       }
     }
     let result: Result;
@@ -519,7 +522,9 @@ export class BrokerStateMachine {
     // propose again under the same Idempotency-Key and bind it to the receive that finds messages.
     const emptyReceive = env.command.type === 'receive' && result.ok && (result.value as { messages: unknown[] }).messages.length === 0;
     if (key !== undefined && env.actor !== null && !emptyReceive) {
-      this.st.putIdempotency.run(env.actor, key, fingerprint, JSON.stringify(result), ctx.now + IDEMPOTENCY_WINDOW_MS);
+      // From format 7 a receive's bodies are not kept: its replay reads them again (replayReceive).
+      const kept = env.command.type === 'receive' && result.ok && this.formatInForce >= KEYED_RECEIVE_WITHOUT_BODIES ? ok(withoutBodies(result.value as Received)) : result;
+      this.st.putIdempotency.run(env.actor, key, fingerprint, JSON.stringify(kept), ctx.now + IDEMPOTENCY_WINDOW_MS);
     }
     return result;
   }
