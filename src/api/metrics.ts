@@ -145,6 +145,16 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
     },
   });
   new Gauge({
+    name: 'mom_peer_clock_offset_seconds',
+    help: "How far each other node's wall clock is from this node's, as last heard in its Raft requests (positive: the peer's is ahead). Entries are stamped with the median of the nodes' clocks.",
+    labelNames: ['peer'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, ms] of deps.cluster.clockOffsets()) this.set({ peer }, ms / 1000);
+    },
+  });
+  new Gauge({
     name: 'mom_long_polls_waiting',
     help: 'Receives waiting for messages on this node.',
     registers: [registry],

@@ -58,6 +58,7 @@ export class MomServer {
             logSyncs: () => node.host.logStore.syncs,
             peerTraffic: () => node.transport.stats(),
             cutOffFor: () => node.host.cutOffFor(),
+            clockOffsets: () => node.host.clock.offsets(),
             partitionDepths: () =>
               node.host.replicas
                 .filter((r) => r.isLeader() && r.state.sqlite.open)

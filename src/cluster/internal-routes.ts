@@ -8,6 +8,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { NodeId } from '../raft/index.js';
+import type { ClockSample } from '../partition/cluster-clock.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
@@ -40,6 +41,8 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
  * before formats send none, and read format 1.
  */
 export const FORMAT_HEADER = 'x-mom-format';
+/** The sender's wall clock (ms since the epoch) when it started the request (src/partition/cluster-clock.ts). */
+export const CLOCK_HEADER = 'x-mom-clock';
 
 /** Where a forwarded command's lines go: the leader's log, under the client request's id. */
 export type CommandLog = Pick<FastifyBaseLogger, 'debug' | 'error'>;
@@ -68,7 +71,7 @@ export interface InternalRoutesOptions {
    * acknowledgement) waits for a returned promise, so a slow receiver slows its sender, which keeps
    * one POST, or a window of stream frames, in flight per peer.
    */
-  onMessages(from: NodeId, items: BatchItem[], format: number): void | Promise<void>;
+  onMessages(from: NodeId, items: BatchItem[], format: number, clock?: ClockSample): void | Promise<void>;
   /**
    * The file holding the snapshot `ref` of `partition`, or null when there is none. `ref` is whatever
    * an authenticated peer asked for: look it up among known snapshots, never join it into a path.
@@ -198,6 +201,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     // Every peer posts here several times per loop turn: keep per-request info logs off.
     { schema: { hide: true }, bodyLimit, logLevel: 'warn' },
     async (request, reply) => {
+      const heardAt = performance.now();
       const body = request.body;
       if (!Buffer.isBuffer(body)) {
         return problem(reply, 400, 'validation_failed', 'expected an application/octet-stream batch');
@@ -216,7 +220,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
         request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
         return problem(reply, 421, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
       }
-      await opts.onMessages(batch.from, batch.items, readableFormat(request.headers[FORMAT_HEADER]));
+      await opts.onMessages(batch.from, batch.items, readableFormat(request.headers[FORMAT_HEADER]), clockOf(request.headers[CLOCK_HEADER], heardAt));
       return reply.code(204).send();
     },
   );
@@ -261,6 +265,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     if (closing) return problem(reply, 503, 'unavailable', 'this node is closing');
     const body = request.body as Readable;
     const format = readableFormat(request.headers[FORMAT_HEADER]);
+    // The sender's clock as the stream began: each frame passes the same sample on.
+    const clock = clockOf(request.headers[CLOCK_HEADER], performance.now());
     reply.hijack();
     const res = reply.raw;
     const carries = opts.carried !== undefined && opts.onCommand !== undefined;
@@ -328,7 +334,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
             takeCarried(batch.from, batch.carried);
           }
           busy = true;
-          await opts.onMessages(batch.from, batch.items, format);
+          await opts.onMessages(batch.from, batch.items, format, clock);
           busy = false;
           taken++;
           if (stopped) {
@@ -551,6 +557,12 @@ function problem(reply: FastifyReply, status: number, code: string, detail: stri
     .code(status)
     .type('application/problem+json')
     .send({ type: 'about:blank', title: TITLES[status] ?? 'Error', status, code, detail });
+}
+
+/** A peer's wall clock (CLOCK_HEADER) heard at monotonic time `mono`; undefined when it said nothing usable. */
+function clockOf(header: string | string[] | undefined, mono: number): ClockSample | undefined {
+  if (typeof header !== 'string' || !/^\d{1,16}$/.test(header)) return undefined;
+  return { wall: Number(header), mono };
 }
 
 /** The format a peer said it reads (FORMAT_HEADER): 1 when it said nothing, or nothing usable. */

@@ -17,6 +17,8 @@ export interface NodeOptions {
   readonly tickMs?: number;
   readonly snapshotEvery?: number;
   readonly keepBehindSnapshot?: number;
+  /** This node's wall clock (default Date.now): a test gives a wrong one to play a node whose clock is off. */
+  readonly wallClock?: () => number;
   /** How long a request waits for a reachable leader before its 503 (default 5 s). */
   readonly leaderWaitMs?: number;
   /** Longest sleep of an idle long poll before it proposes a receive anyway (default 5 s). */
@@ -54,6 +56,7 @@ export class ClusterNode {
       ...(tls === null ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg) },
       ...(opts.format === undefined ? {} : { format: opts.format }),
+      ...(opts.wallClock === undefined ? {} : { now: opts.wallClock }),
     });
     const tickMs = opts.tickMs ?? 100;
     const host = await NodeHost.open({
@@ -66,6 +69,7 @@ export class ClusterNode {
       ...(opts.snapshotEvery === undefined ? {} : { snapshotEvery: opts.snapshotEvery }),
       ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
       ...(opts.format === undefined ? {} : { format: opts.format }),
+      ...(opts.wallClock === undefined ? {} : { wallClock: opts.wallClock }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg), error: (obj, msg) => logger.error(obj, msg) },
     });
     const router = new Router(host, transport, {
@@ -149,7 +153,7 @@ export class ClusterNode {
       clusterSecret: this.cfg.clusterSecret,
       self: this.cfg.nodeId,
       requireClientCert: this.tls !== null,
-      onMessages: (from, items, format) => this.host.receive(from, items, format),
+      onMessages: (from, items, format, clock) => this.host.receive(from, items, format, clock),
       snapshotFile: (partition, ref) => this.host.snapshotFile(partition, ref),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
       onCommand: async (partition, actor, command, idempotencyKey, log) => {

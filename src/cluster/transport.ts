@@ -33,7 +33,7 @@ import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
 import { NOT_SENT_CODES, decodeAnswer, type Answer } from './answer.js';
 import { CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
-import { FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { CLOCK_HEADER, FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { encodeBatch, type BatchItem, type Carried, type CarriedAnswer, type CarriedCommand } from './wire.js';
 
@@ -69,6 +69,8 @@ export interface TransportOptions {
    * (FORMAT_HEADER) so that leaders know when they may raise a partition's format. Default: the build's.
    */
   readonly format?: number;
+  /** This node's wall clock, said in every Raft request (CLOCK_HEADER). Default Date.now. */
+  readonly now?: () => number;
   /** Batches as frames of a Raft stream (default), or false: one POST per batch, as older builds. */
   readonly streams?: boolean;
   /** A Raft stream is replaced by a new one this long after it opened. Default STREAM_MAX_AGE_MS. */
@@ -200,6 +202,7 @@ export class HttpTransport {
   private readonly peers = new Map<NodeId, Peer>();
   private readonly authorization: string;
   private readonly format: string;
+  private readonly wallClock: () => number;
   private readonly requestTimeoutMs: number;
   private readonly snapshotTimeoutMs: number;
   private readonly maxBatchBytes: number;
@@ -233,6 +236,7 @@ export class HttpTransport {
     this.self = opts.self;
     this.authorization = bearer(opts.clusterSecret);
     this.format = String(opts.format ?? FORMAT);
+    this.wallClock = opts.now ?? Date.now;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.snapshotTimeoutMs = opts.snapshotTimeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
@@ -744,7 +748,13 @@ export class HttpTransport {
 
   private openStream(peer: Peer): RaftStream {
     peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
-    const headers = { authorization: this.authorization, 'content-type': FRAMES_TYPE, [FORMAT_HEADER]: this.format, [WINDOW_HEADER]: String(this.streamWindow) };
+    const headers = {
+      authorization: this.authorization,
+      'content-type': FRAMES_TYPE,
+      [FORMAT_HEADER]: this.format,
+      [WINDOW_HEADER]: String(this.streamWindow),
+      [CLOCK_HEADER]: String(this.wallClock()),
+    };
     const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
     const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
       opened: (carries) => {
@@ -810,7 +820,7 @@ export class HttpTransport {
       const res = await peer.pool.request({
         method: 'POST',
         path: `${peer.basePath}${RAFT_PATH}`,
-        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream', [FORMAT_HEADER]: this.format },
+        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream', [FORMAT_HEADER]: this.format, [CLOCK_HEADER]: String(this.wallClock()) },
         body: encodeBatch(this.self, batch),
         // No signal: this pool's own deadlines (connect, headers, body: requestTimeoutMs each) bound
         // the request, and it never waits for a connection (one POST in flight per peer, two

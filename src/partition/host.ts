@@ -21,9 +21,10 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, MAX_CLOCK_STEP_MS, type Command, type Result } from '../store/broker/index.js';
 import { fsyncPath } from '../store/durable.js';
 import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
+import { ClusterClock, type ClockSample } from './cluster-clock.js';
 import { NotLeaderError } from './errors.js';
 import { PartitionReplica, type HaltReason } from './replica.js';
 import { partitionOf } from './routing.js';
@@ -32,6 +33,9 @@ import { partitionOf } from './routing.js';
  * The system's own commands: a peer may forward only these to this node as a partition's leader
  * (proposeForwarded), and a client's forwarded command may never be one.
  */
+/** Sweeps a leader proposes at most per pass (every two election timeouts) to bring a partition's clock up to date. */
+const CLOCK_CATCH_UP = 10;
+
 export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
 
 export class CommandRefusedError extends Error {
@@ -65,6 +69,11 @@ export interface HostOptions {
   /** Hand partitions to their preferred leaders (default true; tests of one leader turn it off). */
   readonly balanceLeaders?: boolean;
   readonly now?: () => number;
+  /**
+   * This node's wall clock, which its entries' stamps start from (cluster-clock.ts). Default: `now`,
+   * else Date.now; a test gives a wrong one to play a node whose clock is off.
+   */
+  readonly wallClock?: () => number;
   readonly random?: () => number;
   readonly logger?: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /**
@@ -120,6 +129,8 @@ const SERVED_GRACE_MS = 60_000;
 
 export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
+  /** The time this node stamps its entries with: the median of its wall clock and its peers' (cluster-clock.ts). */
+  readonly clock: ClusterClock;
   private tickTimer: NodeJS.Timeout | null = null;
   /** When each partition's state was first seen holding applies uncommitted (commitDueStates). */
   private readonly uncommittedSince = new Map<number, number>();
@@ -178,7 +189,9 @@ export class NodeHost {
   private constructor(
     readonly opts: HostOptions,
     readonly logStore: WalStore,
-  ) {}
+  ) {
+    this.clock = new ClusterClock(opts.wallClock ?? opts.now ?? Date.now, () => performance.now());
+  }
 
   static async open(opts: HostOptions): Promise<NodeHost> {
     mkdirSync(join(opts.dataDir, 'state'), { recursive: true });
@@ -219,7 +232,7 @@ export class NodeHost {
           electionTick: opts.electionTick ?? 10,
           heartbeatTick: opts.heartbeatTick ?? 1,
           random: (n) => Math.floor(random() * n),
-          now: opts.now ?? Date.now,
+          now: () => host.clock.now(),
           proposalTimeoutMs: opts.proposalTimeoutMs ?? 10_000,
           schedule: () => host.schedule(),
         },
@@ -329,6 +342,7 @@ export class NodeHost {
       if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
         if (this.opts.balanceLeaders !== false) this.balanceLeaders();
         this.sweep();
+        this.keepClocks();
         this.forwardDeadLetters();
         this.raiseFormats();
       }
@@ -345,6 +359,25 @@ export class NodeHost {
     for (const r of this.replicas) {
       if (!r.isLeader() || !r.state.needsSweep(now)) continue;
       r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
+    }
+  }
+
+  /**
+   * From format 8 an entry moves a partition's clock at most MAX_CLOCK_STEP_MS, so a partition that
+   * nothing was written to for longer would fall behind: its next lease would be counted from a
+   * clock in the past and end early. So a leader whose partition's clock is half a step behind its
+   * own (the nodes' median) proposes sweeps, up to CLOCK_CATCH_UP of them a pass (after a whole
+   * cluster was down for hours; each moves the clock one step).
+   */
+  private keepClocks(): void {
+    const now = this.clock.now();
+    for (const r of this.replicas) {
+      if (!r.isLeader() || r.state.format() < BOUNDED_CLOCK_STEP) continue;
+      const behind = now - r.state.clock();
+      if (behind <= MAX_CLOCK_STEP_MS / 2) continue;
+      for (let i = Math.min(CLOCK_CATCH_UP, Math.ceil(behind / MAX_CLOCK_STEP_MS)); i > 0; i--) {
+        r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition }, "the partition's clock did not move yet; will retry"));
+      }
     }
   }
 
@@ -503,8 +536,9 @@ export class NodeHost {
    * Messages from a peer, which reads log formats up to `format`. A snapshot's image is fetched before
    * its message reaches the core.
    */
-  receive(from: NodeId, items: { partition: number; message: Message }[], format = 1): void {
+  receive(from: NodeId, items: { partition: number; message: Message }[], format = 1, clock?: ClockSample): void {
     this.peerFormats.set(from, format);
+    if (clock !== undefined) this.clock.heard(from, clock);
     if (this.closed || this.awaitingTerms) return;
     const now = Date.now();
     this.lastHeard.set(from, now);

@@ -19,7 +19,9 @@ export interface TestCluster {
 
 export const TEST_JWT_SECRET = 'j'.repeat(40);
 
-export async function startCluster(opts: ServerOptions & { partitions?: number; metricsToken?: string } = {}): Promise<TestCluster> {
+export async function startCluster(
+  opts: ServerOptions & { partitions?: number; metricsToken?: string; nodeOptions?: (i: number) => ServerOptions } = {},
+): Promise<TestCluster> {
   const root = mkdtempSync(join(tmpdir(), 'mom-api-'));
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
@@ -38,7 +40,7 @@ export async function startCluster(opts: ServerOptions & { partitions?: number; 
       {},
     ),
   );
-  const servers = await Promise.all(configs.map((c) => MomServer.start(c, { tickMs: 20, ...opts })));
+  const servers = await Promise.all(configs.map((c, i) => MomServer.start(c, { tickMs: 20, ...opts, ...opts.nodeOptions?.(i) })));
   await until(() => servers.every((s) => s.status().every((p) => p.leader !== null)), 'every partition has a leader on every node');
   return {
     servers,

@@ -19,7 +19,7 @@ async function appLoggingAt(level: string, lines: Record<string, unknown>[], pro
   };
   const deps: ApiDeps = {
     broker: { partitions: 4, propose: propose ?? never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0 },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
     jwtSecret: 'x'.repeat(32),
     receipts: new Receipts('r'.repeat(32)),
     logger: pino({ level }, sink),

@@ -44,7 +44,7 @@ t.test('promtool accepts the rules', async (t) => {
   if (bin === null) return;
   const r = promtool(bin, ['check', 'rules', RULES]);
   t.equal(r.code, 0, r.out);
-  t.same(rules.map((r) => r.alert).sort(), ['MomApplyLag', 'MomNodeDown', 'MomOldestMessageAgeGrowing', 'MomPartitionWithoutLeader']);
+  t.same(rules.map((r) => r.alert).sort(), ['MomApplyLag', 'MomClockSkew', 'MomNodeDown', 'MomOldestMessageAgeGrowing', 'MomPartitionWithoutLeader']);
 });
 
 t.test('each alert fires in its situation and not otherwise', async (t) => {
@@ -90,6 +90,23 @@ t.test('each alert fires in its situation and not otherwise', async (t) => {
       alert_rule_test: [
         { eval_time: '20m', alertname: 'MomOldestMessageAgeGrowing', exp_alerts: [] },
         { eval_time: '40m', alertname: 'MomOldestMessageAgeGrowing', exp_alerts: [fires('MomOldestMessageAgeGrowing', { partition: '1', severity: 'warn' }, '2400')] },
+      ],
+    },
+    {
+      interval: '1m',
+      input_series: [
+        // n1's clock runs 30 s ahead from 2m on: both others see it; n2 and n3 agree within 50 ms
+        { series: 'mom_peer_clock_offset_seconds{job="mom",instance="n2",peer="n1"}', values: '0 0 30x12' },
+        { series: 'mom_peer_clock_offset_seconds{job="mom",instance="n1",peer="n2"}', values: '0 0 -30x12' },
+        { series: 'mom_peer_clock_offset_seconds{job="mom",instance="n2",peer="n3"}', values: '0.05x14' },
+      ],
+      alert_rule_test: [
+        { eval_time: '4m', alertname: 'MomClockSkew', exp_alerts: [] },
+        {
+          eval_time: '10m',
+          alertname: 'MomClockSkew',
+          exp_alerts: [fires('MomClockSkew', { instance: 'n1', peer: 'n2', severity: 'warn' }, '30'), fires('MomClockSkew', { instance: 'n2', peer: 'n1', severity: 'warn' }, '30')],
+        },
       ],
     },
   ];

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BrokerStateMachine, FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type BodySource, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, BrokerStateMachine, FORMAT, MAX_CLOCK_STEP_MS, encodeEnvelope, type ApplyEntry, type Applied, type BodySource, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
 
 /**
  * A log's entries as the source rows of format 4 read their bodies from (bodies.ts), as a node's
@@ -83,8 +83,15 @@ export class TestStore {
     return r.value as T;
   }
 
+  /**
+   * Time passes. From format 8 one entry moves the partition's clock at most MAX_CLOCK_STEP_MS, and a
+   * leader keeps an idle partition's clock up to date (host.ts keepClocks): so do these ticks, entries
+   * that change nothing but the clock (a user's sweep, refused), one step each.
+   */
   advance(seconds: number): void {
     this.time += seconds * 1000;
+    if (this.sm.format() < BOUNDED_CLOCK_STEP) return;
+    while (this.sm.clock() < this.time - MAX_CLOCK_STEP_MS / 2) this.apply('clock-tick', { type: 'sweep' });
   }
 
   async close(remove = true): Promise<void> {

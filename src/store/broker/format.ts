@@ -25,9 +25,10 @@
  * (REVOKE_UNSUBSCRIBES): revoking a user's right to subscribe to a topic deletes the subscriptions
  * that user holds on it (topics.ts, dropUnsubscribed). Format 7 (KEYED_RECEIVE_WITHOUT_BODIES): a
  * receive's Idempotency-Key keeps its result without message bodies, and a replay reads them again
- * while the leases live (messages.ts, replayReceive).
+ * while the leases live (messages.ts, replayReceive). Format 8 (BOUNDED_CLOCK_STEP): an entry's stamp
+ * moves the partition's clock at most MAX_CLOCK_STEP_MS past where it was (state-machine.ts).
  */
-export const FORMAT = 7;
+export const FORMAT = 8;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -41,6 +42,16 @@ export const BOUNDED_FANOUT = 5;
 export const REVOKE_UNSUBSCRIBES = 6;
 /** From this format on, a keyed receive's kept result holds no message bodies (messages.ts, withoutBodies). */
 export const KEYED_RECEIVE_WITHOUT_BODIES = 7;
+/** From this format on, one entry moves the partition's clock at most MAX_CLOCK_STEP_MS (state-machine.ts). */
+export const BOUNDED_CLOCK_STEP = 8;
+/**
+ * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
+ * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were
+ * its stamps still far ahead, each of its entries would freeze the partition's leases, delays and
+ * retention for at most this long once a correct leader takes over. A leader keeps an idle
+ * partition's clock within half of it (host.ts, keepClocks).
+ */
+export const MAX_CLOCK_STEP_MS = 60_000;
 
 /** Applying needs a newer build: the partition's format (or an entry raising it) is past what this one reads. */
 export class FormatTooNewError extends Error {

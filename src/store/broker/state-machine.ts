@@ -43,7 +43,7 @@ import {
   withoutBodies,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, FORMAT, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
+import { BODIES_IN_LOG, BOUNDED_CLOCK_STEP, BOUNDED_FANOUT, FORMAT, MAX_CLOCK_STEP_MS, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -437,7 +437,8 @@ export class BrokerStateMachine {
           this.st.pruneWaiters.run(clock - WAITER_PRUNE_MS);
         }
         const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
-        if (env !== null && env.time > clock) clock = env.time;
+        // The clock is the largest stamp applied; from format 8 one entry moves it a bounded step.
+        if (env !== null && env.time > clock) clock = this.formatInForce >= BOUNDED_CLOCK_STEP ? Math.min(env.time, clock + MAX_CLOCK_STEP_MS) : env.time;
         const ch = guarded || env === null ? undefined : this.bulkSendTarget(env);
         if (ch === undefined || (sends !== null && sends.ch.id !== ch.id)) flush();
         if (e.kind !== 0) {

@@ -1,0 +1,44 @@
+// A node whose wall clock runs a day ahead (issue #16): it stamps its entries with the median of the
+// three nodes' clocks, so the partitions it leads keep the real time, and their leases still end
+// after their visibility timeout once the leadership moves to a node with a correct clock. Before,
+// its stamps set the partitions' clocks a day ahead and froze every lease there for the day.
+import t from 'tap';
+import { FORMAT } from '../../src/store/broker/index.js';
+import { partitionOf } from '../../src/partition/routing.js';
+import { call, pollUntil, startCluster, userToken } from '../api/api-helpers.js';
+import { until } from './net-helpers.js';
+
+t.setTimeout(300_000);
+const DAY = 86_400_000;
+
+t.test('a leader a day ahead stamps the cluster’s time, and leases end once a correct leader takes over', async (t) => {
+  const cluster = await startCluster({ nodeOptions: (i) => (i === 0 ? { wallClock: () => Date.now() + DAY } : {}) });
+  t.teardown(() => cluster.close());
+  const [ahead] = cluster.servers;
+  const P = cluster.configs[0]!.partitions;
+  await until(() => cluster.servers.every((s) => s.status().every((p) => p.format === FORMAT)), `every partition in format ${FORMAT}`);
+  await until(() => ahead!.host.clock.offsets().size === 2, 'n1 heard both peers’ clocks');
+  const offsets = [...ahead!.host.clock.offsets().values()];
+  t.ok(offsets.every((ms) => ms < -DAY + 60_000 && ms > -DAY - 60_000), `n1 sees both peers a day behind it (${offsets.join(', ')} ms)`);
+
+  const token = await userToken(cluster.urls[1]!, 'skewed');
+  // A queue of a partition n1 leads now.
+  let name = '';
+  for (let i = 0; name === ''; i++) if (ahead!.host.replica(partitionOf(`skew-${i}`, P)).isLeader()) name = `skew-${i}`;
+  const p = partitionOf(name, P);
+  t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name, visibilityTimeoutSeconds: 1 } })).status, 201);
+  t.equal((await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'work' } })).status, 201);
+  await until(() => cluster.servers.every((s) => s.host.replica(p).state.applied().index === ahead!.host.replica(p).state.applied().index), 'every replica applied the send');
+  for (const s of cluster.servers) t.ok(s.host.replica(p).state.clock() < Date.now() + 60_000, `the partition's clock on a node keeps the real time`);
+
+  // The leadership moves to a node with a correct clock; a 1 s lease then ends after about a second.
+  await ahead!.host.handOverLeadership();
+  t.notOk(ahead!.host.replica(p).isLeader(), 'n1 no longer leads');
+  const got = await call(cluster.urls[1]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { maxMessages: 1 } });
+  t.match(got, { status: 200, body: { messages: [{ body: 'work', deliveryCount: 1 }] } });
+  const again = await pollUntil(
+    () => call(cluster.urls[2]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { maxMessages: 1, waitSeconds: 1 } }),
+    (r) => (r.body as { messages?: unknown[] } | null)?.messages?.length === 1,
+  );
+  t.match(again, { status: 200, body: { messages: [{ body: 'work', deliveryCount: 2 }] } }, 'delivered again once its lease ended');
+});

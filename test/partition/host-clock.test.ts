@@ -1,0 +1,20 @@
+// A leader keeps an idle partition's clock up to date (format 8, where one entry moves it at most a
+// step): without it, the first lease after a quiet spell would be counted from a clock in the past.
+import t from 'tap';
+import { FORMAT, MAX_CLOCK_STEP_MS } from '../../src/store/broker/index.js';
+import { LocalCluster, queue } from './host-helpers.js';
+
+t.test("a leader brings an idle partition's clock up to its own, a step per sweep", async (t) => {
+  let now = 1_700_000_000_000;
+  const c = new LocalCluster(1, { balanceLeaders: false, now: () => now });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null && c.leaderOf(0)!.replica(0).state.format() === FORMAT, `a leader, in format ${FORMAT}`);
+  t.ok((await c.submit(0, 'alice', queue('orders'))).ok);
+  const state = () => c.leaderOf(0)!.replica(0).state;
+  t.ok(Math.abs(state().clock() - now) < MAX_CLOCK_STEP_MS / 2, 'in step');
+  // Two hours pass with nothing written.
+  now += 2 * 3600_000;
+  await c.until(() => state().clock() >= now - MAX_CLOCK_STEP_MS / 2, 'the clock caught up', 20_000);
+  t.ok(state().clock() <= now, 'never past the leader’s own');
+});
