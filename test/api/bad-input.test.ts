@@ -11,6 +11,9 @@
 // Valid but hostile data (any Unicode, NUL, emoji, keys such as "constructor") must come back
 // exactly as sent. That part writes, so it runs after the hash check, as another user.
 //
+// Random requests over every route of the OpenAPI document (method, path parameters, query, headers,
+// body; fast-check) must answer a status their operation declares, refusals as problem+json, never a
+// 5xx, and leave the state as it was.
 // The barrage goes through inject() on the three nodes in turn: validation must hold on every node,
 // not only on a partition's leader, and inject() needs no sockets. Requests the HTTP parser refuses
 // before Fastify routes them can only be made over a real socket.
@@ -1005,6 +1008,78 @@ function rawHttp(port: number, request: string): Promise<{ status: number; conte
     });
   });
 }
+
+t.test('any request to any route (fast-check): a status its operation declares, problem+json, never a 5xx', async (t) => {
+  // The routes as the OpenAPI document declares them, with the statuses of each.
+  type Operation = { method: Method; path: string; statuses: number[]; secured: boolean; keyed: boolean };
+  const doc = servers[0]!.app.swagger() as unknown as { paths: Record<string, Record<string, { responses: Record<string, unknown>; security?: unknown[]; parameters?: { in: string; name: string }[] }>> };
+  const operations: Operation[] = Object.entries(doc.paths).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([m, op]) => ({
+      method: m.toUpperCase() as Method,
+      path,
+      statuses: Object.keys(op.responses).map(Number),
+      secured: (op.security?.length ?? 0) > 0,
+      keyed: (op.parameters ?? []).some((x) => x.in === 'header' && x.name.toLowerCase() === 'idempotency-key'),
+    })),
+  );
+  t.ok(operations.length >= 30, `${operations.length} operations`);
+  const forged = `Bearer ${jwt(HS256, claims(OWNER), 'not-the-cluster-secret-but-long-enough')}`;
+  // A request that writes must be refused before it reaches Raft (the state is compared after the
+  // barrage): by its token, its Idempotency-Key, or a path parameter that is not a name.
+  const poison = fc.constantFrom('token', 'key', 'param');
+  const param = fc.oneof(fc.constantFrom(Q, T, S, DLQ, OTHER, OWNER), validName, badName(300, false));
+  const extraHeaders = fc.dictionary(
+    fc.constantFrom('accept', 'x-request-id', 'x-forwarded-for', 'if-none-match', 'accept-encoding', 'cache-control', 'x-stale', 'origin'),
+    fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 }),
+    { maxKeys: 3 },
+  );
+  const body = fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)), fc.string({ unit: 'binary', maxLength: 200 }));
+  const query = fc.oneof(fc.constant(''), fc.constantFrom('?limit=1', '?consistency=stale', '?cursor=x', '?limit=0', '?x=1', '?consistency=strong&limit=2'));
+  await holds(
+    t,
+    'random method-path-header-body combinations over the documented routes',
+    fc.asyncProperty(fc.nat(), fc.array(param, { minLength: 3, maxLength: 3 }), poison, extraHeaders, body, query, fc.constantFrom('application/json', 'text/plain', 'application/json; charset=latin1', ''), async (i, params, why, headers, payload, q, ct) => {
+      const op = operations[i % operations.length]!;
+      const writes = op.method !== 'GET';
+      let k = 0;
+      let mangled = false;
+      const url = op.path.replace(/\{[^}]+\}/g, () => {
+        const v = params[k++]!;
+        if (writes && why === 'param') {
+          mangled = true;
+          return encodeURIComponent(`${v}/x y`);
+        }
+        mangled ||= !NAME.test(v);
+        return encodeURIComponent(v);
+      }) + q;
+      // Register and login take no token and no key: their poison is a body that is no credential.
+      const open = op.path === '/v1/auth/register' || op.path === '/v1/auth/login';
+      const h: Record<string, string> = { ...headers };
+      if (ct !== '') h['content-type'] = ct;
+      if (!open || op.path === '/v1/auth/login') {
+        if (writes && (why === 'token' || !op.secured)) h.authorization = forged;
+        else if (op.secured || op.path.startsWith('/v1/')) h.authorization = `Bearer ${ownerToken}`;
+        if (writes && why === 'key' && op.keyed) h['idempotency-key'] = 'not a key';
+        else if (writes && why === 'key') h.authorization = forged;
+      }
+      const sent = open && op.path === '/v1/auth/register' ? JSON.stringify({ username: 'x', password: payload ?? '' }) : payload;
+      const res = await inject({ method: op.method, url, headers: h, ...(sent === undefined ? {} : { payload: sent }) });
+      const what = `${op.method} ${url} ${JSON.stringify(h).slice(0, 200)} ${String(sent).slice(0, 200)}`;
+      // /readyz answers its own 503 when a partition has no leader: the node's state, not the input.
+      if (res.statusCode >= 500 && !(op.path === '/readyz' && op.statuses.includes(res.statusCode))) throw new Error(`${what}: ${res.statusCode} ${res.body.slice(0, 300)}`);
+      if (res.statusCode < 400) {
+        if (writes && !(op.path === '/v1/auth/login')) throw new Error(`${what}: a write was accepted (${res.statusCode}) in the barrage`);
+        if (!op.statuses.includes(res.statusCode)) throw new Error(`${what}: ${res.statusCode} is not declared`);
+        return;
+      }
+      // A path parameter that is not a name may make the path another route's, or none.
+      const allowed = [...op.statuses, 400, 413, ...(mangled ? [404] : [])].filter((x) => x >= 400 && x < 500);
+      expectProblem(res, allowed, what, url);
+    }),
+    400,
+  );
+  await unchanged(t);
+});
 
 t.test('durable state: every replica of every partition is as before the barrage', async (t) => {
   await settle();
