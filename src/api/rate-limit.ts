@@ -28,6 +28,12 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((w.start + this.windowMs - now) / 1000));
   }
 
+  /** Takes back one count of `key` in its current window (an attempt counted up front that turned out fine). */
+  refund(key: string): void {
+    const w = this.windows.get(key);
+    if (w !== undefined && w.count > 0) w.count--;
+  }
+
   /** Seconds until `key` may be counted again without passing the limit: 0 when it may now. Counts nothing. */
   peek(key: string): number {
     const now = this.now();
@@ -78,6 +84,16 @@ export class LoginGuard {
     return Math.max(byAddress, byPair);
   }
 
+  /**
+   * Starts an attempt: 0 when it may go on, counted as a failure until it succeeds (so attempts sent
+   * at once count at once, not after their bcrypt), else the seconds to wait (nothing counted).
+   */
+  begin(username: string, address: string): number {
+    const wait = this.wait(username, address);
+    if (wait === 0) this.failed(username, address);
+    return wait;
+  }
+
   failed(username: string, address: string): void {
     const now = this.now();
     this.byAddress.hit(address);
@@ -93,8 +109,20 @@ export class LoginGuard {
     if (p.failures >= this.limits.free) p.until = now + Math.min(this.limits.maxBackoffMs, 1000 * 2 ** Math.min(30, p.failures - this.limits.free));
   }
 
+  /** The attempt begun could not be decided (the user's partition was unreachable): it counts for nothing. */
+  cancel(username: string, address: string): void {
+    const p = this.pairs.get(pairKey(username, address));
+    if (p !== undefined && p.failures > 0) {
+      p.failures--;
+      if (p.failures < this.limits.free) p.until = 0;
+    }
+    this.byAddress.refund(address);
+  }
+
+  /** The attempt begun succeeded: its pair's failures are cleared, and the address's count gives it back. */
   succeeded(username: string, address: string): void {
     this.pairs.delete(pairKey(username, address));
+    this.byAddress.refund(address);
   }
 
   private pair(username: string, address: string, now: number): { failures: number; until: number; last: number } | undefined {
@@ -107,15 +135,17 @@ export class LoginGuard {
     return p;
   }
 
+  /**
+   * Makes room: forgotten pairs first, then those not waiting now, then those whose wait ends first.
+   * A guesser cannot clear its own wait by filling the table with new addresses.
+   */
   private prune(now: number): void {
     for (const [k, p] of this.pairs) if (now - p.last >= this.limits.forgetMs && p.until <= now) this.pairs.delete(k);
-    if (this.pairs.size >= this.maxKeys) {
-      let n = Math.floor(this.maxKeys / 2);
-      for (const k of this.pairs.keys()) {
-        if (n-- <= 0) break;
-        this.pairs.delete(k);
-      }
-    }
+    if (this.pairs.size < this.maxKeys) return;
+    for (const [k, p] of this.pairs) if (p.until <= now) this.pairs.delete(k);
+    if (this.pairs.size < this.maxKeys) return;
+    const soonest = [...this.pairs].sort((a, b) => a[1].until - b[1].until).slice(0, Math.floor(this.maxKeys / 2));
+    for (const [k] of soonest) this.pairs.delete(k);
   }
 }
 

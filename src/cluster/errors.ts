@@ -7,8 +7,8 @@ export const UNAVAILABLE = {
   leader_moving: 'the data is changing leader; retry shortly',
   cut_off: 'this node cannot reach the other nodes; retry on another node',
   no_leader: 'no leader of the data could be reached; retry shortly',
-  write_unknown: "the write's outcome is unknown: it may still be applied; retry with the same Idempotency-Key",
-  read_unknown: 'the read was not answered in time; retry',
+  write_unknown: "the write's outcome is unknown: it may still be applied; a retry is safe only with the same Idempotency-Key",
+  read_unknown: 'the read could not be answered; retry',
 } as const;
 export type UnavailableReason = keyof typeof UNAVAILABLE;
 

@@ -201,7 +201,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     // Every peer posts here several times per loop turn: keep per-request info logs off.
     { schema: { hide: true }, bodyLimit, logLevel: 'warn' },
     async (request, reply) => {
-      const heardAt = performance.now();
+      // When the request began, not when its body had arrived: the sender's clock is from its start.
+      const heardAt = performance.now() - reply.elapsedTime;
       const body = request.body;
       if (!Buffer.isBuffer(body)) {
         return problem(reply, 400, 'validation_failed', 'expected an application/octet-stream batch');

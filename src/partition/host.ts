@@ -143,6 +143,8 @@ export class NodeHost {
   private readonly peerFormats = new Map<NodeId, number>();
   /** Partitions whose format.raise is proposed and not yet applied. */
   private readonly raisingFormat = new Set<number>();
+  /** Partitions whose clock-keeping sweeps (keepClocks) are in flight. */
+  private readonly keepingClock = new Set<number>();
   /** Whether every partition's log and term were empty when this process opened them. */
   private startedEmpty = false;
   private turnAgain = false;
@@ -372,12 +374,18 @@ export class NodeHost {
   private keepClocks(): void {
     const now = this.clock.now();
     for (const r of this.replicas) {
-      if (!r.isLeader() || r.state.format() < BOUNDED_CLOCK_STEP) continue;
+      // Not again while the last pass's sweeps are in flight.
+      if (!r.isLeader() || r.state.format() < BOUNDED_CLOCK_STEP || this.keepingClock.has(r.partition)) continue;
       const behind = now - r.state.clock();
       if (behind <= MAX_CLOCK_STEP_MS / 2) continue;
-      for (let i = Math.min(CLOCK_CATCH_UP, Math.ceil(behind / MAX_CLOCK_STEP_MS)); i > 0; i--) {
-        r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition }, "the partition's clock did not move yet; will retry"));
-      }
+      const sweeps: Promise<unknown>[] = [];
+      for (let i = Math.min(CLOCK_CATCH_UP, Math.ceil(behind / MAX_CLOCK_STEP_MS)); i > 0; i--) sweeps.push(r.propose(null, { type: 'sweep' }));
+      this.keepingClock.add(r.partition);
+      void Promise.allSettled(sweeps).then((done) => {
+        this.keepingClock.delete(r.partition);
+        const failed = done.find((d) => d.status === 'rejected');
+        if (failed !== undefined) this.opts.logger?.warn({ err: String(failed.reason), partition: r.partition }, "the partition's clock did not move yet; will retry");
+      });
     }
   }
 

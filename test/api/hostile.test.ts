@@ -140,6 +140,5 @@ t.test("a keyed receive's replay holds no body once the delivery is over", async
   const handle = (first.body as { messages: { receiptHandle: string }[] }).messages[0]!.receiptHandle;
   t.match(await call(url1, 'POST', `/v1/queues/${q}/ack`, { token: alice, body: { receiptHandles: [handle] } }), { status: 200, body: { acked: [handle] } });
   const after = await call(url2, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {}, headers: key });
-  t.match(after, problem(409, 'conflict'), 'acked: nothing to replay');
-  t.notMatch(JSON.stringify(after.body), /private/);
+  t.same({ status: after.status, body: after.body }, { status: 200, body: { messages: [] } }, 'acked: nothing to replay, and no body');
 });

@@ -160,3 +160,21 @@ t.test("a guesser cannot keep a user out: its failures hold its own address, not
   t.ok(Number(held.headers['retry-after']) >= 1);
   for (let i = 0; i < 3; i++) t.equal((await login('10.0.0.7', 'right-password')).statusCode, 200, `the user from its own address, login ${i + 1}`);
 });
+
+t.test('LoginGuard: attempts at once count at once; a success gives its count back; a full table keeps running waits', async (t) => {
+  const now = 0;
+  const g = new LoginGuard({ free: 3, maxBackoffMs: 60_000, forgetMs: 600_000, perAddress: 5, windowMs: 60_000 }, () => now, 10);
+  // Ten attempts begun before any is decided: only the free ones go on.
+  const begun = Array.from({ length: 10 }, () => g.begin('alice', '10.0.0.66'));
+  t.strictSame(begun.map((w) => w > 0), [false, false, false, true, true, true, true, true, true, true]);
+  // Successes are free for the address: five in a row from another user do not fill its window.
+  for (let i = 0; i < 5; i++) {
+    t.equal(g.begin('bob', '10.0.0.7'), 0);
+    g.succeeded('bob', '10.0.0.7');
+  }
+  t.equal(g.begin('bob', '10.0.0.7'), 0, 'still free');
+  g.cancel('bob', '10.0.0.7');
+  // Filling the table with new addresses does not clear alice's wait on 10.0.0.66.
+  for (let i = 0; i < 50; i++) g.failed(`u${i}`, `10.1.0.${i}`);
+  t.ok(g.wait('alice', '10.0.0.66') > 0, 'the guesser still waits');
+});

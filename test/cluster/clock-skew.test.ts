@@ -22,9 +22,10 @@ t.test('a leader a day ahead stamps the cluster’s time, and leases end once a 
   t.ok(offsets.every((ms) => ms < -DAY + 60_000 && ms > -DAY - 60_000), `n1 sees both peers a day behind it (${offsets.join(', ')} ms)`);
 
   const token = await userToken(cluster.urls[1]!, 'skewed');
-  // A queue of a partition n1 leads now.
-  let name = '';
-  for (let i = 0; name === ''; i++) if (ahead!.host.replica(partitionOf(`skew-${i}`, P)).isLeader()) name = `skew-${i}`;
+  // A queue of a partition n1 leads now (balancing gives each node some; the names cover them all).
+  await until(() => ahead!.host.replicas.some((r) => r.isLeader()), 'n1 leads a partition');
+  const name = Array.from({ length: 1000 }, (_, i) => `skew-${i}`).find((n) => ahead!.host.replica(partitionOf(n, P)).isLeader());
+  if (name === undefined) throw new Error('no name of the first 1,000 falls in a partition n1 leads');
   const p = partitionOf(name, P);
   t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name, visibilityTimeoutSeconds: 1 } })).status, 201);
   t.equal((await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'work' } })).status, 201);

@@ -1,7 +1,7 @@
 // Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
 // with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
 import t from 'tap';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../src/store/broker/index.js';
 import { TestStore, queue } from './broker-helpers.js';
 import {
   ack,
@@ -501,18 +501,25 @@ async function storeIn(t: { teardown(fn: () => unknown): void }, format: number,
   return s;
 }
 
-t.test(`a topic holds at most ${MAX_SUBSCRIPTIONS} subscriptions: the next is a conflict, and a delete makes room`, async (t) => {
+t.test(`a topic holds at most ${MAX_SUBSCRIPTIONS} subscriptions, ${MAX_SUBSCRIPTIONS_PER_USER} of one user but its owner: the next is a conflict, and a delete makes room`, async (t) => {
   const s = await storeIn(t, BOUNDED_FANOUT, 'alice', 'bob');
   s.must('alice', topic('news'));
-  for (let i = 0; i < MAX_SUBSCRIPTIONS; i++) s.must(i % 2 === 0 ? 'alice' : 'bob', subscription('news', `s${i}`));
+  // bob, who does not own the topic, holds at most MAX_SUBSCRIPTIONS_PER_USER of them.
+  for (let i = 0; i < MAX_SUBSCRIPTIONS_PER_USER; i++) s.must('bob', subscription('news', `b${i}`));
+  t.match(s.run('bob', subscription('news', 'b-more')), {
+    ok: false,
+    code: 'conflict',
+    detail: `you hold ${MAX_SUBSCRIPTIONS_PER_USER} subscriptions of topic 'news', the most a user other than its owner holds`,
+  });
+  for (let i = MAX_SUBSCRIPTIONS_PER_USER; i < MAX_SUBSCRIPTIONS; i++) s.must('alice', subscription('news', `s${i}`));
   const r = s.run('bob', subscription('news', 'one-more'));
   t.match(r, { ok: false, code: 'conflict', detail: `topic 'news' has ${MAX_SUBSCRIPTIONS} subscriptions, the most a topic holds` });
   t.equal(code(s.sm.getSubscription('news', 'one-more', 'bob', s.time)), 'not_found', 'not created');
   t.equal(topicStats(s, 'news').subscriptions, MAX_SUBSCRIPTIONS);
   // An existing name is still answered as such, not as the limit.
-  t.match(s.run('alice', subscription('news', 's0')), { ok: false, code: 'conflict', detail: "subscription 's0' exists" });
-  s.must('alice', { type: 'subscription.delete', topic: 'news', name: 's0' });
-  t.match(s.must('bob', subscription('news', 'one-more')), { name: 'one-more' });
+  t.match(s.run('alice', subscription('news', 'b1')), { ok: false, code: 'conflict', detail: "subscription 'b1' exists" });
+  s.must('alice', { type: 'subscription.delete', topic: 'news', name: 'b0' });
+  t.match(s.must('bob', subscription('news', 'one-more')), { name: 'one-more' }, "the owner deleted one of bob's: room for bob again");
 });
 
 t.test(`one publish stores at most ${MAX_FANOUT} copies (messages × subscriptions): past it, nothing is stored`, async (t) => {

@@ -79,15 +79,19 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     },
     async (request) => {
       const { username, password } = request.body;
-      const wait = logins.wait(username, request.ip);
-      if (wait > 0) throw new ApiError('rate_limited', `too many failed logins from this address; retry in ${wait} s`, wait);
-      const r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
+      const wait = logins.begin(username, request.ip);
+      if (wait > 0) throw new ApiError('rate_limited', `too many failed logins for this user from this address, or from this address; retry in ${wait} s`, wait);
+      let r;
+      try {
+        r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
+      } catch (err) {
+        logins.cancel(username, request.ip);
+        throw err;
+      }
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
       const good = await bcrypt.compare(prehash(password), hash);
-      if (!r.ok || !good) {
-        logins.failed(username, request.ip);
-        throw new ApiError('unauthorized', 'unknown user or wrong password');
-      }
+      // Counted as a failure from its start (begin): a success gives the count back.
+      if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
       logins.succeeded(username, request.ip);
       const accessToken = app.jwt.sign({ sub: username });
       return { accessToken, tokenType: 'Bearer' as const, expiresIn: ttl };

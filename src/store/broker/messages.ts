@@ -376,8 +376,9 @@ export function withoutBodies(r: Received): Received {
  * A keyed receive's replay. A result kept whole (before format 7) is answered as kept. One kept
  * without bodies (withoutBodies) is answered with the messages still leased under it, their bodies
  * and attributes read again, after the caller's right to receive is checked again: a delivery that
- * is over (acked, given back, its lease ended) is left out, and when none is left the replay says so
- * (409). So the idempotency table never holds message bodies, nor outlives an ack, a purge or a delete.
+ * is over (acked, given back, its lease ended) is left out, down to none, as a receive that found
+ * nothing (the message is delivered again: at least once; a client that retried after a lost answer
+ * gets no error). So the table holds no message bodies that outlive an ack, a purge or a delete.
  */
 export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): Result {
   if (!r.ok) return r;
@@ -404,9 +405,6 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
       deliveryCount: m.deliveryCount,
       sentAt: m.sentAt,
     });
-  }
-  if (messages.length === 0) {
-    return fail(ErrorCode.Conflict, 'the messages this Idempotency-Key received are no longer leased under it (acked, given back, or their lease ended): receive again under a new key');
   }
   return ok({ ...kept, messages });
 }

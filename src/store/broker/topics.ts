@@ -4,12 +4,17 @@ import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type
 import { grantActions, requireActor, requireOwner, visibleTopic } from './access.js';
 import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
 import { logSeq } from './bodies.js';
-import { dropChannel, enqueueCopies, inLog, unplaceable, type Copy } from './messages.js';
+import { dropChannel, enqueue, enqueueCopies, inLog, unplaceable, type Copy } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
 import { subscriptionView, topicView } from './views.js';
 
 /** Subscriptions a topic holds at most (format 5, BOUNDED_FANOUT); one more is refused. */
 export const MAX_SUBSCRIPTIONS = 1000;
+/**
+ * Subscriptions of one topic one user other than its owner holds at most (format 5), so that nobody
+ * takes a whole open topic's room alone; the topic's owner may delete any of them.
+ */
+export const MAX_SUBSCRIPTIONS_PER_USER = 100;
 /**
  * Copies one publish stores at most: its messages times the topic's subscriptions, filters or not
  * (format 5). 4-11 ms of apply on each replica at the limit on a 2-core VM (`npm run bench:fanout`).
@@ -62,9 +67,11 @@ export function publish(
     copies: [] as Copy[],
   }));
   if (bounded && messages.length * subs.length > MAX_FANOUT) {
+    const most = Math.floor(MAX_FANOUT / subs.length);
     return fail(
       ErrorCode.PayloadTooLarge,
-      `${messages.length} messages to the ${subs.length} subscriptions of topic '${name}' would be ${messages.length * subs.length} copies; one publish stores at most ${MAX_FANOUT}: publish at most ${Math.max(1, Math.floor(MAX_FANOUT / subs.length))} messages per request`,
+      `${messages.length} messages to the ${subs.length} subscriptions of topic '${name}' would be ${messages.length * subs.length} copies; one publish stores at most ${MAX_FANOUT}: ` +
+        (most > 0 ? `publish at most ${most} messages per request` : `the topic has more subscriptions than that (made before the limit): delete some`),
     );
   }
   const items = messages.map((m, i) => {
@@ -80,7 +87,10 @@ export function publish(
     let delivered = 0;
     for (const sub of subs) {
       if (!matchesFilter(sub.filter, m.attributes)) continue;
-      sub.copies.push({ m: { body: m.body, attributes: m.attributes }, messageId, seq: sequence, attributes });
+      // Before format 5 each copy is stored at once, message by message, as older builds do: the
+      // order of the channels woken, and so of the polls served, must be theirs.
+      if (bounded) sub.copies.push({ m: { body: m.body, attributes: m.attributes }, messageId, seq: sequence, attributes });
+      else enqueue(s, sub.ch, { body: m.body, attributes: m.attributes }, messageId, ctx, 0, sequence);
       delivered++;
     }
     if (m.deduplicationId !== undefined) s.st.putDedup.run(-t.id, m.deduplicationId, messageId, sequence, ctx.now + DEDUP_WINDOW_MS);
@@ -98,6 +108,12 @@ export function createSubscription(s: Store, c: Extract<Command, { type: 'subscr
   if (s.st.getSubscription.get(c.topic, c.name) !== undefined) return fail(ErrorCode.Conflict, `subscription '${c.name}' exists`);
   if (bounded && (s.st.countSubscriptions.get(c.topic) as { n: number }).n >= MAX_SUBSCRIPTIONS) {
     return fail(ErrorCode.Conflict, `topic '${c.topic}' has ${MAX_SUBSCRIPTIONS} subscriptions, the most a topic holds`);
+  }
+  if (bounded && user !== t.owner) {
+    const mine = (s.st.listSubscriptions.all(c.topic) as { owner: string }[]).filter((x) => x.owner === user).length;
+    if (mine >= MAX_SUBSCRIPTIONS_PER_USER) {
+      return fail(ErrorCode.Conflict, `you hold ${MAX_SUBSCRIPTIONS_PER_USER} subscriptions of topic '${c.topic}', the most a user other than its owner holds`);
+    }
   }
   s.st.insertChannel.run(
     ctx.index,
