@@ -6,6 +6,13 @@
 // does not move): with three nodes, one wrong clock, ahead or behind, is outvoted by the two others.
 // A peer's wall clock comes with each of its inter-node requests (CLOCK_HEADER, sent by the transport
 // when a stream or a POST starts); one not heard for PEER_CLOCK_FRESH_MS counts no more.
+//
+// A sample can only err late: the header was written before the request left, and this node may take
+// it seconds later (it was paused, or its loop busy), which makes the peer look behind. A leader
+// stamping a clock behind the partition's would freeze leases, and the next correct stamp would end
+// them early. So each peer's estimate is its best recent sample (the one that puts it furthest
+// ahead, as NTP keeps the sample of least delay), and a node keeps its own clock unless the median is
+// more than CLOCK_TOLERANCE_MS from it: sampling noise never moves a stamp, a wrong clock does.
 
 /** A peer's wall clock as it said it, and this node's monotonic time when it was heard. */
 export interface ClockSample {
@@ -15,9 +22,14 @@ export interface ClockSample {
 
 /** A peer's wall clock counts for this long after it was last heard (streams are renewed every minute). */
 export const PEER_CLOCK_FRESH_MS = 5 * 60_000;
+/** A sample is kept as a peer's best for this long at most, then the newest takes its place. */
+const BEST_FOR_MS = PEER_CLOCK_FRESH_MS / 2;
+/** A node stamps its own clock while the median of the nodes' is within this of it. */
+export const CLOCK_TOLERANCE_MS = 1_000;
 
 export class ClusterClock {
-  private readonly peers = new Map<string, ClockSample>();
+  /** Each peer's best recent sample, and when it was last heard (monotonic). */
+  private readonly peers = new Map<string, { best: ClockSample; last: number }>();
 
   constructor(
     /** This node's wall clock (ms since the epoch). */
@@ -30,26 +42,31 @@ export class ClusterClock {
   heard(peer: string, sample: ClockSample): void {
     if (!Number.isFinite(sample.wall) || !Number.isFinite(sample.mono)) return;
     const known = this.peers.get(peer);
-    if (known === undefined || sample.mono > known.mono) this.peers.set(peer, sample);
+    if (known === undefined) return void this.peers.set(peer, { best: sample, last: sample.mono });
+    if (sample.mono <= known.last) return;
+    known.last = sample.mono;
+    // The sample that puts the peer furthest ahead had the least delay; an old best gives way.
+    if (sample.wall - sample.mono >= known.best.wall - known.best.mono || sample.mono - known.best.mono > BEST_FOR_MS) known.best = sample;
   }
 
-  /** The peers' wall clocks now, as last heard and carried forward, for those heard recently. */
+  /** The peers' wall clocks now, as best heard and carried forward, for those heard recently. */
   peerClocks(): Map<string, number> {
     const mono = this.mono();
     const out = new Map<string, number>();
-    for (const [peer, s] of this.peers) if (mono - s.mono <= PEER_CLOCK_FRESH_MS) out.set(peer, s.wall + (mono - s.mono));
+    for (const [peer, { best, last }] of this.peers) if (mono - last <= PEER_CLOCK_FRESH_MS) out.set(peer, best.wall + (mono - best.mono));
     return out;
   }
 
   /**
-   * The median of this node's wall clock and its peers' (the lower of the middle two for an even
-   * count): its own alone when no peer was heard recently.
+   * This node's wall clock, unless the median of its and its peers' (the lower of the middle two for
+   * an even count) is more than CLOCK_TOLERANCE_MS from it: then the median.
    */
   now(): number {
     const own = this.wall();
     if (this.peers.size === 0) return own;
     const all = [own, ...this.peerClocks().values()].sort((a, b) => a - b);
-    return all[Math.floor((all.length - 1) / 2)]!;
+    const median = all[Math.floor((all.length - 1) / 2)]!;
+    return Math.abs(median - own) <= CLOCK_TOLERANCE_MS ? own : median;
   }
 
   /** How far each recently heard peer's clock is from this node's (ms; positive: the peer's is ahead). */

@@ -1,6 +1,6 @@
 // The time a node stamps entries with: the median of its wall clock and its peers' (cluster-clock.ts).
 import t from 'tap';
-import { ClusterClock, PEER_CLOCK_FRESH_MS } from '../../src/partition/cluster-clock.js';
+import { CLOCK_TOLERANCE_MS, ClusterClock, PEER_CLOCK_FRESH_MS } from '../../src/partition/cluster-clock.js';
 
 const DAY = 86_400_000;
 const T = 1_800_000_000_000;
@@ -27,7 +27,7 @@ t.test('one peer a day ahead or behind is outvoted; a node whose clock jumps aft
     const n = node(0);
     n.clock.heard('n2', { wall: T + wrong, mono: n.c.mono });
     n.clock.heard('n3', { wall: T + 3, mono: n.c.mono });
-    t.equal(n.clock.now(), T + (wrong > 0 ? 3 : 0), `peer ${wrong > 0 ? 'ahead' : 'behind'}`);
+    t.equal(n.clock.now(), T, `peer ${wrong > 0 ? 'ahead' : 'behind'}: its own clock, the median being within the tolerance`);
   }
   const n = node(0);
   n.clock.heard('n2', { wall: T, mono: n.c.mono });
@@ -53,4 +53,31 @@ t.test('an older sample does not replace a newer one; nonsense is ignored', asyn
   n.clock.heard('n2', { wall: T + DAY, mono: n.c.mono - 1 });
   n.clock.heard('n2', { wall: Number.NaN, mono: n.c.mono + 1 });
   t.strictSame([...n.clock.offsets()], [['n2', 100]]);
+});
+
+t.test('samples taken late (this node paused) do not make its peers look behind', async (t) => {
+  const n = node(0);
+  n.clock.heard('n2', { wall: T, mono: n.c.mono });
+  n.clock.heard('n3', { wall: T, mono: n.c.mono });
+  // Paused 5 s: both peers' new streams were written before and read after.
+  n.pass(5_000);
+  n.clock.heard('n2', { wall: T, mono: n.c.mono });
+  n.clock.heard('n3', { wall: T + 100, mono: n.c.mono });
+  t.strictSame([...n.clock.offsets()], [['n2', 0], ['n3', 0]], 'the earlier, better samples stand');
+  t.equal(n.clock.now(), T + 5_000);
+  // A best sample gives way to newer ones after a while (a peer whose clock was set back).
+  n.pass(PEER_CLOCK_FRESH_MS / 2 + 1);
+  n.clock.heard('n2', { wall: n.c.real - 2 * DAY, mono: n.c.mono });
+  t.equal([...n.clock.offsets()].find(([p]) => p === 'n2')![1], -2 * DAY);
+});
+
+t.test('within the tolerance a node stamps its own clock; past it, the median', async (t) => {
+  const n = node(0);
+  n.clock.heard('n2', { wall: T + 300, mono: n.c.mono });
+  n.clock.heard('n3', { wall: T + 400, mono: n.c.mono });
+  t.equal(n.clock.now(), T, 'the median 300 ms off: its own');
+  n.c.skew = -CLOCK_TOLERANCE_MS;
+  t.equal(n.clock.now(), T + 300, 'its own more than the tolerance behind the median: the median');
+  n.c.skew = 2 * CLOCK_TOLERANCE_MS;
+  t.equal(n.clock.now(), T + 400, 'ahead: the median');
 });
