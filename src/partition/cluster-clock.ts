@@ -24,8 +24,14 @@ export interface ClockSample {
 export const PEER_CLOCK_FRESH_MS = 5 * 60_000;
 /** A sample is kept as a peer's best for this long at most, then the newest takes its place. */
 const BEST_FOR_MS = PEER_CLOCK_FRESH_MS / 2;
-/** A node stamps its own clock while the median of the nodes' is within this of it. */
-export const CLOCK_TOLERANCE_MS = 1_000;
+/**
+ * A node stamps its own clock while the median of the nodes' is within this of it. Samples err late
+ * by as long as a node was paused or its loop blocked (seconds: chaos runs pause nodes 3-5 s); a
+ * stamp moved by that error would freeze leases and then end them early, so only a difference
+ * larger than any such delay moves a stamp. A clock off by less shifts timers by at most that, and
+ * MomClockSkew warns from 1 s.
+ */
+export const CLOCK_TOLERANCE_MS = 10_000;
 
 export class ClusterClock {
   /** Each peer's best recent sample, and when it was last heard (monotonic). */
