@@ -159,3 +159,19 @@ t.test('before format 7 a keyed receive keeps its bodies, as an older build does
   s.advance(60);
   t.strictSame(s.run('alice', receive, 'rk'), first, 'replayed as kept, lease or not');
 });
+
+t.test('a keyed receive kept whole before format 7 is refused on replay, after the raise, once the right is gone', async (t) => {
+  const s = await TestStore.open(0, undefined, REVOKE_UNSUBSCRIBES, KEYED_RECEIVE_WITHOUT_BODIES);
+  t.teardown(() => s.close());
+  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  s.must('alice', send('orders', 'kept whole'));
+  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+  const first = s.run('bob', receive, 'rk');
+  t.match(first, { ok: true, value: { messages: [{ body: 'kept whole' }] } });
+  s.must(null, { type: 'format.raise', format: KEYED_RECEIVE_WITHOUT_BODIES });
+  t.strictSame(s.run('bob', receive, 'rk'), first, 'replayed as kept while bob may receive');
+  s.must('alice', { type: 'grant.delete', kind: 'queue', name: 'orders', username: 'bob' });
+  t.match(s.run('bob', receive, 'rk'), { ok: false, code: 'not_found' }, 'refused once he may not');
+});

@@ -383,7 +383,6 @@ export function withoutBodies(r: Received): Received {
 export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): Result {
   if (!r.ok) return r;
   const kept = r.value as Received;
-  if (kept.messages.every((m) => 'body' in m)) return r;
   let ch: ChannelRow;
   try {
     ch = consumable(s, ref, requireActor(ctx));
@@ -391,6 +390,8 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
     if (err instanceof Refusal) return err.failure;
     throw err;
   }
+  // Kept whole before format 7: answered as kept, once the right to receive still holds.
+  if (kept.messages.every((m) => 'body' in m)) return r;
   const messages: ReceivedMessage[] = [];
   for (const m of kept.messages) {
     const lease = decodeReceipt(m.receiptHandle);

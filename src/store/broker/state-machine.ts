@@ -508,7 +508,8 @@ export class BrokerStateMachine {
       if (prior !== undefined) {
         if (prior.fingerprint !== fingerprint) return fail(ErrorCode.Conflict, 'this Idempotency-Key was used for a different request');
         const kept = JSON.parse(prior.result) as Result;
-        return env.command.type === 'receive' ? replayReceive(this.store, env.command.channel, kept, ctx) : kept;
+        // From format 7 a receive's replay is answered again (replayReceive); before, as kept.
+        return env.command.type === 'receive' && this.formatInForce >= KEYED_RECEIVE_WITHOUT_BODIES ? replayReceive(this.store, env.command.channel, kept, ctx) : kept;
       }
     }
     let result: Result;
