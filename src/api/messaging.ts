@@ -134,15 +134,9 @@ export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
  * own apply of that entry, with no receive of its own. Its last look, when the wait is over or the
  * client left, takes it out of the state (or learns that it was served in the meantime).
  */
-export async function receive(
-  deps: ApiDeps,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  partitionKey: string,
-  channel: ChannelRef,
-  body: { maxMessages?: number; visibilityTimeoutSeconds?: number; waitSeconds?: number },
-): Promise<{ messages: ReceivedMessage[] }> {
-  return sealed(deps, channel, await leaseMessages(deps, request, reply, partitionKey, channel, body));
+export async function receive(...args: Parameters<typeof leaseMessages>): Promise<{ messages: ReceivedMessage[] }> {
+  const [deps, , , , channel] = args;
+  return sealed(deps, channel, await leaseMessages(...args));
 }
 
 /** receive() with the state machine's own handles, which its releases use. */

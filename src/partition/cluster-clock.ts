@@ -55,22 +55,25 @@ export class ClusterClock {
     if (sample.wall - sample.mono >= known.best.wall - known.best.mono || sample.mono - known.best.mono > BEST_FOR_MS) known.best = sample;
   }
 
-  /** The peers' wall clocks now, as best heard and carried forward, for those heard recently. */
-  peerClocks(): Map<string, number> {
-    const mono = this.mono();
-    const out = new Map<string, number>();
-    for (const [peer, { best, last }] of this.peers) if (mono - last <= PEER_CLOCK_FRESH_MS) out.set(peer, best.wall + (mono - best.mono));
-    return out;
+  /** A peer's wall clock at monotonic time `mono`, as best heard and carried forward; null when not heard recently. */
+  private static at({ best, last }: { best: ClockSample; last: number }, mono: number): number | null {
+    return mono - last <= PEER_CLOCK_FRESH_MS ? best.wall + (mono - best.mono) : null;
   }
 
   /**
    * This node's wall clock, unless the median of its and its peers' (the lower of the middle two for
-   * an even count) is more than CLOCK_TOLERANCE_MS from it: then the median.
+   * an even count) is more than CLOCK_TOLERANCE_MS from it: then the median. Every proposal asks.
    */
   now(): number {
     const own = this.wall();
     if (this.peers.size === 0) return own;
-    const all = [own, ...this.peerClocks().values()].sort((a, b) => a - b);
+    const mono = this.mono();
+    const all = [own];
+    for (const p of this.peers.values()) {
+      const at = ClusterClock.at(p, mono);
+      if (at !== null) all.push(at);
+    }
+    all.sort((a, b) => a - b);
     const median = all[Math.floor((all.length - 1) / 2)]!;
     return Math.abs(median - own) <= CLOCK_TOLERANCE_MS ? own : median;
   }
@@ -78,6 +81,12 @@ export class ClusterClock {
   /** How far each recently heard peer's clock is from this node's (ms; positive: the peer's is ahead). */
   offsets(): Map<string, number> {
     const own = this.wall();
-    return new Map([...this.peerClocks()].map(([peer, at]) => [peer, at - own]));
+    const mono = this.mono();
+    const out = new Map<string, number>();
+    for (const [peer, p] of this.peers) {
+      const at = ClusterClock.at(p, mono);
+      if (at !== null) out.set(peer, at - own);
+    }
+    return out;
   }
 }

@@ -29,8 +29,8 @@ t.test('RateLimiter: the table stays bounded', async (t) => {
   t.equal(rl.hit('k999'), 0);
 });
 
-/** An app whose broker registers anybody (the limit is decided before anything is proposed). */
-async function app(trustProxy?: string[]) {
+/** An app whose broker registers anybody (the limit is decided before anything is proposed) and answers `query`. */
+async function app(trustProxy?: string[], query?: ApiDeps['broker']['query']) {
   const proposed: Command[] = [];
   const never = (): never => {
     throw new Error('not used by registration');
@@ -42,7 +42,7 @@ async function app(trustProxy?: string[]) {
         proposed.push(command);
         return ok({ username: (command as { username: string }).username, createdAt: new Date(0).toISOString() });
       },
-      query: never,
+      query: query ?? never,
       staleQuery: never,
       watch: never,
       format: never,
@@ -128,27 +128,9 @@ t.test('LoginGuard: an address that fails for many users waits for the window; t
 
 t.test("a guesser cannot keep a user out: its failures hold its own address, not the user's", async (t) => {
   const hash = bcrypt.hashSync(prehash('right-password'), 10);
-  const never = (): never => {
-    throw new Error('not used by login');
-  };
-  const deps: ApiDeps = {
-    broker: {
-      partitions: 4,
-      propose: never,
-      query: async (_p, q) => (q.type === 'user.get' && q.username === 'victim' ? ok({ username: 'victim', passwordHash: hash, createdAt: 0 }) : fail('not_found', 'no such user')),
-      staleQuery: never,
-      watch: never,
-      format: never,
-      park: never,
-      afterAnswer: never,
-      waiting: () => 0,
-    },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
-    jwtSecret: 'x'.repeat(32),
-    receipts: new Receipts('r'.repeat(32)),
-    trustProxy: ['127.0.0.1'],
-  };
-  const a = await buildApp(deps);
+  const { app: a } = await app(['127.0.0.1'], async (_p, q) =>
+    q.type === 'user.get' && q.username === 'victim' ? ok({ username: 'victim', passwordHash: hash, createdAt: 0 }) : fail('not_found', 'no such user'),
+  );
   t.teardown(() => a.close());
   const login = (from: string, password: string) =>
     a.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '127.0.0.1', headers: { 'x-forwarded-for': from }, payload: { username: 'victim', password } });

@@ -31,15 +31,21 @@ async function balancer(t: Test, bin: string, upstreams: string[]): Promise<Load
   return lb;
 }
 
-t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
-  const bin = needTool(t, 'nginx');
-  if (bin === null) return;
+/** nginx in front of a node answering 503 and one answering 200, their start's hits forgotten. */
+async function busyAndFine(t: Test, bin: string): Promise<{ busy: Stand; fine: Stand; lb: LoadBalancer }> {
   const busy = await standIn(t, 503);
   const fine = await standIn(t, 200);
   const lb = await balancer(t, bin, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`]);
   // /healthz probes of the start went through too
   busy.hits.length = 0;
   fine.hits.length = 0;
+  return { busy, fine, lb };
+}
+
+t.test('nginx retries GETs and keyed writes on a 503, never a write without a key that reached a node', async (t) => {
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const { busy, fine, lb } = await busyAndFine(t, bin);
   const gets: number[] = [];
   for (let i = 0; i < 6; i++) gets.push(await send(`${lb.url}/v1/queues/q`, 'GET'));
   t.same(gets, [200, 200, 200, 200, 200, 200], 'every GET answered 200 (those that met the 503 were repeated)');
@@ -69,11 +75,7 @@ t.test('nginx passes a write without a key on when the node refused the connecti
 t.test('nginx gives a PUT or DELETE without a key its own, the same on the repeat, so the repeat is answered from the record', async (t) => {
   const bin = needTool(t, 'nginx');
   if (bin === null) return;
-  const busy = await standIn(t, 503);
-  const fine = await standIn(t, 200);
-  const lb = await balancer(t, bin, [`127.0.0.1:${busy.port}`, `127.0.0.1:${fine.port}`]);
-  busy.hits.length = 0;
-  fine.hits.length = 0;
+  const { busy, fine, lb } = await busyAndFine(t, bin);
   for (const method of ['PUT', 'DELETE'] as const) {
     const got: number[] = [];
     for (let i = 0; i < 6; i++) got.push(await send(`${lb.url}/v1/queues/q-${method}-${i}`, method));

@@ -99,6 +99,17 @@ t.test('a partition state database bounds its page cache, since a node holds one
 
 // ---- a keyed receive keeps no bodies (format 7, KEYED_RECEIVE_WITHOUT_BODIES) ----
 
+/** A store in `format` (reading `readable`) with users alice and bob, alice's queue 'orders' and bob's grant to receive from it. */
+async function keyedStore(t: { teardown(fn: () => unknown): void }, format: number, readable?: number): Promise<TestStore> {
+  const s = await TestStore.open(0, undefined, format, readable);
+  t.teardown(() => s.close());
+  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
+  s.must('alice', queue('orders'));
+  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  return s;
+}
+const receiveOne = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+
 t.test('a keyed receive keeps its result without bodies; its replay reads them again while the leases live', async (t) => {
   const s = await TestStore.open(0, undefined, KEYED_RECEIVE_WITHOUT_BODIES);
   t.teardown(() => s.close());
@@ -130,13 +141,9 @@ t.test('a keyed receive keeps its result without bodies; its replay reads them a
 });
 
 t.test("a keyed receive's replay checks the right to receive again, and a purge leaves nothing to replay", async (t) => {
-  const s = await TestStore.open(0, undefined, KEYED_RECEIVE_WITHOUT_BODIES);
-  t.teardown(() => s.close());
-  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
-  s.must('alice', queue('orders'));
-  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  const s = await keyedStore(t, KEYED_RECEIVE_WITHOUT_BODIES);
   s.must('alice', send('orders', 'a'));
-  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+  const receive = receiveOne;
   t.match(s.run('bob', receive, 'rk'), { ok: true, value: { messages: [{ body: 'a' }] } });
   s.must('alice', { type: 'grant.delete', kind: 'queue', name: 'orders', username: 'bob' });
   t.match(s.run('bob', receive, 'rk'), { ok: false, code: 'not_found' }, 'revoked: no replay');
@@ -161,13 +168,9 @@ t.test('before format 7 a keyed receive keeps its bodies, as an older build does
 });
 
 t.test('a keyed receive kept whole before format 7 is refused on replay, after the raise, once the right is gone', async (t) => {
-  const s = await TestStore.open(0, undefined, REVOKE_UNSUBSCRIBES, KEYED_RECEIVE_WITHOUT_BODIES);
-  t.teardown(() => s.close());
-  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: 'h' });
-  s.must('alice', queue('orders'));
-  s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
+  const s = await keyedStore(t, REVOKE_UNSUBSCRIBES, KEYED_RECEIVE_WITHOUT_BODIES);
   s.must('alice', send('orders', 'kept whole'));
-  const receive = { type: 'receive' as const, channel: { queue: 'orders' }, maxMessages: 1, visibilityTimeoutSeconds: null };
+  const receive = receiveOne;
   const first = s.run('bob', receive, 'rk');
   t.match(first, { ok: true, value: { messages: [{ body: 'kept whole' }] } });
   s.must(null, { type: 'format.raise', format: KEYED_RECEIVE_WITHOUT_BODIES });
