@@ -1,8 +1,10 @@
 // Authentication: access tokens (JWT, HS256, with expiry) signed with the cluster's JWT secret, so a
-// token from one node is good on all. A token is accepted only for a user that exists and was not
+// token from one node is good on all. A token is accepted only for a user that exists, was not
 // created after the token was issued (a name registered again after the cluster's data was wiped does
-// not inherit old tokens). Users are never deleted through the API, so a user seen once stays known:
-// the check costs a lookup in the user's partition the first time, and a map lookup after.
+// not inherit old tokens), and has not revoked it: a token carries the user's epoch when it was
+// signed (`ep`), and logout, a password change or deleting the user raise the epoch (format 9). What
+// a node knows of a user is looked up in the user's partition and kept for a minute (USER_RECHECK_MS),
+// so a revocation holds on every node within a minute, and at once on the node that made it.
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -14,8 +16,9 @@ import type { Result } from '../store/broker/index.js';
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
-    payload: { sub: string };
-    user: { sub: string; iat: number; exp: number };
+    /** `ep`: the user's epoch when the token was signed; absent from tokens of builds before format 9 (epoch 0). */
+    payload: { sub: string; ep: number };
+    user: { sub: string; iat: number; exp: number; ep?: number };
   }
 }
 
@@ -23,6 +26,11 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** A preHandler: 401 unless the request carries a valid token of an existing user. */
     authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void>;
+    /**
+     * What a write on this node did to `username`: raised its epoch to `epoch`, or deleted it (null).
+     * This node holds to it from now on, even where its replica has not applied the write yet.
+     */
+    userChanged(username: string, epoch: number | null): void;
   }
 }
 
@@ -31,6 +39,8 @@ const CLOCK_SKEW_MS = 60_000;
 const MAX_KNOWN_USERS = 100_000;
 const MAX_VERIFIED_TOKENS = 10_000;
 const VERIFIED_TTL_MS = 60_000;
+/** How long a node trusts what it looked up of a user: a revocation elsewhere holds here within it. */
+export const USER_RECHECK_MS = 60_000;
 
 async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
   const { deps } = opts;
@@ -40,23 +50,40 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     sign: { algorithm: 'HS256', expiresIn: ttl },
     verify: { algorithms: ['HS256'] },
   });
-  /** createdAt (ms) of users known to exist. */
-  const known = new Map<string, number>();
+  const now = deps.now ?? Date.now;
+  const recheckMs = deps.userRecheckMs ?? USER_RECHECK_MS;
+  /** What this node looked up of users, as of `until`: null for a user that does not exist. */
+  const known = new Map<string, { user: { createdAt: number; epoch: number } | null; until: number }>();
 
-  const createdAt = async (request: FastifyRequest, username: string): Promise<number | null> => {
+  const userOf = async (request: FastifyRequest, username: string): Promise<{ createdAt: number; epoch: number } | null> => {
     const cached = known.get(username);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined && now() < cached.until) return cached.user;
     const p = userPartition(username, deps.broker.partitions);
     const query = { type: 'user.get', username } as const;
-    // A user on the local replica is committed; only a miss needs the leader.
+    // A user on the local replica is committed; only a miss needs the leader. A replica applies what
+    // its leader commits within moments, so a revocation reaches it well within USER_RECHECK_MS.
     let r = localUser(p, query);
     if (!r.ok) r = await deps.broker.query(p, query, ctxOf(request));
-    if (!r.ok) return null;
-    const at = Date.parse((r.value as { createdAt: string }).createdAt);
-    if (known.size >= MAX_KNOWN_USERS) known.clear();
-    known.set(username, at);
-    return at;
+    if (!r.ok) {
+      known.delete(username);
+      return null;
+    }
+    const u = r.value as { createdAt: string; epoch?: number };
+    // A replica that has not yet applied a revocation this node made does not undo it.
+    const user = { createdAt: Date.parse(u.createdAt), epoch: Math.max(u.epoch ?? 0, cached?.user?.epoch ?? 0) };
+    remember(username, user);
+    return user;
   };
+  const remember = (username: string, user: { createdAt: number; epoch: number } | null): void => {
+    if (known.size >= MAX_KNOWN_USERS) known.clear();
+    known.set(username, { user, until: now() + recheckMs });
+  };
+  app.decorate('userChanged', (username: string, epoch: number | null) => {
+    const user = known.get(username)?.user;
+    if (epoch === null) remember(username, null);
+    else if (user != null) remember(username, { createdAt: user.createdAt, epoch: Math.max(user.epoch, epoch) });
+    else known.delete(username);
+  });
 
   /** The user on this node's replica; a miss when there is none, or no readable replica right now. */
   const localUser = (p: number, query: { type: 'user.get'; username: string }): Result => {
@@ -72,15 +99,15 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
    * 7% of a node's busy time under single-message sends, is done once per token and minute. An entry
    * never outlives its token's expiry.
    */
-  const verified = new Map<string, { sub: string; iat: number; exp: number; until: number }>();
+  const verified = new Map<string, { user: FastifyRequest['user']; until: number }>();
 
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const header = request.headers.authorization;
     if (header === undefined) throw new ApiError('unauthorized', 'a bearer token is required (Authorization: Bearer <token>)');
-    const now = Date.now();
+    const at = now();
     const hit = verified.get(header);
-    if (hit !== undefined && now < hit.until) {
-      request.user = { sub: hit.sub, iat: hit.iat, exp: hit.exp };
+    if (hit !== undefined && at < hit.until) {
+      request.user = hit.user;
     } else {
       if (hit !== undefined) verified.delete(header);
       try {
@@ -88,13 +115,14 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
       } catch {
         throw new ApiError('unauthorized', 'the bearer token is invalid or expired; log in again');
       }
-      const { sub, iat, exp } = request.user;
+      const { sub, iat, exp, ep } = request.user;
       if (verified.size >= MAX_VERIFIED_TOKENS) verified.clear();
-      verified.set(header, { sub, iat, exp, until: Math.min(now + VERIFIED_TTL_MS, exp * 1000) });
+      verified.set(header, { user: { sub, iat, exp, ...(ep === undefined ? {} : { ep }) }, until: Math.min(at + VERIFIED_TTL_MS, exp * 1000) });
     }
-    const { sub, iat } = request.user;
-    const at = typeof sub === 'string' ? await createdAt(request, sub) : null;
-    if (at === null || iat * 1000 + CLOCK_SKEW_MS < at) throw new ApiError('unauthorized', 'the token names no existing user; log in again');
+    const { sub, iat, ep } = request.user;
+    const user = typeof sub === 'string' ? await userOf(request, sub) : null;
+    if (user === null || iat * 1000 + CLOCK_SKEW_MS < user.createdAt) throw new ApiError('unauthorized', 'the token names no existing user; log in again');
+    if ((typeof ep === 'number' ? ep : 0) < user.epoch) throw new ApiError('unauthorized', 'the token was revoked (logout or password change); log in again');
   });
 }
 

@@ -8,6 +8,7 @@ import type { PartitionStatus } from '../partition/host.js';
 import { partitionOf } from '../partition/routing.js';
 import type { ChannelRef, Command, Query, Result } from '../store/broker/index.js';
 import { ApiError, fromFailure } from './errors.js';
+import type { SharedLimits } from './rate-limit.js';
 import type { Receipts } from './receipts.js';
 
 /** The router's surface (src/cluster/router.ts). */
@@ -64,6 +65,10 @@ export interface ApiDeps {
   /** The inter-node routes, mounted on the same server; none when absent. */
   readonly internal?: InternalRoutesOptions;
   readonly now?: () => number;
+  /** The other nodes' limit events, and where this node's go (rate-limit.ts); absent: limits per node. */
+  readonly sharedLimits?: SharedLimits;
+  /** How long a node trusts what it looked up of a user (auth.ts); default USER_RECHECK_MS, a minute. */
+  readonly userRecheckMs?: number;
   /** Load balancers whose X-Forwarded-For is believed (addresses or CIDR ranges); none by default. */
   readonly trustProxy?: readonly string[];
   /** When set, /metrics needs `Authorization: Bearer <token>` and shows per-queue series. */

@@ -136,6 +136,19 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       this.inc({ kind: 'answer' }, t.carriedAnswers);
     },
   });
+  new Counter({
+    name: 'mom_rate_limit_events_total',
+    help: "Rate-limit events (failed logins, registrations) shared with the other nodes, so that limits hold across the cluster: sent (a peer took them), received (a peer's, counted here), dropped (a peer did not take them, or too many waited).",
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+    collect() {
+      const s = deps.sharedLimits?.stats ?? { sent: 0, received: 0, dropped: 0 };
+      this.reset();
+      this.inc({ outcome: 'sent' }, s.sent);
+      this.inc({ outcome: 'received' }, s.received);
+      this.inc({ outcome: 'dropped' }, s.dropped);
+    },
+  });
   new Gauge({
     name: 'mom_peer_messages_queued',
     help: 'Raft messages waiting to leave for the other nodes.',

@@ -1,6 +1,8 @@
-// Fixed-window counters for the registration limit and failed logins, and the login guard. Per node: behind a load balancer a
-// client meets up to three such limits, so the limits are set with that in mind. The clock is
-// injected; the table forgets keys whose window ended, so it cannot grow without bound.
+// Fixed-window counters for the registration limit and failed logins, and the login guard. Each node
+// counts what it saw and what the other nodes told it they saw (LimitEvent, shared through
+// src/cluster/limit-gossip.ts), so a limit holds across the cluster: a client spreading its attempts
+// over the nodes meets one budget, not three. The clock is injected; the tables forget keys whose
+// window ended, so they cannot grow without bound.
 
 export class RateLimiter {
   private readonly windows = new Map<string, { start: number; count: number }>();
@@ -119,6 +121,11 @@ export class LoginGuard {
     this.byAddress.refund(address);
   }
 
+  /** Another node cleared the pair (a login succeeded there): its failures are forgotten here too. */
+  cleared(username: string, address: string): void {
+    this.pairs.delete(pairKey(username, address));
+  }
+
   /** The attempt begun succeeded: its pair's failures are cleared, and the address's count gives it back. */
   succeeded(username: string, address: string): void {
     this.pairs.delete(pairKey(username, address));
@@ -150,3 +157,35 @@ export class LoginGuard {
 }
 
 const pairKey = (username: string, address: string): string => `${username}\u0000${address}`;
+
+/**
+ * What a node counted, told to the others so that each counts it too: a failed login (or password
+ * check) of a username from an address, one that succeeded (which clears that pair), a registration
+ * from an address.
+ */
+export type LimitEvent =
+  | { readonly kind: 'login.failed'; readonly username: string; readonly address: string }
+  | { readonly kind: 'login.cleared'; readonly username: string; readonly address: string }
+  | { readonly kind: 'register'; readonly address: string };
+
+/** How the API shares its limit events with the other nodes (src/cluster/limit-gossip.ts); absent: per node. */
+export interface SharedLimits {
+  publish(event: LimitEvent): void;
+  /** Each event another node sent, as it came: unchecked JSON (parseLimitEvent). */
+  subscribe(listener: (event: unknown) => void): void;
+  /** Events the other nodes took, events of theirs counted here, events dropped (a full queue, a peer down). */
+  readonly stats: { readonly sent: number; readonly received: number; readonly dropped: number };
+}
+
+const MAX_EVENT_FIELD = 256;
+const field = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_EVENT_FIELD;
+
+/** An event from another node, or null for anything else (a peer is trusted, but a bug there must not throw here). */
+export function parseLimitEvent(e: unknown): LimitEvent | null {
+  if (typeof e !== 'object' || e === null) return null;
+  const { kind, username, address } = e as Record<string, unknown>;
+  if (!field(address)) return null;
+  if (kind === 'register') return { kind, address };
+  if ((kind === 'login.failed' || kind === 'login.cleared') && field(username)) return { kind, username, address };
+  return null;
+}

@@ -350,6 +350,10 @@ export const Subscription = Type.Object(
 export const Subscriptions = Type.Object({ items: Type.Array(Subscription) }, { [SCHEMA_NAME]: 'SubscriptionList' });
 
 export const Credentials = Type.Object({ username: Username, password: Password }, { additionalProperties: false, [SCHEMA_NAME]: 'Credentials' });
+export const PasswordChange = Type.Object(
+  { password: Type.String({ maxLength: 256, description: 'The current password.' }), newPassword: Password },
+  { additionalProperties: false, [SCHEMA_NAME]: 'PasswordChange' },
+);
 export const Registered = Type.Object({ username: Type.String(), createdAt: Type.String({ format: 'date-time' }) }, { [SCHEMA_NAME]: 'User' });
 export const Token = Type.Object(
   {

@@ -14,6 +14,8 @@ export interface ServerOptions extends NodeOptions {
   /** bcrypt cost (default 10). */
   readonly bcryptCost?: number;
   readonly tokenTtlSeconds?: number;
+  /** How long a node trusts what it looked up of a user (default a minute; auth.ts). */
+  readonly userRecheckMs?: number;
   /** Process metrics (CPU, memory, event loop) in /metrics; on in main.ts, off in tests. */
   readonly processMetrics?: boolean;
 }
@@ -76,8 +78,11 @@ export class MomServer {
           metricsToken: cfg.metricsToken,
           logger: log,
           internal: node.internalRoutes(),
+          sharedLimits: node.limits,
+          ...(opts.wallClock === undefined ? {} : { now: opts.wallClock }),
           ...(opts.bcryptCost === undefined ? {} : { bcryptCost: opts.bcryptCost }),
           ...(opts.tokenTtlSeconds === undefined ? {} : { tokenTtlSeconds: opts.tokenTtlSeconds }),
+          ...(opts.userRecheckMs === undefined ? {} : { userRecheckMs: opts.userRecheckMs }),
           ...(node.tls === null ? {} : { https: node.tls }),
         },
         { processMetrics: opts.processMetrics ?? false },

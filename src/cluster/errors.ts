@@ -9,6 +9,7 @@ export const UNAVAILABLE = {
   no_leader: 'no leader of the data could be reached; retry shortly',
   write_unknown: "the write's outcome is unknown: it may still be applied; a retry is safe only with the same Idempotency-Key",
   read_unknown: 'the read could not be answered; retry',
+  upgrading: 'the cluster is being upgraded and cannot do this yet; retry once every node runs the new version',
 } as const;
 export type UnavailableReason = keyof typeof UNAVAILABLE;
 

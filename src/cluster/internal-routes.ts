@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
+import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
 
 declare module 'fastify' {
@@ -35,6 +36,8 @@ export const POSITIONS_PATH = '/internal/positions';
 /** Commands in one forwarded batch at most. */
 export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
+/** Rate-limit events of a peer (limit-gossip.ts). */
+export const LIMITS_PATH = '/internal/limits';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 /**
  * On Raft requests: the newest log format the sender reads (src/store/broker/format.ts). Builds
@@ -111,6 +114,8 @@ export interface InternalRoutesOptions {
   };
   /** Each partition's term and last log index here (a new node deciding whether the cluster is new). */
   positions?(): { terms: number[]; lastIndexes: number[]; untouchedBy: string[] };
+  /** Rate-limit events a peer counted (limit-gossip.ts): the API validates each before counting it. */
+  onLimitEvents?(events: readonly unknown[]): void;
   /** A client's read forwarded likewise; runs with a ReadIndex here. */
   onQuery?(partition: number, query: unknown): Promise<unknown>;
   /** Largest batch accepted, in bytes; DEFAULT_BODY_LIMIT by default. */
@@ -442,6 +447,26 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     async (request, reply) => {
       if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
       return { answers: await Promise.all(request.body.items.map((item) => runForwarded(item, request.log))) };
+    },
+  );
+
+  app.post<{ Body: { events: unknown[] } }>(
+    LIMITS_PATH,
+    {
+      schema: {
+        hide: true,
+        body: {
+          type: 'object',
+          properties: { events: { type: 'array', maxItems: MAX_BATCH_EVENTS, items: { type: 'object' } } },
+          required: ['events'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (opts.onLimitEvents === undefined) return problem(reply, 404, 'not_found', 'this node takes no rate-limit events');
+      opts.onLimitEvents(request.body.events);
+      return reply.code(204).send();
     },
   );
 

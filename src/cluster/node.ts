@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
-import { POSITIONS_PATH } from './internal-routes.js';
+import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
+import { LimitGossip } from './limit-gossip.js';
 import type { InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
 import type { Answer } from './answer.js';
@@ -17,7 +18,7 @@ export interface NodeOptions {
   readonly tickMs?: number;
   readonly snapshotEvery?: number;
   readonly keepBehindSnapshot?: number;
-  /** This node's wall clock (default Date.now): a test gives a wrong one to play a node whose clock is off. */
+  /** This node's wall clock (default Date.now), for its entries' stamps and its API's limits and caches: a test gives a wrong one to play a node whose clock is off, or a still one. */
   readonly wallClock?: () => number;
   /** How long a request waits for a reachable leader before its 503 (default 5 s). */
   readonly leaderWaitMs?: number;
@@ -41,7 +42,18 @@ export class ClusterNode {
     readonly router: Router,
     readonly tls: TlsMaterial | null,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // Rate-limit events go to every other node (limit-gossip.ts); a peer that does not take a batch
+    // (down, or an older build without the route) loses it.
+    const others = cfg.peers.filter((p) => p.id !== cfg.nodeId).map((p) => p.id);
+    this.limits = new LimitGossip(others, async (peer, events) => {
+      const r = await transport.call(peer, LIMITS_PATH, { events }, { timeoutMs: 2_000 });
+      if (r.status !== 204) throw new Error(`${peer} answered ${r.status}`);
+    });
+  }
+
+  /** Rate-limit events shared with the other nodes, so that the API's limits hold across the cluster. */
+  readonly limits: LimitGossip;
 
   private closed = false;
 
@@ -168,6 +180,7 @@ export class ClusterNode {
         answered: (from, answers) => this.transport.answered(from, answers),
       },
       positions: () => this.host.logPositions(),
+      onLimitEvents: (events) => this.limits.receive(events),
       onQuery: async (partition, query) => {
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.queryHere(partition, query as Parameters<Router['queryHere']>[1]);
@@ -187,6 +200,7 @@ export class ClusterNode {
   /** Closes the partitions and their databases, then the transport. */
   async close(): Promise<void> {
     this.closed = true;
+    this.limits.close();
     await this.host.close();
     await this.transport.close();
   }

@@ -1038,8 +1038,10 @@ t.test('any request to any route (fast-check): a status its operation declares, 
   await holds(
     t,
     'random method-path-header-body combinations over the documented routes',
-    fc.asyncProperty(fc.nat(), fc.array(param, { minLength: 3, maxLength: 3 }), poison, extraHeaders, body, query, fc.constantFrom('application/json', 'text/plain', 'application/json; charset=latin1', ''), async (i, params, why, headers, payload, q, ct) => {
+    fc.asyncProperty(fc.nat(), fc.array(param, { minLength: 3, maxLength: 3 }), poison, extraHeaders, body, query, fc.constantFrom('application/json', 'text/plain', 'application/json; charset=latin1', ''), async (i, params, poisoned, headers, payload, q, ct) => {
       const op = operations[i % operations.length]!;
+      // A path without parameters (logout, for one) is poisoned by its token.
+      const why = poisoned === 'param' && !op.path.includes('{') ? 'token' : poisoned;
       const writes = op.method !== 'GET';
       let k = 0;
       let mangled = false;

@@ -4,12 +4,14 @@ import t from 'tap';
 import { FORMAT, MAX_FANOUT, MAX_SUBSCRIPTIONS } from '../../src/store/broker/index.js';
 import { until } from '../cluster/net-helpers.js';
 import { partitionOf } from '../../src/partition/routing.js';
-import { call, startCluster, userToken } from './api-helpers.js';
+import { call, pollUntil, startCluster, userToken } from './api-helpers.js';
 
 // Three nodes in this process share the machine with the other test files.
 t.setTimeout(300_000);
 
-const cluster = await startCluster();
+// A node trusts what it looked up of a user for userRecheckMs (a minute by default): short here, so
+// that a revocation reaches every node while the test waits (test/api/sessions.test.ts times it).
+const cluster = await startCluster({ userRecheckMs: 200 });
 t.teardown(() => cluster.close());
 const [url0, url1, url2] = cluster.urls as [string, string, string];
 const partitions = cluster.configs[0]!.partitions;
@@ -141,4 +143,26 @@ t.test("a keyed receive's replay holds no body once the delivery is over", async
   t.match(await call(url1, 'POST', `/v1/queues/${q}/ack`, { token: alice, body: { receiptHandles: [handle] } }), { status: 200, body: { acked: [handle] } });
   const after = await call(url2, 'POST', `/v1/queues/${q}/receive`, { token: alice, body: {}, headers: key });
   t.same({ status: after.status, body: after.body }, { status: 200, body: { messages: [] } }, 'acked: nothing to replay, and no body');
+});
+
+t.test('a logout, a password change and a deletion revoke tokens on every node', async (t) => {
+  const statuses = (token: string) => Promise.all(cluster.urls.map(async (u) => (await call(u, 'GET', '/v1/auth/me', { token })).status));
+  const revokedEverywhere = (token: string) => pollUntil(() => statuses(token), (s) => s.every((x) => x === 401));
+
+  const stolen = await userToken(url0, 'victim-h');
+  t.strictSame(await statuses(stolen), [200, 200, 200]);
+  t.equal((await call(url1, 'POST', '/v1/auth/logout', { token: stolen })).status, 204);
+  t.equal((await call(url1, 'GET', '/v1/auth/me', { token: stolen })).status, 401, 'at once on the node that answered');
+  t.strictSame(await revokedEverywhere(stolen), [401, 401, 401], 'logout');
+
+  const before = await userToken(url2, 'victim-h');
+  const changed = await call(url2, 'PUT', '/v1/auth/password', { token: before, body: { password: 'password-victim-h', newPassword: 'a new password' } });
+  t.equal(changed.status, 200);
+  t.strictSame(await revokedEverywhere(before), [401, 401, 401], 'password change');
+  const after = (changed.body as { accessToken: string }).accessToken;
+  t.strictSame(await statuses(after), [200, 200, 200], 'the new token works on every node');
+
+  t.equal((await call(url0, 'DELETE', '/v1/auth/me', { token: after })).status, 204);
+  t.strictSame(await revokedEverywhere(after), [401, 401, 401], 'deletion');
+  t.match(await call(url1, 'POST', '/v1/auth/register', { body: { username: 'victim-h', password: 'password-victim-h' } }), problem(409, 'conflict'), 'the name is not given again');
 });

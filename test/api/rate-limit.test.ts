@@ -2,10 +2,11 @@
 // injected clock, and the client address they count, which is the load balancer's unless the
 // balancer is trusted (--trust-proxy).
 import t from 'tap';
-import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
+import { buildApp, type ApiDeps } from '../../src/api/index.js';
+import { appDeps } from './app-deps.js';
 import bcrypt from 'bcryptjs';
 import { LOGIN_LIMITS, REGISTER_LIMITS, prehash } from '../../src/api/routes/auth.js';
-import { LoginGuard, RateLimiter } from '../../src/api/rate-limit.js';
+import { LoginGuard, RateLimiter, type SharedLimits } from '../../src/api/rate-limit.js';
 import { fail, ok, type Command } from '../../src/store/broker/index.js';
 
 t.test('RateLimiter: a window allows `limit` hits per key, then says how long to wait', async (t) => {
@@ -30,31 +31,18 @@ t.test('RateLimiter: the table stays bounded', async (t) => {
 });
 
 /** An app whose broker registers anybody (the limit is decided before anything is proposed) and answers `query`. */
-async function app(trustProxy?: string[], query?: ApiDeps['broker']['query']) {
+async function app(trustProxy?: string[], query?: ApiDeps['broker']['query'], sharedLimits?: SharedLimits) {
   const proposed: Command[] = [];
-  const never = (): never => {
-    throw new Error('not used by registration');
-  };
-  const deps: ApiDeps = {
-    broker: {
-      partitions: 4,
+  const deps = appDeps(
+    {
       propose: async (_p, _actor, command) => {
         proposed.push(command);
         return ok({ username: (command as { username: string }).username, createdAt: new Date(0).toISOString() });
       },
-      query: query ?? never,
-      staleQuery: never,
-      watch: never,
-      format: never,
-      park: never,
-      afterAnswer: never,
-      waiting: () => 0,
+      ...(query === undefined ? {} : { query }),
     },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
-    jwtSecret: 'x'.repeat(32),
-    receipts: new Receipts('r'.repeat(32)),
-    ...(trustProxy === undefined ? {} : { trustProxy }),
-  };
+    { ...(trustProxy === undefined ? {} : { trustProxy }), ...(sharedLimits === undefined ? {} : { sharedLimits }) },
+  );
   return { app: await buildApp(deps), proposed };
 }
 
@@ -159,4 +147,67 @@ t.test('LoginGuard: attempts at once count at once; a success gives its count ba
   // Filling the table with new addresses does not clear alice's wait on 10.0.0.66.
   for (let i = 0; i < 50; i++) g.failed(`u${i}`, `10.1.0.${i}`);
   t.ok(g.wait('alice', '10.0.0.66') > 0, 'the guesser still waits');
+});
+
+/**
+ * Nodes whose limit events reach each other at once, as src/cluster/limit-gossip.ts carries them
+ * between real nodes within moments (test/api/cluster-limits.test.ts). `mute` stops one node's.
+ */
+function sharedBus(n: number) {
+  const listeners: ((e: unknown) => void)[][] = Array.from({ length: n }, () => []);
+  const muted = new Set<number>();
+  const nodes: SharedLimits[] = listeners.map((mine, i) => ({
+    publish: (e) => {
+      if (!muted.has(i)) listeners.forEach((theirs, j) => j !== i && theirs.forEach((l) => l(e)));
+    },
+    subscribe: (l) => void mine.push(l),
+    stats: { sent: 0, received: 0, dropped: 0 },
+  }));
+  return { nodes, mute: (i: number) => muted.add(i), listeners };
+}
+
+t.test('the limits hold across the cluster: failures spread over the nodes count as one budget', async (t) => {
+  const hash = bcrypt.hashSync(prehash('right-password'), 10);
+  const users: ApiDeps['broker']['query'] = async (_p, q) =>
+    q.type === 'user.get' && q.username === 'victim' ? ok({ username: 'victim', passwordHash: hash, createdAt: 0 }) : fail('not_found', 'no such user');
+  const bus = sharedBus(3);
+  const nodes = await Promise.all(bus.nodes.map(async (shared) => (await app(['127.0.0.1'], users, shared)).app));
+  t.teardown(() => Promise.all(nodes.map((a) => a.close())));
+  const login = (i: number, from: string, password: string) =>
+    nodes[i]!.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '127.0.0.1', headers: { 'x-forwarded-for': from }, payload: { username: 'victim', password } });
+
+  const guesses: number[] = [];
+  for (let i = 0; i < LOGIN_LIMITS.free + 3; i++) guesses.push((await login(i % 3, '10.0.0.66', `wrong-guess-${i}`)).statusCode);
+  t.strictSame(guesses, [...Array(LOGIN_LIMITS.free).fill(401), 429, 429, 429], 'round-robin over three nodes: held after the free failures of one');
+
+  // A success on one node clears the pair on all.
+  t.equal((await login(1, '10.0.0.9', 'wrong-password')).statusCode, 401);
+  for (let i = 0; i < LOGIN_LIMITS.free - 2; i++) t.equal((await login(2, '10.0.0.9', 'wrong-password')).statusCode, 401);
+  t.equal((await login(0, '10.0.0.9', 'right-password')).statusCode, 200);
+  const after: number[] = [];
+  for (let i = 0; i < LOGIN_LIMITS.free; i++) after.push((await login(1 + (i % 2), '10.0.0.9', 'wrong-password')).statusCode);
+  t.strictSame(after, Array(LOGIN_LIMITS.free).fill(401), 'the other nodes start the count again too');
+
+  // Registrations from one address, spread over the nodes.
+  const regs: number[] = [];
+  for (let i = 0; i <= REGISTER_LIMITS.perAddress; i++) regs.push((await register(nodes[i % 3]!, i, '10.0.0.77')).statusCode);
+  t.strictSame(regs, [...Array(REGISTER_LIMITS.perAddress).fill(201), 429]);
+
+  // A node whose events do not arrive (down, or cut off) leaves the others' counts to themselves.
+  bus.mute(0);
+  for (let i = 0; i < LOGIN_LIMITS.free; i++) t.equal((await login(0, '10.0.0.50', 'wrong-password')).statusCode, 401);
+  t.equal((await login(1, '10.0.0.50', 'wrong-password')).statusCode, 401, 'unheard failures are not counted elsewhere');
+  t.equal((await login(0, '10.0.0.50', 'wrong-password')).statusCode, 429, 'its own still are');
+});
+
+t.test("another node's events are checked before they count: junk is ignored", async (t) => {
+  const bus = sharedBus(2);
+  const { app: a } = await app(['127.0.0.1'], undefined, bus.nodes[0]);
+  t.teardown(() => a.close());
+  for (const junk of [null, 'register', { kind: 'register' }, { kind: 'register', address: 7 }, { kind: 'login.failed', address: '10.0.0.1' }, { kind: 'drop.tables', address: '10.0.0.1' }, { kind: 'register', address: 'x'.repeat(300) }]) {
+    for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) for (const l of bus.listeners[0]!) l(junk);
+  }
+  t.equal((await register(a, 1, '10.0.0.1')).statusCode, 201, 'nothing was counted');
+  for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) for (const l of bus.listeners[0]!) l({ kind: 'register', address: '10.0.0.2' });
+  t.equal((await register(a, 2, '10.0.0.2')).statusCode, 429, 'a well-formed event is');
 });

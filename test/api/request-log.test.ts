@@ -3,7 +3,8 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
-import { Receipts, buildApp, type ApiDeps } from '../../src/api/index.js';
+import { buildApp, type ApiDeps } from '../../src/api/index.js';
+import { appDeps } from './app-deps.js';
 import { UNAVAILABLE, UnavailableError } from '../../src/cluster/errors.js';
 
 /** An app whose logger writes JSON lines into `lines`, at `level`. */
@@ -14,16 +15,7 @@ async function appLoggingAt(level: string, lines: Record<string, unknown>[], pro
       done();
     },
   });
-  const never = (): never => {
-    throw new Error('not used');
-  };
-  const deps: ApiDeps = {
-    broker: { partitions: 4, propose: propose ?? never, query: never, staleQuery: never, watch: never, format: never, park: never, afterAnswer: never, waiting: () => 0 },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
-    jwtSecret: 'x'.repeat(32),
-    receipts: new Receipts('r'.repeat(32)),
-    logger: pino({ level }, sink),
-  };
+  const deps = appDeps(propose === undefined ? {} : { propose }, { logger: pino({ level }, sink) });
   const app = await buildApp(deps);
   t.teardown(() => app.close());
   return app;

@@ -1,9 +1,9 @@
 // Users, queues and queue grants in the broker's state machine: each command's effect and each
 // refusal, with the codes of docs/api.md (403 for a visible resource, 404 so names do not leak).
 import t from 'tap';
-import type { Result } from '../../src/store/broker/index.js';
-import { queue, send } from './broker-helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './broker-unit-kit.js';
+import { USER_LIFECYCLE, stateHash, type Result } from '../../src/store/broker/index.js';
+import { TestStore, queue, send } from './broker-helpers.js';
+import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, subscription, take, topic } from './broker-unit-kit.js';
 
 const T0 = new Date(1_700_000_000_000).toISOString();
 
@@ -14,7 +14,7 @@ t.test('register stores the user and answers {username, createdAt} at the entry 
   s.advance(5);
   const r = s.run(null, { type: 'user.register', username: 'alice', passwordHash: 'h1' });
   t.strictSame(r, { ok: true, value: { username: 'alice', createdAt: new Date(1_700_000_005_000).toISOString() } });
-  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'h1', createdAt: new Date(1_700_000_005_000).toISOString() });
+  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'h1', createdAt: new Date(1_700_000_005_000).toISOString(), epoch: 0 });
 });
 
 t.test('registering a taken username is a conflict and keeps the first password hash', async (t) => {
@@ -23,13 +23,88 @@ t.test('registering a taken username is a conflict and keeps the first password 
   s.advance(10);
   const r = s.run(null, { type: 'user.register', username: 'alice', passwordHash: 'h2' });
   t.equal(code(r), 'conflict');
-  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'h1', createdAt: T0 });
+  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'h1', createdAt: T0, epoch: 0 });
 });
 
 t.test('getUser of an unknown user is null', async (t) => {
   const s = await openStore(t, 'alice');
   t.equal(s.sm.getUser('bob'), null);
   t.equal(s.sm.getUser('Alice'), null, 'usernames are case-sensitive');
+});
+
+// ---- a user's tokens, password and deletion (format 9, USER_LIFECYCLE) ----
+
+async function lifecycleStore(t: { teardown(fn: () => unknown): void }, format = USER_LIFECYCLE): Promise<TestStore> {
+  const s = await TestStore.open(0, undefined, format);
+  t.teardown(() => s.close());
+  for (const u of ['alice', 'bob']) s.must(null, { type: 'user.register', username: u, passwordHash: `hash-of-${u}` });
+  return s;
+}
+
+t.test("user.logout raises the caller's epoch, once per logout, and no one else's", async (t) => {
+  const s = await lifecycleStore(t);
+  t.strictSame(s.run('alice', { type: 'user.logout' }), { ok: true, value: { epoch: 1 } });
+  t.strictSame(s.run('alice', { type: 'user.logout' }), { ok: true, value: { epoch: 2 } });
+  t.equal(s.sm.getUser('alice')?.epoch, 2);
+  t.equal(s.sm.getUser('bob')?.epoch, 0, "bob's tokens stand");
+  t.equal(s.sm.getUser('alice')?.passwordHash, 'hash-of-alice', 'the password stays');
+});
+
+t.test("user.password sets the caller's hash and raises its epoch", async (t) => {
+  const s = await lifecycleStore(t);
+  s.must('alice', { type: 'user.logout' });
+  t.strictSame(s.run('alice', { type: 'user.password', passwordHash: 'new-hash' }), { ok: true, value: { epoch: 2 } });
+  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'new-hash', createdAt: T0, epoch: 2 });
+  t.equal(s.sm.getUser('bob')?.passwordHash, 'hash-of-bob');
+});
+
+t.test('user.delete removes the caller, whose name is never registered again', async (t) => {
+  const s = await lifecycleStore(t);
+  s.must('alice', { type: 'user.logout' });
+  s.advance(10);
+  t.strictSame(s.run('alice', { type: 'user.delete' }), { ok: true, value: null });
+  t.equal(s.sm.getUser('alice'), null, 'its tokens name no user');
+  const again = s.run(null, { type: 'user.register', username: 'alice', passwordHash: 'h2' });
+  t.equal(code(again), 'conflict', 'the name is not given again: grants elsewhere may still name it');
+  t.match(again, { detail: /was deleted/ });
+  t.equal(s.sm.getUser('alice'), null);
+  t.equal(code(s.run('alice', { type: 'user.logout' })), 'not_found', 'a deleted user changes nothing more');
+  t.equal(code(s.run('alice', { type: 'user.delete' })), 'not_found');
+  t.ok(s.sm.getUser('bob') !== null);
+});
+
+t.test('the lifecycle commands act on the calling user only: none from the system or for a user not in the partition', async (t) => {
+  const s = await lifecycleStore(t);
+  for (const c of [{ type: 'user.logout' }, { type: 'user.password', passwordHash: 'x' }, { type: 'user.delete' }] as const) {
+    t.equal(code(s.run(null, c)), 'forbidden', `${c.type} needs a user`);
+    t.equal(code(s.run('carol', c)), 'not_found', `${c.type} of a user this partition does not hold`);
+  }
+  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'hash-of-alice', createdAt: T0, epoch: 0 });
+});
+
+t.test('before format 9 the lifecycle commands are unknown, as to an older build, and change nothing', async (t) => {
+  const s = await lifecycleStore(t, USER_LIFECYCLE - 1);
+  for (const c of [{ type: 'user.logout' }, { type: 'user.password', passwordHash: 'x' }, { type: 'user.delete' }] as const) {
+    t.strictSame(s.run('alice', c), { ok: false, code: 'validation_failed', detail: `unknown command ${c.type}` });
+  }
+  // The entries moved the applied index only.
+  s.sm.sqlite.prepare(`update meta set value = 0 where key in ('applied_index', 'applied_term')`).run();
+  const after = stateHash(s.sm.sqlite);
+  const pristine = await lifecycleStore(t, USER_LIFECYCLE - 1);
+  pristine.sm.sqlite.prepare(`update meta set value = 0 where key in ('applied_index', 'applied_term')`).run();
+  t.equal(after, stateHash(pristine.sm.sqlite), 'the state of a store that applied none of them');
+});
+
+t.test('the queues and topics a user owns in a partition, counted for its deletion', async (t) => {
+  const s = await lifecycleStore(t);
+  t.strictSame(s.sm.owned('alice'), { queues: 0, topics: 0 });
+  s.must('alice', queue('a1'));
+  s.must('alice', queue('a2'));
+  s.must('alice', topic('news'));
+  s.must('bob', queue('b1'));
+  s.must('bob', subscription('news', 'bobs'));
+  t.strictSame(s.sm.owned('alice'), { queues: 2, topics: 1 }, "subscriptions are not counted: not even another user's of its topic");
+  t.strictSame(s.sm.owned('bob'), { queues: 1, topics: 0 });
 });
 
 // ---- queue create ----

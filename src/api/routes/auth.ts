@@ -1,14 +1,19 @@
-// /v1/auth: register, login, me. Passwords are hashed here, on the node that received the request
-// (bcrypt is slow on purpose and not deterministic), and only the hash is proposed.
+// /v1/auth: register, login, me, logout, password change and deleting oneself. Passwords are hashed
+// here, on the node that received the request (bcrypt is slow on purpose and not deterministic), and
+// only the hash is proposed. Logout, a password change and a deletion raise the user's epoch, which
+// revokes every token it held (auth.ts).
 import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { UnavailableError } from '../../cluster/errors.js';
 import { userPartition } from '../../partition/routing.js';
-import { ctxOf, type ApiDeps } from '../deps.js';
+import { USER_LIFECYCLE, type Result, type Success } from '../../store/broker/index.js';
+import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
-import { LoginGuard, RateLimiter } from '../rate-limit.js';
-import { Credentials, Me, Registered, Token } from '../schemas.js';
+import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
+import { Credentials, Me, PasswordChange, Registered, Token } from '../schemas.js';
 import { problems } from './common.js';
 
 /**
@@ -36,9 +41,19 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   // Compared against when the user is unknown, so that both failures take as long.
   const dummyHash = bcrypt.hashSync('not a password of anyone', cost);
 
-  const limit = (limiter: RateLimiter, key: string, what: string): void => {
-    const wait = limiter.hit(key);
-    if (wait > 0) throw new ApiError('rate_limited', `too many ${what}; retry in ${wait} s`, wait);
+  // What the other nodes counted counts here too, and what this node counts goes to them.
+  const shared = deps.sharedLimits;
+  shared?.subscribe((raw) => {
+    const e = parseLimitEvent(raw);
+    if (e === null) return;
+    if (e.kind === 'register') registerByAddress.hit(e.address);
+    else if (e.kind === 'login.failed') logins.failed(e.username, e.address);
+    else logins.cleared(e.username, e.address);
+  });
+  /** Ends an attempt begun with logins.begin: a failure, or a success that clears the pair, here and on every node. */
+  const attempted = (username: string, address: string, good: boolean): void => {
+    if (good) logins.succeeded(username, address);
+    shared?.publish({ kind: good ? 'login.cleared' : 'login.failed', username, address });
   };
 
   app.post(
@@ -49,13 +64,15 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         security: [],
         summary: 'Register a user',
-        description: `Creates a user. Limited to ${REGISTER_LIMITS.perAddress} registrations per minute per client address on each node.`,
+        description: `Creates a user. Limited to ${REGISTER_LIMITS.perAddress} registrations per minute per client address, across the cluster.`,
         body: Credentials,
         response: { 201: Registered, ...problems(400, 409, 413, 429, 503, 504) },
       },
     },
     async (request, reply) => {
-      limit(registerByAddress, request.ip, 'registrations from this address');
+      const wait = registerByAddress.hit(request.ip);
+      shared?.publish({ kind: 'register', address: request.ip });
+      if (wait > 0) throw new ApiError('rate_limited', `too many registrations from this address; retry in ${wait} s`, wait);
       const { username, password } = request.body;
       const passwordHash = await bcrypt.hash(prehash(password), cost);
       const r = await deps.broker.propose(userPartition(username, deps.broker.partitions), null, { type: 'user.register', username, passwordHash }, undefined, ctxOf(request));
@@ -72,7 +89,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         security: [],
         summary: 'Log in: get an access token',
-        description: `401 alike for an unknown user and a wrong password. Failures only are counted, on each node: after ${LOGIN_LIMITS.free} failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to ${LOGIN_LIMITS.maxBackoffMs / 60_000} min; a success clears it), and an address waits after ${LOGIN_LIMITS.perAddress} failures in a minute: 429 with Retry-After.`,
+        description: `401 alike for an unknown user and a wrong password. Failures only are counted, across the cluster (each node tells the others within moments): after ${LOGIN_LIMITS.free} failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to ${LOGIN_LIMITS.maxBackoffMs / 60_000} min; a success clears it), and an address waits after ${LOGIN_LIMITS.perAddress} failures in a minute: 429 with Retry-After.`,
         body: Credentials,
         response: { 200: Token, ...problems(400, 401, 413, 429, 503, 504) },
       },
@@ -91,10 +108,120 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
       const good = await bcrypt.compare(prehash(password), hash);
       // Counted as a failure from its start (begin): a success gives the count back.
+      attempted(username, request.ip, r.ok && good);
       if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
-      logins.succeeded(username, request.ip);
-      const accessToken = app.jwt.sign({ sub: username });
-      return { accessToken, tokenType: 'Bearer' as const, expiresIn: ttl };
+      return token(username, (r.value as { epoch?: number }).epoch ?? 0);
+    },
+  );
+
+  const token = (username: string, epoch: number) => ({ accessToken: app.jwt.sign({ sub: username, ep: epoch }), tokenType: 'Bearer' as const, expiresIn: ttl });
+
+  /** The caller's partition, once it applies format 9's commands; before, a 503 (a node runs an older build). */
+  const lifecyclePartition = (username: string): number => {
+    const p = userPartition(username, deps.broker.partitions);
+    const f = deps.broker.format(p);
+    if (f < USER_LIFECYCLE) throw new UnavailableError('upgrading', `partition ${p} is in log format ${f}, below ${USER_LIFECYCLE}`, 503, false, 30);
+    return p;
+  };
+
+  /** An answer of a partition whose leader runs a build before format 9 (an unknown query or command) is a 503 too. */
+  const mustLifecycle = (r: Result, p: number): Success => {
+    if (!r.ok && r.code === 'validation_failed' && r.detail.startsWith('unknown ')) throw new UnavailableError('upgrading', `partition ${p}: ${r.detail}`, 503, false, 30);
+    if (!r.ok) throw fromFailure(r);
+    return r;
+  };
+
+  app.post(
+    '/v1/auth/logout',
+    {
+      onRequest: [app.authenticate],
+      schema: {
+        operationId: 'logout',
+        tags: ['auth'],
+        summary: 'Log out everywhere: revoke every token of the user',
+        description:
+          'Every token issued to the user so far stops working: at once on the node that answered, on the others within a minute. Log in again for a new one. 503 while the cluster is being upgraded to a version that has it.',
+        security: [{ bearerAuth: [] }],
+        response: { 204: Type.Null({ description: 'Logged out.' }), ...problems(401, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const user = actorOf(request);
+      const p = lifecyclePartition(user);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.logout' }, undefined, ctxOf(request)), p);
+      app.userChanged(user, (done.value as { epoch: number }).epoch);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.put(
+    '/v1/auth/password',
+    {
+      onRequest: [app.authenticate],
+      schema: {
+        operationId: 'changePassword',
+        tags: ['auth'],
+        summary: "Change the user's password",
+        description:
+          'Needs a token and the current password (403 when wrong, counted like a failed login). Revokes every token the user held, as logout does, and answers a new one.',
+        security: [{ bearerAuth: [] }],
+        body: PasswordChange,
+        response: { 200: Token, ...problems(400, 401, 403, 413, 429, 503, 504) },
+      },
+    },
+    async (request) => {
+      const user = actorOf(request);
+      const p = lifecyclePartition(user);
+      const wait = logins.begin(user, request.ip);
+      if (wait > 0) throw new ApiError('rate_limited', `too many failed password checks for this user from this address, or from this address; retry in ${wait} s`, wait);
+      let r;
+      try {
+        r = await deps.broker.query(p, { type: 'user.get', username: user }, ctxOf(request));
+      } catch (err) {
+        logins.cancel(user, request.ip);
+        throw err;
+      }
+      if (!r.ok) {
+        logins.cancel(user, request.ip);
+        throw new ApiError('unauthorized', 'the token names no existing user; log in again');
+      }
+      const good = await bcrypt.compare(prehash(request.body.password), (r.value as { passwordHash: string }).passwordHash);
+      attempted(user, request.ip, good);
+      if (!good) throw new ApiError('forbidden', 'the current password is wrong');
+      const passwordHash = await bcrypt.hash(prehash(request.body.newPassword), cost);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash }, undefined, ctxOf(request)), p);
+      const { epoch } = done.value as { epoch: number };
+      app.userChanged(user, epoch);
+      return token(user, epoch);
+    },
+  );
+
+  app.delete(
+    '/v1/auth/me',
+    {
+      onRequest: [app.authenticate],
+      schema: {
+        operationId: 'deleteCurrentUser',
+        tags: ['auth'],
+        summary: 'Delete the user',
+        description:
+          "Deletes the user the token names, which must own no queue and no topic (409: delete them first). Its tokens stop working (at once on this node, within a minute on the others) and its name is never registered again. Its grants on other users' resources and its subscriptions of their topics stay until their owners remove them.",
+        security: [{ bearerAuth: [] }],
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(401, 409, 503, 504) },
+      },
+    },
+    async (request, reply) => {
+      const user = actorOf(request);
+      const p = lifecyclePartition(user);
+      const counts = await Promise.all(
+        Array.from({ length: deps.broker.partitions }, async (_, q) => mustLifecycle(await deps.broker.query(q, { type: 'user.owned', user }, ctxOf(request)), q).value as { queues: number; topics: number }),
+      );
+      const queues = counts.reduce((n, c) => n + c.queues, 0);
+      const topics = counts.reduce((n, c) => n + c.topics, 0);
+      if (queues + topics > 0) throw new ApiError('conflict', `the user owns ${queues} queue(s) and ${topics} topic(s): delete them first`);
+      mustLifecycle(await deps.broker.propose(p, user, { type: 'user.delete' }, undefined, ctxOf(request)), p);
+      app.userChanged(user, null);
+      return reply.code(204).send(null);
     },
   );
 

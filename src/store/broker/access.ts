@@ -18,13 +18,66 @@ export function requireActor(ctx: Ctx): string {
 
 export function register(s: Store, username: string, passwordHash: string, ctx: Ctx): Result {
   if (s.st.getUser.get(username) !== undefined) return fail(ErrorCode.Conflict, `user '${username}' exists`);
+  // A deleted user's name is never given again: grants and subscriptions may still name it.
+  if (tokensOf(s, username).deletedAt !== null) return fail(ErrorCode.Conflict, `user '${username}' existed and was deleted; the name is not given again`);
   s.st.insertUser.run(username, passwordHash, ctx.now);
   return ok({ username, createdAt: iso(ctx.now) });
 }
 
-export function getUser(s: Store, username: string): { username: string; passwordHash: string; createdAt: string } | null {
+/** A user as login and token checks read it; `epoch`: tokens signed with a lower one are refused (format 9). */
+export interface UserRecord {
+  username: string;
+  passwordHash: string;
+  createdAt: string;
+  epoch: number;
+}
+
+export function getUser(s: Store, username: string): UserRecord | null {
   const u = s.st.getUser.get(username) as { username: string; password_hash: string; created_at: number } | undefined;
-  return u === undefined ? null : { username: u.username, passwordHash: u.password_hash, createdAt: iso(u.created_at) };
+  return u === undefined ? null : { username: u.username, passwordHash: u.password_hash, createdAt: iso(u.created_at), epoch: tokensOf(s, username).epoch };
+}
+
+function tokensOf(s: Store, username: string): { epoch: number; deletedAt: number | null } {
+  const r = s.st.getUserTokens.get(username) as { epoch: number; deleted_at: number | null } | undefined;
+  return r === undefined ? { epoch: 0, deletedAt: null } : { epoch: r.epoch, deletedAt: r.deleted_at };
+}
+
+/** The calling user, who must exist in this partition (the user's own: the API routes it there). */
+function self(s: Store, ctx: Ctx): string {
+  const user = requireActor(ctx);
+  if (s.st.getUser.get(user) === undefined) throw new Refusal(fail(ErrorCode.NotFound, `user '${user}' not found`));
+  return user;
+}
+
+/** Revokes every token the caller holds (logout; format 9): answers the new epoch, for the tokens signed from now on. */
+export function revokeTokens(s: Store, ctx: Ctx): Result<{ epoch: number }> {
+  const user = self(s, ctx);
+  const epoch = tokensOf(s, user).epoch + 1;
+  s.st.putUserTokens.run(user, epoch, null);
+  return ok({ epoch });
+}
+
+/** Sets the caller's password hash and revokes every token it holds (format 9). */
+export function setPassword(s: Store, passwordHash: string, ctx: Ctx): Result<{ epoch: number }> {
+  const user = self(s, ctx);
+  s.st.setPassword.run(passwordHash, user);
+  const epoch = tokensOf(s, user).epoch + 1;
+  s.st.putUserTokens.run(user, epoch, null);
+  return ok({ epoch });
+}
+
+/** Deletes the caller (format 9): its tokens name no user from then on, and its name is not given again. */
+export function deleteUser(s: Store, ctx: Ctx): Result {
+  const user = self(s, ctx);
+  s.st.deleteUser.run(user);
+  s.st.putUserTokens.run(user, tokensOf(s, user).epoch + 1, ctx.now);
+  return ok(null);
+}
+
+/** The queues and topics `user` owns in this partition: a user who owns any is not deleted. */
+export function owned(s: Store, user: string): { queues: number; topics: number } {
+  const r = s.st.countOwned.get(user, user) as { queues: number; topics: number };
+  return { queues: r.queues, topics: r.topics };
 }
 
 // ---- checks ----

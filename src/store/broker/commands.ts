@@ -23,6 +23,10 @@ export type ChannelRef = { readonly queue: string } | { readonly topic: string; 
 
 export type Command =
   | { readonly type: 'user.register'; readonly username: string; readonly passwordHash: string }
+  /** The calling user's: logout revokes its tokens, password sets a new hash and revokes them, delete deletes it (format 9). */
+  | { readonly type: 'user.logout' }
+  | { readonly type: 'user.password'; readonly passwordHash: string }
+  | { readonly type: 'user.delete' }
   | {
       readonly type: 'queue.create';
       readonly name: string;

@@ -26,9 +26,10 @@
  * that user holds on it (topics.ts, dropUnsubscribed). Format 7 (KEYED_RECEIVE_WITHOUT_BODIES): a
  * receive's Idempotency-Key keeps its result without message bodies, and a replay reads them again
  * while the leases live (messages.ts, replayReceive). Format 8 (BOUNDED_CLOCK_STEP): an entry's stamp
- * moves the partition's clock at most MAX_CLOCK_STEP_MS past where it was (state-machine.ts).
+ * moves the partition's clock at most MAX_CLOCK_STEP_MS past where it was (state-machine.ts). Format 9
+ * (USER_LIFECYCLE): a user may revoke its tokens, change its password and delete itself (access.ts).
  */
-export const FORMAT = 8;
+export const FORMAT = 9;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -44,6 +45,8 @@ export const REVOKE_UNSUBSCRIBES = 6;
 export const KEYED_RECEIVE_WITHOUT_BODIES = 7;
 /** From this format on, one entry moves the partition's clock at most MAX_CLOCK_STEP_MS (state-machine.ts). */
 export const BOUNDED_CLOCK_STEP = 8;
+/** From this format on, user.logout, user.password and user.delete apply (access.ts); before, they are unknown commands. */
+export const USER_LIFECYCLE = 9;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

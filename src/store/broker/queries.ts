@@ -7,6 +7,8 @@ import type { BrokerStateMachine } from './state-machine.js';
 export type Query =
   /** For login and token checks only: the answer holds the password hash, never sent to clients. */
   | { readonly type: 'user.get'; readonly username: string }
+  /** How many queues and topics `user` owns in the partition (format 9: an older build knows no such query). */
+  | { readonly type: 'user.owned'; readonly user: string }
   | { readonly type: 'queue.get'; readonly name: string; readonly user: string }
   | { readonly type: 'queue.list'; readonly user: string; readonly after: string; readonly limit: number }
   | { readonly type: 'grant.list'; readonly kind: 'queue' | 'topic'; readonly name: string; readonly user: string }
@@ -25,6 +27,8 @@ export function runQuery(sm: BrokerStateMachine, q: Query, now: number): Result 
       const u = sm.getUser(q.username);
       return u === null ? fail(ErrorCode.NotFound, `user '${q.username}' not found`) : ok(u);
     }
+    case 'user.owned':
+      return ok(sm.owned(q.user));
     case 'queue.get':
       return sm.getQueue(q.name, q.user, now);
     case 'queue.list':

@@ -144,6 +144,20 @@ export interface WaitersTable {
   deadline: number;
 }
 
+/**
+ * What a user's tokens and name have been through (format 9): how many times the user revoked every
+ * token it held (logout, password change), and whether the user was deleted, whose name is then never
+ * registered again. A row exists only for a user that did one of these. Created at open, not by a
+ * migration, like waiters.
+ */
+export interface UserTokensTable {
+  username: string;
+  /** Tokens signed while this was lower are refused: the count of the user's revocations. */
+  epoch: number;
+  /** In the state's clock, when the user was deleted; null while it exists. */
+  deleted_at: number | null;
+}
+
 export interface BrokerDatabase {
   meta: MetaTable;
   users: UsersTable;
@@ -157,6 +171,7 @@ export interface BrokerDatabase {
   idempotency: IdempotencyTable;
   outbox: OutboxTable;
   waiters: WaitersTable;
+  user_tokens: UserTokensTable;
 }
 
 export type ChannelRow = Selectable<ChannelsTable>;

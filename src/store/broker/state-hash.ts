@@ -18,6 +18,7 @@ const TABLES: readonly [string, string][] = [
   ['idempotency', 'username, key'],
   ['outbox', 'id'],
   ['waiters', 'channel_id, id'],
+  ['user_tokens', 'username'],
 ];
 
 export function stateHash(db: Sqlite): string {

@@ -43,7 +43,7 @@ import {
   withoutBodies,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, BOUNDED_CLOCK_STEP, BOUNDED_FANOUT, FORMAT, MAX_CLOCK_STEP_MS, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, isFormat } from './format.js';
+import { BODIES_IN_LOG, BOUNDED_CLOCK_STEP, BOUNDED_FANOUT, FORMAT, MAX_CLOCK_STEP_MS, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, USER_LIFECYCLE, isFormat } from './format.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -193,6 +193,8 @@ export class BrokerStateMachine {
         'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
     );
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
+    // Revoked tokens and deleted users (format 9; schema.ts): also absent from older images.
+    sqlite.exec('create table if not exists user_tokens (username text primary key, epoch integer not null, deleted_at integer) without rowid');
     // A node holds one connection per partition: SQLite's default page cache (2 MiB each) would let
     // 16 partitions take 32 MiB. 512 KiB applied sends and receive+ack as fast, also over a
     // 300,000-message backlog (pages missed come from the OS page cache), so that is the bound.
@@ -544,6 +546,10 @@ export class BrokerStateMachine {
     'deadletter.deliver',
     'queue.purge',
     'format.raise',
+    'user.register',
+    'user.logout',
+    'user.password',
+    'user.delete',
   ]);
 
   private dispatch(c: Command, ctx: Ctx): Result {
@@ -552,6 +558,13 @@ export class BrokerStateMachine {
     switch (c.type) {
       case 'user.register':
         return access.register(s, c.username, c.passwordHash, ctx);
+      // Before format 9, an older build's answer: it knows no such command.
+      case 'user.logout':
+        return this.formatInForce >= USER_LIFECYCLE ? access.revokeTokens(s, ctx) : unknownCommand(c);
+      case 'user.password':
+        return this.formatInForce >= USER_LIFECYCLE ? access.setPassword(s, c.passwordHash, ctx) : unknownCommand(c);
+      case 'user.delete':
+        return this.formatInForce >= USER_LIFECYCLE ? access.deleteUser(s, ctx) : unknownCommand(c);
       case 'queue.create':
         return createQueue(s, c, ctx);
       case 'queue.delete':
@@ -596,7 +609,7 @@ export class BrokerStateMachine {
       case 'format.raise':
         return this.raiseFormat(c.format, ctx);
       default:
-        return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
+        return unknownCommand(c);
     }
   }
 
@@ -678,8 +691,13 @@ export class BrokerStateMachine {
 
   // ---- reads (views.ts; users and grants in access.ts) ----
 
-  getUser(username: string): { username: string; passwordHash: string; createdAt: string } | null {
+  getUser(username: string): access.UserRecord | null {
     return access.getUser(this.store, username);
+  }
+
+  /** The queues and topics `user` owns in this partition. */
+  owned(user: string): { queues: number; topics: number } {
+    return access.owned(this.store, user);
   }
 
   listGrants(kind: 'queue' | 'topic', name: string, user: string): Result<{ username: string; actions: string[] }[]> {
@@ -866,6 +884,11 @@ export class BrokerStateMachine {
     await fsyncPathAsync(dirname(dbPath));
     if (dirname(snapshotPath) !== dirname(dbPath)) await fsyncPathAsync(dirname(snapshotPath));
   }
+}
+
+/** What a build answers a command it does not know: also the answer of a command before its format. */
+function unknownCommand(c: Command): Result {
+  return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
 }
 
 /** The applied position an image's meta table records. */

@@ -96,6 +96,29 @@ export function prepareStatements(db: Sqlite, k: Db) {
     getUser: s(k.selectFrom('users').select(['username', 'password_hash', 'created_at']).where('username', '=', ''), 1),
     /** (username, password_hash, created_at) */
     insertUser: s(k.insertInto('users').values({ username: '', password_hash: '', created_at: 0 }), 3),
+    /** (password_hash, username) */
+    setPassword: s(k.updateTable('users').set({ password_hash: '' }).where('username', '=', ''), 2),
+    /** (username) */
+    deleteUser: s(k.deleteFrom('users').where('username', '=', ''), 1),
+    /** (username) */
+    getUserTokens: s(k.selectFrom('user_tokens').select(['epoch', 'deleted_at']).where('username', '=', ''), 1),
+    /** (username, epoch, deleted_at) */
+    putUserTokens: s(
+      k
+        .insertInto('user_tokens')
+        .values({ username: '', epoch: 0, deleted_at: 0 })
+        .onConflict((oc) => oc.column('username').doUpdateSet((eb) => ({ epoch: eb.ref('excluded.epoch'), deleted_at: eb.ref('excluded.deleted_at') }))),
+      3,
+    ),
+    /** (owner): the queues and topics `owner` owns in this partition. */
+    countOwned: s(
+      k
+        .selectNoFrom((eb) => [
+          eb.selectFrom('queues').innerJoin('channels', 'channels.id', 'queues.channel_id').select((e) => e.fn.countAll<number>().as('n')).where('channels.owner', '=', '').as('queues'),
+          eb.selectFrom('topics').select((e) => e.fn.countAll<number>().as('n')).where('topics.owner', '=', '').as('topics'),
+        ]),
+      2,
+    ),
     /** (resource_kind, resource_name, username) */
     getGrant: s(
       k.selectFrom('grants').select('actions').where('resource_kind', '=', 'queue').where('resource_name', '=', '').where('username', '=', ''),
