@@ -60,12 +60,25 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     if (cached !== undefined && now() < cached.until) return cached.user;
     const p = userPartition(username, deps.broker.partitions);
     const query = { type: 'user.get', username } as const;
-    // A user on the local replica is committed; only a miss needs the leader. A replica applies what
-    // its leader commits within moments, so a revocation reaches it well within USER_RECHECK_MS.
-    let r = localUser(p, query);
-    if (!r.ok) r = await deps.broker.query(p, query, ctxOf(request));
+    let r: Result;
+    if (cached === undefined) {
+      // The first look: a user on the local replica is committed; only a miss needs the leader.
+      r = localUser(p, query);
+      if (!r.ok) r = await deps.broker.query(p, query, ctxOf(request));
+    } else {
+      // A look again asks the leader, so that a revocation holds within USER_RECHECK_MS even where
+      // this replica lags; the local replica answers only when the leader cannot.
+      try {
+        r = await deps.broker.query(p, query, ctxOf(request));
+      } catch (err) {
+        r = localUser(p, query);
+        if (!r.ok) throw err;
+      }
+    }
     if (!r.ok) {
-      known.delete(username);
+      // Gone (deleted; never, for a signed token, otherwise): its tokens, good for an hour, do not
+      // each ask the leader again.
+      remember(username, null);
       return null;
     }
     const u = r.value as { createdAt: string; epoch?: number };

@@ -354,6 +354,10 @@ export const PasswordChange = Type.Object(
   { password: Type.String({ maxLength: 256, description: 'The current password.' }), newPassword: Password },
   { additionalProperties: false, [SCHEMA_NAME]: 'PasswordChange' },
 );
+export const PasswordConfirmation = Type.Object(
+  { password: Type.String({ maxLength: 256, description: 'The current password.' }) },
+  { additionalProperties: false, [SCHEMA_NAME]: 'PasswordConfirmation' },
+);
 export const Registered = Type.Object({ username: Type.String(), createdAt: Type.String({ format: 'date-time' }) }, { [SCHEMA_NAME]: 'User' });
 export const Token = Type.Object(
   {

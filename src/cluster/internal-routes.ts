@@ -453,6 +453,9 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   app.post<{ Body: { events: unknown[] } }>(
     LIMITS_PATH,
     {
+      // A full batch of the largest events (a 64-character username, a 45-character address) is
+      // about 150 KB: the API routes' 64 KiB would refuse it whole.
+      bodyLimit: MAX_BATCH_EVENTS * 1024,
       schema: {
         hide: true,
         body: {

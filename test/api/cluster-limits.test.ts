@@ -4,6 +4,8 @@
 import t from 'tap';
 import { request } from 'undici';
 import { LOGIN_LIMITS } from '../../src/api/routes/auth.js';
+import { LIMITS_PATH } from '../../src/cluster/internal-routes.js';
+import { MAX_BATCH_EVENTS } from '../../src/cluster/limit-gossip.js';
 import { call, pollUntil, startCluster } from './api-helpers.js';
 
 t.setTimeout(180_000);
@@ -29,4 +31,13 @@ t.test('failed logins on two nodes hold the pair on the third', async (t) => {
   const held = await call(url2, 'POST', '/v1/auth/login', { body: { username: 'limited', password: 'right-password' } });
   t.match(held, { status: 429, body: { code: 'rate_limited' } }, 'and holds the pair, which never failed there');
   t.ok(Number(held.headers['retry-after']) >= 1);
+});
+
+t.test('a peer takes a full batch of the largest events; a client without the cluster secret is refused', async (t) => {
+  const events = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) => ({ kind: 'login.failed', username: `${i}`.padEnd(64, 'u'), address: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.${i % 256}` }));
+  const to = cluster.configs[1]!.nodeId;
+  t.equal((await cluster.servers[0]!.node.transport.call(to, LIMITS_PATH, { events }, { timeoutMs: 10_000 })).status, 204);
+  const outsider = await request(`${url1}${LIMITS_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events }) });
+  await outsider.body.dump();
+  t.equal(outsider.statusCode, 401);
 });

@@ -162,7 +162,7 @@ t.test('a logout, a password change and a deletion revoke tokens on every node',
   const after = (changed.body as { accessToken: string }).accessToken;
   t.strictSame(await statuses(after), [200, 200, 200], 'the new token works on every node');
 
-  t.equal((await call(url0, 'DELETE', '/v1/auth/me', { token: after })).status, 204);
+  t.equal((await call(url0, 'DELETE', '/v1/auth/me', { token: after, body: { password: 'a new password' } })).status, 204);
   t.strictSame(await revokedEverywhere(after), [401, 401, 401], 'deletion');
   t.match(await call(url1, 'POST', '/v1/auth/register', { body: { username: 'victim-h', password: 'password-victim-h' } }), problem(409, 'conflict'), 'the name is not given again');
 });

@@ -98,7 +98,7 @@ t.test('a password change needs the current password, revokes the old tokens and
   t.equal(await me(b, old), 200);
 
   const wrong = await json(a, 'PUT', '/v1/auth/password', { token: old, body: { password: 'not-the-password', newPassword: 'password-2' } });
-  t.match(wrong, { status: 403, type: /^application\/problem\+json/, body: { code: 'forbidden', detail: 'the current password is wrong' } });
+  t.match(wrong, { status: 403, type: /^application\/problem\+json/, body: { code: 'forbidden', detail: 'the password is wrong' } });
   t.equal(await me(a, old), 200, 'a refused change revokes nothing');
   t.equal((await json(a, 'PUT', '/v1/auth/password', { token: old, body: { password: 'password-alice', newPassword: 'short' } })).status, 400, 'the new password follows the rules of registration');
 
@@ -134,13 +134,15 @@ t.test('a user deletes itself once it owns nothing: its tokens fail and its name
   t.equal((await json(a, 'POST', '/v1/queues', { token, body: { name: 'orders' } })).status, 201);
   t.equal((await json(a, 'POST', '/v1/topics', { token, body: { name: 'news' } })).status, 201);
 
-  const refused = await json(a, 'DELETE', '/v1/auth/me', { token });
+  t.match(await json(a, 'DELETE', '/v1/auth/me', { token, body: { password: 'not-the-password' } }), { status: 403, body: { code: 'forbidden' } }, 'a stolen token alone deletes nothing');
+  t.equal((await json(a, 'DELETE', '/v1/auth/me', { token })).status, 400, 'the password is required');
+  const refused = await json(a, 'DELETE', '/v1/auth/me', { token, body: { password: 'password-alice' } });
   t.match(refused, { status: 409, type: /^application\/problem\+json/, body: { code: 'conflict', detail: 'the user owns 1 queue(s) and 1 topic(s): delete them first' } });
   t.equal(await me(a, token), 200, 'a refused deletion changes nothing');
 
   t.equal((await json(a, 'DELETE', '/v1/queues/orders', { token })).status, 204);
   t.equal((await json(a, 'DELETE', '/v1/topics/news', { token })).status, 204);
-  t.equal((await json(a, 'DELETE', '/v1/auth/me', { token })).status, 204);
+  t.equal((await json(a, 'DELETE', '/v1/auth/me', { token, body: { password: 'password-alice' } })).status, 204);
   t.match(await json(a, 'GET', '/v1/auth/me', { token }), { status: 401, body: { detail: /names no existing user/ } }, 'at once on its node');
   w.clock.now += USER_RECHECK_MS;
   t.equal(await me(b, token), 401, 'within a minute on the others');
@@ -155,11 +157,47 @@ t.test('before the cluster reads format 9, logout, password change and deletion 
   const calls = [
     json(w.nodes[0], 'POST', '/v1/auth/logout', { token }),
     json(w.nodes[0], 'PUT', '/v1/auth/password', { token, body: { password: 'password-alice', newPassword: 'password-2' } }),
-    json(w.nodes[0], 'DELETE', '/v1/auth/me', { token }),
+    json(w.nodes[0], 'DELETE', '/v1/auth/me', { token, body: { password: 'password-alice' } }),
   ];
   for (const r of await Promise.all(calls)) {
     t.match(r, { status: 503, type: /^application\/problem\+json/, body: { code: 'unavailable', detail: /being upgraded/ } });
   }
   t.equal(await me(w.nodes[1], token), 200);
   t.equal(await me(w.nodes[1], await login(w.nodes[1], 'alice')), 200, 'the password is unchanged');
+});
+
+t.test('a revoked token that another node still accepts can neither log out, nor change the password, nor delete the user', async (t) => {
+  const w = await world(t);
+  const [a, b] = w.nodes;
+  const stolen = await registered(w, 'alice');
+  t.equal(await me(b, stolen), 200, 'node b has looked alice up');
+  // The victim changes its password on node a: the stolen token is revoked, but b trusts its lookup for a minute.
+  const changed = await json(a, 'PUT', '/v1/auth/password', { token: stolen, body: { password: 'password-alice', newPassword: 'password-victim' } });
+  const fresh = changed.body!.accessToken as string;
+  t.equal(await me(b, stolen), 200, 'b still accepts the stolen token for reads');
+  for (const [method, url, body] of [
+    ['POST', '/v1/auth/logout', undefined],
+    ['PUT', '/v1/auth/password', { password: 'password-victim', newPassword: 'password-thief' }],
+    ['DELETE', '/v1/auth/me', { password: 'password-victim' }],
+  ] as const) {
+    t.match(await json(b, method, url, { token: stolen, ...(body === undefined ? {} : { body }) }), { status: 401, body: { code: 'unauthorized', detail: /revoked/ } }, `${method} ${url}: refused where the change is applied`);
+  }
+  for (const node of w.nodes) t.equal(await me(node, fresh), 200, "the victim's session stands");
+  t.equal(await me(a, await login(a, 'alice', 'password-victim')), 200, 'and its password');
+});
+
+t.test('a user deleted through one node is a 401 on another that has not looked again, for every route', async (t) => {
+  const w = await world(t);
+  const [a, b] = w.nodes;
+  const token = await registered(w, 'alice');
+  t.equal(await me(b, token), 200);
+  t.equal((await json(a, 'DELETE', '/v1/auth/me', { token, body: { password: 'password-alice' } })).status, 204);
+  for (const [method, url, body] of [
+    ['POST', '/v1/auth/logout', undefined],
+    ['DELETE', '/v1/auth/me', { password: 'password-alice' }],
+    ['PUT', '/v1/auth/password', { password: 'password-alice', newPassword: 'password-2' }],
+  ] as const) {
+    t.match(await json(b, method, url, { token, ...(body === undefined ? {} : { body }) }), { status: 401, body: { code: 'unauthorized' } }, `${method} ${url}`);
+  }
+  t.equal(await me(b, token), 401, 'from then on, b knows');
 });

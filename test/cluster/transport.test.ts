@@ -682,6 +682,7 @@ t.test('the internal routes are hidden from the public document', async (t) => {
       'GET /internal/snapshot/:partition/:ref',
       'POST /internal/command',
       'POST /internal/commands',
+      'POST /internal/limits',
       'POST /internal/positions',
       'POST /internal/propose',
       'POST /internal/query',

@@ -43,8 +43,8 @@ async function lifecycleStore(t: { teardown(fn: () => unknown): void }, format =
 
 t.test("user.logout raises the caller's epoch, once per logout, and no one else's", async (t) => {
   const s = await lifecycleStore(t);
-  t.strictSame(s.run('alice', { type: 'user.logout' }), { ok: true, value: { epoch: 1 } });
-  t.strictSame(s.run('alice', { type: 'user.logout' }), { ok: true, value: { epoch: 2 } });
+  t.strictSame(s.run('alice', { type: 'user.logout', epoch: 0 }), { ok: true, value: { epoch: 1 } });
+  t.strictSame(s.run('alice', { type: 'user.logout', epoch: 1 }), { ok: true, value: { epoch: 2 } });
   t.equal(s.sm.getUser('alice')?.epoch, 2);
   t.equal(s.sm.getUser('bob')?.epoch, 0, "bob's tokens stand");
   t.equal(s.sm.getUser('alice')?.passwordHash, 'hash-of-alice', 'the password stays');
@@ -52,39 +52,48 @@ t.test("user.logout raises the caller's epoch, once per logout, and no one else'
 
 t.test("user.password sets the caller's hash and raises its epoch", async (t) => {
   const s = await lifecycleStore(t);
-  s.must('alice', { type: 'user.logout' });
-  t.strictSame(s.run('alice', { type: 'user.password', passwordHash: 'new-hash' }), { ok: true, value: { epoch: 2 } });
+  s.must('alice', { type: 'user.logout', epoch: 0 });
+  t.strictSame(s.run('alice', { type: 'user.password', passwordHash: 'new-hash', epoch: 1 }), { ok: true, value: { epoch: 2 } });
   t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'new-hash', createdAt: T0, epoch: 2 });
   t.equal(s.sm.getUser('bob')?.passwordHash, 'hash-of-bob');
 });
 
 t.test('user.delete removes the caller, whose name is never registered again', async (t) => {
   const s = await lifecycleStore(t);
-  s.must('alice', { type: 'user.logout' });
+  s.must('alice', { type: 'user.logout', epoch: 0 });
   s.advance(10);
-  t.strictSame(s.run('alice', { type: 'user.delete' }), { ok: true, value: null });
+  t.strictSame(s.run('alice', { type: 'user.delete', epoch: 1 }), { ok: true, value: null });
   t.equal(s.sm.getUser('alice'), null, 'its tokens name no user');
   const again = s.run(null, { type: 'user.register', username: 'alice', passwordHash: 'h2' });
   t.equal(code(again), 'conflict', 'the name is not given again: grants elsewhere may still name it');
   t.match(again, { detail: /was deleted/ });
   t.equal(s.sm.getUser('alice'), null);
-  t.equal(code(s.run('alice', { type: 'user.logout' })), 'not_found', 'a deleted user changes nothing more');
-  t.equal(code(s.run('alice', { type: 'user.delete' })), 'not_found');
+  t.equal(code(s.run('alice', { type: 'user.logout', epoch: 2 })), 'not_found', 'a deleted user changes nothing more');
+  t.equal(code(s.run('alice', { type: 'user.delete', epoch: 2 })), 'not_found');
   t.ok(s.sm.getUser('bob') !== null);
 });
 
 t.test('the lifecycle commands act on the calling user only: none from the system or for a user not in the partition', async (t) => {
   const s = await lifecycleStore(t);
-  for (const c of [{ type: 'user.logout' }, { type: 'user.password', passwordHash: 'x' }, { type: 'user.delete' }] as const) {
+  for (const c of [{ type: 'user.logout', epoch: 0 }, { type: 'user.password', passwordHash: 'x', epoch: 0 }, { type: 'user.delete', epoch: 0 }] as const) {
     t.equal(code(s.run(null, c)), 'forbidden', `${c.type} needs a user`);
     t.equal(code(s.run('carol', c)), 'not_found', `${c.type} of a user this partition does not hold`);
   }
   t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'hash-of-alice', createdAt: T0, epoch: 0 });
 });
 
+t.test('a token revoked meanwhile (its epoch is past) logs out, changes and deletes nothing', async (t) => {
+  const s = await lifecycleStore(t);
+  s.must('alice', { type: 'user.password', passwordHash: 'victim-new-hash', epoch: 0 });
+  for (const c of [{ type: 'user.logout', epoch: 0 }, { type: 'user.password', passwordHash: 'thief-hash', epoch: 0 }, { type: 'user.delete', epoch: 0 }] as const) {
+    t.match(s.run('alice', c), { ok: false, code: 'unauthorized', detail: /revoked/ }, `${c.type} with the old token`);
+  }
+  t.strictSame(s.sm.getUser('alice'), { username: 'alice', passwordHash: 'victim-new-hash', createdAt: T0, epoch: 1 }, "the victim's change stands, and its new tokens");
+});
+
 t.test('before format 9 the lifecycle commands are unknown, as to an older build, and change nothing', async (t) => {
   const s = await lifecycleStore(t, USER_LIFECYCLE - 1);
-  for (const c of [{ type: 'user.logout' }, { type: 'user.password', passwordHash: 'x' }, { type: 'user.delete' }] as const) {
+  for (const c of [{ type: 'user.logout', epoch: 0 }, { type: 'user.password', passwordHash: 'x', epoch: 0 }, { type: 'user.delete', epoch: 0 }] as const) {
     t.strictSame(s.run('alice', c), { ok: false, code: 'validation_failed', detail: `unknown command ${c.type}` });
   }
   // The entries moved the applied index only.

@@ -4,7 +4,7 @@
 // revokes every token it held (auth.ts).
 import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { UnavailableError } from '../../cluster/errors.js';
@@ -13,7 +13,7 @@ import { USER_LIFECYCLE, type Result, type Success } from '../../store/broker/in
 import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
-import { Credentials, Me, PasswordChange, Registered, Token } from '../schemas.js';
+import { Credentials, Me, PasswordChange, PasswordConfirmation, Registered, Token } from '../schemas.js';
 import { problems } from './common.js';
 
 /**
@@ -71,7 +71,8 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     },
     async (request, reply) => {
       const wait = registerByAddress.hit(request.ip);
-      shared?.publish({ kind: 'register', address: request.ip });
+      // A refused one is not told: it costs nothing, and would crowd out the events that count.
+      if (wait === 0) shared?.publish({ kind: 'register', address: request.ip });
       if (wait > 0) throw new ApiError('rate_limited', `too many registrations from this address; retry in ${wait} s`, wait);
       const { username, password } = request.body;
       const passwordHash = await bcrypt.hash(prehash(password), cost);
@@ -124,11 +125,46 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     return p;
   };
 
-  /** An answer of a partition whose leader runs a build before format 9 (an unknown query or command) is a 503 too. */
-  const mustLifecycle = (r: Result, p: number): Success => {
-    if (!r.ok && r.code === 'validation_failed' && r.detail.startsWith('unknown ')) throw new UnavailableError('upgrading', `partition ${p}: ${r.detail}`, 503, false, 30);
-    if (!r.ok) throw fromFailure(r);
-    return r;
+  /**
+   * The answer of a user command or query of format 9. A leader of an older build does not know it:
+   * 503, as before the raise. A user gone (deleted through another node, or by this very request
+   * before a retry) is a 401, as its token is from now on.
+   */
+  const mustLifecycle = (r: Result, p: number, user: string): Success => {
+    if (r.ok) return r;
+    if (r.code === 'validation_failed' && r.detail.startsWith('unknown ')) throw new UnavailableError('upgrading', `partition ${p}: ${r.detail}`, 503, false, 30);
+    if (r.code === 'not_found' && r.detail === `user '${user}' not found`) {
+      app.userChanged(user, null);
+      throw new ApiError('unauthorized', 'the token names no existing user; log in again');
+    }
+    throw fromFailure(r);
+  };
+
+  /** The epoch the caller's token was signed in (tokens of builds before format 9 carry none: 0). */
+  const tokenEpoch = (request: FastifyRequest): number => request.user.ep ?? 0;
+
+  /**
+   * Checks the caller's password as a login would, counted alike (a stolen token buys no guesses):
+   * 403 when wrong, 429 past the limit.
+   */
+  const checkPassword = async (request: FastifyRequest, p: number, user: string, password: string): Promise<void> => {
+    const wait = logins.begin(user, request.ip);
+    if (wait > 0) throw new ApiError('rate_limited', `too many failed password checks for this user from this address, or from this address; retry in ${wait} s`, wait);
+    let r;
+    try {
+      r = await deps.broker.query(p, { type: 'user.get', username: user }, ctxOf(request));
+    } catch (err) {
+      logins.cancel(user, request.ip);
+      throw err;
+    }
+    if (!r.ok) {
+      logins.cancel(user, request.ip);
+      app.userChanged(user, null);
+      throw new ApiError('unauthorized', 'the token names no existing user; log in again');
+    }
+    const good = await bcrypt.compare(prehash(password), (r.value as { passwordHash: string }).passwordHash);
+    attempted(user, request.ip, good);
+    if (!good) throw new ApiError('forbidden', 'the password is wrong');
   };
 
   app.post(
@@ -140,7 +176,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         summary: 'Log out everywhere: revoke every token of the user',
         description:
-          'Every token issued to the user so far stops working: at once on the node that answered, on the others within a minute. Log in again for a new one. 503 while the cluster is being upgraded to a version that has it.',
+          'Every token issued to the user so far stops working: at once on the node that answered, on the others within a minute. Log in again for a new one. A token already revoked revokes nothing (401). 503 while the cluster is being upgraded to a version that has it.',
         security: [{ bearerAuth: [] }],
         response: { 204: Type.Null({ description: 'Logged out.' }), ...problems(401, 503, 504) },
       },
@@ -148,7 +184,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     async (request, reply) => {
       const user = actorOf(request);
       const p = lifecyclePartition(user);
-      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.logout' }, undefined, ctxOf(request)), p);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.logout', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
       app.userChanged(user, (done.value as { epoch: number }).epoch);
       return reply.code(204).send(null);
     },
@@ -163,7 +199,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         summary: "Change the user's password",
         description:
-          'Needs a token and the current password (403 when wrong, counted like a failed login). Revokes every token the user held, as logout does, and answers a new one.',
+          'Needs a token and the current password (403 when wrong, counted like a failed login). Revokes every token the user held, as logout does, and answers a new one. Retried after an unknown outcome, it answers 401 if the first went through (its token is revoked): log in with the new password.',
         security: [{ bearerAuth: [] }],
         body: PasswordChange,
         response: { 200: Token, ...problems(400, 401, 403, 413, 429, 503, 504) },
@@ -172,24 +208,9 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     async (request) => {
       const user = actorOf(request);
       const p = lifecyclePartition(user);
-      const wait = logins.begin(user, request.ip);
-      if (wait > 0) throw new ApiError('rate_limited', `too many failed password checks for this user from this address, or from this address; retry in ${wait} s`, wait);
-      let r;
-      try {
-        r = await deps.broker.query(p, { type: 'user.get', username: user }, ctxOf(request));
-      } catch (err) {
-        logins.cancel(user, request.ip);
-        throw err;
-      }
-      if (!r.ok) {
-        logins.cancel(user, request.ip);
-        throw new ApiError('unauthorized', 'the token names no existing user; log in again');
-      }
-      const good = await bcrypt.compare(prehash(request.body.password), (r.value as { passwordHash: string }).passwordHash);
-      attempted(user, request.ip, good);
-      if (!good) throw new ApiError('forbidden', 'the current password is wrong');
+      await checkPassword(request, p, user, request.body.password);
       const passwordHash = await bcrypt.hash(prehash(request.body.newPassword), cost);
-      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash }, undefined, ctxOf(request)), p);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash, epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
       const { epoch } = done.value as { epoch: number };
       app.userChanged(user, epoch);
       return token(user, epoch);
@@ -205,21 +226,23 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         summary: 'Delete the user',
         description:
-          "Deletes the user the token names, which must own no queue and no topic (409: delete them first). Its tokens stop working (at once on this node, within a minute on the others) and its name is never registered again. Its grants on other users' resources and its subscriptions of their topics stay until their owners remove them.",
+          "Deletes the user the token names, with its password (403 when wrong, counted like a failed login): a stolen token alone cannot. The user must own no queue and no topic (409: delete them first). Its tokens stop working (at once on this node, within a minute on the others) and its name is never registered again. Its grants on other users' resources and its subscriptions of their topics stay until their owners remove them.",
         security: [{ bearerAuth: [] }],
-        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(401, 409, 503, 504) },
+        body: PasswordConfirmation,
+        response: { 204: Type.Null({ description: 'Deleted.' }), ...problems(400, 401, 403, 409, 413, 429, 503, 504) },
       },
     },
     async (request, reply) => {
       const user = actorOf(request);
       const p = lifecyclePartition(user);
+      await checkPassword(request, p, user, request.body.password);
       const counts = await Promise.all(
-        Array.from({ length: deps.broker.partitions }, async (_, q) => mustLifecycle(await deps.broker.query(q, { type: 'user.owned', user }, ctxOf(request)), q).value as { queues: number; topics: number }),
+        Array.from({ length: deps.broker.partitions }, async (_, q) => mustLifecycle(await deps.broker.query(q, { type: 'user.owned', user }, ctxOf(request)), q, user).value as { queues: number; topics: number }),
       );
       const queues = counts.reduce((n, c) => n + c.queues, 0);
       const topics = counts.reduce((n, c) => n + c.topics, 0);
       if (queues + topics > 0) throw new ApiError('conflict', `the user owns ${queues} queue(s) and ${topics} topic(s): delete them first`);
-      mustLifecycle(await deps.broker.propose(p, user, { type: 'user.delete' }, undefined, ctxOf(request)), p);
+      mustLifecycle(await deps.broker.propose(p, user, { type: 'user.delete', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
       app.userChanged(user, null);
       return reply.code(204).send(null);
     },

@@ -42,35 +42,39 @@ function tokensOf(s: Store, username: string): { epoch: number; deletedAt: numbe
   return r === undefined ? { epoch: 0, deletedAt: null } : { epoch: r.epoch, deletedAt: r.deleted_at };
 }
 
-/** The calling user, who must exist in this partition (the user's own: the API routes it there). */
-function self(s: Store, ctx: Ctx): string {
+/**
+ * The calling user and its epoch, once checked: the user exists in this partition (its own: the API
+ * routes it there), and the caller's token was signed in its current epoch, so a revoked token that
+ * a node still accepts changes nothing.
+ */
+function self(s: Store, tokenEpoch: number, ctx: Ctx): { user: string; epoch: number } {
   const user = requireActor(ctx);
   if (s.st.getUser.get(user) === undefined) throw new Refusal(fail(ErrorCode.NotFound, `user '${user}' not found`));
-  return user;
+  const { epoch } = tokensOf(s, user);
+  if (tokenEpoch !== epoch) throw new Refusal(fail(ErrorCode.Unauthorized, 'the token was revoked (logout or password change); log in again'));
+  return { user, epoch };
 }
 
 /** Revokes every token the caller holds (logout; format 9): answers the new epoch, for the tokens signed from now on. */
-export function revokeTokens(s: Store, ctx: Ctx): Result<{ epoch: number }> {
-  const user = self(s, ctx);
-  const epoch = tokensOf(s, user).epoch + 1;
-  s.st.putUserTokens.run(user, epoch, null);
-  return ok({ epoch });
+export function revokeTokens(s: Store, tokenEpoch: number, ctx: Ctx): Result<{ epoch: number }> {
+  const { user, epoch } = self(s, tokenEpoch, ctx);
+  s.st.putUserTokens.run(user, epoch + 1, null);
+  return ok({ epoch: epoch + 1 });
 }
 
 /** Sets the caller's password hash and revokes every token it holds (format 9). */
-export function setPassword(s: Store, passwordHash: string, ctx: Ctx): Result<{ epoch: number }> {
-  const user = self(s, ctx);
+export function setPassword(s: Store, passwordHash: string, tokenEpoch: number, ctx: Ctx): Result<{ epoch: number }> {
+  const { user, epoch } = self(s, tokenEpoch, ctx);
   s.st.setPassword.run(passwordHash, user);
-  const epoch = tokensOf(s, user).epoch + 1;
-  s.st.putUserTokens.run(user, epoch, null);
-  return ok({ epoch });
+  s.st.putUserTokens.run(user, epoch + 1, null);
+  return ok({ epoch: epoch + 1 });
 }
 
 /** Deletes the caller (format 9): its tokens name no user from then on, and its name is not given again. */
-export function deleteUser(s: Store, ctx: Ctx): Result {
-  const user = self(s, ctx);
+export function deleteUser(s: Store, tokenEpoch: number, ctx: Ctx): Result {
+  const { user, epoch } = self(s, tokenEpoch, ctx);
   s.st.deleteUser.run(user);
-  s.st.putUserTokens.run(user, tokensOf(s, user).epoch + 1, ctx.now);
+  s.st.putUserTokens.run(user, epoch + 1, ctx.now);
   return ok(null);
 }
 

@@ -23,10 +23,14 @@ export type ChannelRef = { readonly queue: string } | { readonly topic: string; 
 
 export type Command =
   | { readonly type: 'user.register'; readonly username: string; readonly passwordHash: string }
-  /** The calling user's: logout revokes its tokens, password sets a new hash and revokes them, delete deletes it (format 9). */
-  | { readonly type: 'user.logout' }
-  | { readonly type: 'user.password'; readonly passwordHash: string }
-  | { readonly type: 'user.delete' }
+  /**
+   * The calling user's (format 9): logout revokes its tokens, password sets a new hash and revokes
+   * them, delete deletes it. `epoch` is the one the caller's token was signed in: a token revoked
+   * meanwhile, which a node may still accept for a minute, changes nothing.
+   */
+  | { readonly type: 'user.logout'; readonly epoch: number }
+  | { readonly type: 'user.password'; readonly passwordHash: string; readonly epoch: number }
+  | { readonly type: 'user.delete'; readonly epoch: number }
   | {
       readonly type: 'queue.create';
       readonly name: string;
@@ -134,6 +138,8 @@ export const ErrorCode = {
   NotFound: 'not_found',
   Conflict: 'conflict',
   PayloadTooLarge: 'payload_too_large',
+  /** The caller's token was revoked (format 9's user commands name the epoch they were signed in). */
+  Unauthorized: 'unauthorized',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -560,11 +560,11 @@ export class BrokerStateMachine {
         return access.register(s, c.username, c.passwordHash, ctx);
       // Before format 9, an older build's answer: it knows no such command.
       case 'user.logout':
-        return this.formatInForce >= USER_LIFECYCLE ? access.revokeTokens(s, ctx) : unknownCommand(c);
+        return this.formatInForce >= USER_LIFECYCLE ? access.revokeTokens(s, c.epoch, ctx) : unknownCommand(c);
       case 'user.password':
-        return this.formatInForce >= USER_LIFECYCLE ? access.setPassword(s, c.passwordHash, ctx) : unknownCommand(c);
+        return this.formatInForce >= USER_LIFECYCLE ? access.setPassword(s, c.passwordHash, c.epoch, ctx) : unknownCommand(c);
       case 'user.delete':
-        return this.formatInForce >= USER_LIFECYCLE ? access.deleteUser(s, ctx) : unknownCommand(c);
+        return this.formatInForce >= USER_LIFECYCLE ? access.deleteUser(s, c.epoch, ctx) : unknownCommand(c);
       case 'queue.create':
         return createQueue(s, c, ctx);
       case 'queue.delete':

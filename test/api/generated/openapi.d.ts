@@ -149,7 +149,7 @@ export interface paths {
         put?: never;
         /**
          * Log out everywhere: revoke every token of the user
-         * @description Every token issued to the user so far stops working: at once on the node that answered, on the others within a minute. Log in again for a new one. 503 while the cluster is being upgraded to a version that has it.
+         * @description Every token issued to the user so far stops working: at once on the node that answered, on the others within a minute. Log in again for a new one. A token already revoked revokes nothing (401). 503 while the cluster is being upgraded to a version that has it.
          */
         post: operations["logout"];
         delete?: never;
@@ -168,7 +168,7 @@ export interface paths {
         get?: never;
         /**
          * Change the user's password
-         * @description Needs a token and the current password (403 when wrong, counted like a failed login). Revokes every token the user held, as logout does, and answers a new one.
+         * @description Needs a token and the current password (403 when wrong, counted like a failed login). Revokes every token the user held, as logout does, and answers a new one. Retried after an unknown outcome, it answers 401 if the first went through (its token is revoked): log in with the new password.
          */
         put: operations["changePassword"];
         post?: never;
@@ -191,7 +191,7 @@ export interface paths {
         post?: never;
         /**
          * Delete the user
-         * @description Deletes the user the token names, which must own no queue and no topic (409: delete them first). Its tokens stop working (at once on this node, within a minute on the others) and its name is never registered again. Its grants on other users' resources and its subscriptions of their topics stay until their owners remove them.
+         * @description Deletes the user the token names, with its password (403 when wrong, counted like a failed login): a stolen token alone cannot. The user must own no queue and no topic (409: delete them first). Its tokens stop working (at once on this node, within a minute on the others) and its name is never registered again. Its grants on other users' resources and its subscriptions of their topics stay until their owners remove them.
          */
         delete: operations["deleteCurrentUser"];
         options?: never;
@@ -865,6 +865,10 @@ export interface components {
             password: string;
             /** @description A password of 8 to 256 characters. */
             newPassword: string;
+        };
+        PasswordConfirmation: {
+            /** @description The current password. */
+            password: string;
         };
         /** @description An RFC 9457 problem (application/problem+json). */
         Problem: {
@@ -1811,7 +1815,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordConfirmation"];
+            };
+        };
         responses: {
             /** @description Deleted. */
             204: {
@@ -1821,7 +1829,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL. */
+            /** @description validation_failed: malformed JSON, a wrong type, an unknown field or a value out of its limits. */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1833,6 +1841,16 @@ export interface operations {
             };
             /** @description unauthorized: no token, or an invalid or expired one. */
             401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the resource is visible to the caller but the action is not theirs to take. */
+            403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
@@ -1855,6 +1873,17 @@ export interface operations {
             413: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
