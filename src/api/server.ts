@@ -63,11 +63,11 @@ export class MomServer {
             clockOffsets: () => node.host.clock.offsets(),
             partitionDepths: () =>
               node.host.replicas
-                .filter((r) => r.isLeader() && r.state.sqlite.open)
+                .filter((r) => r.isLeader() && r.state.isOpen())
                 .map((r) => ({ partition: r.partition, ...r.state.messageTotals(), oldestSentAt: r.state.oldestSentAt(Date.now()) })),
             queueDepths: (limit) =>
               node.host.replicas
-                .filter((r) => r.isLeader() && r.state.sqlite.open)
+                .filter((r) => r.isLeader() && r.state.isOpen())
                 .flatMap((r) => r.state.queueDepths(limit).map((q) => ({ ...q, partition: r.partition })))
                 .sort((a, b) => b.ready + b.leased + b.delayed - (a.ready + a.leased + a.delayed))
                 .slice(0, limit),

@@ -9,6 +9,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { NodeId } from '../raft/index.js';
 import type { ClockSample } from '../partition/cluster-clock.js';
+import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
@@ -393,9 +394,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       try {
         return { result: await opts.onPropose(request.body.partition, request.body.command) };
       } catch (err) {
-        const e = err as { name?: string; leader?: unknown; message?: string };
-        if (e.name === 'NotLeaderError') return problem(reply, 421, 'not_leader', `not the leader; leader: ${String(e.leader ?? 'unknown')}`);
-        if (e.name === 'CommandRefusedError') return problem(reply, 400, 'validation_failed', e.message ?? 'refused');
+        if (err instanceof NotLeaderError) return problem(reply, 421, 'not_leader', `not the leader; leader: ${String(err.leader ?? 'unknown')}`);
+        if (err instanceof CommandRefusedError) return problem(reply, 400, 'validation_failed', err.message);
         request.log.warn({ err }, 'a system command forwarded by a peer was not applied');
         return problem(reply, 503, 'unavailable', 'the command was not applied here; retry');
       }

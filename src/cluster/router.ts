@@ -198,7 +198,7 @@ export class Router {
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
     const state = this.host.replica(p).state;
     // Between closing the old state and opening the installed snapshot, there is nothing to read.
-    if (!state.sqlite.open) throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
+    if (!state.isOpen()) throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
     return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
   }
 
@@ -228,7 +228,7 @@ export class Router {
     const initial = this.host.replica(p).state;
     // While a snapshot is being installed the state is closed: look again shortly, as for a channel
     // this replica has not applied yet (the leader knew it, or the receive would have failed).
-    const channelId = initial.sqlite.open ? initial.channelIdOf(ref) : null;
+    const channelId = initial.isOpen() ? initial.channelIdOf(ref) : null;
     let resolve = (_expired: boolean): void => undefined;
     const woken = new Promise<boolean>((r) => {
       resolve = r;
@@ -252,7 +252,7 @@ export class Router {
       if (settled) return;
       const state = this.host.replica(p).state;
       const now = this.now();
-      const next = channelId === null || !state.sqlite.open ? now : state.nextVisibleAt(channelId);
+      const next = channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
       const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
       if (timer !== null) clearTimeout(timer);
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
@@ -282,7 +282,7 @@ export class Router {
       woke = false;
       const state = this.host.replica(p).state;
       const set = byChannel.get(channelId);
-      if (set !== undefined && state.sqlite.open && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
+      if (set !== undefined && state.isOpen() && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
     };
     return { woken, cancel: () => finish(false), passOn };
   }

@@ -24,13 +24,13 @@
 // per forwarded batch. The leader answers them in frames of its own stream to the sender (answer()).
 // What a command's answer depends on, and what a lost frame means for it, is told at carry().
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
+import { renameDurably } from '../store/durable.js';
 import { NOT_SENT_CODES, decodeAnswer, type Answer } from './answer.js';
 import { CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
 import { CLOCK_HEADER, FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
@@ -467,8 +467,7 @@ export class HttpTransport {
       await file.sync();
       await file.close();
       file = undefined;
-      await rename(part, destPath);
-      await syncDirectory(dirname(destPath));
+      await renameDurably(part, destPath, { synced: true });
     } catch (cause) {
       res.body.destroy();
       await file?.close().catch(() => undefined);
@@ -1201,16 +1200,6 @@ async function writeAll(file: FileHandle, chunk: Buffer): Promise<void> {
   while (offset < chunk.byteLength) {
     const { bytesWritten } = await file.write(chunk, offset, chunk.byteLength - offset);
     offset += bytesWritten;
-  }
-}
-
-/** Makes a rename in `dir` durable. */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

@@ -14,6 +14,11 @@ export class NotLeaderError extends Error {
   }
 }
 
+/** A peer forwarded a command it may not: only system commands (SYSTEM_COMMANDS) come this way. */
+export class CommandRefusedError extends Error {
+  override name = 'CommandRefusedError';
+}
+
 /**
  * The write's outcome is unknown: leadership moved or the wait ran out before the entry was applied
  * here. It may still apply; a client retries with its Idempotency-Key, which makes that safe.

@@ -18,14 +18,14 @@
 // batch grows. Acknowledgements and votes leave only after step 2's sync, and a leader counts itself
 // toward a commit only at advance (pipelined persistence, Raft thesis §10.2.1), so nothing depends
 // on a write that is not durable.
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { UnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
+import { EntryUnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BOUNDED_CLOCK_STEP, BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, MAX_CLOCK_STEP_MS, type Command, type Result } from '../store/broker/index.js';
-import { fsyncPath } from '../store/durable.js';
+import { renameSyncedDurably } from '../store/durable.js';
 import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
-import { NotLeaderError } from './errors.js';
+import { CommandRefusedError, NotLeaderError } from './errors.js';
 import { PartitionReplica, type HaltReason } from './replica.js';
 import { partitionOf } from './routing.js';
 
@@ -37,10 +37,6 @@ import { partitionOf } from './routing.js';
 const CLOCK_CATCH_UP = 10;
 
 export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
-
-export class CommandRefusedError extends Error {
-  override name = 'CommandRefusedError';
-}
 
 /** What the host needs from the network (the cluster's HTTP transport implements it). */
 export interface Outbox {
@@ -248,7 +244,7 @@ export class NodeHost {
         if (lost !== null) host.halt(replica, lost);
       }
     }
-    host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.raft.term === 0);
+    host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.term() === 0);
     return host;
   }
 
@@ -482,7 +478,7 @@ export class NodeHost {
   balanceLeaders(): void {
     if (this.leaving) return;
     for (const r of this.replicas) {
-      if (!r.isLeader() || r.raw.raft.leadTransferee !== null) continue;
+      if (!r.isLeader() || r.raw.isTransferring()) continue;
       const preferred = this.preferredLeader(r.partition);
       if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
       const s = r.raw.status();
@@ -522,7 +518,7 @@ export class NodeHost {
       const led = this.replicas.filter((r) => r.isLeader());
       if (led.length === 0) return;
       for (const r of led) {
-        if (r.raw.raft.leadTransferee !== null) continue;
+        if (r.raw.isTransferring()) continue;
         const s = r.raw.status();
         const target = [...s.match]
           .filter(([id]) => id !== this.opts.self && this.recentlyHeard(id))
@@ -575,7 +571,7 @@ export class NodeHost {
     if (this.fetching.has(key)) return;
     // Already covered (a repeated message, or the log caught up meanwhile): the core answers with
     // its commit index, and nothing is fetched.
-    if (existsSync(path) || m.snapshot.meta.index <= r.raw.raft.log.committed) {
+    if (existsSync(path) || m.snapshot.meta.index <= r.raw.position().committed) {
       r.raw.step(m);
       return;
     }
@@ -610,8 +606,7 @@ export class NodeHost {
     }
     if (at.index === m.snapshot.meta.index) return m;
     const ref = imageRef(partition, at.index, at.term);
-    renameSync(path, this.snapshotPath(ref));
-    fsyncPath(join(this.opts.dataDir, 'snapshots'));
+    renameSyncedDurably(path, this.snapshotPath(ref));
     return { ...m, snapshot: { meta: { ...m.snapshot.meta, index: at.index, term: at.term }, data: new TextEncoder().encode(ref) } };
   }
 
@@ -778,7 +773,7 @@ export class NodeHost {
     const every = this.opts.snapshotEvery ?? 10_000;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
     // The core's applied index (no query) decides.
-    if (r.raw.raft.log.applied - r.log.snapshot().meta.index < every) return;
+    if (r.raw.position().applied - r.log.snapshot().meta.index < every) return;
     this.compacting.add(p);
     void this.compact(r)
       .catch((err: unknown) => {
@@ -796,7 +791,7 @@ export class NodeHost {
     // Read before the sync: the sync covers every commit made before it started. The core's applied
     // index, which its log holds: an image installed from the leader may be ahead of the log (see
     // snapshotFile), and the state holds every entry up to either.
-    const index = Math.min(r.raw.raft.log.applied, state.applied().index);
+    const index = Math.min(r.raw.position().applied, state.applied().index);
     const at = { index, term: r.log.term(index) };
     // The entries about to be compacted that rows point at for their bodies (format 4): the log keeps
     // them. Read before the state is made durable, so that a row gone from the state read here is
@@ -840,7 +835,7 @@ export class NodeHost {
           const r = this.replicas[p]!;
           const state = r.state;
           // Closed between the old state and an installed image: the next pass asks the new one.
-          if (!state.sqlite.open || this.isImaging(p)) continue;
+          if (!state.isOpen() || this.isImaging(p)) continue;
           const dead = await this.deadAmong(r, state, held);
           if (dead === null || dead.length === 0) continue;
           await state.durable();
@@ -869,7 +864,7 @@ export class NodeHost {
     const dead: number[] = [];
     for (let k = 0; k < held.length; k += RELEASE_CHUNK) {
       if (k > 0) await new Promise((res) => setImmediate(res));
-      if (this.closed || r.state !== state || !state.sqlite.open || this.isImaging(r.partition)) return null;
+      if (this.closed || r.state !== state || !state.isOpen() || this.isImaging(r.partition)) return null;
       const chunk = held.slice(k, k + RELEASE_CHUNK);
       const live = new Set(state.referencedAmong(chunk));
       for (const i of chunk) if (!live.has(i)) dead.push(i);
@@ -898,7 +893,7 @@ export class NodeHost {
    * runs once all have, after a turn persisted the entries that got them there.
    */
   suspendVotingUntilCaughtUp(onCaughtUp: () => void): void {
-    for (const r of this.replicas) r.raw.raft.suspendVoting();
+    for (const r of this.replicas) r.raw.suspendVoting();
     this.catchingUp = { onCaughtUp };
     this.awaitingTerms = true;
   }
@@ -916,9 +911,8 @@ export class NodeHost {
     const batch: PersistItem[] = [];
     for (const r of this.replicas) {
       const floor = floors[r.partition] ?? 0;
-      if (floor <= r.raw.raft.term) continue;
-      r.raw.raft.raiseTerm(floor);
-      batch.push({ partition: r.partition, hardState: r.raw.raft.hardState(), entries: [], snapshot: null });
+      if (floor <= r.raw.term()) continue;
+      batch.push({ partition: r.partition, hardState: r.raw.raiseTerm(floor), entries: [], snapshot: null });
     }
     if (batch.length > 0) this.logStore.persist(batch, true);
     this.awaitingTerms = false;
@@ -926,7 +920,7 @@ export class NodeHost {
 
   /** Ends every suspension at once: only when every member of the cluster is new (nothing to catch up on). */
   resumeVoting(): void {
-    for (const r of this.replicas) r.raw.raft.resumeVoting();
+    for (const r of this.replicas) r.raw.resumeVoting();
     this.checkCaughtUp();
   }
 
@@ -935,10 +929,10 @@ export class NodeHost {
     // Caught up, and durably: the stored log reaches what is committed (entries stepped in while a
     // turn awaited a snapshot install are not stored yet; a later turn's end looks again).
     const pending = (r: PartitionReplica): boolean => {
-      const log = r.raw.raft.log;
+      const at = r.raw.position();
       // Nothing unstable (entries stepped in during a snapshot install's await, a truncated tail not
       // yet rewritten), and the stored log reaches what is committed.
-      return r.raw.raft.votingIsSuspended || log.stableLastIndex() !== log.lastIndex() || r.log.lastIndex() < log.committed;
+      return r.raw.votingIsSuspended() || at.stableLastIndex !== at.lastIndex || r.log.lastIndex() < at.committed;
     };
     if (this.replicas.some(pending)) return;
     const { onCaughtUp } = this.catchingUp;
@@ -953,7 +947,7 @@ export class NodeHost {
    */
   logPositions(): { terms: number[]; lastIndexes: number[]; untouchedBy: NodeId[] } {
     const untouchedBy = this.startedEmpty ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
-    return { terms: this.replicas.map((r) => r.raw.raft.term), lastIndexes: this.replicas.map((r) => r.raw.raft.log.lastIndex()), untouchedBy };
+    return { terms: this.replicas.map((r) => r.raw.term()), lastIndexes: this.replicas.map((r) => r.raw.position().lastIndex), untouchedBy };
   }
 
   status(): PartitionStatus[] {
@@ -1056,7 +1050,7 @@ function readsBodiesFrom(log: PartitionLog, state: BrokerStateMachine): BrokerSt
       try {
         return log.body(i)?.data ?? null;
       } catch (err) {
-        if (err instanceof UnavailableError) return null;
+        if (err instanceof EntryUnavailableError) return null;
         throw err;
       }
     },

@@ -44,9 +44,9 @@ export class CompactedError extends RaftError {
   }
 }
 
-/** Storage asked for entries past its last index. */
-export class UnavailableError extends RaftError {
-  override name = 'UnavailableError';
+/** Storage asked for entries past its last index (etcd's ErrUnavailable). */
+export class EntryUnavailableError extends RaftError {
+  override name = 'EntryUnavailableError';
   constructor(readonly index: Index) {
     super(`index ${index} is not available`);
   }

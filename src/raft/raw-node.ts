@@ -41,7 +41,12 @@ export interface Ready {
   readonly abortedReads: readonly unknown[];
 }
 
-/** The Raft core as the caller drives it: tick, step, propose, then ready/advance. */
+/**
+ * The Raft core as the caller drives it: tick, step, propose, then ready/advance; and what the caller
+ * may ask of it between turns (term, log position, a transfer under way), as etcd's RawNode has
+ * Status() and TransferLeader(). The partition host uses these; `raft` itself is for the core's own
+ * tests.
+ */
 export class RawNode {
   readonly raft: Raft;
   private prevSoft: SoftState;
@@ -82,6 +87,44 @@ export class RawNode {
 
   reportSnapshotFailed(to: NodeId): void {
     this.raft.reportSnapshotFailed(to);
+  }
+
+  /** The current term. */
+  term(): Term {
+    return this.raft.term;
+  }
+
+  /**
+   * Where the log stands: the last index, the highest known committed and applied, and the last one
+   * persisted (stable). No allocation beyond the answer: asked every turn.
+   */
+  position(): { lastIndex: Index; committed: Index; applied: Index; stableLastIndex: Index } {
+    const log = this.raft.log;
+    return { lastIndex: log.lastIndex(), committed: log.committed, applied: log.applied, stableLastIndex: log.stableLastIndex() };
+  }
+
+  /** Whether this leader is handing its leadership over (transferLeadership) right now. */
+  isTransferring(): boolean {
+    return this.raft.leadTransferee !== null;
+  }
+
+  /** Stops taking part in elections (no votes, no campaigns) until resumeVoting: a node whose state may be lost. */
+  suspendVoting(): void {
+    this.raft.suspendVoting();
+  }
+
+  resumeVoting(): void {
+    this.raft.resumeVoting();
+  }
+
+  votingIsSuspended(): boolean {
+    return this.raft.votingIsSuspended;
+  }
+
+  /** Raises the term to `term` (no vote), answering the hard state the caller must persist before anything else. */
+  raiseTerm(term: Term): HardState {
+    this.raft.raiseTerm(term);
+    return this.raft.hardState();
   }
 
   softState(): SoftState {

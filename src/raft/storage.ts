@@ -1,4 +1,4 @@
-import { CompactedError, UnavailableError, invariant } from './errors.js';
+import { CompactedError, EntryUnavailableError, invariant } from './errors.js';
 import type { Entry, HardState, Index, NodeId, Snapshot, Term } from './types.js';
 import { emptyHardState } from './types.js';
 
@@ -51,7 +51,7 @@ export class MemoryStorage implements Storage {
   entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
     const off = this.offset();
     if (lo <= off) throw new CompactedError(lo);
-    if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1);
+    if (hi > this.lastIndex() + 1) throw new EntryUnavailableError(hi - 1);
     const out: Entry[] = [];
     let size = 0;
     for (let i = lo; i < hi; i++) {
@@ -66,7 +66,7 @@ export class MemoryStorage implements Storage {
   term(i: Index): Term {
     const off = this.offset();
     if (i < off) throw new CompactedError(i);
-    if (i - off >= this.ents.length) throw new UnavailableError(i);
+    if (i - off >= this.ents.length) throw new EntryUnavailableError(i);
     return this.ents[i - off]!.term;
   }
 

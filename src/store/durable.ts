@@ -1,10 +1,10 @@
-// Durable small-file writes, for files a node reads back after a power cut (its cluster identity,
-// snapshot images). A write that returned is only in the page cache until an fsync: a power cut can
-// leave the file empty or torn. Written under a temporary name, fsynced, renamed over the final name,
-// and the folder fsynced (the rename is a change of the folder), the file holds either its old
-// content or the new one, whole.
+// Durable file writes, for files a node reads back after a power cut (its cluster identity, snapshot
+// images, fetched or made). A write that returned is only in the page cache until an fsync: a power
+// cut can leave the file empty or torn. Written under a temporary name, fsynced, renamed over the
+// final name, and the folder fsynced (the rename is a change of the folder), the file holds either
+// its old content or the new one, whole. Every such write in the code goes through one of these.
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** fsync of a file or a folder (opened read-only: enough for fsync on Linux). */
@@ -36,6 +36,25 @@ export async function fsyncPathAsync(path: string, opts: { missingOk?: boolean }
   }
 }
 
+/**
+ * Moves the file `from` to `to` so that after a crash `to` holds either what it held or all of
+ * `from`: `from` is fsynced (unless the caller has just done so: `synced`), renamed, and the
+ * folders fsynced. On the thread pool: an image can be gigabytes.
+ */
+export async function renameDurably(from: string, to: string, opts: { synced?: boolean } = {}): Promise<void> {
+  if (opts.synced !== true) await fsyncPathAsync(from);
+  await rename(from, to);
+  await fsyncPathAsync(dirname(to));
+  if (dirname(from) !== dirname(to)) await fsyncPathAsync(dirname(from));
+}
+
+/** renameDurably on the main thread, for a file already synced: a rename and a folder's fsync, both quick. */
+export function renameSyncedDurably(from: string, to: string): void {
+  renameSync(from, to);
+  fsyncPath(dirname(to));
+  if (dirname(from) !== dirname(to)) fsyncPath(dirname(from));
+}
+
 /** Writes `data` to `path` so that after a crash the file holds either its old content or `data`. */
 export function writeFileDurably(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.tmp`;
@@ -48,6 +67,5 @@ export function writeFileDurably(path: string, data: string | Uint8Array): void 
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, path);
-  fsyncPath(dirname(path));
+  renameSyncedDurably(tmp, path);
 }

@@ -32,7 +32,7 @@ function parkedOn(name: string): number[] {
   return cluster.servers.map((s) => {
     const state = s.host.replica(p).state;
     // A stopped node's state is closed: nothing parked there counts.
-    return state.sqlite.open ? (state.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n : 0;
+    return state.isOpen() ? (state.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n : 0;
   });
 }
 

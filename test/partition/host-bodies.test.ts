@@ -164,7 +164,7 @@ t.test('format 4: a fetch for an image that arrives while this node installs one
   });
   c.down.delete(lost);
   const back = await c.start(lost);
-  await c.until(() => fetchError !== 'not called' && back.replica(0).state.sqlite.open && back.replica(0).state.applied().index >= back.replica(0).log.snapshot().meta.index && back.replica(0).log.snapshot().meta.index > 0, 'image installed');
+  await c.until(() => fetchError !== 'not called' && back.replica(0).state.isOpen() && back.replica(0).state.applied().index >= back.replica(0).log.snapshot().meta.index && back.replica(0).log.snapshot().meta.index > 0, 'image installed');
   t.comment(`the fetch during the install: ${fetchError === null ? 'served' : String(fetchError)}`);
   const installedAt = back.replica(0).log.snapshot().meta.index;
   for (let i = 0; i < 100; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `n${i}`, attributes: {} }] });

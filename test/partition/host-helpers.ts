@@ -30,7 +30,7 @@ export async function submit(hosts: readonly NodeHost[], p: number, actor: strin
  * closed between the old state and the installed image, a copy that spans event-loop turns).
  */
 export function appliedIndex(r: { state: BrokerStateMachine }): number {
-  return r.state.sqlite.open ? r.state.applied().index : -1;
+  return r.state.isOpen() ? r.state.applied().index : -1;
 }
 
 export const IDS: NodeId[] = ['n1', 'n2', 'n3'].map(nodeId);

@@ -58,7 +58,7 @@ t.test('a proposal or a read on an idle node goes out at once: it waits for no t
   const leader = c.leaderOf(0)!;
   // The election's traffic is over: the new leader applied its first entry, and the answers to its
   // commit notice have had time to arrive.
-  const last = leader.replica(0).raw.raft.log.lastIndex();
+  const last = leader.replica(0).raw.position().lastIndex;
   await c.until(() => appliedIndex(leader.replica(0)) === last, 'the first entry applied');
   await new Promise((r) => setTimeout(r, 200));
   // Without a turn on its own, the entry would wait for a heartbeat that never comes, and the
@@ -76,7 +76,7 @@ t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed 
   await c.until(() => c.leaderOf(0) !== null, 'a leader');
   t.ok((await c.submit(0, 'alice', queue('orders'))).ok);
   const hosts = [...c.hosts.values()];
-  const last = c.leaderOf(0)!.replica(0).raw.raft.log.lastIndex();
+  const last = c.leaderOf(0)!.replica(0).raw.position().lastIndex;
   await c.until(() => hosts.every((h) => appliedIndex(h.replica(0)) === last), 'applied everywhere');
   // The clock stands still: ticks run turns, and none commits.
   for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 25));
@@ -208,7 +208,7 @@ t.test('a follower whose state is ahead of its log after a crash starts, catches
   // wait until every replica applied the current leader's whole log.
   const settled = (): boolean => {
     const now = c.leaderOf(0);
-    const last = now?.replica(0).raw.raft.log.lastIndex();
+    const last = now?.replica(0).raw.position().lastIndex;
     return last !== undefined && [...c.hosts.values()].every((h) => appliedIndex(h.replica(0)) === last);
   };
   await c.until(settled, 'every replica caught up');

@@ -5,7 +5,7 @@ import {
   CompactedError,
   InvariantError,
   MemoryStorage,
-  UnavailableError,
+  EntryUnavailableError,
   emptyHardState,
   type Entry,
 } from '../../src/raft/index.js';
@@ -86,7 +86,7 @@ t.test('term', async (t) => {
   t.equal(s.term(5), 5);
   t.throws(() => s.term(1), CompactedError);
   t.throws(() => s.term(0), CompactedError);
-  t.throws(() => s.term(6), UnavailableError);
+  t.throws(() => s.term(6), EntryUnavailableError);
   const err = t.throws(() => s.term(1)) as unknown;
   t.ok(err instanceof CompactedError && err.index === 1, 'the error names the index');
 });
@@ -108,9 +108,9 @@ t.test('entries', async (t) => {
   for (const [lo, hi, max, want, what] of cases) t.same(idx(s.entries(lo, hi, max)), want, `entries(${lo}, ${hi}, ${max}): ${what}`);
   t.throws(() => s.entries(1, 3, Infinity), CompactedError, 'lo at the snapshot index');
   t.throws(() => s.entries(0, 3, Infinity), CompactedError, 'lo below it');
-  t.throws(() => s.entries(2, 7, Infinity), UnavailableError, 'hi past lastIndex + 1');
+  t.throws(() => s.entries(2, 7, Infinity), EntryUnavailableError, 'hi past lastIndex + 1');
   const err = t.throws(() => s.entries(3, 8, Infinity)) as unknown;
-  t.ok(err instanceof UnavailableError && err.index === 7, 'UnavailableError names the last index asked for');
+  t.ok(err instanceof EntryUnavailableError && err.index === 7, 'EntryUnavailableError names the last index asked for');
 });
 
 t.test('compact', async (t) => {

@@ -12,7 +12,7 @@ import {
   EntryKind,
   InvariantError,
   MemoryStorage,
-  UnavailableError,
+  EntryUnavailableError,
   emptyHardState,
   nodeId,
   type Entry,
@@ -74,7 +74,7 @@ t.test('a new partition answers like a new MemoryStorage', async (t) => {
   t.same(describe(log), describe(new MemoryStorage(voters)));
   t.same(log.initialState(), { hardState: emptyHardState, voters });
   t.equal(log.snapshotRef(), null);
-  t.throws(() => log.term(1), UnavailableError);
+  t.throws(() => log.term(1), EntryUnavailableError);
   t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0, kept: 0 });
 });
 
@@ -117,7 +117,7 @@ t.test('entries() caps by bytes but returns at least one entry', async (t) => {
   t.same(show(log.entries(2, 4, Infinity)), ['2/1:bbbb', '3/1:cccc']);
   t.same(log.entries(2, 2, Infinity), []);
   t.throws(() => log.entries(0, 2, 10), CompactedError);
-  t.throws(() => log.entries(1, 5, 10), UnavailableError);
+  t.throws(() => log.entries(1, 5, 10), EntryUnavailableError);
   t.type(log.entries(1, 2, 10)[0]!.data.constructor, Uint8Array);
 });
 
@@ -154,7 +154,7 @@ t.test('one persist() is one transaction: a failing partition rolls back the oth
   t.equal(p1.lastIndex(), 2, 'p1 cache not advanced');
   t.same(p1.hardState(), hs(1, 1));
   t.equal(p2.lastIndex(), 1);
-  t.throws(() => p1.entries(3, 4, Infinity), UnavailableError);
+  t.throws(() => p1.entries(3, 4, Infinity), EntryUnavailableError);
 
   // The same for a failing hard state after valid entries of the same partition.
   t.throws(() => store.persist([item(2, run(2, [1])), item(1, [], hs(0, 1))], true), InvariantError);

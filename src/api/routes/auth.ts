@@ -117,23 +117,30 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
 
   const token = (username: string, epoch: number) => ({ accessToken: app.jwt.sign({ sub: username, ep: epoch }), tokenType: 'Bearer' as const, expiresIn: ttl });
 
-  /** The caller's partition, once it applies format 9's commands; before, a 503 (a node runs an older build). */
-  const lifecyclePartition = (username: string): number => {
-    const p = userPartition(username, deps.broker.partitions);
+  /**
+   * 503 unless partition `p` reads format 9 here. Its leader then does too: a replica applies the
+   * raise only once every voter reads the format, and a build that does not halts the partition.
+   */
+  const requireLifecycle = (p: number): void => {
     const f = deps.broker.format(p);
     if (f < USER_LIFECYCLE) throw new UnavailableError('upgrading', `partition ${p} is in log format ${f}, below ${USER_LIFECYCLE}`, 503, false, 30);
+  };
+
+  /** The caller's partition, once it applies format 9's commands. */
+  const lifecyclePartition = (username: string): number => {
+    const p = userPartition(username, deps.broker.partitions);
+    requireLifecycle(p);
     return p;
   };
 
   /**
-   * The answer of a user command or query of format 9. A leader of an older build does not know it:
-   * 503, as before the raise. A user gone (deleted through another node, or by this very request
-   * before a retry) is a 401, as its token is from now on.
+   * The answer of a user command of format 9. A user gone (deleted through another node, or by this
+   * very request before a retry: the only not_found these commands answer) is a 401, as its token is
+   * from now on.
    */
-  const mustLifecycle = (r: Result, p: number, user: string): Success => {
+  const mustLifecycle = (r: Result, user: string): Success => {
     if (r.ok) return r;
-    if (r.code === 'validation_failed' && r.detail.startsWith('unknown ')) throw new UnavailableError('upgrading', `partition ${p}: ${r.detail}`, 503, false, 30);
-    if (r.code === 'not_found' && r.detail === `user '${user}' not found`) {
+    if (r.code === 'not_found') {
       app.userChanged(user, null);
       throw new ApiError('unauthorized', 'the token names no existing user; log in again');
     }
@@ -184,7 +191,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     async (request, reply) => {
       const user = actorOf(request);
       const p = lifecyclePartition(user);
-      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.logout', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.logout', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), user);
       app.userChanged(user, (done.value as { epoch: number }).epoch);
       return reply.code(204).send(null);
     },
@@ -210,7 +217,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const p = lifecyclePartition(user);
       await checkPassword(request, p, user, request.body.password);
       const passwordHash = await bcrypt.hash(prehash(request.body.newPassword), cost);
-      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash, epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
+      const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash, epoch: tokenEpoch(request) }, undefined, ctxOf(request)), user);
       const { epoch } = done.value as { epoch: number };
       app.userChanged(user, epoch);
       return token(user, epoch);
@@ -236,13 +243,19 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const user = actorOf(request);
       const p = lifecyclePartition(user);
       await checkPassword(request, p, user, request.body.password);
+      const partitions = Array.from({ length: deps.broker.partitions }, (_, q) => q);
+      partitions.forEach(requireLifecycle);
       const counts = await Promise.all(
-        Array.from({ length: deps.broker.partitions }, async (_, q) => mustLifecycle(await deps.broker.query(q, { type: 'user.owned', user }, ctxOf(request)), q, user).value as { queues: number; topics: number }),
+        partitions.map(async (q) => {
+          const r = await deps.broker.query(q, { type: 'user.owned', user }, ctxOf(request));
+          if (!r.ok) throw fromFailure(r);
+          return r.value as { queues: number; topics: number };
+        }),
       );
       const queues = counts.reduce((n, c) => n + c.queues, 0);
       const topics = counts.reduce((n, c) => n + c.topics, 0);
       if (queues + topics > 0) throw new ApiError('conflict', `the user owns ${queues} queue(s) and ${topics} topic(s): delete them first`);
-      mustLifecycle(await deps.broker.propose(p, user, { type: 'user.delete', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), p, user);
+      mustLifecycle(await deps.broker.propose(p, user, { type: 'user.delete', epoch: tokenEpoch(request) }, undefined, ctxOf(request)), user);
       app.userChanged(user, null);
       return reply.code(204).send(null);
     },

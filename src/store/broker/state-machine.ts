@@ -12,7 +12,7 @@
 // queues.ts, messages.ts (send, receive, ack, leases, retention, dead letters), topics.ts (topics,
 // subscriptions, fan-out), views.ts (the reads). statements.ts holds the SQL, context.ts what they share.
 import { createHash } from 'node:crypto';
-import { rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
@@ -20,7 +20,7 @@ import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type
 import * as access from './access.js';
 import { BodyMissingError, SLOTS, logSeq, type BodySource } from './bodies.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
-import { fsyncPathAsync } from '../durable.js';
+import { fsyncPathAsync, renameDurably } from '../durable.js';
 import {
   SWEEP_BUDGET,
   WAITER_PRUNE_MS,
@@ -214,6 +214,14 @@ export class BrokerStateMachine {
     } finally {
       await this.kysely.destroy();
     }
+  }
+
+  /**
+   * Whether the state can be read and applied to: false once closed, as while the host installs a
+   * snapshot image in its place (a new state machine then takes over).
+   */
+  isOpen(): boolean {
+    return this.sqlite.open;
   }
 
   applied(): { index: number; term: number } {
@@ -825,9 +833,7 @@ export class BrokerStateMachine {
     } finally {
       image.close();
     }
-    await fsyncPathAsync(tmp);
-    await rename(tmp, path);
-    await fsyncPathAsync(dirname(path));
+    await renameDurably(tmp, path);
     return at;
   }
 
@@ -880,9 +886,7 @@ export class BrokerStateMachine {
     await fsyncPathAsync(snapshotPath);
     for (const suffix of ['-wal', '-shm']) await rm(dbPath + suffix, { force: true });
     await fsyncPathAsync(dirname(dbPath));
-    await rename(snapshotPath, dbPath);
-    await fsyncPathAsync(dirname(dbPath));
-    if (dirname(snapshotPath) !== dirname(dbPath)) await fsyncPathAsync(dirname(snapshotPath));
+    await renameDurably(snapshotPath, dbPath, { synced: true });
   }
 }
 

@@ -1,7 +1,7 @@
 // What the log knows of one partition besides its entries' bytes: hard state, snapshot, bounds and
 // the term of every entry. Values are replaced, never changed in place, so a write computes the next
 // state first and commits it only once the bytes are on disk.
-import { CompactedError, UnavailableError, emptyHardState, type Entry, type HardState, type Index, type NodeId, type Snapshot, type SnapshotMeta, type Storage, type Term } from '../../raft/index.js';
+import { CompactedError, EntryUnavailableError, emptyHardState, type Entry, type HardState, type Index, type NodeId, type Snapshot, type SnapshotMeta, type Storage, type Term } from '../../raft/index.js';
 
 export interface SnapshotRecord {
   readonly meta: SnapshotMeta;
@@ -134,7 +134,7 @@ export abstract class LogStateStorage implements Storage {
   entries(lo: Index, hi: Index, maxBytes: number): Entry[] {
     const s = this.state;
     if (lo <= s.offset) throw new CompactedError(lo);
-    if (hi > s.last + 1) throw new UnavailableError(hi - 1);
+    if (hi > s.last + 1) throw new EntryUnavailableError(hi - 1);
     if (hi <= lo) return [];
     return this.readEntries(lo, hi, maxBytes);
   }
@@ -142,7 +142,7 @@ export abstract class LogStateStorage implements Storage {
   term(i: Index): Term {
     const s = this.state;
     if (i < s.offset) throw new CompactedError(i);
-    if (i > s.last) throw new UnavailableError(i);
+    if (i > s.last) throw new EntryUnavailableError(i);
     return termAt(s, i);
   }
 

@@ -50,7 +50,7 @@ export interface PartitionLog extends Storage {
   /**
    * The entry at `index` as it was written, from the Raft log or, below it, from the entries kept for
    * their bodies (WalStore.recordSnapshot's `keep`); null when it was compacted and not kept. Throws
-   * UnavailableError past the last index.
+   * EntryUnavailableError past the last index.
    */
   body(index: Index): Entry | null;
   /** The indexes kept below the Raft log for their bodies, ascending. */

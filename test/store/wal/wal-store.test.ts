@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { CompactedError, InvariantError, MemoryStorage, UnavailableError, emptyHardState } from '../../../src/raft/index.js';
+import { CompactedError, InvariantError, MemoryStorage, EntryUnavailableError, emptyHardState } from '../../../src/raft/index.js';
 import { MAX_SEGMENT_BYTES, StorageCorruptError, WalStore } from '../../../src/store/wal/index.js';
 import { Workload, applyOp, describe, openPartitions, voters } from '../fixtures/raft-log-writer.js';
 import { entry, hs, item, openStore, patch, run, segments, show, tempDir } from './wal-helpers.js';
@@ -16,7 +16,7 @@ t.test('a new partition answers like a new MemoryStorage', async (t) => {
   t.same(describe(log), describe(new MemoryStorage(voters)));
   t.same(log.initialState(), { hardState: emptyHardState, voters });
   t.equal(log.snapshotRef(), null);
-  t.throws(() => log.term(1), UnavailableError);
+  t.throws(() => log.term(1), EntryUnavailableError);
   t.same(log.verify(), { partition: 0, firstIndex: 1, lastIndex: 0, entries: 0, kept: 0 });
 });
 
@@ -74,7 +74,7 @@ t.test('entries() caps by bytes but returns at least one entry, from memory and 
     t.same(show(log.entries(2, 4, Infinity)), ['2/1:bbbb', '3/1:cccc'], where);
     t.same(log.entries(2, 2, Infinity), [], where);
     t.throws(() => log.entries(0, 2, 10), CompactedError, where);
-    t.throws(() => log.entries(1, 5, 10), UnavailableError, where);
+    t.throws(() => log.entries(1, 5, 10), EntryUnavailableError, where);
   }
 });
 
