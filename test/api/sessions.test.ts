@@ -8,7 +8,7 @@ import { appDeps } from './app-deps.js';
 import { USER_RECHECK_MS } from '../../src/api/auth.js';
 import { LOGIN_LIMITS } from '../../src/api/routes/auth.js';
 import { FORMAT, USER_LIFECYCLE, runQuery } from '../../src/store/broker/index.js';
-import { TestStore } from '../store/broker-helpers.js';
+import { TestStore } from '../store/broker/helpers.js';
 
 interface World {
   store: TestStore;

@@ -1,8 +1,8 @@
 // A seeded stream of broker commands over a small world (three users, two queues, a topic), for the
 // determinism, invariant and crash tests. Commands that need state (ack a receipt handle) are made
 // from what earlier commands answered, so the same seed always yields the same log.
-import { FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../src/store/broker/index.js';
-import { Rng } from '../raft/sim/rng.js';
+import { FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../../src/store/broker/index.js';
+import { Rng } from '../../raft/sim/rng.js';
 
 export const USERS = ['alice', 'bob', 'carol'] as const;
 export const QUEUES = ['q1', 'q2', 'dlq'] as const;

@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { BrokerStateMachine, FORMAT, FormatTooNewError, encodeEnvelope, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
-import { queue } from './broker-helpers.js';
+import { BrokerStateMachine, FORMAT, FormatTooNewError, encodeEnvelope, stateHash, type ApplyEntry, type Command } from '../../../src/store/broker/index.js';
+import { queue } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-format-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,9 +2,9 @@
 // lookups and next-visibility time long polls wait on, queue depths for metrics, the rule that an
 // empty receive leaves its Idempotency-Key free, and a keyed receive's replay (no bodies kept).
 import t from 'tap';
-import { KEYED_RECEIVE_WITHOUT_BODIES, REVOKE_UNSUBSCRIBES, runQuery, STATE_CACHE_KIB, type ReceivedMessage } from '../../src/store/broker/index.js';
-import { TestStore, queue, send } from './broker-helpers.js';
-import { grant, msg, openStore, q, sendMsgs, take } from './broker-unit-kit.js';
+import { KEYED_RECEIVE_WITHOUT_BODIES, REVOKE_UNSUBSCRIBES, runQuery, STATE_CACHE_KIB, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { TestStore, queue, send } from './helpers.js';
+import { grant, msg, openStore, q, sendMsgs, take } from './unit-kit.js';
 
 t.test('runQuery answers the views, refuses what the caller may not see, and hides nothing else', async (t) => {
   const s = await openStore(t, 'alice', 'bob');

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, PARKED_POLLS, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope } from '../../src/store/broker/index.js';
-import { bodiesOf } from './broker-helpers.js';
+import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, PARKED_POLLS, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope } from '../../../src/store/broker/index.js';
+import { bodiesOf } from './helpers.js';
 import { CommandStream } from './command-stream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-determinism-'));

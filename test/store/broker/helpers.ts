@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BOUNDED_CLOCK_STEP, BrokerStateMachine, FORMAT, MAX_CLOCK_STEP_MS, encodeEnvelope, type ApplyEntry, type Applied, type BodySource, type Command, type Envelope, type Result } from '../../src/store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, BrokerStateMachine, FORMAT, MAX_CLOCK_STEP_MS, encodeEnvelope, type ApplyEntry, type Applied, type BodySource, type Command, type Envelope, type Result } from '../../../src/store/broker/index.js';
 
 /**
  * A log's entries as the source rows of format 4 read their bodies from (bodies.ts), as a node's

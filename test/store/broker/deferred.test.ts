@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
-import { BrokerStateMachine, FORMAT, FormatTooNewError, stateHash, type ApplyEntry, type Command } from '../../src/store/broker/index.js';
-import { send, TestStore } from './broker-helpers.js';
-import { ordersStore, queueStats, stats } from './broker-unit-kit.js';
+import { BrokerStateMachine, FORMAT, FormatTooNewError, stateHash, type ApplyEntry, type Command } from '../../../src/store/broker/index.js';
+import { send, TestStore } from './helpers.js';
+import { ordersStore, queueStats, stats } from './unit-kit.js';
 
 /** The next `commands` as log entries of `s`, one each. */
 function next(s: TestStore, ...commands: Command[]): ApplyEntry[] {
@@ -111,7 +111,7 @@ t.test('a snapshot taken while a group is open holds the group', async (t) => {
 });
 
 t.test('a commit that fails leaves the state at its last commit, and every later apply throws (the node stops and replays)', async (t) => {
-  // A file size limit makes SQLite's commit fail with an I/O error (test/store/fixtures/commit-fail.ts).
+  // A file size limit makes SQLite's commit fail with an I/O error (test/store/broker/fixtures/commit-fail.ts).
   const dir = join(mkdtempSync(join(tmpdir(), 'mom-commit-fail-')), 'state');
   t.teardown(() => rmSync(dirname(dir), { recursive: true, force: true }));
   const fixture = join(import.meta.dirname, 'fixtures', 'commit-fail.ts');

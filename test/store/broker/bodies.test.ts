@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
-import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, STATE_PAGE_BYTES, encodeEnvelope, stateHash, type Command } from '../../src/store/broker/index.js';
-import { TestStore, queue, send } from './broker-helpers.js';
-import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './broker-unit-kit.js';
+import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, STATE_PAGE_BYTES, encodeEnvelope, stateHash, type Command } from '../../../src/store/broker/index.js';
+import { TestStore, queue, send } from './helpers.js';
+import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './unit-kit.js';
 
 /** The bodies stored in the state's rows, in channel and sequence order: empty for those left in the log. */
 const rowBodies = (s: TestStore): string[] =>

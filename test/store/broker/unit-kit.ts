@@ -1,7 +1,7 @@
 // Small builders shared by the state machine's unit tests (on top of
-// broker-helpers.ts).
-import { BODIES_IN_LOG, FORMAT, SLOTS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../src/store/broker/index.js';
-import { TestStore, queue } from './broker-helpers.js';
+// helpers.ts).
+import { BODIES_IN_LOG, FORMAT, SLOTS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type ReceivedMessage, type Result } from '../../../src/store/broker/index.js';
+import { TestStore, queue } from './helpers.js';
 
 /**
  * Opens a store in a temp dir, closed and removed when the test ends; registers the given users. At

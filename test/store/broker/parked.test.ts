@@ -2,9 +2,9 @@
 // state, and the apply that makes messages visible leases them to the polls that waited longest, in
 // the same entry, alike on every replica. The node holding a poll answers it from its own apply.
 import t from 'tap';
-import { stateHash, type Applied, type Command, type Delivery, type Envelope } from '../../src/store/broker/index.js';
-import { Rng } from '../raft/sim/rng.js';
-import { TestStore, queue, send } from './broker-helpers.js';
+import { stateHash, type Applied, type Command, type Delivery, type Envelope } from '../../../src/store/broker/index.js';
+import { Rng } from '../../raft/sim/rng.js';
+import { TestStore, queue, send } from './helpers.js';
 
 const park = (name: string, tag: string, opts: { max?: number; ms?: number; again?: boolean; vt?: number | null } = {}): Command => ({
   type: 'receive',

@@ -1,9 +1,9 @@
 // Users, queues and queue grants in the broker's state machine: each command's effect and each
 // refusal, with the codes of docs/api.md (403 for a visible resource, 404 so names do not leak).
 import t from 'tap';
-import { USER_LIFECYCLE, stateHash, type Result } from '../../src/store/broker/index.js';
-import { TestStore, queue, send } from './broker-helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, subscription, take, topic } from './broker-unit-kit.js';
+import { USER_LIFECYCLE, stateHash, type Result } from '../../../src/store/broker/index.js';
+import { TestStore, queue, send } from './helpers.js';
+import { ack, code, grant, handles, lease, msg, nack, openStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, subscription, take, topic } from './unit-kit.js';
 
 const T0 = new Date(1_700_000_000_000).toISOString();
 

@@ -1,7 +1,7 @@
 // The sweep: dead-lettering and retention happen even when nobody receives from the queue.
 import t from 'tap';
-import { BrokerStateMachine } from '../../src/store/broker/index.js';
-import { TestStore, queue, receive, send } from './broker-helpers.js';
+import { BrokerStateMachine } from '../../../src/store/broker/index.js';
+import { TestStore, queue, receive, send } from './helpers.js';
 
 t.test('a sweep dead-letters messages whose last lease expired, with no receive on the queue', async (t) => {
   const s = await TestStore.open();

@@ -1,8 +1,8 @@
 // Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
 // with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
 import t from 'tap';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../src/store/broker/index.js';
-import { TestStore, queue } from './broker-helpers.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { TestStore, queue } from './helpers.js';
 import {
   ack,
   code,
@@ -22,7 +22,7 @@ import {
   subscription,
   take,
   topic,
-} from './broker-unit-kit.js';
+} from './unit-kit.js';
 
 const T0 = new Date(1_700_000_000_000).toISOString();
 

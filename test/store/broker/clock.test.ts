@@ -1,8 +1,8 @@
 // A partition's clock, the largest stamp applied: from log format 8 one entry moves it at most
 // MAX_CLOCK_STEP_MS, so a leader whose clock is a day ahead cannot freeze leases for the day.
 import t from 'tap';
-import { BOUNDED_CLOCK_STEP, KEYED_RECEIVE_WITHOUT_BODIES, MAX_CLOCK_STEP_MS, type ReceivedMessage } from '../../src/store/broker/index.js';
-import { TestStore, queue, receive, send } from './broker-helpers.js';
+import { BOUNDED_CLOCK_STEP, KEYED_RECEIVE_WITHOUT_BODIES, MAX_CLOCK_STEP_MS, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { TestStore, queue, receive, send } from './helpers.js';
 
 const DAY = 86_400_000;
 

@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { BrokerStateMachine, stateHash, type ApplyEntry } from '../../src/store/broker/index.js';
-import { Rng } from '../raft/sim/rng.js';
-import { bodiesOf } from './broker-helpers.js';
+import { BrokerStateMachine, stateHash, type ApplyEntry } from '../../../src/store/broker/index.js';
+import { Rng } from '../../raft/sim/rng.js';
+import { bodiesOf } from './helpers.js';
 import { CommandStream } from './command-stream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-crash-'));

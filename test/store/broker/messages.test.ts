@@ -2,9 +2,9 @@
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
 import t from 'tap';
-import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type ReceivedMessage } from '../../src/store/broker/index.js';
-import { queue, send, type TestStore } from './broker-helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './broker-unit-kit.js';
+import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { queue, send, type TestStore } from './helpers.js';
+import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './unit-kit.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 

@@ -17,15 +17,15 @@ import {
   nodeId,
   type Entry,
   type HardState,
-} from '../../src/raft/index.js';
+} from '../../../src/raft/index.js';
 import {
   RaftLogStore,
   StorageCorruptError,
   raftLogMigrationProvider,
   type PersistItem,
-} from '../../src/store/raft-log/index.js';
-import { seededRandom } from '../raft/helpers.js';
-import { Workload, applyOp, describe, openPartitions, voters } from './fixtures/raft-log-writer.js';
+} from '../../../src/store/raft-log/index.js';
+import { seededRandom } from '../../raft/helpers.js';
+import { Workload, applyOp, describe, openPartitions, voters } from '../fixtures/raft-log-writer.js';
 
 // A raw connection for tampering with closed files (better-sqlite3 ships no types).
 interface RawDb {
