@@ -3,29 +3,23 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { partitionOf } from '../../partition/routing.js';
-import type { QueueView, SentMessage } from '../../store/broker/index.js';
+import type { QueueView } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { listAcross } from '../listing.js';
-import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import {
   ConsistencyQuery,
   IdempotencyHeaders,
   ListQuery,
-  MessageBatch,
   Purged,
   Queue,
   QueueCreate,
-  QueueMessageInput,
   QueuePage,
   QueueParams,
-  ReceiveRequest,
-  Received,
-  Sent,
-  SentBatch,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
+import { consumeRoutes, sendRoutes } from './messages.js';
 
 /** A dead-letter queue must exist and be the caller's own: checked here, and again on delivery. */
 export async function checkDeadLetterQueue(deps: ApiDeps, request: FastifyRequest, dlq: string | undefined, maxDeliveries: number | undefined): Promise<void> {
@@ -130,104 +124,8 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
 
   grantRoutes(fastify, deps, 'queue');
 
-  app.post(
-    '/v1/queues/:queue/messages',
-    {
-      bodyLimit: MESSAGES_BODY_LIMIT,
-      schema: {
-        operationId: 'sendMessage',
-        tags,
-        security,
-        summary: 'Send a message',
-        description: 'Needs ownership or a send grant. The 201 means the message is committed on a majority of nodes, fsynced there, and applied.',
-        headers: IdempotencyHeaders,
-        params: QueueParams,
-        body: QueueMessageInput,
-        response: { 201: Sent, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const r = await write<{ items: SentMessage[] }>(deps, request, request.params.queue, {
-        type: 'queue.send',
-        name: request.params.queue,
-        messages: toMessageInputs([request.body]),
-      });
-      return reply.code(201).send(r.items[0]!);
-    },
-  );
-
-  app.post(
-    '/v1/queues/:queue/messages/batch',
-    {
-      bodyLimit: MESSAGES_BODY_LIMIT,
-      schema: {
-        operationId: 'sendMessageBatch',
-        tags,
-        security,
-        summary: 'Send up to 100 messages, all or none',
-        headers: IdempotencyHeaders,
-        params: QueueParams,
-        body: MessageBatch,
-        response: { 201: SentBatch, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const r = await write<{ items: SentMessage[] }>(deps, request, request.params.queue, {
-        type: 'queue.send',
-        name: request.params.queue,
-        messages: toMessageInputs(request.body.messages),
-      });
-      return reply.code(201).send(r);
-    },
-  );
-
-  app.post(
-    '/v1/queues/:queue/receive',
-    {
-      schema: {
-        operationId: 'receiveMessages',
-        tags,
-        security,
-        summary: 'Receive messages with a lease (long polling with waitSeconds)',
-        description:
-          'Oldest visible messages first. Each is leased for the visibility timeout: ack deletes it; nack or an expired lease makes it visible again. A receive is a write (the lease is replicated).',
-        headers: IdempotencyHeaders,
-        params: QueueParams,
-        body: Type.Optional(ReceiveRequest),
-        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const name = request.params.queue;
-      return receive(deps, request, reply, name, { queue: name }, request.body ?? {});
-    },
-  );
-
-  const handleRoute = (op: HandleOp, operationId: string, summary: string): void => {
-    app.post(
-      `/v1/queues/:queue/${op}`,
-      {
-        schema: {
-          operationId,
-          tags,
-          security,
-          summary,
-          description: 'Each handle succeeds or fails on its own: see failed.',
-          headers: IdempotencyHeaders,
-          params: QueueParams,
-          body: HANDLE_SCHEMAS[op].body,
-          response: { 200: HANDLE_SCHEMAS[op].result, ...problems(400, 401, 403, 404, 409, 503, 504) },
-        },
-      },
-      async (request) => {
-        const name = (request.params as { queue: string }).queue;
-        return handleAnswer(op, await handleWrite(deps, request, name, op, { queue: name }, request.body as Parameters<typeof handleWrite>[5]));
-      },
-    );
-  };
-  handleRoute('ack', 'ackMessages', 'Acknowledge: delete the received messages');
-  handleRoute('nack', 'nackMessages', 'Negative-acknowledge: make the messages visible again (after delaySeconds)');
-  handleRoute('lease', 'extendLeases', 'Extend the leases of received messages');
+  sendRoutes(fastify, deps, 'queue');
+  consumeRoutes(fastify, deps, 'queue');
 
   app.post(
     '/v1/queues/:queue/purge',

@@ -4,34 +4,27 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
-import { MAX_FANOUT, MAX_SUBSCRIPTIONS, type SubscriptionView, type TopicView } from '../../store/broker/index.js';
+import { MAX_SUBSCRIPTIONS, type SubscriptionView, type TopicView } from '../../store/broker/index.js';
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
-import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, checkUnicode, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { checkUnicode } from '../messaging.js';
 import {
   ConsistencyQuery,
   IdempotencyHeaders,
   ListQuery,
-  Published,
-  PublishedBatch,
-  ReceiveRequest,
-  Received,
   Subscription,
   SubscriptionCreate,
   SubscriptionParams,
   Subscriptions,
   Topic,
   TopicCreate,
-  TopicMessageBatch,
-  TopicMessageInput,
   TopicPage,
   TopicParams,
 } from '../schemas.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
+import { consumeRoutes, sendRoutes } from './messages.js';
 import { checkDeadLetterQueue } from './queues.js';
-
-type PublishedItem = { messageId: string; sequence: number; subscriptions: number };
 
 /** A subscription as the API shows it: its filter in the shape it was created with. */
 const subscriptionOut = (s: SubscriptionView) => ({ ...s, filter: s.filter === null ? null : { attributes: s.filter } });
@@ -116,57 +109,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
 
   grantRoutes(fastify, deps, 'topic');
 
-  app.post(
-    '/v1/topics/:topic/messages',
-    {
-      bodyLimit: MESSAGES_BODY_LIMIT,
-      schema: {
-        operationId: 'publishMessage',
-        tags,
-        security,
-        summary: 'Publish a message to every subscription',
-        description: `Needs ownership or a publish grant. Delivered once to every subscription that exists now and whose filter matches. One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not); 413 beyond.`,
-        headers: IdempotencyHeaders,
-        params: TopicParams,
-        body: TopicMessageInput,
-        response: { 201: Published, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const r = await write<{ items: PublishedItem[] }>(deps, request, request.params.topic, {
-        type: 'topic.publish',
-        name: request.params.topic,
-        messages: toMessageInputs([request.body]),
-      });
-      return reply.code(201).send(r.items[0]!);
-    },
-  );
-
-  app.post(
-    '/v1/topics/:topic/messages/batch',
-    {
-      bodyLimit: MESSAGES_BODY_LIMIT,
-      schema: {
-        operationId: 'publishMessageBatch',
-        tags,
-        security,
-        summary: 'Publish up to 100 messages, all or none',
-        description: `Needs ownership or a publish grant. One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not); 413 beyond, and nothing is stored.`,
-        headers: IdempotencyHeaders,
-        params: TopicParams,
-        body: TopicMessageBatch,
-        response: { 201: PublishedBatch, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const r = await write<{ items: PublishedItem[] }>(deps, request, request.params.topic, {
-        type: 'topic.publish',
-        name: request.params.topic,
-        messages: toMessageInputs(request.body.messages),
-      });
-      return reply.code(201).send(r);
-    },
-  );
+  sendRoutes(fastify, deps, 'topic');
 
   app.post(
     '/v1/topics/:topic/subscriptions',
@@ -264,49 +207,5 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
     },
   );
 
-  app.post(
-    '/v1/topics/:topic/subscriptions/:subscription/receive',
-    {
-      schema: {
-        operationId: 'receiveSubscriptionMessages',
-        tags,
-        security,
-        summary: 'Receive from a subscription (its owner only), as for queues',
-        headers: IdempotencyHeaders,
-        params: SubscriptionParams,
-        body: Type.Optional(ReceiveRequest),
-        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
-      },
-    },
-    async (request, reply) => {
-      const { topic, subscription } = request.params;
-      return receive(deps, request, reply, topic, { topic, subscription }, request.body ?? {});
-    },
-  );
-
-  const handleRoute = (op: HandleOp, operationId: string, summary: string): void => {
-    app.post(
-      `/v1/topics/:topic/subscriptions/:subscription/${op}`,
-      {
-        schema: {
-          operationId,
-          tags,
-          security,
-          summary,
-          description: 'Each handle succeeds or fails on its own: see failed.',
-          headers: IdempotencyHeaders,
-          params: SubscriptionParams,
-          body: HANDLE_SCHEMAS[op].body,
-          response: { 200: HANDLE_SCHEMAS[op].result, ...problems(400, 401, 403, 404, 409, 503, 504) },
-        },
-      },
-      async (request) => {
-        const { topic, subscription } = request.params as { topic: string; subscription: string };
-        return handleAnswer(op, await handleWrite(deps, request, topic, op, { topic, subscription }, request.body as Parameters<typeof handleWrite>[5]));
-      },
-    );
-  };
-  handleRoute('ack', 'ackSubscriptionMessages', 'Acknowledge subscription messages');
-  handleRoute('nack', 'nackSubscriptionMessages', 'Negative-acknowledge subscription messages');
-  handleRoute('lease', 'extendSubscriptionLeases', 'Extend the leases of subscription messages');
+  consumeRoutes(fastify, deps, 'topic');
 }
