@@ -10,7 +10,9 @@
 // their smaller sequences (the raise checks it), with their bodies inline. Rows point only at the
 // entry that created them, so once none points at an entry, none ever will again.
 import type { Body } from './commands.js';
+import type { Store } from './context.js';
 import { decodeEnvelope } from './envelope.js';
+import type { MessageRow } from './schema.js';
 
 /** Positions per entry in a sequence: far more than a command's messages (at most 100; a sweep's 1,000). */
 export const SLOTS = 65_536;
@@ -72,4 +74,22 @@ export function bodyAt(partition: number, index: number, data: Uint8Array, slot:
     if (k === slot) return bytes.subarray(at, at + n);
     at += n;
   }
+}
+
+/**
+ * A row's body: inline, or (format 4) read from the entry its sequence names (bodies.ts). A row of
+ * format 4 installed from an image holds its body inline, as bytes (state-machine.ts snapshotTo).
+ */
+export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
+  if (m.seq < s.bodiesFrom || typeof m.body !== 'string') return m.body;
+  const { index, slot } = bodyPlace(m.seq);
+  let entry = s.lastBodyEntry;
+  if (entry?.index !== index) {
+    if (s.bodies === null) throw new BodyMissingError(s.partition, index, 'cannot be read: no log is attached');
+    const data = s.bodies.entry(index);
+    if (data === null) throw new BodyMissingError(s.partition, index, 'is gone from the log');
+    entry = { index, data };
+    s.lastBodyEntry = entry;
+  }
+  return bodyAt(s.partition, index, entry.data, slot);
 }

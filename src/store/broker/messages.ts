@@ -1,6 +1,7 @@
-// Messages in channels (a queue, or one subscription of a topic): sending, receiving under a lease,
-// acknowledging, giving back, extending leases; time making leased and delayed messages visible
-// again; retention; dead-lettering after maxDeliveries, through the outbox to another partition.
+// Messages in channels (a queue, or one subscription of a topic): sending, receiving (the leases a
+// receive gives, and ack, nack and lease on them, are leases.ts's, with the rule of when a lease
+// ends), long polls parked in the state, keyed receives' replays, retention, purges, and
+// dead-letter deliveries through the outbox to another partition.
 //
 // Every write keeps the channel's counters (n_ready, n_leased, n_delayed) equal to its rows by state:
 // the stats are computed from them without a scan.
@@ -8,10 +9,8 @@ import {
   ErrorCode,
   fail,
   ok,
-  type Body,
   type ChannelRef,
   type Command,
-  type HandleOutcome,
   type MessageInput,
   type ParkedWait,
   type Received,
@@ -19,10 +18,11 @@ import {
   type Result,
   type SentMessage,
 } from './commands.js';
-import { BodyMissingError, SLOTS, bodyAt, bodyPlace, logSeq } from './bodies.js';
+import { SLOTS, logSeq, rowBody } from './bodies.js';
+import { deadLetter, decodeReceipt, leaseLive, leaseReady, promoteDue, takeCounts } from './leases.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
-import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
+import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
 import { INSERT_ROWS } from './statements.js';
 
@@ -31,23 +31,6 @@ const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
 
 /** At most this many messages are dead-lettered by one sweep, to bound the entry's apply time. */
 export const SWEEP_BUDGET = 1000;
-
-/** Receipt handles name one delivery: channel, message sequence and the lease (receive entry index). */
-export function encodeReceipt(channelId: number, seq: number, leaseId: number): string {
-  return Buffer.from(`${channelId}.${seq}.${leaseId}`).toString('base64url');
-}
-
-function decodeReceipt(h: string): { channelId: number; seq: number; leaseId: number } | null {
-  if (h.length === 0 || h.length > 200) return null;
-  const parts = Buffer.from(h, 'base64url').toString('utf8').split('.');
-  // 16 digits: format 4's sequences (entry index x 65,536) pass 15 after about 15e9 entries.
-  if (parts.length !== 3 || !parts.every((p) => /^\d{1,16}$/.test(p))) return null;
-  const [channelId, seq, leaseId] = parts.map(Number) as [number, number, number];
-  if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(channelId) || !Number.isSafeInteger(leaseId)) return null;
-  // Lease ids are log indexes of receives, so never 0: a message never leased has no valid handle.
-  if (leaseId === 0) return null;
-  return { channelId, seq, leaseId };
-}
 
 /** Milliseconds before a message becomes visible: its own delay, or its channel's. */
 export function delayOf(ch: ChannelRow, m: MessageInput): number {
@@ -204,13 +187,6 @@ export interface StateSums {
   delayed: number | null;
 }
 
-/** Takes `byState[state]` messages off the channel's count of each state: one update per state. */
-function takeCounts(s: Store, channelId: number, byState: readonly number[]): void {
-  byState.forEach((n, state) => {
-    if (n > 0) s.st.bumpCount[state as MessageState].run(-n, channelId);
-  });
-}
-
 export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system sweeps');
   let expired = 0;
@@ -225,58 +201,6 @@ export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettere
     deadLettered += dead.length;
   }
   return ok({ expired, deadLettered });
-}
-
-/**
- * Leased and delayed messages whose time has come become ready again; one that has been delivered
- * maxDeliveries times is dead-lettered instead.
- */
-function promoteDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
-  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count'>[];
-  for (const m of due) {
-    if (m.state === MessageState.Leased && ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
-      deadLetter(s, ch, m.seq, m.state, ctx);
-      continue;
-    }
-    s.st.setState.run(MessageState.Ready, ctx.now, m.seq, ch.id);
-    s.st.bumpCount[m.state].run(-1, ch.id);
-    s.st.bumpCount[MessageState.Ready].run(1, ch.id);
-    wokeUp(ctx, ch.id, 1);
-  }
-}
-
-function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, ctx: Ctx): void {
-  const m = s.st.getMessage.get(ch.id, seq) as MessageRow;
-  s.st.deleteMessage.run(ch.id, seq);
-  s.st.bumpCount[state].run(-1, ch.id);
-  if (ch.dead_letter_queue === null) {
-    s.st.bumpDropped.run(ch.id);
-    return;
-  }
-  const id = (s.st.nextOutbox.get() as { value: number }).value;
-  // As bytes for a row of format 4, whether its body came from the log (as text from a JSON entry,
-  // or bytes) or with an image (bytes): replicas keep the same outbox either way.
-  const body = rowBody(s, m);
-  const stored = m.seq >= s.bodiesFrom && typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, stored, m.attributes, ctx.now);
-}
-
-/**
- * A row's body: inline, or (format 4) read from the entry its sequence names (bodies.ts). A row of
- * format 4 installed from an image holds its body inline, as bytes (state-machine.ts snapshotTo).
- */
-export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
-  if (m.seq < s.bodiesFrom || typeof m.body !== 'string') return m.body;
-  const { index, slot } = bodyPlace(m.seq);
-  let entry = s.lastBodyEntry;
-  if (entry?.index !== index) {
-    if (s.bodies === null) throw new BodyMissingError(s.partition, index, 'cannot be read: no log is attached');
-    const data = s.bodies.entry(index);
-    if (data === null) throw new BodyMissingError(s.partition, index, 'is gone from the log');
-    entry = { index, data };
-    s.lastBodyEntry = entry;
-  }
-  return bodyAt(s.partition, index, entry.data, slot);
 }
 
 // ---- consuming ----
@@ -339,34 +263,6 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
   return Math.max(0, left);
 }
 
-/**
- * Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive (the
- * caller expired and promoted what time made due).
- */
-function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
-  const rows = s.st.ready.all(ch.id, max) as MessageRow[];
-  // One update for them all: the rows read are every ready message up to the last one's sequence.
-  if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
-  const messages: ReceivedMessage[] = [];
-  for (const m of rows) {
-    messages.push({
-      messageId: m.message_id,
-      sequence: m.seq,
-      body: bodyText(rowBody(s, m)),
-      attributes: JSON.parse(m.attributes) as Record<string, string>,
-      receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
-      deliveryCount: m.delivery_count + 1,
-      sentAt: iso(m.sent_at),
-    });
-  }
-  if (rows.length > 0) {
-    s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
-    s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
-    ctx.retimed.add(ch.id);
-  }
-  return messages;
-}
-
 /** A receive's result as its Idempotency-Key keeps it from format 7: the messages without bodies or attributes. */
 export function withoutBodies(r: Received): Received {
   return { ...r, messages: r.messages.map(({ body: _b, attributes: _a, ...m }) => m as ReceivedMessage) };
@@ -396,7 +292,7 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
   for (const m of kept.messages) {
     const lease = decodeReceipt(m.receiptHandle);
     const row = lease === null || lease.channelId !== ch.id ? undefined : (s.st.getMessage.get(ch.id, m.sequence) as MessageRow | undefined);
-    if (row === undefined || row.state !== MessageState.Leased || row.lease_id !== lease!.leaseId || row.visible_at <= ctx.now) continue;
+    if (row === undefined || row.lease_id !== lease!.leaseId || !leaseLive(row, ctx.now)) continue;
     messages.push({
       messageId: m.messageId,
       sequence: m.sequence,
@@ -408,77 +304,6 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
     });
   }
   return ok({ ...kept, messages });
-}
-
-/** The columns of a message a receipt handle is checked and acted on with. */
-type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
-
-/**
- * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
- * gone or was delivered again (a newer lease).
- */
-function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: LeaseRow) => boolean): HandleOutcome {
-  const out: HandleOutcome = { acked: [], failed: [] };
-  for (const h of receiptHandles) {
-    const r = decodeReceipt(h);
-    if (r === null || r.channelId !== ch.id) {
-      out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
-      continue;
-    }
-    const m = s.st.getLease.get(ch.id, r.seq) as LeaseRow | undefined;
-    if (m === undefined || m.lease_id !== r.leaseId || !each(m)) {
-      out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
-      continue;
-    }
-    out.acked.push(h);
-  }
-  return out;
-}
-
-export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
-  const ch = consumable(s, ref, requireActor(ctx));
-  // The channel's counts change once per state, after the deletes.
-  const gone = [0, 0, 0];
-  const out = handles(s, ch, receiptHandles, (m) => {
-    s.st.deleteMessage.run(ch.id, m.seq);
-    gone[m.state]!++;
-    return true;
-  });
-  takeCounts(s, ch.id, gone);
-  return ok(out);
-}
-
-export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {
-  const ch = consumable(s, ref, requireActor(ctx));
-  return ok(
-    handles(s, ch, receiptHandles, (m) => {
-      if (m.state !== MessageState.Leased) return false;
-      if (ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
-        deadLetter(s, ch, m.seq, m.state, ctx);
-        return true;
-      }
-      // Giving the lease up makes the handle stale: the next delivery gets a new one.
-      const state = delaySeconds > 0 ? MessageState.Delayed : MessageState.Ready;
-      s.st.release.run(state, ctx.now + delaySeconds * 1000, m.seq, ch.id);
-      s.st.bumpCount[m.state].run(-1, ch.id);
-      s.st.bumpCount[state].run(1, ch.id);
-      if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
-      else ctx.retimed.add(ch.id);
-      return true;
-    }),
-  );
-}
-
-export function extendLeases(s: Store, ref: ChannelRef, receiptHandles: readonly string[], vtSeconds: number, ctx: Ctx): Result<HandleOutcome> {
-  const ch = consumable(s, ref, requireActor(ctx));
-  return ok(
-    handles(s, ch, receiptHandles, (m) => {
-      // An expired lease can no longer be extended: the message is visible to others already.
-      if (m.state !== MessageState.Leased || m.visible_at <= ctx.now) return false;
-      s.st.setState.run(MessageState.Leased, ctx.now + vtSeconds * 1000, m.seq, ch.id);
-      return true;
-    }),
-  );
 }
 
 // ---- whole channels ----

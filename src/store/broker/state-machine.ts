@@ -9,7 +9,7 @@
 //
 // This file owns the connection, the apply loop (batches, savepoints, bulk sends, idempotency) and
 // snapshots, and hands each command to its concern: access.ts (users, grants, permission checks),
-// queues.ts, messages.ts (send, receive, ack, leases, retention, dead letters), topics.ts (topics,
+// queues.ts, messages.ts (send, receive, retention, dead letters), leases.ts (when a lease ends; ack, nack, extend), topics.ts (topics,
 // subscriptions, fan-out), views.ts (the reads). statements.ts holds the SQL, context.ts what they share.
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
@@ -18,25 +18,22 @@ import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
 import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Received, type Result } from './commands.js';
 import * as access from './access.js';
-import { BodyMissingError, SLOTS, logSeq, type BodySource } from './bodies.js';
+import { BodyMissingError, SLOTS, logSeq, rowBody, type BodySource } from './bodies.js';
+import { ack, extendLeases, nack } from './leases.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import { fsyncPathAsync, renameDurably } from '../durable.js';
 import {
   SWEEP_BUDGET,
   WAITER_PRUNE_MS,
-  ack,
   delayOf,
   deliverDeadLetters,
   enqueueMany,
   inLog,
   unplaceable,
-  extendLeases,
-  nack,
   outboxDone,
   purgeQueue,
   receive,
   replayReceive,
-  rowBody,
   sendToQueue,
   serveWaiters,
   sweep,
@@ -53,7 +50,7 @@ import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropU
 import * as views from './views.js';
 
 export { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS } from './context.js';
-export { encodeReceipt } from './messages.js';
+export { encodeReceipt } from './leases.js';
 export type { QueueView, SubscriptionView, TopicView } from './views.js';
 
 /** Expired idempotency records and deduplication ids are deleted at every entry index divisible by this. */

@@ -197,7 +197,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .select((eb) => sql<number | null>`${eb.fn.max('n.next')} - 1`.as('top')),
       0,
     ),
-    /** (channel_id, now, max_deliveries, limit) */
+    /** (channel_id, now, max_deliveries, limit): ended leases (leases.ts: visible_at <= now) of messages out of deliveries. */
     dueDead: s(
       k
         .selectFrom(messagesBy('messages_due'))
@@ -296,7 +296,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
       k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
       2,
     ),
-    /** (channel_id, now) */
+    /** (channel_id, now): ended leases and passed delays (leases.ts: visible_at <= now), for promoteDue. */
     due: s(
       k
         .selectFrom(messagesBy('messages_due'))
@@ -336,7 +336,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
       ),
       2,
     ),
-    /** (max_deliveries, channel_id, now, now) */
+    /** (max_deliveries, channel_id, now, now): the due rows (leases.ts) by state, for the stats. */
     dueCounts: s(
       k
         .selectFrom(messagesBy('messages_due'))
@@ -399,7 +399,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     ),
     // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
     // Messages whose last lease expired (about to be dead-lettered) are skipped: they are gone for consumers.
-    /** (channel, now, now, max) */
+    /** (channel, now, now, max): skips ended leases out of deliveries (leases.ts). */
     oldest: s(
       k
         .selectFrom(messagesBy('messages_expiry'))

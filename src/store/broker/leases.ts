@@ -1,0 +1,190 @@
+// Leases: what a receive gives a consumer, and everything that acts on one. The rules, in one place:
+//
+//   - A receive leases the channel's oldest ready messages (leaseReady): each becomes Leased, with
+//     `visible_at` = now + the visibility timeout, `lease_id` = the index of the receive's entry, and
+//     its delivery count one higher. Its receipt handle names channel, sequence and lease
+//     (encodeReceipt; the API seals it: src/api/receipts.ts).
+//   - **A lease is live while its message is Leased and `visible_at` > now** (leaseLive); at
+//     `visible_at` <= now it has ended, on the partition's clock (every replica's the same). Nothing
+//     is written when it ends: the next receive, long poll or sweep of the channel finds it due
+//     (promoteDue, over the statement `due`) and makes the message ready again, or, delivered
+//     maxDeliveries times, dead-letters it (deadLetter; a sweep also finds those through `dueDead`,
+//     and retention's `oldest` skips them). A delayed message becomes ready the same way.
+//   - A handle acts only on the lease it names (handles): once its message was delivered again (a
+//     newer lease id) or is gone, the handle is stale. Ack deletes the message, live lease or not;
+//     nack gives a live or ended lease up (ready at once, or delayed), or dead-letters it; a lease is
+//     extended only while it lives.
+//
+// Every change keeps the channel's counters (n_ready, n_leased, n_delayed) equal to its rows by state.
+import { ok, type ChannelRef, type HandleOutcome, type ReceivedMessage, type Result } from './commands.js';
+import { consumable, requireActor } from './access.js';
+import { rowBody } from './bodies.js';
+import { iso, wokeUp, type Ctx, type Store } from './context.js';
+import { bodyText } from './envelope.js';
+import { MessageState, type ChannelRow, type MessageRow } from './schema.js';
+
+/** Whether the lease on `m` is live at `now`: Leased, and its visibility timeout not yet over. */
+export function leaseLive(m: Pick<MessageRow, 'state' | 'visible_at'>, now: number): boolean {
+  return m.state === MessageState.Leased && m.visible_at > now;
+}
+
+/** Receipt handles name one delivery: channel, message sequence and the lease (receive entry index). */
+export function encodeReceipt(channelId: number, seq: number, leaseId: number): string {
+  return Buffer.from(`${channelId}.${seq}.${leaseId}`).toString('base64url');
+}
+
+export function decodeReceipt(h: string): { channelId: number; seq: number; leaseId: number } | null {
+  if (h.length === 0 || h.length > 200) return null;
+  const parts = Buffer.from(h, 'base64url').toString('utf8').split('.');
+  // 16 digits: format 4's sequences (entry index x 65,536) pass 15 after about 15e9 entries.
+  if (parts.length !== 3 || !parts.every((p) => /^\d{1,16}$/.test(p))) return null;
+  const [channelId, seq, leaseId] = parts.map(Number) as [number, number, number];
+  if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(channelId) || !Number.isSafeInteger(leaseId)) return null;
+  // Lease ids are log indexes of receives, so never 0: a message never leased has no valid handle.
+  if (leaseId === 0) return null;
+  return { channelId, seq, leaseId };
+}
+
+
+/**
+ * Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive (the
+ * caller expired and promoted what time made due).
+ */
+export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
+  const rows = s.st.ready.all(ch.id, max) as MessageRow[];
+  // One update for them all: the rows read are every ready message up to the last one's sequence.
+  if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
+  const messages: ReceivedMessage[] = [];
+  for (const m of rows) {
+    messages.push({
+      messageId: m.message_id,
+      sequence: m.seq,
+      body: bodyText(rowBody(s, m)),
+      attributes: JSON.parse(m.attributes) as Record<string, string>,
+      receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
+      deliveryCount: m.delivery_count + 1,
+      sentAt: iso(m.sent_at),
+    });
+  }
+  if (rows.length > 0) {
+    s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
+    s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
+    ctx.retimed.add(ch.id);
+  }
+  return messages;
+}
+
+
+/**
+ * Leased and delayed messages whose time has come become ready again; one that has been delivered
+ * maxDeliveries times is dead-lettered instead.
+ */
+export function promoteDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
+  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count'>[];
+  for (const m of due) {
+    if (m.state === MessageState.Leased && ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
+      deadLetter(s, ch, m.seq, m.state, ctx);
+      continue;
+    }
+    s.st.setState.run(MessageState.Ready, ctx.now, m.seq, ch.id);
+    s.st.bumpCount[m.state].run(-1, ch.id);
+    s.st.bumpCount[MessageState.Ready].run(1, ch.id);
+    wokeUp(ctx, ch.id, 1);
+  }
+}
+
+export function deadLetter(s: Store, ch: ChannelRow, seq: number, state: MessageState, ctx: Ctx): void {
+  const m = s.st.getMessage.get(ch.id, seq) as MessageRow;
+  s.st.deleteMessage.run(ch.id, seq);
+  s.st.bumpCount[state].run(-1, ch.id);
+  if (ch.dead_letter_queue === null) {
+    s.st.bumpDropped.run(ch.id);
+    return;
+  }
+  const id = (s.st.nextOutbox.get() as { value: number }).value;
+  // As bytes for a row of format 4, whether its body came from the log (as text from a JSON entry,
+  // or bytes) or with an image (bytes): replicas keep the same outbox either way.
+  const body = rowBody(s, m);
+  const stored = m.seq >= s.bodiesFrom && typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, stored, m.attributes, ctx.now);
+}
+
+
+/** Takes `byState[state]` messages off the channel's count of each state: one update per state. */
+export function takeCounts(s: Store, channelId: number, byState: readonly number[]): void {
+  byState.forEach((n, state) => {
+    if (n > 0) s.st.bumpCount[state as MessageState].run(-n, channelId);
+  });
+}
+
+
+/** The columns of a message a receipt handle is checked and acted on with. */
+type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
+
+/**
+ * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
+ * gone or was delivered again (a newer lease).
+ */
+function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: LeaseRow) => boolean): HandleOutcome {
+  const out: HandleOutcome = { acked: [], failed: [] };
+  for (const h of receiptHandles) {
+    const r = decodeReceipt(h);
+    if (r === null || r.channelId !== ch.id) {
+      out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
+      continue;
+    }
+    const m = s.st.getLease.get(ch.id, r.seq) as LeaseRow | undefined;
+    if (m === undefined || m.lease_id !== r.leaseId || !each(m)) {
+      out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
+      continue;
+    }
+    out.acked.push(h);
+  }
+  return out;
+}
+
+export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  // The channel's counts change once per state, after the deletes.
+  const gone = [0, 0, 0];
+  const out = handles(s, ch, receiptHandles, (m) => {
+    s.st.deleteMessage.run(ch.id, m.seq);
+    gone[m.state]!++;
+    return true;
+  });
+  takeCounts(s, ch.id, gone);
+  return ok(out);
+}
+
+export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  return ok(
+    handles(s, ch, receiptHandles, (m) => {
+      if (m.state !== MessageState.Leased) return false;
+      if (ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
+        deadLetter(s, ch, m.seq, m.state, ctx);
+        return true;
+      }
+      // Giving the lease up makes the handle stale: the next delivery gets a new one.
+      const state = delaySeconds > 0 ? MessageState.Delayed : MessageState.Ready;
+      s.st.release.run(state, ctx.now + delaySeconds * 1000, m.seq, ch.id);
+      s.st.bumpCount[m.state].run(-1, ch.id);
+      s.st.bumpCount[state].run(1, ch.id);
+      if (state === MessageState.Ready) wokeUp(ctx, ch.id, 1);
+      else ctx.retimed.add(ch.id);
+      return true;
+    }),
+  );
+}
+
+export function extendLeases(s: Store, ref: ChannelRef, receiptHandles: readonly string[], vtSeconds: number, ctx: Ctx): Result<HandleOutcome> {
+  const ch = consumable(s, ref, requireActor(ctx));
+  return ok(
+    handles(s, ch, receiptHandles, (m) => {
+      // An expired lease can no longer be extended: the message is visible to others already.
+      if (!leaseLive(m, ctx.now)) return false;
+      s.st.setState.run(MessageState.Leased, ctx.now + vtSeconds * 1000, m.seq, ch.id);
+      return true;
+    }),
+  );
+}
