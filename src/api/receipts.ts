@@ -1,5 +1,5 @@
 // Receipt handles as clients see them: the state machine's handle (channel id, sequence, lease id;
-// src/store/broker/messages.ts) followed by a MAC over it and the queue or subscription it belongs
+// src/store/broker/leases.ts) followed by a MAC over it and the queue or subscription it belongs
 // to, under a key derived from the cluster secret. The fields inside are guessable (channel ids
 // and sequences are dense, leases are log indexes), so without the MAC a user with a right on a
 // queue could ack, nack or extend other consumers' leases by guessing. With it, a handle is good

@@ -46,7 +46,7 @@ export interface Batch {
 
 /**
  * A client command forwarded by the node that received it to the partition's leader, inside the
- * Raft stream it sends on anyway, instead of an HTTP request of its own (src/cluster/carry.ts).
+ * Raft stream it sends on anyway, instead of an HTTP request of its own (src/cluster/transport.ts, carry).
  * The leader answers it by `id` in a frame of its own stream to the sender.
  */
 export interface CarriedCommand {

@@ -45,7 +45,6 @@ export function decodeReceipt(h: string): { channelId: number; seq: number; leas
   return { channelId, seq, leaseId };
 }
 
-
 /**
  * Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive (the
  * caller expired and promoted what time made due).
@@ -73,7 +72,6 @@ export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ct
   }
   return messages;
 }
-
 
 /**
  * Leased and delayed messages whose time has come become ready again; one that has been delivered
@@ -109,14 +107,12 @@ export function deadLetter(s: Store, ch: ChannelRow, seq: number, state: Message
   s.st.insertOutbox.run(id, ch.dead_letter_queue, ch.owner, m.message_id, stored, m.attributes, ctx.now);
 }
 
-
 /** Takes `byState[state]` messages off the channel's count of each state: one update per state. */
 export function takeCounts(s: Store, channelId: number, byState: readonly number[]): void {
   byState.forEach((n, state) => {
     if (n > 0) s.st.bumpCount[state as MessageState].run(-n, channelId);
   });
 }
-
 
 /** The columns of a message a receipt handle is checked and acted on with. */
 type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;

@@ -70,7 +70,8 @@ export interface GrantsTable {
 
 /**
  * Message states. A message is visible when state is Ready, or when its `visible_at` has passed
- * (an expired lease or an elapsed delay): leases need no timers, only comparisons with the clock.
+ * (an ended lease or an elapsed delay): leases need no timers, only comparisons with the clock
+ * (leases.ts, leaseLive, says when a lease ends).
  */
 export const MessageState = { Ready: 0, Leased: 1, Delayed: 2 } as const;
 export type MessageState = (typeof MessageState)[keyof typeof MessageState];

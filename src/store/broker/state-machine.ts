@@ -9,8 +9,8 @@
 //
 // This file owns the connection, the apply loop (batches, savepoints, bulk sends, idempotency) and
 // snapshots, and hands each command to its concern: access.ts (users, grants, permission checks),
-// queues.ts, messages.ts (send, receive, retention, dead letters), leases.ts (when a lease ends; ack, nack, extend), topics.ts (topics,
-// subscriptions, fan-out), views.ts (the reads). statements.ts holds the SQL, context.ts what they share.
+// queues.ts, messages.ts (send, receive, retention, dead letters), leases.ts (when a lease ends;
+// ack, nack, extend), topics.ts (topics, subscriptions, fan-out), views.ts (the reads). statements.ts holds the SQL, context.ts what they share.
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
