@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';
+import { Housekeeping } from '../partition/housekeeping.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
@@ -84,6 +85,8 @@ export class ClusterNode {
       ...(opts.wallClock === undefined ? {} : { wallClock: opts.wallClock }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg), error: (obj, msg) => logger.error(obj, msg) },
     });
+    // The proposals no request makes (sweeps, clocks, dead letters, format raises), on the host's passes.
+    new Housekeeping(host);
     const router = new Router(host, transport, {
       self: cfg.nodeId,
       partitions: cfg.partitions,

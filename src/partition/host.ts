@@ -21,21 +21,17 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { EntryUnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BOUNDED_CLOCK_STEP, BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, MAX_CLOCK_STEP_MS, type Command, type Result } from '../store/broker/index.js';
+import { BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
 import { renameSyncedDurably } from '../store/durable.js';
 import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from './errors.js';
 import { PartitionReplica, type HaltReason } from './replica.js';
-import { partitionOf } from './routing.js';
 
 /**
  * The system's own commands: a peer may forward only these to this node as a partition's leader
  * (proposeForwarded), and a client's forwarded command may never be one.
  */
-/** Sweeps a leader proposes at most per pass (every two election timeouts) to bring a partition's clock up to date. */
-const CLOCK_CATCH_UP = 10;
-
 export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
 
 /** What the host needs from the network (the cluster's HTTP transport implements it). */
@@ -137,18 +133,14 @@ export class NodeHost {
    * has sent this process no Raft message at all (logPositions).
    */
   private readonly peerFormats = new Map<NodeId, number>();
-  /** Partitions whose format.raise is proposed and not yet applied. */
-  private readonly raisingFormat = new Set<number>();
-  /** Partitions whose clock-keeping sweeps (keepClocks) are in flight. */
-  private readonly keepingClock = new Set<number>();
+  /** What runs on each pass (onPass). */
+  private readonly passes: (() => void)[] = [];
   /** Whether every partition's log and term were empty when this process opened them. */
   private startedEmpty = false;
   private turnAgain = false;
   private closed = false;
   /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
   private readonly fetching = new Set<string>();
-  /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
-  private readonly forwarding = new Set<string>();
   /** When each peer was last heard from (any message of any partition). */
   private readonly lastHeard = new Map<NodeId, number>();
   /** When any peer was last heard from, or the loop started (ms; null before start). */
@@ -249,6 +241,21 @@ export class NodeHost {
   }
 
   /** The newest log format this node reads (format.ts). */
+  /** Calls `f` on every pass of the loop's timer (every two election timeouts): Housekeeping's. */
+  onPass(f: () => void): void {
+    this.passes.push(f);
+  }
+
+  /** The newest log format `peer` said it reads, in its latest Raft request; undefined before any. */
+  peerFormat(peer: NodeId): number | undefined {
+    return this.peerFormats.get(peer);
+  }
+
+  /** The newest log format this node reads (format.ts). */
+  readableFormat(): number {
+    return this.readable;
+  }
+
   private get readable(): number {
     return this.opts.format ?? FORMAT;
   }
@@ -336,107 +343,14 @@ export class NodeHost {
         if (r.leader() !== null) this.leaderSeenAt[r.partition] = now;
         r.raw.tick();
       }
-      // Every election timeout or so, hand partitions back to their preferred leaders.
+      // Every two election timeouts, a pass: hand partitions back to their preferred leaders, and
+      // housekeeping (housekeeping.ts) proposes what no request does.
       if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
         if (this.opts.balanceLeaders !== false) this.balanceLeaders();
-        this.sweep();
-        this.keepClocks();
-        this.forwardDeadLetters();
-        this.raiseFormats();
+        for (const f of this.passes) f();
       }
       this.schedule();
     }, this.opts.tickMs ?? 100);
-  }
-
-  /**
-   * Retention and dead-lettering must happen even when nobody receives: a leader whose partition has
-   * expired messages or exhausted leases proposes a sweep (a replicated command like any other).
-   */
-  private sweep(): void {
-    const now = (this.opts.now ?? Date.now)();
-    for (const r of this.replicas) {
-      if (!r.isLeader() || !r.state.needsSweep(now)) continue;
-      r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
-    }
-  }
-
-  /**
-   * From format 8 an entry moves a partition's clock at most MAX_CLOCK_STEP_MS, so a partition that
-   * nothing was written to for longer would fall behind: its next lease would be counted from a
-   * clock in the past and end early. So a leader whose partition's clock is half a step behind its
-   * own (the nodes' median) proposes sweeps, up to CLOCK_CATCH_UP of them a pass (after a whole
-   * cluster was down for hours; each moves the clock one step).
-   */
-  private keepClocks(): void {
-    const now = this.clock.now();
-    for (const r of this.replicas) {
-      // Not again while the last pass's sweeps are in flight.
-      if (!r.isLeader() || r.state.format() < BOUNDED_CLOCK_STEP || this.keepingClock.has(r.partition)) continue;
-      const behind = now - r.state.clock();
-      if (behind <= MAX_CLOCK_STEP_MS / 2) continue;
-      const sweeps: Promise<unknown>[] = [];
-      for (let i = Math.min(CLOCK_CATCH_UP, Math.ceil(behind / MAX_CLOCK_STEP_MS)); i > 0; i--) sweeps.push(r.propose(null, { type: 'sweep' }));
-      this.keepingClock.add(r.partition);
-      void Promise.allSettled(sweeps).then((done) => {
-        this.keepingClock.delete(r.partition);
-        const failed = done.find((d) => d.status === 'rejected');
-        if (failed !== undefined) this.opts.logger?.warn({ err: String(failed.reason), partition: r.partition }, "the partition's clock did not move yet; will retry");
-      });
-    }
-  }
-
-  /**
-   * Moves dead letters from each led partition's outbox to their dead-letter queue's partition, then
-   * clears them. At least once: a retry after a lost answer is deduplicated by the original message id.
-   */
-  private forwardDeadLetters(): void {
-    for (const r of this.replicas) {
-      if (!r.isLeader()) continue;
-      const rows = r.state.outbox(100).filter((row) => !this.forwarding.has(`${r.partition}/${row.id}`));
-      const groups = new Map<string, typeof rows>();
-      for (const row of rows) {
-        const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
-        groups.set(key, [...(groups.get(key) ?? []), row]);
-      }
-      for (const group of groups.values()) {
-        const first = group[0]!;
-        const ids = group.map((g) => g.id);
-        for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
-        const deliver: Command = {
-          type: 'deadletter.deliver',
-          queue: first.targetQueue,
-          expectedOwner: first.expectedOwner,
-          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes })),
-        };
-        this.submitSystem(partitionOf(first.targetQueue, this.opts.partitions), deliver)
-          .then(() => r.propose(null, { type: 'outbox.done', ids }))
-          .catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition }, 'dead letters not delivered yet; will retry'))
-          .finally(() => {
-            for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
-          });
-      }
-    }
-  }
-
-  /**
-   * Raises each partition led here to the newest log format every voter reads (format.ts), known from
-   * their Raft requests. A voter not heard from since this node started holds every raise back.
-   */
-  private raiseFormats(): void {
-    let target = this.readable;
-    for (const v of this.opts.voters) {
-      if (v === this.opts.self) continue;
-      const f = this.peerFormats.get(v);
-      if (f === undefined) return;
-      target = Math.min(target, f);
-    }
-    for (const r of this.replicas) {
-      if (!r.isLeader() || r.state.format() >= target || this.raisingFormat.has(r.partition)) continue;
-      this.raisingFormat.add(r.partition);
-      r.propose(null, { type: 'format.raise', format: target })
-        .catch((err: unknown) => this.opts.logger?.warn({ err: String(err), partition: r.partition, format: target }, 'log format not raised yet; will retry'))
-        .finally(() => this.raisingFormat.delete(r.partition));
-    }
   }
 
   /**
@@ -450,7 +364,7 @@ export class NodeHost {
   }
 
   /** Proposes a system command on partition p, here if this node leads it, else at its leader. */
-  private async submitSystem(p: number, command: Command): Promise<unknown> {
+  async proposeSystem(p: number, command: Command): Promise<unknown> {
     const r = this.replica(p);
     if (r.isLeader()) return r.propose(null, command);
     const leader = r.leader();

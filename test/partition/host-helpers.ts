@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 import { NodeHost, type Outbox } from '../../src/partition/host.js';
+import { Housekeeping } from '../../src/partition/housekeeping.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { FORMAT, type BrokerStateMachine, type Command, type Result } from '../../src/store/broker/index.js';
 import type { WalOptions } from '../../src/store/wal/index.js';
@@ -106,6 +107,7 @@ export class LocalCluster {
       tickMs: 25,
       ...this.extra,
     });
+    new Housekeeping(host);
     this.hosts.set(id, host);
     if (ticking) host.start();
     return host;

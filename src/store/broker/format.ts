@@ -52,7 +52,7 @@ export const USER_LIFECYCLE = 9;
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were
  * its stamps still far ahead, each of its entries would freeze the partition's leases, delays and
  * retention for at most this long once a correct leader takes over. A leader keeps an idle
- * partition's clock within half of it (host.ts, keepClocks).
+ * partition's clock within half of it (housekeeping.ts, keepClocks).
  */
 export const MAX_CLOCK_STEP_MS = 60_000;
 

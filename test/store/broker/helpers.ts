@@ -85,7 +85,7 @@ export class TestStore {
 
   /**
    * Time passes. From format 8 one entry moves the partition's clock at most MAX_CLOCK_STEP_MS, and a
-   * leader keeps an idle partition's clock up to date (host.ts keepClocks): so do these ticks, entries
+   * leader keeps an idle partition's clock up to date (src/partition/housekeeping.ts, keepClocks): so do these ticks, entries
    * that change nothing but the clock (a user's sweep, refused), one step each.
    */
   advance(seconds: number): void {

@@ -1,0 +1,125 @@
+// Housekeeping: the proposals no client request makes, which a node makes for the partitions it
+// leads, once a pass (every two election timeouts, NodeHost.onPass): retention and dead-lettering by
+// sweeps, an idle partition's clock kept up to date, dead letters carried to their queue's
+// partition, and the log format raised once every voter reads a newer one. Above the host: it drives
+// the host through what the host offers (replicas, proposals, the peers' formats), and the host
+// knows nothing of it.
+import type { Command } from '../store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS } from '../store/broker/index.js';
+import type { NodeHost } from './host.js';
+import { partitionOf } from './routing.js';
+
+/** Sweeps a leader proposes at most per pass (every two election timeouts) to bring a partition's clock up to date. */
+const CLOCK_CATCH_UP = 10;
+
+export class Housekeeping {
+  /** Partitions whose format.raise is proposed and not yet applied. */
+  private readonly raisingFormat = new Set<number>();
+  /** Partitions whose clock-keeping sweeps (keepClocks) are in flight. */
+  private readonly keepingClock = new Set<number>();
+  /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
+  private readonly forwarding = new Set<string>();
+
+  /** Starts keeping `host`'s partitions: on each of its passes from now on. */
+  constructor(private readonly host: NodeHost) {
+    host.onPass(() => this.pass());
+  }
+
+  pass(): void {
+    this.sweep();
+    this.keepClocks();
+    this.forwardDeadLetters();
+    this.raiseFormats();
+  }
+
+  /**
+   * Retention and dead-lettering must happen even when nobody receives: a leader whose partition has
+   * expired messages or exhausted leases proposes a sweep (a replicated command like any other).
+   */
+  private sweep(): void {
+    const now = (this.host.opts.now ?? Date.now)();
+    for (const r of this.host.replicas) {
+      if (!r.isLeader() || !r.state.needsSweep(now)) continue;
+      r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.host.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
+    }
+  }
+
+  /**
+   * From format 8 an entry moves a partition's clock at most MAX_CLOCK_STEP_MS, so a partition that
+   * nothing was written to for longer would fall behind: its next lease would be counted from a
+   * clock in the past and end early. So a leader whose partition's clock is half a step behind its
+   * own (the nodes' median) proposes sweeps, up to CLOCK_CATCH_UP of them a pass (after a whole
+   * cluster was down for hours; each moves the clock one step).
+   */
+  private keepClocks(): void {
+    const now = this.host.clock.now();
+    for (const r of this.host.replicas) {
+      // Not again while the last pass's sweeps are in flight.
+      if (!r.isLeader() || r.state.format() < BOUNDED_CLOCK_STEP || this.keepingClock.has(r.partition)) continue;
+      const behind = now - r.state.clock();
+      if (behind <= MAX_CLOCK_STEP_MS / 2) continue;
+      const sweeps: Promise<unknown>[] = [];
+      for (let i = Math.min(CLOCK_CATCH_UP, Math.ceil(behind / MAX_CLOCK_STEP_MS)); i > 0; i--) sweeps.push(r.propose(null, { type: 'sweep' }));
+      this.keepingClock.add(r.partition);
+      void Promise.allSettled(sweeps).then((done) => {
+        this.keepingClock.delete(r.partition);
+        const failed = done.find((d) => d.status === 'rejected');
+        if (failed !== undefined) this.host.opts.logger?.warn({ err: String(failed.reason), partition: r.partition }, "the partition's clock did not move yet; will retry");
+      });
+    }
+  }
+
+  /**
+   * Moves dead letters from each led partition's outbox to their dead-letter queue's partition, then
+   * clears them. At least once: a retry after a lost answer is deduplicated by the original message id.
+   */
+  private forwardDeadLetters(): void {
+    for (const r of this.host.replicas) {
+      if (!r.isLeader()) continue;
+      const rows = r.state.outbox(100).filter((row) => !this.forwarding.has(`${r.partition}/${row.id}`));
+      const groups = new Map<string, typeof rows>();
+      for (const row of rows) {
+        const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
+        groups.set(key, [...(groups.get(key) ?? []), row]);
+      }
+      for (const group of groups.values()) {
+        const first = group[0]!;
+        const ids = group.map((g) => g.id);
+        for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
+        const deliver: Command = {
+          type: 'deadletter.deliver',
+          queue: first.targetQueue,
+          expectedOwner: first.expectedOwner,
+          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes })),
+        };
+        this.host.proposeSystem(partitionOf(first.targetQueue, this.host.opts.partitions), deliver)
+          .then(() => r.propose(null, { type: 'outbox.done', ids }))
+          .catch((err: unknown) => this.host.opts.logger?.warn({ err: String(err), partition: r.partition }, 'dead letters not delivered yet; will retry'))
+          .finally(() => {
+            for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
+          });
+      }
+    }
+  }
+
+  /**
+   * Raises each partition led here to the newest log format every voter reads (format.ts), known from
+   * their Raft requests. A voter not heard from since this node started holds every raise back.
+   */
+  private raiseFormats(): void {
+    let target = this.host.readableFormat();
+    for (const v of this.host.opts.voters) {
+      if (v === this.host.opts.self) continue;
+      const f = this.host.peerFormat(v);
+      if (f === undefined) return;
+      target = Math.min(target, f);
+    }
+    for (const r of this.host.replicas) {
+      if (!r.isLeader() || r.state.format() >= target || this.raisingFormat.has(r.partition)) continue;
+      this.raisingFormat.add(r.partition);
+      r.propose(null, { type: 'format.raise', format: target })
+        .catch((err: unknown) => this.host.opts.logger?.warn({ err: String(err), partition: r.partition, format: target }, 'log format not raised yet; will retry'))
+        .finally(() => this.raisingFormat.delete(r.partition));
+    }
+  }
+}
