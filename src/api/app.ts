@@ -17,7 +17,7 @@ import { opsRoutes } from './routes/ops.js';
 import { queueRoutes } from './routes/queues.js';
 import { topicRoutes } from './routes/topics.js';
 import { finishDocument } from './openapi.js';
-import { Problem, SCHEMA_NAME } from './schemas.js';
+import { Problem, SCHEMA_NAME } from './schemas/common.js';
 
 /** Body limit of routes that take no messages. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;

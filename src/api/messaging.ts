@@ -6,7 +6,8 @@ import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
 import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
-import { AckRequest, AckResult, LIMITS, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas.js';
+import { LIMITS } from './schemas/common.js';
+import { AckRequest, AckResult, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas/messages.js';
 
 interface MessageFields {
   body: string;

@@ -1,13 +1,13 @@
 // The OpenAPI document as a generated SDK should meet it. @fastify/swagger writes each route's
 // schemas inline; this pass, run on every build of the document, gives it what a hand-written
 // contract has:
-// - every schema named with `named()` (src/api/schemas.ts) becomes one component, referenced
+// - every schema named with `named()` (src/api/schemas/) becomes one component, referenced
 //   wherever it appears, so a client has one `Queue` type, not one per route;
 // - the headers every answer carries (X-Request-Id; Retry-After on 429, 503 and 504; X-Stale and
 //   X-Applied-Index on the reads that take ?consistency), declared once under components.headers;
 // - the statuses any route can answer whatever its schema says: 400 (a malformed URL), 413 (a
 //   body over the route's limit) on routes that take one, 500 (a masked internal error).
-import { SCHEMA_NAME } from './schemas.js';
+import { SCHEMA_NAME } from './schemas/common.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };

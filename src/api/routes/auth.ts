@@ -13,7 +13,7 @@ import { USER_LIFECYCLE, type Result, type Success } from '../../store/broker/in
 import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
-import { Credentials, Me, PasswordChange, PasswordConfirmation, Registered, Token } from '../schemas.js';
+import { Credentials, Me, PasswordChange, PasswordConfirmation, Registered, Token } from '../schemas/auth.js';
 import { problems } from './common.js';
 
 /**

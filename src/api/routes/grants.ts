@@ -4,7 +4,8 @@ import { Type } from 'typebox';
 import { partitionOf, userPartition } from '../../partition/routing.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
-import { ConsistencyQuery, Grant, Grants, IdempotencyHeaders, QueueGrantParams, QueueGrantPut, QueueParams, TopicGrantParams, TopicGrantPut, TopicParams } from '../schemas.js';
+import { ConsistencyQuery, IdempotencyHeaders, QueueParams, TopicParams } from '../schemas/common.js';
+import { Grant, Grants, QueueGrantParams, QueueGrantPut, TopicGrantParams, TopicGrantPut } from '../schemas/grants.js';
 import { bearer, problems } from './common.js';
 
 const SCHEMAS = {

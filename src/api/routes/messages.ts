@@ -7,22 +7,8 @@ import { Type } from 'typebox';
 import { MAX_FANOUT, type ChannelRef } from '../../store/broker/index.js';
 import { write, type ApiDeps } from '../deps.js';
 import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
-import {
-  IdempotencyHeaders,
-  MessageBatch,
-  Published,
-  PublishedBatch,
-  QueueMessageInput,
-  QueueParams,
-  ReceiveRequest,
-  Received,
-  Sent,
-  SentBatch,
-  SubscriptionParams,
-  TopicMessageBatch,
-  TopicMessageInput,
-  TopicParams,
-} from '../schemas.js';
+import { IdempotencyHeaders, QueueParams, SubscriptionParams, TopicParams } from '../schemas/common.js';
+import { MessageBatch, Published, PublishedBatch, QueueMessageInput, ReceiveRequest, Received, Sent, SentBatch, TopicMessageBatch, TopicMessageInput } from '../schemas/messages.js';
 import { bearer, problems } from './common.js';
 
 const FANOUT = `One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not)`;

@@ -6,7 +6,7 @@ import { Type } from 'typebox';
 import { secretsEqual } from '../../cluster/secret.js';
 import type { ApiDeps } from '../deps.js';
 import { ApiError } from '../errors.js';
-import { SCHEMA_NAME, StringEnum } from '../schemas.js';
+import { SCHEMA_NAME, StringEnum } from '../schemas/common.js';
 import { problems } from './common.js';
 
 const PartitionState = Type.Object(

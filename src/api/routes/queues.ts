@@ -7,16 +7,8 @@ import type { QueueView } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { listAcross } from '../listing.js';
-import {
-  ConsistencyQuery,
-  IdempotencyHeaders,
-  ListQuery,
-  Purged,
-  Queue,
-  QueueCreate,
-  QueuePage,
-  QueueParams,
-} from '../schemas.js';
+import { ConsistencyQuery, IdempotencyHeaders, ListQuery, QueueParams } from '../schemas/common.js';
+import { Purged, Queue, QueueCreate, QueuePage } from '../schemas/queues.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
 import { consumeRoutes, sendRoutes } from './messages.js';

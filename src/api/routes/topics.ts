@@ -8,19 +8,8 @@ import { MAX_SUBSCRIPTIONS, type SubscriptionView, type TopicView } from '../../
 import { actorOf, read, write, type ApiDeps } from '../deps.js';
 import { listAcross } from '../listing.js';
 import { checkUnicode } from '../messaging.js';
-import {
-  ConsistencyQuery,
-  IdempotencyHeaders,
-  ListQuery,
-  Subscription,
-  SubscriptionCreate,
-  SubscriptionParams,
-  Subscriptions,
-  Topic,
-  TopicCreate,
-  TopicPage,
-  TopicParams,
-} from '../schemas.js';
+import { ConsistencyQuery, IdempotencyHeaders, ListQuery, SubscriptionParams, TopicParams } from '../schemas/common.js';
+import { Subscription, SubscriptionCreate, Subscriptions, Topic, TopicCreate, TopicPage } from '../schemas/topics.js';
 import { bearer, problems } from './common.js';
 import { grantRoutes } from './grants.js';
 import { consumeRoutes, sendRoutes } from './messages.js';

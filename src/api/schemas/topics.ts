@@ -1,0 +1,62 @@
+// Topics and their subscriptions.
+import { Type } from 'typebox';
+import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf } from './common.js';
+
+export const SubscribePolicy = StringEnum(['anyone', 'granted'], {
+  [SCHEMA_NAME]: 'SubscribePolicy',
+  description: 'anyone: every user may see the topic and subscribe; granted: only the owner and users with a subscribe grant.',
+});
+
+export const TopicCreate = Type.Object(
+  { name: Name, subscribe: Type.Optional({ ...SubscribePolicy, default: 'anyone' }) },
+  { additionalProperties: false, [SCHEMA_NAME]: 'CreateTopicRequest' },
+);
+
+export const Topic = Type.Object(
+  {
+    name: Type.String(),
+    owner: Type.String(),
+    subscribe: SubscribePolicy,
+    createdAt: Type.String({ format: 'date-time' }),
+    stats: Type.Object(
+      { subscriptions: Type.Integer({ description: 'Subscriptions of the topic now.' }), published: Type.Integer({ description: 'Messages published since the topic was created.' }) },
+      { [SCHEMA_NAME]: 'TopicStats' },
+    ),
+  },
+  { [SCHEMA_NAME]: 'Topic' },
+);
+
+export const TopicPage = pageOf('TopicPage', Topic);
+
+export const SubscriptionFilter = Type.Object(
+  { attributes: Attributes },
+  { additionalProperties: false, [SCHEMA_NAME]: 'SubscriptionFilter', description: 'Deliver only messages whose attributes hold every one of these pairs.' },
+);
+
+export const SubscriptionCreate = Type.Object(
+  {
+    name: Name,
+    visibilityTimeoutSeconds: Type.Optional({ ...VisibilityTimeout, default: 30 }),
+    maxDeliveries: Type.Optional(MaxDeliveries),
+    deadLetterQueue: Type.Optional(DeadLetterQueue),
+    filter: Type.Optional(SubscriptionFilter),
+  },
+  { additionalProperties: false, [SCHEMA_NAME]: 'CreateSubscriptionRequest' },
+);
+
+export const Subscription = Type.Object(
+  {
+    topic: Type.String(),
+    name: Type.String(),
+    owner: Type.String(),
+    visibilityTimeoutSeconds: Type.Integer(),
+    maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
+    deadLetterQueue: nullable(Type.String(), 'null: none.'),
+    filter: nullable(SubscriptionFilter, 'null: every message. The same shape as in the create request.'),
+    createdAt: Type.String({ format: 'date-time' }),
+    stats: ChannelStats,
+  },
+  { [SCHEMA_NAME]: 'Subscription' },
+);
+
+export const Subscriptions = Type.Object({ items: Type.Array(Subscription) }, { [SCHEMA_NAME]: 'SubscriptionList' });
