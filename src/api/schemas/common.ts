@@ -37,6 +37,13 @@ export const named = <T extends TSchema>(name: string, schema: T): T => ({ ...sc
 export const StringEnum = <const T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) =>
   Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options });
 
+/**
+ * True when A and B are one shape. A response's schema and the state machine's view it is sent from
+ * are written in two layers; `true satisfies SameShape<Static<typeof X>, XView>` beside the schema
+ * fails to compile when a field is added to one and not the other.
+ */
+export type SameShape<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+
 export const nullable = <T extends TSchema>(s: T, description: string) => Type.Union([s, Type.Null()], { description });
 
 export const Username = Type.String({

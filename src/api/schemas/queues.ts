@@ -1,6 +1,7 @@
 // Queues: creating one, and a queue as the API shows it.
 import { Type, type Static } from 'typebox';
-import { ChannelStats, DeadLetterQueue, LIMITS, MaxDeliveries, Name, SCHEMA_NAME, VisibilityTimeout, nullable, pageOf } from './common.js';
+import type { QueueView } from '../../store/broker/index.js';
+import { ChannelStats, DeadLetterQueue, LIMITS, MaxDeliveries, Name, SCHEMA_NAME, VisibilityTimeout, nullable, pageOf, type SameShape } from './common.js';
 
 export const QueueCreate = Type.Object(
   {
@@ -43,3 +44,6 @@ export const Queue = Type.Object(
 export const QueuePage = pageOf('QueuePage', Queue);
 
 export const Purged = Type.Object({ purged: Type.Integer({ description: 'How many messages were deleted.' }) }, { [SCHEMA_NAME]: 'PurgeResult' });
+
+// The state machine's view (src/store/broker/views.ts) is what the API sends as a Queue.
+true satisfies SameShape<Static<typeof Queue>, QueueView>;

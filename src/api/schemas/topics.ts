@@ -1,6 +1,7 @@
 // Topics and their subscriptions.
-import { Type } from 'typebox';
-import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf } from './common.js';
+import { Type, type Static } from 'typebox';
+import type { SubscriptionView, TopicView } from '../../store/broker/index.js';
+import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf, type SameShape } from './common.js';
 
 export const SubscribePolicy = StringEnum(['anyone', 'granted'], {
   [SCHEMA_NAME]: 'SubscribePolicy',
@@ -60,3 +61,8 @@ export const Subscription = Type.Object(
 );
 
 export const Subscriptions = Type.Object({ items: Type.Array(Subscription) }, { [SCHEMA_NAME]: 'SubscriptionList' });
+
+// The state machine's views (src/store/broker/views.ts) are what the API sends as a Topic and, its
+// filter in the shape it was created with (routes/topics.ts), as a Subscription.
+true satisfies SameShape<Static<typeof Topic>, TopicView>;
+true satisfies SameShape<Static<typeof Subscription>, Omit<SubscriptionView, 'filter'> & { filter: { attributes: Record<string, string> } | null }>;
