@@ -60,7 +60,14 @@ export interface HostOptions {
   readonly proposalTimeoutMs?: number;
   /** Hand partitions to their preferred leaders (default true; tests of one leader turn it off). */
   readonly balanceLeaders?: boolean;
+  /** The clock a partition's state commits by (STATE_COMMIT_MS) and sweeps are judged at; default Date.now. */
   readonly now?: () => number;
+  /**
+   * The clock of timeouts and liveness (ms; default performance.now): when a peer or a leader was
+   * last heard, how long an image served waits, a hand-over's bound. Monotonic: the wall clock, which
+   * an operator or NTP may step, would call a node cut off, or never, after a step.
+   */
+  readonly monotonic?: () => number;
   /**
    * This node's wall clock, which its entries' stamps start from (cluster-clock.ts). Default: `now`,
    * else Date.now; a test gives a wrong one to play a node whose clock is off.
@@ -123,6 +130,8 @@ export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
   /** The time this node stamps its entries with: the median of its wall clock and its peers' (cluster-clock.ts). */
   readonly clock: ClusterClock;
+  /** HostOptions.monotonic. */
+  private readonly elapsed: () => number;
   private tickTimer: NodeJS.Timeout | null = null;
   /** When each partition's state was first seen holding applies uncommitted (commitDueStates). */
   private readonly uncommittedSince = new Map<number, number>();
@@ -180,7 +189,8 @@ export class NodeHost {
     readonly opts: HostOptions,
     readonly logStore: WalStore,
   ) {
-    this.clock = new ClusterClock(opts.wallClock ?? opts.now ?? Date.now, () => performance.now());
+    this.elapsed = opts.monotonic ?? (() => performance.now());
+    this.clock = new ClusterClock(opts.wallClock ?? opts.now ?? Date.now, this.elapsed);
   }
 
   static async open(opts: HostOptions): Promise<NodeHost> {
@@ -293,7 +303,7 @@ export class NodeHost {
       const made: ServedImage = {
         path,
         from,
-        usedAt: Date.now(),
+        usedAt: this.elapsed(),
         ready: r.state
           .snapshotTo(path)
           .finally(() => this.imaging.set(partition, this.imaging.get(partition)! - 1))
@@ -309,7 +319,7 @@ export class NodeHost {
       this.served.set(partition, made);
       s = made;
     }
-    s.usedAt = Date.now();
+    s.usedAt = this.elapsed();
     return s.ready;
   }
 
@@ -329,11 +339,11 @@ export class NodeHost {
 
   start(): void {
     if (this.tickTimer !== null) return;
-    this.lastHeardAny = Date.now();
+    this.lastHeardAny = this.elapsed();
     let ticks = 0;
-    let lastTick = Date.now();
+    let lastTick = this.elapsed();
     this.tickTimer = setInterval(() => {
-      const now = Date.now();
+      const now = this.elapsed();
       // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
       // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
       if (now - lastTick > (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10)) this.lastHeardAny = now;
@@ -410,14 +420,14 @@ export class NodeHost {
    */
   cutOffFor(): number {
     if (this.lastHeardAny === null) return 0;
-    const silent = Date.now() - this.lastHeardAny;
+    const silent = this.elapsed() - this.lastHeardAny;
     return silent > 2 * (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10) ? silent : 0;
   }
 
   /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
   private recentlyHeard(peer: NodeId): boolean {
     const at = this.lastHeard.get(peer);
-    return at !== undefined && Date.now() - at < (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10);
+    return at !== undefined && this.elapsed() - at < (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10);
   }
 
   /**
@@ -427,8 +437,8 @@ export class NodeHost {
   async handOverLeadership(maxWaitMs = 3000): Promise<void> {
     // From now on this node takes no leadership back (TimeoutNow is dropped, no balancing).
     this.leaving = true;
-    const deadline = Date.now() + maxWaitMs;
-    while (Date.now() < deadline) {
+    const deadline = this.elapsed() + maxWaitMs;
+    while (this.elapsed() < deadline) {
       const led = this.replicas.filter((r) => r.isLeader());
       if (led.length === 0) return;
       for (const r of led) {
@@ -458,7 +468,7 @@ export class NodeHost {
     this.peerFormats.set(from, format);
     if (clock !== undefined) this.clock.heard(from, clock);
     if (this.closed || this.awaitingTerms) return;
-    const now = Date.now();
+    const now = this.elapsed();
     this.lastHeard.set(from, now);
     this.lastHeardAny = now;
     for (const { partition, message } of items) {
@@ -720,7 +730,7 @@ export class NodeHost {
     // A follower installing the image made for it goes on from the image's index: keep the log after
     // it while the image is in use (asked for within SERVED_IDLE_MS).
     const served = this.served.get(p);
-    if (served !== undefined && Date.now() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
+    if (served !== undefined && this.elapsed() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
     else if (served !== undefined) upTo = Math.min(upTo, served.from);
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
     const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);
@@ -889,8 +899,9 @@ export class NodeHost {
    * or a quick election leaves a partition leaderless for a moment; that is not unreadiness.
    */
   leaderless(graceMs: number): number[] {
-    const now = Date.now();
-    return this.replicas.filter((r) => r.leader() === null && now - (this.leaderSeenAt[r.partition] ?? 0) > graceMs).map((r) => r.partition);
+    const now = this.elapsed();
+    // A partition never led since this process started has been leaderless for ever.
+    return this.replicas.filter((r) => r.leader() === null && now - (this.leaderSeenAt[r.partition] ?? -Infinity) > graceMs).map((r) => r.partition);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@
 // step): without it, the first lease after a quiet spell would be counted from a clock in the past.
 import t from 'tap';
 import { FORMAT, MAX_CLOCK_STEP_MS } from '../../src/store/broker/index.js';
-import { LocalCluster, queue } from './host-helpers.js';
+import { IDS, LocalCluster, queue } from './host-helpers.js';
 
 t.test("a leader brings an idle partition's clock up to its own, a step per sweep", async (t) => {
   let now = 1_700_000_000_000;
@@ -17,4 +17,20 @@ t.test("a leader brings an idle partition's clock up to its own, a step per swee
   now += 2 * 3600_000;
   await c.until(() => state().clock() >= now - MAX_CLOCK_STEP_MS / 2, 'the clock caught up', 20_000);
   t.ok(state().clock() <= now, 'never past the leader’s own');
+});
+
+t.test('silence is measured on the monotonic clock: a wall clock stepped forward cuts no node off', async (t) => {
+  let mono = 1_000;
+  let wall = 1_700_000_000_000;
+  const c = new LocalCluster(1, { balanceLeaders: false, monotonic: () => mono, wallClock: () => wall, now: () => wall });
+  t.teardown(() => c.close());
+  const host = await c.start(IDS[0]!, false);
+  const timeout = 25 * 10; // the helpers' tickMs, times the default electionTick
+  host.receive(IDS[1]!, [], FORMAT);
+  wall += 3_600_000;
+  t.equal(host.cutOffFor(), 0, 'an hour of wall clock is no silence');
+  mono += 2 * timeout + 1;
+  t.ok(host.cutOffFor() > 2 * timeout, 'two election timeouts of the monotonic clock without a word are');
+  host.receive(IDS[2]!, [], FORMAT);
+  t.equal(host.cutOffFor(), 0, 'until a peer is heard again');
 });

@@ -56,7 +56,7 @@ export class LocalCluster {
 
   constructor(
     readonly partitions: number,
-    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions; now?: () => number } = {},
+    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions; now?: () => number; monotonic?: () => number; wallClock?: () => number } = {},
   ) {}
 
   /** Proposes at whichever node leads `p`, retrying while leadership moves: what a client does. */
