@@ -6,7 +6,7 @@
 //     --data-dir /var/lib/mom --cluster-secret ... --jwt-secret ...
 //
 // SIGTERM or SIGINT: hand leadership over, finish requests in flight, close the databases, exit 0.
-import { MomServer } from './api/index.js';
+import { MomServer } from './server.js';
 import { ConfigError, loadConfig } from './cluster/index.js';
 
 async function main(): Promise<void> {

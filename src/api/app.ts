@@ -1,5 +1,5 @@
 // buildApp(deps): the REST API of docs/api.md as a Fastify app, plus the inter-node routes when
-// given. It never listens: src/api/server.ts does, and tests use inject() or listen themselves.
+// given. It never listens: src/server.ts does, and tests use inject() or listen themselves.
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';

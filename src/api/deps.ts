@@ -1,4 +1,4 @@
-// What the API needs from the rest of the node. buildApp(deps) takes it; src/api/server.ts wires the
+// What the API needs from the rest of the node. buildApp(deps) takes it; src/server.ts wires the
 // real cluster in, and `npm run openapi` builds the app with a broker that is never called.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';

@@ -1,5 +1,4 @@
 export { buildApp, API_VERSION } from './app.js';
-export { MomServer, type ServerOptions } from './server.js';
 export type { ApiDeps, Broker, ClusterView } from './deps.js';
 export { ApiError, Problems, type ProblemCode } from './errors.js';
 export { LIMITS } from './schemas/common.js';

@@ -1,6 +1,6 @@
 // One node of the cluster without its HTTP server: its partitions (the node host), the HTTP transport
 // to its peers, and the router that takes requests to their partitions' leaders. The server
-// (src/api/server.ts) mounts the inter-node routes this node answers next to the REST API.
+// (src/server.ts) mounts the inter-node routes this node answers next to the REST API.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';

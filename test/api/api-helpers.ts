@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { MomServer, type ServerOptions } from '../../src/api/index.js';
+import { MomServer, type ServerOptions } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { freePort, until } from '../cluster/net-helpers.js';

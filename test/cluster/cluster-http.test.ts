@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
-import { MomServer as ClusterNode } from '../../src/api/index.js';
+import { MomServer as ClusterNode } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';

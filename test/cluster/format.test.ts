@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { MomServer } from '../../src/api/index.js';
+import { MomServer } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash, type Command } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import type { LoggerOptions } from 'pino';
-import { MomServer } from '../../src/api/index.js';
+import { MomServer } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import type { Command } from '../../src/store/broker/index.js';
 import { submit } from '../partition/host-helpers.js';

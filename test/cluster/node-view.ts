@@ -1,6 +1,6 @@
 // What in-process nodes report, for a wait that gave up: each partition's Raft view and the node's
 // own state (held for peers' terms, voting suspended, the transport's queues).
-import type { MomServer } from '../../src/api/index.js';
+import type { MomServer } from '../../src/server.js';
 
 export function describeNodes(nodes: readonly MomServer[]): string {
   return nodes

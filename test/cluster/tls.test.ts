@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { MomServer as ClusterNode } from '../../src/api/index.js';
+import { MomServer as ClusterNode } from '../../src/server.js';
 import { loadConfig } from '../../src/cluster/index.js';
 import { POSITIONS_PATH } from '../../src/cluster/internal-routes.js';
 import { submit } from '../partition/host-helpers.js';

@@ -1,12 +1,12 @@
-// A running node: the cluster node (partitions, transport, router) and the HTTP server that carries
-// both the REST API and the inter-node routes. src/main.ts runs one; tests run three in a process.
+// A running node, wired: the cluster node (partitions, transport, router) and the HTTP server that
+// carries both the REST API (src/api: buildApp only builds the app) and the inter-node routes.
+// src/main.ts runs one; tests run three in a process. Above every layer, as main.ts is.
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger, type LoggerOptions } from 'pino';
-import { ClusterNode, type NodeOptions } from '../cluster/node.js';
-import type { NodeConfig } from '../cluster/config.js';
-import { CLOSE_SETTLE_MS } from '../cluster/internal-routes.js';
-import { buildApp } from './app.js';
-import { Receipts } from './receipts.js';
+import { ClusterNode, type NodeOptions } from './cluster/node.js';
+import type { NodeConfig } from './cluster/config.js';
+import { CLOSE_SETTLE_MS } from './cluster/internal-routes.js';
+import { Receipts, buildApp } from './api/index.js';
 
 export interface ServerOptions extends NodeOptions {
   /** pino options, or false for none (tests). */
