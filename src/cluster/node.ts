@@ -3,7 +3,7 @@
 // (src/server.ts) mounts the inter-node routes this node answers next to the REST API.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { NodeHost, SYSTEM_COMMANDS, type PartitionStatus } from '../partition/host.js';
+import { NodeHost, commandOrigin, type PartitionStatus } from '../partition/host.js';
 import { Housekeeping } from '../partition/housekeeping.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
@@ -174,7 +174,7 @@ export class ClusterNode {
       onCommand: async (partition, actor, command, idempotencyKey, log) => {
         const type = (command as { type?: unknown }).type;
         log.debug({ partition, command: type, actor }, 'forwarded command');
-        if (typeof type !== 'string' || SYSTEM_COMMANDS.includes(type)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
+        if (commandOrigin(command) !== 'client') return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
       },

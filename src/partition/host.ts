@@ -34,6 +34,17 @@ import { PartitionReplica, type HaltReason } from './replica.js';
  */
 export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
 
+/**
+ * The one guard of both forwarding paths: 'system' for a command only the system proposes (a peer
+ * forwards it to a leader: proposeForwarded), 'client' for one a client's request may carry
+ * (ClusterNode's forwarded commands), null for what is no command at all.
+ */
+export function commandOrigin(command: unknown): 'system' | 'client' | null {
+  const type = (command as { type?: unknown } | null)?.type;
+  if (typeof type !== 'string') return null;
+  return SYSTEM_COMMANDS.includes(type) ? 'system' : 'client';
+}
+
 /** What the host needs from the network (the cluster's HTTP transport implements it). */
 export interface Outbox {
   send(items: { partition: number; message: Message }[]): void;
@@ -384,8 +395,7 @@ export class NodeHost {
 
   /** A system command forwarded by a peer to this node as leader of `p` (see SYSTEM_COMMANDS). */
   async proposeForwarded(p: number, command: unknown): Promise<Result> {
-    const type = (command as { type?: unknown } | null)?.type;
-    if (typeof type !== 'string' || !SYSTEM_COMMANDS.includes(type)) throw new CommandRefusedError(`a peer may not forward '${String(type)}'`);
+    if (commandOrigin(command) !== 'system') throw new CommandRefusedError(`a peer may not forward '${String((command as { type?: unknown } | null)?.type)}'`);
     return this.replica(p).propose(null, command as Command);
   }
 
