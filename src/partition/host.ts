@@ -273,11 +273,7 @@ export class NodeHost {
   }
 
   /** The newest log format this node reads (format.ts). */
-  readableFormat(): number {
-    return this.readable;
-  }
-
-  private get readable(): number {
+  get readable(): number {
     return this.opts.format ?? FORMAT;
   }
 

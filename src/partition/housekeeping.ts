@@ -107,7 +107,7 @@ export class Housekeeping {
    * their Raft requests. A voter not heard from since this node started holds every raise back.
    */
   private raiseFormats(): void {
-    let target = this.host.readableFormat();
+    let target = this.host.readable;
     for (const v of this.host.opts.voters) {
       if (v === this.host.opts.self) continue;
       const f = this.host.peerFormat(v);

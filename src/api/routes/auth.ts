@@ -50,6 +50,21 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     else if (e.kind === 'login.failed') logins.failed(e.username, e.address);
     else logins.cleared(e.username, e.address);
   });
+  /**
+   * Begins a password attempt of `username` from the client's address (logins.begin: 429 past the
+   * limit, in the words of `what`) and reads the user in partition `p`. The attempt counts as a
+   * failure until attempted() says otherwise; one that could not read the user counts for nothing.
+   */
+  const beginAttempt = async (request: FastifyRequest, username: string, p: number, what: string): Promise<Result> => {
+    const wait = logins.begin(username, request.ip);
+    if (wait > 0) throw new ApiError('rate_limited', `too many ${what} for this user from this address, or from this address; retry in ${wait} s`, wait);
+    try {
+      return await deps.broker.query(p, { type: 'user.get', username }, ctxOf(request));
+    } catch (err) {
+      logins.cancel(username, request.ip);
+      throw err;
+    }
+  };
   /** Ends an attempt begun with logins.begin: a failure, or a success that clears the pair, here and on every node. */
   const attempted = (username: string, address: string, good: boolean): void => {
     if (good) logins.succeeded(username, address);
@@ -97,15 +112,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     },
     async (request) => {
       const { username, password } = request.body;
-      const wait = logins.begin(username, request.ip);
-      if (wait > 0) throw new ApiError('rate_limited', `too many failed logins for this user from this address, or from this address; retry in ${wait} s`, wait);
-      let r;
-      try {
-        r = await deps.broker.query(userPartition(username, deps.broker.partitions), { type: 'user.get', username }, ctxOf(request));
-      } catch (err) {
-        logins.cancel(username, request.ip);
-        throw err;
-      }
+      const r = await beginAttempt(request, username, userPartition(username, deps.broker.partitions), 'failed logins');
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
       const good = await bcrypt.compare(prehash(password), hash);
       // Counted as a failure from its start (begin): a success gives the count back.
@@ -155,15 +162,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
    * 403 when wrong, 429 past the limit.
    */
   const checkPassword = async (request: FastifyRequest, p: number, user: string, password: string): Promise<void> => {
-    const wait = logins.begin(user, request.ip);
-    if (wait > 0) throw new ApiError('rate_limited', `too many failed password checks for this user from this address, or from this address; retry in ${wait} s`, wait);
-    let r;
-    try {
-      r = await deps.broker.query(p, { type: 'user.get', username: user }, ctxOf(request));
-    } catch (err) {
-      logins.cancel(user, request.ip);
-      throw err;
-    }
+    const r = await beginAttempt(request, user, p, 'failed password checks');
     if (!r.ok) {
       logins.cancel(user, request.ip);
       app.userChanged(user, null);
