@@ -56,10 +56,10 @@ export class MomServer {
             nodeId: cfg.nodeId,
             nodes: cfg.peers,
             status: () => node.status(),
-            leaderless: (graceMs) => node.host.leaderless(graceMs),
+            leaderless: (graceMs) => node.host.leadership.leaderless(graceMs),
             logSyncs: () => node.host.logStore.syncs,
             peerTraffic: () => node.transport.stats(),
-            cutOffFor: () => node.host.cutOffFor(),
+            cutOffFor: () => node.host.leadership.cutOffFor(),
             clockOffsets: () => node.host.clock.offsets(),
             partitionDepths: () =>
               node.host.replicas
@@ -101,7 +101,7 @@ export class MomServer {
    * requests and finish those in flight, then close the partitions and their databases.
    */
   async shutdown(): Promise<void> {
-    await this.node.host.handOverLeadership();
+    await this.node.host.leadership.handOver();
     await this.close();
   }
 

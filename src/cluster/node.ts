@@ -96,7 +96,7 @@ export class ClusterNode {
     });
     if (identity.catchingUp) {
       logger.info('this data folder is new, emptied or restored: no votes until every partition caught up from its leader');
-      host.suspendVotingUntilCaughtUp(() => {
+      host.rejoin.suspendUntilCaughtUp(() => {
         markCaughtUp(cfg);
         logger.info('every partition caught up from its leader; voting');
       });
@@ -105,7 +105,7 @@ export class ClusterNode {
   }
 
   /**
-   * For a node that may have lost its state (see NodeHost.suspendVotingUntilCaughtUp): before it takes
+   * For a node that may have lost its state (see Rejoin.suspendUntilCaughtUp): before it takes
    * part at all, learn each partition's highest term from every peer, so that it never acknowledges
    * a leader of a term older than one it may have voted or acknowledged in. All peers must answer: a
    * term it took part in may live on one of them only. Two exceptions, both a new cluster: when every
@@ -120,7 +120,7 @@ export class ClusterNode {
     const others = this.cfg.peers.filter((p) => p.id !== this.cfg.nodeId);
     const empty = (p: Positions): boolean => p.terms.length === this.cfg.partitions && p.terms.every((x) => x === 0) && p.lastIndexes.every((x) => x === 0);
     let waited = 0;
-    while (!this.closed && this.host.holdingForTerms) {
+    while (!this.closed && this.host.rejoin.holdingForTerms) {
       const answers = await Promise.all(
         others.map((p) =>
           this.transport.call(p.id, POSITIONS_PATH, {}, { timeoutMs: 2_000 }).then(
@@ -133,14 +133,14 @@ export class ClusterNode {
       const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes) && a.terms.length === this.cfg.partitions);
       const mineEmpty = empty(this.host.logPositions());
       if (got.length > 0 && mineEmpty && got.every(empty)) {
-        this.host.applyTermFloors([]);
+        this.host.rejoin.applyTermFloors([]);
         this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
-        this.host.resumeVoting();
+        this.host.rejoin.resumeVoting();
         return;
       }
       if (got.length === others.length) {
         const floors = Array.from({ length: this.cfg.partitions }, (_, p) => Math.max(0, ...got.map((a) => a.terms[p] ?? 0)));
-        this.host.applyTermFloors(floors);
+        this.host.rejoin.applyTermFloors(floors);
         // A new cluster that started without this node: every peer has run since its own log was
         // empty and has had no Raft message from this node, so no vote or acknowledgement of this
         // node's counts anywhere, and it may vote at once (in terms past the floors). Otherwise a
@@ -148,7 +148,7 @@ export class ClusterNode {
         const untouched = got.every((a) => Array.isArray(a.untouchedBy) && a.untouchedBy.includes(this.cfg.nodeId));
         if (mineEmpty && untouched) {
           this.logger.info('a new cluster that started without this node, which none of its peers has heard from: voting');
-          this.host.resumeVoting();
+          this.host.rejoin.resumeVoting();
           return;
         }
         this.logger.info('learned every partition’s term from all peers; catching up before voting');
@@ -169,7 +169,7 @@ export class ClusterNode {
       self: this.cfg.nodeId,
       requireClientCert: this.tls !== null,
       onMessages: (from, items, format, clock) => this.host.receive(from, items, format, clock),
-      snapshotFile: (partition, ref) => this.host.snapshotFile(partition, ref),
+      snapshotFile: (partition, ref) => this.host.snapshots.imageFor(partition, ref),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
       onCommand: async (partition, actor, command, idempotencyKey, log) => {
         const type = (command as { type?: unknown }).type;
@@ -193,7 +193,7 @@ export class ClusterNode {
 
   start(): void {
     this.host.start();
-    if (this.host.holdingForTerms) void this.learnTerms();
+    if (this.host.rejoin.holdingForTerms) void this.learnTerms();
   }
 
   status(): PartitionStatus[] {

@@ -356,7 +356,7 @@ export class Router {
           last = answer.detail;
         }
       }
-      const cutOff = this.host.cutOffFor();
+      const cutOff = this.host.leadership.cutOffFor();
       if (this.now() >= deadline || cutOff > 0) {
         if (unknown !== null) throw unknownOutcome(what, unknown);
         // Cut off from every peer: no leader can be reached from here; waiting helps no one.

@@ -20,13 +20,15 @@
 // on a write that is not durable.
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { EntryUnavailableError, sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BodyMissingError, BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
-import { renameSyncedDurably } from '../store/durable.js';
-import { openNodeLog, type PartitionLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
+import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
+import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
+import { openNodeLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from './errors.js';
+import { Leadership } from './leadership.js';
+import { Rejoin } from './rejoin.js';
 import { PartitionReplica, type HaltReason } from './replica.js';
+import { Snapshots, bodiesLost, readsBodiesFrom, snapshotPath, statePath } from './snapshots.js';
 
 /**
  * The system's own commands: a peer may forward only these to this node as a partition's leader
@@ -110,19 +112,6 @@ export interface PartitionStatus {
   halted: string | null;
 }
 
-/** An image of a partition's state made for followers. */
-interface ServedImage {
-  readonly path: string;
-  /** The state's applied index when the copy began: the image holds at least that. */
-  readonly from: number;
-  /** When a fetch last asked for it (ms). */
-  usedAt: number;
-  readonly ready: Promise<string>;
-}
-
-/** Kept entries asked about per turn when looking for ones to release (NodeHost.deadAmong). */
-export const RELEASE_CHUNK = 1000;
-
 /**
  * A partition's state commits what it applied at most this long after (BrokerStateMachine.apply,
  * `defer`): a commit writes every page it changed, and under load each turn's apply changes the same
@@ -131,11 +120,6 @@ export const RELEASE_CHUNK = 1000;
  * a seventh of the bytes (bench/README.md).
  */
 export const STATE_COMMIT_MS = 100;
-
-/** An image nobody asked for this long is deleted, and the log no longer kept for it. */
-const SERVED_IDLE_MS = 5 * 60_000;
-/** A retired image stays this long for a fetch that got its path just before. */
-const SERVED_GRACE_MS = 60_000;
 
 export class NodeHost {
   readonly replicas: PartitionReplica[] = [];
@@ -159,40 +143,12 @@ export class NodeHost {
   private startedEmpty = false;
   private turnAgain = false;
   private closed = false;
-  /** Snapshot images fetched from leaders, by partition: waiting for the Ready that installs them. */
-  private readonly fetching = new Set<string>();
-  /** When each peer was last heard from (any message of any partition). */
-  private readonly lastHeard = new Map<NodeId, number>();
-  /** When any peer was last heard from, or the loop started (ms; null before start). */
-  private lastHeardAny: number | null = null;
-  /** Set by a planned stop: refuse leadership handed to this node. */
-  private leaving = false;
-  /**
-   * Set while some partition's voting is suspended (Raft.suspendVoting: an empty or restored disk),
-   * until every partition has caught up and a turn has persisted that; then onCaughtUp is called.
-   */
-  private catchingUp: { onCaughtUp: () => void } | null = null;
-  /**
-   * Set while such a node has not yet learned each partition's highest term from every peer: peers'
-   * messages are dropped, so it acknowledges nothing to a leader of a term older than one it may have
-   * taken part in before its state was lost.
-   */
-  private awaitingTerms = false;
-  /** When each partition last had a known leader here (ms), sampled every tick. */
-  private readonly leaderSeenAt: number[] = [];
-  /** Partitions whose state is being made durable for a local snapshot. */
-  private readonly compacting = new Set<number>();
-  /** A pass of releaseBodies() is running. */
-  private releasing = false;
-  /**
-   * Images being made, per partition (snapshotFile). Meanwhile the partition is neither compacted nor
-   * released of kept entries: the image takes the bodies of its rows from the log (format 4), and its
-   * rows are those of the state when the copy ended, which may be gone from the state since.
-   */
-  private readonly imaging = new Map<number, number>();
-  /** The image of each partition's state made for followers (snapshotFile), while in use. */
-  private readonly served = new Map<number, ServedImage>();
-  private servedSeq = 0;
+  /** Local compaction, and the images served to followers and fetched from leaders (snapshots.ts). */
+  readonly snapshots: Snapshots;
+  /** Leaders spread and handed over, and the peers' liveness (leadership.ts). */
+  readonly leadership: Leadership;
+  /** Voting suspended while a node whose disk may be older than the cluster catches up (rejoin.ts). */
+  readonly rejoin: Rejoin;
   /** Loop turns that persisted something, and the entries they persisted: group commit at a glance. */
   readonly counters = { persists: 0, entries: 0 };
 
@@ -202,6 +158,25 @@ export class NodeHost {
   ) {
     this.elapsed = opts.monotonic ?? (() => performance.now());
     this.clock = new ClusterClock(opts.wallClock ?? opts.now ?? Date.now, this.elapsed);
+    const host = { replicas: this.replicas, logStore, readable: this.readable, elapsed: this.elapsed, isClosed: () => this.closed, schedule: () => this.schedule() };
+    this.snapshots = new Snapshots(host, {
+      dataDir: opts.dataDir,
+      voters: opts.voters,
+      snapshotEvery: opts.snapshotEvery,
+      keepBehindSnapshot: opts.keepBehindSnapshot,
+      fetch: (peer, partition, ref, dest) => opts.outbox.fetchSnapshot(peer, partition, ref, dest),
+      logger: opts.logger,
+    });
+    this.leadership = new Leadership(host, { self: opts.self, voters: opts.voters, tickMs: this.tickMs, electionTick: this.electionTick });
+    this.rejoin = new Rejoin(this.replicas, logStore);
+  }
+
+  private get tickMs(): number {
+    return this.opts.tickMs ?? 100;
+  }
+
+  private get electionTick(): number {
+    return this.opts.electionTick ?? 10;
   }
 
   static async open(opts: HostOptions): Promise<NodeHost> {
@@ -215,7 +190,7 @@ export class NodeHost {
     for (let p = 0; p < opts.partitions; p++) {
       const log = logStore.partition(p, opts.voters);
       log.verify();
-      const statePath = host.statePath(p);
+      const path = statePath(opts.dataDir, p);
       // The log is compacted only behind a point the state database had made durable (compact()),
       // or behind an image fetched from the leader, durable before the log recorded it. A state
       // behind the compacted log is an install that a crash cut short: its image is still there.
@@ -224,23 +199,23 @@ export class NodeHost {
       // rows point at (format 4). An image is moved away only by a completed install.
       const ref = log.snapshotRef();
       const readable = host.readable;
-      let state = readsBodiesFrom(log, await BrokerStateMachine.open(statePath, p, { readable }));
+      let state = readsBodiesFrom(log, await BrokerStateMachine.open(path, p, { readable }));
       const applied = state.applied().index;
-      const image = ref === null ? null : host.snapshotPath(ref);
+      const image = ref === null ? null : snapshotPath(opts.dataDir, ref);
       if (image !== null && (applied < log.firstIndex() - 1 || existsSync(image))) {
         await state.close();
         if (!existsSync(image)) {
           throw new Error(`partition ${p}: the state database holds entries up to ${applied}, the log starts after ${log.firstIndex() - 1}, and the image ${ref} is gone: this disk lost writes it had synced`);
         }
-        await BrokerStateMachine.installSnapshot(statePath, image);
-        state = readsBodiesFrom(log, await BrokerStateMachine.open(statePath, p, { readable }));
+        await BrokerStateMachine.installSnapshot(path, image);
+        state = readsBodiesFrom(log, await BrokerStateMachine.open(path, p, { readable }));
       }
       const replica = new PartitionReplica(
         {
           partition: p,
           self: opts.self,
           voters: opts.voters,
-          electionTick: opts.electionTick ?? 10,
+          electionTick: host.electionTick,
           heartbeatTick: opts.heartbeatTick ?? 1,
           random: (n) => Math.floor(random() * n),
           now: () => host.clock.now(),
@@ -261,7 +236,6 @@ export class NodeHost {
     return host;
   }
 
-  /** The newest log format this node reads (format.ts). */
   /** Calls `f` on every pass of the loop's timer (every two election timeouts): Housekeeping's. */
   onPass(f: () => void): void {
     this.passes.push(f);
@@ -277,97 +251,27 @@ export class NodeHost {
     return this.opts.format ?? FORMAT;
   }
 
-  statePath(p: number): string {
-    return join(this.opts.dataDir, 'state', `p${p}.db`);
-  }
-
-  snapshotPath(ref: string): string {
-    return join(this.opts.dataDir, 'snapshots', `${ref}.db`);
-  }
-
-  /**
-   * An image for a follower that asked for snapshot `ref` of `partition`; null if this node never
-   * recorded that far. Snapshots are points the state was durable at, not copies: the image is made
-   * on demand, from the state as it is now (SQLite's online backup, a few pages per event-loop turn),
-   * so it holds every entry up to `ref` and maybe more, all committed. The follower restarts its log
-   * at the image's own index (receiveSnapshot), and while the image is in use this node keeps the log
-   * after it (compact()), so the follower can go on from there. One image per partition serves every
-   * fetch whose ref it covers; a fetch for a newer ref gets a newer image.
-   */
-  async snapshotFile(partition: number, ref: string): Promise<string | null> {
-    const r = this.replicas[partition];
-    if (!isImageRef(partition, ref) || r === undefined) return null;
-    const kept = this.snapshotPath(ref);
-    if (existsSync(kept)) return kept;
-    const wanted = Number(ref.split('-')[1]);
-    if (wanted > r.log.snapshot().meta.index) return null;
-    let s = this.served.get(partition);
-    if (s === undefined || s.from < wanted) {
-      if (s !== undefined) this.retireServed(partition);
-      const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
-      const from = r.state.applied().index;
-      this.imaging.set(partition, (this.imaging.get(partition) ?? 0) + 1);
-      const made: ServedImage = {
-        path,
-        from,
-        usedAt: this.elapsed(),
-        ready: r.state
-          .snapshotTo(path)
-          .finally(() => this.imaging.set(partition, this.imaging.get(partition)! - 1))
-          .then(
-            () => path,
-            (err: unknown) => {
-              if (this.served.get(partition) === made) this.served.delete(partition);
-              rmSync(path, { force: true });
-              throw err;
-            },
-          ),
-      };
-      this.served.set(partition, made);
-      s = made;
-    }
-    s.usedAt = this.elapsed();
-    return s.ready;
-  }
-
-  /**
-   * Stops using the image of `partition`. A fetch that got its path a moment ago has yet to open it,
-   * so the file goes a minute later (a download in progress reads on from its open file).
-   */
-  private retireServed(partition: number): void {
-    const s = this.served.get(partition);
-    if (s === undefined) return;
-    this.served.delete(partition);
-    void s.ready.then(
-      (path) => setTimeout(() => rmSync(path, { force: true }), SERVED_GRACE_MS).unref(),
-      () => undefined,
-    );
-  }
-
   start(): void {
     if (this.tickTimer !== null) return;
-    this.lastHeardAny = this.elapsed();
+    this.leadership.listening();
     let ticks = 0;
     let lastTick = this.elapsed();
     this.tickTimer = setInterval(() => {
       const now = this.elapsed();
       // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
       // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
-      if (now - lastTick > (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10)) this.lastHeardAny = now;
+      if (now - lastTick > this.tickMs * this.electionTick) this.leadership.listening();
       lastTick = now;
-      for (const r of this.replicas) {
-        if (r.halted !== null) continue;
-        if (r.leader() !== null) this.leaderSeenAt[r.partition] = now;
-        r.raw.tick();
-      }
+      this.leadership.sampleLeaders();
+      for (const r of this.replicas) if (r.halted === null) r.raw.tick();
       // Every two election timeouts, a pass: hand partitions back to their preferred leaders, and
       // housekeeping (housekeeping.ts) proposes what no request does.
-      if (++ticks % ((this.opts.electionTick ?? 10) * 2) === 0) {
-        if (this.opts.balanceLeaders !== false) this.balanceLeaders();
+      if (++ticks % (this.electionTick * 2) === 0) {
+        if (this.opts.balanceLeaders !== false) this.leadership.balance();
         for (const f of this.passes) f();
       }
       this.schedule();
-    }, this.opts.tickMs ?? 100);
+    }, this.tickMs);
   }
 
   /**
@@ -395,71 +299,6 @@ export class NodeHost {
     return this.replica(p).propose(null, command as Command);
   }
 
-  /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */
-  preferredLeader(p: number): NodeId {
-    return this.opts.voters[p % this.opts.voters.length]!;
-  }
-
-  /**
-   * Leaders spread over the nodes (thesis §3.10 leadership transfer): a partition led here but
-   * preferring another node is handed to it once that node holds the whole log. A restarted node
-   * thus takes its share back as soon as it has caught up.
-   */
-  balanceLeaders(): void {
-    if (this.leaving) return;
-    for (const r of this.replicas) {
-      if (!r.isLeader() || r.raw.isTransferring()) continue;
-      const preferred = this.preferredLeader(r.partition);
-      if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
-      const s = r.raw.status();
-      // Nearly caught up is enough: the transfer itself waits for the last entries (§3.10).
-      if (s.lastIndex - (s.match.get(preferred) ?? 0) > 64) continue;
-      r.raw.transferLeadership(preferred);
-    }
-    this.schedule();
-  }
-
-  /**
-   * How long this node has heard from no peer at all (ms), once that is longer than two election
-   * timeouts; else 0. A node cut off from every other can lead nothing and reach no leader: its
-   * router answers 503 at once, so that clients try another node instead of waiting.
-   */
-  cutOffFor(): number {
-    if (this.lastHeardAny === null) return 0;
-    const silent = this.elapsed() - this.lastHeardAny;
-    return silent > 2 * (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10) ? silent : 0;
-  }
-
-  /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
-  private recentlyHeard(peer: NodeId): boolean {
-    const at = this.lastHeard.get(peer);
-    return at !== undefined && this.elapsed() - at < (this.opts.tickMs ?? 100) * (this.opts.electionTick ?? 10);
-  }
-
-  /**
-   * Before a planned stop: hand every partition led here to a caught-up peer, and wait (bounded) for
-   * the transfers, so that clients see no election timeout.
-   */
-  async handOverLeadership(maxWaitMs = 3000): Promise<void> {
-    // From now on this node takes no leadership back (TimeoutNow is dropped, no balancing).
-    this.leaving = true;
-    const deadline = this.elapsed() + maxWaitMs;
-    while (this.elapsed() < deadline) {
-      const led = this.replicas.filter((r) => r.isLeader());
-      if (led.length === 0) return;
-      for (const r of led) {
-        if (r.raw.isTransferring()) continue;
-        const s = r.raw.status();
-        const target = [...s.match]
-          .filter(([id]) => id !== this.opts.self && this.recentlyHeard(id))
-          .sort((a, b) => b[1] - a[1])[0];
-        if (target !== undefined) r.raw.transferLeadership(target[0]);
-      }
-      this.schedule();
-      await new Promise((res) => setTimeout(res, this.opts.tickMs ?? 100));
-    }
-  }
-
   replica(p: number): PartitionReplica {
     const r = this.replicas[p];
     if (r === undefined) throw new RangeError(`no partition ${p}`);
@@ -473,71 +312,19 @@ export class NodeHost {
   receive(from: NodeId, items: { partition: number; message: Message }[], format = 1, clock?: ClockSample): void {
     this.peerFormats.set(from, format);
     if (clock !== undefined) this.clock.heard(from, clock);
-    if (this.closed || this.awaitingTerms) return;
-    const now = this.elapsed();
-    this.lastHeard.set(from, now);
-    this.lastHeardAny = now;
+    if (this.closed || this.rejoin.holdingForTerms) return;
+    this.leadership.heard(from);
     for (const { partition, message } of items) {
       const r = this.replicas[partition];
       if (r === undefined || r.halted !== null) continue;
       if (message.type === 'snap') {
-        this.receiveSnapshot(from, r, message);
+        this.snapshots.receive(from, r, message);
         continue;
       }
-      if (message.type === 'timeout-now' && this.leaving) continue;
+      if (message.type === 'timeout-now' && this.leadership.leaving) continue;
       r.raw.step(message);
     }
     this.schedule();
-  }
-
-  private receiveSnapshot(from: NodeId, r: PartitionReplica, m: Extract<Message, { type: 'snap' }>): void {
-    const ref = new TextDecoder().decode(m.snapshot.data);
-    if (!isImageRef(r.partition, ref)) return;
-    const path = this.snapshotPath(ref);
-    const key = `${r.partition}/${ref}`;
-    // Being fetched: the fetch steps it. Its file may already be in place, and is then renamed to
-    // the image's own index: a repeat stepped meanwhile had the core hand out a snapshot whose file
-    // was gone when the turn installed it (chaos seed 3315).
-    if (this.fetching.has(key)) return;
-    // Already covered (a repeated message, or the log caught up meanwhile): the core answers with
-    // its commit index, and nothing is fetched.
-    if (existsSync(path) || m.snapshot.meta.index <= r.raw.position().committed) {
-      r.raw.step(m);
-      return;
-    }
-    this.fetching.add(key);
-    this.opts.outbox
-      .fetchSnapshot(from, r.partition, ref, path)
-      .then(() => {
-        if (this.closed) return;
-        r.raw.step(this.snapshotAsImaged(r.partition, m, path));
-        this.schedule();
-      })
-      .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))
-      .finally(() => this.fetching.delete(key));
-  }
-
-  /**
-   * The leader makes an image when asked, from its state as it is then: it may hold entries past the
-   * snapshot its message named (all committed: the leader had applied them). The snapshot is taken
-   * at the image's own index and term, under a ref that names them, so the log restarts where the
-   * state is, and the leader, which keeps its log after the image while it is in use, goes on from
-   * there. An image behind the message's snapshot is refused (and the fetch tried again later).
-   */
-  private snapshotAsImaged(partition: number, m: Extract<Message, { type: 'snap' }>, path: string): Extract<Message, { type: 'snap' }> {
-    let at: { index: number; term: number };
-    try {
-      at = BrokerStateMachine.imageApplied(path);
-      if (at.index < m.snapshot.meta.index) throw new Error(`the image holds entries up to ${at.index}, behind the snapshot at ${m.snapshot.meta.index}`);
-    } catch (err) {
-      // Not an image to install: gone, so the next snapshot message fetches again.
-      rmSync(path, { force: true });
-      throw err;
-    }
-    if (at.index === m.snapshot.meta.index) return m;
-    const ref = imageRef(partition, at.index, at.term);
-    renameSyncedDurably(path, this.snapshotPath(ref));
-    return { ...m, snapshot: { meta: { ...m.snapshot.meta, index: at.index, term: at.term }, data: new TextEncoder().encode(ref) } };
   }
 
   /** Runs a loop turn soon: after the current I/O callbacks, so a burst of requests shares it. */
@@ -613,7 +400,7 @@ export class NodeHost {
       }
       // The image is durable (fetched and fsynced) before the log is cut to it, so a crash right here
       // is mended on open: a state database behind the compacted log is replaced by the image.
-      for (const [r, rd] of readies) if (rd.snapshot !== null) await this.installSnapshot(r, rd);
+      for (const [r, rd] of readies) if (rd.snapshot !== null) await this.snapshots.install(r, rd);
       const out: { partition: number; message: Message }[] = [];
       for (const [r, rd] of readies) for (const message of rd.messages) if (!early.has(message)) out.push({ partition: r.partition, message });
       if (out.length > 0) this.opts.outbox.send(out);
@@ -622,10 +409,10 @@ export class NodeHost {
         if (r.halted !== null) continue;
         r.raw.advance(rd);
         if (rd.snapshot !== null) r.snapshotInstalled(rd.snapshot.meta.index);
-        this.maybeCompact(r);
+        this.snapshots.maybeCompact(r);
       }
       // A suspension ended while stepping messages before this turn: what ended it is persisted now.
-      if (this.catchingUp !== null) this.checkCaughtUp();
+      this.rejoin.checkCaughtUp();
       this.schedule();
     } catch (err) {
       // A storage failure leaves the core and the disk out of step: stop rather than go on wrongly.
@@ -682,194 +469,6 @@ export class NodeHost {
     }
   }
 
-  /** Replaces a partition's state with a snapshot image received from its leader. */
-  private async installSnapshot(r: PartitionReplica, rd: Ready): Promise<void> {
-    const ref = new TextDecoder().decode(rd.snapshot!.data);
-    await r.state.close();
-    await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
-    r.state = readsBodiesFrom(r.log, await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.readable }));
-    this.retireServed(r.partition);
-  }
-
-  /**
-   * Local compaction, when due: make the state database durable up to its applied index (an
-   * fdatasync of its files on the thread pool; nothing is copied, however large the state), then
-   * record that point as the partition's snapshot and drop the log behind it, less the entries kept
-   * for slow followers. One at a time per partition.
-   */
-  private maybeCompact(r: PartitionReplica): void {
-    const p = r.partition;
-    if (this.compacting.has(p) || this.isImaging(p) || this.closed) return;
-    const every = this.opts.snapshotEvery ?? 10_000;
-    // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
-    // The core's applied index (no query) decides.
-    if (r.raw.position().applied - r.log.snapshot().meta.index < every) return;
-    this.compacting.add(p);
-    void this.compact(r)
-      .catch((err: unknown) => {
-        // The sync failed (an I/O error): the log keeps everything, and the next due turn tries again.
-        // If the state's commit failed, that turn stops the host (commitDueStates): run it now.
-        if (!this.closed) this.opts.logger?.warn({ err, partition: p }, 'local snapshot failed; the log is kept');
-        this.schedule();
-      })
-      .finally(() => this.compacting.delete(p));
-  }
-
-  private async compact(r: PartitionReplica): Promise<void> {
-    const p = r.partition;
-    const state = r.state;
-    // Read before the sync: the sync covers every commit made before it started. The core's applied
-    // index, which its log holds: an image installed from the leader may be ahead of the log (see
-    // snapshotFile), and the state holds every entry up to either.
-    const index = Math.min(r.raw.position().applied, state.applied().index);
-    const at = { index, term: r.log.term(index) };
-    // The entries about to be compacted that rows point at for their bodies (format 4): the log keeps
-    // them. Read before the state is made durable, so that a row gone from the state read here is
-    // gone from the state on disk too: rows point only at the entry that made them, so none comes
-    // back, and a replay after a crash finds every body its rows need (docs/design/bodies-in-log.md).
-    const referenced = state.referencedEntries(r.log.firstIndex(), index);
-    await state.durable();
-    // Meanwhile a snapshot from the leader may have replaced the state (a newer one recorded, or the
-    // state reopened), or the node stopped: then this point is of no use.
-    if (this.closed || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
-    let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
-    // A follower installing the image made for it goes on from the image's index: keep the log after
-    // it while the image is in use (asked for within SERVED_IDLE_MS).
-    const served = this.served.get(p);
-    if (served !== undefined && this.elapsed() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
-    else if (served !== undefined) upTo = Math.min(upTo, served.from);
-    const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
-    const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);
-    this.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
-    this.removeOldImages(p, at.index);
-    await this.releaseBodies();
-  }
-
-  private isImaging(p: number): boolean {
-    return (this.imaging.get(p) ?? 0) > 0;
-  }
-
-  /**
-   * Lets go of the entries kept for their bodies that hold the log's oldest segment back and that no
-   * row points at any more, so that the segment can be deleted: for each partition holding some, its
-   * state names those still pointed at, is made durable (the same order as compact()'s), and the log
-   * releases the others. Segment after segment, while that frees one. One pass at a time per node.
-   */
-  private async releaseBodies(): Promise<void> {
-    if (this.releasing) return;
-    this.releasing = true;
-    try {
-      for (let freed = true; freed && !this.closed; ) {
-        freed = false;
-        for (const [p, held] of this.logStore.keptInOldestSegment()) {
-          const r = this.replicas[p]!;
-          const state = r.state;
-          // Closed between the old state and an installed image: the next pass asks the new one.
-          if (!state.isOpen() || this.isImaging(p)) continue;
-          const dead = await this.deadAmong(r, state, held);
-          if (dead === null || dead.length === 0) continue;
-          await state.durable();
-          // Meanwhile an image from the leader may have replaced the state (and what the log kept),
-          // or an image began here, which may hold rows gone from the state since.
-          if (this.closed || r.state !== state || this.isImaging(p)) continue;
-          const still = this.logStore.stillKept(p, dead);
-          if (still.length === 0) continue;
-          this.logStore.releaseBodies(p, still);
-          freed = true;
-        }
-      }
-    } finally {
-      this.releasing = false;
-    }
-  }
-
-  /**
-   * Those of `held` (ascending) that no row of `state` points at, asked RELEASE_CHUNK entries at a
-   * time, oldest first, with a turn of the event loop between two asks; null when the state was
-   * replaced meanwhile. It stops after the first chunk with an entry still pointed at: the segment
-   * cannot be freed then, and asking about every entry of a segment of unacknowledged messages (50,000
-   * of them) after each compaction held the event loop 100-250 ms (send-1 on a queue with a backlog).
-   */
-  private async deadAmong(r: PartitionReplica, state: BrokerStateMachine, held: readonly number[]): Promise<number[] | null> {
-    const dead: number[] = [];
-    for (let k = 0; k < held.length; k += RELEASE_CHUNK) {
-      if (k > 0) await new Promise((res) => setImmediate(res));
-      if (this.closed || r.state !== state || !state.isOpen() || this.isImaging(r.partition)) return null;
-      const chunk = held.slice(k, k + RELEASE_CHUNK);
-      const live = new Set(state.referencedAmong(chunk));
-      for (const i of chunk) if (!live.has(i)) dead.push(i);
-      if (live.size > 0) break;
-    }
-    return dead;
-  }
-
-  /**
-   * Deletes images of `partition` older than the one just recorded. Never a download in progress, nor
-   * an image fetched from the leader and not yet installed: the log may be about to record it.
-   */
-  private removeOldImages(partition: number, recorded: number): void {
-    const dir = join(this.opts.dataDir, 'snapshots');
-    for (const f of readdirSync(dir)) {
-      const m = /^p(\d+)-(\d+)-(\d+)\.db$/.exec(f);
-      if (m === null || Number(m[1]) !== partition || Number(m[2]) >= recorded) continue;
-      if (this.fetching.has(`${partition}/${f.slice(0, -3)}`)) continue;
-      rmSync(join(dir, f), { force: true });
-    }
-  }
-
-  /**
-   * For a data folder that may be older than the cluster (new, emptied, or restored from a backup):
-   * every partition's voting is suspended until it holds what its leader committed. `onCaughtUp`
-   * runs once all have, after a turn persisted the entries that got them there.
-   */
-  suspendVotingUntilCaughtUp(onCaughtUp: () => void): void {
-    for (const r of this.replicas) r.raw.suspendVoting();
-    this.catchingUp = { onCaughtUp };
-    this.awaitingTerms = true;
-  }
-
-  /** Whether peers' messages are dropped until applyTermFloors. */
-  get holdingForTerms(): boolean {
-    return this.awaitingTerms;
-  }
-
-  /**
-   * Raises each partition's term to floors[p] (the highest term any peer holds), durably, then takes
-   * peers' messages again.
-   */
-  applyTermFloors(floors: readonly number[]): void {
-    const batch: PersistItem[] = [];
-    for (const r of this.replicas) {
-      const floor = floors[r.partition] ?? 0;
-      if (floor <= r.raw.term()) continue;
-      batch.push({ partition: r.partition, hardState: r.raw.raiseTerm(floor), entries: [], snapshot: null });
-    }
-    if (batch.length > 0) this.logStore.persist(batch, true);
-    this.awaitingTerms = false;
-  }
-
-  /** Ends every suspension at once: only when every member of the cluster is new (nothing to catch up on). */
-  resumeVoting(): void {
-    for (const r of this.replicas) r.raw.resumeVoting();
-    this.checkCaughtUp();
-  }
-
-  private checkCaughtUp(): void {
-    if (this.catchingUp === null) return;
-    // Caught up, and durably: the stored log reaches what is committed (entries stepped in while a
-    // turn awaited a snapshot install are not stored yet; a later turn's end looks again).
-    const pending = (r: PartitionReplica): boolean => {
-      const at = r.raw.position();
-      // Nothing unstable (entries stepped in during a snapshot install's await, a truncated tail not
-      // yet rewritten), and the stored log reaches what is committed.
-      return r.raw.votingIsSuspended() || at.stableLastIndex !== at.lastIndex || r.log.lastIndex() < at.committed;
-    };
-    if (this.replicas.some(pending)) return;
-    const { onCaughtUp } = this.catchingUp;
-    this.catchingUp = null;
-    onCaughtUp();
-  }
-
   /**
    * Each partition's stored term and last log index, and the nodes this process has had no Raft
    * message from since it started on an empty log (a peer deciding whether the cluster is new, or
@@ -900,16 +499,6 @@ export class NodeHost {
     });
   }
 
-  /**
-   * Partitions with no known leader for longer than `graceMs` (for readiness). A leadership transfer
-   * or a quick election leaves a partition leaderless for a moment; that is not unreadiness.
-   */
-  leaderless(graceMs: number): number[] {
-    const now = this.elapsed();
-    // A partition never led since this process started has been leaderless for ever.
-    return this.replicas.filter((r) => r.leader() === null && now - (this.leaderSeenAt[r.partition] ?? -Infinity) > graceMs).map((r) => r.partition);
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -930,61 +519,4 @@ export class NodeHost {
     this.logStore.close();
     if (failed !== null) throw failed;
   }
-}
-
-/** The name of a snapshot (and of its image file): p<partition>-<index>-<term>. */
-function imageRef(partition: number, index: number, term: number): string {
-  return `p${partition}-${index}-${term}`;
-}
-
-/** Whether `ref` names a snapshot of `partition` (imageRef). A peer's ref is checked before any file use. */
-function isImageRef(partition: number, ref: string): boolean {
-  return /^p\d+-\d+-\d+$/.test(ref) && ref.startsWith(`p${partition}-`);
-}
-
-/**
- * Whether every entry below the Raft log that the state's rows point at for their bodies (format 4) is
- * kept by the log; if not, the error to halt the partition with. Entries from the log's first index
- * on are the Raft log's own. A node that ran an older build on this disk (rolled back past format 4)
- * let such entries go: its state would fail at the first receive of those messages, so the partition
- * stops at start instead, and the node is rebuilt from its peers (docs/operations.md). One range scan
- * of the primary key per channel: a start with a backlog of 1,000,000 rows reads them once.
- */
-function bodiesLost(log: PartitionLog, state: BrokerStateMachine): BodyMissingError | null {
-  const below = log.firstIndex() - 1;
-  if (below < 1) return null;
-  const referenced = state.referencedEntries(1, below);
-  if (referenced.length === 0) return null;
-  const kept = log.keptBodies();
-  const missing: number[] = [];
-  let k = 0;
-  for (const i of referenced) {
-    while (k < kept.length && kept[k]! < i) k++;
-    if (k >= kept.length || kept[k] !== i) missing.push(i);
-  }
-  if (missing.length === 0) return null;
-  const more = missing.length === 1 ? '' : ` (and ${missing.length - 1} more entries rows point at)`;
-  return new BodyMissingError(
-    state.partition,
-    missing[0]!,
-    `is gone from the log${more}: the log let go of entries the state's rows still point at (a node rolled back past format 4 ran on this disk, or the disk lost writes). Rebuild this node from its peers (docs/operations.md)`,
-  );
-}
-
-/**
- * Gives a partition's state its log to read bodies from (format 4; src/store/broker/bodies.ts): the
- * Raft log, or the entries kept below it. An index past the log's end is an entry the log lost.
- */
-function readsBodiesFrom(log: PartitionLog, state: BrokerStateMachine): BrokerStateMachine {
-  state.attachBodies({
-    entry: (i) => {
-      try {
-        return log.body(i)?.data ?? null;
-      } catch (err) {
-        if (err instanceof EntryUnavailableError) return null;
-        throw err;
-      }
-    },
-  });
-  return state;
 }

@@ -129,7 +129,7 @@ async function settle(): Promise<void> {
     }
     return true;
   };
-  const balanced = (): boolean => servers.every((s) => s.status().every((x) => x.leader === s.host.preferredLeader(x.partition)));
+  const balanced = (): boolean => servers.every((s) => s.status().every((x) => x.leader === s.host.leadership.preferredLeader(x.partition)));
   try {
     await until(() => caughtUp() && balanced(), 'every partition caught up on its preferred leader', 1000);
   } catch {

@@ -6,7 +6,7 @@ export function describeNodes(nodes: readonly MomServer[]): string {
   return nodes
     .flatMap((n) => {
       const host = n.node.host;
-      const head = `  ${n.cfg.nodeId}: holding for terms=${host.holdingForTerms}; peers ${JSON.stringify(n.node.transport.peerStates())}; ${JSON.stringify(n.node.transport.stats())}`;
+      const head = `  ${n.cfg.nodeId}: holding for terms=${host.rejoin.holdingForTerms}; peers ${JSON.stringify(n.node.transport.peerStates())}; ${JSON.stringify(n.node.transport.stats())}`;
       const parts = n.status().map((s) => {
         const suspended = host.replica(s.partition).raw.votingIsSuspended();
         return `    p${s.partition} ${s.role} leader=${s.leader} term=${s.term} commit=${s.commitIndex} applied=${s.appliedIndex} last=${s.lastIndex} match=${JSON.stringify(s.match)}${suspended ? ' voting suspended' : ''}`;

@@ -8,7 +8,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, stateHash } from '../../src/store/broker/index.js';
-import { RELEASE_CHUNK } from '../../src/partition/host.js';
+import { RELEASE_CHUNK } from '../../src/partition/snapshots.js';
 import { WalStore } from '../../src/store/wal/index.js';
 import type { NodeId } from '../../src/raft/index.js';
 import { IDS, LocalCluster, queue } from './host-helpers.js';
@@ -151,7 +151,7 @@ t.test('format 4: a fetch for an image that arrives while this node installs one
       // A ref this node has no image file for (an older point than the one being installed).
       const ref = `p0-${meta.index - 1}-${meta.term}`;
       try {
-        await h.snapshotFile(0, ref);
+        await h.snapshots.imageFor(0, ref);
         fetchError = null;
       } catch (err) {
         fetchError = err;

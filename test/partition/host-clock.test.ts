@@ -28,9 +28,9 @@ t.test('silence is measured on the monotonic clock: a wall clock stepped forward
   const timeout = 25 * 10; // the helpers' tickMs, times the default electionTick
   host.receive(IDS[1]!, [], FORMAT);
   wall += 3_600_000;
-  t.equal(host.cutOffFor(), 0, 'an hour of wall clock is no silence');
+  t.equal(host.leadership.cutOffFor(), 0, 'an hour of wall clock is no silence');
   mono += 2 * timeout + 1;
-  t.ok(host.cutOffFor() > 2 * timeout, 'two election timeouts of the monotonic clock without a word are');
+  t.ok(host.leadership.cutOffFor() > 2 * timeout, 'two election timeouts of the monotonic clock without a word are');
   host.receive(IDS[2]!, [], FORMAT);
-  t.equal(host.cutOffFor(), 0, 'until a peer is heard again');
+  t.equal(host.leadership.cutOffFor(), 0, 'until a peer is heard again');
 });

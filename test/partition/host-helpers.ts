@@ -87,7 +87,7 @@ export class LocalCluster {
         return h.proposeForwarded(partition, command);
       },
       fetchSnapshot: async (peer, partition, ref, dest) => {
-        const src = await this.hosts.get(peer)?.snapshotFile(partition, ref);
+        const src = await this.hosts.get(peer)?.snapshots.imageFor(partition, ref);
         if (src === null || src === undefined || this.down.has(peer)) throw new Error('no such snapshot');
         copyFileSync(src, dest);
         this.afterFetch?.(self);

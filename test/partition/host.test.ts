@@ -98,7 +98,7 @@ t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed 
   const leader = c.leaderOf(0)!;
   t.ok(leader.replica(0).state.uncommitted());
   const at = leader.replica(0).state.applied().index;
-  const path = leader.statePath(0);
+  const path = leader.snapshots.statePath(0);
   await c.stop(leader.opts.self);
   const reopened = await BrokerStateMachine.open(path, 0);
   t.teardown(() => reopened.close());
@@ -233,14 +233,14 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   await send(60);
   const leader = c.leaderOf(0)!;
   const snap = leader.replica(0).log.snapshot().meta;
-  const path = await leader.snapshotFile(0, `p0-${snap.index}-${snap.term}`);
+  const path = await leader.snapshots.imageFor(0, `p0-${snap.index}-${snap.term}`);
   t.ok(path !== null && existsSync(path), 'an image is made on demand');
   const imaged = BrokerStateMachine.imageApplied(path!).index;
   t.ok(imaged >= snap.index, 'it holds at least the snapshot asked for');
   await send(100);
   t.ok(leader.replica(0).log.snapshot().meta.index > imaged + 20, 'local snapshots went on meanwhile');
   t.ok(leader.replica(0).log.firstIndex() <= imaged + 1, `the log still holds every entry after the image (first ${leader.replica(0).log.firstIndex()}, image at ${imaged})`);
-  t.equal(await leader.snapshotFile(0, `p0-${snap.index}-${snap.term}`), path, 'the same image serves the same ref again');
+  t.equal(await leader.snapshots.imageFor(0, `p0-${snap.index}-${snap.term}`), path, 'the same image serves the same ref again');
   t.ok(existsSync(path!), 'and is still there');
 });
 
@@ -294,7 +294,7 @@ t.test('a planned stop hands leadership over first', async (t) => {
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null), 'leaders');
   const node = c.hosts.get(IDS[0]!)!;
   await c.until(() => node.replicas.some((r) => r.isLeader()), 'node 1 leads something');
-  await node.handOverLeadership();
+  await node.leadership.handOver();
   t.notOk(node.replicas.some((r) => r.isLeader()), 'it leads nothing any more');
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null && c.leaderOf(p) !== node), 'the others lead every partition');
   // Review finding: peers' balancing handed partitions straight back to the leaving node. Two
@@ -303,8 +303,8 @@ t.test('a planned stop hands leadership over first', async (t) => {
   const peers = [...c.hosts.values()].filter((h) => h !== node);
   const rounds = new Map(peers.map((h) => [h, 0]));
   for (const h of peers) {
-    const balance = h.balanceLeaders.bind(h);
-    h.balanceLeaders = () => {
+    const balance = h.leadership.balance.bind(h.leadership);
+    h.leadership.balance = () => {
       rounds.set(h, rounds.get(h)! + 1);
       balance();
     };

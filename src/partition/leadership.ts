@@ -1,0 +1,139 @@
+// Who leads the partitions of one node, and whom it hears: leaders spread over the nodes (each
+// partition's preferred leader takes it back once caught up), handed over before a planned stop,
+// and the liveness a router and a readiness probe read (cut off from every peer, leaderless).
+// Time is the host's monotonic clock; the loop in host.ts calls in on every tick and message.
+import type { NodeId } from '../raft/index.js';
+import type { PartitionReplica } from './replica.js';
+
+/** What leadership needs of the node's host. */
+export interface LeadershipHost {
+  readonly replicas: readonly PartitionReplica[];
+  /** The monotonic clock (ms). */
+  elapsed(): number;
+  /** Runs a loop turn soon. */
+  schedule(): void;
+}
+
+export interface LeadershipOptions {
+  readonly self: NodeId;
+  readonly voters: readonly NodeId[];
+  /** Milliseconds per Raft tick, and ticks per election timeout. */
+  readonly tickMs: number;
+  readonly electionTick: number;
+}
+
+export class Leadership {
+  /** When each peer was last heard from (any message of any partition). */
+  private readonly lastHeard = new Map<NodeId, number>();
+  /** When any peer was last heard from, or the loop started (ms; null before start). */
+  private lastHeardAny: number | null = null;
+  /** When each partition last had a known leader here (ms), sampled every tick. */
+  private readonly leaderSeenAt: number[] = [];
+  /** Set by a planned stop: refuse leadership handed to this node. */
+  private leavingNow = false;
+
+  constructor(
+    private readonly host: LeadershipHost,
+    private readonly opts: LeadershipOptions,
+  ) {}
+
+  private get electionTimeoutMs(): number {
+    return this.opts.tickMs * this.opts.electionTick;
+  }
+
+  /** The loop started, or resumed after a stop or a blocked loop: count the peers' silence from now. */
+  listening(): void {
+    this.lastHeardAny = this.host.elapsed();
+  }
+
+  /** A message came from `peer`. */
+  heard(peer: NodeId): void {
+    const now = this.host.elapsed();
+    this.lastHeard.set(peer, now);
+    this.lastHeardAny = now;
+  }
+
+  /** Every tick: notes which partitions have a known leader here now. */
+  sampleLeaders(): void {
+    const now = this.host.elapsed();
+    for (const r of this.host.replicas) if (r.halted === null && r.leader() !== null) this.leaderSeenAt[r.partition] = now;
+  }
+
+  /** Whether a planned stop began: leadership offered to this node (TimeoutNow) is refused. */
+  get leaving(): boolean {
+    return this.leavingNow;
+  }
+
+  /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */
+  preferredLeader(p: number): NodeId {
+    return this.opts.voters[p % this.opts.voters.length]!;
+  }
+
+  /**
+   * Leaders spread over the nodes (thesis §3.10 leadership transfer): a partition led here but
+   * preferring another node is handed to it once that node holds the whole log. A restarted node
+   * thus takes its share back as soon as it has caught up.
+   */
+  balance(): void {
+    if (this.leavingNow) return;
+    for (const r of this.host.replicas) {
+      if (!r.isLeader() || r.raw.isTransferring()) continue;
+      const preferred = this.preferredLeader(r.partition);
+      if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
+      const s = r.raw.status();
+      // Nearly caught up is enough: the transfer itself waits for the last entries (§3.10).
+      if (s.lastIndex - (s.match.get(preferred) ?? 0) > 64) continue;
+      r.raw.transferLeadership(preferred);
+    }
+    this.host.schedule();
+  }
+
+  /**
+   * How long this node has heard from no peer at all (ms), once that is longer than two election
+   * timeouts; else 0. A node cut off from every other can lead nothing and reach no leader: its
+   * router answers 503 at once, so that clients try another node instead of waiting.
+   */
+  cutOffFor(): number {
+    if (this.lastHeardAny === null) return 0;
+    const silent = this.host.elapsed() - this.lastHeardAny;
+    return silent > 2 * this.electionTimeoutMs ? silent : 0;
+  }
+
+  /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
+  private recentlyHeard(peer: NodeId): boolean {
+    const at = this.lastHeard.get(peer);
+    return at !== undefined && this.host.elapsed() - at < this.electionTimeoutMs;
+  }
+
+  /**
+   * Before a planned stop: hand every partition led here to a caught-up peer, and wait (bounded) for
+   * the transfers, so that clients see no election timeout.
+   */
+  async handOver(maxWaitMs = 3000): Promise<void> {
+    // From now on this node takes no leadership back (TimeoutNow is dropped, no balancing).
+    this.leavingNow = true;
+    const deadline = this.host.elapsed() + maxWaitMs;
+    while (this.host.elapsed() < deadline) {
+      const led = this.host.replicas.filter((r) => r.isLeader());
+      if (led.length === 0) return;
+      for (const r of led) {
+        if (r.raw.isTransferring()) continue;
+        const s = r.raw.status();
+        const target = [...s.match].filter(([id]) => id !== this.opts.self && this.recentlyHeard(id)).sort((a, b) => b[1] - a[1])[0];
+        if (target !== undefined) r.raw.transferLeadership(target[0]);
+      }
+      this.host.schedule();
+      await new Promise((res) => setTimeout(res, this.opts.tickMs));
+    }
+  }
+
+  /**
+   * Partitions with no known leader for longer than `graceMs` (for readiness). A leadership transfer
+   * or a quick election leaves a partition leaderless for a moment; that is not unreadiness.
+   */
+  leaderless(graceMs: number): number[] {
+    const now = this.host.elapsed();
+    // A partition never led since this process started has been leaderless for ever.
+    return this.host.replicas.filter((r) => r.leader() === null && now - (this.leaderSeenAt[r.partition] ?? -Infinity) > graceMs).map((r) => r.partition);
+  }
+}
