@@ -128,6 +128,9 @@ export class NodeHost {
   /** HostOptions.monotonic. */
   private readonly elapsed: () => number;
   private tickTimer: NodeJS.Timeout | null = null;
+  /** Ticks so far (tick()), and when the last one ran (monotonic ms; null before the first). */
+  private ticks = 0;
+  private lastTick: number | null = null;
   /** When each partition's state was first seen holding applies uncommitted (commitDueStates). */
   private readonly uncommittedSince = new Map<number, number>();
   private turnScheduled = false;
@@ -251,27 +254,37 @@ export class NodeHost {
     return this.opts.format ?? FORMAT;
   }
 
+  /** Ticks every tickMs from now on (a test that drives time itself calls tick() instead). */
   start(): void {
     if (this.tickTimer !== null) return;
     this.leadership.listening();
-    let ticks = 0;
-    let lastTick = this.elapsed();
-    this.tickTimer = setInterval(() => {
-      const now = this.elapsed();
-      // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
-      // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
-      if (now - lastTick > this.tickMs * this.electionTick) this.leadership.listening();
-      lastTick = now;
-      this.leadership.sampleLeaders();
-      for (const r of this.replicas) if (r.halted === null) r.raw.tick();
-      // Every two election timeouts, a pass: hand partitions back to their preferred leaders, and
-      // housekeeping (housekeeping.ts) proposes what no request does.
-      if (++ticks % (this.electionTick * 2) === 0) {
-        if (this.opts.balanceLeaders !== false) this.leadership.balance();
-        for (const f of this.passes) f();
-      }
-      this.schedule();
-    }, this.tickMs);
+    this.lastTick = this.elapsed();
+    this.tickTimer = setInterval(() => this.tick(), this.tickMs);
+  }
+
+  /**
+   * One Raft tick of every partition, then a loop turn: the timer's work every tickMs. Every two
+   * election timeouts, a pass: partitions handed back to their preferred leaders, and housekeeping
+   * (housekeeping.ts) proposes what no request does.
+   */
+  tick(): void {
+    const now = this.elapsed();
+    // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
+    // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
+    if (this.lastTick !== null && now - this.lastTick > this.tickMs * this.electionTick) this.leadership.listening();
+    this.lastTick = now;
+    this.leadership.sampleLeaders();
+    for (const r of this.replicas) if (r.halted === null) r.raw.tick();
+    if (++this.ticks % (this.electionTick * 2) === 0) {
+      if (this.opts.balanceLeaders !== false) this.leadership.balance();
+      for (const f of this.passes) f();
+    }
+    this.schedule();
+  }
+
+  /** Whether no loop turn is scheduled or running: what this node was given is all handled. */
+  get idle(): boolean {
+    return !this.turnScheduled && !this.turnRunning;
   }
 
   /**

@@ -53,6 +53,8 @@ export class LocalCluster {
   /** Called when a node has fetched a snapshot image, before its core sees the snapshot. */
   afterFetch: ((self: NodeId) => void) | null = null;
   readonly root = mkdtempSync(join(tmpdir(), 'mom-host-'));
+  /** Messages sent and not yet delivered (or dropped). */
+  private inFlight = 0;
 
   constructor(
     readonly partitions: number,
@@ -74,7 +76,9 @@ export class LocalCluster {
           byPeer.set(it.message.to, list);
         }
         for (const [peer, list] of byPeer) {
+          this.inFlight++;
           setImmediate(() => {
+            this.inFlight--;
             if (this.down.has(peer) || this.down.has(self)) return;
             // Each Raft request says which log format its sender reads, as the HTTP transport's do.
             this.hosts.get(peer)?.receive(self, list, this.hosts.get(self)?.opts.format ?? FORMAT);
@@ -134,6 +138,15 @@ export class LocalCluster {
       await new Promise((r) => setTimeout(r, 5));
     }
     throw new Error(`gave up waiting for: ${what}`);
+  }
+
+  /**
+   * Waits until nothing is under way: no message in flight, no loop turn scheduled or running, no
+   * Ready waiting. Without ticks (start(id, false)), only a proposal, a read or tick() starts more.
+   */
+  async quiet(): Promise<void> {
+    const settled = (): boolean => this.inFlight === 0 && [...this.hosts.values()].every((h) => h.idle && h.replicas.every((r) => r.halted !== null || !r.raw.hasReady()));
+    await this.until(settled, 'nothing under way');
   }
 
   async close(): Promise<void> {

@@ -65,10 +65,10 @@ t.test('a proposal or a read on an idle node goes out at once: it waits for no t
   await c.until(() => c.leaderOf(0) !== null, 'an elected leader');
   const leader = c.leaderOf(0)!;
   // The election's traffic is over: the new leader applied its first entry, and the answers to its
-  // commit notice have had time to arrive.
+  // commit notice arrived.
   const last = leader.replica(0).raw.position().lastIndex;
   await c.until(() => appliedIndex(leader.replica(0)) === last, 'the first entry applied');
-  await new Promise((r) => setTimeout(r, 200));
+  await c.quiet();
   // Without a turn on its own, the entry would wait for a heartbeat that never comes, and the
   // proposal would end with an unknown outcome after its timeout.
   t.ok((await leader.replica(0).propose('alice', queue('q'))).ok, 'the proposal applied');
@@ -77,23 +77,29 @@ t.test('a proposal or a read on an idle node goes out at once: it waits for no t
 });
 
 t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed on the host's clock, and at close", async (t) => {
+  // The test drives both the clock and the ticks: no node ticks on its own.
   let now = 1_700_000_000_000;
   const c = new LocalCluster(1, { balanceLeaders: false, now: () => now });
   t.teardown(() => c.close());
-  await c.startAll();
+  for (const id of IDS) await c.start(id, false);
+  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
+  c.hosts.get(IDS[0]!)!.schedule();
   await c.until(() => c.leaderOf(0) !== null, 'a leader');
   t.ok((await c.submit(0, 'alice', queue('orders'))).ok);
   const hosts = [...c.hosts.values()];
   const last = c.leaderOf(0)!.replica(0).raw.position().lastIndex;
   await c.until(() => hosts.every((h) => appliedIndex(h.replica(0)) === last), 'applied everywhere');
-  // The clock stands still: ticks run turns, and none commits.
-  for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 25));
+  // The clock stands still: ten ticks run turns (heartbeats and their answers), and none commits.
+  for (let i = 0; i < 10; i++) {
+    for (const h of hosts) h.tick();
+    await c.quiet();
+  }
   t.ok(hosts.every((h) => h.replica(0).state.uncommitted()), 'applied, not committed yet, on every replica');
-  // Each look moves the clock on: an entry applied meanwhile (a new leader's) is committed as well.
-  await c.until(() => {
-    now += STATE_COMMIT_MS;
-    return hosts.every((h) => !h.replica(0).state.uncommitted());
-  }, 'committed once the time passed');
+  // The clock moves on: the next turn of each node commits.
+  now += STATE_COMMIT_MS;
+  for (const h of hosts) h.tick();
+  await c.quiet();
+  t.ok(hosts.every((h) => !h.replica(0).state.uncommitted()), 'committed once the time passed');
   t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'orders', messages: [{ body: 'x', attributes: {} }] })).ok);
   const leader = c.leaderOf(0)!;
   t.ok(leader.replica(0).state.uncommitted());
