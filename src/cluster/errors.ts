@@ -36,3 +36,10 @@ export class UnavailableError extends Error {
     return UNAVAILABLE[this.reason];
   }
 }
+
+/** How an error reads in a log line or a reason: its code first when it has one (ECONNREFUSED: ...). */
+export function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${code}: ${err.message}` : err.message;
+}

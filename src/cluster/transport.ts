@@ -1,5 +1,7 @@
 // HttpTransport: carries Raft messages of every partition to the peers over HTTP, and fetches
-// snapshot files from them.
+// snapshot files from them. Its parts: message-queue.ts (each peer's queue of messages waiting),
+// raft-stream.ts (one stream: its window of frames and their acknowledgements), snapshot-fetch.ts
+// (an image's durable download). This file keeps the pipeline per peer and the calls between nodes.
 //
 // Per peer: a bounded FIFO of messages. What one loop turn queues for a peer leaves in one batch at
 // the end of the turn, the messages of all partitions together. A batch travels as a frame of a Raft
@@ -24,17 +26,18 @@
 // per forwarded batch. The leader answers them in frames of its own stream to the sender (answer()).
 // What a command's answer depends on, and what a lost frame means for it, is told at carry().
 import { randomBytes } from 'node:crypto';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { PassThrough } from 'node:stream';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
-import { MessageType, type Message, type NodeId } from '../raft/index.js';
+import type { NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { renameDurably } from '../store/durable.js';
-import { NOT_SENT_CODES, decodeAnswer, type Answer } from './answer.js';
-import { CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_FRAMES, MAX_STREAM_WINDOW, REFUSED, WINDOW_HEADER, sealFrame } from './frames.js';
+import { decodeAnswer, type Answer } from './answer.js';
+import { errorText } from './errors.js';
+import { FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_WINDOW, WINDOW_HEADER, sealFrame } from './frames.js';
 import { CLOCK_HEADER, FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
+import { MessageQueue } from './message-queue.js';
+import { RaftStream, carriedFate, type PendingFrame, type StreamFailure } from './raft-stream.js';
+import { SnapshotFetchError, downloadSnapshot } from './snapshot-fetch.js';
 import { encodeBatch, type BatchItem, type Carried, type CarriedAnswer, type CarriedCommand } from './wire.js';
 
 export interface TransportLogger {
@@ -99,18 +102,6 @@ export interface TransportStats {
   readonly carriedAnswers: number;
 }
 
-export class SnapshotFetchError extends Error {
-  override name = 'SnapshotFetchError';
-  constructor(
-    message: string,
-    /** The peer's HTTP status, when it answered. */
-    readonly status?: number,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-  }
-}
-
 export const DEFAULT_MAX_QUEUED_PER_PEER = 10_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
 export const DEFAULT_SNAPSHOT_TIMEOUT_MS = 60_000;
@@ -141,9 +132,6 @@ const ANSWERS_AT_CLOSE_MS = 1_000;
 const AWAIT_SWEEP_MS = 250;
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 1_000;
-/** Rough header cost of a message, so that a batch of empty messages is bounded too. */
-const MESSAGE_OVERHEAD_BYTES = 64;
-
 const consoleLogger: TransportLogger = { warn: (obj, msg) => console.warn(msg, obj) };
 
 /** An answer to a peer's carried command, with when it was queued (performance.now()). */
@@ -433,48 +421,7 @@ export class HttpTransport {
     if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);
     if (this.closed) throw new SnapshotFetchError('the transport is closed');
     peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
-    const what = `snapshot ${ref} of partition ${partition} from ${peerId}`;
-
-    let res;
-    try {
-      res = await peer.snapshotPool.request({
-        method: 'GET',
-        path: `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`,
-        headers: { authorization: this.authorization },
-      });
-    } catch (cause) {
-      throw new SnapshotFetchError(`fetching ${what} failed: ${errorText(cause)}`, undefined, { cause });
-    }
-    if (res.statusCode !== 200) {
-      const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
-      throw new SnapshotFetchError(`fetching ${what}: the peer answered ${res.statusCode} ${detail}`, res.statusCode);
-    }
-    const length = res.headers['content-length'];
-    const expected = typeof length === 'string' ? Number(length) : undefined;
-
-    const part = `${destPath}.part`;
-    let file: FileHandle | undefined;
-    try {
-      file = await open(part, 'w');
-      let written = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        await writeAll(file, chunk);
-        written += chunk.byteLength;
-      }
-      if (expected !== undefined && written !== expected) {
-        throw new SnapshotFetchError(`fetching ${what}: got ${written} of ${expected} bytes`, res.statusCode);
-      }
-      await file.sync();
-      await file.close();
-      file = undefined;
-      await renameDurably(part, destPath, { synced: true });
-    } catch (cause) {
-      res.body.destroy();
-      await file?.close().catch(() => undefined);
-      await unlink(part).catch(() => undefined);
-      if (cause instanceof SnapshotFetchError) throw cause;
-      throw new SnapshotFetchError(`fetching ${what} failed: ${errorText(cause)}`, res.statusCode, { cause });
-    }
+    await downloadSnapshot(peer.snapshotPool, `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`, this.authorization, `snapshot ${ref} of partition ${partition} from ${peerId}`, destPath);
   }
 
   stats(): TransportStats {
@@ -847,316 +794,6 @@ export class HttpTransport {
   }
 }
 
-/**
- * Why a stream ended; `status` when the peer answered it with another one than 200. `how`: the peer
- * ended its answer (`ended`, as it does for a stream this node retired or one idle too long); the
- * peer refused the stream or answered another status (`refused`, `answered`); the connection broke
- * (`broken`) or never opened (`not-sent`); this node cut it (`timeout`: no acknowledgement in time;
- * `closed`: the transport closed).
- */
-interface StreamFailure {
-  readonly reason: string;
-  readonly how: 'ended' | 'refused' | 'answered' | 'broken' | 'not-sent' | 'timeout' | 'closed';
-  readonly status?: number;
-}
-
-/** What a Raft stream tells the transport that owns it. */
-interface StreamEvents {
-  /** The peer answered the stream with 200; `carries`: it reads carried commands (CARRIES_HEADER). */
-  opened(carries: boolean): void;
-  /** The peer acknowledged `frames` more frames, carrying `messages` messages. */
-  acked(frames: number, messages: number): void;
-  /**
-   * The stream is over: no frame goes into it and no acknowledgement comes. `unacknowledged` are the
-   * frames written that the peer did not acknowledge, oldest first (it may have taken some).
-   */
-  over(failure: StreamFailure, unacknowledged: PendingFrame[]): void;
-}
-
-/** A frame written and not yet acknowledged. */
-interface PendingFrame {
-  readonly batch: BatchItem[];
-  readonly carried: Carried | null;
-  readonly bytes: number;
-}
-
-/**
- * One Raft stream to a peer: a POST whose body is written frame by frame, and whose answer counts the
- * frames taken (frames.ts). Up to `window` frames, and `maxBytes` bytes beyond the first of them, may
- * be unacknowledged; the oldest must be acknowledged within `timeoutMs`. The first failure ends it for
- * good: `events.over` tells the owner, and a new stream replaces it.
- */
-class RaftStream {
-  private readonly body = new PassThrough();
-  /** Ends the request and its answer, however far they got. */
-  private readonly abort = new AbortController();
-  private readonly answers = new ChunkReader();
-  /** Frames written since the stream began. */
-  private frames = 0;
-  /** Frames written and not acknowledged, oldest first. */
-  private pending: PendingFrame[] = [];
-  private pendingBytes = 0;
-  /** Armed while a frame is unacknowledged: fires at the oldest one's deadline, or later. */
-  private deadline: NodeJS.Timeout | null = null;
-  private refused = false;
-  /** Set by retire(): no frame goes in, the ones written are still acknowledged. */
-  private retired = false;
-  private ended: StreamFailure | null = null;
-  /** The sender waiting for room in the window, or for every frame to be acknowledged. */
-  private waiting: ((outcome: StreamFailure | null) => void) | null = null;
-  private waitingForAll = false;
-  /**
-   * performance.now() of the last acknowledgement that took a frame, or of the oldest frame's write
-   * when none was acknowledged since: never before the oldest unacknowledged frame was written.
-   */
-  private progressAt = 0;
-
-  constructor(
-    pool: Pool,
-    path: string,
-    headers: Record<string, string>,
-    private readonly openedAt: number,
-    private readonly limits: { readonly window: number; readonly maxBytes: number; readonly timeoutMs: number },
-    private readonly events: StreamEvents,
-  ) {
-    pool.request({ method: 'POST', path, headers, body: this.body, signal: this.abort.signal }).then(
-      (res) => {
-        if (res.statusCode !== 200) {
-          void res.body.text().then(
-            (text) => this.close(`answered ${res.statusCode} ${text.slice(0, 300)}`, 'answered', res.statusCode),
-            () => this.close(`answered ${res.statusCode}`, 'answered', res.statusCode),
-          );
-          return;
-        }
-        this.events.opened(res.headers[CARRIES_HEADER] === '1');
-        res.body.on('data', (chunk: Buffer) => this.answer(chunk));
-        res.body.on('end', () =>
-          this.refused ? this.close(`refused: ${this.answers.rest().toString('utf8').slice(0, 300)}`, 'refused') : this.close('the peer ended the stream', 'ended'),
-        );
-        res.body.on('error', (err) => this.close(errorText(err), 'broken'));
-      },
-      (err: unknown) => this.close(errorText(err), NOT_SENT_CODES.has((err as { code?: string }).code ?? '') ? 'not-sent' : 'broken'),
-    );
-  }
-
-  /** Whether a frame written and not acknowledged carries answers to the peer's commands. */
-  holdsAnswers(): boolean {
-    return this.pending.some((f) => f.carried !== null && f.carried.answers.length > 0);
-  }
-
-  /** Whether a new frame may go into this stream, or a new stream should replace it. */
-  fresh(now: number, maxAgeMs: number): boolean {
-    return !this.retired && this.ended === null && this.frames < MAX_STREAM_FRAMES && now - this.openedAt < maxAgeMs;
-  }
-
-  /**
-   * Writes `frame`, which carries `batch`; false when the stream is over and nothing was written.
-   * The batch is then the stream's until the peer acknowledges it or the stream ends (`events`).
-   */
-  send(frame: Buffer, batch: BatchItem[], carried: Carried | null = null): boolean {
-    if (this.retired || this.ended !== null) return false;
-    this.frames++;
-    if (this.pending.length === 0) this.progressAt = performance.now();
-    this.pending.push({ batch, carried, bytes: frame.byteLength });
-    this.pendingBytes += frame.byteLength;
-    this.body.write(frame);
-    if (this.deadline === null) this.armDeadline(this.limits.timeoutMs);
-    return true;
-  }
-
-  /**
-   * Resolves with null once another frame may be written (`all`: once every frame written was
-   * acknowledged), or with why the stream ended first.
-   */
-  room(all = false): Promise<StreamFailure | null> {
-    if (this.ended !== null) return Promise.resolve(this.ended);
-    this.waitingForAll = all;
-    if (this.roomMade()) return Promise.resolve(null);
-    return new Promise((resolve) => (this.waiting = resolve));
-  }
-
-  /**
-   * Ends the stream's body after the frames written, which the peer still takes and acknowledges. A
-   * peer that has not ended its answer within `timeoutMs` is cut off, so that no retired stream
-   * holds a connection; what it had not acknowledged is then lost.
-   */
-  retire(timeoutMs: number): void {
-    if (this.retired || this.ended !== null) return;
-    this.retired = true;
-    this.body.end();
-    setTimeout(() => this.close(`retired, and not ended by the peer within ${timeoutMs} ms`, 'timeout'), timeoutMs).unref();
-  }
-
-  /** Ends the stream at once; the frames not acknowledged are lost with `reason`. */
-  close(reason: string, how: StreamFailure['how'], status?: number): void {
-    if (this.ended !== null) return;
-    const ended: StreamFailure = status === undefined ? { reason, how } : { reason, how, status };
-    this.ended = ended;
-    this.body.destroy();
-    this.abort.abort();
-    if (this.deadline !== null) clearTimeout(this.deadline);
-    this.deadline = null;
-    const lost = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.events.over(ended, lost);
-    this.settle(ended);
-  }
-
-  private roomMade(): boolean {
-    if (this.pending.length === 0) return true;
-    return !this.waitingForAll && this.pending.length < this.limits.window && this.pendingBytes < this.limits.maxBytes;
-  }
-
-  /**
-   * The peer must acknowledge a frame within `timeoutMs` of the oldest one being written or of its
-   * last acknowledgement, whichever is later (`progressAt`): a deadline for progress, so that a full
-   * window of large frames on a slow link is not cut while its first frames are still being taken.
-   */
-  private armDeadline(ms: number): void {
-    this.deadline = setTimeout(() => {
-      this.deadline = null;
-      if (this.pending.length === 0) return;
-      const left = this.progressAt + this.limits.timeoutMs - performance.now();
-      if (left <= 0) this.close(`no acknowledgement within ${this.limits.timeoutMs} ms`, 'timeout');
-      else this.armDeadline(left);
-    }, ms);
-    this.deadline.unref();
-  }
-
-  private answer(chunk: Buffer): void {
-    this.answers.push(chunk);
-    if (this.refused) return;
-    for (let word = this.answers.nextWord(); word !== null; word = this.answers.nextWord()) {
-      if (word === REFUSED) {
-        this.refused = true;
-        return;
-      }
-      // Counts are cumulative: a word may acknowledge several frames, or none it had not already.
-      let frames = 0;
-      let messages = 0;
-      while (this.pending.length > 0 && this.frames - this.pending.length < word) {
-        const taken = this.pending.shift() as PendingFrame;
-        this.pendingBytes -= taken.bytes;
-        frames++;
-        messages += taken.batch.length;
-      }
-      if (frames > 0) {
-        this.progressAt = performance.now();
-        this.events.acked(frames, messages);
-      }
-    }
-    if (this.waiting !== null && this.roomMade()) this.settle(null);
-  }
-
-  private settle(outcome: StreamFailure | null): void {
-    const waiting = this.waiting;
-    if (waiting === null) return;
-    this.waiting = null;
-    waiting(outcome);
-  }
-}
-
-/**
- * A FIFO of at most `capacity` messages that makes room by dropping its oldest. Amortised O(1) per
- * message: dropping and taking move `head`, and the array is compacted only when `head` is past half.
- */
-class MessageQueue {
-  private items: BatchItem[] = [];
-  /** Index of the oldest message; items before it are dead. head <= items.length. */
-  private head = 0;
-
-  constructor(private readonly capacity: number) {}
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  /** Appends `item`; returns how many old messages were dropped to make room (0 or 1). */
-  push(item: BatchItem): number {
-    this.items.push(item);
-    if (this.length <= this.capacity) return 0;
-    this.head++;
-    this.compact();
-    return 1;
-  }
-
-  /** Removes and returns the oldest messages whose payloads fit in `maxBytes`, at least one. */
-  take(maxBytes: number): BatchItem[] {
-    let end = this.head;
-    let bytes = 0;
-    while (end < this.items.length) {
-      bytes += approximateBytes((this.items[end] as BatchItem).message);
-      if (bytes > maxBytes && end > this.head) break;
-      end++;
-    }
-    const out = this.items.slice(this.head, end);
-    this.head = end;
-    this.compact();
-    return out;
-  }
-
-  /**
-   * Puts `items`, taken earlier, back before everything queued, in their order; returns how many of
-   * the oldest were dropped to stay within the capacity.
-   */
-  requeue(items: readonly BatchItem[]): number {
-    if (items.length === 0) return 0;
-    this.items = [...items, ...this.items.slice(this.head)];
-    const over = Math.max(0, this.items.length - this.capacity);
-    this.head = over;
-    this.compact();
-    return over;
-  }
-
-  /** Empties the queue; returns how many messages it held. */
-  clear(): number {
-    const n = this.length;
-    this.items = [];
-    this.head = 0;
-    return n;
-  }
-
-  private compact(): void {
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-  }
-}
-
-/**
- * What the commands in a stream's unacknowledged frames are answered, by how the stream ended. The
- * peer took none of them when the stream never connected or was answered another status than 200
- * (the route answers 200 before it reads a frame), or when the peer ended or refused it (it
- * acknowledges every frame it took before either). A broken connection may have lost them after the
- * peer took them. A stream this node cut for a late acknowledgement, or closed, leaves them waiting:
- * a peer that took them answers on its own stream.
- */
-function carriedFate(failure: StreamFailure): 'retry' | 'unknown' | 'waiting' {
-  switch (failure.how) {
-    case 'not-sent':
-    case 'answered':
-    case 'refused':
-    case 'ended':
-      return 'retry';
-    case 'broken':
-      return 'unknown';
-    case 'timeout':
-    case 'closed':
-      return 'waiting';
-    default:
-      return unreachableHow(failure.how);
-  }
-}
-
-function unreachableHow(how: never): never {
-  throw new Error(`unknown stream ending ${String(how)}`);
-}
-
 /** An upper bound of a carried command's or answer's JSON: every character of its strings as a 6-byte escape. */
 function approximateCarriedBytes(v: unknown): number {
   if (typeof v === 'string') return 6 * v.length + 2;
@@ -1164,13 +801,6 @@ function approximateCarriedBytes(v: unknown): number {
   let n = 16;
   if (Array.isArray(v)) for (const x of v) n += approximateCarriedBytes(x) + 1;
   else for (const k in v) n += 6 * k.length + 4 + approximateCarriedBytes((v as Record<string, unknown>)[k]);
-  return n;
-}
-
-function approximateBytes(m: Message): number {
-  let n = MESSAGE_OVERHEAD_BYTES;
-  if (m.type === MessageType.App) for (const e of m.entries) n += e.data.byteLength + 16;
-  else if (m.type === MessageType.Snap) n += m.snapshot.data.byteLength;
   return n;
 }
 
@@ -1195,16 +825,3 @@ class RateLimitedWarnings {
   }
 }
 
-async function writeAll(file: FileHandle, chunk: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < chunk.byteLength) {
-    const { bytesWritten } = await file.write(chunk, offset, chunk.byteLength - offset);
-    offset += bytesWritten;
-  }
-}
-
-function errorText(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' ? `${code}: ${err.message}` : err.message;
-}

@@ -6,7 +6,8 @@ import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { HttpTransport, SnapshotFetchError } from '../../src/cluster/transport.js';
+import { SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
+import { HttpTransport } from '../../src/cluster/transport.js';
 import { MessageType, type NodeId } from '../../src/raft/index.js';
 import { freePort } from '../cluster/net-helpers.js';
 import { sleep } from './cluster.js';

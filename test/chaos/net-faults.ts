@@ -29,7 +29,8 @@
 // through the instance main.ts uses can be counted. It also makes the node kill itself once the
 // harness that started it is gone.
 import { readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
-import { HttpTransport, SnapshotFetchError } from '../../src/cluster/transport.js';
+import { SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
+import { HttpTransport } from '../../src/cluster/transport.js';
 
 type Method = 'deliver' | 'call' | 'forward' | 'fetchSnapshot';
 const METHODS: readonly Method[] = ['deliver', 'call', 'forward', 'fetchSnapshot'];
