@@ -88,7 +88,11 @@ t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed 
   t.ok((await c.submit(0, 'alice', queue('orders'))).ok);
   const hosts = [...c.hosts.values()];
   const last = c.leaderOf(0)!.replica(0).raw.position().lastIndex;
-  await c.until(() => hosts.every((h) => appliedIndex(h.replica(0)) === last), 'applied everywhere');
+  // Ticks while waiting: a follower the leader is still probing hears again only at a heartbeat.
+  await c.until(() => {
+    for (const h of hosts) h.tick();
+    return hosts.every((h) => appliedIndex(h.replica(0)) === last);
+  }, 'applied everywhere');
   // The clock stands still: ten ticks run turns (heartbeats and their answers), and none commits.
   for (let i = 0; i < 10; i++) {
     for (const h of hosts) h.tick();
