@@ -7,21 +7,19 @@
 // - Permissions are checked here, against the replicated state, so no forwarded or replayed command
 //   can bypass them.
 //
-// This file owns the connection, the apply loop (batches, savepoints, bulk sends, idempotency) and
-// snapshots, and hands each command to its concern: access.ts (users, grants, permission checks),
-// queues.ts, messages.ts (send, receive, retention, dead letters), leases.ts (when a lease ends;
-// ack, nack, extend), topics.ts (topics, subscriptions, fan-out), views.ts (the reads). statements.ts holds the SQL, context.ts what they share.
+// This file owns the connection and the apply loop (batches, savepoints, bulk sends, idempotency),
+// and hands each command to its concern: access.ts (users, grants, permission checks), queues.ts,
+// messages.ts (send, receive, retention, dead letters), leases.ts (when a lease ends; ack, nack,
+// extend), topics.ts (topics, subscriptions, fan-out), views.ts (the reads). images.ts has the files
+// of snapshots, statements.ts the SQL, context.ts what they share.
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import type { Kysely } from 'kysely';
 import Database from 'better-sqlite3';
 import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Received, type Result } from './commands.js';
 import * as access from './access.js';
-import { BodyMissingError, SLOTS, logSeq, rowBody, type BodySource } from './bodies.js';
+import { BodyMissingError, SLOTS, logSeq, type BodySource } from './bodies.js';
 import { ack, extendLeases, nack } from './leases.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
-import { fsyncPathAsync, renameDurably } from '../durable.js';
 import {
   SWEEP_BUDGET,
   WAITER_PRUNE_MS,
@@ -41,11 +39,12 @@ import {
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
 import { BODIES_IN_LOG, BOUNDED_CLOCK_STEP, BOUNDED_FANOUT, FORMAT, MAX_CLOCK_STEP_MS, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, USER_LIFECYCLE, isFormat } from './format.js';
+import { copyState, finishImage, imageApplied, installImage, syncStateFiles } from './images.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
 import { openSqlite, type Sqlite } from './sqlite.js';
-import { prepareImageBodies, prepareImageMeta, prepareStatements, type Statements } from './statements.js';
+import { prepareStatements, type Statements } from './statements.js';
 import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish } from './topics.js';
 import * as views from './views.js';
 
@@ -55,12 +54,6 @@ export type { QueueView, SubscriptionView, TopicView } from './views.js';
 
 /** Expired idempotency records and deduplication ids are deleted at every entry index divisible by this. */
 export const HOUSEKEEPING_EVERY = 64;
-/**
- * Bytes a snapshot copies per event-loop turn (64 pages of 4 KiB, 128 of 2 KiB): about a millisecond
- * of work, so requests and the Raft loop interleave with a copy of any size.
- */
-const SNAPSHOT_BYTES_PER_STEP = 256 * 1024;
-
 export interface ApplyEntry {
   readonly index: number;
   readonly term: number;
@@ -120,9 +113,6 @@ function resourceOf(c: Command): string {
  */
 const GROUP_MAX_ENTRIES = 4096;
 const GROUP_MAX_BYTES = 4 * 1024 * 1024;
-
-/** Rows an image gets their bodies in per event-loop turn (fillBodies). */
-const IMAGE_FILL_ROWS = 1000;
 
 /** The page cache of a partition's state database (KiB). */
 export const STATE_CACHE_KIB = 512;
@@ -784,28 +774,21 @@ export class BrokerStateMachine {
   // ---- snapshots ----
 
   /**
-   * Makes every transaction committed so far durable, without copying anything: what it answers is
-   * on disk when the promise resolves. The state commits with synchronous=NORMAL, so a commit is
-   * written to the -wal file and not synced; a checkpoint syncs the WAL before it copies pages into
-   * the database and syncs the database after, and only then may the WAL be restarted. Syncing the
-   * -wal file therefore covers every commit it still holds, and the database file every commit
-   * checkpointed out of it. The syncs run on the thread pool; the caller reads `applied()` first.
+   * Makes every transaction committed so far durable, without copying anything (syncStateFiles):
+   * what it answers is on disk when the promise resolves. The caller reads `applied()` first.
    */
   async durable(): Promise<void> {
     // Synchronously, before the first await: what the caller read is committed.
     this.commit();
     if (this.path === ':memory:') return;
-    await fsyncPathAsync(`${this.path}-wal`, { missingOk: true });
-    await fsyncPathAsync(this.path);
+    await syncStateFiles(this.path);
   }
 
   /**
-   * A consistent copy of this partition's state, for a follower, and the applied position it holds. SQLite's online backup copies a few pages per event-loop turn, so the node goes on serving
-   * and applying meanwhile; what this connection applies during the copy is carried into it, so the
-   * image is the state as of the copy's last step, and its own meta table says which index that is.
-   * Durable when it returns: written under a temporary name, fsynced, renamed, and the folder
-   * fsynced, so a crash never leaves a partial image under the final name. Rejects if the state is
-   * closed meanwhile (a snapshot from the leader replaced it).
+   * A consistent copy of this partition's state, for a follower, and the applied position it holds
+   * (images.ts). The node goes on serving and applying meanwhile; what this connection applies
+   * during the copy is carried into it. Durable when it returns. Rejects if the state is closed
+   * meanwhile (a snapshot from the leader replaced it).
    */
   async snapshotTo(path: string): Promise<{ index: number; term: number }> {
     const tmp = `${path}.tmp`;
@@ -814,88 +797,27 @@ export class BrokerStateMachine {
     this.commit();
     this.copying++;
     try {
-      await rm(tmp, { force: true });
-      const pages = Math.max(1, Math.floor(SNAPSHOT_BYTES_PER_STEP / (this.sqlite.pragma('page_size', { simple: true }) as number)));
-      await this.sqlite.backup(tmp, { progress: () => pages });
+      await copyState(this.sqlite, tmp);
     } finally {
       this.copying--;
     }
-    const image = new Database(tmp, { fileMustExist: true });
-    let at: { index: number; term: number };
-    try {
-      // The copy carries the write-ahead-log mode in its header; an image is one self-contained file.
-      image.pragma('journal_mode = DELETE');
-      at = appliedOf(image);
-      await this.fillBodies(image);
-    } finally {
-      image.close();
-    }
-    await renameDurably(tmp, path);
-    return at;
-  }
-
-  /**
-   * Puts into an image's rows of format 4 the bodies they leave in the log (bodies.ts), read from
-   * this replica's log, so that a follower installing it needs no entry it never had. They go in as
-   * bytes, which tells them from rows whose bodies are in the log (rowBody). A thousand rows per
-   * event-loop turn. The caller keeps the log from dropping the entries meanwhile (the node host
-   * neither compacts nor releases a partition while it makes an image): every row of the image was a
-   * row of this state at the copy's last step, so the log had its entry then.
-   */
-  private async fillBodies(image: Sqlite): Promise<void> {
-    const from = (prepareImageMeta(image).get('bodies_from') as { value: number } | undefined)?.value;
-    if (from === undefined) return;
-    const { next, fill } = prepareImageBodies(image);
-    let after = { channel: -1, seq: -1 };
-    for (;;) {
-      const rows = next.all(after.channel, after.seq, from, IMAGE_FILL_ROWS) as { channel_id: number; seq: number }[];
-      if (rows.length === 0) return;
-      image.transaction(() => {
-        for (const r of rows) {
-          const body = rowBody(this.store, { seq: r.seq, body: '' });
-          fill.run(typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength), r.channel_id, r.seq);
-        }
-      })();
-      const last = rows[rows.length - 1]!;
-      after = { channel: last.channel_id, seq: last.seq };
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    return finishImage(tmp, path, this.store);
   }
 
   /** The entry an image's state holds everything up to (read from the closed image file). */
   static imageApplied(path: string): { index: number; term: number } {
-    const image = new Database(path, { readonly: true, fileMustExist: true });
-    try {
-      return appliedOf(image);
-    } finally {
-      image.close();
-    }
+    return imageApplied(path);
   }
 
-  /**
-   * Replaces the state database at `dbPath` with a snapshot image (closed state machine; the caller
-   * reopens it). The image is moved, not copied (an image can be gigabytes): it is synced, the old
-   * database's -wal and -shm are removed and the folder synced (so the old WAL is never applied to
-   * the new file), then the image is renamed into place and the folder synced again. A power cut
-   * leaves either the image still in place, which the next open installs again, or the new database.
-   */
+  /** Replaces the state database at `dbPath` with a snapshot image, moved, not copied (images.ts). */
   static async installSnapshot(dbPath: string, snapshotPath: string): Promise<void> {
-    await fsyncPathAsync(snapshotPath);
-    for (const suffix of ['-wal', '-shm']) await rm(dbPath + suffix, { force: true });
-    await fsyncPathAsync(dirname(dbPath));
-    await renameDurably(snapshotPath, dbPath, { synced: true });
+    await installImage(dbPath, snapshotPath);
   }
 }
 
 /** What a build answers a command it does not know: also the answer of a command before its format. */
 function unknownCommand(c: Command): Result {
   return fail(ErrorCode.ValidationFailed, `unknown command ${(c as { type: string }).type}`);
-}
-
-/** The applied position an image's meta table records. */
-function appliedOf(image: Sqlite): { index: number; term: number } {
-  const get = prepareImageMeta(image);
-  return { index: (get.get('applied_index') as { value: number }).value, term: (get.get('applied_term') as { value: number }).value };
 }
 
 /** A command broke an assumption of the code while applied without a savepoint (apply()). */
