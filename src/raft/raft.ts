@@ -2,6 +2,7 @@ import { DropReason, ProposalDroppedError, RaftError, invariant } from './errors
 import { RaftLog } from './log.js';
 import { Progress, ProgressState } from './progress.js';
 import { VoteResult, committedIndex, hasQuorum, tally } from './quorum.js';
+import { PendingReads } from './read-only.js';
 import type { Storage } from './storage.js';
 import {
   EntryKind,
@@ -58,13 +59,6 @@ export interface ProposalTicket {
   readonly lastIndex: Index;
 }
 
-interface PendingRead {
-  readonly round: number;
-  readonly index: Index;
-  readonly context: unknown;
-  readonly acks: Set<NodeId>;
-}
-
 const CampaignType = { PreElection: 'pre-election', Election: 'election', Transfer: 'transfer' } as const;
 type CampaignType = (typeof CampaignType)[keyof typeof CampaignType];
 
@@ -89,7 +83,6 @@ export class Raft {
   /** Messages to send once the Ready that carries them has been persisted. */
   msgs: Message[] = [];
   readStates: ReadState[] = [];
-  abortedReads: unknown[] = [];
 
   /** Leader only: every voter's progress, this node's included (its match = its durable last index). */
   readonly progress = new Map<NodeId, Progress>();
@@ -108,11 +101,8 @@ export class Raft {
   /** Leader only: payload bytes appended but not yet applied (back-pressure). */
   private uncommittedBytes = 0;
 
-  /** ReadIndex rounds: each confirms leadership with one heartbeat round (thesis §6.4). */
-  private readRound = 0;
-  private pendingReads: PendingRead[] = [];
-  /** Reads asked for before this leader committed an entry of its own term. */
-  private readsAwaitingCommit: { context: unknown }[] = [];
+  /** ReadIndex (thesis §6.4): reads waiting for a heartbeat round (leader only), and those aborted since the last Ready. */
+  readonly reads: PendingReads;
 
   readonly electionTick: number;
   readonly heartbeatTick: number;
@@ -141,6 +131,7 @@ export class Raft {
     this.voters = voters.length > 0 ? [...voters] : [...(cfg.voters ?? [])];
     invariant(this.voters.length > 0, 'a group needs voters');
     invariant(new Set(this.voters).size === this.voters.length, 'voters must be distinct');
+    this.reads = new PendingReads(this.id, this.voters);
 
     this.log = new RaftLog(storage, cfg.applied ?? 0);
     invariant(
@@ -216,14 +207,7 @@ export class Raft {
     this.progress.clear();
     this.uncommittedBytes = 0;
     this.commitUnannounced = false;
-    this.abortReads();
-  }
-
-  private abortReads(): void {
-    for (const r of this.pendingReads) this.abortedReads.push(r.context);
-    for (const r of this.readsAwaitingCommit) this.abortedReads.push(r.context);
-    this.pendingReads = [];
-    this.readsAwaitingCommit = [];
+    this.reads.abortAll();
   }
 
   becomeFollower(term: Term, lead: NodeId | null): void {
@@ -626,7 +610,10 @@ export class Raft {
     // with `next` already past them; an append from `next` (empty if need be) is rejected and the
     // rejection starts backtracking.
     if (pr.match < this.log.lastIndex()) pr.needsAppend = true;
-    if (m.readRound > 0) this.ackReads(m.from, m.readRound);
+    if (m.readRound > 0) {
+      this.reads.recvAck(m.from, m.readRound);
+      for (const rs of this.reads.advance()) this.readStates.push(rs);
+    }
   }
 
   /** §5.3/§5.4.2: commit the highest index a majority holds, but only by counting our own term's entries. */
@@ -711,7 +698,7 @@ export class Raft {
         to: v,
         term: this.term,
         commit: Math.min(pr.match, this.log.committed),
-        readRound: this.readRound,
+        readRound: this.reads.round,
       };
       this.msgs.push(hb);
     }
@@ -756,7 +743,7 @@ export class Raft {
     if (this.role !== Role.Leader) throw new ProposalDroppedError(DropReason.NotLeader, this.lead);
     if (!this.committedInCurrentTerm()) {
       // Until an entry of its own term commits, a new leader does not know the latest commit index.
-      this.readsAwaitingCommit.push({ context });
+      this.reads.awaitCommit(context);
       return;
     }
     this.startRead(context);
@@ -767,30 +754,13 @@ export class Raft {
       this.readStates.push({ index: this.log.committed, context });
       return;
     }
-    this.readRound++;
-    this.pendingReads.push({ round: this.readRound, index: this.log.committed, context, acks: new Set([this.id]) });
+    this.reads.addRequest(this.log.committed, context);
     this.broadcastHeartbeat();
   }
 
   private releaseReadsAwaitingCommit(): void {
-    if (this.readsAwaitingCommit.length === 0 || !this.committedInCurrentTerm()) return;
-    const waiting = this.readsAwaitingCommit;
-    this.readsAwaitingCommit = [];
-    for (const r of waiting) this.startRead(r.context);
-  }
-
-  private ackReads(from: NodeId, round: number): void {
-    for (const r of this.pendingReads) {
-      if (r.round > round) break;
-      r.acks.add(from);
-    }
-    // An ack of round n acknowledges every earlier round too, so reads are released in order.
-    while (this.pendingReads.length > 0) {
-      const r = this.pendingReads[0]!;
-      if (!hasQuorum(this.voters, (id) => r.acks.has(id))) break;
-      this.pendingReads.shift();
-      this.readStates.push({ index: r.index, context: r.context });
-    }
+    if (!this.reads.hasAwaitingCommit() || !this.committedInCurrentTerm()) return;
+    for (const context of this.reads.takeAwaitingCommit()) this.startRead(context);
   }
 
   /** Leadership transfer (thesis §3.10): bring `to` up to date, then tell it to campaign. */

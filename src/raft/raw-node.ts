@@ -153,7 +153,7 @@ export class RawNode {
     if (!sameHard(r.hardState(), this.prevHard)) return true;
     if (r.log.unstable.pending().length > 0) return true;
     if (r.log.unstable.snapshot !== null && !r.log.unstable.snapshotInProgress) return true;
-    if (r.msgs.length > 0 || r.readStates.length > 0 || r.abortedReads.length > 0) return true;
+    if (r.msgs.length > 0 || r.readStates.length > 0 || r.reads.hasAborted()) return true;
     return r.log.committed > r.log.applied && r.log.nextCommitted(1).length > 0;
   }
 
@@ -177,11 +177,10 @@ export class RawNode {
       messages: r.msgs,
       committedEntries: r.log.nextCommitted(this.maxCommittedSizePerReady),
       readStates: r.readStates,
-      abortedReads: r.abortedReads,
+      abortedReads: r.reads.drainAborted(),
     };
     r.msgs = [];
     r.readStates = [];
-    r.abortedReads = [];
     if (rd.softState !== null) this.prevSoft = soft;
     this.outstanding = true;
     return rd;
