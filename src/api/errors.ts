@@ -1,25 +1,11 @@
-// Every error the API answers, from one registry: a code, its HTTP status and title. The handler
-// below turns anything thrown in a route (our ApiError, Fastify's validation and body errors, the
-// router's UnavailableError, a broker Failure) into an RFC 9457 problem+json, and masks every 5xx.
+// Every error the API answers, from the one registry of problems (src/cluster/problems.ts): a code,
+// its HTTP status and title. The handler below turns anything thrown in a route (our ApiError,
+// Fastify's validation and body errors, the router's UnavailableError, a broker Failure) into an
+// RFC 9457 problem+json, and masks every 5xx.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { UnavailableError } from '../cluster/errors.js';
+import { Problems, sendProblem, type ProblemCode } from '../cluster/problems.js';
 import type { Failure } from '../store/broker/index.js';
-
-export const Problems = {
-  validation_failed: { status: 400, title: 'Bad Request' },
-  unauthorized: { status: 401, title: 'Unauthorized' },
-  forbidden: { status: 403, title: 'Forbidden' },
-  not_found: { status: 404, title: 'Not Found' },
-  conflict: { status: 409, title: 'Conflict' },
-  payload_too_large: { status: 413, title: 'Content Too Large' },
-  rate_limited: { status: 429, title: 'Too Many Requests' },
-  internal: { status: 500, title: 'Internal Server Error' },
-  unavailable: { status: 503, title: 'Service Unavailable' },
-  timeout: { status: 504, title: 'Gateway Timeout' },
-} as const;
-export type ProblemCode = keyof typeof Problems;
-
-export const PROBLEM_TYPE_BASE = 'https://mom.invalid/problems/';
 
 export class ApiError extends Error {
   override name = 'ApiError';
@@ -39,12 +25,6 @@ export class ApiError extends Error {
 /** A broker command's refusal as the API's error (the codes are shared). */
 export function fromFailure(f: Failure): ApiError {
   return new ApiError(f.code, f.detail);
-}
-
-export function sendProblem(reply: FastifyReply, code: ProblemCode, detail: string, retryAfterSeconds?: number): FastifyReply {
-  const { status, title } = Problems[code];
-  if (retryAfterSeconds !== undefined) reply.header('retry-after', String(retryAfterSeconds));
-  return reply.code(status).type('application/problem+json').send({ type: `${PROBLEM_TYPE_BASE}${code}`, title, status, code, detail });
 }
 
 /** Fastify's own client errors, by code, with the detail a client can act on. */

@@ -9,7 +9,8 @@
 // in order. A leader that does not know the batch route (older still) answers 404, and the batch is
 // sent again one command per request.
 import type { NodeId } from '../raft/index.js';
-import { COMMAND_PATH, COMMANDS_PATH, MAX_FORWARDED_BATCH } from './internal-routes.js';
+import { COMMAND_PATH, COMMANDS_PATH } from './internal-routes.js';
+import { MAX_FORWARDED_BATCH } from './internal-schemas.js';
 import { NOT_SENT_CODES, decodeAnswer, type Answer, type PeerCaller } from './answer.js';
 
 /** A forwarded command, as /internal/command and /internal/commands take it. */

@@ -6,18 +6,20 @@
 // it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
 // octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
 import { open, type FileHandle } from 'node:fs/promises';
-import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
+import type { Static } from 'typebox';
 import type { NodeId } from '../raft/index.js';
 import type { ClockSample } from '../partition/cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
-import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
-import { MAX_SNAPSHOT_REF_BYTES, WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
+import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
+import { sendProblem, type InternalProblemCode, type ProblemCode } from './problems.js';
+import { WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -34,8 +36,6 @@ export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
 export const COMMANDS_PATH = '/internal/commands';
 export const POSITIONS_PATH = '/internal/positions';
-/** Commands in one forwarded batch at most. */
-export const MAX_FORWARDED_BATCH = 1024;
 export const QUERY_PATH = '/internal/query';
 /** Rate-limit events of a peer (limit-gossip.ts). */
 export const LIMITS_PATH = '/internal/limits';
@@ -133,11 +133,6 @@ export const STREAM_IDLE_MS = 120_000;
 /** A closing node waits this long at most for the answers of carried commands before it ends its streams. */
 export const CLOSE_SETTLE_MS = 10_000;
 
-interface SnapshotParams {
-  partition: number;
-  ref: string;
-}
-
 export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesOptions): Promise<void> {
   assertUsableSecret(opts.clusterSecret);
   const isClusterSecret = secretMatcher(opts.clusterSecret);
@@ -181,7 +176,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
   app.addHook('onRequest', async (request, reply) => {
     if (opts.requireClientCert === true && (request.raw.socket as TLSSocket).authorized !== true) {
       request.log.warn({ remoteAddress: request.ip, method: request.method, url: request.url }, 'inter-node request refused: no peer certificate signed by the cluster CA');
-      return problem(reply, 401, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
+      return sendProblem(reply, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
     }
     const token = bearerToken(request.headers.authorization);
     if (token !== null && isClusterSecret(token)) return;
@@ -190,16 +185,16 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       { remoteAddress: request.ip, method: request.method, url: request.url, credentials: token === null ? 'missing' : 'wrong' },
       'inter-node request refused: no valid cluster secret',
     );
-    return problem(reply, 401, 'unauthorized', 'a valid cluster secret is required');
+    return sendProblem(reply, 'unauthorized', 'a valid cluster secret is required');
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
       request.log.error({ err }, 'inter-node request failed');
-      return problem(reply, 500, 'internal', 'internal error');
+      return sendProblem(reply, 'internal', 'internal error');
     }
-    return problem(reply, status, codeOf(status), err.message);
+    return sendProblem(reply, codeOf(status), err.message);
   });
 
   app.post(
@@ -211,7 +206,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       const heardAt = performance.now() - reply.elapsedTime;
       const body = request.body;
       if (!Buffer.isBuffer(body)) {
-        return problem(reply, 400, 'validation_failed', 'expected an application/octet-stream batch');
+        return sendProblem(reply, 'validation_failed', 'expected an application/octet-stream batch');
       }
       let batch;
       try {
@@ -219,13 +214,13 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       } catch (err) {
         if (!(err instanceof WireFormatError)) throw err;
         request.log.warn({ remoteAddress: request.ip, err: err.message }, 'inter-node batch refused: malformed');
-        return problem(reply, 400, 'validation_failed', err.message);
+        return sendProblem(reply, 'validation_failed', err.message);
       }
-      if (batch.carried !== undefined) return problem(reply, 400, 'validation_failed', 'forwarded commands travel in Raft streams only');
+      if (batch.carried !== undefined) return sendProblem(reply, 'validation_failed', 'forwarded commands travel in Raft streams only');
       const misdirected = misdirectedIn(batch);
       if (misdirected !== undefined) {
         request.log.warn({ from: batch.from, to: misdirected.message.to }, 'inter-node batch refused: addressed to another node');
-        return problem(reply, 421, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
+        return sendProblem(reply, 'misdirected', `this is node ${opts.self}, not ${misdirected.message.to}`);
       }
       await opts.onMessages(batch.from, batch.items, readableFormat(request.headers[FORMAT_HEADER]), clockOf(request.headers[CLOCK_HEADER], heardAt));
       return reply.code(204).send();
@@ -236,7 +231,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
    * Runs a command a peer forwarded (in a POST or a stream's frame) under its request id: its Answer.
    * One command's failure is that command's unknown outcome, as a 500 is for a single one.
    */
-  const runForwarded = (c: { partition: number; actor: string | null; command: unknown; idempotencyKey?: string | undefined; requestId?: string | undefined }, base: FastifyBaseLogger): Promise<unknown> => {
+  const runForwarded = (c: Forwarded, base: FastifyBaseLogger): Promise<unknown> => {
     const log = commandLog(base, c.requestId);
     const onCommand = opts.onCommand;
     if (onCommand === undefined) return Promise.resolve({ kind: 'retry', detail: 'this node takes no forwarded commands' });
@@ -266,10 +261,10 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
 
   app.post(RAFT_STREAM_PATH, { schema: { hide: true }, logLevel: 'warn', config: { longLived: true } }, async (request, reply) => {
     if (request.headers['content-type'] !== FRAMES_TYPE) {
-      return problem(reply, 415, 'unsupported_media_type', `expected ${FRAMES_TYPE}`);
+      return sendProblem(reply, 'unsupported_media_type', `expected ${FRAMES_TYPE}`);
     }
     // A stream that reached its handler after preClose ran would hold the close up.
-    if (closing) return problem(reply, 503, 'unavailable', 'this node is closing');
+    if (closing) return sendProblem(reply, 'unavailable', 'this node is closing');
     const body = request.body as Readable;
     const format = readableFormat(request.headers[FORMAT_HEADER]);
     // The sender's clock as the stream began: each frame passes the same sample on.
@@ -375,54 +370,28 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     }
   });
 
-  app.post<{ Body: { partition: number; command: unknown } }>(
+  app.post<{ Body: Static<typeof ProposeBody> }>(
     PROPOSE_PATH,
-    {
-      bodyLimit,
-      schema: {
-        hide: true,
-        body: {
-          type: 'object',
-          properties: { partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 }, command: { type: 'object' } },
-          required: ['partition', 'command'],
-          additionalProperties: false,
-        },
-      },
-    },
+    { bodyLimit, schema: { hide: true, body: ProposeBody } },
     async (request, reply) => {
-      if (opts.onPropose === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      if (opts.onPropose === undefined) return sendProblem(reply, 'not_found', 'this node takes no forwarded commands');
       try {
         return { result: await opts.onPropose(request.body.partition, request.body.command) };
       } catch (err) {
-        if (err instanceof NotLeaderError) return problem(reply, 421, 'not_leader', `not the leader; leader: ${String(err.leader ?? 'unknown')}`);
-        if (err instanceof CommandRefusedError) return problem(reply, 400, 'validation_failed', err.message);
+        if (err instanceof NotLeaderError) return sendProblem(reply, 'not_leader', `not the leader; leader: ${String(err.leader ?? 'unknown')}`);
+        if (err instanceof CommandRefusedError) return sendProblem(reply, 'validation_failed', err.message);
         request.log.warn({ err }, 'a system command forwarded by a peer was not applied');
-        return problem(reply, 503, 'unavailable', 'the command was not applied here; retry');
+        return sendProblem(reply, 'unavailable', 'the command was not applied here; retry');
       }
     },
   );
 
-  const forwardedCommand = {
-    type: 'object',
-    properties: {
-      partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
-      actor: { type: ['string', 'null'], minLength: 1, maxLength: 64 },
-      idempotencyKey: { type: 'string', minLength: 1, maxLength: 255 },
-      // the client request's id at the node that forwarded it, so one request has one id in every log
-      requestId: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' },
-      command: { type: 'object' },
-    },
-    required: ['partition', 'actor', 'command'],
-    additionalProperties: false,
-  } as const;
-  type Forwarded = { partition: number; actor: string | null; command: unknown; idempotencyKey?: string; requestId?: string };
-
   app.post<{ Body: Forwarded }>(
     COMMAND_PATH,
     // A forwarded command carries a whole batch of messages: the public route's limit, and more.
-    { bodyLimit, schema: { hide: true, body: forwardedCommand } },
+    { bodyLimit, schema: { hide: true, body: ForwardedCommand } },
     async (request, reply) => {
-      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      if (opts.onCommand === undefined) return sendProblem(reply, 'not_found', 'this node takes no forwarded commands');
       const { partition, actor, command, idempotencyKey, requestId } = request.body;
       return opts.onCommand(partition, actor, command, idempotencyKey, commandLog(request.log, requestId));
     },
@@ -430,95 +399,53 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
 
   // The commands a node forwarded to this leader in one loop turn, in one request: each is proposed
   // at once, and the answer (one Answer per command, in order) waits for all of them.
-  app.post<{ Body: { items: Forwarded[] } }>(
+  app.post<{ Body: Static<typeof CommandsBody> }>(
     COMMANDS_PATH,
-    {
-      bodyLimit,
-      schema: {
-        hide: true,
-        body: {
-          type: 'object',
-          properties: { items: { type: 'array', minItems: 1, maxItems: MAX_FORWARDED_BATCH, items: forwardedCommand } },
-          required: ['items'],
-          additionalProperties: false,
-        },
-      },
-    },
+    { bodyLimit, schema: { hide: true, body: CommandsBody } },
     async (request, reply) => {
-      if (opts.onCommand === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded commands');
+      if (opts.onCommand === undefined) return sendProblem(reply, 'not_found', 'this node takes no forwarded commands');
       return { answers: await Promise.all(request.body.items.map((item) => runForwarded(item, request.log))) };
     },
   );
 
-  app.post<{ Body: { events: unknown[] } }>(
+  app.post<{ Body: Static<typeof LimitsBody> }>(
     LIMITS_PATH,
     {
       // A full batch of the largest events (a 64-character username, a 45-character address) is
       // about 150 KB: the API routes' 64 KiB would refuse it whole.
       bodyLimit: MAX_BATCH_EVENTS * 1024,
-      schema: {
-        hide: true,
-        body: {
-          type: 'object',
-          properties: { events: { type: 'array', maxItems: MAX_BATCH_EVENTS, items: { type: 'object' } } },
-          required: ['events'],
-          additionalProperties: false,
-        },
-      },
+      schema: { hide: true, body: LimitsBody },
     },
     async (request, reply) => {
-      if (opts.onLimitEvents === undefined) return problem(reply, 404, 'not_found', 'this node takes no rate-limit events');
+      if (opts.onLimitEvents === undefined) return sendProblem(reply, 'not_found', 'this node takes no rate-limit events');
       opts.onLimitEvents(request.body.events);
       return reply.code(204).send();
     },
   );
 
   app.post(POSITIONS_PATH, { schema: { hide: true } }, async (_request, reply) => {
-    if (opts.positions === undefined) return problem(reply, 404, 'not_found', 'this node does not tell its log positions');
+    if (opts.positions === undefined) return sendProblem(reply, 'not_found', 'this node does not tell its log positions');
     return opts.positions();
   });
 
-  app.post<{ Body: { partition: number; query: unknown } }>(
+  app.post<{ Body: Static<typeof QueryBody> }>(
     QUERY_PATH,
-    {
-      schema: {
-        hide: true,
-        body: {
-          type: 'object',
-          properties: { partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 }, query: { type: 'object' } },
-          required: ['partition', 'query'],
-          additionalProperties: false,
-        },
-      },
-    },
+    { schema: { hide: true, body: QueryBody } },
     async (request, reply) => {
-      if (opts.onQuery === undefined) return problem(reply, 404, 'not_found', 'this node takes no forwarded reads');
+      if (opts.onQuery === undefined) return sendProblem(reply, 'not_found', 'this node takes no forwarded reads');
       return opts.onQuery(request.body.partition, request.body.query);
     },
   );
 
-  app.get<{ Params: SnapshotParams }>(
+  app.get<{ Params: Static<typeof SnapshotParams> }>(
     `${SNAPSHOT_PATH}/:partition/:ref`,
-    {
-      // A HEAD twin would open the file for nothing.
-      exposeHeadRoute: false,
-      schema: {
-        hide: true,
-        params: {
-          type: 'object',
-          properties: {
-            partition: { type: 'integer', minimum: 0, maximum: MAX_PARTITIONS - 1 },
-            ref: { type: 'string', minLength: 1, maxLength: MAX_SNAPSHOT_REF_BYTES },
-          },
-          required: ['partition', 'ref'],
-        },
-      },
-    },
+    // A HEAD twin would open the file for nothing.
+    { exposeHeadRoute: false, schema: { hide: true, params: SnapshotParams } },
     async (request, reply) => {
       const { partition, ref } = request.params;
       const path = await opts.snapshotFile(partition, ref);
       const file = path === null ? null : await openIfExists(path);
-      if (file === null) return problem(reply, 404, 'not_found', `no snapshot ${ref} for partition ${partition}`);
+      if (file === null) return sendProblem(reply, 'not_found', `no snapshot ${ref} for partition ${partition}`);
       let size: number;
       try {
         size = (await file.stat()).size;
@@ -555,17 +482,8 @@ async function openIfExists(path: string): Promise<FileHandle | null> {
   }
 }
 
-const TITLES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  404: 'Not Found',
-  413: 'Content Too Large',
-  415: 'Unsupported Media Type',
-  421: 'Misdirected Request',
-  500: 'Internal Server Error',
-};
-
-function codeOf(status: number): string {
+/** The code of a client error Fastify raised with `status` (a body too large, a bad media type, ...). */
+function codeOf(status: number): ProblemCode | InternalProblemCode {
   switch (status) {
     case 401:
       return 'unauthorized';
@@ -578,14 +496,6 @@ function codeOf(status: number): string {
     default:
       return 'validation_failed';
   }
-}
-
-/** An RFC 9457 problem, shaped as the public API's errors are. */
-function problem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
-  return reply
-    .code(status)
-    .type('application/problem+json')
-    .send({ type: 'about:blank', title: TITLES[status] ?? 'Error', status, code, detail });
 }
 
 /** A peer's wall clock (CLOCK_HEADER) heard at monotonic time `mono`; undefined when it said nothing usable. */

@@ -7,7 +7,7 @@
 // This file: limits, names, pages, path parameters, headers, the problem shape, and the parts queues
 // and subscriptions share.
 import { Type, type TSchema } from 'typebox';
-import { Problems, type ProblemCode } from '../errors.js';
+import { Problems, type ProblemCode } from '../../cluster/problems.js';
 
 export const LIMITS = {
   bodyBytes: 256 * 1024,

@@ -1,0 +1,37 @@
+// Every problem+json a node answers, on the public API and on the routes between nodes alike, from
+// one registry: a code, its HTTP status and its title (RFC 9457). The public codes are the API's
+// contract (docs/api.md#errors, the OpenAPI schema ProblemCode); the internal ones only peers see.
+import type { FastifyReply } from 'fastify';
+
+export const Problems = {
+  validation_failed: { status: 400, title: 'Bad Request' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  not_found: { status: 404, title: 'Not Found' },
+  conflict: { status: 409, title: 'Conflict' },
+  payload_too_large: { status: 413, title: 'Content Too Large' },
+  rate_limited: { status: 429, title: 'Too Many Requests' },
+  internal: { status: 500, title: 'Internal Server Error' },
+  unavailable: { status: 503, title: 'Service Unavailable' },
+  timeout: { status: 504, title: 'Gateway Timeout' },
+} as const;
+export type ProblemCode = keyof typeof Problems;
+
+/** Codes only the routes between nodes answer (internal-routes.ts), never a client. */
+export const InternalProblems = {
+  unsupported_media_type: { status: 415, title: 'Unsupported Media Type' },
+  /** A Raft batch addressed to another node. */
+  misdirected: { status: 421, title: 'Misdirected Request' },
+  /** A system command forwarded to a node that does not lead the partition. */
+  not_leader: { status: 421, title: 'Misdirected Request' },
+} as const;
+export type InternalProblemCode = keyof typeof InternalProblems;
+
+export const PROBLEM_TYPE_BASE = 'https://mom.invalid/problems/';
+
+/** Answers `code` as problem+json: its status and title from the registry, `detail` for people. */
+export function sendProblem(reply: FastifyReply, code: ProblemCode | InternalProblemCode, detail: string, retryAfterSeconds?: number): FastifyReply {
+  const { status, title } = code in Problems ? Problems[code as ProblemCode] : InternalProblems[code as InternalProblemCode];
+  if (retryAfterSeconds !== undefined) reply.header('retry-after', String(retryAfterSeconds));
+  return reply.code(status).type('application/problem+json').send({ type: `${PROBLEM_TYPE_BASE}${code}`, title, status, code, detail });
+}
