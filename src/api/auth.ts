@@ -41,10 +41,12 @@ const MAX_VERIFIED_TOKENS = 10_000;
 const VERIFIED_TTL_MS = 60_000;
 /** How long a node trusts what it looked up of a user: a revocation elsewhere holds here within it. */
 export const USER_RECHECK_MS = 60_000;
+/** How long a token is valid, unless the node's settings say otherwise (ApiDeps.tokenTtlSeconds). */
+export const TOKEN_TTL_SECONDS = 3600;
 
 async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
   const { deps } = opts;
-  const ttl = deps.tokenTtlSeconds ?? 3600;
+  const ttl = deps.tokenTtlSeconds ?? TOKEN_TTL_SECONDS;
   await app.register(fastifyJwt, {
     secret: deps.jwtSecret,
     sign: { algorithm: 'HS256', expiresIn: ttl },

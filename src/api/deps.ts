@@ -54,7 +54,7 @@ export interface ApiDeps {
   readonly jwtSecret: string;
   /** Seals and opens receipt handles (receipts.ts): keyed by the cluster secret, the same on every node. */
   readonly receipts: Receipts;
-  /** Default 3600. */
+  /** Default TOKEN_TTL_SECONDS (auth.ts). */
   readonly tokenTtlSeconds?: number;
   /** bcrypt cost; default 10 (the floor). */
   readonly bcryptCost?: number;

@@ -4,6 +4,7 @@
 // skips a name that exists throughout, whatever is created or deleted meanwhile.
 import type { FastifyRequest } from 'fastify';
 import { actorOf, ctxOf, type ApiDeps } from './deps.js';
+import type { ListQuery } from './schemas/common.js';
 import { ApiError, fromFailure } from './errors.js';
 
 const NAME = /^[A-Za-z0-9_-]{1,128}$/;
@@ -28,9 +29,9 @@ export async function listAcross<T extends { name: string }>(
   deps: ApiDeps,
   request: FastifyRequest,
   type: 'queue.list' | 'topic.list',
-  query: { limit?: number; cursor?: string },
+  query: ListQuery,
 ): Promise<{ items: T[]; nextCursor: string | null }> {
-  const limit = query.limit ?? 50;
+  const { limit } = query;
   const after = decodeCursor(query.cursor);
   const user = actorOf(request);
   const parts = await Promise.all(

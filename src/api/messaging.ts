@@ -7,7 +7,7 @@ import type { Watch } from '../cluster/router.js';
 import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 import { LIMITS } from './schemas/common.js';
-import { AckRequest, AckResult, LeaseRequest, LeaseResult, NackRequest, NackResult } from './schemas/messages.js';
+import { AckRequest, AckResult, LeaseRequest, LeaseResult, NackRequest, NackResult, type ReceiveRequest } from './schemas/messages.js';
 
 interface MessageFields {
   body: string;
@@ -56,6 +56,8 @@ export function toMessageInputs(messages: readonly MessageFields[]): MessageInpu
   return out;
 }
 
+/** The body of an ack, nack or lease, validated (a nack's delay filled in). */
+type HandleRequest = Static<typeof AckRequest> | NackRequest | LeaseRequest;
 export type HandleOp = 'ack' | 'nack' | 'lease';
 
 /** The request and answer schemas of each receipt-handle operation. */
@@ -76,10 +78,10 @@ export function handleAnswer(op: HandleOp, r: HandleOutcome): Static<(typeof HAN
 }
 
 /** The command of an ack, nack or lease of the state machine's `handles` on a channel. */
-function handleCommand(op: HandleOp, channel: ChannelRef, handles: string[], b: { delaySeconds?: number; visibilityTimeoutSeconds?: number }): Command {
+function handleCommand(op: HandleOp, channel: ChannelRef, handles: string[], b: HandleRequest): Command {
   if (op === 'ack') return { type: 'ack', channel, receiptHandles: handles };
-  if (op === 'nack') return { type: 'nack', channel, receiptHandles: handles, delaySeconds: b.delaySeconds ?? 0 };
-  return { type: 'lease', channel, receiptHandles: handles, visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 0 };
+  if (op === 'nack') return { type: 'nack', channel, receiptHandles: handles, delaySeconds: (b as NackRequest).delaySeconds };
+  return { type: 'lease', channel, receiptHandles: handles, visibilityTimeoutSeconds: (b as LeaseRequest).visibilityTimeoutSeconds };
 }
 
 /**
@@ -93,7 +95,7 @@ export async function handleWrite(
   partitionKey: string,
   op: HandleOp,
   channel: ChannelRef,
-  b: { receiptHandles: string[]; delaySeconds?: number; visibilityTimeoutSeconds?: number },
+  b: HandleRequest,
 ): Promise<HandleOutcome> {
   const inner = b.receiptHandles.map((h) => deps.receipts.open(channel, h));
   const valid = inner.filter((h): h is string => h !== null);
@@ -147,11 +149,11 @@ async function leaseMessages(
   reply: FastifyReply,
   partitionKey: string,
   channel: ChannelRef,
-  body: { maxMessages?: number; visibilityTimeoutSeconds?: number; waitSeconds?: number },
+  body: ReceiveRequest,
 ): Promise<{ messages: ReceivedMessage[] }> {
   const now = deps.now ?? Date.now;
   const partition = partitionOf(partitionKey, deps.broker.partitions);
-  const deadline = now() + (body.waitSeconds ?? 0) * 1000;
+  const deadline = now() + body.waitSeconds * 1000;
   let gone = false;
   let wakeGone = (): void => undefined;
   const goneP = new Promise<boolean>((resolve) => {
@@ -163,7 +165,7 @@ async function leaseMessages(
     wakeGone();
   };
   reply.raw.on('close', onClose);
-  const base = { type: 'receive', channel, maxMessages: body.maxMessages ?? 1, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
+  const base = { type: 'receive', channel, maxMessages: body.maxMessages, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
   // A poll with an Idempotency-Key waits on this node only: the receive that finds its messages binds
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
   const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined;

@@ -10,6 +10,7 @@ import { Type } from 'typebox';
 import { UnavailableError } from '../../cluster/errors.js';
 import { userPartition } from '../../partition/routing.js';
 import { USER_LIFECYCLE, type Result, type Success } from '../../store/broker/index.js';
+import { TOKEN_TTL_SECONDS } from '../auth.js';
 import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
@@ -35,7 +36,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const { deps } = opts;
   const now = deps.now ?? Date.now;
   const cost = Math.max(10, deps.bcryptCost ?? 10);
-  const ttl = deps.tokenTtlSeconds ?? 3600;
+  const ttl = deps.tokenTtlSeconds ?? TOKEN_TTL_SECONDS;
   const logins = new LoginGuard(LOGIN_LIMITS, now);
   const registerByAddress = new RateLimiter(REGISTER_LIMITS.perAddress, REGISTER_LIMITS.windowMs, now);
   // Compared against when the user is unknown, so that both failures take as long.

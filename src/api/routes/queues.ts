@@ -45,16 +45,16 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
     },
     async (request, reply) => {
-      const b = request.body;
+      const b = request.body as QueueCreate;
       await checkDeadLetterQueue(deps, request, b.deadLetterQueue, b.maxDeliveries);
       const q = await write<QueueView>(deps, request, b.name, {
         type: 'queue.create',
         name: b.name,
-        visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 30,
+        visibilityTimeoutSeconds: b.visibilityTimeoutSeconds,
         maxDeliveries: b.maxDeliveries ?? null,
         deadLetterQueue: b.deadLetterQueue ?? null,
-        delaySeconds: b.delaySeconds ?? 0,
-        retentionSeconds: b.retentionSeconds ?? 345600,
+        delaySeconds: b.delaySeconds,
+        retentionSeconds: b.retentionSeconds,
       });
       return reply.code(201).send(q);
     },
@@ -73,7 +73,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         response: { 200: QueuePage, ...problems(400, 401, 503) },
       },
     },
-    async (request) => listAcross<QueueView>(deps, request, 'queue.list', request.query),
+    async (request) => listAcross<QueueView>(deps, request, 'queue.list', request.query as ListQuery),
   );
 
   app.get(

@@ -58,7 +58,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         response: { 200: TopicPage, ...problems(400, 401, 503) },
       },
     },
-    async (request) => listAcross<TopicView>(deps, request, 'topic.list', request.query),
+    async (request) => listAcross<TopicView>(deps, request, 'topic.list', request.query as ListQuery),
   );
 
   app.get(
@@ -118,14 +118,14 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
     },
     async (request, reply) => {
-      const b = request.body;
+      const b = request.body as SubscriptionCreate;
       if (b.filter !== undefined) checkUnicode(b.filter.attributes, 'filter.attributes');
       await checkDeadLetterQueue(deps, request, b.deadLetterQueue, b.maxDeliveries);
       const s = await write<SubscriptionView>(deps, request, request.params.topic, {
         type: 'subscription.create',
         topic: request.params.topic,
         name: b.name,
-        visibilityTimeoutSeconds: b.visibilityTimeoutSeconds ?? 30,
+        visibilityTimeoutSeconds: b.visibilityTimeoutSeconds,
         maxDeliveries: b.maxDeliveries ?? null,
         deadLetterQueue: b.deadLetterQueue ?? null,
         filter: b.filter?.attributes ?? null,

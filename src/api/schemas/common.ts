@@ -6,7 +6,7 @@
 //
 // This file: limits, names, pages, path parameters, headers, the problem shape, and the parts queues
 // and subscriptions share.
-import { Type, type TSchema } from 'typebox';
+import { Type, type Static, type TObject, type TSchema } from 'typebox';
 import { Problems, type ProblemCode } from '../../cluster/problems.js';
 
 export const LIMITS = {
@@ -43,6 +43,23 @@ export const StringEnum = <const T extends readonly string[]>(values: T, options
  * fails to compile when a field is added to one and not the other.
  */
 export type SameShape<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+
+/**
+ * A request's type once validated: the properties K, which the schema gives a `default`, are present
+ * (Ajv's useDefaults fills them in: app.ts). A schema is the one place a default is written; a
+ * handler reads the value, never writes it again.
+ */
+export type Defaulted<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], undefined> };
+
+/**
+ * The defaults a schema's properties declare, for a body that may be absent: Ajv fills the defaults
+ * into a body it validates, and nothing into a body that was not sent.
+ */
+export function defaultsOf(schema: TObject): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema.properties)) if ((v as { default?: unknown }).default !== undefined) out[k] = (v as { default: unknown }).default;
+  return out;
+}
 
 export const nullable = <T extends TSchema>(s: T, description: string) => Type.Union([s, Type.Null()], { description });
 
@@ -120,6 +137,7 @@ export const ListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
+export type ListQuery = Defaulted<Static<typeof ListQuery>, 'limit'>;
 
 export const pageOf = <T extends TSchema>(name: string, item: T) =>
   Type.Object(

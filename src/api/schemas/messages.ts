@@ -1,6 +1,6 @@
 // Messages: what is sent or published, and what receive, ack, nack and lease take and answer.
-import { Type } from 'typebox';
-import { Attributes, LIMITS, SCHEMA_NAME, StringEnum, VisibilityTimeout, batchOf } from './common.js';
+import { Type, type Static } from 'typebox';
+import { Attributes, LIMITS, SCHEMA_NAME, StringEnum, VisibilityTimeout, batchOf, defaultsOf, type Defaulted } from './common.js';
 
 const MessageBody = Type.String({
   description: `The message: a UTF-8 string of at most ${LIMITS.bodyBytes} bytes (262,144; larger answers 413).`,
@@ -68,6 +68,9 @@ export const ReceiveRequest = Type.Object(
   },
   { additionalProperties: false, [SCHEMA_NAME]: 'ReceiveRequest' },
 );
+export type ReceiveRequest = Defaulted<Static<typeof ReceiveRequest>, 'maxMessages' | 'waitSeconds'>;
+/** What a receive sent without a body asks for. */
+export const RECEIVE_DEFAULTS = defaultsOf(ReceiveRequest);
 
 export const ReceivedMessage = Type.Object(
   {
@@ -95,11 +98,13 @@ export const NackRequest = Type.Object(
   },
   { additionalProperties: false, [SCHEMA_NAME]: 'NackRequest' },
 );
+export type NackRequest = Defaulted<Static<typeof NackRequest>, 'delaySeconds'>;
 
 export const LeaseRequest = Type.Object(
   { receiptHandles: ReceiptHandles, visibilityTimeoutSeconds: { ...VisibilityTimeout, description: 'The new lease, counted from now.' } },
   { additionalProperties: false, [SCHEMA_NAME]: 'LeaseRequest' },
 );
+export type LeaseRequest = Static<typeof LeaseRequest>;
 
 export const ReceiptFailureCode = StringEnum(['receipt_invalid', 'receipt_stale'], {
   [SCHEMA_NAME]: 'ReceiptFailureCode',

@@ -1,7 +1,7 @@
 // Queues: creating one, and a queue as the API shows it.
 import { Type, type Static } from 'typebox';
 import type { QueueView } from '../../store/broker/index.js';
-import { ChannelStats, DeadLetterQueue, LIMITS, MaxDeliveries, Name, SCHEMA_NAME, VisibilityTimeout, nullable, pageOf, type SameShape } from './common.js';
+import { ChannelStats, DeadLetterQueue, LIMITS, type Defaulted, MaxDeliveries, Name, SCHEMA_NAME, VisibilityTimeout, nullable, pageOf, type SameShape } from './common.js';
 
 export const QueueCreate = Type.Object(
   {
@@ -24,7 +24,7 @@ export const QueueCreate = Type.Object(
   { additionalProperties: false, [SCHEMA_NAME]: 'CreateQueueRequest' },
 );
 
-export type QueueCreate = Static<typeof QueueCreate>;
+export type QueueCreate = Defaulted<Static<typeof QueueCreate>, 'visibilityTimeoutSeconds' | 'delaySeconds' | 'retentionSeconds'>;
 
 export const Queue = Type.Object(
   {

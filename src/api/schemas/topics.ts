@@ -1,7 +1,7 @@
 // Topics and their subscriptions.
 import { Type, type Static } from 'typebox';
 import type { SubscriptionView, TopicView } from '../../store/broker/index.js';
-import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf, type SameShape } from './common.js';
+import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf, type Defaulted, type SameShape } from './common.js';
 
 export const SubscribePolicy = StringEnum(['anyone', 'granted'], {
   [SCHEMA_NAME]: 'SubscribePolicy',
@@ -44,6 +44,7 @@ export const SubscriptionCreate = Type.Object(
   },
   { additionalProperties: false, [SCHEMA_NAME]: 'CreateSubscriptionRequest' },
 );
+export type SubscriptionCreate = Defaulted<Static<typeof SubscriptionCreate>, 'visibilityTimeoutSeconds'>;
 
 export const Subscription = Type.Object(
   {
