@@ -22,6 +22,8 @@ export interface PeerCaller {
    * null when the peer does not read commands there (HttpTransport.carry).
    */
   carry?(peer: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null;
+  /** Whether `peer` said in its current Raft stream's answer that it takes system commands as commands (SYSTEM_HEADER). */
+  takesSystemCommands?(peer: NodeId): boolean;
 }
 
 /** undici's codes for a connection that never opened: what was to go over it was certainly not sent. */

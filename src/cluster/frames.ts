@@ -33,6 +33,12 @@ export const WINDOW_HEADER = 'x-mom-stream-window';
  * refuses a frame with fields it does not know.
  */
 export const CARRIES_HEADER = 'x-mom-stream-carries';
+/**
+ * An answer header: '1' when the receiver also takes the system's own commands (SYSTEM_COMMANDS:
+ * dead letters for a queue it leads) forwarded as commands, carried in frames or posted to
+ * /internal/command(s). Builds before it take those only at /internal/propose, which stays for them.
+ */
+export const SYSTEM_HEADER = 'x-mom-stream-system';
 /** The largest window a receiver accepts; a larger one is taken as this. */
 export const MAX_STREAM_WINDOW = 1024;
 /** A frame taken is acknowledged within this long (ms), when its window allows the wait. */

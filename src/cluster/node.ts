@@ -3,7 +3,7 @@
 // (src/server.ts) mounts the inter-node routes this node answers next to the REST API.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { NodeHost, commandOrigin, type PartitionStatus } from '../partition/host.js';
+import { NodeHost, commandOrigin, type Outbox, type PartitionStatus } from '../partition/host.js';
 import { Housekeeping } from '../partition/housekeeping.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
@@ -72,12 +72,23 @@ export class ClusterNode {
       ...(opts.wallClock === undefined ? {} : { now: opts.wallClock }),
     });
     const tickMs = opts.tickMs ?? 100;
+    // The host's system commands for a partition led elsewhere go the way clients' commands go
+    // (Router.proposeSystemAt); the router is made once the host is open.
+    let router: Router | null = null;
+    const outbox: Outbox = {
+      send: (items) => transport.send(items),
+      fetchSnapshot: (peer, partition, ref, dest) => transport.fetchSnapshot(peer, partition, ref, dest),
+      forward: (peer, partition, command) => {
+        if (router === null) return Promise.reject(new Error('the node is still opening'));
+        return router.proposeSystemAt(peer, partition, command);
+      },
+    };
     const host = await NodeHost.open({
       self: cfg.nodeId,
       voters: cfg.peers.map((p) => p.id),
       partitions: cfg.partitions,
       dataDir: cfg.dataDir,
-      outbox: transport,
+      outbox,
       tickMs,
       ...(opts.snapshotEvery === undefined ? {} : { snapshotEvery: opts.snapshotEvery }),
       ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
@@ -87,7 +98,7 @@ export class ClusterNode {
     });
     // The proposals no request makes (sweeps, clocks, dead letters, format raises), on the host's passes.
     new Housekeeping(host);
-    const router = new Router(host, transport, {
+    router = new Router(host, transport, {
       self: cfg.nodeId,
       partitions: cfg.partitions,
       pollMs: Math.max(10, Math.min(tickMs, 100)),
@@ -174,7 +185,9 @@ export class ClusterNode {
       onCommand: async (partition, actor, command, idempotencyKey, log) => {
         const type = (command as { type?: unknown }).type;
         log.debug({ partition, command: type, actor }, 'forwarded command');
-        if (commandOrigin(command) !== 'client') return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a client command' } };
+        // A system command comes from a peer's housekeeping (Router.proposeSystemAt), never with an actor.
+        const origin = commandOrigin(command);
+        if (origin === null || (origin === 'system' && actor !== null)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a command a peer may forward' } };
         if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
         return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
       },

@@ -15,14 +15,14 @@
 // unknown (a lost answer, leadership lost while waiting) is retried only when it carries an
 // Idempotency-Key, which makes the retry a replay; otherwise the client hears 503 or 504 and decides.
 import type { NodeId } from '../raft/index.js';
-import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError } from '../partition/errors.js';
-import type { NodeHost } from '../partition/host.js';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from '../partition/errors.js';
+import { commandOrigin, type NodeHost } from '../partition/host.js';
 import { randomBytes } from 'node:crypto';
 import { runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
 import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
-import { QUERY_PATH } from './internal-routes.js';
+import { PROPOSE_PATH, QUERY_PATH } from './internal-routes.js';
 
 
 export type { Answer, PeerCaller } from './answer.js';
@@ -179,6 +179,8 @@ export class Router {
 
   /** Proposes `command` as `actor` on partition `p`, wherever its leader is; resolves once applied. */
   async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
+    // The system's own commands go by proposeSystemAt, from housekeeping, never from a request.
+    if (commandOrigin(command) !== 'client') throw new TypeError(`'${command.type}' is not a command a request may propose`);
     const body = {
       partition: p,
       actor,
@@ -200,6 +202,25 @@ export class Router {
     // Between closing the old state and opening the installed snapshot, there is nothing to read.
     if (!state.isOpen()) throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
     return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
+  }
+
+  /**
+   * A system command (SYSTEM_COMMANDS: dead letters for a queue of partition `p`) for `leader`, which
+   * leads `p`, the way a client's command is forwarded: carried in the Raft stream, or posted with
+   * the others of this turn. A leader of an older build, which has not said in its stream's answer
+   * that it takes them (SYSTEM_HEADER), gets it at /internal/propose. Resolves with its result;
+   * rejects when it was not applied there (no longer the leader, unreachable, outcome unknown), and
+   * the housekeeping that asked proposes it again later.
+   */
+  async proposeSystemAt(leader: NodeId, p: number, command: Command): Promise<Result> {
+    if (this.peers.takesSystemCommands?.(leader) !== true) {
+      const res = await this.peers.call(leader, PROPOSE_PATH, { partition: p, command }, { timeoutMs: COMMAND_TIMEOUT_MS });
+      if (res.status !== 200) throw new Error(`forwarding to ${leader} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 200)}`);
+      return (res.body as { result: Result }).result;
+    }
+    const answer = await this.batcher.forward(leader, { partition: p, actor: null, command });
+    if (answer.kind === 'ok') return answer.result;
+    throw new Error(`forwarding to ${leader}: ${answer.kind === 'not_leader' ? `not the leader (leader: ${String(answer.leader)})` : `${answer.kind}: ${answer.detail}`}`);
   }
 
   /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
@@ -405,8 +426,7 @@ async function settle(run: Promise<Result>): Promise<Answer> {
     if (err instanceof NotLeaderError) return { kind: 'not_leader', leader: err.leader };
     if (err instanceof OverloadedError || err instanceof NotCommittedError) return { kind: 'retry', detail: err.message };
     if (err instanceof OutcomeUnknownError) return { kind: 'unknown', detail: err.message, timedOut: err.timedOut };
-    const name = (err as Error).name;
-    if (name === 'ReplicaClosedError') return { kind: 'retry', detail: 'the replica is closing' };
+    if (err instanceof ReplicaClosedError) return { kind: 'retry', detail: 'the replica is closing' };
     throw err;
   }
 }

@@ -33,7 +33,7 @@ import { FORMAT } from '../store/broker/format.js';
 import { decodeAnswer, type Answer } from './answer.js';
 import { errorText } from './errors.js';
 import { FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_WINDOW, WINDOW_HEADER, sealFrame } from './frames.js';
-import { CLOCK_HEADER, FORMAT_HEADER, PROPOSE_PATH, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { CLOCK_HEADER, FORMAT_HEADER, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { MessageQueue } from './message-queue.js';
 import { RaftStream, carriedFate, type PendingFrame, type StreamFailure } from './raft-stream.js';
@@ -173,6 +173,11 @@ interface Peer {
   failures: number;
   /** The peer said in its last stream's answer that it reads carried commands (CARRIES_HEADER). */
   carries: boolean;
+  /**
+   * The peer said in its current stream's answer that it takes system commands as commands
+   * (SYSTEM_HEADER); false from the moment that stream ends until the next one says so again.
+   */
+  takesSystem: boolean;
   /** Commands and answers waiting for the next frame, and their approximate bytes. */
   commands: CarriedCommand[];
   answers: QueuedAnswer[];
@@ -258,6 +263,7 @@ export class HttpTransport {
         failures: 0,
         backoff: null,
         carries: false,
+        takesSystem: false,
         commands: [],
         answers: [],
         carriedBytes: 0,
@@ -297,14 +303,9 @@ export class HttpTransport {
     }
   }
 
-  /**
-   * Asks `peerId`, the leader of `partition`, to propose a system command there; resolves with the
-   * command's result. Rejects when the peer is not the leader or cannot be reached: the caller retries.
-   */
-  async forward(peerId: NodeId, partition: number, command: unknown): Promise<unknown> {
-    const res = await this.call(peerId, PROPOSE_PATH, { partition, command }, { timeoutMs: this.requestTimeoutMs * 5 });
-    if (res.status !== 200) throw new Error(`forwarding to ${peerId} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 200)}`);
-    return (res.body as { result: unknown }).result;
+  /** Whether `peerId` said in its current Raft stream's answer that it takes system commands as commands (SYSTEM_HEADER). */
+  takesSystemCommands(peerId: NodeId): boolean {
+    return this.peers.get(peerId)?.takesSystem === true;
   }
 
   /**
@@ -703,8 +704,10 @@ export class HttpTransport {
     };
     const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
     const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
-      opened: (carries) => {
-        if (peer.stream === opened) this.setCarries(peer, carries);
+      opened: (carries, system) => {
+        if (peer.stream !== opened) return;
+        peer.takesSystem = carries && system;
+        this.setCarries(peer, carries);
       },
       acked: (frames, messages) => {
         this.sent += messages;
@@ -712,7 +715,11 @@ export class HttpTransport {
         peer.failures = 0;
       },
       over: (failure, unacknowledged) => {
-        if (peer.stream === opened) peer.stream = null;
+        if (peer.stream === opened) {
+          peer.stream = null;
+          // The next stream's answer says again whether the peer (restarted, maybe as another build) takes them.
+          peer.takesSystem = false;
+        }
         this.streamOver(peer, failure, unacknowledged);
       },
     });

@@ -31,15 +31,16 @@ import { PartitionReplica, type HaltReason } from './replica.js';
 import { Snapshots, bodiesLost, readsBodiesFrom, snapshotPath, statePath } from './snapshots.js';
 
 /**
- * The system's own commands: a peer may forward only these to this node as a partition's leader
- * (proposeForwarded), and a client's forwarded command may never be one.
+ * The system's own commands: proposed with no actor, by a leader's housekeeping or forwarded by a
+ * peer's (Router.proposeSystemAt); never one of a client's requests.
  */
 export const SYSTEM_COMMANDS: readonly string[] = ['deadletter.deliver', 'outbox.done', 'sweep', 'format.raise'];
 
 /**
- * The one guard of both forwarding paths: 'system' for a command only the system proposes (a peer
- * forwards it to a leader: proposeForwarded), 'client' for one a client's request may carry
- * (ClusterNode's forwarded commands), null for what is no command at all.
+ * The one guard of what a peer forwards and what a client's request proposes: 'system' for a command
+ * only the system proposes (a peer's forwarded command with no actor, or an older build's at
+ * /internal/propose: proposeForwarded), 'client' for one a client's request may carry (Router.propose
+ * takes only these), null for what is no command at all.
  */
 export function commandOrigin(command: unknown): 'system' | 'client' | null {
   const type = (command as { type?: unknown } | null)?.type;
@@ -47,10 +48,13 @@ export function commandOrigin(command: unknown): 'system' | 'client' | null {
   return SYSTEM_COMMANDS.includes(type) ? 'system' : 'client';
 }
 
-/** What the host needs from the network (the cluster's HTTP transport implements it). */
+/** What the host needs from the network (ClusterNode gives it the transport's, and the router's forward). */
 export interface Outbox {
   send(items: { partition: number; message: Message }[]): void;
-  /** Asks `peer`, the leader of `partition`, to propose a system command; resolves with its result. */
+  /**
+   * Asks `peer`, the leader of `partition`, to propose a system command (Router.proposeSystemAt:
+   * forwarded as a client's command is); resolves with its result.
+   */
   forward(peer: NodeId, partition: number, command: Command): Promise<unknown>;
   /** Copies the snapshot image `ref` of `partition` from `peer` to `dest` (durably). */
   fetchSnapshot(peer: NodeId, partition: number, ref: string, dest: string): Promise<void>;

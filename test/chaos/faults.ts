@@ -107,7 +107,7 @@ type Counters = NetState['counters'];
 
 /** The network fault layers' counters summed over the running nodes. */
 function netCounters(cluster: Cluster): Counters {
-  const sum: Counters = { deliver: { calls: 0, blocked: 0 }, call: { calls: 0, blocked: 0 }, forward: { calls: 0, blocked: 0 }, fetchSnapshot: { calls: 0, blocked: 0 } };
+  const sum: Counters = { deliver: { calls: 0, blocked: 0 }, call: { calls: 0, blocked: 0 }, fetchSnapshot: { calls: 0, blocked: 0 } };
   for (const i of [0, 1, 2]) {
     const s = cluster.netState(i);
     if (s === null) continue;
@@ -121,7 +121,7 @@ function netCounters(cluster: Cluster): Counters {
 
 function refusedText(before: Counters, after: Counters): string {
   const d = (m: keyof Counters): number => after[m].blocked - before[m].blocked;
-  return `the fault layer refused ${d('deliver')} Raft batch(es), ${d('call')} forwarded request(s), ${d('forward')} system command(s), ${d('fetchSnapshot')} snapshot fetch(es)`;
+  return `the fault layer refused ${d('deliver')} Raft batch(es), ${d('call')} forwarded request(s), ${d('fetchSnapshot')} snapshot fetch(es)`;
 }
 
 /**

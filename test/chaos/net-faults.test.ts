@@ -1,6 +1,6 @@
 // The network fault layer (net-faults.ts) in one process: a request to a blocked peer fails as a
-// refused connection would (Raft batches counted failed through the transport's own fail(), call and
-// forward reject with code ECONNREFUSED, fetchSnapshot with SnapshotFetchError caused by one), the
+// refused connection would (Raft batches counted failed through the transport's own fail(), call
+// rejects with code ECONNREFUSED, fetchSnapshot with SnapshotFetchError caused by one), the
 // control file is re-read when it changes, and the state file reports the counters.
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,18 +52,16 @@ t.test('blocked: every kind of request fails as refused, without a connection', 
   t.match(warnings[0], /^ECONNREFUSED: .*chaos net-faults: .* -> n2 cut/, 'reported as a refused connection');
   const callErr = await tr.call(n2, '/internal/query', {}, { timeoutMs: 1_000 }).then(() => null, (e: unknown) => e);
   t.equal(codeOf(callErr), 'ECONNREFUSED', 'call rejects with ECONNREFUSED');
-  const fwdErr = await tr.forward(n2, 0, { type: 'sweep' }).then(() => null, (e: unknown) => e);
-  t.equal(codeOf(fwdErr), 'ECONNREFUSED', 'forward rejects with ECONNREFUSED');
   const snapErr = await tr.fetchSnapshot(n2, 0, 'p0-1-1', join(dir, 'x.db')).then(() => null, (e: unknown) => e);
   t.ok(snapErr instanceof SnapshotFetchError, 'fetchSnapshot rejects with SnapshotFetchError');
   t.equal(codeOf((snapErr as { cause?: unknown }).cause), 'ECONNREFUSED', 'caused by ECONNREFUSED');
   // The layer writes its state file about once a second after its counters move: wait until it has.
   const counted = (): number[] => {
     const c = state().counters;
-    return [c.deliver.blocked, c.call.blocked, c.forward.blocked, c.fetchSnapshot.blocked];
+    return [c.deliver.blocked, c.call.blocked, c.fetchSnapshot.blocked];
   };
   await eventually(() => counted().every((n) => n >= 1));
-  t.same(counted(), [1, 1, 1, 1], 'the state file counts them');
+  t.same(counted(), [1, 1, 1], 'the state file counts them');
 });
 
 t.test('healed: the control file is re-read, and requests go out again', async (t) => {

@@ -13,8 +13,9 @@
 //                  so the peer's queue backs off as after a real refusal. Raft responses are messages
 //                  of their own, sent the other way, so blocking A -> B alone is a true one-way cut
 //                  for Raft traffic. A stream already open stays open; its next frames are refused.
-//   call, forward  reject with an Error whose code is 'ECONNREFUSED' (what undici rejects with), which
-//                  the router treats as "certainly not sent".
+//   call           rejects with an Error whose code is 'ECONNREFUSED' (what undici rejects with), which
+//                  the router treats as "certainly not sent" (forwarded reads, and system commands
+//                  to a peer of an older build; the others ride in deliver's frames or POSTs).
 //   fetchSnapshot  rejects with SnapshotFetchError whose cause has code 'ECONNREFUSED' (what the
 //                  transport itself makes of a refused connection).
 // A cut is per request: one already in flight (or a snapshot download under way) finishes. What a
@@ -32,8 +33,8 @@ import { readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 
 import { SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
 import { HttpTransport } from '../../src/cluster/transport.js';
 
-type Method = 'deliver' | 'call' | 'forward' | 'fetchSnapshot';
-const METHODS: readonly Method[] = ['deliver', 'call', 'forward', 'fetchSnapshot'];
+type Method = 'deliver' | 'call' | 'fetchSnapshot';
+const METHODS: readonly Method[] = ['deliver', 'call', 'fetchSnapshot'];
 
 export interface NetControl {
   version: number;
@@ -110,20 +111,16 @@ function install(controlPath: string): void {
 
   // deliver(peer: Peer, batch: BatchItem[], carried: Carried | null): Promise<boolean>; never rejects,
   // reports through fail(); forwarded commands it carries never left (retry), answers wait to go again.
-  type Transport = { fail(peer: unknown, n: number, reason: string): void; carriedLost(peer: unknown, carried: unknown, notSent: boolean, detail: string): void };
+  type Transport = { fail(peer: unknown, n: number, reason: string): void; carriedLost(peer: unknown, carried: unknown, fate: 'retry', detail: string): void };
   proto.deliver = async function (this: Transport, peer: { id: string }, batch: unknown[], carried: unknown): Promise<unknown> {
     if (pass('deliver', peer.id)) return orig.deliver.call(this, peer, batch, carried);
     const reason = `ECONNREFUSED: ${refused(peer.id).message}`;
     this.fail(peer, batch.length, reason);
-    if (carried !== null && carried !== undefined) this.carriedLost(peer, carried, true, reason);
+    if (carried !== null && carried !== undefined) this.carriedLost(peer, carried, 'retry', reason);
     return false;
   };
   proto.call = async function (this: unknown, peerId: string, ...rest: unknown[]): Promise<unknown> {
     if (pass('call', peerId)) return orig.call.call(this, peerId, ...rest);
-    throw refused(peerId);
-  };
-  proto.forward = async function (this: unknown, peerId: string, ...rest: unknown[]): Promise<unknown> {
-    if (pass('forward', peerId)) return orig.forward.call(this, peerId, ...rest);
     throw refused(peerId);
   };
   proto.fetchSnapshot = async function (this: unknown, peerId: string, partition: number, ref: string, ...rest: unknown[]): Promise<unknown> {

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { MomServer as ClusterNode } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
@@ -81,14 +81,44 @@ t.test('a node with the wrong cluster secret is refused and cannot join', async 
   await r.body.dump();
 });
 
-t.test('forwarded system commands: only to the leader, only system work, only with the secret', async (t) => {
+/**
+ * Three nodes of one partition, led by n1, its preferred leader, as all know: balancing moves nothing
+ * during the test.
+ */
+async function ledByFirst(t: Test): Promise<{ leader: ClusterNode; follower: ClusterNode }> {
   const cfgs = await configs(1);
   const nodes = await Promise.all(cfgs.map((c) => ClusterNode.start(c, { tickMs: 20 })));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
-  // Partition 0 prefers n1 as leader: wait for that, so balancing moves nothing during the test.
   await until(() => nodes.every((n) => n.status()[0]!.leader === 'n1'), 'n1 leads partition 0, as all know');
-  const leader = nodes[0]!;
-  const follower = nodes.find((n) => n !== leader)!;
+  return { leader: nodes[0]!, follower: nodes[1]! };
+}
+
+t.test('a system command goes to its leader as client commands do: in the Raft stream, never with an actor', async (t) => {
+  const { leader, follower } = await ledByFirst(t);
+  // The leader says in its stream's answer that it takes system commands: the follower's stream to it is open.
+  await until(() => follower.transport.takesSystemCommands(leader.cfg.nodeId), 'the leader announced it in its stream');
+  const carried = follower.transport.stats().carriedCommands;
+  const r = await follower.node.router.proposeSystemAt(leader.cfg.nodeId, 0, { type: 'sweep' });
+  t.same(r, { ok: true, value: { expired: 0, deadLettered: 0 } }, 'the leader applied it');
+  t.equal(follower.transport.stats().carriedCommands, carried + 1, 'carried in the Raft stream, not posted');
+  // The same command posted as a forwarded one: taken without an actor, refused with one.
+  const post = async (body: unknown): Promise<unknown> => {
+    const res = await request(`http://127.0.0.1:${leader.cfg.port}/internal/command`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { authorization: `Bearer ${leader.cfg.clusterSecret}`, 'content-type': 'application/json' },
+    });
+    return res.body.json();
+  };
+  t.match(await post({ partition: 0, actor: null, command: { type: 'sweep' } }), { kind: 'ok', result: { ok: true } }, 'a system command without an actor is proposed');
+  t.match(await post({ partition: 0, actor: 'mallory', command: { type: 'sweep' } }), { kind: 'ok', result: { ok: false, code: 'validation_failed' } }, 'with an actor it is refused');
+  t.match(await post({ partition: 0, actor: 'mallory', command: { type: 7 } }), { kind: 'ok', result: { ok: false, code: 'validation_failed' } }, 'what is no command is refused');
+  // A follower of partition 0 is not its leader: the answer says so, and proposeSystemAt rejects.
+  await t.rejects(leader.node.router.proposeSystemAt(follower.cfg.nodeId, 0, { type: 'sweep' }), /not the leader/, 'a follower sends it back');
+});
+
+t.test("an older build's path for system commands (/internal/propose): only to the leader, only system work, only with the secret", async (t) => {
+  const { leader, follower } = await ledByFirst(t);
   const post = async (node: ClusterNode, body: unknown, secret = node.cfg.clusterSecret): Promise<{ status: number; json: unknown }> => {
     const r = await request(`http://127.0.0.1:${node.cfg.port}/internal/propose`, {
       method: 'POST',
