@@ -8,7 +8,7 @@ import { MAX_FANOUT, type ChannelRef } from '../../store/broker/index.js';
 import { write, type ApiDeps } from '../deps.js';
 import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import { IdempotencyHeaders, QueueParams, SubscriptionParams, TopicParams } from '../schemas/common.js';
-import { MessageBatch, Published, PublishedBatch, QueueMessageInput, RECEIVE_DEFAULTS, ReceiveRequest, Received, Sent, SentBatch, TopicMessageBatch, TopicMessageInput } from '../schemas/messages.js';
+import { MessageBatch, Published, PublishedBatch, QueueMessageInput, ReceiveRequest, Received, Sent, SentBatch, TopicMessageBatch, TopicMessageInput } from '../schemas/messages.js';
 import { bearer, problems } from './common.js';
 
 const FANOUT = `One publish stores at most ${MAX_FANOUT} copies (messages × the topic's subscriptions, filters or not)`;
@@ -135,11 +135,15 @@ export function consumeRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue'
         body: Type.Optional(ReceiveRequest),
         response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
+      // A receive may come without a body (docs/api.md): it is then {}, which Ajv validates and fills
+      // with the schema's defaults like any other.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
     },
     async (request, reply) => {
       const { name, ref } = targetOf(kind, request);
-      // A receive may come without a body: Ajv then fills in no defaults.
-      return receive(deps, request, reply, name, ref, { ...RECEIVE_DEFAULTS, ...(request.body as object | undefined) } as ReceiveRequest);
+      return receive(deps, request, reply, name, ref, request.body as ReceiveRequest);
     },
   );
 

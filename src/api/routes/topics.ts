@@ -40,8 +40,8 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
       },
     },
     async (request, reply) => {
-      const { name, subscribe } = request.body;
-      return reply.code(201).send(await write<TopicView>(deps, request, name, { type: 'topic.create', name, subscribe: subscribe ?? 'anyone' }));
+      const { name, subscribe } = request.body as TopicCreate;
+      return reply.code(201).send(await write<TopicView>(deps, request, name, { type: 'topic.create', name, subscribe }));
     },
   );
 

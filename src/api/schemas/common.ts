@@ -6,7 +6,7 @@
 //
 // This file: limits, names, pages, path parameters, headers, the problem shape, and the parts queues
 // and subscriptions share.
-import { Type, type Static, type TObject, type TSchema } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 import { Problems, type ProblemCode } from '../../cluster/problems.js';
 
 export const LIMITS = {
@@ -50,16 +50,6 @@ export type SameShape<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false)
  * handler reads the value, never writes it again.
  */
 export type Defaulted<T, K extends keyof T> = Omit<T, K> & { [P in K]-?: Exclude<T[P], undefined> };
-
-/**
- * The defaults a schema's properties declare, for a body that may be absent: Ajv fills the defaults
- * into a body it validates, and nothing into a body that was not sent.
- */
-export function defaultsOf(schema: TObject): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(schema.properties)) if ((v as { default?: unknown }).default !== undefined) out[k] = (v as { default: unknown }).default;
-  return out;
-}
 
 export const nullable = <T extends TSchema>(s: T, description: string) => Type.Union([s, Type.Null()], { description });
 

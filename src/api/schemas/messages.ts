@@ -1,6 +1,6 @@
 // Messages: what is sent or published, and what receive, ack, nack and lease take and answer.
 import { Type, type Static } from 'typebox';
-import { Attributes, LIMITS, SCHEMA_NAME, StringEnum, VisibilityTimeout, batchOf, defaultsOf, type Defaulted } from './common.js';
+import { Attributes, LIMITS, SCHEMA_NAME, StringEnum, VisibilityTimeout, batchOf, type Defaulted } from './common.js';
 
 const MessageBody = Type.String({
   description: `The message: a UTF-8 string of at most ${LIMITS.bodyBytes} bytes (262,144; larger answers 413).`,
@@ -69,8 +69,6 @@ export const ReceiveRequest = Type.Object(
   { additionalProperties: false, [SCHEMA_NAME]: 'ReceiveRequest' },
 );
 export type ReceiveRequest = Defaulted<Static<typeof ReceiveRequest>, 'maxMessages' | 'waitSeconds'>;
-/** What a receive sent without a body asks for. */
-export const RECEIVE_DEFAULTS = defaultsOf(ReceiveRequest);
 
 export const ReceivedMessage = Type.Object(
   {

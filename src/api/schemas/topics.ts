@@ -12,6 +12,7 @@ export const TopicCreate = Type.Object(
   { name: Name, subscribe: Type.Optional({ ...SubscribePolicy, default: 'anyone' }) },
   { additionalProperties: false, [SCHEMA_NAME]: 'CreateTopicRequest' },
 );
+export type TopicCreate = Defaulted<Static<typeof TopicCreate>, 'subscribe'>;
 
 export const Topic = Type.Object(
   {
