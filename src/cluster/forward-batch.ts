@@ -10,21 +10,11 @@
 // sent again one command per request.
 import type { NodeId } from '../raft/index.js';
 import { COMMAND_PATH, COMMANDS_PATH } from './internal-routes.js';
-import { MAX_FORWARDED_BATCH } from './internal-schemas.js';
+import { MAX_FORWARDED_BATCH, type Forwarded } from './internal-schemas.js';
 import { NOT_SENT_CODES, decodeAnswer, type Answer, type PeerCaller } from './answer.js';
 
-/** A forwarded command, as /internal/command and /internal/commands take it. */
-export interface ForwardedCommand {
-  readonly partition: number;
-  readonly actor: string | null;
-  readonly command: unknown;
-  readonly idempotencyKey?: string;
-  /** The client request's id here: the leader logs the command under it. */
-  readonly requestId?: string;
-}
-
 interface Pending {
-  readonly body: ForwardedCommand;
+  readonly body: Forwarded;
   readonly bytes: number;
   readonly resolve: (a: Answer) => void;
 }
@@ -45,8 +35,8 @@ export class ForwardBatcher {
   ) {}
 
   /** Sends `body` to `leader` with the others of this turn; resolves with its Answer. */
-  forward(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
-    const carried = this.peers.carry?.(leader, body as ForwardedCommand & { command: Record<string, unknown> }, this.timeoutMs);
+  forward(leader: NodeId, body: Forwarded): Promise<Answer> {
+    const carried = this.peers.carry?.(leader, body as Forwarded & { command: Record<string, unknown> }, this.timeoutMs);
     if (carried !== null && carried !== undefined) return carried;
     if (this.single.has(leader)) return this.one(leader, body);
     // The size decides when a batch is full; JSON.stringify of the command is done once more by the
@@ -104,7 +94,7 @@ export class ForwardBatcher {
     items.forEach((i, k) => i.resolve(decodeAnswer(200, answers[k])));
   }
 
-  private async one(leader: NodeId, body: ForwardedCommand): Promise<Answer> {
+  private async one(leader: NodeId, body: Forwarded): Promise<Answer> {
     try {
       const res = await this.peers.call(leader, COMMAND_PATH, body, { timeoutMs: this.timeoutMs, ...(body.requestId === undefined ? {} : { requestId: body.requestId }) });
       return decodeAnswer(res.status, res.body);
@@ -126,7 +116,7 @@ function failed(leader: NodeId, err: unknown): Answer {
  * An upper bound of a command's serialized size, to bound a batch: bodies, attributes and receipt
  * handles, each character counted as the 6 bytes of a JSON escape at worst.
  */
-function approximateBytes(body: ForwardedCommand): number {
+function approximateBytes(body: Forwarded): number {
   const c = body.command as { messages?: { body?: unknown; attributes?: Record<string, unknown> }[]; receiptHandles?: unknown[] };
   const str = (v: unknown): number => (typeof v === 'string' ? 6 * v.length + 2 : 16);
   let n = 512;

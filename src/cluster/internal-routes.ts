@@ -482,17 +482,23 @@ async function openIfExists(path: string): Promise<FileHandle | null> {
   }
 }
 
-/** The code of a client error Fastify raised with `status` (a body too large, a bad media type, ...). */
+/** The code of a client error Fastify raised with `status` (a body too large, a bad media type, ...); any other 4xx is answered 400. */
 function codeOf(status: number): ProblemCode | InternalProblemCode {
   switch (status) {
     case 401:
       return 'unauthorized';
+    case 403:
+      return 'forbidden';
     case 404:
       return 'not_found';
+    case 409:
+      return 'conflict';
     case 413:
       return 'payload_too_large';
     case 415:
       return 'unsupported_media_type';
+    case 429:
+      return 'rate_limited';
     default:
       return 'validation_failed';
   }

@@ -16,7 +16,7 @@ const AnyObject = Type.Object({});
 /** A system command a peer asks this node, the partition's leader, to propose. */
 export const ProposeBody = Type.Object({ partition: Partition, command: AnyObject }, { additionalProperties: false });
 
-/** A client command a node forwards to the partition's leader, as /internal/command takes it. */
+/** A command a node forwards to the partition's leader, as /internal/command takes it (forward-batch.ts). */
 export const ForwardedCommand = Type.Object(
   {
     partition: Partition,

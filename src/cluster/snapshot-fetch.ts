@@ -18,11 +18,12 @@ export class SnapshotFetchError extends Error {
 }
 
 /**
- * Downloads `path` from `pool` (the snapshot route of a peer) into `destPath`: written to
+ * Downloads `from.path` from `from.pool` (the snapshot route of a peer) into `destPath`: written to
  * `destPath.part`, fsynced, renamed, and the directory fsynced. Rejects with SnapshotFetchError on a
  * non-200 answer, a cut-short body or a failed request; `what` names the image in its message.
  */
-export async function downloadSnapshot(pool: Pool, path: string, authorization: string, what: string, destPath: string): Promise<void> {
+export async function downloadSnapshot(from: { pool: Pool; path: string; authorization: string }, what: string, destPath: string): Promise<void> {
+  const { pool, path, authorization } = from;
   let res;
   try {
     res = await pool.request({

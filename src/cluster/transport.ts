@@ -106,9 +106,9 @@ export const DEFAULT_MAX_QUEUED_PER_PEER = 10_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 2_000;
 export const DEFAULT_SNAPSHOT_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
-/** A failing peer is reported at most once per this interval. */
 /** Connections per peer for forwarded requests: each holds one request until its write applies. */
 export const RPC_CONNECTIONS = 64;
+/** A failing peer is reported at most once per this interval. */
 export const WARN_INTERVAL_MS = 10_000;
 /** A Raft stream is replaced by a new one this long after it opened. */
 export const STREAM_MAX_AGE_MS = 60_000;
@@ -422,7 +422,8 @@ export class HttpTransport {
     if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);
     if (this.closed) throw new SnapshotFetchError('the transport is closed');
     peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
-    await downloadSnapshot(peer.snapshotPool, `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`, this.authorization, `snapshot ${ref} of partition ${partition} from ${peerId}`, destPath);
+    const from = { pool: peer.snapshotPool, path: `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`, authorization: this.authorization };
+    await downloadSnapshot(from, `snapshot ${ref} of partition ${partition} from ${peerId}`, destPath);
   }
 
   stats(): TransportStats {

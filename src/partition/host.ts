@@ -165,7 +165,7 @@ export class NodeHost {
   ) {
     this.elapsed = opts.monotonic ?? (() => performance.now());
     this.clock = new ClusterClock(opts.wallClock ?? opts.now ?? Date.now, this.elapsed);
-    const host = { replicas: this.replicas, logStore, readable: this.readable, elapsed: this.elapsed, isClosed: () => this.closed, schedule: () => this.schedule() };
+    const host = { replicas: this.replicas, logStore, readable: () => this.readable, elapsed: this.elapsed, isClosed: () => this.closed, schedule: () => this.schedule() };
     this.snapshots = new Snapshots(host, {
       dataDir: opts.dataDir,
       voters: opts.voters,
@@ -198,7 +198,7 @@ export class NodeHost {
       const log = logStore.partition(p, opts.voters);
       log.verify();
       const path = statePath(opts.dataDir, p);
-      // The log is compacted only behind a point the state database had made durable (compact()),
+      // The log is compacted only behind a point the state database had made durable (Snapshots.compact),
       // or behind an image fetched from the leader, durable before the log recorded it. A state
       // behind the compacted log is an install that a crash cut short: its image is still there.
       // So is one whose state was ahead (a power cut had left it past its log): the install is done
@@ -272,6 +272,7 @@ export class NodeHost {
    * (housekeeping.ts) proposes what no request does.
    */
   tick(): void {
+    if (this.closed) return;
     const now = this.elapsed();
     // This node was stopped or its loop blocked for an election timeout or more: the peers' silence
     // is its own. Count from now, so that it does not call itself cut off before it reads their mail.
@@ -286,7 +287,7 @@ export class NodeHost {
     this.schedule();
   }
 
-  /** Whether no loop turn is scheduled or running: what this node was given is all handled. */
+  /** Whether no loop turn is scheduled or running (a snapshot's fetch or a compaction may still be under way). */
   get idle(): boolean {
     return !this.turnScheduled && !this.turnRunning;
   }

@@ -45,7 +45,7 @@ export interface SnapshotsHost {
   readonly replicas: readonly PartitionReplica[];
   readonly logStore: WalStore;
   /** The newest log format this node reads. */
-  readonly readable: number;
+  readable(): number;
   /** The monotonic clock (ms). */
   elapsed(): number;
   isClosed(): boolean;
@@ -209,7 +209,7 @@ export class Snapshots {
     const ref = new TextDecoder().decode(rd.snapshot!.data);
     await r.state.close();
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
-    r.state = readsBodiesFrom(r.log, await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.host.readable }));
+    r.state = readsBodiesFrom(r.log, await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.host.readable() }));
     this.retireServed(r.partition);
   }
 

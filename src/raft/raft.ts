@@ -2,7 +2,7 @@ import { DropReason, ProposalDroppedError, RaftError, invariant } from './errors
 import { RaftLog } from './log.js';
 import { Progress, ProgressState } from './progress.js';
 import { VoteResult, committedIndex, hasQuorum, tally } from './quorum.js';
-import { PendingReads } from './read-only.js';
+import { PendingReads } from './pending-reads.js';
 import type { Storage } from './storage.js';
 import {
   EntryKind,

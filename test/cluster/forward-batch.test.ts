@@ -3,13 +3,14 @@
 // without the batch route (404) gets the commands one by one from then on.
 import t from 'tap';
 import type { PeerCaller } from '../../src/cluster/answer.js';
-import { ForwardBatcher, type ForwardedCommand } from '../../src/cluster/forward-batch.js';
+import { ForwardBatcher } from '../../src/cluster/forward-batch.js';
+import type { Forwarded } from '../../src/cluster/internal-schemas.js';
 import { COMMAND_PATH, COMMANDS_PATH } from '../../src/cluster/internal-routes.js';
 import type { NodeId } from '../../src/raft/index.js';
 
 const n2 = 'n2' as NodeId;
 const n3 = 'n3' as NodeId;
-const cmd = (k: number): ForwardedCommand => ({ partition: k % 4, actor: 'alice', command: { type: 'queue.send', name: `q${k}`, messages: [{ body: `m${k}`, attributes: {} }] } });
+const cmd = (k: number): Forwarded => ({ partition: k % 4, actor: 'alice', command: { type: 'queue.send', name: `q${k}`, messages: [{ body: `m${k}`, attributes: {} }] } });
 const ok = (k: unknown) => ({ kind: 'ok', result: { ok: true, value: k } });
 
 class FakePeers implements PeerCaller {
@@ -22,8 +23,8 @@ class FakePeers implements PeerCaller {
 }
 
 const echo = async (_peer: NodeId, path: string, body: unknown): Promise<{ status: number; body: unknown }> => {
-  if (path === COMMANDS_PATH) return { status: 200, body: { answers: (body as { items: ForwardedCommand[] }).items.map((i) => ok((i.command as { name: string }).name)) } };
-  return { status: 200, body: ok((body as ForwardedCommand & { command: { name: string } }).command.name) };
+  if (path === COMMANDS_PATH) return { status: 200, body: { answers: (body as { items: Forwarded[] }).items.map((i) => ok((i.command as { name: string }).name)) } };
+  return { status: 200, body: ok((body as Forwarded & { command: { name: string } }).command.name) };
 };
 
 t.test('commands forwarded in one turn leave in one request per leader and partition; each caller gets its own answer', async (t) => {
@@ -41,7 +42,7 @@ t.test('commands forwarded in one turn leave in one request per leader and parti
     ],
     'one batch for n2 and partition 1 (three commands); the lone commands go on the single route',
   );
-  t.same((peers.calls[0]!.body as { items: ForwardedCommand[] }).items.map((i) => i.partition), [1, 1, 1]);
+  t.same((peers.calls[0]!.body as { items: Forwarded[] }).items.map((i) => i.partition), [1, 1, 1]);
   // the next turn is a new batch
   await Promise.all([b.forward(n2, cmd(5)), b.forward(n2, cmd(9))]);
   t.equal(peers.calls.length, 4);
@@ -51,7 +52,7 @@ t.test('a slow partition does not hold up another one forwarded to the same lead
   let release = (): void => undefined;
   const gate = new Promise<void>((r) => (release = r));
   const peers = new FakePeers(async (peer, path, body) => {
-    const items = path === COMMANDS_PATH ? (body as { items: ForwardedCommand[] }).items : [body as ForwardedCommand];
+    const items = path === COMMANDS_PATH ? (body as { items: Forwarded[] }).items : [body as Forwarded];
     if (items.some((i) => i.partition === 1)) await gate;
     return echo(peer, path, body);
   });

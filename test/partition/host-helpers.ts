@@ -143,6 +143,7 @@ export class LocalCluster {
   /**
    * Waits until nothing is under way: no message in flight, no loop turn scheduled or running, no
    * Ready waiting. Without ticks (start(id, false)), only a proposal, a read or tick() starts more.
+   * A snapshot's fetch or a compaction is not counted: a test of those waits for their own outcome.
    */
   async quiet(): Promise<void> {
     const settled = (): boolean => this.inFlight === 0 && [...this.hosts.values()].every((h) => h.idle && h.replicas.every((r) => r.halted !== null || !r.raw.hasReady()));

@@ -78,7 +78,7 @@ export function bodyAt(partition: number, index: number, data: Uint8Array, slot:
 
 /**
  * A row's body: inline, or (format 4) read from the entry its sequence names (above). A row of
- * format 4 installed from an image holds its body inline, as bytes (state-machine.ts snapshotTo).
+ * format 4 installed from an image holds its body inline, as bytes (images.ts finishImage).
  */
 export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
   if (m.seq < s.bodiesFrom || typeof m.body !== 'string') return m.body;

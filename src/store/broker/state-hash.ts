@@ -1,7 +1,7 @@
 // A digest of a partition's whole logical state: every table, rows in primary-key order. Replicas that
 // applied the same log must give the same digest (the determinism tests compare them). A row of format 4
 // counts without its body (bodies.ts): the body is the log's, and a row installed from an image holds a
-// copy of it (state-machine.ts fillBodies), which is the same message.
+// copy of it (images.ts fillBodies), which is the same message.
 import { createHash } from 'node:crypto';
 import type { Sqlite } from './sqlite.js';
 

@@ -599,7 +599,7 @@ export function prepareImageMeta(image: Sqlite): Statement {
 const imageKysely = (image: Sqlite): Db => new Kysely<BrokerDatabase>({ dialect: new SqliteDialect({ database: image }) });
 
 /**
- * What filling an image's rows with their bodies needs (format 4; state-machine.ts snapshotTo): the
+ * What filling an image's rows with their bodies needs (format 4; images.ts fillBodies): the
  * next rows that leave theirs in the log, and an update that puts a body in a row.
  */
 export function prepareImageBodies(image: Sqlite): { next: Statement; fill: Statement } {
