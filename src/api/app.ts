@@ -22,7 +22,7 @@ import { Problem, SCHEMA_NAME } from './schemas/common.js';
 
 /** Body limit of routes that take no messages. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
-export const API_VERSION = '1.3.0';
+export const API_VERSION = '1.3.1';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });

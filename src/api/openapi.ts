@@ -105,7 +105,16 @@ function successDescription(status: string, response: JsonObject): string {
 }
 
 /** The statuses and headers every operation of this API may answer, added where a route omits them. */
+/**
+ * A route schema's key (an OpenAPI extension, copied to its operation) for a body a client may leave
+ * out: the route takes none as {} (a receive).
+ */
+export const BODY_OPTIONAL = 'x-body-optional';
+
 function completeOperation(method: string, op: JsonObject): void {
+  // A route that takes no body as {} says so (BODY_OPTIONAL); @fastify/swagger marks every body required.
+  if (op[BODY_OPTIONAL] === true && isObject(op.requestBody)) op.requestBody.required = false;
+  delete op[BODY_OPTIONAL];
   const responses = (isObject(op.responses) ? op.responses : (op.responses = {})) as JsonObject;
   const statuses = ['400', '500'];
   if (method === 'post' || method === 'put' || method === 'delete') statuses.push('413');

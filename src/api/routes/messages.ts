@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { MAX_FANOUT, type ChannelRef } from '../../store/broker/index.js';
 import { write, type ApiDeps } from '../deps.js';
+import { BODY_OPTIONAL } from '../openapi.js';
 import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
 import { IdempotencyHeaders, QueueParams, SubscriptionParams, TopicParams } from '../schemas/common.js';
 import { MessageBatch, Published, PublishedBatch, QueueMessageInput, ReceiveRequest, Received, Sent, SentBatch, TopicMessageBatch, TopicMessageInput } from '../schemas/messages.js';
@@ -133,6 +134,7 @@ export function consumeRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue'
         headers: IdempotencyHeaders,
         params: k.consumerParams,
         body: Type.Optional(ReceiveRequest),
+        [BODY_OPTIONAL]: true,
         response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
       // A receive may come without a body (docs/api.md): it is then {}, which Ajv validates and fills
