@@ -25,6 +25,7 @@ async function recording(value: unknown): Promise<{ inject: (method: 'POST', url
   t.teardown(() => app.close());
   const token = app.jwt.sign({ sub: 'alice', ep: 0 });
   const inject = async (method: 'POST', url: string, body?: unknown): Promise<number> => {
+    // undefined: no body at all; anything else, null too, is sent as JSON.
     const headers = { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
     const r = await app.inject({ method, url, headers, ...(body === undefined ? {} : { payload: JSON.stringify(body) }) });
     return r.statusCode;
@@ -37,6 +38,7 @@ t.test("a receive without a body, or with {}, asks for one message, no wait, the
   t.equal(await inject('POST', '/v1/queues/jobs/receive'), 200, 'no body');
   t.equal(await inject('POST', '/v1/queues/jobs/receive', {}), 200, 'an empty object');
   t.equal(await inject('POST', '/v1/queues/jobs/receive', { maxMessages: 1, waitSeconds: 0 }), 200, 'the defaults sent');
+  t.equal(await inject('POST', '/v1/queues/jobs/receive', null), 400, 'a body of JSON null is a body, and refused');
   t.equal(commands.length, 3);
   for (const c of commands) t.same(c, { type: 'receive', channel: { queue: 'jobs' }, maxMessages: 1, visibilityTimeoutSeconds: null });
 });
