@@ -36,10 +36,12 @@ export class TestStore {
   /**
    * Opens a store; a new one is raised to `format` (this build's, unless given) by its first entry.
    * `readable` is the newest format it reads: this build's, or one it reads but does not raise yet.
+   * `time` is the stamp its first entries carry (`time` below).
    */
-  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-')), format = FORMAT, readable = Math.max(format, FORMAT)): Promise<TestStore> {
+  static async open(partition = 0, dir = mkdtempSync(join(tmpdir(), 'mom-store-')), format = FORMAT, readable = Math.max(format, FORMAT), time?: number): Promise<TestStore> {
     const sm = await BrokerStateMachine.open(join(dir, 'state.db'), partition, { readable });
     const s = new TestStore(sm, dir);
+    if (time !== undefined) s.time = time;
     sm.attachBodies({ entry: (i) => s.entries.get(i) ?? null });
     // Whatever a test applies, through apply() or straight to the state machine, is in the log, as
     // every entry a node applies is in its own; an entry the state skips (applied already) does not
