@@ -18,7 +18,7 @@ import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
-import { sendProblem, type InternalProblemCode, type ProblemCode } from './problems.js';
+import { clientErrorCode, sendProblem } from './problems.js';
 import { WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
 
 declare module 'fastify' {
@@ -194,7 +194,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       request.log.error({ err }, 'inter-node request failed');
       return sendProblem(reply, 'internal', 'internal error');
     }
-    return sendProblem(reply, codeOf(status), err.message);
+    return sendProblem(reply, clientErrorCode(status), err.message);
   });
 
   app.post(
@@ -479,28 +479,6 @@ async function openIfExists(path: string): Promise<FileHandle | null> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
-  }
-}
-
-/** The code of a client error Fastify raised with `status` (a body too large, a bad media type, ...); any other 4xx is answered 400. */
-function codeOf(status: number): ProblemCode | InternalProblemCode {
-  switch (status) {
-    case 401:
-      return 'unauthorized';
-    case 403:
-      return 'forbidden';
-    case 404:
-      return 'not_found';
-    case 409:
-      return 'conflict';
-    case 413:
-      return 'payload_too_large';
-    case 415:
-      return 'unsupported_media_type';
-    case 429:
-      return 'rate_limited';
-    default:
-      return 'validation_failed';
   }
 }
 

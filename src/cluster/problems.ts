@@ -29,6 +29,15 @@ export type InternalProblemCode = keyof typeof InternalProblems;
 
 export const PROBLEM_TYPE_BASE = 'https://mom.invalid/problems/';
 
+/**
+ * The registry's code for a client error raised with `status` (a body too large, a bad media type,
+ * ...): the first code of that status; any other 4xx is validation_failed, and answered 400.
+ */
+export function clientErrorCode(status: number): ProblemCode | InternalProblemCode {
+  for (const [code, p] of Object.entries({ ...Problems, ...InternalProblems })) if (p.status === status && status < 500) return code as ProblemCode | InternalProblemCode;
+  return 'validation_failed';
+}
+
 /** Answers `code` as problem+json: its status and title from the registry, `detail` for people. */
 export function sendProblem(reply: FastifyReply, code: ProblemCode | InternalProblemCode, detail: string, retryAfterSeconds?: number): FastifyReply {
   const { status, title } = code in Problems ? Problems[code as ProblemCode] : InternalProblems[code as InternalProblemCode];

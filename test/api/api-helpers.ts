@@ -73,6 +73,32 @@ export async function call(base: string, method: string, path: string, opts: { t
   return { status: res.statusCode, headers: res.headers, body: text.length === 0 ? null : JSON.parse(text) };
 }
 
+/** A message as a receive answers it. */
+export interface ReceivedMessage {
+  messageId: string;
+  body: string;
+  attributes: Record<string, string>;
+  receiptHandle: string;
+}
+
+/**
+ * Receives up to 100 visible messages of the queue or subscription at `channel` (its path) and acks
+ * them, as `token`'s user; throws unless both succeed. Over HTTP, not inject(): a receive whose
+ * response is not finished when it closes gives its messages back (messaging.ts), and
+ * light-my-request's response never reports writableFinished, so under inject() every received
+ * message is nacked again a moment later and its handle goes stale.
+ */
+export async function drain(base: string, channel: string, token: string): Promise<ReceivedMessage[]> {
+  const got = await call(base, 'POST', `${channel}/receive`, { token, body: { maxMessages: 100, visibilityTimeoutSeconds: 300 } });
+  if (got.status !== 200) throw new Error(`receive ${channel}: ${got.status} ${JSON.stringify(got.body).slice(0, 300)}`);
+  const messages = (got.body as { messages: ReceivedMessage[] }).messages;
+  if (messages.length === 0) return messages;
+  const acked = await call(base, 'POST', `${channel}/ack`, { token, body: { receiptHandles: messages.map((m) => m.receiptHandle) } });
+  const failed = (acked.body as { failed?: unknown[] }).failed;
+  if (acked.status !== 200 || failed === undefined || failed.length > 0) throw new Error(`ack ${channel}: ${acked.status} ${JSON.stringify(acked.body).slice(0, 300)}`);
+  return messages;
+}
+
 /** Registers `username` (password `password-<username>`) and logs in; answers the access token. */
 export async function userToken(base: string, username: string): Promise<string> {
   const password = `password-${username}`;

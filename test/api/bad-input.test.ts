@@ -25,7 +25,7 @@ import fc from 'fast-check';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
 import { stateHash } from '../../src/store/broker/index.js';
-import { TEST_JWT_SECRET, call, userToken } from './api-helpers.js';
+import { TEST_JWT_SECRET, drain as drainChannel, userToken, type ReceivedMessage } from './api-helpers.js';
 import { localApp } from './local-app.js';
 
 // The properties take a while on a loaded machine; tap's default of 30 s per file is too tight.
@@ -1036,35 +1036,13 @@ const RTT = 'bi-rt-topic';
 const RT_ALL = 'bi-rt-all';
 const RT_FILTERED = 'bi-rt-filtered';
 
-interface Received {
-  messageId: string;
-  body: string;
-  attributes: Record<string, string>;
-  receiptHandle: string;
-}
-
-/**
- * Receives everything visible and acks it, so that every run starts from an empty channel. Over
- * HTTP, not inject(): a receive whose response is not finished when it closes gives its messages
- * back (messaging.ts), and light-my-request's response never reports writableFinished, so under
- * inject() every received message is nacked again a moment later and its handle goes stale.
- */
-async function drain(base: string): Promise<Received[]> {
-  const url = local.url;
-  const got = await call(url, 'POST', `${base}/receive`, { token: rtToken, body: { maxMessages: 100, visibilityTimeoutSeconds: 300 } });
-  if (got.status !== 200) throw new Error(`receive ${base}: ${got.status} ${JSON.stringify(got.body).slice(0, 300)}`);
-  const messages = (got.body as { messages: Received[] }).messages;
-  if (messages.length === 0) return messages;
-  const acked = await call(url, 'POST', `${base}/ack`, { token: rtToken, body: { receiptHandles: messages.map((m) => m.receiptHandle) } });
-  const failed = (acked.body as { failed?: unknown[] }).failed;
-  if (acked.status !== 200 || failed === undefined || failed.length > 0) throw new Error(`ack ${base}: ${acked.status} ${JSON.stringify(acked.body).slice(0, 300)}`);
-  return messages;
-}
+/** Receives everything visible and acks it, so that every run starts from an empty channel. */
+const drain = (channel: string): Promise<ReceivedMessage[]> => drainChannel(local.url, channel, rtToken);
 
 const sameAttributes = (a: Record<string, string>, b: Record<string, string>): boolean =>
   JSON.stringify(Object.entries(a).sort(([x], [y]) => (x < y ? -1 : 1))) === JSON.stringify(Object.entries(b).sort(([x], [y]) => (x < y ? -1 : 1)));
 
-function expectSame(m: Received | undefined, body: string, attributes: Record<string, string>, where: string): void {
+function expectSame(m: ReceivedMessage | undefined, body: string, attributes: Record<string, string>, where: string): void {
   if (m === undefined) throw new Error(`${where}: the message did not come back`);
   if (m.body !== body || !Buffer.from(m.body, 'utf8').equals(Buffer.from(body, 'utf8'))) throw new Error(`${where}: body ${JSON.stringify(m.body.slice(0, 80))} came back for ${JSON.stringify(body.slice(0, 80))}`);
   if (!sameAttributes(m.attributes, attributes)) throw new Error(`${where}: attributes ${JSON.stringify(m.attributes)} came back for ${JSON.stringify(attributes)}`);

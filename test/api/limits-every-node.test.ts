@@ -2,30 +2,12 @@
 // send to its partition's leader (in the Raft stream, or by HTTP), and a limit must not depend on
 // which node a client reached. Three real nodes; what the API refuses, and how, is bad-input.test.ts.
 import t from 'tap';
-import { call, startCluster, userToken } from './api-helpers.js';
+import { call, drain, startCluster, userToken } from './api-helpers.js';
 
 const cluster = await startCluster();
 t.teardown(() => cluster.close());
 const token = await userToken(cluster.urls[0]!, 'len-owner');
 const QUEUE = 'len-queue';
-
-interface Received {
-  messageId: string;
-  body: string;
-  attributes: Record<string, string>;
-  receiptHandle: string;
-}
-
-/** Receives everything visible on `url` and acks it. */
-async function drain(url: string): Promise<Received[]> {
-  const got = await call(url, 'POST', `/v1/queues/${QUEUE}/receive`, { token, body: { maxMessages: 100, visibilityTimeoutSeconds: 300 } });
-  if (got.status !== 200) throw new Error(`receive: ${got.status} ${JSON.stringify(got.body).slice(0, 300)}`);
-  const messages = (got.body as { messages: Received[] }).messages;
-  if (messages.length === 0) return messages;
-  const acked = await call(url, 'POST', `/v1/queues/${QUEUE}/ack`, { token, body: { receiptHandles: messages.map((m) => m.receiptHandle) } });
-  if (acked.status !== 200 || (acked.body as { failed: unknown[] }).failed.length > 0) throw new Error(`ack: ${acked.status} ${JSON.stringify(acked.body).slice(0, 300)}`);
-  return messages;
-}
 
 t.test('256 KiB bodies with 16 full attributes, and 1 MiB batches, on each node in turn', async (t) => {
   t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name: QUEUE } })).status, 201);
@@ -37,11 +19,11 @@ t.test('256 KiB bodies with 16 full attributes, and 1 MiB batches, on each node 
   for (const [i, url] of cluster.urls.entries()) {
     const sent = await call(url, 'POST', `/v1/queues/${QUEUE}/messages`, { token, body: { body, attributes } });
     t.equal(sent.status, 201, `node ${i + 1}: a 256 KiB message with 16 full attributes is accepted`);
-    const got = await drain(url);
+    const got = await drain(url, `/v1/queues/${QUEUE}`, token);
     const back = got.find((m) => m.messageId === (sent.body as { messageId?: string }).messageId);
     t.same(back === undefined ? null : { body: back.body, attributes: back.attributes }, { body, attributes }, `node ${i + 1}: it comes back exactly`);
     const sentBatch = await call(url, 'POST', `/v1/queues/${QUEUE}/messages/batch`, { token, body: { messages: batch } });
     t.equal(sentBatch.status, 201, `node ${i + 1}: a batch of 1020 KiB is accepted`);
-    t.same((await drain(url)).map((m) => m.body), batch.map((m) => m.body), `node ${i + 1}: the batch comes back exactly`);
+    t.same((await drain(url, `/v1/queues/${QUEUE}`, token)).map((m) => m.body), batch.map((m) => m.body), `node ${i + 1}: the batch comes back exactly`);
   }
 });
