@@ -106,6 +106,26 @@ function writeBytes(pid: number): number {
   return m === null ? 0 : Number(m[1]);
 }
 
+/** Read- and write-family system calls so far (syscr + syscw: socket and file reads and writes, not epoll or fsync). */
+function ioCalls(pid: number): number {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return ['syscr', 'syscw'].reduce((sum, key) => sum + Number(new RegExp(`^${key}: (\\d+)`, 'm').exec(io)?.[1] ?? 0), 0);
+}
+
+/** Context switches of all the process's threads so far: each is a thread put to sleep or preempted, then woken. */
+function switches(pid: number): number {
+  let n = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) n += Number(m[1]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return n;
+}
+
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -148,6 +168,10 @@ interface Measured<T> {
   writtenBytes: number[];
   /** Per node, the largest resident set seen, MB. */
   peakRssMb: number[];
+  /** Per node, read and write system calls over the phase. */
+  ioCalls: number[];
+  /** Per node, context switches of its threads over the phase (threads that end during it are not counted). */
+  switches: number[];
   fsyncs: number;
   /** This process's own CPU seconds over the phase (the load generator of the wake-up measurement). */
   selfCpuSeconds: number;
@@ -162,6 +186,8 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const syncs0 = await syncs(nodes);
     const ticks0 = pids.map(cpuTicks);
     const written0 = pids.map(writeBytes);
+    const calls0 = pids.map(ioCalls);
+    const switches0 = pids.map(switches);
     const self0 = process.cpuUsage();
     const t0 = performance.now();
     const result = await work();
@@ -169,8 +195,10 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const self = process.cpuUsage(self0);
     const nodeCpuSeconds = pids.map((p, i) => (cpuTicks(p) - ticks0[i]!) / CLK_TCK);
     const writtenBytes = pids.map((p, i) => writeBytes(p) - written0[i]!);
+    const calls = pids.map((p, i) => ioCalls(p) - calls0[i]!);
+    const switched = pids.map((p, i) => switches(p) - switches0[i]!);
     const fsyncs = (await syncs(nodes)) - syncs0;
-    return { result, wallSeconds, nodeCpuSeconds, writtenBytes, peakRssMb: peak.map((x) => Math.round(x)), fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
+    return { result, wallSeconds, nodeCpuSeconds, writtenBytes, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
   } finally {
     clearInterval(timer);
   }
@@ -205,6 +233,9 @@ interface Row {
   nodeCpuCores: number[];
   /** Bytes each node wrote to storage per acknowledged message. */
   diskBytesPerMessage: number[];
+  /** Per node and acknowledged message: read and write system calls, and context switches. Counts, so they do not drift with the machine's speed as CPU time does. */
+  ioCallsPerMessage: number[];
+  switchesPerMessage: number[];
   peakRssMb: number[];
   fsyncsPerSecond: number;
   /** The load generator's own CPU: wrk's processes, or this process for the wake-up measurement. */
@@ -234,6 +265,8 @@ const perMessageUs = (cpuSeconds: number, messages: number): number => {
   const us = messages === 0 ? 0 : (cpuSeconds * 1e6) / messages;
   return us >= 10 ? Math.round(us) : Number(us.toFixed(1));
 };
+/** A count per message, to two decimals. */
+const perMessage = (count: number, messages: number): number => (messages === 0 ? 0 : Number((count / messages).toFixed(2)));
 const ms = (us: number): number => Number((us / 1000).toFixed(1));
 
 function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' | 'commands' | 'wrkProcesses'>, load: Load, m: Measured<unknown>): Row {
@@ -255,6 +288,8 @@ function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' 
     cpuUsPerMessage: { perNode, total: perMessageUs(m.nodeCpuSeconds.reduce((a, b) => a + b, 0), n) },
     nodeCpuCores: m.nodeCpuSeconds.map((s) => Number((s / m.wallSeconds).toFixed(2))),
     diskBytesPerMessage: m.writtenBytes.map((b) => (n === 0 ? 0 : Math.round(b / n))),
+    ioCallsPerMessage: m.ioCalls.map((c) => perMessage(c, n)),
+    switchesPerMessage: m.switches.map((c) => perMessage(c, n)),
     peakRssMb: m.peakRssMb,
     fsyncsPerSecond: Math.round(m.fsyncs / m.wallSeconds),
     loadGenerator: { cpuUsPerMessage: perMessageUs(load.loadGeneratorCpuSeconds, n), cores: Number((load.loadGeneratorCpuSeconds / m.wallSeconds).toFixed(2)) },
@@ -265,7 +300,7 @@ function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' 
 function printRow(r: Row): void {
   const lg = `${r.driver === 'wrk' ? 'wrk' : 'this process'} ${r.loadGenerator.cpuUsPerMessage} µs/msg (${r.loadGenerator.cores} cores)`;
   console.log(
-    `${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} p99 ${r.p99Ms} p999 ${r.p999Ms} ms  cpu ${r.cpuUsPerMessage.perNode.join('/')} = ${r.cpuUsPerMessage.total} µs/msg  disk ${r.diskBytesPerMessage.join('/')} B/msg  rss ${r.peakRssMb.join('/')} MB  non-2xx ${r.non2xx}  no answer ${r.noAnswer}${r.ackFailed === 0 ? '' : `  ack failed ${r.ackFailed}`}  load generator ${lg}${r.endedEarly === undefined ? '' : `  (${r.endedEarly})`}`,
+    `${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} p99 ${r.p99Ms} p999 ${r.p999Ms} ms  cpu ${r.cpuUsPerMessage.perNode.join('/')} = ${r.cpuUsPerMessage.total} µs/msg  disk ${r.diskBytesPerMessage.join('/')} B/msg  io calls ${r.ioCallsPerMessage.join('/')}  switches ${r.switchesPerMessage.join('/')} /msg  rss ${r.peakRssMb.join('/')} MB  non-2xx ${r.non2xx}  no answer ${r.noAnswer}${r.ackFailed === 0 ? '' : `  ack failed ${r.ackFailed}`}  load generator ${lg}${r.endedEarly === undefined ? '' : `  (${r.endedEarly})`}`,
   );
 }
 
@@ -388,11 +423,11 @@ function markdown(rows: Row[], meta: Meta): string {
   const lines = [
     `Measured ${meta.when} with \`${meta.command}\` on ${meta.machine.cpus} (${meta.machine.memoryGb} GB, Linux ${meta.machine.kernel}; busy ${meta.machine.busyCoresBefore} cores before the start, load average ${meta.machine.loadAverage}): three nodes and the load generator on one machine, 1 KiB bodies, ${meta.wrk}, one wrk process per node, every 2xx fsynced on a majority and applied.`,
     '',
-    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU µs/msg per node | CPU µs/msg, 3 nodes | disk bytes/msg per node | peak RSS MB per node | non-2xx | no answer | load generator CPU µs/msg (cores) |',
-    '|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|---:|',
+    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU µs/msg per node | CPU µs/msg, 3 nodes | disk bytes/msg per node | I/O calls / context switches per msg per node | peak RSS MB per node | non-2xx | no answer | load generator CPU µs/msg (cores) |',
+    '|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|',
     ...rows.map(
       (r) =>
-        `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${join3(r.cpuUsPerMessage.perNode)} | ${r.cpuUsPerMessage.total.toLocaleString('en')} | ${join3(r.diskBytesPerMessage)} | ${join3(r.peakRssMb)} | ${r.non2xx} | ${r.noAnswer} | ${r.loadGenerator.cpuUsPerMessage} (${r.loadGenerator.cores})${r.driver === 'node' ? ' Node' : ''} |`,
+        `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${join3(r.cpuUsPerMessage.perNode)} | ${r.cpuUsPerMessage.total.toLocaleString('en')} | ${join3(r.diskBytesPerMessage)} | ${r.ioCallsPerMessage.map((c, i) => `${c} / ${r.switchesPerMessage[i]}`).join(', ')} | ${join3(r.peakRssMb)} | ${r.non2xx} | ${r.noAnswer} | ${r.loadGenerator.cpuUsPerMessage} (${r.loadGenerator.cores})${r.driver === 'node' ? ' Node' : ''} |`,
     ),
     '',
     ...rows.map((r) => `- **${r.workload}**: ${r.what}.${r.endedEarly === undefined ? '' : ` Ended early: ${r.endedEarly}.`}${r.ackFailed === 0 ? '' : ` Acks answered 2xx but listed ${r.ackFailed} handles as failed.`}${Object.keys(r.statuses).some((k) => !k.startsWith('2')) ? ` Statuses: ${JSON.stringify(r.statuses)}.` : ''}`),

@@ -9,9 +9,9 @@
 // own dist/main.js.map (right only while the bundle is the one profiled).
 //
 // Stages: each sample is charged to the nearest frame of ours on its stack (the innermost frame whose
-// source is under src/), by that frame's file: src/api is HTTP in and the answer, src/cluster/router and
-// forward-batch forwarding, src/cluster/transport, wire and internal-routes the inter-node calls
-// (replication), src/raft the Raft core, src/partition the loop that proposes, persists, sends and
+// source is under src/), by that frame's file: src/api is HTTP in and the answer, src/cluster/router,
+// forward-batch and answer forwarding, src/cluster/transport, raft-stream, frames, message-queue, wire,
+// snapshot-fetch and internal-* the inter-node calls (replication), src/raft the Raft core, src/partition the loop that proposes, persists, sends and
 // applies, src/store/wal and raft-log the log write, src/store/broker the apply. So a library, SQLite or
 // Node's own code runs on the account of the code of ours that called it. Samples with no frame of
 // ours on the stack are the HTTP client between nodes (undici: answers to appends and forwarded
@@ -88,8 +88,10 @@ export function area(f: CallFrame, source: string): string {
 export function stageOf(source: string): string | null {
   if (!source.startsWith('src/')) return null;
   if (source.startsWith('src/api/')) return 'HTTP in and answer (src/api)';
-  if (/^src\/cluster\/(router|forward)/.test(source)) return 'forwarding to the leader (src/cluster/router, forward-batch)';
-  if (/^src\/cluster\/(transport|wire|internal-routes)/.test(source)) return 'replication and inter-node calls (src/cluster/transport, wire, internal-routes)';
+  if (/^src\/cluster\/(router|forward|answer)/.test(source)) return 'forwarding to the leader (src/cluster/router, forward-batch, answer)';
+  if (/^src\/cluster\/(transport|wire|frames|raft-stream|message-queue|snapshot-fetch|internal-)/.test(source)) {
+    return 'replication and inter-node calls (src/cluster/transport, raft-stream, frames, wire, internal-routes)';
+  }
   if (source.startsWith('src/raft/')) return 'Raft core (src/raft)';
   if (source.startsWith('src/partition/')) return 'partition loop: propose, persist, send, apply (src/partition)';
   if (/^src\/store\/(wal|raft-log)\//.test(source)) return 'log write (src/store/wal, raft-log)';
