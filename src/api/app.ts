@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { internalRoutes } from '../cluster/internal-routes.js';
 import { authPlugin } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { PROBLEM_TYPE_BASE, sendProblem } from '../cluster/problems.js';
+import { HEADERS_TOO_LARGE, problemBody, sendProblem } from '../cluster/problems.js';
 import { ApiError, errorHandler } from './errors.js';
 import { metricsPlugin } from './metrics.js';
 import { authRoutes } from './routes/auth.js';
@@ -89,12 +89,11 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     },
     // What Node's HTTP parser refuses never reaches a route: answer it as a problem on the socket.
     clientErrorHandler: (err, socket) => {
-      const code = (err as { code?: string }).code;
-      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-      const title = status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
-      const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}validation_failed`, title, status, code: 'validation_failed', detail: 'the HTTP request is malformed' });
+      const overflow = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW';
+      const problem = problemBody('validation_failed', 'the HTTP request is malformed', overflow ? HEADERS_TOO_LARGE : undefined);
+      const body = JSON.stringify(problem);
       if (socket.writable) {
-        socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        socket.end(`HTTP/1.1 ${problem.status} ${problem.title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       } else {
         socket.destroy();
       }

@@ -38,9 +38,21 @@ export function clientErrorCode(status: number): ProblemCode | InternalProblemCo
   return 'validation_failed';
 }
 
-/** Answers `code` as problem+json: its status and title from the registry, `detail` for people. */
+/** A status the HTTP parser answers before any route runs, as validation_failed (docs/api.md#errors). */
+export const HEADERS_TOO_LARGE = { status: 431, title: 'Request Header Fields Too Large' } as const;
+
+/**
+ * The body of a problem+json answer of `code`, `detail` for people: its status and title from the
+ * registry, or `as` (HEADERS_TOO_LARGE) for what the HTTP parser refuses.
+ */
+export function problemBody(code: ProblemCode | InternalProblemCode, detail: string, as?: { status: number; title: string }): { type: string; title: string; status: number; code: string; detail: string } {
+  const { status, title } = as ?? (code in Problems ? Problems[code as ProblemCode] : InternalProblems[code as InternalProblemCode]);
+  return { type: `${PROBLEM_TYPE_BASE}${code}`, title, status, code, detail };
+}
+
+/** Answers `code` as problem+json (problemBody). */
 export function sendProblem(reply: FastifyReply, code: ProblemCode | InternalProblemCode, detail: string, retryAfterSeconds?: number): FastifyReply {
-  const { status, title } = code in Problems ? Problems[code as ProblemCode] : InternalProblems[code as InternalProblemCode];
+  const body = problemBody(code, detail);
   if (retryAfterSeconds !== undefined) reply.header('retry-after', String(retryAfterSeconds));
-  return reply.code(status).type('application/problem+json').send({ type: `${PROBLEM_TYPE_BASE}${code}`, title, status, code, detail });
+  return reply.code(body.status).type('application/problem+json').send(body);
 }

@@ -9,9 +9,9 @@
 // - damage: a later valid record whose durable frontier lies past the bad bytes, so they had been
 //   synced, and acknowledged. That is corruption: StorageCorruptError, never a silent cut.
 // Only the newest segment can have a torn tail: an older one was synced whole before the next began.
-import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, renameSync, rmSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, fdatasyncSync, ftruncateSync, openSync, readdirSync, rmSync, writeSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
-import { fsyncPath } from '../durable.js';
+import { renameSyncedDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
 import { decodeRecord, type DecodedRecord } from './record.js';
 
@@ -56,8 +56,7 @@ export function createSegment(dir: string, seq: number, bytes: number, initial: 
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, path);
-    fsyncPath(dir);
+    renameSyncedDurably(tmp, path);
   } catch (err) {
     rmSync(tmp, { force: true });
     throw err;
