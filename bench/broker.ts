@@ -112,17 +112,26 @@ function ioCalls(pid: number): number {
   return ['syscr', 'syscw'].reduce((sum, key) => sum + Number(new RegExp(`^${key}: (\\d+)`, 'm').exec(io)?.[1] ?? 0), 0);
 }
 
-/** Context switches of all the process's threads so far: each is a thread put to sleep or preempted, then woken. */
-function switches(pid: number): number {
-  let n = 0;
+/** Context switches of each of the process's threads so far, by thread id: each is a thread put to sleep or preempted, then woken. */
+function switches(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      let n = 0;
       for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) n += Number(m[1]);
+      out.set(tid, n);
     } catch {
       // the thread ended between the listing and the read
     }
   }
+  return out;
+}
+
+/** Context switches since `before` of the threads alive now (a thread started meanwhile counts from 0). */
+function switchesSince(pid: number, before: Map<string, number>): number {
+  let n = 0;
+  for (const [tid, count] of switches(pid)) n += count - (before.get(tid) ?? 0);
   return n;
 }
 
@@ -170,7 +179,7 @@ interface Measured<T> {
   peakRssMb: number[];
   /** Per node, read and write system calls over the phase. */
   ioCalls: number[];
-  /** Per node, context switches of its threads over the phase (threads that end during it are not counted). */
+  /** Per node, context switches over the phase of the threads alive at its end (those of a thread that ended during it are lost). */
   switches: number[];
   fsyncs: number;
   /** This process's own CPU seconds over the phase (the load generator of the wake-up measurement). */
@@ -196,7 +205,7 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const nodeCpuSeconds = pids.map((p, i) => (cpuTicks(p) - ticks0[i]!) / CLK_TCK);
     const writtenBytes = pids.map((p, i) => writeBytes(p) - written0[i]!);
     const calls = pids.map((p, i) => ioCalls(p) - calls0[i]!);
-    const switched = pids.map((p, i) => switches(p) - switches0[i]!);
+    const switched = pids.map((p, i) => switchesSince(p, switches0[i]!));
     const fsyncs = (await syncs(nodes)) - syncs0;
     return { result, wallSeconds, nodeCpuSeconds, writtenBytes, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
   } finally {
@@ -423,11 +432,11 @@ function markdown(rows: Row[], meta: Meta): string {
   const lines = [
     `Measured ${meta.when} with \`${meta.command}\` on ${meta.machine.cpus} (${meta.machine.memoryGb} GB, Linux ${meta.machine.kernel}; busy ${meta.machine.busyCoresBefore} cores before the start, load average ${meta.machine.loadAverage}): three nodes and the load generator on one machine, 1 KiB bodies, ${meta.wrk}, one wrk process per node, every 2xx fsynced on a majority and applied.`,
     '',
-    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU µs/msg per node | CPU µs/msg, 3 nodes | disk bytes/msg per node | I/O calls / context switches per msg per node | peak RSS MB per node | non-2xx | no answer | load generator CPU µs/msg (cores) |',
+    '| workload | msg/s | p50 ms | p99 ms | p999 ms | CPU µs/msg per node | CPU µs/msg, 3 nodes | disk bytes/msg per node | I/O calls; context switches per msg per node | peak RSS MB per node | non-2xx | no answer | load generator CPU µs/msg (cores) |',
     '|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|',
     ...rows.map(
       (r) =>
-        `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${join3(r.cpuUsPerMessage.perNode)} | ${r.cpuUsPerMessage.total.toLocaleString('en')} | ${join3(r.diskBytesPerMessage)} | ${r.ioCallsPerMessage.map((c, i) => `${c} / ${r.switchesPerMessage[i]}`).join(', ')} | ${join3(r.peakRssMb)} | ${r.non2xx} | ${r.noAnswer} | ${r.loadGenerator.cpuUsPerMessage} (${r.loadGenerator.cores})${r.driver === 'node' ? ' Node' : ''} |`,
+        `| ${r.workload} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.p999Ms} | ${join3(r.cpuUsPerMessage.perNode)} | ${r.cpuUsPerMessage.total.toLocaleString('en')} | ${join3(r.diskBytesPerMessage)} | ${join3(r.ioCallsPerMessage)}; ${join3(r.switchesPerMessage)} | ${join3(r.peakRssMb)} | ${r.non2xx} | ${r.noAnswer} | ${r.loadGenerator.cpuUsPerMessage} (${r.loadGenerator.cores})${r.driver === 'node' ? ' Node' : ''} |`,
     ),
     '',
     ...rows.map((r) => `- **${r.workload}**: ${r.what}.${r.endedEarly === undefined ? '' : ` Ended early: ${r.endedEarly}.`}${r.ackFailed === 0 ? '' : ` Acks answered 2xx but listed ${r.ackFailed} handles as failed.`}${Object.keys(r.statuses).some((k) => !k.startsWith('2')) ? ` Statuses: ${JSON.stringify(r.statuses)}.` : ''}`),

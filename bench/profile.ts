@@ -90,7 +90,7 @@ export function stageOf(source: string): string | null {
   if (source.startsWith('src/api/')) return 'HTTP in and answer (src/api)';
   if (/^src\/cluster\/(router|forward|answer)/.test(source)) return 'forwarding to the leader (src/cluster/router, forward-batch, answer)';
   if (/^src\/cluster\/(transport|wire|frames|raft-stream|message-queue|snapshot-fetch|internal-)/.test(source)) {
-    return 'replication and inter-node calls (src/cluster/transport, raft-stream, frames, wire, internal-routes)';
+    return 'replication and inter-node calls (src/cluster/transport, raft-stream, frames, message-queue, wire, snapshot-fetch, internal-*)';
   }
   if (source.startsWith('src/raft/')) return 'Raft core (src/raft)';
   if (source.startsWith('src/partition/')) return 'partition loop: propose, persist, send, apply (src/partition)';

@@ -2,7 +2,8 @@
 // images, fetched or made). A write that returned is only in the page cache until an fsync: a power
 // cut can leave the file empty or torn. Written under a temporary name, fsynced, renamed over the
 // final name, and the folder fsynced (the rename is a change of the folder), the file holds either
-// its old content or the new one, whole. The Raft log's segments (src/store/wal) do their own, alike.
+// its old content or the new one, whole. The Raft log's new segments (src/store/wal) are moved into
+// place the same way.
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
