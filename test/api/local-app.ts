@@ -4,7 +4,7 @@
 // failover) runs on real nodes (api-helpers.ts startCluster).
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/api/index.js';
-import { FORMAT, runQuery, type BrokerStateMachine } from '../../src/store/broker/index.js';
+import { FORMAT, runQuery, type BrokerStateMachine, type Command, type Result } from '../../src/store/broker/index.js';
 import { TestStore } from '../store/broker/helpers.js';
 import { TEST_JWT_SECRET } from './api-helpers.js';
 import { appDeps } from './app-deps.js';
@@ -19,7 +19,11 @@ export interface LocalApp {
   close(): Promise<void>;
 }
 
-export async function localApp(): Promise<LocalApp> {
+/**
+ * With `propose`, each write goes through it: `apply` applies the command (a benchmark answers some
+ * without applying, bench/api-layer.ts).
+ */
+export async function localApp(opts: { propose?: (command: Command, apply: () => Promise<Result>) => Promise<Result> } = {}): Promise<LocalApp> {
   const now = (): number => Date.now();
   // Entries stamped with this process's clock, as a node stamps its own (a user's registration time
   // is the entry's: token checks compare it with real tokens' times).
@@ -29,8 +33,11 @@ export async function localApp(): Promise<LocalApp> {
       {
         partitions: 1,
         propose: async (_p, actor, command, idempotencyKey) => {
-          store.time = Math.max(store.time, now());
-          return store.run(actor, command, idempotencyKey);
+          const apply = async (): Promise<Result> => {
+            store.time = Math.max(store.time, now());
+            return store.run(actor, command, idempotencyKey);
+          };
+          return opts.propose === undefined ? apply() : opts.propose(command, apply);
         },
         query: async (_p, q) => runQuery(store.sm, q, now()),
         staleQuery: (_p, q) => ({ result: runQuery(store.sm, q, now()), appliedIndex: store.index }),
