@@ -55,29 +55,37 @@ const token = (await must('POST', '/v1/auth/login', credentials, null, 200)).acc
 await must('POST', '/v1/queues', { name: 'bench-api' }, token, 201);
 const one = { body: 'x'.repeat(1024) };
 const hundred = { messages: Array.from({ length: 100 }, () => one) };
+/** The result the broker gave `body`'s request: it must have reached the broker. */
 const answerOf = async (method: 'POST', path: string, body: unknown, status: number): Promise<Result> => {
+  last = null;
   await must(method, path, body, token, status);
-  return last!;
+  if (last === null) throw new Error(`${path}: the request did not reach the broker`);
+  return last;
 };
 const singleAnswer = await answerOf('POST', '/v1/queues/bench-api/messages', one, 201);
 const batchAnswer = await answerOf('POST', '/v1/queues/bench-api/messages/batch', hundred, 201);
 // The receive's answer: 10 messages of 1 KiB (their handles are sealed per request, as a node does).
+last = null;
 const receivedBody = await must('POST', '/v1/queues/bench-api/receive', { maxMessages: 10, waitSeconds: 0 }, token, 200);
-const received = last!;
+const received = last as Result | null;
+if (received === null) throw new Error('the receive did not reach the broker');
 if (!received.ok || (received.value as { messages: unknown[] }).messages.length !== 10) throw new Error('the receive took fewer than 10 messages');
 // The ack's: those 10 acked (each handle's MAC is checked per request, as a node does).
 const ack = { receiptHandles: (receivedBody.messages as { receiptHandle: string }[]).map((m) => m.receiptHandle) };
 const acked = await answerOf('POST', '/v1/queues/bench-api/ack', ack, 200);
+if (!acked.ok || (acked.value as { acked: unknown[] }).acked.length !== 10) throw new Error('the ack did not ack the 10 messages');
 canned.set('receive', received);
 canned.set('ack', acked);
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-bench-api-'));
-const script = (name: string, method: string, body?: unknown): string => {
+/** A wrk script sending `body`; an answer that is not 2xx, or lacks `expect`, aborts wrk (exit code 1). */
+const script = (name: string, method: string, body?: unknown, expect?: string): string => {
   const path = join(dir, `${name}.lua`);
   const lines = [`wrk.method = "${method}"`, `wrk.headers["authorization"] = "Bearer ${token}"`];
-  if (body !== undefined) lines.push('wrk.headers["content-type"] = "application/json"', `wrk.body = [[${JSON.stringify(body)}]]`);
-  // Any answer but the one expected ends the run with an error, so a wrong row cannot pass as fast.
-  lines.push('response = function(status) if status >= 300 then error("status " .. status) end end');
+  if (body !== undefined) lines.push('wrk.headers["content-type"] = "application/json"', `wrk.body = [==[${JSON.stringify(body)}]==]`);
+  // Any answer but the one expected aborts wrk, so a wrong row cannot pass as fast.
+  const check = expect === undefined ? '' : ` or not string.find(body, [==[${expect}]==], 1, true)`;
+  lines.push(`response = function(status, headers, body) if status >= 300${check} then error("status " .. status) end end`);
   writeFileSync(path, lines.join('\n') + '\n');
   return path;
 };
@@ -93,17 +101,18 @@ const cases: Case[] = [
   { row: 'send 1 KiB (answer of a real apply)', method: 'POST', path: '/v1/queues/bench-api/messages', script: script('send', 'POST', one) },
   { row: 'send a batch of 100 × 1 KiB (the same)', method: 'POST', path: '/v1/queues/bench-api/messages/batch', script: script('batch', 'POST', hundred) },
   { row: 'receive 10 × 1 KiB (the same)', method: 'POST', path: '/v1/queues/bench-api/receive', script: script('receive', 'POST', { maxMessages: 10, waitSeconds: 0 }) },
-  { row: 'ack 10 (the same)', method: 'POST', path: '/v1/queues/bench-api/ack', script: script('ack', 'POST', ack) },
+  { row: 'ack 10 (the same)', method: 'POST', path: '/v1/queues/bench-api/ack', script: script('ack', 'POST', ack, '"failed":[]') },
 ];
+/** One wrk run; `errors` when it failed (a script's error aborts it with exit code 1) or saw socket errors. */
 function wrk(c: Case): Promise<{ requests: number; errors: boolean }> {
   return new Promise((resolve, reject) => {
     const p = spawn('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '-s', c.script, `${base}${c.path}`], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.on('error', reject);
-    p.on('close', () => {
+    p.on('close', (code) => {
       const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-      resolve({ requests, errors: /Non-2xx|Socket errors/.test(out) });
+      resolve({ requests, errors: code !== 0 || /Non-2xx|Socket errors/.test(out) });
     });
   });
 }
