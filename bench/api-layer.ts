@@ -14,14 +14,11 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command, Result } from '../src/store/broker/index.js';
 import { localApp } from '../test/api/local-app.js';
+import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
-const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
-};
-const SECONDS = arg('seconds', 5);
-const ROUNDS = arg('rounds', 3);
+const SECONDS = numberArg('seconds', 5);
+const ROUNDS = numberArg('rounds', 3);
 const CONNECTIONS = 16;
 
 if (spawnSync('wrk', ['--version']).error !== undefined) {

@@ -12,14 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { partitionOf } from '../src/partition/routing.js';
 import { startNodes } from './cluster.js';
+import { numberArg } from './args.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
-};
-const SECONDS = arg('seconds', 10);
-const CLIENTS = arg('clients', 64);
+const SECONDS = numberArg('seconds', 10);
+const CLIENTS = numberArg('clients', 64);
 const PARTITIONS = 16;
 const BODY = 'x'.repeat(1024);
 

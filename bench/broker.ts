@@ -36,14 +36,11 @@ import { peersDir, type Comparison } from './peers.js';
 import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
 import { pooledQuantileUs, runWrk, sumWrk, wrkVersion, WRK_INSTALL, type WrkJob } from './wrk.js';
+import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
 const has = (flag: string): boolean => argv.includes(`--${flag}`);
-const arg = (name: string, fallback: number): number => {
-  const i = argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(argv[i + 1]);
-};
 const QUICK = has('quick');
 const PEERS = ['nats', 'rabbitmq'] as const;
 type Peer = (typeof PEERS)[number];
@@ -58,8 +55,8 @@ const ONLY = (() => {
   return i < 0 ? null : new Set(argv[i + 1]!.split(','));
 })();
 const runs = (w: string): boolean => ONLY === null || ONLY.has(w);
-const SECONDS = arg('seconds', QUICK ? 5 : 20);
-const BACKLOG = arg('backlog', QUICK ? 50_000 : 1_000_000);
+const SECONDS = numberArg('seconds', QUICK ? 5 : 20);
+const BACKLOG = numberArg('backlog', QUICK ? 50_000 : 1_000_000);
 const BODY = 'x'.repeat(1024);
 const CLK_TCK = (() => {
   try {
@@ -242,7 +239,7 @@ interface Row {
   nodeCpuCores: number[];
   /** Bytes each node wrote to storage per acknowledged message. */
   diskBytesPerMessage: number[];
-  /** Per node and acknowledged message: read and write system calls, and context switches. Counts, so they do not drift with the machine's speed as CPU time does. */
+  /** Per node and acknowledged message: read and write system calls, and context switches. Counts, which drift far less with the machine's speed than CPU time does. */
   ioCallsPerMessage: number[];
   switchesPerMessage: number[];
   peakRssMb: number[];

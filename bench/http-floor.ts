@@ -14,13 +14,10 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { freePort } from '../test/cluster/net-helpers.js';
+import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
-const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
-};
-const SECONDS = arg('seconds', 10);
+const SECONDS = numberArg('seconds', 10);
 const CLIENTS = 64;
 const BODY = JSON.stringify({ body: 'x'.repeat(1024) });
 const CLK_TCK = 100;

@@ -24,15 +24,12 @@ import { join } from 'node:path';
 import { partitionOf } from '../src/partition/routing.js';
 import { startNodes, stopNodes, type BenchNode } from './cluster.js';
 import { WRK_INSTALL, wrkVersion } from './wrk.js';
+import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
-const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
-};
-const SECONDS = arg('seconds', 10);
-const ROUNDS = arg('rounds', 2);
-const WARMUP = arg('warmup', 15);
+const SECONDS = numberArg('seconds', 10);
+const ROUNDS = numberArg('rounds', 2);
+const WARMUP = numberArg('warmup', 15);
 const CONNECTIONS = 20;
 const QUEUE = 'split';
 const CLK_TCK = 100;
