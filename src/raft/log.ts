@@ -260,9 +260,19 @@ export class RaftLog {
 
   /** Committed entries the caller may apply: after `applied`, persisted or being persisted. */
   nextCommitted(maxBytes: number): Entry[] {
-    const hi = Math.min(this.committed, this.unstable.inProgress - 1) + 1;
-    const lo = Math.max(this.applied + 1, this.firstIndex());
+    const [lo, hi] = this.committedRange();
     if (lo >= hi) return [];
     return this.slice(lo, hi, maxBytes);
+  }
+
+  /** Whether nextCommitted() would return any entry, without reading one (a Ready is due). */
+  hasNextCommitted(): boolean {
+    const [lo, hi] = this.committedRange();
+    return lo < hi;
+  }
+
+  /** The indexes [lo, hi) of nextCommitted(). */
+  private committedRange(): [Index, Index] {
+    return [Math.max(this.applied + 1, this.firstIndex()), Math.min(this.committed, this.unstable.inProgress - 1) + 1];
   }
 }

@@ -154,7 +154,7 @@ export class RawNode {
     if (r.log.unstable.pending().length > 0) return true;
     if (r.log.unstable.snapshot !== null && !r.log.unstable.snapshotInProgress) return true;
     if (r.msgs.length > 0 || r.readStates.length > 0 || r.reads.hasAborted()) return true;
-    return r.log.committed > r.log.applied && r.log.nextCommitted(1).length > 0;
+    return r.log.hasNextCommitted();
   }
 
   ready(): Ready {

@@ -4,7 +4,8 @@ import { emptyHardState } from './types.js';
 
 /**
  * The durable log as the core reads it (the write side belongs to the caller, who persists each
- * Ready). Calls are synchronous: the production storage is SQLite through better-sqlite3.
+ * Ready). Calls are synchronous: the production storage is the write-ahead log of src/store/wal, which
+ * answers from its cache of recent entries or reads its segment files synchronously.
  *
  * Layout: a snapshot covers indexes 1..snapshot.index; entries follow from firstIndex() to
  * lastIndex(). term(firstIndex() - 1) is the snapshot's term and must be answerable.

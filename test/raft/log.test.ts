@@ -301,6 +301,7 @@ t.test('restore a snapshot', async (t) => {
   t.equal(log.stableLastIndex(), 0, 'nothing durable is part of the log while the snapshot is pending');
   t.same(log.unstable.pending(), []);
   t.same(log.nextCommitted(Infinity), [], 'nothing to apply from entries: the snapshot carries the state');
+  t.notOk(log.hasNextCommitted());
   t.equal(log.append(run(11, [4])), 11, 'appends continue after the snapshot');
 
   // The caller persists it.
@@ -319,8 +320,10 @@ t.test('nextCommitted', async (t) => {
     const { log } = newLog([], run(1, [1, 1, 1, 1, 1]));
     log.commitTo(5);
     t.same(log.nextCommitted(Infinity), [], 'committed but not yet handed to the caller to persist');
+    t.notOk(log.hasNextCommitted(), 'so no Ready is due for them');
     log.unstable.acceptInProgress();
     t.same(indexes(log.nextCommitted(Infinity)), [1, 2, 3, 4, 5], 'being persisted: may be applied');
+    t.ok(log.hasNextCommitted());
     log.append(run(6, [1, 1]));
     log.commitTo(7);
     t.same(indexes(log.nextCommitted(Infinity)), [1, 2, 3, 4, 5], 'not 6 and 7: not yet in a Ready');
@@ -336,8 +339,10 @@ t.test('nextCommitted', async (t) => {
     t.same(indexes(log.nextCommitted(0)), [1], 'at least one');
     log.appliedTo(2);
     t.same(indexes(log.nextCommitted(Infinity)), [3], 'after applied');
+    t.ok(log.hasNextCommitted());
     log.appliedTo(3);
     t.same(log.nextCommitted(Infinity), []);
+    t.notOk(log.hasNextCommitted(), 'all applied');
   });
 });
 

@@ -2,6 +2,7 @@
 // MAX_CLOCK_STEP_MS, so a leader whose clock is a day ahead cannot freeze leases for the day.
 import t from 'tap';
 import { BOUNDED_CLOCK_STEP, KEYED_RECEIVE_WITHOUT_BODIES, MAX_CLOCK_STEP_MS, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { iso } from '../../../src/store/broker/context.js';
 import { TestStore, queue, receive, send } from './helpers.js';
 
 const DAY = 86_400_000;
@@ -64,4 +65,13 @@ t.test('before format 8 a stamp sets the clock however far ahead, as an older bu
   const before = s.sm.clock();
   stampedOff(s, DAY);
   t.equal(s.sm.clock(), before + DAY);
+});
+
+t.test('times as text: each the ISO 8601 of its own millisecond, however they follow each other', async (t) => {
+  // iso() keeps the last text it made (a receive's messages often share a millisecond).
+  const times = [0, 1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_001, 0, -1, 8.64e15, 1_700_000_000_001, 1_700_000_000_000];
+  for (const ms of times) t.equal(iso(ms), new Date(ms).toISOString(), `${ms}`);
+  t.throws(() => iso(Number.NaN), RangeError, 'an invalid time is refused, as before');
+  t.throws(() => iso(8.64e15 + 1), RangeError);
+  t.equal(iso(8.64e15), new Date(8.64e15).toISOString(), 'and leaves the last one as it was');
 });
