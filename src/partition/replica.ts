@@ -225,7 +225,8 @@ export class PartitionReplica {
 
   private applyEntries(entries: readonly Entry[]): void {
     // Committed by the host on its schedule (NodeHost.commitDueStates).
-    const applied = this.state.apply(entries, { defer: true });
+    // Results are whole only for what a proposal here waits for (a receive's texts, otherwise).
+    const applied = this.state.apply(entries, { defer: true, answered: (index, term) => this.proposals.awaits(index, term) });
     const byIndex = new Map(applied.map((a) => [a.index, a]));
     this.proposals.settle(entries, (w, outcome, e) => {
       clearTimeout(w.timer);

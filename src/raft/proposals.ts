@@ -24,6 +24,11 @@ export class ProposalTracker<T> {
     for (let i = 0; i < waiters.length; i++) this.pending.set(ticket.firstIndex + i, { term: ticket.term, waiter: waiters[i]! });
   }
 
+  /** Whether a proposal waits for the entry at (index, term): its result will be answered. */
+  awaits(index: Index, term: Term): boolean {
+    return this.pending.get(index)?.term === term;
+  }
+
   /** Settles the proposals decided by applied entries. */
   settle(applied: readonly Entry[], done: (waiter: T, outcome: Outcome, entry: Entry) => void): void {
     for (const e of applied) {

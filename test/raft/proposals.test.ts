@@ -1,7 +1,7 @@
 // Proposals end applied or overwritten, never silently: a leader cut off before its entries commit
 // sees them overwritten by the next leader's, and its callers learn it; they are never applied.
 import t from 'tap';
-import { DropReason, Outcome, ProposalDroppedError, ProposalTracker, type Entry } from '../../src/raft/index.js';
+import { DropReason, EntryKind, Outcome, ProposalDroppedError, ProposalTracker, type Entry } from '../../src/raft/index.js';
 import { Network, n1, n2, n3 } from './helpers.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -23,6 +23,19 @@ t.test('a proposal applied at its index and term is reported applied', async (t)
   settleFrom(net, n1, tracker, seen, from);
   t.same([...seen], [['a', Outcome.Applied], ['b', Outcome.Applied]]);
   t.equal(tracker.size, 0);
+});
+
+t.test('a proposal awaits its entry at its index and term only, until settled', async (t) => {
+  const tracker = new ProposalTracker<string>();
+  tracker.track({ firstIndex: 5, lastIndex: 6, term: 2 }, ['a', 'b']);
+  t.ok(tracker.awaits(5, 2));
+  t.ok(tracker.awaits(6, 2));
+  t.notOk(tracker.awaits(7, 2), 'no proposal there');
+  t.notOk(tracker.awaits(5, 3), 'another leader’s entry at its index: nobody here answers it');
+  const e = (index: number, term: number): Entry => ({ index, term, kind: EntryKind.Normal, data: enc('x') });
+  tracker.settle([e(5, 2)], () => undefined);
+  t.notOk(tracker.awaits(5, 2), 'settled');
+  t.ok(tracker.awaits(6, 2));
 });
 
 t.test('an old leader’s uncommitted proposal is reported overwritten and never applied anywhere', async (t) => {

@@ -116,7 +116,13 @@ export interface Delivery {
 
 /** What a receive answers: what it leased, and, for a long poll, whether it parked. */
 export interface Received {
+  /** Empty where `unanswered` is set. */
   readonly messages: ReceivedMessage[];
+  /**
+   * Set instead of `messages` on a replica where nobody answers the receive (the state machine's
+   * apply() was told so): how many messages it leased. Never leaves the node.
+   */
+  readonly unanswered?: number;
   /** 'parked': waiting in the state; 'gone': the waiter it was to replace had been served. */
   readonly parked?: 'parked' | 'gone';
 }

@@ -45,6 +45,12 @@ export interface Ctx {
   retimed: Set<number>;
   /** Messages leased to parked long polls by this command (format 3). */
   delivered: Delivery[];
+  /**
+   * Whether this replica answers the command, so that its result must be whole (apply()'s
+   * `answered`, or an Idempotency-Key that keeps the result). A receive nobody here answers leases
+   * the same messages and leaves out their texts (messages.ts receive()).
+   */
+  readonly answers: boolean;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

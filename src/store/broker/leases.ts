@@ -16,7 +16,7 @@
 //     extended only while it lives.
 //
 // Every change keeps the channel's counters (n_ready, n_leased, n_delayed) equal to its rows by state.
-import { ok, type ChannelRef, type HandleOutcome, type ReceivedMessage, type Result } from './commands.js';
+import { ok, type Body, type ChannelRef, type HandleOutcome, type ReceivedMessage, type Result } from './commands.js';
 import { consumable, requireActor } from './access.js';
 import { rowBody } from './bodies.js';
 import { iso, wokeUp, type Ctx, type Store } from './context.js';
@@ -45,32 +45,49 @@ export function decodeReceipt(h: string): { channelId: number; seq: number; leas
   return { channelId, seq, leaseId };
 }
 
+/** Messages one receive leased, as read before the lease, with their bodies (leaseReady()). */
+export interface Leased {
+  readonly channelId: number;
+  /** The lease id: the receive's entry index. */
+  readonly lease: number;
+  readonly rows: readonly MessageRow[];
+  readonly bodies: readonly Body[];
+}
+
 /**
  * Leases up to `max` of the channel's oldest visible messages for `vt` ms, as one receive (the
- * caller expired and promoted what time made due).
+ * caller expired and promoted what time made due). Each body is found here on every replica, so a
+ * body the log lost stops every replica alike (bodies.ts), whether it answers the receive or not;
+ * received() makes the answer's messages.
  */
-export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): ReceivedMessage[] {
+export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): Leased {
   const rows = s.st.ready.all(ch.id, max) as MessageRow[];
   // One update for them all: the rows read are every ready message up to the last one's sequence.
   if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
-  const messages: ReceivedMessage[] = [];
-  for (const m of rows) {
-    messages.push({
-      messageId: m.message_id,
-      sequence: m.seq,
-      body: bodyText(rowBody(s, m)),
-      attributes: JSON.parse(m.attributes) as Record<string, string>,
-      receiptHandle: encodeReceipt(ch.id, m.seq, ctx.index),
-      deliveryCount: m.delivery_count + 1,
-      sentAt: iso(m.sent_at),
-    });
-  }
+  const bodies = rows.map((m) => rowBody(s, m));
   if (rows.length > 0) {
     s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
     s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
     ctx.retimed.add(ch.id);
   }
-  return messages;
+  return { channelId: ch.id, lease: ctx.index, rows, bodies };
+}
+
+/**
+ * The messages of a lease as a receive answers them: text bodies, attributes, receipt handles and
+ * times. Only where the answer is made: on a replica that does not answer the receive, these texts
+ * (a tenth of a receive + ack's apply, in process) would be made for nothing.
+ */
+export function received(leased: Leased): ReceivedMessage[] {
+  return leased.rows.map((m, i) => ({
+    messageId: m.message_id,
+    sequence: m.seq,
+    body: bodyText(leased.bodies[i]!),
+    attributes: JSON.parse(m.attributes) as Record<string, string>,
+    receiptHandle: encodeReceipt(leased.channelId, m.seq, leased.lease),
+    deliveryCount: m.delivery_count + 1,
+    sentAt: iso(m.sent_at),
+  }));
 }
 
 /**

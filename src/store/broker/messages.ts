@@ -19,7 +19,7 @@ import {
   type SentMessage,
 } from './commands.js';
 import { SLOTS, logSeq, rowBody } from './bodies.js';
-import { deadLetter, decodeReceipt, leaseLive, leaseReady, promoteDue, takeCounts } from './leases.js';
+import { deadLetter, decodeReceipt, leaseLive, leaseReady, promoteDue, received, takeCounts } from './leases.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
@@ -229,8 +229,8 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
   expire(s, ch, ctx.now);
   promoteDue(s, ch, ctx);
-  const messages = leaseReady(s, ch, max, vt, ctx);
-  if (messages.length > 0 || wait === undefined || wait.ms === 0) return ok({ messages });
+  const leased = leaseReady(s, ch, max, vt, ctx);
+  if (leased.rows.length > 0 || wait === undefined || wait.ms === 0) return ok(ctx.answers ? { messages: received(leased) } : { messages: [], unanswered: leased.rows.length });
   s.st.parkWaiter.run(ch.id, ctx.index, wait.tag, user, max, vtSeconds === null ? null : vt, ctx.now + wait.ms);
   return ok({ messages: [], parked: 'parked' });
 }
@@ -254,11 +254,12 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
     // Past its deadline it takes nothing, and stays until its poll's last look takes it out: then
     // 'gone' means served. (Housekeeping prunes what a crashed node left, long after.)
     if (w.deadline <= ctx.now) continue;
-    const messages = leaseReady(s, ch, w.max_messages, w.vt_ms ?? ch.visibility_timeout_ms, ctx);
-    if (messages.length === 0) break;
+    const leased = leaseReady(s, ch, w.max_messages, w.vt_ms ?? ch.visibility_timeout_ms, ctx);
+    if (leased.rows.length === 0) break;
     s.st.unparkWaiter.run(w.channel_id, w.id);
-    ctx.delivered.push({ tag: w.tag, messages });
-    left -= messages.length;
+    // Whole on every replica: the node holding the poll answers it from its own apply.
+    ctx.delivered.push({ tag: w.tag, messages: received(leased) });
+    left -= leased.rows.length;
   }
   return Math.max(0, left);
 }

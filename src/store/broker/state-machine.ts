@@ -62,6 +62,9 @@ export interface ApplyEntry {
   readonly data: Uint8Array;
 }
 
+/** Whether this replica answers the command of the entry at (index, term): apply()'s `answered`. */
+export type Answered = (index: number, term: number) => boolean;
+
 export interface Applied {
   readonly index: number;
   readonly result: Result;
@@ -131,6 +134,8 @@ export class BrokerStateMachine {
   static readonly SWEEP_BUDGET = SWEEP_BUDGET;
 
   private readonly st: Statements;
+  /** apply()'s `answered`, while it runs. */
+  private answered: Answered | null = null;
   /** What the concerns work on: the statements, the partition, the send-target cache. */
   private readonly store: Store;
   /** The statements of a group's transaction (apply()). */
@@ -290,14 +295,27 @@ export class BrokerStateMachine {
    * again (the same results, from the same state) before the failing batch goes the way above. A
    * storage failure rolls the group back and is thrown (the host stops; the next start replays).
    * While snapshotTo() copies the state, every batch commits.
+   *
+   * `answered(index, term)`: whether this replica answers the entry's command (a proposal of its
+   * own waits for it). Results of the others are whole only where they must be: a receive nobody
+   * here answers gives only how many it leased (Received.unanswered). Without it, every result is.
    */
-  apply(entries: readonly ApplyEntry[], opts: { defer?: boolean } = {}): Applied[] {
+  apply(entries: readonly ApplyEntry[], opts: { defer?: boolean; answered?: Answered } = {}): Applied[] {
+    this.answered = opts.answered ?? null;
+    try {
+      return this.applyAll(entries, opts.defer === true);
+    } finally {
+      this.answered = null;
+    }
+  }
+
+  private applyAll(entries: readonly ApplyEntry[], deferred: boolean): Applied[] {
     // A commit failed: the state went back to before entries already answered (commit()).
     if (this.failed !== null) throw this.failed;
     // A state in a format this build cannot read: an image from a newer leader, or a database a newer
     // build applied. Applying on would part this replica from the others.
     if (this.formatInForce > this.readable) throw new FormatTooNewError(this.formatInForce, this.readable);
-    const defer = opts.defer === true && this.copying === 0;
+    const defer = deferred && this.copying === 0;
     if (!defer) this.commit();
     else if (this.group === null) {
       this.tx.begin.run();
@@ -446,7 +464,8 @@ export class BrokerStateMachine {
           out.push({ index: e.index, result: fail(ErrorCode.ValidationFailed, 'undecodable command'), woke: [], retimed: [], delivered: [] });
           continue;
         }
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [] };
+        const answers = this.answered === null || env.idempotencyKey !== undefined || this.answered(e.index, e.term);
+        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [], answers };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
           sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });
