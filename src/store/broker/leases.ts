@@ -76,7 +76,7 @@ export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ct
 /**
  * The messages of a lease as a receive answers them: text bodies, attributes, receipt handles and
  * times. Only where the answer is made: on a replica that does not answer the receive, these texts
- * (a tenth of a receive + ack's apply, in process) would be made for nothing.
+ * (about 6% of its receive + ack's apply, in process) would be made for nothing.
  */
 export function received(leased: Leased): ReceivedMessage[] {
   return leased.rows.map((m, i) => ({
