@@ -233,6 +233,11 @@ export class PartitionReplica {
       if (outcome === Outcome.Overwritten) return w.reject(new NotCommittedError('another leader’s entry took its place'));
       const a = byIndex.get(e.index);
       if (a === undefined) return w.reject(new OutcomeUnknownError('entry applied before this node started'));
+      // apply() leaves a receive's messages out only where no proposal waits (above): a wiring that
+      // broke this would answer an empty receive and leave its messages leased, so it fails loudly.
+      if (a.result.ok && (a.result.value as { unanswered?: unknown } | null)?.unanswered !== undefined) {
+        return w.reject(new Error(`partition ${this.partition}: the result of entry ${e.index} was left out, yet a proposal waited for it`));
+      }
       w.resolve(a.result);
     });
     for (const a of applied) {

@@ -62,6 +62,10 @@ export interface Leased {
  */
 export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): Leased {
   const rows = s.st.ready.all(ch.id, max) as MessageRow[];
+  // What received() could throw on, checked here on every replica: a receive must fail alike on
+  // the replicas that answer it and on the others (before format 8 a leader's stamp set the clock as
+  // it came, so a sending time may be past what a Date holds).
+  for (const m of rows) if (!(Math.abs(m.sent_at) <= MAX_TIME_MS)) throw new RangeError(`message ${m.seq} was sent at ${m.sent_at}, past what a time can be`);
   // One update for them all: the rows read are every ready message up to the last one's sequence.
   if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
   const bodies = rows.map((m) => rowBody(s, m));
@@ -73,10 +77,15 @@ export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ct
   return { channelId: ch.id, lease: ctx.index, rows, bodies };
 }
 
+/** The largest time a Date holds, in ms either side of 1970. */
+const MAX_TIME_MS = 8.64e15;
+
 /**
  * The messages of a lease as a receive answers them: text bodies, attributes, receipt handles and
  * times. Only where the answer is made: on a replica that does not answer the receive, these texts
- * (about 6% of its receive + ack's apply, in process) would be made for nothing.
+ * (about 6% of its receive + ack's apply, in process) would be made for nothing. So it must not
+ * throw where another replica would not run it: leaseReady() checked the times, and attributes are
+ * stored as JSON.stringify wrote them.
  */
 export function received(leased: Leased): ReceivedMessage[] {
   return leased.rows.map((m, i) => ({

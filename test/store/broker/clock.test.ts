@@ -1,7 +1,7 @@
 // A partition's clock, the largest stamp applied: from log format 8 one entry moves it at most
 // MAX_CLOCK_STEP_MS, so a leader whose clock is a day ahead cannot freeze leases for the day.
 import t from 'tap';
-import { BOUNDED_CLOCK_STEP, KEYED_RECEIVE_WITHOUT_BODIES, MAX_CLOCK_STEP_MS, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, KEYED_RECEIVE_WITHOUT_BODIES, MAX_CLOCK_STEP_MS, stateHash, type ReceivedMessage } from '../../../src/store/broker/index.js';
 import { iso } from '../../../src/store/broker/context.js';
 import { TestStore, queue, receive, send } from './helpers.js';
 
@@ -72,6 +72,29 @@ t.test('times as text: each the ISO 8601 of its own millisecond, however they fo
   const times = [0, 1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_001, 0, -1, 8.64e15, 1_700_000_000_001, 1_700_000_000_000];
   for (const ms of times) t.equal(iso(ms), new Date(ms).toISOString(), `${ms}`);
   t.throws(() => iso(Number.NaN), RangeError, 'an invalid time is refused, as before');
+  t.equal(iso(8.64e15), new Date(8.64e15).toISOString());
   t.throws(() => iso(8.64e15 + 1), RangeError);
-  t.equal(iso(8.64e15), new Date(8.64e15).toISOString(), 'and leaves the last one as it was');
+  t.throws(() => iso(8.64e15 + 1), RangeError, 'again: a refused time is not kept');
+  t.equal(iso(8.64e15), new Date(8.64e15).toISOString(), 'nor does it change the last one kept');
+});
+
+t.test('a message sent past what a time can be: its receive fails alike where it is answered and where it is not', async (t) => {
+  // Before format 8 a leader's stamp set the clock as it came: a message could be sent "at" a time a
+  // Date cannot hold. A replica that answers the receive makes its time's text; one that does not
+  // answer it must still fail it the same way, or the two would lease different rows.
+  const replicas = await Promise.all([0, 1].map(() => TestStore.open(0, undefined, BOUNDED_CLOCK_STEP - 1)));
+  t.teardown(() => Promise.all(replicas.map((s) => s.close())));
+  const receiveEntry = replicas.map((s) => {
+    s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+    s.must('alice', queue('jobs'));
+    s.time = 8.64e15 + 1;
+    s.must('alice', send('jobs', 'from past the end of time'));
+    s.index++;
+    return { index: s.index, term: 1, kind: 0, data: s.encode({ time: s.time, actor: 'alice', command: receive('jobs', 1) }) };
+  });
+  const [answered] = replicas[0]!.sm.apply([receiveEntry[0]!]);
+  const [unanswered] = replicas[1]!.sm.apply([receiveEntry[1]!], { answered: () => false });
+  t.same(answered!.result, { ok: false, code: 'validation_failed', detail: 'malformed command' });
+  t.same(unanswered!.result, answered!.result, 'the replica that does not answer refuses it too');
+  t.equal(stateHash(replicas[1]!.sm.sqlite), stateHash(replicas[0]!.sm.sqlite), 'and leases nothing either');
 });
