@@ -40,7 +40,7 @@ export interface ClusterView {
   /** Synced transactions of this node's Raft log since it started (one fsync each). */
   logSyncs(): number;
   /** Raft messages to the peers since this node started: delivered, dropped, failed, queued; batches delivered. */
-  peerTraffic(): { sent: number; dropped: number; failed: number; queued: number; batches: number; carriedCommands: number; carriedAnswers: number };
+  peerTraffic(): { sent: number; dropped: number; failed: number; queued: number; batches: number; carriedCommands: number; carriedAnswers: number; carriedProposed: number };
   /** How far each recently heard peer's wall clock is from this node's (ms; positive: ahead). */
   clockOffsets(): ReadonlyMap<string, number>;
   /** How long this node has heard from no peer, once past two election timeouts (ms); else 0. */

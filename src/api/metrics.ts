@@ -126,14 +126,15 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
   });
   new Counter({
     name: 'mom_peer_carried_total',
-    help: 'Forwarded client commands this node sent to leaders inside Raft stream frames (kind "command"), and answers it sent back to the nodes that forwarded them (kind "answer"); commands to a leader that does not read them there go by HTTP.',
+    help: 'Forwarded client commands this node sent to leaders inside Raft stream frames (kind "command"), and answers it sent back to the nodes that forwarded them: with the result (kind "answer"), or with where it appended the command, the forwarding node answering from its own apply (kind "proposed"); commands to a leader that does not read them there go by HTTP.',
     labelNames: ['kind'] as const,
     registers: [registry],
     collect() {
       const t = deps.cluster.peerTraffic();
       this.reset();
       this.inc({ kind: 'command' }, t.carriedCommands);
-      this.inc({ kind: 'answer' }, t.carriedAnswers);
+      this.inc({ kind: 'answer' }, t.carriedAnswers - t.carriedProposed);
+      this.inc({ kind: 'proposed' }, t.carriedProposed);
     },
   });
   new Counter({

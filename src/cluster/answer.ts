@@ -14,17 +14,42 @@ export type Answer =
   /** The write may or may not apply (timedOut: the wait for it ran out). */
   | { readonly kind: 'unknown'; readonly detail: string; readonly timedOut: boolean };
 
+/**
+ * A leader's answer to a command carried with `track` (wire.ts's CarriedCommand): it appended the
+ * command's entry at (index, term) and leaves the answer to the node that forwarded it, which waits
+ * for its own replica to apply that entry (PartitionReplica.awaitEntry).
+ */
+export interface Proposed {
+  readonly kind: 'proposed';
+  readonly index: number;
+  readonly term: number;
+}
+
+/** What a carried command is answered: an Answer, or where it was proposed when it asked so. */
+export type CarriedOutcome = Answer | Proposed;
+
 /** The inter-node calls the router needs (HttpTransport's). */
 export interface PeerCaller {
   call(peer: NodeId, path: string, body: unknown, opts: { timeoutMs: number; requestId?: string }): Promise<{ status: number; body: unknown }>;
   /**
-   * Sends a forwarded command in the Raft stream to `peer` and resolves with its Answer, or returns
-   * null when the peer does not read commands there (HttpTransport.carry).
+   * Sends a forwarded command in the Raft stream to `peer` and resolves with its answer, or returns
+   * null when the peer does not read commands there (HttpTransport.carry). With `track`, a peer that
+   * can may answer where it proposed the command instead of its result (Proposed).
    */
-  carry?(peer: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null;
+  carry?(peer: NodeId, command: Omit<CarriedCommand, 'id' | 'track'>, timeoutMs: number, track?: boolean): Promise<CarriedOutcome> | null;
   /** Whether `peer` said in its current Raft stream's answer that it takes system commands as commands (SYSTEM_HEADER). */
   takesSystemCommands?(peer: NodeId): boolean;
 }
+
+/** An answer carried in a Raft stream's frame (HttpTransport.answered): decodeAnswer's, or a Proposed. */
+export function decodeCarried(body: unknown): CarriedOutcome {
+  const b = (body ?? {}) as { kind?: unknown; index?: unknown; term?: unknown };
+  if (b.kind !== 'proposed') return decodeAnswer(200, body);
+  if (isPositiveInteger(b.index) && isPositiveInteger(b.term)) return { kind: 'proposed', index: b.index, term: b.term };
+  return { kind: 'unknown', detail: 'the peer answered where it proposed the write, unreadably', timedOut: false };
+}
+
+const isPositiveInteger = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
 
 /** undici's codes for a connection that never opened: what was to go over it was certainly not sent. */
 export const NOT_SENT_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);

@@ -11,7 +11,7 @@
 import type { NodeId } from '../raft/index.js';
 import { COMMAND_PATH, COMMANDS_PATH } from './internal-routes.js';
 import { MAX_FORWARDED_BATCH, type Forwarded } from './internal-schemas.js';
-import { NOT_SENT_CODES, decodeAnswer, type Answer, type PeerCaller } from './answer.js';
+import { NOT_SENT_CODES, decodeAnswer, type Answer, type CarriedOutcome, type PeerCaller } from './answer.js';
 
 interface Pending {
   readonly body: Forwarded;
@@ -34,9 +34,12 @@ export class ForwardBatcher {
     private readonly timeoutMs: number,
   ) {}
 
-  /** Sends `body` to `leader` with the others of this turn; resolves with its Answer. */
-  forward(leader: NodeId, body: Forwarded): Promise<Answer> {
-    const carried = this.peers.carry?.(leader, body as Forwarded & { command: Record<string, unknown> }, this.timeoutMs);
+  /**
+   * Sends `body` to `leader` with the others of this turn; resolves with its Answer. With `track`,
+   * a leader reached through its Raft stream may answer where it appended the command (Proposed).
+   */
+  forward(leader: NodeId, body: Forwarded, track = false): Promise<CarriedOutcome> {
+    const carried = this.peers.carry?.(leader, body as Forwarded & { command: Record<string, unknown> }, this.timeoutMs, track);
     if (carried !== null && carried !== undefined) return carried;
     if (this.single.has(leader)) return this.one(leader, body);
     // The size decides when a batch is full; JSON.stringify of the command is done once more by the

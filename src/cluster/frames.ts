@@ -39,6 +39,12 @@ export const CARRIES_HEADER = 'x-mom-stream-carries';
  * /internal/command(s). Builds before it take those only at /internal/propose, which stays for them.
  */
 export const SYSTEM_HEADER = 'x-mom-stream-system';
+/**
+ * An answer header: '1' when the receiver, as a leader, may answer a command carried with `track`
+ * (wire.ts) with where it appended it instead of its result (answer.ts's Proposed). A sender sets
+ * `track` only in frames to a receiver that said so: an older build refuses the field.
+ */
+export const TRACKS_HEADER = 'x-mom-stream-tracks';
 /** The largest window a receiver accepts; a larger one is taken as this. */
 export const MAX_STREAM_WINDOW = 1024;
 /** A frame taken is acknowledged within this long (ms), when its window allows the wait. */

@@ -14,7 +14,7 @@ import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
-import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
+import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
@@ -103,6 +103,13 @@ export interface InternalRoutesOptions {
    * leader, under the client's identity. Answers a router Answer (see router.ts).
    */
   onCommand?(partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): Promise<unknown>;
+  /**
+   * A command carried with `track` (wire.ts) by `from`: appended here as the partition's leader,
+   * answered at once with where (answer.ts's Proposed), or with an Answer (or its promise) when it
+   * was not appended or `from` is to have the result. When set, with
+   * `carried`, a stream's answer says so (TRACKS_HEADER); without it such a command runs as onCommand.
+   */
+  onTracked?(from: NodeId, partition: number, actor: string | null, command: unknown, idempotencyKey: string | undefined, log: CommandLog): unknown;
   /**
    * Forwarded commands and answers riding in Raft stream frames (wire.ts's Carried). When set, with
    * onCommand, a stream's answer says that this node reads them (CARRIES_HEADER). Each carried
@@ -231,11 +238,14 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
    * Runs a command a peer forwarded (in a POST or a stream's frame) under its request id: its Answer.
    * One command's failure is that command's unknown outcome, as a 500 is for a single one.
    */
-  const runForwarded = (c: Forwarded, base: FastifyBaseLogger): Promise<unknown> => {
+  const runForwarded = (c: Forwarded & { readonly track?: true }, base: FastifyBaseLogger, from?: NodeId): Promise<unknown> => {
     const log = commandLog(base, c.requestId);
-    const onCommand = opts.onCommand;
-    if (onCommand === undefined) return Promise.resolve({ kind: 'retry', detail: 'this node takes no forwarded commands' });
-    return onCommand(c.partition, c.actor, c.command, c.idempotencyKey, log).catch((err: unknown) => {
+    const { onTracked, onCommand } = opts;
+    let run: () => unknown;
+    if (c.track === true && onTracked !== undefined && from !== undefined) run = () => onTracked(from, c.partition, c.actor, c.command, c.idempotencyKey, log);
+    else if (onCommand !== undefined) run = () => onCommand(c.partition, c.actor, c.command, c.idempotencyKey, log);
+    else return Promise.resolve({ kind: 'retry', detail: 'this node takes no forwarded commands' });
+    return new Promise<unknown>((resolve) => resolve(run())).catch((err: unknown) => {
       log.error({ err }, 'forwarded command failed');
       return { kind: 'unknown', detail: 'the leader failed while proposing it', timedOut: false };
     });
@@ -252,7 +262,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     if (carried.answers.length > 0) sink.answered(from, carried.answers);
     for (const c of carried.commands) {
       inProgress++;
-      void runForwarded(c, app.log).then((answer) => {
+      void runForwarded(c, app.log, from).then((answer) => {
         sink.answer(from, c.id, answer);
         if (--inProgress === 0) idle?.();
       });
@@ -272,7 +282,8 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     reply.hijack();
     const res = reply.raw;
     const carries = opts.carried !== undefined && opts.onCommand !== undefined;
-    res.writeHead(200, carries ? { 'content-type': FRAMES_TYPE, [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1' } : { 'content-type': FRAMES_TYPE });
+    const said = opts.onTracked === undefined ? { [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1' } : { [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1', [TRACKS_HEADER]: '1' };
+    res.writeHead(200, carries ? { 'content-type': FRAMES_TYPE, ...said } : { 'content-type': FRAMES_TYPE });
     // The headers now, not with the first acknowledgement: the sender carries commands once it knows.
     res.flushHeaders();
     res.setTimeout(opts.streamIdleMs ?? STREAM_IDLE_MS, () => res.destroy());
@@ -331,6 +342,11 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
           if (batch.carried !== undefined) {
             if (!carries) {
               refuse('this node takes no forwarded commands in a stream', { from: batch.from });
+              return;
+            }
+            // As a build from before TRACKS_HEADER would: it refuses the field.
+            if (opts.onTracked === undefined && batch.carried.commands.some((c) => c.track === true)) {
+              refuse('this node takes no tracked commands', { from: batch.from });
               return;
             }
             takeCarried(batch.from, batch.carried);

@@ -9,9 +9,9 @@ import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
 import { LimitGossip } from './limit-gossip.js';
-import type { InternalRoutesOptions } from './internal-routes.js';
+import type { CommandLog, InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
-import type { Answer } from './answer.js';
+import type { Answer, CarriedOutcome } from './answer.js';
 import { HttpTransport } from './transport.js';
 
 export interface NodeOptions {
@@ -173,6 +173,17 @@ export class ClusterNode {
   }
 
 
+  /** The answer to a command a peer may not forward here, or null when it may (logged either way). */
+  private refuseForwarded(partition: number, actor: string | null, command: unknown, log: CommandLog): Answer | null {
+    const type = (command as { type?: unknown }).type;
+    log.debug({ partition, command: type, actor }, 'forwarded command');
+    // A system command comes from a peer's housekeeping (Router.proposeSystemAt), never with an actor.
+    const origin = commandOrigin(command);
+    if (origin === null || (origin === 'system' && actor !== null)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a command a peer may forward' } };
+    if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
+    return null;
+  }
+
   /** What the inter-node routes of this node answer with (see internal-routes.ts). */
   internalRoutes(): InternalRoutesOptions {
     return {
@@ -183,16 +194,13 @@ export class ClusterNode {
       snapshotFile: (partition, ref) => this.host.snapshots.imageFor(partition, ref),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
       onCommand: async (partition, actor, command, idempotencyKey, log) => {
-        const type = (command as { type?: unknown }).type;
-        log.debug({ partition, command: type, actor }, 'forwarded command');
-        // A system command comes from a peer's housekeeping (Router.proposeSystemAt), never with an actor.
-        const origin = commandOrigin(command);
-        if (origin === null || (origin === 'system' && actor !== null)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a command a peer may forward' } };
-        if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
-        return this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
+        return this.refuseForwarded(partition, actor, command, log) ?? this.router.proposeHere(partition, actor, command as Command, idempotencyKey);
+      },
+      onTracked: (from, partition, actor, command, idempotencyKey, log) => {
+        return this.refuseForwarded(partition, actor, command, log) ?? this.router.appendHere(from, partition, actor, command as Command, idempotencyKey);
       },
       carried: {
-        answer: (to, id, answer) => this.transport.answer(to, id, answer as Answer),
+        answer: (to, id, answer) => this.transport.answer(to, id, answer as CarriedOutcome),
         answered: (from, answers) => this.transport.answered(from, answers),
       },
       positions: () => this.host.logPositions(),

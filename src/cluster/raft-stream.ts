@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import type { Pool } from 'undici';
 import { NOT_SENT_CODES } from './answer.js';
 import { errorText } from './errors.js';
-import { CARRIES_HEADER, ChunkReader, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER } from './frames.js';
+import { CARRIES_HEADER, ChunkReader, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER } from './frames.js';
 import type { BatchItem, Carried } from './wire.js';
 
 /**
@@ -26,9 +26,10 @@ export interface StreamFailure {
 export interface StreamEvents {
   /**
    * The peer answered the stream with 200; `carries`: it reads carried commands (CARRIES_HEADER);
-   * `system`: system commands among them too (SYSTEM_HEADER).
+   * `system`: system commands among them too (SYSTEM_HEADER); `tracks`: it may answer a command
+   * carried with `track` with where it proposed it (TRACKS_HEADER).
    */
-  opened(carries: boolean, system: boolean): void;
+  opened(carries: boolean, system: boolean, tracks: boolean): void;
   /** The peer acknowledged `frames` more frames, carrying `messages` messages. */
   acked(frames: number, messages: number): void;
   /**
@@ -93,7 +94,7 @@ export class RaftStream {
           );
           return;
         }
-        this.events.opened(res.headers[CARRIES_HEADER] === '1', res.headers[SYSTEM_HEADER] === '1');
+        this.events.opened(res.headers[CARRIES_HEADER] === '1', res.headers[SYSTEM_HEADER] === '1', res.headers[TRACKS_HEADER] === '1');
         res.body.on('data', (chunk: Buffer) => this.answer(chunk));
         res.body.on('end', () =>
           this.refused ? this.close(`refused: ${this.answers.rest().toString('utf8').slice(0, 300)}`, 'refused') : this.close('the peer ended the stream', 'ended'),

@@ -7,6 +7,10 @@
 // runs under the same caller's identity and request id. It follows a changing leader a bounded number
 // of hops, waits a bounded time for an election, and then gives up with a 503.
 //
+// A forwarded command's result comes from this node's own replica where it can: the leader answers
+// where it appended the command's entry, and the router waits for the local apply of that entry
+// (forward()), which computes the same result as the leader's.
+//
 // A node that has heard from no peer for two election timeouts (cut off) does not wait: it answers
 // 503 at once, so that a client or load balancer tries another node.
 //
@@ -20,9 +24,10 @@ import { commandOrigin, type NodeHost } from '../partition/host.js';
 import { randomBytes } from 'node:crypto';
 import { runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
-import { decodeAnswer, type Answer, type PeerCaller } from './answer.js';
+import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
 import { PROPOSE_PATH, QUERY_PATH } from './internal-routes.js';
+import type { Forwarded } from './internal-schemas.js';
 
 
 export type { Answer, PeerCaller } from './answer.js';
@@ -82,6 +87,12 @@ export interface RequestContext {
   readonly requestId?: string;
 }
 
+/**
+ * A forwarding node whose replica is more entries behind this leader's log than this gets its
+ * command's result, not where it was appended (Router.appendHere). Under load a healthy follower is
+ * a few dozen entries behind (those in flight); one catching up after a restart is thousands.
+ */
+const MAX_TRACKED_LAG = 1_000;
 /** Forwarded writes may wait for the leader's proposal timeout (10 s) and its answer. */
 const COMMAND_TIMEOUT_MS = 15_000;
 const QUERY_TIMEOUT_MS = 10_000;
@@ -188,7 +199,7 @@ export class Router {
       ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
       ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }),
     };
-    return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) => this.batcher.forward(leader, body));
+    return this.route(p, 'write', idempotencyKey !== undefined, () => this.proposeHere(p, actor, command, idempotencyKey), (leader) => this.forward(leader, body));
   }
 
   /** A linearizable read of partition `p` (ReadIndex on its leader). */
@@ -218,7 +229,7 @@ export class Router {
       if (res.status !== 200) throw new Error(`forwarding to ${leader} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 200)}`);
       return (res.body as { result: Result }).result;
     }
-    const answer = await this.batcher.forward(leader, { partition: p, actor: null, command });
+    const answer = await this.forward(leader, { partition: p, actor: null, command });
     if (answer.kind === 'ok') return answer.result;
     throw new Error(`forwarding to ${leader}: ${answer.kind === 'not_leader' ? `not the leader (leader: ${String(answer.leader)})` : `${answer.kind}: ${answer.detail}`}`);
   }
@@ -226,6 +237,24 @@ export class Router {
   /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
   proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
     return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+  }
+
+  /**
+   * A command forwarded by `from`, which holds a replica of `p` and answers from its own apply:
+   * appended here if this node leads `p`, answered at once with where, or with why it was not
+   * appended. When `from`'s replica is far behind (restarted, catching up), it would answer only
+   * once it caught up: the command then runs as proposeHere's, answered with its result.
+   */
+  appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
+    const replica = this.host.replica(p);
+    const lag = replica.raw.lagOf(from);
+    if (lag === null || lag > MAX_TRACKED_LAG) return this.proposeHere(p, actor, command, idempotencyKey);
+    try {
+      const ticket = replica.append(actor, command, idempotencyKey);
+      return { kind: 'proposed', index: ticket.firstIndex, term: ticket.term };
+    } catch (err) {
+      return answerFor(err);
+    }
   }
 
   /** A query forwarded by a peer, or this node's own: ReadIndex here, if this node leads `p`. */
@@ -388,6 +417,17 @@ export class Router {
     }
   }
 
+  /**
+   * A command for `leader`, to propose. While this node's replica of the partition runs, the leader
+   * may answer where it appended the command, and the result comes from this replica's own apply of
+   * that entry (the same result the leader computes): the leader sends no result back.
+   */
+  private async forward(leader: NodeId, body: Forwarded): Promise<Answer> {
+    const replica = this.host.replica(body.partition);
+    const answer = await this.batcher.forward(leader, body, replica.halted === null);
+    return answer.kind === 'proposed' ? settle(replica.awaitEntry(answer.index, answer.term)) : answer;
+  }
+
   /** A read on the leader; any failure is a reason to try again (a read changes nothing). */
   private async remoteQuery(leader: NodeId, body: unknown, ctx: RequestContext): Promise<Answer> {
     try {
@@ -423,10 +463,15 @@ async function settle(run: Promise<Result>): Promise<Answer> {
   try {
     return { kind: 'ok', result: await run };
   } catch (err) {
-    if (err instanceof NotLeaderError) return { kind: 'not_leader', leader: err.leader };
-    if (err instanceof OverloadedError || err instanceof NotCommittedError) return { kind: 'retry', detail: err.message };
-    if (err instanceof OutcomeUnknownError) return { kind: 'unknown', detail: err.message, timedOut: err.timedOut };
-    if (err instanceof ReplicaClosedError) return { kind: 'retry', detail: 'the replica is closing' };
-    throw err;
+    return answerFor(err);
   }
+}
+
+/** The Answer for the partition layer's error; rethrows any other. */
+function answerFor(err: unknown): Answer {
+  if (err instanceof NotLeaderError) return { kind: 'not_leader', leader: err.leader };
+  if (err instanceof OverloadedError || err instanceof NotCommittedError) return { kind: 'retry', detail: err.message };
+  if (err instanceof OutcomeUnknownError) return { kind: 'unknown', detail: err.message, timedOut: err.timedOut };
+  if (err instanceof ReplicaClosedError) return { kind: 'retry', detail: 'the replica is closing' };
+  throw err;
 }

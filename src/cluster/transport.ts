@@ -23,14 +23,16 @@
 //
 // Forwarded client commands ride in the same frames (carry(), wire.ts's Carried) once the peer said
 // in a stream's answer that it reads them (CARRIES_HEADER): no HTTP request and answer of their own
-// per forwarded batch. The leader answers them in frames of its own stream to the sender (answer()).
+// per forwarded batch. The leader answers them in frames of its own stream to the sender (answer()):
+// with the result, or, for a command carried with `track` to a leader that said it takes that
+// (TRACKS_HEADER), with where it appended it (the sender answers from its own apply: router.ts).
 // What a command's answer depends on, and what a lost frame means for it, is told at carry().
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
 import type { NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
-import { decodeAnswer, type Answer } from './answer.js';
+import { decodeCarried, type Answer, type CarriedOutcome } from './answer.js';
 import { errorText } from './errors.js';
 import { FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_WINDOW, WINDOW_HEADER, sealFrame } from './frames.js';
 import { CLOCK_HEADER, FORMAT_HEADER, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
@@ -100,6 +102,8 @@ export interface TransportStats {
   /** Forwarded commands sent in stream frames (carry()), and answers to a peer's (answer()). */
   readonly carriedCommands: number;
   readonly carriedAnswers: number;
+  /** Of carriedAnswers, those that said where a command was proposed: its sender answers from its own apply. */
+  readonly carriedProposed: number;
 }
 
 export const DEFAULT_MAX_QUEUED_PER_PEER = 10_000;
@@ -141,7 +145,7 @@ interface QueuedAnswer extends CarriedAnswer {
 
 /** A carried command's caller, until its answer comes or its fate is known without one. */
 interface Awaiting {
-  readonly resolve: (answer: Answer) => void;
+  readonly resolve: (answer: CarriedOutcome) => void;
   /** performance.now() after which it is answered `unknown`, timed out. */
   readonly deadline: number;
   /** Written into a frame: from then on a lost stream leaves its fate unknown. */
@@ -178,6 +182,8 @@ interface Peer {
    * (SYSTEM_HEADER); false from the moment that stream ends until the next one says so again.
    */
   takesSystem: boolean;
+  /** Likewise for commands carried with `track` (TRACKS_HEADER): without it they leave without. */
+  tracks: boolean;
   /** Commands and answers waiting for the next frame, and their approximate bytes. */
   commands: CarriedCommand[];
   answers: QueuedAnswer[];
@@ -219,6 +225,7 @@ export class HttpTransport {
   private commandCount = 0;
   private carriedCommands = 0;
   private carriedAnswers = 0;
+  private carriedProposed = 0;
   /** Checks deadlines of carried commands while any await an answer. */
   private sweeper: NodeJS.Timeout | null = null;
 
@@ -264,6 +271,7 @@ export class HttpTransport {
         backoff: null,
         carries: false,
         takesSystem: false,
+        tracks: false,
         commands: [],
         answers: [],
         carriedBytes: 0,
@@ -312,7 +320,9 @@ export class HttpTransport {
    * Sends a client command forwarded to `peerId`, its partition's leader, in the next frame of the
    * Raft stream to it, and resolves with the leader's answer. Returns null when the peer does not
    * read carried commands (not yet said, or an older build), or while batches to it back off after
-   * a failure: the caller sends it by HTTP instead.
+   * a failure: the caller sends it by HTTP instead. With `track` (the caller holds a replica of the
+   * partition), a leader that said it takes it (TRACKS_HEADER) when the frame leaves may answer
+   * where it appended the command (Proposed) instead of its result.
    *
    * The answer comes in a frame of the leader's own stream to this node. Without one, the command is:
    * - `retry` when the peer certainly did not take it: its frame was never written, the stream never
@@ -323,12 +333,13 @@ export class HttpTransport {
    *   within `timeoutMs`. A stream cut by this node's own deadline (a slow peer) leaves the command
    *   waiting for its answer: the leader answers it on its own stream.
    */
-  carry(peerId: NodeId, command: Omit<CarriedCommand, 'id'>, timeoutMs: number): Promise<Answer> | null {
+  carry(peerId: NodeId, command: Omit<CarriedCommand, 'id' | 'track'>, timeoutMs: number, track = false): Promise<CarriedOutcome> | null {
     const peer = this.peers.get(peerId);
     // Not into a stream that is failing: the command would wait out its backoff.
     if (peer === undefined || this.settling || peer.backoff !== null || !this.carrying(peer)) return null;
-    const carried: CarriedCommand = { id: `${this.nonce}.${(this.commandCount++).toString(36)}`, ...command };
-    return new Promise<Answer>((resolve) => {
+    const id = `${this.nonce}.${(this.commandCount++).toString(36)}`;
+    const carried: CarriedCommand = track ? { id, ...command, track } : { id, ...command };
+    return new Promise<CarriedOutcome>((resolve) => {
       peer.awaiting.set(carried.id, { resolve, deadline: performance.now() + timeoutMs, sent: false });
       this.sweeper ??= setInterval(() => this.sweep(), AWAIT_SWEEP_MS).unref();
       peer.commands.push(carried);
@@ -351,7 +362,7 @@ export class HttpTransport {
   }
 
   /** Queues the answer to command `id` that `peerId` carried to this node; it leaves in a frame of the stream to it. */
-  answer(peerId: NodeId, id: string, answer: Answer): void {
+  answer(peerId: NodeId, id: string, answer: CarriedOutcome): void {
     const peer = this.peers.get(peerId);
     if (peer === undefined || this.closed) return;
     peer.answers.push({ id, answer, at: performance.now() });
@@ -367,7 +378,7 @@ export class HttpTransport {
       const waiting = peer.awaiting.get(id);
       if (waiting === undefined) continue;
       peer.awaiting.delete(id);
-      waiting.resolve(decodeAnswer(200, answer));
+      waiting.resolve(decodeCarried(answer));
     }
   }
 
@@ -429,7 +440,16 @@ export class HttpTransport {
   stats(): TransportStats {
     let queued = 0;
     for (const peer of this.peers.values()) queued += peer.queue.length;
-    return { sent: this.sent, dropped: this.dropped, failed: this.failed, queued, batches: this.batches, carriedCommands: this.carriedCommands, carriedAnswers: this.carriedAnswers };
+    return {
+      sent: this.sent,
+      dropped: this.dropped,
+      failed: this.failed,
+      queued,
+      batches: this.batches,
+      carriedCommands: this.carriedCommands,
+      carriedAnswers: this.carriedAnswers,
+      carriedProposed: this.carriedProposed,
+    };
   }
 
   /** Each peer's queue and request state, for an operator or a test that gave up waiting. */
@@ -593,6 +613,8 @@ export class HttpTransport {
       commands = commands.slice(0, c);
       peer.carriedBytes = Math.max(0, peer.carriedBytes - bytes);
     }
+    // Asked for by the caller, kept from a peer that did not say it takes it (an older build refuses it).
+    if (!peer.tracks && commands.some((c) => c.track === true)) commands = commands.map(({ track: _, ...c }) => c);
     return { commands, answers };
   }
 
@@ -688,6 +710,7 @@ export class HttpTransport {
       }
       this.carriedCommands += carried.commands.length;
       this.carriedAnswers += carried.answers.length;
+      for (const a of carried.answers) if ((a.answer as CarriedOutcome).kind === 'proposed') this.carriedProposed++;
     }
     const outcome = await stream.room();
     // A peer without the stream route: the batches go back to the queue, as POSTs (streamOver).
@@ -705,9 +728,10 @@ export class HttpTransport {
     };
     const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
     const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
-      opened: (carries, system) => {
+      opened: (carries, system, tracks) => {
         if (peer.stream !== opened) return;
         peer.takesSystem = carries && system;
+        peer.tracks = carries && tracks;
         this.setCarries(peer, carries);
       },
       acked: (frames, messages) => {
@@ -720,6 +744,7 @@ export class HttpTransport {
           peer.stream = null;
           // The next stream's answer says again whether the peer (restarted, maybe as another build) takes them.
           peer.takesSystem = false;
+          peer.tracks = false;
         }
         this.streamOver(peer, failure, unacknowledged);
       },

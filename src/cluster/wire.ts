@@ -61,6 +61,12 @@ export interface CarriedCommand {
   readonly idempotencyKey?: string;
   /** The client request's id at the sender: the leader logs the command under it. */
   readonly requestId?: string;
+  /**
+   * Set by a sender that holds a replica of the partition, to a leader that said it takes it
+   * (TRACKS_HEADER): the leader may answer where it appended the command's entry (Proposed, in
+   * answer.ts) instead of its result, which the sender then takes from its own apply of the entry.
+   */
+  readonly track?: true;
 }
 
 /** A leader's answer to a carried command: a router Answer, read by decodeAnswer. */
@@ -224,7 +230,7 @@ function commandsIn(v: unknown): CarriedCommand[] {
     if (!isRecord(c)) return fail(`commands[${j}]: expected an object`);
     let n = 0;
     for (const k in c) if (Object.hasOwn(c, k)) n++;
-    const { id, partition, actor, command, idempotencyKey, requestId } = c;
+    const { id, partition, actor, command, idempotencyKey, requestId, track } = c;
     if (typeof id !== 'string' || !CARRIED_ID.test(id)) at('id', `expected a string matching ${CARRIED_ID.source}`);
     if (!isPartition(partition)) at('partition', `expected an integer 0 to ${MAX_PARTITIONS - 1}`);
     if (actor !== null && !(typeof actor === 'string' && actor.length > 0 && actor.length <= MAX_ACTOR_LENGTH)) at('actor', `expected null or a string of 1 to ${MAX_ACTOR_LENGTH} characters`);
@@ -233,7 +239,8 @@ function commandsIn(v: unknown): CarriedCommand[] {
       at('idempotencyKey', `expected a string of 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
     }
     if (requestId !== undefined && !(typeof requestId === 'string' && REQUEST_ID.test(requestId))) at('requestId', `expected a string matching ${REQUEST_ID.source}`);
-    if (n !== 4 + (idempotencyKey === undefined ? 0 : 1) + (requestId === undefined ? 0 : 1)) fail(`commands[${j}]: unknown fields`);
+    if (track !== undefined && track !== true) at('track', 'expected true or nothing');
+    if (n !== 4 + (idempotencyKey === undefined ? 0 : 1) + (requestId === undefined ? 0 : 1) + (track === undefined ? 0 : 1)) fail(`commands[${j}]: unknown fields`);
     return c as unknown as CarriedCommand;
   });
 }

@@ -10,6 +10,7 @@ import {
   RawNode,
   type Entry,
   type NodeId,
+  type ProposalTicket,
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
@@ -125,20 +126,54 @@ export class PartitionReplica {
    * NotCommittedError (overwritten: never applied) or OutcomeUnknownError (may still apply).
    */
   propose(actor: string | null, command: Command, idempotencyKey?: string): Promise<Result> {
-    if (this.closed) return Promise.reject(new ReplicaClosedError('replica closed'));
-    const env = idempotencyKey === undefined ? { time: this.cfg.now(), actor, command } : { time: this.cfg.now(), actor, command, idempotencyKey };
     let ticket;
     try {
-      ticket = this.raw.propose([encodeEnvelope(env, this.state.format())]);
-      this.cfg.schedule();
+      ticket = this.append(actor, command, idempotencyKey);
     } catch (err) {
-      if (err instanceof ProposalDroppedError) {
-        // Refused before appending: never applied, safe to retry (at the leader, or shortly).
-        if (err.reason === DropReason.Overloaded) return Promise.reject(new OverloadedError(`partition ${this.partition} is overloaded`, { cause: err }));
-        return Promise.reject(new NotLeaderError(this.partition, err.reason === DropReason.NotLeader ? err.leader : null));
-      }
       return Promise.reject(err as Error);
     }
+    return this.waitFor(ticket.firstIndex, ticket.term);
+  }
+
+  /**
+   * Appends a command to this leader's log, stamped with its clock, and returns where: nobody here
+   * waits for its result (the node that forwarded it answers from its own apply, awaitEntry). Throws
+   * ReplicaClosedError, NotLeaderError or OverloadedError, all before anything was appended.
+   */
+  append(actor: string | null, command: Command, idempotencyKey?: string): ProposalTicket {
+    if (this.closed) throw new ReplicaClosedError('replica closed');
+    const env = idempotencyKey === undefined ? { time: this.cfg.now(), actor, command } : { time: this.cfg.now(), actor, command, idempotencyKey };
+    try {
+      const ticket = this.raw.propose([encodeEnvelope(env, this.state.format())]);
+      this.cfg.schedule();
+      return ticket;
+    } catch (err) {
+      if (!(err instanceof ProposalDroppedError)) throw err;
+      // Refused before appending: never applied, safe to retry (at the leader, or shortly).
+      if (err.reason === DropReason.Overloaded) throw new OverloadedError(`partition ${this.partition} is overloaded`, { cause: err });
+      throw new NotLeaderError(this.partition, err.reason === DropReason.NotLeader ? err.leader : null);
+    }
+  }
+
+  /**
+   * Resolves with the result of the entry the leader appended at (index, term) for a command this
+   * node forwarded to it, once this replica applies it: every replica computes the same result. Rejects
+   * with NotCommittedError when another entry is applied there, and with OutcomeUnknownError when
+   * this replica cannot tell: it applied past the index already (the leader's word came late), a
+   * snapshot jumps over it, the leader changes, the replica closes, or proposalTimeoutMs passes.
+   */
+  awaitEntry(index: number, term: number): Promise<Result> {
+    if (this.closed) return Promise.reject(new OutcomeUnknownError('the replica closed before the write applied here'));
+    if (!this.state.isOpen() || index <= this.state.applied().index) {
+      return Promise.reject(new OutcomeUnknownError(`entry ${index} applied here before the leader said it was the write's`));
+    }
+    // An entry this node proposed itself as a leader of a newer term: leave its waiter alone.
+    if (this.proposals.holds(index)) return Promise.reject(new OutcomeUnknownError(`entry ${index} is awaited already`));
+    return this.waitFor(index, term);
+  }
+
+  /** A waiter for the entry at (index, term), settled by applyEntries or given up on after proposalTimeoutMs. */
+  private waitFor(index: number, term: number): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,
@@ -150,7 +185,7 @@ export class PartitionReplica {
           reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`, true));
         }, this.cfg.proposalTimeoutMs),
       };
-      this.proposals.track(ticket, [waiter]);
+      this.proposals.track({ term, firstIndex: index, lastIndex: index }, [waiter]);
     });
   }
 

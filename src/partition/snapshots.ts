@@ -174,7 +174,7 @@ export class Snapshots {
       .fetch(from, r.partition, ref, path)
       .then(() => {
         if (this.host.isClosed()) return;
-        r.raw.step(this.asImaged(r.partition, m, path));
+        r.raw.step(this.asImaged(r.partition, m, path, r.raw.position().committed));
         this.host.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))
@@ -186,9 +186,11 @@ export class Snapshots {
    * snapshot its message named (all committed: the leader had applied them). The snapshot is taken
    * at the image's own index and term, under a ref that names them, so the log restarts where the
    * state is, and the leader, which keeps its log after the image while it is in use, goes on from
-   * there. An image behind the message's snapshot is refused (and the fetch tried again later).
+   * there. An image behind the message's snapshot is refused (and the fetch tried again later). An
+   * image this replica has committed past meanwhile (an earlier fetch's install, or the log) is
+   * deleted, and the message goes on as it came: the core answers it with its commit index.
    */
-  private asImaged(partition: number, m: SnapMessage, path: string): SnapMessage {
+  private asImaged(partition: number, m: SnapMessage, path: string, committed: number): SnapMessage {
     let at: { index: number; term: number };
     try {
       at = BrokerStateMachine.imageApplied(path);
@@ -197,6 +199,10 @@ export class Snapshots {
       // Not an image to install: gone, so the next snapshot message fetches again.
       rmSync(path, { force: true });
       throw err;
+    }
+    if (at.index <= committed) {
+      rmSync(path, { force: true });
+      return m;
     }
     if (at.index === m.snapshot.meta.index) return m;
     const ref = imageRef(partition, at.index, at.term);

@@ -29,6 +29,11 @@ export class ProposalTracker<T> {
     return this.pending.get(index)?.term === term;
   }
 
+  /** Whether a proposal waits for the entry at `index`, of any term. */
+  holds(index: Index): boolean {
+    return this.pending.has(index);
+  }
+
   /** Settles the proposals decided by applied entries. */
   settle(applied: readonly Entry[], done: (waiter: T, outcome: Outcome, entry: Entry) => void): void {
     for (const e of applied) {

@@ -1,7 +1,8 @@
 import { invariant } from './errors.js';
 import { Raft, type Config, type ProposalTicket } from './raft.js';
 import type { Storage } from './storage.js';
-import type { Entry, HardState, Index, Message, NodeId, ReadState, Role, Snapshot, Term } from './types.js';
+import type { Entry, HardState, Index, Message, NodeId, ReadState, Snapshot, Term } from './types.js';
+import { Role } from './types.js';
 import { entriesSize, isResponse } from './types.js';
 
 export interface SoftState {
@@ -129,6 +130,16 @@ export class RawNode {
 
   softState(): SoftState {
     return { leader: this.raft.lead, role: this.raft.role, term: this.raft.term };
+  }
+
+  /**
+   * Leader only: how many entries at the end of this leader's log `peer` is not known to hold (its
+   * log's end as far as acknowledged); null on a follower or for a node not in the group.
+   */
+  lagOf(peer: NodeId): number | null {
+    if (this.raft.role !== Role.Leader) return null;
+    const pr = this.raft.progress.get(peer);
+    return pr === undefined ? null : this.raft.log.lastIndex() - pr.match;
   }
 
   status(): { id: NodeId; soft: SoftState; hard: HardState; applied: Index; lastIndex: Index; match: ReadonlyMap<NodeId, Index> } {

@@ -16,7 +16,7 @@ export function appDeps(broker: Partial<ApiDeps['broker']> = {}, extra: Partial<
       queueDepths: () => [],
       partitionDepths: () => [],
       logSyncs: () => 0,
-      peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0 }),
+      peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0, carriedProposed: 0 }),
       cutOffFor: () => 0,
       clockOffsets: () => new Map(),
     },

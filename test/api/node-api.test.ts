@@ -43,7 +43,13 @@ t.test('a request through a follower is served by the leader, under the callerâ€
   // The command rode in the follower's Raft stream to the leader, with no HTTP request of its own:
   // unless leadership moved to the follower meanwhile, and it served the request itself.
   const carried = /mom_peer_carried_total\{kind="command"\} (\d+)/.exec((await scrape(follower)).text)?.[1];
-  if (urls[await leaderOf(cluster, name)] !== follower) t.ok(Number(carried) >= 1, 'carried in the Raft stream');
+  if (urls[await leaderOf(cluster, name)] !== follower) {
+    t.ok(Number(carried) >= 1, 'carried in the Raft stream');
+    // The leader said where it appended the command, and the follower answered from its own apply.
+    const texts = await Promise.all(urls.map(async (u) => (await scrape(u)).text));
+    const proposed = texts.map((text) => Number(/mom_peer_carried_total\{kind="proposed"\} (\d+)/.exec(text)?.[1] ?? 0));
+    t.ok(proposed.reduce((a, b) => a + b) >= 1, 'answered from the forwarding nodeâ€™s own apply');
+  }
   t.equal(await commandPosts(), postsBefore, 'no node served a forwarded command over HTTP meanwhile');
   const odd = await call(follower, 'GET', '/healthz', { headers: { 'x-request-id': 'no spaces or\tcontrol' } });
   t.not(odd.headers['x-request-id'], 'no spaces or\tcontrol', 'an unusable id is replaced');

@@ -6,7 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
-import type { Answer } from '../../src/cluster/answer.js';
+import type { Answer, CarriedOutcome } from '../../src/cluster/answer.js';
 import { internalRoutes } from '../../src/cluster/internal-routes.js';
 import { HttpTransport } from '../../src/cluster/transport.js';
 import { MessageType, nodeId, type NodeId } from '../../src/raft/index.js';
@@ -36,11 +36,13 @@ interface Side {
   readonly commands: { partition: number; actor: string | null; command: unknown; idempotencyKey: string | undefined }[];
   /** What this node answers a carried command with; default: an `ok` echoing the command. */
   onCommand: (command: unknown) => Promise<unknown>;
+  /** Commands carried to this node with `track` and taken as such (it said it tracks), in order. */
+  readonly tracked: unknown[];
   /** When set, the Raft messages of a frame wait for it: the stream takes no next frame meanwhile. */
   gate: Promise<void> | null;
 }
 
-async function listen(t: Test, side: Side, opts: { carries: boolean; port?: number }): Promise<void> {
+async function listen(t: Test, side: Side, opts: { carries: boolean; tracks?: boolean; port?: number }): Promise<void> {
   const app = Fastify({ logger: false });
   app.addHook('onRequest', async (request) => void side.requests.push(request.url));
   await app.register(internalRoutes, {
@@ -55,6 +57,15 @@ async function listen(t: Test, side: Side, opts: { carries: boolean; port?: numb
       side.commands.push({ partition, actor, command, idempotencyKey });
       return side.onCommand(command);
     },
+    // A build that appends a tracked command and answers where: index 100 + n, term 7.
+    ...(opts.tracks === true
+      ? {
+          onTracked: (_from: NodeId, _partition: number, _actor: string | null, command: unknown) => {
+            side.tracked.push(command);
+            return { kind: 'proposed', index: 100 + (command as { n: number }).n, term: 7 };
+          },
+        }
+      : {}),
     // An older build: no `carried`, so its streams do not say that it reads commands.
     ...(opts.carries
       ? {
@@ -72,7 +83,7 @@ async function listen(t: Test, side: Side, opts: { carries: boolean; port?: numb
 }
 
 /** Nodes A and B with their streams open both ways (heartbeats sent and acknowledged). */
-async function pair(t: Test, opts: { bCarries?: boolean; timeoutMs?: number } = {}): Promise<{ A: Side; B: Side }> {
+async function pair(t: Test, opts: { bCarries?: boolean; bTracks?: boolean; timeoutMs?: number } = {}): Promise<{ A: Side; B: Side }> {
   const side = (id: NodeId): Side => ({
     id,
     app: null as unknown as FastifyInstance,
@@ -82,12 +93,13 @@ async function pair(t: Test, opts: { bCarries?: boolean; timeoutMs?: number } = 
     requests: [],
     commands: [],
     onCommand: async (command) => ({ kind: 'ok', result: { ok: true, value: { echo: command } } }),
+    tracked: [],
     gate: null,
   });
   const A = side(a);
   const B = side(b);
   await listen(t, A, { carries: true });
-  await listen(t, B, { carries: opts.bCarries ?? true });
+  await listen(t, B, { carries: opts.bCarries ?? true, tracks: opts.bTracks ?? false });
   const transport = (self: NodeId, to: Side) =>
     new HttpTransport({ self, peers: [{ id: to.id, url: `http://127.0.0.1:${to.port}` }], clusterSecret: SECRET, logger: { warn: () => undefined }, requestTimeoutMs: opts.timeoutMs ?? 2_000 });
   A.tr = transport(a, B);
@@ -99,8 +111,8 @@ async function pair(t: Test, opts: { bCarries?: boolean; timeoutMs?: number } = 
   return { A, B };
 }
 
-const carry = (from: Side, n: number, timeoutMs = 60_000): Promise<Answer> => {
-  const answer = from.tr.carry(b, { partition: 2, actor: 'alice', command: { type: 'send', queue: 'q', n }, idempotencyKey: `key-${n}` }, timeoutMs);
+const carry = (from: Side, n: number, timeoutMs = 60_000, track = false): Promise<CarriedOutcome> => {
+  const answer = from.tr.carry(b, { partition: 2, actor: 'alice', command: { type: 'send', queue: 'q', n }, idempotencyKey: `key-${n}` }, timeoutMs, track);
   if (answer === null) throw new Error('the peer does not read carried commands');
   return answer;
 };
@@ -126,6 +138,24 @@ t.test('forwarded commands ride in the Raft streams both ways, those of one turn
   t.match(A.tr.stats(), { carriedCommands: 20, carriedAnswers: 0 });
   t.match(B.tr.stats(), { carriedCommands: 0, carriedAnswers: 20 });
   t.equal(A.tr.peerStates()[0]!.awaiting, 0, 'nothing left waiting');
+});
+
+t.test('a command carried with track to a leader that tracks is answered with where it was appended', async (t) => {
+  const { A, B } = await pair(t, { bTracks: true });
+  const answers = await Promise.all([carry(A, 1, 60_000, true), carry(A, 2)]);
+  t.same(answers[0], { kind: 'proposed', index: 101, term: 7 }, 'where, not what: the forwarder answers from its own apply');
+  t.same(answers[1], { kind: 'ok', result: { ok: true, value: { echo: { type: 'send', queue: 'q', n: 2 } } } }, 'without track, the result');
+  t.same(B.tracked, [{ type: 'send', queue: 'q', n: 1 }]);
+  t.same(B.commands.map((c) => c.command), [{ type: 'send', queue: 'q', n: 2 }]);
+  t.match(B.tr.stats(), { carriedAnswers: 2, carriedProposed: 1 });
+});
+
+t.test('a leader that does not say it tracks (an older build) takes a tracked command as any other', async (t) => {
+  const { A, B } = await pair(t, { bTracks: false });
+  t.same(await carry(A, 3, 60_000, true), { kind: 'ok', result: { ok: true, value: { echo: { type: 'send', queue: 'q', n: 3 } } } });
+  t.same(B.tracked, []);
+  t.equal(B.commands.length, 1);
+  t.match(B.tr.stats(), { carriedAnswers: 1, carriedProposed: 0 });
 });
 
 t.test('a leader that does not read carried commands (an older build) gets none', async (t) => {

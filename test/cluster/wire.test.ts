@@ -381,10 +381,11 @@ const command = <I,>(id: I, extra: Record<string, unknown> = {}) => ({
 });
 
 t.test('carried commands and answers round-trip, and a batch without them has none', async (t) => {
-  const commands = [command('Xy_9-ab.1'), command('Xy_9-ab.zz3', { actor: null, idempotencyKey: 'k-1', requestId: 'req.7:a_b-c' })];
+  const commands = [command('Xy_9-ab.1'), command('Xy_9-ab.zz3', { actor: null, idempotencyKey: 'k-1', requestId: 'req.7:a_b-c', track: true })];
   const answers = [
     { id: 'Qq.9', answer: { kind: 'ok', result: { ok: true, value: { sequence: 4 } } } },
     { id: 'Qq.a', answer: { kind: 'not_leader', leader: 'node-c' } },
+    { id: 'Qq.b', answer: { kind: 'proposed', index: 12, term: 3 } },
   ];
   const items = [{ partition: 1, message: everyType[0]! }];
   const decoded = decodeBatch(encodeBatch(a, items, 0, { commands, answers }));
@@ -416,6 +417,8 @@ t.test('malformed carried commands and answers are refused', async (t) => {
     ['idempotency key empty', { ...base, commands: [command('n.1', { idempotencyKey: '' })] }],
     ['idempotency key too long', { ...base, commands: [command('n.1', { idempotencyKey: 'k'.repeat(256) })] }],
     ['request id with a space', { ...base, commands: [command('n.1', { requestId: 'a b' })] }],
+    ['track false', { ...base, commands: [command('n.1', { track: false })] }],
+    ['track a string', { ...base, commands: [command('n.1', { track: 'yes' })] }],
     ['an unknown field', { ...base, commands: [command('n.1', { extra: true })] }],
     ['answers an object', { ...base, answers: {} }],
     ['an answer not a pair', { ...base, answers: [[1]] }],

@@ -911,3 +911,22 @@ t.test('a follower that lost its log is found by the next heartbeat and caught u
   t.equal(leader.progress.get(n3)!.match, last);
   t.equal(leader.role, Role.Leader, 'the leader never stepped down');
 });
+
+t.test('a leader knows how far behind its log each follower is; a follower knows nothing of it', async (t) => {
+  const net = new Network([n1, n2, n3]);
+  net.elect(n1);
+  net.stabilize();
+  t.equal(net.node(n1).lagOf(n2), 0, 'in step');
+  t.equal(net.node(n1).lagOf(n3), 0);
+  net.isolate(n3);
+  for (let i = 0; i < 5; i++) net.node(n1).propose([enc(`m${i}`)]);
+  net.stabilize();
+  t.equal(net.node(n1).lagOf(n2), 0, 'n2 holds every entry');
+  t.equal(net.node(n1).lagOf(n3), 5, 'n3, cut off, holds none of the five');
+  t.equal(net.node(n2).lagOf(n1), null, 'a follower does not know');
+  t.equal(net.node(n1).lagOf('n9' as typeof n1), null, 'nor does a leader, of a node outside the group');
+  net.heal();
+  net.tickAll(3);
+  net.stabilize();
+  t.equal(net.node(n1).lagOf(n3), 0, 'caught up');
+});

@@ -32,9 +32,12 @@ t.test('a proposal awaits its entry at its index and term only, until settled', 
   t.ok(tracker.awaits(6, 2));
   t.notOk(tracker.awaits(7, 2), 'no proposal there');
   t.notOk(tracker.awaits(5, 3), 'another leader’s entry at its index: nobody here answers it');
+  t.ok(tracker.holds(5), 'an index is held whatever the term');
+  t.notOk(tracker.holds(7));
   const e = (index: number, term: number): Entry => ({ index, term, kind: EntryKind.Normal, data: enc('x') });
   tracker.settle([e(5, 2)], () => undefined);
   t.notOk(tracker.awaits(5, 2), 'settled');
+  t.notOk(tracker.holds(5), 'settled');
   t.ok(tracker.awaits(6, 2));
 });
 
