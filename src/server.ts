@@ -111,6 +111,8 @@ export class MomServer {
     // Commands this node forwarded inside its Raft streams get their answers in the streams it
     // serves, which the app's close ends: wait for them first (new ones go by HTTP meanwhile).
     await this.node.transport.settle(CLOSE_SETTLE_MS);
+    // And those the leader appended and answered with where wait for this node's own apply.
+    await this.node.router.settleApplying(CLOSE_SETTLE_MS);
     // A connection whose request was in flight when the close began stays open, idle, for the
     // keep-alive timeout (72 s) after its answer: close such connections as they fall idle.
     const idle = setInterval(() => this.app.server.closeIdleConnections(), 50);

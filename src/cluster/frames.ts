@@ -45,6 +45,11 @@ export const SYSTEM_HEADER = 'x-mom-stream-system';
  * `track` only in frames to a receiver that said so: an older build refuses the field.
  */
 export const TRACKS_HEADER = 'x-mom-stream-tracks';
+/**
+ * An answer header: '1' when the receiver reads carried commands whose bodies travel apart, after
+ * the batch's payloads (wire.ts, "bodiesApart"). A sender puts them in the header's JSON otherwise.
+ */
+export const BODIES_HEADER = 'x-mom-stream-bodies';
 /** The largest window a receiver accepts; a larger one is taken as this. */
 export const MAX_STREAM_WINDOW = 1024;
 /** A frame taken is acknowledged within this long (ms), when its window allows the wait. */

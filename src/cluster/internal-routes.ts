@@ -14,7 +14,7 @@ import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
-import { ACK_DELAY_MS, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
+import { ACK_DELAY_MS, BODIES_HEADER, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
@@ -282,7 +282,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     reply.hijack();
     const res = reply.raw;
     const carries = opts.carried !== undefined && opts.onCommand !== undefined;
-    const said = opts.onTracked === undefined ? { [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1' } : { [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1', [TRACKS_HEADER]: '1' };
+    const said = { [CARRIES_HEADER]: '1', [SYSTEM_HEADER]: '1', [BODIES_HEADER]: '1', ...(opts.onTracked === undefined ? {} : { [TRACKS_HEADER]: '1' }) };
     res.writeHead(200, carries ? { 'content-type': FRAMES_TYPE, ...said } : { 'content-type': FRAMES_TYPE });
     // The headers now, not with the first acknowledgement: the sender carries commands once it knows.
     res.flushHeaders();

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import type { Pool } from 'undici';
 import { NOT_SENT_CODES } from './answer.js';
 import { errorText } from './errors.js';
-import { CARRIES_HEADER, ChunkReader, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER } from './frames.js';
+import { BODIES_HEADER, CARRIES_HEADER, ChunkReader, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER } from './frames.js';
 import type { BatchItem, Carried } from './wire.js';
 
 /**
@@ -22,14 +22,22 @@ export interface StreamFailure {
   readonly status?: number;
 }
 
+/** What a peer said in its Raft stream's answer headers (frames.ts). */
+export interface StreamSaid {
+  /** It reads carried commands (CARRIES_HEADER). */
+  readonly carries: boolean;
+  /** System commands among them too (SYSTEM_HEADER). */
+  readonly system: boolean;
+  /** It may answer a command carried with `track` with where it proposed it (TRACKS_HEADER). */
+  readonly tracks: boolean;
+  /** It reads carried commands' bodies sent apart (BODIES_HEADER). */
+  readonly bodies: boolean;
+}
+
 /** What a Raft stream tells the transport that owns it. */
 export interface StreamEvents {
-  /**
-   * The peer answered the stream with 200; `carries`: it reads carried commands (CARRIES_HEADER);
-   * `system`: system commands among them too (SYSTEM_HEADER); `tracks`: it may answer a command
-   * carried with `track` with where it proposed it (TRACKS_HEADER).
-   */
-  opened(carries: boolean, system: boolean, tracks: boolean): void;
+  /** The peer answered the stream with 200, and said in its headers what it reads. */
+  opened(said: StreamSaid): void;
   /** The peer acknowledged `frames` more frames, carrying `messages` messages. */
   acked(frames: number, messages: number): void;
   /**
@@ -94,7 +102,12 @@ export class RaftStream {
           );
           return;
         }
-        this.events.opened(res.headers[CARRIES_HEADER] === '1', res.headers[SYSTEM_HEADER] === '1', res.headers[TRACKS_HEADER] === '1');
+        this.events.opened({
+          carries: res.headers[CARRIES_HEADER] === '1',
+          system: res.headers[SYSTEM_HEADER] === '1',
+          tracks: res.headers[TRACKS_HEADER] === '1',
+          bodies: res.headers[BODIES_HEADER] === '1',
+        });
         res.body.on('data', (chunk: Buffer) => this.answer(chunk));
         res.body.on('end', () =>
           this.refused ? this.close(`refused: ${this.answers.rest().toString('utf8').slice(0, 300)}`, 'refused') : this.close('the peer ended the stream', 'ended'),

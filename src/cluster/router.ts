@@ -110,6 +110,8 @@ export class Router {
   private readonly batcher: ForwardBatcher;
   /** Writes that run after their request was answered (a poll's last look, a release): close awaits them. */
   private readonly behind = new Set<Promise<unknown>>();
+  /** Forwarded writes the leader appended, waiting for this node's apply of their entries (forward()). */
+  private readonly applying = new Set<Promise<unknown>>();
   /** Parked polls of this process by tag: what an apply here delivers to them goes to these. */
   private readonly parked = new Map<string, (messages: ReceivedMessage[]) => void>();
   /** Makes this process's tags unique across restarts. */
@@ -345,10 +347,15 @@ export class Router {
 
   /** Waits (at most `maxMs`) for the writes that run after their answers: before the node stops. */
   async settleBehind(maxMs: number): Promise<void> {
-    if (this.behind.size === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.behind]), new Promise((r) => (timer = setTimeout(r, maxMs)))]);
-    clearTimeout(timer);
+    await settledWithin(this.behind, maxMs);
+  }
+
+  /**
+   * Waits (at most `maxMs`) for the forwarded writes whose entries the leader appended to apply
+   * here: their commits come in the Raft streams this node serves, which a close ends.
+   */
+  async settleApplying(maxMs: number): Promise<void> {
+    await settledWithin(this.applying, maxMs);
   }
 
   /**
@@ -425,7 +432,12 @@ export class Router {
   private async forward(leader: NodeId, body: Forwarded): Promise<Answer> {
     const replica = this.host.replica(body.partition);
     const answer = await this.batcher.forward(leader, body, replica.halted === null);
-    return answer.kind === 'proposed' ? settle(replica.awaitEntry(answer.index, answer.term)) : answer;
+    if (answer.kind !== 'proposed') return answer;
+    const applied = settle(replica.awaitEntry(answer.index, answer.term));
+    const done = (): void => void this.applying.delete(applied);
+    applied.then(done, done);
+    this.applying.add(applied);
+    return applied;
   }
 
   /** A read on the leader; any failure is a reason to try again (a read changes nothing). */
@@ -457,6 +469,14 @@ function wakeFor(set: ReadonlySet<Watcher>, visible: number): void {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once every promise of `set` (as it is now) settled, or after `maxMs`. */
+async function settledWithin(set: ReadonlySet<Promise<unknown>>, maxMs: number): Promise<void> {
+  if (set.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled([...set]), new Promise((r) => (timer = setTimeout(r, maxMs)))]);
+  clearTimeout(timer);
+}
 
 /** Turns the partition layer's outcome into an Answer (what a leader sends back to a peer). */
 async function settle(run: Promise<Result>): Promise<Answer> {

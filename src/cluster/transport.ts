@@ -184,6 +184,8 @@ interface Peer {
   takesSystem: boolean;
   /** Likewise for commands carried with `track` (TRACKS_HEADER): without it they leave without. */
   tracks: boolean;
+  /** Likewise for carried commands' bodies sent apart (BODIES_HEADER): without it, in the JSON. */
+  bodiesApart: boolean;
   /** Commands and answers waiting for the next frame, and their approximate bytes. */
   commands: CarriedCommand[];
   answers: QueuedAnswer[];
@@ -272,6 +274,7 @@ export class HttpTransport {
         carries: false,
         takesSystem: false,
         tracks: false,
+        bodiesApart: false,
         commands: [],
         answers: [],
         carriedBytes: 0,
@@ -587,7 +590,8 @@ export class HttpTransport {
   private takeCarried(peer: Peer): Carried {
     // Answers the forwarder gave up on, and commands whose callers were answered meanwhile, stay.
     const stale = performance.now() - ANSWER_TTL_MS;
-    if (peer.answers.length > 0 && peer.answers[0]!.at < stale) peer.answers = peer.answers.filter((a) => a.at >= stale);
+    // (Not oldest first throughout: where commands were appended may have been put first, below.)
+    if (peer.answers.some((a) => a.at < stale)) peer.answers = peer.answers.filter((a) => a.at >= stale);
     if (peer.commands.some((c) => !peer.awaiting.has(c.id))) peer.commands = peer.commands.filter((c) => peer.awaiting.has(c.id));
     let commands = peer.commands;
     let answers = peer.answers;
@@ -596,6 +600,11 @@ export class HttpTransport {
       peer.answers = [];
       peer.carriedBytes = 0;
     } else {
+      // Where a command was appended goes first: its commit may follow in the next Raft messages,
+      // and a word that came after the apply leaves the command's outcome unknown to its sender.
+      if (answers.some((a) => (a.answer as CarriedOutcome).kind === 'proposed')) {
+        answers = [...answers.filter((a) => (a.answer as CarriedOutcome).kind === 'proposed'), ...answers.filter((a) => (a.answer as CarriedOutcome).kind !== 'proposed')];
+      }
       let bytes = 0;
       const fits = (item: unknown): boolean => {
         const n = approximateCarriedBytes(item);
@@ -692,7 +701,7 @@ export class HttpTransport {
     }
     let frame: Buffer;
     try {
-      frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES, carried ?? undefined));
+      frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES, carried ?? undefined, peer.bodiesApart));
     } catch (err) {
       this.fail(peer, batch.length, errorText(err));
       if (carried !== null) this.carriedLost(peer, carried, 'retry', 'the frame could not be encoded');
@@ -728,11 +737,12 @@ export class HttpTransport {
     };
     const limits = { window: this.streamWindow, maxBytes: this.maxBatchBytes, timeoutMs: this.requestTimeoutMs };
     const opened: RaftStream = new RaftStream(peer.streamPool, `${peer.basePath}${RAFT_STREAM_PATH}`, headers, performance.now(), limits, {
-      opened: (carries, system, tracks) => {
+      opened: (said) => {
         if (peer.stream !== opened) return;
-        peer.takesSystem = carries && system;
-        peer.tracks = carries && tracks;
-        this.setCarries(peer, carries);
+        peer.takesSystem = said.carries && said.system;
+        peer.tracks = said.carries && said.tracks;
+        peer.bodiesApart = said.carries && said.bodies;
+        this.setCarries(peer, said.carries);
       },
       acked: (frames, messages) => {
         this.sent += messages;
@@ -745,6 +755,7 @@ export class HttpTransport {
           // The next stream's answer says again whether the peer (restarted, maybe as another build) takes them.
           peer.takesSystem = false;
           peer.tracks = false;
+          peer.bodiesApart = false;
         }
         this.streamOver(peer, failure, unacknowledged);
       },

@@ -6,7 +6,15 @@
 //                 a Raft stream's frame to a peer that said it reads them (CARRIES_HEADER), also
 //                 "commands" (client commands forwarded to a leader) and "answers" (a leader's
 //                 answers to them), each only when not empty: see Carried below
-//   the rest      every byte payload (entry data, snapshot data), concatenated in header order
+//   the rest      every byte payload (entry data, snapshot data), concatenated in header order,
+//                 then the bodies of carried commands sent apart (below), in their order
+//
+// A carried command with "bodiesApart": true (only to a peer that said it reads them: BODIES_HEADER)
+// has each of its messages' bodies replaced in the header by its length in UTF-8 bytes, and the
+// bytes follow the payloads. Inside the header, 100 bodies of 1 KiB made a string of over 100 KiB
+// per command, which V8 allocates in its large-object space: decoding one frame with three such
+// commands took 1.1 ms (3.5 ns per byte against 0.1 for a string under 128 KiB), a tenth of a
+// leader's busy time under batched sends, and encoding it twice that on the follower.
 //
 // In the header each payload is replaced by its length, so no payload is base64-encoded or escaped.
 // Measured on this machine against plain JSON with base64 payloads, for 16 partitions each sending an
@@ -83,6 +91,8 @@ export interface Carried {
 /** Longest actor (a user name) in a carried command, as the forwarded routes take it. */
 export const MAX_ACTOR_LENGTH = 64;
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+/** Largest body of a carried command sent apart, in bytes: far above the API's limit, a guard only. */
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A carried command's id: a process nonce, a dot, a counter in base 36. */
 export const CARRIED_ID = /^[A-Za-z0-9_-]{1,24}\.[0-9a-z]{1,16}$/;
@@ -103,7 +113,7 @@ type WireEntry = [term: number, index: number, kind: number, size: number];
  * the peer would only lose every batch that carries the item. `leading` bytes are left unwritten
  * before the batch, for the caller's own prefix (a frame's length), so the batch is not copied again.
  */
-export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading = 0, carried?: Carried): Buffer {
+export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading = 0, carried?: Carried, bodiesApart = false): Buffer {
   const payloads: Uint8Array[] = [];
   let payloadBytes = 0;
   const add = (data: Uint8Array): number => {
@@ -111,17 +121,34 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading =
     payloadBytes += data.byteLength;
     return data.byteLength;
   };
+  /** Carried commands' bodies, written after the payloads as UTF-8. */
+  const bodies: string[] = [];
+  let bodyBytes = 0;
   const wireItems = items.map(({ partition, message }, i) => {
     if (!isPartition(partition)) throw new WireFormatError(`items[${i}]: partition ${partition} out of range`);
     if (message.from !== from) throw new WireFormatError(`items[${i}]: message from ${message.from}, batch from ${from}`);
     return [partition, toWire(message, add)];
   });
   const head: { from: NodeId; items: unknown[]; commands?: readonly CarriedCommand[]; answers?: unknown[] } = { from, items: wireItems };
-  if (carried !== undefined && carried.commands.length > 0) head.commands = carried.commands;
+  if (carried !== undefined && carried.commands.length > 0) {
+    head.commands = !bodiesApart
+      ? carried.commands
+      : carried.commands.map((c) => {
+          const messages = bodiedMessages(c.command);
+          if (messages === null) return c;
+          const apart = messages.map((m) => {
+            const n = Buffer.byteLength(m.body, 'utf8');
+            bodies.push(m.body);
+            bodyBytes += n;
+            return { ...m, body: n };
+          });
+          return { ...c, command: { ...c.command, messages: apart }, bodiesApart: true };
+        });
+  }
   if (carried !== undefined && carried.answers.length > 0) head.answers = carried.answers.map((a) => [a.id, a.answer]);
   const header = JSON.stringify(head);
   const headerBytes = Buffer.byteLength(header, 'utf8');
-  const out = Buffer.allocUnsafe(leading + PREFIX_BYTES + headerBytes + payloadBytes);
+  const out = Buffer.allocUnsafe(leading + PREFIX_BYTES + headerBytes + payloadBytes + bodyBytes);
   out.writeUInt8(WIRE_VERSION, leading);
   out.writeUInt32BE(headerBytes, leading + 1);
   out.write(header, leading + PREFIX_BYTES, 'utf8');
@@ -130,7 +157,16 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading =
     out.set(p, offset);
     offset += p.byteLength;
   }
+  for (const b of bodies) offset += out.write(b, offset, 'utf8');
   return out;
+}
+
+/** A command's messages when each has a string body (a send, a publish, dead letters), else null. */
+function bodiedMessages(command: Record<string, unknown>): { body: string }[] | null {
+  const messages = command.messages;
+  if (!Array.isArray(messages) || messages.length === 0) return null;
+  for (const m of messages) if (!isRecord(m) || typeof m.body !== 'string') return null;
+  return messages as { body: string }[];
 }
 
 /** The header form of a message: every field but `from`, payloads replaced by their lengths. */
@@ -217,12 +253,16 @@ export function decodeBatch(buf: Uint8Array): Batch {
     if (!isPartition(partition)) fail(`items[${i}][0]: partition must be an integer 0 to ${MAX_PARTITIONS - 1}`);
     items[i] = { partition, message: messageAt(item[1], i, from, payloads) };
   }
+  if (header.commands === undefined && header.answers === undefined) {
+    payloads.end();
+    return { from, items };
+  }
+  const carried = { commands: commandsIn(header.commands, payloads), answers: answersIn(header.answers) };
   payloads.end();
-  if (header.commands === undefined && header.answers === undefined) return { from, items };
-  return { from, items, carried: { commands: commandsIn(header.commands), answers: answersIn(header.answers) } };
+  return { from, items, carried };
 }
 
-function commandsIn(v: unknown): CarriedCommand[] {
+function commandsIn(v: unknown, payloads: PayloadReader): CarriedCommand[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) fail('commands: expected an array');
   return v.map((c: unknown, j): CarriedCommand => {
@@ -230,7 +270,7 @@ function commandsIn(v: unknown): CarriedCommand[] {
     if (!isRecord(c)) return fail(`commands[${j}]: expected an object`);
     let n = 0;
     for (const k in c) if (Object.hasOwn(c, k)) n++;
-    const { id, partition, actor, command, idempotencyKey, requestId, track } = c;
+    const { id, partition, actor, command, idempotencyKey, requestId, track, bodiesApart } = c;
     if (typeof id !== 'string' || !CARRIED_ID.test(id)) at('id', `expected a string matching ${CARRIED_ID.source}`);
     if (!isPartition(partition)) at('partition', `expected an integer 0 to ${MAX_PARTITIONS - 1}`);
     if (actor !== null && !(typeof actor === 'string' && actor.length > 0 && actor.length <= MAX_ACTOR_LENGTH)) at('actor', `expected null or a string of 1 to ${MAX_ACTOR_LENGTH} characters`);
@@ -240,8 +280,27 @@ function commandsIn(v: unknown): CarriedCommand[] {
     }
     if (requestId !== undefined && !(typeof requestId === 'string' && REQUEST_ID.test(requestId))) at('requestId', `expected a string matching ${REQUEST_ID.source}`);
     if (track !== undefined && track !== true) at('track', 'expected true or nothing');
-    if (n !== 4 + (idempotencyKey === undefined ? 0 : 1) + (requestId === undefined ? 0 : 1) + (track === undefined ? 0 : 1)) fail(`commands[${j}]: unknown fields`);
-    return c as unknown as CarriedCommand;
+    if (n !== 4 + (idempotencyKey === undefined ? 0 : 1) + (requestId === undefined ? 0 : 1) + (track === undefined ? 0 : 1) + (bodiesApart === undefined ? 0 : 1)) {
+      fail(`commands[${j}]: unknown fields`);
+    }
+    if (bodiesApart === undefined) return c as unknown as CarriedCommand;
+    if (bodiesApart !== true) at('bodiesApart', 'expected true or nothing');
+    const messages = (command as Record<string, unknown>).messages;
+    if (!Array.isArray(messages) || messages.length === 0) at('command.messages', 'expected a non-empty array, its bodies sent apart');
+    const withBodies = (messages as unknown[]).map((m, i) => {
+      if (!isRecord(m)) return at(`command.messages[${i}]`, 'expected an object');
+      const bytes = payloads.take(m.body, MAX_BODY_BYTES);
+      if (bytes === null) return at(`command.messages[${i}].body`, SIZE);
+      let body: string;
+      try {
+        body = utf8.decode(bytes);
+      } catch {
+        return at(`command.messages[${i}].body`, 'not UTF-8');
+      }
+      return { ...m, body };
+    });
+    const { bodiesApart: _, ...rest } = c;
+    return { ...rest, command: { ...(command as Record<string, unknown>), messages: withBodies } } as unknown as CarriedCommand;
   });
 }
 

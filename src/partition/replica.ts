@@ -185,7 +185,11 @@ export class PartitionReplica {
           reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`, true));
         }, this.cfg.proposalTimeoutMs),
       };
-      this.proposals.track({ term, firstIndex: index, lastIndex: index }, [waiter]);
+      // An entry a former leader said was a forwarded write's, where this node now proposed its own.
+      for (const w of this.proposals.track({ term, firstIndex: index, lastIndex: index }, [waiter])) {
+        clearTimeout(w.timer);
+        w.reject(new OutcomeUnknownError(`entry ${index} was taken by a newer proposal of this node before the write applied here`));
+      }
     });
   }
 

@@ -174,7 +174,7 @@ export class Snapshots {
       .fetch(from, r.partition, ref, path)
       .then(() => {
         if (this.host.isClosed()) return;
-        r.raw.step(this.asImaged(r.partition, m, path, r.raw.position().committed));
+        r.raw.step(this.asImaged(r.partition, m, path, r.state.isOpen() ? r.state.applied().index : 0));
         this.host.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))
@@ -187,10 +187,11 @@ export class Snapshots {
    * at the image's own index and term, under a ref that names them, so the log restarts where the
    * state is, and the leader, which keeps its log after the image while it is in use, goes on from
    * there. An image behind the message's snapshot is refused (and the fetch tried again later). An
-   * image this replica has committed past meanwhile (an earlier fetch's install, or the log) is
-   * deleted, and the message goes on as it came: the core answers it with its commit index.
+   * image the state has applied past meanwhile (an earlier fetch's install, or the log) is deleted,
+   * and the message goes on as it came: the core answers it with its commit index. (Not one the core
+   * has only committed past: an earlier fetch's image at the same path may await its install.)
    */
-  private asImaged(partition: number, m: SnapMessage, path: string, committed: number): SnapMessage {
+  private asImaged(partition: number, m: SnapMessage, path: string, applied: number): SnapMessage {
     let at: { index: number; term: number };
     try {
       at = BrokerStateMachine.imageApplied(path);
@@ -200,7 +201,7 @@ export class Snapshots {
       rmSync(path, { force: true });
       throw err;
     }
-    if (at.index <= committed) {
+    if (at.index <= applied) {
       rmSync(path, { force: true });
       return m;
     }

@@ -20,8 +20,19 @@ export class ProposalTracker<T> {
   /** Pending proposals by index; invariant: at most one per index. */
   private readonly pending = new Map<Index, { term: Term; waiter: T }>();
 
-  track(ticket: ProposalTicket, waiters: readonly T[]): void {
-    for (let i = 0; i < waiters.length; i++) this.pending.set(ticket.firstIndex + i, { term: ticket.term, waiter: waiters[i]! });
+  /**
+   * Follows `waiters`, one per index from the ticket's first. Returns the waiters it displaced: a
+   * proposal of an older term at one of those indexes, whose outcome is then unknown to the caller.
+   */
+  track(ticket: ProposalTicket, waiters: readonly T[]): T[] {
+    const displaced: T[] = [];
+    for (let i = 0; i < waiters.length; i++) {
+      const index = ticket.firstIndex + i;
+      const old = this.pending.get(index);
+      if (old !== undefined) displaced.push(old.waiter);
+      this.pending.set(index, { term: ticket.term, waiter: waiters[i]! });
+    }
+    return displaced;
   }
 
   /** Whether a proposal waits for the entry at (index, term): its result will be answered. */

@@ -140,6 +140,15 @@ t.test('forwarded commands ride in the Raft streams both ways, those of one turn
   t.equal(A.tr.peerStates()[0]!.awaiting, 0, 'nothing left waiting');
 });
 
+t.test('a send’s bodies reach the leader as they were sent (apart from the frame’s JSON)', async (t) => {
+  const { A, B } = await pair(t);
+  const messages = ['héllo "wörld"\n', 'y'.repeat(5000), '🦊'].map((body) => ({ body, attributes: { k: 'v' } }));
+  const answer = A.tr.carry(b, { partition: 1, actor: 'alice', command: { type: 'queue.send', name: 'q', messages } }, 60_000);
+  t.ok(answer !== null);
+  await answer;
+  t.same(B.commands[0]!.command, { type: 'queue.send', name: 'q', messages });
+});
+
 t.test('a command carried with track to a leader that tracks is answered with where it was appended', async (t) => {
   const { A, B } = await pair(t, { bTracks: true });
   const answers = await Promise.all([carry(A, 1, 60_000, true), carry(A, 2)]);

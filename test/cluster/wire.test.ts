@@ -428,3 +428,37 @@ t.test('malformed carried commands and answers are refused', async (t) => {
   ];
   for (const [what, header] of cases) t.throws(() => decodeBatch(frame(header)), WireFormatError, what);
 });
+
+t.test('carried commands’ bodies sent apart: the same commands at the peer, the bodies out of the header', async (t) => {
+  const bodies = ['héllo "wörld"\n', 'x'.repeat(3000), '🦊 ünïcödé', ''];
+  const send = command('Ab.1', { command: { type: 'queue.send', name: 'orders', messages: bodies.map((body, i) => ({ body, attributes: { n: String(i) } })) } });
+  const publish = command('Ab.2', { command: { type: 'topic.publish', name: 't', messages: [{ body: 'p', attributes: {} }] }, track: true });
+  const ack = command('Ab.3', { command: { type: 'ack', channel: { queue: 'orders' }, receiptHandles: ['h1'] } });
+  const commands = [send, publish, ack];
+  const items = [{ partition: 1, message: everyType.find((m) => m.type === MessageType.App)! }];
+  const apart = encodeBatch(a, items, 0, { commands, answers: [] }, true);
+  const decoded = decodeBatch(apart);
+  t.same(decoded.carried, { commands, answers: [] }, 'the commands as they were, entries’ payloads unharmed');
+  t.same(plain(decoded.items), plain(items));
+  const header = apart.subarray(5, 5 + apart.readUInt32BE(1)).toString('utf8');
+  t.notMatch(header, /xxxxxxxx|wörld/, 'no body in the header');
+  t.match(header, /"bodiesApart":true/);
+  t.match(encodeBatch(a, items, 0, { commands, answers: [] }).toString('utf8'), /xxxxxxxx/, 'inline unless asked: an older peer reads those only');
+  t.notMatch(encodeBatch(a, items, 0, { commands, answers: [] }).toString('utf8'), /bodiesApart/);
+});
+
+t.test('malformed bodies sent apart are refused', async (t) => {
+  const base = batchOf(heartbeat());
+  const sendApart = (extra: Record<string, unknown>, messages: unknown): Record<string, unknown> => command('n.1', { command: { type: 'queue.send', name: 'q', messages }, bodiesApart: true, ...extra });
+  const cases: [string, unknown, Uint8Array][] = [
+    ['bodiesApart false', { ...base, commands: [sendApart({ bodiesApart: false }, [{ body: 1 }])] }, Buffer.from('x')],
+    ['no messages', { ...base, commands: [command('n.1', { bodiesApart: true })] }, new Uint8Array(0)],
+    ['a body length past the end', { ...base, commands: [sendApart({}, [{ body: 5 }])] }, Buffer.from('abc')],
+    ['a body length not a number', { ...base, commands: [sendApart({}, [{ body: 'abc' }])] }, Buffer.from('abc')],
+    ['bytes left over', { ...base, commands: [sendApart({}, [{ body: 2 }])] }, Buffer.from('abc')],
+    ['a body not UTF-8', { ...base, commands: [sendApart({}, [{ body: 2 }])] }, Buffer.from([0xc3, 0x28])],
+    ['a message not an object', { ...base, commands: [sendApart({}, [7])] }, new Uint8Array(0)],
+  ];
+  for (const [what, header, payload] of cases) t.throws(() => decodeBatch(frame(header, payload)), WireFormatError, what);
+  t.same(decodeBatch(frame({ ...base, commands: [sendApart({}, [{ body: 3 }])] }, Buffer.from('abc'))).carried!.commands[0]!.command, { type: 'queue.send', name: 'q', messages: [{ body: 'abc' }] }, 'and the well-formed one reads');
+});

@@ -38,7 +38,9 @@ t.test('a proposal awaits its entry at its index and term only, until settled', 
   tracker.settle([e(5, 2)], () => undefined);
   t.notOk(tracker.awaits(5, 2), 'settled');
   t.notOk(tracker.holds(5), 'settled');
-  t.ok(tracker.awaits(6, 2));
+  t.ok(tracker.awaits(6, 2));  t.same(tracker.track({ firstIndex: 6, lastIndex: 7, term: 3 }, ['c', 'd']), ['b'], 'a newer term’s proposal at 6 displaces the older one, handed back');
+  t.ok(tracker.awaits(6, 3));
+  t.same(tracker.track({ firstIndex: 9, lastIndex: 9, term: 3 }, ['e']), [], 'nothing there');
 });
 
 t.test('an old leader’s uncommitted proposal is reported overwritten and never applied anywhere', async (t) => {
