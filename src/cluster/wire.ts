@@ -9,9 +9,10 @@
 //   the rest      every byte payload (entry data, snapshot data), concatenated in header order,
 //                 then the bodies of carried commands sent apart (below), in their order
 //
-// A carried command with "bodiesApart": true (only to a peer that said it reads them: BODIES_HEADER)
-// has each of its messages' bodies replaced in the header by its length in UTF-8 bytes, and the
-// bytes follow the payloads. Inside the header, 100 bodies of 1 KiB made a string of over 100 KiB
+// A carried command with "bodiesApart": true (only to a peer that said it reads them: BODIES_HEADER,
+// and only in a frame whose commands carry BODIES_APART_FROM characters of bodies or more) has each
+// of its messages' bodies replaced in the header by its length in UTF-8 bytes, and the bytes follow
+// the payloads. Inside the header, 100 bodies of 1 KiB made a string of over 100 KiB
 // per command, which V8 allocates in its large-object space: decoding one frame with three such
 // commands took 1.1 ms (3.5 ns per byte against 0.1 for a string under 128 KiB), a tenth of a
 // leader's busy time under batched sends, and encoding it twice that on the follower.
@@ -131,7 +132,7 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading =
   });
   const head: { from: NodeId; items: unknown[]; commands?: readonly CarriedCommand[]; answers?: unknown[] } = { from, items: wireItems };
   if (carried !== undefined && carried.commands.length > 0) {
-    head.commands = !bodiesApart
+    head.commands = !bodiesApart || inlineBodyChars(carried.commands) < BODIES_APART_FROM
       ? carried.commands
       : carried.commands.map((c) => {
           const messages = bodiedMessages(c.command);
@@ -159,6 +160,28 @@ export function encodeBatch(from: NodeId, items: readonly BatchItem[], leading =
   }
   for (const b of bodies) offset += out.write(b, offset, 'utf8');
   return out;
+}
+
+/**
+ * Characters of carried bodies in one frame from which they go apart (when the peer reads them so).
+ * Below it they stay in the JSON: apart costs about 0.5 µs more per command of one 1 KiB body (the
+ * copies of the command and a strict decode per body), and a header of a few dozen KiB decodes at
+ * full speed; it is past V8's 128 KiB large-object limit that decoding it costs 30 times as much.
+ */
+const BODIES_APART_FROM = 32 * 1024;
+
+/** Characters of the bodies of `commands`' messages, counting up to BODIES_APART_FROM only. */
+function inlineBodyChars(commands: readonly CarriedCommand[]): number {
+  let n = 0;
+  for (const c of commands) {
+    const messages = c.command.messages;
+    if (!Array.isArray(messages)) continue;
+    for (const m of messages) {
+      if (isRecord(m) && typeof m.body === 'string') n += m.body.length;
+      if (n >= BODIES_APART_FROM) return n;
+    }
+  }
+  return n;
 }
 
 /** A command's messages when each has a string body (a send, a publish, dead letters), else null. */

@@ -43,6 +43,8 @@ interface Waiter {
   resolve(r: Result): void;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
+  /** A forwarded write another leader appended (awaitEntry), not a proposal of this node. */
+  readonly forwarded: boolean;
 }
 
 interface ReadWaiter {
@@ -132,7 +134,7 @@ export class PartitionReplica {
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.waitFor(ticket.firstIndex, ticket.term);
+    return this.waitFor(ticket.firstIndex, ticket.term, false);
   }
 
   /**
@@ -160,7 +162,8 @@ export class PartitionReplica {
    * node forwarded to it, once this replica applies it: every replica computes the same result. Rejects
    * with NotCommittedError when another entry is applied there, and with OutcomeUnknownError when
    * this replica cannot tell: it applied past the index already (the leader's word came late), a
-   * snapshot jumps over it, the leader changes, the replica closes, or proposalTimeoutMs passes.
+   * snapshot jumps over it, a proposal of this node as a newer leader takes its index, the replica
+   * closes, or proposalTimeoutMs passes. A change of leader alone ends no wait.
    */
   awaitEntry(index: number, term: number): Promise<Result> {
     if (this.closed) return Promise.reject(new OutcomeUnknownError('the replica closed before the write applied here'));
@@ -169,13 +172,14 @@ export class PartitionReplica {
     }
     // An entry this node proposed itself as a leader of a newer term: leave its waiter alone.
     if (this.proposals.holds(index)) return Promise.reject(new OutcomeUnknownError(`entry ${index} is awaited already`));
-    return this.waitFor(index, term);
+    return this.waitFor(index, term, true);
   }
 
   /** A waiter for the entry at (index, term), settled by applyEntries or given up on after proposalTimeoutMs. */
-  private waitFor(index: number, term: number): Promise<Result> {
+  private waitFor(index: number, term: number, forwarded: boolean): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
       const waiter: Waiter = {
+        forwarded,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -254,8 +258,11 @@ export class PartitionReplica {
     }
     this.serveReads();
     if (rd.softState !== null && rd.softState.role !== 'leader') {
-      // Leadership moved: what this node proposed may or may not commit under the next leader.
-      for (const w of this.proposals.drain()) {
+      // Leadership moved: what this node proposed may or may not commit under the next leader, and
+      // this node, no longer leading, may not learn which for long. A forwarded write waits on: the
+      // entry the leader named is applied here or replaced by another, whoever leads (a snapshot
+      // past it, or its timer, ends the wait otherwise).
+      for (const w of this.proposals.drainWhere((w) => !w.forwarded)) {
         clearTimeout(w.timer);
         w.reject(new OutcomeUnknownError('leadership changed before the write applied'));
       }

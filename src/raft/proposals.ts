@@ -73,6 +73,17 @@ export class ProposalTracker<T> {
     return out;
   }
 
+  /** Gives up on the pending proposals whose waiters `which` picks; returns them. */
+  drainWhere(which: (waiter: T) => boolean): T[] {
+    const out: T[] = [];
+    for (const [i, p] of this.pending) {
+      if (!which(p.waiter)) continue;
+      this.pending.delete(i);
+      out.push(p.waiter);
+    }
+    return out;
+  }
+
   get size(): number {
     return this.pending.size;
   }

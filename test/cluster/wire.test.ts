@@ -430,7 +430,7 @@ t.test('malformed carried commands and answers are refused', async (t) => {
 });
 
 t.test('carried commands’ bodies sent apart: the same commands at the peer, the bodies out of the header', async (t) => {
-  const bodies = ['héllo "wörld"\n', 'x'.repeat(3000), '🦊 ünïcödé', ''];
+  const bodies = ['héllo "wörld"\n', 'x'.repeat(40_000), '🦊 ünïcödé', ''];
   const send = command('Ab.1', { command: { type: 'queue.send', name: 'orders', messages: bodies.map((body, i) => ({ body, attributes: { n: String(i) } })) } });
   const publish = command('Ab.2', { command: { type: 'topic.publish', name: 't', messages: [{ body: 'p', attributes: {} }] }, track: true });
   const ack = command('Ab.3', { command: { type: 'ack', channel: { queue: 'orders' }, receiptHandles: ['h1'] } });
@@ -445,6 +445,9 @@ t.test('carried commands’ bodies sent apart: the same commands at the peer, th
   t.match(header, /"bodiesApart":true/);
   t.match(encodeBatch(a, items, 0, { commands, answers: [] }).toString('utf8'), /xxxxxxxx/, 'inline unless asked: an older peer reads those only');
   t.notMatch(encodeBatch(a, items, 0, { commands, answers: [] }).toString('utf8'), /bodiesApart/);
+  const small = [command('Ab.4', { command: { type: 'queue.send', name: 'orders', messages: [{ body: 'y'.repeat(1024), attributes: {} }] } })];
+  t.notMatch(encodeBatch(a, [], 0, { commands: small, answers: [] }, true).toString('utf8'), /bodiesApart/, 'a frame of few bodies keeps them in its JSON, which decodes at full speed');
+  t.same(decodeBatch(encodeBatch(a, [], 0, { commands: small, answers: [] }, true)).carried!.commands, small);
 });
 
 t.test('malformed bodies sent apart are refused', async (t) => {

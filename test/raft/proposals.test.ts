@@ -40,7 +40,9 @@ t.test('a proposal awaits its entry at its index and term only, until settled', 
   t.notOk(tracker.holds(5), 'settled');
   t.ok(tracker.awaits(6, 2));  t.same(tracker.track({ firstIndex: 6, lastIndex: 7, term: 3 }, ['c', 'd']), ['b'], 'a newer term’s proposal at 6 displaces the older one, handed back');
   t.ok(tracker.awaits(6, 3));
-  t.same(tracker.track({ firstIndex: 9, lastIndex: 9, term: 3 }, ['e']), [], 'nothing there');
+  t.same(tracker.track({ firstIndex: 9, lastIndex: 9, term: 3 }, ['e']), [], 'nothing there');  t.same(tracker.drainWhere((w) => w === 'c' || w === 'e'), ['c', 'e'], 'drained as picked');
+  t.ok(tracker.awaits(7, 3), 'the others wait on');
+  t.notOk(tracker.holds(6));
 });
 
 t.test('an old leader’s uncommitted proposal is reported overwritten and never applied anywhere', async (t) => {
