@@ -727,6 +727,11 @@ export class HttpTransport {
   }
 
   private openStream(peer: Peer): RaftStream {
+    // Until the new stream's answer says again what the peer reads (it may have restarted as
+    // another build), frames go as any build reads them.
+    peer.takesSystem = false;
+    peer.tracks = false;
+    peer.bodiesApart = false;
     peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
     const headers = {
       authorization: this.authorization,

@@ -237,6 +237,8 @@ function unreachable(m: never): never {
 // Decoding
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** A body's text: a leading U+FEFF is the body's own character, not a byte order mark to drop. */
+const bodyText = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Decodes and validates a batch; throws WireFormatError on anything but a well-formed one. */
 export function decodeBatch(buf: Uint8Array): Batch {
@@ -316,7 +318,7 @@ function commandsIn(v: unknown, payloads: PayloadReader): CarriedCommand[] {
       if (bytes === null) return at(`command.messages[${i}].body`, SIZE);
       let body: string;
       try {
-        body = utf8.decode(bytes);
+        body = bodyText.decode(bytes);
       } catch {
         return at(`command.messages[${i}].body`, 'not UTF-8');
       }

@@ -162,16 +162,17 @@ export class PartitionReplica {
    * node forwarded to it, once this replica applies it: every replica computes the same result. Rejects
    * with NotCommittedError when another entry is applied there, and with OutcomeUnknownError when
    * this replica cannot tell: it applied past the index already (the leader's word came late), a
-   * snapshot jumps over it, a proposal of this node as a newer leader takes its index, the replica
-   * closes, or proposalTimeoutMs passes. A change of leader alone ends no wait.
+   * snapshot jumps over it, the replica closes, or proposalTimeoutMs passes. A change of leader alone
+   * ends no wait, nor does a proposal of another term at the same index (this node's own, say, as
+   * the next leader): whichever entry is applied there decides both.
    */
   awaitEntry(index: number, term: number): Promise<Result> {
     if (this.closed) return Promise.reject(new OutcomeUnknownError('the replica closed before the write applied here'));
     if (!this.state.isOpen() || index <= this.state.applied().index) {
       return Promise.reject(new OutcomeUnknownError(`entry ${index} applied here before the leader said it was the write's`));
     }
-    // An entry this node proposed itself as a leader of a newer term: leave its waiter alone.
-    if (this.proposals.holds(index)) return Promise.reject(new OutcomeUnknownError(`entry ${index} is awaited already`));
+    // Two writes cannot be the same entry: a word repeated (a bug) is not trusted twice.
+    if (this.proposals.awaits(index, term)) return Promise.reject(new OutcomeUnknownError(`entry ${index} is awaited already`));
     return this.waitFor(index, term, true);
   }
 
@@ -183,17 +184,12 @@ export class PartitionReplica {
         resolve,
         reject,
         timer: setTimeout(() => {
-          // Stop waiting; the tracker entry stays so a late apply is simply ignored.
-          waiter.resolve = () => undefined;
-          waiter.reject = () => undefined;
+          // Stop waiting, and following: a late apply finds nobody (and makes no result for nobody).
+          this.proposals.forget(index, waiter);
           reject(new OutcomeUnknownError(`no outcome within ${this.cfg.proposalTimeoutMs} ms`, true));
         }, this.cfg.proposalTimeoutMs),
       };
-      // An entry a former leader said was a forwarded write's, where this node now proposed its own.
-      for (const w of this.proposals.track({ term, firstIndex: index, lastIndex: index }, [waiter])) {
-        clearTimeout(w.timer);
-        w.reject(new OutcomeUnknownError(`entry ${index} was taken by a newer proposal of this node before the write applied here`));
-      }
+      this.proposals.track({ term, firstIndex: index, lastIndex: index }, [waiter]);
     });
   }
 

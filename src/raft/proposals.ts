@@ -17,74 +17,80 @@ export type Outcome = (typeof Outcome)[keyof typeof Outcome];
  * unknown (and clients retry with an idempotency key), never as failed.
  */
 export class ProposalTracker<T> {
-  /** Pending proposals by index; invariant: at most one per index. */
-  private readonly pending = new Map<Index, { term: Term; waiter: T }>();
-
   /**
-   * Follows `waiters`, one per index from the ticket's first. Returns the waiters it displaced: a
-   * proposal of an older term at one of those indexes, whose outcome is then unknown to the caller.
+   * Pending proposals by index. Mostly one per index; more when a node waits for an entry another
+   * leader named (a forwarded write) at an index a leader of another term names too: each is
+   * decided by the entry applied there, by its own term.
    */
-  track(ticket: ProposalTicket, waiters: readonly T[]): T[] {
-    const displaced: T[] = [];
+  private readonly pending = new Map<Index, { term: Term; waiter: T }[]>();
+  private count = 0;
+
+  track(ticket: ProposalTicket, waiters: readonly T[]): void {
     for (let i = 0; i < waiters.length; i++) {
       const index = ticket.firstIndex + i;
-      const old = this.pending.get(index);
-      if (old !== undefined) displaced.push(old.waiter);
-      this.pending.set(index, { term: ticket.term, waiter: waiters[i]! });
+      const p = { term: ticket.term, waiter: waiters[i]! };
+      const list = this.pending.get(index);
+      if (list === undefined) this.pending.set(index, [p]);
+      else list.push(p);
+      this.count++;
     }
-    return displaced;
   }
 
   /** Whether a proposal waits for the entry at (index, term): its result will be answered. */
   awaits(index: Index, term: Term): boolean {
-    return this.pending.get(index)?.term === term;
+    const list = this.pending.get(index);
+    if (list === undefined) return false;
+    for (const p of list) if (p.term === term) return true;
+    return false;
   }
 
-  /** Whether a proposal waits for the entry at `index`, of any term. */
-  holds(index: Index): boolean {
-    return this.pending.has(index);
+  /** Stops following `waiter` at `index` (its caller gave up); whether it was there. */
+  forget(index: Index, waiter: T): boolean {
+    const list = this.pending.get(index);
+    const at = list?.findIndex((p) => p.waiter === waiter) ?? -1;
+    if (at < 0) return false;
+    list!.splice(at, 1);
+    if (list!.length === 0) this.pending.delete(index);
+    this.count--;
+    return true;
   }
 
   /** Settles the proposals decided by applied entries. */
   settle(applied: readonly Entry[], done: (waiter: T, outcome: Outcome, entry: Entry) => void): void {
     for (const e of applied) {
-      const p = this.pending.get(e.index);
-      if (p === undefined) continue;
+      const list = this.pending.get(e.index);
+      if (list === undefined) continue;
       this.pending.delete(e.index);
-      done(p.waiter, p.term === e.term ? Outcome.Applied : Outcome.Overwritten, e);
+      this.count -= list.length;
+      for (const p of list) done(p.waiter, p.term === e.term ? Outcome.Applied : Outcome.Overwritten, e);
     }
   }
 
   /** A snapshot jumped past these indexes: their fate is unknown here. Returns their waiters. */
   dropUpTo(index: Index): T[] {
-    const out: T[] = [];
-    for (const [i, p] of this.pending) {
-      if (i > index) continue;
-      this.pending.delete(i);
-      out.push(p.waiter);
-    }
-    return out;
+    return this.drainWhere(() => true, index);
   }
 
   /** Gives up on every pending proposal (shutdown, or a caller's timeout); outcomes unknown. */
   drain(): T[] {
-    const out = [...this.pending.values()].map((p) => p.waiter);
-    this.pending.clear();
-    return out;
+    return this.drainWhere(() => true);
   }
 
-  /** Gives up on the pending proposals whose waiters `which` picks; returns them. */
-  drainWhere(which: (waiter: T) => boolean): T[] {
+  /** Gives up on the pending proposals (up to index `upTo`) whose waiters `which` picks; returns them. */
+  drainWhere(which: (waiter: T) => boolean, upTo = Infinity): T[] {
     const out: T[] = [];
-    for (const [i, p] of this.pending) {
-      if (!which(p.waiter)) continue;
-      this.pending.delete(i);
-      out.push(p.waiter);
+    for (const [i, list] of this.pending) {
+      if (i > upTo) continue;
+      const kept = list.filter((p) => !which(p.waiter));
+      for (const p of list) if (which(p.waiter)) out.push(p.waiter);
+      if (kept.length === 0) this.pending.delete(i);
+      else this.pending.set(i, kept);
     }
+    this.count -= out.length;
     return out;
   }
 
   get size(): number {
-    return this.pending.size;
+    return this.count;
   }
 }

@@ -32,17 +32,38 @@ t.test('a proposal awaits its entry at its index and term only, until settled', 
   t.ok(tracker.awaits(6, 2));
   t.notOk(tracker.awaits(7, 2), 'no proposal there');
   t.notOk(tracker.awaits(5, 3), 'another leader’s entry at its index: nobody here answers it');
-  t.ok(tracker.holds(5), 'an index is held whatever the term');
-  t.notOk(tracker.holds(7));
   const e = (index: number, term: number): Entry => ({ index, term, kind: EntryKind.Normal, data: enc('x') });
   tracker.settle([e(5, 2)], () => undefined);
   t.notOk(tracker.awaits(5, 2), 'settled');
-  t.notOk(tracker.holds(5), 'settled');
-  t.ok(tracker.awaits(6, 2));  t.same(tracker.track({ firstIndex: 6, lastIndex: 7, term: 3 }, ['c', 'd']), ['b'], 'a newer term’s proposal at 6 displaces the older one, handed back');
-  t.ok(tracker.awaits(6, 3));
-  t.same(tracker.track({ firstIndex: 9, lastIndex: 9, term: 3 }, ['e']), [], 'nothing there');  t.same(tracker.drainWhere((w) => w === 'c' || w === 'e'), ['c', 'e'], 'drained as picked');
-  t.ok(tracker.awaits(7, 3), 'the others wait on');
-  t.notOk(tracker.holds(6));
+  t.ok(tracker.awaits(6, 2));
+  t.equal(tracker.size, 1);
+});
+
+t.test('proposals of two terms at one index: the entry applied there decides each by its own term', async (t) => {
+  const tracker = new ProposalTracker<string>();
+  // A forwarded write a leader of term 2 named at 6, and this node's own proposal there as leader of term 3.
+  tracker.track({ firstIndex: 6, lastIndex: 6, term: 2 }, ['forwarded']);
+  tracker.track({ firstIndex: 6, lastIndex: 7, term: 3 }, ['own', 'next']);
+  t.ok(tracker.awaits(6, 2) && tracker.awaits(6, 3), 'both wait');
+  t.equal(tracker.size, 3);
+  const seen: [string, Outcome][] = [];
+  tracker.settle([{ index: 6, term: 3, kind: EntryKind.Normal, data: enc('x') }], (w, outcome) => seen.push([w, outcome]));
+  t.same(seen, [['forwarded', Outcome.Overwritten], ['own', Outcome.Applied]]);
+  t.equal(tracker.size, 1);
+  t.ok(tracker.forget(7, 'next'), 'a waiter given up on is forgotten');
+  t.notOk(tracker.forget(7, 'next'));
+  t.notOk(tracker.awaits(7, 3));
+  t.equal(tracker.size, 0);
+});
+
+t.test('drainWhere gives up on the picked waiters only, and dropUpTo on those up to an index', async (t) => {
+  const tracker = new ProposalTracker<string>();
+  tracker.track({ firstIndex: 4, lastIndex: 6, term: 2 }, ['a', 'b', 'c']);
+  tracker.track({ firstIndex: 5, lastIndex: 5, term: 1 }, ['x']);
+  t.same(tracker.drainWhere((w) => w === 'b' || w === 'c'), ['b', 'c']);
+  t.ok(tracker.awaits(5, 1), 'the other waiter at 5 stays');
+  t.same(tracker.dropUpTo(5), ['a', 'x']);
+  t.equal(tracker.size, 0);
 });
 
 t.test('an old leader’s uncommitted proposal is reported overwritten and never applied anywhere', async (t) => {
