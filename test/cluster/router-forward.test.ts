@@ -1,0 +1,77 @@
+// The router's side of a forwarded write answered from this node's own apply (Router.forward): it
+// asks the leader for where it appended the command when the local replica runs, waits for the local
+// apply of that entry, and a closing node waits for those applies (settleApplying) before it ends
+// the streams their commits come in. The host and the peers are fakes: what the router asks of them
+// is what is checked.
+import t from 'tap';
+import type { CarriedOutcome, PeerCaller } from '../../src/cluster/answer.js';
+import { Router } from '../../src/cluster/router.js';
+import type { NodeHost } from '../../src/partition/host.js';
+import type { NodeId } from '../../src/raft/index.js';
+import type { Result } from '../../src/store/broker/index.js';
+
+const n2 = 'n2' as NodeId;
+
+/** One partition led by n2; its local replica's awaitEntry is held until `apply` is called. */
+function setup(opts: { halted?: boolean; answer: CarriedOutcome }) {
+  const asked: { index: number; term: number }[] = [];
+  const tracked: boolean[] = [];
+  let apply: (r: Result) => void = () => undefined;
+  const replica = {
+    onWake: () => () => undefined,
+    onDeliver: () => () => undefined,
+    isLeader: () => false,
+    leader: () => n2,
+    halted: opts.halted === true ? new Error('halted') : null,
+    awaitEntry(index: number, term: number): Promise<Result> {
+      asked.push({ index, term });
+      return new Promise<Result>((resolve) => (apply = resolve));
+    },
+  };
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  const peers: PeerCaller = {
+    call: () => Promise.reject(new Error('no HTTP here')),
+    carry: (_peer, _command, _timeoutMs, track) => {
+      tracked.push(track === true);
+      return Promise.resolve(opts.answer);
+    },
+  };
+  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5 });
+  return { router, asked, tracked, apply: (r: Result) => apply(r) };
+}
+
+const send = { type: 'queue.send' as const, name: 'q', messages: [{ body: 'b', attributes: {} }] };
+
+t.test('the leader names the entry: the result is the local apply’s, and a close waits for it', async (t) => {
+  const s = setup({ answer: { kind: 'proposed', index: 42, term: 3 } });
+  const result = s.router.propose(0, 'alice', send, undefined);
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(s.tracked, [true], 'asked for where, since the local replica runs');
+  t.same(s.asked, [{ index: 42, term: 3 }], 'waits for the local apply of the named entry');
+  let settled = false;
+  const closing = s.router.settleApplying(5_000).then(() => (settled = true));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(settled, 'a close waits while the entry has not applied here');
+  s.apply({ ok: true, value: { messageIds: ['m-1'] } });
+  t.same(await result, { ok: true, value: { messageIds: ['m-1'] } });
+  await closing;
+  t.ok(settled, 'and goes on once it applied');
+});
+
+t.test('a halted replica cannot answer: the command asks for the leader’s result', async (t) => {
+  const s = setup({ halted: true, answer: { kind: 'ok', result: { ok: true, value: 'from the leader' } } });
+  t.same(await s.router.propose(0, 'alice', send, undefined), { ok: true, value: 'from the leader' });
+  t.same(s.tracked, [false]);
+  t.same(s.asked, []);
+});
+
+t.test('a close waits for a forwarded apply no longer than it is told', async (t) => {
+  const s = setup({ answer: { kind: 'proposed', index: 7, term: 1 } });
+  let answered = false;
+  const result = s.router.propose(0, 'alice', send, undefined).then((r) => ((answered = true), r));
+  await new Promise((r) => setTimeout(r, 20));
+  await s.router.settleApplying(50);
+  t.notOk(answered, 'the close went on with the apply still pending');
+  s.apply({ ok: true, value: null });
+  t.same(await result, { ok: true, value: null });
+});
