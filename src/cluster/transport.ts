@@ -590,8 +590,7 @@ export class HttpTransport {
   private takeCarried(peer: Peer): Carried {
     // Answers the forwarder gave up on, and commands whose callers were answered meanwhile, stay.
     const stale = performance.now() - ANSWER_TTL_MS;
-    // (Not oldest first throughout: where commands were appended may have been put first, below.)
-    if (peer.answers.some((a) => a.at < stale)) peer.answers = peer.answers.filter((a) => a.at >= stale);
+    if (peer.answers.length > 0 && peer.answers[0]!.at < stale) peer.answers = peer.answers.filter((a) => a.at >= stale);
     if (peer.commands.some((c) => !peer.awaiting.has(c.id))) peer.commands = peer.commands.filter((c) => peer.awaiting.has(c.id));
     let commands = peer.commands;
     let answers = peer.answers;
@@ -602,6 +601,8 @@ export class HttpTransport {
     } else {
       // Where a command was appended goes first: its commit may follow in the next Raft messages,
       // and a word that came after the apply leaves the command's outcome unknown to its sender.
+      // (Those few bytes all fit, so what stays queued is still oldest first, as the check above
+      // of answers the forwarder gave up on assumes.)
       if (answers.some((a) => (a.answer as CarriedOutcome).kind === 'proposed')) {
         answers = [...answers.filter((a) => (a.answer as CarriedOutcome).kind === 'proposed'), ...answers.filter((a) => (a.answer as CarriedOutcome).kind !== 'proposed')];
       }

@@ -81,8 +81,11 @@ export class ProposalTracker<T> {
     const out: T[] = [];
     for (const [i, list] of this.pending) {
       if (i > upTo) continue;
-      const kept = list.filter((p) => !which(p.waiter));
-      for (const p of list) if (which(p.waiter)) out.push(p.waiter);
+      const kept: typeof list = [];
+      for (const p of list) {
+        if (which(p.waiter)) out.push(p.waiter);
+        else kept.push(p);
+      }
       if (kept.length === 0) this.pending.delete(i);
       else this.pending.set(i, kept);
     }
