@@ -8,6 +8,7 @@ import { MAX_FANOUT, type ChannelRef } from '../../store/broker/index.js';
 import { write, type ApiDeps } from '../deps.js';
 import { BODY_OPTIONAL } from '../openapi.js';
 import { HANDLE_SCHEMAS, MESSAGES_BODY_LIMIT, handleAnswer, handleWrite, receive, toMessageInputs, type HandleOp } from '../messaging.js';
+import { receivedJson } from '../received-json.js';
 import { IdempotencyHeaders, QueueParams, SubscriptionParams, TopicParams } from '../schemas/common.js';
 import { MessageBatch, Published, PublishedBatch, QueueMessageInput, ReceiveRequest, Received, Sent, SentBatch, TopicMessageBatch, TopicMessageInput } from '../schemas/messages.js';
 import { bearer, problems } from './common.js';
@@ -145,7 +146,9 @@ export function consumeRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue'
     },
     async (request, reply) => {
       const { name, ref } = targetOf(kind, request);
-      return receive(deps, request, reply, name, ref, request.body as ReceiveRequest);
+      // The 200's schema above is the contract; receivedJson writes it in pieces (received-json.ts).
+      const answer = receivedJson(await receive(deps, request, reply, name, ref, request.body as ReceiveRequest));
+      return reply.type('application/json; charset=utf-8').send(answer);
     },
   );
 
