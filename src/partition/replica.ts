@@ -14,7 +14,7 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
+import { encodeEnvelope, ok, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type MessageInput, type Result } from '../store/broker/index.js';
 
 /** Why a replica stopped for good in this process (PartitionReplica.halt). */
 export type HaltReason = FormatTooNewError | BodyMissingError;
@@ -47,6 +47,39 @@ interface Waiter {
   readonly forwarded: boolean;
 }
 
+/** A send that waits for the loop's next turn, to be appended with the others to its queue (PartitionReplica.propose). */
+interface HeldSend {
+  readonly actor: string;
+  readonly command: Extract<Command, { type: 'queue.send' }>;
+  resolve(r: Result): void;
+  reject(e: Error): void;
+}
+
+/**
+ * The most messages, and characters of bodies, one entry of sends appended together takes: a few
+ * turns' worth under load, far below what an entry holds (SLOTS messages) or a Raft message (1 MiB).
+ */
+export const TOGETHER_MAX_MESSAGES = 1_000;
+export const TOGETHER_MAX_CHARS = 512 * 1024;
+
+/**
+ * Whether a command may share its entry with others (PartitionReplica.propose): a user's send to a
+ * queue without an Idempotency-Key or deduplication ids. Its result is one item per message, in
+ * order, whatever else the entry holds, so each request's answer is its slice of the entry's; and
+ * nothing in its apply fails one message alone (the API checked every limit). Publishes are not:
+ * one publish stores at most MAX_FANOUT copies, so two that pass alone could fail together.
+ */
+export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is Extract<Command, { type: 'queue.send' }> {
+  return (
+    actor !== null &&
+    idempotencyKey === undefined &&
+    command.type === 'queue.send' &&
+    Array.isArray(command.messages) &&
+    command.messages.length > 0 &&
+    command.messages.every((m) => m.deduplicationId === undefined)
+  );
+}
+
 interface ReadWaiter {
   run(): void;
   reject(e: Error): void;
@@ -58,6 +91,8 @@ export class PartitionReplica {
   readonly raw: RawNode;
   private readonly proposals = new ProposalTracker<Waiter>();
   private readonly reads = new Map<number, ReadWaiter>();
+  /** Sends held since the last loop turn, by actor and queue (proposeHeld()). */
+  private held = new Map<string, HeldSend[]>();
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private readonly deliverListeners = new Set<(delivery: Delivery) => void>();
@@ -128,6 +163,18 @@ export class PartitionReplica {
    * NotCommittedError (overwritten: never applied) or OutcomeUnknownError (may still apply).
    */
   propose(actor: string | null, command: Command, idempotencyKey?: string): Promise<Result> {
+    // A send (sharesEntry) waits for the loop's next turn, which appends the sends held for its queue
+    // as one entry: its entry would only be written and sent at that turn anyway, and every entry
+    // costs each replica its own record, frame and apply, which a send of 1 KiB pays several times over.
+    if (!this.closed && this.isLeader() && sharesEntry(actor, command, idempotencyKey)) {
+      return new Promise<Result>((resolve, reject) => {
+        const key = `${actor}\u0000${command.name}`;
+        const list = this.held.get(key) ?? [];
+        if (list.length === 0) this.held.set(key, list);
+        list.push({ actor: actor!, command, resolve, reject });
+        this.cfg.schedule();
+      });
+    }
     let ticket;
     try {
       ticket = this.append(actor, command, idempotencyKey);
@@ -154,6 +201,55 @@ export class PartitionReplica {
       // Refused before appending: never applied, safe to retry (at the leader, or shortly).
       if (err.reason === DropReason.Overloaded) throw new OverloadedError(`partition ${this.partition} is overloaded`, { cause: err });
       throw new NotLeaderError(this.partition, err.reason === DropReason.NotLeader ? err.leader : null);
+    }
+  }
+
+  /**
+   * Appends the sends propose() held since the last turn: those of one user to one queue as one
+   * send of all their messages, in the order they came (up to TOGETHER_MAX_MESSAGES and
+   * TOGETHER_MAX_CHARS an entry), each answered with its own messages' slice of the result. The
+   * node's loop calls this at the start of every turn, before it collects the entries to write.
+   */
+  proposeHeld(): void {
+    if (this.held.size === 0) return;
+    const held = this.held;
+    this.held = new Map();
+    for (const list of held.values()) {
+      let from = 0;
+      while (from < list.length) {
+        let to = from + 1;
+        let messages = list[from]!.command.messages.length;
+        let chars = bodyChars(list[from]!.command.messages);
+        while (to < list.length) {
+          const next = list[to]!.command.messages;
+          if (messages + next.length > TOGETHER_MAX_MESSAGES || chars + bodyChars(next) > TOGETHER_MAX_CHARS) break;
+          messages += next.length;
+          chars += bodyChars(next);
+          to++;
+        }
+        this.appendTogether(list.slice(from, to));
+        from = to;
+      }
+    }
+  }
+
+  private appendTogether(sends: readonly HeldSend[]): void {
+    const first = sends[0]!.command;
+    const command: Command = sends.length === 1 ? first : { type: 'queue.send', name: first.name, messages: sends.flatMap((h) => h.command.messages) };
+    let ticket: ProposalTicket;
+    try {
+      ticket = this.append(sends[0]!.actor, command);
+    } catch (err) {
+      for (const h of sends) h.reject(err as Error);
+      return;
+    }
+    const whole = this.waitFor(ticket.firstIndex, ticket.term, false);
+    let at = 0;
+    for (const h of sends) {
+      const from = at;
+      const n = h.command.messages.length;
+      at += n;
+      whole.then((r) => h.resolve(sends.length === 1 ? r : sliceOf(r, from, n)), h.reject);
     }
   }
 
@@ -310,6 +406,9 @@ export class PartitionReplica {
 
   close(): void {
     this.closed = true;
+    // Never appended: safe to try again, at the next leader.
+    for (const list of this.held.values()) for (const h of list) h.reject(new ReplicaClosedError('replica closed'));
+    this.held.clear();
     for (const w of this.proposals.drain()) {
       clearTimeout(w.timer);
       // Appended (maybe committed) already: it may still apply under the next leader.
@@ -329,4 +428,18 @@ function notify<A extends unknown[]>(listeners: Set<(...args: A) => void>, ...ar
       listeners.delete(fn);
     }
   }
+}
+
+/** Characters of the messages' bodies (bytes for a body given as bytes). */
+function bodyChars(messages: readonly MessageInput[]): number {
+  let n = 0;
+  for (const m of messages) n += typeof m.body === 'string' ? m.body.length : m.body.byteLength;
+  return n;
+}
+
+/** One request's share of the result of a send appended with others: its `n` items from `from`; a failure is everyone's. */
+function sliceOf(r: Result, from: number, n: number): Result {
+  if (!r.ok) return r;
+  const items = (r.value as { items: unknown[] }).items;
+  return ok({ items: items.slice(from, from + n) });
 }

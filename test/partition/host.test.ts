@@ -124,8 +124,9 @@ t.test('many concurrent writes share loop turns and all apply', async (t) => {
   const leader = c.leaderOf(0)!;
   await leader.replica(0).propose('alice', queue('q'));
   const before = { ...leader.counters };
+  // Deduplicated sends, each an entry of its own (plain sends share theirs: shared-entry.test.ts).
   const results = await Promise.all(
-    Array.from({ length: 200 }, (_, i) => leader.replica(0).propose('alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })),
+    Array.from({ length: 200 }, (_, i) => leader.replica(0).propose('alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {}, deduplicationId: `d${i}` }] })),
   );
   t.ok(results.every((r) => r.ok), '200 sends acknowledged');
   const persists = leader.counters.persists - before.persists;

@@ -1,0 +1,119 @@
+// Sends that share an entry (PartitionReplica.propose, proposeHeld): a user's sends to one queue
+// proposed between two loop turns are appended as one send, and each request is answered with its
+// own messages. What a client depends on: its own message ids and sequences, its bodies stored in
+// the order sent, a failure that is its own (not a neighbour's), and the same state on every replica.
+import t, { type Test } from 'tap';
+import { NotLeaderError, ReplicaClosedError } from '../../src/partition/errors.js';
+import type { NodeHost } from '../../src/partition/host.js';
+import { TOGETHER_MAX_MESSAGES } from '../../src/partition/replica.js';
+import { stateHash, type Command, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
+import { LocalCluster, queue } from './host-helpers.js';
+
+async function led(t: Test): Promise<{ c: LocalCluster; leader: NodeHost; follower: NodeHost }> {
+  const c = new LocalCluster(1, { balanceLeaders: false });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0) !== null, 'leader');
+  for (const name of ['q', 'q2']) await c.submit(0, 'alice', queue(name));
+  const leader = c.leaderOf(0)!;
+  return { c, leader, follower: [...c.hosts.values()].find((h) => h !== leader)! };
+}
+
+const items = (r: Result): SentMessage[] => {
+  if (!r.ok) throw new Error(`${r.code}: ${r.detail}`);
+  return (r.value as { items: SentMessage[] }).items;
+};
+
+/** The entry a message was stored by, and its place there: message ids are `<partition>-<index>-<place>`. */
+const entryOf = (m: SentMessage): { index: number; place: number } => {
+  const [, index, place] = m.messageId.split('-').map(Number) as [number, number, number];
+  return { index, place };
+};
+
+const send = (name: string, bodies: string[], extra: Partial<{ deduplicationId: string }> = {}): Command => ({
+  type: 'queue.send',
+  name,
+  messages: bodies.map((body) => ({ body, attributes: {}, ...extra })),
+});
+
+t.test('sends proposed in one turn share an entry, and each is answered with its own messages', async (t) => {
+  const { c, leader } = await led(t);
+  const r = leader.replica(0);
+  // Fifty requests of one to three messages, all proposed before the loop's next turn.
+  const requests = Array.from({ length: 50 }, (_, i) => Array.from({ length: 1 + (i % 3) }, (_, k) => `m${i}.${k}`));
+  const results = await Promise.all(requests.map((bodies) => r.propose('alice', send('q', bodies))));
+  const answered = results.map(items);
+  answered.forEach((got, i) => t.equal(got.length, requests[i]!.length, `request ${i} got one item per message it sent`));
+  const all = answered.flat();
+  t.equal(new Set(all.map((m) => entryOf(m).index)).size, 1, 'one entry for them all');
+  t.same(
+    all.map((m) => entryOf(m).place),
+    all.map((_, k) => k),
+    'in the order they were proposed, each request its own places',
+  );
+  t.ok(
+    all.every((m, k) => k === 0 || m.sequence > all[k - 1]!.sequence),
+    'sequences grow in that order',
+  );
+  // Stored as sent: receiving returns every body, in the order of the answers' sequences.
+  const got = await r.propose('alice', { type: 'receive', channel: { queue: 'q' }, maxMessages: 100, visibilityTimeoutSeconds: 30 });
+  const received = (got as { value: Received }).value.messages;
+  t.same(
+    received.map((m) => [m.messageId, m.body]),
+    all.map((m, k) => [m.messageId, requests.flat()[k]]),
+    'each message id names its own body',
+  );
+  await c.quiet();
+  const hashes = [...c.hosts.values()].map((h) => stateHash(h.replica(0).state.sqlite));
+  t.equal(new Set(hashes).size, 1, 'every replica holds the same state');
+});
+
+t.test('what may not share goes alone: keyed sends, deduplicated ones, another queue; a failure stays its own', async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const [a, dedup, keyed, other, bob, missing, e] = await Promise.all([
+    r.propose('alice', send('q', ['a'])),
+    r.propose('alice', send('q', ['d'], { deduplicationId: 'd-1' })),
+    r.propose('alice', send('q', ['k']), 'key-1'),
+    r.propose('alice', send('q2', ['o'])),
+    r.propose('bob', send('q', ['b'])),
+    r.propose('alice', send('nope', ['n'])),
+    r.propose('alice', send('q', ['e'])),
+  ]);
+  const index = (x: Result): number => entryOf(items(x)[0]!).index;
+  t.equal(index(a), index(e), 'the two plain sends to q share an entry');
+  for (const [what, x] of [['deduplicated', dedup], ['keyed', keyed], ['to another queue', other]] as const) t.not(index(x!), index(a), `the ${what} send has its own`);
+  t.match(bob, { ok: false, code: 'not_found' }, "bob cannot see alice's queue: his send fails alone");
+  t.match(missing, { ok: false, code: 'not_found' }, 'a send to a queue that does not exist fails alone');
+});
+
+t.test('sends to a missing queue that share an entry share its failure, and only theirs', async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const results = await Promise.all([r.propose('alice', send('nope', ['1'])), r.propose('alice', send('nope', ['2', '3'])), r.propose('alice', send('q', ['4']))]);
+  t.match(results[0], { ok: false, code: 'not_found' });
+  t.match(results[1], { ok: false, code: 'not_found' });
+  t.equal(items(results[2]!).length, 1, 'the send to q, proposed with them, is stored');
+});
+
+t.test('more messages than an entry takes go in several entries, every request answered whole', async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const per = 100;
+  const requests = Math.ceil((TOGETHER_MAX_MESSAGES * 1.5) / per);
+  const results = await Promise.all(Array.from({ length: requests }, (_, i) => r.propose('alice', send('q', Array.from({ length: per }, (_, k) => `${i}.${k}`)))));
+  const answered = results.map(items);
+  t.ok(answered.every((x) => x.length === per), 'each request got its hundred');
+  const entries = new Set(answered.map((x) => entryOf(x[0]!).index));
+  t.ok(entries.size >= 2, `${entries.size} entries`);
+  for (const x of answered) t.equal(new Set(x.map((m) => entryOf(m).index)).size, 1, "a request's messages are never split between entries");
+  t.equal(new Set(answered.flat().map((m) => m.sequence)).size, per * requests, 'every sequence distinct');
+});
+
+t.test('held sends are refused as never appended when the replica closes, and a follower holds none', async (t) => {
+  const { leader, follower } = await led(t);
+  await t.rejects(follower.replica(0).propose('alice', send('q', ['f'])), NotLeaderError, 'a follower refuses at once: forward it');
+  const held = leader.replica(0).propose('alice', send('q', ['x']));
+  leader.replica(0).close();
+  await t.rejects(held, ReplicaClosedError, 'never appended: safe to try again');
+});
