@@ -47,37 +47,53 @@ interface Waiter {
   readonly forwarded: boolean;
 }
 
-/** A send that waits for the loop's next turn, to be appended with the others to its queue (PartitionReplica.propose). */
+/** A send as it may share its entry (sharesEntry). */
+type SharedSend = Extract<Command, { type: 'queue.send' }>;
+
+/** A send held for the loop's next turn, to be appended with the others to its queue (PartitionReplica.propose). */
 interface HeldSend {
-  readonly actor: string;
-  readonly command: Extract<Command, { type: 'queue.send' }>;
+  readonly command: SharedSend;
+  /** Its bodies' and attributes' UTF-8 bytes. */
+  readonly bytes: number;
   resolve(r: Result): void;
   reject(e: Error): void;
 }
 
 /**
- * The most messages, and characters of bodies, one entry of sends appended together takes: a few
- * turns' worth under load, far below what an entry holds (SLOTS messages) or a Raft message (1 MiB).
+ * The most messages, and bytes of bodies and attributes, one entry of sends appended together takes:
+ * a few turns' worth under load, far below what an entry holds (SLOTS messages) and half a Raft
+ * message (maxSizePerMsg, 1 MiB). A request past them alone goes alone, as it always did.
  */
 export const TOGETHER_MAX_MESSAGES = 1_000;
-export const TOGETHER_MAX_CHARS = 512 * 1024;
+export const TOGETHER_MAX_BYTES = 512 * 1024;
+/** Bytes a replica holds at most: past them a send is appended at once, where the core's overload check applies. */
+const HELD_MAX_BYTES = 8 << 20;
 
 /**
  * Whether a command may share its entry with others (PartitionReplica.propose): a user's send to a
- * queue without an Idempotency-Key or deduplication ids. Its result is one item per message, in
+ * queue without an Idempotency-Key or deduplication ids, holding exactly what this build's API makes
+ * (a peer's malformed one goes alone, to be refused alone). Its result is one item per message, in
  * order, whatever else the entry holds, so each request's answer is its slice of the entry's; and
  * nothing in its apply fails one message alone (the API checked every limit). Publishes are not:
  * one publish stores at most MAX_FANOUT copies, so two that pass alone could fail together.
  */
-export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is Extract<Command, { type: 'queue.send' }> {
-  return (
-    actor !== null &&
-    idempotencyKey === undefined &&
-    command.type === 'queue.send' &&
-    Array.isArray(command.messages) &&
-    command.messages.length > 0 &&
-    command.messages.every((m) => m.deduplicationId === undefined)
-  );
+export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is SharedSend {
+  if (actor === null || idempotencyKey !== undefined || command.type !== 'queue.send') return false;
+  const c = command as unknown as Record<string, unknown>;
+  if (Object.keys(c).length !== 3 || typeof c.name !== 'string' || !Array.isArray(c.messages) || c.messages.length === 0) return false;
+  return (c.messages as unknown[]).every(isPlainMessage);
+}
+
+const MESSAGE_FIELDS: ReadonlySet<string> = new Set(['body', 'attributes', 'delaySeconds']);
+
+/** A message of text with string attributes and maybe a delay: nothing else, no deduplication id. */
+function isPlainMessage(m: unknown): boolean {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
+  const { body, attributes, delaySeconds } = m as Record<string, unknown>;
+  if (!Object.keys(m).every((k) => MESSAGE_FIELDS.has(k))) return false;
+  if (typeof body !== 'string' || typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) return false;
+  if (!Object.values(attributes).every((v) => typeof v === 'string')) return false;
+  return delaySeconds === undefined || Number.isSafeInteger(delaySeconds);
 }
 
 interface ReadWaiter {
@@ -91,8 +107,12 @@ export class PartitionReplica {
   readonly raw: RawNode;
   private readonly proposals = new ProposalTracker<Waiter>();
   private readonly reads = new Map<number, ReadWaiter>();
-  /** Sends held since the last loop turn, by actor and queue (proposeHeld()). */
-  private held = new Map<string, HeldSend[]>();
+  /** Sends held since the last loop turn, by actor, then queue (proposeHeld()). */
+  private held = new Map<string, Map<string, HeldSend[]>>();
+  /** Their bytes (HeldSend.bytes), at most HELD_MAX_BYTES. */
+  private heldBytes = 0;
+  /** Refuses the held sends should no loop turn come for them in time (a stalled disk). */
+  private heldTimer: NodeJS.Timeout | null = null;
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private readonly deliverListeners = new Set<(delivery: Delivery) => void>();
@@ -167,13 +187,8 @@ export class PartitionReplica {
     // as one entry: its entry would only be written and sent at that turn anyway, and every entry
     // costs each replica its own record, frame and apply, which a send of 1 KiB pays several times over.
     if (!this.closed && this.isLeader() && sharesEntry(actor, command, idempotencyKey)) {
-      return new Promise<Result>((resolve, reject) => {
-        const key = `${actor}\u0000${command.name}`;
-        const list = this.held.get(key) ?? [];
-        if (list.length === 0) this.held.set(key, list);
-        list.push({ actor: actor!, command, resolve, reject });
-        this.cfg.schedule();
-      });
+      const bytes = sendBytes(command.messages);
+      if (this.heldBytes + bytes <= HELD_MAX_BYTES) return this.hold(actor!, command, bytes);
     }
     let ticket;
     try {
@@ -204,46 +219,78 @@ export class PartitionReplica {
     }
   }
 
+  private hold(actor: string, command: SharedSend, bytes: number): Promise<Result> {
+    return new Promise<Result>((resolve, reject) => {
+      let byQueue = this.held.get(actor);
+      if (byQueue === undefined) this.held.set(actor, (byQueue = new Map()));
+      let list = byQueue.get(command.name);
+      if (list === undefined) byQueue.set(command.name, (list = []));
+      list.push({ command, bytes, resolve, reject });
+      this.heldBytes += bytes;
+      // Never appended: refused as overloaded (safe to retry) should the turn not come in time.
+      this.heldTimer ??= setTimeout(
+        () => this.dropHeld(new OverloadedError(`partition ${this.partition}: no loop turn within ${this.cfg.proposalTimeoutMs} ms to append the write`)),
+        this.cfg.proposalTimeoutMs,
+      );
+      this.cfg.schedule();
+    });
+  }
+
+  /** What is held, taken out (and the timer stopped). */
+  private takeHeld(): Map<string, Map<string, HeldSend[]>> {
+    const held = this.held;
+    this.held = new Map();
+    this.heldBytes = 0;
+    if (this.heldTimer !== null) clearTimeout(this.heldTimer);
+    this.heldTimer = null;
+    return held;
+  }
+
+  private dropHeld(err: Error): void {
+    for (const byQueue of this.takeHeld().values()) for (const list of byQueue.values()) for (const h of list) h.reject(err);
+  }
+
   /**
    * Appends the sends propose() held since the last turn: those of one user to one queue as one
    * send of all their messages, in the order they came (up to TOGETHER_MAX_MESSAGES and
-   * TOGETHER_MAX_CHARS an entry), each answered with its own messages' slice of the result. The
+   * TOGETHER_MAX_BYTES an entry), each answered with its own messages' slice of the result. The
    * node's loop calls this at the start of every turn, before it collects the entries to write.
    */
   proposeHeld(): void {
     if (this.held.size === 0) return;
-    const held = this.held;
-    this.held = new Map();
-    for (const list of held.values()) {
-      let from = 0;
-      while (from < list.length) {
-        let to = from + 1;
-        let messages = list[from]!.command.messages.length;
-        let chars = bodyChars(list[from]!.command.messages);
-        while (to < list.length) {
-          const next = list[to]!.command.messages;
-          if (messages + next.length > TOGETHER_MAX_MESSAGES || chars + bodyChars(next) > TOGETHER_MAX_CHARS) break;
-          messages += next.length;
-          chars += bodyChars(next);
-          to++;
+    for (const [actor, byQueue] of this.takeHeld()) {
+      for (const list of byQueue.values()) {
+        let from = 0;
+        while (from < list.length) {
+          let to = from + 1;
+          let messages = list[from]!.command.messages.length;
+          let bytes = list[from]!.bytes;
+          while (to < list.length) {
+            const next = list[to]!;
+            if (messages + next.command.messages.length > TOGETHER_MAX_MESSAGES || bytes + next.bytes > TOGETHER_MAX_BYTES) break;
+            messages += next.command.messages.length;
+            bytes += next.bytes;
+            to++;
+          }
+          this.appendTogether(actor, list.slice(from, to));
+          from = to;
         }
-        this.appendTogether(list.slice(from, to));
-        from = to;
       }
     }
   }
 
-  private appendTogether(sends: readonly HeldSend[]): void {
-    const first = sends[0]!.command;
-    const command: Command = sends.length === 1 ? first : { type: 'queue.send', name: first.name, messages: sends.flatMap((h) => h.command.messages) };
-    let ticket: ProposalTicket;
+  /** Never throws: each send is answered, with its slice of the entry's result or with why it was not appended. */
+  private appendTogether(actor: string, sends: readonly HeldSend[]): void {
+    let whole: Promise<Result>;
     try {
-      ticket = this.append(sends[0]!.actor, command);
+      const first = sends[0]!.command;
+      const command: Command = sends.length === 1 ? first : { type: 'queue.send', name: first.name, messages: sends.flatMap((h) => h.command.messages) };
+      const ticket = this.append(actor, command);
+      whole = this.waitFor(ticket.firstIndex, ticket.term, false);
     } catch (err) {
       for (const h of sends) h.reject(err as Error);
       return;
     }
-    const whole = this.waitFor(ticket.firstIndex, ticket.term, false);
     let at = 0;
     for (const h of sends) {
       const from = at;
@@ -407,8 +454,7 @@ export class PartitionReplica {
   close(): void {
     this.closed = true;
     // Never appended: safe to try again, at the next leader.
-    for (const list of this.held.values()) for (const h of list) h.reject(new ReplicaClosedError('replica closed'));
-    this.held.clear();
+    this.dropHeld(new ReplicaClosedError('replica closed'));
     for (const w of this.proposals.drain()) {
       clearTimeout(w.timer);
       // Appended (maybe committed) already: it may still apply under the next leader.
@@ -430,10 +476,13 @@ function notify<A extends unknown[]>(listeners: Set<(...args: A) => void>, ...ar
   }
 }
 
-/** Characters of the messages' bodies (bytes for a body given as bytes). */
-function bodyChars(messages: readonly MessageInput[]): number {
+/** The UTF-8 bytes of the messages' bodies and attributes (plain messages: sharesEntry). */
+function sendBytes(messages: readonly MessageInput[]): number {
   let n = 0;
-  for (const m of messages) n += typeof m.body === 'string' ? m.body.length : m.body.byteLength;
+  for (const m of messages) {
+    n += Buffer.byteLength(m.body as string, 'utf8');
+    for (const k in m.attributes) n += Buffer.byteLength(k, 'utf8') + Buffer.byteLength(m.attributes[k]!, 'utf8');
+  }
   return n;
 }
 

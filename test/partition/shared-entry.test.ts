@@ -117,3 +117,39 @@ t.test('held sends are refused as never appended when the replica closes, and a 
   leader.replica(0).close();
   await t.rejects(held, ReplicaClosedError, 'never appended: safe to try again');
 });
+
+t.test("a peer's malformed send is not held with the others: it is refused alone, and the loop goes on", async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const malformed = [
+    { type: 'queue.send', name: 'q', messages: [{ attributes: {} }] },
+    { type: 'queue.send', name: 'q', messages: [null] },
+    { type: 'queue.send', name: 'q', messages: [{ body: 42, attributes: {} }] },
+    { type: 'queue.send', name: 'q', messages: [{ body: 'x', attributes: {} }], extra: true },
+  ] as unknown as Command[];
+  const [good, ...bad] = await Promise.all([r.propose('alice', send('q', ['good'])), ...malformed.map((c) => r.propose('alice', c))]);
+  t.equal(items(good!).length, 1, 'the well-formed send proposed with them is stored');
+  for (const [i, x] of bad.entries()) {
+    if (x!.ok) t.not(entryOf(items(x!)[0]!).index, entryOf(items(good!)[0]!).index, `malformed send ${i}, applied as it came, in an entry of its own`);
+    else t.equal(x!.code, 'validation_failed', `malformed send ${i} refused alone`);
+  }
+  t.equal(items(await r.propose('alice', send('q', ['after']))).length, 1, 'and the next send is stored: the loop goes on');
+});
+
+t.test('sends share entries up to 512 KiB of bodies, and a grantee shares with itself, not with the owner', async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  t.ok((await r.propose('alice', { type: 'grant.put', kind: 'queue', name: 'q', username: 'bob', actions: ['send'] })).ok);
+  const big = 'é'.repeat(100 * 1024);
+  const [b1, b2, a1, ...large] = await Promise.all([
+    r.propose('bob', send('q', ['bob 1'])),
+    r.propose('bob', send('q', ['bob 2'])),
+    r.propose('alice', send('q', ['alice 1'])),
+    ...Array.from({ length: 5 }, () => r.propose('alice', send('q', [big]))),
+  ]);
+  t.equal(entryOf(items(b1!)[0]!).index, entryOf(items(b2!)[0]!).index, "bob's two sends share an entry");
+  t.not(entryOf(items(b1!)[0]!).index, entryOf(items(a1!)[0]!).index, "alice's is not in it");
+  // Five bodies of 200 KiB (two bytes a character): at most two to an entry.
+  const entries = new Set(large.map((x) => entryOf(items(x!)[0]!).index));
+  t.ok(entries.size >= 3, `five sends of 200 KiB in ${entries.size} entries`);
+});
