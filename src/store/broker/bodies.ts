@@ -46,33 +46,70 @@ export class BodyMissingError extends Error {
 }
 
 /**
- * The body at `slot` of an entry's command: in the bytes after the head (format 2's layout, walking
- * the lengths, without parsing the head), or in its JSON (an entry a leader wrote before it applied
- * the raise to format 2). Throws BodyMissingError when the entry has no such body.
+ * The bodies of one entry's command, found by walking it once: a receive reads its messages in
+ * sequence order, so many from one entry (up to TOGETHER_MAX_MESSAGES of sends shared one), and
+ * finding each from the start again cost a walk per body. In the bytes after the head (format 2's
+ * layout, walking the lengths, without parsing the head), or in its JSON (an entry a leader wrote
+ * before it applied the raise to format 2). `body` throws BodyMissingError when the entry has no
+ * such body, naming the same fault a walk to that slot would meet first.
  */
-export function bodyAt(partition: number, index: number, data: Uint8Array, slot: number): Body {
-  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const missing = (detail: string): BodyMissingError => new BodyMissingError(partition, index, detail);
-  if (bytes[0] === 0x7b) {
-    let messages: unknown;
-    try {
-      messages = (decodeEnvelope(bytes, 1) as { command?: { messages?: unknown } }).command?.messages;
-    } catch {
-      throw missing('is in an entry that is not an envelope');
+export class EntryBodies {
+  /** Where each body the walk found starts, and how long it is: [start0, length0, start1, ...]. */
+  private readonly places: number[] = [];
+  /** The messages of a JSON entry, or null. */
+  private readonly messages: unknown[] | null = null;
+  /** Why slots past those found have no body: the entry is no envelope, or it runs past its end. */
+  private readonly fault: string | null = null;
+  private readonly bytes: Buffer;
+
+  constructor(
+    private readonly partition: number,
+    readonly index: number,
+    data: Uint8Array,
+  ) {
+    this.bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = this.bytes;
+    if (bytes[0] === 0x7b) {
+      try {
+        const messages = (decodeEnvelope(bytes, 1) as { command?: { messages?: unknown } }).command?.messages;
+        this.messages = Array.isArray(messages) ? messages : [];
+      } catch {
+        this.fault = 'is in an entry that is not an envelope';
+      }
+      return;
     }
-    const body: unknown = Array.isArray(messages) ? (messages[slot] as { body?: unknown } | undefined)?.body : undefined;
-    if (typeof body !== 'string') throw missing(`has no message ${slot}`);
-    return body;
+    if (bytes.length < 5) {
+      this.fault = 'is in an entry that is not an envelope';
+      return;
+    }
+    let at = 5 + bytes.readUInt32LE(1);
+    while (at + 4 <= bytes.length) {
+      const n = bytes.readUInt32LE(at);
+      at += 4;
+      if (at + n > bytes.length) {
+        this.fault = 'runs past its entry';
+        return;
+      }
+      this.places.push(at, n);
+      at += n;
+    }
   }
-  if (bytes.length < 5) throw missing('is in an entry that is not an envelope');
-  let at = 5 + bytes.readUInt32LE(1);
-  for (let k = 0; ; k++) {
-    if (at + 4 > bytes.length) throw missing(`has no message ${slot}`);
-    const n = bytes.readUInt32LE(at);
-    at += 4;
-    if (at + n > bytes.length) throw missing('runs past its entry');
-    if (k === slot) return bytes.subarray(at, at + n);
-    at += n;
+
+  body(slot: number): Body {
+    if (this.messages !== null) {
+      const body: unknown = (this.messages[slot] as { body?: unknown } | undefined)?.body;
+      if (typeof body !== 'string') throw this.missing(`has no message ${slot}`);
+      return body;
+    }
+    if (2 * slot < this.places.length) {
+      const at = this.places[2 * slot]!;
+      return this.bytes.subarray(at, at + this.places[2 * slot + 1]!);
+    }
+    throw this.missing(this.fault ?? `has no message ${slot}`);
+  }
+
+  private missing(detail: string): BodyMissingError {
+    return new BodyMissingError(this.partition, this.index, detail);
   }
 }
 
@@ -88,8 +125,8 @@ export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
     if (s.bodies === null) throw new BodyMissingError(s.partition, index, 'cannot be read: no log is attached');
     const data = s.bodies.entry(index);
     if (data === null) throw new BodyMissingError(s.partition, index, 'is gone from the log');
-    entry = { index, data };
+    entry = new EntryBodies(s.partition, index, data);
     s.lastBodyEntry = entry;
   }
-  return bodyAt(s.partition, index, entry.data, slot);
+  return entry.body(slot);
 }

@@ -1,6 +1,6 @@
 // What the parts of the state machine share (access, queues, messages, topics, views): the partition's
 // store, which outlives commands, and the context of the one command being applied.
-import type { BodySource } from './bodies.js';
+import type { BodySource, EntryBodies } from './bodies.js';
 import { ok, type Delivery, type Failure, type Result } from './commands.js';
 import type { ChannelRow } from './schema.js';
 import type { Statements } from './statements.js';
@@ -31,8 +31,8 @@ export interface Store {
    * to format 4, Infinity before it.
    */
   bodiesFrom: number;
-  /** The entry a body was read from last: the messages of one batch read it once. */
-  lastBodyEntry: { readonly index: number; readonly data: Uint8Array } | null;
+  /** The entry a body was read from last, walked once: the messages of one batch read it once. */
+  lastBodyEntry: EntryBodies | null;
 }
 
 /** The per-apply context: the entry's position and the clock. */

@@ -22,6 +22,7 @@ import { rowBody } from './bodies.js';
 import { iso, wokeUp, type Ctx, type Store } from './context.js';
 import { bodyText } from './envelope.js';
 import { MessageState, type ChannelRow, type MessageRow } from './schema.js';
+import type { READY_COLUMNS } from './statements.js';
 
 /** Whether the lease on `m` is live at `now`: Leased, and its visibility timeout not yet over. */
 export function leaseLive(m: Pick<MessageRow, 'state' | 'visible_at'>, now: number): boolean {
@@ -33,24 +34,35 @@ export function encodeReceipt(channelId: number, seq: number, leaseId: number): 
   return Buffer.from(`${channelId}.${seq}.${leaseId}`).toString('base64url');
 }
 
+/**
+ * A handle's text: three numbers of 1 to 16 digits (format 4's sequences, entry index x 65,536, pass
+ * 15 digits after about 15e9 entries). Decoded as latin1: a byte past ASCII fails the pattern as its
+ * UTF-8 reading would.
+ */
+const RECEIPT = /^(\d{1,16})\.(\d{1,16})\.(\d{1,16})$/;
+
 export function decodeReceipt(h: string): { channelId: number; seq: number; leaseId: number } | null {
   if (h.length === 0 || h.length > 200) return null;
-  const parts = Buffer.from(h, 'base64url').toString('utf8').split('.');
-  // 16 digits: format 4's sequences (entry index x 65,536) pass 15 after about 15e9 entries.
-  if (parts.length !== 3 || !parts.every((p) => /^\d{1,16}$/.test(p))) return null;
-  const [channelId, seq, leaseId] = parts.map(Number) as [number, number, number];
+  const parts = RECEIPT.exec(Buffer.from(h, 'base64url').toString('latin1'));
+  if (parts === null) return null;
+  const channelId = Number(parts[1]);
+  const seq = Number(parts[2]);
+  const leaseId = Number(parts[3]);
   if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(channelId) || !Number.isSafeInteger(leaseId)) return null;
   // Lease ids are log indexes of receives, so never 0: a message never leased has no valid handle.
   if (leaseId === 0) return null;
   return { channelId, seq, leaseId };
 }
 
+/** What a receive reads of a message it leases (the statement `ready`). */
+export type ReadyRow = Pick<MessageRow, (typeof READY_COLUMNS)[number]>;
+
 /** Messages one receive leased, as read before the lease, with their bodies (leaseReady()). */
 export interface Leased {
   readonly channelId: number;
   /** The lease id: the receive's entry index. */
   readonly lease: number;
-  readonly rows: readonly MessageRow[];
+  readonly rows: readonly ReadyRow[];
   readonly bodies: readonly Body[];
 }
 
@@ -61,13 +73,13 @@ export interface Leased {
  * received() makes the answer's messages.
  */
 export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): Leased {
-  const rows = s.st.ready.all(ch.id, max) as MessageRow[];
+  const rows = (s.st.ready.all(ch.id, max) as ReadyValues[]).map(readyRow);
   // What received() could throw on, checked here on every replica: a receive must fail alike on
   // the replicas that answer it and on the others (before format 8 a leader's stamp set the clock as
   // it came, so a sending time may be past what a Date holds).
   for (const m of rows) if (!(Math.abs(m.sent_at) <= MAX_TIME_MS)) throw new RangeError(`message ${m.seq} was sent at ${m.sent_at}, past what a time can be`);
   // One update for them all: the rows read are every ready message up to the last one's sequence.
-  if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, (rows[rows.length - 1] as MessageRow).seq);
+  if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, rows[rows.length - 1]!.seq);
   const bodies = rows.map((m) => rowBody(s, m));
   if (rows.length > 0) {
     s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
@@ -76,6 +88,11 @@ export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ct
   }
   return { channelId: ch.id, lease: ctx.index, rows, bodies };
 }
+
+/** A row of the statement `ready`: READY_COLUMNS' values, in that order. */
+type ReadyValues = [number, string, MessageRow['body'], string, number, number];
+
+const readyRow = ([seq, message_id, body, attributes, sent_at, delivery_count]: ReadyValues): ReadyRow => ({ seq, message_id, body, attributes, sent_at, delivery_count });
 
 /** The largest time a Date holds, in ms either side of 1970. */
 const MAX_TIME_MS = 8.64e15;
@@ -144,10 +161,11 @@ export function takeCounts(s: Store, channelId: number, byState: readonly number
 type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
 
 /**
- * Resolves receipt handles to the messages they still lease. A handle is stale once its message is
- * gone or was delivered again (a newer lease).
+ * Acts on each receipt handle's message (`act`, given its sequence and the lease the handle names),
+ * and sorts the handles by whether it did. A handle is stale once its message is gone or was
+ * delivered again (a newer lease), or when `act` finds its lease in no state to act on.
  */
-function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], each: (m: LeaseRow) => boolean): HandleOutcome {
+function handles(ch: ChannelRow, receiptHandles: readonly string[], act: (seq: number, leaseId: number) => boolean): HandleOutcome {
   const out: HandleOutcome = { acked: [], failed: [] };
   for (const h of receiptHandles) {
     const r = decodeReceipt(h);
@@ -155,8 +173,7 @@ function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], ea
       out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
       continue;
     }
-    const m = s.st.getLease.get(ch.id, r.seq) as LeaseRow | undefined;
-    if (m === undefined || m.lease_id !== r.leaseId || !each(m)) {
+    if (!act(r.seq, r.leaseId)) {
       out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
       continue;
     }
@@ -165,12 +182,20 @@ function handles(s: Store, ch: ChannelRow, receiptHandles: readonly string[], ea
   return out;
 }
 
+/** The message at `seq` while it is still under the lease `leaseId`, else undefined. */
+function underLease(s: Store, ch: ChannelRow, seq: number, leaseId: number): LeaseRow | undefined {
+  const m = s.st.getLease.get(ch.id, seq) as LeaseRow | undefined;
+  return m?.lease_id === leaseId ? m : undefined;
+}
+
 export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
   // The channel's counts change once per state, after the deletes.
   const gone = [0, 0, 0];
-  const out = handles(s, ch, receiptHandles, (m) => {
-    s.st.deleteMessage.run(ch.id, m.seq);
+  const out = handles(ch, receiptHandles, (seq, leaseId) => {
+    // Deleted only while under the lease the handle names: one statement, where a read and a delete took two lookups.
+    const m = s.st.ackMessage.get(ch.id, seq, leaseId) as Pick<MessageRow, 'state'> | undefined;
+    if (m === undefined) return false;
     gone[m.state]!++;
     return true;
   });
@@ -181,8 +206,9 @@ export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[]
 export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
   return ok(
-    handles(s, ch, receiptHandles, (m) => {
-      if (m.state !== MessageState.Leased) return false;
+    handles(ch, receiptHandles, (seq, leaseId) => {
+      const m = underLease(s, ch, seq, leaseId);
+      if (m?.state !== MessageState.Leased) return false;
       if (ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
         deadLetter(s, ch, m.seq, m.state, ctx);
         return true;
@@ -202,9 +228,10 @@ export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[
 export function extendLeases(s: Store, ref: ChannelRef, receiptHandles: readonly string[], vtSeconds: number, ctx: Ctx): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
   return ok(
-    handles(s, ch, receiptHandles, (m) => {
+    handles(ch, receiptHandles, (seq, leaseId) => {
+      const m = underLease(s, ch, seq, leaseId);
       // An expired lease can no longer be extended: the message is visible to others already.
-      if (!leaseLive(m, ctx.now)) return false;
+      if (m === undefined || !leaseLive(m, ctx.now)) return false;
       s.st.setState.run(MessageState.Leased, ctx.now + vtSeconds * 1000, m.seq, ch.id);
       return true;
     }),

@@ -56,6 +56,9 @@ const CHANNEL = [
   'c.created_at',
 ] as const;
 
+/** The columns a receive reads of the messages it leases (statement `ready`), in this order. */
+export const READY_COLUMNS = ['seq', 'message_id', 'body', 'attributes', 'sent_at', 'delivery_count'] as const;
+
 /** A message row as inserted: never delivered, never leased. */
 function newMessage() {
   return {
@@ -287,15 +290,25 @@ export function prepareStatements(db: Sqlite, k: Db) {
     getMessage: s(k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('seq', '=', 0), 2),
     /** (channel_id, seq): what a receipt handle is checked against, without the body. */
     getLease: s(k.selectFrom('messages').select(['seq', 'state', 'lease_id', 'delivery_count', 'visible_at']).where('channel_id', '=', 0).where('seq', '=', 0), 2),
+    /**
+     * (channel_id, seq, lease_id): an ack, deleting the message only under the lease its handle
+     * names; returns its state, or nothing (gone, or delivered again). One lookup where a read of the
+     * lease and a delete took two.
+     */
+    ackMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0).where('lease_id', '=', 0).returning('state'), 3),
     /** (channel_id, seq) */
     deleteMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0), 2),
     /** (channel_id) */
     deleteMessages: s(k.deleteFrom('messages').where('channel_id', '=', 0), 1),
-    /** (channel_id, limit) */
+    /**
+     * (channel_id, limit): the oldest ready messages, each an array of READY_COLUMNS' values in that
+     * order (raw rows: better-sqlite3 makes an object of a row's columns at 2.3 µs a row of all
+     * eleven, an array of these six at 0.9, in process).
+     */
     ready: s(
-      k.selectFrom('messages').selectAll().where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
+      k.selectFrom('messages').select(READY_COLUMNS).where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
       2,
-    ),
+    ).raw(true),
     /** (channel_id, now): ended leases and passed delays (leases.ts: visible_at <= now), for promoteDue. */
     due: s(
       k

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { BODIES_IN_LOG, BodyMissingError, BrokerStateMachine, PARKED_POLLS, SLOTS, STATE_PAGE_BYTES, encodeEnvelope, stateHash, type Command } from '../../../src/store/broker/index.js';
+import { EntryBodies } from '../../../src/store/broker/bodies.js';
 import { TestStore, queue, send } from './helpers.js';
 import { ack, msg, openStore, publish, q, recv, sendMsgs, sub, subscription, take, topic } from './unit-kit.js';
 
@@ -168,6 +169,37 @@ t.test('a row whose entry the log lost stops the apply: never a message without 
   t.throws(() => s.apply('alice', recv(q('orders'), 1)), BodyMissingError);
   t.equal(s.sm.applied().index, applied, 'the receive is not applied');
   t.equal(stateHash(s.sm.sqlite), before, 'nothing changed');
+});
+
+t.test('an entry is walked once for all its bodies: each slot reads its own, in any order; a missing or torn one names its fault', async (t) => {
+  const env = (bodies: string[]): Buffer =>
+    encodeEnvelope({ time: 1, actor: 'alice', command: { type: 'queue.send', name: 'orders', messages: bodies.map((body) => ({ body, attributes: {} })) } }, BODIES_IN_LOG);
+  const bodies = ['', 'a', 'é'.repeat(300), ...Array.from({ length: 997 }, (_, i) => `m${i}`)];
+  const text = (e: EntryBodies, slot: number): string => Buffer.from(e.body(slot)).toString('utf8');
+  const e = new EntryBodies(3, 7, env(bodies));
+  t.strictSame([999, 0, 2, 500].map((k) => text(e, k)), [bodies[999], '', bodies[2], bodies[500]], 'slots read out of order');
+  t.strictSame(bodies.map((_, k) => text(e, k)), bodies, 'every slot, in order');
+  const fault = (entry: EntryBodies, slot: number): string => {
+    try {
+      entry.body(slot);
+    } catch (err) {
+      t.ok(err instanceof BodyMissingError && err.partition === 3 && err.index === 7, 'BodyMissingError naming the entry');
+      return (err as Error).message;
+    }
+    return 'no fault';
+  };
+  t.equal(fault(e, 1000), 'partition 3: the body at entry 7 has no message 1000');
+  const whole = env(['abc', 'defg', 'hi']);
+  // The last body's length says more bytes than the entry has: the two before it still read.
+  const torn = new EntryBodies(3, 7, whole.subarray(0, whole.length - 1));
+  t.strictSame([text(torn, 0), text(torn, 1)], ['abc', 'defg']);
+  t.equal(fault(torn, 2), 'partition 3: the body at entry 7 runs past its entry');
+  t.equal(fault(new EntryBodies(3, 7, Buffer.from([2, 0])), 0), 'partition 3: the body at entry 7 is in an entry that is not an envelope');
+  // An entry in JSON (written before the raise to format 2) keeps its bodies in the command's messages.
+  const json = new EntryBodies(3, 7, Buffer.from(JSON.stringify({ time: 1, actor: 'alice', command: { type: 'queue.send', name: 'orders', messages: [{ body: 'x' }, { body: 'y' }] } })));
+  t.strictSame([json.body(1), json.body(0)], ['y', 'x']);
+  t.equal(fault(json, 2), 'partition 3: the body at entry 7 has no message 2');
+  t.equal(fault(new EntryBodies(3, 7, Buffer.from('{not json')), 0), 'partition 3: the body at entry 7 is in an entry that is not an envelope');
 });
 
 t.test('the raise to format 4 is refused while a sequence already reaches past its first', async (t) => {
