@@ -1,4 +1,4 @@
-// `npx tsx bench/profile.ts [--from S] [--map FILE] <file.cpuprofile>...`: where a node's CPU time went,
+// `npx tsx bench/profile.ts [--from S] [--to S] [--map FILE] <file.cpuprofile>...`: where a node's CPU time went,
 // from V8 profiles (`node --cpu-prof`; `npm run bench -- --profile` writes one per node, with a copy of
 // the bundle's source map next to them). Prints self time by area (our layers, each dependency, Node
 // internals, garbage collection, idle), time by stage (below), then the top functions by self time and
@@ -115,17 +115,17 @@ export interface Analysis {
   folded: string;
 }
 
-export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null)): Analysis {
+export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null), toMs = Infinity): Analysis {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const sourceOf = new Map(p.nodes.map((n) => [n.id, resolve(n.callFrame)]));
   const selfUs = new Map<number, number>();
-  // samples after `fromMs` into the profile only (skip start-up)
+  // samples from `fromMs` to `toMs` into the profile only (skip start-up, or keep one phase)
   let at = 0;
   p.samples.forEach((id, k) => {
     at += p.timeDeltas[k] ?? 0;
-    if (at >= fromMs * 1000) selfUs.set(id, (selfUs.get(id) ?? 0) + (p.timeDeltas[k] ?? 0));
+    if (at >= fromMs * 1000 && at < toMs * 1000) selfUs.set(id, (selfUs.get(id) ?? 0) + (p.timeDeltas[k] ?? 0));
   });
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
   const idleIds = p.nodes.filter((n) => n.callFrame.functionName === '(idle)').map((n) => n.id);
@@ -195,12 +195,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     return i < 0 ? null : process.argv[i + 1]!;
   };
   const fromMs = Number(opt('--from') ?? 0) * 1000;
-  const files = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && all[k - 1] !== '--from' && all[k - 1] !== '--map');
+  const toMs = Number(opt('--to') ?? Infinity) * 1000;
+  const files = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !['--from', '--to', '--map'].includes(all[k - 1]!));
   for (const file of files) {
-    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile, fromMs, resolver(mapFor(file, opt('--map'))));
+    const a = analyze(JSON.parse(readFileSync(file, 'utf8')) as Profile, fromMs, resolver(mapFor(file, opt('--map'))), toMs);
     // shares of the busy time (everything but idle)
     const pct = (ms: number): string => `${((ms / a.busyMs) * 100).toFixed(1).padStart(5)}%`;
-    console.log(`\n== ${file}: ${(a.totalMs / 1000).toFixed(1)} s sampled${fromMs > 0 ? ` after the first ${fromMs / 1000} s` : ''}, ${(a.busyMs / 1000).toFixed(1)} s busy; shares of the busy time`);
+    console.log(`\n== ${file}: ${(a.totalMs / 1000).toFixed(1)} s sampled${fromMs > 0 ? ` after the first ${fromMs / 1000} s` : ''}${toMs < Infinity ? ` up to ${toMs / 1000} s` : ''}, ${(a.busyMs / 1000).toFixed(1)} s busy; shares of the busy time`);
     console.log('\n-- self time by area');
     for (const [k, ms] of a.byArea) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- by stage (each sample charged to the nearest frame of ours on its stack, by its file)');
