@@ -284,7 +284,12 @@ export class PartitionReplica {
     let whole: Promise<Result>;
     try {
       const first = sends[0]!.command;
-      const command: Command = sends.length === 1 ? first : { type: 'queue.send', name: first.name, messages: sends.flatMap((h) => h.command.messages) };
+      let command: Command = first;
+      if (sends.length > 1) {
+        const messages: SharedSend['messages'][number][] = [];
+        for (const h of sends) messages.push(...h.command.messages);
+        command = { type: 'queue.send', name: first.name, messages };
+      }
       const ticket = this.append(actor, command);
       whole = this.waitFor(ticket.firstIndex, ticket.term, false);
     } catch (err) {

@@ -688,10 +688,19 @@ export class BrokerStateMachine {
    * and counts, multi-row inserts store them; each send's result is what sendToQueue would answer.
    */
   private storeSends(p: PendingSends, out: Applied[]): void {
-    const messages = p.sends.flatMap((s) => s.messages);
-    const ids = p.sends.flatMap((s) => s.messages.map((_, i) => `${this.partition}-${s.ctx.index}-${i}`));
-    const nows = p.sends.flatMap((s) => s.messages.map(() => s.ctx.now));
-    const seqs = inLog(this.store) ? p.sends.flatMap((s) => s.messages.map((_, i) => logSeq(s.ctx.index, i))) : null;
+    // Loops, not flatMap: this runs for every message a replica stores.
+    const messages: MessageInput[] = [];
+    const ids: string[] = [];
+    const nows: number[] = [];
+    const seqs: number[] | null = inLog(this.store) ? [] : null;
+    for (const s of p.sends) {
+      s.messages.forEach((m, i) => {
+        messages.push(m);
+        ids.push(`${this.partition}-${s.ctx.index}-${i}`);
+        nows.push(s.ctx.now);
+        seqs?.push(logSeq(s.ctx.index, i));
+      });
+    }
     const items = enqueueMany(this.store, p.ch, messages, ids, nows, seqs);
     let k = 0;
     for (const s of p.sends) {
