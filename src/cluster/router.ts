@@ -21,7 +21,7 @@
 import type { NodeId } from '../raft/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from '../partition/errors.js';
 import { commandOrigin, type NodeHost } from '../partition/host.js';
-import { sharesEntry } from '../partition/replica.js';
+import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
 import { runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
@@ -251,8 +251,8 @@ export class Router {
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
-    // A send may share its entry with others (sharesEntry), so where it was appended does not name
-    // its result: it is answered with its result, a few bytes for a send.
+    // A plain send, ack, nack or lease extension may share its entry with others (sharesEntry), so
+    // where it was appended does not name its result: it is answered with its result, a few bytes.
     if (lag === null || lag > MAX_TRACKED_LAG || sharesEntry(actor, command, idempotencyKey)) return this.proposeHere(p, actor, command, idempotencyKey);
     try {
       const ticket = replica.append(actor, command, idempotencyKey);

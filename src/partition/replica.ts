@@ -14,12 +14,13 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, ok, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type MessageInput, type Result } from '../store/broker/index.js';
+import { encodeEnvelope, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
 
 /** Why a replica stopped for good in this process (PartitionReplica.halt). */
 export type HaltReason = FormatTooNewError | BodyMissingError;
 import type { BrokerStateMachine } from '../store/broker/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from './errors.js';
+import { TOGETHER_MAX_BYTES, TOGETHER_MAX_ITEMS, bytesOf, groupOf, itemsOf, merged, sharesEntry, sharesOf, type SharedCommand } from './shared-entries.js';
 
 export interface ReplicaConfig {
   readonly partition: number;
@@ -47,54 +48,18 @@ interface Waiter {
   readonly forwarded: boolean;
 }
 
-/** A send as it may share its entry (sharesEntry). */
-type SharedSend = Extract<Command, { type: 'queue.send' }>;
-
-/** A send held for the loop's next turn, to be appended with the others to its queue (PartitionReplica.propose). */
-interface HeldSend {
-  readonly command: SharedSend;
-  /** Its bodies' and attributes' UTF-8 bytes. */
+/** A command held for the loop's next turn, to be appended with the others of its group (PartitionReplica.propose). */
+interface Held {
+  readonly command: SharedCommand;
+  /** Its items (itemsOf) and bytes (bytesOf). */
+  readonly items: number;
   readonly bytes: number;
   resolve(r: Result): void;
   reject(e: Error): void;
 }
 
-/**
- * The most messages, and bytes of bodies and attributes, one entry of sends appended together takes:
- * a few turns' worth under load, far below what an entry holds (SLOTS messages) and half a Raft
- * message (maxSizePerMsg, 1 MiB). A request past them alone goes alone, as it always did.
- */
-export const TOGETHER_MAX_MESSAGES = 1_000;
-export const TOGETHER_MAX_BYTES = 512 * 1024;
-/** Bytes a replica holds at most: past them a send is appended at once, where the core's overload check applies. */
+/** Bytes a replica holds at most: past them a command is appended at once, where the core's overload check applies. */
 const HELD_MAX_BYTES = 8 << 20;
-
-/**
- * Whether a command may share its entry with others (PartitionReplica.propose): a user's send to a
- * queue without an Idempotency-Key or deduplication ids, holding exactly what this build's API makes
- * (a peer's malformed one goes alone, to be refused alone). Its result is one item per message, in
- * order, whatever else the entry holds, so each request's answer is its slice of the entry's; and
- * nothing in its apply fails one message alone (the API checked every limit). Publishes are not:
- * one publish stores at most MAX_FANOUT copies, so two that pass alone could fail together.
- */
-export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is SharedSend {
-  if (actor === null || idempotencyKey !== undefined || command.type !== 'queue.send') return false;
-  const c = command as unknown as Record<string, unknown>;
-  if (Object.keys(c).length !== 3 || typeof c.name !== 'string' || !Array.isArray(c.messages) || c.messages.length === 0) return false;
-  return (c.messages as unknown[]).every(isPlainMessage);
-}
-
-const MESSAGE_FIELDS: ReadonlySet<string> = new Set(['body', 'attributes', 'delaySeconds']);
-
-/** A message of text with string attributes and maybe a delay: nothing else, no deduplication id. */
-function isPlainMessage(m: unknown): boolean {
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
-  const { body, attributes, delaySeconds } = m as Record<string, unknown>;
-  if (!Object.keys(m).every((k) => MESSAGE_FIELDS.has(k))) return false;
-  if (typeof body !== 'string' || typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) return false;
-  if (!Object.values(attributes).every((v) => typeof v === 'string')) return false;
-  return delaySeconds === undefined || Number.isSafeInteger(delaySeconds);
-}
 
 interface ReadWaiter {
   run(): void;
@@ -107,9 +72,9 @@ export class PartitionReplica {
   readonly raw: RawNode;
   private readonly proposals = new ProposalTracker<Waiter>();
   private readonly reads = new Map<number, ReadWaiter>();
-  /** Sends held since the last loop turn, by actor, then queue (proposeHeld()). */
-  private held = new Map<string, Map<string, HeldSend[]>>();
-  /** Their bytes (HeldSend.bytes), at most HELD_MAX_BYTES. */
+  /** Commands held since the last loop turn, by group (groupOf), each with its user (proposeHeld()). */
+  private held = new Map<string, { readonly actor: string; readonly list: Held[] }>();
+  /** Their bytes (Held.bytes), at most HELD_MAX_BYTES. */
   private heldBytes = 0;
   /** Refuses the held sends should no loop turn come for them in time (a stalled disk). */
   private heldTimer: NodeJS.Timeout | null = null;
@@ -183,11 +148,10 @@ export class PartitionReplica {
    * NotCommittedError (overwritten: never applied) or OutcomeUnknownError (may still apply).
    */
   propose(actor: string | null, command: Command, idempotencyKey?: string): Promise<Result> {
-    // A send (sharesEntry) waits for the loop's next turn, which appends the sends held for its queue
-    // as one entry: its entry would only be written and sent at that turn anyway, and every entry
-    // costs each replica its own record, frame and apply, which a send of 1 KiB pays several times over.
+    // A plain send, ack, nack or lease extension waits for the loop's next turn, which appends it
+    // with the others of its group as one entry (shared-entries.ts).
     if (!this.closed && this.isLeader() && sharesEntry(actor, command, idempotencyKey)) {
-      const bytes = sendBytes(command.messages);
+      const bytes = bytesOf(command);
       if (this.heldBytes + bytes <= HELD_MAX_BYTES) return this.hold(actor!, command, bytes);
     }
     let ticket;
@@ -219,13 +183,12 @@ export class PartitionReplica {
     }
   }
 
-  private hold(actor: string, command: SharedSend, bytes: number): Promise<Result> {
+  private hold(actor: string, command: SharedCommand, bytes: number): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
-      let byQueue = this.held.get(actor);
-      if (byQueue === undefined) this.held.set(actor, (byQueue = new Map()));
-      let list = byQueue.get(command.name);
-      if (list === undefined) byQueue.set(command.name, (list = []));
-      list.push({ command, bytes, resolve, reject });
+      const key = groupOf(actor, command);
+      let group = this.held.get(key);
+      if (group === undefined) this.held.set(key, (group = { actor, list: [] }));
+      group.list.push({ command, items: itemsOf(command), bytes, resolve, reject });
       this.heldBytes += bytes;
       // Never appended: refused as overloaded (safe to retry) should the turn not come in time.
       this.heldTimer ??= setTimeout(
@@ -237,7 +200,7 @@ export class PartitionReplica {
   }
 
   /** What is held, taken out (and the timer stopped). */
-  private takeHeld(): Map<string, Map<string, HeldSend[]>> {
+  private takeHeld(): Map<string, { readonly actor: string; readonly list: Held[] }> {
     const held = this.held;
     this.held = new Map();
     this.heldBytes = 0;
@@ -247,62 +210,56 @@ export class PartitionReplica {
   }
 
   private dropHeld(err: Error): void {
-    for (const byQueue of this.takeHeld().values()) for (const list of byQueue.values()) for (const h of list) h.reject(err);
+    for (const { list } of this.takeHeld().values()) for (const h of list) h.reject(err);
   }
 
   /**
-   * Appends the sends propose() held since the last turn: those of one user to one queue as one
-   * send of all their messages, in the order they came (up to TOGETHER_MAX_MESSAGES and
-   * TOGETHER_MAX_BYTES an entry), each answered with its own messages' slice of the result. The
-   * node's loop calls this at the start of every turn, before it collects the entries to write.
+   * Appends the commands propose() held since the last turn: those of one group as one command of
+   * all their items, in the order they came (up to TOGETHER_MAX_ITEMS and TOGETHER_MAX_BYTES an
+   * entry), each answered with its share of the result. The node's loop calls this at the start of
+   * every turn, before it collects the entries to write.
    */
   proposeHeld(): void {
     if (this.held.size === 0) return;
-    for (const [actor, byQueue] of this.takeHeld()) {
-      for (const list of byQueue.values()) {
-        let from = 0;
-        while (from < list.length) {
-          let to = from + 1;
-          let messages = list[from]!.command.messages.length;
-          let bytes = list[from]!.bytes;
-          while (to < list.length) {
-            const next = list[to]!;
-            if (messages + next.command.messages.length > TOGETHER_MAX_MESSAGES || bytes + next.bytes > TOGETHER_MAX_BYTES) break;
-            messages += next.command.messages.length;
-            bytes += next.bytes;
-            to++;
-          }
-          this.appendTogether(actor, list.slice(from, to));
-          from = to;
+    for (const { actor, list } of this.takeHeld().values()) {
+      let from = 0;
+      while (from < list.length) {
+        let to = from + 1;
+        let items = list[from]!.items;
+        let bytes = list[from]!.bytes;
+        while (to < list.length) {
+          const next = list[to]!;
+          if (items + next.items > TOGETHER_MAX_ITEMS || bytes + next.bytes > TOGETHER_MAX_BYTES) break;
+          items += next.items;
+          bytes += next.bytes;
+          to++;
         }
+        this.appendTogether(actor, list.slice(from, to));
+        from = to;
       }
     }
   }
 
-  /** Never throws: each send is answered, with its slice of the entry's result or with why it was not appended. */
-  private appendTogether(actor: string, sends: readonly HeldSend[]): void {
+  /** Never throws: each command is answered, with its share of the entry's result or with why it was not appended. */
+  private appendTogether(actor: string, held: readonly Held[]): void {
     let whole: Promise<Result>;
+    const commands = held.map((h) => h.command);
     try {
-      const first = sends[0]!.command;
-      let command: Command = first;
-      if (sends.length > 1) {
-        const messages: SharedSend['messages'][number][] = [];
-        for (const h of sends) messages.push(...h.command.messages);
-        command = { type: 'queue.send', name: first.name, messages };
-      }
-      const ticket = this.append(actor, command);
+      const ticket = this.append(actor, merged(commands));
       whole = this.waitFor(ticket.firstIndex, ticket.term, false);
     } catch (err) {
-      for (const h of sends) h.reject(err as Error);
+      for (const h of held) h.reject(err as Error);
       return;
     }
-    let at = 0;
-    for (const h of sends) {
-      const from = at;
-      const n = h.command.messages.length;
-      at += n;
-      whole.then((r) => h.resolve(sends.length === 1 ? r : sliceOf(r, from, n)), h.reject);
-    }
+    whole.then(
+      (r) => {
+        const shares = sharesOf(commands, r);
+        held.forEach((h, i) => h.resolve(shares[i]!));
+      },
+      (err: Error) => {
+        for (const h of held) h.reject(err);
+      },
+    );
   }
 
   /**
@@ -479,21 +436,4 @@ function notify<A extends unknown[]>(listeners: Set<(...args: A) => void>, ...ar
       listeners.delete(fn);
     }
   }
-}
-
-/** The UTF-8 bytes of the messages' bodies and attributes (plain messages: sharesEntry). */
-function sendBytes(messages: readonly MessageInput[]): number {
-  let n = 0;
-  for (const m of messages) {
-    n += Buffer.byteLength(m.body as string, 'utf8');
-    for (const k in m.attributes) n += Buffer.byteLength(k, 'utf8') + Buffer.byteLength(m.attributes[k]!, 'utf8');
-  }
-  return n;
-}
-
-/** One request's share of the result of a send appended with others: its `n` items from `from`; a failure is everyone's. */
-function sliceOf(r: Result, from: number, n: number): Result {
-  if (!r.ok) return r;
-  const items = (r.value as { items: unknown[] }).items;
-  return ok({ items: items.slice(from, from + n) });
 }

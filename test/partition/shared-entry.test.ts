@@ -1,12 +1,15 @@
-// Sends that share an entry (PartitionReplica.propose, proposeHeld): a user's sends to one queue
-// proposed between two loop turns are appended as one send, and each request is answered with its
-// own messages. What a client depends on: its own message ids and sequences, its bodies stored in
-// the order sent, a failure that is its own (not a neighbour's), and the same state on every replica.
+// Commands that share an entry (PartitionReplica.propose, proposeHeld; shared-entries.ts): a user's
+// sends to one queue proposed between two loop turns are appended as one send, and its acks, nacks
+// and lease extensions of one channel as one of each; each request is answered with its own share.
+// What a client depends on: its own message ids and sequences, its bodies stored in the order sent,
+// its own handles' outcomes, a failure that is its own (not a neighbour's), and the same state on
+// every replica.
 import t, { type Test } from 'tap';
 import { NotLeaderError, ReplicaClosedError } from '../../src/partition/errors.js';
+import type { PartitionReplica } from '../../src/partition/replica.js';
 import type { NodeHost } from '../../src/partition/host.js';
-import { TOGETHER_MAX_MESSAGES } from '../../src/partition/replica.js';
-import { stateHash, type Command, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
+import { TOGETHER_MAX_ITEMS } from '../../src/partition/shared-entries.js';
+import { stateHash, type Command, type HandleOutcome, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
 import { LocalCluster, queue } from './host-helpers.js';
 
 async function led(t: Test): Promise<{ c: LocalCluster; leader: NodeHost; follower: NodeHost }> {
@@ -100,7 +103,7 @@ t.test('more messages than an entry takes go in several entries, every request a
   const { leader } = await led(t);
   const r = leader.replica(0);
   const per = 100;
-  const requests = Math.ceil((TOGETHER_MAX_MESSAGES * 1.5) / per);
+  const requests = Math.ceil((TOGETHER_MAX_ITEMS * 1.5) / per);
   const results = await Promise.all(Array.from({ length: requests }, (_, i) => r.propose('alice', send('q', Array.from({ length: per }, (_, k) => `${i}.${k}`)))));
   const answered = results.map(items);
   t.ok(answered.every((x) => x.length === per), 'each request got its hundred');
@@ -152,4 +155,100 @@ t.test('sends share entries up to 512 KiB of bodies, and a grantee shares with i
   // Five bodies of 200 KiB (two bytes a character): at most two to an entry.
   const entries = new Set(large.map((x) => entryOf(items(x!)[0]!).index));
   t.ok(entries.size >= 3, `five sends of 200 KiB in ${entries.size} entries`);
+});
+
+// ---- acks, nacks and lease extensions ----
+
+const receive = (name: string, n: number): Command => ({ type: 'receive', channel: { queue: name }, maxMessages: n, visibilityTimeoutSeconds: 30 });
+const ack = (name: string, receiptHandles: string[]): Command => ({ type: 'ack', channel: { queue: name }, receiptHandles });
+const nack = (name: string, receiptHandles: string[], delaySeconds: number): Command => ({ type: 'nack', channel: { queue: name }, receiptHandles, delaySeconds });
+const lease = (name: string, receiptHandles: string[], visibilityTimeoutSeconds: number): Command => ({ type: 'lease', channel: { queue: name }, receiptHandles, visibilityTimeoutSeconds });
+
+const outcome = (r: Result): HandleOutcome => {
+  if (!r.ok) throw new Error(`${r.code}: ${r.detail}`);
+  return r.value as HandleOutcome;
+};
+
+/** `n` messages sent to `name` and received: their receipt handles, in order. */
+async function leased(r: PartitionReplica, name: string, n: number): Promise<string[]> {
+  items(await r.propose('alice', send(name, Array.from({ length: n }, (_, i) => `${name} ${i}`))));
+  const got = await r.propose('alice', receive(name, n));
+  if (!got.ok) throw new Error(got.detail);
+  return (got.value as Received).messages.map((m) => m.receiptHandle);
+}
+
+/** The command types of the entries the leader appended after `after`, in log order (no-ops left out). */
+function appendedTypes(r: PartitionReplica, after: number): string[] {
+  return r.log
+    .entries(after + 1, r.log.lastIndex() + 1, Infinity)
+    .filter((e) => e.data.byteLength > 0 && e.data[0] === 0x7b)
+    .map((e) => (JSON.parse(Buffer.from(e.data).toString('utf8')) as { command: { type: string } }).command.type);
+}
+
+t.test('acks proposed in one turn share an entry; each is answered with its own handles, and a handle acked twice acks once', async (t) => {
+  const { c, leader } = await led(t);
+  const r = leader.replica(0);
+  const h = await leased(r, 'q', 30);
+  const before = r.log.lastIndex();
+  const requests = [...Array.from({ length: 10 }, (_, i) => h.slice(3 * i, 3 * i + 3)), [h[0]!], ['not a handle'], [h[29]!, 'nor this']];
+  const answers = (await Promise.all(requests.map((hs) => r.propose('alice', ack('q', hs))))).map(outcome);
+  t.strictSame(appendedTypes(r, before), ['ack'], 'one entry for them all');
+  answers.slice(0, 10).forEach((a, i) => t.strictSame(a, { acked: requests[i], failed: [] }, `request ${i}: its own three acked`));
+  t.strictSame(answers[10], { acked: [], failed: [{ receiptHandle: h[0], code: 'receipt_stale' }] }, 'the second ack of a handle: stale, as in an entry after the first');
+  t.strictSame(answers[11], { acked: [], failed: [{ receiptHandle: 'not a handle', code: 'receipt_invalid' }] });
+  t.strictSame(answers[12], { acked: [], failed: [{ receiptHandle: h[29], code: 'receipt_stale' }, { receiptHandle: 'nor this', code: 'receipt_invalid' }] }, 'in the order sent');
+  const after = await r.propose('alice', receive('q', 30));
+  t.strictSame((after as { value: Received }).value.messages, [], 'every message acked: none to receive');
+  await c.quiet();
+  const hashes = [...c.hosts.values()].map((x) => stateHash(x.replica(0).state.sqlite));
+  t.equal(new Set(hashes).size, 1, 'every replica holds the same state');
+});
+
+t.test('nacks share with nacks of the same delay, lease extensions with those of the same timeout; a failure is its group\'s', async (t) => {
+  const { c, leader } = await led(t);
+  const r = leader.replica(0);
+  const h = await leased(r, 'q', 6);
+  t.ok((await r.propose('alice', { type: 'grant.put', kind: 'queue', name: 'q', username: 'bob', actions: ['send'] })).ok);
+  const before = r.log.lastIndex();
+  const [l60a, l60b, l90, n0a, n0b, n10, bob1, bob2] = await Promise.all([
+      r.propose('alice', lease('q', [h[0]!], 60)),
+      r.propose('alice', lease('q', [h[1]!], 60)),
+      r.propose('alice', lease('q', [h[2]!], 90)),
+      r.propose('alice', nack('q', [h[3]!], 0)),
+      r.propose('alice', nack('q', [h[4]!], 0)),
+      r.propose('alice', nack('q', [h[5]!], 10)),
+      // bob may send, not receive: his acks fail, both of them, and none of alice's
+      r.propose('bob', ack('q', [h[0]!])),
+      r.propose('bob', ack('q', [h[1]!])),
+  ]);
+  t.strictSame(appendedTypes(r, before).sort(), ['ack', 'lease', 'lease', 'nack', 'nack'], 'one entry per kind, parameter and user');
+  for (const [i, x] of [l60a, l60b, l90, n0a, n0b, n10].entries()) t.strictSame(outcome(x!), { acked: [h[i]], failed: [] }, `request ${i}`);
+  t.match(bob1, { ok: false, code: 'forbidden' });
+  t.match(bob2, { ok: false, code: 'forbidden' });
+  const again = await r.propose('alice', receive('q', 10));
+  t.strictSame(
+    (again as { value: Received }).value.messages.map((m) => m.body),
+    ['q 3', 'q 4'],
+    'the two nacked at once are visible again; the delayed one and the extended leases are not',
+  );
+  await c.quiet();
+  t.equal(new Set([...c.hosts.values()].map((x) => stateHash(x.replica(0).state.sqlite))).size, 1, 'every replica holds the same state');
+});
+
+t.test("a peer's malformed ack is not held with the others: it is refused alone, and the loop goes on", async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const h = await leased(r, 'q', 2);
+  const malformed = [
+    { type: 'ack', channel: { queue: 'q' }, receiptHandles: [42] },
+    { type: 'ack', channel: { queue: 'q', topic: 't' }, receiptHandles: [h[1]] },
+    { type: 'nack', channel: { queue: 'q' }, receiptHandles: [h[1]], delaySeconds: 'soon' },
+    { type: 'lease', channel: { queue: 'q' }, receiptHandles: [h[1]] },
+    { type: 'ack', channel: { queue: 'q' }, receiptHandles: [] },
+  ] as unknown as Command[];
+  const before = r.log.lastIndex();
+  const [good] = await Promise.all([r.propose('alice', ack('q', [h[0]!])), ...malformed.map((x) => r.propose('alice', x))]);
+  t.strictSame(outcome(good!), { acked: [h[0]], failed: [] }, 'the well-formed ack proposed with them acks');
+  t.equal(appendedTypes(r, before).length, 1 + malformed.length, 'each malformed command in an entry of its own, applied (or refused) as it came');
+  t.equal(items(await r.propose('alice', send('q', ['after']))).length, 1, 'and the next write is applied: the loop goes on');
 });

@@ -47,7 +47,7 @@ export class BodyMissingError extends Error {
 
 /**
  * The bodies of one entry's command, found by walking it once: a receive reads its messages in
- * sequence order, so many from one entry (up to TOGETHER_MAX_MESSAGES of sends shared one), and
+ * sequence order, so many from one entry (up to TOGETHER_MAX_ITEMS of sends shared one), and
  * finding each from the start again cost a walk per body. In the bytes after the head (format 2's
  * layout, walking the lengths, without parsing the head), or in its JSON (an entry a leader wrote
  * before it applied the raise to format 2). `body` throws BodyMissingError when the entry has no

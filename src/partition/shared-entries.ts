@@ -1,0 +1,158 @@
+// Commands that share one Raft entry (PartitionReplica.propose, proposeHeld): a leader holds them
+// until its loop's next turn and appends those of one user to one channel, of one kind and the same
+// parameters, as ONE command of all their items (messages, or receipt handles), in the order they
+// came. Every entry costs each replica its own record, frame and apply, which a send of 1 KiB or an
+// ack of ten handles pays several times over; and the entry would only be written and sent at that
+// turn anyway.
+//
+// What may share: a user's plain send to a queue (no Idempotency-Key, no deduplication ids), and an
+// ack, nack or lease extension without an Idempotency-Key. Each is applied as its items in order,
+// and nothing in its apply depends on which command an item came in, so the merged command does
+// what the requests would have done one after the other, and each request's answer is its share of
+// the merged result (shareOf). A failure of the whole command (the channel gone, the right revoked)
+// is everyone's, as it would have been each one's. Publishes do not share: one publish stores at
+// most MAX_FANOUT copies, so two that pass alone could fail together.
+import { ok, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
+
+/** A command that may share its entry (sharesEntry). */
+export type SharedCommand = Extract<Command, { type: 'queue.send' | 'ack' | 'nack' | 'lease' }>;
+
+type Send = Extract<Command, { type: 'queue.send' }>;
+type HandleCommand = Extract<Command, { type: 'ack' | 'nack' | 'lease' }>;
+
+/**
+ * The most items (messages or receipt handles), and bytes of bodies, attributes and handles, one
+ * entry of commands appended together takes: a few turns' worth under load, far below what an entry
+ * holds (SLOTS messages) and half a Raft message (maxSizePerMsg, 1 MiB). A request past them alone
+ * goes alone, as it always did; one request's items are never split.
+ */
+export const TOGETHER_MAX_ITEMS = 1_000;
+export const TOGETHER_MAX_BYTES = 512 * 1024;
+
+/**
+ * Whether a command may share its entry with others: one holding exactly what this build's API makes
+ * (a peer's malformed one goes alone, to be refused alone), from a user, without an Idempotency-Key
+ * (whose replay is per command). A send's messages have no deduplication ids (their lookups are per
+ * command too).
+ */
+export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is SharedCommand {
+  if (actor === null || idempotencyKey !== undefined) return false;
+  const c = command as unknown as Record<string, unknown>;
+  switch (command.type) {
+    case 'queue.send':
+      return hasKeys(c, 3) && typeof c.name === 'string' && nonEmpty(c.messages) && c.messages.every(isPlainMessage);
+    case 'ack':
+      return hasKeys(c, 3) && isChannel(c.channel) && nonEmpty(c.receiptHandles) && c.receiptHandles.every(isString);
+    case 'nack':
+      return hasKeys(c, 4) && isChannel(c.channel) && nonEmpty(c.receiptHandles) && c.receiptHandles.every(isString) && Number.isSafeInteger(c.delaySeconds);
+    case 'lease':
+      return hasKeys(c, 4) && isChannel(c.channel) && nonEmpty(c.receiptHandles) && c.receiptHandles.every(isString) && Number.isSafeInteger(c.visibilityTimeoutSeconds);
+    default:
+      return false;
+  }
+}
+
+const hasKeys = (c: object, n: number): boolean => Object.keys(c).length === n;
+const nonEmpty = (v: unknown): v is unknown[] => Array.isArray(v) && v.length > 0;
+const isString = (v: unknown): v is string => typeof v === 'string';
+
+function isChannel(v: unknown): v is ChannelRef {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const c = v as Record<string, unknown>;
+  return Object.keys(c).length === 1 ? isString(c.queue) : hasKeys(c, 2) && isString(c.topic) && isString(c.subscription);
+}
+
+const MESSAGE_FIELDS: ReadonlySet<string> = new Set(['body', 'attributes', 'delaySeconds']);
+
+/** A message of text with string attributes and maybe a delay: nothing else, no deduplication id. */
+function isPlainMessage(m: unknown): boolean {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
+  const { body, attributes, delaySeconds } = m as Record<string, unknown>;
+  if (!Object.keys(m).every((k) => MESSAGE_FIELDS.has(k))) return false;
+  if (typeof body !== 'string' || typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) return false;
+  if (!Object.values(attributes).every(isString)) return false;
+  return delaySeconds === undefined || Number.isSafeInteger(delaySeconds);
+}
+
+/**
+ * What must be equal for commands to share an entry: the user, the kind, the channel, and a nack's
+ * delay or a lease's new timeout. JSON of a list, so that no two different tuples read alike.
+ */
+export function groupOf(actor: string, c: SharedCommand): string {
+  switch (c.type) {
+    case 'queue.send':
+      return JSON.stringify([actor, c.type, c.name]);
+    case 'ack':
+      return JSON.stringify([actor, c.type, channelKey(c.channel)]);
+    case 'nack':
+      return JSON.stringify([actor, c.type, channelKey(c.channel), c.delaySeconds]);
+    case 'lease':
+      return JSON.stringify([actor, c.type, channelKey(c.channel), c.visibilityTimeoutSeconds]);
+  }
+}
+
+const channelKey = (ch: ChannelRef): string[] => ('queue' in ch ? [ch.queue] : [ch.topic, ch.subscription]);
+
+/** A command's items: a send's messages, or the receipt handles of the others. */
+export function itemsOf(c: SharedCommand): number {
+  return c.type === 'queue.send' ? c.messages.length : c.receiptHandles.length;
+}
+
+/** The UTF-8 bytes of a send's bodies and attributes, or of the receipt handles of the others. */
+export function bytesOf(c: SharedCommand): number {
+  let n = 0;
+  if (c.type !== 'queue.send') {
+    for (const h of c.receiptHandles) n += Buffer.byteLength(h, 'utf8');
+    return n;
+  }
+  for (const m of c.messages) {
+    n += Buffer.byteLength(m.body as string, 'utf8');
+    for (const k in m.attributes) n += Buffer.byteLength(k, 'utf8') + Buffer.byteLength(m.attributes[k]!, 'utf8');
+  }
+  return n;
+}
+
+/** The commands of one group (groupOf) as one: the first's fields, with everyone's items in order. */
+export function merged(commands: readonly SharedCommand[]): SharedCommand {
+  const first = commands[0]!;
+  if (commands.length === 1) return first;
+  if (first.type === 'queue.send') {
+    const messages: Send['messages'][number][] = [];
+    for (const c of commands) messages.push(...(c as Send).messages);
+    return { ...first, messages };
+  }
+  const receiptHandles: string[] = [];
+  for (const c of commands) receiptHandles.push(...(c as HandleCommand).receiptHandles);
+  return { ...first, receiptHandles };
+}
+
+/**
+ * Each command's answer from the result of merged(commands): a failure is everyone's; a send gets
+ * its own messages' items; an ack, nack or lease its own handles, each in `acked` or `failed` as the
+ * merged outcome lists it. That outcome lists every handle once, in order, in one of the two lists,
+ * so they are dealt back in order; a handle given twice (by two requests) acts first where it comes
+ * first, as it would have in two entries: once it failed on its message, it fails on it again.
+ */
+export function sharesOf(commands: readonly SharedCommand[], r: Result): Result[] {
+  if (commands.length === 1 || !r.ok) return commands.map(() => r);
+  if (commands[0]!.type === 'queue.send') {
+    const items = (r.value as { items: unknown[] }).items;
+    let at = 0;
+    return commands.map((c) => ok({ items: items.slice(at, (at += itemsOf(c))) }));
+  }
+  const { acked, failed } = r.value as HandleOutcome;
+  let a = 0;
+  let f = 0;
+  return commands.map((c) => {
+    const out: HandleOutcome = { acked: [], failed: [] };
+    for (const h of (c as HandleCommand).receiptHandles) {
+      if (acked[a] === h) {
+        out.acked.push(h);
+        a++;
+      } else {
+        out.failed.push({ receiptHandle: h, code: failed[f++]?.code ?? 'receipt_stale' });
+      }
+    }
+    return ok(out);
+  });
+}
