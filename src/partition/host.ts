@@ -367,7 +367,7 @@ export class NodeHost {
     let syncing: Promise<void> | null = null;
     try {
       this.commitDueStates();
-      // Sends held since the last turn go in now, each queue's as one entry (PartitionReplica.propose).
+      // Sends and acks held since the last turn go in now, each group's as one entry (PartitionReplica.propose).
       for (const r of this.replicas) if (r.halted === null) r.proposeHeld();
       const readies: [PartitionReplica, Ready][] = [];
       for (const r of this.replicas) if (r.halted === null && r.raw.hasReady()) readies.push([r, r.raw.ready()]);

@@ -76,7 +76,7 @@ export class PartitionReplica {
   private held = new Map<string, { readonly actor: string; readonly list: Held[] }>();
   /** Their bytes (Held.bytes), at most HELD_MAX_BYTES. */
   private heldBytes = 0;
-  /** Refuses the held sends should no loop turn come for them in time (a stalled disk). */
+  /** Refuses the held commands should no loop turn come for them in time (a stalled disk). */
   private heldTimer: NodeJS.Timeout | null = null;
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
@@ -253,7 +253,16 @@ export class PartitionReplica {
     }
     whole.then(
       (r) => {
-        const shares = sharesOf(commands, r);
+        let shares: Result[];
+        try {
+          shares = sharesOf(commands, r);
+        } catch (err) {
+          // A result not shaped as its command's (a bug): the entry applied, but whose share is what
+          // cannot be told; every request learns so, none waits forever.
+          const unknown = new OutcomeUnknownError(`partition ${this.partition}: the shared entry's result could not be dealt out: ${String(err)}`);
+          for (const h of held) h.reject(unknown);
+          return;
+        }
         held.forEach((h, i) => h.resolve(shares[i]!));
       },
       (err: Error) => {

@@ -29,7 +29,7 @@ t.test('concurrent sends through every node: each answer names its own message, 
   );
 });
 
-t.test('concurrent acks through every node: each answer names its own handles; a handle acked twice at once is acked once', async (t) => {
+t.test('concurrent acks, nacks and lease extensions through every node: each answer names its own handles; a handle acked twice at once is acked once', async (t) => {
   const c = await startCluster();
   t.teardown(() => c.close());
   const token = await userToken(c.urls[0]!, 'alice');
@@ -37,26 +37,28 @@ t.test('concurrent acks through every node: each answer names its own handles; a
   const batch = Array.from({ length: 60 }, (_, i) => ({ body: `message ${i}` }));
   t.equal((await call(c.urls[2]!, 'POST', '/v1/queues/acked/messages/batch', { token, body: { messages: batch } })).status, 201);
   const got = await call(c.urls[0]!, 'POST', '/v1/queues/acked/receive', { token, body: { maxMessages: 60, visibilityTimeoutSeconds: 300 } });
-  const handles = (got.body as { messages: ReceivedMessage[] }).messages.map((m) => m.receiptHandle);
-  t.equal(handles.length, 60);
-  // Thirty requests of two handles each, through the three nodes, and the first handle a second time.
-  const requests = [...Array.from({ length: 30 }, (_, i) => handles.slice(2 * i, 2 * i + 2)), [handles[0]!]];
-  const answers = await Promise.all(requests.map((receiptHandles, i) => call(c.urls[i % 3]!, 'POST', '/v1/queues/acked/ack', { token, body: { receiptHandles } })));
+  const h = (got.body as { messages: ReceivedMessage[] }).messages.map((m) => m.receiptHandle);
+  t.equal(h.length, 60);
+  const post = (node: number, op: string, body: object) => call(c.urls[node]!, 'POST', `/v1/queues/acked/${op}`, { token, body });
+  type Outcome = { acked: string[]; failed: { receiptHandle: string; code: string }[] };
+  // Twenty-eight acks of two handles, spread over the three nodes; the last four handles: acked
+  // twice at once through two nodes, extended twice through two nodes, and nacked.
+  const [pairs, twice, extended, nacked] = await Promise.all([
+    Promise.all(Array.from({ length: 28 }, (_, i) => post(i % 3, 'ack', { receiptHandles: h.slice(2 * i, 2 * i + 2) }))),
+    Promise.all([post(1, 'ack', { receiptHandles: [h[56]] }), post(2, 'ack', { receiptHandles: [h[56]] })]),
+    Promise.all([post(0, 'lease', { receiptHandles: [h[57]], visibilityTimeoutSeconds: 600 }), post(2, 'lease', { receiptHandles: [h[57]], visibilityTimeoutSeconds: 600 })]),
+    Promise.all([post(1, 'nack', { receiptHandles: [h[58], h[59]] })]),
+  ]);
   t.same(
-    answers.map((a) => a.status),
-    requests.map(() => 200),
+    [...pairs, ...twice, ...extended, ...nacked].map((a) => a.status),
+    Array.from({ length: 33 }, () => 200),
   );
-  const outcomes = answers.map((a) => a.body as { acked: string[]; failed: { receiptHandle: string; code: string }[] });
-  outcomes.slice(1, 30).forEach((o, i) => t.strictSame(o, { acked: requests[i + 1], failed: [] }, `request ${i + 1}: its own two handles acked`));
-  // Which of the two acks of the first handle came first is up to the network: exactly one acked it.
-  const first = [outcomes[0]!, outcomes[30]!].map((o) => o.acked.includes(handles[0]!));
-  t.equal(first.filter(Boolean).length, 1, 'the handle acked twice is acked by one request');
-  t.same(
-    [...outcomes[0]!.failed, ...outcomes[30]!.failed],
-    [{ receiptHandle: handles[0], code: 'receipt_stale' }],
-    'and stale for the other',
-  );
-  t.ok(outcomes[0]!.acked.includes(handles[1]!), "the first request's second handle acked");
+  pairs.forEach((a, i) => t.strictSame(a.body, { acked: h.slice(2 * i, 2 * i + 2), failed: [] }, `ack ${i}: its own two handles`));
+  const [first, second] = twice.map((a) => a.body as Outcome);
+  // Which of the two came first is up to the network: exactly one acked it, and it is stale for the other.
+  t.same([first!.acked.length + second!.acked.length, [...first!.failed, ...second!.failed]], [1, [{ receiptHandle: h[56], code: 'receipt_stale' }]], 'a handle acked twice at once: acked once');
+  for (const a of extended) t.match(a.body, { extended: [h[57]], failed: [] }, 'a live lease extended, by each request');
+  t.match(nacked[0]!.body, { nacked: [h[58], h[59]], failed: [] });
   const queue = await call(c.urls[1]!, 'GET', '/v1/queues/acked', { token });
-  t.match(queue.body, { stats: { visible: 0, inFlight: 0, delayed: 0 } }, 'every message acked: none left in flight');
+  t.match(queue.body, { stats: { visible: 2, inFlight: 1, delayed: 0 } }, 'the two nacked visible again, the extended one in flight, the rest acked');
 });

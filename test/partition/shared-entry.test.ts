@@ -177,26 +177,34 @@ async function leased(r: PartitionReplica, name: string, n: number): Promise<str
   return (got.value as Received).messages.map((m) => m.receiptHandle);
 }
 
-/** The command types of the entries the leader appended after `after`, in log order (no-ops left out). */
-function appendedTypes(r: PartitionReplica, after: number): string[] {
+/**
+ * The acks, nacks and lease extensions the leader appended after `after`, by type, in log order
+ * (what housekeeping may append meanwhile, a sweep say, left out).
+ */
+function appendedHandleCommands(r: PartitionReplica, after: number): string[] {
   return r.log
     .entries(after + 1, r.log.lastIndex() + 1, Infinity)
     .filter((e) => e.data.byteLength > 0 && e.data[0] === 0x7b)
-    .map((e) => (JSON.parse(Buffer.from(e.data).toString('utf8')) as { command: { type: string } }).command.type);
+    .map((e) => (JSON.parse(Buffer.from(e.data).toString('utf8')) as { command: { type: string } }).command.type)
+    .filter((type) => type === 'ack' || type === 'nack' || type === 'lease');
 }
+
+/** Another text for the same receipt handle: a leading zero on its channel id (decodeReceipt reads the same numbers). */
+const aliasOf = (h: string): string => Buffer.from(`0${Buffer.from(h, 'base64url').toString('latin1')}`).toString('base64url');
 
 t.test('acks proposed in one turn share an entry; each is answered with its own handles, and a handle acked twice acks once', async (t) => {
   const { c, leader } = await led(t);
   const r = leader.replica(0);
   const h = await leased(r, 'q', 30);
   const before = r.log.lastIndex();
-  const requests = [...Array.from({ length: 10 }, (_, i) => h.slice(3 * i, 3 * i + 3)), [h[0]!], ['not a handle'], [h[29]!, 'nor this']];
+  const requests = [...Array.from({ length: 10 }, (_, i) => h.slice(3 * i, 3 * i + 3)), [h[0]!], ['not a handle'], [h[29]!, 'nor this'], [aliasOf(h[1]!)]];
   const answers = (await Promise.all(requests.map((hs) => r.propose('alice', ack('q', hs))))).map(outcome);
-  t.strictSame(appendedTypes(r, before), ['ack'], 'one entry for them all');
+  t.strictSame(appendedHandleCommands(r, before), ['ack'], 'one entry for them all');
   answers.slice(0, 10).forEach((a, i) => t.strictSame(a, { acked: requests[i], failed: [] }, `request ${i}: its own three acked`));
   t.strictSame(answers[10], { acked: [], failed: [{ receiptHandle: h[0], code: 'receipt_stale' }] }, 'the second ack of a handle: stale, as in an entry after the first');
   t.strictSame(answers[11], { acked: [], failed: [{ receiptHandle: 'not a handle', code: 'receipt_invalid' }] });
   t.strictSame(answers[12], { acked: [], failed: [{ receiptHandle: h[29], code: 'receipt_stale' }, { receiptHandle: 'nor this', code: 'receipt_invalid' }] }, 'in the order sent');
+  t.strictSame(answers[13], { acked: [], failed: [{ receiptHandle: aliasOf(h[1]!), code: 'receipt_stale' }] }, 'another text for a handle acked before it in the entry: stale');
   const after = await r.propose('alice', receive('q', 30));
   t.strictSame((after as { value: Received }).value.messages, [], 'every message acked: none to receive');
   await c.quiet();
@@ -221,7 +229,7 @@ t.test('nacks share with nacks of the same delay, lease extensions with those of
       r.propose('bob', ack('q', [h[0]!])),
       r.propose('bob', ack('q', [h[1]!])),
   ]);
-  t.strictSame(appendedTypes(r, before).sort(), ['ack', 'lease', 'lease', 'nack', 'nack'], 'one entry per kind, parameter and user');
+  t.strictSame(appendedHandleCommands(r, before).sort(), ['ack', 'lease', 'lease', 'nack', 'nack'], 'one entry per kind, parameter and user');
   for (const [i, x] of [l60a, l60b, l90, n0a, n0b, n10].entries()) t.strictSame(outcome(x!), { acked: [h[i]], failed: [] }, `request ${i}`);
   t.match(bob1, { ok: false, code: 'forbidden' });
   t.match(bob2, { ok: false, code: 'forbidden' });
@@ -249,6 +257,51 @@ t.test("a peer's malformed ack is not held with the others: it is refused alone,
   const before = r.log.lastIndex();
   const [good] = await Promise.all([r.propose('alice', ack('q', [h[0]!])), ...malformed.map((x) => r.propose('alice', x))]);
   t.strictSame(outcome(good!), { acked: [h[0]], failed: [] }, 'the well-formed ack proposed with them acks');
-  t.equal(appendedTypes(r, before).length, 1 + malformed.length, 'each malformed command in an entry of its own, applied (or refused) as it came');
+  t.equal(appendedHandleCommands(r, before).length, 1 + malformed.length, 'each malformed command in an entry of its own, applied (or refused) as it came');
   t.equal(items(await r.propose('alice', send('q', ['after']))).length, 1, 'and the next write is applied: the loop goes on');
+});
+
+t.test('the same handle in two requests of one entry: two lease extensions both extend; of two nacks, the second is stale', async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const h = await leased(r, 'q', 2);
+  const before = r.log.lastIndex();
+  const [l1, l2, n1, n2] = await Promise.all([
+    r.propose('alice', lease('q', [h[0]!], 120)),
+    r.propose('alice', lease('q', [h[0]!], 120)),
+    r.propose('alice', nack('q', [h[1]!], 0)),
+    r.propose('alice', nack('q', [h[1]!], 0)),
+  ]);
+  t.strictSame(appendedHandleCommands(r, before), ['lease', 'nack'], 'one entry each');
+  t.strictSame([outcome(l1!), outcome(l2!)], [{ acked: [h[0]], failed: [] }, { acked: [h[0]], failed: [] }], 'a live lease extended twice');
+  t.strictSame(
+    [outcome(n1!), outcome(n2!)],
+    [{ acked: [h[1]], failed: [] }, { acked: [], failed: [{ receiptHandle: h[1], code: 'receipt_stale' }] }],
+    'a lease given up once: the second nack finds it gone',
+  );
+});
+
+t.test("a subscription's acks share an entry, apart from its queue namesake's", async (t) => {
+  const { leader } = await led(t);
+  const r = leader.replica(0);
+  const must = async (c: Command): Promise<unknown> => {
+    const x = await r.propose('alice', c);
+    if (!x.ok) throw new Error(`${c.type}: ${x.detail}`);
+    return x.value;
+  };
+  await must({ type: 'topic.create', name: 'news', subscribe: 'anyone' });
+  await must({ type: 'subscription.create', topic: 'news', name: 'q', visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, filter: null });
+  await must({ type: 'topic.publish', name: 'news', messages: [1, 2, 3, 4].map((i) => ({ body: `n${i}`, attributes: {} })) });
+  const got = await must({ type: 'receive', channel: { topic: 'news', subscription: 'q' }, maxMessages: 4, visibilityTimeoutSeconds: 30 });
+  const hs = (got as Received).messages.map((m) => m.receiptHandle);
+  const qh = await leased(r, 'q', 1);
+  const before = r.log.lastIndex();
+  const sub = { topic: 'news', subscription: 'q' };
+  const answers = await Promise.all([
+    ...hs.map((h) => r.propose('alice', { type: 'ack', channel: sub, receiptHandles: [h] })),
+    r.propose('alice', ack('q', qh)),
+  ]);
+  t.strictSame(appendedHandleCommands(r, before), ['ack', 'ack'], "one entry for the subscription's four, one for the queue's");
+  answers.slice(0, 4).forEach((x, i) => t.strictSame(outcome(x!), { acked: [hs[i]], failed: [] }, `subscription ack ${i}`));
+  t.strictSame(outcome(answers[4]!), { acked: qh, failed: [] }, "the queue's own");
 });

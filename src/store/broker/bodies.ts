@@ -14,7 +14,7 @@ import type { Store } from './context.js';
 import { decodeEnvelope } from './envelope.js';
 import type { MessageRow } from './schema.js';
 
-/** Positions per entry in a sequence: far more than a command's messages (at most 100; a sweep's 1,000). */
+/** Positions per entry in a sequence: far more than a command's messages (at most 1,000: sends sharing an entry, a sweep). */
 export const SLOTS = 65_536;
 
 /** The sequence of the message at `slot` of the entry at `index`. */
