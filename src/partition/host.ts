@@ -91,7 +91,7 @@ export interface HostOptions {
    */
   readonly wallClock?: () => number;
   readonly random?: () => number;
-  readonly logger?: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  readonly logger?: { debug?(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /**
    * The newest log format this node reads (src/store/broker/format.ts). Default: the build's FORMAT;
    * tests give an older or newer one to play a node of another version.

@@ -6,8 +6,18 @@
 // knows nothing of it.
 import type { Command } from '../store/broker/index.js';
 import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS } from '../store/broker/index.js';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
 import type { NodeHost } from './host.js';
 import { partitionOf } from './routing.js';
+
+/**
+ * Whether a proposal failed only because leadership moved (an election, a transfer, the node
+ * stopping): the next leader's pass proposes it again, as every start of a cluster sees while its
+ * first elections settle. Anything else (a wait that ran out, a refusal) is worth a warning.
+ */
+function leadershipMoved(err: unknown): boolean {
+  return err instanceof NotLeaderError || err instanceof NotCommittedError || err instanceof ReplicaClosedError || (err instanceof OutcomeUnknownError && !err.timedOut);
+}
 
 /** Sweeps a leader proposes at most per pass (every two election timeouts) to bring a partition's clock up to date. */
 const CLOCK_CATCH_UP = 10;
@@ -32,6 +42,13 @@ export class Housekeeping {
     this.raiseFormats();
   }
 
+  /** A proposal of this pass failed; a later pass tries again: logged at debug when only leadership moved. */
+  private retry(err: unknown, fields: object, msg: string): void {
+    const logger = this.host.opts.logger;
+    if (leadershipMoved(err)) logger?.debug?.({ err: String(err), ...fields }, msg);
+    else logger?.warn({ err: String(err), ...fields }, msg);
+  }
+
   /**
    * Retention and dead-lettering must happen even when nobody receives: a leader whose partition has
    * expired messages or exhausted leases proposes a sweep (a replicated command like any other).
@@ -40,7 +57,7 @@ export class Housekeeping {
     const now = (this.host.opts.now ?? Date.now)();
     for (const r of this.host.replicas) {
       if (!r.isLeader() || !r.state.needsSweep(now)) continue;
-      r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.host.opts.logger?.warn({ err, partition: r.partition }, 'sweep not applied'));
+      r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.retry(err, { partition: r.partition }, 'sweep not applied'));
     }
   }
 
@@ -64,7 +81,7 @@ export class Housekeeping {
       void Promise.allSettled(sweeps).then((done) => {
         this.keepingClock.delete(r.partition);
         const failed = done.find((d) => d.status === 'rejected');
-        if (failed !== undefined) this.host.opts.logger?.warn({ err: String(failed.reason), partition: r.partition }, "the partition's clock did not move yet; will retry");
+        if (failed !== undefined) this.retry(failed.reason, { partition: r.partition }, "the partition's clock did not move yet; will retry");
       });
     }
   }
@@ -94,7 +111,7 @@ export class Housekeeping {
         };
         this.host.proposeSystem(partitionOf(first.targetQueue, this.host.opts.partitions), deliver)
           .then(() => r.propose(null, { type: 'outbox.done', ids }))
-          .catch((err: unknown) => this.host.opts.logger?.warn({ err: String(err), partition: r.partition }, 'dead letters not delivered yet; will retry'))
+          .catch((err: unknown) => this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry'))
           .finally(() => {
             for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
           });
@@ -118,7 +135,7 @@ export class Housekeeping {
       if (!r.isLeader() || r.state.format() >= target || this.raisingFormat.has(r.partition)) continue;
       this.raisingFormat.add(r.partition);
       r.propose(null, { type: 'format.raise', format: target })
-        .catch((err: unknown) => this.host.opts.logger?.warn({ err: String(err), partition: r.partition, format: target }, 'log format not raised yet; will retry'))
+        .catch((err: unknown) => this.retry(err, { partition: r.partition, format: target }, 'log format not raised yet; will retry'))
         .finally(() => this.raisingFormat.delete(r.partition));
     }
   }

@@ -1,0 +1,49 @@
+// Housekeeping's proposals (sweeps, clock-keeping, dead letters, format raises) are retried on the
+// next pass when they fail. While a cluster's first elections settle they fail only because
+// leadership moved: that is logged at debug, so a newcomer's `npm start` shows no warnings; any
+// other failure (a wait that ran out, a refusal) stays a warning.
+import t from 'tap';
+import { NotCommittedError, NotLeaderError, OutcomeUnknownError } from '../../src/partition/errors.js';
+import type { NodeHost } from '../../src/partition/host.js';
+import { Housekeeping } from '../../src/partition/housekeeping.js';
+import { FORMAT } from '../../src/store/broker/index.js';
+
+/** One pass over a host whose one replica leads and proposes a format raise, which fails with `err`: what was logged, by level. */
+async function logsOf(err: Error): Promise<Record<'debug' | 'warn', string[]>> {
+  const logged: Record<'debug' | 'warn', string[]> = { debug: [], warn: [] };
+  const now = 1_700_000_000_000;
+  let pass: () => void = () => {};
+  const replica = {
+    partition: 0,
+    isLeader: () => true,
+    propose: () => Promise.reject(err),
+    state: { needsSweep: () => false, format: () => FORMAT - 1, clock: () => now, outbox: () => [] },
+  };
+  const host = {
+    onPass: (fn: () => void) => (pass = fn),
+    opts: {
+      now: () => now,
+      self: 'n1',
+      voters: ['n1', 'n2'],
+      partitions: 1,
+      logger: { debug: (o: object, msg: string) => logged.debug.push(msg), warn: (o: object, msg: string) => logged.warn.push(msg), error: () => {} },
+    },
+    replicas: [replica],
+    clock: { now: () => now },
+    readable: FORMAT,
+    peerFormat: () => FORMAT,
+  } as unknown as NodeHost;
+  new Housekeeping(host);
+  pass();
+  await new Promise((resolve) => setImmediate(resolve));
+  return logged;
+}
+
+t.test('a format raise refused because leadership moved is logged at debug; any other failure warns', async (t) => {
+  for (const err of [new NotLeaderError(0, null), new NotCommittedError('overwritten by the next leader'), new OutcomeUnknownError('the leader changed')]) {
+    t.strictSame(await logsOf(err), { debug: ['log format not raised yet; will retry'], warn: [] }, err.name);
+  }
+  for (const err of [new OutcomeUnknownError('no apply within the proposal timeout', true), new Error('disk full')]) {
+    t.strictSame(await logsOf(err), { debug: [], warn: ['log format not raised yet; will retry'] }, `${err.name}: ${err.message}`);
+  }
+});
