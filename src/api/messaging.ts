@@ -1,7 +1,7 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
-import { PARKED_POLLS, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type Received, type ReceivedMessage } from '../store/broker/index.js';
+import { PARKED_POLLS, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type Received, type ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
 import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
@@ -100,19 +100,13 @@ export async function handleWrite(
   const inner = b.receiptHandles.map((h) => deps.receipts.open(channel, h));
   const valid = inner.filter((h): h is string => h !== null);
   const r: HandleOutcome = valid.length === 0 ? { acked: [], failed: [] } : await write<HandleOutcome>(deps, request, partitionKey, handleCommand(op, channel, valid, b));
-  // The state machine lists each handle it was given once, in acked or in failed, both in order.
+  const next = outcomeReader(r);
   const out: HandleOutcome = { acked: [], failed: [] };
-  let a = 0;
-  let f = 0;
   b.receiptHandles.forEach((h, i) => {
     const mine = inner[i]!;
-    if (mine === null) out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
-    else if (r.acked[a] === mine) {
-      out.acked.push(h);
-      a++;
-    } else {
-      out.failed.push({ receiptHandle: h, code: r.failed[f++]?.code ?? 'receipt_stale' });
-    }
+    const code = mine === null ? 'receipt_invalid' : next(mine);
+    if (code === null) out.acked.push(h);
+    else out.failed.push({ receiptHandle: h, code });
   });
   return out;
 }

@@ -12,7 +12,7 @@
 // the merged result (shareOf). A failure of the whole command (the channel gone, the right revoked)
 // is everyone's, as it would have been each one's. Publishes do not share: one publish stores at
 // most MAX_FANOUT copies, so two that pass alone could fail together.
-import { ok, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
+import { ok, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
 
 /** A command that may share its entry (sharesEntry). */
 export type SharedCommand = Extract<Command, { type: 'queue.send' | 'ack' | 'nack' | 'lease' }>;
@@ -129,9 +129,8 @@ export function merged(commands: readonly SharedCommand[]): SharedCommand {
 /**
  * Each command's answer from the result of merged(commands): a failure is everyone's; a send gets
  * its own messages' items; an ack, nack or lease its own handles, each in `acked` or `failed` as the
- * merged outcome lists it. That outcome lists every handle once, in order, in one of the two lists,
- * so they are dealt back in order; a handle given twice (by two requests) acts first where it comes
- * first, as it would have in two entries: once it failed on its message, it fails on it again.
+ * merged outcome lists it, read back in order (outcomeReader, as the API reads its own): a handle
+ * given twice (by two requests) acts first where it comes first, as it would have in two entries.
  */
 export function sharesOf(commands: readonly SharedCommand[], r: Result): Result[] {
   if (commands.length === 1 || !r.ok) return commands.map(() => r);
@@ -140,18 +139,13 @@ export function sharesOf(commands: readonly SharedCommand[], r: Result): Result[
     let at = 0;
     return commands.map((c) => ok({ items: items.slice(at, (at += itemsOf(c))) }));
   }
-  const { acked, failed } = r.value as HandleOutcome;
-  let a = 0;
-  let f = 0;
+  const next = outcomeReader(r.value as HandleOutcome);
   return commands.map((c) => {
     const out: HandleOutcome = { acked: [], failed: [] };
     for (const h of (c as HandleCommand).receiptHandles) {
-      if (acked[a] === h) {
-        out.acked.push(h);
-        a++;
-      } else {
-        out.failed.push({ receiptHandle: h, code: failed[f++]?.code ?? 'receipt_stale' });
-      }
+      const code = next(h);
+      if (code === null) out.acked.push(h);
+      else out.failed.push({ receiptHandle: h, code });
     }
     return ok(out);
   });

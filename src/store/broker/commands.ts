@@ -182,5 +182,25 @@ export interface ReceivedMessage {
 
 export interface HandleOutcome {
   readonly acked: string[];
-  readonly failed: { receiptHandle: string; code: 'receipt_invalid' | 'receipt_stale' }[];
+  readonly failed: { receiptHandle: string; code: HandleFailure }[];
+}
+
+export type HandleFailure = 'receipt_invalid' | 'receipt_stale';
+
+/**
+ * Reads an outcome back handle by handle, in the order the handles were given: it lists each once,
+ * in order, in `acked` or in `failed`. `next(h)` takes the next handle, h, and says null if it was
+ * acked, else why it failed. A handle given twice acts first where it comes first (once it failed
+ * on its message it fails again), so reading in order deals each its own outcome.
+ */
+export function outcomeReader(r: HandleOutcome): (h: string) => HandleFailure | null {
+  let a = 0;
+  let f = 0;
+  return (h) => {
+    if (r.acked[a] === h) {
+      a++;
+      return null;
+    }
+    return r.failed[f++]?.code ?? 'receipt_stale';
+  };
 }
