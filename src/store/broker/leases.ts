@@ -160,26 +160,37 @@ export function takeCounts(s: Store, channelId: number, byState: readonly number
 /** The columns of a message a receipt handle is checked and acted on with. */
 type LeaseRow = Pick<MessageRow, 'seq' | 'state' | 'lease_id' | 'delivery_count' | 'visible_at'>;
 
-/**
- * Acts on each receipt handle's message (`act`, given its sequence and the lease the handle names),
- * and sorts the handles by whether it did. A handle is stale once its message is gone or was
- * delivered again (a newer lease), or when `act` finds its lease in no state to act on.
- */
-function handles(ch: ChannelRow, receiptHandles: readonly string[], act: (seq: number, leaseId: number) => boolean): HandleOutcome {
-  const out: HandleOutcome = { acked: [], failed: [] };
-  for (const h of receiptHandles) {
+/** What a receipt handle names: a message (its sequence) under one lease. */
+type Target = Omit<NonNullable<ReturnType<typeof decodeReceipt>>, 'channelId'>;
+
+/** What each handle names in channel `ch`; null where it names no message of it (receipt_invalid). */
+function targetsIn(ch: ChannelRow, receiptHandles: readonly string[]): (Target | null)[] {
+  return receiptHandles.map((h) => {
     const r = decodeReceipt(h);
-    if (r === null || r.channelId !== ch.id) {
-      out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
-      continue;
-    }
-    if (!act(r.seq, r.leaseId)) {
-      out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
-      continue;
-    }
-    out.acked.push(h);
-  }
+    return r === null || r.channelId !== ch.id ? null : r;
+  });
+}
+
+/**
+ * Sorts the handles by what was done to their messages, in their order: invalid where a handle names
+ * no message of the channel, else acked where `done(target, i)` says so (called once per such handle,
+ * in order), else stale: its message is gone or was delivered again (a newer lease), or its lease was
+ * in no state to act on.
+ */
+function outcomeOf(receiptHandles: readonly string[], targets: readonly (Target | null)[], done: (t: Target, i: number) => boolean): HandleOutcome {
+  const out: HandleOutcome = { acked: [], failed: [] };
+  receiptHandles.forEach((h, i) => {
+    const t = targets[i] ?? null;
+    if (t === null) out.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
+    else if (!done(t, i)) out.failed.push({ receiptHandle: h, code: 'receipt_stale' });
+    else out.acked.push(h);
+  });
   return out;
+}
+
+/** Acts on each receipt handle's message in turn (`act`, given its sequence and the lease the handle names). */
+function handles(ch: ChannelRow, receiptHandles: readonly string[], act: (seq: number, leaseId: number) => boolean): HandleOutcome {
+  return outcomeOf(receiptHandles, targetsIn(ch, receiptHandles), (t) => act(t.seq, t.leaseId));
 }
 
 /** The message at `seq` while it is still under the lease `leaseId`, else undefined. */
@@ -188,15 +199,45 @@ function underLease(s: Store, ch: ChannelRow, seq: number, leaseId: number): Lea
   return m?.lease_id === leaseId ? m : undefined;
 }
 
+/**
+ * Deletes each target's message while it is under the lease the target names, as one delete per
+ * handle in the handles' order would; returns the state each deleted message was in, undefined where
+ * nothing was deleted. Targets that follow each other and name consecutive sequences under one lease
+ * (a receive's messages, acked as received) are a run, deleted by one statement: a run names no
+ * sequence twice, its range holds no other, and nothing comes between its handles, so each finds
+ * what it would have found alone.
+ */
+function deleteUnderLeases(s: Store, channelId: number, targets: readonly (Target | null)[]): (MessageState | undefined)[] {
+  const states = new Array<MessageState | undefined>(targets.length);
+  for (let i = 0; i < targets.length; ) {
+    const first = targets[i] ?? null;
+    if (first === null) {
+      i++;
+      continue;
+    }
+    let end = i + 1;
+    while (end < targets.length && targets[end]?.leaseId === first.leaseId && targets[end]!.seq === targets[end - 1]!.seq + 1) end++;
+    if (end - i === 1) {
+      // Deleted only while under the lease the handle names: one statement, where a read and a delete took two lookups.
+      states[i] = (s.st.ackMessage.get(channelId, first.seq, first.leaseId) as Pick<MessageRow, 'state'> | undefined)?.state;
+    } else {
+      for (const [seq, state] of s.st.ackRun.all(channelId, first.seq, targets[end - 1]!.seq, first.leaseId) as [number, MessageState][]) states[i + seq - first.seq] = state;
+    }
+    i = end;
+  }
+  return states;
+}
+
 export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], ctx: Ctx): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
+  const targets = targetsIn(ch, receiptHandles);
+  const states = deleteUnderLeases(s, ch.id, targets);
   // The channel's counts change once per state, after the deletes.
   const gone = [0, 0, 0];
-  const out = handles(ch, receiptHandles, (seq, leaseId) => {
-    // Deleted only while under the lease the handle names: one statement, where a read and a delete took two lookups.
-    const m = s.st.ackMessage.get(ch.id, seq, leaseId) as Pick<MessageRow, 'state'> | undefined;
-    if (m === undefined) return false;
-    gone[m.state]!++;
+  const out = outcomeOf(receiptHandles, targets, (_, i) => {
+    const state = states[i];
+    if (state === undefined) return false;
+    gone[state]!++;
     return true;
   });
   takeCounts(s, ch.id, gone);

@@ -296,6 +296,16 @@ export function prepareStatements(db: Sqlite, k: Db) {
      * lease and a delete took two.
      */
     ackMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0).where('lease_id', '=', 0).returning('state'), 3),
+    /**
+     * (channel_id, first seq, last seq, lease_id): the acks of handles naming consecutive sequences
+     * under one lease, in one statement (leases.ts, ack): the rows it deleted, each [seq, state]. One
+     * range scan of the primary key where a delete per handle looked each row up: in process, 5.6-6.8
+     * against 3.8-4.5 µs a message for runs of 100 (a delete per handle, then this).
+     */
+    ackRun: s(
+      k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '>=', 0).where('seq', '<=', 0).where('lease_id', '=', 0).returning(['seq', 'state']),
+      4,
+    ).raw(true),
     /** (channel_id, seq) */
     deleteMessage: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '=', 0), 2),
     /** (channel_id) */

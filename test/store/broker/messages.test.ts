@@ -2,8 +2,10 @@
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
 import t from 'tap';
-import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type HandleOutcome, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { decodeReceipt } from '../../../src/store/broker/leases.js';
 import { queue, send, type TestStore } from './helpers.js';
+import { seededRandom } from '../../raft/helpers.js';
 import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './unit-kit.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -165,6 +167,67 @@ t.test('acking the same handle twice: the second is receipt_stale', async (t) =>
   t.strictSame(handles(s, 'alice', ack(q('orders'), m.receiptHandle)), { acked: [m.receiptHandle], failed: [] });
   t.strictSame(handles(s, 'alice', ack(q('orders'), m.receiptHandle)), { acked: [], failed: [{ receiptHandle: m.receiptHandle, code: 'receipt_stale' }] });
   t.strictSame(handles(s, 'alice', ack(q('orders'), m.receiptHandle, m.receiptHandle)).failed.length, 2, 'twice in one call');
+});
+
+t.test('an ack of many handles acts as if each were acked alone, in order: runs of consecutive sequences, gaps, duplicates, other leases', async (t) => {
+  // The apply deletes a run of handles that name consecutive sequences under one lease in one
+  // statement (leases.ts). The oracle is the rows as they are before each ack: a handle is acked when
+  // its row is still there under the lease it names (and goes), stale otherwise, invalid when it names
+  // no message of this queue; handles count in the order given.
+  const random = seededRandom(20261205);
+  const pick = <T>(xs: readonly T[]): T => xs[random(xs.length)]!;
+  for (let round = 0; round < 6; round++) {
+    const s = await ordersStore(t);
+    s.must('alice', queue('other'));
+    // Three send entries (so three runs of sequences with gaps between them), then leases, a nack
+    // (its message's old handle goes stale, its next delivery has a new lease) and ended leases.
+    for (let e = 0; e < 3; e++) s.must('alice', send('orders', ...Array.from({ length: 12 }, (_, i) => `m${e}.${i}`)));
+    s.must('alice', send('other', 'x'));
+    const got = [...take(s, 'alice', q('orders'), 7), ...take(s, 'alice', q('orders'), 10, 1), ...take(s, 'alice', q('orders'), 9)];
+    const nacked = pick(got);
+    s.must('alice', nack(q('orders'), 0, nacked.receiptHandle));
+    s.advance(2); // the 1-second leases ended: their messages are still theirs to ack
+    got.push(...take(s, 'alice', q('orders'), 5));
+    const ch = s.sm.sqlite.prepare('select channel_id from queues where name = ?').pluck().get('orders') as number;
+    const spelled = (m: ReceivedMessage): string => {
+      const [, seq, lease] = Buffer.from(m.receiptHandle, 'base64url').toString().split('.');
+      return Buffer.from(`${ch}.0${seq}.${lease}`).toString('base64url'); // the same handle, spelled with a leading zero
+    };
+    const pool = [
+      ...got.map((m) => m.receiptHandle),
+      spelled(pick(got)),
+      take(s, 'alice', q('other'), 1)[0]!.receiptHandle,
+      'not a handle',
+      encodeReceipt(ch, got[0]!.sequence, 999_999),
+      encodeReceipt(ch, got[0]!.sequence, 0),
+      encodeReceipt(ch, Number.MAX_SAFE_INTEGER - 1, 7),
+      encodeReceipt(ch, Number.MAX_SAFE_INTEGER, 7),
+    ];
+    const sorted = [...got].sort((x, y) => x.sequence - y.sequence).map((m) => m.receiptHandle);
+    for (let a = 0; a < 5; a++) {
+      // Mostly runs (ascending, as received), with some handles out of order, repeated or foreign.
+      const start = random(sorted.length);
+      const list = a === 4 && round === 0 ? [] : sorted.slice(start, start + 1 + random(15));
+      for (let k = list.length === 0 ? 0 : random(6); k > 0; k--) list.splice(random(list.length + 1), 0, pick(pool));
+      if (random(4) === 0) list.reverse();
+      const rows = new Map(s.sm.sqlite.prepare('select seq, lease_id from messages where channel_id = ?').raw(true).all(ch) as [number, number][]);
+      const expected: HandleOutcome = { acked: [], failed: [] };
+      for (const h of list) {
+        const r = decodeReceipt(h);
+        if (r === null || r.channelId !== ch) expected.failed.push({ receiptHandle: h, code: 'receipt_invalid' });
+        else if (rows.get(r.seq) === r.leaseId) {
+          expected.acked.push(h);
+          rows.delete(r.seq);
+        } else expected.failed.push({ receiptHandle: h, code: 'receipt_stale' });
+      }
+      t.strictSame(handles(s, 'alice', ack(q('orders'), ...list)), expected, `round ${round}, ack ${a}: ${list.length} handles`);
+      const left = s.sm.sqlite.prepare('select seq from messages where channel_id = ? order by seq').pluck().all(ch) as number[];
+      t.strictSame(left, [...rows.keys()].sort((x, y) => x - y), 'the rows left are the ones not acked');
+      const counts = s.sm.sqlite.prepare('select n_ready, n_leased, n_delayed from channels where id = ?').raw(true).get(ch) as number[];
+      const byState = [0, 1, 2].map((state) => s.sm.sqlite.prepare('select count(*) from messages where channel_id = ? and state = ?').pluck().get(ch, state) as number);
+      t.strictSame(counts, byState, 'the counts of each state follow the rows');
+    }
+  }
 });
 
 t.test('nack makes the message visible at once, and the nacked handle is stale afterwards', async (t) => {
