@@ -219,6 +219,7 @@ function deleteUnderLeases(s: Store, channelId: number, targets: readonly (Targe
     while (end < targets.length && targets[end]?.leaseId === first.leaseId && targets[end]!.seq === targets[end - 1]!.seq + 1) end++;
     if (end - i === 1) {
       // Deleted only while under the lease the handle names: one statement, where a read and a delete took two lookups.
+      // A run of one through ackRun cost a fifth more (a range, and rows as arrays): 6.9-7.3 against 5.6-5.9 µs in process.
       states[i] = (s.st.ackMessage.get(channelId, first.seq, first.leaseId) as Pick<MessageRow, 'state'> | undefined)?.state;
     } else {
       for (const [seq, state] of s.st.ackRun.all(channelId, first.seq, targets[end - 1]!.seq, first.leaseId) as [number, MessageState][]) states[i + seq - first.seq] = state;
