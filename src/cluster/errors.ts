@@ -10,6 +10,7 @@ export const UNAVAILABLE = {
   write_unknown: "the write's outcome is unknown: it may still be applied; a retry is safe only with the same Idempotency-Key",
   read_unknown: 'the read could not be answered; retry',
   upgrading: 'the cluster is being upgraded and cannot do this yet; retry once every node runs the new version',
+  halted: 'this node cannot serve this data until it is upgraded or rebuilt; retry on another node',
 } as const;
 export type UnavailableReason = keyof typeof UNAVAILABLE;
 

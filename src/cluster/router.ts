@@ -212,9 +212,14 @@ export class Router {
 
   /** A read of the local replica as it is, leader or not: may miss the latest writes. */
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
-    const state = this.host.replica(p).state;
-    // Between closing the old state and opening the installed snapshot, there is nothing to read.
-    if (!state.isOpen()) throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
+    const replica = this.host.replica(p);
+    const state = replica.state;
+    if (!state.isOpen()) {
+      // A state in a format newer than this build reads cannot be read at all: another node can.
+      if (replica.halted !== null) throw new UnavailableError('halted', `partition ${p}: ${replica.halted.message}`);
+      // Between closing the old state and opening the installed snapshot, there is nothing to read.
+      throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
+    }
     return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
   }
 

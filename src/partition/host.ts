@@ -481,6 +481,12 @@ export class NodeHost {
    * index.
    */
   private applyOrHalt(r: PartitionReplica, rd: Ready): void {
+    // An image just installed may be in a format this build cannot read (its leader's build is
+    // newer): halt before anything reads it, as on open, even with no entry to apply after it.
+    if (r.state.format() > this.readable) {
+      this.halt(r, new FormatTooNewError(r.state.format(), this.readable));
+      return;
+    }
     try {
       r.applyReady(rd);
     } catch (err) {

@@ -109,7 +109,8 @@ export class Snapshots {
     const kept = this.snapshotPath(ref);
     if (existsSync(kept)) return kept;
     const wanted = Number(ref.split('-')[1]);
-    if (wanted > r.log.snapshot().meta.index) return null;
+    // A state closed for an install, or in a format this build cannot read (halted), makes no image.
+    if (wanted > r.log.snapshot().meta.index || !r.state.isOpen()) return null;
     let s = this.served.get(partition);
     if (s === undefined || s.from < wanted) {
       if (s !== undefined) this.retireServed(partition);

@@ -11,9 +11,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { MomServer } from '../../src/server.js';
-import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
+import { loadConfig, type NodeConfig, type UnavailableError } from '../../src/cluster/index.js';
+import { statePath } from '../../src/partition/snapshots.js';
 import { stateHash, type Command } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
@@ -27,6 +29,25 @@ const opts = { tickMs: 20 };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const queue = (name: string): Command => ({ type: 'queue.create', name, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 });
 const send = (name: string, body: string): Command => ({ type: 'queue.send', name, messages: [{ body, attributes: {} }] });
+
+/**
+ * Changes a state's tables as a later format could (a table rebuilt under another name, a migration
+ * this build lacks), or takes the change back.
+ */
+function laterTables(path: string, on: boolean): void {
+  const db = new Database(path);
+  try {
+    if (on) {
+      db.exec('alter table messages rename to messages_next');
+      db.exec("insert into kysely_migration (name, timestamp) values ('999_after_this_build', '2027-01-01T00:00:00.000Z')");
+    } else {
+      db.exec('alter table messages_next rename to messages');
+      db.exec("delete from kysely_migration where name = '999_after_this_build'");
+    }
+  } finally {
+    db.close();
+  }
+}
 
 t.test('formats across a rolling upgrade, a premature raise and a downgrade', async (t) => {
   const ports = [await freePort(), await freePort(), await freePort()];
@@ -74,10 +95,25 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   const hashes = nodes.map((n) => stateHash(n.host.replica(p).state.sqlite));
   t.equal(new Set(hashes).size, 1, `partition ${p} byte-identical on the three nodes`);
 
-  // Downgraded again: every partition's state is newer than the build, so each halts at once.
+  // Downgraded again: every partition's state is newer than the build, so each halts at once. One
+  // state's tables changed as a later format could change them (a table rebuilt under another name,
+  // a migration the older build lacks): the node opens all the same, without touching them.
   await n3b.close();
+  laterTables(statePath(cfgs[2]!.dataDir, p), true);
   const n3c = await MomServer.start(cfgs[2]!, { ...opts, format: 1 });
   nodes[2] = n3c;
   t.same(n3c.status().map((s) => s.halted === null), [false, false, false, false], 'an older build halts every partition in a newer format');
+  t.match(n3c.status()[p]!.halted, /format 2.*reads up to format 1/, 'the changed one too, saying why');
+  const stale = t.throws(() => n3c.node.router.staleQuery(p, { type: 'queue.get', name: `q${p}`, user: 'alice' })) as UnavailableError;
+  t.match(stale, { reason: 'halted', status: 503 }, 'a stale read there is refused: retry on another node');
   for (let q = 0; q < PARTITIONS; q++) t.ok((await submit([n1.host, n2.host], q, 'alice', send(`q${q}`, 'still'))).ok, `n1 and n2 still take writes on partition ${q}`);
+
+  // Upgraded once more (the change taken back, as if this build had made it): n3 applies on.
+  await n3c.close();
+  laterTables(statePath(cfgs[2]!.dataDir, p), false);
+  const n3d = await MomServer.start(cfgs[2]!, { ...opts, format: 2 });
+  nodes[2] = n3d;
+  const last = leader.host.replica(p).state.applied().index;
+  await until(() => appliedIndex(n3d.host.replica(p)) >= last, `n3 applied partition ${p} to ${last} again`, 2000, show);
+  t.equal(stateHash(n3d.host.replica(p).state.sqlite), stateHash(leader.host.replica(p).state.sqlite), 'byte-identical to its leader');
 });

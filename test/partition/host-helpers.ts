@@ -99,8 +99,11 @@ export class LocalCluster {
     };
   }
 
-  /** Opens node `id`; with `ticking` false its clock never ticks (no heartbeats, no elections by time). */
-  async start(id: NodeId, ticking = true): Promise<NodeHost> {
+  /**
+   * Opens node `id`; with `ticking` false its clock never ticks (no heartbeats, no elections by time).
+   * `format` plays a build that reads formats up to it (the cluster's `format` otherwise).
+   */
+  async start(id: NodeId, ticking = true, format = this.extra.format): Promise<NodeHost> {
     const host = await NodeHost.open({
       self: id,
       voters: IDS,
@@ -110,6 +113,7 @@ export class LocalCluster {
       // Elections after 250-500 ms of silence: short for a test, long enough for a loaded CI machine.
       tickMs: 25,
       ...this.extra,
+      format,
     });
     new Housekeeping(host);
     this.hosts.set(id, host);

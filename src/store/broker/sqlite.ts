@@ -20,7 +20,11 @@ export interface OpenOptions {
   readonly pageSize?: number;
 }
 
-export async function openSqlite<DB>(path: string, migrations: MigrationProvider, opts: OpenOptions): Promise<{ sqlite: Sqlite; kysely: Kysely<DB> }> {
+/**
+ * Opens the database at `path` (made if absent) with the connection's settings, and a Kysely over it;
+ * its tables are left as they are (migrate()).
+ */
+export function openSqlite<DB>(path: string, opts: OpenOptions): { sqlite: Sqlite; kysely: Kysely<DB> } {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new Database(path);
   // Only a database without pages takes a page size (SQLite ignores it on one that has some, in WAL
@@ -39,11 +43,14 @@ export async function openSqlite<DB>(path: string, migrations: MigrationProvider
   // (state-machine.ts). Sorts stay in memory too: the one statement that sorts (due messages by
   // sequence) returns what it sorts to JavaScript anyway.
   sqlite.pragma('temp_store = MEMORY');
-  const kysely = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return { sqlite, kysely: new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) }) };
+}
+
+/** Runs the migrations the database has not run yet. */
+export async function migrate<DB>(kysely: Kysely<DB>, migrations: MigrationProvider): Promise<void> {
   const { error, results } = await new Migrator({ db: kysely, provider: migrations }).migrateToLatest();
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new Error(`migration ${failed} failed`, { cause: error });
   }
-  return { sqlite, kysely };
 }

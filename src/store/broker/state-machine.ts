@@ -43,8 +43,8 @@ import { copyState, finishImage, imageApplied, installImage, syncStateFiles } fr
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
-import { openSqlite, type Sqlite } from './sqlite.js';
-import { prepareStatements, type Statements } from './statements.js';
+import { migrate, openSqlite, type Sqlite } from './sqlite.js';
+import { prepareImageMeta, prepareStatements, type Statements } from './statements.js';
 import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish } from './topics.js';
 import * as views from './views.js';
 
@@ -133,11 +133,14 @@ export class BrokerStateMachine {
   /** At most this many messages are dead-lettered by one sweep, to bound the entry's apply time. */
   static readonly SWEEP_BUDGET = SWEEP_BUDGET;
 
-  private readonly st: Statements;
+  /**
+   * The statements over the state's tables, and what the concerns work on (the statements, the
+   * partition, the send-target cache); null for a state in a format newer than `readable`, whose
+   * tables this build may not know (open()).
+   */
+  private readonly tables: { readonly st: Statements; readonly store: Store } | null;
   /** apply()'s `answered`, while it runs. */
   private answered: Answered | null = null;
-  /** What the concerns work on: the statements, the partition, the send-target cache. */
-  private readonly store: Store;
   /** The statements of a group's transaction (apply()). */
   private readonly tx: { begin: Database.Statement; commit: Database.Statement; rollback: Database.Statement };
   /**
@@ -157,16 +160,38 @@ export class BrokerStateMachine {
     readonly path: string,
     /** The newest log format this replica reads (format.ts): the build's, or an older one in tests. */
     readonly readable: number,
+    /** What a state in a format newer than `readable` says of itself (open()); null for any other. */
+    private readonly newer: StoredPosition | null,
   ) {
-    this.st = prepareStatements(sqlite, kysely);
     this.tx = { begin: sqlite.prepare('BEGIN'), commit: sqlite.prepare('COMMIT'), rollback: sqlite.prepare('ROLLBACK') };
-    this.store = { st: this.st, partition, sendTargets: new Map(), bodies: null, bodiesFrom: Infinity, lastBodyEntry: null };
-    this.formatInForce = format(this.store);
-    this.store.bodiesFrom = bodiesFrom(this.store);
+    if (newer !== null) {
+      this.tables = null;
+      this.formatInForce = newer.format;
+      return;
+    }
+    const st = prepareStatements(sqlite, kysely);
+    const store: Store = { st, partition, sendTargets: new Map(), bodies: null, bodiesFrom: Infinity, lastBodyEntry: null };
+    this.tables = { st, store };
+    this.formatInForce = format(store);
+    store.bodiesFrom = bodiesFrom(store);
   }
 
   /** The partition's format, as applied (format.ts); set by format.raise. */
   private formatInForce: number;
+
+  /** The state's statements; a state in a newer format has none, and anything that needs them throws. */
+  private get st(): Statements {
+    return this.readTables().st;
+  }
+
+  private get store(): Store {
+    return this.readTables().store;
+  }
+
+  private readTables(): { readonly st: Statements; readonly store: Store } {
+    if (this.tables === null) throw new FormatTooNewError(this.formatInForce, this.readable);
+    return this.tables;
+  }
 
   /**
    * Opens (creating and migrating if needed) the state database of one partition. `readable` is the
@@ -174,7 +199,15 @@ export class BrokerStateMachine {
    */
   static async open(path: string, partition: number, opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number; bodies?: BodySource } = {}): Promise<BrokerStateMachine> {
     const synchronous = opts.synchronous ?? 'NORMAL';
-    const { sqlite, kysely } = await openSqlite<BrokerDatabase>(path, brokerMigrations, { synchronous, pageSize: STATE_PAGE_BYTES });
+    const readable = opts.readable ?? FORMAT;
+    const { sqlite, kysely } = openSqlite<BrokerDatabase>(path, { synchronous, pageSize: STATE_PAGE_BYTES });
+    // A state in a newer format is opened without touching its tables: a later format may change
+    // them (a table rebuilt, an index made partial), so that this build's migrations or statements
+    // would fail on them and the node would not open. It opens halted instead (its host halts the
+    // partition on its format), and a newer build applies on from its applied index.
+    const stored = storedPosition(sqlite);
+    if (stored !== null && stored.format > readable) return new BrokerStateMachine(sqlite, kysely, partition, path, readable, stored);
+    await migrate(kysely, brokerMigrations);
     // Housekeeping prunes expired deduplication ids of every channel at once. An index, not a
     // migration: snapshot images carry the migration table, and a node of the previous version must
     // still open an image made by this one during a rolling upgrade (an extra index is harmless).
@@ -194,7 +227,7 @@ export class BrokerStateMachine {
     // without automatic checkpoints was slower (bench/README.md, "State databases"). Pages are 2 KiB
     // (STATE_PAGE_BYTES).
     sqlite.pragma(`cache_size = -${STATE_CACHE_KIB}`);
-    const sm = new BrokerStateMachine(sqlite, kysely, partition, path, opts.readable ?? FORMAT);
+    const sm = new BrokerStateMachine(sqlite, kysely, partition, path, readable, null);
     if (opts.bodies !== undefined) sm.attachBodies(opts.bodies);
     return sm;
   }
@@ -210,13 +243,16 @@ export class BrokerStateMachine {
 
   /**
    * Whether the state can be read and applied to: false once closed, as while the host installs a
-   * snapshot image in its place (a new state machine then takes over).
+   * snapshot image in its place (a new state machine then takes over), and for a state in a format
+   * newer than this build reads (open()).
    */
   isOpen(): boolean {
-    return this.sqlite.open;
+    return this.tables !== null && this.sqlite.open;
   }
 
   applied(): { index: number; term: number } {
+    // A state this build cannot read is never applied to: it stays where it was opened.
+    if (this.newer !== null) return { index: this.newer.index, term: this.newer.term };
     return { index: meta(this.store, 'applied_index'), term: meta(this.store, 'applied_term') };
   }
 
@@ -227,6 +263,8 @@ export class BrokerStateMachine {
 
   /** Where rows of format 4 read their bodies (bodies.ts): the partition's log. */
   attachBodies(source: BodySource): void {
+    // A state this build cannot read has no rows to read bodies for.
+    if (this.tables === null) return;
     this.store.bodies = source;
     this.store.lastBodyEntry = null;
   }
@@ -841,6 +879,25 @@ export class BrokerStateMachine {
   static async installSnapshot(dbPath: string, snapshotPath: string): Promise<void> {
     await installImage(dbPath, snapshotPath);
   }
+}
+
+/** A state's format and applied position as its `meta` table records them. */
+interface StoredPosition {
+  readonly format: number;
+  readonly index: number;
+  readonly term: number;
+}
+
+/**
+ * What a state database says of itself before any statement is prepared over its tables or any
+ * migration runs: its format and applied position, from `meta`, a table no format changes; null
+ * for a database without it (new).
+ */
+function storedPosition(sqlite: Sqlite): StoredPosition | null {
+  if (sqlite.prepare("select 1 from sqlite_master where type = 'table' and name = 'meta'").get() === undefined) return null;
+  const get = prepareImageMeta(sqlite);
+  const value = (key: string): number | undefined => (get.get(key) as { value: number } | undefined)?.value;
+  return { format: value('format') ?? 1, index: value('applied_index') ?? 0, term: value('applied_term') ?? 0 };
 }
 
 /** What a build answers a command it does not know: also the answer of a command before its format. */

@@ -4,6 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { BrokerStateMachine, FORMAT, FormatTooNewError, encodeEnvelope, stateHash, type ApplyEntry, type Command } from '../../../src/store/broker/index.js';
 import { queue } from './helpers.js';
@@ -83,6 +84,46 @@ t.test('a state already in a newer format is not applied by an older build', asy
   t.match(err, { format: 2, readable: 1 });
   t.equal(old.applied().index, 2);
   await old.close();
+});
+
+t.test('a state in a newer format opens without its tables: halted, untouched, whatever that format made of them', async (t) => {
+  const newer = await open(FORMAT);
+  newer.apply([entry(1, queue('q')), entry(2, send('kept'))]);
+  const path = newer.path;
+  await newer.close();
+  // What a later format could do to the tables (a table rebuilt under another name, an index made
+  // partial, a migration this build does not have), with the format raised past this build's.
+  const db = new Database(path);
+  const future = (): void => {
+    db.exec('alter table messages rename to messages_next');
+    db.exec("insert into kysely_migration (name, timestamp) values ('999_after_this_build', '2027-01-01T00:00:00.000Z')");
+    db.prepare("insert into meta (key, value) values ('format', ?) on conflict (key) do update set value = excluded.value").run(FORMAT + 1);
+  };
+  const schema = (): unknown[] => [db.prepare('select type, name, sql from sqlite_master order by name').all(), db.prepare('select * from kysely_migration order by name').all(), db.prepare('select * from meta order by key').all()];
+  future();
+  const before = schema();
+
+  const old = await BrokerStateMachine.open(path, 0, { readable: FORMAT });
+  t.equal(old.format(), FORMAT + 1, 'its format, read before anything else');
+  t.same(old.applied(), { index: 2, term: 1 }, 'and where it was applied to');
+  t.notOk(old.isOpen(), 'it cannot be read');
+  t.throws(() => old.apply([entry(3, send('x'))]), FormatTooNewError, 'nor applied to');
+  t.throws(() => old.getQueue('q', 'alice', 1_700_000_000_000), FormatTooNewError, 'a read throws what halts the partition, not what a missing table would');
+  t.throws(() => old.referencedEntries(1, 2), FormatTooNewError);
+  t.same(old.applied(), { index: 2, term: 1 });
+  await old.close();
+  t.same(schema(), before, 'no migration ran, no index was made, nothing was written');
+
+  // The newer build's change undone (as if it were this build's own): the state applies on.
+  db.exec('alter table messages_next rename to messages');
+  db.exec("delete from kysely_migration where name = '999_after_this_build'");
+  db.prepare("update meta set value = ? where key = 'format'").run(FORMAT);
+  db.close();
+  const again = await BrokerStateMachine.open(path, 0, { readable: FORMAT });
+  t.ok(again.isOpen());
+  t.same(again.apply([entry(3, send('after'))])[0]!.result.ok, true);
+  t.equal((again.getQueue('q', 'alice', 1_700_000_000_000) as { ok: true; value: { stats: { visible: number } } }).value.stats.visible, 2, 'both messages there');
+  await again.close();
 });
 
 t.test('a raise rolled back with its batch is not in force (the batch redone command by command)', async (t) => {
