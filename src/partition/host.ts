@@ -91,7 +91,7 @@ export interface HostOptions {
    */
   readonly wallClock?: () => number;
   readonly random?: () => number;
-  readonly logger?: { debug?(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  readonly logger?: { debug?(obj: object, msg: string): void; info?(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /**
    * The newest log format this node reads (src/store/broker/format.ts). Default: the build's FORMAT;
    * tests give an older or newer one to play a node of another version.
@@ -237,10 +237,32 @@ export class NodeHost {
       else {
         const lost = bodiesLost(log, state);
         if (lost !== null) host.halt(replica, lost);
+        else host.rebuildMessageTable(state);
       }
     }
     host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.term() === 0);
     return host;
+  }
+
+  /**
+   * Rebuilds a state's message table into the clustered layout if its format allows it and the raise
+   * left it as it was, too large to rebuild within an apply (message-table.ts): at start, before the
+   * partition runs, since it takes seconds on a large table.
+   */
+  private rebuildMessageTable(state: BrokerStateMachine): void {
+    const started = performance.now();
+    let moved: number | null;
+    try {
+      moved = state.rebuildMessageTable();
+    } catch (err) {
+      // The layout is no part of the state: a rebuild that fails (a full disk, say) leaves the table
+      // as it was, and the node serves it so; the next start tries again.
+      this.opts.logger?.warn({ err, partition: state.partition }, `partition ${state.partition}: the message table could not be rebuilt; it stays in the rowid layout`);
+      return;
+    }
+    if (moved === null) return;
+    const ms = Math.round(performance.now() - started);
+    this.opts.logger?.info?.({ partition: state.partition, messages: moved, ms }, `partition ${state.partition}: message table rebuilt in the clustered layout`);
   }
 
   /** Calls `f` on every pass of the loop's timer (every two election timeouts): Housekeeping's. */

@@ -4,7 +4,7 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeId, type Message, type NodeId } from '../../src/raft/index.js';
-import { NodeHost, type Outbox } from '../../src/partition/host.js';
+import { NodeHost, type HostOptions, type Outbox } from '../../src/partition/host.js';
 import { Housekeeping } from '../../src/partition/housekeeping.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { FORMAT, type BrokerStateMachine, type Command, type Result } from '../../src/store/broker/index.js';
@@ -58,7 +58,17 @@ export class LocalCluster {
 
   constructor(
     readonly partitions: number,
-    readonly extra: { snapshotEvery?: number; keepBehindSnapshot?: number; balanceLeaders?: boolean; format?: number; log?: WalOptions; now?: () => number; monotonic?: () => number; wallClock?: () => number } = {},
+    readonly extra: {
+      snapshotEvery?: number;
+      keepBehindSnapshot?: number;
+      balanceLeaders?: boolean;
+      format?: number;
+      log?: WalOptions;
+      now?: () => number;
+      monotonic?: () => number;
+      wallClock?: () => number;
+      logger?: HostOptions['logger'];
+    } = {},
   ) {}
 
   /** Proposes at whichever node leads `p`, retrying while leadership moves: what a client does. */

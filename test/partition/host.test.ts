@@ -3,12 +3,14 @@
 // snapshot after compaction with identical state.
 import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { BrokerStateMachine, FORMAT, stateHash } from '../../src/store/broker/index.js';
 import type { Message } from '../../src/raft/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { STATE_COMMIT_MS, type NodeHost } from '../../src/partition/host.js';
 import { partitionOf } from '../../src/partition/routing.js';
+import { statePath } from '../../src/partition/snapshots.js';
 import { IDS, LocalCluster, appliedIndex, queue } from './host-helpers.js';
 
 /**
@@ -34,6 +36,27 @@ async function queueCluster(t: Test, extra: ConstructorParameters<typeof LocalCl
  * in step: the check and the comparison after it run in one turn, with no entry applied between.
  */
 const inStep = (a: NodeHost, b: NodeHost): boolean => appliedIndex(a.replica(0)) === appliedIndex(b.replica(0));
+
+/** Puts a closed state's message table back in the rowid layout, as migration 001 made it. */
+function toRowidLayout(path: string): void {
+  const db = new Database(path);
+  try {
+    db.transaction(() => {
+      db.exec(
+        'create table messages_rowid (channel_id integer not null, seq integer not null, message_id text not null, body text not null, attributes text not null, sent_at integer not null, ' +
+          'state integer not null, visible_at integer not null, delivery_count integer not null, lease_id integer not null, expires_at integer not null, constraint messages_pk primary key (channel_id, seq))',
+      );
+      db.exec('insert into messages_rowid select * from messages');
+      db.exec('drop table messages');
+      db.exec('alter table messages_rowid rename to messages');
+      db.exec('create index messages_ready on messages (channel_id, state, seq)');
+      db.exec('create index messages_due on messages (channel_id, state, visible_at)');
+      db.exec('create index messages_expiry on messages (channel_id, expires_at)');
+    })();
+  } finally {
+    db.close();
+  }
+}
 
 t.test('every partition elects a leader and a write applies on all three replicas', async (t) => {
   const c = new LocalCluster(4, { balanceLeaders: false });
@@ -217,6 +240,37 @@ t.test('a node of an older build that installs an image in a newer format halts 
   t.notOk(r.state.isOpen(), 'the image is not read: its tables may be a format this build does not know');
   t.equal(r.state.applied().index, r.log.snapshot().meta.index, 'nor applied to');
   t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: 'after', attributes: {} }] })).ok, 'the other two take writes');
+});
+
+t.test('a node whose message table the raise left in the rowid layout rebuilds it as it starts, and goes on identical', async (t) => {
+  const logged: { msg: string; obj: object }[] = [];
+  const logger = { info: (obj: object, msg: string) => void logged.push({ obj, msg }), warn: () => undefined, error: () => undefined };
+  const { c, send } = await queueCluster(t, { logger });
+  await c.until(() => [...c.hosts.values()].every((h) => h.replica(0).state.format() === FORMAT), 'every replica raised to the build\'s format');
+  await send(30);
+  const lost = c.leaderOf(0)!.opts.self === IDS[0] ? IDS[1]! : IDS[0]!;
+  await c.until(() => appliedIndex(c.hosts.get(lost)!.replica(0)) === appliedIndex(c.leaderOf(0)!.replica(0)), 'the follower applied every write');
+  t.equal(c.hosts.get(lost)!.replica(0).state.messageTable(), 'clustered', 'rebuilt at the raise, the table being small then');
+  c.down.add(lost);
+  await c.stop(lost);
+  // As if the table had been too large to rebuild in the raise's apply.
+  toRowidLayout(statePath(join(c.root, lost), 0));
+  await send(5);
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  t.equal(back.replica(0).state.messageTable(), 'clustered', 'rebuilt before the partition ran');
+  t.match(
+    logged.filter((l) => /message table/.test(l.msg)),
+    [{ msg: /partition 0: message table rebuilt in the clustered layout/, obj: { partition: 0, messages: 30 } }],
+    'and said so, with the rows it moved',
+  );
+  await send(5);
+  let leader: NodeHost | null = null;
+  await c.until(() => (leader = c.leaderOf(0)) !== null && inStep(back, leader), 'the restarted node caught up');
+  leader = leader!;
+  t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'identical state');
+  const q = back.replica(0).state.getQueue('q', 'alice', Date.now());
+  t.ok(q.ok && q.value.stats.visible === 40, 'all 40 messages there');
 });
 
 t.test('a follower whose state is ahead of its log after a crash starts, catches up and holds the same state', async (t) => {

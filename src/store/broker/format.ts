@@ -28,8 +28,10 @@
  * while the leases live (messages.ts, replayReceive). Format 8 (BOUNDED_CLOCK_STEP): an entry's stamp
  * moves the partition's clock at most MAX_CLOCK_STEP_MS past where it was (state-machine.ts). Format 9
  * (USER_LIFECYCLE): a user may revoke its tokens, change its password and delete itself (access.ts).
+ * Format 10 (MESSAGE_TABLE): a replica may keep its message table in the clustered layout
+ * (message-table.ts), which no build before this one can open; the entries read as in format 9.
  */
-export const FORMAT = 9;
+export const FORMAT = 10;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -47,6 +49,11 @@ export const KEYED_RECEIVE_WITHOUT_BODIES = 7;
 export const BOUNDED_CLOCK_STEP = 8;
 /** From this format on, user.logout, user.password and user.delete apply (access.ts); before, they are unknown commands. */
 export const USER_LIFECYCLE = 9;
+/**
+ * From this format on, a replica's message table may be in the clustered layout (message-table.ts):
+ * rebuilt at the raise when small, or when its node next starts.
+ */
+export const MESSAGE_TABLE = 10;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -38,8 +38,22 @@ import {
   withoutBodies,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
-import { BODIES_IN_LOG, BOUNDED_CLOCK_STEP, BOUNDED_FANOUT, FORMAT, MAX_CLOCK_STEP_MS, FormatTooNewError, KEYED_RECEIVE_WITHOUT_BODIES, PARKED_POLLS, REVOKE_UNSUBSCRIBES, USER_LIFECYCLE, isFormat } from './format.js';
+import {
+  BODIES_IN_LOG,
+  BOUNDED_CLOCK_STEP,
+  BOUNDED_FANOUT,
+  FORMAT,
+  MAX_CLOCK_STEP_MS,
+  MESSAGE_TABLE,
+  FormatTooNewError,
+  KEYED_RECEIVE_WITHOUT_BODIES,
+  PARKED_POLLS,
+  REVOKE_UNSUBSCRIBES,
+  USER_LIFECYCLE,
+  isFormat,
+} from './format.js';
 import { copyState, finishImage, imageApplied, installImage, syncStateFiles } from './images.js';
+import { REBUILD_IN_APPLY, messageTableOf, rebuildMessageTable, rebuildable, rebuildsInApply, type MessageTable, type RebuildLimits } from './message-table.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
@@ -179,6 +193,9 @@ export class BrokerStateMachine {
   /** The partition's format, as applied (format.ts); set by format.raise. */
   private formatInForce: number;
 
+  /** How large a message table the raise to format 10 rebuilds in its apply (message-table.ts). */
+  private rebuildInApply: RebuildLimits = REBUILD_IN_APPLY;
+
   /** The state's statements; a state in a newer format has none, and anything that needs them throws. */
   private get st(): Statements {
     return this.readTables().st;
@@ -197,7 +214,11 @@ export class BrokerStateMachine {
    * Opens (creating and migrating if needed) the state database of one partition. `readable` is the
    * newest log format this replica reads: the build's FORMAT unless a test plays another version.
    */
-  static async open(path: string, partition: number, opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number; bodies?: BodySource } = {}): Promise<BrokerStateMachine> {
+  static async open(
+    path: string,
+    partition: number,
+    opts: { synchronous?: 'FULL' | 'NORMAL'; readable?: number; bodies?: BodySource; rebuildInApply?: RebuildLimits } = {},
+  ): Promise<BrokerStateMachine> {
     const synchronous = opts.synchronous ?? 'NORMAL';
     const readable = opts.readable ?? FORMAT;
     const { sqlite, kysely } = openSqlite<BrokerDatabase>(path, { synchronous, pageSize: STATE_PAGE_BYTES });
@@ -229,6 +250,7 @@ export class BrokerStateMachine {
     sqlite.pragma(`cache_size = -${STATE_CACHE_KIB}`);
     const sm = new BrokerStateMachine(sqlite, kysely, partition, path, readable, null);
     if (opts.bodies !== undefined) sm.attachBodies(opts.bodies);
+    if (opts.rebuildInApply !== undefined) sm.rebuildInApply = opts.rebuildInApply;
     return sm;
   }
 
@@ -303,6 +325,47 @@ export class BrokerStateMachine {
       for (const ch of channels) for (const r of this.st.entriesOfSeqs.all(ch.id, from, to) as { entry: number }[]) out.add(r.entry);
     }
     return [...out].sort((a, b) => a - b);
+  }
+
+  /** The layout of the state's message table (message-table.ts). */
+  messageTable(): MessageTable {
+    this.readTables();
+    return messageTableOf(this.sqlite);
+  }
+
+  /**
+   * Rebuilds the message table into the clustered layout once the partition's format allows it and
+   * if it is not in it yet (message-table.ts): what a node does to each state as it starts, before it
+   * serves, since a large table takes seconds (about 3.5 s a million rows). Returns the rows moved,
+   * or null when there was nothing to do.
+   */
+  rebuildMessageTable(): number | null {
+    if (this.formatInForce < MESSAGE_TABLE || this.messageTable() === 'clustered' || !rebuildable(this.sqlite)) return null;
+    this.commit();
+    // The new indexes are sorted in a temporary file rather than in memory, whatever the table's size.
+    this.sqlite.pragma('temp_store = FILE');
+    try {
+      return rebuildMessageTable(this.sqlite, this.kysely);
+    } finally {
+      this.sqlite.pragma('temp_store = MEMORY');
+    }
+  }
+
+  /**
+   * The raise's rebuild of a small table, in a savepoint of its own: the layout is no part of the
+   * state, so a rebuild that fails (whatever the cause) is undone alone and the table stays as it
+   * was, rather than failing the raise on this replica only. Its node's next start tries again.
+   */
+  private rebuildInThisApply(): void {
+    if (this.messageTable() === 'clustered' || !rebuildable(this.sqlite) || !rebuildsInApply(this.sqlite, this.rebuildInApply)) return;
+    this.sqlite.exec('SAVEPOINT message_table');
+    try {
+      rebuildMessageTable(this.sqlite, this.kysely);
+    } catch {
+      this.sqlite.exec('ROLLBACK TO message_table');
+    } finally {
+      this.sqlite.exec('RELEASE message_table');
+    }
   }
 
   /** The partition's clock: the largest leader stamp applied. */
@@ -682,6 +745,9 @@ export class BrokerStateMachine {
         this.st.putMeta.run('bodies_from', from);
         this.store.bodiesFrom = from;
       }
+      // The clustered layout is allowed from here on: a small table is rebuilt now, in this entry's
+      // transaction; a larger one when its node next starts (message-table.ts).
+      if (to >= MESSAGE_TABLE && this.formatInForce < MESSAGE_TABLE) this.rebuildInThisApply();
       this.st.putMeta.run('format', to);
       this.formatInForce = to;
     }

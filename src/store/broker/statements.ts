@@ -14,6 +14,7 @@
 import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
 import { SLOTS } from './bodies.js';
+import { DUE_STATES } from './message-table.js';
 import { MessageState, type BrokerDatabase, type MessagesTable } from './schema.js';
 import type { Sqlite } from './sqlite.js';
 
@@ -27,6 +28,13 @@ function prepare(db: Sqlite, q: CompiledQuery, arity: number): Statement {
   return db.prepare(q.sql);
 }
 
+/**
+ * The condition of the clustered layout's partial index `messages_due` (message-table.ts), as every
+ * scan of that index writes it: SQLite uses a partial index only for a WHERE that holds its very term
+ * (`state = 1` alone does not do), and without it a statement naming the index fails to prepare.
+ */
+const dueStates = sql<boolean>`${sql.ref('state')} in (${sql.join(DUE_STATES.map((s) => sql.lit(s)))})`;
+
 /** A constant written into the SQL text (a parameter's placeholder value is only a type witness). */
 const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
 
@@ -34,7 +42,7 @@ const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
  * `messages` scanned through one index (SQLite's INDEXED BY). Kysely has no INDEXED BY, so the clause
  * rides in the table's raw alias: `"messages" as "messages" indexed by "<index>"`.
  */
-function messagesBy(index: 'messages_due' | 'messages_expiry') {
+function messagesBy(index: 'messages_ready' | 'messages_due' | 'messages_expiry') {
   return sql<MessagesTable>`${sql.table('messages')}`.as<'messages'>(sql`${sql.table('messages')} indexed by ${sql.id(index)}`);
 }
 
@@ -86,7 +94,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     s(k.updateTable('channels').set(col, (eb) => eb(col, '+', 0)).where('id', '=', 0), 2);
   /** When the next message of a channel in `state` becomes visible, null if none: (channel). */
   const firstDue = (state: MessageState) =>
-    k.selectFrom(messagesBy('messages_due')).select((eb) => eb.fn.min('visible_at').as('at')).where('channel_id', '=', 0).where('state', '=', lit(state));
+    k.selectFrom(messagesBy('messages_due')).select((eb) => eb.fn.min('visible_at').as('at')).where('channel_id', '=', 0).where('state', '=', lit(state)).where(dueStates);
   const inserts = new Map<number, Statement>();
   return {
     /** (key) */
@@ -207,6 +215,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .select('seq')
         .where('channel_id', '=', 0)
         .where('state', '=', lit(MessageState.Leased))
+        .where(dueStates)
         .where('visible_at', '<=', 0)
         .where('delivery_count', '>=', 0)
         .orderBy('seq')
@@ -316,7 +325,9 @@ export function prepareStatements(db: Sqlite, k: Db) {
      * eleven, an array of these six at 0.9, in process).
      */
     ready: s(
-      k.selectFrom('messages').select(READY_COLUMNS).where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
+      // Named: in the clustered layout, without statistics, SQLite would rather walk the primary key
+      // (already in sequence order) past every leased message in front of the ready ones.
+      k.selectFrom(messagesBy('messages_ready')).select(READY_COLUMNS).where('channel_id', '=', 0).where('state', '=', lit(MessageState.Ready)).orderBy('seq').limit(0),
       2,
     ).raw(true),
     /** (channel_id, now): ended leases and passed delays (leases.ts: visible_at <= now), for promoteDue. */
@@ -325,7 +336,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .selectFrom(messagesBy('messages_due'))
         .select(['seq', 'state', 'delivery_count'])
         .where('channel_id', '=', 0)
-        .where('state', 'in', [lit(MessageState.Leased), lit(MessageState.Delayed)])
+        .where(dueStates)
         .where('visible_at', '<=', 0)
         .orderBy('seq'),
       2,
@@ -369,7 +380,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
           eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
         ])
         .where('channel_id', '=', 0)
-        .where('state', 'in', [lit(MessageState.Leased), lit(MessageState.Delayed)])
+        .where(dueStates)
         .where('visible_at', '<=', 0)
         .where('expires_at', '>', 0),
       4,
@@ -387,7 +398,8 @@ export function prepareStatements(db: Sqlite, k: Db) {
      */
     leaseReadyUpTo: s(
       k
-        .updateTable('messages')
+        // Named, as `ready` (above) is.
+        .updateTable(messagesBy('messages_ready'))
         .set((eb) => ({ state: lit(MessageState.Leased), visible_at: 0, delivery_count: eb('delivery_count', '+', lit(1)), lease_id: 0 }))
         .where('channel_id', '=', 0)
         .where('state', '=', lit(MessageState.Ready))
