@@ -233,12 +233,10 @@ export class NodeHost {
         state,
       );
       host.replicas.push(replica);
-      if (state.format() > readable) host.halt(replica, new FormatTooNewError(state.format(), readable));
-      else {
-        const lost = bodiesLost(log, state);
-        if (lost !== null) host.halt(replica, lost);
-        else host.rebuildMessageTable(state);
-      }
+      if (host.haltIfTooNew(replica)) continue;
+      const lost = bodiesLost(log, state);
+      if (lost !== null) host.halt(replica, lost);
+      else host.rebuildMessageTable(state);
     }
     host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.term() === 0);
     return host;
@@ -497,6 +495,13 @@ export class NodeHost {
     }
   }
 
+  /** Halts partition r here if its state is in a format this build cannot read; says whether it did. */
+  private haltIfTooNew(r: PartitionReplica): boolean {
+    if (r.state.format() <= this.readable) return false;
+    this.halt(r, new FormatTooNewError(r.state.format(), this.readable));
+    return true;
+  }
+
   /**
    * Applies a Ready's committed entries and reads, or halts the partition when its log holds a format
    * this build cannot read: persisted, not applied, a newer build applies it from the state's applied
@@ -505,10 +510,7 @@ export class NodeHost {
   private applyOrHalt(r: PartitionReplica, rd: Ready): void {
     // An image just installed may be in a format this build cannot read (its leader's build is
     // newer): halt before anything reads it, as on open, even with no entry to apply after it.
-    if (r.state.format() > this.readable) {
-      this.halt(r, new FormatTooNewError(r.state.format(), this.readable));
-      return;
-    }
+    if (this.haltIfTooNew(r)) return;
     try {
       r.applyReady(rd);
     } catch (err) {

@@ -19,9 +19,16 @@ import type { Sqlite } from './sqlite.js';
 
 export type MessageTable = 'rowid' | 'clustered';
 
-/** The partial indexes' conditions, as every statement that scans one must also write them. */
-export const READY_ONLY = MessageState.Ready;
-export const DUE_STATES = [MessageState.Leased, MessageState.Delayed] as const;
+/** The condition of the partial index `messages_ready`. */
+const READY_ONLY = MessageState.Ready;
+
+/**
+ * The condition of the partial index `messages_due`, as the index is made with it and as every scan
+ * of that index writes it (statements.ts): SQLite uses a partial index only for a WHERE that holds
+ * its very term (`state = 1` alone does not do), and a statement naming the index without it fails
+ * to prepare. One expression, so that the two cannot drift apart.
+ */
+export const DUE_STATES = sql<boolean>`${sql.ref('state')} in (${sql.join([MessageState.Leased, MessageState.Delayed].map((s) => sql.lit(s)))})`;
 
 /**
  * How large a table the apply of the raise to format 10 rebuilds there and then: a pause of the
@@ -107,13 +114,7 @@ export function rebuildMessageTable(db: Sqlite, k: Kysely<BrokerDatabase>): numb
     run(k.schema.dropTable('messages'));
     run(k.schema.alterTable('messages_clustered').renameTo('messages'));
     run(k.schema.createIndex('messages_ready').on('messages').columns(['channel_id', 'state', 'seq']).where(sql.ref('state'), '=', sql.lit(READY_ONLY)));
-    run(
-      k.schema
-        .createIndex('messages_due')
-        .on('messages')
-        .columns(['channel_id', 'state', 'visible_at'])
-        .where(sql.ref('state'), 'in', sql`(${sql.join(DUE_STATES.map((s) => sql.lit(s)))})`),
-    );
+    run(k.schema.createIndex('messages_due').on('messages').columns(['channel_id', 'state', 'visible_at']).where(DUE_STATES));
     run(k.schema.createIndex('messages_expiry').on('messages').columns(['channel_id', 'expires_at']));
     if (own) db.prepare('COMMIT').run();
     return moved;

@@ -340,7 +340,7 @@ export class BrokerStateMachine {
    * moved, or null when there was nothing to do.
    */
   rebuildMessageTable(): number | null {
-    if (this.formatInForce < MESSAGE_TABLE || this.messageTable() === 'clustered' || !rebuildable(this.sqlite)) return null;
+    if (this.formatInForce < MESSAGE_TABLE || !this.toRebuild()) return null;
     this.commit();
     // The new indexes are sorted in a temporary file rather than in memory, whatever the table's size.
     this.sqlite.pragma('temp_store = FILE');
@@ -356,13 +356,18 @@ export class BrokerStateMachine {
     return moved;
   }
 
+  /** Whether the message table is still in the rowid layout, on pages small enough for the other. */
+  private toRebuild(): boolean {
+    return this.messageTable() === 'rowid' && rebuildable(this.sqlite);
+  }
+
   /**
    * The raise's rebuild of a small table, in a savepoint of its own: the layout is no part of the
    * state, so a rebuild that fails (whatever the cause) is undone alone and the table stays as it
    * was, rather than failing the raise on this replica only. Its node's next start tries again.
    */
   private rebuildInThisApply(): void {
-    if (this.messageTable() === 'clustered' || !rebuildable(this.sqlite) || !rebuildsInApply(this.sqlite, this.rebuildInApply)) return;
+    if (!this.toRebuild() || !rebuildsInApply(this.sqlite, this.rebuildInApply)) return;
     this.sqlite.exec('SAVEPOINT message_table');
     try {
       rebuildMessageTable(this.sqlite, this.kysely);

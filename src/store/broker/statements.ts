@@ -28,13 +28,6 @@ function prepare(db: Sqlite, q: CompiledQuery, arity: number): Statement {
   return db.prepare(q.sql);
 }
 
-/**
- * The condition of the clustered layout's partial index `messages_due` (message-table.ts), as every
- * scan of that index writes it: SQLite uses a partial index only for a WHERE that holds its very term
- * (`state = 1` alone does not do), and without it a statement naming the index fails to prepare.
- */
-const dueStates = sql<boolean>`${sql.ref('state')} in (${sql.join(DUE_STATES.map((s) => sql.lit(s)))})`;
-
 /** A constant written into the SQL text (a parameter's placeholder value is only a type witness). */
 const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
 
@@ -94,7 +87,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     s(k.updateTable('channels').set(col, (eb) => eb(col, '+', 0)).where('id', '=', 0), 2);
   /** When the next message of a channel in `state` becomes visible, null if none: (channel). */
   const firstDue = (state: MessageState) =>
-    k.selectFrom(messagesBy('messages_due')).select((eb) => eb.fn.min('visible_at').as('at')).where('channel_id', '=', 0).where('state', '=', lit(state)).where(dueStates);
+    k.selectFrom(messagesBy('messages_due')).select((eb) => eb.fn.min('visible_at').as('at')).where('channel_id', '=', 0).where('state', '=', lit(state)).where(DUE_STATES);
   const inserts = new Map<number, Statement>();
   return {
     /** (key) */
@@ -215,7 +208,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .select('seq')
         .where('channel_id', '=', 0)
         .where('state', '=', lit(MessageState.Leased))
-        .where(dueStates)
+        .where(DUE_STATES)
         .where('visible_at', '<=', 0)
         .where('delivery_count', '>=', 0)
         .orderBy('seq')
@@ -336,7 +329,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .selectFrom(messagesBy('messages_due'))
         .select(['seq', 'state', 'delivery_count'])
         .where('channel_id', '=', 0)
-        .where(dueStates)
+        .where(DUE_STATES)
         .where('visible_at', '<=', 0)
         .orderBy('seq'),
       2,
@@ -380,7 +373,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
           eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
         ])
         .where('channel_id', '=', 0)
-        .where(dueStates)
+        .where(DUE_STATES)
         .where('visible_at', '<=', 0)
         .where('expires_at', '>', 0),
       4,

@@ -40,6 +40,10 @@ function streamLog(seed: number, length: number, format = FORMAT): { log: ApplyE
   return { log, feed };
 }
 
+/** The entry at `index` raising the partition to `format` (10 unless given). */
+const raiseAt = (index: number, format = MESSAGE_TABLE): ApplyEntry[] =>
+  new CommandStream(1, MESSAGE_TABLE).entries([{ time: 1_800_000_000_000, actor: null, command: { type: 'format.raise', format } }]).map((e) => ({ ...e, index }));
+
 const messages = (sm: BrokerStateMachine): number => (sm.sqlite.prepare('select count(*) as n from messages').get() as { n: number }).n;
 
 /** What reads of the state answer (views, long polls' timers, housekeeping, metrics), at `now`. */
@@ -63,7 +67,6 @@ t.test('the raise to format 10 rebuilds a small table in its apply, and leaves a
   feed(before);
   t.ok(messages(before) > 20, `a log that leaves messages in the table (${messages(before)})`);
   t.equal(before.messageTable(), 'rowid', 'before format 10 the table is a rowid table');
-  const raise = (index: number): ApplyEntry[] => new CommandStream(1, MESSAGE_TABLE).entries([{ time: 1_800_000_000_000, actor: null, command: { type: 'format.raise', format: MESSAGE_TABLE } }]).map((e) => ({ ...e, index }));
   const at = log.length + 1;
   const rows = messages(before);
 
@@ -72,7 +75,7 @@ t.test('the raise to format 10 rebuilds a small table in its apply, and leaves a
   const heavy = await open(log, { rows, bodyBytes: 100 });
   for (const sm of [small, large, heavy]) {
     sm.apply(log);
-    t.same(sm.apply(raise(at))[0]!.result, { ok: true, value: { format: MESSAGE_TABLE } });
+    t.same(sm.apply(raiseAt(at))[0]!.result, { ok: true, value: { format: MESSAGE_TABLE } });
   }
   t.equal(small.messageTable(), 'clustered', `${rows} rows, within ${rows}: rebuilt in the apply`);
   t.equal(large.messageTable(), 'rowid', `${rows} rows, past ${rows - 1}: left for the next start`);
@@ -140,7 +143,7 @@ t.test('a rebuild in a deferred batch, with entries after it, and again when its
   // The group holding the raise fails on a later batch (a raise past this build): rolled back and
   // applied again, entry by entry, the rebuild with it.
   redone.apply(log, { defer: true });
-  const tooNew = stream.entries([{ time: 1_800_000_000_003, actor: null, command: { type: 'format.raise', format: FORMAT + 1 } }]).map((e) => ({ ...e, index: log.length + 1 }));
+  const tooNew = raiseAt(log.length + 1, FORMAT + 1);
   t.throws(() => redone.apply(tooNew, { defer: true }), FormatTooNewError);
   redone.commit();
   t.equal(redone.applied().index, log.length);
@@ -153,7 +156,7 @@ t.test('a rebuild that fails in the raise is undone alone: the raise applies, th
   const { log, feed } = streamLog(41, 100, PARKED_POLLS);
   const first = await open(log);
   feed(first);
-  const raise = new CommandStream(41, MESSAGE_TABLE).entries([{ time: 1_800_000_000_000, actor: null, command: { type: 'format.raise', format: MESSAGE_TABLE } }]).map((e) => ({ ...e, index: log.length + 1 }));
+  const raise = raiseAt(log.length + 1);
   const blocked = await open(log);
   const fine = await open(log);
   for (const sm of [blocked, fine]) sm.apply(log);
@@ -203,7 +206,7 @@ t.test('every statement over messages scans the same index in both layouts', asy
   t.ok(rowid.size >= 20, `${rowid.size} statements over messages`);
   sm.rebuildMessageTable();
   t.equal(sm.messageTable(), 'rowid', 'not before format 10');
-  sm.apply(new CommandStream(1).entries([{ time: 1_800_000_000_000, actor: null, command: { type: 'format.raise', format: MESSAGE_TABLE } }]));
+  sm.apply(raiseAt(1));
   t.ok(sm.rebuildMessageTable() === 0 && sm.messageTable() === 'clustered');
   const clustered = plans();
   // A queue's delete takes every row of the channel, by whichever index starts with it.
