@@ -79,6 +79,8 @@ export class Progress {
   snapshotTicks = 0;
   /** The follower answered a heartbeat while behind: send it an append even if it carries nothing. */
   needsAppend = false;
+  /** The commit index of the last append sent to it since the last reset (it learns it up to the entries it holds). */
+  sentCommit: Index = 0;
   /** Heard from since the last CheckQuorum round (§6.2 of the thesis: leader steps down otherwise). */
   recentActive = false;
   readonly inflights: Inflights;
@@ -112,6 +114,7 @@ export class Progress {
 
   private reset(state: ProgressState): void {
     this.state = state;
+    this.sentCommit = 0;
     this.probeSent = false;
     this.pendingSnapshot = 0;
     this.snapshotTicks = 0;
@@ -159,6 +162,15 @@ export class Progress {
     this.next = Math.max(Math.min(rejected, hint + 1), this.match + 1);
     this.probeSent = false;
     return true;
+  }
+
+  /**
+   * Whether an append, even an empty one, would tell the follower of a commit it cannot know yet:
+   * `committed` is past what it was sent, and what it was sent did not already cover every entry
+   * it was sent. A commit that advanced while the window was full is sent once the window opens.
+   */
+  canBumpCommit(committed: Index): boolean {
+    return committed > this.sentCommit && this.sentCommit < this.next - 1;
   }
 
   /** Whether sending must wait: a probe already out, the window full, or a snapshot in flight. */

@@ -634,7 +634,7 @@ export class Raft {
     for (const v of this.voters) {
       if (v === this.id) continue;
       const pr = this.progress.get(v)!;
-      const force = announce || pr.needsAppend;
+      const force = announce || pr.needsAppend || pr.canBumpCommit(this.log.committed);
       pr.needsAppend = false;
       if (!this.maybeSendAppend(v, force)) continue;
       // Pipelining: keep sending while the follower replicates and the window has room.
@@ -670,6 +670,7 @@ export class Raft {
     this.msgs.push(m);
     const lastSent = entries.length > 0 ? entries[entries.length - 1]!.index : prevIndex;
     pr.sentEntries(lastSent, entries.length, entriesSize(entries));
+    pr.sentCommit = Math.max(pr.sentCommit, m.commit);
     return entries.length > 0;
   }
 

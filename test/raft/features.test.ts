@@ -382,6 +382,28 @@ t.test('flow control', async (t) => {
     for (const id of voters3()) t.equal(net.appliedData(id).length, 6, `node ${id} applied all 6`);
   });
 
+  t.test('with one append in flight, a follower that acknowledges after the commit is sent the commit at once, not at the next heartbeat', async (t) => {
+    const net = electedNetwork({ maxInflightMsgs: 1 });
+    net.node(n1).propose([enc('a')]);
+    const first = drain(net, n1);
+    net.deliver(first.filter((m) => m.to === n2 || m.to === n3));
+    const [fromN2, fromN3] = [drain(net, n2), drain(net, n3)];
+    // n2's acknowledgement commits the entry; n3's append is still unanswered, so its window is full.
+    net.deliver(fromN2);
+    const afterN2 = drain(net, n1);
+    t.equal(appsTo(afterN2, n3).length, 0, 'nothing to n3 while its append is unanswered');
+    // n3 answers: its window opens, and the commit it was never told goes to it.
+    net.deliver(fromN3);
+    const afterN3 = drain(net, n1);
+    const toN3 = appsTo(afterN3, n3);
+    t.equal(toN3.length, 1, 'one append to n3');
+    t.equal(toN3[0]?.entries.length, 0, 'with no entries');
+    t.equal(toN3[0]?.commit, net.node(n1).status().hard.commit, "carrying the leader's commit index");
+    net.deliver(afterN3.filter((m) => m.to === n3));
+    drain(net, n3);
+    t.same(net.appliedData(n3), ['a'], 'n3 applies the entry without a tick');
+  });
+
   t.test('maxInflightBytes bounds unanswered bytes per follower', async (t) => {
     const net = electedNetwork({ maxInflightBytes: 20, maxSizePerMsg: 10 });
     for (let i = 0; i < 6; i++) net.node(n1).propose([enc('x'.repeat(10))]);
