@@ -79,7 +79,10 @@ export class Progress {
   snapshotTicks = 0;
   /** The follower answered a heartbeat while behind: send it an append even if it carries nothing. */
   needsAppend = false;
-  /** The commit index of the last append sent to it since the last reset (it learns it up to the entries it holds). */
+  /**
+   * The commit index sent to it in appends, at most `next - 1`: what it may have learned (a follower
+   * commits up to the entries it holds). Only decides whether an empty append is worth sending.
+   */
   sentCommit: Index = 0;
   /** Heard from since the last CheckQuorum round (§6.2 of the thesis: leader steps down otherwise). */
   recentActive = false;
@@ -100,11 +103,13 @@ export class Progress {
       this.reset(ProgressState.Probe);
       this.next = this.match + 1;
     }
+    this.sentCommit = Math.min(this.sentCommit, this.next - 1);
   }
 
   becomeReplicate(): void {
     this.reset(ProgressState.Replicate);
     this.next = this.match + 1;
+    this.sentCommit = Math.min(this.sentCommit, this.next - 1);
   }
 
   becomeSnapshot(snapshotIndex: Index): void {
@@ -114,7 +119,6 @@ export class Progress {
 
   private reset(state: ProgressState): void {
     this.state = state;
-    this.sentCommit = 0;
     this.probeSent = false;
     this.pendingSnapshot = 0;
     this.snapshotTicks = 0;

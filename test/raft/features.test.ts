@@ -399,6 +399,7 @@ t.test('flow control', async (t) => {
     t.equal(toN3.length, 1, 'one append to n3');
     t.equal(toN3[0]?.entries.length, 0, 'with no entries');
     t.equal(toN3[0]?.commit, net.node(n1).status().hard.commit, "carrying the leader's commit index");
+    t.equal(appsTo(drain(net, n1), n3).length, 0, 'and nothing more while the commit stays');
     net.deliver(afterN3.filter((m) => m.to === n3));
     drain(net, n3);
     t.same(net.appliedData(n3), ['a'], 'n3 applies the entry without a tick');

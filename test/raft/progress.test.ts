@@ -284,4 +284,23 @@ t.test('Progress', async (t) => {
     t.equal(pr.snapshotTicks, 0);
     t.equal(pr.pendingSnapshot, 20);
   });
+
+  t.test('canBumpCommit: only a commit the follower may not have learned, up to what it was sent', async (t) => {
+    const pr = progress({ match: 5, next: 6, state: ProgressState.Replicate });
+    t.equal(pr.canBumpCommit(5), true, 'never sent a commit, and it holds entries up to 5');
+    pr.sentEntries(8, 3, 30);
+    pr.sentCommit = 5;
+    t.equal(pr.canBumpCommit(5), false, 'the commit it was sent');
+    t.equal(pr.canBumpCommit(7), true, 'a later commit, within what it was sent');
+    pr.sentCommit = 8;
+    t.equal(pr.canBumpCommit(9), false, 'it was sent a commit covering every entry it was sent: the next append carries more');
+    // A rejection: it is probed again from its match; it learned at most that much.
+    pr.becomeProbe();
+    t.equal(pr.sentCommit, 5, 'capped at next - 1 when probing again');
+    t.equal(pr.canBumpCommit(8), false, 'nothing to tell it beyond its match');
+    pr.match = 8;
+    pr.becomeReplicate();
+    t.equal(pr.sentCommit, 5, 'kept when it replicates again');
+    t.equal(pr.canBumpCommit(8), true, 'entries 6 to 8 are acknowledged and committed, and it was told only 5');
+  });
 });

@@ -33,7 +33,7 @@ t.test('a host that acknowledges before its sync is caught losing committed entr
     }
   }
   // Not the contract check on the messages (its term is synced): a consequence of the lost writes.
-  t.match(caught, /lacks committed entry|overwrites committed entry|committed .* but has no entry|lacks acknowledged|another node applied/, `the violation: ${caught}`);
+  t.match(caught, /lacks committed entry|overwrites committed entry|committed .* but has no entry|has committed .* committed was term|lacks acknowledged|another node applied/, `the violation: ${caught}`);
 });
 
 // A torn write keeps a prefix of what was written. The node's log writes a partition's entries
