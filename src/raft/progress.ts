@@ -80,8 +80,9 @@ export class Progress {
   /** The follower answered a heartbeat while behind: send it an append even if it carries nothing. */
   needsAppend = false;
   /**
-   * The commit index sent to it in appends, at most `next - 1`: what it may have learned (a follower
-   * commits up to the entries it holds). Only decides whether an empty append is worth sending.
+   * The commit index last sent to it in an append, capped at `next - 1` when it is probed or
+   * replicates again: what it may have learned (a follower commits up to the entries it holds).
+   * Only decides whether an empty append is worth sending.
    */
   sentCommit: Index = 0;
   /** Heard from since the last CheckQuorum round (§6.2 of the thesis: leader steps down otherwise). */
