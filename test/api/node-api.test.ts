@@ -34,21 +34,32 @@ t.test('a request through a follower is served by the leader, under the caller�
     for (const m of texts.join('\n').matchAll(/mom_http_requests_total\{[^}]*route="\/internal\/commands?"[^}]*\} (\d+)/g)) n += Number(m[1]);
     return n;
   };
+  /** Carried-command counters summed over the nodes: what the leaders answered with. */
+  const carriedTotals = async (): Promise<{ command: number; answer: number; proposed: number }> => {
+    const texts = await Promise.all(urls.map(async (u) => (await scrape(u)).text));
+    const sum = (kind: string): number =>
+      texts.map((text) => Number(new RegExp(`mom_peer_carried_total\\{kind="${kind}"\\} (\\d+)`).exec(text)?.[1] ?? 0)).reduce((a, b) => a + b);
+    return { command: sum('command'), answer: sum('answer'), proposed: sum('proposed') };
+  };
   const postsBefore = await commandPosts();
+  const carriedBefore = await carriedTotals();
   const res = await call(follower, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'x' }, headers: { 'x-request-id': 'req-abc.123' } });
   t.equal(res.status, 201);
   t.equal(res.headers['x-request-id'], 'req-abc.123', 'the id comes back');
+  // A send with an Idempotency-Key has an entry of its own (a plain one may share it with others).
+  const keyed = await call(follower, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'y' }, headers: { 'idempotency-key': 'node-api-keyed-1' } });
+  t.equal(keyed.status, 201);
   const q = await call(follower, 'GET', `/v1/queues/${name}`, { token });
-  t.match(q.body, { owner: 'operator', stats: { visible: 1 } }, 'written as the caller, read back linearizably through the follower');
-  // The command rode in the follower's Raft stream to the leader, with no HTTP request of its own:
-  // unless leadership moved to the follower meanwhile, and it served the request itself.
-  const carried = /mom_peer_carried_total\{kind="command"\} (\d+)/.exec((await scrape(follower)).text)?.[1];
+  t.match(q.body, { owner: 'operator', stats: { visible: 2 } }, 'written as the caller, read back linearizably through the follower');
+  // The commands rode in the follower's Raft stream to the leader, with no HTTP request of their
+  // own: unless leadership moved to the follower meanwhile, and it served them itself.
   if (urls[await leaderOf(cluster, name)] !== follower) {
-    t.ok(Number(carried) >= 1, 'carried in the Raft stream');
-    // The leader said where it appended the command, and the follower answered from its own apply.
-    const texts = await Promise.all(urls.map(async (u) => (await scrape(u)).text));
-    const proposed = texts.map((text) => Number(/mom_peer_carried_total\{kind="proposed"\} (\d+)/.exec(text)?.[1] ?? 0));
-    t.ok(proposed.reduce((a, b) => a + b) >= 1, 'answered from the forwarding node’s own apply');
+    const carried = await carriedTotals();
+    t.ok(carried.command - carriedBefore.command >= 2, 'carried in the Raft stream');
+    // The plain send came back with its result; for the keyed one the leader said where it appended
+    // it, and the follower answered from its own apply.
+    t.ok(carried.answer - carriedBefore.answer >= 1, 'the plain send answered with its result');
+    t.ok(carried.proposed - carriedBefore.proposed >= 1, 'the keyed send answered from the forwarding node’s own apply');
   }
   t.equal(await commandPosts(), postsBefore, 'no node served a forwarded command over HTTP meanwhile');
   const odd = await call(follower, 'GET', '/healthz', { headers: { 'x-request-id': 'no spaces or\tcontrol' } });
