@@ -20,6 +20,8 @@ export interface Broker {
   watch(p: number, ref: ChannelRef, until: number, want?: number): Watch;
   /** The log format partition `p` is in, as this node applied it. */
   format(p: number): number;
+  /** Whether this node applies partition `p` (not while halted); absent: it does. A poll parks only where it applies. */
+  appliesHere?(p: number): boolean;
   /** A long poll that parks in the partition's state (format 3). */
   park(): Parking;
   /** Work that runs after its request was answered; the node waits for it before it stops. */

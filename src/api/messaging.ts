@@ -162,7 +162,8 @@ async function leaseMessages(
   const base = { type: 'receive', channel, maxMessages: body.maxMessages, visibilityTimeoutSeconds: body.visibilityTimeoutSeconds ?? null } as const;
   // A poll with an Idempotency-Key waits on this node only: the receive that finds its messages binds
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
-  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined;
+  // A parked poll gets its messages from this node's apply of their lease: a halted replica has none.
+  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined && deps.broker.appliesHere?.(partition) !== false;
   const parking = parks ? deps.broker.park() : null;
   const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */

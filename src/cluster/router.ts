@@ -141,6 +141,14 @@ export class Router {
     }
   }
 
+  /**
+   * Whether this node applies partition `p`: not while its replica is halted, whose requests its
+   * peers serve (route()), so that no long poll parks for a delivery this node would never apply.
+   */
+  appliesHere(p: number): boolean {
+    return this.host.replica(p).halted === null;
+  }
+
   /** The log format partition `p` is in, as this node's replica applied it (format.ts). */
   format(p: number): number {
     return this.host.replica(p).state.format();
@@ -312,7 +320,10 @@ export class Router {
       if (settled) return;
       const state = this.host.replica(p).state;
       const now = this.now();
-      const next = channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
+      // A halted replica applies nothing, so nothing here wakes the poll: it asks the leader again
+      // every HALTED_LOOK_MS.
+      const again = this.host.replica(p).halted !== null ? now + HALTED_LOOK_MS : now;
+      const next = channelId === null || !state.isOpen() ? again : state.nextVisibleAt(channelId);
       const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
       if (timer !== null) clearTimeout(timer);
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
@@ -396,9 +407,13 @@ export class Router {
     let last = 'no leader is known';
     /** An answer of unknown outcome, when retried (with an Idempotency-Key) until the deadline. */
     let unknown: Extract<Answer, { kind: 'unknown' }> | null = null;
+    /** Peers asked in turn while this node's replica is halted (it follows no leader). */
+    let asked = 0;
     for (;;) {
       const replica = this.host.replica(p);
-      const target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
+      let target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
+      // A halted replica knows no leader: a peer serves the request, or its not_leader names one.
+      if (target === null && replica.halted !== null) target = peerInTurn(replica.cfg.voters, this.opts.self, asked++);
       const followed = hint !== null;
       hint = null;
       if (target !== null && (target !== this.opts.self || replica.isLeader())) {
@@ -460,10 +475,18 @@ export class Router {
   }
 }
 
+/** The `turn`th voter other than `self`, round and round; null when there is none. */
+function peerInTurn(voters: readonly NodeId[], self: NodeId, turn: number): NodeId | null {
+  const others = voters.filter((v) => v !== self);
+  return others.length === 0 ? null : others[turn % others.length]!;
+}
+
 function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' }>): UnavailableError {
   return new UnavailableError(what === 'write' ? 'write_unknown' : 'read_unknown', `the ${what}'s outcome is unknown (${answer.detail})`, answer.timedOut ? 504 : 503, true);
 }
 
+/** How often a long poll through a node whose replica is halted asks the leader again. */
+const HALTED_LOOK_MS = 1_000;
 /** How long an idle long poll sleeps before it asks again anyway (a guard, not the mechanism). */
 const DEFAULT_MAX_IDLE_MS = 5_000;
 

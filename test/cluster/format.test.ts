@@ -18,6 +18,7 @@ import { loadConfig, type NodeConfig, type UnavailableError } from '../../src/cl
 import { statePath } from '../../src/partition/snapshots.js';
 import { stateHash, type Command } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';
+import { call, userToken } from '../api/api-helpers.js';
 import { freePort, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
 
@@ -107,6 +108,16 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   const stale = t.throws(() => n3c.node.router.staleQuery(p, { type: 'queue.get', name: `q${p}`, user: 'alice' })) as UnavailableError;
   t.match(stale, { reason: 'halted', status: 503 }, 'a stale read there is refused: retry on another node');
   for (let q = 0; q < PARTITIONS; q++) t.ok((await submit([n1.host, n2.host], q, 'alice', send(`q${q}`, 'still'))).ok, `n1 and n2 still take writes on partition ${q}`);
+  // Requests to n3 still work: its peers serve what its halted replicas cannot, a long poll included.
+  t.match(await n3c.node.router.propose(p, 'alice', send(`q${p}`, 'through n3'), undefined), { ok: true }, 'a write through n3 is served by the leader');
+  t.match(await n3c.node.router.query(p, { type: 'queue.get', name: `q${p}`, user: 'alice' }), { ok: true }, 'a linearizable read through n3 too');
+  const api3 = `http://127.0.0.1:${cfgs[2]!.port}`;
+  const token = await userToken(api3, 'bob');
+  t.equal((await call(api3, 'POST', '/v1/queues', { token, body: { name: 'through-n3' } })).status, 201, 'a queue created through n3');
+  const poll = call(api3, 'POST', '/v1/queues/through-n3/receive', { token, body: { maxMessages: 1, waitSeconds: 20 } });
+  await sleep(300);
+  t.equal((await call(`http://127.0.0.1:${cfgs[0]!.port}`, 'POST', '/v1/queues/through-n3/messages', { token, body: { body: 'late' } })).status, 201);
+  t.match((await poll).body, { messages: [{ body: 'late' }] }, 'a long poll through n3 gets a message sent during its wait');
 
   // Upgraded once more (the change taken back, as if this build had made it): n3 applies on.
   await n3c.close();
