@@ -140,6 +140,21 @@ t.test('forwarded commands ride in the Raft streams both ways, those of one turn
   t.equal(A.tr.peerStates()[0]!.awaiting, 0, 'nothing left waiting');
 });
 
+t.test('a leader’s answers leave as soon as the callback that settled them is done', async (t) => {
+  const { B } = await pair(t);
+  const before = B.tr.stats().carriedAnswers;
+  const written = await new Promise<number>((resolve) => {
+    // As in the partition loop's turn (a setImmediate), one apply settles several commands' answers.
+    setImmediate(() => {
+      for (let n = 0; n < 3; n++) B.tr.answer(a, `gone.${n}`, { kind: 'ok', result: { ok: true, value: n } });
+      // Once this callback's ticks have run: before the event loop's next round (its I/O, its
+      // setImmediate callbacks), where the answers used to wait.
+      process.nextTick(() => resolve(B.tr.stats().carriedAnswers));
+    });
+  });
+  t.equal(written - before, 3, 'the three answers written');
+});
+
 t.test('a send’s bodies reach the leader as they were sent (apart from the frame’s JSON)', async (t) => {
   const { A, B } = await pair(t);
   const messages = ['héllo "wörld"\n', 'y'.repeat(40_000), '🦊'].map((body) => ({ body, attributes: { k: 'v' } }));
