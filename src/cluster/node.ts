@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeHost, commandOrigin, type Outbox, type PartitionStatus } from '../partition/host.js';
 import { Housekeeping } from '../partition/housekeeping.js';
+import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
@@ -62,7 +63,10 @@ export class ClusterNode {
   static async open(cfg: NodeConfig, logger: Logger, opts: NodeOptions = {}): Promise<ClusterNode> {
     const identity = checkClusterIdentity(cfg);
     const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+    // Appends lost with a failed batch are sent again at once by their groups (the host is made below).
+    let lostTo: ((peer: NodeId, partitions: readonly number[]) => void) | null = null;
     const transport = new HttpTransport({
+      onLost: (peer, partitions) => lostTo?.(peer, partitions),
       self: cfg.nodeId,
       peers: cfg.peers,
       clusterSecret: cfg.clusterSecret,
@@ -98,6 +102,7 @@ export class ClusterNode {
     });
     // The proposals no request makes (sweeps, clocks, dead letters, format raises), on the host's passes.
     new Housekeeping(host);
+    lostTo = (peer, partitions) => host.reportLost(peer, partitions);
     router = new Router(host, transport, {
       self: cfg.nodeId,
       partitions: cfg.partitions,

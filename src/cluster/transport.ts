@@ -30,7 +30,7 @@
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'undici';
 import { MAX_PARTITIONS } from '../partition/routing.js';
-import type { NodeId } from '../raft/index.js';
+import { MessageType, type NodeId } from '../raft/index.js';
 import { FORMAT } from '../store/broker/format.js';
 import { decodeCarried, type Answer, type CarriedOutcome } from './answer.js';
 import { errorText } from './errors.js';
@@ -82,6 +82,12 @@ export interface TransportOptions {
   readonly streamMaxAgeMs?: number;
   /** Frames of a Raft stream that may be unacknowledged (frames.ts). Default STREAM_WINDOW. */
   readonly streamWindow?: number;
+  /**
+   * Called when messages to `peer` were lost undelivered (a failed batch, or a stream that ended with
+   * their frame unacknowledged), with the partitions of the appends among them, so that those Raft
+   * groups send again at once (RawNode.reportUnreachable) instead of at the next heartbeat.
+   */
+  readonly onLost?: (peer: NodeId, partitions: readonly number[]) => void;
 }
 
 /** Counters in messages, since the transport was created. */
@@ -212,6 +218,7 @@ export class HttpTransport {
   private readonly streams: boolean;
   private readonly streamMaxAgeMs: number;
   private readonly streamWindow: number;
+  private readonly onLost: ((peer: NodeId, partitions: readonly number[]) => void) | undefined;
   private readonly tls: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer } | undefined;
   private readonly warnings: RateLimitedWarnings;
   private closed = false;
@@ -247,6 +254,7 @@ export class HttpTransport {
     this.streams = opts.streams ?? true;
     this.streamMaxAgeMs = opts.streamMaxAgeMs ?? STREAM_MAX_AGE_MS;
     this.streamWindow = opts.streamWindow ?? STREAM_WINDOW;
+    this.onLost = opts.onLost;
     if (!Number.isSafeInteger(this.streamWindow) || this.streamWindow < 1 || this.streamWindow > MAX_STREAM_WINDOW) {
       throw new RangeError(`streamWindow must be an integer from 1 to ${MAX_STREAM_WINDOW}, got ${this.streamWindow}`);
     }
@@ -723,12 +731,12 @@ export class HttpTransport {
     try {
       frame = sealFrame(encodeBatch(this.self, batch, FRAME_HEAD_BYTES, carried ?? undefined, peer.bodiesApart));
     } catch (err) {
-      this.fail(peer, batch.length, errorText(err));
+      this.fail(peer, batch, errorText(err));
       if (carried !== null) this.carriedLost(peer, carried, 'retry', 'the frame could not be encoded');
       return false;
     }
     if (!stream.send(frame, batch, carried)) {
-      this.fail(peer, batch.length, 'the stream ended');
+      this.fail(peer, batch, 'the stream ended');
       if (carried !== null) this.carriedLost(peer, carried, 'retry', 'the stream ended before the frame was written');
       return false;
     }
@@ -822,7 +830,7 @@ export class HttpTransport {
     // A stream that ended with everything acknowledged lost nothing: retired, cut while idle by the
     // peer, or the peer closing. The next batch opens another, and if that fails, it backs off.
     if (lost === 0 && lostCarried === 0) return;
-    if (lost > 0) this.fail(peer, lost, failure.reason);
+    if (lost > 0) this.fail(peer, unacknowledged.flatMap((f) => f.batch), failure.reason);
     // A failure while a batch waits for room is that batch's: flush() backs off. Otherwise here.
     if (peer.inFlight || peer.backoff !== null) return;
     peer.failures++;
@@ -849,17 +857,20 @@ export class HttpTransport {
         return true;
       }
       const detail = await res.body.text().then((t) => t.slice(0, 300), () => '');
-      this.fail(peer, batch.length, `answered ${res.statusCode} ${detail}`);
+      this.fail(peer, batch, `answered ${res.statusCode} ${detail}`);
     } catch (err) {
-      this.fail(peer, batch.length, errorText(err));
+      this.fail(peer, batch, errorText(err));
     }
     return false;
   }
 
-  private fail(peer: Peer, messages: number, reason: string): void {
-    this.failed += messages;
+  private fail(peer: Peer, lost: readonly BatchItem[], reason: string): void {
+    this.failed += lost.length;
     if (this.closed) return;
-    this.warnings.warn(`peer:${peer.id}`, { peer: peer.id, url: peer.url, reason, messages }, 'inter-node request failed; its messages are dropped');
+    this.warnings.warn(`peer:${peer.id}`, { peer: peer.id, url: peer.url, reason, messages: lost.length }, 'inter-node request failed; its messages are dropped');
+    const partitions = new Set<number>();
+    for (const { partition, message } of lost) if (message.type === MessageType.App) partitions.add(partition);
+    if (partitions.size > 0) this.onLost?.(peer.id, [...partitions]);
   }
 }
 

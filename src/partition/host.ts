@@ -365,6 +365,20 @@ export class NodeHost {
     this.schedule();
   }
 
+  /**
+   * The transport lost messages to `peer` undelivered, appends of `partitions` among them: the groups
+   * this node leads there send again from the peer's match at the next turn (RawNode.reportUnreachable),
+   * not at the next heartbeat, which a window of one append in flight would otherwise wait for.
+   */
+  reportLost(peer: NodeId, partitions: readonly number[]): void {
+    if (this.closed) return;
+    for (const p of partitions) {
+      const r = this.replicas[p];
+      if (r !== undefined && r.halted === null) r.raw.reportUnreachable(peer);
+    }
+    this.schedule();
+  }
+
   /** Runs a loop turn soon: after the current I/O callbacks, so a burst of requests shares it. */
   schedule(): void {
     if (this.turnScheduled || this.closed) return;

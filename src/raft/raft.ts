@@ -683,6 +683,23 @@ export class Raft {
     return false;
   }
 
+  /**
+   * The caller's transport reports that messages to `to` may have been lost undelivered (its
+   * connection broke with them unacknowledged): replicating to it, probe again from its match, so
+   * the next flush() sends an append rather than waiting for a heartbeat's answer to free the
+   * window (a window of one append waits a heartbeat interval otherwise). Probing is always safe:
+   * at worst the follower is sent entries it holds, and answers as for any append.
+   */
+  reportUnreachable(to: NodeId): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.progress.get(to);
+    if (pr === undefined || to === this.id) return;
+    if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+    else if (pr.state === ProgressState.Probe) pr.probeSent = false;
+    else return;
+    if (pr.match < this.log.lastIndex()) pr.needsAppend = true;
+  }
+
   /** The caller's transport reports a snapshot it could not deliver: probe again. */
   reportSnapshotFailed(to: NodeId): void {
     const pr = this.progress.get(to);

@@ -86,6 +86,11 @@ export class RawNode {
     this.raft.campaignNow();
   }
 
+  /** Messages to `to` may have been lost (its connection broke with them unacknowledged): see Raft.reportUnreachable. */
+  reportUnreachable(to: NodeId): void {
+    this.raft.reportUnreachable(to);
+  }
+
   reportSnapshotFailed(to: NodeId): void {
     this.raft.reportSnapshotFailed(to);
   }

@@ -439,6 +439,23 @@ t.test('Raft streams', async (t) => {
     await res.body.dump();
   });
 
+  t.test('appends lost with a stream are reported by partition, so their groups send again at once', async (t) => {
+    const nodeB = await startNode(t, b);
+    const lost: [NodeId, number[]][] = [];
+    const { tr } = transport(t, a, [nodeB], { requestTimeoutMs: 200, onLost: (peer, partitions) => void lost.push([peer, [...partitions].sort((x, y) => x - y)]) });
+    let release = () => {};
+    nodeB.gate = new Promise((resolve) => (release = resolve));
+    // Appends of partitions 0 to 2, and heartbeats; plus a heartbeat alone for partition 7.
+    tr.send([...turnOf(a, b, 3), { partition: 7, message: heartbeat(a, b, 1) }]);
+    await until('the failure', () => tr.stats().failed === 7);
+    t.same(lost, [[b, [0, 1, 2]]], 'once, with the partitions whose appends were in the lost frame');
+    nodeB.gate = null;
+    release();
+    tr.send([{ partition: 4, message: heartbeat(a, b, 1) }]);
+    await until('the next batch', () => tr.stats().sent === 1);
+    t.equal(lost.length, 1, 'nothing more for a batch delivered');
+  });
+
   t.test('a frame not acknowledged in time fails its batch and the stream; the next batch opens another', async (t) => {
     const nodeB = await startNode(t, b);
     const { tr, warnings } = transport(t, a, [nodeB], { requestTimeoutMs: 200 });

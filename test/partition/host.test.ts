@@ -99,6 +99,33 @@ t.test('a proposal or a read on an idle node goes out at once: it waits for no t
   t.ok(got.ok, 'the read was confirmed by a round of its own');
 });
 
+t.test('an append the transport reports lost goes again at once: it waits for no heartbeat', async (t) => {
+  // No node ticks: no heartbeat can free the follower's window of one append.
+  const c = new LocalCluster(1, { balanceLeaders: false });
+  t.teardown(() => c.close());
+  for (const id of IDS) await c.start(id, false);
+  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
+  c.hosts.get(IDS[0]!)!.schedule();
+  await c.until(() => c.leaderOf(0) !== null, 'a leader');
+  const leader = c.leaderOf(0)!;
+  const hosts = [...c.hosts.values()];
+  const first = leader.replica(0).raw.position().lastIndex;
+  await c.until(() => hosts.every((h) => appliedIndex(h.replica(0)) === first), 'the first entry applied everywhere');
+  await c.quiet();
+  const follower = hosts.find((h) => h !== leader)!;
+  // The append to one follower is lost on the way; the other's acknowledgement commits the write.
+  c.down.add(follower.opts.self);
+  t.ok((await leader.replica(0).propose('alice', queue('q'))).ok);
+  await c.quiet();
+  c.down.delete(follower.opts.self);
+  const last = leader.replica(0).raw.position().lastIndex;
+  for (let i = 0; i < 3; i++) await c.quiet();
+  t.ok(appliedIndex(follower.replica(0)) < last, 'the follower is left behind: nothing more goes to it');
+  leader.reportLost(follower.opts.self, [0]);
+  await c.until(() => appliedIndex(follower.replica(0)) === last, 'the follower applied the write');
+  t.pass('caught up without a tick');
+});
+
 t.test("a partition's state commits what it applied once STATE_COMMIT_MS passed on the host's clock, and at close", async (t) => {
   // The test drives both the clock and the ticks: no node ticks on its own.
   let now = 1_700_000_000_000;

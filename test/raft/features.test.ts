@@ -405,6 +405,31 @@ t.test('flow control', async (t) => {
     t.same(net.appliedData(n3), ['a'], 'n3 applies the entry without a tick');
   });
 
+  t.test('with one append in flight, one the transport reports lost is sent again at once, not at the next heartbeat', async (t) => {
+    const net = electedNetwork({ maxInflightMsgs: 1 });
+    net.node(n1).propose([enc('a')]);
+    const first = drain(net, n1);
+    // n3's append is lost; n2's commits the entry.
+    net.deliver(first.filter((m) => m.to === n2));
+    net.deliver(drain(net, n2));
+    net.node(n1).propose([enc('b')]);
+    t.equal(appsTo(drain(net, n1), n3).length, 0, "n3's window is full: nothing goes to it");
+    net.node(n1).reportUnreachable(n3);
+    const again = appsTo(drain(net, n1), n3);
+    t.equal(again.length, 1, 'one append to n3 as soon as the loss is reported');
+    t.same(again[0]?.entries.map(text), ['a', 'b'], 'from its match on: what was lost and what came since');
+    net.deliver(again);
+    net.deliver(drain(net, n3));
+    net.deliver(drain(net, n1).filter((m) => m.to === n3));
+    drain(net, n3);
+    t.same(net.appliedData(n3), ['a', 'b'], 'n3 applies both without a tick');
+    // Reported again with nothing in flight and nothing to send: nothing goes.
+    net.node(n1).reportUnreachable(n3);
+    t.equal(appsTo(drain(net, n1), n3).length, 0, 'nothing to resend');
+    net.node(n2).reportUnreachable(n1);
+    t.equal(drain(net, n2).length, 0, 'a follower ignores the report');
+  });
+
   t.test('maxInflightBytes bounds unanswered bytes per follower', async (t) => {
     const net = electedNetwork({ maxInflightBytes: 20, maxSizePerMsg: 10 });
     for (let i = 0; i < 6; i++) net.node(n1).propose([enc('x'.repeat(10))]);

@@ -202,6 +202,8 @@ export class Simulation {
   now = 0;
   private seq = 0;
   private queue: InFlight[] = [];
+  /** Appends dropped whose loss their sender is told of, at the next delivery round. */
+  private lostAppends: Message[] = [];
   /** Per directed link, the latest delivery time scheduled (for FIFO delivery). */
   private readonly linkClock = new Map<string, number>();
   /** Directed links that are cut: "a>b". Value: time the cut heals. */
@@ -307,7 +309,12 @@ export class Simulation {
   // ---- network ----
 
   private send(m: Message): void {
-    if (this.rng.chance(this.drop)) return;
+    if (this.rng.chance(this.drop)) {
+      // Half the time the sender learns that an append was lost, as the HTTP transport tells its
+      // host when a stream breaks with the frame unacknowledged (reportUnreachable: probe again now).
+      if (m.type === 'app' && this.rng.chance(0.5)) this.lostAppends.push(m);
+      return;
+    }
     const copies = this.rng.chance(this.dup) ? 2 : 1;
     const link = `${m.from}>${m.to}`;
     for (let i = 0; i < copies; i++) {
@@ -325,6 +332,11 @@ export class Simulation {
   }
 
   private deliverDue(): void {
+    if (this.lostAppends.length > 0) {
+      const lost = this.lostAppends;
+      this.lostAppends = [];
+      for (const m of lost) this.nodes.get(m.from)?.raw?.reportUnreachable(m.to);
+    }
     if (this.queue.length === 0) return;
     const due: InFlight[] = [];
     const rest: InFlight[] = [];
