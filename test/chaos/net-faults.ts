@@ -111,11 +111,11 @@ function install(controlPath: string): void {
 
   // deliver(peer: Peer, batch: BatchItem[], carried: Carried | null): Promise<boolean>; never rejects,
   // reports through fail(); forwarded commands it carries never left (retry), answers wait to go again.
-  type Transport = { fail(peer: unknown, n: number, reason: string): void; carriedLost(peer: unknown, carried: unknown, fate: 'retry', detail: string): void };
+  type Transport = { fail(peer: unknown, lost: readonly unknown[], reason: string): void; carriedLost(peer: unknown, carried: unknown, fate: 'retry', detail: string): void };
   proto.deliver = async function (this: Transport, peer: { id: string }, batch: unknown[], carried: unknown): Promise<unknown> {
     if (pass('deliver', peer.id)) return orig.deliver.call(this, peer, batch, carried);
     const reason = `ECONNREFUSED: ${refused(peer.id).message}`;
-    this.fail(peer, batch.length, reason);
+    this.fail(peer, batch, reason);
     if (carried !== null && carried !== undefined) this.carriedLost(peer, carried, 'retry', reason);
     return false;
   };
