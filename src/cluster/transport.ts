@@ -85,7 +85,8 @@ export interface TransportOptions {
   /**
    * Called when messages to `peer` were lost undelivered (a failed batch, or a stream that ended with
    * their frame unacknowledged), with the partitions of the appends among them, so that those Raft
-   * groups send again at once (RawNode.reportUnreachable) instead of at the next heartbeat.
+   * groups send again at once (RawNode.reportUnreachable) instead of at the next heartbeat. Only for
+   * the first failure since a delivered batch: a peer that stays down is not sent them again and again.
    */
   readonly onLost?: (peer: NodeId, partitions: readonly number[]) => void;
 }
@@ -868,9 +869,18 @@ export class HttpTransport {
     this.failed += lost.length;
     if (this.closed) return;
     this.warnings.warn(`peer:${peer.id}`, { peer: peer.id, url: peer.url, reason, messages: lost.length }, 'inter-node request failed; its messages are dropped');
+    // Only the first failure since a success: a peer that stays down would otherwise be sent every
+    // lost group's append again after each backoff, for as long as it is down. Its heartbeats'
+    // answers resume replication once it is back, as before.
+    if (this.onLost === undefined || peer.failures > 0) return;
     const partitions = new Set<number>();
     for (const { partition, message } of lost) if (message.type === MessageType.App) partitions.add(partition);
-    if (partitions.size > 0) this.onLost?.(peer.id, [...partitions]);
+    if (partitions.size === 0) return;
+    try {
+      this.onLost(peer.id, [...partitions]);
+    } catch (err) {
+      this.warnings.warn(`lost:${peer.id}`, { peer: peer.id, err: errorText(err) }, 'reporting lost appends failed');
+    }
   }
 }
 

@@ -607,6 +607,18 @@ t.test('a dead peer: send drops instead of throwing, and the queue stays bounded
   t.equal(tr.stats().dropped, 98_001, 'a message for an unknown node is dropped and counted');
 });
 
+t.test('a peer that stays down is reported lost appends once, not after every backoff', async (t) => {
+  const dead = { id: b, url: `http://127.0.0.1:${await deadPort()}` };
+  const lost: number[][] = [];
+  const { tr } = transport(t, a, [dead], { onLost: (_peer, partitions) => void lost.push([...partitions]) });
+  tr.send(turnOf(a, b, 2));
+  await until('the first failure', () => tr.stats().failed === 4);
+  t.same(lost, [[0, 1]], 'the first failure reports them');
+  tr.send(turnOf(a, b, 2, 2));
+  await until('the second failure', () => tr.stats().failed === 8);
+  t.same(lost, [[0, 1]], 'the next ones do not');
+});
+
 t.test('send() throws only on a caller bug', async (t) => {
   const { tr } = transport(t, a, []);
   t.throws(() => tr.send([{ partition: 1024, message: heartbeat(a, b, 1) }]), RangeError);
