@@ -320,10 +320,11 @@ export class Router {
       if (settled) return;
       const state = this.host.replica(p).state;
       const now = this.now();
-      // A halted replica applies nothing, so nothing here wakes the poll: it asks the leader again
+      // A halted replica applies nothing, so nothing here wakes the poll, and its state (open when it
+      // halted mid-apply) is frozen: a lease due in it would stay due. The poll asks the leader again
       // every HALTED_LOOK_MS.
-      const again = this.host.replica(p).halted !== null ? now + HALTED_LOOK_MS : now;
-      const next = channelId === null || !state.isOpen() ? again : state.nextVisibleAt(channelId);
+      const halted = this.host.replica(p).halted !== null;
+      const next = halted ? now + HALTED_LOOK_MS : channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
       const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
       if (timer !== null) clearTimeout(timer);
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
@@ -351,6 +352,8 @@ export class Router {
     const passOn = (): void => {
       if (!woke || channelId === null) return;
       woke = false;
+      // A halted replica's state is frozen: what it shows visible says nothing.
+      if (this.host.replica(p).halted !== null) return;
       const state = this.host.replica(p).state;
       const set = byChannel.get(channelId);
       if (set !== undefined && state.isOpen() && state.hasVisible(channelId, this.now())) wakeFor(set, 1);

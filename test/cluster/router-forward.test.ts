@@ -75,3 +75,34 @@ t.test('a close waits for a forwarded apply no longer than it is told', async (t
   s.apply({ ok: true, value: null });
   t.same(await result, { ok: true, value: null });
 });
+
+t.test('a long poll on a halted replica looks again every second, not at the leases due in its frozen state', async (t) => {
+  const now = 1_000_000;
+  // Halted mid-apply: the state stays open, and a lease that ended before the halt stays due in it.
+  const replica = {
+    onWake: () => () => undefined,
+    onDeliver: () => () => undefined,
+    isLeader: () => false,
+    leader: () => null,
+    halted: new Error('halted'),
+    state: { isOpen: () => true, channelIdOf: () => 7, nextVisibleAt: () => now - 60_000, hasVisible: () => true },
+  };
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  const peers: PeerCaller = { call: () => Promise.reject(new Error('no HTTP here')) };
+  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, now: () => now });
+  // The delay of the timer the watch arms, seen as it is set.
+  const delays: number[] = [];
+  const real = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    delays.push(ms ?? 0);
+    return real(fn, ms);
+  }) as typeof setTimeout;
+  let watch;
+  try {
+    watch = router.watch(0, { queue: 'q' }, now + 20_000);
+  } finally {
+    globalThis.setTimeout = real;
+  }
+  t.same(delays, [1_000], 'one look a second, not one every pollMs');
+  watch.cancel();
+});
