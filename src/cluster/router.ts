@@ -323,8 +323,7 @@ export class Router {
       // A halted replica applies nothing, so nothing here wakes the poll, and its state (open when it
       // halted mid-apply) is frozen: a lease due in it would stay due. The poll asks the leader again
       // every HALTED_LOOK_MS.
-      const halted = this.host.replica(p).halted !== null;
-      const next = halted ? now + HALTED_LOOK_MS : channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
+      const next = !this.appliesHere(p) ? now + HALTED_LOOK_MS : channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
       const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
       if (timer !== null) clearTimeout(timer);
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
@@ -353,7 +352,7 @@ export class Router {
       if (!woke || channelId === null) return;
       woke = false;
       // A halted replica's state is frozen: what it shows visible says nothing.
-      if (this.host.replica(p).halted !== null) return;
+      if (!this.appliesHere(p)) return;
       const state = this.host.replica(p).state;
       const set = byChannel.get(channelId);
       if (set !== undefined && state.isOpen() && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
