@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { openSync } from 'node:fs';
 import { freePort } from '../test/cluster/net-helpers.js';
 // @ts-expect-error: a plain .mjs script without types
 import { buildMain } from '../scripts/build.mjs';
@@ -28,6 +29,7 @@ export async function startNodes(dir: string, flags: Record<string, string | num
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
   const peers = urls.map((u, i) => `n${i + 1}=${u}`).join(',');
   const env = { ...process.env, MOM_CLUSTER_SECRET: randomBytes(24).toString('base64url'), MOM_JWT_SECRET: randomBytes(48).toString('base64url'), MOM_LOG_LEVEL: process.env.MOM_BENCH_LOG_LEVEL ?? 'warn' };
+  const stdoutTo = process.env.MOM_BENCH_STDOUT || undefined;
   const extra = Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const nodes = ports.map((p, i) => ({
     id: `n${i + 1}`,
@@ -35,7 +37,8 @@ export async function startNodes(dir: string, flags: Record<string, string | num
     proc: spawn(process.execPath, [...nodeArgs, main, '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
       cwd: root,
       env,
-      stdio: ['ignore', 'ignore', 'inherit'],
+      // MOM_BENCH_STDOUT=/tmp/x keeps each node's output (what V8's --trace-gc prints) in /tmp/x-n1.out...
+      stdio: ['ignore', stdoutTo === undefined ? 'ignore' : openSync(`${stdoutTo}-n${i + 1}.out`, 'w'), 'inherit'],
     }),
   }));
   process.on('exit', () => nodes.forEach((n) => n.proc.kill('SIGKILL')));
