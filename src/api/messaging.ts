@@ -164,7 +164,7 @@ async function leaseMessages(
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
   // A parked poll gets its messages from this node's apply of their lease: a halted replica has none.
   const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined && deps.broker.appliesHere?.(partition) !== false;
-  const parking = parks ? deps.broker.park() : null;
+  let parking = parks ? deps.broker.park() : null;
   const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */
   let parked = false;
@@ -187,6 +187,14 @@ async function leaseMessages(
   let wokenBy: Watch | null = null;
   try {
     for (;;) {
+      // The replica here halted while this poll was parked (a newer build raised the partition's
+      // format): it will apply no delivery. The poll leaves the state and receives through the leader.
+      if (parking !== null && deps.broker.appliesHere?.(partition) === false) {
+        if (parked) lastLook();
+        else parking.done();
+        parking = null;
+        parked = false;
+      }
       // Registered before the receive, so that no wake-up can fall between the two.
       const watch = deadline > now() && !gone ? deps.broker.watch(partition, channel, deadline, base.maxMessages) : null;
       const command: Command =
@@ -205,6 +213,14 @@ async function leaseMessages(
         // Served between this node's last look and this one: the messages come with this node's
         // apply of the entry that leased them.
         leave(watch);
+        if (deps.broker.appliesHere?.(partition) === false) {
+          // Not here: this replica halted since, so they stay leased until their lease ends, and
+          // the poll goes on receiving through the leader.
+          parking!.abandon(releaseLate, PARK_GRACE_MS);
+          parking = null;
+          parked = false;
+          continue;
+        }
         const messages = await Promise.race([parking!.delivered, sleep(DELIVERY_WAIT_MS).then(() => null), goneP.then(() => null)]);
         if (messages === null || gone) {
           parking!.abandon(releaseLate, PARK_GRACE_MS);

@@ -23,7 +23,7 @@ import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError
 import { commandOrigin, type NodeHost } from '../partition/host.js';
 import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
-import { runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
+import { FormatTooNewError, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
 import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
@@ -115,6 +115,8 @@ export class Router {
   private readonly applying = new Set<Promise<unknown>>();
   /** Parked polls of this process by tag: what an apply here delivers to them goes to these. */
   private readonly parked = new Map<string, (messages: ReceivedMessage[]) => void>();
+  /** The peer that last served a partition's request while this node's replica of it is halted: asked first. */
+  private readonly servedBy = new Map<number, NodeId>();
   /** Makes this process's tags unique across restarts. */
   private readonly nonce = randomBytes(6).toString('base64url');
   private tags = 0;
@@ -149,9 +151,13 @@ export class Router {
     return this.host.replica(p).halted === null;
   }
 
-  /** The log format partition `p` is in, as this node's replica applied it (format.ts). */
+  /** The log format partition `p` is in, as this node's replica applied it or halted on it (format.ts). */
   format(p: number): number {
-    return this.host.replica(p).state.format();
+    const replica = this.host.replica(p);
+    // Halted on a format this build cannot read: the partition is in that one at least, even when
+    // the halt came mid-apply and rolled back the raises before it (the state shows an older one).
+    const halted = replica.halted;
+    return halted instanceof FormatTooNewError ? Math.max(halted.format, replica.state.format()) : replica.state.format();
   }
 
   /**
@@ -415,12 +421,15 @@ export class Router {
       const replica = this.host.replica(p);
       let target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
       // A halted replica knows no leader: a peer serves the request, or its not_leader names one.
-      if (target === null && replica.halted !== null) target = peerInTurn(replica.cfg.voters, this.opts.self, asked++);
+      if (target === null && replica.halted !== null) target = peerInTurn(replica.cfg.voters, this.opts.self, asked++, this.servedBy.get(p));
       const followed = hint !== null;
       hint = null;
       if (target !== null && (target !== this.opts.self || replica.isLeader())) {
         const answer: Answer = target === this.opts.self ? await here() : await there(target);
-        if (answer.kind === 'ok') return answer.result;
+        if (answer.kind === 'ok') {
+          if (replica.halted !== null && target !== this.opts.self) this.servedBy.set(p, target);
+          return answer.result;
+        }
         if (answer.kind === 'unknown') {
           if (!retryUnknown) throw unknownOutcome(what, answer);
           // A read changes nothing: its failure is just a reason to try again.
@@ -477,10 +486,11 @@ export class Router {
   }
 }
 
-/** The `turn`th voter other than `self`, round and round; null when there is none. */
-function peerInTurn(voters: readonly NodeId[], self: NodeId, turn: number): NodeId | null {
+/** The `turn`th voter other than `self` from `first` (the first of them if absent), round and round; null when there is none. */
+function peerInTurn(voters: readonly NodeId[], self: NodeId, turn: number, first: NodeId | undefined): NodeId | null {
   const others = voters.filter((v) => v !== self);
-  return others.length === 0 ? null : others[turn % others.length]!;
+  const start = first === undefined ? 0 : Math.max(0, others.indexOf(first));
+  return others.length === 0 ? null : others[(start + turn) % others.length]!;
 }
 
 function unknownOutcome(what: string, answer: Extract<Answer, { kind: 'unknown' }>): UnavailableError {

@@ -326,6 +326,21 @@ export class NodeHost {
   async proposeSystem(p: number, command: Command): Promise<unknown> {
     const r = this.replica(p);
     if (r.isLeader()) return r.propose(null, command);
+    // A halted replica follows nobody (a build older than the partition's format): the other voters
+    // are asked in turn, and the leader among them proposes it. Asking the next after an unknown
+    // outcome is safe for the one caller, housekeeping's dead letters: deduplicated by message id.
+    if (r.halted !== null) {
+      let last: unknown = new NotLeaderError(p, null);
+      for (const peer of this.opts.voters) {
+        if (peer === this.opts.self) continue;
+        try {
+          return await this.opts.outbox.forward(peer, p, command);
+        } catch (err) {
+          last = err;
+        }
+      }
+      throw last;
+    }
     const leader = r.leader();
     if (leader === null || leader === this.opts.self) throw new NotLeaderError(p, null);
     return this.opts.outbox.forward(leader, p, command);

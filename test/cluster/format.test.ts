@@ -80,6 +80,10 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   const halted = n3.status()[p]!;
   t.match(halted.halted, /format 2.*reads up to format 1/, 'it says why');
   t.equal(halted.leader, null, 'and follows no leader there');
+  // Its state halted before the raise, in format 1; the partition is in format 2 all the same, and
+  // routes gated on a format (user lifecycle: 9) go by what the partition is in, served by its leader.
+  t.equal(halted.format, 1, 'its state stopped before the raise');
+  t.equal(n3.node.router.format(p), 2, 'n3 counts the partition in the format it halted on');
   t.equal(n3.host.replica(p).state.format(), 1, 'its state is still in format 1');
   t.ok(appliedIndex(n3.host.replica(p)) < raiseAt, `and applied nothing from the raise (${raiseAt}) on`);
   for (let i = 0; i < 5; i++) t.ok((await submit([n1.host, n2.host], p, 'alice', send(`q${p}`, `m${i}`))).ok, `n1 and n2 take write ${i} on partition ${p}`);
@@ -111,6 +115,9 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   // Requests to n3 still work: its peers serve what its halted replicas cannot, a long poll included.
   t.match(await n3c.node.router.propose(p, 'alice', send(`q${p}`, 'through n3'), undefined), { ok: true }, 'a write through n3 is served by the leader');
   t.match(await n3c.node.router.query(p, { type: 'queue.get', name: `q${p}`, user: 'alice' }), { ok: true }, 'a linearizable read through n3 too');
+  // The system's own commands too (housekeeping's dead letters): before, a halted replica knew no
+  // leader to forward them to, and they waited for n3's upgrade.
+  t.match(await n3c.host.proposeSystem(p, { type: 'sweep' }), { ok: true }, 'a system command from n3 is served by the leader');
   const api3 = `http://127.0.0.1:${cfgs[2]!.port}`;
   const token = await userToken(api3, 'bob');
   t.equal((await call(api3, 'POST', '/v1/queues', { token, body: { name: 'through-n3' } })).status, 201, 'a queue created through n3');

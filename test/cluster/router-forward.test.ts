@@ -106,3 +106,24 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
   t.same(delays, [1_000], 'one look a second, not one every pollMs');
   watch.cancel();
 });
+
+t.test('requests through a halted replica ask first the peer that served the last one', async (t) => {
+  const n3 = 'n3' as NodeId;
+  // n1's replica is halted and follows nobody; n3 leads, n2 names it.
+  const replica = { onWake: () => () => undefined, onDeliver: () => () => undefined, isLeader: () => false, leader: () => null, halted: new Error('halted'), cfg: { voters: ['n1', 'n2', 'n3'] } };
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  const asked: NodeId[] = [];
+  const peers: PeerCaller = {
+    call: () => Promise.reject(new Error('no HTTP here')),
+    carry: (peer) => {
+      asked.push(peer);
+      return Promise.resolve(peer === n3 ? { kind: 'ok', result: { ok: true, value: 'from n3' } } : { kind: 'not_leader', leader: n3 });
+    },
+  };
+  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5 });
+  t.same(await router.propose(0, 'alice', send, undefined), { ok: true, value: 'from n3' });
+  t.same(asked, [n2, n3], 'the first asks n2, which names n3');
+  asked.length = 0;
+  t.same(await router.propose(0, 'alice', send, undefined), { ok: true, value: 'from n3' });
+  t.same(asked, [n3], 'the next goes to n3 at once');
+});
