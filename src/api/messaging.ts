@@ -187,18 +187,22 @@ async function leaseMessages(
   let wokenBy: Watch | null = null;
   try {
     for (;;) {
-      // The replica here halted while this poll was parked (a newer build raised the partition's
-      // format): it will apply no delivery. The poll leaves the state and receives through the leader.
+      // The replica here halted (a newer build raised the partition's format): it will apply no
+      // delivery, so the poll stops parking. Parked, its next receive takes it out of the state and
+      // leases what is ready in the same entry (ms 0), or finds it served; from then on it receives
+      // through the leader without a wait.
+      let unparking = false;
       if (parking !== null && deps.broker.appliesHere?.(partition) === false) {
-        if (parked) lastLook();
-        else parking.done();
-        parking = null;
-        parked = false;
+        if (parked) unparking = true;
+        else {
+          parking.done();
+          parking = null;
+        }
       }
       // Registered before the receive, so that no wake-up can fall between the two.
       const watch = deadline > now() && !gone ? deps.broker.watch(partition, channel, deadline, base.maxMessages) : null;
       const command: Command =
-        parking === null ? base : { ...base, wait: { tag: parking.tag, ms: watch === null ? 0 : Math.ceil(deadline - now()), again: parked } };
+        parking === null ? base : { ...base, wait: { tag: parking.tag, ms: watch === null || unparking ? 0 : Math.ceil(deadline - now()), again: parked } };
       let result: Received;
       try {
         result = await write<Received>(deps, request, partitionKey, command);
@@ -209,16 +213,22 @@ async function leaseMessages(
         throw err;
       }
       parked = result.parked === 'parked';
+      if (unparking && result.parked !== 'gone') {
+        // Out of the state, with what was ready (if anything): an unparked poll from here on.
+        parking!.done();
+        parking = null;
+      }
       if (result.parked === 'gone') {
         // Served between this node's last look and this one: the messages come with this node's
         // apply of the entry that leased them.
         leave(watch);
         if (deps.broker.appliesHere?.(partition) === false) {
-          // Not here: this replica halted since, so they stay leased until their lease ends, and
-          // the poll goes on receiving through the leader.
+          // Not here: this replica halted, so they stay leased until their lease ends (abandon
+          // releases them only should they be applied here after all), and the poll goes on
+          // receiving through the leader, unless its client left.
           parking!.abandon(releaseLate, PARK_GRACE_MS);
           parking = null;
-          parked = false;
+          if (gone) return { messages: [] };
           continue;
         }
         const messages = await Promise.race([parking!.delivered, sleep(DELIVERY_WAIT_MS).then(() => null), goneP.then(() => null)]);

@@ -140,6 +140,11 @@ export class Router {
         else wakeFor(set, visible);
       });
       host.replica(p).onDeliver((d) => this.parked.get(d.tag)?.(d.messages));
+      // A halted replica applies nothing more: each long poll waiting on it looks again now, and
+      // goes on through the leader (appliesHere).
+      host.replica(p).onHalt(() => {
+        for (const set of byChannel.values()) for (const w of [...set]) w.wake();
+      });
     }
   }
 
@@ -228,9 +233,10 @@ export class Router {
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number } {
     const replica = this.host.replica(p);
     const state = replica.state;
+    // A halted replica's state is unreadable (a newer format) or frozen where it halted (mid-apply),
+    // however far behind: another node can serve the read.
+    if (replica.halted !== null) throw new UnavailableError('halted', `partition ${p}: ${replica.halted.message}`);
     if (!state.isOpen()) {
-      // A state in a format newer than this build reads cannot be read at all: another node can.
-      if (replica.halted !== null) throw new UnavailableError('halted', `partition ${p}: ${replica.halted.message}`);
       // Between closing the old state and opening the installed snapshot, there is nothing to read.
       throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
     }
@@ -415,13 +421,14 @@ export class Router {
     let last = 'no leader is known';
     /** An answer of unknown outcome, when retried (with an Idempotency-Key) until the deadline. */
     let unknown: Extract<Answer, { kind: 'unknown' }> | null = null;
-    /** Peers asked in turn while this node's replica is halted (it follows no leader). */
+    /** Peers asked in turn while this node's replica is halted (it follows no leader), from `first`. */
     let asked = 0;
+    const first = this.servedBy.get(p);
     for (;;) {
       const replica = this.host.replica(p);
       let target: NodeId | null = replica.isLeader() ? this.opts.self : (hint ?? replica.leader());
       // A halted replica knows no leader: a peer serves the request, or its not_leader names one.
-      if (target === null && replica.halted !== null) target = peerInTurn(replica.cfg.voters, this.opts.self, asked++, this.servedBy.get(p));
+      if (target === null && replica.halted !== null) target = peerInTurn(replica.cfg.voters, this.opts.self, asked++, first);
       const followed = hint !== null;
       hint = null;
       if (target !== null && (target !== this.opts.self || replica.isLeader())) {

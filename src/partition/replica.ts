@@ -91,6 +91,7 @@ export class PartitionReplica {
   private readSeq = 0;
   private readonly wakeListeners = new Set<(channelId: number, visible: number) => void>();
   private readonly deliverListeners = new Set<(delivery: Delivery) => void>();
+  private readonly haltListeners = new Set<() => void>();
   private closed = false;
   /**
    * Set when this build cannot read the partition's log format, or when its state points at log
@@ -150,6 +151,13 @@ export class PartitionReplica {
   halt(reason: HaltReason): void {
     this.haltedBy = reason;
     this.close();
+    for (const fn of [...this.haltListeners]) fn();
+  }
+
+  /** Calls `fn` when this replica halts (the router then wakes the long polls waiting on it). */
+  onHalt(fn: () => void): () => void {
+    this.haltListeners.add(fn);
+    return () => this.haltListeners.delete(fn);
   }
 
   /**
@@ -348,16 +356,16 @@ export class PartitionReplica {
     });
   }
 
-  /**
-   * Calls `fn(channel, n)` whenever apply made n messages visible on a channel, and `fn(channel, 0)`
-   * when it gave one a message that becomes visible later by time alone (for long polls).
-   */
   /** Calls `fn` with the messages each apply leased to a parked long poll (format 3), on every replica. */
   onDeliver(fn: (delivery: Delivery) => void): () => void {
     this.deliverListeners.add(fn);
     return () => this.deliverListeners.delete(fn);
   }
 
+  /**
+   * Calls `fn(channel, n)` whenever apply made n messages visible on a channel, and `fn(channel, 0)`
+   * when it gave one a message that becomes visible later by time alone (for long polls).
+   */
   onWake(fn: (channelId: number, visible: number) => void): () => void {
     this.wakeListeners.add(fn);
     return () => this.wakeListeners.delete(fn);

@@ -73,10 +73,11 @@ t.test('where the node applies the partition, the same poll parks (format 3 and 
 });
 
 /**
- * A poll that parked while the node applied the partition, whose replica then halts: `served` says
- * whether the leader had already leased it messages when it looked again.
+ * A poll that parked while the node applied the partition, whose replica then halts: right after it
+ * parked (`'parked'`), or while its next look was on its way to the leader, which had served it
+ * meanwhile (`'served'`: its delivery is leased, but this replica will never apply it).
  */
-async function haltedWhileParked(served: boolean): Promise<{ body: unknown; commands: Command[]; abandoned: number; done: number }> {
+async function haltedWhileParked(when: 'parked' | 'served'): Promise<{ body: unknown; commands: Command[]; abandoned: number; done: number }> {
   const commands: Command[] = [];
   let applies = true;
   let abandoned = 0;
@@ -87,14 +88,16 @@ async function haltedWhileParked(served: boolean): Promise<{ body: unknown; comm
     appDeps({
       propose: async (_p, _actor, command) => {
         commands.push(command);
-        const wait = (command as { wait?: { again?: boolean; leave?: boolean } }).wait;
-        // The first receive parks; the replica here halts right after.
+        const wait = (command as { wait?: { again?: boolean } }).wait;
         if (commands.length === 1) {
-          applies = false;
+          if (when === 'parked') applies = false;
           return { ok: true, value: { messages: [], parked: 'parked' } } as never;
         }
-        if (wait?.leave === true) return { ok: true, value: { messages: [], parked: served ? 'gone' : undefined } } as never;
-        if (wait?.again === true) return { ok: true, value: { messages: [], parked: served ? 'gone' : 'parked' } } as never;
+        if (wait?.again === true && when === 'served') {
+          applies = false;
+          return { ok: true, value: { messages: [], parked: 'gone' } } as never;
+        }
+        // Out of the state (ms 0) or a plain receive: the leader leases what is ready.
         return { ok: true, value: { messages: [{ ...message }] } } as never;
       },
       query: async () => ({ ok: true, value: { createdAt: new Date(0).toISOString(), epoch: 0 } }) as never,
@@ -113,7 +116,6 @@ async function haltedWhileParked(served: boolean): Promise<{ body: unknown; comm
   );
   try {
     const res = await receiveWithWait(app);
-    // The look that takes the poll out of the state runs behind the answer.
     await Promise.all(behind);
     return { body: res.json(), commands, abandoned, done };
   } finally {
@@ -121,21 +123,21 @@ async function haltedWhileParked(served: boolean): Promise<{ body: unknown; comm
   }
 }
 
-t.test('a poll parked before its replica halts leaves the state and receives through the leader', async (t) => {
-  const got = await haltedWhileParked(false);
-  t.match(got.body, { messages: [{ messageId: 'm-1', body: 'late' }] }, 'it gets the message a plain receive finds, well within its wait');
-  const waits = got.commands.map((c) => (c as { wait?: { leave?: boolean } }).wait);
-  t.ok(waits[0] !== undefined && waits[0].leave !== true, 'it parked first');
-  t.ok(
-    waits.some((w) => w?.leave === true),
-    'then took itself out of the state',
-  );
-  t.equal(waits.filter((w) => w === undefined).length, 1, 'and received once more without parking');
-  t.equal(got.done, 1, 'its parking ended (nothing was leased to it)');
+const waitOf = (c: Command): { ms?: number; again?: boolean; leave?: boolean } | undefined => (c as { wait?: { ms?: number; again?: boolean; leave?: boolean } }).wait;
+
+t.test('a poll parked before its replica halts leaves the state and takes what is ready in one receive', async (t) => {
+  const got = await haltedWhileParked('parked');
+  t.match(got.body, { messages: [{ messageId: 'm-1', body: 'late' }] });
+  t.equal(got.commands.length, 2, 'it parked, then received once more');
+  t.match(waitOf(got.commands[1]!), { ms: 0, again: true }, 'that receive takes it out of the state (ms 0) and leases what is ready');
+  t.notOk(got.commands.some((c) => waitOf(c)?.leave === true), 'no separate look to leave, which could race with it');
+  t.equal(got.done, 1, 'its parking ended, nothing left to catch');
 });
 
 t.test('a parked poll served just as its replica halted does not wait here for a delivery that never comes', async (t) => {
-  const got = await haltedWhileParked(true);
+  const got = await haltedWhileParked('served');
   t.match(got.body, { messages: [{ messageId: 'm-1' }] }, 'it goes on receiving through the leader');
+  t.equal(got.commands.length, 3);
+  t.equal(waitOf(got.commands[2]!), undefined, 'the next receive does not park');
   t.equal(got.abandoned, 1, 'the delivery this replica will not apply is left to its lease');
 });

@@ -84,6 +84,8 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   // routes gated on a format (user lifecycle: 9) go by what the partition is in, served by its leader.
   t.equal(halted.format, 1, 'its state stopped before the raise');
   t.equal(n3.node.router.format(p), 2, 'n3 counts the partition in the format it halted on');
+  // Its state stays open there, frozen where the apply halted: no stale read is served from it.
+  t.match(t.throws(() => n3.node.router.staleQuery(p, { type: 'queue.get', name: `q${p}`, user: 'alice' })), { reason: 'halted', status: 503 }, 'a stale read there is refused');
   t.equal(n3.host.replica(p).state.format(), 1, 'its state is still in format 1');
   t.ok(appliedIndex(n3.host.replica(p)) < raiseAt, `and applied nothing from the raise (${raiseAt}) on`);
   for (let i = 0; i < 5; i++) t.ok((await submit([n1.host, n2.host], p, 'alice', send(`q${p}`, `m${i}`))).ok, `n1 and n2 take write ${i} on partition ${p}`);

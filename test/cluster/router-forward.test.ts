@@ -20,6 +20,7 @@ function setup(opts: { halted?: boolean; answer: CarriedOutcome }) {
   const replica = {
     onWake: () => () => undefined,
     onDeliver: () => () => undefined,
+    onHalt: () => () => undefined,
     isLeader: () => false,
     leader: () => n2,
     halted: opts.halted === true ? new Error('halted') : null,
@@ -82,6 +83,7 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
   const replica = {
     onWake: () => () => undefined,
     onDeliver: () => () => undefined,
+    onHalt: () => () => undefined,
     isLeader: () => false,
     leader: () => null,
     halted: new Error('halted'),
@@ -110,7 +112,7 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
 t.test('requests through a halted replica ask first the peer that served the last one', async (t) => {
   const n3 = 'n3' as NodeId;
   // n1's replica is halted and follows nobody; n3 leads, n2 names it.
-  const replica = { onWake: () => () => undefined, onDeliver: () => () => undefined, isLeader: () => false, leader: () => null, halted: new Error('halted'), cfg: { voters: ['n1', 'n2', 'n3'] } };
+  const replica = { onWake: () => () => undefined, onDeliver: () => () => undefined, onHalt: () => () => undefined, isLeader: () => false, leader: () => null, halted: new Error('halted'), cfg: { voters: ['n1', 'n2', 'n3'] } };
   const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
   const asked: NodeId[] = [];
   const peers: PeerCaller = {
@@ -126,4 +128,34 @@ t.test('requests through a halted replica ask first the peer that served the las
   asked.length = 0;
   t.same(await router.propose(0, 'alice', send, undefined), { ok: true, value: 'from n3' });
   t.same(asked, [n3], 'the next goes to n3 at once');
+});
+
+t.test('a replica that halts wakes the long polls waiting on it at once', async (t) => {
+  let halt = (): void => undefined;
+  // Running, with nothing due: a watch would sleep until its deadline.
+  const replica = {
+    onWake: () => () => undefined,
+    onDeliver: () => () => undefined,
+    onHalt: (fn: () => void) => {
+      halt = fn;
+      return () => undefined;
+    },
+    isLeader: () => false,
+    leader: () => n2,
+    halted: null as Error | null,
+    state: { isOpen: () => true, channelIdOf: () => 7, nextVisibleAt: () => null, hasVisible: () => false },
+  };
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  const peers: PeerCaller = { call: () => Promise.reject(new Error('no HTTP here')) };
+  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, maxIdleMs: 60_000 });
+  const watch = router.watch(0, { queue: 'q' }, Date.now() + 60_000);
+  let woke: boolean | null = null;
+  void watch.woken.then((expired) => (woke = expired));
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(woke, null, 'asleep while the replica runs');
+  replica.halted = new Error('halted');
+  halt();
+  await new Promise((r) => setTimeout(r, 0));
+  t.equal(woke, false, 'woken, not expired: the poll looks again, through the leader');
+  watch.cancel();
 });
