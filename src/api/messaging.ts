@@ -163,7 +163,8 @@ async function leaseMessages(
   // A poll with an Idempotency-Key waits on this node only: the receive that finds its messages binds
   // the key, so that a retry replays that delivery (a delivery to a parked poll binds nothing).
   // A parked poll gets its messages from this node's apply of their lease: a halted replica has none.
-  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined && deps.broker.appliesHere?.(partition) !== false;
+  const appliesHere = (): boolean => deps.broker.appliesHere?.(partition) !== false;
+  const parks = deadline > now() && deps.broker.format(partition) >= PARKED_POLLS && idempotencyKeyOf(request) === undefined && appliesHere();
   let parking = parks ? deps.broker.park() : null;
   const releaseLate = (messages: ReceivedMessage[]): void => deps.broker.afterAnswer(release(deps, request, partitionKey, channel, messages));
   /** Whether the poll is parked in the state now (its last receive parked it). */
@@ -192,7 +193,7 @@ async function leaseMessages(
       // leases what is ready in the same entry (ms 0), or finds it served; from then on it receives
       // through the leader without a wait.
       let unparking = false;
-      if (parking !== null && deps.broker.appliesHere?.(partition) === false) {
+      if (parking !== null && !appliesHere()) {
         if (parked) unparking = true;
         else {
           parking.done();
@@ -222,7 +223,7 @@ async function leaseMessages(
         // Served between this node's last look and this one: the messages come with this node's
         // apply of the entry that leased them.
         leave(watch);
-        if (deps.broker.appliesHere?.(partition) === false) {
+        if (!appliesHere()) {
           // Not here: this replica halted, so they stay leased until their lease ends (abandon
           // releases them only should they be applied here after all), and the poll goes on
           // receiving through the leader, unless its client left.

@@ -12,15 +12,22 @@ import type { Result } from '../../src/store/broker/index.js';
 
 const n2 = 'n2' as NodeId;
 
+/** The replica's listener hooks, for a replica whose events no test sends. */
+const QUIET = { onWake: () => () => undefined, onDeliver: () => () => undefined, onHalt: () => () => undefined };
+
+/** A router of one partition for n1, over a fake host whose replica is `replica`. */
+function routerOver(replica: object, peers: PeerCaller, opts: { now?: () => number; maxIdleMs?: number } = {}): Router {
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  return new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, ...opts });
+}
+
 /** One partition led by n2; its local replica's awaitEntry is held until `apply` is called. */
 function setup(opts: { halted?: boolean; answer: CarriedOutcome }) {
   const asked: { index: number; term: number }[] = [];
   const tracked: boolean[] = [];
   let apply: (r: Result) => void = () => undefined;
   const replica = {
-    onWake: () => () => undefined,
-    onDeliver: () => () => undefined,
-    onHalt: () => () => undefined,
+    ...QUIET,
     isLeader: () => false,
     leader: () => n2,
     halted: opts.halted === true ? new Error('halted') : null,
@@ -29,7 +36,6 @@ function setup(opts: { halted?: boolean; answer: CarriedOutcome }) {
       return new Promise<Result>((resolve) => (apply = resolve));
     },
   };
-  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
   const peers: PeerCaller = {
     call: () => Promise.reject(new Error('no HTTP here')),
     carry: (_peer, _command, _timeoutMs, track) => {
@@ -37,7 +43,7 @@ function setup(opts: { halted?: boolean; answer: CarriedOutcome }) {
       return Promise.resolve(opts.answer);
     },
   };
-  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5 });
+  const router = routerOver(replica, peers);
   return { router, asked, tracked, apply: (r: Result) => apply(r) };
 }
 
@@ -81,17 +87,13 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
   const now = 1_000_000;
   // Halted mid-apply: the state stays open, and a lease that ended before the halt stays due in it.
   const replica = {
-    onWake: () => () => undefined,
-    onDeliver: () => () => undefined,
-    onHalt: () => () => undefined,
+    ...QUIET,
     isLeader: () => false,
     leader: () => null,
     halted: new Error('halted'),
     state: { isOpen: () => true, channelIdOf: () => 7, nextVisibleAt: () => now - 60_000, hasVisible: () => true },
   };
-  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
-  const peers: PeerCaller = { call: () => Promise.reject(new Error('no HTTP here')) };
-  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, now: () => now });
+  const router = routerOver(replica, { call: () => Promise.reject(new Error('no HTTP here')) }, { now: () => now });
   // The delay of the timer the watch arms, seen as it is set.
   const delays: number[] = [];
   const real = globalThis.setTimeout;
@@ -112,8 +114,7 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
 t.test('requests through a halted replica ask first the peer that served the last one', async (t) => {
   const n3 = 'n3' as NodeId;
   // n1's replica is halted and follows nobody; n3 leads, n2 names it.
-  const replica = { onWake: () => () => undefined, onDeliver: () => () => undefined, onHalt: () => () => undefined, isLeader: () => false, leader: () => null, halted: new Error('halted'), cfg: { voters: ['n1', 'n2', 'n3'] } };
-  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
+  const replica = { ...QUIET, isLeader: () => false, leader: () => null, halted: new Error('halted'), cfg: { voters: ['n1', 'n2', 'n3'] } };
   const asked: NodeId[] = [];
   const peers: PeerCaller = {
     call: () => Promise.reject(new Error('no HTTP here')),
@@ -122,7 +123,7 @@ t.test('requests through a halted replica ask first the peer that served the las
       return Promise.resolve(peer === n3 ? { kind: 'ok', result: { ok: true, value: 'from n3' } } : { kind: 'not_leader', leader: n3 });
     },
   };
-  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5 });
+  const router = routerOver(replica, peers);
   t.same(await router.propose(0, 'alice', send, undefined), { ok: true, value: 'from n3' });
   t.same(asked, [n2, n3], 'the first asks n2, which names n3');
   asked.length = 0;
@@ -134,8 +135,7 @@ t.test('a replica that halts wakes the long polls waiting on it at once', async 
   let halt = (): void => undefined;
   // Running, with nothing due: a watch would sleep until its deadline.
   const replica = {
-    onWake: () => () => undefined,
-    onDeliver: () => () => undefined,
+    ...QUIET,
     onHalt: (fn: () => void) => {
       halt = fn;
       return () => undefined;
@@ -145,9 +145,7 @@ t.test('a replica that halts wakes the long polls waiting on it at once', async 
     halted: null as Error | null,
     state: { isOpen: () => true, channelIdOf: () => 7, nextVisibleAt: () => null, hasVisible: () => false },
   };
-  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 } } as unknown as NodeHost;
-  const peers: PeerCaller = { call: () => Promise.reject(new Error('no HTTP here')) };
-  const router = new Router(host, peers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, maxIdleMs: 60_000 });
+  const router = routerOver(replica, { call: () => Promise.reject(new Error('no HTTP here')) }, { maxIdleMs: 60_000 });
   const watch = router.watch(0, { queue: 'q' }, Date.now() + 60_000);
   let woke: boolean | null = null;
   void watch.woken.then((expired) => (woke = expired));
