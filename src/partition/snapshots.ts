@@ -264,9 +264,12 @@ export class Snapshots {
     if (this.host.isClosed() || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
     let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
     // A follower installing the image made for it goes on from the image's index: keep the log after
-    // it while the image is in use (asked for within SERVED_IDLE_MS).
+    // it while the image is in use: asked for within SERVED_IDLE_MS, and some follower not yet known
+    // to hold the log that far. Kept until the idle time alone, a leader that served one image kept
+    // every entry written in the next five minutes: 57 segments of 32 KiB after 3,000 entries in a
+    // test where the log needs 3.
     const served = this.served.get(p);
-    if (served !== undefined && this.host.elapsed() - served.usedAt > SERVED_IDLE_MS) this.retireServed(p);
+    if (served !== undefined && (this.host.elapsed() - served.usedAt > SERVED_IDLE_MS || everyPeerHolds(r, served.from))) this.retireServed(p);
     else if (served !== undefined) upTo = Math.min(upTo, served.from);
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
     const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);
@@ -346,6 +349,16 @@ export class Snapshots {
       rmSync(join(dir, f), { force: true });
     }
   }
+}
+
+/**
+ * Whether `r` leads its partition and every replica it replicates to is known to hold the log through
+ * `index` (learners too, once there are any): none of them needs an image that goes on from there.
+ */
+function everyPeerHolds(r: PartitionReplica, index: number): boolean {
+  if (!r.isLeader()) return false;
+  for (const match of r.raw.status().match.values()) if (match < index) return false;
+  return true;
 }
 
 /** Where partition p's state database lives under a node's data folder. */

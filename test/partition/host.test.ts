@@ -343,12 +343,15 @@ t.test('a follower whose state is ahead of its log after a crash starts, catches
   t.equal(q.ok ? q.value.stats.visible : null, 30, 'all 30 messages are there, once');
 });
 
-t.test('while an image made for a follower is in use, local snapshots keep the log after it', async (t) => {
+t.test('while an image made for a follower is in use, local snapshots keep the log after it; once every follower holds that far, they let it go', async (t) => {
   // Review finding: local snapshots are cheap and frequent, so a follower installing a large image
   // found the leader's log compacted past it and needed another image, and another.
-  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5 });
-  await send(60);
+  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
   const leader = c.leaderOf(0)!;
+  const behind = IDS.find((id) => id !== leader.opts.self)!;
+  c.down.add(behind);
+  await c.stop(behind);
+  await send(60);
   const snap = leader.replica(0).log.snapshot().meta;
   const path = await leader.snapshots.imageFor(0, `p0-${snap.index}-${snap.term}`);
   t.ok(path !== null && existsSync(path), 'an image is made on demand');
@@ -359,6 +362,16 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   t.ok(leader.replica(0).log.firstIndex() <= imaged + 1, `the log still holds every entry after the image (first ${leader.replica(0).log.firstIndex()}, image at ${imaged})`);
   t.equal(await leader.snapshots.imageFor(0, `p0-${snap.index}-${snap.term}`), path, 'the same image serves the same ref again');
   t.ok(existsSync(path!), 'and is still there');
+
+  // The follower comes back and catches up by an image. Kept until the image went unused for five
+  // minutes, the log after it grew with every write meanwhile.
+  c.down.delete(behind);
+  await c.start(behind);
+  const raw = leader.replica(0).raw;
+  await c.until(() => (raw.status().match.get(behind) ?? 0) >= raw.position().lastIndex, `${behind} holds the leader's whole log`);
+  const caught = raw.position().lastIndex;
+  await send(60);
+  t.ok(leader.replica(0).log.firstIndex() > caught + 1, `local snapshots compact the log past where ${behind} caught up (first ${leader.replica(0).log.firstIndex()}, caught up at ${caught})`);
 });
 
 t.test('with a majority down, a write is not acknowledged', async (t) => {
