@@ -263,14 +263,18 @@ export class Snapshots {
     // state reopened), or the node stopped: then this point is of no use.
     if (this.host.isClosed() || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
     let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
-    // A follower installing the image made for it goes on from the image's index: keep the log after
-    // it while the image is in use: asked for within SERVED_IDLE_MS, and some follower not yet known
-    // to hold the log that far. Kept until the idle time alone, a leader that served one image kept
-    // every entry written in the next five minutes: 57 segments of 32 KiB after 3,000 entries in a
-    // test where the log needs 3.
+    // A follower installing the image made for it goes on from the image's index: while the image is
+    // in use (asked for within SERVED_IDLE_MS), keep the log after it, and after what the slowest
+    // replica holds once that is further. A leader that kept it all until the image went unused kept
+    // every entry of the next five minutes: 57 segments of 32 KiB after 3,000 entries in a test where
+    // 3 do. Retired once no replica needs the hold; not at the install's acknowledgement, when the
+    // follower still has the entries written during its download to catch up on.
     const served = this.served.get(p);
-    if (served !== undefined && (this.host.elapsed() - served.usedAt > SERVED_IDLE_MS || everyPeerHolds(r, served.from))) this.retireServed(p);
-    else if (served !== undefined) upTo = Math.min(upTo, served.from);
+    if (served !== undefined) {
+      const slowest = leastHeld(r);
+      if (this.host.elapsed() - served.usedAt > SERVED_IDLE_MS || (slowest !== null && slowest >= upTo)) this.retireServed(p);
+      else upTo = Math.min(upTo, Math.max(served.from, slowest ?? 0));
+    }
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
     const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);
     this.host.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
@@ -352,13 +356,14 @@ export class Snapshots {
 }
 
 /**
- * Whether `r` leads its partition and every replica it replicates to is known to hold the log through
- * `index` (learners too, once there are any): none of them needs an image that goes on from there.
+ * Where `r` leads its partition: the end of the log that every replica it replicates to is known to
+ * hold (the least match of its progress, which a new leader starts at 0); null on a follower.
  */
-function everyPeerHolds(r: PartitionReplica, index: number): boolean {
-  if (!r.isLeader()) return false;
-  for (const match of r.raw.status().match.values()) if (match < index) return false;
-  return true;
+function leastHeld(r: PartitionReplica): number | null {
+  if (!r.isLeader()) return null;
+  let least = Infinity;
+  for (const match of r.raw.status().match.values()) least = Math.min(least, match);
+  return least === Infinity ? null : least;
 }
 
 /** Where partition p's state database lives under a node's data folder. */
