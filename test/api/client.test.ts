@@ -348,10 +348,11 @@ t.test('a delayed message is not visible at once, then a long poll gets it', asy
   await eachNode(t, async (t, i) => {
     const name = `later-${nodeName(i)}`;
     await createQueue(t, i, { name });
-    const sent = await send(t, as('alice', hop(i)), name, { body: 'in a second', delaySeconds: 1 });
+    // Two seconds: a receive stamped more than the delay after the send (a loaded machine) would see it.
+    const sent = await send(t, as('alice', hop(i)), name, { body: 'in two seconds', delaySeconds: 2 });
     t.same(await receive(t, as('alice', i), name), [], 'not yet');
-    const got = await receive(t, as('alice', i), name, { waitSeconds: 5 });
-    t.match(got, [{ messageId: sent.messageId, body: 'in a second', deliveryCount: 1 }], 'the long poll got it once the delay ended');
+    const got = await receive(t, as('alice', i), name, { waitSeconds: 10 });
+    t.match(got, [{ messageId: sent.messageId, body: 'in two seconds', deliveryCount: 1 }], 'the long poll got it once the delay ended');
   });
 });
 

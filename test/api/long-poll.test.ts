@@ -59,7 +59,8 @@ t.test('a send through another node wakes a long poll at once', async (t) => {
 t.test('a delayed message wakes a long poll when its delay ends', async (t) => {
   const name = 'delayed';
   t.equal((await call(a, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
-  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'later', delaySeconds: 1 } })).status, 201);
+  // Two seconds: a receive stamped more than the delay after the send (a loaded machine) would see it.
+  t.equal((await call(b, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'later', delaySeconds: 2 } })).status, 201);
   const now = await call(a, 'POST', `/v1/queues/${name}/receive`, { token, body: {} });
   t.same((now.body as { messages: unknown[] }).messages, [], 'not visible before its delay');
   const res = await call(cluster.urls[followerOf(name)]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { waitSeconds: 20 } });

@@ -454,7 +454,7 @@ t.test('a planned stop hands leadership over first', async (t) => {
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null), 'leaders');
   const node = c.hosts.get(IDS[0]!)!;
   await c.until(() => node.replicas.some((r) => r.isLeader()), 'node 1 leads something');
-  await node.leadership.handOver();
+  await node.leadership.handOver(30_000); // bounded by what the test waits for, not by a slow machine's 3 s
   t.notOk(node.replicas.some((r) => r.isLeader()), 'it leads nothing any more');
   await c.until(() => [0, 1, 2].every((p) => c.leaderOf(p) !== null && c.leaderOf(p) !== node), 'the others lead every partition');
   // Review finding: peers' balancing handed partitions straight back to the leaving node. Two
