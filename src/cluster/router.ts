@@ -276,9 +276,10 @@ export class Router {
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
-    // A plain send, ack, nack or lease extension may share its entry with others (sharesEntry), so
-    // where it was appended does not name its result: it is answered with its result, a few bytes.
-    if (lag === null || lag > MAX_TRACKED_LAG || sharesEntry(actor, command, idempotencyKey)) return this.proposeHere(p, actor, command, idempotencyKey);
+    // A plain send, publish, ack, nack or lease extension may share its entry with others
+    // (sharesEntry, as the replica's propose decides it), so where it was appended does not name its
+    // result: it is answered with its result, a few bytes.
+    if (lag === null || lag > MAX_TRACKED_LAG || sharesEntry(actor, command, this.format(p), idempotencyKey)) return this.proposeHere(p, actor, command, idempotencyKey);
     try {
       const ticket = replica.append(actor, command, idempotencyKey);
       return { kind: 'proposed', index: ticket.firstIndex, term: ticket.term };

@@ -166,9 +166,9 @@ export class PartitionReplica {
    * NotCommittedError (overwritten: never applied) or OutcomeUnknownError (may still apply).
    */
   propose(actor: string | null, command: Command, idempotencyKey?: string): Promise<Result> {
-    // A plain send, ack, nack or lease extension waits for the loop's next turn, which appends it
-    // with the others of its group as one entry (shared-entries.ts).
-    if (!this.closed && this.isLeader() && sharesEntry(actor, command, idempotencyKey)) {
+    // A plain send, publish, ack, nack or lease extension waits for the loop's next turn, which
+    // appends it with the others of its group as one entry (shared-entries.ts).
+    if (!this.closed && this.isLeader() && sharesEntry(actor, command, this.state.format(), idempotencyKey)) {
       const bytes = bytesOf(command);
       if (this.heldBytes + bytes <= HELD_MAX_BYTES) return this.hold(actor!, command, bytes);
     }

@@ -10,14 +10,16 @@
 // and nothing in its apply depends on which command an item came in, so the merged command does
 // what the requests would have done one after the other, and each request's answer is its share of
 // the merged result (shareOf). A failure of the whole command (the channel gone, the right revoked)
-// is everyone's, as it would have been each one's. Publishes do not share: one publish stores at
-// most MAX_FANOUT copies, so two that pass alone could fail together.
-import { ok, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
+// is everyone's, as it would have been each one's. From format 11 (SHARED_PUBLISHES), a user's plain
+// publishes to a topic share too, as one publish whose `split` says where each begins: each is
+// checked alone in the apply (one publish stores at most MAX_FANOUT copies, so two that pass alone
+// would fail together as one publish), and answered with its own result.
+import { SHARED_PUBLISHES, ok, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
 
 /** A command that may share its entry (sharesEntry). */
-export type SharedCommand = Extract<Command, { type: 'queue.send' | 'ack' | 'nack' | 'lease' }>;
+export type SharedCommand = Extract<Command, { type: 'queue.send' | 'topic.publish' | 'ack' | 'nack' | 'lease' }>;
 
-type Send = Extract<Command, { type: 'queue.send' }>;
+type Send = Extract<Command, { type: 'queue.send' | 'topic.publish' }>;
 type HandleCommand = Extract<Command, { type: 'ack' | 'nack' | 'lease' }>;
 
 /**
@@ -30,17 +32,20 @@ export const TOGETHER_MAX_ITEMS = 1_000;
 export const TOGETHER_MAX_BYTES = 512 * 1024;
 
 /**
- * Whether a command may share its entry with others: one holding exactly what this build's API makes
- * (a peer's malformed one goes alone, to be refused alone), from a user, without an Idempotency-Key
- * (whose replay is per command). A send's messages have no deduplication ids (their lookups are per
- * command too).
+ * Whether a command may share its entry with others, in a partition of log format `format`: one
+ * holding exactly what this build's API makes (a peer's malformed one goes alone, to be refused
+ * alone), from a user, without an Idempotency-Key (whose replay is per command). A send's or a
+ * publish's messages have no deduplication ids (their lookups are per command too). Publishes from
+ * format 11 on (SHARED_PUBLISHES).
  */
-export function sharesEntry(actor: string | null, command: Command, idempotencyKey?: string): command is SharedCommand {
+export function sharesEntry(actor: string | null, command: Command, format: number, idempotencyKey?: string): command is SharedCommand {
   if (actor === null || idempotencyKey !== undefined) return false;
   const c = command as unknown as Record<string, unknown>;
   switch (command.type) {
+    case 'topic.publish':
+      return format >= SHARED_PUBLISHES && isPlainSend(c);
     case 'queue.send':
-      return hasKeys(c, 3) && typeof c.name === 'string' && nonEmpty(c.messages) && c.messages.every(isPlainMessage);
+      return isPlainSend(c);
     case 'ack':
       return hasKeys(c, 3) && isChannel(c.channel) && nonEmpty(c.receiptHandles) && c.receiptHandles.every(isString);
     case 'nack':
@@ -53,6 +58,9 @@ export function sharesEntry(actor: string | null, command: Command, idempotencyK
 }
 
 const hasKeys = (c: object, n: number): boolean => Object.keys(c).length === n;
+
+/** A send's or a publish's shape: a name and plain messages (isPlainMessage), nothing else. */
+const isPlainSend = (c: Record<string, unknown>): boolean => hasKeys(c, 3) && typeof c.name === 'string' && nonEmpty(c.messages) && c.messages.every(isPlainMessage);
 const nonEmpty = (v: unknown): v is unknown[] => Array.isArray(v) && v.length > 0;
 const isString = (v: unknown): v is string => typeof v === 'string';
 
@@ -81,6 +89,7 @@ function isPlainMessage(m: unknown): boolean {
 export function groupOf(actor: string, c: SharedCommand): string {
   switch (c.type) {
     case 'queue.send':
+    case 'topic.publish':
       return JSON.stringify([actor, c.type, c.name]);
     case 'ack':
       return JSON.stringify([actor, c.type, channelKey(c.channel)]);
@@ -93,15 +102,17 @@ export function groupOf(actor: string, c: SharedCommand): string {
 
 const channelKey = (ch: ChannelRef): string[] => ('queue' in ch ? [ch.queue] : [ch.topic, ch.subscription]);
 
-/** A command's items: a send's messages, or the receipt handles of the others. */
+const carriesMessages = (c: SharedCommand): c is Send => c.type === 'queue.send' || c.type === 'topic.publish';
+
+/** A command's items: a send's or a publish's messages, or the receipt handles of the others. */
 export function itemsOf(c: SharedCommand): number {
-  return c.type === 'queue.send' ? c.messages.length : c.receiptHandles.length;
+  return carriesMessages(c) ? c.messages.length : c.receiptHandles.length;
 }
 
-/** The UTF-8 bytes of a send's bodies and attributes, or of the receipt handles of the others. */
+/** The UTF-8 bytes of a send's or a publish's bodies and attributes, or of the receipt handles of the others. */
 export function bytesOf(c: SharedCommand): number {
   let n = 0;
-  if (c.type !== 'queue.send') {
+  if (!carriesMessages(c)) {
     for (const h of c.receiptHandles) n += Buffer.byteLength(h, 'utf8');
     return n;
   }
@@ -112,13 +123,17 @@ export function bytesOf(c: SharedCommand): number {
   return n;
 }
 
-/** The commands of one group (groupOf) as one: the first's fields, with everyone's items in order. */
+/**
+ * The commands of one group (groupOf) as one: the first's fields, with everyone's items in order; a
+ * publish's `split` says how many messages each brought.
+ */
 export function merged(commands: readonly SharedCommand[]): SharedCommand {
   const first = commands[0]!;
   if (commands.length === 1) return first;
-  if (first.type === 'queue.send') {
+  if (carriesMessages(first)) {
     const messages: Send['messages'][number][] = [];
     for (const c of commands) messages.push(...(c as Send).messages);
+    if (first.type === 'topic.publish') return { ...first, messages, split: commands.map(itemsOf) };
     return { ...first, messages };
   }
   const receiptHandles: string[] = [];
@@ -134,6 +149,11 @@ export function merged(commands: readonly SharedCommand[]): SharedCommand {
  */
 export function sharesOf(commands: readonly SharedCommand[], r: Result): Result[] {
   if (commands.length === 1 || !r.ok) return commands.map(() => r);
+  if (commands[0]!.type === 'topic.publish') {
+    const publishes = (r.value as { publishes: Result[] }).publishes;
+    if (publishes.length !== commands.length) throw new Error(`${publishes.length} results for ${commands.length} publishes`);
+    return publishes;
+  }
   if (commands[0]!.type === 'queue.send') {
     const items = (r.value as { items: unknown[] }).items;
     let at = 0;

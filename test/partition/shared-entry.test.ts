@@ -9,7 +9,8 @@ import { NotLeaderError, ReplicaClosedError } from '../../src/partition/errors.j
 import type { PartitionReplica } from '../../src/partition/replica.js';
 import type { NodeHost } from '../../src/partition/host.js';
 import { TOGETHER_MAX_ITEMS } from '../../src/partition/shared-entries.js';
-import { stateHash, type Command, type HandleOutcome, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
+import { FORMAT, MAX_FANOUT, SHARED_PUBLISHES, stateHash, type Command, type HandleOutcome, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
+import { bodyText } from '../../src/store/broker/envelope.js';
 import { LocalCluster, queue } from './host-helpers.js';
 
 async function led(t: Test): Promise<{ c: LocalCluster; leader: NodeHost; follower: NodeHost }> {
@@ -304,4 +305,80 @@ t.test("a subscription's acks share an entry, apart from its queue namesake's", 
   t.strictSame(appendedHandleCommands(r, before), ['ack', 'ack'], "one entry for the subscription's four, one for the queue's");
   answers.slice(0, 4).forEach((x, i) => t.strictSame(outcome(x!), { acked: [hs[i]], failed: [] }, `subscription ack ${i}`));
   t.strictSame(outcome(answers[4]!), { acked: qh, failed: [] }, "the queue's own");
+});
+
+// ---- publishes (format 11) ----
+
+const publish = (name: string, bodies: string[]): Command => ({ type: 'topic.publish', name, messages: bodies.map((body) => ({ body, attributes: {} })) });
+
+/** Alice's topic `name` with `subscriptions` subscriptions s0, s1, …, on a cluster of builds reading `format`. */
+async function withTopic(t: Test, subscriptions: number, format = FORMAT): Promise<{ c: LocalCluster; r: PartitionReplica }> {
+  const c = new LocalCluster(1, { balanceLeaders: false, format });
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => c.leaderOf(0)?.replica(0).state.format() === format, `a leader in format ${format}`);
+  const r = c.leaderOf(0)!.replica(0);
+  t.ok((await r.propose('alice', { type: 'topic.create', name: 'news', subscribe: 'anyone' })).ok);
+  for (let i = 0; i < subscriptions; i++) {
+    t.ok((await r.propose('alice', { type: 'subscription.create', topic: 'news', name: `s${i}`, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, filter: null })).ok);
+  }
+  return { c, r };
+}
+
+const fromSubscription = async (r: PartitionReplica, sub: string): Promise<string[]> => {
+  const got = await r.propose('alice', { type: 'receive', channel: { topic: 'news', subscription: sub }, maxMessages: 100, visibilityTimeoutSeconds: 30 });
+  if (!got.ok) throw new Error(got.detail);
+  return (got.value as Received).messages.map((m) => bodyText(m.body));
+};
+
+t.test('publishes proposed in one turn share an entry; each is answered alone, and one past the fan-out limit fails alone', async (t) => {
+  const { c, r } = await withTopic(t, 3);
+  // 334 messages to 3 subscriptions are 1,002 copies: past MAX_FANOUT for one publish, whatever shares its entry.
+  const tooMany = Array.from({ length: Math.floor(MAX_FANOUT / 3) + 1 }, (_, i) => `big ${i}`);
+  const [a, big, b, bob] = await Promise.all([
+    r.propose('alice', publish('news', ['a1', 'a2'])),
+    r.propose('alice', publish('news', tooMany)),
+    r.propose('alice', publish('news', ['b1'])),
+    r.propose('bob', publish('news', ['bob'])),
+  ]);
+  const [ia, ib] = [items(a!), items(b!)];
+  t.equal(ia.length, 2, 'the first publish got its two items');
+  t.equal(ib.length, 1, 'the third its one');
+  t.match(big, { ok: false, code: 'payload_too_large' }, 'the publish past the limit fails, alone');
+  t.match(bob, { ok: false, code: 'forbidden' }, "bob has no right to publish: his publish fails, in an entry of his own");
+  t.equal(entryOf(ia[0]!).index, entryOf(ib[0]!).index, "alice's publishes share an entry");
+  t.same(
+    [...ia, ...ib].map((m) => entryOf(m).place),
+    [0, 1, 2 + tooMany.length],
+    'each message keeps its place among all those the entry carries',
+  );
+  t.ok([...ia, ...ib].every((m) => (m as SentMessage & { subscriptions: number }).subscriptions === 3), 'each copied to the three subscriptions');
+  for (const sub of ['s0', 's1', 's2']) t.same(await fromSubscription(r, sub), ['a1', 'a2', 'b1'], `${sub} holds the two publishes that passed, in order`);
+  await c.quiet();
+  t.equal(new Set([...c.hosts.values()].map((h) => stateHash(h.replica(0).state.sqlite))).size, 1, 'every replica holds the same state');
+});
+
+t.test('publishes to a missing topic that share an entry share its failure; a split that does not add up is refused whole', async (t) => {
+  const { r } = await withTopic(t, 1);
+  const [m1, m2, ok1] = await Promise.all([r.propose('alice', publish('nope', ['1'])), r.propose('alice', publish('nope', ['2'])), r.propose('alice', publish('news', ['3']))]);
+  t.match(m1, { ok: false, code: 'not_found' });
+  t.match(m2, { ok: false, code: 'not_found' });
+  t.equal(items(ok1!).length, 1, 'the publish to news, proposed with them, is stored');
+  // A peer's command (the API never makes one): a split must count the messages exactly.
+  for (const split of [[1], [2, 0], [1, 2], 'two', []]) {
+    const x = await r.propose('alice', { ...publish('news', ['x', 'y']), split } as unknown as Command);
+    t.match(x, { ok: false, code: 'validation_failed' }, `split ${JSON.stringify(split)} refused`);
+  }
+  t.same(await fromSubscription(r, 's0'), ['3'], 'nothing of the refused ones stored');
+});
+
+t.test('before format 11 publishes do not share, and a split is ignored as older builds ignore it', async (t) => {
+  const { c, r } = await withTopic(t, 1, SHARED_PUBLISHES - 1);
+  const [a, b] = await Promise.all([r.propose('alice', publish('news', ['a'])), r.propose('alice', publish('news', ['b']))]);
+  t.not(entryOf(items(a!)[0]!).index, entryOf(items(b!)[0]!).index, 'each publish in an entry of its own');
+  const split = await r.propose('alice', { ...publish('news', ['x', 'y']), split: [5] } as unknown as Command);
+  t.equal(items(split).length, 2, 'a split that does not add up is not even read: one publish of two');
+  t.same(await fromSubscription(r, 's0'), ['a', 'b', 'x', 'y']);
+  await c.quiet();
+  t.equal(new Set([...c.hosts.values()].map((h) => stateHash(h.replica(0).state.sqlite))).size, 1, 'every replica holds the same state');
 });

@@ -58,7 +58,17 @@ export type Command =
   | { readonly type: 'lease'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly visibilityTimeoutSeconds: number }
   | { readonly type: 'topic.create'; readonly name: string; readonly subscribe: 'anyone' | 'granted' }
   | { readonly type: 'topic.delete'; readonly name: string }
-  | { readonly type: 'topic.publish'; readonly name: string; readonly messages: readonly MessageInput[] }
+  | {
+      readonly type: 'topic.publish';
+      readonly name: string;
+      readonly messages: readonly MessageInput[];
+      /**
+       * Format 11: the publishes this one holds, as their counts of messages in order (publishes of
+       * one user to one topic sharing an entry; shared-entries.ts). Each is checked and answered
+       * alone. Ignored before format 11, as older builds ignore it.
+       */
+      readonly split?: readonly number[];
+    }
   | {
       readonly type: 'subscription.create';
       readonly topic: string;

@@ -30,8 +30,10 @@
  * (USER_LIFECYCLE): a user may revoke its tokens, change its password and delete itself (access.ts).
  * Format 10 (MESSAGE_TABLE): a replica may keep its message table in the clustered layout
  * (message-table.ts), which no build before this one can open; the entries read as in format 9.
+ * Format 11 (SHARED_PUBLISHES): a publish may carry `split`, the publishes it holds (a leader's
+ * publishes of one turn sharing an entry), each checked and answered alone (topics.ts, publishEach).
  */
-export const FORMAT = 10;
+export const FORMAT = 11;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -54,6 +56,8 @@ export const USER_LIFECYCLE = 9;
  * rebuilt at the raise when small, or when its node next starts.
  */
 export const MESSAGE_TABLE = 10;
+/** From this format on, a publish's `split` makes it several publishes, each checked and answered alone (topics.ts). */
+export const SHARED_PUBLISHES = 11;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -45,6 +45,7 @@ import {
   FORMAT,
   MAX_CLOCK_STEP_MS,
   MESSAGE_TABLE,
+  SHARED_PUBLISHES,
   FormatTooNewError,
   KEYED_RECEIVE_WITHOUT_BODIES,
   PARKED_POLLS,
@@ -59,7 +60,7 @@ import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
 import { migrate, openSqlite, type Sqlite } from './sqlite.js';
 import { prepareImageMeta, prepareStatements, type Statements } from './statements.js';
-import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish } from './topics.js';
+import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish, publishEach } from './topics.js';
 import * as views from './views.js';
 
 export { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS } from './context.js';
@@ -719,7 +720,9 @@ export class BrokerStateMachine {
       case 'topic.delete':
         return deleteTopic(s, c.name, ctx);
       // The fan-out limits hold from format 5 on: before, every build stores what it was asked to.
+      // A publish's split holds from format 11 on: before, it is ignored, as older builds ignore it.
       case 'topic.publish':
+        if (c.split !== undefined && this.formatInForce >= SHARED_PUBLISHES) return publishEach(s, c.name, c.messages, c.split, ctx);
         return publish(s, c.name, c.messages, ctx, this.formatInForce >= BOUNDED_FANOUT);
       case 'subscription.create':
         return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT);

@@ -46,42 +46,59 @@ export function deleteTopic(s: Store, name: string, ctx: Ctx): Result {
   return ok(null);
 }
 
-export function publish(
-  s: Store,
-  name: string,
-  messages: readonly MessageInput[],
-  ctx: Ctx,
-  bounded: boolean,
-): Result<{ items: (SentMessage & { subscriptions: number })[] }> {
+/** A subscription as a publish fans out to it, with the copies gathered for it. */
+interface Fanned {
+  readonly ch: ChannelRow;
+  readonly filter: Readonly<Record<string, string>> | null;
+  readonly copies: Copy[];
+}
+
+type Published = SentMessage & { subscriptions: number };
+
+/** The topic `name` as `ctx`'s actor may publish to it, or why not. */
+function publishable(s: Store, name: string, ctx: Ctx): Result<TopicRow> {
   const user = requireActor(ctx);
   const t = visibleTopic(s, name, user);
   if (t.owner !== user && !grantActions(s, 'topic', name, user).includes('publish')) {
     return fail(ErrorCode.Forbidden, `no 'publish' right on topic '${name}'`);
   }
-  if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
-  const refused = unplaceable(s, messages);
-  if (refused !== null) return refused;
-  const subs = (s.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[]).map((sub) => ({
+  return ok(t);
+}
+
+function subscriptionsOf(s: Store, name: string): Fanned[] {
+  return (s.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[]).map((sub) => ({
     ch: sub,
     filter: sub.filter === null ? null : (JSON.parse(sub.filter) as Record<string, string>),
-    copies: [] as Copy[],
+    copies: [],
   }));
-  if (bounded && messages.length * subs.length > MAX_FANOUT) {
-    const most = Math.floor(MAX_FANOUT / subs.length);
-    return fail(
-      ErrorCode.PayloadTooLarge,
-      `${messages.length} messages to the ${subs.length} subscriptions of topic '${name}' would be ${messages.length * subs.length} copies; one publish stores at most ${MAX_FANOUT}: ` +
-        (most > 0 ? `publish at most ${most} messages per request` : `the topic has more subscriptions than that (made before the limit): delete some`),
-    );
-  }
-  const items = messages.map((m, i) => {
+}
+
+/** The refusal of a publish of `count` messages past MAX_FANOUT copies, or null within it. */
+function pastFanout(name: string, count: number, subs: readonly Fanned[]): Result<never> | null {
+  if (count * subs.length <= MAX_FANOUT) return null;
+  const most = Math.floor(MAX_FANOUT / subs.length);
+  return fail(
+    ErrorCode.PayloadTooLarge,
+    `${count} messages to the ${subs.length} subscriptions of topic '${name}' would be ${count * subs.length} copies; one publish stores at most ${MAX_FANOUT}: ` +
+      (most > 0 ? `publish at most ${most} messages per request` : `the topic has more subscriptions than that (made before the limit): delete some`),
+  );
+}
+
+/**
+ * Publishes `messages`, the command's messages from place `first` on: each is counted, deduplicated,
+ * and copied to the subscriptions its attributes match, gathered in `subs` (bounded: stored by
+ * the caller, all at once) or stored at once, message by message, as builds before format 5 do.
+ */
+function fanOut(s: Store, t: TopicRow, subs: readonly Fanned[], messages: readonly MessageInput[], first: number, ctx: Ctx, bounded: boolean): Published[] {
+  return messages.map((m, k) => {
+    const i = first + k;
     if (m.deduplicationId !== undefined) {
       const d = s.st.getDedup.get(-t.id, m.deduplicationId, ctx.now) as { message_id: string; seq: number } | undefined;
       if (d !== undefined) return { messageId: d.message_id, sequence: d.seq, subscriptions: 0 };
     }
     const messageId = `${s.partition}-${ctx.index}-${i}`;
     // Counts the publication; in format 4 the sequence says where the body is (bodies.ts).
-    const next = (s.st.nextTopicSeq.get(name) as { seq: number }).seq;
+    const next = (s.st.nextTopicSeq.get(t.name) as { seq: number }).seq;
     const sequence = inLog(s) ? logSeq(ctx.index, i) : next;
     const attributes = JSON.stringify(m.attributes);
     let delivered = 0;
@@ -96,8 +113,51 @@ export function publish(
     if (m.deduplicationId !== undefined) s.st.putDedup.run(-t.id, m.deduplicationId, messageId, sequence, ctx.now + DEDUP_WINDOW_MS);
     return { messageId, sequence, subscriptions: delivered };
   });
+}
+
+export function publish(s: Store, name: string, messages: readonly MessageInput[], ctx: Ctx, bounded: boolean): Result<{ items: Published[] }> {
+  const t = publishable(s, name, ctx);
+  if (!t.ok) return t;
+  if (messages.length === 0) return fail(ErrorCode.ValidationFailed, 'no messages');
+  const refused = unplaceable(s, messages);
+  if (refused !== null) return refused;
+  const subs = subscriptionsOf(s, name);
+  const past = bounded ? pastFanout(name, messages.length, subs) : null;
+  if (past !== null) return past;
+  const items = fanOut(s, t.value, subs, messages, 0, ctx, bounded);
   for (const sub of subs) if (sub.copies.length > 0) enqueueCopies(s, sub.ch, sub.copies, ctx);
   return ok({ items });
+}
+
+/** The most publishes one command holds (format 11): a few turns' worth of single publishes. */
+export const MAX_SPLIT = 1000;
+
+/**
+ * Format 11: the publishes one command holds (`split`, their counts of messages in order: publishes
+ * of one user to one topic sharing an entry), each as if applied alone, so that one past MAX_FANOUT
+ * fails alone; what would refuse each (the topic, the right, the messages) refuses the command.
+ * Answers each publish's own result, in order. The copies of them all are stored at once.
+ */
+export function publishEach(s: Store, name: string, messages: readonly MessageInput[], split: unknown, ctx: Ctx): Result<{ publishes: Result[] }> {
+  if (!Array.isArray(split) || split.length === 0 || split.length > MAX_SPLIT || !split.every((n) => Number.isSafeInteger(n) && n > 0)) {
+    return fail(ErrorCode.ValidationFailed, `split must list 1 to ${MAX_SPLIT} counts of messages, each at least 1`);
+  }
+  const counts = split as number[];
+  if (counts.reduce((a, n) => a + n, 0) !== messages.length) return fail(ErrorCode.ValidationFailed, `split counts ${counts.reduce((a, n) => a + n, 0)} messages, not the ${messages.length} sent`);
+  const t = publishable(s, name, ctx);
+  if (!t.ok) return t;
+  const refused = unplaceable(s, messages);
+  if (refused !== null) return refused;
+  const subs = subscriptionsOf(s, name);
+  const publishes: Result[] = [];
+  let first = 0;
+  for (const n of counts) {
+    const past = pastFanout(name, n, subs);
+    publishes.push(past ?? ok({ items: fanOut(s, t.value, subs, messages.slice(first, first + n), first, ctx, true) }));
+    first += n;
+  }
+  for (const sub of subs) if (sub.copies.length > 0) enqueueCopies(s, sub.ch, sub.copies, ctx);
+  return ok({ publishes });
 }
 
 export function createSubscription(s: Store, c: Extract<Command, { type: 'subscription.create' }>, ctx: Ctx, bounded: boolean): Result {

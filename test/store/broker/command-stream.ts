@@ -1,7 +1,7 @@
 // A seeded stream of broker commands over a small world (three users, two queues, a topic), for the
 // determinism, invariant and crash tests. Commands that need state (ack a receipt handle) are made
 // from what earlier commands answered, so the same seed always yields the same log.
-import { FORMAT, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../../src/store/broker/index.js';
+import { FORMAT, SHARED_PUBLISHES, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../../src/store/broker/index.js';
 import { Rng } from '../../raft/sim/rng.js';
 
 export const USERS = ['alice', 'bob', 'carol'] as const;
@@ -77,7 +77,14 @@ export class CommandStream {
     const k = this.rng.int(100);
     let command: Command;
     if (k < 30) command = { type: 'queue.send', name: queue, messages: Array.from({ length: this.rng.range(1, 5) }, () => this.message()) };
-    else if (k < 40) command = { type: 'topic.publish', name: 't1', messages: [this.message()] };
+    else if (k < 40) {
+      command = { type: 'topic.publish', name: 't1', messages: [this.message()] };
+      // Publishes sharing an entry (format 11): several, each of one to three messages.
+      if (this.format >= SHARED_PUBLISHES && this.rng.chance(0.5)) {
+        const split = Array.from({ length: this.rng.range(2, 4) }, () => this.rng.range(1, 3));
+        command = { type: 'topic.publish', name: 't1', messages: split.flatMap((n) => Array.from({ length: n }, () => this.message())), split };
+      }
+    }
     else if (k < 60) {
       command = { type: 'receive', channel, maxMessages: this.rng.range(1, 10), visibilityTimeoutSeconds: this.rng.chance(0.3) ? this.rng.range(1, 20) : null };
       // Long polls parking in the state (format 3), some of them looking again or for the last time.

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
-import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, MESSAGE_TABLE, PARKED_POLLS, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope } from '../../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BrokerStateMachine, FORMAT, MESSAGE_TABLE, PARKED_POLLS, bodyText, stateHash, type ApplyEntry, type Applied, type Envelope, type Command, type Result } from '../../../src/store/broker/index.js';
 import { bodiesOf } from './helpers.js';
 import { CommandStream } from './command-stream.js';
 
@@ -86,11 +86,20 @@ class BodyChecker {
 
   check(env: Envelope, applied: Applied): void {
     const c = env.command;
-    const v = applied.result.ok ? (applied.result.value as { items?: { messageId: string }[]; messages?: { messageId: string; body: string }[] }) : null;
-    if ((c.type === 'queue.send' || c.type === 'topic.publish') && v?.items !== undefined) {
-      // A duplicate answers the first message's id: the first body stays.
-      v.items.forEach((item, i) => {
-        if (!this.sent.has(item.messageId)) this.sent.set(item.messageId, bodyText(c.messages[i]!.body));
+    type Items = { items?: { messageId: string }[] };
+    const v = applied.result.ok ? (applied.result.value as Items & { publishes?: Result<Items>[]; messages?: { messageId: string; body: string }[] }) : null;
+    // A duplicate answers the first message's id: the first body stays.
+    const sent = (items: readonly { messageId: string }[], first: number): void =>
+      items.forEach((item, i) => {
+        if (!this.sent.has(item.messageId)) this.sent.set(item.messageId, bodyText((c as Extract<Command, { type: 'queue.send' | 'topic.publish' }>).messages[first + i]!.body));
+      });
+    if ((c.type === 'queue.send' || c.type === 'topic.publish') && v?.items !== undefined) sent(v.items, 0);
+    // Publishes sharing an entry (format 11): each its own result, its messages after those before it.
+    if (c.type === 'topic.publish' && v?.publishes !== undefined) {
+      let first = 0;
+      v.publishes.forEach((r, k) => {
+        if (r.ok) sent(r.value.items!, first);
+        first += c.split![k]!;
       });
     }
     const received = [...(c.type === 'receive' ? (v?.messages ?? []) : []), ...applied.delivered.flatMap((d) => d.messages)];

@@ -222,7 +222,7 @@ t.test('every statement over messages scans the same index in both layouts', asy
 });
 
 t.test('a build that reads only format 9 opens a rebuilt state halted, not failing on its tables', async (t) => {
-  const { log, feed } = streamLog(21, 100);
+  const { log, feed } = streamLog(21, 100, MESSAGE_TABLE);
   const sm = await open(log);
   feed(sm);
   t.equal(sm.messageTable(), 'clustered');
