@@ -26,7 +26,9 @@ type HandleCommand = Extract<Command, { type: 'ack' | 'nack' | 'lease' }>;
  * The most items (messages or receipt handles), and bytes of bodies, attributes and handles, one
  * entry of commands appended together takes: a few turns' worth under load, far below what an entry
  * holds (SLOTS messages) and half a Raft message (maxSizePerMsg, 1 MiB). A request past them alone
- * goes alone, as it always did; one request's items are never split.
+ * goes alone, as it always did; one request's items are never split. Each command brings an item at
+ * least, so an entry holds at most TOGETHER_MAX_ITEMS publishes: never more than the apply's
+ * MAX_SPLIT (topics.ts), which refuses a longer split whole (a test holds them so).
  */
 export const TOGETHER_MAX_ITEMS = 1_000;
 export const TOGETHER_MAX_BYTES = 512 * 1024;

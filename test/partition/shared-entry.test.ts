@@ -9,8 +9,8 @@ import { NotLeaderError, ReplicaClosedError } from '../../src/partition/errors.j
 import type { PartitionReplica } from '../../src/partition/replica.js';
 import type { NodeHost } from '../../src/partition/host.js';
 import { TOGETHER_MAX_ITEMS } from '../../src/partition/shared-entries.js';
-import { FORMAT, MAX_FANOUT, SHARED_PUBLISHES, stateHash, type Command, type HandleOutcome, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
-import { bodyText } from '../../src/store/broker/envelope.js';
+import { FORMAT, MAX_FANOUT, MAX_SPLIT, SHARED_PUBLISHES, stateHash, type Command, type HandleOutcome, type Received, type Result, type SentMessage } from '../../src/store/broker/index.js';
+import { bodyText, decodeEnvelope } from '../../src/store/broker/envelope.js';
 import { LocalCluster, queue } from './host-helpers.js';
 
 async function led(t: Test): Promise<{ c: LocalCluster; leader: NodeHost; follower: NodeHost }> {
@@ -358,16 +358,34 @@ t.test('publishes proposed in one turn share an entry; each is answered alone, a
   t.equal(new Set([...c.hosts.values()].map((h) => stateHash(h.replica(0).state.sqlite))).size, 1, 'every replica holds the same state');
 });
 
+/** The topic and split of each publish the leader appended after `after`, in log order. */
+function appendedPublishes(r: PartitionReplica, after: number): { name: string; split?: number[] }[] {
+  return r.log
+    .entries(after + 1, r.log.lastIndex() + 1, Infinity)
+    .map((e) => {
+      try {
+        return (decodeEnvelope(e.data, FORMAT) as { command: { type: string; name: string; split?: number[] } }).command;
+      } catch {
+        return null; // not an envelope (the leader's empty entry)
+      }
+    })
+    .filter((c) => c?.type === 'topic.publish')
+    .map((c) => (c!.split === undefined ? { name: c!.name } : { name: c!.name, split: c!.split }));
+}
+
 t.test('publishes to a missing topic that share an entry share its failure; a split that does not add up is refused whole', async (t) => {
   const { r } = await withTopic(t, 1);
+  const before = r.log.lastIndex();
   const [m1, m2, ok1] = await Promise.all([r.propose('alice', publish('nope', ['1'])), r.propose('alice', publish('nope', ['2'])), r.propose('alice', publish('news', ['3']))]);
+  t.strictSame(appendedPublishes(r, before), [{ name: 'nope', split: [1, 1] }, { name: 'news' }], 'the two to the missing topic in one entry');
   t.match(m1, { ok: false, code: 'not_found' });
   t.match(m2, { ok: false, code: 'not_found' });
   t.equal(items(ok1!).length, 1, 'the publish to news, proposed with them, is stored');
+  t.ok(TOGETHER_MAX_ITEMS <= MAX_SPLIT, 'an entry never holds more publishes than the apply reads in a split');
   // A peer's command (the API never makes one): a split must count the messages exactly.
-  for (const split of [[1], [2, 0], [1, 2], 'two', []]) {
+  for (const split of [[1], [2, 0], [1, 2], [0.5, 1.5], [2 ** 53, 1 - 2 ** 53], [-1, 3], 'two', null, {}, [], Array.from({ length: MAX_SPLIT + 1 }, () => 0)]) {
     const x = await r.propose('alice', { ...publish('news', ['x', 'y']), split } as unknown as Command);
-    t.match(x, { ok: false, code: 'validation_failed' }, `split ${JSON.stringify(split)} refused`);
+    t.match(x, { ok: false, code: 'validation_failed' }, `split ${JSON.stringify(split).slice(0, 40)} refused`);
   }
   t.same(await fromSubscription(r, 's0'), ['3'], 'nothing of the refused ones stored');
 });

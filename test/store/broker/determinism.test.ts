@@ -128,6 +128,10 @@ function generate(sm: BrokerStateMachine, seed: number, length: number, format =
     log.push(entry!);
     const [applied] = sm.apply([entry!]);
     results?.set(applied!.index, applied!);
+    // The stream makes only commands this build's API or housekeeping would: none may break an
+    // assumption of the apply (a publish's split whose places collided did, alike on every replica).
+    const r = applied!.result;
+    if (!r.ok && r.detail === 'malformed command') throw new Error(`entry ${applied!.index}: ${env.command.type} applied as a malformed command`);
     stream.observe(env, applied!);
     bodies.check(env, applied!);
     const key = env.idempotencyKey === undefined ? null : `${env.actor}/${env.idempotencyKey}`;
