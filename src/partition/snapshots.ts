@@ -170,6 +170,12 @@ export class Snapshots {
       r.raw.step(m);
       return;
     }
+    // Another image of this partition being fetched: the leader asked again (a follower silent for
+    // two election timeouts), with its newest snapshot, while a large image downloads. That fetch
+    // steps its own message, and the leader keeps its log after that image (compact()); fetching
+    // this one too had the leader copy its state again, and the two downloads share the link, each
+    // slower, inviting a third. Should that fetch fail, the leader's next ask fetches anew.
+    if (this.fetchingAny(r.partition)) return;
     this.fetching.add(key);
     this.opts
       .fetch(from, r.partition, ref, path)
@@ -280,6 +286,11 @@ export class Snapshots {
     this.host.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
     this.removeOldImages(p, at.index);
     await this.releaseBodies();
+  }
+
+  private fetchingAny(p: number): boolean {
+    for (const key of this.fetching) if (key.startsWith(`${p}/`)) return true;
+    return false;
   }
 
   private isImaging(p: number): boolean {

@@ -374,28 +374,45 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   t.ok(existsSync(path!), 'and is still there');
 
   // The follower comes back and installs an image (a newer one: it asks for the newest snapshot).
+  // Writes go on while it downloads, and nothing but the snapshot reaches it from the leader for
+  // now: after the install it has entries to catch up on, and it stays where the image put it.
   let fetches = 0;
-  c.afterFetch = (self) => {
-    if (self === behind) fetches++;
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const outboxOf = c.outbox.bind(c);
+  c.outbox = (self) => {
+    const o = outboxOf(self);
+    if (self !== behind) return o;
+    return {
+      ...o,
+      fetchSnapshot: async (peer, partition, ref, dest) => {
+        await o.fetchSnapshot(peer, partition, ref, dest);
+        if (++fetches === 1) await held;
+      },
+    };
   };
+  let cut = true;
+  const leaderSend = leader.opts.outbox.send.bind(leader.opts.outbox);
+  leader.opts.outbox.send = (items) => leaderSend(cut ? items.filter((it) => it.message.to !== behind || it.message.type === 'snap') : items);
   c.down.delete(behind);
   const back = await c.start(behind, false);
   const raw = leader.replica(0).raw;
   const matchOf = (): number => raw.status().match.get(behind) ?? 0;
   leader.reportLost(behind, [0]);
-  await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && matchOf() >= back.replica(0).log.snapshot().meta.index, `${behind} installed an image and the leader knows`);
-  t.equal(fetches, 1, 'one image fetched');
-  // It falls behind again before it catches up (review of ab24fce: retired at the install's
-  // acknowledgement, the image let the log go past the follower, which then needed another).
-  const installedAt = matchOf();
-  c.down.add(behind);
+  await c.until(() => fetches === 1, `${behind} downloaded an image`);
   await send(30);
-  t.ok(leader.replica(0).log.snapshot().meta.index > installedAt, 'the leader took a local snapshot past the install');
+  release();
+  await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && matchOf() >= back.replica(0).log.snapshot().meta.index, `${behind} installed it and the leader knows`);
+  // Review of ab24fce: retired at the install's acknowledgement, the image let the log go past the
+  // follower, which then needed another.
+  const installedAt = matchOf();
+  await send(30);
+  t.ok(leader.replica(0).log.snapshot().meta.index > installedAt + 20, 'the leader took local snapshots past the install');
   t.ok(leader.replica(0).log.firstIndex() <= installedAt + 1, `its log still holds every entry after what ${behind} holds (first ${leader.replica(0).log.firstIndex()}, held ${installedAt})`);
-  c.down.delete(behind);
+  cut = false;
   leader.reportLost(behind, [0]);
   await c.until(() => matchOf() >= raw.position().lastIndex, `${behind} holds the leader's whole log`);
-  t.equal(fetches, 1, 'it caught up from the log: no second image');
+  t.equal(fetches, 1, 'it caught up from the log: one image in all');
 
   // Every follower holds the log past the image now: the next local snapshots compact it again.
   // Kept until the image went unused for five minutes, the log after it grew with every write.
@@ -619,4 +636,50 @@ t.test('a snapshot message repeated while its image is being fetched waits for t
   await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, leader), 'the restarted node caught up by the image');
   t.ok(repeated, 'the message was repeated during the fetch');
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'and holds the same state');
+});
+
+t.test('while an image downloads, a snapshot message for a newer one starts no second download: the first is installed, and the log does the rest', async (t) => {
+  // A leader asks a silent follower again after two election timeouts, with its newest snapshot:
+  // under writes, a newer one than the follower is downloading. A second download made the leader
+  // copy its state again and shared the link with the first, each slower, inviting a third.
+  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
+  const leader = c.leaderOf(0)!;
+  const lost = IDS.find((id) => id !== leader.opts.self)!;
+  c.down.add(lost);
+  await c.stop(lost);
+  await send(60);
+  const refsSent: string[] = [];
+  const leaderSend = leader.opts.outbox.send.bind(leader.opts.outbox);
+  leader.opts.outbox.send = (items) => {
+    for (const it of items) if (it.message.type === 'snap' && it.message.to === lost) refsSent.push(new TextDecoder().decode(it.message.snapshot.data));
+    leaderSend(items);
+  };
+  const asked: string[] = [];
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const outboxOf = c.outbox.bind(c);
+  c.outbox = (self) => {
+    const o = outboxOf(self);
+    if (self !== lost) return o;
+    return {
+      ...o,
+      fetchSnapshot: async (peer, partition, ref, dest) => {
+        asked.push(ref);
+        if (asked.length === 1) await held;
+        await o.fetchSnapshot(peer, partition, ref, dest);
+      },
+    };
+  };
+  c.down.delete(lost);
+  const back = await c.start(lost);
+  await c.until(() => asked.length === 1, 'the first download began');
+  await send(40);
+  await c.until(() => refsSent.some((ref) => ref !== asked[0]), 'the leader asked again, with a newer snapshot');
+  await new Promise((r) => setImmediate(r)); // the message is delivered on the next round
+  t.equal(asked.length, 1, `no second download while the first runs (asked ${JSON.stringify(asked)})`);
+  release();
+  const target = leader.replica(0).state.applied().index;
+  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, leader), 'the restarted node caught up');
+  t.equal(asked.length, 1, 'one download in all: the log after the image did the rest');
+  t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'the same state as the leader');
 });
