@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { BrokerStateMachine, FORMAT, stateHash } from '../../src/store/broker/index.js';
-import type { Message } from '../../src/raft/index.js';
+import type { Message, NodeId } from '../../src/raft/index.js';
 import { NotLeaderError } from '../../src/partition/errors.js';
 import { STATE_COMMIT_MS, type NodeHost } from '../../src/partition/host.js';
 import { partitionOf } from '../../src/partition/routing.js';
@@ -343,6 +343,30 @@ t.test('a follower whose state is ahead of its log after a crash starts, catches
   t.equal(q.ok ? q.value.stats.visible : null, 30, 'all 30 messages are there, once');
 });
 
+/**
+ * Node `who`'s image downloads from now on, by the ref each asked for; the first, once copied, is
+ * held until release() (its snapshot message not yet stepped, as while a large image downloads).
+ */
+function holdFirstDownload(c: LocalCluster, who: NodeId): { asked: string[]; release: () => void } {
+  const asked: string[] = [];
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const outboxOf = c.outbox.bind(c);
+  c.outbox = (self) => {
+    const o = outboxOf(self);
+    if (self !== who) return o;
+    return {
+      ...o,
+      fetchSnapshot: async (peer, partition, ref, dest) => {
+        const k = asked.push(ref);
+        await o.fetchSnapshot(peer, partition, ref, dest);
+        if (k === 1) await held;
+      },
+    };
+  };
+  return { asked, release };
+}
+
 t.test('while an image made for a follower is in use, local snapshots keep the log after it and after what the follower holds; once every follower holds that far, they let it go', async (t) => {
   // Review finding: local snapshots are cheap and frequent, so a follower installing a large image
   // found the leader's log compacted past it and needed another image, and another. No node ticks
@@ -376,21 +400,8 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   // The follower comes back and installs an image (a newer one: it asks for the newest snapshot).
   // Writes go on while it downloads, and nothing but the snapshot reaches it from the leader for
   // now: after the install it has entries to catch up on, and it stays where the image put it.
-  let fetches = 0;
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  const outboxOf = c.outbox.bind(c);
-  c.outbox = (self) => {
-    const o = outboxOf(self);
-    if (self !== behind) return o;
-    return {
-      ...o,
-      fetchSnapshot: async (peer, partition, ref, dest) => {
-        await o.fetchSnapshot(peer, partition, ref, dest);
-        if (++fetches === 1) await held;
-      },
-    };
-  };
+  const { asked, release } = holdFirstDownload(c, behind);
+  const fetches = (): number => asked.length;
   let cut = true;
   const leaderSend = leader.opts.outbox.send.bind(leader.opts.outbox);
   leader.opts.outbox.send = (items) => leaderSend(cut ? items.filter((it) => it.message.to !== behind || it.message.type === 'snap') : items);
@@ -399,7 +410,7 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   const raw = leader.replica(0).raw;
   const matchOf = (): number => raw.status().match.get(behind) ?? 0;
   leader.reportLost(behind, [0]);
-  await c.until(() => fetches === 1, `${behind} downloaded an image`);
+  await c.until(() => fetches() === 1, `${behind} downloaded an image`);
   await send(30);
   release();
   await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && matchOf() >= back.replica(0).log.snapshot().meta.index, `${behind} installed it and the leader knows`);
@@ -412,7 +423,7 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   cut = false;
   leader.reportLost(behind, [0]);
   await c.until(() => matchOf() >= raw.position().lastIndex, `${behind} holds the leader's whole log`);
-  t.equal(fetches, 1, 'it caught up from the log: one image in all');
+  t.equal(fetches(), 1, 'it caught up from the log: one image in all');
 
   // Every follower holds the log past the image now: the next local snapshots compact it again.
   // Kept until the image went unused for five minutes, the log after it grew with every write.
@@ -654,22 +665,7 @@ t.test('while an image downloads, a snapshot message for a newer one starts no s
     for (const it of items) if (it.message.type === 'snap' && it.message.to === lost) refsSent.push(new TextDecoder().decode(it.message.snapshot.data));
     leaderSend(items);
   };
-  const asked: string[] = [];
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  const outboxOf = c.outbox.bind(c);
-  c.outbox = (self) => {
-    const o = outboxOf(self);
-    if (self !== lost) return o;
-    return {
-      ...o,
-      fetchSnapshot: async (peer, partition, ref, dest) => {
-        asked.push(ref);
-        if (asked.length === 1) await held;
-        await o.fetchSnapshot(peer, partition, ref, dest);
-      },
-    };
-  };
+  const { asked, release } = holdFirstDownload(c, lost);
   c.down.delete(lost);
   const back = await c.start(lost);
   await c.until(() => asked.length === 1, 'the first download began');
