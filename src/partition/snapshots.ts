@@ -68,6 +68,8 @@ export interface SnapshotsOptions {
 export class Snapshots {
   /** Images fetched from leaders, by `partition/ref`: waiting for the Ready that installs them. */
   private readonly fetching = new Set<string>();
+  /** Per partition, the leader and term of the latest image fetch begun and not yet ended. */
+  private readonly downloads = new Map<number, { readonly from: NodeId; readonly term: number }>();
   /** Partitions whose state is being made durable for a local snapshot. */
   private readonly compacting = new Set<number>();
   /** A pass of releaseBodies() is running. */
@@ -170,12 +172,17 @@ export class Snapshots {
       r.raw.step(m);
       return;
     }
-    // Another image of this partition being fetched: the leader asked again (a follower silent for
-    // two election timeouts), with its newest snapshot, while a large image downloads. That fetch
-    // steps its own message, and the leader keeps its log after that image (compact()); fetching
-    // this one too had the leader copy its state again, and the two downloads share the link, each
-    // slower, inviting a third. Should that fetch fail, the leader's next ask fetches anew.
-    if (this.fetchingAny(r.partition)) return;
+    // An image of this partition being fetched from the same leader in the same term: it asked
+    // again (a follower silent for two election timeouts), with its newest snapshot, while a large
+    // image downloads. That fetch steps its own message, and the leader keeps its log after that
+    // image while it is in use (compact()); fetching this one too had the leader copy its state
+    // again, and the two downloads share the link, each slower, inviting a third. Should that fetch
+    // fail, the leader's next ask fetches anew. A message from another leader or term fetches at
+    // once: the core would drop the older message that the download in progress steps.
+    const current = this.downloads.get(r.partition);
+    if (current !== undefined && current.from === from && current.term === m.term) return;
+    const download = { from, term: m.term };
+    this.downloads.set(r.partition, download);
     this.fetching.add(key);
     this.opts
       .fetch(from, r.partition, ref, path)
@@ -185,7 +192,10 @@ export class Snapshots {
         this.host.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))
-      .finally(() => this.fetching.delete(key));
+      .finally(() => {
+        this.fetching.delete(key);
+        if (this.downloads.get(r.partition) === download) this.downloads.delete(r.partition);
+      });
   }
 
   /**
@@ -286,11 +296,6 @@ export class Snapshots {
     this.host.logStore.recordSnapshot(p, { index: at.index, term: at.term, voters: this.opts.voters }, imageRef(p, at.index, at.term), compactTo, bodies);
     this.removeOldImages(p, at.index);
     await this.releaseBodies();
-  }
-
-  private fetchingAny(p: number): boolean {
-    for (const key of this.fetching) if (key.startsWith(`${p}/`)) return true;
-    return false;
   }
 
   private isImaging(p: number): boolean {
