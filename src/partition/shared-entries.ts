@@ -19,7 +19,8 @@ import { SHARED_PUBLISHES, ok, outcomeReader, type ChannelRef, type Command, typ
 /** A command that may share its entry (sharesEntry). */
 export type SharedCommand = Extract<Command, { type: 'queue.send' | 'topic.publish' | 'ack' | 'nack' | 'lease' }>;
 
-type Send = Extract<Command, { type: 'queue.send' | 'topic.publish' }>;
+/** A send or a publish: a command that carries messages. */
+type WithMessages = Extract<Command, { type: 'queue.send' | 'topic.publish' }>;
 type HandleCommand = Extract<Command, { type: 'ack' | 'nack' | 'lease' }>;
 
 /**
@@ -104,7 +105,7 @@ export function groupOf(actor: string, c: SharedCommand): string {
 
 const channelKey = (ch: ChannelRef): string[] => ('queue' in ch ? [ch.queue] : [ch.topic, ch.subscription]);
 
-const carriesMessages = (c: SharedCommand): c is Send => c.type === 'queue.send' || c.type === 'topic.publish';
+const carriesMessages = (c: SharedCommand): c is WithMessages => c.type === 'queue.send' || c.type === 'topic.publish';
 
 /** A command's items: a send's or a publish's messages, or the receipt handles of the others. */
 export function itemsOf(c: SharedCommand): number {
@@ -133,8 +134,8 @@ export function merged(commands: readonly SharedCommand[]): SharedCommand {
   const first = commands[0]!;
   if (commands.length === 1) return first;
   if (carriesMessages(first)) {
-    const messages: Send['messages'][number][] = [];
-    for (const c of commands) messages.push(...(c as Send).messages);
+    const messages: WithMessages['messages'][number][] = [];
+    for (const c of commands) messages.push(...(c as WithMessages).messages);
     if (first.type === 'topic.publish') return { ...first, messages, split: commands.map(itemsOf) };
     return { ...first, messages };
   }

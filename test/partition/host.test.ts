@@ -37,6 +37,26 @@ async function queueCluster(t: Test, extra: ConstructorParameters<typeof LocalCl
  */
 const inStep = (a: NodeHost, b: NodeHost): boolean => appliedIndex(a.replica(0)) === appliedIndex(b.replica(0));
 
+/** Waits until `back` applied what `leader` has applied now, and the two are in step (inStep). */
+async function caughtUp(c: LocalCluster, back: NodeHost, leader: NodeHost, what: string): Promise<void> {
+  const target = leader.replica(0).state.applied().index;
+  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, leader), what);
+}
+
+/**
+ * queueCluster with a local snapshot every 20 entries and 5 kept behind, and a follower (`lost`)
+ * stopped while 60 sends went in: it needs an image to come back.
+ */
+async function followerLeftBehind(t: Test): Promise<{ c: LocalCluster; send: (n: number) => Promise<void>; leader: NodeHost; lost: NodeId }> {
+  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
+  const leader = c.leaderOf(0)!;
+  const lost = IDS.find((id) => id !== leader.opts.self)!;
+  c.down.add(lost);
+  await c.stop(lost);
+  await send(60);
+  return { c, send, leader, lost };
+}
+
 /** Puts a closed state's message table back in the rowid layout, as migration 001 made it. */
 function toRowidLayout(path: string): void {
   const db = new Database(path);
@@ -201,8 +221,7 @@ t.test('the leader stops; the others elect a new one and go on; it comes back an
   t.same(images(second.opts.self), [], 'a local snapshot copies nothing: the state database made durable is the snapshot');
   c.down.delete(lost);
   const back = await c.start(lost);
-  const target = second.replica(0).state.applied().index;
-  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, second), 'the restarted node caught up');
+  await caughtUp(c, back, second, 'the restarted node caught up');
   t.ok(back.replica(0).log.snapshot().meta.index > 0, 'by a snapshot: an image made on demand by the leader');
   // A repeated snapshot message may have the node fetch a later image and delete it once it finds
   // its state past it: wait for that to settle. An image copied into place would stay for good.
@@ -245,8 +264,7 @@ t.test("a follower takes the snapshot at the image's own index; restarted right 
   c.afterFetch = null;
   c.down.delete(lost);
   const again = await c.start(lost);
-  const target = leader.replica(0).state.applied().index;
-  await c.until(() => again.replica(0).state.applied().index >= target && inStep(again, leader), 'the restarted node caught up');
+  await caughtUp(c, again, leader, 'the restarted node caught up');
   t.equal(stateHash(again.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'identical state');
 });
 
@@ -646,8 +664,7 @@ t.test('a snapshot message repeated while its image is being fetched waits for t
   };
   c.down.delete(lost);
   const back = await c.start(lost);
-  const target = leader.replica(0).state.applied().index;
-  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, leader), 'the restarted node caught up by the image');
+  await caughtUp(c, back, leader, 'the restarted node caught up by the image');
   t.ok(repeated, 'the message was repeated during the fetch');
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'and holds the same state');
 });
@@ -656,12 +673,7 @@ t.test('while an image downloads, a snapshot message for a newer one starts no s
   // A leader asks a silent follower again after two election timeouts, with its newest snapshot:
   // under writes, a newer one than the follower is downloading. A second download made the leader
   // copy its state again and shared the link with the first, each slower, inviting a third.
-  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
-  const leader = c.leaderOf(0)!;
-  const lost = IDS.find((id) => id !== leader.opts.self)!;
-  c.down.add(lost);
-  await c.stop(lost);
-  await send(60);
+  const { c, send, leader, lost } = await followerLeftBehind(t);
   const refsSent: string[] = [];
   const leaderSend = leader.opts.outbox.send.bind(leader.opts.outbox);
   leader.opts.outbox.send = (items) => {
@@ -677,8 +689,7 @@ t.test('while an image downloads, a snapshot message for a newer one starts no s
   await new Promise((r) => setImmediate(r)); // the message is delivered on the next round
   t.equal(asked.length, 1, `no second download while the first runs (asked ${JSON.stringify(asked)})`);
   release();
-  const target = leader.replica(0).state.applied().index;
-  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, leader), 'the restarted node caught up');
+  await caughtUp(c, back, leader, 'the restarted node caught up');
   t.equal(asked.length, 1, 'one download in all: the log after the image did the rest');
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(leader.replica(0).state.sqlite), 'the same state as the leader');
 });
@@ -686,12 +697,7 @@ t.test('while an image downloads, a snapshot message for a newer one starts no s
 t.test("a snapshot message from a new leader fetches at once, while a download from the old one is held", async (t) => {
   // Review of 55c0492: ignoring every message while any download ran left the new leader's
   // snapshot waiting for the old leader's download, whose message the core then drops (an older term).
-  const { c, send } = await queueCluster(t, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
-  const first = c.leaderOf(0)!;
-  const lost = IDS.find((id) => id !== first.opts.self)!;
-  c.down.add(lost);
-  await c.stop(lost);
-  await send(60);
+  const { c, send, leader: first, lost } = await followerLeftBehind(t);
   const { asked, release, holding } = holdFirstDownload(c, lost);
   t.teardown(release);
   c.down.delete(lost);
@@ -704,8 +710,7 @@ t.test("a snapshot message from a new leader fetches at once, while a download f
   await c.until(() => c.leaderOf(0) !== null, 'a new leader');
   const second = c.leaderOf(0)!;
   await send(10);
-  const target = second.replica(0).state.applied().index;
-  await c.until(() => appliedIndex(back.replica(0)) >= target && inStep(back, second), `${lost} caught up from the new leader, the first download still held`);
+  await caughtUp(c, back, second, `${lost} caught up from the new leader, the first download still held`);
   t.equal(asked.length, 2, `a second download, from ${second.opts.self} (asked ${JSON.stringify(asked)})`);
   t.equal(stateHash(back.replica(0).state.sqlite), stateHash(second.replica(0).state.sqlite), 'the same state as the new leader');
 });

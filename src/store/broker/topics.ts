@@ -143,7 +143,8 @@ export function publishEach(s: Store, name: string, messages: readonly MessageIn
     return fail(ErrorCode.ValidationFailed, `split must list 1 to ${MAX_SPLIT} counts of messages, each at least 1`);
   }
   const counts = split as number[];
-  if (counts.reduce((a, n) => a + n, 0) !== messages.length) return fail(ErrorCode.ValidationFailed, `split counts ${counts.reduce((a, n) => a + n, 0)} messages, not the ${messages.length} sent`);
+  const counted = counts.reduce((a, n) => a + n, 0);
+  if (counted !== messages.length) return fail(ErrorCode.ValidationFailed, `split counts ${counted} messages, not the ${messages.length} sent`);
   const t = publishable(s, name, ctx);
   if (!t.ok) return t;
   const refused = unplaceable(s, messages);
