@@ -12,7 +12,7 @@ import type { NodeId } from '../raft/index.js';
 import type { ClockSample } from '../partition/cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
 import type { TLSSocket } from 'node:tls';
-import type { Readable } from 'node:stream';
+import { Transform, pipeline, type Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { ACK_DELAY_MS, BODIES_HEADER, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
 import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
@@ -81,6 +81,8 @@ export interface InternalRoutesOptions {
    * an authenticated peer asked for: look it up among known snapshots, never join it into a path.
    */
   snapshotFile(partition: number, ref: string): string | null | Promise<string | null>;
+  /** Called as each chunk of the file `path` that snapshotFile gave for `partition` leaves. */
+  snapshotRead?(partition: number, path: string): void;
   /**
    * This node's id. When set, a batch holding a message for another node is refused with 421: the
    * sender's peer table points this node's URL at the wrong id, and feeding those messages to the
@@ -461,7 +463,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       const { partition, ref } = request.params;
       const path = await opts.snapshotFile(partition, ref);
       const file = path === null ? null : await openIfExists(path);
-      if (file === null) return sendProblem(reply, 'not_found', `no snapshot ${ref} for partition ${partition}`);
+      if (path === null || file === null) return sendProblem(reply, 'not_found', `no snapshot ${ref} for partition ${partition}`);
       let size: number;
       try {
         size = (await file.stat()).size;
@@ -471,7 +473,17 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       }
       // content-length lets the receiver tell a complete file from one cut short.
       reply.header('content-length', size).type('application/octet-stream');
-      return reply.send(file.createReadStream());
+      const read = opts.snapshotRead;
+      if (read === undefined) return reply.send(file.createReadStream());
+      // Through a transform, not a 'data' listener: that would start the flow before the reply pipes it.
+      const told = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          read(partition, path);
+          done(null, chunk);
+        },
+      });
+      pipeline(file.createReadStream(), told, () => undefined);
+      return reply.send(told);
     },
   );
 }

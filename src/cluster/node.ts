@@ -197,6 +197,7 @@ export class ClusterNode {
       requireClientCert: this.tls !== null,
       onMessages: (from, items, format, clock) => this.host.receive(from, items, format, clock),
       snapshotFile: (partition, ref) => this.host.snapshots.imageFor(partition, ref),
+      snapshotRead: (partition, path) => this.host.snapshots.reading(partition, path),
       onPropose: (partition, command) => this.host.proposeForwarded(partition, command),
       onCommand: async (partition, actor, command, idempotencyKey, log) => {
         return this.refuseForwarded(partition, actor, command, log) ?? this.router.proposeHere(partition, actor, command as Command, idempotencyKey);

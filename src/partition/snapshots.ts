@@ -66,8 +66,11 @@ export interface SnapshotsOptions {
 }
 
 export class Snapshots {
-  /** Images fetched from leaders, by `partition/ref`: waiting for the Ready that installs them. */
-  private readonly fetching = new Set<string>();
+  /**
+   * Images being fetched from leaders, by `partition/ref`, each with the message of the newest term
+   * received for it meanwhile: the one stepped once the image is here.
+   */
+  private readonly fetching = new Map<string, SnapMessage>();
   /** Per partition, the leader and term of the latest image fetch begun and not yet ended. */
   private readonly downloads = new Map<number, { readonly from: NodeId; readonly term: number }>();
   /** Partitions whose state is being made durable for a local snapshot. */
@@ -143,6 +146,19 @@ export class Snapshots {
   }
 
   /**
+   * A download of `path`, the image of `partition` served, moved on (the route calls this as each
+   * chunk leaves): the image stays in use, and the log after it kept (compact()), as long as its
+   * download goes on. Refreshed only when a fetch began, an image downloading for longer than
+   * SERVED_IDLE_MS was let go meanwhile, and the follower, once it had installed it, found the log
+   * compacted past it and needed another image, and another if that took as long. A download that
+   * stalls ends at the fetcher's idle deadline, a minute.
+   */
+  reading(partition: number, path: string): void {
+    const s = this.served.get(partition);
+    if (s !== undefined && s.path === path) s.usedAt = this.host.elapsed();
+  }
+
+  /**
    * Stops using the image of `partition`. A fetch that got its path a moment ago has yet to open it,
    * so the file goes a minute later (a download in progress reads on from its open file).
    */
@@ -162,10 +178,16 @@ export class Snapshots {
     if (!isImageRef(r.partition, ref)) return;
     const path = this.snapshotPath(ref);
     const key = `${r.partition}/${ref}`;
-    // Being fetched: the fetch steps it. Its file may already be in place, and is then renamed to
-    // the image's own index: a repeat stepped meanwhile had the core hand out a snapshot whose file
-    // was gone when the turn installed it (chaos seed 3315).
-    if (this.fetching.has(key)) return;
+    // Being fetched: the fetch steps it, or this one if it is of a newer term (the same snapshot
+    // from a new leader: stepped, the old leader's message would be dropped by the core, and the new
+    // leader's next ask would fetch the image again). Its file may already be in place, and is then
+    // renamed to the image's own index: a repeat stepped meanwhile had the core hand out a snapshot
+    // whose file was gone when the turn installed it (chaos seed 3315).
+    const pending = this.fetching.get(key);
+    if (pending !== undefined) {
+      if (m.term > pending.term) this.fetching.set(key, m);
+      return;
+    }
     // Already covered (a repeated message, or the log caught up meanwhile): the core answers with
     // its commit index, and nothing is fetched.
     if (existsSync(path) || m.snapshot.meta.index <= r.raw.position().committed) {
@@ -183,12 +205,12 @@ export class Snapshots {
     if (current !== undefined && current.from === from && current.term === m.term) return;
     const download = { from, term: m.term };
     this.downloads.set(r.partition, download);
-    this.fetching.add(key);
+    this.fetching.set(key, m);
     this.opts
       .fetch(from, r.partition, ref, path)
       .then(() => {
         if (this.host.isClosed()) return;
-        r.raw.step(this.asImaged(r.partition, m, path, r.state.isOpen() ? r.state.applied().index : 0));
+        r.raw.step(this.asImaged(r.partition, this.fetching.get(key) ?? m, path, r.state.isOpen() ? r.state.applied().index : 0));
         this.host.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))

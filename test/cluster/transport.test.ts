@@ -57,6 +57,8 @@ interface Node {
   gate: Promise<void> | null;
   /** When set, snapshotFile waits for it: holds a download before its headers. */
   snapshotGate: Promise<void> | null;
+  /** Every call of snapshotRead: a chunk of a snapshot download left. */
+  snapshotReads: { partition: number; path: string }[];
   /** Every route registered, with whether its schema hides it from the OpenAPI document. */
   routes: { route: string; hidden: boolean }[];
   /** The path of every request that came in. */
@@ -69,7 +71,7 @@ interface Node {
 async function startNode(t: Test, id: NodeId, extra: { streamIdleMs?: number } = {}): Promise<Node> {
   const logs: string[] = [];
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => void logs.push(line) } } });
-  const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, routes: [], requests: [], answered: [] };
+  const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, snapshotReads: [], routes: [], requests: [], answered: [] };
   app.addHook('onRoute', (route) => {
     node.routes.push({ route: `${String(route.method)} ${route.url}`, hidden: route.schema?.hide === true });
   });
@@ -89,6 +91,7 @@ async function startNode(t: Test, id: NodeId, extra: { streamIdleMs?: number } =
       await node.snapshotGate;
       return node.snapshots.get(`${partition}/${ref}`) ?? null;
     },
+    snapshotRead: (partition, path) => void node.snapshotReads.push({ partition, path }),
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   node.url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
@@ -641,6 +644,14 @@ t.test('fetchSnapshot', async (t) => {
     await tr.fetchSnapshot(b, 3, ref, dest);
     t.ok(readFileSync(dest).equals(content), 'identical');
     t.notOk(existsSync(`${dest}.part`), 'no .part left');
+  });
+
+  t.test('the serving node is told as each chunk leaves, so that it keeps a long download\'s image in use', async (t) => {
+    nodeB.snapshotReads.length = 0;
+    await tr.fetchSnapshot(b, 3, ref, join(dir, 'told.snap'));
+    // 3 MiB read 64 KiB at a time.
+    t.ok(nodeB.snapshotReads.length >= 3, `told ${nodeB.snapshotReads.length} times`);
+    t.strictSame(new Set(nodeB.snapshotReads.map((r) => `${r.partition} ${r.path}`)), new Set([`3 ${source}`]), 'of that partition and file');
   });
 
   t.test('an empty file', async (t) => {

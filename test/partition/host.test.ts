@@ -388,11 +388,16 @@ function holdFirstDownload(c: LocalCluster, who: NodeId): { asked: string[]; rel
   return { asked, release, holding: () => holding };
 }
 
-t.test('while an image made for a follower is in use, local snapshots keep the log after it and after what the follower holds; once every follower holds that far, they let it go', async (t) => {
-  // Review finding: local snapshots are cheap and frequent, so a follower installing a large image
-  // found the leader's log compacted past it and needed another image, and another. No node ticks
-  // (no election, no re-sent snapshot on a slow machine): lost appends are reported by hand.
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
+/**
+ * A cluster whose nodes never tick (no election, no snapshot sent again on a slow machine; lost
+ * appends are reported by hand), a local snapshot every 20 entries and 5 kept behind, n1 leading,
+ * and n2 (`behind`) stopped while 60 sends went in: it needs an image to come back.
+ */
+async function stillClusterLeftBehind(
+  t: Test,
+  monotonic?: () => number,
+): Promise<{ c: LocalCluster; leader: NodeHost; send: (n: number) => Promise<void>; behind: NodeId }> {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false, ...(monotonic === undefined ? {} : { monotonic }) });
   t.teardown(() => c.close());
   for (const id of IDS) await c.start(id, false);
   c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
@@ -407,6 +412,14 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   c.down.add(behind);
   await c.stop(behind);
   await send(60);
+  return { c, leader, send, behind };
+}
+
+t.test('while an image made for a follower is in use, local snapshots keep the log after it and after what the follower holds; once every follower holds that far, they let it go', async (t) => {
+  // Review finding: local snapshots are cheap and frequent, so a follower installing a large image
+  // found the leader's log compacted past it and needed another image, and another. No node ticks
+  // (no election, no re-sent snapshot on a slow machine): lost appends are reported by hand.
+  const { c, leader, send, behind } = await stillClusterLeftBehind(t);
   const snap = leader.replica(0).log.snapshot().meta;
   const path = await leader.snapshots.imageFor(0, `p0-${snap.index}-${snap.term}`);
   t.ok(path !== null && existsSync(path), 'an image is made on demand');
@@ -451,6 +464,37 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   const caught = raw.position().lastIndex;
   await send(60);
   t.ok(leader.replica(0).log.firstIndex() > caught + 1, `local snapshots compact the log past where ${behind} caught up (first ${leader.replica(0).log.firstIndex()}, caught up at ${caught})`);
+});
+
+t.test('an image stays in use while its download goes on: after six minutes of download the log after it is still there, and the follower catches up from it with one image', async (t) => {
+  // Seen in stop 42: the leader refreshed an image's use only when a fetch asked for it, so after a
+  // download of five minutes (a large state) it compacted its log past the image, and the follower
+  // needed another image once it had installed that one. The monotonic clock is moved by hand.
+  let skew = 0;
+  const { c, leader, send, behind } = await stillClusterLeftBehind(t, () => performance.now() + skew);
+  const { asked, release, holding } = holdFirstDownload(c, behind);
+  c.down.delete(behind);
+  const back = await c.start(behind, false);
+  leader.reportLost(behind, [0]);
+  await c.until(holding, `${behind} is downloading an image`);
+  const images = readdirSync(join(c.root, leader.opts.self, 'snapshots')).filter((f) => f.startsWith('p0-serve-'));
+  t.equal(images.length, 1, 'the leader made one image');
+  const path = join(c.root, leader.opts.self, 'snapshots', images[0]!);
+  const imaged = BrokerStateMachine.imageApplied(path).index;
+  // A chunk leaves every minute (the snapshot route tells the host), and writes go on.
+  for (let minute = 1; minute <= 6; minute++) {
+    skew += 60_000;
+    leader.snapshots.reading(0, path);
+    await send(25);
+  }
+  t.ok(leader.replica(0).log.snapshot().meta.index > imaged + 100, 'local snapshots went on meanwhile');
+  t.ok(leader.replica(0).log.firstIndex() <= imaged + 1, `the log still holds every entry after the image (first ${leader.replica(0).log.firstIndex()}, image at ${imaged})`);
+  release();
+  const raw = leader.replica(0).raw;
+  await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && (raw.status().match.get(behind) ?? 0) >= back.replica(0).log.snapshot().meta.index, `${behind} installed it and the leader knows`);
+  leader.reportLost(behind, [0]);
+  await c.until(() => (raw.status().match.get(behind) ?? 0) >= raw.position().lastIndex, `${behind} holds the leader's whole log`);
+  t.strictSame(asked.length, 1, 'it caught up from the log: one image in all');
 });
 
 t.test('with a majority down, a write is not acknowledged', async (t) => {
