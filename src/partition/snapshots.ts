@@ -83,8 +83,11 @@ export class Snapshots {
    * rows are those of the state when the copy ended, which may be gone from the state since.
    */
   private readonly imaging = new Map<number, number>();
-  /** The image of each partition's state made for followers (imageFor), while in use. */
-  private readonly served = new Map<number, ServedImage>();
+  /**
+   * The images of each partition's state made for followers (imageFor) and still in use, oldest
+   * first: a newer one is made for a newer ref while an older one may still be downloading.
+   */
+  private readonly served = new Map<number, ServedImage[]>();
   private servedSeq = 0;
 
   constructor(
@@ -105,8 +108,9 @@ export class Snapshots {
    * recorded that far. The image is made on demand, from the state as it is now (SQLite's online
    * backup, a few pages per event-loop turn), so it holds every entry up to `ref` and maybe more, all
    * committed. The follower restarts its log at the image's own index (receive), and while the image
-   * is in use this node keeps the log after it (compact()), so the follower can go on from there. One
-   * image per partition serves every fetch whose ref it covers; a fetch for a newer ref gets a newer one.
+   * is in use this node keeps the log after it (compact()), so the follower can go on from there. The
+   * newest image of a partition serves every fetch whose ref it covers; a fetch for a newer ref gets
+   * a newer one, and the older stays in use while its downloads go on.
    */
   async imageFor(partition: number, ref: string): Promise<string | null> {
     const r = this.host.replicas[partition];
@@ -116,9 +120,9 @@ export class Snapshots {
     const wanted = Number(ref.split('-')[1]);
     // A state closed for an install, or in a format this build cannot read (halted), makes no image.
     if (wanted > r.log.snapshot().meta.index || !r.state.isOpen()) return null;
-    let s = this.served.get(partition);
+    const images = this.served.get(partition) ?? [];
+    let s = images.at(-1);
     if (s === undefined || s.from < wanted) {
-      if (s !== undefined) this.retireServed(partition);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
       const from = r.state.applied().index;
       this.imaging.set(partition, (this.imaging.get(partition) ?? 0) + 1);
@@ -132,13 +136,13 @@ export class Snapshots {
           .then(
             () => path,
             (err: unknown) => {
-              if (this.served.get(partition) === made) this.served.delete(partition);
+              this.dropServed(partition, made);
               rmSync(path, { force: true });
               throw err;
             },
           ),
       };
-      this.served.set(partition, made);
+      this.served.set(partition, [...images, made]);
       s = made;
     }
     s.usedAt = this.host.elapsed();
@@ -154,22 +158,30 @@ export class Snapshots {
    * stalls ends at the fetcher's idle deadline, a minute.
    */
   reading(partition: number, path: string): void {
-    const s = this.served.get(partition);
-    if (s !== undefined && s.path === path) s.usedAt = this.host.elapsed();
+    const s = this.served.get(partition)?.find((i) => i.path === path);
+    if (s !== undefined) s.usedAt = this.host.elapsed();
   }
 
   /**
-   * Stops using the image of `partition`. A fetch that got its path a moment ago has yet to open it,
-   * so the file goes a minute later (a download in progress reads on from its open file).
+   * Stops using the images of `partition` that `which` picks (all of them by default). A fetch that
+   * got the path of one a moment ago has yet to open it, so the file goes a minute later (a download
+   * in progress reads on from its open file).
    */
-  private retireServed(partition: number): void {
-    const s = this.served.get(partition);
-    if (s === undefined) return;
-    this.served.delete(partition);
-    void s.ready.then(
-      (path) => setTimeout(() => rmSync(path, { force: true }), SERVED_GRACE_MS).unref(),
-      () => undefined,
-    );
+  private retireServed(partition: number, which: (s: ServedImage) => boolean = () => true): void {
+    for (const s of this.served.get(partition) ?? []) {
+      if (!which(s)) continue;
+      this.dropServed(partition, s);
+      void s.ready.then(
+        (path) => setTimeout(() => rmSync(path, { force: true }), SERVED_GRACE_MS).unref(),
+        () => undefined,
+      );
+    }
+  }
+
+  private dropServed(partition: number, s: ServedImage): void {
+    const left = (this.served.get(partition) ?? []).filter((i) => i !== s);
+    if (left.length > 0) this.served.set(partition, left);
+    else this.served.delete(partition);
   }
 
   /** A snapshot message from `from`: its image is fetched before the message reaches the core. */
@@ -301,17 +313,17 @@ export class Snapshots {
     // state reopened), or the node stopped: then this point is of no use.
     if (this.host.isClosed() || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
     let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
-    // A follower installing the image made for it goes on from the image's index: while the image is
-    // in use (asked for within SERVED_IDLE_MS), keep the log after it, and after what the slowest
+    // A follower installing the image made for it goes on from the image's index: while an image is
+    // in use (asked for, or read by a download, within SERVED_IDLE_MS), keep the log after it, and after what the slowest
     // replica holds once that is further. A leader that kept it all until the image went unused kept
     // every entry of the next five minutes: 57 segments of 32 KiB after 3,000 entries in a test where
     // 3 do. Retired once no replica needs the hold; not at the install's acknowledgement, when the
     // follower still has the entries written during its download to catch up on.
-    const served = this.served.get(p);
-    if (served !== undefined) {
+    if (this.served.has(p)) {
       const slowest = leastHeld(r);
-      if (this.host.elapsed() - served.usedAt > SERVED_IDLE_MS || (slowest !== null && slowest >= upTo)) this.retireServed(p);
-      else upTo = Math.min(upTo, Math.max(served.from, slowest ?? 0));
+      const wanted = upTo;
+      this.retireServed(p, (s) => this.host.elapsed() - s.usedAt > SERVED_IDLE_MS || (slowest !== null && slowest >= wanted));
+      for (const s of this.served.get(p) ?? []) upTo = Math.min(upTo, Math.max(s.from, slowest ?? 0));
     }
     const compactTo = Math.max(r.log.firstIndex() - 1, upTo);
     const bodies = referenced.filter((i) => i >= r.log.firstIndex() && i <= compactTo);

@@ -466,7 +466,7 @@ t.test('while an image made for a follower is in use, local snapshots keep the l
   t.ok(leader.replica(0).log.firstIndex() > caught + 1, `local snapshots compact the log past where ${behind} caught up (first ${leader.replica(0).log.firstIndex()}, caught up at ${caught})`);
 });
 
-t.test('an image stays in use while its download goes on: after six minutes of download the log after it is still there, and the follower catches up from it with one image', async (t) => {
+t.test('an image stays in use while its download goes on: after seven minutes of download, and a newer image made for another follower, the log after it is still there, and the follower catches up from it with one image', async (t) => {
   // Seen in stop 42: the leader refreshed an image's use only when a fetch asked for it, so after a
   // download of five minutes (a large state) it compacted its log past the image, and the follower
   // needed another image once it had installed that one. The monotonic clock is moved by hand.
@@ -489,6 +489,15 @@ t.test('an image stays in use while its download goes on: after six minutes of d
   }
   t.ok(leader.replica(0).log.snapshot().meta.index > imaged + 100, 'local snapshots went on meanwhile');
   t.ok(leader.replica(0).log.firstIndex() <= imaged + 1, `the log still holds every entry after the image (first ${leader.replica(0).log.firstIndex()}, image at ${imaged})`);
+  // Another follower (one that lost its disk, say) asks for the newest snapshot meanwhile: a newer
+  // image is made for it, and the first, still downloading, stays in use (it was retired before).
+  const newest = leader.replica(0).log.snapshot().meta;
+  const second = await leader.snapshots.imageFor(0, `p0-${newest.index}-${newest.term}`);
+  t.ok(second !== null && second !== path, 'a newer image is made for the newer snapshot');
+  skew += 60_000;
+  leader.snapshots.reading(0, path);
+  await send(25);
+  t.ok(leader.replica(0).log.firstIndex() <= imaged + 1, `the log after the first image is still kept (first ${leader.replica(0).log.firstIndex()}, image at ${imaged})`);
   release();
   const raw = leader.replica(0).raw;
   await c.until(() => back.replica(0).log.snapshot().meta.index > 0 && (raw.status().match.get(behind) ?? 0) >= back.replica(0).log.snapshot().meta.index, `${behind} installed it and the leader knows`);

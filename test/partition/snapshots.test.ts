@@ -9,6 +9,7 @@ import type { PartitionReplica } from '../../src/partition/replica.js';
 import { Snapshots, snapshotPath } from '../../src/partition/snapshots.js';
 import { BrokerStateMachine } from '../../src/store/broker/index.js';
 import type { WalStore } from '../../src/store/wal/index.js';
+import { TestStore, queue } from '../store/broker/helpers.js';
 
 const [n1, n2, n3] = ['n1', 'n2', 'n3'].map(nodeId) as [NodeId, NodeId, NodeId];
 type SnapMessage = Extract<Message, { type: 'snap' }>;
@@ -20,11 +21,14 @@ t.test("the same snapshot from a new leader while the old leader's image downloa
   const dir = mkdtempSync(join(tmpdir(), 'mom-snapshots-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(join(dir, 'snapshots'));
-  // An image of a state that holds no entry: what any leader of the partition would serve at index 0.
-  const state = await BrokerStateMachine.open(join(dir, 'leader.db'), 0);
+  // A leader's image, made when the follower asked: it holds entries 1 and 2, past the snapshot at 1
+  // that the messages name, so the follower takes the snapshot at the image's own index.
+  const leaderState = await TestStore.open(0);
+  t.teardown(() => leaderState.close());
+  leaderState.must('alice', queue('q'));
   const image = join(dir, 'image.db');
-  await state.snapshotTo(image);
-  await state.close();
+  await leaderState.sm.snapshotTo(image);
+  t.strictSame(BrokerStateMachine.imageApplied(image), { index: 2, term: 1 }, 'the image holds entries 1 and 2');
 
   const fetched: NodeId[] = [];
   let release = (): void => undefined;
@@ -48,13 +52,12 @@ t.test("the same snapshot from a new leader while the old leader's image downloa
     raw: { step: (m: SnapMessage) => void stepped.push(m), position: () => ({ committed: -1 }) },
     state: { isOpen: () => false },
   } as unknown as PartitionReplica;
-  const ref = 'p0-0-0';
   const snap = (from: NodeId, term: number): SnapMessage => ({
     type: MessageType.Snap,
     from,
     to: n2,
     term,
-    snapshot: { meta: { index: 0, term: 0, voters: [n1, n2, n3] }, data: new TextEncoder().encode(ref) },
+    snapshot: { meta: { index: 1, term: 1, voters: [n1, n2, n3] }, data: new TextEncoder().encode('p0-1-1') },
   });
 
   snapshots.receive(n1, replica, snap(n1, 3));
@@ -69,5 +72,7 @@ t.test("the same snapshot from a new leader while the old leader's image downloa
     [`${n3} 4`],
     "once it is here, the new leader's message is stepped (the core would drop the old leader's)",
   );
-  t.notOk(existsSync(snapshotPath(dir, ref)), 'the image is gone: the state had it all (it holds no entry)');
+  const { meta, data } = stepped[0]!.snapshot;
+  t.strictSame({ index: meta.index, term: meta.term, ref: new TextDecoder().decode(data) }, { index: 2, term: 1, ref: 'p0-2-1' }, "at the image's own index");
+  t.ok(existsSync(snapshotPath(dir, 'p0-2-1')) && !existsSync(snapshotPath(dir, 'p0-1-1')), 'under whose name the image waits for its install');
 });
