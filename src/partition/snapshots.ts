@@ -26,6 +26,11 @@ export const RELEASE_CHUNK = 1000;
 const SERVED_IDLE_MS = 5 * 60_000;
 /** A retired image stays this long for a fetch that got its path just before. */
 const SERVED_GRACE_MS = 60_000;
+/**
+ * An image older than a partition's newest, not read for this long, has no download left: only
+ * downloads refresh it (reading()), and a fetch gives up after a minute without bytes.
+ */
+const OLDER_IDLE_MS = 2 * 60_000;
 
 /** A snapshot message of the Raft core. */
 type SnapMessage = Extract<Message, { type: 'snap' }>;
@@ -120,9 +125,10 @@ export class Snapshots {
     const wanted = Number(ref.split('-')[1]);
     // A state closed for an install, or in a format this build cannot read (halted), makes no image.
     if (wanted > r.log.snapshot().meta.index || !r.state.isOpen()) return null;
-    const images = this.served.get(partition) ?? [];
-    let s = images.at(-1);
+    let s = this.served.get(partition)?.at(-1);
     if (s === undefined || s.from < wanted) {
+      // Each image is a copy of the state: the older ones go once no download reads them.
+      this.retireServed(partition, (i) => this.host.elapsed() - i.usedAt > OLDER_IDLE_MS);
       const path = join(this.opts.dataDir, 'snapshots', `p${partition}-serve-${++this.servedSeq}.db`);
       const from = r.state.applied().index;
       this.imaging.set(partition, (this.imaging.get(partition) ?? 0) + 1);
@@ -142,7 +148,7 @@ export class Snapshots {
             },
           ),
       };
-      this.served.set(partition, [...images, made]);
+      this.served.set(partition, [...(this.served.get(partition) ?? []), made]);
       s = made;
     }
     s.usedAt = this.host.elapsed();

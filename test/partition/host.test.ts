@@ -506,6 +506,27 @@ t.test('an image stays in use while its download goes on: after seven minutes of
   t.strictSame(asked.length, 1, 'it caught up from the log: one image in all');
 });
 
+t.test('an older image that no download read for two minutes is let go when a newer one is made: images do not pile up, nor does the log kept for them', async (t) => {
+  // Review of 3d6c930: kept until a compaction found them unused for five minutes, an image made
+  // at each newer ask of a follower whose downloads kept failing piled up (each a copy of the state).
+  let skew = 0;
+  const { c, leader, send, behind } = await stillClusterLeftBehind(t, () => performance.now() + skew);
+  const { release, holding } = holdFirstDownload(c, behind);
+  t.teardown(release);
+  c.down.delete(behind);
+  await c.start(behind, false);
+  leader.reportLost(behind, [0]);
+  await c.until(holding, `${behind} downloaded an image, its download now silent`);
+  const first = BrokerStateMachine.imageApplied(join(c.root, leader.opts.self, 'snapshots', readdirSync(join(c.root, leader.opts.self, 'snapshots')).find((f) => f.startsWith('p0-serve-'))!)).index;
+  skew += 3 * 60_000;
+  await send(25);
+  t.ok(leader.replica(0).log.firstIndex() <= first + 1, `within five minutes of its last use the log after the first image is kept (first ${leader.replica(0).log.firstIndex()}, image at ${first})`);
+  const newest = leader.replica(0).log.snapshot().meta;
+  t.ok((await leader.snapshots.imageFor(0, `p0-${newest.index}-${newest.term}`)) !== null, 'a newer image is made for a newer snapshot');
+  await send(25);
+  t.ok(leader.replica(0).log.firstIndex() > first + 1, `the first image, unread for three minutes, went with its hold (first ${leader.replica(0).log.firstIndex()}, image at ${first})`);
+});
+
 t.test('with a majority down, a write is not acknowledged', async (t) => {
   const c = new LocalCluster(1, { balanceLeaders: false });
   t.teardown(() => c.close());
