@@ -320,11 +320,12 @@ export class Snapshots {
     if (this.host.isClosed() || r.state !== state || at.index <= r.log.snapshot().meta.index || this.isImaging(p)) return;
     let upTo = at.index - (this.opts.keepBehindSnapshot ?? 1000);
     // A follower installing the image made for it goes on from the image's index: while an image is
-    // in use (asked for, or read by a download, within SERVED_IDLE_MS), keep the log after it, and after what the slowest
-    // replica holds once that is further. A leader that kept it all until the image went unused kept
-    // every entry of the next five minutes: 57 segments of 32 KiB after 3,000 entries in a test where
-    // 3 do. Retired once no replica needs the hold; not at the install's acknowledgement, when the
-    // follower still has the entries written during its download to catch up on.
+    // in use (asked for, or read by a download, within SERVED_IDLE_MS), keep the log after it, and
+    // after what the slowest replica holds once that is further. A leader that kept it all until the
+    // image went unused kept every entry of the next five minutes: 57 segments of 32 KiB after 3,000
+    // entries in a test where 3 do. Retired once no replica needs the hold; not at the install's
+    // acknowledgement, when the follower still has the entries written during its download to catch
+    // up on.
     if (this.served.has(p)) {
       const slowest = leastHeld(r);
       const wanted = upTo;
