@@ -54,6 +54,15 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const second = leaderOf(live, p)!;
   t.ok(second.host.replica(p).log.firstIndex() > 10, 'the survivors compacted their log');
 
+  // The snapshot route tells the node serving an image as its chunks leave, which keeps the image in use.
+  const reads: number[] = [];
+  for (const n of live) {
+    const reading = n.host.snapshots.reading.bind(n.host.snapshots);
+    n.host.snapshots.reading = (partition, path) => {
+      reads.push(partition);
+      reading(partition, path);
+    };
+  }
   const back = await ClusterNode.start(stopped.cfg, opts);
   t.teardown(() => back.close());
   const target = second.host.replica(p).state.applied().index;
@@ -66,6 +75,7 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
     () => describeNodes([...live, back]),
   );
   t.equal(stateHash(back.host.replica(p).state.sqlite), stateHash(second.host.replica(p).state.sqlite), 'identical state');
+  t.ok(reads.includes(p), `the image's download was told to its node as it went (partitions told: ${[...new Set(reads)].join(', ')})`);
   nodes.splice(nodes.indexOf(stopped), 1, back);
 });
 
