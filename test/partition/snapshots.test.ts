@@ -7,7 +7,7 @@ import t from 'tap';
 import { MessageType, nodeId, type Message, type NodeId } from '../../src/raft/index.js';
 import type { PartitionReplica } from '../../src/partition/replica.js';
 import { Snapshots, snapshotPath } from '../../src/partition/snapshots.js';
-import { BrokerStateMachine } from '../../src/store/broker/index.js';
+import { BrokerStateMachine, FORMAT } from '../../src/store/broker/index.js';
 import type { WalStore } from '../../src/store/wal/index.js';
 import { TestStore, queue } from '../store/broker/helpers.js';
 
@@ -34,7 +34,7 @@ t.test("the same snapshot from a new leader while the old leader's image downloa
   let release = (): void => undefined;
   const held = new Promise<void>((resolve) => (release = resolve));
   const snapshots = new Snapshots(
-    { replicas: [], logStore: {} as WalStore, readable: () => 11, elapsed: () => 0, isClosed: () => false, schedule: () => undefined },
+    { replicas: [], logStore: {} as WalStore, readable: () => FORMAT, elapsed: () => 0, isClosed: () => false, schedule: () => undefined },
     {
       dataDir: dir,
       voters: [n1, n2, n3],
