@@ -7,7 +7,7 @@
 // One cluster (bench/cluster.ts), one topic with --subscriptions subscriptions; for each count of
 // --connections, wrk publishes single 1 KiB messages over the three nodes (a third of the connections
 // each, bench/wrk/send.lua) for --seconds, while this process GETs /healthz on each node every 25 ms
-// and times the answers: their p50, p99 and max are how long a node's event loop was held. Prints a
+// (each on time, answered or not) and times the answers: what a request arriving at any moment waits. Prints a
 // table; writes bench/results/fanout-stall.json.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -54,22 +54,28 @@ interface Row {
   healthz: Probe[];
 }
 
-/** /healthz on each node every PROBE_EVERY_MS until stop() is called; then the answers' times. */
+/**
+ * /healthz on each node every PROBE_EVERY_MS until stop() is called, each sent on time whether or not
+ * the one before was answered (open loop: a probe that waited for its predecessor would land in a
+ * long stall once and in the free time between stalls many times); then the answers' times.
+ */
 function probe(nodes: BenchNode[]): { stop(): Promise<Probe[]> } {
-  let on = true;
   const times = nodes.map(() => [] as number[]);
-  const loops = nodes.map(async (n, i) => {
-    while (on) {
+  const pending: Promise<void>[] = [];
+  const timer = setInterval(() => {
+    nodes.forEach((n, i) => {
       const t0 = performance.now();
-      await (await fetch(`${n.url}/healthz`)).arrayBuffer();
-      times[i]!.push(performance.now() - t0);
-      await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
-    }
-  });
+      pending.push(
+        fetch(`${n.url}/healthz`)
+          .then((r) => r.arrayBuffer())
+          .then(() => void times[i]!.push(performance.now() - t0)),
+      );
+    });
+  }, PROBE_EVERY_MS);
   return {
     async stop() {
-      on = false;
-      await Promise.all(loops);
+      clearInterval(timer);
+      await Promise.all(pending);
       return nodes.map((n, i) => {
         const s = [...times[i]!].sort((a, b) => a - b);
         const at = (q: number): number => Number((s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? 0).toFixed(1));
