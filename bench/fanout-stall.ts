@@ -7,8 +7,8 @@
 // One cluster (bench/cluster.ts), one topic with --subscriptions subscriptions; for each count of
 // --connections, wrk publishes single 1 KiB messages over the three nodes (a third of the connections
 // each, bench/wrk/send.lua) for --seconds, while this process GETs /healthz on each node every 25 ms
-// (each on time, answered or not) and times the answers: what a request arriving at any moment waits. Prints a
-// table; writes bench/results/fanout-stall.json.
+// (each on time, answered or not) and times the answers: what a request arriving at any moment
+// waits. Prints a table; writes bench/results/fanout-stall.json.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
