@@ -35,7 +35,7 @@ import { compare, comparisonMarkdown, runNatsPeer, type PeerResult } from './nat
 import { peersDir, type Comparison } from './peers.js';
 import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
-import { pooledQuantileUs, runWrk, sumWrk, wrkVersion, WRK_INSTALL, type WrkJob } from './wrk.js';
+import { pooledQuantileUs, requireWrk, runWrk, sumWrk, type WrkJob } from './wrk.js';
 import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
@@ -516,11 +516,7 @@ function reportProfiles(profDir: string, nodes: Node[], fromMs: number): { node:
 // ---- main ----
 
 async function main(): Promise<void> {
-  const wrk = wrkVersion();
-  if (wrk === null) {
-    console.error(WRK_INSTALL);
-    process.exit(1);
-  }
+  const wrk = requireWrk();
   const peers = VS.length === 0 ? '' : peersDir(argv);
   for (const p of VS) if (!existsSync(join(peers, p, 'bench.sh'))) throw new Error(`--vs ${p}: no ${join(peers, p, 'bench.sh')}`);
 

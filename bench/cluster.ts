@@ -64,3 +64,20 @@ export async function stopNodes(nodes: BenchNode[]): Promise<void> {
     }),
   );
 }
+
+/** A JSON request (fetch) to a node: the status and the parsed body, null when empty. */
+export async function json(method: string, url: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(url, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text.length > 0 ? JSON.parse(text) : null };
+}
+
+/** Registers the benchmarks' user at the node `url` and logs it in: its bearer token. */
+export async function benchUser(url: string): Promise<string> {
+  await json('POST', `${url}/v1/auth/register`, { username: 'bench', password: 'bench-password' });
+  return ((await json('POST', `${url}/v1/auth/login`, { username: 'bench', password: 'bench-password' })).body as { accessToken: string }).accessToken;
+}

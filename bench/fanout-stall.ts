@@ -13,8 +13,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { numberArg } from './args.js';
-import { startNodes, stopNodes, type BenchNode } from './cluster.js';
-import { WRK_INSTALL, runWrk, wrkVersion } from './wrk.js';
+import { benchUser, json, startNodes, stopNodes, type BenchNode } from './cluster.js';
+import { requireWrk, runWrk } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
 const SUBSCRIPTIONS = numberArg('subscriptions', 1000);
@@ -25,16 +25,6 @@ const CONNECTIONS = (() => {
 })();
 const TOPIC = 'fan';
 const PROBE_EVERY_MS = 25;
-
-async function json(method: string, url: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(url, {
-    method,
-    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text.length > 0 ? JSON.parse(text) : null };
-}
 
 interface Probe {
   node: string;
@@ -86,18 +76,13 @@ function probe(nodes: BenchNode[]): { stop(): Promise<Probe[]> } {
 }
 
 async function main(): Promise<void> {
-  const wrk = wrkVersion();
-  if (wrk === null) {
-    console.error(WRK_INSTALL);
-    process.exit(1);
-  }
+  const wrk = requireWrk();
   const dir = mkdtempSync(join(tmpdir(), 'mom-bench-fanout-stall-'));
   const nodes = await startNodes(dir, {}, (u) => fetch(`${u}/readyz`).then((r) => r.status === 200, () => false));
   const rows: Row[] = [];
   try {
     const u = nodes[0]!.url;
-    await json('POST', `${u}/v1/auth/register`, { username: 'bench', password: 'bench-password' });
-    const token = ((await json('POST', `${u}/v1/auth/login`, { username: 'bench', password: 'bench-password' })).body as { accessToken: string }).accessToken;
+    const token = await benchUser(u);
     if ((await json('POST', `${u}/v1/topics`, { name: TOPIC }, token)).status !== 201) throw new Error('could not create the topic');
     for (let i = 0; i < SUBSCRIPTIONS; i++) {
       const r = await json('POST', `${u}/v1/topics/${TOPIC}/subscriptions`, { name: `s${i}` }, token);

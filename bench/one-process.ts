@@ -17,7 +17,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { call, startCluster, userToken } from '../test/api/api-helpers.js';
 import { numberArg } from './args.js';
-import { runWrk, sumWrk, WRK_INSTALL, wrkVersion } from './wrk.js';
+import { requireWrk, runWrk, sumWrk } from './wrk.js';
 
 const SECONDS = numberArg('seconds', 10);
 const ROUNDS = numberArg('rounds', 2);
@@ -33,10 +33,7 @@ interface Phase {
 }
 
 async function main(): Promise<void> {
-  if (wrkVersion() === null) {
-    console.error(WRK_INSTALL);
-    process.exit(1);
-  }
+  requireWrk();
   const cluster = await startCluster({ partitions: 16, tickMs: 100 });
   try {
     const token = await userToken(cluster.urls[0]!, 'bench');

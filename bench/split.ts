@@ -22,8 +22,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { partitionOf } from '../src/partition/routing.js';
-import { startNodes, stopNodes, type BenchNode } from './cluster.js';
-import { WRK_INSTALL, wrkVersion } from './wrk.js';
+import { benchUser, json, startNodes, stopNodes, type BenchNode } from './cluster.js';
+import { requireWrk } from './wrk.js';
 import { numberArg } from './args.js';
 
 const root = join(import.meta.dirname, '..');
@@ -49,16 +49,6 @@ function cpuOf(pid: number): Cpu {
   const all = ticks(`/proc/${pid}/stat`);
   const main = ticks(`/proc/${pid}/task/${pid}/stat`);
   return { main, others: all - main };
-}
-
-async function json(method: string, url: string, body?: unknown, token?: string): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(url, {
-    method,
-    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text.length > 0 ? JSON.parse(text) : null };
 }
 
 async function raftBatches(nodes: BenchNode[]): Promise<number> {
@@ -114,18 +104,13 @@ function print(r: Row): void {
 }
 
 async function main(): Promise<void> {
-  const wrk = wrkVersion();
-  if (wrk === null) {
-    console.error(WRK_INSTALL);
-    process.exit(1);
-  }
+  const wrk = requireWrk();
   const dir = mkdtempSync(join(tmpdir(), 'mom-bench-split-'));
   const nodes = await startNodes(dir, {}, (u) => fetch(`${u}/readyz`).then((r) => r.status === 200, () => false));
   const rows: Row[] = [];
   try {
     const u = nodes[0]!.url;
-    await json('POST', `${u}/v1/auth/register`, { username: 'bench', password: 'bench-password' });
-    const token = ((await json('POST', `${u}/v1/auth/login`, { username: 'bench', password: 'bench-password' })).body as { accessToken: string }).accessToken;
+    const token = await benchUser(u);
     if ((await json('POST', `${u}/v1/queues`, { name: QUEUE }, token)).status !== 201) throw new Error('could not create the queue');
     // leaders settle on their preferred nodes (the balancer) before the leader is looked up
     await new Promise((r) => setTimeout(r, 3_000));

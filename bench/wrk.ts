@@ -20,6 +20,16 @@ export function wrkVersion(): string | null {
 
 export const WRK_INSTALL = 'wrk is not on the PATH; the bench drives HTTP with it. Install it (Debian or Ubuntu: sudo apt-get install -y wrk) and run the bench again.';
 
+/** wrk's version line; without wrk, says how to install it and exits with 1. */
+export function requireWrk(): string {
+  const version = wrkVersion();
+  if (version === null) {
+    console.error(WRK_INSTALL);
+    process.exit(1);
+  }
+  return version;
+}
+
 export interface WrkJob {
   /** The target: a node's URL with the script's path (its queue, topic or subscription). */
   url: string;

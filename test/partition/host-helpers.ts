@@ -109,6 +109,15 @@ export class LocalCluster {
     };
   }
 
+  /** Node `who`'s snapshot fetches from now on go through `wrap`, given the fetch they would make. */
+  wrapFetch(who: NodeId, wrap: (fetch: Outbox['fetchSnapshot']) => Outbox['fetchSnapshot']): void {
+    const outboxOf = this.outbox.bind(this);
+    this.outbox = (self) => {
+      const o = outboxOf(self);
+      return self === who ? { ...o, fetchSnapshot: wrap(o.fetchSnapshot) } : o;
+    };
+  }
+
   /**
    * Opens node `id`; with `ticking` false its clock never ticks (no heartbeats, no elections by time).
    * `format` plays a build that reads formats up to it (the cluster's `format` otherwise).

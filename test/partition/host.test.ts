@@ -370,21 +370,13 @@ function holdFirstDownload(c: LocalCluster, who: NodeId): { asked: string[]; rel
   let holding = false;
   let release = (): void => undefined;
   const held = new Promise<void>((resolve) => (release = resolve));
-  const outboxOf = c.outbox.bind(c);
-  c.outbox = (self) => {
-    const o = outboxOf(self);
-    if (self !== who) return o;
-    return {
-      ...o,
-      fetchSnapshot: async (peer, partition, ref, dest) => {
-        const k = asked.push(ref);
-        await o.fetchSnapshot(peer, partition, ref, dest);
-        if (k !== 1) return;
-        holding = true;
-        await held;
-      },
-    };
-  };
+  c.wrapFetch(who, (fetch) => async (peer, partition, ref, dest) => {
+    const k = asked.push(ref);
+    await fetch(peer, partition, ref, dest);
+    if (k !== 1) return;
+    holding = true;
+    await held;
+  });
   return { asked, release, holding: () => holding };
 }
 
@@ -723,23 +715,15 @@ t.test('a snapshot message repeated while its image is being fetched waits for t
   t.teardown(() => {
     BrokerStateMachine.installSnapshot = install;
   });
-  const outboxOf = c.outbox.bind(c);
   let repeated = false;
-  c.outbox = (self) => {
-    const o = outboxOf(self);
-    if (self !== lost) return o;
-    return {
-      ...o,
-      fetchSnapshot: async (peer, partition, ref, dest) => {
-        await o.fetchSnapshot(peer, partition, ref, dest);
-        if (snap !== null && !repeated) {
-          repeated = true;
-          c.hosts.get(lost)!.receive(leader.opts.self, [{ partition, message: snap }], FORMAT);
-          await Promise.race([installing, new Promise((r) => setTimeout(r, 500))]);
-        }
-      },
-    };
-  };
+  c.wrapFetch(lost, (fetch) => async (peer, partition, ref, dest) => {
+    await fetch(peer, partition, ref, dest);
+    if (snap !== null && !repeated) {
+      repeated = true;
+      c.hosts.get(lost)!.receive(leader.opts.self, [{ partition, message: snap }], FORMAT);
+      await Promise.race([installing, new Promise((r) => setTimeout(r, 500))]);
+    }
+  });
   c.down.delete(lost);
   const back = await c.start(lost);
   await caughtUp(c, back, leader, 'the restarted node caught up by the image');
