@@ -25,6 +25,8 @@
 // profiles kept under data/profiles/. --vs nats, --vs rabbitmq (either or both) then run the peers'
 // harnesses (bench/nats.ts, bench/rabbitmq.ts) and print the ratios; their harnesses are not part of
 // this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/ and rabbitmq/.
+// MOM_BENCH_NODE_ARGS (environment, space-separated) are options for Node on each node's command line:
+// V8's heap options, which NODE_OPTIONS refuses.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
@@ -530,7 +532,7 @@ async function main(): Promise<void> {
   // the profiles start with the nodes; what comes before the first workload is left out of their summary
   const spawned = performance.now();
   let measuredFrom = spawned;
-  const nodes = await startNodes(dir, {}, (u) => call('GET', `${u}/readyz`).then((r) => r.status === 200, () => false), PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []);
+  const nodes = await startNodes(dir, {}, (u) => call('GET', `${u}/readyz`).then((r) => r.status === 200, () => false), [...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...(process.env.MOM_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)]);
   // the map of the bundle these nodes run, before anyone builds another
   if (PROFILE) copyFileSync(join(root, 'dist', 'main.js.map'), join(profDir, 'main.js.map'));
   try {
