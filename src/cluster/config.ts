@@ -1,9 +1,9 @@
 // A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
 // (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
 // that names the setting and says what is expected.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { nodeId, type NodeId } from '../raft/index.js';
-import { writeFileDurably } from '../store/durable.js';
+import { mkdirDurably, writeFileDurably } from '../store/durable.js';
 
 export interface PeerAddress {
   readonly id: NodeId;
@@ -247,7 +247,7 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
   }
   if (existing === null) {
-    mkdirSync(cfg.dataDir, { recursive: true });
+    mkdirDurably(cfg.dataDir);
     // Durably: after a power cut an empty or torn file would keep the node from starting (found by
     // the chaos run's power-loss fault).
     writeFileDurably(path, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');

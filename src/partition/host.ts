@@ -18,10 +18,11 @@
 // batch grows. Acknowledgements and votes leave only after step 2's sync, and a leader counts itself
 // toward a commit only at advance (pipelined persistence, Raft thesis §10.2.1), so nothing depends
 // on a write that is not durable.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
+import { mkdirDurably } from '../store/durable.js';
 import { openNodeLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from './errors.js';
@@ -187,8 +188,8 @@ export class NodeHost {
   }
 
   static async open(opts: HostOptions): Promise<NodeHost> {
-    mkdirSync(join(opts.dataDir, 'state'), { recursive: true });
-    mkdirSync(join(opts.dataDir, 'snapshots'), { recursive: true });
+    mkdirDurably(join(opts.dataDir, 'state'));
+    mkdirDurably(join(opts.dataDir, 'snapshots'));
     // Images made for followers by an earlier run: nobody is fetching them now.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f)) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
     const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);

@@ -4,9 +4,9 @@
 // final name, and the folder fsynced (the rename is a change of the folder), the file holds either
 // its old content or the new one, whole. The Raft log's new segments (src/store/wal) are moved into
 // place the same way.
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 /** fsync of a file or a folder (opened read-only: enough for fsync on Linux). */
 export function fsyncPath(path: string): void {
@@ -47,6 +47,22 @@ export async function renameDurably(from: string, to: string, opts: { synced?: b
   await rename(from, to);
   await fsyncPathAsync(dirname(to));
   if (dirname(from) !== dirname(to)) await fsyncPathAsync(dirname(from));
+}
+
+/**
+ * Makes the folder `path` and any missing parent of it so that a power cut leaves them there: a new
+ * folder is an entry of its parent, durable only once the parent is fsynced, and what a node then
+ * syncs inside it (a log segment, a state database) does not sync that entry. Each folder made is
+ * recorded by an fsync of its parent, the deepest first; a folder already there costs nothing.
+ */
+export function mkdirDurably(path: string): void {
+  const first = mkdirSync(path, { recursive: true });
+  if (first === undefined) return;
+  const top = resolve(first);
+  for (let dir = resolve(path); ; dir = dirname(dir)) {
+    fsyncPath(dirname(dir));
+    if (dir === top) break;
+  }
 }
 
 /** renameDurably on the main thread, for a file already synced: a rename and a folder's fsync, both quick. */

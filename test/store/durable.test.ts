@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { renameDurably, renameSyncedDurably, writeFileDurably } from '../../src/store/durable.js';
+import { fsRecorder } from './fs-recorder.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mom-durable-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,4 +34,21 @@ t.test('writeFileDurably leaves the content and no temporary file', async (t) =>
   writeFileDurably(join(dir, 'id.json'), new Uint8Array(Buffer.from('{"a":2}')));
   t.equal(readFileSync(join(dir, 'id.json'), 'utf8'), '{"a":2}');
   t.notOk(existsSync(join(dir, 'id.json.tmp')));
+});
+
+t.test('mkdirDurably records each folder it makes in its parent, the deepest first, and a folder already there costs nothing', async (t) => {
+  const rec = fsRecorder();
+  const { mkdirDurably } = await t.mockImport<typeof import('../../src/store/durable.js')>('../../src/store/durable.js', rec.mocks);
+  const base = join(dir, 'made');
+  mkdirSync(base);
+  mkdirDurably(join(base, 'a', 'b', 'c'));
+  t.ok(existsSync(join(base, 'a', 'b', 'c')));
+  t.strictSame(
+    rec.events.filter((e) => e.startsWith('fsync')),
+    [`fsync ${join(base, 'a', 'b')}`, `fsync ${join(base, 'a')}`, `fsync ${base}`],
+    'c is recorded in b, b in a, a in the folder that was there',
+  );
+  rec.events.length = 0;
+  mkdirDurably(join(base, 'a', 'b', 'c'));
+  t.strictSame(rec.events, []);
 });

@@ -34,6 +34,10 @@ const IMAGE_FILL_ROWS = 1000;
 export async function syncStateFiles(path: string): Promise<void> {
   await fsyncPathAsync(`${path}-wal`, { missingOk: true });
   await fsyncPathAsync(path);
+  // And their folder: SQLite makes the -wal file anew when a node opens its state after a clean
+  // close, and syncs a folder only at its own first sync of that file (a checkpoint), so the
+  // entry of a -wal file that holds every commit since may not be durable yet.
+  await fsyncPathAsync(dirname(path));
 }
 
 /**

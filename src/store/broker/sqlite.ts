@@ -2,10 +2,10 @@
 // and migrations. The apply path runs synchronously on better-sqlite3 prepared statements: a batch
 // of entries is one better-sqlite3 transaction, and a promise-based query builder cannot run inside
 // one (the transaction would span event-loop turns).
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type MigrationProvider } from 'kysely';
+import { mkdirDurably } from '../durable.js';
 
 export type Sqlite = Database.Database;
 
@@ -25,7 +25,7 @@ export interface OpenOptions {
  * its tables are left as they are (migrate()).
  */
 export function openSqlite<DB>(path: string, opts: OpenOptions): { sqlite: Sqlite; kysely: Kysely<DB> } {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  if (path !== ':memory:') mkdirDurably(dirname(path));
   const sqlite = new Database(path);
   // Only a database without pages takes a page size (SQLite ignores it on one that has some, in WAL
   // mode); so it is set before anything else writes the file.

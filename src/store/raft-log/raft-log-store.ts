@@ -37,7 +37,6 @@
 // Other processes: the connection holds SQLite's EXCLUSIVE lock for its whole life (locking_mode), so
 // a second process, or a second store in this one, cannot open the same log; two writers of one Raft
 // log would break every guarantee above.
-import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import Sqlite from 'better-sqlite3';
@@ -53,7 +52,7 @@ import {
   type SnapshotMeta,
   type Term,
 } from '../../raft/index.js';
-import { fsyncPath } from '../durable.js';
+import { fsyncPath, mkdirDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
 import type { PersistItem } from '../wal/wal-store.js';
 import type { PartitionLog, VerifyReport } from '../wal/partition-view.js';
@@ -250,7 +249,7 @@ export class RaftLogStore {
    */
   static async open(path: string): Promise<RaftLogStore> {
     const file = resolve(path);
-    mkdirSync(dirname(file), { recursive: true });
+    mkdirDurably(dirname(file));
     // timeout 0: the only other holder of the lock can be another live process using the same log,
     // which is a configuration error to report at once, not to wait out.
     const db = new Sqlite(file, { timeout: 0 });

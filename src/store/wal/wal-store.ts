@@ -31,11 +31,11 @@
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasync, fdatasyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
-import { fsyncPath, writeFileDurably } from '../durable.js';
+import { fsyncPath, mkdirDurably, writeFileDurably } from '../durable.js';
 import { StorageCorruptError } from '../storage-errors.js';
 import { fromRuns, toRuns } from './kept-bodies.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
@@ -174,7 +174,7 @@ export class WalStore {
       throw new RangeError(`segmentBytes must be an integer from 1 to ${MAX_SEGMENT_BYTES}, not ${segmentBytes}`);
     }
     const abs = resolve(dir);
-    mkdirSync(abs, { recursive: true });
+    mkdirDurably(abs);
     lock(abs);
     try {
       const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES);
@@ -622,7 +622,12 @@ export class WalStore {
       seg.durable = seg.end;
       this.active = seg;
     }
-    if (failedSync !== null) rmSync(join(this.dir, SYNC_FAILED), { force: true });
+    if (failedSync !== null) {
+      // The note goes only once the cut is synced, and its removal is synced in turn: a note that
+      // came back after a power cut would cut again, at the same place, whatever was synced since.
+      rmSync(join(this.dir, SYNC_FAILED), { force: true });
+      fsyncPath(this.dir);
+    }
     for (const view of this.views.values()) {
       const unknown = view.locations.firstUnknown();
       if (unknown !== null) throw new StorageCorruptError({ path: this.dir, partition: view.partition, index: unknown }, 'entry missing from every segment');

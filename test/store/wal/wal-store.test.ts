@@ -4,11 +4,26 @@
 // process holds the log at a time.
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { CompactedError, InvariantError, MemoryStorage, EntryUnavailableError, emptyHardState } from '../../../src/raft/index.js';
 import { MAX_SEGMENT_BYTES, StorageCorruptError, WalStore } from '../../../src/store/wal/index.js';
 import { Workload, applyOp, describe, openPartitions, voters } from '../fixtures/raft-log-writer.js';
 import { entry, hs, item, openStore, patch, run, segments, show, tempDir } from './wal-helpers.js';
+import { fsRecorder } from '../fs-recorder.js';
+
+/**
+ * A log in `dir` of two synced writes, entry 1 (`first`) then entry 2 (`second`), closed; answers
+ * the newest segment and where the second write's record starts in it.
+ */
+async function twoWrites(t: Test, dir: string, first: string, second: string): Promise<{ file: string; second: number }> {
+  const store = await openStore(t, dir);
+  store.partition(0, voters);
+  store.persist([item(0, [entry(1, 1, first)], hs(1, 1))], true);
+  store.persist([item(0, [entry(2, 1, second)], hs(1, 2))], true);
+  store.close();
+  const file = join(dir, segments(dir).at(-1)!);
+  return { file, second: readFileSync(file).indexOf(second) - 40 };
+}
 
 t.test('a new partition answers like a new MemoryStorage', async (t) => {
   const store = await openStore(t, tempDir(t));
@@ -179,19 +194,14 @@ t.test('a torn tail is cut and the log goes on; everything synced before it is k
 
 t.test('damage to a synced record is refused, never cut away', async (t) => {
   const dir = tempDir(t);
-  let store = await openStore(t, dir);
-  store.partition(0, voters);
-  store.persist([item(0, [entry(1, 1, 'first entry, synced')], hs(1, 1))], true);
-  store.persist([item(0, [entry(2, 1, 'second entry')], hs(1, 2))], true);
-  store.close();
-  const file = join(dir, segments(dir).at(-1)!);
+  const { file } = await twoWrites(t, dir, 'first entry, synced', 'second entry');
   const bytes = readFileSync(file);
   const at = bytes.indexOf('first entry, synced');
   patch(file, at, Buffer.from('F'));
   await t.rejects(WalStore.open(dir), StorageCorruptError, 'the later record says the damaged one had been synced');
   // The damage is still there for an operator to look at: nothing was cut.
   t.equal(readFileSync(file).indexOf('second entry') > 0, true, 'the later record is untouched');
-  store = await openStore(t, tempDir(t));
+  await openStore(t, tempDir(t));
 });
 
 t.test('damage in an older segment is refused', async (t) => {
@@ -320,17 +330,11 @@ t.test('a segment left half-created by a crash is deleted on open: segments alwa
 
 t.test('after a failed sync, the next open cuts the log where it was last known synced', async (t) => {
   const dir = tempDir(t);
-  let store = await openStore(t, dir);
-  store.partition(0, voters);
-  store.persist([item(0, [entry(1, 1, 'synced')], hs(1, 1))], true);
-  store.persist([item(0, [entry(2, 1, 'after the last good sync')], hs(1, 2))], true);
-  store.close();
-  const file = join(dir, segments(dir).at(-1)!);
-  const second = readFileSync(file).indexOf('after the last good sync') - 40;
+  const { second } = await twoWrites(t, dir, 'synced', 'after the last good sync');
   // What failed() writes when an fdatasync fails: the second write's sync, say, failed after a
   // writeback error left its pages clean in the cache.
   writeFileSync(join(dir, 'SYNC-FAILED'), JSON.stringify({ segment: 1, durable: second }));
-  store = await openStore(t, dir);
+  let store = await openStore(t, dir);
   const log = store.partition(0, voters);
   t.equal(log.lastIndex(), 1, 'only what was synced');
   t.same(log.hardState(), hs(1, 1));
@@ -339,6 +343,31 @@ t.test('after a failed sync, the next open cuts the log where it was last known 
   store.close();
   store = await openStore(t, dir);
   t.same(show(store.partition(0, voters).entries(1, 3, Infinity)), ['1/1:synced', '2/1:again']);
+});
+
+t.test('the note of a failed sync goes durably: its removal is synced after the cut, so a power cut cannot bring it back to cut what was synced since', async (t) => {
+  const dir = tempDir(t);
+  const { file, second } = await twoWrites(t, dir, 'synced', 'after the last good sync');
+  writeFileSync(join(dir, 'SYNC-FAILED'), JSON.stringify({ segment: 1, durable: second }));
+  const rec = fsRecorder();
+  const wal = await t.mockImport<typeof import('../../../src/store/wal/index.js')>('../../../src/store/wal/index.js', rec.mocks);
+  const store = await wal.WalStore.open(dir);
+  t.teardown(() => store.close());
+  const removed = rec.after(`rm ${join(dir, 'SYNC-FAILED')}`);
+  t.ok(removed.length > 0, 'the note is removed');
+  t.ok(removed.includes(`fsync ${dir}`), 'and the folder synced after it');
+  t.ok(rec.events.indexOf(`fsync ${file}`) < rec.events.indexOf(`rm ${join(dir, 'SYNC-FAILED')}`), 'the cut segment is synced before the note goes');
+});
+
+t.test('a log opened in a folder not there yet records the folders it makes in their parents', async (t) => {
+  const rec = fsRecorder();
+  const wal = await t.mockImport<typeof import('../../../src/store/wal/index.js')>('../../../src/store/wal/index.js', rec.mocks);
+  const data = tempDir(t);
+  const dir = join(data, 'node', 'wal');
+  const store = await wal.WalStore.open(dir);
+  t.teardown(() => store.close());
+  const made = rec.after(`mkdir ${dir}`);
+  t.ok(made.includes(`fsync ${join(data, 'node')}`) && made.includes(`fsync ${data}`), 'node/ and wal/ are durable entries of their parents');
 });
 
 t.test('a segment size past what 32-bit offsets can address is refused when the log opens', async (t) => {

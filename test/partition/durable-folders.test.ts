@@ -1,0 +1,47 @@
+// What a power cut must not take from a node's data folder: the folders a node makes (its log's,
+// its state's, its images') and the state's files are entries of their parents, durable only once
+// the parent is fsynced. test/chaos/lose-unsynced.c treats such changes as durable at once, so the
+// crash order is checked here, through a recording file system (test/store/fs-recorder.ts).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import t from 'tap';
+import { nodeId, type NodeId } from '../../src/raft/index.js';
+import { fsRecorder } from '../store/fs-recorder.js';
+import { TestStore, queue } from '../store/broker/helpers.js';
+
+const voters = ['n1', 'n2', 'n3'].map(nodeId) as NodeId[];
+
+t.test('a node opened on a fresh data folder records the folders it makes in their parents', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'mom-folders-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const rec = fsRecorder();
+  const { NodeHost } = await t.mockImport<typeof import('../../src/partition/host.js')>('../../src/partition/host.js', rec.mocks);
+  const dataDir = join(root, 'n1');
+  const host = await NodeHost.open({
+    self: voters[0]!,
+    voters,
+    partitions: 2,
+    dataDir,
+    outbox: { send: () => undefined, forward: () => Promise.reject(new Error('no peers')), fetchSnapshot: () => Promise.reject(new Error('no peers')) },
+  });
+  await host.close();
+  for (const sub of ['state', 'snapshots', 'wal']) {
+    const made = rec.after(`mkdir ${join(dataDir, sub)}`);
+    t.ok(made.length > 0, `${sub}/ made`);
+    t.ok(made.includes(`fsync ${dataDir}`), `${sub}/ recorded in the data folder`);
+  }
+  t.ok(rec.events.includes(`fsync ${root}`), 'and the data folder in its own parent');
+});
+
+t.test("durable() syncs the state's -wal file, then the database, then their folder (a -wal made anew at an open is an entry of it)", async (t) => {
+  const rec = fsRecorder();
+  const images = await t.mockImport<typeof import('../../src/store/broker/images.js')>('../../src/store/broker/images.js', rec.mocks);
+  const s = await TestStore.open(0);
+  t.teardown(() => s.close());
+  s.must('alice', queue('q'));
+  s.sm.commit();
+  const path = join(s.dir, 'state.db');
+  await images.syncStateFiles(path);
+  t.strictSame(rec.events, [`fsync ${path}-wal`, `fsync ${path}`, `fsync ${dirname(path)}`]);
+});
