@@ -56,10 +56,13 @@ export async function renameDurably(from: string, to: string, opts: { synced?: b
  * recorded by an fsync of its parent, the deepest first; a folder already there costs nothing.
  */
 export function mkdirDurably(path: string): void {
-  const first = mkdirSync(path, { recursive: true });
+  // Resolved first: mkdirSync names the first folder it made as the kernel walked the path, so for
+  // `x/../y` it would name `x`, which the walk up from `y` never meets.
+  const target = resolve(path);
+  const first = mkdirSync(target, { recursive: true });
   if (first === undefined) return;
   const top = resolve(first);
-  for (let dir = resolve(path); ; dir = dirname(dir)) {
+  for (let dir = target; dirname(dir) !== dir; dir = dirname(dir)) {
     fsyncPath(dirname(dir));
     if (dir === top) break;
   }

@@ -26,12 +26,11 @@ t.test('a node opened on a fresh data folder records the folders it makes in the
     outbox: { send: () => undefined, forward: () => Promise.reject(new Error('no peers')), fetchSnapshot: () => Promise.reject(new Error('no peers')) },
   });
   await host.close();
-  for (const sub of ['state', 'snapshots', 'wal']) {
-    const made = rec.after(`mkdir ${join(dataDir, sub)}`);
-    t.ok(made.length > 0, `${sub}/ made`);
-    t.ok(made.includes(`fsync ${dataDir}`), `${sub}/ recorded in the data folder`);
+  // Each folder is recorded in its parent right when it is made: the next event is that fsync.
+  t.strictSame(rec.after(`mkdir ${join(dataDir, 'state')}`).slice(0, 3), [`mkdir ${join(dataDir, 'state')}`, `fsync ${dataDir}`, `fsync ${root}`], 'state/ recorded in the data folder, made with it, and the data folder in its parent');
+  for (const sub of ['snapshots', 'wal']) {
+    t.strictSame(rec.after(`mkdir ${join(dataDir, sub)}`).slice(0, 2), [`mkdir ${join(dataDir, sub)}`, `fsync ${dataDir}`], `${sub}/ recorded in the data folder`);
   }
-  t.ok(rec.events.includes(`fsync ${root}`), 'and the data folder in its own parent');
 });
 
 t.test("durable() syncs the state's -wal file, then the database, then their folder (a -wal made anew at an open is an entry of it)", async (t) => {

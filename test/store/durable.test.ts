@@ -51,4 +51,8 @@ t.test('mkdirDurably records each folder it makes in its parent, the deepest fir
   rec.events.length = 0;
   mkdirDurably(join(base, 'a', 'b', 'c'));
   t.strictSame(rec.events, []);
+  // A path that goes through a folder not there and back out of it (a data folder given so).
+  mkdirDurably(join(base, 'x', '..', 'y', 'z'));
+  t.ok(existsSync(join(base, 'y', 'z')));
+  t.strictSame(rec.events.filter((e) => e.startsWith('fsync')), [`fsync ${join(base, 'y')}`, `fsync ${base}`], 'z in y, y in the folder that was there');
 });

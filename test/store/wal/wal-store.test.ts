@@ -356,7 +356,7 @@ t.test('the note of a failed sync goes durably: its removal is synced after the 
   const removed = rec.after(`rm ${join(dir, 'SYNC-FAILED')}`);
   t.ok(removed.length > 0, 'the note is removed');
   t.ok(removed.includes(`fsync ${dir}`), 'and the folder synced after it');
-  t.ok(rec.events.indexOf(`fsync ${file}`) < rec.events.indexOf(`rm ${join(dir, 'SYNC-FAILED')}`), 'the cut segment is synced before the note goes');
+  t.ok(rec.events.includes(`fsync ${file}`) && rec.events.indexOf(`fsync ${file}`) < rec.events.indexOf(`rm ${join(dir, 'SYNC-FAILED')}`), 'the cut segment is synced before the note goes');
 });
 
 t.test('a log opened in a folder not there yet records the folders it makes in their parents', async (t) => {
