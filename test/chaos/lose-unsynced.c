@@ -9,7 +9,8 @@
 // so every file holds exactly its content at its last fsync: every write not yet synced is lost.
 //
 // Metadata (creation, rename, unlink) is treated as durable at once; the node fsyncs its folders
-// where that matters. Writes that bypass the C library (copy_file_range) are durable at once; the node
+// where that matters, which test/partition/durable-folders.test.ts and the tests using
+// test/store/fs-recorder.ts check instead. Writes that bypass the C library (copy_file_range) are durable at once; the node
 // fsyncs those files right after anyway. Without MOM_CHAOS_DISK_ROOT the library only passes calls on.
 #define _GNU_SOURCE
 #include <dlfcn.h>
