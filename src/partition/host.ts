@@ -190,8 +190,9 @@ export class NodeHost {
   static async open(opts: HostOptions): Promise<NodeHost> {
     mkdirDurably(join(opts.dataDir, 'state'));
     mkdirDurably(join(opts.dataDir, 'snapshots'));
-    // Images made for followers by an earlier run: nobody is fetching them now.
-    for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f)) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
+    // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
+    // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
+    for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
     const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;

@@ -1,36 +1,43 @@
-// What a power cut must not take from a node's data folder: the folders a node makes (its log's,
-// its state's, its images') and the state's files are entries of their parents, durable only once
-// the parent is fsynced. test/chaos/lose-unsynced.c treats such changes as durable at once, so the
+// What a power cut must not take from a node's data folder, and what a crash leaves there: the
+// folders a node makes (its log's, its state's, its images') and the state's files are entries of
+// their parents, durable only once the parent is fsynced; half-made images go at the next start. test/chaos/lose-unsynced.c treats such changes as durable at once, so the
 // crash order is checked here, through a recording file system (test/store/fs-recorder.ts).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import t from 'tap';
+import { NodeHost, type Outbox } from '../../src/partition/host.js';
 import { nodeId, type NodeId } from '../../src/raft/index.js';
 import { fsRecorder } from '../store/fs-recorder.js';
 import { TestStore, queue } from '../store/broker/helpers.js';
 
 const voters = ['n1', 'n2', 'n3'].map(nodeId) as NodeId[];
+const outbox: Outbox = { send: () => undefined, forward: () => Promise.reject(new Error('no peers')), fetchSnapshot: () => Promise.reject(new Error('no peers')) };
 
 t.test('a node opened on a fresh data folder records the folders it makes in their parents', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'mom-folders-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
   const rec = fsRecorder();
-  const { NodeHost } = await t.mockImport<typeof import('../../src/partition/host.js')>('../../src/partition/host.js', rec.mocks);
+  const mocked = await t.mockImport<typeof import('../../src/partition/host.js')>('../../src/partition/host.js', rec.mocks);
   const dataDir = join(root, 'n1');
-  const host = await NodeHost.open({
-    self: voters[0]!,
-    voters,
-    partitions: 2,
-    dataDir,
-    outbox: { send: () => undefined, forward: () => Promise.reject(new Error('no peers')), fetchSnapshot: () => Promise.reject(new Error('no peers')) },
-  });
+  const host = await mocked.NodeHost.open({ self: voters[0]!, voters, partitions: 2, dataDir, outbox });
   await host.close();
   // Each folder is recorded in its parent right when it is made: the next event is that fsync.
   t.strictSame(rec.after(`mkdir ${join(dataDir, 'state')}`).slice(0, 3), [`mkdir ${join(dataDir, 'state')}`, `fsync ${dataDir}`, `fsync ${root}`], 'state/ recorded in the data folder, made with it, and the data folder in its parent');
   for (const sub of ['snapshots', 'wal']) {
     t.strictSame(rec.after(`mkdir ${join(dataDir, sub)}`).slice(0, 2), [`mkdir ${join(dataDir, sub)}`, `fsync ${dataDir}`], `${sub}/ recorded in the data folder`);
   }
+});
+
+t.test('a node starting removes the images a crash left half made: served ones and downloads', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'mom-leftovers-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const snapshots = join(root, 'snapshots');
+  mkdirSync(snapshots, { recursive: true });
+  for (const f of ['p0-serve-3.db', 'p0-serve-4.db.tmp', 'p1-120-2.db.part', 'p1-90-2.db']) writeFileSync(join(snapshots, f), 'x');
+  const host = await NodeHost.open({ self: voters[0]!, voters, partitions: 2, dataDir: root, outbox });
+  await host.close();
+  t.strictSame(readdirSync(snapshots).sort(), ['p1-90-2.db'], 'an image fetched whole is left to the snapshot rules');
 });
 
 t.test("durable() syncs the state's -wal file, then the database, then their folder (a -wal made anew at an open is an entry of it)", async (t) => {
