@@ -88,7 +88,8 @@ export class Housekeeping {
 
   /**
    * Moves dead letters from each led partition's outbox to their dead-letter queue's partition, then
-   * clears them. At least once: a retry after a lost answer is deduplicated by the original message id.
+   * clears them. At least once: a retry after a lost answer is deduplicated by the outbox row it
+   * names (`source`; by the original message id before format 12, which a build before it keys by).
    */
   private forwardDeadLetters(): void {
     for (const r of this.host.replicas) {
@@ -107,7 +108,7 @@ export class Housekeeping {
           type: 'deadletter.deliver',
           queue: first.targetQueue,
           expectedOwner: first.expectedOwner,
-          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes })),
+          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes, source: `${r.partition}/${g.id}` })),
         };
         this.host.proposeSystem(partitionOf(first.targetQueue, this.host.opts.partitions), deliver)
           .then(() => r.propose(null, { type: 'outbox.done', ids }))

@@ -84,7 +84,8 @@ export type Command =
       readonly type: 'deadletter.deliver';
       readonly queue: string;
       readonly expectedOwner: string;
-      readonly messages: readonly { readonly messageId: string; readonly body: Body; readonly attributes: Readonly<Record<string, string>> }[];
+      /** `source`: the outbox row it leaves, `<partition>/<id>` (format 12, DEAD_LETTER_SOURCES). */
+      readonly messages: readonly { readonly messageId: string; readonly body: Body; readonly attributes: Readonly<Record<string, string>>; readonly source?: string }[];
     }
   /**
    * Proposed periodically by the leader: deletes messages past their retention and dead-letters

@@ -32,8 +32,13 @@
  * (message-table.ts), which no build before this one can open; the entries read as in format 9.
  * Format 11 (SHARED_PUBLISHES): a publish may carry `split`, the publishes it holds (a leader's
  * publishes of one turn sharing an entry), each checked and answered alone (topics.ts, publishEach).
+ * Format 12 (DEAD_LETTER_SOURCES): a dead letter names its outbox row (`source`, partition/id), and
+ * its dead-letter queue deduplicates the forwarder's retries by that row instead of by the message's
+ * id, which two subscriptions' copies of one publish share and which a message that goes around a
+ * cycle of dead-letter queues keeps: before, the second of those was dropped (messages.ts,
+ * deliverDeadLetters). Older builds ignore `source`.
  */
-export const FORMAT = 11;
+export const FORMAT = 12;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -58,6 +63,8 @@ export const USER_LIFECYCLE = 9;
 export const MESSAGE_TABLE = 10;
 /** From this format on, a publish's `split` makes it several publishes, each checked and answered alone (topics.ts). */
 export const SHARED_PUBLISHES = 11;
+/** From this format on, a dead letter's `source` (its outbox row), not its message id, keys its deduplication (messages.ts). */
+export const DEAD_LETTER_SOURCES = 12;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

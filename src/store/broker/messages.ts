@@ -334,7 +334,12 @@ export function dropChannel(s: Store, id: number): void {
 
 // ---- dead letters across partitions ----
 
-export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx): Result {
+/**
+ * Stores dead letters in their dead-letter queue. The forwarder delivers at least once, so a retry is
+ * deduplicated for DEADLETTER_DEDUP_MS: by the outbox row a letter names (`bySource`, format 12),
+ * else by its message id, which is not one letter's: two subscriptions' copies of a publish share it.
+ */
+export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx, bySource: boolean): Result {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system delivers dead letters');
   const refused = unplaceable(s, c.messages);
   if (refused !== null) return refused;
@@ -344,7 +349,8 @@ export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadle
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
   c.messages.forEach((m, k) => {
     const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;
-    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: `dl:${m.messageId}` }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
+    const key = bySource && typeof m.source === 'string' ? `dls:${m.source}` : `dl:${m.messageId}`;
+    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: key }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
   });
   return ok({ delivered: c.messages.length, dropped: 0 });
 }

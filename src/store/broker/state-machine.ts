@@ -46,6 +46,7 @@ import {
   MAX_CLOCK_STEP_MS,
   MESSAGE_TABLE,
   SHARED_PUBLISHES,
+  DEAD_LETTER_SOURCES,
   FormatTooNewError,
   KEYED_RECEIVE_WITHOUT_BODIES,
   PARKED_POLLS,
@@ -729,7 +730,7 @@ export class BrokerStateMachine {
       case 'subscription.delete':
         return deleteSubscription(s, c.topic, c.name, ctx);
       case 'deadletter.deliver':
-        return deliverDeadLetters(s, c, ctx);
+        return deliverDeadLetters(s, c, ctx, this.formatInForce >= DEAD_LETTER_SOURCES);
       case 'outbox.done':
         return outboxDone(s, c.ids, ctx);
       case 'sweep':

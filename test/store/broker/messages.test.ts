@@ -1,12 +1,12 @@
 // Messages in queues: sequences, receive order, leases and receipt handles, nack and lease extension,
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
-import t from 'tap';
-import { FORMAT, FormatTooNewError, encodeReceipt, stateHash, type HandleOutcome, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import t, { type Test } from 'tap';
+import { DEAD_LETTER_SOURCES, FORMAT, FormatTooNewError, encodeReceipt, stateHash, type Command, type HandleOutcome, type ReceivedMessage } from '../../../src/store/broker/index.js';
 import { decodeReceipt } from '../../../src/store/broker/leases.js';
-import { queue, send, type TestStore } from './helpers.js';
+import { TestStore, queue, send } from './helpers.js';
 import { seededRandom } from '../../raft/helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, take } from './unit-kit.js';
+import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, publish, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, sub, subscription, take, topic } from './unit-kit.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
@@ -308,6 +308,44 @@ t.test('after maxDeliveries deliveries without an ack the message goes to the de
     { id: 1, targetQueue: 'orders-dlq', expectedOwner: 'alice', messageId: sent.items[0].messageId, body: 'poison', attributes: { kind: 'bad' } },
   ]);
   t.strictSame(queueStats(s, 'orders'), stats(0, 0, 0, 0, 0), 'dead-lettered, not dropped');
+});
+
+/** What the dead-letter forwarder does (housekeeping.ts): each outbox row delivered, then cleared; `again` delivers each twice, as a retry after a lost answer would. */
+function forwardDeadLetters(s: TestStore, again = false): void {
+  for (const r of s.sm.outbox(100)) {
+    const deliver: Command = { type: 'deadletter.deliver', queue: r.targetQueue, expectedOwner: r.expectedOwner, messages: [{ messageId: r.messageId, body: r.body, attributes: r.attributes, source: `0/${r.id}` }] };
+    s.must(null, deliver);
+    if (again) s.must(null, deliver);
+    s.must(null, { type: 'outbox.done', ids: [r.id] });
+  }
+}
+
+/** Two subscriptions of one topic, one dead-letter queue: a publish's copy dead-lettered from each (one delivery allowed). */
+async function twoCopiesDeadLettered(t: Test, format: number, again = false): Promise<TestStore> {
+  const s = await TestStore.open(0, undefined, format);
+  t.teardown(() => s.close());
+  s.must(null, { type: 'user.register', username: 'alice', passwordHash: 'hash-of-alice' });
+  s.must('alice', queue('dlq'));
+  s.must('alice', topic('t'));
+  for (const n of ['s1', 's2']) s.must('alice', subscription('t', n, { maxDeliveries: 1, deadLetterQueue: 'dlq', visibilityTimeoutSeconds: 1 }));
+  s.must('alice', publish('t', msg('m')));
+  for (const n of ['s1', 's2']) {
+    take(s, 'alice', sub('t', n), 1);
+    s.advance(2);
+    t.strictSame(take(s, 'alice', sub('t', n), 1), [], `${n}: one delivery only`);
+    forwardDeadLetters(s, again);
+  }
+  return s;
+}
+
+t.test('two subscriptions sharing a dead-letter queue each get their copy there (format 12): the deduplication of retries is by outbox row, not by the message id the copies share', async (t) => {
+  const s = await twoCopiesDeadLettered(t, DEAD_LETTER_SOURCES);
+  t.match(take(s, 'alice', q('dlq'), 10), [{ body: 'm' }, { body: 'm' }]);
+  const retried = await twoCopiesDeadLettered(t, DEAD_LETTER_SOURCES, true);
+  t.equal(take(retried, 'alice', q('dlq'), 10).length, 2, 'a retried delivery is still stored once');
+  // Before format 12 the second copy folds into the first: what builds before it do, kept alike.
+  const before = await twoCopiesDeadLettered(t, DEAD_LETTER_SOURCES - 1);
+  t.equal(take(before, 'alice', q('dlq'), 10).length, 1);
 });
 
 t.test('after maxDeliveries with no dead-letter queue the message is dropped and counted', async (t) => {
