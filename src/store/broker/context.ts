@@ -51,6 +51,12 @@ export interface Ctx {
    * the same messages and leaves out their texts (messages.ts receive()).
    */
   readonly answers: boolean;
+  /**
+   * Whether a lease this entry makes stays leased through it, however short (format 12,
+   * OWN_LEASES_HELD): its lease id is the entry's index, which a second lease in the entry would
+   * share, and with it the receipt handle.
+   */
+  readonly holdsOwnLeases: boolean;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

@@ -36,7 +36,10 @@
  * its dead-letter queue deduplicates the forwarder's retries by that row instead of by the message's
  * id, which two subscriptions' copies of one publish share and which a message that goes around a
  * cycle of dead-letter queues keeps: before, the second of those was dropped (messages.ts,
- * deliverDeadLetters). Older builds ignore `source`.
+ * deliverDeadLetters). Older builds ignore `source`. And (OWN_LEASES_HELD) a lease an entry makes
+ * stays leased through that entry however short it is: a receive with a visibility timeout of 0 that
+ * woke parked polls gave its message to one of them too, under the same lease and so the same
+ * receipt handle (leases.ts, promoteDue).
  */
 export const FORMAT = 12;
 
@@ -65,6 +68,8 @@ export const MESSAGE_TABLE = 10;
 export const SHARED_PUBLISHES = 11;
 /** From this format on, a dead letter's `source` (its outbox row), not its message id, keys its deduplication (messages.ts). */
 export const DEAD_LETTER_SOURCES = 12;
+/** From this format on, a lease is not ended by time in the entry that made it (leases.ts, promoteDue). */
+export const OWN_LEASES_HELD = 12;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

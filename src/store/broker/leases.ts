@@ -121,8 +121,11 @@ export function received(leased: Leased): ReceivedMessage[] {
  * maxDeliveries times is dead-lettered instead.
  */
 export function promoteDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
-  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count'>[];
+  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count' | 'lease_id'>[];
   for (const m of due) {
+    // A lease this very entry made (a visibility timeout of 0) ends at the next entry: leased again
+    // here, the message would carry the same lease id, so the same receipt handle, twice.
+    if (ctx.holdsOwnLeases && m.state === MessageState.Leased && m.lease_id === ctx.index) continue;
     if (m.state === MessageState.Leased && ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
       deadLetter(s, ch, m.seq, m.state, ctx);
       continue;

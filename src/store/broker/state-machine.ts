@@ -47,6 +47,7 @@ import {
   MESSAGE_TABLE,
   SHARED_PUBLISHES,
   DEAD_LETTER_SOURCES,
+  OWN_LEASES_HELD,
   FormatTooNewError,
   KEYED_RECEIVE_WITHOUT_BODIES,
   PARKED_POLLS,
@@ -578,7 +579,7 @@ export class BrokerStateMachine {
           continue;
         }
         const answers = this.answered === null || env.idempotencyKey !== undefined || this.answered(e.index, e.term);
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [], answers };
+        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [], answers, holdsOwnLeases: this.formatInForce >= OWN_LEASES_HELD };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
           sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });

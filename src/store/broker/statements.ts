@@ -327,7 +327,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     due: s(
       k
         .selectFrom(messagesBy('messages_due'))
-        .select(['seq', 'state', 'delivery_count'])
+        .select(['seq', 'state', 'delivery_count', 'lease_id'])
         .where('channel_id', '=', 0)
         .where(DUE_STATES)
         .where('visible_at', '<=', 0)

@@ -2,7 +2,7 @@
 // state, and the apply that makes messages visible leases them to the polls that waited longest, in
 // the same entry, alike on every replica. The node holding a poll answers it from its own apply.
 import t from 'tap';
-import { stateHash, type Applied, type Command, type Delivery, type Envelope } from '../../../src/store/broker/index.js';
+import { OWN_LEASES_HELD, stateHash, type Applied, type Command, type Delivery, type Envelope } from '../../../src/store/broker/index.js';
 import { Rng } from '../../raft/sim/rng.js';
 import { TestStore, queue, send } from './helpers.js';
 
@@ -36,6 +36,26 @@ t.test('a receive that finds nothing parks; the send that follows leases its mes
   // Acknowledged like any received message.
   t.match(s.must('alice', { type: 'ack', channel: { queue: 'q' }, receiptHandles: [a.delivered[0]!.messages[0]!.receiptHandle] }), { acked: [a.delivered[0]!.messages[0]!.receiptHandle] });
   t.same(s.apply('alice', send('q', 'again')).delivered, [], 'a served poll waits no more');
+});
+
+t.test('a receive with a visibility timeout of 0 that wakes a parked poll does not give that poll the message it just leased (format 12): one lease, one receipt handle', async (t) => {
+  // The receive's own look promotes the delayed message and leases it for 0 s; the poll it woke, in
+  // the same entry, found that lease already ended and leased the message again, under the same
+  // lease id: two consumers held one receipt handle, and the first one's late ack deleted the
+  // message the poll held for 30 s.
+  const heldTwice = async (format: number): Promise<boolean> => {
+    const s = await store(t, format);
+    s.must('alice', park('q', 'w', { vt: 30 }));
+    s.must('alice', { type: 'queue.send', name: 'q', messages: [{ body: 'x', attributes: {}, delaySeconds: 1 }] });
+    s.advance(1);
+    const a = s.apply('alice', { type: 'receive', channel: { queue: 'q' }, maxMessages: 1, visibilityTimeoutSeconds: 0 });
+    const own = (a.result as { ok: true; value: { messages: { receiptHandle: string }[] } }).value.messages;
+    t.equal(own.length, 1, `format ${format}: the receive leases the message`);
+    const poll = a.delivered.flatMap((d) => d.messages);
+    return poll.some((m) => m.receiptHandle === own[0]!.receiptHandle);
+  };
+  t.notOk(await heldTwice(OWN_LEASES_HELD), 'the poll is not given it in the same entry');
+  t.ok(await heldTwice(OWN_LEASES_HELD - 1), 'before format 12 it was, as older builds still do');
 });
 
 t.test('the polls that waited longest are served first, each up to its maxMessages', async (t) => {
