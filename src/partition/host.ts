@@ -330,7 +330,8 @@ export class NodeHost {
     if (r.isLeader()) return r.propose(null, command);
     // A halted replica follows nobody (a build older than the partition's format): the other voters
     // are asked in turn, and the leader among them proposes it. Asking the next after an unknown
-    // outcome is safe for the one caller, housekeeping's dead letters: deduplicated by message id.
+    // outcome is safe for the one caller, housekeeping's dead letters: deduplicated by their outbox row
+    // (by message id before format 12).
     if (r.halted !== null) {
       let last: unknown = new NotLeaderError(p, null);
       for (const peer of this.opts.voters) {

@@ -682,6 +682,33 @@ t.test('a dead letter reaches its dead-letter queue in another partition', async
   t.pass('delivered once, outbox empty');
 });
 
+t.test('the copies of one publish dead-lettered from two subscriptions sharing a dead-letter queue both reach it (format 12: the forwarder names each outbox row)', async (t) => {
+  const c = new LocalCluster(4);
+  t.teardown(() => c.close());
+  await c.startAll();
+  await c.until(() => [0, 1, 2, 3].every((p) => c.leaderOf(p) !== null), 'leaders');
+  const pTopic = partitionOf('alerts', 4);
+  const pDead = partitionOf('graveyard', 4);
+  t.ok((await c.submit(pDead, 'alice', queue('graveyard'))).ok);
+  t.ok((await c.submit(pTopic, 'alice', { type: 'topic.create', name: 'alerts', subscribe: 'anyone' })).ok);
+  for (const name of ['pager', 'mail']) {
+    const made = await c.submit(pTopic, 'alice', { type: 'subscription.create', topic: 'alerts', name, visibilityTimeoutSeconds: 1, maxDeliveries: 1, deadLetterQueue: 'graveyard', filter: null });
+    t.ok(made.ok, `subscription ${name}`);
+  }
+  t.ok((await c.submit(pTopic, 'alice', { type: 'topic.publish', name: 'alerts', messages: [{ body: 'disk full', attributes: {} }] })).ok);
+  for (const subscription of ['pager', 'mail']) t.ok((await c.submit(pTopic, 'alice', { type: 'receive', channel: { topic: 'alerts', subscription }, maxMessages: 1, visibilityTimeoutSeconds: null })).ok);
+  // Nobody acks: both leases run out, both copies are dead-lettered, the forwarder delivers each.
+  const visible = (): number => {
+    const q = c.leaderOf(pDead)?.replica(pDead).state.getQueue('graveyard', 'alice', Date.now());
+    return q !== undefined && q.ok ? q.value.stats.visible : 0;
+  };
+  await c.until(() => visible() === 2 && c.leaderOf(pTopic)?.replica(pTopic).state.outbox(10).length === 0, 'both copies in the dead-letter queue, the outbox cleared');
+  const r = await c.submit(pDead, 'alice', { type: 'receive', channel: { queue: 'graveyard' }, maxMessages: 10, visibilityTimeoutSeconds: null });
+  const got = r.ok ? (r.value as { messages: { messageId: string; body: string }[] }).messages : [];
+  t.equal(got.length, 2);
+  t.equal(new Set(got.map((m) => m.messageId)).size, 1, 'one publish: the two copies carry its message id');
+});
+
 t.test('a snapshot message repeated while its image is being fetched waits for the fetch (chaos seed 3315: the image was renamed under a pending install)', async (t) => {
   // The fetched file is in place under the message's ref before the fetch resolves and renames it to
   // the image's own index. A repeat of the message in between found the file and went to the core;

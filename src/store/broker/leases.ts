@@ -9,7 +9,9 @@
 //     is written when it ends: the next receive, long poll or sweep of the channel finds it due
 //     (promoteDue, over the statement `due`) and makes the message ready again, or, delivered
 //     maxDeliveries times, dead-letters it (deadLetter; a sweep also finds those through `dueDead`,
-//     and retention's `oldest` skips them). A delayed message becomes ready the same way.
+//     and retention's `oldest` skips them). A delayed message becomes ready the same way. From
+//     format 12 a lease is not found due in the entry that made it (a 0-second one): leased again
+//     there, it would carry the same lease id, so the same receipt handle, twice.
 //   - A handle acts only on the lease it names (handles): once its message was delivered again (a
 //     newer lease id) or is gone, the handle is stale. Ack deletes the message, live lease or not;
 //     nack gives a live or ended lease up (ready at once, or delayed), or dead-letters it; a lease is

@@ -26,7 +26,7 @@ import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, wokeUp, type Ctx, type
 import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
 import { INSERT_ROWS } from './statements.js';
 
-/** Dead-letter deliveries are deduplicated by the original message id for a day: forwarder retries. */
+/** Dead-letter deliveries are deduplicated for a day, by their outbox row (format 12) or else their message id: forwarder retries. */
 const DEADLETTER_DEDUP_MS = IDEMPOTENCY_WINDOW_MS;
 
 /** At most this many messages are dead-lettered by one sweep, to bound the entry's apply time. */

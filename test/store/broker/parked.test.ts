@@ -52,6 +52,13 @@ t.test('a receive with a visibility timeout of 0 that wakes a parked poll does n
     const own = (a.result as { ok: true; value: { messages: { receiptHandle: string }[] } }).value.messages;
     t.equal(own.length, 1, `format ${format}: the receive leases the message`);
     const poll = a.delivered.flatMap((d) => d.messages);
+    if (format >= OWN_LEASES_HELD) {
+      t.ok(a.retimed.length > 0, "the lease is reported retimed: the poll's node looks again");
+      // Its look, the next entry: the 0-second lease has ended, and the poll takes the message.
+      const look = s.run('alice', park('q', 'w', { vt: 30, again: true })) as { ok: true; value: { messages: { receiptHandle: string }[] } };
+      t.equal(look.value.messages.length, 1, 'the poll gets it at its next look');
+      t.not(look.value.messages[0]!.receiptHandle, own[0]!.receiptHandle, 'under a lease of its own');
+    }
     return poll.some((m) => m.receiptHandle === own[0]!.receiptHandle);
   };
   t.notOk(await heldTwice(OWN_LEASES_HELD), 'the poll is not given it in the same entry');
