@@ -656,15 +656,21 @@ t.test('a kept tail longer than the snapshot interval neither retriggers compact
   t.equal(leader.replica(0).log.firstIndex(), 1, 'the kept tail holds the whole short log');
 });
 
-t.test('a dead letter reaches its dead-letter queue in another partition', async (t) => {
+/** Four partitions with their leaders, and alice's queue 'graveyard' (its partition `pDead`) to dead-letter into. */
+async function graveyardCluster(t: Test): Promise<{ c: LocalCluster; pDead: number }> {
   const c = new LocalCluster(4);
   t.teardown(() => c.close());
   await c.startAll();
   await c.until(() => [0, 1, 2, 3].every((p) => c.leaderOf(p) !== null), 'leaders');
-  const pJobs = partitionOf('jobs', 4);
   const pDead = partitionOf('graveyard', 4);
-  t.not(pJobs, pDead, 'the queue and its dead-letter queue live in different partitions');
   t.ok((await c.submit(pDead, 'alice', queue('graveyard'))).ok);
+  return { c, pDead };
+}
+
+t.test('a dead letter reaches its dead-letter queue in another partition', async (t) => {
+  const { c, pDead } = await graveyardCluster(t);
+  const pJobs = partitionOf('jobs', 4);
+  t.not(pJobs, pDead, 'the queue and its dead-letter queue live in different partitions');
   t.ok((await c.submit(pJobs, 'alice', { ...queue('jobs'), visibilityTimeoutSeconds: 1, maxDeliveries: 1, deadLetterQueue: 'graveyard' })).ok);
   const sent = await c.submit(pJobs, 'alice', { type: 'queue.send', name: 'jobs', messages: [{ body: 'poison', attributes: { k: 'v' } }] });
   const messageId = sent.ok ? (sent.value as { items: { messageId: string }[] }).items[0]!.messageId : '';
@@ -683,13 +689,8 @@ t.test('a dead letter reaches its dead-letter queue in another partition', async
 });
 
 t.test('the copies of one publish dead-lettered from two subscriptions sharing a dead-letter queue both reach it (format 12: the forwarder names each outbox row)', async (t) => {
-  const c = new LocalCluster(4);
-  t.teardown(() => c.close());
-  await c.startAll();
-  await c.until(() => [0, 1, 2, 3].every((p) => c.leaderOf(p) !== null), 'leaders');
+  const { c, pDead } = await graveyardCluster(t);
   const pTopic = partitionOf('alerts', 4);
-  const pDead = partitionOf('graveyard', 4);
-  t.ok((await c.submit(pDead, 'alice', queue('graveyard'))).ok);
   t.ok((await c.submit(pTopic, 'alice', { type: 'topic.create', name: 'alerts', subscribe: 'anyone' })).ok);
   for (const name of ['pager', 'mail']) {
     const made = await c.submit(pTopic, 'alice', { type: 'subscription.create', topic: 'alerts', name, visibilityTimeoutSeconds: 1, maxDeliveries: 1, deadLetterQueue: 'graveyard', filter: null });
