@@ -8,14 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { numberArg } from './args.js';
-import { resolver, stageOf, type Resolve } from './profile.js';
+import { label, resolver, stageOf, type CallFrame, type Resolve } from './profile.js';
 
-interface CallFrame {
-  functionName: string;
-  url: string;
-  lineNumber: number;
-  columnNumber: number;
-}
 interface HeapNode {
   callFrame: CallFrame;
   selfSize: number;
@@ -27,7 +21,6 @@ const mapAt = process.argv.indexOf('--map');
 const resolve: Resolve = resolver(mapAt > 0 ? process.argv[mapAt + 1]! : join(import.meta.dirname, '..', 'dist', 'main.js.map'));
 const files = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(all[i - 1] === '--map' || all[i - 1] === '--top'));
 
-const label = (f: CallFrame, source: string): string => `${f.functionName || '(anonymous)'} ${source.startsWith('src/') ? source : `${f.url.replace(/^.*\/(node_modules)\//, '$1/')}:${f.lineNumber + 1}`}`;
 const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MB`;
 const add = (m: Map<string, number>, k: string, v: number): void => void m.set(k, (m.get(k) ?? 0) + v);
 

@@ -24,7 +24,7 @@ import { SourceMap } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
@@ -102,7 +102,8 @@ export function stageOf(source: string): string | null {
 const HTTP_CLIENT = /node_modules\/undici\//;
 const HTTP_SERVER = /^node:(_http_|net$|internal\/(http|net|stream|streams\/|js_stream)|stream$)|node_modules\/(fastify|@fastify|find-my-way|avvio|light-my-request|fast-json-stringify|secure-json-parse|pino)/;
 
-const label = (f: CallFrame, source: string): string =>
+/** A frame as the tables print it: its function and its source file (ours) or file and line (anyone's). */
+export const label = (f: CallFrame, source: string): string =>
   `${f.functionName || '(anonymous)'} ${source.startsWith('src/') ? source : `${f.url.replace(/^.*\/(node_modules)\//, '$1/')}:${f.lineNumber + 1}`}`;
 
 export interface Analysis {
