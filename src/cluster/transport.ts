@@ -727,6 +727,10 @@ export class HttpTransport {
       if (stream !== null) await stream.room(true);
       stream?.retire(this.requestTimeoutMs);
       stream = peer.stream = this.openStream(peer);
+      // Commands answered meanwhile (their deadline passed unsent: `retry`) must not leave after all.
+      if (carried !== null && carried.commands.some((c) => !peer.awaiting.has(c.id))) {
+        carried = { commands: carried.commands.filter((c) => peer.awaiting.has(c.id)), answers: carried.answers };
+      }
     }
     let frame: Buffer;
     try {

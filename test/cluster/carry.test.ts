@@ -83,7 +83,7 @@ async function listen(t: Test, side: Side, opts: { carries: boolean; tracks?: bo
 }
 
 /** Nodes A and B with their streams open both ways (heartbeats sent and acknowledged). */
-async function pair(t: Test, opts: { bCarries?: boolean; bTracks?: boolean; timeoutMs?: number } = {}): Promise<{ A: Side; B: Side }> {
+async function pair(t: Test, opts: { bCarries?: boolean; bTracks?: boolean; timeoutMs?: number; streamMaxAgeMs?: number } = {}): Promise<{ A: Side; B: Side }> {
   const side = (id: NodeId): Side => ({
     id,
     app: null as unknown as FastifyInstance,
@@ -101,7 +101,14 @@ async function pair(t: Test, opts: { bCarries?: boolean; bTracks?: boolean; time
   await listen(t, A, { carries: true });
   await listen(t, B, { carries: opts.bCarries ?? true, tracks: opts.bTracks ?? false });
   const transport = (self: NodeId, to: Side) =>
-    new HttpTransport({ self, peers: [{ id: to.id, url: `http://127.0.0.1:${to.port}` }], clusterSecret: SECRET, logger: { warn: () => undefined }, requestTimeoutMs: opts.timeoutMs ?? 2_000 });
+    new HttpTransport({
+      self,
+      peers: [{ id: to.id, url: `http://127.0.0.1:${to.port}` }],
+      clusterSecret: SECRET,
+      logger: { warn: () => undefined },
+      requestTimeoutMs: opts.timeoutMs ?? 2_000,
+      ...(opts.streamMaxAgeMs === undefined ? {} : { streamMaxAgeMs: opts.streamMaxAgeMs }),
+    });
   A.tr = transport(a, B);
   B.tr = transport(b, A);
   t.teardown(() => Promise.all([A.tr.close(), B.tr.close()]));
@@ -306,4 +313,23 @@ t.test('a leader that ends its streams answers retry only for the commands it di
   t.match(await answer, { kind: 'retry' }, 'answered retry: the router may send it again');
   t.same(B.commands, [], 'and B never took it: retried, it is not proposed twice');
   await closed;
+});
+
+t.test('a command answered retry while its frame waited for the old stream to be let go never reaches the leader', async (t) => {
+  // Streams are replaced once 300 ms old; a frame's acknowledgement may take 5 s.
+  const { A, B } = await pair(t, { timeoutMs: 5_000, streamMaxAgeMs: 300 });
+  // B holds a frame of Raft messages unacknowledged: the old stream cannot be let go meanwhile.
+  let release = (): void => undefined;
+  B.gate = new Promise<void>((resolve) => (release = resolve));
+  const framesBefore = B.frames;
+  A.tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: a, to: b, term: 1, commit: 0, readRound: 0 } }]);
+  await until('B holds the frame', () => B.frames > framesBefore);
+  await new Promise((resolve) => setTimeout(resolve, 350));
+  // The stream is too old: the command's frame waits for the old one's acknowledgements, past the
+  // command's deadline, and it was never written meanwhile.
+  const answer = carry(A, 8, 400);
+  t.match(await answer, { kind: 'retry' }, 'never written: the router may send it again');
+  release();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.same(B.commands, [], 'so the leader must never take it (the retry would apply it twice)');
 });
