@@ -228,7 +228,11 @@ export class Snapshots {
       .fetch(from, r.partition, ref, path)
       .then(() => {
         if (this.host.isClosed()) return;
-        r.raw.step(this.asImaged(r.partition, this.fetching.get(key) ?? m, path, r.state.isOpen() ? r.state.applied().index : 0));
+        // Covered only where the core has committed it too: a state ahead of its log (a power cut
+        // took the log write of entries applied meanwhile) would have the core restore the message's
+        // snapshot with no image to install, and its log would keep nothing for the state's rows.
+        const covered = r.state.isOpen() ? Math.min(r.state.applied().index, r.raw.position().committed) : 0;
+        r.raw.step(this.asImaged(r.partition, this.fetching.get(key) ?? m, path, covered));
         this.host.schedule();
       })
       .catch((err: unknown) => this.opts.logger?.warn({ err, partition: r.partition, ref }, 'snapshot fetch failed'))

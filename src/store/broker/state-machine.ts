@@ -925,6 +925,9 @@ export class BrokerStateMachine {
    * what it answers is on disk when the promise resolves. The caller reads `applied()` first.
    */
   async durable(): Promise<void> {
+    // After a failed commit the state went back to before entries already answered: nothing read
+    // from it may let the log go of anything (the host stops at its next turn and replays them).
+    if (this.failed !== null) throw this.failed;
     // Synchronously, before the first await: what the caller read is committed.
     this.commit();
     if (this.path === ':memory:') return;

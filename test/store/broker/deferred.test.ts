@@ -120,6 +120,7 @@ t.test('a commit that fails leaves the state at its last commit, and every later
   const out = JSON.parse(run.stdout) as Record<string, unknown>;
   t.equal(out.applied, (out.committed as number) + 20, 'the group applied 20 entries');
   t.match(out.durable, /I\/O error/, 'durable() throws the commit\'s error');
+  t.match(out.durableAgain, /I\/O error/, 'and so does every later durable(): the log lets nothing go on a state that lost what it answered');
   t.match(out.failure, /I\/O error/);
   t.equal(out.after, out.committed, 'the state is back at its last commit, and says so');
   t.equal(out.uncommitted, false);
