@@ -575,7 +575,11 @@ export class Raft {
       pr.maybeDecrTo(m.index, next);
       return;
     }
-    invariant(m.index <= this.log.lastIndex(), `${m.from} acknowledged ${m.index} past the leader's last index`);
+    // A follower can hold more than this leader's log only if it installed an image (fetched from
+    // another node, stepped under this leader's snapshot message: Snapshots.receive) holding entries
+    // committed in a later term: this leader is stale. Dropped, as if lost; counting it would credit
+    // the follower with entries of this log it does not hold.
+    if (m.index > this.log.lastIndex()) return;
     if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state !== ProgressState.Replicate)) {
       if (pr.state === ProgressState.Probe) {
         pr.becomeReplicate();

@@ -145,11 +145,12 @@ export class Network {
     }
   }
 
-  stabilize(maxRounds = 100): void {
+  /** Ready cycles and deliveries until nothing is sent; `rewrite` stands for a host changing messages on their way. */
+  stabilize(maxRounds = 100, rewrite?: (m: Message) => Message): void {
     for (let i = 0; i < maxRounds; i++) {
       const msgs = this.cycle();
       if (msgs.length === 0) return;
-      this.deliver(msgs);
+      this.deliver(rewrite === undefined ? msgs : msgs.map(rewrite));
     }
   }
 
