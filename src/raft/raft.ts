@@ -517,8 +517,10 @@ export class Raft {
     }
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.commit, m.entries);
     if (lastNew !== null) {
-      // Holding all the leader had committed, a node that forgot its votes may vote again.
-      if (this.votingSuspended && m.commit <= lastNew) {
+      // Holding all the leader had committed, a node that forgot its votes may vote again. Only once
+      // the leader has committed an entry of its own term: until then its commit index may be short of
+      // what its predecessors committed (§5.4.2), with this node's lost acknowledgement among them.
+      if (this.votingSuspended && m.commit <= lastNew && this.log.term(m.commit) === m.term) {
         this.votingSuspended = false;
         // This term's vote, if it was ever cast, went to the leader it elected: say so, durably.
         if (this.vote === null) this.vote = m.from;

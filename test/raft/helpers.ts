@@ -145,12 +145,15 @@ export class Network {
     }
   }
 
-  /** Ready cycles and deliveries until nothing is sent; `rewrite` stands for a host changing messages on their way. */
-  stabilize(maxRounds = 100, rewrite?: (m: Message) => Message): void {
+  /**
+   * Ready cycles and deliveries until nothing is sent. `rewrite` stands for what happens to each
+   * message on its way: changed (a host's part), or lost (null).
+   */
+  stabilize(maxRounds = 100, rewrite?: (m: Message) => Message | null): void {
     for (let i = 0; i < maxRounds; i++) {
       const msgs = this.cycle();
       if (msgs.length === 0) return;
-      this.deliver(rewrite === undefined ? msgs : msgs.map(rewrite));
+      this.deliver(rewrite === undefined ? msgs : msgs.map(rewrite).filter((m): m is Message => m !== null));
     }
   }
 
