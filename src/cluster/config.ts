@@ -264,6 +264,15 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   return { catchingUp: cfg.rejoin || existing.catchingUp === true };
 }
 
+/**
+ * Records that this folder must catch up before it votes (its cluster.json said it had caught up, but
+ * its log is gone: ClusterNode.open), so that a crash before it has does not let a later start vote.
+ */
+export function markCatchingUp(cfg: NodeConfig): void {
+  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+}
+
 /** Records that every partition caught up (after that was persisted): later starts vote at once. */
 export function markCaughtUp(cfg: NodeConfig): void {
   const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };

@@ -7,7 +7,7 @@ import { NodeHost, commandOrigin, type Outbox, type PartitionStatus } from '../p
 import { Housekeeping } from '../partition/housekeeping.js';
 import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
-import { checkClusterIdentity, markCaughtUp, type NodeConfig } from './config.js';
+import { checkClusterIdentity, markCatchingUp, markCaughtUp, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
 import { LimitGossip } from './limit-gossip.js';
 import type { CommandLog, InternalRoutesOptions } from './internal-routes.js';
@@ -110,6 +110,15 @@ export class ClusterNode {
       ...(opts.leaderWaitMs === undefined ? {} : { leaderWaitMs: opts.leaderWaitMs }),
       ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }),
     });
+    // cluster.json says this folder caught up once, yet every log is empty with term 0: its wal/ is
+    // gone (deleted with state/, or left out of a restore). It may have voted and acknowledged
+    // entries it no longer holds: it catches up first, as a new folder does (a cluster whose members
+    // are all empty still starts at once: learnTerms).
+    if (!identity.catchingUp && host.startedEmpty) {
+      logger.warn('cluster.json is kept but the log is empty: the log was lost; catching up before voting');
+      markCatchingUp(cfg);
+      identity.catchingUp = true;
+    }
     if (identity.catchingUp) {
       logger.info('this data folder is new, emptied or restored: no votes until every partition caught up from its leader');
       host.rejoin.suspendUntilCaughtUp(() => {

@@ -148,7 +148,7 @@ export class NodeHost {
   /** What runs on each pass (onPass). */
   private readonly passes: (() => void)[] = [];
   /** Whether every partition's log and term were empty when this process opened them. */
-  private startedEmpty = false;
+  startedEmpty = false;
   private turnAgain = false;
   private closed = false;
   /** Local compaction, and the images served to followers and fetched from leaders (snapshots.ts). */
@@ -369,7 +369,7 @@ export class NodeHost {
     this.peerFormats.set(from, format);
     if (clock !== undefined) this.clock.heard(from, clock);
     if (this.closed || this.rejoin.holdingForTerms) return;
-    this.leadership.heard(from);
+    this.leadership.heard(from, items);
     for (const { partition, message } of items) {
       const r = this.replicas[partition];
       if (r === undefined || r.halted !== null) continue;
@@ -377,7 +377,10 @@ export class NodeHost {
         this.snapshots.receive(from, r, message);
         continue;
       }
-      if (message.type === 'timeout-now' && this.leadership.leaving) continue;
+      if (message.type === 'timeout-now') {
+        if (this.leadership.leaving) continue;
+        this.leadership.handedOver(partition, from);
+      }
       r.raw.step(message);
     }
     this.schedule();

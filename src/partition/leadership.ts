@@ -31,6 +31,10 @@ export class Leadership {
   private readonly leaderSeenAt: number[] = [];
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leavingNow = false;
+  /** When each peer last sent a message of each partition (ms): a replica halted there sends none. */
+  private readonly heardIn: Map<NodeId, number>[] = [];
+  /** Which peer last handed each partition to this node (TimeoutNow), and when (ms). */
+  private readonly handedBy = new Map<number, { peer: NodeId; at: number }>();
 
   constructor(
     private readonly host: LeadershipHost,
@@ -46,11 +50,20 @@ export class Leadership {
     this.lastHeardAny = this.host.elapsed();
   }
 
-  /** A message came from `peer`. */
-  heard(peer: NodeId): void {
+  /** Messages came from `peer`, of these partitions. */
+  heard(peer: NodeId, items: readonly { partition: number }[] = []): void {
     const now = this.host.elapsed();
+    for (const { partition } of items) (this.heardIn[partition] ??= new Map()).set(peer, now);
+    // Silent for an election timeout: it stopped (and now runs again); what it handed over may go back.
+    const before = this.lastHeard.get(peer);
+    if (before !== undefined && now - before >= this.electionTimeoutMs) for (const [p, h] of this.handedBy) if (h.peer === peer) this.handedBy.delete(p);
     this.lastHeard.set(peer, now);
     this.lastHeardAny = now;
+  }
+
+  /** `peer` asked this node to take partition `p` over (TimeoutNow): its hand-over before a stop, or its balancing. */
+  handedOver(p: number, peer: NodeId): void {
+    this.handedBy.set(p, { peer, at: this.host.elapsed() });
   }
 
   /** Every tick: notes which partitions have a known leader here now. */
@@ -80,6 +93,15 @@ export class Leadership {
       if (!r.isLeader() || r.raw.isTransferring()) continue;
       const preferred = this.preferredLeader(r.partition);
       if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
+      // Its replica of this partition answers (not halted there): else it would drop the TimeoutNow.
+      const answered = this.heardIn[r.partition]?.get(preferred);
+      if (answered === undefined || this.host.elapsed() - answered >= this.electionTimeoutMs) continue;
+      // The preferred node handed it here: it is leaving (Leadership.handOver) and would drop the
+      // TimeoutNow, and this leader would refuse writes until the transfer is abandoned. Not until it
+      // was silent (stopped) and came back, or 20 election timeouts passed (a stop's close takes 15 s
+      // at most: main.ts).
+      const handed = this.handedBy.get(r.partition);
+      if (handed?.peer === preferred && this.host.elapsed() - handed.at < 20 * this.electionTimeoutMs) continue;
       const s = r.raw.status();
       // Nearly caught up is enough: the transfer itself waits for the last entries (§3.10).
       if (s.lastIndex - (s.match.get(preferred) ?? 0) > 64) continue;

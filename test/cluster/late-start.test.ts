@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import t from 'tap';
 import type { LoggerOptions } from 'pino';
 import { MomServer } from '../../src/server.js';
-import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
+import type { NodeConfig } from '../../src/cluster/index.js';
 import type { Command } from '../../src/store/broker/index.js';
 import { submit } from '../partition/host-helpers.js';
-import { freePort, until } from './net-helpers.js';
+import { threeNodeConfigs, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-late-'));
@@ -22,13 +22,7 @@ const PARTITIONS = 4;
 const opts = { tickMs: 20 };
 const queue = (name: string): Command => ({ type: 'queue.create', name, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 });
 
-async function configs(): Promise<NodeConfig[]> {
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
-  return ports.map((p, i) =>
-    loadConfig(['--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(root, `${p}-n${i + 1}`), '--cluster-secret', 's'.repeat(24), '--jwt-secret', 'j'.repeat(32), '--partitions', String(PARTITIONS)], {}),
-  );
-}
+const configs = (): Promise<NodeConfig[]> => threeNodeConfigs(root, PARTITIONS);
 
 /** pino options that keep the messages (info and up) instead of printing them. */
 function capture(): { logger: LoggerOptions; lines: string[] } {

@@ -1,6 +1,8 @@
 // Shared by the cluster tests that start servers on loopback.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 
 /**
  * The kernel's ephemeral range, from which it picks both `listen(0)` ports and the local ports of
@@ -58,4 +60,13 @@ export async function until(pred: () => boolean, what: string, rounds = 2000, de
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`gave up waiting for: ${what}${describe === undefined ? '' : `\n${describe()}`}`);
+}
+
+/** Configurations of a three-node cluster on free loopback ports, data folders under `root`. */
+export async function threeNodeConfigs(root: string, partitions: number): Promise<NodeConfig[]> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const peers = ports.map((p, i) => `n${i + 1}=http://127.0.0.1:${p}`).join(',');
+  return ports.map((p, i) =>
+    loadConfig(['--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(root, `${p}-n${i + 1}`), '--cluster-secret', 's'.repeat(24), '--jwt-secret', 'j'.repeat(32), '--partitions', String(partitions)], {}),
+  );
 }
