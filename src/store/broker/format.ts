@@ -39,9 +39,12 @@
  * deliverDeadLetters). Older builds ignore `source`. And (OWN_LEASES_HELD) a lease an entry makes
  * stays leased through that entry however short it is: a receive with a visibility timeout of 0 that
  * woke parked polls gave its message to one of them too, under the same lease and so the same
- * receipt handle (leases.ts, promoteDue).
+ * receipt handle (leases.ts, promoteDue). Format 13 (DEAD_LETTER_KEYS_APART): a dead letter's
+ * deduplication key in its dead-letter queue starts with a space, which no client's deduplicationId
+ * holds (the API takes \x21-\x7e), so that a client's send cannot swallow a dead letter nor a
+ * dead letter hold a client's id for a day (messages.ts, deliverDeadLetters).
  */
-export const FORMAT = 12;
+export const FORMAT = 13;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -70,6 +73,8 @@ export const SHARED_PUBLISHES = 11;
 export const DEAD_LETTER_SOURCES = 12;
 /** From this format on, a lease is not ended by time in the entry that made it (leases.ts, promoteDue). */
 export const OWN_LEASES_HELD = 12;
+/** From this format on, dead letters' deduplication keys are apart from clients' deduplication ids (messages.ts). */
+export const DEAD_LETTER_KEYS_APART = 13;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -339,7 +339,7 @@ export function dropChannel(s: Store, id: number): void {
  * deduplicated for DEADLETTER_DEDUP_MS: by the outbox row a letter names (`bySource`, format 12),
  * else by its message id, which is not one letter's: two subscriptions' copies of a publish share it.
  */
-export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx, bySource: boolean): Result {
+export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx, bySource: boolean, apart = false): Result {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system delivers dead letters');
   const refused = unplaceable(s, c.messages);
   if (refused !== null) return refused;
@@ -349,7 +349,9 @@ export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadle
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
   c.messages.forEach((m, k) => {
     const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;
-    const key = bySource && typeof m.source === 'string' ? `dls:${m.source}` : `dl:${m.messageId}`;
+    // From format 13 the key starts with a space, which no client's deduplicationId holds (printable
+    // ASCII, \x21-\x7e): before, a client's id `dls:0/1` swallowed that dead letter, and a dead letter held it a day.
+    const key = (apart ? ' ' : '') + (bySource && typeof m.source === 'string' ? `dls:${m.source}` : `dl:${m.messageId}`);
     enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: key }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
   });
   return ok({ delivered: c.messages.length, dropped: 0 });
