@@ -239,7 +239,7 @@ interface ClusterIdentity {
  */
 export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   const path = `${cfg.dataDir}/cluster.json`;
-  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  const mine = identityOf(cfg);
   let existing: ClusterIdentity | null = null;
   try {
     existing = JSON.parse(readFileSync(path, 'utf8')) as ClusterIdentity;
@@ -248,9 +248,7 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   }
   if (existing === null) {
     mkdirDurably(cfg.dataDir);
-    // Durably: after a power cut an empty or torn file would keep the node from starting (found by
-    // the chaos run's power-loss fault).
-    writeFileDurably(path, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+    writeIdentity(cfg, true);
     return { catchingUp: true };
   }
   if (existing.partitions !== mine.partitions) {
@@ -260,7 +258,7 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   if (existing.peers.join(',') !== mine.peers.join(',')) {
     throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.peers.join(', ')}; changing members is not supported`);
   }
-  if (cfg.rejoin && existing.catchingUp !== true) writeFileDurably(path, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+  if (cfg.rejoin && existing.catchingUp !== true) writeIdentity(cfg, true);
   return { catchingUp: cfg.rejoin || existing.catchingUp === true };
 }
 
@@ -269,12 +267,23 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
  * its log is gone: ClusterNode.open), so that a crash before it has does not let a later start vote.
  */
 export function markCatchingUp(cfg: NodeConfig): void {
-  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
-  writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify({ ...mine, catchingUp: true }, null, 2) + '\n');
+  writeIdentity(cfg, true);
 }
 
 /** Records that every partition caught up (after that was persisted): later starts vote at once. */
 export function markCaughtUp(cfg: NodeConfig): void {
-  const mine: ClusterIdentity = { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
-  writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify(mine, null, 2) + '\n');
+  writeIdentity(cfg, false);
+}
+
+function identityOf(cfg: NodeConfig): ClusterIdentity {
+  return { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+}
+
+/**
+ * Writes the folder's cluster.json durably: after a power cut an empty or torn file would keep the
+ * node from starting (found by the chaos run's power-loss fault).
+ */
+function writeIdentity(cfg: NodeConfig, catchingUp: boolean): void {
+  const identity: ClusterIdentity = catchingUp ? { ...identityOf(cfg), catchingUp: true } : identityOf(cfg);
+  writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify(identity, null, 2) + '\n');
 }

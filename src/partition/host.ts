@@ -148,7 +148,7 @@ export class NodeHost {
   /** What runs on each pass (onPass). */
   private readonly passes: (() => void)[] = [];
   /** Whether every partition's log and term were empty when this process opened them. */
-  startedEmpty = false;
+  private emptyAtOpen = false;
   private turnAgain = false;
   private closed = false;
   /** Local compaction, and the images served to followers and fetched from leaders (snapshots.ts). */
@@ -185,6 +185,11 @@ export class NodeHost {
 
   private get electionTick(): number {
     return this.opts.electionTick ?? 10;
+  }
+
+  /** Whether every partition's log and term were empty when this process opened them. */
+  get startedEmpty(): boolean {
+    return this.emptyAtOpen;
   }
 
   static async open(opts: HostOptions): Promise<NodeHost> {
@@ -240,7 +245,7 @@ export class NodeHost {
       if (lost !== null) host.halt(replica, lost);
       else host.rebuildMessageTable(state);
     }
-    host.startedEmpty = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.term() === 0);
+    host.emptyAtOpen = host.replicas.every((r) => r.log.lastIndex() === 0 && r.raw.term() === 0);
     return host;
   }
 
@@ -560,7 +565,7 @@ export class NodeHost {
    * whether it may vote at once: see ClusterNode.learnTerms).
    */
   logPositions(): { terms: number[]; lastIndexes: number[]; untouchedBy: NodeId[] } {
-    const untouchedBy = this.startedEmpty ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
+    const untouchedBy = this.emptyAtOpen ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
     return { terms: this.replicas.map((r) => r.raw.term()), lastIndexes: this.replicas.map((r) => r.raw.position().lastIndex), untouchedBy };
   }
 

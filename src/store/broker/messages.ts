@@ -24,6 +24,7 @@ import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
 import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
+import { DEAD_LETTER_KEYS_APART, DEAD_LETTER_SOURCES } from './format.js';
 import { INSERT_ROWS } from './statements.js';
 
 /** Dead-letter deliveries are deduplicated for a day, by their outbox row (format 12) or else their message id: forwarder retries. */
@@ -336,10 +337,9 @@ export function dropChannel(s: Store, id: number): void {
 
 /**
  * Stores dead letters in their dead-letter queue. The forwarder delivers at least once, so a retry is
- * deduplicated for DEADLETTER_DEDUP_MS: by the outbox row a letter names (`bySource`, format 12),
- * else by its message id, which is not one letter's: two subscriptions' copies of a publish share it.
+ * deduplicated for DEADLETTER_DEDUP_MS (deadLetterKey), as the partition's `format` in force says.
  */
-export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx, bySource: boolean, apart = false): Result {
+export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadletter.deliver' }>, ctx: Ctx, format: number): Result {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system delivers dead letters');
   const refused = unplaceable(s, c.messages);
   if (refused !== null) return refused;
@@ -349,12 +349,20 @@ export function deliverDeadLetters(s: Store, c: Extract<Command, { type: 'deadle
   if (q === undefined || q.owner !== c.expectedOwner) return ok({ delivered: 0, dropped: c.messages.length });
   c.messages.forEach((m, k) => {
     const seq = inLog(s) ? logSeq(ctx.index, k) : undefined;
-    // From format 13 the key starts with a space, which no client's deduplicationId holds (printable
-    // ASCII, \x21-\x7e): before, a client's id `dls:0/1` swallowed that dead letter, and a dead letter held it a day.
-    const key = (apart ? ' ' : '') + (bySource && typeof m.source === 'string' ? `dls:${m.source}` : `dl:${m.messageId}`);
-    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: key }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
+    enqueue(s, q, { body: m.body, attributes: m.attributes, deduplicationId: deadLetterKey(m, format) }, m.messageId, ctx, DEADLETTER_DEDUP_MS, seq);
   });
   return ok({ delivered: c.messages.length, dropped: 0 });
+}
+
+/**
+ * A dead letter's deduplication key: its outbox row (from format 12), else its message id, which is
+ * not one letter's (two subscriptions' copies of a publish share it). From format 13 it starts with a
+ * space, which no client's deduplicationId holds (printable ASCII, \x21-\x7e): before, a client's id
+ * `dls:0/1` swallowed that dead letter, and a dead letter held the id a day.
+ */
+function deadLetterKey(m: { readonly messageId: string; readonly source?: string }, format: number): string {
+  const key = format >= DEAD_LETTER_SOURCES && typeof m.source === 'string' ? `dls:${m.source}` : `dl:${m.messageId}`;
+  return format >= DEAD_LETTER_KEYS_APART ? ` ${key}` : key;
 }
 
 export function outboxDone(s: Store, ids: readonly number[], ctx: Ctx): Result {

@@ -46,8 +46,6 @@ import {
   MAX_CLOCK_STEP_MS,
   MESSAGE_TABLE,
   SHARED_PUBLISHES,
-  DEAD_LETTER_SOURCES,
-  DEAD_LETTER_KEYS_APART,
   OWN_LEASES_HELD,
   FormatTooNewError,
   KEYED_RECEIVE_WITHOUT_BODIES,
@@ -732,7 +730,7 @@ export class BrokerStateMachine {
       case 'subscription.delete':
         return deleteSubscription(s, c.topic, c.name, ctx);
       case 'deadletter.deliver':
-        return deliverDeadLetters(s, c, ctx, this.formatInForce >= DEAD_LETTER_SOURCES, this.formatInForce >= DEAD_LETTER_KEYS_APART);
+        return deliverDeadLetters(s, c, ctx, this.formatInForce);
       case 'outbox.done':
         return outboxDone(s, c.ids, ctx);
       case 'sweep':
