@@ -132,8 +132,20 @@ export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
  * client left, takes it out of the state (or learns that it was served in the meantime).
  */
 export async function receive(...args: Parameters<typeof leaseMessages>): Promise<{ messages: ReceivedMessage[] }> {
-  const [deps, , , , channel] = args;
-  return sealed(deps, channel, await leaseMessages(...args));
+  const [deps, request, reply, partitionKey, channel, body] = args;
+  const r = await leaseMessages(...args);
+  // A wait may outlive its token: a logout, a password change or the user's deletion while it
+  // waited revoked it (at once on this node; docs/api.md). What it got then goes back, and it
+  // answers as a request with that token would now.
+  if (body.waitSeconds > 0) {
+    try {
+      await request.server.authenticate(request, reply);
+    } catch (err) {
+      deps.broker.afterAnswer(release(deps, request, partitionKey, channel, r.messages));
+      throw err;
+    }
+  }
+  return sealed(deps, channel, r);
 }
 
 /** receive() with the state machine's own handles, which its releases use. */
