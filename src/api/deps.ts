@@ -17,6 +17,7 @@ export interface Broker {
   propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx?: RequestContext): Promise<Result>;
   query(p: number, query: Query, ctx?: RequestContext): Promise<Result>;
   staleQuery(p: number, query: Query): { result: Result; appliedIndex: number };
+  /** `until`: when the wait ends, on the monotonic clock (performance.now()). */
   watch(p: number, ref: ChannelRef, until: number, want?: number): Watch;
   /** The log format partition `p` is in, as this node applied it. */
   format(p: number): number;

@@ -157,7 +157,9 @@ async function leaseMessages(
   channel: ChannelRef,
   body: ReceiveRequest,
 ): Promise<{ messages: ReceivedMessage[] }> {
-  const now = deps.now ?? Date.now;
+  // The wait on the monotonic clock, as the broker's watch takes it: a wall clock stepped back
+  // would stretch it by the step (and ask the leader to park the poll past what a wait may last).
+  const now = (): number => performance.now();
   const partition = partitionOf(partitionKey, deps.broker.partitions);
   const deadline = now() + body.waitSeconds * 1000;
   let gone = false;

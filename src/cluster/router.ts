@@ -78,7 +78,10 @@ export interface RouterOptions {
   readonly leaderWaitMs?: number;
   /** Leaders a request may be sent to in turn (default 3). */
   readonly maxHops?: number;
-  /** The local clock, for reads ("now" in stats). */
+  /**
+   * The clock a request's wait for a leader is timed by (ms; default performance.now, monotonic). Reads
+   * and long polls count the state's times by the host's ClusterClock instead.
+   */
   readonly now?: () => number;
   /** Longest sleep of an idle long poll before it asks again anyway (default 5 s; a guard only). */
   readonly maxIdleMs?: number;
@@ -129,7 +132,7 @@ export class Router {
     this.batcher = new ForwardBatcher(peers, COMMAND_TIMEOUT_MS);
     this.leaderWaitMs = opts.leaderWaitMs ?? 5_000;
     this.maxHops = opts.maxHops ?? 3;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? (() => performance.now());
     for (let p = 0; p < opts.partitions; p++) {
       const byChannel = new Map<number, Set<Watcher>>();
       this.watchers.set(p, byChannel);
@@ -240,7 +243,7 @@ export class Router {
       // Between closing the old state and opening the installed snapshot, there is nothing to read.
       throw new UnavailableError('catching_up', `partition ${p}: this node is installing a snapshot`);
     }
-    return { result: runQuery(state, query, this.now()), appliedIndex: state.applied().index };
+    return { result: runQuery(state, query, this.host.clock.now()), appliedIndex: state.applied().index };
   }
 
   /**
@@ -290,13 +293,17 @@ export class Router {
 
   /** A query forwarded by a peer, or this node's own: ReadIndex here, if this node leads `p`. */
   queryHere(p: number, query: Query): Promise<Answer> {
-    return settle(this.host.replica(p).read((state) => runQuery(state, query, this.now())));
+    // Delays, leases and ages count by the time this node stamps entries with (the nodes' median,
+    // cluster-clock.ts), as the receive that follows does: by its own wall clock, a node an hour ahead
+    // would show as visible what no receive can take yet.
+    return settle(this.host.replica(p).read((state) => runQuery(state, query, this.host.clock.now())));
   }
 
   /**
    * Registers a long poll's interest in a channel of partition `p`: `woken` resolves when the local
    * replica applies an entry that makes messages visible on it, when the next lease or delay of the
-   * channel ends, or at `until` (ms) at the latest, with `true` for that last case: the wait is over.
+   * channel ends, or at `until` (ms, on the router's clock: performance.now() unless a test sets one) at the latest, with
+   * `true` for that last case: the wait is over. A wall clock stepped back would stretch a wait.
    * Register before proposing the receive, so that no wake-up falls between the two.
    *
    * An apply that makes n messages visible wakes the polls that waited longest, as many as take n
@@ -336,7 +343,7 @@ export class Router {
       // A halted replica applies nothing, so nothing here wakes the poll, and its state (open when it
       // halted mid-apply) is frozen: a lease due in it would stay due. The poll asks the leader again
       // every HALTED_LOOK_MS.
-      const next = !this.appliesHere(p) ? now + HALTED_LOOK_MS : channelId === null || !state.isOpen() ? now : state.nextVisibleAt(channelId);
+      const next = !this.appliesHere(p) ? now + HALTED_LOOK_MS : channelId === null || !state.isOpen() ? now : this.inPartitionTime(state.nextVisibleAt(channelId), now);
       const at = Math.min(next ?? until, now + (this.opts.maxIdleMs ?? DEFAULT_MAX_IDLE_MS));
       if (timer !== null) clearTimeout(timer);
       // Never sooner than pollMs: this replica may not have applied yet what made the time come.
@@ -368,9 +375,19 @@ export class Router {
       if (!this.appliesHere(p)) return;
       const state = this.host.replica(p).state;
       const set = byChannel.get(channelId);
-      if (set !== undefined && state.isOpen() && state.hasVisible(channelId, this.now())) wakeFor(set, 1);
+      if (set !== undefined && state.isOpen() && state.hasVisible(channelId, this.host.clock.now())) wakeFor(set, 1);
     };
     return { woken, cancel: () => finish(false), passOn };
+  }
+
+  /**
+   * When (on the router's clock, from its `now`) the partition's clock reaches `at`, or null for null. Leases and
+   * delays end on the partition's clock, which the leaders' stamps of the nodes' median move
+   * (cluster-clock.ts): this node's own wall clock may be far off, and an hour ahead it would find
+   * every lease ended and have its polls propose a receive every pollMs for their whole wait.
+   */
+  private inPartitionTime(at: number | null, now: number): number | null {
+    return at === null ? null : now + (at - this.host.clock.now());
   }
 
   /** Runs `work` after its request's answer; a shutdown waits for it (settleBehind). */

@@ -78,7 +78,7 @@ export interface HostOptions {
   readonly proposalTimeoutMs?: number;
   /** Hand partitions to their preferred leaders (default true; tests of one leader turn it off). */
   readonly balanceLeaders?: boolean;
-  /** The clock a partition's state commits by (STATE_COMMIT_MS) and sweeps are judged at; default Date.now. */
+  /** The clock a partition's state commits by (STATE_COMMIT_MS; default performance.now), and the wall clock without `wallClock`. */
   readonly now?: () => number;
   /**
    * The clock of timeouts and liveness (ms; default performance.now): when a peer or a leader was

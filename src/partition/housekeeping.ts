@@ -52,9 +52,11 @@ export class Housekeeping {
   /**
    * Retention and dead-lettering must happen even when nobody receives: a leader whose partition has
    * expired messages or exhausted leases proposes a sweep (a replicated command like any other).
+   * Judged at the time the sweep would be stamped with (the nodes' median), not this node's own wall
+   * clock: one an hour ahead would propose a sweep that does nothing on every pass.
    */
   private sweep(): void {
-    const now = (this.host.opts.now ?? Date.now)();
+    const now = this.host.clock.now();
     for (const r of this.host.replicas) {
       if (!r.isLeader() || !r.state.needsSweep(now)) continue;
       r.propose(null, { type: 'sweep' }).catch((err: unknown) => this.retry(err, { partition: r.partition }, 'sweep not applied'));

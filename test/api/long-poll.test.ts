@@ -276,7 +276,7 @@ t.test('a wake-up that a poll does not act on goes to the next poll', async (t) 
   const replica = cluster.servers[node]!.host.replica(p);
   await until(() => replica.state.channelIdOf({ queue: name }) !== null, 'the node applied the queue');
   const router = cluster.servers[node]!.node.router;
-  const deadline = Date.now() + 20_000;
+  const deadline = performance.now() + 20_000;
   const first = router.watch(p, { queue: name }, deadline, 1);
   const second = router.watch(p, { queue: name }, deadline, 1);
   let secondWoken = false;

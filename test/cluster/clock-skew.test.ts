@@ -43,3 +43,24 @@ t.test('a leader a day ahead stamps the cluster’s time, and leases end once a 
   );
   t.match(again, { status: 200, body: { messages: [{ body: 'work', deliveryCount: 2 }] } }, 'delivered again once its lease ended');
 });
+
+t.test('a read counts by the time the partition stamps, not by the reading node’s own clock', async (t) => {
+  // n2 and n3 run an hour behind, so the cluster's time (the median) is theirs and n1's clock is the
+  // odd one out. A message sent with a 15-minute delay is delayed in the cluster's time: a read must
+  // say so wherever it runs, as the receive that finds nothing does.
+  const HOUR = 3_600_000;
+  const cluster = await startCluster({ nodeOptions: (i) => (i === 0 ? {} : { wallClock: () => Date.now() - HOUR }) });
+  t.teardown(() => cluster.close());
+  await until(() => cluster.servers.every((s) => s.status().every((p) => p.format === FORMAT)), `every partition in format ${FORMAT}`);
+  await until(() => cluster.servers.every((s) => s.host.clock.offsets().size === 2), 'every node heard both peers’ clocks');
+  const token = await userToken(cluster.urls[1]!, 'behind');
+  const name = 'skew-read';
+  t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'later', delaySeconds: 900 } })).status, 201);
+  const got = await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/receive`, { token, body: { maxMessages: 1 } });
+  t.match(got, { status: 200, body: { messages: [] } }, 'a receive finds the message delayed');
+  for (const [i, url] of cluster.urls.entries()) {
+    const strong = await call(url, 'GET', `/v1/queues/${name}`, { token });
+    t.match(strong, { status: 200, body: { stats: { visible: 0, delayed: 1 } } }, `a linearizable read through n${i + 1} says so too`);
+  }
+});

@@ -146,7 +146,7 @@ t.test('a replica that halts wakes the long polls waiting on it at once', async 
     state: { isOpen: () => true, channelIdOf: () => 7, nextVisibleAt: () => null, hasVisible: () => false },
   };
   const router = routerOver(replica, { call: () => Promise.reject(new Error('no HTTP here')) }, { maxIdleMs: 60_000 });
-  const watch = router.watch(0, { queue: 'q' }, Date.now() + 60_000);
+  const watch = router.watch(0, { queue: 'q' }, performance.now() + 60_000);
   let woke: boolean | null = null;
   void watch.woken.then((expired) => (woke = expired));
   await new Promise((r) => setTimeout(r, 20));

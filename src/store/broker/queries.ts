@@ -20,7 +20,7 @@ export type Query =
 /** Most items one list query returns. */
 export const MAX_LIST_LIMIT = 100;
 
-/** Runs a query on a replica's state. `now` is the reading node's clock (never below the partition's). */
+/** Runs a query on a replica's state. `now` is the time the reading node stamps entries with (ClusterClock; never below the partition's). */
 export function runQuery(sm: BrokerStateMachine, q: Query, now: number): Result {
   switch (q.type) {
     case 'user.get': {
