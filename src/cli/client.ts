@@ -1,5 +1,5 @@
 // The CLI's side of the REST API: one call with the saved token, an Idempotency-Key on every write
-// (retried with the same key after a 503, a 504 or a connection that failed, as docs/guarantees.md asks
+// (retried with the same key after a 502, a 503, a 504 or a connection that failed, as docs/guarantees.md asks
 // of clients), and problem+json answers turned into CliError with the server's own words.
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -62,7 +62,11 @@ export interface Reply {
   body: unknown;
 }
 
-const RETRYABLE = new Set([503, 504]);
+/**
+ * Retried with the same key: 503 (not applied, or outcome unknown), 504 (outcome unknown), and 502, a
+ * load balancer's answer when the node it passed the request to dropped the connection (unknown too).
+ */
+const RETRYABLE = new Set([502, 503, 504]);
 
 export class Api {
   constructor(
@@ -75,8 +79,10 @@ export class Api {
    * One request; a 2xx answers its body, anything else throws CliError. Writes carry one
    * Idempotency-Key over all their attempts.
    */
-  async call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
-    const key = method === 'GET' ? undefined : randomUUID();
+  async call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, opts: { timeoutMs?: number; signal?: AbortSignal; idempotencyKey?: string } = {}): Promise<unknown> {
+    const key = method === 'GET' ? undefined : (opts.idempotencyKey ?? randomUUID());
+    // Given up with the outcome unknown, the user can repeat the write only with the same key.
+    const keyNote = key === undefined ? '' : `; its Idempotency-Key was ${key}`;
     const deadline = Date.now() + (this.opts.retryForMs ?? 10_000);
     let attempt = 0;
     for (;;) {
@@ -90,14 +96,14 @@ export class Api {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
           continue;
         }
-        throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}`, 3);
+        throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}${keyNote}`, 3);
       }
       if (res.status >= 200 && res.status < 300) return res.body;
       if (RETRYABLE.has(res.status) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         continue;
       }
-      throw problemError(res);
+      throw problemError(res, RETRYABLE.has(res.status) ? keyNote : '');
     }
   }
 
@@ -125,8 +131,8 @@ export class Api {
   }
 }
 
-function problemError(res: Reply): CliError {
+function problemError(res: Reply, note: string): CliError {
   const p = (res.body ?? {}) as { title?: string; detail?: string; code?: string };
   const what = p.detail ?? p.title ?? `HTTP ${res.status}`;
-  return new CliError(`${what} (${res.status}${p.code === undefined ? '' : ` ${p.code}`})`, 1);
+  return new CliError(`${what} (${res.status}${p.code === undefined ? '' : ` ${p.code}`})${note}`, 1);
 }

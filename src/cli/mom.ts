@@ -217,11 +217,12 @@ export function program(): Command {
     cmd
       .option('--attr <key=value>', 'an attribute (repeatable)', attrs)
       .option('--dedup-id <id>', 'deduplication id: the same id within 5 minutes is stored once')
-      .action(async (target: string, body: string, o: { attr?: Record<string, string>; dedupId?: string; delay?: number }) => {
+      .option('--idempotency-key <key>', 'the key of an earlier attempt whose outcome was unknown: stored once (24 hours)')
+      .action(async (target: string, body: string, o: { attr?: Record<string, string>; dedupId?: string; delay?: number; idempotencyKey?: string }) => {
         const msg: Record<string, unknown> = { body, attributes: o.attr ?? {} };
         if (o.dedupId !== undefined) msg.deduplicationId = o.dedupId;
         if (o.delay !== undefined) msg.delaySeconds = o.delay;
-        const r = (await session(g()).api.call('POST', path(target), msg)) as { messageId: string; sequence: number };
+        const r = (await session(g()).api.call('POST', path(target), msg, o.idempotencyKey === undefined ? {} : { idempotencyKey: o.idempotencyKey })) as { messageId: string; sequence: number };
         print(g(), r, () => `${r.messageId} (sequence ${r.sequence})`);
       });
   sendLike(p.command('send <queue> <body>').description('send a message to a queue').option('--delay <s>', 'deliver after this many seconds', int('--delay', 0, 900)), (q) => `/v1/queues/${encodeURIComponent(q)}/messages`);

@@ -6,8 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { request } from 'undici';
+import { MESSAGES_BODY_LIMIT } from '../../src/api/messaging.js';
 import { freePort } from '../cluster/net-helpers.js';
-import { send, stand, type Stand } from '../deploy/stand-ins.js';
+import { checkNotRepeated, send, stand, type Stand } from '../deploy/stand-ins.js';
 import { needTool } from '../tools.js';
 import { LoadBalancer } from './nginx.js';
 
@@ -101,4 +103,43 @@ t.test('nginx gives a PUT or DELETE without a key its own, the same on the repea
   t.ok(unkeyed.includes(503), 'a POST without a key that met the 503 got the 503');
   t.equal(busy.hits.length + fine.hits.length - before, 6, 'and reached exactly one node, without a key');
   t.same([...busy.hits, ...fine.hits].filter((h) => h.startsWith('POST ')), Array(6).fill('POST /v1/queues/q/messages -'), 'no key was added to a POST');
+});
+
+t.test('nginx never repeats a write of /v1/auth that reached a node: the server takes no Idempotency-Key there', async (t) => {
+  // A password change, a logout, a deletion or a registration that went through and answered 504 would
+  // be answered 401, 403 or 409 on the repeat: a refusal for a change that was made.
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const timedOut = await standIn(t, 504);
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${timedOut.port}`, `127.0.0.1:${fine.port}`]);
+  const writes = [
+    ['PUT', '/v1/auth/password', undefined],
+    ['DELETE', '/v1/auth/me', undefined],
+    ['POST', '/v1/auth/logout', 'k-logout'],
+    ['POST', '/v1/auth/register', 'k-register'],
+    ['PUT', '/v1/auth/password', 'k-password'],
+  ] as const;
+  await checkNotRepeated(t, lb.url, timedOut, fine, writes);
+  // a refused connection is still passed on: it never reached a node
+  const closedPort = await freePort();
+  const lb2 = await balancer(t, bin, [`127.0.0.1:${closedPort}`, `127.0.0.1:${fine.port}`]);
+  const passed: number[] = [];
+  for (let i = 0; i < 4; i++) passed.push(await send(`${lb2.url}/v1/auth/logout`, 'POST'));
+  t.same(passed, [200, 200, 200, 200], 'a logout whose node refused the connection went to the other');
+});
+
+t.test('nginx passes on a request body as large as the API takes (8 MiB for a batch of sends)', async (t) => {
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${fine.port}`]);
+  fine.hits.length = 0;
+  // A full batch (1 MiB of bodies) as JSON that escapes every character (\uXXXX) nears the API's limit.
+  const body = `{"messages":[{"body":"${'x'.repeat(MESSAGES_BODY_LIMIT - 30)}"}]}`;
+  t.equal(Buffer.byteLength(body) <= MESSAGES_BODY_LIMIT, true);
+  const res = await request(`${lb.url}/v1/queues/q/messages/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  await res.body.dump();
+  t.equal(res.statusCode, 200, 'not refused by nginx (413)');
+  t.equal(fine.hits.length, 1, 'it reached the node, which judges its size');
 });

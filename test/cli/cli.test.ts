@@ -101,6 +101,16 @@ t.test('queues: create, list, show with stats, send, receive with --ack, delete'
   t.equal((await mom(['queues', 'show', 'cli-orders'])).code, 1);
 });
 
+t.test('send --idempotency-key: the key an unknown outcome named stores the message once', async (t) => {
+  t.equal((await mom(['queues', 'create', 'cli-keyed'])).code, 0);
+  const first = await mom(['--json', 'send', 'cli-keyed', 'once', '--idempotency-key', 'cli-key-1']);
+  t.equal(first.code, 0, first.stderr);
+  const again = await mom(['--json', 'send', 'cli-keyed', 'once', '--idempotency-key', 'cli-key-1']);
+  t.equal(again.code, 0, again.stderr);
+  t.equal((JSON.parse(again.stdout) as { messageId: string }).messageId, (JSON.parse(first.stdout) as { messageId: string }).messageId, 'the repeat answered the first send');
+  t.match((await mom(['queues', 'show', 'cli-keyed'])).stdout, /stats\.visible\s+1\n/, 'stored once');
+});
+
 t.test('receive --wait and --follow get what is sent while they wait', async (t) => {
   t.equal((await mom(['queues', 'create', 'cli-live'])).code, 0);
   const waiting = mom(['receive', 'cli-live', '--wait', '20']);

@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
 import { needTool } from '../tools.js';
 import { Haproxy } from './haproxy.js';
-import { send, stand, type Stand } from './stand-ins.js';
+import { checkNotRepeated, send, stand, type Stand } from './stand-ins.js';
 
 const keyedPost = /^POST \S+ k\d$/;
 
@@ -90,4 +90,31 @@ t.test('haproxy leaves out a node whose /readyz fails and sets X-Request-Id', as
   t.ok(typeof body.requestId === 'string' && body.requestId.length > 0, `haproxy set X-Request-Id (${body.requestId})`);
   const own = await request(`${lb.url}/v1/queues/q`, { headers: { 'x-request-id': 'client-chosen-1' } });
   t.equal(((await own.body.json()) as { requestId: string }).requestId, 'client-chosen-1', "a client's own X-Request-Id is kept");
+});
+
+t.test('haproxy never repeats a write of /v1/auth that reached a node, even with a key (the server takes none there)', async (t) => {
+  // A password change, a logout, a deletion or a registration that went through and answered 504 would
+  // be answered 401, 403 or 409 on the repeat: a refusal for a change that was made.
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
+  const timedOut = await standIn(t, 504);
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${timedOut.port}`, `127.0.0.1:${fine.port}`], false);
+  const writes = [
+    ['POST', '/v1/auth/register', 'k-register'],
+    ['POST', '/v1/auth/logout', 'k-logout'],
+    ['PUT', '/v1/auth/password', 'k-password'],
+    ['DELETE', '/v1/auth/me', 'k-me'],
+  ] as const;
+  await checkNotRepeated(t, lb.url, timedOut, fine, writes);
+});
+
+t.test("haproxy tells the node the client's address (X-Forwarded-For): per-address login and registration limits need it", async (t) => {
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
+  const fine = await standIn(t, 200);
+  const lb = await balancer(t, bin, [`127.0.0.1:${fine.port}`], false);
+  fine.forwardedFor.length = 0;
+  t.equal(await send(`${lb.url}/v1/auth/login`, 'POST'), 200);
+  t.same(fine.forwardedFor, ['127.0.0.1'], 'the client address reached the node');
 });

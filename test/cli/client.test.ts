@@ -1,0 +1,67 @@
+// src/cli/client.ts against a stand-in server: what the CLI retries, with which key, and what it says
+// when it gives up. A load balancer in front of the nodes (deploy/) turns a connection a node dropped
+// after taking a write into a 502: its outcome is unknown, as after a 504, and is retried likewise.
+import { createServer, type IncomingMessage } from 'node:http';
+import t, { type Test } from 'tap';
+import { Api, CliError } from '../../src/cli/client.js';
+import { freePort } from '../cluster/net-helpers.js';
+
+interface Scripted {
+  url: string;
+  /** method, path and Idempotency-Key of each request that reached it */
+  seen: string[];
+}
+
+/** A server answering each request with the next of `answers` (the last one again once they run out). */
+async function scripted(t: Test, answers: { status: number; type?: string; body: string }[]): Promise<Scripted> {
+  const seen: string[] = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    req.resume();
+    req.on('end', () => {
+      seen.push(`${req.method} ${req.url} ${req.headers['idempotency-key'] ?? '-'}`);
+      const a = answers[Math.min(seen.length, answers.length) - 1]!;
+      res.writeHead(a.status, { 'content-type': a.type ?? 'application/json' }).end(a.body);
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return { url: `http://127.0.0.1:${port}`, seen };
+}
+
+// nginx's own answer when the node it passed a write to dropped the connection
+const NGINX_502 = { status: 502, type: 'text/html', body: '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n' };
+
+t.test('a write answered 502 by a load balancer is retried with the same key', async (t) => {
+  const s = await scripted(t, [NGINX_502, { status: 201, body: '{"messageId":"m1","sequence":1}' }]);
+  const api = new Api(s.url, 'token', { retryForMs: 5_000 });
+  const r = await api.call('POST', '/v1/queues/q/messages', { body: 'x' });
+  t.same(r, { messageId: 'm1', sequence: 1 }, 'the retry answered');
+  t.equal(s.seen.length, 2, s.seen.join(' | '));
+  t.equal(new Set(s.seen).size, 1, 'both attempts carried one Idempotency-Key');
+});
+
+t.test('a write whose outcome stays unknown names its Idempotency-Key', async (t) => {
+  const unknown = { status: 504, type: 'application/problem+json', body: JSON.stringify({ type: 'https://mom.invalid/problems/timeout', title: 'Gateway Timeout', status: 504, code: 'timeout', detail: "the write's outcome is unknown: it may still be applied; retry with the same Idempotency-Key" }) };
+  const s = await scripted(t, [unknown]);
+  const api = new Api(s.url, 'token', { retryForMs: 300 });
+  const err = await api.call('POST', '/v1/queues/q/messages', { body: 'x' }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof CliError, String(err));
+  const key = s.seen[0]!.split(' ')[2]!;
+  t.match((err as CliError).message, /outcome is unknown/, "the server's words");
+  t.ok((err as CliError).message.includes(key), `the key to retry with is told (${key}): ${(err as CliError).message}`);
+});
+
+t.test('a refusal is not retried', async (t) => {
+  const s = await scripted(t, [{ status: 409, type: 'application/problem+json', body: '{"status":409,"code":"conflict","detail":"queue \'q\' exists"}' }]);
+  const err = await new Api(s.url, 'token').call('POST', '/v1/queues', { name: 'q' }).catch((e: unknown) => e);
+  t.equal(s.seen.length, 1);
+  t.equal((err as CliError).exitCode, 1);
+  t.equal((err as CliError).message, "queue 'q' exists (409 conflict)");
+});
