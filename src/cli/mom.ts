@@ -55,20 +55,26 @@ async function readPassword(fromStdin: boolean): Promise<string> {
     for await (const chunk of process.stdin) text += String(chunk);
     return text.replace(/\r?\n$/, '');
   }
-  // Typed at the terminal, not echoed.
-  process.stdout.write('password: ');
+  // Typed at the terminal, not echoed; the prompt on stderr, so that --json output stays JSON.
+  process.stderr.write('password: ');
   const rl = createInterface({ input: process.stdin, output: undefined, terminal: true });
   const answer = await new Promise<string>((resolve) => rl.question('', resolve));
   rl.close();
-  process.stdout.write('\n');
+  process.stderr.write('\n');
   return answer;
+}
+
+/** MOM_URL, unless unset or empty. */
+function envUrl(): string | undefined {
+  const url = process.env.MOM_URL;
+  return url === undefined || url === '' ? undefined : url;
 }
 
 function session(g: Global): { api: Api; s: Session } {
   const s = loadSession();
   const token = process.env.MOM_TOKEN;
   if (token !== undefined && token !== '') {
-    const url = g.url ?? process.env.MOM_URL ?? s?.url;
+    const url = g.url ?? envUrl() ?? s?.url;
     if (url === undefined) throw new CliError('no cluster URL: --url, MOM_URL, or mom login', 2);
     return { api: new Api(url, token), s: { url, username: '', token, expiresAt: Number.MAX_SAFE_INTEGER } };
   }
@@ -78,7 +84,7 @@ function session(g: Global): { api: Api; s: Session } {
 }
 
 function anonymous(g: Global): Api {
-  const url = g.url ?? process.env.MOM_URL ?? loadSession()?.url;
+  const url = g.url ?? envUrl() ?? loadSession()?.url;
   if (url === undefined) throw new CliError('no cluster URL: --url or MOM_URL', 2);
   return new Api(url, null);
 }

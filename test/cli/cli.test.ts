@@ -62,6 +62,11 @@ t.test('register, login, and the session file', async (t) => {
   const none = await mom(['queues', 'list']);
   t.equal(none.code, 2);
   t.match(none.stderr, /not logged in: run mom login/);
+  // MOM_URL is set empty by mom() and no session names a URL: a usage error at once, not 10 s of
+  // retries against the URL '' and exit 3.
+  const noUrl = await mom(['register', '--username', 'cli-nobody', '--password-stdin'], { input: 'cli-password-1\n', configDir: join(home, 'no-url') });
+  t.equal(noUrl.code, 2, noUrl.stderr);
+  t.match(noUrl.stderr, /no cluster URL/);
   const ok = await mom(['--url', url, 'login', '--username', 'cli-user', '--password-stdin'], { input: 'cli-password-1\n' });
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stdout, new RegExp(`logged in to ${url.replace(/[.]/g, '\\.')}/? as cli-user`));
