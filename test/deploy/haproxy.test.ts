@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { freePort } from '../cluster/net-helpers.js';
+import { freePort, until } from '../cluster/net-helpers.js';
 import { needTool } from '../tools.js';
 import { Haproxy } from './haproxy.js';
 import { checkNotRepeated, send, stand, type Stand } from './stand-ins.js';
@@ -90,6 +90,23 @@ t.test('haproxy leaves out a node whose /readyz fails and sets X-Request-Id', as
   t.ok(typeof body.requestId === 'string' && body.requestId.length > 0, `haproxy set X-Request-Id (${body.requestId})`);
   const own = await request(`${lb.url}/v1/queues/q`, { headers: { 'x-request-id': 'client-chosen-1' } });
   t.equal(((await own.body.json()) as { requestId: string }).requestId, 'client-chosen-1', "a client's own X-Request-Id is kept");
+});
+
+t.test('with no node ready, haproxy passes requests to a node that is alive: it serves stale reads, and its own 503s', async (t) => {
+  // Two nodes down and the third without a majority: its /readyz fails, yet it answers stale reads
+  // from its replica (docs/guarantees.md). Before, haproxy answered every request 503 itself.
+  const bin = needTool(t, 'haproxy');
+  if (bin === null) return;
+  const alone = await standIn(t, 200, 503);
+  const dead = await freePort();
+  const lb = await balancer(t, bin, [`127.0.0.1:${dead}`, `127.0.0.1:${alone.port}`]);
+  // Two failed checks of /readyz mark it down in `mom` (the dead node fails its checks meanwhile).
+  await until(() => alone.readyChecks.length >= 3, 'three checks of /readyz', 3_000);
+  alone.hits.length = 0;
+  const got: number[] = [];
+  for (let i = 0; i < 4; i++) got.push(await send(`${lb.url}/v1/queues/q?consistency=stale`, 'GET'));
+  t.same(got, [200, 200, 200, 200], 'every stale read answered by the node left');
+  t.equal(alone.hits.filter((h) => h.startsWith('GET /v1/queues/q')).length, 4, 'each reached it');
 });
 
 t.test('haproxy never repeats a write of /v1/auth that reached a node, even with a key (the server takes none there)', async (t) => {

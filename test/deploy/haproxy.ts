@@ -10,18 +10,22 @@ import { answersWithin } from '../chaos/nginx.js';
 export const HAPROXY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'haproxy', 'haproxy.cfg');
 
 /**
- * The deployed file for `upstreams` (host:port) and a bind on 127.0.0.1:`port`. `checks: false`
- * drops the health checks, so that a stand-in answering 503 still gets requests (the retry tests).
- * Throws when the file no longer has the lines this rewrites.
+ * The deployed file for `upstreams` (host:port) and a bind on 127.0.0.1:`port`: both backends' three
+ * server lines (`nN` in `mom`, `aN` in `mom-alive`) become one per upstream. `checks: false` drops
+ * the health checks, so that a stand-in answering 503 still gets requests (the retry tests). Throws
+ * when the file no longer has the lines this rewrites.
  */
 export function deployedHaproxy(o: { port: number; upstreams: string[]; checks?: boolean }): string {
-  const text = readFileSync(HAPROXY_CONF, 'utf8');
-  const servers = [...text.matchAll(/^(\s*)server n\d 127\.0\.0\.1:\d+ check$/gm)];
-  if (servers.length !== 3 || !/^\s*bind :8000$/m.test(text)) throw new Error(`${HAPROXY_CONF}: expected 3 'server nN 127.0.0.1:P check' lines and 'bind :8000'`);
-  const indent = servers[0]![1]!;
-  const lines = o.upstreams.map((u, i) => `${indent}server n${i + 1} ${u}${o.checks === false ? '' : ' check'}`).join('\n');
-  const out = text.slice(0, servers[0]!.index) + lines + text.slice(servers[2]!.index! + servers[2]![0].length);
-  return out.replace(/^(\s*)bind :8000$/m, `$1bind 127.0.0.1:${o.port}`);
+  let text = readFileSync(HAPROXY_CONF, 'utf8');
+  if (!/^\s*bind :8000$/m.test(text)) throw new Error(`${HAPROXY_CONF}: expected 'bind :8000'`);
+  for (const name of ['n', 'a']) {
+    const servers = [...text.matchAll(new RegExp(`^(\\s*)server ${name}\\d 127\\.0\\.0\\.1:\\d+ check$`, 'gm'))];
+    if (servers.length !== 3) throw new Error(`${HAPROXY_CONF}: expected 3 'server ${name}N 127.0.0.1:P check' lines`);
+    const indent = servers[0]![1]!;
+    const lines = o.upstreams.map((u, i) => `${indent}server ${name}${i + 1} ${u}${o.checks === false ? '' : ' check'}`).join('\n');
+    text = text.slice(0, servers[0]!.index) + lines + text.slice(servers[2]!.index! + servers[2]![0].length);
+  }
+  return text.replace(/^(\s*)bind :8000$/m, `$1bind 127.0.0.1:${o.port}`);
 }
 
 export class Haproxy {

@@ -12,6 +12,8 @@ export interface Stand {
   hits: string[];
   /** The X-Forwarded-For of each of those requests ('-' when absent). */
   forwardedFor: string[];
+  /** One entry per /readyz asked (a balancer's health check), not counted in `hits`. */
+  readyChecks: number[];
   close(): void;
 }
 
@@ -19,10 +21,14 @@ export interface Stand {
 export async function stand(status: number, readyz = status): Promise<Stand> {
   const hits: string[] = [];
   const forwardedFor: string[] = [];
+  const readyChecks: number[] = [];
   const server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      if (req.url === '/readyz') return void res.writeHead(readyz).end();
+      if (req.url === '/readyz') {
+        readyChecks.push(readyChecks.length);
+        return void res.writeHead(readyz).end();
+      }
       hits.push(`${req.method} ${req.url} ${req.headers['idempotency-key'] ?? '-'}`);
       forwardedFor.push(String(req.headers['x-forwarded-for'] ?? '-'));
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ from: status, requestId: req.headers['x-request-id'] ?? null }));
@@ -35,6 +41,7 @@ export async function stand(status: number, readyz = status): Promise<Stand> {
     port,
     hits,
     forwardedFor,
+    readyChecks,
     close: () => {
       server.closeAllConnections();
       server.close();
