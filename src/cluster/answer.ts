@@ -51,7 +51,12 @@ export function decodeCarried(body: unknown): CarriedOutcome {
 
 const isPositiveInteger = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
 
-/** undici's codes for a connection that never opened: what was to go over it was certainly not sent. */
+/**
+ * undici's codes for a connection that never opened: what was to go over it was certainly not sent.
+ * EHOSTUNREACH and ENETUNREACH can also end an established connection, but Linux reports an ICMP
+ * unreachable on one only as a soft error, made the socket's error when retransmissions give up
+ * (tcp_retries2, about 15 minutes), long after a frame's or a forward's own timeout ended the wait.
+ */
 export const NOT_SENT_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /** A peer's HTTP answer as an Answer; anything unexpected counts as a peer that could not serve. */
