@@ -22,7 +22,7 @@ import { Problem, SCHEMA_NAME } from './schemas/common.js';
 
 /** Body limit of routes that take no messages. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
-export const API_VERSION = '1.3.1';
+export const API_VERSION = '1.3.2';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -122,6 +122,19 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   });
   app.addSchema(Problem);
   app.setErrorHandler(errorHandler);
+  // A /v1 route without a body schema (a delete, purge, logout) takes no body: one with anything in
+  // it is refused, not dropped, or a client's condition in it ({"ifEmpty": true}) would be ignored
+  // and the write done anyway. An empty object says nothing and passes, as no body does.
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v1/') || route.schema?.body !== undefined) return;
+    const own = route.preValidation;
+    const refuseBody = async (request: FastifyRequest): Promise<void> => {
+      const b = request.body;
+      if (b === undefined || (typeof b === 'object' && b !== null && !Array.isArray(b) && Object.keys(b).length === 0)) return;
+      throw new ApiError('validation_failed', 'this route takes no body');
+    };
+    route.preValidation = own === undefined ? refuseBody : [refuseBody, ...(Array.isArray(own) ? own : [own])];
+  });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', String(request.id));

@@ -25,7 +25,7 @@ function attributeBytes(a: Record<string, string> | undefined): number {
 }
 
 /** A lone surrogate has no UTF-8 form: stored, it would come back as other text. */
-const LONE_SURROGATE = /\p{Cs}/u;
+export const LONE_SURROGATE = /\p{Cs}/u;
 
 /** 400 unless every key and value of `map` is a string UTF-8 can hold. */
 export function checkUnicode(map: Record<string, string> | undefined, where: string): void {

@@ -13,6 +13,7 @@ import { USER_LIFECYCLE, type Result, type Success } from '../../store/broker/in
 import { TOKEN_TTL_SECONDS } from '../auth.js';
 import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
+import { LONE_SURROGATE } from '../messaging.js';
 import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
 import { Credentials, Me, PasswordChange, PasswordConfirmation, Registered, Token } from '../schemas/auth.js';
 import { problems } from './common.js';
@@ -22,6 +23,15 @@ import { problems } from './common.js';
  * is given the SHA-256 of the password (base64, 44 bytes) instead, so every byte counts.
  */
 export const prehash = (password: string): string => createHash('sha256').update(password, 'utf8').digest('base64');
+
+/**
+ * 400 unless a password to be set is text UTF-8 can hold: prehash would hash a lone surrogate as
+ * U+FFFD, so any other lone surrogate (or U+FFFD) in its place would log in too. Only passwords being
+ * set are checked; one given to log in is compared as it comes.
+ */
+function assertWellFormed(password: string, field: string): void {
+  if (LONE_SURROGATE.test(password)) throw new ApiError('validation_failed', `body.${field}: a lone UTF-16 surrogate is not text UTF-8 can hold`);
+}
 
 /**
  * Failed logins (LoginGuard): per (username, address), 5 free, then 1 s, 2 s, 4 s ... up to 15 min
@@ -86,6 +96,8 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       },
     },
     async (request, reply) => {
+      // Refused as the schema's refusals are, before it counts as a registration.
+      assertWellFormed(request.body.password, 'password');
       const wait = registerByAddress.hit(request.ip);
       // A refused one is not told: it costs nothing, and would crowd out the events that count.
       if (wait === 0) shared?.publish({ kind: 'register', address: request.ip });
@@ -213,6 +225,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       },
     },
     async (request) => {
+      assertWellFormed(request.body.newPassword, 'newPassword');
       const user = actorOf(request);
       const p = lifecyclePartition(user);
       await checkPassword(request, p, user, request.body.password);

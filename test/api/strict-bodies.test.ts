@@ -1,0 +1,61 @@
+// Bodies the contract refuses that the API took (found by a fuzzing review):
+// - a route that takes no body (delete, purge, logout) answered as if the body were absent, so a
+//   client's condition in it ({"ifEmpty": true} on a delete) was dropped and the write done anyway,
+//   where docs/api.md says routes without a body take none and unknown fields are 400, never dropped;
+// - a password holding a lone UTF-16 surrogate was registered as another text (UTF-8 has no form
+//   for it, so it was hashed as U+FFFD), and every password differing from it only there logged in.
+// The API runs over one partition in this process (local-app.ts).
+import t from 'tap';
+import { call, userToken } from './api-helpers.js';
+import { localApp } from './local-app.js';
+
+const local = await localApp();
+t.teardown(() => local.close());
+const base = local.url;
+
+/** A request with `payload` sent as is under application/json. */
+async function raw(method: string, path: string, token: string, payload: string): Promise<{ status: number; contentType: string; body: string }> {
+  const res = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: payload });
+  return { status: res.status, contentType: res.headers.get('content-type') ?? '', body: await res.text() };
+}
+
+t.test('a route that takes no body refuses one with anything in it (400 problem+json) and does nothing', async (t) => {
+  const token = await userToken(base, 'sb-owner');
+  t.equal((await call(base, 'POST', '/v1/queues', { token, body: { name: 'sb-q' } })).status, 201);
+  t.equal((await call(base, 'POST', '/v1/queues/sb-q/messages', { token, body: { body: 'keep me' } })).status, 201);
+  const cases: [string, string, string][] = [
+    ['DELETE', '/v1/queues/sb-q', '{"ifEmpty":true}'],
+    ['POST', '/v1/queues/sb-q/purge', '{"olderThanSeconds":60}'],
+    ['POST', '/v1/queues/sb-q/purge', 'null'],
+    ['POST', '/v1/queues/sb-q/purge', '[]'],
+    ['POST', '/v1/queues/sb-q/purge', '5'],
+    ['POST', '/v1/auth/logout', '{"everywhere":false}'],
+  ];
+  for (const [method, path, payload] of cases) {
+    const res = await raw(method, path, token, payload);
+    t.ok(res.status === 400 && res.contentType.startsWith('application/problem+json'), `${method} ${path} ${payload}: 400 problem+json`, { found: res });
+  }
+  const q = await call(base, 'GET', '/v1/queues/sb-q', { token });
+  t.equal(q.status, 200, 'the queue is still there');
+  t.equal((q.body as { stats: { visible: number } }).stats.visible, 1, 'with its message');
+  t.equal((await call(base, 'GET', '/v1/auth/me', { token })).status, 200, 'the token still works');
+  // The controls: no body, or an empty object, is taken as none.
+  t.equal((await raw('POST', '/v1/queues/sb-q/purge', token, '{}')).status, 200, 'purge with {}');
+  t.equal((await call(base, 'DELETE', '/v1/queues/sb-q', { token })).status, 204, 'delete without a body');
+});
+
+t.test('a password holding a lone surrogate is refused at registration and as a new password', async (t) => {
+  const reg = await call(base, 'POST', '/v1/auth/register', { body: { username: 'sb-lone', password: 'password\ud800' } });
+  t.equal(reg.status, 400, 'registration: 400');
+  t.equal((reg.body as { code?: string } | null)?.code, 'validation_failed');
+  // Had it been registered, another lone surrogate (or U+FFFD) in its place would log in.
+  t.equal((await call(base, 'POST', '/v1/auth/login', { body: { username: 'sb-lone', password: 'password\udc00' } })).status, 401, 'no such user');
+
+  const token = await userToken(base, 'sb-pw');
+  const change = await call(base, 'PUT', '/v1/auth/password', { token, body: { password: 'password-sb-pw', newPassword: 'new-password\udfff' } });
+  t.equal(change.status, 400, 'password change: 400');
+  t.equal((await call(base, 'POST', '/v1/auth/login', { body: { username: 'sb-pw', password: 'password-sb-pw' } })).status, 200, 'the old password still logs in');
+  // Well-formed text of any script is a password like any other.
+  t.equal((await call(base, 'POST', '/v1/auth/register', { body: { username: 'sb-astral', password: 'pässwörd😀' } })).status, 201);
+  t.equal((await call(base, 'POST', '/v1/auth/login', { body: { username: 'sb-astral', password: 'pässwörd😀' } })).status, 200);
+});
