@@ -1,6 +1,7 @@
 // buildApp(deps): the REST API of docs/api.md as a Fastify app, plus the inter-node routes when
 // given. It never listens: src/server.ts does, and tests use inject() or listen themselves.
 import { randomUUID } from 'node:crypto';
+import { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Ajv, { type Options as AjvOptions } from 'ajv';
@@ -22,6 +23,14 @@ import { Problem, SCHEMA_NAME } from './schemas/common.js';
 
 /** Body limit of routes that take no messages. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
+/**
+ * A request's body must arrive within this long of its headers. Fastify waits for a body without end
+ * (its requestTimeout is 0, and Node's own cannot spare the Raft streams, requests that last a
+ * minute): one user's connections each holding most of an 8 MiB batch, or anyone's most of a 64 KiB
+ * registration, kept that memory and a file descriptor for as long as they liked.
+ */
+export const BODY_TIMEOUT_MS = 60_000;
+export const REQUEST_TIMEOUT = { status: 408, title: 'Request Timeout' } as const;
 export const API_VERSION = '1.3.2';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -101,6 +110,36 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     ...(deps.https === undefined ? {} : { https: { cert: deps.https.cert, key: deps.https.key, ca: deps.https.ca, requestCert: true, rejectUnauthorized: false } }),
   });
   app.setValidatorCompiler(validatorCompiler());
+  // Before any route's hooks (the token check among them): a client without a token is held to it too.
+  const bodyTimeoutMs = deps.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
+  app.addHook('onRequest', (request, reply, done) => {
+    const raw = request.raw;
+    const h = raw.headers;
+    const bodiless = h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+    const socket = raw.socket;
+    // Not a real connection (app.inject in tests): nothing to hold, nothing to close.
+    if (bodiless || raw.complete || !(socket instanceof Socket) || (request.routeOptions.config as { longLived?: boolean } | undefined)?.longLived === true) return done();
+    const timer = setTimeout(() => {
+      socket.off('close', stop);
+      if (raw.complete) return;
+      if (!socket.writable || reply.raw.headersSent) {
+        socket.destroy();
+        return;
+      }
+      const body = JSON.stringify(problemBody('validation_failed', `the request body did not arrive within ${Math.round(bodyTimeoutMs / 1000)} s of its headers`, REQUEST_TIMEOUT));
+      socket.end(`HTTP/1.1 ${REQUEST_TIMEOUT.status} ${REQUEST_TIMEOUT.title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.destroySoon();
+    }, bodyTimeoutMs).unref();
+    // The body read to its end (or the connection gone) ends the deadline; an answer sent before
+    // the body ended (a 401) does not: the rest of the body is still read, and still held to it.
+    const stop = (): void => {
+      clearTimeout(timer);
+      socket.off('close', stop);
+    };
+    raw.once('end', stop);
+    socket.once('close', stop);
+    done();
+  });
   // JSON bodies must be UTF-8: bytes that are not would be replaced by U+FFFD and stored as other text.
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');

@@ -76,6 +76,8 @@ export interface ApiDeps {
   readonly trustProxy?: readonly string[];
   /** When set, /metrics needs `Authorization: Bearer <token>` and shows per-queue series. */
   readonly metricsToken?: string | null;
+  /** How long a request's body may take to arrive after its headers (app.ts); default BODY_TIMEOUT_MS, a minute. */
+  readonly bodyTimeoutMs?: number;
 }
 
 export const ctxOf = (request: FastifyRequest): RequestContext => ({ requestId: String(request.id) });

@@ -142,6 +142,15 @@ export const STREAM_IDLE_MS = 120_000;
 /** A closing node waits this long at most for the answers of carried commands before it ends its streams. */
 export const CLOSE_SETTLE_MS = 10_000;
 
+/**
+ * A refused caller's URL as its warning logs it: the path, at most 200 characters. Anyone can send a
+ * refused request, at warn; the whole URL (16 KiB of query string) made each a 15 KB log line.
+ */
+const loggedUrl = (url: string): string => {
+  const path = url.split('?', 1)[0]!;
+  return path.length <= 200 ? path : `${path.slice(0, 200)}…`;
+};
+
 export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesOptions): Promise<void> {
   assertUsableSecret(opts.clusterSecret);
   const isClusterSecret = secretMatcher(opts.clusterSecret);
@@ -184,14 +193,14 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
 
   app.addHook('onRequest', async (request, reply) => {
     if (opts.requireClientCert === true && (request.raw.socket as TLSSocket).authorized !== true) {
-      request.log.warn({ remoteAddress: request.ip, method: request.method, url: request.url }, 'inter-node request refused: no peer certificate signed by the cluster CA');
+      request.log.warn({ remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url) }, 'inter-node request refused: no peer certificate signed by the cluster CA');
       return sendProblem(reply, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
     }
     const token = bearerToken(request.headers.authorization);
     if (token !== null && isClusterSecret(token)) return;
     // Never log the token: a wrong one may be a typo of the real secret.
     request.log.warn(
-      { remoteAddress: request.ip, method: request.method, url: request.url, credentials: token === null ? 'missing' : 'wrong' },
+      { remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url), credentials: token === null ? 'missing' : 'wrong' },
       'inter-node request refused: no valid cluster secret',
     );
     return sendProblem(reply, 'unauthorized', 'a valid cluster secret is required');

@@ -3,7 +3,7 @@
 // need neither three nodes nor forwarding. What needs them (limits on every node, forwarding,
 // failover) runs on real nodes (api-helpers.ts startCluster).
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../src/api/index.js';
+import { buildApp, type ApiDeps } from '../../src/api/index.js';
 import { FORMAT, runQuery, type BrokerStateMachine, type Command, type Result } from '../../src/store/broker/index.js';
 import { TestStore } from '../store/broker/helpers.js';
 import { TEST_JWT_SECRET } from './api-helpers.js';
@@ -23,7 +23,7 @@ export interface LocalApp {
  * With `propose`, each write goes through it: `apply` applies the command (a benchmark answers some
  * without applying, bench/api-layer.ts).
  */
-export async function localApp(opts: { propose?: (command: Command, apply: () => Promise<Result>) => Promise<Result> } = {}): Promise<LocalApp> {
+export async function localApp(opts: { propose?: (command: Command, apply: () => Promise<Result>) => Promise<Result>; deps?: Partial<ApiDeps> } = {}): Promise<LocalApp> {
   const now = (): number => Date.now();
   // Entries stamped with this process's clock, as a node stamps its own (a user's registration time
   // is the entry's: token checks compare it with real tokens' times).
@@ -44,7 +44,7 @@ export async function localApp(opts: { propose?: (command: Command, apply: () =>
         format: () => store.sm.format(),
         afterAnswer: (work) => void work.catch(() => undefined),
       },
-      { jwtSecret: TEST_JWT_SECRET, now },
+      { jwtSecret: TEST_JWT_SECRET, now, ...opts.deps },
     ),
   );
   await app.listen({ host: '127.0.0.1', port: 0 });

@@ -254,6 +254,19 @@ t.test('the cluster secret', async (t) => {
     t.equal(nodeB.received.length, 1);
   });
 
+  t.test('a refusal\'s log line stays short whatever the URL: anyone can send one', async (t) => {
+    // Before: the whole URL went into a warn line, 15 KB for each request of anyone with a long
+    // query string (2,000 such requests, 30 MB of log at the default level, in 2 s).
+    const before = nodeB.logs.length;
+    const res = await request(`${nodeB.url}/internal/raft?${'q'.repeat(15_000)}`, { method: 'POST', headers: octets, body: good });
+    await res.body.dump();
+    t.equal(res.statusCode, 401);
+    const lines = nodeB.logs.slice(before).filter((l) => l.includes('inter-node request refused'));
+    t.equal(lines.length, 1, 'logged');
+    t.ok(lines.every((l) => l.length < 1024), `${lines.map((l) => l.length).join(', ')} characters`);
+    t.match(lines[0], '/internal/raft', 'the path is still named');
+  });
+
   t.test('a transport with a wrong secret fails, counts and warns once', async (t) => {
     nodeB.received.length = 0;
     const { tr, warnings } = transport(t, a, [nodeB], { clusterSecret: WRONG });
