@@ -4,6 +4,7 @@
 // revokes every token it held (auth.ts).
 import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';
+import { PasswordHasher } from '../password-hasher.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -51,6 +52,9 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const registerByAddress = new RateLimiter(REGISTER_LIMITS.perAddress, REGISTER_LIMITS.windowMs, now);
   // Compared against when the user is unknown, so that both failures take as long.
   const dummyHash = bcrypt.hashSync('not a password of anyone', cost);
+  // Every hash and check of a request, on a worker thread (password-hasher.ts).
+  const hasher = new PasswordHasher();
+  fastify.addHook('onClose', () => hasher.close());
 
   // What the other nodes counted counts here too, and what this node counts goes to them.
   const shared = deps.sharedLimits;
@@ -71,6 +75,15 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     if (wait > 0) throw new ApiError('rate_limited', `too many ${what} for this user from this address, or from this address; retry in ${wait} s`, wait);
     try {
       return await deps.broker.query(p, { type: 'user.get', username }, ctxOf(request));
+    } catch (err) {
+      logins.cancel(username, request.ip);
+      throw err;
+    }
+  };
+  /** Whether `password` matches `hash`; an attempt the hasher could not take (503) counts as none. */
+  const matches = async (request: FastifyRequest, username: string, password: string, hash: string): Promise<boolean> => {
+    try {
+      return await hasher.compare(prehash(password), hash);
     } catch (err) {
       logins.cancel(username, request.ip);
       throw err;
@@ -103,7 +116,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       if (wait === 0) shared?.publish({ kind: 'register', address: request.ip });
       if (wait > 0) throw new ApiError('rate_limited', `too many registrations from this address; retry in ${wait} s`, wait);
       const { username, password } = request.body;
-      const passwordHash = await bcrypt.hash(prehash(password), cost);
+      const passwordHash = await hasher.hash(prehash(password), cost);
       const r = await deps.broker.propose(userPartition(username, deps.broker.partitions), null, { type: 'user.register', username, passwordHash }, undefined, ctxOf(request));
       if (!r.ok) throw fromFailure(r);
       return reply.code(201).send(r.value as { username: string; createdAt: string });
@@ -127,7 +140,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const { username, password } = request.body;
       const r = await beginAttempt(request, username, userPartition(username, deps.broker.partitions), 'failed logins');
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
-      const good = await bcrypt.compare(prehash(password), hash);
+      const good = await matches(request, username, password, hash);
       // Counted as a failure from its start (begin): a success gives the count back.
       attempted(username, request.ip, r.ok && good);
       if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
@@ -181,7 +194,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       app.userChanged(user, null);
       throw new ApiError('unauthorized', 'the token names no existing user; log in again');
     }
-    const good = await bcrypt.compare(prehash(password), (r.value as { passwordHash: string }).passwordHash);
+    const good = await matches(request, user, password, (r.value as { passwordHash: string }).passwordHash);
     attempted(user, request.ip, good);
     if (!good) throw new ApiError('forbidden', 'the password is wrong');
   };
@@ -229,7 +242,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const user = actorOf(request);
       const p = lifecyclePartition(user);
       await checkPassword(request, p, user, request.body.password);
-      const passwordHash = await bcrypt.hash(prehash(request.body.newPassword), cost);
+      const passwordHash = await hasher.hash(prehash(request.body.newPassword), cost);
       const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash, epoch: tokenEpoch(request) }, undefined, ctxOf(request)), user);
       const { epoch } = done.value as { epoch: number };
       app.userChanged(user, epoch);

@@ -1,0 +1,53 @@
+// Passwords are hashed and checked on a worker thread (src/api/password-hasher.ts): bcryptjs is
+// JavaScript, and on the event loop each login held every request and Raft turn of its node for the
+// hash's 50-100 ms (a review measured another user's sends at p99 220 ms under ten logins a second).
+import { performance } from 'node:perf_hooks';
+import bcrypt from 'bcryptjs';
+import t from 'tap';
+import { ApiError } from '../../src/api/errors.js';
+import { PasswordHasher } from '../../src/api/password-hasher.js';
+import { localApp } from './local-app.js';
+
+t.test('the worker hashes and checks as bcryptjs does, both ways', async (t) => {
+  const hasher = new PasswordHasher();
+  t.teardown(() => hasher.close());
+  const hash = await hasher.hash('correct horse', 10);
+  t.ok(bcrypt.compareSync('correct horse', hash), "bcryptjs accepts the worker's hash");
+  t.equal(await hasher.compare('correct horse', bcrypt.hashSync('correct horse', 10)), true, "the worker accepts bcryptjs's hash");
+  t.equal(await hasher.compare('wrong horse', hash), false);
+});
+
+t.test('registrations and logins leave the event loop free: it is busy a fraction of the time they take', async (t) => {
+  const local = await localApp();
+  t.teardown(() => local.close());
+  const post = (path: string, username: string): Promise<number> =>
+    fetch(`${local.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: `password-${username}` }) }).then((r) => r.status);
+  const users = Array.from({ length: 6 }, (_, i) => `hasher-user-${i}`);
+  const before = performance.eventLoopUtilization();
+  const registered = await Promise.all(users.map((u) => post('/v1/auth/register', u)));
+  const loggedIn = await Promise.all(users.map((u) => post('/v1/auth/login', u)));
+  const busy = performance.eventLoopUtilization(before);
+  t.same([...registered, ...loggedIn], [...Array(6).fill(201), ...Array(6).fill(200)]);
+  // On the event loop (bcryptjs's async mode) the twelve hashes kept it busy nearly all the time.
+  t.ok(busy.utilization < 0.5, `the event loop was busy ${(100 * busy.utilization).toFixed(0)}% of the ${(busy.active + busy.idle).toFixed(0)} ms they took`);
+});
+
+t.test('past its bound the hasher answers 503 with Retry-After at once, and takes work again after', async (t) => {
+  const hasher = new PasswordHasher(2);
+  t.teardown(() => hasher.close());
+  const hash = bcrypt.hashSync('pw', 10);
+  const all = await Promise.allSettled(Array.from({ length: 5 }, () => hasher.compare('pw', hash)));
+  t.same(all.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'rejected', 'rejected']);
+  for (const r of all) {
+    if (r.status === 'rejected') t.match(r.reason, { code: 'unavailable', status: 503, retryAfterSeconds: 1 });
+  }
+  t.equal(await hasher.compare('pw', hash), true, 'room again once the first two ended');
+});
+
+t.test('a closed hasher refuses, and fails what was waiting', async (t) => {
+  const hasher = new PasswordHasher();
+  const waiting = t.rejects(hasher.hash('pw', 12), ApiError);
+  await hasher.close();
+  await waiting;
+  await t.rejects(hasher.compare('pw', 'x'), { code: 'unavailable' });
+});
