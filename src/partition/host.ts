@@ -147,6 +147,8 @@ export class NodeHost {
   private readonly peerFormats = new Map<NodeId, number>();
   /** What runs on each pass (onPass). */
   private readonly passes: (() => void)[] = [];
+  /** What runs on every tick (onTick). */
+  private readonly everyTick: (() => void)[] = [];
   /** Whether every partition's log and term were empty when this process opened them. */
   private emptyAtOpen = false;
   private turnAgain = false;
@@ -275,6 +277,11 @@ export class NodeHost {
     this.passes.push(f);
   }
 
+  /** Calls `f` on every tick, after the pass's work when there is one: Housekeeping's format raises. */
+  onTick(f: () => void): void {
+    this.everyTick.push(f);
+  }
+
   /** The newest log format `peer` said it reads, in its latest Raft request; undefined before any. */
   peerFormat(peer: NodeId): number | undefined {
     return this.peerFormats.get(peer);
@@ -311,6 +318,7 @@ export class NodeHost {
       if (this.opts.balanceLeaders !== false) this.leadership.balance();
       for (const f of this.passes) f();
     }
+    for (const f of this.everyTick) f();
     this.schedule();
   }
 

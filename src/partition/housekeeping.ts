@@ -25,6 +25,8 @@ const CLOCK_CATCH_UP = 10;
 export class Housekeeping {
   /** Partitions whose format.raise is proposed and not yet applied. */
   private readonly raisingFormat = new Set<number>();
+  /** Partitions whose last format.raise applied as a refusal: tried again on passes only, not every tick. */
+  private readonly raiseRefused = new Set<number>();
   /** Partitions whose clock-keeping sweeps (keepClocks) are in flight. */
   private readonly keepingClock = new Set<number>();
   /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
@@ -33,13 +35,16 @@ export class Housekeeping {
   /** Starts keeping `host`'s partitions: on each of its passes from now on. */
   constructor(private readonly host: NodeHost) {
     host.onPass(() => this.pass());
+    // A raise waits for no pass: a new cluster's partitions (format 1) would take writes under format
+    // 1's rules until then (no fan-out limits, no bounded clock step), 2 s in production.
+    host.onTick(() => this.raiseFormats(false));
   }
 
   pass(): void {
     this.sweep();
     this.keepClocks();
     this.forwardDeadLetters();
-    this.raiseFormats();
+    this.raiseFormats(true);
   }
 
   /** A proposal of this pass failed; a later pass tries again: logged at debug when only leadership moved. */
@@ -124,9 +129,11 @@ export class Housekeeping {
 
   /**
    * Raises each partition led here to the newest log format every voter reads (format.ts), known from
-   * their Raft requests. A voter not heard from since this node started holds every raise back.
+   * their Raft requests. A voter not heard from since this node started holds every raise back. On
+   * every tick (a partition is raised a tick after its first leader heard every voter), and on passes
+   * (`pass`), which alone try again a raise its apply refused.
    */
-  private raiseFormats(): void {
+  private raiseFormats(pass: boolean): void {
     let target = this.host.readable;
     for (const v of this.host.opts.voters) {
       if (v === this.host.opts.self) continue;
@@ -135,9 +142,14 @@ export class Housekeeping {
       target = Math.min(target, f);
     }
     for (const r of this.host.replicas) {
-      if (!r.isLeader() || r.state.format() >= target || this.raisingFormat.has(r.partition)) continue;
+      if (r.state.format() >= target || this.raisingFormat.has(r.partition) || (!pass && this.raiseRefused.has(r.partition)) || !r.isLeader()) continue;
       this.raisingFormat.add(r.partition);
       r.propose(null, { type: 'format.raise', format: target })
+        .then((res) => {
+          if (res.ok) return void this.raiseRefused.delete(r.partition);
+          this.raiseRefused.add(r.partition);
+          this.host.opts.logger?.warn({ partition: r.partition, format: target, code: res.code, detail: res.detail }, 'log format raise refused; will retry');
+        })
         .catch((err: unknown) => this.retry(err, { partition: r.partition, format: target }, 'log format not raised yet; will retry'))
         .finally(() => this.raisingFormat.delete(r.partition));
     }

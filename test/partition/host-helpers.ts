@@ -178,3 +178,17 @@ export class LocalCluster {
     rmSync(this.root, { recursive: true, force: true });
   }
 }
+
+/**
+ * One partition on three nodes that never tick on their own (a test gives each tick itself), n1
+ * elected by hand; closed when `t` ends.
+ */
+export async function untickedCluster(t: { teardown(fn: () => unknown): void }): Promise<{ c: LocalCluster; leader: NodeHost }> {
+  const c = new LocalCluster(1, { balanceLeaders: false });
+  t.teardown(() => c.close());
+  for (const id of IDS) await c.start(id, false);
+  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
+  c.hosts.get(IDS[0]!)!.schedule();
+  await c.until(() => c.leaderOf(0) !== null, 'a leader');
+  return { c, leader: c.leaderOf(0)! };
+}

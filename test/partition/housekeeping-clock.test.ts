@@ -25,6 +25,7 @@ function sweepsOf(own: number, median: number, expires: number): number {
   };
   const host = {
     onPass: (fn: () => void) => (pass = fn),
+    onTick: () => {},
     // The node's own wall clock, which a node without `now` reads as Date.now.
     opts: { now: () => own, self: 'n1', voters: ['n1'], partitions: 1 },
     replicas: [replica],

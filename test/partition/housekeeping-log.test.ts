@@ -21,6 +21,7 @@ async function logsOf(err: Error): Promise<Record<'debug' | 'warn', string[]>> {
   };
   const host = {
     onPass: (fn: () => void) => (pass = fn),
+    onTick: () => {},
     opts: {
       now: () => now,
       self: 'n1',
