@@ -9,7 +9,7 @@ import Ajv, { type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { pino } from 'pino';
-import { RAFT_STREAM_PATH, internalRoutes } from '../cluster/internal-routes.js';
+import { UNBOUNDED_BODY, internalRoutes } from '../cluster/internal-routes.js';
 import { authPlugin } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { HEADERS_TOO_LARGE, problemBody, sendProblem } from '../cluster/problems.js';
@@ -117,17 +117,17 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   // request cost 8-10 µs of a single send's HTTP work (bench:api-layer); this costs a Map.set.
   const bodyTimeoutMs = deps.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
   const arriving = new Map<Socket, { raw: IncomingMessage; res: ServerResponse; since: number }>();
-  app.addHook('onRequest', (request, reply, done) => {
-    const raw = request.raw;
+  // On the server's 'request' event, ahead of Fastify's own listener: every request, also those
+  // answered before any hook runs (a malformed URL, a path segment too long: frameworkErrors).
+  app.server.prependListener('request', (raw: IncomingMessage, res: ServerResponse) => {
     const h = raw.headers;
     const bodiless = h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
     const socket = raw.socket;
-    // Not a real connection (app.inject in tests): nothing to hold, nothing to close. A Raft stream's
-    // body lasts as long as the stream (known by its URL: request.routeOptions builds an object).
-    if (bodiless || raw.complete || !(socket instanceof Socket) || raw.url === RAFT_STREAM_PATH) return done();
+    // A Raft stream's body lasts as long as the stream: its handler marks it (UNBOUNDED_BODY) once
+    // the caller is known to be a peer. Not by its URL, which anyone without the secret may ask for.
+    if (bodiless || raw.complete || !(socket instanceof Socket)) return;
     if (!arriving.has(socket)) socket.once('close', () => arriving.delete(socket));
-    arriving.set(socket, { raw, res: reply.raw, since: performance.now() });
-    done();
+    arriving.set(socket, { raw, res, since: performance.now() });
   });
   const sweep = setInterval(
     () => {
@@ -135,7 +135,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       for (const [socket, r] of arriving) {
         // An answer sent before the body ended (a 401) does not end the deadline: the rest of the
         // body is still read, and still held to it.
-        if (r.raw.complete || now - r.since < bodyTimeoutMs) continue;
+        if (r.raw.complete || now - r.since < bodyTimeoutMs || (r.raw as { [UNBOUNDED_BODY]?: true })[UNBOUNDED_BODY] === true) continue;
         arriving.delete(socket);
         if (!socket.writable || r.res.headersSent) {
           socket.destroy();
@@ -178,7 +178,8 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     const own = route.preValidation;
     const refuseBody = async (request: FastifyRequest): Promise<void> => {
       const b = request.body;
-      if (b === undefined || (typeof b === 'object' && b !== null && !Array.isArray(b) && Object.keys(b).length === 0)) return;
+      // An empty body of another type (fetch's body '' is text/plain) says nothing either.
+      if (b === undefined || b === '' || (typeof b === 'object' && b !== null && !Array.isArray(b) && Object.keys(b).length === 0)) return;
       throw new ApiError('validation_failed', 'this route takes no body');
     };
     route.preValidation = own === undefined ? refuseBody : [refuseBody, ...(Array.isArray(own) ? own : [own])];

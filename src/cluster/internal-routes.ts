@@ -32,6 +32,8 @@ export const RAFT_PATH = '/internal/raft';
 /** One long-lived POST per peer carrying frames of Raft batches (frames.ts); RAFT_PATH takes one batch. */
 export const RAFT_STREAM_PATH = '/internal/raft-stream';
 export const SNAPSHOT_PATH = '/internal/snapshot';
+/** Set on a Raft stream's IncomingMessage once its caller passed every check: its body has no deadline (app.ts). */
+export const UNBOUNDED_BODY: unique symbol = Symbol('mom.unboundedBody');
 export const PROPOSE_PATH = '/internal/propose';
 export const COMMAND_PATH = '/internal/command';
 export const COMMANDS_PATH = '/internal/commands';
@@ -290,6 +292,7 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     const format = readableFormat(request.headers[FORMAT_HEADER]);
     // The sender's clock as the stream began: each frame passes the same sample on.
     const clock = clockOf(request.headers[CLOCK_HEADER], performance.now());
+    (request.raw as { [UNBOUNDED_BODY]?: true })[UNBOUNDED_BODY] = true;
     reply.hijack();
     const res = reply.raw;
     const carries = opts.carried !== undefined && opts.onCommand !== undefined;

@@ -7,6 +7,7 @@
 // 408 (problem+json, validation_failed) and the connection is closed. docs/api.md, "Names and limits".
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
+import { FRAMES_TYPE } from '../../src/cluster/frames.js';
 import { userToken } from './api-helpers.js';
 import { localApp } from './local-app.js';
 
@@ -111,4 +112,60 @@ t.test('a request that takes long after its body arrived (a long poll) is not cu
   const a = await slowRequest(post('/v1/queues/slow-q/messages', Buffer.byteLength(body), true), [[0, body]], 20_000);
   t.equal(a.status, 201, a.body);
   t.ok(a.closedAfter >= 3 * BODY_TIMEOUT_MS, `answered after ${a.closedAfter.toFixed(0)} ms`);
+});
+
+t.test("the Raft stream's URL spares no caller without the cluster secret: its refused body has the same deadline", async (t) => {
+  // The stream's own body lasts as long as the stream; a caller refused 401 is anyone, and held its
+  // connection and descriptor for as long as it trickled bytes (Node reads and drops the rest).
+  const internal = await localApp({ deps: { bodyTimeoutMs: BODY_TIMEOUT_MS, internal: { clusterSecret: 'cluster-secret', onMessages: () => undefined, snapshotFile: () => null } } });
+  t.teardown(() => internal.close());
+  for (const path of ['/internal/raft-stream', '/internal/raft']) {
+    const a = await new Promise<Answer>((resolve) => {
+      const start = performance.now();
+      let data = '';
+      const socket = connect(internal.port, '127.0.0.1', () => {
+        socket.write(`POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nxx`);
+      });
+      const trickle = setInterval(() => socket.writable && socket.write('x'), BODY_TIMEOUT_MS / 5);
+      socket.setEncoding('latin1');
+      socket.on('data', (chunk: string) => (data += chunk));
+      socket.on('error', () => undefined);
+      const giveUp = setTimeout(() => socket.destroy(), 20 * BODY_TIMEOUT_MS);
+      socket.on('close', () => {
+        clearInterval(trickle);
+        clearTimeout(giveUp);
+        resolve({ status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(data)?.[1] ?? 0), body: data, closedAfter: performance.now() - start });
+      });
+    });
+    t.equal(a.status, 401, `${path}: refused`);
+    t.ok(a.closedAfter < 10 * BODY_TIMEOUT_MS, `${path}: closed by the server (after ${a.closedAfter.toFixed(0)} ms)`);
+  }
+});
+
+t.test('a request answered before any hook ran (a malformed URL, a path segment too long) is held to the deadline too', async (t) => {
+  // Fastify answers these from its router (frameworkErrors), before the onRequest hooks; Node then
+  // reads and drops the rest of the body for as long as it comes.
+  for (const path of ['/v1/queues/%zz/messages', `/v1/queues/${'a'.repeat(300)}/messages`]) {
+    const a = await slowRequest(post(path, 100_000, false).replace('Connection: close\r\n', ''), Array.from({ length: 100 }, () => [BODY_TIMEOUT_MS / 5, ' '] as [number, string]), 20 * BODY_TIMEOUT_MS);
+    t.equal(a.status, 400, `${path.slice(0, 30)}: refused`);
+    t.ok(a.closedAfter < 10 * BODY_TIMEOUT_MS, `${path.slice(0, 30)}: closed by the server (after ${a.closedAfter.toFixed(0)} ms)`);
+  }
+});
+
+t.test("a peer's Raft stream outlives the body deadline: its body lasts as long as the stream", async (t) => {
+  const internal = await localApp({ deps: { bodyTimeoutMs: BODY_TIMEOUT_MS, internal: { clusterSecret: 'cluster-secret', onMessages: () => undefined, snapshotFile: () => null } } });
+  t.teardown(() => internal.close());
+  let data = '';
+  let closed = false;
+  const socket = connect(internal.port, '127.0.0.1', () => {
+    socket.write(`POST /internal/raft-stream HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer cluster-secret\r\nContent-Type: ${FRAMES_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+  });
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => (data += chunk));
+  socket.on('error', () => undefined);
+  socket.on('close', () => (closed = true));
+  await new Promise((r) => setTimeout(r, 4 * BODY_TIMEOUT_MS));
+  t.match(data, /^HTTP\/1\.1 200/, 'the stream was taken');
+  t.notOk(closed, 'still open past the body deadline');
+  socket.destroy();
 });

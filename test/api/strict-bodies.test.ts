@@ -44,6 +44,17 @@ t.test('a route that takes no body refuses one with anything in it (400 problem+
   t.equal((await call(base, 'DELETE', '/v1/queues/sb-q', { token })).status, 204, 'delete without a body');
 });
 
+t.test('an empty body of another type (fetch with body "": text/plain, 0 bytes) is no body either', async (t) => {
+  const token = await userToken(base, 'sb-empty');
+  t.equal((await call(base, 'POST', '/v1/queues', { token, body: { name: 'sb-empty-q' } })).status, 201);
+  const purge = await fetch(`${base}/v1/queues/sb-empty-q/purge`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: '' });
+  t.equal(purge.status, 200, `purge: ${await purge.text()}`);
+  const del = await fetch(`${base}/v1/queues/sb-empty-q`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` }, body: '' });
+  t.equal(del.status, 204, `delete: ${await del.text()}`);
+  const text = await fetch(`${base}/v1/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' }, body: 'everywhere' });
+  t.equal(text.status, 400, 'a text body with something in it is refused');
+});
+
 t.test('a password holding a lone surrogate is refused at registration and as a new password', async (t) => {
   const reg = await call(base, 'POST', '/v1/auth/register', { body: { username: 'sb-lone', password: 'password\ud800' } });
   t.equal(reg.status, 400, 'registration: 400');
