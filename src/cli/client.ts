@@ -80,7 +80,12 @@ export class Api {
    * Idempotency-Key over all their attempts.
    */
   async call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, opts: { timeoutMs?: number; signal?: AbortSignal; idempotencyKey?: string } = {}): Promise<unknown> {
-    const key = method === 'GET' ? undefined : (opts.idempotencyKey ?? randomUUID());
+    // /v1/auth takes no Idempotency-Key (docs/api.md): a write there that went through answers 401,
+    // 403 or 409 when repeated, so it is repeated only when it certainly changed nothing (a 503, a
+    // refused connection).
+    const keyed = method !== 'GET' && !path.startsWith('/v1/auth/');
+    const again = (status: number): boolean => (keyed || method === 'GET' ? RETRYABLE.has(status) : status === 503);
+    const key = keyed ? (opts.idempotencyKey ?? randomUUID()) : undefined;
     // Given up with the outcome unknown, the user can repeat the write only with the same key.
     const keyNote = key === undefined ? '' : `; its Idempotency-Key was ${key}`;
     const deadline = Date.now() + (this.opts.retryForMs ?? 10_000);
@@ -92,14 +97,15 @@ export class Api {
         res = await this.once(method, path, body, key, opts.timeoutMs ?? 30_000, opts.signal);
       } catch (err) {
         if (opts.signal?.aborted === true) throw new Interrupted();
-        if (Date.now() < deadline) {
+        const refused = ((err as { cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code) === 'ECONNREFUSED';
+        if (Date.now() < deadline && (keyed || method === 'GET' || refused)) {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
           continue;
         }
         throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}${keyNote}`, 3);
       }
       if (res.status >= 200 && res.status < 300) return res.body;
-      if (RETRYABLE.has(res.status) && Date.now() < deadline) {
+      if (again(res.status) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         continue;
       }

@@ -65,3 +65,20 @@ t.test('a refusal is not retried', async (t) => {
   t.equal((err as CliError).exitCode, 1);
   t.equal((err as CliError).message, "queue 'q' exists (409 conflict)");
 });
+
+t.test('a write of /v1/auth, which takes no key, is repeated only when it certainly changed nothing', async (t) => {
+  // A registration that went through and answered 504 would answer 409 when repeated.
+  const timedOut = { status: 504, type: 'application/problem+json', body: JSON.stringify({ status: 504, code: 'timeout', detail: 'outcome unknown' }) };
+  const s = await scripted(t, [timedOut, { status: 201, body: '{}' }]);
+  const api = new Api(s.url, null, { retryForMs: 2_000 });
+  const err = await api.call('POST', '/v1/auth/register', { username: 'u', password: 'p' }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof CliError, 'the 504 is the answer');
+  t.same(s.seen, ['POST /v1/auth/register -'], 'sent once, without a key');
+  t.notMatch((err as CliError).message, /Idempotency-Key/, 'and no key is named');
+  const busy = { status: 503, type: 'application/problem+json', body: JSON.stringify({ status: 503, code: 'unavailable', detail: 'no leader' }) };
+  const s2 = await scripted(t, [busy, { status: 200, body: '{"accessToken":"x"}' }]);
+  t.same(await new Api(s2.url, null, { retryForMs: 2_000 }).call('POST', '/v1/auth/login', { username: 'u', password: 'p' }), { accessToken: 'x' }, 'a 503 (not applied) is repeated');
+});
