@@ -42,9 +42,12 @@
  * receipt handle (leases.ts, promoteDue). Format 13 (DEAD_LETTER_KEYS_APART): a dead letter's
  * deduplication key in its dead-letter queue starts with a space, which no client's deduplicationId
  * holds (the API takes \x21-\x7e), so that a client's send cannot swallow a dead letter nor a
- * dead letter hold a client's id for a day (messages.ts, deliverDeadLetters).
+ * dead letter hold a client's id for a day (messages.ts, deliverDeadLetters). Format 14
+ * (KEYS_GO_WITH_RESOURCE): deleting a queue or topic deletes the Idempotency-Keys used on it, as its
+ * deduplication ids: before, a key used on it replayed its old answer on a queue or topic of the same
+ * name made since (by anyone), and what was asked was never done there (state-machine.ts).
  */
-export const FORMAT = 13;
+export const FORMAT = 14;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -75,6 +78,8 @@ export const DEAD_LETTER_SOURCES = 12;
 export const OWN_LEASES_HELD = 12;
 /** From this format on, dead letters' deduplication keys are apart from clients' deduplication ids (messages.ts). */
 export const DEAD_LETTER_KEYS_APART = 13;
+/** From this format on, a queue's or topic's delete takes the Idempotency-Keys used on it (state-machine.ts). */
+export const KEYS_GO_WITH_RESOURCE = 14;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

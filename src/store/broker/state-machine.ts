@@ -51,6 +51,7 @@ import {
   KEYED_RECEIVE_WITHOUT_BODIES,
   PARKED_POLLS,
   REVOKE_UNSUBSCRIBES,
+  KEYS_GO_WITH_RESOURCE,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -679,6 +680,17 @@ export class BrokerStateMachine {
     'user.delete',
   ]);
 
+  /**
+   * After a queue's or topic's delete (format 14): the Idempotency-Keys used on it go with it, as its
+   * deduplication ids do, so that none replays on one of the same name made later (by anyone). The
+   * delete's own key is kept after this (applyEnvelope): its retry answers as it did.
+   */
+  private forgetKeysOf(r: Result, resource: string): Result {
+    // (The index idempotency_key, made at the raise to format 14, finds them.)
+    if (r.ok && this.formatInForce >= KEYS_GO_WITH_RESOURCE) this.st.deleteIdempotencyIn.run(`${resource}\u0000`, `${resource}\u0001`);
+    return r;
+  }
+
   private dispatch(c: Command, ctx: Ctx): Result {
     const s = this.store;
     if (!BrokerStateMachine.KEEPS_SEND_TARGETS.has(c.type)) s.sendTargets.clear();
@@ -695,7 +707,7 @@ export class BrokerStateMachine {
       case 'queue.create':
         return createQueue(s, c, ctx);
       case 'queue.delete':
-        return deleteQueue(s, c.name, ctx);
+        return this.forgetKeysOf(deleteQueue(s, c.name, ctx), `queue:${c.name}`);
       case 'queue.purge':
         return purgeQueue(s, c.name, ctx);
       case 'grant.put':
@@ -719,7 +731,7 @@ export class BrokerStateMachine {
       case 'topic.create':
         return createTopic(s, c.name, c.subscribe, ctx);
       case 'topic.delete':
-        return deleteTopic(s, c.name, ctx);
+        return this.forgetKeysOf(deleteTopic(s, c.name, ctx), `topic:${c.name}`);
       // The fan-out limits hold from format 5 on: before, every build stores what it was asked to.
       // A publish's split holds from format 11 on: before, it is ignored, as older builds ignore it.
       case 'topic.publish':
@@ -762,6 +774,9 @@ export class BrokerStateMachine {
       // The clustered layout is allowed from here on: a small table is rebuilt now, in this entry's
       // transaction; a larger one when its node next starts (message-table.ts).
       if (to >= MESSAGE_TABLE && this.formatInForce < MESSAGE_TABLE) this.rebuildInThisApply();
+      // A delete takes the keys of its queue or topic (forgetKeysOf), by key whatever the user: an
+      // index on the key, so that it reads those, not the table (a user's keys alone may be many).
+      if (to >= KEYS_GO_WITH_RESOURCE && this.formatInForce < KEYS_GO_WITH_RESOURCE) this.sqlite.exec('CREATE INDEX IF NOT EXISTS idempotency_key ON idempotency (key)');
       this.st.putMeta.run('format', to);
       this.formatInForce = to;
     }

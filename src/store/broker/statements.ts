@@ -512,6 +512,11 @@ export function prepareStatements(db: Sqlite, k: Db) {
         ),
       5,
     ),
+    /**
+     * (from, to): the records whose keys fall in [from, to), those of one queue or topic (format 14,
+     * forgetKeysOf), found by the index idempotency_key that the raise to format 14 makes.
+     */
+    deleteIdempotencyIn: s(k.deleteFrom('idempotency').where('key', '>=', '').where('key', '<', ''), 2),
     /** (now) */
     pruneIdempotency: s(k.deleteFrom('idempotency').where('expires_at', '<=', 0), 1),
     /** (name) */

@@ -1,7 +1,7 @@
 // Topics and subscriptions in the broker's state machine: create, visibility, publish rights, fan-out
 // with independent leases, filters, subscription rights and ownership, deletes, deduplication, stats.
 import t from 'tap';
-import { BODIES_IN_LOG, BOUNDED_FANOUT, MAX_FANOUT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { BODIES_IN_LOG, BOUNDED_FANOUT, KEYS_GO_WITH_RESOURCE, MAX_FANOUT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER, REVOKE_UNSUBSCRIBES, type ReceivedMessage } from '../../../src/store/broker/index.js';
 import { TestStore, queue } from './helpers.js';
 import {
   ack,
@@ -464,6 +464,61 @@ t.test('deduplication ids of a deleted topic do not suppress publishes to a recr
   const second = s.must<Sent>('alice', publish('news', msg('b', { deduplicationId: 'd1' })));
   t.not(second.items[0]!.messageId, first.items[0]!.messageId);
   t.match(second.items[0], { sequence: seqs(s, s.index, 1, 1)[0], subscriptions: 1 });
+});
+
+t.test("Idempotency-Keys used on a deleted topic do not replay on a recreated one (another owner's): the publish and the subscription are made", async (t) => {
+  // bob published and subscribed to alice's topic under keys; alice deletes it, carol makes one of
+  // the same name and lets bob in. bob's same requests under the same keys are new ones there: a
+  // replay answered 201 (subscriptions: 1, a subscription made) while nothing was stored.
+  const s = await openStore(t, 'alice', 'bob', 'carol');
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'a-sub'));
+  s.must('alice', grant('topic', 'news', 'bob', 'publish'));
+  t.ok(s.run('bob', subscription('news', 'b-sub'), 'sub-key').ok);
+  const first = s.run('bob', publish('news', msg('a')), 'pub-key');
+  t.match(first, { ok: true, value: { items: [{ subscriptions: 2 }] } });
+  s.must('alice', { type: 'topic.delete', name: 'news' });
+  s.must('carol', topic('news'));
+  s.must('carol', subscription('news', 'c-sub'));
+  s.must('carol', grant('topic', 'news', 'bob', 'publish'));
+  t.match(s.run('bob', subscription('news', 'b-sub'), 'sub-key'), { ok: true });
+  t.equal(code(s.sm.getSubscription('news', 'b-sub', 'bob', s.time)), 'ok', "bob's subscription exists in carol's topic");
+  const again = s.run('bob', publish('news', msg('a')), 'pub-key');
+  t.ok(again.ok);
+  if (again.ok) t.not((again.value as Sent).items[0]!.messageId, (first as { value: Sent }).value.items[0]!.messageId, 'a new message, not the old answer');
+  t.strictSame(topicStats(s, 'news', 'carol'), { subscriptions: 2, published: 1 });
+  t.strictSame(subStats(s, 'news', 'c-sub', 'carol'), stats(1, 0, 0, 0, 0), "carol's subscription has the message");
+});
+
+t.test("a topic's delete keeps its own key and those of other topics, names that begin alike included; before format 14 a key replays as older builds replay it", async (t) => {
+  const s = await openStore(t, 'alice');
+  s.must('alice', topic('news'));
+  s.must('alice', topic('news2'));
+  s.must('alice', subscription('news2', 's'));
+  const other = s.run('alice', publish('news2', msg('a')), 'k');
+  t.ok(s.run('alice', { type: 'topic.delete', name: 'news' }, 'del').ok);
+  t.strictSame(s.run('alice', publish('news2', msg('a')), 'k'), other, "news2's key still replays");
+  t.strictSame(subStats(s, 'news2', 's'), stats(1, 0, 0, 0, 0), 'and stores nothing twice');
+  t.strictSame(s.run('alice', { type: 'topic.delete', name: 'news' }, 'del'), { ok: true, value: null }, "the delete's retry replays its answer");
+
+  const old = await TestStore.open(0, undefined, KEYS_GO_WITH_RESOURCE - 1);
+  t.teardown(() => old.close());
+  old.must(null, { type: 'user.register', username: 'alice', passwordHash: 'h' });
+  old.must('alice', topic('news'));
+  const first = old.run('alice', publish('news', msg('a')), 'k');
+  old.must('alice', { type: 'topic.delete', name: 'news' });
+  old.must('alice', topic('news'));
+  t.strictSame(old.run('alice', publish('news', msg('a')), 'k'), first, 'format 13: the old answer, as an older build applies it');
+});
+
+t.test("the raise to format 14 indexes the keys, so that a delete finds its own without reading the table", async (t) => {
+  const old = await TestStore.open(0, undefined, KEYS_GO_WITH_RESOURCE - 1);
+  t.teardown(() => old.close());
+  const plan = (): string =>
+    (old.sm.sqlite.prepare('explain query plan delete from idempotency where key >= ? and key < ?').all('topic:a\u0000', 'topic:a\u0001') as { detail: string }[]).map((r) => r.detail).join('; ');
+  t.notMatch(plan(), /idempotency_key/, 'format 13: no such index');
+  old.must(null, { type: 'format.raise', format: KEYS_GO_WITH_RESOURCE });
+  t.match(plan(), /USING (COVERING )?INDEX idempotency_key/, 'from format 14 the delete searches the index');
 });
 
 t.test('topic and queue deduplication ids are independent', async (t) => {
