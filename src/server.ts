@@ -61,10 +61,16 @@ export class MomServer {
             peerTraffic: () => node.transport.stats(),
             cutOffFor: () => node.host.leadership.cutOffFor(),
             clockOffsets: () => node.host.clock.offsets(),
-            partitionDepths: () =>
-              node.host.replicas
+            partitionDepths: () => {
+              // Messages are stamped by the partition's clock (the nodes' median), as the API counts ages.
+              const now = node.host.clock.now();
+              return node.host.replicas
                 .filter((r) => r.isLeader() && r.state.isOpen())
-                .map((r) => ({ partition: r.partition, ...r.state.messageTotals(), oldestSentAt: r.state.oldestSentAt(Date.now()) })),
+                .map((r) => {
+                  const sentAt = r.state.oldestSentAt(now);
+                  return { partition: r.partition, ...r.state.messageTotals(), oldestAgeMs: sentAt === null ? null : now - sentAt };
+                });
+            },
             queueDepths: (limit) =>
               node.host.replicas
                 .filter((r) => r.isLeader() && r.state.isOpen())

@@ -38,8 +38,11 @@ export interface ClusterView {
   leaderless(graceMs: number): number[];
   /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
-  /** Messages per partition led here, by state (counters as of the last apply). */
-  partitionDepths(): { partition: number; ready: number; leased: number; delayed: number; oldestSentAt: number | null }[];
+  /**
+   * Messages per partition led here, by state (counters as of the last apply), and the age of the
+   * oldest (ms, by the partition's clock, which stamped it: not this node's wall clock), or null.
+   */
+  partitionDepths(): { partition: number; ready: number; leased: number; delayed: number; oldestAgeMs: number | null }[];
   /** Synced transactions of this node's Raft log since it started (one fsync each). */
   logSyncs(): number;
   /** Raft messages to the peers since this node started: delivered, dropped, failed, queued; batches delivered. */

@@ -74,8 +74,7 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
     registers: [registry],
     collect() {
       this.reset();
-      const now = Date.now();
-      for (const d of deps.cluster.partitionDepths()) this.set({ partition: String(d.partition) }, d.oldestSentAt === null ? 0 : Math.max(0, (now - d.oldestSentAt) / 1000));
+      for (const d of deps.cluster.partitionDepths()) this.set({ partition: String(d.partition) }, d.oldestAgeMs === null ? 0 : Math.max(0, d.oldestAgeMs / 1000));
     },
   });
   // Queue names are user data: per-queue series only for a scraper that presents the metrics token.

@@ -197,10 +197,11 @@ export class NodeHost {
   static async open(opts: HostOptions): Promise<NodeHost> {
     mkdirDurably(join(opts.dataDir, 'state'));
     mkdirDurably(join(opts.dataDir, 'snapshots'));
+    // The log's LOCK first: a second process on a folder in use stops here, before it touches anything.
+    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);
     // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
     // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
-    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;
     for (let p = 0; p < opts.partitions; p++) {

@@ -129,15 +129,19 @@ export class Leadership {
 
   /**
    * Before a planned stop: hand every partition led here to a caught-up peer, and wait (bounded) for
-   * the transfers, so that clients see no election timeout.
+   * the transfers, so that clients see no election timeout. Done once this node also knows each new
+   * leader: it steps down on the new leader's vote request, before that leader's first append, and the
+   * close that follows stops hearing the peers, so requests in flight could not follow the leadership.
    */
   async handOver(maxWaitMs = 3000): Promise<void> {
     // From now on this node takes no leadership back (TimeoutNow is dropped, no balancing).
     this.leavingNow = true;
     const deadline = this.host.elapsed() + maxWaitMs;
+    const handed = new Set<PartitionReplica>();
     while (this.host.elapsed() < deadline) {
       const led = this.host.replicas.filter((r) => r.isLeader());
-      if (led.length === 0) return;
+      for (const r of led) handed.add(r);
+      if (led.length === 0 && [...handed].every((r) => r.halted !== null || (r.leader() !== null && r.leader() !== this.opts.self))) return;
       for (const r of led) {
         if (r.raw.isTransferring()) continue;
         const s = r.raw.status();

@@ -64,3 +64,33 @@ t.test('a read counts by the time the partition stamps, not by the reading node�
     t.match(strong, { status: 200, body: { stats: { visible: 0, delayed: 1 } } }, `a linearizable read through n${i + 1} says so too`);
   }
 });
+
+// Review finding: the metric counted the oldest message's age on the leader's own wall clock, where
+// the API counts it on the partition's. A leader whose clock the other two outvote (here an hour
+// ahead of theirs) reported every message an hour old: MomOldestMessageAgeGrowing's 15-minute
+// threshold was crossed by a message sent a moment ago (and a leader behind hid a stuck queue).
+t.test('the oldest message’s age in /metrics counts by the partition’s clock, as the API does', async (t) => {
+  const HOUR = 3_600_000;
+  const cluster = await startCluster({ nodeOptions: (i) => (i === 0 ? {} : { wallClock: () => Date.now() - HOUR }) });
+  t.teardown(() => cluster.close());
+  const [odd] = cluster.servers;
+  const P = cluster.configs[0]!.partitions;
+  await until(() => cluster.servers.every((s) => s.status().every((p) => p.format === FORMAT)), `every partition in format ${FORMAT}`);
+  await until(() => cluster.servers.every((s) => s.host.clock.offsets().size === 2), 'every node heard both peers’ clocks');
+  await until(() => odd!.host.replicas.some((r) => r.isLeader()), 'n1 leads a partition');
+  const name = Array.from({ length: 1000 }, (_, i) => `age-${i}`).find((n) => odd!.host.replica(partitionOf(n, P)).isLeader());
+  if (name === undefined) throw new Error('no name of the first 1,000 falls in a partition n1 leads');
+  const token = await userToken(cluster.urls[1]!, 'ager');
+  t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
+  t.equal((await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'fresh' } })).status, 201);
+  const q = await call(cluster.urls[0]!, 'GET', `/v1/queues/${name}`, { token });
+  t.match(q.body, { stats: { visible: 1 } });
+  const apiAge = (q.body as { stats: { oldestMessageAgeSeconds: number } }).stats.oldestMessageAgeSeconds;
+  t.ok(apiAge < 600, `the API says ${apiAge} s`);
+  const age = new RegExp(`mom_partition_oldest_message_age_seconds\\{partition="${partitionOf(name, P)}"\\} ([0-9.e+-]+)`);
+  const res = await fetch(`${cluster.urls[0]}/metrics`);
+  const text = await res.text();
+  const m = age.exec(text);
+  t.ok(m !== null && odd!.host.replica(partitionOf(name, P)).isLeader(), 'n1 still leads the queue’s partition and reports its age');
+  t.ok(m !== null && Number(m[1]) < 600, `/metrics says ${m?.[1]} s`);
+});

@@ -51,3 +51,18 @@ t.test("durable() syncs the state's -wal file, then the database, then their fol
   await images.syncStateFiles(path);
   t.strictSame(rec.events, [`fsync ${path}-wal`, `fsync ${path}`, `fsync ${dirname(path)}`]);
 });
+
+// Review finding: a second process started on a folder in use (a second `npm start`, `npm run node`
+// for a node that runs) cleared the snapshot images of snapshots/ before it found the log's LOCK
+// taken: the images the running node was serving to a follower, or fetching from its leader.
+t.test('a second open of a folder in use fails on the log’s lock before it touches the running node’s images', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'mom-folders-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const dataDir = join(root, 'n1');
+  const running = await NodeHost.open({ self: voters[0]!, voters, partitions: 1, dataDir, outbox });
+  t.teardown(() => running.close());
+  const images = ['p0-serve-5-1.db', 'p0-1-7.db.part'];
+  for (const f of images) writeFileSync(join(dataDir, 'snapshots', f), 'an image in use');
+  await t.rejects(NodeHost.open({ self: voters[0]!, voters, partitions: 1, dataDir, outbox }), 'the second open is refused');
+  t.same(readdirSync(join(dataDir, 'snapshots')).filter((f) => images.includes(f)).sort(), [...images].sort(), 'the running node’s images are still there');
+});

@@ -112,3 +112,29 @@ t.test('a partition halted on its preferred node is not handed to it: writes nev
   t.same([...transfers], [], 'no leader hands partition 0 to the node where it is halted');
   t.comment(`writes to partition 0 were refused (no leader, or a transfer) for ${worst} ms at most`);
 });
+
+// Review finding: handOver returned as soon as this node led nothing (it steps down on the new
+// leader's vote request), before it had heard from the new leaders. The close that follows ends the
+// Raft streams the peers send in (server.ts), so a request in flight that met the transfer never
+// learned where to go: it waited until the node counted itself cut off (two election timeouts, 2 s)
+// and answered 503 "this node cannot reach the other nodes". Here the new leaders' appends and
+// heartbeats reach n1 four ticks late, as over a loaded network; votes come at once.
+t.test('a hand-over ends once the leaving node knows each new leader, so requests in flight can follow it', async (t) => {
+  const c = await balanced(t);
+  const leaving = c.hosts.get(n1)!;
+  const receive = leaving.receive.bind(leaving);
+  leaving.receive = (from, items, ...rest) => {
+    const late = items.filter((it) => it.message.type === 'app' || it.message.type === 'heartbeat');
+    const now = items.filter((it) => !late.includes(it));
+    if (now.length > 0) receive(from, now, ...rest);
+    if (late.length > 0) setTimeout(() => receive(from, late, ...rest), 100);
+  };
+  const led = leaving.replicas.filter((r) => r.isLeader()).map((r) => r.partition);
+  t.ok(led.length > 0, 'n1 leads something');
+  await leaving.leadership.handOver(30_000); // bounded by what the test waits for, not by a slow machine's 3 s
+  t.same(
+    led.map((p) => leaving.replica(p).leader()).filter((l) => l === null || l === n1),
+    [],
+    'n1 names another node as the leader of every partition it handed over',
+  );
+});
