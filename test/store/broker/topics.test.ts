@@ -470,7 +470,7 @@ t.test("Idempotency-Keys used on a deleted topic do not replay on a recreated on
   // bob published and subscribed to alice's topic under keys; alice deletes it, carol makes one of
   // the same name and lets bob in. bob's same requests under the same keys are new ones there: a
   // replay answered 201 (subscriptions: 1, a subscription made) while nothing was stored.
-  const s = await openStore(t, 'alice', 'bob', 'carol');
+  const s = await storeIn(t, KEYS_GO_WITH_RESOURCE, 'alice', 'bob', 'carol');
   s.must('alice', topic('news'));
   s.must('alice', subscription('news', 'a-sub'));
   s.must('alice', grant('topic', 'news', 'bob', 'publish'));
@@ -491,7 +491,7 @@ t.test("Idempotency-Keys used on a deleted topic do not replay on a recreated on
 });
 
 t.test("a topic's delete keeps its own key and those of other topics, names that begin alike included; before format 14 a key replays as older builds replay it", async (t) => {
-  const s = await openStore(t, 'alice');
+  const s = await storeIn(t, KEYS_GO_WITH_RESOURCE, 'alice');
   s.must('alice', topic('news'));
   s.must('alice', topic('news2'));
   s.must('alice', subscription('news2', 's'));
