@@ -8,26 +8,11 @@ import type { PeerCaller } from '../../src/cluster/answer.js';
 import { Router } from '../../src/cluster/router.js';
 import type { NodeHost } from '../../src/partition/host.js';
 import type { NodeId } from '../../src/raft/index.js';
+import { delaysOf } from './timer-delays.js';
 
 const HOUR = 3_600_000;
 const QUIET = { onWake: () => () => undefined, onDeliver: () => () => undefined, onHalt: () => () => undefined };
 const noPeers: PeerCaller = { call: () => Promise.reject(new Error('no HTTP here')) };
-
-/** The delays of the timers `fn` sets. */
-function delaysOf(fn: () => void): number[] {
-  const delays: number[] = [];
-  const real = globalThis.setTimeout;
-  globalThis.setTimeout = ((f: () => void, ms?: number) => {
-    delays.push(ms ?? 0);
-    return real(f, ms);
-  }) as typeof setTimeout;
-  try {
-    fn();
-  } finally {
-    globalThis.setTimeout = real;
-  }
-  return delays;
-}
 
 t.test('a node an hour ahead waits for a lease to end by the cluster’s clock, not by its own', async (t) => {
   const median = 1_700_000_000_000;

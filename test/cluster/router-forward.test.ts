@@ -9,6 +9,7 @@ import { Router } from '../../src/cluster/router.js';
 import type { NodeHost } from '../../src/partition/host.js';
 import type { NodeId } from '../../src/raft/index.js';
 import type { Result } from '../../src/store/broker/index.js';
+import { delaysOf } from './timer-delays.js';
 
 const n2 = 'n2' as NodeId;
 
@@ -95,20 +96,10 @@ t.test('a long poll on a halted replica looks again every second, not at the lea
   };
   const router = routerOver(replica, { call: () => Promise.reject(new Error('no HTTP here')) }, { now: () => now });
   // The delay of the timer the watch arms, seen as it is set.
-  const delays: number[] = [];
-  const real = globalThis.setTimeout;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    delays.push(ms ?? 0);
-    return real(fn, ms);
-  }) as typeof setTimeout;
   let watch;
-  try {
-    watch = router.watch(0, { queue: 'q' }, now + 20_000);
-  } finally {
-    globalThis.setTimeout = real;
-  }
+  const delays = delaysOf(() => (watch = router.watch(0, { queue: 'q' }, now + 20_000)));
   t.same(delays, [1_000], 'one look a second, not one every pollMs');
-  watch.cancel();
+  watch!.cancel();
 });
 
 t.test('requests through a halted replica ask first the peer that served the last one', async (t) => {
