@@ -60,10 +60,21 @@ export class PasswordHasher {
     await this.stop(new ApiError('unavailable', 'the node is shutting down', 1));
   }
 
+  /**
+   * Throws the 503 that the next hash or check would fail with now (closed, or at its bound): so
+   * that a caller can refuse before it counts the attempt against a client, then hash in the same
+   * tick.
+   */
+  assertRoom(): void {
+    if (this.closed) throw new ApiError('unavailable', 'the node is shutting down', 1);
+    if (this.waiting.size >= this.maxPending) throw new ApiError('unavailable', `too many password checks at once on this node (${this.maxPending}); retry`, 1);
+  }
+
   private run(job: Job): Promise<unknown> {
-    if (this.closed) return Promise.reject(new ApiError('unavailable', 'the node is shutting down', 1));
-    if (this.waiting.size >= this.maxPending) {
-      return Promise.reject(new ApiError('unavailable', `too many password checks at once on this node (${this.maxPending}); retry`, 1));
+    try {
+      this.assertRoom();
+    } catch (err) {
+      return Promise.reject(err as Error);
     }
     const worker = this.start();
     const id = this.nextId++;

@@ -5,7 +5,8 @@ import { performance } from 'node:perf_hooks';
 import bcrypt from 'bcryptjs';
 import t from 'tap';
 import { ApiError } from '../../src/api/errors.js';
-import { PasswordHasher } from '../../src/api/password-hasher.js';
+import { MAX_PENDING, PasswordHasher } from '../../src/api/password-hasher.js';
+import { REGISTER_LIMITS } from '../../src/api/routes/auth.js';
 import { localApp } from './local-app.js';
 
 t.test('the worker hashes and checks as bcryptjs does, both ways', async (t) => {
@@ -50,4 +51,26 @@ t.test('a closed hasher refuses, and fails what was waiting', async (t) => {
   await hasher.close();
   await waiting;
   await t.rejects(hasher.compare('pw', 'x'), { code: 'unavailable' });
+});
+
+t.test('a registration the hasher cannot take (503) does not count against its address', async (t) => {
+  const local = await localApp();
+  t.teardown(() => local.close());
+  const register = (username: string): Promise<number> =>
+    fetch(`${local.url}/v1/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: `password-${username}` }) }).then((r) => r.status);
+  // More at once, from one address, than the hasher takes (MAX_PENDING) and the limit allows together.
+  const burst = await Promise.all(Array.from({ length: MAX_PENDING + REGISTER_LIMITS.perAddress }, (_, i) => register(`burst-${i}`)));
+  const count = (status: number): number => burst.filter((s) => s === status).length;
+  t.ok(count(503) > 0, `the burst met the hasher's bound (${count(201)} created, ${count(503)} refused with 503)`);
+  t.equal(count(429), 0, 'no registration was refused for the limit while fewer than the limit were taken');
+  // Each 503 cost nothing: one at a time, the address may create users up to its limit, then 429.
+  let created = count(201);
+  let status = 0;
+  for (let i = 0; created <= REGISTER_LIMITS.perAddress; i++) {
+    status = await register(`after-${i}`);
+    if (status !== 201) break;
+    created++;
+  }
+  t.equal(status, 429, 'the limit holds');
+  t.equal(created, REGISTER_LIMITS.perAddress, 'every registration of the budget created a user');
 });

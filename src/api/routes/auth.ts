@@ -111,6 +111,9 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     async (request, reply) => {
       // Refused as the schema's refusals are, before it counts as a registration.
       assertWellFormed(request.body.password, 'password');
+      // A hasher at its bound answers 503 before the registration counts: the client did nothing
+      // wrong, and its retry must find its budget. No await between here and the hash's start.
+      hasher.assertRoom();
       const wait = registerByAddress.hit(request.ip);
       // A refused one is not told: it costs nothing, and would crowd out the events that count.
       if (wait === 0) shared?.publish({ kind: 'register', address: request.ip });
