@@ -2,7 +2,7 @@
 // partition's preferred leader takes it back once caught up), handed over before a planned stop,
 // and the liveness a router and a readiness probe read (cut off from every peer, leaderless).
 // Time is the host's monotonic clock; the loop in host.ts calls in on every tick and message.
-import type { NodeId } from '../raft/index.js';
+import { MessageType, type Message, type NodeId } from '../raft/index.js';
 import type { PartitionReplica } from './replica.js';
 
 /** What leadership needs of the node's host. */
@@ -31,10 +31,19 @@ export class Leadership {
   private readonly leaderSeenAt: number[] = [];
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leavingNow = false;
-  /** When each peer last sent a message of each partition (ms): a replica halted there sends none. */
-  private readonly heardIn: Map<NodeId, number>[] = [];
-  /** Which peer last handed each partition to this node (TimeoutNow), and when (ms). */
+  /**
+   * When each peer's replica of each partition last answered this node's appends or heartbeats (ms):
+   * it hears this node as leader. A replica halted there answers nothing; nor does one that cannot hear
+   * this node (a one-way fault), though it may still send it pre-votes.
+   */
+  private readonly answeredIn: Map<NodeId, number>[] = [];
+  /**
+   * Which peer last handed each partition to this node (TimeoutNow), or dropped this node's transfer
+   * of it (balance), and when (ms): not handed to that peer again for a while.
+   */
   private readonly handedBy = new Map<number, { peer: NodeId; at: number }>();
+  /** The peer each partition was handed to at the last pass (balance), to see at the next whether it took it. */
+  private readonly offered = new Map<number, NodeId>();
 
   constructor(
     private readonly host: LeadershipHost,
@@ -51,9 +60,11 @@ export class Leadership {
   }
 
   /** Messages came from `peer`, of these partitions. */
-  heard(peer: NodeId, items: readonly { partition: number }[] = []): void {
+  heard(peer: NodeId, items: readonly { partition: number; message: Pick<Message, 'type'> }[] = []): void {
     const now = this.host.elapsed();
-    for (const { partition } of items) (this.heardIn[partition] ??= new Map()).set(peer, now);
+    for (const { partition, message } of items) {
+      if (message.type === MessageType.AppResp || message.type === MessageType.HeartbeatResp) (this.answeredIn[partition] ??= new Map()).set(peer, now);
+    }
     // Silent for an election timeout: it stopped (and now runs again); what it handed over may go back.
     const before = this.lastHeard.get(peer);
     if (before !== undefined && now - before >= this.electionTimeoutMs) for (const [p, h] of this.handedBy) if (h.peer === peer) this.handedBy.delete(p);
@@ -90,22 +101,29 @@ export class Leadership {
   balance(): void {
     if (this.leavingNow) return;
     for (const r of this.host.replicas) {
+      const offeredTo = this.offered.get(r.partition);
+      this.offered.delete(r.partition);
+      // Handed over at the last pass and still led here: the target dropped the TimeoutNow (it is
+      // leaving, or its replica cannot hear this node), and writes were refused for an election
+      // timeout. Offering it again every pass would refuse them half the time: held back as below.
+      if (offeredTo !== undefined && r.isLeader()) this.handedBy.set(r.partition, { peer: offeredTo, at: this.host.elapsed() });
       if (!r.isLeader() || r.raw.isTransferring()) continue;
       const preferred = this.preferredLeader(r.partition);
       if (preferred === this.opts.self || !this.recentlyHeard(preferred)) continue;
-      // Its replica of this partition answers (not halted there): else it would drop the TimeoutNow.
-      const answered = this.heardIn[r.partition]?.get(preferred);
-      if (answered === undefined || this.host.elapsed() - answered >= this.electionTimeoutMs) continue;
+      // Its replica of this partition answers this leader (not halted there, not cut off from it one
+      // way): else the TimeoutNow would not reach it, or be dropped there.
+      if (!this.answeredRecently(r.partition, preferred)) continue;
       // The preferred node handed it here: it is leaving (Leadership.handOver) and would drop the
-      // TimeoutNow, and this leader would refuse writes until the transfer is abandoned. Not until it
-      // was silent (stopped) and came back, or 20 election timeouts passed (a stop's close takes 15 s
-      // at most: main.ts).
+      // TimeoutNow, and this leader would refuse writes until the transfer is abandoned. Nor when it
+      // dropped this node's last offer. Not until it was silent (stopped) and came back, or 20
+      // election timeouts passed (a stop's close takes 15 s at most: main.ts).
       const handed = this.handedBy.get(r.partition);
       if (handed?.peer === preferred && this.host.elapsed() - handed.at < 20 * this.electionTimeoutMs) continue;
       const s = r.raw.status();
       // Nearly caught up is enough: the transfer itself waits for the last entries (§3.10).
       if (s.lastIndex - (s.match.get(preferred) ?? 0) > 64) continue;
       r.raw.transferLeadership(preferred);
+      this.offered.set(r.partition, preferred);
     }
     this.host.schedule();
   }
@@ -119,6 +137,12 @@ export class Leadership {
     if (this.lastHeardAny === null) return 0;
     const silent = this.host.elapsed() - this.lastHeardAny;
     return silent > 2 * this.electionTimeoutMs ? silent : 0;
+  }
+
+  /** Whether `peer`'s replica of partition p answered this node (as its leader) within an election timeout. */
+  private answeredRecently(p: number, peer: NodeId): boolean {
+    const at = this.answeredIn[p]?.get(peer);
+    return at !== undefined && this.host.elapsed() - at < this.electionTimeoutMs;
   }
 
   /** Whether `peer` sent us anything within an election timeout: do not hand leadership to the dead. */
@@ -145,7 +169,7 @@ export class Leadership {
       for (const r of led) {
         if (r.raw.isTransferring()) continue;
         const s = r.raw.status();
-        const target = [...s.match].filter(([id]) => id !== this.opts.self && this.recentlyHeard(id)).sort((a, b) => b[1] - a[1])[0];
+        const target = [...s.match].filter(([id]) => id !== this.opts.self && this.answeredRecently(r.partition, id)).sort((a, b) => b[1] - a[1])[0];
         if (target !== undefined) r.raw.transferLeadership(target[0]);
       }
       this.host.schedule();

@@ -67,6 +67,7 @@ export class LocalCluster {
       now?: () => number;
       monotonic?: () => number;
       wallClock?: () => number;
+      random?: () => number;
       logger?: HostOptions['logger'];
     } = {},
   ) {}

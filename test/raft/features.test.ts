@@ -18,7 +18,7 @@ import {
   type Ready,
   type VoteRequest,
 } from '../../src/raft/index.js';
-import { Network, entry, ids, n1, n2, n3, newTestRaft, persistAll, readMessages, seededRandom, text } from './helpers.js';
+import { Network, catchDropped, entry, ids, n1, n2, n3, newTestRaft, persistAll, readMessages, seededRandom, text } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Local helpers (helpers.ts is shared and not ours to change).
@@ -73,17 +73,6 @@ function tickAll(net: Network, n: number, trace?: Trace, drop?: (m: Message) => 
 
 const role = (net: Network, id: NodeId) => net.node(id).raft.role;
 const term = (net: Network, id: NodeId) => net.node(id).raft.term;
-
-/** Calls fn and returns the ProposalDroppedError it threw, or undefined (also for any other outcome). */
-function catchDropped(fn: () => unknown): ProposalDroppedError | undefined {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ProposalDroppedError) return err;
-    throw err;
-  }
-  return undefined;
-}
 
 const isApp = (m: Message): m is Extract<Message, { type: 'app' }> => m.type === MessageType.App;
 const appsTo = (msgs: readonly Message[], to: NodeId) => msgs.filter(isApp).filter((m) => m.to === to);

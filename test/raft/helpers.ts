@@ -2,6 +2,7 @@
 // RawNodes that persists every Ready into MemoryStorage before delivering its messages.
 import {
   MemoryStorage,
+  ProposalDroppedError,
   Raft,
   RawNode,
   nodeId,
@@ -9,9 +10,21 @@ import {
   type Entry,
   type Message,
   type NodeId,
+  type ReadState,
 } from '../../src/raft/index.js';
 
 export const ids = (...names: string[]): NodeId[] => names.map(nodeId);
+
+/** Calls fn and returns the ProposalDroppedError it threw, or undefined (also for any other outcome). */
+export function catchDropped(fn: () => unknown): ProposalDroppedError | undefined {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ProposalDroppedError) return err;
+    throw err;
+  }
+  return undefined;
+}
 export const n1 = nodeId('1');
 export const n2 = nodeId('2');
 export const n3 = nodeId('3');
@@ -85,6 +98,9 @@ export class Network {
   readonly nodes = new Map<NodeId, RawNode>();
   readonly storages = new Map<NodeId, MemoryStorage>();
   readonly applied = new Map<NodeId, Entry[]>();
+  /** The ReadStates and aborted reads each node's Readys handed out. */
+  readonly readStates = new Map<NodeId, ReadState[]>();
+  readonly abortedReads = new Map<NodeId, unknown[]>();
   private readonly down = new Set<string>();
 
   constructor(
@@ -100,6 +116,8 @@ export class Network {
         new RawNode({ electionTick: 10, heartbeatTick: 1, random: seededRandom(seed * 31 + i), ...opts, id, voters }, storage),
       );
       this.applied.set(id, []);
+      this.readStates.set(id, []);
+      this.abortedReads.set(id, []);
     }
   }
 
@@ -110,6 +128,11 @@ export class Network {
   cut(a: NodeId, b: NodeId): void {
     this.down.add(`${a}>${b}`);
     this.down.add(`${b}>${a}`);
+  }
+
+  /** Messages from `a` to `b` are lost; those from `b` to `a` still arrive. */
+  cutOneWay(a: NodeId, b: NodeId): void {
+    this.down.add(`${a}>${b}`);
   }
 
   isolate(a: NodeId): void {
@@ -132,6 +155,8 @@ export class Network {
         if (rd.hardState !== null) s.setHardState(rd.hardState);
         out.push(...rd.messages);
         this.applied.get(id)!.push(...rd.committedEntries);
+        this.readStates.get(id)!.push(...rd.readStates);
+        this.abortedReads.get(id)!.push(...rd.abortedReads);
         n.advance(rd);
       }
     }

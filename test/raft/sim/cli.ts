@@ -1,5 +1,6 @@
 // The simulator's command line: `npm run sim -- --seed N` replays one seed with its trace;
-// `npm run sim -- --seeds 20000 [--from S]` runs many. Options: --mix NAME, --nodes 3|5, --duration T.
+// `npm run sim -- --seeds 20000 [--from S]` runs many. Options: --mix NAME, --nodes 3|5, --duration T,
+// --partial (SimOptions.partialFaults: single links cut, reads on deposed leaders).
 import { parseArgs } from 'node:util';
 import { MIXES, Simulation, Violation, optionsForSeed, type SimOptions, type SimResult } from './sim.js';
 
@@ -12,6 +13,7 @@ const { values } = parseArgs({
     nodes: { type: 'string' },
     duration: { type: 'string' },
     quiet: { type: 'boolean', default: false },
+    partial: { type: 'boolean', default: false },
   },
 });
 
@@ -24,6 +26,7 @@ function overrides(): Partial<SimOptions> {
   }
   if (values.nodes !== undefined) o.nodes = Number(values.nodes);
   if (values.duration !== undefined) o.duration = Number(values.duration);
+  if (values.partial === true) o.partialFaults = true;
   return o;
 }
 
@@ -36,6 +39,7 @@ function replay(seed: number): never {
     console.log(sim.traceLines.slice(-300).join('\n'));
     console.log(`\n${String(err)}`);
     const extra = ['mix', 'nodes', 'duration'].flatMap((k) => (values[k as 'mix'] === undefined ? [] : [`--${k} ${values[k as 'mix']}`]));
+    if (values.partial === true) extra.push('--partial');
     console.log(`replay: npm run sim -- --seed ${seed} ${extra.join(' ')}`.trimEnd());
   }
   process.exit(1);

@@ -1,7 +1,9 @@
 // A deterministic simulator of a Raft group: a virtual clock, a seeded network that drops, duplicates,
 // delays and reorders messages, partitions (symmetric and one-way), crashes at any point of a Ready
 // (losing every write not yet synced, or in the crashes mix sometimes keeping a prefix of it, as a
-// torn write does), restarts, compaction with snapshots and leadership transfers.
+// torn write does), restarts, compaction with snapshots and leadership transfers. With
+// `partialFaults`, also single links cut (one way or both), reads asked of any node that believes it
+// leads (a deposed leader's too), and a liveness phase that keeps one directed link cut.
 // Persistence is pipelined as the node host does it (Raft thesis §10.2.1): a Ready's write is done at
 // once but synced some time later; meanwhile the node steps messages and proposals, and a leader's
 // appends and heartbeats leave before the sync (sendableBeforePersist); the rest of the Ready (its
@@ -90,6 +92,15 @@ export interface SimOptions {
    * as message delays and more, since an fsync can be slower than a round trip to a peer.
    */
   readonly maxSyncDelay: number;
+  /**
+   * Partial faults: a partition may cut one link only (one way or both ways); a read may be asked of
+   * any node that believes it leads, a deposed leader of an older term included; and the liveness
+   * phase, when it heals every node, may keep one directed link cut until the commit it requires (a
+   * majority that can talk must still elect and commit; a follower that cannot hear the leader need
+   * not converge, so the link heals before the convergence check). Drawn from a stream of its own, so
+   * a run without it is the run it always was.
+   */
+  readonly partialFaults?: boolean;
 }
 
 export const TICK = 10;
@@ -214,6 +225,8 @@ export class Simulation {
   private readonly tornWrites: number;
   private maxDelay: number;
   private maxSyncDelay: number;
+  /** The randomness of the partial faults (SimOptions.partialFaults), apart from the main stream. */
+  private readonly partialRng: Rng;
 
   // What the checker knows.
   private readonly leaders = new Map<Term, NodeId>();
@@ -237,6 +250,7 @@ export class Simulation {
     this.tornWrites = opts.mix.tornWrites ?? 0;
     this.maxDelay = opts.mix.maxDelay;
     this.maxSyncDelay = opts.maxSyncDelay;
+    this.partialRng = new Rng(opts.seed ^ 0x0a5e);
     for (const id of this.ids) {
       const n = new SimNode(id, this.ids, this.rng.fork());
       this.nodes.set(id, n);
@@ -359,6 +373,15 @@ export class Simulation {
       this.cuts.set(`${a}>${b}`, until);
     };
     const leader = this.currentLeader();
+    if (this.opts.partialFaults === true && this.partialRng.chance(0.4)) {
+      // One link only: a node cut from one peer, both ways or one way.
+      const [a, b] = this.partialRng.shuffle([...this.ids]) as [NodeId, NodeId];
+      const both = this.partialRng.chance(0.5);
+      cut(a, b);
+      if (both) cut(b, a);
+      this.trace(`partition: link ${a}${both ? '<' : ''}>${b} cut until ${until}`);
+      return;
+    }
     if (kind === 0 || (kind === 1 && leader !== null)) {
       // One node (the leader, for kind 1) isolated, both ways.
       const a = kind === 1 && leader !== null ? leader : this.rng.pick(this.ids);
@@ -428,7 +451,12 @@ export class Simulation {
   }
 
   private read(): void {
-    const leader = this.currentLeader();
+    let leader = this.currentLeader();
+    if (this.opts.partialFaults === true && this.partialRng.chance(0.5)) {
+      // Any node that believes it leads: a deposed leader must never release a read.
+      const believers = this.alive().filter((n) => n.raw!.softState().role === 'leader');
+      leader = believers.length === 0 ? null : this.partialRng.pick(believers).id;
+    }
     if (leader === null) return;
     const n = this.nodes.get(leader)!;
     n.raw!.readIndex(this.acked.length);
@@ -792,6 +820,13 @@ export class Simulation {
         this.start(n);
       }
     }
+    let keptCut: string | null = null;
+    if (this.opts.partialFaults === true && down.size === 0 && this.partialRng.chance(0.5)) {
+      const [a, b] = this.partialRng.shuffle([...this.ids]) as [NodeId, NodeId];
+      keptCut = `${a}>${b}`;
+      this.cuts.set(keptCut, Infinity);
+      this.trace(`heal: all but the link ${a}>${b}, cut until the commit`);
+    }
     this.trace(`heal: majority ${this.ids.filter((i) => !down.has(i)).join(',')} (mix ${mix.name})`);
     const bound = LIVENESS_ELECTIONS * ELECTION_TICK * TICK;
     // The client retries with a fresh proposal every election timeout until one is acknowledged.
@@ -820,7 +855,8 @@ export class Simulation {
         break;
       }
     }
-    if (committedAt < 0) this.fail(`no commit within ${LIVENESS_ELECTIONS} election timeouts after healing a majority`);
+    if (committedAt < 0) this.fail(`no commit within ${LIVENESS_ELECTIONS} election timeouts after healing a majority${keptCut === null ? '' : ` (link ${keptCut} still cut)`}`);
+    if (keptCut !== null) this.cuts.delete(keptCut);
     // Convergence: the healed majority applies everything any node ever saw committed, which
     // includes every acknowledged proposal.
     const deadline = this.now + bound;
