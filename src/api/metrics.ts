@@ -1,5 +1,6 @@
 // Prometheus metrics (prom-client), in a registry of this app's own so that several nodes can live in
 // one process (tests). Request metrics come from hooks; Raft and queue gauges are read at scrape time.
+import { X509Certificate } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -175,6 +176,15 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       this.set(deps.broker.waiting());
     },
   });
+  // The certificate is read once, at start: a renewed file counts from the node's next restart, and an
+  // expired one ends every peer's and client's connection to the node (MomCertificateExpiring).
+  if (deps.https !== undefined) {
+    new Gauge({
+      name: 'mom_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the certificate this node serves and presents to its peers expires (seconds since the epoch).',
+      registers: [registry],
+    }).set(Date.parse(new X509Certificate(deps.https.cert).validTo) / 1000);
+  }
   app.decorate('metrics', registry);
 }
 
