@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -41,6 +42,25 @@ export function localCluster(env = process.env) {
     dataDir: join(dataDir, id),
   }));
   return { dataDir, nodes };
+}
+
+/**
+ * The listen addresses of `nodes` that something already holds (another npm start, another program):
+ * checked before a node is started, which would open its data folder first and fail only then, while
+ * the readiness checks asked whoever holds the port.
+ */
+export async function takenAddresses(nodes) {
+  const taken = [];
+  for (const node of nodes) {
+    const [host, port] = node.listen.split(':');
+    const free = await new Promise((resolve) => {
+      const probe = createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(Number(port), host, () => probe.close(() => resolve(true)));
+    });
+    if (!free) taken.push(node.listen);
+  }
+  return taken;
 }
 
 /** The cluster's secrets, generated into <data>/secrets.json (mode 600) by whichever script starts first. */

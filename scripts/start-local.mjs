@@ -10,9 +10,14 @@
 // once none is left: 0 when it was asked to stop and each of them stopped cleanly, 1 otherwise (all
 // three died on their own, or one did not stop cleanly).
 import { fetch } from 'undici';
-import { buildMain, describeExit, isRunning, localCluster, localSecrets, notStartedHint, onStopSignal, restartCommand, spawnNode, stopNode } from './local-cluster.mjs';
+import { buildMain, describeExit, fail, isRunning, localCluster, localSecrets, notStartedHint, onStopSignal, restartCommand, spawnNode, stopNode, takenAddresses } from './local-cluster.mjs';
 
 const cluster = localCluster();
+// Before anything is made or started: a node on a taken port would open its data, then fail.
+const taken = await takenAddresses(cluster.nodes);
+if (taken.length > 0) {
+  fail(`${list(taken)} ${taken.length === 1 ? 'is' : 'are'} already in use (another npm start, or another program). Stop it, or move the cluster with MOM_LOCAL_PORT (the first of three ports).`);
+}
 const secrets = localSecrets(cluster);
 
 /** Set by the first stop signal: from then on an exit is expected, and only its cleanliness counts. */
@@ -64,7 +69,8 @@ function reportExit(id, code, signal, running) {
   if (!ready) {
     console.error(`mom: node ${id} ${describeExit(code, signal)} before the cluster was ready (${notStartedHint(node)} MOM_LOCAL_PORT moves all three).`);
     if (running.length === 0) return;
-    console.error(`     ${list(running)} keep running (a cluster on new data needs all three nodes up once before two can serve).`);
+    // Two nodes elect leaders on their own, on new data as well (ClusterNode.learnTerms); one cannot.
+    console.error(`     ${list(running)} keep running${running.length === 2 ? ': two of the three nodes are a majority and serve once they have leaders' : ', and a node alone cannot serve'}.`);
   } else {
     console.error(`mom: node ${id} ${describeExit(code, signal)}.`);
     if (running.length === 0) return;

@@ -8,6 +8,16 @@
 // SIGTERM or SIGINT: hand leadership over, finish requests in flight, close the databases, exit 0.
 import { MomServer } from './server.js';
 import { ConfigError, loadConfig } from './cluster/index.js';
+import { LogInUseError } from './store/wal/index.js';
+
+/**
+ * Errors of the machine's setup, for the operator to fix: a port in use, a folder this user cannot
+ * write, a folder another node holds. One line each, not a stack trace that reads as a bug.
+ */
+const SETUP_ERRNOS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'ENOSPC']);
+function isSetupError(err: unknown): err is Error {
+  return err instanceof LogInUseError || (err instanceof Error && SETUP_ERRNOS.has((err as NodeJS.ErrnoException).code ?? ''));
+}
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
@@ -23,6 +33,10 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`mom: bad configuration: ${err.message}`);
+      process.exit(2);
+    }
+    if (isSetupError(err)) {
+      console.error(`mom: cannot start: ${err.message}`);
       process.exit(2);
     }
     throw err;

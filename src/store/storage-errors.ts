@@ -1,4 +1,5 @@
-// The error of a log or state file found damaged, shared by the stores that check what they read.
+// The errors of the stores: a log or state file found damaged, shared by the stores that check what
+// they read; a log another process holds.
 import type { Index } from '../raft/index.js';
 
 /** What is known of where corruption was found. */
@@ -29,4 +30,9 @@ export class StorageCorruptError extends Error {
     this.partition = site.partition;
     this.index = site.index;
   }
+}
+
+/** Another process holds the log (its LOCK names a live process): another node runs on this folder. */
+export class LogInUseError extends Error {
+  override name = 'LogInUseError';
 }

@@ -3,7 +3,8 @@
 // its share of leaders back; a SIGTERM hands leadership over and exits cleanly; bad configuration
 // stops a node with a clear message and exit code 2.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -136,4 +137,36 @@ t.test('bad configuration stops the node with a message and exit code 2', async 
   });
   t.equal(r.code, 2);
   t.match(r.err, /bad configuration: missing peers/);
+});
+
+// What an operator's mistake looks like: a port another program holds, a data folder another
+// process holds. Each is one line that says what to fix, with exit code 2, not a stack trace (which
+// reads as a bug of the node's).
+t.test('a port in use, or a data folder in use, stops the node with one line and exit code 2', async (t) => {
+  const run = (args: string[]): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'error' } });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('exit', (code) => resolve({ code, err }));
+    });
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise((resolve) => holder.close(resolve)));
+  const port = (holder.address() as { port: number }).port;
+  const peers = `n1=http://127.0.0.1:${port},n2=http://127.0.0.1:1,n3=http://127.0.0.1:2`;
+  const args = (dir: string, listen: string): string[] => ['--node-id', 'n1', '--listen', listen, '--peers', peers, '--data-dir', join(root, dir)];
+
+  const taken = await run(args('port-taken', `127.0.0.1:${port}`));
+  t.equal(taken.code, 2, 'exit code 2 for a port in use');
+  t.match(taken.err, `mom: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+  t.notMatch(taken.err, /\n\s+at /, 'no stack trace');
+
+  // A LOCK naming a live process (this test's): another node holds the folder.
+  mkdirSync(join(root, 'held', 'wal'), { recursive: true });
+  writeFileSync(join(root, 'held', 'wal', 'LOCK'), `${process.pid}\n`);
+  const held = await run(args('held', '127.0.0.1:0'));
+  t.equal(held.code, 2, 'exit code 2 for a folder in use');
+  t.match(held.err, `mom: cannot start: the write-ahead log in ${join(root, 'held', 'wal')} is held by process ${process.pid}`);
+  t.notMatch(held.err, /\n\s+at /, 'no stack trace');
 });

@@ -4,10 +4,11 @@
 // where it catches up. Ctrl-C, delivered twice as a terminal and npm deliver it, stops every node
 // cleanly, and every process exits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import t, { type Test } from 'tap';
 import { call } from '../api/api-helpers.js';
 import { Cluster } from '../chaos/cluster.js';
@@ -149,4 +150,37 @@ t.test('npm start: a node killed with SIGKILL, the others serve, `npm run node -
   for (const [id, pid] of [...nodePid, ['n3 restarted', n3Again] as const]) t.notOk(alive(pid), `${id} (pid ${pid}) has exited`);
   const secrets = JSON.parse(readFileSync(join(dataDir, 'secrets.json'), 'utf8')) as Record<string, string>;
   t.ok(Object.values(secrets).every((s) => !start.output().includes(s) && !node.output().includes(s)), 'the secrets are never printed');
+});
+
+// A port of the three already taken: by a second `npm start` while the first runs, or by another
+// program. The node on it used to open (or create) its data folder, then fail with a stack trace;
+// the script's readiness checks asked whoever listened on the port, so it could print the banner of
+// a ready cluster over nodes that had died; and the other two formed a cluster of their own.
+t.test('npm start with one of its ports taken: a one-line message naming the port, exit 2, no node started, no data touched', async (t) => {
+  const basePort = await threeFreePorts();
+  const dataDir = join(mkdtempSync(join(tmpdir(), 'mom-start-taken-')), 'data');
+  const env = { ...process.env, MOM_LOCAL_PORT: String(basePort), MOM_LOCAL_DATA: dataDir, MOM_LOG_LEVEL: 'warn' };
+  const pids = new Set<number>();
+  // Whatever listens there answers 200 to everything, as a node of the first npm start answers /readyz.
+  const other = createHttpServer((_req, res) => res.end('{}'));
+  await new Promise<void>((resolve) => other.listen(basePort + 1, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    await new Promise((resolve) => other.close(resolve));
+    rmSync(dirname(dataDir), { recursive: true, force: true });
+  });
+
+  const start = runScript(t, 'start-local.mjs', [], env, pids);
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  void start.exited.then((e) => (exit = e));
+  // Either it refuses, or it goes on to start nodes and wait for them: then their pids are killed.
+  await Cluster.until(async () => {
+    for (const m of start.output().matchAll(/\(pid (\d+)\)/g)) pids.add(Number(m[1]));
+    return exit !== null || /\bready\b|exited|killed/.test(start.output());
+  }, PATIENCE_MS);
+  t.same(exit, { code: 2, signal: null }, 'npm start exits with code 2', { output: start.output() });
+  t.match(start.output(), `127.0.0.1:${basePort + 1}`, 'naming the port that is taken');
+  t.notMatch(start.output(), /\bready\b|\bpid\b/, 'no node started, no banner');
+  t.notMatch(start.output(), /\n\s+at /, 'no stack trace');
+  t.notOk(existsSync(join(dataDir, 'n1')) || existsSync(join(dataDir, 'n2')) || existsSync(join(dataDir, 'n3')), 'no node folder made');
 });

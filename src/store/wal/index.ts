@@ -2,5 +2,5 @@
 export { WalStore, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES, type PersistItem, type WalOptions } from './wal-store.js';
 export type { PartitionLog, VerifyReport } from './partition-view.js';
 export type { SnapshotRecord } from './log-state.js';
-export { StorageCorruptError, type CorruptionSite } from '../storage-errors.js';
+export { LogInUseError, StorageCorruptError, type CorruptionSite } from '../storage-errors.js';
 export { openNodeLog, WAL_FOLDER } from './legacy.js';

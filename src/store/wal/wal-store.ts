@@ -36,7 +36,7 @@ import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
 import { fsyncPath, mkdirDurably, writeFileDurably } from '../durable.js';
-import { StorageCorruptError } from '../storage-errors.js';
+import { LogInUseError, StorageCorruptError } from '../storage-errors.js';
 import { fromRuns, toRuns } from './kept-bodies.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
 import { PartitionView, type CacheBudget, type PartitionLog, type SegmentReader, type VerifyReport } from './partition-view.js';
@@ -811,7 +811,7 @@ function lock(dir: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
       // A LOCK left by a process that died (or by this one, before a restart in the same process).
       const pid = Number(readFileSync(file, 'utf8').trim());
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`the write-ahead log in ${dir} is held by process ${pid}`);
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
       rmSync(file, { force: true });
     }
   }
