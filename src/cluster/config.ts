@@ -1,6 +1,7 @@
 // A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
 // (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
 // that names the setting and says what is expected.
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { nodeId, type NodeId } from '../raft/index.js';
 import { mkdirDurably, writeFileDurably } from '../store/durable.js';
@@ -224,11 +225,24 @@ interface ClusterIdentity {
   nodeId: string;
   peers: string[];
   /**
+   * Which cluster made the folder: a keyed digest of its cluster secret (secretDigest), so that a
+   * folder of another cluster of the same ids and partition count (a backup of the wrong cluster, a
+   * MOM_LOCAL_DATA of another checkout) is refused instead of mixing its log into this one. Absent in
+   * folders made before it; recorded at their next start.
+   */
+  cluster?: string;
+  /**
    * Set while this data folder may be older than the cluster (new or emptied, or restored from a
    * backup with --rejoin) and some partition has not yet caught up from its leader: until then the
    * node grants no vote and never campaigns (Raft.suspendVoting). Cleared once all have.
    */
   catchingUp?: true;
+  /**
+   * Set with catchingUp when this folder is known to have taken part in the cluster before (its log
+   * was lost while cluster.json was kept, or it was restored with --rejoin): unlike a new folder, it
+   * never takes peers as empty as itself for a new cluster (ClusterNode.learnTerms).
+   */
+  tookPart?: true;
 }
 
 /**
@@ -237,7 +251,7 @@ interface ClusterIdentity {
  * folder cannot tell a new cluster from a lost disk, and a restored one may have voted and
  * acknowledged entries since its backup.
  */
-export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
+export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean; tookPart: boolean; recordCluster: boolean } {
   const path = `${cfg.dataDir}/cluster.json`;
   const mine = identityOf(cfg);
   let existing: ClusterIdentity | null = null;
@@ -248,8 +262,8 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   }
   if (existing === null) {
     mkdirDurably(cfg.dataDir);
-    writeIdentity(cfg, true);
-    return { catchingUp: true };
+    writeIdentity(cfg, true, false);
+    return { catchingUp: true, tookPart: false, recordCluster: false };
   }
   if (existing.partitions !== mine.partitions) {
     throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.partitions} partitions; partitions=${mine.partitions} would misroute every name`);
@@ -258,32 +272,45 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean } {
   if (existing.peers.join(',') !== mine.peers.join(',')) {
     throw new ConfigError(`${cfg.dataDir} belongs to a cluster of ${existing.peers.join(', ')}; changing members is not supported`);
   }
-  if (cfg.rejoin && existing.catchingUp !== true) writeIdentity(cfg, true);
-  return { catchingUp: cfg.rejoin || existing.catchingUp === true };
+  if (existing.cluster !== undefined && existing.cluster !== secretDigest(cfg.clusterSecret)) {
+    throw new ConfigError(
+      `${cfg.dataDir} belongs to another cluster: it was made with another cluster secret. Give this node its own cluster's folder or secret (to change a cluster's secret on purpose, remove "cluster" from the cluster.json of each of its nodes)`,
+    );
+  }
+  // --rejoin is recorded by ClusterNode.open once the log's LOCK is taken (recordIdentity): written
+  // here, a second process started on the folder of a running node would leave it catching up.
+  return { catchingUp: cfg.rejoin || existing.catchingUp === true, tookPart: cfg.rejoin || existing.tookPart === true, recordCluster: existing.cluster === undefined };
 }
 
 /**
- * Records that this folder must catch up before it votes (its cluster.json said it had caught up, but
- * its log is gone: ClusterNode.open), so that a crash before it has does not let a later start vote.
+ * Records what checkClusterIdentity found, with the log's LOCK held (ClusterNode.open): that this
+ * folder must catch up before it votes (its log is gone while cluster.json said it had caught up, or
+ * it was restored: --rejoin), so that a crash before it has does not let a later start vote; and the
+ * cluster of a folder made before cluster.json said it.
  */
-export function markCatchingUp(cfg: NodeConfig): void {
-  writeIdentity(cfg, true);
+export function recordIdentity(cfg: NodeConfig, catchingUp: boolean, tookPart: boolean): void {
+  writeIdentity(cfg, catchingUp, tookPart);
 }
 
 /** Records that every partition caught up (after that was persisted): later starts vote at once. */
 export function markCaughtUp(cfg: NodeConfig): void {
-  writeIdentity(cfg, false);
+  writeIdentity(cfg, false, false);
 }
 
 function identityOf(cfg: NodeConfig): ClusterIdentity {
-  return { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id) };
+  return { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id), cluster: secretDigest(cfg.clusterSecret) };
+}
+
+/** 64 bits of an HMAC under the cluster secret: tells clusters apart, and tells nothing of the secret. */
+function secretDigest(clusterSecret: string): string {
+  return createHmac('sha256', clusterSecret).update('mom data folder').digest('hex').slice(0, 16);
 }
 
 /**
  * Writes the folder's cluster.json durably: after a power cut an empty or torn file would keep the
  * node from starting (found by the chaos run's power-loss fault).
  */
-function writeIdentity(cfg: NodeConfig, catchingUp: boolean): void {
-  const identity: ClusterIdentity = catchingUp ? { ...identityOf(cfg), catchingUp: true } : identityOf(cfg);
+function writeIdentity(cfg: NodeConfig, catchingUp: boolean, tookPart: boolean): void {
+  const identity: ClusterIdentity = !catchingUp ? identityOf(cfg) : tookPart ? { ...identityOf(cfg), catchingUp: true, tookPart: true } : { ...identityOf(cfg), catchingUp: true };
   writeFileDurably(`${cfg.dataDir}/cluster.json`, JSON.stringify(identity, null, 2) + '\n');
 }

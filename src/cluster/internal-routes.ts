@@ -5,6 +5,7 @@
 // the cluster secret. The secret is checked in onRequest, before a body is read, so a caller without
 // it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
 // octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
+import { createHmac } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
@@ -49,6 +50,16 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 export const FORMAT_HEADER = 'x-mom-format';
 /** The sender's wall clock (ms since the epoch) when it started the request (src/partition/cluster-clock.ts). */
 export const CLOCK_HEADER = 'x-mom-clock';
+/**
+ * Which key the sender signs access tokens with (tokenKeyOf): nodes of one cluster must share it, or
+ * a client's token works on some nodes only. Builds before it send none, and are not checked.
+ */
+export const TOKEN_KEY_HEADER = 'x-mom-token-key';
+
+/** 64 bits of an HMAC under the JWT secret: tells two secrets apart, and tells nothing of either. */
+export function tokenKeyOf(jwtSecret: string): string {
+  return createHmac('sha256', jwtSecret).update('mom access tokens').digest('hex').slice(0, 16);
+}
 
 /** Where a forwarded command's lines go: the leader's log, under the client request's id. */
 export type CommandLog = Pick<FastifyBaseLogger, 'debug' | 'error'>;
@@ -72,6 +83,8 @@ function commandLog(log: FastifyBaseLogger, requestId: string | undefined): Comm
 
 export interface InternalRoutesOptions {
   readonly clusterSecret: string;
+  /** This node's tokenKeyOf(jwtSecret): a peer that says another one is refused. Unset: not checked. */
+  readonly tokenKey?: string;
   /**
    * Every batch that passed the secret and validation. The answer (204, or a stream's
    * acknowledgement) waits for a returned promise, so a slow receiver slows its sender, which keeps
@@ -199,7 +212,12 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       return sendProblem(reply, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
     }
     const token = bearerToken(request.headers.authorization);
-    if (token !== null && isClusterSecret(token)) return;
+    if (token !== null && isClusterSecret(token)) {
+      const theirs = request.headers[TOKEN_KEY_HEADER];
+      if (opts.tokenKey === undefined || theirs === undefined || theirs === opts.tokenKey) return;
+      request.log.warn({ remoteAddress: request.ip, url: loggedUrl(request.url) }, 'inter-node request refused: the peer signs access tokens with another JWT secret (MOM_JWT_SECRET must be the same on every node)');
+      return sendProblem(reply, 'unauthorized', 'this node signs access tokens with another JWT secret: MOM_JWT_SECRET must be the same on every node');
+    }
     // Never log the token: a wrong one may be a typo of the real secret.
     request.log.warn(
       { remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url), credentials: token === null ? 'missing' : 'wrong' },

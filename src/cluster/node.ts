@@ -7,8 +7,8 @@ import { NodeHost, commandOrigin, type Outbox, type PartitionStatus } from '../p
 import { Housekeeping } from '../partition/housekeeping.js';
 import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
-import { checkClusterIdentity, markCatchingUp, markCaughtUp, type NodeConfig } from './config.js';
-import { LIMITS_PATH, POSITIONS_PATH } from './internal-routes.js';
+import { checkClusterIdentity, markCaughtUp, recordIdentity, type NodeConfig } from './config.js';
+import { LIMITS_PATH, POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
 import { LimitGossip } from './limit-gossip.js';
 import type { CommandLog, InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
@@ -44,6 +44,8 @@ export class ClusterNode {
     readonly router: Router,
     readonly tls: TlsMaterial | null,
     private readonly logger: Logger,
+    /** The folder is known to have taken part before (lost log, --rejoin): learnTerms takes no empty peer for a new cluster. */
+    private readonly tookPart: boolean,
   ) {
     // Rate-limit events go to every other node (limit-gossip.ts); a peer that does not take a batch
     // (down, or an older build without the route) loses it.
@@ -70,6 +72,7 @@ export class ClusterNode {
       self: cfg.nodeId,
       peers: cfg.peers,
       clusterSecret: cfg.clusterSecret,
+      tokenKey: tokenKeyOf(cfg.jwtSecret),
       ...(tls === null ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
       logger: { warn: (obj, msg) => logger.warn(obj, msg) },
       ...(opts.format === undefined ? {} : { format: opts.format }),
@@ -116,9 +119,12 @@ export class ClusterNode {
     // are all empty still starts at once: learnTerms).
     if (!identity.catchingUp && host.startedEmpty) {
       logger.warn('cluster.json is kept but the log is empty: the log was lost; catching up before voting');
-      markCatchingUp(cfg);
       identity.catchingUp = true;
+      identity.tookPart = true;
     }
+    // Recorded only now that the log's LOCK is this process's: a second process started on a folder
+    // in use (with --rejoin) stops at the LOCK and leaves cluster.json as it was.
+    if ((identity.catchingUp && identity.tookPart) || identity.recordCluster) recordIdentity(cfg, identity.catchingUp, identity.tookPart);
     if (identity.catchingUp) {
       logger.info('this data folder is new, emptied or restored: no votes until every partition caught up from its leader');
       host.rejoin.suspendUntilCaughtUp(() => {
@@ -126,7 +132,7 @@ export class ClusterNode {
         logger.info('every partition caught up from its leader; voting');
       });
     }
-    return new ClusterNode(cfg, host, transport, router, tls, logger);
+    return new ClusterNode(cfg, host, transport, router, tls, logger, identity.tookPart);
   }
 
   /**
@@ -157,7 +163,10 @@ export class ClusterNode {
       if (this.closed) return;
       const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes) && a.terms.length === this.cfg.partitions);
       const mineEmpty = empty(this.host.logPositions());
-      if (got.length > 0 && mineEmpty && got.every(empty)) {
+      // A folder that took part before is not new, whatever its log says: a peer as empty as itself
+      // lost its log too, and the member that holds the cluster's entries may be the one that has not
+      // answered. Only when every member answered empty is there nothing left to keep.
+      if ((this.tookPart ? got.length === others.length : got.length > 0) && mineEmpty && got.every(empty)) {
         this.host.rejoin.applyTermFloors([]);
         this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
         this.host.rejoin.resumeVoting();
@@ -171,7 +180,7 @@ export class ClusterNode {
         // node's counts anywhere, and it may vote at once (in terms past the floors). Otherwise a
         // partition whose leader failed before this node caught up would wait for that leader.
         const untouched = got.every((a) => Array.isArray(a.untouchedBy) && a.untouchedBy.includes(this.cfg.nodeId));
-        if (mineEmpty && untouched) {
+        if (!this.tookPart && mineEmpty && untouched) {
           this.logger.info('a new cluster that started without this node, which none of its peers has heard from: voting');
           this.host.rejoin.resumeVoting();
           return;
@@ -202,6 +211,7 @@ export class ClusterNode {
   internalRoutes(): InternalRoutesOptions {
     return {
       clusterSecret: this.cfg.clusterSecret,
+      tokenKey: tokenKeyOf(this.cfg.jwtSecret),
       self: this.cfg.nodeId,
       requireClientCert: this.tls !== null,
       onMessages: (from, items, format, clock) => this.host.receive(from, items, format, clock),

@@ -35,7 +35,7 @@ import { FORMAT } from '../store/broker/format.js';
 import { decodeCarried, type Answer, type CarriedOutcome } from './answer.js';
 import { errorText } from './errors.js';
 import { FRAMES_TYPE, FRAME_HEAD_BYTES, MAX_STREAM_WINDOW, WINDOW_HEADER, sealFrame } from './frames.js';
-import { CLOCK_HEADER, FORMAT_HEADER, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH } from './internal-routes.js';
+import { CLOCK_HEADER, FORMAT_HEADER, RAFT_PATH, RAFT_STREAM_PATH, SNAPSHOT_PATH, TOKEN_KEY_HEADER } from './internal-routes.js';
 import { assertUsableSecret, bearer } from './secret.js';
 import { MessageQueue } from './message-queue.js';
 import { RaftStream, carriedFate, type PendingFrame, type StreamFailure } from './raft-stream.js';
@@ -51,6 +51,8 @@ export interface TransportOptions {
   /** Every other node. An entry for `self` is ignored, so the whole member list may be passed. */
   readonly peers: readonly { readonly id: NodeId; readonly url: string }[];
   readonly clusterSecret: string;
+  /** tokenKeyOf(this node's JWT secret), said in every Raft request and call (TOKEN_KEY_HEADER); unset: not said. */
+  readonly tokenKey?: string;
   /** Messages queued per peer before the oldest are dropped. Default 10,000. */
   readonly maxQueuedPerPeer?: number;
   /**
@@ -211,6 +213,8 @@ export class HttpTransport {
   private readonly self: NodeId;
   private readonly peers = new Map<NodeId, Peer>();
   private readonly authorization: string;
+  /** The TOKEN_KEY_HEADER of Raft requests and calls, or nothing. */
+  private readonly tokenKey: Record<string, string>;
   private readonly format: string;
   private readonly wallClock: () => number;
   private readonly requestTimeoutMs: number;
@@ -247,6 +251,7 @@ export class HttpTransport {
     if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) throw new RangeError(`maxQueuedPerPeer must be a positive integer, got ${maxQueued}`);
     this.self = opts.self;
     this.authorization = bearer(opts.clusterSecret);
+    this.tokenKey = opts.tokenKey === undefined ? {} : { [TOKEN_KEY_HEADER]: opts.tokenKey };
     this.format = String(opts.format ?? FORMAT);
     this.wallClock = opts.now ?? Date.now;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
@@ -409,7 +414,7 @@ export class HttpTransport {
     if (this.closed) throw new Error('the transport is closed');
     // The pool's own deadlines are loose; each call's signal is the real bound.
     peer.rpcPool ??= this.newPool(new URL(peer.url).origin, RPC_CONNECTIONS, 60_000);
-    const headers: Record<string, string> = { authorization: this.authorization, 'content-type': 'application/json' };
+    const headers: Record<string, string> = { authorization: this.authorization, 'content-type': 'application/json', ...this.tokenKey };
     if (opts.requestId !== undefined) headers['x-request-id'] = opts.requestId;
     // A timer cleared when the call ends: AbortSignal.timeout's would fire later anyway, and build a
     // DOMException for nobody (about 1% of a node's time under single sends).
@@ -768,6 +773,7 @@ export class HttpTransport {
     peer.streamPool ??= this.newPool(new URL(peer.url).origin, 2, this.requestTimeoutMs, 0);
     const headers = {
       authorization: this.authorization,
+      ...this.tokenKey,
       'content-type': FRAMES_TYPE,
       [FORMAT_HEADER]: this.format,
       [WINDOW_HEADER]: String(this.streamWindow),
@@ -848,7 +854,7 @@ export class HttpTransport {
       const res = await peer.pool.request({
         method: 'POST',
         path: `${peer.basePath}${RAFT_PATH}`,
-        headers: { authorization: this.authorization, 'content-type': 'application/octet-stream', [FORMAT_HEADER]: this.format, [CLOCK_HEADER]: String(this.wallClock()) },
+        headers: { authorization: this.authorization, ...this.tokenKey, 'content-type': 'application/octet-stream', [FORMAT_HEADER]: this.format, [CLOCK_HEADER]: String(this.wallClock()) },
         body: encodeBatch(this.self, batch),
         // No signal: this pool's own deadlines (connect, headers, body: requestTimeoutMs each) bound
         // the request, and it never waits for a connection (one POST in flight per peer, two

@@ -20,7 +20,7 @@ function folders(t: Test): { dataDir: string; undo: string } {
 t.test('the cluster identity file written at a first start survives a power cut (it was written without fsync: the node then refused to start)', async (t) => {
   if (needTool(t, 'cc') === null) return;
   const { dataDir, undo } = folders(t);
-  const cfg = { dataDir, partitions: 4, nodeId: 'n1', peers: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }] } as unknown as NodeConfig;
+  const cfg = { dataDir, partitions: 4, nodeId: 'n1', peers: [{ id: 'n1' }, { id: 'n2' }, { id: 'n3' }], clusterSecret: 'c'.repeat(16) } as unknown as NodeConfig;
   await runUntilReadyThenKill(
     `import { checkClusterIdentity } from './src/cluster/config.ts';
      checkClusterIdentity(${JSON.stringify(cfg)});

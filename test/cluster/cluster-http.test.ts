@@ -98,6 +98,25 @@ t.test('a node with the wrong cluster secret is refused and cannot join', async 
   await r.body.dump();
 });
 
+// A node given another MOM_JWT_SECRET than its peers joined them and served: a client's token worked
+// on some nodes and not on others (401 "invalid or expired; log in again"), and no log said why. It
+// is refused as a node with the wrong cluster secret is, and both sides say why.
+t.test('a node with another JWT secret is refused and cannot join, and says why', async (t) => {
+  const good = await configs(1);
+  const bad = { ...good[2]!, jwtSecret: 'k'.repeat(32) };
+  const lines: string[] = [];
+  const logger = { level: 'warn', hooks: { logMethod(args: unknown[]) { lines.push(args.map((a) => (typeof a === 'string' ? a : '')).join(' ')); } } };
+  const nodes = await Promise.all([ClusterNode.start(good[0]!, { tickMs: 20, logger }), ClusterNode.start(good[1]!, { tickMs: 20, logger }), ClusterNode.start(bad, { tickMs: 20, logger })]);
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
+  await until(() => leaderOf(nodes.slice(0, 2), 0) !== undefined, 'the two good nodes elect a leader');
+  t.ok((await submit(nodes.slice(0, 2).map((n) => n.host), 0, 'alice', queue('q'))).ok, 'the good majority commits');
+  const refused = (): number => nodes.slice(0, 2).reduce((n, node) => n + node.transport.stats().failed, 0);
+  const atCommit = refused();
+  await until(() => refused() >= atCommit + 3, 'the good nodes were refused by the bad one since the commit');
+  t.equal(nodes[2]!.host.replica(0).state.applied().index, 0, 'nothing reached the node with the other JWT secret');
+  t.ok(lines.some((l) => /another JWT secret/.test(l)), 'the refusal says why');
+});
+
 /**
  * Three nodes of one partition, led by n1, its preferred leader, as all know: balancing moves nothing
  * during the test.

@@ -7,12 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import type { LoggerOptions } from 'pino';
 import { MomServer } from '../../src/server.js';
 import type { NodeConfig } from '../../src/cluster/index.js';
 import type { Command } from '../../src/store/broker/index.js';
 import { submit } from '../partition/host-helpers.js';
 import { threeNodeConfigs, until } from './net-helpers.js';
+import { captureLogs } from './log-capture.js';
 import { describeNodes } from './node-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-late-'));
@@ -24,21 +24,6 @@ const queue = (name: string): Command => ({ type: 'queue.create', name, visibili
 
 const configs = (): Promise<NodeConfig[]> => threeNodeConfigs(root, PARTITIONS);
 
-/** pino options that keep the messages (info and up) instead of printing them. */
-function capture(): { logger: LoggerOptions; lines: string[] } {
-  const lines: string[] = [];
-  return {
-    lines,
-    logger: {
-      level: 'info',
-      hooks: {
-        logMethod(args) {
-          lines.push(args.map((a) => (typeof a === 'string' ? a : '')).join(' '));
-        },
-      },
-    },
-  };
-}
 
 const VOTES_AT_ONCE = /a new cluster that started without this node/;
 const CATCHES_UP_FIRST = /catching up before voting/;
@@ -50,7 +35,7 @@ t.test('a late starter of a new cluster votes at once; a leader failing before i
   await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'n2 and n3 elect leaders', 2000, () => describeNodes(nodes));
   for (let p = 0; p < PARTITIONS; p++) t.ok((await submit(nodes.map((n) => n.host), p, 'alice', queue(`q${p}`))).ok, `a write to partition ${p}`);
 
-  const log = capture();
+  const log = captureLogs();
   const late = await MomServer.start(cfgs[0]!, { ...opts, logger: log.logger });
   nodes.push(late);
   await until(() => log.lines.some((l) => VOTES_AT_ONCE.test(l) || CATCHES_UP_FIRST.test(l)), 'n1 decides how it joins', 2000, () => describeNodes(nodes));
@@ -75,7 +60,7 @@ t.test('a node that took part and lost its folder still catches up before it vot
 
   await nodes[0]!.close();
   rmSync(cfgs[0]!.dataDir, { recursive: true, force: true });
-  const log = capture();
+  const log = captureLogs();
   nodes[0] = await MomServer.start(cfgs[0]!, { ...opts, logger: log.logger });
   await until(() => log.lines.some((l) => VOTES_AT_ONCE.test(l) || CATCHES_UP_FIRST.test(l)), 'n1 decides how it rejoins', 2000, () => describeNodes(nodes));
   t.ok(log.lines.some((l) => CATCHES_UP_FIRST.test(l)), 'its peers heard from it before: it catches up first');

@@ -12,6 +12,7 @@ import { MomServer } from '../../src/server.js';
 import type { NodeConfig } from '../../src/cluster/index.js';
 import { queue, submit } from '../partition/host-helpers.js';
 import { threeNodeConfigs, until } from './net-helpers.js';
+import { captureLogs } from './log-capture.js';
 import { describeNodes } from './node-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-lost-log-'));
@@ -73,4 +74,35 @@ for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join
       t.ok(names.includes(`kept${p}`), `${n.cfg.nodeId}, partition ${p}: the acknowledged queue kept${p} is there (has ${names.join(', ')})`);
     }
   }
+});
+
+
+// Two nodes that lost their logs found each other empty and took that for a new cluster: with the
+// third down they elected leaders over nothing, served a cluster without its users and queues, and
+// took writes that the third, the one holding every committed entry, would contradict on its return.
+t.test('two nodes lose their logs (cluster.json kept) while the third is down: they do not start a new, empty cluster', async (t) => {
+  const cfgs = await configs();
+  const nodes: (MomServer | null)[] = await Promise.all(cfgs.map((c) => MomServer.start(c, opts)));
+  const live = (): MomServer[] => nodes.filter((n): n is MomServer => n !== null);
+  t.teardown(() => Promise.all(live().map((n) => n.close())));
+  await until(() => live().every((n) => n.status().every((s) => s.leader !== null)), 'leaders everywhere', 2000, () => describeNodes(live()));
+  await until(() => !cfgs.some((c) => catchingUp(c.dataDir)), 'a new cluster votes at once', 2000, () => describeNodes(live()));
+  for (let p = 0; p < PARTITIONS; p++) t.ok((await submit(live().map((n) => n.host), p, 'alice', queue(`before${p}`))).ok);
+
+  for (let i = 0; i < 3; i++) {
+    await nodes[i]!.close();
+    nodes[i] = null;
+  }
+  for (const i of [0, 1]) for (const folder of ['wal', 'state', 'snapshots']) rmSync(join(cfgs[i]!.dataDir, folder), { recursive: true, force: true });
+
+  // n1 and n2 start, n3 stays down. Each either takes the other's empty log for a new cluster, or
+  // keeps asking for n3 (and says so after 20 rounds).
+  const logs = [captureLogs(), captureLogs()];
+  for (const i of [0, 1]) nodes[i] = await MomServer.start(cfgs[i]!, { ...opts, logger: logs[i]!.logger });
+  const NEW_CLUSTER = /a new cluster/;
+  const WAITING = /waiting for every peer to answer/;
+  await until(() => logs.every((l) => l.lines.some((x) => NEW_CLUSTER.test(x) || WAITING.test(x))), 'n1 and n2 decide whether they may vote', 6000, () => describeNodes(live()));
+  t.same(logs.flatMap((l) => l.lines.filter((x) => NEW_CLUSTER.test(x))), [], 'neither takes the other for a new cluster');
+  t.same(live().flatMap((n) => n.status().filter((s) => s.role === 'leader').map((s) => `${n.cfg.nodeId} leads partition ${s.partition}`)), [], 'no leader over the empty logs');
+  t.ok(cfgs.slice(0, 2).every((c) => catchingUp(c.dataDir)), 'both still catching up');
 });
