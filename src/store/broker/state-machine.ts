@@ -548,7 +548,8 @@ export class BrokerStateMachine {
       // Single sends to one queue by its owner, one entry after another: stored together (storeSends()).
       let sends: PendingSends | null = null;
       const flush = (): void => {
-        if (sends !== null) this.storeSends(sends, out);
+        const pending = sends;
+        if (pending !== null) this.unguarded(() => this.storeSends(pending, out));
         sends = null;
       };
       for (const e of entries) {
@@ -568,7 +569,7 @@ export class BrokerStateMachine {
         const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
         // The clock is the largest stamp applied; from format 8 one entry moves it a bounded step.
         if (env !== null && env.time > clock) clock = this.formatInForce >= BOUNDED_CLOCK_STEP ? Math.min(env.time, clock + MAX_CLOCK_STEP_MS) : env.time;
-        const ch = guarded || env === null ? undefined : this.bulkSendTarget(env);
+        const ch = guarded || env === null ? undefined : this.unguarded(() => this.bulkSendTarget(env));
         if (ch === undefined || (sends !== null && sends.ch.id !== ch.id)) flush();
         if (e.kind !== 0) {
           out.push({ index: e.index, result: ok(null), woke: [], retimed: [], delivered: [] });
@@ -601,8 +602,18 @@ export class BrokerStateMachine {
 
   /** Applies one command in the batch's transaction; an error of the code aborts the batch (apply()). */
   private applyUnguarded(env: Envelope, ctx: Ctx): Result {
+    return this.unguarded(() => this.applyEnvelope(env, ctx));
+  }
+
+  /**
+   * Runs what the batch does without savepoints: the apply of a command, the check for sends that
+   * can be stored in bulk, their bulk store. An error of the code (a malformed command: a message
+   * that is null, say) becomes MalformedCommand, and the batch is redone one command at a time, so
+   * that the command fails alone; an error of storage stops the apply.
+   */
+  private unguarded<T>(fn: () => T): T {
     try {
-      return this.applyEnvelope(env, ctx);
+      return fn();
     } catch (err) {
       if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
       throw new MalformedCommand(err);

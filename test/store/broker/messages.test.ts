@@ -845,25 +845,32 @@ t.test('a batch redone command by command that fails again leaves nothing behind
   t.match(again!.result, { ok: false, code: 'not_found' });
 });
 
+// A send whose messages are not objects (a peer's malformed command, or one a format-1 envelope
+// carried as JSON) stopped the apply before its command was tried: the check for sends that can be
+// stored in bulk read a field of each message, threw outside the per-command guard, and the host
+// stopped, on every replica alike.
 t.test('a command that breaks the code fails alone: the batch around it applies, the same on every replica', async (t) => {
-  const a = await ordersStore(t);
-  const b = await ordersStore(t);
-  // Passes the envelope's shape check, then breaks apply (no messages array).
-  const broken = { type: 'queue.send', name: 'orders', messages: null } as unknown as Parameters<TestStore['run']>[1];
-  const batch = (s: TestStore) => [
-    entry(s.index + 1, env(s, 'alice', send('orders', 'before'))),
-    entry(s.index + 2, env(s, 'alice', broken)),
-    entry(s.index + 3, env(s, 'alice', send('orders', 'after'))),
-  ];
-  const out = a.sm.apply(batch(a));
-  a.index += 3;
-  t.match(out, [{ result: { ok: true } }, { result: { ok: false, code: 'validation_failed', detail: 'malformed command' } }, { result: { ok: true } }]);
-  t.strictSame(queueStats(a, 'orders'), stats(2, 0, 0, 0, 0), 'the commands before and after it applied');
-  t.equal(a.sm.applied().index, a.index);
-  // Another replica applies the same entries one at a time: the same state.
-  for (const e of batch(b)) b.sm.apply([e]);
-  b.index += 3;
-  t.equal(hash(a), hash(b), 'byte-identical state');
+  // Each passes the envelope's shape check, then breaks apply: no messages array, or messages that
+  // are not objects (also where single sends are stored in bulk).
+  for (const messages of [null, [null], ['text'], [42], [[]]]) {
+    const a = await ordersStore(t);
+    const b = await ordersStore(t);
+    const broken = { type: 'queue.send', name: 'orders', messages } as unknown as Parameters<TestStore['run']>[1];
+    const batch = (s: TestStore) => [
+      entry(s.index + 1, env(s, 'alice', send('orders', 'before'))),
+      entry(s.index + 2, env(s, 'alice', broken)),
+      entry(s.index + 3, env(s, 'alice', send('orders', 'after'))),
+    ];
+    const out = a.sm.apply(batch(a));
+    a.index += 3;
+    t.match(out, [{ result: { ok: true } }, { result: { ok: false, code: 'validation_failed' } }, { result: { ok: true } }], `messages ${JSON.stringify(messages)}`);
+    t.strictSame(queueStats(a, 'orders'), stats(2, 0, 0, 0, 0), 'the commands before and after it applied');
+    t.equal(a.sm.applied().index, a.index);
+    // Another replica applies the same entries one at a time: the same state.
+    for (const e of batch(b)) b.sm.apply([e]);
+    b.index += 3;
+    t.equal(hash(a), hash(b), 'byte-identical state');
+  }
 });
 
 t.test('single sends applied in one batch (stored in bulk) and one entry at a time answer and store the same', async (t) => {
