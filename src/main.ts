@@ -37,7 +37,10 @@ async function main(): Promise<void> {
     }
     if (isSetupError(err)) {
       console.error(`mom: cannot start: ${err.message}`);
-      process.exit(2);
+      // Not 2, a bad configuration, which systemd does not restart (mom.service): each of these is
+      // mended outside the node (space freed, the other program stopped, a permission given), and
+      // the node must then come back by itself.
+      process.exit(1);
     }
     throw err;
   }

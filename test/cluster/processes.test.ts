@@ -1,9 +1,9 @@
 // Real node processes on loopback, started as an operator would (src/main.ts): the leader's process
 // killed with SIGKILL is replaced by an election among the other two; restarted, it rejoins and takes
 // its share of leaders back; a SIGTERM hands leadership over and exits cleanly; bad configuration
-// stops a node with a clear message and exit code 2.
+// stops a node with a clear message and exit code 2; a setup error with one line, and a status systemd restarts.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { freePort } from './net-helpers.js';
 const root = mkdtempSync(join(tmpdir(), 'mom-procs-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
+const UNIT = join(import.meta.dirname, '..', '..', 'deploy', 'systemd', 'mom.service');
 
 
 interface PartitionView {
@@ -139,10 +140,12 @@ t.test('bad configuration stops the node with a message and exit code 2', async 
   t.match(r.err, /bad configuration: missing peers/);
 });
 
-// What an operator's mistake looks like: a port another program holds, a data folder another
-// process holds. Each is one line that says what to fix, with exit code 2, not a stack trace (which
-// reads as a bug of the node's).
-t.test('a port in use, or a data folder in use, stops the node with one line and exit code 2', async (t) => {
+// What an operator's mistake or the machine's state looks like: a port another program holds, a data
+// folder another process holds, a full disk. Each is one line that says what to fix, not a stack
+// trace (which reads as a bug of the node's), and an exit status systemd restarts: 2, a bad
+// configuration, is one it never restarts (deploy/systemd/mom.service), and each of these is mended
+// outside the node, which must then come back by itself.
+t.test('a port in use, a data folder in use or a full disk stops the node with one line, and systemd starts it again', async (t) => {
   const run = (args: string[]): Promise<{ code: number | null; err: string }> =>
     new Promise((resolve) => {
       const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'error' } });
@@ -157,8 +160,14 @@ t.test('a port in use, or a data folder in use, stops the node with one line and
   const peers = `n1=http://127.0.0.1:${port},n2=http://127.0.0.1:1,n3=http://127.0.0.1:2`;
   const args = (dir: string, listen: string): string[] => ['--node-id', 'n1', '--listen', listen, '--peers', peers, '--data-dir', join(root, dir)];
 
+  const prevented = (/^RestartPreventExitStatus=(.*)$/m.exec(readFileSync(UNIT, 'utf8'))?.[1] ?? '').split(/\s+/).filter(Boolean).map(Number);
+  t.ok(prevented.includes(2), 'the unit does not restart a bad configuration');
+  const restarted = (what: string, code: number | null): void => {
+    t.ok(code !== null && code !== 0 && !prevented.includes(code), `exit status ${code} for ${what}: one systemd restarts`);
+  };
+
   const taken = await run(args('port-taken', `127.0.0.1:${port}`));
-  t.equal(taken.code, 2, 'exit code 2 for a port in use');
+  restarted('a port in use', taken.code);
   t.match(taken.err, `mom: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
   t.notMatch(taken.err, /\n\s+at /, 'no stack trace');
 
@@ -166,7 +175,15 @@ t.test('a port in use, or a data folder in use, stops the node with one line and
   mkdirSync(join(root, 'held', 'wal'), { recursive: true });
   writeFileSync(join(root, 'held', 'wal', 'LOCK'), `${process.pid}\n`);
   const held = await run(args('held', '127.0.0.1:0'));
-  t.equal(held.code, 2, 'exit code 2 for a folder in use');
+  restarted('a folder in use', held.code);
   t.match(held.err, `mom: cannot start: the write-ahead log in ${join(root, 'held', 'wal')} is held by process ${process.pid}`);
   t.notMatch(held.err, /\n\s+at /, 'no stack trace');
+
+  // The folder's first write (cluster.json, through cluster.json.tmp) lands on /dev/full: ENOSPC.
+  mkdirSync(join(root, 'full'), { recursive: true });
+  symlinkSync('/dev/full', join(root, 'full', 'cluster.json.tmp'));
+  const full = await run(args('full', '127.0.0.1:0'));
+  restarted('a full disk', full.code);
+  t.match(full.err, /mom: cannot start: .*ENOSPC/);
+  t.notMatch(full.err, /\n\s+at /, 'no stack trace');
 });

@@ -806,12 +806,16 @@ function lock(dir: string): void {
       const fd = openSync(file, 'wx', 0o600);
       writeFileSync(fd, `${process.pid}\n`);
       closeSync(fd);
+      // Which boot the pid is of, beside the LOCK (whose content the previous build reads as a pid).
+      if (BOOT !== null) writeFileSync(`${file}.boot`, `${BOOT}\n`, { mode: 0o600 });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
       // A LOCK left by a process that died (or by this one, before a restart in the same process).
       const pid = Number(readFileSync(file, 'utf8').trim());
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
+      // A LOCK of an earlier boot (a power cut, a reboot) is stale whatever process its pid names now.
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) && !ofEarlierBoot(file)) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
+      rmSync(`${file}.boot`, { force: true });
       rmSync(file, { force: true });
     }
   }
@@ -826,7 +830,27 @@ function unlock(dir: string): void {
     return; // the folder is gone, and its LOCK with it
   }
   if (!held.delete(key)) return;
+  rmSync(join(dir, 'LOCK.boot'), { force: true });
   rmSync(join(dir, 'LOCK'), { force: true });
+}
+
+/** This boot's id (Linux), or null where there is none. */
+const BOOT = ((): string | null => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+})();
+
+/** Whether the LOCK `file` says it was taken in another boot than this one (unknown: no). */
+function ofEarlierBoot(file: string): boolean {
+  if (BOOT === null) return false;
+  try {
+    return readFileSync(`${file}.boot`, 'utf8').trim() !== BOOT;
+  } catch {
+    return false;
+  }
 }
 
 function alive(pid: number): boolean {
