@@ -1,10 +1,10 @@
 // A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
 // (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
 // that names the setting and says what is expected.
-import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { nodeId, type NodeId } from '../raft/index.js';
 import { mkdirDurably, writeFileDurably } from '../store/durable.js';
+import { secretTag } from './secret.js';
 
 export interface PeerAddress {
   readonly id: NodeId;
@@ -301,9 +301,9 @@ function identityOf(cfg: NodeConfig): ClusterIdentity {
   return { partitions: cfg.partitions, nodeId: cfg.nodeId, peers: cfg.peers.map((p) => p.id), cluster: secretDigest(cfg.clusterSecret) };
 }
 
-/** 64 bits of an HMAC under the cluster secret: tells clusters apart, and tells nothing of the secret. */
+/** Which cluster a folder belongs to: a tag of its cluster secret. */
 function secretDigest(clusterSecret: string): string {
-  return createHmac('sha256', clusterSecret).update('mom data folder').digest('hex').slice(0, 16);
+  return secretTag(clusterSecret, 'mom data folder');
 }
 
 /**

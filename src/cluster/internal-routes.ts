@@ -5,7 +5,6 @@
 // the cluster secret. The secret is checked in onRequest, before a body is read, so a caller without
 // it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
 // octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
-import { createHmac } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
@@ -16,7 +15,7 @@ import type { TLSSocket } from 'node:tls';
 import { Transform, pipeline, type Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { ACK_DELAY_MS, BODIES_HEADER, CARRIES_HEADER, ChunkReader, FRAMES_TYPE, FrameError, MAX_STREAM_FRAMES, REFUSED, SYSTEM_HEADER, TRACKS_HEADER, WINDOW_HEADER, ackEvery, ackWord, streamWindow } from './frames.js';
-import { assertUsableSecret, bearerToken, secretMatcher } from './secret.js';
+import { assertUsableSecret, bearerToken, secretMatcher, secretTag } from './secret.js';
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
 import { clientErrorCode, sendProblem } from './problems.js';
@@ -56,9 +55,9 @@ export const CLOCK_HEADER = 'x-mom-clock';
  */
 export const TOKEN_KEY_HEADER = 'x-mom-token-key';
 
-/** 64 bits of an HMAC under the JWT secret: tells two secrets apart, and tells nothing of either. */
+/** Which key a node signs access tokens with: a tag of its JWT secret. */
 export function tokenKeyOf(jwtSecret: string): string {
-  return createHmac('sha256', jwtSecret).update('mom access tokens').digest('hex').slice(0, 16);
+  return secretTag(jwtSecret, 'mom access tokens');
 }
 
 /** Where a forwarded command's lines go: the leader's log, under the client request's id. */

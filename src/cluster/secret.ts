@@ -1,5 +1,5 @@
 // The cluster secret every inter-node request carries as `authorization: Bearer <secret>`.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
  * Constant-time comparison. Both sides are hashed first: timingSafeEqual wants equal lengths, and
@@ -21,6 +21,14 @@ export function secretMatcher(secret: string): (candidate: string) => boolean {
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/**
+ * 64 bits of an HMAC under `secret`, for `purpose`: tells two secrets apart (a data folder's cluster,
+ * a peer's key for access tokens), and tells nothing of either.
+ */
+export function secretTag(secret: string, purpose: string): string {
+  return createHmac('sha256', secret).update(purpose).digest('hex').slice(0, 16);
 }
 
 export function bearer(secret: string): string {

@@ -5,12 +5,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import type { LoggerOptions } from 'pino';
 import { request } from 'undici';
 import { MomServer as ClusterNode } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
+import { captureLogs } from './log-capture.js';
 import { describeNodes } from './node-view.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mom-cluster-'));
@@ -79,20 +81,27 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   nodes.splice(nodes.indexOf(stopped), 1, back);
 });
 
-t.test('a node with the wrong cluster secret is refused and cannot join', async (t) => {
-  const good = await configs(1);
-  const bad = { ...good[2]!, clusterSecret: 'x'.repeat(24) };
-  const nodes = await Promise.all([ClusterNode.start(good[0]!, { tickMs: 20 }), ClusterNode.start(good[1]!, { tickMs: 20 }), ClusterNode.start(bad, { tickMs: 20 })]);
+/**
+ * Two good nodes and `bad`, the third with something of its own: the good two elect a leader and
+ * commit a write, then the bad one is looked at once the good ones were refused by it a few more
+ * times since the commit (counted by their transports), rather than after a fixed pause that a slow
+ * machine could fill with nothing. Its replica of partition 0 has applied nothing.
+ */
+async function refusedThird(t: Test, good: NodeConfig[], bad: NodeConfig, what: string, opts: { logger?: LoggerOptions } = {}): Promise<void> {
+  const nodes = await Promise.all([good[0]!, good[1]!, bad].map((c) => ClusterNode.start(c, { tickMs: 20, ...opts })));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   await until(() => leaderOf(nodes.slice(0, 2), 0) !== undefined, 'the two good nodes elect a leader');
   t.ok((await submit(nodes.slice(0, 2).map((n) => n.host), 0, 'alice', queue('q'))).ok, 'the good majority commits');
-  // The bad node never gets the entry: its messages are refused and it refuses the others'. Look once
-  // the good nodes have sent to it, and been refused, a few more times since the commit (counted by
-  // their transports), rather than after a fixed pause that a slow machine could fill with nothing.
   const refused = (): number => nodes.slice(0, 2).reduce((n, node) => n + node.transport.stats().failed, 0);
   const atCommit = refused();
   await until(() => refused() >= atCommit + 3, 'the good nodes were refused by the bad one since the commit');
-  t.equal(nodes[2]!.host.replica(0).state.applied().index, 0, 'nothing reached the node with the wrong secret');
+  t.equal(nodes[2]!.host.replica(0).state.applied().index, 0, `nothing reached the node with ${what}`);
+}
+
+t.test('a node with the wrong cluster secret is refused and cannot join', async (t) => {
+  const good = await configs(1);
+  // The bad node never gets the entry: its messages are refused and it refuses the others'.
+  await refusedThird(t, good, { ...good[2]!, clusterSecret: 'x'.repeat(24) }, 'the wrong secret');
   const r = await request(`http://127.0.0.1:${good[0]!.port}/internal/raft`, { method: 'POST', body: Buffer.from('x'), headers: { authorization: 'Bearer wrong-secret-wrong', 'content-type': 'application/octet-stream' } });
   t.equal(r.statusCode, 401);
   await r.body.dump();
@@ -103,18 +112,9 @@ t.test('a node with the wrong cluster secret is refused and cannot join', async 
 // is refused as a node with the wrong cluster secret is, and both sides say why.
 t.test('a node with another JWT secret is refused and cannot join, and says why', async (t) => {
   const good = await configs(1);
-  const bad = { ...good[2]!, jwtSecret: 'k'.repeat(32) };
-  const lines: string[] = [];
-  const logger = { level: 'warn', hooks: { logMethod(args: unknown[]) { lines.push(args.map((a) => (typeof a === 'string' ? a : '')).join(' ')); } } };
-  const nodes = await Promise.all([ClusterNode.start(good[0]!, { tickMs: 20, logger }), ClusterNode.start(good[1]!, { tickMs: 20, logger }), ClusterNode.start(bad, { tickMs: 20, logger })]);
-  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
-  await until(() => leaderOf(nodes.slice(0, 2), 0) !== undefined, 'the two good nodes elect a leader');
-  t.ok((await submit(nodes.slice(0, 2).map((n) => n.host), 0, 'alice', queue('q'))).ok, 'the good majority commits');
-  const refused = (): number => nodes.slice(0, 2).reduce((n, node) => n + node.transport.stats().failed, 0);
-  const atCommit = refused();
-  await until(() => refused() >= atCommit + 3, 'the good nodes were refused by the bad one since the commit');
-  t.equal(nodes[2]!.host.replica(0).state.applied().index, 0, 'nothing reached the node with the other JWT secret');
-  t.ok(lines.some((l) => /another JWT secret/.test(l)), 'the refusal says why');
+  const log = captureLogs();
+  await refusedThird(t, good, { ...good[2]!, jwtSecret: 'k'.repeat(32) }, 'the other JWT secret', { logger: log.logger });
+  t.ok(log.lines.some((l) => /another JWT secret/.test(l)), 'the refusal says why');
 });
 
 /**

@@ -7,7 +7,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { MomServer } from '../../src/server.js';
 import type { NodeConfig } from '../../src/cluster/index.js';
 import { queue, submit } from '../partition/host-helpers.js';
@@ -28,7 +28,11 @@ const catchingUp = (dir: string): boolean => {
   return existsSync(file) && (JSON.parse(readFileSync(file, 'utf8')) as { catchingUp?: boolean }).catchingUp === true;
 };
 
-for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join('/, ')}/ deleted, cluster.json kept: the node does not vote before it caught up, and no acknowledged write is lost`, async (t) => {
+/**
+ * A new cluster of three, voting at once, with queue before<p> acknowledged in every partition; a
+ * node set to null is stopped (live() leaves it out).
+ */
+async function writtenCluster(t: Test): Promise<{ cfgs: NodeConfig[]; nodes: (MomServer | null)[]; live: () => MomServer[] }> {
   const cfgs = await configs();
   const nodes: (MomServer | null)[] = await Promise.all(cfgs.map((c) => MomServer.start(c, opts)));
   const live = (): MomServer[] => nodes.filter((n): n is MomServer => n !== null);
@@ -36,6 +40,11 @@ for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join
   await until(() => live().every((n) => n.status().every((s) => s.leader !== null)), 'leaders everywhere', 2000, () => describeNodes(live()));
   await until(() => !cfgs.some((c) => catchingUp(c.dataDir)), 'a new cluster votes at once', 2000, () => describeNodes(live()));
   for (let p = 0; p < PARTITIONS; p++) t.ok((await submit(live().map((n) => n.host), p, 'alice', queue(`before${p}`))).ok);
+  return { cfgs, nodes, live };
+}
+
+for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join('/, ')}/ deleted, cluster.json kept: the node does not vote before it caught up, and no acknowledged write is lost`, async (t) => {
+  const { cfgs, nodes, live } = await writtenCluster(t);
 
   // n3 stops: the next writes are committed on n1 and n2 only.
   await nodes[2]!.close();
@@ -81,13 +90,7 @@ for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join
 // third down they elected leaders over nothing, served a cluster without its users and queues, and
 // took writes that the third, the one holding every committed entry, would contradict on its return.
 t.test('two nodes lose their logs (cluster.json kept) while the third is down: they do not start a new, empty cluster', async (t) => {
-  const cfgs = await configs();
-  const nodes: (MomServer | null)[] = await Promise.all(cfgs.map((c) => MomServer.start(c, opts)));
-  const live = (): MomServer[] => nodes.filter((n): n is MomServer => n !== null);
-  t.teardown(() => Promise.all(live().map((n) => n.close())));
-  await until(() => live().every((n) => n.status().every((s) => s.leader !== null)), 'leaders everywhere', 2000, () => describeNodes(live()));
-  await until(() => !cfgs.some((c) => catchingUp(c.dataDir)), 'a new cluster votes at once', 2000, () => describeNodes(live()));
-  for (let p = 0; p < PARTITIONS; p++) t.ok((await submit(live().map((n) => n.host), p, 'alice', queue(`before${p}`))).ok);
+  const { cfgs, nodes, live } = await writtenCluster(t);
 
   for (let i = 0; i < 3; i++) {
     await nodes[i]!.close();
