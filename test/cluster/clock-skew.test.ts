@@ -77,9 +77,11 @@ t.test('the oldest message’s age in /metrics counts by the partition’s clock
   const P = cluster.configs[0]!.partitions;
   await until(() => cluster.servers.every((s) => s.status().every((p) => p.format === FORMAT)), `every partition in format ${FORMAT}`);
   await until(() => cluster.servers.every((s) => s.host.clock.offsets().size === 2), 'every node heard both peers’ clocks');
-  await until(() => odd!.host.replicas.some((r) => r.isLeader()), 'n1 leads a partition');
-  const name = Array.from({ length: 1000 }, (_, i) => `age-${i}`).find((n) => odd!.host.replica(partitionOf(n, P)).isLeader());
-  if (name === undefined) throw new Error('no name of the first 1,000 falls in a partition n1 leads');
+  // A partition n1 leads and prefers to lead: balancing does not move it away during the test.
+  const keeps = (p: number): boolean => odd!.host.replica(p).isLeader() && String(odd!.host.leadership.preferredLeader(p)) === 'n1';
+  await until(() => odd!.host.replicas.some((r) => keeps(r.partition)), 'n1 leads a partition it prefers');
+  const name = Array.from({ length: 1000 }, (_, i) => `age-${i}`).find((n) => keeps(partitionOf(n, P)));
+  if (name === undefined) throw new Error('no name of the first 1,000 falls in a partition n1 leads and prefers');
   const token = await userToken(cluster.urls[1]!, 'ager');
   t.equal((await call(cluster.urls[0]!, 'POST', '/v1/queues', { token, body: { name } })).status, 201);
   t.equal((await call(cluster.urls[0]!, 'POST', `/v1/queues/${name}/messages`, { token, body: { body: 'fresh' } })).status, 201);
