@@ -292,6 +292,22 @@ export function recordIdentity(cfg: NodeConfig, catchingUp: boolean, tookPart: b
   writeIdentity(cfg, catchingUp, tookPart);
 }
 
+/** What the cluster.json of `dataDir` records, or null where there is none (not a node's folder). */
+export function folderIdentity(dataDir: string): Readonly<ClusterIdentity> | null {
+  const path = `${dataDir}/cluster.json`;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as ClusterIdentity;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Whether a folder's recorded `cluster` (folderIdentity) was made with `clusterSecret`. */
+export function madeWithSecret(identity: Readonly<ClusterIdentity>, clusterSecret: string): boolean {
+  return identity.cluster === secretDigest(clusterSecret);
+}
+
 /** Records that every partition caught up (after that was persisted): later starts vote at once. */
 export function markCaughtUp(cfg: NodeConfig): void {
   writeIdentity(cfg, false, false);

@@ -822,6 +822,24 @@ function lock(dir: string): void {
   held.add(key);
 }
 
+/**
+ * The process holding the log in `dir` (its LOCK names a live process of this boot, or this process
+ * holds it), or null: a folder no node has open may be copied.
+ */
+export function logHolder(dir: string): number | null {
+  const file = join(dir, 'LOCK');
+  let pid: number;
+  try {
+    pid = Number(readFileSync(file, 'utf8').trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || ofEarlierBoot(file)) return null;
+  if (pid === process.pid) return held.has(realpathSync(dir)) ? pid : null;
+  return alive(pid) ? pid : null;
+}
+
 function unlock(dir: string): void {
   let key: string;
   try {
