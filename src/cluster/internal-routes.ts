@@ -19,6 +19,7 @@ import { assertUsableSecret, bearerToken, secretMatcher, secretTag } from './sec
 import { MAX_BATCH_EVENTS } from './limit-gossip.js';
 import { CommandsBody, ForwardedCommand, LimitsBody, ProposeBody, QueryBody, SnapshotParams, type Forwarded } from './internal-schemas.js';
 import { clientErrorCode, sendProblem } from './problems.js';
+import { IMAGE_DIGEST_HEADER, fileDigest } from './snapshot-fetch.js';
 import { WireFormatError, decodeBatch, type Batch, type BatchItem, type Carried, type CarriedAnswer } from './wire.js';
 
 declare module 'fastify' {
@@ -42,6 +43,8 @@ export const QUERY_PATH = '/internal/query';
 /** Rate-limit events of a peer (limit-gossip.ts). */
 export const LIMITS_PATH = '/internal/limits';
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
+/** Digests of served images kept (a partition's newest image and a few older ones still downloading). */
+const MAX_KEPT_DIGESTS = 32;
 /**
  * On Raft requests: the newest log format the sender reads (src/store/broker/format.ts). Builds
  * before formats send none, and read format 1.
@@ -484,6 +487,22 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
     },
   );
 
+  // The digests of images served lately, by path and the file's identity: one image serves each
+  // follower that asks while it is the newest, and its digest reads the whole file.
+  const digests = new Map<string, { id: string; digest: Promise<string> }>();
+  const digestOf = (path: string, id: string, file: FileHandle, size: number): Promise<string> => {
+    const known = digests.get(path);
+    if (known !== undefined && known.id === id) return known.digest;
+    const digest = fileDigest(file, size);
+    digests.delete(path);
+    digests.set(path, { id, digest });
+    if (digests.size > MAX_KEPT_DIGESTS) digests.delete(digests.keys().next().value!);
+    digest.catch(() => {
+      if (digests.get(path)?.digest === digest) digests.delete(path);
+    });
+    return digest;
+  };
+
   app.get<{ Params: Static<typeof SnapshotParams> }>(
     `${SNAPSHOT_PATH}/:partition/:ref`,
     // A HEAD twin would open the file for nothing.
@@ -494,14 +513,17 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       const file = path === null ? null : await openIfExists(path);
       if (path === null || file === null) return sendProblem(reply, 'not_found', `no snapshot ${ref} for partition ${partition}`);
       let size: number;
+      let digest: string;
       try {
-        size = (await file.stat()).size;
+        const stat = await file.stat();
+        size = stat.size;
+        digest = await digestOf(path, `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`, file, size);
       } catch (err) {
         await file.close();
         throw err;
       }
-      // content-length lets the receiver tell a complete file from one cut short.
-      reply.header('content-length', size).type('application/octet-stream');
+      // content-length lets the receiver tell a complete file from one cut short, the digest a damaged one.
+      reply.header('content-length', size).header(IMAGE_DIGEST_HEADER, digest).type('application/octet-stream');
       const read = opts.snapshotRead;
       if (read === undefined) return reply.send(file.createReadStream());
       // Through a transform, not a 'data' listener: that would start the flow before the reply pipes it.

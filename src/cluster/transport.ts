@@ -453,7 +453,7 @@ export class HttpTransport {
     if (peer === undefined) throw new SnapshotFetchError(`unknown peer ${peerId}`);
     if (this.closed) throw new SnapshotFetchError('the transport is closed');
     peer.snapshotPool ??= this.newPool(new URL(peer.url).origin, 2, this.snapshotTimeoutMs);
-    const from = { pool: peer.snapshotPool, path: `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`, authorization: this.authorization };
+    const from = { pool: peer.snapshotPool, path: `${peer.basePath}${SNAPSHOT_PATH}/${partition}/${encodeURIComponent(ref)}`, headers: { authorization: this.authorization, ...this.tokenKey } };
     await downloadSnapshot(from, `snapshot ${ref} of partition ${partition} from ${peerId}`, destPath);
   }
 

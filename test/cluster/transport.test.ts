@@ -1,7 +1,7 @@
 // HttpTransport and the internal routes over real HTTP on 127.0.0.1: one batch per peer per turn,
 // order, Raft streams (one request for many batches, acknowledgements, a build without streams), the
 // cluster secret, a dead peer, malformed bodies, and snapshot downloads.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type ServerResponse } from 'node:http';
@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { internalRoutes } from '../../src/cluster/internal-routes.js';
-import { SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
+import { TOKEN_KEY_HEADER, internalRoutes } from '../../src/cluster/internal-routes.js';
+import { IMAGE_DIGEST_HEADER, SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
 import { HttpTransport, type TransportOptions } from '../../src/cluster/transport.js';
 import { FRAMES_TYPE, REFUSED, WINDOW_HEADER } from '../../src/cluster/frames.js';
 import { decodeBatch, encodeBatch, type BatchItem } from '../../src/cluster/wire.js';
@@ -712,6 +712,56 @@ t.test('fetchSnapshot', async (t) => {
     await t.rejects(toFake.fetchSnapshot(b, 3, ref, dest), { name: 'SnapshotFetchError' });
     t.notOk(existsSync(dest));
     t.notOk(existsSync(`${dest}.part`));
+  });
+
+  t.test('the answer says the image\'s SHA-256, which the copy must have', async (t) => {
+    const res = await request(`${nodeB.url}/internal/snapshot/3/${encodeURIComponent(ref)}`, { headers: { authorization: `Bearer ${SECRET}` } });
+    await res.body.arrayBuffer();
+    t.equal(res.headers[IMAGE_DIGEST_HEADER], createHash('sha256').update(content).digest('hex'), 'the SHA-256 of the whole file');
+    const again = await request(`${nodeB.url}/internal/snapshot/3/${encodeURIComponent(ref)}`, { headers: { authorization: `Bearer ${SECRET}` } });
+    await again.body.arrayBuffer();
+    t.equal(again.headers[IMAGE_DIGEST_HEADER], res.headers[IMAGE_DIGEST_HEADER], 'the same on the next fetch');
+    // The file replaced under the same path (a newer image): its own digest, not the one kept.
+    const newer = join(dir, 'newer.snap');
+    writeFileSync(newer, 'newer image');
+    nodeB.snapshots.set('6/newer', newer);
+    const first = await request(`${nodeB.url}/internal/snapshot/6/newer`, { headers: { authorization: `Bearer ${SECRET}` } });
+    await first.body.arrayBuffer();
+    writeFileSync(newer, 'a newer image still');
+    const second = await request(`${nodeB.url}/internal/snapshot/6/newer`, { headers: { authorization: `Bearer ${SECRET}` } });
+    await second.body.arrayBuffer();
+    t.equal(second.headers[IMAGE_DIGEST_HEADER], createHash('sha256').update('a newer image still').digest('hex'), 'a file changed in place gets its new digest');
+  });
+
+  /** A fake peer answering every snapshot fetch with `body` and `headers`; the requests' headers are kept. */
+  const fakePeer = async (t: Test, body: Buffer, headers: Record<string, string>) => {
+    const asked: Record<string, string | string[] | undefined>[] = [];
+    const fake = createHttpServer((req, res) => {
+      asked.push(req.headers);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(body.length), ...headers });
+      res.end(body);
+    });
+    fake.listen(0, '127.0.0.1');
+    await once(fake, 'listening');
+    t.teardown(() => new Promise<void>((resolve) => fake.close(() => resolve())));
+    const { tr: toFake } = transport(t, a, [{ id: b, url: `http://127.0.0.1:${(fake.address() as AddressInfo).port}` }], { tokenKey: 'token-key-of-a' });
+    return { toFake, asked };
+  };
+
+  t.test('a copy whose SHA-256 is not the peer\'s is refused and leaves nothing behind', async (t) => {
+    const { toFake, asked } = await fakePeer(t, content, { [IMAGE_DIGEST_HEADER]: createHash('sha256').update('another image').digest('hex') });
+    const dest = join(dir, 'damaged.snap');
+    await t.rejects(toFake.fetchSnapshot(b, 3, ref, dest), { name: 'SnapshotFetchError', message: /SHA-256/ });
+    t.notOk(existsSync(dest));
+    t.notOk(existsSync(`${dest}.part`));
+    t.equal(asked[0]?.[TOKEN_KEY_HEADER], 'token-key-of-a', 'the fetch says which key this node signs tokens with, as its other requests do');
+  });
+
+  t.test('an image from a build that says no digest is taken on its length', async (t) => {
+    const { toFake } = await fakePeer(t, content, {});
+    const dest = join(dir, 'older-build.snap');
+    await toFake.fetchSnapshot(b, 3, ref, dest);
+    t.ok(readFileSync(dest).equals(content));
   });
 
   t.test('a peer that does not answer in time rejects', async (t) => {
