@@ -6,7 +6,7 @@
 // it cannot make the node buffer 64 MiB. Register with `app.register(internalRoutes, opts)`: the
 // octet-stream parser, the auth hook and the error handler then stay inside this plugin's context.
 import { open, type FileHandle } from 'node:fs/promises';
-import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { NodeId } from '../raft/index.js';
 import type { ClockSample } from '../partition/cluster-clock.js';
@@ -85,6 +85,8 @@ function commandLog(log: FastifyBaseLogger, requestId: string | undefined): Comm
 
 export interface InternalRoutesOptions {
   readonly clusterSecret: string;
+  /** Monotonic milliseconds, for how often refusals are logged (REFUSAL_LOG_MS); performance.now by default. */
+  readonly now?: () => number;
   /** This node's tokenKeyOf(jwtSecret): a peer that says another one is refused. Unset: not checked. */
   readonly tokenKey?: string;
   /**
@@ -168,8 +170,37 @@ const loggedUrl = (url: string): string => {
   return path.length <= 200 ? path : `${path.slice(0, 200)}…`;
 };
 
+/** A refusal of one reason from one address is logged at most once in this long. */
+export const REFUSAL_LOG_MS = 10_000;
+/** Reasons and addresses remembered for that (an attacker's many addresses cannot grow it past this). */
+const MAX_REFUSAL_KEYS = 1024;
+
+/**
+ * Logs refused inter-node requests at warn, each reason from each address at most once every
+ * REFUSAL_LOG_MS, with how many were left out since: a peer with another secret retries its stream
+ * about once a second, and anyone who can reach the port can send refused requests as fast as it
+ * likes, so a line per request would fill the node's disk with the same words.
+ */
+function refusalLog(now: () => number): (request: FastifyRequest, reason: string, fields: object, msg: string) => void {
+  const last = new Map<string, { at: number; left: number }>();
+  return (request, reason, fields, msg) => {
+    const key = `${reason} ${request.ip}`;
+    const seen = last.get(key);
+    const t = now();
+    if (seen !== undefined && t - seen.at < REFUSAL_LOG_MS) {
+      seen.left++;
+      return;
+    }
+    request.log.warn(seen !== undefined && seen.left > 0 ? { ...fields, notLogged: seen.left } : fields, msg);
+    last.delete(key);
+    last.set(key, { at: t, left: 0 });
+    if (last.size > MAX_REFUSAL_KEYS) last.delete(last.keys().next().value!);
+  };
+}
+
 export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesOptions): Promise<void> {
   assertUsableSecret(opts.clusterSecret);
+  const refused = refusalLog(opts.now ?? (() => performance.now()));
   const isClusterSecret = secretMatcher(opts.clusterSecret);
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
 
@@ -210,21 +241,19 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
 
   app.addHook('onRequest', async (request, reply) => {
     if (opts.requireClientCert === true && (request.raw.socket as TLSSocket).authorized !== true) {
-      request.log.warn({ remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url) }, 'inter-node request refused: no peer certificate signed by the cluster CA');
+      refused(request, 'certificate', { remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url) }, 'inter-node request refused: no peer certificate signed by the cluster CA');
       return sendProblem(reply, 'unauthorized', 'a peer certificate signed by the cluster CA is required');
     }
     const token = bearerToken(request.headers.authorization);
     if (token !== null && isClusterSecret(token)) {
       const theirs = request.headers[TOKEN_KEY_HEADER];
       if (opts.tokenKey === undefined || theirs === undefined || theirs === opts.tokenKey) return;
-      request.log.warn({ remoteAddress: request.ip, url: loggedUrl(request.url) }, 'inter-node request refused: the peer signs access tokens with another JWT secret (MOM_JWT_SECRET must be the same on every node)');
+      refused(request, 'token key', { remoteAddress: request.ip, url: loggedUrl(request.url) }, 'inter-node request refused: the peer signs access tokens with another JWT secret (MOM_JWT_SECRET must be the same on every node)');
       return sendProblem(reply, 'unauthorized', 'this node signs access tokens with another JWT secret: MOM_JWT_SECRET must be the same on every node');
     }
     // Never log the token: a wrong one may be a typo of the real secret.
-    request.log.warn(
-      { remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url), credentials: token === null ? 'missing' : 'wrong' },
-      'inter-node request refused: no valid cluster secret',
-    );
+    const credentials = token === null ? 'missing' : 'wrong';
+    refused(request, `secret ${credentials}`, { remoteAddress: request.ip, method: request.method, url: loggedUrl(request.url), credentials }, 'inter-node request refused: no valid cluster secret');
     return sendProblem(reply, 'unauthorized', 'a valid cluster secret is required');
   });
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { TOKEN_KEY_HEADER, internalRoutes } from '../../src/cluster/internal-routes.js';
+import { REFUSAL_LOG_MS, TOKEN_KEY_HEADER, internalRoutes } from '../../src/cluster/internal-routes.js';
 import { IMAGE_DIGEST_HEADER, SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
 import { HttpTransport, type TransportOptions } from '../../src/cluster/transport.js';
 import { FRAMES_TYPE, REFUSED, WINDOW_HEADER } from '../../src/cluster/frames.js';
@@ -68,7 +68,7 @@ interface Node {
 }
 
 /** A Fastify server with the internal routes on 127.0.0.1, closed at the end of the test. */
-async function startNode(t: Test, id: NodeId, extra: { streamIdleMs?: number } = {}): Promise<Node> {
+async function startNode(t: Test, id: NodeId, extra: { streamIdleMs?: number; now?: () => number } = {}): Promise<Node> {
   const logs: string[] = [];
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => void logs.push(line) } } });
   const node: Node = { id, app, url: '', received: [], logs, snapshots: new Map(), gate: null, snapshotGate: null, snapshotReads: [], routes: [], requests: [], answered: [] };
@@ -220,7 +220,9 @@ t.test('a batch is split by payload bytes, never by partition order', async (t) 
 });
 
 t.test('the cluster secret', async (t) => {
-  const nodeB = await startNode(t, b);
+  // The node's clock for how often it logs refusals: moved past REFUSAL_LOG_MS where each is to be logged.
+  const clock = { ms: 0 };
+  const nodeB = await startNode(t, b, { now: () => clock.ms });
   const good = encodeBatch(a, [{ partition: 0, message: heartbeat(a, b, 1) }]);
   const octets = { 'content-type': 'application/octet-stream' };
 
@@ -235,11 +237,13 @@ t.test('the cluster secret', async (t) => {
       ['the bare secret', { ...octets, authorization: SECRET }],
     ];
     for (const [name, headers] of attempts) {
+      clock.ms += REFUSAL_LOG_MS;
       const res = await post(nodeB.url, headers, good);
       t.equal(res.status, 401, name);
       t.match(res.type, /^application\/problem\+json/, name);
       t.match(res.json, { type: String, title: 'Unauthorized', status: 401, code: 'unauthorized', detail: String }, name);
     }
+    clock.ms += REFUSAL_LOG_MS;
     const snap = await request(`${nodeB.url}/internal/snapshot/0/x`, { headers: { authorization: `Bearer ${WRONG}` } });
     await snap.body.dump();
     t.equal(snap.statusCode, 401, 'the snapshot route too');
@@ -257,6 +261,7 @@ t.test('the cluster secret', async (t) => {
   t.test('a refusal\'s log line stays short whatever the URL: anyone can send one', async (t) => {
     // Before: the whole URL went into a warn line, 15 KB for each request of anyone with a long
     // query string (2,000 such requests, 30 MB of log at the default level, in 2 s).
+    clock.ms += REFUSAL_LOG_MS;
     const before = nodeB.logs.length;
     const res = await request(`${nodeB.url}/internal/raft?${'q'.repeat(15_000)}`, { method: 'POST', headers: octets, body: good });
     await res.body.dump();
@@ -265,6 +270,31 @@ t.test('the cluster secret', async (t) => {
     t.equal(lines.length, 1, 'logged');
     t.ok(lines.every((l) => l.length < 1024), `${lines.map((l) => l.length).join(', ')} characters`);
     t.match(lines[0], '/internal/raft', 'the path is still named');
+  });
+
+  t.test('refusals of one reason from one address are logged once in 10 s, with how many were left out', async (t) => {
+    // Before: a line per request. A peer with another secret retries about once a second; anyone
+    // reaching the port can send as many as it likes.
+    clock.ms += REFUSAL_LOG_MS;
+    const before = nodeB.logs.length;
+    const refusalsNow = (): Record<string, unknown>[] =>
+      nodeB.logs
+        .slice(before)
+        .filter((l) => l.includes('inter-node request refused'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (let i = 0; i < 20; i++) t.equal((await post(nodeB.url, { ...octets, authorization: `Bearer ${WRONG}` }, good)).status, 401);
+    t.equal((await post(nodeB.url, octets, good)).status, 401);
+    t.match(
+      refusalsNow().map((l) => l.credentials),
+      ['wrong', 'missing'],
+      'one line for the 20 wrong secrets, one for the missing one: another reason is logged apart',
+    );
+    clock.ms += REFUSAL_LOG_MS - 1;
+    t.equal((await post(nodeB.url, { ...octets, authorization: `Bearer ${WRONG}` }, good)).status, 401, 'still refused');
+    t.equal(refusalsNow().length, 2, 'and not logged within the 10 s');
+    clock.ms += 1;
+    t.equal((await post(nodeB.url, { ...octets, authorization: `Bearer ${WRONG}` }, good)).status, 401);
+    t.match(refusalsNow()[2], { credentials: 'wrong', notLogged: 20 }, 'after them, a line saying how many were not logged');
   });
 
   t.test('a transport with a wrong secret fails, counts and warns once', async (t) => {
