@@ -7,7 +7,7 @@
 // Both scripts start a node from here, so a node started alone gets exactly what `npm start` gives it.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,9 +63,25 @@ export async function takenAddresses(nodes) {
   return taken;
 }
 
+/**
+ * Makes folder `dir` and its missing parents, one mkdir each: mkdirSync's recursive mode loops for
+ * ever, at full CPU, where mkdir answers ENOENT under a folder that exists (MOM_LOCAL_DATA=/proc/x).
+ */
+function makeFolder(dir) {
+  const missing = [];
+  for (let d = dir; !existsSync(d) && dirname(d) !== d; d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (err) {
+      if (err.code !== 'EEXIST') fail(`cannot make the data folder ${dir}: ${err.message}`);
+    }
+  }
+}
+
 /** The cluster's secrets, generated into <data>/secrets.json (mode 600) by whichever script starts first. */
 export function localSecrets(cluster) {
-  mkdirSync(cluster.dataDir, { recursive: true });
+  makeFolder(cluster.dataDir);
   const file = join(cluster.dataDir, 'secrets.json');
   const fresh = { clusterSecret: randomBytes(32).toString('base64url'), jwtSecret: randomBytes(48).toString('base64url') };
   try {

@@ -13,9 +13,10 @@ import { LogInUseError } from './store/wal/index.js';
 
 /**
  * Errors of the machine's setup, for the operator to fix: a port in use, a folder this user cannot
- * write, a folder another node holds. One line each, not a stack trace that reads as a bug.
+ * write or make (ENOENT: a data folder where no folder can be made, as under /proc), a folder another
+ * node holds. One line each, not a stack trace that reads as a bug.
  */
-const SETUP_ERRNOS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'ENOSPC']);
+const SETUP_ERRNOS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'ENOSPC', 'ENOENT']);
 function isSetupError(err: unknown): err is Error {
   return err instanceof LogInUseError || (err instanceof Error && SETUP_ERRNOS.has((err as NodeJS.ErrnoException).code ?? ''));
 }

@@ -4,7 +4,7 @@
 // final name, and the folder fsynced (the rename is a change of the folder), the file holds either
 // its old content or the new one, whole. The Raft log's new segments (src/store/wal) are moved into
 // place the same way.
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
@@ -56,16 +56,37 @@ export async function renameDurably(from: string, to: string, opts: { synced?: b
  * recorded by an fsync of its parent, the deepest first; a folder already there costs nothing.
  */
 export function mkdirDurably(path: string): void {
-  // Resolved first: mkdirSync names the first folder it made as the kernel walked the path, so for
-  // `x/../y` it would name `x`, which the walk up from `y` never meets.
+  // Resolved first, so that the walk up from the folder meets each folder made.
   const target = resolve(path);
-  const first = mkdirSync(target, { recursive: true });
-  if (first === undefined) return;
-  const top = resolve(first);
+  const made = mkdirs(target);
+  if (made.length === 0) return;
   for (let dir = target; dirname(dir) !== dir; dir = dirname(dir)) {
     fsyncPath(dirname(dir));
-    if (dir === top) break;
+    if (dir === made[0]) break;
   }
+}
+
+/**
+ * Makes folder `target` (absolute) and its missing parents, one mkdir each, the outermost first;
+ * returns the folders made in that order. Not mkdirSync's recursive mode: in Node 20 it loops for
+ * ever, at full CPU, where mkdir answers ENOENT under a folder that exists (anywhere in /proc: a
+ * node given `--data-dir /proc/x` hung without a word); here that ENOENT is thrown.
+ */
+export function mkdirs(target: string): string[] {
+  const missing: string[] = [];
+  for (let dir = target; !existsSync(dir); dir = dirname(dir)) {
+    missing.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  for (const dir of missing) {
+    try {
+      mkdirSync(dir);
+    } catch (err) {
+      // Made meanwhile by another process: what matters is that it is there.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  return missing;
 }
 
 /** renameDurably on the main thread, for a file already synced: a rename and a folder's fsync, both quick. */

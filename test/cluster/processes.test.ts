@@ -151,7 +151,12 @@ t.test('a port in use, a data folder in use or a full disk stops the node with o
       const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'error' } });
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('exit', (code) => resolve({ code, err }));
+      // A node that hangs instead of exiting (it did on a data folder under /proc) fails here, not at tap's timeout.
+      const hung = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('exit', (code) => {
+        clearTimeout(hung);
+        resolve({ code, err });
+      });
     });
   const holder = createServer();
   await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
@@ -186,4 +191,10 @@ t.test('a port in use, a data folder in use or a full disk stops the node with o
   restarted('a full disk', full.code);
   t.match(full.err, /mom: cannot start: .*ENOSPC/);
   t.notMatch(full.err, /\n\s+at /, 'no stack trace');
+
+  // A data folder where none can be made: Node's recursive mkdir looped there for ever, at full CPU, without a word.
+  const nowhere = await run([...args('unused', '127.0.0.1:0').slice(0, -2), '--data-dir', '/proc/mom-nowhere/n1']);
+  restarted('a data folder that cannot be made', nowhere.code);
+  t.match(nowhere.err, "mom: cannot start: ENOENT: no such file or directory, mkdir '/proc/mom-nowhere'");
+  t.notMatch(nowhere.err, /\n\s+at /, 'no stack trace');
 });
