@@ -8,24 +8,33 @@
 // - The same copy on all three: their logs are identical, so whichever is elected holds every entry
 //   the others hold, and no node can remember a vote of a term that another copy of itself forgot.
 //   Copies of two nodes, or of two times, could each hold a vote of the same term for another node
-//   (two leaders of one term). So each restore prints a fingerprint of the copy's log (every
-//   partition's hard state and positions); the three must print the same.
+//   (two leaders of one term). So each restore prints a fingerprint of the copy (every partition's
+//   hard state, log positions and applied position); the three must print the same.
+// - Only before the restored cluster runs: a node lost afterwards restored again would vote with a
+//   log older than the cluster's. It is rebuilt from its peers; the restore refuses while a peer
+//   answers under the new secret (best effort: an unreachable peer says nothing).
+// - A state no further than its log: a copy whose state applied entries its log lost (power lost
+//   before the log's sync) would give those indexes to new entries, which the state then skips.
 // - A new cluster secret: the restored folders are recorded under it, so a node of the old cluster
 //   (a survivor started by mistake, a node restored from an older backup) can never reach the
 //   restored ones, nor they it, and an old folder is refused at their start. The restore refuses the
-//   copy's own secret.
+//   copy's own secret, and a copy that does not say which secret made it.
 // - Nothing else about the copy changes: every entry it acknowledged is kept; entries it held
 //   without knowing them committed are committed by the restored cluster (at least once, as a
 //   client's retry would); leases, delays and long polls run on in the cluster's clock.
 //
 // The copy is never written to, and the target must be new or empty: a restore never overwrites.
-import { closeSync, constants, copyFileSync, fsyncSync, lstatSync, openSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { NodeId } from '../raft/index.js';
+import { statePath } from '../partition/snapshots.js';
+import { BrokerStateMachine } from '../store/broker/index.js';
 import { fsyncPath, mkdirDurably } from '../store/durable.js';
 import { WAL_FOLDER, logHolder, openNodeLog } from '../store/wal/index.js';
 import { folderIdentity, madeWithSecret, markCaughtUp, type NodeConfig } from './config.js';
+import { POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
+import { HttpTransport } from './transport.js';
 
 export class RestoreRefusedError extends Error {
   override name = 'RestoreRefusedError';
@@ -39,6 +48,8 @@ export interface RestoredPosition {
   readonly commit: number;
   readonly snapshot: readonly [index: number, term: number];
   readonly last: readonly [index: number, term: number];
+  /** The entry the partition's state database holds everything up to ([0, 0] without one). */
+  readonly applied: readonly [index: number, term: number];
 }
 
 export interface Restored {
@@ -80,9 +91,8 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   } catch (err) {
     throw new RestoreRefusedError(`cannot read the copy ${from}: ${(err as Error).message}`);
   }
-  const target = resolve(cfg.dataDir);
-  const inside = (a: string, b: string): boolean => a === b || !relative(b, a).startsWith('..');
-  if (inside(target, source) || inside(source, realTarget(target))) throw new RestoreRefusedError(`the copy ${from} and the data folder ${cfg.dataDir} must be apart`);
+  const target = realTarget(resolve(cfg.dataDir));
+  if (inside(target, source) || inside(source, target)) throw new RestoreRefusedError(`the copy ${from} and the data folder ${cfg.dataDir} must be apart`);
 
   const identity = folderIdentity(source);
   if (identity === null) throw new RestoreRefusedError(`${from} is not a node's data folder: it has no cluster.json`);
@@ -93,6 +103,11 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   if ([...identity.peers].sort().join(',') !== [...ids].sort().join(',')) {
     throw new RestoreRefusedError(`${from} is of a cluster of ${identity.peers.join(', ')}, not ${ids.join(', ')}`);
   }
+  if (identity.cluster === undefined) {
+    throw new RestoreRefusedError(
+      `${from}'s cluster.json does not say which cluster secret made it (a folder of an older build, or the key removed), so the restore cannot tell that the new secret is another one. Start a node on this copy once with the secret it ran with (it records it at start), stop it, and restore again`,
+    );
+  }
   if (identity.catchingUp === true) {
     throw new RestoreRefusedError(`${from} (node ${identity.nodeId}) had not caught up from its leaders: its log may lack acknowledged writes. Restore from another node's copy`);
   }
@@ -102,13 +117,19 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
     );
   }
   const present = entries(target);
-  if (present === null) mkdirDurably(target);
-  else if (present.length > 0) {
+  if (present !== null && present.length > 0) {
     throw new RestoreRefusedError(`${cfg.dataDir} is not empty (${present.slice(0, 3).join(', ')}${present.length > 3 ? ', …' : ''}): move it aside first. A restore cut short leaves files without a cluster.json: empty the folder and restore again`);
   }
+  const running = await answeringPeers(cfg);
+  if (running.length > 0) {
+    throw new RestoreRefusedError(
+      `${running.join(' and ')} ${running.length === 1 ? 'answers' : 'answer'} as ${running.length === 1 ? 'a node' : 'nodes'} of this cluster: it already runs. A node lost after a restore is rebuilt from its peers ("Rebuild a lost node from its peers" in docs/operations.md), never restored again; and the three are restored before any of them starts`,
+    );
+  }
+  if (present === null) mkdirDurably(target);
 
   try {
-    const copied = copyTree(source, target, '');
+    const copied = copyTree(source, target, '', target);
     const positions = await readPositions(target, cfg.partitions, cfg.peers.map((p) => p.id));
     // Last: a folder without its cluster.json is a restore cut short, which a start takes for a new
     // folder that must catch up from leaders (never votes with a partial log).
@@ -116,10 +137,53 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
     const fingerprint = createHash('sha256').update(JSON.stringify(positions)).digest('hex').slice(0, 16);
     return { fingerprint, ...copied, positions };
   } catch (err) {
+    // A node started on the folder meanwhile (a service still enabled) keeps what it made.
+    const holder = logHolder(join(target, WAL_FOLDER));
+    if (holder !== null) throw new RestoreRefusedError(`process ${holder} opened ${cfg.dataDir} during the restore: stop it, empty the folder and restore again`, { cause: err });
     for (const name of entries(target) ?? []) rmSync(join(target, name), { recursive: true, force: true });
     fsyncPath(target);
     if (err instanceof RestoreRefusedError) throw err;
+    // The target's own trouble (a full disk, a permission) is the machine's, mended there.
+    if (isTargetError(err, target)) throw err;
     throw new RestoreRefusedError(`the copy ${from} cannot be restored: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Whether `a` is `b` or lies inside it. */
+function inside(a: string, b: string): boolean {
+  const r = relative(b, a);
+  return r === '' || (!r.startsWith('..') && !r.startsWith(sep));
+}
+
+/** Whether `err` is a failure of writing under `target` (ENOSPC, EACCES, …), not of the copy. */
+function isTargetError(err: unknown, target: string): boolean {
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  if (e.code === undefined || e.code === 'ENOENT') return false;
+  if (e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EROFS') return true;
+  return typeof e.dest === 'string' ? inside(e.dest, target) : typeof e.path === 'string' && inside(e.path, target);
+}
+
+/**
+ * The peers that answer this cluster's positions route under the new secret: the restored cluster
+ * runs already (a node lost after the restore, restored again instead of rebuilt, would vote with a
+ * log older than the cluster's). Best effort: a peer that cannot be reached says nothing.
+ */
+async function answeringPeers(cfg: NodeConfig): Promise<string[]> {
+  const tls = cfg.tls === null ? undefined : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+  const transport = new HttpTransport({
+    self: cfg.nodeId,
+    peers: cfg.peers,
+    clusterSecret: cfg.clusterSecret,
+    tokenKey: tokenKeyOf(cfg.jwtSecret),
+    ...(tls === undefined ? {} : { tls }),
+    logger: { warn: () => undefined },
+  });
+  try {
+    const others = cfg.peers.filter((p) => p.id !== cfg.nodeId);
+    const answered = await Promise.all(others.map((p) => transport.call(p.id, POSITIONS_PATH, {}, { timeoutMs: 2_000 }).then((r) => r.status === 200, () => false)));
+    return others.filter((_, i) => answered[i]).map((p) => p.id);
+  } finally {
+    await transport.close();
   }
 }
 
@@ -133,29 +197,30 @@ function entries(dir: string): string[] | null {
   }
 }
 
-/** `path` with its links resolved, as far as it exists. */
+/** `path` (absolute) with every link resolved: the nearest folder that exists, resolved, and the rest of the path. */
 function realTarget(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return path;
-  }
+  if (existsSync(path)) return realpathSync(path);
+  const parent = dirname(path);
+  return parent === path ? path : join(realTarget(parent), basename(path));
 }
 
 /**
  * Copies folder `from`/`rel` into `to`/`rel`, but for what leftOut names: each file written and
- * fsynced, each folder made durably and fsynced once its entries are in.
+ * fsynced, each folder made durably and fsynced once its entries are in. Links in the copy are
+ * followed (a log kept on another disk, archived as a link), never into `target` (the real path of
+ * `to`): that would copy the copy into itself.
  */
-function copyTree(from: string, to: string, rel: string): { files: number; bytes: number } {
+function copyTree(from: string, to: string, rel: string, target: string): { files: number; bytes: number } {
   let files = 0;
   let bytes = 0;
   for (const name of readdirSync(join(from, rel)).sort()) {
     const path = rel === '' ? name : join(rel, name);
     if (leftOut(path)) continue;
-    const stat = lstatSync(join(from, path));
+    const stat = statSync(join(from, path));
     if (stat.isDirectory()) {
+      if (inside(target, realpathSync(join(from, path)))) throw new RestoreRefusedError(`${join(from, path)} leads into the data folder being restored`);
       mkdirDurably(join(to, path));
-      const sub = copyTree(from, to, path);
+      const sub = copyTree(from, to, path, target);
       files += sub.files;
       bytes += sub.bytes;
     } else if (stat.isFile()) {
@@ -187,7 +252,18 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
       const hard = log.hardState();
       const snapshot = log.snapshot().meta;
       const last = log.lastIndex();
-      positions.push({ partition: p, term: hard.term, vote: hard.vote, commit: hard.commit, snapshot: [snapshot.index, snapshot.term], last: [last, log.term(last)] });
+      const state = statePath(dataDir, p);
+      const applied = existsSync(state) ? BrokerStateMachine.imageApplied(state) : { index: 0, term: 0 };
+      // A state ahead of its log: the node applied entries its log had not synced when it went down
+      // (host.ts applies while syncing). A restart gets them again from the leader; after a restore
+      // nobody has them, new entries would take their indexes, and the state, which skips indexes it
+      // applied, would never apply those, while rows of the lost ones read their bodies from them.
+      if (applied.index > last || (applied.index > snapshot.index && log.term(applied.index) !== applied.term)) {
+        throw new RestoreRefusedError(
+          `partition ${p}'s state holds entry ${applied.index} (term ${applied.term}), its log ends at ${last} (term ${log.term(last)}): this node went down before its log was synced, and the entries between are on no node of the copy. Restore from another node's copy, or from a backup taken while the node was stopped`,
+        );
+      }
+      positions.push({ partition: p, term: hard.term, vote: hard.vote, commit: hard.commit, snapshot: [snapshot.index, snapshot.term], last: [last, log.term(last)], applied: [applied.index, applied.term] });
     }
     return positions;
   } finally {

@@ -4,7 +4,7 @@
 // copy under a new cluster secret; the restored cluster must hold every write the copy acknowledged,
 // take new ones, and never meet the old cluster.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -82,6 +82,9 @@ t.test('two of three disks lost: the cluster restored from the third node\'s cop
   const copy = join(root, 'copy-of-n3');
   cpSync(cfgs[2]!.dataDir, copy, { recursive: true });
   for (const c of cfgs) rmSync(c.dataDir, { recursive: true, force: true });
+  // Its log kept on another disk, archived as a link: followed.
+  renameSync(join(copy, 'wal'), join(root, 'copy-of-n3-wal'));
+  symlinkSync(join(root, 'copy-of-n3-wal'), join(copy, 'wal'));
   const copyFiles = readdirSync(copy, { recursive: true }).sort();
 
   await t.rejects(restoreCluster(cfgs[0]!, copy), { name: 'RestoreRefusedError', message: /new MOM_CLUSTER_SECRET/ }, 'the old cluster secret is refused');
@@ -116,6 +119,13 @@ t.test('two of three disks lost: the cluster restored from the third node\'s cop
     const got = await must(n, 'POST', `/v1/queues/${q}/receive`, { maxMessages: 10, waitSeconds: 0 }, 200, token);
     t.same((got.messages as { body: string }[]).map((m) => m.body), [`${q} 3`], `${n.cfg.nodeId} takes and serves a new message`);
   }
+
+  // n3 is lost again once the restored cluster runs: restoring it from the copy would vote with a log
+  // older than the cluster's. Refused while its peers answer; it is rebuilt from them instead.
+  await nodes[2]!.close();
+  nodes[2] = null;
+  await t.rejects(restoreCluster({ ...restored[2]!, dataDir: join(root, 'n3-again') }, copy), { name: 'RestoreRefusedError', message: /n1 and n2 answer as nodes of this cluster/ }, 'a restore while the restored cluster runs');
+  t.notOk(existsSync(join(root, 'n3-again')), 'makes nothing');
 });
 
 t.test('restore-cluster refuses what it cannot restore safely, and writes nothing then', async (t) => {
@@ -144,6 +154,28 @@ t.test('restore-cluster refuses what it cannot restore safely, and writes nothin
   await until(() => cfgs.every((c) => !catchingUp(c.dataDir)), 'every node caught up', 3000, () => describeNodes(three));
   await Promise.all(three.map((n) => n.close()));
   const copy = cfgs[2]!.dataDir;
+  // n3's log as it was then, and its state after the cluster ran on: a node that went down before
+  // its log was synced (it applies while syncing) leaves a state ahead of its log.
+  const earlyLog = join(root, 'early-wal');
+  cpSync(join(copy, 'wal'), earlyLog, { recursive: true });
+  const again = await Promise.all(cfgs.map((c) => MomServer.start(c, opts)));
+  await leadersEverywhere(again);
+  await must(again[0]!, 'POST', '/v1/auth/register', { username: 'bob', password: 'bob-password-1' }, 201);
+  await Promise.all(again.map((n) => n.close()));
+  const ahead = join(root, 'state-ahead');
+  cpSync(copy, ahead, { recursive: true });
+  rmSync(join(ahead, 'wal'), { recursive: true });
+  cpSync(earlyLog, join(ahead, 'wal'), { recursive: true });
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, ahead), { name: 'RestoreRefusedError', message: /state holds entry \d+ .* its log ends at \d+/ }, 'a copy whose state is ahead of its log');
+  t.same(readdirSync(target), [], 'and the data folder is left empty');
+
+  // A copy whose cluster.json does not say its secret (older builds; or the key removed).
+  const unknownSecret = join(root, 'unknown-secret');
+  cpSync(copy, unknownSecret, { recursive: true });
+  const identity = JSON.parse(readFileSync(join(unknownSecret, 'cluster.json'), 'utf8')) as Record<string, unknown>;
+  delete identity.cluster;
+  writeFileSync(join(unknownSecret, 'cluster.json'), JSON.stringify(identity));
+  await t.rejects(restoreCluster(cfgs[0]!, unknownSecret), { name: 'RestoreRefusedError', message: /does not say which cluster secret/ }, 'a copy that does not say its secret');
 
   await t.rejects(restoreCluster({ ...restored[0]!, partitions: PARTITIONS + 1 }, copy), { name: 'RestoreRefusedError', message: /of 2 partitions, not 3/ }, 'another partition count');
   mkdirSync(target, { recursive: true });
@@ -151,6 +183,12 @@ t.test('restore-cluster refuses what it cannot restore safely, and writes nothin
   await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, copy), { name: 'RestoreRefusedError', message: /is not empty/ }, 'a data folder that holds anything');
   t.same(readdirSync(target), ['keep-me'], 'which is left as it was');
   await t.rejects(restoreCluster(restoredConfig({ ...cfgs[2]!, dataDir: join(copy, 'inside') }), copy), { name: 'RestoreRefusedError', message: /must be apart/ }, 'a data folder inside the copy');
+  // A data folder that is a link into the copy: copying the copy into itself ran until the disk was full.
+  mkdirSync(join(copy, 'zz'));
+  symlinkSync(join(copy, 'zz'), join(root, 'link-into-copy'));
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: join(root, 'link-into-copy') }, copy), { name: 'RestoreRefusedError', message: /must be apart/ }, 'a data folder linked into the copy');
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: join(root, 'link-into-copy', 'n1') }, copy), { name: 'RestoreRefusedError', message: /must be apart/ }, 'or under such a link');
+  rmSync(join(copy, 'zz'), { recursive: true });
 
   const byCommand = restoreByCommand({ ...restored[0]!, dataDir: target }, copy);
   t.equal(byCommand.status, 2, 'the command exits 2 on a refusal');
