@@ -56,7 +56,9 @@ function restoreByCommand(c: NodeConfig, copy: string): { status: number | null;
 }
 
 t.test('two of three disks lost: the cluster restored from the third node\'s copy holds every acknowledged message and takes new ones', async (t) => {
-  const cfgs = await threeNodeConfigs(join(root, 'lost'), PARTITIONS);
+  // Snapshots every 100 entries, nothing kept behind them: the copy's logs are compacted, and the
+  // bodies of older messages are entries kept below them (format 4).
+  const cfgs = (await threeNodeConfigs(join(root, 'lost'), PARTITIONS)).map((c) => ({ ...c, snapshotEvery: 100, keepBehindSnapshot: 0 }));
   const nodes: (MomServer | null)[] = await Promise.all(cfgs.map((c) => MomServer.start(c, opts)));
   const live = (): MomServer[] => nodes.filter((n): n is MomServer => n !== null);
   t.teardown(() => Promise.all(live().map((n) => n.close())));
@@ -69,6 +71,13 @@ t.test('two of three disks lost: the cluster restored from the third node\'s cop
     await must(nodes[0]!, 'POST', '/v1/queues', { name: q }, 201, token);
     await must(nodes[0]!, 'POST', `/v1/queues/${q}/messages`, { body: `${q} 1` }, 201, token);
   }
+  // A backlog across several snapshots: 300 single sends (an entry each) and a batch.
+  await must(nodes[0]!, 'POST', '/v1/queues', { name: 'backlog' }, 201, token);
+  const backlog = Array.from({ length: 400 }, (_, i) => `backlog ${i}`);
+  for (const body of backlog.slice(0, 300)) await must(nodes[(backlog.indexOf(body) % 3)]!, 'POST', '/v1/queues/backlog/messages', { body }, 201, token);
+  await must(nodes[0]!, 'POST', '/v1/queues/backlog/messages/batch', { messages: backlog.slice(300).map((body) => ({ body })) }, 201, token);
+  const compacted = nodes[2]!.host.replicas.map((r) => r.log.snapshot().meta.index);
+  t.ok(compacted.some((i) => i >= 100), `n3's logs are compacted (snapshots at ${compacted.join(', ')})`);
   // n1 goes down; the next sends are acknowledged by n2 and n3 alone.
   await nodes[0]!.close();
   nodes[0] = null;
@@ -113,6 +122,14 @@ t.test('two of three disks lost: the cluster restored from the third node\'s cop
     const bodies = (got.messages as { body: string }[]).map((m) => m.body).sort();
     t.same(bodies, [`${q} 1`, `${q} 2`], `${q} through ${via.cfg.nodeId}: both acknowledged messages, the second acknowledged without n1`);
   }
+  const drained: string[] = [];
+  for (let i = 0; i < 100 && drained.length < backlog.length; i++) {
+    const got = await must(live()[i % 3]!, 'POST', '/v1/queues/backlog/receive', { maxMessages: 100, waitSeconds: 0 }, 200, token);
+    const messages = got.messages as { body: string; receiptHandle: string }[];
+    drained.push(...messages.map((m) => m.body));
+    if (messages.length > 0) await must(live()[i % 3]!, 'POST', '/v1/queues/backlog/ack', { receiptHandles: messages.map((m) => m.receiptHandle) }, 200, token);
+  }
+  t.same(drained.sort(), [...backlog].sort(), 'the whole backlog, bodies and all, from logs compacted before the disaster');
   for (const [i, n] of live().entries()) {
     const q = QUEUES[i]!;
     await must(n, 'POST', `/v1/queues/${q}/messages`, { body: `${q} 3` }, 201, token);
