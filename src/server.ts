@@ -60,6 +60,7 @@ export class MomServer {
             logSyncs: () => node.host.logStore.syncs,
             peerTraffic: () => node.transport.stats(),
             cutOffFor: () => node.host.leadership.cutOffFor(),
+            disk: () => ({ ...node.disk.stats(), shortNodes: node.disk.shortNodes() }),
             clockOffsets: () => node.host.clock.offsets(),
             partitionDepths: () => {
               // Messages are stamped by the partition's clock (the nodes' median), as the API counts ages.

@@ -51,6 +51,11 @@ export interface ClusterView {
   clockOffsets(): ReadonlyMap<string, number>;
   /** How long this node has heard from no peer, once past two election timeouts (ms); else 0. */
   cutOffFor(): number;
+  /**
+   * The free space of this node's data folder (null before its first look) and the limit under which
+   * the cluster refuses writes that add data; the nodes short of space now, as this node knows. Absent: not watched.
+   */
+  disk?(): { freeBytes: number | null; limitBytes: number; shortNodes: readonly string[] };
 }
 
 export interface ApiDeps {

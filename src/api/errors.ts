@@ -55,7 +55,10 @@ export function errorHandler(err: FastifyError | Error, request: FastifyRequest,
   if (err instanceof ApiError) return sendProblem(reply, err.code, err.message, err.retryAfterSeconds);
   if (err instanceof UnavailableError) {
     // What happened inside the cluster (node ids, error codes) is for the log, with the request id.
-    request.log.warn({ detail: err.message }, 'request not served');
+    // Refusals for disk space at debug: the node said once that it is short, and a line per refused
+    // send would fill the disk that is short already.
+    if (err.reason === 'disk_short') request.log.debug({ detail: err.message }, 'request not served');
+    else request.log.warn({ detail: err.message }, 'request not served');
     return sendProblem(reply, err.status === 504 ? 'timeout' : 'unavailable', err.publicDetail, err.retryAfterSeconds);
   }
   const client = fastifyClientError(err as FastifyError);

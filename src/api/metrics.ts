@@ -78,6 +78,34 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
       for (const d of deps.cluster.partitionDepths()) this.set({ partition: String(d.partition) }, d.oldestAgeMs === null ? 0 : Math.max(0, d.oldestAgeMs / 1000));
     },
   });
+  const disk = deps.cluster.disk;
+  if (disk !== undefined) {
+    new Gauge({
+      name: 'mom_disk_free_bytes',
+      help: 'Free space of the file system holding this node\'s data folder, for the node\'s user (statfs, every 5 s).',
+      registers: [registry],
+      collect() {
+        const { freeBytes } = disk();
+        if (freeBytes !== null) this.set(freeBytes);
+      },
+    });
+    new Gauge({
+      name: 'mom_disk_free_limit_bytes',
+      help: 'Free space under which a node is short of disk: the cluster then refuses sends, publishes and creations (--disk-free-limit; 0: never).',
+      registers: [registry],
+      collect() {
+        this.set(disk().limitBytes);
+      },
+    });
+    new Gauge({
+      name: 'mom_disk_short_nodes',
+      help: 'Nodes short of disk space as this node knows (itself, and peers that said so lately): while above 0, its sends, publishes and creations answer 503.',
+      registers: [registry],
+      collect() {
+        this.set(disk().shortNodes.length);
+      },
+    });
+  }
   // Queue names are user data: per-queue series only for a scraper that presents the metrics token.
   if (typeof deps.metricsToken === 'string') {
     new Gauge({

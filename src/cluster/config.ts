@@ -44,6 +44,11 @@ export interface NodeConfig {
    * up from the partitions' leaders, as a node with an empty data folder always does.
    */
   readonly rejoin: boolean;
+  /**
+   * Free bytes of the data folder's disk under which this node is short of space: the cluster then
+   * refuses sends, publishes and creations (src/cluster/disk-space.ts); 0 never refuses.
+   */
+  readonly diskFreeLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -68,6 +73,11 @@ const SETTINGS = {
   metricsToken: { flag: 'metrics-token', env: 'MOM_METRICS_TOKEN', what: 'bearer token for /metrics (at least 16 characters); enables per-queue series' },
   trustProxy: { flag: 'trust-proxy', env: 'MOM_TRUST_PROXY', what: 'load balancer addresses or CIDR ranges whose X-Forwarded-For is believed, comma-separated' },
   rejoin: { flag: 'rejoin', env: 'MOM_REJOIN', what: 'after restoring the data folder from a backup: vote only once caught up from the leaders (a switch; default false)' },
+  diskFreeLimit: {
+    flag: 'disk-free-limit',
+    env: 'MOM_DISK_FREE_LIMIT',
+    what: 'free space of the data folder\'s disk under which the cluster refuses sends, publishes and creations, in bytes or with kB, MB, GB, KiB, MiB, GiB (default 512MiB; 0 never refuses)',
+  },
 } as const;
 /** Settings that are switches: `--flag` alone means true. */
 const SWITCHES = new Set<string>(['rejoin']);
@@ -166,7 +176,20 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     snapshotEvery,
     keepBehindSnapshot,
     rejoin: parseSwitch('rejoin', get('rejoin')),
+    diskFreeLimit: parseBytes('diskFreeLimit', get('diskFreeLimit') ?? '512MiB'),
   };
+}
+
+const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** A size in bytes: a number with an optional unit (kB, MB, GB, TB at 1000; KiB, MiB, GiB, TiB at 1024). */
+function parseBytes(name: string, text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m === null ? undefined : BYTE_UNITS[m[2]!.toLowerCase()];
+  if (m === null || unit === undefined) throw new ConfigError(`${name} must be a size such as 512MiB, 2GB or 1073741824, got '${text}'`);
+  const bytes = Math.round(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(bytes)) throw new ConfigError(`${name} is too large: '${text}'`);
+  return bytes;
 }
 
 function parseSwitch(name: string, text: string | undefined): boolean {

@@ -9,6 +9,7 @@ import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, recordIdentity, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
+import { DiskSpace } from './disk-space.js';
 import { LimitGossip } from './limit-gossip.js';
 import type { CommandLog, InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
@@ -28,6 +29,8 @@ export interface NodeOptions {
   readonly maxIdleMs?: number;
   /** The newest log format this node reads (default the build's; tests play other versions with it). */
   readonly format?: number;
+  /** How the free space of the data folder is read (default statfs; a test plays a filling disk with it). */
+  readonly diskFree?: (path: string) => Promise<number>;
 }
 
 export interface TlsMaterial {
@@ -46,6 +49,8 @@ export class ClusterNode {
     private readonly logger: Logger,
     /** The folder is known to have taken part before (lost log, --rejoin): learnTerms takes no empty peer for a new cluster. */
     private readonly tookPart: boolean,
+    /** How the free space of the data folder is read (a test's); statfs by default. */
+    diskFree?: (path: string) => Promise<number>,
   ) {
     // Rate-limit events go to every other node (limit-gossip.ts); a peer that does not take a batch
     // (down, or an older build without the route) loses it.
@@ -54,10 +59,24 @@ export class ClusterNode {
       const r = await transport.call(peer, LIMITS_PATH, { events }, { timeoutMs: 2_000 });
       if (r.status !== 204) throw new Error(`${peer} answered ${r.status}`);
     });
+    // Each node's disk space goes the same way (an event the API's limits ignore).
+    this.disk = new DiskSpace({
+      self: cfg.nodeId,
+      peers: others,
+      dataDir: cfg.dataDir,
+      limitBytes: cfg.diskFreeLimit,
+      publish: (event) => this.limits.publish(event),
+      logger: { warn: (obj, msg) => logger.warn(obj, msg), info: (obj, msg) => logger.info(obj, msg) },
+      ...(diskFree === undefined ? {} : { freeBytes: diskFree }),
+    });
+    this.limits.subscribe((event) => this.disk.receive(event));
+    router.refuseWhenShort(() => this.disk.shortNodes());
   }
 
   /** Rate-limit events shared with the other nodes, so that the API's limits hold across the cluster. */
   readonly limits: LimitGossip;
+  /** The free space of this node's data folder, and the peers said short of it. */
+  readonly disk: DiskSpace;
 
   private closed = false;
 
@@ -132,7 +151,7 @@ export class ClusterNode {
         logger.info('every partition caught up from its leader; voting');
       });
     }
-    return new ClusterNode(cfg, host, transport, router, tls, logger, identity.tookPart);
+    return new ClusterNode(cfg, host, transport, router, tls, logger, identity.tookPart, opts.diskFree);
   }
 
   /**
@@ -238,6 +257,7 @@ export class ClusterNode {
   }
 
   start(): void {
+    this.disk.start();
     this.host.start();
     if (this.host.rejoin.holdingForTerms) void this.learnTerms();
   }
@@ -249,6 +269,7 @@ export class ClusterNode {
   /** Closes the partitions and their databases, then the transport. */
   async close(): Promise<void> {
     this.closed = true;
+    this.disk.close();
     this.limits.close();
     await this.host.close();
     await this.transport.close();

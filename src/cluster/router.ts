@@ -87,6 +87,15 @@ export interface RouterOptions {
   readonly maxIdleMs?: number;
 }
 
+/**
+ * Commands that add data: refused while a node is short of disk space (disk-space.ts). Receives,
+ * acks, nacks, deletes, purges, revokes, logouts and password changes go on: they free space, or
+ * write little.
+ */
+const ADDS_DATA: ReadonlySet<Command['type']> = new Set(['user.register', 'queue.create', 'topic.create', 'subscription.create', 'grant.put', 'queue.send', 'topic.publish']);
+/** Retry-After of a write refused for disk space: space is freed by consumers or an operator, not in a second. */
+const DISK_SHORT_RETRY_SECONDS = 10;
+
 export interface RequestContext {
   readonly requestId?: string;
 }
@@ -213,10 +222,22 @@ export class Router {
     return this.opts.partitions;
   }
 
+  /** The nodes short of disk space (DiskSpace.shortNodes): while any is, commands that add data are refused. */
+  private shortOfDisk: () => readonly string[] = () => [];
+
+  /** From now on, refuses commands that add data while `shortNodes` names any node (the node's DiskSpace). */
+  refuseWhenShort(shortNodes: () => readonly string[]): void {
+    this.shortOfDisk = shortNodes;
+  }
+
   /** Proposes `command` as `actor` on partition `p`, wherever its leader is; resolves once applied. */
   async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
     // The system's own commands go by proposeSystemAt, from housekeeping, never from a request.
     if (commandOrigin(command) !== 'client') throw new TypeError(`'${command.type}' is not a command a request may propose`);
+    if (ADDS_DATA.has(command.type)) {
+      const short = this.shortOfDisk();
+      if (short.length > 0) throw new UnavailableError('disk_short', `${command.type} refused: ${short.join(' and ')} short of disk space`, 503, false, DISK_SHORT_RETRY_SECONDS);
+    }
     const body = {
       partition: p,
       actor,

@@ -49,6 +49,8 @@ t.test('promtool accepts the rules', async (t) => {
     'MomApplyLag',
     'MomCertificateExpiring',
     'MomClockSkew',
+    'MomDiskFilling',
+    'MomDiskShort',
     'MomLeaderFlapping',
     'MomNodeDown',
     'MomNodeFlapping',
@@ -152,6 +154,25 @@ t.test('each alert fires in its situation and not otherwise', async (t) => {
         { series: 'mom_tls_certificate_expiry_timestamp_seconds{job="mom",instance="n2"}', values: `${60 * 86400}x5` },
       ],
       alert_rule_test: [{ eval_time: '5m', alertname: 'MomCertificateExpiring', exp_alerts: [fires('MomCertificateExpiring', { job: 'mom', instance: 'n1', severity: 'warn' }, '')] }],
+    },
+    {
+      // A 1 GB limit. n1 fills by 100 MB a minute from 5 GB, n2 holds 10 GB, n3 watches nothing (limit 0).
+      interval: '1m',
+      input_series: [
+        { series: 'mom_disk_free_bytes{job="mom",instance="n1"}', values: '5000000000-100000000x59' },
+        { series: 'mom_disk_free_limit_bytes{job="mom",instance="n1"}', values: '1000000000x59' },
+        { series: 'mom_disk_free_bytes{job="mom",instance="n2"}', values: '10000000000x59' },
+        { series: 'mom_disk_free_limit_bytes{job="mom",instance="n2"}', values: '1000000000x59' },
+        { series: 'mom_disk_free_bytes{job="mom",instance="n3"}', values: '100x59' },
+        { series: 'mom_disk_free_limit_bytes{job="mom",instance="n3"}', values: '0x59' },
+      ],
+      alert_rule_test: [
+        { eval_time: '5m', alertname: 'MomDiskFilling', exp_alerts: [] },
+        // From about 1h in, an hour's slope puts it under 1 GB within six hours; 10 minutes later it fires.
+        { eval_time: '25m', alertname: 'MomDiskFilling', exp_alerts: [fires('MomDiskFilling', { job: 'mom', instance: 'n1', severity: 'warn' }, '2.5e+09')] },
+        { eval_time: '39m', alertname: 'MomDiskShort', exp_alerts: [] },
+        { eval_time: '43m', alertname: 'MomDiskShort', exp_alerts: [fires('MomDiskShort', { job: 'mom', instance: 'n1', severity: 'page' }, '7e+08')] },
+      ],
     },
   ];
   const dir = mkdtempSync(join(tmpdir(), 'mom-alerts-'));

@@ -1,0 +1,131 @@
+// The free space of each node's data folder, watched so that the cluster refuses writes that add
+// data before a disk fills, as RabbitMQ's disk alarm blocks publishers (docs/operations.md, "Disk
+// space"). A full disk stops a node at its next failed write, and the three nodes hold the same data,
+// so with disks of one size they fill together: every partition would stop at once, and stay stopped
+// until space is freed by hand. Refusing sends, publishes and creations a margin before that keeps
+// the cluster serving what frees space: receives, acks, deletes and purges (their log entries are
+// small, and compaction then drops whole segments).
+//
+// Each node checks its own folder every few seconds (statfs, on the thread pool) and tells its peers
+// through the rate-limit gossip while it is short (limit-gossip.ts: best effort; an older build
+// ignores the event). A node refuses those writes while it or a peer heard lately is short: a
+// follower's disk fills as fast as its leader's. A peer that stops telling (down, cut off) counts no
+// more after PEER_SHORT_FRESH_MS. Nothing here is replicated state: the check runs before a command
+// is proposed, so replicas stay identical.
+import { statfs } from 'node:fs/promises';
+
+/** How often a node looks at its free space (ms). */
+export const DISK_CHECK_MS = 5_000;
+/** A peer said short counts for this long after it last said so (it repeats it every check). */
+export const PEER_SHORT_FRESH_MS = 3 * DISK_CHECK_MS;
+
+/** What a node tells its peers about its disk. */
+export interface DiskEvent {
+  readonly kind: 'disk';
+  readonly node: string;
+  readonly short: boolean;
+  readonly freeBytes: number;
+}
+
+export interface DiskSpaceOptions {
+  readonly self: string;
+  readonly peers: readonly string[];
+  readonly dataDir: string;
+  /** Free bytes under which the node is short; 0: never. */
+  readonly limitBytes: number;
+  /** Tells the peers (the gossip). */
+  publish(event: DiskEvent): void;
+  /** Monotonic ms (default performance.now). */
+  readonly now?: () => number;
+  /** Free bytes of the file system holding `path` for this user (default statfs). */
+  readonly freeBytes?: (path: string) => Promise<number>;
+  readonly logger?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+
+export class DiskSpace {
+  private free: number | null = null;
+  private short = false;
+  /** Peers said short, and until when that counts. */
+  private readonly peersShort = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private checking: Promise<void> | null = null;
+  private readonly now: () => number;
+  private readonly freeBytesOf: (path: string) => Promise<number>;
+
+  constructor(private readonly opts: DiskSpaceOptions) {
+    this.now = opts.now ?? (() => performance.now());
+    this.freeBytesOf = opts.freeBytes ?? (async (path) => {
+      const s = await statfs(path);
+      return s.bavail * s.bsize;
+    });
+  }
+
+  /** Checks now, then every DISK_CHECK_MS until close(). */
+  start(): void {
+    if (this.opts.limitBytes <= 0 || this.timer !== null) return;
+    void this.check();
+    this.timer = setInterval(() => void this.check(), DISK_CHECK_MS);
+    this.timer.unref();
+  }
+
+  close(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Looks at the free space once (start() does it every DISK_CHECK_MS); one look at a time. */
+  check(): Promise<void> {
+    this.checking ??= this.look().finally(() => (this.checking = null));
+    return this.checking;
+  }
+
+  private async look(): Promise<void> {
+    let free: number;
+    try {
+      free = await this.freeBytesOf(this.opts.dataDir);
+    } catch (err) {
+      // Not known: keep what was known. The node's writes tell a real failure soon enough.
+      this.opts.logger?.warn({ err: (err as Error).message }, 'cannot read the free space of the data folder');
+      return;
+    }
+    this.free = free;
+    const short = free < this.opts.limitBytes;
+    if (short !== this.short) {
+      const fields = { freeBytes: free, limitBytes: this.opts.limitBytes };
+      if (short) this.opts.logger?.warn(fields, 'the data folder is short of space: the cluster refuses sends, publishes and creations until space is freed');
+      else this.opts.logger?.info(fields, 'the data folder has room again');
+    }
+    // Said every time while short (a peer that restarted learns it), and once when it ends.
+    if (short || this.short) this.opts.publish({ kind: 'disk', node: this.opts.self, short, freeBytes: free });
+    this.short = short;
+  }
+
+  /** An event a peer sent through the gossip: anything else is ignored. */
+  receive(event: unknown): void {
+    if (typeof event !== 'object' || event === null) return;
+    const { kind, node, short } = event as Record<string, unknown>;
+    if (kind !== 'disk' || typeof node !== 'string' || node === this.opts.self || !this.opts.peers.includes(node) || typeof short !== 'boolean') return;
+    if (short) this.peersShort.set(node, this.now() + PEER_SHORT_FRESH_MS);
+    else this.peersShort.delete(node);
+  }
+
+  /** The nodes short of disk space now (this one first), by what this node knows. */
+  shortNodes(): readonly string[] {
+    // Every send asks: nothing allocated while no node is short.
+    if (!this.short && this.peersShort.size === 0) return NONE;
+    const now = this.now();
+    const nodes = this.short ? [this.opts.self] : [];
+    for (const [node, until] of this.peersShort) {
+      if (until > now) nodes.push(node);
+      else this.peersShort.delete(node);
+    }
+    return nodes;
+  }
+
+  /** This node's free bytes as last seen (null before the first look), and its limit. */
+  stats(): { freeBytes: number | null; limitBytes: number } {
+    return { freeBytes: this.free, limitBytes: this.opts.limitBytes };
+  }
+}
