@@ -16,7 +16,7 @@ import { LogInUseError } from './store/wal/index.js';
  * write or make (ENOENT: a data folder where no folder can be made, as under /proc), a folder another
  * node holds. One line each, not a stack trace that reads as a bug.
  */
-const SETUP_ERRNOS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'ENOSPC', 'ENOENT']);
+const SETUP_ERRNOS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'ENOSPC', 'EDQUOT', 'ENOENT']);
 function isSetupError(err: unknown): err is Error {
   return err instanceof LogInUseError || (err instanceof Error && SETUP_ERRNOS.has((err as NodeJS.ErrnoException).code ?? ''));
 }

@@ -174,23 +174,41 @@ const loggedUrl = (url: string): string => {
 export const REFUSAL_LOG_MS = 10_000;
 /** Reasons and addresses remembered for that (an attacker's many addresses cannot grow it past this). */
 const MAX_REFUSAL_KEYS = 1024;
+/** Refusal lines in one REFUSAL_LOG_MS, whatever their addresses: the rest are counted in one line after. */
+export const MAX_REFUSAL_LINES = 10;
 
 /**
  * Logs refused inter-node requests at warn, each reason from each address at most once every
- * REFUSAL_LOG_MS, with how many were left out since: a peer with another secret retries its stream
- * about once a second, and anyone who can reach the port can send refused requests as fast as it
- * likes, so a line per request would fill the node's disk with the same words.
+ * REFUSAL_LOG_MS, with how many were left out since, and at most MAX_REFUSAL_LINES lines in all
+ * every REFUSAL_LOG_MS, then one line counting the others: a peer with another secret retries its
+ * stream about once a second, and anyone who can reach the port can send refused requests as fast as
+ * it likes, from as many addresses as it has (an IPv6 client has a /64), so a line per request would
+ * fill the node's disk with the same words.
  */
 function refusalLog(now: () => number): (request: FastifyRequest, reason: string, fields: object, msg: string) => void {
   const last = new Map<string, { at: number; left: number }>();
+  let windowFrom = -Infinity;
+  let lines = 0;
+  let overBudget = 0;
   return (request, reason, fields, msg) => {
+    const t = now();
+    if (t - windowFrom >= REFUSAL_LOG_MS) {
+      if (overBudget > 0) request.log.warn({ notLogged: overBudget }, `inter-node requests refused: ${overBudget} more were not logged in ${REFUSAL_LOG_MS / 1000} s (too many addresses)`);
+      windowFrom = t;
+      lines = 0;
+      overBudget = 0;
+    }
     const key = `${reason} ${request.ip}`;
     const seen = last.get(key);
-    const t = now();
     if (seen !== undefined && t - seen.at < REFUSAL_LOG_MS) {
       seen.left++;
       return;
     }
+    if (lines >= MAX_REFUSAL_LINES) {
+      overBudget++;
+      return;
+    }
+    lines++;
     request.log.warn(seen !== undefined && seen.left > 0 ? { ...fields, notLogged: seen.left } : fields, msg);
     last.delete(key);
     last.set(key, { at: t, left: 0 });

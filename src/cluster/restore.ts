@@ -24,11 +24,11 @@
 //   client's retry would); leases, delays and long polls run on in the cluster's clock.
 //
 // The copy is never written to, and the target must be new or empty: a restore never overwrites.
-import { closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { NodeId } from '../raft/index.js';
-import { statePath } from '../partition/snapshots.js';
+import { snapshotPath, statePath } from '../partition/snapshots.js';
 import { BrokerStateMachine } from '../store/broker/index.js';
 import { fsyncPath, mkdirDurably } from '../store/durable.js';
 import { WAL_FOLDER, logHolder, openNodeLog } from '../store/wal/index.js';
@@ -149,10 +149,10 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   }
 }
 
-/** Whether `a` is `b` or lies inside it. */
+/** Whether `a` is `b` or lies inside it (a folder named `..x` inside `b` is inside). */
 function inside(a: string, b: string): boolean {
   const r = relative(b, a);
-  return r === '' || (!r.startsWith('..') && !r.startsWith(sep));
+  return r === '' || !(r === '..' || r.startsWith(`..${sep}`) || isAbsolute(r));
 }
 
 /** Whether `err` is a failure of writing under `target` (ENOSPC, EACCES, …), not of the copy. */
@@ -197,6 +197,15 @@ function entries(dir: string): string[] | null {
   }
 }
 
+function readable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** `path` (absolute) with every link resolved: the nearest folder that exists, resolved, and the rest of the path. */
 function realTarget(path: string): string {
   if (existsSync(path)) return realpathSync(path);
@@ -224,7 +233,13 @@ function copyTree(from: string, to: string, rel: string, target: string): { file
       files += sub.files;
       bytes += sub.bytes;
     } else if (stat.isFile()) {
-      copyFileSync(join(from, path), join(to, path), constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      try {
+        copyFileSync(join(from, path), join(to, path), constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      } catch (err) {
+        // Which side failed: a file of the copy this user cannot read is the copy's, not the machine's.
+        if (!readable(join(from, path))) throw new RestoreRefusedError(`cannot read ${join(from, path)}: ${(err as Error).message}`, { cause: err });
+        throw err;
+      }
       const fd = openSync(join(to, path), 'r');
       try {
         fsyncSync(fd);
@@ -253,7 +268,17 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
       const snapshot = log.snapshot().meta;
       const last = log.lastIndex();
       const state = statePath(dataDir, p);
-      const applied = existsSync(state) ? BrokerStateMachine.imageApplied(state) : { index: 0, term: 0 };
+      let applied = existsSync(state) ? BrokerStateMachine.imageApplied(state) : { index: 0, term: 0 };
+      // As a node's start does (NodeHost.open): an image of the log's snapshot still in the folder (an
+      // install a crash cut short) replaces the state; a state behind the compacted log needs it.
+      const ref = log.snapshotRef();
+      const image = ref === null ? null : snapshotPath(dataDir, ref);
+      if (image !== null && existsSync(image)) applied = BrokerStateMachine.imageApplied(image);
+      else if (image !== null && applied.index < log.firstIndex() - 1) {
+        throw new RestoreRefusedError(
+          `partition ${p}'s state holds entries up to ${applied.index}, its log starts after ${log.firstIndex() - 1}, and the image ${ref} is not in the copy: the copy lacks files (state/p${p}.db?). Take the whole folder`,
+        );
+      }
       // A state ahead of its log: the node applied entries its log had not synced when it went down
       // (host.ts applies while syncing). A restart gets them again from the leader; after a restore
       // nobody has them, new entries would take their indexes, and the state, which skips indexes it

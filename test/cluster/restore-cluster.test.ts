@@ -100,6 +100,13 @@ t.test('two of three disks lost: the cluster restored from the third node\'s cop
   t.notOk(existsSync(cfgs[0]!.dataDir), 'and nothing was made');
 
   const restored = cfgs.map(restoredConfig);
+  // A copy without the state of a compacted partition (a partial archive) could never start.
+  const p = compacted.findIndex((i) => i >= 100);
+  const partial = join(root, 'partial-copy');
+  cpSync(copy, partial, { recursive: true, dereference: true });
+  rmSync(join(partial, 'state', `p${p}.db`));
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: join(root, 'from-partial') }, partial), { name: 'RestoreRefusedError', message: new RegExp(`partition ${p}'s state holds entries up to 0, its log starts after \\d+, and the image .* is not in the copy`) }, 'a copy without the state of a compacted partition');
+  t.same(readdirSync(join(root, 'from-partial')), [], 'leaves the data folder empty');
   const printed = restoreByCommand(restored[2]!, copy);
   t.equal(printed.status, 0, `the command restores n3 (${printed.stderr.trim()})`);
   const fingerprint = /fingerprint is ([0-9a-f]{16})/.exec(printed.stdout)?.[1];
@@ -200,6 +207,8 @@ t.test('restore-cluster refuses what it cannot restore safely, and writes nothin
   await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, copy), { name: 'RestoreRefusedError', message: /is not empty/ }, 'a data folder that holds anything');
   t.same(readdirSync(target), ['keep-me'], 'which is left as it was');
   await t.rejects(restoreCluster(restoredConfig({ ...cfgs[2]!, dataDir: join(copy, 'inside') }), copy), { name: 'RestoreRefusedError', message: /must be apart/ }, 'a data folder inside the copy');
+  await t.rejects(restoreCluster(restoredConfig({ ...cfgs[2]!, dataDir: join(copy, '..restored') }), copy), { name: 'RestoreRefusedError', message: /must be apart/ }, 'even one named ..x');
+  t.notOk(existsSync(join(copy, '..restored')), 'and nothing is made in the copy');
   // A data folder that is a link into the copy: copying the copy into itself ran until the disk was full.
   mkdirSync(join(copy, 'zz'));
   symlinkSync(join(copy, 'zz'), join(root, 'link-into-copy'));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { REFUSAL_LOG_MS, TOKEN_KEY_HEADER, internalRoutes } from '../../src/cluster/internal-routes.js';
+import { MAX_REFUSAL_LINES, REFUSAL_LOG_MS, TOKEN_KEY_HEADER, internalRoutes } from '../../src/cluster/internal-routes.js';
 import { IMAGE_DIGEST_HEADER, SnapshotFetchError } from '../../src/cluster/snapshot-fetch.js';
 import { HttpTransport, type TransportOptions } from '../../src/cluster/transport.js';
 import { FRAMES_TYPE, REFUSED, WINDOW_HEADER } from '../../src/cluster/frames.js';
@@ -295,6 +295,26 @@ t.test('the cluster secret', async (t) => {
     clock.ms += 1;
     t.equal((await post(nodeB.url, { ...octets, authorization: `Bearer ${WRONG}` }, good)).status, 401);
     t.match(refusalsNow()[2], { credentials: 'wrong', notLogged: 20 }, 'after them, a line saying how many were not logged');
+  });
+
+  t.test('refusals from many addresses are logged at most 10 times in 10 s, then counted in one line', async (t) => {
+    // Before: the limit was per address, and 2,000 requests from 2,000 addresses (an IPv6 /64 holds
+    // far more) logged 2,000 lines.
+    clock.ms += REFUSAL_LOG_MS;
+    const before = nodeB.logs.length;
+    for (let i = 0; i < 30; i++) {
+      const res = await nodeB.app.inject({ method: 'POST', url: '/internal/raft', remoteAddress: `2001:db8::${i + 1}`, headers: { ...octets, authorization: `Bearer ${WRONG}` }, payload: good });
+      t.equal(res.statusCode, 401);
+    }
+    const lines = (): Record<string, unknown>[] =>
+      nodeB.logs
+        .slice(before)
+        .filter((l) => l.includes('inter-node request'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.equal(lines().length, MAX_REFUSAL_LINES, `${MAX_REFUSAL_LINES} lines for 30 addresses`);
+    clock.ms += REFUSAL_LOG_MS;
+    await nodeB.app.inject({ method: 'POST', url: '/internal/raft', remoteAddress: '2001:db8::99', headers: { ...octets, authorization: `Bearer ${WRONG}` }, payload: good });
+    t.match(lines().slice(MAX_REFUSAL_LINES), [{ notLogged: 20, msg: /20 more were not logged/ }, { credentials: 'wrong' }], 'then one line counting the 20 left out, and the new refusal');
   });
 
   t.test('a transport with a wrong secret fails, counts and warns once', async (t) => {
