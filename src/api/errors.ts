@@ -6,6 +6,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { UnavailableError } from '../cluster/errors.js';
 import { Problems, sendProblem, type ProblemCode } from '../cluster/problems.js';
 import type { Failure } from '../store/broker/index.js';
+import { DISK_SHORT_RETRY_SECONDS } from '../cluster/disk-space.js';
 
 export class ApiError extends Error {
   override name = 'ApiError';
@@ -24,7 +25,7 @@ export class ApiError extends Error {
 
 /** A broker command's refusal as the API's error (the codes are shared). */
 export function fromFailure(f: Failure): ApiError {
-  return new ApiError(f.code, f.detail);
+  return new ApiError(f.code, f.detail, f.code === 'insufficient_storage' ? DISK_SHORT_RETRY_SECONDS : undefined);
 }
 
 /** Fastify's own client errors, by code, with the detail a client can act on. */
@@ -55,10 +56,7 @@ export function errorHandler(err: FastifyError | Error, request: FastifyRequest,
   if (err instanceof ApiError) return sendProblem(reply, err.code, err.message, err.retryAfterSeconds);
   if (err instanceof UnavailableError) {
     // What happened inside the cluster (node ids, error codes) is for the log, with the request id.
-    // Refusals for disk space at debug: the node said once that it is short, and a line per refused
-    // send would fill the disk that is short already.
-    if (err.reason === 'disk_short') request.log.debug({ detail: err.message }, 'request not served');
-    else request.log.warn({ detail: err.message }, 'request not served');
+    request.log.warn({ detail: err.message }, 'request not served');
     return sendProblem(reply, err.status === 504 ? 'timeout' : 'unavailable', err.publicDetail, err.retryAfterSeconds);
   }
   const client = fastifyClientError(err as FastifyError);

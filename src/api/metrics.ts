@@ -82,11 +82,11 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
   if (disk !== undefined) {
     new Gauge({
       name: 'mom_disk_free_bytes',
-      help: 'Free space of the file system holding this node\'s data folder, for the node\'s user (statfs, every 5 s).',
+      help: 'Free space of the file system holding this node\'s data folder, for the node\'s user (statfs, every 5 s); NaN until first read.',
       registers: [registry],
       collect() {
-        const { freeBytes } = disk();
-        if (freeBytes !== null) this.set(freeBytes);
+        // NaN until known (a gauge never set reads 0, which MomDiskShort would take for a full disk).
+        this.set(disk().freeBytes ?? NaN);
       },
     });
     new Gauge({
@@ -99,7 +99,7 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
     });
     new Gauge({
       name: 'mom_disk_short_nodes',
-      help: 'Nodes short of disk space as this node knows (itself, and peers that said so lately): while above 0, its sends, publishes and creations answer 503.',
+      help: 'Nodes short of disk space as this node knows (itself, and peers that said so lately): while above 0, its sends, publishes and creations answer 507.',
       registers: [registry],
       collect() {
         this.set(disk().shortNodes.length);

@@ -9,15 +9,45 @@
 // Each node checks its own folder every few seconds (statfs, on the thread pool) and tells its peers
 // through the rate-limit gossip while it is short (limit-gossip.ts: best effort; an older build
 // ignores the event). A node refuses those writes while it or a peer heard lately is short: a
-// follower's disk fills as fast as its leader's. A peer that stops telling (down, cut off) counts no
-// more after PEER_SHORT_FRESH_MS. Nothing here is replicated state: the check runs before a command
-// is proposed, so replicas stay identical.
+// follower's disk fills as fast as its leader's. A partition's leader refuses forwarded ones too when
+// it is short itself (a forwarding node of an older build does not check). A peer that stops telling
+// (down, cut off) counts no more after PEER_SHORT_FRESH_MS. The refusal is 507 insufficient_storage,
+// not 503: a load balancer takes a 503 for a failed node, and with every node refusing sends it would
+// leave them all out, receives and acks too. Nothing here is replicated state: the check runs before
+// a command is proposed, so replicas stay identical.
 import { statfs } from 'node:fs/promises';
+import { ErrorCode, fail, type Command, type Failure } from '../store/broker/index.js';
 
 /** How often a node looks at its free space (ms). */
 export const DISK_CHECK_MS = 5_000;
 /** A peer said short counts for this long after it last said so (it repeats it every check). */
 export const PEER_SHORT_FRESH_MS = 3 * DISK_CHECK_MS;
+
+/** Retry-After of a write refused for disk space: consumers or an operator free it, not a second. */
+export const DISK_SHORT_RETRY_SECONDS = 10;
+
+/**
+ * Commands that add data, refused while a node is short (diskShort). Receives, acks, nacks, deletes,
+ * purges, revokes, logouts and password changes go on: they free space, or write little.
+ */
+const ADDS_DATA: ReadonlySet<Command['type']> = new Set(['user.register', 'queue.create', 'topic.create', 'subscription.create', 'grant.put', 'queue.send', 'topic.publish']);
+
+/** Whether `command` adds data (ADDS_DATA). */
+export function addsData(command: Command): boolean {
+  return ADDS_DATA.has(command.type);
+}
+
+/**
+ * The refusal of a command that adds data while a node is short of disk space, before it is proposed:
+ * a result like an apply's refusal (507 insufficient_storage to the client), so a leader answers a
+ * peer's forwarded command with it as with any other result. Nothing was written.
+ */
+export function diskShort(): Failure {
+  return fail(
+    ErrorCode.InsufficientStorage,
+    'the cluster is short of disk space: sends, publishes and creations are refused until space is freed (receives, acks and deletes go on); this attempt wrote nothing',
+  );
+}
 
 /** What a node tells its peers about its disk. */
 export interface DiskEvent {
@@ -62,9 +92,9 @@ export class DiskSpace {
     });
   }
 
-  /** Checks now, then every DISK_CHECK_MS until close(). */
+  /** Checks now, then every DISK_CHECK_MS until close() (also with a limit of 0: the free space is a metric). */
   start(): void {
-    if (this.opts.limitBytes <= 0 || this.timer !== null) return;
+    if (this.timer !== null) return;
     void this.check();
     this.timer = setInterval(() => void this.check(), DISK_CHECK_MS);
     this.timer.unref();
@@ -86,12 +116,15 @@ export class DiskSpace {
     try {
       free = await this.freeBytesOf(this.opts.dataDir);
     } catch (err) {
-      // Not known: keep what was known. The node's writes tell a real failure soon enough.
+      // Not known: keep what was known, and keep saying it while short, or the peers would stop
+      // counting this node while it still refuses (the cluster split on it). The node's writes tell
+      // a real failure soon enough.
       this.opts.logger?.warn({ err: (err as Error).message }, 'cannot read the free space of the data folder');
+      if (this.short && this.free !== null) this.opts.publish({ kind: 'disk', node: this.opts.self, short: true, freeBytes: this.free });
       return;
     }
     this.free = free;
-    const short = free < this.opts.limitBytes;
+    const short = this.opts.limitBytes > 0 && free < this.opts.limitBytes;
     if (short !== this.short) {
       const fields = { freeBytes: free, limitBytes: this.opts.limitBytes };
       if (short) this.opts.logger?.warn(fields, 'the data folder is short of space: the cluster refuses sends, publishes and creations until space is freed');

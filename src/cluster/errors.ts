@@ -11,7 +11,6 @@ export const UNAVAILABLE = {
   read_unknown: 'the read could not be answered; retry',
   upgrading: 'the cluster is being upgraded and cannot do this yet; retry once every node runs the new version',
   halted: 'this node cannot serve this data until it is upgraded or rebuilt; retry on another node',
-  disk_short: 'the cluster is short of disk space: sends, publishes and creations are refused until space is freed (receives, acks and deletes still work); retry later',
 } as const;
 export type UnavailableReason = keyof typeof UNAVAILABLE;
 

@@ -14,6 +14,8 @@ export const Problems = {
   internal: { status: 500, title: 'Internal Server Error' },
   unavailable: { status: 503, title: 'Service Unavailable' },
   timeout: { status: 504, title: 'Gateway Timeout' },
+  /** A send, publish or creation while a node is short of disk space (src/cluster/disk-space.ts). */
+  insufficient_storage: { status: 507, title: 'Insufficient Storage' },
 } as const;
 export type ProblemCode = keyof typeof Problems;
 

@@ -25,6 +25,7 @@ import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
 import { FormatTooNewError, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
+import { addsData, diskShort } from './disk-space.js';
 import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
 import { PROPOSE_PATH, QUERY_PATH } from './internal-routes.js';
@@ -87,14 +88,6 @@ export interface RouterOptions {
   readonly maxIdleMs?: number;
 }
 
-/**
- * Commands that add data: refused while a node is short of disk space (disk-space.ts). Receives,
- * acks, nacks, deletes, purges, revokes, logouts and password changes go on: they free space, or
- * write little.
- */
-const ADDS_DATA: ReadonlySet<Command['type']> = new Set(['user.register', 'queue.create', 'topic.create', 'subscription.create', 'grant.put', 'queue.send', 'topic.publish']);
-/** Retry-After of a write refused for disk space: space is freed by consumers or an operator, not in a second. */
-const DISK_SHORT_RETRY_SECONDS = 10;
 
 export interface RequestContext {
   readonly requestId?: string;
@@ -234,10 +227,7 @@ export class Router {
   async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
     // The system's own commands go by proposeSystemAt, from housekeeping, never from a request.
     if (commandOrigin(command) !== 'client') throw new TypeError(`'${command.type}' is not a command a request may propose`);
-    if (ADDS_DATA.has(command.type)) {
-      const short = this.shortOfDisk();
-      if (short.length > 0) throw new UnavailableError('disk_short', `${command.type} refused: ${short.join(' and ')} short of disk space`, 503, false, DISK_SHORT_RETRY_SECONDS);
-    }
+    if (addsData(command) && this.shortOfDisk().length > 0) return diskShort();
     const body = {
       partition: p,
       actor,

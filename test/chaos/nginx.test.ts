@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { createServer } from 'node:http';
 import { request } from 'undici';
 import { MESSAGES_BODY_LIMIT } from '../../src/api/messaging.js';
 import { freePort } from '../cluster/net-helpers.js';
@@ -142,4 +143,50 @@ t.test('nginx passes on a request body as large as the API takes (8 MiB for a ba
   await res.body.dump();
   t.equal(res.statusCode, 200, 'not refused by nginx (413)');
   t.equal(fine.hits.length, 1, 'it reached the node, which judges its size');
+});
+
+// The disk alarm (src/cluster/disk-space.ts) refuses every send on every node at once. As a 503 it
+// made nginx (max_fails=1, proxy_next_upstream http_503) mark each node failed in turn, until it had
+// no node left and answered everything, receives and acks too, with its own 502: consumers could not
+// drain the queues that would free the space. A 507 is no node failure to nginx.
+t.test('with every node refusing sends for disk space (507), nginx as deployed keeps passing receives and reads, and the 507 itself', async (t) => {
+  const bin = needTool(t, 'nginx');
+  if (bin === null) return;
+  const nodes = await Promise.all(
+    [0, 1, 2].map(async () => {
+      const server = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          if (req.method === 'POST' && req.url?.endsWith('/messages') === true) {
+            res.writeHead(507, { 'content-type': 'application/problem+json', 'retry-after': '10' }).end(JSON.stringify({ code: 'insufficient_storage' }));
+          } else res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        });
+      });
+      const port = await freePort();
+      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+      t.teardown(() => {
+        server.closeAllConnections();
+        server.close();
+      });
+      return port;
+    }),
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'mom-nginx-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const lb = await LoadBalancer.start(bin, dir, nodes.map((p) => `127.0.0.1:${p}`));
+  t.teardown(() => lb.close());
+  const statuses = { send: [] as number[], receive: [] as number[], get: [] as number[] };
+  let retryAfter: string | string[] | undefined;
+  for (let i = 0; i < 30; i++) {
+    const sent = await request(`${lb.url}/v1/queues/q/messages`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `k${i}` }, body: '{}' });
+    await sent.body.dump();
+    statuses.send.push(sent.statusCode);
+    retryAfter = sent.headers['retry-after'];
+    statuses.receive.push(await send(`${lb.url}/v1/queues/q/receive`, 'POST'));
+    statuses.get.push(await send(`${lb.url}/v1/queues/q`, 'GET'));
+  }
+  t.same(new Set(statuses.send), new Set([507]), 'every send answered by a node: 507');
+  t.equal(retryAfter, '10', 'with its Retry-After');
+  t.same(new Set(statuses.receive), new Set([200]), 'every receive reached a node');
+  t.same(new Set(statuses.get), new Set([200]), 'every read too');
 });

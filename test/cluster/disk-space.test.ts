@@ -1,7 +1,7 @@
 // A node short of disk space (src/cluster/disk-space.ts): a full disk stopped a node at its next
 // failed write, and the three nodes, holding the same data, filled and stopped together. Now, while
 // any node has less free space than its limit, every node refuses sends, publishes and creations
-// with 503, and receives and acks go on, which free space.
+// with 507, and receives and acks go on, which free space.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import t from 'tap';
 import { MomServer } from '../../src/server.js';
 import { loadConfig } from '../../src/cluster/index.js';
 import { DiskSpace, PEER_SHORT_FRESH_MS, type DiskEvent } from '../../src/cluster/disk-space.js';
+import { partitionOf } from '../../src/partition/routing.js';
 import { threeNodeConfigs, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
 import { captureLogs } from './log-capture.js';
@@ -55,10 +56,23 @@ t.test('DiskSpace: short under its limit, told to the peers, a peer short for as
   for (const junk of [null, 'x', { kind: 'disk', node: 'n9', short: true }, { kind: 'disk', node: 'n1', short: true }, { kind: 'disk', node: 'n2', short: 'yes' }, { kind: 'register', address: '1.2.3.4' }]) disk.receive(junk);
   t.same(disk.shortNodes(), [], 'events of unknown nodes, of itself, malformed, or of another kind are ignored');
 
+  // statfs failing while short: the node still counts itself short, so it keeps telling its peers
+  // (they stopped counting it after 15 s, and sends through them went on onto its disk).
+  free = 100 * MB;
+  await disk.check();
+  told.length = 0;
+  const failing = new DiskSpace({ self: 'n1', peers: ['n2'], dataDir: root, limitBytes: 500 * MB, publish: (e) => told.push(e), freeBytes: async () => free });
+  await failing.check();
+  free = Number.NaN;
+  (failing as unknown as { freeBytesOf: () => Promise<number> }).freeBytesOf = () => Promise.reject(new Error('EIO'));
+  await failing.check();
+  t.same(told.map((e) => e.short), [true, true], 'a failed look while short still tells the peers it is short');
+  t.same(failing.shortNodes(), ['n1']);
+
   const off = new DiskSpace({ self: 'n1', peers: [], dataDir: root, limitBytes: 0, publish: () => t.fail('nothing to tell'), freeBytes: async () => 0 });
-  off.start();
-  off.close();
-  t.same(off.shortNodes(), [], 'a limit of 0 never refuses');
+  await off.check();
+  t.same(off.shortNodes(), [], 'a limit of 0: 0 bytes free is not short');
+  t.same(off.stats(), { freeBytes: 0, limitBytes: 0 }, 'and the free space is still read, for the metric');
 });
 
 t.test('DiskSpace reads the real free space of the folder (statfs)', async (t) => {
@@ -78,7 +92,7 @@ t.test('--disk-free-limit takes bytes and units', async (t) => {
   for (const bad of ['lots', '-1', '5 furlongs', '1e3']) t.throws(() => limit(bad), { name: 'ConfigError', message: /diskFreeLimit must be a size/ }, bad);
 });
 
-t.test('a node short of disk space: the whole cluster refuses sends and creations with 503, receives and acks go on, and sends come back with the space', async (t) => {
+t.test('a node short of disk space: the whole cluster refuses sends and creations with 507, receives and acks go on, and sends come back with the space', async (t) => {
   const free = [10_000 * MB, 10_000 * MB, 10_000 * MB];
   const cfgs = (await threeNodeConfigs(join(root, 'cluster'), 2)).map((c) => ({ ...c, diskFreeLimit: 1000 * MB }));
   const logs = cfgs.map(() => captureLogs());
@@ -105,13 +119,15 @@ t.test('a node short of disk space: the whole cluster refuses sends and creation
   await until(() => nodes.every((n) => n.node.disk.shortNodes().includes('n3')), 'every node counts n3 short', 3000);
   for (const n of nodes) {
     const sent = await call(n, 'POST', '/v1/queues/jobs/messages', { body: 'refused' }, token);
-    t.equal(sent.status, 503, `${n.cfg.nodeId} refuses a send`);
+    // Not 503: the nginx of deploy/ counts a 503 as a failed node, and all three refusing sends took
+    // every node out of its upstream, receives and acks with them.
+    t.equal(sent.status, 507, `${n.cfg.nodeId} refuses a send with 507`);
     t.equal(sent.retryAfter, '10', 'retry in 10 s');
-    t.match(sent.json, { code: 'unavailable', detail: /short of disk space/ }, 'and says why');
+    t.match(sent.json, { code: 'insufficient_storage', title: 'Insufficient Storage', detail: /short of disk space/ }, 'and says why');
     t.notMatch(JSON.stringify(sent.json), /n3/, 'naming no node');
   }
-  t.equal((await call(nodes[0]!, 'POST', '/v1/queues', { name: 'more' }, token)).status, 503, 'a creation too');
-  t.equal((await call(nodes[1]!, 'POST', '/v1/auth/register', { username: 'bob', password: 'bob-password-1' })).status, 503, 'and a registration');
+  t.equal((await call(nodes[0]!, 'POST', '/v1/queues', { name: 'more' }, token)).status, 507, 'a creation too');
+  t.equal((await call(nodes[1]!, 'POST', '/v1/auth/register', { username: 'bob', password: 'bob-password-1' })).status, 507, 'and a registration');
   const got = await call(nodes[1]!, 'POST', '/v1/queues/jobs/receive', { maxMessages: 10 }, token);
   t.equal(got.status, 200, 'a receive goes on');
   const messages = got.json.messages as { body: string; receiptHandle: string }[];
@@ -128,4 +144,16 @@ t.test('a node short of disk space: the whole cluster refuses sends and creation
   await nodes[2]!.node.disk.check();
   await until(() => nodes.every((n) => n.node.disk.shortNodes().length === 0), 'every node knows n3 has room again', 3000);
   for (const n of nodes) t.equal((await call(n, 'POST', '/v1/queues/jobs/messages', { body: 'after' }, token)).status, 201, `${n.cfg.nodeId} takes sends again`);
+
+  // A node that does not check (an older build in a rolling upgrade; here one told nobody is short)
+  // forwards the send: the leader refuses it when it is short itself.
+  const leaderOf = (p: number): number => nodes.findIndex((n) => n.status().find((s) => s.partition === p)?.role === 'leader');
+  const jobsPartition = partitionOf('jobs', 2);
+  const leader = leaderOf(jobsPartition);
+  const other = nodes.findIndex((_, i) => i !== leader);
+  free[leader] = 900 * MB;
+  await nodes[leader]!.node.disk.check();
+  nodes[other]!.node.router.refuseWhenShort(() => []);
+  const forwarded = await call(nodes[other]!, 'POST', '/v1/queues/jobs/messages', { body: 'forwarded' }, token);
+  t.match(forwarded, { status: 507, json: { code: 'insufficient_storage' } }, 'a send forwarded to a short leader is refused there');
 });

@@ -156,7 +156,8 @@ t.test('each alert fires in its situation and not otherwise', async (t) => {
       alert_rule_test: [{ eval_time: '5m', alertname: 'MomCertificateExpiring', exp_alerts: [fires('MomCertificateExpiring', { job: 'mom', instance: 'n1', severity: 'warn' }, '')] }],
     },
     {
-      // A 1 GB limit. n1 fills by 100 MB a minute from 5 GB, n2 holds 10 GB, n3 watches nothing (limit 0).
+      // A 1 GB limit. n1 fills by 100 MB a minute from 5 GB, n2 holds 10 GB, n3 watches nothing (limit
+      // 0), n4 holds a steady 1.5 GB (within twice its limit), n5's free space is not known yet (NaN).
       interval: '1m',
       input_series: [
         { series: 'mom_disk_free_bytes{job="mom",instance="n1"}', values: '5000000000-100000000x59' },
@@ -165,11 +166,20 @@ t.test('each alert fires in its situation and not otherwise', async (t) => {
         { series: 'mom_disk_free_limit_bytes{job="mom",instance="n2"}', values: '1000000000x59' },
         { series: 'mom_disk_free_bytes{job="mom",instance="n3"}', values: '100x59' },
         { series: 'mom_disk_free_limit_bytes{job="mom",instance="n3"}', values: '0x59' },
+        { series: 'mom_disk_free_bytes{job="mom",instance="n4"}', values: '1500000000x59' },
+        { series: 'mom_disk_free_limit_bytes{job="mom",instance="n4"}', values: '1000000000x59' },
+        { series: 'mom_disk_free_bytes{job="mom",instance="n5"}', values: Array(50).fill('NaN').join(' ') },
+        { series: 'mom_disk_free_limit_bytes{job="mom",instance="n5"}', values: '1000000000x59' },
       ],
       alert_rule_test: [
         { eval_time: '5m', alertname: 'MomDiskFilling', exp_alerts: [] },
-        // From about 1h in, an hour's slope puts it under 1 GB within six hours; 10 minutes later it fires.
-        { eval_time: '25m', alertname: 'MomDiskFilling', exp_alerts: [fires('MomDiskFilling', { job: 'mom', instance: 'n1', severity: 'warn' }, '2.5e+09')] },
+        // n1: from its first minutes, the slope puts it under 1 GB within six hours (pending, then firing
+        // 10 minutes later); n4 from the start, by the first test.
+        {
+          eval_time: '25m',
+          alertname: 'MomDiskFilling',
+          exp_alerts: [fires('MomDiskFilling', { job: 'mom', instance: 'n1', severity: 'warn' }, '2.5e+09'), fires('MomDiskFilling', { job: 'mom', instance: 'n4', severity: 'warn' }, '1.5e+09')],
+        },
         { eval_time: '39m', alertname: 'MomDiskShort', exp_alerts: [] },
         { eval_time: '43m', alertname: 'MomDiskShort', exp_alerts: [fires('MomDiskShort', { job: 'mom', instance: 'n1', severity: 'page' }, '7e+08')] },
       ],

@@ -105,7 +105,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         summary: 'Register a user',
         description: `Creates a user. Limited to ${REGISTER_LIMITS.perAddress} registrations per minute per client address, across the cluster.`,
         body: Credentials,
-        response: { 201: Registered, ...problems(400, 409, 413, 429, 503, 504) },
+        response: { 201: Registered, ...problems(400, 409, 413, 429, 503, 504, 507) },
       },
     },
     async (request, reply) => {

@@ -34,7 +34,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
         headers: IdempotencyHeaders,
         params: s.grantParams,
         body: s.put,
-        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504) },
+        response: { 200: Grant, ...problems(400, 401, 403, 404, 409, 503, 504, 507) },
       },
     },
     async (request) => {

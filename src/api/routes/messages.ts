@@ -104,7 +104,7 @@ export function sendRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' | 
           headers: IdempotencyHeaders,
           params: k.params,
           body: s.body,
-          response: { 201: s.answer, ...problems(400, 401, 403, 404, 409, 413, 503, 504) },
+          response: { 201: s.answer, ...problems(400, 401, 403, 404, 409, 413, 503, 504, 507) },
         },
       },
       async (request, reply) => {

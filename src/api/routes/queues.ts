@@ -41,7 +41,7 @@ export async function queueRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         description: 'The caller owns the new queue. Names are global in the cluster: 409 if any user has a queue of this name.',
         headers: IdempotencyHeaders,
         body: QueueCreate,
-        response: { 201: Queue, ...problems(400, 401, 409, 503, 504) },
+        response: { 201: Queue, ...problems(400, 401, 409, 503, 504, 507) },
       },
     },
     async (request, reply) => {

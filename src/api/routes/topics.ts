@@ -36,7 +36,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         description: 'The caller owns the new topic. Names are global: 409 if any user has a topic of this name.',
         headers: IdempotencyHeaders,
         body: TopicCreate,
-        response: { 201: Topic, ...problems(400, 401, 409, 503, 504) },
+        response: { 201: Topic, ...problems(400, 401, 409, 503, 504, 507) },
       },
     },
     async (request, reply) => {
@@ -114,7 +114,7 @@ export async function topicRoutes(fastify: FastifyInstance, opts: { deps: ApiDep
         headers: IdempotencyHeaders,
         params: TopicParams,
         body: SubscriptionCreate,
-        response: { 201: Subscription, ...problems(400, 401, 403, 404, 409, 503, 504) },
+        response: { 201: Subscription, ...problems(400, 401, 403, 404, 409, 503, 504, 507) },
       },
     },
     async (request, reply) => {

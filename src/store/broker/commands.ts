@@ -157,6 +157,8 @@ export const ErrorCode = {
   PayloadTooLarge: 'payload_too_large',
   /** The caller's token was revoked (format 9's user commands name the epoch they were signed in). */
   Unauthorized: 'unauthorized',
+  /** Refused before it was proposed, never by an apply: a node is short of disk space (src/cluster/disk-space.ts). */
+  InsufficientStorage: 'insufficient_storage',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

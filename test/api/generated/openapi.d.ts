@@ -884,7 +884,7 @@ export interface components {
          * @description What went wrong, for programs: each code has one status (docs/api.md#errors).
          * @enum {string}
          */
-        ProblemCode: "validation_failed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "timeout";
+        ProblemCode: "validation_failed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "timeout" | "insufficient_storage";
         PublishedMessage: {
             /** @description Unique in the cluster. */
             messageId: string;
@@ -1436,6 +1436,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2094,6 +2104,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getQueue: {
@@ -2429,6 +2449,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2787,6 +2817,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     sendMessageBatch: {
@@ -2909,6 +2949,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3723,6 +3773,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getTopic: {
@@ -4058,6 +4118,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4416,6 +4486,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     publishMessageBatch: {
@@ -4538,6 +4618,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4752,6 +4842,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
