@@ -9,8 +9,9 @@
 // Each node checks its own folder every few seconds (statfs, on the thread pool) and tells its peers
 // through the rate-limit gossip while it is short (limit-gossip.ts: best effort; an older build
 // ignores the event). A node refuses those writes while it or a peer heard lately is short: a
-// follower's disk fills as fast as its leader's. A partition's leader refuses forwarded ones too when
-// it is short itself (a forwarding node of an older build does not check). A peer that stops telling
+// follower's disk fills as fast as its leader's. A partition's leader refuses forwarded ones too (a
+// forwarding node of an older build does not check), but for a retry whose Idempotency-Key its state
+// holds a record of: the apply answers that from the record, adding nothing. A peer that stops telling
 // (down, cut off) counts no more after PEER_SHORT_FRESH_MS. The refusal is 507 insufficient_storage,
 // not 503: a load balancer takes a 503 for a failed node, and with every node refusing sends it would
 // leave them all out, receives and acks too. Nothing here is replicated state: the check runs before
@@ -45,7 +46,7 @@ export function addsData(command: Command): boolean {
 export function diskShort(): Failure {
   return fail(
     ErrorCode.InsufficientStorage,
-    'the cluster is short of disk space: sends, publishes and creations are refused until space is freed (receives, acks and deletes go on); this attempt wrote nothing',
+    'the cluster is short of disk space: sends, publishes and creations are refused until space is freed (receives, acks and deletes go on); nothing was written',
   );
 }
 

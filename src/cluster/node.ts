@@ -9,7 +9,7 @@ import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
 import { checkClusterIdentity, markCaughtUp, recordIdentity, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
-import { DiskSpace, addsData, diskShort } from './disk-space.js';
+import { DiskSpace } from './disk-space.js';
 import { LimitGossip } from './limit-gossip.js';
 import type { CommandLog, InternalRoutesOptions } from './internal-routes.js';
 import { Router } from './router.js';
@@ -223,9 +223,6 @@ export class ClusterNode {
     const origin = commandOrigin(command);
     if (origin === null || (origin === 'system' && actor !== null)) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: 'not a command a peer may forward' } };
     if (partition >= this.cfg.partitions) return { kind: 'ok', result: { ok: false, code: 'validation_failed', detail: `no partition ${partition}` } };
-    // The forwarding node checked too; this leader's own disk counts as well (a node that has not
-    // heard yet, or an older build that does not check).
-    if (addsData(command as Command) && this.disk.shortNodes().length > 0) return { kind: 'ok', result: diskShort() };
     return null;
   }
 

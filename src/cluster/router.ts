@@ -227,7 +227,9 @@ export class Router {
   async propose(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined, ctx: RequestContext = {}): Promise<Result> {
     // The system's own commands go by proposeSystemAt, from housekeeping, never from a request.
     if (commandOrigin(command) !== 'client') throw new TypeError(`'${command.type}' is not a command a request may propose`);
-    if (addsData(command) && this.shortOfDisk().length > 0) return diskShort();
+    // Refused here at once, unless a retry with an Idempotency-Key, which its leader may answer from
+    // the record of the write that went through (refuseForDisk).
+    if (idempotencyKey === undefined && addsData(command) && this.shortOfDisk().length > 0) return diskShort();
     const body = {
       partition: p,
       actor,
@@ -278,7 +280,22 @@ export class Router {
 
   /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
   proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
+    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
+    if (refused !== null) return Promise.resolve({ kind: 'ok', result: refused });
     return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+  }
+
+  /**
+   * The refusal of a command that adds data while a node is short of disk space (disk-space.ts), at
+   * the partition's leader, for its own requests and its peers' alike: not for a retry whose
+   * Idempotency-Key this state has a record of, which the apply answers from that record, adding
+   * nothing (a client whose first answer was lost gets it, not a refusal). Null: not refused.
+   */
+  private refuseForDisk(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Result | null {
+    if (!addsData(command) || this.shortOfDisk().length === 0) return null;
+    const state = this.host.replica(p).state;
+    if (idempotencyKey !== undefined && actor !== null && state.isOpen() && state.hasIdempotencyRecord(actor, command, idempotencyKey, this.host.clock.now())) return null;
+    return diskShort();
   }
 
   /**
@@ -288,6 +305,8 @@ export class Router {
    * once it caught up: the command then runs as proposeHere's, answered with its result.
    */
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
+    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
+    if (refused !== null) return { kind: 'ok', result: refused };
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
     // A plain send, publish, ack, nack or lease extension may share its entry with others

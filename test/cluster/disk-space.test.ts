@@ -99,10 +99,14 @@ t.test('a node short of disk space: the whole cluster refuses sends and creation
   const nodes = await Promise.all(cfgs.map((c, i) => MomServer.start(c, { tickMs: 20, diskFree: async () => free[i]!, logger: logs[i]!.logger })));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'leaders everywhere', 3000, () => describeNodes(nodes));
-  const call = async (n: MomServer, method: string, path: string, body?: unknown, token?: string) => {
+  const call = async (n: MomServer, method: string, path: string, body?: unknown, token?: string, key?: string) => {
     const res = await fetch(`http://127.0.0.1:${n.cfg.port}${path}`, {
       method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+        ...(key === undefined ? {} : { 'idempotency-key': key }),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     return { status: res.status, retryAfter: res.headers.get('retry-after'), json: (await res.json()) as Record<string, unknown> };
@@ -112,6 +116,8 @@ t.test('a node short of disk space: the whole cluster refuses sends and creation
   const token = (await call(nodes[0]!, 'POST', '/v1/auth/login', alice)).json.accessToken as string;
   t.equal((await call(nodes[0]!, 'POST', '/v1/queues', { name: 'jobs' }, token)).status, 201);
   for (let i = 0; i < 3; i++) t.equal((await call(nodes[i]!, 'POST', '/v1/queues/jobs/messages', { body: `before ${i}` }, token)).status, 201);
+  const keyed = await call(nodes[0]!, 'POST', '/v1/queues/jobs/messages', { body: 'keyed' }, token, 'key-before');
+  t.equal(keyed.status, 201);
 
   // n3's disk fills: every node learns it (n3 at its next look, the others from n3).
   free[2] = 900 * MB;
@@ -127,11 +133,15 @@ t.test('a node short of disk space: the whole cluster refuses sends and creation
     t.notMatch(JSON.stringify(sent.json), /n3/, 'naming no node');
   }
   t.equal((await call(nodes[0]!, 'POST', '/v1/queues', { name: 'more' }, token)).status, 507, 'a creation too');
+  // A client whose first answer was lost retries with its key: answered from the record (nothing
+  // added), not told that nothing was written. A new key is refused.
+  for (const n of nodes) t.same(await call(n, 'POST', '/v1/queues/jobs/messages', { body: 'keyed' }, token, 'key-before'), { status: 201, retryAfter: null, json: keyed.json }, `${n.cfg.nodeId}: a keyed retry of a send that went through gets its answer`);
+  t.equal((await call(nodes[0]!, 'POST', '/v1/queues/jobs/messages', { body: 'keyed' }, token, 'key-new')).status, 507, 'a new key is refused');
   t.equal((await call(nodes[1]!, 'POST', '/v1/auth/register', { username: 'bob', password: 'bob-password-1' })).status, 507, 'and a registration');
   const got = await call(nodes[1]!, 'POST', '/v1/queues/jobs/receive', { maxMessages: 10 }, token);
   t.equal(got.status, 200, 'a receive goes on');
   const messages = got.json.messages as { body: string; receiptHandle: string }[];
-  t.same(messages.map((m) => m.body).sort(), ['before 0', 'before 1', 'before 2'], 'with every message, and no refused one');
+  t.same(messages.map((m) => m.body).sort(), ['before 0', 'before 1', 'before 2', 'keyed'], 'with every message, once, and no refused one');
   const acked = await call(nodes[2]!, 'POST', '/v1/queues/jobs/ack', { receiptHandles: messages.map((m) => m.receiptHandle) }, token);
   t.match(acked, { status: 200, json: { failed: [] } }, 'an ack goes on, on the short node too');
   t.ok(logs[2]!.lines.some((l) => l.includes('the data folder is short of space')), 'n3 says once that it is short');

@@ -910,6 +910,15 @@ export class BrokerStateMachine {
     return views.oldestSentAt(this.store, now);
   }
 
+  /**
+   * Whether `actor` has a live record of `idempotencyKey` for `command`'s resource (at `now`, the
+   * state's clock): its retry would be answered from the record and add nothing. Read between
+   * applies, for a refusal decided before proposing (src/cluster/disk-space.ts), never by an apply.
+   */
+  hasIdempotencyRecord(actor: string, command: Command, idempotencyKey: string, now: number): boolean {
+    return this.st.getIdempotency.get(actor, `${resourceOf(command)}\u0000${idempotencyKey}`, now) !== undefined;
+  }
+
   /** The fullest queues' message counters (as of the last apply; time-based changes not counted). */
   queueDepths(limit: number): { queue: string; ready: number; leased: number; delayed: number }[] {
     return views.queueDepths(this.store, limit);

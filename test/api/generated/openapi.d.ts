@@ -1442,7 +1442,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2104,7 +2104,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2455,7 +2455,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2817,7 +2817,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2955,7 +2955,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3773,7 +3773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4124,7 +4124,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4486,7 +4486,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4624,7 +4624,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4848,7 +4848,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; this attempt wrote nothing (an earlier one with the same Idempotency-Key may have). Retry after Retry-After seconds, with the same key. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
