@@ -39,6 +39,11 @@ export interface TlsMaterial {
   readonly ca: Buffer;
 }
 
+/** The node's certificate, key and cluster CA, read from the files its configuration names; null without TLS. */
+export function tlsMaterial(cfg: NodeConfig): TlsMaterial | null {
+  return cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+}
+
 export class ClusterNode {
   private constructor(
     readonly cfg: NodeConfig,
@@ -83,7 +88,7 @@ export class ClusterNode {
   /** Opens the partitions and the transport; nothing runs until start(). */
   static async open(cfg: NodeConfig, logger: Logger, opts: NodeOptions = {}): Promise<ClusterNode> {
     const identity = checkClusterIdentity(cfg);
-    const tls = cfg.tls === null ? null : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+    const tls = tlsMaterial(cfg);
     // Appends lost with a failed batch are sent again at once by their groups (the host is made below).
     let lostTo: ((peer: NodeId, partitions: readonly number[]) => void) | null = null;
     const transport = new HttpTransport({

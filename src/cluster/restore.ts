@@ -24,7 +24,7 @@
 //   client's retry would); leases, delays and long polls run on in the cluster's clock.
 //
 // The copy is never written to, and the target must be new or empty: a restore never overwrites.
-import { accessSync, closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { NodeId } from '../raft/index.js';
@@ -34,6 +34,7 @@ import { fsyncPath, mkdirDurably } from '../store/durable.js';
 import { WAL_FOLDER, logHolder, openNodeLog } from '../store/wal/index.js';
 import { folderIdentity, madeWithSecret, markCaughtUp, type NodeConfig } from './config.js';
 import { POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
+import { tlsMaterial } from './node.js';
 import { HttpTransport } from './transport.js';
 
 export class RestoreRefusedError extends Error {
@@ -169,13 +170,13 @@ function isTargetError(err: unknown, target: string): boolean {
  * log older than the cluster's). Best effort: a peer that cannot be reached says nothing.
  */
 async function answeringPeers(cfg: NodeConfig): Promise<string[]> {
-  const tls = cfg.tls === null ? undefined : { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ca: readFileSync(cfg.tls.ca) };
+  const tls = tlsMaterial(cfg);
   const transport = new HttpTransport({
     self: cfg.nodeId,
     peers: cfg.peers,
     clusterSecret: cfg.clusterSecret,
     tokenKey: tokenKeyOf(cfg.jwtSecret),
-    ...(tls === undefined ? {} : { tls }),
+    ...(tls === null ? {} : { tls }),
     logger: { warn: () => undefined },
   });
   try {

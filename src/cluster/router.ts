@@ -88,7 +88,6 @@ export interface RouterOptions {
   readonly maxIdleMs?: number;
 }
 
-
 export interface RequestContext {
   readonly requestId?: string;
 }

@@ -72,7 +72,7 @@ export function mkdirDurably(path: string): void {
  * ever, at full CPU, where mkdir answers ENOENT under a folder that exists (anywhere in /proc: a
  * node given `--data-dir /proc/x` hung without a word); here that ENOENT is thrown.
  */
-export function mkdirs(target: string): string[] {
+function mkdirs(target: string): string[] {
   const missing: string[] = [];
   for (let dir = target; !existsSync(dir); dir = dirname(dir)) {
     missing.unshift(dir);

@@ -158,28 +158,38 @@ t.test('npm start: a node killed with SIGKILL, the others serve, `npm run node -
 // program. The node on it used to open (or create) its data folder, then fail with a stack trace;
 // the script's readiness checks asked whoever listened on the port, so it could print the banner of
 // a ready cluster over nodes that had died; and the other two formed a cluster of their own.
-t.test('npm start with one of its ports taken: a one-line message naming the port, exit 2, no node started, no data touched', async (t) => {
-  const basePort = await threeFreePorts();
-  const dataDir = join(mkdtempSync(join(tmpdir(), 'mom-start-taken-')), 'data');
-  const env = { ...process.env, MOM_LOCAL_PORT: String(basePort), MOM_LOCAL_DATA: dataDir, MOM_LOG_LEVEL: 'warn' };
+/**
+ * `npm start` (start-local.mjs) with `env`, until it exits or goes on to start nodes and wait for
+ * them (whose pids are killed when `t` ends): how it exited (null: it did not), and its script.
+ */
+async function startUntilSettled(t: Test, env: NodeJS.ProcessEnv): Promise<{ exit: { code: number | null; signal: NodeJS.Signals | null } | null; start: Script }> {
   const pids = new Set<number>();
-  // Whatever listens there answers 200 to everything, as a node of the first npm start answers /readyz.
-  const other = createHttpServer((_req, res) => res.end('{}'));
-  await new Promise<void>((resolve) => other.listen(basePort + 1, '127.0.0.1', resolve));
-  t.teardown(async () => {
+  t.teardown(() => {
     for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-    await new Promise((resolve) => other.close(resolve));
-    rmSync(dirname(dataDir), { recursive: true, force: true });
   });
-
   const start = runScript(t, 'start-local.mjs', [], env, pids);
   let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   void start.exited.then((e) => (exit = e));
-  // Either it refuses, or it goes on to start nodes and wait for them: then their pids are killed.
   await Cluster.until(async () => {
     for (const m of start.output().matchAll(/\(pid (\d+)\)/g)) pids.add(Number(m[1]));
     return exit !== null || /\bready\b|exited|killed/.test(start.output());
   }, PATIENCE_MS);
+  return { exit, start };
+}
+
+t.test('npm start with one of its ports taken: a one-line message naming the port, exit 2, no node started, no data touched', async (t) => {
+  const basePort = await threeFreePorts();
+  const dataDir = join(mkdtempSync(join(tmpdir(), 'mom-start-taken-')), 'data');
+  const env = { ...process.env, MOM_LOCAL_PORT: String(basePort), MOM_LOCAL_DATA: dataDir, MOM_LOG_LEVEL: 'warn' };
+  // Whatever listens there answers 200 to everything, as a node of the first npm start answers /readyz.
+  const other = createHttpServer((_req, res) => res.end('{}'));
+  await new Promise<void>((resolve) => other.listen(basePort + 1, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    await new Promise((resolve) => other.close(resolve));
+    rmSync(dirname(dataDir), { recursive: true, force: true });
+  });
+
+  const { exit, start } = await startUntilSettled(t, env);
   t.same(exit, { code: 2, signal: null }, 'npm start exits with code 2', { output: start.output() });
   t.match(start.output(), `127.0.0.1:${basePort + 1}`, 'naming the port that is taken');
   t.notMatch(start.output(), /\bready\b|\bpid\b/, 'no node started, no banner');
@@ -192,17 +202,7 @@ t.test('npm start with one of its ports taken: a one-line message naming the por
 t.test('npm start with a data folder that cannot be made: one line naming it, exit 2', async (t) => {
   const basePort = await threeFreePorts();
   const env = { ...process.env, MOM_LOCAL_PORT: String(basePort), MOM_LOCAL_DATA: '/proc/mom-nowhere/data', MOM_LOG_LEVEL: 'warn' };
-  const pids = new Set<number>();
-  t.teardown(() => {
-    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  });
-  const start = runScript(t, 'start-local.mjs', [], env, pids);
-  let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  void start.exited.then((e) => (exit = e));
-  await Cluster.until(async () => {
-    for (const m of start.output().matchAll(/\(pid (\d+)\)/g)) pids.add(Number(m[1]));
-    return exit !== null || /\bready\b|exited|killed/.test(start.output());
-  }, PATIENCE_MS);
+  const { exit, start } = await startUntilSettled(t, env);
   t.same(exit, { code: 2, signal: null }, 'npm start exits with code 2', { output: start.output() });
   t.match(start.output(), "mom: cannot make the data folder /proc/mom-nowhere/data: ENOENT: no such file or directory, mkdir '/proc/mom-nowhere'");
   t.notMatch(start.output(), /\n\s+at /, 'no stack trace');

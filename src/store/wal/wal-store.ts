@@ -812,9 +812,8 @@ function lock(dir: string): void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
       // A LOCK left by a process that died (or by this one, before a restart in the same process).
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      // A LOCK of an earlier boot (a power cut, a reboot) is stale whatever process its pid names now.
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) && !ofEarlierBoot(file)) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
+      const pid = lockedBy(file);
+      if (pid !== null && pid !== process.pid) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
       rmSync(`${file}.boot`, { force: true });
       rmSync(file, { force: true });
     }
@@ -827,7 +826,17 @@ function lock(dir: string): void {
  * holds it), or null: a folder no node has open may be copied.
  */
 export function logHolder(dir: string): number | null {
-  const file = join(dir, 'LOCK');
+  const pid = lockedBy(join(dir, 'LOCK'));
+  if (pid === process.pid) return held.has(realpathSync(dir)) ? pid : null;
+  return pid;
+}
+
+/**
+ * The live process of this boot that the LOCK `file` names, or null: no LOCK, or one a process left
+ * that died, or one of an earlier boot (a power cut, a reboot), stale whatever process its pid names
+ * now. This process's own pid is returned as it is: the caller tells a restart from a holder.
+ */
+function lockedBy(file: string): number | null {
   let pid: number;
   try {
     pid = Number(readFileSync(file, 'utf8').trim());
@@ -836,8 +845,7 @@ export function logHolder(dir: string): number | null {
     throw err;
   }
   if (!Number.isSafeInteger(pid) || pid <= 0 || ofEarlierBoot(file)) return null;
-  if (pid === process.pid) return held.has(realpathSync(dir)) ? pid : null;
-  return alive(pid) ? pid : null;
+  return pid === process.pid || alive(pid) ? pid : null;
 }
 
 function unlock(dir: string): void {
