@@ -8,6 +8,8 @@ import { openSync } from 'node:fs';
 import { freePort } from '../test/cluster/net-helpers.js';
 // @ts-expect-error: a plain .mjs script without types
 import { buildMain } from '../scripts/build.mjs';
+// @ts-expect-error: a plain .mjs script without types
+import { NODE_FLAGS } from '../scripts/local-cluster.mjs';
 
 const root = join(import.meta.dirname, '..');
 const buildMainTyped = buildMain as () => Promise<string>;
@@ -20,7 +22,8 @@ export interface BenchNode {
 
 /**
  * Starts the three nodes (extra settings as flags, e.g. { partitions: 16 }; `nodeArgs` for Node
- * itself, e.g. --cpu-prof) and resolves once `ready(url)` holds for each; they are SIGKILLed when
+ * itself, e.g. --cpu-prof, after the options `npm start` gives a node, so that they can override
+ * them) and resolves once `ready(url)` holds for each; they are SIGKILLed when
  * this process exits.
  */
 export async function startNodes(dir: string, flags: Record<string, string | number>, ready: (url: string) => Promise<boolean>, nodeArgs: string[] = []): Promise<BenchNode[]> {
@@ -34,7 +37,7 @@ export async function startNodes(dir: string, flags: Record<string, string | num
   const nodes = ports.map((p, i) => ({
     id: `n${i + 1}`,
     url: urls[i]!,
-    proc: spawn(process.execPath, [...nodeArgs, main, '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
+    proc: spawn(process.execPath, [...(NODE_FLAGS as string[]), ...nodeArgs, main, '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`), ...extra], {
       cwd: root,
       env,
       // MOM_BENCH_STDOUT=/tmp/x keeps each node's output (what V8's --trace-gc prints) in /tmp/x-n1.out...

@@ -19,6 +19,8 @@ import { request } from 'undici';
 import { freePort } from '../cluster/net-helpers.js';
 import { buildDiskShim, diskShimEnv, loseUnsynced, type LostWrites } from './disk-faults.js';
 import type { NetControl, NetState } from './net-faults.js';
+// @ts-expect-error: a plain .mjs script without types
+import { NODE_FLAGS } from '../../scripts/local-cluster.mjs';
 
 const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 const NET_FAULTS = join(import.meta.dirname, 'net-faults.ts');
@@ -134,7 +136,8 @@ export class Cluster {
       ...extraEnv,
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
-    const args = ['--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
+    // Node's options as `npm start` gives them, so that the nodes collect their garbage as deployed
+    const args = [...(NODE_FLAGS as string[]), '--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
     const child = spawn(process.execPath, args, {
       env,
       stdio: ['ignore', log, log],

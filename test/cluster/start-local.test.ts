@@ -13,6 +13,8 @@ import t, { type Test } from 'tap';
 import { call } from '../api/api-helpers.js';
 import { Cluster } from '../chaos/cluster.js';
 import { freePort } from './net-helpers.js';
+// @ts-expect-error: a plain .mjs script without types
+import { NODE_FLAGS } from '../../scripts/local-cluster.mjs';
 
 // Real node processes, the bundle built twice: tens of seconds on a loaded machine.
 t.setTimeout(300_000);
@@ -45,6 +47,12 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Node's own options on process `pid`'s command line: what comes between node and the bundle. */
+function nodeOptions(pid: number): string[] {
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  return argv.slice(1, argv.findIndex((a) => a.endsWith('main.js')));
 }
 
 interface Script {
@@ -94,6 +102,8 @@ t.test('npm start: a node killed with SIGKILL, the others serve, `npm run node -
     return nodePid.size === 3;
   }, start);
   for (const pid of nodePid.values()) pids.add(pid);
+  // Each node runs with Node's options for a node (the heap's among them), as deployed.
+  for (const [id, pid] of nodePid) t.same(nodeOptions(pid), NODE_FLAGS, `${id} runs with ${(NODE_FLAGS as string[]).join(' ')}`);
   await waitFor('the banner of a ready cluster', () => start.output().includes('mom: three nodes ready'), start);
   t.match(start.output(), new RegExp(`^ {2}n3 {2}${u3} {2}pid ${nodePid.get('n3')}$`, 'm'), 'the banner shows each node\'s url and pid');
   for (const u of urls) t.ok(await readyz(u), `${u}/readyz answers 200`);
@@ -130,6 +140,7 @@ t.test('npm start: a node killed with SIGKILL, the others serve, `npm run node -
   await waitFor('node-local to say its pid', () => /\(pid (\d+)\)/.test(node.output()), node);
   const n3Again = Number(/\(pid (\d+)\)/.exec(node.output())![1]);
   pids.add(n3Again);
+  t.same(nodeOptions(n3Again), NODE_FLAGS, 'npm run node starts n3 with the same options');
   const stale = async (): Promise<boolean> => {
     const r = await call(u3, 'GET', '/v1/queues/after-kill?consistency=stale', { token }).catch(() => null);
     const stats = (r?.body as { stats?: { visible: number; inFlight: number } } | null)?.stats;
