@@ -24,8 +24,8 @@ export const NODE_IDS = ['n1', 'n2', 'n3'];
  * its first full collection: by default a node under load marked its heap almost all the time and
  * ran a mark-compact about every second, each pausing its event loop 7-15 ms. With it, sends cost
  * about a sixth less CPU and their p99 is about a third lower, for 20-40 MB more resident per node
- * (bench/README.md, "Memory: V8's old generation"). NODE_OPTIONS refuses the option; it goes on the
- * command line, and a later `--initial-old-space-size=0` gives V8's default back.
+ * (bench/README.md, "Memory: V8's old generation against CPU"). NODE_OPTIONS refuses the option, so
+ * it goes on the command line; a later `--initial-old-space-size=0` gives V8's default back.
  */
 export const NODE_FLAGS = ['--enable-source-maps', '--initial-old-space-size=128'];
 

@@ -1,9 +1,9 @@
 // Node's own options for a node (scripts/local-cluster.mjs, NODE_FLAGS: source maps, and V8's old
 // generation allowed 128 MiB before its first full collection, which takes a sixth off a send's CPU
-// and a third off its p99; bench/README.md, "Memory: V8's old generation") are the same wherever a
-// node is started: `npm start` and `npm run node` (spawnNode; test/cluster/start-local.test.ts reads
-// the running nodes' command lines), the systemd unit and the Docker image (here), the bench and the
-// chaos runs (which import NODE_FLAGS).
+// and a third off its p99; bench/README.md, "Memory: V8's old generation against CPU") are the same
+// wherever a node is started: `npm start` and `npm run node` (spawnNode; test/cluster/start-local.test.ts
+// reads the running nodes' command lines), the systemd unit and the Docker image (here), the bench
+// and the chaos runs (which import NODE_FLAGS).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
