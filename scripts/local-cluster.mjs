@@ -23,11 +23,13 @@ export const NODE_IDS = ['n1', 'n2', 'n3'];
  * chaos runs use them. `--initial-old-space-size=128` lets V8's old generation reach 128 MiB before
  * its first full collection: by default a node under load marked its heap almost all the time and
  * ran a mark-compact about every second, each pausing its event loop 7-15 ms. With it, sends cost
- * about a sixth less CPU and their p99 is about a third lower, for 20-40 MB more resident per node
- * (bench/README.md, "Memory: V8's old generation against CPU"). NODE_OPTIONS refuses the option, so
- * it goes on the command line; a later `--initial-old-space-size=0` gives V8's default back.
+ * about a sixth less CPU and their p99 is about a third lower, for 20-40 MB more resident per node;
+ * `--max-semi-space-size=8` (young generation semi-spaces of 8 MiB, not 16) takes 10-20 MB of that
+ * back at the same CPU (bench/README.md, "Memory: V8's old generation against CPU"). NODE_OPTIONS
+ * refuses the first option, so they go on the command line; a later `--initial-old-space-size=0
+ * --max-semi-space-size=0` gives V8's defaults back.
  */
-export const NODE_FLAGS = ['--enable-source-maps', '--initial-old-space-size=128'];
+export const NODE_FLAGS = ['--enable-source-maps', '--initial-old-space-size=128', '--max-semi-space-size=8'];
 
 /** Settings the cluster is read from; a restart command repeats the ones that were set. */
 const LOCAL_VARS = ['MOM_LOCAL_PORT', 'MOM_LOCAL_DATA'];

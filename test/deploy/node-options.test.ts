@@ -1,9 +1,10 @@
-// Node's own options for a node (scripts/local-cluster.mjs, NODE_FLAGS: source maps, and V8's old
+// Node's own options for a node (scripts/local-cluster.mjs, NODE_FLAGS: source maps, V8's old
 // generation allowed 128 MiB before its first full collection, which takes a sixth off a send's CPU
-// and a third off its p99; bench/README.md, "Memory: V8's old generation against CPU") are the same
-// wherever a node is started: `npm start` and `npm run node` (spawnNode; test/cluster/start-local.test.ts
-// reads the running nodes' command lines), the systemd unit and the Docker image (here), the bench
-// and the chaos runs (which import NODE_FLAGS).
+// and a third off its p99, and semi-spaces of 8 MiB, which take back part of the memory that costs;
+// bench/README.md, "Memory: V8's old generation against CPU") are the same wherever a node is started:
+// `npm start` and `npm run node` (spawnNode; test/cluster/start-local.test.ts reads the running
+// nodes' command lines), the systemd unit and the Docker image (here), the bench and the chaos runs
+// (which import NODE_FLAGS).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
@@ -15,6 +16,7 @@ const flags = NODE_FLAGS as string[];
 
 t.test('the flags name the heap option NODE_OPTIONS refuses', async (t) => {
   t.ok(flags.includes('--initial-old-space-size=128'), 'the old generation starts at 128 MiB');
+  t.ok(flags.includes('--max-semi-space-size=8'), 'the young generation\'s semi-spaces are 8 MiB');
   t.ok(flags.includes('--enable-source-maps'), 'stack traces name the sources');
 });
 
