@@ -23,8 +23,7 @@ export interface BenchNode {
 /**
  * Starts the three nodes (extra settings as flags, e.g. { partitions: 16 }; `nodeArgs` for Node
  * itself, e.g. --cpu-prof, after the options `npm start` gives a node, so that they can override
- * them) and resolves once `ready(url)` holds for each; they are SIGKILLed when
- * this process exits.
+ * them) and resolves once `ready(url)` holds for each; they are SIGKILLed when this process exits.
  */
 export async function startNodes(dir: string, flags: Record<string, string | number>, ready: (url: string) => Promise<boolean>, nodeArgs: string[] = []): Promise<BenchNode[]> {
   const main = await buildMainTyped();

@@ -136,7 +136,7 @@ export class Cluster {
       ...extraEnv,
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
-    // Node's options as `npm start` gives them, so that the nodes collect their garbage as deployed
+    // Node's options as `npm start` gives them, so that the nodes collect their garbage as deployed.
     const args = [...(NODE_FLAGS as string[]), '--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
     const child = spawn(process.execPath, args, {
       env,
