@@ -26,7 +26,7 @@
 // harnesses (bench/nats.ts, bench/rabbitmq.ts) and print the ratios; their harnesses are not part of
 // this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/ and rabbitmq/.
 // MOM_BENCH_NODE_ARGS (environment, space-separated) are options for Node on each node's command line:
-// V8's heap options, which NODE_OPTIONS refuses.
+// V8's heap options, which NODE_OPTIONS refuses; after the nodes' own (NODE_FLAGS), so they override them.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
