@@ -198,7 +198,10 @@ export class NodeHost {
     mkdirDurably(join(opts.dataDir, 'state'));
     mkdirDurably(join(opts.dataDir, 'snapshots'));
     // The log's LOCK first: a second process on a folder in use stops here, before it touches anything.
-    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, opts.log);
+    const logStore = await openNodeLog(opts.dataDir, opts.partitions, opts.voters, {
+      onDeleteFailed: (path, err) => opts.logger?.warn({ err, path }, `a log segment no partition needs could not be deleted; it stays until the next start`),
+      ...opts.log,
+    });
     // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
     // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
@@ -615,6 +618,8 @@ export class NodeHost {
         failed ??= err;
       }
     }
+    // Segments being deleted go first: a node started again on this folder finds them gone.
+    await this.logStore.settled();
     this.logStore.close();
     if (failed !== null) throw failed;
   }

@@ -13,7 +13,6 @@
 // reordered builder fails when the state machine opens rather than in the middle of an apply.
 import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
-import { SLOTS } from './bodies.js';
 import { DUE_STATES } from './message-table.js';
 import { MessageState, type BrokerDatabase, type MessagesTable } from './schema.js';
 import type { Sqlite } from './sqlite.js';
@@ -181,17 +180,21 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (id) */
     getChannel: s(k.selectFrom('channels as c').select(CHANNEL).where('c.id', '=', 0), 1),
     allChannels: s(k.selectFrom('channels as c').select(CHANNEL).orderBy('c.id'), 0),
-    /** (channel_id, from, to): the entries whose bodies the channel's rows with sequences from..to point at (bodies.ts). */
-    entriesOfSeqs: s(
+    /**
+     * (channel_id, from, to): the lowest sequence from..to of the channel's rows that point at an
+     * entry for their body (bodies.ts), if any: one seek of the primary key.
+     */
+    firstLogSeq: s(
       k
         .selectFrom('messages')
-        .select(sql<number>`${sql.ref('seq')} / ${lit(SLOTS)}`.as('entry'))
-        .distinct()
+        .select('seq')
         .where('channel_id', '=', 0)
         .where('seq', '>=', 0)
         .where('seq', '<=', 0)
         // A row installed from an image holds its body (a blob): it points at no entry.
-        .where(sql<string>`typeof(${sql.ref('body')})`, '=', lit('text')),
+        .where(sql<string>`typeof(${sql.ref('body')})`, '=', lit('text'))
+        .orderBy('seq')
+        .limit(lit(1)),
       3,
     ),
     /** (): the highest sequence any channel or topic has given, or null (format 4's raise checks it). */

@@ -32,10 +32,11 @@
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
 import { closeSync, existsSync, fdatasync, fdatasyncSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
-import { fsyncPath, mkdirDurably, writeFileDurably } from '../durable.js';
+import { fsyncPath, fsyncPathAsync, mkdirDurably, writeFileDurably } from '../durable.js';
 import { LogInUseError, StorageCorruptError } from '../storage-errors.js';
 import { fromRuns, toRuns } from './kept-bodies.js';
 import { emptyLogState, sameLogState, sameVoters, type LogState, type SnapshotRecord } from './log-state.js';
@@ -59,6 +60,8 @@ export interface WalOptions {
   readonly segmentBytes?: number;
   /** Bytes of recent entries kept in memory for every partition together (default NODE_CACHE_BYTES). */
   readonly cacheBytes?: number;
+  /** Told when a segment no partition needs could not be deleted (its file stays until a later open). */
+  readonly onDeleteFailed?: (path: string, err: unknown) => void;
 }
 
 /**
@@ -140,11 +143,15 @@ export class WalStore {
    * after a release, or once another segment's worth was written (outgrown() may have turned).
    */
   private heldBack: { readonly segment: number; readonly written: number } | null = null;
+  /** The chain of segment deletions in progress (deleteSoon). */
+  private deleting: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor(
     readonly dir: string,
     private readonly segmentBytes: number,
     cacheBytes: number,
+    private readonly onDeleteFailed: (path: string, err: unknown) => void,
   ) {
     this.cache = { limit: cacheBytes, used: 0 };
     this.reader = {
@@ -177,7 +184,7 @@ export class WalStore {
     mkdirDurably(abs);
     lock(abs);
     try {
-      const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES);
+      const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES, opts.onDeleteFailed ?? (() => {}));
       store.replay();
       return store;
     } catch (err) {
@@ -297,15 +304,19 @@ export class WalStore {
    * works. A failure fails every later write too (see the header, point 4).
    */
   async sync(): Promise<void> {
+    await this.syncThrough(this.active, this.active.end);
+  }
+
+  /** sync() of `seg` up to `target`, which it had reached when the caller asked. */
+  private async syncThrough(seg: Segment, target: number): Promise<void> {
     this.checkUsable();
-    const seg = this.active;
-    const target = seg.end;
     if (seg.durable >= target) return;
     seg.syncing++;
     try {
       await fdatasyncAsync(seg.fd);
     } catch (err) {
-      this.failed(err, seg);
+      // Not a failure of the disk when the store was closed under the sync (its descriptor with it).
+      if (!this.closed) this.failed(err, seg);
       throw err;
     } finally {
       seg.syncing--;
@@ -441,7 +452,9 @@ export class WalStore {
     return this.view(p).verify();
   }
 
+  /** Closes the segments and lets the folder go; deletions not started by then are left (settled() first). */
   close(): void {
+    this.closed = true;
     for (const s of this.segments.values()) closeSync(s.fd);
     this.segments.clear();
     this.views.clear();
@@ -519,16 +532,47 @@ export class WalStore {
           return;
         }
       }
-      // Releases written since the last sync must be durable before the segment they free goes:
-      // replayed without them, the log would look for kept entries in a segment that is gone.
-      this.syncNow();
       const seg = this.segments.get(oldest)!;
       if (seg.syncing === 0) closeSync(seg.fd);
       else seg.closeWhenIdle = true;
       this.segments.delete(oldest);
-      rmSync(this.segmentPath(oldest), { force: true });
-      fsyncPath(this.dir);
+      this.deleteSoon(oldest);
     }
+  }
+
+  /**
+   * Deletes the file of segment `seq`, which no partition needs any more, on libuv's thread pool.
+   * Unlinking a full segment took 15-41 ms, and one snapshot can free many at once: seven in a row
+   * stalled every node's event loop for 218-240 ms under receive-ack-100 (bench/README.md, "What
+   * changed"). Deletions go one at a time, oldest first, each after a sync of what had been written
+   * when it was asked for: releases written since the last sync must be durable before the segment
+   * they free goes (replayed without them, the log would look for kept entries in a segment that is
+   * gone). A segment whose deletion is cut short by a crash or a failure is one replay and the next
+   * open's purge delete again, as before, when a crash came between the sync and the unlink.
+   */
+  private deleteSoon(seq: number): void {
+    const path = this.segmentPath(seq);
+    const seg = this.active;
+    const target = seg.end;
+    this.deleting = this.deleting.then(async () => {
+      // Closed meanwhile (its descriptors with it): the file stays for the next open's purge.
+      if (this.closed) return;
+      try {
+        await this.syncThrough(seg, target);
+        if (this.closed) return;
+        await rm(path, { force: true });
+        await fsyncPathAsync(this.dir);
+      } catch (err) {
+        // A failed sync fails the store (syncThrough), and every later deletion with it. The file
+        // stays until a later open's purge.
+        this.onDeleteFailed(path, err);
+      }
+    });
+  }
+
+  /** Resolves once every segment deletion asked for so far has ended (deleteSoon). */
+  settled(): Promise<void> {
+    return this.deleting;
   }
 
   /**
@@ -562,7 +606,10 @@ export class WalStore {
       const e = view.body(index)!;
       records.push(pending(RecordKind.Copy, view.partition, e.term, e.index, e.data, e.kind));
     }
-    this.write(records, true);
+    // Not synced here: the segment they leave is deleted only after a sync that covers them
+    // (deleteSoon), and until then a replay finds the entries where they were. A sync per copy cost
+    // 4-14 ms of the event loop each, several in a row after one snapshot.
+    this.write(records, false);
     records.forEach((r, k) => {
       const { view, index, kept } = moves[k]!;
       if (kept) view.kept.set(index, r.segment, r.offset, r.size);

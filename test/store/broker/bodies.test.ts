@@ -159,6 +159,47 @@ t.test('the state names the entries its rows point at, and forgets each once no 
   t.strictSame(s.sm.referencedEntries(from, s.index), [], 'acked, purged, deleted: nothing points at any entry');
 });
 
+t.test('over many entries, channels and acks, the entries named are exactly those some row points at', async (t) => {
+  const s = await open(t);
+  s.must('alice', queue('a'));
+  s.must('alice', queue('b'));
+  s.must('alice', topic('news'));
+  s.must('alice', subscription('news', 'one'));
+  const from = s.index + 1;
+  // Sends of 1 to 7 messages into either queue, and publishes, seeded: entries of one row and of many.
+  let x = 7;
+  const next = (n: number): number => (x = (x * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let i = 0; i < 300; i++) {
+    const k = next(3);
+    const bodies = Array.from({ length: 1 + next(7) }, (_, j) => `m${i}.${j}`);
+    if (k === 2) s.must('alice', publish('news', ...bodies.map((b) => msg(b))));
+    else s.must('alice', send(k === 0 ? 'a' : 'b', ...bodies));
+  }
+  // Some messages of each channel acked, in runs and alone: entries half pointed at stay named.
+  for (const ch of [q('a'), q('b'), sub('news', 'one')]) {
+    for (let round = 0; round < 20; round++) {
+      const got = take(s, 'alice', ch, 1 + next(20));
+      const acked = got.filter(() => next(3) > 0).map((m) => m.receiptHandle);
+      if (acked.length > 0) s.must('alice', ack(ch, ...acked));
+    }
+  }
+  const named = (lo: number, hi: number): number[] =>
+    [
+      ...new Set(
+        (s.sm.sqlite.prepare("select seq from messages where typeof(body) = 'text'").all() as { seq: number }[])
+          .map((r) => Math.floor(r.seq / SLOTS))
+          .filter((e) => e >= lo && e <= hi),
+      ),
+    ].sort((m, n) => m - n);
+  const to = s.index;
+  t.ok(named(from, to).length > 100, `rows point at ${named(from, to).length} entries`);
+  for (const [lo, hi] of [[from, to], [1, to], [from + 37, from + 150], [from + 5, from + 5], [to + 1, to + 100]] as const) {
+    t.strictSame(s.sm.referencedEntries(lo, hi), named(lo, hi), `entries ${lo} to ${hi}`);
+  }
+  const some = named(from, to).filter((_, k) => k % 3 === 0);
+  t.strictSame(s.sm.referencedAmong([...some, to + 5]), some, 'and among entries named one by one');
+});
+
 t.test('a row whose entry the log lost stops the apply: never a message without its body', async (t) => {
   const s = await open(t);
   s.must('alice', queue('orders'));

@@ -232,6 +232,7 @@ t.test('segments are deleted once compacted; a lagging partition\'s few entries 
     store.persist([item(0, entries, hs(1, index))], true);
     store.recordSnapshot(0, { index, term: 1, voters }, `p0-${index}-1`);
   }
+  await store.settled();
   const files = segments(dir);
   t.ok(files.length <= 4, `old segments are deleted (${files.length} left of ${Number.parseInt(files.at(-1)!, 16)})`);
   t.notOk(existsSync(join(dir, '0000000000000001.wal')), 'the first segment, which held partition 1\'s entry, is gone');
@@ -321,6 +322,7 @@ t.test('a segment left half-created by a crash is deleted on open: segments alwa
     store.persist([item(0, [entry(i, 1, 'x'.repeat(300))], hs(1, i))], true);
     store.recordSnapshot(0, { index: i, term: 1, voters }, `p0-${i}-1`);
   }
+  await store.settled();
   t.notOk(existsSync(join(dir, '0000000000000001.wal')), 'the first segment was deleted');
   store.close();
   store = await openStore(t, dir, 4096);
