@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
     console.log('usage: main.ts --node-id ID --listen HOST:PORT --peers ID=URL,ID=URL,ID=URL --data-dir DIR');
     console.log('       --cluster-secret S --jwt-secret S [--advertised-url URL] [--partitions N]');
-    console.log('       [--tls-cert F --tls-key F --tls-ca F] [--trust-proxy CIDR,...] [--metrics-token T] [--snapshot-every N] [--keep-behind-snapshot N]');
+    console.log('       [--tls-cert F --tls-key F --tls-ca F] [--trust-proxy CIDR,...] [--metrics-token T] [--snapshot-every N] [--keep-behind-snapshot N] [--log-segment-bytes SIZE]');
     console.log('       [--disk-free-limit SIZE] [--rejoin] [--config FILE]   (or MOM_* variables)');
     console.log('   or: main.ts restore-cluster --from COPY [the same settings, with a new cluster secret]');
     console.log('       makes --data-dir (new or empty) this node\'s folder of a cluster restored from COPY, one node\'s');

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { nodeId, type NodeId } from '../raft/index.js';
 import { mkdirDurably, writeFileDurably } from '../store/durable.js';
+import { MAX_SEGMENT_BYTES } from '../store/wal/index.js';
 import { secretTag } from './secret.js';
 
 export interface PeerAddress {
@@ -49,6 +50,8 @@ export interface NodeConfig {
    * refuses sends, publishes and creations (src/cluster/disk-space.ts); 0 never refuses.
    */
   readonly diskFreeLimit: number;
+  /** Size of the Raft log's segment files (default 64 MiB): how much the log takes and frees at a time. */
+  readonly logSegmentBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -77,6 +80,11 @@ const SETTINGS = {
     flag: 'disk-free-limit',
     env: 'MOM_DISK_FREE_LIMIT',
     what: 'free space of the data folder\'s disk under which the cluster refuses sends, publishes and creations, in bytes or with kB, MB, GB, KiB, MiB, GiB (default 512MiB; 0 never refuses)',
+  },
+  logSegmentBytes: {
+    flag: 'log-segment-bytes',
+    env: 'MOM_LOG_SEGMENT_BYTES',
+    what: 'size of the Raft log\'s segment files, 64KiB to 2GiB, in bytes or with kB, MB, KiB, MiB (default 64MiB)',
   },
 } as const;
 /** Settings that are switches: `--flag` alone means true. */
@@ -152,6 +160,8 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
   if (!Number.isInteger(keepBehindSnapshot) || keepBehindSnapshot < 0 || keepBehindSnapshot > 10_000_000) {
     throw new ConfigError(`keepBehindSnapshot must be an integer from 0 to 10000000, got '${keepText}'`);
   }
+  const logSegmentBytes = parseBytes('logSegmentBytes', get('logSegmentBytes') ?? '64MiB');
+  if (logSegmentBytes < 64 * 1024 || logSegmentBytes > MAX_SEGMENT_BYTES) throw new ConfigError(`logSegmentBytes must be from 64KiB to 2GiB, got '${get('logSegmentBytes')}'`);
   const partitionsText = get('partitions') ?? '16';
   const partitions = Number(partitionsText);
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);
@@ -177,6 +187,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     keepBehindSnapshot,
     rejoin: parseSwitch('rejoin', get('rejoin')),
     diskFreeLimit: parseBytes('diskFreeLimit', get('diskFreeLimit') ?? '512MiB'),
+    logSegmentBytes,
   };
 }
 

@@ -125,6 +125,7 @@ export class ClusterNode {
       ...(opts.keepBehindSnapshot === undefined ? {} : { keepBehindSnapshot: opts.keepBehindSnapshot }),
       ...(opts.format === undefined ? {} : { format: opts.format }),
       ...(opts.wallClock === undefined ? {} : { wallClock: opts.wallClock }),
+      log: { segmentBytes: cfg.logSegmentBytes },
       logger: { info: (obj, msg) => logger.info(obj, msg), warn: (obj, msg) => logger.warn(obj, msg), error: (obj, msg) => logger.error(obj, msg) },
     });
     // The proposals no request makes (sweeps, clocks, dead letters, format raises), on the host's passes.

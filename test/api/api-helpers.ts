@@ -20,7 +20,7 @@ export interface TestCluster {
 export const TEST_JWT_SECRET = 'j'.repeat(40);
 
 export async function startCluster(
-  opts: ServerOptions & { partitions?: number; metricsToken?: string; nodeOptions?: (i: number) => ServerOptions } = {},
+  opts: ServerOptions & { partitions?: number; metricsToken?: string; nodeOptions?: (i: number) => ServerOptions; args?: readonly string[] } = {},
 ): Promise<TestCluster> {
   const root = mkdtempSync(join(tmpdir(), 'mom-api-'));
   const ports = [await freePort(), await freePort(), await freePort()];
@@ -36,6 +36,7 @@ export async function startCluster(
         '--jwt-secret', TEST_JWT_SECRET,
         '--partitions', String(opts.partitions ?? 4),
         ...(opts.metricsToken === undefined ? [] : ['--metrics-token', opts.metricsToken]),
+        ...(opts.args ?? []),
       ],
       {},
     ),

@@ -28,6 +28,11 @@ const NET_FAULTS = join(import.meta.dirname, 'net-faults.ts');
 export const SNAPSHOT_EVERY = 100;
 /** Log entries kept behind a snapshot (--keep-behind-snapshot; default 1000), so a follower cut off for seconds needs an install. */
 export const KEEP_BEHIND_SNAPSHOT = 50;
+/**
+ * The Raft log's segment files (--log-segment-bytes; default 64 MiB): small, so that rollovers, copies
+ * forward and segment deletions happen under the faults too (at 64 MiB a run never left its first).
+ */
+export const LOG_SEGMENT_BYTES = '256KiB';
 
 export interface PartitionView {
   partition: number;
@@ -137,7 +142,7 @@ export class Cluster {
     };
     const log = openSync(join(this.runDir, `${this.ids[i]}.log`), 'a');
     // Node's options as `npm start` gives them, so that the nodes collect their garbage as deployed.
-    const args = [...(NODE_FLAGS as string[]), '--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT)];
+    const args = [...(NODE_FLAGS as string[]), '--import', 'tsx', '--import', NET_FAULTS, MAIN, '--node-id', this.ids[i]!, '--listen', `127.0.0.1:${this.ports[i]}`, '--peers', peers, '--data-dir', this.nodeDir(i), '--snapshot-every', String(SNAPSHOT_EVERY), '--keep-behind-snapshot', String(KEEP_BEHIND_SNAPSHOT), '--log-segment-bytes', LOG_SEGMENT_BYTES];
     const child = spawn(process.execPath, args, {
       env,
       stdio: ['ignore', log, log],

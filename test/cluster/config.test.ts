@@ -30,6 +30,9 @@ t.test('flags give a complete configuration with defaults', async (t) => {
   t.equal(c.metricsToken, null, 'metrics open, without queue names, unless a token is set');
   t.equal(c.snapshotEvery, 10_000);
   t.equal(c.keepBehindSnapshot, 1000);
+  t.equal(c.logSegmentBytes, 64 * 2 ** 20, 'segments of 64 MiB');
+  t.equal(loadConfig([...base, '--log-segment-bytes', '256KiB'], {}).logSegmentBytes, 256 * 1024);
+  t.equal(loadConfig(base, { MOM_LOG_SEGMENT_BYTES: '1MB' }).logSegmentBytes, 1e6);
   t.strictSame(loadConfig(base, { MOM_TRUST_PROXY: '10.0.0.5, 10.1.0.0/16' }).trustProxy, ['10.0.0.5', '10.1.0.0/16']);
 });
 
@@ -60,6 +63,9 @@ t.test('every mistake is refused with a message that names the setting', async (
     [[...base, '--metrics-token', 'short'], {}, /metricsToken must be at least 16/],
     [[...base, '--snapshot-every', '5'], {}, /snapshotEvery must be an integer from 100/],
     [[...base, '--keep-behind-snapshot', '-1'], {}, /keepBehindSnapshot must be an integer from 0/],
+    [[...base, '--log-segment-bytes', '4KiB'], {}, /logSegmentBytes must be from 64KiB to 2GiB/],
+    [[...base, '--log-segment-bytes', '3GiB'], {}, /logSegmentBytes must be from 64KiB to 2GiB/],
+    [[...base, '--log-segment-bytes', 'big'], {}, /logSegmentBytes must be a size/],
     [[...base, '--config', join(dir, 'missing.json')], {}, /cannot read the configuration file/],
   ];
   for (const [argv, env, re] of cases) {
