@@ -160,8 +160,9 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
   if (!Number.isInteger(keepBehindSnapshot) || keepBehindSnapshot < 0 || keepBehindSnapshot > 10_000_000) {
     throw new ConfigError(`keepBehindSnapshot must be an integer from 0 to 10000000, got '${keepText}'`);
   }
-  const logSegmentBytes = parseBytes('logSegmentBytes', get('logSegmentBytes') ?? '64MiB');
-  if (logSegmentBytes < 64 * 1024 || logSegmentBytes > MAX_SEGMENT_BYTES) throw new ConfigError(`logSegmentBytes must be from 64KiB to 2GiB, got '${get('logSegmentBytes')}'`);
+  const segmentText = get('logSegmentBytes') ?? '64MiB';
+  const logSegmentBytes = parseBytes('logSegmentBytes', segmentText);
+  if (logSegmentBytes < 64 * 1024 || logSegmentBytes > MAX_SEGMENT_BYTES) throw new ConfigError(`logSegmentBytes must be from 64KiB to 2GiB, got '${segmentText}'`);
   const partitionsText = get('partitions') ?? '16';
   const partitions = Number(partitionsText);
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) throw new ConfigError(`partitions must be an integer from 1 to 1024, got '${partitionsText}'`);

@@ -330,9 +330,9 @@ export class BrokerStateMachine {
       for (const ch of channels) {
         // The channel's first row at or after `at`; then on from the entry after that row's.
         for (let at = from; at <= to; ) {
-          const row = this.st.firstLogSeq.get(ch.id, at, to) as { seq: number } | undefined;
-          if (row === undefined) break;
-          const { index } = bodyPlace(row.seq);
+          const seq = this.st.firstLogSeq.get(ch.id, at, to) as number | undefined;
+          if (seq === undefined) break;
+          const { index } = bodyPlace(seq);
           out.add(index);
           at = logSeq(index + 1, 0);
         }

@@ -182,7 +182,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     allChannels: s(k.selectFrom('channels as c').select(CHANNEL).orderBy('c.id'), 0),
     /**
      * (channel_id, from, to): the lowest sequence from..to of the channel's rows that point at an
-     * entry for their body (bodies.ts), if any: one seek of the primary key.
+     * entry for their body (bodies.ts), if any, as a number (plucked): one seek of the primary key.
      */
     firstLogSeq: s(
       k
@@ -196,7 +196,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .orderBy('seq')
         .limit(lit(1)),
       3,
-    ),
+    ).pluck(true),
     /** (): the highest sequence any channel or topic has given, or null (format 4's raise checks it). */
     highestSeq: s(
       k
