@@ -7,13 +7,14 @@
 // fsync of 1 KiB to a plain file on the same file system.
 // Prints a table and writes bench/results/store-log.json. The database goes to a fresh folder under
 // --dir (default: the OS temp folder); fsync cost depends entirely on that file system and device.
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EntryKind, nodeId, type Entry } from '../src/raft/index.js';
 import { RaftLogStore } from '../src/store/raft-log/index.js';
 import { WalStore, type PersistItem } from '../src/store/wal/index.js';
+import { writtenBytes } from './proc.js';
 
 type Kind = 'wal' | 'sqlite';
 
@@ -33,12 +34,6 @@ interface Row {
   p99Ms: number;
   cpuUsPerEntry: number;
   diskBytesPerEntry: number;
-}
-
-/** Bytes this process has had written to storage so far (Linux). */
-function writtenBytes(): number {
-  const m = /write_bytes: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
-  return m === null ? 0 : Number(m[1]);
 }
 
 /** CPU microseconds and disk bytes that `f` costs. */
