@@ -162,6 +162,8 @@ export class WalStore {
   private readonly spares: string[] = [];
   /** The number in the next spare's name. */
   private sparesNamed = 0;
+  /** Whether released segments may be kept as spares (keepSpares: not while the disk is short). */
+  private sparesWanted = true;
   private closed = false;
 
   private constructor(
@@ -599,7 +601,7 @@ export class WalStore {
       try {
         await this.syncThrough(seg, target);
         if (this.closed) return;
-        if (reusable && this.spares.length < Math.min(MAX_SPARES, Math.max(1, Math.floor(SPARE_BYTES / this.segmentBytes)))) {
+        if (reusable && this.sparesWanted && this.spares.length < Math.min(MAX_SPARES, Math.max(1, Math.floor(SPARE_BYTES / this.segmentBytes)))) {
           // Named anew each time: a rollover may be writing over the one taken last.
           const spare = join(this.dir, `spare-${++this.sparesNamed}.wal.tmp`);
           await rename(path, spare);
@@ -617,6 +619,27 @@ export class WalStore {
         // A failed sync fails the store (syncThrough), and every later deletion with it. The file
         // stays until a later open's purge.
         this.onDeleteFailed(path, err);
+      }
+    });
+  }
+
+  /**
+   * Whether released segments may be kept as spares. A node short of disk space (src/cluster/
+   * disk-space.ts) says no: the spares kept are deleted, in the order of the deletions, and the
+   * segments released later are deleted too, until it says yes again.
+   */
+  keepSpares(keep: boolean): void {
+    this.sparesWanted = keep;
+    if (keep || this.spares.length === 0) return;
+    const dropped = this.spares.splice(0);
+    this.deleting = this.deleting.then(async () => {
+      for (const path of dropped) {
+        if (this.closed) return;
+        try {
+          await rm(path, { force: true });
+        } catch (err) {
+          this.onDeleteFailed(path, err);
+        }
       }
     });
   }

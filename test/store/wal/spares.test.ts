@@ -1,8 +1,9 @@
 // Released segments kept as spares and made into later segments (WalStore's MAX_SPARES): the next
 // segment is a spare renamed, whose former records never read as records, neither while it is the
 // newest nor across a reopen; once it is no longer the newest, only zeros follow its records, as in a
-// segment made with a hole, which every build reads; no more than MAX_SPARES are kept; and a spare
-// that is gone when its turn comes leaves that segment made anew.
+// segment made with a hole, which every build reads; no more than MAX_SPARES are kept; a spare
+// that is gone when its turn comes leaves that segment made anew; and a node short of disk space
+// keeps none.
 import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -116,4 +117,25 @@ t.test('a spare that is gone when its turn comes leaves that segment made anew, 
   write(store, next, next + 10);
   t.equal(store.partition(0, voters).lastIndex(), next + 10, 'every write went in');
   t.equal(scan(dir, segments(dir).at(-1)!, true).records.filter((r) => r.kind === RecordKind.Entry).at(-1)?.index, next + 10, 'into segments made anew');
+});
+
+t.test('a node short of disk space keeps no spares: those kept are deleted, later releases too, until it has room', async (t) => {
+  const dir = tempDir(t);
+  const store = await withSpares(t, dir);
+  t.ok(spares(dir).length > 0, 'spares are kept');
+  store.keepSpares(false);
+  await store.settled();
+  t.same(spares(dir), [], 'short: the spares are deleted');
+  let next = rollOver(store, dir, 31);
+  next = rollOver(store, dir, next);
+  store.recordSnapshot(0, meta(next - 1), `image-${next - 1}`);
+  await store.settled();
+  t.same(spares(dir), [], 'and segments released while short are deleted');
+  t.equal(segments(dir).length, 1, 'all of them');
+  store.keepSpares(true);
+  next = rollOver(store, dir, next);
+  next = rollOver(store, dir, next);
+  store.recordSnapshot(0, meta(next - 1), `image-${next - 1}`);
+  await store.settled();
+  t.ok(spares(dir).length > 0, 'with room again, released segments are kept as spares again');
 });
