@@ -39,6 +39,7 @@ import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk, type WrkJob } from './wrk.js';
 import { numberArg } from './args.js';
+import { writtenBytes } from './proc.js';
 
 const root = join(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -99,11 +100,6 @@ async function must(method: string, url: string, body: unknown, token: string | 
 }
 
 // ---- what the nodes use over a phase ----
-
-function writeBytes(pid: number): number {
-  const m = /^write_bytes: (\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
-  return m === null ? 0 : Number(m[1]);
-}
 
 /** Read- and write-family system calls so far (syscr + syscw: socket and file reads and writes, not epoll or fsync). */
 function ioCalls(pid: number): number {
@@ -193,7 +189,7 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
   try {
     const syncs0 = await syncs(nodes);
     const ticks0 = pids.map(cpuTicks);
-    const written0 = pids.map(writeBytes);
+    const written0 = pids.map((p) => writtenBytes(p));
     const calls0 = pids.map(ioCalls);
     const switches0 = pids.map(switches);
     const self0 = process.cpuUsage();
@@ -202,11 +198,11 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const wallSeconds = (performance.now() - t0) / 1000;
     const self = process.cpuUsage(self0);
     const nodeCpuSeconds = pids.map((p, i) => (cpuTicks(p) - ticks0[i]!) / CLK_TCK);
-    const writtenBytes = pids.map((p, i) => writeBytes(p) - written0[i]!);
+    const written = pids.map((p, i) => writtenBytes(p) - written0[i]!);
     const calls = pids.map((p, i) => ioCalls(p) - calls0[i]!);
     const switched = pids.map((p, i) => switchesSince(p, switches0[i]!));
     const fsyncs = (await syncs(nodes)) - syncs0;
-    return { result, wallSeconds, nodeCpuSeconds, writtenBytes, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
+    return { result, wallSeconds, nodeCpuSeconds, writtenBytes: written, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
   } finally {
     clearInterval(timer);
   }
