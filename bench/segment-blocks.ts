@@ -6,30 +6,59 @@
 // hole every fdatasync also allocates the blocks it covers, a change of the file's metadata that the
 // file system journal commits; in written blocks it is only the data. Zeros written in large writes
 // leave large folios in the page cache, and an append that dirties a byte of one writes back all of
-// it: the "disk KiB per append" column. Preparations alternate, round by round, so the drift shows.
+// it: the "disk KiB per append" column. A released segment reused keeps such folios from its former
+// life unless its pages are dropped (src/native's dropPages) before it is used; read through again
+// afterwards, the reads' size makes the new folios. Appends are 12,000 bytes by default, so that a
+// write ends inside a page as the log's do (a page not in the cache is then read before the write).
+// Preparations alternate, round by round, so the drift shows.
 // Prints a table and writes bench/results/segment-blocks.json. The file goes to a fresh folder under
 // --dir (default: the OS temp folder); what it measures depends on that file system and kernel.
-import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { numberArg } from './args.js';
+import { Advice, native } from '../src/native/native.js';
 import { writtenBytes } from './proc.js';
 
 const ROUNDS = numberArg('rounds', 3);
 const APPENDS = numberArg('appends', 2000);
-const WRITE_BYTES = numberArg('write-bytes', 12 * 1024);
+const WRITE_BYTES = numberArg('write-bytes', 12_000);
 const SEGMENT_BYTES = 64 * 1024 * 1024;
 const dirArg = process.argv.indexOf('--dir');
 const base = dirArg < 0 ? tmpdir() : process.argv[dirArg + 1]!;
 
-/** How a segment's blocks are made before the first record: a hole, or zeros in writes of `chunk` bytes. */
-const PREPARATIONS: { name: string; chunk: number }[] = [
+/**
+ * How a segment's blocks are made before the first record: a hole, or zeros in writes of `chunk`
+ * bytes; then, with `drop`, its pages dropped from the page cache, and with `readChunk`, read through
+ * again in reads of that size.
+ */
+interface Preparation {
+  name: string;
+  chunk: number;
+  drop?: boolean;
+  /** Advice given to the reads' descriptor before them. */
+  readAdvice?: Advice;
+  readChunk?: number;
+}
+const MIB = 1024 * 1024;
+const PREPARATIONS: Preparation[] = [
   { name: 'a hole (ftruncate, as today)', chunk: 0 },
   { name: 'zeros, 4 KiB writes', chunk: 4096 },
   { name: 'zeros, 64 KiB writes', chunk: 64 * 1024 },
-  { name: 'zeros, 1 MiB writes', chunk: 1024 * 1024 },
+  { name: 'zeros, 1 MiB writes', chunk: MIB },
+  ...(native === null
+    ? []
+    : [
+        { name: 'zeros, 1 MiB writes, pages dropped', chunk: MIB, drop: true },
+        { name: 'zeros, 1 MiB writes, dropped, read in 4 KiB reads', chunk: MIB, drop: true, readChunk: 4096 },
+        { name: 'zeros, 1 MiB writes, dropped, read in 1 MiB reads', chunk: MIB, drop: true, readChunk: MIB },
+        { name: 'zeros, 1 MiB writes, dropped, read in 1 MiB reads without readahead', chunk: MIB, drop: true, readAdvice: Advice.Random, readChunk: MIB },
+        { name: 'zeros, 1 MiB writes, dropped, read in 4 KiB reads without readahead', chunk: MIB, drop: true, readAdvice: Advice.Random, readChunk: 4096 },
+        { name: 'zeros, 1 MiB writes, dropped, "will need" without readahead', chunk: MIB, drop: true, readAdvice: Advice.Random },
+      ]),
 ];
+if (native === null) console.log('(the native addon is not built: `npm rebuild` or `npx node-gyp rebuild`; the rows with dropped pages are left out)');
 
 interface Row {
   preparation: string;
@@ -43,13 +72,18 @@ interface Row {
   diskKibPerAppend: number;
 }
 
+function advise(fd: number, advice: Advice): void {
+  const err = native!.advise(fd, 0, 0, advice);
+  if (err !== 0) throw new Error(`posix_fadvise(${advice}): errno ${err}`);
+}
+
 const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
 
-function measure(dir: string, prep: { name: string; chunk: number }, round: number): Row {
-  const path = join(dir, `segment-${round}-${prep.chunk}`);
+function measure(dir: string, prep: Preparation, round: number): Row {
+  const path = join(dir, `segment-${round}-${PREPARATIONS.indexOf(prep)}`);
   const fd = openSync(path, 'w+');
   try {
     let t = performance.now();
@@ -60,6 +94,23 @@ function measure(dir: string, prep: { name: string; chunk: number }, round: numb
       for (let at = 0; at < SEGMENT_BYTES; at += prep.chunk) writeSync(fd, zeros, 0, prep.chunk, at);
     }
     fdatasyncSync(fd);
+    if (prep.drop === true) {
+      advise(fd, Advice.DontNeed);
+    }
+    if (prep.readAdvice !== undefined || prep.readChunk !== undefined) {
+      // On a descriptor of its own, as a node would read a spare through: advice is per open file.
+      const rfd = openSync(path, 'r');
+      try {
+        if (prep.readAdvice !== undefined) advise(rfd, prep.readAdvice);
+        if (prep.readChunk === undefined) advise(rfd, Advice.WillNeed);
+        else {
+          const buf = Buffer.allocUnsafe(prep.readChunk);
+          for (let at = 0; at < SEGMENT_BYTES; at += prep.readChunk) readSync(rfd, buf, 0, prep.readChunk, at);
+        }
+      } finally {
+        closeSync(rfd);
+      }
+    }
     const prepareMs = performance.now() - t;
     const prepareCpuMs = cpuMs() - c;
     const record = Buffer.alloc(WRITE_BYTES, 7);

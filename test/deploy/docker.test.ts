@@ -33,6 +33,10 @@ t.test('the Dockerfile: two stages, only existing files copied, non-root, health
     for (const s of sources) t.ok(existsSync(join(root, s)), `COPY ${s}: exists in the repository`);
   }
   t.ok(runStage.some((i) => i.op === 'COPY' && /^--from=build \/app\/dist /.test(i.arg)), 'the run stage takes the bundle from the build stage');
+  const npmCi = instructions.findIndex((i) => i.op === 'RUN' && /npm ci/.test(i.arg));
+  const copiedBefore = instructions.slice(0, npmCi).filter((i) => i.op === 'COPY').flatMap((i) => i.arg.split(/\s+/).slice(0, -1));
+  t.ok(copiedBefore.includes('binding.gyp') && copiedBefore.includes('src/native'), 'the native addon\'s sources are there when npm ci builds it');
+  t.ok(runStage.some((i) => i.op === 'COPY' && /^--from=build \/app\/build\/Release\/mom_native\.node /.test(i.arg)), 'the run stage takes the addon from the build stage');
   t.ok(instructions.some((i) => i.op === 'RUN' && /npm ci/.test(i.arg)) && instructions.some((i) => i.op === 'RUN' && /npm run build/.test(i.arg) && /npm prune --omit=dev/.test(i.arg)), 'built from the lock file, dev dependencies pruned');
   const users = runStage.filter((i) => i.op === 'USER');
   t.ok(users.length === 1 && users[0]!.arg !== 'root' && users[0]!.arg !== '0', `runs as ${users[0]?.arg}`);

@@ -1,0 +1,67 @@
+// Two calls of the C library that Node does not expose, for src/native/native.ts: posix_fadvise, to
+// drop a file's clean pages from the page cache or say how it will be read, and malloc_trim, to give
+// the memory malloc holds free back to the kernel. Built by node-gyp at
+// `npm ci` (binding.gyp); a node without it runs as before, without what these give.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <stdint.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+static napi_value number_result(napi_env env, int64_t value) {
+  napi_value out;
+  napi_create_int64(env, value, &out);
+  return out;
+}
+
+// advise(fd, offset, length, advice): posix_fadvise, 0 or its errno. advice: 1 random (no
+// readahead), 3 will need, 4 don't need (clean pages in the range leave the page cache; dirty ones
+// are left to writeback). Other values are refused.
+static napi_value advise(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) {
+    napi_throw_type_error(env, NULL, "advise(fd, offset, length, advice)");
+    return NULL;
+  }
+  int32_t fd, which;
+  int64_t offset, length;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || napi_get_value_int32(env, argv[3], &which) != napi_ok ||
+      fd < 0 || offset < 0 || length < 0) {
+    napi_throw_type_error(env, NULL, "advise(fd, offset, length, advice): non-negative integers");
+    return NULL;
+  }
+  int advice;
+  switch (which) {
+    case 1: advice = POSIX_FADV_RANDOM; break;
+    case 3: advice = POSIX_FADV_WILLNEED; break;
+    case 4: advice = POSIX_FADV_DONTNEED; break;
+    default: napi_throw_range_error(env, NULL, "advise: advice is 1, 3 or 4"); return NULL;
+  }
+  return number_result(env, posix_fadvise(fd, (off_t)offset, (off_t)length, advice));
+}
+
+// trimMalloc(): 1 if malloc gave memory back, 0 if not, -1 where the C library has no malloc_trim.
+static napi_value trim_malloc(napi_env env, napi_callback_info info) {
+  (void)info;
+#ifdef __GLIBC__
+  return number_result(env, malloc_trim(0));
+#else
+  return number_result(env, -1);
+#endif
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"advise", NULL, advise, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"trimMalloc", NULL, trim_malloc, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,49 @@
+// The broker's native calls (src/native/mom_native.c, built by node-gyp into build/Release at
+// `npm ci`): what Node cannot do on its own. Loaded once; where the addon is missing (installed with
+// --ignore-scripts, or a platform it does not build on) `native` is null and every caller goes on
+// without what it gives, as builds before it did.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface Native {
+  /** posix_fadvise over [offset, offset + length) (length 0: to the end of the file): 0 or an errno. */
+  advise(fd: number, offset: number, length: number, advice: Advice): number;
+  /** malloc_trim(0): 1 if memory went back to the kernel, 0 if none, -1 without glibc. */
+  trimMalloc(): number;
+}
+
+/** posix_fadvise's advice, by Linux's numbers. */
+export const Advice = {
+  /** Reads without readahead: each read brings in only its own pages. */
+  Random: 1,
+  WillNeed: 3,
+  /** Clean pages leave the page cache. */
+  DontNeed: 4,
+} as const;
+export type Advice = (typeof Advice)[keyof typeof Advice];
+
+const ADDON = join('build', 'Release', 'mom_native.node');
+
+/** The addon under the nearest folder above this module that holds the package (src/ or dist/ alike). */
+function load(): Native | null {
+  if (process.env.MOM_NO_NATIVE === '1') return null;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) {
+      const path = join(dir, ADDON);
+      if (!existsSync(path)) return null;
+      try {
+        return createRequire(import.meta.url)(path) as Native;
+      } catch {
+        return null;
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) return null;
+    dir = up;
+  }
+}
+
+export const native: Native | null = load();
