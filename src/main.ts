@@ -10,7 +10,7 @@ import { MomServer } from './server.js';
 import { ConfigError, loadConfig } from './cluster/index.js';
 import { RestoreRefusedError, restoreCluster } from './cluster/restore.js';
 import { LogInUseError } from './store/wal/index.js';
-import { native } from './native/native.js';
+import { MallocTrimmer } from './native/malloc-trimmer.js';
 
 /**
  * Errors of the machine's setup, for the operator to fix: a port in use, a folder this user cannot
@@ -38,7 +38,8 @@ async function main(): Promise<void> {
   try {
     const cfg = loadConfig(process.argv.slice(2), process.env);
     node = await MomServer.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' }, processMetrics: true });
-    if (native === null) node.log.warn('the native addon (build/Release/mom_native.node, made by npm ci) is missing: released log segments are deleted instead of reused; `npm rebuild` in the installation builds it');
+    if (MallocTrimmer.available()) new MallocTrimmer().start();
+    else node.log.warn('the native addon (build/Release/mom_native.node, made by npm ci) is missing: memory malloc holds free is not given back to the system; `npm rebuild` in the installation builds it');
   } catch (err) {
     exitIfMendable(err, 'start');
     throw err;

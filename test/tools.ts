@@ -18,6 +18,7 @@ export const TOOLS = {
   cc: 'apt-get install -y build-essential',
   openssl: 'apt-get install -y openssl',
   chromium: 'apt-get install -y chromium',
+  fincore: 'apt-get install -y util-linux',
 } as const;
 
 export type Tool = keyof typeof TOOLS;

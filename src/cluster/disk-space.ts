@@ -71,8 +71,6 @@ export interface DiskSpaceOptions {
   /** Free bytes of the file system holding `path` for this user (default statfs). */
   readonly freeBytes?: (path: string) => Promise<number>;
   readonly logger?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
-  /** Told when this node turns short of space, or has room again. */
-  readonly onShort?: (short: boolean) => void;
 }
 
 const NONE: readonly string[] = Object.freeze([]);
@@ -132,7 +130,6 @@ export class DiskSpace {
       const fields = { freeBytes: free, limitBytes: this.opts.limitBytes };
       if (short) this.opts.logger?.warn(fields, 'the data folder is short of space: the cluster refuses sends, publishes and creations until space is freed');
       else this.opts.logger?.info(fields, 'the data folder has room again');
-      this.opts.onShort?.(short);
     }
     // Said every time while short (a peer that restarted learns it), and once when it ends.
     if (short || this.short) this.opts.publish({ kind: 'disk', node: this.opts.self, short, freeBytes: free });

@@ -72,8 +72,6 @@ export class ClusterNode {
       limitBytes: cfg.diskFreeLimit,
       publish: (event) => this.limits.publish(event),
       logger: { warn: (obj, msg) => logger.warn(obj, msg), info: (obj, msg) => logger.info(obj, msg) },
-      // The log's spare segments are space a short disk needs back (wal-store.ts, keepSpares).
-      onShort: (short) => host.logStore.keepSpares(!short),
       ...(diskFree === undefined ? {} : { freeBytes: diskFree }),
     });
     this.limits.subscribe((event) => this.disk.receive(event));

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
+#include <stdlib.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -55,10 +56,56 @@ static napi_value trim_malloc(napi_env env, napi_callback_info info) {
 #endif
 }
 
+// trimMallocAsync(): a Promise of trimMalloc's answer, with malloc_trim run on libuv's thread pool.
+// It locks each arena in turn while it trims it: a thread that allocates from that arena meanwhile
+// waits, the event loop included, but only for that arena's share.
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int result;
+} trim_job;
+
+static void trim_execute(napi_env env, void* data) {
+  (void)env;
+  trim_job* job = data;
+#ifdef __GLIBC__
+  job->result = malloc_trim(0);
+#else
+  job->result = -1;
+#endif
+}
+
+static void trim_complete(napi_env env, napi_status status, void* data) {
+  trim_job* job = data;
+  napi_value value = number_result(env, status == napi_ok ? job->result : -1);
+  napi_resolve_deferred(env, job->deferred, value);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value trim_malloc_async(napi_env env, napi_callback_info info) {
+  (void)info;
+  trim_job* job = calloc(1, sizeof(trim_job));
+  if (job == NULL) {
+    napi_throw_error(env, NULL, "trimMallocAsync: out of memory");
+    return NULL;
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "mom_trim_malloc", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, trim_execute, trim_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_resolve_deferred(env, job->deferred, number_result(env, -1));
+    free(job);
+  }
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"advise", NULL, advise, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMalloc", NULL, trim_malloc, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"trimMallocAsync", NULL, trim_malloc_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

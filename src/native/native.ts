@@ -1,7 +1,9 @@
 // The broker's native calls (src/native/mom_native.c, built by node-gyp into build/Release at
-// `npm ci`): what Node cannot do on its own. Loaded once; where the addon is missing (installed with
-// --ignore-scripts, or a platform it does not build on) `native` is null and every caller goes on
-// without what it gives, as builds before it did.
+// `npm ci`): what Node cannot do on its own. malloc_trim gives a node's free heap memory back
+// (malloc-trimmer.ts); posix_fadvise serves `npm run bench:segment-blocks`. Loaded once; where the
+// addon is missing (installed with --ignore-scripts, or a platform it does not build on), or with
+// MOM_NO_NATIVE=1, `native` is null and every caller goes on without what it gives, as builds
+// before it did.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -12,6 +14,8 @@ export interface Native {
   advise(fd: number, offset: number, length: number, advice: Advice): number;
   /** malloc_trim(0): 1 if memory went back to the kernel, 0 if none, -1 without glibc. */
   trimMalloc(): number;
+  /** trimMalloc on libuv's thread pool. */
+  trimMallocAsync(): Promise<number>;
 }
 
 /** posix_fadvise's advice, by Linux's numbers. */

@@ -1,11 +1,5 @@
 // Segment files of the write-ahead log: `<seq>.wal`, 16 hex digits, preallocated to their nominal
-// size, a 16-byte header, then records (record.ts). A new segment is either a hole (ftruncate: the
-// rest reads as zeros) or a released segment reused (a spare, WalStore): its former life's bytes
-// follow the records until it stops being the newest, when they are zeroed. Former records never
-// pass their check (the CRC is seeded with the segment's number), so they read as a torn tail at
-// open, cut and zeroed as one. Reused blocks are already on the disk: an fdatasync of records there
-// changes no file metadata, where in a hole each one allocates the blocks it covers and commits that
-// to the file system's journal (bench/README.md, "The log's blocks").
+// size (ftruncate: the rest reads as zeros), a 16-byte header, then records (record.ts).
 //
 // Opening a segment tells three endings apart (etcd's wal/repair.go, made stricter):
 // - a clean end: nothing but zeros after the last record that holds;
@@ -45,21 +39,19 @@ function header(seq: number): Buffer {
 /**
  * A new segment, whole and durable before it is used: its header and `initial` records (the
  * checkpoints) written under a temporary name, the file sized to `bytes`, synced, renamed to its
- * name and the folder synced. `spare`, when given, is that temporary file: a released segment of
- * `bytes`, whose header and first records are written over; otherwise a new file is made. A crash
- * or a failed write leaves only the temporary file (deleted on open), never a segment without its
- * checkpoints. Returns its descriptor, open for reading and writing.
+ * name and the folder synced. A crash or a failed write leaves only the temporary file (deleted on
+ * open), never a segment without its checkpoints. Returns its descriptor, open for reading and
+ * writing.
  */
-export function createSegment(dir: string, seq: number, bytes: number, initial: readonly Uint8Array[], spare: string | null = null): number {
-  const tmp = spare ?? join(dir, `${segmentName(seq)}.tmp`);
+export function createSegment(dir: string, seq: number, bytes: number, initial: readonly Uint8Array[]): number {
+  const tmp = join(dir, `${segmentName(seq)}.tmp`);
   const path = join(dir, segmentName(seq));
   try {
-    const fd = openSync(tmp, spare === null ? 'w+' : 'r+', 0o600);
+    const fd = openSync(tmp, 'w+', 0o600);
     try {
       writeAll(fd, [header(seq), ...initial], 0);
       const written = initial.reduce((n, b) => n + b.byteLength, SEGMENT_HEADER_BYTES);
-      // A spare has its size already: only checkpoints larger than a segment extend it.
-      if (spare === null || written > bytes) ftruncateSync(fd, Math.max(bytes, written));
+      ftruncateSync(fd, Math.max(bytes, written));
       fdatasyncSync(fd);
     } finally {
       closeSync(fd);

@@ -26,18 +26,15 @@
 //    never reached the disk.
 // 5. Segments: one is created whole (header and checkpoints) under a temporary name and renamed once
 //    synced, so every segment holds its checkpoints. A segment is deleted once no partition holds a
-//    live entry in it (compaction moved past them, or the few left were copied forward), or kept as
-//    a spare (up to MAX_SPARES), which a later segment is made of: its former records never pass
-//    their check there, and are zeroed when it stops being the newest, before it is synced whole.
+//    live entry in it (compaction moved past them, or the few left were copied forward).
 // 6. What the frontier cannot tell: damage to the last synced write, which no later record vouches
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
 import { closeSync, existsSync, fdatasync, fdatasyncSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
-import { Advice, native } from '../../native/native.js';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
 import { fsyncPath, fsyncPathAsync, mkdirDurably, writeFileDurably } from '../durable.js';
 import { LogInUseError, StorageCorruptError } from '../storage-errors.js';
@@ -94,8 +91,6 @@ interface Pending {
 interface Segment {
   readonly seq: number;
   readonly fd: number;
-  /** Made of a spare: its former life's bytes follow `end` until the rollover zeroes them. */
-  reused: boolean;
   /** Where the next record goes. */
   end: number;
   /** Offset below which the segment is known synced. Invariant: durable <= end. */
@@ -125,15 +120,6 @@ interface CompactionPayload {
   readonly drop?: number[];
 }
 
-/**
- * Released segments kept to make later ones of (`spare-<n>.wal.tmp`, deleted on open like every
- * temporary file): at most four, and no more than SPARE_BYTES of them unless one alone is larger. A
- * snapshot releases the segments behind it together, so one spare would take one of them.
- */
-export const MAX_SPARES = 4;
-export const SPARE_BYTES = 256 * 1024 * 1024;
-const SPARE_READ_BYTES = 1024 * 1024;
-
 const held = new Set<string>();
 /** The note of a failed write or sync (failed()). */
 const SYNC_FAILED = 'SYNC-FAILED';
@@ -159,12 +145,6 @@ export class WalStore {
   private heldBack: { readonly segment: number; readonly written: number } | null = null;
   /** The chain of segment deletions in progress (deleteSoon). */
   private deleting: Promise<void> = Promise.resolve();
-  /** Released segments ready to be made into new ones, oldest first (paths; deleteSoon, startSegment). */
-  private readonly spares: string[] = [];
-  /** The number in the next spare's name. */
-  private sparesNamed = 0;
-  /** Whether released segments may be kept as spares (keepSpares: not while the disk is short). */
-  private sparesWanted = true;
   private closed = false;
 
   private constructor(
@@ -505,17 +485,8 @@ export class WalStore {
 
   /** Closes the newest segment (synced whole) and starts the next with a checkpoint of every partition. */
   private rollover(): void {
-    const seg = this.active;
-    if (seg.reused) {
-      // Zeros over its former life, synced with its records: every segment but the newest then reads
-      // as one made with a hole does, in this build and in builds before reuse.
-      zeroRange(seg.fd, seg.end, Math.max(seg.end, this.segmentBytes));
-      seg.durable = seg.end;
-      seg.reused = false;
-      this.syncedWrites++;
-    }
     this.syncNow();
-    this.startSegment(seg.seq + 1);
+    this.startSegment(this.active.seq + 1);
   }
 
   /**
@@ -524,7 +495,7 @@ export class WalStore {
    * its checkpoints: a crash or a failed write in between leaves only a temporary file, deleted on
    * open (replay and purge rely on every segment's checkpoints being there).
    */
-  private startSegment(seq: number, useSpare = true): void {
+  private startSegment(seq: number): void {
     const checkpoints: Pending[] = [];
     for (const view of [...this.views.values()].sort((a, b) => a.partition - b.partition)) {
       const s = view.state;
@@ -533,18 +504,9 @@ export class WalStore {
       checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
     }
     const { buffers, end } = encodeWrite(checkpoints, seq, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
-    const spare = useSpare ? (this.spares.shift() ?? null) : null;
-    let fd: number;
-    try {
-      fd = createSegment(this.dir, seq, this.segmentBytes, buffers, spare);
-    } catch (err) {
-      // A spare that cannot be written over (gone, or refused): a new file instead, which fails in
-      // turn if the disk does.
-      if (spare === null) throw err;
-      return this.startSegment(seq, false);
-    }
+    const fd = createSegment(this.dir, seq, this.segmentBytes, buffers);
     if (checkpoints.length > 0) this.syncedWrites++;
-    const seg: Segment = { seq, fd, reused: spare !== null, end, durable: end, checkpointEnd: end, syncing: 0, closeWhenIdle: false };
+    const seg: Segment = { seq, fd, end, durable: end, checkpointEnd: end, syncing: 0, closeWhenIdle: false };
     this.segments.set(seq, seg);
     this.active = seg;
   }
@@ -574,15 +536,12 @@ export class WalStore {
       if (seg.syncing === 0) closeSync(seg.fd);
       else seg.closeWhenIdle = true;
       this.segments.delete(oldest);
-      this.deleteSoon(oldest, seg.end <= this.segmentBytes);
+      this.deleteSoon(oldest);
     }
   }
 
   /**
-   * Deletes the file of segment `seq`, which no partition needs any more, on libuv's thread pool, or
-   * keeps it as a spare when it is `reusable` (its file is a segment's size), fewer than MAX_SPARES
-   * are kept and the native addon can drop its pages (src/native): renamed, the folder synced, and
-   * read through (readThrough).
+   * Deletes the file of segment `seq`, which no partition needs any more, on libuv's thread pool.
    * Unlinking a full segment took 15-41 ms, and one snapshot can free many at once: seven in a row
    * stalled every node's event loop for 218-240 ms under receive-ack-100 (bench/README.md, "What
    * changed"). Deletions go one at a time, oldest first, each after a sync of what had been written
@@ -591,7 +550,7 @@ export class WalStore {
    * gone). A segment whose deletion is cut short by a crash or a failure is one replay and the next
    * open's purge delete again, as before, when a crash came between the sync and the unlink.
    */
-  private deleteSoon(seq: number, reusable: boolean): void {
+  private deleteSoon(seq: number): void {
     const path = this.segmentPath(seq);
     const seg = this.active;
     const target = seg.end;
@@ -601,18 +560,6 @@ export class WalStore {
       try {
         await this.syncThrough(seg, target);
         if (this.closed) return;
-        if (reusable && native !== null && this.sparesWanted && this.spares.length < Math.min(MAX_SPARES, Math.max(1, Math.floor(SPARE_BYTES / this.segmentBytes)))) {
-          // Named anew each time: a rollover may be writing over the one taken last.
-          const spare = join(this.dir, `spare-${++this.sparesNamed}.wal.tmp`);
-          await rename(path, spare);
-          await fsyncPathAsync(this.dir);
-          const ready = await this.readThrough(spare);
-          // Closed meanwhile: its name is left alone (the next open deletes it, or has already).
-          if (this.closed) return;
-          if (ready) this.spares.push(spare);
-          else await rm(spare, { force: true });
-          return;
-        }
         await rm(path, { force: true });
         await fsyncPathAsync(this.dir);
       } catch (err) {
@@ -621,59 +568,6 @@ export class WalStore {
         this.onDeleteFailed(path, err);
       }
     });
-  }
-
-  /**
-   * Whether released segments may be kept as spares. A node short of disk space (src/cluster/
-   * disk-space.ts) says no: the spares kept are deleted, in the order of the deletions, and the
-   * segments released later are deleted too, until it says yes again.
-   */
-  keepSpares(keep: boolean): void {
-    this.sparesWanted = keep;
-    if (keep || this.spares.length === 0) return;
-    const dropped = this.spares.splice(0);
-    this.deleting = this.deleting.then(async () => {
-      for (const path of dropped) {
-        if (this.closed) return;
-        try {
-          await rm(path, { force: true });
-        } catch (err) {
-          this.onDeleteFailed(path, err);
-        }
-      }
-    });
-  }
-
-  /**
-   * Makes the spare at `path` ready to be written over; whether it is (a segment's size, its pages
-   * dropped and read again). A record written over part of a page that is not in the page cache waits
-   * on the event loop for that page to be read from the disk (53 µs against 4-12 at the median in
-   * process), so the spare is read through on the thread pool first. Its former life's pages are
-   * dropped before, a MiB at a time (0.2 ms each on the loop; a whole segment at once held it 9-12 ms),
-   * and read again without readahead: a folio of the page cache is as large as the write or the
-   * readahead that made it, and a record that dirties one byte of a folio has all of it written back
-   * at the next fdatasync. Kept from a former life of large writes, or made by readahead, such
-   * folios multiplied the log's disk writes by 10 to 100 (bench/README.md, "The log's blocks").
-   */
-  private async readThrough(path: string): Promise<boolean> {
-    const addon = native;
-    if (addon === null) return false;
-    const handle = await open(path, 'r');
-    try {
-      if ((await handle.stat()).size !== this.segmentBytes) return false;
-      if (addon.advise(handle.fd, 0, 0, Advice.Random) !== 0) return false;
-      const buf = Buffer.allocUnsafe(Math.min(SPARE_READ_BYTES, this.segmentBytes));
-      for (let at = 0; at < this.segmentBytes; ) {
-        if (this.closed) return false;
-        if (addon.advise(handle.fd, at, buf.byteLength, Advice.DontNeed) !== 0) return false;
-        const { bytesRead } = await handle.read(buf, 0, buf.byteLength, at);
-        if (bytesRead === 0) return false;
-        at += bytesRead;
-      }
-      return !this.closed;
-    } finally {
-      await handle.close();
-    }
   }
 
   /** Resolves once every segment deletion asked for so far has ended (deleteSoon). */
@@ -751,7 +645,7 @@ export class WalStore {
       const path = this.segmentPath(seq);
       const newest = k === seqs.length - 1;
       const fd = openSync(path, newest ? 'r+' : 'r');
-      const seg: Segment = { seq, fd, reused: false, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, closeWhenIdle: false };
+      const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, closeWhenIdle: false };
       this.segments.set(seq, seg);
       let scanned = scanSegment(readFileSync(path), seq, path, newest);
       if (newest && failedSync !== null && scanned.end > failedSync.durable) {
