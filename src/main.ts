@@ -11,6 +11,7 @@ import { ConfigError, loadConfig } from './cluster/index.js';
 import { RestoreRefusedError, restoreCluster } from './cluster/restore.js';
 import { LogInUseError } from './store/wal/index.js';
 import { MallocTrimmer } from './native/malloc-trimmer.js';
+import { nativeMissing } from './native/native.js';
 
 /**
  * Errors of the machine's setup, for the operator to fix: a port in use, a folder this user cannot
@@ -39,7 +40,7 @@ async function main(): Promise<void> {
     const cfg = loadConfig(process.argv.slice(2), process.env);
     node = await MomServer.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' }, processMetrics: true });
     if (MallocTrimmer.available()) new MallocTrimmer().start();
-    else node.log.warn('the native addon (build/Release/mom_native.node, made by npm ci) is missing: memory malloc holds free is not given back to the system; `npm rebuild` in the installation builds it');
+    else node.log.warn({ why: nativeMissing }, 'the native addon (build/Release/mom_native.node, made by npm ci) is not loaded: memory malloc holds free is not given back to the system; `npm rebuild` in the installation builds it');
   } catch (err) {
     exitIfMendable(err, 'start');
     throw err;

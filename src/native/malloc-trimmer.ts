@@ -3,8 +3,8 @@
 // collections; glibc keeps what it got and gives back only the top of its heap, so a node's resident
 // set grew by what its busiest moment needed and stayed there. malloc_trim(0) also returns the free
 // pages inside the heap. Measured (bench/README.md, "Memory: malloc's free pages given back"): peaks
-// 30-40 MB lower under batched sends and 50-100 MB lower under receive + ack of 100, CPU and p99 within
-// the drift. It runs on libuv's thread pool (2-3 ms each under load when it ran on the event loop);
+// 30-40 MB lower under batched sends and 50-130 MB lower under receive + ack of 100, an idle node
+// back to 120-145 MB within 30 s of a load's end (195-212 without), CPU and p99 within the drift. It runs on libuv's thread pool (2-3 ms each under load when it ran on the event loop);
 // an allocation from the arena being trimmed still waits for it. Without the native addon it does
 // nothing.
 import { native } from './native.js';
@@ -17,7 +17,7 @@ export class MallocTrimmer {
 
   constructor(private readonly intervalMs = 1_000) {}
 
-  /** Whether trims can run here (the addon is built, and the C library has malloc_trim). */
+  /** Whether trims can run here: the addon is loaded (native.ts says why not). */
   static available(): boolean {
     return native !== null;
   }

@@ -30,24 +30,31 @@ export type Advice = (typeof Advice)[keyof typeof Advice];
 
 const ADDON = join('build', 'Release', 'mom_native.node');
 
-/** The addon under the nearest folder above this module that holds the package (src/ or dist/ alike). */
-function load(): Native | null {
-  if (process.env.MOM_NO_NATIVE === '1') return null;
+/**
+ * The addon under the nearest folder above this module that holds the package (src/ or dist/
+ * alike), or why there is none.
+ */
+function load(): { addon: Native } | { missing: string } {
+  if (process.env.MOM_NO_NATIVE === '1') return { missing: 'MOM_NO_NATIVE=1' };
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     if (existsSync(join(dir, 'package.json'))) {
       const path = join(dir, ADDON);
-      if (!existsSync(path)) return null;
+      if (!existsSync(path)) return { missing: `${path} is not there` };
       try {
-        return createRequire(import.meta.url)(path) as Native;
-      } catch {
-        return null;
+        return { addon: createRequire(import.meta.url)(path) as Native };
+      } catch (err) {
+        // Built for another Node (a different ABI), or for another machine.
+        return { missing: `${path} does not load: ${(err as Error).message.split('\n')[0]}` };
       }
     }
     const up = dirname(dir);
-    if (up === dir) return null;
+    if (up === dir) return { missing: 'no package folder above this module' };
     dir = up;
   }
 }
 
-export const native: Native | null = load();
+const loaded = load();
+export const native: Native | null = 'addon' in loaded ? loaded.addon : null;
+/** Why `native` is null; null when it is loaded. */
+export const nativeMissing: string | null = 'missing' in loaded ? loaded.missing : null;

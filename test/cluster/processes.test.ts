@@ -1,6 +1,7 @@
 // Real node processes on loopback, started as an operator would (src/main.ts): the leader's process
 // killed with SIGKILL is replaced by an election among the other two; restarted, it rejoins and takes
-// its share of leaders back; a SIGTERM hands leadership over and exits cleanly; bad configuration
+// its share of leaders back; a SIGTERM hands leadership over and exits cleanly; a node without its
+// native addon starts and says why; bad configuration
 // stops a node with a clear message and exit code 2; a setup error with one line, and a status systemd restarts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -127,6 +128,32 @@ t.test('SIGKILL of a leader, restart, and a graceful SIGTERM', async (t) => {
     return v !== null && v.every((p) => p.leader !== null && p.leader !== `n${leaving + 1}`);
   }, 'the two remaining nodes lead every partition');
   t.pass('the remaining two lead every partition');
+});
+
+t.test('a node whose native addon is not loaded starts, and says why in its log', async (t) => {
+  const port = await freePort();
+  const peers = `n1=http://127.0.0.1:${port},n2=http://127.0.0.1:${await freePort()},n3=http://127.0.0.1:${await freePort()}`;
+  const env = { ...process.env, MOM_CLUSTER_SECRET: 'c'.repeat(32), MOM_JWT_SECRET: 'j'.repeat(48), MOM_LOG_LEVEL: 'warn', MOM_PARTITIONS: '1', MOM_NO_NATIVE: '1' };
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--node-id', 'n1', '--listen', `127.0.0.1:${port}`, '--peers', peers, '--data-dir', join(root, 'no-addon')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const found = out.split('\n').find((l) => l.includes('native addon'));
+      if (found !== undefined) resolve(found);
+    });
+    child.once('exit', (c) => reject(new Error(`the node exited (${c}) before it logged about the addon: ${out}`)));
+  });
+  const entry = JSON.parse(line) as { level: number; why: string; msg: string };
+  t.equal(entry.level, 40, 'a warning');
+  t.equal(entry.why, 'MOM_NO_NATIVE=1', 'with the reason');
+  t.match(entry.msg, /npm rebuild/, 'and what builds it');
+  const health = await request(`http://127.0.0.1:${port}/healthz`);
+  await health.body.dump();
+  t.equal(health.statusCode, 200, 'the node serves');
 });
 
 t.test('bad configuration stops the node with a message and exit code 2', async (t) => {
