@@ -4,8 +4,9 @@
 // set grew by what its busiest moment needed and stayed there. malloc_trim(0) also returns the free
 // pages inside the heap. Measured (bench/README.md, "Memory: malloc's free pages given back"): peaks
 // 30-40 MB lower under batched sends and 50-130 MB lower under receive + ack of 100, an idle node
-// back to 120-145 MB within 30 s of a load's end (195-212 without), CPU and p99 within the drift. It runs on libuv's thread pool (2-3 ms each under load when it ran on the event loop);
-// an allocation from the arena being trimmed still waits for it. Without the native addon it does
+// back to 120-145 MB within 30 s of a load's end (195-212 without), CPU and p99 within the drift.
+// It runs on libuv's thread pool (2-3 ms each under load when it ran on the event loop); an
+// allocation from the arena being trimmed still waits for it. Without the native addon it does
 // nothing.
 import { native } from './native.js';
 

@@ -1,7 +1,7 @@
 // Two calls of the C library that Node does not expose, for src/native/native.ts: posix_fadvise, to
 // drop a file's clean pages from the page cache or say how it will be read, and malloc_trim, to give
-// the memory malloc holds free back to the kernel. Built by node-gyp at
-// `npm ci` (binding.gyp); a node without it runs as before, without what these give.
+// the memory malloc holds free back to the kernel. Built by node-gyp at `npm ci` (binding.gyp); a
+// node without it runs as before, without what these give.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -46,14 +46,19 @@ static napi_value advise(napi_env env, napi_callback_info info) {
   return number_result(env, posix_fadvise(fd, (off_t)offset, (off_t)length, advice));
 }
 
-// trimMalloc(): 1 if malloc gave memory back, 0 if not, -1 where the C library has no malloc_trim.
+// 1 if malloc gave memory back, 0 if not, -1 where the C library has no malloc_trim.
+static int trim(void) {
+#ifdef __GLIBC__
+  return malloc_trim(0);
+#else
+  return -1;
+#endif
+}
+
+// trimMalloc(): trim()'s answer, on the calling thread.
 static napi_value trim_malloc(napi_env env, napi_callback_info info) {
   (void)info;
-#ifdef __GLIBC__
-  return number_result(env, malloc_trim(0));
-#else
-  return number_result(env, -1);
-#endif
+  return number_result(env, trim());
 }
 
 // trimMallocAsync(): a Promise of trimMalloc's answer, with malloc_trim run on libuv's thread pool.
@@ -67,12 +72,7 @@ typedef struct {
 
 static void trim_execute(napi_env env, void* data) {
   (void)env;
-  trim_job* job = data;
-#ifdef __GLIBC__
-  job->result = malloc_trim(0);
-#else
-  job->result = -1;
-#endif
+  ((trim_job*)data)->result = trim();
 }
 
 static void trim_complete(napi_env env, napi_status status, void* data) {

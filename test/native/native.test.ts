@@ -2,7 +2,7 @@
 // kernel (malloc_trim, on the thread pool or not) and drops a file's pages from the page cache
 // (posix_fadvise); and a node without it (MOM_NO_NATIVE=1 stands for an install without its build)
 // loads and runs without those.
-import { spawn } from 'node:child_process';
+import { spawn, type SpawnOptions } from 'node:child_process';
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,22 +80,21 @@ t.test('without the addon a process finds it missing, and the trimmer does nothi
     trimmer.stop();
     console.log(JSON.stringify({ loaded: native !== null, why: nativeMissing, available: MallocTrimmer.available(), trims: trimmer.trims }));
   `;
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: root, env: { ...process.env, MOM_NO_NATIVE: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
-    let text = '';
-    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    child.once('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`exited ${c}: ${text}`))));
-  });
+  const out = await stdoutOf(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: root, env: { ...process.env, MOM_NO_NATIVE: '1' } });
   t.same(JSON.parse(out.trim()), { loaded: false, why: 'MOM_NO_NATIVE=1', available: false, trims: 0 });
 });
 
 /** Pages of `path` in the page cache, by util-linux's fincore. */
 async function cachedPages(fincore: string, path: string): Promise<number> {
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(fincore, ['--bytes', '--noheadings', '--output', 'PAGES', path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return Number((await stdoutOf(fincore, ['--bytes', '--noheadings', '--output', 'PAGES', path])).trim());
+}
+
+/** What `command` printed, once it exited 0. */
+function stdoutOf(command: string, args: string[], options: SpawnOptions = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
-    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    child.once('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`fincore exited ${c}`))));
+    child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    child.once('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`${command} exited ${c}: ${text}`))));
   });
-  return Number(out.trim());
 }
