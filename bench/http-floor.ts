@@ -1,80 +1,114 @@
-// `npm run bench:http-floor [-- --seconds 10]`: what HTTP alone costs on this machine, as a floor
-// under the broker's figures. Three processes run fastify with nothing behind it
-// (bench/http-floor-server.mjs); this process drives them as `npm run bench` drives the broker: 64
-// clients, each keeping one POST of a 1 KiB JSON body in flight, round-robin over the three, with the
-// same undici client. Two layouts:
-//   serve     each process answers at once
-//   forward   two thirds of the requests are passed on by the process that got them to the first one
-//             (as a node passes a write to the partition's leader), and the answer relayed back
-// No storage, no Raft, no fsync: a broker that replicates and applies every message cannot go faster
-// than this. Prints a table; writes bench/results/http-floor.json.
+// `npm run bench:http-floor [-- --seconds 15] [--vs nats --peers DIR]`: the ceiling a replicated HTTP
+// broker of this shape can reach on this machine. Three processes (bench/http-floor-server.mjs) run
+// fastify with only the minimum behind it, in four layouts: `serve` (HTTP alone), `forward` (two thirds
+// of the requests passed to process 0 over a socket and answered back, as a node forwards a write to
+// its partition's leader), `replicate` (and process 0 sends each turn's bodies to the other two and
+// answers once one acknowledged), `replicate-fsync` (and each process appends them to a file and
+// fdatasyncs before it counts). Driven as `npm run bench` drives send-1: wrk with bench/wrk/send.lua,
+// 1 KiB bodies, 21 connections per process, one request per message. With `--vs nats` the NATS peer
+// runs in the same invocation and each layout's rate is put against its 64 publishers awaiting their
+// acks. Prints a table; writes bench/results/http-floor.json.
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, request } from 'undici';
 import { freePort } from '../test/cluster/net-helpers.js';
 import { numberArg } from './args.js';
+import { runNatsPeer, type PeerResult } from './nats.js';
+import { peersDir } from './peers.js';
+import { pooledQuantileUs, requireWrk, runWrk, sumWrk } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
-const SECONDS = numberArg('seconds', 10);
-const CLIENTS = 64;
-const BODY = JSON.stringify({ body: 'x'.repeat(1024) });
+const argv = process.argv.slice(2);
+const SECONDS = numberArg('seconds', 15);
+const WARM_UP_SECONDS = 3;
+const CONNECTIONS_PER_PROCESS = 21;
 const CLK_TCK = 100;
+const LAYOUTS = ['serve', 'forward', 'replicate', 'replicate-fsync'] as const;
+type Layout = (typeof LAYOUTS)[number];
+const VS_NATS = argv.some((a, i) => a === '--vs' && argv[i + 1] === 'nats');
+
+interface Row {
+  layout: Layout;
+  messagesPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuUsPerMessage: { perProcess: number[]; total: number };
+  loadGeneratorCpuUsPerMessage: number;
+  non2xx: number;
+}
 
 function cpuTicks(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]);
 }
 
-async function start(forward: boolean): Promise<{ urls: string[]; procs: ChildProcess[] }> {
+/** Process 0 first (the others connect to it), then 1 and 2; resolves once all three listen. */
+async function start(layout: Layout, dir: string): Promise<{ urls: string[]; procs: ChildProcess[] }> {
   const ports = [await freePort(), await freePort(), await freePort()];
-  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  const procs = ports.map((p, i) =>
-    fork(join(root, 'bench', 'http-floor-server.mjs'), [], {
-      env: { ...process.env, PORT: String(p), FORWARD_TO: forward && i > 0 ? urls[0] : '' },
+  const linkPort = await freePort();
+  const procs: ChildProcess[] = [];
+  for (let role = 0; role < 3; role++) {
+    const child = fork(join(root, 'bench', 'http-floor-server.mjs'), [], {
+      env: { ...process.env, PORT: String(ports[role]), ROLE: String(role), LAYOUT: layout, LINK_PORT: String(linkPort), FILE: join(dir, `p${role}.log`) },
       execArgv: [],
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-    }),
-  );
-  await Promise.all(procs.map((c) => new Promise((r) => c.once('message', r))));
-  return { urls, procs };
+    });
+    procs.push(child);
+    await new Promise((r) => child.once('message', r));
+  }
+  return { urls: ports.map((p) => `http://127.0.0.1:${p}`), procs };
 }
 
-async function run(layout: 'serve' | 'forward'): Promise<Record<string, unknown>> {
-  const { urls, procs } = await start(layout === 'forward');
-  const dispatcher = new Agent({ connections: 128, pipelining: 1 });
-  const latencies: number[] = [];
-  let rr = 0;
-  let failed = 0;
-  const loop = async (until: number, record: boolean): Promise<void> => {
-    while (performance.now() < until) {
-      const t0 = performance.now();
-      const res = await request(`${urls[rr++ % 3]}/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY, dispatcher });
-      await res.body.text();
-      if (res.statusCode !== 201) failed++;
-      else if (record) latencies.push(performance.now() - t0);
-    }
-  };
-  await Promise.all(Array.from({ length: CLIENTS }, () => loop(performance.now() + 2000, false)));
-  const before = procs.map((p) => cpuTicks(p.pid!));
-  const self = process.cpuUsage();
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: CLIENTS }, () => loop(t0 + SECONDS * 1000, true)));
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = procs.map((p, i) => Math.round(((cpuTicks(p.pid!) - before[i]!) / CLK_TCK / seconds) * 100));
-  const used = process.cpuUsage(self);
-  const loadgenCpuPct = Math.round(((used.user + used.system) / 1e6 / seconds) * 100);
-  for (const p of procs) p.kill('SIGKILL');
-  await dispatcher.close();
-  latencies.sort((a, b) => a - b);
-  const pct = (q: number): number => Number(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!.toFixed(1));
-  return { layout, requestsPerSecond: Math.round(latencies.length / seconds), p50Ms: pct(0.5), p99Ms: pct(0.99), cpuPct: cpu, loadgenCpuPct, failed };
+async function run(layout: Layout): Promise<Row> {
+  const dir = mkdtempSync(join(tmpdir(), 'mom-http-floor-'));
+  const { urls, procs } = await start(layout, dir);
+  try {
+    const jobs = urls.map((u) => ({ url: `${u}/v1/queues/floor/messages`, script: 'send' as const, args: [1], connections: CONNECTIONS_PER_PROCESS }));
+    await runWrk(jobs, WARM_UP_SECONDS, 'floor');
+    const before = procs.map((p) => cpuTicks(p.pid!));
+    const runs = await runWrk(jobs, SECONDS, 'floor');
+    const ticks = procs.map((p, i) => cpuTicks(p.pid!) - before[i]!);
+    const sum = sumWrk(runs);
+    const us = (t: number): number => Math.round(((t / CLK_TCK) * 1e6) / Math.max(1, sum.messages));
+    return {
+      layout,
+      messagesPerSecond: Math.round(sum.messages / sum.seconds),
+      p50Ms: Number((pooledQuantileUs(runs, 0.5) / 1000).toFixed(1)),
+      p99Ms: Number((pooledQuantileUs(runs, 0.99) / 1000).toFixed(1)),
+      cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)) },
+      loadGeneratorCpuUsPerMessage: us(sum.cpuTicks),
+      non2xx: sum.non2xx + sum.socketErrors,
+    };
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
-const rows = [await run('serve'), await run('forward')];
-console.log(`HTTP floor: 3 fastify processes with nothing behind them, ${CLIENTS} clients, 1 KiB JSON bodies, ${cpus().length} cores shared with this load generator`);
-console.log('| layout | requests/s | p50 ms | p99 ms | CPU % per process | load generator CPU % |');
-console.log('|---|---:|---:|---:|---|---:|');
-for (const r of rows) console.log(`| ${String(r.layout)} | ${(r.requestsPerSecond as number).toLocaleString('en')} | ${String(r.p50Ms)} | ${String(r.p99Ms)} | ${(r.cpuPct as number[]).join(' / ')} | ${String(r.loadgenCpuPct)} |`);
-writeFileSync(join(root, 'bench', 'results', 'http-floor.json'), JSON.stringify({ when: new Date().toISOString(), cpus: cpus().length, clients: CLIENTS, seconds: SECONDS, rows }, null, 2) + '\n');
+requireWrk();
+const peers = VS_NATS ? peersDir(argv) : '';
+const rows: Row[] = [];
+for (const layout of LAYOUTS) rows.push(await run(layout));
+let nats: { result: PeerResult; messagesPerSecond: number; cpuUsPerMessage: number | null } | null = null;
+if (VS_NATS) {
+  const result = await runNatsPeer(peers);
+  const phase = result.runs.find((r) => r.mode === 'default')?.sync_publish;
+  if (phase !== undefined && phase.msgs_per_s > 0) {
+    nats = { result, messagesPerSecond: phase.msgs_per_s, cpuUsPerMessage: phase.servers_cpu_cores === undefined ? null : Math.round((phase.servers_cpu_cores * 1e6) / phase.msgs_per_s) };
+  }
+}
+
+const when = new Date().toISOString();
+console.log(`HTTP floor (${when}): 3 processes with only the minimum behind fastify, wrk with bench/wrk/send.lua, ${CONNECTIONS_PER_PROCESS} connections per process, 1 KiB bodies, one message per request, ${SECONDS} s after ${WARM_UP_SECONDS} s of warm-up, ${cpus().length} cores`);
+console.log(`| layout | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
+console.log(`|---|---:|---:|---:|---|---:|---:|---:|${nats === null ? '' : '---:|'}`);
+for (const r of rows) {
+  const ratio = nats === null ? '' : ` ${(r.messagesPerSecond / nats.messagesPerSecond).toFixed(2)}× |`;
+  console.log(`| ${r.layout} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerMessage.perProcess.join(' / ')} | ${r.cpuUsPerMessage.total} | ${r.loadGeneratorCpuUsPerMessage} | ${r.non2xx} |${ratio}`);
+}
+if (nats !== null) console.log(`NATS JetStream ${nats.result.nats_server} (default mode, 64 publishers awaiting each ack), same invocation: ${nats.messagesPerSecond.toLocaleString('en')} msg/s at ${nats.cpuUsPerMessage ?? '?'} µs of server CPU per message`);
+writeFileSync(
+  join(root, 'bench', 'results', 'http-floor.json'),
+  JSON.stringify({ when, command: `npm run bench:http-floor${argv.length > 0 ? ` -- ${argv.map((a, i) => (argv[i - 1] === '--peers' ? 'DIR' : a)).join(' ')}` : ''}`, cpus: cpus().length, seconds: SECONDS, connectionsPerProcess: CONNECTIONS_PER_PROCESS, rows, nats: nats === null ? null : { server: nats.result.nats_server, messagesPerSecond: nats.messagesPerSecond, cpuUsPerMessage: nats.cpuUsPerMessage } }, null, 2) + '\n',
+);
