@@ -13,30 +13,36 @@
 //                    it counts: 0 before it counts itself, 1 and 2 before they acknowledge
 // No Raft, no log format, no state, no auth: whatever a broker that fsyncs on a majority before its
 // 2xx must do at the least, so that its figures are a ceiling for the broker's (bench/README.md).
+// LINK=http carries the same frames in HTTP streams instead of plain sockets, as the broker's Raft
+// streams do: each of 1 and 2 POSTs to 0 with undici, its frames in the chunked request body and 0's
+// in the answer's, read by 0's fastify server.
 import { closeSync, fdatasync, openSync, writevSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { setImmediate } from 'node:timers';
 import Fastify from 'fastify';
+import { Agent, request } from 'undici';
 
 const PORT = Number(process.env.PORT);
 const ROLE = Number(process.env.ROLE);
 const LAYOUT = process.env.LAYOUT ?? 'serve';
 const LINK_PORT = Number(process.env.LINK_PORT);
+const LEADER_PORT = Number(process.env.LEADER_PORT);
 const FILE = process.env.FILE ?? '';
+const LINK = process.env.LINK ?? 'tcp';
 const FWD = 1, ACK = 2, REP = 3, ANS = 4;
 
 const forwarding = LAYOUT !== 'serve';
 const replicating = LAYOUT === 'replicate' || LAYOUT === 'replicate-fsync';
 const syncing = LAYOUT === 'replicate-fsync';
 
-/** A socket's outgoing frames, gathered during a turn and written together. */
-function link(socket, onFrame) {
+/** A link's outgoing frames, gathered during a turn and written together with `write`; `input` is read for the peer's. */
+function link(input, write, onFrame) {
   const out = [];
   let flushing = false;
   let chunks = [];
   let have = 0;
-  socket.setNoDelay(true);
-  socket.on('data', (c) => {
+  input.on('data', (c) => {
     chunks.push(c);
     have += c.byteLength;
     let buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, have);
@@ -59,7 +65,7 @@ function link(socket, onFrame) {
     flushing = true;
     setImmediate(() => {
       flushing = false;
-      socket.write(Buffer.concat(out.splice(0)));
+      write(Buffer.concat(out.splice(0)));
     });
   };
 }
@@ -173,42 +179,63 @@ function settle() {
   while (batches.length > 0 && batches[0].self && batches[0].acks >= 1) for (const done of batches.shift().done) done();
 }
 
+/** Process 0's side of a link from 1 or 2. */
+function acceptLink(input, write) {
+  const peer = { send: null };
+  peer.send = link(input, write, (type, p) => {
+    if (type === FWD) {
+      const ids = [];
+      const items = decodeItems(p);
+      let left = items.length;
+      for (const it of items) {
+        // the bytes are copied out of the frame, as a broker keeps each command
+        propose(Buffer.from(it.bytes), () => {
+          ids.push(it.id);
+          if (--left === 0) peer.send(ANS, u32s(ids));
+        });
+      }
+    } else if (type === ACK) {
+      const s = p.readUInt32BE(0);
+      for (const b of batches) if (b.seq === s) b.acks++;
+      settle();
+    }
+  });
+  peers.push(peer);
+}
+
+if (ROLE === 0 && forwarding && LINK === 'tcp') {
+  createServer((socket) => {
+    socket.setNoDelay(true);
+    acceptLink(socket, (b) => socket.write(b));
+  }).listen(LINK_PORT, '127.0.0.1');
+}
+
 // --- processes 1 and 2: forward, and keep the replicated bodies ---------------------------------
 let toLeader = null;
 const waitingAnswers = new Map();
 let forwardId = 0;
 
-if (ROLE === 0 && forwarding) {
-  createServer((socket) => {
-    const peer = { send: null };
-    peer.send = link(socket, (type, p) => {
-      if (type === FWD) {
-        const ids = [];
-        const items = decodeItems(p);
-        let left = items.length;
-        for (const it of items) {
-          // the bytes are copied out of the frame, as a broker keeps each command
-          propose(Buffer.from(it.bytes), () => {
-            ids.push(it.id);
-            if (--left === 0) peer.send(ANS, u32s(ids));
-          });
-        }
-      } else if (type === ACK) {
-        const s = p.readUInt32BE(0);
-        for (const b of batches) if (b.seq === s) b.acks++;
-        settle();
-      }
-    });
-    peers.push(peer);
-  }).listen(LINK_PORT, '127.0.0.1');
-}
-
 if (ROLE !== 0 && forwarding) {
-  const socket = connect(LINK_PORT, '127.0.0.1');
-  await new Promise((r) => socket.once('connect', r));
+  let input;
+  let write;
+  if (LINK === 'tcp') {
+    const socket = connect(LINK_PORT, '127.0.0.1');
+    socket.setNoDelay(true);
+    await new Promise((r) => socket.once('connect', r));
+    input = socket;
+    write = (b) => socket.write(b);
+  } else {
+    const body = new PassThrough();
+    const dispatcher = new Agent({ connections: 1, pipelining: 0 });
+    // undici sends the request's headers with its body's first bytes: an empty frame (type 0, read as nothing).
+    body.write(Buffer.from([0, 0, 0, 1, 0]));
+    const res = await request(`http://127.0.0.1:${LEADER_PORT}/link`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, dispatcher });
+    input = res.body;
+    write = (b) => body.write(b);
+  }
   const pendingFwd = [];
   let fwdScheduled = false;
-  const send = link(socket, (type, p) => {
+  const send = link(input, write, (type, p) => {
     if (type === ANS) {
       for (const id of readU32s(p)) {
         const done = waitingAnswers.get(id);
@@ -236,6 +263,18 @@ if (ROLE !== 0 && forwarding) {
 }
 
 const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+if (ROLE === 0 && forwarding && LINK === 'http') {
+  // Process 0 answers at once with a chunked body of its own frames, and reads the request's as they come.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  app.post('/link', (req, reply) => {
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.flushHeaders();
+    req.raw.socket.setNoDelay(true);
+    acceptLink(req.body, (b) => res.write(b));
+  });
+}
 app.post('/v1/queues/:name/messages', (req, reply) => {
   const body = req.body;
   if (typeof body?.body !== 'string') return reply.code(400).send({ title: 'body required' });

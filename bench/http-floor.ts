@@ -1,13 +1,15 @@
 // `npm run bench:http-floor [-- --seconds 15] [--vs nats --peers DIR]`: the ceiling a replicated HTTP
 // broker of this shape can reach on this machine. Three processes (bench/http-floor-server.mjs) run
-// fastify with only the minimum behind it, in four layouts: `serve` (HTTP alone), `forward` (two thirds
-// of the requests passed to process 0 over a socket and answered back, as a node forwards a write to
-// its partition's leader), `replicate` (and process 0 sends each turn's bodies to the other two and
-// answers once one acknowledged), `replicate-fsync` (and each process appends them to a file and
-// fdatasyncs before it counts). Driven as `npm run bench` drives send-1: wrk with bench/wrk/send.lua,
-// 1 KiB bodies, 21 connections per process, one request per message. With `--vs nats` the NATS peer
-// runs in the same invocation and each layout's rate is put against its 64 publishers awaiting their
-// acks. Prints a table; writes bench/results/http-floor.json.
+// fastify with only the minimum behind it, in four layouts: `serve` (HTTP alone), `forward` (two
+// thirds of the requests passed to process 0 over a socket and answered back, as a node forwards a
+// write to its partition's leader), `replicate` (and process 0 sends each turn's bodies to the other
+// two and answers once one acknowledged), `replicate-fsync` (and each process appends them to a file
+// and fdatasyncs before it counts); the last two again with their links in HTTP streams (a POST
+// through undici, as the broker's Raft streams are) instead of plain sockets. Driven as `npm run
+// bench` drives send-1: wrk with bench/wrk/send.lua, 1 KiB bodies, 21 connections per process, one
+// request per message. With `--vs nats` the NATS peer runs in the same invocation and each layout's
+// rate is put against its 64 publishers awaiting their acks. Prints a table; writes
+// bench/results/http-floor.json.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -24,16 +26,27 @@ const SECONDS = numberArg('seconds', 15);
 const WARM_UP_SECONDS = 3;
 const CONNECTIONS_PER_PROCESS = 21;
 const CLK_TCK = 100;
-const LAYOUTS = ['serve', 'forward', 'replicate', 'replicate-fsync'] as const;
-type Layout = (typeof LAYOUTS)[number];
+type Layout = 'serve' | 'forward' | 'replicate' | 'replicate-fsync';
+/** Each layout over plain sockets, then the replicating ones over HTTP streams (LINK=http). */
+const RUNS: { layout: Layout; link: 'tcp' | 'http' }[] = [
+  { layout: 'serve', link: 'tcp' },
+  { layout: 'forward', link: 'tcp' },
+  { layout: 'replicate', link: 'tcp' },
+  { layout: 'replicate-fsync', link: 'tcp' },
+  { layout: 'replicate', link: 'http' },
+  { layout: 'replicate-fsync', link: 'http' },
+];
 const VS_NATS = argv.some((a, i) => a === '--vs' && argv[i + 1] === 'nats');
 
 interface Row {
   layout: Layout;
+  link: 'tcp' | 'http';
   messagesPerSecond: number;
   p50Ms: number;
   p99Ms: number;
   cpuUsPerMessage: { perProcess: number[]; total: number };
+  /** VmRSS of each process at its highest, sampled every 100 ms over the measured run. */
+  peakRssMb: number[];
   loadGeneratorCpuUsPerMessage: number;
   non2xx: number;
 }
@@ -43,14 +56,19 @@ function cpuTicks(pid: number): number {
   return Number(f[11]) + Number(f[12]);
 }
 
+function rssMb(pid: number): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return kb === undefined ? 0 : Math.round(Number(kb) / 1024);
+}
+
 /** Process 0 first (the others connect to it), then 1 and 2; resolves once all three listen. */
-async function start(layout: Layout, dir: string): Promise<{ urls: string[]; procs: ChildProcess[] }> {
+async function start(layout: Layout, link: 'tcp' | 'http', dir: string): Promise<{ urls: string[]; procs: ChildProcess[] }> {
   const ports = [await freePort(), await freePort(), await freePort()];
   const linkPort = await freePort();
   const procs: ChildProcess[] = [];
   for (let role = 0; role < 3; role++) {
     const child = fork(join(root, 'bench', 'http-floor-server.mjs'), [], {
-      env: { ...process.env, PORT: String(ports[role]), ROLE: String(role), LAYOUT: layout, LINK_PORT: String(linkPort), FILE: join(dir, `p${role}.log`) },
+      env: { ...process.env, PORT: String(ports[role]), ROLE: String(role), LAYOUT: layout, LINK: link, LINK_PORT: String(linkPort), LEADER_PORT: String(ports[0]), FILE: join(dir, `p${role}.log`) },
       execArgv: [],
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
@@ -60,23 +78,27 @@ async function start(layout: Layout, dir: string): Promise<{ urls: string[]; pro
   return { urls: ports.map((p) => `http://127.0.0.1:${p}`), procs };
 }
 
-async function run(layout: Layout): Promise<Row> {
+async function run(layout: Layout, link: 'tcp' | 'http'): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'mom-http-floor-'));
-  const { urls, procs } = await start(layout, dir);
+  const { urls, procs } = await start(layout, link, dir);
   try {
     const jobs = urls.map((u) => ({ url: `${u}/v1/queues/floor/messages`, script: 'send' as const, args: [1], connections: CONNECTIONS_PER_PROCESS }));
     await runWrk(jobs, WARM_UP_SECONDS, 'floor');
     const before = procs.map((p) => cpuTicks(p.pid!));
-    const runs = await runWrk(jobs, SECONDS, 'floor');
+    const peakRssMb = procs.map(() => 0);
+    const sampler = setInterval(() => procs.forEach((p, i) => (peakRssMb[i] = Math.max(peakRssMb[i]!, rssMb(p.pid!)))), 100);
+    const runs = await runWrk(jobs, SECONDS, 'floor').finally(() => clearInterval(sampler));
     const ticks = procs.map((p, i) => cpuTicks(p.pid!) - before[i]!);
     const sum = sumWrk(runs);
     const us = (t: number): number => Math.round(((t / CLK_TCK) * 1e6) / Math.max(1, sum.messages));
     return {
       layout,
+      link,
       messagesPerSecond: Math.round(sum.messages / sum.seconds),
       p50Ms: Number((pooledQuantileUs(runs, 0.5) / 1000).toFixed(1)),
       p99Ms: Number((pooledQuantileUs(runs, 0.99) / 1000).toFixed(1)),
       cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)) },
+      peakRssMb,
       loadGeneratorCpuUsPerMessage: us(sum.cpuTicks),
       non2xx: sum.non2xx + sum.socketErrors,
     };
@@ -89,7 +111,7 @@ async function run(layout: Layout): Promise<Row> {
 requireWrk();
 const peers = VS_NATS ? peersDir(argv) : '';
 const rows: Row[] = [];
-for (const layout of LAYOUTS) rows.push(await run(layout));
+for (const { layout, link } of RUNS) rows.push(await run(layout, link));
 let nats: { result: PeerResult; messagesPerSecond: number; cpuUsPerMessage: number | null } | null = null;
 if (VS_NATS) {
   const result = await runNatsPeer(peers);
@@ -101,11 +123,11 @@ if (VS_NATS) {
 
 const when = new Date().toISOString();
 console.log(`HTTP floor (${when}): 3 processes with only the minimum behind fastify, wrk with bench/wrk/send.lua, ${CONNECTIONS_PER_PROCESS} connections per process, 1 KiB bodies, one message per request, ${SECONDS} s after ${WARM_UP_SECONDS} s of warm-up, ${cpus().length} cores`);
-console.log(`| layout | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
-console.log(`|---|---:|---:|---:|---|---:|---:|---:|${nats === null ? '' : '---:|'}`);
+console.log(`| layout | links | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes | peak RSS MB per process | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
+console.log(`|---|---|---:|---:|---:|---|---:|---|---:|---:|${nats === null ? '' : '---:|'}`);
 for (const r of rows) {
   const ratio = nats === null ? '' : ` ${(r.messagesPerSecond / nats.messagesPerSecond).toFixed(2)}× |`;
-  console.log(`| ${r.layout} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerMessage.perProcess.join(' / ')} | ${r.cpuUsPerMessage.total} | ${r.loadGeneratorCpuUsPerMessage} | ${r.non2xx} |${ratio}`);
+  console.log(`| ${r.layout} | ${r.layout === 'serve' ? '' : r.link === 'tcp' ? 'plain sockets' : 'HTTP streams'} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerMessage.perProcess.join(' / ')} | ${r.cpuUsPerMessage.total} | ${r.peakRssMb.join(' / ')} | ${r.loadGeneratorCpuUsPerMessage} | ${r.non2xx} |${ratio}`);
 }
 if (nats !== null) console.log(`NATS JetStream ${nats.result.nats_server} (default mode, 64 publishers awaiting each ack), same invocation: ${nats.messagesPerSecond.toLocaleString('en')} msg/s at ${nats.cpuUsPerMessage ?? '?'} µs of server CPU per message`);
 writeFileSync(
