@@ -17,7 +17,7 @@ import { MomServer } from '../../src/server.js';
 import { loadConfig, type NodeConfig, type UnavailableError } from '../../src/cluster/index.js';
 import { statePath } from '../../src/partition/snapshots.js';
 import { stateHash, type Command } from '../../src/store/broker/index.js';
-import { appliedIndex, submit } from '../partition/host-helpers.js';
+import { appliedIndex, proposeWhereLed, submit } from '../partition/host-helpers.js';
 import { call, userToken } from '../api/api-helpers.js';
 import { freePort, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
@@ -70,10 +70,11 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   // A raise n3 cannot read, on a partition led by n1 or n2 (as if n3 had been downgraded after it
   // said it reads format 2).
   const [n1, n2, n3] = nodes as [MomServer, MomServer, MomServer];
-  let p = -1;
-  await until(() => (p = [...Array(PARTITIONS).keys()].find((q) => n1.host.replica(q).isLeader() || n2.host.replica(q).isLeader()) ?? -1) >= 0, 'a partition led by n1 or n2', 2000, show);
-  const leader = n1.host.replica(p).isLeader() ? n1 : n2;
-  t.same(await leader.host.replica(p).propose(null, { type: 'format.raise', format: 2 }), { ok: true, value: { format: 2 } });
+  const raised = await proposeWhereLed([n1.host, n2.host], [...Array(PARTITIONS).keys()], null, { type: 'format.raise', format: 2 });
+  const p = raised.partition;
+  t.same(raised.result, { ok: true, value: { format: 2 } }, `partition ${p} raised to format 2`);
+  // The node that took the raise: a replica in format 2 from here on, whether it still leads or not.
+  const leader = raised.host === n1.host ? n1 : n2;
   // Nothing else writes to p meanwhile: the raise is the entry the leader applied last.
   const raiseAt = leader.host.replica(p).state.applied().index;
   await until(() => n3.status()[p]!.halted !== null, `n3 halts partition ${p}`, 2000, show);

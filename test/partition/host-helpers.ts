@@ -27,6 +27,28 @@ export async function submit(hosts: readonly NodeHost[], p: number, actor: strin
 }
 
 /**
+ * Proposes `command` on the first of `partitions` that one of `hosts` leads, retrying (bounded) while
+ * none does or the leadership moved before the proposal was appended (NotLeaderError: nothing was
+ * written). For a test that needs a write where some nodes lead, whichever partition that is: a
+ * leader chosen first and proposed at later may have lost the partition meanwhile.
+ */
+export async function proposeWhereLed(hosts: readonly NodeHost[], partitions: readonly number[], actor: string | null, command: Command): Promise<{ partition: number; host: NodeHost; result: Result }> {
+  for (let attempt = 0; attempt < 500; attempt++) {
+    for (const partition of partitions) {
+      const host = hosts.find((h) => h.replica(partition).isLeader());
+      if (host === undefined) continue;
+      try {
+        return { partition, host, result: await host.replica(partition).propose(actor, command) };
+      } catch (err) {
+        if (!(err instanceof NotLeaderError)) throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`none of partitions ${partitions.join(', ')} was led by the given hosts long enough to take the write`);
+}
+
+/**
  * The index a replica's state has applied, or -1 while it installs a snapshot (the state database is
  * closed between the old state and the installed image, a copy that spans event-loop turns).
  */
