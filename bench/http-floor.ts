@@ -8,8 +8,9 @@
 // through undici, as the broker's Raft streams are) instead of plain sockets. Driven as `npm run
 // bench` drives send-1: wrk with bench/wrk/send.lua, 1 KiB bodies, 21 connections per process, one
 // request per message. With `--vs nats` the NATS peer runs in the same invocation and each layout's
-// rate is put against its 64 publishers awaiting their acks. Prints a table; writes
-// bench/results/http-floor.json.
+// rate is put against its 64 publishers awaiting their acks. The processes run on Node's defaults;
+// MOM_BENCH_NODE_ARGS (environment, space-separated) gives them options, as `npm run bench` gives its
+// nodes. Prints a table; writes bench/results/http-floor.json.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -69,7 +70,8 @@ async function start(layout: Layout, link: 'tcp' | 'http', dir: string): Promise
   for (let role = 0; role < 3; role++) {
     const child = fork(join(root, 'bench', 'http-floor-server.mjs'), [], {
       env: { ...process.env, PORT: String(ports[role]), ROLE: String(role), LAYOUT: layout, LINK: link, LINK_PORT: String(linkPort), LEADER_PORT: String(ports[0]), FILE: join(dir, `p${role}.log`) },
-      execArgv: [],
+      // Node's defaults, unless MOM_BENCH_NODE_ARGS (as for `npm run bench`) gives options, such as the nodes' own heap options.
+      execArgv: (process.env.MOM_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
     procs.push(child);
@@ -122,7 +124,7 @@ if (VS_NATS) {
 }
 
 const when = new Date().toISOString();
-console.log(`HTTP floor (${when}): 3 processes with only the minimum behind fastify, wrk with bench/wrk/send.lua, ${CONNECTIONS_PER_PROCESS} connections per process, 1 KiB bodies, one message per request, ${SECONDS} s after ${WARM_UP_SECONDS} s of warm-up, ${cpus().length} cores`);
+console.log(`HTTP floor (${when}): 3 processes with only the minimum behind fastify${process.env.MOM_BENCH_NODE_ARGS ? ` (Node options: ${process.env.MOM_BENCH_NODE_ARGS})` : ''}, wrk with bench/wrk/send.lua, ${CONNECTIONS_PER_PROCESS} connections per process, 1 KiB bodies, one message per request, ${SECONDS} s after ${WARM_UP_SECONDS} s of warm-up, ${cpus().length} cores`);
 console.log(`| layout | links | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes | peak RSS MB per process | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
 console.log(`|---|---|---:|---:|---:|---|---:|---|---:|---:|${nats === null ? '' : '---:|'}`);
 for (const r of rows) {
@@ -132,5 +134,5 @@ for (const r of rows) {
 if (nats !== null) console.log(`NATS JetStream ${nats.result.nats_server} (default mode, 64 publishers awaiting each ack), same invocation: ${nats.messagesPerSecond.toLocaleString('en')} msg/s at ${nats.cpuUsPerMessage ?? '?'} µs of server CPU per message`);
 writeFileSync(
   join(root, 'bench', 'results', 'http-floor.json'),
-  JSON.stringify({ when, command: `npm run bench:http-floor${argv.length > 0 ? ` -- ${argv.map((a, i) => (argv[i - 1] === '--peers' ? 'DIR' : a)).join(' ')}` : ''}`, cpus: cpus().length, seconds: SECONDS, connectionsPerProcess: CONNECTIONS_PER_PROCESS, rows, nats: nats === null ? null : { server: nats.result.nats_server, messagesPerSecond: nats.messagesPerSecond, cpuUsPerMessage: nats.cpuUsPerMessage } }, null, 2) + '\n',
+  JSON.stringify({ when, nodeArgs: process.env.MOM_BENCH_NODE_ARGS ?? '', command: `npm run bench:http-floor${argv.length > 0 ? ` -- ${argv.map((a, i) => (argv[i - 1] === '--peers' ? 'DIR' : a)).join(' ')}` : ''}`, cpus: cpus().length, seconds: SECONDS, connectionsPerProcess: CONNECTIONS_PER_PROCESS, rows, nats: nats === null ? null : { server: nats.result.nats_server, messagesPerSecond: nats.messagesPerSecond, cpuUsPerMessage: nats.cpuUsPerMessage } }, null, 2) + '\n',
 );
