@@ -27,7 +27,6 @@
 // this repository: --peers DIR (or MOM_PEERS_DIR) names the folder that holds nats/ and rabbitmq/.
 // MOM_BENCH_NODE_ARGS (environment, space-separated) are options for Node on each node's command line:
 // V8's heap options, which NODE_OPTIONS refuses; after the nodes' own (NODE_FLAGS), so they override them.
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +38,7 @@ import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk, type WrkJob } from './wrk.js';
 import { numberArg } from './args.js';
-import { writtenBytes } from './proc.js';
+import { CLK_TCK, cpuTicks, rssMb, writtenBytes } from './proc.js';
 
 const root = join(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -61,13 +60,6 @@ const runs = (w: string): boolean => ONLY === null || ONLY.has(w);
 const SECONDS = numberArg('seconds', QUICK ? 5 : 20);
 const BACKLOG = numberArg('backlog', QUICK ? 50_000 : 1_000_000);
 const BODY = 'x'.repeat(1024);
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
 
 // ---- setup over HTTP from this process (not measured) ----
 
@@ -128,17 +120,6 @@ function switchesSince(pid: number, before: Map<string, number>): number {
   let n = 0;
   for (const [tid, count] of switches(pid)) n += count - (before.get(tid) ?? 0);
   return n;
-}
-
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]); // utime, stime
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? 0 : Number(m[1]) / 1024;
 }
 
 async function syncs(nodes: Node[]): Promise<number> {

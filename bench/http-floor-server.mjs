@@ -40,21 +40,18 @@ const syncing = LAYOUT === 'replicate-fsync';
 function link(input, write, onFrame) {
   const out = [];
   let flushing = false;
-  let chunks = [];
-  let have = 0;
+  /** Bytes of a frame not yet whole. */
+  let rest = Buffer.alloc(0);
   input.on('data', (c) => {
-    chunks.push(c);
-    have += c.byteLength;
-    let buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, have);
+    const buf = rest.byteLength === 0 ? c : Buffer.concat([rest, c]);
     let at = 0;
-    while (have - at >= 4) {
+    while (buf.byteLength - at >= 4) {
       const n = buf.readUInt32BE(at);
-      if (have - at < 4 + n) break;
+      if (buf.byteLength - at < 4 + n) break;
       onFrame(buf[at + 4], buf.subarray(at + 5, at + 4 + n));
       at += 4 + n;
     }
-    chunks = at === have ? [] : [buf.subarray(at)];
-    have -= at;
+    rest = buf.subarray(at);
   });
   return (type, payload) => {
     const head = Buffer.allocUnsafe(5);

@@ -12,13 +12,14 @@
 // MOM_BENCH_NODE_ARGS (environment, space-separated) gives them options, as `npm run bench` gives its
 // nodes. Prints a table; writes bench/results/http-floor.json.
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/cluster/net-helpers.js';
 import { numberArg } from './args.js';
 import { runNatsPeer, type PeerResult } from './nats.js';
 import { peersDir } from './peers.js';
+import { CLK_TCK, cpuTicks, rssMb } from './proc.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
@@ -26,7 +27,6 @@ const argv = process.argv.slice(2);
 const SECONDS = numberArg('seconds', 15);
 const WARM_UP_SECONDS = 3;
 const CONNECTIONS_PER_PROCESS = 21;
-const CLK_TCK = 100;
 type Layout = 'serve' | 'forward' | 'replicate' | 'replicate-fsync';
 /** Each layout over plain sockets, then the replicating ones over HTTP streams (LINK=http). */
 const RUNS: { layout: Layout; link: 'tcp' | 'http' }[] = [
@@ -50,16 +50,6 @@ interface Row {
   peakRssMb: number[];
   loadGeneratorCpuUsPerMessage: number;
   non2xx: number;
-}
-
-function cpuTicks(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(f[11]) + Number(f[12]);
-}
-
-function rssMb(pid: number): number {
-  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return kb === undefined ? 0 : Math.round(Number(kb) / 1024);
 }
 
 /** Process 0 first (the others connect to it), then 1 and 2; resolves once all three listen. */
@@ -100,7 +90,7 @@ async function run(layout: Layout, link: 'tcp' | 'http'): Promise<Row> {
       p50Ms: Number((pooledQuantileUs(runs, 0.5) / 1000).toFixed(1)),
       p99Ms: Number((pooledQuantileUs(runs, 0.99) / 1000).toFixed(1)),
       cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)) },
-      peakRssMb,
+      peakRssMb: peakRssMb.map(Math.round),
       loadGeneratorCpuUsPerMessage: us(sum.cpuTicks),
       non2xx: sum.non2xx + sum.socketErrors,
     };

@@ -12,18 +12,7 @@ import type { WalOptions } from '../../src/store/wal/index.js';
 
 /** Proposes at the current leader of `p` among `hosts`, retrying (bounded) while there is none. */
 export async function submit(hosts: readonly NodeHost[], p: number, actor: string, command: Command): Promise<Result> {
-  for (let attempt = 0; attempt < 500; attempt++) {
-    const leader = hosts.find((h) => h.replica(p).isLeader());
-    if (leader !== undefined) {
-      try {
-        return await leader.replica(p).propose(actor, command);
-      } catch (err) {
-        if (!(err instanceof NotLeaderError)) throw err;
-      }
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`no leader took the write on partition ${p}`);
+  return (await proposeWhereLed(hosts, [p], actor, command)).result;
 }
 
 /**
