@@ -38,7 +38,7 @@ import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk, type WrkJob } from './wrk.js';
 import { numberArg } from './args.js';
-import { CLK_TCK, cpuTicks, rssMb, writtenBytes } from './proc.js';
+import { CLK_TCK, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince, writtenBytes } from './proc.js';
 
 const root = join(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -93,35 +93,6 @@ async function must(method: string, url: string, body: unknown, token: string | 
 
 // ---- what the nodes use over a phase ----
 
-/** Read- and write-family system calls so far (syscr + syscw: socket and file reads and writes, not epoll or fsync). */
-function ioCalls(pid: number): number {
-  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
-  return ['syscr', 'syscw'].reduce((sum, key) => sum + Number(new RegExp(`^${key}: (\\d+)`, 'm').exec(io)?.[1] ?? 0), 0);
-}
-
-/** Context switches of each of the process's threads so far, by thread id: each is a thread put to sleep or preempted, then woken. */
-function switches(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      let n = 0;
-      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) n += Number(m[1]);
-      out.set(tid, n);
-    } catch {
-      // the thread ended between the listing and the read
-    }
-  }
-  return out;
-}
-
-/** Context switches since `before` of the threads alive now (a thread started meanwhile counts from 0). */
-function switchesSince(pid: number, before: Map<string, number>): number {
-  let n = 0;
-  for (const [tid, count] of switches(pid)) n += count - (before.get(tid) ?? 0);
-  return n;
-}
-
 async function syncs(nodes: Node[]): Promise<number> {
   let n = 0;
   for (const node of nodes) {
@@ -149,6 +120,9 @@ interface Measured<T> {
   wallSeconds: number;
   /** Per node, CPU seconds (user + system) over the phase. */
   nodeCpuSeconds: number[];
+  /** All nodes together, CPU seconds in user space and in the kernel over the phase. */
+  userSeconds: number;
+  kernelSeconds: number;
   /** Per node, bytes written to storage over the phase. */
   writtenBytes: number[];
   /** Per node, the largest resident set seen, MB. */
@@ -169,7 +143,7 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
   const timer = setInterval(() => pids.forEach((p, i) => (peak[i] = Math.max(peak[i]!, rssMb(p)))), 100);
   try {
     const syncs0 = await syncs(nodes);
-    const ticks0 = pids.map(cpuTicks);
+    const ticks0 = pids.map(cpuTicksSplit);
     const written0 = pids.map((p) => writtenBytes(p));
     const calls0 = pids.map(ioCalls);
     const switches0 = pids.map(switches);
@@ -178,12 +152,18 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const result = await work();
     const wallSeconds = (performance.now() - t0) / 1000;
     const self = process.cpuUsage(self0);
-    const nodeCpuSeconds = pids.map((p, i) => (cpuTicks(p) - ticks0[i]!) / CLK_TCK);
+    const used = pids.map((p, i) => {
+      const now = cpuTicksSplit(p);
+      return { user: (now.user - ticks0[i]!.user) / CLK_TCK, kernel: (now.kernel - ticks0[i]!.kernel) / CLK_TCK };
+    });
+    const nodeCpuSeconds = used.map((u) => u.user + u.kernel);
+    const userSeconds = used.reduce((a, u) => a + u.user, 0);
+    const kernelSeconds = used.reduce((a, u) => a + u.kernel, 0);
     const written = pids.map((p, i) => writtenBytes(p) - written0[i]!);
     const calls = pids.map((p, i) => ioCalls(p) - calls0[i]!);
     const switched = pids.map((p, i) => switchesSince(p, switches0[i]!));
     const fsyncs = (await syncs(nodes)) - syncs0;
-    return { result, wallSeconds, nodeCpuSeconds, writtenBytes: written, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
+    return { result, wallSeconds, nodeCpuSeconds, userSeconds, kernelSeconds, writtenBytes: written, peakRssMb: peak.map((x) => Math.round(x)), ioCalls: calls, switches: switched, fsyncs, selfCpuSeconds: (self.user + self.system) / 1e6 };
   } finally {
     clearInterval(timer);
   }
@@ -212,8 +192,11 @@ interface Row {
   p50Ms: number;
   p99Ms: number;
   p999Ms: number;
-  /** CPU (user + system) per acknowledged message, µs: each node's and the three together. */
-  cpuUsPerMessage: { perNode: number[]; total: number };
+  /**
+   * CPU (user + system) per acknowledged message, µs: each node's and the three together, and the
+   * three together's split between user space and the kernel.
+   */
+  cpuUsPerMessage: { perNode: number[]; total: number; user: number; kernel: number };
   /** Each node's CPU over the phase, in cores. */
   nodeCpuCores: number[];
   /** Bytes each node wrote to storage per acknowledged message. */
@@ -270,7 +253,7 @@ function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' 
     p50Ms: load.latencyMs.p50,
     p99Ms: load.latencyMs.p99,
     p999Ms: load.latencyMs.p999,
-    cpuUsPerMessage: { perNode, total: perMessageUs(m.nodeCpuSeconds.reduce((a, b) => a + b, 0), n) },
+    cpuUsPerMessage: { perNode, total: perMessageUs(m.nodeCpuSeconds.reduce((a, b) => a + b, 0), n), user: perMessageUs(m.userSeconds, n), kernel: perMessageUs(m.kernelSeconds, n) },
     nodeCpuCores: m.nodeCpuSeconds.map((s) => Number((s / m.wallSeconds).toFixed(2))),
     diskBytesPerMessage: m.writtenBytes.map((b) => (n === 0 ? 0 : Math.round(b / n))),
     ioCallsPerMessage: m.ioCalls.map((c) => perMessage(c, n)),
@@ -285,7 +268,7 @@ function makeRow(head: Pick<Row, 'workload' | 'what' | 'driver' | 'connections' 
 function printRow(r: Row): void {
   const lg = `${r.driver === 'wrk' ? 'wrk' : 'this process'} ${r.loadGenerator.cpuUsPerMessage} µs/msg (${r.loadGenerator.cores} cores)`;
   console.log(
-    `${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} p99 ${r.p99Ms} p999 ${r.p999Ms} ms  cpu ${r.cpuUsPerMessage.perNode.join('/')} = ${r.cpuUsPerMessage.total} µs/msg  disk ${r.diskBytesPerMessage.join('/')} B/msg  io calls ${r.ioCallsPerMessage.join('/')}  switches ${r.switchesPerMessage.join('/')} /msg  rss ${r.peakRssMb.join('/')} MB  non-2xx ${r.non2xx}  no answer ${r.noAnswer}${r.ackFailed === 0 ? '' : `  ack failed ${r.ackFailed}`}  load generator ${lg}${r.endedEarly === undefined ? '' : `  (${r.endedEarly})`}`,
+    `${r.workload.padEnd(16)} ${String(r.messagesPerSecond).padStart(7)} msg/s  p50 ${r.p50Ms} p99 ${r.p99Ms} p999 ${r.p999Ms} ms  cpu ${r.cpuUsPerMessage.perNode.join('/')} = ${r.cpuUsPerMessage.total} µs/msg (user ${r.cpuUsPerMessage.user}, kernel ${r.cpuUsPerMessage.kernel})  disk ${r.diskBytesPerMessage.join('/')} B/msg  io calls ${r.ioCallsPerMessage.join('/')}  switches ${r.switchesPerMessage.join('/')} /msg  rss ${r.peakRssMb.join('/')} MB  non-2xx ${r.non2xx}  no answer ${r.noAnswer}${r.ackFailed === 0 ? '' : `  ack failed ${r.ackFailed}`}  load generator ${lg}${r.endedEarly === undefined ? '' : `  (${r.endedEarly})`}`,
   );
 }
 
@@ -472,7 +455,7 @@ interface Meta {
 }
 
 /** Where each node's time went (bench/profile.ts), from the profiles of this run. */
-function reportProfiles(profDir: string, nodes: Node[], fromMs: number): { node: string; file: string; fromSeconds: number; busySeconds: number; byStage: [string, number][] }[] {
+function reportProfiles(profDir: string, nodes: Node[], fromMs: number): { node: string; file: string; fromSeconds: number; busySeconds: number; byStage: [string, number][]; byStageSystemCallsApart: [string, number][] }[] {
   const resolve = resolver(join(profDir, 'main.js.map'));
   const out = [];
   for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
@@ -486,7 +469,9 @@ function reportProfiles(profDir: string, nodes: Node[], fromMs: number): { node:
     for (const [k, x] of a.byArea.filter(([k]) => k !== '(idle)').slice(0, 15)) console.log(`${share(x).toFixed(1).padStart(5)}%  ${k}`);
     console.log('-- by stage (each sample charged to the nearest frame of ours on its stack, by its source file)');
     for (const [k, x] of a.byStage) console.log(`${share(x).toFixed(1).padStart(5)}%  ${k}`);
-    out.push({ node, file: join(profDir, f), fromSeconds: from, busySeconds: Number((a.busyMs / 1000).toFixed(1)), byStage: a.byStage.map(([k, x]): [string, number] => [k, share(x)]) });
+    console.log('-- by stage, system calls apart (what each stage spends in user space)');
+    for (const [k, x] of a.byStageSystemCallsApart) console.log(`${share(x).toFixed(1).padStart(5)}%  ${k}`);
+    out.push({ node, file: join(profDir, f), fromSeconds: from, busySeconds: Number((a.busyMs / 1000).toFixed(1)), byStage: a.byStage.map(([k, x]): [string, number] => [k, share(x)]), byStageSystemCallsApart: a.byStageSystemCallsApart.map(([k, x]): [string, number] => [k, share(x)]) });
   }
   console.log(`(details: npx tsx bench/profile.ts --from ${(fromMs / 1000).toFixed(1)} <file>; the bundle's source map is kept next to the profiles)`);
   return out;

@@ -10,7 +10,9 @@
 // request per message. With `--vs nats` the NATS peer runs in the same invocation and each layout's
 // rate is put against its 64 publishers awaiting their acks. The processes run on Node's defaults;
 // MOM_BENCH_NODE_ARGS (environment, space-separated) gives them options, as `npm run bench` gives its
-// nodes. Prints a table; writes bench/results/http-floor.json.
+// nodes. Each run reports, as `npm run bench` does per node: CPU µs per message (and the three
+// processes' split between user space and the kernel), read and write system calls and context
+// switches per message, and peak RSS. Prints a table; writes bench/results/http-floor.json.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -19,7 +21,7 @@ import { freePort } from '../test/cluster/net-helpers.js';
 import { numberArg } from './args.js';
 import { runNatsPeer, type PeerResult } from './nats.js';
 import { peersDir } from './peers.js';
-import { CLK_TCK, cpuTicks, rssMb } from './proc.js';
+import { CLK_TCK, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince } from './proc.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
@@ -45,9 +47,13 @@ interface Row {
   messagesPerSecond: number;
   p50Ms: number;
   p99Ms: number;
-  cpuUsPerMessage: { perProcess: number[]; total: number };
+  /** Each process's, the three together's, and the three together's split between user space and the kernel. */
+  cpuUsPerMessage: { perProcess: number[]; total: number; user: number; kernel: number };
   /** VmRSS of each process at its highest, sampled every 100 ms over the measured run. */
   peakRssMb: number[];
+  /** Per process and message: read- and write-family system calls, and context switches of its threads (bench/proc.ts), as `npm run bench` counts them per node. */
+  ioCallsPerMessage: number[];
+  switchesPerMessage: number[];
   loadGeneratorCpuUsPerMessage: number;
   non2xx: number;
 }
@@ -76,21 +82,32 @@ async function run(layout: Layout, link: 'tcp' | 'http'): Promise<Row> {
   try {
     const jobs = urls.map((u) => ({ url: `${u}/v1/queues/floor/messages`, script: 'send' as const, args: [1], connections: CONNECTIONS_PER_PROCESS }));
     await runWrk(jobs, WARM_UP_SECONDS, 'floor');
-    const before = procs.map((p) => cpuTicks(p.pid!));
+    const before = procs.map((p) => cpuTicksSplit(p.pid!));
+    const calls0 = procs.map((p) => ioCalls(p.pid!));
+    const switches0 = procs.map((p) => switches(p.pid!));
     const peakRssMb = procs.map(() => 0);
     const sampler = setInterval(() => procs.forEach((p, i) => (peakRssMb[i] = Math.max(peakRssMb[i]!, rssMb(p.pid!)))), 100);
     const runs = await runWrk(jobs, SECONDS, 'floor').finally(() => clearInterval(sampler));
-    const ticks = procs.map((p, i) => cpuTicks(p.pid!) - before[i]!);
+    const used = procs.map((p, i) => {
+      const now = cpuTicksSplit(p.pid!);
+      return { user: now.user - before[i]!.user, kernel: now.kernel - before[i]!.kernel };
+    });
+    const ticks = used.map((u) => u.user + u.kernel);
+    const calls = procs.map((p, i) => ioCalls(p.pid!) - calls0[i]!);
+    const switched = procs.map((p, i) => switchesSince(p.pid!, switches0[i]!));
     const sum = sumWrk(runs);
     const us = (t: number): number => Math.round(((t / CLK_TCK) * 1e6) / Math.max(1, sum.messages));
+    const perMessage = (n: number): number => Number((n / Math.max(1, sum.messages)).toFixed(2));
     return {
       layout,
       link,
       messagesPerSecond: Math.round(sum.messages / sum.seconds),
       p50Ms: Number((pooledQuantileUs(runs, 0.5) / 1000).toFixed(1)),
       p99Ms: Number((pooledQuantileUs(runs, 0.99) / 1000).toFixed(1)),
-      cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)) },
+      cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)), user: us(used.reduce((a, u) => a + u.user, 0)), kernel: us(used.reduce((a, u) => a + u.kernel, 0)) },
       peakRssMb: peakRssMb.map(Math.round),
+      ioCallsPerMessage: calls.map((c) => perMessage(c)),
+      switchesPerMessage: switched.map((c) => perMessage(c)),
       loadGeneratorCpuUsPerMessage: us(sum.cpuTicks),
       non2xx: sum.non2xx + sum.socketErrors,
     };
@@ -115,11 +132,11 @@ if (VS_NATS) {
 
 const when = new Date().toISOString();
 console.log(`HTTP floor (${when}): 3 processes with only the minimum behind fastify${process.env.MOM_BENCH_NODE_ARGS ? ` (Node options: ${process.env.MOM_BENCH_NODE_ARGS})` : ''}, wrk with bench/wrk/send.lua, ${CONNECTIONS_PER_PROCESS} connections per process, 1 KiB bodies, one message per request, ${SECONDS} s after ${WARM_UP_SECONDS} s of warm-up, ${cpus().length} cores`);
-console.log(`| layout | links | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes | peak RSS MB per process | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
-console.log(`|---|---|---:|---:|---:|---|---:|---|---:|---:|${nats === null ? '' : '---:|'}`);
+console.log(`| layout | links | msg/s | p50 ms | p99 ms | CPU µs/msg per process | CPU µs/msg, 3 processes (user; kernel) | I/O calls; context switches per msg per process | peak RSS MB per process | wrk CPU µs/msg | non-2xx |${nats === null ? '' : ' vs NATS msg/s |'}`);
+console.log(`|---|---|---:|---:|---:|---|---:|---|---|---:|---:|${nats === null ? '' : '---:|'}`);
 for (const r of rows) {
   const ratio = nats === null ? '' : ` ${(r.messagesPerSecond / nats.messagesPerSecond).toFixed(2)}× |`;
-  console.log(`| ${r.layout} | ${r.layout === 'serve' ? '' : r.link === 'tcp' ? 'plain sockets' : 'HTTP streams'} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerMessage.perProcess.join(' / ')} | ${r.cpuUsPerMessage.total} | ${r.peakRssMb.join(' / ')} | ${r.loadGeneratorCpuUsPerMessage} | ${r.non2xx} |${ratio}`);
+  console.log(`| ${r.layout} | ${r.layout === 'serve' ? '' : r.link === 'tcp' ? 'plain sockets' : 'HTTP streams'} | ${r.messagesPerSecond.toLocaleString('en')} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerMessage.perProcess.join(' / ')} | ${r.cpuUsPerMessage.total} (${r.cpuUsPerMessage.user}; ${r.cpuUsPerMessage.kernel}) | ${r.ioCallsPerMessage.join(' / ')}; ${r.switchesPerMessage.join(' / ')} | ${r.peakRssMb.join(' / ')} | ${r.loadGeneratorCpuUsPerMessage} | ${r.non2xx} |${ratio}`);
 }
 if (nats !== null) console.log(`NATS JetStream ${nats.result.nats_server} (default mode, 64 publishers awaiting each ack), same invocation: ${nats.messagesPerSecond.toLocaleString('en')} msg/s at ${nats.cpuUsPerMessage ?? '?'} µs of server CPU per message`);
 writeFileSync(

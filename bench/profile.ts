@@ -19,6 +19,9 @@
 // collection, V8 and native work, or other. HTTP in and the answer are one stage: both are src/api.
 // It is a classification of stacks by file, not a trace of requests: work a stage causes later (a
 // timer, a callback from the thread pool, a socket's answer) is charged to whatever runs that callback.
+// A second table puts the samples inside a system call apart (SYSTEM_CALLS): what is left of each
+// stage is its work in user space, which the process's user CPU time (`npm run bench` prints it
+// apart from the kernel's) measures without the profiler's weighting.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SourceMap } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -106,11 +109,22 @@ const HTTP_SERVER = /^node:(_http_|net$|internal\/(http|net|stream|streams\/|js_
 export const label = (f: CallFrame, source: string): string =>
   `${f.functionName || '(anonymous)'} ${source.startsWith('src/') ? source : `${f.url.replace(/^.*\/(node_modules)\//, '$1/')}:${f.lineNumber + 1}`}`;
 
+/**
+ * Native frames that are system calls (sockets' and files' writes, the log's syncs). The profiler
+ * weighs a sample by the time since the one before, so a thread preempted inside one (the write
+ * woke the process it writes to) is charged there too: on these two cores a leader's `writev` took
+ * 30% of its samples while the whole process spent a quarter of its CPU in the kernel.
+ */
+const SYSTEM_CALLS = new Set(['writev', 'writeBuffer', 'writeBuffers', 'writeUtf8String', 'writeLatin1String', 'writeAsciiString', 'writeUcs2String', 'fdatasync', 'fsync', 'read', 'open', 'close', 'ftruncate', 'rename', 'unlink']);
+export const SYSTEM_CALL_STAGE = 'system calls: the kernel, and waits of a thread preempted inside one';
+
 export interface Analysis {
   totalMs: number;
   busyMs: number;
   byArea: [string, number][];
   byStage: [string, number][];
+  /** byStage with the samples inside a system call apart (SYSTEM_CALL_STAGE): what each stage spends in user space. */
+  byStageSystemCallsApart: [string, number][];
   selfTop: [string, number][];
   inclusiveTop: [string, number][];
   folded: string;
@@ -134,6 +148,7 @@ export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null
   const add = (m: Map<string, number>, k: string, us: number): void => void m.set(k, (m.get(k) ?? 0) + us);
   const areas = new Map<string, number>();
   const stages = new Map<string, number>();
+  const userStages = new Map<string, number>();
   const selfBy = new Map<string, number>();
   const inclBy = new Map<string, number>();
   const folded = new Map<string, number>();
@@ -159,12 +174,15 @@ export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null
       seen.add(l);
     }
     if (name !== '(idle)') {
-      if (stage !== null) add(stages, stage, us);
-      else if (client) add(stages, 'HTTP client between nodes, no frame of ours on the stack (undici)', us);
-      else if (server) add(stages, 'HTTP server and sockets, no frame of ours on the stack (Node http/net, fastify)', us);
-      else if (name === '(garbage collector)') add(stages, '(garbage collector)', us);
-      else if (name === '(program)') add(stages, '(program): V8 and native work outside JavaScript', us);
-      else add(stages, 'other, no frame of ours on the stack', us);
+      let k: string;
+      if (stage !== null) k = stage;
+      else if (client) k = 'HTTP client between nodes, no frame of ours on the stack (undici)';
+      else if (server) k = 'HTTP server and sockets, no frame of ours on the stack (Node http/net, fastify)';
+      else if (name === '(garbage collector)') k = '(garbage collector)';
+      else if (name === '(program)') k = '(program): V8 and native work outside JavaScript';
+      else k = 'other, no frame of ours on the stack';
+      add(stages, k, us);
+      add(userStages, n.callFrame.url === '' && SYSTEM_CALLS.has(name) ? SYSTEM_CALL_STAGE : k, us);
     }
     const key = stack.reverse().join(';');
     folded.set(key, (folded.get(key) ?? 0) + us);
@@ -175,6 +193,7 @@ export function analyze(p: Profile, fromMs = 0, resolve: Resolve = resolver(null
     busyMs: busy / 1000,
     byArea: top(areas, 40),
     byStage: top(stages, 40),
+    byStageSystemCallsApart: top(userStages, 40),
     selfTop: top(selfBy, 40),
     inclusiveTop: top(inclBy, 60),
     folded: [...folded].map(([k, v]) => `${k} ${Math.round(v)}`).join('\n') + '\n',
@@ -207,6 +226,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     for (const [k, ms] of a.byArea) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- by stage (each sample charged to the nearest frame of ours on its stack, by its file)');
     for (const [k, ms] of a.byStage) console.log(`${pct(ms)}  ${k}`);
+    console.log('\n-- by stage, system calls apart (what each stage spends in user space)');
+    for (const [k, ms] of a.byStageSystemCallsApart) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- top functions, self time');
     for (const [k, ms] of a.selfTop) console.log(`${pct(ms)}  ${k}`);
     console.log('\n-- top functions, inclusive time');
