@@ -95,9 +95,11 @@ t.test('a body that stops halfway after its 401 was answered: the connection is 
 });
 
 t.test('a body trickled in slowly is cut at its deadline, however often bytes arrive', async (t) => {
-  const trickle = Array.from({ length: 40 }, () => [BODY_TIMEOUT_MS / 10, ' '] as [number, string]);
+  // Bytes for twenty deadlines: a deadline that each byte moved on would close the connection only
+  // after them, past the bound of ten that a loaded machine's late sweep stays far within.
+  const trickle = Array.from({ length: 200 }, () => [BODY_TIMEOUT_MS / 10, ' '] as [number, string]);
   const a = await slowRequest(post('/v1/queues/slow-q/messages', 1000, true), [[0, '{"body": "x"'], ...trickle], 40 * BODY_TIMEOUT_MS);
-  t.ok(a.closedAfter < 2.5 * BODY_TIMEOUT_MS, `closed by the server (after ${a.closedAfter.toFixed(0)} ms)`);
+  t.ok(a.closedAfter < 10 * BODY_TIMEOUT_MS, `closed by the server (after ${a.closedAfter.toFixed(0)} ms)`);
   t.equal(a.status, 408);
 });
 

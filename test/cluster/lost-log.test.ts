@@ -74,9 +74,10 @@ for (const lost of [['wal', 'state', 'snapshots'], ['wal']]) t.test(`${lost.join
   // n2 comes back: every acknowledged write is still there, on every node.
   nodes[1] = await MomServer.start(cfgs[1]!, opts);
   await until(() => live().every((n) => n.status().every((s) => s.leader !== null)), 'leaders everywhere', 3000, () => describeNodes(live()));
-  // Wait (bounded) for every replica to hold both queues; a replica that cannot is checked below.
+  // Wait (bounded by rounds, at least 30 s: an election and a catch-up on a loaded machine) for every
+  // replica to hold both queues; a replica that cannot is checked below.
   const holds = (n: MomServer, p: number): boolean => n.host.replica(p).state.isOpen() && n.host.replica(p).state.listQueues('alice', '', 100).includes(`kept${p}`);
-  for (let i = 0; i < 300 && !live().every((n) => [...Array(PARTITIONS).keys()].every((p) => holds(n, p))); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 3000 && !live().every((n) => [...Array(PARTITIONS).keys()].every((p) => holds(n, p))); i++) await new Promise((r) => setTimeout(r, 10));
   for (const n of live()) {
     for (let p = 0; p < PARTITIONS; p++) {
       const names = n.host.replica(p).state.listQueues('alice', '', 100);

@@ -187,7 +187,10 @@ t.test('format 4: a fetch for an image that arrives while this node installs one
   t.comment(`the fetch during the install: ${fetchError === null ? 'served' : String(fetchError)}`);
   const installedAt = back.replica(0).log.snapshot().meta.index;
   for (let i = 0; i < 100; i++) await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `n${i}`, attributes: {} }] });
-  await c.until(() => back.replica(0).state.applied().index >= c.leaderOf(0)!.replica(0).state.applied().index, 'caught up');
+  await c.until(() => {
+    const leader = c.leaderOf(0); // none for a moment while an election runs
+    return leader !== null && back.replica(0).state.applied().index >= leader.replica(0).state.applied().index;
+  }, 'caught up');
   const leaderSnap = c.leaderOf(0)!.replica(0).log.snapshot().meta.index;
   const mine = back.replica(0).log.snapshot().meta.index;
   t.comment(`${lost}: snapshot at ${mine} (installed at ${installedAt}), log from ${back.replica(0).log.firstIndex()}; leader's snapshot at ${leaderSnap}`);
