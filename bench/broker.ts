@@ -38,7 +38,7 @@ import { analyze, resolver } from './profile.js';
 import { compareRabbit, rabbitMarkdown, runRabbitPeer, type RabbitResult } from './rabbitmq.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk, type WrkJob } from './wrk.js';
 import { numberArg } from './args.js';
-import { CLK_TCK, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince, writtenBytes } from './proc.js';
+import { CLK_TCK, cpuSecondsSince, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince, writtenBytes } from './proc.js';
 
 const root = join(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -152,10 +152,7 @@ async function measured<T>(nodes: Node[], work: () => Promise<T>): Promise<Measu
     const result = await work();
     const wallSeconds = (performance.now() - t0) / 1000;
     const self = process.cpuUsage(self0);
-    const used = pids.map((p, i) => {
-      const now = cpuTicksSplit(p);
-      return { user: (now.user - ticks0[i]!.user) / CLK_TCK, kernel: (now.kernel - ticks0[i]!.kernel) / CLK_TCK };
-    });
+    const used = pids.map((p, i) => cpuSecondsSince(p, ticks0[i]!));
     const nodeCpuSeconds = used.map((u) => u.user + u.kernel);
     const userSeconds = used.reduce((a, u) => a + u.user, 0);
     const kernelSeconds = used.reduce((a, u) => a + u.kernel, 0);

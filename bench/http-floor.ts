@@ -21,7 +21,7 @@ import { freePort } from '../test/cluster/net-helpers.js';
 import { numberArg } from './args.js';
 import { runNatsPeer, type PeerResult } from './nats.js';
 import { peersDir } from './peers.js';
-import { CLK_TCK, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince } from './proc.js';
+import { CLK_TCK, cpuSecondsSince, cpuTicksSplit, ioCalls, rssMb, switches, switchesSince } from './proc.js';
 import { pooledQuantileUs, requireWrk, runWrk, sumWrk } from './wrk.js';
 
 const root = join(import.meta.dirname, '..');
@@ -88,15 +88,12 @@ async function run(layout: Layout, link: 'tcp' | 'http'): Promise<Row> {
     const peakRssMb = procs.map(() => 0);
     const sampler = setInterval(() => procs.forEach((p, i) => (peakRssMb[i] = Math.max(peakRssMb[i]!, rssMb(p.pid!)))), 100);
     const runs = await runWrk(jobs, SECONDS, 'floor').finally(() => clearInterval(sampler));
-    const used = procs.map((p, i) => {
-      const now = cpuTicksSplit(p.pid!);
-      return { user: now.user - before[i]!.user, kernel: now.kernel - before[i]!.kernel };
-    });
-    const ticks = used.map((u) => u.user + u.kernel);
+    const used = procs.map((p, i) => cpuSecondsSince(p.pid!, before[i]!));
+    const seconds = used.map((u) => u.user + u.kernel);
     const calls = procs.map((p, i) => ioCalls(p.pid!) - calls0[i]!);
     const switched = procs.map((p, i) => switchesSince(p.pid!, switches0[i]!));
     const sum = sumWrk(runs);
-    const us = (t: number): number => Math.round(((t / CLK_TCK) * 1e6) / Math.max(1, sum.messages));
+    const us = (cpuSeconds: number): number => Math.round((cpuSeconds * 1e6) / Math.max(1, sum.messages));
     const perMessage = (n: number): number => Number((n / Math.max(1, sum.messages)).toFixed(2));
     return {
       layout,
@@ -104,11 +101,11 @@ async function run(layout: Layout, link: 'tcp' | 'http'): Promise<Row> {
       messagesPerSecond: Math.round(sum.messages / sum.seconds),
       p50Ms: Number((pooledQuantileUs(runs, 0.5) / 1000).toFixed(1)),
       p99Ms: Number((pooledQuantileUs(runs, 0.99) / 1000).toFixed(1)),
-      cpuUsPerMessage: { perProcess: ticks.map(us), total: us(ticks.reduce((a, b) => a + b, 0)), user: us(used.reduce((a, u) => a + u.user, 0)), kernel: us(used.reduce((a, u) => a + u.kernel, 0)) },
+      cpuUsPerMessage: { perProcess: seconds.map(us), total: us(seconds.reduce((a, b) => a + b, 0)), user: us(used.reduce((a, u) => a + u.user, 0)), kernel: us(used.reduce((a, u) => a + u.kernel, 0)) },
       peakRssMb: peakRssMb.map(Math.round),
       ioCallsPerMessage: calls.map((c) => perMessage(c)),
       switchesPerMessage: switched.map((c) => perMessage(c)),
-      loadGeneratorCpuUsPerMessage: us(sum.cpuTicks),
+      loadGeneratorCpuUsPerMessage: us(sum.cpuTicks / CLK_TCK),
       non2xx: sum.non2xx + sum.socketErrors,
     };
   } finally {

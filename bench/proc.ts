@@ -17,12 +17,6 @@ export const CLK_TCK = (() => {
   }
 })();
 
-/** CPU time the process has used so far (user + system), in clock ticks. */
-export function cpuTicks(pid: number): number {
-  const { user, kernel } = cpuTicksSplit(pid);
-  return user + kernel;
-}
-
 /**
  * CPU time the process has used so far in clock ticks, in user space (its JavaScript, V8, SQLite,
  * libc) and in the kernel (system calls: sockets, the disk, wake-ups), apart.
@@ -31,6 +25,12 @@ export function cpuTicksSplit(pid: number): { user: number; kernel: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { user: Number(f[11]), kernel: Number(f[12]) }; // utime, stime
+}
+
+/** CPU seconds the process has used since `before` (cpuTicksSplit), in user space and in the kernel. */
+export function cpuSecondsSince(pid: number, before: { user: number; kernel: number }): { user: number; kernel: number } {
+  const now = cpuTicksSplit(pid);
+  return { user: (now.user - before.user) / CLK_TCK, kernel: (now.kernel - before.kernel) / CLK_TCK };
 }
 
 /** The process's resident set now, MB. */
