@@ -82,6 +82,8 @@ export interface TransportOptions {
   readonly streams?: boolean;
   /** A Raft stream is replaced by a new one this long after it opened. Default STREAM_MAX_AGE_MS. */
   readonly streamMaxAgeMs?: number;
+  /** An answer to a peer's carried command not delivered within this long is dropped. Default ANSWER_TTL_MS. */
+  readonly answerTtlMs?: number;
   /** Frames of a Raft stream that may be unacknowledged (frames.ts). Default STREAM_WINDOW. */
   readonly streamWindow?: number;
   /**
@@ -136,7 +138,8 @@ export const STREAM_RETRY_MS = 30_000;
 export const MAX_CARRIED_BYTES = 8 * 1024 * 1024;
 /**
  * An answer not delivered within this long is dropped: the peer that forwarded its command has
- * given up on it (its callers wait 15 s), or is gone.
+ * given up on it (its callers wait 15 s), or is gone. Whether or not a stream to that peer ever
+ * opened: a timer per peer with answers held makes sure of it (HttpTransport.pruneLater).
  */
 export const ANSWER_TTL_MS = 30_000;
 /** How long close() waits for the answers it owes to be acknowledged. */
@@ -199,6 +202,8 @@ interface Peer {
   commands: CarriedCommand[];
   answers: QueuedAnswer[];
   carriedBytes: number;
+  /** Set while answers are held: drops those past the TTL then (pruneLater). */
+  answersPrune: NodeJS.Timeout | null;
   /** Set while a flush of carried items alone is scheduled (setImmediate). */
   carryScheduled: boolean;
   /** Set while a flush for answers is scheduled (process.nextTick: answerSoon). */
@@ -222,6 +227,7 @@ export class HttpTransport {
   private readonly maxBatchBytes: number;
   private readonly streams: boolean;
   private readonly streamMaxAgeMs: number;
+  private readonly answerTtlMs: number;
   private readonly streamWindow: number;
   private readonly onLost: ((peer: NodeId, partitions: readonly number[]) => void) | undefined;
   private readonly tls: { readonly ca: string | Buffer; readonly cert?: string | Buffer; readonly key?: string | Buffer } | undefined;
@@ -259,6 +265,8 @@ export class HttpTransport {
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
     this.streams = opts.streams ?? true;
     this.streamMaxAgeMs = opts.streamMaxAgeMs ?? STREAM_MAX_AGE_MS;
+    this.answerTtlMs = opts.answerTtlMs ?? ANSWER_TTL_MS;
+    if (!(this.answerTtlMs > 0)) throw new RangeError(`answerTtlMs must be positive, got ${this.answerTtlMs}`);
     this.streamWindow = opts.streamWindow ?? STREAM_WINDOW;
     this.onLost = opts.onLost;
     if (!Number.isSafeInteger(this.streamWindow) || this.streamWindow < 1 || this.streamWindow > MAX_STREAM_WINDOW) {
@@ -294,6 +302,7 @@ export class HttpTransport {
         commands: [],
         answers: [],
         carriedBytes: 0,
+        answersPrune: null,
         carryScheduled: false,
         answerScheduled: false,
         awaiting: new Map(),
@@ -388,6 +397,49 @@ export class HttpTransport {
     peer.answers.push({ id, answer, at: performance.now() });
     peer.carriedBytes += approximateCarriedBytes(answer);
     this.answerSoon(peer);
+    this.pruneLater(peer);
+  }
+
+  /**
+   * Drops `peer`'s held answers once they pass the TTL, if no frame took them first. A frame drops
+   * them too (takeCarried), but frames leave only while the peer carries: answers owed to a peer
+   * whose stream never opened, or that went away before it did, would otherwise be held for as
+   * long as that lasts (review of 2026-12-07).
+   */
+  private pruneLater(peer: Peer): void {
+    if (peer.answersPrune !== null || this.closed) return;
+    peer.answersPrune = setTimeout(() => {
+      peer.answersPrune = null;
+      this.dropStale(peer);
+      if (peer.answers.length > 0) this.pruneLater(peer);
+    }, this.answerTtlMs);
+    // The transport alone must not keep the process alive.
+    peer.answersPrune.unref();
+  }
+
+  /**
+   * Drops the answers past the TTL (the forwarder gave up on them, or is gone) and the commands whose
+   * callers were answered meanwhile, and takes their bytes off the count, which decides whether a
+   * frame must split what is held (takeCarried).
+   */
+  private dropStale(peer: Peer): void {
+    const stale = performance.now() - this.answerTtlMs;
+    // Oldest first, so the first one says whether any is stale.
+    if (peer.answers.length > 0 && peer.answers[0]!.at < stale) {
+      peer.answers = peer.answers.filter((a) => {
+        if (a.at >= stale) return true;
+        peer.carriedBytes -= approximateCarriedBytes(a.answer);
+        return false;
+      });
+    }
+    if (peer.commands.some((c) => !peer.awaiting.has(c.id))) {
+      peer.commands = peer.commands.filter((c) => {
+        if (peer.awaiting.has(c.id)) return true;
+        peer.carriedBytes -= approximateCarriedBytes(c.command);
+        return false;
+      });
+    }
+    if (peer.carriedBytes < 0 || (peer.answers.length === 0 && peer.commands.length === 0)) peer.carriedBytes = 0;
   }
 
   /** Answers that `peerId` sent to commands this node carried to it; unknown ids (answered already, timed out) are ignored. */
@@ -473,7 +525,19 @@ export class HttpTransport {
   }
 
   /** Each peer's queue and request state, for an operator or a test that gave up waiting. */
-  peerStates(): { peer: NodeId; queued: number; inFlight: boolean; failures: number; backingOff: boolean; streaming: boolean; carries: boolean; awaiting: number }[] {
+  peerStates(): {
+    peer: NodeId;
+    queued: number;
+    inFlight: boolean;
+    failures: number;
+    backingOff: boolean;
+    streaming: boolean;
+    carries: boolean;
+    awaiting: number;
+    /** Answers to the peer's carried commands waiting for a frame, and theirs and held commands' approximate bytes. */
+    answersHeld: number;
+    carriedBytes: number;
+  }[] {
     return [...this.peers.values()].map((p) => ({
       peer: p.id,
       queued: p.queue.length,
@@ -483,6 +547,8 @@ export class HttpTransport {
       streaming: p.stream !== null,
       carries: p.carries,
       awaiting: p.awaiting.size,
+      answersHeld: p.answers.length,
+      carriedBytes: p.carriedBytes,
     }));
   }
 
@@ -502,11 +568,14 @@ export class HttpTransport {
       this.dropped += peer.queue.clear();
       if (peer.backoff !== null) clearTimeout(peer.backoff);
       peer.backoff = null;
+      if (peer.answersPrune !== null) clearTimeout(peer.answersPrune);
+      peer.answersPrune = null;
       peer.stream?.close('the transport is closed', 'closed');
       peer.stream = null;
       this.settleAwaiting(peer, () => true, { kind: 'unknown', detail: 'this node is closing', timedOut: false });
       peer.commands = [];
       peer.answers = [];
+      peer.carriedBytes = 0;
       pools.push(peer.pool);
       if (peer.streamPool !== null) pools.push(peer.streamPool);
       if (peer.snapshotPool !== null) pools.push(peer.snapshotPool);
@@ -622,9 +691,7 @@ export class HttpTransport {
   /** The oldest carried commands and answers within MAX_CARRIED_BYTES (at least one). */
   private takeCarried(peer: Peer): Carried {
     // Answers the forwarder gave up on, and commands whose callers were answered meanwhile, stay.
-    const stale = performance.now() - ANSWER_TTL_MS;
-    if (peer.answers.length > 0 && peer.answers[0]!.at < stale) peer.answers = peer.answers.filter((a) => a.at >= stale);
-    if (peer.commands.some((c) => !peer.awaiting.has(c.id))) peer.commands = peer.commands.filter((c) => peer.awaiting.has(c.id));
+    this.dropStale(peer);
     let commands = peer.commands;
     let answers = peer.answers;
     if (peer.carriedBytes <= MAX_CARRIED_BYTES) {

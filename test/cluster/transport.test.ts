@@ -685,6 +685,20 @@ t.test('a peer that stays down is reported lost appends once, not after every ba
   t.same(lost, [[0, 1]], 'the next ones do not');
 });
 
+t.test('answers owed to a peer whose stream never opened are dropped after their TTL, and their bytes with them', async (t) => {
+  // The peer forwarded commands in its own stream to this node, then went away before this node's
+  // stream to it opened: no frame ever takes the answers, so only their TTL lets them go.
+  const dead = { id: b, url: `http://127.0.0.1:${await deadPort()}` };
+  const { tr } = transport(t, a, [dead], { answerTtlMs: 200 });
+  for (let i = 0; i < 1_000; i++) tr.answer(b, `AAAAAAAAAAAAAAAA.${i.toString(36)}`, { kind: 'not_leader', leader: null });
+  tr.send([{ partition: 0, message: heartbeat(a, b, 1) }]);
+  t.match(tr.peerStates(), [{ carries: false, answersHeld: 1_000 }], 'held while the peer never said it carries');
+  t.ok(tr.peerStates()[0]!.carriedBytes > 0);
+  await until('the answers to be dropped', () => tr.peerStates()[0]!.answersHeld === 0, 3_000);
+  t.match(tr.peerStates(), [{ carries: false, answersHeld: 0, carriedBytes: 0 }], 'none held, no bytes counted for them');
+  t.ok(tr.stats().failed > 0, 'the stream to the peer failed meanwhile');
+});
+
 t.test('send() throws only on a caller bug', async (t) => {
   const { tr } = transport(t, a, []);
   t.throws(() => tr.send([{ partition: 1024, message: heartbeat(a, b, 1) }]), RangeError);
