@@ -31,7 +31,7 @@
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasync, fdatasyncSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, linkSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
@@ -91,6 +91,14 @@ interface Pending {
 interface Segment {
   readonly seq: number;
   readonly fd: number;
+  /**
+   * A second descriptor of a segment this process writes, for syncs on the event loop (syncNow).
+   * Linux tells a writeback error once per open file, to whichever fdatasync of it asks first: a
+   * sync on the loop and one on the thread pool through one descriptor could see the same failed
+   * pages, one of them told and the other succeeding. Through two, each is told. Null for a segment
+   * only read.
+   */
+  readonly loopFd: number | null;
   /** Where the next record goes. */
   end: number;
   /** Offset below which the segment is known synced. Invariant: durable <= end. */
@@ -99,6 +107,12 @@ interface Segment {
   checkpointEnd: number;
   /** fdatasync calls in flight on the thread pool: the descriptor is closed only once they are done. */
   syncing: number;
+  /**
+   * Settles when the fdatasync in flight on the thread pool ends, or null. One at a time per
+   * segment (syncThrough), for the reason loopFd says: two through one descriptor, and a success
+   * could hide the other's failure of the same pages.
+   */
+  poolSync: Promise<void> | null;
   /** Deleted while a sync was in flight: close the descriptor when it ends. */
   closeWhenIdle: boolean;
 }
@@ -145,6 +159,8 @@ export class WalStore {
   private heldBack: { readonly segment: number; readonly written: number } | null = null;
   /** The chain of segment deletions in progress (deleteSoon). */
   private deleting: Promise<void> = Promise.resolve();
+  /** A segment's deletion failed: no later one runs in this process (deleteSoon). */
+  private deletionFailed = false;
   private closed = false;
 
   private constructor(
@@ -307,21 +323,39 @@ export class WalStore {
     await this.syncThrough(this.active, this.active.end);
   }
 
-  /** sync() of `seg` up to `target`, which it had reached when the caller asked. */
+  /**
+   * sync() of `seg` up to `target`, which it had reached when the caller asked. Syncs of one segment
+   * on the pool go one after another (poolSync): a turn's and a segment deletion's could otherwise
+   * be in flight together.
+   */
   private async syncThrough(seg: Segment, target: number): Promise<void> {
     this.checkUsable();
+    while (seg.poolSync !== null) {
+      await seg.poolSync;
+      this.checkUsable();
+    }
     if (seg.durable >= target) return;
     seg.syncing++;
+    const sync = fdatasyncAsync(seg.fd);
+    seg.poolSync = sync.then(
+      () => undefined,
+      () => undefined,
+    );
     try {
-      await fdatasyncAsync(seg.fd);
+      await sync;
     } catch (err) {
       // Not a failure of the disk when the store was closed under the sync (its descriptor with it).
       if (!this.closed) this.failed(err, seg);
       throw err;
     } finally {
+      seg.poolSync = null;
       seg.syncing--;
-      if (seg.syncing === 0 && seg.closeWhenIdle) closeSync(seg.fd);
+      if (seg.syncing === 0 && seg.closeWhenIdle) closeSegment(seg);
     }
+    // The store failed while this sync was in flight (a write or a sync on the loop failed): its
+    // success proves nothing, and the note failed() wrote cuts the log below what it covered
+    // (review of 2026-12-07).
+    this.checkUsable();
     seg.durable = Math.max(seg.durable, target);
     this.syncedWrites++;
   }
@@ -332,7 +366,7 @@ export class WalStore {
     const seg = this.active;
     if (seg.durable >= seg.end) return;
     try {
-      fdatasyncSync(seg.fd);
+      fdatasyncSync(seg.loopFd ?? seg.fd);
     } catch (err) {
       this.failed(err, seg);
       throw err;
@@ -455,7 +489,7 @@ export class WalStore {
   /** Closes the segments and lets the folder go; deletions not started by then are left (settled() first). */
   close(): void {
     this.closed = true;
-    for (const s of this.segments.values()) closeSync(s.fd);
+    for (const s of this.segments.values()) closeSegment(s);
     this.segments.clear();
     this.views.clear();
     unlock(this.dir);
@@ -505,8 +539,15 @@ export class WalStore {
     }
     const { buffers, end } = encodeWrite(checkpoints, seq, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
     const fd = createSegment(this.dir, seq, this.segmentBytes, buffers);
+    let loopFd: number;
+    try {
+      loopFd = openSync(this.segmentPath(seq), 'r+');
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
     if (checkpoints.length > 0) this.syncedWrites++;
-    const seg: Segment = { seq, fd, end, durable: end, checkpointEnd: end, syncing: 0, closeWhenIdle: false };
+    const seg: Segment = { seq, fd, loopFd, end, durable: end, checkpointEnd: end, syncing: 0, poolSync: null, closeWhenIdle: false };
     this.segments.set(seq, seg);
     this.active = seg;
   }
@@ -533,7 +574,7 @@ export class WalStore {
         }
       }
       const seg = this.segments.get(oldest)!;
-      if (seg.syncing === 0) closeSync(seg.fd);
+      if (seg.syncing === 0) closeSegment(seg);
       else seg.closeWhenIdle = true;
       this.segments.delete(oldest);
       this.deleteSoon(oldest);
@@ -548,7 +589,9 @@ export class WalStore {
    * when it was asked for: releases written since the last sync must be durable before the segment
    * they free goes (replayed without them, the log would look for kept entries in a segment that is
    * gone). A segment whose deletion is cut short by a crash or a failure is one replay and the next
-   * open's purge delete again, as before, when a crash came between the sync and the unlink.
+   * open's purge delete again, as before, when a crash came between the sync and the unlink. After a
+   * failed deletion no later one runs in this process: deleting the next segment while an older one
+   * stays would leave a gap that the next open cannot replay across (review of 2026-12-07).
    */
   private deleteSoon(seq: number): void {
     const path = this.segmentPath(seq);
@@ -556,15 +599,16 @@ export class WalStore {
     const target = seg.end;
     this.deleting = this.deleting.then(async () => {
       // Closed meanwhile (its descriptors with it): the file stays for the next open's purge.
-      if (this.closed) return;
+      if (this.closed || this.deletionFailed) return;
       try {
         await this.syncThrough(seg, target);
         if (this.closed) return;
         await rm(path, { force: true });
         await fsyncPathAsync(this.dir);
       } catch (err) {
-        // A failed sync fails the store (syncThrough), and every later deletion with it. The file
-        // stays until a later open's purge.
+        // A failed sync fails the store (syncThrough). The file stays until a later open's purge,
+        // and so do the segments after it.
+        this.deletionFailed = true;
         this.onDeleteFailed(path, err);
       }
     });
@@ -636,6 +680,9 @@ export class WalStore {
     // A segment left half-created by a crash or a failed write never held anything acknowledged.
     for (const f of readdirSync(this.dir)) if (f.endsWith('.wal.tmp')) rmSync(join(this.dir, f), { force: true });
     const seqs = listSegments(this.dir);
+    // A process killed between a new segment's rename and the folder's sync left its name in the
+    // page cache only: this process writes there, so the folder is synced before it does.
+    if (seqs.length > 0) fsyncPath(this.dir);
     const failedSync = this.readSyncFailure(seqs);
     if (seqs.length === 0) {
       this.startSegment(1);
@@ -645,7 +692,8 @@ export class WalStore {
       const path = this.segmentPath(seq);
       const newest = k === seqs.length - 1;
       const fd = openSync(path, newest ? 'r+' : 'r');
-      const seg: Segment = { seq, fd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, closeWhenIdle: false };
+      const loopFd = newest ? openSync(path, 'r+') : null;
+      const seg: Segment = { seq, fd, loopFd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, poolSync: null, closeWhenIdle: false };
       this.segments.set(seq, seg);
       let scanned = scanSegment(readFileSync(path), seq, path, newest);
       if (newest && failedSync !== null && scanned.end > failedSync.durable) {
@@ -835,6 +883,12 @@ function checkKeep(p: number, before: LogState, after: LogState, keep: readonly 
 
 const sameIndexes = (a: readonly Index[], b: readonly Index[]): boolean => a.length === b.length && a.every((x, k) => x === b[k]);
 
+/** Closes the segment's descriptors. */
+function closeSegment(seg: Segment): void {
+  closeSync(seg.fd);
+  if (seg.loopFd !== null) closeSync(seg.loopFd);
+}
+
 function pending(kind: RecordKind, partition: number, term: number, index: number, payload: Uint8Array, entryKind = 0): Pending {
   return { fields: { kind, entryKind, partition, term, index }, payload, segment: 0, offset: 0, size: 0 };
 }
@@ -850,9 +904,7 @@ function lock(dir: string): void {
   for (let attempt = 0; ; attempt++) {
     try {
       // Created exclusively: of two processes starting at once, one gets the log.
-      const fd = openSync(file, 'wx', 0o600);
-      writeFileSync(fd, `${process.pid}\n`);
-      closeSync(fd);
+      createLock(file);
       // Which boot the pid is of, beside the LOCK (whose content the previous build reads as a pid).
       if (BOOT !== null) writeFileSync(`${file}.boot`, `${BOOT}\n`, { mode: 0o600 });
       break;
@@ -866,6 +918,32 @@ function lock(dir: string): void {
     }
   }
   held.add(key);
+}
+
+/**
+ * Creates the LOCK `file` naming this process, or throws EEXIST. Written whole under a name of this
+ * process's and then linked, so that a LOCK is never seen empty: one read between its creation and
+ * its pid's write read as stale, and was taken over (review of 2026-12-07). Where the folder takes
+ * no hard links, created in place as before.
+ */
+function createLock(file: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    linkSync(tmp, file);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  const fd = openSync(file, 'wx', 0o600);
+  try {
+    writeFileSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

@@ -1,8 +1,9 @@
 // A turn's fdatasync on the thread pool that fails after a local snapshot, meanwhile, rolled the log
 // over into a new segment: the note of the failure names a segment that is no longer the newest.
-// The rollover's own sync of that segment may have "succeeded" over pages the kernel dropped (one
-// writeback error is told to one fdatasync), and the new segment may hold copies of kept entries
-// whose source is gone, so no cut is known to be honest: the next start refuses, as for damage, and
+// The rollover's own sync of that segment goes through a descriptor of its own, which the kernel
+// would tell of the same error (test/store/wal/sync-races.test.ts), but the new segment may hold
+// copies of kept entries whose source is gone, so no cut is known to be honest: the next start
+// refuses, as for damage, and
 // the node is rebuilt from its peers (docs/storage.md). Found by review (stop 46).
 import * as fs from 'node:fs';
 import t from 'tap';

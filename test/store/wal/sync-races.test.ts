@@ -1,0 +1,292 @@
+// Syncs of the log that meet a failure of another write or sync, found by a review (2026-12-07).
+// Linux tells a writeback error once per open file, to whichever fdatasync of it asks first (errseq):
+// of two syncs in flight through one descriptor, one may be told the error and the other succeed
+// over the same lost pages. And a sync that succeeds after the store failed proves nothing: the note
+// of the failure (SYNC-FAILED) makes the next open cut the log below what it covered. Each case
+// here was a sync() that resolved (a follower's acknowledgement, a leader counting itself) whose
+// entries the next start cut, or a deletion that went ahead and left the log unopenable.
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { WalStore } from '../../../src/store/wal/index.js';
+import { voters } from '../fixtures/raft-log-writer.js';
+import { fsRecorder } from '../fs-recorder.js';
+import { entry, hs, item, segments, tempDir } from './wal-helpers.js';
+
+type Wal = typeof import('../../../src/store/wal/index.js');
+const eio = (what: string): Error => Object.assign(new Error(`EIO: i/o error, ${what}`), { code: 'EIO' });
+const tick = (ms = 5): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `predicate` holds, 2,000 rounds of 5 ms at most. */
+async function until(what: string, predicate: () => boolean): Promise<void> {
+  for (let i = 0; i < 2_000; i++) {
+    if (predicate()) return;
+    await tick();
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+t.test('a sync on the thread pool that succeeds after another write failed is a failure too', async (t) => {
+  let hold = false;
+  let release: (() => void) | null = null;
+  let failWrites = false;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      fdatasync: (fd: number, cb: fs.NoParamCallback): void => {
+        if (!hold) return fs.fdatasync(fd, cb);
+        hold = false;
+        // The real fdatasync runs and succeeds; its answer comes late (a busy disk).
+        fs.fdatasync(fd, (err) => void (release = () => cb(err)));
+      },
+      writevSync: (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number): number => {
+        if (failWrites) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        return fs.writevSync(fd, buffers, position);
+      },
+    } as typeof fs,
+  });
+  const dir = tempDir(t);
+  const store = await wal.WalStore.open(dir, { segmentBytes: 1 << 20 });
+  store.partition(0, voters);
+  store.persist([item(0, [entry(1, 1), entry(2, 1)], hs(1, 2))], true);
+  // A turn: entries 3 to 5 written, their fdatasync on the thread pool.
+  store.append([item(0, [entry(3, 1), entry(4, 1), entry(5, 1)], hs(1, 2))]);
+  hold = true;
+  const turn = store.sync().then(
+    () => 'resolved',
+    (err: Error) => err.message,
+  );
+  // Meanwhile a local snapshot's record fails: the disk is full. The store notes where it was synced.
+  failWrites = true;
+  t.throws(() => store.recordSnapshot(0, { index: 2, term: 1, voters }, 'p0-2-1', 2), /ENOSPC/);
+  failWrites = false;
+  await until('the turn\'s fdatasync to end', () => release !== null);
+  release!();
+  t.match(await turn, /failed a write earlier/, 'the turn\'s sync fails: nothing of it is acknowledged');
+  store.close();
+  const again = await WalStore.open(dir, { segmentBytes: 1 << 20 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 2, 'the next open cuts where the note says, below the turn');
+});
+
+/**
+ * A log of two segments whose oldest is held by entry 1, kept for its bodies past a snapshot at 5.
+ * `turnAndRelease()` then writes a turn (entry 6) and starts its sync, and meanwhile lets entry 1 go,
+ * which frees segment 1, whose deletion syncs the newest segment on the thread pool first: from
+ * there on the pool's fdatasync goes through `pool`. It answers whether the turn's sync resolved,
+ * and when the deletion ended.
+ */
+async function twoSegments(t: Test, pool: (fd: number, cb: fs.NoParamCallback) => void) {
+  let hold = false;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': { ...fs, fdatasync: (fd: number, cb: fs.NoParamCallback): void => (hold ? pool(fd, cb) : fs.fdatasync(fd, cb)) } as typeof fs,
+  });
+  const dir = tempDir(t);
+  const store = await wal.WalStore.open(dir, { segmentBytes: 4096 });
+  store.partition(0, voters);
+  for (let i = 1; i <= 5; i++) store.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+  store.recordSnapshot(0, { index: 5, term: 1, voters }, 'p0-5-1', 5, [1]);
+  await store.settled();
+  t.same(segments(dir).map((f) => f.slice(-5)), ['1.wal', '2.wal'], 'two segments, the oldest held by kept entry 1');
+  const turnAndRelease = (): { turn: Promise<boolean>; deleted: Promise<void> } => {
+    store.append([item(0, [entry(6, 1, 'y'.repeat(100))], hs(1, 5))]);
+    hold = true;
+    const turn = store.sync().then(
+      () => true,
+      () => false,
+    );
+    store.releaseBodies(0, [1]);
+    return { turn, deleted: store.settled() };
+  };
+  return { dir, store, turnAndRelease };
+}
+
+t.test('a segment\'s syncs on the thread pool go one at a time: a turn\'s and a deletion\'s are never in flight together', async (t) => {
+  const answers: (() => void)[] = [];
+  let inFlight = 0;
+  let most = 0;
+  const { dir, store, turnAndRelease } = await twoSegments(t, (fd, cb) => {
+    const k = answers.length;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    // The deletion's sync (the second) is told the writeback error.
+    fs.fdatasync(fd, (err) => {
+      answers[k] = () => {
+        inFlight--;
+        cb(k === 1 ? eio('fdatasync') : err);
+      };
+    });
+  });
+  const { turn, deleted } = turnAndRelease();
+  await until('the turn\'s fdatasync', () => answers[0] !== undefined);
+  await tick(20);
+  t.equal(answers.length, 1, 'the deletion\'s sync waits for the turn\'s');
+  answers[0]!();
+  t.equal(await turn, true, 'the turn\'s sync succeeds: entry 6 is acknowledged');
+  await until('the deletion\'s fdatasync', () => answers[1] !== undefined);
+  answers[1]!();
+  await deleted;
+  t.equal(most, 1, 'never two at once');
+  t.same(segments(dir).map((f) => f.slice(-5)), ['1.wal', '2.wal'], 'the failed sync kept segment 1');
+  store.close();
+  const again = await WalStore.open(dir, { segmentBytes: 4096 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 6, 'entry 6, acknowledged, is there after the restart');
+});
+
+t.test('a turn\'s sync told the error: the deletion waiting behind it does not run, and the log opens', async (t) => {
+  const answers: (() => void)[] = [];
+  const { dir, store, turnAndRelease } = await twoSegments(t, (fd, cb) => {
+    const k = answers.length;
+    fs.fdatasync(fd, (err) => void (answers[k] = () => cb(k === 0 ? eio('fdatasync') : err)));
+  });
+  const { turn, deleted } = turnAndRelease();
+  await until('the turn\'s fdatasync', () => answers[0] !== undefined);
+  answers[0]!();
+  t.equal(await turn, false, 'the turn\'s sync fails: nothing acknowledged');
+  await deleted;
+  t.equal(answers.length, 1, 'no sync for the deletion after the failure');
+  t.same(segments(dir).map((f) => f.slice(-5)), ['1.wal', '2.wal'], 'segment 1 stays: the release freeing it is past the note');
+  store.close();
+  const again = await WalStore.open(dir, { segmentBytes: 4096 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 5, 'the log opens, cut below entry 6');
+});
+
+t.test('a sync on the event loop while the pool\'s sync was told a writeback error is told it too', async (t) => {
+  // Linux's errseq, by inode and by open file: an error is told once to each open file that was
+  // open when it happened, at its next fdatasync.
+  const errors = new Map<number, number>();
+  const seen = new Map<number, number>();
+  const inode = (fd: number): number => fs.fstatSync(fd).ino;
+  const told = (fd: number): boolean => {
+    const now = errors.get(inode(fd)) ?? 0;
+    if ((seen.get(fd) ?? 0) >= now) return false;
+    seen.set(fd, now);
+    return true;
+  };
+  let release: (() => void) | null = null;
+  let holdPool = false;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      openSync: (...args: Parameters<typeof fs.openSync>): number => {
+        const fd = fs.openSync(...args);
+        seen.set(fd, errors.get(inode(fd)) ?? 0);
+        return fd;
+      },
+      fdatasync: (fd: number, cb: fs.NoParamCallback): void => {
+        const error = told(fd);
+        if (!holdPool) return error ? cb(eio('fdatasync')) : fs.fdatasync(fd, cb);
+        holdPool = false;
+        // Told the error at once, answered late.
+        release = () => cb(error ? eio('fdatasync') : null);
+      },
+      fdatasyncSync: (fd: number): void => {
+        if (told(fd)) throw eio('fdatasync');
+        fs.fdatasyncSync(fd);
+      },
+    } as typeof fs,
+  });
+  const dir = tempDir(t);
+  const store = await wal.WalStore.open(dir, { segmentBytes: 1 << 20 });
+  store.partition(0, voters);
+  store.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  store.append([item(0, [entry(2, 1)], hs(1, 1))]);
+  // The pages of entry 2 fail to reach the disk.
+  const file = join(dir, segments(dir).at(-1)!);
+  const ino = fs.statSync(file).ino;
+  errors.set(ino, (errors.get(ino) ?? 0) + 1);
+  holdPool = true;
+  const turn = store.sync().then(
+    () => true,
+    () => false,
+  );
+  // Before the pool's answer comes, a write synced on the event loop (a snapshot's record, say).
+  t.throws(() => store.persist([item(0, [entry(3, 1)], hs(1, 1))], true), /EIO/, 'the loop\'s sync is told the error as well');
+  release!();
+  t.equal(await turn, false);
+  store.close();
+  const again = await WalStore.open(dir, { segmentBytes: 1 << 20 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 1, 'nothing past the last good sync is kept');
+});
+
+t.test('a segment whose deletion fails stops the deletions after it: the log opens again without a gap', async (t) => {
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs/promises': {
+      ...fsp,
+      rm: async (path: fs.PathLike, opts?: fs.RmOptions): Promise<void> => {
+        if (String(path).endsWith('0000000000000001.wal')) throw eio('unlink');
+        return fsp.rm(path, opts);
+      },
+    } as typeof fsp,
+  });
+  const dir = tempDir(t);
+  const failed: string[] = [];
+  const store = await wal.WalStore.open(dir, { segmentBytes: 4096, onDeleteFailed: (path) => void failed.push(path) });
+  store.partition(0, voters);
+  for (let i = 1; i <= 10; i++) store.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+  const before = segments(dir);
+  t.ok(before.length >= 3, `segments 1 and 2 to delete, and the newest (${before.join(', ')})`);
+  store.recordSnapshot(0, { index: 10, term: 1, voters }, 'p0-10-1', 10);
+  await store.settled();
+  store.close();
+  t.same(failed.map((p) => p.slice(-5)), ['1.wal'], 'the first deletion failed, and no other was tried');
+  t.same(segments(dir), before, 'every segment is still there');
+  const again = await WalStore.open(dir, { segmentBytes: 4096 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 10, 'the log opens');
+});
+
+t.test('a LOCK is never seen without its pid: it is made whole, then linked', async (t) => {
+  const dir = tempDir(t);
+  const contents: string[] = [];
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      linkSync: (from: fs.PathLike, to: fs.PathLike): void => {
+        fs.linkSync(from, to);
+        contents.push(fs.readFileSync(to, 'utf8'));
+      },
+    } as typeof fs,
+  });
+  const store = await wal.WalStore.open(dir);
+  t.same(contents, [`${process.pid}\n`], 'the LOCK appeared holding the pid');
+  t.same(
+    fs.readdirSync(dir).filter((f) => f.startsWith('LOCK')),
+    ['LOCK', ...(fs.existsSync(join(dir, 'LOCK.boot')) ? ['LOCK.boot'] : [])],
+    'no temporary file is left',
+  );
+  store.close();
+});
+
+t.test('where the folder takes no hard links, the LOCK is made in place', async (t) => {
+  const dir = tempDir(t);
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      linkSync: (): void => {
+        throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' });
+      },
+    } as typeof fs,
+  });
+  const store = await wal.WalStore.open(dir);
+  t.equal(fs.readFileSync(join(dir, 'LOCK'), 'utf8'), `${process.pid}\n`);
+  store.close();
+  t.notOk(fs.existsSync(join(dir, 'LOCK')), 'released');
+});
+
+t.test('a log opened again syncs its folder before it writes: the newest segment\'s name may not be durable yet', async (t) => {
+  const dir = tempDir(t);
+  const first = await WalStore.open(dir);
+  first.partition(0, voters);
+  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  first.close();
+  const rec = fsRecorder();
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', rec.mocks);
+  const store = await wal.WalStore.open(dir);
+  t.teardown(() => store.close());
+  t.ok(rec.events.includes(`fsync ${dir}`), 'the folder is synced at open');
+});
