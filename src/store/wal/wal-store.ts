@@ -711,8 +711,18 @@ export class WalStore {
       if (newest) {
         // A torn tail is cut before anything is appended there; what was read is synced now (a
         // crash of the process leaves it in the page cache only).
-        if (scanned.dirtyTo > scanned.end) zeroRange(fd, scanned.end, scanned.dirtyTo);
-        else fdatasyncSync(fd);
+        try {
+          if (scanned.dirtyTo > scanned.end) zeroRange(fd, scanned.end, scanned.dirtyTo);
+          else fdatasyncSync(fd);
+        } catch (err) {
+          // A failed sync of what was read: it may be in the page cache only, and stay readable
+          // there, marked clean, to the next start in this boot, which would take it for durable.
+          // No cut is honest either (the last write the process before synced says so nowhere), so
+          // the note makes the next start refuse the log (review of 2026-12-07). A failed write of
+          // the zeros (a full disk) marks nothing clean: the next start tries again.
+          if ((err as NodeJS.ErrnoException).syscall === 'fdatasync') this.failed(err, seg, true);
+          throw err;
+        }
       }
       seg.durable = seg.end;
       this.active = seg;
@@ -736,12 +746,13 @@ export class WalStore {
   /**
    * A failed write or fdatasync: the store refuses every later write (the kernel may have dropped
    * the dirty pages, so a retry could "succeed" without the data), and notes durably where the
-   * segment was last known synced, for the next open to cut the log there (fsyncgate).
+   * segment was last known synced, for the next open to cut the log there (fsyncgate); `atOpen`: a
+   * sync of the open itself failed, and the next open refuses the log instead.
    */
-  private failed(err: unknown, seg: Segment): void {
+  private failed(err: unknown, seg: Segment, atOpen = false): void {
     this.failure = err;
     try {
-      writeFileDurably(join(this.dir, SYNC_FAILED), JSON.stringify({ segment: seg.seq, durable: seg.durable }));
+      writeFileDurably(join(this.dir, SYNC_FAILED), JSON.stringify({ segment: seg.seq, durable: seg.durable, ...(atOpen ? { atOpen } : {}) }));
     } catch {
       // The disk refuses even this: the node stops anyway, and the next open finds what it finds.
     }
@@ -751,7 +762,10 @@ export class WalStore {
   private readSyncFailure(seqs: readonly number[]): { segment: number; durable: number } | null {
     const file = join(this.dir, SYNC_FAILED);
     if (!existsSync(file)) return null;
-    const note = JSON.parse(readFileSync(file, 'utf8')) as { segment: number; durable: number };
+    const note = JSON.parse(readFileSync(file, 'utf8')) as { segment: number; durable: number; atOpen?: boolean };
+    if (note.atOpen === true) {
+      throw new StorageCorruptError({ path: file, partition: null, index: null }, `a sync of segment ${note.segment} failed when the log was opened: what it read may never have reached the disk`);
+    }
     if (note.segment !== seqs.at(-1)) {
       throw new StorageCorruptError({ path: file, partition: null, index: null }, `a sync of segment ${note.segment} failed, but the newest segment is ${String(seqs.at(-1))}`);
     }

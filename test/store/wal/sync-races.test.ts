@@ -290,3 +290,58 @@ t.test('a log opened again syncs its folder before it writes: the newest segment
   t.teardown(() => store.close());
   t.ok(rec.events.includes(`fsync ${dir}`), 'the folder is synced at open');
 });
+
+t.test('a sync that fails when the log opens makes the next start refuse it: what it read may be in the page cache only', async (t) => {
+  const dir = tempDir(t);
+  const first = await WalStore.open(dir);
+  first.partition(0, voters);
+  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  // Written, never synced: the process dies with it in the page cache.
+  first.append([item(0, [entry(2, 1)], hs(1, 1))]);
+  first.close();
+  let failing = true;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      fdatasyncSync: (fd: number): void => {
+        if (!failing) return fs.fdatasyncSync(fd);
+        failing = false;
+        throw Object.assign(eio('fdatasync'), { syscall: 'fdatasync' });
+      },
+    } as typeof fs,
+  });
+  await t.rejects(wal.WalStore.open(dir), /EIO/, 'the open fails');
+  t.ok(fs.existsSync(join(dir, 'SYNC-FAILED')), 'and notes why');
+  // The next start, in the same boot, would read entry 2 from the page cache and take it for durable.
+  await t.rejects(WalStore.open(dir), { name: 'StorageCorruptError', message: /failed when the log was opened/ });
+});
+
+t.test('a write of the zeros over a torn tail that fails at open (a full disk) leaves no note: the next start tries again', async (t) => {
+  const dir = tempDir(t);
+  const first = await WalStore.open(dir);
+  first.partition(0, voters);
+  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  first.close();
+  const file = join(dir, segments(dir).at(-1)!);
+  // A torn tail: bytes past the last whole write.
+  const end = fs.readFileSync(file).length;
+  const tail = fs.readFileSync(file).lastIndexOf(Buffer.from('e1t1')) + 64;
+  t.ok(tail < end);
+  fs.writeFileSync(file, Buffer.concat([fs.readFileSync(file).subarray(0, tail), Buffer.from('torn tail'), fs.readFileSync(file).subarray(tail + 9)]));
+  let failing = true;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      writeSync: (...args: Parameters<typeof fs.writeSync>): number => {
+        if (!failing) return fs.writeSync(...args);
+        failing = false;
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+      },
+    } as typeof fs,
+  });
+  await t.rejects(wal.WalStore.open(dir), /ENOSPC/);
+  t.notOk(fs.existsSync(join(dir, 'SYNC-FAILED')), 'no note');
+  const again = await WalStore.open(dir);
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 1, 'the next start cuts the torn tail and opens');
+});
