@@ -266,7 +266,9 @@ export class HttpTransport {
     this.streams = opts.streams ?? true;
     this.streamMaxAgeMs = opts.streamMaxAgeMs ?? STREAM_MAX_AGE_MS;
     this.answerTtlMs = opts.answerTtlMs ?? ANSWER_TTL_MS;
-    if (!(this.answerTtlMs > 0)) throw new RangeError(`answerTtlMs must be positive, got ${this.answerTtlMs}`);
+    if (!Number.isSafeInteger(this.answerTtlMs) || this.answerTtlMs < 1 || this.answerTtlMs > 2 ** 31 - 1) {
+      throw new RangeError(`answerTtlMs must be an integer from 1 to ${2 ** 31 - 1}, got ${this.answerTtlMs}`);
+    }
     this.streamWindow = opts.streamWindow ?? STREAM_WINDOW;
     this.onLost = opts.onLost;
     if (!Number.isSafeInteger(this.streamWindow) || this.streamWindow < 1 || this.streamWindow > MAX_STREAM_WINDOW) {
@@ -407,12 +409,14 @@ export class HttpTransport {
    * long as that lasts (review of 2026-12-07).
    */
   private pruneLater(peer: Peer): void {
-    if (peer.answersPrune !== null || this.closed) return;
+    if (peer.answersPrune !== null || this.closed || peer.answers.length === 0) return;
+    // When the oldest passes the TTL (a millisecond later: a timer may fire a little early).
+    const wait = Math.max(1, Math.ceil(peer.answers[0]!.at + this.answerTtlMs - performance.now()) + 1);
     peer.answersPrune = setTimeout(() => {
       peer.answersPrune = null;
       this.dropStale(peer);
-      if (peer.answers.length > 0) this.pruneLater(peer);
-    }, this.answerTtlMs);
+      this.pruneLater(peer);
+    }, wait);
     // The transport alone must not keep the process alive.
     peer.answersPrune.unref();
   }
@@ -738,6 +742,7 @@ export class HttpTransport {
     if (carried.answers.length > 0 && !this.closed && peer.carries) {
       peer.answers = [...(carried.answers as QueuedAnswer[]), ...peer.answers];
       for (const a of carried.answers) peer.carriedBytes += approximateCarriedBytes(a.answer);
+      this.pruneLater(peer);
       this.carrySoon(peer);
     }
     if (fate === 'waiting' || carried.commands.length === 0) return;

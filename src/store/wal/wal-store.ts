@@ -31,7 +31,7 @@
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
 // One writer: a LOCK file names the process holding the log; a second open fails while it lives.
-import { closeSync, existsSync, fdatasync, fdatasyncSync, linkSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, linkSync, openSync, renameSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join, resolve } from 'node:path';
@@ -96,9 +96,10 @@ interface Segment {
    * Linux tells a writeback error once per open file, to whichever fdatasync of it asks first: a
    * sync on the loop and one on the thread pool through one descriptor could see the same failed
    * pages, one of them told and the other succeeding. Through two, each is told. Null for a segment
-   * only read.
+   * only read, and closed once a rollover has synced the segment whole (no sync on the loop is of an
+   * older segment).
    */
-  readonly loopFd: number | null;
+  loopFd: number | null;
   /** Where the next record goes. */
   end: number;
   /** Offset below which the segment is known synced. Invariant: durable <= end. */
@@ -159,8 +160,12 @@ export class WalStore {
   private heldBack: { readonly segment: number; readonly written: number } | null = null;
   /** The chain of segment deletions in progress (deleteSoon). */
   private deleting: Promise<void> = Promise.resolve();
-  /** A segment's deletion failed: no later one runs in this process (deleteSoon). */
-  private deletionFailed = false;
+  /**
+   * Segments to delete, oldest first, each with the sync that must come before its deletion (the
+   * newest segment then, through its end then). One whose deletion failed stays first, and the
+   * ones after it wait: tried again at the next deletion asked for (deleteSoon).
+   */
+  private readonly undeleted: { seq: number; seg: Segment; target: number }[] = [];
   private closed = false;
 
   private constructor(
@@ -199,11 +204,14 @@ export class WalStore {
     const abs = resolve(dir);
     mkdirDurably(abs);
     lock(abs);
+    const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES, opts.onDeleteFailed ?? (() => {}));
     try {
-      const store = new WalStore(abs, segmentBytes, opts.cacheBytes ?? NODE_CACHE_BYTES, opts.onDeleteFailed ?? (() => {}));
       store.replay();
       return store;
     } catch (err) {
+      // The descriptors replay opened go too: a node restarted in process must not leak them.
+      for (const s of store.segments.values()) closeSegment(s);
+      store.segments.clear();
       unlock(abs);
       throw err;
     }
@@ -335,6 +343,8 @@ export class WalStore {
       this.checkUsable();
     }
     if (seg.durable >= target) return;
+    // Closed while this waited: its descriptor is gone, and its number may be another file's by now.
+    if (this.closed) throw new Error('the write-ahead log is closed');
     seg.syncing++;
     const sync = fdatasyncAsync(seg.fd);
     seg.poolSync = sync.then(
@@ -520,7 +530,10 @@ export class WalStore {
   /** Closes the newest segment (synced whole) and starts the next with a checkpoint of every partition. */
   private rollover(): void {
     this.syncNow();
-    this.startSegment(this.active.seq + 1);
+    const old = this.active;
+    this.startSegment(old.seq + 1);
+    if (old.loopFd !== null) closeSync(old.loopFd);
+    old.loopFd = null;
   }
 
   /**
@@ -538,12 +551,20 @@ export class WalStore {
       checkpoints.push(pending(RecordKind.Checkpoint, view.partition, s.hard.term, s.last, jsonPayload(payload)));
     }
     const { buffers, end } = encodeWrite(checkpoints, seq, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES);
-    const fd = createSegment(this.dir, seq, this.segmentBytes, buffers);
+    let fd: number | null = null;
     let loopFd: number;
     try {
+      fd = createSegment(this.dir, seq, this.segmentBytes, buffers);
       loopFd = openSync(this.segmentPath(seq), 'r+');
     } catch (err) {
-      closeSync(fd);
+      // Renamed into place, then not opened (descriptors ran out): the segment holds its checkpoints
+      // only, and goes, or the next open would find a newer segment than the failure's note names
+      // and refuse a log that lost nothing (review of 2026-12-07).
+      if (fd !== null) closeSync(fd);
+      if (existsSync(this.segmentPath(seq))) {
+        rmSync(this.segmentPath(seq), { force: true });
+        fsyncPath(this.dir);
+      }
       throw err;
     }
     if (checkpoints.length > 0) this.syncedWrites++;
@@ -589,27 +610,30 @@ export class WalStore {
    * when it was asked for: releases written since the last sync must be durable before the segment
    * they free goes (replayed without them, the log would look for kept entries in a segment that is
    * gone). A segment whose deletion is cut short by a crash or a failure is one replay and the next
-   * open's purge delete again, as before, when a crash came between the sync and the unlink. After a
-   * failed deletion no later one runs in this process: deleting the next segment while an older one
-   * stays would leave a gap that the next open cannot replay across (review of 2026-12-07).
+   * open's purge delete again, as before, when a crash came between the sync and the unlink. A
+   * deletion that fails stays first, and the later ones wait behind it until it is tried again, at
+   * the next deletion asked for: deleting a newer segment while an older one stays would leave a gap
+   * that the next open cannot replay across (review of 2026-12-07).
    */
   private deleteSoon(seq: number): void {
-    const path = this.segmentPath(seq);
-    const seg = this.active;
-    const target = seg.end;
+    this.undeleted.push({ seq, seg: this.active, target: this.active.end });
     this.deleting = this.deleting.then(async () => {
-      // Closed meanwhile (its descriptors with it): the file stays for the next open's purge.
-      if (this.closed || this.deletionFailed) return;
-      try {
-        await this.syncThrough(seg, target);
+      while (this.undeleted.length > 0) {
+        // Closed meanwhile (its descriptors with it): the files stay for the next open's purge.
         if (this.closed) return;
-        await rm(path, { force: true });
-        await fsyncPathAsync(this.dir);
-      } catch (err) {
-        // A failed sync fails the store (syncThrough). The file stays until a later open's purge,
-        // and so do the segments after it.
-        this.deletionFailed = true;
-        this.onDeleteFailed(path, err);
+        const { seq: oldest, seg, target } = this.undeleted[0]!;
+        const path = this.segmentPath(oldest);
+        try {
+          await this.syncThrough(seg, target);
+          if (this.closed) return;
+          await rm(path, { force: true });
+          await fsyncPathAsync(this.dir);
+          this.undeleted.shift();
+        } catch (err) {
+          // A failed sync fails the store (syncThrough), and every later try with it.
+          this.onDeleteFailed(path, err);
+          return;
+        }
       }
     });
   }
@@ -682,7 +706,15 @@ export class WalStore {
     const seqs = listSegments(this.dir);
     // A process killed between a new segment's rename and the folder's sync left its name in the
     // page cache only: this process writes there, so the folder is synced before it does.
-    if (seqs.length > 0) fsyncPath(this.dir);
+    if (seqs.length > 0) {
+      try {
+        fsyncPath(this.dir);
+      } catch (err) {
+        // As for a failed sync of what the open read (below): the next start would be told nothing.
+        this.noteFailure(err, { segment: seqs.at(-1)!, durable: 0, atOpen: true });
+        throw err;
+      }
+    }
     const failedSync = this.readSyncFailure(seqs);
     if (seqs.length === 0) {
       this.startSegment(1);
@@ -692,7 +724,13 @@ export class WalStore {
       const path = this.segmentPath(seq);
       const newest = k === seqs.length - 1;
       const fd = openSync(path, newest ? 'r+' : 'r');
-      const loopFd = newest ? openSync(path, 'r+') : null;
+      let loopFd: number | null = null;
+      try {
+        if (newest) loopFd = openSync(path, 'r+');
+      } catch (err) {
+        closeSync(fd);
+        throw err;
+      }
       const seg: Segment = { seq, fd, loopFd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, poolSync: null, closeWhenIdle: false };
       this.segments.set(seq, seg);
       let scanned = scanSegment(readFileSync(path), seq, path, newest);
@@ -750,9 +788,13 @@ export class WalStore {
    * sync of the open itself failed, and the next open refuses the log instead.
    */
   private failed(err: unknown, seg: Segment, atOpen = false): void {
+    this.noteFailure(err, { segment: seg.seq, durable: seg.durable, ...(atOpen ? { atOpen } : {}) });
+  }
+
+  private noteFailure(err: unknown, note: { segment: number; durable: number; atOpen?: true }): void {
     this.failure = err;
     try {
-      writeFileDurably(join(this.dir, SYNC_FAILED), JSON.stringify({ segment: seg.seq, durable: seg.durable, ...(atOpen ? { atOpen } : {}) }));
+      writeFileDurably(join(this.dir, SYNC_FAILED), JSON.stringify(note));
     } catch {
       // The disk refuses even this: the node stops anyway, and the next open finds what it finds.
     }
@@ -920,7 +962,11 @@ function lock(dir: string): void {
       // Created exclusively: of two processes starting at once, one gets the log.
       createLock(file);
       // Which boot the pid is of, beside the LOCK (whose content the previous build reads as a pid).
-      if (BOOT !== null) writeFileSync(`${file}.boot`, `${BOOT}\n`, { mode: 0o600 });
+      if (BOOT !== null) {
+        // Whole or not at all, as the LOCK: one read empty would say another boot, so stale.
+        writeFileSync(`${file}.boot.${process.pid}.tmp`, `${BOOT}\n`, { mode: 0o600 });
+        renameSync(`${file}.boot.${process.pid}.tmp`, `${file}.boot`);
+      }
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
@@ -1012,7 +1058,9 @@ const BOOT = ((): string | null => {
 function ofEarlierBoot(file: string): boolean {
   if (BOOT === null) return false;
   try {
-    return readFileSync(`${file}.boot`, 'utf8').trim() !== BOOT;
+    const boot = readFileSync(`${file}.boot`, 'utf8').trim();
+    // Empty: one being written by an older build, which wrote it in place (unknown: no).
+    return boot !== '' && boot !== BOOT;
   } catch {
     return false;
   }

@@ -213,12 +213,14 @@ t.test('a sync on the event loop while the pool\'s sync was told a writeback err
   t.equal(again.partition(0, voters).lastIndex(), 1, 'nothing past the last good sync is kept');
 });
 
-t.test('a segment whose deletion fails stops the deletions after it: the log opens again without a gap', async (t) => {
+t.test('a segment whose deletion fails holds the later ones back until it is tried again: never a gap', async (t) => {
+  // Each deletion asked for tries the failed one again first: segment 2's, in the same pass, too.
+  let failures = 2;
   const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
     'node:fs/promises': {
       ...fsp,
       rm: async (path: fs.PathLike, opts?: fs.RmOptions): Promise<void> => {
-        if (String(path).endsWith('0000000000000001.wal')) throw eio('unlink');
+        if (String(path).endsWith('0000000000000001.wal') && failures-- > 0) throw eio('unlink');
         return fsp.rm(path, opts);
       },
     } as typeof fsp,
@@ -232,12 +234,23 @@ t.test('a segment whose deletion fails stops the deletions after it: the log ope
   t.ok(before.length >= 3, `segments 1 and 2 to delete, and the newest (${before.join(', ')})`);
   store.recordSnapshot(0, { index: 10, term: 1, voters }, 'p0-10-1', 10);
   await store.settled();
-  store.close();
-  t.same(failed.map((p) => p.slice(-5)), ['1.wal'], 'the first deletion failed, and no other was tried');
+  t.same(failed.map((p) => p.slice(-5)), ['1.wal', '1.wal'], 'segment 1\'s deletion failed twice, and no other was tried');
   t.same(segments(dir), before, 'every segment is still there');
-  const again = await WalStore.open(dir, { segmentBytes: 4096 });
-  t.teardown(() => again.close());
-  t.equal(again.partition(0, voters).lastIndex(), 10, 'the log opens');
+  // A crash now: the next open replays them all, without a gap.
+  const copy = `${dir}-copy`;
+  fs.cpSync(dir, copy, { recursive: true });
+  fs.rmSync(join(copy, 'LOCK'), { force: true });
+  t.teardown(() => fs.rmSync(copy, { recursive: true, force: true }));
+  const reopened = await WalStore.open(copy, { segmentBytes: 4096 });
+  t.equal(reopened.partition(0, voters).lastIndex(), 10, 'the log opens');
+  reopened.close();
+  // The next deletion asked for tries the failed one again first.
+  for (let i = 11; i <= 20; i++) store.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+  store.recordSnapshot(0, { index: 20, term: 1, voters }, 'p0-20-1', 20);
+  await store.settled();
+  t.same(failed.length, 2, 'no other failure');
+  t.notOk(segments(dir).some((f) => before.slice(0, -1).includes(f)), `the segments before the first snapshot's are gone (${segments(dir).join(', ')})`);
+  store.close();
 });
 
 t.test('a LOCK is never seen without its pid: it is made whole, then linked', async (t) => {
@@ -344,4 +357,132 @@ t.test('a write of the zeros over a torn tail that fails at open (a full disk) l
   const again = await WalStore.open(dir);
   t.teardown(() => again.close());
   t.equal(again.partition(0, voters).lastIndex(), 1, 'the next start cuts the torn tail and opens');
+});
+
+t.test('a new segment that cannot be opened once in place is taken away again: the log opens after the failure', async (t) => {
+  let opens = 0;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      openSync: (...args: Parameters<typeof fs.openSync>): number => {
+        // The second descriptor of segment 2, once it is in place: the process is out of descriptors.
+        if (String(args[0]).endsWith('0000000000000002.wal') && args[1] === 'r+' && ++opens === 2) {
+          throw Object.assign(new Error('EMFILE: too many open files, open'), { code: 'EMFILE', syscall: 'open' });
+        }
+        return fs.openSync(...args);
+      },
+    } as typeof fs,
+  });
+  const dir = tempDir(t);
+  const store = await wal.WalStore.open(dir, { segmentBytes: 4096 });
+  store.partition(0, voters);
+  let written = 0;
+  t.throws(() => {
+    for (let i = 1; i <= 10; i++) {
+      store.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+      written = i;
+    }
+  }, /EMFILE/, 'the rollover fails');
+  store.close();
+  t.same(segments(dir).map((f) => f.slice(-5)), ['1.wal'], 'segment 2 is gone');
+  const again = await WalStore.open(dir, { segmentBytes: 4096 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), written, 'the log opens with every synced write');
+});
+
+t.test('a LOCK of a live process beside an empty LOCK.boot (being written) still holds the log', async (t) => {
+  if (!fs.existsSync('/proc/sys/kernel/random/boot_id')) {
+    t.comment('no boot id on this system (not Linux)');
+    return;
+  }
+  const dir = tempDir(t);
+  (await WalStore.open(dir)).close();
+  fs.writeFileSync(join(dir, 'LOCK'), `${process.ppid}\n`);
+  fs.writeFileSync(join(dir, 'LOCK.boot'), '');
+  await t.rejects(WalStore.open(dir), { name: 'LogInUseError' });
+  t.equal(fs.readFileSync(join(dir, 'LOCK'), 'utf8'), `${process.ppid}\n`, 'the LOCK is left as it was');
+});
+
+t.test('an open that fails closes what it opened', async (t) => {
+  if (!fs.existsSync('/proc/self/fd')) {
+    t.comment('no /proc/self/fd on this system');
+    return;
+  }
+  const dir = tempDir(t);
+  const first = await WalStore.open(dir, { segmentBytes: 4096 });
+  first.partition(0, voters);
+  for (let i = 1; i <= 10; i++) first.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+  first.close();
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      fdatasyncSync: (): void => {
+        throw Object.assign(eio('fdatasync'), { syscall: 'fdatasync' });
+      },
+    } as typeof fs,
+  });
+  const before = fs.readdirSync('/proc/self/fd').length;
+  await t.rejects(wal.WalStore.open(dir, { segmentBytes: 4096 }), /EIO/);
+  t.equal(fs.readdirSync('/proc/self/fd').length, before, 'no descriptor left open');
+});
+
+t.test('a sync waiting behind another when the log closes rejects, and touches no descriptor', async (t) => {
+  let release: (() => void) | null = null;
+  let hold = false;
+  let afterClose = 0;
+  let closed = false;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      fdatasync: (fd: number, cb: fs.NoParamCallback): void => {
+        if (closed) afterClose++;
+        if (!hold) return fs.fdatasync(fd, cb);
+        hold = false;
+        fs.fdatasync(fd, (err) => void (release = () => cb(err)));
+      },
+    } as typeof fs,
+  });
+  const store = await wal.WalStore.open(tempDir(t));
+  store.partition(0, voters);
+  store.append([item(0, [entry(1, 1)], hs(1, 1))]);
+  hold = true;
+  const first = store.sync().then(
+    () => 'resolved',
+    (err: Error) => err.message,
+  );
+  store.append([item(0, [entry(2, 1)], hs(1, 1))]);
+  const second = store.sync().then(
+    () => 'resolved',
+    (err: Error) => err.message,
+  );
+  await until('the first fdatasync', () => release !== null);
+  store.close();
+  closed = true;
+  release!();
+  await first;
+  t.match(await second, /closed/, 'the waiting sync rejects');
+  t.equal(afterClose, 0, 'no fdatasync after the close');
+});
+
+t.test('a folder sync that fails when the log opens makes the next start refuse it, as a segment\'s does', async (t) => {
+  const dir = tempDir(t);
+  const first = await WalStore.open(dir);
+  first.partition(0, voters);
+  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  first.close();
+  let failing = true;
+  const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
+    'node:fs': {
+      ...fs,
+      fsyncSync: (fd: number): void => {
+        if (failing && fs.fstatSync(fd).isDirectory()) {
+          failing = false;
+          throw Object.assign(eio('fsync'), { syscall: 'fsync' });
+        }
+        fs.fsyncSync(fd);
+      },
+    } as typeof fs,
+  });
+  await t.rejects(wal.WalStore.open(dir), /EIO/);
+  await t.rejects(WalStore.open(dir), { name: 'StorageCorruptError', message: /failed when the log was opened/ });
 });
