@@ -411,7 +411,7 @@ export class HttpTransport {
   private pruneLater(peer: Peer): void {
     if (peer.answersPrune !== null || this.closed || peer.answers.length === 0) return;
     // When the oldest passes the TTL (a millisecond later: a timer may fire a little early).
-    const wait = Math.max(1, Math.ceil(peer.answers[0]!.at + this.answerTtlMs - performance.now()) + 1);
+    const wait = Math.min(2 ** 31 - 1, Math.max(1, Math.ceil(peer.answers[0]!.at + this.answerTtlMs - performance.now()) + 1));
     peer.answersPrune = setTimeout(() => {
       peer.answersPrune = null;
       this.dropStale(peer);

@@ -699,6 +699,20 @@ t.test('answers owed to a peer whose stream never opened are dropped after their
   t.ok(tr.stats().failed > 0, 'the stream to the peer failed meanwhile');
 });
 
+t.test('the longest TTL an answer may have arms no timer past what Node takes', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w.name);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const dead = { id: b, url: `http://127.0.0.1:${await deadPort()}` };
+  const { tr } = transport(t, a, [dead], { answerTtlMs: 2 ** 31 - 1 });
+  t.throws(() => transport(t, a, [dead], { answerTtlMs: 2 ** 31 }), RangeError);
+  tr.answer(b, 'AAAAAAAAAAAAAAAA.0', { kind: 'not_leader', leader: null });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.same(warnings, [], 'no TimeoutOverflowWarning');
+  t.match(tr.peerStates(), [{ answersHeld: 1 }], 'the answer is held');
+});
+
 t.test('send() throws only on a caller bug', async (t) => {
   const { tr } = transport(t, a, []);
   t.throws(() => tr.send([{ partition: 1024, message: heartbeat(a, b, 1) }]), RangeError);

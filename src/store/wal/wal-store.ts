@@ -532,8 +532,9 @@ export class WalStore {
     this.syncNow();
     const old = this.active;
     this.startSegment(old.seq + 1);
-    if (old.loopFd !== null) closeSync(old.loopFd);
+    const loopFd = old.loopFd;
     old.loopFd = null;
+    if (loopFd !== null) closeQuietly(loopFd);
   }
 
   /**
@@ -560,10 +561,15 @@ export class WalStore {
       // Renamed into place, then not opened (descriptors ran out): the segment holds its checkpoints
       // only, and goes, or the next open would find a newer segment than the failure's note names
       // and refuse a log that lost nothing (review of 2026-12-07).
-      if (fd !== null) closeSync(fd);
-      if (existsSync(this.segmentPath(seq))) {
-        rmSync(this.segmentPath(seq), { force: true });
-        fsyncPath(this.dir);
+      if (fd !== null) closeQuietly(fd);
+      try {
+        if (existsSync(this.segmentPath(seq))) {
+          rmSync(this.segmentPath(seq), { force: true });
+          fsyncPath(this.dir);
+        }
+      } catch {
+        // The disk refuses this too: the error to report is the first, and the next start finds
+        // a newer segment than the note names, and refuses the log (a node to rebuild).
       }
       throw err;
     }
@@ -630,6 +636,8 @@ export class WalStore {
           await fsyncPathAsync(this.dir);
           this.undeleted.shift();
         } catch (err) {
+          // Closed while it waited: nothing failed, and the file stays for the next open's purge.
+          if (this.closed) return;
           // A failed sync fails the store (syncThrough), and every later try with it.
           this.onDeleteFailed(path, err);
           return;
@@ -711,7 +719,8 @@ export class WalStore {
         fsyncPath(this.dir);
       } catch (err) {
         // As for a failed sync of what the open read (below): the next start would be told nothing.
-        this.noteFailure(err, { segment: seqs.at(-1)!, durable: 0, atOpen: true });
+        // Not when the folder could not even be opened (no descriptors left): nothing was synced.
+        if ((err as NodeJS.ErrnoException).syscall === 'fsync') this.noteFailure(err, { segment: seqs.at(-1)!, durable: 0, atOpen: true });
         throw err;
       }
     }
@@ -728,7 +737,7 @@ export class WalStore {
       try {
         if (newest) loopFd = openSync(path, 'r+');
       } catch (err) {
-        closeSync(fd);
+        closeQuietly(fd);
         throw err;
       }
       const seg: Segment = { seq, fd, loopFd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, poolSync: null, closeWhenIdle: false };
@@ -941,8 +950,24 @@ const sameIndexes = (a: readonly Index[], b: readonly Index[]): boolean => a.len
 
 /** Closes the segment's descriptors. */
 function closeSegment(seg: Segment): void {
-  closeSync(seg.fd);
-  if (seg.loopFd !== null) closeSync(seg.loopFd);
+  const loopFd = seg.loopFd;
+  seg.loopFd = null;
+  closeQuietly(seg.fd);
+  if (loopFd !== null) closeQuietly(loopFd);
+}
+
+/**
+ * Closes `fd`, ignoring an error: Linux releases the descriptor whatever close() says (it can say
+ * EIO on a network or FUSE file system), so trying again could close whatever took its number, and
+ * a throw would leave the rest of a close undone (review of 2026-12-07). Every segment closed here
+ * was synced, or its log failed already.
+ */
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Released anyway.
+  }
 }
 
 function pending(kind: RecordKind, partition: number, term: number, index: number, payload: Uint8Array, entryKind = 0): Pending {

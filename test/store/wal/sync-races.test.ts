@@ -27,6 +27,31 @@ async function until(what: string, predicate: () => boolean): Promise<void> {
   throw new Error(`gave up waiting for ${what}`);
 }
 
+/** A log in `dir` holding entry 1, synced, and closed. */
+async function oneWrite(dir: string): Promise<void> {
+  const first = await WalStore.open(dir);
+  first.partition(0, voters);
+  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
+  first.close();
+}
+
+/**
+ * The log's module with `fs[name]` failing once with `error`, on the first call that `when` picks;
+ * every other call goes to the real one.
+ */
+async function failingOnce<K extends 'openSync' | 'fsyncSync'>(t: Test, name: K, when: (...args: Parameters<(typeof fs)[K]>) => boolean, error: Error): Promise<Wal> {
+  let failing = true;
+  const real = fs[name] as (...args: Parameters<(typeof fs)[K]>) => unknown;
+  const mocked = (...args: Parameters<(typeof fs)[K]>): unknown => {
+    if (failing && when(...args)) {
+      failing = false;
+      throw error;
+    }
+    return real(...args);
+  };
+  return t.mockImport<Wal>('../../../src/store/wal/index.js', { 'node:fs': { ...fs, [name]: mocked } as typeof fs });
+}
+
 t.test('a sync on the thread pool that succeeds after another write failed is a failure too', async (t) => {
   let hold = false;
   let release: (() => void) | null = null;
@@ -293,10 +318,7 @@ t.test('where the folder takes no hard links, the LOCK is made in place', async 
 
 t.test('a log opened again syncs its folder before it writes: the newest segment\'s name may not be durable yet', async (t) => {
   const dir = tempDir(t);
-  const first = await WalStore.open(dir);
-  first.partition(0, voters);
-  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
-  first.close();
+  await oneWrite(dir);
   const rec = fsRecorder();
   const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', rec.mocks);
   const store = await wal.WalStore.open(dir);
@@ -331,10 +353,7 @@ t.test('a sync that fails when the log opens makes the next start refuse it: wha
 
 t.test('a write of the zeros over a torn tail that fails at open (a full disk) leaves no note: the next start tries again', async (t) => {
   const dir = tempDir(t);
-  const first = await WalStore.open(dir);
-  first.partition(0, voters);
-  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
-  first.close();
+  await oneWrite(dir);
   const file = join(dir, segments(dir).at(-1)!);
   // A torn tail: bytes past the last whole write.
   const end = fs.readFileSync(file).length;
@@ -466,23 +485,70 @@ t.test('a sync waiting behind another when the log closes rejects, and touches n
 
 t.test('a folder sync that fails when the log opens makes the next start refuse it, as a segment\'s does', async (t) => {
   const dir = tempDir(t);
-  const first = await WalStore.open(dir);
-  first.partition(0, voters);
-  first.persist([item(0, [entry(1, 1)], hs(1, 1))], true);
-  first.close();
-  let failing = true;
+  await oneWrite(dir);
+  const wal = await failingOnce(t, 'fsyncSync', (fd) => fs.fstatSync(fd).isDirectory(), Object.assign(eio('fsync'), { syscall: 'fsync' }));
+  await t.rejects(wal.WalStore.open(dir), /EIO/);
+  await t.rejects(WalStore.open(dir), { name: 'StorageCorruptError', message: /failed when the log was opened/ });
+});
+
+t.test('a folder that cannot be opened at start (no descriptors left) is no failed sync: no note, the next start opens', async (t) => {
+  const dir = tempDir(t);
+  await oneWrite(dir);
+  const emfile = Object.assign(new Error('EMFILE: too many open files, open'), { code: 'EMFILE', syscall: 'open' });
+  const wal = await failingOnce(t, 'openSync', (path, flags) => String(path) === dir && flags === 'r', emfile);
+  await t.rejects(wal.WalStore.open(dir), /EMFILE/);
+  t.notOk(fs.existsSync(join(dir, 'SYNC-FAILED')), 'no note');
+  const again = await WalStore.open(dir);
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 1);
+});
+
+t.test('a close that reports an error at a rollover fails nothing, and the log closes and opens again', async (t) => {
+  const opened: number[] = [];
+  let failed = 0;
   const wal = await t.mockImport<Wal>('../../../src/store/wal/index.js', {
     'node:fs': {
       ...fs,
-      fsyncSync: (fd: number): void => {
-        if (failing && fs.fstatSync(fd).isDirectory()) {
-          failing = false;
-          throw Object.assign(eio('fsync'), { syscall: 'fsync' });
+      openSync: (...args: Parameters<typeof fs.openSync>): number => {
+        const fd = fs.openSync(...args);
+        if (String(args[0]).endsWith('0000000000000001.wal') && args[1] === 'r+') opened.push(fd);
+        return fd;
+      },
+      closeSync: (fd: number): void => {
+        fs.closeSync(fd);
+        // Segment 1's second descriptor, closed at the rollover: released, but close says EIO (NFS, FUSE).
+        if (fd === opened[1] && failed === 0) {
+          failed++;
+          throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO', syscall: 'close' });
         }
-        fs.fsyncSync(fd);
       },
     } as typeof fs,
   });
-  await t.rejects(wal.WalStore.open(dir), /EIO/);
-  await t.rejects(WalStore.open(dir), { name: 'StorageCorruptError', message: /failed when the log was opened/ });
+  const dir = tempDir(t);
+  const store = await wal.WalStore.open(dir, { segmentBytes: 4096 });
+  store.partition(0, voters);
+  for (let i = 1; i <= 10; i++) store.persist([item(0, [entry(i, 1, 'x'.repeat(900))], hs(1, i))], true);
+  t.equal(failed, 1, 'the rollover\'s close said EIO');
+  t.ok(segments(dir).length > 1, 'and the log rolled over');
+  store.close();
+  const again = await wal.WalStore.open(dir, { segmentBytes: 4096 });
+  t.teardown(() => again.close());
+  t.equal(again.partition(0, voters).lastIndex(), 10, 'every write is there');
+});
+
+t.test('a deletion waiting behind a sync when the log closes is no failure', async (t) => {
+  const answers: (() => void)[] = [];
+  const { store, turnAndRelease } = await twoSegments(t, (fd, cb) => {
+    const k = answers.length;
+    fs.fdatasync(fd, (err) => void (answers[k] = () => cb(err)));
+  });
+  const failed: string[] = [];
+  (store as unknown as { onDeleteFailed: (path: string) => void }).onDeleteFailed = (path) => void failed.push(path);
+  const { turn, deleted } = turnAndRelease();
+  await until('the turn\'s fdatasync', () => answers[0] !== undefined);
+  store.close();
+  answers[0]!();
+  await turn;
+  await deleted;
+  t.same(failed, [], 'no deletion reported failed');
 });
