@@ -464,8 +464,20 @@ export class BrokerStateMachine {
       this.rewind(formatBefore, bodiesFromBefore);
       // A batch the code cannot apply, or one in a format this build cannot read: the group's
       // earlier entries go in again without it (the partition halts after them, at the latter). A
-      // storage failure: nothing more is written.
-      if (defer) this.rollBackGroup(err instanceof MalformedCommand || err instanceof FormatTooNewError);
+      // storage failure: nothing more is written, and the state is back behind entries already
+      // answered, as after a failed commit(): failed, so that durable() lets no log go and every
+      // later apply throws (review of 2026-12-07). So too when their redo fails.
+      if (defer) {
+        const answered = this.group !== null && this.group.entries.length > 0;
+        const reapply = err instanceof MalformedCommand || err instanceof FormatTooNewError;
+        try {
+          this.rollBackGroup(reapply);
+        } catch (redo) {
+          if (answered) this.failed ??= redo as Error;
+          throw redo;
+        }
+        if (answered && !reapply) this.failed ??= err as Error;
+      }
       if (!(err instanceof MalformedCommand)) throw err;
       // A savepoint keeps every page its command changes, to undo it: in a temporary file here, not
       // in memory as statement journals are (sqlite.ts), or the delete of a queue of a million

@@ -128,6 +128,24 @@ t.test('a commit that fails leaves the state at its last commit, and every later
   t.equal(out.close, 'ok', 'close() does not throw again');
 });
 
+t.test('an apply that fails in a group (a storage error) leaves the state behind answered entries: durable() and every later apply throw', async (t) => {
+  // The group grows until SQLite's page cache spills past a file size limit: the apply fails, not
+  // the commit (test/store/broker/fixtures/apply-fail.ts). Found by a review (2026-12-07).
+  const dir = join(mkdtempSync(join(tmpdir(), 'mom-apply-fail-')), 'state');
+  t.teardown(() => rmSync(dirname(dir), { recursive: true, force: true }));
+  const fixture = join(import.meta.dirname, 'fixtures', 'apply-fail.ts');
+  const run = spawnSync('bash', ['-c', `ulimit -f 2048 && exec "${process.execPath}" --import tsx "${fixture}" "${dir}" 2048`], { encoding: 'utf8' });
+  t.equal(run.status, 0, run.stderr);
+  const out = JSON.parse(run.stdout) as Record<string, unknown>;
+  t.match(out.apply, /I\/O error/, 'an apply in the group failed');
+  t.ok((out.answered as number) > (out.committed as number), 'after entries of the group were answered');
+  t.equal(out.after, out.committed, 'the state is back at its last commit');
+  t.match(out.failure, /I\/O error/, 'and says it failed');
+  t.match(out.durable, /I\/O error/, 'durable() throws: the log lets nothing go on a state that lost what it answered');
+  t.match(out.next, /I\/O error/, 'the next apply throws too');
+  t.equal(out.close, 'ok');
+});
+
 t.test('an entry in a format this build cannot read, in a group: the group\'s earlier entries are committed, and the apply throws', async (t) => {
   const s = await ordersStore(t);
   const first = next(s, send('orders', 'a'));
