@@ -106,12 +106,10 @@ interface Segment {
   durable: number;
   /** End of the checkpoint records that open the segment. */
   checkpointEnd: number;
-  /** fdatasync calls in flight on the thread pool: the descriptor is closed only once they are done. */
-  syncing: number;
   /**
-   * Settles when the fdatasync in flight on the thread pool ends, or null. One at a time per
-   * segment (syncThrough), for the reason loopFd says: two through one descriptor, and a success
-   * could hide the other's failure of the same pages.
+   * Settles when the fdatasync in flight on the thread pool ends, or null; the descriptor is closed
+   * only once it is done. One at a time per segment (syncThrough), for the reason loopFd says: two
+   * through one descriptor, and a success could hide the other's failure of the same pages.
    */
   poolSync: Promise<void> | null;
   /** Deleted while a sync was in flight: close the descriptor when it ends. */
@@ -345,7 +343,6 @@ export class WalStore {
     if (seg.durable >= target) return;
     // Closed while this waited: its descriptor is gone, and its number may be another file's by now.
     if (this.closed) throw new Error('the write-ahead log is closed');
-    seg.syncing++;
     const sync = fdatasyncAsync(seg.fd);
     seg.poolSync = sync.then(
       () => undefined,
@@ -359,8 +356,7 @@ export class WalStore {
       throw err;
     } finally {
       seg.poolSync = null;
-      seg.syncing--;
-      if (seg.syncing === 0 && seg.closeWhenIdle) closeSegment(seg);
+      if (seg.closeWhenIdle) closeSegment(seg);
     }
     // The store failed while this sync was in flight (a write or a sync on the loop failed): its
     // success proves nothing, and the note failed() wrote cuts the log below what it covered
@@ -532,9 +528,7 @@ export class WalStore {
     this.syncNow();
     const old = this.active;
     this.startSegment(old.seq + 1);
-    const loopFd = old.loopFd;
-    old.loopFd = null;
-    if (loopFd !== null) closeQuietly(loopFd);
+    closeLoopFd(old);
   }
 
   /**
@@ -574,7 +568,7 @@ export class WalStore {
       throw err;
     }
     if (checkpoints.length > 0) this.syncedWrites++;
-    const seg: Segment = { seq, fd, loopFd, end, durable: end, checkpointEnd: end, syncing: 0, poolSync: null, closeWhenIdle: false };
+    const seg: Segment = { seq, fd, loopFd, end, durable: end, checkpointEnd: end, poolSync: null, closeWhenIdle: false };
     this.segments.set(seq, seg);
     this.active = seg;
   }
@@ -601,7 +595,7 @@ export class WalStore {
         }
       }
       const seg = this.segments.get(oldest)!;
-      if (seg.syncing === 0) closeSegment(seg);
+      if (seg.poolSync === null) closeSegment(seg);
       else seg.closeWhenIdle = true;
       this.segments.delete(oldest);
       this.deleteSoon(oldest);
@@ -740,7 +734,7 @@ export class WalStore {
         closeQuietly(fd);
         throw err;
       }
-      const seg: Segment = { seq, fd, loopFd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, syncing: 0, poolSync: null, closeWhenIdle: false };
+      const seg: Segment = { seq, fd, loopFd, end: SEGMENT_HEADER_BYTES, durable: SEGMENT_HEADER_BYTES, checkpointEnd: SEGMENT_HEADER_BYTES, poolSync: null, closeWhenIdle: false };
       this.segments.set(seq, seg);
       let scanned = scanSegment(readFileSync(path), seq, path, newest);
       if (newest && failedSync !== null && scanned.end > failedSync.durable) {
@@ -950,9 +944,14 @@ const sameIndexes = (a: readonly Index[], b: readonly Index[]): boolean => a.len
 
 /** Closes the segment's descriptors. */
 function closeSegment(seg: Segment): void {
+  closeQuietly(seg.fd);
+  closeLoopFd(seg);
+}
+
+/** Closes the segment's descriptor for syncs on the event loop, once. */
+function closeLoopFd(seg: Segment): void {
   const loopFd = seg.loopFd;
   seg.loopFd = null;
-  closeQuietly(seg.fd);
   if (loopFd !== null) closeQuietly(loopFd);
 }
 
