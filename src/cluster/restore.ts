@@ -98,7 +98,7 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   const identity = folderIdentity(source);
   if (identity === null) throw new RestoreRefusedError(`${from} is not a node's data folder: it has no cluster.json`);
   const holder = logHolder(join(source, WAL_FOLDER));
-  if (holder !== null) throw new RestoreRefusedError(`${from} is in use by process ${holder}: stop that node, or restore from a copy of its folder`);
+  if (holder !== null) throw new RestoreRefusedError(`${from} is in use by ${holder}: stop that node, or restore from a copy of its folder`);
   if (identity.partitions !== cfg.partitions) throw new RestoreRefusedError(`${from} is of a cluster of ${identity.partitions} partitions, not ${cfg.partitions}`);
   const ids = cfg.peers.map((p) => p.id as string);
   if ([...identity.peers].sort().join(',') !== [...ids].sort().join(',')) {
@@ -140,7 +140,7 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   } catch (err) {
     // A node started on the folder meanwhile (a service still enabled) keeps what it made.
     const holder = logHolder(join(target, WAL_FOLDER));
-    if (holder !== null) throw new RestoreRefusedError(`process ${holder} opened ${cfg.dataDir} during the restore: stop it, empty the folder and restore again`, { cause: err });
+    if (holder !== null) throw new RestoreRefusedError(`${holder} opened ${cfg.dataDir} during the restore: stop it, empty the folder and restore again`, { cause: err });
     for (const name of entries(target) ?? []) rmSync(join(target, name), { recursive: true, force: true });
     fsyncPath(target);
     if (err instanceof RestoreRefusedError) throw err;

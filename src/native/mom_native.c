@@ -1,6 +1,6 @@
-// Two calls of the C library that Node does not expose, for src/native/native.ts: posix_fadvise, to
-// drop a file's clean pages from the page cache or say how it will be read, and malloc_trim, to give
-// the memory malloc holds free back to the kernel. Built by node-gyp at `npm ci` (binding.gyp); a
+// Three calls of the C library that Node does not expose, for src/native/native.ts: posix_fadvise, to
+// drop a file's clean pages from the page cache or say how it will be read, malloc_trim, to give
+// the memory malloc holds free back to the kernel, and flock, to hold a log's folder for one process. Built by node-gyp at `npm ci` (binding.gyp); a
 // node without it runs as before, without what these give.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -8,6 +8,7 @@
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -101,11 +102,29 @@ static napi_value trim_malloc_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// lockFile(fd): flock(fd, LOCK_EX | LOCK_NB), 0 or its errno (EWOULDBLOCK: another open file of the
+// same file holds it, in this process or another, in any pid namespace on this kernel). Held until
+// the descriptor is closed, or its process ends however it ends.
+static napi_value lock_file(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "lockFile(fd): a file descriptor");
+    return NULL;
+  }
+  int r;
+  do r = flock(fd, LOCK_EX | LOCK_NB);
+  while (r != 0 && errno == EINTR);
+  return number_result(env, r == 0 ? 0 : errno);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"advise", NULL, advise, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMalloc", NULL, trim_malloc, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMallocAsync", NULL, trim_malloc_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -1,6 +1,7 @@
 // The broker's native calls (src/native/mom_native.c, built by node-gyp into build/Release at
 // `npm ci`): what Node cannot do on its own. malloc_trim gives a node's free heap memory back
-// (malloc-trimmer.ts); posix_fadvise serves `npm run bench:segment-blocks`. Loaded once; where the
+// (malloc-trimmer.ts); flock holds a log's folder for one process (src/store/wal/wal-store.ts);
+// posix_fadvise serves `npm run bench:segment-blocks`. Loaded once; where the
 // addon is missing (installed with --ignore-scripts, or a platform it does not build on), or with
 // MOM_NO_NATIVE=1, `native` is null and every caller goes on without what it gives, as builds
 // before it did.
@@ -16,6 +17,11 @@ export interface Native {
   trimMalloc(): number;
   /** trimMalloc on libuv's thread pool. */
   trimMallocAsync(): Promise<number>;
+  /**
+   * flock(fd, LOCK_EX | LOCK_NB): 0, or an errno (EWOULDBLOCK: another open file holds it). Absent
+   * from addons built before it (a bundle deployed beside an older `build/Release`).
+   */
+  lockFile?(fd: number): number;
 }
 
 /** posix_fadvise's advice, by Linux's numbers. */

@@ -30,11 +30,14 @@
 // 6. What the frontier cannot tell: damage to the last synced write, which no later record vouches
 //    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
 //
-// One writer: a LOCK file names the process holding the log; a second open fails while it lives.
+// One writer: the process holding the log holds an flock on its folder (with the native addon) and a
+// LOCK file naming it; a second open fails while either says the log is held.
 import { closeSync, existsSync, fdatasync, fdatasyncSync, linkSync, openSync, renameSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
+import { native } from '../../native/native.js';
 import { InvariantError, invariant, type Entry, type HardState, type Index, type NodeId, type SnapshotMeta } from '../../raft/index.js';
 import { fsyncPath, fsyncPathAsync, mkdirDurably, writeFileDurably } from '../durable.js';
 import { LogInUseError, StorageCorruptError } from '../storage-errors.js';
@@ -133,7 +136,11 @@ interface CompactionPayload {
   readonly drop?: number[];
 }
 
-const held = new Set<string>();
+/**
+ * The logs open in this process, by their folder's real path: the descriptor holding the folder's
+ * flock, or null where there is none (no addon, or a file system without flock).
+ */
+const held = new Map<string, number | null>();
 /** The note of a failed write or sync (failed()). */
 const SYNC_FAILED = 'SYNC-FAILED';
 const fdatasyncAsync = promisify(fdatasync);
@@ -974,34 +981,73 @@ function pending(kind: RecordKind, partition: number, term: number, index: numbe
 }
 
 /**
- * Takes the log's LOCK file for this process: refused while the process it names lives (or another
- * store of this process holds the log).
+ * Takes the log in `dir` for this process: first its folder's flock, then its LOCK file. Refused while
+ * another process holds the flock, or while the LOCK names a live process (a build without the flock),
+ * or while another store of this process holds the log.
  */
 function lock(dir: string): void {
   const key = realpathSync(dir);
   if (held.has(key)) throw new Error(`the write-ahead log in ${dir} is already open in this process`);
+  const fd = lockFolder(dir);
   const file = join(dir, 'LOCK');
-  for (let attempt = 0; ; attempt++) {
-    try {
-      // Created exclusively: of two processes starting at once, one gets the log.
-      createLock(file);
-      // Which boot the pid is of, beside the LOCK (whose content the previous build reads as a pid).
-      if (BOOT !== null) {
-        // Whole or not at all, as the LOCK: one read empty would say another boot, so stale.
-        writeFileSync(`${file}.boot.${process.pid}.tmp`, `${BOOT}\n`, { mode: 0o600 });
-        renameSync(`${file}.boot.${process.pid}.tmp`, `${file}.boot`);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // Created exclusively: of two processes starting at once, one gets the log.
+        createLock(file);
+        // Which boot the pid is of, beside the LOCK (whose content the previous build reads as a pid).
+        if (BOOT !== null) {
+          // Whole or not at all, as the LOCK: one read empty would say another boot, so stale.
+          writeFileSync(`${file}.boot.${process.pid}.tmp`, `${BOOT}\n`, { mode: 0o600 });
+          renameSync(`${file}.boot.${process.pid}.tmp`, `${file}.boot`);
+        }
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+        // A LOCK left by a process that died (or by this one, before a restart in the same process).
+        const pid = lockedBy(file);
+        if (pid !== null && pid !== process.pid) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
+        rmSync(`${file}.boot`, { force: true });
+        rmSync(file, { force: true });
       }
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
-      // A LOCK left by a process that died (or by this one, before a restart in the same process).
-      const pid = lockedBy(file);
-      if (pid !== null && pid !== process.pid) throw new LogInUseError(`the write-ahead log in ${dir} is held by process ${pid}`);
-      rmSync(`${file}.boot`, { force: true });
-      rmSync(file, { force: true });
     }
+  } catch (err) {
+    if (fd !== null) closeQuietly(fd);
+    throw err;
   }
-  held.add(key);
+  held.set(key, fd);
+}
+
+/**
+ * Holds the folder `dir` with an flock for as long as the descriptor returned stays open, or returns
+ * null where the addon or the file system gives no flock (the LOCK file alone then, as before). The
+ * LOCK's pid cannot do this alone: two processes that both found it stale could both remove it and
+ * take the log, and a pid means nothing across pid namespaces (two containers on one volume, each
+ * node its container's process 1, each took the other's LOCK for its own, so stale). The kernel's
+ * lock is one per file whatever the pids, and goes with its process however that ends.
+ */
+function lockFolder(dir: string): number | null {
+  const lockFile = native?.lockFile;
+  if (lockFile === undefined) return null;
+  const fd = openSync(dir, 'r');
+  const r = lockFile(fd);
+  if (r === 0) return fd;
+  closeQuietly(fd);
+  if (r === osConstants.errno.EWOULDBLOCK) throw new LogInUseError(`the write-ahead log in ${dir} is held by ${holderNamed(join(dir, 'LOCK'))} (its folder is locked)`);
+  return null;
+}
+
+/** Whether another process holds the flock of the folder `dir` (false where there is none to hold). */
+function folderLocked(dir: string): boolean {
+  const lockFile = native?.lockFile;
+  if (lockFile === undefined) return false;
+  const fd = openSync(dir, 'r');
+  try {
+    return lockFile(fd) === osConstants.errno.EWOULDBLOCK;
+  } finally {
+    // Released with the descriptor, if this probe took it.
+    closeQuietly(fd);
+  }
 }
 
 /**
@@ -1031,13 +1077,33 @@ function createLock(file: string): void {
 }
 
 /**
- * The process holding the log in `dir` (its LOCK names a live process of this boot, or this process
- * holds it), or null: a folder no node has open may be copied.
+ * Who holds the log in `dir` ("process 1234"; "another process" when its flock is held and its LOCK
+ * names no one yet), or null: a folder no node has open may be copied.
  */
-export function logHolder(dir: string): number | null {
-  const pid = lockedBy(join(dir, 'LOCK'));
-  if (pid === process.pid) return held.has(realpathSync(dir)) ? pid : null;
-  return pid;
+export function logHolder(dir: string): string | null {
+  if (held.has(realpathSync(dir))) return `process ${process.pid}`;
+  const file = join(dir, 'LOCK');
+  if (folderLocked(dir)) return holderNamed(file);
+  const pid = lockedBy(file);
+  return pid === null || pid === process.pid ? null : `process ${pid}`;
+}
+
+/** The process the LOCK `file` names, read as it is ("another process" for none). */
+function holderNamed(file: string): string {
+  const pid = namedPid(file);
+  return pid === null ? 'another process' : `process ${pid}`;
+}
+
+/** The pid the LOCK `file` holds, or null: no LOCK, or one without a pid. */
+function namedPid(file: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(file, 'utf8').trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
 }
 
 /**
@@ -1046,14 +1112,8 @@ export function logHolder(dir: string): number | null {
  * now. This process's own pid is returned as it is: the caller tells a restart from a holder.
  */
 function lockedBy(file: string): number | null {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(file, 'utf8').trim());
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-  if (!Number.isSafeInteger(pid) || pid <= 0 || ofEarlierBoot(file)) return null;
+  const pid = namedPid(file);
+  if (pid === null || ofEarlierBoot(file)) return null;
   return pid === process.pid || alive(pid) ? pid : null;
 }
 
@@ -1064,9 +1124,16 @@ function unlock(dir: string): void {
   } catch {
     return; // the folder is gone, and its LOCK with it
   }
-  if (!held.delete(key)) return;
-  rmSync(join(dir, 'LOCK.boot'), { force: true });
-  rmSync(join(dir, 'LOCK'), { force: true });
+  const fd = held.get(key);
+  if (fd === undefined) return;
+  held.delete(key);
+  try {
+    rmSync(join(dir, 'LOCK.boot'), { force: true });
+    rmSync(join(dir, 'LOCK'), { force: true });
+  } finally {
+    // The flock last, so that no other process takes the log while its LOCK is still here.
+    if (fd !== null) closeQuietly(fd);
+  }
 }
 
 /** This boot's id (Linux), or null where there is none. */
