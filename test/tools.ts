@@ -19,6 +19,7 @@ export const TOOLS = {
   openssl: 'apt-get install -y openssl',
   chromium: 'apt-get install -y chromium',
   fincore: 'apt-get install -y util-linux',
+  unshare: 'apt-get install -y util-linux',
 } as const;
 
 export type Tool = keyof typeof TOOLS;
