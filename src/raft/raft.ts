@@ -96,6 +96,14 @@ export class Raft {
   leadTransferee: NodeId | null = null;
   /** See suspendVoting. */
   private votingSuspended = false;
+  /**
+   * Follower: the last index up to which this log is known to hold what this term's leader holds (an
+   * append of that leader matched up to it). A heartbeat commits no further than this or the commit
+   * index: its commit is the leader's match for this node, which describes the log this node held when
+   * it last answered an append, not necessarily the one it holds now (a folder restored from a backup,
+   * whose entries past its commit index may be another leader's, never committed).
+   */
+  private matched: Index = 0;
   /** Leader only: a change of commit index followers have not been told of yet. */
   private commitUnannounced = false;
   /** Leader only: payload bytes appended but not yet applied (back-pressure). */
@@ -197,6 +205,7 @@ export class Raft {
     if (this.term !== term) {
       this.term = term;
       this.vote = null;
+      this.matched = 0;
     }
     this.lead = null;
     this.electionElapsed = 0;
@@ -480,6 +489,9 @@ export class Raft {
       case MessageType.PreVoteResp: {
         const expected = this.role === Role.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
         if (m.type !== expected) return;
+        // A grant echoes the term asked for: one of an earlier pre-campaign (asked for this term, now
+        // current) is not a vote in this one, which asks for the next (review of 2026-12-07).
+        if (m.type === MessageType.PreVoteResp && !m.reject && m.term !== this.term + 1) return;
         if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
         this.tallyAndAct();
         return;
@@ -517,6 +529,7 @@ export class Raft {
     }
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.commit, m.entries);
     if (lastNew !== null) {
+      this.matched = Math.max(this.matched, lastNew);
       // Holding all the leader had committed, a node that forgot its votes may vote again. Only once
       // the leader has committed an entry of its own term: until then its commit index may be short of
       // what its predecessors committed (§5.4.2), with this node's lost acknowledgement among them.
@@ -536,11 +549,14 @@ export class Raft {
   }
 
   private handleHeartbeat(m: Heartbeat): void {
-    // The leader sends min(commit, our match), which we hold; the min guards a log cut short by hand.
-    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    const last = this.log.lastIndex();
-    // The leader sent min(commit, our match): more than we hold means our log was lost or rolled back.
-    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, readRound: m.readRound, ...(m.commit > last ? { lastIndex: last } : {}) });
+    // The leader sends min(commit, its match for us). We commit only what we know we share with it:
+    // its match may be of a log we no longer hold (lost, rolled back, or a restored backup's, whose
+    // entries past its commit index may be a deposed leader's; review of 2026-12-07).
+    const known = Math.min(Math.max(this.log.committed, this.matched), this.log.lastIndex());
+    this.log.commitTo(Math.min(m.commit, known));
+    // More than we can vouch for: the leader checks our log from there (a probe), as for a follower
+    // that is behind. Also after this process restarted, before the leader's next append matched.
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, readRound: m.readRound, ...(m.commit > known ? { lastIndex: known } : {}) });
   }
 
   private handleSnapshot(m: SnapshotRequest): void {

@@ -136,9 +136,10 @@ export interface HeartbeatResponse extends Envelope {
   readonly type: typeof MessageType.HeartbeatResp;
   readonly readRound: number;
   /**
-   * Only from a follower missing entries the leader believes it holds (the heartbeat's commit is past
-   * its log: its disk was lost or restored from a backup): how far its log goes, so that the leader
-   * replicates to it again instead of waiting for a new entry to find out.
+   * Only from a follower that cannot vouch for entries the leader believes it holds (the heartbeat's
+   * commit is past its log, or past what it knows it shares with this leader: its disk was lost or
+   * restored from a backup, or it restarted since the leader's last append): how far it can, so that
+   * the leader replicates to it again from there instead of waiting for a new entry to find out.
    */
   readonly lastIndex?: Index;
 }

@@ -781,11 +781,19 @@ t.test('§5.3 follower commits up to the leader commit index', async (t) => {
     t.same(ids(allEntries(r)), [[1, 1], [2, 2], [3, 2]], 'nothing conflicted, nothing was truncated');
   }
 
-  // A heartbeat carries the commit index too.
+  // A heartbeat carries the commit index too, up to what an append of this leader matched.
   const { raft: r } = raftWith(n1, [n1, n2, n3], terms(1, 1, 1, 1), { term: 1 }, plain);
+  r.step(app(n2, n1, 1, 2, 1));
+  readMessages(r);
   r.step(heartbeat(n2, n1, 1, 2));
   t.equal(r.log.committed, 2);
   t.same(readMessages(r), [heartbeatResp(n1, n2, 1)]);
+  // Past it (index 3 here, which no append of this leader matched: the leader's match for this node
+  // may be of a log it no longer holds), nothing is committed, and the answer says how far this node
+  // can vouch, so that the leader checks its log from there.
+  r.step(heartbeat(n2, n1, 1, 3));
+  t.equal(r.log.committed, 2);
+  t.same(readMessages(r), [{ ...heartbeatResp(n1, n2, 1), lastIndex: 2 }]);
 });
 
 // §5.3: "If the follower does not find an entry in its log with the same index and term [as prevIndex,
