@@ -30,8 +30,9 @@ export interface BodySource {
 }
 
 /**
- * A row points at an entry the log does not have: the log lost what the state relies on. Never a
- * command's fault: the apply stops (a storage failure), rather than answer a message without its body.
+ * A row points at an entry the log does not have, or cannot read back: the log lost what the state
+ * relies on. Never a command's fault: the apply stops (a storage failure), rather than answer a
+ * message without its body.
  */
 export class BodyMissingError extends Error {
   override name = 'BodyMissingError';
@@ -40,8 +41,9 @@ export class BodyMissingError extends Error {
     readonly partition: number,
     readonly index: number,
     detail: string,
+    cause?: unknown,
   ) {
-    super(`partition ${partition}: the body at entry ${index} ${detail}`);
+    super(`partition ${partition}: the body at entry ${index} ${detail}`, cause === undefined ? undefined : { cause });
   }
 }
 
@@ -123,7 +125,15 @@ export function rowBody(s: Store, m: Pick<MessageRow, 'seq' | 'body'>): Body {
   let entry = s.lastBodyEntry;
   if (entry?.index !== index) {
     if (s.bodies === null) throw new BodyMissingError(s.partition, index, 'cannot be read: no log is attached');
-    const data = s.bodies.entry(index);
+    let data: Uint8Array | null;
+    try {
+      data = s.bodies.entry(index);
+    } catch (err) {
+      // The log's own failure (a record that fails its check, EIO): never the command's, which every
+      // other replica applies. Taken for a malformed command, one replica refused it alone and went
+      // on, its state no longer the others' (review of 2026-12-07).
+      throw new BodyMissingError(s.partition, index, `cannot be read from the log: ${(err as Error).message}`, err);
+    }
     if (data === null) throw new BodyMissingError(s.partition, index, 'is gone from the log');
     entry = new EntryBodies(s.partition, index, data);
     s.lastBodyEntry = entry;
