@@ -32,7 +32,7 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024;
  */
 export const BODY_TIMEOUT_MS = 60_000;
 export const REQUEST_TIMEOUT = { status: 408, title: 'Request Timeout' } as const;
-export const API_VERSION = '1.3.2';
+export const API_VERSION = '1.3.3';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -153,6 +153,19 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    // Another charset would be read as UTF-8 all the same: bytes meaning "Ã©" in ISO-8859-1 stored as
+    // "é" (review of 2026-12-07).
+    const charset = charsetOf(request.headers['content-type']);
+    if (charset !== null && charset !== 'utf-8' && charset !== 'utf8') {
+      done(new ApiError('validation_failed', `JSON bodies are UTF-8: charset=${charset} is refused`), undefined);
+      return;
+    }
+    // Nothing under application/json is no body, as it is under any other type: a route that takes
+    // none takes it, and one that needs one says so (review of 2026-12-07).
+    if ((body as Buffer).byteLength === 0) {
+      done(null, undefined);
+      return;
+    }
     let text: string;
     try {
       text = strictUtf8.decode(body as Buffer);
@@ -183,6 +196,25 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       throw new ApiError('validation_failed', 'this route takes no body');
     };
     route.preValidation = own === undefined ? refuseBody : [refuseBody, ...(Array.isArray(own) ? own : [own])];
+  });
+  // Query strings are as strict as bodies (review of 2026-12-07): a /v1 route without query
+  // parameters refuses any (it dropped them: /v1/auth/me?x=1 answered 200), and an integer parameter
+  // is decimal digits only, where Ajv's coercion of text took ?limit=0x10 for 16 and ?limit=%201 for 1.
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v1/') || route.schema === undefined) return;
+    if (route.schema.querystring === undefined) route.schema = { ...route.schema, querystring: NO_QUERY };
+    const properties = (route.schema.querystring as { properties?: Record<string, { type?: unknown }> }).properties ?? {};
+    const integers = Object.keys(properties).filter((k) => properties[k]!.type === 'integer');
+    if (integers.length === 0) return;
+    const own = route.preValidation;
+    const decimalOnly = async (request: FastifyRequest): Promise<void> => {
+      const query = request.query as Record<string, unknown>;
+      for (const k of integers) {
+        const v = query[k];
+        if (v !== undefined && !(typeof v === 'string' && /^-?[0-9]{1,16}$/.test(v))) throw new ApiError('validation_failed', `querystring/${k}: must be an integer in decimal digits`);
+      }
+    };
+    route.preValidation = own === undefined ? decimalOnly : [decimalOnly, ...(Array.isArray(own) ? own : [own])];
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
   app.addHook('onSend', async (request, reply) => {
@@ -251,4 +283,13 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   await app.register(topicRoutes, { deps });
   if (deps.internal !== undefined) await app.register(internalRoutes, deps.internal);
   return app as unknown as FastifyInstance;
+}
+
+/** The query of a route that takes none. */
+const NO_QUERY = { type: 'object', properties: {}, additionalProperties: false } as const;
+
+/** The charset parameter of a Content-Type, lowercased and unquoted, or null when it has none. */
+export function charsetOf(contentType: string | undefined): string | null {
+  const m = /;\s*charset\s*=\s*("([^"]*)"|[^;\s]*)/i.exec(contentType ?? '');
+  return m === null ? null : (m[2] ?? m[1]!).toLowerCase();
 }

@@ -1,11 +1,11 @@
 // What queues and subscriptions share: message limits, and receiving with long polling.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
-import { PARKED_POLLS, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type Received, type ReceivedMessage } from '../store/broker/index.js';
+import { ErrorCode, PARKED_POLLS, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type MessageInput, type Received, type ReceivedMessage } from '../store/broker/index.js';
 import { partitionOf } from '../partition/routing.js';
 import type { Watch } from '../cluster/router.js';
-import { idempotencyKeyOf, write, type ApiDeps } from './deps.js';
-import { ApiError } from './errors.js';
+import { actorOf, ctxOf, idempotencyKeyOf, write, type ApiDeps } from './deps.js';
+import { ApiError, fromFailure } from './errors.js';
 import { LIMITS } from './schemas/common.js';
 import { AckRequest, AckResult, LeaseRequest, LeaseResult, NackRequest, NackResult, type ReceiveRequest } from './schemas/messages.js';
 
@@ -86,8 +86,9 @@ function handleCommand(op: HandleOp, channel: ChannelRef, handles: string[], b: 
 
 /**
  * An ack, nack or lease request: the handles this API issued for the channel go to its partition
- * as the state machine's; any other is receipt_invalid here, and a request with none writes nothing.
- * The outcome names the client's handles, in the order sent.
+ * as the state machine's; any other is receipt_invalid here, and a request with none writes nothing
+ * (but is refused as the apply would refuse it: a channel the caller cannot see, or may not consume
+ * from). The outcome names the client's handles, in the order sent.
  */
 export async function handleWrite(
   deps: ApiDeps,
@@ -99,6 +100,7 @@ export async function handleWrite(
 ): Promise<HandleOutcome> {
   const inner = b.receiptHandles.map((h) => deps.receipts.open(channel, h));
   const valid = inner.filter((h): h is string => h !== null);
+  if (valid.length === 0) await mayConsume(deps, request, partitionKey, channel);
   const r: HandleOutcome = valid.length === 0 ? { acked: [], failed: [] } : await write<HandleOutcome>(deps, request, partitionKey, handleCommand(op, channel, valid, b));
   const next = outcomeReader(r);
   const out: HandleOutcome = { acked: [], failed: [] };
@@ -109,6 +111,20 @@ export async function handleWrite(
     else out.failed.push({ receiptHandle: h, code });
   });
   return out;
+}
+
+/**
+ * Throws what an ack, nack or lease on `channel` would answer when the caller may not consume from
+ * it (404, 403), for a call whose handles were all invalid and so go to no partition: such a call on
+ * a queue that does not exist answered 200, every handle receipt_invalid (review of 2026-12-07). A
+ * linearizable read; a leader of a build before the query cannot tell, and the call is answered as
+ * before.
+ */
+async function mayConsume(deps: ApiDeps, request: FastifyRequest, partitionKey: string, channel: ChannelRef): Promise<void> {
+  const p = partitionOf(partitionKey, deps.broker.partitions);
+  const r = await deps.broker.query(p, { type: 'channel.consumable', channel, user: actorOf(request) }, ctxOf(request));
+  if (r.ok || (r.code === ErrorCode.ValidationFailed && r.detail.startsWith('unknown query'))) return;
+  throw fromFailure(r);
 }
 
 /** Received messages with their handles as this API issues them (receipts.ts). */

@@ -166,3 +166,32 @@ t.test('a logout, a password change and a deletion revoke tokens on every node',
   t.strictSame(await revokedEverywhere(after), [401, 401, 401], 'deletion');
   t.match(await call(url1, 'POST', '/v1/auth/register', { body: { username: 'victim-h', password: 'password-victim-h' } }), problem(409, 'conflict'), 'the name is not given again');
 });
+
+t.test('an ack, nack or lease whose handles are all invalid is refused as with valid ones where the caller may not consume', async (t) => {
+  // Such a call goes to no partition (it writes nothing), and answered 200, every handle
+  // receipt_invalid, on queues that do not exist or that the caller may not consume from (review of
+  // 2026-12-07).
+  const q = 'no-consume-q';
+  const hidden = 'no-consume-hidden';
+  const topic = 'no-consume-t';
+  for (const name of [q, hidden]) t.equal((await call(url0, 'POST', '/v1/queues', { token: alice, body: { name } })).status, 201);
+  t.equal((await call(url1, 'PUT', `/v1/queues/${q}/grants/mallory-h`, { token: alice, body: { actions: ['send'] } })).status, 200);
+  t.equal((await call(url2, 'POST', '/v1/topics', { token: mallory, body: { name: topic } })).status, 201);
+  t.equal((await call(url0, 'POST', `/v1/topics/${topic}/subscriptions`, { token: alice, body: { name: 'alices' } })).status, 201);
+  const cases: [string, string, string, ReturnType<typeof problem>][] = [
+    ['a send right only', mallory, `/v1/queues/${q}`, problem(403, 'forbidden')],
+    ['a queue not visible to the caller', mallory, `/v1/queues/${hidden}`, problem(404, 'not_found')],
+    ['a queue that does not exist', mallory, '/v1/queues/no-consume-none', problem(404, 'not_found')],
+    ["the topic owner on another user's subscription", mallory, `/v1/topics/${topic}/subscriptions/alices`, problem(403, 'forbidden')],
+    ['a subscription that does not exist', alice, `/v1/topics/${topic}/subscriptions/none`, problem(404, 'not_found')],
+  ];
+  for (const [i, [what, token, path, expected]] of cases.entries()) {
+    for (const op of ['ack', 'nack', 'lease'] as const) {
+      const r = await call(cluster.urls[i % 3]!, 'POST', `${path}/${op}`, { token, body: { receiptHandles: ['x'], ...(op === 'lease' ? { visibilityTimeoutSeconds: 60 } : {}) } });
+      t.match(r, expected, `${op}: ${what}`);
+    }
+  }
+  // Where the caller may consume, such handles are receipt_invalid, as before.
+  t.match(await call(url1, 'POST', `/v1/queues/${q}/ack`, { token: alice, body: { receiptHandles: ['x'] } }), { status: 200, body: { acked: [], failed: [{ receiptHandle: 'x', code: 'receipt_invalid' }] } });
+  t.match(await call(url2, 'POST', `/v1/topics/${topic}/subscriptions/alices/nack`, { token: alice, body: { receiptHandles: ['x'] } }), { status: 200, body: { acked: [], failed: [{ receiptHandle: 'x', code: 'receipt_invalid' }] } });
+});

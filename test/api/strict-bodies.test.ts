@@ -55,6 +55,40 @@ t.test('an empty body of another type (fetch with body "": text/plain, 0 bytes) 
   t.equal(text.status, 400, 'a text body with something in it is refused');
 });
 
+t.test('an empty body under application/json is no body too: taken where a route takes none, refused (400) where it needs one', async (t) => {
+  // It was refused everywhere, "the JSON body is empty", where the same request without a type passed
+  // (review of 2026-12-07).
+  const token = await userToken(base, 'sb-empty-json');
+  t.equal((await call(base, 'POST', '/v1/queues', { token, body: { name: 'sb-ej-q' } })).status, 201);
+  const receive = await raw('POST', '/v1/queues/sb-ej-q/receive', token, '');
+  t.equal(receive.status, 200, `receive: ${receive.body}`);
+  t.same(JSON.parse(receive.body), { messages: [] });
+  const text = await fetch(`${base}/v1/queues/sb-ej-q/receive`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' }, body: '' });
+  t.equal(text.status, 200, `receive with an empty text/plain body: ${await text.text()}`);
+  const send = await raw('POST', '/v1/queues/sb-ej-q/messages', token, '');
+  t.ok(send.status === 400 && send.contentType.startsWith('application/problem+json'), `a send without a body: 400 problem+json (${send.status} ${send.body})`);
+  t.equal((await raw('POST', '/v1/queues/sb-ej-q/purge', token, '')).status, 200, 'purge');
+  t.equal((await raw('DELETE', '/v1/queues/sb-ej-q', token, '')).status, 204, 'delete');
+  t.equal((await raw('POST', '/v1/auth/logout', token, '')).status, 204, 'logout');
+});
+
+t.test('a JSON body declared in another charset than UTF-8 is refused, not read as UTF-8', async (t) => {
+  const token = await userToken(base, 'sb-charset');
+  t.equal((await call(base, 'POST', '/v1/queues', { token, body: { name: 'sb-cs-q' } })).status, 201);
+  // The bytes c3 a9: "é" in UTF-8, "Ã©" in ISO-8859-1.
+  const bytes = Buffer.concat([Buffer.from('{"body":"'), Buffer.from([0xc3, 0xa9]), Buffer.from('"}')]);
+  const latin = await fetch(`${base}/v1/queues/sb-cs-q/messages`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=iso-8859-1' }, body: bytes });
+  t.equal(latin.status, 400, 'charset=iso-8859-1: 400');
+  t.match(latin.headers.get('content-type'), /^application\/problem\+json/);
+  t.match(await latin.text(), /charset=iso-8859-1 is refused/);
+  for (const type of ['application/json; charset=utf-8', 'application/json;charset="UTF-8"', 'application/json; Charset=utf8']) {
+    const r = await fetch(`${base}/v1/queues/sb-cs-q/messages`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': type }, body: bytes });
+    t.equal(r.status, 201, type);
+  }
+  const got = await call(base, 'POST', '/v1/queues/sb-cs-q/receive', { token, body: { maxMessages: 10 } });
+  t.same((got.body as { messages: { body: string }[] }).messages.map((m) => m.body), ['é', 'é', 'é'], 'only the UTF-8 ones were stored');
+});
+
 t.test('a password holding a lone surrogate is refused at registration and as a new password', async (t) => {
   const reg = await call(base, 'POST', '/v1/auth/register', { body: { username: 'sb-lone', password: 'password\ud800' } });
   t.equal(reg.status, 400, 'registration: 400');

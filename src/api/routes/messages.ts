@@ -139,9 +139,10 @@ export function consumeRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue'
         response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504) },
       },
       // A receive may come without a body (docs/api.md): it is then {}, which Ajv validates and fills
-      // with the schema's defaults like any other. A body of JSON null is a body, and refused.
+      // with the schema's defaults like any other, as is an empty one of any type. A body of JSON
+      // null is a body, and refused.
       preValidation: async (request) => {
-        if (request.body === undefined) request.body = {};
+        if (request.body === undefined || request.body === '') request.body = {};
       },
     },
     async (request, reply) => {

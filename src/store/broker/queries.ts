@@ -1,7 +1,7 @@
 // The reads a partition answers, as data: a query built on the node that received the request runs on
 // the partition's leader after a ReadIndex (linearizable), or on the local replica for a stale read.
 // Being plain data, a query travels to another node's leader as easily as a command does.
-import { ErrorCode, fail, ok, type Result } from './commands.js';
+import { ErrorCode, fail, ok, type ChannelRef, type Result } from './commands.js';
 import type { BrokerStateMachine } from './state-machine.js';
 
 export type Query =
@@ -15,7 +15,12 @@ export type Query =
   | { readonly type: 'topic.get'; readonly name: string; readonly user: string }
   | { readonly type: 'topic.list'; readonly user: string; readonly after: string; readonly limit: number }
   | { readonly type: 'subscription.get'; readonly topic: string; readonly name: string; readonly user: string }
-  | { readonly type: 'subscription.list'; readonly topic: string; readonly user: string };
+  | { readonly type: 'subscription.list'; readonly topic: string; readonly user: string }
+  /**
+   * Whether `user` may consume from `channel` (receive, ack, nack, lease): null, or the failure the
+   * apply of such a command would answer (404, 403). An older build knows no such query.
+   */
+  | { readonly type: 'channel.consumable'; readonly channel: ChannelRef; readonly user: string };
 
 /** Most items one list query returns. */
 export const MAX_LIST_LIMIT = 100;
@@ -43,6 +48,8 @@ export function runQuery(sm: BrokerStateMachine, q: Query, now: number): Result 
       return sm.getSubscription(q.topic, q.name, q.user, now);
     case 'subscription.list':
       return sm.listSubscriptions(q.topic, q.user, now);
+    case 'channel.consumable':
+      return sm.consumable(q.channel, q.user);
     default:
       return fail(ErrorCode.ValidationFailed, `unknown query ${(q as { type: string }).type}`);
   }

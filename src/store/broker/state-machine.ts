@@ -915,6 +915,11 @@ export class BrokerStateMachine {
     return views.getSubscription(this.store, topic, name, user, now);
   }
 
+  /** Null when `user` may consume from `ref`; else what a receive, ack, nack or lease would answer. */
+  consumable(ref: ChannelRef, user: string): Result<null> {
+    return views.checkConsumable(this.store, ref, user);
+  }
+
   /** All subscriptions for the topic's owner; one's own for anybody else. */
   listSubscriptions(topic: string, user: string, now: number): Result<views.SubscriptionView[]> {
     return views.listSubscriptions(this.store, topic, user, now);

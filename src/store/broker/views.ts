@@ -3,7 +3,7 @@
 // Reads are not entries: `now` is the caller's best clock, never below the partition's.
 import { ErrorCode, fail, type Body, type ChannelRef, type Result } from './commands.js';
 import { bodyText } from './envelope.js';
-import { visibleQueue, visibleTopic } from './access.js';
+import { consumable, visibleQueue, visibleTopic } from './access.js';
 import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
 import type { StateSums } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
@@ -120,6 +120,14 @@ export function getSubscription(s: Store, topic: string, name: string, user: str
       throw new Refusal(fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`));
     }
     return subscriptionView(s, topic, name, Math.max(now, clock(s)));
+  });
+}
+
+/** Null when `user` may consume from `ref`; else what a receive, ack, nack or lease would answer (404, 403). */
+export function checkConsumable(s: Store, ref: ChannelRef, user: string): Result<null> {
+  return read(() => {
+    consumable(s, ref, user);
+    return null;
   });
 }
 
