@@ -23,7 +23,7 @@ import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError
 import { commandOrigin, type NodeHost } from '../partition/host.js';
 import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
-import { FormatTooNewError, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, FormatTooNewError, MAX_CLOCK_STEP_MS, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
 import { addsData, diskShort } from './disk-space.js';
 import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
@@ -281,7 +281,25 @@ export class Router {
   proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
     const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
     if (refused !== null) return Promise.resolve({ kind: 'ok', result: refused });
+    const held = this.holdWhileClockBehind(p, command);
+    if (held !== null) return Promise.resolve(held);
     return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+  }
+
+  /**
+   * A client's command at the leader of a partition whose clock is more than one step behind the
+   * nodes' (MAX_CLOCK_STEP_MS: an entry moves it no further): one that had no leader for minutes, the
+   * whole cluster or two nodes down. Applied now, its entry would be stamped with the partition's old
+   * time: a send's retention counted from minutes ago, its message expired as the clock caught up
+   * (its 201 given), its deduplication window and delay cut short (review of 2026-12-07). Nothing is
+   * done ('retry'): the node that took the request asks again until housekeeping's sweeps have brought
+   * the clock up, a few ticks after the election, and answers 503 if its wait runs out first.
+   */
+  private holdWhileClockBehind(p: number, command: Command): Answer | null {
+    const state = this.host.replica(p).state;
+    if (commandOrigin(command) !== 'client' || !state.isOpen() || state.format() < BOUNDED_CLOCK_STEP) return null;
+    const behind = this.host.clock.now() - state.clock();
+    return behind > MAX_CLOCK_STEP_MS ? { kind: 'retry', detail: `partition ${p}'s clock is ${Math.round(behind / 1000)} s behind the nodes' after an outage; it is catching up` } : null;
   }
 
   /**
@@ -306,6 +324,8 @@ export class Router {
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
     const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
     if (refused !== null) return { kind: 'ok', result: refused };
+    const held = this.holdWhileClockBehind(p, command);
+    if (held !== null) return held;
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
     // A plain send, publish, ack, nack or lease extension may share its entry with others

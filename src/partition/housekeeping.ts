@@ -19,8 +19,12 @@ function leadershipMoved(err: unknown): boolean {
   return err instanceof NotLeaderError || err instanceof NotCommittedError || err instanceof ReplicaClosedError || (err instanceof OutcomeUnknownError && !err.timedOut);
 }
 
-/** Sweeps a leader proposes at most per pass (every two election timeouts) to bring a partition's clock up to date. */
-const CLOCK_CATCH_UP = 10;
+/**
+ * Sweeps a leader proposes at once to bring a partition's clock up to date, each a step: an hour's
+ * worth, and the next hour's once they are applied, at the next tick. Clients' commands wait
+ * meanwhile (Router.holdWhileClockBehind), so a cluster down for a day catches up in seconds.
+ */
+const CLOCK_CATCH_UP = 60;
 
 export class Housekeeping {
   /** Partitions whose format.raise is proposed and not yet applied. */
@@ -36,8 +40,12 @@ export class Housekeeping {
   constructor(private readonly host: NodeHost) {
     host.onPass(() => this.pass());
     // A raise waits for no pass: a new cluster's partitions (format 1) would take writes under format
-    // 1's rules until then (no fan-out limits, no bounded clock step), 2 s in production.
-    host.onTick(() => this.raiseFormats(false));
+    // 1's rules until then (no fan-out limits, no bounded clock step), 2 s in production. Nor does a
+    // clock behind: clients' writes wait for it.
+    host.onTick(() => {
+      this.raiseFormats(false);
+      this.keepClocks();
+    });
   }
 
   pass(): void {
@@ -72,8 +80,8 @@ export class Housekeeping {
    * From format 8 an entry moves a partition's clock at most MAX_CLOCK_STEP_MS, so a partition that
    * nothing was written to for longer would fall behind: its next lease would be counted from a
    * clock in the past and end early. So a leader whose partition's clock is half a step behind its
-   * own (the nodes' median) proposes sweeps, up to CLOCK_CATCH_UP of them a pass (after a whole
-   * cluster was down for hours; each moves the clock one step).
+   * own (the nodes' median) proposes sweeps, up to CLOCK_CATCH_UP of them at a time, each moving the
+   * clock one step (after a whole cluster was down for hours). Looked at every tick.
    */
   private keepClocks(): void {
     const now = this.host.clock.now();
