@@ -14,7 +14,7 @@ import {
   type Ready,
 } from '../raft/index.js';
 import type { PartitionLog } from '../store/wal/index.js';
-import { encodeEnvelope, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
+import { MAX_FANOUT, encodeEnvelope, type BodyMissingError, type Command, type Delivery, type FormatTooNewError, type Result } from '../store/broker/index.js';
 
 /** Why a replica stopped for good in this process (PartitionReplica.halt). */
 export type HaltReason = FormatTooNewError | BodyMissingError;
@@ -240,22 +240,39 @@ export class PartitionReplica {
   proposeHeld(): void {
     if (this.held.size === 0) return;
     for (const { actor, list } of this.takeHeld().values()) {
+      const perItem = this.copiesPerItem(list[0]!.command);
       let from = 0;
       while (from < list.length) {
         let to = from + 1;
         let items = list[from]!.items;
         let bytes = list[from]!.bytes;
+        let copies = items * perItem;
         while (to < list.length) {
           const next = list[to]!;
-          if (items + next.items > TOGETHER_MAX_ITEMS || bytes + next.bytes > TOGETHER_MAX_BYTES) break;
+          if (items + next.items > TOGETHER_MAX_ITEMS || bytes + next.bytes > TOGETHER_MAX_BYTES || copies + next.items * perItem > MAX_FANOUT) break;
           items += next.items;
           bytes += next.bytes;
+          copies += next.items * perItem;
           to++;
         }
         this.appendTogether(actor, list.slice(from, to));
         from = to;
       }
     }
+  }
+
+  /**
+   * The copies one item of `command` stores: for a publish, one per subscription of its topic, as this
+   * replica's state holds them now (MAX_FANOUT each when it cannot tell); nothing to count for others.
+   * Publishes that share an entry are applied together, each checked alone against MAX_FANOUT, so an
+   * entry of them stores no more copies between them than one publish may: a thousand shared
+   * publishes to a topic of a hundred subscriptions stored 100,000 copies in one apply, and with a
+   * thousand subscriptions a million, holding every partition of the node for seconds (review of
+   * 2026-12-07). Subscriptions created by entries not yet applied are not counted: a few more.
+   */
+  private copiesPerItem(command: SharedCommand): number {
+    if (command.type !== 'topic.publish') return 0;
+    return this.state.isOpen() ? this.state.subscriptionCount(command.name) : MAX_FANOUT;
   }
 
   /** Never throws: each command is answered, with its share of the entry's result or with why it was not appended. */

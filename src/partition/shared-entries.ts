@@ -13,7 +13,9 @@
 // is everyone's, as it would have been each one's. From format 11 (SHARED_PUBLISHES), a user's plain
 // publishes to a topic share too, as one publish whose `split` says where each begins: each is
 // checked alone in the apply (one publish stores at most MAX_FANOUT copies, so two that pass alone
-// would fail together as one publish), and answered with its own result.
+// would fail together as one publish), and answered with its own result; an entry takes publishes of
+// at most MAX_FANOUT copies between them, as the leader's state counts subscriptions (replica.ts,
+// copiesPerItem), so that one apply stores no more than one publish may.
 import { SHARED_PUBLISHES, ok, outcomeReader, type ChannelRef, type Command, type HandleOutcome, type Result } from '../store/broker/index.js';
 
 /** A command that may share its entry (sharesEntry). */

@@ -333,12 +333,14 @@ const fromSubscription = async (r: PartitionReplica, sub: string): Promise<strin
 
 t.test('publishes proposed in one turn share an entry; each is answered alone, and one past the fan-out limit fails alone', async (t) => {
   const { c, r } = await withTopic(t, 3);
-  // 334 messages to 3 subscriptions are 1,002 copies: past MAX_FANOUT for one publish, whatever shares its entry.
+  // 334 messages to 3 subscriptions are 1,002 copies: past MAX_FANOUT for one publish, and past what
+  // an entry of publishes stores between them, so it goes in an entry of its own.
   const tooMany = Array.from({ length: Math.floor(MAX_FANOUT / 3) + 1 }, (_, i) => `big ${i}`);
-  const [a, big, b, bob] = await Promise.all([
+  const before = r.log.lastIndex();
+  const [a, b, big, bob] = await Promise.all([
     r.propose('alice', publish('news', ['a1', 'a2'])),
-    r.propose('alice', publish('news', tooMany)),
     r.propose('alice', publish('news', ['b1'])),
+    r.propose('alice', publish('news', tooMany)),
     r.propose('bob', publish('news', ['bob'])),
   ]);
   const [ia, ib] = [items(a!), items(b!)];
@@ -349,13 +351,33 @@ t.test('publishes proposed in one turn share an entry; each is answered alone, a
   t.equal(entryOf(ia[0]!).index, entryOf(ib[0]!).index, "alice's publishes share an entry");
   t.same(
     [...ia, ...ib].map((m) => entryOf(m).place),
-    [0, 1, 2 + tooMany.length],
+    [0, 1, 2],
     'each message keeps its place among all those the entry carries',
+  );
+  t.strictSame(
+    appendedPublishes(r, before).map((p) => p.split ?? null),
+    [[2, 1], null, null],
+    "alice's two in one entry, the one past the limit in its own, bob's in his",
   );
   t.ok([...ia, ...ib].every((m) => (m as SentMessage & { subscriptions: number }).subscriptions === 3), 'each copied to the three subscriptions');
   for (const sub of ['s0', 's1', 's2']) t.same(await fromSubscription(r, sub), ['a1', 'a2', 'b1'], `${sub} holds the two publishes that passed, in order`);
   await c.quiet();
   t.equal(new Set([...c.hosts.values()].map((h) => stateHash(h.replica(0).state.sqlite))).size, 1, 'every replica holds the same state');
+});
+
+t.test('an entry of shared publishes stores no more copies between them than one publish may (MAX_FANOUT)', async (t) => {
+  // Each publish is checked alone in the apply: a thousand of one message to a topic of a hundred
+  // subscriptions shared one entry and stored 100,000 copies in one apply (review of 2026-12-07).
+  const subscriptions = 100;
+  const { r } = await withTopic(t, subscriptions);
+  const before = r.log.lastIndex();
+  const answers = await Promise.all(Array.from({ length: 35 }, (_, i) => r.propose('alice', publish('news', [`p${i}`]))));
+  t.ok(answers.every((a) => a.ok), 'every publish stored');
+  const entries = appendedPublishes(r, before);
+  const perEntry = entries.map((p) => (p.split ?? [1]).reduce((n, k) => n + k, 0));
+  t.equal(perEntry.reduce((n, k) => n + k, 0), 35, 'all 35 appended');
+  t.ok(perEntry.every((n) => n * subscriptions <= MAX_FANOUT), `at most ${MAX_FANOUT / subscriptions} publishes an entry: ${JSON.stringify(perEntry)}`);
+  t.ok(perEntry.some((n) => n > 1), 'and they still share');
 });
 
 /** The topic and split of each publish the leader appended after `after`, in log order. */

@@ -925,6 +925,11 @@ export class BrokerStateMachine {
     return views.listSubscriptions(this.store, topic, user, now);
   }
 
+  /** How many subscriptions topic `name` has (0 when there is no such topic): what one message of a publish is copied to, at most. */
+  subscriptionCount(name: string): number {
+    return (this.store.st.countSubscriptions.get(name) as { n: number }).n;
+  }
+
   /** Whether a channel has a message ready now (for long polls to decide whether to propose). */
   hasVisible(channelId: number, now: number): boolean {
     return views.hasVisible(this.store, channelId, now);
