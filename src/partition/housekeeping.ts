@@ -126,7 +126,14 @@ export class Housekeeping {
           messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes, source: `${r.partition}/${g.id}` })),
         };
         this.host.proposeSystem(partitionOf(first.targetQueue, this.host.opts.partitions), deliver)
-          .then(() => r.propose(null, { type: 'outbox.done', ids }))
+          .then((res) => {
+            // Refused (not applied as a delivery): the letters stay for the next pass. Cleared
+            // whatever the answer, they were lost unseen (review of 2026-12-07). A dead-letter queue
+            // that is gone answers ok, with the letters counted as dropped.
+            const refused = res as { ok?: unknown; code?: unknown; detail?: unknown } | null;
+            if (refused?.ok === false) throw new Error(`dead letters refused by queue '${first.targetQueue}': ${String(refused.code)}: ${String(refused.detail)}`);
+            return r.propose(null, { type: 'outbox.done', ids });
+          })
           .catch((err: unknown) => this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry'))
           .finally(() => {
             for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);

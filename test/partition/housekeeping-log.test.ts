@@ -48,3 +48,43 @@ t.test('a format raise refused because leadership moved is logged at debug; any 
     t.strictSame(await logsOf(err), { debug: [], warn: ['log format not raised yet; will retry'] }, `${err.name}: ${err.message}`);
   }
 });
+
+t.test("dead letters refused by their queue's partition stay in the outbox for the next pass, with a warning", async (t) => {
+  // They were cleared whatever the delivery answered: a refusal (a command that partition could not
+  // apply) lost them unseen (review of 2026-12-07).
+  const now = 1_700_000_000_000;
+  const warned: string[] = [];
+  const proposed: string[] = [];
+  let pass: () => void = () => {};
+  let answer: unknown = { ok: false, code: 'validation_failed', detail: 'malformed command' };
+  const row = { id: 7, targetQueue: 'dlq', expectedOwner: 'alice', messageId: '0-1-0', body: 'x', attributes: {} };
+  const replica = {
+    partition: 0,
+    isLeader: () => true,
+    propose: (_actor: string | null, c: { type: string }) => {
+      proposed.push(c.type);
+      return Promise.resolve({ ok: true, value: null });
+    },
+    state: { needsSweep: () => false, format: () => FORMAT, clock: () => now, outbox: () => [row] },
+  };
+  const host = {
+    onPass: (fn: () => void) => (pass = fn),
+    onTick: () => {},
+    opts: { now: () => now, self: 'n1', voters: ['n1'], partitions: 1, logger: { debug: () => {}, warn: (_o: object, msg: string) => warned.push(msg), error: () => {} } },
+    replicas: [replica],
+    clock: { now: () => now },
+    readable: FORMAT,
+    peerFormat: () => FORMAT,
+    proposeSystem: () => Promise.resolve(answer),
+  } as unknown as NodeHost;
+  new Housekeeping(host);
+  pass();
+  await new Promise((resolve) => setImmediate(resolve));
+  t.strictSame(proposed, [], 'the outbox is not cleared');
+  t.strictSame(warned, ['dead letters not delivered yet; will retry']);
+  // Delivered (or dropped because the queue is gone: also ok) on a later pass: cleared then.
+  answer = { ok: true, value: { delivered: 0, dropped: 1 } };
+  pass();
+  await new Promise((resolve) => setImmediate(resolve));
+  t.strictSame(proposed, ['outbox.done'], 'cleared once delivered');
+});
