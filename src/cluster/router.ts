@@ -98,6 +98,8 @@ export interface RequestContext {
  * a few dozen entries behind (those in flight); one catching up after a restart is thousands.
  */
 const MAX_TRACKED_LAG = 1_000;
+/** How long (ms) a partition's clock found up to date is taken as such (Router.holdWhileClockBehind). */
+const CLOCK_CHECK_MS = 1_000;
 /** Forwarded writes may wait for the leader's proposal timeout (10 s) and its answer. */
 const COMMAND_TIMEOUT_MS = 15_000;
 const QUERY_TIMEOUT_MS = 10_000;
@@ -121,6 +123,13 @@ export class Router {
   private readonly parked = new Map<string, (messages: ReceivedMessage[]) => void>();
   /** The peer that last served a partition's request while this node's replica of it is halted: asked first. */
   private readonly servedBy = new Map<number, NodeId>();
+  /**
+   * Per partition, the term in which this node found its partition's clock up to date, and until when
+   * (the router's clock) that answer holds: the clock is a read of the state's database, and a leader
+   * keeps it up to date once it has caught up (housekeeping's sweeps), so it is not read for every
+   * command. A new term (a leader again, perhaps after an outage) looks again.
+   */
+  private readonly clockUpToDate = new Map<number, { readonly term: number; readonly until: number }>();
   /** Makes this process's tags unique across restarts. */
   private readonly nonce = randomBytes(6).toString('base64url');
   private tags = 0;
@@ -296,10 +305,18 @@ export class Router {
    * the clock up, a few ticks after the election, and answers 503 if its wait runs out first.
    */
   private holdWhileClockBehind(p: number, command: Command): Answer | null {
-    const state = this.host.replica(p).state;
-    if (commandOrigin(command) !== 'client' || !state.isOpen() || state.format() < BOUNDED_CLOCK_STEP) return null;
+    if (commandOrigin(command) !== 'client') return null;
+    const replica = this.host.replica(p);
+    const term = replica.raw.term();
+    const at = this.now();
+    const known = this.clockUpToDate.get(p);
+    if (known !== undefined && known.term === term && at < known.until) return null;
+    const state = replica.state;
+    if (!state.isOpen() || state.format() < BOUNDED_CLOCK_STEP) return null;
     const behind = this.host.clock.now() - state.clock();
-    return behind > MAX_CLOCK_STEP_MS ? { kind: 'retry', detail: `partition ${p}'s clock is ${Math.round(behind / 1000)} s behind the nodes' after an outage; it is catching up` } : null;
+    if (behind > MAX_CLOCK_STEP_MS) return { kind: 'retry', detail: `partition ${p}'s clock is ${Math.round(behind / 1000)} s behind the nodes' after an outage; it is catching up` };
+    this.clockUpToDate.set(p, { term, until: at + CLOCK_CHECK_MS });
+    return null;
   }
 
   /**
