@@ -52,6 +52,7 @@ t.test('promtool accepts the rules', async (t) => {
     'MomDiskFilling',
     'MomDiskShort',
     'MomLeaderFlapping',
+    'MomLogIndexHigh',
     'MomNodeDown',
     'MomNodeFlapping',
     'MomNodeMissing',
@@ -144,6 +145,19 @@ t.test('each alert fires in its situation and not otherwise', async (t) => {
           alertname: 'MomClockSkew',
           exp_alerts: [fires('MomClockSkew', { instance: 'n1', peer: 'n2', severity: 'warn' }, '30'), fires('MomClockSkew', { instance: 'n2', peer: 'n1', severity: 'warn' }, '30')],
         },
+      ],
+    },
+    {
+      interval: '1m',
+      input_series: [
+        // partition 3 is past 2^36 on two nodes (one a little behind), partition 1 far below it
+        { series: 'mom_raft_last_index{job="mom",instance="n1",partition="3"}', values: '68719476800+100x90' },
+        { series: 'mom_raft_last_index{job="mom",instance="n2",partition="3"}', values: '68719476700+100x90' },
+        { series: 'mom_raft_last_index{job="mom",instance="n1",partition="1"}', values: '1000000+100x90' },
+      ],
+      alert_rule_test: [
+        { eval_time: '30m', alertname: 'MomLogIndexHigh', exp_alerts: [] },
+        { eval_time: '80m', alertname: 'MomLogIndexHigh', exp_alerts: [fires('MomLogIndexHigh', { partition: '3', severity: 'warn' }, '6.87194848e+10')] },
       ],
     },
     {
