@@ -307,6 +307,8 @@ export class Router {
   private holdWhileClockBehind(p: number, command: Command): Answer | null {
     if (commandOrigin(command) !== 'client') return null;
     const replica = this.host.replica(p);
+    // A follower answers not_leader, with its hint, as before: its own clock says nothing of the leader's.
+    if (!replica.isLeader()) return null;
     const term = replica.raw.term();
     const at = this.now();
     const known = this.clockUpToDate.get(p);

@@ -7,6 +7,8 @@ import t from 'tap';
 import type { PeerCaller } from '../../src/cluster/answer.js';
 import { Router } from '../../src/cluster/router.js';
 import type { NodeHost } from '../../src/partition/host.js';
+import { NotLeaderError } from '../../src/partition/errors.js';
+import { FORMAT } from '../../src/store/broker/index.js';
 import type { NodeId } from '../../src/raft/index.js';
 import { delaysOf } from './timer-delays.js';
 
@@ -24,4 +26,36 @@ t.test('a node an hour ahead waits for a lease to end by the cluster’s clock, 
   const delays = delaysOf(() => (watch = router.watch(0, { queue: 'q' }, Number.MAX_SAFE_INTEGER)));
   t.same(delays, [3_000], 'looks again when the lease ends, not every pollMs');
   watch!.cancel();
+});
+
+t.test("a leader whose partition's clock is minutes behind holds clients' commands; a follower answers not_leader as before", async (t) => {
+  // Clients' commands wait while a partition's clock catches up after an outage (review of
+  // 2026-12-07); a follower's own clock says nothing of the leader's, and it points at the leader.
+  const now = 1_700_000_000_000;
+  let leading = true;
+  let clock = now - 10 * 60_000;
+  const proposed: string[] = [];
+  const replica = {
+    ...QUIET,
+    halted: null,
+    isLeader: () => leading,
+    raw: { term: () => 3 },
+    state: { isOpen: () => true, format: () => FORMAT, clock: () => clock },
+    propose: (_actor: string | null, c: { type: string }) => {
+      proposed.push(c.type);
+      if (!leading) return Promise.reject(new NotLeaderError(0, 'n2' as NodeId));
+      return Promise.resolve({ ok: true, value: null });
+    },
+  };
+  const host = { replica: () => replica, leadership: { cutOffFor: () => 0 }, clock: { now: () => now } } as unknown as NodeHost;
+  const router = new Router(host, noPeers, { self: 'n1' as NodeId, partitions: 1, pollMs: 5, now: () => 0 });
+  const send = { type: 'queue.send', name: 'q', messages: [{ body: 'x', attributes: {} }] } as const;
+  t.match(await router.proposeHere(0, 'alice', send), { kind: 'retry' }, 'held at the leader');
+  t.match(await router.proposeHere(0, null, { type: 'sweep' }), { kind: 'ok' }, "housekeeping's sweeps pass");
+  t.strictSame(proposed, ['sweep']);
+  leading = false;
+  t.match(await router.proposeHere(0, 'alice', send), { kind: 'not_leader', leader: 'n2' }, 'a follower points at the leader');
+  leading = true;
+  clock = now - 30_000;
+  t.match(await router.proposeHere(0, 'alice', send), { kind: 'ok' }, 'within a step: proposed');
 });
