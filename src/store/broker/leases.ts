@@ -280,6 +280,11 @@ export function extendLeases(s: Store, ref: ChannelRef, receiptHandles: readonly
       // An expired lease can no longer be extended: the message is visible to others already.
       if (m === undefined || !leaseLive(m, ctx.now)) return false;
       s.st.setState.run(MessageState.Leased, ctx.now + vtSeconds * 1000, m.seq, ch.id);
+      // Long polls on the channel look again: at once for a lease ended now (0 s, SQS's way to let
+      // a message go), else when it ends. They kept the old end, up to their 5 s guard late
+      // (review of 2026-12-07).
+      if (vtSeconds === 0) wokeUp(ctx, ch.id, 1);
+      else ctx.retimed.add(ch.id);
       return true;
     }),
   );

@@ -88,6 +88,10 @@ t.test('apply reports the channels a long poll must look at again: woke (how man
   const [h1, h2] = (leased.result as { value: { messages: { receiptHandle: string }[] } }).value.messages.map((m) => m.receiptHandle);
   t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h1!], delaySeconds: 3 })), { woke: [], retimed: [id] }, 'a delayed nack');
   t.strictSame(wakes(s.apply('alice', { type: 'nack', channel: { queue: 'orders' }, receiptHandles: [h2!], delaySeconds: 0 })), { woke: [[id, 1]], retimed: [] }, 'a nack: visible again now');
+  const again = s.apply('alice', { type: 'receive', channel: { queue: 'orders' }, maxMessages: 2, visibilityTimeoutSeconds: 10 });
+  const [h3, h4] = (again.result as { value: { messages: { receiptHandle: string }[] } }).value.messages.map((m) => m.receiptHandle);
+  t.strictSame(wakes(s.apply('alice', { type: 'lease', channel: { queue: 'orders' }, receiptHandles: [h3!], visibilityTimeoutSeconds: 60 })), { woke: [], retimed: [id] }, 'a lease extended: visible again when it ends now');
+  t.strictSame(wakes(s.apply('alice', { type: 'lease', channel: { queue: 'orders' }, receiptHandles: [h4!], visibilityTimeoutSeconds: 0 })), { woke: [[id, 1]], retimed: [] }, 'a lease cut to 0 s: visible again now');
   t.strictSame(wakes(s.apply('alice', { type: 'receive', channel: { queue: 'nowhere' }, maxMessages: 1, visibilityTimeoutSeconds: null })), { woke: [], retimed: [] }, 'a refusal reports nothing');
 });
 
