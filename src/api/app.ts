@@ -7,7 +7,7 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Ajv, { type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type RouteOptions } from 'fastify';
 import { pino } from 'pino';
 import { UNBOUNDED_BODY, internalRoutes } from '../cluster/internal-routes.js';
 import { authPlugin } from './auth.js';
@@ -188,14 +188,13 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   // and the write done anyway. An empty object says nothing and passes, as no body does.
   app.addHook('onRoute', (route) => {
     if (!route.url.startsWith('/v1/') || route.schema?.body !== undefined) return;
-    const own = route.preValidation;
     const refuseBody = async (request: FastifyRequest): Promise<void> => {
       const b = request.body;
       // An empty body of another type (fetch's body '' is text/plain) says nothing either.
       if (b === undefined || b === '' || (typeof b === 'object' && b !== null && !Array.isArray(b) && Object.keys(b).length === 0)) return;
       throw new ApiError('validation_failed', 'this route takes no body');
     };
-    route.preValidation = own === undefined ? refuseBody : [refuseBody, ...(Array.isArray(own) ? own : [own])];
+    runFirst(route, refuseBody);
   });
   // Query strings are as strict as bodies (review of 2026-12-07): a /v1 route without query
   // parameters refuses any (it dropped them: /v1/auth/me?x=1 answered 200), and an integer parameter
@@ -206,7 +205,6 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     const properties = (route.schema.querystring as { properties?: Record<string, { type?: unknown }> }).properties ?? {};
     const integers = Object.keys(properties).filter((k) => properties[k]!.type === 'integer');
     if (integers.length === 0) return;
-    const own = route.preValidation;
     const decimalOnly = async (request: FastifyRequest): Promise<void> => {
       const query = request.query as Record<string, unknown>;
       for (const k of integers) {
@@ -214,7 +212,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
         if (v !== undefined && !(typeof v === 'string' && /^-?[0-9]{1,16}$/.test(v))) throw new ApiError('validation_failed', `querystring/${k}: must be an integer in decimal digits`);
       }
     };
-    route.preValidation = own === undefined ? decimalOnly : [decimalOnly, ...(Array.isArray(own) ? own : [own])];
+    runFirst(route, decimalOnly);
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
   app.addHook('onSend', async (request, reply) => {
@@ -283,6 +281,12 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
   await app.register(topicRoutes, { deps });
   if (deps.internal !== undefined) await app.register(internalRoutes, deps.internal);
   return app as unknown as FastifyInstance;
+}
+
+/** Puts `hook` before the route's own preValidation hooks. */
+function runFirst(route: RouteOptions, hook: (request: FastifyRequest) => Promise<void>): void {
+  const own = route.preValidation;
+  route.preValidation = own === undefined ? hook : [hook, ...(Array.isArray(own) ? own : [own])];
 }
 
 /** The query of a route that takes none. */

@@ -134,7 +134,7 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
       // Every token this cluster issues says when it was issued and when it ends: one without (made
       // with the secret elsewhere) never expired, and one whose iat is no number passed the check
       // against its user's creation (review of 2026-12-07).
-      if (typeof iat !== 'number' || !Number.isFinite(iat) || typeof exp !== 'number' || !Number.isFinite(exp)) throw new ApiError('unauthorized', 'the bearer token is invalid or expired; log in again');
+      if (!Number.isFinite(iat) || !Number.isFinite(exp)) throw new ApiError('unauthorized', 'the bearer token is invalid or expired; log in again');
       if (verified.size >= MAX_VERIFIED_TOKENS) verified.clear();
       verified.set(header, { user: { sub, iat, exp, ...(ep === undefined ? {} : { ep }) }, until: Math.min(at + VERIFIED_TTL_MS, exp * 1000) });
     }

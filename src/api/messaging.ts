@@ -100,8 +100,9 @@ export async function handleWrite(
 ): Promise<HandleOutcome> {
   const inner = b.receiptHandles.map((h) => deps.receipts.open(channel, h));
   const valid = inner.filter((h): h is string => h !== null);
-  if (valid.length === 0) await mayConsume(deps, request, partitionKey, channel);
-  const r: HandleOutcome = valid.length === 0 ? { acked: [], failed: [] } : await write<HandleOutcome>(deps, request, partitionKey, handleCommand(op, channel, valid, b));
+  let r: HandleOutcome = { acked: [], failed: [] };
+  if (valid.length > 0) r = await write<HandleOutcome>(deps, request, partitionKey, handleCommand(op, channel, valid, b));
+  else await mayConsume(deps, request, partitionKey, channel);
   const next = outcomeReader(r);
   const out: HandleOutcome = { acked: [], failed: [] };
   b.receiptHandles.forEach((h, i) => {

@@ -288,11 +288,19 @@ export class Router {
 
   /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
   proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
-    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
-    if (refused !== null) return Promise.resolve({ kind: 'ok', result: refused });
-    const held = this.holdWhileClockBehind(p, command);
-    if (held !== null) return Promise.resolve(held);
+    const refused = this.notNow(p, actor, command, idempotencyKey);
+    if (refused !== null) return Promise.resolve(refused);
     return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+  }
+
+  /**
+   * What a leader answers, without proposing, to a command it does not take now (the disk short, or
+   * the partition's clock catching up), for its own requests and its peers' alike; null: take it.
+   */
+  private notNow(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Answer | null {
+    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
+    if (refused !== null) return { kind: 'ok', result: refused };
+    return this.holdWhileClockBehind(p, command);
   }
 
   /**
@@ -341,10 +349,8 @@ export class Router {
    * once it caught up: the command then runs as proposeHere's, answered with its result.
    */
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
-    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
-    if (refused !== null) return { kind: 'ok', result: refused };
-    const held = this.holdWhileClockBehind(p, command);
-    if (held !== null) return held;
+    const refused = this.notNow(p, actor, command, idempotencyKey);
+    if (refused !== null) return refused;
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
     // A plain send, publish, ack, nack or lease extension may share its entry with others

@@ -281,7 +281,7 @@ export class NodeHost {
     this.passes.push(f);
   }
 
-  /** Calls `f` on every tick, after the pass's work when there is one: Housekeeping's format raises. */
+  /** Calls `f` on every tick, after the pass's work when there is one: Housekeeping's format raises and clocks. */
   onTick(f: () => void): void {
     this.everyTick.push(f);
   }

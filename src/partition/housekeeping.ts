@@ -50,7 +50,6 @@ export class Housekeeping {
 
   pass(): void {
     this.sweep();
-    this.keepClocks();
     this.forwardDeadLetters();
     this.raiseFormats(true);
   }

@@ -1027,27 +1027,28 @@ function lock(dir: string): void {
  * lock is one per file whatever the pids, and goes with its process however that ends.
  */
 function lockFolder(dir: string): number | null {
-  const lockFile = native?.lockFile;
-  if (lockFile === undefined) return null;
-  const fd = openSync(dir, 'r');
-  const r = lockFile(fd);
-  if (r === 0) return fd;
-  closeQuietly(fd);
-  if (r === osConstants.errno.EWOULDBLOCK) throw new LogInUseError(`the write-ahead log in ${dir} is held by ${holderNamed(join(dir, 'LOCK'))} (its folder is locked)`);
+  const tried = tryLockFolder(dir);
+  if (tried === null || tried.errno === 0) return tried?.fd ?? null;
+  closeQuietly(tried.fd);
+  if (tried.errno === osConstants.errno.EWOULDBLOCK) throw new LogInUseError(`the write-ahead log in ${dir} is held by ${holderNamed(join(dir, 'LOCK'))} (its folder is locked)`);
   return null;
 }
 
 /** Whether another process holds the flock of the folder `dir` (false where there is none to hold). */
 function folderLocked(dir: string): boolean {
+  const tried = tryLockFolder(dir);
+  if (tried === null) return false;
+  // Released with the descriptor, if this probe took it.
+  closeQuietly(tried.fd);
+  return tried.errno === osConstants.errno.EWOULDBLOCK;
+}
+
+/** The folder `dir` opened and flock()ed: its descriptor and flock's errno (0: held); null without the addon's flock. */
+function tryLockFolder(dir: string): { readonly fd: number; readonly errno: number } | null {
   const lockFile = native?.lockFile;
-  if (lockFile === undefined) return false;
+  if (lockFile === undefined) return null;
   const fd = openSync(dir, 'r');
-  try {
-    return lockFile(fd) === osConstants.errno.EWOULDBLOCK;
-  } finally {
-    // Released with the descriptor, if this probe took it.
-    closeQuietly(fd);
-  }
+  return { fd, errno: lockFile(fd) };
 }
 
 /**
