@@ -11,7 +11,7 @@ import { ConfigError, loadConfig } from './cluster/index.js';
 import { RestoreRefusedError, restoreCluster } from './cluster/restore.js';
 import { LogInUseError } from './store/wal/index.js';
 import { MallocTrimmer } from './native/malloc-trimmer.js';
-import { native, nativeMissing } from './native/native.js';
+import { native, nativeMissing, olderAddon } from './native/native.js';
 
 /**
  * Errors of the machine's setup, for the operator to fix: a port in use, a folder this user cannot
@@ -39,9 +39,9 @@ async function main(): Promise<void> {
   try {
     const cfg = loadConfig(process.argv.slice(2), process.env);
     node = await MomServer.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' }, processMetrics: true });
-    if (MallocTrimmer.available()) new MallocTrimmer().start();
-    else node.log.warn({ why: nativeMissing }, 'the native addon (build/Release/mom_native.node, made by npm ci) is not loaded: memory malloc holds free is not given back to the system, and the log is held by its LOCK file alone; `npm rebuild` in the installation builds it');
-    if (native !== null && native.lockFile === undefined) node.log.warn('the native addon (build/Release/mom_native.node) is older than this build: the log is held by its LOCK file alone; `npm rebuild` in the installation builds it again');
+    new MallocTrimmer().start();
+    if (native === null) node.log.warn({ why: nativeMissing }, 'the native addon (build/Release/mom_native.node, made by npm ci) is not loaded: memory malloc holds free is not given back to the system, and the log is held by its LOCK file alone; `npm rebuild` in the installation builds it');
+    else if (olderAddon(native).length > 0) node.log.warn({ lacks: olderAddon(native) }, 'the native addon (build/Release/mom_native.node) is older than this build: without trimMallocAsync memory malloc holds free is not given back, without lockFile the log is held by its LOCK file alone; `npm rebuild` in the installation builds it again');
   } catch (err) {
     exitIfMendable(err, 'start');
     throw err;

@@ -18,21 +18,28 @@ export class MallocTrimmer {
 
   constructor(private readonly intervalMs = 1_000) {}
 
-  /** Whether trims can run here: the addon is loaded (native.ts says why not). */
+  /** Whether trims can run here: the addon is loaded (native.ts says why not) and has trimMallocAsync. */
   static available(): boolean {
-    return native !== null;
+    return typeof native?.trimMallocAsync === 'function';
   }
 
-  /** Starts the trims (none without the addon); the timer does not keep the process alive. */
+  /** Starts the trims (none without the addon, or with one older than them); the timer does not keep the process alive. */
   start(): this {
-    const addon = native;
-    if (addon === null || this.timer !== null) return this;
+    const trim = native?.trimMallocAsync?.bind(native);
+    if (trim === undefined || this.timer !== null) return this;
     this.timer = setInterval(() => {
       // One at a time: a trim slower than the interval is not queued again behind itself.
       if (this.running) return;
       this.running = true;
-      addon
-        .trimMallocAsync()
+      let done: Promise<number>;
+      try {
+        done = trim();
+      } catch {
+        // Out of memory for the job: tried again at the next interval, never thrown out of the timer.
+        this.running = false;
+        return;
+      }
+      done
         .then((r) => {
           if (r >= 0) this.trims++;
         })

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +21,16 @@ static napi_value number_result(napi_env env, int64_t value) {
   return out;
 }
 
+// A JavaScript number that is an integer from 0 to max, into *out; false for anything else. N-API's
+// own conversions coerce: NaN and the infinities become 0 (lockFile(NaN) locked standard input),
+// fractions are cut, and int32 keeps the low 32 bits (2 ** 32 + fd named fd).
+static bool whole(napi_env env, napi_value value, double max, int64_t* out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || !isfinite(d) || d < 0 || d > max || d != floor(d)) return false;
+  *out = (int64_t)d;
+  return true;
+}
+
 // advise(fd, offset, length, advice): posix_fadvise, 0 or its errno. advice: 1 random (no
 // readahead), 3 will need, 4 don't need (clean pages in the range leave the page cache; dirty ones
 // are left to writeback). Other values are refused.
@@ -29,11 +41,10 @@ static napi_value advise(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "advise(fd, offset, length, advice)");
     return NULL;
   }
-  int32_t fd, which;
-  int64_t offset, length;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &length) != napi_ok || napi_get_value_int32(env, argv[3], &which) != napi_ok ||
-      fd < 0 || offset < 0 || length < 0) {
+  int64_t fd, offset, length, which;
+  // 2^53: the largest integer a number holds exactly, far past any file's offset.
+  if (!whole(env, argv[0], INT_MAX, &fd) || !whole(env, argv[1], 9007199254740992.0, &offset) ||
+      !whole(env, argv[2], 9007199254740992.0, &length) || !whole(env, argv[3], INT_MAX, &which)) {
     napi_throw_type_error(env, NULL, "advise(fd, offset, length, advice): non-negative integers");
     return NULL;
   }
@@ -44,7 +55,7 @@ static napi_value advise(napi_env env, napi_callback_info info) {
     case 4: advice = POSIX_FADV_DONTNEED; break;
     default: napi_throw_range_error(env, NULL, "advise: advice is 1, 3 or 4"); return NULL;
   }
-  return number_result(env, posix_fadvise(fd, (off_t)offset, (off_t)length, advice));
+  return number_result(env, posix_fadvise((int)fd, (off_t)offset, (off_t)length, advice));
 }
 
 // 1 if malloc gave memory back, 0 if not, -1 where the C library has no malloc_trim.
@@ -92,10 +103,20 @@ static napi_value trim_malloc_async(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    free(job);
+    napi_throw_error(env, NULL, "trimMallocAsync: no promise");
+    return NULL;
+  }
   napi_create_string_utf8(env, "mom_trim_malloc", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_async_work(env, NULL, name, trim_execute, trim_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
+  if (napi_create_async_work(env, NULL, name, trim_execute, trim_complete, job, &job->work) != napi_ok) {
+    job->work = NULL;
+  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    job->work = NULL;
+  }
+  if (job->work == NULL) {
+    // Not queued: nothing will complete it, so it is answered here (no trim).
     napi_resolve_deferred(env, job->deferred, number_result(env, -1));
     free(job);
   }
@@ -108,13 +129,13 @@ static napi_value trim_malloc_async(napi_env env, napi_callback_info info) {
 static napi_value lock_file(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+  int64_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !whole(env, argv[0], INT_MAX, &fd)) {
     napi_throw_type_error(env, NULL, "lockFile(fd): a file descriptor");
     return NULL;
   }
   int r;
-  do r = flock(fd, LOCK_EX | LOCK_NB);
+  do r = flock((int)fd, LOCK_EX | LOCK_NB);
   while (r != 0 && errno == EINTR);
   return number_result(env, r == 0 ? 0 : errno);
 }

@@ -15,8 +15,11 @@ export interface Native {
   advise(fd: number, offset: number, length: number, advice: Advice): number;
   /** malloc_trim(0): 1 if memory went back to the kernel, 0 if none, -1 without glibc. */
   trimMalloc(): number;
-  /** trimMalloc on libuv's thread pool. */
-  trimMallocAsync(): Promise<number>;
+  /**
+   * trimMalloc on libuv's thread pool. Absent from the first addons (a bundle deployed beside an older
+   * `build/Release`): a node that called it regardless stopped a second after its start.
+   */
+  trimMallocAsync?(): Promise<number>;
   /**
    * flock(fd, LOCK_EX | LOCK_NB): 0, or an errno (EWOULDBLOCK: another open file holds it). Absent
    * from addons built before it (a bundle deployed beside an older `build/Release`).
@@ -64,3 +67,8 @@ const loaded = load();
 export const native: Native | null = 'addon' in loaded ? loaded.addon : null;
 /** Why `native` is null; null when it is loaded. */
 export const nativeMissing: string | null = 'missing' in loaded ? loaded.missing : null;
+
+/** The calls of this build that `addon`, built by an older one, lacks (none: it is up to date). */
+export function olderAddon(addon: Native): string[] {
+  return (['trimMallocAsync', 'lockFile'] as const).filter((name) => typeof addon[name] !== 'function');
+}

@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
 import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
 import { mkdirDurably } from '../store/durable.js';
+import { native } from '../native/native.js';
 import { openNodeLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
 import { CommandRefusedError, NotLeaderError } from './errors.js';
@@ -202,6 +203,9 @@ export class NodeHost {
       onDeleteFailed: (path, err) => opts.logger?.warn({ err, path }, `a log segment no partition needs could not be deleted; it stays until the next start`),
       ...opts.log,
     });
+    if (native?.lockFile !== undefined && !logStore.folderLocked) {
+      opts.logger?.warn({ dir: logStore.dir }, 'the file system of the log gives no flock: the log is held by its LOCK file alone, which two containers on one volume (both process 1) can each take for their own');
+    }
     // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
     // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });

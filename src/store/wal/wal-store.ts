@@ -499,6 +499,14 @@ export class WalStore {
     return this.view(p).verify();
   }
 
+  /**
+   * Whether this store holds its folder's flock; false where the LOCK file holds the log alone (no
+   * addon, or a file system without flock), which a pid reused across pid namespaces can fool.
+   */
+  get folderLocked(): boolean {
+    return (held.get(realpathSync(this.dir)) ?? null) !== null;
+  }
+
   /** Closes the segments and lets the folder go; deletions not started by then are left (settled() first). */
   close(): void {
     this.closed = true;
@@ -1031,8 +1039,19 @@ function lockFolder(dir: string): number | null {
   if (tried === null || tried.errno === 0) return tried?.fd ?? null;
   closeQuietly(tried.fd);
   if (tried.errno === osConstants.errno.EWOULDBLOCK) throw new LogInUseError(`the write-ahead log in ${dir} is held by ${holderNamed(join(dir, 'LOCK'))} (its folder is locked)`);
+  // Only an answer that says this file system has no flock lets the LOCK decide alone. Any other
+  // (ENOMEM: the kernel's lock record, checked before any conflict) says nothing of another holder,
+  // and took the log from one (review of 2026-12-07).
+  if (!NO_FLOCK_HERE.has(tried.errno)) throw new Error(`the write-ahead log's folder ${dir} could not be locked: flock failed with errno ${tried.errno}`);
   return null;
 }
+
+/**
+ * flock's answers that mean the file system gives none: ENOLCK (no lock manager, as on some NFS
+ * mounts), EOPNOTSUPP, EINVAL, and EBADF (NFS emulates flock with fcntl's locks, which want a
+ * descriptor open for writing, where this one is a folder's).
+ */
+const NO_FLOCK_HERE = new Set([osConstants.errno.ENOLCK, osConstants.errno.EOPNOTSUPP, osConstants.errno.EINVAL, osConstants.errno.EBADF]);
 
 /** Whether another process holds the flock of the folder `dir` (false where there is none to hold). */
 function folderLocked(dir: string): boolean {
