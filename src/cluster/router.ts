@@ -102,7 +102,15 @@ const MAX_TRACKED_LAG = 1_000;
 const CLOCK_CHECK_MS = 1_000;
 /** Forwarded writes may wait for the leader's proposal timeout (10 s) and its answer. */
 const COMMAND_TIMEOUT_MS = 15_000;
+/**
+ * A forwarded read waits at most what is left of the wait for a leader (leaderWaitMs), but never less
+ * than QUERY_ATTEMPT_MIN_MS nor more than QUERY_TIMEOUT_MS. A leader that went silent without closing
+ * its connections (paused, cut off, its power cut) held a read for the whole 10 s, past the wait for
+ * a leader, and the read was refused though a new leader had been known here for most of it (review
+ * of 2026-12-07).
+ */
 const QUERY_TIMEOUT_MS = 10_000;
+const QUERY_ATTEMPT_MIN_MS = 2_000;
 
 export class Router {
   private readonly leaderWaitMs: number;
@@ -250,7 +258,10 @@ export class Router {
 
   /** A linearizable read of partition `p` (ReadIndex on its leader). */
   async query(p: number, query: Query, ctx: RequestContext = {}): Promise<Result> {
-    return this.route(p, 'read', true, () => this.queryHere(p, query), (leader) => this.remoteQuery(leader, { partition: p, query }, ctx));
+    return this.route(p, 'read', true, () => this.queryHere(p, query), (leader, deadline) => {
+      const timeoutMs = Math.min(QUERY_TIMEOUT_MS, Math.max(QUERY_ATTEMPT_MIN_MS, deadline - this.now()));
+      return this.remoteQuery(leader, { partition: p, query }, ctx, timeoutMs);
+    });
   }
 
   /** A read of the local replica as it is, leader or not: may miss the latest writes. */
@@ -504,7 +515,7 @@ export class Router {
     what: 'write' | 'read',
     retryUnknown: boolean,
     here: () => Promise<Answer>,
-    there: (leader: NodeId) => Promise<Answer>,
+    there: (leader: NodeId, deadline: number) => Promise<Answer>,
   ): Promise<Result> {
     if (!Number.isInteger(p) || p < 0 || p >= this.opts.partitions) throw new RangeError(`no partition ${p}`);
     const deadline = this.now() + this.leaderWaitMs;
@@ -515,6 +526,9 @@ export class Router {
     let unknown: Extract<Answer, { kind: 'unknown' }> | null = null;
     /** Peers asked in turn while this node's replica is halted (it follows no leader), from `first`. */
     let asked = 0;
+    /** The node asked last, whose failure may have outlasted the wait while another was elected. */
+    let tried: NodeId | null = null;
+    let lastChance = true;
     const first = this.servedBy.get(p);
     for (;;) {
       const replica = this.host.replica(p);
@@ -524,7 +538,8 @@ export class Router {
       const followed = hint !== null;
       hint = null;
       if (target !== null && (target !== this.opts.self || replica.isLeader())) {
-        const answer: Answer = target === this.opts.self ? await here() : await there(target);
+        tried = target;
+        const answer: Answer = target === this.opts.self ? await here() : await there(target, deadline);
         if (answer.kind === 'ok') {
           if (replica.halted !== null && target !== this.opts.self) this.servedBy.set(p, target);
           return answer.result;
@@ -547,6 +562,12 @@ export class Router {
         }
       }
       const cutOff = this.host.leadership.cutOffFor();
+      if (this.now() >= deadline && cutOff === 0 && lastChance && what === 'read') {
+        // The wait ran out on a leader that did not answer: one that became known meanwhile is asked once.
+        const known = replica.isLeader() ? this.opts.self : replica.leader();
+        lastChance = false;
+        if (known !== null && known !== tried) continue;
+      }
       if (this.now() >= deadline || cutOff > 0) {
         if (unknown !== null) throw unknownOutcome(what, unknown);
         // Cut off from every peer: no leader can be reached from here; waiting helps no one.
@@ -574,9 +595,9 @@ export class Router {
   }
 
   /** A read on the leader; any failure is a reason to try again (a read changes nothing). */
-  private async remoteQuery(leader: NodeId, body: unknown, ctx: RequestContext): Promise<Answer> {
+  private async remoteQuery(leader: NodeId, body: unknown, ctx: RequestContext, timeoutMs: number): Promise<Answer> {
     try {
-      const res = await this.peers.call(leader, QUERY_PATH, body, { timeoutMs: QUERY_TIMEOUT_MS, ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }) });
+      const res = await this.peers.call(leader, QUERY_PATH, body, { timeoutMs, ...(ctx.requestId === undefined ? {} : { requestId: ctx.requestId }) });
       return decodeAnswer(res.status, res.body);
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
