@@ -85,7 +85,7 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     }
     const u = r.value as { createdAt: string; epoch?: number };
     // A replica that has not yet applied a revocation this node made does not undo it.
-    const user = { createdAt: Date.parse(u.createdAt), epoch: Math.max(u.epoch ?? 0, cached?.user?.epoch ?? 0) };
+    const user = withChanges(username, { createdAt: Date.parse(u.createdAt), epoch: Math.max(u.epoch ?? 0, cached?.user?.epoch ?? 0) });
     remember(username, user);
     return user;
   };
@@ -93,7 +93,28 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     if (known.size >= MAX_KNOWN_USERS) known.clear();
     known.set(username, { user, until: now() + recheckMs });
   };
+  /**
+   * What writes on this node did to users (userChanged), for recheckMs: held over every look at a
+   * user that answers later. A look begun before a logout or a deletion and answered after it put
+   * back what it read, and the revoked token passed again on the node that answered the revocation,
+   * for up to a minute (review of 2026-12-07). After recheckMs the leader has long applied the write.
+   */
+  const changes = new Map<string, { epoch: number | null; until: number }>();
+  const withChanges = (username: string, user: { createdAt: number; epoch: number } | null): { createdAt: number; epoch: number } | null => {
+    const c = changes.get(username);
+    if (c === undefined) return user;
+    if (now() >= c.until) {
+      changes.delete(username);
+      return user;
+    }
+    return c.epoch === null || user === null ? null : { createdAt: user.createdAt, epoch: Math.max(user.epoch, c.epoch) };
+  };
   app.decorate('userChanged', (username: string, epoch: number | null) => {
+    if (changes.size >= MAX_KNOWN_USERS) for (const [name, c] of changes) if (now() >= c.until) changes.delete(name);
+    if (changes.size >= MAX_KNOWN_USERS) changes.delete(changes.keys().next().value!);
+    const before = changes.get(username);
+    const kept = before !== undefined && now() < before.until ? before.epoch : 0;
+    changes.set(username, { epoch: epoch === null || kept === null ? null : Math.max(epoch, kept), until: now() + recheckMs });
     const user = known.get(username)?.user;
     if (epoch === null) remember(username, null);
     else if (user != null) remember(username, { createdAt: user.createdAt, epoch: Math.max(user.epoch, epoch) });
