@@ -18,6 +18,8 @@ export class CliError extends Error {
     message: string,
     /** Process exit status: 1 refused by the server, 2 usage or setup, 3 the cluster could not be reached. */
     readonly exitCode: number,
+    /** The server's HTTP status, when it refused. */
+    readonly status?: number,
   ) {
     super(message);
   }
@@ -140,5 +142,5 @@ export class Api {
 function problemError(res: Reply, note: string): CliError {
   const p = (res.body ?? {}) as { title?: string; detail?: string; code?: string };
   const what = p.detail ?? p.title ?? `HTTP ${res.status}`;
-  return new CliError(`${what} (${res.status}${p.code === undefined ? '' : ` ${p.code}`})${note}`, 1);
+  return new CliError(`${what} (${res.status}${p.code === undefined ? '' : ` ${p.code}`})${note}`, 1, res.status);
 }

@@ -136,10 +136,24 @@ export function program(): Command {
     });
 
   p.command('logout')
-    .description('forget the token')
-    .action(() => {
+    .description('revoke the token on the cluster (the API\'s logout: every token of the user), then forget it')
+    .option('--local', 'only forget the token here; it stays valid until it expires')
+    .action(async (o: { local?: boolean }) => {
+      const s = loadSession();
+      if (s === null || s.token === undefined) return print(g(), {}, () => 'not logged in');
+      // Forgotten whatever the cluster says: a token the user logged out of is not used again here.
+      // Before, logout only forgot it, and a copy of it worked for up to an hour (review of 2026-12-07).
       saveSession(null);
-      print(g(), {}, () => 'logged out');
+      if (o.local === true || s.expiresAt <= Date.now()) return print(g(), { revoked: false }, () => 'logged out here');
+      try {
+        await new Api(g().url ?? s.url, s.token).call('POST', '/v1/auth/logout');
+      } catch (err) {
+        // 401: revoked already (another logout, a password change), or the user is gone.
+        if (!(err instanceof CliError) || err.status !== 401) {
+          throw new CliError(`logged out here, but the token was not revoked and stays valid until ${new Date(s.expiresAt).toISOString()}: ${(err as Error).message}`, err instanceof CliError ? err.exitCode : 3);
+        }
+      }
+      print(g(), { revoked: true }, () => `logged out: every token of ${s.username} is revoked`);
     });
 
   for (const kind of ['queues', 'topics'] as const) {
