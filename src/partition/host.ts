@@ -209,6 +209,11 @@ export class NodeHost {
     // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
     // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
+    const leftovers = new Map<number, string[]>();
+    for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) {
+      const m = /^p(\d+)-\d+-\d+\.db$/.exec(f);
+      if (m !== null) leftovers.set(Number(m[1]), [...(leftovers.get(Number(m[1])) ?? []), f]);
+    }
     const host = new NodeHost(opts, logStore);
     const random = opts.random ?? Math.random;
     for (let p = 0; p < opts.partitions; p++) {
@@ -234,6 +239,10 @@ export class NodeHost {
         await BrokerStateMachine.installSnapshot(path, image);
         state = readsBodiesFrom(log, await BrokerStateMachine.open(path, p, { readable }));
       }
+      // Images fetched by an earlier run and never installed (it stopped between the download and
+      // the log's record of it, or the core refused them) are of no use: none is being fetched now,
+      // and the leader sends its snapshot again where one is needed (review of 2026-12-07).
+      for (const f of leftovers.get(p) ?? []) if (f !== `${ref}.db`) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
       const replica = new PartitionReplica(
         {
           partition: p,

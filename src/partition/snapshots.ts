@@ -279,6 +279,9 @@ export class Snapshots {
     await BrokerStateMachine.installSnapshot(this.statePath(r.partition), this.snapshotPath(ref));
     r.state = readsBodiesFrom(r.log, await BrokerStateMachine.open(this.statePath(r.partition), r.partition, { readable: this.host.readable() }));
     this.retireServed(r.partition);
+    // Images fetched before this one and never installed (the core refused them as covered, or of an
+    // old term) stayed until a local snapshot past them.
+    this.removeOldImages(r.partition, rd.snapshot!.meta.index);
   }
 
   /**
@@ -289,7 +292,12 @@ export class Snapshots {
    */
   maybeCompact(r: PartitionReplica): void {
     const p = r.partition;
-    if (this.compacting.has(p) || this.isImaging(p) || this.host.isClosed()) return;
+    // An image unused for SERVED_IDLE_MS goes, also where no local snapshot comes to retire it: on a
+    // partition gone quiet it stayed, a whole copy of the state, until its next 10,000 entries or the
+    // node's restart (review of 2026-12-07).
+    if (this.isImaging(p) || this.host.isClosed()) return;
+    if (this.served.has(p)) this.retireServed(p, (s) => this.host.elapsed() - s.usedAt > SERVED_IDLE_MS);
+    if (this.compacting.has(p)) return;
     const every = this.opts.snapshotEvery ?? 10_000;
     // Measured from the last snapshot, not the log's length: the kept tail must not retrigger it.
     // The core's applied index (no query) decides.

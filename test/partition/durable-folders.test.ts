@@ -37,7 +37,9 @@ t.test('a node starting removes the images a crash left half made: served ones a
   for (const f of ['p0-serve-3.db', 'p0-serve-4.db.tmp', 'p1-120-2.db.part', 'p1-90-2.db']) writeFileSync(join(snapshots, f), 'x');
   const host = await NodeHost.open({ self: voters[0]!, voters, partitions: 2, dataDir: root, outbox });
   await host.close();
-  t.strictSame(readdirSync(snapshots).sort(), ['p1-90-2.db'], 'an image fetched whole is left to the snapshot rules');
+  // A fetched image the log does not name was never installed: the leader sends its snapshot again
+  // where one is needed (review of 2026-12-07; it was kept until a local snapshot past it).
+  t.strictSame(readdirSync(snapshots).sort(), [], 'nothing is left: an image fetched whole that the log does not name goes too');
 });
 
 t.test("durable() syncs the state's -wal file, then the database, then their folder (a -wal made anew at an open is an entry of it)", async (t) => {

@@ -51,6 +51,11 @@ export async function copyState(sqlite: Sqlite, tmp: string): Promise<void> {
   await sqlite.backup(tmp, { progress: () => pages });
 }
 
+/** Removes an image's database file and what SQLite may have left beside it. */
+export async function removeImageFiles(path: string): Promise<void> {
+  await Promise.all(['', '-journal', '-wal', '-shm'].map((suffix) => rm(`${path}${suffix}`, { force: true })));
+}
+
 /**
  * Makes the copy at `tmp` an image under `path`: one self-contained file, its rows holding their
  * bodies (read through `store`), durable under its final name, so a crash never leaves a partial

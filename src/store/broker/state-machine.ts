@@ -55,7 +55,7 @@ import {
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
-import { copyState, finishImage, imageApplied, installImage, syncStateFiles } from './images.js';
+import { copyState, finishImage, imageApplied, installImage, removeImageFiles, syncStateFiles } from './images.js';
 import { REBUILD_IN_APPLY, messageTableOf, rebuildMessageTable, rebuildable, rebuildsInApply, type MessageTable, type RebuildLimits } from './message-table.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
@@ -1014,11 +1014,19 @@ export class BrokerStateMachine {
     this.commit();
     this.copying++;
     try {
-      await copyState(this.sqlite, tmp);
-    } finally {
-      this.copying--;
+      try {
+        await copyState(this.sqlite, tmp);
+      } finally {
+        this.copying--;
+      }
+      return await finishImage(tmp, path, this.store);
+    } catch (err) {
+      // A failed copy (a full disk, a body unreadable, the state closed by an install) was left
+      // behind, one more at each ask of the follower's: on a full disk, space never freed (review of
+      // 2026-12-07).
+      await removeImageFiles(tmp);
+      throw err;
     }
-    return finishImage(tmp, path, this.store);
   }
 
   /** The entry an image's state holds everything up to (read from the closed image file). */
