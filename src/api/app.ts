@@ -174,7 +174,9 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
       return;
     }
     parseJson(request, text, (err, value) => {
-      if (err !== null && /__proto__|constructor/.test(err.message)) {
+      // Fastify's parser says only "not valid JSON" for both; text that is JSON to JSON.parse was
+      // refused for the prototype's names (its message was matched here before, and never matched).
+      if (err !== null && isJson(text)) {
         done(new ApiError('validation_failed', 'the names __proto__ and constructor.prototype are refused in JSON bodies'), undefined);
         return;
       }
@@ -296,4 +298,14 @@ const NO_QUERY = { type: 'object', properties: {}, additionalProperties: false }
 export function charsetOf(contentType: string | undefined): string | null {
   const m = /;\s*charset\s*=\s*("([^"]*)"|[^;\s]*)/i.exec(contentType ?? '');
   return m === null ? null : (m[2] ?? m[1]!).toLowerCase();
+}
+
+/** Whether `text` parses as JSON, the prototype's names allowed (a failed body only). */
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -104,3 +104,15 @@ t.test('a password holding a lone surrogate is refused at registration and as a 
   t.equal((await call(base, 'POST', '/v1/auth/register', { body: { username: 'sb-astral', password: 'pässwörd😀' } })).status, 201);
   t.equal((await call(base, 'POST', '/v1/auth/login', { body: { username: 'sb-astral', password: 'pässwörd😀' } })).status, 200);
 });
+
+t.test("the prototype's names in a body get the 400 docs/api.md names, not a generic one", async (t) => {
+  const token = await userToken(base, 'sb-proto');
+  for (const payload of ['{"name":"sb-p","__proto__":{"admin":true}}', '{"name":"sb-p","constructor":{"prototype":{"admin":true}}}']) {
+    const res = await raw('POST', '/v1/queues', token, payload);
+    t.equal(res.status, 400, payload);
+    t.match(JSON.parse(res.body), { detail: /__proto__ and constructor\.prototype are refused/ }, `${payload}: says why (it said "not valid JSON")`);
+  }
+  const bad = await raw('POST', '/v1/queues', token, '{"name":');
+  t.notMatch(JSON.parse(bad.body), { detail: /__proto__/ }, 'JSON that is malformed is not said to be about the prototype');
+  t.equal((await call(base, 'GET', '/v1/queues/sb-p', { token })).status, 404, 'nothing was created');
+});

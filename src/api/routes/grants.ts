@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { partitionOf, userPartition } from '../../partition/routing.js';
+import { ErrorCode } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { ConsistencyQuery, IdempotencyHeaders, QueueParams, TopicParams } from '../schemas/common.js';
@@ -87,7 +88,10 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
 /** The refusal a grant's write would answer the caller (404 unseen, 403 not the owner), before anything else is looked up. */
 async function requireOwner(deps: ApiDeps, request: FastifyRequest, kind: 'queue' | 'topic', name: string): Promise<void> {
   const r = await deps.broker.query(partitionOf(name, deps.broker.partitions), { type: 'grant.list', kind, name, user: actorOf(request) }, ctxOf(request));
-  if (!r.ok) throw fromFailure(r);
+  if (r.ok) return;
+  // The look is the grants' list, whose refusal names listing: a grant is what was refused here.
+  if (r.code === ErrorCode.Forbidden) throw fromFailure({ ...r, detail: `only the owner may grant rights on ${kind} '${name}'` });
+  throw fromFailure(r);
 }
 
 /** 404 unless `username` exists (grants name real users). */
