@@ -84,6 +84,19 @@ t.test('the compose file: three nodes with their own volumes and ids, nginx with
     t.ok(conf.includes(`127.0.0.1:${8080 + i}`), `mom.conf has the address the compose command rewrites for ${n}`);
     t.ok(lb.command!.join(' ').includes(`s/127.0.0.1:${8080 + i}/${n}:8080/`));
   }
+  // The nodes believe X-Forwarded-For from nginx's own address only, fixed on a subnet of the compose
+  // file's: a range (172.16.0.0/12) took in Docker's gateway too, through which clients of
+  // docker-proxy come (review of 2026-12-07).
+  const raw = parse(readFileSync(join(dir, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+    services: Record<string, { environment?: Record<string, string>; networks?: { default?: { ipv4_address?: string } } }>;
+    networks?: { default?: { ipam?: { config?: { subnet?: string }[] } } };
+  };
+  const lbAddress = raw.services.lb!.networks?.default?.ipv4_address;
+  t.match(lbAddress, /^\d+\.\d+\.\d+\.\d+$/, 'nginx has a fixed address');
+  for (const n of nodes) t.equal(raw.services[n]!.environment?.MOM_TRUST_PROXY, lbAddress, `${n} trusts nginx's address alone`);
+  const subnet = raw.networks?.default?.ipam?.config?.[0]?.subnet ?? '';
+  t.match(subnet, /^\d+\.\d+\.\d+\.0\/24$/, 'the network has a subnet of its own');
+  t.ok(lbAddress !== undefined && lbAddress.startsWith(subnet.replace(/0\/24$/, '')), `nginx's address ${lbAddress} is in it`);
   const example = readFileSync(join(dir, '.env.example'), 'utf8');
   t.match(example, /^MOM_CLUSTER_SECRET=$/m, 'the example names the secrets and holds none');
   t.match(example, /^MOM_JWT_SECRET=$/m);
