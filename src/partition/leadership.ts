@@ -88,10 +88,21 @@ export class Leadership {
     return this.leavingNow;
   }
 
-  /** Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly. */
+  /**
+   * Partition p prefers voter p mod 3 as leader, so that the three nodes share the writes evenly; in
+   * the voters' sorted order, which every node agrees on whatever order its settings list them in.
+   * In each node's own order, nodes given the peers in different orders preferred different leaders
+   * and handed partitions to each other on every pass, forever (review of 2026-12-07).
+   */
   preferredLeader(p: number): NodeId {
-    return this.opts.voters[p % this.opts.voters.length]!;
+    return this.sortedVoters[p % this.sortedVoters.length]!;
   }
+
+  private get sortedVoters(): readonly NodeId[] {
+    return (this.sorted ??= [...this.opts.voters].sort());
+  }
+
+  private sorted: readonly NodeId[] | undefined;
 
   /**
    * Leaders spread over the nodes (thesis §3.10 leadership transfer): a partition led here but
@@ -169,7 +180,10 @@ export class Leadership {
       for (const r of led) {
         if (r.raw.isTransferring()) continue;
         const s = r.raw.status();
-        const target = [...s.match].filter(([id]) => id !== this.opts.self && this.answeredRecently(r.partition, id)).sort((a, b) => b[1] - a[1])[0];
+        // The furthest along; of those as far, the one leading fewest partitions here, so that a
+        // leaving node's partitions spread over the others instead of all going to the first listed.
+        const leads = (id: NodeId): number => this.host.replicas.filter((x) => x.leader() === id).length;
+        const target = [...s.match].filter(([id]) => id !== this.opts.self && this.answeredRecently(r.partition, id)).sort((a, b) => b[1] - a[1] || leads(a[0]) - leads(b[0]))[0];
         if (target !== undefined) r.raw.transferLeadership(target[0]);
       }
       this.host.schedule();
