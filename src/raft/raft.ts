@@ -59,7 +59,7 @@ export interface ProposalTicket {
   readonly lastIndex: Index;
 }
 
-const CampaignType = { PreElection: 'pre-election', Election: 'election', Transfer: 'transfer' } as const;
+const CampaignType = { PreElection: 'pre-election', Election: 'election', PreTransfer: 'pre-transfer', Transfer: 'transfer' } as const;
 type CampaignType = (typeof CampaignType)[keyof typeof CampaignType];
 
 /**
@@ -92,6 +92,8 @@ export class Raft {
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
+  /** PreCandidate only: whether the pre-campaign was asked for by the leader (TimeoutNow). */
+  private preTransfer = false;
   /** Leader only: the target of a leadership transfer in progress. */
   leadTransferee: NodeId | null = null;
   /** See suspendVoting. */
@@ -322,8 +324,9 @@ export class Raft {
   private campaign(t: CampaignType): void {
     let voteTerm: Term;
     let type: typeof MessageType.Vote | typeof MessageType.PreVote;
-    if (t === CampaignType.PreElection) {
+    if (t === CampaignType.PreElection || t === CampaignType.PreTransfer) {
       this.becomePreCandidate();
+      this.preTransfer = t === CampaignType.PreTransfer;
       voteTerm = this.term + 1;
       type = MessageType.PreVote;
     } else {
@@ -344,7 +347,7 @@ export class Raft {
         term: voteTerm,
         lastLogIndex,
         lastLogTerm,
-        transfer: t === CampaignType.Transfer,
+        transfer: t === CampaignType.Transfer || t === CampaignType.PreTransfer,
       };
       this.msgs.push(m);
     }
@@ -354,7 +357,7 @@ export class Raft {
   private tallyAndAct(): boolean {
     const r = tally(this.voters, this.votes);
     if (r === VoteResult.Won) {
-      if (this.role === Role.PreCandidate) this.campaign(CampaignType.Election);
+      if (this.role === Role.PreCandidate) this.campaign(this.preTransfer ? CampaignType.Transfer : CampaignType.Election);
       else this.becomeLeader();
       return true;
     }
@@ -462,8 +465,12 @@ export class Raft {
         this.handleSnapshot(m);
         return;
       case MessageType.TimeoutNow:
-        // Thesis §3.10: the leader asked us to take over; campaign at once, skipping PreVote.
-        if (this.promotable()) this.campaign(CampaignType.Transfer);
+        // Thesis §3.10: the leader asked us to take over; campaign at once. With PreVote, a pre-vote
+        // first, carrying the transfer so that leases give way to it too: a TimeoutNow that arrives
+        // after its transfer was abandoned, at a node the leader has since written past, made every
+        // node set its lease aside, the leader stepped down, and no one could win for an election
+        // timeout (review of 2026-12-07). A pre-vote it cannot win moves no term.
+        if (this.promotable()) this.campaign(this.preVote ? CampaignType.PreTransfer : CampaignType.Transfer);
         return;
       default:
         return;
@@ -471,6 +478,16 @@ export class Raft {
   }
 
   private stepCandidate(m: Message): void {
+    if (this.role === Role.PreCandidate && this.preTransfer && (m.type === MessageType.App || m.type === MessageType.Heartbeat)) {
+      // The leader that asked for the transfer goes on sending while its pre-vote is out (the commit
+      // of the entries it just caught up on, heartbeats): as a follower would, without ending the
+      // pre-campaign, which ends when the votes are counted. Ended here, most transfers to a node
+      // just caught up ended with it.
+      this.electionElapsed = 0;
+      if (m.type === MessageType.App) this.handleAppend(m);
+      else this.handleHeartbeat(m);
+      return;
+    }
     switch (m.type) {
       case MessageType.App:
         // §5.2: a leader of our term exists; return to follower.

@@ -577,10 +577,15 @@ export class Simulation {
     if (rd.entries.length > 0) {
       const first = rd.entries[0]!.index;
       const oldLast = s.lastIndex();
-      // Nothing known committed may be overwritten or cut off (§5.4: committed entries are durable).
+      // Nothing known committed may be overwritten or cut off (§5.4: committed entries are durable),
+      // by a node in the term it was committed in or a later one: every leader from that term on
+      // holds it (Leader Completeness). A node still in an earlier term may lose its copy to that
+      // term's leader, deposed without knowing it (no CheckQuorum, or not yet), while the majority
+      // that committed it keeps it: Raft allows that, and a run of seed 72584 did it.
+      const nodeTerm = n.raw!.raft.term;
       for (let i = first; i <= Math.min(oldLast, this.committedMax); i++) {
         const c = this.committed.get(i);
-        if (c === undefined || i < s.firstIndex()) continue;
+        if (c === undefined || i < s.firstIndex() || nodeTerm < c.seenInTerm) continue;
         const had = s.term(i);
         const replaced = rd.entries[i - first];
         if (had === c.term && (replaced === undefined || replaced.term !== c.term)) {
