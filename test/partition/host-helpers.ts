@@ -1,5 +1,6 @@
 // Three node hosts in one process, joined by an in-memory outbox that delivers asynchronously and can
 // cut nodes off: the partition layer tested without HTTP.
+import type { Test } from 'tap';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,4 +204,31 @@ export async function untickedCluster(t: { teardown(fn: () => unknown): void }):
   c.hosts.get(IDS[0]!)!.schedule();
   await c.until(() => c.leaderOf(0) !== null, 'a leader');
   return { c, leader: c.leaderOf(0)! };
+}
+
+/**
+ * A cluster whose nodes never tick (no election, no snapshot sent again on a slow machine; lost
+ * appends are reported by hand), a local snapshot every 20 entries and 5 kept behind, n1 leading,
+ * and n2 (`behind`) stopped while 60 sends went in: it needs an image to come back.
+ */
+export async function stillClusterLeftBehind(
+  t: Test,
+  monotonic?: () => number,
+): Promise<{ c: LocalCluster; leader: NodeHost; send: (n: number) => Promise<void>; behind: NodeId }> {
+  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false, ...(monotonic === undefined ? {} : { monotonic }) });
+  t.teardown(() => c.close());
+  for (const id of IDS) await c.start(id, false);
+  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
+  c.hosts.get(IDS[0]!)!.schedule();
+  await c.until(() => c.leaderOf(0) !== null, 'a leader');
+  const leader = c.leaderOf(0)!;
+  const send = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
+  };
+  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
+  const behind = IDS[1]!;
+  c.down.add(behind);
+  await c.stop(behind);
+  await send(60);
+  return { c, leader, send, behind };
 }

@@ -11,7 +11,7 @@ import { NotLeaderError } from '../../src/partition/errors.js';
 import { STATE_COMMIT_MS, type NodeHost } from '../../src/partition/host.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { statePath } from '../../src/partition/snapshots.js';
-import { IDS, LocalCluster, appliedIndex, queue, untickedCluster } from './host-helpers.js';
+import { IDS, LocalCluster, appliedIndex, queue, stillClusterLeftBehind, untickedCluster } from './host-helpers.js';
 
 /**
  * A cluster of one partition (settings `extra`), led, with alice's queue 'q'. `send(n, label?)` sends
@@ -384,32 +384,6 @@ function holdFirstDownload(c: LocalCluster, who: NodeId): { asked: string[]; rel
   return { asked, release, holding: () => holding };
 }
 
-/**
- * A cluster whose nodes never tick (no election, no snapshot sent again on a slow machine; lost
- * appends are reported by hand), a local snapshot every 20 entries and 5 kept behind, n1 leading,
- * and n2 (`behind`) stopped while 60 sends went in: it needs an image to come back.
- */
-async function stillClusterLeftBehind(
-  t: Test,
-  monotonic?: () => number,
-): Promise<{ c: LocalCluster; leader: NodeHost; send: (n: number) => Promise<void>; behind: NodeId }> {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false, ...(monotonic === undefined ? {} : { monotonic }) });
-  t.teardown(() => c.close());
-  for (const id of IDS) await c.start(id, false);
-  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
-  c.hosts.get(IDS[0]!)!.schedule();
-  await c.until(() => c.leaderOf(0) !== null, 'a leader');
-  const leader = c.leaderOf(0)!;
-  const send = async (n: number): Promise<void> => {
-    for (let i = 0; i < n; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
-  };
-  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
-  const behind = IDS[1]!;
-  c.down.add(behind);
-  await c.stop(behind);
-  await send(60);
-  return { c, leader, send, behind };
-}
 
 t.test('while an image made for a follower is in use, local snapshots keep the log after it and after what the follower holds; once every follower holds that far, they let it go', async (t) => {
   // Review finding: local snapshots are cheap and frequent, so a follower installing a large image

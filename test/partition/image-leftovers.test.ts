@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { BODIES_IN_LOG } from '../../src/store/broker/index.js';
 import type { NodeHost } from '../../src/partition/host.js';
-import { IDS, LocalCluster, appliedIndex, queue } from './host-helpers.js';
+import { LocalCluster, appliedIndex, queue, stillClusterLeftBehind } from './host-helpers.js';
 
 const images = (c: LocalCluster, h: NodeHost): string[] => readdirSync(join(c.root, h.opts.self, 'snapshots')).sort();
 
@@ -32,18 +32,7 @@ t.test('an image whose making fails (a body unreadable) leaves no copy of the st
 
 t.test('an image served to a follower that caught up is deleted once unused, also on a partition that goes quiet', async (t) => {
   let skew = 0;
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false, monotonic: () => performance.now() + skew });
-  t.teardown(() => c.close());
-  for (const id of IDS) await c.start(id, false);
-  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
-  c.hosts.get(IDS[0]!)!.schedule();
-  await c.until(() => c.leaderOf(0) !== null, 'a leader');
-  const leader = c.leaderOf(0)!;
-  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
-  const behind = IDS[1]!;
-  c.down.add(behind);
-  await c.stop(behind);
-  for (let i = 0; i < 60; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
+  const { c, leader, behind } = await stillClusterLeftBehind(t, () => performance.now() + skew);
 
   c.down.delete(behind);
   const back = await c.start(behind, false);
@@ -66,21 +55,7 @@ t.test('an image served to a follower that caught up is deleted once unused, als
 });
 
 t.test('an image fetched whole but never installed (the node stopped before its snapshot reached the log) is not left in snapshots/ once a newer image is installed', async (t) => {
-  const c = new LocalCluster(1, { snapshotEvery: 20, keepBehindSnapshot: 5, balanceLeaders: false });
-  t.teardown(() => c.close());
-  for (const id of IDS) await c.start(id, false);
-  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
-  c.hosts.get(IDS[0]!)!.schedule();
-  await c.until(() => c.leaderOf(0) !== null, 'a leader');
-  const leader = c.leaderOf(0)!;
-  const send = async (n: number): Promise<void> => {
-    for (let i = 0; i < n; i++) t.ok((await c.submit(0, 'alice', { type: 'queue.send', name: 'q', messages: [{ body: `m${i}`, attributes: {} }] })).ok);
-  };
-  t.ok((await c.submit(0, 'alice', queue('q'))).ok);
-  const behind = IDS[1]!;
-  c.down.add(behind);
-  await c.stop(behind);
-  await send(60);
+  const { c, leader, send, behind } = await stillClusterLeftBehind(t);
 
   // Its first download completes (the image durable under its ref), then the node stops before the
   // snapshot message reaches its core: a crash right after the download.
