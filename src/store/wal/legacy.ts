@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { NodeId } from '../../raft/index.js';
 import { fsyncPath } from '../durable.js';
 import { RaftLogStore } from '../raft-log/index.js';
-import { WalStore, type WalOptions } from './wal-store.js';
+import { LogInUseError } from '../storage-errors.js';
+import { WalStore, logHolder, type WalOptions } from './wal-store.js';
 
 export const WAL_FOLDER = 'wal';
 const LEGACY_FILE = 'raft-log.db';
@@ -18,6 +19,10 @@ export async function openNodeLog(dataDir: string, partitions: number, voters: r
   const legacy = join(dataDir, LEGACY_FILE);
   if (!existsSync(walDir) && existsSync(legacy)) {
     const importing = `${walDir}.importing`;
+    // A copy another process is making (two nodes started on one folder) is not removed under it:
+    // the second is refused as it would be by the log itself (review of 2026-12-07).
+    const holder = existsSync(importing) ? logHolder(importing) : null;
+    if (holder !== null) throw new LogInUseError(`the log in ${dataDir} is being imported by ${holder}`);
     rmSync(importing, { recursive: true, force: true });
     const old = await RaftLogStore.open(legacy);
     const wal = await WalStore.open(importing, opts);

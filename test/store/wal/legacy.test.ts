@@ -1,6 +1,7 @@
 // A node upgraded from the SQLite log (raft-log.db) keeps its log: openNodeLog copies every partition
 // into the write-ahead log, exactly, keeps the old file as raft-log.db.imported, and a copy cut short
 // by a crash is made again.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,4 +55,16 @@ t.test('a new data folder starts an empty write-ahead log', async (t) => {
   t.same(openPartitions(store, PARTITIONS).map((l) => l.lastIndex()), [0, 0, 0]);
   t.notOk(existsSync(join(dataDir, 'raft-log.db.imported')));
   store.close();
+});
+
+t.test('a copy another process is making is not removed under it: the second start is refused', async (t) => {
+  const { dataDir } = await legacyFolder(t, 20);
+  // Another process holds wal.importing (its copy in progress; a process of its own, as a second
+  // node started on the same folder would be).
+  const importing = join(dataDir, 'wal.importing');
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'hold-log.ts'), importing], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => void child.kill('SIGKILL'));
+  await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => String(d).includes('ready') && resolve()));
+  await t.rejects(openNodeLog(dataDir, PARTITIONS, voters), /being imported by process/);
+  t.ok(existsSync(join(importing, 'LOCK')), 'its copy is still there');
 });
