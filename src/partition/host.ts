@@ -330,7 +330,11 @@ export class NodeHost {
     if (this.lastTick !== null && now - this.lastTick > this.tickMs * this.electionTick) this.leadership.listening();
     this.lastTick = now;
     this.leadership.sampleLeaders();
-    for (const r of this.replicas) if (r.halted === null) r.raw.tick();
+    // A leaving node ticks only what it still leads (heartbeats, the transfer's timeout): its
+    // followers' election timers stop, so that it does not win an election during its close and
+    // stop as a leader, costing a second election (review of 2026-12-07). It still votes.
+    const leaving = this.leadership.leaving;
+    for (const r of this.replicas) if (r.halted === null && (!leaving || r.isLeader())) r.raw.tick();
     if (++this.ticks % (this.electionTick * 2) === 0) {
       if (this.opts.balanceLeaders !== false) this.leadership.balance();
       for (const f of this.passes) f();

@@ -138,3 +138,29 @@ t.test('a hand-over ends once the leaving node knows each new leader, so request
     'n1 names another node as the leader of every partition it handed over',
   );
 });
+
+// A leaving node campaigned all the same during its close (10-15 s): its own election timers ran on,
+// and cut off from the new leaders' heartbeats it could win an election, then close as a leader and
+// cost a second election (review of 2026-12-07). While it leaves, only what it still leads ticks.
+t.test('a leaving node does not campaign while it closes, even when it hears no leader', async (t) => {
+  const c = await balanced(t);
+  const leaving = c.hosts.get(n1)!;
+  await leaving.leadership.handOver(30_000); // bounded by what the test waits for, not by a slow machine's 3 s
+  t.same(leaving.replicas.filter((r) => r.isLeader()).map((r) => r.partition), [], 'n1 leads nothing');
+  const terms = leaving.replicas.map((r) => r.raw.term());
+  // Cut off: no heartbeat of the new leaders reaches it. Forty of its own ticks: four election timeouts.
+  c.down.add(n1);
+  let ticks = 0;
+  const tick = leaving.tick.bind(leaving);
+  leaving.tick = () => {
+    ticks++;
+    tick();
+  };
+  const campaigned = new Set<number>();
+  await c.until(() => {
+    for (const r of leaving.replicas) if (r.raw.softState().role !== 'follower') campaigned.add(r.partition);
+    return ticks >= 40;
+  }, 'forty ticks of n1');
+  t.same([...campaigned], [], 'no partition of n1 pre-campaigned or campaigned');
+  t.same(leaving.replicas.map((r) => r.raw.term()), terms, 'and no term moved');
+});
