@@ -41,6 +41,8 @@ function assertWellFormed(password: string, field: string): void {
  */
 export const LOGIN_LIMITS = { free: 5, maxBackoffMs: 15 * 60_000, forgetMs: 15 * 60_000, perAddress: 30, windowMs: 60_000 } as const;
 export const REGISTER_LIMITS = { perAddress: 20, windowMs: 60_000 } as const;
+/** Password checks (logins, password changes, deletions) of one username under way at once on a node. */
+export const PASSWORD_CHECKS_PER_USER = 4;
 
 export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps }): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -80,13 +82,29 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       throw err;
     }
   };
-  /** Whether `password` matches `hash`; an attempt the hasher could not take (503) counts as none. */
+  /**
+   * Password checks under way per username, at most PASSWORD_CHECKS_PER_USER: successful logins count
+   * nowhere else, and one client looping on its own logins, 24 at a time, kept the node's password
+   * worker full (16 at once), so that other users' logins answered 503 (review of 2026-12-07).
+   */
+  const checking = new Map<string, number>();
+  /** Whether `password` matches `hash`; an attempt the hasher could not take (503, or 429 past the user's checks at once) counts as none. */
   const matches = async (request: FastifyRequest, username: string, password: string, hash: string): Promise<boolean> => {
+    const under = checking.get(username) ?? 0;
+    if (under >= PASSWORD_CHECKS_PER_USER) {
+      logins.cancel(username, request.ip);
+      throw new ApiError('rate_limited', `${PASSWORD_CHECKS_PER_USER} password checks of this user are under way on this node; retry in 1 s`, 1);
+    }
+    checking.set(username, under + 1);
     try {
       return await hasher.compare(prehash(password), hash);
     } catch (err) {
       logins.cancel(username, request.ip);
       throw err;
+    } finally {
+      const left = checking.get(username)! - 1;
+      if (left === 0) checking.delete(username);
+      else checking.set(username, left);
     }
   };
   /** Ends an attempt begun with logins.begin: a failure, or a success that clears the pair, here and on every node. */
@@ -134,7 +152,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
         tags: ['auth'],
         security: [],
         summary: 'Log in: get an access token',
-        description: `401 alike for an unknown user and a wrong password. Failures only are counted, across the cluster (each node tells the others within moments): after ${LOGIN_LIMITS.free} failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to ${LOGIN_LIMITS.maxBackoffMs / 60_000} min; a success clears it), and an address waits after ${LOGIN_LIMITS.perAddress} failures in a minute: 429 with Retry-After.`,
+        description: `401 alike for an unknown user and a wrong password. Failures only are counted, across the cluster (each node tells the others within moments): after ${LOGIN_LIMITS.free} failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to ${LOGIN_LIMITS.maxBackoffMs / 60_000} min; a success clears it), and an address waits after ${LOGIN_LIMITS.perAddress} failures in a minute: 429 with Retry-After. At most ${PASSWORD_CHECKS_PER_USER} password checks of one username are under way at once on a node: 429 beyond.`,
         body: Credentials,
         response: { 200: Token, ...problems(400, 401, 413, 429, 503, 504) },
       },

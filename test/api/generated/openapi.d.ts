@@ -129,7 +129,7 @@ export interface paths {
         put?: never;
         /**
          * Log in: get an access token
-         * @description 401 alike for an unknown user and a wrong password. Failures only are counted, across the cluster (each node tells the others within moments): after 5 failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to 15 min; a success clears it), and an address waits after 30 failures in a minute: 429 with Retry-After.
+         * @description 401 alike for an unknown user and a wrong password. Failures only are counted, across the cluster (each node tells the others within moments): after 5 failures for one username from one client address, that pair waits 1 s, then twice as long after each further failure (up to 15 min; a success clears it), and an address waits after 30 failures in a minute: 429 with Retry-After. At most 4 password checks of one username are under way at once on a node: 429 beyond.
          */
         post: operations["login"];
         delete?: never;
