@@ -111,14 +111,18 @@ t.test('the alerts on series of three real nodes', async (t) => {
   check(t, bin, 'healthy busy', minuteByMinute(busy), 29, {});
 
   // The password hasher saturated: logins beyond the 16 it holds are answered 503. They come from 48
-  // addresses (127.0.1.x), as from many clients: one address gets 429 past a few attempts at once.
+  // addresses (127.0.1.x), as from many clients: one address gets 429 past a few attempts at once; and
+  // as 12 users, since one user gets 429 past 4 checks at once on a node.
   const clients = [...Array(48).keys()].map((k) => new Agent({ localAddress: `127.0.1.${k + 1}` }));
   t.teardown(() => Promise.all(clients.map((c) => c.close())));
-  const login = async (dispatcher: Agent): Promise<number> => {
+  const users = [...Array(12).keys()].map((k) => `flood-${k}`);
+  for (const username of users) t.equal((await json(0, 'POST', '/v1/auth/register', { username, password: `${username}-password` })).status, 201);
+  const login = async (dispatcher: Agent, k: number): Promise<number> => {
+    const username = users[k % users.length]!;
     const res = await request(`${cluster.urls[0]}/v1/auth/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'watcher', password: 'watcher-password' }),
+      body: JSON.stringify({ username, password: `${username}-password` }),
       dispatcher,
       signal: AbortSignal.timeout(15_000),
     });
