@@ -40,8 +40,9 @@ async function main(): Promise<void> {
     const cfg = loadConfig(process.argv.slice(2), process.env);
     node = await MomServer.start(cfg, { logger: { level: process.env.MOM_LOG_LEVEL ?? 'info' }, processMetrics: true });
     new MallocTrimmer().start();
+    const lacks = native === null ? [] : olderAddon(native);
     if (native === null) node.log.warn({ why: nativeMissing }, 'the native addon (build/Release/mom_native.node, made by npm ci) is not loaded: memory malloc holds free is not given back to the system, and the log is held by its LOCK file alone; `npm rebuild` in the installation builds it');
-    else if (olderAddon(native).length > 0) node.log.warn({ lacks: olderAddon(native) }, 'the native addon (build/Release/mom_native.node) is older than this build: without trimMallocAsync memory malloc holds free is not given back, without lockFile the log is held by its LOCK file alone; `npm rebuild` in the installation builds it again');
+    else if (lacks.length > 0) node.log.warn({ lacks }, 'the native addon (build/Release/mom_native.node) is older than this build: without trimMallocAsync memory malloc holds free is not given back, without lockFile the log is held by its LOCK file alone; `npm rebuild` in the installation builds it again');
   } catch (err) {
     exitIfMendable(err, 'start');
     throw err;

@@ -208,9 +208,10 @@ export class NodeHost {
     }
     // Images made for followers by an earlier run, and images it was fetching (`.part`, a crash in
     // the middle of a download): nobody is fetching either now, and each can be a whole state's size.
-    for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
+    // Images it fetched whole are kept aside by partition, for its log to say which one it names.
     const leftovers = new Map<number, string[]>();
     for (const f of readdirSync(join(opts.dataDir, 'snapshots'))) {
+      if (/^p\d+-serve-/.test(f) || f.endsWith('.part')) rmSync(join(opts.dataDir, 'snapshots', f), { force: true });
       const m = /^p(\d+)-\d+-\d+\.db$/.exec(f);
       if (m !== null) leftovers.set(Number(m[1]), [...(leftovers.get(Number(m[1])) ?? []), f]);
     }

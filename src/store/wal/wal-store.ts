@@ -1054,7 +1054,7 @@ function lockFolder(dir: string): number | null {
 const NO_FLOCK_HERE = new Set([osConstants.errno.ENOLCK, osConstants.errno.EOPNOTSUPP, osConstants.errno.EINVAL, osConstants.errno.EBADF]);
 
 /** Whether another process holds the flock of the folder `dir` (false where there is none to hold). */
-function folderLocked(dir: string): boolean {
+function lockedByAnother(dir: string): boolean {
   const tried = tryLockFolder(dir);
   if (tried === null) return false;
   // Released with the descriptor, if this probe took it.
@@ -1103,7 +1103,7 @@ function createLock(file: string): void {
 export function logHolder(dir: string): string | null {
   if (held.has(realpathSync(dir))) return `process ${process.pid}`;
   const file = join(dir, 'LOCK');
-  if (folderLocked(dir)) return holderNamed(file);
+  if (lockedByAnother(dir)) return holderNamed(file);
   const pid = lockedBy(file);
   return pid === null || pid === process.pid ? null : `process ${pid}`;
 }
