@@ -355,8 +355,10 @@ function releaseIfUndelivered(deps: ApiDeps, request: FastifyRequest, reply: Fas
 async function release(deps: ApiDeps, request: FastifyRequest, key: string, channel: ChannelRef, messages: ReceivedMessage[]): Promise<void> {
   if (messages.length === 0) return;
   try {
-    // Without the client's Idempotency-Key: this nack is the node's own, not the client's request.
-    const nack: Command = { type: 'nack', channel, receiptHandles: messages.map((m) => m.receiptHandle), delaySeconds: 0 };
+    // Without the client's Idempotency-Key: this nack is the node's own, not the client's request. A
+    // release (format 15) takes the delivery back: no client saw it, so it counts none and never
+    // dead-letters. (A partition in an older format takes it as a plain nack, as older builds do.)
+    const nack: Command = { type: 'nack', channel, receiptHandles: messages.map((m) => m.receiptHandle), delaySeconds: 0, release: true };
     await write<HandleOutcome>(deps, request, key, nack, { idempotent: false });
     request.log.info({ released: messages.length }, 'client left before its messages were delivered: released them');
   } catch (err) {

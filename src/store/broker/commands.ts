@@ -54,7 +54,17 @@ export type Command =
       readonly wait?: ParkedWait;
     }
   | { readonly type: 'ack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[] }
-  | { readonly type: 'nack'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly delaySeconds: number }
+  | {
+      readonly type: 'nack';
+      readonly channel: ChannelRef;
+      readonly receiptHandles: readonly string[];
+      readonly delaySeconds: number;
+      /**
+       * A node's own nack for a client that left before its messages reached it (format 15,
+       * UNDELIVERED_RELEASED): the delivery is taken back, not counted, and never dead-letters.
+       */
+      readonly release?: boolean;
+    }
   | { readonly type: 'lease'; readonly channel: ChannelRef; readonly receiptHandles: readonly string[]; readonly visibilityTimeoutSeconds: number }
   | { readonly type: 'topic.create'; readonly name: string; readonly subscribe: 'anyone' | 'granted' }
   | { readonly type: 'topic.delete'; readonly name: string }

@@ -57,6 +57,11 @@ export interface Ctx {
    * share, and with it the receipt handle.
    */
   readonly holdsOwnLeases: boolean;
+  /**
+   * Whether a message whose last allowed lease ended goes to its dead-letter queue before a purge, a
+   * delete or its retention deletes it (format 15, DEAD_LETTERS_FIRST; messages.ts, deadLetterDue).
+   */
+  readonly deadLettersFirst: boolean;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

@@ -45,9 +45,15 @@
  * dead letter hold a client's id for a day (messages.ts, deliverDeadLetters). Format 14
  * (KEYS_GO_WITH_RESOURCE): deleting a queue or topic deletes the Idempotency-Keys used on it, as its
  * deduplication ids: before, a key used on it replayed its old answer on a queue or topic of the same
- * name made since (by anyone), and what was asked was never done there (state-machine.ts).
+ * name made since (by anyone), and what was asked was never done there (state-machine.ts). Format 15
+ * (UNDELIVERED_RELEASED): a nack with `release` (a node's own, for a client that left before its
+ * messages reached it) takes back the delivery it names, which counted no client's look, and so never
+ * dead-letters (leases.ts, nack). And (DEAD_LETTERS_FIRST) a message whose last allowed lease ended is
+ * on its way to its dead-letter queue: a purge, a delete of its queue or subscription, or its retention
+ * ending later than its lease dead-letters it first, where before each deleted it (messages.ts,
+ * deadLetterDue).
  */
-export const FORMAT = 14;
+export const FORMAT = 15;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -80,6 +86,10 @@ export const OWN_LEASES_HELD = 12;
 export const DEAD_LETTER_KEYS_APART = 13;
 /** From this format on, a queue's or topic's delete takes the Idempotency-Keys used on it (state-machine.ts). */
 export const KEYS_GO_WITH_RESOURCE = 14;
+/** From this format on, a nack's `release` gives its delivery back uncounted, never dead-lettered (leases.ts). */
+export const UNDELIVERED_RELEASED = 15;
+/** From this format on, a message whose last lease ended is dead-lettered before a purge, a delete or its retention takes it (messages.ts). */
+export const DEAD_LETTERS_FIRST = 15;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -14,7 +14,8 @@
 //     there, it would carry the same lease id, so the same receipt handle, twice.
 //   - A handle acts only on the lease it names (handles): once its message was delivered again (a
 //     newer lease id) or is gone, the handle is stale. Ack deletes the message, live lease or not;
-//     nack gives a live or ended lease up (ready at once, or delayed), or dead-letters it; a lease is
+//     nack gives a live or ended lease up (ready at once, or delayed), or dead-letters it; a node's
+//     release (format 15) takes an undelivered lease back and never dead-letters; a lease is
 //     extended only while it lives.
 //
 // Every change keeps the channel's counters (n_ready, n_leased, n_delayed) equal to its rows by state.
@@ -250,12 +251,24 @@ export function ack(s: Store, ref: ChannelRef, receiptHandles: readonly string[]
   return ok(out);
 }
 
-export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx): Result<HandleOutcome> {
+/**
+ * Gives each handle's lease up. A `release` (format 15) is a node's own, for a client that left before
+ * its messages reached it: the delivery never happened, so it is taken back (the count one lower,
+ * ready at once) and never dead-letters, even on a message's last allowed delivery.
+ */
+export function nack(s: Store, ref: ChannelRef, receiptHandles: readonly string[], delaySeconds: number, ctx: Ctx, release = false): Result<HandleOutcome> {
   const ch = consumable(s, ref, requireActor(ctx));
   return ok(
     handles(ch, receiptHandles, (seq, leaseId) => {
       const m = underLease(s, ch, seq, leaseId);
       if (m?.state !== MessageState.Leased) return false;
+      if (release) {
+        s.st.giveBack.run(ctx.now, m.seq, ch.id);
+        s.st.bumpCount[MessageState.Leased].run(-1, ch.id);
+        s.st.bumpCount[MessageState.Ready].run(1, ch.id);
+        wokeUp(ctx, ch.id, 1);
+        return true;
+      }
       if (ch.max_deliveries !== null && m.delivery_count >= ch.max_deliveries) {
         deadLetter(s, ch, m.seq, m.state, ctx);
         return true;

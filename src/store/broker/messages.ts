@@ -173,8 +173,16 @@ export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: st
 
 // ---- time: retention, due messages, dead letters ----
 
-/** Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. */
-export function expire(s: Store, ch: ChannelRow, now: number): number {
+/**
+ * Deletes messages whose retention ended (a prefix in sequence order), keeping the counts exact. From
+ * format 15 a message out of deliveries whose last lease ended before its retention did was a dead
+ * letter by then, on its way to its dead-letter queue: it goes there, not away.
+ */
+export function expire(s: Store, ch: ChannelRow, ctx: Ctx): number {
+  const now = ctx.now;
+  if (ctx.deadLettersFirst && ch.max_deliveries !== null) {
+    for (const m of s.st.dueDeadExpired.all(ch.id, now, ch.max_deliveries) as { seq: number }[]) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
+  }
   const c = s.st.expiredByState.get(ch.id, now) as StateSums;
   const byState = [c.ready ?? 0, c.leased ?? 0, c.delayed ?? 0];
   const n = byState[0]! + byState[1]! + byState[2]!;
@@ -196,7 +204,7 @@ export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettere
   let expired = 0;
   let deadLettered = 0;
   for (const ch of s.st.allChannels.all() as ChannelRow[]) {
-    expired += expire(s, ch, ctx.now);
+    expired += expire(s, ch, ctx);
     if (ch.max_deliveries === null) continue;
     const budget = SWEEP_BUDGET - deadLettered;
     if (budget <= 0) break;
@@ -231,7 +239,7 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
     if (wait.leave === true) return ok({ messages: [] });
   }
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
-  expire(s, ch, ctx.now);
+  expire(s, ch, ctx);
   promoteDue(s, ch, ctx);
   const leased = leaseReady(s, ch, max, vt, ctx);
   if (leased.rows.length > 0 || wait === undefined || wait.ms === 0) return ok(ctx.answers ? { messages: received(leased) } : { messages: [], unanswered: leased.rows.length });
@@ -251,7 +259,7 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
   let left = visible;
   // Once per serving: a lease of 0 seconds ends at once, and must not make its message visible to
   // the next poll in the same entry.
-  expire(s, ch, ctx.now);
+  expire(s, ch, ctx);
   promoteDue(s, ch, ctx);
   // While messages are visible: more than this apply made visible may be (leases that ended by time).
   for (const w of s.st.waitersOf.all(channelId) as WaiterRow[]) {
@@ -317,7 +325,8 @@ export function purgeQueue(s: Store, name: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
   const q = visibleQueue(s, name, user);
   requireOwner(q.owner, user, `purge queue '${name}'`);
-  expire(s, q, ctx.now);
+  expire(s, q, ctx);
+  deadLetterDue(s, q, ctx);
   const c = s.st.getChannel.get(q.id) as ChannelRow;
   const purged = c.n_ready + c.n_leased + c.n_delayed;
   s.st.deleteMessages.run(q.id);
@@ -325,12 +334,29 @@ export function purgeQueue(s: Store, name: string, ctx: Ctx): Result {
   return ok({ purged });
 }
 
-/** Deletes a channel with its messages and deduplication ids: a new one of the same name starts empty. */
-export function dropChannel(s: Store, id: number): void {
+/**
+ * Deletes a channel with its messages and deduplication ids: a new one of the same name starts empty.
+ * Given the delete's `ctx`, the channel's dead letters on their way go first (deadLetterDue); a
+ * revoked right to subscribe gives none, so that nothing of the topic reaches that user after it.
+ */
+export function dropChannel(s: Store, id: number, ctx?: Ctx): void {
+  if (ctx !== undefined) deadLetterDue(s, s.st.getChannel.get(id) as ChannelRow, ctx);
   s.st.deleteMessages.run(id);
   s.st.deleteWaiters.run(id);
   s.st.deleteDedup.run(id);
   s.st.deleteChannel.run(id);
+}
+
+/**
+ * From format 15, before a purge or a delete: the channel's messages whose last allowed lease ended go
+ * to its dead-letter queue (or are dropped and counted, without one), as the next receive or sweep
+ * would have done. For consumers they were gone already (views.ts counts them nowhere), on their way
+ * there, and a purge counts only what it deletes. Before format 15 the purge or delete took them.
+ */
+function deadLetterDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
+  if (!ctx.deadLettersFirst || ch.max_deliveries === null) return;
+  // No limit (-1): each of them was leased by a receive, at most 100 per entry.
+  for (const m of s.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, -1) as { seq: number }[]) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
 }
 
 // ---- dead letters across partitions ----

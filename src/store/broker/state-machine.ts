@@ -47,6 +47,8 @@ import {
   MESSAGE_TABLE,
   SHARED_PUBLISHES,
   OWN_LEASES_HELD,
+  DEAD_LETTERS_FIRST,
+  UNDELIVERED_RELEASED,
   FormatTooNewError,
   KEYED_RECEIVE_WITHOUT_BODIES,
   PARKED_POLLS,
@@ -603,7 +605,17 @@ export class BrokerStateMachine {
           continue;
         }
         const answers = this.answered === null || env.idempotencyKey !== undefined || this.answered(e.index, e.term);
-        const ctx: Ctx = { index: e.index, now: clock, actor: env.actor, woke: new Map(), retimed: new Set(), delivered: [], answers, holdsOwnLeases: this.formatInForce >= OWN_LEASES_HELD };
+        const ctx: Ctx = {
+          index: e.index,
+          now: clock,
+          actor: env.actor,
+          woke: new Map(),
+          retimed: new Set(),
+          delivered: [],
+          answers,
+          holdsOwnLeases: this.formatInForce >= OWN_LEASES_HELD,
+          deadLettersFirst: this.formatInForce >= DEAD_LETTERS_FIRST,
+        };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
           sends.sends.push({ at: out.length, ctx, messages: (env.command as Extract<Command, { type: 'queue.send' }>).messages });
@@ -759,7 +771,8 @@ export class BrokerStateMachine {
       case 'ack':
         return ack(s, c.channel, c.receiptHandles, ctx);
       case 'nack':
-        return nack(s, c.channel, c.receiptHandles, c.delaySeconds, ctx);
+        // A release holds from format 15 on: before, it is a client's nack, as older builds take it.
+        return nack(s, c.channel, c.receiptHandles, c.delaySeconds, ctx, c.release === true && this.formatInForce >= UNDELIVERED_RELEASED);
       case 'lease':
         return extendLeases(s, c.channel, c.receiptHandles, c.visibilityTimeoutSeconds, ctx);
       case 'topic.create':

@@ -218,6 +218,22 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .limit(0),
       4,
     ),
+    /**
+     * (channel_id, now, max_deliveries): messages out of deliveries whose retention ended after their
+     * last lease did: dead letters, not expired (messages.ts, expire; format 15).
+     */
+    dueDeadExpired: s(
+      k
+        .selectFrom(messagesBy('messages_expiry'))
+        .select('seq')
+        .where('channel_id', '=', 0)
+        .where('expires_at', '<=', 0)
+        .where('state', '=', lit(MessageState.Leased))
+        .where('delivery_count', '>=', 0)
+        .whereRef('visible_at', '<=', 'expires_at')
+        .orderBy('seq'),
+      3,
+    ),
     /** (id, kind, owner, visibility_timeout_ms, max_deliveries, dead_letter_queue, delay_ms, retention_ms, created_at) */
     insertChannel: s(
       k.insertInto('channels').values({
@@ -387,6 +403,15 @@ export function prepareStatements(db: Sqlite, k: Db) {
     release: s(
       k.updateTable('messages').set({ state: MessageState.Ready, visible_at: 0, lease_id: lit(0) }).where('seq', '=', 0).where('channel_id', '=', 0),
       4,
+    ),
+    /** (visible_at, seq, channel_id): a delivery taken back, as if its lease had never been (leases.ts, nack's release). */
+    giveBack: s(
+      k
+        .updateTable('messages')
+        .set((eb) => ({ state: lit(MessageState.Ready), visible_at: 0, lease_id: lit(0), delivery_count: eb('delivery_count', '-', lit(1)) }))
+        .where('seq', '=', 0)
+        .where('channel_id', '=', 0),
+      3,
     ),
     /**
      * (visible_at, lease_id, channel_id, seq): leases every ready message of the channel up to `seq`,

@@ -38,7 +38,7 @@ export function deleteTopic(s: Store, name: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
   const t = visibleTopic(s, name, user);
   requireOwner(t.owner, user, `delete topic '${name}'`);
-  for (const sub of s.st.listSubscriptions.all(name) as { channel_id: number }[]) dropChannel(s, sub.channel_id);
+  for (const sub of s.st.listSubscriptions.all(name) as { channel_id: number }[]) dropChannel(s, sub.channel_id, ctx);
   s.st.deleteSubscriptions.run(name);
   s.st.deleteDedup.run(-t.id);
   s.st.deleteTopic.run(name);
@@ -214,7 +214,7 @@ export function deleteSubscription(s: Store, topic: string, name: string, ctx: C
   if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
     return fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`);
   }
-  dropChannel(s, sub.id);
+  dropChannel(s, sub.id, ctx);
   s.st.deleteSubscription.run(topic, name);
   return ok(null);
 }
