@@ -9,9 +9,9 @@
 //   - a dead letter holds such an id for 24 hours, so a client's send with it is answered as a
 //     duplicate and stored nowhere long after the 5 minutes the contract gives a deduplication id.
 import t from 'tap';
-import type { Command, ReceivedMessage } from '../../../src/store/broker/index.js';
+import type { ReceivedMessage } from '../../../src/store/broker/index.js';
 import { TestStore, queue } from './helpers.js';
-import { msg, nack, q, sendMsgs, take } from './unit-kit.js';
+import { forwardDeadLetters, msg, nack, q, sendMsgs, take } from './unit-kit.js';
 
 /** alice's queue 'orders' (one delivery, then to 'orders-dlq'), bob may send to the dead-letter queue. */
 async function store(t: { teardown(fn: () => unknown): void }): Promise<TestStore> {
@@ -24,20 +24,6 @@ async function store(t: { teardown(fn: () => unknown): void }): Promise<TestStor
   return s;
 }
 
-/** What housekeeping.ts's forwarder proposes for the partition's outbox (partition 0), then clears it. */
-function forward(s: TestStore): void {
-  for (const r of s.sm.outbox(100)) {
-    const deliver: Command = {
-      type: 'deadletter.deliver',
-      queue: r.targetQueue,
-      expectedOwner: r.expectedOwner,
-      messages: [{ messageId: r.messageId, body: r.body, attributes: r.attributes, source: `0/${r.id}` }],
-    };
-    s.must(null, deliver);
-    s.must(null, { type: 'outbox.done', ids: [r.id] });
-  }
-}
-
 t.test("a client's deduplicationId equal to a dead letter's key swallows the dead letter: it never reaches the dead-letter queue", async (t) => {
   const s = await store(t);
   // Outbox ids count from 1 in each partition: guessable. bob (send right on the DLQ only) sends first.
@@ -46,7 +32,7 @@ t.test("a client's deduplicationId equal to a dead letter's key swallows the dea
   const [m] = take(s, 'alice', q('orders'), 1);
   s.must('alice', nack(q('orders'), 0, m!.receiptHandle)); // its one delivery: dead-lettered
   t.equal(s.sm.outbox(10)[0]?.id, 1, 'outbox row 1');
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(s.sm.outbox(10), [], 'the forwarder cleared the row');
   const got = take(s, 'alice', q('orders-dlq'), 10) as ReceivedMessage[];
   t.strictSame(
@@ -61,7 +47,7 @@ t.test("a dead letter's key keeps a client's deduplicationId taken for 24 hours,
   s.must('alice', sendMsgs('orders', msg('poison')));
   const [m] = take(s, 'alice', q('orders'), 1);
   s.must('alice', nack(q('orders'), 0, m!.receiptHandle));
-  forward(s);
+  forwardDeadLetters(s);
   s.advance(600); // 10 minutes: past any deduplication window a client's id has
   const r = s.must('bob', sendMsgs('orders-dlq', msg('new work', { deduplicationId: 'dls:0/1' }))) as { items: { messageId: string }[] };
   const bodies = (take(s, 'alice', q('orders-dlq'), 10) as ReceivedMessage[]).map((x) => x.body).sort();

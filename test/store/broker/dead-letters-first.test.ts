@@ -8,7 +8,7 @@
 import t from 'tap';
 import { DEAD_LETTERS_FIRST, UNDELIVERED_RELEASED, type Command, type ReceivedMessage } from '../../../src/store/broker/index.js';
 import { TestStore, queue } from './helpers.js';
-import { grant, msg, publish, q, recv, sendMsgs, sub, subscription, topic } from './unit-kit.js';
+import { forwardDeadLetters, grant, msg, publish, q, recv, sendMsgs, sub, subscription, topic } from './unit-kit.js';
 
 async function store(t: { teardown(fn: () => unknown): void }, retentionSeconds = 345600, format?: number): Promise<TestStore> {
   const s = await TestStore.open(0, undefined, format);
@@ -18,20 +18,6 @@ async function store(t: { teardown(fn: () => unknown): void }, retentionSeconds 
   s.must('alice', queue('dlq'));
   s.must('alice', queue('orders', { maxDeliveries: 1, deadLetterQueue: 'dlq', visibilityTimeoutSeconds: 30, retentionSeconds }));
   return s;
-}
-
-/** Delivers the outbox's dead letters to their queue, as the forwarder does (they are all in this partition). */
-function forward(s: TestStore): void {
-  for (const r of s.sm.outbox(100)) {
-    const deliver: Command = {
-      type: 'deadletter.deliver',
-      queue: r.targetQueue,
-      expectedOwner: r.expectedOwner,
-      messages: [{ messageId: r.messageId, body: r.body, attributes: r.attributes, source: `0/${r.id}` }],
-    };
-    s.must(null, deliver);
-    s.must(null, { type: 'outbox.done', ids: [r.id] });
-  }
 }
 
 const bodiesIn = (s: TestStore, queueName: string): string[] => (s.must('alice', recv(q(queueName), 10)).messages as ReceivedMessage[]).map((m) => m.body);
@@ -52,7 +38,7 @@ t.test('a message whose last lease ended is dead-lettered even if the source que
   const purged = s.must('alice', { type: 'queue.purge', name: 'orders' });
   t.equal(purged.purged, 1, 'purge deletes the message a consumer could see, and counts only that one');
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), ['poison'], 'the dead letter reaches the dead-letter queue');
   const after = s.sm.getQueue('orders', 'alice', s.time);
   t.match(after.ok && after.value.stats, { visible: 0, inFlight: 0, delayed: 0, dropped: 0 }, 'the queue is empty, nothing dropped');
@@ -63,7 +49,7 @@ t.test('a message whose last lease ended is dead-lettered even if the source que
   poisonLeaseEnds(s);
   s.must('alice', { type: 'queue.delete', name: 'orders' });
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), ['poison'], 'the dead letter reaches the dead-letter queue');
 });
 
@@ -77,7 +63,7 @@ t.test('a message whose last lease ended is dead-lettered even if its retention 
   t.equal(v.ok && v.value.stats.visible + v.value.stats.inFlight, 0, 'gone for consumers at 59.5 s: on its way to the dead-letter queue');
   s.advance(1);
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), ['poison'], 'the dead letter reaches the dead-letter queue');
 });
 
@@ -88,7 +74,7 @@ t.test('a message whose retention ended before its last lease did expires: it ne
   s.must('alice', recv(q('orders'), 1, 30)); // retention ends at 60 s, the lease at 75 s
   s.advance(31);
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), [], 'nothing dead-lettered');
   const v = s.sm.getQueue('orders', 'alice', s.time);
   t.match(v.ok && v.value.stats, { visible: 0, inFlight: 0, delayed: 0, dropped: 0 }, 'expired, not dropped');
@@ -108,7 +94,7 @@ t.test("a subscription's delete dead-letters what was on its way; a revoked righ
   s.must('alice', { type: 'subscription.delete', topic: 'news', name: 'a' });
   s.must('alice', { type: 'grant.delete', kind: 'topic', name: 'news', username: 'bob' });
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), ['headline'], "the deleted subscription's dead letter reaches its dead-letter queue");
   t.strictSame((s.must('bob', recv(q('bob-dlq'), 10)).messages as ReceivedMessage[]).length, 0, 'none reaches the user who may no longer read the topic');
 });
@@ -118,7 +104,7 @@ t.test('before format 15 a purge takes a dead letter on its way, as older builds
   poisonLeaseEnds(s);
   t.equal(s.must('alice', { type: 'queue.purge', name: 'orders' }).purged, 1, 'counted as purged');
   s.must(null, { type: 'sweep' });
-  forward(s);
+  forwardDeadLetters(s);
   t.strictSame(bodiesIn(s, 'dlq'), [], 'and gone');
 });
 
@@ -132,7 +118,7 @@ t.test("a node's release takes back a delivery no client saw: counted none, neve
     s.advance(31); // the other lease ended: on its way to the dead-letter queue, unless taken back
     s.must('alice', release(ended!.receiptHandle));
     s.must(null, { type: 'sweep' });
-    forward(s);
+    forwardDeadLetters(s);
     const again = s.must('alice', recv(q('orders'), 10)).messages as ReceivedMessage[];
     if (format >= UNDELIVERED_RELEASED) {
       t.strictSame(

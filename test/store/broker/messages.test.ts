@@ -2,11 +2,11 @@
 // maxDeliveries and dead letters, delays, deduplication, batches, retention, exact stats, idempotency
 // keys; and the apply mechanics (replays, gaps, no-ops, undecodable entries, the clock).
 import t, { type Test } from 'tap';
-import { DEAD_LETTER_SOURCES, FORMAT, FormatTooNewError, encodeReceipt, stateHash, type Command, type HandleOutcome, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { DEAD_LETTER_SOURCES, FORMAT, FormatTooNewError, encodeReceipt, stateHash, type HandleOutcome, type ReceivedMessage } from '../../../src/store/broker/index.js';
 import { decodeReceipt } from '../../../src/store/broker/leases.js';
 import { TestStore, queue, send } from './helpers.js';
 import { seededRandom } from '../../raft/helpers.js';
-import { ack, code, grant, handles, lease, msg, nack, openStore, ordersStore, publish, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, sub, subscription, take, topic } from './unit-kit.js';
+import { ack, code, forwardDeadLetters, grant, handles, lease, msg, nack, openStore, ordersStore, publish, q, queueStats, recv, sendMsgs, seqs, seqsInLog, stats, sub, subscription, take, topic } from './unit-kit.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
@@ -309,16 +309,6 @@ t.test('after maxDeliveries deliveries without an ack the message goes to the de
   ]);
   t.strictSame(queueStats(s, 'orders'), stats(0, 0, 0, 0, 0), 'dead-lettered, not dropped');
 });
-
-/** What the dead-letter forwarder does (housekeeping.ts): each outbox row delivered, then cleared; `again` delivers each twice, as a retry after a lost answer would. */
-function forwardDeadLetters(s: TestStore, again = false): void {
-  for (const r of s.sm.outbox(100)) {
-    const deliver: Command = { type: 'deadletter.deliver', queue: r.targetQueue, expectedOwner: r.expectedOwner, messages: [{ messageId: r.messageId, body: r.body, attributes: r.attributes, source: `0/${r.id}` }] };
-    s.must(null, deliver);
-    if (again) s.must(null, deliver);
-    s.must(null, { type: 'outbox.done', ids: [r.id] });
-  }
-}
 
 /** Two subscriptions of one topic, one dead-letter queue: a publish's copy dead-lettered from each (one delivery allowed). */
 async function twoCopiesDeadLettered(t: Test, format: number, again = false): Promise<TestStore> {

@@ -118,3 +118,22 @@ export const stats = (visible: number, inFlight: number, delayed: number, droppe
 
 /** The refusal code of a result, or 'ok'. */
 export const code = (r: Result): string => (r.ok ? 'ok' : r.code);
+
+/**
+ * What the dead-letter forwarder does (housekeeping.ts) for a partition's outbox (partition 0, whose
+ * dead-letter queues are all in it): each row delivered, then cleared; `again` delivers each twice,
+ * as a retry after a lost answer would.
+ */
+export function forwardDeadLetters(s: TestStore, again = false): void {
+  for (const r of s.sm.outbox(100)) {
+    const deliver: Command = {
+      type: 'deadletter.deliver',
+      queue: r.targetQueue,
+      expectedOwner: r.expectedOwner,
+      messages: [{ messageId: r.messageId, body: r.body, attributes: r.attributes, source: `0/${r.id}` }],
+    };
+    s.must(null, deliver);
+    if (again) s.must(null, deliver);
+    s.must(null, { type: 'outbox.done', ids: [r.id] });
+  }
+}
