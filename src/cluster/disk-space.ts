@@ -16,6 +16,20 @@
 // not 503: a load balancer takes a 503 for a failed node, and with every node refusing sends it would
 // leave them all out, receives and acks too. Nothing here is replicated state: the check runs before
 // a command is proposed, so replicas stay identical.
+//
+// An Idempotency-Key adds data too: its record, kept 24 hours (a keyed lease of 100 handles keeps
+// about 1.8 KB), so a user sending distinct keys went on filling the disks past the alarm with the
+// commands it lets through (review of 2026-12-07). Refusing every keyed command would stop what frees
+// space for the clients that key every write (the CLI does): their acks, deletes and purges. So while
+// short, the leader proposes such a command whose key its state has no record of without the key
+// (keyDecision): its entry carries none, so every replica, of any build, applies it as a keyless one
+// and keeps nothing, and no log format is needed. A retry after a lost answer is then applied again,
+// as without a key, which is harmless for an ack or nack (its receipt handles find that delivery over:
+// receipt_stale), a lease (extended again, from a moment later), a delete (404) or a purge (what came
+// since is purged too, as a purge a moment later would). Not for a receive, whose record is what makes
+// a retry a replay: applied again, it would lease other messages and leave those of the first leased
+// to nobody until their visibility timeout (dropped on maxDeliveries 1). A keyed receive with a new
+// key is refused instead, and told that one without a key goes on.
 import { statfs } from 'node:fs/promises';
 import { ErrorCode, fail, type Command, type Failure } from '../store/broker/index.js';
 
@@ -39,11 +53,36 @@ export function addsData(command: Command): boolean {
 }
 
 /**
- * The refusal of a command that adds data while a node is short of disk space, before it is proposed:
- * a result like an apply's refusal (507 insufficient_storage to the client), so a leader answers a
- * peer's forwarded command with it as with any other result. Nothing was written.
+ * What the leader of a partition does with a client's command while the cluster is short of disk
+ * space: 'take' it as it is, take it 'without the key' (proposed with no Idempotency-Key, so that no
+ * record is kept), or 'refuse' it (diskShort). `recorded`: the partition's state holds a live record
+ * of the command's key, so the apply answers from it, adding nothing.
  */
-export function diskShort(): Failure {
+export type KeyDecision = 'take' | 'without the key' | 'refuse';
+
+/**
+ * The decision for `command` while short (the header above says why). `keyed`: it carries an
+ * Idempotency-Key whose record its apply would keep (a user's command: the system's keep none).
+ */
+export function keyDecision(command: Command, keyed: boolean, recorded: boolean): KeyDecision {
+  if (keyed && recorded) return 'take';
+  if (addsData(command)) return 'refuse';
+  if (!keyed) return 'take';
+  return command.type === 'receive' ? 'refuse' : 'without the key';
+}
+
+/**
+ * The refusal of `command` while a node is short of disk space, before it is proposed: a result like
+ * an apply's refusal (507 insufficient_storage to the client), so a leader answers a peer's forwarded
+ * command with it as with any other result. Nothing was written.
+ */
+export function diskShort(command: Command): Failure {
+  if (!addsData(command)) {
+    return fail(
+      ErrorCode.InsufficientStorage,
+      'the cluster is short of disk space: a receive with a new Idempotency-Key is refused until space is freed, as its record would be kept 24 hours (a receive without one goes on); nothing was written',
+    );
+  }
   return fail(
     ErrorCode.InsufficientStorage,
     'the cluster is short of disk space: sends, publishes and creations are refused until space is freed (receives, acks and deletes go on); nothing was written',

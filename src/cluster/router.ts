@@ -25,7 +25,7 @@ import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
 import { BOUNDED_CLOCK_STEP, FormatTooNewError, MAX_CLOCK_STEP_MS, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
-import { addsData, diskShort } from './disk-space.js';
+import { addsData, diskShort, keyDecision } from './disk-space.js';
 import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
 import { ForwardBatcher } from './forward-batch.js';
 import { PROPOSE_PATH, QUERY_PATH } from './internal-routes.js';
@@ -244,8 +244,8 @@ export class Router {
     // The system's own commands go by proposeSystemAt, from housekeeping, never from a request.
     if (commandOrigin(command) !== 'client') throw new TypeError(`'${command.type}' is not a command a request may propose`);
     // Refused here at once, unless a retry with an Idempotency-Key, which its leader may answer from
-    // the record of the write that went through (refuseForDisk).
-    if (idempotencyKey === undefined && addsData(command) && this.shortOfDisk().length > 0) return diskShort();
+    // the record of the write that went through (keyForDisk).
+    if (idempotencyKey === undefined && addsData(command) && this.shortOfDisk().length > 0) return diskShort(command);
     const body = {
       partition: p,
       actor,
@@ -299,19 +299,21 @@ export class Router {
 
   /** A command forwarded by a peer: runs here if this node leads `p`, never hops further. */
   proposeHere(p: number, actor: string | null, command: Command, idempotencyKey?: string): Promise<Answer> {
-    const refused = this.notNow(p, actor, command, idempotencyKey);
-    if (refused !== null) return Promise.resolve(refused);
-    return settle(this.host.replica(p).propose(actor, command, idempotencyKey));
+    const taken = this.notNow(p, actor, command, idempotencyKey);
+    if ('answer' in taken) return Promise.resolve(taken.answer);
+    return settle(this.host.replica(p).propose(actor, command, taken.key));
   }
 
   /**
    * What a leader answers, without proposing, to a command it does not take now (the disk short, or
-   * the partition's clock catching up), for its own requests and its peers' alike; null: take it.
+   * the partition's clock catching up), for its own requests and its peers' alike; else the
+   * Idempotency-Key to propose it with, none while the disk is short (keyForDisk).
    */
-  private notNow(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Answer | null {
-    const refused = this.refuseForDisk(p, actor, command, idempotencyKey);
-    if (refused !== null) return { kind: 'ok', result: refused };
-    return this.holdWhileClockBehind(p, command);
+  private notNow(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): { answer: Answer } | { key: string | undefined } {
+    const forDisk = this.keyForDisk(p, actor, command, idempotencyKey);
+    if (typeof forDisk === 'object') return { answer: { kind: 'ok', result: forDisk } };
+    const held = this.holdWhileClockBehind(p, command);
+    return held === null ? { key: forDisk } : { answer: held };
   }
 
   /**
@@ -341,16 +343,25 @@ export class Router {
   }
 
   /**
-   * The refusal of a command that adds data while a node is short of disk space (disk-space.ts), at
-   * the partition's leader, for its own requests and its peers' alike: not for a retry whose
-   * Idempotency-Key this state has a record of, which the apply answers from that record, adding
-   * nothing (a client whose first answer was lost gets it, not a refusal). Null: not refused.
+   * While a node is short of disk space (disk-space.ts), at the partition's leader, for its own
+   * requests and its peers' alike: the refusal of a command that adds data, or of a receive with a
+   * new Idempotency-Key, or else the key to propose the command with, none for another command with
+   * a new key, whose record would add data too. A retry whose key this state has a record of is
+   * taken with its key: the apply answers it from the record, adding nothing (a client whose first
+   * answer was lost gets it, not a refusal). A key whose first attempt is appended and not yet
+   * applied has no record either: that retry is taken without its key, and applied again, as a retry
+   * after a lost answer is. The key is `idempotencyKey` while no node is short.
    */
-  private refuseForDisk(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Result | null {
-    if (!addsData(command) || this.shortOfDisk().length === 0) return null;
+  private keyForDisk(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Result | string | undefined {
+    if (this.shortOfDisk().length === 0) return idempotencyKey;
+    // Only a user's command keeps its key's record (state-machine.ts, applyEnvelope).
+    const keyed = idempotencyKey !== undefined && actor !== null;
     const state = this.host.replica(p).state;
-    if (idempotencyKey !== undefined && actor !== null && state.isOpen() && state.hasIdempotencyRecord(actor, command, idempotencyKey, this.host.clock.now())) return null;
-    return diskShort();
+    // A state being replaced by a snapshot cannot say: taken as holding no record.
+    const recorded = keyed && state.isOpen() && state.hasIdempotencyRecord(actor, command, idempotencyKey, this.host.clock.now());
+    const decision = keyDecision(command, keyed, recorded);
+    if (decision === 'refuse') return diskShort(command);
+    return decision === 'take' ? idempotencyKey : undefined;
   }
 
   /**
@@ -360,16 +371,17 @@ export class Router {
    * once it caught up: the command then runs as proposeHere's, answered with its result.
    */
   appendHere(from: NodeId, p: number, actor: string | null, command: Command, idempotencyKey?: string): Answer | Proposed | Promise<Answer> {
-    const refused = this.notNow(p, actor, command, idempotencyKey);
-    if (refused !== null) return refused;
+    const taken = this.notNow(p, actor, command, idempotencyKey);
+    if ('answer' in taken) return taken.answer;
+    const { key } = taken;
     const replica = this.host.replica(p);
     const lag = replica.raw.lagOf(from);
     // A plain send, publish, ack, nack or lease extension may share its entry with others
     // (sharesEntry, as the replica's propose decides it), so where it was appended does not name its
     // result: it is answered with its result, a few bytes.
-    if (lag === null || lag > MAX_TRACKED_LAG || sharesEntry(actor, command, this.format(p), idempotencyKey)) return this.proposeHere(p, actor, command, idempotencyKey);
+    if (lag === null || lag > MAX_TRACKED_LAG || sharesEntry(actor, command, this.format(p), key)) return this.proposeHere(p, actor, command, key);
     try {
-      const ticket = replica.append(actor, command, idempotencyKey);
+      const ticket = replica.append(actor, command, key);
       return { kind: 'proposed', index: ticket.firstIndex, term: ticket.term };
     } catch (err) {
       return answerFor(err);

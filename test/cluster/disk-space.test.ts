@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { MomServer } from '../../src/server.js';
 import { loadConfig } from '../../src/cluster/index.js';
-import { DiskSpace, PEER_SHORT_FRESH_MS, type DiskEvent } from '../../src/cluster/disk-space.js';
+import { DiskSpace, PEER_SHORT_FRESH_MS, keyDecision, type DiskEvent } from '../../src/cluster/disk-space.js';
+import type { Command } from '../../src/store/broker/index.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { threeNodeConfigs, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
@@ -79,6 +80,25 @@ t.test('DiskSpace reads the real free space of the folder (statfs)', async (t) =
   const disk = new DiskSpace({ self: 'n1', peers: [], dataDir: root, limitBytes: 1, publish: () => undefined });
   await disk.check();
   t.ok((disk.stats().freeBytes ?? 0) > 0, `${disk.stats().freeBytes} bytes free`);
+});
+
+t.test('keyDecision: while short, a new Idempotency-Key is kept by no command; a receive with one is refused, others go without it', (t) => {
+  const channel = { queue: 'q' };
+  const send: Command = { type: 'queue.send', name: 'q', messages: [{ body: 'x', attributes: {} }] };
+  const receive: Command = { type: 'receive', channel, maxMessages: 1, visibilityTimeoutSeconds: null };
+  const ack: Command = { type: 'ack', channel, receiptHandles: ['h'] };
+  const purge: Command = { type: 'queue.purge', name: 'q' };
+  t.equal(keyDecision(send, false, false), 'refuse', 'a send is refused');
+  t.equal(keyDecision(send, true, false), 'refuse', 'with a new key too');
+  t.equal(keyDecision(send, true, true), 'take', 'but a retry of one that went through is answered from its record');
+  for (const c of [receive, ack, purge]) {
+    t.equal(keyDecision(c, false, false), 'take', `a ${c.type} without a key goes on`);
+    t.equal(keyDecision(c, true, true), 'take', `a ${c.type} whose key has its record replays it`);
+  }
+  t.equal(keyDecision(receive, true, false), 'refuse', 'a receive with a new key is refused: its record is what makes a retry a replay');
+  t.equal(keyDecision(ack, true, false), 'without the key', 'an ack with a new key goes on without it');
+  t.equal(keyDecision(purge, true, false), 'without the key', 'and so does a purge');
+  t.end();
 });
 
 t.test('--disk-free-limit takes bytes and units', async (t) => {

@@ -11,7 +11,7 @@ const WHEN: Record<number, string> = {
   429: 'rate_limited: retry after Retry-After seconds.',
   503: 'unavailable: the partition has no reachable leader, or the write\'s outcome is unknown; retry after Retry-After seconds (with the same Idempotency-Key for a write).',
   504: 'timeout: the write did not apply in time; its outcome is unknown: retry with the same Idempotency-Key.',
-  507: 'insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds.',
+  507: 'insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds.',
 };
 
 /** Response entries of the given error statuses, as problem+json. */

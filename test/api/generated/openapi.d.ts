@@ -1442,7 +1442,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2104,7 +2104,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2455,7 +2455,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2817,7 +2817,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2955,7 +2955,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3087,6 +3087,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3773,7 +3783,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4124,7 +4134,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4486,7 +4496,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4624,7 +4634,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4848,7 +4858,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes and creations are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
             507: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -5203,6 +5213,16 @@ export interface operations {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description insufficient_storage: a node of the cluster is short of disk space, and sends, publishes, creations and receives with a new Idempotency-Key are refused until space is freed; nothing was written (a retry with the Idempotency-Key of a write that went through is answered from its record). Retry after Retry-After seconds. */
+            507: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
