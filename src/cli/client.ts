@@ -85,9 +85,9 @@ export class Api {
     // /v1/auth takes no Idempotency-Key (docs/api.md): a write there that went through answers 401,
     // 403 or 409 when repeated, so it is repeated only when it certainly changed nothing (a 503, a
     // refused connection).
-    const keyed = method !== 'GET' && !path.startsWith('/v1/auth/');
+    let keyed = method !== 'GET' && !path.startsWith('/v1/auth/');
     const again = (status: number): boolean => (keyed || method === 'GET' ? RETRYABLE.has(status) : status === 503);
-    const key = keyed ? (opts.idempotencyKey ?? randomUUID()) : undefined;
+    let key = keyed ? (opts.idempotencyKey ?? randomUUID()) : undefined;
     // Given up with the outcome unknown, the user can repeat the write only with the same key.
     const keyNote = key === undefined ? '' : `; its Idempotency-Key was ${key}`;
     const deadline = Date.now() + (this.opts.retryForMs ?? 10_000);
@@ -107,6 +107,15 @@ export class Api {
         throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}${keyNote}`, 3);
       }
       if (res.status >= 200 && res.status < 300) return res.body;
+      // While the cluster is short of disk, a receive with a new key is refused (507), since its
+      // record would be kept a day, and one without goes on (docs/api.md): nothing was leased, so it
+      // is asked once more without the key, as a receive that cannot be replayed, which is retried
+      // only where it certainly leased nothing. Not a key the user gave: that one they chose to keep.
+      if (res.status === 507 && key !== undefined && opts.idempotencyKey === undefined && method === 'POST' && path.endsWith('/receive')) {
+        key = undefined;
+        keyed = false;
+        continue;
+      }
       if (again(res.status) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         continue;

@@ -82,3 +82,25 @@ t.test('a write of /v1/auth, which takes no key, is repeated only when it certai
   const s2 = await scripted(t, [busy, { status: 200, body: '{"accessToken":"x"}' }]);
   t.same(await new Api(s2.url, null, { retryForMs: 2_000 }).call('POST', '/v1/auth/login', { username: 'u', password: 'p' }), { accessToken: 'x' }, 'a 503 (not applied) is repeated');
 });
+
+t.test('a receive refused for its new key while the disk is short is asked again without one, once', async (t) => {
+  const short = {
+    status: 507,
+    type: 'application/problem+json',
+    body: JSON.stringify({ type: 'https://mom.invalid/problems/insufficient_storage', title: 'Insufficient Storage', status: 507, code: 'insufficient_storage', detail: 'a receive with a new Idempotency-Key is refused' }),
+  };
+  const s = await scripted(t, [short, { status: 200, body: '{"messages":[]}' }]);
+  const api = new Api(s.url, 'token', { retryForMs: 5_000 });
+  t.same(await api.call('POST', '/v1/queues/q/receive', {}), { messages: [] }, 'answered');
+  t.equal(s.seen.length, 2, s.seen.join(' | '));
+  t.notOk(s.seen[0]!.endsWith(' -'), 'the first carried a key');
+  t.ok(s.seen[1]!.endsWith(' -'), 'the second none');
+
+  const sends = await scripted(t, [short]);
+  const err = await new Api(sends.url, 'token', { retryForMs: 300 }).call('POST', '/v1/queues/q/messages', { body: 'x' }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof CliError && err.status === 507, 'a send refused for the disk is not asked again');
+  t.equal(sends.seen.length, 1, sends.seen.join(' | '));
+});
