@@ -1,7 +1,7 @@
 // A seeded stream of broker commands over a small world (three users, two queues, a topic), for the
 // determinism, invariant and crash tests. Commands that need state (ack a receipt handle) are made
 // from what earlier commands answered, so the same seed always yields the same log.
-import { FORMAT, SHARED_PUBLISHES, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../../src/store/broker/index.js';
+import { FORMAT, SHARED_PUBLISHES, UNDELIVERED_RELEASED, encodeEnvelope, type ApplyEntry, type Applied, type Command, type Envelope } from '../../../src/store/broker/index.js';
 import { Rng } from '../../raft/sim/rng.js';
 
 export const USERS = ['alice', 'bob', 'carol'] as const;
@@ -91,7 +91,11 @@ export class CommandStream {
       if (this.rng.chance(0.6)) command = { ...command, wait: { tag: `w${this.rng.int(8)}`, ms: this.rng.chance(0.1) ? 0 : this.rng.int(20_000), again: this.rng.chance(0.15) } };
     }
     else if (k < 75) command = { type: 'ack', channel, receiptHandles: pickHandles() };
-    else if (k < 82) command = { type: 'nack', channel, receiptHandles: pickHandles(), delaySeconds: this.rng.int(3) };
+    else if (k < 82) {
+      command = { type: 'nack', channel, receiptHandles: pickHandles(), delaySeconds: this.rng.int(3) };
+      // A node's release of a delivery no client saw (format 15).
+      if (this.format >= UNDELIVERED_RELEASED && this.rng.chance(0.3)) command = { ...command, delaySeconds: 0, release: true };
+    }
     else if (k < 87) command = { type: 'lease', channel, receiptHandles: pickHandles(), visibilityTimeoutSeconds: this.rng.range(1, 30) };
     else if (k < 89) command = { type: 'queue.purge', name: queue };
     else if (k < 92) command = { type: 'grant.put', kind: 'queue', name: queue, username: this.rng.pick(USERS), actions: this.rng.chance(0.5) ? ['send'] : ['receive', 'send'] };
