@@ -61,7 +61,7 @@ import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
 import { migrate, openSqlite, type Sqlite } from './sqlite.js';
-import { prepareImageMeta, prepareStatements, type Statements } from './statements.js';
+import { INDEXED_BY_OPEN, prepareImageMeta, prepareStatements, type Statements } from './statements.js';
 import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish, publishEach } from './topics.js';
 import * as views from './views.js';
 
@@ -242,6 +242,10 @@ export class BrokerStateMachine {
         'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
     );
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
+    // What sweeps and creations read by (statements.ts says why at open): on a state of an older
+    // build, made once, at its first open by this one (the expiry index of a million messages takes
+    // about a second).
+    for (const ddl of INDEXED_BY_OPEN) sqlite.exec(ddl);
     // Revoked tokens and deleted users (format 9; schema.ts): also absent from older images.
     sqlite.exec('create table if not exists user_tokens (username text primary key, epoch integer not null, deleted_at integer) without rowid');
     // A node holds one connection per partition: SQLite's default page cache (2 MiB each) would let
