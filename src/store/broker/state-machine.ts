@@ -52,6 +52,7 @@ import {
   PARKED_POLLS,
   REVOKE_UNSUBSCRIBES,
   KEYS_GO_WITH_RESOURCE,
+  BOUNDED_OWNERSHIP,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -743,7 +744,7 @@ export class BrokerStateMachine {
       case 'user.delete':
         return this.formatInForce >= USER_LIFECYCLE ? access.deleteUser(s, c.epoch, ctx) : unknownCommand(c);
       case 'queue.create':
-        return createQueue(s, c, ctx);
+        return createQueue(s, c, ctx, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'queue.delete':
         return this.forgetKeysOf(deleteQueue(s, c.name, ctx), `queue:${c.name}`);
       case 'queue.purge':
@@ -767,7 +768,7 @@ export class BrokerStateMachine {
       case 'lease':
         return extendLeases(s, c.channel, c.receiptHandles, c.visibilityTimeoutSeconds, ctx);
       case 'topic.create':
-        return createTopic(s, c.name, c.subscribe, ctx);
+        return createTopic(s, c.name, c.subscribe, ctx, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'topic.delete':
         return this.forgetKeysOf(deleteTopic(s, c.name, ctx), `topic:${c.name}`);
       // The fan-out limits hold from format 5 on: before, every build stores what it was asked to.
@@ -776,7 +777,7 @@ export class BrokerStateMachine {
         if (c.split !== undefined && this.formatInForce >= SHARED_PUBLISHES) return publishEach(s, c.name, c.messages, c.split, ctx);
         return publish(s, c.name, c.messages, ctx, this.formatInForce >= BOUNDED_FANOUT);
       case 'subscription.create':
-        return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT);
+        return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'subscription.delete':
         return deleteSubscription(s, c.topic, c.name, ctx);
       case 'deadletter.deliver':
