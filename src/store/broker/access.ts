@@ -84,6 +84,34 @@ export function owned(s: Store, user: string): { queues: number; topics: number 
   return { queues: r.queues, topics: r.topics };
 }
 
+/**
+ * Queues, topics and subscriptions one user owns at most in one partition (format 15,
+ * BOUNDED_OWNERSHIP). Names fall in partitions by their hash, so a count across the cluster is not
+ * known to one partition's apply; this bound is, alike on every replica. Room for a topic's owner to
+ * fill one topic of its own (MAX_SUBSCRIPTIONS, 1,000, in the topic's partition) and as many queues
+ * beside it. With the default 16 partitions a user's names spread to about 32,000 in all (a name
+ * that falls in a full partition is refused; another name may fall elsewhere). The sweep no longer
+ * reads them (messages.ts, sweep), but each is a row of the state, its images and every listing.
+ */
+export const MAX_OWNED = 2000;
+
+/**
+ * Refuses a creation by `user` that would make it own more than MAX_OWNED queues, topics and
+ * subscriptions in this partition (format 15): subscriptions count, each a channel the sweep may
+ * read, which a topic's owner may make 1,000 of on each of its topics. Counted in indexes
+ * (channels_owner, topics_owner), not by a scan.
+ */
+export function requireRoom(s: Store, user: string, what: string): void {
+  const r = s.st.countHeld.get(user, user) as { channels: number; topics: number };
+  if (r.channels + r.topics < MAX_OWNED) return;
+  throw new Refusal(
+    fail(
+      ErrorCode.Conflict,
+      `you own ${MAX_OWNED} queues, topics and subscriptions in the partition of ${what}, the most one user owns in one partition: delete some, or choose another name`,
+    ),
+  );
+}
+
 // ---- checks ----
 
 export function grantActions(s: Store, kind: 'queue' | 'topic', name: string, user: string): string[] {

@@ -199,20 +199,56 @@ export interface StateSums {
   delayed: number | null;
 }
 
+/**
+ * Deletes the messages past their retention and dead-letters those out of deliveries (at most
+ * SWEEP_BUDGET), channel by channel in id order. It reads only the channels that have such work,
+ * found through indexes (statements.ts, INDEXED_BY_OPEN), where it read every channel of the
+ * partition: a user's 40,000 empty queues held each sweep 0.2 s on every replica.
+ *
+ * What it does is what that scan of every channel did, row for row and in the same order (the same
+ * outbox ids), so no log format guards it: replicas of older builds apply a sweep alike. The scan
+ * expired each channel, then, for a channel that dead-letters, stopped if the budget was spent, else
+ * dead-lettered the channel's due messages up to what was left of it. A channel outside both sets
+ * below did nothing there: expire() found no row, and `dueDead` reads leased rows only, of which
+ * the channel's exact counter n_leased says there are none. The sets are read before any channel is
+ * touched, which is as good as reading each when its turn comes: one channel's expiry or dead
+ * letters change no other channel's rows (a dead letter goes to the outbox, and on to its queue in
+ * an entry of its own).
+ */
 export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system sweeps');
+  const expiring = s.st.expiringChannels.all(ctx.now) as number[];
+  const leased = s.st.leasedDeadLetterChannels.all() as { id: number; max_deliveries: number }[];
   let expired = 0;
   let deadLettered = 0;
-  for (const ch of s.st.allChannels.all() as ChannelRow[]) {
+  // Once the budget was spent, the scan went on expiring up to the next channel that dead-letters,
+  // which it expired too, and stopped there: `last`, unbounded until then.
+  let last = Infinity;
+  for (const id of mergeIds(expiring, leased.map((c) => c.id))) {
+    if (id > last) break;
+    const ch = s.st.getChannel.get(id) as ChannelRow;
     expired += expire(s, ch, ctx);
-    if (ch.max_deliveries === null) continue;
-    const budget = SWEEP_BUDGET - deadLettered;
-    if (budget <= 0) break;
-    const dead = s.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, budget) as { seq: number }[];
+    if (ch.max_deliveries === null || deadLettered >= SWEEP_BUDGET) continue;
+    const dead = s.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, SWEEP_BUDGET - deadLettered) as { seq: number }[];
     for (const m of dead) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
     deadLettered += dead.length;
+    if (deadLettered >= SWEEP_BUDGET) last = (s.st.nextDeadLetterChannel.get(id) as number | undefined) ?? Infinity;
   }
   return ok({ expired, deadLettered });
+}
+
+/** The ids of two ascending lists, ascending, each once. */
+function mergeIds(a: readonly number[], b: readonly number[]): number[] {
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const next = j >= b.length || (i < a.length && a[i]! <= b[j]!) ? a[i]! : b[j]!;
+    if (a[i] === next) i++;
+    if (b[j] === next) j++;
+    out.push(next);
+  }
+  return out;
 }
 
 // ---- consuming ----

@@ -1,14 +1,16 @@
 // Queue definitions: creating and deleting queues. What happens to their messages is messages.ts.
 import { ErrorCode, fail, ok, type Command, type Result } from './commands.js';
-import { requireActor, requireOwner, visibleQueue } from './access.js';
+import { requireActor, requireOwner, requireRoom, visibleQueue } from './access.js';
 import type { Ctx, QueueRow, Store } from './context.js';
 import { dropChannel } from './messages.js';
 import { queueView } from './views.js';
 
-export function createQueue(s: Store, c: Extract<Command, { type: 'queue.create' }>, ctx: Ctx): Result {
+/** `bounded`: from format 15 a user owns at most MAX_OWNED queues, topics and subscriptions in the partition (access.ts). */
+export function createQueue(s: Store, c: Extract<Command, { type: 'queue.create' }>, ctx: Ctx, bounded: boolean): Result {
   const user = requireActor(ctx);
   if (s.st.getQueue.get(c.name) !== undefined) return fail(ErrorCode.Conflict, `queue '${c.name}' exists`);
   if (c.deadLetterQueue === c.name) return fail(ErrorCode.ValidationFailed, 'a queue cannot be its own dead-letter queue');
+  if (bounded) requireRoom(s, user, `queue '${c.name}'`);
   s.st.insertChannel.run(
     ctx.index,
     'queue',

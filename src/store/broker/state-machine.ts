@@ -54,6 +54,7 @@ import {
   PARKED_POLLS,
   REVOKE_UNSUBSCRIBES,
   KEYS_GO_WITH_RESOURCE,
+  BOUNDED_OWNERSHIP,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -63,7 +64,7 @@ import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
 import type { BrokerDatabase } from './schema.js';
 import { migrate, openSqlite, type Sqlite } from './sqlite.js';
-import { prepareImageMeta, prepareStatements, type Statements } from './statements.js';
+import { INDEXED_BY_OPEN, prepareImageMeta, prepareStatements, type Statements } from './statements.js';
 import { createSubscription, createTopic, deleteSubscription, deleteTopic, dropUnsubscribed, publish, publishEach } from './topics.js';
 import * as views from './views.js';
 
@@ -244,6 +245,10 @@ export class BrokerStateMachine {
         'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
     );
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
+    // What sweeps and creations read by (statements.ts says why at open): on a state of an older
+    // build, made once, at its first open by this one (the expiry index of a million messages takes
+    // about a second).
+    for (const ddl of INDEXED_BY_OPEN) sqlite.exec(ddl);
     // Revoked tokens and deleted users (format 9; schema.ts): also absent from older images.
     sqlite.exec('create table if not exists user_tokens (username text primary key, epoch integer not null, deleted_at integer) without rowid');
     // A node holds one connection per partition: SQLite's default page cache (2 MiB each) would let
@@ -751,7 +756,7 @@ export class BrokerStateMachine {
       case 'user.delete':
         return this.formatInForce >= USER_LIFECYCLE ? access.deleteUser(s, c.epoch, ctx) : unknownCommand(c);
       case 'queue.create':
-        return createQueue(s, c, ctx);
+        return createQueue(s, c, ctx, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'queue.delete':
         return this.forgetKeysOf(deleteQueue(s, c.name, ctx), `queue:${c.name}`);
       case 'queue.purge':
@@ -776,7 +781,7 @@ export class BrokerStateMachine {
       case 'lease':
         return extendLeases(s, c.channel, c.receiptHandles, c.visibilityTimeoutSeconds, ctx);
       case 'topic.create':
-        return createTopic(s, c.name, c.subscribe, ctx);
+        return createTopic(s, c.name, c.subscribe, ctx, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'topic.delete':
         return this.forgetKeysOf(deleteTopic(s, c.name, ctx), `topic:${c.name}`);
       // The fan-out limits hold from format 5 on: before, every build stores what it was asked to.
@@ -785,7 +790,7 @@ export class BrokerStateMachine {
         if (c.split !== undefined && this.formatInForce >= SHARED_PUBLISHES) return publishEach(s, c.name, c.messages, c.split, ctx);
         return publish(s, c.name, c.messages, ctx, this.formatInForce >= BOUNDED_FANOUT);
       case 'subscription.create':
-        return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT);
+        return createSubscription(s, c, ctx, this.formatInForce >= BOUNDED_FANOUT, this.formatInForce >= BOUNDED_OWNERSHIP);
       case 'subscription.delete':
         return deleteSubscription(s, c.topic, c.name, ctx);
       case 'deadletter.deliver':

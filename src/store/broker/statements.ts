@@ -14,7 +14,7 @@
 import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
 import { DUE_STATES } from './message-table.js';
-import { MessageState, type BrokerDatabase, type MessagesTable } from './schema.js';
+import { MessageState, type BrokerDatabase, type ChannelsTable, type MessagesTable } from './schema.js';
 import type { Sqlite } from './sqlite.js';
 
 type Db = Kysely<BrokerDatabase>;
@@ -34,9 +34,43 @@ const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
  * `messages` scanned through one index (SQLite's INDEXED BY). Kysely has no INDEXED BY, so the clause
  * rides in the table's raw alias: `"messages" as "messages" indexed by "<index>"`.
  */
-function messagesBy(index: 'messages_ready' | 'messages_due' | 'messages_expiry') {
+function messagesBy(index: 'messages_ready' | 'messages_due' | 'messages_expiry' | 'messages_expires_at') {
   return sql<MessagesTable>`${sql.table('messages')}`.as<'messages'>(sql`${sql.table('messages')} indexed by ${sql.id(index)}`);
 }
+
+/** `channels` scanned through one of its partial indexes (INDEXED_BY_OPEN), as messagesBy does `messages`. */
+function channelsBy(index: 'channels_dead_letters' | 'channels_leased') {
+  return sql<ChannelsTable>`${sql.table('channels')}`.as<'channels'>(sql`${sql.table('channels')} indexed by ${sql.id(index)}`);
+}
+
+/**
+ * The conditions of the partial indexes on `channels`, as each is made (INDEXED_BY_OPEN) and as each
+ * scan of it writes it: SQLite uses a partial index only for a WHERE that holds its very terms, with
+ * the constants written out (a bound parameter does not do), and a statement naming the index
+ * without them fails to prepare. `channels_dead_letters`: the channels that dead-letter (they have a
+ * maxDeliveries); `channels_leased`: those of them with leased messages, the only ones in which a
+ * sweep may find a dead letter (its counters are exact: messages.ts).
+ */
+const DEAD_LETTERS = 'max_deliveries is not null';
+const LEASED = `${DEAD_LETTERS} and n_leased > 0`;
+
+/**
+ * The indexes a state gets when it opens, not from a migration: snapshot images carry the migration
+ * table, and a node of the previous build must still open an image made by this one during a
+ * rolling upgrade (an extra index is harmless to it). They change no row, so no result: only what a
+ * statement reads to find its rows. With them a sweep, and the leader's look for one, read the
+ * messages and channels that have work, not every channel (a user's 40,000 empty queues in one
+ * partition held each look 0.2 s), and a creation counts what its owner owns without a scan.
+ */
+export const INDEXED_BY_OPEN: readonly string[] = [
+  // Every channel's expired messages at once (`messages_expiry` finds one channel's).
+  'create index if not exists messages_expires_at on messages (expires_at, channel_id)',
+  `create index if not exists channels_dead_letters on channels (id) where ${DEAD_LETTERS}`,
+  `create index if not exists channels_leased on channels (id) where ${LEASED}`,
+  // What a user owns in the partition, counted at each creation from format 15 (access.ts, requireRoom).
+  'create index if not exists channels_owner on channels (owner)',
+  'create index if not exists topics_owner on topics (owner)',
+];
 
 /** Every column of a channel row, read through the alias `c`. */
 const CHANNEL = [
@@ -112,6 +146,17 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .values({ username: '', epoch: 0, deleted_at: 0 })
         .onConflict((oc) => oc.column('username').doUpdateSet((eb) => ({ epoch: eb.ref('excluded.epoch'), deleted_at: eb.ref('excluded.deleted_at') }))),
       3,
+    ),
+    /**
+     * (owner, owner): the channels (queues and subscriptions) and topics `owner` owns in this
+     * partition, each counted in its index (channels_owner, topics_owner: INDEXED_BY_OPEN).
+     */
+    countHeld: s(
+      k.selectNoFrom((eb) => [
+        eb.selectFrom('channels').select((e) => e.fn.countAll<number>().as('n')).where('channels.owner', '=', '').as('channels'),
+        eb.selectFrom('topics').select((e) => e.fn.countAll<number>().as('n')).where('topics.owner', '=', '').as('topics'),
+      ]),
+      2,
     ),
     /** (owner): the queues and topics `owner` owns in this partition. */
     countOwned: s(
@@ -441,18 +486,31 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .where('expires_at', '<=', 0),
       2,
     ),
+    /**
+     * (now): the channels holding messages past their retention, in id order (a sweep's order), as
+     * numbers (plucked): a range of `messages_expires_at`, the expired messages and no other row.
+     */
+    expiringChannels: s(
+      k.selectFrom(messagesBy('messages_expires_at')).select('channel_id').distinct().where('expires_at', '<=', 0).orderBy('channel_id'),
+      1,
+    ).pluck(true),
+    /** (now): whether any message of the partition is past its retention; one seek. */
+    anyExpiredAtAll: s(k.selectFrom(messagesBy('messages_expires_at')).select((eb) => eb.lit(1).as('one')).where('expires_at', '<=', 0).limit(lit(1)), 1),
+    /**
+     * (): the channels that dead-letter and hold leased messages, in id order, each
+     * {id, max_deliveries}: the only ones in which a sweep may find a message out of deliveries.
+     */
+    leasedDeadLetterChannels: s(
+      k.selectFrom(channelsBy('channels_leased')).select(['id', 'max_deliveries']).where(sql<boolean>`${sql.raw(LEASED)}`).orderBy('id'),
+      0,
+    ),
+    /** (after): the first channel after `after` that dead-letters, by id, or nothing (plucked). */
+    nextDeadLetterChannel: s(
+      k.selectFrom(channelsBy('channels_dead_letters')).select('id').where(sql<boolean>`${sql.raw(DEAD_LETTERS)}`).where('id', '>', 0).orderBy('id').limit(lit(1)),
+      1,
+    ).pluck(true),
     /** (channel_id, now) */
     deleteExpired: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('expires_at', '<=', 0), 2),
-    /** (channel_id, now) */
-    anyExpired: s(
-      k
-        .selectFrom(messagesBy('messages_expiry'))
-        .select((eb) => eb.lit(1).as('one'))
-        .where('channel_id', '=', 0)
-        .where('expires_at', '<=', 0)
-        .limit(lit(1)),
-      2,
-    ),
     // expires_at = sent_at + retention grows with seq, so the expiry index finds the oldest live message.
     // Messages whose last lease expired (about to be dead-lettered) are skipped: they are gone for consumers.
     /** (channel, now, now, max): skips ended leases out of deliveries (leases.ts). */

@@ -1,7 +1,7 @@
 // Topics and their subscriptions: creating and deleting them, and publishing, which fans a message
 // out to every subscription whose filter it matches (each subscription is a channel of its own).
 import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type SentMessage } from './commands.js';
-import { grantActions, requireActor, requireOwner, visibleTopic } from './access.js';
+import { grantActions, requireActor, requireOwner, requireRoom, visibleTopic } from './access.js';
 import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
 import { logSeq } from './bodies.js';
 import { dropChannel, enqueue, enqueueCopies, inLog, unplaceable, type Copy } from './messages.js';
@@ -27,9 +27,11 @@ function matchesFilter(filter: Readonly<Record<string, string>> | null, attribut
   return true;
 }
 
-export function createTopic(s: Store, name: string, subscribe: 'anyone' | 'granted', ctx: Ctx): Result {
+/** `bounded`: from format 15 a user owns at most MAX_OWNED queues, topics and subscriptions in the partition (access.ts). */
+export function createTopic(s: Store, name: string, subscribe: 'anyone' | 'granted', ctx: Ctx, bounded: boolean): Result {
   const user = requireActor(ctx);
   if (s.st.getTopic.get(name) !== undefined) return fail(ErrorCode.Conflict, `topic '${name}' exists`);
+  if (bounded) requireRoom(s, user, `topic '${name}'`);
   s.st.insertTopic.run(name, ctx.index, user, subscribe, ctx.now);
   return ok(topicView(s, s.st.getTopic.get(name) as TopicRow));
 }
@@ -161,7 +163,11 @@ export function publishEach(s: Store, name: string, messages: readonly MessageIn
   return ok({ publishes });
 }
 
-export function createSubscription(s: Store, c: Extract<Command, { type: 'subscription.create' }>, ctx: Ctx, bounded: boolean): Result {
+/**
+ * `bounded`: the fan-out limits of format 5; `owned`: from format 15 the subscriber owns at most
+ * MAX_OWNED queues, topics and subscriptions in the topic's partition, subscriptions counted (access.ts).
+ */
+export function createSubscription(s: Store, c: Extract<Command, { type: 'subscription.create' }>, ctx: Ctx, bounded: boolean, owned: boolean): Result {
   const user = requireActor(ctx);
   const t = visibleTopic(s, c.topic, user);
   const may = t.owner === user || t.subscribe_policy === 'anyone' || grantActions(s, 'topic', c.topic, user).includes('subscribe');
@@ -176,6 +182,7 @@ export function createSubscription(s: Store, c: Extract<Command, { type: 'subscr
       return fail(ErrorCode.Conflict, `you hold ${MAX_SUBSCRIPTIONS_PER_USER} subscriptions of topic '${c.topic}', the most a user other than its owner holds`);
     }
   }
+  if (owned) requireRoom(s, user, `a subscription of topic '${c.topic}'`);
   s.st.insertChannel.run(
     ctx.index,
     'subscription',

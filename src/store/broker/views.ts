@@ -183,12 +183,17 @@ export function nextVisibleAt(s: Store, channelId: number): number | null {
   return r.at === Number.MAX_SAFE_INTEGER ? null : r.at;
 }
 
-/** Whether a sweep would do anything now: cheap index probes, for the leader to decide to propose one. */
+/**
+ * Whether a sweep would do anything now, for the leader to decide to propose one: one seek for an
+ * expired message anywhere, then one probe per channel that dead-letters and holds leased messages
+ * (messages.ts, sweep, says why no other channel can have work). It reads no other channel: the
+ * leader looks every couple of election timeouts, on its event loop.
+ */
 export function needsSweep(s: Store, now: number): boolean {
   const at = Math.max(now, clock(s));
-  for (const ch of s.st.allChannels.all() as ChannelRow[]) {
-    if (s.st.anyExpired.get(ch.id, at) !== undefined) return true;
-    if (ch.max_deliveries !== null && s.st.dueDead.get(ch.id, at, ch.max_deliveries, 1) !== undefined) return true;
+  if (s.st.anyExpiredAtAll.get(at) !== undefined) return true;
+  for (const ch of s.st.leasedDeadLetterChannels.all() as { id: number; max_deliveries: number }[]) {
+    if (s.st.dueDead.get(ch.id, at, ch.max_deliveries, 1) !== undefined) return true;
   }
   return false;
 }
