@@ -116,8 +116,6 @@ export function rebuildMessageTable(db: Sqlite, k: Kysely<BrokerDatabase>): numb
     run(k.schema.createIndex('messages_ready').on('messages').columns(['channel_id', 'state', 'seq']).where(sql.ref('state'), '=', sql.lit(READY_ONLY)));
     run(k.schema.createIndex('messages_due').on('messages').columns(['channel_id', 'state', 'visible_at']).where(DUE_STATES));
     run(k.schema.createIndex('messages_expiry').on('messages').columns(['channel_id', 'expires_at']));
-    // The table's index a state gets at open (statements.ts, INDEXED_BY_OPEN): the sweep names it.
-    run(k.schema.createIndex('messages_expires_at').on('messages').columns(['expires_at', 'channel_id']));
     if (own) db.prepare('COMMIT').run();
     return moved;
   } catch (err) {

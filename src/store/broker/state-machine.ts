@@ -246,8 +246,7 @@ export class BrokerStateMachine {
     );
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
     // What sweeps and creations read by (statements.ts says why at open): on a state of an older
-    // build, made once, at its first open by this one (the expiry index of a million messages takes
-    // about a second).
+    // build, made once, at its first open by this one (indexes of channels and topics, not messages).
     for (const ddl of INDEXED_BY_OPEN) sqlite.exec(ddl);
     // Revoked tokens and deleted users (format 9; schema.ts): also absent from older images.
     sqlite.exec('create table if not exists user_tokens (username text primary key, epoch integer not null, deleted_at integer) without rowid');

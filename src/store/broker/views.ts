@@ -184,10 +184,10 @@ export function nextVisibleAt(s: Store, channelId: number): number | null {
 }
 
 /**
- * Whether a sweep would do anything now, for the leader to decide to propose one: one seek for an
- * expired message anywhere, then one probe per channel that dead-letters and holds leased messages
- * (messages.ts, sweep, says why no other channel can have work). It reads no other channel: the
- * leader looks every couple of election timeouts, on its event loop.
+ * Whether a sweep would do anything now, for the leader to decide to propose one: one probe for an
+ * expired message per channel that holds messages, then one per channel that dead-letters and holds
+ * leased messages (messages.ts, sweep, says why no other channel can have work). It reads no empty
+ * channel: the leader looks every couple of election timeouts, on its event loop.
  */
 export function needsSweep(s: Store, now: number): boolean {
   const at = Math.max(now, clock(s));
