@@ -62,6 +62,13 @@ export interface Ctx {
    * delete or its retention deletes it (format 15, DEAD_LETTERS_FIRST; messages.ts, deadLetterDue).
    */
   readonly deadLettersFirst: boolean;
+  /**
+   * Whether a purge or a delete deletes at most CLEAR_BUDGET messages in its entry and leaves the
+   * rest to sweeps (format 15, BOUNDED_DELETES; messages.ts, clearRows).
+   */
+  readonly boundedDeletes: boolean;
+  /** What is left of the messages this entry may delete for purges and deletes (CLEAR_BUDGET). */
+  clearBudget: number;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

@@ -30,7 +30,7 @@ export function deleteQueue(s: Store, name: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
   const q = visibleQueue(s, name, user);
   requireOwner(q.owner, user, `delete queue '${name}'`);
-  dropChannel(s, q.id, ctx);
+  dropChannel(s, q.id, ctx, true);
   s.st.deleteQueue.run(name);
   s.st.deleteGrants.run('queue', name);
   return ok(null);

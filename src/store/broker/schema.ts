@@ -159,6 +159,17 @@ export interface UserTokensTable {
   deleted_at: number | null;
 }
 
+/**
+ * Messages a purge or a delete left to housekeeping (format 15, BOUNDED_DELETES): the rows of channel
+ * `channel_id` with a sequence below `below_seq` go, a bounded number per sweep (messages.ts,
+ * clearSome). The channel of a delete is gone already: its rows only wait for deletion. Created at
+ * open, not by a migration, like waiters.
+ */
+export interface ClearingTable {
+  channel_id: number;
+  below_seq: number;
+}
+
 export interface BrokerDatabase {
   meta: MetaTable;
   users: UsersTable;
@@ -173,6 +184,7 @@ export interface BrokerDatabase {
   outbox: OutboxTable;
   waiters: WaitersTable;
   user_tokens: UserTokensTable;
+  clearing: ClearingTable;
 }
 
 export type ChannelRow = Selectable<ChannelsTable>;

@@ -19,6 +19,7 @@ const TABLES: readonly [string, string][] = [
   ['outbox', 'id'],
   ['waiters', 'channel_id, id'],
   ['user_tokens', 'username'],
+  ['clearing', 'channel_id'],
 ];
 
 export function stateHash(db: Sqlite): string {

@@ -35,6 +35,8 @@ import {
   sendToQueue,
   serveWaiters,
   sweep,
+  clearPending,
+  CLEAR_BUDGET,
   withoutBodies,
 } from './messages.js';
 import { bodyText, decodeEnvelope } from './envelope.js';
@@ -55,6 +57,7 @@ import {
   REVOKE_UNSUBSCRIBES,
   KEYS_GO_WITH_RESOURCE,
   BOUNDED_OWNERSHIP,
+  BOUNDED_DELETES,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -250,6 +253,8 @@ export class BrokerStateMachine {
     for (const ddl of INDEXED_BY_OPEN) sqlite.exec(ddl);
     // Revoked tokens and deleted users (format 9; schema.ts): also absent from older images.
     sqlite.exec('create table if not exists user_tokens (username text primary key, epoch integer not null, deleted_at integer) without rowid');
+    // Rows a large purge or delete left to housekeeping (format 15; schema.ts): absent from older images too.
+    sqlite.exec('create table if not exists clearing (channel_id integer primary key, below_seq integer not null) without rowid');
     // A node holds one connection per partition: SQLite's default page cache (2 MiB each) would let
     // 16 partitions take 32 MiB. 512 KiB applied sends and receive+ack as fast, also over a
     // 300,000-message backlog (pages missed come from the OS page cache), so that is the bound.
@@ -327,7 +332,9 @@ export class BrokerStateMachine {
   private referencedIn(ranges: readonly (readonly [number, number])[]): number[] {
     // Before format 4 no row points at an entry: nothing to ask, not even the channels.
     if (!inLog(this.store)) return [];
-    const channels = this.st.allChannels.all() as { id: number }[];
+    // With the rows a large delete left to the sweeps (format 15): an image made meanwhile reads
+    // their bodies too (images.ts, fillBodies).
+    const channels = this.st.channelsWithRows.all() as { id: number }[];
     const out = new Set<number>();
     for (const [lo, hi] of ranges) {
       const from = Math.max(logSeq(lo, 0), this.store.bodiesFrom);
@@ -619,6 +626,8 @@ export class BrokerStateMachine {
           answers,
           holdsOwnLeases: this.formatInForce >= OWN_LEASES_HELD,
           deadLettersFirst: this.formatInForce >= DEAD_LETTERS_FIRST,
+          boundedDeletes: this.formatInForce >= BOUNDED_DELETES,
+          clearBudget: CLEAR_BUDGET,
         };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };
@@ -764,7 +773,7 @@ export class BrokerStateMachine {
       case 'grant.delete': {
         const r = c.type === 'grant.put' ? access.putGrant(s, c.kind, c.name, c.username, c.actions, ctx) : access.deleteGrant(s, c.kind, c.name, c.username, ctx);
         // From format 6, a user who may no longer subscribe keeps no subscription of the topic.
-        if (r.ok && c.kind === 'topic' && this.formatInForce >= REVOKE_UNSUBSCRIBES) dropUnsubscribed(s, c.name, c.username);
+        if (r.ok && c.kind === 'topic' && this.formatInForce >= REVOKE_UNSUBSCRIBES) dropUnsubscribed(s, c.name, c.username, ctx);
         return r;
       }
       case 'queue.send':
@@ -796,8 +805,12 @@ export class BrokerStateMachine {
         return deliverDeadLetters(s, c, ctx, this.formatInForce);
       case 'outbox.done':
         return outboxDone(s, c.ids, ctx);
-      case 'sweep':
-        return sweep(s, ctx);
+      case 'sweep': {
+        const r = sweep(s, ctx);
+        // What large purges and deletes left (format 15): after the sweep, which no longer sees it.
+        if (ctx.boundedDeletes) clearPending(s, ctx);
+        return r;
+      }
       case 'format.raise':
         return this.raiseFormat(c.format, ctx);
       default:

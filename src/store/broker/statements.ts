@@ -398,6 +398,49 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (channel_id) */
     deleteMessages: s(k.deleteFrom('messages').where('channel_id', '=', 0), 1),
     /**
+     * (channel_id, below_seq, offset): the sequence of the channel's row `offset` places after its first,
+     * among those below `below_seq`; none when fewer are there (messages.ts, clearRows).
+     */
+    clearBoundary: s(k.selectFrom('messages').select('seq').where('channel_id', '=', 0).where('seq', '<', 0).orderBy('seq').limit(lit(1)).offset(0), 3),
+    /** (channel_id, to): the channel's rows up to sequence `to`, by state. */
+    clearedByState: s(
+      k
+        .selectFrom('messages')
+        .select((eb) => [
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Ready))).as('ready'),
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
+          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
+        ])
+        .where('channel_id', '=', 0)
+        .where('seq', '<=', 0),
+      2,
+    ),
+    /** (channel_id, to) */
+    deleteUpTo: s(k.deleteFrom('messages').where('channel_id', '=', 0).where('seq', '<=', 0), 2),
+    /** (channel_id, below_seq): a clearing left to housekeeping; one already pending reaches the higher bound. */
+    putClearing: s(
+      k
+        .insertInto('clearing')
+        .values({ channel_id: 0, below_seq: 0 })
+        .onConflict((oc) => oc.column('channel_id').doUpdateSet((eb) => ({ below_seq: sql<number>`max(${eb.ref('clearing.below_seq')}, ${eb.ref('excluded.below_seq')})` }))),
+      2,
+    ),
+    /** (): the clearings pending, in channel order. */
+    listClearing: s(k.selectFrom('clearing').select(['channel_id', 'below_seq']).orderBy('channel_id'), 0),
+    /** (channel_id) */
+    deleteClearing: s(k.deleteFrom('clearing').where('channel_id', '=', 0), 1),
+    /** (): whether any clearing is pending. */
+    anyClearing: s(k.selectFrom('clearing').select('channel_id').limit(lit(1)), 0),
+    /** (): the channels whose rows the log must keep bodies for: every channel, and those a delete left rows of (ascending). */
+    channelsWithRows: s(
+      k
+        .selectFrom('channels')
+        .select('id')
+        .union(k.selectFrom('clearing').select('channel_id as id'))
+        .orderBy('id'),
+      0,
+    ),
+    /**
      * (channel_id, limit): the oldest ready messages, each an array of READY_COLUMNS' values in that
      * order (raw rows: better-sqlite3 makes an object of a row's columns at 2.3 µs a row of all
      * eleven, an array of these six at 0.9, in process).

@@ -40,7 +40,7 @@ export function deleteTopic(s: Store, name: string, ctx: Ctx): Result {
   const user = requireActor(ctx);
   const t = visibleTopic(s, name, user);
   requireOwner(t.owner, user, `delete topic '${name}'`);
-  for (const sub of s.st.listSubscriptions.all(name) as { channel_id: number }[]) dropChannel(s, sub.channel_id, ctx);
+  for (const sub of s.st.listSubscriptions.all(name) as { channel_id: number }[]) dropChannel(s, sub.channel_id, ctx, true);
   s.st.deleteSubscriptions.run(name);
   s.st.deleteDedup.run(-t.id);
   s.st.deleteTopic.run(name);
@@ -204,13 +204,13 @@ export function createSubscription(s: Store, c: Extract<Command, { type: 'subscr
  * on it go, with their messages and parked polls (format 6). The topic's owner controls who reads
  * its messages: a revoke stops every delivery to that user, as deleting each subscription would.
  */
-export function dropUnsubscribed(s: Store, name: string, username: string): void {
+export function dropUnsubscribed(s: Store, name: string, username: string, ctx: Ctx): void {
   const t = s.st.getTopic.get(name) as TopicRow | undefined;
   if (t === undefined || t.subscribe_policy === 'anyone' || t.owner === username) return;
   if (grantActions(s, 'topic', name, username).includes('subscribe')) return;
   for (const sub of s.st.listSubscriptions.all(name) as { name: string; channel_id: number; owner: string }[]) {
     if (sub.owner !== username) continue;
-    dropChannel(s, sub.channel_id);
+    dropChannel(s, sub.channel_id, ctx, false);
     s.st.deleteSubscription.run(name, sub.name);
   }
 }
@@ -221,7 +221,7 @@ export function deleteSubscription(s: Store, topic: string, name: string, ctx: C
   if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
     return fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`);
   }
-  dropChannel(s, sub.id, ctx);
+  dropChannel(s, sub.id, ctx, true);
   s.st.deleteSubscription.run(topic, name);
   return ok(null);
 }

@@ -191,6 +191,8 @@ export function nextVisibleAt(s: Store, channelId: number): number | null {
  */
 export function needsSweep(s: Store, now: number): boolean {
   const at = Math.max(now, clock(s));
+  // Messages large purges and deletes left (format 15; messages.ts, clearPending).
+  if (s.st.anyClearing.get() !== undefined) return true;
   if (s.st.anyExpiredAtAll.get(at) !== undefined) return true;
   for (const ch of s.st.leasedDeadLetterChannels.all() as { id: number; max_deliveries: number }[]) {
     if (s.st.dueDead.get(ch.id, at, ch.max_deliveries, 1) !== undefined) return true;

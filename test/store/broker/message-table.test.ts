@@ -197,9 +197,10 @@ t.test('every statement over messages scans the same index in both layouts', asy
     new Map(
       overMessages.map(([name, s]) => {
         const params = Array((s.source.match(/\?/g) ?? []).length).fill(1);
-        // The primary key is an index of its own in a rowid table, the table itself in a clustered one.
+        // The primary key is an index of its own in a rowid table, the table itself in a clustered one
+        // (so always covering there, which SQLite does not say).
         const plan = (sm.sqlite.prepare(`explain query plan ${s.source}`).all(...params) as { detail: string }[]).map((r) => r.detail).join(' | ');
-        return [name, plan.replaceAll('INDEX sqlite_autoindex_messages_1', 'PRIMARY KEY')];
+        return [name, plan.replaceAll('INDEX sqlite_autoindex_messages_1', 'PRIMARY KEY').replaceAll('COVERING PRIMARY KEY', 'PRIMARY KEY')];
       }),
     );
   const rowid = plans();
