@@ -11,7 +11,7 @@
 // Parameters bind positionally, in the order the builder mentions them (set, where, returning,
 // limit); the comment on each statement lists them, and `prepare` checks their count, so that a
 // reordered builder fails when the state machine opens rather than in the middle of an apply.
-import { Kysely, SqliteDialect, sql, type CompiledQuery, type RawBuilder } from 'kysely';
+import { Kysely, SqliteDialect, sql, type CompiledQuery, type ExpressionBuilder, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
 import { DUE_STATES } from './message-table.js';
 import { MessageState, type BrokerDatabase, type ChannelsTable, type MessagesTable } from './schema.js';
@@ -92,6 +92,16 @@ function expiringChannels(k: Db) {
       ),
     );
 }
+
+/**
+ * The messages a statement reads, counted by state (messages.ts, StateSums): sums, not a GROUP BY,
+ * which sorts every row read in a temporary B-tree (in memory).
+ */
+const sumsByState = (eb: ExpressionBuilder<{ messages: MessagesTable }, 'messages'>) => [
+  eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Ready))).as('ready'),
+  eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
+  eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
+];
 
 /** Every column of a channel row, read through the alias `c`. */
 const CHANNEL = [
@@ -406,11 +416,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     clearedByState: s(
       k
         .selectFrom('messages')
-        .select((eb) => [
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Ready))).as('ready'),
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
-        ])
+        .select(sumsByState)
         .where('channel_id', '=', 0)
         .where('seq', '<=', 0),
       2,
@@ -540,12 +546,7 @@ export function prepareStatements(db: Sqlite, k: Db) {
     expiredByState: s(
       k
         .selectFrom(messagesBy('messages_expiry'))
-        // Sums, not a GROUP BY: a grouping sorts every expired row in a temporary B-tree (in memory).
-        .select((eb) => [
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Ready))).as('ready'),
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Leased))).as('leased'),
-          eb.fn.sum<number | null>(eb('state', '=', lit(MessageState.Delayed))).as('delayed'),
-        ])
+        .select(sumsByState)
         .where('channel_id', '=', 0)
         .where('expires_at', '<=', 0),
       2,
