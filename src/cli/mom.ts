@@ -80,7 +80,27 @@ function session(g: Global): { api: Api; s: Session } {
   }
   if (s === null || s.token === undefined) throw new CliError('not logged in: run mom login --url URL --username NAME', 2);
   if (s.expiresAt <= Date.now()) throw new CliError(`the session of ${s.username} expired: run mom login again`, 2);
-  return { api: new Api(g.url ?? s.url, s.token), s };
+  return { api: new Api(sessionUrl(g, s), s.token), s };
+}
+
+/**
+ * Where the saved token may go: the cluster it was got from. A `--url` elsewhere is refused, not sent
+ * the token (a script passing on a URL it was given would hand the user's token to that host), as
+ * `gh` and `docker` keep a credential per host. Another node of the same cluster behind its own
+ * address takes `mom login --url` there, or MOM_TOKEN.
+ */
+function sessionUrl(g: Global, s: Session): string {
+  if (g.url === undefined || origin(g.url) === origin(s.url)) return g.url ?? s.url;
+  throw new CliError(`not logged in to ${origin(g.url)}: the saved token is for ${origin(s.url)}; run mom login --url ${g.url}, or set MOM_TOKEN`, 2);
+}
+
+/** A URL's origin (scheme, host and port), or the text itself when it is no URL. */
+function origin(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
 }
 
 function anonymous(g: Global): Api {
@@ -143,10 +163,12 @@ export function program(): Command {
       if (s === null || s.token === undefined) return print(g(), {}, () => 'not logged in');
       // Forgotten whatever the cluster says: a token the user logged out of is not used again here.
       // Before, logout only forgot it, and a copy of it worked for up to an hour (review of 2026-12-07).
+      // A --url elsewhere is a usage error that changes nothing (sessionUrl).
+      const url = o.local === true ? s.url : sessionUrl(g(), s);
       saveSession(null);
       if (o.local === true || s.expiresAt <= Date.now()) return print(g(), { revoked: false }, () => 'logged out here');
       try {
-        await new Api(g().url ?? s.url, s.token).call('POST', '/v1/auth/logout');
+        await new Api(url, s.token).call('POST', '/v1/auth/logout');
       } catch (err) {
         // 401: revoked already (another logout, a password change), or the user is gone.
         if (!(err instanceof CliError) || err.status !== 401) {

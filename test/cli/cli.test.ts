@@ -2,6 +2,8 @@
 // the freshly built dist/cli.js, in a child process with its own config folder), readable output and --json, the token kept between commands in a
 // file only its owner can read, clear errors and exit statuses.
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -171,6 +173,22 @@ t.test('usage errors and an unreachable cluster', async (t) => {
   const bad = await mom(['receive', 'cli-live', '--max', '500']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /--max must be an integer from 1 to 100/);
+  // The saved token goes only to the cluster it was got from: nothing reaches another host.
+  let reached = 0;
+  const elsewhere = createServer((req, res) => {
+    reached++;
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"items":[],"nextCursor":null}');
+  });
+  await new Promise<void>((r) => elsewhere.listen(0, '127.0.0.1', r));
+  t.teardown(() => elsewhere.close());
+  const other = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}`;
+  for (const args of [['queues', 'list'], ['logout']]) {
+    const r = await mom(['--url', other, ...args]);
+    t.equal(r.code, 2, `${args.join(' ')} with --url elsewhere: a usage error (${r.stderr.trim()})`);
+    t.match(r.stderr, /not logged in to http:\/\/127\.0\.0\.1:\d+: the saved token is for/);
+  }
+  t.equal(reached, 0, 'the other host was sent nothing');
+  t.equal((await mom(['queues', 'list'])).code, 0, 'and the session is still there');
   const down = await mom(['--url', 'http://127.0.0.1:9', 'cluster', 'status'], {});
   t.equal(down.code, 3, 'exit 3: the cluster could not be reached');
   t.match(down.stderr, /cannot reach http:\/\/127\.0\.0\.1:9/);
