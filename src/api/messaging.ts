@@ -150,7 +150,7 @@ export const MESSAGES_BODY_LIMIT = 8 * LIMITS.batchBytes;
  */
 export async function receive(...args: Parameters<typeof leaseMessages>): Promise<{ messages: ReceivedMessage[] }> {
   const [deps, request, reply, partitionKey, channel, body] = args;
-  const r = await leaseMessages(...args);
+  const r = body.waitSeconds > 0 ? await waitingAs(deps, actorOf(request), () => leaseMessages(...args)) : await leaseMessages(...args);
   // A wait may outlive its token: a logout, a password change or the user's deletion while it
   // waited revoked it (at once on this node; docs/api.md). What it got then goes back, and it
   // answers as a request with that token would now.
@@ -163,6 +163,33 @@ export async function receive(...args: Parameters<typeof leaseMessages>): Promis
     }
   }
   return sealed(deps, channel, r);
+}
+
+/**
+ * Long polls one user may have waiting at once on a node. Each holds a socket, its request and a
+ * watch (about 33 KB) for up to 20 s, and nothing else bounded them but the node's descriptors (the
+ * hostile-user review of 2026-12-07): past this, 429 with Retry-After. A thousand consumers of one
+ * user polling through one node are served; a client opening polls without end is not.
+ */
+export const LONG_POLLS_PER_USER = 1_000;
+
+/** Per node (an app's deps): the long polls each user has waiting. */
+const waitingPolls = new WeakMap<ApiDeps, Map<string, number>>();
+
+/** Runs `poll` counted among `user`'s long polls on this node, refused past LONG_POLLS_PER_USER. */
+async function waitingAs<T>(deps: ApiDeps, user: string, poll: () => Promise<T>): Promise<T> {
+  let counts = waitingPolls.get(deps);
+  if (counts === undefined) waitingPolls.set(deps, (counts = new Map()));
+  const under = counts.get(user) ?? 0;
+  if (under >= LONG_POLLS_PER_USER) throw new ApiError('rate_limited', `${LONG_POLLS_PER_USER} long polls of this user are waiting on this node; retry in 1 s`, 1);
+  counts.set(user, under + 1);
+  try {
+    return await poll();
+  } finally {
+    const left = counts.get(user)! - 1;
+    if (left === 0) counts.delete(user);
+    else counts.set(user, left);
+  }
 }
 
 /** receive() with the state machine's own handles, which its releases use. */

@@ -136,7 +136,7 @@ export function consumeRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue'
         params: k.consumerParams,
         body: Type.Optional(ReceiveRequest),
         [BODY_OPTIONAL]: true,
-        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 503, 504, 507) },
+        response: { 200: Received, ...problems(400, 401, 403, 404, 409, 429, 503, 504, 507) },
       },
       // A receive may come without a body (docs/api.md): it is then {}, which Ajv validates and fills
       // with the schema's defaults like any other, as is an empty one of any type. A body of JSON
