@@ -348,17 +348,24 @@ export class Router {
    * new Idempotency-Key, or else the key to propose the command with, none for another command with
    * a new key, whose record would add data too. A retry whose key this state has a record of is
    * taken with its key: the apply answers it from the record, adding nothing (a client whose first
-   * answer was lost gets it, not a refusal). A key whose first attempt is appended and not yet
-   * applied has no record either: that retry is taken without its key, and applied again, as a retry
-   * after a lost answer is. The key is `idempotencyKey` while no node is short.
+   * answer was lost gets it, not a refusal), as is one whose key an entry of this leader's log not
+   * applied yet carries (its record comes with that apply). The key is `idempotencyKey` while no
+   * node is short.
    */
   private keyForDisk(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): Result | string | undefined {
     if (this.shortOfDisk().length === 0) return idempotencyKey;
     // Only a user's command keeps its key's record (state-machine.ts, applyEnvelope).
     const keyed = idempotencyKey !== undefined && actor !== null;
-    const state = this.host.replica(p).state;
-    // A state being replaced by a snapshot cannot say: taken as holding no record.
-    const recorded = keyed && state.isOpen() && state.hasIdempotencyRecord(actor, command, idempotencyKey, this.host.clock.now());
+    const replica = this.host.replica(p);
+    const state = replica.state;
+    // A state being replaced by a snapshot cannot say: taken as holding no record. A key in an entry
+    // not applied yet is a retry's too (its first attempt timed out, or its leader was lost): taken
+    // without its key, a receive's retry was refused, 'nothing written', while its first attempt
+    // leased messages nobody was told of.
+    const recorded =
+      keyed &&
+      state.isOpen() &&
+      (state.hasIdempotencyRecord(actor, command, idempotencyKey, this.host.clock.now()) || replica.holdsUnappliedKey(actor, command, idempotencyKey));
     const decision = keyDecision(command, keyed, recorded);
     if (decision === 'refuse') return diskShort(command);
     return decision === 'take' ? idempotencyKey : undefined;

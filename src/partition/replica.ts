@@ -4,6 +4,7 @@
 // ReadIndex, and long polls waiting for messages.
 import {
   DropReason,
+  EntryKind,
   Outcome,
   ProposalDroppedError,
   ProposalTracker,
@@ -199,6 +200,20 @@ export class PartitionReplica {
       if (err.reason === DropReason.Overloaded) throw new OverloadedError(`partition ${this.partition} is overloaded`, { cause: err });
       throw new NotLeaderError(this.partition, err.reason === DropReason.NotLeader ? err.leader : null);
     }
+  }
+
+  /**
+   * Whether this node's log holds an entry its state has not applied yet that carries `actor`'s
+   * `idempotencyKey` for `command`'s resource (BrokerStateMachine.entryCarriesKey): a retry's first
+   * attempt, whose record comes with its apply. Read by a leader before proposing.
+   */
+  holdsUnappliedKey(actor: string, command: Command, idempotencyKey: string): boolean {
+    const state = this.state;
+    if (!state.isOpen()) return false;
+    for (const e of this.raw.entriesFrom(state.applied().index + 1)) {
+      if (e.kind === EntryKind.Normal && state.entryCarriesKey(e.data, actor, command, idempotencyKey)) return true;
+    }
+    return false;
   }
 
   private hold(actor: string, command: SharedCommand, bytes: number): Promise<Result> {

@@ -109,6 +109,15 @@ export class RawNode {
     return { lastIndex: log.lastIndex(), committed: log.committed, applied: log.applied, stableLastIndex: log.stableLastIndex() };
   }
 
+  /**
+   * The entries of the log from `lo` (at least the first index held) to its end, persisted or not:
+   * what a leader appended and its state machine has not applied yet.
+   */
+  entriesFrom(lo: Index): Entry[] {
+    const log = this.raft.log;
+    return log.slice(Math.max(lo, log.firstIndex()), log.lastIndex() + 1, Number.POSITIVE_INFINITY);
+  }
+
   /** Whether this leader is handing its leadership over (transferLeadership) right now. */
   isTransferring(): boolean {
     return this.raft.leadTransferee !== null;

@@ -982,6 +982,18 @@ export class BrokerStateMachine {
     return this.st.getIdempotency.get(actor, `${resourceOf(command)}\u0000${idempotencyKey}`, now) !== undefined;
   }
 
+  /**
+   * Whether a log entry's `data` carries `actor`'s `idempotencyKey` for `command`'s resource: one
+   * appended and not applied yet, whose apply keeps the record a retry is answered from (read by the
+   * leader before proposing, as hasIdempotencyRecord, never by an apply).
+   */
+  entryCarriesKey(data: Uint8Array, actor: string, command: Command, idempotencyKey: string): boolean {
+    // Most entries are told apart without decoding them: the key as the envelope's JSON spells it.
+    if (Buffer.from(data.buffer, data.byteOffset, data.byteLength).indexOf(`"idempotencyKey":${JSON.stringify(idempotencyKey)}`) < 0) return false;
+    const env = parseEnvelope(data, this.formatInForce);
+    return env !== null && env.actor === actor && env.idempotencyKey === idempotencyKey && resourceOf(env.command) === resourceOf(command);
+  }
+
   /** The fullest queues' message counters (as of the last apply; time-based changes not counted). */
   queueDepths(limit: number): { queue: string; ready: number; leased: number; delayed: number }[] {
     return views.queueDepths(this.store, limit);
