@@ -89,7 +89,7 @@ export class Api {
     const again = (status: number): boolean => (keyed || method === 'GET' ? RETRYABLE.has(status) : status === 503);
     let key = keyed ? (opts.idempotencyKey ?? randomUUID()) : undefined;
     // Given up with the outcome unknown, the user can repeat the write only with the same key.
-    const keyNote = key === undefined ? '' : `; its Idempotency-Key was ${key}`;
+    const keyNote = (): string => (key === undefined ? '' : `; its Idempotency-Key was ${key}`);
     const deadline = Date.now() + (this.opts.retryForMs ?? 10_000);
     let attempt = 0;
     for (;;) {
@@ -104,14 +104,16 @@ export class Api {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
           continue;
         }
-        throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}${keyNote}`, 3);
+        throw new CliError(`cannot reach ${this.url}: ${(err as Error).message}${keyNote()}`, 3);
       }
       if (res.status >= 200 && res.status < 300) return res.body;
       // While the cluster is short of disk, a receive with a new key is refused (507), since its
       // record would be kept a day, and one without goes on (docs/api.md): nothing was leased, so it
       // is asked once more without the key, as a receive that cannot be replayed, which is retried
       // only where it certainly leased nothing. Not a key the user gave: that one they chose to keep.
-      if (res.status === 507 && key !== undefined && opts.idempotencyKey === undefined && method === 'POST' && path.endsWith('/receive')) {
+      // Only at the first attempt: after one whose outcome is unknown, a 507 says only that the
+      // leader does not hold it (another node may), and its messages may be leased.
+      if (res.status === 507 && attempt === 1 && key !== undefined && opts.idempotencyKey === undefined && method === 'POST' && path.endsWith('/receive')) {
         key = undefined;
         keyed = false;
         continue;
@@ -120,7 +122,7 @@ export class Api {
         await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         continue;
       }
-      throw problemError(res, RETRYABLE.has(res.status) ? keyNote : '');
+      throw problemError(res, RETRYABLE.has(res.status) ? keyNote() : '');
     }
   }
 

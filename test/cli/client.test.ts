@@ -96,6 +96,16 @@ t.test('a receive refused for its new key while the disk is short is asked again
   t.notOk(s.seen[0]!.endsWith(' -'), 'the first carried a key');
   t.ok(s.seen[1]!.endsWith(' -'), 'the second none');
 
+  // After an attempt of unknown outcome, a 507 does not say nothing was leased: no second try without the key.
+  const late = await scripted(t, [NGINX_502, short]);
+  const lateErr = await new Api(late.url, 'token', { retryForMs: 5_000 }).call('POST', '/v1/queues/q/receive', {}).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(lateErr instanceof CliError && lateErr.status === 507, 'a 507 after a 502 is the answer');
+  t.equal(late.seen.length, 2, late.seen.join(' | '));
+  t.equal(new Set(late.seen).size, 1, 'both attempts carried the one key');
+
   const sends = await scripted(t, [short]);
   const err = await new Api(sends.url, 'token', { retryForMs: 300 }).call('POST', '/v1/queues/q/messages', { body: 'x' }).then(
     () => null,
