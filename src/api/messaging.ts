@@ -158,7 +158,7 @@ export async function receive(...args: Parameters<typeof leaseMessages>): Promis
     try {
       await request.server.authenticate(request, reply);
     } catch (err) {
-      deps.broker.afterAnswer(release(deps, request, partitionKey, channel, r.messages));
+      deps.broker.afterAnswer(release(deps, request, partitionKey, channel, releasable(r)));
       throw err;
     }
   }
@@ -200,7 +200,7 @@ async function leaseMessages(
   partitionKey: string,
   channel: ChannelRef,
   body: ReceiveRequest,
-): Promise<{ messages: ReceivedMessage[] }> {
+): Promise<Received> {
   // The wait on the monotonic clock, as the broker's watch takes it: a wall clock stepped back
   // would stretch it by the step (and ask the leader to park the poll past what a wait may last).
   const now = (): number => performance.now();
@@ -303,7 +303,7 @@ async function leaseMessages(
         leave(watch);
         // Messages taken are released, which wakes the next poll; a wake-up not acted on is passed on.
         if (result.messages.length === 0) wokenBy?.passOn();
-        releaseLate(result.messages);
+        releaseLate(releasable(result));
         if (parked) lastLook();
         else parking?.done();
         return { messages: [] };
@@ -311,7 +311,7 @@ async function leaseMessages(
       if (result.messages.length > 0 || watch === null) {
         leave(watch);
         parking?.done();
-        releaseIfUndelivered(deps, request, reply, partitionKey, channel, result.messages);
+        releaseIfUndelivered(deps, request, reply, partitionKey, channel, releasable(result));
         return result;
       }
       // Nothing yet. The wait ends with nothing when its time is up: anything that became visible
@@ -365,6 +365,16 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 function leave(watch: Watch | null): void {
   watch?.cancel();
   watch?.passOn();
+}
+
+/**
+ * What a receive's answer may give back when it does not reach its client: the deliveries its own
+ * receive made. A keyed receive's replay hands out the first answer's again, which may have reached
+ * the client: a release would take back a delivery it saw, uncounted (so a message on its last
+ * allowed delivery came round again, never dead-lettered). Those end with their lease.
+ */
+function releasable(r: Received): ReceivedMessage[] {
+  return r.replayed === true ? [] : r.messages;
 }
 
 /** When the answer does not reach the client in full, its messages go back to the queue. */

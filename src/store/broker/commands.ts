@@ -146,6 +146,11 @@ export interface Received {
   readonly unanswered?: number;
   /** 'parked': waiting in the state; 'gone': the waiter it was to replace had been served. */
   readonly parked?: 'parked' | 'gone';
+  /**
+   * Set on a keyed receive's replay (messages.ts, replayReceive): its messages are the deliveries of
+   * the key's first answer, which may have reached the client. Never leaves the node.
+   */
+  readonly replayed?: true;
 }
 
 /** What a log entry holds: the command, who asks, and the leader's clock when it proposed it. */

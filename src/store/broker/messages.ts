@@ -352,7 +352,7 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
       sentAt: m.sentAt,
     });
   }
-  return ok({ ...kept, messages });
+  return ok({ ...kept, messages, replayed: true });
 }
 
 // ---- whole channels ----
