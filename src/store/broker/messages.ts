@@ -180,10 +180,13 @@ export function enqueue(s: Store, ch: ChannelRow, m: MessageInput, messageId: st
  */
 export function expire(s: Store, ch: ChannelRow, ctx: Ctx): number {
   const now = ctx.now;
-  if (ctx.deadLettersFirst && ch.max_deliveries !== null) {
-    for (const m of s.st.dueDeadExpired.all(ch.id, now, ch.max_deliveries) as { seq: number }[]) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
+  let c = s.st.expiredByState.get(ch.id, now) as StateSums;
+  // Only where leased messages expire: no second look on a receive's path otherwise.
+  if (ctx.deadLettersFirst && ch.max_deliveries !== null && (c.leased ?? 0) > 0) {
+    const dead = s.st.dueDeadExpired.all(ch.id, now, ch.max_deliveries) as { seq: number }[];
+    for (const m of dead) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
+    if (dead.length > 0) c = s.st.expiredByState.get(ch.id, now) as StateSums;
   }
-  const c = s.st.expiredByState.get(ch.id, now) as StateSums;
   const byState = [c.ready ?? 0, c.leased ?? 0, c.delayed ?? 0];
   const n = byState[0]! + byState[1]! + byState[2]!;
   if (n === 0) return 0;
@@ -446,7 +449,9 @@ export function dropChannel(s: Store, id: number, ctx: Ctx, deadLetters: boolean
  */
 function deadLetterDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
   if (!ctx.deadLettersFirst || ch.max_deliveries === null) return;
-  // No limit (-1): each of them was leased by a receive, at most 100 per entry.
+  // No limit (-1), as a receive's promoteDue has none: they may be many (leases ended faster than
+  // sweeps dead-letter, 1,000 at a time), each a body read from the log and an outbox row. Bounded,
+  // the purge or delete would take the rest, the loss this is for.
   for (const m of s.st.dueDead.all(ch.id, ctx.now, ch.max_deliveries, -1) as { seq: number }[]) deadLetter(s, ch, m.seq, MessageState.Leased, ctx);
 }
 

@@ -808,7 +808,8 @@ export class BrokerStateMachine {
       case 'sweep': {
         const r = sweep(s, ctx);
         // What large purges and deletes left (format 15): after the sweep, which no longer sees it.
-        if (ctx.boundedDeletes) clearPending(s, ctx);
+        // Not by a sweep refused (a user's: only the system sweeps).
+        if (r.ok && ctx.boundedDeletes) clearPending(s, ctx);
         return r;
       }
       case 'format.raise':
