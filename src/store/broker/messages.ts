@@ -355,7 +355,7 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
       sentAt: m.sentAt,
     });
   }
-  return ok({ ...kept, messages, replayed: true });
+  return ok({ ...kept, messages });
 }
 
 // ---- whole channels ----

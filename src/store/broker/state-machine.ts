@@ -697,8 +697,11 @@ export class BrokerStateMachine {
       if (prior !== undefined) {
         if (prior.fingerprint !== fingerprint) return fail(ErrorCode.Conflict, 'this Idempotency-Key was used for a different request');
         const kept = JSON.parse(prior.result) as Result;
-        // From format 7 a receive's replay is answered again (replayReceive); before, as kept.
-        return env.command.type === 'receive' && this.formatInForce >= KEYED_RECEIVE_WITHOUT_BODIES ? replayReceive(this.store, env.command.channel, kept, ctx) : kept;
+        if (env.command.type !== 'receive') return kept;
+        // From format 7 a receive's replay is answered again (replayReceive); before, as kept. Either
+        // way marked: its deliveries may have reached the client, so none is released (Received.replayed).
+        const replay = this.formatInForce >= KEYED_RECEIVE_WITHOUT_BODIES ? replayReceive(this.store, env.command.channel, kept, ctx) : kept;
+        return replay.ok ? ok({ ...(replay.value as Received), replayed: true }) : replay;
       }
     }
     let result: Result;

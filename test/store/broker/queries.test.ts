@@ -2,7 +2,7 @@
 // lookups and next-visibility time long polls wait on, queue depths for metrics, the rule that an
 // empty receive leaves its Idempotency-Key free, and a keyed receive's replay (no bodies kept).
 import t from 'tap';
-import { KEYED_RECEIVE_WITHOUT_BODIES, REVOKE_UNSUBSCRIBES, runQuery, STATE_CACHE_KIB, type ReceivedMessage } from '../../../src/store/broker/index.js';
+import { KEYED_RECEIVE_WITHOUT_BODIES, REVOKE_UNSUBSCRIBES, runQuery, STATE_CACHE_KIB, type ReceivedMessage, type Result } from '../../../src/store/broker/index.js';
 import { TestStore, queue, send } from './helpers.js';
 import { grant, msg, openStore, q, sendMsgs, take } from './unit-kit.js';
 
@@ -52,6 +52,9 @@ t.test('queueDepths: the fullest queues first, from the counters', async (t) => 
   t.equal(s.sm.queueDepths(1).length, 1, 'bounded');
 });
 
+/** A keyed receive's first answer as its replay gives it: marked, so that the API never releases it (messaging.ts, releasable). */
+const replayOf = (r: Result): Result => (r.ok ? { ok: true, value: { ...(r.value as object), replayed: true } } : r);
+
 t.test('an empty receive leaves its Idempotency-Key free; a receive that leased binds it', async (t) => {
   const s = await openStore(t, 'alice');
   s.must('alice', queue('orders'));
@@ -60,7 +63,7 @@ t.test('an empty receive leaves its Idempotency-Key free; a receive that leased 
   s.must('alice', send('orders', 'm'));
   const first = s.run('alice', receive, 'k1');
   t.match(first, { ok: true, value: { messages: [{ body: 'm' }] } }, 'the same key proposes again and finds the message');
-  t.strictSame(s.run('alice', receive, 'k1'), first, 'and now replays it');
+  t.strictSame(s.run('alice', receive, 'k1'), replayOf(first), 'and now replays it');
 });
 
 t.test('an Idempotency-Key is scoped per user and resource: the same key on another queue is another request', async (t) => {
@@ -129,7 +132,7 @@ t.test('a keyed receive keeps its result without bodies; its replay reads them a
   t.notOk(kept[0]!.result.includes('secret'), 'no body in the idempotency table');
   t.notOk(kept[0]!.result.includes('kind'), 'nor attributes');
   s.advance(10);
-  t.strictSame(s.run('alice', receive, 'rk'), first, 'replayed whole while both leases live');
+  t.strictSame(s.run('alice', receive, 'rk'), replayOf(first), 'replayed whole while both leases live');
   // One acked: the replay answers the other.
   const [h1, h2] = (first as { value: { messages: ReceivedMessage[] } }).value.messages.map((m) => m.receiptHandle);
   s.must('alice', { type: 'ack', channel: { queue: 'orders' }, receiptHandles: [h1!] });
@@ -137,11 +140,11 @@ t.test('a keyed receive keeps its result without bodies; its replay reads them a
   t.equal((s.run('alice', receive, 'rk') as { value: { messages: unknown[] } }).value.messages.length, 1);
   // Its lease ends: nothing is left to replay, an empty answer as a receive that found nothing.
   s.advance(30);
-  t.strictSame(s.run('alice', receive, 'rk'), { ok: true, value: { messages: [] } });
+  t.strictSame(s.run('alice', receive, 'rk'), { ok: true, value: { messages: [], replayed: true } });
   // Delivered again to someone else, under a new lease: still not the key's.
   s.must('alice', grant('queue', 'orders', 'bob', 'receive'));
   t.match(s.must('bob', receive), { messages: [{ body: 'two' }] });
-  t.strictSame(s.run('alice', receive, 'rk'), { ok: true, value: { messages: [] } });
+  t.strictSame(s.run('alice', receive, 'rk'), { ok: true, value: { messages: [], replayed: true } });
 });
 
 t.test("a keyed receive's replay checks the right to receive again, and a purge leaves nothing to replay", async (t) => {
@@ -155,7 +158,7 @@ t.test("a keyed receive's replay checks the right to receive again, and a purge 
   const mine = s.run('alice', receive, 'ak');
   t.match(mine, { ok: true, value: { messages: [{ body: 'b' }] } });
   s.must('alice', { type: 'queue.purge', name: 'orders' });
-  t.strictSame(s.run('alice', receive, 'ak'), { ok: true, value: { messages: [] } }, 'purged: nothing to replay');
+  t.strictSame(s.run('alice', receive, 'ak'), { ok: true, value: { messages: [], replayed: true } }, 'purged: nothing to replay');
 });
 
 t.test('before format 7 a keyed receive keeps its bodies, as an older build does', async (t) => {
@@ -168,7 +171,7 @@ t.test('before format 7 a keyed receive keeps its bodies, as an older build does
   const first = s.run('alice', receive, 'rk');
   t.ok((s.sm.sqlite.prepare('select result from idempotency').get() as { result: string }).result.includes('kept'));
   s.advance(60);
-  t.strictSame(s.run('alice', receive, 'rk'), first, 'replayed as kept, lease or not');
+  t.strictSame(s.run('alice', receive, 'rk'), replayOf(first), 'replayed as kept, lease or not');
 });
 
 t.test('a keyed receive kept whole before format 7 is refused on replay, after the raise, once the right is gone', async (t) => {
@@ -178,7 +181,7 @@ t.test('a keyed receive kept whole before format 7 is refused on replay, after t
   const first = s.run('bob', receive, 'rk');
   t.match(first, { ok: true, value: { messages: [{ body: 'kept whole' }] } });
   s.must(null, { type: 'format.raise', format: KEYED_RECEIVE_WITHOUT_BODIES });
-  t.strictSame(s.run('bob', receive, 'rk'), first, 'replayed as kept while bob may receive');
+  t.strictSame(s.run('bob', receive, 'rk'), replayOf(first), 'replayed as kept while bob may receive');
   s.must('alice', { type: 'grant.delete', kind: 'queue', name: 'orders', username: 'bob' });
   t.match(s.run('bob', receive, 'rk'), { ok: false, code: 'not_found' }, 'refused once he may not');
 });
