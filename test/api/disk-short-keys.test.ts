@@ -7,10 +7,10 @@
 // without its key, keeping nothing, refuses a keyed receive with a new key (its record is what makes
 // a retry a replay), and still answers a retry whose key it holds a record of from that record.
 import t from 'tap';
-import { FORMAT } from '../../src/store/broker/index.js';
+import { FORMAT, type Command, type Result } from '../../src/store/broker/index.js';
 import { partitionOf } from '../../src/partition/routing.js';
 import { until } from '../cluster/net-helpers.js';
-import { call, startCluster, userToken, type TestCluster } from './api-helpers.js';
+import { call, leaderOf, startCluster, userToken, type TestCluster } from './api-helpers.js';
 
 t.setTimeout(120_000);
 const MB = 1_000_000;
@@ -99,4 +99,44 @@ t.test('while short of disk, keyed commands with new keys add no 24-hour records
   await setFree(5000 * MB, 0);
   t.equal((await call(url0, 'POST', `/v1/queues/${q}/lease`, { token: mallory, body: lease, headers: keyed('lease-after') })).status, 200);
   t.same((await kept()).map((a) => a.n), before.map((b) => b.n + 1), 'with room again, a keyed lease keeps its record');
+});
+
+// A key whose first attempt is in the leader's log and not applied yet has no record either, but is
+// not new: the retry of a write whose answer was lost (a proposal timed out on a slow disk, a leader
+// lost while waiting) comes then. The retry of a receive was refused with 507 ("nothing was
+// written") while its first attempt went on to lease messages, which a client told by the 507 to
+// receive without a key never learnt of (a review of format 15).
+const pendingQ = 'disk-pending-q';
+const subOf = (token: string): string => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string }).sub;
+
+t.test('a keyed retry whose first attempt is in the leader log and not applied yet is a replay, not a new request', async (t) => {
+  const token = await userToken(url0, 'pending-d');
+  const actor = subOf(token);
+  t.equal((await call(url0, 'POST', '/v1/queues', { token, body: { name: pendingQ } })).status, 201);
+  const messages = Array.from({ length: 4 }, (_, i) => ({ body: `m${i}` }));
+  t.equal((await call(url0, 'POST', `/v1/queues/${pendingQ}/messages/batch`, { token, body: { messages } })).status, 201);
+
+  await setFree(900 * MB, 3);
+  t.teardown(() => setFree(5000 * MB, 0));
+  const pendingP = partitionOf(pendingQ, cluster.configs[0]!.partitions);
+  const leader = cluster.servers[await leaderOf(cluster, pendingQ)]!;
+  const replica = leader.host.replica(pendingP);
+  /** The first attempt appended (before the alarm), its retry proposed before it applied. */
+  const attemptTwice = async (command: Command, key: string): Promise<[Result, Result]> => {
+    const first = replica.propose(actor, command, key);
+    const retry = leader.node.router.proposeHere(pendingP, actor, command, key);
+    const [a, b] = [await first, await retry];
+    if (b.kind !== 'ok') throw new Error(`retry: ${JSON.stringify(b)}`);
+    return [a, b.result];
+  };
+
+  const receive: Command = { type: 'receive', channel: { queue: pendingQ }, maxMessages: 1, visibilityTimeoutSeconds: 600 };
+  const [received, receivedAgain] = await attemptTwice(receive, 'pending-receive');
+  t.match(received, { ok: true, value: { messages: [{}] } });
+  t.match(receivedAgain, { ok: true }, 'the retry of a receive is not refused while its first attempt leases');
+  t.same(
+    (receivedAgain as { value?: { messages: { receiptHandle: string }[] } }).value?.messages.map((m) => m.receiptHandle),
+    (received as { value: { messages: { receiptHandle: string }[] } }).value.messages.map((m) => m.receiptHandle),
+    'and answers the messages the first leased',
+  );
 });

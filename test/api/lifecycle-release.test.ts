@@ -1,43 +1,14 @@
-// A long poll whose client left after a message was leased for it "gets them released (nacked) at
-// once" (docs/api.md, Long polling). The release is a client's nack: on a message's last allowed
-// delivery it dead-letters it, or drops it without a dead-letter queue, though no client ever saw it.
-// (The Idempotency-Key only keeps the poll from parking, which this app does not serve; the release
-// is the same for a parked poll, Parking.abandon.)
+// A long poll whose client left after a message was leased for it gets it released at once
+// (docs/api.md, Long polling). The release was a client's nack: on a message's last allowed delivery
+// it dead-lettered it, or dropped it without a dead-letter queue, though no client ever saw it (the
+// message-lifecycle review of 2026-12-07). From format 15 it takes the delivery back, uncounted.
+// (The Idempotency-Key only keeps the poll from parking; the release is the same for a parked poll,
+// Parking.abandon.) A keyed receive's replay hands out the first answer's deliveries again, which may
+// have reached the client: those are never released (a review of format 15: released, a message on
+// its last allowed delivery came round for ever).
 import t from 'tap';
 import { call, userToken } from './api-helpers.js';
-import { buildApp } from '../../src/api/index.js';
-import { FORMAT, runQuery, type Command, type Result } from '../../src/store/broker/index.js';
-import { TestStore } from '../store/broker/helpers.js';
-import { TEST_JWT_SECRET } from './api-helpers.js';
-import { appDeps } from './app-deps.js';
-
-/** local-app.ts's app, with a long poll's watch (never woken: the poll finds its message at once). */
-async function localApp(opts: { propose: (command: Command, apply: () => Promise<Result>) => Promise<Result> }) {
-  const now = (): number => Date.now();
-  const store = await TestStore.open(0, undefined, FORMAT, FORMAT, now());
-  const app = await buildApp(
-    appDeps(
-      {
-        partitions: 1,
-        propose: async (_p, actor, command, idempotencyKey) =>
-          opts.propose(command, async () => {
-            store.time = Math.max(store.time, now());
-            return store.run(actor, command, idempotencyKey);
-          }),
-        query: async (_p, q) => runQuery(store.sm, q, now()),
-        staleQuery: (_p, q) => ({ result: runQuery(store.sm, q, now()), appliedIndex: store.index }),
-        format: () => store.sm.format(),
-        watch: () => ({ woken: new Promise<boolean>(() => undefined), cancel: () => undefined, passOn: () => undefined }),
-        afterAnswer: (work) => void work.catch(() => undefined),
-      },
-      { jwtSecret: TEST_JWT_SECRET, now },
-    ),
-  );
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  return { url: `http://127.0.0.1:${port}`, close: async () => { await app.close(); await store.close(); } };
-}
+import { localApp } from './local-app.js';
 
 t.setTimeout(30_000);
 
@@ -72,4 +43,25 @@ t.test('a message leased to a poll whose client left is not dropped: it was neve
   t.match(q.body, { stats: { visible: 1, dropped: 0 } }, 'the message is visible again, not dropped');
   const got = await call(local.url, 'POST', '/v1/queues/rel/receive', { token, body: {} });
   t.match(got.body, { messages: [{ body: 'never seen', deliveryCount: 1 }] }, 'and delivered to a client that is there, as its first delivery');
+});
+
+const keyedReceive = (signal?: AbortSignal) =>
+  fetch(`${local.url}/v1/queues/once/receive`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'retry-1', connection: 'close' },
+    body: JSON.stringify({}),
+    ...(signal === undefined ? {} : { signal }),
+  });
+
+t.test('a retry of a keyed receive that its client left does not take back the delivery the first answer showed', async (t) => {
+  t.equal((await call(local.url, 'POST', '/v1/queues', { token, body: { name: 'once', maxDeliveries: 1 } })).status, 201);
+  t.equal((await call(local.url, 'POST', '/v1/queues/once/messages', { token, body: { body: 'seen' } })).status, 201);
+  const first = (await (await keyedReceive()).json()) as { messages: { body: string; deliveryCount: number }[] };
+  t.match(first, { messages: [{ body: 'seen', deliveryCount: 1 }] }, 'the client sees the message: its one allowed delivery');
+  // The client retries with the same key (it did not trust the answer) and leaves before the replay's answer.
+  abort = new AbortController();
+  await keyedReceive(abort.signal).catch(() => undefined);
+  await new Promise((res) => setTimeout(res, 500)); // the release (afterAnswer) is applied
+  const again = await call(local.url, 'POST', '/v1/queues/once/receive', { token, body: {} });
+  t.strictSame((again.body as { messages: unknown[] }).messages, [], 'a message delivered its maxDeliveries times is not delivered again');
 });

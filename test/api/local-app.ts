@@ -20,6 +20,16 @@ export interface LocalApp {
 }
 
 /**
+ * A long poll's watch in a process where nothing wakes it: it ends at the poll's deadline (`until`,
+ * on the monotonic clock), and the poll looks once more.
+ */
+const quietWatch: ApiDeps['broker']['watch'] = (_p, _ref, until) => {
+  let timer: NodeJS.Timeout | undefined;
+  const woken = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, until - performance.now()))));
+  return { woken, cancel: () => clearTimeout(timer), passOn: () => undefined };
+};
+
+/**
  * With `propose`, each write goes through it: `apply` applies the command (a benchmark answers some
  * without applying, bench/api-layer.ts).
  */
@@ -42,6 +52,7 @@ export async function localApp(opts: { propose?: (command: Command, apply: () =>
         query: async (_p, q) => runQuery(store.sm, q, now()),
         staleQuery: (_p, q) => ({ result: runQuery(store.sm, q, now()), appliedIndex: store.index }),
         format: () => store.sm.format(),
+        watch: quietWatch,
         afterAnswer: (work) => void work.catch(() => undefined),
       },
       { jwtSecret: TEST_JWT_SECRET, now, ...opts.deps },

@@ -4,47 +4,21 @@
 // user's own once some end, go on.
 import t from 'tap';
 import { Agent } from 'undici';
-import { buildApp } from '../../src/api/index.js';
 import { LONG_POLLS_PER_USER } from '../../src/api/messaging.js';
-import { FORMAT, runQuery } from '../../src/store/broker/index.js';
-import { TestStore } from '../store/broker/helpers.js';
-import { TEST_JWT_SECRET, call, userToken } from './api-helpers.js';
-import { appDeps } from './app-deps.js';
+import { call, userToken } from './api-helpers.js';
 import { until } from '../cluster/net-helpers.js';
+import { localApp } from './local-app.js';
 
 t.setTimeout(60_000);
 
-const now = (): number => Date.now();
-const store = await TestStore.open(0, undefined, FORMAT, FORMAT, now());
-const app = await buildApp(
-  appDeps(
-    {
-      partitions: 1,
-      propose: async (_p, actor, command, idempotencyKey) => {
-        store.time = Math.max(store.time, now());
-        return store.run(actor, command, idempotencyKey);
-      },
-      query: async (_p, q) => runQuery(store.sm, q, now()),
-      staleQuery: (_p, q) => ({ result: runQuery(store.sm, q, now()), appliedIndex: store.index }),
-      format: () => store.sm.format(),
-      // Nothing is ever sent: a poll waits its whole wait (`until`, on the monotonic clock), then looks once more.
-      watch: (_p, _ref, until) => {
-        let timer: NodeJS.Timeout | undefined;
-        const woken = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, until - performance.now()))));
-        return { woken, cancel: () => clearTimeout(timer), passOn: () => undefined };
-      },
-      afterAnswer: (work) => void work.catch(() => undefined),
-    },
-    { jwtSecret: TEST_JWT_SECRET, now },
-  ),
-);
-await app.listen({ host: '127.0.0.1', port: 0 });
-const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+// Nothing is ever sent to the queue polled: a poll waits its whole wait (local-app.ts, quietWatch).
+const local = await localApp();
+const { url } = local;
+const applied = (): number => local.state.applied().index;
 const agent = new Agent({ connections: LONG_POLLS_PER_USER + 10 });
 t.teardown(async () => {
   await agent.close();
-  await app.close();
-  await store.close();
+  await local.close();
 });
 
 const alice = await userToken(url, 'poll-alice');
@@ -66,10 +40,10 @@ async function poll(token: string, waitSeconds: number): Promise<{ status: numbe
 t.test(`one user's long polls past ${LONG_POLLS_PER_USER} on a node get 429; another user's wait`, async (t) => {
   t.equal((await call(url, 'POST', '/v1/queues', { token: alice, body: { name: 'quiet' } })).status, 201);
   t.match(String((await call(url, 'PUT', '/v1/queues/quiet/grants/poll-bob', { token: alice, body: { actions: ['receive'] } })).status), /^20[01]$/);
-  const before = store.index;
+  const before = applied();
   const waiting = Array.from({ length: LONG_POLLS_PER_USER }, () => poll(alice, 15));
   // Each waits once its receive, which found nothing, is applied.
-  await until(() => store.index >= before + LONG_POLLS_PER_USER, `${LONG_POLLS_PER_USER} polls waiting`);
+  await until(() => applied() >= before + LONG_POLLS_PER_USER, `${LONG_POLLS_PER_USER} polls waiting`);
   const over = await poll(alice, 1);
   t.match(over, { status: 429, retryAfter: '1', code: 'rate_limited' }, 'one more is refused');
   const other = poll(bob, 1);

@@ -2,19 +2,9 @@
 // BOUNDED_OWNERSHIP): each is a row of the state, and a review made 40,000 empty queues in one
 // partition. Subscriptions count: a topic's owner may make 1,000 on each of its topics.
 import t, { type Test } from 'tap';
-import { BOUNDED_OWNERSHIP, MAX_OWNED, type Command } from '../../../src/store/broker/index.js';
+import { BOUNDED_OWNERSHIP, MAX_OWNED } from '../../../src/store/broker/index.js';
 import { TestStore, queue } from './helpers.js';
-
-const topic = (name: string): Command => ({ type: 'topic.create', name, subscribe: 'anyone' });
-const subscription = (topicName: string, name: string): Command => ({
-  type: 'subscription.create',
-  topic: topicName,
-  name,
-  visibilityTimeoutSeconds: 30,
-  maxDeliveries: null,
-  deadLetterQueue: null,
-  filter: null,
-});
+import { subscription, topic } from './unit-kit.js';
 
 async function open(t: Test, format = BOUNDED_OWNERSHIP): Promise<TestStore> {
   const s = await TestStore.open(0, undefined, format);
