@@ -99,7 +99,7 @@ async function metrics(app: FastifyInstance, opts: { deps: ApiDeps; processMetri
     });
     new Gauge({
       name: 'mom_disk_short_nodes',
-      help: 'Nodes short of disk space as this node knows (itself, and peers that said so lately): while above 0, its sends, publishes and creations answer 507.',
+      help: 'Nodes short of disk space as this node knows (itself, and peers that said so lately): while above 0, its sends, publishes and creations answer 507, as do receives with a new Idempotency-Key, and other commands with a new key keep no record.',
       registers: [registry],
       collect() {
         this.set(disk().shortNodes.length);
