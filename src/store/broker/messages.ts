@@ -216,7 +216,8 @@ export interface StateSums {
  * the channel's exact counter n_leased says there are none. The sets are read before any channel is
  * touched, which is as good as reading each when its turn comes: one channel's expiry or dead
  * letters change no other channel's rows (a dead letter goes to the outbox, and on to its queue in
- * an entry of its own).
+ * an entry of its own). Then, from format 15, it deletes what large purges and deletes left
+ * (clearPending), which it no longer sees.
  */
 export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettered: number }> {
   if (ctx.actor !== null) return fail(ErrorCode.Forbidden, 'only the system sweeps');
@@ -237,6 +238,7 @@ export function sweep(s: Store, ctx: Ctx): Result<{ expired: number; deadLettere
     deadLettered += dead.length;
     if (deadLettered >= SWEEP_BUDGET) last = (s.st.nextDeadLetterChannel.get(id) as number | undefined) ?? Infinity;
   }
+  if (ctx.boundedDeletes) clearPending(s, ctx);
   return ok({ expired, deadLettered });
 }
 
@@ -416,7 +418,7 @@ function clearOrLeave(s: Store, id: number, below: number, live: boolean, ctx: C
 }
 
 /** A sweep's share of the messages purges and deletes left (format 15): the entry's budget, in channel order. */
-export function clearPending(s: Store, ctx: Ctx): void {
+function clearPending(s: Store, ctx: Ctx): void {
   for (const c of s.st.listClearing.all() as { channel_id: number; below_seq: number }[]) {
     if (ctx.clearBudget <= 0) break;
     const budget = ctx.clearBudget;

@@ -35,7 +35,6 @@ import {
   sendToQueue,
   serveWaiters,
   sweep,
-  clearPending,
   CLEAR_BUDGET,
   withoutBodies,
 } from './messages.js';
@@ -808,13 +807,8 @@ export class BrokerStateMachine {
         return deliverDeadLetters(s, c, ctx, this.formatInForce);
       case 'outbox.done':
         return outboxDone(s, c.ids, ctx);
-      case 'sweep': {
-        const r = sweep(s, ctx);
-        // What large purges and deletes left (format 15): after the sweep, which no longer sees it.
-        // Not by a sweep refused (a user's: only the system sweeps).
-        if (r.ok && ctx.boundedDeletes) clearPending(s, ctx);
-        return r;
-      }
+      case 'sweep':
+        return sweep(s, ctx);
       case 'format.raise':
         return this.raiseFormat(c.format, ctx);
       default:
