@@ -15,7 +15,7 @@ const unused = (): never => {
 export async function documentApp(): Promise<FastifyInstance> {
   const deps: ApiDeps = {
     broker: { partitions: 16, propose: unused, query: unused, staleQuery: unused, watch: unused, format: unused, park: unused, afterAnswer: unused, waiting: () => 0 },
-    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0, carriedProposed: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
+    cluster: { nodeId: 'n1', nodes: [], status: () => [], leaderless: () => [], catchingUp: () => Promise.resolve([]), queueDepths: () => [], partitionDepths: () => [], logSyncs: () => 0, peerTraffic: () => ({ sent: 0, dropped: 0, failed: 0, queued: 0, batches: 0, carriedCommands: 0, carriedAnswers: 0, carriedProposed: 0 }), cutOffFor: () => 0, clockOffsets: () => new Map() },
     jwtSecret: 'x'.repeat(32),
     receipts: new Receipts('r'.repeat(32)),
   };

@@ -57,6 +57,7 @@ export class MomServer {
             nodes: cfg.peers,
             status: () => node.status(),
             leaderless: (graceMs) => node.host.leadership.leaderless(graceMs),
+            catchingUp: () => node.catchUp.behind(),
             logSyncs: () => node.host.logStore.syncs,
             peerTraffic: () => node.transport.stats(),
             cutOffFor: () => node.host.leadership.cutOffFor(),

@@ -36,6 +36,11 @@ export interface ClusterView {
   status(): PartitionStatus[];
   /** Partitions without a known leader for longer than `graceMs`. */
   leaderless(graceMs: number): number[];
+  /**
+   * Partitions whose replica here has not yet applied what the peers had committed when this node
+   * first asked them after its start (src/cluster/catch-up.ts); empty once each has, for good.
+   */
+  catchingUp(): Promise<number[]>;
   /** Queue depths of the partitions led here, for /metrics (counters as of the last apply). */
   queueDepths(limit: number): { queue: string; partition: number; ready: number; leased: number; delayed: number }[];
   /**

@@ -7,6 +7,7 @@ import { NodeHost, commandOrigin, type Outbox, type PartitionStatus } from '../p
 import { Housekeeping } from '../partition/housekeeping.js';
 import type { NodeId } from '../raft/index.js';
 import type { Command } from '../store/broker/index.js';
+import { CatchUp, PEER_COMMITS_TIMEOUT_MS, type PeerCommits } from './catch-up.js';
 import { checkClusterIdentity, markCaughtUp, recordIdentity, type NodeConfig } from './config.js';
 import { LIMITS_PATH, POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
 import { DiskSpace } from './disk-space.js';
@@ -76,12 +77,38 @@ export class ClusterNode {
     });
     this.limits.subscribe((event) => this.disk.receive(event));
     router.refuseWhenShort(() => this.disk.shortNodes());
+    this.catchUp = new CatchUp({
+      peerCommits: () => Promise.all(others.map((peer) => this.peerCommits(peer))),
+      local: () =>
+        host.replicas.map((r) => ({
+          partition: r.partition,
+          applied: r.state.isOpen() ? r.state.applied().index : null,
+          leader: r.isLeader(),
+          halted: r.halted !== null,
+        })),
+    });
+  }
+
+  /** `peer`'s commit index per partition (its /internal/positions), for CatchUp. */
+  private async peerCommits(peer: NodeId): Promise<PeerCommits> {
+    try {
+      const r = await this.transport.call(peer, POSITIONS_PATH, {}, { timeoutMs: PEER_COMMITS_TIMEOUT_MS });
+      if (r.status !== 200) return 'silent';
+      const commits = (r.body as { commits?: unknown }).commits;
+      if (commits === undefined) return 'unsaid';
+      const valid = Array.isArray(commits) && commits.length === this.cfg.partitions && commits.every((c) => Number.isSafeInteger(c) && (c as number) >= 0);
+      return valid ? (commits as number[]) : 'silent';
+    } catch {
+      return 'silent';
+    }
   }
 
   /** Rate-limit events shared with the other nodes, so that the API's limits hold across the cluster. */
   readonly limits: LimitGossip;
   /** The free space of this node's data folder, and the peers said short of it. */
   readonly disk: DiskSpace;
+  /** Whether this node's replicas caught up since it started (catch-up.ts), for readiness. */
+  readonly catchUp: CatchUp;
 
   private closed = false;
 

@@ -594,9 +594,15 @@ export class NodeHost {
    * message from since it started on an empty log (a peer deciding whether the cluster is new, or
    * whether it may vote at once: see ClusterNode.learnTerms).
    */
-  logPositions(): { terms: number[]; lastIndexes: number[]; untouchedBy: NodeId[] } {
+  logPositions(): { terms: number[]; lastIndexes: number[]; commits: number[]; untouchedBy: NodeId[] } {
     const untouchedBy = this.emptyAtOpen ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
-    return { terms: this.replicas.map((r) => r.raw.term()), lastIndexes: this.replicas.map((r) => r.raw.position().lastIndex), untouchedBy };
+    return {
+      terms: this.replicas.map((r) => r.raw.term()),
+      lastIndexes: this.replicas.map((r) => r.raw.position().lastIndex),
+      // What a restarted peer's readiness waits for (catch-up.ts): each an index committed in the cluster.
+      commits: this.replicas.map((r) => r.raw.status().hard.commit),
+      untouchedBy,
+    };
   }
 
   status(): PartitionStatus[] {

@@ -13,6 +13,7 @@ export function appDeps(broker: Partial<ApiDeps['broker']> = {}, extra: Partial<
       nodes: [],
       status: () => [],
       leaderless: () => [],
+      catchingUp: () => Promise.resolve([]),
       queueDepths: () => [],
       partitionDepths: () => [],
       logSyncs: () => 0,

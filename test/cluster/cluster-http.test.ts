@@ -1,6 +1,7 @@
 // Three nodes on loopback with real HTTP between them and real SQLite in temporary folders: every
 // partition elects a leader, writes replicate, a stopped leader is replaced, the stopped node comes
-// back and catches up by snapshot with identical state, and a wrong cluster secret is refused.
+// back, is not ready until it caught up by snapshot, with identical state, and a wrong cluster secret
+// is refused.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,17 +58,46 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   t.ok(second.host.replica(p).log.firstIndex() > 10, 'the survivors compacted their log');
 
   // The snapshot route tells the node serving an image as its chunks leave, which keeps the image in use.
+  // Its images are held back until `release`: the restarted node cannot catch up on p before.
   const reads: number[] = [];
+  let release = (): void => {};
+  const held = new Promise<void>((r) => (release = r));
   for (const n of live) {
     const reading = n.host.snapshots.reading.bind(n.host.snapshots);
     n.host.snapshots.reading = (partition, path) => {
       reads.push(partition);
       reading(partition, path);
     };
+    const imageFor = n.host.snapshots.imageFor.bind(n.host.snapshots);
+    n.host.snapshots.imageFor = async (partition, ref) => {
+      await held;
+      return imageFor(partition, ref);
+    };
   }
   const back = await ClusterNode.start(stopped.cfg, opts);
   t.teardown(() => back.close());
   const target = second.host.replica(p).state.applied().index;
+  const readyz = async (): Promise<{ status: number; body: { catchingUp?: number[] } }> => {
+    const r = await request(`http://127.0.0.1:${back.cfg.port}/readyz`);
+    return { status: r.statusCode, body: (await r.body.json()) as { catchingUp?: number[] } };
+  };
+  // Every partition led, the node hears its peers, but p is behind what they had committed: not ready,
+  // so that a rolling restart does not stop the next node while p has only one replica up to date.
+  await until(() => back.status().every((s) => s.leader !== null), 'the restarted node knows every leader', 2000, () => describeNodes([...live, back]));
+  const waiting = await readyz();
+  t.equal(waiting.status, 503, '/readyz of the node catching up');
+  t.ok(waiting.body.catchingUp?.includes(p), `partition ${p} is catching up: ${JSON.stringify(waiting.body)}`);
+  t.ok(appliedIndex(back.host.replica(p)) < target, 'it has not caught up');
+  release();
+  // Ready only once caught up: what it applied when it first answers 200 reaches what was committed
+  // before it asked.
+  let caughtUp = await readyz();
+  for (let i = 0; i < 2000 && caughtUp.status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    caughtUp = await readyz();
+  }
+  t.equal(caughtUp.status, 200, '/readyz once caught up');
+  t.ok(appliedIndex(back.host.replica(p)) >= target, `ready with partition ${p} applied to ${appliedIndex(back.host.replica(p))}, at least ${target}`);
   // Caught up, and in step with the leader when the hashes are read (it may take its preferred
   // partition back meanwhile, whose first entry one of them applies before the other).
   await until(

@@ -40,8 +40,13 @@ const NotReady = Type.Object(
     status: StringEnum(['not ready']),
     partitionsWithoutLeader: Type.Array(Type.Integer()),
     cutOff: Type.Optional(Type.Boolean({ description: 'True when this node has heard from no other node for two election timeouts.' })),
+    catchingUp: Type.Optional(
+      Type.Array(Type.Integer(), {
+        description: 'Partitions whose replica on this node has not yet applied what its peers had committed when it first asked them after its start (a restarted node catching up). Since 1.5.0.',
+      }),
+    ),
   },
-  { [SCHEMA_NAME]: 'NotReady', description: 'Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again.' },
+  { [SCHEMA_NAME]: 'NotReady', description: 'Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again.' },
 );
 
 /** How long a partition may be without a known leader before the node reports unready. */
@@ -66,9 +71,9 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
         operationId: 'getReadiness',
         tags,
         security: [],
-        summary: 'Readiness: 200 when every partition has a known leader and this node hears its peers',
+        summary: 'Readiness: 200 when every partition has a known leader, this node hears its peers and it caught up after its start',
         description:
-          'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.',
+          'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two.',
         response: { 200: Ready, 503: NotReady },
       },
     },
@@ -77,6 +82,8 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
       const missing = deps.cluster.leaderless(cutOff ? 0 : READY_GRACE_MS);
       if (cutOff) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing, cutOff: true });
       if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing });
+      const behind = await deps.cluster.catchingUp();
+      if (behind.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: [], catchingUp: behind });
       return { status: 'ready' as const };
     },
   );

@@ -46,8 +46,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: 200 when every partition has a known leader and this node hears its peers
-         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader.
+         * Readiness: 200 when every partition has a known leader, this node hears its peers and it caught up after its start
+         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -830,13 +830,15 @@ export interface components {
              */
             acked?: string[];
         };
-        /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
+        /** @description Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again. */
         NotReady: {
             /** @enum {string} */
             status: "not ready";
             partitionsWithoutLeader: number[];
             /** @description True when this node has heard from no other node for two election timeouts. */
             cutOff?: boolean;
+            /** @description Partitions whose replica on this node has not yet applied what its peers had committed when it first asked them after its start (a restarted node catching up). Since 1.5.0. */
+            catchingUp?: number[];
         };
         /** @description The document. */
         OpenApiDocument: {
@@ -1232,7 +1234,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Some partition has no known leader, or this node is cut off from its peers; Retry-After says when to look again. */
+            /** @description Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again. */
             503: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
