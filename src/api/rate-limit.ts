@@ -4,6 +4,43 @@
 // over the nodes meets one budget, not three. The clock is injected; the tables forget keys whose
 // window ended, so they cannot grow without bound.
 
+import { isIPv4, isIPv6 } from 'node:net';
+
+/**
+ * The key a client address counts under in the address limits: an IPv4 address as it is (an
+ * IPv4-mapped IPv6 one too), an IPv6 address by its /64 prefix. One subscriber, one host even, is
+ * given a whole /64 and may pick any address in it: counted one by one, each of its 2^64 addresses
+ * would have a budget of its own. Anything else (not an address) as it is.
+ */
+export function addressKey(ip: string): string {
+  const bare = ip.split('%', 1)[0]!;
+  if (!isIPv6(bare)) return ip;
+  const groups = ipv6Groups(bare);
+  const mapped = groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff;
+  if (mapped) return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.');
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (isIPv6), '::' and a trailing dotted IPv4 part expanded. */
+function ipv6Groups(ip: string): number[] {
+  const parse = (part: string): number[] => {
+    if (part === '') return [];
+    return part.split(':').flatMap((g) => {
+      if (!isIPv4(g)) return [parseInt(g, 16)];
+      const [a, b, c, d] = g.split('.').map(Number) as [number, number, number, number];
+      return [(a << 8) | b, (c << 8) | d];
+    });
+  };
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  if (tail === undefined) return parse(head);
+  const left = parse(head);
+  const right = parse(tail);
+  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+}
+
 export class RateLimiter {
   private readonly windows = new Map<string, { start: number; count: number }>();
 

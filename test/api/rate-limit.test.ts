@@ -6,7 +6,7 @@ import { buildApp, type ApiDeps } from '../../src/api/index.js';
 import { appDeps } from './app-deps.js';
 import bcrypt from 'bcryptjs';
 import { LOGIN_LIMITS, REGISTER_LIMITS, prehash } from '../../src/api/routes/auth.js';
-import { LoginGuard, RateLimiter, type SharedLimits } from '../../src/api/rate-limit.js';
+import { LoginGuard, RateLimiter, addressKey, type SharedLimits } from '../../src/api/rate-limit.js';
 import { fail, ok, type Command } from '../../src/store/broker/index.js';
 
 t.test('RateLimiter: a window allows `limit` hits per key, then says how long to wait', async (t) => {
@@ -71,6 +71,32 @@ t.test('behind a trusted proxy, each client address has its own budget', async (
   for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) t.equal((await register(a, i, '10.0.0.1')).statusCode, 201);
   t.equal((await register(a, 98, '10.0.0.1')).statusCode, 429, 'one client over its budget');
   t.equal((await register(a, 99, '10.0.0.2')).statusCode, 201, 'another client is not');
+});
+
+t.test('an IPv6 client counts by its /64: the addresses it may pick from share one budget', async (t) => {
+  const { app: a } = await app(['127.0.0.1']);
+  t.teardown(() => a.close());
+  for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) t.equal((await register(a, i, `2001:db8:1:2::${(i + 1).toString(16)}`)).statusCode, 201);
+  t.equal((await register(a, 97, '2001:db8:1:2:ffff:ffff:ffff:ffff')).statusCode, 429, 'another address of the same /64');
+  t.equal((await register(a, 98, '2001:db8:1:3::1')).statusCode, 201, 'the next /64 is another client');
+  for (let i = 0; i < REGISTER_LIMITS.perAddress; i++) t.equal((await register(a, 200 + i, '10.9.8.7')).statusCode, 201);
+  t.equal((await register(a, 99, '::ffff:10.9.8.7')).statusCode, 429, 'an IPv4-mapped address is its IPv4 address');
+});
+
+t.test('addressKey', async (t) => {
+  const cases: [string, string][] = [
+    ['10.0.0.1', '10.0.0.1'],
+    ['::ffff:10.0.0.1', '10.0.0.1'],
+    ['::ffff:a00:1', '10.0.0.1'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['2001:0DB8:0001:0002:0003:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::', '2001:db8:1:2::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['64:ff9b::10.0.0.1', '64:ff9b:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['not an address', 'not an address'],
+  ];
+  for (const [ip, key] of cases) t.equal(addressKey(ip), key, ip);
 });
 
 t.test('LoginGuard: failures of one (user, address) back off, doubling; a success clears them; successes count nowhere', async (t) => {

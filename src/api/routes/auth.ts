@@ -15,7 +15,7 @@ import { TOKEN_TTL_SECONDS } from '../auth.js';
 import { actorOf, ctxOf, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { LONE_SURROGATE } from '../messaging.js';
-import { LoginGuard, RateLimiter, parseLimitEvent } from '../rate-limit.js';
+import { LoginGuard, RateLimiter, addressKey, parseLimitEvent } from '../rate-limit.js';
 import { Credentials, Me, PasswordChange, PasswordConfirmation, Registered, Token } from '../schemas/auth.js';
 import { problems } from './common.js';
 
@@ -73,12 +73,12 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
    * failure until attempted() says otherwise; one that could not read the user counts for nothing.
    */
   const beginAttempt = async (request: FastifyRequest, username: string, p: number, what: string): Promise<Result> => {
-    const wait = logins.begin(username, request.ip);
+    const wait = logins.begin(username, addressKey(request.ip));
     if (wait > 0) throw new ApiError('rate_limited', `too many ${what} for this user from this address, or from this address; retry in ${wait} s`, wait);
     try {
       return await deps.broker.query(p, { type: 'user.get', username }, ctxOf(request));
     } catch (err) {
-      logins.cancel(username, request.ip);
+      logins.cancel(username, addressKey(request.ip));
       throw err;
     }
   };
@@ -92,14 +92,14 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const matches = async (request: FastifyRequest, username: string, password: string, hash: string): Promise<boolean> => {
     const under = checking.get(username) ?? 0;
     if (under >= PASSWORD_CHECKS_PER_USER) {
-      logins.cancel(username, request.ip);
+      logins.cancel(username, addressKey(request.ip));
       throw new ApiError('rate_limited', `${PASSWORD_CHECKS_PER_USER} password checks of this user are under way on this node; retry in 1 s`, 1);
     }
     checking.set(username, under + 1);
     try {
       return await hasher.compare(prehash(password), hash);
     } catch (err) {
-      logins.cancel(username, request.ip);
+      logins.cancel(username, addressKey(request.ip));
       throw err;
     } finally {
       const left = checking.get(username)! - 1;
@@ -132,9 +132,9 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       // A hasher at its bound answers 503 before the registration counts: the client did nothing
       // wrong, and its retry must find its budget. No await between here and the hash's start.
       hasher.assertRoom();
-      const wait = registerByAddress.hit(request.ip);
+      const wait = registerByAddress.hit(addressKey(request.ip));
       // A refused one is not told: it costs nothing, and would crowd out the events that count.
-      if (wait === 0) shared?.publish({ kind: 'register', address: request.ip });
+      if (wait === 0) shared?.publish({ kind: 'register', address: addressKey(request.ip) });
       if (wait > 0) throw new ApiError('rate_limited', `too many registrations from this address; retry in ${wait} s`, wait);
       const { username, password } = request.body;
       const passwordHash = await hasher.hash(prehash(password), cost);
@@ -163,7 +163,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const hash = r.ok ? (r.value as { passwordHash: string }).passwordHash : dummyHash;
       const good = await matches(request, username, password, hash);
       // Counted as a failure from its start (begin): a success gives the count back.
-      attempted(username, request.ip, r.ok && good);
+      attempted(username, addressKey(request.ip), r.ok && good);
       if (!r.ok || !good) throw new ApiError('unauthorized', 'unknown user or wrong password');
       return token(username, (r.value as { epoch?: number }).epoch ?? 0);
     },
@@ -211,12 +211,12 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const checkPassword = async (request: FastifyRequest, p: number, user: string, password: string): Promise<void> => {
     const r = await beginAttempt(request, user, p, 'failed password checks');
     if (!r.ok) {
-      logins.cancel(user, request.ip);
+      logins.cancel(user, addressKey(request.ip));
       app.userChanged(user, null);
       throw new ApiError('unauthorized', 'the token names no existing user; log in again');
     }
     const good = await matches(request, user, password, (r.value as { passwordHash: string }).passwordHash);
-    attempted(user, request.ip, good);
+    attempted(user, addressKey(request.ip), good);
     if (!good) throw new ApiError('forbidden', 'the password is wrong');
   };
 
