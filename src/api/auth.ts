@@ -156,7 +156,9 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
       // with the secret elsewhere) never expired, and one whose iat is no number passed the check
       // against its user's creation (review of 2026-12-07).
       if (!Number.isFinite(iat) || !Number.isFinite(exp)) throw new ApiError('unauthorized', 'the bearer token is invalid or expired; log in again');
-      if (verified.size >= MAX_VERIFIED_TOKENS) verified.clear();
+      // Full: the oldest entry goes (a Map keeps insertion order), not all of them, so that a node
+      // serving more tokens than it keeps does not check every one again at once.
+      if (verified.size >= MAX_VERIFIED_TOKENS) verified.delete(verified.keys().next().value!);
       verified.set(header, { user: { sub, iat, exp, ...(ep === undefined ? {} : { ep }) }, until: Math.min(at + VERIFIED_TTL_MS, exp * 1000) });
     }
     const { sub, iat, ep } = request.user;
