@@ -19,6 +19,7 @@ import { authRoutes } from './routes/auth.js';
 import { opsRoutes } from './routes/ops.js';
 import { queueRoutes } from './routes/queues.js';
 import { topicRoutes } from './routes/topics.js';
+import { bodiesInFlight } from './bodies-in-flight.js';
 import { finishDocument } from './openapi.js';
 import { Problem, SCHEMA_NAME } from './schemas/common.js';
 
@@ -217,6 +218,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     runFirst(route, decimalOnly);
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+  app.addHook('preParsing', bodiesInFlight(deps.bodyBytesPerClient));
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', String(request.id));
   });

@@ -72,6 +72,8 @@ export interface ApiDeps {
   readonly receipts: Receipts;
   /** Default TOKEN_TTL_SECONDS (auth.ts). */
   readonly tokenTtlSeconds?: number;
+  /** Bytes of request bodies one client may have in flight on the node (default BODY_BYTES_PER_CLIENT). */
+  readonly bodyBytesPerClient?: number;
   /** bcrypt cost; default 10 (the floor). */
   readonly bcryptCost?: number;
   /** A pino logger; silent when absent. */

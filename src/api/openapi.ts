@@ -6,7 +6,8 @@
 // - the headers every answer carries (X-Request-Id; Retry-After on 429, 503 and 504; X-Stale and
 //   X-Applied-Index on the reads that take ?consistency), declared once under components.headers;
 // - the statuses any route can answer whatever its schema says: 400 (a malformed URL), 413 (a
-//   body over the route's limit) on routes that take one, 500 (a masked internal error).
+//   body over the route's limit) and 429 (bodies in flight: bodies-in-flight.ts) on routes that take
+//   one, 500 (a masked internal error).
 import { SCHEMA_NAME } from './schemas/common.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -85,6 +86,7 @@ const REQUEST_ID_PARAMETER: JsonObject = {
 const COMMON_STATUSES: Record<string, string> = {
   '400': 'validation_failed: malformed JSON, a wrong type, an unknown field, a value out of its limits, or a malformed URL.',
   '413': 'payload_too_large: a message body, a batch or the request is larger than its limit.',
+  '429': 'rate_limited: the request bodies this client has in flight on this node would pass 64 MiB; retry after Retry-After seconds.',
   '500': 'internal: an unexpected error; the detail names no internals, and X-Request-Id finds the request in the logs.',
 };
 const problemResponse = (description: string): JsonObject => ({
@@ -117,7 +119,7 @@ function completeOperation(method: string, op: JsonObject): void {
   delete op[BODY_OPTIONAL];
   const responses = (isObject(op.responses) ? op.responses : (op.responses = {})) as JsonObject;
   const statuses = ['400', '500'];
-  if (method === 'post' || method === 'put' || method === 'delete') statuses.push('413');
+  if (method === 'post' || method === 'put' || method === 'delete') statuses.push('413', '429');
   for (const s of statuses) if (responses[s] === undefined) responses[s] = problemResponse(COMMON_STATUSES[s]!);
   const ordered: JsonObject = {};
   for (const s of Object.keys(responses).sort()) ordered[s] = responses[s]!;
