@@ -158,7 +158,7 @@ export async function receive(...args: Parameters<typeof leaseMessages>): Promis
     try {
       await request.server.authenticate(request, reply);
     } catch (err) {
-      deps.broker.afterAnswer(release(deps, request, partitionKey, channel, releasable(r)));
+      deps.broker.afterAnswer(release(deps, request, partitionKey, channel, releasable(request, r)));
       throw err;
     }
   }
@@ -303,7 +303,7 @@ async function leaseMessages(
         leave(watch);
         // Messages taken are released, which wakes the next poll; a wake-up not acted on is passed on.
         if (result.messages.length === 0) wokenBy?.passOn();
-        releaseLate(releasable(result));
+        releaseLate(releasable(request, result));
         if (parked) lastLook();
         else parking?.done();
         return { messages: [] };
@@ -311,7 +311,7 @@ async function leaseMessages(
       if (result.messages.length > 0 || watch === null) {
         leave(watch);
         parking?.done();
-        releaseIfUndelivered(deps, request, reply, partitionKey, channel, releasable(result));
+        releaseIfUndelivered(deps, request, reply, partitionKey, channel, releasable(request, result));
         return result;
       }
       // Nothing yet. The wait ends with nothing when its time is up: anything that became visible
@@ -369,12 +369,16 @@ function leave(watch: Watch | null): void {
 
 /**
  * What a receive's answer may give back when it does not reach its client: the deliveries its own
- * receive made. A keyed receive's replay hands out the first answer's again, which may have reached
- * the client: a release would take back a delivery it saw, uncounted (so a message on its last
- * allowed delivery came round again, never dead-lettered). Those end with their lease.
+ * receive made, unless the receive carries an Idempotency-Key. A keyed receive's retry replays the
+ * first answer, handles included, so those must stay leased: released when the first attempt's
+ * client left, the retry handed out deliveries already given back, which another receive then took
+ * too, each with stale handles (chaos seed 15334). And a replay hands out the first answer's
+ * deliveries again, which may have reached the client: a release would take back a delivery it saw,
+ * uncounted (so a message on its last allowed delivery came round again, never dead-lettered).
+ * They end with their lease, as SQS keeps a receive attempt's messages for its retry.
  */
-function releasable(r: Received): ReceivedMessage[] {
-  return r.replayed === true ? [] : r.messages;
+function releasable(request: FastifyRequest, r: Received): ReceivedMessage[] {
+  return idempotencyKeyOf(request) !== undefined || r.replayed === true ? [] : r.messages;
 }
 
 /** When the answer does not reach the client in full, its messages go back to the queue. */

@@ -1,11 +1,13 @@
-// A long poll whose client left after a message was leased for it gets it released at once
+// A receive whose client left after a message was leased for it gets it released at once
 // (docs/api.md, Long polling). The release was a client's nack: on a message's last allowed delivery
 // it dead-lettered it, or dropped it without a dead-letter queue, though no client ever saw it (the
 // message-lifecycle review of 2026-12-07). From format 15 it takes the delivery back, uncounted.
-// (The Idempotency-Key only keeps the poll from parking; the release is the same for a parked poll,
-// Parking.abandon.) A keyed receive's replay hands out the first answer's deliveries again, which may
-// have reached the client: those are never released (a review of format 15: released, a message on
-// its last allowed delivery came round for ever).
+// (A long poll's release is the same, for a parked poll through Parking.abandon.) A receive with an
+// Idempotency-Key keeps what it leased until the lease ends: its retry replays the first answer,
+// handles included, so those must stay live (chaos seed 15334: released, the retry handed out a
+// delivery another receive then took too); and a replay hands out the first answer's deliveries
+// again, which may have reached the client (a review of format 15: released, a message on its last
+// allowed delivery came round for ever).
 import t from 'tap';
 import { call, userToken } from './api-helpers.js';
 import { localApp } from './local-app.js';
@@ -28,14 +30,14 @@ const local = await localApp({
 t.teardown(() => local.close());
 const token = await userToken(local.url, 'rel-owner');
 
-t.test('a message leased to a poll whose client left is not dropped: it was never delivered', async (t) => {
+t.test('a message leased to a receive whose client left is not dropped: it was never delivered', async (t) => {
   t.equal((await call(local.url, 'POST', '/v1/queues', { token, body: { name: 'rel', maxDeliveries: 1 } })).status, 201);
   t.equal((await call(local.url, 'POST', '/v1/queues/rel/messages', { token, body: { body: 'never seen' } })).status, 201);
   abort = new AbortController();
   await fetch(`${local.url}/v1/queues/rel/receive`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'poll-1' },
-    body: JSON.stringify({ waitSeconds: 5 }),
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({}),
     signal: abort.signal,
   }).catch(() => undefined);
   await new Promise((res) => setTimeout(res, 500)); // the release (afterAnswer) is applied
@@ -64,4 +66,25 @@ t.test('a retry of a keyed receive that its client left does not take back the d
   await new Promise((res) => setTimeout(res, 500)); // the release (afterAnswer) is applied
   const again = await call(local.url, 'POST', '/v1/queues/once/receive', { token, body: {} });
   t.strictSame((again.body as { messages: unknown[] }).messages, [], 'a message delivered its maxDeliveries times is not delivered again');
+});
+
+t.test('a keyed receive whose client left before the answer keeps its lease for the retry, which replays live handles', async (t) => {
+  t.equal((await call(local.url, 'POST', '/v1/queues', { token, body: { name: 'kept' } })).status, 201);
+  t.equal((await call(local.url, 'POST', '/v1/queues/kept/messages', { token, body: { body: 'for the retry' } })).status, 201);
+  const attempt = (signal?: AbortSignal) =>
+    fetch(`${local.url}/v1/queues/kept/receive`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'kept-1', connection: 'close' },
+      body: JSON.stringify({}),
+      ...(signal === undefined ? {} : { signal }),
+    });
+  abort = new AbortController();
+  await attempt(abort.signal).catch(() => undefined);
+  await new Promise((res) => setTimeout(res, 500)); // a release (afterAnswer) would be applied by now
+  const other = await call(local.url, 'POST', '/v1/queues/kept/receive', { token, body: {} });
+  t.strictSame((other.body as { messages: unknown[] }).messages, [], 'still leased to the first attempt: another receive gets nothing');
+  const retry = (await (await attempt()).json()) as { messages: { body: string; deliveryCount: number; receiptHandle: string }[] };
+  t.match(retry, { messages: [{ body: 'for the retry', deliveryCount: 1 }] }, 'the retry replays the first answer');
+  const acked = await call(local.url, 'POST', '/v1/queues/kept/ack', { token, body: { receiptHandles: [retry.messages[0]!.receiptHandle] } });
+  t.match(acked.body, { acked: [retry.messages[0]!.receiptHandle], failed: [] }, 'its handle is live: the ack takes the message');
 });
