@@ -70,18 +70,28 @@ function describeValidation(errors: { instancePath: string; message?: string; ke
  * at error, as fastify does.
  */
 class RequestLog extends LogController {
+  constructor(
+    /** Told of every answer sent: Fastify calls this controller for each, hooks or not. */
+    private readonly answered: (request: FastifyRequest) => void,
+  ) {
+    super();
+  }
+
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    this.answered(request);
     if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored');
     else if (reply.log.level === 'debug' || reply.log.level === 'trace') reply.log.debug({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   }
 }
 
 export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean } = {}): Promise<FastifyInstance> {
+  // Request bodies in flight per client (bodies-in-flight.ts): counted by a hook, given back as answers leave.
+  const bodies = bodiesInFlight(deps.bodyBytesPerClient);
   const app = Fastify({
     loggerInstance: deps.logger ?? pino({ level: 'silent' }),
-    logController: new RequestLog(),
+    logController: new RequestLog(bodies.answered),
     bodyLimit: DEFAULT_BODY_LIMIT,
     requestIdHeader: false,
     // A caller's (or a forwarding node's) X-Request-Id is kept when it is sane, so one request has one
@@ -218,7 +228,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     runFirst(route, decimalOnly);
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
-  app.addHook('preParsing', bodiesInFlight(deps.bodyBytesPerClient));
+  app.addHook('preParsing', bodies.preParsing);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', String(request.id));
   });
