@@ -15,6 +15,11 @@
 
 /** How long a probe waits for the peers' commit indexes (ms): under Kubernetes' 3 s probe timeout. */
 export const PEER_COMMITS_TIMEOUT_MS = 1_000;
+/**
+ * How long a probe waits for replicas a few entries short of their targets (ms): commit indexes
+ * asked for a moment ago are often a turn ahead of what a follower in step applied yet.
+ */
+export const CATCH_UP_WAIT_MS = 500;
 
 /** A peer's commit index per partition; 'silent': it did not answer; 'unsaid': it answered without them (an older build). */
 export type PeerCommits = readonly number[] | 'silent' | 'unsaid';
@@ -33,6 +38,8 @@ export interface CatchUpDeps {
   peerCommits(): Promise<PeerCommits[]>;
   /** This node's replicas now. */
   local(): readonly LocalReplica[];
+  /** How long a look waits for replicas still short (default CATCH_UP_WAIT_MS). */
+  readonly waitMs?: number;
 }
 
 export class CatchUp {
@@ -49,9 +56,20 @@ export class CatchUp {
    * every one has. Asks the peers first while none has answered since the start.
    */
   async behind(): Promise<number[]> {
-    const replicas = this.deps.local();
-    if (replicas.every((r) => r.halted || this.caughtUp.has(r.partition))) return [];
+    if (this.look().length === 0) return [];
     if (this.targets === null) await (this.asking ??= this.ask().finally(() => (this.asking = null)));
+    let behind = this.look();
+    if (this.targets === null) return behind;
+    const waitMs = this.deps.waitMs ?? CATCH_UP_WAIT_MS;
+    for (let waited = 0; behind.length > 0 && waited < waitMs; waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      behind = this.look();
+    }
+    return behind;
+  }
+
+  /** The partitions not caught up (none halted), counting as caught up those that reached their targets now. */
+  private look(): number[] {
     const targets = this.targets;
     const behind: number[] = [];
     for (const r of this.deps.local()) {

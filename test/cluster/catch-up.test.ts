@@ -11,6 +11,7 @@ function node(answers: PeerCommits[][]) {
   const catchUp = new CatchUp({
     peerCommits: () => Promise.resolve(answers[Math.min(asked++, answers.length - 1)]!),
     local: () => replicas,
+    waitMs: 0,
   });
   const set = (p: number, r: Partial<LocalReplica>): void => {
     replicas[p] = { ...replicas[p]!, ...r };
@@ -64,9 +65,21 @@ t.test('looks at once share one question to the peers', async (t) => {
       return new Promise((r) => (answer = r));
     },
     local: () => [{ partition: 0, applied: 4, leader: false, halted: false }],
+    waitMs: 0,
   });
   const looks = [catchUp.behind(), catchUp.behind(), catchUp.behind()];
   answer([[4]]);
   t.same(await Promise.all(looks), [[], [], []]);
   t.equal(asked, 1);
+});
+
+t.test('a replica a few entries short when the peers answered is waited for a moment, not reported behind', async (t) => {
+  let applied = 8;
+  const catchUp = new CatchUp({
+    peerCommits: () => Promise.resolve([[10]]),
+    local: () => [{ partition: 0, applied, leader: false, halted: false }],
+    waitMs: 10_000,
+  });
+  setTimeout(() => (applied = 10), 50);
+  t.same(await catchUp.behind(), [], 'it applied its target within the wait');
 });

@@ -42,9 +42,19 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const nodes = await Promise.all(cfgs.map((c) => ClusterNode.start(c, opts)));
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition', 2000, () => describeNodes(nodes));
-  const ready = await Promise.all(cfgs.map((c) => request(`http://127.0.0.1:${c.port}/readyz`)));
-  t.same(ready.map((r) => r.statusCode), [200, 200, 200], '/readyz on every node');
-  await Promise.all(ready.map((r) => r.body.dump()));
+  // Ready once each node also applied what its peers had committed when it asked (a moment after its
+  // first look, on a machine slow to apply the first entries).
+  const readyStatus = async (port: number): Promise<number> => {
+    const r = await request(`http://127.0.0.1:${port}/readyz`);
+    await r.body.dump();
+    return r.statusCode;
+  };
+  let ready = await Promise.all(cfgs.map((c) => readyStatus(c.port)));
+  for (let i = 0; i < 200 && ready.some((s) => s !== 200); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    ready = await Promise.all(cfgs.map((c) => readyStatus(c.port)));
+  }
+  t.same(ready, [200, 200, 200], '/readyz on every node');
 
   const p = 1;
   t.ok((await submit(nodes.map((n) => n.host), p, 'alice', queue('orders'))).ok);
