@@ -228,7 +228,13 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     runFirst(route, decimalOnly);
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
-  app.addHook('preParsing', bodies.preParsing);
+  // On the routes, not by the URL: the router decodes a path before it matches it, so /%761/... is
+  // a /v1 route too (review of stop 59).
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v1/')) return;
+    const own = route.preParsing;
+    route.preParsing = [...(own === undefined ? [] : Array.isArray(own) ? own : [own]), bodies.preParsing];
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', String(request.id));
   });

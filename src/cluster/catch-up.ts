@@ -11,7 +11,7 @@
 // lags are the ordinary ones of a follower under load, and readiness that came and went with them
 // would take a loaded node out of its load balancer. A halted replica (docs/operations.md) catches up
 // on nothing and is left to its own alarms. Peers of an older build answer without their commit
-// indexes: a node among only such peers does not wait, as before.
+// indexes (or have no such route): a node among only such peers does not wait, as before.
 
 /** How long a probe waits for the peers' commit indexes (ms): under Kubernetes' 3 s probe timeout. */
 export const PEER_COMMITS_TIMEOUT_MS = 1_000;
@@ -21,7 +21,7 @@ export const PEER_COMMITS_TIMEOUT_MS = 1_000;
  */
 export const CATCH_UP_WAIT_MS = 500;
 
-/** A peer's commit index per partition; 'silent': it did not answer; 'unsaid': it answered without them (an older build). */
+/** A peer's commit index per partition; 'silent': it did not answer; 'unsaid': it answered without them, or has no such route (an older build). */
 export type PeerCommits = readonly number[] | 'silent' | 'unsaid';
 
 /** A replica of this node, as readiness sees it. */
@@ -86,8 +86,11 @@ export class CatchUp {
     if (said.length > 0) {
       const count = Math.max(...said.map((a) => a.length));
       this.targets = Array.from({ length: count }, (_, p) => Math.max(...said.map((a) => a[p] ?? 0)));
-    } else if (answers.includes('unsaid')) {
-      // Only peers of a build that does not tell: nothing to wait for, as that build did not.
+    } else if (answers.length > 0 && answers.every((a) => a === 'unsaid')) {
+      // Every peer of a build that does not tell: nothing to wait for, as that build did not. With
+      // one silent, it is asked again: during an upgrade, the other may be the one that tells
+      // (review of stop 59: taken as nothing to wait for, a node restarted next to a slow peer and
+      // an older one said ready while behind).
       this.targets = [];
     }
   }

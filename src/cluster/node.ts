@@ -93,6 +93,8 @@ export class ClusterNode {
   private async peerCommits(peer: NodeId): Promise<PeerCommits> {
     try {
       const r = await this.transport.call(peer, POSITIONS_PATH, {}, { timeoutMs: PEER_COMMITS_TIMEOUT_MS });
+      // A build before the route (2026-11-28) has nothing to tell.
+      if (r.status === 404) return 'unsaid';
       if (r.status !== 200) return 'silent';
       const commits = (r.body as { commits?: unknown }).commits;
       if (commits === undefined) return 'unsaid';

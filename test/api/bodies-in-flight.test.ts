@@ -42,8 +42,8 @@ const batch = (queue: string, token: string, bytes: number): Promise<Response> =
   });
 
 /** A batch of `bytes` that the route refuses once read (400, an unknown field), storing nothing. */
-const invalid = (queue: string, token: string, bytes: number): Promise<Response> =>
-  fetch(`${local.url}/v1/queues/${queue}/messages/batch`, {
+const invalid = (queue: string, token: string, bytes: number, base = local.url, v1 = '/v1'): Promise<Response> =>
+  fetch(`${base}${v1}/queues/${queue}/messages/batch`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ messages: [{ body: 'x' }], padding: 'p'.repeat(bytes) }),
@@ -80,6 +80,8 @@ t.test('one client past its budget of bodies in flight gets 429 before its body 
   t.equal(refused.headers.get('retry-after'), '1');
   t.equal(refused.headers.get('content-type'), 'application/problem+json; charset=utf-8');
   t.equal(((await refused.json()) as { code: string }).code, 'rate_limited');
+  t.equal((await invalid('bulky-q', owner, 400 * 1024, local.url, '/%761')).status, 429, 'a percent-encoded path is the same route, and held to the same budget');
+  t.equal(await statusOf(head('bulky-q', owner, 9 * 1024 * 1024)), 413, 'a body past its route\'s limit is answered 413, as it would be alone, not 429');
   t.equal((await batch('bulky-q', owner, 1000)).status, 201, 'a small body still fits the budget');
   t.equal((await batch('other-q', other, 200 * 1024)).status, 201, 'another user has a budget of its own');
 
@@ -98,4 +100,39 @@ t.test('a body larger than the budget alone is taken: one body always fits', asy
   t.equal(created.status, 201);
   const r = await fetch(`${local2.url}/v1/queues/alone-q/messages`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ body: 'y'.repeat(10_000) }) });
   t.equal(r.status, 201);
+});
+
+/** The status of the answer to `head` (a request whose body is never sent): the node answers before it. */
+function statusOf(head: string, port = local.port): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    const socket = connect(port, '127.0.0.1', () => socket.write(head, 'latin1'));
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(data)?.[1];
+      if (status !== undefined) {
+        socket.destroy();
+        resolve(Number(status));
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+t.test('a client that leaves while its request is authenticated leaves nothing counted', async (t) => {
+  // Each token check asks the leader about its user (USER_RECHECK_MS 0), and the leader takes 300 ms.
+  const slow = await localApp({ deps: { bodyBytesPerClient: BUDGET, userRecheckMs: 0 }, query: async (run) => (await new Promise((r) => setTimeout(r, 300)), run()) });
+  t.teardown(() => slow.close());
+  const token = await userToken(slow.url, 'leaver');
+  const created = await fetch(`${slow.url}/v1/queues`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ name: 'leaver-q' }) });
+  t.equal(created.status, 201);
+  const gone = await new Promise<Socket>((resolve, reject) => {
+    const socket = connect(slow.port, '127.0.0.1', () => socket.write(head('leaver-q', token, (3 * BUDGET) / 4) + '{"messages": [', 'latin1', () => resolve(socket)));
+    socket.on('error', reject);
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  gone.destroy();
+  await new Promise((r) => setTimeout(r, 600)); // its token check ended meanwhile
+  t.equal((await invalid('leaver-q', token, 400 * 1024, slow.url)).status, 400, 'the next body is not held to a budget the request that left still takes');
 });

@@ -31,9 +31,12 @@ const quietWatch: ApiDeps['broker']['watch'] = (_p, _ref, until) => {
 
 /**
  * With `propose`, each write goes through it: `apply` applies the command (a benchmark answers some
- * without applying, bench/api-layer.ts).
+ * without applying, bench/api-layer.ts). With `query`, each read of the leader goes through it
+ * (a test delays it: `run` answers it).
  */
-export async function localApp(opts: { propose?: (command: Command, apply: () => Promise<Result>) => Promise<Result>; deps?: Partial<ApiDeps> } = {}): Promise<LocalApp> {
+export async function localApp(
+  opts: { propose?: (command: Command, apply: () => Promise<Result>) => Promise<Result>; query?: (run: () => Promise<Result>) => Promise<Result>; deps?: Partial<ApiDeps> } = {},
+): Promise<LocalApp> {
   const now = (): number => Date.now();
   // Entries stamped with this process's clock, as a node stamps its own (a user's registration time
   // is the entry's: token checks compare it with real tokens' times).
@@ -49,7 +52,10 @@ export async function localApp(opts: { propose?: (command: Command, apply: () =>
           };
           return opts.propose === undefined ? apply() : opts.propose(command, apply);
         },
-        query: async (_p, q) => runQuery(store.sm, q, now()),
+        query: async (_p, q) => {
+          const run = async (): Promise<Result> => runQuery(store.sm, q, now());
+          return opts.query === undefined ? run() : opts.query(run);
+        },
         staleQuery: (_p, q) => ({ result: runQuery(store.sm, q, now()), appliedIndex: store.index }),
         format: () => store.sm.format(),
         watch: quietWatch,

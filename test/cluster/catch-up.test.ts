@@ -50,8 +50,11 @@ t.test('no peer answered: behind on everything, and asked again at the next look
 });
 
 t.test('peers of an older build that do not give their commit indexes: nothing to wait for, as before', async (t) => {
-  const n = node([['unsaid', 'silent']]);
+  const n = node([['unsaid', 'unsaid']]);
   t.same(await n.catchUp.behind(), []);
+  const oneSilent = node([['unsaid', 'silent'], ['unsaid', [0, 7, 0]]]);
+  t.same(await oneSilent.catchUp.behind(), [0, 1, 2], 'one older peer and one silent: the silent one may be the one that tells');
+  t.same(await oneSilent.catchUp.behind(), [1], 'asked again, it told');
   const mixed = node([['unsaid', [0, 7, 0]]]);
   t.same(await mixed.catchUp.behind(), [1], 'a peer that tells is waited for');
 });
