@@ -228,6 +228,7 @@ export async function buildApp(deps: ApiDeps, opts: { processMetrics?: boolean }
     runFirst(route, decimalOnly);
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+  app.decorateRequest('bodyHeld', null);
   // On the routes, not by the URL: the router decodes a path before it matches it, so /%761/... is
   // a /v1 route too (review of stop 59).
   app.addHook('onRoute', (route) => {

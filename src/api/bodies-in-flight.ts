@@ -14,36 +14,44 @@ import { addressKey } from './rate-limit.js';
 export const BODY_BYTES_PER_CLIENT = 64 * 1024 * 1024;
 
 /** A body counted against its client until its answer is sent or its connection closes. */
-interface Held {
+export interface BodyHeld {
   readonly client: string;
   readonly bytes: number;
+  released: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The bytes of this request's body counted against its client (bodiesInFlight), or null. */
+    bodyHeld: BodyHeld | null;
+  }
 }
 
 /**
  * The hook (preParsing, for each /v1 route: app.ts adds it to them as they are made, by the route
  * and not the URL, which a client may percent-encode) that holds each client to `limit` bytes of
  * bodies in flight, and `answered`, for the answer of every request. The client is the authenticated user,
- * else (registration, login) the address the login limits count. Nothing per request but a few map
- * entries: in alternated runs of `bench:api-layer`, one more hook for every answer (onResponse), or
- * the body's stream handed back to Fastify from this one (a property it then sets on the request),
- * cost a single send's HTTP work 8-13 µs, noisy as those runs are, where this costs about 1 (78
- * µs per request with it, 77 without, over six alternated pairs in one folder). A body's bytes come back
- * when its answer is sent (answered: from the log controller, which Fastify calls for every answer)
- * or, for an answer that never is, when its connection closes (one listener per connection).
+ * else (registration, login) the address the login limits count. Per request it sets a field and
+ * a set's entry, and adds no hook for the answer: in alternated runs of `bench:api-layer`, one
+ * more hook for every answer (onResponse), or the body's stream handed back to Fastify from this
+ * one (a property it then sets on the request), cost a single send's HTTP work 8-13 µs, noisy as
+ * those runs are. A body's bytes come back when its answer is sent (answered: from the log
+ * controller, which Fastify calls for every answer) or, for an answer that never is, when its
+ * connection closes (one listener per connection).
  */
 export function bodiesInFlight(limit = BODY_BYTES_PER_CLIENT): {
   preParsing(request: FastifyRequest, reply: FastifyReply, payload: RequestPayload, done: (err: Error | null, payload?: RequestPayload) => void): void;
   answered(request: FastifyRequest): void;
 } {
   const held = new Map<string, number>();
-  // Plain maps, emptied as answers leave and connections close: weak maps of every request cost
-  // the collector (each one's entries are looked at again at each young collection).
-  const byRequest = new Map<FastifyRequest, Held>();
-  const bySocket = new Map<Socket, Set<FastifyRequest>>();
-  const release = (request: FastifyRequest): void => {
-    const h = byRequest.get(request);
-    if (h === undefined) return;
-    byRequest.delete(request);
+  // The reservation rides on its request (bodyHeld, decorated on every request by app.ts) and in
+  // its connection's set. Kept in a map by request instead, it cost each node about 25 MB more
+  // resident and more CPU under single sends (`npm run bench -- --only send-1`, alternated): V8
+  // gives an object used as a map's key an identity hash, stored beside its properties.
+  const bySocket = new Map<Socket, Set<BodyHeld>>();
+  const release = (h: BodyHeld): void => {
+    if (h.released) return;
+    h.released = true;
     const left = held.get(h.client)! - h.bytes;
     if (left <= 0) held.delete(h.client);
     else held.set(h.client, left);
@@ -66,23 +74,25 @@ export function bodiesInFlight(limit = BODY_BYTES_PER_CLIENT): {
       return;
     }
     held.set(client, before + bytes);
-    byRequest.set(request, { client, bytes });
+    const h: BodyHeld = { client, bytes, released: false };
+    request.bodyHeld = h;
     let pending = bySocket.get(socket);
     if (pending === undefined) {
       const mine = (pending = new Set());
       bySocket.set(socket, mine);
       socket.once('close', () => {
         bySocket.delete(socket);
-        for (const r of mine) release(r);
+        for (const x of mine) release(x);
       });
     }
-    pending.add(request);
+    pending.add(h);
     done(null);
   };
   const answered = (request: FastifyRequest): void => {
-    if (!byRequest.has(request)) return;
-    release(request);
-    bySocket.get(request.raw.socket)?.delete(request);
+    const h = request.bodyHeld;
+    if (h === null) return;
+    release(h);
+    bySocket.get(request.raw.socket)?.delete(h);
   };
   return { preParsing, answered };
 }
