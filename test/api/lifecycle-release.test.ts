@@ -47,10 +47,10 @@ t.test('a message leased to a receive whose client left is not dropped: it was n
   t.match(got.body, { messages: [{ body: 'never seen', deliveryCount: 1 }] }, 'and delivered to a client that is there, as its first delivery');
 });
 
-const keyedReceive = (signal?: AbortSignal) =>
-  fetch(`${local.url}/v1/queues/once/receive`, {
+const keyedReceive = (signal?: AbortSignal, queue = 'once', key = 'retry-1') =>
+  fetch(`${local.url}/v1/queues/${queue}/receive`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'retry-1', connection: 'close' },
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': key, connection: 'close' },
     body: JSON.stringify({}),
     ...(signal === undefined ? {} : { signal }),
   });
@@ -71,13 +71,7 @@ t.test('a retry of a keyed receive that its client left does not take back the d
 t.test('a keyed receive whose client left before the answer keeps its lease for the retry, which replays live handles', async (t) => {
   t.equal((await call(local.url, 'POST', '/v1/queues', { token, body: { name: 'kept' } })).status, 201);
   t.equal((await call(local.url, 'POST', '/v1/queues/kept/messages', { token, body: { body: 'for the retry' } })).status, 201);
-  const attempt = (signal?: AbortSignal) =>
-    fetch(`${local.url}/v1/queues/kept/receive`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'kept-1', connection: 'close' },
-      body: JSON.stringify({}),
-      ...(signal === undefined ? {} : { signal }),
-    });
+  const attempt = (signal?: AbortSignal) => keyedReceive(signal, 'kept', 'kept-1');
   abort = new AbortController();
   await attempt(abort.signal).catch(() => undefined);
   await new Promise((res) => setTimeout(res, 500)); // a release (afterAnswer) would be applied by now
