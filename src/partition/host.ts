@@ -596,11 +596,12 @@ export class NodeHost {
    */
   logPositions(): { terms: number[]; lastIndexes: number[]; commits: number[]; untouchedBy: NodeId[] } {
     const untouchedBy = this.emptyAtOpen ? this.opts.voters.filter((v) => v !== this.opts.self && !this.peerFormats.has(v)) : [];
+    const positions = this.replicas.map((r) => r.raw.position());
     return {
       terms: this.replicas.map((r) => r.raw.term()),
-      lastIndexes: this.replicas.map((r) => r.raw.position().lastIndex),
+      lastIndexes: positions.map((x) => x.lastIndex),
       // What a restarted peer's readiness waits for (catch-up.ts): each an index committed in the cluster.
-      commits: this.replicas.map((r) => r.raw.status().hard.commit),
+      commits: positions.map((x) => x.committed),
       untouchedBy,
     };
   }

@@ -11,6 +11,7 @@ import { request } from 'undici';
 import { MomServer as ClusterNode } from '../../src/server.js';
 import { loadConfig, type NodeConfig } from '../../src/cluster/index.js';
 import { stateHash } from '../../src/store/broker/index.js';
+import { pollUntil } from '../api/api-helpers.js';
 import { appliedIndex, submit } from '../partition/host-helpers.js';
 import { freePort, until } from './net-helpers.js';
 import { captureLogs } from './log-capture.js';
@@ -32,6 +33,12 @@ async function configs(partitions: number, secret = 's'.repeat(24)): Promise<Nod
 }
 
 
+/** A node's /readyz: its status, and `catchingUp` from a 503's body. */
+async function readyz(port: number): Promise<{ status: number; body: { catchingUp?: number[] } }> {
+  const r = await request(`http://127.0.0.1:${port}/readyz`);
+  return { status: r.statusCode, body: (await r.body.json()) as { catchingUp?: number[] } };
+}
+
 const leaderOf = (nodes: ClusterNode[], p: number): ClusterNode | undefined => nodes.find((n) => n.host.replica(p).isLeader());
 const queue = (name: string) => ({ type: 'queue.create' as const, name, visibilityTimeoutSeconds: 30, maxDeliveries: null, deadLetterQueue: null, delaySeconds: 0, retentionSeconds: 3600 });
 const send = (name: string, body: string) => ({ type: 'queue.send' as const, name, messages: [{ body, attributes: {} }] });
@@ -44,16 +51,10 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   await until(() => nodes.every((n) => n.status().every((s) => s.leader !== null)), 'every node knows a leader for every partition', 2000, () => describeNodes(nodes));
   // Ready once each node also applied what its peers had committed when it asked (a moment after its
   // first look, on a machine slow to apply the first entries).
-  const readyStatus = async (port: number): Promise<number> => {
-    const r = await request(`http://127.0.0.1:${port}/readyz`);
-    await r.body.dump();
-    return r.statusCode;
-  };
-  let ready = await Promise.all(cfgs.map((c) => readyStatus(c.port)));
-  for (let i = 0; i < 200 && ready.some((s) => s !== 200); i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    ready = await Promise.all(cfgs.map((c) => readyStatus(c.port)));
-  }
+  const ready = await pollUntil(
+    () => Promise.all(cfgs.map(async (c) => (await readyz(c.port)).status)),
+    (statuses) => statuses.every((s) => s === 200),
+  );
   t.same(ready, [200, 200, 200], '/readyz on every node');
 
   const p = 1;
@@ -87,25 +88,17 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
   const back = await ClusterNode.start(stopped.cfg, opts);
   t.teardown(() => back.close());
   const target = second.host.replica(p).state.applied().index;
-  const readyz = async (): Promise<{ status: number; body: { catchingUp?: number[] } }> => {
-    const r = await request(`http://127.0.0.1:${back.cfg.port}/readyz`);
-    return { status: r.statusCode, body: (await r.body.json()) as { catchingUp?: number[] } };
-  };
   // Every partition led, the node hears its peers, but p is behind what they had committed: not ready,
   // so that a rolling restart does not stop the next node while p has only one replica up to date.
   await until(() => back.status().every((s) => s.leader !== null), 'the restarted node knows every leader', 2000, () => describeNodes([...live, back]));
-  const waiting = await readyz();
+  const waiting = await readyz(back.cfg.port);
   t.equal(waiting.status, 503, '/readyz of the node catching up');
   t.ok(waiting.body.catchingUp?.includes(p), `partition ${p} is catching up: ${JSON.stringify(waiting.body)}`);
   t.ok(appliedIndex(back.host.replica(p)) < target, 'it has not caught up');
   release();
   // Ready only once caught up: what it applied when it first answers 200 reaches what was committed
   // before it asked.
-  let caughtUp = await readyz();
-  for (let i = 0; i < 2000 && caughtUp.status !== 200; i++) {
-    await new Promise((r) => setTimeout(r, 10));
-    caughtUp = await readyz();
-  }
+  const caughtUp = await pollUntil(() => readyz(back.cfg.port), (r) => r.status === 200);
   t.equal(caughtUp.status, 200, '/readyz once caught up');
   t.ok(appliedIndex(back.host.replica(p)) >= target, `ready with partition ${p} applied to ${appliedIndex(back.host.replica(p))}, at least ${target}`);
   // Caught up, and in step with the leader when the hashes are read (it may take its preferred
