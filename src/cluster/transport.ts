@@ -160,8 +160,8 @@ interface Awaiting {
   readonly resolve: (answer: CarriedOutcome) => void;
   /** performance.now() after which it is answered `unknown`, timed out. */
   readonly deadline: number;
-  /** Written into a frame: from then on a lost stream leaves its fate unknown. */
-  sent: boolean;
+  /** The stream whose frame carried it: from then on that stream's loss leaves its fate unknown. */
+  on: RaftStream | null;
 }
 
 interface Peer {
@@ -371,7 +371,7 @@ export class HttpTransport {
     const id = `${this.nonce}.${(this.commandCount++).toString(36)}`;
     const carried: CarriedCommand = track ? { id, ...command, track } : { id, ...command };
     return new Promise<CarriedOutcome>((resolve) => {
-      peer.awaiting.set(carried.id, { resolve, deadline: performance.now() + timeoutMs, sent: false });
+      peer.awaiting.set(carried.id, { resolve, deadline: performance.now() + timeoutMs, on: null });
       this.sweeper ??= setInterval(() => this.sweep(), AWAIT_SWEEP_MS).unref();
       peer.commands.push(carried);
       peer.carriedBytes += approximateCarriedBytes(carried.command);
@@ -765,7 +765,7 @@ export class HttpTransport {
     let left = 0;
     for (const peer of this.peers.values()) {
       // Never written into a frame (no room in the stream all that time): it never left.
-      this.settleAwaiting(peer, (_, w) => w.deadline <= now && !w.sent, { kind: 'retry', detail: `no room in the stream to ${peer.id}` });
+      this.settleAwaiting(peer, (_, w) => w.deadline <= now && w.on === null, { kind: 'retry', detail: `no room in the stream to ${peer.id}` });
       this.settleAwaiting(peer, (_, w) => w.deadline <= now, { kind: 'unknown', detail: `${peer.id} did not answer in time`, timedOut: true });
       left += peer.awaiting.size;
     }
@@ -825,7 +825,7 @@ export class HttpTransport {
     if (carried !== null) {
       for (const c of carried.commands) {
         const waiting = peer.awaiting.get(c.id);
-        if (waiting !== undefined) waiting.sent = true;
+        if (waiting !== undefined) waiting.on = stream;
       }
       this.carriedCommands += carried.commands.length;
       this.carriedAnswers += carried.answers.length;
@@ -873,7 +873,7 @@ export class HttpTransport {
           peer.tracks = false;
           peer.bodiesApart = false;
         }
-        this.streamOver(peer, failure, unacknowledged);
+        this.streamOver(peer, opened, failure, unacknowledged);
       },
     });
     return opened;
@@ -883,7 +883,7 @@ export class HttpTransport {
    * Counts what an ended stream lost, settles or requeues the commands and answers it carried, and
    * has the next batches wait out a failure.
    */
-  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: PendingFrame[]): void {
+  private streamOver(peer: Peer, ended: RaftStream, failure: StreamFailure, unacknowledged: PendingFrame[]): void {
     let lost = 0;
     let lostCarried = 0;
     const fate = carriedFate(failure);
@@ -893,10 +893,12 @@ export class HttpTransport {
       lostCarried += f.carried.commands.length + f.carried.answers.length;
       this.carriedLost(peer, f.carried, fate, `the stream to ${peer.id} ${failure.reason}`);
     }
-    // A broken connection is how a peer's crash shows: the answers it owed may never come. (A peer
-    // that closes ends its streams cleanly, after answering what it took.)
+    // A broken connection is how a peer's crash shows: the answers it owed for what this stream
+    // carried may never come. (A peer that closes ends its streams cleanly, after answering what it
+    // took.) Only this stream's: a retired one can break alone while its successor is healthy, and a
+    // crash breaks the successor too.
     if (failure.how === 'broken') {
-      this.settleAwaiting(peer, (_, w) => w.sent, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
+      this.settleAwaiting(peer, (_, w) => w.on === ended, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
     }
     if (this.closed) {
       this.failed += lost;

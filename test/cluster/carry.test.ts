@@ -3,11 +3,11 @@
 // wires them. What a forwarding node's client depends on: the leader's answer comes back, nothing
 // goes over the HTTP command routes, and when the answer cannot come, the command is answered at
 // once with what is known of its fate (retry: it never left; unknown: it may apply).
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
 import type { Answer, CarriedOutcome } from '../../src/cluster/answer.js';
-import { internalRoutes } from '../../src/cluster/internal-routes.js';
+import { internalRoutes, RAFT_STREAM_PATH } from '../../src/cluster/internal-routes.js';
 import { HttpTransport } from '../../src/cluster/transport.js';
 import { MessageType, nodeId, type NodeId } from '../../src/raft/index.js';
 
@@ -40,11 +40,26 @@ interface Side {
   readonly tracked: unknown[];
   /** When set, the Raft messages of a frame wait for it: the stream takes no next frame meanwhile. */
   gate: Promise<void> | null;
+  /** The Raft streams that reached this node, oldest first: the connection each came on, and its answer's end held while `holdEnds` is set. */
+  readonly streams: { socket: Socket; end: (() => void) | null }[];
+  holdEnds: boolean;
 }
 
 async function listen(t: Test, side: Side, opts: { carries: boolean; tracks?: boolean; port?: number }): Promise<void> {
   const app = Fastify({ logger: false });
-  app.addHook('onRequest', async (request) => void side.requests.push(request.url));
+  app.addHook('onRequest', async (request, reply) => {
+    side.requests.push(request.url);
+    if (request.url !== RAFT_STREAM_PATH) return;
+    const stream: Side['streams'][number] = { socket: request.raw.socket, end: null };
+    side.streams.push(stream);
+    const res = reply.raw;
+    const end = res.end.bind(res) as (...args: unknown[]) => void;
+    res.end = ((...args: unknown[]) => {
+      if (side.holdEnds) stream.end = () => end(...args);
+      else end(...args);
+      return res;
+    }) as typeof res.end;
+  });
   await app.register(internalRoutes, {
     clusterSecret: SECRET,
     self: side.id,
@@ -95,6 +110,8 @@ async function pair(t: Test, opts: { bCarries?: boolean; bTracks?: boolean; time
     onCommand: async (command) => ({ kind: 'ok', result: { ok: true, value: { echo: command } } }),
     tracked: [],
     gate: null,
+    streams: [],
+    holdEnds: false,
   });
   const A = side(a);
   const B = side(b);
@@ -332,4 +349,25 @@ t.test('a command answered retry while its frame waited for the old stream to be
   release();
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.same(B.commands, [], 'so the leader must never take it (the retry would apply it twice)');
+});
+
+t.test('a retired stream that breaks leaves the commands of the stream that replaced it awaiting their answers', async (t) => {
+  // Streams are replaced once 300 ms old.
+  const { A, B } = await pair(t, { timeoutMs: 5_000, streamMaxAgeMs: 300 });
+  const release = holdAnswers(B);
+  // The old stream's answer does not end when A ends its body (as when B is slow to see that end).
+  B.holdEnds = true;
+  await new Promise((resolve) => setTimeout(resolve, 350));
+  const answer = carry(A, 9, 600_000);
+  await until('B took the command, in a frame of the new stream', () => B.commands.length === 1);
+  t.equal(B.streams.length, 2, 'the command came on the second stream');
+  await until('the old stream\'s body ended', () => B.streams[0]!.end !== null);
+  // The retired stream's connection breaks; the new one, which carried the command, is healthy.
+  B.streams[0]!.socket.destroy();
+  // A sees the break within a few turns of the loop (before the fix, the command was answered
+  // unknown then); a slower machine only makes the test pass without looking.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.ok(A.tr.peerStates()[0]!.streaming, 'the new stream is still open');
+  release();
+  t.same(await answer, { kind: 'ok', result: { ok: true, value: { done: { type: 'send', queue: 'q', n: 9 } } } }, 'the answer, not unknown: the client would hear 503 for a send that applied');
 });
