@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { partitionOf, userPartition } from '../../partition/routing.js';
-import { ErrorCode } from '../../store/broker/index.js';
+import { ErrorCode, MAX_GRANTS } from '../../store/broker/index.js';
 import { actorOf, ctxOf, read, write, type ApiDeps } from '../deps.js';
 import { ApiError, fromFailure } from '../errors.js';
 import { ConsistencyQuery, IdempotencyHeaders, QueueParams, TopicParams } from '../schemas/common.js';
@@ -31,7 +31,7 @@ export function grantRoutes(app: FastifyInstance, deps: ApiDeps, kind: 'queue' |
         tags,
         security,
         summary: `Grant a user rights on a ${kind} (owner only)`,
-        description: `Replaces the user's rights on the ${kind}. 404 when the user does not exist, answered to the ${kind}'s owner only: anyone else gets the same 403 or 404 whether the user exists or not.`,
+        description: `Replaces the user's rights on the ${kind}. 404 when the user does not exist, answered to the ${kind}'s owner only: anyone else gets the same 403 or 404 whether the user exists or not. A ${kind} holds grants for at most ${MAX_GRANTS} users: 409 for one more (from log format 16; since 1.6.0).`,
         headers: IdempotencyHeaders,
         params: s.grantParams,
         body: s.put,

@@ -169,7 +169,19 @@ export function consumable(s: Store, ref: ChannelRef, user: string): ChannelRow 
 
 // ---- grants ----
 
-export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, actions: readonly string[], ctx: Ctx): Result {
+/**
+ * Users one queue or topic holds grants for at most (format 16, BOUNDED_GRANTS). Each is a row that
+ * a listing of the resource's grants reads and answers in one page, and that the resource's delete
+ * deletes in its entry. A demanding user who shares a queue with more principals than this would
+ * share it with a group; the broker has none, so the bound is far above a team's size.
+ */
+export const MAX_GRANTS = 1000;
+
+/**
+ * `bounded` (format 16): a grant for a user who holds none on the resource is refused once it holds
+ * MAX_GRANTS; replacing a grant's actions never is.
+ */
+export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, username: string, actions: readonly string[], ctx: Ctx, bounded: boolean): Result {
   const user = requireActor(ctx);
   const queue = kind === 'queue' ? visibleQueue(s, name, user) : null;
   const owner = queue !== null ? queue.owner : visibleTopic(s, name, user).owner;
@@ -180,6 +192,9 @@ export function putGrant(s: Store, kind: 'queue' | 'topic', name: string, userna
   }
   if (username === owner) return fail(ErrorCode.ValidationFailed, 'the owner already has every right');
   const sorted = [...new Set(actions)].sort();
+  if (bounded && s.st.getGrant.get(kind, name, username) === undefined && (s.st.countGrants.get(kind, name) as { n: number }).n >= MAX_GRANTS) {
+    return fail(ErrorCode.Conflict, `${kind} '${name}' holds grants for ${MAX_GRANTS} users, the most a ${kind} holds: revoke one first`);
+  }
   s.st.putGrant.run(kind, name, username, JSON.stringify(sorted));
   // Without the right to receive, the user's parked polls are served no more (deleteGrant too).
   if (queue !== null && !sorted.includes('receive')) s.st.dropWaitersOf.run(queue.id, username);

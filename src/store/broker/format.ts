@@ -56,9 +56,12 @@
  * any number, and each was a row every partition's sweep read (a review: 40,000 empty queues, 0.2 s
  * of a node's loop). And (BOUNDED_DELETES) a purge or a delete deletes at most CLEAR_BUDGET messages
  * in its own entry and leaves the rest to the sweeps, CLEAR_BUDGET per entry (messages.ts,
- * clearRows): before, one entry deleted them all, 0.7 s of every node's loop at 640,000.
+ * clearRows): before, one entry deleted them all, 0.7 s of every node's loop at 640,000. Format 16
+ * (BOUNDED_GRANTS): a queue or topic holds grants for at most MAX_GRANTS users; a grant for one more
+ * is refused (access.ts, putGrant). Before, an owner granted rights to any number of users, each a
+ * row that every listing of its grants read and answered at once.
  */
-export const FORMAT = 15;
+export const FORMAT = 16;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -99,6 +102,8 @@ export const DEAD_LETTERS_FIRST = 15;
 export const BOUNDED_DELETES = 15;
 /** From this format on, a user owns at most MAX_OWNED queues, topics and subscriptions in a partition (access.ts). */
 export const BOUNDED_OWNERSHIP = 15;
+/** From this format on, a queue or topic holds grants for at most MAX_GRANTS users (access.ts). */
+export const BOUNDED_GRANTS = 16;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -56,6 +56,7 @@ import {
   REVOKE_UNSUBSCRIBES,
   KEYS_GO_WITH_RESOURCE,
   BOUNDED_OWNERSHIP,
+  BOUNDED_GRANTS,
   BOUNDED_DELETES,
   USER_LIFECYCLE,
   isFormat,
@@ -773,7 +774,7 @@ export class BrokerStateMachine {
         return purgeQueue(s, c.name, ctx);
       case 'grant.put':
       case 'grant.delete': {
-        const r = c.type === 'grant.put' ? access.putGrant(s, c.kind, c.name, c.username, c.actions, ctx) : access.deleteGrant(s, c.kind, c.name, c.username, ctx);
+        const r = c.type === 'grant.put' ? access.putGrant(s, c.kind, c.name, c.username, c.actions, ctx, this.formatInForce >= BOUNDED_GRANTS) : access.deleteGrant(s, c.kind, c.name, c.username, ctx);
         // From format 6, a user who may no longer subscribe keeps no subscription of the topic.
         if (r.ok && c.kind === 'topic' && this.formatInForce >= REVOKE_UNSUBSCRIBES) dropUnsubscribed(s, c.name, c.username, ctx);
         return r;

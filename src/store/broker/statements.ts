@@ -216,6 +216,11 @@ export function prepareStatements(db: Sqlite, k: Db) {
       k.deleteFrom('grants').where('resource_kind', '=', 'queue').where('resource_name', '=', '').where('username', '=', ''),
       3,
     ),
+    /** (resource_kind, resource_name): counted in the primary key's index, at a grant for a new user from format 16. */
+    countGrants: s(
+      k.selectFrom('grants').select((e) => e.fn.countAll<number>().as('n')).where('resource_kind', '=', 'queue').where('resource_name', '=', ''),
+      2,
+    ),
     /** (resource_kind, resource_name) */
     deleteGrants: s(k.deleteFrom('grants').where('resource_kind', '=', 'queue').where('resource_name', '=', ''), 2),
     /** (resource_kind, resource_name) */

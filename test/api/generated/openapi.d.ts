@@ -251,7 +251,7 @@ export interface paths {
         get?: never;
         /**
          * Grant a user rights on a queue (owner only)
-         * @description Replaces the user's rights on the queue. 404 when the user does not exist, answered to the queue's owner only: anyone else gets the same 403 or 404 whether the user exists or not.
+         * @description Replaces the user's rights on the queue. 404 when the user does not exist, answered to the queue's owner only: anyone else gets the same 403 or 404 whether the user exists or not. A queue holds grants for at most 1000 users: 409 for one more (from log format 16; since 1.6.0).
          */
         put: operations["setQueueGrant"];
         post?: never;
@@ -465,7 +465,7 @@ export interface paths {
         get?: never;
         /**
          * Grant a user rights on a topic (owner only)
-         * @description Replaces the user's rights on the topic. 404 when the user does not exist, answered to the topic's owner only: anyone else gets the same 403 or 404 whether the user exists or not.
+         * @description Replaces the user's rights on the topic. 404 when the user does not exist, answered to the topic's owner only: anyone else gets the same 403 or 404 whether the user exists or not. A topic holds grants for at most 1000 users: 409 for one more (from log format 16; since 1.6.0).
          */
         put: operations["setTopicGrant"];
         post?: never;
