@@ -392,17 +392,20 @@ export class BrokerStateMachine {
    * The raise's rebuild of a small table, in a savepoint of its own: the layout is no part of the
    * state, so a rebuild that fails (whatever the cause) is undone alone and the table stays as it
    * was, rather than failing the raise on this replica only. Its node's next start tries again.
+   * Unless the failure took the whole transaction with it, as SQLite may on a full disk, an I/O error
+   * or no memory: then the savepoint, and what the batch applied before it, are gone, and the error
+   * is the apply's (a storage failure, which stops it: the node replays the batch from its log).
    */
   private rebuildInThisApply(): void {
     if (!this.toRebuild() || !rebuildsInApply(this.sqlite, this.rebuildInApply)) return;
     this.sqlite.exec('SAVEPOINT message_table');
     try {
       rebuildMessageTable(this.sqlite, this.kysely);
-    } catch {
+    } catch (err) {
+      if (!this.sqlite.inTransaction) throw err;
       this.sqlite.exec('ROLLBACK TO message_table');
-    } finally {
-      this.sqlite.exec('RELEASE message_table');
     }
+    this.sqlite.exec('RELEASE message_table');
   }
 
   /** The partition's clock: the largest leader stamp applied. */
@@ -675,11 +678,14 @@ export class BrokerStateMachine {
    * corruption) are not the command's fault and stop the apply.
    */
   private applyGuarded(env: Envelope, ctx: Ctx): Result {
+    const formatBefore = this.formatInForce;
+    const bodiesFromBefore = this.store.bodiesFrom;
     try {
       return this.sqlite.transaction(() => this.applyEnvelope(env, ctx))();
     } catch (err) {
       if (isStorageFailure(err) || err instanceof FormatTooNewError) throw err;
-      this.store.sendTargets.clear();
+      // Undone with its savepoint: a format.raise that failed midway, after it moved the bodies mark.
+      this.rewind(formatBefore, bodiesFromBefore);
       ctx.woke.clear();
       ctx.retimed.clear();
       ctx.delivered.length = 0;

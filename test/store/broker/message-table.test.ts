@@ -235,3 +235,30 @@ t.test('a build that reads only format 9 opens a rebuilt state halted, not faili
   t.same(old.applied(), at);
   await old.close();
 });
+
+t.test('a rebuild whose failure took the whole transaction with it fails the apply as a storage failure', async (t) => {
+  // SQLite rolls a whole transaction back on some errors (a full disk, an I/O error, no memory): the
+  // rebuild's savepoint is then gone, and so is what the batch applied before it.
+  const mocked = await t.mockImport<typeof import('../../../src/store/broker/state-machine.js')>('../../../src/store/broker/state-machine.ts', {
+    '../../../src/store/broker/message-table.ts': {
+      ...(await import('../../../src/store/broker/message-table.js')),
+      rebuildMessageTable: (db: Database.Database) => {
+        db.exec('ROLLBACK');
+        throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      },
+    },
+  });
+  const { log, feed } = streamLog(43, 50, PARKED_POLLS);
+  feed(await open(log));
+  const sm = await mocked.BrokerStateMachine.open(join(dir, `s${n++}.db`), 0, { bodies: bodiesOf(log) });
+  sm.apply(log);
+  const before = stateHash(sm.sqlite);
+  // With a send before it in the batch: rolled back with the transaction, it must not be answered.
+  const send = new CommandStream(1, PARKED_POLLS)
+    .entries([{ time: 1_800_000_000_000, actor: 'alice', command: { type: 'queue.send', name: QUEUES[0]!, messages: [{ body: 'lost with the transaction', attributes: {} }] } }])
+    .map((e) => ({ ...e, index: log.length + 1 }));
+  t.throws(() => sm.apply([...send, ...raiseAt(log.length + 2)]), { code: 'SQLITE_FULL' }, 'the storage failure, not a result for either entry');
+  t.equal(sm.applied().index, log.length, 'nothing applied: the node replays both from its log');
+  t.equal(stateHash(sm.sqlite), before);
+  await sm.close();
+});
