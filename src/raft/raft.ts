@@ -94,6 +94,11 @@ export class Raft {
   private randomizedElectionTimeout = 0;
   /** PreCandidate only: whether the pre-campaign was asked for by the leader (TimeoutNow). */
   private preTransfer = false;
+  /**
+   * PreCandidate with preTransfer only: ticks since the pre-campaign began. The leader's appends keep
+   * the election timer at 0 meanwhile, so this alone ends a pre-campaign whose answers never came.
+   */
+  private preTransferTicks = 0;
   /** Leader only: the target of a leadership transfer in progress. */
   leadTransferee: NodeId | null = null;
   /** See suspendVoting. */
@@ -267,6 +272,13 @@ export class Raft {
   }
 
   private tickElection(): void {
+    // A transfer's pre-vote undecided after an election timeout (answers lost with a stream, a voter
+    // down): its leader has abandoned the transfer by now (tickHeartbeat), so follow it again rather
+    // than wait for answers no one will send again (review of 2026-12-07).
+    if (this.role === Role.PreCandidate && this.preTransfer && ++this.preTransferTicks >= this.electionTick) {
+      this.becomeFollower(this.term, this.lead);
+      return;
+    }
     this.electionElapsed++;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
@@ -327,6 +339,7 @@ export class Raft {
     if (t === CampaignType.PreElection || t === CampaignType.PreTransfer) {
       this.becomePreCandidate();
       this.preTransfer = t === CampaignType.PreTransfer;
+      this.preTransferTicks = 0;
       voteTerm = this.term + 1;
       type = MessageType.PreVote;
     } else {
@@ -482,8 +495,10 @@ export class Raft {
       // The leader that asked for the transfer goes on sending while its pre-vote is out (the commit
       // of the entries it just caught up on, heartbeats): as a follower would, without ending the
       // pre-campaign, which ends when the votes are counted. Ended here, most transfers to a node
-      // just caught up ended with it.
+      // just caught up ended with it. It is still the leader, and this node says so (the router
+      // forwards to it).
       this.electionElapsed = 0;
+      this.lead = m.from;
       if (m.type === MessageType.App) this.handleAppend(m);
       else this.handleHeartbeat(m);
       return;
@@ -501,6 +516,11 @@ export class Raft {
       case MessageType.Snap:
         this.becomeFollower(m.term, m.from);
         this.handleSnapshot(m);
+        return;
+      case MessageType.TimeoutNow:
+        // The leader asks again (a transfer retried while the last pre-vote is undecided): ask
+        // every voter again, as a follower would.
+        if (this.role === Role.PreCandidate && this.promotable()) this.campaign(this.preVote ? CampaignType.PreTransfer : CampaignType.Transfer);
         return;
       case MessageType.VoteResp:
       case MessageType.PreVoteResp: {
