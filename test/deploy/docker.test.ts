@@ -80,9 +80,14 @@ t.test('the compose file: three nodes with their own volumes and ids, nginx with
   const mounted = lb.volumes![0]!.split(':')[0]!;
   t.equal(join(dir, mounted), join(root, 'deploy', 'nginx', 'mom.conf'), 'nginx runs the project’s configuration');
   const conf = readFileSync(join(root, 'deploy', 'nginx', 'mom.conf'), 'utf8');
+  // nginx resolves an upstream's name once, at its start: each node has a fixed address, and nginx
+  // is given those, so that a node's container made anew is found again.
+  const fixed = parse(readFileSync(join(dir, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, { networks?: { default?: { ipv4_address?: string } } }> };
   for (const [i, n] of nodes.entries()) {
+    const address = fixed.services[n]!.networks?.default?.ipv4_address;
+    t.match(address, /^\d+\.\d+\.\d+\.\d+$/, `${n} has a fixed address`);
     t.ok(conf.includes(`127.0.0.1:${8080 + i}`), `mom.conf has the address the compose command rewrites for ${n}`);
-    t.ok(lb.command!.join(' ').includes(`s/127.0.0.1:${8080 + i}/${n}:8080/`));
+    t.ok(lb.command!.join(' ').includes(`s/127.0.0.1:${8080 + i}/${address}:8080/`), `nginx is given ${n}'s address, not its name`);
   }
   // The nodes believe X-Forwarded-For from nginx's own address only, fixed on a subnet of the compose
   // file's: a range (172.16.0.0/12) took in Docker's gateway too, through which clients of
