@@ -27,8 +27,10 @@
 // 5. Segments: one is created whole (header and checkpoints) under a temporary name and renamed once
 //    synced, so every segment holds its checkpoints. A segment is deleted once no partition holds a
 //    live entry in it (compaction moved past them, or the few left were copied forward).
-// 6. What the frontier cannot tell: damage to the last synced write, which no later record vouches
-//    for, looks like a torn tail and is cut (etcd's WAL has the same limit); the peers hold it.
+// 6. What the frontier cannot tell: damage to what the newest sync covered (every record written
+//    after the sync before it completed, since a record's frontier is stamped when it is written),
+//    which no later record vouches for, looks like a torn tail and is cut (etcd's WAL has the same
+//    limit); the peers hold it.
 //
 // One writer: the process holding the log holds an flock on its folder (with the native addon) and a
 // LOCK file naming it; a second open fails while either says the log is held.
