@@ -310,6 +310,10 @@ export class Router {
    * Idempotency-Key to propose it with, none while the disk is short (keyForDisk).
    */
   private notNow(p: number, actor: string | null, command: Command, idempotencyKey: string | undefined): { answer: Answer } | { key: string | undefined } {
+    // Only the leader decides: a follower's state may not hold yet the record of a keyed retry whose
+    // first attempt applied, and its refusal ('nothing written') would be false. It answers
+    // not_leader, from the propose, with its hint (review of 2026-12-07).
+    if (!this.host.replica(p).isLeader()) return { key: idempotencyKey };
     const forDisk = this.keyForDisk(p, actor, command, idempotencyKey);
     if (typeof forDisk === 'object') return { answer: { kind: 'ok', result: forDisk } };
     const held = this.holdWhileClockBehind(p, command);
