@@ -232,8 +232,14 @@ async function leaseMessages(
     const p = parking!;
     const command: Command = { ...base, wait: { tag: p.tag, ms: 0, again: true, leave: true } };
     const look = write<Received>(deps, request, partitionKey, command).then(
-      // Served before this look: its delivery goes back. Otherwise nothing was leased, nor will be.
-      (r) => (r.parked === 'gone' ? p.abandon(releaseLate, PARK_GRACE_MS) : p.done()),
+      // Served before this look: its delivery goes back, as the look answers it (format 16) or as this
+      // node's apply brings it. Otherwise nothing was leased, nor will be.
+      (r) => {
+        if (r.parked !== 'gone') return p.done();
+        if (r.messages.length === 0) return p.abandon(releaseLate, PARK_GRACE_MS);
+        p.done();
+        releaseLate(releasable(request, r));
+      },
       (err: unknown) => {
         request.log.warn({ err: String(err) }, 'a parked long poll could not leave the state; it expires at the end of its wait');
         p.abandon(releaseLate, PARK_GRACE_MS);
@@ -278,9 +284,21 @@ async function leaseMessages(
         parking = null;
       }
       if (result.parked === 'gone') {
+        leave(watch);
+        if (result.messages.length > 0) {
+          // Served between this node's last look and this one, and the look answers what the poll
+          // was given (format 16): this node may never apply the entry that served it (it caught up
+          // through a snapshot past it), and if it does, the delivery is these same messages.
+          parking!.done();
+          if (gone) {
+            releaseLate(releasable(request, result));
+            return { messages: [] };
+          }
+          releaseIfUndelivered(deps, request, reply, partitionKey, channel, releasable(request, result));
+          return { messages: result.messages };
+        }
         // Served between this node's last look and this one: the messages come with this node's
         // apply of the entry that leased them.
-        leave(watch);
         if (!appliesHere()) {
           // Not here: this replica halted, so they stay leased until their lease ends (abandon
           // releases them only should they be applied here after all), and the poll goes on

@@ -31,8 +31,9 @@ function parkedOn(name: string): number[] {
   const p = partitionOf(name, cluster.configs[0]!.partitions);
   return cluster.servers.map((s) => {
     const state = s.host.replica(p).state;
-    // A stopped node's state is closed: nothing parked there counts.
-    return state.isOpen() ? (state.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n : 0;
+    // A stopped node's state is closed: nothing parked there counts. Nor does a served poll, which
+    // stays (from format 16) for its poll's next look.
+    return state.isOpen() ? (state.sqlite.prepare('select count(*) as n from waiters where served is null').get() as { n: number }).n : 0;
   });
 }
 

@@ -69,6 +69,11 @@ export interface Ctx {
   readonly boundedDeletes: boolean;
   /** What is left of the messages this entry may delete for purges and deletes (CLEAR_BUDGET). */
   clearBudget: number;
+  /**
+   * Whether a parked poll that is served stays in the state, with where its messages are, until its
+   * poll looks again (format 16, SERVED_POLLS_KEPT; messages.ts, serveWaiters).
+   */
+  readonly keepsServed: boolean;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

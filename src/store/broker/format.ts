@@ -59,7 +59,12 @@
  * clearRows): before, one entry deleted them all, 0.7 s of every node's loop at 640,000. Format 16
  * (BOUNDED_GRANTS): a queue or topic holds grants for at most MAX_GRANTS users; a grant for one more
  * is refused (access.ts, putGrant). Before, an owner granted rights to any number of users, each a
- * row that every listing of its grants read and answered at once.
+ * row that every listing of its grants read and answered at once. And (SERVED_POLLS_KEPT) a parked
+ * poll that is served stays in the state, with where its messages are, until its poll looks again or
+ * housekeeping prunes it, and that look answers them (messages.ts, receive): before, the poll's node
+ * learnt of them only from its own apply of the entry that served it, and a node that caught up
+ * through a snapshot past that entry never did, so they stayed leased to nobody, counted as a
+ * delivery (dead-lettered, with maxDeliveries 1, unseen).
  */
 export const FORMAT = 16;
 
@@ -104,6 +109,8 @@ export const BOUNDED_DELETES = 15;
 export const BOUNDED_OWNERSHIP = 15;
 /** From this format on, a queue or topic holds grants for at most MAX_GRANTS users (access.ts). */
 export const BOUNDED_GRANTS = 16;
+/** From this format on, a served parked poll stays in the state until its look takes its messages (messages.ts). */
+export const SERVED_POLLS_KEPT = 16;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -19,10 +19,10 @@ import {
   type SentMessage,
 } from './commands.js';
 import { SLOTS, logSeq, rowBody } from './bodies.js';
-import { deadLetter, decodeReceipt, leaseLive, leaseReady, promoteDue, received, takeCounts } from './leases.js';
+import { deadLetter, decodeReceipt, encodeReceipt, leaseLive, leaseReady, promoteDue, received, takeCounts } from './leases.js';
 import { bodyText } from './envelope.js';
 import { consumable, requireActor, requireOwner, requireQueueRight, visibleQueue } from './access.js';
-import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
+import { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS, Refusal, iso, wokeUp, type Ctx, type QueueRow, type Store } from './context.js';
 import { MessageState, type ChannelRow, type MessageRow, type WaiterRow } from './schema.js';
 import { DEAD_LETTER_KEYS_APART, DEAD_LETTER_SOURCES } from './format.js';
 import { INSERT_ROWS } from './statements.js';
@@ -263,6 +263,11 @@ const MAX_PARK_MS = 60_000;
 
 /** Parked polls past their deadline by this much are pruned at housekeeping: their node is gone. */
 export const WAITER_PRUNE_MS = 5 * 60 * 1000;
+/**
+ * Served polls (format 16) past their deadline by this much are pruned at housekeeping: the poll's
+ * node looks again at its deadline, and its client has given up long before this.
+ */
+export const SERVED_PRUNE_MS = 60 * 1000;
 
 export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: number | null, ctx: Ctx, wait?: ParkedWait): Result<Received> {
   const user = requireActor(ctx);
@@ -273,10 +278,15 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
       return fail(ErrorCode.ValidationFailed, 'a parked wait needs a tag');
     }
     if (!Number.isSafeInteger(wait.ms) || wait.ms < 0 || wait.ms > MAX_PARK_MS) return fail(ErrorCode.ValidationFailed, `a parked wait lasts 0 to ${MAX_PARK_MS} ms`);
-    const before = s.st.waiterByTag.get(wait.tag) as { channel_id: number; id: number } | undefined;
+    const before = s.st.waiterByTag.get(wait.tag) as Pick<WaiterRow, 'channel_id' | 'id' | 'served'> | undefined;
     if (before !== undefined) s.st.unparkWaiter.run(before.channel_id, before.id);
-    // Served since: what it was given is on its way to the poll; it looks no further.
-    else if (wait.again === true) return ok({ messages: [], parked: 'gone' });
+    // Served since (format 16): what it was given, still leased under that lease, with this look's
+    // answer, whether or not the poll's node applied the entry that served it (one that caught up
+    // through a snapshot past it did not). It looks no further.
+    if (before?.served != null) return ok({ messages: before.channel_id === ch.id ? servedAgain(s, ch, before.served, ctx) : [], parked: 'gone' });
+    // Served since, before format 16: what it was given is on its way to the poll, with its node's
+    // apply of the entry that served it; it looks no further.
+    if (before === undefined && wait.again === true) return ok({ messages: [], parked: 'gone' });
     if (wait.leave === true) return ok({ messages: [] });
   }
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;
@@ -309,12 +319,40 @@ export function serveWaiters(s: Store, channelId: number, visible: number, ctx: 
     if (w.deadline <= ctx.now) continue;
     const leased = leaseReady(s, ch, w.max_messages, w.vt_ms ?? ch.visibility_timeout_ms, ctx);
     if (leased.rows.length === 0) break;
-    s.st.unparkWaiter.run(w.channel_id, w.id);
+    // Kept (format 16) for the poll's next look, should its node not apply this entry.
+    if (ctx.keepsServed) s.st.serveWaiter.run(`${leased.lease}:${leased.rows.map((m) => m.seq).join(',')}`, w.channel_id, w.id);
+    else s.st.unparkWaiter.run(w.channel_id, w.id);
     // Whole on every replica: the node holding the poll answers it from its own apply.
     ctx.delivered.push({ tag: w.tag, messages: received(leased) });
     left -= leased.rows.length;
   }
   return Math.max(0, left);
+}
+
+/**
+ * What a served poll was given (`served`: `<lease>:<seq>,...`, format 16), as a receive answers it:
+ * the messages still leased under that lease, their texts read again, on every replica alike (a
+ * keyed look keeps its result). A delivery that is over (acked, given back, its lease ended) is left
+ * out, as in a keyed receive's replay.
+ */
+function servedAgain(s: Store, ch: ChannelRow, served: string, ctx: Ctx): ReceivedMessage[] {
+  const [leaseText, seqs] = served.split(':') as [string, string];
+  const lease = Number(leaseText);
+  const messages: ReceivedMessage[] = [];
+  for (const seqText of seqs.split(',')) {
+    const row = s.st.getMessage.get(ch.id, Number(seqText)) as MessageRow | undefined;
+    if (row === undefined || row.lease_id !== lease || !leaseLive(row, ctx.now)) continue;
+    messages.push({
+      messageId: row.message_id,
+      sequence: row.seq,
+      body: bodyText(rowBody(s, row)),
+      attributes: JSON.parse(row.attributes) as Record<string, string>,
+      receiptHandle: encodeReceipt(ch.id, row.seq, lease),
+      deliveryCount: row.delivery_count,
+      sentAt: iso(row.sent_at),
+    });
+  }
+  return messages;
 }
 
 /** A receive's result as its Idempotency-Key keeps it from format 7: the messages without bodies or attributes. */

@@ -143,6 +143,11 @@ export interface WaitersTable {
   vt_ms: number | null;
   /** In the state's clock: a waiter past it is gone (its node answered empty by then). */
   deadline: number;
+  /**
+   * Once served (format 16, SERVED_POLLS_KEPT): `<lease>:<seq>,<seq>...`, the entry whose lease it
+   * was given and the messages', for its poll's next look; null while it waits.
+   */
+  served: string | null;
 }
 
 /**

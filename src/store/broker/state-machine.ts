@@ -23,6 +23,7 @@ import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type C
 import {
   SWEEP_BUDGET,
   WAITER_PRUNE_MS,
+  SERVED_PRUNE_MS,
   delayOf,
   deliverDeadLetters,
   enqueueMany,
@@ -57,6 +58,7 @@ import {
   KEYS_GO_WITH_RESOURCE,
   BOUNDED_OWNERSHIP,
   BOUNDED_GRANTS,
+  SERVED_POLLS_KEPT,
   BOUNDED_DELETES,
   USER_LIFECYCLE,
   isFormat,
@@ -245,9 +247,17 @@ export class BrokerStateMachine {
     // Parked long polls (format 3; schema.ts): a table the previous version's images lack and ignore.
     sqlite.exec(
       'create table if not exists waiters (channel_id integer not null, id integer not null, tag text not null, actor text not null, max_messages integer not null, ' +
-        'vt_ms integer, deadline integer not null, primary key (channel_id, id)) without rowid',
+        'vt_ms integer, deadline integer not null, served text, primary key (channel_id, id)) without rowid',
     );
+    // Where a served poll's messages are (format 16): a column the previous version's images lack.
+    if (!(sqlite.prepare('select name from pragma_table_info(?)').all('waiters') as { name: string }[]).some((c) => c.name === 'served')) {
+      sqlite.exec('alter table waiters add column served text');
+    }
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
+    // The polls still waiting, as serving reads them: not the served ones kept for a look (format 16).
+    sqlite.exec('create index if not exists waiters_waiting on waiters (channel_id, id) where served is null');
+    // The served ones by deadline, as housekeeping prunes them: they may be many under long polls.
+    sqlite.exec('create index if not exists waiters_served on waiters (deadline) where served is not null');
     // What sweeps and creations read by (statements.ts says why at open): on a state of an older
     // build, made once, at its first open by this one (indexes of channels and topics, not messages).
     for (const ddl of INDEXED_BY_OPEN) sqlite.exec(ddl);
@@ -604,6 +614,7 @@ export class BrokerStateMachine {
           this.st.pruneIdempotency.run(clock);
           this.st.pruneAllDedup.run(clock);
           this.st.pruneWaiters.run(clock - WAITER_PRUNE_MS);
+          this.st.pruneServed.run(clock - SERVED_PRUNE_MS);
         }
         const env = e.kind === 0 ? parseEnvelope(e.data, this.formatInForce) : null;
         // The clock is the largest stamp applied; from format 8 one entry moves it a bounded step.
@@ -631,6 +642,7 @@ export class BrokerStateMachine {
           deadLettersFirst: this.formatInForce >= DEAD_LETTERS_FIRST,
           boundedDeletes: this.formatInForce >= BOUNDED_DELETES,
           clearBudget: CLEAR_BUDGET,
+          keepsServed: this.formatInForce >= SERVED_POLLS_KEPT,
         };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };

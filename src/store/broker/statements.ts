@@ -14,7 +14,7 @@
 import { Kysely, SqliteDialect, sql, type CompiledQuery, type ExpressionBuilder, type RawBuilder } from 'kysely';
 import type { Statement } from 'better-sqlite3';
 import { DUE_STATES } from './message-table.js';
-import { MessageState, type BrokerDatabase, type ChannelsTable, type MessagesTable } from './schema.js';
+import { MessageState, type BrokerDatabase, type ChannelsTable, type MessagesTable, type WaitersTable } from './schema.js';
 import type { Sqlite } from './sqlite.js';
 
 type Db = Kysely<BrokerDatabase>;
@@ -36,6 +36,19 @@ const lit = <V extends string | number>(v: V): RawBuilder<V> => sql.lit(v);
  */
 function messagesBy(index: 'messages_ready' | 'messages_due' | 'messages_expiry') {
   return sql<MessagesTable>`${sql.table('messages')}`.as<'messages'>(sql`${sql.table('messages')} indexed by ${sql.id(index)}`);
+}
+
+/**
+ * `waiters` through its partial index of the polls still waiting (made at open), so that serving
+ * reads no served poll kept for its look (format 16).
+ */
+function waitingPolls() {
+  return sql<WaitersTable>`${sql.table('waiters')}`.as<'waiters'>(sql`${sql.table('waiters')} indexed by ${sql.id('waiters_waiting')}`);
+}
+
+/** `waiters` through its partial index of the served polls by deadline (made at open), for their pruning. */
+function servedPolls() {
+  return sql<WaitersTable>`${sql.table('waiters')}`.as<'waiters'>(sql`${sql.table('waiters')} indexed by ${sql.id('waiters_served')}`);
 }
 
 /** `channels` scanned through one of its partial indexes (INDEXED_BY_OPEN), as messagesBy does `messages`. */
@@ -632,17 +645,21 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (channel_id, actor): the polls of a user who lost the right to receive. */
     dropWaitersOf: s(k.deleteFrom('waiters').where('channel_id', '=', 0).where('actor', '=', ''), 2),
     /** (tag): the waiter a poll parked, if still there. */
-    waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id']).where('tag', '=', ''), 1),
+    waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id', 'served']).where('tag', '=', ''), 1),
     /** (channel_id): whether any poll waits on the channel. */
-    anyWaiter: s(k.selectFrom('waiters').select('id').where('channel_id', '=', 0).limit(lit(1)), 1),
+    anyWaiter: s(k.selectFrom(waitingPolls()).select('id').where('channel_id', '=', 0).where('served', 'is', null).limit(lit(1)), 1),
     /** (channel_id): in the order they parked. */
-    waitersOf: s(k.selectFrom('waiters').selectAll().where('channel_id', '=', 0).orderBy('id'), 1),
+    waitersOf: s(k.selectFrom(waitingPolls()).selectAll().where('channel_id', '=', 0).where('served', 'is', null).orderBy('id'), 1),
+    /** (served, channel_id, id): a poll served (format 16), left for its next look. */
+    serveWaiter: s(k.updateTable('waiters').set({ served: '' }).where('channel_id', '=', 0).where('id', '=', 0), 3),
     /** (channel_id, id) */
     unparkWaiter: s(k.deleteFrom('waiters').where('channel_id', '=', 0).where('id', '=', 0), 2),
     /** (channel_id) */
     deleteWaiters: s(k.deleteFrom('waiters').where('channel_id', '=', 0), 1),
     /** (now) */
     pruneWaiters: s(k.deleteFrom('waiters').where('deadline', '<=', 0), 1),
+    /** (now): served polls (format 16) whose poll had its last look long since. */
+    pruneServed: s(k.deleteFrom(servedPolls()).where('served', 'is not', null).where('deadline', '<=', 0), 1),
     /** (now) */
     pruneAllDedup: s(k.deleteFrom('dedup').where('expires_at', '<=', 0), 1),
     /** (channel_id) */

@@ -14,7 +14,8 @@ const park = (name: string, tag: string, opts: { max?: number; ms?: number; agai
   wait: { tag, ms: opts.ms ?? 20_000, again: opts.again ?? false },
 });
 const bodies = (d: Delivery): [string, string[]] => [d.tag, d.messages.map((m) => m.body)];
-const waiting = (s: TestStore): number => (s.sm.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n;
+/** Polls still waiting: from format 16 a served one stays in the table, for its poll's next look. */
+const waiting = (s: TestStore): number => (s.sm.sqlite.prepare('select count(*) as n from waiters where served is null').get() as { n: number }).n;
 const stats = (s: TestStore, name: string) => (s.sm.getQueue(name, 'alice', s.time) as { ok: true; value: { stats: { visible: number; inFlight: number } } }).value.stats;
 
 async function store(t: { teardown(fn: () => unknown): void }, format?: number): Promise<TestStore> {
@@ -136,7 +137,7 @@ t.test('a send retried with its Idempotency-Key across the raise to format 2 rep
   t.same(s.run('alice', command, 'k1'), first, 'the same result: bodies as text in the fingerprint');
 });
 
-t.test('looking again replaces the parked poll; once it was served, the look takes nothing', async (t) => {
+t.test('looking again replaces the parked poll; once it was served, the look answers what it was given, and takes nothing more', async (t) => {
   const s = await store(t);
   s.must('alice', park('q', 'p'));
   // Looked again (a lease or delay ended, as the node's timer said): still nothing, parked anew.
@@ -144,9 +145,43 @@ t.test('looking again replaces the parked poll; once it was served, the look tak
   t.equal(waiting(s), 1, 'one waiter, not two');
   const a = s.apply('alice', send('q', 'one', 'two'));
   t.same(a.delivered.map(bodies), [['p', ['one']]]);
-  // Its node looks again before applying that send: the message is on its way, the look takes no other.
-  t.same(s.must('alice', park('q', 'p', { again: true })), { messages: [], parked: 'gone' });
+  // Its node looks again without applying that send (it caught up through a snapshot past it): the
+  // look answers the message the poll was given, under the same receipt handle, and takes no other.
+  const look = s.must('alice', park('q', 'p', { again: true }));
+  t.same(look, { messages: a.delivered[0]!.messages, parked: 'gone' });
   t.match(stats(s, 'q'), { visible: 1, inFlight: 1 });
+  t.equal((s.sm.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n, 0, 'the look took the served poll out of the state');
+  t.same(s.must('alice', park('q', 'p', { again: true })), { messages: [], parked: 'gone' }, 'a second look finds nothing of it');
+});
+
+t.test('a served poll looked at after its message was acked, or given back, answers without it', async (t) => {
+  const s = await store(t);
+  s.must('alice', park('q', 'acked', { max: 2 }));
+  const a = s.apply('alice', send('q', 'one', 'two'));
+  const [one] = a.delivered[0]!.messages;
+  s.must('alice', { type: 'ack', channel: { queue: 'q' }, receiptHandles: [one!.receiptHandle] });
+  t.same(s.must('alice', park('q', 'acked', { again: true })), { messages: [a.delivered[0]!.messages[1]], parked: 'gone' });
+});
+
+t.test('before format 16 a served poll leaves the state: its look takes nothing, and its node learns of the messages from its apply alone', async (t) => {
+  const s = await store(t, 15);
+  s.must('alice', park('q', 'p'));
+  t.same(s.apply('alice', send('q', 'one')).delivered.map(bodies), [['p', ['one']]]);
+  t.equal((s.sm.sqlite.prepare('select count(*) as n from waiters').get() as { n: number }).n, 0);
+  t.same(s.must('alice', park('q', 'p', { again: true })), { messages: [], parked: 'gone' });
+});
+
+t.test('served polls are pruned a minute after their deadline; waiting ones five minutes after', async (t) => {
+  const s = await store(t);
+  s.must('alice', park('q', 'served', { ms: 1_000 }));
+  s.apply('alice', send('q', 'one'));
+  s.must('alice', park('q', 'waiting', { ms: 1_000 }));
+  const rows = (): string[] => (s.sm.sqlite.prepare('select tag from waiters order by tag').all() as { tag: string }[]).map((r) => r.tag);
+  t.same(rows(), ['served', 'waiting']);
+  // Housekeeping runs at fixed log positions: enough entries, two minutes on.
+  s.time += 2 * 60_000;
+  for (let i = 0; i < 2 * 64; i++) s.must('alice', { type: 'queue.purge', name: 'q' });
+  t.same(rows(), ['waiting'], 'the served poll is pruned');
 });
 
 t.test("a poll's last look (ms 0) takes it out of the state, with what is visible", async (t) => {
