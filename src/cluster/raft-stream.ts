@@ -76,6 +76,11 @@ export class RaftStream {
   /** Set by retire(): no frame goes in, the ones written are still acknowledged. */
   private retired = false;
   private ended: StreamFailure | null = null;
+
+  /** Whether the stream is over (ended, refused, broken, timed out, closed). */
+  get over(): boolean {
+    return this.ended !== null;
+  }
   /** The sender waiting for room in the window, or for every frame to be acknowledged. */
   private waiting: ((outcome: StreamFailure | null) => void) | null = null;
   private waitingForAll = false;

@@ -894,11 +894,13 @@ export class HttpTransport {
       this.carriedLost(peer, f.carried, fate, `the stream to ${peer.id} ${failure.reason}`);
     }
     // A broken connection is how a peer's crash shows: the answers it owed for what this stream
-    // carried may never come. (A peer that closes ends its streams cleanly, after answering what it
-    // took.) Only this stream's: a retired one can break alone while its successor is healthy, and a
-    // crash breaks the successor too.
+    // carried may never come, nor for what streams over before it carried (a retired stream ends
+    // cleanly once this node ends its body, whatever the peer still owes). (A peer that closes ends
+    // its streams cleanly, after answering what it took.) Not those of a stream still open: a
+    // retired one can break alone while its successor is healthy, and a crash breaks the successor
+    // too.
     if (failure.how === 'broken') {
-      this.settleAwaiting(peer, (_, w) => w.on === ended, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
+      this.settleAwaiting(peer, (_, w) => w.on === ended || w.on?.over === true, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
     }
     if (this.closed) {
       this.failed += lost;

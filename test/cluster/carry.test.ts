@@ -371,3 +371,23 @@ t.test('a retired stream that breaks leaves the commands of the stream that repl
   release();
   t.same(await answer, { kind: 'ok', result: { ok: true, value: { done: { type: 'send', queue: 'q', n: 9 } } } }, 'the answer, not unknown: the client would hear 503 for a send that applied');
 });
+
+t.test('a peer that crashes settles at once the commands of a stream it had ended cleanly, once retired', async (t) => {
+  // Streams are replaced once 300 ms old.
+  const { A, B } = await pair(t, { timeoutMs: 5_000, streamMaxAgeMs: 300 });
+  const release = holdAnswers(B);
+  t.teardown(release);
+  const answer = carry(A, 10, 600_000);
+  let settled: unknown = null;
+  void answer.then((a) => (settled = a));
+  await until('B took the command on the first stream', () => B.commands.length === 1);
+  t.equal(B.streams.length, 1);
+  // The first stream is retired (its body ended, B ended its answer) and a second one opened.
+  await new Promise((resolve) => setTimeout(resolve, 350));
+  A.tr.send([{ partition: 0, message: { type: MessageType.Heartbeat, from: a, to: b, term: 1, commit: 0, readRound: 0 } }]);
+  await until('a second stream', () => B.streams.length === 2);
+  // B crashes: every connection of its cut.
+  B.app.server.closeAllConnections();
+  await until('the command was answered', () => settled !== null);
+  t.match(settled, { kind: 'unknown', timedOut: false }, 'unknown at once, not at its deadline');
+});

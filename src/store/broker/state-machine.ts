@@ -256,7 +256,8 @@ export class BrokerStateMachine {
     sqlite.exec('create unique index if not exists waiters_tag on waiters (tag)');
     // The polls still waiting, as serving reads them: not the served ones kept for a look (format 16).
     sqlite.exec('create index if not exists waiters_waiting on waiters (channel_id, id) where served is null');
-    // The served ones by deadline, as housekeeping prunes them: they may be many under long polls.
+    // Both by deadline, as housekeeping prunes them: the served ones may be many under long polls.
+    sqlite.exec('create index if not exists waiters_waiting_deadline on waiters (deadline) where served is null');
     sqlite.exec('create index if not exists waiters_served on waiters (deadline) where served is not null');
     // What sweeps and creations read by (statements.ts says why at open): on a state of an older
     // build, made once, at its first open by this one (indexes of channels and topics, not messages).

@@ -39,16 +39,12 @@ function messagesBy(index: 'messages_ready' | 'messages_due' | 'messages_expiry'
 }
 
 /**
- * `waiters` through its partial index of the polls still waiting (made at open), so that serving
- * reads no served poll kept for its look (format 16).
+ * `waiters` through one of its partial indexes (made at open): the polls still waiting, by channel,
+ * as serving reads them, or by deadline, as housekeeping prunes them; the served ones (format 16),
+ * by deadline. So neither reads the served polls kept for their looks, which may be many.
  */
-function waitingPolls() {
-  return sql<WaitersTable>`${sql.table('waiters')}`.as<'waiters'>(sql`${sql.table('waiters')} indexed by ${sql.id('waiters_waiting')}`);
-}
-
-/** `waiters` through its partial index of the served polls by deadline (made at open), for their pruning. */
-function servedPolls() {
-  return sql<WaitersTable>`${sql.table('waiters')}`.as<'waiters'>(sql`${sql.table('waiters')} indexed by ${sql.id('waiters_served')}`);
+function waitersBy(index: 'waiters_waiting' | 'waiters_waiting_deadline' | 'waiters_served') {
+  return sql<WaitersTable>`${sql.table('waiters')}`.as<'waiters'>(sql`${sql.table('waiters')} indexed by ${sql.id(index)}`);
 }
 
 /** `channels` scanned through one of its partial indexes (INDEXED_BY_OPEN), as messagesBy does `messages`. */
@@ -647,9 +643,9 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (tag): the waiter a poll parked, if still there. */
     waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id', 'served']).where('tag', '=', ''), 1),
     /** (channel_id): whether any poll waits on the channel. */
-    anyWaiter: s(k.selectFrom(waitingPolls()).select('id').where('channel_id', '=', 0).where('served', 'is', null).limit(lit(1)), 1),
+    anyWaiter: s(k.selectFrom(waitersBy('waiters_waiting')).select('id').where('channel_id', '=', 0).where('served', 'is', null).limit(lit(1)), 1),
     /** (channel_id): in the order they parked. */
-    waitersOf: s(k.selectFrom(waitingPolls()).selectAll().where('channel_id', '=', 0).where('served', 'is', null).orderBy('id'), 1),
+    waitersOf: s(k.selectFrom(waitersBy('waiters_waiting')).selectAll().where('channel_id', '=', 0).where('served', 'is', null).orderBy('id'), 1),
     /** (served, channel_id, id): a poll served (format 16), left for its next look. */
     serveWaiter: s(k.updateTable('waiters').set({ served: '' }).where('channel_id', '=', 0).where('id', '=', 0), 3),
     /** (channel_id, id) */
@@ -657,9 +653,9 @@ export function prepareStatements(db: Sqlite, k: Db) {
     /** (channel_id) */
     deleteWaiters: s(k.deleteFrom('waiters').where('channel_id', '=', 0), 1),
     /** (now) */
-    pruneWaiters: s(k.deleteFrom('waiters').where('deadline', '<=', 0), 1),
+    pruneWaiters: s(k.deleteFrom(waitersBy('waiters_waiting_deadline')).where('served', 'is', null).where('deadline', '<=', 0), 1),
     /** (now): served polls (format 16) whose poll had its last look long since. */
-    pruneServed: s(k.deleteFrom(servedPolls()).where('served', 'is not', null).where('deadline', '<=', 0), 1),
+    pruneServed: s(k.deleteFrom(waitersBy('waiters_served')).where('served', 'is not', null).where('deadline', '<=', 0), 1),
     /** (now) */
     pruneAllDedup: s(k.deleteFrom('dedup').where('expires_at', '<=', 0), 1),
     /** (channel_id) */
