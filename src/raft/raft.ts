@@ -232,11 +232,12 @@ export class Raft {
     this.lead = lead;
   }
 
-  private becomePreCandidate(): void {
+  /** `lead`: the leader that asked for the transfer (TimeoutNow), which leads until it is won. */
+  private becomePreCandidate(lead: NodeId | null): void {
     invariant(this.role !== Role.Leader, 'a leader cannot become a pre-candidate');
     // PreVote changes neither term nor vote (thesis §9.6): a node that cannot win disturbs no one.
     this.votes.clear();
-    this.lead = null;
+    this.lead = lead;
     this.role = Role.PreCandidate;
   }
 
@@ -276,7 +277,11 @@ export class Raft {
     // down): its leader has abandoned the transfer by now (tickHeartbeat), so follow it again rather
     // than wait for answers no one will send again (review of 2026-12-07).
     if (this.role === Role.PreCandidate && this.preTransfer && ++this.preTransferTicks >= this.electionTick) {
+      // The election timer goes on from where the leader's last append left it: a leader that died
+      // meanwhile is not waited for a second time.
+      const elapsed = this.electionElapsed;
       this.becomeFollower(this.term, this.lead);
+      this.electionElapsed = elapsed;
       return;
     }
     this.electionElapsed++;
@@ -337,7 +342,7 @@ export class Raft {
     let voteTerm: Term;
     let type: typeof MessageType.Vote | typeof MessageType.PreVote;
     if (t === CampaignType.PreElection || t === CampaignType.PreTransfer) {
-      this.becomePreCandidate();
+      this.becomePreCandidate(t === CampaignType.PreTransfer ? this.lead : null);
       this.preTransfer = t === CampaignType.PreTransfer;
       this.preTransferTicks = 0;
       voteTerm = this.term + 1;

@@ -74,3 +74,26 @@ t.test('with the third voter down, a pre-vote the leader refuses leaves the targ
   t.equal(net.node(n2).raft.role, Role.Follower, `n2 is a follower of n1 again (it is ${net.node(n2).raft.role})`);
   t.equal(net.node(n2).softState().leader, n1, `n2 knows its leader (it knows ${String(net.node(n2).softState().leader)})`);
 });
+
+t.test('a transfer target names its leader while its pre-vote is out, and does not wait twice for a leader that died meanwhile', async (t) => {
+  const net = new Network(ids('1', '2', '3'));
+  net.elect(n1);
+  net.node(n1).propose([enc('a')]);
+  net.stabilize();
+  net.node(n1).transferLeadership(n2);
+  net.stabilize(100, (m) => (m.type === MessageType.PreVoteResp && m.to === n2 ? null : m));
+  t.equal(net.node(n2).raft.role, Role.PreCandidate);
+  t.equal(net.node(n2).softState().leader, n1, 'the leader that asked for the transfer is still named');
+  // n1 dies; n3 is cut off too, so that only n2's own timers act.
+  net.isolate(n1);
+  net.isolate(n3);
+  const roles: string[] = [];
+  for (let i = 0; i < 2 * 10 - 1; i++) {
+    net.node(n2).tick();
+    net.stabilize();
+    roles.push(net.node(n2).raft.role);
+  }
+  const followed = roles.indexOf(Role.Follower);
+  t.ok(followed >= 0, 'the pre-vote is given up after an election timeout');
+  t.ok(roles.slice(followed).includes(Role.PreCandidate), `and n2 campaigns within two election timeouts of the last append (roles: ${roles.join(' ')})`);
+});
