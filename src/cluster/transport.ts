@@ -873,7 +873,7 @@ export class HttpTransport {
           peer.tracks = false;
           peer.bodiesApart = false;
         }
-        this.streamOver(peer, opened, failure, unacknowledged);
+        this.streamOver(peer, failure, unacknowledged);
       },
     });
     return opened;
@@ -883,7 +883,7 @@ export class HttpTransport {
    * Counts what an ended stream lost, settles or requeues the commands and answers it carried, and
    * has the next batches wait out a failure.
    */
-  private streamOver(peer: Peer, ended: RaftStream, failure: StreamFailure, unacknowledged: PendingFrame[]): void {
+  private streamOver(peer: Peer, failure: StreamFailure, unacknowledged: PendingFrame[]): void {
     let lost = 0;
     let lostCarried = 0;
     const fate = carriedFate(failure);
@@ -895,12 +895,12 @@ export class HttpTransport {
     }
     // A broken connection is how a peer's crash shows: the answers it owed for what this stream
     // carried may never come, nor for what streams over before it carried (a retired stream ends
-    // cleanly once this node ends its body, whatever the peer still owes). (A peer that closes ends
-    // its streams cleanly, after answering what it took.) Not those of a stream still open: a
-    // retired one can break alone while its successor is healthy, and a crash breaks the successor
-    // too.
+    // cleanly once this node ends its body, whatever the peer still owes): every stream over, this
+    // one included. (A peer that closes ends its streams cleanly, after answering what it took.)
+    // Not those of a stream still open: a retired one can break alone while its successor is
+    // healthy, and a crash breaks the successor too.
     if (failure.how === 'broken') {
-      this.settleAwaiting(peer, (_, w) => w.on === ended || w.on?.over === true, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
+      this.settleAwaiting(peer, (_, w) => w.on?.over === true, { kind: 'unknown', detail: `the stream to ${peer.id} ${failure.reason}`, timedOut: false });
     }
     if (this.closed) {
       this.failed += lost;

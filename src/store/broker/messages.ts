@@ -340,8 +340,8 @@ function servedAgain(s: Store, ch: ChannelRow, served: string, ctx: Ctx): Receiv
   const lease = Number(leaseText);
   const messages: ReceivedMessage[] = [];
   for (const seqText of seqs.split(',')) {
-    const row = s.st.getMessage.get(ch.id, Number(seqText)) as MessageRow | undefined;
-    if (row === undefined || row.lease_id !== lease || !leaseLive(row, ctx.now)) continue;
+    const row = leasedUnder(s, ch, Number(seqText), lease, ctx);
+    if (row === undefined) continue;
     messages.push({
       messageId: row.message_id,
       sequence: row.seq,
@@ -353,6 +353,12 @@ function servedAgain(s: Store, ch: ChannelRow, served: string, ctx: Ctx): Receiv
     });
   }
   return messages;
+}
+
+/** Message `seq` of `ch` if it is still leased under `lease` (not acked, given back, or past its lease). */
+function leasedUnder(s: Store, ch: ChannelRow, seq: number, lease: number, ctx: Ctx): MessageRow | undefined {
+  const row = s.st.getMessage.get(ch.id, seq) as MessageRow | undefined;
+  return row !== undefined && row.lease_id === lease && leaseLive(row, ctx.now) ? row : undefined;
 }
 
 /** A receive's result as its Idempotency-Key keeps it from format 7: the messages without bodies or attributes. */
@@ -383,8 +389,8 @@ export function replayReceive(s: Store, ref: ChannelRef, r: Result, ctx: Ctx): R
   const messages: ReceivedMessage[] = [];
   for (const m of kept.messages) {
     const lease = decodeReceipt(m.receiptHandle);
-    const row = lease === null || lease.channelId !== ch.id ? undefined : (s.st.getMessage.get(ch.id, m.sequence) as MessageRow | undefined);
-    if (row === undefined || row.lease_id !== lease!.leaseId || !leaseLive(row, ctx.now)) continue;
+    const row = lease === null || lease.channelId !== ch.id ? undefined : leasedUnder(s, ch, m.sequence, lease.leaseId, ctx);
+    if (row === undefined) continue;
     messages.push({
       messageId: m.messageId,
       sequence: m.sequence,
