@@ -167,6 +167,9 @@ export class ClusterNode {
       ...(opts.leaderWaitMs === undefined ? {} : { leaderWaitMs: opts.leaderWaitMs }),
       ...(opts.maxIdleMs === undefined ? {} : { maxIdleMs: opts.maxIdleMs }),
     });
+    // The long polls a crashed previous process of this node left parked, taken out (Router.pass).
+    const routes = router;
+    host.onPass(() => routes.pass());
     // cluster.json says this folder caught up once, yet every log is empty with term 0: its wal/ is
     // gone (deleted with state/, or left out of a restore). It may have voted and acknowledged
     // entries it no longer holds: it catches up first, as a new folder does (a cluster whose members

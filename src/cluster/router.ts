@@ -112,6 +112,15 @@ const COMMAND_TIMEOUT_MS = 15_000;
 const QUERY_TIMEOUT_MS = 10_000;
 const QUERY_ATTEMPT_MIN_MS = 2_000;
 
+/**
+ * How long after it starts (the router's clock) a node looks for the long polls its previous process
+ * left parked (Router.leaveOrphanedPolls): a poll waits at most 20 s from its last receive, and that
+ * receive's entry may be applied here only once this node has caught up.
+ */
+export const ORPHANED_POLLS_MS = 60_000;
+/** A previous process's parked polls taken out per partition and pass. */
+const ORPHANED_POLLS_PER_PASS = 100;
+
 export class Router {
   private readonly leaderWaitMs: number;
   private readonly maxHops: number;
@@ -141,6 +150,12 @@ export class Router {
   /** Makes this process's tags unique across restarts. */
   private readonly nonce = randomBytes(6).toString('base64url');
   private tags = 0;
+  /** When this router started (its clock): it looks for its previous process's polls for a while. */
+  private readonly startedAt: number;
+  /** Tags of a previous process's polls whose look was proposed (leaveOrphanedPolls): each once. */
+  private readonly orphansLooked = new Set<string>();
+  /** The scan for them in progress, if one is: one at a time. */
+  private orphanScan: Promise<number> | null = null;
 
   constructor(
     private readonly host: NodeHost,
@@ -151,6 +166,7 @@ export class Router {
     this.leaderWaitMs = opts.leaderWaitMs ?? 5_000;
     this.maxHops = opts.maxHops ?? 3;
     this.now = opts.now ?? (() => performance.now());
+    this.startedAt = this.now();
     for (let p = 0; p < opts.partitions; p++) {
       const byChannel = new Map<number, Set<Watcher>>();
       this.watchers.set(p, byChannel);
@@ -225,6 +241,68 @@ export class Router {
         this.parked.delete(tag);
       },
     };
+  }
+
+  /** The node host's pass (NodeHost.onPass): in its first ORPHANED_POLLS_MS, leaveOrphanedPolls. */
+  pass(): void {
+    if (!this.stopped && this.now() - this.startedAt < ORPHANED_POLLS_MS) void this.leaveOrphanedPolls();
+  }
+
+  /**
+   * Takes out of the state the long polls that a previous process of this node parked and left
+   * waiting: it crashed, and its clients' sockets went with it. Each stayed until its deadline (20 s
+   * at most), and was served before any live poll on its channel: the messages it took stayed leased
+   * to nobody for their visibility timeout, each counted as a delivery (with maxDeliveries 1,
+   * dead-lettered unseen). Found in this node's replicas by their tags (`<self>.<another nonce>.`),
+   * each gets the look a poll takes when its client leaves (ms 0, leave), proposed as its user, once.
+   * A poll served before its look keeps what it was given under its lease: its process may have
+   * answered its client before it died, so that delivery may have been seen, as a receive whose answer
+   * was lost. Runs on the passes of this router's first ORPHANED_POLLS_MS (pass); resolves with the
+   * polls taken out.
+   */
+  leaveOrphanedPolls(): Promise<number> {
+    this.orphanScan ??= this.takeOutOrphans().finally(() => (this.orphanScan = null));
+    return this.orphanScan;
+  }
+
+  private async takeOutOrphans(): Promise<number> {
+    const self = this.opts.self;
+    const own = `${self}.${this.nonce}`;
+    const looks: Promise<boolean>[] = [];
+    for (let p = 0; p < this.opts.partitions; p++) {
+      const replica = this.host.replica(p);
+      if (replica.halted !== null || !replica.state.isOpen()) continue;
+      const now = this.host.clock.now();
+      // This node's tags sort in [`<self>.`, `<self>/`), this process's in [`<own>.`, `<own>/`).
+      const polls = [
+        ...replica.state.waitingTagged(`${self}.`, `${own}.`, now, ORPHANED_POLLS_PER_PASS),
+        ...replica.state.waitingTagged(`${own}/`, `${self}/`, now, ORPHANED_POLLS_PER_PASS),
+      ];
+      for (const poll of polls.slice(0, ORPHANED_POLLS_PER_PASS)) {
+        if (this.orphansLooked.has(poll.tag)) continue;
+        this.orphansLooked.add(poll.tag);
+        const look: Command = { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
+        looks.push(
+          this.propose(p, poll.actor, look, undefined).then(
+            (r) => {
+              const given = r.ok ? (r.value as { messages?: unknown[] }).messages?.length ?? 0 : 0;
+              if (given > 0) this.host.opts.logger?.info?.({ partition: p, tag: poll.tag, messages: given }, 'a long poll of the previous process was served before its look: its messages keep their lease');
+              return true;
+            },
+            (err: unknown) => {
+              // Looked for again at the next pass, while the scan runs.
+              this.orphansLooked.delete(poll.tag);
+              this.host.opts.logger?.debug?.({ err: String(err), partition: p, tag: poll.tag }, "a long poll of the previous process could not be taken out; trying again");
+              return false;
+            },
+          ),
+        );
+      }
+    }
+    const done = await Promise.all(looks);
+    const taken = done.filter(Boolean).length;
+    if (taken > 0) this.host.opts.logger?.info?.({ polls: taken }, 'long polls left waiting by the previous process of this node were taken out of the state');
+    return taken;
   }
 
   get partitions(): number {

@@ -1028,6 +1028,14 @@ export class BrokerStateMachine {
   }
 
   /**
+   * Up to `limit` long polls still waiting at `now` whose tags sort in [from, below): a node finds
+   * those its previous process parked (Router.leaveOrphanedPolls).
+   */
+  waitingTagged(from: string, below: string, now: number, limit: number): views.WaitingPoll[] {
+    return views.waitingTagged(this.store, from, below, Math.max(now, this.clock()), limit);
+  }
+
+  /**
    * When the next leased or delayed message of a channel becomes visible (ms), or null: time alone
    * makes those visible, with no entry to wake a long poll, so it sets a timer for this.
    */

@@ -642,6 +642,25 @@ export function prepareStatements(db: Sqlite, k: Db) {
     dropWaitersOf: s(k.deleteFrom('waiters').where('channel_id', '=', 0).where('actor', '=', ''), 2),
     /** (tag): the waiter a poll parked, if still there. */
     waiterByTag: s(k.selectFrom('waiters').select(['channel_id', 'id', 'served']).where('tag', '=', ''), 1),
+    /**
+     * (from, below, now, limit): the polls still waiting whose tags sort in [from, below), with the
+     * queue or subscription they wait on; a node's previous process's polls (Router.leaveOrphanedPolls).
+     * Read by a node, never by an apply.
+     */
+    waitingTagged: s(
+      k
+        .selectFrom('waiters as w')
+        .leftJoin('queues as q', 'q.channel_id', 'w.channel_id')
+        .leftJoin('subscriptions as sb', 'sb.channel_id', 'w.channel_id')
+        .select(['w.tag', 'w.actor', 'w.max_messages', 'q.name as queue', 'sb.topic as topic', 'sb.name as subscription'])
+        .where('w.tag', '>=', '')
+        .where('w.tag', '<', '')
+        .where('w.served', 'is', null)
+        .where('w.deadline', '>', 0)
+        .orderBy('w.tag')
+        .limit(0),
+      4,
+    ),
     /** (channel_id): whether any poll waits on the channel. */
     anyWaiter: s(k.selectFrom(waitersBy('waiters_waiting')).select('id').where('channel_id', '=', 0).where('served', 'is', null).limit(lit(1)), 1),
     /** (channel_id): in the order they parked. */

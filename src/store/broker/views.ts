@@ -174,6 +174,35 @@ export function channelIdOf(s: Store, ref: ChannelRef): number | null {
   return row === undefined ? null : row.id;
 }
 
+/** A long poll waiting in the state, as a node that did not park it can take it out (waitingTagged). */
+export interface WaitingPoll {
+  readonly tag: string;
+  readonly actor: string;
+  readonly maxMessages: number;
+  readonly channel: ChannelRef;
+}
+
+/**
+ * Up to `limit` polls still waiting at `now` (the state's clock) whose tags sort in [from, below), in
+ * tag order; a poll on a channel deleted since is left out (it takes nothing).
+ */
+export function waitingTagged(s: Store, from: string, below: string, now: number, limit: number): WaitingPoll[] {
+  const rows = s.st.waitingTagged.all(from, below, now, limit) as {
+    tag: string;
+    actor: string;
+    max_messages: number;
+    queue: string | null;
+    topic: string | null;
+    subscription: string | null;
+  }[];
+  const polls: WaitingPoll[] = [];
+  for (const r of rows) {
+    const channel: ChannelRef | null = r.queue !== null ? { queue: r.queue } : r.topic !== null && r.subscription !== null ? { topic: r.topic, subscription: r.subscription } : null;
+    if (channel !== null) polls.push({ tag: r.tag, actor: r.actor, maxMessages: r.max_messages, channel });
+  }
+  return polls;
+}
+
 /**
  * When the next leased or delayed message of a channel becomes visible (ms), or null: time alone
  * makes those visible, with no entry to wake a long poll, so it sets a timer for this.
