@@ -18,7 +18,7 @@ import { loadConfig, type NodeConfig, type UnavailableError } from '../../src/cl
 import { statePath } from '../../src/partition/snapshots.js';
 import { stateHash, type Command } from '../../src/store/broker/index.js';
 import { appliedIndex, proposeWhereLed, submit } from '../partition/host-helpers.js';
-import { call, userToken } from '../api/api-helpers.js';
+import { call, pollUntil, userToken } from '../api/api-helpers.js';
 import { freePort, until } from './net-helpers.js';
 import { describeNodes } from './node-view.js';
 
@@ -91,12 +91,21 @@ t.test('formats across a rolling upgrade, a premature raise and a downgrade', as
   t.ok(appliedIndex(n3.host.replica(p)) < raiseAt, `and applied nothing from the raise (${raiseAt}) on`);
   for (let i = 0; i < 5; i++) t.ok((await submit([n1.host, n2.host], p, 'alice', send(`q${p}`, `m${i}`))).ok, `n1 and n2 take write ${i} on partition ${p}`);
   t.same(n3.status().filter((s) => s.partition !== p).map((s) => s.halted), [null, null, null], 'n3 runs its other partitions');
+  // Not ready, and saying why: p runs on two replicas, and a rolling restart that waits for /readyz
+  // must not stop another node now.
+  const notReady = await call(`http://127.0.0.1:${ports[2]}`, 'GET', '/readyz');
+  t.equal(notReady.status, 503, "n3's /readyz");
+  const why = notReady.body as { status: string; partitionsWithoutLeader: number[]; halted?: number[] };
+  t.same([why.status, why.halted], ['not ready', [p]], 'names the halted partition');
+  t.notOk(why.partitionsWithoutLeader.includes(p), 'not as a partition without a leader');
 
   // n3 upgraded: it applies the raise, catches up, and the leaders raise every other partition.
   await n3.close();
   const n3b = await MomServer.start(cfgs[2]!, { ...opts, format: 2 });
   nodes[2] = n3b;
   await until(() => nodes.every((n) => formats(n).every((f) => f === 2)), 'every partition in format 2 on every node', 2000, show);
+  const ready = await pollUntil(() => call(`http://127.0.0.1:${ports[2]}`, 'GET', '/readyz'), (r) => r.status === 200);
+  t.equal(ready.status, 200, 'n3 ready again, upgraded');
   t.ok((await submit(nodes.map((n) => n.host), p, 'alice', send(`q${p}`, 'after'))).ok);
   const target = leader.host.replica(p).state.applied().index;
   await until(() => nodes.every((n) => appliedIndex(n.host.replica(p)) >= target), `every node applied partition ${p} to ${target}`, 2000, show);

@@ -45,8 +45,17 @@ const NotReady = Type.Object(
         description: 'Partitions whose replica on this node has not yet applied what its peers had committed when it first asked them after its start (a restarted node catching up). Since 1.5.0.',
       }),
     ),
+    halted: Type.Optional(
+      Type.Array(Type.Integer(), {
+        description:
+          'Partitions this node stopped applying (`halted` in GET /v1/cluster says why: a log format its build cannot read, or entries its log lost). Each runs on the other two replicas, and one more node stopped would stop its writes. Since 1.7.0: before, they were listed in partitionsWithoutLeader.',
+      }),
+    ),
   },
-  { [SCHEMA_NAME]: 'NotReady', description: 'Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again.' },
+  {
+    [SCHEMA_NAME]: 'NotReady',
+    description: 'Some partition has no known leader, this node is cut off from its peers, it is still catching up after its start, or it halted a partition; Retry-After says when to look again.',
+  },
 );
 
 /** How long a partition may be without a known leader before the node reports unready. */
@@ -71,17 +80,25 @@ export async function opsRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps 
         operationId: 'getReadiness',
         tags,
         security: [],
-        summary: 'Readiness: 200 when every partition has a known leader, this node hears its peers and it caught up after its start',
+        summary: 'Readiness: 200 when every partition has a known leader, this node hears its peers, it caught up after its start, and it applies every partition',
         description:
-          'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two.',
+          'A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two. Nor with a halted replica among them: a node that stopped applying a partition (a log format its build cannot read, entries its log lost; GET /v1/cluster says which and why) is not ready until it applies it again (upgraded, or rebuilt from its peers), though its requests are still served through the other nodes.',
         response: { 200: Ready, 503: NotReady },
       },
     },
     async (_request, reply) => {
+      // A halted replica applies nothing and follows no leader: its partition runs on two replicas,
+      // and one more node stopped (the next of a rolling restart) would stop its writes. Said as
+      // such, not as a partition without a leader.
+      const halted = deps.cluster
+        .status()
+        .filter((p) => p.halted !== null)
+        .map((p) => p.partition);
+      const also = halted.length > 0 ? { halted } : {};
       const cutOff = deps.cluster.cutOffFor() > 0;
-      const missing = deps.cluster.leaderless(cutOff ? 0 : READY_GRACE_MS);
-      if (cutOff) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing, cutOff: true });
-      if (missing.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing });
+      const missing = deps.cluster.leaderless(cutOff ? 0 : READY_GRACE_MS).filter((p) => !halted.includes(p));
+      if (cutOff) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing, cutOff: true, ...also });
+      if (missing.length > 0 || halted.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: missing, ...also });
       const behind = await deps.cluster.catchingUp();
       if (behind.length > 0) return reply.code(503).header('retry-after', '1').send({ status: 'not ready' as const, partitionsWithoutLeader: [], catchingUp: behind });
       return { status: 'ready' as const };

@@ -46,8 +46,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: 200 when every partition has a known leader, this node hears its peers and it caught up after its start
-         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two.
+         * Readiness: 200 when every partition has a known leader, this node hears its peers, it caught up after its start, and it applies every partition
+         * @description A partition counts as led through a leadership transfer or a quick election: it is missing only after 2 s without a known leader, so that probes do not flap while leaders are balanced. A node that has heard from no other node for two election timeouts is not ready either: it can reach no leader. After its start, a node is ready only once each of its replicas has applied what the peers had committed when it first asked them (a partition it leads counts at once); once caught up, a partition stays so, so that a follower lagging under load is not taken out of its load balancer. A rolling restart that waits for 200 before stopping the next node never leaves a partition with a replica still catching up among its two. Nor with a halted replica among them: a node that stopped applying a partition (a log format its build cannot read, entries its log lost; GET /v1/cluster says which and why) is not ready until it applies it again (upgraded, or rebuilt from its peers), though its requests are still served through the other nodes.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -830,7 +830,7 @@ export interface components {
              */
             acked?: string[];
         };
-        /** @description Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again. */
+        /** @description Some partition has no known leader, this node is cut off from its peers, it is still catching up after its start, or it halted a partition; Retry-After says when to look again. */
         NotReady: {
             /** @enum {string} */
             status: "not ready";
@@ -839,6 +839,8 @@ export interface components {
             cutOff?: boolean;
             /** @description Partitions whose replica on this node has not yet applied what its peers had committed when it first asked them after its start (a restarted node catching up). Since 1.5.0. */
             catchingUp?: number[];
+            /** @description Partitions this node stopped applying (`halted` in GET /v1/cluster says why: a log format its build cannot read, or entries its log lost). Each runs on the other two replicas, and one more node stopped would stop its writes. Since 1.7.0: before, they were listed in partitionsWithoutLeader. */
+            halted?: number[];
         };
         /** @description The document. */
         OpenApiDocument: {
@@ -1234,7 +1236,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Some partition has no known leader, this node is cut off from its peers, or it is still catching up after its start; Retry-After says when to look again. */
+            /** @description Some partition has no known leader, this node is cut off from its peers, it is still catching up after its start, or it halted a partition; Retry-After says when to look again. */
             503: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
