@@ -277,9 +277,8 @@ export class Router {
       const polls = [
         ...replica.state.waitingTagged(`${self}.`, `${own}.`, now, ORPHANED_POLLS_PER_PASS),
         ...replica.state.waitingTagged(`${own}/`, `${self}/`, now, ORPHANED_POLLS_PER_PASS),
-      ];
+      ].filter((poll) => !this.orphansLooked.has(poll.tag));
       for (const poll of polls.slice(0, ORPHANED_POLLS_PER_PASS)) {
-        if (this.orphansLooked.has(poll.tag)) continue;
         this.orphansLooked.add(poll.tag);
         const look: Command = { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
         looks.push(

@@ -26,6 +26,9 @@ function leadershipMoved(err: unknown): boolean {
  */
 const CLOCK_CATCH_UP = 60;
 
+/** Parked polls of nodes that do not answer taken out per partition and pass. */
+const UNHEARD_POLLS_PER_PASS = 100;
+
 export class Housekeeping {
   /** Partitions whose format.raise is proposed and not yet applied. */
   private readonly raisingFormat = new Set<number>();
@@ -35,6 +38,8 @@ export class Housekeeping {
   private readonly keepingClock = new Set<number>();
   /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
   private readonly forwarding = new Set<string>();
+  /** Parked polls of nodes that do not answer, whose look is in flight, as "partition/tag". */
+  private readonly lookingAt = new Set<string>();
 
   /** Starts keeping `host`'s partitions: on each of its passes from now on. */
   constructor(private readonly host: NodeHost) {
@@ -52,6 +57,35 @@ export class Housekeeping {
     this.sweep();
     this.forwardDeadLetters();
     this.raiseFormats(true);
+    this.takeOutUnheardPolls();
+  }
+
+  /**
+   * Long polls parked by a node whose replica does not answer this leader (leadership's
+   * notAnswering: down, cut off, stalled) are taken out of the state: it applies no delivery
+   * meanwhile, so each would take the next messages sent to its channel, before any poll that can
+   * answer, and keep them leased to nobody until their visibility timeout, counted as a delivery.
+   * Each gets the look its poll takes when its client leaves (ms 0, leave), proposed as its user. A
+   * poll served before its look keeps what it was given under its lease: its node may yet apply that
+   * delivery and answer it (docs/api.md, "Long polling"). A poll of a node that was only slow, or cut
+   * off, finds itself gone at its next look, and answers empty.
+   */
+  private takeOutUnheardPolls(): void {
+    const now = this.host.clock.now();
+    for (const r of this.host.replicas) {
+      if (r.halted !== null || !r.state.isOpen()) continue;
+      for (const peer of this.host.leadership.notAnswering(r.partition)) {
+        for (const poll of r.state.waitingTagged(`${peer}.`, `${peer}/`, now, UNHEARD_POLLS_PER_PASS)) {
+          const key = `${r.partition}/${poll.tag}`;
+          if (this.lookingAt.has(key)) continue;
+          this.lookingAt.add(key);
+          const look: Command = { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
+          r.propose(poll.actor, look)
+            .catch((err: unknown) => this.retry(err, { partition: r.partition, peer }, "a long poll of a node that does not answer was not taken out; will retry"))
+            .finally(() => this.lookingAt.delete(key));
+        }
+      }
+    }
   }
 
   /** A proposal of this pass failed; a later pass tries again: logged at debug when only leadership moved. */

@@ -29,6 +29,8 @@ export class Leadership {
   private lastHeardAny: number | null = null;
   /** When each partition last had a known leader here (ms), sampled every tick. */
   private readonly leaderSeenAt: number[] = [];
+  /** Since when this node has led each partition it leads (ms), sampled every tick; undefined where it does not. */
+  private readonly ledSince: (number | undefined)[] = [];
   /** Set by a planned stop: refuse leadership handed to this node. */
   private leavingNow = false;
   /**
@@ -80,7 +82,23 @@ export class Leadership {
   /** Every tick: notes which partitions have a known leader here now. */
   sampleLeaders(): void {
     const now = this.host.elapsed();
-    for (const r of this.host.replicas) if (r.halted === null && r.leader() !== null) this.leaderSeenAt[r.partition] = now;
+    for (const r of this.host.replicas) {
+      if (r.halted === null && r.leader() !== null) this.leaderSeenAt[r.partition] = now;
+      if (!r.isLeader()) this.ledSince[r.partition] = undefined;
+      else this.ledSince[r.partition] ??= now;
+    }
+  }
+
+  /**
+   * The peers whose replica of partition p has not answered this node, its leader, for three election
+   * timeouts (counted from when this node took the lead, if it has not heard them since): down, cut
+   * off, halted or stalled. They apply nothing new of p meanwhile. Empty where this node does not lead.
+   */
+  notAnswering(p: number): NodeId[] {
+    const since = this.ledSince[p];
+    if (since === undefined) return [];
+    const now = this.host.elapsed();
+    return this.opts.voters.filter((peer) => peer !== this.opts.self && now - Math.max(since, this.answeredIn[p]?.get(peer) ?? -Infinity) >= 3 * this.electionTimeoutMs);
   }
 
   /** Whether a planned stop began: leadership offered to this node (TimeoutNow) is refused. */

@@ -128,3 +128,19 @@ t.test("the passes of a router's first minute take them out by themselves, and l
   t.same(waiting(f), [`${self}.0ldNonce.2`], 'past the first minute the passes leave it');
 });
 
+
+t.test("a leader takes out the waiting polls of a node whose replica does not answer it, not those of one that does", async (t) => {
+  const { c, f } = await cluster(t);
+  const leader = c.leaderOf(0)!;
+  const down = f.opts.self;
+  const live = [...c.hosts.keys()].find((id) => id !== down && id !== leader.opts.self)!;
+  t.same(await c.submit(0, 'alice', park(`${down}.itsNonce.1`)), { ok: true, value: { messages: [], parked: 'parked' } });
+  t.same(await c.submit(0, 'alice', park(`${live}.itsNonce.1`, 'q2')), { ok: true, value: { messages: [], parked: 'parked' } });
+  await appliedEverywhere(c);
+  c.down.add(down);
+  await c.until(() => !waiting(leader).includes(`${down}.itsNonce.1`), "the poll of the node that does not answer taken out");
+  t.same(waiting(leader), [`${live}.itsNonce.1`], "the live node's poll still waits");
+  t.ok((await c.submit(0, 'alice', send('while it is down'))).ok);
+  t.match(await stats(c), { visible: 1, inFlight: 0 }, 'the message waits for a poll that can answer, leased to none');
+  c.down.delete(down);
+});
