@@ -407,7 +407,10 @@ export class Router {
    * the clock up, a few ticks after the election, and answers 503 if its wait runs out first.
    */
   private holdWhileClockBehind(p: number, command: Command): Answer | null {
-    if (commandOrigin(command) !== 'client') return null;
+    // Dead letters too, forwarded by their source partition's leader: stamped with the old clock,
+    // each expired unseen as the clock caught up (review of stop 61). The other system commands
+    // (sweeps, format raises, outbox clean-ups) are the leader's own, and sweeps bring the clock up.
+    if (commandOrigin(command) !== 'client' && command.type !== 'deadletter.deliver') return null;
     const replica = this.host.replica(p);
     // A follower answers not_leader, with its hint, as before: its own clock says nothing of the leader's.
     if (!replica.isLeader()) return null;

@@ -48,3 +48,17 @@ export class OverloadedError extends Error {
 export class ReplicaClosedError extends Error {
   override name = 'ReplicaClosedError';
 }
+
+/**
+ * Dead letters for a partition whose clock is more than one step behind the nodes' (after an outage):
+ * nothing was proposed; the forwarder tries again once the clock caught up (Housekeeping).
+ */
+export class ClockBehindError extends Error {
+  override name = 'ClockBehindError';
+  constructor(
+    readonly partition: number,
+    readonly behindMs: number,
+  ) {
+    super(`partition ${partition}'s clock is ${Math.round(behindMs / 1000)} s behind the nodes' after an outage; dead letters wait until it has caught up`);
+  }
+}

@@ -21,12 +21,12 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendableBeforePersist, type Message, type NodeId, type Ready, type Role } from '../raft/index.js';
-import { BrokerStateMachine, FORMAT, FormatTooNewError, type Command, type Result } from '../store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, BrokerStateMachine, FORMAT, FormatTooNewError, MAX_CLOCK_STEP_MS, type Command, type Result } from '../store/broker/index.js';
 import { mkdirDurably } from '../store/durable.js';
 import { native } from '../native/native.js';
 import { openNodeLog, type PersistItem, type WalOptions, type WalStore } from '../store/wal/index.js';
 import { ClusterClock, type ClockSample } from './cluster-clock.js';
-import { CommandRefusedError, NotLeaderError } from './errors.js';
+import { ClockBehindError, CommandRefusedError, NotLeaderError } from './errors.js';
 import { Leadership } from './leadership.js';
 import { Rejoin } from './rejoin.js';
 import { PartitionReplica, type HaltReason } from './replica.js';
@@ -362,7 +362,10 @@ export class NodeHost {
   /** Proposes a system command on partition p, here if this node leads it, else at its leader. */
   async proposeSystem(p: number, command: Command): Promise<unknown> {
     const r = this.replica(p);
-    if (r.isLeader()) return r.propose(null, command);
+    if (r.isLeader()) {
+      this.holdWhileClockBehind(p, command);
+      return r.propose(null, command);
+    }
     // A halted replica follows nobody (a build older than the partition's format): the other voters
     // are asked in turn, and the leader among them proposes it. Asking the next after an unknown
     // outcome is safe for the one caller, housekeeping's dead letters: deduplicated by their outbox row
@@ -387,7 +390,31 @@ export class NodeHost {
   /** A system command forwarded by a peer to this node as leader of `p` (see SYSTEM_COMMANDS). */
   async proposeForwarded(p: number, command: unknown): Promise<Result> {
     if (commandOrigin(command) !== 'system') throw new CommandRefusedError(`a peer may not forward '${String((command as { type?: unknown } | null)?.type)}'`);
+    this.holdWhileClockBehind(p, command as Command);
     return this.replica(p).propose(null, command as Command);
+  }
+
+  /**
+   * How far (ms) partition p's clock is behind the nodes' where this node leads it, when that is more
+   * than one step (MAX_CLOCK_STEP_MS: an entry moves it no further, so an outage leaves it behind
+   * until housekeeping's sweeps have brought it up); else 0.
+   */
+  clockBehind(p: number): number {
+    const r = this.replica(p);
+    if (!r.isLeader() || !r.state.isOpen() || r.state.format() < BOUNDED_CLOCK_STEP) return 0;
+    const behind = this.clock.now() - r.state.clock();
+    return behind > MAX_CLOCK_STEP_MS ? behind : 0;
+  }
+
+  /**
+   * Dead letters wait while their partition's clock catches up, as a client's send does
+   * (Router.holdWhileClockBehind): stored now, each would be stamped with the old clock, its
+   * retention counted from then, and expire unseen as the clock caught up (review of stop 61).
+   */
+  private holdWhileClockBehind(p: number, command: Command): void {
+    if (command.type !== 'deadletter.deliver') return;
+    const behind = this.clockBehind(p);
+    if (behind > 0) throw new ClockBehindError(p, behind);
   }
 
   replica(p: number): PartitionReplica {

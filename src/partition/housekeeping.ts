@@ -6,17 +6,18 @@
 // knows nothing of it.
 import type { Command } from '../store/broker/index.js';
 import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS } from '../store/broker/index.js';
-import { NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
+import { ClockBehindError, NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
 import type { NodeHost } from './host.js';
 import { partitionOf } from './routing.js';
 
 /**
  * Whether a proposal failed only because leadership moved (an election, a transfer, the node
- * stopping): the next leader's pass proposes it again, as every start of a cluster sees while its
- * first elections settle. Anything else (a wait that ran out, a refusal) is worth a warning.
+ * stopping), or waits for a partition's clock to catch up after an outage: the next pass proposes
+ * it again, as every start of a cluster sees while its first elections settle. Anything else (a
+ * wait that ran out, a refusal) is worth a warning.
  */
 function leadershipMoved(err: unknown): boolean {
-  return err instanceof NotLeaderError || err instanceof NotCommittedError || err instanceof ReplicaClosedError || (err instanceof OutcomeUnknownError && !err.timedOut);
+  return err instanceof ClockBehindError || err instanceof NotLeaderError || err instanceof NotCommittedError || err instanceof ReplicaClosedError || (err instanceof OutcomeUnknownError && !err.timedOut);
 }
 
 /**

@@ -52,6 +52,10 @@ t.test("a leader whose partition's clock is minutes behind holds clients' comman
   const send = { type: 'queue.send', name: 'q', messages: [{ body: 'x', attributes: {} }] } as const;
   t.match(await router.proposeHere(0, 'alice', send), { kind: 'retry' }, 'held at the leader');
   t.match(await router.proposeHere(0, null, { type: 'sweep' }), { kind: 'ok' }, "housekeeping's sweeps pass");
+  // Dead letters forwarded by their source partition's leader wait too (review of stop 61): stored
+  // now, each would be stamped with the old clock and expire unseen as it caught up.
+  const letters = { type: 'deadletter.deliver', queue: 'dlq', expectedOwner: 'alice', messages: [{ messageId: 'm', body: 'x', attributes: {}, source: '1/1' }] } as const;
+  t.match(await router.proposeHere(0, null, letters), { kind: 'retry' }, 'dead letters held at the leader');
   t.strictSame(proposed, ['sweep']);
   leading = false;
   t.match(await router.proposeHere(0, 'alice', send), { kind: 'not_leader', leader: 'n2' }, 'a follower points at the leader');
