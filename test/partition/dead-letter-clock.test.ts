@@ -7,21 +7,15 @@
 import t from 'tap';
 import { Housekeeping } from '../../src/partition/housekeeping.js';
 import { FORMAT } from '../../src/store/broker/index.js';
-import { IDS, LocalCluster, queue } from './host-helpers.js';
+import { queue, untickedCluster } from './host-helpers.js';
 
 const HOUR = 3_600_000;
 
 t.test("a dead letter for a partition whose clock is behind waits, and survives the catch-up", async (t) => {
   let offset = 0;
   const wall = (): number => Date.now() + offset;
-  const c = new LocalCluster(1, { balanceLeaders: false, wallClock: wall });
-  t.teardown(() => c.close());
   // No ticks yet: no pass and no sweep runs until the test says so.
-  for (const id of IDS) await c.start(id, false);
-  c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
-  c.hosts.get(IDS[0]!)!.schedule();
-  await c.until(() => c.leaderOf(0) !== null, 'a leader');
-  const leader = c.leaderOf(0)!;
+  const { c, leader } = await untickedCluster(t, { wallClock: wall });
   t.ok((await leader.replica(0).propose(null, { type: 'format.raise', format: FORMAT })).ok, 'the newest format, as a leader raises it');
   t.ok((await c.submit(0, 'alice', { ...queue('dlq'), retentionSeconds: 600 })).ok, 'a dead-letter queue keeping messages 10 minutes');
   t.ok((await c.submit(0, 'alice', { ...queue('jobs'), maxDeliveries: 1, deadLetterQueue: 'dlq' })).ok);

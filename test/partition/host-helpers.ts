@@ -196,8 +196,8 @@ export class LocalCluster {
  * One partition on three nodes that never tick on their own (a test gives each tick itself), n1
  * elected by hand; closed when `t` ends.
  */
-export async function untickedCluster(t: { teardown(fn: () => unknown): void }): Promise<{ c: LocalCluster; leader: NodeHost }> {
-  const c = new LocalCluster(1, { balanceLeaders: false });
+export async function untickedCluster(t: { teardown(fn: () => unknown): void }, extra: LocalCluster['extra'] = {}): Promise<{ c: LocalCluster; leader: NodeHost }> {
+  const c = new LocalCluster(1, { balanceLeaders: false, ...extra });
   t.teardown(() => c.close());
   for (const id of IDS) await c.start(id, false);
   c.hosts.get(IDS[0]!)!.replica(0).raw.campaign();
