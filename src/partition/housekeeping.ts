@@ -4,10 +4,11 @@
 // partition, and the log format raised once every voter reads a newer one. Above the host: it drives
 // the host through what the host offers (replicas, proposals, the peers' formats), and the host
 // knows nothing of it.
-import type { Command } from '../store/broker/index.js';
+import type { Command, OutboxRow } from '../store/broker/index.js';
 import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS } from '../store/broker/index.js';
 import { ClockBehindError, NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
 import type { NodeHost } from './host.js';
+import type { PartitionReplica } from './replica.js';
 import { partitionOf } from './routing.js';
 
 /**
@@ -27,6 +28,16 @@ function leadershipMoved(err: unknown): boolean {
  */
 const CLOCK_CATCH_UP = 60;
 
+/** Outbox rows read per page, and letters one delivery carries at most. */
+const OUTBOX_PAGE = 100;
+/** A pass reads where at most this many letters of a partition's outbox go, and sends at most this many bytes of their bodies. */
+const OUTBOX_ROWS_PER_PASS = 10_000;
+const OUTBOX_BYTES_PER_PASS = 16 * 1024 * 1024;
+/** Bytes of bodies one delivery carries at most (one letter always). */
+const DELIVERY_BYTES = 1024 * 1024;
+/** How long (ms) the letters for a partition whose delivery failed are left for the others. */
+const TARGET_BACKOFF_MS = 5_000;
+
 /** Parked polls of nodes that do not answer taken out per partition and pass. */
 const UNHEARD_POLLS_PER_PASS = 100;
 
@@ -39,6 +50,11 @@ export class Housekeeping {
   private readonly keepingClock = new Set<number>();
   /** Outbox rows being delivered, as "partition/id": not sent twice at once. */
   private readonly forwarding = new Set<string>();
+  /**
+   * Partitions of dead-letter queues whose last delivery failed, until when (the cluster clock) their
+   * letters are left for the others (deadLettersToSend).
+   */
+  private readonly backOff = new Map<number, number>();
   /** Parked polls of nodes that do not answer, whose look is in flight, as "partition/tag". */
   private readonly lookingAt = new Set<string>();
 
@@ -141,39 +157,82 @@ export class Housekeeping {
    * names (`source`; by the original message id before format 12, which a build before it keys by).
    */
   private forwardDeadLetters(): void {
+    const now = this.host.clock.now();
     for (const r of this.host.replicas) {
       if (!r.isLeader()) continue;
-      const rows = r.state.outbox(100).filter((row) => !this.forwarding.has(`${r.partition}/${row.id}`));
-      const groups = new Map<string, typeof rows>();
-      for (const row of rows) {
-        const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
-        groups.set(key, [...(groups.get(key) ?? []), row]);
-      }
-      for (const group of groups.values()) {
-        const first = group[0]!;
-        const ids = group.map((g) => g.id);
-        for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
-        const deliver: Command = {
-          type: 'deadletter.deliver',
-          queue: first.targetQueue,
-          expectedOwner: first.expectedOwner,
-          messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes, source: `${r.partition}/${g.id}` })),
-        };
-        this.host.proposeSystem(partitionOf(first.targetQueue, this.host.opts.partitions), deliver)
-          .then((res) => {
-            // Refused (not applied as a delivery): the letters stay for the next pass. Cleared
-            // whatever the answer, they were lost unseen (review of 2026-12-07). A dead-letter queue
-            // that is gone answers ok, with the letters counted as dropped.
-            const refused = res as { ok?: unknown; code?: unknown; detail?: unknown } | null;
-            if (refused?.ok === false) throw new Error(`dead letters refused by queue '${first.targetQueue}': ${String(refused.code)}: ${String(refused.detail)}`);
-            return r.propose(null, { type: 'outbox.done', ids });
-          })
-          .catch((err: unknown) => this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry'))
-          .finally(() => {
-            for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
-          });
-      }
+      for (const batch of this.deadLettersToSend(r, now)) this.deliverDeadLetters(r, batch);
     }
+  }
+
+  /**
+   * The dead letters of `r`'s outbox to send this pass, in batches of one queue each: where they go
+   * read page by page, past those in flight and those whose queue's partition failed within
+   * TARGET_BACKOFF_MS, so that neither holds back the letters behind them (up to
+   * OUTBOX_ROWS_PER_PASS of them), and the bodies of those taken, up to OUTBOX_BYTES_PER_PASS (a
+   * sweep dead-letters up to 1,000 at once, a purge more).
+   */
+  private deadLettersToSend(r: PartitionReplica, now: number): OutboxRow[][] {
+    const partitions = this.host.opts.partitions;
+    const batches = new Map<string, { rows: OutboxRow[]; bytes: number }[]>();
+    let after = 0;
+    let read = 0;
+    let bytes = 0;
+    while (read < OUTBOX_ROWS_PER_PASS && bytes < OUTBOX_BYTES_PER_PASS) {
+      const page = r.state.outboxHeads(OUTBOX_PAGE, after);
+      for (const head of page) {
+        after = head.id;
+        read++;
+        if (this.forwarding.has(`${r.partition}/${head.id}`) || (this.backOff.get(partitionOf(head.targetQueue, partitions)) ?? -Infinity) > now) continue;
+        const row = r.state.outboxLetter(head.id);
+        if (row === null) continue;
+        const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
+        let queue = batches.get(key);
+        if (queue === undefined) batches.set(key, (queue = []));
+        let batch = queue[queue.length - 1];
+        // One delivery carries at most a page of letters and DELIVERY_BYTES of bodies (one letter
+        // always): as a command forwarded in JSON, a hundred bodies of 256 KiB of escaped control
+        // characters would pass the internal routes' limit, and fail on every pass.
+        if (batch === undefined || batch.rows.length >= OUTBOX_PAGE || (batch.rows.length > 0 && batch.bytes + row.body.length > DELIVERY_BYTES)) queue.push((batch = { rows: [], bytes: 0 }));
+        batch.rows.push(row);
+        batch.bytes += row.body.length;
+        bytes += row.body.length;
+        if (bytes >= OUTBOX_BYTES_PER_PASS) break;
+      }
+      if (page.length < OUTBOX_PAGE) break;
+    }
+    return [...batches.values()].flat().map((b) => b.rows);
+  }
+
+  /** Delivers `group` (letters to one queue) to its queue's partition, then clears them from `r`'s outbox. */
+  private deliverDeadLetters(r: PartitionReplica, group: OutboxRow[]): void {
+    const first = group[0]!;
+    const target = partitionOf(first.targetQueue, this.host.opts.partitions);
+    const ids = group.map((g) => g.id);
+    for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
+    const deliver: Command = {
+      type: 'deadletter.deliver',
+      queue: first.targetQueue,
+      expectedOwner: first.expectedOwner,
+      messages: group.map((g) => ({ messageId: g.messageId, body: g.body, attributes: g.attributes, source: `${r.partition}/${g.id}` })),
+    };
+    this.host
+      .proposeSystem(target, deliver)
+      .then((res) => {
+        // Refused (not applied as a delivery): the letters stay for the next pass. Cleared
+        // whatever the answer, they were lost unseen (review of 2026-12-07). A dead-letter queue
+        // that is gone answers ok, with the letters counted as dropped.
+        const refused = res as { ok?: unknown; code?: unknown; detail?: unknown } | null;
+        if (refused?.ok === false) throw new Error(`dead letters refused by queue '${first.targetQueue}': ${String(refused.code)}: ${String(refused.detail)}`);
+        this.backOff.delete(target);
+        return r.propose(null, { type: 'outbox.done', ids });
+      })
+      .catch((err: unknown) => {
+        this.backOff.set(target, this.host.clock.now() + TARGET_BACKOFF_MS);
+        this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry');
+      })
+      .finally(() => {
+        for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
+      });
   }
 
   /**

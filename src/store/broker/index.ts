@@ -1,6 +1,6 @@
 export * from './commands.js';
 export { encodeEnvelope, bodyText } from './envelope.js';
-export { BrokerStateMachine, DEDUP_WINDOW_MS, STATE_CACHE_KIB, STATE_PAGE_BYTES, IDEMPOTENCY_WINDOW_MS, encodeReceipt, type ApplyEntry, type Applied, type QueueView, type TopicView, type SubscriptionView } from './state-machine.js';
+export { BrokerStateMachine, DEDUP_WINDOW_MS, STATE_CACHE_KIB, STATE_PAGE_BYTES, IDEMPOTENCY_WINDOW_MS, encodeReceipt, type ApplyEntry, type Applied, type OutboxRow, type QueueView, type TopicView, type SubscriptionView } from './state-machine.js';
 export { stateHash } from './state-hash.js';
 export { MessageState, type BrokerDatabase } from './schema.js';
 export * from './queries.js';

@@ -75,7 +75,7 @@ import * as views from './views.js';
 
 export { DEDUP_WINDOW_MS, IDEMPOTENCY_WINDOW_MS } from './context.js';
 export { encodeReceipt } from './leases.js';
-export type { QueueView, SubscriptionView, TopicView } from './views.js';
+export type { OutboxRow, QueueView, SubscriptionView, TopicView } from './views.js';
 
 /** Expired idempotency records and deduplication ids are deleted at every entry index divisible by this. */
 export const HOUSEKEEPING_EVERY = 64;
@@ -1048,9 +1048,19 @@ export class BrokerStateMachine {
     return views.needsSweep(this.store, now);
   }
 
-  /** Dead letters waiting for delivery, oldest first (read by the leader's forwarder). */
-  outbox(limit: number): { id: number; targetQueue: string; expectedOwner: string; messageId: string; body: string; attributes: Record<string, string> }[] {
-    return views.outbox(this.store, limit);
+  /** Up to `limit` dead letters waiting for delivery after outbox row `after`, oldest first (read by the leader's forwarder). */
+  outbox(limit: number, after = 0): views.OutboxRow[] {
+    return views.outbox(this.store, limit, after);
+  }
+
+  /** Where up to `limit` dead letters after outbox row `after` go, oldest first, without their bodies (the forwarder's pages). */
+  outboxHeads(limit: number, after: number): Pick<views.OutboxRow, 'id' | 'targetQueue' | 'expectedOwner'>[] {
+    return views.outboxHeads(this.store, limit, after);
+  }
+
+  /** Outbox row `id`, or null once it is gone. */
+  outboxLetter(id: number): views.OutboxRow | null {
+    return views.outboxLetter(this.store, id);
   }
 
   // ---- snapshots ----

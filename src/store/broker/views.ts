@@ -229,19 +229,41 @@ export function needsSweep(s: Store, now: number): boolean {
   return false;
 }
 
-/** Dead letters waiting for delivery, oldest first (read by the leader's forwarder). */
-export function outbox(
-  s: Store,
-  limit: number,
-): { id: number; targetQueue: string; expectedOwner: string; messageId: string; body: string; attributes: Record<string, string> }[] {
-  const rows = s.st.listOutbox.all(limit) as { id: number; target_queue: string; expected_owner: string; message_id: string; body: Body; attributes: string }[];
-  return rows.map((r) => ({
-    id: r.id,
-    targetQueue: r.target_queue,
-    expectedOwner: r.expected_owner,
-    messageId: r.message_id,
-    // As text: the forwarder's command may cross to another node as JSON.
-    body: bodyText(r.body),
-    attributes: JSON.parse(r.attributes) as Record<string, string>,
-  }));
+/** A dead letter waiting in the outbox for delivery to its queue. */
+export interface OutboxRow {
+  readonly id: number;
+  readonly targetQueue: string;
+  readonly expectedOwner: string;
+  readonly messageId: string;
+  readonly body: string;
+  readonly attributes: Record<string, string>;
+}
+
+type OutboxTableRow = { id: number; target_queue: string; expected_owner: string; message_id: string; body: Body; attributes: string };
+
+const outboxRow = (r: OutboxTableRow): OutboxRow => ({
+  id: r.id,
+  targetQueue: r.target_queue,
+  expectedOwner: r.expected_owner,
+  messageId: r.message_id,
+  // As text: the forwarder's command may cross to another node as JSON.
+  body: bodyText(r.body),
+  attributes: JSON.parse(r.attributes) as Record<string, string>,
+});
+
+/** Up to `limit` dead letters waiting for delivery after outbox row `after`, oldest first (read by the leader's forwarder). */
+export function outbox(s: Store, limit: number, after = 0): OutboxRow[] {
+  return (s.st.listOutbox.all(after, limit) as OutboxTableRow[]).map(outboxRow);
+}
+
+/** Where up to `limit` dead letters after outbox row `after` go, oldest first, without their bodies. */
+export function outboxHeads(s: Store, limit: number, after: number): Pick<OutboxRow, 'id' | 'targetQueue' | 'expectedOwner'>[] {
+  const rows = s.st.listOutboxHeads.all(after, limit) as { id: number; target_queue: string; expected_owner: string }[];
+  return rows.map((r) => ({ id: r.id, targetQueue: r.target_queue, expectedOwner: r.expected_owner }));
+}
+
+/** Outbox row `id`, or null once it is gone. */
+export function outboxLetter(s: Store, id: number): OutboxRow | null {
+  const row = s.st.getOutbox.get(id) as OutboxTableRow | undefined;
+  return row === undefined ? null : outboxRow(row);
 }
