@@ -41,6 +41,12 @@ const MAX_VERIFIED_TOKENS = 10_000;
 const VERIFIED_TTL_MS = 60_000;
 /** How long a node trusts what it looked up of a user: a revocation elsewhere holds here within it. */
 export const USER_RECHECK_MS = 60_000;
+/**
+ * How long a node trusts what its own replica said of a user when the leader could not answer: the
+ * next request after it asks the leader again. Short, as the replica may lag; not zero, so that a
+ * client's requests while the leader is unreachable (stale reads) do not each wait for the leader.
+ */
+const LOCAL_USER_MS = 5_000;
 /** How long a token is valid, unless the node's settings say otherwise (ApiDeps.tokenTtlSeconds). */
 export const TOKEN_TTL_SECONDS = 3600;
 
@@ -63,19 +69,18 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     const p = userPartition(username, deps.broker.partitions);
     const query = { type: 'user.get', username } as const;
     let r: Result;
-    if (cached === undefined) {
-      // The first look: a user on the local replica is committed; only a miss needs the leader.
+    // Every look asks the leader, the first one too, so that a revocation holds within
+    // USER_RECHECK_MS even where this replica lags. The first look used to read the local replica:
+    // on a node restarted or behind, a token revoked long before (a logout, a password change, the
+    // user deleted) passed for a minute, its writes included (review of stop 61). The local replica
+    // answers only when the leader cannot, and is trusted only for LOCAL_USER_MS.
+    let local = false;
+    try {
+      r = await deps.broker.query(p, query, ctxOf(request));
+    } catch (err) {
       r = localUser(p, query);
-      if (!r.ok) r = await deps.broker.query(p, query, ctxOf(request));
-    } else {
-      // A look again asks the leader, so that a revocation holds within USER_RECHECK_MS even where
-      // this replica lags; the local replica answers only when the leader cannot.
-      try {
-        r = await deps.broker.query(p, query, ctxOf(request));
-      } catch (err) {
-        r = localUser(p, query);
-        if (!r.ok) throw err;
-      }
+      if (!r.ok) throw err;
+      local = true;
     }
     if (!r.ok) {
       // Gone (deleted; never, for a signed token, otherwise): its tokens, good for an hour, do not
@@ -86,12 +91,12 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     const u = r.value as { createdAt: string; epoch?: number };
     // A replica that has not yet applied a revocation this node made does not undo it.
     const user = withChanges(username, { createdAt: Date.parse(u.createdAt), epoch: Math.max(u.epoch ?? 0, cached?.user?.epoch ?? 0) });
-    remember(username, user);
+    remember(username, user, local ? Math.min(recheckMs, LOCAL_USER_MS) : recheckMs);
     return user;
   };
-  const remember = (username: string, user: { createdAt: number; epoch: number } | null): void => {
+  const remember = (username: string, user: { createdAt: number; epoch: number } | null, forMs = recheckMs): void => {
     if (known.size >= MAX_KNOWN_USERS) known.clear();
-    known.set(username, { user, until: now() + recheckMs });
+    known.set(username, { user, until: now() + forMs });
   };
   /**
    * What writes on this node did to users (userChanged), for recheckMs: held over every look at a
