@@ -32,7 +32,7 @@ export const Queue = Type.Object(
     owner: Type.String(),
     visibilityTimeoutSeconds: Type.Integer(),
     maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
-    deadLetterQueue: nullable(Type.String(), 'null: none.'),
+    deadLetterQueue: nullable(Type.String(), 'null: none, or the caller is not the queue’s owner (the dead-letter queue is named to its owner only; since 1.7.0).'),
     delaySeconds: Type.Integer(),
     retentionSeconds: Type.Integer(),
     createdAt: Type.String({ format: 'date-time' }),

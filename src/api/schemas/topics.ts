@@ -54,7 +54,7 @@ export const Subscription = Type.Object(
     owner: Type.String(),
     visibilityTimeoutSeconds: Type.Integer(),
     maxDeliveries: nullable(Type.Integer(), 'null: unlimited.'),
-    deadLetterQueue: nullable(Type.String(), 'null: none.'),
+    deadLetterQueue: nullable(Type.String(), 'null: none, or the caller is not the subscription’s owner (the dead-letter queue is named to its owner only; since 1.7.0).'),
     filter: nullable(SubscriptionFilter, 'null: every message. The same shape as in the create request.'),
     createdAt: Type.String({ format: 'date-time' }),
     stats: ChannelStats,

@@ -23,7 +23,7 @@ export function createQueue(s: Store, c: Extract<Command, { type: 'queue.create'
     ctx.now,
   );
   s.st.insertQueue.run(c.name, ctx.index);
-  return ok(queueView(s, s.st.getQueue.get(c.name) as QueueRow, ctx.now));
+  return ok(queueView(s, s.st.getQueue.get(c.name) as QueueRow, ctx.now, user));
 }
 
 export function deleteQueue(s: Store, name: string, ctx: Ctx): Result {

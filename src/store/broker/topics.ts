@@ -195,7 +195,7 @@ export function createSubscription(s: Store, c: Extract<Command, { type: 'subscr
     ctx.now,
   );
   s.st.insertSubscription.run(c.topic, c.name, ctx.index, c.filter === null ? null : JSON.stringify(c.filter));
-  return ok(subscriptionView(s, c.topic, c.name, ctx.now));
+  return ok(subscriptionView(s, c.topic, c.name, ctx.now, user));
 }
 
 /**

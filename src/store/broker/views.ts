@@ -62,13 +62,17 @@ function stats(s: Store, ch: ChannelRow, now: number): QueueView['stats'] {
   };
 }
 
-export function queueView(s: Store, q: QueueRow, now: number): QueueView {
+/**
+ * A queue as `user` sees it: its dead-letter queue is named to its owner only, the one user who may
+ * see that queue (a grantee's look at it answers 404, so that names do not leak; review of stop 61).
+ */
+export function queueView(s: Store, q: QueueRow, now: number, user: string): QueueView {
   return {
     name: q.name,
     owner: q.owner,
     visibilityTimeoutSeconds: seconds(q.visibility_timeout_ms),
     maxDeliveries: q.max_deliveries,
-    deadLetterQueue: q.dead_letter_queue,
+    deadLetterQueue: q.owner === user ? q.dead_letter_queue : null,
     delaySeconds: seconds(q.delay_ms),
     retentionSeconds: seconds(q.retention_ms),
     createdAt: iso(q.created_at),
@@ -77,7 +81,7 @@ export function queueView(s: Store, q: QueueRow, now: number): QueueView {
 }
 
 export function getQueue(s: Store, name: string, user: string, now: number): Result<QueueView> {
-  return read(() => queueView(s, visibleQueue(s, name, user), Math.max(now, clock(s))));
+  return read(() => queueView(s, visibleQueue(s, name, user), Math.max(now, clock(s)), user));
 }
 
 /** Names of the queues `user` owns or has a grant on, after `after`, in name order. */
@@ -98,7 +102,8 @@ export function listTopics(s: Store, user: string, after: string, limit: number)
   return (s.st.listTopics.all(user, user, after, limit) as { name: string }[]).map((r) => r.name);
 }
 
-export function subscriptionView(s: Store, topic: string, name: string, now: number): SubscriptionView {
+/** A subscription as `user` sees it: its dead-letter queue is named to its owner only (queueView). */
+export function subscriptionView(s: Store, topic: string, name: string, now: number, user: string): SubscriptionView {
   const sub = s.st.getSubscription.get(topic, name) as ChannelRow & { filter: string | null; name: string };
   return {
     topic,
@@ -106,7 +111,7 @@ export function subscriptionView(s: Store, topic: string, name: string, now: num
     owner: sub.owner,
     visibilityTimeoutSeconds: seconds(sub.visibility_timeout_ms),
     maxDeliveries: sub.max_deliveries,
-    deadLetterQueue: sub.dead_letter_queue,
+    deadLetterQueue: sub.owner === user ? sub.dead_letter_queue : null,
     filter: sub.filter === null ? null : (JSON.parse(sub.filter) as Record<string, string>),
     createdAt: iso(sub.created_at),
     stats: stats(s, sub, now),
@@ -119,7 +124,7 @@ export function getSubscription(s: Store, topic: string, name: string, user: str
     if (sub === undefined || (sub.owner !== user && sub.topic_owner !== user)) {
       throw new Refusal(fail(ErrorCode.NotFound, `subscription '${name}' of topic '${topic}' not found`));
     }
-    return subscriptionView(s, topic, name, Math.max(now, clock(s)));
+    return subscriptionView(s, topic, name, Math.max(now, clock(s)), user);
   });
 }
 
@@ -137,7 +142,7 @@ export function listSubscriptions(s: Store, topic: string, user: string, now: nu
     const t = visibleTopic(s, topic, user);
     const rows = s.st.listSubscriptions.all(topic) as { name: string; owner: string }[];
     const at = Math.max(now, clock(s));
-    return rows.filter((r) => t.owner === user || r.owner === user).map((r) => subscriptionView(s, topic, r.name, at));
+    return rows.filter((r) => t.owner === user || r.owner === user).map((r) => subscriptionView(s, topic, r.name, at, user));
   });
 }
 

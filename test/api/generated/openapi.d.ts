@@ -911,7 +911,7 @@ export interface components {
             visibilityTimeoutSeconds: number;
             /** @description null: unlimited. */
             maxDeliveries: number | null;
-            /** @description null: none. */
+            /** @description null: none, or the caller is not the queue’s owner (the dead-letter queue is named to its owner only; since 1.7.0). */
             deadLetterQueue: string | null;
             delaySeconds: number;
             retentionSeconds: number;
@@ -1017,7 +1017,7 @@ export interface components {
             visibilityTimeoutSeconds: number;
             /** @description null: unlimited. */
             maxDeliveries: number | null;
-            /** @description null: none. */
+            /** @description null: none, or the caller is not the subscription’s owner (the dead-letter queue is named to its owner only; since 1.7.0). */
             deadLetterQueue: string | null;
             /** @description null: every message. The same shape as in the create request. */
             filter: components["schemas"]["SubscriptionFilter"] | null;
