@@ -42,11 +42,25 @@ const VERIFIED_TTL_MS = 60_000;
 /** How long a node trusts what it looked up of a user: a revocation elsewhere holds here within it. */
 export const USER_RECHECK_MS = 60_000;
 /**
- * How long a node trusts what its own replica said of a user when the leader could not answer: the
+ * How long a node trusts what its own replica said of a user when the leader did not answer: the
  * next request after it asks the leader again. Short, as the replica may lag; not zero, so that a
  * client's requests while the leader is unreachable (stale reads) do not each wait for the leader.
  */
-const LOCAL_USER_MS = 5_000;
+const LOCAL_USER_MS = 10_000;
+/** How long a look at a user waits for the leader's answer before the local replica's. */
+const LEADER_LOOK_MS = 1_000;
+/** Why `within` gave up. */
+const LEADER_SLOW = new Error('the leader did not answer in time');
+
+/** `promise`, or a rejection with LEADER_SLOW after `ms` (the promise goes on; its rejection is handled). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(LEADER_SLOW), ms);
+  });
+  promise.catch(() => undefined);
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 /** How long a token is valid, unless the node's settings say otherwise (ApiDeps.tokenTtlSeconds). */
 export const TOKEN_TTL_SECONDS = 3600;
 
@@ -73,14 +87,18 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     // USER_RECHECK_MS even where this replica lags. The first look used to read the local replica:
     // on a node restarted or behind, a token revoked long before (a logout, a password change, the
     // user deleted) passed for a minute, its writes included (review of stop 61). The local replica
-    // answers only when the leader cannot, and is trusted only for LOCAL_USER_MS.
+    // answers when the leader cannot, or not within LEADER_LOOK_MS (a partition without a leader
+    // holds a read for the router's whole wait for one, 5 s), and is trusted for LOCAL_USER_MS.
     let local = false;
+    const asked = askLeader(request, username, p, query);
     try {
-      r = await deps.broker.query(p, query, ctxOf(request));
+      r = await within(asked, LEADER_LOOK_MS);
     } catch (err) {
       r = localUser(p, query);
-      if (!r.ok) throw err;
-      local = true;
+      if (r.ok) local = true;
+      // Not on this replica (registered on another node a moment ago): the leader's answer it is.
+      else if (err === LEADER_SLOW) r = await asked;
+      else throw err;
     }
     if (!r.ok) {
       // Gone (deleted; never, for a signed token, otherwise): its tokens, good for an hour, do not
@@ -93,6 +111,18 @@ async function auth(app: FastifyInstance, opts: { deps: ApiDeps }): Promise<void
     const user = withChanges(username, { createdAt: Date.parse(u.createdAt), epoch: Math.max(u.epoch ?? 0, cached?.user?.epoch ?? 0) });
     remember(username, user, local ? Math.min(recheckMs, LOCAL_USER_MS) : recheckMs);
     return user;
+  };
+  /** The leader's answers about users in flight: requests of one user looking at once share one. */
+  const asking = new Map<string, Promise<Result>>();
+  const askLeader = (request: FastifyRequest, username: string, p: number, query: { type: 'user.get'; username: string }): Promise<Result> => {
+    let asked = asking.get(username);
+    if (asked === undefined) {
+      asked = deps.broker.query(p, query, ctxOf(request));
+      asking.set(username, asked);
+      const done = (): void => void asking.delete(username);
+      asked.then(done, done);
+    }
+    return asked;
   };
   const remember = (username: string, user: { createdAt: number; epoch: number } | null, forMs = recheckMs): void => {
     if (known.size >= MAX_KNOWN_USERS) known.clear();

@@ -10,7 +10,7 @@ import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyRequest }
 import type { Static } from 'typebox';
 import type { NodeId } from '../raft/index.js';
 import type { ClockSample } from '../partition/cluster-clock.js';
-import { CommandRefusedError, NotLeaderError } from '../partition/errors.js';
+import { ClockBehindError, CommandRefusedError, NotLeaderError } from '../partition/errors.js';
 import type { TLSSocket } from 'node:tls';
 import { Transform, pipeline, type Readable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
@@ -477,6 +477,11 @@ export async function internalRoutes(app: FastifyInstance, opts: InternalRoutesO
       } catch (err) {
         if (err instanceof NotLeaderError) return sendProblem(reply, 'not_leader', `not the leader; leader: ${String(err.leader ?? 'unknown')}`);
         if (err instanceof CommandRefusedError) return sendProblem(reply, 'validation_failed', err.message);
+        // Dead letters held while the partition's clock catches up: the sender's next pass asks again.
+        if (err instanceof ClockBehindError) {
+          request.log.debug({ err }, 'dead letters forwarded by a peer wait for the partition clock');
+          return sendProblem(reply, 'unavailable', err.message);
+        }
         request.log.warn({ err }, 'a system command forwarded by a peer was not applied');
         return sendProblem(reply, 'unavailable', 'the command was not applied here; retry');
       }

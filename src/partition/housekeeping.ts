@@ -30,9 +30,11 @@ const CLOCK_CATCH_UP = 60;
 
 /** Outbox rows read per page, and letters one delivery carries at most. */
 const OUTBOX_PAGE = 100;
-/** A pass reads where at most this many letters of a partition's outbox go, and sends at most this many bytes of their bodies. */
+/** A pass reads where at most this many letters of a partition's outbox go. */
 const OUTBOX_ROWS_PER_PASS = 10_000;
-const OUTBOX_BYTES_PER_PASS = 16 * 1024 * 1024;
+/** Bytes of dead letters' bodies a node's deliveries in flight hold at most: in all, and to one partition. */
+const OUTBOX_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
+const TARGET_BYTES_IN_FLIGHT = 4 * 1024 * 1024;
 /** Bytes of bodies one delivery carries at most (one letter always). */
 const DELIVERY_BYTES = 1024 * 1024;
 /** How long (ms) the letters for a partition whose delivery failed are left for the others. */
@@ -55,6 +57,11 @@ export class Housekeeping {
    * letters are left for the others (deadLettersToSend).
    */
   private readonly backOff = new Map<number, number>();
+  /** Where each partition's next pass reads its outbox from (deadLettersToSend): the last letter it read, 0 for the start. */
+  private readonly outboxCursor = new Map<number, number>();
+  /** Bytes of dead letters' bodies in deliveries not yet answered: in all, and by the partition they go to. */
+  private bytesInFlight = 0;
+  private readonly targetBytes = new Map<number, number>();
   /** Parked polls of nodes that do not answer, whose look is in flight, as "partition/tag". */
   private readonly lookingAt = new Set<string>();
 
@@ -165,24 +172,31 @@ export class Housekeeping {
   }
 
   /**
-   * The dead letters of `r`'s outbox to send this pass, in batches of one queue each: where they go
-   * read page by page, past those in flight and those whose queue's partition failed within
-   * TARGET_BACKOFF_MS, so that neither holds back the letters behind them (up to
-   * OUTBOX_ROWS_PER_PASS of them), and the bodies of those taken, up to OUTBOX_BYTES_PER_PASS (a
-   * sweep dead-letters up to 1,000 at once, a purge more).
+   * The dead letters of `r`'s outbox to send now, in batches of one queue each. Where they go is read
+   * page by page from where the last pass stopped (`outboxCursor`), round and round, past the letters
+   * in flight and those for a partition whose last delivery failed within TARGET_BACKOFF_MS, so that
+   * neither holds back the letters behind them: at most OUTBOX_ROWS_PER_PASS of them a pass. Bodies
+   * are read only for the letters taken, while the node's deliveries in flight hold less than
+   * OUTBOX_BYTES_IN_FLIGHT of them, and those to one partition less than TARGET_BYTES_IN_FLIGHT (a
+   * partition that does not answer holds its deliveries for the forward's timeout).
    */
   private deadLettersToSend(r: PartitionReplica, now: number): OutboxRow[][] {
     const partitions = this.host.opts.partitions;
     const batches = new Map<string, { rows: OutboxRow[]; bytes: number }[]>();
-    let after = 0;
+    const taking = new Map<number, number>();
+    let bytes = this.bytesInFlight;
+    let after = this.outboxCursor.get(r.partition) ?? 0;
     let read = 0;
-    let bytes = 0;
-    while (read < OUTBOX_ROWS_PER_PASS && bytes < OUTBOX_BYTES_PER_PASS) {
+    while (read < OUTBOX_ROWS_PER_PASS && bytes < OUTBOX_BYTES_IN_FLIGHT) {
       const page = r.state.outboxHeads(OUTBOX_PAGE, after);
       for (const head of page) {
+        if (bytes >= OUTBOX_BYTES_IN_FLIGHT) break;
         after = head.id;
         read++;
-        if (this.forwarding.has(`${r.partition}/${head.id}`) || (this.backOff.get(partitionOf(head.targetQueue, partitions)) ?? -Infinity) > now) continue;
+        const target = partitionOf(head.targetQueue, partitions);
+        if (this.forwarding.has(`${r.partition}/${head.id}`) || (this.backOff.get(target) ?? -Infinity) > now) continue;
+        const toTarget = (this.targetBytes.get(target) ?? 0) + (taking.get(target) ?? 0);
+        if (toTarget >= TARGET_BYTES_IN_FLIGHT) continue;
         const row = r.state.outboxLetter(head.id);
         if (row === null) continue;
         const key = JSON.stringify([row.targetQueue, row.expectedOwner]);
@@ -196,10 +210,15 @@ export class Housekeeping {
         batch.rows.push(row);
         batch.bytes += row.body.length;
         bytes += row.body.length;
-        if (bytes >= OUTBOX_BYTES_PER_PASS) break;
+        taking.set(target, (taking.get(target) ?? 0) + row.body.length);
       }
-      if (page.length < OUTBOX_PAGE) break;
+      // The end of the outbox: the next pass starts again from its oldest letter.
+      if (page.length < OUTBOX_PAGE) {
+        after = 0;
+        break;
+      }
     }
+    this.outboxCursor.set(r.partition, after);
     return [...batches.values()].flat().map((b) => b.rows);
   }
 
@@ -208,7 +227,10 @@ export class Housekeeping {
     const first = group[0]!;
     const target = partitionOf(first.targetQueue, this.host.opts.partitions);
     const ids = group.map((g) => g.id);
+    const bytes = group.reduce((n, g) => n + g.body.length, 0);
     for (const id of ids) this.forwarding.add(`${r.partition}/${id}`);
+    this.bytesInFlight += bytes;
+    this.targetBytes.set(target, (this.targetBytes.get(target) ?? 0) + bytes);
     const deliver: Command = {
       type: 'deadletter.deliver',
       queue: first.targetQueue,
@@ -217,21 +239,29 @@ export class Housekeeping {
     };
     this.host
       .proposeSystem(target, deliver)
-      .then((res) => {
-        // Refused (not applied as a delivery): the letters stay for the next pass. Cleared
-        // whatever the answer, they were lost unseen (review of 2026-12-07). A dead-letter queue
-        // that is gone answers ok, with the letters counted as dropped.
-        const refused = res as { ok?: unknown; code?: unknown; detail?: unknown } | null;
-        if (refused?.ok === false) throw new Error(`dead letters refused by queue '${first.targetQueue}': ${String(refused.code)}: ${String(refused.detail)}`);
-        this.backOff.delete(target);
-        return r.propose(null, { type: 'outbox.done', ids });
-      })
-      .catch((err: unknown) => {
-        this.backOff.set(target, this.host.clock.now() + TARGET_BACKOFF_MS);
-        this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry');
-      })
+      .then(
+        (res) => {
+          // Refused (not applied as a delivery): the letters stay for the next pass. Cleared
+          // whatever the answer, they were lost unseen (review of 2026-12-07). A dead-letter queue
+          // that is gone answers ok, with the letters counted as dropped.
+          const refused = res as { ok?: unknown; code?: unknown; detail?: unknown } | null;
+          if (refused?.ok === false) throw new Error(`dead letters refused by queue '${first.targetQueue}': ${String(refused.code)}: ${String(refused.detail)}`);
+          this.backOff.delete(target);
+        },
+        (err: unknown) => {
+          // The letters for that partition wait; the others go on (deadLettersToSend).
+          this.backOff.set(target, this.host.clock.now() + TARGET_BACKOFF_MS);
+          throw err;
+        },
+      )
+      .then(() => r.propose(null, { type: 'outbox.done', ids }))
+      .catch((err: unknown) => this.retry(err, { partition: r.partition }, 'dead letters not delivered yet; will retry'))
       .finally(() => {
         for (const id of ids) this.forwarding.delete(`${r.partition}/${id}`);
+        this.bytesInFlight -= bytes;
+        const left = (this.targetBytes.get(target) ?? 0) - bytes;
+        if (left > 0) this.targetBytes.set(target, left);
+        else this.targetBytes.delete(target);
       });
   }
 

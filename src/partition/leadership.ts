@@ -59,7 +59,11 @@ export class Leadership {
   /** The loop started, or resumed after a stop or a blocked loop: count the peers' silence from now. */
   listening(): void {
     this.lastHeardAny = this.host.elapsed();
+    this.resumedAt = this.lastHeardAny;
   }
+
+  /** When the loop last started or resumed after a stop or a block (listening): no peer is silent from before it. */
+  private resumedAt = -Infinity;
 
   /** Messages came from `peer`, of these partitions. */
   heard(peer: NodeId, items: readonly { partition: number; message: Pick<Message, 'type'> }[] = []): void {
@@ -91,14 +95,17 @@ export class Leadership {
 
   /**
    * The peers whose replica of partition p has not answered this node, its leader, for three election
-   * timeouts (counted from when this node took the lead, if it has not heard them since): down, cut
-   * off, halted or stalled. They apply nothing new of p meanwhile. Empty where this node does not lead.
+   * timeouts (counted from when this node took the lead, or its loop last resumed after a block, if it
+   * has not heard them since: a stall of its own is not their silence, as cutOffFor counts it): down,
+   * cut off, halted or stalled. They apply nothing new of p meanwhile. Empty where this node does not
+   * lead.
    */
   notAnswering(p: number): NodeId[] {
     const since = this.ledSince[p];
     if (since === undefined) return [];
     const now = this.host.elapsed();
-    return this.opts.voters.filter((peer) => peer !== this.opts.self && now - Math.max(since, this.answeredIn[p]?.get(peer) ?? -Infinity) >= 3 * this.electionTimeoutMs);
+    const from = Math.max(since, this.resumedAt);
+    return this.opts.voters.filter((peer) => peer !== this.opts.self && now - Math.max(from, this.answeredIn[p]?.get(peer) ?? -Infinity) >= 3 * this.electionTimeoutMs);
   }
 
   /** Whether a planned stop began: leadership offered to this node (TimeoutNow) is refused. */

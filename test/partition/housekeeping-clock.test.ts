@@ -21,7 +21,7 @@ function sweepsOf(own: number, median: number, expires: number): number {
       return Promise.resolve({ ok: true, value: null });
     },
     // As views.needsSweep: due at the later of the time asked and the partition's clock.
-    state: { needsSweep: (now: number) => Math.max(now, median) >= expires, format: () => FORMAT, clock: () => median, outbox: () => [] },
+    state: { needsSweep: (now: number) => Math.max(now, median) >= expires, format: () => FORMAT, clock: () => median, outboxHeads: () => [], outboxLetter: () => null },
   };
   const host = {
     onPass: (fn: () => void) => (pass = fn),

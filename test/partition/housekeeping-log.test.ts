@@ -17,7 +17,7 @@ async function logsOf(err: Error): Promise<Record<'debug' | 'warn', string[]>> {
     partition: 0,
     isLeader: () => true,
     propose: () => Promise.reject(err),
-    state: { needsSweep: () => false, format: () => FORMAT - 1, clock: () => now, outbox: () => [] },
+    state: { needsSweep: () => false, format: () => FORMAT - 1, clock: () => now, outboxHeads: () => [], outboxLetter: () => null },
   };
   const host = {
     onPass: (fn: () => void) => (pass = fn),
@@ -65,7 +65,7 @@ t.test("dead letters refused by their queue's partition stay in the outbox for t
       proposed.push(c.type);
       return Promise.resolve({ ok: true, value: null });
     },
-    state: { needsSweep: () => false, format: () => FORMAT, clock: () => now, outbox: () => [row] },
+    state: { needsSweep: () => false, format: () => FORMAT, clock: () => now, outboxHeads: (_limit: number, after: number) => (after < row.id ? [row] : []), outboxLetter: () => row },
   };
   const host = {
     onPass: (fn: () => void) => (pass = fn),
