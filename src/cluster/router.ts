@@ -20,10 +20,10 @@
 // Idempotency-Key, which makes the retry a replay; otherwise the client hears 503 or 504 and decides.
 import type { NodeId } from '../raft/index.js';
 import { NotCommittedError, NotLeaderError, OutcomeUnknownError, OverloadedError, ReplicaClosedError } from '../partition/errors.js';
-import { commandOrigin, type NodeHost } from '../partition/host.js';
+import { clockLag, commandOrigin, type NodeHost } from '../partition/host.js';
 import { sharesEntry } from '../partition/shared-entries.js';
 import { randomBytes } from 'node:crypto';
-import { BOUNDED_CLOCK_STEP, FormatTooNewError, MAX_CLOCK_STEP_MS, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
+import { FormatTooNewError, MAX_CLOCK_STEP_MS, leavingLook, runQuery, type ChannelRef, type Command, type Query, type ReceivedMessage, type Result } from '../store/broker/index.js';
 import { UnavailableError } from './errors.js';
 import { addsData, diskShort, keyDecision } from './disk-space.js';
 import { decodeAnswer, type Answer, type PeerCaller, type Proposed } from './answer.js';
@@ -280,9 +280,8 @@ export class Router {
       ].filter((poll) => !this.orphansLooked.has(poll.tag));
       for (const poll of polls.slice(0, ORPHANED_POLLS_PER_PASS)) {
         this.orphansLooked.add(poll.tag);
-        const look: Command = { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
         looks.push(
-          this.propose(p, poll.actor, look, undefined).then(
+          this.propose(p, poll.actor, leavingLook(poll), undefined).then(
             (r) => {
               const given = r.ok ? (r.value as { messages?: unknown[] }).messages?.length ?? 0 : 0;
               if (given > 0) this.host.opts.logger?.info?.({ partition: p, tag: poll.tag, messages: given }, 'a long poll of the previous process was served before its look: its messages keep their lease');
@@ -418,9 +417,8 @@ export class Router {
     const at = this.now();
     const known = this.clockUpToDate.get(p);
     if (known !== undefined && known.term === term && at < known.until) return null;
-    const state = replica.state;
-    if (!state.isOpen() || state.format() < BOUNDED_CLOCK_STEP) return null;
-    const behind = this.host.clock.now() - state.clock();
+    const behind = clockLag(replica, this.host.clock.now());
+    if (behind === null) return null;
     if (behind > MAX_CLOCK_STEP_MS) return { kind: 'retry', detail: `partition ${p}'s clock is ${Math.round(behind / 1000)} s behind the nodes' after an outage; it is catching up` };
     this.clockUpToDate.set(p, { term, until: at + CLOCK_CHECK_MS });
     return null;

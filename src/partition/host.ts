@@ -50,6 +50,17 @@ export function commandOrigin(command: unknown): 'system' | 'client' | null {
   return SYSTEM_COMMANDS.includes(type) ? 'system' : 'client';
 }
 
+/**
+ * How far (ms) replica `r`'s partition clock is behind `now`, the nodes' clock, where `r` leads, its
+ * state is open and in a format whose entries move the clock by a bounded step (BOUNDED_CLOCK_STEP);
+ * null where none of that holds. More than MAX_CLOCK_STEP_MS is a clock still catching up after an
+ * outage (NodeHost.clockBehind, Router.holdWhileClockBehind).
+ */
+export function clockLag(r: Pick<PartitionReplica, 'isLeader' | 'state'>, now: number): number | null {
+  if (!r.isLeader() || !r.state.isOpen() || r.state.format() < BOUNDED_CLOCK_STEP) return null;
+  return now - r.state.clock();
+}
+
 /** What the host needs from the network (ClusterNode gives it the transport's, and the router's forward). */
 export interface Outbox {
   send(items: { partition: number; message: Message }[]): void;
@@ -400,10 +411,8 @@ export class NodeHost {
    * until housekeeping's sweeps have brought it up); else 0.
    */
   clockBehind(p: number): number {
-    const r = this.replica(p);
-    if (!r.isLeader() || !r.state.isOpen() || r.state.format() < BOUNDED_CLOCK_STEP) return 0;
-    const behind = this.clock.now() - r.state.clock();
-    return behind > MAX_CLOCK_STEP_MS ? behind : 0;
+    const lag = clockLag(this.replica(p), this.clock.now());
+    return lag !== null && lag > MAX_CLOCK_STEP_MS ? lag : 0;
   }
 
   /**

@@ -5,7 +5,7 @@
 // the host through what the host offers (replicas, proposals, the peers' formats), and the host
 // knows nothing of it.
 import type { Command, OutboxRow } from '../store/broker/index.js';
-import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS } from '../store/broker/index.js';
+import { BOUNDED_CLOCK_STEP, MAX_CLOCK_STEP_MS, leavingLook } from '../store/broker/index.js';
 import { ClockBehindError, NotCommittedError, NotLeaderError, OutcomeUnknownError, ReplicaClosedError } from './errors.js';
 import type { NodeHost } from './host.js';
 import type { PartitionReplica } from './replica.js';
@@ -103,8 +103,7 @@ export class Housekeeping {
           const key = `${r.partition}/${poll.tag}`;
           if (this.lookingAt.has(key)) continue;
           this.lookingAt.add(key);
-          const look: Command = { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
-          r.propose(poll.actor, look)
+          r.propose(poll.actor, leavingLook(poll))
             .catch((err: unknown) => this.retry(err, { partition: r.partition, peer }, "a long poll of a node that does not answer was not taken out; will retry"))
             .finally(() => this.lookingAt.delete(key));
         }

@@ -1048,9 +1048,9 @@ export class BrokerStateMachine {
     return views.needsSweep(this.store, now);
   }
 
-  /** Up to `limit` dead letters waiting for delivery after outbox row `after`, oldest first (read by the leader's forwarder). */
-  outbox(limit: number, after = 0): views.OutboxRow[] {
-    return views.outbox(this.store, limit, after);
+  /** Dead letters waiting for delivery, oldest first. */
+  outbox(limit: number): views.OutboxRow[] {
+    return views.outbox(this.store, limit);
   }
 
   /** Where up to `limit` dead letters after outbox row `after` go, oldest first, without their bodies (the forwarder's pages). */

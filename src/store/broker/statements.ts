@@ -806,8 +806,8 @@ export function prepareStatements(db: Sqlite, k: Db) {
     ),
     /** (id) */
     deleteOutbox: s(k.deleteFrom('outbox').where('id', '=', 0), 1),
-    /** (after, limit) */
-    listOutbox: s(k.selectFrom('outbox').selectAll().where('id', '>', 0).orderBy('id').limit(0), 2),
+    /** (limit) */
+    listOutbox: s(k.selectFrom('outbox').selectAll().orderBy('id').limit(0), 1),
     /** (after, limit): where each letter goes, without its body (the forwarder's pages). */
     listOutboxHeads: s(k.selectFrom('outbox').select(['id', 'target_queue', 'expected_owner']).where('id', '>', 0).orderBy('id').limit(0), 2),
     /** (id) */

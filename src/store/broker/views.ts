@@ -1,7 +1,7 @@
 // The read-only side of the state machine: what queues, topics and subscriptions look like to a user,
 // their stats, and the probes the node makes (long polls, metrics, the leader's sweep and forwarder).
 // Reads are not entries: `now` is the caller's best clock, never below the partition's.
-import { ErrorCode, fail, type Body, type ChannelRef, type Result } from './commands.js';
+import { ErrorCode, fail, type Body, type ChannelRef, type Command, type Result } from './commands.js';
 import { bodyText } from './envelope.js';
 import { consumable, visibleQueue, visibleTopic } from './access.js';
 import { Refusal, clock, iso, read, seconds, type QueueRow, type Store } from './context.js';
@@ -188,6 +188,15 @@ export interface WaitingPoll {
 }
 
 /**
+ * The look a poll takes when its client leaves (ms 0, leave), for `poll`: proposed as its user by a
+ * node that takes out a poll nobody will answer (Router.leaveOrphanedPolls, Housekeeping). It leases
+ * nothing; a poll served before it answers what it was given.
+ */
+export function leavingLook(poll: WaitingPoll): Command {
+  return { type: 'receive', channel: poll.channel, maxMessages: poll.maxMessages, visibilityTimeoutSeconds: null, wait: { tag: poll.tag, ms: 0, again: true, leave: true } };
+}
+
+/**
  * Up to `limit` polls still waiting at `now` (the state's clock) whose tags sort in [from, below), in
  * tag order; a poll on a channel deleted since is left out (it takes nothing).
  */
@@ -256,9 +265,9 @@ const outboxRow = (r: OutboxTableRow): OutboxRow => ({
   attributes: JSON.parse(r.attributes) as Record<string, string>,
 });
 
-/** Up to `limit` dead letters waiting for delivery after outbox row `after`, oldest first (read by the leader's forwarder). */
-export function outbox(s: Store, limit: number, after = 0): OutboxRow[] {
-  return (s.st.listOutbox.all(after, limit) as OutboxTableRow[]).map(outboxRow);
+/** Dead letters waiting for delivery, oldest first. */
+export function outbox(s: Store, limit: number): OutboxRow[] {
+  return (s.st.listOutbox.all(limit) as OutboxTableRow[]).map(outboxRow);
 }
 
 /** Where up to `limit` dead letters after outbox row `after` go, oldest first, without their bodies. */
