@@ -19,6 +19,9 @@
 //   (a survivor started by mistake, a node restored from an older backup) can never reach the
 //   restored ones, nor they it, and an old folder is refused at their start. The restore refuses the
 //   copy's own secret, and a copy that does not say which secret made it.
+// - Dead-letter outbox ids the lost peers gave: each partition's outbox sequence moves far on
+//   (OUTBOX_PAST_COPY), the same in the three restored folders, so that no new dead letter reuses
+//   an id a dead-letter queue still deduplicates.
 // - Nothing else about the copy changes: every entry it acknowledged is kept; entries it held
 //   without knowing them committed are committed by the restored cluster (at least once, as a
 //   client's retry would); leases, delays and long polls run on in the cluster's clock.
@@ -37,6 +40,16 @@ import { POSITIONS_PATH, tokenKeyOf } from './internal-routes.js';
 import { tlsMaterial } from './node.js';
 import { HttpTransport } from './transport.js';
 
+/**
+ * How far a restore moves every partition's dead-letter outbox sequence on (meta `outbox_seq`). A
+ * dead letter's queue deduplicates it for a day by its outbox row, `<partition>/<id>` (messages.ts),
+ * and one node's replicas lag apart: the copy's replica of a dead-letter queue may hold the ids of
+ * letters whose source partition's replica never gave them. Reused, those ids would drop new
+ * letters as duplicates. Past any id the lost peers could have given (four billion dead letters
+ * beyond the copy), and safe for two million restores.
+ */
+export const OUTBOX_PAST_COPY = 2 ** 32;
+
 export class RestoreRefusedError extends Error {
   override name = 'RestoreRefusedError';
 }
@@ -51,6 +64,8 @@ export interface RestoredPosition {
   readonly last: readonly [index: number, term: number];
   /** The entry the partition's state database holds everything up to ([0, 0] without one). */
   readonly applied: readonly [index: number, term: number];
+  /** The partition's dead-letter outbox sequence once moved on (OUTBOX_PAST_COPY). */
+  readonly outbox: number;
 }
 
 export interface Restored {
@@ -257,7 +272,11 @@ function copyTree(from: string, to: string, rel: string, target: string): { file
   return { files, bytes };
 }
 
-/** Opens the copied log (checking every record, as a node's start does) and reads where each partition stands. */
+/**
+ * Opens the copied log (checking every record, as a node's start does) and reads where each partition
+ * stands; and moves each partition's dead-letter outbox sequence past any id its lost peers could have
+ * given (OUTBOX_PAST_COPY).
+ */
 async function readPositions(dataDir: string, partitions: number, voters: readonly NodeId[]): Promise<RestoredPosition[]> {
   const store = await openNodeLog(dataDir, partitions, voters);
   try {
@@ -289,7 +308,19 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
           `partition ${p}'s state holds entry ${applied.index} (term ${applied.term}), its log ends at ${last} (term ${log.term(last)}): this node went down before its log was synced, and the entries between are on no node of the copy. Restore from another node's copy, or from a backup taken while the node was stopped`,
         );
       }
-      positions.push({ partition: p, term: hard.term, vote: hard.vote, commit: hard.commit, snapshot: [snapshot.index, snapshot.term], last: [last, log.term(last)], applied: [applied.index, applied.term] });
+      // The state a node starts from (the image when there is one) and the state it replaces.
+      let outbox = 0;
+      for (const path of [state, image]) if (path !== null && existsSync(path)) outbox = BrokerStateMachine.advanceOutbox(path, OUTBOX_PAST_COPY);
+      positions.push({
+        partition: p,
+        term: hard.term,
+        vote: hard.vote,
+        commit: hard.commit,
+        snapshot: [snapshot.index, snapshot.term],
+        last: [last, log.term(last)],
+        applied: [applied.index, applied.term],
+        outbox,
+      });
     }
     return positions;
   } finally {

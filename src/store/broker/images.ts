@@ -12,7 +12,7 @@ import { rowBody } from './bodies.js';
 import type { Store } from './context.js';
 import { fsyncPathAsync, renameDurably } from '../durable.js';
 import type { Sqlite } from './sqlite.js';
-import { prepareImageBodies, prepareImageMeta } from './statements.js';
+import { prepareImageBodies, prepareImageMeta, prepareOutboxAdvance } from './statements.js';
 
 /**
  * Bytes a snapshot copies per event-loop turn (64 pages of 4 KiB, 128 of 2 KiB): about a millisecond
@@ -101,6 +101,22 @@ async function fillBodies(image: Sqlite, store: Store): Promise<void> {
     const last = rows[rows.length - 1]!;
     after = { channel: last.channel_id, seq: last.seq };
     await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * Moves the dead-letter outbox sequence of the closed state database or image at `path` on by `by`,
+ * durably (the file synced, its -wal checkpointed away). Returns the sequence after. Only for a
+ * cluster restored from one copy (src/cluster/restore.ts), where the three nodes get the same file
+ * and so stay byte-identical.
+ */
+export function advanceOutbox(path: string, by: number): number {
+  const state = new Database(path, { fileMustExist: true });
+  try {
+    state.pragma('synchronous = FULL');
+    return (prepareOutboxAdvance(state).get(by) as { value: number }).value;
+  } finally {
+    state.close();
   }
 }
 

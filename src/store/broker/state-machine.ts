@@ -63,7 +63,7 @@ import {
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
-import { copyState, finishImage, imageApplied, installImage, removeImageFiles, syncStateFiles } from './images.js';
+import { advanceOutbox, copyState, finishImage, imageApplied, installImage, removeImageFiles, syncStateFiles } from './images.js';
 import { REBUILD_IN_APPLY, messageTableOf, rebuildMessageTable, rebuildable, rebuildsInApply, type MessageTable, type RebuildLimits } from './message-table.js';
 import { brokerMigrations } from './migrations.js';
 import { createQueue, deleteQueue } from './queues.js';
@@ -1110,6 +1110,11 @@ export class BrokerStateMachine {
   /** The entry an image's state holds everything up to (read from the closed image file). */
   static imageApplied(path: string): { index: number; term: number } {
     return imageApplied(path);
+  }
+
+  /** Moves the dead-letter outbox sequence of a closed state or image on by `by` (images.ts; restore.ts). */
+  static advanceOutbox(path: string, by: number): number {
+    return advanceOutbox(path, by);
   }
 
   /** Replaces the state database at `dbPath` with a snapshot image, moved, not copied (images.ts). */

@@ -825,6 +825,20 @@ export function prepareImageMeta(image: Sqlite): Statement {
   return prepare(image, metaValue(imageKysely(image)).compile(), 1);
 }
 
+/**
+ * The statement moving a state's dead-letter outbox sequence on (restore.ts: a cluster restored from
+ * one copy): (by). Returns the sequence after.
+ */
+export function prepareOutboxAdvance(state: Sqlite): Statement {
+  const k = imageKysely(state);
+  const q = k
+    .updateTable('meta')
+    .set((eb) => ({ value: eb('value', '+', 0) }))
+    .where('key', '=', lit('outbox_seq'))
+    .returning('value');
+  return prepare(state, q.compile(), 1);
+}
+
 const imageKysely = (image: Sqlite): Db => new Kysely<BrokerDatabase>({ dialect: new SqliteDialect({ database: image }) });
 
 /**
