@@ -33,7 +33,7 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024;
  */
 export const BODY_TIMEOUT_MS = 60_000;
 export const REQUEST_TIMEOUT = { status: 408, title: 'Request Timeout' } as const;
-export const API_VERSION = '1.7.0';
+export const API_VERSION = '1.8.0';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });

@@ -74,6 +74,16 @@ export interface Ctx {
    * poll looks again (format 16, SERVED_POLLS_KEPT; messages.ts, serveWaiters).
    */
   readonly keepsServed: boolean;
+  /**
+   * The bytes of bodies and attributes one receive leases at most, past its first message (format
+   * 17, BOUNDED_RECEIVES: RECEIVE_BYTES); null for no limit.
+   */
+  readonly receiveBytes: number | null;
+  /**
+   * What is left of the due messages this entry may make ready or dead-letter (format 17,
+   * BOUNDED_PROMOTION: PROMOTE_BUDGET); null for no limit.
+   */
+  promoteBudget: number | null;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

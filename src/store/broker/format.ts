@@ -64,9 +64,16 @@
  * housekeeping prunes it, and that look answers them (messages.ts, receive): before, the poll's node
  * learnt of them only from its own apply of the entry that served it, and a node that caught up
  * through a snapshot past that entry never did, so they stayed leased to nobody, counted as a
- * delivery (dead-lettered, with maxDeliveries 1, unseen).
+ * delivery (dead-lettered, with maxDeliveries 1, unseen). Format 17 (BOUNDED_RECEIVES): a receive,
+ * or a parked poll's serving, leases messages only until their bodies and attributes reach
+ * RECEIVE_BYTES (at least one message): before, up to 100 messages of 256 KiB, escaped in JSON,
+ * made one answer of 168 MB that held its node's loop for seconds (a review). And
+ * (BOUNDED_PROMOTION) one entry makes at most PROMOTE_BUDGET ended leases and passed delays ready
+ * again or dead-letters them, the earliest due first; the entries after it that look at the channel
+ * take the rest (leases.ts, promoteDue): before, a receive after 100,000 leases ended together
+ * promoted them all, 0.75 s of every replica's loop (a review).
  */
-export const FORMAT = 16;
+export const FORMAT = 17;
 
 /** From this format on, commands that carry bodies hold them as bytes (envelope.ts). */
 export const BODIES_AS_BYTES = 2;
@@ -111,6 +118,10 @@ export const BOUNDED_OWNERSHIP = 15;
 export const BOUNDED_GRANTS = 16;
 /** From this format on, a served parked poll stays in the state until its look takes its messages (messages.ts). */
 export const SERVED_POLLS_KEPT = 16;
+/** From this format on, a receive leases messages up to RECEIVE_BYTES of bodies and attributes (leases.ts, leaseReady). */
+export const BOUNDED_RECEIVES = 17;
+/** From this format on, an entry promotes or dead-letters at most PROMOTE_BUDGET due messages (leases.ts, promoteDue). */
+export const BOUNDED_PROMOTION = 17;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -32,6 +32,21 @@ export function leaseLive(m: Pick<MessageRow, 'state' | 'visible_at'>, now: numb
   return m.state === MessageState.Leased && m.visible_at > now;
 }
 
+/**
+ * The bytes of bodies (UTF-8) and attributes (their stored JSON) one receive leases at most, past its
+ * first message (format 17, BOUNDED_RECEIVES). 100 messages of 256 KiB, each character a control
+ * character that JSON escapes in six bytes, made an answer of 168 MB; at most about 12 MiB now (and
+ * one message). SQS answers at most 10 messages of 256 KiB.
+ */
+export const RECEIVE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Due messages (ended leases, passed delays) one entry makes ready again or dead-letters at most
+ * (format 17, BOUNDED_PROMOTION): about 7 µs each on a replica, a dead letter more (its body read,
+ * an outbox row). 100,000 leases that ended together held every replica's loop 0.75 s in one receive.
+ */
+export const PROMOTE_BUDGET = 1000;
+
 /** Receipt handles name one delivery: channel, message sequence and the lease (receive entry index). */
 export function encodeReceipt(channelId: number, seq: number, leaseId: number): string {
   return Buffer.from(`${channelId}.${seq}.${leaseId}`).toString('base64url');
@@ -76,14 +91,27 @@ export interface Leased {
  * received() makes the answer's messages.
  */
 export function leaseReady(s: Store, ch: ChannelRow, max: number, vt: number, ctx: Ctx): Leased {
-  const rows = (s.st.ready.all(ch.id, max) as ReadyValues[]).map(readyRow);
+  const read = (s.st.ready.all(ch.id, max) as ReadyValues[]).map(readyRow);
+  // From format 17, up to RECEIVE_BYTES of bodies and attributes, past the first message: the
+  // answer's JSON is up to six times those bytes (control characters escaped).
+  const rows: ReadyRow[] = [];
+  const bodies: Body[] = [];
+  let bytes = 0;
+  for (const m of read) {
+    const body = rowBody(s, m);
+    if (ctx.receiveBytes !== null) {
+      bytes += (typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.byteLength) + m.attributes.length;
+      if (rows.length > 0 && bytes > ctx.receiveBytes) break;
+    }
+    rows.push(m);
+    bodies.push(body);
+  }
   // What received() could throw on, checked here on every replica: a receive must fail alike on
   // the replicas that answer it and on the others (before format 8 a leader's stamp set the clock as
   // it came, so a sending time may be past what a Date holds).
   for (const m of rows) if (!(Math.abs(m.sent_at) <= MAX_TIME_MS)) throw new RangeError(`message ${m.seq} was sent at ${m.sent_at}, past what a time can be`);
   // One update for them all: the rows read are every ready message up to the last one's sequence.
   if (rows.length > 0) s.st.leaseReadyUpTo.run(ctx.now + vt, ctx.index, ch.id, rows[rows.length - 1]!.seq);
-  const bodies = rows.map((m) => rowBody(s, m));
   if (rows.length > 0) {
     s.st.bumpCount[MessageState.Ready].run(-rows.length, ch.id);
     s.st.bumpCount[MessageState.Leased].run(rows.length, ch.id);
@@ -121,10 +149,14 @@ export function received(leased: Leased): ReceivedMessage[] {
 
 /**
  * Leased and delayed messages whose time has come become ready again; one that has been delivered
- * maxDeliveries times is dead-lettered instead.
+ * maxDeliveries times is dead-lettered instead. From format 17 at most what is left of the entry's
+ * PROMOTE_BUDGET, the earliest due first; the rest stay due, and the receives and parked polls'
+ * looks after it take them (the channel's next visible time is past, so its polls look at once).
  */
 export function promoteDue(s: Store, ch: ChannelRow, ctx: Ctx): void {
-  const due = s.st.due.all(ch.id, ctx.now) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count' | 'lease_id'>[];
+  if (ctx.promoteBudget !== null && ctx.promoteBudget <= 0) return;
+  const due = (ctx.promoteBudget === null ? s.st.due.all(ch.id, ctx.now) : s.st.dueFirst.all(ch.id, ctx.now, ctx.promoteBudget)) as Pick<MessageRow, 'seq' | 'state' | 'delivery_count' | 'lease_id'>[];
+  if (ctx.promoteBudget !== null) ctx.promoteBudget -= due.length;
   for (const m of due) {
     // A lease this very entry made (a visibility timeout of 0) ends at the next entry: leased again
     // here, the message would carry the same lease id, so the same receipt handle, twice.

@@ -18,7 +18,7 @@ import Database from 'better-sqlite3';
 import { ErrorCode, fail, ok, type ChannelRef, type Command, type Delivery, type Envelope, type MessageInput, type Received, type Result } from './commands.js';
 import * as access from './access.js';
 import { BodyMissingError, SLOTS, bodyPlace, logSeq, type BodySource } from './bodies.js';
-import { ack, extendLeases, nack } from './leases.js';
+import { PROMOTE_BUDGET, RECEIVE_BYTES, ack, extendLeases, nack } from './leases.js';
 import { IDEMPOTENCY_WINDOW_MS, Refusal, bodiesFrom, clock, format, meta, type Ctx, type QueueRow, type Store } from './context.js';
 import {
   SWEEP_BUDGET,
@@ -60,6 +60,8 @@ import {
   BOUNDED_GRANTS,
   SERVED_POLLS_KEPT,
   BOUNDED_DELETES,
+  BOUNDED_PROMOTION,
+  BOUNDED_RECEIVES,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -644,6 +646,8 @@ export class BrokerStateMachine {
           boundedDeletes: this.formatInForce >= BOUNDED_DELETES,
           clearBudget: CLEAR_BUDGET,
           keepsServed: this.formatInForce >= SERVED_POLLS_KEPT,
+          receiveBytes: this.formatInForce >= BOUNDED_RECEIVES ? RECEIVE_BYTES : null,
+          promoteBudget: this.formatInForce >= BOUNDED_PROMOTION ? PROMOTE_BUDGET : null,
         };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };

@@ -488,6 +488,23 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .orderBy('seq'),
       2,
     ),
+    /**
+     * (channel_id, now, limit): `due` from format 17 (BOUNDED_PROMOTION), at most `limit`, the
+     * earliest due first: in the index's order, so that SQLite stops at the limit.
+     */
+    dueFirst: s(
+      k
+        .selectFrom(messagesBy('messages_due'))
+        .select(['seq', 'state', 'delivery_count', 'lease_id'])
+        .where('channel_id', '=', 0)
+        .where(DUE_STATES)
+        .where('visible_at', '<=', 0)
+        .orderBy('state')
+        .orderBy('visible_at')
+        .orderBy('seq')
+        .limit(0),
+      3,
+    ),
     messageTotals: s(
       k
         .selectFrom('channels')

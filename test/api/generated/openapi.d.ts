@@ -327,7 +327,7 @@ export interface paths {
         put?: never;
         /**
          * Receive messages with a lease (long polling with waitSeconds)
-         * @description Oldest visible messages first. Each is leased for the visibility timeout: ack deletes it; nack or an expired lease makes it visible again. A receive is a write (the lease is replicated).
+         * @description Oldest visible messages first, up to maxMessages and 2 MiB of bodies and attributes (at least one message; since 1.8.0). Each is leased for the visibility timeout: ack deletes it; nack or an expired lease makes it visible again. A receive is a write (the lease is replicated).
          */
         post: operations["receiveMessages"];
         delete?: never;
