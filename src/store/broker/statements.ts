@@ -161,6 +161,9 @@ const metaValue = (k: Db) => k.selectFrom('meta').select('value').where('key', '
 
 export function prepareStatements(db: Sqlite, k: Db) {
   const s = (q: { compile(): CompiledQuery }, arity: number): Statement => prepare(db, q.compile(), arity);
+  /** Ended leases and passed delays of a channel: (channel_id, now). */
+  const dueRows = () =>
+    k.selectFrom(messagesBy('messages_due')).select(['seq', 'state', 'delivery_count', 'lease_id']).where('channel_id', '=', 0).where(DUE_STATES).where('visible_at', '<=', 0);
   /** (delta, id) */
   const bump = (col: 'n_ready' | 'n_leased' | 'n_delayed'): Statement =>
     s(k.updateTable('channels').set(col, (eb) => eb(col, '+', 0)).where('id', '=', 0), 2);
@@ -478,33 +481,12 @@ export function prepareStatements(db: Sqlite, k: Db) {
       2,
     ).raw(true),
     /** (channel_id, now): ended leases and passed delays (leases.ts: visible_at <= now), for promoteDue. */
-    due: s(
-      k
-        .selectFrom(messagesBy('messages_due'))
-        .select(['seq', 'state', 'delivery_count', 'lease_id'])
-        .where('channel_id', '=', 0)
-        .where(DUE_STATES)
-        .where('visible_at', '<=', 0)
-        .orderBy('seq'),
-      2,
-    ),
+    due: s(dueRows().orderBy('seq'), 2),
     /**
      * (channel_id, now, limit): `due` from format 17 (BOUNDED_PROMOTION), at most `limit`, the
      * earliest due first: in the index's order, so that SQLite stops at the limit.
      */
-    dueFirst: s(
-      k
-        .selectFrom(messagesBy('messages_due'))
-        .select(['seq', 'state', 'delivery_count', 'lease_id'])
-        .where('channel_id', '=', 0)
-        .where(DUE_STATES)
-        .where('visible_at', '<=', 0)
-        .orderBy('state')
-        .orderBy('visible_at')
-        .orderBy('seq')
-        .limit(0),
-      3,
-    ),
+    dueFirst: s(dueRows().orderBy('state').orderBy('visible_at').orderBy('seq').limit(0), 3),
     messageTotals: s(
       k
         .selectFrom('channels')
