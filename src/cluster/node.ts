@@ -197,8 +197,8 @@ export class ClusterNode {
    * part at all, learn each partition's highest term from every peer, so that it never acknowledges
    * a leader of a term older than one it may have voted or acknowledged in. All peers must answer: a
    * term it took part in may live on one of them only. Two exceptions, both a new cluster: when every
-   * peer that answers (at least one, a majority with this node) and this node have empty logs in every
-   * partition, there is nothing to learn and nobody to catch up from, and voting starts at once; and
+   * peer and this node have empty logs in every partition, there is nothing to learn and nobody to
+   * catch up from, and voting starts at once; and
    * when every peer has run since its log was empty and has had no Raft message from this node (it
    * started late), nothing of this node's counts anywhere, and voting starts once the terms are
    * learned. Asked every half second until then; meanwhile peers' messages are dropped.
@@ -220,12 +220,14 @@ export class ClusterNode {
       if (this.closed) return;
       const got = answers.filter((a): a is Positions => a !== null && Array.isArray(a.terms) && Array.isArray(a.lastIndexes) && a.terms.length === this.cfg.partitions);
       const mineEmpty = empty(this.host.logPositions());
-      // A folder that took part before is not new, whatever its log says: a peer as empty as itself
-      // lost its log too, and the member that holds the cluster's entries may be the one that has not
-      // answered. Only when every member answered empty is there nothing left to keep.
-      if ((this.tookPart ? got.length === others.length : got.length > 0) && mineEmpty && got.every(empty)) {
+      // Only when every member answered empty is there nothing left to keep. A peer as empty as this
+      // folder may have lost its disk too, and the member holding the cluster's entries may be the one
+      // that has not answered: two replaced disks, the third node away for a moment, elected leaders
+      // over nothing, and the third followed them when it came back (review of stop 62). So a new
+      // cluster's first start waits for its three nodes, whether or not this folder took part.
+      if (got.length === others.length && mineEmpty && got.every(empty)) {
         this.host.rejoin.applyTermFloors([]);
-        this.logger.info({ peers: got.length }, 'a new cluster: every member that answered is empty; voting');
+        this.logger.info({ peers: got.length }, 'a new cluster: every member is empty; voting');
         this.host.rejoin.resumeVoting();
         return;
       }
