@@ -1,7 +1,8 @@
 // A node's configuration: command-line flags, then environment variables (MOM_*), then a JSON file
 // (--config or MOM_CONFIG), in that order of precedence. Anything wrong stops the node with a message
 // that names the setting and says what is expected.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { nodeId, type NodeId } from '../raft/index.js';
 import { mkdirDurably, writeFileDurably } from '../store/durable.js';
 import { MAX_SEGMENT_BYTES } from '../store/wal/index.js';
@@ -296,6 +297,12 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean; to
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
   }
   if (existing === null) {
+    const held = heldData(cfg.dataDir);
+    if (held.length > 0) {
+      throw new ConfigError(
+        `${cfg.dataDir} holds ${held.join(', ')} but no cluster.json, so nothing says it is this node's folder of this cluster: an archive made without its cluster.json, another cluster's folder, or a restore cut short. Empty the folder to rebuild this node from its peers (docs/operations.md, "Rebuild a lost node from its peers"), or restore it again`,
+      );
+    }
     mkdirDurably(cfg.dataDir);
     writeIdentity(cfg, true, false);
     return { catchingUp: true, tookPart: false, recordCluster: false };
@@ -315,6 +322,27 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean; to
   // --rejoin is recorded by ClusterNode.open once the log's LOCK is taken (recordIdentity): written
   // here, a second process started on the folder of a running node would leave it catching up.
   return { catchingUp: cfg.rejoin || existing.catchingUp === true, tookPart: cfg.rejoin || existing.tookPart === true, recordCluster: existing.cluster === undefined };
+}
+
+/**
+ * What of a node's data `dataDir` holds (a log, partition states, images, an older build's log): a
+ * folder without cluster.json that holds any of it is refused. Taken for a new folder, its log and
+ * states, of another cluster or another node, were kept under this cluster's entries wherever their
+ * positions matched, and its leader and it exchanged appends and refusals thousands of times a second
+ * where they did not (review of stop 62).
+ */
+function heldData(dataDir: string): string[] {
+  const nonEmpty = (dir: string): boolean => {
+    try {
+      return readdirSync(join(dataDir, dir)).length > 0;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return false;
+      throw err;
+    }
+  };
+  const held = ['wal', 'state', 'snapshots'].filter(nonEmpty).map((d) => `${d}/`);
+  if (existsSync(join(dataDir, 'raft-log.db'))) held.push('raft-log.db');
+  return held;
 }
 
 /**

@@ -147,8 +147,15 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   try {
     const copied = copyTree(source, target, '', target);
     const positions = await readPositions(target, cfg.partitions, cfg.peers.map((p) => p.id));
-    // Last: a folder without its cluster.json is a restore cut short, which a start takes for a new
-    // folder that must catch up from leaders (never votes with a partial log).
+    // Its cluster.json says the node took part, yet no partition's log holds anything: the log was left
+    // out (kept on a disk not mounted when the copy was made). A node's own start calls that a lost
+    // log; restored, the three would have taken each other for a new cluster, every write gone
+    // (review of stop 62).
+    if (positions.every((p) => p.term === 0 && p.last[0] === 0 && p.snapshot[0] === 0)) {
+      throw new RestoreRefusedError(`${from}'s log is empty in every partition (wal/ missing or empty), though the node had taken part in its cluster: the copy lacks its log. Take the whole folder, the log's disk included`);
+    }
+    // Last: a folder without its cluster.json is a restore cut short, which a start refuses
+    // (config.ts, heldData) until it is emptied and restored again.
     markCaughtUp(cfg);
     const fingerprint = createHash('sha256').update(JSON.stringify(positions)).digest('hex').slice(0, 16);
     return { fingerprint, ...copied, positions };

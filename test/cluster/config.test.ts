@@ -1,5 +1,5 @@
 // Configuration: flags over environment over file; every mistake stops the node with a clear message.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -85,4 +85,21 @@ t.test('the partition count and members are fixed by the first start', async (t)
   t.pass('the same configuration starts again');
   t.throws(() => checkClusterIdentity({ ...c, partitions: 8 }), /misroute/);
   t.throws(() => checkClusterIdentity({ ...c, nodeId: c.peers[1]!.id }), /holds the data of node n1/);
+});
+
+t.test('a folder that holds a log, states or images but no cluster.json is refused, never taken for a new one', async (t) => {
+  for (const held of ['wal', 'state', 'snapshots']) {
+    const c = loadConfig(base, {});
+    const folder = join(dir, `no-identity-${held}`);
+    mkdirSync(join(folder, held), { recursive: true });
+    writeFileSync(join(folder, held, 'x'), 'x');
+    // Another cluster's log, or an archive without its cluster.json: taken for a new folder, it was
+    // kept under this cluster's entries where their positions matched (review of stop 62).
+    t.throws(() => checkClusterIdentity({ ...c, dataDir: folder }), { name: 'ConfigError', message: new RegExp(`holds ${held}/ but no cluster\\.json`) }, held);
+    t.notOk(existsSync(join(folder, 'cluster.json')), 'and writes no identity there');
+  }
+  const empty = join(dir, 'no-identity-empty');
+  mkdirSync(join(empty, 'wal'), { recursive: true });
+  const c = loadConfig(base, {});
+  t.same(checkClusterIdentity({ ...c, dataDir: empty }), { catchingUp: true, tookPart: false, recordCluster: false }, 'an empty folder (or one with empty subfolders) is new');
 });

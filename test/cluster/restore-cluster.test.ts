@@ -193,6 +193,14 @@ t.test('restore-cluster refuses what it cannot restore safely, and writes nothin
   await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, ahead), { name: 'RestoreRefusedError', message: /state holds entry \d+ .* its log ends at \d+/ }, 'a copy whose state is ahead of its log');
   t.same(readdirSync(target), [], 'and the data folder is left empty');
 
+  // A copy whose log was left out (kept on a disk that was not mounted when the copy was made): its
+  // cluster.json says the node took part, its log holds nothing (review of stop 62).
+  const noLog = join(root, 'no-log');
+  cpSync(copy, noLog, { recursive: true, filter: (src) => !src.startsWith(join(copy, 'wal')) && !src.startsWith(join(copy, 'state')) });
+  mkdirSync(join(noLog, 'wal'));
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, noLog), { name: 'RestoreRefusedError', message: /log is empty in every partition/ }, 'a copy whose log is missing');
+  t.same(readdirSync(target), [], 'and the data folder is left empty');
+
   // A copy whose cluster.json does not say its secret (older builds; or the key removed).
   const unknownSecret = join(root, 'unknown-secret');
   cpSync(copy, unknownSecret, { recursive: true });
