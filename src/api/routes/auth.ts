@@ -54,8 +54,12 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   const registerByAddress = new RateLimiter(REGISTER_LIMITS.perAddress, REGISTER_LIMITS.windowMs, now);
   // Compared against when the user is unknown, so that both failures take as long.
   const dummyHash = bcrypt.hashSync('not a password of anyone', cost);
-  // Every hash and check of a request, on a worker thread (password-hasher.ts).
+  // Every hash and check of a request, on a worker thread (password-hasher.ts), in turn across
+  // usernames, so that a few accounts looping on their own logins cannot keep others' out (review of
+  // stop 62). Registrations take their turns by address: they are counted per address anyway, and
+  // no username holds a space.
   const hasher = new PasswordHasher();
+  const registering = (request: FastifyRequest): string => `address ${addressKey(request.ip)}`;
   fastify.addHook('onClose', () => hasher.close());
 
   // What the other nodes counted counts here too, and what this node counts goes to them.
@@ -85,7 +89,8 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
   /**
    * Password checks under way per username, at most PASSWORD_CHECKS_PER_USER: successful logins count
    * nowhere else, and one client looping on its own logins, 24 at a time, kept the node's password
-   * worker full (16 at once), so that other users' logins answered 503 (review of 2026-12-07).
+   * worker full (16 at once), so that other users' logins answered 503 (review of 2026-12-07). Four
+   * accounts doing so at 4 each still did: the worker takes them in turn now (review of stop 62).
    */
   const checking = new Map<string, number>();
   /** Whether `password` matches `hash`; an attempt the hasher could not take (503, or 429 past the user's checks at once) counts as none. */
@@ -97,7 +102,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
     }
     checking.set(username, under + 1);
     try {
-      return await hasher.compare(prehash(password), hash);
+      return await hasher.compare(prehash(password), hash, username);
     } catch (err) {
       logins.cancel(username, addressKey(request.ip));
       throw err;
@@ -131,13 +136,13 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       assertWellFormed(request.body.password, 'password');
       // A hasher at its bound answers 503 before the registration counts: the client did nothing
       // wrong, and its retry must find its budget. No await between here and the hash's start.
-      hasher.assertRoom();
+      hasher.assertRoom(registering(request));
       const wait = registerByAddress.hit(addressKey(request.ip));
       // A refused one is not told: it costs nothing, and would crowd out the events that count.
       if (wait === 0) shared?.publish({ kind: 'register', address: addressKey(request.ip) });
       if (wait > 0) throw new ApiError('rate_limited', `too many registrations from this address; retry in ${wait} s`, wait);
       const { username, password } = request.body;
-      const passwordHash = await hasher.hash(prehash(password), cost);
+      const passwordHash = await hasher.hash(prehash(password), cost, registering(request));
       const r = await deps.broker.propose(userPartition(username, deps.broker.partitions), null, { type: 'user.register', username, passwordHash }, undefined, ctxOf(request));
       if (!r.ok) throw fromFailure(r);
       return reply.code(201).send(r.value as { username: string; createdAt: string });
@@ -263,7 +268,7 @@ export async function authRoutes(fastify: FastifyInstance, opts: { deps: ApiDeps
       const user = actorOf(request);
       const p = lifecyclePartition(user);
       await checkPassword(request, p, user, request.body.password);
-      const passwordHash = await hasher.hash(prehash(request.body.newPassword), cost);
+      const passwordHash = await hasher.hash(prehash(request.body.newPassword), cost, user);
       const done = mustLifecycle(await deps.broker.propose(p, user, { type: 'user.password', passwordHash, epoch: tokenEpoch(request) }, undefined, ctxOf(request)), user);
       const { epoch } = done.value as { epoch: number };
       app.userChanged(user, epoch);
