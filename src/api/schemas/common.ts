@@ -8,12 +8,15 @@
 // and subscriptions share.
 import { Type, type Static, type TSchema } from 'typebox';
 import { Problems, type ProblemCode } from '../../cluster/problems.js';
+import { MAX_FILTER_BYTES } from '../../store/broker/index.js';
 
 export const LIMITS = {
   bodyBytes: 256 * 1024,
   attributes: 16,
   attributeKeyChars: 128,
   attributeValueChars: 1024,
+  /** A subscription filter's attributes as compact JSON, in UTF-8 bytes (store/broker/filters.ts says why). */
+  filterBytes: MAX_FILTER_BYTES,
   batchMessages: 100,
   batchBytes: 1024 * 1024,
   receiveMax: 100,

@@ -1,7 +1,7 @@
 // Topics and their subscriptions.
 import { Type, type Static } from 'typebox';
 import type { SubscriptionView, TopicView } from '../../store/broker/index.js';
-import { Attributes, ChannelStats, DeadLetterQueue, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf, type Defaulted, type SameShape } from './common.js';
+import { Attributes, ChannelStats, DeadLetterQueue, LIMITS, MaxDeliveries, Name, SCHEMA_NAME, StringEnum, VisibilityTimeout, nullable, pageOf, type Defaulted, type SameShape } from './common.js';
 
 export const SubscribePolicy = StringEnum(['anyone', 'granted'], {
   [SCHEMA_NAME]: 'SubscribePolicy',
@@ -32,7 +32,13 @@ export const TopicPage = pageOf('TopicPage', Topic);
 
 export const SubscriptionFilter = Type.Object(
   { attributes: Attributes },
-  { additionalProperties: false, [SCHEMA_NAME]: 'SubscriptionFilter', description: 'Deliver only messages whose attributes hold every one of these pairs.' },
+  {
+    additionalProperties: false,
+    [SCHEMA_NAME]: 'SubscriptionFilter',
+    description:
+      `Deliver only messages whose attributes hold every one of these pairs. In a request, \`attributes\` as compact JSON (JSON.stringify) holds at most ${LIMITS.filterBytes} bytes of UTF-8, ` +
+      'a control character counted as its 6-byte escape (400 beyond; since 1.7.0).',
+  },
 );
 
 export const SubscriptionCreate = Type.Object(

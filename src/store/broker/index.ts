@@ -10,3 +10,4 @@ export { BodyMissingError, SLOTS, type BodySource } from './bodies.js';
 export { MAX_FANOUT, MAX_SPLIT, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_USER } from './topics.js';
 export { MAX_GRANTS, MAX_OWNED } from './access.js';
 export { PROMOTE_BUDGET, RECEIVE_BYTES } from './leases.js';
+export { MAX_FILTER_BYTES } from './filters.js';

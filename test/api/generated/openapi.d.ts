@@ -548,7 +548,7 @@ export interface paths {
         put?: never;
         /**
          * Subscribe: create a subscription owned by the caller
-         * @description Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone. A topic holds at most 1000 subscriptions; 409 beyond.
+         * @description Needs ownership of the topic, a subscribe grant, or a topic created with subscribe: anyone. A topic holds at most 1000 subscriptions; 409 beyond. A filter's attributes hold at most 4096 bytes as compact JSON; 400 beyond.
          */
         post: operations["createSubscription"];
         delete?: never;
@@ -1025,7 +1025,7 @@ export interface components {
             createdAt: string;
             stats: components["schemas"]["QueueStats"];
         };
-        /** @description Deliver only messages whose attributes hold every one of these pairs. */
+        /** @description Deliver only messages whose attributes hold every one of these pairs. In a request, `attributes` as compact JSON (JSON.stringify) holds at most 4096 bytes of UTF-8, a control character counted as its 6-byte escape (400 beyond; since 1.7.0). */
         SubscriptionFilter: {
             attributes: components["schemas"]["Attributes"];
         };
