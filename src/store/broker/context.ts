@@ -1,6 +1,7 @@
 // What the parts of the state machine share (access, queues, messages, topics, views): the partition's
 // store, which outlives commands, and the context of the one command being applied.
 import type { BodySource, EntryBodies } from './bodies.js';
+import type { FilterCache } from './filters.js';
 import { ok, type Delivery, type Failure, type Result } from './commands.js';
 import type { ChannelRow } from './schema.js';
 import type { Statements } from './statements.js';
@@ -24,6 +25,11 @@ export interface Store {
    * sequence go stale: sends read neither (enqueueMany takes sequences with an update).
    */
   readonly sendTargets: Map<string, QueueRow>;
+  /**
+   * Subscription filters as publishes match them, parsed once (filters.ts, which says why replicas
+   * answer the same with or without it). Outlives batches and rollbacks.
+   */
+  readonly filters: FilterCache;
   /** Where rows of format 4 read their bodies: the partition's log, once its host attaches it. */
   bodies: BodySource | null;
   /**

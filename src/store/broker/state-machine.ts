@@ -66,6 +66,7 @@ import {
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
+import { FilterCache } from './filters.js';
 import { advanceOutbox, copyState, finishImage, imageApplied, installImage, removeImageFiles, syncStateFiles } from './images.js';
 import { REBUILD_IN_APPLY, messageTableOf, rebuildMessageTable, rebuildable, rebuildsInApply, type MessageTable, type RebuildLimits } from './message-table.js';
 import { brokerMigrations } from './migrations.js';
@@ -198,7 +199,7 @@ export class BrokerStateMachine {
       return;
     }
     const st = prepareStatements(sqlite, kysely);
-    const store: Store = { st, partition, sendTargets: new Map(), bodies: null, bodiesFrom: Infinity, lastBodyEntry: null };
+    const store: Store = { st, partition, sendTargets: new Map(), filters: new FilterCache(), bodies: null, bodiesFrom: Infinity, lastBodyEntry: null };
     this.tables = { st, store };
     this.formatInForce = format(store);
     store.bodiesFrom = bodiesFrom(store);

@@ -90,6 +90,10 @@ export const INDEXED_BY_OPEN: readonly string[] = [
   // (review of stop 61).
   'create index if not exists queues_channel on queues (channel_id)',
   'create index if not exists subscriptions_channel on subscriptions (channel_id)',
+  // A topic's subscriptions as a publish lists them (listSubscriptionChannels), without their rows: a
+  // row with a filter of 4 KiB fills a page of 2 KiB, and reading 1,000 of them cost each publish
+  // 4 ms more (review of stop 62).
+  'create index if not exists subscriptions_listed on subscriptions (topic, name, channel_id)',
 ];
 
 /** (now): the channels holding messages past their retention, without their select. */
@@ -778,16 +782,22 @@ export function prepareStatements(db: Sqlite, k: Db) {
         .orderBy('s.name'),
       1,
     ),
-    /** (topic) */
+    /**
+     * (topic): the channels, not the filters: a publish parses a filter once (filters.ts) and reads
+     * one through subscriptionFilter only when it is not cached. Through subscriptions_listed, so that
+     * it reads no row of `subscriptions` either: with filters, those are large (review of stop 62).
+     */
     listSubscriptionChannels: s(
       k
         .selectFrom('subscriptions as s')
         .innerJoin('channels as c', 'c.id', 's.channel_id')
-        .select(['s.filter', ...CHANNEL])
+        .select(CHANNEL)
         .where('s.topic', '=', '')
         .orderBy('s.name'),
       1,
     ),
+    /** (channel_id): through subscriptions_channel. */
+    subscriptionFilter: s(k.selectFrom('subscriptions').select('filter').where('channel_id', '=', 0), 1),
     /** (topic) */
     countSubscriptions: s(k.selectFrom('subscriptions').select((eb) => eb.fn.countAll<number>().as('n')).where('topic', '=', ''), 1),
     nextOutbox: s(

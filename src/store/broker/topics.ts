@@ -4,6 +4,7 @@ import { ErrorCode, fail, ok, type Command, type MessageInput, type Result, type
 import { grantActions, requireActor, requireOwner, requireRoom, visibleTopic } from './access.js';
 import { DEDUP_WINDOW_MS, type Ctx, type Store } from './context.js';
 import { logSeq } from './bodies.js';
+import type { Filter } from './filters.js';
 import { dropChannel, enqueue, enqueueCopies, inLog, unplaceable, type Copy } from './messages.js';
 import type { ChannelRow, TopicRow } from './schema.js';
 import { subscriptionView, topicView } from './views.js';
@@ -21,7 +22,7 @@ export const MAX_SUBSCRIPTIONS_PER_USER = 100;
  */
 export const MAX_FANOUT = 1000;
 
-function matchesFilter(filter: Readonly<Record<string, string>> | null, attributes: Readonly<Record<string, string>>): boolean {
+function matchesFilter(filter: Filter | null, attributes: Readonly<Record<string, string>>): boolean {
   if (filter === null) return true;
   for (const [k, v] of Object.entries(filter)) if (attributes[k] !== v) return false;
   return true;
@@ -51,7 +52,7 @@ export function deleteTopic(s: Store, name: string, ctx: Ctx): Result {
 /** A subscription as a publish fans out to it, with the copies gathered for it. */
 interface Fanned {
   readonly ch: ChannelRow;
-  readonly filter: Readonly<Record<string, string>> | null;
+  readonly filter: Filter | null;
   readonly copies: Copy[];
 }
 
@@ -67,10 +68,15 @@ function publishable(s: Store, name: string, ctx: Ctx): Result<TopicRow> {
   return ok(t);
 }
 
+/**
+ * The topic's subscriptions in name order, each filter read and parsed only when not cached
+ * (filters.ts): every publish read and parsed every filter of its topic, on every replica. A publish
+ * that 1,000 filters of 4 KiB turn down applied in 19 ms, 4 ms with them cached (one replica, review of stop 62).
+ */
 function subscriptionsOf(s: Store, name: string): Fanned[] {
-  return (s.st.listSubscriptionChannels.all(name) as (ChannelRow & { filter: string | null })[]).map((sub) => ({
-    ch: sub,
-    filter: sub.filter === null ? null : (JSON.parse(sub.filter) as Record<string, string>),
+  return (s.st.listSubscriptionChannels.all(name) as ChannelRow[]).map((ch) => ({
+    ch,
+    filter: s.filters.of(ch.id, () => (s.st.subscriptionFilter.get(ch.id) as { filter: string | null }).filter),
     copies: [],
   }));
 }
