@@ -37,7 +37,7 @@ export const SubscriptionFilter = Type.Object(
     [SCHEMA_NAME]: 'SubscriptionFilter',
     description:
       `Deliver only messages whose attributes hold every one of these pairs. In a request, \`attributes\` as compact JSON (JSON.stringify) holds at most ${LIMITS.filterBytes} bytes of UTF-8, ` +
-      'a control character counted as its 6-byte escape (400 beyond; since 1.7.0).',
+      'a control character counted as its 6-byte escape (400 beyond; since 1.8.0).',
   },
 );
 

@@ -1025,7 +1025,7 @@ export interface components {
             createdAt: string;
             stats: components["schemas"]["QueueStats"];
         };
-        /** @description Deliver only messages whose attributes hold every one of these pairs. In a request, `attributes` as compact JSON (JSON.stringify) holds at most 4096 bytes of UTF-8, a control character counted as its 6-byte escape (400 beyond; since 1.7.0). */
+        /** @description Deliver only messages whose attributes hold every one of these pairs. In a request, `attributes` as compact JSON (JSON.stringify) holds at most 4096 bytes of UTF-8, a control character counted as its 6-byte escape (400 beyond; since 1.8.0). */
         SubscriptionFilter: {
             attributes: components["schemas"]["Attributes"];
         };
