@@ -92,7 +92,7 @@ export class Housekeeping {
    * Each gets the look its poll takes when its client leaves (ms 0, leave), proposed as its user. A
    * poll served before its look keeps what it was given under its lease: its node may yet apply that
    * delivery and answer it (docs/api.md, "Long polling"). A poll of a node that was only slow, or cut
-   * off, finds itself gone at its next look, and looks afresh (format 17; before, it answered empty).
+   * off, finds itself gone at its next look, and answers empty.
    */
   private takeOutUnheardPolls(): void {
     const now = this.host.clock.now();

@@ -90,11 +90,6 @@ export interface Ctx {
    * BOUNDED_PROMOTION: PROMOTE_BUDGET); null for no limit.
    */
   promoteBudget: number | null;
-  /**
-   * Whether a parked poll's look that finds its entry gone, though not served, looks afresh as a new
-   * receive (format 17, TAKEN_OUT_LOOKS_AGAIN); before, it answered 'gone'.
-   */
-  readonly takenOutLooksAgain: boolean;
 }
 
 export function wokeUp(ctx: Ctx, channelId: number, visible: number): void {

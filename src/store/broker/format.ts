@@ -71,12 +71,7 @@
  * (BOUNDED_PROMOTION) one entry makes at most PROMOTE_BUDGET ended leases and passed delays ready
  * again or dead-letters them, the earliest due first; the entries after it that look at the channel
  * take the rest (leases.ts, promoteDue): before, a receive after 100,000 leases ended together
- * promoted them all, 0.75 s of every replica's loop (a review). And (TAKEN_OUT_LOOKS_AGAIN) a
- * parked poll whose entry is gone at its next look, though not served (its queue or subscription
- * deleted and made again, its right revoked and given again, or taken out by the leader while its
- * node was cut off), looks afresh, as a new receive: before, it answered 'gone', which from format 16
- * means served, and its node waited 5 s for a delivery that never came, then answered empty while
- * messages were visible (a review; messages.ts, receive).
+ * promoted them all, 0.75 s of every replica's loop (a review).
  */
 export const FORMAT = 17;
 
@@ -127,8 +122,6 @@ export const SERVED_POLLS_KEPT = 16;
 export const BOUNDED_RECEIVES = 17;
 /** From this format on, an entry promotes or dead-letters at most PROMOTE_BUDGET due messages (leases.ts, promoteDue). */
 export const BOUNDED_PROMOTION = 17;
-/** From this format on, a parked poll's look that finds its entry taken out (not served) looks afresh (messages.ts, receive). */
-export const TAKEN_OUT_LOOKS_AGAIN = 17;
 /**
  * How far one entry's stamp may move a partition's clock past its value (format 8). A leader whose
  * wall clock is wrong stamps the median of the nodes' clocks (src/partition/cluster-clock.ts); were

@@ -285,10 +285,8 @@ export function receive(s: Store, ref: ChannelRef, max: number, vtSeconds: numbe
     // through a snapshot past it did not). It looks no further.
     if (before?.served != null) return ok({ messages: before.channel_id === ch.id ? servedAgain(s, ch, before.served, ctx) : [], parked: 'gone' });
     // Served since, before format 16: what it was given is on its way to the poll, with its node's
-    // apply of the entry that served it; it looks no further. From format 16 a served poll is kept,
-    // so from format 17 an entry gone unserved was taken out (its channel deleted, its right revoked,
-    // the leader's takeout, a prune), and the poll looks afresh, in whatever channel the name holds now.
-    if (before === undefined && wait.again === true && !(ctx.takenOutLooksAgain && wait.leave !== true)) return ok({ messages: [], parked: 'gone' });
+    // apply of the entry that served it; it looks no further.
+    if (before === undefined && wait.again === true) return ok({ messages: [], parked: 'gone' });
     if (wait.leave === true) return ok({ messages: [] });
   }
   const vt = vtSeconds !== null ? vtSeconds * 1000 : ch.visibility_timeout_ms;

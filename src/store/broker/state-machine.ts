@@ -62,7 +62,6 @@ import {
   BOUNDED_DELETES,
   BOUNDED_PROMOTION,
   BOUNDED_RECEIVES,
-  TAKEN_OUT_LOOKS_AGAIN,
   USER_LIFECYCLE,
   isFormat,
 } from './format.js';
@@ -650,7 +649,6 @@ export class BrokerStateMachine {
           keepsServed: this.formatInForce >= SERVED_POLLS_KEPT,
           receiveBytes: this.formatInForce >= BOUNDED_RECEIVES ? RECEIVE_BYTES : null,
           promoteBudget: this.formatInForce >= BOUNDED_PROMOTION ? PROMOTE_BUDGET : null,
-          takenOutLooksAgain: this.formatInForce >= TAKEN_OUT_LOOKS_AGAIN,
         };
         if (ch !== undefined) {
           sends ??= { ch, sends: [] };

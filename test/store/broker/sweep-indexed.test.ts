@@ -18,7 +18,7 @@ const storeOf = (s: TestStore): Store => (s.sm as unknown as { tables: { store: 
 /** The sweep as this build applied it before: every channel in id order. */
 function scanSweep(s: TestStore): { expired: number; deadLettered: number } {
   const store = storeOf(s);
-  const ctx: Ctx = { index: s.index, now: s.sm.clock(), actor: null, woke: new Map(), retimed: new Set(), delivered: [], answers: true, holdsOwnLeases: true, deadLettersFirst: true, boundedDeletes: true, clearBudget: 0, keepsServed: true, receiveBytes: null, promoteBudget: null, takenOutLooksAgain: true };
+  const ctx: Ctx = { index: s.index, now: s.sm.clock(), actor: null, woke: new Map(), retimed: new Set(), delivered: [], answers: true, holdsOwnLeases: true, deadLettersFirst: true, boundedDeletes: true, clearBudget: 0, keepsServed: true, receiveBytes: null, promoteBudget: null };
   let expired = 0;
   let deadLettered = 0;
   for (const ch of store.st.allChannels.all() as ChannelRow[]) {
