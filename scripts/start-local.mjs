@@ -69,8 +69,10 @@ function reportExit(id, code, signal, running) {
   if (!ready) {
     console.error(`mom: node ${id} ${describeExit(code, signal)} before the cluster was ready (${notStartedHint(node)} MOM_LOCAL_PORT moves all three).`);
     if (running.length === 0) return;
-    // Two nodes elect leaders on their own, on new data as well (ClusterNode.learnTerms); one cannot.
-    console.error(`     ${list(running)} keep running${running.length === 2 ? ': two of the three nodes are a majority and serve once they have leaders' : ', and a node alone cannot serve'}.`);
+    // On data that ran before, two nodes elect leaders on their own; on new data the first election
+    // waits for all three (ClusterNode.learnTerms: two new folders cannot tell a new cluster from two
+    // lost disks). One node alone cannot serve.
+    console.error(`     ${list(running)} keep running${running.length === 2 ? ': two of the three nodes are a majority and serve once they have leaders (on new data, once the third has started too)' : ', and a node alone cannot serve'}.`);
   } else {
     console.error(`mom: node ${id} ${describeExit(code, signal)}.`);
     if (running.length === 0) return;

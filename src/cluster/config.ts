@@ -332,9 +332,10 @@ export function checkClusterIdentity(cfg: NodeConfig): { catchingUp: boolean; to
  * where they did not (review of stop 62).
  */
 function heldData(dataDir: string): string[] {
+  // The log's LOCK files are no data: a folder held by a running node is said to be so (wal/LOCK).
   const nonEmpty = (dir: string): boolean => {
     try {
-      return readdirSync(join(dataDir, dir)).length > 0;
+      return readdirSync(join(dataDir, dir)).some((name) => !(dir === 'wal' && (name === 'LOCK' || name === 'LOCK.boot')));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return false;
       throw err;

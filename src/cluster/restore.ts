@@ -147,13 +147,6 @@ export async function restoreCluster(cfg: NodeConfig, from: string): Promise<Res
   try {
     const copied = copyTree(source, target, '', target);
     const positions = await readPositions(target, cfg.partitions, cfg.peers.map((p) => p.id));
-    // Its cluster.json says the node took part, yet no partition's log holds anything: the log was left
-    // out (kept on a disk not mounted when the copy was made). A node's own start calls that a lost
-    // log; restored, the three would have taken each other for a new cluster, every write gone
-    // (review of stop 62).
-    if (positions.every((p) => p.term === 0 && p.last[0] === 0 && p.snapshot[0] === 0)) {
-      throw new RestoreRefusedError(`${from}'s log is empty in every partition (wal/ missing or empty), though the node had taken part in its cluster: the copy lacks its log. Take the whole folder, the log's disk included`);
-    }
     // Last: a folder without its cluster.json is a restore cut short, which a start refuses
     // (config.ts, heldData) until it is emptied and restored again.
     markCaughtUp(cfg);
@@ -287,9 +280,17 @@ function copyTree(from: string, to: string, rel: string, target: string): { file
 async function readPositions(dataDir: string, partitions: number, voters: readonly NodeId[]): Promise<RestoredPosition[]> {
   const store = await openNodeLog(dataDir, partitions, voters);
   try {
+    // Its cluster.json says the node took part, yet no partition's log holds anything: the log was left
+    // out (kept on a disk not mounted when the copy was made). A node's own start calls that a lost
+    // log; restored, the three would have taken each other for a new cluster, every write gone
+    // (review of stop 62).
+    const logs = Array.from({ length: partitions }, (_, p) => store.partition(p, voters));
+    if (logs.every((log) => log.hardState().term === 0 && log.lastIndex() === 0 && log.snapshot().meta.index === 0)) {
+      throw new RestoreRefusedError(`the copy's log is empty in every partition (wal/ missing or empty), though its node had taken part in its cluster: the copy lacks its log. Take the whole folder, the log's disk included`);
+    }
     const positions: RestoredPosition[] = [];
     for (let p = 0; p < partitions; p++) {
-      const log = store.partition(p, voters);
+      const log = logs[p]!;
       log.verify();
       const hard = log.hardState();
       const snapshot = log.snapshot().meta;
@@ -305,6 +306,11 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
         throw new RestoreRefusedError(
           `partition ${p}'s state holds entries up to ${applied.index}, its log starts after ${log.firstIndex() - 1}, and the image ${ref} is not in the copy: the copy lacks files (state/p${p}.db?). Take the whole folder`,
         );
+      }
+      // Every node makes each partition's state at its first start. Rebuilt from the log, it would give
+      // dead-letter outbox ids from 0 again, where OUTBOX_PAST_COPY moves them on (review of stop 62).
+      if (!existsSync(state) && (image === null || !existsSync(image))) {
+        throw new RestoreRefusedError(`partition ${p}'s state (state/p${p}.db) is not in the copy: the copy lacks files. Take the whole folder`);
       }
       // A state ahead of its log: the node applied entries its log had not synced when it went down
       // (host.ts applies while syncing). A restart gets them again from the leader; after a restore

@@ -121,7 +121,12 @@ t.test('three nodes over HTTP: election, replication, failover, catch-up by snap
  * machine could fill with nothing. Its replica of partition 0 has applied nothing.
  */
 async function refusedThird(t: Test, good: NodeConfig[], bad: NodeConfig, what: string, opts: { logger?: LoggerOptions } = {}): Promise<void> {
-  const nodes = await Promise.all([good[0]!, good[1]!, bad].map((c) => ClusterNode.start(c, { tickMs: 20, ...opts })));
+  // The three good nodes form the cluster first (a new cluster's first start waits for all three);
+  // then the third is replaced by the bad one, on a folder of its own.
+  const first = await Promise.all(good.map((c) => ClusterNode.start(c, { tickMs: 20 })));
+  await until(() => first.every((n) => n.status()[0]!.leader !== null), 'the three good nodes elect a leader');
+  await first[2]!.close();
+  const nodes = [first[0]!, first[1]!, await ClusterNode.start({ ...bad, dataDir: `${bad.dataDir}-bad` }, { tickMs: 20, ...opts })];
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   await until(() => leaderOf(nodes.slice(0, 2), 0) !== undefined, 'the two good nodes elect a leader');
   t.ok((await submit(nodes.slice(0, 2).map((n) => n.host), 0, 'alice', queue('q'))).ok, 'the good majority commits');

@@ -196,9 +196,15 @@ t.test('restore-cluster refuses what it cannot restore safely, and writes nothin
   // A copy whose log was left out (kept on a disk that was not mounted when the copy was made): its
   // cluster.json says the node took part, its log holds nothing (review of stop 62).
   const noLog = join(root, 'no-log');
-  cpSync(copy, noLog, { recursive: true, filter: (src) => !src.startsWith(join(copy, 'wal')) && !src.startsWith(join(copy, 'state')) });
+  cpSync(copy, noLog, { recursive: true, filter: (src) => !src.startsWith(join(copy, 'wal')) });
   mkdirSync(join(noLog, 'wal'));
   await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, noLog), { name: 'RestoreRefusedError', message: /log is empty in every partition/ }, 'a copy whose log is missing');
+  t.same(readdirSync(target), [], 'and the data folder is left empty');
+  // And one without a partition's state, its log not compacted: rebuilt from the log, its dead-letter
+  // outbox would give ids from 0 again (review of stop 62).
+  const noState = join(root, 'no-state');
+  cpSync(copy, noState, { recursive: true, filter: (src) => !src.endsWith(join('state', 'p0.db')) && !src.includes(join('state', 'p0.db-')) });
+  await t.rejects(restoreCluster({ ...restored[0]!, dataDir: target }, noState), { name: 'RestoreRefusedError', message: /partition 0's state \(state\/p0\.db\) is not in the copy/ }, 'a copy without a partition\'s state');
   t.same(readdirSync(target), [], 'and the data folder is left empty');
 
   // A copy whose cluster.json does not say its secret (older builds; or the key removed).
