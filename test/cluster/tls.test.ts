@@ -46,19 +46,25 @@ t.test('three nodes over HTTPS elect, replicate, and refuse a peer of another CA
   if (bin === null) return;
   const ca = makeCa(bin, 'ca');
   const rogueCa = makeCa(bin, 'rogue-ca');
-  const certs = [makeCert(bin, ca, 'n1'), makeCert(bin, ca, 'n2'), makeCert(bin, rogueCa, 'n3')];
+  const certs = [makeCert(bin, ca, 'n1'), makeCert(bin, ca, 'n2'), makeCert(bin, ca, 'n3')];
+  const rogueCert = makeCert(bin, rogueCa, 'rogue');
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => `n${i + 1}=https://127.0.0.1:${p}`).join(',');
-  const cfg = (i: number) =>
+  const cfg = (i: number, cert = certs[i]!, folder = `n${i + 1}`) =>
     loadConfig(
       [
-        '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${ports[i]}`, '--peers', peers, '--data-dir', join(dir, `n${i + 1}`),
+        '--node-id', `n${i + 1}`, '--listen', `127.0.0.1:${ports[i]}`, '--peers', peers, '--data-dir', join(dir, folder),
         '--cluster-secret', 's'.repeat(24), '--jwt-secret', 'j'.repeat(32), '--partitions', '2',
-        '--tls-cert', certs[i]!.cert, '--tls-key', certs[i]!.key, '--tls-ca', ca.cert,
+        '--tls-cert', cert.cert, '--tls-key', cert.key, '--tls-ca', ca.cert,
       ],
       {},
     );
-  const nodes = await Promise.all([0, 1, 2].map((i) => ClusterNode.start(cfg(i), { tickMs: 20 })));
+  // The three form the cluster (a new cluster's first start waits for all three); then n3 is
+  // replaced by a node with a certificate of another CA, on a folder of its own.
+  const first = await Promise.all([0, 1, 2].map((i) => ClusterNode.start(cfg(i), { tickMs: 20 })));
+  await until(() => first.every((n) => n.status().every((s) => s.leader !== null)), 'the three elect leaders over TLS');
+  await first[2]!.close();
+  const nodes = [first[0]!, first[1]!, await ClusterNode.start(cfg(2, rogueCert, 'rogue'), { tickMs: 20 })];
   t.teardown(() => Promise.all(nodes.map((n) => n.close())));
   const [a, b, rogue] = nodes as [ClusterNode, ClusterNode, ClusterNode];
   await until(() => [0, 1].every((p) => a.host.replica(p).isLeader() || b.host.replica(p).isLeader()), 'n1 and n2 lead both partitions');
