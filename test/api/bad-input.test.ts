@@ -24,7 +24,7 @@ import { connect } from 'node:net';
 import fc from 'fast-check';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { stateHash } from '../../src/store/broker/index.js';
+import { MAX_FILTER_BYTES, stateHash } from '../../src/store/broker/index.js';
 import { TEST_JWT_SECRET, drain as drainChannel, userToken, type ReceivedMessage } from './api-helpers.js';
 import { localApp } from './local-app.js';
 
@@ -1109,8 +1109,12 @@ t.test('round trip: any text in bodies and attributes comes back byte for byte',
     t,
     'topic: a subscription filtered on the attributes gets the message, as does one without a filter',
     fc.asyncProperty(messageBody, attributes, async (body, attrs) => {
-      // A few of the pairs: 16 full-size ones may not fit the route's 64 KiB (see the limits test).
-      const wanted = Object.fromEntries(Object.entries(attrs).slice(0, 4));
+      // A few of the pairs, as many as a filter holds (MAX_FILTER_BYTES of JSON, since 1.8.0).
+      const wanted: Record<string, string> = {};
+      for (const [k, v] of Object.entries(attrs).slice(0, 4)) {
+        if (Buffer.byteLength(JSON.stringify({ ...wanted, [k]: v }), 'utf8') > MAX_FILTER_BYTES) break;
+        wanted[k] = v;
+      }
       const filter = Object.keys(wanted).length === 0 ? undefined : { attributes: wanted };
       const sub = (await must(201, 'POST', `/v1/topics/${RTT}/subscriptions`, { name: RT_FILTERED, ...(filter === undefined ? {} : { filter }) }, rtToken)) as {
         filter: { attributes: Record<string, string> } | null;
@@ -1185,11 +1189,15 @@ t.test('round trip at the limits: 256 KiB bodies, 1 MiB batches, 16 full attribu
     'all 100 come back, in order, exactly',
   );
 
-  // A filter within every documented limit: 16 pairs, keys of 128 and values of 1024 characters.
-  // In 4-byte characters that is over 73,728 bytes of JSON, more than the 64 KiB the route takes.
-  const wide = Object.fromEntries(Array.from({ length: 16 }, (_, i) => ['🐇'.repeat(128 - String(i).length) + String(i), '🐇'.repeat(1024)]));
+  // A filter within every documented limit: 16 pairs of 4-byte characters, as long as its JSON stays
+  // within MAX_FILTER_BYTES (since 1.8.0); the route once refused one the attributes' limits allowed.
+  const pair = (i: number, n: number): [string, string] => ['🐇'.repeat(4) + String(i).padStart(2, '0'), '🐇'.repeat(n)];
+  const wide = Object.fromEntries(Array.from({ length: 16 }, (_, i) => pair(i, 1)));
+  let n = 1;
+  while (Buffer.byteLength(JSON.stringify(Object.fromEntries(Array.from({ length: 16 }, (_, i) => pair(i, n + 1)))), 'utf8') <= MAX_FILTER_BYTES) n++;
+  Object.assign(wide, Object.fromEntries(Array.from({ length: 16 }, (_, i) => pair(i, n))));
   const res = await send('POST', `/v1/topics/${RTT}/subscriptions`, { name: 'bi-rt-wide', filter: { attributes: wide } }, rtToken);
-  t.equal(res.statusCode, 201, 'a subscription filter at the documented limits is accepted', { body: res.body.slice(0, 300) });
+  t.equal(res.statusCode, 201, `a subscription filter at the documented limits is accepted (${Buffer.byteLength(JSON.stringify(wide), 'utf8')} bytes)`, { body: res.body.slice(0, 300) });
 });
 
 t.test('attribute key "__proto__": refused as a whole (400 problem+json), never half-applied', async (t) => {
