@@ -296,12 +296,14 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
       const snapshot = log.snapshot().meta;
       const last = log.lastIndex();
       const state = statePath(dataDir, p);
-      let applied = existsSync(state) ? BrokerStateMachine.imageApplied(state) : { index: 0, term: 0 };
+      const hasState = existsSync(state);
+      let applied = hasState ? BrokerStateMachine.imageApplied(state) : { index: 0, term: 0 };
       // As a node's start does (NodeHost.open): an image of the log's snapshot still in the folder (an
       // install a crash cut short) replaces the state; a state behind the compacted log needs it.
       const ref = log.snapshotRef();
       const image = ref === null ? null : snapshotPath(dataDir, ref);
-      if (image !== null && existsSync(image)) applied = BrokerStateMachine.imageApplied(image);
+      const hasImage = image !== null && existsSync(image);
+      if (hasImage) applied = BrokerStateMachine.imageApplied(image);
       else if (image !== null && applied.index < log.firstIndex() - 1) {
         throw new RestoreRefusedError(
           `partition ${p}'s state holds entries up to ${applied.index}, its log starts after ${log.firstIndex() - 1}, and the image ${ref} is not in the copy: the copy lacks files (state/p${p}.db?). Take the whole folder`,
@@ -309,7 +311,7 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
       }
       // Every node makes each partition's state at its first start. Rebuilt from the log, it would give
       // dead-letter outbox ids from 0 again, where OUTBOX_PAST_COPY moves them on (review of stop 62).
-      if (!existsSync(state) && (image === null || !existsSync(image))) {
+      if (!hasState && !hasImage) {
         throw new RestoreRefusedError(`partition ${p}'s state (state/p${p}.db) is not in the copy: the copy lacks files. Take the whole folder`);
       }
       // A state ahead of its log: the node applied entries its log had not synced when it went down
@@ -321,9 +323,9 @@ async function readPositions(dataDir: string, partitions: number, voters: readon
           `partition ${p}'s state holds entry ${applied.index} (term ${applied.term}), its log ends at ${last} (term ${log.term(last)}): this node went down before its log was synced, and the entries between are on no node of the copy. Restore from another node's copy, or from a backup taken while the node was stopped`,
         );
       }
-      // The state a node starts from (the image when there is one) and the state it replaces.
-      let outbox = 0;
-      for (const path of [state, image]) if (path !== null && existsSync(path)) outbox = BrokerStateMachine.advanceOutbox(path, OUTBOX_PAST_COPY);
+      // The state it replaces, and the state a node starts from (the image when there is one).
+      let outbox = hasState ? BrokerStateMachine.advanceOutbox(state, OUTBOX_PAST_COPY) : 0;
+      if (hasImage) outbox = BrokerStateMachine.advanceOutbox(image, OUTBOX_PAST_COPY);
       positions.push({
         partition: p,
         term: hard.term,
